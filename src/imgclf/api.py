@@ -1,0 +1,238 @@
+"""The Python API. The CLI is a thin layer over these functions.
+
+    run = imgclf.train("photos/", model="resnet_fast", epochs=20)
+    model = imgclf.load(run.path)            # or imgclf.load("runs/photos-1")
+    model.predict(["a.jpg", "folder/"], top_k=3)
+    imgclf.evaluate("runs/photos-1")         # metrics on the run's held-out test split
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .config import TrainConfig, dump_yaml, load_config
+from .errors import UserError
+from .fsutil import write_json, write_text
+from .runs import MODEL_FORMAT, find_run, new_run_dir, write_splits
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+@dataclass
+class Run:
+    path: Path
+    metrics: dict
+    config: TrainConfig
+
+    def load(self, device: str = "auto"):
+        return load(self.path, device)
+
+
+def _console(verbose: bool):
+    from rich.console import Console
+
+    return Console(quiet=not verbose, highlight=False, soft_wrap=True)
+
+
+def load(run: str | Path, device: str = "auto"):
+    """Load a trained model from a run folder (JSON + safetensors; no code executed)."""
+    from .predictor import Model
+
+    return Model.load(run, device)
+
+
+def train(data: str | Path | None = None, *, config: str | Path | None = None, resume: str | Path | bool = False,
+          verbose: bool = True, **settings: Any) -> Run:
+    """Train, evaluate on the held-out test split and write a run folder. Every keyword is a
+    TrainConfig field; unset ones are chosen automatically, printed, and recorded in config.yaml.
+    `resume=RUN_DIR` (or resume=True with out=RUN_DIR) continues an interrupted run."""
+    import torch
+
+    from .data.augment import AugmentPolicy, default_policy
+    from .data.discover import discover
+    from .device import pick_device
+    from .models import create_model, model_defaults
+    from .train.defaults import resolve
+    from .train.loop import SplitData, fit
+
+    console = _console(verbose)
+    run_dir = None
+    if resume:
+        run_dir = Path(resume if not isinstance(resume, bool) else settings.get("out") or "")
+        if not (run_dir / "config.yaml").is_file():
+            raise UserError(f"cannot resume: {run_dir} has no config.yaml (give the run folder of an earlier train)")
+        cfg = load_config(run_dir / "config.yaml")     # the resolved settings of the interrupted run
+    else:
+        cfg = load_config(config) if config else TrainConfig()
+        cfg = cfg.updated(data=str(data) if data is not None else None, **settings)
+    if not cfg.data:
+        raise UserError("no data given: imgclf train DATA (a folder with one sub-folder per class)")
+
+    spec = discover(cfg.data, cfg.val_frac, cfg.test_frac, cfg.seed)
+    device = pick_device(cfg.device)
+    cfg, notes = resolve(cfg, [spec.paths[i] for i in spec.indices("train")], device)
+    run_dir = Path(run_dir or cfg.out or new_run_dir(cfg.data))
+    cfg = cfg.updated(out=str(run_dir))
+    if not resume and (run_dir / "model.json").exists():
+        raise UserError(f"{run_dir} already holds a run; choose another --out or add --resume to continue it")
+
+    console.print(f"imgclf {__version__}  data {cfg.data} ({spec.layout}, {len(spec.classes)} classes, "
+                  f"{len(spec.paths)} images)  device {device}")
+    for line in notes:
+        console.print(f"  default: {line}")
+
+    images, spec, skipped = _decode(spec, cfg, console)
+    pretrained = cfg.model.startswith("timm/") and bool(cfg.weights or cfg.pretrained)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if pretrained else _channel_stats(images, spec.indices("train"))
+    policy = _augment_policy(cfg, len(spec.indices("train")), default_policy, AugmentPolicy)
+    console.print(f"  augmentation: {policy.to_dict()}")
+    kwargs = {**model_defaults(cfg.model), **cfg.model_kwargs}
+    cfg = cfg.updated(model_kwargs=kwargs, augment=policy.to_dict())
+
+    torch.manual_seed(cfg.seed)
+    net = create_model(cfg.model, num_classes=len(spec.classes), in_chans=3, img_size=cfg.img_size,
+                       weights=cfg.weights, pretrained=cfg.pretrained, **cfg.model_kwargs)
+    n_params = sum(p.numel() for p in net.parameters())
+    console.print(f"  model: {cfg.model} {kwargs}  ({n_params / 1e6:.2f}M parameters)")
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", dump_yaml(cfg.to_dict()))
+    write_splits(run_dir / "splits.csv", spec.paths, spec.labels, spec.splits, spec.classes)
+    write_json(run_dir / "data_report.json", _data_report(spec, skipped))
+    meta = {
+        "format": MODEL_FORMAT, "imgclf_version": __version__, "classes": spec.classes,
+        "architecture": {"name": cfg.model, "kwargs": kwargs, "in_chans": 3, "parameters": n_params},
+        "input": {"size": cfg.img_size, "resize": cfg.resize, "channels": "RGB", "dtype": "uint8"},
+        "normalization": {"mean": mean, "std": std},
+        "preprocessing": f"decode to RGB (EXIF-rotated, alpha on white), resize '{cfg.resize}' to "
+                         f"{cfg.img_size}x{cfg.img_size}, scale to [0,1], subtract mean, divide by std",
+    }
+    data = SplitData(images, np.sort(spec.indices("train")), np.sort(spec.indices("val")), spec.labels, mean, std)
+    result = fit(net, cfg, data, policy, run_dir, device, console, resume=bool(resume))
+    console.print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; "
+                  f"best val accuracy {result.best_val_acc:.4f} at epoch {result.best_epoch}")
+
+    from .evaluate.plots import plot_history
+    from .predictor import Model
+    from .train.checkpoint import load_weights
+
+    plot_history(result.history, run_dir / "learning_curves.png")
+    net.load_state_dict(load_weights(run_dir / "model.safetensors"))
+    meta["training"] = {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                        "best_val_acc": result.best_val_acc, "stopped_early": result.stopped_early,
+                        "train_seconds": round(result.train_seconds, 2)}
+    write_json(run_dir / "model.json", meta)
+    model = Model(net, meta, device, run_dir)
+    test = np.sort(spec.indices("test"))
+    metrics = _score(model, images[test], spec.labels[test], run_dir, console, "held-out test split")
+    return Run(run_dir, metrics, cfg)
+
+
+def evaluate(run, data: str | Path | None = None, verbose: bool = True) -> dict:
+    """Metrics of a trained model: on its own held-out test split, or on DATA (its `test/` split
+    when it has one, else all its images). Writes metrics.json into the run when on its test split."""
+    from .data.discover import discover
+    from .predictor import Model
+
+    console = _console(verbose)
+    model = run if isinstance(run, Model) else load(run)
+    if data is None:
+        paths, labels = _run_test_split(model)
+        where, out_dir = "held-out test split", model.path
+    else:
+        spec = discover(data, 0.0, 0.0)
+        sel = spec.indices("test") if (spec.splits == "test").any() else np.arange(len(spec.paths))
+        unknown = sorted(set(spec.classes) - set(model.classes))
+        if unknown:
+            raise UserError(f"{data} has classes the model does not know: {', '.join(unknown)}")
+        paths = [spec.paths[i] for i in sel]
+        labels = np.array([model.classes.index(spec.classes[spec.labels[i]]) for i in sel])
+        where, out_dir = str(data), None
+    from .data.cache import build_cache
+
+    cache = build_cache(paths, model.img_size, model.resize_mode, progress=verbose)
+    keep = np.array([i for i in range(len(paths)) if i not in cache.bad], dtype=np.int64)
+    for i, reason in cache.bad.items():
+        console.print(f"[yellow]warning[/]: skipped {paths[i]}: {reason}")
+    return _score(model, cache.images[keep], labels[keep], out_dir, console, where)
+
+
+def _run_test_split(model) -> tuple[list[str], np.ndarray]:
+    import csv
+
+    with open(model.path / "splits.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    if not rows:
+        raise UserError(f"{model.path} has no test split to evaluate on; give DATA: imgclf evaluate RUN DATA")
+    return [r["path"] for r in rows], np.array([model.classes.index(r["label"]) for r in rows])
+
+
+def _score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, console, where: str) -> dict:
+    from .evaluate.metrics import compute_metrics, summary_line
+    from .evaluate.plots import plot_confusion
+
+    if len(labels) == 0:
+        raise UserError(f"no usable images to evaluate in the {where}")
+    probs = model.predict_proba(images)
+    metrics = compute_metrics(labels, probs, model.classes)
+    metrics["evaluated_on"] = where
+    if out_dir is not None:
+        write_json(out_dir / "metrics.json", metrics)
+        plot_confusion(metrics["confusion_matrix"], model.classes, out_dir / "confusion_matrix.png")
+    console.print(f"{where}: {summary_line(metrics)}")
+    return metrics
+
+
+def _decode(spec, cfg: TrainConfig, console):
+    """Decode every image once into the cache; drop unusable files with one warning line each."""
+    from .data.cache import build_cache
+
+    cache = build_cache(spec.paths, cfg.img_size, cfg.resize, workers=cfg.workers)
+    console.print(f"  cache: {cache.path} ({'reused' if cache.hit else f'built in {cache.seconds:.1f}s'})")
+    skipped = [{"path": spec.paths[i], "reason": r} for i, r in sorted(cache.bad.items())]
+    for s in skipped:
+        console.print(f"[yellow]warning[/]: skipped {s['path']}: {s['reason']}")
+    # Unusable rows stay in the memmap (zeros) but leave every split: no copy of a big cache.
+    spec.splits[list(cache.bad)] = "skipped"
+    counts = np.bincount(spec.labels[spec.splits == "train"], minlength=len(spec.classes))
+    empty = [c for c, n in zip(spec.classes, counts) if n == 0]
+    if empty:
+        raise UserError(f"class(es) {', '.join(map(repr, empty))} have no usable training images "
+                        "(see the warnings above): add readable images")
+    return cache.images, spec, skipped
+
+
+def _channel_stats(images: np.ndarray, idx: np.ndarray, sample: int = 5000) -> tuple[list[float], list[float]]:
+    pick = np.sort(np.random.default_rng(0).choice(idx, size=min(sample, len(idx)), replace=False))
+    x = images[pick].reshape(-1, 3).astype(np.float64) / 255.0
+    return [round(float(v), 4) for v in x.mean(0)], [round(float(max(v, 1e-3)), 4) for v in x.std(0)]
+
+
+def _augment_policy(cfg: TrainConfig, n_train: int, default_policy, AugmentPolicy):
+    if isinstance(cfg.augment, dict):
+        return AugmentPolicy.from_dict(cfg.augment)
+    if cfg.augment == "none":
+        return AugmentPolicy(flip=False)
+    if cfg.augment != "auto":
+        raise UserError(f"augment must be auto, none or a mapping of policy fields, not {cfg.augment!r}")
+    return default_policy(cfg.img_size, n_train, allow_flip=cfg.flip)
+
+
+def _data_report(spec, skipped: list[dict]) -> dict:
+    counts = {}
+    for split in ("train", "val", "test"):
+        sel = spec.labels[spec.splits == split]
+        counts[split] = {c: int(n) for c, n in zip(spec.classes, np.bincount(sel, minlength=len(spec.classes)))}
+    return {"root": spec.root, "layout": spec.layout, "classes": spec.classes, "counts": counts,
+            "totals": {s: sum(v.values()) for s, v in counts.items()},
+            "skipped": skipped, "ignored_non_images": spec.ignored}
+
+
+def demo(out: str | Path | None = None, verbose: bool = True) -> Run:
+    from .demo import run_demo
+
+    return run_demo(out, verbose)

@@ -1,0 +1,84 @@
+"""Every training setting in one flat dataclass, nanoGPT style: defaults at the top.
+
+`None` means "choose automatically from the data and the hardware"; the chosen value is
+written back (see `imgclf.train.defaults`) so config.yaml always holds what actually ran.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    out: str | None = None              # run folder; default runs/<dataset>-<n>
+    # data
+    val_frac: float = 0.1               # used when the data has no val split
+    test_frac: float = 0.1              # used when the data has no test split
+    img_size: int | None = None         # auto: median image side, clamped for the device
+    resize: str = "squash"              # squash | crop | pad
+    augment: Any = "auto"               # auto | none | dict of AugmentPolicy fields
+    flip: bool = True                   # horizontal flips in augmentation (off for text/digits)
+    # model
+    model: str = "resnet_fast"          # simple_cnn | resnet_fast | timm/<arch>
+    model_kwargs: dict = field(default_factory=dict)
+    weights: str | None = None          # local weight file for timm models
+    pretrained: bool = False            # download timm weights from the hub (online)
+    # optimisation
+    epochs: int | None = None           # auto from dataset size
+    batch_size: int | None = None       # auto from dataset size and device
+    optimizer: str = "adamw"            # adamw | sgd (Nesterov)
+    lr: float | None = None             # auto from optimizer and batch size
+    weight_decay: float | None = None   # auto: 0.05 adamw, 5e-4 sgd
+    schedule: str = "onecycle"          # onecycle | cosine
+    warmup_epochs: float = 1.0          # linear warm-up length (cosine); onecycle warms up 25% of the run
+    label_smoothing: float = 0.1
+    grad_clip: float | None = 5.0
+    patience: int | None = None         # early stopping on val accuracy; auto = max(5, epochs // 3)
+    # runtime
+    seed: int = 0
+    device: str = "auto"                # auto | cpu | cuda | cuda:1 | mps
+    amp: str = "auto"                   # auto | bf16 | fp16 | off
+    channels_last: bool | None = None   # auto: on for CUDA
+    workers: int | None = None          # decoding processes; default all cores
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(f"unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def updated(self, **overrides: Any) -> "TrainConfig":
+        """Return a copy with the non-None overrides applied (CLI flags left unset stay out)."""
+        d = self.to_dict()
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return TrainConfig.from_dict(d)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(d, dict):
+        raise UserError(f"config file {path} must hold a mapping of setting: value")
+    return TrainConfig.from_dict(d)
+
+
+def dump_yaml(d: dict) -> str:
+    return yaml.safe_dump(d, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,170 @@
+"""Find the images, their classes and their train/val/test split from what the user has.
+
+Three layouts are understood:
+  root/<class>/...                  split here: stratified, seeded (default 80/10/10)
+  root/{train,val,test}/<class>/... the user's split; a missing val is carved from train
+  manifest.csv with columns path,label[,split]
+Class names are the sorted folder names (any unicode, spaces allowed).
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .images import IMAGE_EXTENSIONS
+
+SPLIT_NAMES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test",
+}
+
+
+@dataclass
+class DatasetSpec:
+    root: str
+    layout: str                       # folders | split-folders | manifest
+    classes: list[str]
+    paths: list[str]
+    labels: np.ndarray                # int64, index into classes
+    splits: np.ndarray                # "train" | "val" | "test"
+    ignored: list[str] = field(default_factory=list)   # non-image files, for the data report
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.splits == split)
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".") and not path.name.startswith("__")
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_dir() and _visible(p)), key=lambda p: p.name)
+
+
+def _images_under(folder: Path, ignored: list[str]) -> list[Path]:
+    found = []
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(folder).parts):
+            continue
+        (found if is_image(p) else ignored).append(p if is_image(p) else str(p))
+    return found
+
+
+def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0) -> DatasetSpec:
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise UserError(f"data not found: {source} (give a folder with one sub-folder per class, or a CSV manifest)")
+    if source.is_file():
+        if source.suffix.lower() != ".csv":
+            raise UserError(f"{source} is a file; give a folder of class sub-folders or a CSV manifest (path,label)")
+        spec = _from_manifest(source)
+    else:
+        split_dirs = {SPLIT_NAMES[p.name.lower()]: p for p in _class_dirs(source) if p.name.lower() in SPLIT_NAMES}
+        spec = _from_split_folders(source, split_dirs) if "train" in split_dirs else _from_class_folders(source)
+    _fill_missing_splits(spec, val_frac, test_frac, seed)
+    return spec
+
+
+def _from_class_folders(root: Path) -> DatasetSpec:
+    ignored = [str(p) for p in root.iterdir() if p.is_file() and _visible(p)]
+    classes, paths, labels = [], [], []
+    for d in _class_dirs(root):
+        files = _images_under(d, ignored)
+        if not files:
+            raise UserError(f"class folder '{d.name}' has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): "
+                            f"add images to it or remove it from {root}")
+        labels += [len(classes)] * len(files)
+        classes.append(d.name)
+        paths += [str(p) for p in files]
+    _check_classes(classes, root)
+    return DatasetSpec(str(root), "folders", classes, paths, np.array(labels, dtype=np.int64),
+                       np.array([""] * len(paths), dtype=object), ignored)
+
+
+def _from_split_folders(root: Path, split_dirs: dict[str, Path]) -> DatasetSpec:
+    ignored = [str(p) for p in root.iterdir() if p.is_file() and _visible(p)]
+    classes = sorted({d.name for sd in split_dirs.values() for d in _class_dirs(sd)})
+    _check_classes(classes, root)
+    paths, labels, splits = [], [], []
+    for split, sd in split_dirs.items():
+        for d in _class_dirs(sd):
+            files = _images_under(d, ignored)
+            paths += [str(p) for p in files]
+            labels += [classes.index(d.name)] * len(files)
+            splits += [split] * len(files)
+    labels = np.array(labels, dtype=np.int64)
+    splits = np.array(splits, dtype=object)
+    train_counts = np.bincount(labels[splits == "train"], minlength=len(classes))
+    empty = [c for c, n in zip(classes, train_counts) if n == 0]
+    if empty:
+        raise UserError(f"class(es) {', '.join(map(repr, empty))} have no training images in {split_dirs['train']}: "
+                        "add images or remove the class folders")
+    return DatasetSpec(str(root), "split-folders", classes, paths, labels, splits, ignored)
+
+
+def _from_manifest(csv_path: Path) -> DatasetSpec:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise UserError(f"manifest {csv_path} needs a header row with columns 'path,label' (optional 'split')")
+    classes = sorted({r["label"].strip() for r in rows})
+    _check_classes(classes, csv_path)
+    base = csv_path.parent
+    paths = [str((base / r["path"].strip()) if not Path(r["path"].strip()).is_absolute() else Path(r["path"].strip()))
+             for r in rows]
+    labels = np.array([classes.index(r["label"].strip()) for r in rows], dtype=np.int64)
+    splits = []
+    for r in rows:
+        s = (r.get("split") or "").strip().lower()
+        if s and s not in SPLIT_NAMES:
+            raise UserError(f"manifest {csv_path}: unknown split '{s}' (use train, val or test)")
+        splits.append(SPLIT_NAMES.get(s, ""))
+    return DatasetSpec(str(csv_path), "manifest", classes, paths, labels, np.array(splits, dtype=object))
+
+
+def _check_classes(classes: list[str], where: Path) -> None:
+    if len(classes) < 2:
+        raise UserError(f"found {len(classes)} class(es) in {where}; need at least 2. "
+                        "Put each class's images in its own sub-folder: DATA/<class>/<image>")
+
+
+def _fill_missing_splits(spec: DatasetSpec, val_frac: float, test_frac: float, seed: int) -> None:
+    """Assign a split to every unassigned sample, stratified by class and seeded.
+
+    With a user-given test split we only carve val from train; otherwise both.
+    """
+    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
+        raise UserError("val and test fractions must be in [0, 1) and sum to less than 1")
+    has_test = (spec.splits == "test").any()
+    has_val = (spec.splits == "val").any()
+    todo = spec.splits == ""
+    if not has_test and not todo.any():       # split folders with train only: carve test too
+        todo = spec.splits == "train"
+    elif has_test and not has_val:
+        todo = todo | (spec.splits == "train")
+    rng = np.random.default_rng(seed)
+    for c in range(len(spec.classes)):
+        idx = np.flatnonzero(todo & (spec.labels == c))
+        rng.shuffle(idx)
+        n = len(idx)
+        n_test = 0 if has_test else _share(n, test_frac)
+        n_val = 0 if has_val else _share(n - n_test, val_frac / (1 - (0 if has_test else test_frac)))
+        spec.splits[idx[:n_test]] = "test"
+        spec.splits[idx[n_test:n_test + n_val]] = "val"
+        spec.splits[idx[n_test + n_val:]] = "train"
+
+
+def _share(n: int, frac: float) -> int:
+    """Images of one class for a held-out split: at least one when the class can spare it."""
+    if frac <= 0 or n < 3:
+        return 0
+    return min(n - 1, max(1, round(n * frac)))

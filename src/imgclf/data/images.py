@@ -1,0 +1,174 @@
+"""Read one image file into RGB, and resize it the single way training and prediction share.
+
+Every failure a user's file can cause becomes `UnusableImage` with a short reason, so a caller
+can skip the file with one warning line instead of crashing halfway through a dataset.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+                              ".pgm", ".ppm", ".pbm", ".pnm"})
+RESIZE_MODES = ("squash", "crop", "pad")
+# Refuse bigger images before decoding: a tiny compressed file can claim gigapixels.
+MAX_PIXELS = 100_000_000
+PAD_GREY = 114
+# One filter everywhere; Pillow's BILINEAR is antialiased when downscaling.
+RESAMPLE = Image.Resampling.BILINEAR
+# Integer pre-reduction for big downscales: much faster, visually the same as a full resample.
+REDUCING_GAP = 3.0
+# JPEGs are decoded at 1/2..1/8 scale only while that leaves >= this many times the target side.
+DRAFT_GAP = 2
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+class UnusableImage(Exception):
+    """A file that cannot become a training or prediction input; `.reason` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The first frame of the image at `path`, fully decoded, upright per EXIF, in mode RGB."""
+    return _read(path, max_pixels, draft_side=None)
+
+
+def load_resized(path: str | os.PathLike, size: int, mode: str = "squash",
+                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """read_rgb + resize: the (size, size, 3) uint8 model input for one file."""
+    return resize(_read(path, max_pixels, draft_side=size * DRAFT_GAP), size, mode)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) as stored in the file (before EXIF rotation), reading only the header."""
+    with _opened(path) as img:
+        return img.size
+
+
+def resize(img: Image.Image, size: int, mode: str = "squash") -> np.ndarray:
+    """A (size, size, 3) uint8 array: `squash` ignores the aspect ratio and keeps the whole scene,
+    `crop` fills the square and cuts the longer side's ends, `pad` letterboxes with grey.
+    Any PIL mode is accepted and converted by `to_rgb`, as files are."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {mode!r}; choose one of {', '.join(RESIZE_MODES)}")
+    img = to_rgb(img)
+    if mode == "squash":
+        out = img.resize((size, size), RESAMPLE, reducing_gap=REDUCING_GAP)
+    elif mode == "crop":
+        w, h = img.size
+        side = min(w, h)
+        left, top = (w - side) / 2, (h - side) / 2
+        # Cropping via `box` resamples the exact centre square, without a rounded intermediate size.
+        out = img.resize((size, size), RESAMPLE, box=(left, top, left + side, top + side),
+                         reducing_gap=REDUCING_GAP)
+    else:
+        out = _letterbox(img, size)
+    return np.array(out, dtype=np.uint8)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode as RGB, the same way for every file.
+
+    Transparency is composited on white, as viewers show it, instead of exposing whatever colour
+    hides under alpha 0. Deeper-than-8-bit data is scaled by its type's range, so a 16-bit mid grey
+    stays mid grey rather than saturating.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I;16"):
+        return _grey_to_rgb(np.asarray(img), 65535.0)
+    if img.mode in ("I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        return _grey_to_rgb(values, _full_scale(values, img.mode == "F"))
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _read(path: str | os.PathLike, max_pixels: int, draft_side: int | None) -> Image.Image:
+    with _opened(path) as img:
+        pixels = img.width * img.height
+        if pixels > max_pixels:
+            raise UnusableImage(f"too large: {pixels} pixels > limit {max_pixels}")
+        if draft_side:
+            # JPEG only (a no-op for other formats): decode at reduced scale, far faster.
+            img.draft(None, (draft_side, draft_side))
+        # Decode everything now so a truncated file fails here, not later inside a resize.
+        img.load()
+        return to_rgb(_upright(img))
+
+
+@contextmanager
+def _opened(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """The lazily opened image; any error raised while it is open becomes UnusableImage."""
+    try:
+        if os.stat(path).st_size == 0:
+            raise UnusableImage("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            # Our max_pixels check decides; PIL's warning threshold is a fixed global.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                yield img
+    except UnusableImage:
+        raise
+    # PIL's decoders raise many types on malformed input (OSError, SyntaxError, struct.error,
+    # IndexError, EOFError...), so anything short of an interrupt counts as a bad file.
+    except Exception as e:
+        raise UnusableImage(_reason(e)) from e
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, Image.DecompressionBombError):
+        # Drop PIL's ", could be decompression bomb DOS attack." tail: the size says enough.
+        return f"too large: {str(e).split(',')[0]}"
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image (cannot identify format)"
+    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return f"cannot read file: {e.strerror or e}"
+    return f"truncated or corrupt image: {str(e) or type(e).__name__}"
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation as viewers do; a malformed EXIF block only loses the rotation."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:
+        return img
+
+
+def _full_scale(values: np.ndarray, is_float: bool) -> float:
+    """The full-scale value of wide ('I'/'F') data, which PIL gives without its original type:
+    the smallest common range that holds the maximum, or the maximum itself beyond 16 bits."""
+    top = float(values.max(initial=0.0, where=np.isfinite(values)))
+    if is_float and top <= 1.0:
+        return 1.0
+    for full in (255.0, 65535.0):
+        if top <= full:
+            return full
+    return top
+
+
+def _grey_to_rgb(values: np.ndarray, full_scale: float) -> Image.Image:
+    scaled = np.nan_to_num(values.astype(np.float64) * (255.0 / full_scale), nan=0.0)
+    grey = np.clip(scaled, 0, 255).round().astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")
+
+
+def _letterbox(img: Image.Image, size: int) -> Image.Image:
+    w, h = img.size
+    scale = size / max(w, h)
+    fit = (max(1, round(w * scale)), max(1, round(h * scale)))
+    canvas = Image.new("RGB", (size, size), (PAD_GREY,) * 3)
+    canvas.paste(img.resize(fit, RESAMPLE, reducing_gap=REDUCING_GAP),
+                 ((size - fit[0]) // 2, (size - fit[1]) // 2))
+    return canvas

@@ -1,0 +1,37 @@
+"""Test-set metrics with scikit-learn: everything a user needs to judge a model, as plain JSON."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix, log_loss,
+                             top_k_accuracy_score)
+
+
+def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], top_k: tuple[int, ...] = (3, 5)) -> dict:
+    """Accuracy, top-k, per-class precision/recall/F1/support, macro and weighted averages,
+    confusion matrix (rows = true class, columns = predicted) and log-loss."""
+    labels = np.arange(len(classes))
+    y_pred = probs.argmax(1)
+    report = classification_report(y_true, y_pred, labels=labels, target_names=classes,
+                                   output_dict=True, zero_division=0)
+    per_class = {c: {k: report[c][k] for k in ("precision", "recall", "f1-score", "support")} for c in classes}
+    out = {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "top_k_accuracy": {},
+        "log_loss": float(log_loss(y_true, np.clip(probs, 1e-7, 1), labels=labels)),
+        "macro_avg": {k: float(v) for k, v in report["macro avg"].items()},
+        "weighted_avg": {k: float(v) for k, v in report["weighted avg"].items()},
+        "per_class": per_class,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "classes": list(classes),
+    }
+    for k in top_k:
+        if k < len(classes):
+            out["top_k_accuracy"][str(k)] = float(top_k_accuracy_score(y_true, probs, k=k, labels=labels))
+    return out
+
+
+def summary_line(m: dict) -> str:
+    tk = "  ".join(f"top-{k} {v:.4f}" for k, v in m["top_k_accuracy"].items())
+    return (f"test accuracy {m['accuracy']:.4f}  macro F1 {m['macro_avg']['f1-score']:.4f}  "
+            f"log-loss {m['log_loss']:.4f}  {tk}  (n={m['n']})").rstrip()

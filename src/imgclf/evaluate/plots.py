@@ -1,0 +1,62 @@
+"""PNG plots for the run folder. Matplotlib's Agg backend: no display needed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..fsutil import atomic_path
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    plt = _plt()
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax in (("loss", ax1), ("acc", ax2)):
+        ax.plot(epochs, [r[f"train_{key}"] for r in history], label="train")
+        ax.plot(epochs, [r[f"val_{key}"] for r in history], label="val")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy" if key == "acc" else "loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Learning curves")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_confusion(cm: list[list[int]], classes: list[str], path: Path) -> None:
+    plt = _plt()
+    cm = np.asarray(cm)
+    n = len(classes)
+    size = min(20, max(5, 0.45 * n + 3))
+    fig, ax = plt.subplots(figsize=(size, size))
+    # Row-normalised colours (recall per true class) stay readable with uneven classes; counts are printed.
+    norm = cm / np.maximum(1, cm.sum(1, keepdims=True))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), classes, rotation=90 if n > 8 else 45, ha="right" if n <= 8 else "center")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title("Confusion matrix (test)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    plt = _plt()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

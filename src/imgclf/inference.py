@@ -1,0 +1,46 @@
+"""Batched forward passes over uint8 images: shared by validation, evaluation and prediction,
+so a model sees exactly the same preprocessing everywhere."""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """uint8 (B,3,H,W) -> float, standardised. mean/std are (1,3,1,1) on x's device, in [0,1] units."""
+    x = (x.float() / 255.0 - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: np.ndarray | torch.Tensor, mean, std, device: torch.device,
+                   batch_size: int = 256, amp: torch.dtype | None = None, channels_last: bool = False) -> np.ndarray:
+    """Logits (N, C) as float32 numpy for uint8 images shaped (N, H, W, 3)."""
+    model.eval()
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    out = []
+    for i in range(0, len(images), batch_size):
+        chunk = images[i:i + batch_size]
+        xb = (chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(chunk)))
+        xb = xb.to(device, non_blocking=True).permute(0, 3, 1, 2)
+        with autocast(device, amp):
+            logits = model(normalize(xb, mean_t, std_t, channels_last))
+        out.append(logits.float().cpu())
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(out).numpy()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

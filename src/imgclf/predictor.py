@@ -1,0 +1,105 @@
+"""A trained model loaded from a run folder: predict and evaluate.
+
+Loading reads JSON and safetensors only, rebuilding the network from the registry by name, so a
+run folder from anywhere can never execute code on load.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from .data.discover import is_image
+from .data.images import UnusableImage, load_resized, resize
+from .device import amp_dtype, pick_device
+from .errors import UserError
+from .inference import predict_logits, softmax
+from .runs import find_run, read_model_json
+
+
+class Model:
+    def __init__(self, net: torch.nn.Module, meta: dict, device: torch.device, path: Path | None = None):
+        self.net, self.meta, self.device, self.path = net.eval(), meta, device, path
+        self.classes: list[str] = meta["classes"]
+        self.img_size: int = meta["input"]["size"]
+        self.resize_mode: str = meta["input"]["resize"]
+        self.amp = amp_dtype(device)
+
+    @classmethod
+    def load(cls, run: str | Path, device: str = "auto") -> "Model":
+        from .models import create_model
+        from .train.checkpoint import load_weights
+
+        run = find_run(run)
+        meta = read_model_json(run)
+        arch = meta["architecture"]
+        net = create_model(arch["name"], num_classes=len(meta["classes"]), in_chans=arch.get("in_chans", 3),
+                           img_size=meta["input"]["size"], **arch.get("kwargs", {}))
+        net.load_state_dict(load_weights(run / "model.safetensors"))
+        dev = pick_device(device)
+        return cls(net.to(dev), meta, dev, run)
+
+    def preprocess(self, image) -> np.ndarray:
+        """A path, PIL image or HxWx3 uint8 array -> the model's uint8 input (size, size, 3)."""
+        from PIL import Image
+
+        if isinstance(image, (str, Path)):
+            return load_resized(image, self.img_size, self.resize_mode)
+        if isinstance(image, Image.Image):
+            return resize(image, self.img_size, self.resize_mode)
+        if isinstance(image, np.ndarray):
+            return resize(Image.fromarray(image), self.img_size, self.resize_mode)
+        raise TypeError(f"cannot predict on {type(image).__name__}; give a path, PIL image or numpy array")
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, C) for preprocessed uint8 images (N, size, size, 3)."""
+        norm = self.meta["normalization"]
+        logits = predict_logits(self.net, images, norm["mean"], norm["std"], self.device, amp=self.amp)
+        return softmax(logits)
+
+    def predict(self, inputs, top_k: int = 1) -> list[dict]:
+        """One dict per image: path (when given), label, confidence, top_k [(label, p)...], or error.
+
+        Folders are searched recursively; an unreadable file gives an entry with `error`, never a crash.
+        """
+        items = list(_expand(inputs))
+        arrays, ok, results = [], [], []
+        for item in items:
+            entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
+            try:
+                arrays.append(self.preprocess(item))
+                ok.append(len(results))
+            except UnusableImage as e:
+                entry["error"] = e.reason
+            results.append(entry)
+        if arrays:
+            probs = self.predict_proba(np.stack(arrays))
+            k = max(1, min(top_k, len(self.classes)))
+            for row, p in zip(ok, probs):
+                order = np.argsort(-p)[:k]
+                results[row].update(label=self.classes[order[0]], confidence=float(p[order[0]]),
+                                    top_k=[(self.classes[i], float(p[i])) for i in order])
+        return results
+
+    def evaluate(self, data: str | Path | None = None) -> dict:
+        from .api import evaluate
+
+        return evaluate(self, data)
+
+
+def _expand(inputs) -> Iterable:
+    if isinstance(inputs, (str, Path)) or not isinstance(inputs, (list, tuple)):
+        inputs = [inputs]
+    for item in inputs:
+        if isinstance(item, (str, Path)):
+            p = Path(item).expanduser()
+            if p.is_dir():
+                yield from sorted(str(f) for f in p.rglob("*") if f.is_file() and is_image(f))
+            elif p.exists():
+                yield str(p)
+            else:
+                raise UserError(f"no such file or folder: {item}")
+        else:
+            yield item

@@ -1,0 +1,52 @@
+"""The run folder: the unit a user hands around.
+
+runs/<name>/ model.safetensors  model.json  config.yaml  history.csv  metrics.json
+             data_report.json   splits.csv  learning_curves.png  confusion_matrix.png
+             last.safetensors   train_state.safetensors (for --resume)
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+from .errors import UserError
+from .fsutil import read_json, write_text
+
+MODEL_FORMAT = 1
+
+
+def new_run_dir(data: str | Path, base: str | Path = "runs") -> Path:
+    """runs/<dataset-name>-<n>, n one more than the highest already there."""
+    name = re.sub(r"[^\w.-]+", "_", Path(data).stem or "data").strip("_") or "data"
+    base = Path(base)
+    taken = [int(m.group(1)) for p in base.glob(f"{name}-*") if (m := re.fullmatch(rf"{re.escape(name)}-(\d+)", p.name))]
+    return base / f"{name}-{max(taken, default=0) + 1}"
+
+
+def find_run(path: str | Path) -> Path:
+    """Accept a run folder or a model.safetensors/model.json inside one."""
+    p = Path(path).expanduser()
+    if p.is_file() and p.name in ("model.safetensors", "model.json"):
+        p = p.parent
+    if not (p / "model.json").is_file() or not (p / "model.safetensors").is_file():
+        raise UserError(f"{path} is not a finished run folder (it needs model.json and model.safetensors); "
+                        "train one with: imgclf train DATA")
+    return p
+
+
+def read_model_json(run: Path) -> dict:
+    meta = read_json(run / "model.json")
+    if meta.get("format", 0) > MODEL_FORMAT:
+        raise UserError(f"{run} was written by a newer imgclf (model format {meta['format']}); upgrade imgclf")
+    return meta
+
+
+def write_splits(path: Path, paths: list[str], labels, splits, classes: list[str]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "label", "split"])
+    for p, y, s in zip(paths, labels, splits):
+        w.writerow([p, classes[int(y)], s])
+    write_text(path, buf.getvalue())

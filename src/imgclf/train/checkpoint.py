@@ -1,0 +1,73 @@
+"""Checkpoints as safetensors files: loading one never runs code (no pickle).
+
+The resumable training state (model + optimizer + progress) goes into ONE file, written
+atomically, so a kill at any moment leaves either the previous checkpoint or the new one.
+Non-tensor state (step counts, hyper-parameters, progress) rides in the file's metadata as JSON.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file, safe_open
+
+from ..fsutil import atomic_path
+
+_TENSOR = "__tensor__"
+
+
+def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Replace every tensor in a nested dict/list by a reference, collecting tensors by key."""
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj.detach().cpu().clone()  # clone: safetensors refuses shared storage
+        return {_TENSOR: prefix}
+    if isinstance(obj, dict):
+        return {"__dict__": [[k, _flatten(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return [_flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+    return obj
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict) and _TENSOR in obj:
+        return tensors[obj[_TENSOR]]
+    if isinstance(obj, dict) and "__dict__" in obj:
+        return {k: _unflatten(v, tensors) for k, v in obj["__dict__"]}
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    return obj
+
+
+def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def save_training_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        info: dict[str, Any]) -> None:
+    """Everything needed to continue: weights, optimizer moments, and `info` (epoch, best, ...)."""
+    tensors: dict[str, torch.Tensor] = {}
+    model_sd = _flatten(model.state_dict(), "model", tensors)
+    opt_sd = _flatten(optimizer.state_dict(), "optim", tensors)
+    meta = {"model": json.dumps(model_sd), "optim": json.dumps(opt_sd), "info": json.dumps(info)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_training_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    model.load_state_dict(_unflatten(json.loads(meta["model"]), tensors))
+    opt_sd = _unflatten(json.loads(meta["optim"]), tensors)
+    # JSON turns integer parameter ids into strings; the optimizer wants ints back.
+    opt_sd["state"] = {int(k): v for k, v in opt_sd["state"].items()}
+    optimizer.load_state_dict(opt_sd)
+    return json.loads(meta["info"])

@@ -1,0 +1,67 @@
+"""Automatic choices for every setting left unset, each with a reason the user sees.
+
+Rules are general (image size, image count, device), never tuned to one dataset.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..data.images import RESIZE_MODES, UnusableImage, image_size
+from ..errors import UserError
+
+
+def typical_side(paths: list[str], sample: int = 300, seed: int = 0) -> int | None:
+    """Median shorter side over a random sample of image headers (cheap: no pixel decoding)."""
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(paths), size=min(sample, len(paths)), replace=False)
+    sides = []
+    for i in pick:
+        try:
+            sides.append(min(image_size(paths[i])))
+        except UnusableImage:
+            continue
+    return int(np.median(sides)) if sides else None
+
+
+def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> tuple[TrainConfig, list[str]]:
+    """Fill every None/auto in `cfg`; return the resolved config and one line per choice made."""
+    notes: list[str] = []
+    if cfg.resize not in RESIZE_MODES:
+        raise UserError(f"unknown resize mode '{cfg.resize}'; choose one of {', '.join(RESIZE_MODES)}")
+    gpu = device.type in ("cuda", "mps")
+    n = len(train_paths)
+    c = cfg.to_dict()
+
+    if c["img_size"] is None:
+        side = typical_side(train_paths, seed=cfg.seed) or 32
+        # Small images are upsampled to 32 so every model has room for 3 poolings; large ones are
+        # capped because compute grows with the square of the side (lower on CPU).
+        cap = 224 if gpu else 96
+        c["img_size"] = int(min(cap, max(32, round(side / 8) * 8)))
+        notes.append(f"img_size={c['img_size']}: median image side {side}px, clamped to [32, {cap}] on {device.type}")
+    if c["batch_size"] is None:
+        c["batch_size"] = int(min(256 if gpu else 64, max(16, 2 ** int(np.log2(max(16, n // 25))))))
+        notes.append(f"batch_size={c['batch_size']}: {n} training images, {'GPU' if gpu else 'CPU'}")
+    if c["epochs"] is None:
+        # Fewer images need more passes to see enough optimizer steps; early stopping trims the rest.
+        c["epochs"] = 40 if n < 1000 else 30 if n < 5000 else 20 if n < 20000 else 12
+        notes.append(f"epochs={c['epochs']}: {n} training images (early stopping may end sooner)")
+    if c["lr"] is None:
+        pretrained = cfg.model.startswith("timm/") and (cfg.weights or cfg.pretrained)
+        base = {"adamw": 2e-3, "sgd": 0.1}[cfg.optimizer] if cfg.optimizer in ("adamw", "sgd") else 2e-3
+        if pretrained:
+            base /= 5   # fine-tuning: large steps would wreck the pretrained features
+        c["lr"] = float(base * (c["batch_size"] / 128) ** 0.5 if cfg.optimizer == "adamw" else base * c["batch_size"] / 128)
+        notes.append(f"lr={c['lr']:.2g}: {cfg.optimizer}{' fine-tuning' if pretrained else ''}, scaled for batch {c['batch_size']}")
+    if c["weight_decay"] is None:
+        c["weight_decay"] = 0.05 if cfg.optimizer == "adamw" else 5e-4
+        notes.append(f"weight_decay={c['weight_decay']}: {cfg.optimizer} default")
+    if c["patience"] is None:
+        c["patience"] = max(5, c["epochs"] // 3)
+        notes.append(f"patience={c['patience']}: early stopping after that many epochs without val improvement")
+    if c["channels_last"] is None:
+        c["channels_last"] = device.type == "cuda"
+        notes.append(f"channels_last={c['channels_last']}: {'faster tensor-core convolutions' if c['channels_last'] else 'no gain off CUDA'}")
+    return TrainConfig.from_dict(c), notes

@@ -1,0 +1,68 @@
+"""Layouts, splits and data errors of imgclf.data.discover."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgclf.data.discover import discover
+from imgclf.errors import UserError
+
+
+def _img(path, value=128):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (value, value, value)).save(path)
+
+
+def test_class_folders_stratified_split_and_unicode_names(tmp_path):
+    for cls, n in (("zebra crossing", 50), ("Ångström", 20), ("cat", 10)):
+        for i in range(n):
+            _img(tmp_path / cls / f"{i}.png")
+    (tmp_path / "README.md").write_text("not an image")
+    (tmp_path / "cat" / "notes.txt").write_text("x")
+    spec = discover(tmp_path, 0.1, 0.1, seed=0)
+    assert spec.classes == sorted(["zebra crossing", "Ångström", "cat"])
+    assert len(spec.paths) == 80
+    assert any(p.endswith("README.md") for p in spec.ignored) and any(p.endswith("notes.txt") for p in spec.ignored)
+    for c, n in {"cat": 10, "Ångström": 20, "zebra crossing": 50}.items():
+        counts = {s: int(((spec.labels == spec.classes.index(c)) & (spec.splits == s)).sum()) for s in ("train", "val", "test")}
+        assert counts["test"] == round(n * 0.1) and counts["val"] == round(n * 0.1)
+        assert sum(counts.values()) == n
+    again = discover(tmp_path, 0.1, 0.1, seed=0)
+    assert (again.splits == spec.splits).all()
+    other = discover(tmp_path, 0.1, 0.1, seed=1)
+    assert (other.splits != spec.splits).any()
+
+
+def test_split_folders_carve_val_from_train(tmp_path):
+    for split, n in (("train", 20), ("test", 5)):
+        for cls in ("a", "b"):
+            for i in range(n):
+                _img(tmp_path / split / cls / f"{i}.jpg")
+    spec = discover(tmp_path, 0.2, 0.1)
+    assert spec.layout == "split-folders"
+    assert (spec.splits == "test").sum() == 10      # the user's test split is kept as is
+    assert (spec.splits == "val").sum() == 8        # 20% of each class's train images
+    assert (spec.splits == "train").sum() == 32
+
+
+def test_manifest(tmp_path):
+    rows = ["path,label,split"]
+    for i in range(12):
+        _img(tmp_path / "imgs" / f"{i}.png")
+        rows.append(f"imgs/{i}.png,{'yes' if i % 2 else 'no'},{'test' if i < 2 else ''}")
+    (tmp_path / "m.csv").write_text("\n".join(rows))
+    spec = discover(tmp_path / "m.csv")
+    assert spec.classes == ["no", "yes"] and spec.layout == "manifest"
+    assert (spec.splits == "test").sum() == 2
+
+
+def test_errors_name_the_fix(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        discover(tmp_path / "nope")
+    _img(tmp_path / "only" / "a.png")
+    with pytest.raises(UserError, match="at least 2"):
+        discover(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="'empty' has no images"):
+        discover(tmp_path)

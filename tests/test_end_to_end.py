@@ -1,0 +1,123 @@
+"""The whole job, end to end, on small real image files: train -> run folder -> predict/evaluate."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import imgclf
+
+CLI = [sys.executable, "-m", "imgclf.cli"]
+RUN_FILES = ["model.safetensors", "model.json", "config.yaml", "history.csv", "metrics.json", "data_report.json",
+             "splits.csv", "learning_curves.png", "confusion_matrix.png"]
+
+
+def cli(*args, check=True, **kw):
+    env = {**os.environ, "PYTHONPATH": str(Path(imgclf.__file__).parents[1])}
+    p = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=env, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def test_train_writes_complete_run_and_predicts(shapes, tmp_path):
+    run = imgclf.train(shapes, out=tmp_path / "run", epochs=8, verbose=False)
+    for f in RUN_FILES:
+        assert (run.path / f).is_file(), f
+    assert run.metrics["accuracy"] >= 0.8
+    meta = json.loads((run.path / "model.json").read_text())
+    assert meta["classes"] == ["disc", "square", "stripes"] and meta["input"]["size"] == 32
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    assert set(metrics["per_class"]) == set(meta["classes"]) and len(metrics["confusion_matrix"]) == 3
+    with open(run.path / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, 9))
+
+    p = cli("predict", run.path, shapes / "disc", shapes / "square" / "square_000.png", "--format", "json")
+    results = json.loads(p.stdout)
+    assert len(results) == 31
+    correct = sum(r["label"] == Path(r["path"]).parent.name for r in results)
+    assert correct >= 28
+    assert all(0 < r["confidence"] <= 1 for r in results)
+
+    model = imgclf.load(run.path)
+    from PIL import Image
+    pil = Image.open(shapes / "stripes" / "stripes_001.png")
+    assert model.predict(pil)[0]["label"] == "stripes"
+    again = imgclf.evaluate(run.path, verbose=False)
+    assert again["accuracy"] == pytest.approx(run.metrics["accuracy"])
+
+
+def test_broken_files_are_skipped_and_reported(shapes, tmp_path):
+    (shapes / "disc" / "empty.png").write_bytes(b"")
+    good = (shapes / "disc" / "disc_000.png").read_bytes()
+    jpg = tmp_path / "t.jpg"
+    from PIL import Image
+    Image.open(shapes / "disc" / "disc_000.png").convert("RGB").save(jpg, quality=90)
+    (shapes / "square" / "truncated.jpg").write_bytes(jpg.read_bytes()[: len(jpg.read_bytes()) // 2])
+    (shapes / "stripes" / "x.jpg").write_text("this is not a picture")
+    (shapes / "README.md").write_text("stray file")
+    assert good
+    p = cli("train", shapes, "--epochs", "2", "--out", tmp_path / "run")
+    run = Path(p.stdout.strip().splitlines()[-1])
+    assert run == tmp_path / "run"
+    report = json.loads((run / "data_report.json").read_text())
+    assert sorted(Path(s["path"]).name for s in report["skipped"]) == ["empty.png", "truncated.jpg", "x.jpg"]
+    assert all(s["reason"] for s in report["skipped"])
+    assert report["totals"]["train"] + report["totals"]["val"] + report["totals"]["test"] == 90
+    assert p.stderr.count("Traceback") == 0 and p.stdout.count("skipped") >= 3
+
+    out = json.loads(cli("predict", run, shapes / "stripes", "--format", "json").stdout)
+    assert sum("error" in r for r in out) == 1 and len(out) == 31
+
+
+def test_user_mistakes_give_one_clear_line(tmp_path, shapes):
+    p = cli("train", tmp_path / "missing", check=False)
+    assert p.returncode == 2 and "error: data not found" in p.stderr and "Traceback" not in p.stderr
+    p = cli("predict", tmp_path, shapes, check=False)
+    assert p.returncode == 2 and "not a finished run folder" in p.stderr
+    p = cli("train", shapes, "--model", "no_such_net", "--epochs", "1", "--out", tmp_path / "r", check=False)
+    assert p.returncode == 2 and "no_such_net" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_config_file_and_recorded_defaults(shapes, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: simple_cnn\nepochs: 2\nmodel_kwargs: {width: 8, depth: 2}\n")
+    p = cli("train", shapes, "--config", cfg, "--lr", "0.003", "--out", tmp_path / "run")
+    import yaml
+    rec = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert rec["model"] == "simple_cnn" and rec["epochs"] == 2 and rec["lr"] == 0.003
+    assert rec["model_kwargs"]["width"] == 8 and "dropout" in rec["model_kwargs"]   # defaults recorded too
+    assert rec["img_size"] == 32 and rec["batch_size"] and isinstance(rec["augment"], dict)
+    assert "default: img_size=32" in p.stdout
+
+
+def test_kill_and_resume(shapes, tmp_path):
+    """SIGKILL mid-training, then --resume: full epoch count, each epoch's row exactly once."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(imgclf.__file__).parents[1])}
+    args = [*CLI, "train", str(shapes), "--epochs", "12", "--img-size", "48", "--patience", "100", "--out", str(run)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    hist = run / "history.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if hist.exists() and len(hist.read_text().strip().splitlines()) >= 4:   # header + 3 epochs
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "metrics.json").exists()
+
+    p = cli("train", "--resume", run)
+    assert "resuming from epoch" in p.stdout
+    with open(hist) as f:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+    assert epochs == list(range(1, 13))
+    assert (run / "metrics.json").is_file()

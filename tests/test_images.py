@@ -1,0 +1,193 @@
+"""imgclf.data.images on real files of every accepted format, odd colour modes and broken files."""
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgclf.data.images import (IMAGE_EXTENSIONS, PAD_GREY, UnusableImage, image_size, load_resized,
+                                read_rgb, resize)
+
+RED, BLUE = (220, 30, 40), (30, 40, 220)
+
+
+def _two_halves(w: int = 32, h: int = 24) -> Image.Image:
+    """Left half red, right half blue: shows colours and any unwanted flip or rotation."""
+    a = np.empty((h, w, 3), np.uint8)
+    a[:, : w // 2], a[:, w // 2:] = RED, BLUE
+    return Image.fromarray(a)
+
+
+def _near(pixel, colour, tol: int) -> bool:
+    return bool(np.all(np.abs(np.asarray(pixel, int) - colour) <= tol))
+
+
+def _png_header_only(w: int, h: int) -> bytes:
+    """A PNG claiming w x h pixels with no image data: what a decompression bomb looks like to open()."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def test_extensions_are_lowercase_suffixes():
+    assert {".jpg", ".jpeg", ".png", ".webp", ".tif", ".pgm", ".pnm"} <= IMAGE_EXTENSIONS
+    assert all(e.startswith(".") and e == e.lower() for e in IMAGE_EXTENSIONS)
+
+
+@pytest.mark.parametrize("ext,tol", [("jpg", 12), ("png", 0), ("bmp", 0), ("webp", 12), ("tiff", 0),
+                                     ("ppm", 0), ("gif", 0)])
+def test_formats_read_as_rgb_with_right_colours(tmp_path, ext, tol):
+    path = tmp_path / f"x.{ext}"
+    _two_halves().save(path)
+    img = read_rgb(path)
+    assert img.mode == "RGB" and img.size == (32, 24)
+    assert image_size(path) == (32, 24)
+    assert _near(img.getpixel((4, 12)), RED, tol) and _near(img.getpixel((27, 12)), BLUE, tol)
+
+
+def test_pgm_grey(tmp_path):
+    Image.new("L", (5, 4), 77).save(tmp_path / "g.pgm")
+    assert np.all(np.asarray(read_rgb(tmp_path / "g.pgm")) == 77)
+
+
+@pytest.mark.parametrize("ext", ["gif", "tiff"])
+def test_multi_frame_gives_first_frame(tmp_path, ext):
+    path = tmp_path / f"anim.{ext}"
+    Image.new("RGB", (8, 8), RED).save(path, save_all=True, append_images=[Image.new("RGB", (8, 8), BLUE)])
+    assert Image.open(path).n_frames == 2
+    assert np.all(np.asarray(read_rgb(path)) == RED)
+
+
+def test_grey_and_palette_convert(tmp_path):
+    Image.new("L", (4, 4), 90).save(tmp_path / "l.png")
+    Image.new("1", (4, 4), 1).save(tmp_path / "bw.png")
+    pal = Image.new("P", (4, 4), 1)
+    pal.putpalette([0, 0, 0, *BLUE] + [0] * 762)
+    pal.save(tmp_path / "p.png")
+    assert np.all(np.asarray(read_rgb(tmp_path / "l.png")) == 90)
+    assert np.all(np.asarray(read_rgb(tmp_path / "bw.png")) == 255)
+    assert np.all(np.asarray(read_rgb(tmp_path / "p.png")) == BLUE)
+
+
+def test_transparency_composited_on_white(tmp_path):
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    rgba[0, 0] = (*RED, 255)        # opaque: unchanged
+    rgba[0, 1] = (0, 0, 0, 0)       # fully transparent black: white
+    rgba[0, 2] = (0, 0, 0, 128)     # half transparent black: mid grey
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    Image.fromarray(np.full((2, 2, 2), [0, 0], np.uint8), "LA").save(tmp_path / "la.png")
+    pal = Image.new("P", (2, 1), 0)
+    pal.putpalette([*RED, *BLUE] + [0] * 762)
+    pal.putpixel((1, 0), 1)
+    pal.save(tmp_path / "p.gif", transparency=1)
+    out = np.asarray(read_rgb(tmp_path / "a.png")).astype(int)
+    assert tuple(out[0, 0]) == RED and tuple(out[0, 1]) == (255, 255, 255) and np.all(abs(out[0, 2] - 127) <= 1)
+    assert np.all(np.asarray(read_rgb(tmp_path / "la.png")) == 255)
+    assert np.asarray(read_rgb(tmp_path / "p.gif")).tolist() == [[list(RED), [255, 255, 255]]]
+
+
+def test_cmyk(tmp_path):
+    Image.new("CMYK", (4, 4), (0, 255, 255, 0)).save(tmp_path / "c.tiff")
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=95)
+    assert np.all(np.asarray(read_rgb(tmp_path / "c.tiff")) == (255, 0, 0))
+    assert _near(np.asarray(read_rgb(tmp_path / "c.jpg"))[4, 4], (255, 0, 0), 8)
+
+
+def test_16_bit_and_wide_modes_keep_mid_grey(tmp_path):
+    Image.fromarray(np.full((4, 4), 32768, np.uint16)).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode in ("I;16", "I")
+    Image.fromarray(np.full((4, 4), 32768, np.int32)).save(tmp_path / "i32.tiff")     # 16-bit data in "I"
+    Image.fromarray(np.full((4, 4), 100, np.int32)).save(tmp_path / "i8.tiff")        # 8-bit data in "I"
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "f.tiff")      # [0, 1] floats
+    for name, grey in (("g16.png", 128), ("i32.tiff", 128), ("i8.tiff", 100), ("f.tiff", 128)):
+        out = np.asarray(read_rgb(tmp_path / name))
+        assert out.dtype == np.uint8 and np.all(out == grey), name
+
+
+def test_exif_orientation_applied(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6    # stored sideways: display rotated 90 degrees clockwise
+    _two_halves(40, 20).save(tmp_path / "r.jpg", exif=exif)
+    img = read_rgb(tmp_path / "r.jpg")
+    assert img.size == (20, 40)
+    assert _near(img.getpixel((10, 5)), RED, 12) and _near(img.getpixel((10, 35)), BLUE, 12)
+    assert load_resized(tmp_path / "r.jpg", 8, "pad")[:, :2].tolist() == [[[PAD_GREY] * 3] * 2] * 8
+
+
+def _truncated_jpeg(path):
+    noisy = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noisy).save(path.with_suffix(".full.jpg"))
+    data = path.with_suffix(".full.jpg").read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_unusable_files_have_distinct_reasons(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    _truncated_jpeg(tmp_path / "cut.jpg")
+    (tmp_path / "text.jpg").write_text("hello, not a picture")
+    (tmp_path / "bomb.png").write_bytes(_png_header_only(100_000, 100_000))
+    _two_halves().save(tmp_path / "ok.png")
+    reasons = {}
+    for name in ("empty.png", "cut.jpg", "text.jpg", "bomb.png", "missing.png"):
+        with pytest.raises(UnusableImage) as e:
+            read_rgb(tmp_path / name)
+        reasons[name] = e.value.reason
+    with pytest.raises(UnusableImage) as e:
+        read_rgb(tmp_path / "ok.png", max_pixels=100)
+    reasons["ok.png"] = e.value.reason
+    assert reasons["empty.png"] == "empty file (0 bytes)"
+    assert reasons["cut.jpg"].startswith("truncated or corrupt image")
+    assert reasons["text.jpg"] == "not an image (cannot identify format)"
+    assert reasons["bomb.png"].startswith("too large")
+    assert reasons["ok.png"] == "too large: 768 pixels > limit 100"
+    assert reasons["missing.png"].startswith("cannot read file")
+    assert len(set(reasons.values())) == len(reasons)
+    for name in ("empty.png", "text.jpg", "bomb.png"):
+        with pytest.raises(UnusableImage):
+            image_size(tmp_path / name)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")   # PIL warns about the damage it tolerates
+@pytest.mark.parametrize("ext", ["png", "jpg", "gif", "webp", "tiff", "bmp"])
+def test_random_damage_never_leaks_a_pil_error(tmp_path, ext):
+    _two_halves(16, 16).save(tmp_path / f"ok.{ext}")
+    good = (tmp_path / f"ok.{ext}").read_bytes()
+    rng = np.random.default_rng(1)
+    for k in range(12):
+        data = bytearray(good[: rng.integers(1, len(good))] if k % 2 else good)
+        for i in rng.integers(0, len(data), 4):
+            data[i] = rng.integers(0, 256)
+        (tmp_path / f"bad.{ext}").write_bytes(bytes(data))
+        try:
+            assert load_resized(tmp_path / f"bad.{ext}", 8).shape == (8, 8, 3)
+        except UnusableImage as e:
+            assert e.reason
+
+
+def test_resize_modes(tmp_path):
+    band = np.full((20, 40, 3), 255, np.uint8)
+    band[:, :4] = band[:, -4:] = (0, 200, 0)         # green bands at the far left and right
+    img = Image.fromarray(band)
+    for mode in ("squash", "crop", "pad"):
+        out = resize(img, 16, mode)
+        assert out.shape == (16, 16, 3) and out.dtype == np.uint8, mode
+    assert resize(img, 16, "squash")[8, 0, 1] == 200 and resize(img, 16, "squash")[8, 0, 0] < 50
+    assert np.all(resize(img, 16, "crop") == 255)     # the centre square holds no band
+    pad = resize(Image.new("RGB", (40, 20), "white"), 16, "pad")
+    assert np.all(pad[:4] == PAD_GREY) and np.all(pad[12:] == PAD_GREY) and np.all(pad[4:12] == 255)
+    with pytest.raises(ValueError):
+        resize(img, 16, "stretch")
+
+
+def test_load_resized_matches_resize_of_read_rgb(tmp_path):
+    _two_halves(37, 23).save(tmp_path / "a.png")
+    for mode in ("squash", "crop", "pad"):
+        assert np.array_equal(load_resized(tmp_path / "a.png", 12, mode), resize(read_rgb(tmp_path / "a.png"), 12, mode))
+    # A big JPEG is decoded at reduced scale: same picture, within JPEG noise.
+    _two_halves(400, 300).save(tmp_path / "big.jpg", quality=95)
+    fast = load_resized(tmp_path / "big.jpg", 16).astype(int)
+    full = resize(read_rgb(tmp_path / "big.jpg"), 16).astype(int)
+    assert np.abs(fast - full).mean() < 3
