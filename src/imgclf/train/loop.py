@@ -132,7 +132,8 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         seen = 0
-        with Progress(*columns, console=console, transient=True, disable=not dist.is_main()) as bar:
+        with Progress(*columns, console=console, transient=True,
+                      disable=not (dist.is_main() and console.is_terminal)) as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, stats="")
             for s in range(steps_per_epoch):
                 step = epoch * steps_per_epoch + s
