@@ -29,7 +29,7 @@ from imgclf.data.cache import build_cache  # noqa: E402
 from imgclf.data.discover import discover  # noqa: E402
 from imgclf.device import pick_device  # noqa: E402
 from imgclf.models import create_model  # noqa: E402
-from imgclf.train.optim import lr_factor, make_optimizer, set_lr  # noqa: E402
+from imgclf.training.optim import lr_factor, make_optimizer, set_lr  # noqa: E402
 
 
 def unpack(archive: Path, dest: Path) -> Path:

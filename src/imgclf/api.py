@@ -56,8 +56,8 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     from .data.discover import discover
     from .device import pick_device
     from .models import create_model, model_defaults
-    from .train.defaults import resolve
-    from .train.loop import SplitData, fit
+    from .training.defaults import resolve
+    from .training.loop import SplitData, fit
 
     console = _console(verbose)
     run_dir = None
@@ -116,9 +116,9 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     console.print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; "
                   f"best val accuracy {result.best_val_acc:.4f} at epoch {result.best_epoch}")
 
-    from .evaluate.plots import plot_history
+    from .evaluation.plots import plot_history
     from .predictor import Model
-    from .train.checkpoint import load_weights
+    from .training.checkpoint import load_weights
 
     plot_history(result.history, run_dir / "learning_curves.png")
     net.load_state_dict(load_weights(run_dir / "model.safetensors"))
@@ -172,8 +172,8 @@ def _run_test_split(model) -> tuple[list[str], np.ndarray]:
 
 
 def _score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, console, where: str) -> dict:
-    from .evaluate.metrics import compute_metrics, summary_line
-    from .evaluate.plots import plot_confusion
+    from .evaluation.metrics import compute_metrics, summary_line
+    from .evaluation.plots import plot_confusion
 
     if len(labels) == 0:
         raise UserError(f"no usable images to evaluate in the {where}")

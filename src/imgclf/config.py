@@ -1,7 +1,7 @@
 """Every training setting in one flat dataclass, nanoGPT style: defaults at the top.
 
 `None` means "choose automatically from the data and the hardware"; the chosen value is
-written back (see `imgclf.train.defaults`) so config.yaml always holds what actually ran.
+written back (see `imgclf.training.defaults`) so config.yaml always holds what actually ran.
 """
 from __future__ import annotations
 

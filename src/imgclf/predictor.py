@@ -30,7 +30,7 @@ class Model:
     @classmethod
     def load(cls, run: str | Path, device: str = "auto") -> "Model":
         from .models import create_model
-        from .train.checkpoint import load_weights
+        from .training.checkpoint import load_weights
 
         run = find_run(run)
         meta = read_model_json(run)

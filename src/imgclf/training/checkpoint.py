@@ -21,7 +21,7 @@ _TENSOR = "__tensor__"
 def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     """Replace every tensor in a nested dict/list by a reference, collecting tensors by key."""
     if isinstance(obj, torch.Tensor):
-        tensors[prefix] = obj.detach().cpu().clone()  # clone: safetensors refuses shared storage
+        tensors[prefix] = obj.detach().cpu().clone(memory_format=torch.contiguous_format)  # own storage, dense layout
         return {_TENSOR: prefix}
     if isinstance(obj, dict):
         return {"__dict__": [[k, _flatten(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]}
