@@ -121,3 +121,20 @@ def test_kill_and_resume(shapes, tmp_path):
         epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
     assert epochs == list(range(1, 13))
     assert (run / "metrics.json").is_file()
+
+
+def test_timm_model_with_local_weights(shapes, tmp_path):
+    """A timm architecture trained from a weight file we saved ourselves (the offline --weights path)."""
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    src = timm.create_model("resnet10t", num_classes=1000)
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(tmp_path / "resnet10t.safetensors"))
+    p = cli("train", shapes, "--model", "timm/resnet10t", "--weights", tmp_path / "resnet10t.safetensors",
+            "--epochs", "2", "--out", tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["architecture"]["name"] == "timm/resnet10t"
+    assert meta["normalization"]["mean"] == [0.485, 0.456, 0.406]      # pretrained: ImageNet statistics
+    assert "fine-tuning" in p.stdout
+    out = json.loads(cli("predict", tmp_path / "run", shapes / "disc" / "disc_001.png", "--format", "json").stdout)
+    assert out[0]["label"] in meta["classes"]

@@ -51,11 +51,15 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 
 def _images_under(folder: Path, ignored: list[str]) -> list[Path]:
+    """Image files anywhere below `folder` (hidden ones skipped); other files go to `ignored`."""
     found = []
     for p in sorted(folder.rglob("*")):
         if not p.is_file() or any(part.startswith(".") for part in p.relative_to(folder).parts):
             continue
-        (found if is_image(p) else ignored).append(p if is_image(p) else str(p))
+        if is_image(p):
+            found.append(p)
+        else:
+            ignored.append(str(p))
     return found
 
 
