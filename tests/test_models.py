@@ -77,6 +77,17 @@ def test_timm_weights_from_local_files(tmp_path):
 
 
 def test_pretrained_offline_says_what_to_do(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    """Offline, the hub download fails; the user is told to use --weights. (The hub call itself is
+    replaced: huggingface_hub reads HF_HUB_OFFLINE at import, and a real attempt waits on timeouts.)"""
+    import timm
+
+    real = timm.create_model
+
+    def offline(name, pretrained=False, **kw):
+        if pretrained:
+            raise OSError("We couldn't connect to 'https://huggingface.co'")
+        return real(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", offline)
     with pytest.raises(RuntimeError, match="--weights PATH"):
         create_model("timm/resnet10t", 3, pretrained=True)

@@ -90,6 +90,7 @@ def predict(
     from rich.table import Table
 
     table = Table("path", "label", "confidence", *(["top-k"] if top_k > 1 else []))
+    table.columns[0].overflow = "fold"      # show whole paths, wrapped, never "…"-truncated
     for r in results:
         if "error" in r:
             table.add_row(r.get("path", ""), "[red]unreadable[/]", r["error"], *([""] if top_k > 1 else []))
