@@ -1,63 +1,81 @@
-"""One door to every architecture: `create_model(name, ...)` (timm's pattern).
+"""One door to every architecture: `create_model(name, ...)`, after timm's pattern.
 
-In-house models register themselves with `@register(name, **defaults)`; adding one touches one
-file. Any timm architecture is reached as `timm/<arch>`. Construction depends only on the
-arguments, which a run records in model.json, so a saved run rebuilds without network or code.
+An in-house model is a builder function decorated with `@register(name)`; its keyword defaults
+are its settings, so adding an architecture touches one file. Any timm architecture is reached
+as `timm/<arch>`. Construction depends only on the arguments, which a run records in model.json,
+so a saved run rebuilds offline.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
 
 from ..errors import UserError
 
-_REGISTRY: dict[str, tuple[Callable[..., torch.nn.Module], dict]] = {}
+Builder = Callable[..., torch.nn.Module]
+_REGISTRY: dict[str, Builder] = {}
+_SHAPE_ARGS = ("num_classes", "in_chans", "img_size")   # given by the data, not settings of the model
 
 
-def register(name: str, **defaults):
-    def wrap(builder: Callable[..., torch.nn.Module]):
-        _REGISTRY[name] = (builder, defaults)
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Register `builder(num_classes, in_chans, img_size, *, setting=default, ...)` as `name`."""
+    def wrap(builder: Builder) -> Builder:
+        _REGISTRY[name] = builder
         return builder
     return wrap
 
 
 def list_models() -> list[str]:
-    """Registered in-house names. timm architectures (hundreds) are used as `timm/<arch>`."""
+    """The in-house architectures. Any of timm's (hundreds) is also available as `timm/<arch>`."""
     _import_builtins()
     return sorted(_REGISTRY)
 
 
 def model_defaults(name: str) -> dict:
-    """Default keyword settings of a model, so a run can record every setting it used."""
+    """Every setting of model `name` with its default, so a run can record all it used.
+
+    timm models take timm's keyword arguments, which have no fixed list: `{}` for `timm/<arch>`.
+    """
     if name.startswith("timm/"):
         return {}
-    _import_builtins()
-    return dict(_lookup(name)[1])
+    params = inspect.signature(_lookup(name)).parameters.values()
+    # Tuples become lists so the recorded settings compare equal after a JSON/YAML round trip.
+    return {p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+            for p in params if p.name not in _SHAPE_ARGS}
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 3, img_size: int = 32, weights: str | None = None,
                  pretrained: bool = False, **kwargs) -> torch.nn.Module:
+    """Build a fresh model that maps (B, in_chans, img_size, img_size) images to (B, num_classes) logits.
+
+    `name` is one of `list_models()` or `timm/<arch>` for any timm architecture; `kwargs` are the
+    model's settings (see `model_defaults`). `weights` (a local .safetensors/.pth file) and
+    `pretrained` (download from the Hugging Face hub) apply to timm models only.
+
+        >>> net = create_model("simple_cnn", num_classes=10, img_size=32, width=16)
+    """
     if name.startswith("timm/"):
         from .timm_models import create_timm_model
 
-        return create_timm_model(name[len("timm/"):], num_classes, in_chans, weights, pretrained, **kwargs)
-    _import_builtins()
-    builder, defaults = _lookup(name)
+        return create_timm_model(name[len("timm/"):], num_classes, in_chans, img_size, weights, pretrained, **kwargs)
+    settings = model_defaults(name)
     if weights or pretrained:
         raise UserError(f"--weights/--pretrained apply to timm models (timm/<arch>), not to '{name}'")
-    unknown = sorted(set(kwargs) - set(defaults))
+    unknown = sorted(set(kwargs) - set(settings))
     if unknown:
-        raise UserError(f"unknown setting(s) {', '.join(unknown)} for model '{name}'; it takes: {', '.join(defaults)}")
-    return builder(num_classes=num_classes, in_chans=in_chans, img_size=img_size, **{**defaults, **kwargs})
+        raise UserError(f"unknown setting(s) {', '.join(unknown)} for model '{name}'; it takes: {', '.join(settings)}")
+    return _REGISTRY[name](num_classes, in_chans, img_size, **kwargs)
 
 
-def _lookup(name: str):
+def _lookup(name: str) -> Builder:
+    _import_builtins()
     if name not in _REGISTRY:
         raise UserError(f"unknown model '{name}'; available: {', '.join(sorted(_REGISTRY))}, "
-                         "or any timm architecture as timm/<arch> (e.g. timm/resnet18)")
+                        "or any timm architecture as timm/<arch> (e.g. timm/resnet18)")
     return _REGISTRY[name]
 
 
 def _import_builtins() -> None:
-    from . import resnet_fast, simple_cnn  # noqa: F401  (importing registers them)
+    from . import resnet_fast, simple_cnn  # noqa: F401  (importing a model module registers it)

@@ -1,9 +1,11 @@
-"""A small residual CNN for speed at low resolution, in the spirit of the airbench CIFAR-10 nets
-(Keller Jordan, 2024): conv -> max-pool -> BN -> GELU per stage, residual 3x3 convs after it,
-then global max-pool and a linear head. Three stages of width (64, 128, 256) by default.
+"""A small residual CNN, fast at low resolution, after the airbench CIFAR-10 nets (Keller Jordan, 2024).
 
-Bigger inputs are first brought down by stride-2 stem convs until the first stage sees at most
-64 px, so compute stays bounded for any image size (a 224 px input costs about what 56 px does).
+stem conv -> 3 stages of [conv -> max-pool -> BN -> GELU, then residual conv-BN-GELU blocks] ->
+global max-pool -> linear head with scaled logits.
+
+Inputs above 64 px first pass stride-2 stem convs until stage 1 sees at most 64 px, so cost stays
+bounded for any size (224 px costs about what 56 px does). The number of those convs follows from
+img_size alone, so a recorded run rebuilds identically.
 """
 from __future__ import annotations
 
@@ -15,46 +17,58 @@ from .registry import register
 STAGE_INPUT_MAX = 64
 
 
-def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
-    # BN momentum 0.2 (PyTorch's default is 0.1): running statistics settle within short runs.
-    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out, momentum=0.2),
-            nn.GELU()]
+def _round8(c: float) -> int:
+    # Channel counts in multiples of 8 map onto SIMD lanes / tensor cores without waste.
+    return max(8, int(round(c / 8)) * 8)
 
 
-class Residual(nn.Module):
-    def __init__(self, c: int):
-        super().__init__()
-        self.body = nn.Sequential(*_conv_bn(c, c))
+def _bn(c: int) -> nn.BatchNorm2d:
+    # Momentum 0.2 (PyTorch default 0.1): running statistics keep up with weights that move fast in short runs.
+    return nn.BatchNorm2d(c, momentum=0.2)
 
+
+def _conv_bn_gelu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=False), _bn(c_out), nn.GELU())
+
+
+class Residual(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+        return x + super().forward(x)
+
+
+def _stage(c_in: int, c_out: int, depth: int) -> nn.Sequential:
+    # Pooling right after the first conv (before BN) as in airbench: the later convs run on 4x fewer pixels.
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.MaxPool2d(2, ceil_mode=True),
+                         _bn(c_out), nn.GELU(), *[Residual(_conv_bn_gelu(c_out, c_out)) for _ in range(depth - 1)])
 
 
 class ResNetFast(nn.Module):
-    def __init__(self, num_classes: int, in_chans: int, img_size: int, widths: list[int], depth_per_stage: int,
-                 stem_width: int):
+    def __init__(self, num_classes: int, in_chans: int, img_size: int, stem_width: int, widths: list[int],
+                 depth_per_stage: int, scale: float):
         super().__init__()
         stem, side, c = [], img_size, in_chans
         while side > STAGE_INPUT_MAX:
-            stem += _conv_bn(c, stem_width, stride=2)
+            stem.append(_conv_bn_gelu(c, stem_width, stride=2))
             side, c = (side + 1) // 2, stem_width
-        stem += _conv_bn(c, stem_width)
-        stages, c = [], stem_width
-        for w in widths:
-            stage = [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(w, momentum=0.2),
-                     nn.GELU()]
-            stage += [Residual(w) for _ in range(depth_per_stage - 1)]
-            stages.append(nn.Sequential(*stage))
-            c = w
-        self.stem, self.stages = nn.Sequential(*stem), nn.Sequential(*stages)
+        stem.append(_conv_bn_gelu(c, stem_width))
+        self.stem = nn.Sequential(*stem)
+        self.stages = nn.Sequential(*[_stage(a, b, depth_per_stage) for a, b in zip([stem_width, *widths], widths)])
         self.pool = nn.AdaptiveMaxPool2d(1)
-        self.head = nn.Linear(c, num_classes, bias=False)
+        self.head = nn.Linear(widths[-1], num_classes, bias=False)
+        self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(x))
-        return self.head(self.pool(x).flatten(1))
+        x = self.pool(self.stages(self.stem(x))).flatten(1)
+        # airbench's 1/9: max-pooled post-GELU features are large; a fixed small scale keeps the
+        # initial logits near zero and slows the head relative to the body.
+        return self.head(x) * self.scale
 
 
-@register("resnet_fast", widths=[64, 128, 256], depth_per_stage=2, stem_width=32)
-def resnet_fast(num_classes: int, in_chans: int, img_size: int, widths, depth_per_stage: int, stem_width: int):
-    return ResNetFast(num_classes, in_chans, img_size, list(widths), depth_per_stage, stem_width)
+@register("resnet_fast")
+def resnet_fast(num_classes: int, in_chans: int = 3, img_size: int = 32, *, widths: tuple = (64, 256, 256),
+                width: float = 1.0, stem_width: int = 32, depth_per_stage: int = 2,
+                scale: float = 1 / 9) -> nn.Module:
+    """`widths`: channels of the 3 stages, all multiplied by `width` (as is `stem_width`);
+    `depth_per_stage`: convs per stage (the first pools, the others are residual)."""
+    return ResNetFast(num_classes, in_chans, img_size, _round8(stem_width * width),
+                      [_round8(w * width) for w in widths], depth_per_stage, scale)

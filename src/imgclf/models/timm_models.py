@@ -6,6 +6,7 @@ ImageNet checkpoint fine-tunes onto any number of classes.
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -13,30 +14,37 @@ import torch
 
 from ..errors import UserError
 
+log = logging.getLogger(__name__)
 MIN_MATCHED = 0.5     # below this share of matched tensors the file is for another architecture
+CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema")
 
 
-def create_timm_model(arch: str, num_classes: int, in_chans: int, weights: str | None, pretrained: bool,
-                      **kwargs) -> torch.nn.Module:
+def create_timm_model(arch: str, num_classes: int, in_chans: int, img_size: int, weights: str | None,
+                      pretrained: bool, **kwargs) -> torch.nn.Module:
     import timm
 
     if not timm.is_model(arch):
         raise UserError(f"unknown timm architecture '{arch}'; find names with: "
-                         f"python -c \"import timm; print(timm.list_models('*{arch[:6]}*'))\"")
+                        f"python -c \"import timm; print(timm.list_models('*{arch[:6]}*'))\"")
+    cfg = timm.get_pretrained_cfg(arch)
+    if cfg is not None and cfg.fixed_input_size:
+        # ViT-like models bake the input size into position embeddings; CNNs take any size and no img_size.
+        kwargs.setdefault("img_size", img_size)
+    download = pretrained and weights is None
     try:
-        model = timm.create_model(arch, pretrained=pretrained and weights is None, num_classes=num_classes,
-                                  in_chans=in_chans, **kwargs)
-    except (OSError, RuntimeError) as e:
-        if pretrained and weights is None:
-            raise RuntimeError(f"could not download pretrained weights for timm/{arch} ({type(e).__name__}: {e}). "
-                               "Go online, or pass a local weight file with --weights PATH") from None
-        raise
+        model = timm.create_model(arch, pretrained=download, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except OSError as e:   # every hub / URL / offline failure is an OSError
+        if not download:
+            raise
+        raise RuntimeError(f"could not get pretrained weights for timm/{arch} ({type(e).__name__}: {e}). "
+                           "Go online, or pass a local weight file with --weights PATH") from None
     if weights:
         load_matching(model, weights, arch)
     return model
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file or a plain (no pickled code) torch checkpoint, unwrapped."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"weight file not found: {path}")
@@ -46,26 +54,30 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:   # weights_only refuses pickled code: the file is not a plain state dict
-        raise UserError(f"{path} is not a plain tensor state dict that loads safely ({e.__class__.__name__}); "
-                         "convert it to .safetensors") from None
-    for key in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
+    except Exception as e:   # weights_only refuses pickled code (and non-checkpoints fail here too)
+        raise UserError(f"{path} is not a plain tensor state dict that loads safely ({type(e).__name__}); "
+                        "convert it to .safetensors") from None
+    # Training scripts wrap the weights: {"state_dict": ..., "optimizer": ..., "epoch": ...}.
+    sd = next((sd[k] for k in CONTAINER_KEYS if isinstance(sd, dict) and isinstance(sd.get(k), dict)), sd)
+    if not isinstance(sd, dict):
+        raise UserError(f"{path} holds a {type(sd).__name__}, not a state dict of tensors")
     # Strip DataParallel/DDP prefixes, common in shared checkpoints.
     return {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
 
 def load_matching(model: torch.nn.Module, path: str | Path, arch: str) -> None:
+    """Load the tensors of `path` that fit `model` by name and shape; warn what stays freshly initialised."""
     sd = read_state_dict(path)
     own = model.state_dict()
     matched = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     if len(matched) < MIN_MATCHED * len(own):
         raise UserError(f"{path} does not look like weights for timm/{arch}: only {len(matched)} of "
-                         f"{len(own)} tensors match by name and shape")
+                        f"{len(own)} tensors match by name and shape")
     model.load_state_dict(matched, strict=False)
-    skipped = sorted(set(own) - set(matched))
-    if skipped:
-        warnings.warn(f"loaded {len(matched)}/{len(own)} tensors from {path}; newly initialised: "
-                      f"{', '.join(skipped[:6])}{' ...' if len(skipped) > 6 else ''}", stacklevel=2)
+    fresh = [k for k in own if k not in matched]
+    msg = f"loaded {len(matched)}/{len(own)} tensors from {path}"
+    if fresh:   # expected for a new head; anything else deserves the user's eye
+        warnings.warn(f"{msg}; newly initialised: {', '.join(fresh[:6])}{' ...' if len(fresh) > 6 else ''}",
+                      stacklevel=4)
+    else:
+        log.info(msg)

@@ -48,6 +48,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     best_val_acc: float = 0.0
+    best_val_loss: float = float("inf")
     stopped_early: bool = False
     train_seconds: float = 0.0
 
@@ -115,6 +116,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
         info = load_training_state(state_path, model, opt)
         start_epoch, bad_epochs = info["epoch"], info["bad_epochs"]
         result.best_epoch, result.best_val_acc = info["best_epoch"], info["best_val_acc"]
+        result.best_val_loss = info["best_val_loss"]
         result.train_seconds, result.stopped_early = info["train_seconds"], info["stopped_early"]
         result.history = read_history(run_dir / "history.csv")[:start_epoch]
         console.print(f"resuming from epoch {start_epoch} of {cfg.epochs} ({state_path})")
@@ -169,10 +171,13 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
                "lr": opt.param_groups[0]["lr"], "seconds": seconds, "images_per_s": seen / seconds}
         row.update(_validate(model, data, device, amp, cfg, 2 * bs))
         result.history.append(row)
-        monitor = row["val_acc"] if not math.isnan(row["val_acc"]) else row["train_acc"]
-        improved = monitor > result.best_val_acc or result.best_epoch == 0
+        has_val = not math.isnan(row["val_acc"])
+        acc, loss = (row["val_acc"], row["val_loss"]) if has_val else (row["train_acc"], row["train_loss"])
+        # Accuracy first; on a tie (common on small val sets) the lower loss is the better model.
+        improved = (result.best_epoch == 0 or acc > result.best_val_acc
+                    or (acc == result.best_val_acc and loss < result.best_val_loss))
         if improved:
-            result.best_epoch, result.best_val_acc, bad_epochs = epoch + 1, monitor, 0
+            result.best_epoch, result.best_val_acc, result.best_val_loss, bad_epochs = epoch + 1, acc, loss, 0
         else:
             bad_epochs += 1
         result.stopped_early = bad_epochs >= cfg.patience and len(data.val) > 0 and epoch + 1 < cfg.epochs
@@ -187,7 +192,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
             # The state file is written last: it is the commit point a resume trusts.
             save_training_state(state_path, model, opt, {
                 "epoch": epoch + 1, "bad_epochs": bad_epochs, "best_epoch": result.best_epoch,
-                "best_val_acc": result.best_val_acc, "train_seconds": result.train_seconds,
+                "best_val_acc": result.best_val_acc, "best_val_loss": result.best_val_loss, "train_seconds": result.train_seconds,
                 "stopped_early": result.stopped_early})
         if result.stopped_early:
             console.print(f"early stopping: val accuracy has not improved for {bad_epochs} epochs")
