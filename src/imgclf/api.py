@@ -52,7 +52,6 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     `resume=RUN_DIR` (or resume=True with out=RUN_DIR) continues an interrupted run."""
     import torch
 
-    from .data.augment import AugmentPolicy, default_policy
     from .data.discover import discover
     from .device import pick_device
     from .models import create_model, model_defaults
@@ -88,7 +87,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     images, spec, skipped = _decode(spec, cfg, console)
     pretrained = cfg.model.startswith("timm/") and bool(cfg.weights or cfg.pretrained)
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if pretrained else _channel_stats(images, spec.indices("train"))
-    policy = _augment_policy(cfg, len(spec.indices("train")), default_policy, AugmentPolicy)
+    policy = _augment_policy(cfg, len(spec.indices("train")))
     console.print(f"  augmentation: {policy.to_dict()}")
     kwargs = {**model_defaults(cfg.model), **cfg.model_kwargs}
     cfg = cfg.updated(model_kwargs=kwargs, augment=policy.to_dict())
@@ -212,7 +211,9 @@ def _channel_stats(images: np.ndarray, idx: np.ndarray, sample: int = 5000) -> t
     return [round(float(v), 4) for v in x.mean(0)], [round(float(max(v, 1e-3)), 4) for v in x.std(0)]
 
 
-def _augment_policy(cfg: TrainConfig, n_train: int, default_policy, AugmentPolicy):
+def _augment_policy(cfg: TrainConfig, n_train: int):
+    from .data.augment import AugmentPolicy, default_policy
+
     if isinstance(cfg.augment, dict):
         return AugmentPolicy.from_dict(cfg.augment)
     if cfg.augment == "none":
