@@ -15,7 +15,7 @@ import pytest
 import imgclf
 
 CLI = [sys.executable, "-m", "imgclf.cli"]
-RUN_FILES = ["model.safetensors", "model.json", "config.yaml", "history.csv", "metrics.json", "data_report.json",
+RUN_FILES = ["model.safetensors", "model.json", "reliability.png", "config.yaml", "history.csv", "metrics.json", "data_report.json",
              "splits.csv", "learning_curves.png", "confusion_matrix.png"]
 
 
@@ -36,6 +36,9 @@ def test_train_writes_complete_run_and_predicts(shapes, tmp_path):
     assert meta["classes"] == ["disc", "square", "stripes"] and meta["input"]["size"] == 32
     metrics = json.loads((run.path / "metrics.json").read_text())
     assert set(metrics["per_class"]) == set(meta["classes"]) and len(metrics["confusion_matrix"]) == 3
+    t = meta["calibration"]["temperature"]
+    assert 0.05 < t < 20 and metrics["calibration"]["temperature"] == t
+    assert metrics["calibration"]["log_loss_after"] == pytest.approx(metrics["log_loss"], abs=1e-3)
     with open(run.path / "history.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, 9))
 

@@ -17,6 +17,7 @@ from . import __version__
 from .config import TrainConfig, dump_yaml, load_config
 from .errors import UserError
 from .fsutil import write_json, write_text
+from .inference import softmax
 from .runs import MODEL_FORMAT, find_run, new_run_dir, write_splits
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -124,8 +125,9 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     meta["training"] = {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
                         "best_val_acc": result.best_val_acc, "stopped_early": result.stopped_early,
                         "train_seconds": round(result.train_seconds, 2)}
-    write_json(run_dir / "model.json", meta)
     model = Model(net, meta, device, run_dir)
+    meta["calibration"] = _calibrate(model, images, spec, console)
+    write_json(run_dir / "model.json", meta)
     test = np.sort(spec.indices("test"))
     metrics = _score(model, images[test], spec.labels[test], run_dir, console, "held-out test split")
     return Run(run_dir, metrics, cfg)
@@ -170,19 +172,43 @@ def _run_test_split(model) -> tuple[list[str], np.ndarray]:
     return [r["path"] for r in rows], np.array([model.classes.index(r["label"]) for r in rows])
 
 
+def _calibrate(model, images: np.ndarray, spec, console) -> dict:
+    """Fit the softmax temperature on the validation split (identity when there is none)."""
+    from .evaluation.calibration import fit_temperature
+
+    val = np.sort(spec.indices("val"))
+    t = fit_temperature(model.predict_logits(images[val]), spec.labels[val]) if len(val) else 1.0
+    console.print(f"  calibration: temperature {t:.3f} fitted on {len(val)} validation images")
+    return {"method": "temperature", "temperature": t, "fitted_on": "val", "n": int(len(val))}
+
+
 def _score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, console, where: str) -> dict:
+    from .evaluation.calibration import expected_calibration_error, nll, reliability
     from .evaluation.metrics import compute_metrics, summary_line
-    from .evaluation.plots import plot_confusion
+    from .evaluation.plots import plot_confusion, plot_reliability
 
     if len(labels) == 0:
         raise UserError(f"no usable images to evaluate in the {where}")
-    probs = model.predict_proba(images)
+    logits = model.predict_logits(images)
+    t = model.temperature
+    probs = softmax(logits / t)
     metrics = compute_metrics(labels, probs, model.classes)
     metrics["evaluated_on"] = where
+    metrics["calibration"] = {
+        "temperature": t,
+        "ece_before": expected_calibration_error(softmax(logits), labels),
+        "ece_after": expected_calibration_error(probs, labels),
+        "log_loss_before": nll(logits, labels), "log_loss_after": nll(logits, labels, t),
+        "reliability": reliability(probs, labels),
+    }
     if out_dir is not None:
         write_json(out_dir / "metrics.json", metrics)
         plot_confusion(metrics["confusion_matrix"], model.classes, out_dir / "confusion_matrix.png")
+        plot_reliability(metrics["calibration"]["reliability"], out_dir / "reliability.png")
+    c = metrics["calibration"]
     console.print(f"{where}: {summary_line(metrics)}")
+    console.print(f"  calibration (T={t:.2f}): ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}, "
+                  f"log-loss {c['log_loss_before']:.4f} -> {c['log_loss_after']:.4f}")
     return metrics
 
 

@@ -30,7 +30,8 @@ def predict_logits(model: torch.nn.Module, images: np.ndarray | torch.Tensor, me
     out = []
     for i in range(0, len(images), batch_size):
         chunk = images[i:i + batch_size]
-        xb = (chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(chunk)))
+        # np.require copies read-only memmap slices: torch refuses to wrap non-writable arrays.
+        xb = chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.require(chunk, requirements=["C", "W"]))
         xb = xb.to(device, non_blocking=True).permute(0, 3, 1, 2)
         with autocast(device, amp):
             logits = model(normalize(xb, mean_t, std_t, channels_last))

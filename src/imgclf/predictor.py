@@ -53,11 +53,18 @@ class Model:
             return resize(Image.fromarray(image), self.img_size, self.resize_mode)
         raise TypeError(f"cannot predict on {type(image).__name__}; give a path, PIL image or numpy array")
 
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, C) for preprocessed uint8 images (N, size, size, 3)."""
+    @property
+    def temperature(self) -> float:
+        return float(self.meta.get("calibration", {}).get("temperature", 1.0))
+
+    def predict_logits(self, images: np.ndarray) -> np.ndarray:
+        """Raw logits (N, C) for preprocessed uint8 images (N, size, size, 3)."""
         norm = self.meta["normalization"]
-        logits = predict_logits(self.net, images, norm["mean"], norm["std"], self.device, amp=self.amp)
-        return softmax(logits)
+        return predict_logits(self.net, images, norm["mean"], norm["std"], self.device, amp=self.amp)
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities (N, C): softmax of logits / the run's fitted temperature."""
+        return softmax(self.predict_logits(images) / self.temperature)
 
     def predict(self, inputs, top_k: int = 1) -> list[dict]:
         """One dict per image: path (when given), label, confidence, top_k [(label, p)...], or error.

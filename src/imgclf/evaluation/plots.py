@@ -55,6 +55,26 @@ def plot_confusion(cm: list[list[int]], classes: list[str], path: Path) -> None:
     _save(fig, path)
 
 
+def plot_reliability(rel: dict, path: Path) -> None:
+    """Reliability diagram: accuracy vs confidence per bin; the diagonal is perfect calibration."""
+    plt = _plt()
+    edges = np.asarray(rel["edges"])
+    count = np.asarray(rel["count"])
+    centers, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    shown = count > 0
+    ax.bar(centers[shown], np.asarray(rel["accuracy"])[shown], width=width * 0.9, color="#4c72b0", label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (calibrated)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability (test)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def _save(fig, path: Path) -> None:
     plt = _plt()
     with atomic_path(path) as tmp:
