@@ -141,3 +141,21 @@ def test_timm_model_with_local_weights(shapes, tmp_path):
     assert "fine-tuning" in p.stdout
     out = json.loads(cli("predict", tmp_path / "run", shapes / "disc" / "disc_001.png", "--format", "json").stdout)
     assert out[0]["label"] in meta["classes"]
+
+
+def test_two_classes_threshold_chosen_stored_and_applied(shapes, tmp_path):
+    import shutil
+
+    shutil.rmtree(shapes / "stripes")
+    (shapes / "square").rename(shapes / "no-disc")
+    run = imgclf.train(shapes, out=tmp_path / "run", epochs=4, target_recall=0.9, verbose=False)
+    meta = json.loads((run.path / "model.json").read_text())
+    assert meta["decision"]["positive_class"] == "disc"
+    assert "recall >= 0.9" in meta["decision"]["rule"] and 0 <= meta["decision"]["threshold"] <= 1
+    d = run.metrics["decision"]
+    assert {"precision", "recall", "roc_auc", "pr_auc", "threshold"} <= set(d)
+    # predict applies the stored threshold: at 0 every image is the positive class.
+    meta["decision"]["threshold"] = 0.0
+    (run.path / "model.json").write_text(json.dumps(meta))
+    out = json.loads(cli("predict", run.path, shapes, "--format", "json").stdout)
+    assert {r["label"] for r in out} == {"disc"}

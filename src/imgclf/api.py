@@ -127,6 +127,8 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
                         "train_seconds": round(result.train_seconds, 2)}
     model = Model(net, meta, device, run_dir)
     meta["calibration"] = _calibrate(model, images, spec, console)
+    if len(spec.classes) == 2:
+        meta["decision"] = _choose_decision(model, images, spec, cfg, console)
     write_json(run_dir / "model.json", meta)
     test = np.sort(spec.indices("test"))
     metrics = _score(model, images[test], spec.labels[test], run_dir, console, "held-out test split")
@@ -182,6 +184,21 @@ def _calibrate(model, images: np.ndarray, spec, console) -> dict:
     return {"method": "temperature", "temperature": t, "fitted_on": "val", "n": int(len(val))}
 
 
+def _choose_decision(model, images: np.ndarray, spec, cfg: TrainConfig, console) -> dict:
+    """Two classes: the positive class and its probability threshold, from the validation split."""
+    from .evaluation.decision import choose_threshold, decision_metrics, positive_class
+
+    pos = positive_class(spec.classes, cfg.positive_class)
+    val = np.sort(spec.indices("val"))
+    p_pos = model.predict_proba(images[val])[:, pos]
+    threshold, rule = choose_threshold(p_pos, spec.labels[val] == pos, cfg.target_recall, cfg.target_precision)
+    m = decision_metrics(p_pos, spec.labels[val] == pos, threshold)
+    console.print(f"  decision: '{spec.classes[pos]}' when p >= {threshold:.3f} ({rule}; validation precision "
+                  f"{m['precision']:.3f}, recall {m['recall']:.3f})")
+    return {"positive_class": spec.classes[pos], "threshold": threshold, "rule": rule,
+            "validation": {k: m[k] for k in ("precision", "recall", "f1")}}
+
+
 def _score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, console, where: str) -> dict:
     from .evaluation.calibration import expected_calibration_error, nll, reliability
     from .evaluation.metrics import compute_metrics, summary_line
@@ -201,6 +218,16 @@ def _score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, 
         "log_loss_before": nll(logits, labels), "log_loss_after": nll(logits, labels, t),
         "reliability": reliability(probs, labels),
     }
+    decision = model.meta.get("decision")
+    if decision:
+        from .evaluation.decision import decision_metrics
+
+        pos = model.classes.index(decision["positive_class"])
+        d = decision_metrics(probs[:, pos], labels == pos, decision["threshold"])
+        metrics["decision"] = {"positive_class": decision["positive_class"], "rule": decision["rule"], **d}
+        console.print(f"  at threshold {d['threshold']:.3f} for '{decision['positive_class']}': precision "
+                      f"{d['precision']:.4f}  recall {d['recall']:.4f}  ROC-AUC {d.get('roc_auc', float('nan')):.4f}  "
+                      f"PR-AUC {d.get('pr_auc', float('nan')):.4f}")
     if out_dir is not None:
         write_json(out_dir / "metrics.json", metrics)
         plot_confusion(metrics["confusion_matrix"], model.classes, out_dir / "confusion_matrix.png")

@@ -44,6 +44,9 @@ def train(
     test_frac: Optional[float] = typer.Option(None, help="Test share when DATA has no test split [default: 0.1]"),
     patience: Optional[int] = typer.Option(None, help="Early-stopping patience in epochs [default: auto]"),
     label_smoothing: Optional[float] = typer.Option(None, help="[default: 0.1]"),
+    positive_class: Optional[str] = typer.Option(None, help="Two classes: the positive one [default: auto from names]"),
+    target_recall: Optional[float] = typer.Option(None, help="Two classes: threshold for this validation recall"),
+    target_precision: Optional[float] = typer.Option(None, help="Two classes: threshold for this validation precision"),
     config: Optional[Path] = typer.Option(None, help="YAML file of settings (flags override it)."),
     out: Optional[str] = typer.Option(None, help="Run folder [default: runs/<dataset>-<n>]"),
     resume: Optional[str] = typer.Option(None, help="Continue the interrupted run in this folder."),
@@ -55,7 +58,8 @@ def train(
                     optimizer=optimizer, schedule=schedule, seed=seed, device=device, weights=weights,
                     pretrained=pretrained, flip=False if no_flip else None, augment=augment, resize=resize,
                     val_frac=val_frac, test_frac=test_frac, patience=patience,
-                    label_smoothing=label_smoothing, out=out)
+                    label_smoothing=label_smoothing, positive_class=positive_class, target_recall=target_recall,
+                    target_precision=target_precision, out=out)
     if resume is None and data is None:
         raise UserError("give DATA (a folder with one sub-folder per class) or --resume RUN_FOLDER")
     run = api.train(data, config=config, resume=resume or False, **{k: v for k, v in settings.items() if v is not None})
@@ -80,7 +84,7 @@ def predict(
     if format == Format.csv:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["path", "label", "confidence", "top_k", "error"])
+        w.writerow(["path", "label", "confidence", "top_k", "error"])  # label applies the run's threshold
         for r in results:
             w.writerow([r.get("path", ""), r.get("label", ""), f"{r['confidence']:.4f}" if "label" in r else "",
                         ";".join(f"{c}:{p:.4f}" for c, p in r.get("top_k", [])), r.get("error", "")])

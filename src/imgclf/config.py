@@ -42,6 +42,10 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float | None = 5.0
     patience: int | None = None         # early stopping on val accuracy; auto = max(5, epochs // 3)
+    # decisions (two-class tasks): the operating threshold is chosen on the validation split
+    positive_class: str | None = None   # auto: the class not named like "no-x"/"non-x"/"background"
+    target_recall: float | None = None  # else target_precision, else best F1
+    target_precision: float | None = None
     # runtime
     seed: int = 0
     device: str = "auto"                # auto | cpu | cuda | cuda:1 | mps

@@ -86,9 +86,18 @@ class Model:
             k = max(1, min(top_k, len(self.classes)))
             for row, p in zip(ok, probs):
                 order = np.argsort(-p)[:k]
-                results[row].update(label=self.classes[order[0]], confidence=float(p[order[0]]),
+                label = self._decide(p)
+                results[row].update(label=self.classes[label], confidence=float(p[label]),
                                     top_k=[(self.classes[i], float(p[i])) for i in order])
         return results
+
+    def _decide(self, p: np.ndarray) -> int:
+        """Class index for one probability row: the run's two-class threshold if it has one, else argmax."""
+        decision = self.meta.get("decision")
+        if not decision:
+            return int(np.argmax(p))
+        pos = self.classes.index(decision["positive_class"])
+        return pos if p[pos] >= decision["threshold"] else 1 - pos
 
     def evaluate(self, data: str | Path | None = None) -> dict:
         from .api import evaluate
