@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from .errors import UserError, from_settings
 
 
 @dataclass
@@ -58,11 +58,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UserError(f"unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(sorted(known))}")
-        return cls(**d)
+        return from_settings(cls, d)
 
     def updated(self, **overrides: Any) -> "TrainConfig":
         """Return a copy with the non-None overrides applied (CLI flags left unset stay out)."""

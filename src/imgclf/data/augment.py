@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
+from ..errors import UserError, from_settings
 
 CUTOUT_FILL = 127                          # mid grey: about zero after normalisation, so a cut patch carries no signal
 LUMA = (0.299, 0.587, 0.114)               # ITU-R 601 grey, as PIL's convert("L") and torchvision use
@@ -54,11 +54,7 @@ class AugmentPolicy:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AugmentPolicy":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise UserError(f"unknown augment setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        return cls(**d)
+        return from_settings(cls, d, "augment setting")
 
 
 def default_policy(img_size: int, num_images: int | None = None, allow_flip: bool = True) -> AugmentPolicy:
