@@ -134,6 +134,9 @@ def test_timm_weights_refused_when_wrong_or_unsafe(resnet10t, tmp_path):
     torch.save({"state_dict": resnet10t.state_dict(), "extra": CallsOnLoad()}, tmp_path / "code.pth")
     with pytest.raises(ValueError, match="not a plain tensor state dict"):
         create_model("timm/resnet10t", 3, weights=str(tmp_path / "code.pth"))
+    (tmp_path / "cut.safetensors").write_bytes(b"not really")
+    with pytest.raises(ValueError, match="cut.safetensors is not a plain tensor state dict"):
+        create_model("timm/resnet10t", 3, weights=str(tmp_path / "cut.safetensors"))
     with pytest.raises(ValueError, match="weight file not found"):
         create_model("timm/resnet10t", 3, weights=str(tmp_path / "missing.pth"))
 

@@ -2,7 +2,8 @@
 
 Local files load through safetensors or `torch.load(weights_only=True)`: never arbitrary pickles.
 Tensors whose shapes differ (the classifier head when the class count changes) are dropped, so an
-ImageNet checkpoint fine-tunes onto any number of classes.
+ImageNet checkpoint fine-tunes onto any number of classes. A local file takes precedence over
+`pretrained` (no download is tried), so runs with `--weights` work offline.
 """
 from __future__ import annotations
 
@@ -48,15 +49,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"weight file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:   # weights_only refuses pickled code (and non-checkpoints fail here too)
+    except Exception as e:   # weights_only refuses pickled code; truncated or foreign files fail here too
         raise UserError(f"{path} is not a plain tensor state dict that loads safely ({type(e).__name__}); "
-                        "convert it to .safetensors") from None
+                        "give a .safetensors file or a .pth/.pt/.bin state dict") from None
     # Training scripts wrap the weights: {"state_dict": ..., "optimizer": ..., "epoch": ...}.
     sd = next((sd[k] for k in CONTAINER_KEYS if isinstance(sd, dict) and isinstance(sd.get(k), dict)), sd)
     if not isinstance(sd, dict):
