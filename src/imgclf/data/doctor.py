@@ -1,0 +1,312 @@
+"""The data doctor: what in a dataset silently hurts training or makes its test score lie.
+
+`diagnose` finds unreadable files, exact duplicates (same bytes) and near-duplicates (same pHash
+give or take a few bits) — each group marked as conflicting labels or within one class, and as
+leaking across train/val/test or not — class imbalance, and size, aspect-ratio and colour-mode
+outliers. It decodes every image
+once, small, in parallel. `quick_check` only hashes file bytes, cheap enough to run before every
+training; `dedupe` says which images to drop to resolve what either found.
+Like the cache builder this module stays free of torch: it runs in worker processes.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .cache import _progress_bar, _usable_cpus
+from .discover import DatasetSpec
+from .images import UnusableImage, load_resized
+from .phash import HASH_SIDE, components, hamming, near_pairs, phashes
+
+SPLIT_ORDER = ("train", "val", "test")
+# pHash bits (always even: each hash has 32 ones). Re-encoded and resized copies stay within 4; at
+# 6, tiny low-detail images (a 32 px plane or bird against sky) start to match each other.
+NEAR_DISTANCE = 4
+SIZE_FACTOR = 3.0        # shorter side this many times below/above the median: upscaled blur, wasted decode
+ASPECT_FACTOR = 2.0      # twice as elongated as the median image: squashing distorts it badly
+IMBALANCE_RATIO = 3.0    # largest / smallest class worth a warning
+SMALL_CLASS_SHARE = 0.5  # a class below this share of the median class size is starved
+CHUNK = 256
+POOL_MIN_IMAGES = 64
+PROGRESS_MIN_IMAGES = 500
+
+
+def diagnose(spec: DatasetSpec, near_distance: int = NEAR_DISTANCE, workers: int | None = None,
+             progress: bool = True) -> dict:
+    """Every finding about `spec`, as a JSON-ready dict (paths as in spec.paths).
+
+    Duplicate groups list their files with index, path, label and split (the split `discover`
+    assigned), and two verdicts: `conflicting_labels` (the copies sit in different classes, else
+    they are within one class) and `leakage` (they sit in more than one of train/val/test).
+    """
+    started = time.perf_counter()
+    bad, digests, hashes, sizes, modes = _scan(spec.paths, workers, progress)
+    ok = np.ones(len(spec.paths), bool)
+    ok[list(bad)] = False
+    findings = {
+        "root": spec.root, "layout": spec.layout, "classes": spec.classes,
+        "images": len(spec.paths), "readable": int(ok.sum()),
+        "counts": _counts(spec, ok),
+        "unreadable": [{**_file(spec, i), "reason": r} for i, r in sorted(bad.items())],
+        "exact_duplicates": _exact_groups(spec, digests),
+        "near_duplicates": _near_groups(spec, digests, hashes, ok, near_distance),
+        "near_distance": near_distance,
+        "imbalance": _imbalance(spec, ok),
+        "outliers": _outliers(spec, sizes, modes, ok),
+        "ignored": list(spec.ignored),
+    }
+    findings["summary"] = summarize(findings)
+    findings["seconds"] = round(time.perf_counter() - started, 2)
+    return findings
+
+
+def summarize(findings: dict) -> dict:
+    """How many of each finding: the numbers a reader (or a report page) wants first."""
+    def by_kind(groups):
+        return {"groups": len(groups), "files": sum(len(g["files"]) for g in groups),
+                **{k: len(v) for k, v in duplicate_kinds(groups).items()}}
+
+    return {
+        "images": findings["images"], "unreadable": len(findings["unreadable"]), "ignored": len(findings["ignored"]),
+        "exact_duplicates": by_kind(findings["exact_duplicates"]),
+        "near_duplicates": by_kind(findings["near_duplicates"]),
+        "imbalance_ratio": findings["imbalance"]["ratio"], "small_classes": findings["imbalance"]["small_classes"],
+        "outliers": {k: len(findings["outliers"][k]) for k in ("small", "large", "aspect", "mode")},
+    }
+
+
+def quick_check(spec: DatasetSpec, workers: int | None = None) -> dict:
+    """Exact duplicates only, from file bytes (no decoding): for `train` to warn before it starts.
+
+    Returns {"root": ..., "exact_duplicates": [groups as in diagnose]}; feed it to
+    `duplicate_warnings` and `dedupe`. Files that cannot be read are left to the decoder, which reports them.
+    """
+    with ThreadPoolExecutor(workers or min(8, _usable_cpus() * 2)) as pool:
+        # hashlib and file reads release the GIL: threads are enough, and start instantly.
+        digests = list(pool.map(_file_digest, spec.paths))
+    return {"root": spec.root, "exact_duplicates": _exact_groups(spec, digests)}
+
+
+def duplicate_warnings(findings: dict) -> list[str]:
+    """One line per problem `train` should warn about: conflicting labels and split leakage."""
+    lines = []
+    for key, what in (("exact_duplicates", "identical files"), ("near_duplicates", "near-duplicate images")):
+        kinds = duplicate_kinds(findings.get(key, []))
+        for kind, harm in (("conflicting_labels", "carry different labels: the model is taught both"),
+                           ("leakage", "sit in more than one split: test accuracy is inflated")):
+            if hits := kinds[kind]:
+                # Show a leak that is not also a label conflict when there is one: that line named it.
+                shown = min(hits, key=lambda g: g["conflicting_labels"] and kind == "leakage")
+                lines.append(f"{len(hits)} set(s) of {what} {harm} (e.g. {example(shown, findings.get('root'))}); "
+                             "--dedupe resolves them")
+    return lines
+
+
+def duplicate_kinds(groups: list[dict]) -> dict[str, list[dict]]:
+    """Duplicate groups by what they do: teach two labels, or copies within one class; and,
+    across both, those that leak between splits."""
+    return {"conflicting_labels": [g for g in groups if g["conflicting_labels"]],
+            "within_class": [g for g in groups if not g["conflicting_labels"]],
+            "leakage": [g for g in groups if g["leakage"]]}
+
+
+def dedupe(spec: DatasetSpec, findings: dict) -> np.ndarray:
+    """Sorted indices into spec.paths to drop so that no duplicate group of `findings` remains.
+
+    The rule: a group whose files carry different labels is dropped entirely (no copy's label can
+    be trusted); otherwise one copy stays, the one in the earliest split (train, then val, then
+    test; then the first path), so a leaked test copy leaves the test split and training keeps the
+    image. Groups are matched by path, so the findings may come from an earlier discover().
+    """
+    where = {p: i for i, p in enumerate(spec.paths)}
+    rank = {s: r for r, s in enumerate(SPLIT_ORDER)}
+    drop: set[int] = set()
+    for group in findings.get("exact_duplicates", []) + findings.get("near_duplicates", []):
+        members = [where[f["path"]] for f in group["files"] if f["path"] in where]
+        if len({int(spec.labels[i]) for i in members}) > 1:
+            drop.update(members)
+        elif members:
+            keep = min(members, key=lambda i: (rank.get(spec.splits[i], len(rank)), i))
+            drop.update(i for i in members if i != keep)
+    return np.array(sorted(drop), dtype=np.int64)
+
+
+# ---- measuring every image -------------------------------------------------------------------
+
+def _scan(paths: list[str], workers: int | None, progress: bool):
+    """Per image: unusable reason, or sha256 of its bytes, pHash, stored (w, h) and colour mode."""
+    n = len(paths)
+    workers = 1 if n < POOL_MIN_IMAGES else (workers or _usable_cpus())
+    step = max(1, min(CHUNK, math.ceil(n / (workers * 4))))
+    chunks = [(start, paths[start:start + step]) for start in range(0, n, step)]
+    bad: dict[int, str] = {}
+    digests, modes = [""] * n, [""] * n
+    hashes, sizes = np.zeros(n, np.uint64), np.zeros((n, 2), np.int64)
+    with _progress_bar(n, progress and n >= PROGRESS_MIN_IMAGES) as advance:
+        pool = ProcessPoolExecutor(min(workers, len(chunks))) if workers > 1 else None
+        try:
+            for (start, part), (chunk_bad, rows) in zip(chunks, (pool.map if pool else map)(_scan_chunk, chunks)):
+                bad.update(chunk_bad)
+                for i, digest, h, size, mode in rows:
+                    digests[i], hashes[i], sizes[i], modes[i] = digest, h, size, mode
+                advance(len(part))
+        finally:
+            if pool:
+                pool.shutdown()
+    return bad, digests, hashes, sizes, modes
+
+
+def _scan_chunk(chunk: tuple[int, list[str]]):
+    """Top level so worker processes can import it; returns small tuples, not pixels."""
+    start, paths = chunk
+    bad, ok, thumbs = {}, [], []
+    for i, path in enumerate(paths, start):
+        try:
+            # The decoder training uses, at hash size: the same files fail, for the same reasons.
+            thumb = load_resized(path, HASH_SIDE)
+            data = _read_bytes(path)
+            size, mode = _header(data)
+        except UnusableImage as e:
+            bad[i] = e.reason
+            continue
+        thumbs.append(thumb)
+        ok.append((i, hashlib.sha256(data).hexdigest(), size, mode))
+    hashes = phashes(np.stack(thumbs)) if thumbs else []
+    return bad, [(i, d, h, s, m) for (i, d, s, m), h in zip(ok, hashes)]
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise UnusableImage(f"cannot read file: {e.strerror or e}") from e
+
+
+def _header(data: bytes) -> tuple[tuple[int, int], str]:
+    """(width, height) and colour mode as stored, from the header alone."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size, img.mode
+    except Exception as e:      # the file decoded a moment ago: only a concurrent edit gets here
+        raise UnusableImage(f"changed while being read: {e}") from e
+
+
+def _file_digest(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+# ---- findings ---------------------------------------------------------------------------------
+
+def _file(spec: DatasetSpec, i: int) -> dict:
+    return {"index": int(i), "path": spec.paths[i], "label": spec.classes[spec.labels[i]], "split": str(spec.splits[i])}
+
+
+def _group(spec: DatasetSpec, members: list[int], **extra) -> dict:
+    labels = sorted({spec.classes[spec.labels[i]] for i in members})
+    present = {str(spec.splits[i]) for i in members}
+    splits = [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER))
+    return {"conflicting_labels": len(labels) > 1, "leakage": len(present & set(SPLIT_ORDER)) > 1,
+            "labels": labels, "splits": splits, **extra, "files": [_file(spec, i) for i in members]}
+
+
+def _sorted_groups(groups: list[dict]) -> list[dict]:
+    """Worst first: conflicting labels, then leakage, then harmless copies."""
+    return sorted(groups, key=lambda g: (not g["conflicting_labels"], not g["leakage"], g["files"][0]["index"]))
+
+
+def _exact_groups(spec: DatasetSpec, digests: list[str]) -> list[dict]:
+    by_digest = defaultdict(list)
+    for i, d in enumerate(digests):
+        if d:
+            by_digest[d].append(i)
+    return _sorted_groups([_group(spec, m, sha256=d) for d, m in by_digest.items() if len(m) > 1])
+
+
+def _near_groups(spec: DatasetSpec, digests: list[str], hashes: np.ndarray, ok: np.ndarray,
+                 max_distance: int) -> list[dict]:
+    """Connected groups of images within `max_distance` pHash bits that hold at least two
+    different files (groups of identical bytes alone are exact duplicates, reported there)."""
+    idx = np.flatnonzero(ok)
+    unique, inverse = np.unique(hashes[idx], return_inverse=True)
+    a, b = near_pairs(unique, max_distance)
+    comp = components(len(unique), a, b)[inverse.ravel()]
+    order = np.argsort(comp, kind="stable")
+    starts = np.flatnonzero(np.r_[True, comp[order][1:] != comp[order][:-1]])
+    groups = []
+    for members in np.split(idx[order], starts[1:]):
+        if len(members) > 1 and len({digests[i] for i in members}) > 1:
+            members = sorted(members.tolist())
+            dist = hamming(hashes[members], np.full(len(members), hashes[members[0]], np.uint64))
+            g = _group(spec, members)
+            for f, d in zip(g["files"], dist):
+                f["distance"] = int(d)      # pHash bits from the group's first file
+            groups.append(g)
+    return _sorted_groups(groups)
+
+
+def _counts(spec: DatasetSpec, ok: np.ndarray) -> dict:
+    """Readable images per split and class."""
+    k = len(spec.classes)
+    return {s: dict(zip(spec.classes, np.bincount(spec.labels[ok & (spec.splits == s)], minlength=k).tolist()))
+            for s in SPLIT_ORDER}
+
+
+def _imbalance(spec: DatasetSpec, ok: np.ndarray) -> dict:
+    counts = np.bincount(spec.labels[ok], minlength=len(spec.classes))
+    median = float(np.median(counts))
+    ratio = float(counts.max() / counts.min()) if counts.min() else None
+    small = [c for c, n in zip(spec.classes, counts) if n < SMALL_CLASS_SHARE * median]
+    return {"counts": dict(zip(spec.classes, counts.tolist())), "median": median,
+            "ratio": round(ratio, 2) if ratio else None, "small_classes": small,
+            "flagged": bool(small) or ratio is None or ratio >= IMBALANCE_RATIO}
+
+
+def _outliers(spec: DatasetSpec, sizes: np.ndarray, modes: list[str], ok: np.ndarray) -> dict:
+    """Images far from the typical one. Sides and elongation ignore orientation (EXIF-rotated
+    photos are stored sideways), so only shape and scale count."""
+    idx = np.flatnonzero(ok)
+    if not len(idx):
+        return {"small": [], "large": [], "aspect": [], "mode": []}
+    short, long = sizes[idx].min(1), sizes[idx].max(1)
+    aspect = long / np.maximum(short, 1)
+    med_short, med_aspect = float(np.median(short)), float(np.median(aspect))
+    main_mode = Counter(modes[i] for i in idx).most_common(1)[0][0]
+
+    def listed(mask):
+        return [{**_file(spec, i), "width": int(sizes[i, 0]), "height": int(sizes[i, 1])} for i in idx[mask]]
+
+    return {
+        "median_short_side": med_short, "median_aspect": round(med_aspect, 3), "main_mode": main_mode,
+        "small": listed(short * SIZE_FACTOR <= med_short),
+        "large": listed(short >= med_short * SIZE_FACTOR),
+        "aspect": [{**f, "aspect": round(max(f["width"], f["height"]) / max(1, min(f["width"], f["height"])), 2)}
+                   for f in listed(aspect >= ASPECT_FACTOR * med_aspect)],
+        "mode": [{**_file(spec, i), "mode": modes[i]} for i in idx if modes[i] != main_mode],
+    }
+
+
+def example(group: dict, root: str | None) -> str:
+    """Two of a duplicate group's files, for one line of text: `a.jpg = b.jpg …`."""
+    more = " …" if len(group["files"]) > 2 else ""
+    return " = ".join(short_path(f["path"], root) for f in group["files"][:2]) + more
+
+
+def short_path(path: str, root: str | None) -> str:
+    """`path` relative to the dataset root, for display (the JSON keeps full paths)."""
+    if not root:
+        return path
+    base = root if os.path.isdir(root) else os.path.dirname(root)
+    rel = os.path.relpath(path, base)
+    return path if rel.startswith("..") else rel
