@@ -102,10 +102,11 @@ def test_config_file_and_recorded_defaults(shapes, tmp_path):
 
 
 def test_kill_and_resume(shapes, tmp_path):
-    """SIGKILL mid-training, then --resume: full epoch count, each epoch's row exactly once."""
+    """SIGKILL mid-training, then --resume: full epoch count, each epoch's row exactly once.
+    The fast preset's extra state (weight average, SGD momentum) goes through the kill too."""
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(Path(imgclf.__file__).parents[1])}
-    args = [*CLI, "train", str(shapes), "--epochs", "12", "--img-size", "48", "--patience", "100", "--out", str(run)]
+    args = [*CLI, "train", str(shapes), "--preset", "fast", "--epochs", "12", "--img-size", "48", "--out", str(run)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     hist = run / "history.csv"
     deadline = time.time() + 120

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .config import TrainConfig, dump_yaml, load_config
+from .config import TrainConfig, config_keys, dump_yaml, load_config
 from .errors import UserError
 from .fsutil import write_json, write_text
 from .inference import softmax
@@ -39,11 +39,14 @@ def _console(verbose: bool):
     return Console(quiet=not verbose, highlight=False, soft_wrap=True)
 
 
-def load(run: str | Path, device: str = "auto"):
-    """Load a trained model from a run folder (JSON + safetensors; no code executed)."""
+def load(run: str | Path, device: str = "auto", tta: str | None = None):
+    """Load a trained model from a run folder (JSON + safetensors; no code executed).
+
+    `tta` overrides the test-time augmentation the run was evaluated with (none | flip | crop |
+    flip-crop); its calibration was fitted with the run's own."""
     from .predictor import Model
 
-    return Model.load(run, device)
+    return Model.load(run, device, tta)
 
 
 def train(data: str | Path | None = None, *, config: str | Path | None = None, resume: str | Path | bool = False,
@@ -74,7 +77,14 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
 
     spec = discover(cfg.data, cfg.val_frac, cfg.test_frac, cfg.seed)
     device = pick_device(cfg.device)
-    cfg, notes = resolve(cfg, [spec.paths[i] for i in spec.indices("train")], device)
+    train_paths = [spec.paths[i] for i in spec.indices("train")]
+    notes = []
+    if cfg.preset and not resume:
+        # A preset fills what the user left unset; flags and config-file keys win over it.
+        explicit = {k for k, v in settings.items() if v is not None} | (config_keys(config) if config else set())
+        cfg, notes = _apply_preset(cfg, explicit, train_paths, device)
+    cfg, more = resolve(cfg, train_paths, device)
+    notes += more
     run_dir = Path(run_dir or cfg.out or new_run_dir(cfg.data))
     cfg = cfg.updated(out=str(run_dir))
     if not resume and (run_dir / "model.json").exists():
@@ -85,11 +95,17 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     for line in notes:
         console.print(f"  default: {line}")
 
+    removed = _duplicates(spec, cfg, console)
     images, spec, skipped = _decode(spec, cfg, console)
     pretrained = cfg.model.startswith("timm/") and bool(cfg.weights or cfg.pretrained)
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if pretrained else _channel_stats(images, spec.indices("train"))
     policy = _augment_policy(cfg, len(spec.indices("train")))
     console.print(f"  augmentation: {policy.to_dict()}")
+    if cfg.tta == "auto":
+        # Average the prediction over the mirror image when the model was trained to be mirror-invariant.
+        cfg = cfg.updated(tta="flip" if policy.flip else "none")
+        console.print(f"  default: tta={cfg.tta}: test-time augmentation at evaluation"
+                      f"{'' if policy.flip else ' (no flips in training)'}")
     kwargs = {**model_defaults(cfg.model), **cfg.model_kwargs}
     cfg = cfg.updated(model_kwargs=kwargs, augment=policy.to_dict())
 
@@ -102,7 +118,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", dump_yaml(cfg.to_dict()))
     write_splits(run_dir / "splits.csv", spec.paths, spec.labels, spec.splits, spec.classes)
-    write_json(run_dir / "data_report.json", _data_report(spec, skipped))
+    write_json(run_dir / "data_report.json", {**_data_report(spec, skipped), "deduplicated": removed})
     meta = {
         "format": MODEL_FORMAT, "imgclf_version": __version__, "classes": spec.classes,
         "architecture": {"name": cfg.model, "kwargs": kwargs, "in_chans": 3, "parameters": n_params},
@@ -110,6 +126,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
         "normalization": {"mean": mean, "std": std},
         "preprocessing": f"decode to RGB (EXIF-rotated, alpha on white), resize '{cfg.resize}' to "
                          f"{cfg.img_size}x{cfg.img_size}, scale to [0,1], subtract mean, divide by std",
+        "tta": cfg.tta,
     }
     data = SplitData(images, np.sort(spec.indices("train")), np.sort(spec.indices("val")), spec.labels, mean, std)
     result = fit(net, cfg, data, policy, run_dir, device, console, resume=bool(resume))
@@ -124,7 +141,9 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     net.load_state_dict(load_weights(run_dir / "model.safetensors"))
     meta["training"] = {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
                         "best_val_acc": result.best_val_acc, "stopped_early": result.stopped_early,
-                        "train_seconds": round(result.train_seconds, 2)}
+                        "train_seconds": round(result.train_seconds, 2),
+                        "first_step_seconds": round(result.first_step_seconds, 2),
+                        "device": str(device), "preset": cfg.preset}
     model = Model(net, meta, device, run_dir)
     meta["calibration"] = _calibrate(model, images, spec, console)
     if len(spec.classes) == 2:
@@ -239,6 +258,23 @@ def _score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, 
     return metrics
 
 
+def _duplicates(spec, cfg: TrainConfig, console) -> list[str]:
+    """The data doctor's quick part: identical files with conflicting labels or across splits are
+    warned about; with `dedupe` they are taken out (see data.doctor.dedupe). Returns the removed paths."""
+    from .data.doctor import dedupe, duplicate_warnings, quick_check
+
+    found = quick_check(spec, cfg.workers)
+    for line in duplicate_warnings(found):
+        console.print(f"[yellow]warning[/]: {line if not cfg.dedupe else line.split('; --dedupe')[0]}")
+    if not cfg.dedupe:
+        return []
+    drop = dedupe(spec, found)
+    spec.splits[drop] = "deduplicated"
+    console.print(f"  dedupe: removed {len(drop)} duplicate file(s) (kept one copy per set of identical "
+                  "files; dropped sets with conflicting labels)")
+    return [spec.paths[i] for i in drop]
+
+
 def _decode(spec, cfg: TrainConfig, console):
     """Decode every image once into the cache; drop unusable files with one warning line each."""
     from .data.cache import build_cache
@@ -262,6 +298,18 @@ def _channel_stats(images: np.ndarray, idx: np.ndarray, sample: int = 5000) -> t
     pick = np.sort(np.random.default_rng(0).choice(idx, size=min(sample, len(idx)), replace=False))
     x = images[pick].reshape(-1, 3).astype(np.float64) / 255.0
     return [round(float(v), 4) for v in x.mean(0)], [round(float(max(v, 1e-3)), 4) for v in x.std(0)]
+
+
+def _apply_preset(cfg: TrainConfig, explicit: set[str], train_paths: list[str], device) -> tuple[TrainConfig, list[str]]:
+    from .training.defaults import typical_side
+    from .training.presets import preset_settings
+
+    side = None if "img_size" in explicit else typical_side(train_paths, seed=cfg.seed)
+    values, notes = preset_settings(cfg.preset, device, len(train_paths), side or cfg.img_size, cfg.flip)
+    if "model" in explicit and cfg.model != values["model"]:
+        values.pop("model_kwargs")      # the preset's widths belong to its own model
+    cfg = cfg.updated(**{k: v for k, v in values.items() if k not in explicit})
+    return cfg, [f"{line}" for line in notes]
 
 
 def _augment_policy(cfg: TrainConfig, n_train: int):
@@ -290,3 +338,32 @@ def demo(out: str | Path | None = None, verbose: bool = True) -> Run:
     from .demo import run_demo
 
     return run_demo(out, verbose)
+
+
+def check(data: str | Path, *, json_path: str | Path | None = None, val_frac: float = 0.1, test_frac: float = 0.1,
+          seed: int = 0, near_distance: int | None = None, workers: int | None = None, verbose: bool = True) -> dict:
+    """The data doctor: unreadable files, exact and near duplicates (within a class, across classes,
+    across the train/val/test split that `train` would make with the same val_frac, test_frac and
+    seed), class imbalance, and size, aspect-ratio and colour-mode outliers. Prints a summary
+    table, writes every finding to `json_path` when given, and returns them as a dict.
+
+        findings = imgclf.check("photos/", json_path="doctor.json")
+        findings["summary"]["exact_duplicates"]["conflicting_labels"]
+    """
+    from .data.discover import discover
+    from .data.doctor import NEAR_DISTANCE, diagnose
+    from .data.doctor_report import print_findings
+    from .data.phash import MAX_DISTANCE
+
+    near = NEAR_DISTANCE if near_distance is None else near_distance
+    if not 0 <= near <= MAX_DISTANCE:
+        raise UserError(f"near_distance must be between 0 and {MAX_DISTANCE} pHash bits, not {near}")
+    spec = discover(data, val_frac, test_frac, seed)
+    findings = diagnose(spec, near, workers=workers, progress=verbose)
+    findings["split_settings"] = {"val_frac": val_frac, "test_frac": test_frac, "seed": seed}
+    console = _console(verbose)
+    print_findings(findings, console)
+    if json_path:
+        write_json(json_path, findings)
+        console.print(f"report: {json_path}")
+    return findings

@@ -26,6 +26,8 @@ class Format(str, Enum):
 @app.command()
 def train(
     data: Optional[str] = typer.Argument(None, help="Folder with one sub-folder per class, split folders, or a CSV manifest."),
+    preset: Optional[str] = typer.Option(None, help="fast | balanced | best: a whole recipe sized for this hardware and "
+                                         "data (flags given with it win)  [default: none, the plain defaults]"),
     model: Optional[str] = typer.Option(None, help="simple_cnn | resnet_fast | timm/<arch>  [default: resnet_fast]"),
     epochs: Optional[int] = typer.Option(None, help="[default: auto from dataset size]"),
     img_size: Optional[int] = typer.Option(None, help="Training resolution in px [default: auto from image sizes]"),
@@ -40,6 +42,8 @@ def train(
     no_flip: Optional[bool] = typer.Option(None, "--no-flip", help="No horizontal flips (text, digits, asymmetric signs)."),
     augment: Optional[str] = typer.Option(None, help="auto | none  [default: auto]"),
     resize: Optional[str] = typer.Option(None, help="squash | crop | pad  [default: squash]"),
+    dedupe: Optional[bool] = typer.Option(None, "--dedupe", help="Remove identical files that carry different labels "
+                                          "or sit in two splits (one copy of the rest is kept)."),
     val_frac: Optional[float] = typer.Option(None, help="Validation share when DATA has no val split [default: 0.1]"),
     test_frac: Optional[float] = typer.Option(None, help="Test share when DATA has no test split [default: 0.1]"),
     patience: Optional[int] = typer.Option(None, help="Early-stopping patience in epochs [default: auto]"),
@@ -47,6 +51,9 @@ def train(
     positive_class: Optional[str] = typer.Option(None, help="Two classes: the positive one [default: auto from names]"),
     target_recall: Optional[float] = typer.Option(None, help="Two classes: threshold for this validation recall"),
     target_precision: Optional[float] = typer.Option(None, help="Two classes: threshold for this validation precision"),
+    tta: Optional[str] = typer.Option(None, help="Test-time augmentation at evaluation: none | flip | crop | flip-crop "
+                                      "[default: flip when training flips]"),
+    compile: Optional[str] = typer.Option(None, help="torch.compile: auto | on | off  [default: auto, on for long CUDA runs]"),
     config: Optional[Path] = typer.Option(None, help="YAML file of settings (flags override it)."),
     out: Optional[str] = typer.Option(None, help="Run folder [default: runs/<dataset>-<n>]"),
     resume: Optional[str] = typer.Option(None, help="Continue the interrupted run in this folder."),
@@ -54,7 +61,7 @@ def train(
     """Train a CNN on DATA, evaluate it on a held-out test split, write a run folder."""
     from . import api
 
-    settings = dict(model=model, epochs=epochs, img_size=img_size, batch_size=batch_size, lr=lr,
+    settings = dict(preset=preset, dedupe=dedupe, tta=tta, compile=compile, model=model, epochs=epochs, img_size=img_size, batch_size=batch_size, lr=lr,
                     optimizer=optimizer, schedule=schedule, seed=seed, device=device, weights=weights,
                     pretrained=pretrained, flip=False if no_flip else None, augment=augment, resize=resize,
                     val_frac=val_frac, test_frac=test_frac, patience=patience,
@@ -73,11 +80,12 @@ def predict(
     top_k: int = typer.Option(1, help="How many classes to show per image."),
     format: Format = typer.Option(Format.table, help="table | json | csv"),
     device: str = typer.Option("auto"),
+    tta: Optional[str] = typer.Option(None, help="none | flip | crop | flip-crop  [default: what the run was evaluated with]"),
 ):
     """Predict the class of images with a trained run."""
     from . import api
 
-    results = api.load(run, device).predict(paths, top_k=top_k)
+    results = api.load(run, device, tta=tta).predict(paths, top_k=top_k)
     if format == Format.json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
         return
@@ -109,11 +117,12 @@ def evaluate(
     run: str = typer.Argument(..., help="Run folder."),
     data: Optional[str] = typer.Argument(None, help="Labeled data [default: the run's own held-out test split]."),
     device: str = typer.Option("auto"),
+    tta: Optional[str] = typer.Option(None, help="none | flip | crop | flip-crop  [default: what the run was evaluated with]"),
 ):
     """Re-evaluate a trained run: on its test split, or on another labeled folder."""
     from . import api
 
-    m = api.evaluate(api.load(run, device), data)
+    m = api.evaluate(api.load(run, device, tta=tta), data)
     print(json.dumps({k: m[k] for k in ("accuracy", "top_k_accuracy", "log_loss", "macro_avg", "n")}, indent=2))
 
 
@@ -134,6 +143,22 @@ def list_models():
     for n in names():
         print(n)
     print("timm/<arch>   e.g. timm/resnet18, timm/mobilenetv3_small_100 (see timm.list_models())")
+
+
+@app.command()
+def check(
+    data: str = typer.Argument(..., help="Folder with one sub-folder per class, split folders, or a CSV manifest."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write every finding to this JSON file."),
+    val_frac: float = typer.Option(0.1, help="Validation share, as for train, to find leakage across splits."),
+    test_frac: float = typer.Option(0.1, help="Test share, as for train."),
+    seed: int = typer.Option(0, help="Split seed, as for train."),
+    near_distance: Optional[int] = typer.Option(None, help="pHash bits that still count as near-duplicate [default: 4]"),
+):
+    """Check DATA: unreadable files, duplicates and leakage, class imbalance, odd sizes and colour modes."""
+    from . import api
+
+    api.check(data, json_path=json_path, val_frac=val_frac, test_frac=test_frac, seed=seed,
+              near_distance=near_distance)
 
 
 def main() -> None:

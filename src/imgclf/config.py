@@ -19,9 +19,11 @@ from .errors import UserError, from_settings
 class TrainConfig:
     data: str = ""
     out: str | None = None              # run folder; default runs/<dataset>-<n>
+    preset: str | None = None           # fast | balanced | best: a recipe for the hardware and data (see training/presets.py)
     # data
     val_frac: float = 0.1               # used when the data has no val split
     test_frac: float = 0.1              # used when the data has no test split
+    dedupe: bool = False                # drop identical files that conflict or leak across splits (one copy kept)
     img_size: int | None = None         # auto: median image side, clamped for the device
     resize: str = "squash"              # squash | crop | pad
     augment: Any = "auto"               # auto | none | dict of AugmentPolicy fields
@@ -35,12 +37,15 @@ class TrainConfig:
     epochs: int | None = None           # auto from dataset size
     batch_size: int | None = None       # auto from dataset size and device
     optimizer: str = "adamw"            # adamw | sgd (Nesterov)
+    momentum: float = 0.9               # sgd only
     lr: float | None = None             # auto from optimizer and batch size
     weight_decay: float | None = None   # auto: 0.05 adamw, 5e-4 sgd
     schedule: str = "onecycle"          # onecycle | cosine
     warmup_epochs: float = 1.0          # linear warm-up length (cosine); onecycle warms up 25% of the run
     label_smoothing: float = 0.1
     grad_clip: float | None = 5.0
+    ema: bool = False                   # validate, keep and ship an exponential moving average of the weights
+    tta: str = "auto"                   # test-time augmentation: auto | none | flip | crop | flip-crop
     patience: int | None = None         # early stopping on val accuracy; auto = max(5, epochs // 3)
     # decisions (two-class tasks): the operating threshold is chosen on the validation split
     positive_class: str | None = None   # auto: the class not named like "no-x"/"non-x"/"background"
@@ -51,6 +56,7 @@ class TrainConfig:
     device: str = "auto"                # auto | cpu | cuda | cuda:1 | mps
     amp: str = "auto"                   # auto | bf16 | fp16 | off
     channels_last: bool | None = None   # auto: on for CUDA
+    compile: str = "auto"               # torch.compile: auto (CUDA runs long enough to pay it back) | on | off
     workers: int | None = None          # decoding processes; default all cores
 
     def to_dict(self) -> dict:
@@ -67,8 +73,16 @@ class TrainConfig:
         return TrainConfig.from_dict(d)
 
 
+def config_keys(path: str | Path) -> set[str]:
+    """The settings a YAML config file sets explicitly (they win over a preset)."""
+    return {k for k, v in _read_yaml(Path(path)).items() if v is not None}
+
+
 def load_config(path: str | Path) -> TrainConfig:
-    path = Path(path)
+    return TrainConfig.from_dict(_read_yaml(Path(path)))
+
+
+def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
@@ -77,7 +91,7 @@ def load_config(path: str | Path) -> TrainConfig:
         raise UserError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(d, dict):
         raise UserError(f"config file {path} must hold a mapping of setting: value")
-    return TrainConfig.from_dict(d)
+    return d
 
 
 def dump_yaml(d: dict) -> str:

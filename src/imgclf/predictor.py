@@ -15,7 +15,7 @@ from .data.discover import is_image
 from .data.images import UnusableImage, load_resized, resize
 from .device import amp_dtype, pick_device
 from .errors import UserError
-from .inference import predict_logits, softmax
+from .inference import TTA_MODES, predict_logits, softmax
 from .runs import find_run, read_model_json
 
 
@@ -25,10 +25,12 @@ class Model:
         self.classes: list[str] = meta["classes"]
         self.img_size: int = meta["input"]["size"]
         self.resize_mode: str = meta["input"]["resize"]
-        self.amp = amp_dtype(device)
+        self.amp = amp_dtype(device, training=False)
+        # Test-time augmentation the run was evaluated (and calibrated) with; settable per call site.
+        self.tta: str = meta.get("tta", "none")
 
     @classmethod
-    def load(cls, run: str | Path, device: str = "auto") -> "Model":
+    def load(cls, run: str | Path, device: str = "auto", tta: str | None = None) -> "Model":
         from .models import create_model
         from .training.checkpoint import load_weights
 
@@ -39,7 +41,12 @@ class Model:
                            img_size=meta["input"]["size"], **arch.get("kwargs", {}))
         net.load_state_dict(load_weights(run / "model.safetensors"))
         dev = pick_device(device)
-        return cls(net.to(dev), meta, dev, run)
+        model = cls(net.to(dev), meta, dev, run)
+        if tta is not None:
+            if tta not in TTA_MODES:
+                raise UserError(f"unknown --tta '{tta}'; use one of {', '.join(TTA_MODES)}")
+            model.tta = tta
+        return model
 
     def preprocess(self, image) -> np.ndarray:
         """A path, PIL image or HxWx3 uint8 array -> the model's uint8 input (size, size, 3)."""
@@ -60,7 +67,7 @@ class Model:
     def predict_logits(self, images: np.ndarray) -> np.ndarray:
         """Raw logits (N, C) for preprocessed uint8 images (N, size, size, 3)."""
         norm = self.meta["normalization"]
-        return predict_logits(self.net, images, norm["mean"], norm["std"], self.device, amp=self.amp)
+        return predict_logits(self.net, images, norm["mean"], norm["std"], self.device, amp=self.amp, tta=self.tta)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities (N, C): softmax of logits / the run's fitted temperature."""

@@ -26,6 +26,7 @@ FEW_IMAGES = 5000                          # below this the auto schedule trains
 @dataclass
 class AugmentPolicy:
     flip: bool = True                                # horizontal flip, p=0.5
+    alternate_flip: bool = False                     # flip each image on every other epoch instead (see alternate_flips)
     translate: int = 0                               # reflect-pad by this many px and random-crop back
     resized_crop: tuple[float, float] | None = None  # area fraction range of a random box resampled to full size
     rotate: float = 0.0                              # max degrees, uniform in [-rotate, rotate]
@@ -82,11 +83,24 @@ def default_policy(img_size: int, num_images: int | None = None, allow_flip: boo
     return AugmentPolicy(flip=allow_flip, resized_crop=(0.35, 1.0), rotate=10.0, color_jitter=0.2)
 
 
-def augment(images: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator | None = None) -> torch.Tensor:
+def alternate_flips(first_flips: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Which images to mirror in `epoch` under the derandomised "alternating flip" (airbench, Jordan 2024).
+
+    `first_flips` is one random bool per training image, drawn once per run. Every image is then
+    shown mirrored on alternate epochs, so any two consecutive epochs see both views of every
+    image; random p=0.5 flips show ~25% of images the same way in both and waste those passes.
+    """
+    return first_flips ^ bool(epoch % 2)
+
+
+def augment(images: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator | None = None,
+            flip_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Randomly augment a uint8 (B, 3, H, W) batch; returns a new uint8 tensor, never a view of `images`.
 
     `generator` may live on the batch's device or on the CPU (its draws are then moved); None uses
-    torch's global RNG. Order: flip, translate, one affine resample (crop + rotation), colour, cutout.
+    torch's global RNG. `flip_mask` (B,) bool, when given, says which images to mirror instead of a
+    random draw (see `alternate_flips`). Order: flip, translate, one affine resample (crop +
+    rotation), colour, cutout.
     """
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"augment expects a uint8 (B, 3, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
@@ -94,7 +108,7 @@ def augment(images: torch.Tensor, policy: AugmentPolicy, generator: torch.Genera
         raise UserError(f"augment translate={policy.translate} must be smaller than the image side {images.shape[2]}")
     x = images
     if policy.flip:
-        x = batch_flip(x, generator)
+        x = batch_flip(x, generator, flip_mask)
     if policy.translate:
         x = batch_translate(x, policy.translate, generator)
     if policy.resized_crop or policy.rotate or policy.color_jitter:
@@ -123,9 +137,13 @@ def _randint(low: int, high: int, shape: tuple[int, ...], generator, device) -> 
     return low + (_rand(shape, generator, device) * (high - low + 1)).long().clamp_(max=high - low)
 
 
-def batch_flip(x: torch.Tensor, generator=None) -> torch.Tensor:
-    # Mirror each image with p=0.5: the cheapest label-preserving doubling of the data (for most classes).
-    flip = _rand((len(x), 1, 1, 1), generator, x.device) < 0.5
+def batch_flip(x: torch.Tensor, generator=None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    # Mirror each image with p=0.5 (or where `mask` says): the cheapest label-preserving doubling of
+    # the data (for most classes).
+    if mask is not None:
+        flip = mask.to(x.device).view(-1, 1, 1, 1)
+    else:
+        flip = _rand((len(x), 1, 1, 1), generator, x.device) < 0.5
     return torch.where(flip, x.flip(-1), x)
 
 

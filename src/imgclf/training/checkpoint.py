@@ -51,21 +51,27 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def save_training_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        info: dict[str, Any]) -> None:
-    """Everything needed to continue: weights, optimizer moments, and `info` (epoch, best, ...)."""
+                        info: dict[str, Any], ema: torch.nn.Module | None = None) -> None:
+    """Everything needed to continue: weights, optimizer moments, the weight average (`ema`) if
+    any, and `info` (epoch, best, ...)."""
     tensors: dict[str, torch.Tensor] = {}
     model_sd = _flatten(model.state_dict(), "model", tensors)
     opt_sd = _flatten(optimizer.state_dict(), "optim", tensors)
     meta = {"model": json.dumps(model_sd), "optim": json.dumps(opt_sd), "info": json.dumps(info)}
+    if ema is not None:
+        meta["ema"] = json.dumps(_flatten(ema.state_dict(), "ema", tensors))
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_training_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def load_training_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        ema: torch.nn.Module | None = None) -> dict[str, Any]:
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     tensors = load_file(str(path))
     model.load_state_dict(_unflatten(json.loads(meta["model"]), tensors))
+    if ema is not None and "ema" in meta:
+        ema.load_state_dict(_unflatten(json.loads(meta["ema"]), tensors))
     opt_sd = _unflatten(json.loads(meta["optim"]), tensors)
     # JSON turns integer parameter ids into strings; the optimizer wants ints back.
     opt_sd["state"] = {int(k): v for k, v in opt_sd["state"].items()}

@@ -10,6 +10,7 @@ import torch
 from ..config import TrainConfig
 from ..data.images import RESIZE_MODES, UnusableImage, image_size
 from ..errors import UserError
+from ..inference import TTA_MODES
 
 
 def typical_side(paths: list[str], sample: int = 300, seed: int = 0) -> int | None:
@@ -30,6 +31,8 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
     notes: list[str] = []
     if cfg.resize not in RESIZE_MODES:
         raise UserError(f"unknown resize mode '{cfg.resize}'; choose one of {', '.join(RESIZE_MODES)}")
+    if cfg.tta != "auto" and cfg.tta not in TTA_MODES:
+        raise UserError(f"unknown tta '{cfg.tta}'; choose auto or one of {', '.join(TTA_MODES)}")
     gpu = device.type in ("cuda", "mps")
     n = len(train_paths)
     c = cfg.to_dict()

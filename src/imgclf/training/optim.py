@@ -12,19 +12,28 @@ import torch
 from ..errors import UserError
 
 
-def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
+                   momentum: float = 0.9) -> torch.optim.Optimizer:
     # No weight decay on biases and norm parameters: decaying them only hurts (standard practice).
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = {"foreach": True}
+    # One fused kernel per step on CUDA (many tiny launches otherwise); multi-tensor foreach on CPU.
+    on_cuda = all(p.is_cuda for g in groups for p in g["params"])
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), **fused)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, **fused)
-    raise UserError(f"unknown optimizer '{name}'; use adamw or sgd")
+        cls, kw = torch.optim.AdamW, {"betas": (0.9, 0.99)}
+    elif name == "sgd":
+        cls, kw = torch.optim.SGD, {"momentum": momentum, "nesterov": True}
+    else:
+        raise UserError(f"unknown optimizer '{name}'; use adamw or sgd")
+    if on_cuda:
+        try:
+            return cls(groups, lr=lr, fused=True, **kw)
+        except (TypeError, RuntimeError):   # fused SGD arrived in torch 2.3
+            pass
+    return cls(groups, lr=lr, foreach=True, **kw)
 
 
 def lr_factor(step: int, total: int, schedule: str, warmup: int) -> float:
