@@ -51,6 +51,9 @@ class TrainConfig:
     positive_class: str | None = None   # auto: the class not named like "no-x"/"non-x"/"background"
     target_recall: float | None = None  # else target_precision, else best F1
     target_precision: float | None = None
+    # open-set rejection (3+ classes): answer "unknown" below a confidence threshold chosen on validation
+    target_accuracy: float | None = None  # highest coverage with this validation accuracy on the accepted
+    target_coverage: float | None = None  # else keep this fraction of validation images; neither: no threshold
     # runtime
     seed: int = 0
     device: str = "auto"                # auto | cpu | cuda | cuda:1 | mps

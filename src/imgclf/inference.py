@@ -73,6 +73,8 @@ def predict_logits(model: torch.nn.Module, images: np.ndarray | torch.Tensor, me
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
+    # float64: in float32 a top probability rounds to exactly 1.0 once its logit margin exceeds ~17,
+    # common after a sharpening temperature, and confidence thresholds could no longer rank images.
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)

@@ -15,6 +15,7 @@ from .data.discover import is_image
 from .data.images import UnusableImage, load_resized, resize
 from .device import amp_dtype, pick_device
 from .errors import UserError
+from .evaluation.rejection import UNKNOWN
 from .inference import TTA_MODES, predict_logits, softmax
 from .runs import find_run, read_model_json
 
@@ -36,6 +37,10 @@ class Model:
 
         run = find_run(run)
         meta = read_model_json(run)
+        if meta.get("kind") == "ensemble":
+            from .ensembling import EnsembleModel
+
+            return EnsembleModel.from_bundle(run, meta, device, tta)
         arch = meta["architecture"]
         net = create_model(arch["name"], num_classes=len(meta["classes"]), in_chans=arch.get("in_chans", 3),
                            img_size=meta["input"]["size"], **arch.get("kwargs", {}))
@@ -94,15 +99,18 @@ class Model:
             for row, p in zip(ok, probs):
                 order = np.argsort(-p)[:k]
                 label = self._decide(p)
-                results[row].update(label=self.classes[label], confidence=float(p[label]),
+                results[row].update(label=self.classes[label] if label >= 0 else UNKNOWN,
+                                    confidence=float(p[label] if label >= 0 else p.max()),
                                     top_k=[(self.classes[i], float(p[i])) for i in order])
         return results
 
     def _decide(self, p: np.ndarray) -> int:
-        """Class index for one probability row: the run's two-class threshold if it has one, else argmax."""
+        """Class index for one probability row: the run's two-class threshold if it has one, else
+        argmax; -1 (UNKNOWN) when the run has a rejection threshold and the top probability is below it."""
         decision = self.meta.get("decision")
         if not decision:
-            return int(np.argmax(p))
+            top, rejection = int(np.argmax(p)), self.meta.get("rejection")
+            return -1 if rejection and p[top] < rejection["threshold"] else top
         pos = self.classes.index(decision["positive_class"])
         return pos if p[pos] >= decision["threshold"] else 1 - pos
 

@@ -30,7 +30,9 @@ def find_run(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if p.is_file() and p.name in ("model.safetensors", "model.json"):
         p = p.parent
-    if not (p / "model.json").is_file() or not (p / "model.safetensors").is_file():
+    # An ensemble bundle keeps its weights in members/<i>/ (see imgclf.ensembling).
+    weights = (p / "model.safetensors").is_file() or (p / "members").is_dir()
+    if not (p / "model.json").is_file() or not weights:
         raise UserError(f"{path} is not a finished run folder (it needs model.json and model.safetensors); "
                         "train one with: imgclf train DATA")
     return p

@@ -18,7 +18,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], t
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "top_k_accuracy": {},
-        "log_loss": float(log_loss(y_true, np.clip(probs, 1e-7, 1), labels=labels)),
+        "log_loss": float(log_loss(y_true, _clipped(probs), labels=labels)),
         "macro_avg": {k: float(v) for k, v in report["macro avg"].items()},
         "weighted_avg": {k: float(v) for k, v in report["weighted avg"].items()},
         "per_class": per_class,
@@ -29,6 +29,13 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], t
         if k < len(classes):
             out["top_k_accuracy"][str(k)] = float(top_k_accuracy_score(y_true, probs, k=k, labels=labels))
     return out
+
+
+def _clipped(probs: np.ndarray) -> np.ndarray:
+    """Probabilities kept off 0 (log-loss stays finite) and re-normalised: scikit-learn checks that
+    float64 rows sum to one within ~1e-8 and warns otherwise."""
+    p = np.clip(probs, 1e-7, 1)
+    return p / p.sum(1, keepdims=True)
 
 
 def summary_line(m: dict) -> str:

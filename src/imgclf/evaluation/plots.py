@@ -75,6 +75,32 @@ def plot_reliability(rel: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_coverage(curve: dict, operating: dict | None, path: Path) -> None:
+    """Selective classification: accuracy on the answered images vs the share answered (the most
+    confident first), with the run's rejection threshold marked when it has one."""
+    plt = _plt()
+    cov, acc = np.asarray(curve["coverage"]), np.asarray(curve["accuracy"])
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot(cov, acc, color="#4c72b0", lw=2, label=f"test (AURC {curve['aurc']:.3f})" if len(cov) else "test")
+    if len(acc):
+        ax.axhline(acc[-1], ls="--", color="grey", lw=1, label=f"no rejection: accuracy {acc[-1]:.3f}")
+    low = min([*acc, (operating or {}).get("accuracy_accepted") or 1.0, 0.9])
+    if operating and operating.get("accuracy_accepted") is not None:
+        c, a = operating["coverage"], operating["accuracy_accepted"]
+        ax.plot([c], [a], "o", ms=9, color="#c44e52", zorder=3,
+                label=f"threshold {operating['threshold']:.3f}: coverage {c:.3f}, accuracy {a:.3f}")
+        ax.axvline(c, ls=":", color="#c44e52", lw=1)
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(max(0.0, low - 0.05 * (1 - low) - 0.01), 1.005)
+    ax.set_xlabel("coverage (share of images answered, most confident first)")
+    ax.set_ylabel("accuracy on answered images")
+    ax.set_title("Coverage vs accuracy (test)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def _save(fig, path: Path) -> None:
     plt = _plt()
     with atomic_path(path) as tmp:
