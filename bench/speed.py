@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import imgclf  # noqa: E402
+from imgclf.data.discover import is_image  # noqa: E402
 from imgclf.device import amp_dtype, pick_device  # noqa: E402
 from imgclf.models import create_model  # noqa: E402
 from imgclf.training.optim import lr_factor, make_optimizer, set_lr  # noqa: E402
@@ -90,7 +91,7 @@ def baseline(data: Path, device: torch.device, epochs: int, seed: int) -> dict:
     from torchvision.datasets import ImageFolder
 
     s, _ = preset_settings("fast", device, 50_000, 32)
-    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)     # CIFAR-10's
     train_tf = T.Compose([T.RandomCrop(32, padding=2, padding_mode="reflect"), T.RandomHorizontalFlip(),
                           T.ToTensor(), T.Normalize(mean, std)])
     test_tf = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
@@ -134,7 +135,7 @@ def half_manifest(data: Path, dest: Path) -> Path:
     rows = []
     for split in ("train", "test"):
         for cls in sorted(p.name for p in (data / split).iterdir() if p.is_dir()):
-            files = sorted((data / split / cls).glob("*.jpg"))
+            files = sorted(f for f in (data / split / cls).iterdir() if is_image(f))
             rows += [(str(f), cls, split) for f in (files[::2] if split == "train" else files)]
     path = dest / "cifar10_half.csv"
     with open(path, "w", newline="") as f:

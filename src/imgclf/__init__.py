@@ -11,11 +11,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["train", "load", "evaluate", "check", "demo", "__version__"]
+__all__ = ["train", "load", "evaluate", "check", "demo", "report", "ensemble", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("train", "load", "evaluate", "check", "demo"):
+    if name in ("train", "load", "evaluate", "check", "demo", "report", "ensemble"):
         from . import api
 
         return getattr(api, name)

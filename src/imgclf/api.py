@@ -26,8 +26,8 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 @dataclass
 class Run:
     path: Path
-    metrics: dict
-    config: TrainConfig
+    metrics: dict | None                # None for an ensemble whose members do not share a test split
+    config: TrainConfig | None          # None for an ensemble bundle
 
     def load(self, device: str = "auto"):
         return load(self.path, device)
@@ -76,6 +76,9 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
         raise UserError("no data given: imgclf train DATA (a folder with one sub-folder per class)")
 
     spec = discover(cfg.data, cfg.val_frac, cfg.test_frac, cfg.seed)
+    from .evaluation.rejection import check_targets
+
+    check_targets(spec.classes, cfg.target_accuracy, cfg.target_coverage)
     device = pick_device(cfg.device)
     train_paths = [spec.paths[i] for i in spec.indices("train")]
     notes = []
@@ -148,9 +151,12 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     meta["calibration"] = _calibrate(model, images, spec, console)
     if len(spec.classes) == 2:
         meta["decision"] = _choose_decision(model, images, spec, cfg, console)
+    elif cfg.target_accuracy is not None or cfg.target_coverage is not None:
+        meta["rejection"] = _choose_rejection(model, images, spec, cfg, console)
     write_json(run_dir / "model.json", meta)
     test = np.sort(spec.indices("test"))
     metrics = _score(model, images[test], spec.labels[test], run_dir, console, "held-out test split")
+    _report_after_training(model, console)
     return Run(run_dir, metrics, cfg)
 
 
@@ -183,9 +189,26 @@ def evaluate(run, data: str | Path | None = None, verbose: bool = True) -> dict:
     return _score(model, cache.images[keep], labels[keep], out_dir, console, where)
 
 
+def ensemble(runs: list[str | Path], out: str | Path, *, target_accuracy: float | None = None,
+             target_coverage: float | None = None, device: str = "auto", verbose: bool = True) -> Run:
+    """Bundle runs trained on the same classes into one model that averages their calibrated
+    probabilities; evaluated on their shared test split when they have one. `imgclf.load(out)`
+    then predicts like a single run. Targets as in `train` (rejection chosen on the shared
+    validation split).
+
+        imgclf.ensemble(["runs/a", "runs/b", "runs/c"], out="runs/abc").metrics["accuracy"]
+    """
+    from .ensembling import make_ensemble
+
+    path, metrics = make_ensemble(runs, out, target_accuracy, target_coverage, device, console=_console(verbose))
+    return Run(path, metrics, None)
+
+
 def _run_test_split(model) -> tuple[list[str], np.ndarray]:
     import csv
 
+    if not (model.path / "splits.csv").is_file():
+        raise UserError(f"{model.path} has no test split to evaluate on; give DATA: imgclf evaluate RUN DATA")
     with open(model.path / "splits.csv", newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
     if not rows:
@@ -218,6 +241,24 @@ def _choose_decision(model, images: np.ndarray, spec, cfg: TrainConfig, console)
             "validation": {k: m[k] for k in ("precision", "recall", "f1")}}
 
 
+def _choose_rejection(model, images: np.ndarray, spec, cfg: TrainConfig, console) -> dict:
+    """Three or more classes: the calibrated-confidence threshold below which predict answers
+    'unknown', from the validation split."""
+    from .evaluation.rejection import choose_threshold, rejection_metrics, resolution_warning
+
+    val = np.sort(spec.indices("val"))
+    probs = model.predict_proba(images[val])
+    threshold, rule = choose_threshold(probs, spec.labels[val], cfg.target_accuracy, cfg.target_coverage)
+    m = rejection_metrics(probs, spec.labels[val], threshold)
+    acc = "n/a" if m["accuracy_accepted"] is None else f"{m['accuracy_accepted']:.3f}"
+    console.print(f"  rejection: 'unknown' when confidence < {threshold:.4g} ({rule}; validation coverage "
+                  f"{m['coverage']:.3f}, accuracy on accepted {acc}, n={len(val)})")
+    if warning := resolution_warning(m["accepted"], cfg.target_accuracy):
+        console.print(f"[yellow]warning[/]: rejection: {warning}")
+    return {"threshold": threshold, "rule": rule, "label": "unknown",
+            "validation": {"n": int(len(val)), **{k: m[k] for k in ("coverage", "accuracy_accepted", "accepted")}}}
+
+
 def _score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, console, where: str) -> dict:
     from .evaluation.calibration import expected_calibration_error, nll, reliability
     from .evaluation.metrics import compute_metrics, summary_line
@@ -247,7 +288,19 @@ def _score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, 
         console.print(f"  at threshold {d['threshold']:.3f} for '{decision['positive_class']}': precision "
                       f"{d['precision']:.4f}  recall {d['recall']:.4f}  ROC-AUC {d.get('roc_auc', float('nan')):.4f}  "
                       f"PR-AUC {d.get('pr_auc', float('nan')):.4f}")
+    from .evaluation.rejection import rejection_metrics, selective_curve
+
+    metrics["selective"] = selective_curve(probs, labels)
+    if model.meta.get("rejection"):
+        r = rejection_metrics(probs, labels, model.meta["rejection"]["threshold"])
+        metrics["rejection"] = {"rule": model.meta["rejection"]["rule"], **r}
+        acc = "n/a" if r["accuracy_accepted"] is None else f"{r['accuracy_accepted']:.4f}"
+        console.print(f"  rejection at confidence {r['threshold']:.3f}: coverage {r['coverage']:.4f} "
+                      f"({r['rejected']} answered 'unknown'), accuracy on accepted {acc}")
     if out_dir is not None:
+        from .evaluation.plots import plot_coverage
+
+        plot_coverage(metrics["selective"], metrics.get("rejection"), out_dir / "coverage.png")
         write_json(out_dir / "metrics.json", metrics)
         plot_confusion(metrics["confusion_matrix"], model.classes, out_dir / "confusion_matrix.png")
         plot_reliability(metrics["calibration"]["reliability"], out_dir / "reliability.png")
@@ -367,3 +420,26 @@ def check(data: str | Path, *, json_path: str | Path | None = None, val_frac: fl
         write_json(json_path, findings)
         console.print(f"report: {json_path}")
     return findings
+
+
+def report(run, verbose: bool = True) -> Path:
+    """Write the run's self-contained report.html (data, model, settings, curves, test metrics,
+    calibration, thresholds, galleries, model card) and return its path. `train` writes it too.
+
+        imgclf.report("runs/photos-1")     # -> runs/photos-1/report.html
+    """
+    from .evaluation.report import write_report
+    from .predictor import Model
+
+    model = run if isinstance(run, Model) else load(run.path if isinstance(run, Run) else run)
+    return write_report(model, progress=verbose)
+
+
+def _report_after_training(model, console) -> None:
+    """The report is a view of the finished run: a failure to draw it must not cost the run."""
+    try:
+        report(model, verbose=False)
+        console.print(f"report: {model.path / 'report.html'}")
+    except Exception as e:     # noqa: BLE001 - any plotting or decoding problem; the run is complete
+        console.print(f"[yellow]warning[/]: could not write report.html ({type(e).__name__}: {e}); "
+                      f"retry with: imgclf report {model.path}")

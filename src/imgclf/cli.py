@@ -51,6 +51,10 @@ def train(
     positive_class: Optional[str] = typer.Option(None, help="Two classes: the positive one [default: auto from names]"),
     target_recall: Optional[float] = typer.Option(None, help="Two classes: threshold for this validation recall"),
     target_precision: Optional[float] = typer.Option(None, help="Two classes: threshold for this validation precision"),
+    target_accuracy: Optional[float] = typer.Option(None, help="3+ classes: answer 'unknown' below the confidence that "
+                                                    "gives this validation accuracy on the answered images"),
+    target_coverage: Optional[float] = typer.Option(None, help="3+ classes: answer 'unknown' for the least confident "
+                                                    "images, keeping this fraction of validation images"),
     tta: Optional[str] = typer.Option(None, help="Test-time augmentation at evaluation: none | flip | crop | flip-crop "
                                       "[default: flip when training flips]"),
     compile: Optional[str] = typer.Option(None, help="torch.compile: auto | on | off  [default: auto, on for long CUDA runs]"),
@@ -66,7 +70,8 @@ def train(
                     pretrained=pretrained, flip=False if no_flip else None, augment=augment, resize=resize,
                     val_frac=val_frac, test_frac=test_frac, patience=patience,
                     label_smoothing=label_smoothing, positive_class=positive_class, target_recall=target_recall,
-                    target_precision=target_precision, out=out)
+                    target_precision=target_precision, target_accuracy=target_accuracy,
+                    target_coverage=target_coverage, out=out)
     if resume is None and data is None:
         raise UserError("give DATA (a folder with one sub-folder per class) or --resume RUN_FOLDER")
     run = api.train(data, config=config, resume=resume or False, **{k: v for k, v in settings.items() if v is not None})
@@ -127,6 +132,22 @@ def evaluate(
 
 
 @app.command()
+def ensemble(
+    runs: List[str] = typer.Argument(..., help="Two or more run folders trained on the same classes."),
+    out: str = typer.Option(..., help="Bundle folder to write."),
+    target_accuracy: Optional[float] = typer.Option(None, help="3+ classes: answer 'unknown' below the confidence that "
+                                                    "gives this validation accuracy (on the members' shared split)"),
+    target_coverage: Optional[float] = typer.Option(None, help="3+ classes: keep this fraction of validation images"),
+    device: str = typer.Option("auto"),
+):
+    """Bundle runs into one model that averages their calibrated probabilities; evaluate it on their shared test split."""
+    from . import api
+
+    run = api.ensemble(runs, out, target_accuracy=target_accuracy, target_coverage=target_coverage, device=device)
+    print(run.path)
+
+
+@app.command()
 def demo(out: Optional[str] = typer.Option(None, help="Run folder [default: runs/digits-<n>]")):
     """Train on scikit-learn's bundled handwritten digits, evaluate, predict: the whole job, offline."""
     from . import api
@@ -159,6 +180,17 @@ def check(
 
     api.check(data, json_path=json_path, val_frac=val_frac, test_frac=test_frac, seed=seed,
               near_distance=near_distance)
+
+
+@app.command()
+def report(
+    run: str = typer.Argument(..., help="Run folder."),
+    device: str = typer.Option("auto"),
+):
+    """Write RUN/report.html: one self-contained page with the data, model, settings, curves and test evaluation."""
+    from . import api
+
+    print(api.report(api.load(run, device)))
 
 
 def main() -> None:
