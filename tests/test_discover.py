@@ -66,3 +66,25 @@ def test_errors_name_the_fix(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="'empty' has no images"):
         discover(tmp_path)
+
+
+def test_symlinked_folders_are_followed_once(tmp_path):
+    """Datasets assembled from links: linked class folders and linked sub-folders both count,
+    and a link loop does not recurse forever."""
+    from PIL import Image
+
+    from imgclf.data.discover import discover, files_under
+
+    real = tmp_path / "real"
+    for cls in ("a", "b"):
+        (real / cls / "inner").mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(real / cls / "inner" / f"{i}.png")
+    data = tmp_path / "data"
+    (data / "a").mkdir(parents=True)
+    (data / "a" / "linked").symlink_to(real / "a" / "inner", target_is_directory=True)
+    (data / "a" / "loop").symlink_to(data / "a", target_is_directory=True)
+    (data / "b").symlink_to(real / "b", target_is_directory=True)
+    spec = discover(data)
+    assert sorted(spec.classes) == ["a", "b"] and len(spec.paths) == 6
+    assert len(files_under(data / "a")) == 3

@@ -79,3 +79,11 @@ def test_members_must_share_classes_and_splits(shapes, tmp_path):
     assert imgclf.load(run.path).predict(shapes / "disc" / "disc_000.png")[0]["label"] in meta["classes"]
     with pytest.raises(UserError, match="no test split"):
         imgclf.evaluate(run.path, verbose=False)
+
+
+def test_bundle_report_lists_members(shapes, tmp_path):
+    a = imgclf.train(shapes, epochs=2, seed=0, out=tmp_path / "a", verbose=False)
+    b = imgclf.train(shapes, epochs=2, seed=1, model="simple_cnn", out=tmp_path / "b", verbose=False)
+    bundle = imgclf.ensemble([a.path, b.path], out=tmp_path / "ab", verbose=False).path
+    page = imgclf.report(bundle, verbose=False).read_text()
+    assert "member 0" in page and "member 1" in page and "simple_cnn" in page

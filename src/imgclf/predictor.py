@@ -11,7 +11,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from .data.discover import is_image
+from .data.discover import files_under, is_image
 from .data.images import UnusableImage, load_resized, resize
 from .device import amp_dtype, pick_device
 from .errors import UserError
@@ -127,7 +127,7 @@ def _expand(inputs) -> Iterable:
         if isinstance(item, (str, Path)):
             p = Path(item).expanduser()
             if p.is_dir():
-                yield from sorted(str(f) for f in p.rglob("*") if f.is_file() and is_image(f))
+                yield from (str(f) for f in files_under(p) if is_image(f))
             elif p.exists():
                 yield str(p)
             else:

@@ -9,6 +9,7 @@ Class names are the sorted folder names (any unicode, spaces allowed).
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,12 +51,26 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and _visible(p)), key=lambda p: p.name)
 
 
+def files_under(folder: Path) -> list[Path]:
+    """Every non-hidden file below `folder`, sorted, following symlinked folders (a dataset
+    assembled from links is common; Path.rglob does not follow them before Python 3.13) but
+    never the same real folder twice, so a link loop cannot recurse forever."""
+    seen, found = set(), []
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(top) / f for f in files if not f.startswith(".")]
+    return sorted(found)
+
+
 def _images_under(folder: Path, ignored: list[str]) -> list[Path]:
     """Image files anywhere below `folder` (hidden ones skipped); other files go to `ignored`."""
     found = []
-    for p in sorted(folder.rglob("*")):
-        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(folder).parts):
-            continue
+    for p in files_under(folder):
         if is_image(p):
             found.append(p)
         else:

@@ -56,7 +56,14 @@ def gather(model, progress: bool = False) -> Facts:
                 for name in ("metrics.json", "data_report.json", "label_issues.json")}
     config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) if (run / "config.yaml").is_file() else {}
     rows = read_rows(run / "splits.csv")
-    facts = Facts(run, model.meta, config or {}, optional["metrics.json"], read_history(run / "history.csv"),
+    meta = model.meta
+    if hasattr(model, "members"):      # an ensemble bundle: describe it as one architecture made of its members
+        names = [m.meta["architecture"]["name"] for m in model.members]
+        meta = {**meta, "architecture": {
+            "name": f"ensemble of {len(names)}: " + " + ".join(names), "kwargs": {"combine": meta.get("combine", "mean")},
+            "parameters": sum(m.meta["architecture"].get("parameters", 0) for m in model.members)},
+            "input": {"resize": model.resize_mode, **meta.get("input", {}), "size": model.img_size}}
+    facts = Facts(run, meta, config or {}, optional["metrics.json"], read_history(run / "history.csv"),
                   optional["data_report.json"] or {}, rows, test_predictions(model, rows, progress),
                   label_issues=optional["label_issues.json"])
     facts.flops, facts.modules = count_flops(model)
@@ -132,6 +139,13 @@ def count_flops(model) -> tuple[int | None, list[tuple[str, str, int, int | None
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    if hasattr(model, "members"):          # an ensemble bundle: every member runs on every image
+        counted = [count_flops(m) for m in model.members]
+        if any(total is None for total, _ in counted):
+            return None, []
+        rows = [(f"member {i}", m.meta["architecture"]["name"], sum(p.numel() for p in m.net.parameters()), total)
+                for i, (m, (total, _)) in enumerate(zip(model.members, counted))]
+        return sum(total for total, _ in counted), rows
     net, size = model.net, model.img_size
     param = next(net.parameters(), None)
     x = torch.zeros(1, 3, size, size, device=param.device if param is not None else "cpu")
