@@ -174,12 +174,19 @@ def check(
     test_frac: float = typer.Option(0.1, help="Test share, as for train."),
     seed: int = typer.Option(0, help="Split seed, as for train."),
     near_distance: Optional[int] = typer.Option(None, help="pHash bits that still count as near-duplicate [default: 4]"),
+    labels: bool = typer.Option(False, "--labels", help="Also find images whose label is probably wrong "
+                                "(k-fold cross-validation + confident learning; minutes, it trains k small models)."),
+    folds: int = typer.Option(5, help="--labels: cross-validation folds."),
+    run: Optional[str] = typer.Option(None, help="--labels: write label_issues.json into this run folder and "
+                                      "rebuild its report.html, which shows the suspects."),
+    device: str = typer.Option("auto", help="--labels: auto | cpu | cuda | cuda:N | mps"),
 ):
-    """Check DATA: unreadable files, duplicates and leakage, class imbalance, odd sizes and colour modes."""
+    """Check DATA: unreadable files, duplicates and leakage, class imbalance, odd sizes and colour modes; with
+    --labels, images whose label is probably wrong."""
     from . import api
 
     api.check(data, json_path=json_path, val_frac=val_frac, test_frac=test_frac, seed=seed,
-              near_distance=near_distance)
+              near_distance=near_distance, labels=labels, folds=folds, run=run, device=device)
 
 
 @app.command()
