@@ -156,6 +156,8 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     write_json(run_dir / "model.json", meta)
     test = np.sort(spec.indices("test"))
     metrics = _score(model, images[test], spec.labels[test], run_dir, console, "held-out test split")
+    # The report shows the same test predictions: hand them over instead of predicting (with TTA) twice.
+    model.scored_test = ([spec.paths[i] for i in test], softmax(model.last_logits / model.temperature))
     _report_after_training(model, console)
     return Run(run_dir, metrics, cfg)
 
@@ -266,7 +268,7 @@ def _score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, 
 
     if len(labels) == 0:
         raise UserError(f"no usable images to evaluate in the {where}")
-    logits = model.predict_logits(images)
+    logits = model.last_logits = model.predict_logits(images)
     t = model.temperature
     probs = softmax(logits / t)
     metrics = compute_metrics(labels, probs, model.classes)
@@ -394,14 +396,21 @@ def demo(out: str | Path | None = None, verbose: bool = True) -> Run:
 
 
 def check(data: str | Path, *, json_path: str | Path | None = None, val_frac: float = 0.1, test_frac: float = 0.1,
-          seed: int = 0, near_distance: int | None = None, workers: int | None = None, verbose: bool = True) -> dict:
+          seed: int = 0, near_distance: int | None = None, workers: int | None = None, verbose: bool = True,
+          labels: bool = False, folds: int = 5, run: str | Path | None = None, device: str = "auto") -> dict:
     """The data doctor: unreadable files, exact and near duplicates (within a class, across classes,
     across the train/val/test split that `train` would make with the same val_frac, test_frac and
     seed), class imbalance, and size, aspect-ratio and colour-mode outliers. Prints a summary
     table, writes every finding to `json_path` when given, and returns them as a dict.
 
+    `labels=True` also finds images whose label is probably wrong: `folds`-fold cross-validation
+    with short training runs, then confident learning on the out-of-fold probabilities (see
+    evaluation.label_issues); the suspects are under "label_issues". `run=RUN` writes them to
+    RUN/label_issues.json and rebuilds RUN/report.html, which shows them.
+
         findings = imgclf.check("photos/", json_path="doctor.json")
         findings["summary"]["exact_duplicates"]["conflicting_labels"]
+        imgclf.check("photos/", labels=True)["label_issues"]["suspects"][0]   # {'path', 'given', 'suggested', 'score', ...}
     """
     from .data.discover import discover
     from .data.doctor import NEAR_DISTANCE, diagnose
@@ -411,11 +420,24 @@ def check(data: str | Path, *, json_path: str | Path | None = None, val_frac: fl
     near = NEAR_DISTANCE if near_distance is None else near_distance
     if not 0 <= near <= MAX_DISTANCE:
         raise UserError(f"near_distance must be between 0 and {MAX_DISTANCE} pHash bits, not {near}")
+    if run is not None and not labels:
+        raise UserError("--run stores the label check in a run: add --labels")
+    if labels and folds < 2:
+        raise UserError(f"--folds must be at least 2, not {folds}")
+    run_dir = find_run(run) if run is not None else None       # before the long part, not after it
     spec = discover(data, val_frac, test_frac, seed)
     findings = diagnose(spec, near, workers=workers, progress=verbose)
     findings["split_settings"] = {"val_frac": val_frac, "test_frac": test_frac, "seed": seed}
     console = _console(verbose)
     print_findings(findings, console)
+    if labels:
+        from .evaluation.label_issues import find_label_issues, print_label_issues
+
+        findings["label_issues"] = find_label_issues(spec, folds, seed, device, workers, console, progress=verbose)
+        print_label_issues(findings["label_issues"], console, spec.root)
+    if run_dir is not None:
+        write_json(run_dir / "label_issues.json", findings["label_issues"])
+        console.print(f"label issues: {run_dir / 'label_issues.json'}; report: {report(run_dir, verbose=False)}")
     if json_path:
         write_json(json_path, findings)
         console.print(f"report: {json_path}")

@@ -85,6 +85,11 @@ def test_predictions(model, rows: list[dict], progress: bool) -> Test | None:
     test = [r for r in rows if r["split"] == "test" and r["label"] in model.classes]
     if not test:
         return None
+    scored = getattr(model, "scored_test", None)       # set by train: the test split it just scored
+    if scored and scored[0] == [r["path"] for r in test]:
+        probs = scored[1]
+        labels = np.array([model.classes.index(r["label"]) for r in test])
+        return Test(scored[0], labels, probs, deployed_labels(probs, model.meta), 0)
     cache = build_cache([r["path"] for r in test], model.img_size, model.resize_mode, progress=progress)
     keep = [i for i in range(len(test)) if i not in cache.bad]
     if not keep:
