@@ -157,7 +157,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     test = np.sort(spec.indices("test"))
     metrics = _score(model, images[test], spec.labels[test], run_dir, console, "held-out test split")
     # The report shows the same test predictions: hand them over instead of predicting (with TTA) twice.
-    model.scored_test = ([spec.paths[i] for i in test], softmax(model.last_logits / model.temperature))
+    model.scored_test = ([spec.paths[i] for i in test], model.last_probs)
     _report_after_training(model, console)
     return Run(run_dir, metrics, cfg)
 
@@ -268,9 +268,9 @@ def _score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, 
 
     if len(labels) == 0:
         raise UserError(f"no usable images to evaluate in the {where}")
-    logits = model.last_logits = model.predict_logits(images)
+    logits = model.predict_logits(images)
     t = model.temperature
-    probs = softmax(logits / t)
+    probs = model.last_probs = softmax(logits / t)
     metrics = compute_metrics(labels, probs, model.classes)
     metrics["evaluated_on"] = where
     metrics["calibration"] = {

@@ -33,6 +33,8 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         raise UserError(f"unknown resize mode '{cfg.resize}'; choose one of {', '.join(RESIZE_MODES)}")
     if cfg.tta != "auto" and cfg.tta not in TTA_MODES:
         raise UserError(f"unknown tta '{cfg.tta}'; choose auto or one of {', '.join(TTA_MODES)}")
+    if cfg.compile not in ("auto", "on", "off"):
+        raise UserError(f"compile must be auto, on or off, not {cfg.compile!r}")
     gpu = device.type in ("cuda", "mps")
     n = len(train_paths)
     c = cfg.to_dict()
