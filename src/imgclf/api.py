@@ -50,10 +50,11 @@ def load(run: str | Path, device: str = "auto", tta: str | None = None):
 
 
 def train(data: str | Path | None = None, *, config: str | Path | None = None, resume: str | Path | bool = False,
-          verbose: bool = True, **settings: Any) -> Run:
+          verbose: bool = True, on_epoch=None, **settings: Any) -> Run:
     """Train, evaluate on the held-out test split and write a run folder. Every keyword is a
     TrainConfig field; unset ones are chosen automatically, printed, and recorded in config.yaml.
-    `resume=RUN_DIR` (or resume=True with out=RUN_DIR) continues an interrupted run."""
+    `resume=RUN_DIR` (or resume=True with out=RUN_DIR) continues an interrupted run.
+    `on_epoch(epoch, history_row)` is called after every epoch (a tuner reports and prunes there)."""
     import torch
 
     from .data.discover import discover
@@ -132,7 +133,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
         "tta": cfg.tta,
     }
     data = SplitData(images, np.sort(spec.indices("train")), np.sort(spec.indices("val")), spec.labels, mean, std)
-    result = fit(net, cfg, data, policy, run_dir, device, console, resume=bool(resume))
+    result = fit(net, cfg, data, policy, run_dir, device, console, resume=bool(resume), on_epoch=on_epoch)
     console.print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; "
                   f"best val accuracy {result.best_val_acc:.4f} at epoch {result.best_epoch}")
 

@@ -94,17 +94,24 @@ class Model:
                 entry["error"] = e.reason
             results.append(entry)
         if arrays:
-            probs = self.predict_proba(np.stack(arrays))
-            k = max(1, min(top_k, len(self.classes)))
-            for row, p in zip(ok, probs):
-                order = np.argsort(-p)[:k]
-                label = self._decide(p)
-                results[row].update(label=self.classes[label] if label >= 0 else UNKNOWN,
-                                    confidence=float(p[label] if label >= 0 else p.max()),
-                                    top_k=[(self.classes[i], float(p[i])) for i in order])
+            for row, answer in zip(ok, self.answers(self.predict_proba(np.stack(arrays)), top_k)):
+                results[row].update(answer)
         return results
 
-    def _decide(self, p: np.ndarray) -> int:
+    def answers(self, probs: np.ndarray, top_k: int = 1) -> list[dict]:
+        """Per probability row: label (after the run's threshold or 'unknown' rule), confidence and
+        top_k [(label, p)...]. Shared by predict, batch prediction and the web service."""
+        k = max(1, min(top_k, len(self.classes)))
+        out = []
+        for p in probs:
+            order = np.argsort(-p)[:k]
+            label = self.decide(p)
+            out.append({"label": self.classes[label] if label >= 0 else UNKNOWN,
+                        "confidence": float(p[label] if label >= 0 else p.max()),
+                        "top_k": [(self.classes[i], float(p[i])) for i in order]})
+        return out
+
+    def decide(self, p: np.ndarray) -> int:
         """Class index for one probability row: the run's two-class threshold if it has one, else
         argmax; -1 (UNKNOWN) when the run has a rejection threshold and the top probability is below it."""
         decision = self.meta.get("decision")

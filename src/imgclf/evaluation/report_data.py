@@ -100,7 +100,7 @@ def test_predictions(model, rows: list[dict], progress: bool) -> Test | None:
 
 
 def deployed_labels(probs: np.ndarray, meta: dict) -> np.ndarray:
-    """The class `predict` answers per row, as Model._decide: the stored two-class threshold, else
+    """The class `predict` answers per row, as Model.decide: the stored two-class threshold, else
     argmax, or -1 ('unknown') below the run's rejection threshold."""
     decision, rejection = meta.get("decision"), meta.get("rejection")
     if decision:

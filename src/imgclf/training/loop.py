@@ -122,7 +122,11 @@ def _memory_budget(device: torch.device) -> int:
 
 
 def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: AugmentPolicy, run_dir: Path,
-        device: torch.device, console, resume: bool = False) -> FitResult:
+        device: torch.device, console, resume: bool = False, on_epoch=None) -> FitResult:
+    """Train `model` for cfg.epochs, validating and checkpointing after every epoch.
+
+    `on_epoch(epoch, row)` (1-based epoch, the history row with val_acc/val_loss) is called after
+    each epoch's checkpoint is written; it may raise to stop the run (a tuner's pruning does)."""
     torch.manual_seed(cfg.seed)
     amp = amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
@@ -236,6 +240,8 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
                 "epoch": epoch + 1, "bad_epochs": bad_epochs, "best_epoch": result.best_epoch,
                 "best_val_acc": result.best_val_acc, "best_val_loss": result.best_val_loss, "train_seconds": result.train_seconds,
                 "stopped_early": result.stopped_early}, ema.average if ema else None)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, row)
         if result.stopped_early:
             console.print(f"early stopping: val accuracy has not improved for {bad_epochs} epochs")
     result.first_step_seconds = timer.first_step_seconds
