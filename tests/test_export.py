@@ -127,6 +127,10 @@ def test_failed_check_installs_nothing_and_torchscript_fallback(runs, tmp_path, 
     assert result["exporter"] == "torchscript" and result["max_prob_diff"] <= 1e-4
     assert ort.InferenceSession(str(out)).run(None, {"input": np.zeros((4, 3, 32, 32), np.float32)})[0].shape == (4, 3)
 
+    moved = Path(shutil.copytree(runs["simple_cnn"], tmp_path / "moved"))     # its images are gone
+    (moved / "splits.csv").unlink()
+    assert imgclf.export(moved, verbose=False)["images_from"].startswith("random noise")
+    shutil.rmtree(moved)
     out.unlink()
     monkeypatch.setattr(exporting, "TOLERANCE", -1.0)
     with pytest.raises(UserError, match="does not match PyTorch"):

@@ -66,7 +66,7 @@ def export_onnx(run: str | Path, out: str | Path | None = None, opset: int | Non
     net = load_torch_net(run, meta).float()
     size, in_chans = meta["input"]["size"], meta["architecture"].get("in_chans", 3)
     example = torch.randn(EXAMPLE_BATCH, in_chans, size, size)
-    # Images are read before the (slow) export so a run without usable images fails fast.
+    # Images are read before the (slow) export, so a --data folder without usable images fails fast.
     images, source = _check_images(run, meta, data) if check else (None, None)
     with atomic_path(out) as tmp:
         exporter = _export(net, example, tmp, opset, meta["architecture"]["name"])
@@ -177,7 +177,8 @@ def _export(net, example, path: Path, opset: int | None, name: str) -> str:
 
 def _check_images(run: Path, meta: dict, data: str | Path | None) -> tuple[np.ndarray, str]:
     """Up to CHECK_IMAGES real images, preprocessed as the predictor does: from `data` (a folder),
-    else the run's test split, else its validation or training split."""
+    else the run's test split, else its validation or training split, else (a run moved away from
+    its data) seeded uniform noise, so an export still gets a numeric check and says so."""
     from .data.discover import files_under, is_image
     from .data.images import UnusableImage, load_resized
 
@@ -196,10 +197,14 @@ def _check_images(run: Path, meta: dict, data: str | Path | None) -> tuple[np.nd
             arrays.append(load_resized(p, meta["input"]["size"], meta["input"]["resize"]))
         except (UnusableImage, OSError):
             continue
-    if not arrays:
-        raise UserError(f"no readable images in {source} to check the export with; give a folder of "
-                        "images with --data, or skip the check with --no-check")
-    return np.stack(arrays), source
+    if arrays:
+        return np.stack(arrays), source
+    if data is not None:
+        raise UserError(f"no readable images in {data} to check the export with; give a folder of images "
+                        "with --data, or skip the check with --no-check")
+    size = meta["input"]["size"]
+    noise = np.random.default_rng(0).integers(0, 256, (CHECK_IMAGES, size, size, 3), dtype=np.uint8)
+    return noise, "random noise: the run's images were not found; check on real ones with --data DIR"
 
 
 def _split_paths(run: Path) -> tuple[list[str], str]:
