@@ -1,0 +1,20 @@
+"""The prediction web service: `imgclf serve RUN`, `imgclf.serve(run)` (FastAPI + uvicorn).
+
+The package is `serving`, not `serve`: importing a subpackage `imgclf.serve` would replace the
+`imgclf.serve()` function on the package.
+
+    POST /predict   images (multipart or raw bytes) -> top-k classes, calibrated confidence, decision
+    GET  /          the browser page: drop or pick images, or classify the webcam live
+    GET  /health    GET /model    GET /metrics (Prometheus)    GET /openapi.json
+
+Modules: settings (limits and batching), limits (what a client may send), batching (micro-batches
+or one forward per request), metrics, info (/model), app (routes), server (uvicorn), page.html.
+FastAPI and uvicorn are imported only here, so `import imgclf` stays light.
+"""
+from __future__ import annotations
+
+from .app import create_app
+from .server import BackgroundServer, run_server
+from .settings import ServeSettings
+
+__all__ = ["create_app", "run_server", "BackgroundServer", "ServeSettings"]

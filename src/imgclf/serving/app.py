@@ -1,0 +1,173 @@
+"""The FastAPI app: routes over one loaded model.
+
+    from imgclf.serving import ServeSettings, create_app
+    app = create_app(imgclf.load("runs/flowers-1"), ServeSettings(api_key="s3cret"))
+    # uvicorn.run(app) — or simply: imgclf serve runs/flowers-1 --api-key s3cret
+
+One rule for bad images: a request in which no image can be classified gets a 4xx for the whole
+request (the first image's reason); a request with several images, some usable, gets 200 and an
+`error` entry (with its would-be `status`) in place of each unusable image's answer.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+from contextlib import asynccontextmanager
+from importlib import resources
+
+import numpy as np
+from fastapi import FastAPI, Query, Request, Security
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__
+from ..evaluation.rejection import UNKNOWN
+from .batching import DirectRunner, MicroBatcher
+from .info import model_info
+from .limits import Rejected, decode, read_body, split_images
+from .metrics import MetricsMiddleware, ServiceMetrics
+from .settings import ServeSettings
+
+# The page is served from here with every script and style inline; the policy lets it talk only to
+# this server, and lets the browser show uploaded files and the camera (blob:, mediastream:).
+PAGE_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+            "img-src 'self' blob: data:; media-src 'self' blob: mediastream:; base-uri 'none'; form-action 'none'")
+PREDICT_BODY = {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+    "image/*": {"schema": {"type": "string", "format": "binary"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+PREDICT_EXAMPLE = {"model": "flowers-1", "results": [{
+    "filename": "rose.jpg", "label": "rose", "confidence": 0.91,
+    "top_k": [{"label": "rose", "p": 0.91}, {"label": "tulip", "p": 0.06}], "decision": {"rule": "argmax"}}]}
+ERRORS = {400: "malformed multipart, no image, empty image", 401: "missing or wrong API key",
+          413: "body, image count or pixel count over the limit", 415: "not an image / unsupported Content-Type",
+          422: "corrupt or truncated image", 503: "queue full: retry after Retry-After seconds"}
+
+
+def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
+    """The service for a loaded `imgclf.load(...)` model (torch or ONNX backend)."""
+    settings = settings or ServeSettings()
+    metrics = ServiceMetrics(model.classes)
+    runner = (MicroBatcher(model.predict_proba, settings.max_batch, settings.max_wait_ms, settings.max_queue, metrics)
+              if settings.batching else DirectRunner(model.predict_proba, metrics))
+    info = model_info(model, settings)
+    page = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
+    decision = _decision_rule(model.meta)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        await runner.start()
+        yield
+        await runner.stop()
+
+    app = FastAPI(title=f"imgclf: {info['name']}", version=__version__, lifespan=lifespan,
+                  description=f"Image classification with the imgclf run '{info['name']}' "
+                              f"({len(model.classes)} classes). The browser page is at /.")
+    app.state.runner, app.state.metrics = runner, metrics
+    if settings.cors:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
+    app.add_middleware(MetricsMiddleware, metrics=metrics)     # outermost: sees every answer, CORS included
+    # Without a key the routes carry no security scheme at all, so the OpenAPI spec asks for none.
+    guarded = [Security(_key_check(settings.api_key))] if settings.api_key else []
+
+    @app.exception_handler(Rejected)
+    async def refused(_request: Request, e: Rejected):
+        metrics.errors.labels(e.reason).inc()
+        return JSONResponse({"detail": e.detail}, e.status_code, headers=e.headers)
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"})
+
+    @app.get("/health", summary="Liveness: 200 while the service runs (never needs the API key)")
+    async def health():
+        return {"status": "ok", "model": info["name"]}
+
+    @app.get("/model", summary="The model: classes, input, calibration, decision rule, test metrics",
+             dependencies=guarded)
+    async def model_metadata():
+        return info
+
+    @app.get("/metrics", summary="Prometheus metrics (text format)", dependencies=guarded)
+    async def prometheus():
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.post("/predict", summary="Classify one or several images", dependencies=guarded,
+              openapi_extra={"requestBody": PREDICT_BODY},
+              responses={200: {"content": {"application/json": {"example": PREDICT_EXAMPLE}}},
+                         **{code: {"description": text} for code, text in ERRORS.items()}})
+    async def predict(request: Request, top_k: int | None = Query(None, ge=1, le=1000,
+                                                                  description=f"classes per image [default {settings.top_k}]")):
+        """Images as multipart/form-data file parts (any field name; several allowed), or one image as
+        the raw body (Content-Type image/... or application/octet-stream)."""
+        with runner.arriving():
+            body = await read_body(request.headers.get("content-length"), request.stream(), settings.max_upload_bytes)
+            files = split_images(body, request.headers.get("content-type", ""), settings.max_images)
+            inputs = await run_in_threadpool(_decode_all, files, model.img_size, model.resize_mode, settings.max_pixels)
+        usable = [x for x in inputs if not isinstance(x, Rejected)]
+        if not usable:
+            for x in inputs[1:]:
+                metrics.errors.labels(x.reason).inc()
+            raise inputs[0]
+        answers = iter(model.answers(await runner.submit(np.stack(usable)), top_k or settings.top_k))
+        results = []
+        for (name, _), x in zip(files, inputs):
+            entry = {"filename": name} if name else {}
+            if isinstance(x, Rejected):
+                metrics.errors.labels(x.reason).inc()
+                entry.update(error=x.detail, status=x.status_code)
+            else:
+                a = next(answers)
+                metrics.predictions.labels(a["label"]).inc()
+                entry.update(label=a["label"], confidence=a["confidence"],
+                             top_k=[{"label": c, "p": p} for c, p in a["top_k"]],
+                             decision={**decision, "unknown": True} if a["label"] == UNKNOWN else decision)
+            results.append(entry)
+        return {"model": info["name"], "results": results}
+
+    return app
+
+
+def _decode_all(files: list[tuple[str, bytes]], size: int, resize: str, max_pixels: int) -> list:
+    """Each image's model input, or the Rejected saying why it has none (one thread for the lot)."""
+    out = []
+    for _, data in files:
+        try:
+            out.append(decode(data, size, resize, max_pixels))
+        except Rejected as e:
+            out.append(e)
+    return out
+
+
+def _decision_rule(meta: dict) -> dict:
+    if meta.get("decision"):
+        d = meta["decision"]
+        return {"rule": "threshold", "positive_class": d["positive_class"], "threshold": d["threshold"]}
+    if meta.get("rejection"):
+        return {"rule": "rejection", "threshold": meta["rejection"]["threshold"], "unknown": False}
+    return {"rule": "argmax"}
+
+
+def _key_check(expected: str):
+    """A dependency that lets a request through only with the key, as `X-API-Key: KEY` or
+    `Authorization: Bearer KEY`. Keys are compared as SHA-256 digests with hmac.compare_digest:
+    constant time, and their length does not show either."""
+    header, bearer = APIKeyHeader(name="X-API-Key", auto_error=False), HTTPBearer(auto_error=False)
+    want = hashlib.sha256(expected.encode()).digest()
+
+    async def require_key(key: str | None = Security(header),
+                          credentials: HTTPAuthorizationCredentials | None = Security(bearer)):
+        given = key if key is not None else credentials.credentials if credentials else None
+        if given is None:
+            raise Rejected(401, "missing API key: send the header 'X-API-Key: KEY' or 'Authorization: Bearer KEY'",
+                           "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(hashlib.sha256(given.encode()).digest(), want):
+            raise Rejected(401, "wrong API key", "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+
+    return require_key

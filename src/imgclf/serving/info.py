@@ -1,0 +1,57 @@
+"""GET /model: what a client needs to know about the model, and nothing about the server's disk
+(the run is named by its folder name only)."""
+from __future__ import annotations
+
+from ..fsutil import read_json
+from .settings import ServeSettings
+
+
+def model_info(model, settings: ServeSettings) -> dict:
+    meta, path = model.meta, model.path
+    # The ONNX backend swaps the torch module for an ONNX Runtime wrapper (see imgclf.onnx_backend).
+    backend = "onnx" if "onnx" in type(getattr(model, "net", None)).__module__ else "torch"
+    arch = meta.get("architecture", {})
+    return {
+        "name": path.name if path else "model",
+        "kind": meta.get("kind", "run"),
+        "classes": list(model.classes),
+        "input": {"size": model.img_size, "resize": model.resize_mode, "channels": "RGB"},
+        "architecture": {"name": arch.get("name", meta.get("kind", "")), "parameters": arch.get("parameters")},
+        "backend": backend,
+        "tta": model.tta,
+        "calibration": {"method": "temperature", "temperature": model.temperature},
+        "decision": _decision(meta),
+        "metrics": _metrics_summary(path),
+        "imgclf_version": meta.get("imgclf_version"),
+        "service": {"batching": settings.batching, "max_batch": settings.max_batch,
+                    "max_wait_ms": settings.max_wait_ms, "max_upload_mb": settings.max_upload_mb,
+                    "max_pixels": settings.max_pixels, "max_images": settings.max_images,
+                    "top_k": settings.top_k, "api_key_required": settings.api_key is not None},
+    }
+
+
+def _decision(meta: dict) -> dict:
+    """How the answered label is chosen from the calibrated probabilities."""
+    if d := meta.get("decision"):
+        return {"rule": "threshold", "positive_class": d["positive_class"], "threshold": d["threshold"],
+                "chosen_by": d.get("rule")}
+    if r := meta.get("rejection"):
+        return {"rule": "rejection", "threshold": r["threshold"], "label": r.get("label", "unknown"),
+                "chosen_by": r.get("rule")}
+    return {"rule": "argmax"}
+
+
+def _metrics_summary(path) -> dict | None:
+    """Headline test metrics from the run's metrics.json (None when the run was never evaluated)."""
+    if path is None or not (path / "metrics.json").is_file():
+        return None
+    m = read_json(path / "metrics.json")
+    cal = m.get("calibration", {})
+    summary = {"accuracy": m.get("accuracy"), "n": m.get("n"), "macro_f1": m.get("macro_avg", {}).get("f1-score"),
+               "top_k_accuracy": m.get("top_k_accuracy"), "log_loss": m.get("log_loss"),
+               "ece_after_calibration": cal.get("ece_after")}
+    if "rejection" in m:
+        summary["rejection"] = {k: m["rejection"].get(k) for k in ("coverage", "accuracy_accepted")}
+    if "decision" in m:
+        summary["decision"] = {k: m["decision"].get(k) for k in ("precision", "recall", "f1")}
+    return summary

@@ -1,0 +1,42 @@
+"""The service's settings: limits, batching and access, in one place with their defaults."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What `imgclf serve` accepts and how it runs the model.
+
+        ServeSettings(api_key="s3cret", max_upload_mb=5, cors=("https://example.org",))
+    """
+
+    api_key: str | None = None          # required on /predict, /model, /metrics when set; /health stays open
+    cors: tuple[str, ...] = ()          # allowed browser origins; none: no CORS headers at all
+    max_upload_mb: float = 20.0         # whole request body
+    max_pixels: int = 40_000_000        # per image, checked from its header before decoding
+    max_images: int = 16                # per request
+    batching: bool = True               # False: one forward per request (the naive baseline)
+    max_batch: int = 32                 # images per forward pass
+    max_wait_ms: float = 2.0            # how long a lone request waits for company before it runs
+    max_queue: int = 512                # images waiting; beyond it /predict answers 503 + Retry-After
+    top_k: int = 5                      # default top-k in answers (?top_k= overrides, up to the class count)
+    threads: int | None = None          # torch intra-op threads; None: torch's default (one per core)
+
+    def __post_init__(self):
+        checks = {"max_upload_mb": self.max_upload_mb > 0, "max_pixels": self.max_pixels > 0,
+                  "max_images": self.max_images >= 1, "max_batch": self.max_batch >= 1,
+                  "max_wait_ms": self.max_wait_ms >= 0, "max_queue": self.max_queue >= 1, "top_k": self.top_k >= 1,
+                  "threads": self.threads is None or self.threads >= 1}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise UserError(f"serve setting(s) {', '.join(bad)} out of range: sizes and counts must be positive, "
+                            "max_wait_ms at least 0")
+        if self.api_key is not None and not self.api_key.strip():
+            raise UserError("--api-key is empty: give a non-empty key, or leave the option out for an open service")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
