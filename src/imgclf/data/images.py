@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 from contextlib import contextmanager
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -41,9 +41,10 @@ def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Ima
     return _read(path, max_pixels, draft_side=None)
 
 
-def load_resized(path: str | os.PathLike, size: int, mode: str = "squash",
+def load_resized(path: str | os.PathLike | BinaryIO, size: int, mode: str = "squash",
                  max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """read_rgb + resize: the (size, size, 3) uint8 model input for one file."""
+    """read_rgb + resize: the (size, size, 3) uint8 model input for one file (a path, or a binary
+    file object such as io.BytesIO(upload))."""
     return resize(_read(path, max_pixels, draft_side=size * DRAFT_GAP), size, mode)
 
 
@@ -112,7 +113,8 @@ def _read(path: str | os.PathLike, max_pixels: int, draft_side: int | None) -> I
 def _opened(path: str | os.PathLike) -> Iterator[Image.Image]:
     """The lazily opened image; any error raised while it is open becomes UnusableImage."""
     try:
-        if os.stat(path).st_size == 0:
+        # A file object (an upload held in memory by the web service) is checked by its caller.
+        if not hasattr(path, "read") and os.stat(path).st_size == 0:
             raise UnusableImage("empty file (0 bytes)")
         with warnings.catch_warnings():
             # Our max_pixels check decides; PIL's warning threshold is a fixed global.
