@@ -1,0 +1,185 @@
+"""imgclf.tune: set up (or resume, or join) a study, run trials, summarise, retrain the best.
+
+The first worker of a study probes the default configuration (tuning.budget), fixes the search
+space with it (epochs sized to the time budget, img_size fixed so every trial reuses one decode
+cache) and stores that set-up in the study, so resumed runs and other workers use the same one.
+Trial 0 is train's default configuration under the same budget and on the same validation
+split, so the summary's "best vs default" is a fair comparison. Tuning never looks at the test
+split; the retrained run is evaluated on it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from ..fsutil import read_json, write_json
+from ..runs import new_run_dir
+from . import study as st
+from .budget import epochs_range, probe
+from .results import fmt_params, importances, print_summary, summary, write_outputs
+from .space import Space, default_values, load_space, trial_settings, with_epochs
+from .worker import Tune, work
+
+LOCAL_SETTINGS = ("device", "workers")
+
+
+@dataclass
+class TuneResult:
+    path: Path                      # the tune folder: tune.json, trials.csv, study.journal, trials/
+    study_name: str
+    storage: str
+    status: str                     # done | timeout
+    best_value: float | None        # validation accuracy of the best trial
+    best_params: dict
+    best_settings: dict             # the train() keywords that reproduce it
+    default_value: float | None     # trial 0: train's default configuration, same budget
+    counts: dict                    # trials per state (complete, pruned, fail, ...)
+    seconds: float
+    run: object = None              # imgclf.api.Run of the retrained best configuration
+    summary: dict = field(default_factory=dict, repr=False)
+
+
+def run_tune(data, *, trials: int, timeout: float | None, space, storage: str | None, study_name: str | None,
+             pruner: str, out, run_out, seed: int, retrain: bool, verbose: bool, settings: dict) -> TuneResult:
+    from ..api import _console
+
+    console = _console(verbose)
+    if trials < 1:
+        raise UserError(f"--trials must be at least 1, not {trials}")
+    if timeout is not None and timeout <= 0:
+        raise UserError(f"--timeout must be a positive number of seconds, not {timeout}")
+    if pruner not in st.PRUNERS:
+        raise UserError(f"unknown pruner '{pruner}'; choose one of {', '.join(st.PRUNERS)}")
+    if not Path(data).exists():
+        raise UserError(f"data not found: {data}")
+    if run_out and (Path(run_out) / "model.json").exists():
+        raise UserError(f"{run_out} already holds a run; choose another --run-out")
+    started = time.time()
+    # Where a worker trains is its own business, not the study's: never stored, never compared.
+    local = {k: v for k, v in settings.items() if k in LOCAL_SETTINGS}
+    settings = {k: v for k, v in settings.items() if k not in LOCAL_SETTINGS}
+    data = str(Path(data).resolve())
+    tune_dir = tune_folder(data, out)
+    name = study_name or Path(data).name
+    store, where = st.open_storage(storage, tune_dir)
+    facts = {"data": data, "storage": where, "trials_target": trials, "timeout": timeout, "pruner": pruner}
+    if (tune_dir / "tune.json").exists():           # the run an earlier tune retrained, if any
+        facts["run"] = read_json(tune_dir / "tune.json").get("run")
+    else:                                           # marks the folder as this data's tune, for a resume
+        write_json(tune_dir / "tune.json", {"study": name, **facts, "status": "starting"})
+
+    study, created = st.load_study(store, name), False
+    if study is None:
+        setup = new_setup(data, space, {**settings, "seed": seed}, local, tune_dir, trials, timeout, started, console)
+        study, created = st.create_study(store, name)
+        if created:
+            study.set_user_attr("setup", setup)
+            study.enqueue_trial(setup["default_values"], user_attrs={"default": True})
+    if not created:
+        setup = st.wait_for_setup(study)
+        c = st.counts(study)
+        console.print(f"joining study '{name}' ({where}): {c['complete'] + c['pruned']} of {trials} trials finished, "
+                      f"{c['running']} running")
+        if space is not None or settings:
+            console.print("  it keeps the search space it was created with (see tune.json); --space and settings "
+                          "given now are not used")
+    study.sampler = st.make_sampler(seed, trials, created, len(study.trials))
+    study.pruner = st.make_pruner(pruner, trials, setup.get("epochs"))
+    t = Tune(data, tune_dir, study, Space.from_dict(setup["space"]), setup["img_size"], setup["n_train"], trials,
+             started + timeout if timeout else math.inf, console, local)
+
+    def snapshot(status: str) -> dict:
+        result = {**summary(study, setup, **facts), "status": status}
+        write_outputs(tune_dir, result)
+        return result
+
+    console.print(f"tune folder {tune_dir}; {trials} trials{f', {timeout:g} s' if timeout else ''}, pruner {pruner}")
+    try:
+        status = work(t, on_trial=lambda _: snapshot("running"))
+    except KeyboardInterrupt:
+        result = snapshot("interrupted")
+        c = result["counts"]
+        console.print(f"interrupted: {c.get('complete', 0) + c.get('pruned', 0)} of {trials} trials finished; "
+                      f"run the same command again to resume (study in {where})")
+        raise
+    result = {**snapshot(status), "importances": importances(study)}
+    seconds = time.time() - started
+    print_summary(console, result, seconds)
+    run = None
+    if retrain and result["best"] is not None:
+        run = retrain_best(data, result, run_out, st.counts(study)["running"], verbose, console, local)
+        if run is not None:
+            result["run"] = {"path": str(run.path), "trial": result["best"]["number"],
+                             "test_accuracy": (run.metrics or {}).get("accuracy")}
+    write_outputs(tune_dir, result)
+    console.print(f"tune: {tune_dir / 'tune.json'}, {tune_dir / 'trials.csv'}")
+    best = result["best"] or {}
+    return TuneResult(tune_dir, name, where, status, best.get("value"), best.get("params", {}),
+                      best.get("settings", {}), (result["default"] or {}).get("value"), result["counts"], seconds,
+                      run, result)
+
+
+def tune_folder(data: str, out) -> Path:
+    """`out`, else the newest tunes/<dataset>-<n> made for this data (so the same command
+    resumes it), else a new one."""
+    if out:
+        return Path(out)
+    fresh = new_run_dir(data, "tunes")
+    stem, n = fresh.name.rsplit("-", 1)
+    for k in range(int(n) - 1, 0, -1):
+        earlier = fresh.parent / f"{stem}-{k}" / "tune.json"
+        if earlier.is_file() and read_json(earlier).get("data") == data:
+            return earlier.parent
+    return fresh
+
+
+def new_setup(data: str, space_path, settings: dict, local: dict, tune_dir: Path, trials: int,
+              timeout: float | None, started: float, console) -> dict:
+    """Probe the default configuration and fix the search space for a new study."""
+    space = load_space(space_path, settings)
+    console.print(f"tune {data}: timing one epoch of the default configuration")
+    fixed = {k: v for k, v in space.fixed.items() if k != "augment_strength"}   # needs img_size, not yet known
+    p = probe(data, {**trial_settings({}, Space({}, fixed), 0, 0), **local}, tune_dir / "probe")
+    if "img_size" not in space.params:      # one size for every trial: one decode cache, decoded once
+        space = Space(space.params, {**space.fixed, "img_size": p.config["img_size"]})
+    budget = {**p.to_dict(), "img_size": p.config["img_size"]}
+    epochs = None
+    if "epochs" in space.params:
+        if space.params["epochs"].low is None:          # AUTO: sized to the time budget
+            low, high, why = epochs_range(p, trials, timeout, time.time() - started)
+            space = with_epochs(space, low, high)
+            budget["epochs"] = f"{low}-{high}: {why}"
+            console.print(f"  epochs {low}-{high} per trial: {why}")
+        epochs = [int(space.params["epochs"].low), int(space.params["epochs"].high)]
+    defaults = dict(p.config)
+    if epochs:
+        defaults["epochs"] = min(max(int(defaults["epochs"]), epochs[0]), epochs[1])
+    values, outside = default_values(space, defaults)
+    console.print(f"  trial 0 is train's default configuration: {fmt_params(values)}"
+                  + (f" ({', '.join(outside)} outside the space: drawn)" if outside else ""))
+    return {"space": space.to_dict(), "img_size": int(p.config["img_size"]), "n_train": p.n_train, "epochs": epochs,
+            "budget": budget, "default_values": values, "default_outside": outside, "data": data}
+
+
+def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, console, local: dict):
+    """Train the best configuration into a normal run folder (test evaluation, report with a
+    Tuning section from RUN/tuning.json); once per best trial, and by the last worker only."""
+    from .. import api
+
+    best = result["best"]
+    if running:
+        console.print(f"{running} trial(s) still running in other workers: the last worker to finish retrains the best")
+        return None
+    before = result.get("run")
+    if before and before.get("trial") == best["number"] and (Path(before["path"]) / "model.json").is_file():
+        console.print(f"best configuration (trial {best['number']}) already retrained: {before['path']}")
+        path = Path(before["path"])
+        metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else None
+        return api.Run(path, metrics, None)
+    run_dir = Path(run_out) if run_out else new_run_dir(data)
+    write_json(run_dir / "tuning.json", result)     # before training, so train's report has its Tuning section
+    console.print(f"\nretraining the best configuration (trial {best['number']}) into {run_dir}")
+    return api.train(data, out=run_dir, verbose=verbose, **best["settings"], **local)
