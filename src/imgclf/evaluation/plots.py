@@ -25,6 +25,8 @@ def plot_history(history: list[dict], path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy" if key == "acc" else "loss")
         ax.grid(alpha=0.3)
+        if stage2 := [r["epoch"] for r in history if int(r.get("stage", 1)) == 2]:
+            ax.axvline(min(stage2) - 0.5, color="#999", ls=":", label="all layers train from here")
         ax.legend()
     fig.suptitle("Learning curves")
     fig.tight_layout()

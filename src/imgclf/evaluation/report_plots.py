@@ -112,11 +112,18 @@ def learning_curves(history: list[dict], best_epoch: int | None) -> bytes:
         axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
         from matplotlib.ticker import MaxNLocator
 
+        # Fine-tuning: the head-only stage shaded (it ends where stage 2's schedule restarts).
+        head_only = [e for e, r in zip(epochs, history) if int(r.get("stage", 1)) == 1]
+        shade = head_only and len(head_only) < len(epochs)
         for ax in axes:
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if best_epoch:
                 ax.axvline(best_epoch, color="#999", ls="--", lw=1)
+            if shade:
+                ax.axvspan(min(head_only) - 0.5, max(head_only) + 0.5, color="#f2c94c", alpha=0.2, lw=0)
+        if shade:
+            axes[1].fill_between([], [], color="#f2c94c", alpha=0.35, label="stage 1: head only")
         if best_epoch:
             axes[1].plot([], [], color="#999", ls="--", lw=1, label=f"kept: epoch {best_epoch}")
         axes[1].legend(loc="lower right")

@@ -3,7 +3,8 @@
 Local files load through safetensors or `torch.load(weights_only=True)`: never arbitrary pickles.
 Tensors whose shapes differ (the classifier head when the class count changes) are dropped, so an
 ImageNet checkpoint fine-tunes onto any number of classes. A local file takes precedence over
-`pretrained` (no download is tried), so runs with `--weights` work offline.
+`pretrained` (no download is tried), so runs with `--weights` work offline; see pretrained.py for
+the order (file, local cache, download) and the message when none works.
 """
 from __future__ import annotations
 
@@ -14,10 +15,18 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from .pretrained import missing_weights, weights_source
 
 log = logging.getLogger(__name__)
 MIN_MATCHED = 0.5     # below this share of matched tensors the file is for another architecture
 CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema")
+_HUB_ERRORS: tuple[type[Exception], ...] = (OSError, RuntimeError)   # huggingface_hub's errors are OSErrors
+try:    # huggingface_hub >= 1.0 talks httpx, whose network errors are not
+    import httpx
+
+    _HUB_ERRORS += (httpx.HTTPError,)
+except ImportError:     # pragma: no cover - older huggingface_hub (requests: OSErrors)
+    pass
 
 
 def create_timm_model(arch: str, num_classes: int, in_chans: int, img_size: int, weights: str | None,
@@ -31,16 +40,21 @@ def create_timm_model(arch: str, num_classes: int, in_chans: int, img_size: int,
     if cfg is not None and cfg.fixed_input_size:
         # ViT-like models bake the input size into position embeddings; CNNs take any size and no img_size.
         kwargs.setdefault("img_size", img_size)
-    download = pretrained and weights is None
+    source, path = weights_source(arch, weights, pretrained)
+    if source == "cache":
+        # timm's own loader reads the cached file (its checkpoint filters, head swap): no network.
+        kwargs["pretrained_cfg_overlay"] = {**kwargs.get("pretrained_cfg_overlay", {}), "file": str(path)}
     try:
-        model = timm.create_model(arch, pretrained=download, num_classes=num_classes, in_chans=in_chans, **kwargs)
-    except OSError as e:   # every hub / URL / offline failure is an OSError
-        if not download:
+        model = timm.create_model(arch, pretrained=source in ("cache", "download"), num_classes=num_classes,
+                                  in_chans=in_chans, **kwargs)
+    except _HUB_ERRORS as e:   # hub, URL and offline failures
+        if source != "download":
             raise
-        raise RuntimeError(f"could not get pretrained weights for timm/{arch} ({type(e).__name__}: {e}). "
-                           "Go online, or pass a local weight file with --weights PATH") from None
-    if weights:
-        load_matching(model, weights, arch)
+        raise missing_weights(arch, f"the download failed: {type(e).__name__}: {str(e)[:200]}") from None
+    if source == "file":
+        load_matching(model, path, arch)
+    # Recorded in model.json: where the starting weights came from.
+    model.weights_origin = {"source": source, "path": str(path) if path else None}
     return model
 
 

@@ -77,3 +77,10 @@ def load_training_state(path: str | Path, model: torch.nn.Module, optimizer: tor
     opt_sd["state"] = {int(k): v for k, v in opt_sd["state"].items()}
     optimizer.load_state_dict(opt_sd)
     return json.loads(meta["info"])
+
+
+def read_training_info(path: str | Path) -> dict[str, Any]:
+    """The progress `info` of a training state file, without loading its tensors (a resumed
+    run needs the epoch first, to build the optimizer of that epoch's training stage)."""
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["info"])

@@ -11,6 +11,7 @@ from ..config import TrainConfig
 from ..data.images import RESIZE_MODES, UnusableImage, image_size
 from ..errors import UserError
 from ..inference import TTA_MODES
+from .finetune import is_finetune, stage_defaults
 
 
 def typical_side(paths: list[str], sample: int = 300, seed: int = 0) -> int | None:
@@ -39,6 +40,14 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
     n = len(train_paths)
     c = cfg.to_dict()
 
+    finetune = is_finetune(cfg)
+    if finetune:    # a missing weight file (or offline without one) fails now, not after decoding the images
+        from ..models.pretrained import weights_source
+
+        weights_source(cfg.model[len("timm/"):], cfg.weights, cfg.pretrained)
+    if c["img_size"] is None and finetune:
+        c["img_size"], note = pretrained_input_size(cfg.model)
+        notes.append(note)
     if c["img_size"] is None:
         side = typical_side(train_paths, seed=cfg.seed) or 32
         # Small images are upsampled to 32 so every model has room for 3 poolings; large ones are
@@ -52,14 +61,16 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
     if c["epochs"] is None:
         # Fewer images need more passes to see enough optimizer steps; early stopping trims the rest.
         c["epochs"] = 40 if n < 1000 else 30 if n < 5000 else 20 if n < 20000 else 12
-        notes.append(f"epochs={c['epochs']}: {n} training images (early stopping may end sooner)")
+        if finetune:    # pretrained features need far fewer passes than learning them from scratch
+            c["epochs"] //= 2
+        notes.append(f"epochs={c['epochs']}: {n} training images{', fine-tuning' if finetune else ''} "
+                     "(early stopping may end sooner)")
     if c["lr"] is None:
-        pretrained = cfg.model.startswith("timm/") and (cfg.weights or cfg.pretrained)
         base = {"adamw": 2e-3, "sgd": 0.1}[cfg.optimizer] if cfg.optimizer in ("adamw", "sgd") else 2e-3
-        if pretrained:
+        if finetune:
             base /= 5   # fine-tuning: large steps would wreck the pretrained features
         c["lr"] = float(base * (c["batch_size"] / 128) ** 0.5 if cfg.optimizer == "adamw" else base * c["batch_size"] / 128)
-        notes.append(f"lr={c['lr']:.2g}: {cfg.optimizer}{' fine-tuning' if pretrained else ''}, scaled for batch {c['batch_size']}")
+        notes.append(f"lr={c['lr']:.2g}: {cfg.optimizer}{' fine-tuning' if finetune else ''}, scaled for batch {c['batch_size']}")
     if c["weight_decay"] is None:
         c["weight_decay"] = 0.05 if cfg.optimizer == "adamw" else 5e-4
         notes.append(f"weight_decay={c['weight_decay']}: {cfg.optimizer} default")
@@ -70,8 +81,18 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         # Measured: faster on CUDA (tensor cores) and on x86 CPUs (oneDNN); MPS gains nothing.
         c["channels_last"] = device.type != "mps"
         notes.append(f"channels_last={c['channels_last']}: memory layout for faster convolutions on {device.type}")
+    notes += stage_defaults(c, finetune)
     if cfg.model == "resnet_fast" and "widths" not in c["model_kwargs"]:
         # Half width on CPU: about 3x the images/s of the GPU width, at a small cost in accuracy.
         c["model_kwargs"] = {**c["model_kwargs"], "widths": [64, 128, 256] if gpu else [32, 64, 128]}
         notes.append(f"resnet_fast widths={c['model_kwargs']['widths']}: sized for {'GPU' if gpu else 'CPU'} throughput")
     return TrainConfig.from_dict(c), notes
+
+
+def pretrained_input_size(model: str) -> tuple[int, str]:
+    """The side the weights were trained at (their pretrained config), else 224."""
+    from ..models.pretrained import expected_preprocessing
+
+    pre = expected_preprocessing(model[len("timm/"):])
+    side = int(pre["input_size"][-1]) if pre else 224
+    return side, f"img_size={side}: the input size the pretrained weights were trained at" + ("" if pre else " (assumed)")

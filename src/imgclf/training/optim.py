@@ -13,13 +13,16 @@ from ..errors import UserError
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
-                   momentum: float = 0.9) -> torch.optim.Optimizer:
-    # No weight decay on biases and norm parameters: decaying them only hurts (standard practice).
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+                   momentum: float = 0.9, groups: list[dict] | None = None) -> torch.optim.Optimizer:
+    """`groups`: parameter groups made elsewhere (layer-wise learning rates: each may carry an
+    `lr_scale` that set_lr applies); by default decay and no-decay groups of the trainable parameters."""
+    if groups is None:
+        # No weight decay on biases and norm parameters: decaying them only hurts (standard practice).
+        decay, no_decay = [], []
+        for p in model.parameters():
+            if p.requires_grad:
+                (decay if p.ndim > 1 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # One fused kernel per step on CUDA (many tiny launches otherwise); multi-tensor foreach on CPU.
     on_cuda = all(p.is_cuda for g in groups for p in g["params"])
     if name == "adamw":
@@ -53,5 +56,6 @@ def lr_factor(step: int, total: int, schedule: str, warmup: int) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the schedule's learning rate; a group's `lr_scale` (layer-wise decay) scales it."""
     for g in optimizer.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)

@@ -1,0 +1,110 @@
+"""`imgclf models [PATTERN]`: architectures with their size, cost and whether pretrained weights
+are already on this machine.
+
+Models are built on PyTorch's meta device — shapes without memory or initialisation — so
+parameters and FLOPs of dozens of architectures take seconds, not minutes, on a CPU.
+
+    >>> rows = list_models("resnet1*", size=224)            # doctest: +SKIP
+    >>> rows[0]["name"], rows[0]["params"], rows[0]["gflops"]
+    ('timm/resnet10t', 5435488, 2.19)
+"""
+from __future__ import annotations
+
+import fnmatch
+
+import torch
+
+from ..errors import UserError
+
+# Shown without a pattern: small, well-pretrained backbones that fine-tune well on a CPU or one GPU.
+SUGGESTED = ("resnet10t", "resnet18", "resnet50", "mobilenetv3_small_100", "mobilenetv3_large_100",
+             "efficientnet_b0", "convnext_atto", "convnext_tiny", "vit_tiny_patch16_224")
+NUM_CLASSES = 1000     # counted with an ImageNet-sized head, as architectures are usually quoted
+
+
+def list_models(pattern: str | None = None, size: int = 224, pretrained_only: bool = False,
+                limit: int = 25) -> dict:
+    """{"rows": [...], "matched": n, "shown": k}: the built-in models and timm's matching `pattern`
+    (a shell-style pattern; without wildcards, any name containing it). Each row: name, params,
+    gflops at size x size (a multiply-add counts 2), pretrained tags, the default tag, its
+    input_size, and
+    local_weights (the path of its file when on this machine, else None)."""
+    import timm
+
+    from .pretrained import cached_weights, pretrained_cfg
+    from .registry import list_models as builtins
+
+    if size < 16:
+        raise UserError(f"--size must be at least 16 px, not {size}")
+    prefix = pattern if pattern and not any(ch in pattern for ch in "*?[") else None
+    if prefix:
+        pattern = f"*{prefix}*"
+    local = [] if pretrained_only else [n for n in builtins() if not pattern or fnmatch.fnmatch(n, pattern)]
+    tags: dict[str, list[str]] = {}
+    for name in timm.list_models(pattern or "*", pretrained=True):
+        arch, _, tag = name.partition(".")
+        tags.setdefault(arch, []).append(tag)
+    if pattern:
+        names = sorted(tags) if pretrained_only else timm.list_models(pattern)
+    else:
+        names = [n for n in SUGGESTED if timm.is_model(n)]
+    if prefix:      # 'resnet1': resnet10t, resnet18 ... before ecaresnet101d
+        names = sorted(names, key=lambda n: not n.startswith(prefix))
+    matched = len(local) + len(names)
+    rows = []
+    for name in (local + [f"timm/{n}" for n in names])[:limit]:
+        arch = name[len("timm/"):] if name.startswith("timm/") else None
+        params, flops = _measure(name, size)
+        cfg = pretrained_cfg(arch) if arch and arch in tags else None
+        hit = cached_weights(arch) if cfg is not None else None
+        rows.append({"name": name, "params": params, "gflops": None if flops is None else round(flops / 1e9, 3),
+                     "pretrained_tags": tags.get(arch, []), "default_tag": cfg.tag if cfg else None,
+                     "input_size": cfg.input_size[-1] if cfg else None,
+                     "local_weights": str(hit) if hit else None})
+    return {"rows": rows, "matched": matched, "shown": len(rows), "size": size, "pattern": pattern}
+
+
+def _measure(name: str, size: int) -> tuple[int | None, int | None]:
+    """(parameters, FLOPs of one forward pass at size x size), built on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .registry import create_model
+
+    # The built-in models are small and some initialise from data: built for real, on the CPU.
+    device = torch.device("meta" if name.startswith("timm/") else "cpu")
+    try:
+        with device:
+            net = create_model(name, num_classes=NUM_CLASSES, img_size=size)
+    except Exception:      # noqa: BLE001 - an architecture that cannot be built this way: list it without numbers
+        return None, None
+    params = sum(p.numel() for p in net.parameters())
+    try:
+        with device, FlopCounterMode(display=False) as counter, torch.no_grad():
+            net.eval()(torch.zeros(1, 3, size, size))
+        return params, int(counter.get_total_flops())
+    except Exception:      # noqa: BLE001 - the input size does not suit it (too small for its strides)
+        return params, None
+
+
+def print_models(result: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table("model", "params", f"GFLOPs@{result['size']}", "pretrained", "weights here")
+    table.columns[0].no_wrap = True
+    table.columns[4].overflow = "fold"      # a whole path, wrapped
+    for r in result["rows"]:
+        tags = r["pretrained_tags"]
+        published = "–" if not tags else f"{r['default_tag']}" + (f" +{len(tags) - 1}" if len(tags) > 1 else "")
+        here = "built in" if not r["name"].startswith("timm/") else (
+            f"yes: {r['local_weights']}" if r["local_weights"] else "no" if tags else "–")
+        table.add_row(r["name"], _millions(r["params"]), "?" if r["gflops"] is None else f"{r['gflops']:.2f}",
+                      published, here)
+    console.print(table)
+    if result["shown"] < result["matched"]:
+        console.print(f"showing {result['shown']} of {result['matched']} matches: narrow PATTERN or raise --limit")
+    if not result["pattern"]:
+        console.print("any timm architecture works as --model timm/<name>; search with: imgclf models PATTERN")
+
+
+def _millions(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e6:.2f}M"
