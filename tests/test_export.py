@@ -51,20 +51,24 @@ def runs(data, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+@pytest.fixture(scope="module")
+def exports(runs, data) -> dict[str, dict]:
+    return {m: imgclf.export(runs[m], data=data, verbose=False) for m in MODELS}
+
+
 @pytest.mark.parametrize("model", MODELS)
-def test_onnx_matches_pytorch_on_real_images(runs, data, model):
-    result = imgclf.export(runs[model], data=data, verbose=False)
+def test_onnx_matches_pytorch_on_real_images(runs, exports, model):
+    result = exports[model]
     assert result["path"] == str(runs[model] / "model.onnx") and Path(result["path"]).is_file()
     assert result["n_images"] == 36 and result["max_prob_diff"] <= 1e-4
     assert json.loads((runs[model] / "export.json").read_text())["max_prob_diff"] == result["max_prob_diff"]
 
 
-def test_dynamic_batch_and_metadata_reproduce_predictions(runs, data):
+def test_dynamic_batch_and_metadata_reproduce_predictions(runs, exports, data):
     """The README recipe: ONNX Runtime plus the file's metadata alone give imgclf's probabilities."""
     from PIL import Image
 
     run = runs["simple_cnn"]
-    imgclf.export(run, check=False, verbose=False)
     sess = ort.InferenceSession(str(run / "model.onnx"))
     m = sess.get_modelmeta().custom_metadata_map
     meta = json.loads((run / "model.json").read_text())
