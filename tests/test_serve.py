@@ -22,8 +22,12 @@ KEY = "test-key-123"
 AUTH = {"X-API-Key": KEY}
 
 
-def trained_run(tmp: Path) -> tuple[Path, Path]:
-    """(run folder, dataset) of a small simple_cnn on the shapes images."""
+def trained_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, dataset) of a small simple_cnn on the shapes images, trained once per test
+    session: test_serve_page.py serves the same run."""
+    tmp = tmp_path_factory.getbasetemp() / "serve-run"
+    if (tmp / "run" / "model.json").is_file():
+        return tmp / "run", tmp / "shapes"
     data = make_shapes_dataset(tmp / "shapes", per_class=30)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IMGCLF_CACHE_DIR", str(tmp / "cache"))
@@ -41,7 +45,7 @@ def png_header(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    return trained_run(tmp_path_factory.mktemp("serve"))
+    return trained_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
