@@ -21,7 +21,6 @@ from imgclf.errors import UserError
 from imgclf.tuning.space import DEFAULT_SPACE, load_space, scaled_policy
 
 from conftest import make_shapes_dataset
-from test_end_to_end import cli
 
 # Tiny but real: 16 px images, a narrow simple_cnn, 1-3 epochs per trial (about a second each).
 TINY = """
@@ -169,7 +168,7 @@ def test_bad_space_files_are_user_errors(tmp_path, text, message):
         load_space(space_file(tmp_path, text))
 
 
-def test_space_defaults_and_cli_errors(tmp_path, shapes16):
+def test_space_defaults_and_cli_errors(tmp_path, shapes16, monkeypatch, capsys):
     space = load_space(space_file(tmp_path, "width: 1.0\nlr: {type: float, low: 1e-4, high: 1e-2, log: true}"))
     assert "width" not in space.params and space.fixed["width"] == 1.0 and space.params["lr"].low == 1e-4
     assert set(space.params) == set(DEFAULT_SPACE) - {"width"}
@@ -177,6 +176,10 @@ def test_space_defaults_and_cli_errors(tmp_path, shapes16):
     from imgclf.data.augment import default_policy
     for size in (24, 96):
         assert scaled_policy(0.5, size, 500).to_dict() == default_policy(size, 500).to_dict()
-    p = cli("tune", shapes16, "--trials", "2", "--space", space_file(tmp_path, "lr: {type: nope}"),
-            "--out", tmp_path / "t", check=False)
-    assert p.returncode == 2 and "error:" in p.stderr and "Traceback" not in p.stderr
+    from imgclf.cli import main
+
+    bad = space_file(tmp_path, "lr: {type: nope}")
+    monkeypatch.setattr(sys, "argv", ["imgclf", "tune", str(shapes16), "--space", str(bad), "--out", str(tmp_path / "t")])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2 and capsys.readouterr().err.startswith("error: space file")

@@ -10,6 +10,7 @@ split; the retrained run is evaluated on it.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,11 +82,11 @@ def run_tune(data, *, trials: int, timeout: float | None, space, storage: str | 
     if not created:
         setup = st.wait_for_setup(study)
         c = st.counts(study)
-        console.print(f"joining study '{name}' ({where}): {c['complete'] + c['pruned']} of {trials} trials finished, "
-                      f"{c['running']} running")
-        if space is not None or settings:
-            console.print("  it keeps the search space it was created with (see tune.json); --space and settings "
-                          "given now are not used")
+        console.print(f"continuing study '{name}' ({where}): {c['complete'] + c['pruned']} of {trials} trials "
+                      f"finished, {c['running']} running")
+        if changed(Space.from_dict(setup["space"]), load_space(space, {**settings, "seed": seed})):
+            console.print("[yellow]warning[/]: the study keeps the search space it was created with (tune.json "
+                          "'space'); the --space and settings given now differ and are not used")
     study.sampler = st.make_sampler(seed, trials, created, len(study.trials))
     study.pruner = st.make_pruner(pruner, trials, setup.get("epochs"))
     t = Tune(data, tune_dir, study, Space.from_dict(setup["space"]), setup["img_size"], setup["n_train"], trials,
@@ -108,6 +109,8 @@ def run_tune(data, *, trials: int, timeout: float | None, space, storage: str | 
     result = {**snapshot(status), "importances": importances(study)}
     seconds = time.time() - started
     print_summary(console, result, seconds)
+    if status == "timeout":
+        console.print(f"stopped at the {timeout:g} s time limit; the same command continues the study")
     run = None
     if retrain and result["best"] is not None:
         run = retrain_best(data, result, run_out, st.counts(study)["running"], verbose, console, local)
@@ -120,6 +123,16 @@ def run_tune(data, *, trials: int, timeout: float | None, space, storage: str | 
     return TuneResult(tune_dir, name, where, status, best.get("value"), best.get("params", {}),
                       best.get("settings", {}), (result["default"] or {}).get("value"), result["counts"], seconds,
                       run, result)
+
+
+def changed(stored: Space, given: Space) -> bool:
+    """Whether `given` asks for another search than the study's: the probe's own additions (epochs
+    bounds from the budget, the fixed img_size) do not count."""
+    auto = "epochs" in given.params and given.params["epochs"].low is None
+    stored_params = {k: p for k, p in stored.params.items() if not (auto and k == "epochs")}
+    given_params = {k: p for k, p in given.params.items() if not (auto and k == "epochs")}
+    fixed = {k: v for k, v in stored.fixed.items() if k != "img_size" or "img_size" in given.fixed}
+    return stored_params != given_params or fixed != given.fixed
 
 
 def tune_folder(data: str, out) -> Path:
@@ -142,7 +155,8 @@ def new_setup(data: str, space_path, settings: dict, local: dict, tune_dir: Path
     space = load_space(space_path, settings)
     console.print(f"tune {data}: timing one epoch of the default configuration")
     fixed = {k: v for k, v in space.fixed.items() if k != "augment_strength"}   # needs img_size, not yet known
-    p = probe(data, {**trial_settings({}, Space({}, fixed), 0, 0), **local}, tune_dir / "probe")
+    # Per process: workers starting together each probe before one of them creates the study.
+    p = probe(data, {**trial_settings({}, Space({}, fixed), 0, 0), **local}, tune_dir / f"probe-{os.getpid()}")
     if "img_size" not in space.params:      # one size for every trial: one decode cache, decoded once
         space = Space(space.params, {**space.fixed, "img_size": p.config["img_size"]})
     budget = {**p.to_dict(), "img_size": p.config["img_size"]}
