@@ -29,6 +29,7 @@ def trial_line(trial, best: float | None) -> str:
     value = f"val_acc {trial.value:.4f}" if trial.value is not None else "val_acc    –  "
     star = "  *best" if trial.state == TrialState.COMPLETE and best is not None and trial.value == best else ""
     extra = ("  (default configuration)" if a.get("default") else "") + (f"  error: {a['error']}" if "error" in a else "")
+    extra += f"  ({a['stopped']})" if trial.state == TrialState.PRUNED and "stopped" in a else ""
     return f"trial {trial.number:>3}  {state:<10} {value}  {a.get('seconds', 0):6.1f}s  {fmt_params(trial.params)}{extra}{star}"
 
 

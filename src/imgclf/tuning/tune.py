@@ -90,7 +90,8 @@ def run_tune(data, *, trials: int, timeout: float | None, space, storage: str | 
     study.sampler = st.make_sampler(seed, trials, created, len(study.trials))
     study.pruner = st.make_pruner(pruner, trials, setup.get("epochs"))
     t = Tune(data, tune_dir, study, Space.from_dict(setup["space"]), setup["img_size"], setup["n_train"], trials,
-             started + timeout if timeout else math.inf, console, local)
+             started + timeout if timeout else math.inf, console, local,
+             trial_cap=2 * timeout / trials if timeout else math.inf)
 
     def snapshot(status: str) -> dict:
         result = {**summary(study, setup, **facts), "status": status}

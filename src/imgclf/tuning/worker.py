@@ -2,7 +2,8 @@
 
 A trial is an ordinary `imgclf.train` of the sampled settings into TUNE/trials/<number>/,
 judged on the validation split (no calibration, test scoring or report). Its validation
-accuracy is reported after every epoch, so the pruner can stop it early. The loop stops when
+accuracy is reported after every epoch, so the pruner can stop it early; with a time limit, a
+trial that takes over twice its share of it is stopped (pruned) too. The loop stops when
 the study holds `n_trials` finished (complete or pruned) trials, whoever ran them, or at the
 time limit; a trial cut off by the time limit or by Ctrl-C is failed and its parameters queued
 again (study.give_back), so resuming neither loses nor repeats it.
@@ -43,6 +44,7 @@ class Tune:
     deadline: float
     console: object
     local: dict = field(default_factory=dict)         # this worker's device/workers settings
+    trial_cap: float = math.inf                       # seconds a trial may take (2 x its share of the timeout)
     ran: list[int] = field(default_factory=list)      # trial numbers this worker finished
 
 
@@ -109,6 +111,7 @@ def run_trial(t: Tune, trial):
     shutil.rmtree(out, ignore_errors=True)
     best = {"val_acc": -math.inf, "val_loss": math.inf, "epoch": 0, "epochs": 0}
     started = time.perf_counter()
+    capped = not trial.user_attrs.get("default")     # the baseline always runs its whole budget
 
     def on_epoch(epoch: int, row: dict) -> None:
         best["epochs"] = epoch
@@ -119,6 +122,10 @@ def run_trial(t: Tune, trial):
         trial.report(acc, epoch)
         if time.time() > t.deadline:
             raise OutOfTime()
+        if capped and time.perf_counter() - started > t.trial_cap:
+            # A configuration far slower than the budget allows is a poor one under it; TPE learns so.
+            trial.set_user_attr("stopped", f"over its time share ({t.trial_cap:.0f} s)")
+            raise optuna.TrialPruned()
         if trial.should_prune():
             raise optuna.TrialPruned()
 
