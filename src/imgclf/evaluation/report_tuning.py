@@ -88,7 +88,7 @@ def trials_table(trials: list[dict], best_number: int | None) -> str:
                      num(r["value"]), num(r.get("epochs_run")), num(r.get("seconds"), 1),
                      *[esc(_short(r["params"].get(n, "–"))) for n in names], esc(r.get("note") or "")])
         classes.append("total" if r["number"] == best_number else "")
-    return table(["#", "state", "val acc", "epochs", "seconds", *map(esc, names), "note"], rows,
+    return table(["#", "state", "val acc", "epochs run", "seconds", *map(esc, names), "note"], rows,
                  numeric=(0, 2, 3, 4), classes=classes)
 
 
