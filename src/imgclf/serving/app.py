@@ -107,7 +107,8 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
         """Images as multipart/form-data file parts (any field name; several allowed), or one image as
         the raw body (Content-Type image/... or application/octet-stream)."""
         with runner.arriving():
-            body = await read_body(request.headers.get("content-length"), request.stream(), settings.max_upload_bytes)
+            body = await read_body(request.headers.get("content-length"), request.stream(), settings.max_upload_bytes,
+                                   request.headers.get("expect", "").lower() == "100-continue")
             files = split_images(body, request.headers.get("content-type", ""), settings.max_images)
             inputs = await run_in_threadpool(_decode_all, files, model.img_size, model.resize_mode, settings.max_pixels)
         usable = [x for x in inputs if not isinstance(x, Rejected)]

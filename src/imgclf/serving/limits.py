@@ -32,12 +32,15 @@ class Rejected(HTTPException):
         self.reason = reason
 
 
-async def read_body(content_length: str | None, stream: AsyncIterator[bytes], limit: int) -> bytes:
+async def read_body(content_length: str | None, stream: AsyncIterator[bytes], limit: int,
+                    expects_continue: bool = False) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed `limit` bytes: from the
-    Content-Length header before reading, else while reading (chunked bodies can lie by omission)."""
+    Content-Length header before reading, else while reading (chunked bodies can lie by omission).
+    A client that waits for "100 Continue" (curl does for big bodies) gets the 413 instead and
+    never sends the body; one that sends anyway has a modest excess drained first."""
     too_large = Rejected(413, f"request body over the {limit / 2**20:g} MB limit (--max-upload-mb)", "too_large")
     declared = _declared_length(content_length)
-    if declared is not None and declared > limit + DRAIN_BYTES:
+    if declared is not None and declared > limit and (expects_continue or declared > limit + DRAIN_BYTES):
         raise too_large
     chunks, size = [], 0
     async for chunk in stream:
