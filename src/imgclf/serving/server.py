@@ -17,10 +17,11 @@ def run_server(model, settings: ServeSettings, host: str = "127.0.0.1", port: in
     import torch
     import uvicorn
 
-    if settings.threads:
-        # One forward per request under load runs many forwards at once: one thread each keeps the
-        # cores from being oversubscribed. A micro-batched forward is better off with all of them.
-        torch.set_num_threads(settings.threads)
+    # Without batching, one forward per core runs at once under load: one torch thread each keeps
+    # the cores from being oversubscribed. A micro-batched forward is better off with all of them.
+    threads = settings.threads or (None if settings.batching else 1)
+    if threads:
+        torch.set_num_threads(threads)
     uvicorn.run(create_app(model, settings), host=host, port=port, log_level=log_level, access_log=False)
 
 

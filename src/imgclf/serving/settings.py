@@ -23,7 +23,7 @@ class ServeSettings:
     max_wait_ms: float = 2.0            # how long a lone request waits for company before it runs
     max_queue: int = 512                # images waiting; beyond it /predict answers 503 + Retry-After
     top_k: int = 5                      # default top-k in answers (?top_k= overrides, up to the class count)
-    threads: int | None = None          # torch intra-op threads; None: torch's default (one per core)
+    threads: int | None = None          # torch threads per forward; None: all cores batched, 1 without batching
 
     def __post_init__(self):
         checks = {"max_upload_mb": self.max_upload_mb > 0, "max_pixels": self.max_pixels > 0,
