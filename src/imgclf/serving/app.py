@@ -65,7 +65,6 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
     app = FastAPI(title=f"imgclf: {info['name']}", version=__version__, lifespan=lifespan,
                   description=f"Image classification with the imgclf run '{info['name']}' "
                               f"({len(model.classes)} classes). The browser page is at /.")
-    app.state.runner, app.state.metrics = runner, metrics
     if settings.cors:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -130,7 +129,8 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
                              top_k=[{"label": c, "p": p} for c, p in a["top_k"]],
                              decision={**decision, "unknown": True} if a["label"] == UNKNOWN else decision)
             results.append(entry)
-        return {"model": info["name"], "results": results}
+        # Plain JSON types already: skip FastAPI's jsonable_encoder walk, a tenth of a millisecond each.
+        return JSONResponse({"model": info["name"], "results": results})
 
     return app
 
