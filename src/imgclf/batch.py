@@ -131,19 +131,33 @@ def _finished_paths(out_csv: Path) -> set[str]:
     kill: it is truncated away, so that file is predicted again and the CSV stays well-formed."""
     if not out_csv.exists() or out_csv.stat().st_size == 0:
         return set()
-    with open(out_csv, "rb+") as f:
-        data = f.read()
-        keep = data.rfind(b"\n") + 1
-        if keep < len(data):
-            f.truncate(keep)
-    rows = csv.reader(data[:keep].decode("utf-8", errors="replace").splitlines())
-    header = next(rows, None)
-    if header is None:
-        return set()
-    if header != COLUMNS:
-        raise UserError(f"{out_csv} exists but is not an imgclf predictions CSV (its header is not "
-                        f"{','.join(COLUMNS)}); choose another --out or remove the file")
-    return {row[0] for row in rows if row}
+    _drop_partial_line(out_csv)
+    with open(out_csv, newline="", encoding="utf-8", errors="replace") as f:
+        rows = csv.reader(f)
+        header = next(rows, None)
+        if header is None:
+            return set()
+        if header != COLUMNS:
+            raise UserError(f"{out_csv} exists but is not an imgclf predictions CSV (its header is not "
+                            f"{','.join(COLUMNS)}); choose another --out or remove the file")
+        return {row[0] for row in rows if row}
+
+
+def _drop_partial_line(path: Path, block: int = 1 << 16) -> None:
+    """Truncate `path` after its last newline, reading only its tail."""
+    with open(path, "rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        pos = end
+        while pos > 0:
+            start = max(0, pos - block)
+            f.seek(start)
+            cut = f.read(pos - start).rfind(b"\n")
+            if cut >= 0:
+                if start + cut + 1 < end:
+                    f.truncate(start + cut + 1)
+                return
+            pos = start
+        f.truncate(0)
 
 
 class _open_csv:
