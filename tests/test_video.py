@@ -132,3 +132,30 @@ def test_cli_predicts_a_video(model, video, tmp_path):
     assert "fps processed" in r.stderr and "'person' event" in r.stderr
     assert len(json.loads((tmp_path / "events.json").read_text())["events"]) == 2
     assert (tmp_path / "a.mp4").is_file()
+
+
+@pytest.mark.slow
+def test_pedestrian_presence_on_real_daimler_crops(tmp_path_factory):
+    """Real data: a model trained on Daimler pedestrian crops finds when pedestrians appear in a
+    video cut from the held-out test crops (a different crop every frame)."""
+    from conftest import shared_archive
+
+    root = shared_archive("daimler-pedestrians", tmp_path_factory.mktemp("daimler")) / "daimler-pedestrians"
+    subset = root.parent / "subset"             # 250 training crops per class keep the test quick
+    for cls in ("human", "non-human"):
+        (subset / cls).mkdir(parents=True)
+        for f in sorted((root / "train" / cls).iterdir())[:250]:
+            (subset / cls / f.name).symlink_to(f)
+    run = imgclf.train(subset, out=root.parent / "run", model="simple_cnn", img_size=32, epochs=6,
+                       batch_size=32, verbose=False)
+    model = imgclf.load(run.path)
+    assert model.meta["decision"]["positive_class"] == "human"
+    crops = {cls: iter(sorted((root / "test" / cls).iterdir())) for cls in ("human", "non-human")}
+    path = root.parent / "street.mp4"
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (36, 72))
+    for person, seconds in SCRIPT:
+        for _ in range(seconds * FPS):
+            crop = Image.open(next(crops["human" if person else "non-human"])).convert("RGB").resize((36, 72))
+            vw.write(cv2.cvtColor(np.asarray(crop), cv2.COLOR_RGB2BGR))
+    vw.release()
+    assert_true_events(predict_video(model, path, show_fps=False)["events"])
