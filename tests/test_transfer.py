@@ -139,14 +139,19 @@ def test_stage_two_resumes_with_layerwise_learning_rates(source, tmp_path):
     class Stop(Exception):
         pass
 
-    def stop_after_two(epoch, row):
-        if epoch == 2:
-            raise Stop
+    def stop_after(n):
+        def on_epoch(epoch, row):
+            if epoch == n:
+                raise Stop
+        return on_epoch
 
-    with pytest.raises(Stop):       # killed in stage 2: the state file holds the stage-2 optimizer
-        _fit(_fresh(source), tmp_path, epochs=3, freeze_epochs=1, layer_decay=0.7, on_epoch=stop_after_two)
-    result = _fit(_fresh(source), tmp_path, resume=True, epochs=3, freeze_epochs=1, layer_decay=0.7)
-    assert [r["stage"] for r in result.history] == [1, 2, 2]
+    # Killed at the stage boundary (the state holds the head-only optimizer), then inside stage 2.
+    for killed in (1, 2):
+        run = tmp_path / f"killed-{killed}"
+        with pytest.raises(Stop):
+            _fit(_fresh(source), run, epochs=3, freeze_epochs=1, layer_decay=0.7, on_epoch=stop_after(killed))
+        result = _fit(_fresh(source), run, resume=True, epochs=3, freeze_epochs=1, layer_decay=0.7)
+        assert [r["stage"] for r in result.history] == [1, 2, 2]
     head, full = result.stages
     assert head["epochs"] == [1, 1] and full["epochs"] == [2, 3]
     lrs = [g["peak_lr"] for g in full["lr_groups"]]

@@ -82,8 +82,8 @@ class Stages:
         self.cfg = cfg
         self.freeze = int(cfg.freeze_epochs or 0)
         self.decay = float(cfg.layer_decay or 1.0)
-        self.bn_frozen_in_full = self.freeze > 0 and batch_size < BN_TRAIN_MIN_BATCH
-        self.head = _classifier(model) if self.freeze else None
+        self.bn_frozen_in_full = is_finetune(cfg) and batch_size < BN_TRAIN_MIN_BATCH
+        self.head = _classifier(model) if self.freeze or self.bn_frozen_in_full else None
 
     def number(self, epoch: int) -> int:
         """1 for the head-only stage (or the single stage of a plain run), 2 for all layers."""
@@ -118,7 +118,7 @@ class Stages:
 
     def train_mode(self, model: torch.nn.Module, epoch: int) -> None:
         model.train()
-        if self.head_only(epoch) or (self.freeze and self.bn_frozen_in_full):
+        if self.head_only(epoch) or self.bn_frozen_in_full:
             head = set(self.head.modules())
             for m in model.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m not in head:
