@@ -81,14 +81,14 @@ def importance_plot(importances: dict) -> bytes:
 
 
 def trials_table(trials: list[dict], best_number: int | None) -> str:
-    names = sorted({k for r in trials for k in r["params"]})
     rows, classes = [], []
     for r in trials:
+        params = ", ".join(f"{esc(k)}=<code>{esc(_short(v))}</code>" for k, v in r["params"].items())
         rows.append([str(r["number"]), esc(r["state"].lower()) + (" (default)" if r.get("default") else ""),
-                     num(r["value"]), num(r.get("epochs_run")), num(r.get("seconds"), 1),
-                     *[esc(_short(r["params"].get(n, "–"))) for n in names], esc(r.get("note") or "")])
+                     num(r["value"]), num(r.get("epochs_run")), num(r.get("seconds"), 1), params,
+                     esc(r.get("note") or "")])
         classes.append("total" if r["number"] == best_number else "")
-    return table(["#", "state", "val acc", "epochs run", "seconds", *map(esc, names), "note"], rows,
+    return table(["#", "state", "val acc", "epochs run", "seconds", "parameters", "note"], rows,
                  numeric=(0, 2, 3, 4), classes=classes)
 
 

@@ -83,8 +83,6 @@ def summary(study, setup: dict, **facts) -> dict:
     best, default = best_trial(study), default_trial(study)
     space = Space.from_dict(setup["space"])
     c = {k: v for k, v in _counts(study).items() if v}
-    starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start]
-    ends = [t.datetime_complete for t in study.get_trials(deepcopy=False) if t.datetime_complete]
     return {
         "study": study.study_name, **facts, "metric": "validation accuracy (best epoch)", "counts": c,
         "best": None if best is None else {
@@ -94,7 +92,9 @@ def summary(study, setup: dict, **facts) -> dict:
         "default": None if default is None else {
             "number": default.number, "value": default.value, "state": default.state.name,
             "outside_space": setup.get("default_outside", [])},
-        "study_seconds": round((max(ends) - min(starts)).total_seconds(), 1) if starts and ends else None,
+        # Training time summed over trials (all workers, all sessions): wall time between the first
+        # and last trial would count the pauses of an interrupted tune.
+        "trial_seconds": round(sum(t.user_attrs.get("seconds") or 0 for t in study.get_trials(deepcopy=False)), 1),
         "space": setup["space"], "budget": setup.get("budget"), "trials": rows(study),
     }
 
@@ -128,8 +128,7 @@ def print_summary(console, result: dict, seconds: float) -> None:
     finished = c.get("complete", 0) + c.get("pruned", 0)
     console.print(f"\ntune: study '{result['study']}' has {finished} of {result['trials_target']} trials "
                   f"({c.get('complete', 0)} complete, {c.get('pruned', 0)} pruned, {c.get('fail', 0)} failed); "
-                  f"this run {_duration(seconds)}" + (f", the study {_duration(result['study_seconds'])}"
-                                                      if result.get("study_seconds") else ""))
+                  f"this run {_duration(seconds)}; all trials so far trained {_duration(result['trial_seconds'])}")
     best, default = result["best"], result["default"]
     if best is None:
         console.print("no trial completed yet: nothing to compare")
