@@ -4,7 +4,7 @@
     predict_folder(model, "new_pictures/", "preds.csv")     # kill it at any moment, run it again:
     predict_folder(model, "new_pictures/", "preds.csv")     # only the files not yet in preds.csv
 
-Only the list of paths is held, never the images: batch after batch is decoded by a small pool
+Only the list of paths is held, never the images: batch after batch is decoded by a process pool
 while the model scores the one before, and each batch's rows are flushed to the CSV as soon as
 they exist. A later run with the same CSV reads which paths it holds and skips them.
 """
@@ -30,24 +30,26 @@ BATCH_SIZE = 256
 # Batches being decoded while the model scores the current one: enough to keep the pool busy
 # through a slow file, few enough that memory stays a handful of batches.
 PREFETCH = 2
+POOL_MIN_IMAGES = 64
 
 
 def predict_folder(model, inputs, out_csv: str | os.PathLike, top_k: int = 1, batch_size: int = BATCH_SIZE,
                    workers: int | None = None, resume: bool = True, progress: bool = True,
-                   pool: str = "thread") -> dict:
+                   pool: str = "auto") -> dict:
     """Predict every image in `inputs` (files and folders, searched recursively) into `out_csv`.
 
     Rows are `path,label,confidence,top_k,error` (labels after the run's threshold or 'unknown'
     rule); an unreadable file gets a row with `error`, never a crash. With `resume` (default) an
     existing `out_csv` is continued: its paths are skipped, a last row cut short by a kill is
     dropped and redone. `resume=False` starts the file afresh. `workers` decoders (default: the
-    usable CPUs) in a `pool` of threads or processes. Returns counts, seconds and images/s.
+    usable CPUs) in a `pool` of processes or threads (auto: processes from 64 images on). Returns
+    counts, seconds and images/s.
 
         >>> summary = predict_folder(imgclf.load("runs/photos-1"), "new/", "preds.csv")
         >>> summary["predicted"], summary["images_per_s"]
     """
-    if pool not in ("thread", "process"):
-        raise ValueError(f"pool must be 'thread' or 'process', not {pool!r}")
+    if pool not in ("auto", "thread", "process"):
+        raise ValueError(f"pool must be 'auto', 'thread' or 'process', not {pool!r}")
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, not {batch_size}")
     out_csv = Path(out_csv)
@@ -69,7 +71,7 @@ def predict_folder(model, inputs, out_csv: str | os.PathLike, top_k: int = 1, ba
             _progress(console, total - skipped) as advance:
         writer = csv.writer(f, lineterminator="\n")
         todo = _not_done(_image_paths(roots), done)
-        with _executor(pool, workers) as ex:
+        with _executor(pool, workers, total - skipped) as ex:
             for paths, images, errors in _decoded_batches(todo, ex, workers, batch_size, model):
                 probs = model.predict_proba(images) if len(images) else np.zeros((0, len(model.classes)))
                 answers = iter(model.answers(probs, top_k))
@@ -216,11 +218,15 @@ def _decode(paths: list[str], size: int, mode: str) -> tuple[np.ndarray, dict[st
     return (np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)), bad
 
 
-def _executor(pool: str, workers: int) -> Executor:
-    # Threads by default: measured on 2 cores (bench/predict_batch.py), Pillow decodes and resizes
-    # with the GIL released and the model's forward pass releases it too, so threads overlap both
-    # without processes' start-up and the pickling of every decoded batch back to the parent.
-    return ThreadPoolExecutor(workers) if pool == "thread" else ProcessPoolExecutor(workers)
+def _executor(pool: str, workers: int, n: int) -> Executor:
+    # Processes by default. Measured on 2 cores (bench/predict_batch.py, 10,000 CIFAR-10 JPEGs):
+    # decoding alone ran at 8,800 images/s in 2 processes but 3,500 in 2 threads, fewer than one
+    # thread manages alone: for small images the per-file work is Python (open, checks, convert)
+    # holding the GIL, so threads take turns and fight the model's thread for it. A process pool
+    # costs more to start than it saves on a few dozen files.
+    if pool == "thread" or (pool == "auto" and n < POOL_MIN_IMAGES):
+        return ThreadPoolExecutor(workers)
+    return ProcessPoolExecutor(workers)
 
 
 def _usable_cpus() -> int:
