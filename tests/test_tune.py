@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +62,8 @@ def space_file(tmp_path: Path, text: str = TINY) -> Path:
 
 
 def load(tune_dir: Path, name: str = "shapes"):
-    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(tune_dir / "study.journal"))))
+    storage = JournalStorage(JournalFileBackend(str(tune_dir / "study.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def finished_params(study) -> list[tuple]:
@@ -90,7 +92,7 @@ def test_tune_resumes_without_repeating_and_recovers_interrupted_trials(shapes16
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     orphan = study.ask()
-    orphan.set_user_attr("worker", {"host": os.uname().nodename, "pid": dead.pid})
+    orphan.set_user_attr("worker", {"host": socket.gethostname(), "pid": dead.pid})
 
     # Ctrl-C during the second new trial: that trial fails and its parameters are queued again.
     real_train, calls = imgclf.api.train, []
@@ -179,7 +181,8 @@ def test_space_defaults_and_cli_errors(tmp_path, shapes16, monkeypatch, capsys):
     from imgclf.cli import main
 
     bad = space_file(tmp_path, "lr: {type: nope}")
-    monkeypatch.setattr(sys, "argv", ["imgclf", "tune", str(shapes16), "--space", str(bad), "--out", str(tmp_path / "t")])
+    argv = ["imgclf", "tune", str(shapes16), "--space", str(bad), "--out", str(tmp_path / "t")]
+    monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as stop:
         main()
     assert stop.value.code == 2 and capsys.readouterr().err.startswith("error: space file")

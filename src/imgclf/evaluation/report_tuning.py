@@ -43,7 +43,8 @@ def tuning_section(run: Path) -> str:
                               "Validation accuracy of each trial (pruned ones where they were stopped), the best so "
                               "far, and the default configuration's.")
     if imp := t.get("importances"):
-        body += "<h3>Parameter importance (fANOVA)</h3>" + figure(png_uri(importance_plot(imp)), "parameter importances")
+        body += "<h3>Parameter importance (fANOVA)</h3>" + figure(png_uri(importance_plot(imp)),
+                                                                  "parameter importances")
     return section("tuning", "Tuning", body + "<h3>Trials</h3>" + trials_table(t["trials"], best.get("number")))
 
 

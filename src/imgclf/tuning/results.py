@@ -28,9 +28,11 @@ def trial_line(trial, best: float | None) -> str:
     state = f"PRUNED@{a.get('epochs_run', '?')}" if trial.state == TrialState.PRUNED else trial.state.name
     value = f"val_acc {trial.value:.4f}" if trial.value is not None else "val_acc    –  "
     star = "  *best" if trial.state == TrialState.COMPLETE and best is not None and trial.value == best else ""
-    extra = ("  (default configuration)" if a.get("default") else "") + (f"  error: {a['error']}" if "error" in a else "")
+    extra = "  (default configuration)" if a.get("default") else ""
+    extra += f"  error: {a['error']}" if "error" in a else ""
     extra += f"  ({a['stopped']})" if trial.state == TrialState.PRUNED and "stopped" in a else ""
-    return f"trial {trial.number:>3}  {state:<10} {value}  {a.get('seconds', 0):6.1f}s  {fmt_params(trial.params)}{extra}{star}"
+    seconds = a.get("seconds", 0)
+    return f"trial {trial.number:>3}  {state:<10} {value}  {seconds:6.1f}s  {fmt_params(trial.params)}{extra}{star}"
 
 
 def rows(study) -> list[dict]:
@@ -52,7 +54,11 @@ def best_trial(study):
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         return None
-    return max(done, key=lambda t: (t.value, -(t.user_attrs.get("val_loss") or math.inf), -t.number))
+    def loss(t) -> float:
+        v = t.user_attrs.get("val_loss")
+        return math.inf if v is None else v
+
+    return max(done, key=lambda t: (t.value, -loss(t), -t.number))
 
 
 def default_trial(study):
