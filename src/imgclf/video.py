@@ -240,6 +240,22 @@ def _open(source):
 
     s = str(source)
     live = s.isdigit() or s.lower().startswith(URL_SCHEMES)
+    # OpenCV logs each backend it tried as a warning; the UserError below says it in one line.
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        cap, hint = _capture(s, live)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    if not cap.isOpened():
+        cap.release()
+        raise UserError(hint)
+    return cap, live, s
+
+
+def _capture(s: str, live: bool):
+    import cv2
+
     if s.isdigit():
         cap = cv2.VideoCapture(int(s))
         hint = (f"camera {s} could not be opened: check it is connected, not used by another program, "
@@ -252,10 +268,7 @@ def _open(source):
             raise UserError(f"no such video file: {s}")
         cap = cv2.VideoCapture(str(Path(s).expanduser()))
         hint = f"cannot read {s} as a video (OpenCV/FFmpeg does not recognise it): is the file complete?"
-    if not cap.isOpened():
-        cap.release()
-        raise UserError(hint)
-    return cap, live, s
+    return cap, hint
 
 
 def _read_frames(cap, live: bool, fps: float | None, every: int, max_frames: int | None, keep_all: bool):
