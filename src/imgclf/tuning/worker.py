@@ -45,7 +45,6 @@ class Tune:
     console: object
     local: dict = field(default_factory=dict)         # this worker's device/workers settings
     trial_cap: float = math.inf                       # seconds a trial may take (2 x its share of the timeout)
-    ran: list[int] = field(default_factory=list)      # trial numbers this worker finished
 
 
 class Heartbeat:
@@ -92,7 +91,6 @@ def work(t: Tune, on_trial=None) -> str:
         frozen = run_trial(t, trial)
         if frozen is None:                       # cut off by the time limit
             return "timeout"
-        t.ran.append(frozen.number)
         failures = failures + 1 if frozen.state == TrialState.FAIL else 0
         if on_trial is not None:
             on_trial(frozen)
