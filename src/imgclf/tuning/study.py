@@ -10,6 +10,7 @@ several machines share a study by running the same command against the same data
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 import warnings
@@ -43,7 +44,8 @@ def open_storage(storage: str | None, tune_dir: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path))), str(path)
     try:
-        return optuna.storages.RDBStorage(storage), storage
+        # tune.json and the report travel: never write a database password into them.
+        return optuna.storages.RDBStorage(storage), re.sub(r"(://[^:/@]+):[^/]*@", r"\1:***@", storage)
     except Exception as e:     # noqa: BLE001 - bad URL, missing driver, unreachable server: all the user's to fix
         raise UserError(f"cannot open the study storage {storage}: {type(e).__name__}: {e} (give a database URL "
                         "Optuna supports, e.g. sqlite:///tune.db or postgresql://user@host/db, with its driver "
