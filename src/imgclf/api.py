@@ -20,8 +20,6 @@ from .fsutil import write_json, write_text
 from .inference import softmax
 from .runs import MODEL_FORMAT, find_run, new_run_dir, write_splits
 
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-
 
 @dataclass
 class Run:
@@ -39,22 +37,25 @@ def _console(verbose: bool):
     return Console(quiet=not verbose, highlight=False, soft_wrap=True)
 
 
-def load(run: str | Path, device: str = "auto", tta: str | None = None):
+def load(run: str | Path, device: str = "auto", tta: str | None = None, backend: str = "torch"):
     """Load a trained model from a run folder (JSON + safetensors; no code executed).
 
     `tta` overrides the test-time augmentation the run was evaluated with (none | flip | crop |
-    flip-crop); its calibration was fitted with the run's own."""
+    flip-crop); its calibration was fitted with the run's own. `backend="onnx"` runs the network
+    in ONNX Runtime (RUN/model.onnx, exported on first use) instead of PyTorch."""
     from .predictor import Model
 
-    return Model.load(run, device, tta)
+    return Model.load(run, device, tta, backend=backend)
 
 
 def train(data: str | Path | None = None, *, config: str | Path | None = None, resume: str | Path | bool = False,
-          verbose: bool = True, on_epoch=None, **settings: Any) -> Run:
+          verbose: bool = True, on_epoch=None, evaluate: bool = True, **settings: Any) -> Run:
     """Train, evaluate on the held-out test split and write a run folder. Every keyword is a
     TrainConfig field; unset ones are chosen automatically, printed, and recorded in config.yaml.
     `resume=RUN_DIR` (or resume=True with out=RUN_DIR) continues an interrupted run.
-    `on_epoch(epoch, history_row)` is called after every epoch (a tuner reports and prunes there)."""
+    `on_epoch(epoch, history_row)` is called after every epoch (a tuner reports and prunes there).
+    `evaluate=False` stops after training (no calibration, test scoring or report; metrics None):
+    tuning trials are judged on validation only and must stay cheap."""
     import torch
 
     from .data.discover import discover
@@ -101,8 +102,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
 
     removed = _duplicates(spec, cfg, console)
     images, spec, skipped = _decode(spec, cfg, console)
-    pretrained = cfg.model.startswith("timm/") and bool(cfg.weights or cfg.pretrained)
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if pretrained else _channel_stats(images, spec.indices("train"))
+    mean, std, pretrained = _normalization(cfg, images, spec)
     policy = _augment_policy(cfg, len(spec.indices("train")))
     console.print(f"  augmentation: {policy.to_dict()}")
     if cfg.tta == "auto":
@@ -132,10 +132,17 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
                          f"{cfg.img_size}x{cfg.img_size}, scale to [0,1], subtract mean, divide by std",
         "tta": cfg.tta,
     }
+    if pretrained:
+        from .models.pretrained import preprocessing_record
+
+        meta["pretrained"] = preprocessing_record(cfg.model[len("timm/"):], getattr(net, "weights_origin", None),
+                                                  cfg.img_size, cfg.resize)
     data = SplitData(images, np.sort(spec.indices("train")), np.sort(spec.indices("val")), spec.labels, mean, std)
     result = fit(net, cfg, data, policy, run_dir, device, console, resume=bool(resume), on_epoch=on_epoch)
     console.print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; "
                   f"best val accuracy {result.best_val_acc:.4f} at epoch {result.best_epoch}")
+    if not evaluate:
+        return Run(run_dir, None, cfg)
 
     from .evaluation.plots import plot_history
     from .predictor import Model
@@ -147,7 +154,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
                         "best_val_acc": result.best_val_acc, "stopped_early": result.stopped_early,
                         "train_seconds": round(result.train_seconds, 2),
                         "first_step_seconds": round(result.first_step_seconds, 2),
-                        "device": str(device), "preset": cfg.preset}
+                        "device": str(device), "preset": cfg.preset, "stages": result.stages}
     model = Model(net, meta, device, run_dir)
     meta["calibration"] = _calibrate(model, images, spec, console)
     if len(spec.classes) == 2:
@@ -205,6 +212,90 @@ def ensemble(runs: list[str | Path], out: str | Path, *, target_accuracy: float 
 
     path, metrics = make_ensemble(runs, out, target_accuracy, target_coverage, device, console=_console(verbose))
     return Run(path, metrics, None)
+
+
+def export(run: str | Path, format: str = "onnx", out: str | Path | None = None, data: str | Path | None = None,
+           opset: int | None = None, check: bool = True, verbose: bool = True) -> dict:
+    """Export the run's network (RUN/model.onnx by default: float32 NCHW normalised `input` ->
+    `logits`, dynamic batch; classes and preprocessing in its metadata) and check that ONNX Runtime
+    matches PyTorch within 1e-4 in probability on up to 64 real images (the run's test split, or `data`).
+
+        imgclf.export("runs/photos-1")     # {'path': 'runs/photos-1/model.onnx', 'max_prob_diff': 2e-07, ...}
+    """
+    if format != "onnx":
+        raise UserError(f"unknown export format '{format}'; the supported one is onnx")
+    from .exporting import export_onnx
+
+    result = export_onnx(run, out=out, opset=opset, data=data, check=check)
+    checked = (f"ONNX Runtime vs PyTorch: max probability difference {result['max_prob_diff']:.2e} on "
+               f"{result['n_images']} images ({result['images_from']})" if check else "not checked (--no-check)")
+    _console(verbose).print(f"exported {result['path']} (opset {result['opset']}, {result['exporter']} exporter, "
+                            f"{result['seconds']:.1f}s); {checked}")
+    return result
+
+
+def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch",
+          device: str = "auto", tta: str | None = None, verbose: bool = True, **settings: Any) -> None:
+    """Serve the run over HTTP until interrupted: POST /predict, the browser page at /, /health,
+    /model, /metrics, /openapi.json. Other keywords are imgclf.serving.ServeSettings fields
+    (api_key, cors, max_upload_mb, max_pixels, max_images, batching, max_batch, max_wait_ms, ...).
+
+        imgclf.serve("runs/flowers-1", port=8000, api_key="s3cret")
+    """
+    from .errors import from_settings
+    from .serving import ServeSettings, run_server
+
+    cors = settings.pop("cors", None) or ()
+    config = from_settings(ServeSettings, {**settings, "cors": (cors,) if isinstance(cors, str) else tuple(cors)},
+                           "serve setting")
+    model = load(run, device, tta=tta, backend=backend)
+    mode = (f"micro-batches of up to {config.max_batch} (max wait {config.max_wait_ms:g} ms)" if config.batching
+            else "one forward pass per request (no batching)")
+    _console(verbose).print(f"serving {model.path.name} ({len(model.classes)} classes, {backend} on {model.device}, "
+                            f"{mode}) at http://{host}:{port}/  API key {'required' if config.api_key else 'not set'}")
+    run_server(model, config, host, port, log_level="info" if verbose else "warning")
+
+def predict_folder(run, inputs, out: str | Path, *, top_k: int = 1, batch_size: int = 256,
+                   workers: int | None = None, resume: bool = True, device: str = "auto", backend: str = "torch",
+                   tta: str | None = None, verbose: bool = True) -> dict:
+    """Predict any number of images (files, folders searched recursively) into the CSV `out`,
+    streaming: parallel decoding, batched inference, a progress bar; rerun to resume. `run` is a
+    run folder or a loaded model. See imgclf.batch.
+
+        imgclf.predict_folder("runs/photos-1", "new_pictures/", "preds.csv")   # {'predicted': 9841, 'images_per_s': ...}
+    """
+    from .batch import predict_folder as stream
+
+    model = _model(run, device, tta, backend)
+    return stream(model, inputs, out, top_k=top_k, batch_size=batch_size, workers=workers, resume=resume,
+                  progress=verbose)
+
+
+def predict_video(run, source, *, every: int = 1, smooth: float = 0.5, out_csv: str | Path | None = None,
+                  out_video: str | Path | None = None, events: str | Path | None = None,
+                  max_frames: int | None = None, device: str = "auto", backend: str = "torch",
+                  tta: str | None = None, verbose: bool = True) -> dict:
+    """Classify a video file, camera index or stream URL frame by frame (every `every`-th),
+    probabilities smoothed over `smooth` seconds; per-frame CSV, annotated video and, for two-class
+    runs, presence events of the positive class (events.json beside the CSV, or `events`).
+    See imgclf.video.
+
+        imgclf.predict_video("runs/people-1", "door.mp4", out_csv="frames.csv")["events"]
+        # [{'start_s': 2.0, 'end_s': 5.0, 'duration_s': 3.0, 'peak_confidence': 0.99}]
+    """
+    from .video import predict_video as run_video
+
+    model = _model(run, device, tta, backend)
+    return run_video(model, source, every=every, smooth=smooth, out_csv=out_csv, out_video=out_video,
+                     events_path=events, show_fps=verbose, max_frames=max_frames)
+
+
+def _model(run, device: str, tta: str | None, backend: str):
+    from .predictor import Model
+
+    if isinstance(run, Model):
+        return run
+    return load(run.path if isinstance(run, Run) else run, device, tta=tta, backend=backend)
 
 
 def _run_test_split(model) -> tuple[list[str], np.ndarray]:
@@ -350,6 +441,16 @@ def _decode(spec, cfg: TrainConfig, console):
     return cache.images, spec, skipped
 
 
+def _normalization(cfg: TrainConfig, images: np.ndarray, spec) -> tuple[list[float], list[float], bool]:
+    """(mean, std, fine-tuning?): pretrained weights' own statistics, else the training images'."""
+    from .models.pretrained import normalization
+    from .training.finetune import is_finetune
+
+    if is_finetune(cfg):
+        return (*normalization(cfg.model[len("timm/"):]), True)
+    return (*_channel_stats(images, spec.indices("train")), False)
+
+
 def _channel_stats(images: np.ndarray, idx: np.ndarray, sample: int = 5000) -> tuple[list[float], list[float]]:
     pick = np.sort(np.random.default_rng(0).choice(idx, size=min(sample, len(idx)), replace=False))
     x = images[pick].reshape(-1, 3).astype(np.float64) / 255.0
@@ -388,6 +489,71 @@ def _data_report(spec, skipped: list[dict]) -> dict:
     return {"root": spec.root, "layout": spec.layout, "classes": spec.classes, "counts": counts,
             "totals": {s: sum(v.values()) for s, v in counts.items()},
             "skipped": skipped, "ignored_non_images": spec.ignored}
+
+
+def list_models(pattern: str | None = None, size: int = 224, pretrained_only: bool = False, limit: int = 25) -> list[dict]:
+    """Architectures with parameters, GFLOPs at `size` px and whether their pretrained weights are
+    on this machine: the built-in ones and timm's matching `pattern` (without a pattern, a few
+    suggested backbones). Each row: name, params, gflops, pretrained_tags, default_tag,
+    input_size, local_weights.
+
+        imgclf.list_models("resnet1*")[0]    # {'name': 'timm/resnet10t', 'params': 5435488, 'gflops': 2.19, ...}
+    """
+    from .models.catalog import list_models as catalog
+
+    return catalog(pattern, size, pretrained_only, limit)["rows"]
+
+
+def lr_find(data: str | Path, *, out: str | Path | None = None, steps: int = 100, start_lr: float = 1e-7,
+            end_lr: float = 10.0, verbose: bool = True, **settings: Any) -> dict:
+    """Learning-rate range test (see training.lr_find): a short training with an exponentially
+    growing learning rate, on the data, model and settings `train` would use (any TrainConfig
+    keyword). Writes OUT/lr_find.json and OUT/lr_find.png; returns the result with
+    "suggested_lr" (steepest descent of the smoothed loss) and "min_loss_lr_div10".
+
+        imgclf.lr_find("photos/", model="timm/resnet18", weights="resnet18.safetensors")["suggested_lr"]
+    """
+    import torch
+
+    from .data.discover import discover
+    from .device import pick_device
+    from .models import create_model, model_defaults
+    from .training import lr_find as range_test
+    from .training.defaults import resolve
+    from .training.loop import SplitData
+
+    if steps < 10:
+        raise UserError(f"--steps must be at least 10, not {steps}")
+    if not 0 < start_lr < end_lr:
+        raise UserError(f"need 0 < start_lr < end_lr, not {start_lr} and {end_lr}")
+    console = _console(verbose)
+    cfg = TrainConfig().updated(data=str(data), **settings)
+    spec = discover(cfg.data, cfg.val_frac, cfg.test_frac, cfg.seed)
+    device = pick_device(cfg.device)
+    cfg, notes = resolve(cfg, [spec.paths[i] for i in spec.indices("train")], device)
+    out = Path(out or new_run_dir(f"{Path(cfg.data).name}-lr-find"))
+    for line in notes:
+        console.print(f"  default: {line}")
+    images, spec, _ = _decode(spec, cfg, console)
+    mean, std, _ = _normalization(cfg, images, spec)
+    torch.manual_seed(cfg.seed)
+    net = create_model(cfg.model, num_classes=len(spec.classes), in_chans=3, img_size=cfg.img_size, weights=cfg.weights,
+                       pretrained=cfg.pretrained, **{**model_defaults(cfg.model), **cfg.model_kwargs})
+    data_ = SplitData(images, np.sort(spec.indices("train")), np.sort(spec.indices("val")), spec.labels, mean, std)
+    console.print(f"lr-find: {cfg.model}, {steps} steps of batch {cfg.batch_size}, lr {start_lr:g} -> {end_lr:g}")
+    result = range_test.range_test(net, cfg, data_, _augment_policy(cfg, len(data_.train)), device, steps, start_lr, end_lr)
+    result["settings"] = {k: getattr(cfg, k) for k in ("model", "img_size", "batch_size", "optimizer", "weight_decay",
+                                                         "freeze_epochs", "layer_decay", "lr")}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "lr_find.json", result)
+    range_test.plot(result, out / "lr_find.png")
+    if result["suggested_lr"] is None:
+        raise UserError(f"lr-find stopped too early ({result['stopped']}): lower --start-lr or raise --steps")
+    console.print(f"  {len(result['lr'])} steps; stopped: {result['stopped']}")
+    console.print(f"suggested lr: {result['suggested_lr']:.2g} (steepest descent of the smoothed loss); "
+                  f"minimum-loss lr / 10: {result['min_loss_lr_div10']:.2g}; this run's default: {cfg.lr:.2g}")
+    console.print(f"plot: {out / 'lr_find.png'}  (use it with: imgclf train {data} --lr {result['suggested_lr']:.2g})")
+    return result
 
 
 def demo(out: str | Path | None = None, verbose: bool = True) -> Run:
@@ -443,6 +609,29 @@ def check(data: str | Path, *, json_path: str | Path | None = None, val_frac: fl
         write_json(json_path, findings)
         console.print(f"report: {json_path}")
     return findings
+
+
+def tune(data: str | Path, *, trials: int = 20, timeout: float | None = None, space: str | Path | None = None,
+         storage: str | None = None, study_name: str | None = None, pruner: str = "median",
+         out: str | Path | None = None, run_out: str | Path | None = None, seed: int = 0, retrain: bool = True,
+         verbose: bool = True, **settings: Any):
+    """Search training settings with Optuna (TPE sampling, per-epoch pruning), then retrain the
+    best configuration into a normal run folder whose report has a Tuning section.
+
+    `trials` is the study's total: calling again with the same arguments resumes an interrupted
+    tune (the study lives in `out`, default tunes/<dataset>-<n>/), and several processes or
+    machines given the same `storage` (a journal file path, or a database URL such as
+    sqlite:///tune.db) share one study. `space` is a YAML file overriding the default search
+    space (see imgclf.tuning.space); other keywords are train settings every trial uses.
+
+        result = imgclf.tune("photos/", trials=12, timeout=600)
+        result.best_value, result.default_value, result.best_params, result.run.path
+    """
+    from .tuning.tune import run_tune
+
+    return run_tune(data, trials=trials, timeout=timeout, space=space, storage=storage, study_name=study_name,
+                    pruner=pruner, out=out, run_out=run_out, seed=seed, retrain=retrain, verbose=verbose,
+                    settings=settings)
 
 
 def report(run, verbose: bool = True) -> Path:

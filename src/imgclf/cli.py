@@ -13,7 +13,8 @@ import typer
 
 from .errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: rich markup would swallow every "[default: ...]" in the help texts below.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Train, evaluate and use image classifiers from folders of labeled images.")
 
 
@@ -37,8 +38,14 @@ def train(
     schedule: Optional[str] = typer.Option(None, help="onecycle | cosine  [default: onecycle]"),
     seed: Optional[int] = typer.Option(None, help="[default: 0]"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps  [default: auto]"),
-    weights: Optional[str] = typer.Option(None, help="Local weight file (.safetensors/.pth) for a timm model."),
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained", help="Download pretrained timm weights (online)."),
+    weights: Optional[str] = typer.Option(None, help="Local weights for a timm model: a .safetensors/.pth file, or a "
+                                          "folder holding one (a Hugging Face snapshot or cache folder)."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained", help="Pretrained timm weights: from the local "
+                                              "Hugging Face cache, else downloaded (online)."),
+    freeze_epochs: Optional[int] = typer.Option(None, help="Fine-tuning: epochs training only the new head, backbone "
+                                                "frozen [default: 1-3 when fine-tuning, else 0]"),
+    layer_decay: Optional[float] = typer.Option(None, help="Fine-tuning, after those: each layer's lr = the next "
+                                                "layer's x this (1: same lr everywhere) [default: auto ~0.7]"),
     no_flip: Optional[bool] = typer.Option(None, "--no-flip", help="No horizontal flips (text, digits, asymmetric signs)."),
     augment: Optional[str] = typer.Option(None, help="auto | none  [default: auto]"),
     resize: Optional[str] = typer.Option(None, help="squash | crop | pad  [default: squash]"),
@@ -67,7 +74,7 @@ def train(
 
     settings = dict(preset=preset, dedupe=dedupe, tta=tta, compile=compile, model=model, epochs=epochs, img_size=img_size, batch_size=batch_size, lr=lr,
                     optimizer=optimizer, schedule=schedule, seed=seed, device=device, weights=weights,
-                    pretrained=pretrained, flip=False if no_flip else None, augment=augment, resize=resize,
+                    pretrained=pretrained, freeze_epochs=freeze_epochs, layer_decay=layer_decay, flip=False if no_flip else None, augment=augment, resize=resize,
                     val_frac=val_frac, test_frac=test_frac, patience=patience,
                     label_smoothing=label_smoothing, positive_class=positive_class, target_recall=target_recall,
                     target_precision=target_precision, target_accuracy=target_accuracy,
@@ -86,21 +93,39 @@ def predict(
     format: Format = typer.Option(Format.table, help="table | json | csv"),
     device: str = typer.Option("auto"),
     tta: Optional[str] = typer.Option(None, help="none | flip | crop | flip-crop  [default: what the run was evaluated with]"),
+    backend: str = typer.Option("torch", help="torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing)"),
+    out: Optional[str] = typer.Option(None, help="Stream predictions into this CSV (parallel decoding, batches, "
+                                      "progress); run again with the same --out to resume. A video: per-frame CSV."),
+    every: int = typer.Option(1, help="Video: classify every Nth frame."),
+    smooth: float = typer.Option(0.5, help="Video: time constant of the probability smoothing, seconds (0: off)."),
+    video_out: Optional[str] = typer.Option(None, help="Video: write a copy with the label drawn on each frame (.mp4)."),
+    events: Optional[str] = typer.Option(None, help="Video, two classes: presence events JSON "
+                                         "[default: events.json beside --out]"),
 ):
-    """Predict the class of images with a trained run."""
+    """Predict the class of images with a trained run; or of the frames of a video file, camera index
+    (0) or stream URL (rtsp://, http(s)://), given as the only PATH."""
     from . import api
+    from .video import is_video_source
 
-    results = api.load(run, device, tta=tta).predict(paths, top_k=top_k)
+    model = api.load(run, device, tta=tta, backend=backend)
+    if len(paths) == 1 and is_video_source(paths[0]):
+        api.predict_video(model, paths[0], every=every, smooth=smooth, out_csv=out, out_video=video_out, events=events)
+        return
+    if out is not None:
+        api.predict_folder(model, paths, out, top_k=top_k)
+        return
+    results = model.predict(paths, top_k=top_k)
     if format == Format.json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
         return
     if format == Format.csv:
+        from .batch import COLUMNS, csv_row
+
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["path", "label", "confidence", "top_k", "error"])  # label applies the run's threshold
+        w.writerow(COLUMNS)  # label applies the run's threshold
         for r in results:
-            w.writerow([r.get("path", ""), r.get("label", ""), f"{r['confidence']:.4f}" if "label" in r else "",
-                        ";".join(f"{c}:{p:.4f}" for c, p in r.get("top_k", [])), r.get("error", "")])
+            w.writerow(csv_row(r))
         print(buf.getvalue(), end="")
         return
     from rich.console import Console
@@ -148,6 +173,51 @@ def ensemble(
 
 
 @app.command()
+def serve(
+    run: str = typer.Argument(..., help="Run folder (or ensemble bundle)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000),
+    backend: str = typer.Option("torch", help="torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing)"),
+    device: str = typer.Option("auto"),
+    tta: Optional[str] = typer.Option(None, help="none | flip | crop | flip-crop  [default: what the run was evaluated with]"),
+    api_key: Optional[str] = typer.Option(None, envvar="IMGCLF_API_KEY", help="Require this key (header X-API-Key or "
+                                          "Authorization: Bearer) on /predict, /model, /metrics; or set IMGCLF_API_KEY"),
+    cors: Optional[List[str]] = typer.Option(None, help="Allow browser pages from this origin (repeatable) [default: no CORS]"),
+    max_upload_mb: Optional[float] = typer.Option(None, help="Largest request body, MB (413 above) [default: 20]"),
+    max_pixels: Optional[int] = typer.Option(None, help="Largest image in pixels, read from its header (413 above) "
+                                             "[default: 40000000]"),
+    max_images: Optional[int] = typer.Option(None, help="Most images in one request (413 above) [default: 16]"),
+    max_batch: Optional[int] = typer.Option(None, help="Most images in one forward pass [default: 32]"),
+    max_wait_ms: Optional[float] = typer.Option(None, help="Longest wait for more requests to batch with [default: 2]"),
+    no_batching: bool = typer.Option(False, "--no-batching", help="One forward pass per request (the naive baseline)"),
+    threads: Optional[int] = typer.Option(None, help="torch threads per forward pass [default: all cores; 1 with "
+                                          "--no-batching, whose forwards run one per core at once]"),
+):
+    """Serve RUN over HTTP: POST /predict, a browser page at /, /health, /model, /metrics, /openapi.json."""
+    from . import api
+
+    limits = dict(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_images=max_images, max_batch=max_batch,
+                  max_wait_ms=max_wait_ms, threads=threads)      # unset ones keep ServeSettings' defaults
+    api.serve(run, host=host, port=port, backend=backend, device=device, tta=tta, api_key=api_key, cors=cors or (),
+              batching=not no_batching, **{k: v for k, v in limits.items() if v is not None})
+
+
+@app.command()
+def export(
+    run: str = typer.Argument(..., help="Run folder."),
+    format: str = typer.Option("onnx", help="onnx (the only format for now)"),
+    out: Optional[str] = typer.Option(None, help="File to write [default: RUN/model.onnx]"),
+    opset: Optional[int] = typer.Option(None, help="ONNX opset [default: the exporter's]"),
+    data: Optional[str] = typer.Option(None, help="Folder of images to check parity on [default: the run's test split]"),
+    check: bool = typer.Option(True, help="Check ONNX Runtime against PyTorch (fails above 1e-4 probability)."),
+):
+    """Export RUN's network to ONNX (classes and preprocessing in its metadata), checked against PyTorch."""
+    from . import api
+
+    api.export(run, format=format, out=out, data=data, opset=opset, check=check)
+
+
+@app.command()
 def demo(out: Optional[str] = typer.Option(None, help="Run folder [default: runs/digits-<n>]")):
     """Train on scikit-learn's bundled handwritten digits, evaluate, predict: the whole job, offline."""
     from . import api
@@ -157,13 +227,43 @@ def demo(out: Optional[str] = typer.Option(None, help="Run folder [default: runs
 
 
 @app.command("models")
-def list_models():
-    """List the built-in architectures (any timm architecture works as timm/<name>)."""
-    from .models import list_models as names
+def list_models(
+    pattern: Optional[str] = typer.Argument(None, help="Name pattern, e.g. resnet1 or 'convnext_*' [default: the "
+                                            "built-in models and a few suggested timm backbones]"),
+    size: int = typer.Option(224, help="Input size in px for the FLOPs column."),
+    pretrained_only: bool = typer.Option(False, "--pretrained-only", help="Only architectures with published weights."),
+    limit: int = typer.Option(25, help="Show at most this many (each is built to count its FLOPs)."),
+):
+    """List architectures: parameters, GFLOPs at --size, pretrained weights and whether they are on this machine."""
+    from rich.console import Console
 
-    for n in names():
-        print(n)
-    print("timm/<arch>   e.g. timm/resnet18, timm/mobilenetv3_small_100 (see timm.list_models())")
+    from .models.catalog import list_models as catalog, print_models
+
+    print_models(catalog(pattern, size, pretrained_only, limit), Console(soft_wrap=False))
+
+
+@app.command("lr-find")
+def lr_find(
+    data: str = typer.Argument(..., help="Folder with one sub-folder per class, split folders, or a CSV manifest."),
+    model: Optional[str] = typer.Option(None, help="simple_cnn | resnet_fast | timm/<arch>  [default: resnet_fast]"),
+    weights: Optional[str] = typer.Option(None, help="Local weights for a timm model (file or folder)."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained", help="Pretrained timm weights (cache, else download)."),
+    img_size: Optional[int] = typer.Option(None, help="[default: as train chooses]"),
+    batch_size: Optional[int] = typer.Option(None, help="[default: as train chooses]"),
+    optimizer: Optional[str] = typer.Option(None, help="adamw | sgd  [default: adamw]"),
+    steps: int = typer.Option(100, help="Training steps over the range."),
+    start_lr: float = typer.Option(1e-7),
+    end_lr: float = typer.Option(10.0),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps  [default: auto]"),
+    out: Optional[str] = typer.Option(None, help="Folder for lr_find.json and lr_find.png [default: runs/<dataset>-lr-find-<n>]"),
+):
+    """Learning-rate range test: print a suggested --lr for train and plot loss against learning rate."""
+    from . import api
+
+    settings = dict(model=model, weights=weights, pretrained=pretrained, img_size=img_size, batch_size=batch_size,
+                    optimizer=optimizer, device=device)
+    api.lr_find(data, out=out, steps=steps, start_lr=start_lr, end_lr=end_lr,
+                **{k: v for k, v in settings.items() if v is not None})
 
 
 @app.command()
@@ -187,6 +287,36 @@ def check(
 
     api.check(data, json_path=json_path, val_frac=val_frac, test_frac=test_frac, seed=seed,
               near_distance=near_distance, labels=labels, folds=folds, run=run, device=device)
+
+
+@app.command()
+def tune(
+    data: str = typer.Argument(..., help="Folder with one sub-folder per class, split folders, or a CSV manifest."),
+    trials: int = typer.Option(20, help="Trials in the study in total (finished ones count; a re-run resumes)."),
+    timeout: Optional[float] = typer.Option(None, help="Seconds for this tune; sizes the epochs per trial too."),
+    space: Optional[Path] = typer.Option(None, help="YAML file overriding the default search space."),
+    storage: Optional[str] = typer.Option(None, help="Study storage: a journal file path or a database URL "
+                                          "(sqlite:///t.db, postgresql://...); workers given the same one share "
+                                          "the study (default: TUNE/study.journal)"),
+    study_name: Optional[str] = typer.Option(None, help="Default: the dataset folder's name."),
+    pruner: str = typer.Option("median", help="median | hyperband | none"),
+    out: Optional[str] = typer.Option(None, help="Tune folder (default: tunes/<dataset>-<n>, reused by the same command)."),
+    run_out: Optional[str] = typer.Option(None, help="Run folder for the retrained best (default: runs/<dataset>-<n>)."),
+    seed: int = typer.Option(0, help="Sampler seed and the training seed (the split) of every trial."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps (this worker's own)"),
+    no_retrain: bool = typer.Option(False, "--no-retrain", help="Do not retrain the best configuration."),
+):
+    """Search training settings with Optuna (TPE, pruning), then retrain the best into a run folder."""
+    from . import api
+
+    try:
+        result = api.tune(data, trials=trials, timeout=timeout, space=space, storage=storage, study_name=study_name,
+                          pruner=pruner, out=out, run_out=run_out, seed=seed, retrain=not no_retrain,
+                          **({"device": device} if device else {}))
+    except KeyboardInterrupt:
+        print("interrupted. Resume the tune with the same command.", file=sys.stderr)
+        raise typer.Exit(130)
+    print(result.run.path if result.run is not None else result.path)
 
 
 @app.command()

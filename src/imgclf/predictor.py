@@ -19,6 +19,8 @@ from .evaluation.rejection import UNKNOWN
 from .inference import TTA_MODES, predict_logits, softmax
 from .runs import find_run, read_model_json
 
+BACKENDS = ("torch", "onnx")
+
 
 class Model:
     def __init__(self, net: torch.nn.Module, meta: dict, device: torch.device, path: Path | None = None):
@@ -31,21 +33,26 @@ class Model:
         self.tta: str = meta.get("tta", "none")
 
     @classmethod
-    def load(cls, run: str | Path, device: str = "auto", tta: str | None = None) -> "Model":
-        from .models import create_model
-        from .training.checkpoint import load_weights
-
+    def load(cls, run: str | Path, device: str = "auto", tta: str | None = None, backend: str = "torch") -> "Model":
+        """`backend="onnx"` runs the network in ONNX Runtime from RUN/model.onnx (exported first when
+        missing or made from other weights); preprocessing, TTA and calibration stay the same."""
+        if backend not in BACKENDS:
+            raise UserError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
         run = find_run(run)
         meta = read_model_json(run)
         if meta.get("kind") == "ensemble":
             from .ensembling import EnsembleModel
 
+            if backend != "torch":
+                raise UserError(f"{run} is an ensemble bundle, which runs on the torch backend only; "
+                                "drop --backend onnx (or export and load its member runs one by one)")
             return EnsembleModel.from_bundle(run, meta, device, tta)
-        arch = meta["architecture"]
-        net = create_model(arch["name"], num_classes=len(meta["classes"]), in_chans=arch.get("in_chans", 3),
-                           img_size=meta["input"]["size"], **arch.get("kwargs", {}))
-        net.load_state_dict(load_weights(run / "model.safetensors"))
-        dev = pick_device(device)
+        if backend == "onnx":
+            from .onnx_backend import load_onnx_net
+
+            net, dev = load_onnx_net(run, device)
+        else:
+            net, dev = load_torch_net(run, meta), pick_device(device)
         model = cls(net.to(dev), meta, dev, run)
         if tta is not None:
             if tta not in TTA_MODES:
@@ -125,6 +132,18 @@ class Model:
         from .api import evaluate
 
         return evaluate(self, data)
+
+
+def load_torch_net(run: Path, meta: dict) -> torch.nn.Module:
+    """The run's network rebuilt from the registry by name, with its safetensors weights (CPU, eval mode)."""
+    from .models import create_model
+    from .training.checkpoint import load_weights
+
+    arch = meta["architecture"]
+    net = create_model(arch["name"], num_classes=len(meta["classes"]), in_chans=arch.get("in_chans", 3),
+                       img_size=meta["input"]["size"], **arch.get("kwargs", {}))
+    net.load_state_dict(load_weights(run / "model.safetensors"))
+    return net.eval()
 
 
 def _expand(inputs) -> Iterable:

@@ -18,11 +18,14 @@ import numpy as np
 from . import report_eval as ev
 from . import report_plots as plots
 from .report_card import model_card_section
+from .report_tuning import tuning_section
+from .report_stages import stages_html
 from .report_data import Facts, gather, png_uri, samples_per_class, thumbnail
 from .report_html import esc, figure, kv, num, page, section, si, table
 from ..fsutil import write_text
 
 SECTIONS = {"dataset": "Data", "model": "Model", "settings": "Settings", "learning-curves": "Training",
+            "tuning": "Tuning",
             "metrics": "Test metrics", "confusion": "Confusion", "roc-pr": "ROC / PR", "reliability": "Calibration",
             "thresholds": "Thresholds", "predictions": "Predictions", "mistakes": "Mistakes",
             "label-issues": "Label issues", "timings": "Timings", "model-card": "Model card"}
@@ -36,7 +39,7 @@ def write_report(model, progress: bool = False) -> Path:
     per_class_curves, micro = ev.curves(f)
     pred, mistakes = ev.gallery_sections(f)
     body = "".join([
-        dataset_section(f), model_section(f), settings_section(f), learning_section(f),
+        dataset_section(f), model_section(f), settings_section(f), learning_section(f), tuning_section(f.path),
         ev.metrics_section(f, per_class_curves), ev.confusion_section(f), ev.roc_pr_section(f, per_class_curves, micro),
         ev.reliability_section(f), ev.thresholds_section(f), pred, mistakes, ev.label_issues_section(f),
         timings_section(f, time.perf_counter() - started), model_card_section(f)])
@@ -176,7 +179,7 @@ def learning_section(f: Facts) -> str:
     text = (f"<p>{len(f.history)} epoch(s); the weights kept are from epoch {best} (validation accuracy "
             f"{num(t.get('best_val_acc'))}){', training stopped early' if t.get('stopped_early') else ''}.</p>")
     return section("learning-curves", "Training", text + figure(png_uri(plots.learning_curves(f.history, best)),
-                                                               "learning curves"))
+                                                               "learning curves") + stages_html(f))
 
 
 def timings_section(f: Facts, report_seconds: float) -> str:

@@ -26,10 +26,11 @@ from ..device import amp_dtype
 from ..fsutil import write_text
 from ..inference import autocast, normalize, predict_logits
 from . import distributed as dist
-from .checkpoint import load_training_state, save_training_state, save_weights
-from .optim import lr_factor, make_optimizer, set_lr
+from .checkpoint import load_training_state, read_training_info, save_training_state, save_weights
+from .finetune import Stages, describe
+from .optim import set_lr
 
-HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
+HISTORY_FIELDS = ["epoch", "stage", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
 STATE_FILE = "train_state.safetensors"
 
 
@@ -52,6 +53,7 @@ class FitResult:
     stopped_early: bool = False
     train_seconds: float = 0.0        # training steps only (CUDA-event timed on GPUs)
     first_step_seconds: float = 0.0   # the first step alone: compilation and warm-up show here
+    stages: list[dict] = field(default_factory=list)   # training.finetune: epochs, parameters and lrs of each stage
 
 
 class TrainImages:
@@ -138,20 +140,25 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
     train = TrainImages(data.images, data.train, data.labels, device)
     if hasattr(model, "init_from_data"):      # e.g. resnet_fast's patch-whitening stem
         model.init_from_data(normalize(train.sample(5000, cfg.seed), mean, std))
-    opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+    state_path = run_dir / STATE_FILE
+    # Fine-tuning trains the head alone, then every layer (training.finetune); a resumed run
+    # rebuilds the optimizer of the stage that saved the state, before loading that state.
+    stages = Stages(model, cfg, min(cfg.batch_size, len(train)))
+    done = read_training_info(state_path)["epoch"] if resume and state_path.exists() else 0
+    opt = stages.optimizer(model, max(0, done - 1))
+    if stages.freeze or stages.decay != 1:
+        console.print("  " + describe(stages.record(model)).replace("\n", "\n  "))
 
     n_local = len(dist.shard(np.arange(len(train))))
     bs = min(cfg.batch_size, n_local)
     steps_per_epoch = max(1, n_local // bs)       # drop the ragged last batch: BatchNorm dislikes tiny ones
     total_steps = cfg.epochs * steps_per_epoch
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
     ema = WeightAverage(model, total_steps) if cfg.ema else None
     step_model = compiled(model, cfg, device, total_steps, console)
     # One random side per image for the whole run; alternate_flips mirrors it every other epoch.
     first_flips = torch.rand(len(train), generator=torch.Generator().manual_seed(cfg.seed)).lt(0.5).to(device)
 
     result, start_epoch, bad_epochs = FitResult(), 0, 0
-    state_path = run_dir / STATE_FILE
     if resume and state_path.exists():
         info = load_training_state(state_path, model, opt, ema.average if ema else None)
         start_epoch, bad_epochs = info["epoch"], info["bad_epochs"]
@@ -170,7 +177,10 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         aug_gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
         perm = torch.from_numpy(dist.shard(torch.randperm(len(train), generator=g).numpy()))
-        model.train()
+        if stages.starts(epoch):
+            opt, bad_epochs = stages.optimizer(model, epoch), 0   # the stage's own patience, too
+            console.print(f"stage 2: all layers train{' (layer-wise learning rates)' if stages.decay != 1 else ''}")
+        stages.train_mode(model, epoch)
         timer.start()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
@@ -179,8 +189,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
                       disable=not (dist.is_main() and console.is_terminal)) as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, stats="")
             for s, (xb, yb, rows) in enumerate(train.batches(perm, bs, steps_per_epoch)):
-                step = epoch * steps_per_epoch + s
-                set_lr(opt, cfg.lr * lr_factor(step, total_steps, cfg.schedule, warmup))
+                set_lr(opt, stages.lr(epoch, s, steps_per_epoch))
                 flips = alternate_flips(first_flips[rows], epoch) if policy.alternate_flip else None
                 xb = normalize(augment(xb, policy, aug_gen, flips), mean, std, cfg.channels_last)
                 with autocast(device, amp):
@@ -212,8 +221,9 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
                                f"acc {correct.item() / seen:.3f} {rate:,.0f} img/s")
         seconds = timer.stop()
         result.train_seconds += seconds
-        row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
-               "lr": opt.param_groups[0]["lr"], "seconds": seconds, "images_per_s": seen / seconds}
+        row = {"epoch": epoch + 1, "stage": stages.number(epoch), "train_loss": loss_sum.item() / seen,
+               "train_acc": correct.item() / seen, "lr": max(g["lr"] for g in opt.param_groups),   # the head's
+               "seconds": seconds, "images_per_s": seen / seconds}
         shipped = ema.average.module if ema else model     # the weights validation judges and a run ships
         row.update(_validate(shipped, data, device, amp, cfg, 2 * bs))
         result.history.append(row)
@@ -245,6 +255,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
         if result.stopped_early:
             console.print(f"early stopping: val accuracy has not improved for {bad_epochs} epochs")
     result.first_step_seconds = timer.first_step_seconds
+    result.stages = stages.record(model)
     return result
 
 
@@ -342,6 +353,7 @@ def write_history(path: Path, rows: list[dict]) -> None:
     w = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS)
     w.writeheader()
     for r in rows:
+        r = {"stage": 1, **r}     # rows read back from a run made before training stages: one stage
         w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in HISTORY_FIELDS})
     write_text(path, buf.getvalue())
 
@@ -350,4 +362,4 @@ def read_history(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with open(path, newline="", encoding="utf-8") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+        return [{k: (int(v) if k in ("epoch", "stage") else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
