@@ -88,14 +88,19 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 def _read_yaml(path: Path) -> dict:
+    return read_yaml_mapping(path, "config file", "a mapping of setting: value")
+
+
+def read_yaml_mapping(path: Path, what: str, expected: str) -> dict:
+    """A YAML file that must hold a mapping; `what` and `expected` name it in the errors."""
     if not path.is_file():
-        raise UserError(f"config file not found: {path}")
+        raise UserError(f"{what} not found: {path}")
     try:
         d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"config file {path} is not valid YAML: {e}") from None
+        raise UserError(f"{what} {path} is not valid YAML: {e}") from None
     if not isinstance(d, dict):
-        raise UserError(f"config file {path} must hold a mapping of setting: value")
+        raise UserError(f"{what} {path} must hold {expected}")
     return d
 
 

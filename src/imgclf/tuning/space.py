@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainConfig
+from ..config import TrainConfig, read_yaml_mapping
 from ..errors import UserError
 
 KNOBS = {
@@ -119,18 +119,8 @@ def load_space(path: str | Path | None = None, fixed: dict | None = None) -> Spa
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
-
-    if not path.is_file():
-        raise UserError(f"space file not found: {path}")
-    try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"space file {path} is not valid YAML: {e}") from None
-    if not isinstance(d, dict):
-        raise UserError(f"space file {path} must hold a mapping of setting: {{type, low, high, log}} or "
-                        "{type: categorical, choices} or a fixed value")
-    return d
+    return read_yaml_mapping(path, "space file", "a mapping of setting: {type, low, high, log} or "
+                             "{type: categorical, choices} or a fixed value")
 
 
 def _param(name: str, spec: dict, where: str) -> Param:
