@@ -110,7 +110,29 @@ def weights_source(arch: str, weights: str | None, pretrained: bool) -> tuple[st
         return "cache", hit
     if hub_offline():
         raise missing_weights(arch, "HF_HUB_OFFLINE is set")
+    if (why := hub_unreachable()) is not None:
+        raise missing_weights(arch, why)
     return "download", None
+
+
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the hub cannot be reached, or None when it may be. Without this probe an offline machine
+    spends ~30 s in huggingface_hub's retries (printing each) before the same clear error. Behind a
+    proxy the direct connection says nothing, so the download is simply tried."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError as e:
+        return f"cannot reach {constants.ENDPOINT}: {e.strerror or type(e).__name__}"
+    return None
 
 
 def missing_weights(arch: str, why: str) -> UserError:
