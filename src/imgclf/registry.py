@@ -1,0 +1,287 @@
+"""The model registry: numbered versions of run folders, and aliases (production, candidate) pointing at them.
+
+registry/ aliases.json        {"aliases": {"production": 3, ...}, "previous": {"production": [1, 2]}}
+          history.jsonl       every alias change, appended: time, user, action, alias, from, to
+          versions/<n>/ version.json  run path, parent, metrics, classes, architecture, manifest summary
+                        manifest.csv  path, sha256, label, split: the exact training data of that run
+
+Nothing is copied or deleted: a version points at its run folder (relative to the registry when the
+run sits beside it, so `registry/` and `runs/` can move together). Promoting and rolling back replace
+aliases.json atomically, so a server or `imgclf.load("registry/production")` sees the old or the new
+version, never a half-written file.
+
+    from imgclf import registry
+    v = registry.add("runs/photos-1", "registry", alias="candidate")     # {"version": 1, ...}
+    registry.promote("registry", v["version"])                          # production -> 1
+    registry.resolve("registry", "production")                          # Path("runs/photos-1")
+    registry.rollback("registry")                                       # production -> what it was before
+"""
+from __future__ import annotations
+
+import csv
+import getpass
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .data.manifest import write_manifest
+from .errors import UserError
+from .fsutil import read_json, write_json
+from .runs import find_run, read_model_json
+
+ALIASES_FILE = "aliases.json"
+ALIAS_RE = re.compile(r"[A-Za-z][\w-]*")   # never all digits, so "3" always means version 3
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _aliases_state(reg: Path) -> dict:
+    p = reg / ALIASES_FILE
+    return read_json(p) if p.is_file() else {"aliases": {}, "previous": {}}
+
+
+def _versions(reg: Path) -> list[int]:
+    d = reg / "versions"
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+
+def _registry(registry: str | Path, must_exist: bool = True) -> Path:
+    reg = Path(registry).expanduser()
+    if must_exist and not _versions(reg):
+        raise UserError(f"the registry {reg} has no versions yet; add a run with: imgclf registry add RUN "
+                        f"--registry {reg}")
+    return reg
+
+
+def version_number(registry: str | Path, ref: str | int) -> int:
+    """A version number from "3", "v3", 3 or an alias such as "production"."""
+    reg = _registry(registry)
+    s = str(ref).strip()
+    if re.fullmatch(r"v?\d+", s):
+        n = int(s.lstrip("v"))
+        if n not in _versions(reg):
+            raise UserError(f"no version {n} in {reg} (it has {_span(_versions(reg))}); see: imgclf registry list")
+        return n
+    aliases = _aliases_state(reg)["aliases"]
+    if s not in aliases:
+        known = ", ".join(sorted(aliases)) or "none set yet"
+        raise UserError(f"no version or alias {s!r} in {reg} (aliases: {known}); "
+                        f"set one with: imgclf registry promote VERSION --alias {s}")
+    return int(aliases[s])
+
+
+def _span(ns: list[int]) -> str:
+    return f"versions {ns[0]}-{ns[-1]}" if len(ns) > 1 else f"version {ns[0]}"
+
+
+def show(registry: str | Path, ref: str | int) -> dict:
+    """Everything recorded about one version, plus its aliases and whether its run folder is still there."""
+    reg = _registry(registry)
+    n = version_number(reg, ref)
+    info = read_json(reg / "versions" / str(n) / "version.json")
+    aliases = _aliases_state(reg)["aliases"]
+    info["aliases"] = sorted(a for a, v in aliases.items() if v == n)
+    info["run_path"] = str(_run_path(reg, info))
+    info["run_exists"] = (_run_path(reg, info) / "model.json").is_file()
+    return info
+
+
+def list_versions(registry: str | Path) -> list[dict]:
+    """Every version, oldest first; an empty list for a registry that does not exist yet."""
+    reg = Path(registry).expanduser()
+    return [show(reg, n) for n in _versions(reg)]
+
+
+def resolve(registry: str | Path, ref: str | int = "production") -> Path:
+    """The run folder behind a version or alias, checked to still be a finished run.
+
+        >>> imgclf.load(registry.resolve("registry", "production"))
+    """
+    reg = _registry(registry)
+    n = version_number(reg, ref)
+    info = read_json(reg / "versions" / str(n) / "version.json")
+    path = _run_path(reg, info)
+    if not (path / "model.json").is_file():
+        raise UserError(f"version {n}'s run folder {path} is gone (moved or deleted); put it back, or register "
+                        f"it again from its new place: imgclf registry add NEW_PATH --parent {n}")
+    return find_run(path)
+
+
+def _run_path(reg: Path, info: dict) -> Path:
+    p = Path(info["run"])
+    return p if p.is_absolute() else Path(os.path.normpath(reg / p))
+
+
+def read_manifest(registry: str | Path, ref: str | int) -> list[dict]:
+    """The version's training data: rows of path, sha256 ("missing" for a file gone at registration), label, split."""
+    reg = _registry(registry)
+    p = reg / "versions" / str(version_number(reg, ref)) / "manifest.csv"
+    with open(p, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------- writing
+
+
+@contextmanager
+def _locked(reg: Path) -> Iterator[None]:
+    """One writer at a time: two promoters must not both read the old aliases and each write their own."""
+    reg.mkdir(parents=True, exist_ok=True)
+    with open(reg / ".lock", "a") as f:
+        try:
+            import fcntl
+        except ImportError:      # Windows: no flock; the atomic replace still keeps aliases.json whole
+            yield
+            return
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _metrics_summary(run: Path) -> dict | None:
+    p = run / "metrics.json"
+    if not p.is_file():
+        return None
+    m = read_json(p)
+    return {"accuracy": m.get("accuracy"), "macro_f1": (m.get("macro_avg") or {}).get("f1-score"),
+            "log_loss": m.get("log_loss"), "n": m.get("n")}
+
+
+def _stored_run_path(run: Path, reg: Path) -> str:
+    """Relative when the run lives beside the registry (runs/ next to registry/), so both can move together."""
+    run, reg = run.resolve(), reg.resolve()
+    if run.is_relative_to(reg.parent):
+        return os.path.relpath(run, reg)
+    return str(run)
+
+
+def add(run: str | Path, registry: str | Path = "registry", parent: str | int | None = None,
+        alias: str | None = None) -> dict:
+    """Register a finished run folder as the next version; return its version.json record.
+
+    `parent`: the version (or alias) it was derived from, e.g. the production model it retrains.
+    `alias`: also point this alias (candidate, production) at it.
+
+        >>> registry.add("runs/photos-2", "registry", parent="production", alias="candidate")["version"]
+        2
+    """
+    run = find_run(run)
+    reg = Path(registry).expanduser()
+    if alias is not None and not ALIAS_RE.fullmatch(alias):
+        raise UserError(f"alias {alias!r} must start with a letter (letters, digits, _ and - after), e.g. candidate")
+    meta = read_model_json(run)
+    parent_n = version_number(reg, parent) if parent is not None else None
+    stored = _stored_run_path(run, reg)
+    for v in list_versions(reg):
+        if Path(v["run_path"]).resolve() == run.resolve():
+            raise UserError(f"{run} is already version {v['version']} in {reg}; "
+                            f"promote it with: imgclf registry promote {v['version']}")
+    info = {"run": stored, "parent": parent_n, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "user": _user(), "classes": meta["classes"], "architecture": meta.get("architecture", {}).get("name"),
+            "metrics": _metrics_summary(run)}
+    (reg / "versions").mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=reg / "versions"))
+    try:
+        # Slow on big data, so hashed before taking the lock, into a folder no reader lists yet.
+        info["manifest"] = {"file": "manifest.csv", **write_manifest(run / "splits.csv", tmp / "manifest.csv")}
+        with _locked(reg):
+            n = max(_versions(reg), default=0) + 1
+            info = {"version": n, **info}
+            write_json(tmp / "version.json", info)
+            # The folder appears under its number whole or not at all.
+            os.rename(tmp, reg / "versions" / str(n))
+            if alias is not None:
+                _set_alias(reg, alias, n, "add")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return info
+
+
+def promote(registry: str | Path, ref: str | int, alias: str = "production") -> dict:
+    """Point `alias` at a version (an atomic replace of aliases.json); return the history record.
+
+        >>> registry.promote("registry", "candidate")     # production -> the candidate's version
+    """
+    reg = _registry(registry)
+    with _locked(reg):
+        return _set_alias(reg, alias, version_number(reg, ref), "promote")
+
+
+def rollback(registry: str | Path, alias: str = "production") -> dict:
+    """Undo the last change of `alias`: it points again at the version it pointed at before.
+
+    Each promotion pushes the version it replaced; each rollback pops one, so rolling back twice
+    goes two promotions back, and a new promotion after a rollback starts from where you are.
+    """
+    reg = _registry(registry)
+    with _locked(reg):
+        state = _aliases_state(reg)
+        stack = state["previous"].get(alias, [])
+        if not stack:
+            raise UserError(f"{alias!r} in {reg} has no earlier version to roll back to; "
+                            f"pick one with: imgclf registry promote VERSION --alias {alias}")
+        return _set_alias(reg, alias, stack[-1], "rollback", state)
+
+
+def _set_alias(reg: Path, alias: str, n: int, action: str, state: dict | None = None) -> dict:
+    """Caller holds the lock. aliases.json carries the rollback stack too, so one replace updates both."""
+    if not ALIAS_RE.fullmatch(alias):
+        raise UserError(f"alias {alias!r} must start with a letter (letters, digits, _ and - after), e.g. production")
+    state = state or _aliases_state(reg)
+    old = state["aliases"].get(alias)
+    stack = state["previous"].setdefault(alias, [])
+    if action == "rollback":
+        stack.pop()
+    elif old is not None and old != n:
+        stack.append(old)
+    state["aliases"][alias] = n
+    write_json(reg / ALIASES_FILE, state)
+    event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "user": _user(), "action": action, "alias": alias,
+             "from": old, "to": n}
+    # An audit log only: aliases.json alone decides, so a crash before this line loses a record, not a state.
+    with open(reg / "history.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(event) + "\n")
+    return event
+
+
+def history(registry: str | Path) -> list[dict]:
+    p = Path(registry).expanduser() / "history.jsonl"
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line] if p.is_file() else []
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:       # no login name in some containers
+        return "unknown"
+
+
+def print_versions(versions: list[dict], console=None) -> None:
+    """The `imgclf registry list` table. Piped output gets a wide console: no cell is cut to "…" in a log."""
+    import sys
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
+    # Sized for an 80-column terminal; `imgclf registry show` has the rest (macro F1, user, manifest).
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for name in ("version", "aliases", "accuracy", "classes", "parent", "created"):
+        table.add_column(name, no_wrap=name != "aliases")    # short cells stay whole; long ones wrap or fold
+    table.add_column("run", overflow="fold", min_width=12)
+    for v in versions:
+        acc = (v.get("metrics") or {}).get("accuracy")
+        run = v["run"] if v["run_exists"] else f"{v['run']} (missing)"
+        table.add_row(str(v["version"]), ", ".join(v["aliases"]), f"{acc:.4f}" if acc is not None else "-",
+                      str(len(v["classes"])), str(v["parent"] or "-"), v["created"][:16].replace("T", " "), run)
+    console.print(table)
