@@ -330,6 +330,69 @@ def report(
     print(api.report(api.load(run, device)))
 
 
+registry_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                           help="Numbered versions of run folders with aliases (production, candidate); "
+                                "promote and rollback swap a pointer, nothing is copied.")
+app.add_typer(registry_app, name="registry")
+REGISTRY = typer.Option("registry", "--registry", help="Registry folder.")
+
+
+@registry_app.command("add")
+def registry_add(
+    run: str = typer.Argument(..., help="Run folder."),
+    registry: str = REGISTRY,
+    parent: Optional[str] = typer.Option(None, help="Version or alias this run was derived from."),
+    as_: Optional[str] = typer.Option(None, "--as", help="Also point this alias at it: candidate | production"),
+):
+    """Register RUN as the next version, with the hashes and labels of its training data."""
+    from . import registry as reg
+
+    v = reg.add(run, registry, parent=parent, alias=as_)
+    m = v["manifest"]
+    print(f"version {v['version']}: {v['run']} ({m['files']} files hashed, {m['missing']} missing)"
+          + (f", now {as_}" if as_ else ""))
+
+
+@registry_app.command("list")
+def registry_list(registry: str = REGISTRY):
+    """All versions with their aliases and test metrics."""
+    from . import registry as reg
+
+    versions = reg.list_versions(registry)
+    if not versions:
+        raise UserError(f"the registry {registry} has no versions yet; add one with: imgclf registry add RUN")
+    reg.print_versions(versions)
+
+
+@registry_app.command("show")
+def registry_show(ref: str = typer.Argument(..., help="Version number or alias."), registry: str = REGISTRY):
+    """Everything recorded about one version, as JSON."""
+    from . import registry as reg
+
+    print(json.dumps(reg.show(registry, ref), indent=2, ensure_ascii=False))
+
+
+@registry_app.command("promote")
+def registry_promote(ref: str = typer.Argument(..., help="Version number or alias (e.g. candidate)."),
+                     alias: str = typer.Option("production", help="The alias to point at it."),
+                     registry: str = REGISTRY):
+    """Point ALIAS at a version: an atomic swap of aliases.json."""
+    from . import registry as reg
+
+    e = reg.promote(registry, ref, alias)
+    print(f"{alias}: {e['from'] if e['from'] is not None else '-'} -> {e['to']}")
+
+
+@registry_app.command("rollback")
+def registry_rollback(alias: str = typer.Option("production", help="The alias to move back."),
+                      registry: str = REGISTRY):
+    """Point ALIAS back at the version it had before its last change."""
+    from . import registry as reg
+
+    e = reg.rollback(registry, alias)
+    print(f"{alias}: {e['from']} -> {e['to']}")
+
+
 def main() -> None:
     try:
         app()

@@ -26,8 +26,12 @@ def new_run_dir(data: str | Path, base: str | Path = "runs") -> Path:
 
 
 def find_run(path: str | Path) -> Path:
-    """Accept a run folder or a model.safetensors/model.json inside one."""
+    """Accept a run folder, a model.safetensors/model.json inside one, or REGISTRY/ALIAS (or REGISTRY/VERSION)."""
     p = Path(path).expanduser()
+    if not p.exists() and (p.parent / "versions").is_dir():
+        from .registry import resolve    # "registry/production", "registry/3": the run behind it
+
+        return resolve(p.parent, p.name)
     if p.is_file() and p.name in ("model.safetensors", "model.json"):
         p = p.parent
     # An ensemble bundle keeps its weights in members/<i>/ (see imgclf.ensembling).
