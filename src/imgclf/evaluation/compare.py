@@ -1,0 +1,201 @@
+"""Champion/challenger: is model B good enough to replace model A?
+
+Both predict the same images: A's frozen test split and, optionally, a labeled folder of new data.
+Per slice: accuracy with paired bootstrap CIs, McNemar's exact test on the images where exactly one
+is right, per-class recall, ECE, and the images whose prediction changed. A promotion rule turns
+that into promote / keep with reasons and one plain-language paragraph.
+
+    compare("registry/production", "runs/photos-7", data="new_photos/")["verdict"]["promote"]
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import binomtest
+
+from ..errors import UserError
+from ..fsutil import write_json
+from .calibration import expected_calibration_error
+
+# min_diff: the least B - A accuracy allowed (0: at least as good); min_discordant: the fewest images
+# that changed verdict for McNemar's test to count (below that it has too little power to decide on).
+DEFAULT_RULE = {"min_diff": 0.0, "tolerance": 0.02, "alpha": 0.05, "min_discordant": 10}
+
+
+# ---- statistics on arrays (pure, testable) ------------------------------------------------------
+
+def bootstrap_accuracy(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> dict:
+    """Accuracy of A and B and B - A with percentile CIs; each resample draws the same images for both
+    (paired), so the difference's CI is much tighter than two independent ones would suggest."""
+    a, b = np.asarray(correct_a, float), np.asarray(correct_b, float)
+    n = len(a)
+    if n == 0:
+        raise UserError("no images to compare on (every file was unreadable, or the slice is empty)")
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    ra, rb = a[idx].mean(1), b[idx].mean(1)
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+
+    def est(point, samples):
+        lo, hi = np.percentile(samples, q)
+        return {"value": float(point), "ci": [float(lo), float(hi)]}
+
+    return {"a": est(a.mean(), ra), "b": est(b.mean(), rb), "diff": est(b.mean() - a.mean(), rb - ra)}
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
+    """Exact McNemar: under 'equally good', the discordant images split 50/50 between fixed and broken.
+    b01 = fixed (A wrong, B right), b10 = broken (A right, B wrong)."""
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    b01, b10 = int((~a & b).sum()), int((a & ~b).sum())
+    p = binomtest(b10, b01 + b10, 0.5).pvalue if b01 + b10 else 1.0
+    return {"b01": b01, "b10": b10, "discordant": b01 + b10, "p_value": float(p)}
+
+
+def per_class_recall(labels: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, classes: list[str]) -> dict:
+    """{class: {n, a, b, diff}}; a class absent from the slice has no recall and is left out."""
+    out = {}
+    for k, name in enumerate(classes):
+        sel = labels == k
+        if sel.any():
+            ra, rb = float((pred_a[sel] == k).mean()), float((pred_b[sel] == k).mean())
+            out[name] = {"n": int(sel.sum()), "a": ra, "b": rb, "diff": rb - ra}
+    return out
+
+
+def slice_stats(labels, pred_a, pred_b, classes: list[str], paths=None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Everything the rule and the report need about one evaluation slice. Predictions are indices into
+    `classes` (A's); -1 for a class only B knows (always wrong here)."""
+    labels, pred_a, pred_b = map(np.asarray, (labels, pred_a, pred_b))
+    ca, cb = pred_a == labels, pred_b == labels
+    name = lambda k: classes[k] if k >= 0 else "(other)"   # noqa: E731
+    changed = [{"path": str(paths[i]) if paths is not None else i, "true": name(labels[i]), "a": name(pred_a[i]),
+                "b": name(pred_b[i]), "change": "fixed" if cb[i] else "broken" if ca[i] else "still wrong"}
+               for i in np.flatnonzero(pred_a != pred_b)]
+    return {"n": int(len(labels)), "accuracy": bootstrap_accuracy(ca, cb, n_boot, seed), "mcnemar": mcnemar(ca, cb),
+            "per_class": per_class_recall(labels, pred_a, pred_b, classes), "changed": changed}
+
+
+# ---- the promotion rule ---------------------------------------------------------------------------
+
+def promotion_verdict(slices: dict[str, dict], rule: dict | None = None) -> dict:
+    """B is promoted when, on every slice: its accuracy is at least A's + `min_diff`; no class's recall
+    drops by more than `tolerance`; and, where at least `min_discordant` images changed verdict, it is
+    not significantly worse (McNemar p < alpha). Returns {promote, reasons, paragraph}."""
+    rule = {**DEFAULT_RULE, **(rule or {})}
+    reasons, notes, promote = [], [], True
+    for where, s in slices.items():
+        acc, mc = s["accuracy"], s["mcnemar"]
+        a, b, d = acc["a"]["value"], acc["b"]["value"], acc["diff"]["value"]
+        tested = mc["discordant"] >= rule["min_discordant"]
+        significant = tested and mc["p_value"] < rule["alpha"]
+        if d < rule["min_diff"] or (d < 0 and significant):
+            promote = False
+            reasons.append(f"{where}: accuracy falls from {a:.1%} to {b:.1%}"
+                           + (f" (significant, McNemar p={mc['p_value']:.3g})" if significant else ""))
+        elif d < 0:
+            notes.append(f"{where}: accuracy {a:.1%} -> {b:.1%}, within the allowed {-rule['min_diff']:.1%} "
+                         f"and not significant (McNemar p={mc['p_value']:.3g})")
+        dropped = {c: r for c, r in s["per_class"].items() if r["diff"] < -rule["tolerance"]}
+        for c, r in dropped.items():
+            promote = False
+            reasons.append(f"{where}: recall of '{c}' drops from {r['a']:.1%} to {r['b']:.1%} "
+                           f"(more than the {rule['tolerance']:.1%} tolerance)")
+        if d == 0 and not s["changed"]:
+            notes.append(f"{where}: no difference (both predict the same on all {s['n']} images)")
+        elif d == 0:
+            notes.append(f"{where}: equal accuracy {a:.1%} ({mc['b01']} fixed, {mc['b10']} broken)")
+        elif d > 0:
+            sig = (f"significant, McNemar p={mc['p_value']:.3g}" if significant else
+                   f"not significant, McNemar p={mc['p_value']:.3g}" if tested else
+                   f"too few changed images ({mc['discordant']}) to test significance")
+            notes.append(f"{where}: accuracy rises from {a:.1%} to {b:.1%} ({sig})")
+        if "ece" in s and s["changed"]:
+            notes.append(f"{where}: calibration error (ECE) {s['ece']['a']:.3f} -> {s['ece']['b']:.3f}")
+    verdict = {"promote": promote, "reasons": reasons or notes}
+    verdict["paragraph"] = _paragraph(promote, reasons, notes, rule)
+    return verdict
+
+
+def _paragraph(promote: bool, reasons: list[str], notes: list[str], rule: dict) -> str:
+    if not promote:
+        return ("Keep the current model: the challenger fails the promotion rule because "
+                + "; ".join(reasons) + ". Production stays as it is.")
+    if all("no difference" in n for n in notes):
+        return ("Promote is allowed but changes nothing: there is no difference between the two models; "
+                + "; ".join(notes) + ".")
+    return ("Promote the challenger: it passes the promotion rule on every slice (accuracy, and no class "
+            f"loses more than {rule['tolerance']:.1%} recall); " + "; ".join(notes) + ".")
+
+
+# ---- models and data ------------------------------------------------------------------------------
+
+def compare(a, b, data=None, tolerance: float = 0.02, alpha: float = 0.05, n_boot: int = 1000, seed: int = 0,
+            rule: dict | None = None, out: str | Path | None = None) -> dict:
+    """Compare run A (champion) with run B (challenger) on A's test split and, with `data`, a labeled
+    folder of new images. Writes the result as JSON to `out` (default B/compare-<A name>.json)."""
+    from ..predictor import Model
+
+    ma, mb = (m if isinstance(m, Model) else Model.load(m) for m in (a, b))   # Model.load resolves REGISTRY/ALIAS
+    missing = [c for c in ma.classes if c not in mb.classes]
+    if missing:
+        raise UserError(f"{mb.path} does not know {len(missing)} of {ma.path}'s classes: {', '.join(missing)}; "
+                        "compare models trained on the same classes")
+    rule = {**DEFAULT_RULE, "tolerance": tolerance, "alpha": alpha, **(rule or {})}
+    slices = {"test split": _slice(ma, mb, *_test_split(ma), n_boot, seed)}
+    if data is not None:
+        slices["new data"] = _slice(ma, mb, *_labeled(data, ma.classes), n_boot, seed)
+    result = {"a": str(ma.path), "b": str(mb.path), "classes": ma.classes, "rule": rule, "slices": slices,
+              "verdict": promotion_verdict(slices, rule)}
+    out = Path(out) if out else Path(mb.path) / f"compare-{Path(ma.path).name}.json"
+    write_json(out, result)
+    result["path"] = str(out)
+    return result
+
+
+def _slice(ma, mb, paths: list[str], labels: np.ndarray, n_boot: int, seed: int) -> dict:
+    from ..data.cache import build_cache
+
+    caches, bad = {}, {}
+    for m in (ma, mb):                  # decoded once per input size; a file unreadable for one is dropped for both
+        key = (m.img_size, m.resize_mode)
+        if key not in caches:
+            caches[key] = build_cache(paths, *key, progress=False)
+            bad.update(caches[key].bad)
+    keep = np.array([i for i in range(len(paths)) if i not in bad], dtype=np.int64)
+    pa = ma.predict_proba(caches[(ma.img_size, ma.resize_mode)].images[keep])
+    pb = mb.predict_proba(caches[(mb.img_size, mb.resize_mode)].images[keep])
+    y = labels[keep]
+    to_a = np.array([ma.classes.index(c) if c in ma.classes else -1 for c in mb.classes])
+    yb = np.array([mb.classes.index(ma.classes[k]) for k in y], dtype=np.int64)
+    stats = slice_stats(y, pa.argmax(1), to_a[pb.argmax(1)], ma.classes, paths=[paths[i] for i in keep],
+                        n_boot=n_boot, seed=seed)
+    stats["ece"] = {"a": expected_calibration_error(pa, y), "b": expected_calibration_error(pb, yb)}
+    stats["skipped"] = {paths[i]: r for i, r in sorted(bad.items())}
+    return stats
+
+
+def _test_split(model) -> tuple[list[str], np.ndarray]:
+    """The champion's frozen test split, from its splits.csv."""
+    f = Path(model.path) / "splits.csv"
+    rows = []
+    if f.is_file():
+        with open(f, newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+    if not rows:
+        raise UserError(f"{model.path} has no test split to compare on (splits.csv with split=test rows)")
+    return [r["path"] for r in rows], np.array([model.classes.index(r["label"]) for r in rows])
+
+
+def _labeled(data, classes: list[str]) -> tuple[list[str], np.ndarray]:
+    """The new data's test split when it has one, else all its images."""
+    from ..data.discover import discover
+
+    spec = discover(data, 0.0, 0.0)
+    unknown = sorted(set(spec.classes) - set(classes))
+    if unknown:
+        raise UserError(f"{data} has classes the champion does not know: {', '.join(unknown)}")
+    sel = spec.indices("test") if (spec.splits == "test").any() else np.arange(len(spec.paths))
+    return [spec.paths[i] for i in sel], np.array([classes.index(spec.classes[spec.labels[i]]) for i in sel])
