@@ -11,13 +11,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["train", "load", "evaluate", "check", "demo", "report", "ensemble", "export", "serve", "predict_folder",
-           "predict_video", "tune", "list_models", "lr_find", "__version__"]
+__all__ = ["train", "load", "evaluate", "check", "demo", "report", "ensemble", "compare", "export", "serve",
+           "predict_folder", "predict_video", "tune", "list_models", "lr_find", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("train", "load", "evaluate", "check", "demo", "report", "ensemble", "export", "serve", "predict_folder",
-                "predict_video", "tune", "list_models", "lr_find"):
+    if name in ("train", "load", "evaluate", "check", "demo", "report", "ensemble", "compare", "export", "serve",
+                "predict_folder", "predict_video", "tune", "list_models", "lr_find"):
         from . import api
 
         return getattr(api, name)

@@ -214,6 +214,19 @@ def ensemble(runs: list[str | Path], out: str | Path, *, target_accuracy: float 
     return Run(path, metrics, None)
 
 
+def compare(a, b, data: str | Path | None = None, tolerance: float = 0.02, alpha: float = 0.05, n_boot: int = 1000,
+            seed: int = 0, rule: dict | None = None, out: str | Path | None = None) -> dict:
+    """Champion/challenger: run A and run B on A's frozen test split (and on `data`, new labeled images):
+    accuracy with paired bootstrap CIs, McNemar's test, per-class recall, ECE, the images whose
+    prediction changed, and a verdict {promote, reasons, paragraph}. Writes B/compare-<A>.json (or `out`).
+
+        imgclf.compare("registry/production", "runs/photos-7")["verdict"]["promote"]
+    """
+    from .evaluation.compare import compare as run_compare
+
+    return run_compare(a, b, data, tolerance, alpha, n_boot, seed, rule, out)
+
+
 def export(run: str | Path, format: str = "onnx", out: str | Path | None = None, data: str | Path | None = None,
            opset: int | None = None, check: bool = True, verbose: bool = True) -> dict:
     """Export the run's network (RUN/model.onnx by default: float32 NCHW normalised `input` ->

@@ -173,6 +173,43 @@ def ensemble(
 
 
 @app.command()
+def compare(
+    a: str = typer.Argument(..., help="Champion: run folder or REGISTRY/ALIAS (its test split is the frozen test set)."),
+    b: str = typer.Argument(..., help="Challenger: run folder or REGISTRY/ALIAS."),
+    data: Optional[str] = typer.Option(None, help="Labeled folder of new data: a second evaluation slice."),
+    tolerance: float = typer.Option(0.02, help="Largest allowed drop in any class's recall."),
+    alpha: float = typer.Option(0.05, help="Significance level of McNemar's test."),
+    out: Optional[str] = typer.Option(None, help="JSON file to write [default: B/compare-<A name>.json]."),
+):
+    """Champion/challenger: both models on the same images; prints PROMOTE or KEEP and why (exit 0 either way)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import api
+
+    r = api.compare(a, b, data=data, tolerance=tolerance, alpha=alpha, out=out)
+    console = Console(highlight=False)
+    ci = lambda e: f"{e['ci'][0]:.1%} to {e['ci'][1]:.1%}"  # noqa: E731
+    for where, s in r["slices"].items():
+        t = Table(title=f"{where} ({s['n']} images; {s['mcnemar']['b01']} fixed, {s['mcnemar']['b10']} broken, "
+                        f"McNemar p={s['mcnemar']['p_value']:.3g})", box=box.SIMPLE_HEAD, title_justify="left")
+        for col in ("", "A", "B", "B - A"):
+            t.add_column(col, no_wrap=True)
+        acc = s["accuracy"]
+        t.add_row("accuracy", *(f"{acc[k]['value']:+.1%}" if k == "diff" else f"{acc[k]['value']:.1%}"
+                                for k in ("a", "b", "diff")))
+        t.add_row("  95% CI", ci(acc["a"]), ci(acc["b"]), ci(acc["diff"]))
+        t.add_row("ECE", f"{s['ece']['a']:.3f}", f"{s['ece']['b']:.3f}", f"{s['ece']['b'] - s['ece']['a']:+.3f}")
+        for c, rc in s["per_class"].items():
+            t.add_row(f"recall {c}", f"{rc['a']:.1%}", f"{rc['b']:.1%}", f"{rc['diff']:+.1%}")
+        console.print(t)
+    v = r["verdict"]
+    console.print(f"[bold {'green' if v['promote'] else 'yellow'}]{'PROMOTE' if v['promote'] else 'KEEP'}[/]  "
+                  f"{v['paragraph']}\n(written to {r['path']})")
+
+
+@app.command()
 def serve(
     run: str = typer.Argument(..., help="Run folder (or ensemble bundle)."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
