@@ -18,7 +18,7 @@ from .config import TrainConfig, config_keys, dump_yaml, load_config
 from .errors import UserError
 from .fsutil import write_json, write_text
 from .inference import softmax
-from .runs import MODEL_FORMAT, find_run, new_run_dir, write_splits
+from .runs import MODEL_FORMAT, find_run, new_run_dir, test_split, write_splits
 
 
 @dataclass
@@ -179,7 +179,7 @@ def evaluate(run, data: str | Path | None = None, verbose: bool = True) -> dict:
     console = _console(verbose)
     model = run if isinstance(run, Model) else load(run)
     if data is None:
-        paths, labels = _run_test_split(model)
+        paths, labels = test_split(model)
         where, out_dir = "held-out test split", model.path
     else:
         spec = discover(data, 0.0, 0.0)
@@ -309,18 +309,6 @@ def _model(run, device: str, tta: str | None, backend: str):
     if isinstance(run, Model):
         return run
     return load(run.path if isinstance(run, Run) else run, device, tta=tta, backend=backend)
-
-
-def _run_test_split(model) -> tuple[list[str], np.ndarray]:
-    import csv
-
-    if not (model.path / "splits.csv").is_file():
-        raise UserError(f"{model.path} has no test split to evaluate on; give DATA: imgclf evaluate RUN DATA")
-    with open(model.path / "splits.csv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
-    if not rows:
-        raise UserError(f"{model.path} has no test split to evaluate on; give DATA: imgclf evaluate RUN DATA")
-    return [r["path"] for r in rows], np.array([model.classes.index(r["label"]) for r in rows])
 
 
 def _calibrate(model, images: np.ndarray, spec, console) -> dict:

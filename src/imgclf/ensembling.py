@@ -13,7 +13,6 @@ model.safetensors into members/<i>-<name>/, so it is self-contained and, like a 
 """
 from __future__ import annotations
 
-import csv
 import re
 import shutil
 from pathlib import Path
@@ -25,7 +24,7 @@ from . import __version__
 from .errors import UserError
 from .fsutil import atomic_path, read_json, write_json
 from .predictor import Model
-from .runs import MODEL_FORMAT, find_run, read_model_json
+from .runs import MODEL_FORMAT, find_run, read_model_json, read_splits
 
 KIND = "ensemble"
 _SAFE = re.compile(r"[^\w.-]+")      # member folder names: the run's name, filesystem-safe
@@ -97,7 +96,7 @@ def make_ensemble(runs: list[str | Path], out: str | Path, target_accuracy: floa
     model = EnsembleModel.from_bundle(out, meta, device)          # from the copies: proves the bundle is whole
     console.print(f"ensemble of {len(dirs)} runs: " + ", ".join(f"{m['architecture']} ({Path(m['source']).name})"
                                                                  for m in meta["members"]))
-    splits = [_read_splits(d) for d in dirs]
+    splits = [read_splits(d) for d in dirs]
     shared = {s: bool(_rows(splits[0], s)) and all(_rows(x, s) == _rows(splits[0], s) for x in splits)
               for s in ("val", "test")}
     if (len(classes) == 2 and metas[0].get("decision")) or target_accuracy is not None or target_coverage is not None:
@@ -178,13 +177,6 @@ def _diff(a: list[str], b: list[str]) -> str:
     extra, missing = sorted(set(a) - set(b)), sorted(set(b) - set(a))
     parts = [f"extra: {', '.join(extra)}"] * bool(extra) + [f"missing: {', '.join(missing)}"] * bool(missing)
     return "; ".join(parts) or "same names in another order"
-
-
-def _read_splits(run: Path) -> list[dict]:
-    if not (run / "splits.csv").is_file():
-        return []
-    with open(run / "splits.csv", newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def _rows(rows: list[dict], split: str) -> list[tuple[str, str]]:

@@ -18,7 +18,6 @@ images (test split first). The result goes to RUN/export.json.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import json
 import time
@@ -30,7 +29,7 @@ import numpy as np
 from . import __version__
 from .errors import UserError
 from .fsutil import atomic_path, write_json
-from .runs import find_run, read_model_json
+from .runs import find_run, read_model_json, read_splits
 
 TOLERANCE = 1e-4          # max |p_onnx - p_torch| over every class of every checked image
 CHECK_IMAGES = 64
@@ -208,10 +207,7 @@ def _check_images(run: Path, meta: dict, data: str | Path | None) -> tuple[np.nd
 
 
 def _split_paths(run: Path) -> tuple[list[str], str]:
-    rows = []
-    if (run / "splits.csv").is_file():
-        with open(run / "splits.csv", newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.DictReader(f) if Path(r["path"]).is_file()]
+    rows = [r for r in read_splits(run) if Path(r["path"]).is_file()]
     for split in ("test", "val", "train"):
         paths = [r["path"] for r in rows if r["split"] == split]
         if paths:

@@ -49,6 +49,25 @@ def read_model_json(run: Path) -> dict:
     return meta
 
 
+def read_splits(run: Path) -> list[dict]:
+    """The rows (path, label, split) of RUN/splits.csv; [] when the run has none."""
+    f = Path(run) / "splits.csv"
+    if not f.is_file():
+        return []
+    with open(f, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_split(model, purpose: str = "evaluate on; give DATA: imgclf evaluate RUN DATA"):
+    """(paths, class indices in model.classes) of the run's held-out test split."""
+    import numpy as np
+
+    rows = [r for r in read_splits(model.path) if r["split"] == "test"]
+    if not rows:
+        raise UserError(f"{model.path} has no test split to {purpose}")
+    return [r["path"] for r in rows], np.array([model.classes.index(r["label"]) for r in rows])
+
+
 def write_splits(path: Path, paths: list[str], labels, splits, classes: list[str]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)

@@ -9,7 +9,6 @@ that into promote / keep with reasons and one plain-language paragraph.
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from scipy.stats import binomtest
 
 from ..errors import UserError
 from ..fsutil import write_json
+from ..runs import test_split
 from .calibration import expected_calibration_error
 
 # min_diff: the least B - A accuracy allowed (0: at least as good); min_discordant: the fewest images
@@ -144,7 +144,7 @@ def compare(a, b, data=None, tolerance: float = 0.02, alpha: float = 0.05, n_boo
         raise UserError(f"{mb.path} does not know {len(missing)} of {ma.path}'s classes: {', '.join(missing)}; "
                         "compare models trained on the same classes")
     rule = {**DEFAULT_RULE, "tolerance": tolerance, "alpha": alpha, **(rule or {})}
-    slices = {"test split": _slice(ma, mb, *_test_split(ma), n_boot, seed)}
+    slices = {"test split": _slice(ma, mb, *test_split(ma, "compare on"), n_boot, seed)}
     if data is not None:
         slices["new data"] = _slice(ma, mb, *_labeled(data, ma.classes), n_boot, seed)
     result = {"a": str(ma.path), "b": str(mb.path), "classes": ma.classes, "rule": rule, "slices": slices,
@@ -175,18 +175,6 @@ def _slice(ma, mb, paths: list[str], labels: np.ndarray, n_boot: int, seed: int)
     stats["ece"] = {"a": expected_calibration_error(pa, y), "b": expected_calibration_error(pb, yb)}
     stats["skipped"] = {paths[i]: r for i, r in sorted(bad.items())}
     return stats
-
-
-def _test_split(model) -> tuple[list[str], np.ndarray]:
-    """The champion's frozen test split, from its splits.csv."""
-    f = Path(model.path) / "splits.csv"
-    rows = []
-    if f.is_file():
-        with open(f, newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
-    if not rows:
-        raise UserError(f"{model.path} has no test split to compare on (splits.csv with split=test rows)")
-    return [r["path"] for r in rows], np.array([model.classes.index(r["label"]) for r in rows])
 
 
 def _labeled(data, classes: list[str]) -> tuple[list[str], np.ndarray]:

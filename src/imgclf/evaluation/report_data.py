@@ -8,7 +8,6 @@ report can be rebuilt at any time with `imgclf report RUN`.
 from __future__ import annotations
 
 import base64
-import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fsutil import read_json
+from ..runs import read_splits
 
 
 @dataclass
@@ -55,7 +55,7 @@ def gather(model, progress: bool = False) -> Facts:
     optional = {name: read_json(run / name) if (run / name).is_file() else None
                 for name in ("metrics.json", "data_report.json", "label_issues.json")}
     config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) if (run / "config.yaml").is_file() else {}
-    rows = read_rows(run / "splits.csv")
+    rows = read_splits(run)
     meta = model.meta
     if hasattr(model, "members"):      # an ensemble bundle: describe it as one architecture made of its members
         names = [m.meta["architecture"]["name"] for m in model.members]
@@ -69,13 +69,6 @@ def gather(model, progress: bool = False) -> Facts:
     facts.flops, facts.modules = count_flops(model)
     facts.doctor = quick_doctor(rows, model.classes, facts.data.get("root"))
     return facts
-
-
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def test_predictions(model, rows: list[dict], progress: bool) -> Test | None:
