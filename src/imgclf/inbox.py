@@ -1,0 +1,304 @@
+"""The feedback inbox: corrected labels for images the model saw, kept as a class-folder dataset.
+
+INBOX/ <label>/<sha256>.<ext>   the image bytes, named by their content (never a client's name), so the
+                                same image sent twice is stored once and INBOX is itself trainable data
+       feedback.jsonl           one record appended per feedback, the full history (who, when, what the
+                                model had said): {"sha256", "path", "label", "known_class", "time", "who",
+                                "source", "previous", "prediction_id"}
+
+Written by `POST /feedback` (the service) and `imgclf feedback import FOLDER`; read by
+`imgclf update --from-inbox`. The same image given another label moves to that label's folder
+(the latest word wins); the history keeps every word. A label the model does not know is kept as
+a proposed new class (`known_class: false`) for a person to accept by retraining.
+
+    from imgclf import inbox
+    inbox.add("registry/inbox", open("x.jpg", "rb").read(), "rose", classes=["rose", "tulip"])
+    inbox.import_folder("corrections/", "registry/inbox")      # corrections/<label>/<images>
+    inbox.summary("registry/inbox", classes=["rose", "tulip"])  # counts per label, proposed classes
+"""
+from __future__ import annotations
+
+import getpass
+import hashlib
+import io
+import json
+import os
+import tempfile
+import threading
+import warnings
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from .data.images import IMAGE_EXTENSIONS, MAX_PIXELS
+from .errors import UserError
+
+FEEDBACK_FILE = "feedback.jsonl"
+LOCK_FILE = ".lock"
+MAX_LABEL = 100
+# Reserved: the service answers "unknown" when it rejects an image; as a class it would collide with that.
+RESERVED_LABELS = frozenset({"unknown"})
+# PIL format -> the extension training reads (data.discover only lists IMAGE_EXTENSIONS). MPO is a
+# camera's multi-picture JPEG; PPM also covers PGM/PBM.
+FORMAT_EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",
+              "TIFF": "tif", "PPM": "ppm"}
+# flock excludes other processes; threads of one process (the server's worker pool) also take this.
+_THREAD_LOCK = threading.Lock()
+
+
+def check_label(label: str) -> str:
+    """The label stripped of surrounding spaces, or UserError when it cannot be a class folder name.
+
+        >>> check_label("  rose ")
+        'rose'
+    """
+    if not isinstance(label, str):
+        raise UserError(f"label must be text, not {type(label).__name__}")
+    s = label.strip()
+    why = None
+    if not s:
+        why = "it is empty"
+    elif len(s) > MAX_LABEL:
+        why = f"it is {len(s)} characters long (at most {MAX_LABEL})"
+    elif "/" in s or "\\" in s:
+        why = "it contains a slash (labels become folder names)"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in s):
+        why = "it contains control characters"
+    elif s.startswith("."):
+        why = "it starts with '.' (hidden folders are not read as classes)"
+    elif s.lower() in RESERVED_LABELS:
+        why = "'unknown' is reserved for images the model declines to classify"
+    if why:
+        raise UserError(f"label {label[:120]!r} cannot be used: {why}; use a plain class name such as 'rose'")
+    return s
+
+
+def image_ext(data: bytes) -> str:
+    """The file extension for image bytes (from the decoded format, never from a name); UserError
+    naming why when the bytes are not a complete image that training could read."""
+    from PIL import Image
+
+    if not data:
+        raise UserError("the image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                fmt = img.format
+                if img.width * img.height > MAX_PIXELS:
+                    raise UserError(f"the image is too large ({img.width}x{img.height} pixels; "
+                                    f"at most {MAX_PIXELS} pixels)")
+                img.verify()            # structure and checksums (PNG CRCs) ...
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()              # ... and every pixel decodes: a truncated file fails here, not in training
+    except UserError:
+        raise
+    except Exception as e:      # PIL raises many types on malformed input
+        raise UserError(f"not a readable image ({type(e).__name__}: {str(e)[:100] or 'cannot decode'}); "
+                        "send a JPEG, PNG, WebP, GIF, BMP or TIFF file") from e
+    ext = FORMAT_EXT.get(fmt or "")
+    if ext is None or f".{ext}" not in IMAGE_EXTENSIONS:
+        raise UserError(f"image format {fmt} is not one imgclf trains on; convert it to PNG or JPEG")
+    return ext
+
+
+def add(inbox: str | Path, data: bytes, label: str, *, classes: list[str] | None, who: str | None = None,
+        previous: dict | None = None, source: str = "import", prediction_id: str | None = None) -> dict:
+    """Store one image under `label` and append its feedback record; return the record plus
+    "action": "added" (new image), "already there" (same image, same label) or "relabelled"
+    (same image, moved from another label's folder).
+
+    `classes`: the model's classes, to mark a label it does not know as a proposed new class
+    (None: not known, recorded as null). `previous`: what the model had answered
+    ({"label", "confidence", "model", "version"}).
+
+        >>> add("inbox", png_bytes, "tulip", classes=["rose", "tulip"], who="ann")["action"]
+        'added'
+    """
+    label = check_label(label)
+    ext = image_ext(data)
+    sha = hashlib.sha256(data).hexdigest()
+    root = Path(inbox).expanduser()
+    name = f"{sha}.{ext}"
+    target = root / label / name
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root):
+        found = [p for p in _label_dirs(root) if (p / name).is_file()]
+        if target.parent in found:
+            action = "already there"
+        else:
+            target.parent.mkdir(exist_ok=True)
+            if found:
+                os.replace(found[0] / name, target)
+                action = "relabelled"
+            else:
+                _write_bytes(target, data)
+                action = "added"
+        for old in found:
+            if old != target.parent:
+                (old / name).unlink(missing_ok=True)
+                _remove_if_empty(old)
+        record = {"sha256": sha, "path": f"{label}/{name}", "label": label,
+                  "known_class": None if classes is None else label in classes,
+                  "time": _now(), "who": who, "source": source, "previous": previous,
+                  "prediction_id": prediction_id}
+        # One write of one whole line, under the lock: concurrent feedback never interleaves.
+        with open(root / FEEDBACK_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+    return {**record, "action": action}
+
+
+def import_folder(folder: str | Path, inbox: str | Path, *, classes: list[str] | None = None,
+                  who: str | None = None) -> dict:
+    """Add every image of FOLDER/<label>/ to the inbox (source "import"). Never stops on a bad file:
+    unreadable files, files outside a class folder, sub-folders and unusable labels are listed
+    under "skipped" with the reason.
+
+    Returns {"folder", "inbox", "added", "already there", "relabelled", "skipped": [{"path", "reason"}],
+    "labels": {label: {"added", "already there", "relabelled", "known_class"}}, "proposed": [...]}.
+
+        >>> import_folder("corrections/", "registry/inbox")["added"]
+        12
+    """
+    src = Path(folder).expanduser()
+    if not src.is_dir():
+        raise UserError(f"{folder} is not a folder; give a folder with one sub-folder per label "
+                        "(corrections/rose/*.jpg, corrections/tulip/*.jpg)")
+    who = who or _user()
+    out = {"folder": str(src), "inbox": str(Path(inbox).expanduser()), "added": 0, "already there": 0,
+           "relabelled": 0, "skipped": [], "labels": {}, "proposed": []}
+    entries = sorted(p for p in src.iterdir() if not p.name.startswith("."))
+    for p in entries:
+        if not p.is_dir():
+            out["skipped"].append({"path": str(p), "reason": "not inside a label folder (FOLDER/<label>/<image>)"})
+            continue
+        try:
+            label = check_label(p.name)
+        except UserError as e:
+            out["skipped"].append({"path": str(p), "reason": str(e)})
+            continue
+        counts = out["labels"].setdefault(label, {"added": 0, "already there": 0, "relabelled": 0,
+                                                  "known_class": None if classes is None else label in classes})
+        for f in sorted(q for q in p.iterdir() if not q.name.startswith(".")):
+            if f.is_dir():
+                out["skipped"].append({"path": str(f), "reason": "a sub-folder: only one level of label folders is read"})
+                continue
+            try:
+                r = add(inbox, f.read_bytes(), label, classes=classes, who=who, source="import")
+            except (UserError, OSError) as e:
+                out["skipped"].append({"path": str(f), "reason": str(e)})
+                continue
+            counts[r["action"]] += 1
+            out[r["action"]] += 1
+    out["proposed"] = sorted(lb for lb, c in out["labels"].items() if c["known_class"] is False)
+    if not out["labels"] and not out["skipped"]:
+        raise UserError(f"{folder} has no label folders; put images in {folder}/<label>/")
+    return out
+
+
+def records(inbox: str | Path) -> list[dict]:
+    """The latest feedback record per image (sha256), oldest first; [] for an inbox not created yet."""
+    p = Path(inbox).expanduser() / FEEDBACK_FILE
+    if not p.is_file():
+        return []
+    latest: dict[str, dict] = {}
+    with open(p, encoding="utf-8") as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:    # a line cut by a crash mid-write: skip it, keep the rest
+                continue
+            latest.pop(r.get("sha256"), None)      # re-inserted last, so the order is by latest feedback
+            latest[r.get("sha256")] = r
+    return list(latest.values())
+
+
+def summary(inbox: str | Path, classes: list[str] | None = None) -> dict:
+    """What the inbox holds now: images per label folder (what `update --from-inbox` trains on),
+    the labels `classes` does not know ("proposed"), the feedback count and the latest time.
+
+        >>> summary("registry/inbox", ["rose", "tulip"])
+        {"inbox": "registry/inbox", "images": 3, "labels": {"rose": 2, "lily": 1}, "proposed": ["lily"], ...}
+    """
+    root = Path(inbox).expanduser()
+    labels = {d.name: sum(1 for f in d.iterdir() if _is_image(f)) for d in _label_dirs(root)}
+    labels = {k: n for k, n in sorted(labels.items()) if n}
+    recs = records(root)
+    n_feedback = 0
+    if (root / FEEDBACK_FILE).is_file():
+        with open(root / FEEDBACK_FILE, "rb") as f:
+            n_feedback = sum(1 for _ in f)
+    return {"inbox": str(root), "images": sum(labels.values()), "labels": labels,
+            "proposed": [] if classes is None else [lb for lb in labels if lb not in classes],
+            "feedback": n_feedback, "last": max((r.get("time") or "" for r in recs), default=None)}
+
+
+def default_inbox(registry: str | Path | None = None, run: str | Path | None = None) -> Path:
+    """Where feedback goes when no --inbox is given: REGISTRY/inbox when a registry is in use,
+    else inbox/ beside the run's parent folder (runs/x -> ./inbox), else ./inbox."""
+    if registry is not None:
+        return Path(registry).expanduser() / "inbox"
+    if run is not None:
+        return Path(run).expanduser().resolve().parent.parent / "inbox"
+    return Path("inbox")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _label_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Atomic: a dot-named temp file (hidden from dataset discovery) renamed into place."""
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _remove_if_empty(d: Path) -> None:
+    # An empty label folder would make the inbox fail as a dataset ("class folder has no images").
+    try:
+        d.rmdir()
+    except OSError:
+        pass
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    with _THREAD_LOCK, open(root / LOCK_FILE, "a") as f:
+        try:
+            import fcntl
+        except ImportError:     # Windows: the thread lock still serialises one server process
+            yield
+            return
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:       # no login name in some containers
+        return "unknown"

@@ -1,0 +1,127 @@
+"""The feedback inbox: content-named images in label folders, an append-only history, safe labels."""
+from __future__ import annotations
+
+import io
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgclf import inbox
+from imgclf.errors import UserError
+
+
+def _image(seed: int, fmt: str = "PNG") -> bytes:
+    arr = np.random.default_rng(seed).integers(0, 255, size=(12, 16, 3)).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _lines(box: Path) -> list[dict]:
+    return [json.loads(x) for x in (box / "feedback.jsonl").read_text().splitlines()]
+
+
+def test_add_names_by_content_and_keeps_history(tmp_path):
+    box = tmp_path / "inbox"
+    png, jpg = _image(1), _image(2, "JPEG")
+    r = inbox.add(box, png, " rose ", classes=["rose", "tulip"], who="ann",
+                  previous={"label": "tulip", "confidence": 0.6, "model": "m", "version": 2},
+                  source="serve", prediction_id="abc-1")
+    assert r["action"] == "added" and r["label"] == "rose" and r["known_class"] is True
+    assert (box / r["path"]).read_bytes() == png and r["path"].endswith(".png")
+    assert Path(r["path"]).stem == r["sha256"]
+    assert inbox.add(box, jpg, "rose", classes=None)["path"].endswith(".jpg")
+    # The same image with the same label: stored once, but the feedback is still recorded.
+    assert inbox.add(box, png, "rose", classes=["rose"])["action"] == "already there"
+    assert len(list((box / "rose").iterdir())) == 2
+    lines = _lines(box)
+    assert len(lines) == 3 and lines[0]["previous"]["label"] == "tulip" and lines[0]["prediction_id"] == "abc-1"
+    assert lines[1]["known_class"] is None
+    assert set(lines[0]) == {"sha256", "path", "label", "known_class", "time", "who", "source", "previous",
+                             "prediction_id"}
+
+
+def test_relabel_moves_the_file_and_latest_wins(tmp_path):
+    box = tmp_path / "inbox"
+    png = _image(3)
+    inbox.add(box, png, "rose", classes=["rose", "tulip"])
+    r = inbox.add(box, png, "lily", classes=["rose", "tulip"])
+    assert r["action"] == "relabelled" and r["known_class"] is False
+    assert (box / "lily" / Path(r["path"]).name).is_file()
+    assert not (box / "rose").exists()      # an empty label folder would break training on the inbox
+    [latest] = inbox.records(box)
+    assert latest["label"] == "lily" and len(_lines(box)) == 2
+    s = inbox.summary(box, classes=["rose", "tulip"])
+    assert s["labels"] == {"lily": 1} and s["proposed"] == ["lily"] and s["feedback"] == 2
+
+
+@pytest.mark.parametrize("label", ["", "  ", "../x", "a/b", "a\\b", "unknown", "Unknown", ".hidden", ".", "..",
+                                   "a\x00b", "tab\there", "x" * 101])
+def test_unsafe_labels_are_refused(tmp_path, label):
+    with pytest.raises(UserError, match="cannot be used"):
+        inbox.add(tmp_path / "inbox", _image(4), label, classes=None)
+    assert not (tmp_path / "inbox" / "feedback.jsonl").exists()
+
+
+def test_unreadable_bytes_are_refused(tmp_path):
+    with pytest.raises(UserError, match="empty"):
+        inbox.add(tmp_path, b"", "rose", classes=None)
+    with pytest.raises(UserError, match="not a readable image"):
+        inbox.add(tmp_path, b"hello, not an image", "rose", classes=None)
+    with pytest.raises(UserError, match="not a readable image"):
+        inbox.add(tmp_path, _image(5, "JPEG")[:200], "rose", classes=None)    # truncated
+
+
+def test_import_folder_reports_every_file(tmp_path):
+    src = tmp_path / "corrections"
+    for label, seeds in {"rose": [1, 2], "lily": [3], "unknown": [4]}.items():
+        (src / label).mkdir(parents=True)
+        for s in seeds:
+            (src / label / f"img{s}.png").write_bytes(_image(s))
+    (src / "rose" / "notes.txt").write_text("not an image")
+    (src / "rose" / "deeper").mkdir()
+    (src / "loose.png").write_bytes(_image(9))
+    box = tmp_path / "inbox"
+    out = inbox.import_folder(src, box, classes=["rose", "tulip"], who="bob")
+    assert (out["added"], out["already there"], out["relabelled"]) == (3, 0, 0)
+    assert out["labels"]["rose"]["added"] == 2 and out["proposed"] == ["lily"]
+    reasons = {Path(s["path"]).name: s["reason"] for s in out["skipped"]}
+    assert set(reasons) == {"unknown", "notes.txt", "deeper", "loose.png"}
+    assert "reserved" in reasons["unknown"] and "not a readable image" in reasons["notes.txt"]
+    again = inbox.import_folder(src, box, classes=["rose", "tulip"])
+    assert (again["added"], again["already there"]) == (0, 3)
+    assert all(r["who"] == "bob" and r["source"] == "import" for r in _lines(box)[:3])
+    # The inbox is a class-folder dataset: only images, only label folders.
+    from imgclf.data.discover import discover
+
+    assert sorted(discover(box).classes) == ["lily", "rose"]
+
+
+def test_concurrent_adds_lose_nothing(tmp_path):
+    box = tmp_path / "inbox"
+    images = [_image(100 + i) for i in range(8)]
+    errors = []
+
+    def worker(k):
+        try:
+            for i, data in enumerate(images):
+                inbox.add(box, data, ["a", "b"][(i + k) % 2], classes=["a", "b"], who=f"t{k}")
+        except Exception as e:      # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    lines = _lines(box)         # every line whole JSON
+    assert len(lines) == 32
+    files = [p for p in box.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix == ".png"]
+    assert len(files) == 8      # each image in exactly one label folder
+    latest = {r["sha256"]: r["label"] for r in inbox.records(box)}
+    assert {p.stem: p.parent.name for p in files} == latest
