@@ -11,6 +11,10 @@ loop keeps serving meanwhile) and resolves each request's future with its rows.
     batcher = MicroBatcher(model.predict_proba, max_batch=32, max_wait_ms=2, max_queue=512)
     await batcher.start()
     probs = await batcher.submit(images)        # (n, C) for this request's n images
+
+Each request may name the model function it was decoded for (`submit(images, model.predict_proba)`):
+after a hot swap (serving.holder) requests for the old and the new model may wait side by side, and
+a batch only ever holds requests for one of them.
 """
 from __future__ import annotations
 
@@ -61,13 +65,14 @@ class MicroBatcher:
         finally:
             self.incoming -= 1
 
-    async def submit(self, images: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities for `images` (n, size, size, 3), computed in some batch."""
+    async def submit(self, images: np.ndarray, predict: Callable | None = None) -> np.ndarray:
+        """Calibrated probabilities for `images` (n, size, size, 3), computed in some batch by
+        `predict` (default: the batcher's own function)."""
         if self.waiting + len(images) > self.max_queue:
             raise queue_full()
         future = asyncio.get_running_loop().create_future()
         self._note_waiting(len(images))
-        self._queue.put_nowait((images, future))
+        self._queue.put_nowait((images, future, predict or self.predict))
         return await future
 
     def _note_waiting(self, delta: int) -> None:
@@ -79,19 +84,19 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect(loop)
-            images = np.concatenate([item[0] for item in batch])
+            images, predict = np.concatenate([item[0] for item in batch]), batch[0][2]
             self._note_waiting(-len(images))
             if self.metrics:
                 self.metrics.batch_size.observe(len(images))
             try:
-                probs = await loop.run_in_executor(self._thread, self.predict, images)
+                probs = await loop.run_in_executor(self._thread, predict, images)
             except Exception as e:      # noqa: BLE001 - the requests in this batch get a 500, the service goes on
-                for _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(e)
                 continue
             start = 0
-            for rows, future in batch:
+            for rows, future, _ in batch:
                 if not future.done():          # done: the client went away while it waited
                     future.set_result(probs[start:start + len(rows)])
                 start += len(rows)
@@ -113,7 +118,8 @@ class MicroBatcher:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
                 except asyncio.TimeoutError:
                     break
-            if n + len(item[0]) > self.max_batch:
+            # Bound methods of the same model compare equal; another model's requests wait for the next batch.
+            if n + len(item[0]) > self.max_batch or item[2] != first[2]:
                 self._held = item
                 break
             batch.append(item)
@@ -142,10 +148,10 @@ class DirectRunner:
     def arriving(self):
         return contextlib.nullcontext()
 
-    async def submit(self, images: np.ndarray) -> np.ndarray:
+    async def submit(self, images: np.ndarray, predict: Callable | None = None) -> np.ndarray:
         if self.metrics:
             self.metrics.batch_size.observe(len(images))
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self.predict, images)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, predict or self.predict, images)
 
 
 def available_cores() -> int:

@@ -6,12 +6,13 @@ from ..fsutil import read_json
 from .settings import ServeSettings
 
 
-def model_info(model, settings: ServeSettings) -> dict:
+def model_info(model, settings: ServeSettings | None = None) -> dict:
+    """The model's description; with `settings`, also the service's limits (key "service")."""
     meta, path = model.meta, model.path
     # The ONNX backend swaps the torch module for an ONNX Runtime wrapper (see imgclf.onnx_backend).
     backend = "onnx" if "onnx" in type(getattr(model, "net", None)).__module__ else "torch"
     arch = meta.get("architecture", {})
-    return {
+    info = {
         "name": path.name if path else "model",
         "kind": meta.get("kind", "run"),
         "classes": list(model.classes),
@@ -23,11 +24,17 @@ def model_info(model, settings: ServeSettings) -> dict:
         "decision": _decision(meta),
         "metrics": _metrics_summary(path),
         "imgclf_version": meta.get("imgclf_version"),
-        "service": {"batching": settings.batching, "max_batch": settings.max_batch,
-                    "max_wait_ms": settings.max_wait_ms, "max_upload_mb": settings.max_upload_mb,
-                    "max_pixels": settings.max_pixels, "max_images": settings.max_images,
-                    "top_k": settings.top_k, "api_key_required": settings.api_key is not None},
     }
+    if settings is not None:
+        info["service"] = service_info(settings)
+    return info
+
+
+def service_info(settings: ServeSettings) -> dict:
+    return {"batching": settings.batching, "max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
+            "max_upload_mb": settings.max_upload_mb, "max_pixels": settings.max_pixels,
+            "max_images": settings.max_images, "top_k": settings.top_k,
+            "api_key_required": settings.api_key is not None}
 
 
 def _decision(meta: dict) -> dict:

@@ -13,7 +13,8 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-ROUTES = frozenset({"/", "/predict", "/health", "/model", "/metrics", "/openapi.json", "/docs"})
+ROUTES = frozenset({"/", "/predict", "/health", "/model", "/metrics", "/openapi.json", "/docs", "/feedback",
+                    "/explain", "/scan"})
 
 
 class ServiceMetrics:
@@ -29,6 +30,12 @@ class ServiceMetrics:
         self.errors = Counter("imgclf_errors", "Refused requests and images by reason", ["reason"], registry=r)
         self.batch_size = Histogram("imgclf_batch_size", "Images per forward pass", buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("imgclf_queue_images", "Images waiting for the model", registry=r)
+        self.model_version = Gauge("imgclf_model_version", "Registry version of the served model "
+                                   "(0: a run served outside a registry)", registry=r)
+        self.swaps = Counter("imgclf_model_swaps", "Hot swaps to another registry version, by result "
+                             "(ok, failed: the old model goes on serving)", ["result"], registry=r)
+        self.log_dropped = Counter("imgclf_prediction_log_dropped", "Predictions not logged because the log "
+                                   "writer fell behind (--log-predictions)", registry=r)
         for label in classes:       # every class appears from the start, at 0
             self.predictions.labels(label)
 
