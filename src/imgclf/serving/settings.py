@@ -24,16 +24,24 @@ class ServeSettings:
     max_queue: int = 512                # images waiting; beyond it /predict answers 503 + Retry-After
     top_k: int = 5                      # default top-k in answers (?top_k= overrides, up to the class count)
     threads: int | None = None          # torch threads per forward; None: all cores batched, 1 without batching
+    log_predictions: str | None = None  # folder for the prediction log (imgclf.predlog); None: no log
+    log_sample: float = 1.0             # share of images logged, 0..1 (the same image always or never)
+    log_images: str = "keep"            # keep: store each logged image's bytes; hash: its sha256 only
+    log_max_mb: float = 500.0           # the log folder's size bound; the oldest files go first
+    inbox: str | None = None            # where POST /feedback stores corrected images; None: beside the run
 
     def __post_init__(self):
         checks = {"max_upload_mb": self.max_upload_mb > 0, "max_pixels": self.max_pixels > 0,
                   "max_images": self.max_images >= 1, "max_batch": self.max_batch >= 1,
                   "max_wait_ms": self.max_wait_ms >= 0, "max_queue": self.max_queue >= 1, "top_k": self.top_k >= 1,
-                  "threads": self.threads is None or self.threads >= 1}
+                  "threads": self.threads is None or self.threads >= 1, "log_sample": 0 <= self.log_sample <= 1,
+                  "log_max_mb": self.log_max_mb > 0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise UserError(f"serve setting(s) {', '.join(bad)} out of range: sizes and counts must be positive, "
-                            "max_wait_ms at least 0")
+                            "max_wait_ms at least 0, log_sample between 0 and 1")
+        if self.log_images not in ("keep", "hash"):
+            raise UserError(f"--log-images {self.log_images!r}: use keep (store the images) or hash (sha256 only)")
         if self.api_key is not None and not self.api_key.strip():
             raise UserError("--api-key is empty: give a non-empty key, or leave the option out for an open service")
 

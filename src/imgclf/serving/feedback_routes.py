@@ -1,0 +1,113 @@
+"""POST /feedback: a user says what an image really shows; the image goes to the feedback inbox
+(imgclf.inbox: INBOX/<label>/<sha256>.<ext> plus a record in INBOX/feedback.jsonl), where
+`imgclf update --from-inbox` picks it up.
+
+    curl -F file=@photo.jpg -F label=tulip http://localhost:8000/feedback
+    curl -F prediction_id=3f2a...-1763859723123 -F label=tulip http://localhost:8000/feedback   # a logged image
+    -> {"sha256": "...", "label": "tulip", "known_class": true, "path": "tulip/<sha256>.jpg"}
+
+The model's earlier answer is recorded with it: from the prediction log when `prediction_id` names
+a logged prediction, else from the optional `predicted` and `confidence` fields the page sends.
+"""
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from .. import inbox
+from ..errors import UserError
+from .limits import Rejected, read_body
+
+FEEDBACK_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
+    "file": {"type": "string", "format": "binary", "description": "the image (or give prediction_id)"},
+    "prediction_id": {"type": "string", "description": "id of a logged prediction (--log-predictions, images kept)"},
+    "label": {"type": "string", "description": "the right class; a name the model lacks proposes a new class"},
+    "who": {"type": "string"}, "predicted": {"type": "string"}, "confidence": {"type": "number"}},
+    "required": ["label"]}}}}
+
+
+def register(app: FastAPI, holder, settings, guarded: list, plog=None) -> None:
+    folder = settings.inbox or str(inbox.default_inbox(run=holder.model.path))
+
+    @app.post("/feedback", summary="Give the right label for an image (stored in the feedback inbox)",
+              dependencies=guarded, openapi_extra={"requestBody": FEEDBACK_BODY},
+              responses={400: {"description": "no image or prediction_id"}, 404: {"description": "unknown prediction_id"},
+                         413: {"description": "body over the limit"}, 422: {"description": "bad label or unreadable image"}})
+    async def feedback(request: Request):
+        served = holder.current
+        body = await read_body(request.headers.get("content-length"), request.stream(), settings.max_upload_bytes,
+                               request.headers.get("expect", "").lower() == "100-continue")
+        form = await _form(request, body)
+        label = _field(form, "label")
+        try:
+            label = inbox.check_label(label or "")
+        except UserError as e:
+            raise Rejected(422, f"bad label: {e}", "bad_label") from e
+        data, previous, pid = await _image_and_previous(form, plog, served)
+        try:
+            rec = await run_in_threadpool(inbox.add, folder, data, label, classes=list(served.model.classes),
+                                          who=_field(form, "who") or None, previous=previous, source="serve",
+                                          prediction_id=pid)
+        except UserError as e:
+            raise Rejected(422, str(e), "corrupt") from e
+        return {k: rec[k] for k in ("sha256", "label", "known_class", "path")}
+
+
+async def _form(request: Request, body: bytes):
+    """The multipart form of an already size-checked body."""
+    if not request.headers.get("content-type", "").lower().startswith(("multipart/form-data",
+                                                                       "application/x-www-form-urlencoded")):
+        raise Rejected(415, "send the feedback as multipart/form-data: curl -F file=@photo.jpg -F label=LABEL",
+                       "unsupported")
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        return await Request(request.scope, receive).form(max_files=2, max_fields=10)
+    except Exception as e:  # noqa: BLE001 - starlette raises several types on a bad body
+        raise Rejected(400, f"malformed form body: {e}", "malformed") from e
+
+
+def _field(form, name: str) -> str | None:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else None
+
+
+async def _image_and_previous(form, plog, served) -> tuple[bytes, dict | None, str | None]:
+    """The image bytes, the model's earlier answer and the prediction id, from the file part or the log."""
+    pid = _field(form, "prediction_id") or None
+    upload = form.get("file")
+    found = await run_in_threadpool(plog.find, pid) if (plog and pid) else None
+    if isinstance(upload, UploadFile):
+        data = await upload.read()
+    elif pid:
+        if plog is None:
+            raise Rejected(400, "prediction_id needs a prediction log (imgclf serve --log-predictions DIR); "
+                           "send the image as the 'file' part instead", "malformed")
+        if found is None:
+            raise Rejected(404, f"no logged prediction {pid!r}: send the image as the 'file' part", "not_found")
+        if found[1] is None:
+            raise Rejected(400, f"prediction {pid!r} was logged without its image (--log-images hash); "
+                           "send the image as the 'file' part", "malformed")
+        data = found[1]
+    else:
+        raise Rejected(400, "no image: send a 'file' part (curl -F file=@photo.jpg -F label=LABEL) "
+                       "or the 'prediction_id' of a logged prediction", "malformed")
+    if not data:
+        raise Rejected(400, "the image is empty (0 bytes)", "empty")
+    if found is not None:
+        rec = found[0]
+        previous = {"label": rec["label"], "confidence": rec["confidence"], "model": rec["model"],
+                    "version": rec["version"]}
+    elif _field(form, "predicted"):
+        try:
+            confidence = float(_field(form, "confidence") or "nan")
+        except ValueError:
+            confidence = None
+        previous = {"label": _field(form, "predicted"), "confidence": None if confidence != confidence else confidence,
+                    "model": served.info["name"], "version": served.version}
+    else:
+        previous = None
+    return data, previous, pid
