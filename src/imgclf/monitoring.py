@@ -1,0 +1,443 @@
+"""imgclf monitor: is the model still seeing what it was tested on, and which images to label next.
+
+The reference is the run's frozen test split, predicted by the same model (cached in OUT, keyed by
+the weights, so re-runs read JSON only); the live side is the service's prediction log
+(`imgclf serve --log-predictions DIR`, format in predlog / the contracts). Both are reduced to the
+same per-image numbers: predicted class, calibrated confidence, top-1 minus top-2 margin, and the
+input's width, height, colour mode and brightness; evaluation.drift compares them.
+
+    r = imgclf.monitor("registry/production", "logs/")
+    r["status"], r["verdict"]     # ('drift', 'Drift: the model sees darker images (mean brightness 52 vs 118 ...')
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .evaluation import drift
+from .evaluation.rejection import UNKNOWN
+from .fsutil import read_json, write_json, write_text
+from .predlog import brightness, log_files
+
+REFERENCE_FORMAT = 1
+# Below this calibrated confidence an answer counts as low-confidence, unless the run has a rejection
+# threshold. Two classes: the top probability is never below 0.5, so 0.75 (halfway to certain).
+DEFAULT_LOW = 0.5
+DEFAULT_LOW_TWO_CLASSES = 0.75
+TO_LABEL_COLUMNS = ["id", "time", "image", "label", "confidence", "margin", "sha256", "logged_image"]
+
+
+# ---- the two sides ------------------------------------------------------------------------------
+
+def header_stats(path: str) -> dict:
+    """width, height and mode from the file's header, as the prediction log records them for uploads
+    (stored size, before EXIF rotation); {} when the file cannot be read now."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return {"width": img.width, "height": img.height, "mode": img.mode}
+    except Exception:        # noqa: BLE001 - a test image gone or broken since training: no input stats
+        return {}
+
+
+def reference(model, out: Path, verbose: bool = True) -> dict:
+    """Per-image answers and input stats on the run's test split; read from OUT/reference.json when
+    it was made by the same weights, model.json and splits.csv."""
+    key = reference_key(model.path)
+    cached = out / "reference.json"
+    if cached.is_file():
+        try:
+            ref = read_json(cached)
+            if ref.get("key") == key and ref.get("format") == REFERENCE_FORMAT:
+                return ref
+        except (OSError, ValueError):
+            pass                        # unreadable cache: recompute
+    from .data.cache import build_cache
+    from .runs import test_split
+
+    paths, _ = test_split(model, "compare live traffic with (monitor needs the run's splits.csv)")
+    cache = build_cache(paths, model.img_size, model.resize_mode, progress=verbose)
+    keep = [i for i in range(len(paths)) if i not in cache.bad]
+    if not keep:
+        raise UserError(f"none of the {len(paths)} test images of {model.path} can be read any more; "
+                        "monitor compares live traffic with them")
+    probs = model.predict_proba(cache.images[np.array(keep)])
+    answers = model.answers(probs, top_k=2)
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    ref = {"format": REFERENCE_FORMAT, "key": key, "model": model.path.name, "n": len(keep),
+           "skipped": len(paths) - len(keep), "path": [paths[i] for i in keep],
+           "label": [a["label"] for a in answers], "confidence": [a["confidence"] for a in answers],
+           "margin": (top2[:, 1] - top2[:, 0]).tolist()}
+    stats = [header_stats(paths[i]) for i in keep]
+    for k in ("width", "height", "mode"):
+        ref[k] = [s.get(k) for s in stats]
+    # Brightness of the decoded model input, computed exactly as the log does for uploads.
+    ref["brightness"] = [round(brightness(img), 3) for img in cache.images[np.array(keep)]]
+    write_json(cached, ref)
+    return ref
+
+
+def reference_key(run: Path) -> str:
+    """sha256 over what decides the reference answers: weights, model.json (temperature, thresholds,
+    TTA) and splits.csv (which images)."""
+    h = hashlib.sha256()
+    weights = sorted(run.glob("members/*/model.safetensors")) or [run / "model.safetensors"]
+    for f in [*weights, run / "model.json", run / "splits.csv"]:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def read_log(path: str | Path) -> tuple[list[dict], Path, int]:
+    """(records oldest first, the log folder image paths are relative to, lines that were not JSON).
+    `path` is the log folder (every predictions*.jsonl in it: rotated ones, named by their UTC time,
+    then the current one) or one .jsonl file."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files, folder = log_files(p), p
+        if not files:
+            raise UserError(f"{p} holds no predictions*.jsonl; start the service with "
+                            f"imgclf serve RUN --log-predictions {p} (or give --log the .jsonl file)")
+    elif p.is_file():
+        files, folder = [p], p.parent
+    else:
+        raise UserError(f"no prediction log at {p}: give the folder passed to imgclf serve --log-predictions, "
+                        "or one predictions*.jsonl in it")
+    records, bad = [], 0
+    for f in files:
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    r = json.loads(line)
+                except ValueError:       # a line cut short by a crash mid-write
+                    bad += 1
+                    continue
+                if isinstance(r, dict) and isinstance(r.get("confidence"), (int, float)):
+                    records.append(r)
+                else:
+                    bad += 1
+    return records, folder, bad
+
+
+def _parse_time(text) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def select(records: list[dict], model_name: str, since: str | None) -> tuple[list[dict], dict]:
+    """The records of this model (a log may hold several: a hot swap, a shared folder) at or after
+    `since`; and counts of what was left out."""
+    names = sorted({str(r.get("model")) for r in records})
+    mine = [r for r in records if r.get("model") == model_name]
+    if records and not mine:
+        raise UserError(f"the log holds predictions of {', '.join(names)}, none of {model_name}; "
+                        "monitor the run that served them (a run folder or REGISTRY/VERSION)")
+    left = {"other_models": len(records) - len(mine), "before_since": 0}
+    if since:
+        start = _parse_time(since)
+        if start is None:
+            raise UserError(f"--since {since!r} is not an ISO date or time; e.g. 2026-11-23 or 2026-11-23T08:00")
+        kept = [r for r in mine if (t := _parse_time(r.get("time"))) is not None and t >= start]
+        left["before_since"] = len(mine) - len(kept)
+        mine = kept
+    return mine, left
+
+
+# ---- statistics and the verdict -----------------------------------------------------------------
+
+def low_line(model) -> tuple[float, str]:
+    rejection = model.meta.get("rejection")
+    if rejection:
+        return float(rejection["threshold"]), "the run's rejection threshold"
+    if len(model.classes) == 2:
+        return DEFAULT_LOW_TWO_CLASSES, "default for two classes (the top probability is never below 0.5)"
+    return DEFAULT_LOW, "default"
+
+
+def _column(rows: list[dict], key: str) -> list:
+    return [r.get(key) for r in rows]
+
+
+def _numbers(values) -> np.ndarray:
+    return np.array([v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)], dtype=float)
+
+
+def _log_area(ws, hs) -> np.ndarray:
+    return np.array([math.log2(w * h) for w, h in zip(ws, hs)
+                     if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0], dtype=float)
+
+
+def statistics(ref: dict, live: list[dict], classes: list[str], low: float) -> dict:
+    """Every comparison of reference and live, by name (see evaluation.drift for each one)."""
+    r_conf, l_conf = _numbers(ref["confidence"]), _numbers(_column(live, "confidence"))
+    cats = list(classes) + ([UNKNOWN] if UNKNOWN in ref["label"] or any(r.get("label") == UNKNOWN for r in live) else [])
+    s = {
+        "predicted_class": drift.compare_categorical(ref["label"], [str(x) for x in _column(live, "label")], cats),
+        "confidence": drift.compare_numeric(r_conf, l_conf),
+        "margin": drift.compare_numeric(_numbers(ref["margin"]), _numbers(_column(live, "margin"))),
+        "low_confidence": {"threshold": low, **drift.compare_rate(int((r_conf < low).sum()), len(r_conf),
+                                                                  int((l_conf < low).sum()), len(l_conf))},
+        "brightness": drift.compare_numeric(_numbers(ref["brightness"]), _numbers(_column(live, "brightness"))),
+        "image_area": drift.compare_numeric(_log_area(ref["width"], ref["height"]),
+                                            _log_area(_column(live, "width"), _column(live, "height"))),
+        "colour_mode": drift.compare_categorical([m for m in ref["mode"] if m], [m for m in _column(live, "mode") if m]),
+    }
+    if UNKNOWN in cats:
+        k_ref = sum(label == UNKNOWN for label in ref["label"])
+        s["unknown"] = drift.compare_rate(k_ref, len(ref["label"]), sum(r.get("label") == UNKNOWN for r in live), len(live))
+    for side, rows in (("ref", None), ("live", live)):
+        ws = ref["width"] if rows is None else _column(rows, "width")
+        hs = ref["height"] if rows is None else _column(rows, "height")
+        w, h = _numbers(ws), _numbers(hs)
+        s["image_area"].setdefault("size", {})[side] = [float(np.median(w)), float(np.median(h))] if len(w) and len(h) else None
+    return s
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}" if x >= 0.01 or x == 0 else f"{x:.1%}"
+
+
+def findings(s: dict) -> list[str]:
+    """One plain phrase per statistic that shifted, in the order a reader cares about: what the model
+    sees, then how it answers."""
+    out = []
+    b = s["brightness"]
+    if b["shifted"]:
+        word = "darker" if b["live"]["mean"] < b["ref"]["mean"] else "brighter"
+        out.append(f"the model sees {word} images (mean brightness {b['live']['mean']:.0f} vs {b['ref']['mean']:.0f} "
+                   f"on its test set, PSI {b['psi']:.2g})")
+    a = s["image_area"]
+    if a["shifted"] and a["size"]["ref"] and a["size"]["live"]:
+        (rw, rh), (lw, lh) = a["size"]["ref"], a["size"]["live"]
+        word = "smaller" if a["live"]["median"] < a["ref"]["median"] else "larger"
+        out.append(f"{word} images (median {lw:.0f}x{lh:.0f} px vs {rw:.0f}x{rh:.0f}, PSI {a['psi']:.2g})")
+    m = s["colour_mode"]
+    if m["shifted"]:
+        mode = max(m["categories"], key=lambda c: abs(m["live"][c] - m["ref"][c]))
+        out.append(f"another colour-mode mix ({mode}: {_pct(m['live'][mode])} vs {_pct(m['ref'][mode])})")
+    c = s["confidence"]
+    if c["shifted"]:
+        word = "lower" if c["live"]["median"] < c["ref"]["median"] else "higher"
+        out.append(f"answers with {word} confidence (median {c['live']['median']:.2f} vs {c['ref']['median']:.2f}, "
+                   f"PSI {c['psi']:.2g})")
+    low = s["low_confidence"]
+    if low["shifted"]:
+        out.append(f"{_pct(low['live'])} of answers are below {low['threshold']:.2g} (test: {_pct(low['ref'])})")
+    u = s.get("unknown")
+    if u and u["shifted"]:
+        out.append(f"{_pct(u['live'])} of answers are '{UNKNOWN}' (test: {_pct(u['ref'])})")
+    p = s["predicted_class"]
+    if p["shifted"]:
+        cls = max(p["categories"], key=lambda k: abs(p["live"][k] - p["ref"][k]))
+        out.append(f"the predicted classes changed (PSI {p['psi']:.2g}; '{cls}' {_pct(p['live'][cls])} of answers "
+                   f"vs {_pct(p['ref'][cls])})")
+    return out
+
+
+def _join(phrases: list[str]) -> str:
+    return phrases[0] if len(phrases) == 1 else "; ".join(phrases[:-1]) + "; and " + phrases[-1]
+
+
+def verdict(s: dict, n_live: int, n_ref: int, labelling: str) -> tuple[str, str]:
+    """(status: drift | no_drift | too_few, one paragraph in plain words)."""
+    if n_live < drift.MIN_LIVE:
+        return "too_few", (f"Too few logged predictions to tell: {n_live} (at least {drift.MIN_LIVE} are needed "
+                           f"to compare with the {n_ref} test images). Keep logging and run imgclf monitor again.")
+    found = findings(s)
+    if found:
+        return "drift", f"Drift: {_join(found)}. {labelling}"
+    c, b, p, low = s["confidence"], s["brightness"], s["predicted_class"], s["low_confidence"]
+    parts = []
+    if c["psi"] is not None:
+        parts.append(f"confidence median {c['live']['median']:.2f} vs {c['ref']['median']:.2f} (PSI {c['psi']:.2g})")
+    if b["psi"] is not None:
+        parts.append(f"brightness {b['live']['mean']:.0f} vs {b['ref']['mean']:.0f} (PSI {b['psi']:.2g})")
+    if p["psi"] is not None:
+        parts.append(f"predicted classes PSI {p['psi']:.2g}")
+    parts.append(f"{_pct(low['live'])} of answers below {low['threshold']:.2g} (test: {_pct(low['ref'])})")
+    return "no_drift", f"No drift: {n_live} logged predictions look like the {n_ref} test images: {', '.join(parts)}."
+
+
+# ---- what to label next -------------------------------------------------------------------------
+
+def pick_to_label(live: list[dict], log_dir: Path, top: int, done: set[str]) -> list[dict]:
+    """Logged predictions with their image kept, least confident first (ties: smallest margin), one per
+    image (sha256), skipping images already sorted into a class folder (`done`) and images the log
+    has rotated away."""
+    best: dict[str, dict] = {}
+    for r in live:
+        sha, image = r.get("sha256"), r.get("image")
+        if not sha or not image or sha in done:
+            continue
+        key = (r["confidence"], r.get("margin") if isinstance(r.get("margin"), (int, float)) else 1.0)
+        if sha not in best or key < best[sha][0]:
+            best[sha] = (key, r)
+    picks = []
+    for _, r in sorted(best.values(), key=lambda kr: kr[0]):
+        f = log_dir / r["image"]
+        # Paths come from a file on disk: keep them inside the log folder.
+        if ".." in Path(r["image"]).parts or Path(r["image"]).is_absolute() or not f.is_file():
+            continue
+        picks.append({"id": r.get("id"), "time": r.get("time"), "label": r.get("label"),
+                      "confidence": float(r["confidence"]), "margin": r.get("margin"), "sha256": r["sha256"],
+                      "logged_image": str(f), "image": f"to_label/{r['sha256']}{f.suffix.lower()}"})
+        if len(picks) == top:
+            break
+    return picks
+
+
+def write_to_label(picks: list[dict], out: Path) -> None:
+    """OUT/to_label.csv and a copy of each image in OUT/to_label/ (named by its sha256), ready to be
+    sorted into OUT/to_label/<class>/ folders; last time's unsorted copies that left the list go."""
+    folder = out / "to_label"
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = {Path(p["image"]).name for p in picks}
+    for f in folder.iterdir():
+        if f.is_file() and f.name not in wanted and len(f.stem) == 64:
+            f.unlink()
+    for p in picks:
+        dest = out / p["image"]
+        if not dest.exists():
+            shutil.copyfile(p["logged_image"], dest)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, TO_LABEL_COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(picks)
+    write_text(out / "to_label.csv", buf.getvalue())
+
+
+def _sorted_already(out: Path) -> set[str]:
+    """sha256 names of images the user already moved into OUT/to_label/<class>/."""
+    folder = out / "to_label"
+    if not folder.is_dir():
+        return set()
+    return {f.stem for d in folder.iterdir() if d.is_dir() for f in d.iterdir() if f.is_file()}
+
+
+# ---- the whole command --------------------------------------------------------------------------
+
+def resolve_run(ref: str | Path, registry: str | Path | None) -> tuple[Path, int | None]:
+    """(run folder, registry version or None) for a run folder, REGISTRY/ALIAS, or with `registry` a
+    bare version number or alias."""
+    from . import registry as reg
+    from .runs import find_run
+
+    p = Path(ref).expanduser()
+    if registry is not None and not p.exists():
+        return reg.resolve(registry, str(ref)), reg.version_number(registry, str(ref))
+    if not p.exists() and (p.parent / "versions").is_dir():
+        return reg.resolve(p.parent, p.name), reg.version_number(p.parent, p.name)
+    return find_run(p), None
+
+
+def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | None = None, top: int = 50,
+            since: str | None = None, low_confidence: float | None = None, device: str = "auto",
+            verbose: bool = True) -> dict:
+    """See imgclf.api.monitor."""
+    from .api import load
+    from .evaluation.report_monitor import write_monitor_report
+
+    run, version = resolve_run(ref, registry)
+    out = Path(out) if out is not None else Path("monitors") / run.name
+    out.mkdir(parents=True, exist_ok=True)
+    model = load(run, device)
+    ref_data = reference(model, out, verbose)
+    records, log_dir, bad_lines = read_log(log)
+    live, left = select(records, run.name, since)
+    low, low_why = (low_confidence, "--low-confidence") if low_confidence is not None else low_line(model)
+    stats = statistics(ref_data, live, model.classes, low)
+    picks = pick_to_label(live, log_dir, top, _sorted_already(out)) if top > 0 else []
+    write_to_label(picks, out)
+    kept = sum(1 for r in live if r.get("image"))
+    if picks:
+        labelling = (f"Label some of the images listed below ({len(picks)} in {out / 'to_label'}, least confident "
+                     f"first) and run imgclf update.")
+    elif live and not kept:
+        labelling = ("The log keeps no images (--log-images hash), so none can be listed for labelling; "
+                     "collect labeled examples of the new traffic and run imgclf update.")
+    else:
+        labelling = "Label new examples of the traffic and run imgclf update."
+    status, text = verdict(stats, len(live), ref_data["n"], labelling)
+    times = sorted(t for r in live if (t := _parse_time(r.get("time"))) is not None)
+    result = {
+        "status": status, "verdict": text, "model": run.name, "version": version, "run": str(run),
+        "log": str(Path(log)), "n_live": len(live), "n_reference": ref_data["n"],
+        "left_out": {**left, "unreadable_lines": bad_lines},
+        "span": [times[0].isoformat(), times[-1].isoformat()] if times else None,
+        "low_confidence": {"threshold": low, "why": low_why},
+        "rules": {"psi": f"< {drift.PSI_MODERATE} no shift, {drift.PSI_MODERATE}-{drift.PSI_MAJOR} moderate, "
+                         f"> {drift.PSI_MAJOR} major (the industry convention)",
+                  "shift": f"reported when PSI >= {drift.PSI_MODERATE} (a rate: moved >= {drift.MIN_RATE_CHANGE:.0%}) "
+                           f"and the test's p < {drift.ALPHA}",
+                  "min_live": drift.MIN_LIVE},
+        "statistics": stats,
+        "to_label": [{k: p[k] for k in TO_LABEL_COLUMNS} for p in picks],
+        "images_kept": kept,
+        "import_command": f"imgclf feedback import {out / 'to_label'}",
+        "paths": {"json": str(out / "monitor.json"), "html": str(out / "monitor.html"),
+                  "to_label_csv": str(out / "to_label.csv"), "to_label": str(out / "to_label")},
+    }
+    write_json(out / "monitor.json", result)
+    write_monitor_report(result, ref_data, live, out / "monitor.html")
+    return result
+
+
+def print_summary(result: dict, console=None) -> None:
+    """The CLI's output: a table of the statistics, the verdict, where everything went."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(highlight=False, soft_wrap=True)
+    s = result["statistics"]
+    t = Table(box=box.SIMPLE_HEAD)
+    for col in ("statistic", "test set", "live", "PSI", "p", "shifted"):
+        t.add_column(col, no_wrap=True)
+
+    def fmt(st: dict, how: str | None, side: str) -> str:
+        if how is None:
+            return "-"
+        if how == "rate":
+            return f"{st[side]:.1%}"
+        if how == "size":
+            wh = st.get("size", {}).get(side)
+            return f"{wh[0]:.0f}x{wh[1]:.0f}" if wh else "-"
+        return f"{st[side][how]:.3g}" if st.get(side) else "-"
+
+    rows = [("predicted_class", "predicted classes", None), ("confidence", "confidence (median)", "median"),
+            ("low_confidence", f"below {result['low_confidence']['threshold']:.2g}", "rate"),
+            ("unknown", "'unknown'", "rate"), ("brightness", "brightness (mean)", "mean"),
+            ("image_area", "size (median)", "size"), ("colour_mode", "colour modes", None)]
+    for key, name, how in rows:
+        if (st := s.get(key)) is None:
+            continue
+        psi, p = st.get("psi"), st.get("p_value")
+        t.add_row(name, fmt(st, how, "ref"), fmt(st, how, "live"), "-" if psi is None else f"{psi:.3f}",
+                  "-" if p is None else f"{p:.2g}", "[bold red]yes[/]" if st["shifted"] else "no")
+    console.print(t)
+    color = {"drift": "bold red", "no_drift": "bold green"}.get(result["status"], "bold yellow")
+    head, _, rest = result["verdict"].partition(":")
+    console.print(f"[{color}]{head}:[/]{rest}")
+    console.print(f"report: {result['paths']['html']}  (and {result['paths']['json']})")
+    if result["to_label"]:
+        console.print(f"to label: {len(result['to_label'])} images in {result['paths']['to_label']}/ "
+                      f"(listed in {result['paths']['to_label_csv']}); sort them into "
+                      f"{result['paths']['to_label']}/<class>/ folders, then: {result['import_command']}")

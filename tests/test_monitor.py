@@ -1,0 +1,224 @@
+"""imgclf monitor: a tiny real run, its predictions logged the way the service logs them, compared
+with its test split — traffic like the test set is "no drift", darker or foreign images are drift."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import imgclf
+import imgclf.api
+from imgclf import predlog
+from imgclf.errors import UserError
+from imgclf.evaluation import drift
+from imgclf.monitoring import monitor, read_log
+
+from typer.testing import CliRunner
+
+FAST = {"model": "simple_cnn", "model_kwargs": {"width": 8, "depth": 2}, "img_size": 16, "amp": "off",
+        "test_frac": 0.3, "epochs": 8, "seed": 0, "verbose": False}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from conftest import make_shapes_dataset
+
+    root = tmp_path_factory.mktemp("monitor")
+    data = make_shapes_dataset(root / "shapes", per_class=40)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(imgclf.api, "_report_after_training", lambda model, console: None)   # not needed here
+        path = imgclf.train(data, out=root / "run", **FAST).path
+    model = imgclf.load(path)
+    tests = [r["path"] for r in csv.DictReader(open(path / "splits.csv")) if r["split"] == "test"]
+    return model, tests
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array.astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def serve_log(model, uploads: list[bytes], folder, spread_hours: float = 0.0):
+    """Predict each upload and log it through imgclf.predlog exactly as `imgclf serve --log-predictions`
+    does (record fields, image kept by hash, brightness of the model input); optionally spread the
+    records' times over the last `spread_hours`."""
+    pixels = np.stack([model.preprocess(Image.open(io.BytesIO(b))) for b in uploads])
+    probs = model.predict_proba(pixels)
+    log = predlog.PredictionLog(folder)
+    log.start()
+    for data, x, p, a in zip(uploads, pixels, probs, model.answers(probs, 5)):
+        rec = predlog.record(sha256=hashlib.sha256(data).hexdigest(), model=model.path.name, version=None,
+                             answer=a, probs=p, classes=model.classes, decision="argmax")
+        log.write(rec, data, x)
+    log.close()
+    if spread_hours:
+        f = folder / "predictions.jsonl"
+        rows = [json.loads(line) for line in f.read_text().splitlines()]
+        t0 = datetime.now(timezone.utc) - timedelta(hours=spread_hours)
+        for i, r in enumerate(rows):
+            t = t0 + timedelta(hours=spread_hours) * i / len(rows)
+            r["time"] = t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def from_tests(tests: list[str], n: int, seed: int = 0, scale: float = 1.0) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(tests), size=n, replace=True)
+    return [png(np.asarray(Image.open(tests[i]).convert("RGB"), float) * scale) for i in picks]
+
+
+def crosses(n: int, size: int = 24, seed: int = 1) -> list[bytes]:
+    """A class the model never saw: a green cross on the same noisy background."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        img = rng.integers(60, 120, size=(size, size, 3)).astype(float)
+        cx, cy = rng.integers(6, size - 6, size=2)
+        img[cy - 5:cy + 5, cx - 1:cx + 2] = img[cy - 1:cy + 2, cx - 5:cx + 5] = [40, 200, 60]
+        out.append(png(img))
+    return out
+
+
+class Sections(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids, self.images = [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.ids.append(a.get("id"))
+        if tag == "img":
+            self.images.append(a.get("src", ""))
+
+
+def parse(html_path) -> Sections:
+    p = Sections()
+    p.feed(html_path.read_text(encoding="utf-8"))
+    return p
+
+
+def test_traffic_like_the_test_set_is_no_drift(run, tmp_path):
+    model, tests = run
+    log = serve_log(model, from_tests(tests, 90), tmp_path / "log", spread_hours=3)
+    out = tmp_path / "mon"
+    from imgclf.cli import app
+
+    p = CliRunner().invoke(app, ["monitor", str(model.path), "--log", str(log), "--out", str(out), "--top", "10"])
+    assert p.exit_code == 0, p.output
+    r = json.loads((out / "monitor.json").read_text())
+    assert r["status"] == "no_drift", r["verdict"]
+    assert r["verdict"].startswith("No drift: 90 logged predictions") and "No drift" in p.output
+    s = r["statistics"]
+    assert not any(v["shifted"] for v in s.values())
+    assert s["brightness"]["psi"] < 0.1 and s["confidence"]["psi"] < 0.1
+    assert r["n_reference"] == len(tests) and r["span"] is not None
+    html = parse(out / "monitor.html")
+    assert html.ids == ["verdict", "statistics", "plots", "time", "to-label"]       # 3 hours: a time series
+    assert len(html.images) >= 4 + 10 and all(src.startswith("data:image/png;base64,") for src in html.images)
+    # The reference is cached by the weights' hash: a second run reads it instead of predicting.
+    ref = json.loads((out / "reference.json").read_text())
+    assert ref["n"] == len(tests) and len(ref["brightness"]) == len(tests)
+
+
+def test_darker_images_are_drift_and_least_confident_come_first(run, tmp_path):
+    model, tests = run
+    log = serve_log(model, from_tests(tests, 60, seed=2, scale=0.3), tmp_path / "log")
+    r = imgclf.monitor(model.path, log, out=tmp_path / "mon", top=8, verbose=False)
+    assert r["status"] == "drift"
+    assert r["verdict"].startswith("Drift: the model sees darker images (mean brightness ")
+    assert "imgclf update" in r["verdict"]
+    b = r["statistics"]["brightness"]
+    assert b["shifted"] and b["severity"] == "major" and b["live"]["mean"] < 0.5 * b["ref"]["mean"]
+
+    picks = r["to_label"]
+    records = read_log(log)[0]
+    assert len(picks) == 8 and len({p["sha256"] for p in picks}) == 8
+    assert picks[0]["confidence"] == min(rec["confidence"] for rec in records)
+    assert [p["confidence"] for p in picks] == sorted(p["confidence"] for p in picks)
+    out = tmp_path / "mon"
+    rows = list(csv.DictReader(open(out / "to_label.csv")))
+    assert [row["sha256"] for row in rows] == [p["sha256"] for p in picks]
+    for row in rows:            # the copies are the logged bytes, named by their hash
+        assert hashlib.sha256((out / row["image"]).read_bytes()).hexdigest() == row["sha256"]
+    assert r["import_command"] == f"imgclf feedback import {out / 'to_label'}"
+
+    # Images the user already sorted into to_label/<class>/ are not listed again; stale copies go.
+    (out / "to_label" / "disc").mkdir()
+    first = out / rows[0]["image"]
+    first.rename(out / "to_label" / "disc" / first.name)
+    again = imgclf.monitor(model.path, log, out=out, top=3, verbose=False)
+    assert rows[0]["sha256"] not in {p["sha256"] for p in again["to_label"]}
+    assert len(list((out / "to_label").glob("*.png"))) == 3
+
+
+def test_a_class_the_model_never_saw_is_drift(run, tmp_path):
+    model, tests = run
+    log = serve_log(model, crosses(60), tmp_path / "log")
+    r = imgclf.monitor(model.path, log, out=tmp_path / "mon", top=5, verbose=False)
+    assert r["status"] == "drift", r["verdict"]
+    assert any(r["statistics"][k]["shifted"] for k in ("confidence", "predicted_class", "low_confidence"))
+    assert r["to_label"][0]["confidence"] == min(rec["confidence"] for rec in read_log(log)[0])
+    assert "Label these next" in (tmp_path / "mon" / "monitor.html").read_text()
+
+
+def test_log_written_by_the_real_service(run, tmp_path):
+    """POST /predict to the service with --log-predictions --log-images hash, then monitor its log."""
+    serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
+    from fastapi.testclient import TestClient
+
+    model, tests = run
+    settings = serving.ServeSettings(log_predictions=str(tmp_path / "log"), log_images="hash")
+    with TestClient(serving.create_app(model, settings)) as client:
+        for i in range(0, 40, 4):
+            files = [("file", (f"{j}.png", data, "image/png")) for j, data in enumerate(from_tests(tests, 4, seed=i))]
+            assert client.post("/predict", files=files).status_code == 200
+    r = imgclf.monitor(model.path, tmp_path / "log", out=tmp_path / "mon", verbose=False)
+    assert r["n_live"] == 40 and r["status"] == "no_drift", r["verdict"]
+    assert r["to_label"] == [] and r["images_kept"] == 0
+    assert "keeps no images" in (tmp_path / "mon" / "monitor.html").read_text()
+
+
+def test_too_few_predictions_say_so(run, tmp_path):
+    model, tests = run
+    log = serve_log(model, from_tests(tests, 12, scale=0.3), tmp_path / "log")
+    r = imgclf.monitor(model.path, log / "predictions.jsonl", out=tmp_path / "mon", verbose=False)
+    assert r["status"] == "too_few" and r["verdict"].startswith("Too few logged predictions to tell: 12")
+    assert parse(tmp_path / "mon" / "monitor.html").ids[0] == "verdict"
+
+
+def test_log_of_another_model_or_missing_log_is_a_user_error(run, tmp_path):
+    model, _ = run
+    folder = tmp_path / "log"
+    folder.mkdir()
+    (folder / "predictions.jsonl").write_text(json.dumps({"model": "flowers-3", "confidence": 0.9}) + "\n{cut sho")
+    with pytest.raises(UserError, match="predictions of flowers-3, none of run"):
+        monitor(model.path, folder, out=tmp_path / "mon", verbose=False)
+    with pytest.raises(UserError, match="holds no predictions"):
+        monitor(model.path, tmp_path / "mon", out=tmp_path / "mon", verbose=False)
+
+
+def test_psi_and_tests_on_arrays():
+    rng = np.random.default_rng(0)
+    same = drift.compare_numeric(rng.normal(120, 20, 400), rng.normal(120, 20, 300))
+    assert same["psi"] < 0.1 and not same["shifted"] and same["p_value"] > drift.ALPHA
+    dark = drift.compare_numeric(rng.normal(120, 20, 400), rng.normal(50, 20, 300))
+    assert dark["severity"] == "major" and dark["shifted"]
+    # Out of the reference's range entirely (every test image 24x24): the outer bins catch it.
+    bigger = drift.compare_numeric(np.full(50, 9.2), np.full(40, 12.0))
+    assert bigger["psi"] > drift.PSI_MAJOR and bigger["shifted"]
+    # Small samples: a noisy PSI alone is not a shift.
+    noisy = drift.compare_categorical(["a"] * 5 + ["b"] * 5, ["a"] * 8 + ["b"] * 2)
+    assert noisy["psi"] > 0.1 and not noisy["shifted"]
+    rate = drift.compare_rate(1, 100, 40, 100)
+    assert rate["shifted"] and rate["live"] == 0.4
+    assert drift.psi([10, 0], [10, 0]) == 0.0
