@@ -77,7 +77,7 @@ def check_label(label: str) -> str:
 def image_ext(data: bytes) -> str:
     """The file extension for image bytes (from the decoded format, never from a name); UserError
     naming why when the bytes are not a complete image that training could read."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise UserError("the image is empty (0 bytes)")
@@ -95,7 +95,9 @@ def image_ext(data: bytes) -> str:
     except UserError:
         raise
     except Exception as e:      # PIL raises many types on malformed input
-        raise UserError(f"not a readable image ({type(e).__name__}: {str(e)[:100] or 'cannot decode'}); "
+        why = ("not an image format PIL knows" if isinstance(e, UnidentifiedImageError)
+               else f"{type(e).__name__}: {str(e)[:100] or 'cannot decode'}")
+        raise UserError(f"not a readable image ({why}); "
                         "send a JPEG, PNG, WebP, GIF, BMP or TIFF file") from e
     ext = FORMAT_EXT.get(fmt or "")
     if ext is None or f".{ext}" not in IMAGE_EXTENSIONS:
@@ -243,6 +245,28 @@ def default_inbox(registry: str | Path | None = None, run: str | Path | None = N
     if run is not None:
         return Path(run).expanduser().resolve().parent.parent / "inbox"
     return Path("inbox")
+
+
+def locate(inbox: str | Path | None = None, registry: str | Path | None = None) -> tuple[Path, Path | None]:
+    """(inbox folder, registry or None) for commands given neither, one or both: --inbox wins, then
+    REGISTRY/inbox, then ./registry/inbox when ./registry is a registry, else ./inbox."""
+    if registry is None and (Path("registry") / "versions").is_dir():
+        registry = Path("registry")
+    reg = Path(registry).expanduser() if registry is not None else None
+    return (Path(inbox).expanduser() if inbox is not None else default_inbox(reg)), reg
+
+
+def registry_classes(registry: str | Path | None) -> list[str] | None:
+    """The classes of the registry's production version (the model feedback is about); None without one."""
+    if registry is None or not (Path(registry) / "versions").is_dir():
+        return None
+    from . import registry as reg
+
+    try:
+        return reg.show(registry, "production")["classes"]
+    except UserError:       # versions but no production alias yet: the newest version's classes
+        versions = reg.list_versions(registry)
+        return versions[-1]["classes"] if versions else None
 
 
 # ---------------------------------------------------------------- helpers
