@@ -144,10 +144,12 @@ def compare(a, b, data=None, tolerance: float = 0.02, alpha: float = 0.05, n_boo
         raise UserError(f"{mb.path} does not know {len(missing)} of {ma.path}'s classes: {', '.join(missing)}; "
                         "compare models trained on the same classes")
     rule = {**DEFAULT_RULE, "tolerance": tolerance, "alpha": alpha, **(rule or {})}
-    slices = {"test split": _slice(ma, mb, *test_split(ma, "compare on"), n_boot, seed)}
+    # A's classes first, then those only B knows (an update that added classes): A is always wrong on those.
+    classes = ma.classes + [c for c in mb.classes if c not in ma.classes]
+    slices = {"test split": _slice(ma, mb, *test_split(ma, "compare on"), n_boot, seed, classes)}
     if data is not None:
-        slices["new data"] = _slice(ma, mb, *_labeled(data, ma.classes), n_boot, seed)
-    result = {"a": str(ma.path), "b": str(mb.path), "classes": ma.classes, "rule": rule, "slices": slices,
+        slices["new data"] = _slice(ma, mb, *_labeled(data, classes), n_boot, seed, classes)
+    result = {"a": str(ma.path), "b": str(mb.path), "classes": classes, "rule": rule, "slices": slices,
               "verdict": promotion_verdict(slices, rule)}
     out = Path(out) if out else Path(mb.path) / f"compare-{Path(ma.path).name}.json"
     write_json(out, result)
@@ -155,7 +157,7 @@ def compare(a, b, data=None, tolerance: float = 0.02, alpha: float = 0.05, n_boo
     return result
 
 
-def _slice(ma, mb, paths: list[str], labels: np.ndarray, n_boot: int, seed: int) -> dict:
+def _slice(ma, mb, paths: list[str], labels: np.ndarray, n_boot: int, seed: int, classes: list[str]) -> dict:
     from ..data.cache import build_cache
 
     caches, bad = {}, {}
@@ -168,9 +170,9 @@ def _slice(ma, mb, paths: list[str], labels: np.ndarray, n_boot: int, seed: int)
     pa = ma.predict_proba(caches[(ma.img_size, ma.resize_mode)].images[keep])
     pb = mb.predict_proba(caches[(mb.img_size, mb.resize_mode)].images[keep])
     y = labels[keep]
-    to_a = np.array([ma.classes.index(c) if c in ma.classes else -1 for c in mb.classes])
-    yb = np.array([mb.classes.index(ma.classes[k]) for k in y], dtype=np.int64)
-    stats = slice_stats(y, pa.argmax(1), to_a[pb.argmax(1)], ma.classes, paths=[paths[i] for i in keep],
+    to_all = np.array([classes.index(c) for c in mb.classes])     # A's indices are already those of `classes`
+    yb = np.array([mb.classes.index(classes[k]) for k in y], dtype=np.int64)
+    stats = slice_stats(y, pa.argmax(1), to_all[pb.argmax(1)], classes, paths=[paths[i] for i in keep],
                         n_boot=n_boot, seed=seed)
     stats["ece"] = {"a": expected_calibration_error(pa, y), "b": expected_calibration_error(pb, yb)}
     stats["skipped"] = {paths[i]: r for i, r in sorted(bad.items())}
@@ -178,12 +180,18 @@ def _slice(ma, mb, paths: list[str], labels: np.ndarray, n_boot: int, seed: int)
 
 
 def _labeled(data, classes: list[str]) -> tuple[list[str], np.ndarray]:
-    """The new data's test split when it has one, else all its images."""
-    from ..data.discover import discover
+    """The new data's test split when it has one, else all its images. `data` may also be a list of
+    (path, label) pairs: `imgclf update`'s new test slice, which can hold a single class."""
+    if isinstance(data, (list, tuple)):
+        paths, names = [str(p) for p, _ in data], [str(label) for _, label in data]
+    else:
+        from ..data.discover import discover
 
-    spec = discover(data, 0.0, 0.0)
-    unknown = sorted(set(spec.classes) - set(classes))
+        spec = discover(data, 0.0, 0.0)
+        sel = spec.indices("test") if (spec.splits == "test").any() else np.arange(len(spec.paths))
+        paths, names = [spec.paths[i] for i in sel], [spec.classes[spec.labels[i]] for i in sel]
+    unknown = sorted(set(names) - set(classes))
     if unknown:
-        raise UserError(f"{data} has classes the champion does not know: {', '.join(unknown)}")
-    sel = spec.indices("test") if (spec.splits == "test").any() else np.arange(len(spec.paths))
-    return [spec.paths[i] for i in sel], np.array([classes.index(spec.classes[spec.labels[i]]) for i in sel])
+        raise UserError(f"{data if not isinstance(data, (list, tuple)) else 'the new data'} has classes neither "
+                        f"model knows: {', '.join(unknown)}")
+    return paths, np.array([classes.index(n) for n in names], dtype=np.int64)

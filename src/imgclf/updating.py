@@ -1,0 +1,453 @@
+"""`imgclf update`: retrain a registered model on its recorded data plus new labeled images, without
+forgetting, and judge the result against the model it would replace.
+
+    imgclf.update("production", "new_photos/")                   # registry/ next to runs/
+    imgclf.update("production", from_inbox=True, promote=True)   # the feedback inbox; promote if it wins
+
+The steps, each printed and recorded in RUN/update.json:
+1. data: the version's manifest (path, sha256, label, split), every file re-hashed (changed or missing
+   ones are left out and listed); the new images, exact copies of old ones dropped (a copy with
+   another label is a conflict: dropped too, and named); the data doctor over the merged set.
+2. splits: old images keep their split, so the old test split stays FROZEN (never trained on); the
+   new ones are split train/val/test per class, seeded, and their test slice is kept apart
+   (RUN/new_test.csv) so that new classes are judged on it.
+3. training: `finetune` warm-starts from the version's weights (the head grown by class name, see
+   training.warmstart) at a fraction of its learning rate, for a third of its epochs, replaying
+   its training images (a class-balanced sample when there are many); `full` retrains from scratch
+   with the version's recorded config.yaml on all of it.
+4. the run becomes a registry version with parent = the old one and alias `candidate`, and is
+   compared with the parent on the frozen test split and on the new test slice (evaluation.compare);
+   the verdict goes into RUN/compare.json and the report. `promote=True` promotes only when it passes.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from .data.discover import SPLIT_NAMES, files_under, is_image
+from .data.manifest import MISSING, file_sha256
+from .errors import UserError
+from .fsutil import write_json, write_text
+from .runs import find_run, new_run_dir, read_splits
+
+MODES = ("finetune", "full")
+LR_FACTOR = 0.2           # finetune: x the version's learning rate (its features are already good)
+EPOCH_SHARE = 1 / 3       # finetune: x the version's epochs, at least MIN_EPOCHS
+MIN_EPOCHS = 3
+REPLAY_MIN = 1000         # finetune replays every old training image up to max(this, 2 x the new ones)
+
+
+def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox: bool | str | Path = False,
+           mode: str = "finetune", promote: bool = False, epochs: int | None = None, lr_factor: float = LR_FACTOR,
+           replay: int | None = None, tolerance: float = 0.02, out: str | Path | None = None, seed: int = 0,
+           doctor: bool = True, mlflow: str | None = None, verbose: bool = True, **settings) -> dict:
+    """Retrain version `ref` (a number or alias of `registry`; or a run folder, then nothing is
+    registered) on its recorded data plus `new_data` (any layout `train` reads; a single class is
+    fine) or the feedback inbox (`from_inbox=True`: REGISTRY/inbox, or a folder). Other keywords
+    are TrainConfig settings for the new run. Returns {run, version, parent, mode, counts, compare,
+    verdict, promoted}.
+
+        r = imgclf.update("production", "more_photos/", promote=True)
+        r["version"], r["verdict"]["promote"], r["promoted"]
+    """
+    from rich.console import Console
+
+    from . import api, registry as reg
+
+    console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
+    if mode not in MODES:
+        raise UserError(f"--mode must be finetune or full, not {mode!r}")
+    if (new_data is None) == (not from_inbox):
+        raise UserError("give the new labeled images: imgclf update VERSION NEW_DATA, or --from-inbox")
+    parent_run, version, registry = _parent(ref, registry)
+    where = f"version {version} ({parent_run})" if version is not None else str(parent_run)
+    console.print(f"update of {where}, mode {mode}")
+
+    old, old_report = _old_rows(parent_run, registry, version)
+    console.print(f"  recorded data: {len(old)} images usable ({_by_split(old)})"
+                  + (f"; left out: {old_report['missing']} missing, {old_report['changed']} changed since "
+                     "recorded" if old_report["missing"] or old_report["changed"] else ""))
+    for p in old_report["examples"]:
+        console.print(f"[yellow]warning[/]: {p}")
+    if from_inbox:
+        source = Path(from_inbox) if not isinstance(from_inbox, bool) else _default_inbox(parent_run, registry)
+        console.print(f"  inbox: {source}")
+        new = _inbox_rows(source)
+    else:
+        source = Path(new_data)
+        new = _new_rows(source)
+    new, dup_report = _dedupe_new(new, old)
+    for line in dup_report["lines"]:
+        console.print(f"  {line}")
+    if not new:
+        raise UserError(f"no new images left to learn from in {source} (all are copies of the recorded data)")
+
+    _assign_splits(new, seed)
+    classes = sorted({r["label"] for r in old} | {r["label"] for r in new})
+    added = sorted({r["label"] for r in new} - {r["label"] for r in old})
+    console.print(f"  new data: {len(new)} images of {len({r['label'] for r in new})} class(es) ({_by_split(new)})"
+                  + (f"; new classes: {', '.join(added)}" if added else ""))
+
+    replayed = _replay(old, new, mode, replay, seed)
+    n_old_train = sum(r["split"] == "train" for r in old)
+    console.print(f"  replay: {len(replayed)} of the {n_old_train} old training images"
+                  + (" (all of them)" if len(replayed) == n_old_train else " (class-balanced sample)"))
+    rows = [r for r in old if r["split"] != "train"] + replayed + new
+
+    run_dir = Path(out) if out else new_run_dir(f"{parent_run.name}-update")
+    if (run_dir / "model.json").exists():
+        raise UserError(f"{run_dir} already holds a run; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data_csv = run_dir / "update_data.csv"
+    _write_rows(data_csv, rows, ("path", "sha256", "label", "split", "origin"))
+    _write_rows(run_dir / "new_test.csv", [r for r in new if r["split"] == "test"], ("path", "label"))
+    doctor_summary = _doctor(data_csv, console) if doctor else None
+
+    parent_cfg = _base_config(parent_run, run_dir)
+    choices = _training_choices(parent_run, mode, epochs, lr_factor, settings)
+    console.print("  training: " + ", ".join(f"{k}={v}" for k, v in choices.items() if k != "init_from"))
+    record = {"parent": {"version": version, "run": str(parent_run), "registry": str(registry) if version else None},
+              "mode": mode, "source": {"kind": "inbox" if from_inbox else "data", "path": str(source)},
+              "classes": classes, "new_classes": added,
+              "counts": {"old": _split_counts(old), "new": _split_counts(new),
+                         "replayed": len(replayed), "old_train": n_old_train},
+              "recorded_data": old_report, "duplicates": dup_report, "doctor": doctor_summary,
+              "training": {**choices, "lr_factor": lr_factor if mode == "finetune" else None}}
+    write_json(run_dir / "update.json", record)
+
+    run = api.train(data_csv, config=parent_cfg, out=run_dir, verbose=verbose, **{**settings, **choices})
+    result = {"run": str(run.path), "version": None, "parent": version, "mode": mode, "counts": record["counts"],
+              "new_classes": added, "promoted": False}
+
+    if version is not None:
+        info = reg.add(run.path, registry, parent=version, alias="candidate")
+        result["version"] = info["version"]
+        console.print(f"registered as version {info['version']} (parent {version}), alias candidate")
+    new_test = [(r["path"], r["label"]) for r in new if r["split"] == "test"]
+    cmp = api.compare(parent_run, run.path, data=new_test or None, tolerance=tolerance, out=run.path / "compare.json")
+    verdict = cmp["verdict"]
+    worse = _worse_classes(cmp)
+    result.update(compare=cmp["path"], verdict=verdict, worse_classes=worse,
+                  slices={k: {"n": s["n"], "a": s["accuracy"]["a"]["value"], "b": s["accuracy"]["b"]["value"]}
+                          for k, s in cmp["slices"].items()})
+    for k, s in result["slices"].items():
+        console.print(f"  {k}: {s['n']} images, accuracy {s['a']:.1%} (parent) -> {s['b']:.1%} (candidate)")
+    api.report(run.path, verbose=False)       # again, now with the comparison section
+    console.print(("[bold green]PROMOTE[/] " if verdict["promote"] else "[bold yellow]KEEP[/] ") + verdict["paragraph"])
+    if worse:
+        console.print("  classes that got worse: " + ", ".join(f"{c} ({d:+.1%} on the {w})" for c, d, w in worse))
+
+    event = None
+    if promote and version is not None:
+        if verdict["promote"]:
+            event = reg.promote(registry, result["version"])
+            result["promoted"] = True
+            console.print(f"production -> version {result['version']} (undo: imgclf registry rollback "
+                          f"--registry {registry})")
+        else:
+            console.print(f"not promoted: production stays version {reg.version_number(registry, 'production')}")
+    elif promote:
+        console.print("not promoted: a plain run folder has no registry (update a registry version to promote)")
+    record["result"] = {k: result[k] for k in ("version", "promoted", "worse_classes")} | {"promote": verdict["promote"]}
+    write_json(run.path / "update.json", record)
+    if mlflow:
+        _track(mlflow, run.path, registry, result, event, console)
+    console.print(f"report: {run.path / 'report.html'}")
+    return result
+
+
+# ---- the parent and its data -------------------------------------------------------------------
+
+def _parent(ref, registry) -> tuple[Path, int | None, Path]:
+    """(run folder, version or None, registry). REGISTRY/ALIAS works as well as --registry + ALIAS."""
+    from . import registry as reg
+
+    p = Path(str(ref)).expanduser()
+    if (p / "model.json").is_file():
+        return find_run(p), None, Path(registry)
+    if not p.exists() and (p.parent / "versions").is_dir():
+        registry, ref = p.parent, p.name
+    n = reg.version_number(registry, ref)
+    return reg.resolve(registry, n), n, Path(registry)
+
+
+def _old_rows(run: Path, registry: Path, version: int | None) -> tuple[list[dict], dict]:
+    """The recorded rows whose file is still there with the same bytes; and what was left out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import registry as reg
+
+    if version is not None:
+        rows = reg.read_manifest(registry, version)
+    else:       # a plain run: its splits.csv, hashed now (nothing recorded to check against)
+        rows = [{**r, "sha256": None} for r in read_splits(run)]
+    with ThreadPoolExecutor(8) as pool:
+        now = list(pool.map(file_sha256, [r["path"] for r in rows]))
+    keep, missing, changed, examples = [], 0, 0, []
+    for r, h in zip(rows, now):
+        if r["split"] not in ("train", "val", "test"):      # skipped or deduplicated when it trained
+            continue
+        if h == MISSING:
+            missing += 1
+            examples.append(f"recorded image missing, left out: {r['path']}")
+        elif r.get("sha256") not in (None, h, MISSING):
+            changed += 1
+            examples.append(f"recorded image changed since (hash differs), left out: {r['path']}")
+        else:
+            keep.append({"path": os.path.abspath(r["path"]), "sha256": h, "label": r["label"], "split": r["split"], "origin": "old"})
+    if not keep:
+        raise UserError(f"none of the {len(rows)} recorded images of {run} is still there unchanged; "
+                        "restore the data, or train a new model with: imgclf train DATA")
+    if not any(r["split"] == "test" for r in keep):
+        raise UserError(f"{run} has no recorded test split left to compare on; the update needs it frozen")
+    return keep, {"recorded": len(rows), "missing": missing, "changed": changed, "examples": examples[:10]}
+
+
+def _default_inbox(run: Path, registry: Path) -> Path:
+    """<registry>/inbox for a registry version (contracts: the service writes feedback there)."""
+    return registry / "inbox" if (registry / "versions").is_dir() else run.parent.parent / "inbox"
+
+
+def _new_rows(source: Path) -> list[dict]:
+    """Labeled images in any layout train reads, including a single class (one folder per class
+    is all an update with one new class has). Given splits are kept; the rest are assigned later."""
+    if not source.exists():
+        raise UserError(f"new data not found: {source} (a folder with one sub-folder per class, or a CSV manifest)")
+    rows = []
+    if source.is_file():
+        if source.suffix.lower() != ".csv":
+            raise UserError(f"{source} is a file; give a folder of class sub-folders or a CSV manifest (path,label)")
+        with open(source, newline="", encoding="utf-8-sig") as f:
+            for r in csv.DictReader(f):
+                if "path" not in r or "label" not in r:
+                    raise UserError(f"manifest {source} needs a header row with columns 'path,label' (optional 'split')")
+                p = Path(r["path"].strip())
+                rows.append({"path": os.path.abspath(p if p.is_absolute() else source.parent / p), "label": r["label"].strip(),
+                             "split": SPLIT_NAMES.get((r.get("split") or "").strip().lower(), "")})
+    else:
+        dirs = sorted(d for d in source.iterdir() if d.is_dir() and not d.name.startswith("."))
+        split_dirs = {d: SPLIT_NAMES[d.name.lower()] for d in dirs if d.name.lower() in SPLIT_NAMES}
+        for top, split in (split_dirs.items() if split_dirs else [(source, "")]):
+            for d in sorted(x for x in top.iterdir() if x.is_dir() and not x.name.startswith(".")):
+                rows += [{"path": os.path.abspath(p), "label": d.name, "split": split} for p in files_under(d) if is_image(p)]
+    if not rows:
+        raise UserError(f"no labeled images in {source}: put them in one sub-folder per class (NEW/<class>/<image>)")
+    return rows
+
+
+def _inbox_rows(inbox: Path) -> list[dict]:
+    """The feedback inbox (contracts: INBOX/<label>/<sha256>.<ext>; the latest label per image wins)."""
+    if not inbox.is_dir():
+        raise UserError(f"no inbox at {inbox}: send feedback (POST /feedback, imgclf feedback import) or give "
+                        "--from-inbox DIR")
+    try:
+        from .inbox import records
+    except ImportError:
+        records = None
+    if records is not None:
+        rows = [{"path": os.path.abspath(inbox / r["path"]), "label": r["label"], "split": ""} for r in records(inbox)
+                if (inbox / r["path"]).is_file()]
+    else:
+        rows = _new_rows(inbox) if any(d.is_dir() for d in inbox.iterdir()) else []
+    if not rows:
+        raise UserError(f"the inbox {inbox} holds no labeled images yet")
+    return rows
+
+
+def _dedupe_new(new: list[dict], old: list[dict]) -> tuple[list[dict], dict]:
+    """Drop new images whose bytes are already in the recorded data (same label: a plain copy; another
+    label: a conflict, named), and repeated new images (conflicting repeats: all dropped)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        hashes = list(pool.map(file_sha256, [r["path"] for r in new]))
+    old_by_hash = {r["sha256"]: r for r in old}
+    labels_of = defaultdict(set)
+    for r, h in zip(new, hashes):
+        labels_of[h].add(r["label"])
+    keep, copies, conflicts, repeats, unreadable, seen = [], [], [], 0, [], set()
+    for r, h in zip(new, hashes):
+        if h == MISSING:
+            unreadable.append(r["path"])
+        elif h in old_by_hash:
+            o = old_by_hash[h]
+            (copies if o["label"] == r["label"] else conflicts).append(
+                {"path": r["path"], "label": r["label"], "old_path": o["path"], "old_label": o["label"]})
+        elif len(labels_of[h]) > 1:
+            conflicts.append({"path": r["path"], "label": r["label"], "old_path": None,
+                              "old_label": "/".join(sorted(labels_of[h] - {r["label"]}))})
+        elif h in seen:
+            repeats += 1
+        else:
+            seen.add(h)
+            keep.append({**r, "sha256": h, "origin": "new"})
+    lines = []
+    if copies:
+        lines.append(f"dropped {len(copies)} new image(s) identical to recorded ones with the same label "
+                     f"(e.g. {copies[0]['path']} = {copies[0]['old_path']})")
+    if repeats:
+        lines.append(f"dropped {repeats} repeated copy(ies) within the new data")
+    for c in conflicts[:10]:
+        lines.append(f"[yellow]conflict[/]: {c['path']} is labeled '{c['label']}' but the same image is "
+                     f"'{c['old_label']}'{' in ' + c['old_path'] if c['old_path'] else ' elsewhere in the new data'}"
+                     "; left out (fix one of the labels)")
+    if len(conflicts) > 10:
+        lines.append(f"... and {len(conflicts) - 10} more conflicts (update.json lists them)")
+    for p in unreadable:
+        lines.append(f"[yellow]warning[/]: cannot read {p}; left out")
+    return keep, {"copies_dropped": len(copies), "repeats_dropped": repeats, "conflicts": conflicts,
+                  "unreadable": unreadable, "lines": lines}
+
+
+# ---- splits, replay and the training settings ---------------------------------------------------
+
+def _assign_splits(new: list[dict], seed: int, val_frac: float = 0.1, test_frac: float = 0.2) -> None:
+    """Unassigned new images: per class, shuffled with `seed`, test_frac to test and val_frac to val,
+    but a class keeps at least one training image (and a test image from 3 images on, a val one
+    from 5). The test share is larger than train's default: a slice of new images is the only
+    evidence about new classes, and it must hold a few of each."""
+    rng = random.Random(seed)
+    by_class = defaultdict(list)
+    for r in new:
+        if not r["split"]:
+            by_class[r["label"]].append(r)
+    for label in sorted(by_class):
+        rows = sorted(by_class[label], key=lambda r: r["path"])
+        rng.shuffle(rows)
+        n = len(rows)
+        n_test = max(1, round(n * test_frac)) if n >= 3 else 0
+        n_val = max(1, round(n * val_frac)) if n >= 5 else 0
+        for i, r in enumerate(rows):
+            r["split"] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+
+
+def _replay(old: list[dict], new: list[dict], mode: str, replay: int | None, seed: int) -> list[dict]:
+    """The old training images trained on again. Full retraining uses all; fine-tuning all of them
+    up to a budget (max(REPLAY_MIN, 2 x the new training images), or `replay`), else a class-balanced
+    sample of the budget: every old class stays represented, so none is forgotten for lack of examples."""
+    train = [r for r in old if r["split"] == "train"]
+    n_new = sum(r["split"] == "train" for r in new)
+    budget = len(train) if mode == "full" else (replay if replay is not None else max(REPLAY_MIN, 2 * n_new))
+    if budget < 0:
+        raise UserError(f"--replay must be 0 or more old images, not {budget}")
+    if len(train) <= budget:
+        return train
+    rng = random.Random(seed)
+    by_class = defaultdict(list)
+    for r in sorted(train, key=lambda r: r["path"]):
+        by_class[r["label"]].append(r)
+    for rows in by_class.values():
+        rng.shuffle(rows)
+    # Round-robin over classes: equal shares, a small class's unused share going to the others.
+    picked, k = [], 0
+    while len(picked) < budget:
+        for rows in by_class.values():
+            if k < len(rows) and len(picked) < budget:
+                picked.append(rows[k])
+        k += 1
+    return picked
+
+
+def _base_config(parent: Path, run_dir: Path) -> Path:
+    """RUN/parent_config.yaml: the parent's resolved settings (what `full` retrains with, and what
+    `finetune` starts from), minus the parent's own warm start."""
+    from .config import dump_yaml, load_config
+
+    d = load_config(parent / "config.yaml").to_dict()
+    d["init_from"] = None
+    write_text(run_dir / "parent_config.yaml", dump_yaml(d))
+    return run_dir / "parent_config.yaml"
+
+
+def _training_choices(parent: Path, mode: str, epochs: int | None, lr_factor: float, settings: dict) -> dict:
+    """The settings that differ from the parent's recorded config.yaml (everything else is reused)."""
+    from .config import load_config
+
+    cfg = load_config(parent / "config.yaml")
+    if mode == "full":
+        return {"epochs": epochs} if epochs else {}
+    if not 0 < lr_factor <= 1:
+        raise UserError(f"--lr-factor must be in (0, 1], not {lr_factor}")
+    n_epochs = epochs or max(MIN_EPOCHS, round((cfg.epochs or 3 * MIN_EPOCHS) * EPOCH_SHARE))
+    # Cosine with a short warm-up: the weights are already good, so no long ramp (onecycle's 25%)
+    # that would first push them far away at the peak rate.
+    return {"init_from": str(parent.resolve()), "epochs": n_epochs,
+            "lr": settings.get("lr") or round((cfg.lr or 1e-3) * lr_factor, 8),
+            "schedule": "cosine", "warmup_epochs": min(1.0, n_epochs / 5), "freeze_epochs": 0}
+
+
+def _doctor(data_csv: Path, console) -> dict:
+    """The data doctor over the merged set: near-duplicates the hash check cannot see, and whether
+    any new image nearly repeats a frozen test image (that test score would flatter the candidate)."""
+    from .data.discover import discover
+    from .data.doctor import diagnose, duplicate_kinds, duplicate_warnings
+
+    spec = discover(data_csv, 0.0, 0.0)
+    findings = diagnose(spec, workers=None, progress=False)
+    for line in duplicate_warnings(findings):
+        console.print(f"  doctor: {line.split('; --dedupe')[0]}")
+    origin = {r["path"]: r["origin"] for r in _read_rows(data_csv)}
+    touching = [g for g in findings["near_duplicates"] + findings["exact_duplicates"]
+                if {origin.get(f["path"]) for f in g["files"]} == {"old", "new"}]
+    kinds = duplicate_kinds(touching)
+    s = findings["summary"]
+    console.print(f"  doctor: {s['images']} images, {s['unreadable']} unreadable, {s['exact_duplicates']['groups']} "
+                  f"exact and {s['near_duplicates']['groups']} near-duplicate group(s); {len(touching)} join new and "
+                  f"old images ({len(kinds['conflicting_labels'])} with conflicting labels)")
+    return {"summary": s, "new_old_groups": len(touching), "new_old_conflicts": len(kinds["conflicting_labels"])}
+
+
+def _worse_classes(cmp: dict) -> list[tuple[str, float, str]]:
+    """(class, recall change, slice) for every class whose recall fell on some slice, worst first."""
+    worse = [(c, r["diff"], where) for where, s in cmp["slices"].items() for c, r in s["per_class"].items()
+             if r["diff"] < 0]
+    return sorted(worse, key=lambda t: t[1])
+
+
+def _track(uri: str, run: Path, registry: Path, result: dict, event: dict | None, console) -> None:
+    """Mirror the candidate (and the registry, after a promotion) to MLflow through imgclf.tracking."""
+    try:
+        from . import tracking
+    except ImportError:
+        console.print("[yellow]warning[/]: --mlflow: imgclf.tracking is not available; nothing logged")
+        return
+    tracking.log_run(run, uri, tags={"parent_version": str(result["parent"]), "version": str(result["version"]),
+                                     "promoted": str(result["promoted"])})
+    if result["version"] is not None:
+        tracking.log_registry_event(registry, event, uri)
+
+
+# ---- small helpers ------------------------------------------------------------------------------
+
+def _write_rows(path: Path, rows: list[dict], cols: tuple[str, ...]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([r.get(c, "") for c in cols])
+    write_text(path, buf.getvalue())
+
+
+def _read_rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _split_counts(rows: list[dict]) -> dict:
+    return dict(Counter(r["split"] for r in rows))
+
+
+def _by_split(rows: list[dict]) -> str:
+    c = _split_counts(rows)
+    return ", ".join(f"{c.get(s, 0)} {s}" for s in ("train", "val", "test"))
+
+
+def new_test_rows(run: str | Path) -> list[dict]:
+    """The new data's test slice of an updated run (RUN/new_test.csv); [] for other runs. The rest of
+    the run's test split (runs.test_split) is the parent's frozen one."""
+    p = Path(run) / "new_test.csv"
+    return _read_rows(p) if p.is_file() else []

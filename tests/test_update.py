@@ -1,0 +1,118 @@
+"""imgclf update: a registered two-class model learns a third class without forgetting, its test
+split stays frozen, a harmful update is refused, and feedback from the inbox can drive an update."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import imgclf
+from imgclf import registry
+from imgclf.cli import app
+from imgclf.models import create_model
+from imgclf.runs import read_splits
+from imgclf.training.warmstart import grow_head
+
+FAST = {"model": "simple_cnn", "model_kwargs": {"width": 8, "depth": 2}, "img_size": 16, "amp": "off", "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """v1 (square, disc) registered as production; stripes kept back as the new data."""
+    from conftest import make_shapes_dataset
+
+    root = tmp_path_factory.mktemp("update")
+    full = make_shapes_dataset(root / "full", per_class=30)
+    old, new = root / "old", root / "new"
+    shutil.copytree(full, old)
+    shutil.rmtree(old / "stripes")
+    (new / "stripes").parent.mkdir()
+    shutil.move(full / "stripes", new / "stripes")
+    v1 = imgclf.train(old, out=root / "runs" / "v1", epochs=8, test_frac=0.3, verbose=False, **FAST)
+    registry.add(v1.path, root / "registry", alias="production")
+    return root
+
+
+@pytest.fixture(scope="module")
+def grown(project):
+    return imgclf.update("production", project / "new", registry=project / "registry", out=project / "runs" / "v2",
+                         epochs=3, verbose=False)
+
+
+def test_head_growth_copies_old_rows_by_name():
+    # "b, d" -> "a, b, c, d": new names sort in between, so rows must move by name, not position.
+    for arch in ("simple_cnn", "resnet_fast"):
+        torch.manual_seed(0)
+        old = create_model(arch, num_classes=2, img_size=16)
+        new = create_model(arch, num_classes=4, img_size=16)
+        state = {k: v.clone() for k, v in old.state_dict().items()}
+        info = grow_head(new, state, ["b", "d"], ["a", "b", "c", "d"])
+        assert info["new"] == ["a", "c"]
+        grown_state = new.state_dict()
+        for key, value in state.items():
+            if key.startswith(info["classifier"] + "."):
+                assert torch.equal(grown_state[key][[1, 3]], value), key
+                mean = value.float().mean(0)
+                assert torch.allclose(grown_state[key][[0, 2]], mean.expand(2, *mean.shape), atol=0.05), key
+            else:
+                assert torch.equal(grown_state[key], value), key
+
+
+def test_update_adds_a_class_and_keeps_the_test_split_frozen(project, grown):
+    reg = project / "registry"
+    assert grown["version"] == 2 and grown["parent"] == 1 and grown["new_classes"] == ["stripes"]
+    assert imgclf.load(grown["run"]).classes == ["disc", "square", "stripes"]
+    versions = registry.list_versions(reg)
+    assert [v["version"] for v in versions] == [1, 2]
+    assert versions[1]["parent"] == 1 and versions[1]["aliases"] == ["candidate"]
+    assert registry.version_number(reg, "production") == 1        # no --promote: production untouched
+
+    old_test = {r["path"] for r in registry.read_manifest(reg, 1) if r["split"] == "test"}
+    rows = read_splits(grown["run"])
+    train = {r["path"] for r in rows if r["split"] == "train"}
+    test = {r["path"] for r in rows if r["split"] == "test"}
+    assert old_test and old_test <= test and not old_test & train          # frozen: never trained on
+    new_test = {r["path"] for r in rows if r["split"] == "test" and "stripes" in r["path"]}
+    assert new_test and set(grown["slices"]) == {"test split", "new data"}
+    assert grown["slices"]["new data"]["n"] == len(new_test)
+    assert grown["slices"]["test split"]["n"] == len(old_test)
+    assert "stripes" in registry.show(reg, 2)["classes"]
+    html = (project / "runs" / "v2" / "report.html").read_text()
+    assert 'id="comparison"' in html and "updated from" in html
+
+
+def test_harmful_update_is_refused_and_production_stays(project, grown):
+    """New images of the old classes with every label swapped: the candidate forgets, so --promote refuses."""
+    from conftest import make_shapes_dataset
+
+    bad = make_shapes_dataset(project / "swapped-src", per_class=30, seed=7)
+    swapped = project / "swapped"
+    swapped.mkdir()
+    shutil.move(bad / "square", swapped / "disc")
+    shutil.move(bad / "disc", swapped / "square")
+    before = registry.version_number(project / "registry", "production")
+    r = imgclf.update("1", swapped, registry=project / "registry", out=project / "runs" / "v3", epochs=4,
+                      lr_factor=1.0, promote=True, doctor=False, verbose=False)
+    assert not r["verdict"]["promote"] and not r["promoted"]
+    assert registry.version_number(project / "registry", "production") == before
+    named = {c for c, _, _ in r["worse_classes"]}
+    assert named & {"square", "disc"}
+    assert any(f"'{c}'" in r["verdict"]["paragraph"] for c in named) or "accuracy falls" in r["verdict"]["paragraph"]
+
+
+def test_update_from_inbox_through_the_cli(project, grown):
+    inbox_mod = pytest.importorskip("imgclf.inbox")
+    inbox = project / "registry" / "inbox"
+    for p in sorted((project / "new" / "stripes").iterdir())[:12]:
+        inbox_mod.add(inbox, p.read_bytes(), "stripes", classes=["disc", "square"], source="import")
+    out = project / "runs" / "v4"
+    res = CliRunner().invoke(app, ["update", "1", "--from-inbox", "--registry", str(project / "registry"),
+                                   "--epochs", "1", "--out", str(out)])
+    # (the CLI runs the data doctor too; the API tests above cover doctor=False)
+    assert res.exit_code == 0, res.output
+    assert str(out) in res.output and ("PROMOTE" in res.output or "KEEP" in res.output)
+    assert imgclf.load(out).classes == ["disc", "square", "stripes"]
+    sources = {r["path"] for r in read_splits(out)}
+    assert any(str(inbox) in p for p in sources)
