@@ -132,8 +132,9 @@ class PredictionLog:
     def flush(self, timeout: float = 10) -> None:
         """Wait until every queued record is written (tests, shutdown)."""
         deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks and time.monotonic() < deadline:
+                self._queue.all_tasks_done.wait(deadline - time.monotonic())
 
     def _run(self) -> None:
         while True:
@@ -182,26 +183,24 @@ class PredictionLog:
     def _rotate(self) -> None:
         self._file.close()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        target, n = self.dir / f"predictions-{stamp}.jsonl", 1
-        while target.exists():       # two rotations in one second (tiny bounds in tests)
-            target, n = self.dir / f"predictions-{stamp}-{n}.jsonl", n + 1
+        # Several rotations in one second (tiny bounds): numbered after the highest number of that
+        # second still there, so the names keep their time order even after pruning.
+        taken = [_part_key(p)[1] for p in self.dir.glob(f"predictions-{stamp}*.jsonl")]
+        name = f"predictions-{stamp}-{max(taken) + 1}.jsonl" if taken else f"predictions-{stamp}.jsonl"
+        target = self.dir / name
         os.replace(self.dir / CURRENT, target)
         self._file = open(self.dir / CURRENT, "a", encoding="utf-8")
 
     def _prune(self) -> None:
-        """Down to 90% of the bound (so not on every write): oldest rotated logs first, then oldest images."""
+        """Down to 90% of the bound (so not on every write): the oldest files first, rotated logs and
+        kept images alike. The current log is never deleted, so what remains is the latest records."""
         goal = int(self.max_bytes * 0.9)
-        for p in log_files(self.dir)[:-1]:
-            if self._total <= goal:
-                return
-            self._total -= p.stat().st_size
-            p.unlink()
         folder = self.dir / IMAGES
-        images = sorted((p.stat().st_mtime, p) for p in folder.rglob("*.*") if p.is_file()) if folder.is_dir() else []
-        for _, p in images:
+        files = log_files(self.dir)[:-1] + ([p for p in folder.rglob("*.*") if p.is_file()] if folder.is_dir() else [])
+        for _, size, p in sorted((st.st_mtime, st.st_size, p) for p in files for st in [p.stat()]):
             if self._total <= goal:
                 return
-            self._total -= p.stat().st_size
+            self._total -= size
             p.unlink()
 
 
@@ -225,10 +224,14 @@ def brightness(pixels: np.ndarray) -> float:
 def log_files(dir: str | Path) -> list[Path]:
     """The log's JSONL files, oldest first: rotated parts by their time stamp, then the current one."""
     d = Path(dir)
-    # predictions-<stamp>.jsonl, or predictions-<stamp>-<n>.jsonl for the n-th rotation in one second
-    rotated = sorted(d.glob("predictions-*.jsonl"), key=lambda p: (p.stem.split("-")[1], int(p.stem.split("-")[2])
-                                                                   if p.stem.count("-") > 1 else 0))
+    rotated = sorted(d.glob("predictions-*.jsonl"), key=_part_key)
     return rotated + ([d / CURRENT] if (d / CURRENT).is_file() else [])
+
+
+def _part_key(p: Path) -> tuple[str, int]:
+    """predictions-<stamp>.jsonl, or predictions-<stamp>-<n>.jsonl for a later rotation in the same second."""
+    parts = p.stem.split("-")
+    return parts[1], int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
 
 
 def read_log(path: str | Path) -> list[dict]:
