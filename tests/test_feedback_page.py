@@ -1,0 +1,80 @@
+"""The page's "Wrong? Choose the right label" control in headless Chromium: correct an answer with
+a known class (mouse) or a new one (keyboard only, on a phone-sized screen); the image lands in
+the inbox under its sha256 name."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+import imgclf
+from test_report import CHROMIUM, CHROMIUM_ARGS
+from test_serve import trained_run
+from test_serve_page import KEY, open_page
+
+serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (Debian package 'chromium'; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')")
+    run, data = trained_run(tmp_path_factory)
+    inbox = tmp_path_factory.mktemp("page-inbox")
+    log = tmp_path_factory.mktemp("page-log")
+    settings = serving.ServeSettings(api_key=KEY, inbox=str(inbox), log_predictions=str(log))
+    with serving.BackgroundServer(serving.create_app(imgclf.load(run), settings)) as url, \
+            sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield url, data, browser, inbox
+        finally:
+            browser.close()
+
+
+def feedback_records(inbox) -> list[dict]:
+    return [json.loads(line) for line in (inbox / "feedback.jsonl").read_text().splitlines()]
+
+
+def test_correcting_an_answer_saves_the_image_under_the_chosen_label(served):
+    url, data, browser, inbox = served
+    image = data / "disc" / "disc_005.png"
+    page = open_page(browser, url)
+    page.set_input_files("#file", [str(image)])
+    page.wait_for_selector(".card .fix summary")
+    page.click(".card .fix summary")
+    options = page.eval_on_selector_all(".card .fix option", "els => els.map(e => e.textContent)")
+    assert sorted(options[:3]) == ["disc", "square", "stripes"] and options[-1] == "other…"
+    page.select_option(".card .fix select", "square")
+    page.click(".card .fix button[type=submit]")
+    page.wait_for_function("document.querySelector('.card .fix .thanks').textContent.includes('Thanks')")
+    assert page.inner_text(".card .fix .thanks") == "Thanks — saved as square"
+    sha = hashlib.sha256(image.read_bytes()).hexdigest()
+    assert (inbox / "square" / f"{sha}.png").read_bytes() == image.read_bytes()
+    rec = feedback_records(inbox)[-1]
+    assert rec["source"] == "serve" and rec["prediction_id"] and rec["previous"]["model"] == "run"
+
+
+def test_a_new_class_by_keyboard_on_a_phone(served):
+    url, data, browser, inbox = served
+    image = data / "stripes" / "stripes_007.png"
+    page = open_page(browser, url, width=390, height=800)
+    page.set_input_files("#file", [str(image)])
+    page.wait_for_selector(".card .fix summary")
+    page.focus(".card .fix summary")
+    page.keyboard.press("Enter")                          # opens the <details>
+    page.keyboard.press("Tab")                            # to the select
+    assert page.evaluate("document.activeElement.tagName") == "SELECT"
+    page.select_option(".card .fix select", "")           # "other…" shows the text box and focuses it
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "New class name"
+    page.keyboard.type("zigzag")
+    page.keyboard.press("Enter")                          # submits the form
+    page.wait_for_function("document.querySelector('.card .fix .thanks').textContent.includes('Thanks')")
+    assert page.inner_text(".card .fix .thanks") == "Thanks — saved as zigzag (proposed as a new class)"
+    sha = hashlib.sha256(image.read_bytes()).hexdigest()
+    assert (inbox / "zigzag" / f"{sha}.png").is_file() and feedback_records(inbox)[-1]["known_class"] is False
+    # Nothing spills past a phone's width.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
