@@ -78,3 +78,55 @@ def test_a_new_class_by_keyboard_on_a_phone(served):
     assert (inbox / "zigzag" / f"{sha}.png").is_file() and feedback_records(inbox)[-1]["known_class"] is False
     # Nothing spills past a phone's width.
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+def test_show_where_it_looked_toggles_the_heatmap_overlay(served):
+    url, data, browser, _ = served
+    page = open_page(browser, url)
+    page.set_input_files("#file", [str(data / "square" / "square_003.png")])
+    page.wait_for_selector(".card .tools .look")
+    assert page.get_attribute(".card img", "src").startswith("blob:")
+    page.click(".card .tools .look")
+    page.wait_for_function("document.querySelector('.card img').src.startsWith('data:image/png')")
+    assert page.get_attribute(".card .tools .look", "aria-pressed") == "true"
+    assert "Heat: the parts that raised" in page.inner_text(".card .tools .note")
+    page.click(".card .tools .look")                   # and back to the photo, without asking again
+    assert page.get_attribute(".card img", "src").startswith("blob:")
+    assert page.get_attribute(".card .tools .look", "aria-pressed") == "false"
+
+
+def test_find_draws_the_scan_boxes_over_the_photo(served):
+    """The page's side only: /model and /scan are answered here as a two-class person model would
+    (the scan itself is tested in test_scan.py); the boxes must land on the photo's pixels."""
+    url, data, browser, _ = served
+    page = browser.new_page(viewport={"width": 1100, "height": 800}, bypass_csp=True)
+
+    def model_with_scan(route):
+        response = route.fetch()
+        if response.status != 200:          # the first call, before the key is entered: 401 as it is
+            return route.fulfill(response=response)
+        route.fulfill(json={**response.json(), "scan": True, "decision": {
+            "rule": "threshold", "positive_class": "square", "threshold": 0.5}})
+
+    page.route("**/model", model_with_scan)
+    page.route("**/scan", lambda route: route.fulfill(json={
+        "model": "run", "width": 24, "height": 24, "present": True, "score": 0.9, "threshold": 0.5,
+        "positive": "square", "boxes": [{"x1": 6, "y1": 6, "x2": 18, "y2": 18, "score": 0.9}]}))
+    page.goto(url)
+    page.fill("#key-input", KEY)
+    page.press("#key-input", "Enter")
+    page.wait_for_function("document.querySelector('#model-classes').textContent.includes('3 classes')")
+    page.set_input_files("#file", [str(data / "square" / "square_004.png")])
+    page.wait_for_selector(".card .tools .find")
+    assert page.inner_text(".card .tools .find") == "Find square"
+    page.click(".card .tools .find")
+    page.wait_for_selector(".card .view svg rect")
+    assert page.inner_text(".card .tools .note") == "1 square found (boxes drawn)."
+    img = page.eval_on_selector(".card img", "e => { const r = e.getBoundingClientRect(); "
+                                "return [r.x, r.y, r.width, r.height]; }")
+    box = page.eval_on_selector(".card .view rect", "e => { const r = e.getBoundingClientRect(); "
+                                "return [r.x, r.y, r.width, r.height]; }")
+    # The 24 x 24 photo is shown as a centred square (object-fit: contain): the box is its middle half.
+    side = min(img[2], img[3])
+    left, top = img[0] + (img[2] - side) / 2, img[1] + (img[3] - side) / 2
+    assert box == pytest.approx([left + side / 4, top + side / 4, side / 2, side / 2], abs=2)
