@@ -189,10 +189,15 @@ def test_log_written_by_the_real_service(run, tmp_path):
 
 
 def test_too_few_predictions_say_so(run, tmp_path):
+    from imgclf import registry
+
     model, tests = run
     log = serve_log(model, from_tests(tests, 12, scale=0.3), tmp_path / "log")
-    r = imgclf.monitor(model.path, log / "predictions.jsonl", out=tmp_path / "mon", verbose=False)
+    registry.add(model.path, tmp_path / "reg", alias="production")       # monitored as a registry version
+    r = imgclf.monitor("production", log / "predictions.jsonl", registry=tmp_path / "reg", out=tmp_path / "mon",
+                       verbose=False)
     assert r["status"] == "too_few" and r["verdict"].startswith("Too few logged predictions to tell: 12")
+    assert r["version"] == 1 and r["import_command"].endswith(f"--registry {tmp_path / 'reg'}")
     assert parse(tmp_path / "mon" / "monitor.html").ids[0] == "verdict"
 
 

@@ -4,7 +4,8 @@ The reference is the run's frozen test split, predicted by the same model (cache
 the weights, so re-runs read JSON only); the live side is the service's prediction log
 (`imgclf serve --log-predictions DIR`, format in predlog / the contracts). Both are reduced to the
 same per-image numbers: predicted class, calibrated confidence, top-1 minus top-2 margin, and the
-input's width, height, colour mode and brightness; evaluation.drift compares them.
+input's width, height and colour mode (file header) and brightness (mean luma of the decoded model
+input, computed as predlog does); evaluation.drift compares them.
 
     r = imgclf.monitor("registry/production", "logs/")
     r["status"], r["verdict"]     # ('drift', 'Drift: the model sees darker images (mean brightness 52 vs 118 ...')
@@ -185,29 +186,33 @@ def _log_area(ws, hs) -> np.ndarray:
                      if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0], dtype=float)
 
 
+def _median_size(ws, hs) -> list[float] | None:
+    w, h = _numbers(ws), _numbers(hs)
+    return [float(np.median(w)), float(np.median(h))] if len(w) and len(h) else None
+
+
 def statistics(ref: dict, live: list[dict], classes: list[str], low: float) -> dict:
     """Every comparison of reference and live, by name (see evaluation.drift for each one)."""
     r_conf, l_conf = _numbers(ref["confidence"]), _numbers(_column(live, "confidence"))
-    cats = list(classes) + ([UNKNOWN] if UNKNOWN in ref["label"] or any(r.get("label") == UNKNOWN for r in live) else [])
+    l_label = [str(x) for x in _column(live, "label")]
+    with_unknown = UNKNOWN in ref["label"] or UNKNOWN in l_label
+    cats = list(classes) + ([UNKNOWN] if with_unknown else [])
+    l_w, l_h = _column(live, "width"), _column(live, "height")
     s = {
-        "predicted_class": drift.compare_categorical(ref["label"], [str(x) for x in _column(live, "label")], cats),
+        "predicted_class": drift.compare_categorical(ref["label"], l_label, cats),
         "confidence": drift.compare_numeric(r_conf, l_conf),
         "margin": drift.compare_numeric(_numbers(ref["margin"]), _numbers(_column(live, "margin"))),
         "low_confidence": {"threshold": low, **drift.compare_rate(int((r_conf < low).sum()), len(r_conf),
                                                                   int((l_conf < low).sum()), len(l_conf))},
         "brightness": drift.compare_numeric(_numbers(ref["brightness"]), _numbers(_column(live, "brightness"))),
-        "image_area": drift.compare_numeric(_log_area(ref["width"], ref["height"]),
-                                            _log_area(_column(live, "width"), _column(live, "height"))),
-        "colour_mode": drift.compare_categorical([m for m in ref["mode"] if m], [m for m in _column(live, "mode") if m]),
+        "image_area": {**drift.compare_numeric(_log_area(ref["width"], ref["height"]), _log_area(l_w, l_h)),
+                       "size": {"ref": _median_size(ref["width"], ref["height"]), "live": _median_size(l_w, l_h)}},
+        "colour_mode": drift.compare_categorical([m for m in ref["mode"] if m],
+                                                 [m for m in _column(live, "mode") if m]),
     }
-    if UNKNOWN in cats:
-        k_ref = sum(label == UNKNOWN for label in ref["label"])
-        s["unknown"] = drift.compare_rate(k_ref, len(ref["label"]), sum(r.get("label") == UNKNOWN for r in live), len(live))
-    for side, rows in (("ref", None), ("live", live)):
-        ws = ref["width"] if rows is None else _column(rows, "width")
-        hs = ref["height"] if rows is None else _column(rows, "height")
-        w, h = _numbers(ws), _numbers(hs)
-        s["image_area"].setdefault("size", {})[side] = [float(np.median(w)), float(np.median(h))] if len(w) and len(h) else None
+    if with_unknown:
+        s["unknown"] = drift.compare_rate(ref["label"].count(UNKNOWN), len(ref["label"]), l_label.count(UNKNOWN),
+                                          len(l_label))
     return s
 
 
@@ -334,18 +339,18 @@ def _sorted_already(out: Path) -> set[str]:
 
 # ---- the whole command --------------------------------------------------------------------------
 
-def resolve_run(ref: str | Path, registry: str | Path | None) -> tuple[Path, int | None]:
-    """(run folder, registry version or None) for a run folder, REGISTRY/ALIAS, or with `registry` a
-    bare version number or alias."""
+def resolve_run(ref: str | Path, registry: str | Path | None) -> tuple[Path, int | None, Path | None]:
+    """(run folder, registry version, registry folder; both None for a plain run) for a run folder,
+    REGISTRY/ALIAS, or with `registry` a bare version number or alias."""
     from . import registry as reg
     from .runs import find_run
 
     p = Path(ref).expanduser()
     if registry is not None and not p.exists():
-        return reg.resolve(registry, str(ref)), reg.version_number(registry, str(ref))
+        return reg.resolve(registry, str(ref)), reg.version_number(registry, str(ref)), Path(registry)
     if not p.exists() and (p.parent / "versions").is_dir():
-        return reg.resolve(p.parent, p.name), reg.version_number(p.parent, p.name)
-    return find_run(p), None
+        return reg.resolve(p.parent, p.name), reg.version_number(p.parent, p.name), p.parent
+    return find_run(p), None, None
 
 
 def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | None = None, top: int = 50,
@@ -355,7 +360,7 @@ def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | N
     from .api import load
     from .evaluation.report_monitor import write_monitor_report
 
-    run, version = resolve_run(ref, registry)
+    run, version, reg_dir = resolve_run(ref, registry)
     out = Path(out) if out is not None else Path("monitors") / run.name
     out.mkdir(parents=True, exist_ok=True)
     model = load(run, device)
@@ -391,7 +396,8 @@ def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | N
         "statistics": stats,
         "to_label": [{k: p[k] for k in TO_LABEL_COLUMNS} for p in picks],
         "images_kept": kept,
-        "import_command": f"imgclf feedback import {out / 'to_label'}",
+        # Into the registry's inbox when the model came from one (feedback import's own default otherwise).
+        "import_command": f"imgclf feedback import {out / 'to_label'}" + (f" --registry {reg_dir}" if reg_dir else ""),
         "paths": {"json": str(out / "monitor.json"), "html": str(out / "monitor.html"),
                   "to_label_csv": str(out / "to_label.csv"), "to_label": str(out / "to_label")},
     }

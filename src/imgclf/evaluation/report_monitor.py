@@ -152,7 +152,8 @@ def _hist(ref, live, span: tuple[float, float], xlabel: str, line: float | None 
 
 
 # Time buckets: the smallest that leaves at most MAX_BUCKETS over the log's span.
-BUCKETS = [(60, "minute"), (600, "10 minutes"), (3600, "hour"), (6 * 3600, "6 hours"), (86400, "day"), (7 * 86400, "week")]
+BUCKETS = [(60, "minute"), (600, "10 minutes"), (3600, "hour"), (6 * 3600, "6 hours"), (86400, "day"),
+           (7 * 86400, "week")]
 MAX_BUCKETS = 60
 
 
@@ -191,7 +192,8 @@ def _time_series(live: list[dict], ref: dict, low: float) -> str:
 def _gallery(result: dict) -> str:
     picks = result["to_label"]
     if not picks:
-        why = ("the log keeps no images (served with --log-images hash)" if result["n_live"] and not result["images_kept"]
+        hashed = result["n_live"] and not result["images_kept"]
+        why = ("the log keeps no images (served with --log-images hash)" if hashed
                else "no logged image is left to label")
         return f'<p class="muted">Nothing to list: {esc(why)}.</p>'
     cards = []
