@@ -1,0 +1,80 @@
+"""Finding objects in whole photos with a crop classifier: pyramid scan, NMS, hard-negative mining.
+
+    results = imgclf.scan("runs/person-1", ["street.jpg", "photos/"], out="scan-out")
+    results[0]["present"], results[0]["boxes"]      # [{x1, y1, x2, y2, score}, ...] in image pixels
+
+Modules: window (crop shape, pyramid) · fcn (fully convolutional scoring) · scanner (one photo) ·
+outputs (CSV/JSON/annotated images) · mining (hard and random negative crops).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .mining import negatives, parse_size, save_crop
+from .scanner import Scanner, positive_class
+
+__all__ = ["scan", "negatives", "Scanner", "positive_class"]
+
+
+def scan(model, images, *, positive: str | None = None, scales=None, stride: int | None = None,
+         min_size: int | None = None, iou: float = 0.3, out: str | Path | None = None, mine: str | Path | None = None,
+         margin=0.0, method: str = "auto", threshold: float | None = None, verbose: bool = True) -> list[dict]:
+    """Scan each photo (paths, folders, PIL images or arrays) with a loaded model; one answer per image:
+    {path, present, score, threshold, positive, boxes, width, height, windows, seconds} (or
+    {path, error} for an unreadable file). `out` writes boxes.csv, scan.json and annotated images;
+    `mine` saves every window that fires as a crop (hard negatives: give person-free photos).
+    `threshold` overrides the run's stored decision threshold; `margin` (a fraction, or (x, y)
+    fractions, of the window on each side) shrinks windows to the object boxes inside them;
+    `method` is auto | fcn | windows."""
+    import numpy as np
+    from PIL import Image
+
+    from ..data.images import UnusableImage, read_rgb, to_rgb
+    from ..predictor import _expand
+
+    scanner = Scanner(model, positive, scales=scales, stride=stride, min_size=min_size, iou=iou,
+                      margin=margin, method=method, threshold=threshold)
+    if verbose:
+        print(f"scan: {scanner.describe()}")
+    writer = None
+    if out is not None:
+        from .outputs import ScanOutputs
+
+        writer = ScanOutputs(out)
+    mine_dir = Path(mine) if mine is not None else None
+    if mine_dir:
+        mine_dir.mkdir(parents=True, exist_ok=True)
+    crop_size = (scanner.window.width, scanner.window.height)
+    results, mined = [], 0
+    for item in _expand(images):
+        entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
+        try:
+            if isinstance(item, (str, Path)):
+                img = read_rgb(item)
+            else:
+                img = to_rgb(item if isinstance(item, Image.Image) else Image.fromarray(np.asarray(item)))
+        except UnusableImage as e:
+            entry["error"] = e.reason
+            results.append(entry)
+            continue
+        entry.update(scanner.scan(img))
+        fired = entry.pop("_windows")
+        if mine_dir:
+            for box in fired:
+                save_crop(img, box, crop_size, mine_dir)
+            mined += len(fired)
+        if writer:
+            writer.add(entry, img)
+        results.append(entry)
+    settings = {"model": str(getattr(model, "path", "")), "positive": scanner.positive,
+                "threshold": scanner.threshold, "window": list(crop_size), "fit": scanner.window.fit,
+                "stride": scanner.stride, "min_size": min_size, "scales": scales, "iou": iou,
+                "margin": list(scanner.margin), "method": scanner.method}
+    if writer:
+        writer.close(settings)
+    if verbose:
+        found = sum(1 for r in results if r.get("present"))
+        print(f"{found} of {len(results)} images hold '{scanner.positive}'"
+              + (f"; wrote {out}/boxes.csv, scan.json, annotated/" if out else "")
+              + (f"; mined {mined} crops -> {mine_dir}" if mine_dir else ""))
+    return results

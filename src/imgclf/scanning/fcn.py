@@ -1,0 +1,78 @@
+"""The fully convolutional scan: the conv trunk runs once over a whole resampled image, and each
+window's logits come from pooling its part of the feature map and applying the head.
+
+A window-by-window scan repeats the trunk over the ~90% that neighbouring windows share; here each
+pixel is convolved once per pyramid level. The two agree except near each window's border, where
+the window scan sees zero padding and this one sees the neighbouring pixels (tests/test_scan.py
+measures the difference).
+
+Supported: `simple_cnn` (trunk, then adaptive average pool to 2x2 and a dense head) and
+`resnet_fast` (trunk, global max pool, linear head). Other networks scan window by window.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class FcnParts:
+    trunk: nn.Module
+    grid: int                                  # the head pools each window into grid x grid cells
+    pool: str                                  # "avg" | "max"
+    head: Callable[[torch.Tensor], torch.Tensor]   # (N, C, grid, grid) -> logits
+    stride: int                                # input px per feature-map cell
+
+
+def fcn_parts(net: nn.Module, size: int) -> FcnParts | None:
+    """The net split into trunk / pooling / head, or None when it is not a shape this knows, or the
+    input size is not a whole number of feature cells (then windows and feature cells misalign)."""
+    from ..models.resnet_fast import ResNetFast
+
+    if isinstance(net, ResNetFast):
+        parts = FcnParts(nn.Sequential(net.stem, net.stages), 1, "max",
+                         lambda z: net.head(z.flatten(1)) * net.scale, 0)
+    elif isinstance(net, nn.Sequential):
+        layers = list(net)
+        at = next((i for i, m in enumerate(layers) if isinstance(m, nn.AdaptiveAvgPool2d)), None)
+        if at is None or not isinstance(net[at].output_size, int) or any(
+                isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear)) for m in layers[:at]):
+            return None
+        head = nn.Sequential(*layers[at + 1:])
+        parts = FcnParts(nn.Sequential(*layers[:at]), net[at].output_size, "avg", head, 0)
+    else:
+        return None
+    with torch.no_grad():
+        cells = parts.trunk(torch.zeros(1, 3, size, size)).shape[-1]
+    if size % cells or cells % parts.grid:
+        return None
+    parts.stride = size // cells
+    return parts
+
+
+@torch.no_grad()
+def window_logits(parts: FcnParts, x: torch.Tensor, size: int, flip: bool = False) -> torch.Tensor:
+    """Logits (ny, nx, classes) of every size x size window at steps of `parts.stride` px over the
+    normalised image x (1, 3, H, W), H and W = size + a multiple of the stride. `flip` averages
+    with the mirrored image, as the window scan's flip TTA does: the mirrored image's grid is the
+    same set of windows in reverse column order."""
+    logits = _logits(parts, x, size)
+    if flip:
+        logits = 0.5 * (logits + _logits(parts, x.flip(-1), size).flip(1))
+    return logits
+
+
+def _logits(parts: FcnParts, x: torch.Tensor, size: int) -> torch.Tensor:
+    fmap = parts.trunk(x)
+    f = size // parts.stride                   # window side in feature cells
+    q = f // parts.grid                        # one pooling cell of the head's grid
+    pooled = (F.avg_pool2d if parts.pool == "avg" else F.max_pool2d)(fmap, q, stride=1)
+    ny, nx = fmap.shape[-2] - f + 1, fmap.shape[-1] - f + 1
+    cells = [pooled[0, :, a * q:a * q + ny, b * q:b * q + nx] for a in range(parts.grid) for b in range(parts.grid)]
+    feats = torch.stack(cells, -1).permute(1, 2, 0, 3)            # ny, nx, C, grid*grid
+    feats = feats.reshape(ny * nx, -1, parts.grid, parts.grid)
+    return parts.head(feats).reshape(ny, nx, -1)

@@ -1,0 +1,92 @@
+"""Negative crops for a crop detector, cut from photos known to hold no object.
+
+- Hard negatives (`imgclf scan RUN PHOTOS --mine DIR`): every window that still fires on a
+  person-free photo is a false alarm; added to the negative class, training again learns exactly
+  the backgrounds it confused (Dalal & Triggs' recipe for the HOG detector).
+- Random negatives (`imgclf negatives PHOTOS --out DIR`): windows at random places and scales, the
+  negative class to start from when a dataset holds only object crops (as INRIA's does).
+
+Crops keep the window's original pixels resized to the training crop size, and are named by the
+sha256 of their PNG bytes, so mining the same photo twice adds nothing new.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..data.images import REDUCING_GAP, RESAMPLE
+from ..errors import UserError
+
+
+def save_crop(img, box, size: tuple[int, int], out: Path) -> Path:
+    """The box (x1, y1, x2, y2) of the RGB image, resized to size (w, h), as OUT/<sha256>.png."""
+    crop = img.resize(size, RESAMPLE, box=tuple(float(v) for v in box), reducing_gap=REDUCING_GAP)
+    buf = io.BytesIO()
+    crop.save(buf, format="PNG")
+    data = buf.getvalue()
+    path = out / f"{hashlib.sha256(data).hexdigest()}.png"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def random_windows(width: int, height: int, size: tuple[int, int], n: int, rng: np.random.Generator,
+                   min_height: int = 32) -> np.ndarray:
+    """n boxes of the aspect of size (w, h), heights log-uniform from min_height up to what fits
+    the photo, placed uniformly: many small windows and some large, as a pyramid scan sees them."""
+    aspect = size[0] / size[1]
+    top = min(height, width / aspect)
+    low = min(min_height, top)
+    h = np.exp(rng.uniform(np.log(low), np.log(top), n))
+    w = h * aspect
+    x1 = rng.uniform(0, 1, n) * (width - w)
+    y1 = rng.uniform(0, 1, n) * (height - h)
+    return np.stack([x1, y1, x1 + w, y1 + h], 1)
+
+
+def negatives(inputs, out: str | Path, *, per_image: int = 20, size: str | tuple[int, int] = "64x64",
+              seed: int = 0, min_height: int = 32, verbose: bool = True) -> dict:
+    """Cut `per_image` random windows from each person-free photo into OUT (PNG, sha256 names).
+
+        >>> imgclf.negatives(["street-scenes/no-person"], "data/background", per_image=30, size="96x160")
+    """
+    from ..data.images import UnusableImage, read_rgb
+    from ..predictor import _expand
+
+    size = parse_size(size)
+    if per_image < 1:
+        raise UserError(f"--per-image must be at least 1, not {per_image}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    written, skipped, photos = 0, [], 0
+    for path in sorted(str(p) for p in _expand(inputs)):
+        try:
+            img = read_rgb(path)
+        except UnusableImage as e:
+            skipped.append({"path": path, "error": e.reason})
+            continue
+        photos += 1
+        for box in random_windows(img.width, img.height, size, per_image, rng, min_height):
+            save_crop(img, box, size, out)
+            written += 1
+    if verbose:
+        print(f"{written} negative crops of {size[0]}x{size[1]} from {photos} photos -> {out}"
+              + (f" ({len(skipped)} unreadable skipped)" if skipped else ""))
+    return {"out": str(out), "photos": photos, "crops": written, "size": list(size), "skipped": skipped}
+
+
+def parse_size(size) -> tuple[int, int]:
+    """'96x160' or (96, 160) -> (96, 160)."""
+    try:
+        w, h = (int(v) for v in (size.lower().split("x") if isinstance(size, str) else size))
+    except (ValueError, TypeError):
+        raise UserError(f"--size must look like WIDTHxHEIGHT (e.g. 96x160), not {size!r}") from None
+    if w < 4 or h < 4:
+        raise UserError(f"--size {w}x{h} is too small; give at least 4x4 px")
+    return w, h

@@ -1,0 +1,55 @@
+"""What `imgclf scan --out DIR` writes: boxes.csv (image,x1,y1,x2,y2,score), scan.json (every
+image's answer) and annotated copies of the photos with the boxes and scores drawn."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from ..fsutil import write_json, write_text
+
+BOX_COLOUR = (255, 40, 40)
+
+
+class ScanOutputs:
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        (self.out / "annotated").mkdir(parents=True, exist_ok=True)
+        self.results: list[dict] = []
+        self.names: set[str] = set()
+
+    def add(self, result: dict, img) -> None:
+        self.results.append(result)
+        if img is None:
+            return
+        stem = Path(result.get("path") or f"image-{len(self.results)}").stem
+        name = stem if stem not in self.names else f"{stem}-{len(self.results)}"
+        self.names.add(name)
+        result["annotated"] = str(self.out / "annotated" / f"{name}.jpg")
+        draw_boxes(img, result["boxes"]).save(result["annotated"], quality=90)
+
+    def close(self, settings: dict) -> None:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["image", "x1", "y1", "x2", "y2", "score"])
+        for r in self.results:
+            for b in r.get("boxes", []):
+                w.writerow([r.get("path", ""), b["x1"], b["y1"], b["x2"], b["y2"], b["score"]])
+        write_text(self.out / "boxes.csv", buf.getvalue())
+        write_json(self.out / "scan.json", {"settings": settings, "images": self.results})
+
+
+def draw_boxes(img, boxes: list[dict], colour=BOX_COLOUR):
+    """A copy of the RGB image with each box outlined and its score written above it."""
+    from PIL import ImageDraw
+
+    img = img.copy()
+    draw = ImageDraw.Draw(img)
+    line = max(2, round(min(img.size) / 200))
+    for b in boxes:
+        draw.rectangle([b["x1"], b["y1"], b["x2"], b["y2"]], outline=colour, width=line)
+        text = f"{b['score']:.2f}"
+        x, y = b["x1"], max(0, b["y1"] - 12)
+        draw.rectangle(draw.textbbox((x, y), text), fill=colour)
+        draw.text((x, y), text, fill=(255, 255, 255))
+    return img

@@ -1,0 +1,213 @@
+"""Scan a photo with a crop classifier: an image pyramid of windows, each scored by the model,
+the calibrated positive probability thresholded, overlapping hits merged by non-maximum suppression.
+
+    scanner = Scanner(imgclf.load("runs/person-1"))
+    scanner.scan(read_rgb("street.jpg"))  # {"present", "score", "boxes": [{x1, y1, x2, y2, score}], ...}
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import torch
+
+from ..data.images import REDUCING_GAP, RESAMPLE, PAD_GREY
+from ..errors import UserError
+from ..inference import autocast, normalize, softmax
+from .fcn import fcn_parts, window_logits
+from .window import DEFAULT_MIN_SIZE, Window, pyramid, window_of
+
+POSITIVE_NAMES = re.compile(r"person|people|human|pedestrian|positive|object|target", re.I)
+METHODS = ("auto", "fcn", "windows")
+CHUNK = 1024                   # windows per forward batch in the window-by-window scan
+MAX_BOXES = 100
+
+
+def positive_class(model, positive: str | None) -> str:
+    """--positive, else the run's decision positive class, else a class named like person/human/..."""
+    classes = model.classes
+    if positive is not None:
+        if positive not in classes:
+            raise UserError(f"--positive '{positive}' is not a class of this model; its classes: {', '.join(classes)}")
+        return positive
+    decision = model.meta.get("decision")
+    if decision:
+        return decision["positive_class"]
+    named = [c for c in classes if POSITIVE_NAMES.search(c)]
+    if len(named) == 1:
+        return named[0]
+    raise UserError(f"which class is the object to find? give --positive, one of: {', '.join(classes)}")
+
+
+class Scanner:
+    """Holds what does not change between photos: the window, the threshold, the network split."""
+
+    def __init__(self, model, positive: str | None = None, *, scales=None, stride: int | None = None,
+                 min_size: int | None = None, iou: float = 0.3, margin=0.0, method: str = "auto",
+                 threshold: float | None = None):
+        if method not in METHODS:
+            raise UserError(f"unknown scan method '{method}'; use one of {', '.join(METHODS)}")
+        if not 0 < iou <= 1:
+            raise UserError(f"--iou must be in (0, 1], not {iou}")
+        self.model, self.size = model, model.img_size
+        self.positive = positive_class(model, positive)
+        self.pos = model.classes.index(self.positive)
+        decision = model.meta.get("decision") or {}
+        # The run's stored operating point when it is about this class; otherwise even odds.
+        self.threshold = float(decision["threshold"]) if decision.get("positive_class") == self.positive else 0.5
+        if threshold is not None:
+            if not 0 < threshold < 1:
+                raise UserError(f"--threshold must be a probability in (0, 1), not {threshold}")
+            self.threshold = float(threshold)
+        self.window: Window = window_of(model, self.positive)
+        self.scales, self.min_size, self.iou = scales, min_size, iou
+        self.margin = _margin(margin)
+        self.parts = self._fcn(method)
+        default = max(1, self.size // 8)
+        self.stride = int(stride or (self.parts.stride if self.parts and self.parts.stride <= self.size // 4 else default))
+        if self.stride < 1:
+            raise UserError(f"--stride must be at least 1 px, not {stride}")
+        self.method = "fcn" if self.parts else "windows"
+
+    def _fcn(self, method: str):
+        net = getattr(self.model, "net", None)
+        usable = (isinstance(net, torch.nn.Module) and self.model.tta in ("none", "flip")
+                  and self.window.fit != "pad")
+        parts = fcn_parts(net, self.size) if usable and method != "windows" else None
+        if method == "fcn" and parts is None:
+            raise UserError("this model cannot scan fully convolutionally (it needs a simple_cnn or resnet_fast "
+                            "run on the torch backend, with tta none or flip); use method='windows'")
+        return parts
+
+    def describe(self) -> str:
+        w = self.window
+        return (f"window {w.width}x{w.height} (the median training crop of '{self.positive}', {w.fit} to "
+                f"{self.size}x{self.size}), stride {self.stride} px of the input (1/{self.size / self.stride:g} window), "
+                f"scale step 0.8 from min size {self.min_size or DEFAULT_MIN_SIZE} px, threshold {self.threshold:.3f}, "
+                f"NMS IoU {self.iou}, {self.method} scan")
+
+    def scan(self, img) -> dict:
+        """One RGB PIL image -> {width, height, present, score, threshold, positive, boxes, windows,
+        seconds} plus `_windows` (the kept detections' whole windows, for hard-negative mining)."""
+        from torchvision.ops import nms
+
+        start = time.perf_counter()
+        width, height = img.size
+        boxes, scores = [], []
+        for s in pyramid(self.window, width, height, self.scales, self.min_size):
+            b, p = self._level(img, s)
+            boxes.append(b)
+            scores.append(p)
+        boxes = np.concatenate(boxes) if boxes else np.zeros((0, 4))
+        scores = np.concatenate(scores) if scores else np.zeros(0)
+        best = float(scores.max()) if len(scores) else 0.0
+        hit = np.flatnonzero(scores >= self.threshold)
+        if len(hit):
+            objects = _shrink(boxes[hit], self.margin)
+            keep = nms(torch.as_tensor(objects, dtype=torch.float32), torch.as_tensor(scores[hit], dtype=torch.float32),
+                       self.iou).numpy()[:MAX_BOXES]
+            hit, objects = hit[keep], objects[keep]
+        else:
+            objects = np.zeros((0, 4))
+        found = [{"x1": round(float(b[0]), 1), "y1": round(float(b[1]), 1), "x2": round(float(b[2]), 1),
+                  "y2": round(float(b[3]), 1), "score": round(float(scores[i]), 4)} for b, i in zip(objects, hit)]
+        return {"width": width, "height": height, "present": best >= self.threshold, "score": round(best, 4),
+                "threshold": self.threshold, "positive": self.positive, "boxes": found, "windows": int(len(scores)),
+                "seconds": round(time.perf_counter() - start, 4), "_windows": boxes[hit]}
+
+    def _level(self, img, s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Window boxes (n, 4) in image pixels and positive probabilities (n,) at pyramid scale s."""
+        w = self.window
+        ww, wh = w.width / s, w.height / s               # the window in image pixels
+        if w.fit == "pad":
+            f = self.size / max(ww, wh)
+            fx = fy = f
+            cw, ch = max(1, round(ww * f)), max(1, round(wh * f))
+        else:
+            fx, fy = self.size / ww, self.size / wh
+            cw = ch = self.size
+        rw, rh = max(cw, round(img.width * fx)), max(ch, round(img.height * fy))
+        arr = np.array(img.resize((rw, rh), RESAMPLE, reducing_gap=REDUCING_GAP))     # writable: torch wraps it
+        if self.parts:
+            xs, ys, logits = self._fcn_level(arr)
+        else:
+            xs, ys, logits = self._window_level(arr, cw, ch)
+        p = softmax(logits / self.model.temperature)[:, self.pos]
+        boxes = np.stack([xs / fx, ys / fy, (xs + cw) / fx, (ys + ch) / fy], 1)
+        return boxes, p
+
+    def _window_level(self, arr: np.ndarray, cw: int, ch: int):
+        st = self.stride
+        view = torch.from_numpy(arr).unfold(0, ch, st).unfold(1, cw, st)       # ny, nx, 3, ch, cw
+        ny, nx = view.shape[:2]
+        rows = max(1, CHUNK // nx)
+        out = []
+        for r in range(0, ny, rows):
+            crops = view[r:r + rows].permute(0, 1, 3, 4, 2).reshape(-1, ch, cw, 3).numpy()
+            if (cw, ch) != (self.size, self.size):
+                crops = _letterbox(crops, self.size)
+            out.append(self.model.predict_logits(crops))
+        ys, xs = np.meshgrid(np.arange(ny) * st, np.arange(nx) * st, indexing="ij")
+        return xs.ravel().astype(float), ys.ravel().astype(float), np.concatenate(out)
+
+    def _fcn_level(self, arr: np.ndarray):
+        """Every window at `self.stride` px: one trunk pass per offset when the stride is finer than
+        the network's own (its feature cells), one pass subsampled when it is a multiple of it."""
+        r, size, st = self.parts.stride, self.size, self.stride
+        if st % r == 0:
+            offsets, step = [0], st // r
+        elif r % st == 0:
+            offsets, step = list(range(0, r, st)), 1
+        else:
+            offsets, step = [0], max(1, round(st / r))
+        norm = self.model.meta["normalization"]
+        mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(norm["std"], dtype=torch.float32).view(1, 3, 1, 1)
+        device = self.model.device
+        xs, ys, out = [], [], []
+        for oy in offsets:
+            for ox in offsets:
+                sub = arr[oy:, ox:]
+                h = size + (sub.shape[0] - size) // r * r
+                w = size + (sub.shape[1] - size) // r * r
+                if min(sub.shape[:2]) < size:
+                    continue
+                x = torch.from_numpy(np.ascontiguousarray(sub[:h, :w])).permute(2, 0, 1)[None].to(device)
+                with autocast(device, self.model.amp):
+                    logits = window_logits(self.parts, normalize(x, mean.to(device), std.to(device)), size,
+                                           flip=self.model.tta == "flip")
+                logits = logits[::step, ::step].float().cpu()
+                ny, nx = logits.shape[:2]
+                gy, gx = np.meshgrid(oy + np.arange(ny) * r * step, ox + np.arange(nx) * r * step, indexing="ij")
+                ys.append(gy.ravel())
+                xs.append(gx.ravel())
+                out.append(logits.reshape(ny * nx, -1).numpy())
+        return np.concatenate(xs).astype(float), np.concatenate(ys).astype(float), np.concatenate(out)
+
+
+def _letterbox(crops: np.ndarray, size: int) -> np.ndarray:
+    """Grey bars around (n, ch, cw, 3) crops to (n, size, size, 3), centred as `resize(mode='pad')` does."""
+    n, ch, cw, _ = crops.shape
+    out = np.full((n, size, size, 3), PAD_GREY, dtype=np.uint8)
+    top, left = (size - ch) // 2, (size - cw) // 2
+    out[:, top:top + ch, left:left + cw] = crops
+    return out
+
+
+def _margin(margin) -> tuple[float, float]:
+    """(x, y) fractions of the window's width / height on each side that are context, not object."""
+    mx, my = (margin, margin) if isinstance(margin, (int, float)) else tuple(margin)
+    if not (0 <= mx < 0.5 and 0 <= my < 0.5):
+        raise UserError(f"--margin must be fractions in [0, 0.5), not {margin}")
+    return float(mx), float(my)
+
+
+def _shrink(boxes: np.ndarray, margin: tuple[float, float]) -> np.ndarray:
+    """Window boxes -> object boxes: the training crops frame the object with a margin of context
+    (INRIA's 96x160 crops hold a 64x128 person), and a box should enclose the object, not the window."""
+    mx, my = margin
+    if not (mx or my):
+        return boxes.astype(float)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return np.stack([boxes[:, 0] + mx * w, boxes[:, 1] + my * h, boxes[:, 2] - mx * w, boxes[:, 3] - my * h], 1)

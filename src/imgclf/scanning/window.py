@@ -1,0 +1,102 @@
+"""The scanning window: the shape of the crops the model was trained on, and the image pyramid.
+
+A crop classifier learned objects framed the way its training crops frame them. With the default
+`squash` resize a 96x160 person crop became a square input, so the network learned people
+stretched to 1.67x their width: a square window over a photo would show it people at the wrong
+proportions. The window therefore takes the median aspect of the run's training crops of the
+positive class, and is resized to the model's square input exactly as those crops were.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..fsutil import read_json, write_json
+
+CACHE = "scan_window.json"     # in the run folder: the training crops may be gone when a run is moved
+SAMPLE = 200                   # crop headers read to find the median shape (a few ms)
+SCALE_STEP = 0.8               # each pyramid level's window is 1/0.8 = 1.25x the previous one
+DEFAULT_MIN_SIZE = 64          # smallest window height in image pixels
+
+
+@dataclass(frozen=True)
+class Window:
+    """The training crop shape in its own pixels (width, height) and how a window becomes the
+    model's input: `fit` is 'squash' (stretched to the square input), 'crop' (the model saw the
+    centre square of each crop, so windows are square) or 'pad' (letterboxed with grey)."""
+
+    width: int
+    height: int
+    fit: str = "squash"
+
+    @property
+    def aspect(self) -> float:
+        return self.width / self.height
+
+
+def window_of(model, positive: str) -> Window:
+    """The run's window: cached in RUN/scan_window.json, else measured from the positive class's
+    training crops listed in splits.csv, else the model's square input."""
+    fit = model.resize_mode
+    run = Path(model.path) if getattr(model, "path", None) else None
+    cached = read_json(run / CACHE) if run and (run / CACHE).is_file() else None
+    if cached and cached.get("positive") == positive:
+        w, h = cached["width"], cached["height"]
+    else:
+        w, h = _median_crop(run, positive) if run else (model.img_size, model.img_size)
+        if run:
+            try:
+                write_json(run / CACHE, {"positive": positive, "width": w, "height": h,
+                                         "measured_from": "median size of the training crops of this class"})
+            except OSError:
+                pass            # a read-only run folder: measure again next time
+    if fit == "crop":
+        w = h = min(w, h)
+    return Window(int(w), int(h), fit)
+
+
+def _median_crop(run: Path, positive: str) -> tuple[int, int]:
+    from ..data.images import UnusableImage, image_size
+    from ..runs import read_splits
+
+    rows = [r["path"] for r in read_splits(run) if r["label"] == positive and r["split"] == "train"]
+    sizes = []
+    for p in rows[:: max(1, len(rows) // SAMPLE)]:
+        try:
+            sizes.append(image_size(p))
+        except (UnusableImage, OSError):
+            continue
+    if not sizes:
+        side = _input_size(run)
+        return side, side
+    a = np.array(sizes)
+    return int(np.median(a[:, 0])), int(np.median(a[:, 1]))
+
+
+def _input_size(run: Path) -> int:
+    return int(read_json(run / "model.json")["input"]["size"])
+
+
+def pyramid(window: Window, image_w: int, image_h: int, scales=None, min_size: int | None = None) -> list[float]:
+    """Scales s (the window covers window.width/s x window.height/s image pixels), largest first.
+
+    By default from the scale whose window is `min_size` px tall down in steps of 0.8 until the
+    window no longer fits the image; given `scales` are kept where the window fits.
+    """
+    def fits(s: float) -> bool:
+        return window.width / s <= image_w + 0.5 and window.height / s <= image_h + 0.5
+
+    if scales:
+        return [float(s) for s in scales if s > 0 and fits(s)]
+    top = window.height / (min_size or DEFAULT_MIN_SIZE)
+    out, s = [], top
+    while fits(s) and len(out) < 64:
+        out.append(s)
+        s *= SCALE_STEP
+    if not out:
+        # The image is smaller than the smallest window: one scale that fits it whole.
+        out = [max(window.width / image_w, window.height / image_h)]
+    return out
+
