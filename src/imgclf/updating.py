@@ -292,13 +292,13 @@ def _dedupe_new(new: list[dict], old: list[dict]) -> tuple[list[dict], dict]:
     if repeats:
         lines.append(f"dropped {repeats} repeated copy(ies) within the new data")
     for c in conflicts[:10]:
-        lines.append(f"[yellow]conflict[/]: {c['path']} is labeled '{c['label']}' but the same image is "
+        lines.append(f"conflict: {c['path']} is labeled '{c['label']}' but the same image is "
                      f"'{c['old_label']}'{' in ' + c['old_path'] if c['old_path'] else ' elsewhere in the new data'}"
                      "; left out (fix one of the labels)")
     if len(conflicts) > 10:
         lines.append(f"... and {len(conflicts) - 10} more conflicts (update.json lists them)")
     for p in unreadable:
-        lines.append(f"[yellow]warning[/]: cannot read {p}; left out")
+        lines.append(f"cannot read {p}; left out")
     return keep, {"copies_dropped": len(copies), "repeats_dropped": repeats, "conflicts": conflicts,
                   "unreadable": unreadable, "lines": lines}
 
