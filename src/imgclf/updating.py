@@ -56,7 +56,7 @@ def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox:
     """
     from rich.console import Console
 
-    from . import api, registry as reg
+    from . import api
 
     console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
     if mode not in MODES:
@@ -67,25 +67,7 @@ def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox:
     where = f"version {version} ({parent_run})" if version is not None else str(parent_run)
     console.print(f"update of {where}, mode {mode}")
 
-    old, old_report = _old_rows(parent_run, registry, version)
-    console.print(f"  recorded data: {len(old)} images usable ({_by_split(old)})"
-                  + (f"; left out: {old_report['missing']} missing, {old_report['changed']} changed since "
-                     "recorded" if old_report["missing"] or old_report["changed"] else ""))
-    for p in old_report["examples"]:
-        console.print(f"[yellow]warning[/]: {p}")
-    if from_inbox:
-        source = Path(from_inbox) if not isinstance(from_inbox, bool) else _default_inbox(parent_run, registry)
-        console.print(f"  inbox: {source}")
-        new = _inbox_rows(source)
-    else:
-        source = Path(new_data)
-        new = _new_rows(source)
-    new, dup_report = _dedupe_new(new, old)
-    for line in dup_report["lines"]:
-        console.print(f"  {line}")
-    if not new:
-        raise UserError(f"no new images left to learn from in {source} (all are copies of the recorded data)")
-
+    old, old_report, new, dup_report, source = _gather(parent_run, version, registry, new_data, from_inbox, console)
     _assign_splits(new, seed)
     classes = sorted({r["label"] for r in old} | {r["label"] for r in new})
     added = sorted({r["label"] for r in new} - {r["label"] for r in old})
@@ -123,12 +105,29 @@ def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox:
     result = {"run": str(run.path), "version": None, "parent": version, "mode": mode, "counts": record["counts"],
               "new_classes": added, "promoted": False}
 
+    event = _judge(run.path, parent_run, version, registry, new, tolerance, promote, result, console)
+    record["result"] = {k: result[k] for k in ("version", "promoted", "worse_classes")} | {
+        "promote": result["verdict"]["promote"]}
+    write_json(run.path / "update.json", record)
+    if mlflow:
+        _track(mlflow, run.path, registry, result, event, console)
+    console.print(f"report: {run.path / 'report.html'}")
+    return result
+
+
+def _judge(run: Path, parent: Path, version: int | None, registry: Path, new: list[dict], tolerance: float,
+           promote: bool, result: dict, console) -> dict | None:
+    """Register the run as `candidate`, compare it with its parent on the frozen test split and the
+    new test slice, rebuild its report with the comparison, and promote it when asked and the rule
+    passes. Fills `result`; returns the promotion event (None when nothing was promoted)."""
+    from . import api, registry as reg
+
     if version is not None:
-        info = reg.add(run.path, registry, parent=version, alias="candidate")
+        info = reg.add(run, registry, parent=version, alias="candidate")
         result["version"] = info["version"]
         console.print(f"registered as version {info['version']} (parent {version}), alias candidate")
     new_test = [(r["path"], r["label"]) for r in new if r["split"] == "test"]
-    cmp = api.compare(parent_run, run.path, data=new_test or None, tolerance=tolerance, out=run.path / "compare.json")
+    cmp = api.compare(parent, run, data=new_test or None, tolerance=tolerance, out=run / "compare.json")
     verdict = cmp["verdict"]
     worse = _worse_classes(cmp)
     result.update(compare=cmp["path"], verdict=verdict, worse_classes=worse,
@@ -136,28 +135,23 @@ def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox:
                           for k, s in cmp["slices"].items()})
     for k, s in result["slices"].items():
         console.print(f"  {k}: {s['n']} images, accuracy {s['a']:.1%} (parent) -> {s['b']:.1%} (candidate)")
-    api.report(run.path, verbose=False)       # again, now with the comparison section
+    api.report(run, verbose=False)       # again, now with the comparison section
     console.print(("[bold green]PROMOTE[/] " if verdict["promote"] else "[bold yellow]KEEP[/] ") + verdict["paragraph"])
     if worse:
         console.print("  classes that got worse: " + ", ".join(f"{c} ({d:+.1%} on the {w})" for c, d, w in worse))
-
-    event = None
-    if promote and version is not None:
-        if verdict["promote"]:
-            event = reg.promote(registry, result["version"])
-            result["promoted"] = True
-            console.print(f"production -> version {result['version']} (undo: imgclf registry rollback "
-                          f"--registry {registry})")
-        else:
-            console.print(f"not promoted: production stays version {reg.version_number(registry, 'production')}")
-    elif promote:
+    if not promote:
+        return None
+    if version is None:
         console.print("not promoted: a plain run folder has no registry (update a registry version to promote)")
-    record["result"] = {k: result[k] for k in ("version", "promoted", "worse_classes")} | {"promote": verdict["promote"]}
-    write_json(run.path / "update.json", record)
-    if mlflow:
-        _track(mlflow, run.path, registry, result, event, console)
-    console.print(f"report: {run.path / 'report.html'}")
-    return result
+        return None
+    if not verdict["promote"]:
+        current = reg._aliases_state(registry)["aliases"].get("production")
+        console.print(f"not promoted: production stays {f'version {current}' if current else 'unset'}")
+        return None
+    event = reg.promote(registry, result["version"])
+    result["promoted"] = True
+    console.print(f"production -> version {result['version']} (undo: imgclf registry rollback --registry {registry})")
+    return event
 
 
 # ---- the parent and its data -------------------------------------------------------------------
@@ -173,6 +167,30 @@ def _parent(ref, registry) -> tuple[Path, int | None, Path]:
         registry, ref = p.parent, p.name
     n = reg.version_number(registry, ref)
     return reg.resolve(registry, n), n, Path(registry)
+
+
+def _gather(parent: Path, version: int | None, registry: Path, new_data, from_inbox, console):
+    """(old rows, their report, new rows, duplicate report, new data's source): the recorded data
+    still there unchanged, and the new images minus copies of it."""
+    old, old_report = _old_rows(parent, registry, version)
+    console.print(f"  recorded data: {len(old)} images usable ({_by_split(old)})"
+                  + (f"; left out: {old_report['missing']} missing, {old_report['changed']} changed since "
+                     "recorded" if old_report["missing"] or old_report["changed"] else ""))
+    for line in old_report["examples"]:
+        console.print(f"[yellow]warning[/]: {line}")
+    if from_inbox:
+        source = Path(from_inbox) if not isinstance(from_inbox, bool) else _default_inbox(parent, registry)
+        console.print(f"  inbox: {source}")
+        new = _inbox_rows(source)
+    else:
+        source = Path(new_data)
+        new = _new_rows(source)
+    new, dup_report = _dedupe_new(new, old)
+    for line in dup_report["lines"]:
+        console.print(f"  {line}")
+    if not new:
+        raise UserError(f"no new images left to learn from in {source} (all are copies of the recorded data)")
+    return old, old_report, new, dup_report, source
 
 
 def _old_rows(run: Path, registry: Path, version: int | None) -> tuple[list[dict], dict]:
