@@ -208,8 +208,12 @@ def test_log_of_another_model_or_missing_log_is_a_user_error(run, tmp_path):
     (folder / "predictions.jsonl").write_text(json.dumps({"model": "flowers-3", "confidence": 0.9}) + "\n{cut sho")
     with pytest.raises(UserError, match="predictions of flowers-3, none of run"):
         monitor(model.path, folder, out=tmp_path / "mon", verbose=False)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="holds no predictions"):
-        monitor(model.path, tmp_path / "mon", out=tmp_path / "mon", verbose=False)
+        monitor(model.path, tmp_path / "empty", out=tmp_path / "mon", verbose=False)
+    with pytest.raises(UserError, match="no prediction log at"):
+        monitor(model.path, tmp_path / "nowhere", out=tmp_path / "mon", verbose=False)
+    assert not (tmp_path / "mon").exists()          # refused before writing anything
 
 
 def test_psi_and_tests_on_arrays():

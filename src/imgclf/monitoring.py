@@ -361,12 +361,12 @@ def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | N
     from .evaluation.report_monitor import write_monitor_report
 
     run, version, reg_dir = resolve_run(ref, registry)
+    records, log_dir, bad_lines = read_log(log)          # the user's mistakes first, before any work
+    live, left = select(records, run.name, since)
     out = Path(out) if out is not None else Path("monitors") / run.name
     out.mkdir(parents=True, exist_ok=True)
     model = load(run, device)
     ref_data = reference(model, out, verbose)
-    records, log_dir, bad_lines = read_log(log)
-    live, left = select(records, run.name, since)
     low, low_why = (low_confidence, "--low-confidence") if low_confidence is not None else low_line(model)
     stats = statistics(ref_data, live, model.classes, low)
     picks = pick_to_label(live, log_dir, top, _sorted_already(out)) if top > 0 else []

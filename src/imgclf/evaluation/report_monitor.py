@@ -93,7 +93,7 @@ def _stats_table(s: dict, result: dict) -> str:
     note = ('<p class="note">PSI noise: the PSI two samples of these sizes show on average with no drift at all '
             '((bins - 1) x (1/n<sub>test</sub> + 1/n<sub>live</sub>)); a PSI near it is sampling noise. '
             'Image size is compared on log<sub>2</sub>(width x height).</p>')
-    return table(["statistic", "test set", "live", "PSI", "PSI noise", "size", "p-value", "test", ""], rows,
+    return table(["statistic", "test set", "live", "PSI", "PSI noise", "PSI level", "p-value", "test", ""], rows,
                  numeric=(1, 2, 3, 4, 6)) + note
 
 
@@ -203,7 +203,7 @@ def _gallery(result: dict) -> str:
         cards.append(f'<div class="pred unknown"><img src="{uri}" alt="{esc(p["sha256"][:12])}" '
                      f'title="{esc(p["image"])}"><div>#{i} <b>{esc(p["label"])}</b></div>'
                      f'<div>confidence {p["confidence"]:.3f}</div><div>margin {margin}</div>'
-                     f'<div class="muted">{esc((p["time"] or "")[:19])}</div></div>')
+                     f'<div class="muted">{esc((p["time"] or "")[5:16].replace("T", " "))}</div></div>')
     return (f'<p>The {len(picks)} logged images the model was least sure about (smallest confidence, then margin; one '
             f'per image). Copies are in <code>{esc(result["paths"]["to_label"])}</code> and listed in '
             f'<code>{esc(result["paths"]["to_label_csv"])}</code>: move each into a folder named after its true class '
