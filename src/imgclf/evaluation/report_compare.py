@@ -24,7 +24,7 @@ def comparison_section(run: Path) -> str:
                        "<code>imgclf compare A B --out B/compare.json</code> does the same for any two runs.</p>")
     c = read_json(path)
     v = c["verdict"]
-    word = "PROMOTE" if v["promote"] else "KEEP the current model"
+    word = "PROMOTE" if v["promote"] else "KEEP"
     body = (f'<p><b style="color:var(--{"good" if v["promote"] else "bad"})">{esc(word)}</b>. {esc(v["paragraph"])}</p>'
             + _update_facts(Path(run)))
     body += kv([("champion (A)", f"<code>{esc(c['a'])}</code>"), ("challenger (B)", f"<code>{esc(c['b'])}</code>"),
