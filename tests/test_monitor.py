@@ -128,6 +128,10 @@ def test_traffic_like_the_test_set_is_no_drift(run, tmp_path):
     # The reference is cached by the weights' hash: a second run reads it instead of predicting.
     ref = json.loads((out / "reference.json").read_text())
     assert ref["n"] == len(tests) and len(ref["brightness"]) == len(tests)
+    # --since: only the last 1.5 of the 3 hours.
+    since = (datetime.now(timezone.utc) - timedelta(hours=1.5)).strftime("%Y-%m-%dT%H:%M:%S")
+    half = imgclf.monitor(model.path, log, out=out, since=since, verbose=False)
+    assert 40 <= half["n_live"] <= 50 and half["left_out"]["before_since"] == 90 - half["n_live"]
 
 
 def test_darker_images_are_drift_and_least_confident_come_first(run, tmp_path):
