@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import imgclf
+import imgclf.scanning
 from imgclf.scanning import Scanner, scan
 
 OBJ_W, OBJ_H = 24, 40           # the object: tall, as people are
@@ -209,3 +210,31 @@ def test_scan_route_over_http(world):
         unknown = httpx.post(f"{url}/scan?positive=cat", content=open(path, "rb").read(),
                              headers={"Content-Type": "image/png"})
         assert unknown.status_code == 400
+
+
+def test_video_presence_from_scanned_frames(world, tmp_path):
+    """predict --scan: per-frame presence comes from the scan; the annotated video gets the boxes."""
+    import cv2
+
+    from imgclf.video import predict_video
+
+    clip = tmp_path / "clip.avi"
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 5, (SCENE_W, SCENE_H))
+    scenes = [np.array(Image.open(p).convert("RGB")) for p in sorted((world["scenes"] / "without").glob("*.png"))[:4]]
+    scenes += [np.array(Image.open(p).convert("RGB")) for p in list(world["truth"])[:4]] * 2
+    for frame in scenes:
+        vw.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    vw.release()
+    scanner = Scanner(world["model"], min_size=45, threshold=0.5, margin=MARGIN)
+    out = predict_video(world["model"], str(clip), smooth=0.2, out_csv=tmp_path / "frames.csv",
+                        out_video=tmp_path / "boxes.mp4", show_fps=False, scanner=scanner)
+    assert out["frames"] == 12 and len(out["events"]) == 1
+    assert 0.6 <= out["events"][0]["start_s"] <= 1.0 and (tmp_path / "boxes.mp4").stat().st_size > 0
+
+
+def test_recorded_defaults_are_used(world):
+    """Settings recorded with the run (scan_window.json) become the scan's defaults (last: it edits the run)."""
+    imgclf.scanning.remember(world["run"], "object", margin=[MARGIN, MARGIN], min_size=45)
+    scanner = Scanner(imgclf.load(world["run"]))
+    assert scanner.margin == (MARGIN, MARGIN) and scanner.min_size == 45
+    assert Scanner(imgclf.load(world["run"]), margin=0.0).margin == (0.0, 0.0)

@@ -11,20 +11,39 @@ from __future__ import annotations
 from pathlib import Path
 
 from .mining import negatives, parse_size, save_crop
+from .window import remember
 from .scanner import Scanner, positive_class
 
-__all__ = ["scan", "negatives", "Scanner", "positive_class"]
+__all__ = ["scan", "negatives", "remember", "Scanner", "positive_class", "frame_probs"]
+
+
+def frame_probs(scanner: Scanner, frames: list, n_classes: int):
+    """Video frames (RGB arrays) -> (probabilities (n, classes), boxes per frame): the positive
+    class gets the best window's probability, the others share the rest, so the video path's
+    smoothing, answers and presence events work on scans as they do on whole-frame predictions."""
+    import numpy as np
+    from PIL import Image
+
+    probs = np.zeros((len(frames), n_classes))
+    boxes = []
+    for i, frame in enumerate(frames):
+        r = scanner.scan(Image.fromarray(frame))
+        probs[i] = (1 - r["score"]) / max(n_classes - 1, 1)
+        probs[i, scanner.pos] = r["score"]
+        boxes.append(r["boxes"])
+    return probs, boxes
 
 
 def scan(model, images, *, positive: str | None = None, scales=None, stride: int | None = None,
          min_size: int | None = None, iou: float = 0.3, out: str | Path | None = None, mine: str | Path | None = None,
-         margin=0.0, method: str = "auto", threshold: float | None = None, verbose: bool = True) -> list[dict]:
+         margin=None, method: str = "auto", threshold: float | None = None, verbose: bool = True) -> list[dict]:
     """Scan each photo (paths, folders, PIL images or arrays) with a loaded model; one answer per image:
     {path, present, score, threshold, positive, boxes, width, height, windows, seconds} (or
     {path, error} for an unreadable file). `out` writes boxes.csv, scan.json and annotated images;
     `mine` saves every window that fires as a crop (hard negatives: give person-free photos).
     `threshold` overrides the run's stored decision threshold; `margin` (a fraction, or (x, y)
-    fractions, of the window on each side) shrinks windows to the object boxes inside them;
+    fractions, of the window on each side; default: the run's recorded one, else 0) shrinks
+    windows to the object boxes inside them;
     `method` is auto | fcn | windows."""
     import numpy as np
     from PIL import Image
@@ -68,7 +87,7 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
         results.append(entry)
     settings = {"model": str(getattr(model, "path", "")), "positive": scanner.positive,
                 "threshold": scanner.threshold, "window": list(crop_size), "fit": scanner.window.fit,
-                "stride": scanner.stride, "min_size": min_size, "scales": scales, "iou": iou,
+                "stride": scanner.stride, "min_size": scanner.min_size, "scales": scales, "iou": iou,
                 "margin": list(scanner.margin), "method": scanner.method}
     if writer:
         writer.close(settings)

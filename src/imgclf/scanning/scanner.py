@@ -44,7 +44,7 @@ class Scanner:
     """Holds what does not change between photos: the window, the threshold, the network split."""
 
     def __init__(self, model, positive: str | None = None, *, scales=None, stride: int | None = None,
-                 min_size: int | None = None, iou: float = 0.3, margin=0.0, method: str = "auto",
+                 min_size: int | None = None, iou: float = 0.3, margin=None, method: str = "auto",
                  threshold: float | None = None):
         if method not in METHODS:
             raise UserError(f"unknown scan method '{method}'; use one of {', '.join(METHODS)}")
@@ -61,8 +61,10 @@ class Scanner:
                 raise UserError(f"--threshold must be a probability in (0, 1), not {threshold}")
             self.threshold = float(threshold)
         self.window: Window = window_of(model, self.positive)
-        self.scales, self.min_size, self.iou = scales, min_size, iou
-        self.margin = _margin(margin)
+        recorded = dict(self.window.defaults)      # the run's own defaults, when recorded
+        self.scales, self.iou = scales, iou
+        self.min_size = min_size or recorded.get("min_size")
+        self.margin = _margin(margin if margin is not None else recorded.get("margin", 0.0))
         self.parts = self._fcn(method)
         default = max(1, self.size // 8)
         self.stride = int(stride or (self.parts.stride if self.parts and self.parts.stride <= self.size // 4 else default))

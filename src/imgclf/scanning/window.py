@@ -30,6 +30,7 @@ class Window:
     width: int
     height: int
     fit: str = "squash"
+    defaults: tuple = ()       # (key, value) scan settings recorded for the run: margin, min_size
 
     @property
     def aspect(self) -> float:
@@ -38,7 +39,8 @@ class Window:
 
 def window_of(model, positive: str) -> Window:
     """The run's window: cached in RUN/scan_window.json, else measured from the positive class's
-    training crops listed in splits.csv, else the model's square input."""
+    training crops listed in splits.csv, else the model's square input. The cache may also hold
+    the run's default `margin` and `min_size` (see `remember`): the service and the page use them."""
     fit = model.resize_mode
     run = Path(model.path) if getattr(model, "path", None) else None
     cached = read_json(run / CACHE) if run and (run / CACHE).is_file() else None
@@ -54,7 +56,21 @@ def window_of(model, positive: str) -> Window:
                 pass            # a read-only run folder: measure again next time
     if fit == "crop":
         w = h = min(w, h)
-    return Window(int(w), int(h), fit)
+    defaults = tuple((k, cached[k]) for k in ("margin", "min_size") if cached and cached.get(k) is not None)
+    return Window(int(w), int(h), fit, defaults)
+
+
+def remember(run: str | Path, positive: str, **defaults) -> None:
+    """Record default scan settings (margin, min_size) for a run, in RUN/scan_window.json.
+
+        remember("runs/person-1", "person", margin=[0.167, 0.1], min_size=128)
+    """
+    from ..api import load
+
+    model = load(run)
+    window_of(model, positive)                    # measures and writes the cache first
+    path = Path(model.path) / CACHE
+    write_json(path, {**read_json(path), **defaults})
 
 
 def _median_crop(run: Path, positive: str) -> tuple[int, int]:
