@@ -4,17 +4,21 @@ The package is `serving`, not `serve`: importing a subpackage `imgclf.serve` wou
 `imgclf.serve()` function on the package.
 
     POST /predict   images (multipart or raw bytes) -> top-k classes, calibrated confidence, decision
+    POST /feedback  an image (or a logged prediction's id) and its right label -> the feedback inbox
     GET  /          the browser page: drop or pick images, or classify the webcam live
     GET  /health    GET /model    GET /metrics (Prometheus)    GET /openapi.json
 
 Modules: settings (limits and batching), limits (what a client may send), batching (micro-batches
-or one forward per request), metrics, info (/model), app (routes), server (uvicorn), page.html.
+or one forward per request), metrics, info (/model), holder (the model, swappable while serving),
+hotswap (following a registry alias), feedback_routes, explain_routes, scan_routes, app (routes),
+server (uvicorn), page.html. The prediction log is imgclf.predlog.
 FastAPI and uvicorn are imported only here, so `import imgclf` stays light.
 """
 from __future__ import annotations
 
 from .app import create_app
+from .holder import ModelHolder
 from .server import BackgroundServer, run_server
 from .settings import ServeSettings
 
-__all__ = ["create_app", "run_server", "BackgroundServer", "ServeSettings"]
+__all__ = ["create_app", "run_server", "BackgroundServer", "ServeSettings", "ModelHolder"]
