@@ -1,0 +1,89 @@
+"""POST /explain: where the network looked, for one uploaded image (the page's "show where it looked").
+
+    curl -F file=@rose.jpg 'localhost:8000/explain?method=gradcam'
+    # {"model": "flowers-1", "label": "rose", "confidence": 0.91, "target": "rose", "method": "gradcam",
+    #  "overlay": "data:image/png;base64,...", "heatmap": [[0.0, 0.1, ...], ...]}   (14 x 14, 0..1)
+
+A CAM needs gradients and hooks on the network, so it never goes through the micro-batcher: it
+runs in a worker thread, one at a time (a lock), on a private copy of the served network, so
+predictions running meanwhile on the shared network are untouched.
+"""
+from __future__ import annotations
+
+import io
+import threading
+
+from fastapi import Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import UserError
+from .limits import Rejected, decode, read_body, split_images
+
+HEATMAP_SIDE = 14
+OVERLAY_SIDE = (256, 512)       # longer side of the returned overlay: readable, yet a small answer
+ONE_IMAGE_BODY = {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}},
+    "image/*": {"schema": {"type": "string", "format": "binary"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+
+
+def register(app, holder, settings, guarded) -> None:
+    from ..explaining import METHODS
+
+    lock = threading.Lock()
+    cache: dict = {}            # the served model and its Explainer (private network copy); rebuilt after a swap
+
+    @app.post("/explain", summary="Where the network looked: a class activation map for one image",
+              dependencies=guarded, openapi_extra={"requestBody": ONE_IMAGE_BODY},
+              responses={400: {"description": "no image, several images, unknown method or class"},
+                         413: {"description": "body or pixel count over the limit"},
+                         415: {"description": "not an image"}, 422: {"description": "corrupt image"},
+                         501: {"description": "this model cannot be explained (ensemble, ONNX backend)"}})
+    async def explain(request: Request,
+                      method: str = Query("gradcam", description=" | ".join(METHODS)),
+                      target: str | None = Query(None, description="class to explain [default: the answered class]")):
+        """One image as a multipart file part or as the raw body. Answers the model's label and
+        confidence (as /predict), the explained class, an overlay PNG as a data URL and the heatmap
+        averaged down to 14 x 14 (rows top to bottom, values 0..1)."""
+        served = holder.current         # one model for the whole request, even if a swap lands meanwhile
+        model = served.model
+        if method not in METHODS:
+            raise Rejected(400, f"unknown method '{method}'; use one of {', '.join(METHODS)}", "bad_request")
+        if target is not None and target not in model.classes:
+            raise Rejected(400, f"unknown class '{target}'; this model's classes: {', '.join(model.classes)}",
+                           "bad_request")
+        body = await read_body(request.headers.get("content-length"), request.stream(), settings.max_upload_bytes,
+                               request.headers.get("expect", "").lower() == "100-continue")
+        files = split_images(body, request.headers.get("content-type", ""), settings.max_images)
+        if len(files) != 1:
+            raise Rejected(400, f"POST /explain takes one image, got {len(files)}: send one request per image",
+                           "too_many")
+        answer = await run_in_threadpool(_explain, model, files[0][1], method, target, settings.max_pixels, cache, lock)
+        return JSONResponse({"model": served.info["name"], **answer})
+
+
+def _explain(model, data: bytes, method: str, target: str | None, max_pixels: int, cache: dict,
+             lock: threading.Lock) -> dict:
+    import base64
+
+    from ..data.images import read_rgb
+    from ..explaining import Explainer, overlay, png_bytes, small_heatmap
+
+    x = decode(data, model.img_size, model.resize_mode, max_pixels)        # size and format checks first
+    original = read_rgb(io.BytesIO(data), max_pixels)
+    probs = model.predict_proba(x[None])
+    answer = model.answers(probs)[0]
+    with lock:
+        if cache.get("model") is not model:
+            try:
+                cache.update(model=model, explainer=Explainer(model, copy=True))
+            except UserError as e:
+                raise Rejected(501, f"this model cannot be explained: {e}", "unsupported") from None
+        explainer = cache["explainer"]
+        t = explainer.target_index(probs[0], answer["label"], target)
+        heat = explainer.heatmaps(x[None], [t], method)[0]
+    picture = png_bytes(overlay(original, heat, model.resize_mode, side=OVERLAY_SIDE))
+    return {"label": answer["label"], "confidence": answer["confidence"], "target": model.classes[t], "method": method,
+            "overlay": "data:image/png;base64," + base64.b64encode(picture).decode("ascii"),
+            "heatmap": small_heatmap(heat, HEATMAP_SIDE)}
