@@ -47,7 +47,7 @@ def server(tmp_path_factory):
     yield f"http://127.0.0.1:{port}", proc, d
     os.killpg(proc.pid, signal.SIGTERM)     # the server and its uvicorn worker
     try:
-        proc.wait(10)
+        proc.wait(2)     # a throwaway database: no need to wait for a graceful shutdown
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
     log.close()

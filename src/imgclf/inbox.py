@@ -125,30 +125,35 @@ def add(inbox: str | Path, data: bytes, label: str, *, classes: list[str] | None
     name = f"{sha}.{ext}"
     target = root / label / name
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root):
-        found = [p for p in _label_dirs(root) if (p / name).is_file()]
-        if target.parent in found:
-            action = "already there"
-        else:
-            target.parent.mkdir(exist_ok=True)
-            if found:
-                os.replace(found[0] / name, target)
-                action = "relabelled"
+    # Written (and fsynced) before taking the lock, so concurrent senders wait only for renames;
+    # skipped when the image is already there under this label (re-imports, repeated feedback).
+    tmp = None if target.is_file() else _write_temp(root, data)
+    try:
+        with _locked(root):
+            found = [p for p in _label_dirs(root) if (p / name).is_file()]
+            if target.parent in found:
+                action = "already there"
             else:
-                _write_bytes(target, data)
-                action = "added"
-        for old in found:
-            if old != target.parent:
-                (old / name).unlink(missing_ok=True)
-                _remove_if_empty(old)
-        record = {"sha256": sha, "path": f"{label}/{name}", "label": label,
-                  "known_class": None if classes is None else label in classes,
-                  "time": _now(), "who": who, "source": source, "previous": previous,
-                  "prediction_id": prediction_id}
-        # One write of one whole line, under the lock: concurrent feedback never interleaves.
-        with open(root / FEEDBACK_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
+                target.parent.mkdir(exist_ok=True)
+                if not found and tmp is None:      # it was there a moment ago; someone moved it since
+                    tmp = _write_temp(root, data)
+                os.replace(found[0] / name if found else tmp, target)
+                action = "relabelled" if found else "added"
+            for old in found:
+                if old != target.parent:
+                    (old / name).unlink(missing_ok=True)
+                    _remove_if_empty(old)
+            record = {"sha256": sha, "path": f"{label}/{name}", "label": label,
+                      "known_class": None if classes is None else label in classes,
+                      "time": _now(), "who": who, "source": source, "previous": previous,
+                      "prediction_id": prediction_id}
+            # One write of one whole line, under the lock: concurrent feedback never interleaves.
+            with open(root / FEEDBACK_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                f.flush()
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     return {**record, "action": action}
 
 
@@ -185,7 +190,8 @@ def import_folder(folder: str | Path, inbox: str | Path, *, classes: list[str] |
                                                   "known_class": None if classes is None else label in classes})
         for f in sorted(q for q in p.iterdir() if not q.name.startswith(".")):
             if f.is_dir():
-                out["skipped"].append({"path": str(f), "reason": "a sub-folder: only one level of label folders is read"})
+                out["skipped"].append({"path": str(f),
+                                       "reason": "a sub-folder: only one level of label folders is read"})
                 continue
             try:
                 r = add(inbox, f.read_bytes(), label, classes=classes, who=who, source="import")
@@ -280,18 +286,19 @@ def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Atomic: a dot-named temp file (hidden from dataset discovery) renamed into place."""
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
+def _write_temp(root: Path, data: bytes) -> Path:
+    """The bytes in a dot-named temp file at the inbox root (hidden from dataset discovery; the
+    same file system, so the rename into a label folder is atomic)."""
+    fd, tmp = tempfile.mkstemp(prefix=".incoming-", suffix=".tmp", dir=root)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return Path(tmp)
 
 
 def _remove_if_empty(d: Path) -> None:

@@ -107,7 +107,7 @@ def log_registry_event(registry: str | Path, event: dict | None = None, uri: str
     root = Path(registry).expanduser().resolve()
     name = name or model_name(root)
     versions = reg.list_versions(root)
-    aliases = reg._aliases_state(root)["aliases"]
+    aliases = {a: v["version"] for v in versions for a in v["aliases"]}
     client = _client(uri)
     with _guard(uri, f"registry {root.name}", "the next registry add/promote/rollback with --mlflow "
                 "brings MLflow up to date"):
@@ -280,7 +280,11 @@ def _sync_registry(client, name: str, versions: list[dict], aliases: dict, event
         mirrored[n] = mv.version
     for alias, n in aliases.items():
         if n in mirrored:
-            client.set_registered_model_alias(name, alias, mirrored[n])
+            try:
+                client.set_registered_model_alias(name, alias, mirrored[n])
+            except MlflowException as e:    # MLflow reserves some names imgclf allows ("latest")
+                print(f"warning: mlflow: alias {alias!r} not mirrored: {str(e).splitlines()[0][:200]}",
+                      file=sys.stderr)
     if event:
         if "action" not in event:      # registry.add's record: the version.json, manifest and all
             event = {"time": event.get("created"), "user": event.get("user"), "action": "add",
