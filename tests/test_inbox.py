@@ -125,3 +125,31 @@ def test_concurrent_adds_lose_nothing(tmp_path):
     assert len(files) == 8      # each image in exactly one label folder
     latest = {r["sha256"]: r["label"] for r in inbox.records(box)}
     assert {p.stem: p.parent.name for p in files} == latest
+
+
+def test_cli_import_and_list_use_the_registry_classes(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from imgclf import registry
+    from imgclf.cli import app
+    from imgclf.fsutil import write_json
+
+    run = tmp_path / "runs" / "r1"      # a registry reads model.json and splits.csv only; nothing is loaded
+    run.mkdir(parents=True)
+    write_json(run / "model.json", {"format": 1, "classes": ["rose", "tulip"], "architecture": {"name": "simple_cnn"}})
+    (run / "model.safetensors").write_bytes(b"unused")
+    (run / "splits.csv").write_text("path,label,split\n")
+    registry.add(run, tmp_path / "registry", alias="production")
+    src = tmp_path / "corrections"
+    for label, seed in (("rose", 1), ("lily", 2)):
+        (src / label).mkdir(parents=True)
+        (src / label / "a.jpg").write_bytes(_image(seed, "JPEG"))
+    monkeypatch.chdir(tmp_path)         # ./registry is found without --registry
+    r = CliRunner().invoke(app, ["feedback", "import", "corrections", "--who", "ann"])
+    assert r.exit_code == 0, r.output
+    assert "lily: 1 added" in r.output and "proposed new class" in r.output
+    assert "2 added, 0 already there, 0 relabelled, 0 skipped -> inbox registry/inbox" in r.output
+    r = CliRunner().invoke(app, ["feedback", "list", "--format", "json"])
+    s = json.loads(r.output)
+    assert s["labels"] == {"lily": 1, "rose": 1} and s["proposed"] == ["lily"] and s["inbox"] == "registry/inbox"
+    assert {x["who"] for x in _lines(tmp_path / "registry" / "inbox")} == {"ann"}
