@@ -138,3 +138,16 @@ def test_serve_needs_a_run_or_a_registry(reg):
         imgclf.api.serve()
     with pytest.raises(UserError, match="not both"):
         imgclf.api.serve("runs/x", registry=reg[0])
+
+
+def test_serve_wires_the_registry_the_inbox_and_the_log(reg, monkeypatch, tmp_path):
+    """What `imgclf serve` hands the server, for --registry and for a pinned REGISTRY/ALIAS."""
+    r, _ = reg
+    calls = []
+    monkeypatch.setattr(serving, "run_server", lambda served, config, *a, **k: calls.append((served, config)))
+    imgclf.api.serve(registry=r, verbose=False, log_predictions=str(tmp_path / "log"))
+    imgclf.api.serve(f"{r}/production", verbose=False)
+    (followed, config), (pinned, pinned_config) = calls
+    assert followed.version == 1 and followed.alias == "production" and followed.info["name"] == "v1"
+    assert config.inbox == str(r / "inbox") and config.log_predictions == str(tmp_path / "log")
+    assert pinned.version == 1 and pinned.alias is None and pinned_config.inbox == str(r / "inbox")
