@@ -31,6 +31,7 @@ class ModelHolder:
     def __init__(self, model, version: int | None = None, alias: str | None = None):
         self.alias = alias                  # the registry alias followed, or None for a fixed run
         self.swaps = 0                      # successful swaps since start
+        self.failures = 0                   # attempted swaps that failed
         self.swap_error: str | None = None  # why the last attempted swap failed; None once one succeeds
         self._served = Served(model, version, model_info(model))
         self._listeners: list[Callable[["ModelHolder"], None]] = []
@@ -74,6 +75,7 @@ class ModelHolder:
     def failed(self, error: str) -> None:
         """Record a swap that did not happen; the current model goes on serving."""
         self.swap_error = error
+        self.failures += 1
         for listener in self._listeners:
             listener(self)
 
