@@ -19,7 +19,7 @@ OBJ_W, OBJ_H = 24, 40           # the object: tall, as people are
 CROP_W, CROP_H = 30, 50         # training crops frame it with 3 / 5 px of context (margin 0.1)
 MARGIN = 0.1
 SCENE_W, SCENE_H = 160, 120
-FAST = dict(model="simple_cnn", model_kwargs={"width": 8, "depth": 3}, img_size=32, epochs=8, amp="off",
+FAST = dict(model="simple_cnn", model_kwargs={"width": 8, "depth": 3}, img_size=32, epochs=5, lr=0.003, amp="off",
             verbose=False, tta="none")
 
 
@@ -64,7 +64,10 @@ def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("scan")
     rng = np.random.default_rng(0)
     crops = make_crops(tmp / "crops", rng)
-    run = imgclf.train(crops, out=tmp / "run", **FAST)
+    with pytest.MonkeyPatch.context() as mp:
+        # The HTML report is another module's concern and a third of the training time here.
+        mp.setattr("imgclf.api._report_after_training", lambda model, console: None)
+        run = imgclf.train(crops, out=tmp / "run", **FAST)
     scenes, truth = tmp / "scenes", {}
     (scenes / "with").mkdir(parents=True)
     (scenes / "without").mkdir(parents=True)

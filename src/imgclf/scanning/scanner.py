@@ -133,9 +133,10 @@ class Scanner:
         arr = np.array(img.resize((rw, rh), RESAMPLE, reducing_gap=REDUCING_GAP))     # writable: torch wraps it
         if self.parts:
             xs, ys, logits = self._fcn_level(arr)
+            probs = softmax(logits / self.model.temperature)
         else:
-            xs, ys, logits = self._window_level(arr, cw, ch)
-        p = softmax(logits / self.model.temperature)[:, self.pos]
+            xs, ys, probs = self._window_level(arr, cw, ch)
+        p = probs[:, self.pos]
         boxes = np.stack([xs / fx, ys / fy, (xs + cw) / fx, (ys + ch) / fy], 1)
         return boxes, p
 
@@ -149,7 +150,8 @@ class Scanner:
             crops = view[r:r + rows].permute(0, 1, 3, 4, 2).reshape(-1, ch, cw, 3).numpy()
             if (cw, ch) != (self.size, self.size):
                 crops = _letterbox(crops, self.size)
-            out.append(self.model.predict_logits(crops))
+            # predict_proba: the run's own TTA and temperature, and any model kind (ensembles, ONNX).
+            out.append(self.model.predict_proba(crops))
         ys, xs = np.meshgrid(np.arange(ny) * st, np.arange(nx) * st, indexing="ij")
         return xs.ravel().astype(float), ys.ravel().astype(float), np.concatenate(out)
 
