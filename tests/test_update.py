@@ -117,3 +117,19 @@ def test_update_from_inbox_through_the_cli(project, grown):
     assert imgclf.load(out).classes == ["disc", "square", "stripes"]
     sources = {r["path"] for r in read_splits(out)}
     assert any(str(inbox) in p for p in sources)
+
+
+def test_new_images_split_per_class_with_near_duplicates_kept_together():
+    from imgclf.updating import _assign_splits
+
+    new = [{"path": f"/n/{c}{i}.png", "label": c, "split": ""} for c in "ab" for i in range(10)]
+    new.append({"path": "/n/lonely.png", "label": "c", "split": ""})
+    groups = [["/old/t.png", "/n/a0.png"], ["/n/b1.png", "/n/b2.png", "/n/b3.png"]]
+    _assign_splits(new, seed=0, groups=groups, old_split={"/old/t.png": "test"})
+    split = {r["path"]: r["split"] for r in new}
+    assert split["/n/a0.png"] == "test"                     # near-copy of a frozen test image: never trained on
+    assert len({split[p] for p in groups[1]}) == 1          # a group lands whole in one split
+    assert split["/n/lonely.png"] == "train"                # a single new image is for training
+    for c in "ab":
+        got = [split[f"/n/{c}{i}.png"] for i in range(10)]
+        assert "train" in got and "test" in got and "val" in got

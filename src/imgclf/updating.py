@@ -68,7 +68,8 @@ def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox:
     console.print(f"update of {where}, mode {mode}")
 
     old, old_report, new, dup_report, source = _gather(parent_run, version, registry, new_data, from_inbox, console)
-    _assign_splits(new, seed)
+    groups, doctor_summary = _doctor(old, new, console) if doctor else ([], None)
+    _assign_splits(new, seed, groups, {r["path"]: r["split"] for r in old})
     classes = sorted({r["label"] for r in old} | {r["label"] for r in new})
     added = sorted({r["label"] for r in new} - {r["label"] for r in old})
     console.print(f"  new data: {len(new)} images of {len({r['label'] for r in new})} class(es) ({_by_split(new)})"
@@ -87,7 +88,6 @@ def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox:
     data_csv = run_dir / "update_data.csv"
     _write_rows(data_csv, rows, ("path", "sha256", "label", "split", "origin"))
     _write_rows(run_dir / "new_test.csv", [r for r in new if r["split"] == "test"], ("path", "label"))
-    doctor_summary = _doctor(data_csv, console) if doctor else None
 
     parent_cfg = _base_config(parent_run, run_dir)
     choices = _training_choices(parent_run, mode, epochs, lr_factor, settings)
@@ -323,24 +323,49 @@ def _dedupe_new(new: list[dict], old: list[dict]) -> tuple[list[dict], dict]:
 
 # ---- splits, replay and the training settings ---------------------------------------------------
 
-def _assign_splits(new: list[dict], seed: int, val_frac: float = 0.1, test_frac: float = 0.2) -> None:
+def _assign_splits(new: list[dict], seed: int, groups: list[list[str]] = (), old_split: dict | None = None,
+                   val_frac: float = 0.1, test_frac: float = 0.2) -> None:
     """Unassigned new images: per class, shuffled with `seed`, test_frac to test and val_frac to val,
     but a class keeps at least one training image (and a test image from 3 images on, a val one
     from 5). The test share is larger than train's default: a slice of new images is the only
-    evidence about new classes, and it must hold a few of each."""
+    evidence about new classes, and it must hold a few of each.
+
+    `groups` (paths of near-duplicates, from the doctor) move as one: a group holding a recorded
+    image puts its new images in that image's split (a near-copy of a frozen test image must not be
+    trained on), and the other groups land whole in one split, so no copy leaks across them."""
+    old_split = old_split or {}
+    by_path = {r["path"]: r for r in new if not r["split"]}
+    units, seen = [], set()
+    for g in groups:
+        members = [by_path[p] for p in g if p in by_path and p not in seen]
+        recorded = [old_split[p] for p in g if p in old_split]
+        if recorded:        # the most protected split among the recorded copies
+            split = min(recorded, key=("test", "val", "train").index)
+            for r in members:
+                r["split"] = split
+        elif members:
+            units.append(members)
+        seen.update(r["path"] for r in members)
+    units += [[r] for p, r in by_path.items() if p not in seen]
     rng = random.Random(seed)
     by_class = defaultdict(list)
-    for r in new:
-        if not r["split"]:
-            by_class[r["label"]].append(r)
+    for unit in units:
+        by_class[unit[0]["label"]].append(unit)
     for label in sorted(by_class):
-        rows = sorted(by_class[label], key=lambda r: r["path"])
-        rng.shuffle(rows)
-        n = len(rows)
+        class_units = sorted(by_class[label], key=lambda u: u[0]["path"])
+        rng.shuffle(class_units)
+        n = sum(len(u) for u in class_units)
         n_test = max(1, round(n * test_frac)) if n >= 3 else 0
         n_val = max(1, round(n * val_frac)) if n >= 5 else 0
-        for i, r in enumerate(rows):
-            r["split"] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+        done = 0
+        for k, unit in enumerate(class_units):
+            last = k == len(class_units) - 1
+            split = "test" if done < n_test else "val" if done < n_test + n_val else "train"
+            if last and split != "train" and not any(r["split"] == "train" for u in class_units for r in u):
+                split = "train"         # a class keeps at least one training image
+            for r in unit:
+                r["split"] = split
+            done += len(unit)
 
 
 def _replay(old: list[dict], new: list[dict], mode: str, replay: int | None, seed: int) -> list[dict]:
@@ -398,25 +423,35 @@ def _training_choices(parent: Path, mode: str, epochs: int | None, lr_factor: fl
             "schedule": "cosine", "warmup_epochs": min(1.0, n_epochs / 5), "freeze_epochs": 0}
 
 
-def _doctor(data_csv: Path, console) -> dict:
-    """The data doctor over the merged set: near-duplicates the hash check cannot see, and whether
-    any new image nearly repeats a frozen test image (that test score would flatter the candidate)."""
-    from .data.discover import discover
-    from .data.doctor import diagnose, duplicate_kinds, duplicate_warnings
+def _doctor(old: list[dict], new: list[dict], console) -> tuple[list[list[str]], dict]:
+    """The data doctor over the merged set, before the new images are split: near-duplicates the
+    hash check cannot see. Returns the duplicate groups (paths, for `_assign_splits`) and a summary."""
+    import numpy as np
 
-    spec = discover(data_csv, 0.0, 0.0)
+    from .data.discover import DatasetSpec
+    from .data.doctor import diagnose, duplicate_kinds
+
+    rows = old + new
+    classes = sorted({r["label"] for r in rows})
+    spec = DatasetSpec("update", "manifest", classes, [r["path"] for r in rows],
+                       np.array([classes.index(r["label"]) for r in rows], dtype=np.int64),
+                       np.array([r["split"] or "new" for r in rows], dtype=object))
     findings = diagnose(spec, workers=None, progress=False)
-    for line in duplicate_warnings(findings):
-        console.print(f"  doctor: {line.split('; --dedupe')[0]}")
-    origin = {r["path"]: r["origin"] for r in _read_rows(data_csv)}
-    touching = [g for g in findings["near_duplicates"] + findings["exact_duplicates"]
-                if {origin.get(f["path"]) for f in g["files"]} == {"old", "new"}]
-    kinds = duplicate_kinds(touching)
+    found = findings["near_duplicates"] + findings["exact_duplicates"]
+    is_new = {r["path"] for r in new}
+    touching = [g for g in found if any(f["path"] in is_new for f in g["files"])]
+    joined = [g for g in touching if any(f["path"] not in is_new for f in g["files"])]
+    conflicts = duplicate_kinds(touching)["conflicting_labels"]
     s = findings["summary"]
-    console.print(f"  doctor: {s['images']} images, {s['unreadable']} unreadable, {s['exact_duplicates']['groups']} "
-                  f"exact and {s['near_duplicates']['groups']} near-duplicate group(s); {len(touching)} join new and "
-                  f"old images ({len(kinds['conflicting_labels'])} with conflicting labels)")
-    return {"summary": s, "new_old_groups": len(touching), "new_old_conflicts": len(kinds["conflicting_labels"])}
+    console.print(f"  doctor: {s['images']} images, {s['unreadable']} unreadable; {len(touching)} near-duplicate "
+                  f"group(s) with new images ({len(joined)} also with recorded ones: the new copies take the "
+                  f"recorded one's split), {len(conflicts)} with conflicting labels")
+    for g in conflicts[:5]:
+        console.print(f"[yellow]warning[/]: near-duplicates with different labels: "
+                      + ", ".join(f"{f['path']} ({f['label']})" for f in g["files"]))
+    return ([[f["path"] for f in g["files"]] for g in found],
+            {"summary": s, "new_groups": len(touching), "new_old_groups": len(joined),
+             "conflicting_groups": len(conflicts)})
 
 
 def _worse_classes(cmp: dict) -> list[tuple[str, float, str]]:

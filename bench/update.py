@@ -1,0 +1,133 @@
+"""`imgclf update` on flowers5: does a model learn two new classes without forgetting three old ones,
+and is an update with shuffled labels refused?
+
+1. v1: daisy, dandelion and rose (HOLD_BACK of each class's photos kept aside), registered as production.
+2. update v1 with sunflower + tulip (finetune: warm start, head grown, replay of v1's training data):
+   accuracy of v1 and v2 on v1's frozen test images (the three old classes), the five-class accuracy
+   of v2 on its whole test split, the promotion verdict; `rollback` restores v1.
+3. update v1 with the held-back daisy/dandelion/rose photos under shuffled labels, --promote:
+   the verdict must refuse it and name the classes that got worse; production must not change.
+
+    flock /tmp/imgclf-heavy.lock timeout 1800 .venv/bin/python bench/update.py [--epochs 16] [--img-size 64]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+OLD, NEW = ("daisy", "dandelion", "rose"), ("sunflower", "tulip")
+HOLD_BACK = 0.2
+
+
+def prepare(root: Path) -> tuple[Path, Path, Path]:
+    """old/ (3 classes minus the held-back share), new/ (2 classes), shuffled/ (held-back photos,
+    labels permuted): copies, so every folder is an ordinary class-folder dataset."""
+    if not (root / "flowers5").is_dir():
+        with tarfile.open(SHARED / "flowers5.tar.gz") as tf:
+            tf.extractall(root, filter="data")
+    src, old, new, shuffled = root / "flowers5", root / "old", root / "new", root / "shuffled"
+    for d in (old, new, shuffled):
+        shutil.rmtree(d, ignore_errors=True)
+    rng = random.Random(0)
+    held = []
+    for cls in OLD:
+        files = sorted((src / cls).iterdir())
+        rng.shuffle(files)
+        k = int(len(files) * HOLD_BACK)
+        held += [(f, cls) for f in files[:k]]
+        (old / cls).mkdir(parents=True)
+        for f in files[k:]:
+            shutil.copy(f, old / cls / f.name)
+    for cls in NEW:
+        shutil.copytree(src / cls, new / cls)
+    labels = [c for _, c in held]
+    rng.shuffle(labels)
+    for (f, _), label in zip(held, labels):
+        (shuffled / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, shuffled / label / f.name)
+    wrong = sum(c != lab for (_, c), lab in zip(held, labels))
+    print(f"data: old {sum(1 for _ in old.rglob('*.jpg'))} photos of {', '.join(OLD)}; new "
+          f"{sum(1 for _ in new.rglob('*.jpg'))} of {', '.join(NEW)}; shuffled {len(held)} held-back old-class "
+          f"photos ({wrong} with a wrong label)")
+    return old, new, shuffled
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default="/tmp/imgclf-bench-update")
+    ap.add_argument("--model", default="resnet_fast")
+    ap.add_argument("--img-size", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=16, help="v1's epochs (the update takes a third, at least 3)")
+    ap.add_argument("--update-epochs", type=int, default=None)
+    ap.add_argument("--lr-factor", type=float, default=None, help="[default: imgclf update's]")
+    ap.add_argument("--reuse", action="store_true", help="Reuse ROOT/runs/v1 from an earlier run of this script")
+    args = ap.parse_args()
+
+    import imgclf
+    from imgclf import registry
+
+    root = Path(args.root)
+    old, new, shuffled = prepare(root)
+    reuse = args.reuse and (root / "runs" / "v1" / "model.json").is_file()
+    for d in (["runs/v2", "runs/v3"] if reuse else ["runs"]) + ["registry"]:
+        shutil.rmtree(root / d, ignore_errors=True)
+    reg = root / "registry"
+    settings = dict(model=args.model, img_size=args.img_size, seed=0)
+    extra = {"lr_factor": args.lr_factor} if args.lr_factor else {}
+
+    t = time.perf_counter()
+    if reuse:     # prepare() is seeded: the same old/ folder, so v1's recorded files are all still there
+        path = root / "runs" / "v1"
+        from imgclf.api import Run
+
+        v1 = Run(path, json.loads((path / "metrics.json").read_text()), None)
+    else:
+        v1 = imgclf.train(old, out=root / "runs" / "v1", epochs=args.epochs, verbose=False, **settings)
+    t_v1 = time.perf_counter() - t
+    registry.add(v1.path, reg, alias="production")
+    print(f"v1: {len(OLD)} classes, test accuracy "
+          f"{v1.metrics['accuracy']:.4f} (n={v1.metrics.get('n')}), {'reused' if reuse else f'{t_v1:.0f} s'}")
+
+    t = time.perf_counter()
+    r = imgclf.update("production", new, registry=reg, out=root / "runs" / "v2", epochs=args.update_epochs,
+                      verbose=True, **extra)
+    t_v2 = time.perf_counter() - t
+    m2 = json.loads((root / "runs" / "v2" / "metrics.json").read_text())
+    old_slice = r["slices"]["test split"]
+    print(f"\nv2 (finetune, +{', '.join(NEW)}): {t_v2:.0f} s")
+    print(f"  v1 on the frozen 3-class test images: {old_slice['a']:.4f}  (n={old_slice['n']})")
+    print(f"  v2 on the same images:                {old_slice['b']:.4f}  "
+          f"({100 * (old_slice['b'] - old_slice['a']):+.1f} points)")
+    print(f"  v2 on the new classes' test slice:    {r['slices']['new data']['b']:.4f}  (n={r['slices']['new data']['n']})")
+    print(f"  v2 five-class accuracy (old frozen + new test slice): {m2['accuracy']:.4f} (n={m2.get('n')})")
+    print(f"  verdict: {'PROMOTE' if r['verdict']['promote'] else 'KEEP'}: {r['verdict']['paragraph']}")
+    registry.promote(reg, r["version"])
+    back = registry.rollback(reg)
+    print(f"  promote then rollback: production {back['from']} -> {back['to']}")
+
+    t = time.perf_counter()
+    before = registry.version_number(reg, "production")
+    s = imgclf.update("1", shuffled, registry=reg, out=root / "runs" / "v3", epochs=args.update_epochs,
+                      promote=True, verbose=True, **extra)
+    t_v3 = time.perf_counter() - t
+    after = registry.version_number(reg, "production")
+    so = s["slices"]["test split"]
+    print(f"\nv3 (finetune on {sum(s['counts']['new'].values())} shuffled-label photos, "
+          f"--promote): {t_v3:.0f} s")
+    print(f"  frozen 3-class test: v1 {so['a']:.4f} -> v3 {so['b']:.4f}")
+    print(f"  promoted: {s['promoted']}; production {before} -> {after}")
+    print(f"  classes that got worse: {', '.join(f'{c} ({d:+.1%}, {w})' for c, d, w in s['worse_classes']) or 'none'}")
+    print(f"  verdict: {s['verdict']['paragraph']}")
+    print(f"\nsummary: v1 {old_slice['a']:.4f} -> v2 {old_slice['b']:.4f} on the frozen old-class test "
+          f"(target: within 2 points); v2 five-class {m2['accuracy']:.4f}; shuffled update "
+          f"{'refused' if not s['promoted'] else 'PROMOTED (unexpected)'}; times v1 {t_v1:.0f} s, update {t_v2:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
