@@ -10,7 +10,7 @@ its own POST /predict request, through the real service and its prediction log),
 - darkened: test images with every pixel x 0.4, re-encoded as JPEG;
 - foreign classes: photos of the two species the model never learnt;
 - 80/20 mix: test images with 20% foreign photos mixed in; the to-label column says how many of
-  the listed images are foreign (active learning picks them far above their 20% share).
+  the listed images are foreign, beside the foreign share of the distinct images logged.
 
 Not a test: nothing is asserted; prints one markdown table.
 
@@ -145,10 +145,11 @@ def main() -> None:
         c, b, low = s["confidence"], s["brightness"], s["low_confidence"]
         is_foreign = {hashlib.sha256(d).hexdigest(): f for d, f in uploads}
         picked = [is_foreign[p["sha256"]] for p in r["to_label"]]
+        share = sum(is_foreign.values()) / len(is_foreign)
         print(f"| {name} | {r['n_live']} | **{r['status']}** | {c['ref']['median']:.2f} / {c['live']['median']:.2f}, "
               f"{c['psi']:.2f} | {low['ref']:.0%} / {low['live']:.0%} | {b['ref']['mean']:.0f} / "
               f"{b['live']['mean']:.0f}, {b['psi']:.2f} | {s['predicted_class']['psi']:.2f} | "
-              f"{sum(picked)} of {len(picked)} | {first:.1f} / {cached:.1f} |")
+              f"{sum(picked)} of {len(picked)} ({share:.0%} of distinct images) | {first:.1f} / {cached:.1f} |")
         verdicts.append((name, r["verdict"]))
     print()
     for name, v in verdicts:
