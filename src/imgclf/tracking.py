@@ -324,7 +324,9 @@ def _guard(uri: str, what: str, later: str) -> Iterator[None]:
         raise
     except Exception as e:
         msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
-        print(f"warning: mlflow: could not log {what} to {uri} ({type(e).__name__}: {msg}); "
+        if "Max retries exceeded" in msg or "NewConnectionError" in msg:    # requests' wording: say it plainly
+            msg = "the server cannot be reached"
+        print(f"warning: mlflow: could not log {what} to {uri} ({msg}); "
               f"the imgclf files are unaffected; to log later: {later}", file=sys.stderr)
     finally:
         quiet.setLevel(level)
