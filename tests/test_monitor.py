@@ -235,3 +235,16 @@ def test_psi_and_tests_on_arrays():
     rate = drift.compare_rate(1, 100, 40, 100)
     assert rate["shifted"] and rate["live"] == 0.4
     assert drift.psi([10, 0], [10, 0]) == 0.0
+
+
+@pytest.mark.browser
+def test_monitor_page_renders_in_a_browser(run, tmp_path):
+    from test_report import render
+
+    model, tests = run
+    log = serve_log(model, from_tests(tests, 40, seed=5, scale=0.5), tmp_path / "log", spread_hours=2)
+    imgclf.monitor(model.path, log, out=tmp_path / "mon", top=6, verbose=False)
+    facts, outside = render(tmp_path / "mon" / "monitor.html", tmp_path / "monitor.png")
+    assert outside == [] and facts["broken"] == []
+    assert all(facts["sections"].get(s, 0) > 0 for s in ("verdict", "statistics", "plots", "time", "to-label"))
+    assert facts["images"] == 4 + 6          # class bars, 2 histograms, time series + the gallery
