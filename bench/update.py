@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--root", default="/tmp/imgclf-bench-update")
     ap.add_argument("--model", default="resnet_fast")
     ap.add_argument("--img-size", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=16, help="v1's epochs (the update takes a third, at least 3)")
+    ap.add_argument("--epochs", type=int, default=16, help="v1's epochs (the update takes half, at least 3)")
     ap.add_argument("--update-epochs", type=int, default=None)
     ap.add_argument("--lr-factor", type=float, default=None, help="[default: imgclf update's]")
     ap.add_argument("--reuse", action="store_true", help="Reuse ROOT/runs/v1 from an earlier run of this script")
