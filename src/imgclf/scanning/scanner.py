@@ -53,15 +53,17 @@ class Scanner:
         self.model, self.size = model, model.img_size
         self.positive = positive_class(model, positive)
         self.pos = model.classes.index(self.positive)
+        self.window: Window = window_of(model, self.positive)
+        recorded = dict(self.window.defaults)      # the run's own scan defaults, when recorded
         decision = model.meta.get("decision") or {}
-        # The run's stored operating point when it is about this class; otherwise even odds.
+        # The run's stored operating point when it is about this class; otherwise even odds. A photo
+        # holds thousands of windows, so a photo-level threshold recorded with the run wins.
         self.threshold = float(decision["threshold"]) if decision.get("positive_class") == self.positive else 0.5
+        threshold = threshold if threshold is not None else recorded.get("threshold")
         if threshold is not None:
             if not 0 < threshold < 1:
                 raise UserError(f"--threshold must be a probability in (0, 1), not {threshold}")
             self.threshold = float(threshold)
-        self.window: Window = window_of(model, self.positive)
-        recorded = dict(self.window.defaults)      # the run's own defaults, when recorded
         self.scales, self.iou = scales, iou
         self.min_size = min_size or recorded.get("min_size")
         self.margin = _margin(margin if margin is not None else recorded.get("margin", 0.0))
