@@ -23,7 +23,9 @@ from ..errors import UserError
 
 def save_crop(img, box, size: tuple[int, int], out: Path) -> Path:
     """The box (x1, y1, x2, y2) of the RGB image, resized to size (w, h), as OUT/<sha256>.png."""
-    crop = img.resize(size, RESAMPLE, box=tuple(float(v) for v in box), reducing_gap=REDUCING_GAP)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    box = (max(0.0, x1), max(0.0, y1), min(float(img.width), x2), min(float(img.height), y2))
+    crop = img.resize(size, RESAMPLE, box=box, reducing_gap=REDUCING_GAP)
     buf = io.BytesIO()
     crop.save(buf, format="PNG")
     data = buf.getvalue()

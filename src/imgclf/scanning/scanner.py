@@ -140,6 +140,8 @@ class Scanner:
             xs, ys, probs = self._window_level(arr, cw, ch)
         p = probs[:, self.pos]
         boxes = np.stack([xs / fx, ys / fy, (xs + cw) / fx, (ys + ch) / fy], 1)
+        # Rounding the resampled size can put a border window a fraction of a pixel outside.
+        np.clip(boxes, 0, [img.width, img.height, img.width, img.height], out=boxes)
         return boxes, p
 
     def _window_level(self, arr: np.ndarray, cw: int, ch: int):
