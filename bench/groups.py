@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from imgclf.data.cache import build_cache  # noqa: E402
 from imgclf.data.discover import DatasetSpec, discover, files_under  # noqa: E402
 from imgclf.data.doctor import NEAR_DISTANCE, _scan  # noqa: E402
-from imgclf.data.groups import cache_hashes, near_duplicate_ids  # noqa: E402
+from imgclf.data.groups import cache_hashes, describe, near_duplicate_ids, regroup  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets"
 
@@ -51,11 +51,11 @@ def inria(folder: Path) -> None:
     ok = np.ones(len(paths), bool)
     ok[list(bad)] = False
     names = [Path(p).stem for p in paths]
-    where = {n: i for i, n in enumerate(names)}
-    pairs = []
-    for n, i in where.items():       # a/b, c/d, ...: the second letter of a pair is the odd one
-        if (ord(n[-1]) - ord("a")) % 2 == 0 and (j := where.get(n[:-1] + chr(ord(n[-1]) + 1))) is not None:
-            pairs.append((i, j))
+    by_photo = defaultdict(list)
+    for i, n in sorted(enumerate(names), key=lambda t: t[1]):
+        by_photo[n[:-1]].append(i)
+    # a/b, c/d, ... (one photo skips a letter: a/b, d/e): consecutive letters of a photo are a pair
+    pairs = [(m[k], m[k + 1]) for m in by_photo.values() for k in range(0, len(m) - 1, 2)]
     source = np.array([n[:-1] for n in names])     # cropNNNNNN, person_NNN, ...: the source photo
     print(f"INRIA person crops: {len(paths):,} files, {len(pairs):,} named mirror pairs, "
           f"{len(set(source)):,} source photos; hashed in {scan_s:.1f}s\n")
@@ -104,15 +104,16 @@ def cifar(folder: Path) -> None:
         with Timer() as cache_s:
             hashes, flipped = cache_hashes(cache.images, usable)
             ids = near_duplicate_ids(hashes, flipped, usable, NEAR_DISTANCE)
-    groups = len(np.unique(ids))
-    multi = int((np.bincount(np.unique(ids, return_inverse=True)[1].ravel()) > 1).sum())
+    regroup(spec, ids, 0.1, 0.1, 0)         # as train does: val is carved from train/ with groups whole
+    info = describe(spec, ids, "near-duplicates")
     print(f"\nCIFAR-10 ({len(spec.paths):,} images): near-duplicate groups at train time\n")
     print("| step | wall s | CPU s |")
     print("|---|---:|---:|")
     print(f"| decode the training cache at 32 px (train does this anyway) | {cache_t} |")
     print(f"| hash the files again (doctor: decode at 32 px + sha256 + pHash + mirror) | {files_s} |")
     print(f"| hash the cache rows + their mirrors, group (train, group_by auto) | {cache_s} |")
-    print(f"\n{multi:,} groups of near-duplicates among {groups:,} groups")
+    print(f"\n{info['groups']:,} groups of near-duplicates ({info['images']:,} images, largest {info['largest']}); "
+          f"{info['straddling']:,} straddle the given train/test split")
 
 
 def main() -> None:

@@ -66,6 +66,7 @@ def test_doctor_finds_mirrored_and_reencoded_copies(copies):
 def test_check_keeps_groups_together_and_reports_user_split_leakage(copies, tmp_path):
     findings = imgclf.check(copies, verbose=False, val_frac=0.2, test_frac=0.3)
     assert findings["groups"]["by"] == "near-duplicates" and findings["groups"]["groups"] == 3
+    assert findings["groups"]["mixed_labels"] == 1                        # cat_02 and its mirror in dog
     assert not any(g["leakage"] for g in findings["near_duplicates"])     # the grouped split train makes
     # With the user's own split a mirrored copy in test is leakage, named as such.
     split = tmp_path / "split"

@@ -4,7 +4,7 @@ A split that puts one copy of a photo in train and another in test (re-encoded, 
 or a second crop of the same source photo) lets the model recognise instead of generalise, and
 inflates test accuracy. Groups come from (`group_by`):
   auto / near-duplicates   pHash components, mirrored copies included, hashed from pixels training
-                           decodes anyway (the cache): ~1 s per 60k images at 32 px, no second decode
+                           decodes anyway (the cache): ~3 s per 60k images at 32 px, no second decode
   a regex with one capture the capture of each file name (of the path below the data root when the
                            pattern holds a '/'): `^(crop\\d+)` groups crop001001a.png with crop001001b.png
   none                     the plain per-image split
@@ -145,7 +145,8 @@ def cache_hashes(images: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np
     """pHashes of every cached (N, S, S, 3) row and of its mirror image; zero for unusable rows.
 
     The cache already holds every image decoded and resized, so hashing it costs a pass over memory
-    (~1 s for CIFAR-10's 60k rows at 32 px) where hashing the files would decode them all again (~7 s)."""
+    (CIFAR-10's 60k rows at 32 px: 2.8 CPU s with grouping) where hashing the files would decode them
+    all again (14.7 CPU s; bench/groups.py)."""
     hashes, flipped = np.zeros(len(images), np.uint64), np.zeros(len(images), np.uint64)
     idx = np.flatnonzero(usable)
     step = max(1, CHUNK_BYTES // max(1, images[0].size if len(images) else 1))
@@ -226,7 +227,8 @@ def regroup(spec, groups: np.ndarray, val_frac: float, test_frac: float, seed: i
 
 def describe(spec, groups: np.ndarray, by: str) -> dict:
     """JSON-ready summary: how many groups hold more than one image, their images, the largest,
-    and the groups that straddle splits (only possible in splits the user gave)."""
+    how many hold several labels, and the groups that straddle splits (only possible in splits
+    the user gave)."""
     keys, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
     inverse = inverse.ravel()
     present = np.zeros((len(keys), len(SPLITS)), bool)
@@ -237,7 +239,9 @@ def describe(spec, groups: np.ndarray, by: str) -> dict:
                  "splits": [name for s, name in enumerate(SPLITS) if present[g, s]]} for g in straddle[:5]]
     multi = counts > 1
     largest = int(np.argmax(counts)) if len(counts) else 0
-    return {"by": by, "groups": int(multi.sum()), "images": int(counts[multi].sum()),
+    pairs = np.unique(np.stack([inverse, np.asarray(spec.labels)]), axis=1)     # (group, label) present
+    mixed = int((np.bincount(pairs[0], minlength=len(keys)) > 1).sum())
+    return {"by": by, "groups": int(multi.sum()), "images": int(counts[multi].sum()), "mixed_labels": mixed,
             "largest": int(counts.max()) if len(counts) else 0,
             "largest_example": spec.paths[int(keys[largest])] if multi.any() else None,
             "straddling": len(straddle), "straddling_examples": examples}
@@ -246,11 +250,13 @@ def describe(spec, groups: np.ndarray, by: str) -> dict:
 def summary_line(info: dict) -> str:
     """One line for the console and the report: what the split kept together."""
     what = ("near-duplicates (pHash, mirrored copies included)" if info["by"] == "near-duplicates"
-            else f"file names matching {info['by']!r}")
+            else f"file names matching '{info['by']}'")
     if not info["groups"]:
         return f"no groups of {what}: every image split on its own"
     line = (f"keeps {info['groups']:,} groups of {what} together ({info['images']:,} images; "
             f"largest {info['largest']:,})")
+    if info.get("mixed_labels"):
+        line += f"; {info['mixed_labels']:,} hold several labels and went by their majority label"
     if info["straddling"]:
         line += f"; {info['straddling']:,} groups straddle the splits you gave"
     return line
