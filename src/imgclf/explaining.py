@@ -42,7 +42,7 @@ class TargetLayer:
     reshape: Callable | None = None                 # tokens -> (B, C, H, W) for ViT-like models
 
     def describe(self) -> str:
-        kind = "tokens of " if self.reshape else ""
+        kind = "tokens of " if self.reshape is not None and self.reshape is not _nhwc_to_nchw else ""
         return f"{self.name or 'the network'} ({type(self.module).__name__}, {kind}{'x'.join(map(str, self.shape))} feature map)"
 
 
@@ -70,10 +70,13 @@ def find_target_layer(net: nn.Module, img_size: int) -> TargetLayer:
             return TargetLayer(f"blocks.{block}.norm1", net.blocks[-1].norm1, (dim, *grid), tokens_to_map)
     seen: list[tuple[str, nn.Module, tuple]] = []
     names = {m: n for n, m in net.named_modules()}
+    # Swin-like timm models keep their feature maps channels-last (B, H, W, C).
+    channels_last = getattr(net, "output_fmt", "NCHW") == "NHWC"
 
     def record(module, _inputs, output):
         if isinstance(output, torch.Tensor) and output.dim() == 4 and not isinstance(module, _NOT_TARGETS):
-            seen.append((names[module], module, tuple(output.shape[1:])))
+            shape = tuple(output.shape[1:])
+            seen.append((names[module], module, (shape[2], shape[0], shape[1]) if channels_last else shape))
 
     param = next(net.parameters())
     hooks = [m.register_forward_hook(record) for m in names]
@@ -89,7 +92,11 @@ def find_target_layer(net: nn.Module, img_size: int) -> TargetLayer:
     if not spatial:
         raise UserError(f"found no spatial feature map in this network at {img_size} px to explain; "
                         "a larger input size (--img-size) keeps the last feature maps bigger than 1x1")
-    return TargetLayer(*spatial[-1])
+    return TargetLayer(*spatial[-1], _nhwc_to_nchw if channels_last else None)
+
+
+def _nhwc_to_nchw(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2)
 
 
 class Explainer:
@@ -255,7 +262,7 @@ def small_heatmap(heat: np.ndarray, side: int = 14) -> list[list[float]]:
     return np.round(np.clip(small, 0, 1), 3).tolist()
 
 
-def first_layer_filters(net: nn.Module, cell: int = 8, limit: int = 64):
+def first_layer_filters(net: nn.Module, tile_px: int = 32, limit: int = 64):
     """The first Conv2d's filters as one grid image (PIL), each scaled to its own range: RGB for
     3 input channels, grey otherwise (mean over channels). None when the network has no Conv2d."""
     from PIL import Image
@@ -269,6 +276,7 @@ def first_layer_filters(net: nn.Module, cell: int = 8, limit: int = 64):
     hi = w.amax(dim=(1, 2, 3), keepdim=True)
     w = ((w - lo) / (hi - lo).clamp_min(1e-8)).permute(0, 2, 3, 1).numpy()        # (n, k, k, c) in 0..1
     n, k = len(w), w.shape[1]
+    cell = max(2, tile_px // k)         # 3x3 and 7x7 kernels both drawn about tile_px wide
     cols = int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
     tile = k * cell + 2
