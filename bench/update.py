@@ -58,6 +58,23 @@ def prepare(root: Path) -> tuple[Path, Path, Path]:
     return old, new, shuffled
 
 
+def old_classes_only(v1_path: Path, v2_path: Path) -> float:
+    """v2's accuracy on v1's frozen test images when it may answer only v1's classes: forgetting of
+    the old classes' own boundaries, apart from old images now taken for a new look-alike class."""
+    import numpy as np
+
+    import imgclf
+    from imgclf.data.cache import build_cache
+    from imgclf.runs import test_split
+
+    v1, v2 = imgclf.load(v1_path), imgclf.load(v2_path)
+    paths, y = test_split(v1)
+    cache = build_cache(paths, v2.img_size, v2.resize_mode, progress=False)
+    probs = v2.predict_proba(cache.images)
+    old = np.array([v2.classes.index(c) for c in v1.classes])
+    return float((probs[:, old].argmax(1) == y).mean())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="/tmp/imgclf-bench-update")
@@ -104,6 +121,7 @@ def main() -> None:
     print(f"  v1 on the frozen 3-class test images: {old_slice['a']:.4f}  (n={old_slice['n']})")
     print(f"  v2 on the same images:                {old_slice['b']:.4f}  "
           f"({100 * (old_slice['b'] - old_slice['a']):+.1f} points)")
+    print(f"  v2 on the same images, answering only the 3 old classes: {old_classes_only(v1.path, r['run']):.4f}")
     print(f"  v2 on the new classes' test slice:    {r['slices']['new data']['b']:.4f}  (n={r['slices']['new data']['n']})")
     print(f"  v2 five-class accuracy (old frozen + new test slice): {m2['accuracy']:.4f} (n={m2.get('n')})")
     print(f"  verdict: {'PROMOTE' if r['verdict']['promote'] else 'KEEP'}: {r['verdict']['paragraph']}")
