@@ -12,12 +12,14 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = ["train", "load", "evaluate", "check", "demo", "report", "ensemble", "compare", "export", "serve",
-           "predict_folder", "predict_video", "tune", "list_models", "lr_find", "__version__"]
+           "predict_folder", "predict_video", "tune", "list_models", "lr_find", "monitor", "update", "explain", "feedback_import",
+           "scan", "negatives", "__version__"]
 
 
 def __getattr__(name: str):
     if name in ("train", "load", "evaluate", "check", "demo", "report", "ensemble", "compare", "export", "serve",
-                "predict_folder", "predict_video", "tune", "list_models", "lr_find"):
+                "predict_folder", "predict_video", "tune", "list_models", "lr_find", "monitor", "update", "explain",
+                "feedback_import", "scan", "negatives"):
         from . import api
 
         return getattr(api, name)

@@ -77,6 +77,9 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     if not cfg.data:
         raise UserError("no data given: imgclf train DATA (a folder with one sub-folder per class)")
 
+    from .data.groups import check_group_by
+
+    check_group_by(cfg.group_by)        # before the decoding it would otherwise wait for
     spec = discover(cfg.data, cfg.val_frac, cfg.test_frac, cfg.seed)
     from .evaluation.rejection import check_targets
 
@@ -100,9 +103,15 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     for line in notes:
         console.print(f"  default: {line}")
 
-    removed = _duplicates(spec, cfg, console)
     images, spec, skipped = _decode(spec, cfg, console)
+    cfg, grouping = _group_split(spec, cfg, images, console)
+    removed = _duplicates(spec, cfg, console)
+    _require_training_images(spec)
     mean, std, pretrained = _normalization(cfg, images, spec)
+    if cfg.init_from:       # a warm start (imgclf update): the parent's weights were learnt on its statistics
+        from .training.warmstart import parent_normalization
+
+        mean, std = parent_normalization(cfg.init_from)
     policy = _augment_policy(cfg, len(spec.indices("train")))
     console.print(f"  augmentation: {policy.to_dict()}")
     if cfg.tta == "auto":
@@ -118,11 +127,16 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
                        weights=cfg.weights, pretrained=cfg.pretrained, **cfg.model_kwargs)
     n_params = sum(p.numel() for p in net.parameters())
     console.print(f"  model: {cfg.model} {kwargs}  ({n_params / 1e6:.2f}M parameters)")
+    if cfg.init_from and not resume:
+        from .training.warmstart import warm_start
+
+        console.print(f"  {warm_start(net, cfg.init_from, spec.classes)}")
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", dump_yaml(cfg.to_dict()))
     write_splits(run_dir / "splits.csv", spec.paths, spec.labels, spec.splits, spec.classes)
-    write_json(run_dir / "data_report.json", {**_data_report(spec, skipped), "deduplicated": removed})
+    write_json(run_dir / "data_report.json", {**_data_report(spec, skipped), "deduplicated": removed,
+                                                  "groups": grouping})
     meta = {
         "format": MODEL_FORMAT, "imgclf_version": __version__, "classes": spec.classes,
         "architecture": {"name": cfg.model, "kwargs": kwargs, "in_chans": 3, "parameters": n_params},
@@ -227,6 +241,107 @@ def compare(a, b, data: str | Path | None = None, tolerance: float = 0.02, alpha
     return run_compare(a, b, data, tolerance, alpha, n_boot, seed, rule, out)
 
 
+def explain(run, images, *, method: str = "gradcam", target: str | None = None, out: str | Path | None = None,
+            device: str = "auto") -> list[dict]:
+    """Where the network looked: per image, the run's answer (label, confidence) and a class
+    activation map of `target` (default: the answered class) from layer `layer`, picked
+    automatically — `heatmap`, (size, size) floats in 0..1 over the model's input — and, with
+    `out`, the overlay PNG written there (`overlay`: its path). Methods: gradcam, gradcam++,
+    xgradcam, layercam, eigencam, scorecam, hirescam (the grad-cam package). See imgclf.explaining.
+
+        r = imgclf.explain("runs/flowers-1", ["rose.jpg"], out="explanations")[0]
+        r["label"], r["heatmap"].shape, r["overlay"]   # ('rose', (64, 64), 'explanations/rose-gradcam-rose.png')
+    """
+    from .explaining import explain as run_explain
+
+    return run_explain(_model(run, device, None, "torch"), images, method, target, out)
+
+
+def scan(run, images, *, positive: str | None = None, scales=None, stride: int | None = None,
+         min_size: int | None = None, iou: float = 0.3, out: str | Path | None = None, mine: str | Path | None = None,
+         threshold: float | None = None, margin=None, method: str = "auto", device: str = "auto",
+         verbose: bool = True) -> list[dict]:
+    """Find the positive class in whole photos with a model trained on crops: the window (the training
+    crops' shape) slides over an image pyramid, windows whose calibrated probability passes the run's
+    threshold are merged by NMS. Per image: path, present, score, boxes [{x1, y1, x2, y2, score}] in
+    image pixels, width, height, windows, seconds. `out` writes boxes.csv, scan.json and annotated
+    images; `mine` saves the windows that fire as crops (hard negatives, from person-free photos).
+    See imgclf.scanning.
+
+        r = imgclf.scan("runs/person-1", ["street.jpg"], out="scan-out")[0]
+        r["present"], r["boxes"]          # True, [{'x1': 212.0, 'y1': 80.5, 'x2': 268.3, 'y2': 221.7, 'score': 0.97}]
+    """
+    from .scanning import scan as run_scan
+
+    return run_scan(_model(run, device, None, "torch"), images, positive=positive, scales=scales, stride=stride,
+                    min_size=min_size, iou=iou, out=out, mine=mine, threshold=threshold, margin=margin,
+                    method=method, verbose=verbose)
+
+
+def negatives(photos, out: str | Path, *, per_image: int = 20, size: str | tuple[int, int] = "64x64",
+              seed: int = 0, verbose: bool = True) -> dict:
+    """Random windows (multi-scale, aspect of `size`) cut from photos known to hold no object, saved as
+    PNG crops named by their sha256: the negative class to train a crop detector with.
+
+        imgclf.negatives(["street/no-person"], "data/no-person", per_image=40, size="96x160")
+    """
+    from .scanning import negatives as cut
+
+    return cut(photos, out, per_image=per_image, size=size, seed=seed, verbose=verbose)
+
+
+def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | None = None, top: int = 50,
+            since: str | None = None, low_confidence: float | None = None, device: str = "auto",
+            verbose: bool = True) -> dict:
+    """Compare the service's prediction log (`imgclf serve --log-predictions DIR`) with the run's frozen
+    test split: predicted classes, confidence, low-confidence and 'unknown' rates, brightness, size and
+    colour mode (PSI + two-sample tests), a plain-words verdict, and the least confident logged images
+    to label next. Writes OUT/monitor.json, monitor.html, to_label.csv and to_label/ (OUT defaults to
+    monitors/<run name>). `ref`: run folder, REGISTRY/ALIAS, or a version/alias with `registry`.
+
+        imgclf.monitor("registry/production", "logs/")["verdict"]   # 'No drift: 412 logged predictions ...'
+    """
+    from .monitoring import monitor as run_monitor
+
+    return run_monitor(ref, log, out=out, registry=registry, top=top, since=since, low_confidence=low_confidence,
+                       device=device, verbose=verbose)
+
+
+def update(ref, new_data: str | Path | None = None, *, registry: str | Path = "registry",
+           from_inbox: bool | str | Path = False, mode: str = "finetune", promote: bool = False,
+           epochs: int | None = None, tolerance: float = 0.02, out: str | Path | None = None,
+           verbose: bool = True, **options: Any) -> dict:
+    """Retrain a registry version (number or alias; or a run folder) on its recorded data plus new
+    labeled images (`new_data`, or the feedback inbox with from_inbox=True): its test split stays
+    frozen, new classes grow the head, `finetune` warm-starts with replay of the old data, `full`
+    retrains from scratch. The result is registered as version `candidate`, compared with the parent
+    on the frozen test split and the new test slice, and promoted only when `promote` and the rule
+    passes. Other keywords: lr_factor, replay, seed, doctor, mlflow, or TrainConfig settings. See imgclf.updating.
+
+        r = imgclf.update("production", "new_photos/", promote=True)
+        r["version"], r["verdict"]["paragraph"], r["promoted"]
+    """
+    from .updating import update as run_update
+
+    return run_update(ref, new_data, registry=registry, from_inbox=from_inbox, mode=mode, promote=promote,
+                      epochs=epochs, tolerance=tolerance, out=out, verbose=verbose, **options)
+
+
+def feedback_import(folder: str | Path, inbox: str | Path | None = None, *, registry: str | Path | None = None,
+                    classes: list[str] | None = None, who: str | None = None) -> dict:
+    """Add FOLDER/<label>/<images> to the feedback inbox that `imgclf update --from-inbox` trains on.
+    `inbox` defaults to REGISTRY/inbox (./registry/inbox when ./registry is a registry), else ./inbox;
+    labels the registry's production model does not know are kept as proposed new classes. Never stops
+    on a bad file: the result lists what was added, already there, relabelled and skipped (with why).
+
+        imgclf.feedback_import("corrections/", registry="registry")["added"]     # 12
+    """
+    from . import inbox as box
+
+    where, reg = box.locate(inbox, registry)
+    return box.import_folder(folder, where, classes=classes or box.registry_classes(reg), who=who)
+
+
 def export(run: str | Path, format: str = "onnx", out: str | Path | None = None, data: str | Path | None = None,
            opset: int | None = None, check: bool = True, verbose: bool = True) -> dict:
     """Export the run's network (RUN/model.onnx by default: float32 NCHW normalised `input` ->
@@ -247,26 +362,56 @@ def export(run: str | Path, format: str = "onnx", out: str | Path | None = None,
     return result
 
 
-def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch",
+def serve(run: str | Path | None = None, *, registry: str | Path | None = None, alias: str = "production",
+          host: str = "127.0.0.1", port: int = 8000, backend: str = "torch",
           device: str = "auto", tta: str | None = None, verbose: bool = True, **settings: Any) -> None:
-    """Serve the run over HTTP until interrupted: POST /predict, the browser page at /, /health,
-    /model, /metrics, /openapi.json. Other keywords are imgclf.serving.ServeSettings fields
-    (api_key, cors, max_upload_mb, max_pixels, max_images, batching, max_batch, max_wait_ms, ...).
+    """Serve the run over HTTP until interrupted: POST /predict, POST /feedback, the browser page at
+    /, /health, /model, /metrics, /openapi.json. Other keywords are imgclf.serving.ServeSettings fields
+    (api_key, cors, max_upload_mb, max_pixels, max_images, batching, max_batch, max_wait_ms,
+    log_predictions, log_sample, log_images, log_max_mb, inbox, ...).
+
+    `registry` instead of `run`: serve the version `alias` names, and swap in each version it is
+    promoted (or rolled back) to while serving, without dropping a request.
 
         imgclf.serve("runs/flowers-1", port=8000, api_key="s3cret")
+        imgclf.serve(registry="registry", log_predictions="predlog")   # follows registry/production
     """
     from .errors import from_settings
+    from .inbox import default_inbox
     from .serving import ServeSettings, run_server
+    from .serving.hotswap import holder_for_registry
 
+    if (run is None) == (registry is None):
+        raise UserError("give either RUN (a run folder) or --registry DIR (serve and follow its --alias), not "
+                        + ("both" if run is not None else "neither"))
     cors = settings.pop("cors", None) or ()
+    ref = Path(run).expanduser() if run is not None else None
+    # REGISTRY/ALIAS (or REGISTRY/3) serves that version as it is now, not followed: the version is recorded.
+    pinned = ref is not None and not ref.exists() and (ref.parent / "versions").is_dir()
+    settings["inbox"] = str(settings.get("inbox") or default_inbox(registry or (ref.parent if pinned else None),
+                                                                   None if registry or pinned else find_run(run)))
     config = from_settings(ServeSettings, {**settings, "cors": (cors,) if isinstance(cors, str) else tuple(cors)},
                            "serve setting")
-    model = load(run, device, tta=tta, backend=backend)
+    if registry is not None:
+        served = holder_for_registry(registry, alias, lambda path: load(path, device, tta=tta, backend=backend))
+        model, following = served.model, f", version {served.version} ({alias} of {registry}, swapped on promote)"
+    else:
+        served = model = load(run, device, tta=tta, backend=backend)
+        following = ""
+        if pinned:
+            from .registry import version_number
+            from .serving import ModelHolder
+
+            served = ModelHolder(model, version=version_number(ref.parent, ref.name))
+            following = f", version {served.version} of {ref.parent}"
     mode = (f"micro-batches of up to {config.max_batch} (max wait {config.max_wait_ms:g} ms)" if config.batching
             else "one forward pass per request (no batching)")
-    _console(verbose).print(f"serving {model.path.name} ({len(model.classes)} classes, {backend} on {model.device}, "
-                            f"{mode}) at http://{host}:{port}/  API key {'required' if config.api_key else 'not set'}")
-    run_server(model, config, host, port, log_level="info" if verbose else "warning")
+    console = _console(verbose)
+    console.print(f"serving {model.path.name}{following} ({len(model.classes)} classes, {backend} on {model.device}, "
+                  f"{mode}) at http://{host}:{port}/  API key {'required' if config.api_key else 'not set'}")
+    console.print(f"feedback (POST /feedback) goes to the inbox {config.inbox}"
+                  + (f"; predictions are logged to {config.log_predictions}" if config.log_predictions else ""))
+    run_server(served, config, host, port, log_level="info" if verbose else "warning")
 
 def predict_folder(run, inputs, out: str | Path, *, top_k: int = 1, batch_size: int = 256,
                    workers: int | None = None, resume: bool = True, device: str = "auto", backend: str = "torch",
@@ -287,11 +432,12 @@ def predict_folder(run, inputs, out: str | Path, *, top_k: int = 1, batch_size: 
 def predict_video(run, source, *, every: int = 1, smooth: float = 0.5, out_csv: str | Path | None = None,
                   out_video: str | Path | None = None, events: str | Path | None = None,
                   max_frames: int | None = None, device: str = "auto", backend: str = "torch",
-                  tta: str | None = None, verbose: bool = True) -> dict:
+                  tta: str | None = None, verbose: bool = True, scan: bool = False) -> dict:
     """Classify a video file, camera index or stream URL frame by frame (every `every`-th),
     probabilities smoothed over `smooth` seconds; per-frame CSV, annotated video and, for two-class
     runs, presence events of the positive class (events.json beside the CSV, or `events`).
-    See imgclf.video.
+    `scan=True` scans each frame for the positive class (imgclf.scan) instead of classifying it
+    whole: presence comes from the best window, the annotated video shows the boxes. See imgclf.video.
 
         imgclf.predict_video("runs/people-1", "door.mp4", out_csv="frames.csv")["events"]
         # [{'start_s': 2.0, 'end_s': 5.0, 'duration_s': 3.0, 'peak_confidence': 0.99}]
@@ -299,8 +445,15 @@ def predict_video(run, source, *, every: int = 1, smooth: float = 0.5, out_csv: 
     from .video import predict_video as run_video
 
     model = _model(run, device, tta, backend)
+    scanner = None
+    if scan:
+        from .scanning import Scanner
+
+        scanner = Scanner(model)
+        if verbose:
+            print(f"scan: {scanner.describe()}")
     return run_video(model, source, every=every, smooth=smooth, out_csv=out_csv, out_video=out_video,
-                     events_path=events, show_fps=verbose, max_frames=max_frames)
+                     events_path=events, show_fps=verbose, max_frames=max_frames, scanner=scanner)
 
 
 def _model(run, device: str, tta: str | None, backend: str):
@@ -434,12 +587,36 @@ def _decode(spec, cfg: TrainConfig, console):
         console.print(f"[yellow]warning[/]: skipped {s['path']}: {s['reason']}")
     # Unusable rows stay in the memmap (zeros) but leave every split: no copy of a big cache.
     spec.splits[list(cache.bad)] = "skipped"
+    _require_training_images(spec)
+    return cache.images, spec, skipped
+
+
+def _require_training_images(spec) -> None:
     counts = np.bincount(spec.labels[spec.splits == "train"], minlength=len(spec.classes))
     empty = [c for c, n in zip(spec.classes, counts) if n == 0]
     if empty:
         raise UserError(f"class(es) {', '.join(map(repr, empty))} have no usable training images "
                         "(see the warnings above): add readable images")
-    return cache.images, spec, skipped
+
+
+def _group_split(spec, cfg: TrainConfig, images: np.ndarray, console):
+    """Keep near-duplicates (or files named alike) in one split (see data.groups); returns the
+    config recording what was used, and the grouping's summary for data_report.json."""
+    from rich.markup import escape        # a pattern's [a-z] is not markup
+
+    from .data.groups import group_for_training, summary_line
+
+    info = group_for_training(spec, cfg.group_by, images, cfg.val_frac, cfg.test_frac, cfg.seed)
+    if info is None:
+        return cfg.updated(group_by="none"), None
+    console.print(escape(f"  split: {summary_line(info)} (--group-by {cfg.group_by})"))
+    if info["straddling"]:
+        ex = info["straddling_examples"][0]
+        names = escape(" = ".join(Path(f).name for f in ex["files"][:2]))
+        console.print(f"[yellow]warning[/]: {info['straddling']} group(s) sit in more than one of the splits you "
+                      f"gave, e.g. {names} ({', '.join(ex['splits'])}): test accuracy is inflated; move each "
+                      "group into one split")
+    return cfg.updated(group_by=info["by"]), info
 
 
 def _normalization(cfg: TrainConfig, images: np.ndarray, spec) -> tuple[list[float], list[float], bool]:
@@ -565,10 +742,12 @@ def demo(out: str | Path | None = None, verbose: bool = True) -> Run:
 
 def check(data: str | Path, *, json_path: str | Path | None = None, val_frac: float = 0.1, test_frac: float = 0.1,
           seed: int = 0, near_distance: int | None = None, workers: int | None = None, verbose: bool = True,
-          labels: bool = False, folds: int = 5, run: str | Path | None = None, device: str = "auto") -> dict:
+          labels: bool = False, folds: int = 5, run: str | Path | None = None, device: str = "auto",
+          group_by: str = "auto") -> dict:
     """The data doctor: unreadable files, exact and near duplicates (within a class, across classes,
     across the train/val/test split that `train` would make with the same val_frac, test_frac and
-    seed), class imbalance, and size, aspect-ratio and colour-mode outliers. Prints a summary
+    seed, and keeping `group_by`'s groups together as train does: near-duplicates by default, see
+    data.groups), class imbalance, and size, aspect-ratio and colour-mode outliers. Prints a summary
     table, writes every finding to `json_path` when given, and returns them as a dict.
 
     `labels=True` also finds images whose label is probably wrong: `folds`-fold cross-validation
@@ -583,11 +762,13 @@ def check(data: str | Path, *, json_path: str | Path | None = None, val_frac: fl
     from .data.discover import discover
     from .data.doctor import NEAR_DISTANCE, diagnose
     from .data.doctor_report import print_findings
+    from .data.groups import check_group_by, group_for_check
     from .data.phash import MAX_DISTANCE
 
     near = NEAR_DISTANCE if near_distance is None else near_distance
     if not 0 <= near <= MAX_DISTANCE:
         raise UserError(f"near_distance must be between 0 and {MAX_DISTANCE} pHash bits, not {near}")
+    check_group_by(group_by)
     if run is not None and not labels:
         raise UserError("--run stores the label check in a run: add --labels")
     if labels and folds < 2:
@@ -595,7 +776,8 @@ def check(data: str | Path, *, json_path: str | Path | None = None, val_frac: fl
     run_dir = find_run(run) if run is not None else None       # before the long part, not after it
     spec = discover(data, val_frac, test_frac, seed)
     findings = diagnose(spec, near, workers=workers, progress=verbose)
-    findings["split_settings"] = {"val_frac": val_frac, "test_frac": test_frac, "seed": seed}
+    findings["split_settings"] = {"val_frac": val_frac, "test_frac": test_frac, "seed": seed, "group_by": group_by}
+    findings["groups"] = group_for_check(spec, findings, group_by, val_frac, test_frac, seed)
     console = _console(verbose)
     print_findings(findings, console)
     if labels:

@@ -18,6 +18,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Train, evaluate and use image classifiers from folders of labeled images.")
 
 
+MLFLOW = typer.Option(None, "--mlflow", help="MLflow tracking URI to mirror this to (pip install 'imgclf[mlflow]') "
+                      "[default: $MLFLOW_TRACKING_URI, else none]")
+
+
 class Format(str, Enum):
     table = "table"
     json = "json"
@@ -51,6 +55,9 @@ def train(
     resize: Optional[str] = typer.Option(None, help="squash | crop | pad  [default: squash]"),
     dedupe: Optional[bool] = typer.Option(None, "--dedupe", help="Remove identical files that carry different labels "
                                           "or sit in two splits (one copy of the rest is kept)."),
+    group_by: Optional[str] = typer.Option(None, help="Keep groups in one split: auto (near-duplicates, mirrored "
+                                           "copies too) | none | near-duplicates | a regex whose one capture group "
+                                           r"names the group, e.g. '^(crop\d+)'  [default: auto]"),
     val_frac: Optional[float] = typer.Option(None, help="Validation share when DATA has no val split [default: 0.1]"),
     test_frac: Optional[float] = typer.Option(None, help="Test share when DATA has no test split [default: 0.1]"),
     patience: Optional[int] = typer.Option(None, help="Early-stopping patience in epochs [default: auto]"),
@@ -68,11 +75,15 @@ def train(
     config: Optional[Path] = typer.Option(None, help="YAML file of settings (flags override it)."),
     out: Optional[str] = typer.Option(None, help="Run folder [default: runs/<dataset>-<n>]"),
     resume: Optional[str] = typer.Option(None, help="Continue the interrupted run in this folder."),
+    mlflow: Optional[str] = MLFLOW,
+    mlflow_weights: bool = typer.Option(False, "--mlflow-weights", help="Also upload model.safetensors to MLflow."),
 ):
     """Train a CNN on DATA, evaluate it on a held-out test split, write a run folder."""
-    from . import api
+    from . import api, tracking
 
-    settings = dict(preset=preset, dedupe=dedupe, tta=tta, compile=compile, model=model, epochs=epochs, img_size=img_size, batch_size=batch_size, lr=lr,
+    mlflow = tracking.require(mlflow)
+
+    settings = dict(preset=preset, dedupe=dedupe, group_by=group_by, tta=tta, compile=compile, model=model, epochs=epochs, img_size=img_size, batch_size=batch_size, lr=lr,
                     optimizer=optimizer, schedule=schedule, seed=seed, device=device, weights=weights,
                     pretrained=pretrained, freeze_epochs=freeze_epochs, layer_decay=layer_decay, flip=False if no_flip else None, augment=augment, resize=resize,
                     val_frac=val_frac, test_frac=test_frac, patience=patience,
@@ -82,6 +93,7 @@ def train(
     if resume is None and data is None:
         raise UserError("give DATA (a folder with one sub-folder per class) or --resume RUN_FOLDER")
     run = api.train(data, config=config, resume=resume or False, **{k: v for k, v in settings.items() if v is not None})
+    tracking.log_run(run.path, mlflow, weights=mlflow_weights)
     print(run.path)
 
 
@@ -101,6 +113,8 @@ def predict(
     video_out: Optional[str] = typer.Option(None, help="Video: write a copy with the label drawn on each frame (.mp4)."),
     events: Optional[str] = typer.Option(None, help="Video, two classes: presence events JSON "
                                          "[default: events.json beside --out]"),
+    scan: bool = typer.Option(False, "--scan", help="Video: scan each frame for the positive class (a model trained "
+                              "on crops; see imgclf scan) instead of classifying it whole; boxes drawn."),
 ):
     """Predict the class of images with a trained run; or of the frames of a video file, camera index
     (0) or stream URL (rtsp://, http(s)://), given as the only PATH."""
@@ -109,7 +123,8 @@ def predict(
 
     model = api.load(run, device, tta=tta, backend=backend)
     if len(paths) == 1 and is_video_source(paths[0]):
-        api.predict_video(model, paths[0], every=every, smooth=smooth, out_csv=out, out_video=video_out, events=events)
+        api.predict_video(model, paths[0], every=every, smooth=smooth, out_csv=out, out_video=video_out, events=events,
+                          scan=scan)
         return
     if out is not None:
         api.predict_folder(model, paths, out, top_k=top_k)
@@ -210,8 +225,63 @@ def compare(
 
 
 @app.command()
+def monitor(
+    run: str = typer.Argument(..., help="Run folder, REGISTRY/ALIAS, or a version number or alias with --registry."),
+    log: str = typer.Option(..., help="The prediction log: the folder given to imgclf serve --log-predictions, or "
+                            "one predictions*.jsonl in it."),
+    out: Optional[str] = typer.Option(None, help="Output folder [default: monitors/<run name>]"),
+    registry: Optional[str] = typer.Option(None, help="Registry folder, for RUN given as a version or alias."),
+    top: int = typer.Option(50, help="How many logged images to list for labelling (least confident first)."),
+    since: Optional[str] = typer.Option(None, help="Only predictions at or after this ISO time (UTC), e.g. 2026-11-23."),
+    low_confidence: Optional[float] = typer.Option(None, help="Confidence below which an answer counts as low "
+                                                   "[default: the run's rejection threshold, else 0.5; 0.75 for 2 classes]"),
+    device: str = typer.Option("auto"),
+):
+    """Has live traffic drifted from the test set? Prints a verdict, writes monitor.html and the images to label next."""
+    from . import api
+    from .monitoring import print_summary
+
+    print_summary(api.monitor(run, log, out=out, registry=registry, top=top, since=since,
+                              low_confidence=low_confidence, device=device))
+
+
+@app.command()
+def update(
+    version: str = typer.Argument(..., help="Registry version number or alias (e.g. production), REGISTRY/ALIAS, "
+                                  "or a run folder (then nothing is registered)."),
+    new_data: Optional[str] = typer.Argument(None, help="New labeled images: class folders (one class is fine), "
+                                             "split folders or a CSV manifest."),
+    from_inbox: bool = typer.Option(False, "--from-inbox", help="Learn from the feedback inbox instead of NEW_DATA."),
+    inbox: Optional[str] = typer.Option(None, help="The inbox folder for --from-inbox [default: REGISTRY/inbox]"),
+    mode: str = typer.Option("finetune", help="finetune (warm start + replay of old data) | full (from scratch)"),
+    registry: str = typer.Option("registry", help="Registry folder."),
+    epochs: Optional[int] = typer.Option(None, help="[default: finetune half the version's, at least 3; full: "
+                                         "the version's]"),
+    lr_factor: float = typer.Option(0.5, help="finetune: learning rate = the version's x this"),
+    replay: Optional[int] = typer.Option(None, help="finetune: most old training images replayed [default: "
+                                         "max(1000, 2 x the new ones); a class-balanced sample above]"),
+    promote: bool = typer.Option(False, "--promote", help="Promote the candidate when the promotion rule passes."),
+    tolerance: float = typer.Option(0.02, help="Largest allowed drop in any class's recall."),
+    out: Optional[str] = typer.Option(None, help="Run folder [default: runs/<parent>-update-<n>]"),
+    seed: int = typer.Option(0, help="Seed of the new images' split and of the replay sample."),
+    mlflow: Optional[str] = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="Also log to this MLflow tracking URI."),
+):
+    """Retrain VERSION on its recorded data plus new images; register it as candidate; compare with VERSION
+    on the frozen test split and the new test slice; promote with --promote only if it wins (exit 0 either way)."""
+    from . import api
+
+    source = (inbox or True) if from_inbox else False
+    r = api.update(version, new_data, registry=registry, from_inbox=source, mode=mode, promote=promote, epochs=epochs,
+                   tolerance=tolerance, out=out, lr_factor=lr_factor, replay=replay, seed=seed, mlflow=mlflow)
+    print(r["run"])
+
+
+@app.command()
 def serve(
-    run: str = typer.Argument(..., help="Run folder (or ensemble bundle)."),
+    run: Optional[str] = typer.Argument(None, help="Run folder (or ensemble bundle); or leave out and give --registry."),
+    registry: Optional[str] = typer.Option(None, help="Serve the registry's --alias version and swap in each version "
+                                           "it is promoted or rolled back to, while serving"),
+    alias: str = typer.Option("production", help="The alias followed with --registry"),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000),
     backend: str = typer.Option("torch", help="torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing)"),
@@ -229,13 +299,24 @@ def serve(
     no_batching: bool = typer.Option(False, "--no-batching", help="One forward pass per request (the naive baseline)"),
     threads: Optional[int] = typer.Option(None, help="torch threads per forward pass [default: all cores; 1 with "
                                           "--no-batching, whose forwards run one per core at once]"),
+    log_predictions: Optional[str] = typer.Option(None, help="Log each answered image to DIR/predictions.jsonl "
+                                                  "(for imgclf monitor) [default: no log]"),
+    log_sample: Optional[float] = typer.Option(None, help="Share of images logged, 0-1 [default: 1]"),
+    log_images: Optional[str] = typer.Option(None, help="keep (store logged images in DIR/images) | hash (sha256 "
+                                             "only) [default: keep]"),
+    log_max_mb: Optional[float] = typer.Option(None, help="Size bound of the log folder; oldest files deleted "
+                                               "first [default: 500]"),
+    inbox: Optional[str] = typer.Option(None, help="Where POST /feedback stores corrected images [default: "
+                                        "REGISTRY/inbox, else inbox/ beside the run's folder]"),
 ):
-    """Serve RUN over HTTP: POST /predict, a browser page at /, /health, /model, /metrics, /openapi.json."""
+    """Serve RUN over HTTP: POST /predict, POST /feedback, a browser page at /, /health, /model, /metrics,
+    /openapi.json. With --registry, promoted versions are swapped in while serving."""
     from . import api
 
     limits = dict(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_images=max_images, max_batch=max_batch,
-                  max_wait_ms=max_wait_ms, threads=threads)      # unset ones keep ServeSettings' defaults
-    api.serve(run, host=host, port=port, backend=backend, device=device, tta=tta, api_key=api_key, cors=cors or (),
+                  max_wait_ms=max_wait_ms, threads=threads, log_predictions=log_predictions, log_sample=log_sample,
+                  log_images=log_images, log_max_mb=log_max_mb, inbox=inbox)   # unset: ServeSettings' defaults
+    api.serve(run, registry=registry, alias=alias, host=host, port=port, backend=backend, device=device, tta=tta, api_key=api_key, cors=cors or (),
               batching=not no_batching, **{k: v for k, v in limits.items() if v is not None})
 
 
@@ -317,13 +398,15 @@ def check(
     run: Optional[str] = typer.Option(None, help="--labels: write label_issues.json into this run folder and "
                                       "rebuild its report.html, which shows the suspects."),
     device: str = typer.Option("auto", help="--labels: auto | cpu | cuda | cuda:N | mps"),
+    group_by: str = typer.Option("auto", help="As for train: the groups its split keeps together (auto: "
+                                 r"near-duplicates, mirrored too | none | a regex with one capture, e.g. '^(crop\d+)')"),
 ):
     """Check DATA: unreadable files, duplicates and leakage, class imbalance, odd sizes and colour modes; with
     --labels, images whose label is probably wrong."""
     from . import api
 
     api.check(data, json_path=json_path, val_frac=val_frac, test_frac=test_frac, seed=seed,
-              near_distance=near_distance, labels=labels, folds=folds, run=run, device=device)
+              near_distance=near_distance, labels=labels, folds=folds, run=run, device=device, group_by=group_by)
 
 
 @app.command()
@@ -357,6 +440,94 @@ def tune(
 
 
 @app.command()
+def explain(
+    run: str = typer.Argument(..., help="Run folder (or REGISTRY/ALIAS)."),
+    images: List[str] = typer.Argument(..., help="Image files or folders (searched recursively)."),
+    class_: Optional[str] = typer.Option(None, "--class", help="Explain this class [default: the answered class]"),
+    method: str = typer.Option("gradcam", help="gradcam | gradcam++ | xgradcam | layercam | eigencam | scorecam | hirescam"),
+    out: str = typer.Option("explanations", help="Folder for the overlay PNGs."),
+    device: str = typer.Option("auto"),
+):
+    """Show where the network looked: writes OUT/<image>-<method>-<class>.png, the image with a heatmap over it."""
+    from . import api
+
+    results = api.explain(run, images, method=method, target=class_, out=out, device=device)
+    layer = next((r["layer"] for r in results if "layer" in r), None)
+    if layer is not None:
+        print(f"target layer: {layer}, chosen automatically (the last spatial feature map)", file=sys.stderr)
+    for r in results:
+        if "error" in r:
+            print(f"skipped {r['path']}: {r['error']}", file=sys.stderr)
+        else:
+            print(f"{r['overlay']}  {r['label']} {r['confidence']:.2f}  ({method} for '{r['target']}')")
+
+
+@app.command()
+def scan(
+    run: str = typer.Argument(..., help="Run folder (or REGISTRY/ALIAS) of a model trained on crops."),
+    images: List[str] = typer.Argument(..., help="Photos or folders (searched recursively)."),
+    positive: Optional[str] = typer.Option(None, help="The class to find [default: the run's positive class, else "
+                                           "a class named like person/human/pedestrian/positive]"),
+    scales: Optional[str] = typer.Option(None, help="Comma-separated pyramid scales, e.g. 1,0.8,0.64 (at scale s the "
+                                         "window covers crop size / s image px) [default: from --min-size down "
+                                         "in steps of 0.8 while the window fits]"),
+    stride: Optional[int] = typer.Option(None, help="Window step in px of the model input [default: input/8, or the "
+                                         "network's own stride for a fully convolutional scan]"),
+    min_size: Optional[int] = typer.Option(None, help="Smallest window height in image px [default: the run's "
+                                           "recorded one, else 64]"),
+    iou: float = typer.Option(0.3, help="NMS: a box overlapping a better one by more than this IoU is dropped."),
+    threshold: Optional[float] = typer.Option(None, help="Positive probability to keep a window "
+                                              "[default: the run's decision threshold, else 0.5]"),
+    margin: Optional[str] = typer.Option(None, help="Context around the object in the training crops, as a fraction "
+                                         "of the window on each side: one number or X,Y (INRIA 96x160 crops: "
+                                         "0.167,0.1); boxes are shrunk by it [default: the run's recorded "
+                                         "one (RUN/scan_window.json), else 0]"),
+    method: str = typer.Option("auto", help="auto | fcn (fully convolutional) | windows"),
+    out: Optional[str] = typer.Option(None, help="Write boxes.csv, scan.json and annotated/ here."),
+    mine: Optional[str] = typer.Option(None, help="Save every window that fires as a crop PNG here (give person-free "
+                                       "photos: hard negatives to add to the negative class)."),
+    device: str = typer.Option("auto"),
+):
+    """Find the object of a crop model in whole photos: multi-scale sliding window, threshold, NMS."""
+    from . import api
+
+    results = api.scan(run, images, positive=positive, scales=_floats(scales, "--scales"), stride=stride,
+                       min_size=min_size, iou=iou, out=out, mine=mine, threshold=threshold,
+                       margin=tuple(_floats(margin, "--margin")) if margin else None, method=method, device=device)
+    for r in results:
+        if "error" in r:
+            print(f"skipped {r['path']}: {r['error']}", file=sys.stderr)
+            continue
+        boxes = " ".join(f"[{b['x1']:.0f},{b['y1']:.0f},{b['x2']:.0f},{b['y2']:.0f} {b['score']:.2f}]"
+                         for b in r["boxes"][:10])
+        print(f"{r.get('path', '')}  {'present' if r['present'] else 'absent'}  score {r['score']:.3f}  "
+              f"{len(r['boxes'])} boxes {boxes}  ({r['windows']} windows, {r['seconds']:.2f}s)")
+
+
+def _floats(text: Optional[str], flag: str) -> Optional[list]:
+    if not text:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"{flag} must be comma-separated numbers, e.g. 1,0.8,0.64; got {text!r}") from None
+
+
+@app.command()
+def negatives(
+    photos: List[str] = typer.Argument(..., help="Photos or folders known to hold no instance of the object."),
+    out: str = typer.Option(..., help="Folder for the crops (e.g. data/no-person)."),
+    per_image: int = typer.Option(20, help="Random windows per photo."),
+    size: str = typer.Option("64x64", help="Crop size WxH: the positive crops' size (INRIA: 96x160)."),
+    seed: int = typer.Option(0),
+):
+    """Cut random windows (multi-scale) from object-free photos: the negative class for a crop detector."""
+    from . import api
+
+    api.negatives(photos, out, per_image=per_image, size=size, seed=seed)
+
+
+@app.command()
 def report(
     run: str = typer.Argument(..., help="Run folder."),
     device: str = typer.Option("auto"),
@@ -380,14 +551,18 @@ def registry_add(
     registry: str = REGISTRY,
     parent: Optional[str] = typer.Option(None, help="Version or alias this run was derived from."),
     as_: Optional[str] = typer.Option(None, "--as", help="Also point this alias at it: candidate | production"),
+    mlflow: Optional[str] = MLFLOW,
 ):
     """Register RUN as the next version, with the hashes and labels of its training data."""
     from . import registry as reg
+    from . import tracking
 
+    mlflow = tracking.require(mlflow)
     v = reg.add(run, registry, parent=parent, alias=as_)
     m = v["manifest"]
     print(f"version {v['version']}: {v['run']} ({m['files']} files hashed, {m['missing']} missing)"
           + (f", now {as_}" if as_ else ""))
+    tracking.log_registry_event(registry, v, mlflow)
 
 
 @registry_app.command("list")
@@ -412,22 +587,77 @@ def registry_show(ref: str = typer.Argument(..., help="Version number or alias."
 @registry_app.command("promote")
 def registry_promote(ref: str = typer.Argument(..., help="Version number or alias (e.g. candidate)."),
                      alias: str = typer.Option("production", help="The alias to point at it."),
-                     registry: str = REGISTRY):
+                     registry: str = REGISTRY, mlflow: Optional[str] = MLFLOW):
     """Point ALIAS at a version: an atomic swap of aliases.json."""
     from . import registry as reg
+    from . import tracking
 
+    mlflow = tracking.require(mlflow)
     e = reg.promote(registry, ref, alias)
     print(f"{alias}: {e['from'] if e['from'] is not None else '-'} -> {e['to']}")
+    tracking.log_registry_event(registry, e, mlflow)
 
 
 @registry_app.command("rollback")
 def registry_rollback(alias: str = typer.Option("production", help="The alias to move back."),
-                      registry: str = REGISTRY):
+                      registry: str = REGISTRY, mlflow: Optional[str] = MLFLOW):
     """Point ALIAS back at the version it had before its last change."""
     from . import registry as reg
+    from . import tracking
 
+    mlflow = tracking.require(mlflow)
     e = reg.rollback(registry, alias)
     print(f"{alias}: {e['from']} -> {e['to']}")
+    tracking.log_registry_event(registry, e, mlflow)
+
+
+feedback_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                           help="The feedback inbox: corrected labels, kept as INBOX/<label>/<sha256>.<ext> plus "
+                                "feedback.jsonl; imgclf update --from-inbox trains on it.")
+app.add_typer(feedback_app, name="feedback")
+INBOX = typer.Option(None, "--inbox", help="Inbox folder [default: REGISTRY/inbox, else ./inbox]")
+FEEDBACK_REGISTRY = typer.Option(None, "--registry", help="Registry whose production model the feedback is about "
+                                 "[default: ./registry when there is one]")
+
+
+@feedback_app.command("import")
+def feedback_import(folder: str = typer.Argument(..., help="Folder with one sub-folder per label: FOLDER/<label>/*.jpg"),
+                    inbox: Optional[str] = INBOX, registry: Optional[str] = FEEDBACK_REGISTRY,
+                    who: Optional[str] = typer.Option(None, help="Recorded as who gave the labels [default: your "
+                                                      "login name]")):
+    """Copy labeled images into the inbox (named by content, so importing twice adds nothing)."""
+    from . import api
+
+    r = api.feedback_import(folder, inbox, registry=registry, who=who)
+    for label, c in r["labels"].items():
+        new = "  (not a class of the model: proposed new class)" if c["known_class"] is False else ""
+        print(f"  {label}: {c['added']} added, {c['already there']} already there, {c['relabelled']} relabelled{new}")
+    for s in r["skipped"][:20]:
+        print(f"  skipped {s['path']}: {s['reason']}")
+    if len(r["skipped"]) > 20:
+        print(f"  ... and {len(r['skipped']) - 20} more skipped")
+    print(f"{r['added']} added, {r['already there']} already there, {r['relabelled']} relabelled, "
+          f"{len(r['skipped'])} skipped -> inbox {r['inbox']}")
+
+
+@feedback_app.command("list")
+def feedback_list(inbox: Optional[str] = INBOX, registry: Optional[str] = FEEDBACK_REGISTRY,
+                  format: Format = typer.Option(Format.table, help="table | json")):
+    """Images per label in the inbox, and the labels the production model does not know yet."""
+    from . import inbox as box
+
+    where, reg = box.locate(inbox, registry)
+    s = box.summary(where, box.registry_classes(reg))
+    if format == Format.json:
+        print(json.dumps(s, indent=2, ensure_ascii=False))
+        return
+    if not s["images"]:
+        print(f"inbox {where} is empty; add feedback with: imgclf feedback import FOLDER, or POST /feedback")
+        return
+    for label, n in s["labels"].items():
+        print(f"  {label}: {n}" + ("  (proposed new class)" if label in s["proposed"] else ""))
+    print(f"inbox {where}: {s['images']} images, {len(s['labels'])} labels, {s['feedback']} feedback records, "
+          f"latest {s['last'] or '-'}")
 
 
 def main() -> None:

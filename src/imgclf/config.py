@@ -24,6 +24,7 @@ class TrainConfig:
     val_frac: float = 0.1               # used when the data has no val split
     test_frac: float = 0.1              # used when the data has no test split
     dedupe: bool = False                # drop identical files that conflict or leak across splits (one copy kept)
+    group_by: str = "auto"              # keep groups in one split: auto (= near-duplicates) | none | near-duplicates | a regex with one capture group
     img_size: int | None = None         # auto: median image side, clamped for the device
     resize: str = "squash"              # squash | crop | pad
     augment: Any = "auto"               # auto | none | dict of AugmentPolicy fields
@@ -35,6 +36,7 @@ class TrainConfig:
     pretrained: bool = False            # timm weights from the local hub cache, else downloaded (online)
     freeze_epochs: int | None = None    # epochs training only the new head (backbone frozen); auto 1-3 when fine-tuning, else 0
     layer_decay: float | None = None    # after them, each layer's lr = the one above's x this; auto ~0.7 when fine-tuning, else 1
+    init_from: str | None = None        # warm start from this run's weights (imgclf update); its head grows by class name
     # optimisation
     epochs: int | None = None           # auto from dataset size
     batch_size: int | None = None       # auto from dataset size and device

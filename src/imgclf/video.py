@@ -49,7 +49,8 @@ def is_video_source(source: str) -> bool:
 
 def predict_video(model, source, every: int = 1, smooth: float = SMOOTH_S, out_csv: str | os.PathLike | None = None,
                   out_video: str | os.PathLike | None = None, events_path: str | os.PathLike | None = None,
-                  show_fps: bool = True, max_frames: int | None = None, min_event: float = MIN_EVENT_S) -> dict:
+                  show_fps: bool = True, max_frames: int | None = None, min_event: float = MIN_EVENT_S,
+                  scanner=None) -> dict:
     """Classify every `every`-th frame of `source` (a file, a camera index such as 0 or "0", or an
     rtsp/http(s) URL), smoothing probabilities over `smooth` seconds (0: none).
 
@@ -59,6 +60,8 @@ def predict_video(model, source, every: int = 1, smooth: float = SMOOTH_S, out_c
     the presence events of the positive class to `events_path` (default: events.json beside the
     CSV). Ctrl-C stops a live source cleanly, with everything written. Returns frames, classified,
     seconds, fps, the events (None with more than two classes) and the files written.
+    With `scanner` (an imgclf.scanning.Scanner) each frame is scanned instead of classified whole:
+    its positive probability is the best window's, events come from it, and the boxes are drawn.
     """
     import cv2
 
@@ -70,11 +73,14 @@ def predict_video(model, source, every: int = 1, smooth: float = SMOOTH_S, out_c
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else None          # cameras and streams often report 0 or nonsense
     presence = Presence.for_model(model, smooth, min_event) if len(model.classes) == 2 else None
+    if scanner is not None:
+        presence = Presence(scanner.positive, scanner.pos, scanner.threshold, smooth, min_event)
     if events_path is None and out_csv is not None and presence is not None:
         events_path = Path(out_csv).with_name("events.json")
     console = _console(show_fps)
     session = _Session(model, Smoother(smooth), presence, _CsvOut(out_csv, model.classes, presence is not None),
-                       _VideoOut(out_video, fps or 25.0), step=every / fps if fps and not live else None)
+                       _VideoOut(out_video, fps or 25.0), step=every / fps if fps and not live else None,
+                       scanner=scanner)
     batch = 1 if live else FILE_BATCH
     n_frames = n_classified = 0
     complete = False
@@ -83,7 +89,8 @@ def predict_video(model, source, every: int = 1, smooth: float = SMOOTH_S, out_c
         for index, t, frame, classify in _read_frames(cap, live, fps, every, max_frames, session.video.enabled):
             n_frames += 1
             n_classified += classify
-            x = model.preprocess(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)) if classify else None
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if classify else None
+            x = (rgb if scanner is not None else model.preprocess(rgb)) if classify else None
             session.add(index, t, frame, x)
             # Bounded by classified frames (batching) and by held frames (memory, with --every).
             if session.n_inputs >= batch or len(session.pending) >= 4 * FILE_BATCH:
@@ -200,8 +207,9 @@ class _Session:
     """Frames waiting to be scored in one batch, and where their results go, in frame order."""
 
     def __init__(self, model, ema: Smoother, presence: Presence | None, rows: "_CsvOut", video: "_VideoOut",
-                 step: float | None):
+                 step: float | None, scanner=None):
         self.model, self.ema, self.presence, self.rows, self.video = model, ema, presence, rows, video
+        self.scanner = scanner
         self.step = step                 # seconds between classified frames; None: measured (live)
         self.pending: list[tuple[int, float, np.ndarray | None, np.ndarray | None]] = []
         self.n_inputs, self.prev_t, self.state = 0, None, None
@@ -212,7 +220,14 @@ class _Session:
 
     def flush(self) -> None:
         xs = [x for *_, x in self.pending if x is not None]
-        probs = self.model.predict_proba(np.stack(xs)) if xs else np.zeros((0, len(self.model.classes)))
+        if self.scanner is not None:
+            from .scanning import frame_probs
+
+            probs, boxes = frame_probs(self.scanner, xs, len(self.model.classes))
+        else:
+            probs = self.model.predict_proba(np.stack(xs)) if xs else np.zeros((0, len(self.model.classes)))
+            boxes = [None] * len(probs)
+        boxes = iter(boxes)
         scored = iter(zip(probs, self.model.answers(probs)))
         for index, t, frame, x in self.pending:
             if x is not None:
@@ -223,7 +238,7 @@ class _Session:
                     dt = self.step or (t - self.prev_t if self.prev_t is not None else 0.0)
                     present = self.presence.update(t, dt, float(p[self.presence.pos_index]))
                 self.prev_t = t
-                self.state = (self.model.answers(smoothed[None])[0], present)
+                self.state = (self.model.answers(smoothed[None])[0], present, next(boxes))
                 self.rows.write(index, t, raw, self.state[0], smoothed, present)
             if frame is not None:
                 self.video.write(frame, self.state)
@@ -361,13 +376,15 @@ def _annotate(frame: np.ndarray, state) -> np.ndarray:
 
     if state is None:
         return frame
-    answer, present = state
+    answer, present, boxes = state
     out = frame.copy()
     h, w = out.shape[:2]
     scale = max(0.4, w / 640)
     colour = (0, 0, 255) if present else (0, 200, 0)
     if present:
         cv2.rectangle(out, (0, 0), (w - 1, h - 1), colour, max(2, int(4 * scale)))
+    for b in boxes or []:           # --scan: where in the frame
+        cv2.rectangle(out, (int(b["x1"]), int(b["y1"])), (int(b["x2"]), int(b["y2"])), (0, 0, 255), max(1, int(2 * scale)))
     text = f"{answer['label']} {answer['confidence']:.2f}"
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, max(1, int(scale)))
     cv2.rectangle(out, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)

@@ -1,9 +1,9 @@
 """The data doctor: what in a dataset silently hurts training or makes its test score lie.
 
 `diagnose` finds unreadable files, exact duplicates (same bytes) and near-duplicates (same pHash
-give or take a few bits) — each group marked as conflicting labels or within one class, and as
-leaking across train/val/test or not — class imbalance, and size, aspect-ratio and colour-mode
-outliers. It decodes every image
+give or take a few bits, or the pHash of the other's mirror image: flagged `mirrored`) — each
+group marked as conflicting labels or within one class, and as leaking across train/val/test or
+not — class imbalance, and size, aspect-ratio and colour-mode outliers. It decodes every image
 once, small, in parallel. `quick_check` only hashes file bytes, cheap enough to run before every
 training; `dedupe` says which images to drop to resolve what either found.
 Like the cache builder this module stays free of torch: it runs in worker processes.
@@ -25,7 +25,8 @@ from PIL import Image
 from .cache import _progress_bar, _usable_cpus
 from .discover import DatasetSpec
 from .images import UnusableImage, load_resized
-from .phash import HASH_SIDE, components, hamming, near_pairs, phashes
+from .groups import mirrored, near_duplicate_ids
+from .phash import HASH_SIDE, phashes
 
 SPLIT_ORDER = ("train", "val", "test")
 # pHash bits (always even: each hash has 32 ones). Re-encoded and resized copies stay within 4; at
@@ -49,7 +50,7 @@ def diagnose(spec: DatasetSpec, near_distance: int = NEAR_DISTANCE, workers: int
     they are within one class) and `leakage` (they sit in more than one of train/val/test).
     """
     started = time.perf_counter()
-    bad, digests, hashes, sizes, modes = _scan(spec.paths, workers, progress)
+    bad, digests, hashes, flipped, sizes, modes = _scan(spec.paths, workers, progress)
     ok = np.ones(len(spec.paths), bool)
     ok[list(bad)] = False
     findings = {
@@ -58,7 +59,7 @@ def diagnose(spec: DatasetSpec, near_distance: int = NEAR_DISTANCE, workers: int
         "counts": _counts(spec, ok),
         "unreadable": [{**_file(spec, i), "reason": r} for i, r in sorted(bad.items())],
         "exact_duplicates": _exact_groups(spec, digests),
-        "near_duplicates": _near_groups(spec, digests, hashes, ok, near_distance),
+        "near_duplicates": _near_groups(spec, digests, hashes, flipped, ok, near_distance),
         "near_distance": near_distance,
         "imbalance": _imbalance(spec, ok),
         "outliers": _outliers(spec, sizes, modes, ok),
@@ -78,7 +79,8 @@ def summarize(findings: dict) -> dict:
     return {
         "images": findings["images"], "unreadable": len(findings["unreadable"]), "ignored": len(findings["ignored"]),
         "exact_duplicates": by_kind(findings["exact_duplicates"]),
-        "near_duplicates": by_kind(findings["near_duplicates"]),
+        "near_duplicates": {**by_kind(findings["near_duplicates"]),
+                            "mirrored": sum(1 for g in findings["near_duplicates"] if g.get("mirrored"))},
         "imbalance_ratio": findings["imbalance"]["ratio"], "small_classes": findings["imbalance"]["small_classes"],
         "outliers": {k: len(findings["outliers"][k]) for k in ("small", "large", "aspect", "mode")},
     }
@@ -143,26 +145,27 @@ def dedupe(spec: DatasetSpec, findings: dict) -> np.ndarray:
 # ---- measuring every image -------------------------------------------------------------------
 
 def _scan(paths: list[str], workers: int | None, progress: bool):
-    """Per image: unusable reason, or sha256 of its bytes, pHash, stored (w, h) and colour mode."""
+    """Per image: unusable reason, or sha256 of its bytes, pHash, its mirror image's pHash, stored
+    (w, h) and colour mode."""
     n = len(paths)
     workers = 1 if n < POOL_MIN_IMAGES else (workers or _usable_cpus())
     step = max(1, min(CHUNK, math.ceil(n / (workers * 4))))
     chunks = [(start, paths[start:start + step]) for start in range(0, n, step)]
     bad: dict[int, str] = {}
     digests, modes = [""] * n, [""] * n
-    hashes, sizes = np.zeros(n, np.uint64), np.zeros((n, 2), np.int64)
+    hashes, flipped, sizes = np.zeros(n, np.uint64), np.zeros(n, np.uint64), np.zeros((n, 2), np.int64)
     with _progress_bar(n, progress and n >= PROGRESS_MIN_IMAGES) as advance:
         pool = ProcessPoolExecutor(min(workers, len(chunks))) if workers > 1 else None
         try:
             for (start, part), (chunk_bad, rows) in zip(chunks, (pool.map if pool else map)(_scan_chunk, chunks)):
                 bad.update(chunk_bad)
-                for i, digest, h, size, mode in rows:
-                    digests[i], hashes[i], sizes[i], modes[i] = digest, h, size, mode
+                for i, digest, h, hf, size, mode in rows:
+                    digests[i], hashes[i], flipped[i], sizes[i], modes[i] = digest, h, hf, size, mode
                 advance(len(part))
         finally:
             if pool:
                 pool.shutdown()
-    return bad, digests, hashes, sizes, modes
+    return bad, digests, hashes, flipped, sizes, modes
 
 
 def _scan_chunk(chunk: tuple[int, list[str]]):
@@ -180,8 +183,12 @@ def _scan_chunk(chunk: tuple[int, list[str]]):
             continue
         thumbs.append(thumb)
         ok.append((i, hashlib.sha256(data).hexdigest(), size, mode))
-    hashes = phashes(np.stack(thumbs)) if thumbs else []
-    return bad, [(i, d, h, s, m) for (i, d, s, m), h in zip(ok, hashes)]
+    if not thumbs:
+        return bad, []
+    # The mirror image's hash costs one more DCT of the same thumbnails: it finds mirrored copies.
+    thumbs = np.stack(thumbs)
+    hashes, flipped = phashes(thumbs), phashes(thumbs[:, :, ::-1])
+    return bad, [(i, d, h, hf, s, m) for (i, d, s, m), h, hf in zip(ok, hashes, flipped)]
 
 
 def _read_bytes(path: str) -> bytes:
@@ -234,24 +241,24 @@ def _exact_groups(spec: DatasetSpec, digests: list[str]) -> list[dict]:
     return _sorted_groups([_group(spec, m, sha256=d) for d, m in by_digest.items() if len(m) > 1])
 
 
-def _near_groups(spec: DatasetSpec, digests: list[str], hashes: np.ndarray, ok: np.ndarray,
-                 max_distance: int) -> list[dict]:
-    """Connected groups of images within `max_distance` pHash bits that hold at least two
-    different files (groups of identical bytes alone are exact duplicates, reported there)."""
+def _near_groups(spec: DatasetSpec, digests: list[str], hashes: np.ndarray, flipped: np.ndarray,
+                 ok: np.ndarray, max_distance: int) -> list[dict]:
+    """Connected groups of images within `max_distance` pHash bits of each other or of each
+    other's mirror image, that hold at least two different files (groups of identical bytes alone
+    are exact duplicates, reported there). A group with a mirrored copy is flagged `mirrored`."""
+    comp = near_duplicate_ids(hashes, flipped, ok, max_distance)
     idx = np.flatnonzero(ok)
-    unique, inverse = np.unique(hashes[idx], return_inverse=True)
-    a, b = near_pairs(unique, max_distance)
-    comp = components(len(unique), a, b)[inverse.ravel()]
-    order = np.argsort(comp, kind="stable")
+    order = idx[np.argsort(comp[idx], kind="stable")]
     starts = np.flatnonzero(np.r_[True, comp[order][1:] != comp[order][:-1]])
     groups = []
-    for members in np.split(idx[order], starts[1:]):
+    for members in np.split(order, starts[1:]):
         if len(members) > 1 and len({digests[i] for i in members}) > 1:
             members = sorted(members.tolist())
-            dist = hamming(hashes[members], np.full(len(members), hashes[members[0]], np.uint64))
             g = _group(spec, members)
-            for f, d in zip(g["files"], dist):
-                f["distance"] = int(d)      # pHash bits from the group's first file
+            for f, i in zip(g["files"], members):
+                # pHash bits from the group's first file, or from its mirror image when closer
+                f["distance"], f["mirrored"] = mirrored(hashes, flipped, members[0], i, max_distance)
+            g["mirrored"] = any(f["mirrored"] for f in g["files"])
             groups.append(g)
     return _sorted_groups(groups)
 

@@ -41,6 +41,16 @@ def _rows(findings: dict, root: str):
         for kind, groups in duplicate_kinds(findings[key]).items():
             count = f"{len(groups)} ({sum(len(g['files']) for g in groups)} files)" if groups else "0"
             yield (f"{what}: {_DUPLICATE_ROWS[kind]}", count, _some([example(g, root) for g in groups]), True)
+    mirror = [g for g in findings["near_duplicates"] if g.get("mirrored")]
+    yield ("near-duplicate: mirrored", f"{len(mirror)} ({sum(len(g['files']) for g in mirror)} files)" if mirror
+           else "0", _some([example(g, root) for g in mirror]), True)
+    if info := findings.get("groups"):
+        from rich.markup import escape
+
+        from .groups import summary_line
+
+        # escaped: a pattern's [a-z] would otherwise be read as rich markup and vanish
+        yield "split groups", f"{info['groups']:,}", [escape(summary_line(info))], bool(info["straddling"])
     imb = findings["imbalance"]
     counts = imb["counts"]
     big, small = max(counts, key=counts.get), min(counts, key=counts.get)

@@ -18,6 +18,8 @@ import numpy as np
 from . import report_eval as ev
 from . import report_plots as plots
 from .report_card import model_card_section
+from .report_compare import comparison_section
+from .report_explain import explanations_section
 from .report_tuning import tuning_section
 from .report_stages import stages_html
 from .report_data import Facts, gather, png_uri, samples_per_class, thumbnail
@@ -25,9 +27,9 @@ from .report_html import esc, figure, kv, num, page, section, si, table
 from ..fsutil import write_text
 
 SECTIONS = {"dataset": "Data", "model": "Model", "settings": "Settings", "learning-curves": "Training",
-            "tuning": "Tuning",
+            "tuning": "Tuning", "comparison": "Comparison",
             "metrics": "Test metrics", "confusion": "Confusion", "roc-pr": "ROC / PR", "reliability": "Calibration",
-            "thresholds": "Thresholds", "predictions": "Predictions", "mistakes": "Mistakes",
+            "thresholds": "Thresholds", "predictions": "Predictions", "mistakes": "Mistakes", "explanations": "Explanations",
             "label-issues": "Label issues", "timings": "Timings", "model-card": "Model card"}
 SAMPLE_THUMBS = 160      # the per-class sample grid's total budget, for any number of classes
 
@@ -40,8 +42,10 @@ def write_report(model, progress: bool = False) -> Path:
     pred, mistakes = ev.gallery_sections(f)
     body = "".join([
         dataset_section(f), model_section(f), settings_section(f), learning_section(f), tuning_section(f.path),
+        comparison_section(f.path),
         ev.metrics_section(f, per_class_curves), ev.confusion_section(f), ev.roc_pr_section(f, per_class_curves, micro),
-        ev.reliability_section(f), ev.thresholds_section(f), pred, mistakes, ev.label_issues_section(f),
+        ev.reliability_section(f), ev.thresholds_section(f), pred, mistakes, explanations_section(f, model),
+        ev.label_issues_section(f),
         timings_section(f, time.perf_counter() - started), model_card_section(f)])
     name = f.path.name
     out = f.path / "report.html"
@@ -110,6 +114,10 @@ def _doctor(f: Facts) -> str:
     if removed:
         html += (f"<p>Training removed {len(removed):,} duplicate file(s) (<code>--dedupe</code>), e.g. "
                  f"<code>{esc(removed[0])}</code>.</p>")
+    if grouping := f.data.get("groups"):
+        from ..data.groups import summary_line
+
+        html += f"<p>Split (<code>--group-by {esc(grouping['by'])}</code>): {esc(summary_line(grouping))}.</p>"
     counts = f.data.get("counts", {}).get("train", {})
     if counts and min(counts.values()) > 0:
         big, small = max(counts, key=counts.get), min(counts, key=counts.get)

@@ -4,6 +4,9 @@
     app = create_app(imgclf.load("runs/flowers-1"), ServeSettings(api_key="s3cret"))
     # uvicorn.run(app) — or simply: imgclf serve runs/flowers-1 --api-key s3cret
 
+The model sits in a `ModelHolder` (serving.holder): each request reads `holder.model` once and uses
+that model throughout, so a hot swap (`imgclf serve --registry DIR`) lands between requests.
+
 One rule for bad images: a request in which no image can be classified gets a 4xx for the whole
 request (the first image's reason); a request with several images, some usable, gets 200 and an
 `error` entry (with its would-be `status`) in place of each unusable image's answer.
@@ -21,10 +24,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__
+from .. import __version__, predlog
 from ..evaluation.rejection import UNKNOWN
 from .batching import DirectRunner, MicroBatcher
-from .info import model_info
+from .holder import ModelHolder
+from .info import service_info
 from .limits import Rejected, decode, read_body, split_images
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .settings import ServeSettings
@@ -46,25 +50,36 @@ ERRORS = {400: "malformed multipart, no image, empty image", 401: "missing or wr
           422: "corrupt or truncated image", 503: "queue full: retry after Retry-After seconds"}
 
 
-def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
-    """The service for a loaded `imgclf.load(...)` model (torch or ONNX backend)."""
+def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAPI:
+    """The service for a loaded `imgclf.load(...)` model (torch or ONNX backend), or for a
+    `ModelHolder` whose model may be swapped while it serves."""
     settings = settings or ServeSettings()
-    metrics = ServiceMetrics(model.classes)
-    runner = (MicroBatcher(model.predict_proba, settings.max_batch, settings.max_wait_ms, settings.max_queue, metrics)
-              if settings.batching else DirectRunner(model.predict_proba, metrics))
-    info = model_info(model, settings)
+    holder = model_or_holder if isinstance(model_or_holder, ModelHolder) else ModelHolder(model_or_holder)
+    first = holder.model
+    metrics = ServiceMetrics(first.classes)
+    _follow_in_metrics(holder, metrics)
+    # Requests pass their own model's function to submit(); this default only serves other callers.
+    runner = (MicroBatcher(first.predict_proba, settings.max_batch, settings.max_wait_ms, settings.max_queue, metrics)
+              if settings.batching else DirectRunner(first.predict_proba, metrics))
+    service = service_info(settings)
+    plog = _prediction_log(settings, metrics)
     page = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
-    decision = _decision_rule(model.meta)
 
     @asynccontextmanager
     async def lifespan(_app):
         await runner.start()
+        holder.start()
+        if plog:
+            plog.start()
         yield
+        holder.stop()
         await runner.stop()
+        if plog:
+            plog.close()
 
-    app = FastAPI(title=f"imgclf: {info['name']}", version=__version__, lifespan=lifespan,
-                  description=f"Image classification with the imgclf run '{info['name']}' "
-                              f"({len(model.classes)} classes). The browser page is at /.")
+    app = FastAPI(title=f"imgclf: {holder.name}", version=__version__, lifespan=lifespan,
+                  description=f"Image classification with the imgclf run '{holder.name}' "
+                              f"({len(first.classes)} classes). The browser page is at /.")
     if settings.cors:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -85,12 +100,12 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
 
     @app.get("/health", summary="Liveness: 200 while the service runs (never needs the API key)")
     async def health():
-        return {"status": "ok", "model": info["name"]}
+        return {"status": "ok", "model": holder.name}
 
     @app.get("/model", summary="The model: classes, input, calibration, decision rule, test metrics",
              dependencies=guarded)
     async def model_metadata():
-        return info
+        return {**holder.info, "service": service}
 
     @app.get("/metrics", summary="Prometheus metrics (text format)", dependencies=guarded)
     async def prometheus():
@@ -105,40 +120,84 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
                                                                   description=f"classes per image [default {settings.top_k}]")):
         """Images as multipart/form-data file parts (any field name; several allowed), or one image as
         the raw body (Content-Type image/... or application/octet-stream)."""
+        served = holder.current         # one model for this whole request, even if a swap lands meanwhile
+        model = served.model
         with runner.arriving():
             body = await read_body(request.headers.get("content-length"), request.stream(), settings.max_upload_bytes,
                                    request.headers.get("expect", "").lower() == "100-continue")
             files = split_images(body, request.headers.get("content-type", ""), settings.max_images)
-            inputs = await run_in_threadpool(_decode_all, files, model.img_size, model.resize_mode, settings.max_pixels)
+            hashes = [] if plog else None      # sha256 per image, for the prediction log
+            inputs = await run_in_threadpool(_decode_all, files, model.img_size, model.resize_mode, settings.max_pixels,
+                                             hashes)
         usable = [x for x in inputs if not isinstance(x, Rejected)]
         if not usable:
             for x in inputs[1:]:
                 metrics.errors.labels(x.reason).inc()
             raise inputs[0]
-        answers = iter(model.answers(await runner.submit(np.stack(usable)), top_k or settings.top_k))
+        probs = await runner.submit(np.stack(usable), model.predict_proba)
+        answers = iter(zip(model.answers(probs, top_k or settings.top_k), probs))
+        decision = _decision_rule(model.meta)
         results = []
-        for (name, _), x in zip(files, inputs):
+        for i, ((name, data), x) in enumerate(zip(files, inputs)):
             entry = {"filename": name} if name else {}
             if isinstance(x, Rejected):
                 metrics.errors.labels(x.reason).inc()
                 entry.update(error=x.detail, status=x.status_code)
             else:
-                a = next(answers)
+                a, p = next(answers)
                 metrics.predictions.labels(a["label"]).inc()
+                if plog and plog.sampled(hashes[i]):
+                    rec = predlog.record(sha256=hashes[i], model=served.info["name"], version=served.version, answer=a,
+                                         probs=p, classes=model.classes, decision=decision["rule"])
+                    if plog.write(rec, data, x):
+                        entry["prediction_id"] = rec["id"]
                 entry.update(label=a["label"], confidence=a["confidence"],
                              top_k=[{"label": c, "p": p} for c, p in a["top_k"]],
                              decision={**decision, "unknown": True} if a["label"] == UNKNOWN else decision)
             results.append(entry)
         # Plain JSON types already: skip FastAPI's jsonable_encoder walk, a tenth of a millisecond each.
-        return JSONResponse({"model": info["name"], "results": results})
+        return JSONResponse({"model": served.info["name"], "version": served.version, "results": results})
 
+    from .feedback_routes import register as register_feedback
+    register_feedback(app, holder, settings, guarded, plog)
+    from .explain_routes import register as register_explain
+    register_explain(app, holder, settings, guarded)
+    from .scan_routes import register as register_scan
+    register_scan(app, holder, settings, guarded)
     return app
 
 
-def _decode_all(files: list[tuple[str, bytes]], size: int, resize: str, max_pixels: int) -> list:
-    """Each image's model input, or the Rejected saying why it has none (one thread for the lot)."""
+def _prediction_log(settings: ServeSettings, metrics: ServiceMetrics):
+    """The --log-predictions writer, or None when the service logs nothing."""
+    if not settings.log_predictions:
+        return None
+    return predlog.PredictionLog(settings.log_predictions, settings.log_sample, settings.log_images == "keep",
+                                 settings.log_max_mb, on_drop=metrics.log_dropped.inc)
+
+
+def _follow_in_metrics(holder: ModelHolder, metrics: ServiceMetrics) -> None:
+    """The served version as a gauge, swaps as a counter (ok / failed)."""
+    metrics.model_version.set(holder.version or 0)
+    seen = {"ok": holder.swaps, "failed": holder.failures}
+
+    def note(h: ModelHolder) -> None:
+        metrics.model_version.set(h.version or 0)
+        for result, count in (("ok", h.swaps), ("failed", h.failures)):
+            if count > seen[result]:
+                metrics.swaps.labels(result).inc(count - seen[result])
+                seen[result] = count
+
+    holder.on_change(note)
+
+
+def _decode_all(files: list[tuple[str, bytes]], size: int, resize: str, max_pixels: int,
+                hashes: list | None = None) -> list:
+    """Each image's model input, or the Rejected saying why it has none (one thread for the lot);
+    each image's sha256 appended to `hashes` when given."""
     out = []
     for _, data in files:
+        if hashes is not None:
+            hashes.append(hashlib.sha256(data).hexdigest())
         try:
             out.append(decode(data, size, resize, max_pixels))
         except Rejected as e:
