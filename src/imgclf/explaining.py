@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from .errors import UserError
 from .fsutil import atomic_path
+from .predictor import _expand
 
 # imgclf name -> pytorch_grad_cam class. EigenCAM is class-agnostic: it shows the main component
 # of the features whatever the target; ScoreCAM needs no gradients but one forward per channel.
@@ -303,24 +304,6 @@ def _as_pil(item):
     if isinstance(item, np.ndarray):
         return Image.fromarray(item)
     raise TypeError(f"cannot explain {type(item).__name__}; give a path, PIL image or numpy array")
-
-
-def _expand(inputs):
-    from .data.discover import files_under, is_image
-
-    if isinstance(inputs, (str, Path)) or not isinstance(inputs, (list, tuple)):
-        inputs = [inputs]
-    for item in inputs:
-        if not isinstance(item, (str, Path)):
-            yield item
-            continue
-        p = Path(item).expanduser()
-        if p.is_dir():
-            yield from (str(f) for f in files_under(p) if is_image(f))
-        elif p.exists():
-            yield str(p)
-        else:
-            raise UserError(f"no such file or folder: {item}")
 
 
 def _safe(name: str) -> str:

@@ -33,6 +33,7 @@ from typing import Iterator
 
 from .data.images import IMAGE_EXTENSIONS, MAX_PIXELS
 from .errors import UserError
+from .fsutil import file_lock
 
 FEEDBACK_FILE = "feedback.jsonl"
 LOCK_FILE = ".lock"
@@ -311,17 +312,9 @@ def _remove_if_empty(d: Path) -> None:
 
 @contextmanager
 def _locked(root: Path) -> Iterator[None]:
-    with _THREAD_LOCK, open(root / LOCK_FILE, "a") as f:
-        try:
-            import fcntl
-        except ImportError:     # Windows: the thread lock still serialises one server process
-            yield
-            return
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    # The thread lock serialises one server's requests even where flock is missing (Windows).
+    with _THREAD_LOCK, file_lock(root / LOCK_FILE):
+        yield
 
 
 def _now() -> str:

@@ -26,13 +26,11 @@ import re
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .data.manifest import write_manifest
 from .errors import UserError
-from .fsutil import read_json, write_json
+from .fsutil import file_lock, read_json, write_json
 from .runs import find_run, read_model_json
 
 ALIASES_FILE = "aliases.json"
@@ -130,21 +128,9 @@ def read_manifest(registry: str | Path, ref: str | int) -> list[dict]:
 # ---------------------------------------------------------------- writing
 
 
-@contextmanager
-def _locked(reg: Path) -> Iterator[None]:
+def _locked(reg: Path):
     """One writer at a time: two promoters must not both read the old aliases and each write their own."""
-    reg.mkdir(parents=True, exist_ok=True)
-    with open(reg / ".lock", "a") as f:
-        try:
-            import fcntl
-        except ImportError:      # Windows: no flock; the atomic replace still keeps aliases.json whole
-            yield
-            return
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return file_lock(reg / ".lock")
 
 
 def _metrics_summary(run: Path) -> dict | None:
