@@ -17,7 +17,6 @@ from . import __version__
 from .config import TrainConfig, config_keys, dump_yaml, load_config
 from .errors import UserError
 from .fsutil import write_json, write_text
-from .inference import softmax
 from .runs import MODEL_FORMAT, find_run, new_run_dir, test_split, write_splits
 
 
@@ -62,7 +61,10 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     from .device import pick_device
     from .models import create_model, model_defaults
     from .training.defaults import resolve
+    from .training.finish import calibrate, choose_decision, choose_rejection, score
     from .training.loop import SplitData, fit
+    from .training.prepare import (apply_preset, augment_policy, data_report, decode, duplicates, group_split,
+                                   normalization, require_training_images)
 
     console = _console(verbose)
     run_dir = None
@@ -90,7 +92,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     if cfg.preset and not resume:
         # A preset fills what the user left unset; flags and config-file keys win over it.
         explicit = {k for k, v in settings.items() if v is not None} | (config_keys(config) if config else set())
-        cfg, notes = _apply_preset(cfg, explicit, train_paths, device)
+        cfg, notes = apply_preset(cfg, explicit, train_paths, device)
     cfg, more = resolve(cfg, train_paths, device)
     notes += more
     run_dir = Path(run_dir or cfg.out or new_run_dir(cfg.data))
@@ -103,16 +105,16 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     for line in notes:
         console.print(f"  default: {line}")
 
-    images, spec, skipped = _decode(spec, cfg, console)
-    cfg, grouping = _group_split(spec, cfg, images, console)
-    removed = _duplicates(spec, cfg, console)
-    _require_training_images(spec)
-    mean, std, pretrained = _normalization(cfg, images, spec)
+    images, spec, skipped = decode(spec, cfg, console)
+    cfg, grouping = group_split(spec, cfg, images, console)
+    removed = duplicates(spec, cfg, console)
+    require_training_images(spec)
+    mean, std, pretrained = normalization(cfg, images, spec)
     if cfg.init_from:       # a warm start (imgclf update): the parent's weights were learnt on its statistics
         from .training.warmstart import parent_normalization
 
         mean, std = parent_normalization(cfg.init_from)
-    policy = _augment_policy(cfg, len(spec.indices("train")))
+    policy = augment_policy(cfg, len(spec.indices("train")))
     console.print(f"  augmentation: {policy.to_dict()}")
     if cfg.tta == "auto":
         # Average the prediction over the mirror image when the model was trained to be mirror-invariant.
@@ -135,7 +137,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", dump_yaml(cfg.to_dict()))
     write_splits(run_dir / "splits.csv", spec.paths, spec.labels, spec.splits, spec.classes)
-    write_json(run_dir / "data_report.json", {**_data_report(spec, skipped), "deduplicated": removed,
+    write_json(run_dir / "data_report.json", {**data_report(spec, skipped), "deduplicated": removed,
                                                   "groups": grouping})
     meta = {
         "format": MODEL_FORMAT, "imgclf_version": __version__, "classes": spec.classes,
@@ -170,14 +172,14 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
                         "first_step_seconds": round(result.first_step_seconds, 2),
                         "device": str(device), "preset": cfg.preset, "stages": result.stages}
     model = Model(net, meta, device, run_dir)
-    meta["calibration"] = _calibrate(model, images, spec, console)
+    meta["calibration"] = calibrate(model, images, spec, console)
     if len(spec.classes) == 2:
-        meta["decision"] = _choose_decision(model, images, spec, cfg, console)
+        meta["decision"] = choose_decision(model, images, spec, cfg, console)
     elif cfg.target_accuracy is not None or cfg.target_coverage is not None:
-        meta["rejection"] = _choose_rejection(model, images, spec, cfg, console)
+        meta["rejection"] = choose_rejection(model, images, spec, cfg, console)
     write_json(run_dir / "model.json", meta)
     test = np.sort(spec.indices("test"))
-    metrics = _score(model, images[test], spec.labels[test], run_dir, console, "held-out test split")
+    metrics = score(model, images[test], spec.labels[test], run_dir, console, "held-out test split")
     # The report shows the same test predictions: hand them over instead of predicting (with TTA) twice.
     model.scored_test = ([spec.paths[i] for i in test], model.last_probs)
     _report_after_training(model, console)
@@ -189,6 +191,7 @@ def evaluate(run, data: str | Path | None = None, verbose: bool = True) -> dict:
     when it has one, else all its images). Writes metrics.json into the run when on its test split."""
     from .data.discover import discover
     from .predictor import Model
+    from .training.finish import score
 
     console = _console(verbose)
     model = run if isinstance(run, Model) else load(run)
@@ -210,7 +213,7 @@ def evaluate(run, data: str | Path | None = None, verbose: bool = True) -> dict:
     keep = np.array([i for i in range(len(paths)) if i not in cache.bad], dtype=np.int64)
     for i, reason in cache.bad.items():
         console.print(f"[yellow]warning[/]: skipped {paths[i]}: {reason}")
-    return _score(model, cache.images[keep], labels[keep], out_dir, console, where)
+    return score(model, cache.images[keep], labels[keep], out_dir, console, where)
 
 
 def ensemble(runs: list[str | Path], out: str | Path, *, target_accuracy: float | None = None,
@@ -464,211 +467,6 @@ def _model(run, device: str, tta: str | None, backend: str):
     return load(run.path if isinstance(run, Run) else run, device, tta=tta, backend=backend)
 
 
-def _calibrate(model, images: np.ndarray, spec, console) -> dict:
-    """Fit the softmax temperature on the validation split (identity when there is none)."""
-    from .evaluation.calibration import fit_temperature
-
-    val = np.sort(spec.indices("val"))
-    t = fit_temperature(model.predict_logits(images[val]), spec.labels[val]) if len(val) else 1.0
-    console.print(f"  calibration: temperature {t:.3f} fitted on {len(val)} validation images")
-    return {"method": "temperature", "temperature": t, "fitted_on": "val", "n": int(len(val))}
-
-
-def _choose_decision(model, images: np.ndarray, spec, cfg: TrainConfig, console) -> dict:
-    """Two classes: the positive class and its probability threshold, from the validation split."""
-    from .evaluation.decision import choose_threshold, decision_metrics, positive_class
-
-    pos = positive_class(spec.classes, cfg.positive_class)
-    val = np.sort(spec.indices("val"))
-    p_pos = model.predict_proba(images[val])[:, pos]
-    threshold, rule = choose_threshold(p_pos, spec.labels[val] == pos, cfg.target_recall, cfg.target_precision)
-    m = decision_metrics(p_pos, spec.labels[val] == pos, threshold)
-    console.print(f"  decision: '{spec.classes[pos]}' when p >= {threshold:.3f} ({rule}; validation precision "
-                  f"{m['precision']:.3f}, recall {m['recall']:.3f})")
-    return {"positive_class": spec.classes[pos], "threshold": threshold, "rule": rule,
-            "validation": {k: m[k] for k in ("precision", "recall", "f1")}}
-
-
-def _choose_rejection(model, images: np.ndarray, spec, cfg: TrainConfig, console) -> dict:
-    """Three or more classes: the calibrated-confidence threshold below which predict answers
-    'unknown', from the validation split."""
-    from .evaluation.rejection import choose_threshold, rejection_metrics, resolution_warning
-
-    val = np.sort(spec.indices("val"))
-    probs = model.predict_proba(images[val])
-    threshold, rule = choose_threshold(probs, spec.labels[val], cfg.target_accuracy, cfg.target_coverage)
-    m = rejection_metrics(probs, spec.labels[val], threshold)
-    acc = "n/a" if m["accuracy_accepted"] is None else f"{m['accuracy_accepted']:.3f}"
-    console.print(f"  rejection: 'unknown' when confidence < {threshold:.4g} ({rule}; validation coverage "
-                  f"{m['coverage']:.3f}, accuracy on accepted {acc}, n={len(val)})")
-    if warning := resolution_warning(m["accepted"], cfg.target_accuracy):
-        console.print(f"[yellow]warning[/]: rejection: {warning}")
-    return {"threshold": threshold, "rule": rule, "label": "unknown",
-            "validation": {"n": int(len(val)), **{k: m[k] for k in ("coverage", "accuracy_accepted", "accepted")}}}
-
-
-def _score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, console, where: str) -> dict:
-    from .evaluation.calibration import expected_calibration_error, nll, reliability
-    from .evaluation.metrics import compute_metrics, summary_line
-    from .evaluation.plots import plot_confusion, plot_reliability
-
-    if len(labels) == 0:
-        raise UserError(f"no usable images to evaluate in the {where}")
-    logits = model.predict_logits(images)
-    t = model.temperature
-    probs = model.last_probs = softmax(logits / t)
-    metrics = compute_metrics(labels, probs, model.classes)
-    metrics["evaluated_on"] = where
-    metrics["calibration"] = {
-        "temperature": t,
-        "ece_before": expected_calibration_error(softmax(logits), labels),
-        "ece_after": expected_calibration_error(probs, labels),
-        "log_loss_before": nll(logits, labels), "log_loss_after": nll(logits, labels, t),
-        "reliability": reliability(probs, labels),
-    }
-    decision = model.meta.get("decision")
-    if decision:
-        from .evaluation.decision import decision_metrics
-
-        pos = model.classes.index(decision["positive_class"])
-        d = decision_metrics(probs[:, pos], labels == pos, decision["threshold"])
-        metrics["decision"] = {"positive_class": decision["positive_class"], "rule": decision["rule"], **d}
-        console.print(f"  at threshold {d['threshold']:.3f} for '{decision['positive_class']}': precision "
-                      f"{d['precision']:.4f}  recall {d['recall']:.4f}  ROC-AUC {d.get('roc_auc', float('nan')):.4f}  "
-                      f"PR-AUC {d.get('pr_auc', float('nan')):.4f}")
-    from .evaluation.rejection import rejection_metrics, selective_curve
-
-    metrics["selective"] = selective_curve(probs, labels)
-    if model.meta.get("rejection"):
-        r = rejection_metrics(probs, labels, model.meta["rejection"]["threshold"])
-        metrics["rejection"] = {"rule": model.meta["rejection"]["rule"], **r}
-        acc = "n/a" if r["accuracy_accepted"] is None else f"{r['accuracy_accepted']:.4f}"
-        console.print(f"  rejection at confidence {r['threshold']:.3f}: coverage {r['coverage']:.4f} "
-                      f"({r['rejected']} answered 'unknown'), accuracy on accepted {acc}")
-    if out_dir is not None:
-        from .evaluation.plots import plot_coverage
-
-        plot_coverage(metrics["selective"], metrics.get("rejection"), out_dir / "coverage.png")
-        write_json(out_dir / "metrics.json", metrics)
-        plot_confusion(metrics["confusion_matrix"], model.classes, out_dir / "confusion_matrix.png")
-        plot_reliability(metrics["calibration"]["reliability"], out_dir / "reliability.png")
-    c = metrics["calibration"]
-    console.print(f"{where}: {summary_line(metrics)}")
-    console.print(f"  calibration (T={t:.2f}): ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}, "
-                  f"log-loss {c['log_loss_before']:.4f} -> {c['log_loss_after']:.4f}")
-    return metrics
-
-
-def _duplicates(spec, cfg: TrainConfig, console) -> list[str]:
-    """The data doctor's quick part: identical files with conflicting labels or across splits are
-    warned about; with `dedupe` they are taken out (see data.doctor.dedupe). Returns the removed paths."""
-    from .data.doctor import dedupe, duplicate_warnings, quick_check
-
-    found = quick_check(spec, cfg.workers)
-    for line in duplicate_warnings(found):
-        console.print(f"[yellow]warning[/]: {line if not cfg.dedupe else line.split('; --dedupe')[0]}")
-    if not cfg.dedupe:
-        return []
-    drop = dedupe(spec, found)
-    spec.splits[drop] = "deduplicated"
-    console.print(f"  dedupe: removed {len(drop)} duplicate file(s) (kept one copy per set of identical "
-                  "files; dropped sets with conflicting labels)")
-    return [spec.paths[i] for i in drop]
-
-
-def _decode(spec, cfg: TrainConfig, console):
-    """Decode every image once into the cache; drop unusable files with one warning line each."""
-    from .data.cache import build_cache
-
-    cache = build_cache(spec.paths, cfg.img_size, cfg.resize, workers=cfg.workers)
-    console.print(f"  cache: {cache.path} ({'reused' if cache.hit else f'built in {cache.seconds:.1f}s'})")
-    skipped = [{"path": spec.paths[i], "reason": r} for i, r in sorted(cache.bad.items())]
-    for s in skipped:
-        console.print(f"[yellow]warning[/]: skipped {s['path']}: {s['reason']}")
-    # Unusable rows stay in the memmap (zeros) but leave every split: no copy of a big cache.
-    spec.splits[list(cache.bad)] = "skipped"
-    _require_training_images(spec)
-    return cache.images, spec, skipped
-
-
-def _require_training_images(spec) -> None:
-    counts = np.bincount(spec.labels[spec.splits == "train"], minlength=len(spec.classes))
-    empty = [c for c, n in zip(spec.classes, counts) if n == 0]
-    if empty:
-        raise UserError(f"class(es) {', '.join(map(repr, empty))} have no usable training images "
-                        "(see the warnings above): add readable images")
-
-
-def _group_split(spec, cfg: TrainConfig, images: np.ndarray, console):
-    """Keep near-duplicates (or files named alike) in one split (see data.groups); returns the
-    config recording what was used, and the grouping's summary for data_report.json."""
-    from rich.markup import escape        # a pattern's [a-z] is not markup
-
-    from .data.groups import group_for_training, summary_line
-
-    info = group_for_training(spec, cfg.group_by, images, cfg.val_frac, cfg.test_frac, cfg.seed)
-    if info is None:
-        return cfg.updated(group_by="none"), None
-    console.print(escape(f"  split: {summary_line(info)} (--group-by {cfg.group_by})"))
-    if info["straddling"]:
-        ex = info["straddling_examples"][0]
-        names = escape(" = ".join(Path(f).name for f in ex["files"][:2]))
-        console.print(f"[yellow]warning[/]: {info['straddling']} group(s) sit in more than one of the splits you "
-                      f"gave, e.g. {names} ({', '.join(ex['splits'])}): test accuracy is inflated; move each "
-                      "group into one split")
-    return cfg.updated(group_by=info["by"]), info
-
-
-def _normalization(cfg: TrainConfig, images: np.ndarray, spec) -> tuple[list[float], list[float], bool]:
-    """(mean, std, fine-tuning?): pretrained weights' own statistics, else the training images'."""
-    from .models.pretrained import normalization
-    from .training.finetune import is_finetune
-
-    if is_finetune(cfg):
-        return (*normalization(cfg.model[len("timm/"):]), True)
-    return (*_channel_stats(images, spec.indices("train")), False)
-
-
-def _channel_stats(images: np.ndarray, idx: np.ndarray, sample: int = 5000) -> tuple[list[float], list[float]]:
-    pick = np.sort(np.random.default_rng(0).choice(idx, size=min(sample, len(idx)), replace=False))
-    x = images[pick].reshape(-1, 3).astype(np.float64) / 255.0
-    return [round(float(v), 4) for v in x.mean(0)], [round(float(max(v, 1e-3)), 4) for v in x.std(0)]
-
-
-def _apply_preset(cfg: TrainConfig, explicit: set[str], train_paths: list[str], device) -> tuple[TrainConfig, list[str]]:
-    from .training.defaults import typical_side
-    from .training.presets import preset_settings
-
-    side = None if "img_size" in explicit else typical_side(train_paths, seed=cfg.seed)
-    values, notes = preset_settings(cfg.preset, device, len(train_paths), side or cfg.img_size, cfg.flip)
-    if "model" in explicit and cfg.model != values["model"]:
-        values.pop("model_kwargs")      # the preset's widths belong to its own model
-    cfg = cfg.updated(**{k: v for k, v in values.items() if k not in explicit})
-    return cfg, [f"{line}" for line in notes]
-
-
-def _augment_policy(cfg: TrainConfig, n_train: int):
-    from .data.augment import AugmentPolicy, default_policy
-
-    if isinstance(cfg.augment, dict):
-        return AugmentPolicy.from_dict(cfg.augment)
-    if cfg.augment == "none":
-        return AugmentPolicy(flip=False)
-    if cfg.augment != "auto":
-        raise UserError(f"augment must be auto, none or a mapping of policy fields, not {cfg.augment!r}")
-    return default_policy(cfg.img_size, n_train, allow_flip=cfg.flip)
-
-
-def _data_report(spec, skipped: list[dict]) -> dict:
-    counts = {}
-    for split in ("train", "val", "test"):
-        sel = spec.labels[spec.splits == split]
-        counts[split] = {c: int(n) for c, n in zip(spec.classes, np.bincount(sel, minlength=len(spec.classes)))}
-    return {"root": spec.root, "layout": spec.layout, "classes": spec.classes, "counts": counts,
-            "totals": {s: sum(v.values()) for s, v in counts.items()},
-            "skipped": skipped, "ignored_non_images": spec.ignored}
-
-
 def list_models(pattern: str | None = None, size: int = 224, pretrained_only: bool = False, limit: int = 25) -> list[dict]:
     """Architectures with parameters, GFLOPs at `size` px and whether their pretrained weights are
     on this machine: the built-in ones and timm's matching `pattern` (without a pattern, a few
@@ -699,6 +497,7 @@ def lr_find(data: str | Path, *, out: str | Path | None = None, steps: int = 100
     from .training import lr_find as range_test
     from .training.defaults import resolve
     from .training.loop import SplitData
+    from .training.prepare import augment_policy, decode, normalization
 
     if steps < 10:
         raise UserError(f"--steps must be at least 10, not {steps}")
@@ -712,14 +511,14 @@ def lr_find(data: str | Path, *, out: str | Path | None = None, steps: int = 100
     out = Path(out or new_run_dir(f"{Path(cfg.data).name}-lr-find"))
     for line in notes:
         console.print(f"  default: {line}")
-    images, spec, _ = _decode(spec, cfg, console)
-    mean, std, _ = _normalization(cfg, images, spec)
+    images, spec, _ = decode(spec, cfg, console)
+    mean, std, _ = normalization(cfg, images, spec)
     torch.manual_seed(cfg.seed)
     net = create_model(cfg.model, num_classes=len(spec.classes), in_chans=3, img_size=cfg.img_size, weights=cfg.weights,
                        pretrained=cfg.pretrained, **{**model_defaults(cfg.model), **cfg.model_kwargs})
     data_ = SplitData(images, np.sort(spec.indices("train")), np.sort(spec.indices("val")), spec.labels, mean, std)
     console.print(f"lr-find: {cfg.model}, {steps} steps of batch {cfg.batch_size}, lr {start_lr:g} -> {end_lr:g}")
-    result = range_test.range_test(net, cfg, data_, _augment_policy(cfg, len(data_.train)), device, steps, start_lr, end_lr)
+    result = range_test.range_test(net, cfg, data_, augment_policy(cfg, len(data_.train)), device, steps, start_lr, end_lr)
     result["settings"] = {k: getattr(cfg, k) for k in ("model", "img_size", "batch_size", "optimizer", "weight_decay",
                                                          "freeze_epochs", "layer_decay", "lr")}
     out.mkdir(parents=True, exist_ok=True)

@@ -79,8 +79,8 @@ def make_ensemble(runs: list[str | Path], out: str | Path, target_accuracy: floa
                   target_coverage: float | None = None, device: str = "auto", *, console) -> tuple[Path, dict | None]:
     """Write the bundle folder `out` and evaluate it on the members' shared test split.
     Returns (bundle path, test metrics or None when the members' test splits differ)."""
-    from .api import _score
     from .evaluation.rejection import check_targets
+    from .training.finish import score
 
     dirs = [find_run(r) for r in runs]
     metas = _check_members(dirs)
@@ -116,7 +116,7 @@ def make_ensemble(runs: list[str | Path], out: str | Path, target_accuracy: floa
         shutil.copyfile(dirs[0] / "splits.csv", tmp)
     write_json(out / "model.json", meta)       # last: its presence marks a finished bundle
     images, labels = _images(model, _rows(splits[0], "test"), console)
-    metrics = _score(model, images, labels, out, console, "held-out test split (shared by all members)")
+    metrics = score(model, images, labels, out, console, "held-out test split (shared by all members)")
     metrics["members"] = [{"run": m["source"], **_member_scores(d)} for m, d in zip(meta["members"], dirs)]
     write_json(out / "metrics.json", metrics)
     console.print("  members on the same split: " + ", ".join(
@@ -158,8 +158,8 @@ def _thresholds(model: EnsembleModel, first: Path, first_meta: dict, val_rows: l
                 target_accuracy: float | None, target_coverage: float | None, console) -> dict:
     """The bundle's own decision (two classes) or rejection threshold, chosen on the shared validation
     split exactly as `train` chooses a run's: averaging changes the probabilities, so the members' don't carry over."""
-    from .api import _choose_decision, _choose_rejection
     from .config import TrainConfig, load_config
+    from .training.finish import choose_decision, choose_rejection
 
     images, labels = _images(model, val_rows, console)
     spec = SimpleNamespace(classes=model.classes, labels=labels, indices=lambda split: np.arange(len(labels)))
@@ -168,9 +168,9 @@ def _thresholds(model: EnsembleModel, first: Path, first_meta: dict, val_rows: l
         own = load_config(first / "config.yaml") if (first / "config.yaml").is_file() else TrainConfig()
         cfg = TrainConfig(positive_class=first_meta["decision"]["positive_class"],
                           target_recall=own.target_recall, target_precision=own.target_precision)
-        return {"decision": _choose_decision(model, images, spec, cfg, console)}
+        return {"decision": choose_decision(model, images, spec, cfg, console)}
     cfg = TrainConfig(target_accuracy=target_accuracy, target_coverage=target_coverage)
-    return {"rejection": _choose_rejection(model, images, spec, cfg, console)}
+    return {"rejection": choose_rejection(model, images, spec, cfg, console)}
 
 
 def _diff(a: list[str], b: list[str]) -> str:

@@ -1,0 +1,120 @@
+"""Before training: decode the images once, group and deduplicate the split, pick the
+normalisation, the preset's settings and the augmentation policy, and summarise the data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config import TrainConfig
+from ..errors import UserError
+
+
+def duplicates(spec, cfg: TrainConfig, console) -> list[str]:
+    """The data doctor's quick part: identical files with conflicting labels or across splits are
+    warned about; with `dedupe` they are taken out (see data.doctor.dedupe). Returns the removed paths."""
+    from ..data.doctor import dedupe, duplicate_warnings, quick_check
+
+    found = quick_check(spec, cfg.workers)
+    for line in duplicate_warnings(found):
+        console.print(f"[yellow]warning[/]: {line if not cfg.dedupe else line.split('; --dedupe')[0]}")
+    if not cfg.dedupe:
+        return []
+    drop = dedupe(spec, found)
+    spec.splits[drop] = "deduplicated"
+    console.print(f"  dedupe: removed {len(drop)} duplicate file(s) (kept one copy per set of identical "
+                  "files; dropped sets with conflicting labels)")
+    return [spec.paths[i] for i in drop]
+
+
+def decode(spec, cfg: TrainConfig, console):
+    """Decode every image once into the cache; drop unusable files with one warning line each."""
+    from ..data.cache import build_cache
+
+    cache = build_cache(spec.paths, cfg.img_size, cfg.resize, workers=cfg.workers)
+    console.print(f"  cache: {cache.path} ({'reused' if cache.hit else f'built in {cache.seconds:.1f}s'})")
+    skipped = [{"path": spec.paths[i], "reason": r} for i, r in sorted(cache.bad.items())]
+    for s in skipped:
+        console.print(f"[yellow]warning[/]: skipped {s['path']}: {s['reason']}")
+    # Unusable rows stay in the memmap (zeros) but leave every split: no copy of a big cache.
+    spec.splits[list(cache.bad)] = "skipped"
+    require_training_images(spec)
+    return cache.images, spec, skipped
+
+
+def require_training_images(spec) -> None:
+    counts = np.bincount(spec.labels[spec.splits == "train"], minlength=len(spec.classes))
+    empty = [c for c, n in zip(spec.classes, counts) if n == 0]
+    if empty:
+        raise UserError(f"class(es) {', '.join(map(repr, empty))} have no usable training images "
+                        "(see the warnings above): add readable images")
+
+
+def group_split(spec, cfg: TrainConfig, images: np.ndarray, console):
+    """Keep near-duplicates (or files named alike) in one split (see data.groups); returns the
+    config recording what was used, and the grouping's summary for data_report.json."""
+    from rich.markup import escape        # a pattern's [a-z] is not markup
+
+    from ..data.groups import group_for_training, summary_line
+
+    info = group_for_training(spec, cfg.group_by, images, cfg.val_frac, cfg.test_frac, cfg.seed)
+    if info is None:
+        return cfg.updated(group_by="none"), None
+    console.print(escape(f"  split: {summary_line(info)} (--group-by {cfg.group_by})"))
+    if info["straddling"]:
+        ex = info["straddling_examples"][0]
+        names = escape(" = ".join(Path(f).name for f in ex["files"][:2]))
+        console.print(f"[yellow]warning[/]: {info['straddling']} group(s) sit in more than one of the splits you "
+                      f"gave, e.g. {names} ({', '.join(ex['splits'])}): test accuracy is inflated; move each "
+                      "group into one split")
+    return cfg.updated(group_by=info["by"]), info
+
+
+def normalization(cfg: TrainConfig, images: np.ndarray, spec) -> tuple[list[float], list[float], bool]:
+    """(mean, std, fine-tuning?): pretrained weights' own statistics, else the training images'."""
+    from ..models.pretrained import normalization as pretrained_normalization
+    from ..training.finetune import is_finetune
+
+    if is_finetune(cfg):
+        return (*pretrained_normalization(cfg.model[len("timm/"):]), True)
+    return (*channel_stats(images, spec.indices("train")), False)
+
+
+def channel_stats(images: np.ndarray, idx: np.ndarray, sample: int = 5000) -> tuple[list[float], list[float]]:
+    pick = np.sort(np.random.default_rng(0).choice(idx, size=min(sample, len(idx)), replace=False))
+    x = images[pick].reshape(-1, 3).astype(np.float64) / 255.0
+    return [round(float(v), 4) for v in x.mean(0)], [round(float(max(v, 1e-3)), 4) for v in x.std(0)]
+
+
+def apply_preset(cfg: TrainConfig, explicit: set[str], train_paths: list[str], device) -> tuple[TrainConfig, list[str]]:
+    from ..training.defaults import typical_side
+    from ..training.presets import preset_settings
+
+    side = None if "img_size" in explicit else typical_side(train_paths, seed=cfg.seed)
+    values, notes = preset_settings(cfg.preset, device, len(train_paths), side or cfg.img_size, cfg.flip)
+    if "model" in explicit and cfg.model != values["model"]:
+        values.pop("model_kwargs")      # the preset's widths belong to its own model
+    cfg = cfg.updated(**{k: v for k, v in values.items() if k not in explicit})
+    return cfg, [f"{line}" for line in notes]
+
+
+def augment_policy(cfg: TrainConfig, n_train: int):
+    from ..data.augment import AugmentPolicy, default_policy
+
+    if isinstance(cfg.augment, dict):
+        return AugmentPolicy.from_dict(cfg.augment)
+    if cfg.augment == "none":
+        return AugmentPolicy(flip=False)
+    if cfg.augment != "auto":
+        raise UserError(f"augment must be auto, none or a mapping of policy fields, not {cfg.augment!r}")
+    return default_policy(cfg.img_size, n_train, allow_flip=cfg.flip)
+
+
+def data_report(spec, skipped: list[dict]) -> dict:
+    counts = {}
+    for split in ("train", "val", "test"):
+        sel = spec.labels[spec.splits == split]
+        counts[split] = {c: int(n) for c, n in zip(spec.classes, np.bincount(sel, minlength=len(spec.classes)))}
+    return {"root": spec.root, "layout": spec.layout, "classes": spec.classes, "counts": counts,
+            "totals": {s: sum(v.values()) for s, v in counts.items()},
+            "skipped": skipped, "ignored_non_images": spec.ignored}
