@@ -419,14 +419,8 @@ def print_summary(result: dict, console=None) -> None:
         t.add_column(col, no_wrap=True)
 
     def fmt(st: dict, how: str | None, side: str) -> str:
-        if how is None:
-            return "-"
-        if how == "rate":
-            return f"{st[side]:.1%}"
-        if how == "size":
-            wh = st.get("size", {}).get(side)
-            return f"{wh[0]:.0f}x{wh[1]:.0f}" if wh else "-"
-        return f"{st[side][how]:.3g}" if st.get(side) else "-"
+        v = drift.side_value(st, how, side)
+        return "-" if v is None else v
 
     rows = [("predicted_class", "predicted classes", None), ("confidence", "confidence (median)", "median"),
             ("low_confidence", f"below {result['low_confidence']['threshold']:.2g}", "rate"),

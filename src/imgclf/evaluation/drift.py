@@ -113,3 +113,17 @@ def compare_rate(k_ref: int, n_ref: int, k_live: int, n_live: int) -> dict:
     return {"ref": r, "live": q, "k_ref": int(k_ref), "n_ref": int(n_ref), "k_live": int(k_live),
             "n_live": int(n_live), "p_value": p, "test": "Fisher exact",
             "shifted": abs(q - r) >= MIN_RATE_CHANGE and p < ALPHA}
+
+
+def side_value(st: dict, how: str | None, side: str, counts: bool = False) -> str | None:
+    """One side ("ref" or "live") of a compared statistic as text, for the CLI table and the HTML report
+    alike: a rate (with k/n when `counts`), a median width x height, or the summary `how` names
+    (median, mean). None when there is nothing to show."""
+    if how is None or st.get(side) is None:
+        return None
+    if how == "rate":
+        return f"{st[side]:.1%}" + (f" ({st['k_' + side]:,}/{st['n_' + side]:,})" if counts else "")
+    if how == "size":
+        wh = st.get("size", {}).get(side)
+        return f"{wh[0]:.0f} x {wh[1]:.0f}" if wh else None
+    return f"{st[side][how]:.3g}" if st[side] else None     # no summary when that side had no values

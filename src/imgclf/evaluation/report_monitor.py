@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fsutil import write_text
+from .drift import side_value
 from .report_data import png_uri, thumbnail
 from .report_html import esc, figure, num, page, section, table
 from .report_plots import PALETTE, _figure, short
@@ -65,14 +66,8 @@ def _verdict(result: dict, title: str, cls: str) -> str:
 
 
 def _side(st: dict, how: str | None, side: str) -> str:
-    if how is None or st.get(side) is None:
-        return "–"
-    if how == "rate":
-        return f"{st[side]:.1%} ({st['k_' + side]:,}/{st['n_' + side]:,})"
-    if how == "size":
-        wh = st.get("size", {}).get(side)
-        return f"{wh[0]:.0f} x {wh[1]:.0f}" if wh else "–"
-    return num(st[side][how], 3)
+    v = side_value(st, how, side, counts=True)
+    return esc(v) if v is not None else "–"
 
 
 def _stats_table(s: dict, result: dict) -> str:
