@@ -13,7 +13,6 @@ from PIL import Image
 
 import imgclf
 import imgclf.api
-from imgclf.errors import UserError
 from imgclf.explaining import METHODS, Explainer, find_target_layer
 
 SIDE = 40
@@ -147,10 +146,26 @@ def test_report_has_the_explanation_gallery(runs):
     assert 'href="#explanations"' in html
 
 
-def test_ensembles_are_refused_with_a_clear_message(scenes, runs, tmp_path):
+def test_an_ensemble_explains_with_the_mean_of_its_members_maps(scenes, runs, tmp_path):
+    """Members of other input sizes (32 and 40 px): each explains at its own size, the mean at the bundle's."""
+    _, boxes = scenes
     bundle = imgclf.ensemble([runs("simple_cnn"), runs("resnet_fast")], out=tmp_path / "both", verbose=False)
-    with pytest.raises(UserError, match="ensemble bundle: explain one of its member runs"):
-        imgclf.explain(bundle.path, [next(iter(scenes[1]))])
+    results = imgclf.explain(bundle.path, list(boxes))
+    assert all(r["heatmap"].shape == (40, 40) and r["heatmap"].max() == pytest.approx(1.0) for r in results)
+    assert results[0]["layer"].startswith("the mean of 2 members' maps")
+    hits = np.mean([on_object(r["heatmap"], boxes[r["path"]]) for r in results])
+    assert hits >= 0.7, f"the ensemble's heatmap peaks on the object for only {hits:.0%} of the images"
+
+
+def test_an_onnx_backed_model_is_explained_with_its_runs_weights(scenes, runs):
+    """ONNX Runtime has no gradients: the map comes from the run's safetensors, the same network."""
+    pytest.importorskip("onnxruntime")
+    run = runs("simple_cnn")
+    paths = list(scenes[1])[:6]
+    torch_maps = [r["heatmap"] for r in imgclf.explain(run, paths)]
+    onnx_results = imgclf.explain(imgclf.load(run, backend="onnx"), paths)
+    for r, heat in zip(onnx_results, torch_maps):
+        np.testing.assert_allclose(r["heatmap"], heat, atol=1e-4)
 
 
 def test_explain_route(scenes, runs):

@@ -14,7 +14,7 @@ import pytest
 import imgclf
 from imgclf.data.discover import DatasetSpec
 from imgclf.errors import UserError
-from imgclf.evaluation.label_issues import rank_suspects
+from imgclf.evaluation.label_issues import _assign_folds, rank_suspects
 
 # file -> the class folder it is moved into: each is now labelled as something it plainly is not.
 FLIPS = {"square/square_000.png": "disc", "disc/disc_000.png": "stripes",
@@ -58,6 +58,19 @@ def test_confident_learning_flags_the_contradicted_label():
     suspects = rank_suspects(spec, np.arange(30), probs)
     assert [(s["path"], s["given"], s["suggested"]) for s in suspects] == [("4.png", "a", "c")]
     assert suspects[0]["score"] == pytest.approx(0.02) and suspects[0]["suggested_score"] == pytest.approx(0.95)
+
+
+def test_folds_keep_near_duplicate_groups_whole():
+    # 2 classes x 20 images in mirror pairs (0-1, 2-3, ...); image 39 unreadable.
+    labels = np.repeat([0, 1], 20)
+    spec = DatasetSpec("", "folders", ["a", "b"], [f"{i}.png" for i in range(40)], labels, np.array(["train"] * 40))
+    readable = np.arange(39)
+    fold_of = _assign_folds(spec, readable, 5, seed=0, groups=np.arange(40) // 2)
+    assert fold_of[39] == -1 and set(fold_of[:39]) == set(range(5))
+    assert all(fold_of[i] == fold_of[i + 1] for i in range(0, 38, 2))
+    assert all(set(labels[readable][fold_of[readable] == k]) == {0, 1} for k in range(5))   # still stratified
+    ungrouped = _assign_folds(spec, readable, 5, seed=0)
+    assert any(ungrouped[i] != ungrouped[i + 1] for i in range(0, 38, 2))    # what the groups prevent
 
 
 def test_user_mistakes_stop_before_any_training(mislabeled, tmp_path):

@@ -220,6 +220,23 @@ def test_log_of_another_model_or_missing_log_is_a_user_error(run, tmp_path):
     assert not (tmp_path / "mon").exists()          # refused before writing anything
 
 
+def test_the_run_report_lists_its_monitoring(run, tmp_path):
+    """The report is what users hand around: after a monitor it shows the verdict and links monitor.html."""
+    import shutil
+
+    model, tests = run
+    copy = shutil.copytree(model.path, tmp_path / "runs" / model.path.name)     # the module's run stays report-less
+    (copy / "monitoring.json").unlink(missing_ok=True)       # other tests monitored the module's run
+    assert "Not monitored yet" in (imgclf.report(copy, verbose=False)).read_text()
+    log = serve_log(model, from_tests(tests, 40), tmp_path / "log")
+    imgclf.monitor(copy, log, out=tmp_path / "mon", verbose=False)
+    html = (copy / "report.html").read_text()
+    part = html[html.index('<section id="monitoring">'):]
+    part = part[:part.index("</section>")]
+    assert "No drift" in part and ">40<" in part and 'href="../../mon/monitor.html"' in part
+    assert [c["status"] for c in json.loads((copy / "monitoring.json").read_text())["checks"]] == ["no_drift"]
+
+
 def test_psi_and_tests_on_arrays():
     rng = np.random.default_rng(0)
     same = drift.compare_numeric(rng.normal(120, 20, 400), rng.normal(120, 20, 300))

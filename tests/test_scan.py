@@ -119,6 +119,42 @@ def test_scan_finds_objects_one_box_each(world, tmp_path):
     assert len(list((tmp_path / "out" / "annotated").glob("*.jpg"))) == len(results)
 
 
+def test_four_sided_margin_places_boxes_in_the_window(world):
+    """A margin per side (as bench/scan.py fits one to labelled boxes) moves each edge by its own
+    fraction of the window; a negative one reaches past the window, clipped to the photo."""
+    from PIL import Image
+
+    img = Image.open(next(iter(world["truth"]))).convert("RGB")
+    best = lambda r: max(r["boxes"], key=lambda b: b["score"])
+    win = best(Scanner(world["model"], min_size=45, margin=0.0, threshold=0.5).scan(img))
+    placed = best(Scanner(world["model"], min_size=45, margin=(-0.1, 0.2, 0.1, 0.0), threshold=0.5).scan(img))
+    w, h = win["x2"] - win["x1"], win["y2"] - win["y1"]
+    want = (max(0.0, win["x1"] - 0.1 * w), win["y1"] + 0.2 * h, win["x2"] - 0.1 * w, win["y2"])
+    assert np.allclose(box(placed), want, atol=0.2)
+    with pytest.raises(imgclf.errors.UserError):
+        Scanner(world["model"], margin=(0.3, 0.0, 0.3))
+    with pytest.raises(imgclf.errors.UserError):
+        Scanner(world["model"], margin=0.5)
+
+
+def test_box_voting_averages_the_suppressed_windows(world):
+    """A kept box moves to the score-weighted mean of the boxes it suppressed; on the scenes voted
+    boxes find the objects at least as often as the single best windows do."""
+    from imgclf.scanning.scanner import _vote
+
+    objects = np.array([[10.0, 10, 30, 50], [14, 10, 34, 50], [100, 10, 120, 50]])
+    voted = _vote(objects, np.array([0.9, 0.9, 0.8]), np.array([0, 2]), 0.3)
+    assert np.allclose(voted, [[12, 10, 32, 50], [100, 10, 120, 50]])
+    found = {}
+    for vote in (False, True):
+        results = scan(world["model"], world["scenes"], min_size=45, margin=MARGIN, threshold=0.5, vote=vote,
+                       verbose=False)
+        by_path = {r["path"]: r for r in results}
+        found[vote] = sum(any(iou(box(b), gt) >= 0.5 for b in by_path[p]["boxes"])
+                          for p, gts in world["truth"].items() for gt in gts)
+    assert found[True] >= found[False] >= 0.8 * sum(map(len, world["truth"].values()))
+
+
 def test_window_has_the_training_crops_aspect(world):
     scanner = Scanner(world["model"])
     assert (scanner.window.width, scanner.window.height) == (CROP_W, CROP_H)
@@ -151,7 +187,7 @@ def test_fcn_matches_window_scan(world):
 
 def test_nms_keeps_distinct_overlapping_objects(world, monkeypatch):
     """One box per object, but two objects whose boxes overlap less than --iou both stay."""
-    scanner = Scanner(world["model"], iou=0.3, threshold=0.5, scales=[1.0])
+    scanner = Scanner(world["model"], iou=0.3, threshold=0.5, scales=[1.0], vote=False)
     a = [10, 10, 40, 60]
     windows = np.array([a, [12, 10, 42, 60], [10, 13, 40, 63],     # the same object, shifted windows
                         [30, 10, 60, 60],                           # a second object: IoU 0.2 with the first
@@ -177,7 +213,8 @@ def test_cli_mines_hard_negatives_and_cuts_random_ones(world, tmp_path):
     # Mining saves every window that fires; scenes with objects make sure some do (in real use
     # the photos are object-free, and whatever fires there is a false alarm).
     p = CliRunner().invoke(app, ["scan", str(world["run"]), str(next(iter(world["truth"]))), "--mine", str(mined),
-                                 "--out", str(tmp_path / "out"), "--min-size", "45", "--margin", "0.1,0.1"])
+                                 "--out", str(tmp_path / "out"), "--min-size", "45", "--margin", "0.1,0.1",
+                                 "--no-vote"])
     assert p.exit_code == 0, p.output
     assert "scan: window 30x50" in p.output and "present" in p.output
     crops = sorted(mined.glob("*.png"))
@@ -186,7 +223,7 @@ def test_cli_mines_hard_negatives_and_cuts_random_ones(world, tmp_path):
     for c in crops:
         assert c.stem == hashlib.sha256(c.read_bytes()).hexdigest()
         assert Image.open(c).size == (CROP_W, CROP_H)
-    assert (tmp_path / "out" / "scan.json").is_file()
+    assert json.loads((tmp_path / "out" / "scan.json").read_text())["settings"]["vote"] is False
 
     neg = imgclf.negatives(world["scenes"] / "without", tmp_path / "neg", per_image=5, size="30x50", verbose=False)
     files = list((tmp_path / "neg").glob("*.png"))
@@ -239,5 +276,5 @@ def test_recorded_defaults_are_used(world):
     """Settings recorded with the run (scan_window.json) become the scan's defaults (last: it edits the run)."""
     imgclf.scanning.remember(world["run"], "object", margin=[MARGIN, MARGIN], min_size=45)
     scanner = Scanner(imgclf.load(world["run"]))
-    assert scanner.margin == (MARGIN, MARGIN) and scanner.min_size == 45
-    assert Scanner(imgclf.load(world["run"]), margin=0.0).margin == (0.0, 0.0)
+    assert scanner.margin == (MARGIN,) * 4 and scanner.min_size == 45
+    assert Scanner(imgclf.load(world["run"]), margin=0.0).margin == (0.0,) * 4

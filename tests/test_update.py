@@ -99,7 +99,26 @@ def test_harmful_update_is_refused_and_production_stays(project, grown):
     assert registry.version_number(project / "registry", "production") == before
     named = {c for c, _, _ in r["worse_classes"]}
     assert named & {"square", "disc"}
+    # v1 disagrees with nearly every swapped label: the paragraph says to check them
+    assert r["verdict"]["warnings"] and "check those labels" in r["verdict"]["paragraph"]
     assert any(f"'{c}'" in r["verdict"]["paragraph"] for c in named) or "accuracy falls" in r["verdict"]["paragraph"]
+
+
+def test_finetune_defaults_to_a_warm_restart_at_the_versions_settings(project):
+    """No --epochs/--lr-factor: the version's epochs at its learning rate (half of both left flowers5's new
+    classes under-trained, bench/update.py), and the new class is learnt."""
+    import json
+
+    from imgclf.config import load_config
+
+    v1 = project / "runs" / "v1"
+    r = imgclf.update(v1, project / "new", out=project / "runs" / "v1-defaults", doctor=False, verbose=False)
+    parent, got = load_config(v1 / "config.yaml"), load_config(project / "runs" / "v1-defaults" / "config.yaml")
+    recorded = json.loads((project / "runs" / "v1-defaults" / "update.json").read_text())["training"]
+    assert (got.epochs, got.init_from) == (parent.epochs, str(v1.resolve()))
+    assert got.lr == pytest.approx(parent.lr, rel=1e-4)          # recorded to 8 decimals
+    assert recorded["lr_factor"] == 1.0 and recorded["epochs"] == parent.epochs
+    assert r["version"] is None and r["slices"]["new data"]["b"] >= 0.5       # the parent is always wrong there
 
 
 def test_update_from_inbox_through_the_cli(project, grown):
@@ -117,6 +136,26 @@ def test_update_from_inbox_through_the_cli(project, grown):
     assert imgclf.load(out).classes == ["disc", "square", "stripes"]
     sources = {r["path"] for r in read_splits(out)}
     assert any(str(inbox) in p for p in sources)
+
+
+def test_label_warning_only_where_the_parent_disagrees_with_its_own_classes():
+    import numpy as np
+
+    from imgclf.evaluation.compare import promotion_verdict, slice_stats
+
+    rng = np.random.default_rng(0)
+    classes = ["a", "b", "c"]
+    y = rng.integers(0, 3, 200)
+    pred = np.where(rng.random(200) < 0.8, y, (y + 1) % 3)                       # the parent: 80% right
+    test = slice_stats(y[:100], pred[:100], pred[:100], classes)
+    same = slice_stats(y[100:], pred[100:], pred[100:], classes)                 # new images, same labelling
+    shuffled = rng.permutation(y[100:])
+    noisy = slice_stats(shuffled, pred[100:], pred[100:], classes)
+    only_new = slice_stats(np.full(50, 2), np.zeros(50, int), np.full(50, 2), classes, n_a=2)   # a class only B knows
+    assert promotion_verdict({"test split": test, "new data": same})["warnings"] == []
+    assert promotion_verdict({"test split": test, "new data": only_new})["warnings"] == []
+    v = promotion_verdict({"test split": test, "new data": noisy})
+    assert len(v["warnings"]) == 1 and "new data" in v["warnings"][0] and "check those labels" in v["paragraph"]
 
 
 def test_new_images_split_per_class_with_near_duplicates_kept_together():

@@ -262,14 +262,15 @@ def explain(run, images, *, method: str = "gradcam", target: str | None = None, 
 
 def scan(run, images, *, positive: str | None = None, scales=None, stride: int | None = None,
          min_size: int | None = None, iou: float = 0.3, out: str | Path | None = None, mine: str | Path | None = None,
-         threshold: float | None = None, margin=None, method: str = "auto", device: str = "auto",
-         verbose: bool = True) -> list[dict]:
+         threshold: float | None = None, margin=None, method: str = "auto", vote: bool | None = None,
+         device: str = "auto", verbose: bool = True) -> list[dict]:
     """Find the positive class in whole photos with a model trained on crops: the window (the training
     crops' shape) slides over an image pyramid, windows whose calibrated probability passes the run's
     threshold are merged by NMS. Per image: path, present, score, boxes [{x1, y1, x2, y2, score}] in
     image pixels, width, height, windows, seconds. `out` writes boxes.csv, scan.json and annotated
-    images; `mine` saves the windows that fire as crops (hard negatives, from person-free photos).
-    See imgclf.scanning.
+    images; `mine` saves the windows that fire as crops (hard negatives, from person-free photos);
+    `vote` (default: the run's recorded choice, else on) places each kept box at the score-weighted
+    mean of the boxes it suppressed. See imgclf.scanning.
 
         r = imgclf.scan("runs/person-1", ["street.jpg"], out="scan-out")[0]
         r["present"], r["boxes"]          # True, [{'x1': 212.0, 'y1': 80.5, 'x2': 268.3, 'y2': 221.7, 'score': 0.97}]
@@ -278,7 +279,7 @@ def scan(run, images, *, positive: str | None = None, scales=None, stride: int |
 
     return run_scan(_model(run, device, None, "torch"), images, positive=positive, scales=scales, stride=stride,
                     min_size=min_size, iou=iou, out=out, mine=mine, threshold=threshold, margin=margin,
-                    method=method, verbose=verbose)
+                    method=method, vote=vote, verbose=verbose)
 
 
 def negatives(photos, out: str | Path, *, per_image: int = 20, size: str | tuple[int, int] = "64x64",
@@ -576,13 +577,14 @@ def check(data: str | Path, *, json_path: str | Path | None = None, val_frac: fl
     spec = discover(data, val_frac, test_frac, seed)
     findings = diagnose(spec, near, workers=workers, progress=verbose)
     findings["split_settings"] = {"val_frac": val_frac, "test_frac": test_frac, "seed": seed, "group_by": group_by}
-    findings["groups"] = group_for_check(spec, findings, group_by, val_frac, test_frac, seed)
+    findings["groups"], group_ids = group_for_check(spec, findings, group_by, val_frac, test_frac, seed)
     console = _console(verbose)
     print_findings(findings, console)
     if labels:
         from .evaluation.label_issues import find_label_issues, print_label_issues
 
-        findings["label_issues"] = find_label_issues(spec, folds, seed, device, workers, console, progress=verbose)
+        findings["label_issues"] = find_label_issues(spec, folds, seed, device, workers, console, progress=verbose,
+                                                     groups=group_ids)
         print_label_issues(findings["label_issues"], console, spec.root)
     if run_dir is not None:
         write_json(run_dir / "label_issues.json", findings["label_issues"])

@@ -255,9 +255,8 @@ def update(
     inbox: Optional[str] = typer.Option(None, help="The inbox folder for --from-inbox [default: REGISTRY/inbox]"),
     mode: str = typer.Option("finetune", help="finetune (warm start + replay of old data) | full (from scratch)"),
     registry: str = typer.Option("registry", help="Registry folder."),
-    epochs: Optional[int] = typer.Option(None, help="[default: finetune half the version's, at least 3; full: "
-                                         "the version's]"),
-    lr_factor: float = typer.Option(0.5, help="finetune: learning rate = the version's x this"),
+    epochs: Optional[int] = typer.Option(None, help="[default: the version's]"),
+    lr_factor: float = typer.Option(1.0, help="finetune: learning rate = the version's x this (a warm restart)"),
     replay: Optional[int] = typer.Option(None, help="finetune: most old training images replayed [default: "
                                          "max(1000, 2 x the new ones); a class-balanced sample above]"),
     promote: bool = typer.Option(False, "--promote", help="Promote the candidate when the promotion rule passes."),
@@ -479,10 +478,14 @@ def scan(
     threshold: Optional[float] = typer.Option(None, help="Positive probability to keep a window "
                                               "[default: the run's decision threshold, else 0.5]"),
     margin: Optional[str] = typer.Option(None, help="Context around the object in the training crops, as a fraction "
-                                         "of the window on each side: one number or X,Y (INRIA 96x160 crops: "
-                                         "0.167,0.1); boxes are shrunk by it [default: the run's recorded "
-                                         "one (RUN/scan_window.json), else 0]"),
+                                         "of the window on each side: one number, X,Y (INRIA 96x160 crops: "
+                                         "0.167,0.1) or LEFT,TOP,RIGHT,BOTTOM (negative: past the window); boxes "
+                                         "are placed by it [default: the run's recorded one "
+                                         "(RUN/scan_window.json), else 0]"),
     method: str = typer.Option("auto", help="auto | fcn (fully convolutional) | windows"),
+    vote: Optional[bool] = typer.Option(None, "--vote/--no-vote", help="Place each kept box at the score-weighted "
+                                        "mean of the boxes NMS merged into it (--no-vote: the best window's box) "
+                                        "[default: the run's recorded choice, else --vote]"),
     out: Optional[str] = typer.Option(None, help="Write boxes.csv, scan.json and annotated/ here."),
     mine: Optional[str] = typer.Option(None, help="Save every window that fires as a crop PNG here (give person-free "
                                        "photos: hard negatives to add to the negative class)."),
@@ -493,7 +496,8 @@ def scan(
 
     results = api.scan(run, images, positive=positive, scales=_floats(scales, "--scales"), stride=stride,
                        min_size=min_size, iou=iou, out=out, mine=mine, threshold=threshold,
-                       margin=tuple(_floats(margin, "--margin")) if margin else None, method=method, device=device)
+                       margin=tuple(_floats(margin, "--margin")) if margin else None, method=method, vote=vote,
+                       device=device)
     for r in results:
         if "error" in r:
             print(f"skipped {r['path']}: {r['error']}", file=sys.stderr)

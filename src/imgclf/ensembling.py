@@ -56,7 +56,7 @@ class EnsembleModel(Model):
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Mean of the members' calibrated probabilities (N, C)."""
-        return np.mean([m.predict_proba(_at_size(images, m.img_size)) for m in self.members], axis=0)
+        return np.mean([m.predict_proba(at_size(images, m.img_size)) for m in self.members], axis=0)
 
     def predict_logits(self, images: np.ndarray) -> np.ndarray:
         # Log-probabilities are logits whose softmax is the average itself (temperature 1): code
@@ -64,7 +64,7 @@ class EnsembleModel(Model):
         return np.log(np.maximum(self.predict_proba(images), 1e-30))
 
 
-def _at_size(images: np.ndarray, size: int) -> np.ndarray:
+def at_size(images: np.ndarray, size: int) -> np.ndarray:
     """Square uint8 images (N, S, S, 3) resampled to `size` (they are already cropped/padded)."""
     if images.shape[1] == size:
         return images

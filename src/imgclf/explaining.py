@@ -109,21 +109,39 @@ class Explainer:
 
     def __init__(self, model, method: str = "gradcam", copy: bool = False):
         check_method(method)
-        if hasattr(model, "members"):
-            raise UserError(f"{model.path} is an ensemble bundle: explain one of its member runs instead "
-                            "(each has its own network and heatmaps)")
-        if not isinstance(model.net, nn.Module):
-            raise UserError("explanations need gradients of the PyTorch network: load the run with the torch "
-                            "backend (drop --backend onnx)")
-        import copy as copying
-
         self.model, self.method = model, method
-        # CAMs need float32 gradients: a private copy also keeps the caller's network untouched.
-        self.net = copying.deepcopy(model.net).float() if copy else model.net
+        self.members: list[Explainer] | None = None
+        if hasattr(model, "members"):
+            # An ensemble answers with the mean of its members' probabilities, so its map is the
+            # mean of theirs, each at the member's own input size and target layer.
+            self.members = [Explainer(m, method, copy) for m in model.members]
+            self.net, self.layer = self.members[0].net, self.members[0].layer
+            return
+        if isinstance(model.net, nn.Module) and next(model.net.parameters(), None) is not None:
+            import copy as copying
+
+            # CAMs need float32 gradients: a private copy also keeps the caller's network untouched.
+            self.net = copying.deepcopy(model.net).float() if copy else model.net
+        elif model.path is not None and (model.path / "model.safetensors").is_file():
+            # ONNX Runtime (OnnxNet: no parameters) gives no gradients; the run's model.safetensors holds the weights the ONNX
+            # file was exported (and parity-checked) from, so the map explains the same network.
+            from .predictor import load_torch_net
+
+            self.net = load_torch_net(model.path, model.meta).float()
+        else:
+            raise UserError("explanations need gradients of the PyTorch network, and this model has none "
+                            "(an ONNX file without its run's model.safetensors): explain the run it was exported from")
         self.layer = find_target_layer(self.net, model.img_size)
         norm = model.meta["normalization"]
         self.mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(norm["std"], dtype=torch.float32).view(1, 3, 1, 1)
+
+    def describe(self) -> str:
+        """Which layer is explained, in words (each member's, for an ensemble)."""
+        if self.members is None:
+            return self.layer.describe()
+        return f"the mean of {len(self.members)} members' maps: " + "; ".join(
+            f"{e.model.path.name if e.model.path else i}: {e.describe()}" for i, e in enumerate(self.members))
 
     def heatmaps(self, images: np.ndarray, targets: list[int], method: str | None = None) -> np.ndarray:
         """(N, size, size) maps in 0..1 for preprocessed uint8 images (N, size, size, 3), one
@@ -133,6 +151,8 @@ class Explainer:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         method = check_method(method or self.method)
+        if self.members is not None:
+            return self._mean_of_members(images, targets, method)
         cam_class = getattr(pytorch_grad_cam, METHODS[method])
         device = next(self.net.parameters()).device
         out = []
@@ -147,6 +167,19 @@ class Explainer:
                 out.append(np.nan_to_num(maps.astype(np.float32)))
         self.net.zero_grad(set_to_none=True)
         return np.concatenate(out) if out else np.zeros((0, self.model.img_size, self.model.img_size), np.float32)
+
+    def _mean_of_members(self, images: np.ndarray, targets: list[int], method: str) -> np.ndarray:
+        import cv2
+
+        from .ensembling import at_size
+
+        size = self.model.img_size
+        total = np.zeros((len(images), size, size), np.float32)
+        for e in self.members:
+            for k, heat in enumerate(e.heatmaps(at_size(images, e.model.img_size), targets, method)):
+                total[k] += heat if heat.shape[0] == size else cv2.resize(heat, (size, size), interpolation=cv2.INTER_LINEAR)
+        peak = total.reshape(len(total), -1).max(axis=1).reshape(-1, 1, 1)
+        return total / np.maximum(peak, 1e-8)       # 0..1 like a single model's map
 
     def target_index(self, probs: np.ndarray, answer: str, target: str | None) -> int:
         """The class to explain: `target` if given, else the answer (the top class when the answer is 'unknown')."""
@@ -190,7 +223,7 @@ def explain(model, images, method: str = "gradcam", target: str | None = None, o
         entry = results[row]
         cls = model.classes[t]
         entry.update(label=a["label"], confidence=a["confidence"], target=cls, method=method,
-                     layer=explainer.layer.describe(), heatmap=heat, overlay=None)
+                     layer=explainer.describe(), heatmap=heat, overlay=None)
         if out_dir is not None:
             caption = f"{a['label']}  p={a['confidence']:.2f}   {method} for {cls}"
             img = overlay(original, heat, model.resize_mode, caption=caption)

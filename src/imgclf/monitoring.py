@@ -18,6 +18,7 @@ import io
 import json
 import math
 import shutil
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -403,7 +404,29 @@ def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | N
     }
     write_json(out / "monitor.json", result)
     write_monitor_report(result, ref_data, live, out / "monitor.html")
+    _record_in_run(run, result, model)
     return result
+
+
+MONITORING_KEPT = 50        # checks listed in RUN/monitoring.json; the report shows the newest 10
+
+
+def _record_in_run(run: Path, result: dict, model) -> None:
+    """Append this check to RUN/monitoring.json and redraw RUN/report.html (when the run has one),
+    so the run's report links its monitoring history: the report is what users hand around."""
+    path = run / "monitoring.json"
+    checks = read_json(path)["checks"] if path.is_file() else []
+    checks.append({"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "status": result["status"],
+                   "verdict": result["verdict"], "n_live": result["n_live"], "log": result["log"],
+                   "html": str(Path(result["paths"]["html"]).resolve())})
+    write_json(path, {"checks": checks[-MONITORING_KEPT:]})
+    if (run / "report.html").is_file():
+        from .api import report
+
+        try:
+            report(model, verbose=False)
+        except Exception as e:     # noqa: BLE001 - the report is a view: the check is done and recorded
+            print(f"warning: could not redraw {run / 'report.html'} ({type(e).__name__}: {e})", file=sys.stderr)
 
 
 def print_summary(result: dict, console=None) -> None:

@@ -54,14 +54,15 @@ def group_for_training(spec, group_by: str, images: np.ndarray, val_frac: float,
 
 
 def group_for_check(spec, findings: dict, group_by: str, val_frac: float, test_frac: float,
-                    seed: int) -> dict | None:
+                    seed: int) -> tuple[dict | None, np.ndarray | None]:
     """`imgclf check`'s view of the split `train` would make: groups from the doctor's findings
     (exact, near and mirrored duplicates) or from `group_by`'s pattern; when they regroup the
-    split, the findings are updated to it. The summary's `straddling` counts groups that still
-    sit in two splits: only the user's own splits can do that."""
+    split, the findings are updated to it. Returns the summary (its `straddling` counts groups
+    that still sit in two splits: only the user's own splits can do that) and the group id per
+    image (None for `none`), which the label check's folds keep whole too."""
     check_group_by(group_by)
     if group_by == "none":
-        return None
+        return None, None
     to_split = _split_to_make(spec)
     if group_by in ("auto", "near-duplicates"):
         by, ids = "near-duplicates", ids_from_findings(len(spec.paths), findings)
@@ -70,7 +71,7 @@ def group_for_check(spec, findings: dict, group_by: str, val_frac: float, test_f
     if to_split and len(np.unique(ids)) < len(ids):
         regroup(spec, ids, val_frac, test_frac, seed)
         refresh_splits(findings, spec)
-    return describe(spec, ids, by)
+    return describe(spec, ids, by), ids
 
 
 def _split_to_make(spec) -> bool:

@@ -65,17 +65,20 @@ def per_class_recall(labels: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
     return out
 
 
-def slice_stats(labels, pred_a, pred_b, classes: list[str], paths=None, n_boot: int = 1000, seed: int = 0) -> dict:
+def slice_stats(labels, pred_a, pred_b, classes: list[str], paths=None, n_boot: int = 1000, seed: int = 0,
+                n_a: int | None = None) -> dict:
     """Everything the rule and the report need about one evaluation slice. Predictions are indices into
-    `classes` (A's); -1 for a class only B knows (always wrong here)."""
+    `classes` (A's first: `n_a` of them, default all); -1 for a class only B knows (always wrong here)."""
     labels, pred_a, pred_b = map(np.asarray, (labels, pred_a, pred_b))
     ca, cb = pred_a == labels, pred_b == labels
+    known = labels < (len(classes) if n_a is None else n_a)
     name = lambda k: classes[k] if k >= 0 else "(other)"   # noqa: E731
     changed = [{"path": str(paths[i]) if paths is not None else i, "true": name(labels[i]), "a": name(pred_a[i]),
                 "b": name(pred_b[i]), "change": "fixed" if cb[i] else "broken" if ca[i] else "still wrong"}
                for i in np.flatnonzero(pred_a != pred_b)]
     return {"n": int(len(labels)), "accuracy": bootstrap_accuracy(ca, cb, n_boot, seed), "mcnemar": mcnemar(ca, cb),
-            "per_class": per_class_recall(labels, pred_a, pred_b, classes), "changed": changed}
+            "per_class": per_class_recall(labels, pred_a, pred_b, classes), "changed": changed,
+            "a_on_known": {"n": int(known.sum()), "correct": int(ca[known].sum())}}
 
 
 # ---- the promotion rule ---------------------------------------------------------------------------
@@ -114,9 +117,30 @@ def promotion_verdict(slices: dict[str, dict], rule: dict | None = None) -> dict
             notes.append(f"{where}: accuracy rises from {a:.1%} to {b:.1%} ({sig})")
         if "ece" in s and s["changed"]:
             notes.append(f"{where}: calibration error (ECE) {s['ece']['a']:.3f} -> {s['ece']['b']:.3f}")
-    verdict = {"promote": promote, "reasons": reasons or notes}
-    verdict["paragraph"] = _paragraph(promote, reasons, notes, rule)
+    warnings = label_warnings(slices, rule["alpha"])
+    verdict = {"promote": promote, "reasons": reasons or notes, "warnings": warnings}
+    verdict["paragraph"] = _paragraph(promote, reasons, notes, rule) + "".join(f" Note: {w}." for w in warnings)
     return verdict
+
+
+def label_warnings(slices: dict[str, dict], alpha: float = 0.05) -> list[str]:
+    """Slices of new data on which A disagrees with the labels of its own classes far more than its
+    error on its test split predicts (one-sided binomial test). Measured on flowers5 (bench/update.py):
+    shuffled labels put v1 at 35% there against 80% on its frozen test split, while the candidate's
+    changes on such a slice only score it against the noise."""
+    base = slices.get("test split", {}).get("accuracy", {}).get("a", {}).get("value")
+    out = []
+    for where, s in slices.items():
+        k = s.get("a_on_known") or {"n": 0}
+        if where == "test split" or base is None or not k["n"]:
+            continue
+        p = binomtest(k["correct"], k["n"], base, alternative="less").pvalue
+        if p < alpha:
+            out.append(f"on the {where} the current model agrees with only {k['correct'] / k['n']:.1%} of the "
+                       f"labels of classes it knows ({k['n']} images), against {base:.1%} right on its test split "
+                       f"(binomial p={p:.2g}): check those labels for errors (new images unlike the old ones, "
+                       "another camera or season, also do this)")
+    return out
 
 
 def _paragraph(promote: bool, reasons: list[str], notes: list[str], rule: dict) -> str:
@@ -173,7 +197,7 @@ def _slice(ma, mb, paths: list[str], labels: np.ndarray, n_boot: int, seed: int,
     to_all = np.array([classes.index(c) for c in mb.classes])     # A's indices are already those of `classes`
     yb = np.array([mb.classes.index(classes[k]) for k in y], dtype=np.int64)
     stats = slice_stats(y, pa.argmax(1), to_all[pb.argmax(1)], classes, paths=[paths[i] for i in keep],
-                        n_boot=n_boot, seed=seed)
+                        n_boot=n_boot, seed=seed, n_a=len(ma.classes))
     stats["ece"] = {"a": expected_calibration_error(pa, y), "b": expected_calibration_error(pb, yb)}
     stats["skipped"] = {paths[i]: r for i, r in sorted(bad.items())}
     return stats

@@ -44,11 +44,12 @@ METHOD = ("confident learning (cleanlab.filter.find_label_issues, prune_by_noise
 
 
 def find_label_issues(spec, folds: int = FOLDS, seed: int = 0, device: str = "auto", workers: int | None = None,
-                      console=None, progress: bool = True) -> dict:
+                      console=None, progress: bool = True, groups: np.ndarray | None = None) -> dict:
     """Suspect labels of every readable image in `spec` (a DatasetSpec; its splits are ignored:
     a wrong label hurts in any split). Returns a JSON-ready dict whose `suspects` list, most
     suspicious first, holds index, path, given and suggested label, and `score`: the held-out
-    probability of the given label."""
+    probability of the given label. `groups` (an id per image: near-duplicates, one source photo)
+    keeps each group in one fold."""
     from ..data.cache import build_cache
     from ..device import pick_device
     from ..training.defaults import typical_side
@@ -67,7 +68,7 @@ def find_label_issues(spec, folds: int = FOLDS, seed: int = 0, device: str = "au
     epochs = min(recipe["epochs"], max(MIN_EPOCHS, round(recipe["epochs"] * EPOCH_SHARE)))
     cache = build_cache(paths, size, "squash", workers=workers, progress=progress)
     readable = np.array([i for i in range(len(paths)) if i not in cache.bad], dtype=np.int64)
-    fold_of = _assign_folds(spec, readable, folds, seed)
+    fold_of = _assign_folds(spec, readable, folds, seed, groups)
     if console:
         console.print(f"label check: {folds}-fold cross-validation over {len(readable):,} images, each fold "
                       f"{recipe['model']} {recipe['model_kwargs']['widths']} at {size} px for {epochs} epochs "
@@ -124,9 +125,11 @@ def rank_suspects(spec, rows: np.ndarray, probs: np.ndarray) -> list[dict]:
     return suspects
 
 
-def _assign_folds(spec, readable: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Fold number per image (-1: unreadable), stratified by class so each fold sees every class."""
-    from sklearn.model_selection import StratifiedKFold
+def _assign_folds(spec, readable: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Fold number per image (-1: unreadable), stratified by class so each fold sees every class.
+    With `groups`, each group stays in one fold: a near-copy in the training folds would vouch for
+    its twin's label (right or wrong), and a flipped label could hide behind its copy."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     counts = np.bincount(spec.labels[readable], minlength=len(spec.classes))
     if counts.min() < folds:
@@ -134,8 +137,12 @@ def _assign_folds(spec, readable: np.ndarray, folds: int, seed: int) -> np.ndarr
         raise UserError(f"class '{few}' has {counts.min()} readable image(s); the label check needs at least one per "
                         f"fold ({folds}): lower --folds or add images")
     fold_of = np.full(len(spec.paths), -1, dtype=np.int64)
-    kfold = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    for k, (_, held) in enumerate(kfold.split(readable, spec.labels[readable])):
+    ids = None if groups is None else np.asarray(groups)[readable]
+    if ids is not None and len(np.unique(ids)) < len(ids):
+        splits = StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(readable, spec.labels[readable], ids)
+    else:
+        splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(readable, spec.labels[readable])
+    for k, (_, held) in enumerate(splits):
         fold_of[readable[held]] = k
     return fold_of
 

@@ -20,6 +20,7 @@ from . import report_plots as plots
 from .report_card import model_card_section
 from .report_compare import comparison_section
 from .report_explain import explanations_section
+from .report_monitor import monitoring_section
 from .report_tuning import tuning_section
 from .report_stages import stages_html
 from .report_data import Facts, gather, png_uri, samples_per_class, thumbnail
@@ -45,7 +46,7 @@ def write_report(model, progress: bool = False) -> Path:
         comparison_section(f.path),
         ev.metrics_section(f, per_class_curves), ev.confusion_section(f), ev.roc_pr_section(f, per_class_curves, micro),
         ev.reliability_section(f), ev.thresholds_section(f), pred, mistakes, explanations_section(f, model),
-        ev.label_issues_section(f),
+        ev.label_issues_section(f), monitoring_section(f.path),
         timings_section(f, time.perf_counter() - started), model_card_section(f)])
     name = f.path.name
     out = f.path / "report.html"

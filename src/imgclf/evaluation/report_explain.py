@@ -19,8 +19,7 @@ STYLE = ("<style>.explain{display:grid;grid-template-columns:repeat(auto-fill,mi
 
 
 def explanations_section(f: Facts, model) -> str:
-    """The 'explanations' section for the report of `model` (an imgclf Model; an ensemble or
-    ONNX model gets a note instead)."""
+    """The 'explanations' section for the report of `model` (an imgclf Model or ensemble)."""
     from ..errors import UserError
     from ..explaining import Explainer, first_layer_filters, png_bytes
 
@@ -30,7 +29,7 @@ def explanations_section(f: Facts, model) -> str:
     except UserError as e:
         return section("explanations", title, f"<p>No explanations: {esc(e)}</p>")
     body = STYLE + _gallery(f, model, explainer)
-    filters = first_layer_filters(model.net)
+    filters = first_layer_filters(explainer.net)
     if filters is not None:
         body += '<h3 id="explanations-filters">First-layer filters</h3>' + figure(
             png_uri(png_bytes(filters)), "first-layer filters",
@@ -60,8 +59,8 @@ def _gallery(f: Facts, model, explainer) -> str:
     cards = {True: [], False: []}
     for (i, ok, _, original), target, heat in zip(loaded, targets, maps):
         cards[ok].append(_card(f, i, ok, target, original, heat, model.resize_mode))
-    html = (f'<p class="note">Grad-CAM at layer <code>{esc(explainer.layer.name)}</code> '
-            f"({esc(type(explainer.layer.module).__name__)}) for the class the model answered: red is where the "
+    html = (f'<p class="note">Grad-CAM at layer <code>{esc(explainer.describe())}</code> '
+            "for the class the model answered: red is where the "
             "evidence for it lies. Each card: the test image, then the heatmap over it. "
             "<code>imgclf explain RUN IMAGE --method ...</code> draws these for any image.</p>")
     html += '<h3 id="explanations-correct">Right answers</h3>'

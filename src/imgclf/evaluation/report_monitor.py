@@ -204,3 +204,30 @@ def _gallery(result: dict) -> str:
             f'<code>{esc(result["paths"]["to_label_csv"])}</code>: move each into a folder named after its true class '
             f'(<code>to_label/&lt;class&gt;/</code>), then run <code>{esc(result["import_command"])}</code> and '
             f'<code>imgclf update</code>.</p><div class="gallery">{"".join(cards)}</div>')
+
+
+HISTORY_SHOWN = 10
+
+
+def monitoring_section(run: Path) -> str:
+    """The run report's Monitoring section: each `imgclf monitor` of this run (RUN/monitoring.json,
+    newest first) with its verdict and a link to its monitor.html."""
+    import os
+
+    from ..fsutil import read_json
+
+    path = Path(run) / "monitoring.json"
+    if not path.is_file():
+        return section("monitoring", "Monitoring", "<p>Not monitored yet. Serve the model with "
+                       "<code>--log-predictions DIR</code>, then <code>imgclf monitor RUN --log DIR</code> compares "
+                       "that traffic with this test split and lists it here.</p>")
+    rows = []
+    for m in reversed(read_json(path)["checks"][-HISTORY_SHOWN:]):
+        title, cls = STATUS[m["status"]]
+        _, _, words = m["verdict"].partition(": ")
+        href = Path(os.path.relpath(m["html"], Path(run).resolve())).as_posix()
+        rows.append([esc(m["time"][:16].replace("T", " ")), f'<b class="{cls}">{esc(title)}</b>', num(m["n_live"]),
+                     esc(words), f'<a href="{esc(href)}">monitor.html</a>'])
+    return section("monitoring", "Monitoring", "<p>Live traffic against this test split, newest first "
+                   "(<code>imgclf monitor</code>).</p>" + table(["when (UTC)", "verdict", "predictions", "why", "page"],
+                                                               rows, numeric=[2]))
