@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..fsutil import read_json, write_json
+from ..fsutil import file_lock, read_json, write_json
 from ..runs import new_run_dir
 from . import study as st
 from .budget import epochs_range, probe
@@ -72,13 +72,18 @@ def run_tune(data, *, trials: int, timeout: float | None, space, storage: str | 
     else:                                           # marks the folder as this data's tune, for a resume
         write_json(tune_dir / "tune.json", {"study": name, **facts, "status": "starting"})
 
-    study, created = st.load_study(store, name), False
-    if study is None:
-        setup = new_setup(data, space, {**settings, "seed": seed}, local, tune_dir, trials, timeout, started, console)
-        study, created = st.create_study(store, name)
-        if created:
-            study.set_user_attr("setup", setup)
-            study.enqueue_trial(setup["default_values"], user_attrs={"default": True})
+    # Workers sharing this folder probe one at a time: the second waits for the first's study instead
+    # of spending minutes on a probe it would throw away. Workers on other machines (a database
+    # --storage) still race, and the storage decides which of them creates the study.
+    with file_lock(tune_dir / ".setup.lock"):
+        study, created = st.load_study(store, name), False
+        if study is None:
+            setup = new_setup(data, space, {**settings, "seed": seed}, local, tune_dir, trials, timeout, started,
+                              console)
+            study, created = st.create_study(store, name)
+            if created:
+                study.set_user_attr("setup", setup)
+                study.enqueue_trial(setup["default_values"], user_attrs={"default": True})
     if not created:
         setup = st.wait_for_setup(study)
         c = st.counts(study)
