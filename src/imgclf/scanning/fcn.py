@@ -11,6 +11,7 @@ Supported: `simple_cnn` (trunk, then adaptive average pool to 2x2 and a dense he
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
@@ -46,6 +47,10 @@ def fcn_parts(net: nn.Module, size: int) -> FcnParts | None:
         parts = FcnParts(_fused(layers[:at]), net[at].output_size, "avg", head, 0)
     else:
         return None
+    # Channels-last: the pyramid's levels have odd sizes (400x180, 205x92, ...) where the default
+    # layout's conv and pooling kernels are slow; measured 2.8x faster over a 640x480 photo's levels
+    # (simple_cnn, 1 and 2 threads). A copy, so the model's own weights keep their layout.
+    parts.trunk = copy.deepcopy(parts.trunk).to(memory_format=torch.channels_last)
     with torch.no_grad():
         cells = parts.trunk(torch.zeros(1, 3, size, size)).shape[-1]
     if size % cells or cells % parts.grid:
@@ -86,7 +91,7 @@ def window_logits(parts: FcnParts, x: torch.Tensor, size: int, flip: bool = Fals
 
 
 def _logits(parts: FcnParts, x: torch.Tensor, size: int) -> torch.Tensor:
-    fmap = parts.trunk(x)
+    fmap = parts.trunk(x.contiguous(memory_format=torch.channels_last))
     f = size // parts.stride                   # window side in feature cells
     q = f // parts.grid                        # one pooling cell of the head's grid
     pooled = (F.avg_pool2d if parts.pool == "avg" else F.max_pool2d)(fmap, q, stride=1)
