@@ -47,6 +47,13 @@ SCAN = dict(min_size=128)
 # 2 rounds: 4 (mining still fired on 12 of the 20 person-free photos after them) ranked the mining
 # half's photos worse (presence ROC-AUC 0.815 vs 0.862 after 2 rounds, scanned from 128 px).
 MINING_ROUNDS = 2
+
+
+def mining_min_size() -> int:
+    """Mining looks from 96 px up (a size below the scan's), or from the scan's own smallest window."""
+    return min(96, SCAN["min_size"])
+
+
 FIT_MIN = 10                        # matched detections needed to fit the box placement
 # Positives from the MINING half's labelled people (COCO boxes): a window of INRIA's shape around
 # each box, the person framed as INRIA frames it (64x128 inside 96x160), a few jittered copies and
@@ -154,7 +161,7 @@ def mine_around_people(model, files: list[str], truth: dict, out: Path) -> int:
 
     from imgclf.scanning import Scanner, save_crop
 
-    scanner = Scanner(model, "person", iou=0.7, min_size=96, margin=MARGIN)
+    scanner = Scanner(model, "person", iou=0.7, min_size=mining_min_size(), margin=MARGIN)
     out.mkdir(parents=True, exist_ok=True)
     n = 0
     for f in files:
@@ -370,7 +377,7 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
     # fire (each is a false alarm here), at every scale from 96 px up.
     for k in range(2, 2 + rounds):
         mined = work / "mined" / f"round{k - 1}"
-        imgclf.scanning.scan(model, mining["no-person"], mine=mined, margin=MARGIN, iou=0.7, min_size=96,
+        imgclf.scanning.scan(model, mining["no-person"], mine=mined, margin=MARGIN, iou=0.7, min_size=mining_min_size(),
                              verbose=True)
         print(f"  + {mine_around_people(model, mining['person'], truth_all, mined)} false alarms away from "
               "the labelled people in the mining half's person photos")
@@ -443,6 +450,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/scanbench")
     ap.add_argument("--epochs", type=int, default=RECIPE["epochs"])
     ap.add_argument("--img-size", type=int, default=RECIPE["img_size"], help="model input (px); 48 scans 1/6-window steps")
+    ap.add_argument("--width", type=int, default=RECIPE["model_kwargs"]["width"], help="simple_cnn width")
+    ap.add_argument("--min-size", type=int, default=SCAN["min_size"], help="smallest scanned window (px tall)")
     ap.add_argument("--rounds", type=int, default=MINING_ROUNDS, help="hard-negative mining rounds")
     ap.add_argument("--folds", type=int, choices=(1, 2), default=2,
                     help="2: train on each half, score the other, pool the scores (every photo scored once)")
@@ -456,7 +465,9 @@ def main() -> None:
     for name in ("street-scenes", "inria-person-crops", "flowers5"):
         unpack(name, work)
     street = work / "street-scenes"
-    recipe = {**RECIPE, "epochs": args.epochs, "img_size": args.img_size}
+    recipe = {**RECIPE, "epochs": args.epochs, "img_size": args.img_size,
+              "model_kwargs": {**RECIPE["model_kwargs"], "width": args.width}}
+    SCAN["min_size"] = args.min_size
     truth_all = read_boxes(street)
     pooled, scored, pooled_labels = {}, [], {}
     for k, (mining, scoring) in enumerate(split_folds(street, work, args.folds)):

@@ -185,6 +185,26 @@ def test_fcn_matches_window_scan(world):
         assert any(iou(box(x), gt) >= 0.5 for x in a["boxes"]) == any(iou(box(x), gt) >= 0.5 for x in b["boxes"])
 
 
+def test_resizing_a_level_ahead_gives_the_same_answer(world):
+    """With two torch threads the next level is resampled in a helper thread while this one is
+    scored; the answer must not depend on it."""
+    import torch
+
+    path = next(iter(world["truth"]))
+    img = Image.open(path).convert("RGB")
+    scanner = Scanner(world["model"], min_size=45, margin=MARGIN, threshold=0.5)
+    before = torch.get_num_threads()
+    try:
+        answers = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            answers.append({k: v for k, v in scanner.scan(img).items() if k not in ("seconds", "_windows")})
+    finally:
+        torch.set_num_threads(before)
+    assert scanner._pool is not None                 # the two-thread scan used the helper
+    assert answers[0] == answers[1] and answers[0]["boxes"]
+
+
 def test_nms_keeps_distinct_overlapping_objects(world, monkeypatch):
     """One box per object, but two objects whose boxes overlap less than --iou both stay."""
     scanner = Scanner(world["model"], iou=0.3, threshold=0.5, scales=[1.0], vote=False)
@@ -193,7 +213,7 @@ def test_nms_keeps_distinct_overlapping_objects(world, monkeypatch):
                         [30, 10, 60, 60],                           # a second object: IoU 0.2 with the first
                         [100, 50, 130, 100]], dtype=float)          # below the threshold: dropped
     scores = np.array([0.9, 0.8, 0.85, 0.7, 0.3])
-    monkeypatch.setattr(scanner, "_level", lambda img, s: (windows, scores))
+    monkeypatch.setattr(scanner, "_level", lambda img, s, resized=None: (windows, scores))
     r = scanner.scan(Image.new("RGB", (SCENE_W, SCENE_H)))
     assert [box(b) for b in r["boxes"]] == [tuple(a), (30, 10, 60, 60)]
     assert r["score"] == 0.9 and r["present"]

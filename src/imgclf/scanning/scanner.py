@@ -74,6 +74,7 @@ class Scanner:
         if self.stride < 1:
             raise UserError(f"--stride must be at least 1 px, not {stride}")
         self.method = "fcn" if self.parts else "windows"
+        self._pool = None              # the resizing helper thread, made on first use
 
     def _fcn(self, method: str):
         net = getattr(self.model, "net", None)
@@ -100,8 +101,9 @@ class Scanner:
         start = time.perf_counter()
         width, height = img.size
         boxes, scores = [], []
-        for s in pyramid(self.window, width, height, self.scales, self.min_size):
-            b, p = self._level(img, s)
+        scales = pyramid(self.window, width, height, self.scales, self.min_size)
+        for s, resized in zip(scales, self._resized_levels(img, scales)):
+            b, p = self._level(img, s, resized)
             boxes.append(b)
             scores.append(p)
         boxes = np.concatenate(boxes) if boxes else np.zeros((0, 4))
@@ -125,8 +127,21 @@ class Scanner:
                 "threshold": self.threshold, "positive": self.positive, "boxes": found, "windows": int(len(scores)),
                 "seconds": round(time.perf_counter() - start, 4), "_windows": boxes[hit]}
 
-    def _level(self, img, s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Window boxes (n, 4) in image pixels and positive probabilities (n,) at pyramid scale s."""
+    def _resized_levels(self, img, scales: list[float]):
+        """(image array, geometry) per pyramid level, in order. With more than one torch thread the
+        resampling runs a level ahead in a helper thread (PIL lets go of the GIL while it resizes),
+        so the network's next level is ready when the last one is scored: a quarter of a scan's
+        time was resizing on one core while the other waited."""
+        if torch.get_num_threads() < 2 or len(scales) < 2:
+            return (self._resize(img, s) for s in scales)
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="imgclf-scan-resize")
+        return self._pool.map(lambda s: self._resize(img, s), scales)
+
+    def _resize(self, img, s: float) -> tuple:
+        """The photo resampled so that the window at scale s becomes the model's input size."""
         w = self.window
         ww, wh = w.width / s, w.height / s               # the window in image pixels
         if w.fit == "pad":
@@ -138,6 +153,12 @@ class Scanner:
             cw = ch = self.size
         rw, rh = max(cw, round(img.width * fx)), max(ch, round(img.height * fy))
         arr = np.array(img.resize((rw, rh), RESAMPLE, reducing_gap=REDUCING_GAP))     # writable: torch wraps it
+        return arr, fx, fy, cw, ch
+
+    def _level(self, img, s: float, resized: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Window boxes (n, 4) in image pixels and positive probabilities (n,) at pyramid scale s
+        (`resized`: the level's `_resize`, when already made)."""
+        arr, fx, fy, cw, ch = resized or self._resize(img, s)
         if self.parts:
             xs, ys, logits = self._fcn_level(arr)
             probs = softmax(logits / self.model.temperature)
