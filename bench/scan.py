@@ -54,6 +54,9 @@ def mining_min_size() -> int:
     return min(96, SCAN["min_size"])
 
 
+# Boxes must be backed by this many windows (the neighbours NMS merged into them, OpenCV's
+# minNeighbors): chosen among these on the mining half's AP@0.5, like the box placement.
+MIN_SUPPORT = (1, 2, 3)
 FIT_MIN = 10                        # matched detections needed to fit the box placement
 # Positives from the MINING half's labelled people (COCO boxes): a window of INRIA's shape around
 # each box, the person framed as INRIA frames it (64x128 inside 96x160), a few jittered copies and
@@ -229,13 +232,17 @@ def choose_placement(model, mining: dict, truth: dict, photo_threshold: float) -
     for vote in (False, True):
         margin, n = fit_margin(model, mining["person"], truth, model.meta["decision"]["threshold"]) if vote \
             else ((MARGIN[0], MARGIN[1], MARGIN[0], MARGIN[1]), 0)
-        scanner = Scanner(model, "person", margin=margin, threshold=photo_threshold, vote=vote, **SCAN)
-        dets = {f: [(b["x1"], b["y1"], b["x2"], b["y2"], b["score"]) for b in scanner.scan(img)["boxes"]]
-                for f, img in zip(files, images)}
-        options.append(dict(vote=vote, margin=list(margin), fitted_on=n, mining_ap50=round(voc_ap(dets, truth), 4)))
-        print(f"  mining half, {'box voting' if vote else 'plain NMS'}: margin {margin}"
-              + (f" (fitted on {n} matched detections)" if vote else " (INRIA's)")
-              + f", AP@0.5 {options[-1]['mining_ap50']:.3f}")
+        for support in MIN_SUPPORT:
+            scanner = Scanner(model, "person", margin=margin, threshold=photo_threshold, vote=vote,
+                              min_support=support, **SCAN)
+            dets = {f: [(b["x1"], b["y1"], b["x2"], b["y2"], b["score"]) for b in scanner.scan(img)["boxes"]]
+                    for f, img in zip(files, images)}
+            options.append(dict(vote=vote, margin=list(margin), fitted_on=n, min_support=support,
+                                mining_ap50=round(voc_ap(dets, truth), 4)))
+            print(f"  mining half, {'box voting' if vote else 'plain NMS'}: margin {tuple(round(m, 3) for m in margin)}"
+                  + (f" (fitted on {n} matched detections)" if vote else " (INRIA's)")
+                  + f", boxes of >= {support} windows: AP@0.5 {options[-1]['mining_ap50']:.3f}")
+    # The first of equals: plain NMS before voting, fewer required windows before more.
     return max(options, key=lambda o: o["mining_ap50"])
 
 
@@ -406,15 +413,17 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
           f"{mining_auc:.3f}, optimistic: its people gave positive crops, its person-free photos negatives)")
     print("box placement (margin: left, top, right, bottom fractions of the window):")
     place = choose_placement(model, mining, truth_all, photo_threshold)
-    print(f"  chosen: {'box voting' if place['vote'] else 'plain NMS'}, margin {place['margin']}")
+    print(f"  chosen: {'box voting' if place['vote'] else 'plain NMS'}, margin {place['margin']}, "
+          f"boxes of >= {place['min_support']} windows")
     # Recorded with the run, so `imgclf scan`, the service and its page use the same settings.
     imgclf.scanning.remember(final, "person", margin=place["margin"], vote=place["vote"], threshold=photo_threshold,
-                             **SCAN)
+                             min_support=place["min_support"], **SCAN)
     model2 = imgclf.load(final)
 
     files = scoring["person"] + scoring["no-person"]
     print(f"scoring photos: {', '.join(Path(f).name for f in files)}")
     print(f"scan: {imgclf.scanning.Scanner(model2, 'person').describe()}")
+    latency_640x480(model2, scoring["person"][0])
     rows = []
     # Per-level work is small, so on a busy 2-core machine one thread often beats two (less
     # synchronisation): each detector is timed with 1 and with 2 threads, both reported.
@@ -423,9 +432,9 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
                      (f"imgclf: + {rounds} rounds of hard negatives, run threshold",
                       lambda t: run_ours(model2, files, t, threshold=model2.meta["decision"]["threshold"])[:4]),
                      ("imgclf: + hard negatives, photo threshold (mining half), plain NMS, INRIA's margin",
-                      lambda t: run_ours(model2, files, t, vote=False)[:4]),
-                     ("imgclf: + hard negatives, photo threshold, box voting and placement (mining half)",
-                      lambda t: run_ours(model2, files, t, margin=None)[:4])):
+                      lambda t: run_ours(model2, files, t, vote=False, min_support=1)[:4]),
+                     ("imgclf: + hard negatives, photo threshold, box placement and support chosen on the mining half "
+                      "(the run's recorded scan settings)", lambda t: run_ours(model2, files, t, margin=None)[:4])):
         row = {"name": name, "seconds": {}}
         for threads in (1, 2):
             row["dets"], row["scores"], row["present"], row["seconds"][threads] = fn(threads)
@@ -443,6 +452,34 @@ def table(rows: list[dict], files: list[str], labels: dict, truth: dict) -> None
               f"| {voc_ap(r['dets'], truth, 0.3):.3f} | {duplicates_per_person(r['dets'], truth):.2f} "
               f"| {len(files) / r['seconds'][1]:.1f} | {len(files) / r['seconds'][2]:.1f} "
               f"| {sum(len(v) for v in r['dets'].values())} |")
+
+
+def latency_640x480(model, photo: str) -> None:
+    """The issue's speed check: one 640x480 photo scanned by the final model, median of 10 scans
+    after a warm-up, fully convolutional vs window by window (the baseline: every window cropped
+    and run through the whole network), with 1 and 2 threads."""
+    import torch
+    from PIL import Image
+
+    from imgclf.scanning import Scanner
+
+    img = Image.open(photo).convert("RGB").resize((640, 480), Image.BILINEAR)
+    print(f"\nscanning one 640x480 photo ({Path(photo).name} resized), median of 10, from {SCAN['min_size']} px windows:")
+    print("| method | threads | windows | ms per photo |")
+    print("|---|---|---|---|")
+    stride = Scanner(model, "person", method="fcn", **SCAN).stride        # the same windows for both
+    for method in ("fcn", "windows"):
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            scanner = Scanner(model, "person", method=method, stride=stride, **SCAN)
+            r = scanner.scan(img)
+            times = []
+            for _ in range(10 if method == "fcn" else 3):
+                t0 = time.perf_counter()
+                scanner.scan(img)
+                times.append(time.perf_counter() - t0)
+            print(f"| {'fully convolutional' if method == 'fcn' else 'window by window'} | {threads} "
+                  f"| {r['windows']} | {1000 * float(np.median(times)):.0f} |")
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ def frame_probs(scanner: Scanner, frames: list, n_classes: int):
 def scan(model, images, *, positive: str | None = None, scales=None, stride: int | None = None,
          min_size: int | None = None, iou: float = 0.3, out: str | Path | None = None, mine: str | Path | None = None,
          margin=None, method: str = "auto", threshold: float | None = None, vote: bool | None = None,
-         verbose: bool = True) -> list[dict]:
+         min_support: int | None = None, verbose: bool = True) -> list[dict]:
     """Scan each photo (paths, folders, PIL images or arrays) with a loaded model; one answer per image:
     {path, present, score, threshold, positive, boxes, width, height, windows, seconds} (or
     {path, error} for an unreadable file). `out` writes boxes.csv, scan.json and annotated images;
@@ -46,7 +46,8 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
     (left, top, right, bottom) fractions of the window; default: the run's recorded one, else 0)
     places the object box inside each window;
     `method` is auto | fcn | windows; `vote` (default: the run's recorded one, else on) moves each
-    kept box to the score-weighted mean of the boxes it suppressed."""
+    kept box to the score-weighted mean of the boxes it suppressed; `min_support` (default: the run's
+    recorded one, else 1) drops boxes that fewer windows fired for."""
     import numpy as np
     from PIL import Image
 
@@ -54,7 +55,7 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
     from ..predictor import _expand
 
     scanner = Scanner(model, positive, scales=scales, stride=stride, min_size=min_size, iou=iou,
-                      margin=margin, method=method, threshold=threshold, vote=vote)
+                      margin=margin, method=method, threshold=threshold, vote=vote, min_support=min_support)
     if verbose:
         print(f"scan: {scanner.describe()}")
     writer = None
@@ -90,7 +91,8 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
     settings = {"model": str(getattr(model, "path", "")), "positive": scanner.positive,
                 "threshold": scanner.threshold, "window": list(crop_size), "fit": scanner.window.fit,
                 "stride": scanner.stride, "min_size": scanner.min_size, "scales": scales, "iou": iou,
-                "margin": list(scanner.margin), "vote": scanner.vote, "method": scanner.method}
+                "margin": list(scanner.margin), "vote": scanner.vote, "min_support": scanner.min_support,
+                "method": scanner.method}
     if writer:
         writer.close(settings)
     if verbose:
