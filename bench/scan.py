@@ -54,9 +54,6 @@ def mining_min_size() -> int:
     return min(96, SCAN["min_size"])
 
 
-# Boxes must be backed by this many windows (the neighbours NMS merged into them, OpenCV's
-# minNeighbors): chosen among these on the mining half's AP@0.5, like the box placement.
-MIN_SUPPORT = (1, 2, 3)
 FIT_MIN = 10                        # matched detections needed to fit the box placement
 # Positives from the MINING half's labelled people (COCO boxes): a window of INRIA's shape around
 # each box, the person framed as INRIA frames it (64x128 inside 96x160), a few jittered copies and
@@ -232,17 +229,13 @@ def choose_placement(model, mining: dict, truth: dict, photo_threshold: float) -
     for vote in (False, True):
         margin, n = fit_margin(model, mining["person"], truth, model.meta["decision"]["threshold"]) if vote \
             else ((MARGIN[0], MARGIN[1], MARGIN[0], MARGIN[1]), 0)
-        for support in MIN_SUPPORT:
-            scanner = Scanner(model, "person", margin=margin, threshold=photo_threshold, vote=vote,
-                              min_support=support, **SCAN)
-            dets = {f: [(b["x1"], b["y1"], b["x2"], b["y2"], b["score"]) for b in scanner.scan(img)["boxes"]]
-                    for f, img in zip(files, images)}
-            options.append(dict(vote=vote, margin=list(margin), fitted_on=n, min_support=support,
-                                mining_ap50=round(voc_ap(dets, truth), 4)))
-            print(f"  mining half, {'box voting' if vote else 'plain NMS'}: margin {tuple(round(m, 3) for m in margin)}"
-                  + (f" (fitted on {n} matched detections)" if vote else " (INRIA's)")
-                  + f", boxes of >= {support} windows: AP@0.5 {options[-1]['mining_ap50']:.3f}")
-    # The first of equals: plain NMS before voting, fewer required windows before more.
+        scanner = Scanner(model, "person", margin=margin, threshold=photo_threshold, vote=vote, **SCAN)
+        dets = {f: [(b["x1"], b["y1"], b["x2"], b["y2"], b["score"]) for b in scanner.scan(img)["boxes"]]
+                for f, img in zip(files, images)}
+        options.append(dict(vote=vote, margin=list(margin), fitted_on=n, mining_ap50=round(voc_ap(dets, truth), 4)))
+        print(f"  mining half, {'box voting' if vote else 'plain NMS'}: margin {tuple(round(m, 3) for m in margin)}"
+              + (f" (fitted on {n} matched detections)" if vote else " (INRIA's)")
+              + f", AP@0.5 {options[-1]['mining_ap50']:.3f}")
     return max(options, key=lambda o: o["mining_ap50"])
 
 
@@ -363,14 +356,12 @@ def split_folds(street: Path, work: Path, folds: int) -> list[tuple[dict, dict]]
     return [(mining, scoring), (scoring, mining)][:folds]
 
 
-def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int, smoke: bool) -> list[dict]:
-    """Train the recipe on the mining half and score every detector on the scoring half: one entry per
-    detector row with its detections, photo scores and answers, and seconds at 1 and 2 threads."""
+def train_with_mining(work: Path, mining: dict, recipe: dict, rounds: int, smoke: bool, truth_all: dict):
+    """run1 on random negatives, then `rounds` rounds of hard-negative mining and training again:
+    (model1, final model, final run)."""
     import imgclf
 
-    street = work.parent / "street-scenes"
     data = build_data(work, work.parent, mining, 0, 200 if smoke else None)
-    truth_all = read_boxes(street)
     for old in [f"run{k}" for k in range(1, 2 + max(rounds, 4))] + ["mined"]:
         shutil.rmtree(work / old, ignore_errors=True)
     t0 = time.perf_counter()
@@ -399,6 +390,26 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
         print(f"run{k} (+{n_mined} hard negatives): test accuracy {run.metrics['accuracy']:.4f}, "
               f"trained in {time.perf_counter() - t0:.0f}s")
         model = imgclf.load(run.path)
+    return model1, model, run
+
+
+def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int, smoke: bool,
+             reuse: bool = False) -> list[dict]:
+    """Train the recipe on the mining half and score every detector on the scoring half: one entry per
+    detector row with its detections, photo scores and answers, and seconds at 1 and 2 threads."""
+    import imgclf
+
+    street = work.parent / "street-scenes"
+    truth_all = read_boxes(street)
+    if reuse and (work / f"run{1 + rounds}" / "model.json").is_file():
+        # Scanner settings only: the fold's trained runs are scored again as they are.
+        print(f"reusing {work}/run1 and run{1 + rounds}")
+        imgclf.scanning.remember(work / f"run{1 + rounds}", "person", margin=None, vote=None, threshold=None,
+                                 min_size=None)      # forget the last bench's choices
+        model1, run = imgclf.load(work / "run1"), imgclf.load(work / f"run{1 + rounds}")
+        model = run
+    else:
+        model1, model, run = train_with_mining(work, mining, recipe, rounds, smoke, truth_all)
     final = run.path
     # The run's threshold was chosen on crops; a photo has thousands of windows. The photo-level
     # threshold: the best balanced accuracy on the MINING half (its person photos gave positive
@@ -413,11 +424,10 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
           f"{mining_auc:.3f}, optimistic: its people gave positive crops, its person-free photos negatives)")
     print("box placement (margin: left, top, right, bottom fractions of the window):")
     place = choose_placement(model, mining, truth_all, photo_threshold)
-    print(f"  chosen: {'box voting' if place['vote'] else 'plain NMS'}, margin {place['margin']}, "
-          f"boxes of >= {place['min_support']} windows")
+    print(f"  chosen: {'box voting' if place['vote'] else 'plain NMS'}, margin {place['margin']}")
     # Recorded with the run, so `imgclf scan`, the service and its page use the same settings.
     imgclf.scanning.remember(final, "person", margin=place["margin"], vote=place["vote"], threshold=photo_threshold,
-                             min_support=place["min_support"], **SCAN)
+                             **SCAN)
     model2 = imgclf.load(final)
 
     files = scoring["person"] + scoring["no-person"]
@@ -432,9 +442,9 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
                      (f"imgclf: + {rounds} rounds of hard negatives, run threshold",
                       lambda t: run_ours(model2, files, t, threshold=model2.meta["decision"]["threshold"])[:4]),
                      ("imgclf: + hard negatives, photo threshold (mining half), plain NMS, INRIA's margin",
-                      lambda t: run_ours(model2, files, t, vote=False, min_support=1)[:4]),
-                     ("imgclf: + hard negatives, photo threshold, box placement and support chosen on the mining half "
-                      "(the run's recorded scan settings)", lambda t: run_ours(model2, files, t, margin=None)[:4])):
+                      lambda t: run_ours(model2, files, t, vote=False)[:4]),
+                     ("imgclf: + hard negatives, photo threshold, box voting and placement (mining half)",
+                      lambda t: run_ours(model2, files, t, margin=None)[:4])):
         row = {"name": name, "seconds": {}}
         for threads in (1, 2):
             row["dets"], row["scores"], row["present"], row["seconds"][threads] = fn(threads)
@@ -492,6 +502,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=MINING_ROUNDS, help="hard-negative mining rounds")
     ap.add_argument("--folds", type=int, choices=(1, 2), default=2,
                     help="2: train on each half, score the other, pool the scores (every photo scored once)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="score the folds' trained runs again (after a scanner change) instead of training")
     ap.add_argument("--smoke", action="store_true", help="a quick check of the script: few crops and photos")
     args = ap.parse_args()
     import torch
@@ -515,7 +527,7 @@ def main() -> None:
               f"(negatives, photo-level threshold); scoring {len(scoring['person'])} + {len(scoring['no-person'])} "
               f"photos; halves in {work}/street_split.csv (fold 1 swaps them)")
         torch.manual_seed(0)
-        rows = run_fold(work / f"fold{k}", mining, scoring, recipe, args.rounds, args.smoke)
+        rows = run_fold(work / f"fold{k}", mining, scoring, recipe, args.rounds, args.smoke, args.reuse)
         files = scoring["person"] + scoring["no-person"]
         labels = {f: int(f in scoring["person"]) for f in files}
         truth = {f: truth_all.get(f, []) for f in files}

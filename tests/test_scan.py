@@ -13,7 +13,6 @@ from PIL import Image
 
 import imgclf
 import imgclf.scanning
-from imgclf.errors import UserError
 from imgclf.scanning import Scanner, scan
 
 OBJ_W, OBJ_H = 24, 40           # the object: tall, as people are
@@ -141,12 +140,10 @@ def test_four_sided_margin_places_boxes_in_the_window(world):
 def test_box_voting_averages_the_suppressed_windows(world):
     """A kept box moves to the score-weighted mean of the boxes it suppressed; on the scenes voted
     boxes find the objects at least as often as the single best windows do."""
-    from imgclf.scanning.scanner import _groups, _vote
+    from imgclf.scanning.scanner import _vote
 
     objects = np.array([[10.0, 10, 30, 50], [14, 10, 34, 50], [100, 10, 120, 50]])
-    group = _groups(objects, np.array([0, 2]), 0.3)
-    assert group.sum(1).tolist() == [2, 1]                      # each kept box's support
-    voted = _vote(objects, np.array([0.9, 0.9, 0.8]), group)
+    voted = _vote(objects, np.array([0.9, 0.9, 0.8]), np.array([0, 2]), 0.3)
     assert np.allclose(voted, [[12, 10, 32, 50], [100, 10, 120, 50]])
     found = {}
     for vote in (False, True):
@@ -186,28 +183,6 @@ def test_fcn_matches_window_scan(world):
     assert a["present"] and b["present"]
     for gt in gts:        # the same objects found
         assert any(iou(box(x), gt) >= 0.5 for x in a["boxes"]) == any(iou(box(x), gt) >= 0.5 for x in b["boxes"])
-
-
-def test_min_support_drops_boxes_few_windows_fired_for(world, monkeypatch):
-    """A person fires neighbouring windows; a box only one window fired for is dropped at
-    min_support=2, and a photo whose every hit is such a box is answered 'absent' with a score
-    below the threshold."""
-    windows = np.array([[10, 10, 40, 60], [12, 10, 42, 60], [10, 13, 40, 63],    # one object, 3 windows
-                        [100, 50, 130, 100],                                    # a lone window, the best score
-                        [200, 50, 230, 100]], dtype=float)                      # below the threshold
-    scores = np.array([0.8, 0.7, 0.75, 0.95, 0.3])
-    img = Image.new("RGB", (SCENE_W, SCENE_H))
-    answers = {}
-    for n in (1, 2, 3, 4):
-        scanner = Scanner(world["model"], iou=0.3, threshold=0.5, scales=[1.0], vote=False, min_support=n)
-        monkeypatch.setattr(scanner, "_level", lambda img, s, resized=None: (windows, scores))
-        answers[n] = scanner.scan(img)
-    assert [(box(b), b["support"]) for b in answers[1]["boxes"]] == [((100, 50, 130, 100), 1), ((10, 10, 40, 60), 3)]
-    assert [box(b) for b in answers[2]["boxes"]] == [box(b) for b in answers[3]["boxes"]] == [(10, 10, 40, 60)]
-    assert answers[2]["score"] == 0.8 and answers[2]["present"]
-    assert answers[4]["boxes"] == [] and not answers[4]["present"] and answers[4]["score"] == 0.3
-    with pytest.raises(UserError, match="min-support"):
-        Scanner(world["model"], min_support=0)
 
 
 def test_resizing_a_level_ahead_gives_the_same_answer(world):

@@ -263,15 +263,14 @@ def explain(run, images, *, method: str = "gradcam", target: str | None = None, 
 def scan(run, images, *, positive: str | None = None, scales=None, stride: int | None = None,
          min_size: int | None = None, iou: float = 0.3, out: str | Path | None = None, mine: str | Path | None = None,
          threshold: float | None = None, margin=None, method: str = "auto", vote: bool | None = None,
-         min_support: int | None = None, device: str = "auto", verbose: bool = True) -> list[dict]:
+         device: str = "auto", verbose: bool = True) -> list[dict]:
     """Find the positive class in whole photos with a model trained on crops: the window (the training
     crops' shape) slides over an image pyramid, windows whose calibrated probability passes the run's
     threshold are merged by NMS. Per image: path, present, score, boxes [{x1, y1, x2, y2, score}] in
     image pixels, width, height, windows, seconds. `out` writes boxes.csv, scan.json and annotated
     images; `mine` saves the windows that fire as crops (hard negatives, from person-free photos);
     `vote` (default: the run's recorded choice, else on) places each kept box at the score-weighted
-    mean of the boxes it suppressed; `min_support` (default: the run's recorded one, else 1) keeps only
-    boxes that at least that many windows fired for. See imgclf.scanning.
+    mean of the boxes it suppressed. See imgclf.scanning.
 
         r = imgclf.scan("runs/person-1", ["street.jpg"], out="scan-out")[0]
         r["present"], r["boxes"]          # True, [{'x1': 212.0, 'y1': 80.5, 'x2': 268.3, 'y2': 221.7, 'score': 0.97}]
@@ -280,7 +279,7 @@ def scan(run, images, *, positive: str | None = None, scales=None, stride: int |
 
     return run_scan(_model(run, device, None, "torch"), images, positive=positive, scales=scales, stride=stride,
                     min_size=min_size, iou=iou, out=out, mine=mine, threshold=threshold, margin=margin,
-                    method=method, vote=vote, min_support=min_support, verbose=verbose)
+                    method=method, vote=vote, verbose=verbose)
 
 
 def negatives(photos, out: str | Path, *, per_image: int = 20, size: str | tuple[int, int] = "64x64",

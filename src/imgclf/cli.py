@@ -486,9 +486,6 @@ def scan(
     vote: Optional[bool] = typer.Option(None, "--vote/--no-vote", help="Place each kept box at the score-weighted "
                                         "mean of the boxes NMS merged into it (--no-vote: the best window's box) "
                                         "[default: the run's recorded choice, else --vote]"),
-    min_support: Optional[int] = typer.Option(None, help="Keep a box only when at least this many windows fired "
-                                              "for it (a person fires neighbouring windows, a stray texture often "
-                                              "one) [default: the run's recorded one, else 1]"),
     out: Optional[str] = typer.Option(None, help="Write boxes.csv, scan.json and annotated/ here."),
     mine: Optional[str] = typer.Option(None, help="Save every window that fires as a crop PNG here (give person-free "
                                        "photos: hard negatives to add to the negative class)."),
@@ -500,7 +497,7 @@ def scan(
     results = api.scan(run, images, positive=positive, scales=_floats(scales, "--scales"), stride=stride,
                        min_size=min_size, iou=iou, out=out, mine=mine, threshold=threshold,
                        margin=tuple(_floats(margin, "--margin")) if margin else None, method=method, vote=vote,
-                       min_support=min_support, device=device)
+                       device=device)
     for r in results:
         if "error" in r:
             print(f"skipped {r['path']}: {r['error']}", file=sys.stderr)

@@ -37,7 +37,7 @@ def frame_probs(scanner: Scanner, frames: list, n_classes: int):
 def scan(model, images, *, positive: str | None = None, scales=None, stride: int | None = None,
          min_size: int | None = None, iou: float = 0.3, out: str | Path | None = None, mine: str | Path | None = None,
          margin=None, method: str = "auto", threshold: float | None = None, vote: bool | None = None,
-         min_support: int | None = None, verbose: bool = True) -> list[dict]:
+         verbose: bool = True) -> list[dict]:
     """Scan each photo (paths, folders, PIL images or arrays) with a loaded model; one answer per image:
     {path, present, score, threshold, positive, boxes, width, height, windows, seconds} (or
     {path, error} for an unreadable file). `out` writes boxes.csv, scan.json and annotated images;
@@ -46,8 +46,7 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
     (left, top, right, bottom) fractions of the window; default: the run's recorded one, else 0)
     places the object box inside each window;
     `method` is auto | fcn | windows; `vote` (default: the run's recorded one, else on) moves each
-    kept box to the score-weighted mean of the boxes it suppressed; `min_support` (default: the run's
-    recorded one, else 1) drops boxes that fewer windows fired for."""
+    kept box to the score-weighted mean of the boxes it suppressed."""
     import numpy as np
     from PIL import Image
 
@@ -55,7 +54,7 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
     from ..predictor import _expand
 
     scanner = Scanner(model, positive, scales=scales, stride=stride, min_size=min_size, iou=iou,
-                      margin=margin, method=method, threshold=threshold, vote=vote, min_support=min_support)
+                      margin=margin, method=method, threshold=threshold, vote=vote)
     if verbose:
         print(f"scan: {scanner.describe()}")
     writer = None
@@ -91,8 +90,7 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
     settings = {"model": str(getattr(model, "path", "")), "positive": scanner.positive,
                 "threshold": scanner.threshold, "window": list(crop_size), "fit": scanner.window.fit,
                 "stride": scanner.stride, "min_size": scanner.min_size, "scales": scales, "iou": iou,
-                "margin": list(scanner.margin), "vote": scanner.vote, "min_support": scanner.min_support,
-                "method": scanner.method}
+                "margin": list(scanner.margin), "vote": scanner.vote, "method": scanner.method}
     if writer:
         writer.close(settings)
     if verbose:

@@ -45,7 +45,7 @@ class Scanner:
 
     def __init__(self, model, positive: str | None = None, *, scales=None, stride: int | None = None,
                  min_size: int | None = None, iou: float = 0.3, margin=None, method: str = "auto",
-                 threshold: float | None = None, vote: bool | None = None, min_support: int | None = None):
+                 threshold: float | None = None, vote: bool | None = None):
         if method not in METHODS:
             raise UserError(f"unknown scan method '{method}'; use one of {', '.join(METHODS)}")
         if not 0 < iou <= 1:
@@ -66,9 +66,6 @@ class Scanner:
             self.threshold = float(threshold)
         self.scales, self.iou = scales, iou
         self.vote = bool(vote if vote is not None else recorded.get("vote", True))
-        self.min_support = int(min_support if min_support is not None else recorded.get("min_support", 1))
-        if self.min_support < 1:
-            raise UserError(f"--min-support must be at least 1 window, not {min_support}")
         self.min_size = min_size or recorded.get("min_size")
         self.margin = _margin(margin if margin is not None else recorded.get("margin", 0.0))
         self.parts = self._fcn(method)
@@ -94,9 +91,7 @@ class Scanner:
         return (f"window {w.width}x{w.height} (the median training crop of '{self.positive}', {w.fit} to "
                 f"{self.size}x{self.size}), stride {self.stride} px of the input (1/{self.size / self.stride:g} window), "
                 f"scale step 0.8 from min size {self.min_size or DEFAULT_MIN_SIZE} px, threshold {self.threshold:.3f}, "
-                f"NMS IoU {self.iou}{' with box voting' if self.vote else ''}"
-                + (f", boxes backed by >= {self.min_support} windows" if self.min_support > 1 else "")
-                + f", {self.method} scan")
+                f"NMS IoU {self.iou}{' with box voting' if self.vote else ''}, {self.method} scan")
 
     def scan(self, img) -> dict:
         """One RGB PIL image -> {width, height, present, score, threshold, positive, boxes, windows,
@@ -113,30 +108,22 @@ class Scanner:
             scores.append(p)
         boxes = np.concatenate(boxes) if boxes else np.zeros((0, 4))
         scores = np.concatenate(scores) if scores else np.zeros(0)
+        best = float(scores.max()) if len(scores) else 0.0
         hit = np.flatnonzero(scores >= self.threshold)
-        support = np.zeros(0, dtype=int)
         if len(hit):
             # A fitted margin can reach past the window, so past the photo's edge.
             objects = np.clip(_shrink(boxes[hit], self.margin), 0, [width, height, width, height])
             keep = nms(torch.as_tensor(objects, dtype=torch.float32), torch.as_tensor(scores[hit], dtype=torch.float32),
                        self.iou).numpy()[:MAX_BOXES]
-            group = _groups(objects, keep, self.iou)
-            support = group.sum(1)
-            placed = _vote(objects, scores[hit], group) if self.vote else objects[keep]
-            backed = support >= self.min_support
-            hit, objects, support = hit[keep][backed], placed[backed], support[backed]
+            placed = _vote(objects, scores[hit], keep, self.iou) if self.vote else objects[keep]
+            hit, objects = hit[keep], placed
         else:
             objects = np.zeros((0, 4))
-        # The photo's score is its best box's; with every hit dropped for want of support (an
-        # isolated window firing), the best window below the threshold, so score and answer agree.
-        below = scores[scores < self.threshold]
-        best = float(scores[hit].max()) if len(hit) else float(below.max(initial=0.0))
         # Scores to 6 decimals: photos and boxes that pass a strict threshold (0.97) often score
         # above 0.9999, and 4 decimals would tie them for whoever ranks them (ROC, AP).
         found = [{"x1": round(float(b[0]), 1), "y1": round(float(b[1]), 1), "x2": round(float(b[2]), 1),
-                  "y2": round(float(b[3]), 1), "score": round(float(scores[i]), 6), "support": int(n)}
-                 for b, i, n in zip(objects, hit, support)]
-        return {"width": width, "height": height, "present": bool(len(hit)), "score": round(best, 6),
+                  "y2": round(float(b[3]), 1), "score": round(float(scores[i]), 6)} for b, i in zip(objects, hit)]
+        return {"width": width, "height": height, "present": best >= self.threshold, "score": round(best, 6),
                 "threshold": self.threshold, "positive": self.positive, "boxes": found, "windows": int(len(scores)),
                 "seconds": round(time.perf_counter() - start, 4), "_windows": boxes[hit]}
 
@@ -233,22 +220,14 @@ class Scanner:
         return np.concatenate(xs).astype(float), np.concatenate(ys).astype(float), np.concatenate(out)
 
 
-def _groups(objects: np.ndarray, keep: np.ndarray, iou: float) -> np.ndarray:
-    """(kept, all) booleans: the hits each kept box overlaps by >= iou (itself included): the
-    windows NMS merged into it. Their count is the box's support: a person fires many neighbouring
-    windows across positions and scales, a stray texture often one (the idea behind OpenCV's
-    minNeighbors and HOG's groupThreshold)."""
+def _vote(objects: np.ndarray, scores: np.ndarray, keep: np.ndarray, iou: float) -> np.ndarray:
+    """Each kept box moved to the score-weighted mean of the boxes it suppressed and itself (as
+    HOG's detectMultiScale groups its hits): one window is off by up to half a stride and half a
+    scale step, its neighbours err the other way, and their mean sits closer to the object."""
     from torchvision.ops import box_iou
 
     t = torch.as_tensor(objects, dtype=torch.float64)
-    return (box_iou(t[keep], t) >= iou).numpy()
-
-
-def _vote(objects: np.ndarray, scores: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """Each kept box moved to the score-weighted mean of its group (the boxes it suppressed and
-    itself), as HOG's detectMultiScale groups its hits: one window is off by up to half a stride
-    and half a scale step, its neighbours err the other way, and their mean sits closer to the object."""
-    near = group * scores[None, :]
+    near = (box_iou(t[keep], t) >= iou).numpy() * scores[None, :]
     return near @ objects / near.sum(1, keepdims=True)
 
 

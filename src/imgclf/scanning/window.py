@@ -30,7 +30,7 @@ class Window:
     width: int
     height: int
     fit: str = "squash"
-    defaults: tuple = ()       # (key, value) scan settings recorded for the run: margin, min_size, threshold, vote, min_support
+    defaults: tuple = ()       # (key, value) scan settings recorded for the run: margin, min_size, threshold, vote
 
     @property
     def aspect(self) -> float:
@@ -56,13 +56,13 @@ def window_of(model, positive: str) -> Window:
                 pass            # a read-only run folder: measure again next time
     if fit == "crop":
         w = h = min(w, h)
-    defaults = tuple((k, cached[k]) for k in ("margin", "min_size", "threshold", "vote", "min_support")
+    defaults = tuple((k, cached[k]) for k in ("margin", "min_size", "threshold", "vote")
                      if cached and cached.get(k) is not None)
     return Window(int(w), int(h), fit, defaults)
 
 
 def remember(run: str | Path, positive: str, **defaults) -> None:
-    """Record default scan settings (margin, min_size, threshold, vote, min_support) for a run, in RUN/scan_window.json.
+    """Record default scan settings (margin, min_size, threshold, vote) for a run, in RUN/scan_window.json.
 
         remember("runs/person-1", "person", margin=[0.167, 0.1], min_size=128)
     """
