@@ -137,14 +137,19 @@ def test_four_sided_margin_places_boxes_in_the_window(world):
         Scanner(world["model"], margin=0.5)
 
 
-def test_box_voting_averages_the_suppressed_windows(world):
-    """A kept box moves to the score-weighted mean of the boxes it suppressed; on the scenes voted
-    boxes find the objects at least as often as the single best windows do."""
+def test_box_voting_averages_neighbouring_windows(world):
+    """Each hit's box moves to the score-weighted mean of the hits around it (IoU >= 0.5) before
+    NMS; on the scenes voted boxes find the objects at least as often as the single best windows
+    do, and still one box per object."""
     from imgclf.scanning.scanner import _vote
 
-    objects = np.array([[10.0, 10, 30, 50], [14, 10, 34, 50], [100, 10, 120, 50]])
-    voted = _vote(objects, np.array([0.9, 0.9, 0.8]), np.array([0, 2]), 0.3)
-    assert np.allclose(voted, [[12, 10, 32, 50], [100, 10, 120, 50]])
+    objects = np.array([[10.0, 10, 30, 50], [14, 10, 34, 50], [100, 10, 120, 50], [20, 10, 40, 50]])
+    # The first two overlap by IoU 0.67 and meet in the middle; the third is alone; the fourth
+    # overlaps the second by 0.54 and the first by 0.33 (too little to vote).
+    voted = _vote(objects, np.array([0.9, 0.9, 0.8, 0.3]))
+    assert np.allclose(voted[:3], [[12, 10, 32, 50], [(14 * 0.9 + 10 * 0.9 + 20 * 0.3) / 2.1, 10,
+                                                       (34 * 0.9 + 30 * 0.9 + 40 * 0.3) / 2.1, 50], [100, 10, 120, 50]])
+    assert np.allclose(voted[3], [(20 * 0.3 + 14 * 0.9) / 1.2, 10, (40 * 0.3 + 34 * 0.9) / 1.2, 50])
     found = {}
     for vote in (False, True):
         results = scan(world["model"], world["scenes"], min_size=45, margin=MARGIN, threshold=0.5, vote=vote,

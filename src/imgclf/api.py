@@ -269,8 +269,8 @@ def scan(run, images, *, positive: str | None = None, scales=None, stride: int |
     threshold are merged by NMS. Per image: path, present, score, boxes [{x1, y1, x2, y2, score}] in
     image pixels, width, height, windows, seconds. `out` writes boxes.csv, scan.json and annotated
     images; `mine` saves the windows that fire as crops (hard negatives, from person-free photos);
-    `vote` (default: the run's recorded choice, else on) places each kept box at the score-weighted
-    mean of the boxes it suppressed. See imgclf.scanning.
+    `vote` (default: the run's recorded choice, else on) moves each firing window's box to the
+    score-weighted mean of the firing windows around it before NMS. See imgclf.scanning.
 
         r = imgclf.scan("runs/person-1", ["street.jpg"], out="scan-out")[0]
         r["present"], r["boxes"]          # True, [{'x1': 212.0, 'y1': 80.5, 'x2': 268.3, 'y2': 221.7, 'score': 0.97}]

@@ -483,8 +483,9 @@ def scan(
                                          "are placed by it [default: the run's recorded one "
                                          "(RUN/scan_window.json), else 0]"),
     method: str = typer.Option("auto", help="auto | fcn (fully convolutional) | windows"),
-    vote: Optional[bool] = typer.Option(None, "--vote/--no-vote", help="Place each kept box at the score-weighted "
-                                        "mean of the boxes NMS merged into it (--no-vote: the best window's box) "
+    vote: Optional[bool] = typer.Option(None, "--vote/--no-vote", help="Move each firing window's box to the "
+                                        "score-weighted mean of the firing windows around it (IoU >= 0.5) before "
+                                        "NMS (--no-vote: each window's own box) "
                                         "[default: the run's recorded choice, else --vote]"),
     out: Optional[str] = typer.Option(None, help="Write boxes.csv, scan.json and annotated/ here."),
     mine: Optional[str] = typer.Option(None, help="Save every window that fires as a crop PNG here (give person-free "

@@ -46,7 +46,7 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
     (left, top, right, bottom) fractions of the window; default: the run's recorded one, else 0)
     places the object box inside each window;
     `method` is auto | fcn | windows; `vote` (default: the run's recorded one, else on) moves each
-    kept box to the score-weighted mean of the boxes it suppressed."""
+    firing window's box to the score-weighted mean of the firing windows around it before NMS."""
     import numpy as np
     from PIL import Image
 
