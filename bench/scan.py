@@ -1,6 +1,10 @@
 """Finding people in street photos: an imgclf crop model scanned with NMS vs OpenCV's HOG + linear SVM.
 
-    flock /tmp/imgclf-heavy.lock timeout 3000 .venv/bin/python bench/scan.py [--work /tmp/scanbench]
+    .venv/bin/python bench/scan.py [--work /tmp/scanbench] [--folds 2] [--reuse]
+
+With --folds 2 (the default) the recipe below runs twice, the halves of step 1 swapped, so every
+photo is scored once by a model that never saw it; each fold's table is printed, then both pooled.
+Also printed: the time to scan one 640x480 photo, fully convolutional vs window by window.
 
 Recipe (all seeded):
 1. street-scenes photos split in half per class (seed 0): the MINING half gives negatives (its
@@ -16,7 +20,7 @@ Recipe (all seeded):
    people (street_positives: INRIA's framing, jittered copies and mirrors, grouped by photo).
 4. Train; scan the mining photos with --mine (hard negatives); add them; train again from scratch
    (MINING_ROUNDS rounds). Choose a photo-level threshold on the mining half (best balanced accuracy),
-   and the box placement there: plain NMS with INRIA's margin, or box voting with a per-side margin
+   and the box placement there: plain NMS with INRIA's margin, or box voting (before NMS) with a per-side margin
    fitted to the mining half's labelled people, whichever has the higher AP@0.5 on the mining half.
 5. Score both detectors on the scoring half: image-level presence ROC-AUC and balanced accuracy,
    VOC AP at IoU 0.5 (and 0.3: both detectors' boxes frame people unlike COCO's tight boxes) over person_boxes.csv, duplicates per true person, images/s.
@@ -398,6 +402,7 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
     """Train the recipe on the mining half and score every detector on the scoring half: one entry per
     detector row with its detections, photo scores and answers, and seconds at 1 and 2 threads."""
     import imgclf
+    import imgclf.scanning
 
     street = work.parent / "street-scenes"
     truth_all = read_boxes(street)
