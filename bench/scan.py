@@ -7,7 +7,7 @@ photo is scored once by a model that never saw it; each fold's table is printed,
 Also printed: the time to scan one 640x480 photo, fully convolutional vs window by window.
 
 Recipe (all seeded):
-1. street-scenes photos split in half per class (seed 0): the MINING half gives negatives (its
+1. street-scenes photos split in half per class (seed 0, --split-seed): the MINING half gives negatives (its
    person-free photos, and the windows of its person photos away from every labelled person) and
    the photo-level threshold; the SCORING half (person and person-free) is only ever scored. The split is printed
    and written to WORK/street_split.csv.
@@ -356,10 +356,10 @@ def build_data(work: Path, sets: Path, mining: dict, seed: int, limit: int | Non
     return data
 
 
-def split_folds(street: Path, work: Path, folds: int) -> list[tuple[dict, dict]]:
-    """(mining, scoring) per fold: fold 0 is the seed-0 split in halves; fold 1 swaps the halves, so
+def split_folds(street: Path, work: Path, folds: int, seed: int = 0) -> list[tuple[dict, dict]]:
+    """(mining, scoring) per fold: fold 0 is the split in halves (seed 0 unless --split-seed); fold 1 swaps them, so
     with --folds 2 every photo is scored once, by a model that never saw it."""
-    mining, scoring = split_street(street, work)
+    mining, scoring = split_street(street, work, seed)
     return [(mining, scoring), (scoring, mining)][:folds]
 
 
@@ -510,6 +510,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=MINING_ROUNDS, help="hard-negative mining rounds")
     ap.add_argument("--folds", type=int, choices=(1, 2), default=2,
                     help="2: train on each half, score the other, pool the scores (every photo scored once)")
+    ap.add_argument("--split-seed", type=int, default=0, help="seed of the street-scenes halves")
     ap.add_argument("--reuse", action="store_true",
                     help="score the folds' trained runs again (after a scanner change) instead of training")
     ap.add_argument("--smoke", action="store_true", help="a quick check of the script: few crops and photos")
@@ -527,7 +528,7 @@ def main() -> None:
     SCAN["min_size"] = args.min_size
     truth_all = read_boxes(street)
     pooled, scored, pooled_labels = {}, [], {}
-    for k, (mining, scoring) in enumerate(split_folds(street, work, args.folds)):
+    for k, (mining, scoring) in enumerate(split_folds(street, work, args.folds, args.split_seed)):
         if args.smoke:
             recipe["epochs"] = 1
             mining, scoring = ({c: v[:3] for c, v in d.items()} for d in (mining, scoring))
