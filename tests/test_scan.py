@@ -190,9 +190,34 @@ def test_fcn_matches_window_scan(world):
         assert any(iou(box(x), gt) >= 0.5 for x in a["boxes"]) == any(iou(box(x), gt) >= 0.5 for x in b["boxes"])
 
 
-def test_resizing_a_level_ahead_gives_the_same_answer(world):
-    """With two torch threads the next level is resampled in a helper thread while this one is
-    scored; the answer must not depend on it."""
+def test_scan_trunk_folds_standardisation_and_reorders_relu_exactly(world):
+    """The scan's trunk takes raw pixels (standardisation folded into its first conv, the padding
+    moved outside as the mean colour) and pools before its ReLUs: the same logits as the model's
+    own layers on the standardised photo, border windows included."""
+    import torch
+
+    from imgclf.inference import normalize
+    from imgclf.scanning.fcn import fcn_parts, window_logits
+
+    model = world["model"]
+    norm = model.meta["normalization"]
+    plain, raw = fcn_parts(model.net, model.img_size), fcn_parts(model.net, model.img_size, norm)
+    assert raw.raw_input and not plain.raw_input
+    assert any(isinstance(m, torch.nn.MaxPool2d) for m in raw.trunk)
+    img = np.array(Image.open(next(iter(world["truth"]))).convert("RGB"))
+    size, r = model.img_size, raw.stride
+    h, w = size + (img.shape[0] - size) // r * r, size + (img.shape[1] - size) // r * r
+    x = torch.from_numpy(np.ascontiguousarray(img[:h, :w])).permute(2, 0, 1)[None]
+    mean = torch.tensor(norm["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(norm["std"]).view(1, 3, 1, 1)
+    want = window_logits(plain, normalize(x, mean, std), size)
+    got = window_logits(raw, x, size)
+    assert got.shape == want.shape and want.numel() > 4
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_one_or_two_threads_give_the_same_answer(world):
+    """Resizing and the trunk run on every torch thread; the answer must not depend on how many."""
     import torch
 
     path = next(iter(world["truth"]))
@@ -206,7 +231,6 @@ def test_resizing_a_level_ahead_gives_the_same_answer(world):
             answers.append({k: v for k, v in scanner.scan(img).items() if k not in ("seconds", "_windows")})
     finally:
         torch.set_num_threads(before)
-    assert scanner._pool is not None                 # the two-thread scan used the helper
     assert answers[0] == answers[1] and answers[0]["boxes"]
 
 

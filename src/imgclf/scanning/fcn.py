@@ -27,11 +27,14 @@ class FcnParts:
     pool: str                                  # "avg" | "max"
     head: Callable[[torch.Tensor], torch.Tensor]   # (N, C, grid, grid) -> logits
     stride: int                                # input px per feature-map cell
+    raw_input: bool = False                    # the trunk takes uint8 pixels, not standardised floats
 
 
-def fcn_parts(net: nn.Module, size: int) -> FcnParts | None:
+def fcn_parts(net: nn.Module, size: int, normalization: dict | None = None) -> FcnParts | None:
     """The net split into trunk / pooling / head, or None when it is not a shape this knows, or the
-    input size is not a whole number of feature cells (then windows and feature cells misalign)."""
+    input size is not a whole number of feature cells (then windows and feature cells misalign).
+    With the run's `normalization` ({mean, std} in [0, 1] units) a trunk that starts with a conv
+    takes raw uint8 pixels (`raw_input`): the standardisation is folded into that conv."""
     from ..models.resnet_fast import ResNetFast
 
     if isinstance(net, ResNetFast):
@@ -44,7 +47,13 @@ def fcn_parts(net: nn.Module, size: int) -> FcnParts | None:
                 isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear)) for m in layers[:at]):
             return None
         head = nn.Sequential(*layers[at + 1:])
-        parts = FcnParts(_fused(layers[:at]), net[at].output_size, "avg", head, 0)
+        trunk = _relu_after_pool(list(_fused(layers[:at])))
+        first = trunk[0]
+        raw = (normalization is not None and isinstance(first, nn.Conv2d) and first.padding_mode == "zeros"
+               and isinstance(first.padding, tuple))
+        if raw:
+            trunk = _standardising(trunk, normalization)
+        parts = FcnParts(nn.Sequential(*trunk), net[at].output_size, "avg", head, 0, raw)
     else:
         return None
     # Channels-last: the pyramid's levels have odd sizes (400x180, 205x92, ...) where the default
@@ -52,7 +61,7 @@ def fcn_parts(net: nn.Module, size: int) -> FcnParts | None:
     # (simple_cnn, 1 and 2 threads). A copy, so the model's own weights keep their layout.
     parts.trunk = copy.deepcopy(parts.trunk).to(memory_format=torch.channels_last)
     with torch.no_grad():
-        cells = parts.trunk(torch.zeros(1, 3, size, size)).shape[-1]
+        cells = parts.trunk(torch.zeros(1, 3, size, size, dtype=torch.uint8 if parts.raw_input else None)).shape[-1]
     if size % cells or cells % parts.grid:
         return None
     parts.stride = size // cells
@@ -78,10 +87,60 @@ def _fused(layers: list[nn.Module]) -> nn.Sequential:
     return nn.Sequential(*out)
 
 
+def _relu_after_pool(layers: list[nn.Module]) -> list[nn.Module]:
+    """ReLU -> MaxPool reordered to MaxPool -> ReLU: the same numbers (both are monotonic, so they
+    commute), with the ReLU over a quarter of the values. A photo's full-resolution feature maps
+    are most of a scan's memory traffic (trunk 28 -> 21 ms over a 640x480 photo, 2 threads)."""
+    out = list(layers)
+    for i in range(len(out) - 1):
+        if isinstance(out[i], nn.ReLU) and isinstance(out[i + 1], nn.MaxPool2d):
+            out[i], out[i + 1] = out[i + 1], nn.ReLU()
+    return out
+
+
+class _MeanPadded(nn.Module):
+    """uint8 pixels -> float32, channels-last, with the conv's zero padding moved outside it as
+    the mean colour: after standardisation the mean is 0, so the folded conv below sees exactly
+    what the original saw at the image border. One pass instead of convert, divide, subtract."""
+
+    def __init__(self, pad: tuple[int, int], fill: torch.Tensor):
+        super().__init__()
+        self.pad = pad
+        self.register_buffer("fill", fill.view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (py, px), (n, c, h, w) = self.pad, x.shape
+        out = torch.empty((n, c, h + 2 * py, w + 2 * px), device=x.device, memory_format=torch.channels_last)
+        out[:, :, py:py + h, px:px + w] = x
+        for rows, cols in ((slice(0, py), slice(None)), (slice(py + h, None), slice(None)),
+                           (slice(py, py + h), slice(0, px)), (slice(py, py + h), slice(px + w, None))):
+            out[:, :, rows, cols] = self.fill          # the border only: a frame py / px pixels wide
+        return out
+
+
+def _standardising(trunk: list[nn.Module], normalization: dict) -> list[nn.Module]:
+    """The first conv folded with (x / 255 - mean) / std, taking raw pixels (0..255): its weights
+    scaled by 1 / (255 std) per input channel, its bias less the weights' response to the mean
+    image. A copy; the model's own conv stays as it is."""
+    conv = trunk[0]
+    mean = torch.tensor(normalization["mean"], dtype=torch.float32)
+    std = torch.tensor(normalization["std"], dtype=torch.float32)
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation,
+                       conv.groups, bias=True)
+    with torch.no_grad():
+        w = conv.weight.detach().float()
+        folded.weight.copy_(w / (255.0 * std.view(1, -1, 1, 1)))
+        bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros(conv.out_channels)
+        folded.bias.copy_(bias - (w * (mean / std).view(1, -1, 1, 1)).sum((1, 2, 3)))
+    device = conv.weight.device
+    return [_MeanPadded(conv.padding, 255.0 * mean).to(device), folded.to(device), *trunk[1:]]
+
+
 @torch.no_grad()
 def window_logits(parts: FcnParts, x: torch.Tensor, size: int, flip: bool = False) -> torch.Tensor:
     """Logits (ny, nx, classes) of every size x size window at steps of `parts.stride` px over the
-    normalised image x (1, 3, H, W), H and W = size + a multiple of the stride. `flip` averages
+    image x (1, 3, H, W): uint8 when `parts.raw_input`, else normalised; H and W = size + a multiple
+    of the stride. `flip` averages
     with the mirrored image, as the window scan's flip TTA does: the mirrored image's grid is the
     same set of windows in reverse column order."""
     logits = _logits(parts, x, size)
@@ -91,7 +150,7 @@ def window_logits(parts: FcnParts, x: torch.Tensor, size: int, flip: bool = Fals
 
 
 def _logits(parts: FcnParts, x: torch.Tensor, size: int) -> torch.Tensor:
-    fmap = parts.trunk(x.contiguous(memory_format=torch.channels_last))
+    fmap = parts.trunk(x if parts.raw_input else x.contiguous(memory_format=torch.channels_last))
     f = size // parts.stride                   # window side in feature cells
     q = f // parts.grid                        # one pooling cell of the head's grid
     pooled = (F.avg_pool2d if parts.pool == "avg" else F.max_pool2d)(fmap, q, stride=1)
