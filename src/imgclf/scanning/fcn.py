@@ -140,9 +140,8 @@ def _standardising(trunk: list[nn.Module], normalization: dict) -> list[nn.Modul
 def window_logits(parts: FcnParts, x: torch.Tensor, size: int, flip: bool = False) -> torch.Tensor:
     """Logits (ny, nx, classes) of every size x size window at steps of `parts.stride` px over the
     image x (1, 3, H, W): uint8 when `parts.raw_input`, else normalised; H and W = size + a multiple
-    of the stride. `flip` averages
-    with the mirrored image, as the window scan's flip TTA does: the mirrored image's grid is the
-    same set of windows in reverse column order."""
+    of the stride. `flip` averages with the mirrored image, as the window scan's flip TTA does: the
+    mirrored image's grid is the same set of windows in reverse column order."""
     logits = _logits(parts, x, size)
     if flip:
         logits = 0.5 * (logits + _logits(parts, x.flip(-1), size).flip(1))
