@@ -190,10 +190,11 @@ class Scanner:
             offsets, step = list(range(0, r, st)), 1
         else:
             offsets, step = [0], max(1, round(st / r))
-        norm = self.model.meta["normalization"]
-        mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(norm["std"], dtype=torch.float32).view(1, 3, 1, 1)
         device = self.model.device
+        if not self.parts.raw_input:       # else the trunk's first conv standardises
+            norm = self.model.meta["normalization"]
+            mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+            std = torch.tensor(norm["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
         xs, ys, out = [], [], []
         for oy in offsets:
             for ox in offsets:
@@ -204,7 +205,7 @@ class Scanner:
                     continue
                 x = torch.from_numpy(sub[:h, :w]).permute(2, 0, 1)[None].to(device)
                 if not self.parts.raw_input:
-                    x = normalize(x, mean.to(device), std.to(device))
+                    x = normalize(x, mean, std)
                 with autocast(device, self.model.amp):
                     logits = window_logits(self.parts, x, size, flip=self.model.tta == "flip")
                 logits = logits[::step, ::step].float().cpu()
