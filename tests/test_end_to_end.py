@@ -160,3 +160,38 @@ def test_two_classes_threshold_chosen_stored_and_applied(shapes, tmp_path):
     (run.path / "model.json").write_text(json.dumps(meta))
     out = json.loads(cli("predict", run.path, shapes, "--format", "json").stdout)
     assert {r["label"] for r in out} == {"disc"}
+
+
+def test_in_house_model_starts_from_an_earlier_run(shapes, tmp_path):
+    """--weights RUN for simple_cnn: a model trained on other classes starts a new one (its head fresh),
+    and the new run standardises inputs as the weights were learnt."""
+    import shutil
+    import warnings
+
+    import torch
+    from safetensors.torch import load_file
+
+    from imgclf.models import create_model
+
+    small = {"width": 8, "hidden": 32}
+    parent = imgclf.train(shapes, out=tmp_path / "parent", model="simple_cnn", model_kwargs=small, img_size=24,
+                          epochs=1, verbose=False)
+    sd = load_file(str(parent.path / "model.safetensors"))
+    with pytest.warns(UserWarning, match=r"loaded \d+/\d+ tensors .*newly initialised: .*weight"):
+        net = create_model("simple_cnn", 2, img_size=24, weights=str(parent.path), **small)
+    own = net.state_dict()
+    same = [k for k in sd if torch.equal(own[k], sd[k])]
+    assert len(same) >= len(sd) - 2 and len(same) < len(sd)        # all but the 3-class head
+    with pytest.raises(ValueError, match="does not look like weights for simple_cnn"):
+        create_model("simple_cnn", 2, img_size=24, weights=str(parent.path), width=16, hidden=32)
+
+    shutil.rmtree(shapes / "stripes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        child = imgclf.train(shapes, out=tmp_path / "child", model="simple_cnn", model_kwargs=small, img_size=24,
+                             epochs=1, weights=str(parent.path), verbose=False)
+    meta = json.loads((child.path / "model.json").read_text())
+    parent_meta = json.loads((parent.path / "model.json").read_text())
+    assert meta["classes"] == ["disc", "square"]
+    assert meta["normalization"] == parent_meta["normalization"]
+    assert meta["starting_weights"] == str(parent.path / "model.safetensors")

@@ -153,6 +153,8 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
 
         meta["pretrained"] = preprocessing_record(cfg.model[len("timm/"):], getattr(net, "weights_origin", None),
                                                   cfg.img_size, cfg.resize)
+    elif getattr(net, "weights_origin", None):
+        meta["starting_weights"] = net.weights_origin["path"]       # an in-house model from a file or an earlier run
     data = SplitData(images, np.sort(spec.indices("train")), np.sort(spec.indices("val")), spec.labels, mean, std)
     result = fit(net, cfg, data, policy, run_dir, device, console, resume=bool(resume), on_epoch=on_epoch)
     console.print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; "

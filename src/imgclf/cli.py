@@ -42,8 +42,10 @@ def train(
     schedule: Optional[str] = typer.Option(None, help="onecycle | cosine  [default: onecycle]"),
     seed: Optional[int] = typer.Option(None, help="[default: 0]"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps  [default: auto]"),
-    weights: Optional[str] = typer.Option(None, help="Local weights for a timm model: a .safetensors/.pth file, or a "
-                                          "folder holding one (a Hugging Face snapshot or cache folder)."),
+    weights: Optional[str] = typer.Option(None, help="Starting weights: a .safetensors/.pth file, a folder holding one "
+                                          "(a Hugging Face snapshot or cache folder), or an earlier imgclf run of the "
+                                          "same architecture (e.g. simple_cnn pretrained on a big dataset); tensors "
+                                          "that differ in shape (the head) start fresh."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained", help="Pretrained timm weights: from the local "
                                               "Hugging Face cache, else downloaded (online)."),
     freeze_epochs: Optional[int] = typer.Option(None, help="Fine-tuning: epochs training only the new head, backbone "
@@ -363,7 +365,7 @@ def list_models(
 def lr_find(
     data: str = typer.Argument(..., help="Folder with one sub-folder per class, split folders, or a CSV manifest."),
     model: Optional[str] = typer.Option(None, help="simple_cnn | resnet_fast | timm/<arch>  [default: resnet_fast]"),
-    weights: Optional[str] = typer.Option(None, help="Local weights for a timm model (file or folder)."),
+    weights: Optional[str] = typer.Option(None, help="Starting weights (file, folder, or an earlier run of the model)."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained", help="Pretrained timm weights (cache, else download)."),
     img_size: Optional[int] = typer.Option(None, help="[default: as train chooses]"),
     batch_size: Optional[int] = typer.Option(None, help="[default: as train chooses]"),

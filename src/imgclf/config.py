@@ -32,7 +32,7 @@ class TrainConfig:
     # model
     model: str = "resnet_fast"          # simple_cnn | resnet_fast | timm/<arch>
     model_kwargs: dict = field(default_factory=dict)
-    weights: str | None = None          # local weight file for timm models
+    weights: str | None = None          # starting weights: a local file, or an earlier run of the same in-house model
     pretrained: bool = False            # timm weights from the local hub cache, else downloaded (online)
     freeze_epochs: int | None = None    # epochs training only the new head (backbone frozen); auto 1-3 when fine-tuning, else 0
     layer_decay: float | None = None    # after them, each layer's lr = the one above's x this; auto ~0.7 when fine-tuning, else 1

@@ -44,6 +44,24 @@ def expected_preprocessing(arch: str) -> dict | None:
             "crop_pct": cfg.crop_pct, "crop_mode": cfg.crop_mode}
 
 
+def run_weight_file(path: str | Path) -> Path:
+    """The weights to start from: an imgclf run folder's model.safetensors, else find_weight_file."""
+    p = Path(path).expanduser()
+    if (p / "model.json").is_file() and (p / "model.safetensors").is_file():
+        return p / "model.safetensors"
+    return find_weight_file(p)
+
+
+def parent_run(weights: str | Path | None) -> Path | None:
+    """The imgclf run folder that `weights` names or lies in, if any: its inputs were normalised with
+    statistics the starting weights were learnt on."""
+    if not weights:
+        return None
+    p = Path(weights).expanduser()
+    run = p if p.is_dir() else p.parent
+    return run if (run / "model.json").is_file() else None
+
+
 def find_weight_file(path: str | Path) -> Path:
     """`path` itself when it is a file; for a folder, the one weight file inside it (searched
     recursively, so a hub cache folder `models--timm--<name>/` works as copied)."""

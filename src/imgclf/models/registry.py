@@ -51,8 +51,10 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, img_size: int =
     """Build a fresh model that maps (B, in_chans, img_size, img_size) images to (B, num_classes) logits.
 
     `name` is one of `list_models()` or `timm/<arch>` for any timm architecture; `kwargs` are the
-    model's settings (see `model_defaults`). `weights` (a local .safetensors/.pth file) and
-    `pretrained` (download from the Hugging Face hub) apply to timm models only.
+    model's settings (see `model_defaults`). `weights` is a local .safetensors/.pth file, or an
+    earlier imgclf run of the same architecture (its model.safetensors): the tensors that fit by
+    name and shape are loaded, so a model pretrained on a big dataset starts a small one with
+    other classes. `pretrained` (download from the Hugging Face hub) applies to timm models only.
 
         >>> net = create_model("simple_cnn", num_classes=10, img_size=32, width=16)
     """
@@ -61,12 +63,21 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, img_size: int =
 
         return create_timm_model(name[len("timm/"):], num_classes, in_chans, img_size, weights, pretrained, **kwargs)
     settings = model_defaults(name)
-    if weights or pretrained:
-        raise UserError(f"--weights/--pretrained apply to timm models (timm/<arch>), not to '{name}'")
+    if pretrained:
+        raise UserError(f"--pretrained applies to timm models (timm/<arch>), not to '{name}': no weights are "
+                        f"published for it; start from your own with --weights (an earlier imgclf run of '{name}')")
     unknown = sorted(set(kwargs) - set(settings))
     if unknown:
         raise UserError(f"unknown setting(s) {', '.join(unknown)} for model '{name}'; it takes: {', '.join(settings)}")
-    return _REGISTRY[name](num_classes, in_chans, img_size, **kwargs)
+    net = _REGISTRY[name](num_classes, in_chans, img_size, **kwargs)
+    if weights:
+        from .pretrained import run_weight_file
+        from .timm_models import load_matching
+
+        path = run_weight_file(weights)
+        load_matching(net, path, name, stacklevel=3)
+        net.weights_origin = {"source": "file", "path": str(path)}
+    return net
 
 
 def _lookup(name: str) -> Builder:

@@ -52,7 +52,7 @@ def create_timm_model(arch: str, num_classes: int, in_chans: int, img_size: int,
             raise
         raise missing_weights(arch, f"the download failed: {type(e).__name__}: {str(e)[:200]}") from None
     if source == "file":
-        load_matching(model, path, arch)
+        load_matching(model, path, f"timm/{arch}")
     # Recorded in model.json: where the starting weights came from.
     model.weights_origin = {"source": source, "path": str(path) if path else None}
     return model
@@ -80,19 +80,20 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
 
-def load_matching(model: torch.nn.Module, path: str | Path, arch: str) -> None:
-    """Load the tensors of `path` that fit `model` by name and shape; warn what stays freshly initialised."""
+def load_matching(model: torch.nn.Module, path: str | Path, name: str, stacklevel: int = 4) -> None:
+    """Load the tensors of `path` that fit `model` (the architecture `name`) by name and shape; warn
+    what stays freshly initialised."""
     sd = read_state_dict(path)
     own = model.state_dict()
     matched = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     if len(matched) < MIN_MATCHED * len(own):
-        raise UserError(f"{path} does not look like weights for timm/{arch}: only {len(matched)} of "
+        raise UserError(f"{path} does not look like weights for {name}: only {len(matched)} of "
                         f"{len(own)} tensors match by name and shape")
     model.load_state_dict(matched, strict=False)
     fresh = [k for k in own if k not in matched]
     msg = f"loaded {len(matched)}/{len(own)} tensors from {path}"
     if fresh:   # expected for a new head; anything else deserves the user's eye
         warnings.warn(f"{msg}; newly initialised: {', '.join(fresh[:6])}{' ...' if len(fresh) > 6 else ''}",
-                      stacklevel=4)
+                      stacklevel=stacklevel)   # the caller of create_model
     else:
         log.info(msg)

@@ -45,6 +45,10 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         from ..models.pretrained import weights_source
 
         weights_source(cfg.model[len("timm/"):], cfg.weights, cfg.pretrained)
+    elif cfg.weights:
+        from ..models.pretrained import run_weight_file
+
+        run_weight_file(cfg.weights)
     if c["img_size"] is None and finetune:
         c["img_size"], note = pretrained_input_size(cfg.model)
         notes.append(note)

@@ -73,10 +73,16 @@ def group_split(spec, cfg: TrainConfig, images: np.ndarray, console):
 def normalization(cfg: TrainConfig, images: np.ndarray, spec) -> tuple[list[float], list[float], bool]:
     """(mean, std, fine-tuning?): pretrained weights' own statistics, else the training images'."""
     from ..models.pretrained import normalization as pretrained_normalization
+    from ..models.pretrained import parent_run
     from ..training.finetune import is_finetune
 
     if is_finetune(cfg):
         return (*pretrained_normalization(cfg.model[len("timm/"):]), True)
+    if not cfg.model.startswith("timm/") and (parent := parent_run(cfg.weights)) is not None:
+        # In-house weights from an earlier run: learnt on inputs standardised by that run's statistics.
+        from .warmstart import parent_normalization
+
+        return (*parent_normalization(parent), False)
     return (*channel_stats(images, spec.indices("train")), False)
 
 
