@@ -153,3 +153,17 @@ def test_pretrained_offline_says_what_to_do(monkeypatch):
     monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)   # read at import: the variable alone is too late
     with pytest.raises(ValueError, match="model.safetensors of timm/resnet10t.c3_in1k.*--weights FILE"):
         create_model("timm/resnet10t", 3, pretrained=True)
+
+
+def test_resnet_fast_from_a_weight_file_keeps_its_stem(tmp_path):
+    """--weights for resnet_fast: the loaded stem is not re-whitened from the new data when training starts."""
+    torch.manual_seed(0)
+    src = create_model("resnet_fast", 5, img_size=32, **SMALL["resnet_fast"])
+    save_tensors(src.state_dict(), tmp_path / "w.safetensors")
+    with pytest.warns(UserWarning, match="newly initialised"):
+        net = create_model("resnet_fast", 2, img_size=32, weights=str(tmp_path / "w.safetensors"), **SMALL["resnet_fast"])
+    stem = [k for k in src.state_dict() if k.endswith("weight")][0]
+    before = net.state_dict()[stem].clone()
+    assert torch.equal(before, src.state_dict()[stem])
+    net.init_from_data(torch.randn(64, 3, 32, 32))
+    assert torch.equal(net.state_dict()[stem], before)

@@ -77,6 +77,8 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, img_size: int =
         path = run_weight_file(weights)
         load_matching(net, path, name, stacklevel=3)
         net.weights_origin = {"source": "file", "path": str(path)}
+        if getattr(net, "whiten", False):
+            net.whiten = False      # resnet_fast: keep the loaded stem; training would re-whiten it from the data
     return net
 
 
