@@ -121,7 +121,7 @@ def test_find_draws_the_scan_boxes_over_the_photo(served):
     assert page.inner_text(".card .tools .find") == "Find square"
     page.click(".card .tools .find")
     page.wait_for_selector(".card .view svg rect")
-    assert page.inner_text(".card .tools .note") == "1 square found (boxes drawn)."
+    assert page.inner_text(".card .tools .note") == "square: 1 found (boxes drawn)."
     img = page.eval_on_selector(".card img", "e => { const r = e.getBoundingClientRect(); "
                                 "return [r.x, r.y, r.width, r.height]; }")
     box = page.eval_on_selector(".card .view rect", "e => { const r = e.getBoundingClientRect(); "
