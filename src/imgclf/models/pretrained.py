@@ -45,21 +45,25 @@ def expected_preprocessing(arch: str) -> dict | None:
 
 
 def run_weight_file(path: str | Path) -> Path:
-    """The weights to start from: an imgclf run folder's model.safetensors, else find_weight_file."""
-    p = Path(path).expanduser()
-    if (p / "model.json").is_file() and (p / "model.safetensors").is_file():
-        return p / "model.safetensors"
-    return find_weight_file(p)
+    """The weights to start from: an imgclf run's model.safetensors (see parent_run), else find_weight_file."""
+    run = parent_run(path)
+    if run is not None and (run / "model.safetensors").is_file():
+        return run / "model.safetensors"
+    return find_weight_file(path)
 
 
 def parent_run(weights: str | Path | None) -> Path | None:
-    """The imgclf run folder that `weights` names or lies in, if any: its inputs were normalised with
-    statistics the starting weights were learnt on."""
+    """The imgclf run that `weights` names (a run folder, REGISTRY/ALIAS) or lies in, if any: its
+    inputs were normalised with statistics the starting weights were learnt on."""
+    from ..runs import find_run
+
     if not weights:
         return None
     p = Path(weights).expanduser()
-    run = p if p.is_dir() else p.parent
-    return run if (run / "model.json").is_file() else None
+    try:
+        return find_run(p.parent if p.is_file() else p)
+    except UserError:
+        return None
 
 
 def find_weight_file(path: str | Path) -> Path:
