@@ -46,7 +46,7 @@ def unpack(archive: Path, dest: Path, name: str) -> Path:
 def inria(folder: Path) -> None:
     paths = [str(p) for p in files_under(folder / "person") if p.suffix == ".png"]
     started = time.perf_counter()
-    bad, digests, hashes, flipped, _, _ = _scan(paths, None, False)
+    bad, digests, hashes, flipped, _, _, _ = _scan(paths, None, False)
     scan_s = time.perf_counter() - started
     ok = np.ones(len(paths), bool)
     ok[list(bad)] = False
@@ -102,7 +102,7 @@ def cifar(folder: Path) -> None:
             cache = build_cache(spec.paths, 32, "squash", cache_dir=Path(cache_dir), progress=False)
         usable = np.ones(len(spec.paths), bool)
         with Timer() as cache_s:
-            hashes, flipped = cache_hashes(cache.images, usable)
+            hashes, flipped, _ = cache_hashes(cache.images, usable)
             ids = near_duplicate_ids(hashes, flipped, usable, NEAR_DISTANCE)
     regroup(spec, ids, 0.1, 0.1, 0)         # as train does: val is carved from train/ with groups whole
     info = describe(spec, ids, "near-duplicates")

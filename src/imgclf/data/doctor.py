@@ -26,7 +26,7 @@ from .cache import _progress_bar, _usable_cpus
 from .discover import DatasetSpec
 from .images import UnusableImage, load_resized
 from .groups import mirrored, near_duplicate_ids
-from .phash import HASH_SIDE, phashes
+from .phash import HASH_SIDE, flat, phashes
 
 SPLIT_ORDER = ("train", "val", "test")
 # pHash bits (always even: each hash has 32 ones). Re-encoded and resized copies stay within 4; at
@@ -50,7 +50,7 @@ def diagnose(spec: DatasetSpec, near_distance: int = NEAR_DISTANCE, workers: int
     they are within one class) and `leakage` (they sit in more than one of train/val/test).
     """
     started = time.perf_counter()
-    bad, digests, hashes, flipped, sizes, modes = _scan(spec.paths, workers, progress)
+    bad, digests, hashes, flipped, sizes, modes, hashable = _scan(spec.paths, workers, progress)
     ok = np.ones(len(spec.paths), bool)
     ok[list(bad)] = False
     findings = {
@@ -59,7 +59,7 @@ def diagnose(spec: DatasetSpec, near_distance: int = NEAR_DISTANCE, workers: int
         "counts": _counts(spec, ok),
         "unreadable": [{**_file(spec, i), "reason": r} for i, r in sorted(bad.items())],
         "exact_duplicates": _exact_groups(spec, digests),
-        "near_duplicates": _near_groups(spec, digests, hashes, flipped, ok, near_distance),
+        "near_duplicates": _near_groups(spec, digests, hashes, flipped, ok & hashable, near_distance),
         "near_distance": near_distance,
         "imbalance": _imbalance(spec, ok),
         "outliers": _outliers(spec, sizes, modes, ok),
@@ -146,7 +146,7 @@ def dedupe(spec: DatasetSpec, findings: dict) -> np.ndarray:
 
 def _scan(paths: list[str], workers: int | None, progress: bool):
     """Per image: unusable reason, or sha256 of its bytes, pHash, its mirror image's pHash, stored
-    (w, h) and colour mode."""
+    (w, h), colour mode and whether it is textured enough to hash (phash.flat)."""
     n = len(paths)
     workers = 1 if n < POOL_MIN_IMAGES else (workers or _usable_cpus())
     step = max(1, min(CHUNK, math.ceil(n / (workers * 4))))
@@ -154,18 +154,20 @@ def _scan(paths: list[str], workers: int | None, progress: bool):
     bad: dict[int, str] = {}
     digests, modes = [""] * n, [""] * n
     hashes, flipped, sizes = np.zeros(n, np.uint64), np.zeros(n, np.uint64), np.zeros((n, 2), np.int64)
+    hashable = np.zeros(n, bool)
     with _progress_bar(n, progress and n >= PROGRESS_MIN_IMAGES) as advance:
         pool = ProcessPoolExecutor(min(workers, len(chunks))) if workers > 1 else None
         try:
             for (start, part), (chunk_bad, rows) in zip(chunks, (pool.map if pool else map)(_scan_chunk, chunks)):
                 bad.update(chunk_bad)
-                for i, digest, h, hf, size, mode in rows:
+                for i, digest, h, hf, size, mode, textured in rows:
                     digests[i], hashes[i], flipped[i], sizes[i], modes[i] = digest, h, hf, size, mode
+                    hashable[i] = textured
                 advance(len(part))
         finally:
             if pool:
                 pool.shutdown()
-    return bad, digests, hashes, flipped, sizes, modes
+    return bad, digests, hashes, flipped, sizes, modes, hashable
 
 
 def _scan_chunk(chunk: tuple[int, list[str]]):
@@ -187,8 +189,8 @@ def _scan_chunk(chunk: tuple[int, list[str]]):
         return bad, []
     # The mirror image's hash costs one more DCT of the same thumbnails: it finds mirrored copies.
     thumbs = np.stack(thumbs)
-    hashes, flipped = phashes(thumbs), phashes(thumbs[:, :, ::-1])
-    return bad, [(i, d, h, hf, s, m) for (i, d, s, m), h, hf in zip(ok, hashes, flipped)]
+    hashes, flipped, textured = phashes(thumbs), phashes(thumbs[:, :, ::-1]), ~flat(thumbs)
+    return bad, [(i, d, h, hf, s, m, bool(t)) for (i, d, s, m), h, hf, t in zip(ok, hashes, flipped, textured)]
 
 
 def _read_bytes(path: str) -> bytes:

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
-from .phash import HASH_SIDE, components, hamming, near_pairs, phashes
+from .phash import HASH_SIDE, components, flat, hamming, near_pairs, phashes
 
 SPLITS = ("train", "val", "test")
 CHUNK_BYTES = 1 << 24   # cache pixels per thumbnail batch: bounded memory at any img_size
@@ -45,7 +45,8 @@ def group_for_training(spec, group_by: str, images: np.ndarray, val_frac: float,
     usable = np.isin(spec.splits, SPLITS)       # skipped (unreadable) files are their own group
     if group_by in ("auto", "near-duplicates"):
         by = "near-duplicates"
-        ids = near_duplicate_ids(*cache_hashes(images, usable), usable, NEAR_DISTANCE)
+        hashes, flipped, hashable = cache_hashes(images, usable)
+        ids = near_duplicate_ids(hashes, flipped, usable & hashable, NEAR_DISTANCE)
     else:
         by, ids = group_by, regex_groups(spec.paths, spec.root, group_by)
     if to_split and len(np.unique(ids[usable])) < usable.sum():      # some group holds two images or more
@@ -142,20 +143,22 @@ def mirrored(hashes: np.ndarray, flipped: np.ndarray, i: int, j: int, max_distan
     return (mirror, True) if mirror < direct and direct > max_distance else (direct, False)
 
 
-def cache_hashes(images: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """pHashes of every cached (N, S, S, 3) row and of its mirror image; zero for unusable rows.
+def cache_hashes(images: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pHashes of every cached (N, S, S, 3) row and of its mirror image (zero for unusable rows), and
+    whether the row is textured enough for its hash to mean anything (phash.flat).
 
     The cache already holds every image decoded and resized, so hashing it costs a pass over memory
     (CIFAR-10's 60k rows at 32 px: 2.8 CPU s with grouping) where hashing the files would decode them
     all again (14.7 CPU s; bench/groups.py)."""
     hashes, flipped = np.zeros(len(images), np.uint64), np.zeros(len(images), np.uint64)
+    hashable = np.zeros(len(images), bool)
     idx = np.flatnonzero(usable)
     step = max(1, CHUNK_BYTES // max(1, images[0].size if len(images) else 1))
     for start in range(0, len(idx), step):
         rows = idx[start:start + step]
         thumbs = thumbnails(np.asarray(images[rows]))
-        hashes[rows], flipped[rows] = phashes(thumbs), phashes(thumbs[:, :, ::-1])
-    return hashes, flipped
+        hashes[rows], flipped[rows], hashable[rows] = phashes(thumbs), phashes(thumbs[:, :, ::-1]), ~flat(thumbs)
+    return hashes, flipped, hashable
 
 
 def thumbnails(rows: np.ndarray, side: int = HASH_SIDE) -> np.ndarray:

@@ -10,6 +10,11 @@ import numpy as np
 HASH_SIDE = 32      # the greyscale thumbnail the DCT sees, as in the classic pHash
 LOW = 8             # its LOW x LOW lowest frequencies become the 64 bits
 MAX_DISTANCE = 16   # beyond this, hashes of unrelated images start to match
+# A thumbnail this flat (grey-level standard deviation, of 255) has no frequencies worth hashing: the
+# bits of near-black or near-uniform images follow quantisation noise and a shared vignette, so
+# different photos under the same hard light got one hash (87 false groups in a face set). Such
+# images join no near-duplicate group; identical files are still found by their bytes.
+FLAT_STD = 4.0
 # ITU-R 601 luma, as PIL's convert("L").
 _LUMA = np.array([0.299, 0.587, 0.114])
 _BYTE_BITS = np.array([bin(b).count("1") for b in range(256)], dtype=np.uint8)
@@ -31,6 +36,11 @@ def phashes(thumbs: np.ndarray) -> np.ndarray:
     low = (_DCT_LOW @ grey @ _DCT_LOW.T).reshape(len(thumbs), -1)     # batched 2-D DCT, low corner
     bits = low > np.median(low, axis=1, keepdims=True)
     return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
+
+
+def flat(thumbs: np.ndarray) -> np.ndarray:
+    """True for thumbnails too uniform for a meaningful pHash (see FLAT_STD)."""
+    return (thumbs.astype(np.float64) @ _LUMA).reshape(len(thumbs), -1).std(axis=1) < FLAT_STD
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
