@@ -125,3 +125,15 @@ def test_onnx_export_of_a_finetuned_lite0_matches_torch(photo_run):
     onnx_preds = imgclf.load(photo_run.path, backend="onnx").predict([str(p) for p in images])
     for a, b in zip(torch_preds, onnx_preds):
         assert a["label"] == b["label"] and abs(a["confidence"] - b["confidence"]) < 1e-3
+
+
+def test_bad_fine_tuning_flags_get_one_line(shapes, monkeypatch, capsys):
+    from imgclf.cli import main
+
+    for flags, says in ((["--model", "resnet_fast", "--probe"], "--probe fits the head of a pretrained model"),
+                        (["--model", "lite0", "--freeze-stride", "-1"], "freeze_stride must be 0")):
+        monkeypatch.setattr("sys.argv", ["imgclf", "train", str(shapes), *flags])
+        with pytest.raises(SystemExit) as exit:
+            main()
+        err = capsys.readouterr().err
+        assert exit.value.code == 2 and says in err and len(err.strip().splitlines()) == 1, err

@@ -33,7 +33,8 @@ def train(
     data: Optional[str] = typer.Argument(None, help="Folder with one sub-folder per class, split folders, or a CSV manifest."),
     preset: Optional[str] = typer.Option(None, help="fast | balanced | best: a whole recipe sized for this hardware and "
                                          "data (flags given with it win)  [default: none, the plain defaults]"),
-    model: Optional[str] = typer.Option(None, help="simple_cnn | resnet_fast | timm/<arch>  [default: resnet_fast]"),
+    model: Optional[str] = typer.Option(None, help="auto | lite0 | lite1 | lite2 | simple_cnn | resnet_fast | timm/<arch>  "
+                                        "[default: auto: lite0 (ImageNet weights) for photos, resnet_fast for tiny images]"),
     epochs: Optional[int] = typer.Option(None, help="[default: auto from dataset size]"),
     img_size: Optional[int] = typer.Option(None, help="Training resolution in px [default: auto from image sizes]"),
     batch_size: Optional[int] = typer.Option(None, help="[default: auto]"),
@@ -52,6 +53,10 @@ def train(
                                                 "frozen [default: 1-3 when fine-tuning, else 0]"),
     layer_decay: Optional[float] = typer.Option(None, help="Fine-tuning, after those: each layer's lr = the next "
                                                 "layer's x this (1: same lr everywhere) [default: auto ~0.7]"),
+    freeze_stride: Optional[int] = typer.Option(None, help="Fine-tuning: layers at stride <= this stay frozen (0: none) "
+                                                "[default: 8 on CPU, 0 on GPU]"),
+    probe: Optional[bool] = typer.Option(None, "--probe/--no-probe", help="Fine-tuning: fit the new head on frozen "
+                                         "features first (a linear probe)  [default: on]"),
     no_flip: Optional[bool] = typer.Option(None, "--no-flip", help="No horizontal flips (text, digits, asymmetric signs)."),
     augment: Optional[str] = typer.Option(None, help="auto | none  [default: auto]"),
     resize: Optional[str] = typer.Option(None, help="squash | crop | pad  [default: squash]"),
@@ -87,7 +92,7 @@ def train(
 
     settings = dict(preset=preset, dedupe=dedupe, group_by=group_by, tta=tta, compile=compile, model=model, epochs=epochs, img_size=img_size, batch_size=batch_size, lr=lr,
                     optimizer=optimizer, schedule=schedule, seed=seed, device=device, weights=weights,
-                    pretrained=pretrained, freeze_epochs=freeze_epochs, layer_decay=layer_decay, flip=False if no_flip else None, augment=augment, resize=resize,
+                    pretrained=pretrained, freeze_epochs=freeze_epochs, layer_decay=layer_decay, freeze_stride=freeze_stride, probe=probe, flip=False if no_flip else None, augment=augment, resize=resize,
                     val_frac=val_frac, test_frac=test_frac, patience=patience,
                     label_smoothing=label_smoothing, positive_class=positive_class, target_recall=target_recall,
                     target_precision=target_precision, target_accuracy=target_accuracy,

@@ -110,6 +110,11 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         c["freeze_stride"] = 8 if finetune and not gpu else 0
         if finetune and not gpu:
             notes.append("freeze_stride=8: the stem and stride <= 8 layers stay frozen on cpu (2.4x the images/s)")
+    if c["freeze_stride"] < 0:
+        raise UserError(f"freeze_stride must be 0 (train every layer) or a stride such as 4, 8 or 16, not {c['freeze_stride']}")
+    if c["probe"] and not finetune:
+        raise UserError("--probe fits the head of a pretrained model: use it with lite0/lite1/lite2, or timm/<arch> "
+                        "with --pretrained or --weights")
     if c["freeze_epochs"] is None and c["probe"]:
         c["freeze_epochs"] = 0      # the probe has trained the head already
     notes += stage_defaults(c, finetune)
