@@ -64,11 +64,12 @@ def test_a_changed_weights_file_is_refused_naming_the_package(tmp_path, monkeypa
     assert not (tmp_path / "cache" / "weights").exists()
 
 
-def make_photos(root: Path, per_class: int = 16, size: int = 40) -> Path:
-    """Two colour classes of 40 px 'photos' (textured backgrounds with a coloured blob)."""
-    rng = np.random.default_rng(0)
+def make_photos(root: Path, per_class: int = 16, size: int = 40, colours=(("red", [220, 40, 40]), ("blue", [40, 60, 220])),
+                seed: int = 0) -> Path:
+    """Colour classes of 40 px 'photos' (textured backgrounds with a coloured blob)."""
+    rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
-    for name, colour in (("red", [220, 40, 40]), ("blue", [40, 60, 220])):
+    for name, colour in colours:
         (root / name).mkdir(parents=True)
         for i in range(per_class):
             img = rng.integers(80, 170, size=(size, size, 3)).astype(np.float64)
@@ -137,3 +138,11 @@ def test_bad_fine_tuning_flags_get_one_line(shapes, monkeypatch, capsys):
             main()
         err = capsys.readouterr().err
         assert exit.value.code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_update_of_a_lite0_run_grows_the_head_without_a_new_probe(photo_run, tmp_path):
+    new = make_photos(tmp_path / "new", colours=(("green", [40, 200, 60]),), seed=1)
+    r = imgclf.update(photo_run.path, new, out=tmp_path / "v2", epochs=1, doctor=False, verbose=False)
+    meta = json.loads((Path(r["run"]) / "model.json").read_text())
+    assert meta["classes"] == ["blue", "green", "red"] and "probe" not in meta
+    assert meta["architecture"]["name"] == f"timm/{ARCH}"

@@ -422,7 +422,8 @@ def _training_choices(parent: Path, mode: str, epochs: int | None, lr_factor: fl
     # that would first push them far away at the peak rate.
     return {"init_from": str(parent.resolve()), "epochs": n_epochs,
             "lr": settings.get("lr") or round((cfg.lr or 1e-3) * lr_factor, 8),
-            "schedule": "cosine", "warmup_epochs": min(1.0, n_epochs / 5), "freeze_epochs": 0}
+            "schedule": "cosine", "warmup_epochs": min(1.0, n_epochs / 5), "freeze_epochs": 0,
+            "probe": False}      # a warm restart keeps the grown head; a probe would refit it from scratch
 
 
 def _doctor(old: list[dict], new: list[dict], console) -> tuple[list[list[str]], dict]:
