@@ -146,3 +146,20 @@ def test_update_of_a_lite0_run_grows_the_head_without_a_new_probe(photo_run, tmp
     meta = json.loads((Path(r["run"]) / "model.json").read_text())
     assert meta["classes"] == ["blue", "green", "red"] and "probe" not in meta
     assert meta["architecture"]["name"] == f"timm/{ARCH}"
+
+
+def test_explain_batch_prediction_and_the_service_work_on_a_lite0_run(photo_run, tmp_path):
+    import httpx
+
+    from imgclf import serving
+
+    photos = photo_run.path.parent / "photos"
+    red = sorted((photos / "red").glob("*.jpg"))[0]
+    r = imgclf.explain(photo_run.path, [str(red)], out=tmp_path / "cam")[0]
+    assert r["label"] == "red" and r["heatmap"].shape == (64, 64) and Path(r["overlay"]).is_file()
+    assert np.isfinite(r["heatmap"]).all() and "bn2" in r["layer"]     # EfficientNet's last feature map
+    done = imgclf.predict_folder(photo_run.path, [str(photos)], tmp_path / "preds.csv", verbose=False)
+    assert done["predicted"] == 32
+    with serving.BackgroundServer(serving.create_app(imgclf.load(photo_run.path))) as url:   # a real server
+        r = httpx.post(f"{url}/predict", files={"file": ("red.jpg", red.read_bytes(), "image/jpeg")}, timeout=60)
+    assert r.status_code == 200 and r.json()["results"][0]["label"] == "red", r.text
