@@ -38,7 +38,14 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         raise UserError(f"compile must be auto, on or off, not {cfg.compile!r}")
     gpu = device.type in ("cuda", "mps")
     n = len(train_paths)
-    cfg, note = choose_model(cfg, train_paths)
+    sides: dict[str, int | None] = {}
+
+    def median_side() -> int | None:      # read from image headers once, whichever choice asks first
+        if "side" not in sides:
+            sides["side"] = typical_side(train_paths, seed=cfg.seed)
+        return sides["side"]
+
+    cfg, note = choose_model(cfg, train_paths, median_side)
     if note:
         notes.append(note)
     c = cfg.to_dict()
@@ -60,13 +67,13 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         c["img_size"], note = pretrained_input_size(cfg.model)
         if not gpu:
             # ImageNet features need room (small images are upsampled to 96), but a CPU pays for every pixel.
-            side = typical_side(train_paths, seed=cfg.seed) or c["img_size"]
+            side = median_side() or c["img_size"]
             c["img_size"] = int(min(c["img_size"], CPU_FINETUNE_SIZE[1], max(CPU_FINETUNE_SIZE[0], round(side / 16) * 16)))
             note = (f"img_size={c['img_size']}: median image side {side}px, clamped to {list(CPU_FINETUNE_SIZE)} for "
                     "pretrained features on cpu")
         notes.append(note)
     if c["img_size"] is None:
-        side = typical_side(train_paths, seed=cfg.seed) or 32
+        side = median_side() or 32
         # Small images are upsampled to 32 so every model has room for 3 poolings; large ones are
         # capped because compute grows with the square of the side (lower on CPU).
         cap = 224 if gpu else 96
@@ -131,13 +138,13 @@ DEFAULT_PRETRAINED = "lite0"        # the default backbone for photos (weights f
 MIN_PRETRAINED_SIDE = 32            # smaller images (digit scans, tiny crops) train from scratch
 
 
-def choose_model(cfg: TrainConfig, train_paths: list[str]) -> tuple[TrainConfig, str | None]:
+def choose_model(cfg: TrainConfig, train_paths: list[str], median_side=None) -> tuple[TrainConfig, str | None]:
     """Expand a short name (lite0 -> timm/tf_efficientnet_lite0 with its packaged weights) and
     choose `auto`: the pretrained backbone for photos, resnet_fast from scratch for tiny images."""
     from ..models.packaged import expand_short_name, installed
 
     if cfg.model == "auto":
-        side = typical_side(train_paths, seed=cfg.seed) or 0
+        side = (median_side() if median_side else typical_side(train_paths, seed=cfg.seed)) or 0
         full, _ = expand_short_name(DEFAULT_PRETRAINED)
         if side < MIN_PRETRAINED_SIDE or cfg.weights:
             why = f"median image side {side}px < {MIN_PRETRAINED_SIDE}: too small for ImageNet features" \

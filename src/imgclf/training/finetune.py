@@ -93,6 +93,9 @@ class Stages:
         self.bn_frozen_in_full = is_finetune(cfg) and (batch_size < BN_TRAIN_MIN_BATCH or bool(cfg.probe))
         self.head = _classifier(model) if self.freeze or self.bn_frozen_in_full else None
         self.frozen = frozen_prefix(model, int(cfg.freeze_stride or 0))
+        frozen = set(self.frozen)
+        self.frozen_norms = [m for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                             and n and all(f"{n}.{p}" in frozen for p, _ in m.named_parameters())]
 
     def number(self, epoch: int) -> int:
         """1 for the head-only stage (or the single stage of a plain run), 2 for all layers."""
@@ -135,10 +138,8 @@ class Stages:
             for m in model.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m not in head:
                     m.eval()
-        for m in model.modules():       # frozen early layers: their running statistics stay the pretrained ones
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and any(True for _ in m.parameters()) \
-                    and not any(p.requires_grad for p in m.parameters()):
-                m.eval()
+        for m in self.frozen_norms:     # frozen early layers: their running statistics stay the pretrained ones
+            m.eval()
 
     def record(self, model: torch.nn.Module) -> list[dict]:
         """The stages as model.json and the report show them."""
