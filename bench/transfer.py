@@ -8,6 +8,7 @@ and fastai's transfer recipe, on the same split of each shared set, in one run.
 Recipes:
   default  `imgclf train DATA` with no flags (what a user gets)
   scratch  `imgclf train DATA --model resnet_fast` (the default before pretrained backbones)
+  unweighted  the default with `--class-weight none` (for imbalanced sets: what class weights buy)
   fastai   `vision_learner(dls, 'tf_efficientnet_lite0', pretrained=False)` given the same converted
            ImageNet weights, Normalize.from_stats(0.5, 0.5), aug_transforms(), `fine_tune(4)`, at the
            size imgclf's default chose, as the fastai docs teach it
@@ -33,14 +34,26 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 SETS = {"flowers5": ("flowers5.tar.gz", "flowers5"), "orl-faces": ("orl-faces.tar.gz", "orl-faces"),
         "daimler": ("daimler-pedestrians.tar.gz", "daimler-pedestrians"), "cifar10-5k": ("cifar10-jpg.tar.gz", "cifar10")}
+# Built from the shared sets for what they lack (run with --sets orl-lighting,cifar10-imbalanced):
+# faces under extreme lighting (the 38-person lighting set the issue measured is not shared) and
+# imbalanced classes (the 24-celebrity set: 22 to 936 images a class).
+BUILT = {"orl-lighting": ("orl-faces.tar.gz", "orl-faces"), "cifar10-imbalanced": ("cifar10-jpg.tar.gz", "cifar10")}
+
+
+# Other imgclf recipes, run on the default run's split (flags added to `imgclf train`).
+VARIANTS = {"scratch": ("--model", "resnet_fast"), "unweighted": ("--class-weight", "none")}
 
 
 def unpack(name: str, work: Path) -> Path:
-    archive, folder = SETS[name]
+    archive, folder = {**SETS, **BUILT}[name]
     dest = work / "data" / folder
     if not dest.exists():
         with tarfile.open(SHARED / archive) as tf:
             tf.extractall(work / "data", filter="data")
+    if name == "orl-lighting":
+        return hard_lighting(dest, work / "data" / name)
+    if name == "cifar10-imbalanced":
+        return imbalanced(dest, work / "data" / name)
     if name != "cifar10-5k":
         return dest
     subset = work / "data" / "cifar10-5k"      # 500 training images per class, the full 10,000 test images
@@ -52,6 +65,47 @@ def unpack(name: str, work: Path) -> Path:
                 for f in sorted(cls.iterdir())[:keep]:
                     (out / f.name).symlink_to(f)
     return subset
+
+
+def hard_lighting(src: Path, dest: Path) -> Path:
+    """Every ORL photo relit, seeded per file: a light from one side (a ramp at a random angle that
+    leaves the far side at 2-50 % brightness), an exposure from 0.25x to 1.5x and a gamma from 0.5
+    to 2.5, so a third of the faces are mostly dark, as in Extended Yale B."""
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    if dest.exists():
+        return dest
+    for f in sorted(src.rglob("*.pgm")):
+        rng = np.random.default_rng(zlib.crc32(f"{f.parent.name}/{f.name}".encode()))
+        x = np.asarray(Image.open(f).convert("L"), dtype=np.float32) / 255
+        h, w = x.shape
+        a = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:h, 0:w]
+        t = ((xx - w / 2) * np.cos(a) + (yy - h / 2) * np.sin(a)) / (0.5 * np.hypot(w, h)) / 2 + 0.5
+        far = rng.uniform(0.02, 0.5)
+        x = x * (far + (1 - far) * np.clip(t, 0, 1)) * rng.uniform(0.25, 1.5)
+        x = np.clip(x, 0, 1) ** rng.uniform(0.5, 2.5)
+        out = dest / f.parent.name / (f.stem + ".png")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((x * 255).round().astype(np.uint8)).save(out)
+    return dest
+
+
+def imbalanced(src: Path, dest: Path) -> Path:
+    """CIFAR-10 with a long tail: class k (alphabetical) keeps 600 * 0.7**k training photos (600
+    down to 24) and all 1,000 of its test photos, so the test is balanced and macro F1 tells."""
+    if dest.exists():
+        return dest
+    for k, cls in enumerate(sorted(p for p in (src / "train").iterdir() if p.is_dir())):
+        for split, keep in (("train", round(600 * 0.7 ** k)), ("test", None)):
+            out = dest / split / cls.name
+            out.mkdir(parents=True)
+            for f in sorted((src / split / cls.name).iterdir())[:keep]:
+                (out / f.name).symlink_to(f)
+    return dest
 
 
 def imgclf_run(data: Path, out: Path, *flags: str) -> dict:
@@ -103,7 +157,7 @@ def fastai_run(splits: Path, size: int, epochs: int = 4) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sets", default=",".join(SETS))
+    ap.add_argument("--sets", default=",".join(SETS), help=f"any of {', '.join([*SETS, *BUILT])}")
     ap.add_argument("--recipes", default="default,scratch,fastai")
     ap.add_argument("--work", default="/tmp/imgclf-transfer")
     args = ap.parse_args()
@@ -123,9 +177,9 @@ def main() -> None:
         splits = default_dir / "splits.csv"
         size = json.loads((default_dir / "model.json").read_text())["input"]["size"]
         for recipe in args.recipes.split(","):
-            if recipe == "scratch":
-                res[recipe] = imgclf_run(splits, work / "runs" / f"{name}-scratch-{int(time.time())}",
-                                         "--model", "resnet_fast", "--group-by", "none")
+            if recipe in VARIANTS:
+                res[recipe] = imgclf_run(splits, work / "runs" / f"{name}-{recipe}-{int(time.time())}",
+                                         *VARIANTS[recipe], "--group-by", "none")
             elif recipe == "fastai":
                 res[recipe] = fastai_run(splits, size)
         for recipe, r in res.items():

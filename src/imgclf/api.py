@@ -109,6 +109,13 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     cfg, grouping = group_split(spec, cfg, images, console)
     removed = duplicates(spec, cfg, console)
     require_training_images(spec)
+    from .training.balance import class_weights, resolve_class_weight
+
+    train_labels = spec.labels[spec.indices("train")]
+    mode, note = resolve_class_weight(cfg.class_weight, train_labels, len(spec.classes))
+    cfg = cfg.updated(class_weight=mode)
+    if note:
+        console.print(f"  default: {note}")
     mean, std, pretrained = normalization(cfg, images, spec)
     if cfg.init_from:       # a warm start (imgclf update): the parent's weights were learnt on its statistics
         from .training.warmstart import parent_normalization
@@ -170,7 +177,8 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
         from .training.probe import fit_probe
 
         meta["probe"] = fit_probe(net, images, data.train, data.val, spec.labels, mean, std, device,
-                                  amp_dtype(device, cfg.amp), bool(cfg.channels_last), console)
+                                  amp_dtype(device, cfg.amp), bool(cfg.channels_last), console,
+                                  class_weights(cfg.class_weight, train_labels, len(spec.classes)))
         save_weights(run_dir / "model.safetensors", net.state_dict())    # shipped unless fine-tuning beats it
         write_json(probe_file, meta["probe"])
     probe_val = meta.get("probe", {}).get("val_acc", float("nan"))

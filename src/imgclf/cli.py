@@ -69,6 +69,8 @@ def train(
     test_frac: Optional[float] = typer.Option(None, help="Test share when DATA has no test split [default: 0.1]"),
     patience: Optional[int] = typer.Option(None, help="Early-stopping patience in epochs [default: auto]"),
     label_smoothing: Optional[float] = typer.Option(None, help="[default: 0.1]"),
+    class_weight: Optional[str] = typer.Option(None, help="Loss weight per class: auto (sqrt when classes are 3x or "
+                                               "more apart in size) | none | sqrt | balanced  [default: auto]"),
     positive_class: Optional[str] = typer.Option(None, help="Two classes: the positive one [default: auto from names]"),
     target_recall: Optional[float] = typer.Option(None, help="Two classes: threshold for this validation recall"),
     target_precision: Optional[float] = typer.Option(None, help="Two classes: threshold for this validation precision"),
@@ -94,7 +96,7 @@ def train(
                     optimizer=optimizer, schedule=schedule, seed=seed, device=device, weights=weights,
                     pretrained=pretrained, freeze_epochs=freeze_epochs, layer_decay=layer_decay, freeze_stride=freeze_stride, probe=probe, flip=False if no_flip else None, augment=augment, resize=resize,
                     val_frac=val_frac, test_frac=test_frac, patience=patience,
-                    label_smoothing=label_smoothing, positive_class=positive_class, target_recall=target_recall,
+                    label_smoothing=label_smoothing, class_weight=class_weight, positive_class=positive_class, target_recall=target_recall,
                     target_precision=target_precision, target_accuracy=target_accuracy,
                     target_coverage=target_coverage, out=out)
     if resume is None and data is None:

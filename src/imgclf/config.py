@@ -49,6 +49,7 @@ class TrainConfig:
     schedule: str = "onecycle"          # onecycle | cosine
     warmup_epochs: float = 1.0          # linear warm-up length (cosine); onecycle warms up 25% of the run
     label_smoothing: float = 0.1
+    class_weight: str = "auto"          # auto (sqrt when classes are >= 3x apart) | none | sqrt | balanced
     grad_clip: float | None = 5.0
     ema: bool = False                   # validate, keep and ship an exponential moving average of the weights
     tta: str = "auto"                   # test-time augmentation: auto | none | flip | crop | flip-crop

@@ -26,6 +26,7 @@ from ..device import amp_dtype
 from ..fsutil import write_text
 from ..inference import autocast, normalize, predict_logits
 from . import distributed as dist
+from .balance import class_weights, resolve_class_weight
 from .checkpoint import load_training_state, read_training_info, save_training_state, save_weights
 from .finetune import Stages, describe
 from .optim import set_lr
@@ -158,6 +159,10 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
     steps_per_epoch = max(1, n_local // bs)       # drop the ragged last batch: BatchNorm dislikes tiny ones
     total_steps = cfg.epochs * steps_per_epoch
     ema = WeightAverage(model, total_steps) if cfg.ema else None
+    n_classes = int(data.labels.max()) + 1
+    weights = class_weights(resolve_class_weight(cfg.class_weight, data.labels[data.train], n_classes)[0],
+                            data.labels[data.train], n_classes)
+    weights = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
     step_model = compiled(model, cfg, device, total_steps, console)
     # One random side per image for the whole run; alternate_flips mirrors it every other epoch.
     first_flips = torch.rand(len(train), generator=torch.Generator().manual_seed(cfg.seed)).lt(0.5).to(device)
@@ -202,7 +207,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
                 xb = normalize(augment(xb, policy, aug_gen, flips), mean, std, cfg.channels_last)
                 with autocast(device, amp):
                     logits = step_model(xb)
-                    loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+                    loss = F.cross_entropy(logits.float(), yb, weight=weights, label_smoothing=cfg.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 if scaler:
                     scaler.scale(loss).backward()

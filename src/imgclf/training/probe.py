@@ -30,9 +30,11 @@ class _Features(torch.nn.Module):
 
 
 def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: np.ndarray, labels: np.ndarray,
-              mean, std, device: torch.device, amp, channels_last: bool, console) -> dict:
+              mean, std, device: torch.device, amp, channels_last: bool, console,
+              class_weight: np.ndarray | None = None) -> dict:
     """Fit `net`'s classifier on frozen features; return what model.json records (val accuracy and
-    loss of the probe as the network computes them, the chosen C, seconds)."""
+    loss of the probe as the network computes them, the chosen C, seconds). `class_weight`: the
+    per-class loss weights fine-tuning uses (training.balance), or None."""
     from sklearn.linear_model import LogisticRegression
 
     from ..inference import predict_logits
@@ -56,7 +58,8 @@ def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: 
     classes = np.unique(y_train)
 
     def fit(c: float):
-        return LogisticRegression(C=c, max_iter=300).fit((x_train - mu) / sd, y_train)
+        weight = None if class_weight is None else {int(k): float(class_weight[k]) for k in classes}
+        return LogisticRegression(C=c, max_iter=300, class_weight=weight).fit((x_train - mu) / sd, y_train)
 
     best = None
     for c in C_GRID if x_val is not None else (1.0,):
