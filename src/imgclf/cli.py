@@ -298,6 +298,9 @@ def serve(
     api_key: Optional[str] = typer.Option(None, envvar="IMGCLF_API_KEY", help="Require this key (header X-API-Key or "
                                           "Authorization: Bearer) on /predict, /model, /metrics; or set IMGCLF_API_KEY"),
     cors: Optional[List[str]] = typer.Option(None, help="Allow browser pages from this origin (repeatable) [default: no CORS]"),
+    allowed_host: Optional[List[str]] = typer.Option(None, help="Also answer requests addressed to this host name "
+                                                     "(repeatable; * for any). Others get 421, against DNS rebinding "
+                                                     "[default: localhost, IP addresses, --host]"),
     max_upload_mb: Optional[float] = typer.Option(None, help="Largest request body, MB (413 above) [default: 20]"),
     max_pixels: Optional[int] = typer.Option(None, help="Largest image in pixels, read from its header (413 above) "
                                              "[default: 40000000]"),
@@ -320,10 +323,13 @@ def serve(
     """Serve RUN over HTTP: POST /predict, POST /feedback, a browser page at /, /health, /model, /metrics,
     /openapi.json. With --registry, promoted versions are swapped in while serving."""
     from . import api
+    from .serving.server import check_port
 
+    check_port(port)            # before the model loads: a bad port is a typo, not worth the wait
     limits = dict(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_images=max_images, max_batch=max_batch,
                   max_wait_ms=max_wait_ms, threads=threads, log_predictions=log_predictions, log_sample=log_sample,
-                  log_images=log_images, log_max_mb=log_max_mb, inbox=inbox)   # unset: ServeSettings' defaults
+                  log_images=log_images, log_max_mb=log_max_mb, inbox=inbox,
+                  allowed_hosts=tuple(allowed_host) if allowed_host else None)   # unset: ServeSettings' defaults
     api.serve(run, registry=registry, alias=alias, host=host, port=port, backend=backend, device=device, tta=tta, api_key=api_key, cors=cors or (),
               batching=not no_batching, **{k: v for k, v in limits.items() if v is not None})
 

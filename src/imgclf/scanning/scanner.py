@@ -6,6 +6,8 @@ the calibrated positive probability thresholded, overlapping hits merged by non-
 """
 from __future__ import annotations
 
+import copy
+import math
 import re
 import time
 
@@ -50,8 +52,7 @@ class Scanner:
                  threshold: float | None = None, vote: bool | None = None):
         if method not in METHODS:
             raise UserError(f"unknown scan method '{method}'; use one of {', '.join(METHODS)}")
-        if not 0 < iou <= 1:
-            raise UserError(f"--iou must be in (0, 1], not {iou}")
+        _check(iou=iou, min_size=min_size, scales=scales)
         self.model, self.size = model, model.img_size
         self.positive = positive_class(model, positive)
         self.pos = model.classes.index(self.positive)
@@ -63,8 +64,7 @@ class Scanner:
         self.threshold = float(decision["threshold"]) if decision.get("positive_class") == self.positive else 0.5
         threshold = threshold if threshold is not None else recorded.get("threshold")
         if threshold is not None:
-            if not 0 < threshold < 1:
-                raise UserError(f"--threshold must be a probability in (0, 1), not {threshold}")
+            _check(threshold=threshold)
             self.threshold = float(threshold)
         self.scales, self.iou = scales, iou
         self.vote = bool(vote if vote is not None else recorded.get("vote", True))
@@ -86,6 +86,26 @@ class Scanner:
             raise UserError("this model cannot scan fully convolutionally (it needs a simple_cnn or resnet_fast "
                             "run on the torch backend, with tta none or flip); use method='windows'")
         return parts
+
+    def with_options(self, *, iou: float | None = None, min_size: int | None = None,
+                     threshold: float | None = None) -> "Scanner":
+        """This scanner with other per-photo options, sharing its window and network parts: the
+        service builds one per request, and a copy of the network per option value would pile up."""
+        _check(iou=iou, min_size=min_size, threshold=threshold)
+        other = copy.copy(self)
+        other.iou = self.iou if iou is None else iou
+        other.min_size = min_size or self.min_size
+        other.threshold = self.threshold if threshold is None else float(threshold)
+        return other
+
+    def windows(self, width: int, height: int) -> int:
+        """How many windows a scan of a width x height photo scores: its cost, known from the
+        photo's header before a pixel is decoded (the service refuses photos over a cap)."""
+        total = 0
+        for s in pyramid(self.window, width, height, self.scales, self.min_size):
+            cw, ch, rw, rh = self._level_size(width, height, s)[2:]
+            total += ((rw - cw) // self.stride + 1) * ((rh - ch) // self.stride + 1)
+        return total
 
     def describe(self) -> str:
         w = self.window
@@ -136,6 +156,14 @@ class Scanner:
         on every torch thread, 3x faster than Pillow over a 640x480 photo's levels on 2 threads."""
         import torch.nn.functional as F
 
+        fx, fy, cw, ch, rw, rh = self._level_size(img.width, img.height, s)
+        pixels = _pixels(img) if pixels is None else pixels
+        out = F.interpolate(pixels, size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
+        return out[0].permute(1, 2, 0).numpy(), fx, fy, cw, ch
+
+    def _level_size(self, width: int, height: int, s: float) -> tuple:
+        """At scale s: the scale factors (fx, fy), the window's size in the resampled photo (cw, ch)
+        and the resampled photo's size (rw, rh)."""
         w = self.window
         ww, wh = w.width / s, w.height / s               # the window in image pixels
         if w.fit == "pad":
@@ -145,10 +173,7 @@ class Scanner:
         else:
             fx, fy = self.size / ww, self.size / wh
             cw = ch = self.size
-        rw, rh = max(cw, round(img.width * fx)), max(ch, round(img.height * fy))
-        pixels = _pixels(img) if pixels is None else pixels
-        out = F.interpolate(pixels, size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
-        return out[0].permute(1, 2, 0).numpy(), fx, fy, cw, ch
+        return fx, fy, cw, ch, max(cw, round(width * fx)), max(ch, round(height * fy))
 
     def _level(self, img, s: float, resized: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Window boxes (n, 4) in image pixels and positive probabilities (n,) at pyramid scale s
@@ -215,6 +240,19 @@ class Scanner:
                 xs.append(gx.ravel())
                 out.append(logits.reshape(ny * nx, -1).numpy())
         return np.concatenate(xs).astype(float), np.concatenate(ys).astype(float), np.concatenate(out)
+
+
+def _check(*, iou=None, min_size=None, threshold=None, scales=None) -> None:
+    """Options a user gives, refused with one line before they cost a scan (or silently scan nothing)."""
+    if iou is not None and not 0 < iou <= 1:
+        raise UserError(f"--iou must be in (0, 1], not {iou}")
+    if min_size is not None and not 1 <= min_size < 1e6:
+        raise UserError(f"--min-size must be a window height of at least 1 px, not {min_size}")
+    if threshold is not None and not 0 < threshold < 1:
+        raise UserError(f"--threshold must be a probability in (0, 1), not {threshold}")
+    # Not `s > 0` alone: nan passes no comparison, and inf would make a window of 0 px.
+    if scales is not None and (not len(scales) or not all(0 < s < math.inf for s in scales)):
+        raise UserError(f"--scales must be positive numbers (window scales, e.g. 1,0.8,0.64), not {list(scales)}")
 
 
 def _pixels(img) -> torch.Tensor:

@@ -8,7 +8,9 @@ The package is `serving`, not `serve`: importing a subpackage `imgclf.serve` wou
     GET  /          the browser page: drop or pick images, or classify the webcam live
     GET  /health    GET /model    GET /metrics (Prometheus)    GET /openapi.json
 
-Modules: settings (limits and batching), limits (what a client may send), batching (micro-batches
+Modules: settings (limits and batching), limits (what a client may send), caps (work caps from an
+image's shape for /scan and /explain), fields (/feedback's labels and text), guards (Host
+allow-list, same-origin writes), slow_clients (header and body deadlines), batching (micro-batches
 or one forward per request), metrics, info (/model), holder (the model, swappable while serving),
 hotswap (following a registry alias), feedback_routes, explain_routes, scan_routes, app (routes),
 server (uvicorn), page.html. The prediction log is imgclf.predlog.

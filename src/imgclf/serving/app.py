@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 import numpy as np
-from fastapi import FastAPI, Query, Request, Security
+from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
@@ -27,11 +27,13 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__, predlog
 from ..evaluation.rejection import UNKNOWN
 from .batching import DirectRunner, MicroBatcher
+from .guards import HostAllowList, same_origin_only
 from .holder import ModelHolder
 from .info import service_info
 from .limits import Rejected, decode, read_body, split_images
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .settings import ServeSettings
+from .slow_clients import BodyTimeout
 
 # The page is served from here with every script and style inline; the policy lets it talk only to
 # this server, and lets the browser show uploaded files and the camera (blob:, mediastream:).
@@ -46,6 +48,8 @@ PREDICT_EXAMPLE = {"model": "flowers-1", "results": [{
     "filename": "rose.jpg", "label": "rose", "confidence": 0.91,
     "top_k": [{"label": "rose", "p": 0.91}, {"label": "tulip", "p": 0.06}], "decision": {"rule": "argmax"}}]}
 ERRORS = {400: "malformed multipart, no image, empty image", 401: "missing or wrong API key",
+          403: "cross-site post to a keyless service that logs predictions", 408: "the body stalled",
+          421: "Host header not served here (--allowed-host)",
           413: "body, image count or pixel count over the limit", 415: "not an image / unsupported Content-Type",
           422: "corrupt or truncated image", 503: "queue full: retry after Retry-After seconds"}
 
@@ -85,9 +89,15 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type"])
+    app.state.settings = settings                              # the server reads its deadlines from here
+    app.add_middleware(BodyTimeout, seconds=settings.read_timeout_s)
+    app.add_middleware(HostAllowList, allowed=settings.allowed_hosts)
     app.add_middleware(MetricsMiddleware, metrics=metrics)     # outermost: sees every answer, CORS included
     # Without a key the routes carry no security scheme at all, so the OpenAPI spec asks for none.
     guarded = [Security(_key_check(settings.api_key))] if settings.api_key else []
+    # Routes that write (the inbox; the prediction log) take browser requests from our own page only
+    # when there is no key: with one, another site's page cannot send it (serving.guards).
+    writes = guarded or [Depends(same_origin_only(settings.cors))]
 
     @app.exception_handler(Rejected)
     async def refused(_request: Request, e: Rejected):
@@ -112,7 +122,7 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
-    @app.post("/predict", summary="Classify one or several images", dependencies=guarded,
+    @app.post("/predict", summary="Classify one or several images", dependencies=writes if plog else guarded,
               openapi_extra={"requestBody": PREDICT_BODY},
               responses={200: {"content": {"application/json": {"example": PREDICT_EXAMPLE}}},
                          **{code: {"description": text} for code, text in ERRORS.items()}})
@@ -159,7 +169,7 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
         return JSONResponse({"model": served.info["name"], "version": served.version, "results": results})
 
     from .feedback_routes import register as register_feedback
-    register_feedback(app, holder, settings, guarded, plog)
+    register_feedback(app, holder, settings, writes, plog)
     from .explain_routes import register as register_explain
     register_explain(app, holder, settings, guarded)
     from .scan_routes import register as register_scan

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import UserError
+from .caps import check_shape, header_size
 from .limits import Rejected, decode, read_body, split_images
 
 HEATMAP_SIDE = 14
@@ -37,8 +38,9 @@ def register(app, holder, settings, guarded) -> None:
     @app.post("/explain", summary="Where the network looked: a class activation map for one image",
               dependencies=guarded, openapi_extra={"requestBody": ONE_IMAGE_BODY},
               responses={400: {"description": "no image, several images, unknown method or class"},
-                         413: {"description": "body or pixel count over the limit"},
-                         415: {"description": "not an image"}, 422: {"description": "corrupt image"},
+                         413: {"description": "body, pixel count or long side over the limit"},
+                         415: {"description": "not an image"},
+                         422: {"description": "corrupt image, aspect ratio over the limit"},
                          501: {"description": "this model cannot be explained (ensemble, ONNX backend)"}})
     async def explain(request: Request,
                       method: str = Query("gradcam", description=" | ".join(METHODS)),
@@ -59,19 +61,20 @@ def register(app, holder, settings, guarded) -> None:
         if len(files) != 1:
             raise Rejected(400, f"POST /explain takes one image, got {len(files)}: send one request per image",
                            "too_many")
-        answer = await run_in_threadpool(_explain, model, files[0][1], method, target, settings.max_pixels, cache, lock)
+        answer = await run_in_threadpool(_explain, model, files[0][1], method, target, settings, cache, lock)
         return JSONResponse({"model": served.info["name"], **answer})
 
 
-def _explain(model, data: bytes, method: str, target: str | None, max_pixels: int, cache: dict,
+def _explain(model, data: bytes, method: str, target: str | None, settings, cache: dict,
              lock: threading.Lock) -> dict:
     import base64
 
     from ..data.images import read_rgb
     from ..explaining import Explainer, overlay, png_bytes, small_heatmap
 
-    x = decode(data, model.img_size, model.resize_mode, max_pixels)        # size and format checks first
-    original = read_rgb(io.BytesIO(data), max_pixels)
+    check_shape(*header_size(data, settings.max_pixels), settings)          # a 20000 x 1 strip: refused unread
+    x = decode(data, model.img_size, model.resize_mode, settings.max_pixels)
+    original = read_rgb(io.BytesIO(data), settings.max_pixels)
     probs = model.predict_proba(x[None])
     answer = model.answers(probs)[0]
     with lock:

@@ -8,6 +8,8 @@
 
 The model's earlier answer is recorded with it: from the prediction log when `prediction_id` names
 a logged prediction, else from the optional `predicted` and `confidence` fields the page sends.
+Labels and text fields are checked by serving.fields; on a keyless service only the service's own
+page may post here from a browser (serving.guards).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from starlette.datastructures import UploadFile
 
 from .. import inbox
 from ..errors import UserError
+from . import fields
 from .limits import Rejected, read_body
 
 FEEDBACK_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
@@ -32,23 +35,24 @@ def register(app: FastAPI, holder, settings, guarded: list, plog=None) -> None:
 
     @app.post("/feedback", summary="Give the right label for an image (stored in the feedback inbox)",
               dependencies=guarded, openapi_extra={"requestBody": FEEDBACK_BODY},
-              responses={400: {"description": "no image or prediction_id"}, 404: {"description": "unknown prediction_id"},
-                         413: {"description": "body over the limit"}, 422: {"description": "bad label or unreadable image"}})
+              responses={400: {"description": "no image or prediction_id"},
+                         403: {"description": "a cross-site post to a keyless service"},
+                         404: {"description": "unknown prediction_id"}, 413: {"description": "body over the limit"},
+                         422: {"description": "bad label, a text field too long, or an unreadable image"}})
     async def feedback(request: Request):
         served = holder.current
         body = await read_body(request.headers.get("content-length"), request.stream(), settings.max_upload_bytes,
                                request.headers.get("expect", "").lower() == "100-continue")
         form = await _form(request, body)
-        label = _field(form, "label")
         try:
-            label = inbox.check_label(label or "")
+            label = inbox.check_label(fields.label(form.get("label")))
         except UserError as e:
             raise Rejected(422, f"bad label: {e}", "bad_label") from e
+        who = fields.text(form, "who")
         data, previous, pid = await _image_and_previous(form, plog, served)
         try:
             rec = await run_in_threadpool(inbox.add, folder, data, label, classes=list(served.model.classes),
-                                          who=_field(form, "who") or None, previous=previous, source="serve",
-                                          prediction_id=pid)
+                                          who=who, previous=previous, source="serve", prediction_id=pid)
         except UserError as e:
             raise Rejected(422, str(e), "corrupt") from e
         return {k: rec[k] for k in ("sha256", "label", "known_class", "path")}
@@ -70,14 +74,9 @@ async def _form(request: Request, body: bytes):
         raise Rejected(400, f"malformed form body: {e}", "malformed") from e
 
 
-def _field(form, name: str) -> str | None:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else None
-
-
 async def _image_and_previous(form, plog, served) -> tuple[bytes, dict | None, str | None]:
     """The image bytes, the model's earlier answer and the prediction id, from the file part or the log."""
-    pid = _field(form, "prediction_id") or None
+    pid = fields.prediction_id(form)
     upload = form.get("file")
     found = await run_in_threadpool(plog.find, pid) if (plog and pid) else None
     if isinstance(upload, UploadFile):
@@ -101,12 +100,14 @@ async def _image_and_previous(form, plog, served) -> tuple[bytes, dict | None, s
         rec = found[0]
         previous = {"label": rec["label"], "confidence": rec["confidence"], "model": rec["model"],
                     "version": rec["version"]}
-    elif _field(form, "predicted"):
+    elif fields.text(form, "predicted"):
         try:
-            confidence = float(_field(form, "confidence") or "nan")
+            confidence = float(fields.text(form, "confidence", 32) or "nan")
         except ValueError:
             confidence = None
-        previous = {"label": _field(form, "predicted"), "confidence": None if confidence != confidence else confidence,
+        # Only a probability is recorded as one: nan, inf or 7 would be written into the inbox's log.
+        previous = {"label": fields.text(form, "predicted"),
+                    "confidence": confidence if confidence is not None and 0 <= confidence <= 1 else None,
                     "model": served.info["name"], "version": served.version}
     else:
         previous = None

@@ -153,16 +153,22 @@ def decode(data: bytes, size: int, resize: str, max_pixels: int) -> np.ndarray:
     so a small file claiming 50,000 x 50,000 pixels costs nothing. Raises `Rejected`."""
     if not data:
         raise Rejected(400, "empty image (0 bytes)", "empty")
-    if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR":
-        # Pillow opens a PNG only once it has read the chunks after IHDR, so a bare header claiming
-        # gigapixels would read as "not an image"; its size, the truthful reason, is right here.
-        width, height = struct.unpack(">II", data[16:24])
-        if width * height > max_pixels:
-            raise rejection(f"too large: {width * height} pixels", max_pixels)
+    claimed = png_size(data)
+    if claimed and claimed[0] * claimed[1] > max_pixels:
+        raise rejection(f"too large: {claimed[0] * claimed[1]} pixels", max_pixels)
     try:
         return load_resized(io.BytesIO(data), size, resize, max_pixels)
     except UnusableImage as e:
         raise rejection(e.reason, max_pixels) from e
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a PNG from its IHDR chunk, else None. Pillow opens a PNG only once it has
+    read the chunks after IHDR, so a bare header claiming gigapixels would read as "not an image";
+    its size, the truthful reason for a refusal, is right here."""
+    if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    return None
 
 
 def rejection(reason: str, max_pixels: int) -> Rejected:

@@ -8,9 +8,16 @@
 A scan is hundreds of forward passes' worth of work, so it skips the micro-batcher (built for many
 small requests) and runs in a worker thread; one scan at a time (a lock) keeps a burst of scans
 from starving /predict of CPU. GET /model says `"scan": true` when the model has a class to find.
+
+A photo's cost is known before it is decoded (serving.caps): its header gives its shape, the
+scanner the windows that shape costs with the request's options; over the caps it is refused.
+The scanners (each holding its own copy of the network's trunk) are cached by what changes
+the network, the model and the class, in a small LRU; the per-request options (threshold, iou,
+min_size) make a shallow copy that shares the cached trunk.
 """
 from __future__ import annotations
 
+import functools
 import io
 import threading
 
@@ -19,17 +26,22 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import UserError
+from .caps import check_shape, check_windows, header_size
 from .explain_routes import ONE_IMAGE_BODY
 from .limits import Rejected, read_body, rejection, split_images
+
+SCANNERS = 4            # cached (model, class) scanners: one model serves at a time, with few classes to find
 
 
 def register(app, holder, settings, guarded) -> None:
     lock = threading.Lock()
-    cache: dict = {}            # (model id, *options) -> Scanner; rebuilt after a swap
+    scanners = functools.lru_cache(maxsize=SCANNERS)(_scanner)
+    app.state.scanners = scanners           # its cache_info() shows the cache's size (tests, debugging)
 
     def advertise(h) -> None:
         # /model's info comes from the holder's snapshot: mark it there, again after every swap.
         h.current.info["scan"] = _can_scan(h.current.model)
+        scanners.cache_clear()              # a swapped-out model's scanners hold its network: drop them
 
     advertise(holder)
     holder.on_change(advertise)
@@ -37,14 +49,17 @@ def register(app, holder, settings, guarded) -> None:
     @app.post("/scan", summary="Find the positive class in a whole photo: sliding window + NMS",
               dependencies=guarded, openapi_extra={"requestBody": ONE_IMAGE_BODY},
               responses={400: {"description": "no image, several images, unknown class, bad iou"},
-                         413: {"description": "body or pixel count over the limit"},
-                         415: {"description": "not an image"}, 422: {"description": "corrupt image"}})
+                         413: {"description": "body, pixel count, long side or window count over the limit"},
+                         415: {"description": "not an image"},
+                         422: {"description": "corrupt image, aspect ratio over the limit, bad option"}})
     async def scan(request: Request,
                    positive: str | None = Query(None, description="class to find [default: the run's positive class]"),
-                   iou: float = Query(0.3, gt=0, le=1, description="NMS IoU"),
-                   min_size: int | None = Query(None, ge=8, description="smallest window height in px [default: 64]"),
-                   threshold: float | None = Query(None, gt=0, lt=1, description="positive probability to keep "
-                                                   "a window [default: the run's decision threshold, else 0.5]")):
+                   iou: float = Query(0.3, gt=0, le=1, allow_inf_nan=False, description="NMS IoU"),
+                   min_size: int | None = Query(None, ge=8, le=100_000,
+                                                description="smallest window height in px [default: 64]"),
+                   threshold: float | None = Query(None, gt=0, lt=1, allow_inf_nan=False,
+                                                   description="positive probability to keep a window "
+                                                               "[default: the run's decision threshold, else 0.5]")):
         """One photo as a multipart file part or as the raw body. Boxes are in the photo's pixels."""
         served = holder.current         # one model for the whole request, even if a swap lands meanwhile
         body = await read_body(request.headers.get("content-length"), request.stream(), settings.max_upload_bytes,
@@ -52,8 +67,8 @@ def register(app, holder, settings, guarded) -> None:
         files = split_images(body, request.headers.get("content-type", ""), settings.max_images)
         if len(files) != 1:
             raise Rejected(400, f"POST /scan takes one image, got {len(files)}: send one request per image", "too_many")
-        options = {"positive": positive, "iou": iou, "min_size": min_size, "threshold": threshold}
-        answer = await run_in_threadpool(_scan, served.model, files[0][1], options, settings.max_pixels, cache, lock)
+        options = {"iou": iou, "min_size": min_size, "threshold": threshold}
+        answer = await run_in_threadpool(_scan, served.model, files[0][1], positive, options, settings, scanners, lock)
         return JSONResponse({"model": served.info["name"], **answer})
 
 
@@ -67,24 +82,30 @@ def _can_scan(model) -> bool:
         return False
 
 
-def _scan(model, data: bytes, options: dict, max_pixels: int, cache: dict, lock: threading.Lock) -> dict:
-    from ..data.images import UnusableImage, read_rgb
+def _scanner(model, positive: str | None):
     from ..scanning import Scanner
 
     try:
-        img = read_rgb(io.BytesIO(data), max_pixels)
-    except UnusableImage as e:
-        raise rejection(e.reason, max_pixels) from e
-    key = (id(model), *options.values())
-    with lock:
-        if key not in cache:
-            try:
-                scanner = Scanner(model, **options)
-            except UserError as e:
-                raise Rejected(400, str(e), "bad_request") from e
-            if any(k[0] != id(model) for k in cache):
-                cache.clear()           # a swapped-out model: drop its scanners
-            cache[key] = scanner
-        result = cache[key].scan(img)
+        return Scanner(model, positive)
+    except UserError as e:
+        raise Rejected(400, str(e), "bad_request") from e
+
+
+def _scan(model, data: bytes, positive: str | None, options: dict, settings, scanners, lock: threading.Lock) -> dict:
+    from ..data.images import UnusableImage, read_rgb
+
+    width, height = header_size(data, settings.max_pixels)
+    check_shape(width, height, settings)
+    with lock:              # decoded under the lock too: one scanned photo's pixels in memory at a time
+        try:
+            scanner = scanners(model, positive).with_options(**options)
+        except UserError as e:
+            raise Rejected(422, str(e), "bad_request") from e
+        check_windows(scanner, width, height, settings.max_windows)
+        try:
+            img = read_rgb(io.BytesIO(data), settings.max_pixels)
+        except UnusableImage as e:
+            raise rejection(e.reason, settings.max_pixels) from e
+        result = scanner.scan(img)
     result.pop("_windows")
     return result

@@ -2,12 +2,41 @@
 localhost port for tests, notebooks and screenshots."""
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
 
+from ..errors import UserError
 from .app import create_app
 from .settings import ServeSettings
+from .slow_clients import protocol_class
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def check_port(port) -> int:
+    """The port, or a one-line UserError: uvicorn would take 0 as "any free port" and fail on
+    99999 with a traceback after printing an address it never listens on."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise UserError(f"--port {port}: use a TCP port from 1 to 65535 (e.g. 8000)")
+    return port
+
+
+def served_hosts(settings: ServeSettings, host: str) -> ServeSettings:
+    """The settings with the bound host's names added to the Host allow-list: the address itself,
+    or for every interface (0.0.0.0) this machine's names, as LAN clients address it (its IP
+    addresses pass anyway)."""
+    name = socket.gethostname()
+    names = [name, f"{name}.local"] if host in WILDCARD_HOSTS else [host]
+    return dataclasses.replace(settings, allowed_hosts=(*settings.allowed_hosts, *names))
+
+
+def uvicorn_options(app) -> dict:
+    """uvicorn's options for one of our apps: its slow-client deadline and connection limit."""
+    settings = getattr(app.state, "settings", None) or ServeSettings()
+    return {"access_log": False, "http": protocol_class(settings.read_timeout_s),
+            "limit_concurrency": settings.max_connections}
 
 
 def run_server(model, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
@@ -17,12 +46,14 @@ def run_server(model, settings: ServeSettings, host: str = "127.0.0.1", port: in
     import torch
     import uvicorn
 
+    check_port(port)
     # Without batching, one forward per core runs at once under load: one torch thread each keeps
     # the cores from being oversubscribed. A micro-batched forward is better off with all of them.
     threads = settings.threads or (None if settings.batching else 1)
     if threads:
         torch.set_num_threads(threads)
-    uvicorn.run(create_app(model, settings), host=host, port=port, log_level=log_level, access_log=False)
+    app = create_app(model, served_hosts(settings, host))
+    uvicorn.run(app, host=host, port=port, log_level=log_level, **uvicorn_options(app))
 
 
 class BackgroundServer:
@@ -35,7 +66,7 @@ class BackgroundServer:
     def __init__(self, app):
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **uvicorn_options(app)))
         # Binding the socket ourselves (port 0) gives a free port with no race against other processes.
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))

@@ -29,17 +29,29 @@ class ServeSettings:
     log_images: str = "keep"            # keep: store each logged image's bytes; hash: its sha256 only
     log_max_mb: float = 500.0           # the log folder's size bound; the oldest files go first
     inbox: str | None = None            # where POST /feedback stores corrected images; None: beside the run
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides localhost, IP literals, the bound host; "*": any
+    max_side: int = 12_000              # /scan and /explain: longest image side in px (from the header)
+    max_aspect: float = 10.0            # /scan and /explain: long side / short side
+    max_windows: int = 2_000_000        # /scan: windows one photo may cost (from its size and the options)
+    read_timeout_s: float = 15.0        # a client's headers, and each wait for more body, must arrive within this
+    max_connections: int = 128          # open connections; past it new requests get 503
 
     def __post_init__(self):
         checks = {"max_upload_mb": self.max_upload_mb > 0, "max_pixels": self.max_pixels > 0,
                   "max_images": self.max_images >= 1, "max_batch": self.max_batch >= 1,
                   "max_wait_ms": self.max_wait_ms >= 0, "max_queue": self.max_queue >= 1, "top_k": self.top_k >= 1,
                   "threads": self.threads is None or self.threads >= 1, "log_sample": 0 <= self.log_sample <= 1,
-                  "log_max_mb": self.log_max_mb > 0}
+                  "log_max_mb": self.log_max_mb > 0, "max_side": self.max_side >= 1, "max_aspect": self.max_aspect >= 1,
+                  "max_windows": self.max_windows >= 1, "read_timeout_s": 0 < self.read_timeout_s <= 3600,
+                  "max_connections": self.max_connections >= 2}
+        # A list from the CLI or YAML becomes a tuple: the settings stay hashable and immutable.
+        hosts = (self.allowed_hosts,) if isinstance(self.allowed_hosts, str) else self.allowed_hosts
+        object.__setattr__(self, "allowed_hosts", tuple(str(h).strip().lower().rstrip(".") for h in hosts))
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise UserError(f"serve setting(s) {', '.join(bad)} out of range: sizes and counts must be positive, "
-                            "max_wait_ms at least 0, log_sample between 0 and 1")
+                            "max_wait_ms at least 0, log_sample between 0 and 1, max_aspect at least 1, "
+                            "read_timeout_s at most 3600, max_connections at least 2")
         if self.log_images not in ("keep", "hash"):
             raise UserError(f"--log-images {self.log_images!r}: use keep (store the images) or hash (sha256 only)")
         if self.api_key is not None and not self.api_key.strip():
