@@ -1,12 +1,15 @@
 """Class weights for imbalanced data: chosen automatically, recorded, and used by training."""
 from __future__ import annotations
 
+import csv
+import json
+
 import numpy as np
 import pytest
 import yaml
 
 from imgclf.errors import UserError
-from imgclf.training.balance import class_weights, resolve_class_weight
+from imgclf.training.balance import balanced_accuracy, class_weights, resolve_class_weight
 
 from test_end_to_end import cli
 
@@ -30,12 +33,25 @@ def test_weights_keep_the_average_image_at_one():
     assert class_weights("none", labels, 3) is None
 
 
+def test_balanced_accuracy_is_the_mean_recall():
+    y = np.array([0] * 8 + [1] * 2)
+    right = np.array([True] * 8 + [False, True])       # 90 % of the images, but half of class 1
+    assert balanced_accuracy(right, y) == pytest.approx(0.75)
+
+
 def test_imbalanced_folder_trains_weighted_and_records_it(shapes, tmp_path):
     for f in sorted((shapes / "stripes").iterdir())[8:]:      # 30 / 30 / 8 images
         f.unlink()
     p = cli("train", shapes, "--model", "simple_cnn", "--epochs", "2", "--out", tmp_path / "run")
     assert "default: class_weight=sqrt" in p.stdout
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["class_weight"] == "sqrt"
+    # Weighted training keeps the epoch with the best balanced accuracy, and says so.
+    assert "best val balanced accuracy" in p.stdout
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["training"]["criterion"] == "balanced accuracy"
+    history = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
+    best = history[meta["training"]["best_epoch"] - 1]
+    assert float(best["val_balanced_acc"]) == pytest.approx(meta["training"]["best_val_acc"], abs=1e-5)
     p = cli("train", shapes, "--class-weight", "heavy", "--out", tmp_path / "bad", check=False)
     assert p.returncode == 2 and "unknown class_weight 'heavy'" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "bad").exists()

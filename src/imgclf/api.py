@@ -181,11 +181,12 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
                                   class_weights(cfg.class_weight, train_labels, len(spec.classes)))
         save_weights(run_dir / "model.safetensors", net.state_dict())    # shipped unless fine-tuning beats it
         write_json(probe_file, meta["probe"])
-    probe_val = meta.get("probe", {}).get("val_acc", float("nan"))
+    # The probe's score by the criterion fine-tuning judges by (balanced accuracy when classes are weighted).
+    probe_val = meta.get("probe", {}).get("val_acc" if cfg.class_weight == "none" else "val_balanced_acc", float("nan"))
     baseline = None if np.isnan(probe_val) else (probe_val, meta["probe"]["val_loss"])
     result = fit(net, cfg, data, policy, run_dir, device, console, resume=bool(resume), on_epoch=on_epoch,
                  baseline=baseline)
-    console.print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; best val accuracy "
+    console.print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; best val {result.criterion} "
                   f"{result.best_val_acc:.4f} at epoch {result.best_epoch}{' (the linear probe)' if not result.best_epoch else ''}")
     if not evaluate:
         return Run(run_dir, None, cfg)
@@ -197,7 +198,8 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     plot_history(result.history, run_dir / "learning_curves.png")
     net.load_state_dict(load_weights(run_dir / "model.safetensors"))
     meta["training"] = {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
-                        "best_val_acc": result.best_val_acc, "stopped_early": result.stopped_early,
+                        "best_val_acc": result.best_val_acc, "criterion": result.criterion,
+                        "stopped_early": result.stopped_early,
                         "train_seconds": round(result.train_seconds + meta.get("probe", {}).get("seconds", 0), 2),
                         "first_step_seconds": round(result.first_step_seconds, 2),
                         "device": str(device), "preset": cfg.preset, "stages": result.stages}

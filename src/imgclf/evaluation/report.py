@@ -185,7 +185,8 @@ def learning_section(f: Facts) -> str:
         return section("learning-curves", "Training", "<p>No history.csv.</p>")
     t = f.meta.get("training", {})
     best = t.get("best_epoch")
-    text = (f"<p>{len(f.history)} epoch(s); the weights kept are from epoch {best} (validation accuracy "
+    text = (f"<p>{len(f.history)} epoch(s); the weights kept are from epoch {best} (validation "
+            f"{t.get('criterion', 'accuracy')} "
             f"{num(t.get('best_val_acc'))}){', training stopped early' if t.get('stopped_early') else ''}.</p>")
     return section("learning-curves", "Training", text + figure(png_uri(plots.learning_curves(f.history, best)),
                                                                "learning curves") + stages_html(f))

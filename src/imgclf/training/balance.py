@@ -42,3 +42,9 @@ def class_weights(mode: str, train_labels: np.ndarray, n_classes: int) -> np.nda
     w[seen] = counts[seen] ** (-0.5 if mode == "sqrt" else -1.0)
     # Scaled so the average image still weighs 1: the learning rate means what it meant unweighted.
     return w * counts.sum() / (w * counts).sum()
+
+
+def balanced_accuracy(right: np.ndarray, y: np.ndarray) -> float:
+    """The mean over classes of the share of each class's images answered right (mean recall): what
+    training judges validation by when classes are weighted."""
+    return float(np.mean([right[y == k].mean() for k in np.unique(y)]))

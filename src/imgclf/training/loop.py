@@ -26,12 +26,13 @@ from ..device import amp_dtype
 from ..fsutil import write_text
 from ..inference import autocast, normalize, predict_logits
 from . import distributed as dist
-from .balance import class_weights, resolve_class_weight
+from .balance import balanced_accuracy, class_weights, resolve_class_weight
 from .checkpoint import load_training_state, read_training_info, save_training_state, save_weights
 from .finetune import Stages, describe
 from .optim import set_lr
 
-HISTORY_FIELDS = ["epoch", "stage", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
+HISTORY_FIELDS = ["epoch", "stage", "train_loss", "train_acc", "val_loss", "val_acc", "val_balanced_acc", "lr", "seconds",
+                  "images_per_s"]
 STATE_FILE = "train_state.safetensors"
 
 
@@ -49,8 +50,9 @@ class SplitData:
 class FitResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
-    best_val_acc: float = 0.0
+    best_val_acc: float = 0.0         # of the criterion below
     best_val_loss: float = float("inf")
+    criterion: str = "accuracy"       # "balanced accuracy" when classes are weighted (training.balance)
     stopped_early: bool = False
     train_seconds: float = 0.0        # training steps only (CUDA-event timed on GPUs)
     first_step_seconds: float = 0.0   # the first step alone: compilation and warm-up show here
@@ -129,8 +131,12 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
         baseline: tuple[float, float] | None = None) -> FitResult:
     """Train `model` for cfg.epochs, validating and checkpointing after every epoch.
 
-    `baseline` (val accuracy, val loss) is the starting model's (a linear probe's, already saved as
-    model.safetensors): it is "epoch 0", kept unless an epoch beats it.
+    `baseline` (val score, val loss) is the starting model's (a linear probe's, already saved as
+    model.safetensors): it is "epoch 0", kept unless an epoch beats it. The score is accuracy, or
+    balanced accuracy (the mean recall over classes) when classes are weighted: a model taught to
+    favour small classes gives up some of the big classes' images, which plain accuracy on an
+    imbalanced validation split counts as a loss (CIFAR-10 with 22-540 images a class: it stopped
+    at epoch 5 of 14 below the probe, test macro F1 0.62 against 0.69 unweighted).
 
     `on_epoch(epoch, row)` (1-based epoch, the history row with val_acc/val_loss) is called after
     each epoch's checkpoint is written; it may raise to stop the run (a tuner's pruning does)."""
@@ -163,11 +169,13 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
     weights = class_weights(resolve_class_weight(cfg.class_weight, data.labels[data.train], n_classes)[0],
                             data.labels[data.train], n_classes)
     weights = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
+    result = FitResult(criterion="accuracy" if weights is None else "balanced accuracy")
+    score_key = "val_acc" if weights is None else "val_balanced_acc"
     step_model = compiled(model, cfg, device, total_steps, console)
     # One random side per image for the whole run; alternate_flips mirrors it every other epoch.
     first_flips = torch.rand(len(train), generator=torch.Generator().manual_seed(cfg.seed)).lt(0.5).to(device)
 
-    result, start_epoch, bad_epochs = FitResult(), 0, 0
+    start_epoch, bad_epochs = 0, 0
     has_best = baseline is not None
     if has_best:
         result.best_val_acc, result.best_val_loss = baseline
@@ -241,7 +249,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
         row.update(_validate(shipped, data, device, amp, cfg, 2 * bs))
         result.history.append(row)
         has_val = not math.isnan(row["val_acc"])
-        acc, loss = (row["val_acc"], row["val_loss"]) if has_val else (row["train_acc"], row["train_loss"])
+        acc, loss = (row[score_key], row["val_loss"]) if has_val else (row["train_acc"], row["train_loss"])
         # Accuracy first; on a tie (common on small val sets) the lower loss is the better model.
         improved = (not has_best or acc > result.best_val_acc
                     or (acc == result.best_val_acc and loss < result.best_val_loss))
@@ -250,7 +258,12 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
             has_best = True
         else:
             bad_epochs += 1
-        result.stopped_early = bad_epochs >= cfg.patience and len(data.val) > 0 and epoch + 1 < cfg.epochs
+        # Never in the first half: one-cycle's rate peaks at a quarter of the run, and validation dips
+        # there before the annealed second half recovers it (CIFAR-10 with 22-540 images a class,
+        # fine-tuned from a probe, stopped at epoch 5 of 14 in the dip; the run that went on gained
+        # 4 points of validation accuracy in its second half).
+        result.stopped_early = (bad_epochs >= cfg.patience and len(data.val) > 0
+                                and 2 * (epoch + 1) >= cfg.epochs and epoch + 1 < cfg.epochs)
         console.print(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  "
                       f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
                       f"{row['images_per_s']:,.0f} img/s  {seconds:.1f}s{'  *' if improved else ''}")
@@ -355,11 +368,14 @@ def compiled(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, tot
 
 def _validate(model, data: SplitData, device, amp, cfg: TrainConfig, batch_size: int) -> dict:
     if len(data.val) == 0:
-        return {"val_loss": float("nan"), "val_acc": float("nan")}
+        return {"val_loss": float("nan"), "val_acc": float("nan"), "val_balanced_acc": float("nan")}
     logits = torch.from_numpy(predict_logits(model, data.images[np.sort(data.val)], data.mean, data.std, device,
                                              batch_size, amp, cfg.channels_last))
-    y = torch.from_numpy(data.labels[np.sort(data.val)])
-    return {"val_loss": F.cross_entropy(logits, y).item(), "val_acc": (logits.argmax(1) == y).float().mean().item()}
+    y = data.labels[np.sort(data.val)]
+    right = logits.argmax(1).numpy() == y
+    return {"val_loss": F.cross_entropy(logits, torch.from_numpy(y)).item(), "val_acc": float(right.mean()),
+            "val_balanced_acc": balanced_accuracy(right, y)}
+
 
 
 def write_history(path: Path, rows: list[dict]) -> None:
@@ -368,6 +384,7 @@ def write_history(path: Path, rows: list[dict]) -> None:
     w.writeheader()
     for r in rows:
         r = {"stage": 1, **r}     # rows read back from a run made before training stages: one stage
+        r.setdefault("val_balanced_acc", "")     # rows of runs made before it was recorded
         w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in HISTORY_FIELDS})
     write_text(path, buf.getvalue())
 
@@ -376,4 +393,5 @@ def read_history(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with open(path, newline="", encoding="utf-8") as f:
-        return [{k: (int(v) if k in ("epoch", "stage") else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+        return [{k: (int(v) if k in ("epoch", "stage") else float(v) if v != "" else float("nan")) for k, v in r.items()}
+                for r in csv.DictReader(f)]

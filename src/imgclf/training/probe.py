@@ -65,26 +65,30 @@ def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: 
     for c in C_GRID if x_val is not None else (1.0,):
         clf = fit(c)
         if x_val is None:
-            best = (c, clf, float("nan"), float("nan"))
+            best = (c, clf, float("nan"), float("nan"), float("nan"), float("nan"))
             break
-        acc, loss = _score(clf, (x_val - mu) / sd, y_val)
-        if best is None or acc > best[2] or (acc == best[2] and loss < best[3]):
-            best = (c, clf, acc, loss)
-    c, clf, acc, loss = best
+        acc, bal, loss = _score(clf, (x_val - mu) / sd, y_val)
+        key = bal if class_weight is not None else acc      # the criterion fine-tuning will judge by
+        if best is None or key > best[2] or (key == best[2] and loss < best[3]):
+            best = (c, clf, key, loss, acc, bal)
+    c, clf, _, loss, acc, bal = best
     _set_head(net, clf, classes, mu, sd, int(labels.max()) + 1)
     seconds = time.perf_counter() - t0
     console.print(f"  linear probe: {len(x_train)} training views embedded in {embed_s:.1f}s, C={c}, "
                   f"val accuracy {acc:.4f} ({seconds:.1f}s in all)")
-    return {"val_acc": acc, "val_loss": loss, "C": c, "features": int(x_train.shape[1]),
+    return {"val_acc": acc, "val_balanced_acc": bal, "val_loss": loss, "C": c, "features": int(x_train.shape[1]),
             "training_views": int(len(x_train)), "seconds": round(seconds, 2)}
 
 
-def _score(clf, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Accuracy and cross-entropy (natural log, as training validates)."""
+def _score(clf, x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Accuracy, balanced accuracy and cross-entropy (natural log), as training validates."""
     from sklearn.metrics import log_loss
 
+    from .balance import balanced_accuracy
+
     p = clf.predict_proba(x)
-    return float((clf.classes_[p.argmax(1)] == y).mean()), float(log_loss(y, p, labels=clf.classes_))
+    right = clf.classes_[p.argmax(1)] == y
+    return float(right.mean()), balanced_accuracy(right, y), float(log_loss(y, p, labels=clf.classes_))
 
 
 @torch.no_grad()
