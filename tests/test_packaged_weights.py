@@ -2,6 +2,7 @@
 refused when changed, reachable as `--model lite0`, and the default for photos."""
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -74,7 +75,8 @@ def make_photos(root: Path, per_class: int = 16, size: int = 40, colours=(("red"
         for i in range(per_class):
             img = rng.integers(80, 170, size=(size, size, 3)).astype(np.float64)
             cx, cy = rng.integers(10, size - 10, 2)
-            img[(yy - cy) ** 2 + (xx - cx) ** 2 < 64] = colour
+            if colour is not None:          # None: texture only (a "nothing here" class)
+                img[(yy - cy) ** 2 + (xx - cx) ** 2 < 64] = colour
             Image.fromarray(img.astype(np.uint8)).save(root / name / f"{i:02d}.jpg")
     return root
 
@@ -96,6 +98,18 @@ def test_the_default_for_photos_is_the_pretrained_backbone_with_a_probe(photo_ru
     assert meta["training"]["stages"][0]["frozen"].startswith("conv_stem")
     # Red and blue blobs are easy for ImageNet features: the probe alone is right on the test split.
     assert photo_run.metrics["accuracy"] >= 0.9
+
+
+
+def test_cpu_fine_tuning_defaults_run_the_whole_budget(photo_run):
+    from imgclf.config import TrainConfig
+    from imgclf.training.defaults import resolve
+
+    photos = sorted(str(p) for p in (photo_run.path.parent / "photos").rglob("*.jpg"))
+    cfg, notes = resolve(TrainConfig(data="x"), photos, torch.device("cpu"))
+    assert cfg.model == f"timm/{ARCH}" and cfg.freeze_stride == 8 and cfg.img_size == 96
+    assert cfg.epochs == 15 and cfg.patience == cfg.epochs          # 32 images: the 15-epoch cap, no early stop
+    assert any(n.startswith("patience=15: no early stopping") for n in notes), notes
 
 
 def test_tiny_images_train_from_scratch(shapes, tmp_path):
@@ -163,3 +177,40 @@ def test_explain_batch_prediction_and_the_service_work_on_a_lite0_run(photo_run,
     with serving.BackgroundServer(serving.create_app(imgclf.load(photo_run.path))) as url:   # a real server
         r = httpx.post(f"{url}/predict", files={"file": ("red.jpg", red.read_bytes(), "image/jpeg")}, timeout=60)
     assert r.status_code == 200 and r.json()["results"][0]["label"] == "red", r.text
+
+
+def test_ensemble_scan_and_video_work_on_a_lite0_run(photo_run, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    photos = photo_run.path.parent / "photos"
+    # A from-scratch member on the same photos: the same seeded split, so the two can be bundled.
+    other = imgclf.train(photos, out=tmp_path / "scratch", model="resnet_fast", epochs=2, verbose=False)
+    bundle = imgclf.ensemble([photo_run.path, other.path], out=tmp_path / "both", verbose=False)
+    assert bundle.metrics["accuracy"] >= 0.9
+
+    # Presence: red blobs against blob-free texture, the default recipe (lite0 + probe).
+    data = make_photos(tmp_path / "presence", colours=(("red", [220, 40, 40]), ("background", None)), seed=2)
+    run = imgclf.train(data, out=tmp_path / "run", epochs=1, img_size=64, verbose=False)
+    assert run.config.model == f"timm/{ARCH}"
+    # A 160x120 "photo" with one red blob: the window scan (EfficientNet has no fully convolutional
+    # path) finds it and boxes it.
+    rng = np.random.default_rng(5)
+    scene = rng.integers(80, 170, size=(120, 160, 3)).astype(np.uint8)
+    yy, xx = np.mgrid[:120, :160]
+    scene[(yy - 60) ** 2 + (xx - 110) ** 2 < 64] = [220, 40, 40]
+    found, empty = imgclf.scan(run.path, [scene, scene[:, :80]], positive="red", min_size=40, stride=16,
+                               verbose=False)
+    assert found["present"] and not empty["present"], (found, empty)
+    box = found["boxes"][0]
+    assert box["x1"] <= 110 <= box["x2"] and box["y1"] <= 60 <= box["y2"], box
+
+    # A video: 10 blob-free frames, then 10 with the blob; presence events from the lite0 run.
+    path = tmp_path / "clip.mp4"
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (40, 40))
+    frames = [*sorted((data / "background").glob("*.jpg"))[:10], *sorted((data / "red").glob("*.jpg"))[:10]]
+    for f in frames:
+        vw.write(cv2.cvtColor(np.asarray(Image.open(f).convert("RGB")), cv2.COLOR_RGB2BGR))
+    vw.release()
+    out = imgclf.predict_video(run.path, str(path), out_csv=tmp_path / "frames.csv", verbose=False)
+    labels = [r["label"] for r in csv.DictReader(open(tmp_path / "frames.csv"))]
+    assert labels[:10].count("background") >= 8 and labels[10:].count("red") >= 7, labels
+    assert out["events"] and all(e["start_s"] >= 0.9 for e in out["events"]), out["events"]
