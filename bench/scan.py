@@ -582,6 +582,12 @@ def main() -> None:
                     help="epochs of CIFAR-10 training (all 10 classes) for the trunk to start from (0: from scratch)")
     ap.add_argument("--smoke", action="store_true", help="a quick check of the script: few crops and photos")
     args = ap.parse_args()
+    import cv2
+
+    # OpenCV 5 moved HOG out: say so now, not at the HOG step after 15-25 minutes of training.
+    if not hasattr(cv2, "HOGDescriptor"):
+        sys.exit(f"bench/scan.py: OpenCV {cv2.__version__} has no HOGDescriptor (the HOG peer); "
+                 "install the bench extra, which holds OpenCV < 5: pip install -e '.[bench]'")
     import torch
     from PIL import Image
 
