@@ -594,13 +594,16 @@ def check(data: str | Path, *, json_path: str | Path | None = None, val_frac: fl
     from .data.discover import discover
     from .data.doctor import NEAR_DISTANCE, diagnose
     from .data.doctor_report import print_findings
-    from .data.groups import check_group_by, group_for_check
+    from .data.groups import group_for_check
     from .data.phash import MAX_DISTANCE
+    from .validation import check_settings
+
+    # The split settings mean what they mean in train, so they pass the same checks.
+    check_settings(dict(val_frac=val_frac, test_frac=test_frac, seed=seed, group_by=group_by, workers=workers))
 
     near = NEAR_DISTANCE if near_distance is None else near_distance
     if not 0 <= near <= MAX_DISTANCE:
         raise UserError(f"near_distance must be between 0 and {MAX_DISTANCE} pHash bits, not {near}")
-    check_group_by(group_by)
     if run is not None and not labels:
         raise UserError("--run stores the label check in a run: add --labels")
     if labels and folds < 2:

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError, from_settings
+from .validation import check_settings
 
 
 @dataclass
@@ -68,6 +69,12 @@ class TrainConfig:
     channels_last: bool | None = None   # auto: on for CUDA
     compile: str = "auto"               # torch.compile: auto (CUDA runs long enough to pay it back) | on | off
     workers: int | None = None          # decoding processes; default all cores
+
+    def __post_init__(self):
+        # Every way in (flags, YAML, keywords, a resumed config.yaml) builds one of these: checked here, once.
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in check_settings(values).items():
+            setattr(self, name, value)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -31,6 +31,7 @@ def decode(spec, cfg: TrainConfig, console):
     """Decode every image once into the cache; drop unusable files with one warning line each."""
     from ..data.cache import build_cache
 
+    require_validation_images(spec, cfg)        # before the decoding it would otherwise wait for
     cache = build_cache(spec.paths, cfg.img_size, cfg.resize, workers=cfg.workers)
     console.print(f"  cache: {cache.path} ({'reused' if cache.hit else f'built in {cache.seconds:.1f}s'})")
     skipped = [{"path": spec.paths[i], "reason": r} for i, r in sorted(cache.bad.items())]
@@ -48,6 +49,15 @@ def require_training_images(spec) -> None:
     if empty:
         raise UserError(f"class(es) {', '.join(map(repr, empty))} have no usable training images "
                         "(see the warnings above): add readable images")
+
+
+def require_validation_images(spec, cfg: TrainConfig) -> None:
+    """A val_frac that rounds to no image at all would leave early stopping and the kept epoch judged
+    on nothing; only val_frac 0 asks for that."""
+    if cfg.val_frac > 0 and not (spec.splits == "val").any():
+        left = int((spec.splits != "test").sum())
+        raise UserError(f"val_frac {cfg.val_frac:g} gives no validation image: each class has too few of the {left} "
+                        f"images left after test_frac {cfg.test_frac:g}; lower test_frac, raise val_frac or add images")
 
 
 def group_split(spec, cfg: TrainConfig, images: np.ndarray, console):
