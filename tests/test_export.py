@@ -30,6 +30,7 @@ def runs(data, tmp_path_factory) -> dict[str, Path]:
     import torch
 
     from imgclf.models import create_model
+    from imgclf.run_schema import write_model_json
     from imgclf.training.checkpoint import save_weights
 
     root = tmp_path_factory.mktemp("runs")
@@ -47,7 +48,7 @@ def runs(data, tmp_path_factory) -> dict[str, Path]:
             net(x)                                   # BatchNorm running statistics of real images
         run = out[name] = Path(shutil.copytree(trained.path, root / name.replace("/", "_")))
         save_weights(run / "model.safetensors", net.state_dict())
-        (run / "model.json").write_text(json.dumps({**meta, "architecture": {"name": name, "kwargs": {}, "in_chans": 3}}))
+        write_model_json(run, {**meta, "architecture": {"name": name, "kwargs": {}, "in_chans": 3}})   # hash of these weights
     return out
 
 

@@ -17,6 +17,7 @@ from . import __version__
 from .config import TrainConfig, config_keys, dump_yaml, load_config
 from .errors import UserError
 from .fsutil import read_json, write_json, write_text
+from .run_schema import write_model_json
 from .runs import MODEL_FORMAT, find_run, new_run_dir, test_split, write_splits
 
 
@@ -209,7 +210,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
         meta["decision"] = choose_decision(model, images, spec, cfg, console)
     elif cfg.target_accuracy is not None or cfg.target_coverage is not None:
         meta["rejection"] = choose_rejection(model, images, spec, cfg, console)
-    write_json(run_dir / "model.json", meta)
+    write_model_json(run_dir, meta)     # with the weights' SHA-256, checked on every load
     test = np.sort(spec.indices("test"))
     metrics = score(model, images[test], spec.labels[test], run_dir, console, "held-out test split")
     # The report shows the same test predictions: hand them over instead of predicting (with TTA) twice.

@@ -24,6 +24,7 @@ import numpy as np
 from .data.discover import files_under, is_image
 from .data.images import UnusableImage, load_resized
 from .errors import UserError
+from .fsutil import output_file
 
 COLUMNS = ["path", "label", "confidence", "top_k", "error"]   # as `imgclf predict --format csv`
 BATCH_SIZE = 256
@@ -52,7 +53,7 @@ def predict_folder(model, inputs, out_csv: str | os.PathLike, top_k: int = 1, ba
         raise ValueError(f"pool must be 'auto', 'thread' or 'process', not {pool!r}")
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, not {batch_size}")
-    out_csv = Path(out_csv)
+    out_csv = output_file(out_csv, "--out")
     roots = _check_inputs(inputs)
     console = _console(progress)
     start = time.perf_counter()

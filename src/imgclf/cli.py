@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import UserError
+from .errors import UserError, mask_secrets
 
 # rich_markup_mode=None: rich markup would swallow every "[default: ...]" in the help texts below.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -20,6 +21,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 MLFLOW = typer.Option(None, "--mlflow", help="MLflow tracking URI to mirror this to (pip install 'imgclf[mlflow]') "
                       "[default: $MLFLOW_TRACKING_URI, else none]")
+
+
+def print_json(obj) -> None:
+    """JSON has no NaN or Infinity: a non-finite number prints as null, so the output always parses."""
+    print(json.dumps(_finite(obj), indent=2, ensure_ascii=False, allow_nan=False))
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 class Format(str, Enum):
@@ -140,7 +156,7 @@ def predict(
         return
     results = model.predict(paths, top_k=top_k)
     if format == Format.json:
-        print(json.dumps(results, indent=2, ensure_ascii=False))
+        print_json(results)
         return
     if format == Format.csv:
         from .batch import COLUMNS, csv_row
@@ -177,7 +193,7 @@ def evaluate(
     from . import api
 
     m = api.evaluate(api.load(run, device, tta=tta), data)
-    print(json.dumps({k: m[k] for k in ("accuracy", "top_k_accuracy", "log_loss", "macro_avg", "n")}, indent=2))
+    print_json({k: m[k] for k in ("accuracy", "top_k_accuracy", "log_loss", "macro_avg", "n")})
 
 
 @app.command()
@@ -601,7 +617,7 @@ def registry_show(ref: str = typer.Argument(..., help="Version number or alias."
     """Everything recorded about one version, as JSON."""
     from . import registry as reg
 
-    print(json.dumps(reg.show(registry, ref), indent=2, ensure_ascii=False))
+    print_json(reg.show(registry, ref))
 
 
 @registry_app.command("promote")
@@ -669,7 +685,7 @@ def feedback_list(inbox: Optional[str] = INBOX, registry: Optional[str] = FEEDBA
     where, reg = box.locate(inbox, registry)
     s = box.summary(where, box.registry_classes(reg))
     if format == Format.json:
-        print(json.dumps(s, indent=2, ensure_ascii=False))
+        print_json(s)
         return
     if not s["images"]:
         print(f"inbox {where} is empty; add feedback with: imgclf feedback import FOLDER, or POST /feedback")
@@ -684,7 +700,7 @@ def main() -> None:
     try:
         app()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {mask_secrets(str(e))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted. Continue an interrupted training with: imgclf train --resume RUN_FOLDER", file=sys.stderr)

@@ -57,6 +57,10 @@ def export_onnx(run: str | Path, out: str | Path | None = None, opset: int | Non
     from .predictor import load_torch_net
 
     start = time.perf_counter()
+    low, high = opset_range()
+    if opset is not None and not low <= opset <= high:
+        raise UserError(f"--opset must be an integer from {low} to {high} (what the installed torch and onnx "
+                        f"export), not {opset}")
     run = find_run(run)
     meta = read_model_json(run)
     if meta.get("kind") == "ensemble":
@@ -124,13 +128,9 @@ def metadata(meta: dict) -> dict[str, str]:
 def weights_digest(run: Path) -> str:
     """SHA-256 of RUN/model.safetensors: ties an export to the exact weights it was made from, so a
     retrained, resumed or copied-over run is re-exported instead of answering with stale weights."""
-    import hashlib
+    from .run_schema import WEIGHTS, sha256_file
 
-    h = hashlib.sha256()
-    with open(run / "model.safetensors", "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(run / WEIGHTS)
 
 
 def parity(net, onnx_path: Path, meta: dict, images: np.ndarray) -> dict:
@@ -161,7 +161,13 @@ def _export(net, example, path: Path, opset: int | None, name: str) -> str:
             torch.onnx.export(net, (example,), str(path), input_names=["input"], output_names=["logits"],
                               opset_version=opset, dynamo=True, external_data=False, verbose=False,
                               dynamic_shapes=({0: torch.export.Dim("batch")},))
-            return "dynamo"
+            import onnx
+
+            # Below its own opset (18) the dynamo exporter converts down, and keeps 18 when that fails.
+            got = _opset(onnx.load(str(path), load_external_data=False))
+            if opset is None or got == opset:
+                return "dynamo"
+            errors.append(f"torch.export: gave opset {got}")
         except Exception as e:  # noqa: BLE001 - any tracing failure: fall back, then report both
             errors.append(f"torch.export: {type(e).__name__}: {_first_line(e)}")
         try:
@@ -213,6 +219,15 @@ def _split_paths(run: Path) -> tuple[list[str], str]:
         if paths:
             return paths, f"{split} split"
     return [], f"{run}/splits.csv"
+
+
+def opset_range() -> tuple[int, int]:
+    """The opsets torch can export to that the installed onnx knows."""
+    import onnx
+    from torch.onnx import _constants      # private, so read defensively: torch 2.x's bounds otherwise
+
+    return (getattr(_constants, "ONNX_MIN_OPSET", 7),
+            min(getattr(_constants, "ONNX_MAX_OPSET", 20), onnx.defs.onnx_opset_version()))
 
 
 def _opset(proto) -> int:

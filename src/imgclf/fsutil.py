@@ -28,6 +28,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def output_file(path: str | os.PathLike, flag: str) -> Path:
+    """`path` as a file to write; a folder there (or a file where a parent folder should be) is the
+    user's mistake, told before any work rather than as an IsADirectoryError after it."""
+    from .errors import UserError
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'predictions.csv'}")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UserError(f"{flag} {path} cannot be written: {blocker} is a file, not a folder")
+    return path
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:

@@ -137,13 +137,35 @@ class Model:
 def load_torch_net(run: Path, meta: dict) -> torch.nn.Module:
     """The run's network rebuilt from the registry by name, with its safetensors weights (CPU, eval mode)."""
     from .models import create_model
+    from .run_schema import verify_weights
     from .training.checkpoint import load_weights
 
     arch = meta["architecture"]
-    net = create_model(arch["name"], num_classes=len(meta["classes"]), in_chans=arch.get("in_chans", 3),
-                       img_size=meta["input"]["size"], **arch.get("kwargs", {}))
-    net.load_state_dict(load_weights(run / "model.safetensors"))
+    try:
+        net = create_model(arch["name"], num_classes=len(meta["classes"]), in_chans=arch.get("in_chans", 3),
+                           img_size=meta["input"]["size"], **arch.get("kwargs", {}))
+    except UserError:
+        raise
+    except (TypeError, ValueError, RuntimeError, MemoryError) as e:    # kwargs edited into nonsense
+        raise UserError(f"{run / 'model.json'}: architecture {arch['name']} cannot be built from its recorded "
+                        f"kwargs ({type(e).__name__}: {_first_line(e)})") from None
+    verify_weights(run, meta)
+    state = load_weights(run / "model.safetensors")
+    bad = next((k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if bad is not None:     # a diverged training: every answer would be NaN
+        raise UserError(f"{run / 'model.safetensors'} holds NaN or infinite weights ({bad}): the training diverged; "
+                        "train again with a lower --lr")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"{run / 'model.safetensors'} does not fit the architecture in model.json "
+                        f"({_first_line(e)})") from None
     return net.eval()
+
+
+def _first_line(e: Exception) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return " ".join(lines[:2])[:300]
 
 
 def _expand(inputs) -> Iterable:

@@ -35,6 +35,8 @@ from .runs import find_run, read_model_json
 
 ALIASES_FILE = "aliases.json"
 ALIAS_RE = re.compile(r"[A-Za-z][\w-]*")   # never all digits, so "3" always means version 3
+# REGISTRY/<name> names these folders itself, and "v3" is version 3: an alias so named could never be reached.
+RESERVED = re.compile(r"versions|inbox|v\d+", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------- reading
@@ -42,7 +44,17 @@ ALIAS_RE = re.compile(r"[A-Za-z][\w-]*")   # never all digits, so "3" always mea
 
 def _aliases_state(reg: Path) -> dict:
     p = reg / ALIASES_FILE
-    return read_json(p) if p.is_file() else {"aliases": {}, "previous": {}}
+    if not p.is_file():
+        return {"aliases": {}, "previous": {}}
+    fix = f"fix it by hand ({reg / 'history.jsonl'} lists every alias change)"
+    try:
+        state = read_json(p)
+    except ValueError as e:         # JSONDecodeError, UnicodeDecodeError: a hand edit or a foreign write
+        raise UserError(f"{p} is not valid JSON ({e}); {fix}") from None
+    if not (isinstance(state, dict) and isinstance(state.get("aliases"), dict)
+            and isinstance(state.get("previous"), dict) and all(isinstance(v, int) for v in state["aliases"].values())):
+        raise UserError(f'{p} must hold {{"aliases": {{name: version}}, "previous": {{name: [versions]}}}}; {fix}')
+    return state
 
 
 def _versions(reg: Path) -> list[int]:
@@ -162,9 +174,9 @@ def add(run: str | Path, registry: str | Path = "registry", parent: str | int | 
     """
     run = find_run(run)
     reg = Path(registry).expanduser()
-    if alias is not None and not ALIAS_RE.fullmatch(alias):
-        raise UserError(f"alias {alias!r} must start with a letter (letters, digits, _ and - after), e.g. candidate")
-    meta = read_model_json(run)
+    if alias is not None:
+        check_alias(alias)
+    meta = read_model_json(run, loadable=False)
     parent_n = version_number(reg, parent) if parent is not None else None
     stored = _stored_run_path(run, reg)
     for v in list_versions(reg):
@@ -218,10 +230,18 @@ def rollback(registry: str | Path, alias: str = "production") -> dict:
         return _set_alias(reg, alias, stack[-1], "rollback", state)
 
 
-def _set_alias(reg: Path, alias: str, n: int, action: str, state: dict | None = None) -> dict:
-    """Caller holds the lock. aliases.json carries the rollback stack too, so one replace updates both."""
+def check_alias(alias: str) -> str:
     if not ALIAS_RE.fullmatch(alias):
         raise UserError(f"alias {alias!r} must start with a letter (letters, digits, _ and - after), e.g. production")
+    if RESERVED.fullmatch(alias):
+        raise UserError(f"alias {alias!r} is reserved (versions, inbox and v<number> name the registry's own "
+                        "folders and versions); choose another, e.g. production")
+    return alias
+
+
+def _set_alias(reg: Path, alias: str, n: int, action: str, state: dict | None = None) -> dict:
+    """Caller holds the lock. aliases.json carries the rollback stack too, so one replace updates both."""
+    check_alias(alias)
     state = state or _aliases_state(reg)
     old = state["aliases"].get(alias)
     stack = state["previous"].setdefault(alias, [])

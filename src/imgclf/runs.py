@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .fsutil import read_json, write_text
+from .run_schema import check_model_json
 
 MODEL_FORMAT = 1
 
@@ -42,11 +43,15 @@ def find_run(path: str | Path) -> Path:
     return p
 
 
-def read_model_json(run: Path) -> dict:
-    meta = read_json(run / "model.json")
-    if meta.get("format", 0) > MODEL_FORMAT:
-        raise UserError(f"{run} was written by a newer imgclf (model format {meta['format']}); upgrade imgclf")
-    return meta
+def read_model_json(run: Path, loadable: bool = True) -> dict:
+    """RUN/model.json, checked against its schema (see run_schema): a damaged file fails here, by field.
+    `loadable=False`: only what describes the run (classes), for readers that never load its network."""
+    path = run / "model.json"
+    try:
+        meta = read_json(path)
+    except (ValueError, RecursionError) as e:       # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"{path} is not valid JSON ({e}); restore the run from a copy") from None
+    return check_model_json(meta, path, MODEL_FORMAT, loadable)
 
 
 def read_splits(run: Path) -> list[dict]:

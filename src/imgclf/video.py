@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .fsutil import write_json
+from .fsutil import output_file, write_json
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -69,6 +69,8 @@ def predict_video(model, source, every: int = 1, smooth: float = SMOOTH_S, out_c
         raise UserError(f"--every must be at least 1, not {every}")
     if smooth < 0:
         raise UserError(f"--smooth must be 0 (off) or a time in seconds, not {smooth}")
+    out_csv, out_video, events_path = (output_file(p, flag) if p is not None else None for p, flag in
+                                       ((out_csv, "--out"), (out_video, "--video-out"), (events_path, "--events")))
     cap, live, name = _open(source)
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else None          # cameras and streams often report 0 or nonsense

@@ -7,12 +7,15 @@ Non-tensor state (step counts, hyper-parameters, progress) rides in the file's m
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, safe_open
 
+from ..errors import UserError
 from ..fsutil import atomic_path
 
 _TENSOR = "__tensor__"
@@ -47,7 +50,11 @@ def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], metadata
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except SafetensorError as e:
+        raise UserError(f"{path} is not a readable safetensors file ({e}): it is truncated or damaged; "
+                        "restore it from a copy of the run") from None
 
 
 def save_training_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -66,21 +73,38 @@ def save_training_state(path: str | Path, model: torch.nn.Module, optimizer: tor
 
 def load_training_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                         ema: torch.nn.Module | None = None) -> dict[str, Any]:
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-    tensors = load_file(str(path))
-    model.load_state_dict(_unflatten(json.loads(meta["model"]), tensors))
-    if ema is not None and "ema" in meta:
-        ema.load_state_dict(_unflatten(json.loads(meta["ema"]), tensors))
-    opt_sd = _unflatten(json.loads(meta["optim"]), tensors)
-    # JSON turns integer parameter ids into strings; the optimizer wants ints back.
-    opt_sd["state"] = {int(k): v for k, v in opt_sd["state"].items()}
-    optimizer.load_state_dict(opt_sd)
-    return json.loads(meta["info"])
+    with _damaged_state(path):
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+        tensors = load_file(str(path))
+        model.load_state_dict(_unflatten(json.loads(meta["model"]), tensors))
+        if ema is not None and "ema" in meta:
+            ema.load_state_dict(_unflatten(json.loads(meta["ema"]), tensors))
+        opt_sd = _unflatten(json.loads(meta["optim"]), tensors)
+        # JSON turns integer parameter ids into strings; the optimizer wants ints back.
+        opt_sd["state"] = {int(k): v for k, v in opt_sd["state"].items()}
+        optimizer.load_state_dict(opt_sd)
+        return json.loads(meta["info"])
 
 
 def read_training_info(path: str | Path) -> dict[str, Any]:
     """The progress `info` of a training state file, without loading its tensors (a resumed
     run needs the epoch first, to build the optimizer of that epoch's training stage)."""
-    with safe_open(str(path), framework="pt") as f:
-        return json.loads(f.metadata()["info"])
+    with _damaged_state(path):
+        with safe_open(str(path), framework="pt") as f:
+            info = json.loads(f.metadata()["info"])
+        if not isinstance(info, dict) or not isinstance(info.get("epoch"), int):
+            raise ValueError("no epoch count in its metadata")
+        return info
+
+
+@contextmanager
+def _damaged_state(path: str | Path) -> Iterator[None]:
+    """A truncated, garbage or edited training state is one line, not a traceback from deep in a loader."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise UserError(f"cannot resume from {path}: it is damaged ({type(e).__name__}: {str(e)[:200]}); "
+                        "delete it to start this run's training over") from None

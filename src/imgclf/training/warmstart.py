@@ -78,10 +78,12 @@ def grow_head(net: nn.Module, state: dict[str, torch.Tensor], old_classes: list[
 
 def warm_start(net: nn.Module, run: str | Path, classes: list[str]) -> str:
     """Start `net` from RUN's model.safetensors (see grow_head); returns a line saying what was done."""
+    from ..run_schema import verify_weights
     from .checkpoint import load_weights
 
     run = find_run(run)
     meta = read_model_json(run)
+    verify_weights(run, meta)       # a damaged parent would pass its damage on to every update
     info = grow_head(net, load_weights(run / "model.safetensors"), meta["classes"], classes)
     # The stem was whitened from the parent's training images and trained on; re-whitening it from
     # the new data would throw that away (training.loop calls init_from_data when the model has it).

@@ -10,7 +10,6 @@ several machines share a study by running the same command against the same data
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 import warnings
@@ -19,7 +18,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import UserError
+from ..errors import UserError, mask_secrets
 
 JOURNAL = "study.journal"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)      # what counts towards --trials
@@ -45,9 +44,11 @@ def open_storage(storage: str | None, tune_dir: Path):
         return JournalStorage(JournalFileBackend(str(path))), str(path)
     try:
         # tune.json and the report travel: never write a database password into them.
-        return optuna.storages.RDBStorage(storage), re.sub(r"(://[^:/@]+):[^/]*@", r"\1:***@", storage)
+        return optuna.storages.RDBStorage(storage), mask_secrets(storage)
     except Exception as e:     # noqa: BLE001 - bad URL, missing driver, unreachable server: all the user's to fix
-        raise UserError(f"cannot open the study storage {storage}: {type(e).__name__}: {e} (give a database URL "
+        # The driver's own message may quote the URL, password and all.
+        raise UserError(f"cannot open the study storage {mask_secrets(storage)}: {type(e).__name__}: "
+                        f"{mask_secrets(str(e))} (give a database URL "
                         "Optuna supports, e.g. sqlite:///tune.db or postgresql://user@host/db, with its driver "
                         "installed, or a journal file path)") from None
 

@@ -1,0 +1,82 @@
+"""Careless or hostile command lines end in one line on stderr and exit code 2, never a traceback."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import make_shapes_dataset
+from test_end_to_end import cli
+from test_registry import make_run
+
+import imgclf
+from imgclf import registry
+from imgclf.errors import UserError, mask_secrets
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mistakes")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IMGCLF_CACHE_DIR", str(root / "cache"))
+        data = make_shapes_dataset(root / "shapes", per_class=10, size=16)
+        return imgclf.train(data, model="simple_cnn", img_size=16, epochs=1, out=root / "run", verbose=False).path
+
+
+def one_line_error(p, text: str) -> None:
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1, p.stderr
+    assert text in p.stderr, p.stderr
+
+
+def test_predict_out_must_be_a_file(run, tmp_path):
+    (tmp_path / "folder").mkdir()
+    image = next((run.parent / "shapes").rglob("*.png"))
+    one_line_error(cli("predict", run, image, "--out", tmp_path / "folder", check=False),
+                   f"--out {tmp_path / 'folder'} is a folder; give a file name")
+
+
+def test_export_opset_outside_what_the_exporters_support(run, tmp_path):
+    one_line_error(cli("export", run, "--opset", "1", "--out", tmp_path / "m.onnx", check=False),
+                   "--opset must be an integer from 7 to ")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_old_opset_is_honoured_not_silently_replaced(run, tmp_path):
+    """The dynamo exporter keeps its own opset 18 when it cannot convert down: the tracer then exports it."""
+    assert imgclf.export(run, out=tmp_path / "m.onnx", opset=13, verbose=False)["opset"] == 13
+
+
+def test_reserved_aliases_are_refused(tmp_path):
+    version = make_run(tmp_path, "photos-1", 0.8, [])
+    registry.add(version, tmp_path / "registry")
+    for alias in ("versions", "inbox", "v2"):
+        with pytest.raises(UserError, match=f"alias '{alias}' is reserved"):
+            registry.promote(tmp_path / "registry", 1, alias=alias)
+    one_line_error(cli("registry", "promote", "1", "--alias", "versions", "--registry", tmp_path / "registry",
+                       check=False), "alias 'versions' is reserved")
+
+
+def test_a_corrupt_aliases_file_is_one_line(tmp_path):
+    registry.add(make_run(tmp_path, "photos-1", 0.8, []), tmp_path / "registry", alias="production")
+    (tmp_path / "registry" / "aliases.json").write_text('{"aliases": {"production": 1')
+    one_line_error(cli("registry", "list", "--registry", tmp_path / "registry", check=False),
+                   "aliases.json is not valid JSON")
+    (tmp_path / "registry" / "aliases.json").write_text(json.dumps({"aliases": ["production"], "previous": {}}))
+    with pytest.raises(UserError, match="aliases.json must hold"):
+        registry.resolve(tmp_path / "registry", "production")
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://ann:hunter2@db.example:5432/tune", "postgresql://ann:***@db.example:5432/tune"),
+    ("mysql+pymysql://ann:p@ss@db/tune?password=hunter2", "mysql+pymysql://ann:***@db/tune?password=***"),
+    ("sqlite:///tune.db", "sqlite:///tune.db"),
+])
+def test_passwords_are_masked(url, shown):
+    assert mask_secrets(f"cannot open {url} (refused)") == f"cannot open {shown} (refused)"
+
+
+def test_tune_storage_errors_do_not_print_the_password(tmp_path):
+    from imgclf.tuning.study import open_storage
+
+    with pytest.raises(UserError) as e:
+        open_storage("postgresql://ann:hunter2@127.0.0.1:1/tune", tmp_path)
+    assert "hunter2" not in str(e.value) and "postgresql://ann:***@127.0.0.1:1/tune" in str(e.value)
