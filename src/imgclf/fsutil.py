@@ -1,9 +1,11 @@
 """Atomic file writes: a crash mid-write must never leave a half-written run file."""
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
+import secrets
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -13,19 +15,60 @@ from typing import Any, Iterator
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the same folder; rename it onto `path` only on success.
 
-    Same-folder temp files make the final `os.replace` atomic on POSIX and Windows.
+    Same-folder temp files make the final `os.replace` atomic on POSIX and Windows. The temp file
+    is fsynced before the rename and the folder after it: without both, a power cut soon after can
+    leave an empty file or the old name (ext4, XFS delay data and the rename separately).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = new_temp(path.parent, f".{path.name}.")
+    mode = stat.S_IMODE(tmp_path.stat().st_mode)    # 0666 less the umask, as open() would give
     try:
         yield tmp_path
+        # The writer may have put its own file there (safetensors writes a 0600 temp and renames it).
+        if stat.S_IMODE(tmp_path.stat().st_mode) != mode:
+            os.chmod(tmp_path, mode)
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp_path, path)
+        fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def new_temp(folder: str | os.PathLike, prefix: str, suffix: str = ".tmp") -> Path:
+    """Create an empty, uniquely named file in `folder` and return its path.
+
+    Unlike `tempfile.mkstemp` (always 0600) the file is created 0666 less the umask, so a file
+    renamed into place gets the same mode as one made by `open()`; no need to read the umask.
+    """
+    for _ in range(100):
+        p = Path(folder) / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666))
+            return p
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name in {folder}")
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename or a new file in `folder` durable. Windows cannot open a folder, and some file
+    systems refuse to fsync one (EINVAL); there the rename is as durable as that system makes it."""
+    if os.name == "nt":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 def output_file(path: str | os.PathLike, flag: str) -> Path:
@@ -44,10 +87,8 @@ def output_file(path: str | os.PathLike, flag: str) -> Path:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8") as f:   # atomic_path fsyncs it
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import threading
 import warnings
 from contextlib import contextmanager
@@ -33,7 +32,7 @@ from typing import Iterator
 
 from .data.images import IMAGE_EXTENSIONS, MAX_PIXELS
 from .errors import UserError
-from .fsutil import file_lock
+from .fsutil import file_lock, fsync_dir, new_temp
 
 FEEDBACK_FILE = "feedback.jsonl"
 LOCK_FILE = ".lock"
@@ -138,20 +137,31 @@ def add(inbox: str | Path, data: bytes, label: str, *, classes: list[str] | None
                 target.parent.mkdir(exist_ok=True)
                 if not found and tmp is None:      # it was there a moment ago; someone moved it since
                     tmp = _write_temp(root, data)
-                os.replace(found[0] / name if found else tmp, target)
+                source_path = found[0] / name if found else tmp
+                os.replace(source_path, target)
                 action = "relabelled" if found else "added"
-            for old in found:
-                if old != target.parent:
-                    (old / name).unlink(missing_ok=True)
-                    _remove_if_empty(old)
             record = {"sha256": sha, "path": f"{label}/{name}", "label": label,
                       "known_class": None if classes is None else label in classes,
                       "time": _now(), "who": who, "source": source, "previous": previous,
                       "prediction_id": prediction_id}
-            # One write of one whole line, under the lock: concurrent feedback never interleaves.
-            with open(root / FEEDBACK_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                f.flush()
+            try:
+                _append(root / FEEDBACK_FILE, json.dumps(record, ensure_ascii=False) + "\n")
+                if action != "already there":
+                    fsync_dir(target.parent)
+            except BaseException:
+                # No record, no move: the image goes back where it was (the temp file is unlinked
+                # below), so a full disk leaves the inbox as it was before this feedback.
+                if action == "relabelled":
+                    os.replace(target, source_path)
+                elif action == "added":
+                    target.unlink(missing_ok=True)
+                if action != "already there":
+                    _remove_if_empty(target.parent)
+                raise
+            for old in found:
+                if old != target.parent:
+                    (old / name).unlink(missing_ok=True)
+                    _remove_if_empty(old)
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
@@ -290,16 +300,38 @@ def _is_image(p: Path) -> bool:
 def _write_temp(root: Path, data: bytes) -> Path:
     """The bytes in a dot-named temp file at the inbox root (hidden from dataset discovery; the
     same file system, so the rename into a label folder is atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=".incoming-", suffix=".tmp", dir=root)
+    tmp = new_temp(root, ".incoming-")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink()
         raise
-    return Path(tmp)
+    return tmp
+
+
+def _append(log: Path, line: str) -> None:
+    """Append one whole line, fsynced (one write under the lock: concurrent feedback never
+    interleaves). A failed write (a full disk) is cut back off, so the log never ends in half a record.
+    Unbuffered on purpose: a buffered file would retry the failed bytes when truncated or closed."""
+    new = not log.exists()
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            data = line.encode("utf-8")
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+    if new:
+        fsync_dir(log.parent)
 
 
 def _remove_if_empty(d: Path) -> None:

@@ -1,0 +1,162 @@
+"""Durable writes: replaced files are fsynced with their folder, honour the umask, and a full disk
+(ENOSPC) while writing weights, a checkpoint, a registry alias or the inbox log leaves the previous
+files exactly as they were, with no temp file behind."""
+from __future__ import annotations
+
+import errno
+import io
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imgclf import inbox, registry
+from imgclf.fsutil import write_json
+from imgclf.training.checkpoint import load_weights, save_training_state, save_weights
+from test_registry import make_run
+
+posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX file modes and folder fsync")
+
+
+def _png(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under root with its bytes (the lock file is not state)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+def _full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, restoring it after."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield os.umask
+    os.umask(old)
+
+
+@posix_only
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_written_files_honour_the_umask(tmp_path, umask, mask, mode):
+    umask(mask)
+    write_json(tmp_path / "run" / "model.json", {"format": 1})
+    save_weights(tmp_path / "run" / "model.safetensors", {"w": torch.zeros(2)})
+    inbox.add(tmp_path / "inbox", _png(1), "rose", classes=None)
+    for p in [tmp_path / "run" / "model.json", tmp_path / "run" / "model.safetensors",
+              tmp_path / "inbox" / "feedback.jsonl", *(tmp_path / "inbox" / "rose").iterdir()]:
+        assert stat.S_IMODE(p.stat().st_mode) == mode, p
+
+
+@posix_only
+def test_replaced_files_and_their_folder_are_fsynced(tmp_path, monkeypatch):
+    synced: list[tuple[int, bool]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        st = os.fstat(fd)
+        synced.append((st.st_ino, stat.S_ISDIR(st.st_mode)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    for write in (lambda p: write_json(p, {"a": 1}), lambda p: save_weights(p, {"w": torch.ones(3)})):
+        synced.clear()
+        path = tmp_path / "out" / "file"
+        write(path)
+        # The temp file is renamed, so its inode is the final file's.
+        assert (path.stat().st_ino, False) in synced
+        assert (path.parent.stat().st_ino, True) in synced
+        assert synced.index((path.stat().st_ino, False)) < synced.index((path.parent.stat().st_ino, True))
+
+    synced.clear()
+    box = tmp_path / "inbox"
+    inbox.add(box, _png(2), "tulip", classes=None)
+    for p in (box / "feedback.jsonl", *(box / "tulip").iterdir()):
+        assert (p.stat().st_ino, False) in synced, p
+    assert (box.stat().st_ino, True) in synced and ((box / "tulip").stat().st_ino, True) in synced
+
+
+def test_full_disk_keeps_the_previous_weights_and_checkpoint(tmp_path, monkeypatch):
+    weights, state = tmp_path / "model.safetensors", tmp_path / "train_state.safetensors"
+    save_weights(weights, {"w": torch.ones(4)})
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    save_training_state(state, model, opt, {"epoch": 1})
+    before = _snapshot(tmp_path)
+
+    monkeypatch.setattr(os, "fsync", _full_disk)
+    with pytest.raises(OSError) as e:
+        save_weights(weights, {"w": torch.zeros(400)})
+    assert e.value.errno == errno.ENOSPC
+    with pytest.raises(OSError):
+        save_training_state(state, model, opt, {"epoch": 2})
+    monkeypatch.undo()
+
+    assert _snapshot(tmp_path) == before
+    assert torch.equal(load_weights(weights)["w"], torch.ones(4))
+
+
+def test_full_disk_keeps_the_previous_registry_aliases(tmp_path, monkeypatch):
+    img = tmp_path / "data" / "cat" / "0.png"
+    img.parent.mkdir(parents=True)
+    img.write_bytes(_png(3))
+    reg = tmp_path / "registry"
+    for k in range(2):
+        registry.add(make_run(tmp_path, f"photos-{k}", 0.8 + k / 10, [(img, "cat", "train")]), reg,
+                     alias="production" if k == 0 else None)
+    before = _snapshot(reg)
+
+    monkeypatch.setattr(os, "fsync", _full_disk)
+    with pytest.raises(OSError):
+        registry.promote(reg, 2)
+    monkeypatch.undo()
+
+    assert _snapshot(reg) == before
+    assert registry.show(reg, "production")["version"] == 1
+
+
+def _fail_writes_to(path: Path, monkeypatch) -> None:
+    """os.write to `path` writes a few bytes, then the disk is full: a realistic partial write."""
+    real_write, ino = os.write, path.stat().st_ino
+
+    def write(fd, data):
+        if os.fstat(fd).st_ino != ino:
+            return real_write(fd, data)
+        real_write(fd, bytes(data[:5]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize("label", ["tulip", "rose"])
+def test_full_disk_keeps_the_previous_inbox(tmp_path, monkeypatch, label):
+    """A new image (tulip) or a relabel (rose -> ...) whose log line cannot be written: the image is
+    not kept or moved, and the log has no half line."""
+    box = tmp_path / "inbox"
+    png = _png(4)
+    inbox.add(box, png, "rose", classes=None)
+    before = _snapshot(box)
+
+    _fail_writes_to(box / "feedback.jsonl", monkeypatch)
+    with pytest.raises(OSError):
+        inbox.add(box, _png(5) if label == "tulip" else png, "daisy", classes=None)
+    monkeypatch.undo()
+    assert _snapshot(box) == before
+
+    monkeypatch.setattr(os, "fsync", _full_disk)   # the image's temp file itself cannot be made durable
+    with pytest.raises(OSError):
+        inbox.add(box, _png(6), "daisy", classes=None)
+    monkeypatch.undo()
+    assert _snapshot(box) == before
+    assert [r["label"] for r in inbox.records(box)] == ["rose"]
