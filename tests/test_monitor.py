@@ -182,7 +182,8 @@ def test_log_written_by_the_real_service(run, tmp_path):
 
     model, tests = run
     settings = serving.ServeSettings(log_predictions=str(tmp_path / "log"), log_images="hash")
-    with TestClient(serving.create_app(model, settings)) as client:
+    # base_url: the service answers only the Host names it serves (localhost, IPs), not "testserver".
+    with TestClient(serving.create_app(model, settings), base_url="http://127.0.0.1") as client:
         for i in range(0, 40, 4):
             files = [("file", (f"{j}.png", data, "image/png")) for j, data in enumerate(from_tests(tests, 4, seed=i))]
             assert client.post("/predict", files=files).status_code == 200

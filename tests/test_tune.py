@@ -139,7 +139,9 @@ def test_bad_trials_are_pruned(shapes16, tmp_path):
 
 def test_two_worker_processes_share_one_study(shapes16, tmp_path):
     space = space_file(tmp_path)
-    cmd = [sys.executable, "-m", "imgclf.cli", "tune", str(shapes16), "--trials", "6", "--space", str(space),
+    # 24 trials: each trains in 0.1-0.5 s, so with 6 the first worker could finish them all while the
+    # second was still importing torch.
+    cmd = [sys.executable, "-m", "imgclf.cli", "tune", str(shapes16), "--trials", "24", "--space", str(space),
            "--out", str(tmp_path / "tune"), "--no-retrain"]
     env = {**os.environ, "PYTHONPATH": str(Path(imgclf.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
     workers = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -148,9 +150,9 @@ def test_two_worker_processes_share_one_study(shapes16, tmp_path):
     assert all(w.returncode == 0 for w in workers), logs
     study = load(tmp_path / "tune")
     done = study.get_trials(states=FINISHED)
-    assert len(done) == 6 and sorted(t.number for t in done) == list(range(6)), logs
+    assert len(done) == 24 and sorted(t.number for t in done) == list(range(24)), logs
     assert len({t.user_attrs["worker"]["pid"] for t in done}) == 2, logs   # both workers ran trials
-    assert len(set(finished_params(study))) == 6                              # none repeated
+    assert len(set(finished_params(study))) == 24                             # none repeated
 
 
 @pytest.mark.parametrize("text, message", [

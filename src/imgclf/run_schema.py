@@ -121,7 +121,8 @@ def _check_members(meta: dict, path: Path) -> None:
 
 
 def _check_thresholds(meta: dict, path: Path, classes: list) -> None:
-    t = meta.get("calibration", {}).get("temperature", 1.0) if isinstance(meta.get("calibration"), dict) else None
+    calibration = meta.get("calibration", {})       # absent in ensembles: members carry their own
+    t = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else None
     if not (_is_real(t) and t > 0):
         _bad(path, "calibration.temperature", "a finite number above 0", t)
     for key in ("decision", "rejection"):
