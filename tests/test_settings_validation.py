@@ -56,14 +56,20 @@ def test_a_config_file_is_checked_too(tmp_path):
         load_config(tmp_path / "bad.yaml")
 
 
-def test_refused_starts_leave_no_run_folder(shapes, tmp_path):
+def test_refused_starts_leave_no_run_folder(shapes, tmp_path, monkeypatch, capsys):
+    from imgclf.cli import main
+
     out = tmp_path / "run"
+    # In-process (the CLI's own entry point, its exit code and stderr): a subprocess per case cost 3 s of imports.
     for flags, said in ((["--batch-size", "0"], "batch_size"), (["--img-size", "100000"], "img_size"),
                         (["--lr", "nan"], "lr"), (["--epochs", "0"], "epochs"),
                         (["--test-frac", "0.95"], "leaves no training images")):
-        p = cli("train", shapes, *flags, "--out", out, check=False)
-        assert p.returncode == 2 and p.stderr.startswith("error: ") and said in p.stderr, p.stderr
-        assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+        monkeypatch.setattr("sys.argv", ["imgclf", "train", str(shapes), *flags, "--out", str(out)])
+        with pytest.raises(SystemExit) as exit:
+            main()
+        err = capsys.readouterr().err
+        assert exit.value.code == 2 and err.startswith("error: ") and said in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err
         assert not out.exists()
     with pytest.raises(UserError, match="lr must be"):
         imgclf.train(shapes, lr=-1, out=out, verbose=False)
