@@ -11,7 +11,6 @@ from ..config import TrainConfig
 from ..data.images import RESIZE_MODES, UnusableImage, image_size
 from ..errors import UserError
 from ..inference import TTA_MODES
-from .balance import MODES as CLASS_WEIGHT_MODES
 from .finetune import is_finetune, stage_defaults
 
 
@@ -35,8 +34,6 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         raise UserError(f"unknown resize mode '{cfg.resize}'; choose one of {', '.join(RESIZE_MODES)}")
     if cfg.tta != "auto" and cfg.tta not in TTA_MODES:
         raise UserError(f"unknown tta '{cfg.tta}'; choose auto or one of {', '.join(TTA_MODES)}")
-    if cfg.class_weight not in CLASS_WEIGHT_MODES:     # before decoding, which a bad flag would otherwise wait for
-        raise UserError(f"unknown class_weight {cfg.class_weight!r}; choose one of {', '.join(CLASS_WEIGHT_MODES)}")
     if cfg.compile not in ("auto", "on", "off"):
         raise UserError(f"compile must be auto, on or off, not {cfg.compile!r}")
     gpu = device.type in ("cuda", "mps")
