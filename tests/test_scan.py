@@ -327,3 +327,34 @@ def test_recorded_defaults_are_used(world):
     scanner = Scanner(imgclf.load(world["run"]))
     assert scanner.margin == (MARGIN,) * 4 and scanner.min_size == 45
     assert Scanner(imgclf.load(world["run"]), margin=0.0).margin == (0.0,) * 4
+
+
+def test_verifier_rescores_the_best_windows(world):
+    """A second crop model looks only at each photo's best windows after NMS: presence, boxes and
+    scores are its answers on those crops, at most `top` of them, and an object-free photo's score is
+    still the verifier's judgement of its best window (so photos rank by it)."""
+    from imgclf.errors import UserError
+    from imgclf.scanning import Verifier
+
+    model = world["model"]
+    results = scan(model, world["scenes"], min_size=45, margin=0.0, verify=model, verify_top=3, verbose=False)
+    for r in results:
+        img = Image.open(r["path"]).convert("RGB")
+        assert len(r["boxes"]) <= 3
+        for b in r["boxes"]:
+            crop = model.preprocess(img.crop(tuple(round(v) for v in box(b))))
+            p = model.predict_proba(crop[None])[0, model.classes.index("object")]
+            assert abs(p - b["score"]) < 1e-4 and b["score"] >= 0.5
+        assert r["score"] == max([b["score"] for b in r["boxes"]], default=r["score"]) and r["score"] < 1
+    with_objects = [r for r in results if "with" in Path(r["path"]).parent.name and "without" not in r["path"]]
+    assert sum(r["present"] for r in with_objects) >= 5
+    assert sum(r["present"] for r in results if "without" in r["path"]) <= 1
+    # top=1: one window looked at, so at most one box a photo.
+    one = scan(model, world["scenes"] / "with", min_size=45, verify=model, verify_top=1, verbose=False)
+    assert all(len(r["boxes"]) <= 1 for r in one) and sum(r["present"] for r in one) >= 5
+    scanner = Scanner(model, "object", verify=Verifier(model, "object", top=2, threshold=0.7))
+    assert scanner.threshold == 0.7 and "best 2 windows" in scanner.describe()
+    with pytest.raises(UserError, match="no class 'person'"):
+        Verifier(model, "person")
+    with pytest.raises(UserError, match="verify-top"):
+        Verifier(model, "object", top=0)

@@ -13,8 +13,9 @@ from pathlib import Path
 from .mining import negatives, parse_size, save_crop
 from .window import remember
 from .scanner import Scanner, positive_class
+from .verify import TOP, Verifier
 
-__all__ = ["scan", "negatives", "remember", "Scanner", "positive_class", "frame_probs"]
+__all__ = ["scan", "negatives", "remember", "Scanner", "Verifier", "positive_class", "frame_probs"]
 
 
 def frame_probs(scanner: Scanner, frames: list, n_classes: int):
@@ -37,7 +38,7 @@ def frame_probs(scanner: Scanner, frames: list, n_classes: int):
 def scan(model, images, *, positive: str | None = None, scales=None, stride: int | None = None,
          min_size: int | None = None, iou: float = 0.3, out: str | Path | None = None, mine: str | Path | None = None,
          margin=None, method: str = "auto", threshold: float | None = None, vote: bool | None = None,
-         verbose: bool = True) -> list[dict]:
+         verify=None, verify_top: int = TOP, verbose: bool = True) -> list[dict]:
     """Scan each photo (paths, folders, PIL images or arrays) with a loaded model; one answer per image:
     {path, present, score, threshold, positive, boxes, width, height, windows, seconds} (or
     {path, error} for an unreadable file). `out` writes boxes.csv, scan.json and annotated images;
@@ -46,15 +47,19 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
     (left, top, right, bottom) fractions of the window; default: the run's recorded one, else 0)
     places the object box inside each window;
     `method` is auto | fcn | windows; `vote` (default: the run's recorded one, else on) moves each
-    firing window's box to the score-weighted mean of the firing windows around it before NMS."""
+    firing window's box to the score-weighted mean of the firing windows around it before NMS.
+    `verify` (a loaded model trained on the same crops, e.g. the default ImageNet-backbone run)
+    re-scores the best `verify_top` windows of each photo and decides presence and boxes (verify.py)."""
     import numpy as np
     from PIL import Image
 
     from ..data.images import UnusableImage, read_rgb, to_rgb
     from ..predictor import _expand
 
-    scanner = Scanner(model, positive, scales=scales, stride=stride, min_size=min_size, iou=iou,
-                      margin=margin, method=method, threshold=threshold, vote=vote)
+    pos = positive_class(model, positive)
+    verifier = Verifier(verify, pos, top=verify_top) if verify is not None else None
+    scanner = Scanner(model, pos, scales=scales, stride=stride, min_size=min_size, iou=iou,
+                      margin=margin, method=method, threshold=threshold, vote=vote, verify=verifier)
     if verbose:
         print(f"scan: {scanner.describe()}")
     writer = None
@@ -90,7 +95,9 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
     settings = {"model": str(getattr(model, "path", "")), "positive": scanner.positive,
                 "threshold": scanner.threshold, "window": list(crop_size), "fit": scanner.window.fit,
                 "stride": scanner.stride, "min_size": scanner.min_size, "scales": scales, "iou": iou,
-                "margin": list(scanner.margin), "vote": scanner.vote, "method": scanner.method}
+                "margin": list(scanner.margin), "vote": scanner.vote, "method": scanner.method,
+                "verify": str(getattr(verify, "path", "")) if verify is not None else None,
+                "verify_top": verifier.top if verifier else None}
     if writer:
         writer.close(settings)
     if verbose:

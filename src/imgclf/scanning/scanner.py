@@ -49,7 +49,7 @@ class Scanner:
 
     def __init__(self, model, positive: str | None = None, *, scales=None, stride: int | None = None,
                  min_size: int | None = None, iou: float = 0.3, margin=None, method: str = "auto",
-                 threshold: float | None = None, vote: bool | None = None):
+                 threshold: float | None = None, vote: bool | None = None, verify=None):
         if method not in METHODS:
             raise UserError(f"unknown scan method '{method}'; use one of {', '.join(METHODS)}")
         _check(iou=iou, min_size=min_size, scales=scales)
@@ -76,6 +76,10 @@ class Scanner:
         if self.stride < 1:
             raise UserError(f"--stride must be at least 1 px, not {stride}")
         self.method = "fcn" if self.parts else "windows"
+        # With a verifier, presence and boxes are its answers on the best windows: its operating point.
+        self.verify = verify
+        if verify is not None:
+            self.threshold = float(threshold) if threshold is not None else verify.threshold
 
     def _fcn(self, method: str):
         net = getattr(self.model, "net", None)
@@ -112,7 +116,8 @@ class Scanner:
         return (f"window {w.width}x{w.height} (the median training crop of '{self.positive}', {w.fit} to "
                 f"{self.size}x{self.size}), stride {self.stride} px of the input (1/{self.size / self.stride:g} window), "
                 f"scale step 0.8 from min size {self.min_size or DEFAULT_MIN_SIZE} px, threshold {self.threshold:.3f}, "
-                f"{f'box voting (IoU {VOTE_IOU}), ' if self.vote else ''}NMS IoU {self.iou}, {self.method} scan")
+                f"{f'box voting (IoU {VOTE_IOU}), ' if self.vote and not self.verify else ''}NMS IoU {self.iou}, "
+                f"{self.method} scan" + (f", then {self.verify.describe()}" if self.verify else ""))
 
     def scan(self, img) -> dict:
         """One RGB PIL image -> {width, height, present, score, threshold, positive, boxes, windows,
@@ -129,12 +134,14 @@ class Scanner:
             scores.append(p)
         boxes = np.concatenate(boxes) if boxes else np.zeros((0, 4))
         scores = np.concatenate(scores) if scores else np.zeros(0)
+        if self.verify is not None:
+            boxes, scores = self._verified(img, boxes, scores)
         best = float(scores.max()) if len(scores) else 0.0
         hit = np.flatnonzero(scores >= self.threshold)
         if len(hit):
             # A fitted margin can reach past the window, so past the photo's edge.
             objects = np.clip(_shrink(boxes[hit], self.margin), 0, [width, height, width, height])
-            if self.vote:
+            if self.vote and self.verify is None:
                 objects = _vote(objects, scores[hit])
             keep = nms(torch.as_tensor(objects, dtype=torch.float32), torch.as_tensor(scores[hit], dtype=torch.float32),
                        self.iou).numpy()[:MAX_BOXES]
@@ -148,6 +155,18 @@ class Scanner:
         return {"width": width, "height": height, "present": best >= self.threshold, "score": round(best, 6),
                 "threshold": self.threshold, "positive": self.positive, "boxes": found, "windows": int(len(scores)),
                 "seconds": round(time.perf_counter() - start, 4), "_windows": boxes[hit]}
+
+    def _verified(self, img, boxes: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The best `verify.top` windows after NMS, whatever their scan score, with the verifier's
+        probabilities as their scores: a photo where the scan fired nowhere still gets its best
+        windows looked at, so the photo's score ranks photos (ROC) by the verifier's judgement."""
+        from torchvision.ops import nms
+
+        if not len(scores):
+            return boxes, scores
+        keep = nms(torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(scores, dtype=torch.float32),
+                   self.iou).numpy()[:self.verify.top]
+        return boxes[keep], self.verify.score(img, boxes[keep])
 
     def _resize(self, img, s: float, pixels: torch.Tensor | None = None) -> tuple:
         """The photo resampled so that the window at scale s becomes the model's input size.

@@ -1,0 +1,52 @@
+"""A second look at the scan's best windows: a stronger crop classifier re-scores them.
+
+The scan's own network must be cheap per pixel (it runs over every window of a pyramid), so it is a
+small network learnt from a few thousand crops, and it fires on what those crops never showed it:
+the dogs, kitchens and giraffes of person-free street photos. A network with ImageNet features
+(the default `imgclf train` run on the same crops: EfficientNet-Lite0) knows those things, but costs
+~100x more per window. Run only on the few best windows per photo (after NMS), it decides presence
+and which boxes stay, at a fixed cost per photo whatever its size:
+
+    scanner = Scanner(fast_model, "person", verify=Verifier(lite0_model, "person", top=8))
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UserError
+
+TOP = 8          # windows re-scored per photo: its cost is fixed, K crops through the verifier
+
+
+class Verifier:
+    """The verifier model, its positive class and operating point, and how many windows it sees."""
+
+    def __init__(self, model, positive: str, *, top: int = TOP, threshold: float | None = None):
+        if positive not in model.classes:
+            raise UserError(f"the verifier has no class '{positive}' (its classes: {', '.join(model.classes)}); "
+                            "train it on the same crops as the scanned model")
+        if not 1 <= int(top) <= 1000:
+            raise UserError(f"--verify-top must be 1 to 1000 windows a photo, not {top}")
+        self.model, self.positive, self.top = model, positive, int(top)
+        self.pos = model.classes.index(positive)
+        decision = model.meta.get("decision") or {}
+        # The verifier's operating point is the photo's: its recorded threshold when it is about
+        # this class (bench/scan.py records a photo-level one), else even odds.
+        recorded = decision.get("threshold") if decision.get("positive_class") == positive else None
+        self.threshold = float(threshold if threshold is not None else recorded if recorded is not None else 0.5)
+
+    def describe(self) -> str:
+        name = getattr(self.model, "path", None) or "the verifier"
+        return f"the best {self.top} windows (after NMS) re-scored by {name}"
+
+    def score(self, img, windows: np.ndarray) -> np.ndarray:
+        """Positive probabilities (n,) of the windows (n, 4: x1, y1, x2, y2 in image pixels), each
+        cropped from the photo and resized as the verifier's training crops were."""
+        if not len(windows):
+            return np.zeros(0)
+        width, height = img.size
+        crops = []
+        for x1, y1, x2, y2 in windows:
+            box = (int(round(max(0, x1))), int(round(max(0, y1))), int(round(min(width, x2))), int(round(min(height, y2))))
+            crops.append(self.model.preprocess(img.crop(box)))
+        return self.model.predict_proba(np.stack(crops))[:, self.pos]
