@@ -190,7 +190,9 @@ def test_explain_route(scenes, runs):
         two = httpx.post(f"{url}/explain", files=[("f", ("a.png", data, "image/png")), ("f", ("b.png", data, "image/png"))],
                          headers=auth)
         assert two.status_code == 400 and "one image" in two.json()["detail"]
-        assert httpx.post(f"{url}/explain?method=magic", content=data, headers=auth).status_code == 400
-        assert httpx.post(f"{url}/explain?target=cat", content=data, headers=auth).status_code == 400
+        for query, said in (("method=magic", "unknown method 'magic'; choose one of gradcam"),
+                            ("target=cat", "unknown target 'cat'; choose one of")):
+            r = httpx.post(f"{url}/explain?{query}", content=data, headers=auth)
+            assert r.status_code == 422 and r.json()["detail"].startswith(said), r.text
         assert httpx.post(f"{url}/explain", content=data).status_code == 401
         assert httpx.post(f"{url}/explain", content=b"not an image", headers=auth).status_code == 415

@@ -60,11 +60,39 @@ def test_relabel_moves_the_file_and_latest_wins(tmp_path):
 
 
 @pytest.mark.parametrize("label", ["", "  ", "../x", "a/b", "a\\b", "unknown", "Unknown", ".hidden", ".", "..",
-                                   "a\x00b", "tab\there", "x" * 101])
+                                   "a\x00b", "tab\there", "x" * 101, "\U0001f339" * 26, "feedback.jsonl", "COM1",
+                                   "nul.txt", "rose\u200b", "ro\u202ese", "a\u00a0b", "\u3164", "r\u043ese",
+                                   "\uff52\uff4f\uff53\uff45", "rose."])
 def test_unsafe_labels_are_refused(tmp_path, label):
     with pytest.raises(UserError, match="cannot be used"):
         inbox.add(tmp_path / "inbox", _image(4), label, classes=None)
     assert not (tmp_path / "inbox" / "feedback.jsonl").exists()
+
+
+def test_labels_are_stored_in_one_form(tmp_path):
+    # Decomposed "é" (e + combining accent, as macOS names folders) and the composed one: one class.
+    assert inbox.check_label(" cafe\u0301 ") == inbox.check_label("caf\u00e9") == "caf\u00e9"
+    assert inbox.check_label("K\u00f6ln") == "K\u00f6ln" and inbox.check_label("comet") == "comet"
+
+
+def test_cli_import_refuses_a_bad_label_in_one_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from imgclf.cli import app
+
+    src = tmp_path / "corrections"
+    for label, seed in (("rose", 1), ("rose\u200b", 2), ("r\u043ese", 3)):
+        (src / label).mkdir(parents=True)
+        (src / label / "a.png").write_bytes(_image(seed))
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["feedback", "import", "corrections", "--inbox", "inbox"])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    lines = r.output.splitlines()
+    said = [x for x in lines if x.startswith("  skipped")]
+    assert len(said) == 2 and "1 added" in lines[-1] and "2 skipped" in lines[-1], r.output
+    assert any("label 'rose\\u200b' cannot be used: it contains invisible" in x for x in said)
+    assert any("cannot be used: it mixes look-alike alphabets (CYRILLIC, LATIN)" in x for x in said)
+    assert sorted(p.name for p in (tmp_path / "inbox").iterdir() if p.is_dir()) == ["rose"]
 
 
 def test_unreadable_bytes_are_refused(tmp_path):

@@ -298,7 +298,7 @@ def test_scan_route_over_http(world):
         assert bad.status_code == 415
         unknown = httpx.post(f"{url}/scan?positive=cat", content=open(path, "rb").read(),
                              headers={"Content-Type": "image/png"})
-        assert unknown.status_code == 400
+        assert unknown.status_code == 422 and "unknown positive 'cat'" in unknown.json()["detail"]
 
 
 def test_video_presence_from_scanned_frames(world, tmp_path):

@@ -71,10 +71,24 @@ def test_scan_options_are_validated(model, trained):
     _, data = trained
     with serving.BackgroundServer(serving.create_app(model)) as url:
         for query in ("iou=0", "iou=nan", "iou=2", "threshold=1", "threshold=nan", "threshold=inf", "min_size=0",
-                      "min_size=-5", "min_size=1000000000", "min_size=abc"):
+                      "min_size=-5", "min_size=1000000000", "min_size=abc", "min_size=8.5", "iou="):
             r = httpx.post(f"{url}/scan?positive=square&{query}", content=image(data),
                            headers={"Content-Type": "image/png"})
-            assert r.status_code == 422 and "detail" in r.json(), f"{query}: {r.status_code} {r.text}"
+            # One line, as `imgclf train` words a bad flag: the parameter, the value, what is allowed.
+            name, value = query.split("=")
+            assert r.status_code == 422 and r.json()["detail"].startswith(f"{name} must be "), (query, r.text)
+            assert r.json()["detail"].endswith(f", not {value!r}"), (query, r.text)
+        for route, query, said in (("predict", "top_k=0", "top_k must be an integer from 1 to 1000, not '0'"),
+                                   ("predict", "top_k=1e9", "top_k must be an integer from 1 to 1000, not '1e9'"),
+                                   ("scan", "iou=inf", "iou must be a number in (0, 1], not 'inf'"),
+                                   ("scan", "positive=cat", "unknown positive 'cat'; choose one of disc, square, "
+                                                            "stripes"),
+                                   ("explain", "method=x", "unknown method 'x'; choose one of gradcam")):
+            r = httpx.post(f"{url}/{route}?{query}", content=image(data), headers={"Content-Type": "image/png"})
+            assert r.status_code == 422 and r.json()["detail"].startswith(said), (route, query, r.text)
+        # A whole number written as one is still a count (as in a YAML config); the answer is unchanged.
+        r = httpx.post(f"{url}/predict?top_k=2.0", content=image(data), headers={"Content-Type": "image/png"})
+        assert r.status_code == 200 and len(r.json()["results"][0]["top_k"]) == 2, r.text
     from imgclf.scanning import Scanner
 
     for scales in ([0, -1], [float("nan")], [float("inf")], []):
@@ -181,11 +195,18 @@ def test_feedback_labels_and_text_fields_are_checked(model, trained, tmp_path):
                              "predicted"), ({"prediction_id": "../../etc/passwd"}, "prediction_id")):
             r = feedback(url, data, **fields)
             assert r.status_code == 422 and word in r.json()["detail"], (fields, r.text)
+        for value in ("nan", "inf", "7", "-0.5", "high"):
+            r = feedback(url, data, predicted="disc", confidence=value)
+            assert r.status_code == 422 and r.json()["detail"] == f"confidence must be a number in [0, 1], not {value!r}"
         # Decomposed "é" (e + combining accent) is stored as the one composed form.
-        r = feedback(url, data, "cafe\u0301", who="a" * 200, predicted="disc", confidence="nan")
+        r = feedback(url, data, "cafe\u0301", who="a" * 200, predicted="disc", confidence="0.25")
         assert r.status_code == 200 and r.json()["label"] == "caf\u00e9", r.text
         assert r.json()["path"].startswith("caf\u00e9/") and (inbox / "caf\u00e9").is_dir()
     assert sorted(p.name for p in inbox.iterdir() if p.is_dir()) == ["caf\u00e9"]
+    from imgclf.inbox import records
+
+    [stored] = records(inbox)
+    assert stored["previous"]["confidence"] == 0.25 and stored["previous"]["label"] == "disc"
 
 
 def closed_within(sock: socket.socket, seconds: float) -> bytes | None:

@@ -82,7 +82,7 @@ def check_settings(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
     for name, v in values.items():
         if name in NUMBERS:
-            out[name] = _number(name, v, NUMBERS[name])
+            out[name] = check_number(name, v, NUMBERS[name])
         elif name in FLAGS:
             if not (isinstance(v, bool) or (v is None and FLAGS[name])):
                 _refuse(name, v, "true or false")
@@ -91,15 +91,19 @@ def check_settings(values: dict[str, Any]) -> dict[str, Any]:
         elif name in TEXTS:
             out[name] = _text(name, v, TEXTS[name])
         elif name in choices():
-            if v not in choices()[name]:
-                named = ", ".join(c for c in choices()[name] if c is not None)
-                raise UserError(f"unknown {name} {_shown(v)}; choose one of {named}")
+            check_choice(name, v, choices()[name])
     _check_structured(out)
     _check_combinations(out)
     return out
 
 
-def _number(name: str, v: Any, rule: Number):
+def check_number(name: str, v: Any, rule: Number):
+    """`v` (a number, or its text: a YAML string, a query parameter) as `rule.kind`, or UserError
+    naming the setting, the value and what is allowed. The service checks its parameters with this too.
+
+        >>> check_number("iou", "nan", Number(float, 0, 1, low_open=True))
+        UserError: iou must be a number in (0, 1], not 'nan'
+    """
     if v is None and rule.optional:
         return None
     x = _as_number(v, rule.kind)
@@ -132,6 +136,16 @@ def _float(v) -> float | None:
         return float(v)
     except OverflowError:       # an integer past 1e308
         return None
+
+
+def check_choice(name: str, v: Any, options) -> Any:
+    """`v` when it is one of `options` (None among them: may be left out), else UserError naming them."""
+    options = tuple(options)
+    if v not in options:
+        named = [str(c) for c in options if c is not None]
+        more = f" (and {len(named) - 20} more)" if len(named) > 20 else ""
+        raise UserError(f"unknown {name} {_shown(v)}; choose one of {', '.join(named[:20])}{more}")
+    return v
 
 
 def _within(x, r: Number) -> bool:

@@ -19,19 +19,21 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 import numpy as np
-from fastapi import Depends, FastAPI, Query, Request, Security
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__, predlog
 from ..evaluation.rejection import UNKNOWN
+from ..validation import Number
 from .batching import DirectRunner, MicroBatcher
 from .guards import HostAllowList, same_origin_only
 from .holder import ModelHolder
 from .info import service_info
 from .limits import Rejected, decode, read_body, split_images
 from .metrics import MetricsMiddleware, ServiceMetrics
+from .params import Param, Parameters
 from .settings import ServeSettings
 from .slow_clients import BodyTimeout
 
@@ -51,7 +53,7 @@ ERRORS = {400: "malformed multipart, no image, empty image", 401: "missing or wr
           403: "cross-site post to a keyless service that logs predictions", 408: "the body stalled",
           421: "Host header not served here (--allowed-host)",
           413: "body, image count or pixel count over the limit", 415: "not an image / unsupported Content-Type",
-          422: "corrupt or truncated image", 503: "queue full: retry after Retry-After seconds"}
+          422: "corrupt or truncated image, a bad query parameter", 503: "queue full: retry after Retry-After seconds"}
 
 
 def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAPI:
@@ -122,12 +124,14 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
+    query = Parameters(top_k=Param(f"classes per image [default {settings.top_k}]",
+                                   Number(int, 1, 1000, optional=True)))
+
     @app.post("/predict", summary="Classify one or several images", dependencies=writes if plog else guarded,
-              openapi_extra={"requestBody": PREDICT_BODY},
+              openapi_extra={"requestBody": PREDICT_BODY, "parameters": query.openapi()},
               responses={200: {"content": {"application/json": {"example": PREDICT_EXAMPLE}}},
                          **{code: {"description": text} for code, text in ERRORS.items()}})
-    async def predict(request: Request, top_k: int | None = Query(None, ge=1, le=1000,
-                                                                  description=f"classes per image [default {settings.top_k}]")):
+    async def predict(request: Request, q: dict = Depends(query)):
         """Images as multipart/form-data file parts (any field name; several allowed), or one image as
         the raw body (Content-Type image/... or application/octet-stream)."""
         served = holder.current         # one model for this whole request, even if a swap lands meanwhile
@@ -145,7 +149,7 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
                 metrics.errors.labels(x.reason).inc()
             raise inputs[0]
         probs = await runner.submit(np.stack(usable), model.predict_proba)
-        answers = iter(zip(model.answers(probs, top_k or settings.top_k), probs))
+        answers = iter(zip(model.answers(probs, q["top_k"] or settings.top_k), probs))
         decision = _decision_rule(model.meta)
         results = []
         for i, ((name, data), x) in enumerate(zip(files, inputs)):

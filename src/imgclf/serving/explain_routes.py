@@ -13,13 +13,14 @@ from __future__ import annotations
 import io
 import threading
 
-from fastapi import Query, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import UserError
 from .caps import check_shape, header_size
 from .limits import Rejected, decode, read_body, split_images
+from .params import Param, Parameters, check_class
 
 HEATMAP_SIDE = 14
 OVERLAY_SIDE = (256, 512)       # longer side of the returned overlay: readable, yet a small answer
@@ -34,27 +35,23 @@ def register(app, holder, settings, guarded) -> None:
 
     lock = threading.Lock()
     cache: dict = {}            # the served model and its Explainer (private network copy); rebuilt after a swap
+    query = Parameters(method=Param(" | ".join(METHODS), choices=tuple(METHODS), default="gradcam"),
+                  target=Param("class to explain [default: the answered class]"))
 
     @app.post("/explain", summary="Where the network looked: a class activation map for one image",
-              dependencies=guarded, openapi_extra={"requestBody": ONE_IMAGE_BODY},
-              responses={400: {"description": "no image, several images, unknown method or class"},
+              dependencies=guarded, openapi_extra={"requestBody": ONE_IMAGE_BODY, "parameters": query.openapi()},
+              responses={400: {"description": "no image, several images"},
                          413: {"description": "body, pixel count or long side over the limit"},
                          415: {"description": "not an image"},
-                         422: {"description": "corrupt image, aspect ratio over the limit"},
+                         422: {"description": "corrupt image, aspect ratio over the limit, a bad query parameter"},
                          501: {"description": "this model cannot be explained (ensemble, ONNX backend)"}})
-    async def explain(request: Request,
-                      method: str = Query("gradcam", description=" | ".join(METHODS)),
-                      target: str | None = Query(None, description="class to explain [default: the answered class]")):
+    async def explain(request: Request, q: dict = Depends(query)):
         """One image as a multipart file part or as the raw body. Answers the model's label and
         confidence (as /predict), the explained class, an overlay PNG as a data URL and the heatmap
         averaged down to 14 x 14 (rows top to bottom, values 0..1)."""
         served = holder.current         # one model for the whole request, even if a swap lands meanwhile
         model = served.model
-        if method not in METHODS:
-            raise Rejected(400, f"unknown method '{method}'; use one of {', '.join(METHODS)}", "bad_request")
-        if target is not None and target not in model.classes:
-            raise Rejected(400, f"unknown class '{target}'; this model's classes: {', '.join(model.classes)}",
-                           "bad_request")
+        method, target = q["method"], check_class("target", q["target"], model.classes)
         body = await read_body(request.headers.get("content-length"), request.stream(), settings.max_upload_bytes,
                                request.headers.get("expect", "").lower() == "100-continue")
         files = split_images(body, request.headers.get("content-type", ""), settings.max_images)

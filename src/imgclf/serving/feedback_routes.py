@@ -38,16 +38,15 @@ def register(app: FastAPI, holder, settings, guarded: list, plog=None) -> None:
               responses={400: {"description": "no image or prediction_id"},
                          403: {"description": "a cross-site post to a keyless service"},
                          404: {"description": "unknown prediction_id"}, 413: {"description": "body over the limit"},
-                         422: {"description": "bad label, a text field too long, or an unreadable image"}})
+                         415: {"description": "not a form body"},
+                         422: {"description": "bad label, a text field too long, a confidence not in [0, 1], "
+                                                "or an unreadable image"}})
     async def feedback(request: Request):
         served = holder.current
         body = await read_body(request.headers.get("content-length"), request.stream(), settings.max_upload_bytes,
                                request.headers.get("expect", "").lower() == "100-continue")
         form = await _form(request, body)
-        try:
-            label = inbox.check_label(fields.label(form.get("label")))
-        except UserError as e:
-            raise Rejected(422, f"bad label: {e}", "bad_label") from e
+        label = fields.label(form.get("label"))
         who = fields.text(form, "who")
         data, previous, pid = await _image_and_previous(form, plog, served)
         try:
@@ -77,6 +76,7 @@ async def _form(request: Request, body: bytes):
 async def _image_and_previous(form, plog, served) -> tuple[bytes, dict | None, str | None]:
     """The image bytes, the model's earlier answer and the prediction id, from the file part or the log."""
     pid = fields.prediction_id(form)
+    confidence = fields.confidence(form)        # checked even when unused: nan or 7 is a client's bug to hear of
     upload = form.get("file")
     found = await run_in_threadpool(plog.find, pid) if (plog and pid) else None
     if isinstance(upload, UploadFile):
@@ -101,13 +101,7 @@ async def _image_and_previous(form, plog, served) -> tuple[bytes, dict | None, s
         previous = {"label": rec["label"], "confidence": rec["confidence"], "model": rec["model"],
                     "version": rec["version"]}
     elif fields.text(form, "predicted"):
-        try:
-            confidence = float(fields.text(form, "confidence", 32) or "nan")
-        except ValueError:
-            confidence = None
-        # Only a probability is recorded as one: nan, inf or 7 would be written into the inbox's log.
-        previous = {"label": fields.text(form, "predicted"),
-                    "confidence": confidence if confidence is not None and 0 <= confidence <= 1 else None,
+        previous = {"label": fields.text(form, "predicted"), "confidence": confidence,
                     "model": served.info["name"], "version": served.version}
     else:
         previous = None

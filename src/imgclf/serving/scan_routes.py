@@ -21,16 +21,24 @@ import functools
 import io
 import threading
 
-from fastapi import Query, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import UserError
+from ..validation import Number
 from .caps import check_shape, check_windows, header_size
 from .explain_routes import ONE_IMAGE_BODY
 from .limits import Rejected, read_body, rejection, split_images
+from .params import Param, Parameters, check_class
 
 SCANNERS = 4            # cached (model, class) scanners: one model serves at a time, with few classes to find
+QUERY = Parameters(
+    positive=Param("class to find [default: the run's positive class]"),
+    iou=Param("NMS IoU", Number(float, 0, 1, low_open=True), default=0.3),
+    min_size=Param("smallest window height in px [default: 64]", Number(int, 8, 100_000, optional=True)),
+    threshold=Param("positive probability to keep a window [default: the run's decision threshold, else 0.5]",
+                    Number(float, 0, 1, low_open=True, high_open=True, optional=True)))
 
 
 def register(app, holder, settings, guarded) -> None:
@@ -47,27 +55,21 @@ def register(app, holder, settings, guarded) -> None:
     holder.on_change(advertise)
 
     @app.post("/scan", summary="Find the positive class in a whole photo: sliding window + NMS",
-              dependencies=guarded, openapi_extra={"requestBody": ONE_IMAGE_BODY},
-              responses={400: {"description": "no image, several images, unknown class, bad iou"},
+              dependencies=guarded, openapi_extra={"requestBody": ONE_IMAGE_BODY, "parameters": QUERY.openapi()},
+              responses={400: {"description": "no image, several images, a model with no class to find"},
                          413: {"description": "body, pixel count, long side or window count over the limit"},
                          415: {"description": "not an image"},
-                         422: {"description": "corrupt image, aspect ratio over the limit, bad option"}})
-    async def scan(request: Request,
-                   positive: str | None = Query(None, description="class to find [default: the run's positive class]"),
-                   iou: float = Query(0.3, gt=0, le=1, allow_inf_nan=False, description="NMS IoU"),
-                   min_size: int | None = Query(None, ge=8, le=100_000,
-                                                description="smallest window height in px [default: 64]"),
-                   threshold: float | None = Query(None, gt=0, lt=1, allow_inf_nan=False,
-                                                   description="positive probability to keep a window "
-                                                               "[default: the run's decision threshold, else 0.5]")):
+                         422: {"description": "corrupt image, aspect ratio over the limit, a bad query parameter"}})
+    async def scan(request: Request, q: dict = Depends(QUERY)):
         """One photo as a multipart file part or as the raw body. Boxes are in the photo's pixels."""
         served = holder.current         # one model for the whole request, even if a swap lands meanwhile
+        positive = check_class("positive", q["positive"], served.model.classes)
         body = await read_body(request.headers.get("content-length"), request.stream(), settings.max_upload_bytes,
                                request.headers.get("expect", "").lower() == "100-continue")
         files = split_images(body, request.headers.get("content-type", ""), settings.max_images)
         if len(files) != 1:
             raise Rejected(400, f"POST /scan takes one image, got {len(files)}: send one request per image", "too_many")
-        options = {"iou": iou, "min_size": min_size, "threshold": threshold}
+        options = {k: q[k] for k in ("iou", "min_size", "threshold")}
         answer = await run_in_threadpool(_scan, served.model, files[0][1], positive, options, settings, scanners, lock)
         return JSONResponse({"model": served.info["name"], **answer})
 
