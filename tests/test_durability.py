@@ -160,3 +160,56 @@ def test_full_disk_keeps_the_previous_inbox(tmp_path, monkeypatch, label):
     monkeypatch.undo()
     assert _snapshot(box) == before
     assert [r["label"] for r in inbox.records(box)] == ["rose"]
+
+
+def _registered(tmp_path: Path) -> tuple[Path, Path]:
+    """(registry, a second run not registered yet): version 1 is production."""
+    img = tmp_path / "data" / "cat" / "0.png"
+    img.parent.mkdir(parents=True)
+    img.write_bytes(_png(7))
+    reg = tmp_path / "registry"
+    registry.add(make_run(tmp_path, "photos-0", 0.8, [(img, "cat", "train")]), reg, alias="production")
+    return reg, make_run(tmp_path, "photos-1", 0.9, [(img, "cat", "train")])
+
+
+@posix_only
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o755), (0o077, 0o700)])
+def test_registry_versions_honour_the_umask(tmp_path, umask, mask, mode):
+    umask(mask)
+    reg, _ = _registered(tmp_path)
+    version = reg / "versions" / "1"
+    assert stat.S_IMODE(version.stat().st_mode) == mode        # not mkdtemp's 0700 whatever the umask
+    for p in (*version.iterdir(), reg / "aliases.json", reg / "history.jsonl"):
+        assert stat.S_IMODE(p.stat().st_mode) == mode & 0o666, p
+
+
+@posix_only
+def test_registry_versions_and_history_are_fsynced(tmp_path, monkeypatch):
+    reg, run = _registered(tmp_path)
+    synced: list[tuple[int, bool]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        st = os.fstat(fd)
+        synced.append((st.st_ino, stat.S_ISDIR(st.st_mode)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    registry.add(run, reg, alias="candidate")
+    version = reg / "versions" / "2"
+    for p in (version / "version.json", version / "manifest.csv", reg / "history.jsonl"):
+        assert (p.stat().st_ino, False) in synced, p
+    # The rename of the version folder into versions/ is made durable after the folder's own files.
+    assert synced.index(((reg / "versions").stat().st_ino, True)) > synced.index(
+        ((version / "version.json").stat().st_ino, False))
+
+
+def test_full_disk_keeps_the_registry_history_whole(tmp_path, monkeypatch):
+    reg, _ = _registered(tmp_path)
+    before = (reg / "history.jsonl").read_bytes()
+    _fail_writes_to(reg / "history.jsonl", monkeypatch)
+    with pytest.raises(OSError):
+        registry.promote(reg, 1, alias="candidate")
+    monkeypatch.undo()
+    assert (reg / "history.jsonl").read_bytes() == before       # no half line for the next append to follow
+    assert len(registry.history(reg)) == 1

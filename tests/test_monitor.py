@@ -19,6 +19,7 @@ from imgclf import predlog
 from imgclf.errors import UserError
 from imgclf.evaluation import drift
 from imgclf.monitoring import monitor, read_log
+from imgclf.runs import read_splits
 
 from typer.testing import CliRunner
 
@@ -36,7 +37,7 @@ def run(tmp_path_factory):
         mp.setattr(imgclf.api, "_report_after_training", lambda model, console: None)   # not needed here
         path = imgclf.train(data, out=root / "run", **FAST).path
     model = imgclf.load(path)
-    tests = [r["path"] for r in csv.DictReader(open(path / "splits.csv")) if r["split"] == "test"]
+    tests = [r["path"] for r in read_splits(path) if r["split"] == "test"]
     return model, tests
 
 

@@ -144,7 +144,10 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", dump_yaml(cfg.to_dict()))
-    write_splits(run_dir / "splits.csv", spec.paths, spec.labels, spec.splits, spec.classes)
+    from .data.paths import data_root, relative_to, resolve
+
+    root = data_root(spec.root, spec.layout, spec.paths)     # splits.csv is relative to it: both can move
+    write_splits(run_dir / "splits.csv", spec.paths, spec.labels, spec.splits, spec.classes, root)
     write_json(run_dir / "data_report.json", {**data_report(spec, skipped), "deduplicated": removed,
                                                   "groups": grouping})
     meta = {
@@ -155,6 +158,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
         "preprocessing": f"decode to RGB (EXIF-rotated, alpha on white), resize '{cfg.resize}' to "
                          f"{cfg.img_size}x{cfg.img_size}, scale to [0,1], subtract mean, divide by std",
         "tta": cfg.tta,
+        "data": {"root": root},
     }
     if pretrained:
         from .models.pretrained import preprocessing_record
@@ -213,23 +217,31 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     write_model_json(run_dir, meta)     # with the weights' SHA-256, checked on every load
     test = np.sort(spec.indices("test"))
     metrics = score(model, images[test], spec.labels[test], run_dir, console, "held-out test split")
-    # The report shows the same test predictions: hand them over instead of predicting (with TTA) twice.
-    model.scored_test = ([spec.paths[i] for i in test], model.last_probs)
+    # The report shows the same test predictions: hand them over instead of predicting (with TTA) twice,
+    # under the paths read_splits gives back.
+    model.scored_test = ([resolve(relative_to(spec.paths[i], root), root) for i in test], model.last_probs)
     _report_after_training(model, console)
     return Run(run_dir, metrics, cfg)
 
 
-def evaluate(run, data: str | Path | None = None, verbose: bool = True) -> dict:
+def evaluate(run, data: str | Path | None = None, verbose: bool = True, *, data_root: str | Path | None = None) -> dict:
     """Metrics of a trained model: on its own held-out test split, or on DATA (its `test/` split
-    when it has one, else all its images). Writes metrics.json into the run when on its test split."""
+    when it has one, else all its images). Writes metrics.json into the run when on its test split.
+    `data_root`: where the run's data folder is now, when it moved since training.
+
+        imgclf.evaluate("runs/photos-1", data_root="/mnt/photos")["accuracy"]
+    """
     from .data.discover import discover
     from .predictor import Model
     from .training.finish import score
 
     console = _console(verbose)
     model = run if isinstance(run, Model) else load(run)
+    if data is not None and data_root is not None:
+        raise UserError("give DATA (other labeled images to evaluate on) or --data (where the run's own data "
+                        "moved to, for its test split), not both")
     if data is None:
-        paths, labels = test_split(model)
+        paths, labels = test_split(model, data_root=data_root)
         where, out_dir = "held-out test split", model.path
     else:
         spec = discover(data, 0.0, 0.0)
@@ -265,16 +277,18 @@ def ensemble(runs: list[str | Path], out: str | Path, *, target_accuracy: float 
 
 
 def compare(a, b, data: str | Path | None = None, tolerance: float = 0.02, alpha: float = 0.05, n_boot: int = 1000,
-            seed: int = 0, rule: dict | None = None, out: str | Path | None = None) -> dict:
+            seed: int = 0, rule: dict | None = None, out: str | Path | None = None, *,
+            data_root: str | Path | None = None) -> dict:
     """Champion/challenger: run A and run B on A's frozen test split (and on `data`, new labeled images):
     accuracy with paired bootstrap CIs, McNemar's test, per-class recall, ECE, the images whose
     prediction changed, and a verdict {promote, reasons, paragraph}. Writes B/compare-<A>.json (or `out`).
+    `data_root`: where A's data folder is now, when it moved since A was trained.
 
         imgclf.compare("registry/production", "runs/photos-7")["verdict"]["promote"]
     """
     from .evaluation.compare import compare as run_compare
 
-    return run_compare(a, b, data, tolerance, alpha, n_boot, seed, rule, out)
+    return run_compare(a, b, data, tolerance, alpha, n_boot, seed, rule, out, data_root)
 
 
 def explain(run, images, *, method: str = "gradcam", target: str | None = None, out: str | Path | None = None,
@@ -329,31 +343,33 @@ def negatives(photos, out: str | Path, *, per_image: int = 20, size: str | tuple
 
 def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | None = None, top: int = 50,
             since: str | None = None, low_confidence: float | None = None, device: str = "auto",
-            verbose: bool = True) -> dict:
+            verbose: bool = True, data_root: str | Path | None = None) -> dict:
     """Compare the service's prediction log (`imgclf serve --log-predictions DIR`) with the run's frozen
     test split: predicted classes, confidence, low-confidence and 'unknown' rates, brightness, size and
     colour mode (PSI + two-sample tests), a plain-words verdict, and the least confident logged images
     to label next. Writes OUT/monitor.json, monitor.html, to_label.csv and to_label/ (OUT defaults to
     monitors/<run name>). `ref`: run folder, REGISTRY/ALIAS, or a version/alias with `registry`.
+    `data_root`: where the run's data folder is now, when it moved since training.
 
         imgclf.monitor("registry/production", "logs/")["verdict"]   # 'No drift: 412 logged predictions ...'
     """
     from .monitoring import monitor as run_monitor
 
     return run_monitor(ref, log, out=out, registry=registry, top=top, since=since, low_confidence=low_confidence,
-                       device=device, verbose=verbose)
+                       device=device, verbose=verbose, data_root=data_root)
 
 
 def update(ref, new_data: str | Path | None = None, *, registry: str | Path = "registry",
            from_inbox: bool | str | Path = False, mode: str = "finetune", promote: bool = False,
            epochs: int | None = None, tolerance: float = 0.02, out: str | Path | None = None,
-           verbose: bool = True, **options: Any) -> dict:
+           verbose: bool = True, data_root: str | Path | None = None, **options: Any) -> dict:
     """Retrain a registry version (number or alias; or a run folder) on its recorded data plus new
     labeled images (`new_data`, or the feedback inbox with from_inbox=True): its test split stays
     frozen, new classes grow the head, `finetune` warm-starts with replay of the old data, `full`
     retrains from scratch. The result is registered as version `candidate`, compared with the parent
     on the frozen test split and the new test slice, and promoted only when `promote` and the rule
-    passes. Other keywords: lr_factor, replay, seed, doctor, mlflow, or TrainConfig settings. See imgclf.updating.
+    passes. `data_root`: where the version's recorded data is now, when it moved since registration.
+    Other keywords: lr_factor, replay, seed, doctor, mlflow, or TrainConfig settings. See imgclf.updating.
 
         r = imgclf.update("production", "new_photos/", promote=True)
         r["version"], r["verdict"]["paragraph"], r["promoted"]
@@ -361,7 +377,7 @@ def update(ref, new_data: str | Path | None = None, *, registry: str | Path = "r
     from .updating import update as run_update
 
     return run_update(ref, new_data, registry=registry, from_inbox=from_inbox, mode=mode, promote=promote,
-                      epochs=epochs, tolerance=tolerance, out=out, verbose=verbose, **options)
+                      epochs=epochs, tolerance=tolerance, out=out, verbose=verbose, data_root=data_root, **options)
 
 
 def feedback_import(folder: str | Path, inbox: str | Path | None = None, *, registry: str | Path | None = None,
@@ -654,9 +670,11 @@ def tune(data: str | Path, *, trials: int = 20, timeout: float | None = None, sp
                     settings=settings)
 
 
-def report(run, verbose: bool = True) -> Path:
+def report(run, verbose: bool = True, *, data_root: str | Path | None = None) -> Path:
     """Write the run's self-contained report.html (data, model, settings, curves, test metrics,
     calibration, thresholds, galleries, model card) and return its path. `train` writes it too.
+    `data_root`: where the run's data folder is now, when it moved since training (the galleries and
+    test predictions read its images).
 
         imgclf.report("runs/photos-1")     # -> runs/photos-1/report.html
     """
@@ -664,7 +682,7 @@ def report(run, verbose: bool = True) -> Path:
     from .predictor import Model
 
     model = run if isinstance(run, Model) else load(run.path if isinstance(run, Run) else run)
-    return write_report(model, progress=verbose)
+    return write_report(model, progress=verbose, data_root=data_root)
 
 
 def _report_after_training(model, console) -> None:

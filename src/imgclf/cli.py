@@ -21,6 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 MLFLOW = typer.Option(None, "--mlflow", help="MLflow tracking URI to mirror this to (pip install 'imgclf[mlflow]') "
                       "[default: $MLFLOW_TRACKING_URI, else none]")
+DATA_HELP = "Where the run's data folder is now, when it moved since training [default: the folder recorded in the run]"
+MOVED_DATA = typer.Option(None, "--data", help=DATA_HELP)
 
 
 def print_json(obj) -> None:
@@ -188,11 +190,12 @@ def evaluate(
     data: Optional[str] = typer.Argument(None, help="Labeled data [default: the run's own held-out test split]."),
     device: str = typer.Option("auto"),
     tta: Optional[str] = typer.Option(None, help="none | flip | crop | flip-crop  [default: what the run was evaluated with]"),
+    data_root: Optional[str] = typer.Option(None, "--data", help=DATA_HELP + "; for its own test split, not DATA"),
 ):
     """Re-evaluate a trained run: on its test split, or on another labeled folder."""
     from . import api
 
-    m = api.evaluate(api.load(run, device, tta=tta), data)
+    m = api.evaluate(api.load(run, device, tta=tta), data, data_root=data_root)
     print_json({k: m[k] for k in ("accuracy", "top_k_accuracy", "log_loss", "macro_avg", "n")})
 
 
@@ -220,6 +223,8 @@ def compare(
     tolerance: float = typer.Option(0.02, help="Largest allowed drop in any class's recall."),
     alpha: float = typer.Option(0.05, help="Significance level of McNemar's test."),
     out: Optional[str] = typer.Option(None, help="JSON file to write [default: B/compare-<A name>.json]."),
+    data_root: Optional[str] = typer.Option(None, help="Where A's data folder is now, when it moved since A was "
+                                            "trained [default: the folder recorded in A]"),
 ):
     """Champion/challenger: both models on the same images; prints PROMOTE or KEEP and why (exit 0 either way)."""
     from rich import box
@@ -228,7 +233,7 @@ def compare(
 
     from . import api
 
-    r = api.compare(a, b, data=data, tolerance=tolerance, alpha=alpha, out=out)
+    r = api.compare(a, b, data=data, tolerance=tolerance, alpha=alpha, out=out, data_root=data_root)
     console = Console(highlight=False)
     ci = lambda e: f"{e['ci'][0]:.1%} to {e['ci'][1]:.1%}"  # noqa: E731
     for where, s in r["slices"].items():
@@ -261,13 +266,14 @@ def monitor(
     low_confidence: Optional[float] = typer.Option(None, help="Confidence below which an answer counts as low "
                                                    "[default: the run's rejection threshold, else 0.5; 0.75 for 2 classes]"),
     device: str = typer.Option("auto"),
+    data_root: Optional[str] = MOVED_DATA,
 ):
     """Has live traffic drifted from the test set? Prints a verdict, writes monitor.html and the images to label next."""
     from . import api
     from .monitoring import print_summary
 
     print_summary(api.monitor(run, log, out=out, registry=registry, top=top, since=since,
-                              low_confidence=low_confidence, device=device))
+                              low_confidence=low_confidence, device=device, data_root=data_root))
 
 
 @app.command()
@@ -289,6 +295,8 @@ def update(
     out: Optional[str] = typer.Option(None, help="Run folder [default: runs/<parent>-update-<n>]"),
     seed: int = typer.Option(0, help="Seed of the new images' split and of the replay sample."),
     mlflow: Optional[str] = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="Also log to this MLflow tracking URI."),
+    data_root: Optional[str] = typer.Option(None, "--data", help="Where VERSION's recorded data folder is now, when "
+                                            "it moved since it was registered [default: the recorded folder]"),
 ):
     """Retrain VERSION on its recorded data plus new images; register it as candidate; compare with VERSION
     on the frozen test split and the new test slice; promote with --promote only if it wins (exit 0 either way)."""
@@ -296,7 +304,8 @@ def update(
 
     source = (inbox or True) if from_inbox else False
     r = api.update(version, new_data, registry=registry, from_inbox=source, mode=mode, promote=promote, epochs=epochs,
-                   tolerance=tolerance, out=out, lr_factor=lr_factor, replay=replay, seed=seed, mlflow=mlflow)
+                   tolerance=tolerance, out=out, lr_factor=lr_factor, replay=replay, seed=seed, mlflow=mlflow,
+                   data_root=data_root)
     print(r["run"])
 
 
@@ -567,11 +576,12 @@ def negatives(
 def report(
     run: str = typer.Argument(..., help="Run folder."),
     device: str = typer.Option("auto"),
+    data_root: Optional[str] = MOVED_DATA,
 ):
     """Write RUN/report.html: one self-contained page with the data, model, settings, curves and test evaluation."""
     from . import api
 
-    print(api.report(api.load(run, device)))
+    print(api.report(api.load(run, device), data_root=data_root))
 
 
 registry_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -588,13 +598,14 @@ def registry_add(
     parent: Optional[str] = typer.Option(None, help="Version or alias this run was derived from."),
     as_: Optional[str] = typer.Option(None, "--as", help="Also point this alias at it: candidate | production"),
     mlflow: Optional[str] = MLFLOW,
+    data_root: Optional[str] = MOVED_DATA,
 ):
     """Register RUN as the next version, with the hashes and labels of its training data."""
     from . import registry as reg
     from . import tracking
 
     mlflow = tracking.require(mlflow)
-    v = reg.add(run, registry, parent=parent, alias=as_)
+    v = reg.add(run, registry, parent=parent, alias=as_, data_root=data_root)
     m = v["manifest"]
     print(f"version {v['version']}: {v['run']} ({m['files']} files hashed, {m['missing']} missing)"
           + (f", now {as_}" if as_ else ""))

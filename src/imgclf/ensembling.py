@@ -114,6 +114,8 @@ def make_ensemble(runs: list[str | Path], out: str | Path, target_accuracy: floa
         return out, None
     with atomic_path(out / "splits.csv") as tmp:
         shutil.copyfile(dirs[0] / "splits.csv", tmp)
+    if metas[0].get("data"):
+        meta["data"] = metas[0]["data"]        # the root the copied splits.csv's paths are relative to
     write_json(out / "model.json", meta)       # last: its presence marks a finished bundle
     images, labels = _images(model, _rows(splits[0], "test"), console)
     metrics = score(model, images, labels, out, console, "held-out test split (shared by all members)")

@@ -53,6 +53,42 @@ def new_temp(folder: str | os.PathLike, prefix: str, suffix: str = ".tmp") -> Pa
     raise FileExistsError(f"no free temporary file name in {folder}")
 
 
+def new_temp_dir(folder: str | os.PathLike, prefix: str) -> Path:
+    """Create an empty, uniquely named folder in `folder` and return its path: 0777 less the umask,
+    where `tempfile.mkdtemp` always gives 0700 (a folder later renamed into place, shared with a team)."""
+    for _ in range(100):
+        p = Path(folder) / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            p.mkdir(0o777)
+            return p
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary folder name in {folder}")
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append one whole line to a log, fsynced (and its folder, when the log is new). A failed write
+    (a full disk) is cut back off, so the log never ends in half a line. Unbuffered on purpose: a
+    buffered file would retry the failed bytes when truncated or closed."""
+    path = Path(path)
+    new = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            data = line.encode("utf-8")
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+    if new:
+        fsync_dir(path.parent)
+
+
 def fsync_dir(folder: str | os.PathLike) -> None:
     """Make a rename or a new file in `folder` durable. Windows cannot open a folder, and some file
     systems refuse to fsync one (EINVAL); there the rename is as durable as that system makes it."""

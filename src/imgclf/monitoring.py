@@ -52,9 +52,10 @@ def header_stats(path: str) -> dict:
         return {}
 
 
-def reference(model, out: Path, verbose: bool = True) -> dict:
-    """Per-image answers and input stats on the run's test split; read from OUT/reference.json when
-    it was made by the same weights, model.json and splits.csv."""
+def reference(model, out: Path, verbose: bool = True, data_root: str | Path | None = None) -> dict:
+    """Per-image answers and input stats on the run's test split (its images under `data_root` when
+    the data folder moved since training); read from OUT/reference.json when it was made by the
+    same weights, model.json and splits.csv."""
     key = reference_key(model.path)
     cached = out / "reference.json"
     if cached.is_file():
@@ -67,7 +68,7 @@ def reference(model, out: Path, verbose: bool = True) -> dict:
     from .data.cache import build_cache
     from .runs import test_split
 
-    paths, _ = test_split(model, "compare live traffic with (monitor needs the run's splits.csv)")
+    paths, _ = test_split(model, "compare live traffic with (monitor needs the run's splits.csv)", data_root)
     cache = build_cache(paths, model.img_size, model.resize_mode, progress=verbose)
     keep = [i for i in range(len(paths)) if i not in cache.bad]
     if not keep:
@@ -356,7 +357,7 @@ def resolve_run(ref: str | Path, registry: str | Path | None) -> tuple[Path, int
 
 def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | None = None, top: int = 50,
             since: str | None = None, low_confidence: float | None = None, device: str = "auto",
-            verbose: bool = True) -> dict:
+            verbose: bool = True, data_root: str | Path | None = None) -> dict:
     """See imgclf.api.monitor."""
     from .api import load
     from .evaluation.report_monitor import write_monitor_report
@@ -367,7 +368,7 @@ def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | N
     out = Path(out) if out is not None else Path("monitors") / run.name
     out.mkdir(parents=True, exist_ok=True)
     model = load(run, device)
-    ref_data = reference(model, out, verbose)
+    ref_data = reference(model, out, verbose, data_root)
     low, low_why = (low_confidence, "--low-confidence") if low_confidence is not None else low_line(model)
     stats = statistics(ref_data, live, model.classes, low)
     picks = pick_to_label(live, log_dir, top, _sorted_already(out)) if top > 0 else []
@@ -404,14 +405,14 @@ def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | N
     }
     write_json(out / "monitor.json", result)
     write_monitor_report(result, ref_data, live, out / "monitor.html")
-    _record_in_run(run, result, model)
+    _record_in_run(run, result, model, data_root)
     return result
 
 
 MONITORING_KEPT = 50        # checks listed in RUN/monitoring.json; the report shows the newest 10
 
 
-def _record_in_run(run: Path, result: dict, model) -> None:
+def _record_in_run(run: Path, result: dict, model, data_root) -> None:
     """Append this check to RUN/monitoring.json and redraw RUN/report.html (when the run has one),
     so the run's report links its monitoring history: the report is what users hand around."""
     path = run / "monitoring.json"
@@ -424,7 +425,7 @@ def _record_in_run(run: Path, result: dict, model) -> None:
         from .api import report
 
         try:
-            report(model, verbose=False)
+            report(model, verbose=False, data_root=data_root)
         except Exception as e:     # noqa: BLE001 - the report is a view: the check is done and recorded
             print(f"warning: could not redraw {run / 'report.html'} ({type(e).__name__}: {e})", file=sys.stderr)
 

@@ -6,9 +6,10 @@ registry/ aliases.json        {"aliases": {"production": 3, ...}, "previous": {"
                         manifest.csv  path, sha256, label, split: the exact training data of that run
 
 Nothing is copied or deleted: a version points at its run folder (relative to the registry when the
-run sits beside it, so `registry/` and `runs/` can move together). Promoting and rolling back replace
-aliases.json atomically, so a server or `imgclf.load("registry/production")` sees the old or the new
-version, never a half-written file.
+run sits beside it, so `registry/` and `runs/` can move together), and its manifest records the data
+root its absolute paths were under, so the data can move too (`data_root=`, `--data DIR`). Promoting
+and rolling back replace aliases.json atomically, so a server or `imgclf.load("registry/production")`
+sees the old or the new version, never a half-written file.
 
     from imgclf import registry
     v = registry.add("runs/photos-1", "registry", alias="candidate")     # {"version": 1, ...}
@@ -24,14 +25,14 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from .data.manifest import write_manifest
+from .data.paths import rebase
 from .errors import UserError
-from .fsutil import file_lock, read_json, write_json
-from .runs import find_run, read_model_json
+from .fsutil import append_line, file_lock, fsync_dir, new_temp_dir, read_json, write_json
+from .runs import find_run, moved_root, read_model_json, read_splits, recorded_root, require_data
 
 ALIASES_FILE = "aliases.json"
 ALIAS_RE = re.compile(r"[A-Za-z][\w-]*")   # never all digits, so "3" always means version 3
@@ -129,12 +130,26 @@ def _run_path(reg: Path, info: dict) -> Path:
     return p if p.is_absolute() else Path(os.path.normpath(reg / p))
 
 
-def read_manifest(registry: str | Path, ref: str | int) -> list[dict]:
-    """The version's training data: rows of path, sha256 ("missing" for a file gone at registration), label, split."""
+def read_manifest(registry: str | Path, ref: str | int, data_root: str | Path | None = None,
+                  required: bool = False) -> list[dict]:
+    """The version's training data: rows of path, sha256 ("missing" for a file gone at registration), label, split.
+    `data_root`: where the data folder is now, when it moved since registration; `required`: refuse
+    in one line when none of the files is there."""
     reg = _registry(registry)
-    p = reg / "versions" / str(version_number(reg, ref)) / "manifest.csv"
-    with open(p, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    folder = reg / "versions" / str(version_number(reg, ref))
+    with open(folder / "manifest.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    info = read_json(folder / "version.json")
+    # Versions registered before the root was recorded: the folder all their files share.
+    root = info.get("manifest", {}).get("root") or (os.path.commonpath([os.path.dirname(r["path"]) for r in rows])
+                                                    if rows else None)
+    moved = moved_root(data_root)
+    if moved is not None and root is not None:
+        for r in rows:
+            r["path"] = rebase(r["path"], root, moved)
+    if required:
+        require_data(_run_path(reg, info), [r["path"] for r in rows], root, moved)
+    return rows
 
 
 # ---------------------------------------------------------------- writing
@@ -163,11 +178,12 @@ def _stored_run_path(run: Path, reg: Path) -> str:
 
 
 def add(run: str | Path, registry: str | Path = "registry", parent: str | int | None = None,
-        alias: str | None = None) -> dict:
+        alias: str | None = None, data_root: str | Path | None = None) -> dict:
     """Register a finished run folder as the next version; return its version.json record.
 
     `parent`: the version (or alias) it was derived from, e.g. the production model it retrains.
     `alias`: also point this alias (candidate, production) at it.
+    `data_root`: where the run's data folder is now, when it moved since training (its files are hashed).
 
         >>> registry.add("runs/photos-2", "registry", parent="production", alias="candidate")["version"]
         2
@@ -186,22 +202,34 @@ def add(run: str | Path, registry: str | Path = "registry", parent: str | int | 
     info = {"run": stored, "parent": parent_n, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "user": _user(), "classes": meta["classes"], "architecture": meta.get("architecture", {}).get("name"),
             "metrics": _metrics_summary(run)}
-    (reg / "versions").mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=reg / "versions"))
+    rows = read_splits(run, data_root, required=True)       # the data not found: one line, before any write
+    root = moved_root(data_root) or recorded_root(run)
+    versions = _new_folder(reg / "versions")
+    tmp = new_temp_dir(versions, ".new-")
     try:
         # Slow on big data, so hashed before taking the lock, into a folder no reader lists yet.
-        info["manifest"] = {"file": "manifest.csv", **write_manifest(run / "splits.csv", tmp / "manifest.csv")}
+        info["manifest"] = {"file": "manifest.csv", **write_manifest(rows, tmp / "manifest.csv", root)}
         with _locked(reg):
             n = max(_versions(reg), default=0) + 1
             info = {"version": n, **info}
             write_json(tmp / "version.json", info)
-            # The folder appears under its number whole or not at all.
-            os.rename(tmp, reg / "versions" / str(n))
+            # The folder appears under its number whole or not at all, and stays after a power cut.
+            os.rename(tmp, versions / str(n))
+            fsync_dir(versions)
             if alias is not None:
                 _set_alias(reg, alias, n, "add")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return info
+
+
+def _new_folder(folder: Path) -> Path:
+    """`folder`, created (and made durable in its parents) when missing."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in missing:
+        fsync_dir(p.parent)
+    return folder
 
 
 def promote(registry: str | Path, ref: str | int, alias: str = "production") -> dict:
@@ -254,8 +282,7 @@ def _set_alias(reg: Path, alias: str, n: int, action: str, state: dict | None = 
     event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "user": _user(), "action": action, "alias": alias,
              "from": old, "to": n}
     # An audit log only: aliases.json alone decides, so a crash before this line loses a record, not a state.
-    with open(reg / "history.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(event) + "\n")
+    append_line(reg / "history.jsonl", json.dumps(event) + "\n")
     return event
 
 

@@ -4,7 +4,8 @@ A run folder is handed around, copied and sometimes edited by hand: loading it c
 predictor relies on (a zero std would answer NaN, a huge input size would allocate terabytes) and the
 weights against the hash recorded when the run was written (flipped bits would answer wrongly at p = 1.0).
 Either failure is one line naming the file and the field. Runs written before hashes were recorded
-have none and load unchecked.
+have none and load unchecked. Format 2 adds data.root, the folder splits.csv's paths are relative
+to (see imgclf.runs); format-1 runs load as they always did.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import hashlib
 import math
 import numbers
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from .data.images import RESIZE_MODES
@@ -64,6 +65,7 @@ def check_model_json(meta: Any, path: Path, newest_format: int, loadable: bool =
     if (not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes)
             or len(set(classes)) != len(classes)):
         _bad(path, "classes", "a list of at least two distinct class names", classes)
+    _check_data(meta, path)
     if not loadable:
         return meta
     _check_input(meta, path)
@@ -118,6 +120,17 @@ def _check_members(meta: dict, path: Path) -> None:
         # Inside the bundle only: an edited path must not reach another folder's weights.
         if not isinstance(p, str) or not p or PurePosixPath(p).is_absolute() or ".." in PurePosixPath(p).parts:
             _bad(path, f"members[{i}].path", "a folder inside the bundle", p)
+
+
+def _check_data(meta: dict, path: Path) -> None:
+    """Format 2 records the data root its splits.csv paths are relative to (see imgclf.runs); a root
+    that is not absolute would silently mean "relative to wherever the reader runs"."""
+    if meta.get("data") is None:
+        return
+    root = _get(meta, path, "data.root")
+    if root is not None and not (isinstance(root, str) and (PurePosixPath(root).is_absolute()
+                                                            or PureWindowsPath(root).is_absolute())):
+        _bad(path, "data.root", "the absolute path of the data folder (or null)", root)
 
 
 def _check_thresholds(meta: dict, path: Path, classes: list) -> None:

@@ -32,7 +32,8 @@ from .data.discover import SPLIT_NAMES, files_under, is_image
 from .data.manifest import MISSING, file_sha256
 from .errors import UserError
 from .fsutil import write_json, write_text
-from .runs import find_run, new_run_dir, read_splits
+from .data.paths import resolve
+from .runs import find_run, moved_root, new_run_dir, read_splits, recorded_root
 
 MODES = ("finetune", "full")
 # finetune: the version's learning rate x LR_FACTOR for its full epochs (a warm restart). Measured on
@@ -46,11 +47,13 @@ REPLAY_MIN = 1000         # finetune replays every old training image up to max(
 def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox: bool | str | Path = False,
            mode: str = "finetune", promote: bool = False, epochs: int | None = None, lr_factor: float = LR_FACTOR,
            replay: int | None = None, tolerance: float = 0.02, out: str | Path | None = None, seed: int = 0,
-           doctor: bool = True, mlflow: str | None = None, verbose: bool = True, **settings) -> dict:
+           doctor: bool = True, mlflow: str | None = None, verbose: bool = True,
+           data_root: str | Path | None = None, **settings) -> dict:
     """Retrain version `ref` (a number or alias of `registry`; or a run folder, then nothing is
     registered) on its recorded data plus `new_data` (any layout `train` reads; a single class is
-    fine) or the feedback inbox (`from_inbox=True`: REGISTRY/inbox, or a folder). Other keywords
-    are TrainConfig settings for the new run. Returns {run, version, parent, mode, counts, compare,
+    fine) or the feedback inbox (`from_inbox=True`: REGISTRY/inbox, or a folder). `data_root`: where
+    the version's recorded data is now, when it moved since registration. Other keywords are
+    TrainConfig settings for the new run. Returns {run, version, parent, mode, counts, compare,
     verdict, promoted}.
 
         r = imgclf.update("production", "more_photos/", promote=True)
@@ -69,7 +72,8 @@ def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox:
     where = f"version {version} ({parent_run})" if version is not None else str(parent_run)
     console.print(f"update of {where}, mode {mode}")
 
-    old, old_report, new, dup_report, source = _gather(parent_run, version, registry, new_data, from_inbox, console)
+    old, old_report, new, dup_report, source = _gather(parent_run, version, registry, new_data, from_inbox, console,
+                                                       data_root)
     groups, doctor_summary = _doctor(old, new, console) if doctor else ([], None)
     _assign_splits(new, seed, groups, {r["path"]: r["split"] for r in old})
     classes = sorted({r["label"] for r in old} | {r["label"] for r in new})
@@ -94,7 +98,8 @@ def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox:
     parent_cfg = _base_config(parent_run, run_dir)
     choices = _training_choices(parent_run, mode, epochs, lr_factor, settings)
     console.print("  training: " + ", ".join(f"{k}={v}" for k, v in choices.items() if k != "init_from"))
-    record = {"parent": {"version": version, "run": str(parent_run), "registry": str(registry) if version else None},
+    record = {"parent": {"version": version, "run": str(parent_run), "registry": str(registry) if version else None,
+                         "data_root": str(moved_root(data_root)) if data_root is not None else None},
               "mode": mode, "source": {"kind": "inbox" if from_inbox else "data", "path": str(source)},
               "classes": classes, "new_classes": added,
               "counts": {"old": _split_counts(old), "new": _split_counts(new),
@@ -107,7 +112,7 @@ def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox:
     result = {"run": str(run.path), "version": None, "parent": version, "mode": mode, "counts": record["counts"],
               "new_classes": added, "promoted": False}
 
-    event = _judge(run.path, parent_run, version, registry, new, tolerance, promote, result, console)
+    event = _judge(run.path, parent_run, version, registry, new, tolerance, promote, result, console, data_root)
     record["result"] = {k: result[k] for k in ("version", "promoted", "worse_classes")} | {
         "promote": result["verdict"]["promote"]}
     write_json(run.path / "update.json", record)
@@ -118,7 +123,7 @@ def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox:
 
 
 def _judge(run: Path, parent: Path, version: int | None, registry: Path, new: list[dict], tolerance: float,
-           promote: bool, result: dict, console) -> dict | None:
+           promote: bool, result: dict, console, data_root=None) -> dict | None:
     """Register the run as `candidate`, compare it with its parent on the frozen test split and the
     new test slice, rebuild its report with the comparison, and promote it when asked and the rule
     passes. Fills `result`; returns the promotion event (None when nothing was promoted)."""
@@ -129,7 +134,8 @@ def _judge(run: Path, parent: Path, version: int | None, registry: Path, new: li
         result["version"] = info["version"]
         console.print(f"registered as version {info['version']} (parent {version}), alias candidate")
     new_test = [(r["path"], r["label"]) for r in new if r["split"] == "test"]
-    cmp = api.compare(parent, run, data=new_test or None, tolerance=tolerance, out=run / "compare.json")
+    cmp = api.compare(parent, run, data=new_test or None, tolerance=tolerance, out=run / "compare.json",
+                      data_root=data_root)
     verdict = cmp["verdict"]
     worse = _worse_classes(cmp)
     result.update(compare=cmp["path"], verdict=verdict, worse_classes=worse,
@@ -171,10 +177,10 @@ def _parent(ref, registry) -> tuple[Path, int | None, Path]:
     return reg.resolve(registry, n), n, Path(registry)
 
 
-def _gather(parent: Path, version: int | None, registry: Path, new_data, from_inbox, console):
+def _gather(parent: Path, version: int | None, registry: Path, new_data, from_inbox, console, data_root=None):
     """(old rows, their report, new rows, duplicate report, new data's source): the recorded data
-    still there unchanged, and the new images minus copies of it."""
-    old, old_report = _old_rows(parent, registry, version)
+    still there unchanged (under `data_root` when it moved), and the new images minus copies of it."""
+    old, old_report = _old_rows(parent, registry, version, data_root)
     console.print(f"  recorded data: {len(old)} images usable ({_by_split(old)})"
                   + (f"; left out: {old_report['missing']} missing, {old_report['changed']} changed since "
                      "recorded" if old_report["missing"] or old_report["changed"] else ""))
@@ -195,16 +201,16 @@ def _gather(parent: Path, version: int | None, registry: Path, new_data, from_in
     return old, old_report, new, dup_report, source
 
 
-def _old_rows(run: Path, registry: Path, version: int | None) -> tuple[list[dict], dict]:
+def _old_rows(run: Path, registry: Path, version: int | None, data_root=None) -> tuple[list[dict], dict]:
     """The recorded rows whose file is still there with the same bytes; and what was left out."""
     from concurrent.futures import ThreadPoolExecutor
 
     from . import registry as reg
 
     if version is not None:
-        rows = reg.read_manifest(registry, version)
+        rows = reg.read_manifest(registry, version, data_root, required=True)
     else:       # a plain run: its splits.csv, hashed now (nothing recorded to check against)
-        rows = [{**r, "sha256": None} for r in read_splits(run)]
+        rows = [{**r, "sha256": None} for r in read_splits(run, data_root, required=True)]
     with ThreadPoolExecutor(8) as pool:
         now = list(pool.map(file_sha256, [r["path"] for r in rows]))
     keep, missing, changed, examples = [], 0, 0, []
@@ -502,8 +508,10 @@ def _by_split(rows: list[dict]) -> str:
     return ", ".join(f"{c.get(s, 0)} {s}" for s in ("train", "val", "test"))
 
 
-def new_test_rows(run: str | Path) -> list[dict]:
-    """The new data's test slice of an updated run (RUN/new_test.csv); [] for other runs. The rest of
-    the run's test split (runs.test_split) is the parent's frozen one."""
+def new_test_rows(run: str | Path, data_root: str | Path | None = None) -> list[dict]:
+    """The new data's test slice of an updated run (RUN/new_test.csv; its paths follow the run's data
+    root to `data_root` when the data moved); [] for other runs. The rest of the run's test split
+    (runs.test_split) is the parent's frozen one."""
     p = Path(run) / "new_test.csv"
-    return _read_rows(p) if p.is_file() else []
+    root, moved = recorded_root(Path(run)), moved_root(data_root)
+    return [{**r, "path": resolve(r["path"], root, moved)} for r in _read_rows(p)] if p.is_file() else []

@@ -5,7 +5,8 @@
 
 It is a CSV manifest `imgclf train` reads as it is (path,label,split; the hash column is ignored), so
 `imgclf train registry/versions/3/manifest.csv` rebuilds version 3's exact training set, and the
-hashes tell whether any file changed since.
+hashes tell whether any file changed since. That is why its paths stay absolute, unlike a run's
+splits.csv: the data root they were under is recorded beside them (version.json) instead.
 """
 from __future__ import annotations
 
@@ -33,17 +34,15 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def write_manifest(splits_csv: Path | None, out: Path) -> dict:
-    """Hash every file listed in a run's splits.csv (path,label,split) into `out`; return a summary.
+def write_manifest(rows: list[dict], out: Path, root: str | None = None) -> dict:
+    """Hash every file of a run's splits (rows of path, label, split, as runs.read_splits gives them)
+    into `out`; return a summary, with `root`: the data folder the files were found under.
 
-    Paths are made absolute (relative ones are relative to the working folder, as in splits.csv) so
-    the manifest trains from anywhere. A file that is gone is recorded as "missing", not an error:
-    the record of what the run was trained on matters most when the data has since changed.
+    Paths are made absolute so the manifest trains from anywhere; a data folder that moves later is
+    followed by rebasing them from `root` (registry.read_manifest). A file that is gone is recorded
+    as "missing", not an error: the record of what the run was trained on matters most when the
+    data has since changed.
     """
-    rows = []
-    if splits_csv is not None and splits_csv.is_file():
-        with open(splits_csv, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
     paths = [os.path.abspath(r["path"]) for r in rows]
     # Hashing is disk-bound and hashlib releases the GIL, so threads overlap the reads.
     with ThreadPoolExecutor(8) as pool:
@@ -58,4 +57,4 @@ def write_manifest(splits_csv: Path | None, out: Path) -> dict:
     text = buf.getvalue()
     write_text(out, text)
     return {"files": len(rows), "splits": splits, "missing": hashes.count(MISSING),
-            "sha256": hashlib.sha256(text.encode()).hexdigest()}
+            "sha256": hashlib.sha256(text.encode()).hexdigest(), "root": root}

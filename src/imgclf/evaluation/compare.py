@@ -157,9 +157,10 @@ def _paragraph(promote: bool, reasons: list[str], notes: list[str], rule: dict) 
 # ---- models and data ------------------------------------------------------------------------------
 
 def compare(a, b, data=None, tolerance: float = 0.02, alpha: float = 0.05, n_boot: int = 1000, seed: int = 0,
-            rule: dict | None = None, out: str | Path | None = None) -> dict:
+            rule: dict | None = None, out: str | Path | None = None, data_root: str | Path | None = None) -> dict:
     """Compare run A (champion) with run B (challenger) on A's test split and, with `data`, a labeled
-    folder of new images. Writes the result as JSON to `out` (default B/compare-<A name>.json)."""
+    folder of new images. Writes the result as JSON to `out` (default B/compare-<A name>.json).
+    `data_root`: where A's data folder is now, when it moved since A was trained."""
     from ..predictor import Model
 
     ma, mb = (m if isinstance(m, Model) else Model.load(m) for m in (a, b))   # Model.load resolves REGISTRY/ALIAS
@@ -170,7 +171,7 @@ def compare(a, b, data=None, tolerance: float = 0.02, alpha: float = 0.05, n_boo
     rule = {**DEFAULT_RULE, "tolerance": tolerance, "alpha": alpha, **(rule or {})}
     # A's classes first, then those only B knows (an update that added classes): A is always wrong on those.
     classes = ma.classes + [c for c in mb.classes if c not in ma.classes]
-    slices = {"test split": _slice(ma, mb, *test_split(ma, "compare on"), n_boot, seed, classes)}
+    slices = {"test split": _slice(ma, mb, *test_split(ma, "compare on", data_root), n_boot, seed, classes)}
     if data is not None:
         slices["new data"] = _slice(ma, mb, *_labeled(data, classes), n_boot, seed, classes)
     result = {"a": str(ma.path), "b": str(mb.path), "classes": classes, "rule": rule, "slices": slices,

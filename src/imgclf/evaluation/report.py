@@ -35,10 +35,11 @@ SECTIONS = {"dataset": "Data", "model": "Model", "settings": "Settings", "learni
 SAMPLE_THUMBS = 160      # the per-class sample grid's total budget, for any number of classes
 
 
-def write_report(model, progress: bool = False) -> Path:
-    """Gather the run's facts, build the page and write it atomically; returns its path."""
+def write_report(model, progress: bool = False, data_root=None) -> Path:
+    """Gather the run's facts, build the page and write it atomically; returns its path.
+    `data_root`: where the run's data folder is now, when it moved since training."""
     started = time.perf_counter()
-    f = gather(model, progress)
+    f = gather(model, progress, data_root)
     per_class_curves, micro = ev.curves(f)
     pred, mistakes = ev.gallery_sections(f)
     body = "".join([

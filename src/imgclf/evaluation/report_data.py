@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fsutil import read_json
-from ..runs import read_splits
+from ..runs import read_splits, recorded_root
 
 
 @dataclass
@@ -45,8 +45,9 @@ class Facts:
     extra: dict = field(default_factory=dict)
 
 
-def gather(model, progress: bool = False) -> Facts:
-    """Read the run folder of `model` (an imgclf.predictor.Model) and recompute what it lacks."""
+def gather(model, progress: bool = False, data_root=None) -> Facts:
+    """Read the run folder of `model` (an imgclf.predictor.Model) and recompute what it lacks;
+    its images from `data_root` when the data folder moved since training."""
     import yaml
 
     from ..training.loop import read_history
@@ -55,7 +56,7 @@ def gather(model, progress: bool = False) -> Facts:
     optional = {name: read_json(run / name) if (run / name).is_file() else None
                 for name in ("metrics.json", "data_report.json", "label_issues.json")}
     config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) if (run / "config.yaml").is_file() else {}
-    rows = read_splits(run)
+    rows = read_splits(run, data_root)
     meta = model.meta
     if hasattr(model, "members"):      # an ensemble bundle: describe it as one architecture made of its members
         names = [m.meta["architecture"]["name"] for m in model.members]
@@ -67,7 +68,9 @@ def gather(model, progress: bool = False) -> Facts:
                   optional["data_report.json"] or {}, rows, test_predictions(model, rows, progress),
                   label_issues=optional["label_issues.json"])
     facts.flops, facts.modules = count_flops(model)
-    facts.doctor = quick_doctor(rows, model.classes, facts.data.get("root"))
+    # Paths are shown relative to the root they were read from (data_report.json's is as typed at training).
+    root = data_root or recorded_root(run) or facts.data.get("root")
+    facts.doctor = quick_doctor(rows, model.classes, str(root) if root else None)
     return facts
 
 
