@@ -184,3 +184,23 @@ def test_a_damaged_data_root_is_named():
     with pytest.raises(UserError, match="data.root must be the absolute path"):
         check_model_json({"format": 2, "classes": ["a", "b"], "data": {"root": "photos"}}, Path("r/model.json"), 2,
                          loadable=False)
+
+
+def test_path_arithmetic(tmp_path, monkeypatch):
+    from imgclf.data.paths import data_root, rebase, relative_to, resolve
+
+    monkeypatch.chdir(tmp_path)
+    root = data_root("photos", "folders", ["photos/cat/1.jpg"])
+    assert root == str(tmp_path / "photos")
+    assert relative_to("photos/cat/1.jpg", root) == "cat/1.jpg"
+    assert relative_to("other/1.jpg", root) == str(tmp_path / "other" / "1.jpg")     # outside: absolute
+    assert relative_to("photos/../photos2/1.jpg", root) == str(tmp_path / "photos2" / "1.jpg")
+    # A manifest lists files anywhere: the deepest folder they all share.
+    assert data_root("lists/m.csv", "manifest", ["/d/a/x/1.jpg", "/d/a/y/2.jpg"]) == "/d/a"
+    assert resolve("cat/1.jpg", "/old", None) == "/old/cat/1.jpg"
+    assert resolve("cat/1.jpg", "/old", "/new") == "/new/cat/1.jpg"
+    assert resolve("/old/cat/1.jpg", "/old", "/new") == "/new/cat/1.jpg"
+    assert resolve("/elsewhere/1.jpg", "/old", "/new") == "/elsewhere/1.jpg"
+    assert resolve("photos/cat/1.jpg", None, "/new") == "photos/cat/1.jpg"        # no root: the working folder's
+    assert rebase("photos/cat/1.jpg", "photos", "/new") == "/new/cat/1.jpg"
+    assert rebase("/old2/cat/1.jpg", "/old", "/new") == "/old2/cat/1.jpg"         # a prefix is not a parent
