@@ -30,9 +30,9 @@ from pathlib import Path
 
 from .data.discover import SPLIT_NAMES, files_under, is_image
 from .data.manifest import MISSING, file_sha256
+from .data.paths import resolve
 from .errors import UserError
 from .fsutil import write_json, write_text
-from .data.paths import resolve
 from .runs import find_run, moved_root, new_run_dir, read_splits, recorded_root
 
 MODES = ("finetune", "full")
