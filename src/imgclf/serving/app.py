@@ -20,7 +20,7 @@ from importlib import resources
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request, Security
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
@@ -119,7 +119,8 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
     async def model_metadata():
         return {**holder.info, "service": service}
 
-    @app.get("/metrics", summary="Prometheus metrics (text format)", dependencies=guarded)
+    @app.get("/metrics", summary="Prometheus metrics (text format)", dependencies=guarded,
+             response_class=PlainTextResponse)
     async def prometheus():
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)

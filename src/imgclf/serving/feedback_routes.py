@@ -24,9 +24,14 @@ from .limits import Rejected, read_body
 
 FEEDBACK_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
     "file": {"type": "string", "format": "binary", "description": "the image (or give prediction_id)"},
-    "prediction_id": {"type": "string", "description": "id of a logged prediction (--log-predictions, images kept)"},
-    "label": {"type": "string", "description": "the right class; a name the model lacks proposes a new class"},
-    "who": {"type": "string"}, "predicted": {"type": "string"}, "confidence": {"type": "number"}},
+    "prediction_id": {"type": "string", "pattern": f"^{fields.PREDICTION_ID.pattern}$",
+                      "description": "id of a logged prediction (--log-predictions, images kept)"},
+    "label": {"type": "string", "minLength": 1, "maxLength": inbox.MAX_LABEL_BYTES,
+              "description": "the right class; a name the model lacks proposes a new class (at most "
+                             f"{inbox.MAX_LABEL_BYTES} bytes in UTF-8, no invisible characters)"},
+    "who": {"type": "string", "maxLength": fields.MAX_TEXT},
+    "predicted": {"type": "string", "maxLength": fields.MAX_TEXT},
+    "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
     "required": ["label"]}}}}
 
 
