@@ -358,3 +358,27 @@ def test_verifier_rescores_the_best_windows(world):
         Verifier(model, "person")
     with pytest.raises(UserError, match="verify-top"):
         Verifier(model, "object", top=0)
+
+
+def test_recorded_verifier_travels_with_the_run(world, tmp_path):
+    """remember(verify=RUN) copies the verifier into the run folder: `scan` uses it by default (with
+    the recorded threshold and top), after the run folder moves; verify=False scans without it."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    imgclf.scanning.remember(run, "object", verify=world["run"], verify_top=1, threshold=0.6, min_size=45)
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.move(str(run), moved)
+    model = imgclf.load(moved)
+    scanner = Scanner(model, "object")
+    assert scanner.verify is not None and scanner.verify.top == 1 and scanner.threshold == 0.6
+    assert (moved / "verifier" / "model.safetensors").is_file()
+    results = scan(model, world["scenes"] / "with", verbose=False)
+    assert all(len(r["boxes"]) <= 1 for r in results) and sum(r["present"] for r in results) >= 5
+    plain = scan(model, world["scenes"] / "with", verify=False, verbose=False)
+    assert Scanner(model, "object", verify=False).verify is None
+    assert max(len(r["boxes"]) for r in plain) >= 2         # without it, both objects of a scene
+    shutil.rmtree(moved / "verifier")
+    with pytest.raises(imgclf.errors.UserError, match="verifier"):
+        Scanner(model, "object")

@@ -49,7 +49,8 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
     `method` is auto | fcn | windows; `vote` (default: the run's recorded one, else on) moves each
     firing window's box to the score-weighted mean of the firing windows around it before NMS.
     `verify` (a loaded model trained on the same crops, e.g. the default ImageNet-backbone run)
-    re-scores the best `verify_top` windows of each photo and decides presence and boxes (verify.py)."""
+    re-scores the best `verify_top` windows of each photo and decides presence and boxes (verify.py);
+    by default the run's recorded verifier (`remember(..., verify=RUN)`), `verify=False` for none."""
     import numpy as np
     from PIL import Image
 
@@ -57,7 +58,8 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
     from ..predictor import _expand
 
     pos = positive_class(model, positive)
-    verifier = Verifier(verify, pos, top=verify_top) if verify is not None else None
+    # verify: a loaded model; None: the run's recorded verifier, if any; False: none.
+    verifier = Verifier(verify, pos, top=verify_top) if verify not in (None, False) else verify
     scanner = Scanner(model, pos, scales=scales, stride=stride, min_size=min_size, iou=iou,
                       margin=margin, method=method, threshold=threshold, vote=vote, verify=verifier)
     if verbose:
@@ -96,8 +98,8 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
                 "threshold": scanner.threshold, "window": list(crop_size), "fit": scanner.window.fit,
                 "stride": scanner.stride, "min_size": scanner.min_size, "scales": scales, "iou": iou,
                 "margin": list(scanner.margin), "vote": scanner.vote, "method": scanner.method,
-                "verify": str(getattr(verify, "path", "")) if verify is not None else None,
-                "verify_top": verifier.top if verifier else None}
+                "verify": str(getattr(scanner.verify.model, "path", "")) if scanner.verify else None,
+                "verify_top": scanner.verify.top if scanner.verify else None}
     if writer:
         writer.close(settings)
     if verbose:

@@ -62,6 +62,7 @@ class Scanner:
         # The run's stored operating point when it is about this class; otherwise even odds. A photo
         # holds thousands of windows, so a photo-level threshold recorded with the run wins.
         self.threshold = float(decision["threshold"]) if decision.get("positive_class") == self.positive else 0.5
+        user_threshold = threshold
         threshold = threshold if threshold is not None else recorded.get("threshold")
         if threshold is not None:
             _check(threshold=threshold)
@@ -76,10 +77,11 @@ class Scanner:
         if self.stride < 1:
             raise UserError(f"--stride must be at least 1 px, not {stride}")
         self.method = "fcn" if self.parts else "windows"
-        # With a verifier, presence and boxes are its answers on the best windows: its operating point.
-        self.verify = verify
-        if verify is not None:
-            self.threshold = float(threshold) if threshold is not None else verify.threshold
+        # With a verifier, presence and boxes are its answers on the best windows: its operating point
+        # (the recorded threshold, when the verifier is the recorded one).
+        self.verify = _recorded_verifier(model, self.positive, recorded) if verify is None else verify or None
+        if self.verify is not None:
+            self.threshold = float(user_threshold) if user_threshold is not None else self.verify.threshold
 
     def _fcn(self, method: str):
         net = getattr(self.model, "net", None)
@@ -259,6 +261,24 @@ class Scanner:
                 xs.append(gx.ravel())
                 out.append(logits.reshape(ny * nx, -1).numpy())
         return np.concatenate(xs).astype(float), np.concatenate(ys).astype(float), np.concatenate(out)
+
+
+def _recorded_verifier(model, positive: str, recorded: dict):
+    """The verifier recorded with the run (RUN/verifier/, see window.remember), loaded on the run's
+    device, with the recorded photo threshold; None when none is recorded."""
+    if not recorded.get("verify") or not getattr(model, "path", None):
+        return None
+    from pathlib import Path
+
+    from ..predictor import Model
+    from .verify import TOP, Verifier
+
+    folder = Path(model.path) / recorded["verify"]
+    if not (folder / "model.json").is_file():
+        raise UserError(f"{model.path}/scan_window.json names a verifier in {folder}, which is missing; "
+                        "record it again (imgclf.scanning.remember) or scan with verify=False")
+    return Verifier(Model.load(folder, device=str(model.device)), positive, top=recorded.get("verify_top") or TOP,
+                    threshold=recorded.get("threshold"))
 
 
 def _check(*, iou=None, min_size=None, threshold=None, scales=None) -> None:

@@ -56,22 +56,48 @@ def window_of(model, positive: str) -> Window:
                 pass            # a read-only run folder: measure again next time
     if fit == "crop":
         w = h = min(w, h)
-    defaults = tuple((k, cached[k]) for k in ("margin", "min_size", "threshold", "vote")
+    defaults = tuple((k, cached[k]) for k in ("margin", "min_size", "threshold", "vote", "verify", "verify_top")
                      if cached and cached.get(k) is not None)
     return Window(int(w), int(h), fit, defaults)
 
 
 def remember(run: str | Path, positive: str, **defaults) -> None:
-    """Record default scan settings (margin, min_size, threshold, vote) for a run, in RUN/scan_window.json.
+    """Record default scan settings (margin, min_size, threshold, vote, verify, verify_top) for a
+    run, in RUN/scan_window.json. `verify` names a verifier run folder: its model files are copied
+    into RUN/verifier/, so the run folder stays whole when it is moved or registered.
 
         remember("runs/person-1", "person", margin=[0.167, 0.1], min_size=128)
+        remember("runs/person-1", "person", verify="runs/person-lite0", verify_top=8, threshold=0.9)
     """
     from ..api import load
 
     model = load(run)
     window_of(model, positive)                    # measures and writes the cache first
     path = Path(model.path) / CACHE
+    if defaults.get("verify"):
+        _copy_verifier(Path(defaults["verify"]), Path(model.path) / VERIFIER)
+        defaults["verify"] = VERIFIER
     write_json(path, {**read_json(path), **defaults})
+
+
+VERIFIER = "verifier"          # RUN/verifier/: the recorded verifier's model files
+
+
+def _copy_verifier(src: Path, dest: Path) -> None:
+    """The verifier's model.json and weights into dest, replaced whole (a folder beside it, renamed)."""
+    import shutil
+
+    from ..fsutil import fsync_dir, new_temp_dir
+
+    if (src / "model.json").resolve() == (dest / "model.json").resolve():
+        return
+    tmp = new_temp_dir(dest.parent, ".verifier-")
+    for name in ("model.json", "model.safetensors"):
+        shutil.copyfile(src / name, tmp / name)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    fsync_dir(dest.parent)
 
 
 def _median_crop(run: Path, positive: str) -> tuple[int, int]:
