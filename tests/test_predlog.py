@@ -134,6 +134,47 @@ def test_rotation_keeps_the_folder_under_its_bound(tmp_path):
     assert [r["brightness"] for r in records] == [float(i % 256) for i in range(300 - len(records), 300)]
 
 
+def test_ids_are_found_from_the_index_without_reading_the_log(tmp_path, monkeypatch):
+    """POST /feedback with a prediction_id: an unknown id reads no file; a known one, older than the
+    records kept in memory, reads its one line; after a restart the index is rebuilt from the files."""
+    import builtins
+
+    from imgclf import predlog
+
+    monkeypatch.setattr(predlog, "RECENT", 5)          # most records reachable through the index only
+    log = PredictionLog(tmp_path / "log", max_mb=0.05, keep_images=False)   # rotates every ~5 KB
+    log.start()
+    ids = []
+    for i in range(200):
+        sha = hashlib.sha256(str(i).encode()).hexdigest()
+        rec = record(sha256=sha, model="m", version=i, answer={"label": "a", "confidence": 0.7},
+                     probs=np.array([0.7, 0.2, 0.1]), classes=["a", "b", "c"], decision="argmax")
+        log.write(rec)
+        log.flush()
+        ids.append(rec["id"])
+    opened = []
+    monkeypatch.setattr(predlog, "open", lambda *a, **k: opened.append(a[0]) or builtins.open(*a, **k),
+                        raising=False)
+    kept = {r["id"]: r["version"] for r in read_log(tmp_path / "log")}
+    assert 20 < len(kept) < 200 and len(list((tmp_path / "log").glob("predictions-*.jsonl"))) > 2
+    opened.clear()
+    start = time.perf_counter()
+    for i in range(2000):
+        assert log.find(f"{i:016x}-{1_700_000_000_000 + i}") is None
+    assert opened == [] and time.perf_counter() - start < 1.0
+    pruned = [pid for pid in ids if pid not in kept]
+    assert pruned and all(log.find(pid) is None for pid in pruned) and opened == []
+    oldest = next(pid for pid in ids if pid in kept)
+    assert log.find(oldest)[0]["version"] == kept[oldest] and len(opened) == 1
+    assert log.find(ids[-1])[0]["version"] == 199 and len(opened) == 1       # a recent one: from memory
+    log.close()
+    again = PredictionLog(tmp_path / "log", keep_images=False)
+    again.start()
+    assert all(again.find(pid)[0]["version"] == v for pid, v in kept.items())
+    assert again.find("0123456789abcdef-1") is None
+    again.close()
+
+
 def test_a_full_queue_drops_instead_of_blocking(tmp_path):
     dropped = []
     log = PredictionLog(tmp_path / "log", queue_size=2, on_drop=lambda: dropped.append(1))

@@ -15,6 +15,11 @@ and counted (`dropped`, and imgclf_prediction_log_dropped in /metrics) rather th
 wait. Sampling is per image: an image is logged with probability `sample`, decided by its hash, so
 the same image is always or never logged.
 
+POST /feedback looks records up by id (`find`). The log keeps an index of where each id's line is
+(read once at start, then kept up to date as it writes, rotates and prunes), so an id that was never
+logged, or was pruned, costs a look-up in memory rather than a read of every file. Records another
+process appends to the same folder meanwhile are not in it.
+
     log = PredictionLog("predlog", sample=0.5)
     log.start()
     log.write(record, data=upload_bytes, pixels=model_input)
@@ -23,13 +28,16 @@ the same image is always or never logged.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import queue
 import random
+import re
 import threading
 import time
+from array import array
 from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,12 +45,15 @@ from typing import Callable
 
 import numpy as np
 
+from .fsutil import atomic_path, fsync_dir
+
 CURRENT = "predictions.jsonl"
 IMAGES = "images"
 # PIL format -> file extension of a kept image.
 EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif",
        "PPM": "ppm"}
-RECENT = 10_000          # records remembered for POST /feedback by prediction_id
+RECENT = 10_000          # whole records remembered for POST /feedback by prediction_id
+_ID = re.compile(rb'\{"id": "([^"\\]*)"')     # how json.dumps starts every record
 _STOP = object()
 
 
@@ -78,8 +89,11 @@ class PredictionLog:
         self.written = 0
         self._queue: queue.Queue = queue.Queue(queue_size)
         self._recent: OrderedDict[str, dict] = OrderedDict()
+        self._index = _Index()
+        self._lock = threading.Lock()           # the writer thread changes files and index; find() reads them
         self._thread: threading.Thread | None = None
         self._file = None
+        self._size = 0           # bytes in the current file: the next record's offset
         self._total = 0          # bytes under dir, counted once at start and kept up to date
 
     # ------------------------------------------------------------ request side (cheap)
@@ -101,10 +115,9 @@ class PredictionLog:
             return False
 
     def find(self, pid: str) -> tuple[dict, bytes | None] | None:
-        """(record, kept image bytes or None) of a recent logged prediction, or None if unknown."""
-        rec = self._recent.get(pid)
-        if rec is None:
-            rec = next((r for r in reversed(read_log(self.dir)) if r.get("id") == pid), None) if self.dir.is_dir() else None
+        """(record, kept image bytes or None) of a logged prediction, or None if unknown."""
+        with self._lock:
+            rec = self._recent.get(pid) or self._index.find(pid, self.dir)
         if rec is None:
             return None
         data = (self.dir / rec["image"]).read_bytes() if rec.get("image") and (self.dir / rec["image"]).is_file() else None
@@ -115,7 +128,11 @@ class PredictionLog:
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._total = sum(p.stat().st_size for p in self.dir.rglob("*") if p.is_file())
+        with self._lock:
+            for f in log_files(self.dir):
+                self._index.add_file(f)
         self._file = open(self.dir / CURRENT, "a", encoding="utf-8")
+        self._size = (self.dir / CURRENT).stat().st_size
         self._thread = threading.Thread(target=self._run, name="imgclf-predlog", daemon=True)
         self._thread.start()
 
@@ -157,14 +174,18 @@ class PredictionLog:
         if pixels is not None:
             rec["brightness"] = round(brightness(pixels), 3)
         line = json.dumps(rec, ensure_ascii=False) + "\n"
+        size = len(line.encode())
         self._file.write(line)       # one write of one whole line: a reader never sees half a record
         self._file.flush()
-        self._total += len(line.encode())
+        with self._lock:
+            self._index.add(CURRENT, rec["id"], self._size)
+            self._recent[rec["id"]] = rec
+            if len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
+        self._size += size
+        self._total += size
         self.written += 1
-        self._recent[rec["id"]] = rec
-        if len(self._recent) > RECENT:
-            self._recent.popitem(last=False)
-        if self._file.tell() > self.rotate_bytes:
+        if self._size > self.rotate_bytes:
             self._rotate()
         if self._total > self.max_bytes:
             self._prune()
@@ -173,23 +194,26 @@ class PredictionLog:
         rel = f"{IMAGES}/{sha[:2]}/{sha}.{ext}"
         path = self.dir / rel
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".part")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:      # whole or absent after a crash; the umask's mode; fsynced
+                tmp.write_bytes(data)
             self._total += len(data)
         return rel
 
     def _rotate(self) -> None:
+        # The part is never written again: make it durable before its new name is.
+        os.fsync(self._file.fileno())
         self._file.close()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         # Several rotations in one second (tiny bounds): numbered after the highest number of that
         # second still there, so the names keep their time order even after pruning.
         taken = [_part_key(p)[1] for p in self.dir.glob(f"predictions-{stamp}*.jsonl")]
         name = f"predictions-{stamp}-{max(taken) + 1}.jsonl" if taken else f"predictions-{stamp}.jsonl"
-        target = self.dir / name
-        os.replace(self.dir / CURRENT, target)
-        self._file = open(self.dir / CURRENT, "a", encoding="utf-8")
+        with self._lock:
+            os.replace(self.dir / CURRENT, self.dir / name)
+            self._index.rename(CURRENT, name)
+            self._file = open(self.dir / CURRENT, "a", encoding="utf-8")
+        fsync_dir(self.dir)
+        self._size = 0
 
     def _prune(self) -> None:
         """Down to 90% of the bound (so not on every write): the oldest files first, rotated logs and
@@ -201,7 +225,68 @@ class PredictionLog:
             if self._total <= goal:
                 return
             self._total -= size
-            p.unlink()
+            with self._lock:
+                p.unlink()
+                self._index.drop(p.name)
+
+
+class _Index:
+    """Where each logged id's line is: per log file, parallel arrays of 64-bit keys (a hash of the id)
+    and byte offsets, 16 bytes a record (a million records: 16 MB). A look-up compares one array per
+    file at C speed and reads only the lines whose key matches (a hash collision is read and
+    told apart by its id). Not thread-safe: PredictionLog holds its lock around every call."""
+
+    def __init__(self):
+        self.files: dict[str, tuple[array, array]] = {}
+
+    @staticmethod
+    def key(pid: str) -> int:
+        return int.from_bytes(hashlib.blake2b(pid.encode(), digest_size=8).digest(), "little", signed=True)
+
+    def add(self, name: str, pid: str, offset: int) -> None:
+        keys, offsets = self.files.setdefault(name, (array("q"), array("q")))
+        keys.append(self.key(pid))
+        offsets.append(offset)
+
+    def add_file(self, path: Path) -> None:
+        """Index the records already in a log file (one pass at start; a line cut short is skipped)."""
+        offset = 0
+        with open(path, "rb") as f:
+            for line in f:
+                m = _ID.match(line)
+                if m is None and line.endswith(b"\n"):         # written by something else than json.dumps
+                    try:
+                        pid = json.loads(line).get("id")
+                    except (ValueError, AttributeError):
+                        pid = None
+                else:
+                    pid = m.group(1).decode("utf-8", "replace") if m else None
+                if isinstance(pid, str):
+                    self.add(path.name, pid, offset)
+                offset += len(line)
+
+    def rename(self, old: str, new: str) -> None:
+        if old in self.files:
+            self.files[new] = self.files.pop(old)
+
+    def drop(self, name: str) -> None:
+        self.files.pop(name, None)
+
+    def find(self, pid: str, folder: Path) -> dict | None:
+        """The newest record with this id, read from its line; None without reading when none has its key."""
+        key = self.key(pid)
+        for name, (keys, offsets) in reversed(self.files.items()):     # rotated parts in order, current last
+            hits = np.flatnonzero(np.frombuffer(keys, np.int64) == key) if keys else ()
+            for i in reversed(hits):
+                try:
+                    with open(folder / name, "rb") as f:
+                        f.seek(offsets[int(i)])
+                        rec = json.loads(f.readline())
+                except (OSError, ValueError):
+                    continue
+                if isinstance(rec, dict) and rec.get("id") == pid:
+                    return rec
+        return None
 
 
 def _header(data: bytes) -> dict:
