@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..config import TrainConfig
 from ..data.augment import AugmentPolicy, alternate_flips, augment
 from ..device import amp_dtype
+from ..errors import UserError
 from ..fsutil import write_text
 from ..inference import autocast, normalize, predict_logits
 from . import distributed as dist
@@ -31,9 +32,17 @@ from .checkpoint import load_training_state, read_training_info, save_training_s
 from .finetune import Stages, describe
 from .optim import set_lr
 
+# An epoch's mean training loss over this many times a uniform guess's (ln C) means the weights have
+# blown up: logits tens of units apart the wrong way, which no recovering run shows (lr 10 on a tiny
+# shapes run: 1.1, 10, 424, ...; a healthy one starts at about ln C and falls).
+DIVERGED = 100
 HISTORY_FIELDS = ["epoch", "stage", "train_loss", "train_acc", "val_loss", "val_acc", "val_balanced_acc", "lr", "seconds",
                   "images_per_s"]
 STATE_FILE = "train_state.safetensors"
+
+
+class Diverged(UserError):
+    """Training blew up (NaN, inf or an exploding loss): the learning rate is too high for the model."""
 
 
 @dataclass
@@ -248,7 +257,13 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
         shipped = ema.average.module if ema else model     # the weights validation judges and a run ships
         row.update(_validate(shipped, data, device, amp, cfg, 2 * bs))
         result.history.append(row)
-        has_val = not math.isnan(row["val_acc"])
+        has_val = len(data.val) > 0
+        why = diverged(row, n_classes, has_val)
+        if why:     # before anything is saved: no NaN weights ever look like a model
+            if dist.is_main():
+                write_history(run_dir / "history.csv", result.history)
+            raise Diverged(_diverged_message(why, epoch + 1, cfg.lr or row["lr"], run_dir,
+                                             result.best_epoch if has_best else None))
         acc, loss = (row[score_key], row["val_loss"]) if has_val else (row["train_acc"], row["train_loss"])
         # Accuracy first; on a tie (common on small val sets) the lower loss is the better model.
         improved = (not has_best or acc > result.best_val_acc
@@ -284,6 +299,27 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
     result.first_step_seconds = timer.first_step_seconds
     result.stages = stages.record(model)
     return result
+
+
+def diverged(row: dict, n_classes: int, has_val: bool) -> str | None:
+    """What says this epoch's training blew up, or None. Checked once an epoch, where the losses are
+    read anyway: a check every step would wait for the GPU at every step."""
+    loss = row["train_loss"]
+    if not math.isfinite(loss):
+        return f"the training loss became {loss}"
+    if has_val and not math.isfinite(row["val_loss"]):
+        return f"the validation loss became {row['val_loss']} (the weights are no longer finite)"
+    if loss > DIVERGED * math.log(max(n_classes, 2)):
+        return f"the training loss rose to {loss:.3g} (a uniform guess scores {math.log(max(n_classes, 2)):.2f})"
+    return None
+
+
+def _diverged_message(why: str, epoch: int, lr: float, run_dir: Path, best_epoch: int | None) -> str:
+    kept = (f"{run_dir / 'model.safetensors'} keeps the last good weights "
+            f"({'the linear probe' if best_epoch == 0 else f'epoch {best_epoch}'}), but the run is unfinished"
+            if best_epoch is not None else "no model was saved")
+    return (f"training diverged in epoch {epoch}: {why}. The learning rate is too high for this model and data: "
+            f"train again with a lower --lr than {lr:.3g} (e.g. --lr {lr / 10:.3g}); {kept}")
 
 
 class StepTimer:
