@@ -60,6 +60,8 @@ SCAN = dict(min_size=96)
 # 2 rounds: 4 (mining still fired on 12 of the 20 person-free photos after them) ranked the mining
 # half's photos worse (presence ROC-AUC 0.815 vs 0.862 after 2 rounds, scanned from 128 px).
 MINING_ROUNDS = 2
+# Windows per photo the pretrained verifier re-scores (a row each): its cost per photo is fixed.
+VERIFY_TOPS = (4, 8)
 
 
 def mining_min_size() -> int:
@@ -323,7 +325,7 @@ def run_ours(model, files: list[str], threads: int, **kw) -> tuple[dict, dict, d
     from imgclf.scanning import Scanner
 
     torch.set_num_threads(threads)
-    scanner = Scanner(model, "person", **{"margin": MARGIN, **SCAN, **kw})
+    scanner = Scanner(model, "person", **{"margin": MARGIN, "verify": False, **SCAN, **kw})
     # Decoded up front, as HOG's are: the timing is the detector's, not the JPEG decoder's.
     images = [Image.open(f).convert("RGB") for f in files]
     scanner.scan(images[0])                   # warm-up (first-call allocations)
@@ -456,7 +458,7 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
         # Scanner settings only: the fold's trained runs are scored again as they are.
         print(f"reusing {work}/run1 and run{1 + rounds}")
         imgclf.scanning.remember(work / f"run{1 + rounds}", "person", margin=None, vote=None, threshold=None,
-                                 min_size=None)      # forget the last bench's choices
+                                 min_size=None, verify=None, verify_top=None)      # forget the last bench's choices
         model1, run = imgclf.load(work / "run1"), imgclf.load(work / f"run{1 + rounds}")
         model = run
     else:
@@ -489,6 +491,18 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
     print(f"scoring photos: {', '.join(Path(f).name for f in files)}")
     print(f"scan: {imgclf.scanning.Scanner(model2, 'person').describe()}")
     latency_640x480(model2, scoring["person"][0])
+    # The pretrained verifier: imgclf's default recipe (ImageNet EfficientNet-Lite0, linear probe then
+    # fine-tuning) trained on the very crops of the final round, re-scoring the best windows of each
+    # photo. Its photo-level threshold is chosen on the mining half like the scan's.
+    verifier = train_verifier(work, reuse, smoke)
+    verified = {}
+    for top in VERIFY_TOPS:
+        v = imgclf.scanning.Verifier(verifier, "person", top=top)
+        found = [r["score"] for r in imgclf.scanning.scan(model2, mine_files, margin=MARGIN, verbose=False,
+                                                          verify=verifier, verify_top=top, **SCAN)]
+        v.threshold = best_threshold(found, [int(f in mining["person"]) for f in mine_files])
+        verified[top] = v
+        print(f"verifier, best {top} windows: photo-level threshold from the mining half {v.threshold:.4f}")
     rows = []
     # Per-level work is small, so on a busy 2-core machine one thread often beats two (less
     # synchronisation): each detector is timed with 1 and with 2 threads, both reported.
@@ -501,11 +515,21 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
                       lambda t: run_ours(model2, files, t, vote=False)[:4]),
                      ("imgclf: + hard negatives, photo threshold, the mining half's placement (voting + fitted "
                       "margin, or plain NMS)",
-                      lambda t: run_ours(model2, files, t, margin=place["margin"], vote=place["vote"])[:4])):
+                      lambda t: run_ours(model2, files, t, margin=place["margin"], vote=place["vote"])[:4]),
+                     *((f"imgclf: the recipe, then its best {top} windows re-scored by the default "
+                        "ImageNet-Lite0 run on the same crops, photo threshold (mining half)",
+                        lambda t, v=verified[top]: run_ours(model2, files, t, vote=False, verify=v)[:4])
+                       for top in VERIFY_TOPS)):
         row = {"name": name, "seconds": {}}
         for threads in (1, 2):
             row["dets"], row["scores"], row["present"], row["seconds"][threads] = fn(threads)
         rows.append(row)
+    # The fold's deliverable: the run with its verifier recorded (copied into RUN/verifier/), so
+    # `imgclf scan RUN` and the service scan as the last row did.
+    top = VERIFY_TOPS[-1]
+    imgclf.scanning.remember(final, "person", margin=list(MARGIN), vote=False, threshold=verified[top].threshold,
+                             verify=verifier.path, verify_top=top, **SCAN)
+    print(f"recorded with {final}: the verifier (best {top} windows), threshold {verified[top].threshold:.4f}")
     return rows
 
 
@@ -547,6 +571,23 @@ def latency_640x480(model, photo: str) -> None:
                 times.append(time.perf_counter() - t0)
             print(f"| {'fully convolutional' if method == 'fcn' else 'window by window'} | {threads} "
                   f"| {r['windows']} | {1000 * float(np.median(times)):.0f} |")
+
+
+def train_verifier(work: Path, reuse: bool, smoke: bool = False):
+    """The default `imgclf train` (no model flags: ImageNet Lite0 on photos) on the fold's final crops,
+    split by source photo as the scan's runs are; kept with --reuse."""
+    import imgclf
+
+    out = work / "verifier"
+    if not (reuse and (out / "model.json").is_file()):
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        run = imgclf.train(work / "data", out=out, group_by=RECIPE["group_by"], seed=0, verbose=False,
+                           **({"epochs": 1} if smoke else {}))
+        arch = imgclf.load(out).meta
+        print(f"verifier ({arch['architecture']['name']}, {arch['input']['size']} px): crop test accuracy "
+              f"{run.metrics['accuracy']:.4f}, trained in {time.perf_counter() - t0:.0f}s")
+    return imgclf.load(out)
 
 
 def pretrain(work: Path, recipe: dict, epochs: int) -> Path:

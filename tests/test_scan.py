@@ -356,7 +356,7 @@ def test_verifier_rescores_the_best_windows(world):
     assert scanner.threshold == 0.7 and "best 2 windows" in scanner.describe()
     with pytest.raises(UserError, match="no class 'person'"):
         Verifier(model, "person")
-    with pytest.raises(UserError, match="verify-top"):
+    with pytest.raises(UserError, match="verifier-top"):
         Verifier(model, "object", top=0)
 
 
@@ -379,6 +379,19 @@ def test_recorded_verifier_travels_with_the_run(world, tmp_path):
     plain = scan(model, world["scenes"] / "with", verify=False, verbose=False)
     assert Scanner(model, "object", verify=False).verify is None
     assert max(len(r["boxes"]) for r in plain) >= 2         # without it, both objects of a scene
+    from typer.testing import CliRunner
+
+    from imgclf.cli import app
+
+    scene = str(next(iter(world["truth"])))
+    p = CliRunner().invoke(app, ["scan", str(moved), scene, "--out", str(tmp_path / "out"), "--verifier-top", "2"])
+    assert p.exit_code == 0, p.output
+    assert "re-scored by" in p.output and json.loads((tmp_path / "out" / "scan.json").read_text())["settings"]["verify_top"] == 2
+    p = CliRunner().invoke(app, ["scan", str(moved), scene, "--no-verifier"])
+    assert p.exit_code == 0 and "re-scored" not in p.output
+    p = CliRunner().invoke(app, ["scan", str(world["run"]), scene, "--verifier", str(moved / "verifier"),
+                                 "--verifier-top", "0"])
+    assert isinstance(p.exception, imgclf.errors.UserError) and "--verifier-top must be 1 to 1000" in str(p.exception)
     shutil.rmtree(moved / "verifier")
     with pytest.raises(imgclf.errors.UserError, match="verifier"):
         Scanner(model, "object")

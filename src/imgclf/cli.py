@@ -530,6 +530,12 @@ def scan(
     out: Optional[str] = typer.Option(None, help="Write boxes.csv, scan.json and annotated/ here."),
     mine: Optional[str] = typer.Option(None, help="Save every window that fires as a crop PNG here (give person-free "
                                        "photos: hard negatives to add to the negative class)."),
+    verifier: Optional[str] = typer.Option(None, help="A run trained on the same crops (e.g. the default ImageNet "
+                                           "backbone) that re-scores each photo's best windows and decides presence "
+                                           "and boxes [default: the run's recorded verifier, if any]"),
+    verifier_top: Optional[int] = typer.Option(None, help="Windows a photo the verifier re-scores [default: the "
+                                               "recorded number, else 8]"),
+    no_verifier: bool = typer.Option(False, "--no-verifier", help="Scan without the run's recorded verifier."),
     device: str = typer.Option("auto"),
 ):
     """Find the object of a crop model in whole photos: multi-scale sliding window, threshold, NMS."""
@@ -538,7 +544,7 @@ def scan(
     results = api.scan(run, images, positive=positive, scales=_floats(scales, "--scales"), stride=stride,
                        min_size=min_size, iou=iou, out=out, mine=mine, threshold=threshold,
                        margin=tuple(_floats(margin, "--margin")) if margin else None, method=method, vote=vote,
-                       device=device)
+                       verify=False if no_verifier else verifier, verify_top=verifier_top, device=device)
     for r in results:
         if "error" in r:
             print(f"skipped {r['path']}: {r['error']}", file=sys.stderr)

@@ -38,7 +38,7 @@ def frame_probs(scanner: Scanner, frames: list, n_classes: int):
 def scan(model, images, *, positive: str | None = None, scales=None, stride: int | None = None,
          min_size: int | None = None, iou: float = 0.3, out: str | Path | None = None, mine: str | Path | None = None,
          margin=None, method: str = "auto", threshold: float | None = None, vote: bool | None = None,
-         verify=None, verify_top: int = TOP, verbose: bool = True) -> list[dict]:
+         verify=None, verify_top: int | None = None, verbose: bool = True) -> list[dict]:
     """Scan each photo (paths, folders, PIL images or arrays) with a loaded model; one answer per image:
     {path, present, score, threshold, positive, boxes, width, height, windows, seconds} (or
     {path, error} for an unreadable file). `out` writes boxes.csv, scan.json and annotated images;
@@ -59,9 +59,11 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
 
     pos = positive_class(model, positive)
     # verify: a loaded model; None: the run's recorded verifier, if any; False: none.
-    verifier = Verifier(verify, pos, top=verify_top) if verify not in (None, False) else verify
+    verifier = Verifier(verify, pos, top=TOP if verify_top is None else verify_top) if verify not in (None, False) else verify
     scanner = Scanner(model, pos, scales=scales, stride=stride, min_size=min_size, iou=iou,
                       margin=margin, method=method, threshold=threshold, vote=vote, verify=verifier)
+    if verify is None and verify_top is not None and scanner.verify:        # the recorded verifier, another count
+        scanner.verify = Verifier(scanner.verify.model, pos, top=verify_top, threshold=scanner.verify.threshold)
     if verbose:
         print(f"scan: {scanner.describe()}")
     writer = None

@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from ..fsutil import write_json, write_text
+from ..fsutil import atomic_path, write_json, write_text
 
 BOX_COLOUR = (255, 40, 40)
 
@@ -26,7 +26,8 @@ class ScanOutputs:
         name = stem if stem not in self.names else f"{stem}-{len(self.results)}"
         self.names.add(name)
         result["annotated"] = str(self.out / "annotated" / f"{name}.jpg")
-        draw_boxes(img, result["boxes"]).save(result["annotated"], quality=90)
+        with atomic_path(result["annotated"]) as tmp:      # the temp name has no .jpg: say the format
+            draw_boxes(img, result["boxes"]).save(tmp, format="JPEG", quality=90)
 
     def close(self, settings: dict) -> None:
         buf = io.StringIO()

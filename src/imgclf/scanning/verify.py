@@ -26,7 +26,7 @@ class Verifier:
             raise UserError(f"the verifier has no class '{positive}' (its classes: {', '.join(model.classes)}); "
                             "train it on the same crops as the scanned model")
         if not 1 <= int(top) <= 1000:
-            raise UserError(f"--verify-top must be 1 to 1000 windows a photo, not {top}")
+            raise UserError(f"--verifier-top must be 1 to 1000 windows a photo, not {top}")
         self.model, self.positive, self.top = model, positive, int(top)
         self.pos = model.classes.index(positive)
         decision = model.meta.get("decision") or {}
