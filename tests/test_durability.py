@@ -213,3 +213,67 @@ def test_full_disk_keeps_the_registry_history_whole(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert (reg / "history.jsonl").read_bytes() == before       # no half line for the next append to follow
     assert len(registry.history(reg)) == 1
+
+
+@posix_only
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_streamed_and_scan_outputs_are_fsynced_and_honour_the_umask(tmp_path, monkeypatch, umask, mask, mode):
+    """The writes that went around fsutil: streamed CSVs (batch predict, video), the prediction log's
+    kept images and rotated parts, a scan's annotated copies. Their bytes are what they were."""
+    import hashlib
+
+    from imgclf.fsutil import commit, open_stream
+    from imgclf.predlog import PredictionLog, record
+    from imgclf.scanning.outputs import ScanOutputs, draw_boxes
+
+    umask(mask)
+    synced: list[tuple[int, bool]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        st = os.fstat(fd)
+        synced.append((st.st_ino, stat.S_ISDIR(st.st_mode)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+
+    def durable(p: Path, folder_too: bool = True) -> bool:
+        return (stat.S_IMODE(p.stat().st_mode) == mode and (p.stat().st_ino, False) in synced
+                and (not folder_too or (p.parent.stat().st_ino, True) in synced))
+
+    csv_path = tmp_path / "out" / "preds.csv"
+    with open_stream(csv_path) as f:
+        f.write("path,label\r\n")
+    with open_stream(csv_path, append=True) as f:
+        f.write("a.png,rose\n")
+    assert csv_path.read_bytes() == b"path,label\r\na.png,rose\n" and durable(csv_path)
+
+    tmp = tmp_path / "out" / ".clip.partial.mp4"
+    tmp.write_bytes(b"video")
+    commit(tmp, tmp_path / "out" / "clip.mp4")
+    assert not tmp.exists() and durable(tmp_path / "out" / "clip.mp4")
+
+    log = PredictionLog(tmp_path / "log", max_mb=0.005)      # rotates every ~500 bytes
+    log.start()
+    data = _png(3)
+    for _ in range(3):
+        rec = record(sha256=hashlib.sha256(data).hexdigest(), model="m", version=1,
+                     answer={"label": "a", "confidence": 0.9}, probs=np.array([0.9, 0.1]), classes=["a", "b"],
+                     decision="argmax")
+        log.write(rec, data)
+        log.flush()
+    log.close()
+    [kept] = (tmp_path / "log" / "images").rglob("*.png")
+    assert kept.read_bytes() == data and durable(kept)
+    [part, *_] = sorted((tmp_path / "log").glob("predictions-*.jsonl"))
+    assert durable(part)
+
+    scan = ScanOutputs(tmp_path / "scan")
+    img = Image.fromarray(np.random.default_rng(4).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    result = {"path": "street.png", "boxes": [{"x1": 2.0, "y1": 3.0, "x2": 20.0, "y2": 30.0, "score": 0.9}]}
+    scan.add(result, img)
+    expected = io.BytesIO()
+    draw_boxes(img, result["boxes"]).save(expected, "JPEG", quality=90)
+    annotated = Path(result["annotated"])
+    assert annotated.name == "street.jpg" and annotated.read_bytes() == expected.getvalue() and durable(annotated)
+    assert not [p for p in annotated.parent.iterdir() if p.name.startswith(".")]       # no temp file behind

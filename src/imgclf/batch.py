@@ -24,7 +24,7 @@ import numpy as np
 from .data.discover import files_under, is_image
 from .data.images import UnusableImage, load_resized
 from .errors import UserError
-from .fsutil import output_file
+from .fsutil import open_stream, output_file
 
 COLUMNS = ["path", "label", "confidence", "top_k", "error"]   # as `imgclf predict --format csv`
 BATCH_SIZE = 256
@@ -164,22 +164,22 @@ def _drop_partial_line(path: Path, block: int = 1 << 16) -> None:
 
 
 class _open_csv:
-    """The CSV opened for appending (header written when the file is new or empty)."""
+    """The CSV opened for appending (header written when the file is new or empty); written in place
+    as it goes, so a kill leaves what a later run resumes from (fsutil.open_stream)."""
 
     def __init__(self, path: Path, append: bool):
         self.path, self.append = path, append
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not self.append or not self.path.exists() or self.path.stat().st_size == 0
-        self.f = open(self.path, "w" if fresh else "a", newline="", encoding="utf-8")
+        self.stream = open_stream(self.path, append=not fresh)
         if fresh:
-            csv.writer(self.f, lineterminator="\n").writerow(COLUMNS)
-            self.f.flush()
-        return self.f
+            csv.writer(self.stream.file, lineterminator="\n").writerow(COLUMNS)
+            self.stream.file.flush()
+        return self.stream.file
 
     def __exit__(self, *exc):
-        self.f.close()
+        self.stream.close()
 
 
 def _decoded_batches(paths: Iterable[str], ex: Executor, workers: int, batch_size: int,

@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash mid-write must never leave a half-written run file."""
+"""Atomic file writes: a crash mid-write must never leave a half-written run file. Files written as
+they go (streamed CSVs) are fsynced when closed (open_stream)."""
 from __future__ import annotations
 
 import errno
@@ -28,13 +29,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         # The writer may have put its own file there (safetensors writes a 0600 temp and renames it).
         if stat.S_IMODE(tmp_path.stat().st_mode) != mode:
             os.chmod(tmp_path, mode)
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-        fsync_dir(path.parent)
+        commit(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename a finished temporary file (in `path`'s folder) onto `path`, durably: the file is fsynced
+    before the rename and the folder after it. For writers that name their own temp file (OpenCV's
+    VideoWriter picks the container from the name's extension); others use atomic_path."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(Path(path).parent)
 
 
 def new_temp(folder: str | os.PathLike, prefix: str, suffix: str = ".tmp") -> Path:
@@ -119,6 +127,40 @@ def output_file(path: str | os.PathLike, flag: str) -> Path:
     if blocker is not None and not blocker.is_dir():
         raise UserError(f"{flag} {path} cannot be written: {blocker} is a file, not a folder")
     return path
+
+
+class open_stream:
+    """A text file written as it goes and read meanwhile (a CSV followed with `tail -f`, or one a
+    killed run resumes), so written in place, never replaced atomically: created 0666 less the umask
+    as by open(), and fsynced on close, with its folder when the file is new, so that a finished
+    file and its name survive a power cut.
+
+        with open_stream("preds.csv", append=True) as f:
+            f.write("...")
+    """
+
+    def __init__(self, path: str | os.PathLike, append: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.new = not self.path.exists()
+        self.file = open(self.path, "a" if append else "w", newline="", encoding="utf-8")
+
+    def close(self) -> None:
+        if self.file.closed:
+            return
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        finally:
+            self.file.close()
+        if self.new:
+            fsync_dir(self.path.parent)
+
+    def __enter__(self):
+        return self.file
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -33,7 +33,7 @@ from typing import Iterator
 
 from .data.images import IMAGE_EXTENSIONS, MAX_PIXELS
 from .errors import UserError
-from .fsutil import file_lock, fsync_dir, new_temp
+from .fsutil import append_line, file_lock, fsync_dir, new_temp
 
 FEEDBACK_FILE = "feedback.jsonl"
 LOCK_FILE = ".lock"
@@ -178,7 +178,7 @@ def add(inbox: str | Path, data: bytes, label: str, *, classes: list[str] | None
                       "time": _now(), "who": who, "source": source, "previous": previous,
                       "prediction_id": prediction_id}
             try:
-                _append(root / FEEDBACK_FILE, json.dumps(record, ensure_ascii=False) + "\n")
+                append_line(root / FEEDBACK_FILE, json.dumps(record, ensure_ascii=False) + "\n")
                 if action != "already there":
                     fsync_dir(target.parent)
             except BaseException:
@@ -343,28 +343,6 @@ def _write_temp(root: Path, data: bytes) -> Path:
         tmp.unlink()
         raise
     return tmp
-
-
-def _append(log: Path, line: str) -> None:
-    """Append one whole line, fsynced (one write under the lock: concurrent feedback never
-    interleaves). A failed write (a full disk) is cut back off, so the log never ends in half a record.
-    Unbuffered on purpose: a buffered file would retry the failed bytes when truncated or closed."""
-    new = not log.exists()
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        size = os.fstat(fd).st_size
-        try:
-            data = line.encode("utf-8")
-            while data:
-                data = data[os.write(fd, data):]
-            os.fsync(fd)
-        except BaseException:
-            os.ftruncate(fd, size)
-            raise
-    finally:
-        os.close(fd)
-    if new:
-        fsync_dir(log.parent)
 
 
 def _remove_if_empty(d: Path) -> None:

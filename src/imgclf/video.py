@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .fsutil import output_file, write_json
+from .fsutil import commit, open_stream, output_file, write_json
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -320,8 +320,8 @@ class _CsvOut:
         self.f = None
         if path is None:
             return
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(path, "w", newline="", encoding="utf-8")
+        self.stream = open_stream(path)
+        self.f = self.stream.file
         self.w = csv.writer(self.f, lineterminator="\n")
         self.two_class = two_class
         self.w.writerow(["frame", "time_s", "label", "confidence", "smoothed_label", "smoothed_confidence",
@@ -340,7 +340,7 @@ class _CsvOut:
 
     def close(self) -> None:
         if self.f is not None:
-            self.f.close()
+            self.stream.close()
 
 
 class _VideoOut:
@@ -368,7 +368,7 @@ class _VideoOut:
         if self.vw is not None:
             self.vw.release()
             if complete:
-                os.replace(self.tmp, self.path)
+                commit(self.tmp, self.path)
             else:
                 self.tmp.unlink(missing_ok=True)
 

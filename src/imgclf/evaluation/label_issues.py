@@ -16,6 +16,7 @@ the patterns most images agree on, but not yet memorised the few that contradict
 from __future__ import annotations
 
 import csv
+import io
 import os
 import tempfile
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..fsutil import write_text
 
 FOLDS = 5
 PRESET = "fast"
@@ -148,10 +150,11 @@ def _assign_folds(spec, readable: np.ndarray, folds: int, seed: int, groups: np.
 
 
 def _write_manifest(path: Path, paths: list[str], labels: list[str], splits: np.ndarray) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "split"])
-        w.writerows(zip(paths, labels, splits))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "label", "split"])
+    w.writerows(zip(paths, labels, splits))
+    write_text(path, buf.getvalue())
 
 
 def print_label_issues(found: dict, console, root: str | None = None) -> None:
