@@ -188,3 +188,19 @@ def test_space_defaults_and_cli_errors(tmp_path, shapes16, monkeypatch, capsys):
     with pytest.raises(SystemExit) as stop:
         main()
     assert stop.value.code == 2 and capsys.readouterr().err.startswith("error: space file")
+
+
+def test_a_diverging_trial_fails_alone(shapes16, tmp_path):
+    """A learning rate that blows training up fails its own trial, recorded with the reason, and the
+    tune goes on; only three such failures in a row stop it, with one line."""
+    space = TINY.replace("lr: {type: float, low: 1e-3, high: 3e-2, log: true}",
+                         "lr: {type: categorical, choices: [10.0, 5.0e-3]}")
+    space = space.replace("epochs: {type: int, low: 1, high: 3}", "epochs: 3")
+    with pytest.raises(UserError, match="3 trials in a row failed, the last with: training diverged"):
+        imgclf.tune(shapes16, trials=6, space=space_file(tmp_path, space), out=tmp_path / "tune", retrain=False,
+                    verbose=False, seed=1)
+    trials = load(tmp_path / "tune").trials
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) >= 3 and all(t.params["lr"] == 10.0 for t in failed)
+    assert all("lower --lr" in t.user_attrs["error"] for t in failed)
+    assert trials[0].state == TrialState.COMPLETE           # the default configuration, before them

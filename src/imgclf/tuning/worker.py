@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..errors import UserError
+from ..training.loop import Diverged
 from . import study as st
 from .results import trial_line
 from .space import Space, trial_settings
@@ -144,6 +145,10 @@ def run_trial(t: Tune, trial):
         if isinstance(e, KeyboardInterrupt):
             raise
         return None
+    except Diverged as e:
+        # A learning rate too high for this model is one bad configuration, not a broken tune.
+        _finish(t, trial, TrialState.FAIL, best, started, settings, out, error=str(e))
+        return _frozen(t, trial.number)
     except UserError as e:
         _finish(t, trial, TrialState.FAIL, best, started, settings, out, error=str(e))
         raise
