@@ -91,6 +91,7 @@ def test_cli_import_refuses_a_bad_label_in_one_line(tmp_path, monkeypatch):
     said = [x for x in lines if x.startswith("  skipped")]
     assert len(said) == 2 and "1 added" in lines[-1] and "2 skipped" in lines[-1], r.output
     assert any("label 'rose\\u200b' cannot be used: it contains invisible" in x for x in said)
+    assert all("\u200b" not in x for x in said) and any("rose\\u200b" in x.split(":")[0] for x in said), said
     assert any("cannot be used: it mixes look-alike alphabets (CYRILLIC, LATIN)" in x for x in said)
     assert sorted(p.name for p in (tmp_path / "inbox").iterdir() if p.is_dir()) == ["rose"]
 

@@ -680,13 +680,14 @@ def feedback_import(folder: str = typer.Argument(..., help="Folder with one sub-
                                                       "login name]")):
     """Copy labeled images into the inbox (named by content, so importing twice adds nothing)."""
     from . import api
+    from .inbox import shown
 
     r = api.feedback_import(folder, inbox, registry=registry, who=who)
     for label, c in r["labels"].items():
         new = "  (not a class of the model: proposed new class)" if c["known_class"] is False else ""
         print(f"  {label}: {c['added']} added, {c['already there']} already there, {c['relabelled']} relabelled{new}")
     for s in r["skipped"][:20]:
-        print(f"  skipped {s['path']}: {s['reason']}")
+        print(f"  skipped {shown(s['path'])}: {s['reason']}")
     if len(r["skipped"]) > 20:
         print(f"  ... and {len(r['skipped']) - 20} more skipped")
     print(f"{r['added']} added, {r['already there']} already there, {r['relabelled']} relabelled, "

@@ -100,6 +100,12 @@ def _label_problem(s: str) -> str | None:
     return None
 
 
+def shown(text: str) -> str:
+    """Text for a terminal with invisible and control characters written as \\uXXXX, so a path
+    holding them neither hides them nor reorders the line (bidirectional overrides)."""
+    return "".join(f"\\u{ord(c):04x}" if _invisible(c) else c for c in str(text))
+
+
 def _invisible(c: str) -> bool:
     # Cc control, Cf format (bidi overrides, zero-width joiners, soft hyphen), Co/Cs/Cn private,
     # surrogate, unassigned; Zl/Zp line breaks; any space but the plain one.
