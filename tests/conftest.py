@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,47 @@ from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
+import imgclf.api  # noqa: E402 - the real report function, kept before the session fixture replaces it
+
+REPORT_AFTER_TRAINING = imgclf.api._report_after_training
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("IMGCLF_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_report_after_training():
+    """The HTML report written after each training is 2-4 s of plotting, most of a tiny test run's
+    time (about 3 minutes of the suite). In-process trainings skip it unless the test is marked
+    `report` (the tests that read it; tests/test_report.py covers the report itself). Session-wide,
+    so module fixtures that train skip it too; CLI subprocesses still write it."""
+    import imgclf.api
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(imgclf.api, "_report_after_training", lambda model, console: None)
+    yield
+    mp.undo()
+
+
+@contextmanager
+def reporting():
+    """Trainings inside write their report again: for module fixtures whose run's report a test
+    reads (a marker cannot reach them)."""
+    import imgclf.api
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(imgclf.api, "_report_after_training", REPORT_AFTER_TRAINING)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _report_when_marked(request, monkeypatch):
+    if request.node.get_closest_marker("report"):
+        import imgclf.api
+
+        monkeypatch.setattr(imgclf.api, "_report_after_training", REPORT_AFTER_TRAINING)
 
 
 def make_shapes_dataset(root: Path, per_class: int = 30, size: int = 24, seed: int = 0) -> Path:

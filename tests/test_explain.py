@@ -4,6 +4,7 @@ the service answers POST /explain."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from PIL import Image
 import imgclf
 import imgclf.api
 from imgclf.explaining import METHODS, Explainer, find_target_layer
+
+from conftest import reporting
 
 SIDE = 40
 MARGIN = 4          # px around the object's box (at 40 px) that still counts as "on the object"
@@ -60,9 +63,7 @@ def runs(scenes, tmp_path_factory):
 
     def get(family: str) -> Path:
         if family not in done:
-            with pytest.MonkeyPatch.context() as mp:
-                if family != "simple_cnn":
-                    mp.setattr(imgclf.api, "_report_after_training", lambda model, console: None)
+            with reporting() if family == "simple_cnn" else contextlib.nullcontext():
                 done[family] = imgclf.train(scenes[0], out=root / family, verbose=False, **FAMILIES[family]).path
         return done[family]
     return get

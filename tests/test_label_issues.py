@@ -28,6 +28,7 @@ def mislabeled(shapes) -> Path:
     return shapes
 
 
+@pytest.mark.report
 def test_flipped_labels_rank_first_and_land_in_the_run_report(mislabeled, tmp_path):
     run = imgclf.train(mislabeled, epochs=1, out=tmp_path / "run", verbose=False)
     found = imgclf.check(mislabeled, labels=True, run=run.path, json_path=tmp_path / "check.json", verbose=False)

@@ -70,11 +70,12 @@ def _wait_healthy(server, timeout: float = 60) -> str:
 
 @pytest.fixture(scope="module")
 def runs(server, tmp_path_factory):
-    from conftest import make_shapes_dataset
+    from conftest import make_shapes_dataset, reporting
 
     root = tmp_path_factory.mktemp("work")
     data = make_shapes_dataset(root / "shapes", per_class=12, size=16)
-    first = imgclf.train(data, out=root / "runs" / "shapes-1", verbose=False, **TINY).path
+    with reporting():
+        first = imgclf.train(data, out=root / "runs" / "shapes-1", verbose=False, **TINY).path
     return root, data, first
 
 
@@ -84,6 +85,7 @@ def _cli(*args) -> str:
     return r.output
 
 
+@pytest.mark.report
 def test_train_and_registry_are_mirrored(server, runs, monkeypatch):
     from mlflow import MlflowClient
 

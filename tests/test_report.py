@@ -13,6 +13,8 @@ from imgclf.evaluation.report import SECTIONS
 
 from test_end_to_end import cli
 
+pytestmark = pytest.mark.report      # these tests read the report each training writes
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

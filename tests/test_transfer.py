@@ -169,14 +169,15 @@ def test_stage_two_resumes_with_layerwise_learning_rates(source, tmp_path):
 
 @pytest.fixture(scope="module")
 def finetuned(source, tmp_path_factory):
-    from conftest import make_shapes_dataset
+    from conftest import make_shapes_dataset, reporting
 
     data = make_shapes_dataset(tmp_path_factory.mktemp("ft") / "shapes")
     out = tmp_path_factory.mktemp("ft-run") / "run"
     # amp off: CPU bf16 spends seconds creating kernels for each new shape, which a tiny run never repays.
     # The classic two stages (the default on a CPU now starts from a linear probe instead: test_packaged_weights).
-    run = imgclf.train(data, model=f"timm/{ARCH}", weights=str(source[1] / "snapshot"), img_size=32, epochs=2,
-                       out=out, verbose=False, amp="off", probe=False, freeze_stride=0)
+    with reporting():
+        run = imgclf.train(data, model=f"timm/{ARCH}", weights=str(source[1] / "snapshot"), img_size=32, epochs=2,
+                           out=out, verbose=False, amp="off", probe=False, freeze_stride=0)
     return run, data
 
 

@@ -70,6 +70,7 @@ def finished_params(study) -> list[tuple]:
     return [tuple(sorted(t.params.items())) for t in study.get_trials(states=FINISHED)]
 
 
+@pytest.mark.report
 def test_tune_resumes_without_repeating_and_recovers_interrupted_trials(shapes16, tmp_path, monkeypatch):
     tune_dir, run_dir = tmp_path / "tune", tmp_path / "run"
     args = dict(space=space_file(tmp_path), out=tune_dir, verbose=False)

@@ -37,8 +37,11 @@ def project(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def grown(project):
-    return imgclf.update("production", project / "new", registry=project / "registry", out=project / "runs" / "v2",
-                         epochs=3, doctor=False, verbose=False)
+    from conftest import reporting
+
+    with reporting():
+        return imgclf.update("production", project / "new", registry=project / "registry", out=project / "runs" / "v2",
+                             epochs=3, doctor=False, verbose=False)
 
 
 def test_head_growth_copies_old_rows_by_name():
