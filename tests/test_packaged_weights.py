@@ -154,12 +154,15 @@ def test_bad_fine_tuning_flags_get_one_line(shapes, monkeypatch, capsys):
         assert exit.value.code == 2 and says in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_update_of_a_lite0_run_grows_the_head_without_a_new_probe(photo_run, tmp_path):
+def test_update_of_a_lite0_run_refits_the_grown_head_with_a_probe(photo_run, tmp_path):
+    """As the pretrained recipe trains: a probe on the parent's features over old + new images fits
+    the three-class head, BatchNorm stays frozen, and the probe is the score an epoch must beat."""
     new = make_photos(tmp_path / "new", colours=(("green", [40, 200, 60]),), seed=1)
     r = imgclf.update(photo_run.path, new, out=tmp_path / "v2", epochs=1, doctor=False, verbose=False)
     meta = json.loads((Path(r["run"]) / "model.json").read_text())
-    assert meta["classes"] == ["blue", "green", "red"] and "probe" not in meta
+    assert meta["classes"] == ["blue", "green", "red"] and meta["probe"]["val_acc"] >= 0.9
     assert meta["architecture"]["name"] == f"timm/{ARCH}"
+    assert meta["training"]["stages"][-1]["batchnorm"].startswith("frozen")
 
 
 def test_explain_batch_prediction_and_the_service_work_on_a_lite0_run(photo_run, tmp_path):
