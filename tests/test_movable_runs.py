@@ -124,6 +124,7 @@ def test_monitor_with_data(at, tmp_path, monkeypatch, capsys):
     log = serve_log(model, from_tests(tests, 30), tmp_path / "log")
     args = ["monitor", at["run"], "--log", log, "--out", tmp_path / "mon", "--top", "5"]
     refused(cli(args, monkeypatch, capsys), at)
+    assert not (tmp_path / "mon").exists()          # no half-made monitor folder
     code, out, err = cli([*args, "--data", at["data"]], monkeypatch, capsys)
     assert code == 0, err
     r = read_json(tmp_path / "mon" / "monitor.json")

@@ -366,9 +366,15 @@ def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | N
     records, log_dir, bad_lines = read_log(log)          # the user's mistakes first, before any work
     live, left = select(records, run.name, since)
     out = Path(out) if out is not None else Path("monitors") / run.name
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     model = load(run, device)
-    ref_data = reference(model, out, verbose, data_root)
+    try:
+        ref_data = reference(model, out, verbose, data_root)
+    except UserError:
+        if created:             # e.g. the data folder moved: no half-made monitor folder left behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     low, low_why = (low_confidence, "--low-confidence") if low_confidence is not None else low_line(model)
     stats = statistics(ref_data, live, model.classes, low)
     picks = pick_to_label(live, log_dir, top, _sorted_already(out)) if top > 0 else []
