@@ -80,3 +80,12 @@ def test_tune_storage_errors_do_not_print_the_password(tmp_path):
     with pytest.raises(UserError) as e:
         open_storage("postgresql://ann:hunter2@127.0.0.1:1/tune", tmp_path)
     assert "hunter2" not in str(e.value) and "postgresql://ann:***@127.0.0.1:1/tune" in str(e.value)
+
+
+def test_top_k_below_one_is_refused_not_read_as_one(run, tmp_path):
+    image = next((run.parent / "shapes").rglob("*.png"))
+    with pytest.raises(UserError, match="top_k must be an integer from 1 to 1000, not 0"):
+        imgclf.load(run).predict([image], top_k=0)
+    with pytest.raises(UserError, match="not -1"):
+        imgclf.predict_folder(run, [image], tmp_path / "p.csv", top_k=-1, verbose=False)
+    assert not (tmp_path / "p.csv").exists()

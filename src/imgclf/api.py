@@ -481,7 +481,9 @@ def predict_folder(run, inputs, out: str | Path, *, top_k: int = 1, batch_size: 
         imgclf.predict_folder("runs/photos-1", "new_pictures/", "preds.csv")   # {'predicted': 9841, 'images_per_s': ...}
     """
     from .batch import predict_folder as stream
+    from .predictor import check_top_k
 
+    check_top_k(top_k)
     model = _model(run, device, tta, backend)
     return stream(model, inputs, out, top_k=top_k, batch_size=batch_size, workers=workers, resume=resume,
                   progress=verbose)

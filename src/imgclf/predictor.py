@@ -90,6 +90,7 @@ class Model:
 
         Folders are searched recursively; an unreadable file gives an entry with `error`, never a crash.
         """
+        check_top_k(top_k)
         items = list(_expand(inputs))
         arrays, ok, results = [], [], []
         for item in items:
@@ -132,6 +133,13 @@ class Model:
         from .api import evaluate
 
         return evaluate(self, data)
+
+
+def check_top_k(top_k) -> int:
+    """--top-k / top_k=: classes per answer, 1 to 1000 (the service's rule), or one line saying so."""
+    from .validation import Number, check_number
+
+    return check_number("top_k", top_k, Number(int, 1, 1000))
 
 
 def load_torch_net(run: Path, meta: dict) -> torch.nn.Module:
