@@ -327,8 +327,10 @@ def scan(run, images, *, positive: str | None = None, scales=None, stride: int |
     """
     from .scanning import scan as run_scan
 
-    if verify not in (None, False):
-        verify = _model(verify, device, None, "torch")
+    if isinstance(verify, (str, Path)):         # else a loaded model, None (the recorded one) or False
+        from .scanning.verify import load_verifier
+
+        verify = load_verifier(verify, device)
     return run_scan(_model(run, device, None, "torch"), images, positive=positive, scales=scales, stride=stride,
                     min_size=min_size, iou=iou, out=out, mine=mine, threshold=threshold, margin=margin,
                     method=method, vote=vote, verify=verify, verify_top=verify_top, verbose=verbose)

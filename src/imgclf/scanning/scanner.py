@@ -270,14 +270,13 @@ def _recorded_verifier(model, positive: str, recorded: dict):
         return None
     from pathlib import Path
 
-    from ..predictor import Model
-    from .verify import TOP, Verifier
+    from .verify import TOP, Verifier, load_verifier
 
     folder = Path(model.path) / recorded["verify"]
     if not (folder / "model.json").is_file():
         raise UserError(f"{model.path}/scan_window.json names a verifier in {folder}, which is missing; "
                         "record it again (imgclf.scanning.remember) or scan with verify=False")
-    return Verifier(Model.load(folder, device=str(model.device)), positive, top=recorded.get("verify_top") or TOP,
+    return Verifier(load_verifier(folder, str(model.device)), positive, top=recorded.get("verify_top") or TOP,
                     threshold=recorded.get("threshold"))
 
 

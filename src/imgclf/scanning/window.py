@@ -98,6 +98,9 @@ def _copy_verifier(src: Path, dest: Path) -> None:
         shutil.rmtree(dest)
     tmp.rename(dest)
     fsync_dir(dest.parent)
+    from .verify import load_verifier
+
+    load_verifier(dest)         # exports model.onnx now, not on the first photo a service is sent
 
 
 def _median_crop(run: Path, positive: str) -> tuple[int, int]:
