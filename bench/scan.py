@@ -587,7 +587,9 @@ def train_verifier(work: Path, reuse: bool, smoke: bool = False):
         arch = imgclf.load(out).meta
         print(f"verifier ({arch['architecture']['name']}, {arch['input']['size']} px): crop test accuracy "
               f"{run.metrics['accuracy']:.4f}, trained in {time.perf_counter() - t0:.0f}s")
-    return imgclf.load(out)
+    from imgclf.scanning.verify import load_verifier
+
+    return load_verifier(out)        # as `imgclf scan` runs it: ONNX Runtime on a CPU, no flips
 
 
 def pretrain(work: Path, recipe: dict, epochs: int) -> Path:
