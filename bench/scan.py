@@ -526,7 +526,7 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
         rows.append(row)
     # The fold's deliverable: the run with its verifier recorded (copied into RUN/verifier/), so
     # `imgclf scan RUN` and the service scan as the last row did.
-    top = VERIFY_TOPS[-1]
+    top = imgclf.scanning.TOP
     imgclf.scanning.remember(final, "person", margin=list(MARGIN), vote=False, threshold=verified[top].threshold,
                              verify=verifier.path, verify_top=top, **SCAN)
     print(f"recorded with {final}: the verifier (best {top} windows), threshold {verified[top].threshold:.4f}")
