@@ -502,7 +502,7 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
                                                           verify=verifier, verify_top=top, **SCAN)]
         v.threshold = best_threshold(found, [int(f in mining["person"]) for f in mine_files])
         verified[top] = v
-        print(f"verifier, best {top} windows: photo-level threshold from the mining half {v.threshold:.4f}")
+        print(f"verifier, best {top} windows: photo-level threshold from the mining half {v.threshold:.4g}")
     rows = []
     # Per-level work is small, so on a busy 2-core machine one thread often beats two (less
     # synchronisation): each detector is timed with 1 and with 2 threads, both reported.
@@ -529,7 +529,7 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
     top = imgclf.scanning.TOP
     imgclf.scanning.remember(final, "person", margin=list(MARGIN), vote=False, threshold=verified[top].threshold,
                              verify=verifier.path, verify_top=top, **SCAN)
-    print(f"recorded with {final}: the verifier (best {top} windows), threshold {verified[top].threshold:.4f}")
+    print(f"recorded with {final}: the verifier (best {top} windows), threshold {verified[top].threshold:.4g}")
     return rows
 
 

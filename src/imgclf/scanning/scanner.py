@@ -117,7 +117,7 @@ class Scanner:
         w = self.window
         return (f"window {w.width}x{w.height} (the median training crop of '{self.positive}', {w.fit} to "
                 f"{self.size}x{self.size}), stride {self.stride} px of the input (1/{self.size / self.stride:g} window), "
-                f"scale step 0.8 from min size {self.min_size or DEFAULT_MIN_SIZE} px, threshold {self.threshold:.3f}, "
+                f"scale step 0.8 from min size {self.min_size or DEFAULT_MIN_SIZE} px, threshold {self.threshold:.3g}, "
                 f"{f'box voting (IoU {VOTE_IOU}), ' if self.vote and not self.verify else ''}NMS IoU {self.iou}, "
                 f"{self.method} scan" + (f", then {self.verify.describe()}" if self.verify else ""))
 
@@ -150,11 +150,12 @@ class Scanner:
             hit, objects = hit[keep], objects[keep]
         else:
             objects = np.zeros((0, 4))
-        # Scores to 6 decimals: photos and boxes that pass a strict threshold (0.97) often score
-        # above 0.9999, and 4 decimals would tie them for whoever ranks them (ROC, AP).
+        # Scores to 6 significant digits of p, or of 1 - p above 0.5: photos and boxes that pass a
+        # strict threshold (0.97) often score above 0.9999, and a verifier sure of its crops scores
+        # person-free photos near 1e-6; fixed decimals would tie them for whoever ranks them (ROC, AP).
         found = [{"x1": round(float(b[0]), 1), "y1": round(float(b[1]), 1), "x2": round(float(b[2]), 1),
-                  "y2": round(float(b[3]), 1), "score": round(float(scores[i]), 6)} for b, i in zip(objects, hit)]
-        return {"width": width, "height": height, "present": best >= self.threshold, "score": round(best, 6),
+                  "y2": round(float(b[3]), 1), "score": _score(scores[i])} for b, i in zip(objects, hit)]
+        return {"width": width, "height": height, "present": best >= self.threshold, "score": _score(best),
                 "threshold": self.threshold, "positive": self.positive, "boxes": found, "windows": int(len(scores)),
                 "seconds": round(time.perf_counter() - start, 4), "_windows": boxes[hit]}
 
@@ -291,6 +292,11 @@ def _check(*, iou=None, min_size=None, threshold=None, scales=None) -> None:
     # Not `s > 0` alone: nan passes no comparison, and inf would make a window of 0 px.
     if scales is not None and (not len(scales) or not all(0 < s < math.inf for s in scales)):
         raise UserError(f"--scales must be positive numbers (window scales, e.g. 1,0.8,0.64), not {list(scales)}")
+
+
+def _score(p) -> float:
+    p = float(p)
+    return float(f"{p:.6g}") if p < 0.5 else 1 - float(f"{1 - p:.6g}")
 
 
 def _pixels(img) -> torch.Tensor:
