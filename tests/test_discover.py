@@ -88,3 +88,24 @@ def test_symlinked_folders_are_followed_once(tmp_path):
     spec = discover(data)
     assert sorted(spec.classes) == ["a", "b"] and len(spec.paths) == 6
     assert len(files_under(data / "a")) == 3
+
+
+def test_a_runs_splits_csv_reads_against_its_recorded_data_root(tmp_path, monkeypatch):
+    """A run's splits.csv holds paths relative to the data root model.json records: given as a
+    manifest (to train again on the same split) it reads them there, from any working folder."""
+    import json
+
+    data, run = tmp_path / "photos", tmp_path / "runs" / "r1"
+    for cls in ("cat", "dog"):
+        (data / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(data / cls / f"{i}.png")
+    run.mkdir(parents=True)
+    (run / "model.json").write_text(json.dumps({"data": {"root": str(data)}}))
+    rows = ["path,label,split"] + [f"{c}/{i}.png,{c},{s}" for c in ("cat", "dog") for i, s in enumerate(("train", "val", "test"))]
+    (run / "splits.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.chdir(tmp_path / "runs")
+    spec = discover(run / "splits.csv")
+    assert spec.paths[0] == str(data / "cat" / "0.png") and list(spec.splits[:3]) == ["train", "val", "test"]
+    (run / "other.csv").write_text("\n".join(rows) + "\n")        # any other manifest: its own folder
+    assert discover(run / "other.csv").paths[0] == str(run / "cat" / "0.png")

@@ -139,7 +139,7 @@ def _from_manifest(csv_path: Path) -> DatasetSpec:
         raise UserError(f"manifest {csv_path} needs a header row with columns 'path,label' (optional 'split')")
     classes = sorted({r["label"].strip() for r in rows})
     _check_classes(classes, csv_path)
-    base = csv_path.parent
+    base = _manifest_base(csv_path)
     paths = [str((base / r["path"].strip()) if not Path(r["path"].strip()).is_absolute() else Path(r["path"].strip()))
              for r in rows]
     labels = np.array([classes.index(r["label"].strip()) for r in rows], dtype=np.int64)
@@ -150,6 +150,23 @@ def _from_manifest(csv_path: Path) -> DatasetSpec:
             raise UserError(f"manifest {csv_path}: unknown split '{s}' (use train, val or test)")
         splits.append(SPLIT_NAMES.get(s, ""))
     return DatasetSpec(str(csv_path), "manifest", classes, paths, labels, np.array(splits, dtype=object))
+
+
+def _manifest_base(csv_path: Path) -> Path:
+    """What a manifest's relative paths are relative to: its own folder, except a run's splits.csv,
+    whose paths are relative to the data root its model.json records (so a run's split can be
+    trained on again, as bench/transfer.py does for its peers)."""
+    run_meta = csv_path.parent / "model.json"
+    if csv_path.name == "splits.csv" and run_meta.is_file():
+        import json
+
+        try:
+            root = (json.loads(run_meta.read_text(encoding="utf-8")).get("data") or {}).get("root")
+        except (OSError, ValueError, AttributeError):
+            root = None
+        if isinstance(root, str) and Path(root).is_absolute():
+            return Path(root)
+    return csv_path.parent
 
 
 def _check_classes(classes: list[str], where: Path) -> None:
