@@ -589,7 +589,7 @@ def train_verifier(work: Path, reuse: bool, smoke: bool = False):
               f"{run.metrics['accuracy']:.4f}, trained in {time.perf_counter() - t0:.0f}s")
     from imgclf.scanning.verify import load_verifier
 
-    return load_verifier(out)        # as `imgclf scan` runs it: ONNX Runtime on a CPU, no flips
+    return load_verifier(out)        # as `imgclf scan` runs it: ONNX Runtime on a CPU
 
 
 def pretrain(work: Path, recipe: dict, epochs: int) -> Path:

@@ -374,8 +374,8 @@ def test_recorded_verifier_travels_with_the_run(world, tmp_path):
     scanner = Scanner(model, "object")
     assert scanner.verify is not None and scanner.verify.top == 1 and scanner.threshold == 0.6
     assert (moved / "verifier" / "model.safetensors").is_file()
-    # On a CPU it runs in ONNX Runtime (exported when recorded) without test-time flips.
-    assert (moved / "verifier" / "model.onnx").is_file() and scanner.verify.model.tta == "none"
+    # On a CPU it runs in ONNX Runtime (exported when recorded) with the run's own test-time flips.
+    assert (moved / "verifier" / "model.onnx").is_file() and scanner.verify.model.tta == model.tta
     results = scan(model, world["scenes"] / "with", verbose=False)
     assert all(len(r["boxes"]) <= 1 for r in results) and sum(r["present"] for r in results) >= 5
     plain = scan(model, world["scenes"] / "with", verify=False, verbose=False)
