@@ -534,7 +534,7 @@ def scan(
                                            "backbone) that re-scores each photo's best windows and decides presence "
                                            "and boxes [default: the run's recorded verifier, if any]"),
     verifier_top: Optional[int] = typer.Option(None, help="Windows a photo the verifier re-scores [default: the "
-                                               "recorded number, else 8]"),
+                                               "recorded number, else 4]"),
     no_verifier: bool = typer.Option(False, "--no-verifier", help="Scan without the run's recorded verifier."),
     device: str = typer.Option("auto"),
 ):
