@@ -59,8 +59,8 @@ def test_written_files_honour_the_umask(tmp_path, umask, mask, mode):
         assert stat.S_IMODE(p.stat().st_mode) == mode, p
 
 
-@posix_only
-def test_replaced_files_and_their_folder_are_fsynced(tmp_path, monkeypatch):
+def record_fsyncs(monkeypatch) -> list[tuple[int, bool]]:
+    """os.fsync still syncs, and each call is listed as (inode, is a folder), in call order."""
     synced: list[tuple[int, bool]] = []
     real_fsync = os.fsync
 
@@ -70,6 +70,12 @@ def test_replaced_files_and_their_folder_are_fsynced(tmp_path, monkeypatch):
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
+    return synced
+
+
+@posix_only
+def test_replaced_files_and_their_folder_are_fsynced(tmp_path, monkeypatch):
+    synced = record_fsyncs(monkeypatch)
     for write in (lambda p: write_json(p, {"a": 1}), lambda p: save_weights(p, {"w": torch.ones(3)})):
         synced.clear()
         path = tmp_path / "out" / "file"
@@ -186,15 +192,7 @@ def test_registry_versions_honour_the_umask(tmp_path, umask, mask, mode):
 @posix_only
 def test_registry_versions_and_history_are_fsynced(tmp_path, monkeypatch):
     reg, run = _registered(tmp_path)
-    synced: list[tuple[int, bool]] = []
-    real_fsync = os.fsync
-
-    def recording_fsync(fd):
-        st = os.fstat(fd)
-        synced.append((st.st_ino, stat.S_ISDIR(st.st_mode)))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording_fsync)
+    synced = record_fsyncs(monkeypatch)
     registry.add(run, reg, alias="candidate")
     version = reg / "versions" / "2"
     for p in (version / "version.json", version / "manifest.csv", reg / "history.jsonl"):
@@ -227,15 +225,7 @@ def test_streamed_and_scan_outputs_are_fsynced_and_honour_the_umask(tmp_path, mo
     from imgclf.scanning.outputs import ScanOutputs, draw_boxes
 
     umask(mask)
-    synced: list[tuple[int, bool]] = []
-    real_fsync = os.fsync
-
-    def recording_fsync(fd):
-        st = os.fstat(fd)
-        synced.append((st.st_ino, stat.S_ISDIR(st.st_mode)))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording_fsync)
+    synced = record_fsyncs(monkeypatch)
 
     def durable(p: Path, folder_too: bool = True) -> bool:
         return (stat.S_IMODE(p.stat().st_mode) == mode and (p.stat().st_ino, False) in synced
