@@ -45,6 +45,9 @@ def open_session(path: str | Path, device: torch.device | None = None):
     # backends compete equally for the cores; one inter-op thread: these graphs are a single chain.
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.inter_op_num_threads = 1
+    # No spin-waiting: ORT's idle threads otherwise busy-wait for the next call and take the cores
+    # from torch when both run in turn (the scan's network in torch, its verifier here).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3          # errors only: ORT's warnings are about its own internals
     providers = ["CPUExecutionProvider"]
     if device is not None and device.type == "cuda":
