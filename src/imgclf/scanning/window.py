@@ -69,9 +69,9 @@ def remember(run: str | Path, positive: str, **defaults) -> None:
         remember("runs/person-1", "person", margin=[0.167, 0.1], min_size=128)
         remember("runs/person-1", "person", verify="runs/person-lite0", verify_top=8, threshold=0.9)
     """
-    from ..api import load
+    from ..predictor import Model
 
-    model = load(run)
+    model = Model.load(run)
     window_of(model, positive)                    # measures and writes the cache first
     path = Path(model.path) / CACHE
     if defaults.get("verify"):
