@@ -449,8 +449,12 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
              reuse: bool = False) -> list[dict]:
     """Train the recipe on the mining half and score every detector on the scoring half: one entry per
     detector row with its detections, photo scores and answers, and seconds at 1 and 2 threads."""
+    import torch
+
     import imgclf
     import imgclf.scanning
+    from imgclf.scanning import Verifier
+    from imgclf.scanning.verify import load_verifier
 
     street = work.parent / "street-scenes"
     truth_all = read_boxes(street)
@@ -458,7 +462,7 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
         # Scanner settings only: the fold's trained runs are scored again as they are.
         print(f"reusing {work}/run1 and run{1 + rounds}")
         imgclf.scanning.remember(work / f"run{1 + rounds}", "person", margin=None, vote=None, threshold=None,
-                                 min_size=None, verify=None, verify_top=None)      # forget the last bench's choices
+                                 min_size=None, verify=None, verify_top=None, box_threshold=None)      # forget the last bench's choices
         model1, run = imgclf.load(work / "run1"), imgclf.load(work / f"run{1 + rounds}")
         model = run
     else:
@@ -495,6 +499,11 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
     # fine-tuning) trained on the very crops of the final round, re-scoring the best windows of each
     # photo. Its photo-level threshold is chosen on the mining half like the scan's.
     verifier = train_verifier(work, reuse, smoke)
+    # ONNX Runtime takes its thread count when the model loads: one load per timed thread count.
+    by_threads = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        by_threads[threads] = load_verifier(verifier.path)
     verified = {}
     for top in VERIFY_TOPS:
         v = imgclf.scanning.Verifier(verifier, "person", top=top)
@@ -516,9 +525,10 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
                      ("imgclf: + hard negatives, photo threshold, the mining half's placement (voting + fitted "
                       "margin, or plain NMS)",
                       lambda t: run_ours(model2, files, t, margin=place["margin"], vote=place["vote"])[:4]),
-                     *((f"imgclf: the recipe, then its best {top} windows re-scored by the default "
-                        "ImageNet-Lite0 run on the same crops, photo threshold (mining half)",
-                        lambda t, v=verified[top]: run_ours(model2, files, t, vote=False, verify=v)[:4])
+                     *((f"imgclf: the recipe, its best {top} windows re-scored by the default ImageNet-Lite0 "
+                        "run on the same crops for presence (photo threshold, mining half), the recipe's boxes",
+                        lambda t, v=verified[top]: run_ours(model2, files, t, vote=False, verify=Verifier(
+                            by_threads[t], "person", top=v.top, threshold=v.threshold))[:4])
                        for top in VERIFY_TOPS)):
         row = {"name": name, "seconds": {}}
         for threads in (1, 2):
@@ -528,7 +538,7 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
     # `imgclf scan RUN` and the service scan as the last row did.
     top = imgclf.scanning.TOP
     imgclf.scanning.remember(final, "person", margin=list(MARGIN), vote=False, threshold=verified[top].threshold,
-                             verify=verifier.path, verify_top=top, **SCAN)
+                             box_threshold=photo_threshold, verify=verifier.path, verify_top=top, **SCAN)
     print(f"recorded with {final}: the verifier (best {top} windows), threshold {verified[top].threshold:.4g}")
     return rows
 

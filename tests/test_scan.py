@@ -330,28 +330,31 @@ def test_recorded_defaults_are_used(world):
 
 
 def test_verifier_rescores_the_best_windows(world):
-    """A second crop model looks only at each photo's best windows after NMS: presence, boxes and
-    scores are its answers on those crops, at most `top` of them, and an object-free photo's score is
-    still the verifier's judgement of its best window (so photos rank by it)."""
+    """A second crop model looks only at each photo's best windows after NMS: its best answer is the
+    photo's score and decides presence (an object-free photo's score is still its judgement, so
+    photos rank by it); boxes are the scan's own detections in the photos it passes, scored scan
+    score x photo score, and a photo it refuses has none."""
     from imgclf.errors import UserError
     from imgclf.scanning import Verifier
 
     model = world["model"]
-    results = scan(model, world["scenes"], min_size=45, margin=0.0, verify=model, verify_top=3, verbose=False)
+    # top=1: the verifier sees the scan's best window, which is also the best-scored box.
+    results = scan(model, world["scenes"], min_size=45, margin=0.0, verify=model, verify_top=1, verbose=False)
+    plain = {r["path"]: r for r in scan(model, world["scenes"], min_size=45, margin=0.0, verbose=False)}
     for r in results:
-        img = Image.open(r["path"]).convert("RGB")
-        assert len(r["boxes"]) <= 3
-        for b in r["boxes"]:
-            crop = model.preprocess(img.crop(tuple(round(v) for v in box(b))))
-            p = model.predict_proba(crop[None])[0, model.classes.index("object")]
-            assert abs(p - b["score"]) < 1e-4 and b["score"] >= 0.5
-        assert r["score"] == max([b["score"] for b in r["boxes"]], default=r["score"]) and r["score"] < 1
+        assert r["present"] == (r["score"] >= r["threshold"]) and r["score"] < 1
+        if not r["present"]:
+            assert r["boxes"] == []
+            continue
+        assert r["boxes"] and all(b["score"] <= r["score"] + 1e-6 for b in r["boxes"])
+        best = max(r["boxes"], key=lambda b: b["score"])
+        crop = model.preprocess(Image.open(r["path"]).convert("RGB").crop(tuple(round(v) for v in box(best))))
+        assert abs(model.predict_proba(crop[None])[0, model.classes.index("object")] - r["score"]) < 1e-4
+        # The same windows as the scan alone finds (plus at most the verified one), rescaled.
+        assert len(plain[r["path"]]["boxes"]) <= len(r["boxes"]) <= len(plain[r["path"]]["boxes"]) + 1
     with_objects = [r for r in results if "with" in Path(r["path"]).parent.name and "without" not in r["path"]]
     assert sum(r["present"] for r in with_objects) >= 5
     assert sum(r["present"] for r in results if "without" in r["path"]) <= 1
-    # top=1: one window looked at, so at most one box a photo.
-    one = scan(model, world["scenes"] / "with", min_size=45, verify=model, verify_top=1, verbose=False)
-    assert all(len(r["boxes"]) <= 1 for r in one) and sum(r["present"] for r in one) >= 5
     scanner = Scanner(model, "object", verify=Verifier(model, "object", top=2, threshold=0.7))
     assert scanner.threshold == 0.7 and "best 2 windows" in scanner.describe()
     with pytest.raises(UserError, match="no class 'person'"):
@@ -367,17 +370,20 @@ def test_recorded_verifier_travels_with_the_run(world, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(world["run"], run)
-    imgclf.scanning.remember(run, "object", verify=world["run"], verify_top=1, threshold=0.6, min_size=45)
+    imgclf.scanning.remember(run, "object", verify=world["run"], verify_top=1, threshold=0.6, box_threshold=0.99,
+                             min_size=45)
     moved = tmp_path / "elsewhere" / "run"
     shutil.move(str(run), moved)
     model = imgclf.load(moved)
     scanner = Scanner(model, "object")
     assert scanner.verify is not None and scanner.verify.top == 1 and scanner.threshold == 0.6
+    assert scanner.box_threshold == 0.99
     assert (moved / "verifier" / "model.safetensors").is_file()
     # On a CPU it runs in ONNX Runtime (exported when recorded) with the run's own test-time flips.
     assert (moved / "verifier" / "model.onnx").is_file() and scanner.verify.model.tta == model.tta
     results = scan(model, world["scenes"] / "with", verbose=False)
-    assert all(len(r["boxes"]) <= 1 for r in results) and sum(r["present"] for r in results) >= 5
+    assert sum(r["present"] for r in results) >= 5
+    assert all(bool(r["boxes"]) == r["present"] for r in results)
     plain = scan(model, world["scenes"] / "with", verify=False, verbose=False)
     assert Scanner(model, "object", verify=False).verify is None
     assert max(len(r["boxes"]) for r in plain) >= 2         # without it, both objects of a scene

@@ -531,8 +531,9 @@ def scan(
     mine: Optional[str] = typer.Option(None, help="Save every window that fires as a crop PNG here (give person-free "
                                        "photos: hard negatives to add to the negative class)."),
     verifier: Optional[str] = typer.Option(None, help="A run trained on the same crops (e.g. the default ImageNet "
-                                           "backbone) that re-scores each photo's best windows and decides presence "
-                                           "and boxes [default: the run's recorded verifier, if any]"),
+                                           "backbone) that re-scores each photo's best windows and decides presence; "
+                                           "the scan's boxes are kept only in photos it passes [default: the run's "
+                                           "recorded verifier, if any]"),
     verifier_top: Optional[int] = typer.Option(None, help="Windows a photo the verifier re-scores [default: the "
                                                "recorded number, else 4]"),
     no_verifier: bool = typer.Option(False, "--no-verifier", help="Scan without the run's recorded verifier."),

@@ -56,18 +56,21 @@ def window_of(model, positive: str) -> Window:
                 pass            # a read-only run folder: measure again next time
     if fit == "crop":
         w = h = min(w, h)
-    defaults = tuple((k, cached[k]) for k in ("margin", "min_size", "threshold", "vote", "verify", "verify_top")
+    defaults = tuple((k, cached[k]) for k in ("margin", "min_size", "threshold", "box_threshold", "vote", "verify", "verify_top")
                      if cached and cached.get(k) is not None)
     return Window(int(w), int(h), fit, defaults)
 
 
 def remember(run: str | Path, positive: str, **defaults) -> None:
-    """Record default scan settings (margin, min_size, threshold, vote, verify, verify_top) for a
-    run, in RUN/scan_window.json. `verify` names a verifier run folder: its model files are copied
-    into RUN/verifier/, so the run folder stays whole when it is moved or registered.
+    """Record default scan settings (margin, min_size, threshold, vote, verify, verify_top,
+    box_threshold) for a run, in RUN/scan_window.json. `verify` names a verifier run folder: its model
+    files are copied into RUN/verifier/, so the run folder stays whole when it is moved or registered.
+    With a verifier, `threshold` is its photo-level operating point and `box_threshold` the scan
+    score a window needs to become a box.
 
         remember("runs/person-1", "person", margin=[0.167, 0.1], min_size=128)
-        remember("runs/person-1", "person", verify="runs/person-lite0", verify_top=8, threshold=0.9)
+        remember("runs/person-1", "person", verify="runs/person-lite0", verify_top=8, threshold=0.9,
+                 box_threshold=0.8)
     """
     from ..predictor import Model
 
