@@ -384,6 +384,15 @@ def test_recorded_verifier_travels_with_the_run(world, tmp_path):
     results = scan(model, world["scenes"] / "with", verbose=False)
     assert sum(r["present"] for r in results) >= 5
     assert all(bool(r["boxes"]) == r["present"] for r in results)
+    # A stricter box threshold keeps fewer of the scan's windows, never the photo's answer.
+    strict = scan(model, world["scenes"] / "with", box_threshold=0.5, verbose=False)
+    loose = scan(model, world["scenes"] / "with", box_threshold=0.01, verbose=False)
+    assert [r["present"] for r in strict] == [r["present"] for r in loose] == [r["present"] for r in results]
+    assert sum(len(r["boxes"]) for r in strict) < sum(len(r["boxes"]) for r in loose)
+    from imgclf.errors import UserError
+
+    with pytest.raises(UserError, match="threshold"):
+        scan(model, world["scenes"] / "with", box_threshold=1.5, verbose=False)
     plain = scan(model, world["scenes"] / "with", verify=False, verbose=False)
     assert Scanner(model, "object", verify=False).verify is None
     assert max(len(r["boxes"]) for r in plain) >= 2         # without it, both objects of a scene
@@ -392,9 +401,11 @@ def test_recorded_verifier_travels_with_the_run(world, tmp_path):
     from imgclf.cli import app
 
     scene = str(next(iter(world["truth"])))
-    p = CliRunner().invoke(app, ["scan", str(moved), scene, "--out", str(tmp_path / "out"), "--verifier-top", "2"])
+    p = CliRunner().invoke(app, ["scan", str(moved), scene, "--out", str(tmp_path / "out"), "--verifier-top", "2",
+                                 "--box-threshold", "0.3"])
     assert p.exit_code == 0, p.output
-    assert "re-scored by" in p.output and json.loads((tmp_path / "out" / "scan.json").read_text())["settings"]["verify_top"] == 2
+    settings = json.loads((tmp_path / "out" / "scan.json").read_text())["settings"]
+    assert "re-scored by" in p.output and settings["verify_top"] == 2 and settings["box_threshold"] == 0.3
     p = CliRunner().invoke(app, ["scan", str(moved), scene, "--no-verifier"])
     assert p.exit_code == 0 and "re-scored" not in p.output
     p = CliRunner().invoke(app, ["scan", str(world["run"]), scene, "--verifier", str(moved / "verifier"),

@@ -310,7 +310,8 @@ def explain(run, images, *, method: str = "gradcam", target: str | None = None, 
 def scan(run, images, *, positive: str | None = None, scales=None, stride: int | None = None,
          min_size: int | None = None, iou: float = 0.3, out: str | Path | None = None, mine: str | Path | None = None,
          threshold: float | None = None, margin=None, method: str = "auto", vote: bool | None = None,
-         verify=None, verify_top: int | None = None, device: str = "auto", verbose: bool = True) -> list[dict]:
+         verify=None, verify_top: int | None = None, box_threshold: float | None = None, device: str = "auto",
+         verbose: bool = True) -> list[dict]:
     """Find the positive class in whole photos with a model trained on crops: the window (the training
     crops' shape) slides over an image pyramid, windows whose calibrated probability passes the run's
     threshold are merged by NMS. Per image: path, present, score, boxes [{x1, y1, x2, y2, score}] in
@@ -319,7 +320,9 @@ def scan(run, images, *, positive: str | None = None, scales=None, stride: int |
     `vote` (default: the run's recorded choice, else on) moves each firing window's box to the
     score-weighted mean of the firing windows around it before NMS. `verify` (a run folder trained on
     the same crops, e.g. the default ImageNet-backbone run) re-scores each photo's best `verify_top`
-    windows and decides presence and boxes; default: the run's recorded verifier; False: none.
+    windows and decides presence, and the scan's windows over `box_threshold` (default: the recorded
+    one, else the run's threshold) are the boxes of the photos it passes; default: the run's recorded
+    verifier; False: none.
     See imgclf.scanning.
 
         r = imgclf.scan("runs/person-1", ["street.jpg"], out="scan-out")[0]
@@ -333,7 +336,8 @@ def scan(run, images, *, positive: str | None = None, scales=None, stride: int |
         verify = load_verifier(verify, device)
     return run_scan(_model(run, device, None, "torch"), images, positive=positive, scales=scales, stride=stride,
                     min_size=min_size, iou=iou, out=out, mine=mine, threshold=threshold, margin=margin,
-                    method=method, vote=vote, verify=verify, verify_top=verify_top, verbose=verbose)
+                    method=method, vote=vote, verify=verify, verify_top=verify_top, box_threshold=box_threshold,
+                    verbose=verbose)
 
 
 def negatives(photos, out: str | Path, *, per_image: int = 20, size: str | tuple[int, int] = "64x64",

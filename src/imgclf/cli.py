@@ -515,8 +515,9 @@ def scan(
     min_size: Optional[int] = typer.Option(None, help="Smallest window height in image px [default: the run's "
                                            "recorded one, else 64]"),
     iou: float = typer.Option(0.3, help="NMS: a box overlapping a better one by more than this IoU is dropped."),
-    threshold: Optional[float] = typer.Option(None, help="Positive probability to keep a window "
-                                              "[default: the run's decision threshold, else 0.5]"),
+    threshold: Optional[float] = typer.Option(None, help="Positive probability to keep a window; with a verifier, "
+                                              "its photo-level threshold [default: the recorded one, else the "
+                                              "run's decision threshold, else 0.5]"),
     margin: Optional[str] = typer.Option(None, help="Context around the object in the training crops, as a fraction "
                                          "of the window on each side: one number, X,Y (INRIA 96x160 crops: "
                                          "0.167,0.1) or LEFT,TOP,RIGHT,BOTTOM (negative: past the window); boxes "
@@ -537,6 +538,9 @@ def scan(
     verifier_top: Optional[int] = typer.Option(None, help="Windows a photo the verifier re-scores [default: the "
                                                "recorded number, else 4]"),
     no_verifier: bool = typer.Option(False, "--no-verifier", help="Scan without the run's recorded verifier."),
+    box_threshold: Optional[float] = typer.Option(None, help="With a verifier: the scan score a window needs to "
+                                                  "become a box [default: the recorded one, else the run's "
+                                                  "threshold]"),
     device: str = typer.Option("auto"),
 ):
     """Find the object of a crop model in whole photos: multi-scale sliding window, threshold, NMS."""
@@ -545,7 +549,8 @@ def scan(
     results = api.scan(run, images, positive=positive, scales=_floats(scales, "--scales"), stride=stride,
                        min_size=min_size, iou=iou, out=out, mine=mine, threshold=threshold,
                        margin=tuple(_floats(margin, "--margin")) if margin else None, method=method, vote=vote,
-                       verify=False if no_verifier else verifier, verify_top=verifier_top, device=device)
+                       verify=False if no_verifier else verifier, verify_top=verifier_top,
+                       box_threshold=box_threshold, device=device)
     for r in results:
         if "error" in r:
             print(f"skipped {r['path']}: {r['error']}", file=sys.stderr)

@@ -38,7 +38,8 @@ def frame_probs(scanner: Scanner, frames: list, n_classes: int):
 def scan(model, images, *, positive: str | None = None, scales=None, stride: int | None = None,
          min_size: int | None = None, iou: float = 0.3, out: str | Path | None = None, mine: str | Path | None = None,
          margin=None, method: str = "auto", threshold: float | None = None, vote: bool | None = None,
-         verify=None, verify_top: int | None = None, verbose: bool = True) -> list[dict]:
+         verify=None, verify_top: int | None = None, box_threshold: float | None = None,
+         verbose: bool = True) -> list[dict]:
     """Scan each photo (paths, folders, PIL images or arrays) with a loaded model; one answer per image:
     {path, present, score, threshold, positive, boxes, width, height, windows, seconds} (or
     {path, error} for an unreadable file). `out` writes boxes.csv, scan.json and annotated images;
@@ -49,8 +50,10 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
     `method` is auto | fcn | windows; `vote` (default: the run's recorded one, else on) moves each
     firing window's box to the score-weighted mean of the firing windows around it before NMS.
     `verify` (a loaded model trained on the same crops, e.g. the default ImageNet-backbone run)
-    re-scores the best `verify_top` windows of each photo and decides presence and boxes (verify.py);
-    by default the run's recorded verifier (`remember(..., verify=RUN)`), `verify=False` for none."""
+    re-scores the best `verify_top` windows of each photo and decides presence (verify.py); the scan's
+    windows over `box_threshold` (default: the recorded one, else the scan's threshold) become the
+    boxes of the photos it passes. By default the run's recorded verifier (`remember(...,
+    verify=RUN)`), `verify=False` for none."""
     import numpy as np
     from PIL import Image
 
@@ -61,7 +64,8 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
     # verify: a loaded model; None: the run's recorded verifier, if any; False: none.
     verifier = Verifier(verify, pos, top=TOP if verify_top is None else verify_top) if verify not in (None, False) else verify
     scanner = Scanner(model, pos, scales=scales, stride=stride, min_size=min_size, iou=iou,
-                      margin=margin, method=method, threshold=threshold, vote=vote, verify=verifier)
+                      margin=margin, method=method, threshold=threshold, vote=vote, verify=verifier,
+                      box_threshold=box_threshold)
     if verify is None and verify_top is not None and scanner.verify:        # the recorded verifier, another count
         scanner.verify = Verifier(scanner.verify.model, pos, top=verify_top, threshold=scanner.verify.threshold)
     if verbose:
@@ -101,7 +105,8 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
                 "stride": scanner.stride, "min_size": scanner.min_size, "scales": scales, "iou": iou,
                 "margin": list(scanner.margin), "vote": scanner.vote, "method": scanner.method,
                 "verify": str(getattr(scanner.verify.model, "path", "")) if scanner.verify else None,
-                "verify_top": scanner.verify.top if scanner.verify else None}
+                "verify_top": scanner.verify.top if scanner.verify else None,
+                "box_threshold": scanner.box_threshold if scanner.verify else None}
     if writer:
         writer.close(settings)
     if verbose:

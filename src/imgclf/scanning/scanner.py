@@ -49,7 +49,8 @@ class Scanner:
 
     def __init__(self, model, positive: str | None = None, *, scales=None, stride: int | None = None,
                  min_size: int | None = None, iou: float = 0.3, margin=None, method: str = "auto",
-                 threshold: float | None = None, vote: bool | None = None, verify=None):
+                 threshold: float | None = None, vote: bool | None = None, verify=None,
+                 box_threshold: float | None = None):
         if method not in METHODS:
             raise UserError(f"unknown scan method '{method}'; use one of {', '.join(METHODS)}")
         _check(iou=iou, min_size=min_size, scales=scales)
@@ -83,9 +84,10 @@ class Scanner:
         self.verify = _recorded_verifier(model, self.positive, recorded) if verify is None else verify or None
         self.box_threshold = self.threshold
         if self.verify is not None:
-            if recorded.get("box_threshold") is not None:
-                _check(threshold=recorded["box_threshold"])
-                self.box_threshold = float(recorded["box_threshold"])
+            box_threshold = box_threshold if box_threshold is not None else recorded.get("box_threshold")
+            if box_threshold is not None:
+                _check(threshold=box_threshold)
+                self.box_threshold = float(box_threshold)
             self.threshold = float(user_threshold) if user_threshold is not None else self.verify.threshold
 
     def _fcn(self, method: str):
