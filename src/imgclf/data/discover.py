@@ -158,10 +158,10 @@ def _manifest_base(csv_path: Path) -> Path:
     trained on again, as bench/transfer.py does for its peers)."""
     run_meta = csv_path.parent / "model.json"
     if csv_path.name == "splits.csv" and run_meta.is_file():
-        import json
+        from ..fsutil import read_json
 
         try:
-            root = (json.loads(run_meta.read_text(encoding="utf-8")).get("data") or {}).get("root")
+            root = (read_json(run_meta).get("data") or {}).get("root")
         except (OSError, ValueError, AttributeError):
             root = None
         if isinstance(root, str) and Path(root).is_absolute():
