@@ -9,6 +9,8 @@ Recipes:
   default  `imgclf train DATA` with no flags (what a user gets)
   scratch  `imgclf train DATA --model resnet_fast` (the default before pretrained backbones)
   unweighted  the default with `--class-weight none` (for imbalanced sets: what class weights buy)
+  pixels   the default with `--no-feature-cache --train-depthwise` (the CPU fine-tune before
+           2026-11-24: every epoch on augmented pixels, depthwise filters learning)
   fastai   `vision_learner(dls, 'tf_efficientnet_lite0', pretrained=False)` given the same converted
            ImageNet weights, Normalize.from_stats(0.5, 0.5), aug_transforms(), `fine_tune(4)`, at the
            size imgclf's default chose, as the fastai docs teach it
@@ -44,7 +46,8 @@ BUILT = {"orl-lighting": ("orl-faces.tar.gz", "orl-faces"), "orl-lighting-6x": (
 
 
 # Other imgclf recipes, run on the default run's split (flags added to `imgclf train`).
-VARIANTS = {"scratch": ("--model", "resnet_fast"), "unweighted": ("--class-weight", "none")}
+VARIANTS = {"scratch": ("--model", "resnet_fast"), "unweighted": ("--class-weight", "none"),
+            "pixels": ("--no-feature-cache", "--train-depthwise")}
 
 
 def unpack(name: str, work: Path) -> Path:

@@ -169,6 +169,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
         meta["starting_weights"] = net.weights_origin["path"]       # an in-house model from a file or an earlier run
     data = SplitData(images, np.sort(spec.indices("train")), np.sort(spec.indices("val")), spec.labels, mean, std)
     probe_file = run_dir / "probe.json"
+    maps = None
     if cfg.probe and probe_file.is_file():      # resumed after the probe: its head is in model.safetensors
         from .training.checkpoint import load_weights
         from .training.loop import STATE_FILE
@@ -179,18 +180,21 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     elif cfg.probe:
         from .device import amp_dtype
         from .training.checkpoint import save_weights
+        from .training.featcache import cache_split
         from .training.probe import fit_probe
 
-        meta["probe"] = fit_probe(net, images, data.train, data.val, spec.labels, mean, std, device,
-                                  amp_dtype(device, cfg.amp), bool(cfg.channels_last), console,
-                                  class_weights(cfg.class_weight, train_labels, len(spec.classes)))
+        meta["probe"], maps = fit_probe(net, images, data.train, data.val, spec.labels, mean, std, device,
+                                        amp_dtype(device, cfg.amp), bool(cfg.channels_last), console,
+                                        class_weights(cfg.class_weight, train_labels, len(spec.classes)),
+                                        keep_lower=cache_split(net, cfg, len(data.train)))
         save_weights(run_dir / "model.safetensors", net.state_dict())    # shipped unless fine-tuning beats it
         write_json(probe_file, meta["probe"])
     # The probe's score by the criterion fine-tuning judges by (balanced accuracy when classes are weighted).
     probe_val = meta.get("probe", {}).get("val_acc" if cfg.class_weight == "none" else "val_balanced_acc", float("nan"))
     baseline = None if np.isnan(probe_val) else (probe_val, meta["probe"]["val_loss"])
     result = fit(net, cfg, data, policy, run_dir, device, console, resume=bool(resume), on_epoch=on_epoch,
-                 baseline=baseline)
+                 baseline=baseline, feature_maps=maps)
+    del maps
     console.print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; best val {result.criterion} "
                   f"{result.best_val_acc:.4f} at epoch {result.best_epoch}{' (the linear probe)' if not result.best_epoch else ''}")
     if not evaluate:

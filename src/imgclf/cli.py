@@ -73,6 +73,11 @@ def train(
                                                 "layer's x this (1: same lr everywhere) [default: auto ~0.7]"),
     freeze_stride: Optional[int] = typer.Option(None, help="Fine-tuning: layers at stride <= this stay frozen (0: none) "
                                                 "[default: 8 on CPU, 0 on GPU]"),
+    freeze_depthwise: Optional[bool] = typer.Option(None, "--freeze-depthwise/--train-depthwise", help="Fine-tuning: "
+                                                    "keep depthwise convolution weights frozen  [default: on CPU]"),
+    feature_cache: Optional[bool] = typer.Option(None, "--feature-cache/--no-feature-cache", help="Fine-tuning: run "
+                                                 "the frozen lower layers once and train on their stored output  "
+                                                 "[default: on CPU]"),
     probe: Optional[bool] = typer.Option(None, "--probe/--no-probe", help="Fine-tuning: fit the new head on frozen "
                                          "features first (a linear probe)  [default: on]"),
     no_flip: Optional[bool] = typer.Option(None, "--no-flip", help="No horizontal flips (text, digits, asymmetric signs)."),
@@ -112,7 +117,7 @@ def train(
 
     settings = dict(preset=preset, dedupe=dedupe, group_by=group_by, tta=tta, compile=compile, model=model, epochs=epochs, img_size=img_size, batch_size=batch_size, lr=lr,
                     optimizer=optimizer, schedule=schedule, seed=seed, device=device, weights=weights,
-                    pretrained=pretrained, freeze_epochs=freeze_epochs, layer_decay=layer_decay, freeze_stride=freeze_stride, probe=probe, flip=False if no_flip else None, augment=augment, resize=resize,
+                    pretrained=pretrained, freeze_epochs=freeze_epochs, layer_decay=layer_decay, freeze_stride=freeze_stride, freeze_depthwise=freeze_depthwise, feature_cache=feature_cache, probe=probe, flip=False if no_flip else None, augment=augment, resize=resize,
                     val_frac=val_frac, test_frac=test_frac, patience=patience,
                     label_smoothing=label_smoothing, class_weight=class_weight, positive_class=positive_class, target_recall=target_recall,
                     target_precision=target_precision, target_accuracy=target_accuracy,

@@ -39,6 +39,8 @@ class TrainConfig:
     layer_decay: float | None = None    # after them, each layer's lr = the one above's x this; auto ~0.7 when fine-tuning, else 1
     freeze_stride: int | None = None    # fine-tuning keeps layers at stride <= this frozen; auto 8 on CPU, 0 (none) on GPU
     probe: bool | None = None           # fit the new head on frozen features first (seconds); auto on when fine-tuning
+    freeze_depthwise: bool | None = None  # fine-tuning keeps depthwise conv weights frozen; auto on CPU
+    feature_cache: bool | None = None   # fine-tuning trains on stored outputs of the frozen layers; auto on CPU
     init_from: str | None = None        # warm start from this run's weights (imgclf update); its head grows by class name
     # optimisation
     epochs: int | None = None           # auto from dataset size

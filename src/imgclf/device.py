@@ -1,6 +1,8 @@
 """Device and precision choice: CUDA, then Apple MPS, then CPU."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .errors import UserError
@@ -57,3 +59,15 @@ def amp_dtype(device: torch.device, amp: str = "auto", training: bool = True) ->
     if amp == "bf16":
         raise UserError("bf16 autocast is not supported on this device; use --amp fp16 or off")
     return torch.float16 if device.type == "cuda" else None
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes that training data kept resident may take: 40% of free GPU memory, a quarter of RAM."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.4)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 << 30
+    return int(total * 0.25)

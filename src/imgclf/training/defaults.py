@@ -123,6 +123,20 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         c["freeze_stride"] = 8 if finetune and not gpu else 0
         if finetune and not gpu:
             notes.append("freeze_stride=8: the stem and stride <= 8 layers stay frozen on cpu (2.4x the images/s)")
+    if c["freeze_depthwise"] is None:
+        c["freeze_depthwise"] = finetune and not gpu
+        if c["freeze_depthwise"]:
+            notes.append("freeze_depthwise=True: depthwise convolution weights stay frozen on cpu (their gradients "
+                         "were half the upper layers' backward pass)")
+    if c["feature_cache"] is None:
+        c["feature_cache"] = finetune and not gpu and c["freeze_stride"] > 0
+        if c["feature_cache"]:
+            notes.append(f"feature_cache=True: the frozen stride <= {c['freeze_stride']} layers run once over the "
+                         "training images and mirrors; epochs train on their stored output (crop and flip, no colour "
+                         "jitter or rotation)")
+    elif c["feature_cache"] and not (finetune and c["freeze_stride"] > 0):
+        raise UserError("--feature-cache stores the output of frozen lower layers: it needs a pretrained model and "
+                        "--freeze-stride above 0")
     if c["freeze_stride"] < 0:
         raise UserError(f"freeze_stride must be 0 (train every layer) or a stride such as 4, 8 or 16, not {c['freeze_stride']}")
     if c["probe"] and not finetune:

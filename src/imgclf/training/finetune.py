@@ -13,6 +13,12 @@ except with batches under BN_TRAIN_MIN_BATCH images, whose statistics are too no
 pretrained ones: then BatchNorm stays frozen (eval mode, affine parameters still learn). The
 learning-rate schedule restarts (warm-up included) for the stage.
 
+`freeze_depthwise` keeps the depthwise convolutions' weights (one 3x3 or 5x5 filter per channel,
+~2% of EfficientNet-Lite0's weights) frozen as well: on a CPU their weight gradients cost about
+half of the upper layers' backward pass (oneDNN has no fast kernel for them: 0.72 -> 0.39 s per
+64 images at 128 px on 2 cores), while the pointwise convolutions around them, BatchNorm's affine
+parameters and the head still learn. flowers5: test accuracy 0.838 against 0.842 training them.
+
 `freeze_stride` S keeps the layers that compute features at stride <= S (stem and early stages,
 from timm's `feature_info`) frozen throughout, their BatchNorm in eval mode. Early layers hold
 generic edges and textures that rarely need changing, and on a CPU they cost most of a step: at
@@ -92,7 +98,9 @@ class Stages:
         # statistics would shift every feature under it (measured: fine-tuning then starts below the probe).
         self.bn_frozen_in_full = is_finetune(cfg) and (batch_size < BN_TRAIN_MIN_BATCH or bool(cfg.probe))
         self.head = _classifier(model) if self.freeze or self.bn_frozen_in_full else None
-        self.frozen = frozen_prefix(model, int(cfg.freeze_stride or 0))
+        self.prefix = frozen_prefix(model, int(cfg.freeze_stride or 0))     # the stem and early stages
+        self.depthwise = depthwise_weights(model, set(self.prefix)) if cfg.freeze_depthwise else []
+        self.frozen = self.prefix + self.depthwise
         frozen = set(self.frozen)
         self.frozen_norms = [m for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                              and n and all(f"{n}.{p}" in frozen for p, _ in m.named_parameters())]
@@ -154,9 +162,10 @@ class Stages:
             layers = self.layer_table(model)
             why = "after the linear probe" if c.probe else f"batches under {BN_TRAIN_MIN_BATCH} images"
             bn = f"frozen: eval mode ({why})" if self.bn_frozen_in_full else "train mode"
-            out.append({"stage": 2 if self.freeze else 1, "name": "upper layers" if self.frozen else "all layers", "epochs": [self.freeze + 1, c.epochs],
-                        "frozen": (f"{_span(self.frozen)} (stride <= {c.freeze_stride}): eval mode, not trained"
-                                   if self.frozen else None),
+            out.append({"stage": 2 if self.freeze else 1, "name": "upper layers" if self.prefix else "all layers", "epochs": [self.freeze + 1, c.epochs],
+                        "frozen": (f"{_span(self.prefix)} (stride <= {c.freeze_stride}): eval mode, not trained"
+                                   if self.prefix else None),
+                        "frozen_depthwise": len(self.depthwise),
                         "peak_lr": c.lr, "layer_decay": self.decay, "first_layer_lr": layers[0]["peak_lr"],
                         "last_layer_lr": layers[-1]["peak_lr"], "lr_groups": layers, "batchnorm": bn})
         return out
@@ -208,6 +217,13 @@ def frozen_prefix(model: torch.nn.Module, stride: int) -> list[str]:
     return names[:last + 1]
 
 
+def depthwise_weights(model: torch.nn.Module, skip: set[str]) -> list[str]:
+    """Names of the depthwise convolutions' weights (one filter per channel) not in `skip`."""
+    convs = {n for n, m in model.named_modules()
+             if isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels}
+    return [n for n, _ in model.named_parameters() if n not in skip and n.endswith(".weight") and n[:-7] in convs]
+
+
 def _classifier(model: torch.nn.Module) -> torch.nn.Module:
     if not hasattr(model, "get_classifier"):
         raise UserError("freeze_epochs needs a model with a classifier head (timm models have one)")
@@ -230,5 +246,7 @@ def describe(stages: list[dict]) -> str:
         lr = (f"lr {s['peak_lr']:.2g}" if "lr_groups" not in s or s["layer_decay"] == 1 else
               f"lr {s['first_layer_lr']:.2g} (first layer) … {s['last_layer_lr']:.2g} (head), layer_decay {s['layer_decay']}")
         frozen = f", frozen: {s['frozen'].split(':')[0]}" if s.get("frozen") else ""
+        if s.get("frozen_depthwise"):
+            frozen += f" and {s['frozen_depthwise']} depthwise convolutions' weights"
         lines.append(f"stage {s['stage']} ({s['name']}): {where}, {lr}, BatchNorm {s['batchnorm'].split(':')[0]}{frozen}")
     return "\n".join(lines)

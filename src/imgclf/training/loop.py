@@ -23,12 +23,14 @@ import torch.nn.functional as F
 from ..config import TrainConfig
 from ..data.augment import AugmentPolicy, alternate_flips, augment
 from ..device import amp_dtype
+from ..device import memory_budget as _memory_budget
 from ..errors import UserError
 from ..fsutil import write_text
 from ..inference import autocast, normalize, predict_logits
 from . import distributed as dist
 from .balance import balanced_accuracy, class_weights, resolve_class_weight
 from .checkpoint import load_training_state, read_training_info, save_training_state, save_weights
+from .featcache import FeatureCache, map_bytes, split_point
 from .finetune import Stages, describe
 from .optim import set_lr
 
@@ -124,20 +126,9 @@ class TrainImages:
         return xb.to(self.device, non_blocking=True).permute(0, 3, 1, 2), self.labels[rows], rows
 
 
-def _memory_budget(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.4)
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        total = 8 << 30
-    return int(total * 0.25)
-
-
 def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: AugmentPolicy, run_dir: Path,
         device: torch.device, console, resume: bool = False, on_epoch=None,
-        baseline: tuple[float, float] | None = None) -> FitResult:
+        baseline: tuple[float, float] | None = None, feature_maps: torch.Tensor | None = None) -> FitResult:
     """Train `model` for cfg.epochs, validating and checkpointing after every epoch.
 
     `baseline` (val score, val loss) is the starting model's (a linear probe's, already saved as
@@ -148,7 +139,10 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
     at epoch 5 of 14 below the probe, test macro F1 0.62 against 0.69 unweighted).
 
     `on_epoch(epoch, row)` (1-based epoch, the history row with val_acc/val_loss) is called after
-    each epoch's checkpoint is written; it may raise to stop the run (a tuner's pruning does)."""
+    each epoch's checkpoint is written; it may raise to stop the run (a tuner's pruning does).
+
+    `feature_maps`: the frozen layers' output for the training images and their mirrors, as the
+    linear probe recorded it (training.featcache), used when `cfg.feature_cache` is on."""
     torch.manual_seed(cfg.seed)
     amp = amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
@@ -198,6 +192,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
         result.history = read_history(run_dir / "history.csv")[:start_epoch]
         console.print(f"resuming from epoch {start_epoch} of {cfg.epochs} ({state_path})")
 
+    feats = _feature_cache(model, stages, cfg, data, train, mean, std, device, feature_maps, result, console)
     timer = StepTimer(device)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"), TimeRemainingColumn()]
@@ -218,12 +213,15 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
         with Progress(*columns, console=console, transient=True,
                       disable=not (dist.is_main() and console.is_terminal)) as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, stats="")
-            for s, (xb, yb, rows) in enumerate(train.batches(perm, bs, steps_per_epoch)):
+            for s, (xb, yb, rows) in enumerate((feats or train).batches(perm, bs, steps_per_epoch)):
                 set_lr(opt, stages.lr(epoch, s, steps_per_epoch))
                 flips = alternate_flips(first_flips[rows], epoch) if policy.alternate_flip else None
-                xb = normalize(augment(xb, policy, aug_gen, flips), mean, std, cfg.channels_last)
+                if feats:
+                    xb = feats.batch(rows, flips, policy, aug_gen, cfg.channels_last)
+                else:
+                    xb = normalize(augment(xb, policy, aug_gen, flips), mean, std, cfg.channels_last)
                 with autocast(device, amp):
-                    logits = step_model(xb)
+                    logits = feats.upper(xb) if feats else step_model(xb)
                     loss = F.cross_entropy(logits.float(), yb, weight=weights, label_smoothing=cfg.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 if scaler:
@@ -299,6 +297,34 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
     result.first_step_seconds = timer.first_step_seconds
     result.stages = stages.record(model)
     return result
+
+
+def _feature_cache(model, stages: Stages, cfg: TrainConfig, data: SplitData, train: TrainImages, mean, std,
+                   device: torch.device, maps: torch.Tensor | None, result: FitResult, console) -> FeatureCache | None:
+    """The stored maps the epochs train on (`cfg.feature_cache`), or None: train on pixels."""
+    if not cfg.feature_cache:
+        return None
+    k = split_point(model, stages.prefix)
+    if k is None:
+        console.print(f"  feature cache: off ({type(model).__name__} with this --freeze-stride has no stage to split "
+                      "at); epochs train on pixels")
+        return None
+    # The probe keeps its maps in sorted row order, as api.train's sorted splits have it.
+    if maps is not None and maps.shape[:2] == (2, len(train)) and bool(np.all(np.diff(data.train) > 0)):
+        feats = FeatureCache(model, k, maps, torch.from_numpy(data.labels[data.train]))
+        how = "stored by the linear probe"
+    elif (need := map_bytes(model, k, data.images.shape[1], len(train))) > _memory_budget(torch.device("cpu")):
+        console.print(f"  feature cache: off ({need / 2**20:.0f} MB of stored maps would not fit in memory); "
+                      "epochs train on pixels")
+        return None
+    else:        # a resumed run: the probe is not run again
+        t0 = time.perf_counter()
+        feats = FeatureCache.build(model, k, data.images, data.train, data.labels, mean, std, cfg.channels_last)
+        result.train_seconds += time.perf_counter() - t0
+        how = f"computed in {time.perf_counter() - t0:.1f}s"
+    console.print(f"  feature cache: the frozen layers' output for {len(train)} training images and their mirrors "
+                  f"({feats.nbytes() / 2**20:.0f} MB, {how}); epochs train blocks.{k} and above on it")
+    return feats
 
 
 def diverged(row: dict, n_classes: int, has_val: bool) -> str | None:

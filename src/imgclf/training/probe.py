@@ -10,6 +10,7 @@ epoch beats its validation accuracy.
 """
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -31,13 +32,17 @@ class _Features(torch.nn.Module):
 
 def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: np.ndarray, labels: np.ndarray,
               mean, std, device: torch.device, amp, channels_last: bool, console,
-              class_weight: np.ndarray | None = None) -> dict:
+              class_weight: np.ndarray | None = None, keep_lower: int | None = None) -> tuple[dict, torch.Tensor | None]:
     """Fit `net`'s classifier on frozen features; return what model.json records (val accuracy and
-    loss of the probe as the network computes them, the chosen C, seconds). `class_weight`: the
-    per-class loss weights fine-tuning uses (training.balance), or None."""
+    loss of the probe as the network computes them, the chosen C, seconds) and the kept maps.
+    `class_weight`: the per-class loss weights fine-tuning uses (training.balance), or None.
+    `keep_lower` k: also keep what `net.blocks[:k]` computes for the training images and their
+    mirrors, (2, len(train), h, w, C) float16 in sorted row order — the feature cache fine-tuning
+    trains on (training.featcache), for free: these passes run those layers anyway."""
     from sklearn.linear_model import LogisticRegression
 
     from ..inference import predict_logits
+    from .featcache import recording
 
     t0 = time.perf_counter()
     net.to(device).eval()
@@ -49,21 +54,24 @@ def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: 
         return predict_logits(_Features(net, mirror), images[rows], mean, std, device, 128, amp, channels_last)
 
     with torch.no_grad():
-        x_train = np.concatenate([embed(train), embed(train, mirror=True)])
+        with recording(net, keep_lower) as kept:
+            x_train = np.concatenate([embed(train), embed(train, mirror=True)])
         x_val = embed(val) if len(val) else None
+    maps = torch.cat(kept).view(2, len(train), *kept[0].shape[1:]) if kept else None
     y_train = np.tile(labels[np.sort(train)], 2)
     y_val = labels[np.sort(val)]
     embed_s = time.perf_counter() - t0
     mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
     classes = np.unique(y_train)
 
-    def fit(c: float):
-        weight = None if class_weight is None else {int(k): float(class_weight[k]) for k in classes}
-        return LogisticRegression(C=c, max_iter=300, class_weight=weight).fit((x_train - mu) / sd, y_train)
-
+    z_train = (x_train - mu) / sd
+    weight = None if class_weight is None else {int(k): float(class_weight[k]) for k in classes}
+    # One estimator, each C warm-started from the last one's solution (the grid ascends: the
+    # weights grow smoothly with C), so lbfgs needs far fewer iterations than from zero.
+    reg = LogisticRegression(max_iter=300, class_weight=weight, warm_start=True)
     best = None
     for c in C_GRID if x_val is not None else (1.0,):
-        clf = fit(c)
+        clf = copy.deepcopy(reg.set_params(C=c).fit(z_train, y_train))
         if x_val is None:
             best = (c, clf, float("nan"), float("nan"), float("nan"), float("nan"))
             break
@@ -77,7 +85,7 @@ def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: 
     console.print(f"  linear probe: {len(x_train)} training views embedded in {embed_s:.1f}s, C={c}, "
                   f"val accuracy {acc:.4f} ({seconds:.1f}s in all)")
     return {"val_acc": acc, "val_balanced_acc": bal, "val_loss": loss, "C": c, "features": int(x_train.shape[1]),
-            "training_views": int(len(x_train)), "seconds": round(seconds, 2)}
+            "training_views": int(len(x_train)), "seconds": round(seconds, 2)}, maps
 
 
 def _score(clf, x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:

@@ -1,0 +1,163 @@
+"""Fine-tuning the upper layers on stored outputs of the frozen lower ones (`feature_cache`).
+
+With `freeze_stride` S the stem and the stride <= S layers never change and their BatchNorm runs
+in eval mode, so their output for an image is fixed: recomputing it every epoch is waste, and on
+a CPU it is about half of each step (EfficientNet-Lite0 at 128 px, 2 cores: ~0.45 s of ~0.85 s
+per 64 images once depthwise weights are frozen). Instead each training image and its mirror go
+through those layers once — during the linear probe, which runs them anyway — and every epoch
+trains the upper layers on the stored stride-S maps (float16, NHWC: 20 KB an image at 128 px).
+
+Augmentation moves onto the maps: the mirror is one of the two stored views, and the pixel
+recipe's random-resized-crop becomes a random crop of the map at one random size per batch,
+without resampling (a resampled feature map is blurrier than any the network computes; with it,
+flowers5's test accuracy fell 3.7 points, without it 0.7). Rotation and colour jitter have no
+faithful counterpart on features and are left out.
+
+Measured on flowers5 (2 cores, the same split, one run each): fine-tuning epochs 48 s -> 21 s,
+test accuracy 0.842 -> 0.835, test log-loss 0.50 -> 0.49 (training.defaults states the rule).
+
+Only a timm EfficientNet-style body (conv_stem, bn1, blocks, conv_head, bn2) whose frozen prefix
+ends at a whole stage is split; any other network trains on pixels as before.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from ..data.augment import AugmentPolicy
+from ..device import memory_budget
+from ..inference import normalize
+
+BODY = ("conv_stem", "bn1", "blocks", "conv_head", "bn2")
+
+
+def split_point(model: torch.nn.Module, frozen: list[str]) -> int | None:
+    """k such that the parameter names `frozen` are exactly the stem's and `model.blocks[:k]`'s;
+    None for another kind of network or a prefix that does not end at a stage."""
+    if not frozen or not all(hasattr(model, a) for a in BODY) or not frozen[-1].startswith("blocks."):
+        return None
+    k = int(frozen[-1].split(".")[1]) + 1
+
+    def below(name: str) -> bool:
+        head, *rest = name.split(".")
+        return head in ("conv_stem", "bn1") or head == "blocks" and int(rest[0]) < k
+
+    return k if [n for n, _ in model.named_parameters() if below(n)] == frozen else None
+
+
+def cache_split(model: torch.nn.Module, cfg, n_train: int) -> int | None:
+    """Where the feature cache splits `model` (the k of `lower`), or None: the cache is off, the
+    network cannot be split, or the maps of `n_train` images and mirrors would not fit in memory."""
+    from .finetune import frozen_prefix
+
+    if not cfg.feature_cache:
+        return None
+    k = split_point(model, frozen_prefix(model, int(cfg.freeze_stride or 0)))
+    if k is None or map_bytes(model, k, int(cfg.img_size), n_train) > memory_budget(torch.device("cpu")):
+        return None
+    return k
+
+
+def map_bytes(model: torch.nn.Module, k: int, side: int, n_images: int) -> int:
+    """Bytes the two stored views of `n_images` take (float16), from one tiny forward pass (in
+    eval mode: a training-mode pass would move BatchNorm's running statistics)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            shape = lower(model, k, torch.zeros(1, 3, side, side, device=next(model.parameters()).device)).shape
+    finally:
+        model.train(was_training)
+    return 2 * n_images * int(np.prod(shape[1:])) * 2
+
+
+def lower(model: torch.nn.Module, k: int, x: torch.Tensor) -> torch.Tensor:
+    """The frozen layers: stem and blocks[:k]."""
+    return model.blocks[:k](model.bn1(model.conv_stem(x)))
+
+
+@contextlib.contextmanager
+def recording(model: torch.nn.Module, k: int | None):
+    """Collect, as float16 NHWC on the CPU, what `model.blocks[k - 1]` outputs in every forward pass
+    inside the block (the linear probe's embedding passes). Collects nothing for k None."""
+    out: list[torch.Tensor] = []
+    if k is None:
+        yield out
+        return
+    hook = model.blocks[k - 1].register_forward_hook(
+        lambda _m, _i, o: out.append(o.detach().permute(0, 2, 3, 1).to("cpu", torch.float16).contiguous()))
+    try:
+        yield out
+    finally:
+        hook.remove()
+
+
+class FeatureCache:
+    """The training images' (and mirrors') maps after the frozen layers, and the upper network."""
+
+    def __init__(self, model: torch.nn.Module, k: int, maps: torch.Tensor, labels: torch.Tensor):
+        self.model, self.k = model, k
+        self.maps = maps            # (2, N, h, w, C) float16: view 0 as stored, view 1 mirrored
+        self.labels = labels
+
+    @classmethod
+    def build(cls, model: torch.nn.Module, k: int, images: np.ndarray, idx: np.ndarray, labels: np.ndarray,
+              mean: torch.Tensor, std: torch.Tensor, channels_last: bool, batch_size: int = 128) -> "FeatureCache":
+        """Run the frozen layers over the training images `idx` and their mirrors (a resumed run,
+        whose probe is not run again)."""
+        was_training = model.training
+        model.eval()
+        views: tuple[list, list] = ([], [])
+        with torch.no_grad():
+            for s in range(0, len(idx), batch_size):
+                xb = torch.from_numpy(np.ascontiguousarray(images[idx[s:s + batch_size]])).permute(0, 3, 1, 2)
+                x = normalize(xb.to(mean.device), mean, std, channels_last)
+                for view, inp in zip(views, (x, x.flip(3))):
+                    view.append(lower(model, k, inp).permute(0, 2, 3, 1).to("cpu", torch.float16))
+        model.train(was_training)
+        return cls(model, k, torch.stack([torch.cat(v) for v in views]), torch.from_numpy(labels[idx]))
+
+    def batches(self, perm: torch.Tensor, bs: int, steps: int):
+        """(rows, labels, rows) per batch in `perm` order, as TrainImages.batches yields: the maps
+        themselves are gathered and augmented by `batch`."""
+        for s in range(steps):
+            rows = perm[s * bs:(s + 1) * bs]
+            yield rows, self.labels[rows], rows
+
+    def batch(self, rows: torch.Tensor, flips: torch.Tensor | None, policy: AugmentPolicy,
+              generator: torch.Generator, channels_last: bool) -> torch.Tensor:
+        """Float32 (B, C, h, w) maps of `rows`, mirrored where `flips` says (else at random with
+        the policy's flip), cropped as the policy's resized_crop says."""
+        if flips is None:
+            flips = (torch.rand(len(rows), generator=generator) < 0.5) if policy.flip \
+                else torch.zeros(len(rows), dtype=torch.bool)
+        maps = self.maps[flips.long().cpu(), rows.cpu()]          # (B, h, w, C)
+        if policy.resized_crop:
+            maps = random_crop(maps, policy.resized_crop, generator)
+        f = maps.permute(0, 3, 1, 2).float()
+        return f.contiguous(memory_format=torch.channels_last) if channels_last else f.contiguous()
+
+    def upper(self, f: torch.Tensor) -> torch.Tensor:
+        """The logits of the layers above the split, from maps."""
+        m = self.model
+        return m.forward_head(m.bn2(m.conv_head(m.blocks[self.k:](f))))
+
+    def nbytes(self) -> int:
+        return self.maps.numel() * self.maps.element_size()
+
+
+def random_crop(maps: torch.Tensor, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    """A window of one random size per batch (a random share of the area in `scale`; no resampling,
+    so the maps stay ones the network computes) at a random place in each (B, H, W, C) map."""
+    B, H, W, _ = maps.shape
+    area = scale[0] + (scale[1] - scale[0]) * torch.rand((), generator=generator).item()
+    h, w = max(1, round(H * area ** 0.5)), max(1, round(W * area ** 0.5))
+    if (h, w) == (H, W):
+        return maps
+    y0 = (torch.rand(B, generator=generator) * (H - h + 1)).long()
+    x0 = (torch.rand(B, generator=generator) * (W - w + 1)).long()
+    rows = (y0[:, None] + torch.arange(h))[:, :, None]
+    cols = (x0[:, None] + torch.arange(w))[:, None, :]
+    return maps[torch.arange(B)[:, None, None], rows, cols]
