@@ -145,3 +145,30 @@ def test_the_cache_is_a_cpu_default_and_refused_without_frozen_layers():
     assert not resolve(TrainConfig(model="lite0", freeze_stride=0), [], torch.device("cpu"))[0].feature_cache
     with pytest.raises(UserError, match="--feature-cache stores the output of frozen lower layers"):
         resolve(TrainConfig(model="lite0", freeze_stride=0, feature_cache=True), [], torch.device("cpu"))
+
+
+def test_the_probe_runs_in_onnx_runtime_on_a_cpu_and_falls_back_to_pytorch(monkeypatch):
+    from rich.console import Console
+
+    from imgclf.training import ortembed
+    from imgclf.training.probe import _Features, fit_probe
+
+    net, data = _net(), _data()
+    x = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    fast = ortembed.OrtEmbedder(net, 64, 3)
+    assert not net.training                          # the export leaves the network's mode as it found it
+    feats, low = fast(x.numpy())
+    with torch.no_grad():
+        assert np.allclose(feats, _Features(net)(x).numpy(), atol=1e-4)
+        assert torch.allclose(low.float(), lower(net, 3, x).permute(0, 2, 3, 1), atol=1e-2)
+    assert ortembed.ort_embedder(net, 64, None, torch.device("cuda"), None) is None      # GPUs: torch
+
+    def broken(*a, **k):
+        raise RuntimeError("no")
+
+    monkeypatch.setattr(ortembed, "OrtEmbedder", broken)
+    console = Console(record=True, width=200)
+    record, maps = fit_probe(_net(), data.images, data.train, data.val, data.labels, MEAN, STD, torch.device("cpu"),
+                             None, False, console, keep_lower=3)
+    assert "in PyTorch (ONNX Runtime could not take this network" in console.export_text()
+    assert maps.shape == (2, len(data.train), 8, 8, 40) and record["training_views"] == 2 * len(data.train)

@@ -6,7 +6,8 @@ the price of two forward passes, not an epoch each), and a multinomial logistic 
 weights become the network's classifier. This replaces the head-only epochs of classic
 fine-tuning, which pay a full forward pass per image per epoch for the same result, and it is a
 strong model on its own: fine-tuning (training.loop.fit) starts from it and keeps it unless an
-epoch beats its validation accuracy.
+epoch beats its validation accuracy. On a CPU the passes run in ONNX Runtime (training.ortembed),
+and they keep the frozen layers' maps that CPU fine-tuning trains on (training.featcache).
 """
 from __future__ import annotations
 
@@ -41,21 +42,38 @@ def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: 
     trains on (training.featcache), for free: these passes run those layers anyway."""
     from sklearn.linear_model import LogisticRegression
 
-    from ..inference import predict_logits
+    from ..inference import normalize, predict_logits
     from .featcache import recording
+    from .ortembed import ort_embedder
 
     t0 = time.perf_counter()
     net.to(device).eval()
     if channels_last:
         net.to(memory_format=torch.channels_last)
 
-    def embed(rows: np.ndarray, mirror: bool = False) -> np.ndarray:
+    fast = ort_embedder(net, images.shape[1], keep_lower, device, console)
+    mean_t, std_t = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (mean, std))
+    kept: list[torch.Tensor] = []
+
+    def embed(rows: np.ndarray, mirror: bool = False, keep: bool = False) -> np.ndarray:
         rows = np.sort(rows)
-        return predict_logits(_Features(net, mirror), images[rows], mean, std, device, 128, amp, channels_last)
+        if fast is None:
+            with recording(net, keep_lower if keep else None) as got:
+                out = predict_logits(_Features(net, mirror), images[rows], mean, std, device, 128, amp, channels_last)
+            kept.extend(got)
+            return out
+        feats = []
+        for s in range(0, len(rows), 128):
+            x = normalize(torch.from_numpy(np.ascontiguousarray(images[rows[s:s + 128]])).permute(0, 3, 1, 2),
+                          mean_t, std_t)
+            f, low = fast((x.flip(3) if mirror else x).numpy())
+            feats.append(f)
+            if keep and low is not None:
+                kept.append(low)
+        return np.concatenate(feats)
 
     with torch.no_grad():
-        with recording(net, keep_lower) as kept:
-            x_train = np.concatenate([embed(train), embed(train, mirror=True)])
+        x_train = np.concatenate([embed(train, keep=True), embed(train, mirror=True, keep=True)])
         x_val = embed(val) if len(val) else None
     maps = torch.cat(kept).view(2, len(train), *kept[0].shape[1:]) if kept else None
     y_train = np.tile(labels[np.sort(train)], 2)

@@ -1,0 +1,77 @@
+"""The linear probe's forward passes in ONNX Runtime, on a CPU.
+
+The probe runs the frozen network once over every training image and its mirror: inference only,
+the same weights throughout. On a CPU ONNX Runtime does that about 3.5x faster than eager PyTorch
+(EfficientNet-Lite0 at 128 px on 2 cores: ~250 against ~70 images/s, each convolution fused with
+its BatchNorm and activation), so the network is exported once, in memory (~1 s), and run there.
+If the export or ONNX Runtime fails for a network, the probe runs in PyTorch as before.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+import numpy as np
+import torch
+
+
+class _Outputs(torch.nn.Module):
+    """The pooled pre-logit features, and with `k` also what `net.blocks[:k]` computes."""
+
+    def __init__(self, net: torch.nn.Module, k: int | None):
+        super().__init__()
+        self.net, self.k = net, k
+
+    def forward(self, x: torch.Tensor):
+        net = self.net
+        if self.k is None:
+            return net.forward_head(net.forward_features(x), pre_logits=True)
+        low = net.blocks[:self.k](net.bn1(net.conv_stem(x)))
+        return net.forward_head(net.bn2(net.conv_head(net.blocks[self.k:](low))), pre_logits=True), low
+
+
+class OrtEmbedder:
+    """features(x) -> (pooled features, lower maps or None) for a float32 NCHW batch, by ONNX Runtime."""
+
+    def __init__(self, net: torch.nn.Module, side: int, k: int | None):
+        import onnxruntime as ort
+
+        self.k = k
+        buf = io.BytesIO()
+        example = torch.zeros(1, 3, side, side, device=next(net.parameters()).device)
+        outputs = ["features"] + (["lower"] if k is not None else [])
+        was_training = net.training
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+                warnings.simplefilter("ignore")      # the exporter's deprecation and tracing chatter
+                # The TorchScript exporter: ~1 s here against several for torch.export, and a frozen
+                # eval-mode CNN traces exactly. The wrapper is put in eval mode itself: the exporter
+                # restores the mode it found, recursively, and a new module starts in training mode.
+                torch.onnx.export(_Outputs(net, k).eval(), (example,), buf, input_names=["x"], output_names=outputs,
+                                  dynamic_axes={n: {0: "batch"} for n in ["x", *outputs]}, opset_version=17,
+                                  dynamo=False)
+        finally:
+            net.train(was_training)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()     # the cores torch would have used
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(buf.getvalue(), sess_options=opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, torch.Tensor | None]:
+        out = self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})
+        lower = None if self.k is None else torch.from_numpy(out[1]).permute(0, 2, 3, 1).to(torch.float16).contiguous()
+        return out[0], lower
+
+
+def ort_embedder(net: torch.nn.Module, side: int, k: int | None, device: torch.device, console) -> OrtEmbedder | None:
+    """An OrtEmbedder for `net` on a CPU, or None (a GPU, or a network ONNX cannot carry: PyTorch then)."""
+    if device.type != "cpu":
+        return None
+    try:
+        return OrtEmbedder(net, side, k)
+    except Exception as e:  # noqa: BLE001 - any export/runtime failure: the probe runs in PyTorch instead
+        console.print(f"  linear probe: in PyTorch (ONNX Runtime could not take this network: {type(e).__name__})")
+        return None
