@@ -192,7 +192,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
         result.history = read_history(run_dir / "history.csv")[:start_epoch]
         console.print(f"resuming from epoch {start_epoch} of {cfg.epochs} ({state_path})")
 
-    feats = _feature_cache(model, stages, cfg, data, train, mean, std, device, feature_maps, result, console)
+    feats = _feature_cache(model, stages, cfg, data, train, mean, std, device, feature_maps, result, policy, console)
     timer = StepTimer(device)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"), TimeRemainingColumn()]
@@ -300,7 +300,8 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
 
 
 def _feature_cache(model, stages: Stages, cfg: TrainConfig, data: SplitData, train: TrainImages, mean, std,
-                   device: torch.device, maps: torch.Tensor | None, result: FitResult, console) -> FeatureCache | None:
+                   device: torch.device, maps: torch.Tensor | None, result: FitResult, policy: AugmentPolicy,
+                   console) -> FeatureCache | None:
     """The stored maps the epochs train on (`cfg.feature_cache`), or None: train on pixels."""
     if not cfg.feature_cache:
         return None
@@ -322,8 +323,11 @@ def _feature_cache(model, stages: Stages, cfg: TrainConfig, data: SplitData, tra
         feats = FeatureCache.build(model, k, data.images, data.train, data.labels, mean, std, cfg.channels_last)
         result.train_seconds += time.perf_counter() - t0
         how = f"computed in {time.perf_counter() - t0:.1f}s"
+    dropped = [name for name in ("rotate", "color_jitter", "translate", "cutout") if getattr(policy, name)]
     console.print(f"  feature cache: the frozen layers' output for {len(train)} training images and their mirrors "
-                  f"({feats.nbytes() / 2**20:.0f} MB, {how}); epochs train blocks.{k} and above on it")
+                  f"({feats.nbytes() / 2**20:.0f} MB, {how}); epochs train blocks.{k} and above on it"
+                  + (f" (augmented by flips and crops of the maps; {', '.join(dropped)} apply to pixels only)"
+                     if dropped else ""))
     return feats
 
 
