@@ -61,21 +61,32 @@ def cache_split(model: torch.nn.Module, cfg, n_train: int) -> int | None:
 
 
 def map_bytes(model: torch.nn.Module, k: int, side: int, n_images: int) -> int:
-    """Bytes the two stored views of `n_images` take (float16), from one tiny forward pass (in
-    eval mode: a training-mode pass would move BatchNorm's running statistics)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            shape = lower(model, k, torch.zeros(1, 3, side, side, device=next(model.parameters()).device)).shape
-    finally:
-        model.train(was_training)
+    """Bytes the two stored views of `n_images` take (float16), from one tiny eval-mode pass."""
+    with evaluating(model), torch.no_grad():
+        shape = lower(model, k, torch.zeros(1, 3, side, side, device=next(model.parameters()).device)).shape
     return 2 * n_images * int(np.prod(shape[1:])) * 2
 
 
 def lower(model: torch.nn.Module, k: int, x: torch.Tensor) -> torch.Tensor:
     """The frozen layers: stem and blocks[:k]."""
     return model.blocks[:k](model.bn1(model.conv_stem(x)))
+
+
+def upper(model: torch.nn.Module, k: int, f: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+    """The layers above the split, from `lower`'s output: logits (or the pooled features)."""
+    return model.forward_head(model.bn2(model.conv_head(model.blocks[k:](f))), pre_logits=pre_logits)
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module):
+    """`model` in eval mode inside the block (a training-mode pass would move BatchNorm's running
+    statistics), its own mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @contextlib.contextmanager
@@ -107,16 +118,13 @@ class FeatureCache:
               mean: torch.Tensor, std: torch.Tensor, channels_last: bool, batch_size: int = 128) -> "FeatureCache":
         """Run the frozen layers over the training images `idx` and their mirrors (a resumed run,
         whose probe is not run again)."""
-        was_training = model.training
-        model.eval()
         views: tuple[list, list] = ([], [])
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             for s in range(0, len(idx), batch_size):
                 xb = torch.from_numpy(np.ascontiguousarray(images[idx[s:s + batch_size]])).permute(0, 3, 1, 2)
                 x = normalize(xb.to(mean.device), mean, std, channels_last)
                 for view, inp in zip(views, (x, x.flip(3))):
                     view.append(lower(model, k, inp).permute(0, 2, 3, 1).to("cpu", torch.float16))
-        model.train(was_training)
         return cls(model, k, torch.stack([torch.cat(v) for v in views]), torch.from_numpy(labels[idx]))
 
     def batches(self, perm: torch.Tensor, bs: int, steps: int):
@@ -141,8 +149,7 @@ class FeatureCache:
 
     def upper(self, f: torch.Tensor) -> torch.Tensor:
         """The logits of the layers above the split, from maps."""
-        m = self.model
-        return m.forward_head(m.bn2(m.conv_head(m.blocks[self.k:](f))))
+        return upper(self.model, self.k, f)
 
     def nbytes(self) -> int:
         return self.maps.numel() * self.maps.element_size()

@@ -15,6 +15,8 @@ import warnings
 import numpy as np
 import torch
 
+from .featcache import evaluating, lower, upper
+
 
 class _Outputs(torch.nn.Module):
     """The pooled pre-logit features, and with `k` also what `net.blocks[:k]` computes."""
@@ -27,8 +29,8 @@ class _Outputs(torch.nn.Module):
         net = self.net
         if self.k is None:
             return net.forward_head(net.forward_features(x), pre_logits=True)
-        low = net.blocks[:self.k](net.bn1(net.conv_stem(x)))
-        return net.forward_head(net.bn2(net.conv_head(net.blocks[self.k:](low))), pre_logits=True), low
+        low = lower(net, self.k, x)
+        return upper(net, self.k, low, pre_logits=True), low
 
 
 class OrtEmbedder:
@@ -41,18 +43,15 @@ class OrtEmbedder:
         buf = io.BytesIO()
         example = torch.zeros(1, 3, side, side, device=next(net.parameters()).device)
         outputs = ["features"] + (["lower"] if k is not None else [])
-        was_training = net.training
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-                warnings.simplefilter("ignore")      # the exporter's deprecation and tracing chatter
-                # The TorchScript exporter: ~1 s here against several for torch.export, and a frozen
-                # eval-mode CNN traces exactly. The wrapper is put in eval mode itself: the exporter
-                # restores the mode it found, recursively, and a new module starts in training mode.
-                torch.onnx.export(_Outputs(net, k).eval(), (example,), buf, input_names=["x"], output_names=outputs,
-                                  dynamic_axes={n: {0: "batch"} for n in ["x", *outputs]}, opset_version=17,
-                                  dynamo=False)
-        finally:
-            net.train(was_training)
+        # The exporter restores the mode it found on the wrapper, recursively, and a new module
+        # starts in training mode: `evaluating` gives `net` its own mode back.
+        with evaluating(net), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+            warnings.simplefilter("ignore")      # the exporter's deprecation and tracing chatter
+            # The TorchScript exporter: ~1 s here against several for torch.export, and a frozen
+            # eval-mode CNN traces exactly.
+            torch.onnx.export(_Outputs(net, k).eval(), (example,), buf, input_names=["x"], output_names=outputs,
+                              dynamic_axes={n: {0: "batch"} for n in ["x", *outputs]}, opset_version=17,
+                              dynamo=False)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()     # the cores torch would have used
         opts.inter_op_num_threads = 1
