@@ -56,13 +56,15 @@ def test_the_probe_keeps_the_maps_of_every_training_image_and_its_mirror():
     net, data = _net(), _data()
     record, maps = fit_probe(net, data.images, data.train, data.val, data.labels, MEAN, STD, torch.device("cpu"),
                              None, True, Console(quiet=True), keep_lower=3)
-    assert maps.shape == (2, len(data.train), 8, 8, 40) and maps.dtype == torch.float16
+    assert maps.train.shape == (2, len(data.train), 8, 8, 40) and maps.train.dtype == torch.float16
+    assert maps.val.shape == (len(data.val), 8, 8, 40)
     assert record["training_views"] == 2 * len(data.train)
     built = FeatureCache.build(net, 3, data.images, data.train, data.labels, torch.tensor(MEAN).view(1, 3, 1, 1),
-                               torch.tensor(STD).view(1, 3, 1, 1), channels_last=False)
-    assert torch.allclose(maps.float(), built.maps.float(), atol=2e-2)
+                               torch.tensor(STD).view(1, 3, 1, 1), channels_last=False, val=data.val)
+    assert torch.allclose(maps.train.float(), built.maps.float(), atol=2e-2)
+    assert torch.allclose(maps.val.float(), built.val.float(), atol=2e-2)
     # View 1 is the mirror image's map, not the map mirrored (the network is not mirror-symmetric).
-    assert not torch.allclose(maps[1].float(), maps[0].flip(2).float(), atol=2e-2)
+    assert not torch.allclose(maps.train[1].float(), maps.train[0].flip(2).float(), atol=2e-2)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -123,6 +125,24 @@ def test_maps_from_the_probe_and_maps_computed_on_resume_train_alike(tmp_path):
     assert [r["epoch"] for r in pixels.history] == [1, 2] and "frozen_depthwise" in pixels.stages[0]
 
 
+def test_validation_on_the_stored_maps_scores_what_validation_on_pixels_does(tmp_path):
+    from rich.console import Console
+
+    from imgclf.training.loop import _validate
+    from imgclf.training.probe import fit_probe
+
+    data, net = _data(), _net()
+    _, maps = fit_probe(net, data.images, data.train, data.val, data.labels, MEAN, STD, torch.device("cpu"), None,
+                        True, Console(quiet=True), keep_lower=3)
+    result = _fit(net, tmp_path, maps=maps, feature_cache=True, freeze_depthwise=True)
+    # `net` now holds the last epoch's weights, which that epoch's validation row judged on the maps.
+    on_pixels = _validate(net, data, torch.device("cpu"), None, TrainConfig(channels_last=True), 16)
+    last = result.history[-1]
+    assert last["val_acc"] == on_pixels["val_acc"]
+    assert last["val_loss"] == pytest.approx(on_pixels["val_loss"], rel=1e-2)
+    assert last["val_loss"] != on_pixels["val_loss"]        # float16 maps: computed the other way, not copied
+
+
 def test_planning_the_cache_leaves_the_network_untouched():
     from imgclf.training.featcache import cache_split
 
@@ -171,4 +191,5 @@ def test_the_probe_runs_in_onnx_runtime_on_a_cpu_and_falls_back_to_pytorch(monke
     record, maps = fit_probe(_net(), data.images, data.train, data.val, data.labels, MEAN, STD, torch.device("cpu"),
                              None, False, console, keep_lower=3)
     assert "in PyTorch (ONNX Runtime could not take this network" in console.export_text()
-    assert maps.shape == (2, len(data.train), 8, 8, 40) and record["training_views"] == 2 * len(data.train)
+    assert maps.train.shape == (2, len(data.train), 8, 8, 40) and record["training_views"] == 2 * len(data.train)
+    assert maps.val.shape == (len(data.val), 8, 8, 40)

@@ -142,6 +142,31 @@ def test_onnx_export_of_a_finetuned_lite0_matches_torch(photo_run):
         assert a["label"] == b["label"] and abs(a["confidence"] - b["confidence"]) < 1e-3
 
 
+def test_training_evaluates_in_onnx_runtime_on_a_cpu_and_agrees_with_torch(photo_run, monkeypatch):
+    from rich.console import Console
+
+    from imgclf import api
+    from imgclf.onnx_backend import OnnxNet
+    from imgclf.training import ortembed
+
+    again = imgclf.evaluate(photo_run.path, verbose=False)        # in PyTorch, as a later `imgclf evaluate` is
+    assert again["accuracy"] == photo_run.metrics["accuracy"]
+    assert again["log_loss"] == pytest.approx(photo_run.metrics["log_loss"], abs=1e-4)
+    model = imgclf.load(photo_run.path)
+    scorer = api._scorer(model, Console(quiet=True))
+    assert isinstance(scorer.net, OnnxNet) and scorer.meta is model.meta and scorer.tta == model.tta
+    images = np.stack([model.preprocess(p) for p in sorted((photo_run.path.parent / "photos").rglob("*.jpg"))[:6]])
+    assert np.allclose(scorer.predict_logits(images), model.predict_logits(images), atol=1e-3)
+
+    def broken(*a, **k):
+        raise RuntimeError("no")
+
+    monkeypatch.setattr(ortembed, "cpu_session", broken)
+    console = Console(record=True, width=200)
+    assert api._scorer(model, console) is model
+    assert "evaluation: in PyTorch (ONNX Runtime could not take this network: RuntimeError)" in console.export_text()
+
+
 def test_bad_fine_tuning_flags_get_one_line(shapes, monkeypatch, capsys):
     from imgclf.cli import main
 

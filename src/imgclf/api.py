@@ -213,17 +213,18 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
                         "first_step_seconds": round(result.first_step_seconds, 2),
                         "device": str(device), "preset": cfg.preset, "stages": result.stages}
     model = Model(net, meta, device, run_dir)
-    meta["calibration"] = calibrate(model, images, spec, console)
+    scorer = _scorer(model, console)
+    meta["calibration"] = calibrate(scorer, images, spec, console)
     if len(spec.classes) == 2:
-        meta["decision"] = choose_decision(model, images, spec, cfg, console)
+        meta["decision"] = choose_decision(scorer, images, spec, cfg, console)
     elif cfg.target_accuracy is not None or cfg.target_coverage is not None:
-        meta["rejection"] = choose_rejection(model, images, spec, cfg, console)
+        meta["rejection"] = choose_rejection(scorer, images, spec, cfg, console)
     write_model_json(run_dir, meta)     # with the weights' SHA-256, checked on every load
     test = np.sort(spec.indices("test"))
-    metrics = score(model, images[test], spec.labels[test], run_dir, console, "held-out test split")
+    metrics = score(scorer, images[test], spec.labels[test], run_dir, console, "held-out test split")
     # The report shows the same test predictions: hand them over instead of predicting (with TTA) twice,
     # under the paths read_splits gives back.
-    model.scored_test = ([resolve(relative_to(spec.paths[i], root), root) for i in test], model.last_probs)
+    model.scored_test = ([resolve(relative_to(spec.paths[i], root), root) for i in test], scorer.last_probs)
     _report_after_training(model, console)
     return Run(run_dir, metrics, cfg)
 
@@ -700,6 +701,25 @@ def report(run, verbose: bool = True, *, data_root: str | Path | None = None) ->
 
     model = run if isinstance(run, Model) else load(run.path if isinstance(run, Run) else run)
     return write_report(model, progress=verbose, data_root=data_root)
+
+
+def _scorer(model, console):
+    """The finished network for the evaluation after training (calibration, operating point, test
+    split): on a CPU in ONNX Runtime, exported in memory (~1 s), which runs it ~3x faster than
+    eager PyTorch (Lite0 at 128 px, 2 cores; TTA doubles the passes, and a 10,000-image test split
+    took minutes); elsewhere, or if the export fails, `model` itself. Probabilities agree to ~1e-5."""
+    from .predictor import Model
+
+    if model.device.type != "cpu":
+        return model
+    try:
+        from .onnx_backend import OnnxNet
+        from .training.ortembed import cpu_session
+
+        return Model(OnnxNet(cpu_session(model.net, model.img_size, ["logits"])), model.meta, model.device, model.path)
+    except Exception as e:  # noqa: BLE001 - any export/runtime failure: evaluate in PyTorch
+        console.print(f"  evaluation: in PyTorch (ONNX Runtime could not take this network: {type(e).__name__})")
+        return model
 
 
 def _report_after_training(model, console) -> None:

@@ -30,7 +30,7 @@ from ..inference import autocast, normalize, predict_logits
 from . import distributed as dist
 from .balance import balanced_accuracy, class_weights, resolve_class_weight
 from .checkpoint import load_training_state, read_training_info, save_training_state, save_weights
-from .featcache import FeatureCache, map_bytes, split_point
+from .featcache import FeatureCache, LowerMaps, map_bytes, split_point
 from .finetune import Stages, describe
 from .optim import set_lr
 
@@ -128,7 +128,7 @@ class TrainImages:
 
 def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: AugmentPolicy, run_dir: Path,
         device: torch.device, console, resume: bool = False, on_epoch=None,
-        baseline: tuple[float, float] | None = None, feature_maps: torch.Tensor | None = None) -> FitResult:
+        baseline: tuple[float, float] | None = None, feature_maps: LowerMaps | None = None) -> FitResult:
     """Train `model` for cfg.epochs, validating and checkpointing after every epoch.
 
     `baseline` (val score, val loss) is the starting model's (a linear probe's, already saved as
@@ -141,8 +141,9 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
     `on_epoch(epoch, row)` (1-based epoch, the history row with val_acc/val_loss) is called after
     each epoch's checkpoint is written; it may raise to stop the run (a tuner's pruning does).
 
-    `feature_maps`: the frozen layers' output for the training images and their mirrors, as the
-    linear probe recorded it (training.featcache), used when `cfg.feature_cache` is on."""
+    `feature_maps`: the frozen layers' output for the training images, their mirrors and the
+    validation images, as the linear probe recorded it (training.featcache), used when
+    `cfg.feature_cache` is on."""
     torch.manual_seed(cfg.seed)
     amp = amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
@@ -201,6 +202,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
             break
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         aug_gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
+        crop_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)     # the cache's maps are in host memory
         perm = torch.from_numpy(dist.shard(torch.randperm(len(train), generator=g).numpy()))
         if stages.starts(epoch):
             opt, bad_epochs = stages.optimizer(model, epoch), 0   # the stage's own patience, too
@@ -217,7 +219,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
                 set_lr(opt, stages.lr(epoch, s, steps_per_epoch))
                 flips = alternate_flips(first_flips[rows], epoch) if policy.alternate_flip else None
                 if feats:
-                    xb = feats.batch(rows, flips, policy, aug_gen, cfg.channels_last)
+                    xb = feats.batch(rows, flips, policy, crop_gen, cfg.channels_last)
                 else:
                     xb = normalize(augment(xb, policy, aug_gen, flips), mean, std, cfg.channels_last)
                 with autocast(device, amp):
@@ -253,7 +255,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
                "train_acc": correct.item() / seen, "lr": max(g["lr"] for g in opt.param_groups),   # the head's
                "seconds": seconds, "images_per_s": seen / seconds}
         shipped = ema.average.module if ema else model     # the weights validation judges and a run ships
-        row.update(_validate(shipped, data, device, amp, cfg, 2 * bs))
+        row.update(_validate(shipped, data, device, amp, cfg, 2 * bs, feats))
         result.history.append(row)
         has_val = len(data.val) > 0
         why = diverged(row, n_classes, has_val)
@@ -300,7 +302,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
 
 
 def _feature_cache(model, stages: Stages, cfg: TrainConfig, data: SplitData, train: TrainImages, mean, std,
-                   device: torch.device, maps: torch.Tensor | None, result: FitResult, policy: AugmentPolicy,
+                   device: torch.device, maps: LowerMaps | None, result: FitResult, policy: AugmentPolicy,
                    console) -> FeatureCache | None:
     """The stored maps the epochs train on (`cfg.feature_cache`), or None: train on pixels."""
     if not cfg.feature_cache:
@@ -311,8 +313,9 @@ def _feature_cache(model, stages: Stages, cfg: TrainConfig, data: SplitData, tra
                       "at); epochs train on pixels")
         return None
     # The probe keeps its maps in sorted row order, as api.train's sorted splits have it.
-    if maps is not None and maps.shape[:2] == (2, len(train)) and bool(np.all(np.diff(data.train) > 0)):
-        feats = FeatureCache(model, k, maps, torch.from_numpy(data.labels[data.train]))
+    if maps is not None and maps.train.shape[:2] == (2, len(train)) and bool(np.all(np.diff(data.train) > 0)):
+        val = maps.val if maps.val is not None and len(maps.val) == len(data.val) else None
+        feats = FeatureCache(model, k, maps.train, torch.from_numpy(data.labels[data.train]), val)
         how = "stored by the linear probe"
     elif (need := map_bytes(model, k, data.images.shape[1], len(train))) > _memory_budget(torch.device("cpu")):
         console.print(f"  feature cache: off ({need / 2**20:.0f} MB of stored maps would not fit in memory); "
@@ -320,12 +323,14 @@ def _feature_cache(model, stages: Stages, cfg: TrainConfig, data: SplitData, tra
         return None
     else:        # a resumed run: the probe is not run again
         t0 = time.perf_counter()
-        feats = FeatureCache.build(model, k, data.images, data.train, data.labels, mean, std, cfg.channels_last)
+        feats = FeatureCache.build(model, k, data.images, data.train, data.labels, mean, std, cfg.channels_last,
+                                   val=data.val)
         result.train_seconds += time.perf_counter() - t0
         how = f"computed in {time.perf_counter() - t0:.1f}s"
     dropped = [name for name in ("rotate", "color_jitter", "translate", "cutout") if getattr(policy, name)]
-    console.print(f"  feature cache: the frozen layers' output for {len(train)} training images and their mirrors "
-                  f"({feats.nbytes() / 2**20:.0f} MB, {how}); epochs train blocks.{k} and above on it"
+    also = f" and {len(feats.val)} validation images" if feats.val is not None else ""
+    console.print(f"  feature cache: the frozen layers' output for {len(train)} training images and their mirrors"
+                  f"{also} ({feats.nbytes() / 2**20:.0f} MB, {how}); epochs train (and validate) blocks.{k} and above on it"
                   + (f" (augmented by flips and crops of the maps; {', '.join(dropped)} apply to pixels only)"
                      if dropped else ""))
     return feats
@@ -432,11 +437,16 @@ def compiled(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, tot
     return torch.compile(model)
 
 
-def _validate(model, data: SplitData, device, amp, cfg: TrainConfig, batch_size: int) -> dict:
+def _validate(model, data: SplitData, device, amp, cfg: TrainConfig, batch_size: int,
+              feats: FeatureCache | None = None) -> dict:
     if len(data.val) == 0:
         return {"val_loss": float("nan"), "val_acc": float("nan"), "val_balanced_acc": float("nan")}
-    logits = torch.from_numpy(predict_logits(model, data.images[np.sort(data.val)], data.mean, data.std, device,
-                                             batch_size, amp, cfg.channels_last))
+    if feats is not None and feats.val is not None:       # the frozen layers' stored output: upper layers only
+        with autocast(device, amp):
+            logits = torch.from_numpy(feats.val_logits(model, batch_size, cfg.channels_last))
+    else:
+        logits = torch.from_numpy(predict_logits(model, data.images[np.sort(data.val)], data.mean, data.std, device,
+                                                 batch_size, amp, cfg.channels_last))
     y = data.labels[np.sort(data.val)]
     right = logits.argmax(1).numpy() == y
     return {"val_loss": F.cross_entropy(logits, torch.from_numpy(y)).item(), "val_acc": float(right.mean()),

@@ -1,4 +1,4 @@
-"""The linear probe's forward passes in ONNX Runtime, on a CPU.
+"""The linear probe's forward passes in ONNX Runtime, on a CPU (and, by `cpu_session`, the evaluation after training).
 
 The probe runs the frozen network once over every training image and its mirror: inference only,
 the same weights throughout. On a CPU ONNX Runtime does that about 3.5x faster than eager PyTorch
@@ -33,31 +33,36 @@ class _Outputs(torch.nn.Module):
         return upper(net, self.k, low, pre_logits=True), low
 
 
+def cpu_session(module: torch.nn.Module, side: int, outputs: list[str]):
+    """An ONNX Runtime CPU session of `module` (eval mode, one NCHW float input "x" of `side` px,
+    any batch size), exported in memory."""
+    import onnxruntime as ort
+
+    buf = io.BytesIO()
+    example = torch.zeros(1, 3, side, side, device=next(module.parameters()).device)
+    # The exporter restores the mode it found on the module, recursively, and a new wrapper starts
+    # in training mode: `evaluating` gives the module its own mode back.
+    with evaluating(module), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        warnings.simplefilter("ignore")      # the exporter's deprecation and tracing chatter
+        # The TorchScript exporter: ~1 s here against several for torch.export, and a frozen
+        # eval-mode CNN traces exactly.
+        torch.onnx.export(module, (example,), buf, input_names=["x"], output_names=outputs,
+                          dynamic_axes={n: {0: "batch"} for n in ["x", *outputs]}, opset_version=17, dynamo=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()     # the cores torch would have used
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return ort.InferenceSession(buf.getvalue(), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 class OrtEmbedder:
     """features(x) -> (pooled features, lower maps or None) for a float32 NCHW batch, by ONNX Runtime."""
 
     def __init__(self, net: torch.nn.Module, side: int, k: int | None):
-        import onnxruntime as ort
-
         self.k = k
-        buf = io.BytesIO()
-        example = torch.zeros(1, 3, side, side, device=next(net.parameters()).device)
-        outputs = ["features"] + (["lower"] if k is not None else [])
-        # The exporter restores the mode it found on the wrapper, recursively, and a new module
-        # starts in training mode: `evaluating` gives `net` its own mode back.
-        with evaluating(net), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-            warnings.simplefilter("ignore")      # the exporter's deprecation and tracing chatter
-            # The TorchScript exporter: ~1 s here against several for torch.export, and a frozen
-            # eval-mode CNN traces exactly.
-            torch.onnx.export(_Outputs(net, k).eval(), (example,), buf, input_names=["x"], output_names=outputs,
-                              dynamic_axes={n: {0: "batch"} for n in ["x", *outputs]}, opset_version=17,
-                              dynamo=False)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()     # the cores torch would have used
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(buf.getvalue(), sess_options=opts, providers=["CPUExecutionProvider"])
+        with evaluating(net):
+            self.session = cpu_session(_Outputs(net, k).eval(), side, ["features"] + (["lower"] if k is not None else []))
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, torch.Tensor | None]:
         out = self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})

@@ -17,6 +17,8 @@ import time
 import numpy as np
 import torch
 
+from .featcache import LowerMaps, recording
+
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 1.0)     # inverse L2 strengths tried; features are standardised first
 
 
@@ -33,17 +35,16 @@ class _Features(torch.nn.Module):
 
 def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: np.ndarray, labels: np.ndarray,
               mean, std, device: torch.device, amp, channels_last: bool, console,
-              class_weight: np.ndarray | None = None, keep_lower: int | None = None) -> tuple[dict, torch.Tensor | None]:
+              class_weight: np.ndarray | None = None, keep_lower: int | None = None) -> tuple[dict, LowerMaps | None]:
     """Fit `net`'s classifier on frozen features; return what model.json records (val accuracy and
     loss of the probe as the network computes them, the chosen C, seconds) and the kept maps.
     `class_weight`: the per-class loss weights fine-tuning uses (training.balance), or None.
-    `keep_lower` k: also keep what `net.blocks[:k]` computes for the training images and their
-    mirrors, (2, len(train), h, w, C) float16 in sorted row order — the feature cache fine-tuning
-    trains on (training.featcache), for free: these passes run those layers anyway."""
+    `keep_lower` k: also keep what `net.blocks[:k]` computes for the training images, their
+    mirrors and the validation images (featcache.LowerMaps) — the feature cache fine-tuning trains
+    and validates on (training.featcache), for free: these passes run those layers anyway."""
     from sklearn.linear_model import LogisticRegression
 
     from ..inference import normalize, predict_logits
-    from .featcache import recording
     from .ortembed import ort_embedder
 
     t0 = time.perf_counter()
@@ -53,14 +54,15 @@ def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: 
 
     fast = ort_embedder(net, images.shape[1], keep_lower, device, console)
     mean_t, std_t = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (mean, std))
-    kept: list[torch.Tensor] = []
+    kept: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])      # training views', validation images'
 
-    def embed(rows: np.ndarray, mirror: bool = False, keep: bool = False) -> np.ndarray:
+    def embed(rows: np.ndarray, mirror: bool = False, keep: list | None = None) -> np.ndarray:
         rows = np.sort(rows)
         if fast is None:
-            with recording(net, keep_lower if keep else None) as got:
+            with recording(net, keep_lower if keep is not None else None) as got:
                 out = predict_logits(_Features(net, mirror), images[rows], mean, std, device, 128, amp, channels_last)
-            kept.extend(got)
+            if keep is not None:
+                keep.extend(got)
             return out
         feats = []
         for s in range(0, len(rows), 128):
@@ -68,14 +70,17 @@ def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: 
                           mean_t, std_t)
             f, low = fast((x.flip(3) if mirror else x).numpy())
             feats.append(f)
-            if keep and low is not None:
-                kept.append(low)
+            if keep is not None and low is not None:
+                keep.append(low)
         return np.concatenate(feats)
 
     with torch.no_grad():
-        x_train = np.concatenate([embed(train, keep=True), embed(train, mirror=True, keep=True)])
-        x_val = embed(val) if len(val) else None
-    maps = torch.cat(kept).view(2, len(train), *kept[0].shape[1:]) if kept else None
+        x_train = np.concatenate([embed(train, keep=kept[0]), embed(train, mirror=True, keep=kept[0])])
+        x_val = embed(val, keep=kept[1]) if len(val) else None
+    maps = None
+    if kept[0]:
+        maps = LowerMaps(torch.cat(kept[0]).view(2, len(train), *kept[0][0].shape[1:]),
+                         torch.cat(kept[1]) if kept[1] else None)
     y_train = np.tile(labels[np.sort(train)], 2)
     y_val = labels[np.sort(val)]
     embed_s = time.perf_counter() - t0
