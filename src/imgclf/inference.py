@@ -11,7 +11,9 @@ import torch.nn.functional as F
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """uint8 (B,3,H,W) -> float, standardised. mean/std are (1,3,1,1) on x's device, in [0,1] units."""
-    x = (x.float() / 255.0 - mean) / std
+    # One new tensor, then in place: each temporary of a batch is tens of MB of fresh pages (the
+    # same arithmetic in the same order, so the same floats as out-of-place).
+    x = x.to(torch.float32, copy=True).div_(255.0).sub_(mean).div_(std)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 

@@ -48,6 +48,9 @@ def open_session(path: str | Path, device: torch.device | None = None):
     # No spin-waiting: ORT's idle threads otherwise busy-wait for the next call and take the cores
     # from torch when both run in turn (the scan's network in torch, its verifier here).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # No memory pattern: ORT plans one per input shape over its first two runs (a new batch size, a
+    # ragged last batch), which took 5-7 s a shape at batch 256 against ~1 s without (Lite0, 128 px).
+    opts.enable_mem_pattern = False
     opts.log_severity_level = 3          # errors only: ORT's warnings are about its own internals
     providers = ["CPUExecutionProvider"]
     if device is not None and device.type == "cuda":

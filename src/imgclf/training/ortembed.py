@@ -52,6 +52,9 @@ def cpu_session(module: torch.nn.Module, side: int, outputs: list[str]):
     opts.intra_op_num_threads = torch.get_num_threads()     # the cores torch would have used
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # No memory pattern: ORT plans one per input shape over its first two runs, and with batches of
+    # 128-256 at 128 px those took 5-7 s each instead of ~1 s (Lite0, 2 cores), every new session.
+    opts.enable_mem_pattern = False
     opts.log_severity_level = 3
     return ort.InferenceSession(buf.getvalue(), sess_options=opts, providers=["CPUExecutionProvider"])
 
