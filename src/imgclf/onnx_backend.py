@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .device import pick_device
+from .device import ort_options, pick_device
 from .errors import UserError
 
 
@@ -40,18 +40,7 @@ def open_session(path: str | Path, device: torch.device | None = None):
     a file ONNX Runtime cannot read is a UserError naming it."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    # As many threads as torch uses (it honours OMP_NUM_THREADS and torch.set_num_threads), so both
-    # backends compete equally for the cores; one inter-op thread: these graphs are a single chain.
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.inter_op_num_threads = 1
-    # No spin-waiting: ORT's idle threads otherwise busy-wait for the next call and take the cores
-    # from torch when both run in turn (the scan's network in torch, its verifier here).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # No memory pattern: ORT plans one per input shape over its first two runs (a new batch size, a
-    # ragged last batch), which took 5-7 s a shape at batch 256 against ~1 s without (Lite0, 128 px).
-    opts.enable_mem_pattern = False
-    opts.log_severity_level = 3          # errors only: ORT's warnings are about its own internals
+    opts = ort_options()
     providers = ["CPUExecutionProvider"]
     if device is not None and device.type == "cuda":
         if "CUDAExecutionProvider" in ort.get_available_providers():

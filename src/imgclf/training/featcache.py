@@ -63,9 +63,14 @@ def cache_split(model: torch.nn.Module, cfg, n_train: int) -> int | None:
     if not cfg.feature_cache:
         return None
     k = split_point(model, frozen_prefix(model, int(cfg.freeze_stride or 0)))
-    if k is None or map_bytes(model, k, int(cfg.img_size), n_train) > memory_budget(torch.device("cpu")):
-        return None
-    return k
+    return None if k is None or too_big(model, k, int(cfg.img_size), n_train) else k
+
+
+def too_big(model: torch.nn.Module, k: int, side: int, n_train: int) -> int | None:
+    """The bytes the maps of `n_train` images and mirrors would take, when over a quarter of the
+    RAM (device.memory_budget); None when they fit."""
+    need = map_bytes(model, k, side, n_train)
+    return need if need > memory_budget(torch.device("cpu")) else None
 
 
 def map_bytes(model: torch.nn.Module, k: int, side: int, n_images: int) -> int:

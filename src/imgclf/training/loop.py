@@ -30,7 +30,7 @@ from ..inference import autocast, normalize, predict_logits
 from . import distributed as dist
 from .balance import balanced_accuracy, class_weights, resolve_class_weight
 from .checkpoint import load_training_state, read_training_info, save_training_state, save_weights
-from .featcache import FeatureCache, LowerMaps, map_bytes, split_point
+from .featcache import FeatureCache, LowerMaps, split_point, too_big
 from .finetune import Stages, describe
 from .optim import set_lr
 
@@ -317,7 +317,7 @@ def _feature_cache(model, stages: Stages, cfg: TrainConfig, data: SplitData, tra
         val = maps.val if maps.val is not None and len(maps.val) == len(data.val) else None
         feats = FeatureCache(model, k, maps.train, torch.from_numpy(data.labels[data.train]), val)
         how = "stored by the linear probe"
-    elif (need := map_bytes(model, k, data.images.shape[1], len(train))) > _memory_budget(torch.device("cpu")):
+    elif need := too_big(model, k, data.images.shape[1], len(train)):
         console.print(f"  feature cache: off ({need / 2**20:.0f} MB of stored maps would not fit in memory); "
                       "epochs train on pixels")
         return None

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import torch
 
+from ..device import ort_options
 from .featcache import evaluating, lower, upper
 
 
@@ -48,15 +49,7 @@ def cpu_session(module: torch.nn.Module, side: int, outputs: list[str]):
         # eval-mode CNN traces exactly.
         torch.onnx.export(module, (example,), buf, input_names=["x"], output_names=outputs,
                           dynamic_axes={n: {0: "batch"} for n in ["x", *outputs]}, opset_version=17, dynamo=False)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()     # the cores torch would have used
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # No memory pattern: ORT plans one per input shape over its first two runs, and with batches of
-    # 128-256 at 128 px those took 5-7 s each instead of ~1 s (Lite0, 2 cores), every new session.
-    opts.enable_mem_pattern = False
-    opts.log_severity_level = 3
-    return ort.InferenceSession(buf.getvalue(), sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(buf.getvalue(), sess_options=ort_options(), providers=["CPUExecutionProvider"])
 
 
 class OrtEmbedder:
