@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tables  # bench/tables.py: the table printed and written as CSV
 import torch
 import torch.nn.functional as F
 
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from imgclf.data.cache import build_cache  # noqa: E402
 from imgclf.data.discover import discover  # noqa: E402
-from imgclf.device import pick_device  # noqa: E402
+from imgclf.core.device import pick_device  # noqa: E402
 from imgclf.models import create_model  # noqa: E402
 from imgclf.training.optim import lr_factor, make_optimizer, set_lr  # noqa: E402
 
@@ -99,6 +100,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--device", default="auto")
+    tables.add_csv_dir(ap)
     args = ap.parse_args()
     device = pick_device(args.device)
     tmp = Path(tempfile.mkdtemp(prefix="imgclf-bench-"))
@@ -122,12 +124,11 @@ def main() -> None:
           f"batch {args.batch_size}, {args.epochs} epochs\n")
     print(f"decode + cache {len(spec.paths):,} images: {decode_s:.1f} s ({len(spec.paths) / decode_s:,.0f} img/s, "
           f"{len(cache.bad)} unusable); re-open cached: {reuse_s:.2f} s\n")
-    print("| pipeline | train images/s | s / epoch | test accuracy |")
-    print("|---|---:|---:|---:|")
-    print(f"| torchvision ImageFolder + DataLoader + PIL transforms (baseline) | {base['images_per_s']:,.0f} | "
-          f"{base['epoch_s']:.1f} | {base['acc']:.4f} |")
-    print(f"| imgclf (decode-once cache, batched tensor augmentation) | {mine['images_per_s']:,.0f} | "
-          f"{mine['epoch_s']:.1f} | {mine['acc']:.4f} |")
+    tables.emit("pipelines", ["pipeline", "train images/s", "s / epoch", "test accuracy"], [
+        [label, tables.V(r["images_per_s"], ",.0f"), tables.V(r["epoch_s"], ".1f"), tables.V(r["acc"], ".4f")]
+        for label, r in (("torchvision ImageFolder + DataLoader + PIL transforms (baseline)", base),
+                         ("imgclf (decode-once cache, batched tensor augmentation)", mine))],
+        align=["---", "---:", "---:", "---:"])
     print(f"\nspeed-up: {mine['images_per_s'] / base['images_per_s']:.2f}x images/s")
 
 

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tables  # bench/tables.py: the table printed and written as CSV
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +68,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--img-size", type=int, default=64)
     ap.add_argument("--models", default=",".join(MODELS))
+    tables.add_csv_dir(ap)
     args = ap.parse_args()
     if not ARCHIVE.exists():
         sys.exit(f"{ARCHIVE} not found")
@@ -83,16 +85,14 @@ def main() -> None:
         p_torch, p_onnx = torch_model.predict_proba(images), onnx_model.predict_proba(images)
         same = float((p_torch.argmax(1) == p_onnx.argmax(1)).mean())
         t_speed, o_speed = speed(torch_model, images), speed(onnx_model, images)
-        rows.append(f"| {name} | {run.metrics['accuracy']:.3f} | {check['max_prob_diff']:.1e} | "
-                    f"{np.abs(p_torch - p_onnx).max():.1e} ({len(images)} img, tta {torch_model.meta['tta']}) | "
-                    f"{same:.3f} | {check['seconds']:.1f} | {t_speed[0]:.0f} / {o_speed[0]:.0f} | "
-                    f"{t_speed[1]:.1f} / {o_speed[1]:.1f} |")
+        rows.append([name, tables.V(run.metrics["accuracy"], ".3f"), tables.V(check["max_prob_diff"], ".1e"),
+                     f"{np.abs(p_torch - p_onnx).max():.1e} ({len(images)} img, tta {torch_model.meta['tta']})",
+                     tables.V(same, ".3f"), tables.V(check["seconds"], ".1f"),
+                     f"{t_speed[0]:.0f} / {o_speed[0]:.0f}", f"{t_speed[1]:.1f} / {o_speed[1]:.1f}"])
     print(f"\nflowers5, {args.epochs} epochs at {args.img_size} px; {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads; torch {torch.__version__}\n")
-    print("| model | test acc | check diff | test diff | labels equal | export s | img/s torch / onnx | "
-          "batch-1 ms torch / onnx |")
-    print("|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    tables.emit("parity", ["model", "test acc", "check diff", "test diff", "labels equal", "export s",
+                           "img/s torch / onnx", "batch-1 ms torch / onnx"], rows)
 
 
 if __name__ == "__main__":

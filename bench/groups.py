@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import tables  # bench/tables.py: the tables printed and written as CSV
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -59,8 +60,8 @@ def inria(folder: Path) -> None:
     source = np.array([n[:-1] for n in names])     # cropNNNNNN, person_NNN, ...: the source photo
     print(f"INRIA person crops: {len(paths):,} files, {len(pairs):,} named mirror pairs, "
           f"{len(set(source)):,} source photos; hashed in {scan_s:.1f}s\n")
-    print("| grouping | groups (>1 file) | largest | named pairs together | recall | groups of one source photo |")
-    print("|---|---:|---:|---:|---:|---:|")
+    table = tables.Table("inria", ["grouping", "groups (>1 file)", "largest", "named pairs together", "recall",
+                                   "groups of one source photo"], align=["---"] + ["---:"] * 5)
     for label, flip in (("pHash only (before)", hashes), ("pHash + mirror (doctor now)", flipped)):
         ids = near_duplicate_ids(hashes, flip, ok, NEAR_DISTANCE)
         together = sum(ids[i] == ids[j] for i, j in pairs)
@@ -69,8 +70,8 @@ def inria(folder: Path) -> None:
             members[g].append(k)
         multi = [m for m in members.values() if len(m) > 1]
         pure = sum(len(set(source[m])) == 1 for m in multi)
-        print(f"| {label} | {len(multi):,} | {max(map(len, multi), default=0)} | {together:,} / {len(pairs):,} | "
-              f"{together / len(pairs):.1%} | {pure:,} / {len(multi):,} |")
+        table.add([label, tables.V(len(multi), ","), max(map(len, multi), default=0),
+                   f"{together:,} / {len(pairs):,}", tables.V(together / len(pairs), ".1%"), f"{pure:,} / {len(multi):,}"])
 
 
 class Timer:
@@ -107,11 +108,12 @@ def cifar(folder: Path) -> None:
     regroup(spec, ids, 0.1, 0.1, 0)         # as train does: val is carved from train/ with groups whole
     info = describe(spec, ids, "near-duplicates")
     print(f"\nCIFAR-10 ({len(spec.paths):,} images): near-duplicate groups at train time\n")
-    print("| step | wall s | CPU s |")
-    print("|---|---:|---:|")
-    print(f"| decode the training cache at 32 px (train does this anyway) | {cache_t} |")
-    print(f"| hash the files again (doctor: decode at 32 px + sha256 + pHash + mirror) | {files_s} |")
-    print(f"| hash the cache rows + their mirrors, group (train, group_by auto) | {cache_s} |")
+    tables.emit("cifar", ["step", "wall s", "CPU s"], [
+        [step, tables.V(t.wall, ".1f"), tables.V(t.cpu, ".1f")]
+        for step, t in (("decode the training cache at 32 px (train does this anyway)", cache_t),
+                        ("hash the files again (doctor: decode at 32 px + sha256 + pHash + mirror)", files_s),
+                        ("hash the cache rows + their mirrors, group (train, group_by auto)", cache_s))],
+        align=["---", "---:", "---:"])
     print(f"\n{info['groups']:,} groups of near-duplicates ({info['images']:,} images, largest {info['largest']}); "
           f"{info['straddling']:,} straddle the given train/test split")
 
@@ -121,6 +123,7 @@ def main() -> None:
     ap.add_argument("--inria", type=Path, default=SHARED / "inria-person-crops.tar.gz")
     ap.add_argument("--cifar", type=Path, default=SHARED / "cifar10-jpg.tar.gz")
     ap.add_argument("--skip-cifar", action="store_true")
+    tables.add_csv_dir(ap)
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores\n")
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,10 +24,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import tables  # bench/tables.py: the table printed and written as CSV
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from imgclf import inbox  # noqa: E402
+from imgclf.store import inbox  # noqa: E402
 
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "flowers5.tar.gz"
 
@@ -52,7 +54,8 @@ def bench_import(tmp: Path) -> list[tuple[str, str, str]]:
 
 def bench_mlflow(tmp: Path) -> list[tuple[str, str, str]]:
     import imgclf
-    from imgclf import registry, tracking
+    from imgclf.store import registry
+    from imgclf.lifecycle import tracking
 
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import make_shapes_dataset
@@ -94,15 +97,14 @@ def bench_mlflow(tmp: Path) -> list[tuple[str, str, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mlflow", action="store_true", help="also time MLflow logging against a local server")
+    tables.add_csv_dir(ap)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="imgclf-bench-inbox-") as d:
         rows = bench_import(Path(d))
         if args.mlflow:
             rows += bench_mlflow(Path(d))
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}\n")
-    print("| step | data | time |\n|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    tables.emit("steps", ["step", "data", "time"], rows)
 
 
 if __name__ == "__main__":

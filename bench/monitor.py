@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tables  # bench/tables.py: the table printed and written as CSV
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -92,6 +93,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8, help="training epochs (the preset's 40 take ~30 min on 2 cores)")
     ap.add_argument("--n", type=int, default=300, help="requests per scenario")
     ap.add_argument("--work", help="working folder [default: a new /tmp folder]")
+    tables.add_csv_dir(ap)
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="imgclf-bench-monitor-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -125,10 +127,10 @@ def main() -> None:
     print(f"run {run} ({', '.join(model.classes)}; {model.meta['architecture']['name']} {model.img_size} px, "
           f"TTA {model.tta}; {trained}); {len(test)} test images; {platform.processor() or platform.machine()}, "
           f"imgclf {imgclf.__version__}\n")
-    print("| traffic | requests | status | confidence median (test / live, PSI) | below 0.5 (test / live) | "
-          "brightness mean (test / live, PSI) | predicted classes PSI | foreign among top 50 to label | "
-          "monitor s (first / cached) |")
-    print("|---|---:|---|---|---|---|---:|---:|---|")
+    table = tables.Table("scenarios", [
+        "traffic", "requests", "status", "confidence median (test / live, PSI)", "below 0.5 (test / live)",
+        "brightness mean (test / live, PSI)", "predicted classes PSI", "foreign among top 50 to label",
+        "monitor s (first / cached)"], align=["---", "---:", "---", "---", "---", "---", "---:", "---:", "---"])
     verdicts = []
     for i, (name, uploads) in enumerate(scenarios.items()):
         order = rng.permutation(len(uploads))
@@ -146,10 +148,12 @@ def main() -> None:
         is_foreign = {hashlib.sha256(d).hexdigest(): f for d, f in uploads}
         picked = [is_foreign[p["sha256"]] for p in r["to_label"]]
         share = sum(is_foreign.values()) / len(is_foreign)
-        print(f"| {name} | {r['n_live']} | **{r['status']}** | {c['ref']['median']:.2f} / {c['live']['median']:.2f}, "
-              f"{c['psi']:.2f} | {low['ref']:.0%} / {low['live']:.0%} | {b['ref']['mean']:.0f} / "
-              f"{b['live']['mean']:.0f}, {b['psi']:.2f} | {s['predicted_class']['psi']:.2f} | "
-              f"{sum(picked)} of {len(picked)} ({share:.0%} of distinct images) | {first:.1f} / {cached:.1f} |")
+        table.add([name, r["n_live"], tables.V(r["status"], "**{}**"),
+                   f"{c['ref']['median']:.2f} / {c['live']['median']:.2f}, {c['psi']:.2f}",
+                   f"{low['ref']:.0%} / {low['live']:.0%}",
+                   f"{b['ref']['mean']:.0f} / {b['live']['mean']:.0f}, {b['psi']:.2f}",
+                   tables.V(s["predicted_class"]["psi"], ".2f"),
+                   f"{sum(picked)} of {len(picked)} ({share:.0%} of distinct images)", f"{first:.1f} / {cached:.1f}"])
         verdicts.append((name, r["verdict"]))
     print()
     for name, v in verdicts:

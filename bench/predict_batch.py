@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tables  # bench/tables.py: the table printed and written as CSV
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -38,7 +39,7 @@ ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
 WORK = Path(tempfile.gettempdir()) / "imgclf-bench-predict"
 
 import imgclf  # noqa: E402
-from imgclf.batch import predict_folder  # noqa: E402
+from imgclf.inference.batch import predict_folder  # noqa: E402
 from imgclf.data.discover import files_under, is_image  # noqa: E402
 from imgclf.data.images import load_resized  # noqa: E402
 
@@ -130,6 +131,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--tta", choices=["none", "run"], default="none", help="none, or the run's own TTA")
     ap.add_argument("--limit", type=int, help="Only the first N test images (sorted paths)")
+    tables.add_csv_dir(ap)
     args = ap.parse_args()
 
     import onnxruntime
@@ -168,10 +170,9 @@ def main() -> None:
     print(f"machine: {platform.machine()} {cpu_name()}, {len(os.sched_getaffinity(0))} CPU cores; "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads, fp32), onnxruntime {onnxruntime.__version__}, "
           f"Python {platform.python_version()}; best of {args.repeats}\n")
-    print("| what | backend | decode pool | images/s | seconds |")
-    print("|---|---|---|---:|---:|")
-    for what, backend, pool, rate, seconds in rows:
-        print(f"| {what} | {backend} | {pool} | {rate:,.0f} | {seconds:.2f} |")
+    tables.emit("throughput", ["what", "backend", "decode pool", "images/s", "seconds"],
+                [[what, backend, pool, tables.V(rate, ",.0f"), tables.V(seconds, ".2f")]
+                 for what, backend, pool, rate, seconds in rows], align=["---", "---", "---", "---:", "---:"])
 
 
 if __name__ == "__main__":

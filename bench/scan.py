@@ -42,6 +42,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import tables  # bench/tables.py: the tables printed and written as CSV
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 CROP = (96, 160)
@@ -494,7 +495,7 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
     files = scoring["person"] + scoring["no-person"]
     print(f"scoring photos: {', '.join(Path(f).name for f in files)}")
     print(f"scan: {imgclf.scanning.Scanner(model2, 'person').describe()}")
-    latency_640x480(model2, scoring["person"][0])
+    latency_640x480(model2, scoring["person"][0], f"latency-{work.name}")
     # The pretrained verifier: imgclf's default recipe (ImageNet EfficientNet-Lite0, linear probe then
     # fine-tuning) trained on the very crops of the final round, re-scoring the best windows of each
     # photo. Its photo-level threshold is chosen on the mining half like the scan's.
@@ -543,19 +544,19 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
     return rows
 
 
-def table(rows: list[dict], files: list[str], labels: dict, truth: dict) -> None:
-    print("| detector | presence ROC-AUC | balanced accuracy | AP@0.5 | AP@0.3 | duplicates / person | images/s, 1 thread "
-          "| images/s, 2 threads | boxes |")
-    print("|---|---|---|---|---|---|---|---|---|")
+def table(rows: list[dict], files: list[str], labels: dict, truth: dict, name: str) -> None:
+    out = tables.Table(name, ["detector", "presence ROC-AUC", "balanced accuracy", "AP@0.5", "AP@0.3",
+                              "duplicates / person", "images/s, 1 thread", "images/s, 2 threads", "boxes"])
     for r in rows:
         m = presence_metrics(r["scores"], r["present"], labels)
-        print(f"| {r['name']} | {m['roc_auc']:.3f} | {m['balanced_accuracy']:.3f} | {voc_ap(r['dets'], truth):.3f} "
-              f"| {voc_ap(r['dets'], truth, 0.3):.3f} | {duplicates_per_person(r['dets'], truth):.2f} "
-              f"| {len(files) / r['seconds'][1]:.1f} | {len(files) / r['seconds'][2]:.1f} "
-              f"| {sum(len(v) for v in r['dets'].values())} |")
+        out.add([r["name"], tables.V(m["roc_auc"], ".3f"), tables.V(m["balanced_accuracy"], ".3f"),
+                 tables.V(voc_ap(r["dets"], truth), ".3f"), tables.V(voc_ap(r["dets"], truth, 0.3), ".3f"),
+                 tables.V(duplicates_per_person(r["dets"], truth), ".2f"),
+                 tables.V(len(files) / r["seconds"][1], ".1f"), tables.V(len(files) / r["seconds"][2], ".1f"),
+                 sum(len(v) for v in r["dets"].values())])
 
 
-def latency_640x480(model, photo: str) -> None:
+def latency_640x480(model, photo: str, name: str = "latency") -> None:
     """The issue's speed check: one 640x480 photo scanned by the final model, median of 10 scans
     after a warm-up, fully convolutional vs window by window (the baseline: every window cropped
     and run through the whole network), with 1 and 2 threads."""
@@ -566,8 +567,7 @@ def latency_640x480(model, photo: str) -> None:
 
     img = Image.open(photo).convert("RGB").resize((640, 480), Image.BILINEAR)
     print(f"\nscanning one 640x480 photo ({Path(photo).name} resized), median of 10, from {SCAN['min_size']} px windows:")
-    print("| method | threads | windows | ms per photo |")
-    print("|---|---|---|---|")
+    out = tables.Table(name, ["method", "threads", "windows", "ms per photo"])
     stride = Scanner(model, "person", method="fcn", **SCAN).stride        # the same windows for both
     for method in ("fcn", "windows"):
         for threads in (1, 2):
@@ -579,8 +579,8 @@ def latency_640x480(model, photo: str) -> None:
                 t0 = time.perf_counter()
                 scanner.scan(img)
                 times.append(time.perf_counter() - t0)
-            print(f"| {'fully convolutional' if method == 'fcn' else 'window by window'} | {threads} "
-                  f"| {r['windows']} | {1000 * float(np.median(times)):.0f} |")
+            out.add(["fully convolutional" if method == "fcn" else "window by window", threads, r["windows"],
+                     tables.V(1000 * float(np.median(times)), ".0f")])
 
 
 def train_verifier(work: Path, reuse: bool, smoke: bool = False):
@@ -634,6 +634,7 @@ def main() -> None:
     ap.add_argument("--pretrain", type=int, default=PRETRAIN_EPOCHS,
                     help="epochs of CIFAR-10 training (all 10 classes) for the trunk to start from (0: from scratch)")
     ap.add_argument("--smoke", action="store_true", help="a quick check of the script: few crops and photos")
+    tables.add_csv_dir(ap)
     args = ap.parse_args()
     import cv2
 
@@ -676,7 +677,7 @@ def main() -> None:
         print(f"\nfold {k}, scoring half: {len(scoring['person'])} photos with people "
               f"({sum(len(v) for v in truth.values())} person boxes), {len(scoring['no-person'])} without; "
               f"widths {min(widths)}-{max(widths)} px")
-        table(rows, files, labels, truth)
+        table(rows, files, labels, truth, f"fold{k}")
         scored += files
         pooled_labels.update(labels)
         for r in rows:
@@ -692,7 +693,7 @@ def main() -> None:
         print(f"\nboth folds pooled: every photo scored by the model trained on the other half "
               f"({sum(labels.values())} photos with people, {sum(len(v) for v in truth.values())} person boxes; "
               f"{len(scored) - sum(labels.values())} without)")
-        table(list(pooled.values()), scored, labels, truth)
+        table(list(pooled.values()), scored, labels, truth, "pooled")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import service  # noqa: E402 - bench/service.py: Service, train_run, flower_image
+import tables  # noqa: E402 - bench/tables.py: the table printed and written as CSV
 
 CLIENTS = 16
 # wrk.body is the JPEG; each request appends a 16-digit counter after it (ignored by decoders).
@@ -151,6 +152,7 @@ def swap_cost(run: Path, image: Path, seconds: float, work: Path) -> dict:
               "rollback_to_first_v1_s": first_v1_again - rollback, "swaps": info["swaps"],
               "p99_steady_ms": p99(1, promote), "p99_swap_window_ms": p99(promote, promote + 3)}
     print("  " + json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}), flush=True)
+    tables.save("swap", ["quantity", "value"], result.items())
     return result
 
 
@@ -161,6 +163,7 @@ def main() -> None:
     ap.add_argument("--image", help="JPEG to post [default: a flowers5 photo]")
     ap.add_argument("--seconds", type=float, default=15.0, help="per logging mode")
     ap.add_argument("--swap-seconds", type=float, default=24.0)
+    tables.add_csv_dir(ap)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="imgclf-bench-serveloop-"))
     try:
@@ -171,11 +174,10 @@ def main() -> None:
               f"({image.stat().st_size} bytes); {CLIENTS} clients; {os.cpu_count()} CPU cores", flush=True)
         rows = logging_cost(run, image, args.seconds, work)
         base = rows[0]["rps"]
-        print("\n| service | req/s | vs no log | p50 ms | p99 ms | failed | logged | dropped |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for r in rows:
-            print(f"| {r['mode']} | {r['rps']:.1f} | {r['rps'] / base:.2f}x | {r['p50']:.1f} | {r['p99']:.1f} | "
-                  f"{r['failed']} | {r['logged']} | {r['dropped']} |")
+        tables.emit("logging", ["service", "req/s", "vs no log", "p50 ms", "p99 ms", "failed", "logged", "dropped"],
+                    [[r["mode"], tables.V(r["rps"], ".1f"), tables.V(r["rps"] / base, "{:.2f}x"),
+                      tables.V(r["p50"], ".1f"), tables.V(r["p99"], ".1f"), r["failed"], r["logged"], r["dropped"]]
+                     for r in rows], title="", align=["---"] + ["---:"] * 7)
         print("\nhot swap under load:", flush=True)
         swap_cost(run, image, args.swap_seconds, work)
     finally:

@@ -32,6 +32,7 @@ import zlib
 from pathlib import Path
 
 import httpx
+import tables  # bench/tables.py: the table written as CSV
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -97,6 +98,7 @@ def main() -> None:
                     "on the batched service, with bad requests sent beside it; fails on any 5xx")
     ap.add_argument("--generator", choices=["auto", "wrk", "httpx"], default="auto")
     ap.add_argument("--serve-args", default="", help="extra `imgclf serve` options for both modes")
+    tables.add_csv_dir(ap)
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="imgclf-bench-service-"))
@@ -222,11 +224,16 @@ def batch_totals(url: str) -> tuple[float, float]:
 
 
 def print_table(rows: list[dict], generator: str, clients: list[int]) -> None:
-    print(f"\n| service | clients | req/s | p50 ms | p99 ms | non-2xx | mean batch |  (load generator: {generator})")
+    # Printed here (the load generator's name follows the header), written as CSV by tables.save.
+    header = ["service", "clients", "req/s", "p50 ms", "p99 ms", "non-2xx", "mean batch"]
+    print(f"\n{tables.markdown_row(header)}  (load generator: {generator})")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {LABELS[r['mode']]} | {r['clients']} | {r['rps']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | "
-              f"{r['non2xx'] + r['socket_errors']} | {r['mean_batch']:.1f} |")
+    cells = [[LABELS[r["mode"]], r["clients"], tables.V(r["rps"], ".1f"), tables.V(r["p50"], ".1f"),
+              tables.V(r["p99"], ".1f"), r["non2xx"] + r["socket_errors"], tables.V(r["mean_batch"], ".1f")]
+             for r in rows]
+    for row in cells:
+        print(tables.markdown_row(row))
+    tables.save("throughput", header, cells)
     by = {(r["mode"], r["clients"]): r["rps"] for r in rows}
     for c in clients:
         best = max((m for m in MODES if m != "batched"), key=lambda m: by[(m, c)])

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+import tables  # bench/tables.py: the table printed and written as CSV
 import torch
 import torch.nn.functional as F
 
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import imgclf  # noqa: E402
 from imgclf.data.discover import is_image  # noqa: E402
-from imgclf.device import amp_dtype, pick_device  # noqa: E402
+from imgclf.core.device import amp_dtype, pick_device  # noqa: E402
 from imgclf.models import create_model  # noqa: E402
 from imgclf.training.optim import lr_factor, make_optimizer, set_lr  # noqa: E402
 from imgclf.training.presets import preset_settings  # noqa: E402
@@ -172,6 +172,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "imgclf-bench")
     ap.add_argument("--json", type=Path, help="also write the raw numbers here")
+    tables.add_csv_dir(ap)
     args = ap.parse_args()
 
     device = pick_device(args.device)
@@ -203,19 +204,19 @@ def main() -> None:
         raw["scaling"] = {"half_epoch_s": half["epoch_s"], "full_epoch_s": full["epoch_s"]}
 
     print(f"\n**{raw['device']}**\n")
-    print("| pipeline | epochs | train s | first step s | wall s | img/s | test acc % | "
-          + " | ".join(f"to {int(t * 100)}% s" for t in THRESHOLDS) + " |")
-    print("|---" * (7 + len(THRESHOLDS)) + "|")
+    # Cells of several seeds print as "mean ± std" (fmt) and are written as printed.
+    table = tables.Table("presets", ["pipeline", "epochs", "train s", "first step s", "wall s", "img/s", "test acc %",
+                                     *(f"to {int(t * 100)}% s" for t in THRESHOLDS)])
     for preset, rs in raw["presets"].items():
         reach = [" / ".join(f"{r['reach'][t]:.1f}" if t in r["reach"] else "–" for r in rs) for t in THRESHOLDS]
-        print(f"| imgclf --preset {preset} | {rs[0]['epochs']} | {fmt([r['train_s'] for r in rs])} | "
-              f"{fmt([r['first_step_s'] for r in rs])} | {fmt([r['wall_s'] for r in rs])} | "
-              f"{fmt([r['img_s'] for r in rs], 0)} | {fmt([r['acc'] for r in rs], 2, pct=True)} | " + " | ".join(reach) + " |")
+        table.add([f"imgclf --preset {preset}", rs[0]["epochs"], fmt([r["train_s"] for r in rs]),
+                   fmt([r["first_step_s"] for r in rs]), fmt([r["wall_s"] for r in rs]),
+                   fmt([r["img_s"] for r in rs], 0), fmt([r["acc"] for r in rs], 2, pct=True), *reach], write=False)
     b = raw["baseline"]
     fast = raw["presets"].get("fast")
     speedup = f" (imgclf fast: {statistics.mean(r['img_s'] for r in fast) / b['img_s']:.1f}x)" if fast else ""
-    print(f"| ImageFolder + DataLoader, same model{speedup} | {b['epochs']} | {b['epochs'] * b['epoch_s']:.1f} | – | – | "
-          f"{b['img_s']:,.0f} | {b['acc'] * 100:.2f} | " + " | ".join("–" for _ in THRESHOLDS) + " |")
+    table.add([f"ImageFolder + DataLoader, same model{speedup}", b["epochs"], tables.V(b["epochs"] * b["epoch_s"], ".1f"),
+               "–", "–", tables.V(b["img_s"], ",.0f"), tables.V(b["acc"] * 100, ".2f"), *("–" for _ in THRESHOLDS)])
     if "scaling" in raw:
         s = raw["scaling"]
         print(f"\nLinear cost: epoch {s['half_epoch_s']:.2f}s with 25,000 training images (22,500 after the val "

@@ -32,6 +32,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import tables  # bench/tables.py: the table written as CSV
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 SETS = {"flowers5": ("flowers5.tar.gz", "flowers5"), "orl-faces": ("orl-faces.tar.gz", "orl-faces"),
@@ -166,6 +168,7 @@ def main() -> None:
     ap.add_argument("--sets", default=",".join(SETS), help=f"any of {', '.join([*SETS, *BUILT])}")
     ap.add_argument("--recipes", default="default,scratch,fastai")
     ap.add_argument("--work", default="/tmp/imgclf-transfer")
+    tables.add_csv_dir(ap)
     args = ap.parse_args()
     work = Path(args.work)
     results = []
@@ -195,6 +198,10 @@ def main() -> None:
     for r in results:
         print(f"{r['set']:<12} {r['recipe']:<8} {r['model']:<30} {r['size']:>4} {r['accuracy']:>9.4f} "
               f"{r['macro_f1']:>9.4f} {r['train_s']:>8.0f} {r['wall_s']:>7.0f}")
+    # The aligned text table above, as CSV (raw numbers).
+    tables.save("recipes", ["set", "recipe", "model", "px", "test acc", "macro F1", "train s", "wall s"],
+                [[r[k] for k in ("set", "recipe", "model", "size", "accuracy", "macro_f1", "train_s", "wall_s")]
+                 for r in results])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import tables  # bench/tables.py: the summary written as CSV
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
@@ -52,6 +54,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--interrupt-after", type=float, default=200)
+    tables.add_csv_dir(ap)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="imgclf-bench-tune-"))
     data = subset(args.archive, work, args.per_class)
@@ -83,6 +86,18 @@ def main() -> None:
     print(f"  best params: {t['best']['params']}")
     print(f"  retrained run test accuracy: {t.get('run', {}).get('test_accuracy')}")
     print(f"  wall: first command {resumed - started:.0f} s, resume + retrain {ended - resumed:.0f} s")
+    # No table is printed: the lines above, as (quantity, value) rows.
+    tables.save("summary", ["quantity", "value"], [
+        ("dataset", data.name), ("images", sum(1 for p in data.rglob("*") if p.is_file())), ("trials", args.trials),
+        ("timeout s", args.timeout), ("interrupt after s", args.interrupt_after),
+        ("finished before Ctrl-C", len(before)), ("first exit code", first.returncode),
+        ("finished after resume", len(after) - len(before)), ("finished trials kept", kept),
+        ("repeated parameter sets", len(params) - len(set(params))), ("trial counts", json.dumps(t["counts"])),
+        ("best val_acc", t["best"]["value"]), ("best trial", t["best"]["number"]),
+        ("default val_acc", t["default"]["value"]), ("default trial", t["default"]["number"]),
+        ("best params", json.dumps(t["best"]["params"])),
+        ("retrained run test accuracy", t.get("run", {}).get("test_accuracy")),
+        ("first command wall s", resumed - started), ("resume + retrain wall s", ended - resumed)])
 
 
 if __name__ == "__main__":

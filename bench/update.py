@@ -24,6 +24,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import tables  # bench/tables.py: the results written as CSV
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 OLD, NEW = ("daisy", "dandelion", "rose"), ("sunflower", "tulip")
 HOLD_BACK = 0.2
@@ -69,7 +71,7 @@ def old_classes_only(v1_path: Path, v2_path: Path) -> float:
 
     import imgclf
     from imgclf.data.cache import build_cache
-    from imgclf.runs import test_split
+    from imgclf.store.runs import test_split
 
     v1, v2 = imgclf.load(v1_path), imgclf.load(v2_path)
     paths, y = test_split(v1)
@@ -94,7 +96,7 @@ def bias_report(v1_path: Path, v2_path: Path) -> None:
     import numpy as np
 
     import imgclf
-    from imgclf.runs import read_splits, test_split
+    from imgclf.store.runs import read_splits, test_split
     from imgclf.training.warmstart import classifier_name
 
     v1, v2 = imgclf.load(v1_path), imgclf.load(v2_path)
@@ -121,8 +123,11 @@ def bias_report(v1_path: Path, v2_path: Path) -> None:
     # Without a bias in the head (resnet_fast), WA is exactly the new classes' logits x gamma.
     fixes = {"as trained": lambda z: z, f"WA (x{gamma:.2f})": lambda z: np.where(fresh, z * gamma, z),
              f"val-fitted offset ({-offset:+.2f} on new)": lambda z: z - offset * fresh}
+    rows = []
     for name, fix in fixes.items():
-        print(f"  {name:>32}: " + "; ".join(f"{k} {(fix(z).argmax(1) == y).mean():.4f}" for k, (z, y) in sets.items()))
+        rows.append([name, *(float((fix(z).argmax(1) == y).mean()) for z, y in sets.values())])
+        print(f"  {name:>32}: " + "; ".join(f"{k} {a:.4f}" for k, a in zip(sets, rows[-1][1:])))
+    tables.save("bias", ["correction", *sets], rows)
 
 
 def balanced_acc(logits, y) -> float:
@@ -147,10 +152,11 @@ def main() -> None:
                     help="the update's mode (full: five classes from scratch, the joint-training ceiling)")
     ap.add_argument("--name", default="v2", help="ROOT/runs/NAME: the update's run folder")
     ap.add_argument("--analyse", metavar="RUN", help="Only print the bias report of an updated RUN against ROOT/runs/v1")
+    tables.add_csv_dir(ap)
     args = ap.parse_args()
 
     import imgclf
-    from imgclf import registry
+    from imgclf.store import registry
 
     root = Path(args.root)
     if args.analyse:
@@ -188,7 +194,8 @@ def main() -> None:
     print(f"  v1 on the frozen 3-class test images: {old_slice['a']:.4f}  (n={old_slice['n']})")
     print(f"  v2 on the same images:                {old_slice['b']:.4f}  "
           f"({100 * (old_slice['b'] - old_slice['a']):+.1f} points)")
-    print(f"  v2 on the same images, answering only the 3 old classes: {old_classes_only(v1.path, r['run']):.4f}")
+    only_old = old_classes_only(v1.path, r["run"])
+    print(f"  v2 on the same images, answering only the 3 old classes: {only_old:.4f}")
     print(f"  v2 on the new classes' test slice:    {r['slices']['new data']['b']:.4f}  (n={r['slices']['new data']['n']})")
     print(f"  v2 five-class accuracy (old frozen + new test slice): {m2['accuracy']:.4f} (n={m2.get('n')})")
     bias_report(v1.path, Path(r["run"]))
@@ -196,6 +203,15 @@ def main() -> None:
     registry.promote(reg, r["version"])
     back = registry.rollback(reg)
     print(f"  promote then rollback: production {back['from']} -> {back['to']}")
+    # No table is printed: the numbers above (and below, for v3) as (quantity, value) rows.
+    summary = [("v1 test accuracy", v1.metrics["accuracy"]), ("v1 seconds", None if reuse else t_v1),
+               ("update mode", args.mode), ("v2 seconds", t_v2),
+               ("v1 on frozen old-class test", old_slice["a"]), ("v2 on frozen old-class test", old_slice["b"]),
+               ("frozen old-class test n", old_slice["n"]), ("v2 on frozen, old classes only", only_old),
+               ("v2 on new classes' test slice", r["slices"]["new data"]["b"]),
+               ("v2 five-class accuracy", m2["accuracy"]), ("v2 promote verdict", bool(r["verdict"]["promote"])),
+               ("rollback from", back["from"]), ("rollback to", back["to"])]
+    tables.save("summary", ["quantity", "value"], summary)
 
     if args.no_shuffled:
         return
@@ -212,6 +228,10 @@ def main() -> None:
     print(f"  promoted: {s['promoted']}; production {before} -> {after}")
     print(f"  classes that got worse: {', '.join(f'{c} ({d:+.1%}, {w})' for c, d, w in s['worse_classes']) or 'none'}")
     print(f"  verdict: {s['verdict']['paragraph']}")
+    summary += [("v3 seconds", t_v3), ("v3 on frozen old-class test", so["b"]), ("v3 promoted", s["promoted"]),
+                ("production before v3", before), ("production after v3", after),
+                ("classes that got worse", "; ".join(c for c, _, _ in s["worse_classes"]))]
+    tables.save("summary", ["quantity", "value"], summary)
     print(f"\nsummary: v1 {old_slice['a']:.4f} -> v2 {old_slice['b']:.4f} on the frozen old-class test "
           f"(target: within 2 points); v2 five-class {m2['accuracy']:.4f}; shuffled update "
           f"{'refused' if not s['promoted'] else 'PROMOTED (unexpected)'}; times v1 "

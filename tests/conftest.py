@@ -1,7 +1,6 @@
 """Shared fixtures: small real datasets written as image files, and an isolated cache dir."""
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,9 +10,9 @@ from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
-import imgclf.api  # noqa: E402 - the real report function, kept before the session fixture replaces it
+import imgclf.workflows  # noqa: E402 - the real report function, kept before the session fixture replaces it
 
-REPORT_AFTER_TRAINING = imgclf.api._report_after_training
+REPORT_AFTER_TRAINING = imgclf.workflows._report_after_training
 
 
 @pytest.fixture(autouse=True)
@@ -27,10 +26,10 @@ def _no_report_after_training():
     time (about 3 minutes of the suite). In-process trainings skip it unless the test is marked
     `report` (the tests that read it; tests/test_report.py covers the report itself). Session-wide,
     so module fixtures that train skip it too; CLI subprocesses still write it."""
-    import imgclf.api
+    import imgclf.workflows
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(imgclf.api, "_report_after_training", lambda model, console: None)
+    mp.setattr(imgclf.workflows, "_report_after_training", lambda model, console: None)
     yield
     mp.undo()
 
@@ -39,19 +38,19 @@ def _no_report_after_training():
 def reporting():
     """Trainings inside write their report again: for module fixtures whose run's report a test
     reads (a marker cannot reach them)."""
-    import imgclf.api
+    import imgclf.workflows
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(imgclf.api, "_report_after_training", REPORT_AFTER_TRAINING)
+        mp.setattr(imgclf.workflows, "_report_after_training", REPORT_AFTER_TRAINING)
         yield
 
 
 @pytest.fixture(autouse=True)
 def _report_when_marked(request, monkeypatch):
     if request.node.get_closest_marker("report"):
-        import imgclf.api
+        import imgclf.workflows
 
-        monkeypatch.setattr(imgclf.api, "_report_after_training", REPORT_AFTER_TRAINING)
+        monkeypatch.setattr(imgclf.workflows, "_report_after_training", REPORT_AFTER_TRAINING)
 
 
 def make_shapes_dataset(root: Path, per_class: int = 30, size: int = 24, seed: int = 0) -> Path:

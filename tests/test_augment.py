@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import yaml
 
 from imgclf.data.augment import CUTOUT_FILL, AugmentPolicy, augment, default_policy
-from imgclf.errors import UserError
+from imgclf.core.errors import UserError
 
 EVERYTHING = AugmentPolicy(flip=True, translate=2, resized_crop=(0.35, 1.0), rotate=10.0, color_jitter=0.2, cutout=8)
 OFF = AugmentPolicy(flip=False)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from imgclf.errors import UserError
+from imgclf.core.errors import UserError
 from imgclf.training.balance import balanced_accuracy, class_weights, resolve_class_weight
 
 from test_end_to_end import cli

@@ -9,8 +9,8 @@ import pytest
 from conftest import make_shapes_dataset
 
 import imgclf
-from imgclf.batch import COLUMNS, predict_folder
-from imgclf.errors import UserError
+from imgclf.inference.batch import COLUMNS, predict_folder
+from imgclf.core.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from imgclf.evaluation.calibration import expected_calibration_error, fit_temperature, nll
-from imgclf.inference import softmax
+from imgclf.models.forward import softmax
 
 
 def _sample(n=4000, classes=5, true_t=2.5, seed=0):

@@ -9,8 +9,8 @@ from test_end_to_end import cli
 from test_registry import make_run
 
 import imgclf
-from imgclf import registry
-from imgclf.errors import UserError, mask_secrets
+from imgclf.store import registry
+from imgclf.core.errors import UserError, mask_secrets
 
 
 @pytest.fixture(scope="module")

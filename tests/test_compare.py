@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import imgclf
-from imgclf.errors import UserError
-from imgclf.evaluation.compare import compare, mcnemar, promotion_verdict, slice_stats
+from imgclf.core.errors import UserError
+from imgclf.lifecycle.compare import compare, mcnemar, promotion_verdict, slice_stats
 
 FAST = {"model": "simple_cnn", "model_kwargs": {"width": 8, "depth": 2}, "img_size": 16, "amp": "off",
         "test_frac": 0.3, "seed": 0, "verbose": False}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgclf.errors import UserError
+from imgclf.core.errors import UserError
 from imgclf.evaluation.decision import choose_threshold, decision_metrics, positive_class
 
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from imgclf.data.discover import discover
-from imgclf.errors import UserError
+from imgclf.core.errors import UserError
 
 
 def _img(path, value=128):

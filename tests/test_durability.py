@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from imgclf import inbox, registry
-from imgclf.fsutil import write_json
+from imgclf.store import inbox, registry
+from imgclf.core.files import write_json
 from imgclf.training.checkpoint import load_weights, save_training_state, save_weights
 from test_registry import make_run
 
@@ -220,8 +220,8 @@ def test_streamed_and_scan_outputs_are_fsynced_and_honour_the_umask(tmp_path, mo
     kept images and rotated parts, a scan's annotated copies. Their bytes are what they were."""
     import hashlib
 
-    from imgclf.fsutil import commit, open_stream
-    from imgclf.predlog import PredictionLog, record
+    from imgclf.core.files import commit, open_stream
+    from imgclf.store.predlog import PredictionLog, record
     from imgclf.scanning.outputs import ScanOutputs, draw_boxes
 
     umask(mask)

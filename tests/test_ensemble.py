@@ -13,7 +13,7 @@ import pytest
 
 import imgclf
 from imgclf.data.cache import build_cache
-from imgclf.errors import UserError
+from imgclf.core.errors import UserError
 
 SMALL = {"model": "simple_cnn", "model_kwargs": {"width": 8, "depth": 2}}
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 import imgclf
 import imgclf.api
-from imgclf.explaining import METHODS, Explainer, find_target_layer
+from imgclf.inference.explain import METHODS, Explainer, find_target_layer
 
 from conftest import reporting
 
@@ -102,7 +102,7 @@ def test_vit_tokens_are_reshaped_to_the_patch_grid():
     import torch
 
     from imgclf.models import create_model
-    from imgclf.predictor import Model
+    from imgclf.inference.model import Model
 
     net = create_model("timm/test_vit", num_classes=2, img_size=32)
     layer = find_target_layer(net, 32)

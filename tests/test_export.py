@@ -10,8 +10,8 @@ import pytest
 from conftest import make_shapes_dataset
 
 import imgclf
-from imgclf import exporting
-from imgclf.errors import UserError
+from imgclf.inference import onnx_export as exporting
+from imgclf.core.errors import UserError
 
 ort = pytest.importorskip("onnxruntime")
 MODELS = ["simple_cnn", "resnet_fast", "timm/resnet10t"]
@@ -30,7 +30,7 @@ def runs(data, tmp_path_factory) -> dict[str, Path]:
     import torch
 
     from imgclf.models import create_model
-    from imgclf.run_schema import write_model_json
+    from imgclf.store.run_schema import write_model_json
     from imgclf.training.checkpoint import save_weights
 
     root = tmp_path_factory.mktemp("runs")

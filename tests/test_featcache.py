@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from imgclf.config import TrainConfig
+from imgclf.settings.config import TrainConfig
 from imgclf.training.featcache import FeatureCache, lower, random_crop, split_point
 from imgclf.training.finetune import depthwise_weights, frozen_prefix
 
@@ -154,7 +154,7 @@ def test_planning_the_cache_leaves_the_network_untouched():
 
 
 def test_the_cache_is_a_cpu_default_and_refused_without_frozen_layers():
-    from imgclf.errors import UserError
+    from imgclf.core.errors import UserError
     from imgclf.training.defaults import resolve
 
     cpu, notes = resolve(TrainConfig(model="lite0"), [], torch.device("cpu"))

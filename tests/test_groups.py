@@ -12,10 +12,11 @@ import yaml
 from PIL import Image, ImageOps
 
 import imgclf
-from imgclf.data.discover import DatasetSpec, _fill_missing_splits, discover
+from imgclf.data.discover import DatasetSpec, discover
+from imgclf.data.split import fill_missing_splits as _fill_missing_splits
 from imgclf.data.doctor import diagnose
 from imgclf.data.groups import check_group_by, describe, regex_groups, regroup
-from imgclf.errors import UserError
+from imgclf.core.errors import UserError
 
 CODE = {"train": ".", "val": "v", "test": "T"}
 

@@ -11,10 +11,11 @@ import pytest
 
 import imgclf
 import imgclf.api
+import imgclf.workflows
 from conftest import make_shapes_dataset
-from imgclf import registry
-from imgclf.errors import UserError
-from imgclf.fsutil import read_json, write_json
+from imgclf.store import registry
+from imgclf.core.errors import UserError
+from imgclf.core.files import read_json, write_json
 
 httpx = pytest.importorskip("httpx")
 serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
@@ -26,7 +27,7 @@ RENAMED = {"disc": "circle", "square": "block", "stripes": "lines"}
 
 def tiny_run(data: Path, out: Path) -> Path:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(imgclf.api, "_report_after_training", lambda model, console: None)
+        mp.setattr(imgclf.workflows, "_report_after_training", lambda model, console: None)
         return imgclf.train(data, out=out, model="simple_cnn", epochs=1, img_size=16, verbose=False).path
 
 
@@ -147,7 +148,7 @@ def test_serve_wires_the_registry_the_inbox_and_the_log(reg, monkeypatch, tmp_pa
     """What `imgclf serve` hands the server, for --registry and for a pinned REGISTRY/ALIAS."""
     r, _ = reg
     calls = []
-    monkeypatch.setattr(serving, "run_server", lambda served, config, *a, **k: calls.append((served, config)))
+    monkeypatch.setattr(serving.server, "run_server", lambda served, config, *a, **k: calls.append((served, config)))
     imgclf.api.serve(registry=r, verbose=False, log_predictions=str(tmp_path / "log"))
     imgclf.api.serve(f"{r}/production", verbose=False)
     (followed, config), (pinned, pinned_config) = calls

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf import inbox
-from imgclf.errors import UserError
+from imgclf.store import inbox
+from imgclf.core.errors import UserError
 
 
 def _image(seed: int, fmt: str = "PNG") -> bytes:
@@ -159,9 +159,9 @@ def test_concurrent_adds_lose_nothing(tmp_path):
 def test_cli_import_and_list_use_the_registry_classes(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from imgclf import registry
+    from imgclf.store import registry
     from imgclf.cli import app
-    from imgclf.fsutil import write_json
+    from imgclf.core.files import write_json
 
     run = tmp_path / "runs" / "r1"      # a registry reads model.json and splits.csv only; nothing is loaded
     run.mkdir(parents=True)

@@ -13,8 +13,8 @@ import pytest
 
 import imgclf
 from imgclf.data.discover import DatasetSpec
-from imgclf.errors import UserError
-from imgclf.evaluation.label_issues import _assign_folds, rank_suspects
+from imgclf.core.errors import UserError
+from imgclf.lifecycle.label_issues import _assign_folds, rank_suspects
 
 # file -> the class folder it is moved into: each is now labelled as something it plainly is not.
 FLIPS = {"square/square_000.png": "disc", "disc/disc_000.png": "stripes",

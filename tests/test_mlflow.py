@@ -18,9 +18,9 @@ pytest.importorskip("mlflow")
 from typer.testing import CliRunner  # noqa: E402
 
 import imgclf  # noqa: E402
-from imgclf import tracking  # noqa: E402
+from imgclf.lifecycle import tracking  # noqa: E402
 from imgclf.cli import app  # noqa: E402
-from imgclf.errors import UserError  # noqa: E402
+from imgclf.core.errors import UserError  # noqa: E402
 
 MLFLOW_BIN = Path(sys.executable).parent / "mlflow"
 TINY = dict(model="simple_cnn", epochs=2, img_size=16, batch_size=16)

@@ -15,11 +15,12 @@ from PIL import Image
 
 import imgclf
 import imgclf.api
-from imgclf import predlog
-from imgclf.errors import UserError
+import imgclf.workflows
+from imgclf.store import predlog
+from imgclf.core.errors import UserError
 from imgclf.evaluation import drift
-from imgclf.monitoring import monitor, read_log
-from imgclf.runs import read_splits
+from imgclf.lifecycle.monitor import monitor, read_log
+from imgclf.store.runs import read_splits
 
 from typer.testing import CliRunner
 
@@ -34,7 +35,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("monitor")
     data = make_shapes_dataset(root / "shapes", per_class=40)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(imgclf.api, "_report_after_training", lambda model, console: None)   # not needed here
+        mp.setattr(imgclf.workflows, "_report_after_training", lambda model, console: None)   # not needed here
         path = imgclf.train(data, out=root / "run", **FAST).path
     model = imgclf.load(path)
     tests = [r["path"] for r in read_splits(path) if r["split"] == "test"]
@@ -48,7 +49,7 @@ def png(array: np.ndarray) -> bytes:
 
 
 def serve_log(model, uploads: list[bytes], folder, spread_hours: float = 0.0):
-    """Predict each upload and log it through imgclf.predlog exactly as `imgclf serve --log-predictions`
+    """Predict each upload and log it through imgclf.store.predlog exactly as `imgclf serve --log-predictions`
     does (record fields, image kept by hash, brightness of the model input); optionally spread the
     records' times over the last `spread_hours`."""
     pixels = np.stack([model.preprocess(Image.open(io.BytesIO(b))) for b in uploads])
@@ -195,7 +196,7 @@ def test_log_written_by_the_real_service(run, tmp_path):
 
 
 def test_too_few_predictions_say_so(run, tmp_path):
-    from imgclf import registry
+    from imgclf.store import registry
 
     model, tests = run
     log = serve_log(model, from_tests(tests, 12, scale=0.3), tmp_path / "log")

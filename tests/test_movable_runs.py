@@ -13,11 +13,12 @@ import yaml
 
 import imgclf
 import imgclf.api
-from imgclf import registry
+import imgclf.workflows
+from imgclf.store import registry
 from imgclf.cli import main
-from imgclf.errors import UserError
-from imgclf.fsutil import read_json, write_json
-from imgclf.runs import read_splits
+from imgclf.core.errors import UserError
+from imgclf.core.files import read_json, write_json
+from imgclf.store.runs import read_splits
 
 FAST = {"model": "simple_cnn", "model_kwargs": {"width": 8, "depth": 2}, "img_size": 16, "amp": "off",
         "epochs": 3, "test_frac": 0.3, "seed": 0, "verbose": False}
@@ -34,7 +35,7 @@ def moved(tmp_path_factory):
     make_shapes_dataset(a / "shapes", per_class=14)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(a)
-        mp.setattr(imgclf.api, "_report_after_training", lambda model, console: None)   # not needed here
+        mp.setattr(imgclf.workflows, "_report_after_training", lambda model, console: None)   # not needed here
         imgclf.train("shapes", out="runs/shapes-1", **FAST)
     shutil.copytree(a / "runs", b / "runs")
     shutil.move(a / "shapes", b / "photos")
@@ -180,7 +181,7 @@ def test_runs_recorded_before_data_roots_still_work(moved, tmp_path, monkeypatch
 
 
 def test_a_damaged_data_root_is_named():
-    from imgclf.run_schema import check_model_json
+    from imgclf.store.run_schema import check_model_json
 
     with pytest.raises(UserError, match="data.root must be the absolute path"):
         check_model_json({"format": 2, "classes": ["a", "b"], "data": {"root": "photos"}}, Path("r/model.json"), 2,

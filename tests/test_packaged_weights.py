@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import imgclf
-from imgclf.errors import UserError
+from imgclf.core.errors import UserError
 from imgclf.models import packaged
 from imgclf.models.packaged import PACKAGED, installed, packaged_weights
 
@@ -102,7 +102,7 @@ def test_the_default_for_photos_is_the_pretrained_backbone_with_a_probe(photo_ru
 
 
 def test_cpu_fine_tuning_defaults_run_the_whole_budget(photo_run):
-    from imgclf.config import TrainConfig
+    from imgclf.settings.config import TrainConfig
     from imgclf.training.defaults import resolve
 
     photos = sorted(str(p) for p in (photo_run.path.parent / "photos").rglob("*.jpg"))
@@ -118,7 +118,7 @@ def test_tiny_images_train_from_scratch(shapes, tmp_path):
 
 
 def test_short_names_expand_to_timm_with_packaged_weights():
-    from imgclf.config import TrainConfig
+    from imgclf.settings.config import TrainConfig
     from imgclf.training.defaults import choose_model
 
     cfg, _ = choose_model(TrainConfig(data="x", model="lite0"), [])
@@ -145,15 +145,15 @@ def test_onnx_export_of_a_finetuned_lite0_matches_torch(photo_run):
 def test_training_evaluates_in_onnx_runtime_on_a_cpu_and_agrees_with_torch(photo_run, monkeypatch):
     from rich.console import Console
 
-    from imgclf import api
-    from imgclf.onnx_backend import OnnxNet
+    from imgclf import workflows
+    from imgclf.inference.onnx_runtime import OnnxNet
     from imgclf.training import ortembed
 
     again = imgclf.evaluate(photo_run.path, verbose=False)        # in PyTorch, as a later `imgclf evaluate` is
     assert again["accuracy"] == photo_run.metrics["accuracy"]
     assert again["log_loss"] == pytest.approx(photo_run.metrics["log_loss"], abs=1e-4)
     model = imgclf.load(photo_run.path)
-    scorer = api._scorer(model, Console(quiet=True))
+    scorer = workflows._scorer(model, Console(quiet=True))
     assert isinstance(scorer.net, OnnxNet) and scorer.meta is model.meta and scorer.tta == model.tta
     images = np.stack([model.preprocess(p) for p in sorted((photo_run.path.parent / "photos").rglob("*.jpg"))[:6]])
     assert np.allclose(scorer.predict_logits(images), model.predict_logits(images), atol=1e-3)
@@ -163,7 +163,7 @@ def test_training_evaluates_in_onnx_runtime_on_a_cpu_and_agrees_with_torch(photo
 
     monkeypatch.setattr(ortembed, "cpu_session", broken)
     console = Console(record=True, width=200)
-    assert api._scorer(model, console) is model
+    assert workflows._scorer(model, console) is model
     assert "evaluation: in PyTorch (ONNX Runtime could not take this network: RuntimeError)" in console.export_text()
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import imgclf
-from imgclf.predlog import PredictionLog, read_log, record
+from imgclf.store.predlog import PredictionLog, read_log, record
 from test_serve import trained_run
 
 httpx = pytest.importorskip("httpx")
@@ -139,7 +139,7 @@ def test_ids_are_found_from_the_index_without_reading_the_log(tmp_path, monkeypa
     records kept in memory, reads its one line; after a restart the index is rebuilt from the files."""
     import builtins
 
-    from imgclf import predlog
+    from imgclf.store import predlog
 
     monkeypatch.setattr(predlog, "RECENT", 5)          # most records reachable through the index only
     log = PredictionLog(tmp_path / "log", max_mb=0.05, keep_images=False)   # rotates every ~5 KB

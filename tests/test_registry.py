@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from imgclf import registry
+from imgclf.store import registry
 from imgclf.data.discover import discover
-from imgclf.errors import UserError
-from imgclf.fsutil import read_json, write_json
-from imgclf.runs import find_run
+from imgclf.core.errors import UserError
+from imgclf.core.files import read_json, write_json
+from imgclf.store.runs import find_run
 
 
 def make_run(root: Path, name: str, accuracy: float, images: list[tuple[Path, str, str]]) -> Path:

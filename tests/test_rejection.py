@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import imgclf
-from imgclf.errors import UserError
+from imgclf.core.errors import UserError
 from imgclf.evaluation.rejection import check_targets, choose_threshold, rejection_metrics, selective_curve
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import imgclf
-from imgclf.evaluation.report import SECTIONS
+from imgclf.reporting.report import SECTIONS
 
 from test_end_to_end import cli
 
@@ -92,7 +92,7 @@ def test_two_class_report_shows_the_price_of_the_threshold(shapes, tmp_path):
 
 
 def test_a_failing_report_does_not_cost_the_run(shapes, tmp_path, monkeypatch, capsys):
-    import imgclf.evaluation.report as report
+    import imgclf.reporting.report as report
 
     def broken(*args, **kwargs):
         raise RuntimeError("no plotting today")

@@ -13,7 +13,7 @@ from conftest import make_shapes_dataset
 from test_end_to_end import cli
 
 import imgclf
-from imgclf.errors import UserError
+from imgclf.core.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def edit_json(run: Path, change) -> None:
 
 
 def test_the_weights_hash_is_recorded_and_checked(run, copy):
-    from imgclf.run_schema import sha256_file
+    from imgclf.store.run_schema import sha256_file
 
     meta = json.loads((run / "model.json").read_text())
     assert meta["weights_sha256"] == sha256_file(run / "model.safetensors")
@@ -112,7 +112,7 @@ def test_predict_json_never_prints_nan(run, monkeypatch):
     from typer.testing import CliRunner
 
     from imgclf.cli import app
-    from imgclf.predictor import Model
+    from imgclf.inference.model import Model
 
     monkeypatch.setattr(Model, "predict_proba", lambda self, images: np.full((len(images), 3), np.nan))
     image = next((run.parent / "shapes").rglob("*.png"))

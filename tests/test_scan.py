@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +65,7 @@ def world(tmp_path_factory):
     crops = make_crops(tmp / "crops", rng)
     with pytest.MonkeyPatch.context() as mp:
         # The HTML report is another module's concern and a third of the training time here.
-        mp.setattr("imgclf.api._report_after_training", lambda model, console: None)
+        mp.setattr("imgclf.workflows._report_after_training", lambda model, console: None)
         run = imgclf.train(crops, out=tmp / "run", **FAST)
     scenes, truth = tmp / "scenes", {}
     (scenes / "with").mkdir(parents=True)
@@ -131,9 +130,9 @@ def test_four_sided_margin_places_boxes_in_the_window(world):
     w, h = win["x2"] - win["x1"], win["y2"] - win["y1"]
     want = (max(0.0, win["x1"] - 0.1 * w), win["y1"] + 0.2 * h, win["x2"] - 0.1 * w, win["y2"])
     assert np.allclose(box(placed), want, atol=0.2)
-    with pytest.raises(imgclf.errors.UserError):
+    with pytest.raises(imgclf.core.errors.UserError):
         Scanner(world["model"], margin=(0.3, 0.0, 0.3))
-    with pytest.raises(imgclf.errors.UserError):
+    with pytest.raises(imgclf.core.errors.UserError):
         Scanner(world["model"], margin=0.5)
 
 
@@ -196,7 +195,7 @@ def test_scan_trunk_folds_standardisation_and_reorders_relu_exactly(world):
     own layers on the standardised photo, border windows included."""
     import torch
 
-    from imgclf.inference import normalize
+    from imgclf.models.forward import normalize
     from imgclf.scanning.fcn import fcn_parts, window_logits
 
     model = world["model"]
@@ -249,7 +248,7 @@ def test_nms_keeps_distinct_overlapping_objects(world, monkeypatch):
 
 
 def test_unknown_positive_class_names_the_classes(world):
-    with pytest.raises(imgclf.errors.UserError, match="background, object"):
+    with pytest.raises(imgclf.core.errors.UserError, match="background, object"):
         Scanner(world["model"], positive="person")
 
 
@@ -305,7 +304,7 @@ def test_video_presence_from_scanned_frames(world, tmp_path):
     """predict --scan: per-frame presence comes from the scan; the annotated video gets the boxes."""
     import cv2
 
-    from imgclf.video import predict_video
+    from imgclf.inference.video import predict_video
 
     clip = tmp_path / "clip.avi"
     vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 5, (SCENE_W, SCENE_H))
@@ -334,7 +333,7 @@ def test_verifier_rescores_the_best_windows(world):
     photo's score and decides presence (an object-free photo's score is still its judgement, so
     photos rank by it); boxes are the scan's own detections in the photos it passes, scored scan
     score x photo score, and a photo it refuses has none."""
-    from imgclf.errors import UserError
+    from imgclf.core.errors import UserError
     from imgclf.scanning import Verifier
 
     model = world["model"]
@@ -389,7 +388,7 @@ def test_recorded_verifier_travels_with_the_run(world, tmp_path):
     loose = scan(model, world["scenes"] / "with", box_threshold=0.01, verbose=False)
     assert [r["present"] for r in strict] == [r["present"] for r in loose] == [r["present"] for r in results]
     assert sum(len(r["boxes"]) for r in strict) < sum(len(r["boxes"]) for r in loose)
-    from imgclf.errors import UserError
+    from imgclf.core.errors import UserError
 
     with pytest.raises(UserError, match="threshold"):
         scan(model, world["scenes"] / "with", box_threshold=1.5, verbose=False)
@@ -410,7 +409,7 @@ def test_recorded_verifier_travels_with_the_run(world, tmp_path):
     assert p.exit_code == 0 and "re-scored" not in p.output
     p = CliRunner().invoke(app, ["scan", str(world["run"]), scene, "--verifier", str(moved / "verifier"),
                                  "--verifier-top", "0"])
-    assert isinstance(p.exception, imgclf.errors.UserError) and "--verifier-top must be 1 to 1000" in str(p.exception)
+    assert isinstance(p.exception, imgclf.core.errors.UserError) and "--verifier-top must be 1 to 1000" in str(p.exception)
     shutil.rmtree(moved / "verifier")
-    with pytest.raises(imgclf.errors.UserError, match="verifier"):
+    with pytest.raises(imgclf.core.errors.UserError, match="verifier"):
         Scanner(model, "object")

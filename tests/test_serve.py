@@ -32,7 +32,7 @@ def trained_run(tmp_path_factory) -> tuple[Path, Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IMGCLF_CACHE_DIR", str(tmp / "cache"))
         # The report is half the time of so small a run, and the service never reads it.
-        mp.setattr(imgclf.api, "_report_after_training", lambda model, console: None)
+        mp.setattr(imgclf.workflows, "_report_after_training", lambda model, console: None)
         run = imgclf.train(data, out=tmp / "run", model="simple_cnn", epochs=6, img_size=24, verbose=False)
     return run.path, data
 
@@ -205,5 +205,5 @@ def test_bad_settings_are_user_errors(trained, monkeypatch, capsys):
         cli.main()
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "max_images" in err and "Traceback" not in err
-    with pytest.raises(imgclf.errors.UserError, match="api-key"):
+    with pytest.raises(imgclf.core.errors.UserError, match="api-key"):
         serving.ServeSettings(api_key=" ")

@@ -92,7 +92,7 @@ def test_scan_options_are_validated(model, trained):
     from imgclf.scanning import Scanner
 
     for scales in ([0, -1], [float("nan")], [float("inf")], []):
-        with pytest.raises(imgclf.errors.UserError, match="--scales"):
+        with pytest.raises(imgclf.core.errors.UserError, match="--scales"):
             Scanner(model, "square", scales=scales)
 
 
@@ -203,7 +203,7 @@ def test_feedback_labels_and_text_fields_are_checked(model, trained, tmp_path):
         assert r.status_code == 200 and r.json()["label"] == "caf\u00e9", r.text
         assert r.json()["path"].startswith("caf\u00e9/") and (inbox / "caf\u00e9").is_dir()
     assert sorted(p.name for p in inbox.iterdir() if p.is_dir()) == ["caf\u00e9"]
-    from imgclf.inbox import records
+    from imgclf.store.inbox import records
 
     [stored] = records(inbox)
     assert stored["previous"]["confidence"] == 0.25 and stored["previous"]["label"] == "disc"
@@ -285,7 +285,7 @@ def test_port_out_of_range_is_a_one_line_error(trained, monkeypatch, capsys, por
         cli.main()
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "--port" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    with pytest.raises(imgclf.errors.UserError, match="port"):
+    with pytest.raises(imgclf.core.errors.UserError, match="port"):
         serving.run_server(None, serving.ServeSettings(), port=int(port))
 
 

@@ -2,7 +2,6 @@
 see its class as bars, behind an API key; a phone-sized screen; the webcam mode on a fake camera."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import imgclf
-from imgclf.config import TrainConfig, load_config
-from imgclf.errors import UserError
-from imgclf.validation import NUMBERS, check_settings
+from imgclf.settings.config import TrainConfig, load_config
+from imgclf.core.errors import UserError
+from imgclf.settings.checks import NUMBERS, check_settings
 
 from conftest import make_shapes_dataset
 from test_end_to_end import cli

@@ -11,11 +11,11 @@ import yaml
 
 import imgclf
 from imgclf.data.augment import AugmentPolicy, alternate_flips, augment
-from imgclf.device import amp_dtype
-from imgclf.errors import UserError
-from imgclf.inference import predict_logits, tta_logits
+from imgclf.core.device import amp_dtype
+from imgclf.core.errors import UserError
+from imgclf.models.forward import predict_logits, tta_logits
 from imgclf.models import create_model
-from imgclf.training import loop
+from imgclf.training import batches
 from imgclf.training.optim import make_optimizer
 from imgclf.training.presets import preset_settings
 
@@ -135,13 +135,13 @@ def test_weight_average_ships_smoothed_weights(shapes, tmp_path):
 
 
 def test_streamed_data_path_trains_like_the_resident_one(shapes, tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "_memory_budget", lambda device: 0)      # pretend nothing fits in memory
+    monkeypatch.setattr(batches, "_memory_budget", lambda device: 0)      # pretend nothing fits in memory
     run = imgclf.train(shapes, epochs=8, out=tmp_path / "run", verbose=False)
     assert run.metrics["accuracy"] >= 0.8
 
 
 def test_cpu_bf16_only_for_training_where_native(monkeypatch):
-    from imgclf import device as dev
+    from imgclf.core import device as dev
 
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
     assert amp_dtype(CPU) == torch.bfloat16 and amp_dtype(CPU, training=False) is None

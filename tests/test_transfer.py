@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import imgclf
-from imgclf.config import TrainConfig
-from imgclf.errors import UserError
+from imgclf.settings.config import TrainConfig
+from imgclf.core.errors import UserError
 from imgclf.models import create_model
 
 timm = pytest.importorskip("timm")

@@ -18,7 +18,8 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 import imgclf
-from imgclf.errors import UserError
+import imgclf.workflows
+from imgclf.core.errors import UserError
 from imgclf.tuning.space import DEFAULT_SPACE, load_space, scaled_policy
 
 from conftest import make_shapes_dataset
@@ -96,7 +97,7 @@ def test_tune_resumes_without_repeating_and_recovers_interrupted_trials(shapes16
     orphan.set_user_attr("worker", {"host": socket.gethostname(), "pid": dead.pid})
 
     # Ctrl-C during the second new trial: that trial fails and its parameters are queued again.
-    real_train, calls = imgclf.api.train, []
+    real_train, calls = imgclf.workflows.train, []
 
     def interrupted(*a, on_epoch=None, **kw):
         calls.append(1)
@@ -105,10 +106,10 @@ def test_tune_resumes_without_repeating_and_recovers_interrupted_trials(shapes16
             raise KeyboardInterrupt
         return real_train(*a, on_epoch=hook if len(calls) == 2 else on_epoch, **kw)
 
-    monkeypatch.setattr(imgclf.api, "train", interrupted)
+    monkeypatch.setattr(imgclf.workflows, "train", interrupted)
     with pytest.raises(KeyboardInterrupt):
         imgclf.tune(shapes16, trials=5, retrain=False, **args)
-    monkeypatch.setattr(imgclf.api, "train", real_train)
+    monkeypatch.setattr(imgclf.workflows, "train", real_train)
     study = load(tune_dir)
     assert study.trials[orphan.number].state == TrialState.FAIL          # the dead worker's trial, given back
     cut = study.trials[-2]

@@ -9,10 +9,10 @@ import torch
 from typer.testing import CliRunner
 
 import imgclf
-from imgclf import registry
+from imgclf.store import registry
 from imgclf.cli import app
 from imgclf.models import create_model
-from imgclf.runs import read_splits
+from imgclf.store.runs import read_splits
 from imgclf.training.warmstart import grow_head
 
 FAST = {"model": "simple_cnn", "model_kwargs": {"width": 8, "depth": 2}, "img_size": 16, "amp": "off", "seed": 0}
@@ -112,7 +112,7 @@ def test_finetune_defaults_to_a_warm_restart_at_the_versions_settings(project):
     classes under-trained, bench/update.py), and the new class is learnt."""
     import json
 
-    from imgclf.config import load_config
+    from imgclf.settings.config import load_config
 
     v1 = project / "runs" / "v1"
     r = imgclf.update(v1, project / "new", out=project / "runs" / "v1-defaults", doctor=False, verbose=False)
@@ -125,7 +125,7 @@ def test_finetune_defaults_to_a_warm_restart_at_the_versions_settings(project):
 
 
 def test_update_from_inbox_through_the_cli(project, grown):
-    inbox_mod = pytest.importorskip("imgclf.inbox")
+    inbox_mod = pytest.importorskip("imgclf.store.inbox")
     inbox = project / "registry" / "inbox"
     for p in sorted((project / "new" / "stripes").iterdir())[:12]:
         inbox_mod.add(inbox, p.read_bytes(), "stripes", classes=["disc", "square"], source="import")
@@ -144,7 +144,7 @@ def test_update_from_inbox_through_the_cli(project, grown):
 def test_label_warning_only_where_the_parent_disagrees_with_its_own_classes():
     import numpy as np
 
-    from imgclf.evaluation.compare import promotion_verdict, slice_stats
+    from imgclf.lifecycle.compare import promotion_verdict, slice_stats
 
     rng = np.random.default_rng(0)
     classes = ["a", "b", "c"]
@@ -162,7 +162,7 @@ def test_label_warning_only_where_the_parent_disagrees_with_its_own_classes():
 
 
 def test_new_images_split_per_class_with_near_duplicates_kept_together():
-    from imgclf.updating import _assign_splits
+    from imgclf.lifecycle.update import _assign_splits
 
     new = [{"path": f"/n/{c}{i}.png", "label": c, "split": ""} for c in "ab" for i in range(10)]
     new.append({"path": "/n/lonely.png", "label": "c", "split": ""})

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 import imgclf
-from imgclf.errors import UserError
-from imgclf.video import Presence, predict_video
+from imgclf.core.errors import UserError
+from imgclf.inference.video import Presence, predict_video
 
 cv2 = pytest.importorskip("cv2")
 

@@ -9,18 +9,19 @@ Heavy parts (torch, timm) are imported lazily so `import imgclf` and `imgclf --h
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from imgclf.core.version import __version__
 
-__all__ = ["train", "load", "evaluate", "check", "demo", "report", "ensemble", "compare", "export", "serve",
-           "predict_folder", "predict_video", "tune", "list_models", "lr_find", "monitor", "update", "explain", "feedback_import",
-           "scan", "negatives", "__version__"]
+# The API's functions, loaded from imgclf.api on first use.
+_API = ("train", "load", "evaluate", "check", "demo", "report", "ensemble", "compare", "export", "serve",
+        "predict_folder", "predict_video", "tune", "list_models", "lr_find", "monitor", "update", "explain",
+        "feedback_import", "feedback_summary", "scan", "negatives", "registry_add", "registry_versions",
+        "registry_show", "registry_promote", "registry_rollback")
+__all__ = [*_API, "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("train", "load", "evaluate", "check", "demo", "report", "ensemble", "compare", "export", "serve",
-                "predict_folder", "predict_video", "tune", "list_models", "lr_find", "monitor", "update", "explain",
-                "feedback_import", "scan", "negatives"):
-        from . import api
+    if name in _API:
+        from imgclf import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'imgclf' has no attribute {name!r}")

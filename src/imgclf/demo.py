@@ -26,7 +26,8 @@ def write_digits(root: str | Path) -> Path:
 
 
 def run_demo(out: str | Path | None = None, verbose: bool = True):
-    from .api import _console, load, train
+    from imgclf.core.console import console_for as _console
+    from imgclf.workflows import load, train
 
     console = _console(verbose)
     data = write_digits(Path("demo_data") / "digits")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError, from_settings
+from imgclf.core.errors import UserError, from_settings
 
 CUTOUT_FILL = 127                          # mid grey: about zero after normalisation, so a cut patch carries no signal
 LUMA = (0.299, 0.587, 0.114)               # ITU-R 601 grey, as PIL's convert("L") and torchvision use

@@ -23,8 +23,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import PIL
 
-from ..fsutil import atomic_path, read_json, write_json
-from .images import MAX_PIXELS, RESIZE_MODES, UnusableImage, load_resized
+from imgclf.core.files import atomic_path, read_json, write_json
+from imgclf.data.images import MAX_PIXELS, RESIZE_MODES, UnusableImage, load_resized
 
 # Bump when decoding or the file layout changes, so an old cache is never misread.
 FORMAT_VERSION = "imgclf-cache-1"

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from .images import IMAGE_EXTENSIONS
+from imgclf.core.errors import UserError
+from imgclf.data.split import fill_missing_splits
+from imgclf.data.images import IMAGE_EXTENSIONS
 
 SPLIT_NAMES = {
     "train": "train", "training": "train",
@@ -91,7 +92,7 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
         split_dirs = {SPLIT_NAMES[p.name.lower()]: p for p in _class_dirs(source) if p.name.lower() in SPLIT_NAMES}
         spec = _from_split_folders(source, split_dirs) if "train" in split_dirs else _from_class_folders(source)
     spec.given = spec.splits.copy()
-    _fill_missing_splits(spec, val_frac, test_frac, seed)
+    fill_missing_splits(spec, val_frac, test_frac, seed)
     return spec
 
 
@@ -158,7 +159,7 @@ def _manifest_base(csv_path: Path) -> Path:
     trained on again, as bench/transfer.py does for its peers)."""
     run_meta = csv_path.parent / "model.json"
     if csv_path.name == "splits.csv" and run_meta.is_file():
-        from ..fsutil import read_json
+        from imgclf.core.files import read_json
 
         try:
             root = (read_json(run_meta).get("data") or {}).get("root")
@@ -173,49 +174,3 @@ def _check_classes(classes: list[str], where: Path) -> None:
     if len(classes) < 2:
         raise UserError(f"found {len(classes)} class(es) in {where}; need at least 2. "
                         "Put each class's images in its own sub-folder: DATA/<class>/<image>")
-
-
-def _fill_missing_splits(spec: DatasetSpec, val_frac: float, test_frac: float, seed: int,
-                         groups: np.ndarray | None = None, skip: np.ndarray | None = None) -> None:
-    """Assign a split to every unassigned sample, stratified by class and seeded.
-
-    With a user-given test split we only carve val from train; otherwise both. With `groups` (a
-    group id per sample) whole groups go to one split (see data.groups); `skip` marks samples
-    left out of that.
-    """
-    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
-        raise UserError("val and test fractions must be in [0, 1) and sum to less than 1")
-    has_test = (spec.splits == "test").any()
-    has_val = (spec.splits == "val").any()
-    todo = spec.splits == ""
-    if not has_test and not todo.any():       # split folders with train only: carve test too
-        todo = spec.splits == "train"
-    elif has_test and not has_val:
-        todo = todo | (spec.splits == "train")
-    if groups is not None:
-        from .groups import split_groups
-
-        held_out = lambda n: _held_out(n, has_val, has_test, val_frac, test_frac)    # noqa: E731
-        split_groups(spec, todo if skip is None else todo & ~skip, groups, held_out, seed)
-        return
-    rng = np.random.default_rng(seed)
-    for c in range(len(spec.classes)):
-        idx = np.flatnonzero(todo & (spec.labels == c))
-        rng.shuffle(idx)
-        n_test, n_val = _held_out(len(idx), has_val, has_test, val_frac, test_frac)
-        spec.splits[idx[:n_test]] = "test"
-        spec.splits[idx[n_test:n_test + n_val]] = "val"
-        spec.splits[idx[n_test + n_val:]] = "train"
-
-
-def _held_out(n: int, has_val: bool, has_test: bool, val_frac: float, test_frac: float) -> tuple[int, int]:
-    """(test, val) images to hold out of a class's `n` unassigned ones."""
-    n_test = 0 if has_test else _share(n, test_frac)
-    return n_test, 0 if has_val else _share(n - n_test, val_frac / (1 - (0 if has_test else test_frac)))
-
-
-def _share(n: int, frac: float) -> int:
-    """Images of one class for a held-out split: at least one when the class can spare it."""
-    if frac <= 0 or n < 3:
-        return 0
-    return min(n - 1, max(1, round(n * frac)))

@@ -2,7 +2,7 @@
 few example paths, so a user sees at a glance what to fix and where to look."""
 from __future__ import annotations
 
-from .doctor import duplicate_kinds, example, short_path
+from imgclf.data.doctor import duplicate_kinds, example, short_path
 
 EXAMPLES = 3
 _DUPLICATE_ROWS = {"conflicting_labels": "different labels", "within_class": "same class",
@@ -47,7 +47,7 @@ def _rows(findings: dict, root: str):
     if info := findings.get("groups"):
         from rich.markup import escape
 
-        from .groups import summary_line
+        from imgclf.data.groups import summary_line
 
         # escaped: a pattern's [a-z] would otherwise be read as rich markup and vanish
         yield "split groups", f"{info['groups']:,}", [escape(summary_line(info))], bool(info["straddling"])

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import UserError
-from .phash import HASH_SIDE, components, flat, hamming, near_pairs, phashes
+from imgclf.core.errors import UserError
+from imgclf.data.phash import HASH_SIDE, NEAR_DISTANCE, components, flat, hamming, near_pairs, phashes
+from imgclf.data.split import SPLITS, fill_missing_splits
 
-SPLITS = ("train", "val", "test")
 CHUNK_BYTES = 1 << 24   # cache pixels per thumbnail batch: bounded memory at any img_size
 
 
@@ -36,8 +36,6 @@ def group_for_training(spec, group_by: str, images: np.ndarray, val_frac: float,
 
     Without any multi-image group the split stays exactly the plain one, so datasets without
     near-duplicates keep their old splits."""
-    from .doctor import NEAR_DISTANCE
-
     check_group_by(group_by)
     to_split = _split_to_make(spec)
     if group_by == "none" or (group_by == "auto" and not to_split):
@@ -52,27 +50,6 @@ def group_for_training(spec, group_by: str, images: np.ndarray, val_frac: float,
     if to_split and len(np.unique(ids[usable])) < usable.sum():      # some group holds two images or more
         regroup(spec, ids, val_frac, test_frac, seed)
     return describe(spec, ids, by)
-
-
-def group_for_check(spec, findings: dict, group_by: str, val_frac: float, test_frac: float,
-                    seed: int) -> tuple[dict | None, np.ndarray | None]:
-    """`imgclf check`'s view of the split `train` would make: groups from the doctor's findings
-    (exact, near and mirrored duplicates) or from `group_by`'s pattern; when they regroup the
-    split, the findings are updated to it. Returns the summary (its `straddling` counts groups
-    that still sit in two splits: only the user's own splits can do that) and the group id per
-    image (None for `none`), which the label check's folds keep whole too."""
-    check_group_by(group_by)
-    if group_by == "none":
-        return None, None
-    to_split = _split_to_make(spec)
-    if group_by in ("auto", "near-duplicates"):
-        by, ids = "near-duplicates", ids_from_findings(len(spec.paths), findings)
-    else:
-        by, ids = group_by, regex_groups(spec.paths, spec.root, group_by)
-    if to_split and len(np.unique(ids)) < len(ids):
-        regroup(spec, ids, val_frac, test_frac, seed)
-        refresh_splits(findings, spec)
-    return describe(spec, ids, by), ids
 
 
 def _split_to_make(spec) -> bool:
@@ -183,47 +160,14 @@ def ids_from_findings(n: int, findings: dict) -> np.ndarray:
 
 # ---- the split --------------------------------------------------------------------------------
 
-def split_groups(spec, todo: np.ndarray, groups: np.ndarray, held_out, seed: int) -> None:
-    """Give every `todo` sample of `spec` a split so that each group lands whole in one split,
-    stratified by class: a group counts for its majority label (ties: the first class), and each
-    class's groups fill its test and val shares (`held_out(n) -> (n_test, n_val)`, as without
-    groups), largest group first, each to the split furthest below its share. Singleton groups
-    therefore give the per-class counts of the plain split exactly."""
-    idx = np.flatnonzero(todo)
-    if not len(idx):
-        return
-    keys, member_of = np.unique(groups[idx], return_inverse=True)
-    member_of = member_of.ravel()
-    k = len(spec.classes)
-    votes = np.zeros((len(keys), k), np.int64)
-    np.add.at(votes, (member_of, spec.labels[idx]), 1)
-    label, size = votes.argmax(1), votes.sum(1)
-    rng = np.random.default_rng(seed)
-    choice = np.empty(len(keys), dtype=object)
-    for c in range(k):
-        mine = np.flatnonzero(label == c)
-        rng.shuffle(mine)
-        mine = mine[np.argsort(-size[mine], kind="stable")]      # largest first, ties in random order
-        n = int(size[mine].sum())
-        n_test, n_val = held_out(n)
-        want = np.array([n - n_test - n_val, n_val, n_test])     # train, val, test
-        have = np.zeros(3, np.int64)
-        for g in mine:
-            s = int(np.argmax(want - have))                      # first of the most lacking
-            choice[g] = SPLITS[s]
-            have[s] += size[g]
-    spec.splits[idx] = choice[member_of]
-
 
 def regroup(spec, groups: np.ndarray, val_frac: float, test_frac: float, seed: int) -> None:
     """Redo discover's split of `spec` with `groups` kept whole. The user's own splits stay; samples
     already taken out of every split (skipped, deduplicated) stay out and are not counted."""
-    from .discover import _fill_missing_splits
-
     out = ~np.isin(spec.splits, (*SPLITS, ""))
     marks = spec.splits[out]
     spec.splits = (spec.given if spec.given is not None else spec.splits).copy()
-    _fill_missing_splits(spec, val_frac, test_frac, seed, groups=groups, skip=out)
+    fill_missing_splits(spec, val_frac, test_frac, seed, groups=groups, skip=out)
     spec.splits[out] = marks
 
 
@@ -264,31 +208,3 @@ def summary_line(info: dict) -> str:
     if info["straddling"]:
         line += f"; {info['straddling']:,} groups straddle the splits you gave"
     return line
-
-
-def refresh_splits(findings, spec) -> None:
-    """After a regroup: every file entry of the doctor's findings gets its new split, and each
-    duplicate group its `splits` and `leakage` again, so the findings describe the grouped split."""
-    from .doctor import _counts, _sorted_groups, summarize
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "index" in node and "split" in node:
-                node["split"] = str(spec.splits[node["index"]])
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(findings)
-    for key in ("exact_duplicates", "near_duplicates"):
-        for g in findings[key]:
-            present = {f["split"] for f in g["files"]}
-            g["splits"] = [s for s in SPLITS if s in present] + sorted(present - set(SPLITS))
-            g["leakage"] = len(present & set(SPLITS)) > 1
-        findings[key] = _sorted_groups(findings[key])
-    ok = np.ones(len(spec.paths), bool)
-    ok[[f["index"] for f in findings["unreadable"]]] = False
-    findings["counts"] = _counts(spec, ok)
-    findings["summary"] = summarize(findings)

@@ -17,7 +17,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..fsutil import write_text
+from imgclf.core.files import write_text
 
 MISSING = "missing"
 

@@ -10,6 +10,9 @@ import numpy as np
 HASH_SIDE = 32      # the greyscale thumbnail the DCT sees, as in the classic pHash
 LOW = 8             # its LOW x LOW lowest frequencies become the 64 bits
 MAX_DISTANCE = 16   # beyond this, hashes of unrelated images start to match
+# pHash bits (always even: each hash has 32 ones). Re-encoded and resized copies stay within 4; at
+# 6, tiny low-detail images (a 32 px plane or bird against sky) start to match each other.
+NEAR_DISTANCE = 4
 # A thumbnail this flat (grey-level standard deviation, of 255) has no frequencies worth hashing: the
 # bits of near-black or near-uniform images follow quantisation noise and a shared vignette, so
 # different photos under the same hard light got one hash (87 false groups in a face set). Such

@@ -11,7 +11,7 @@ import re
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from ..errors import UserError
+from imgclf.core.errors import UserError
 
 # Names that usually mean "the thing is absent": the other class is then the positive one.
 _NEGATIVE = re.compile(r"^(no|non|not|neg|negative|without|background|bg|none|other|empty|absent|clean|normal)"

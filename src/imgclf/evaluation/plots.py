@@ -5,18 +5,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fsutil import atomic_path
+from imgclf.core.figures import pyplot, save_png
 
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def plot_history(history: list[dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     epochs = [r["epoch"] for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for key, ax in (("loss", ax1), ("acc", ax2)):
@@ -30,11 +24,11 @@ def plot_history(history: list[dict], path: Path) -> None:
         ax.legend()
     fig.suptitle("Learning curves")
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_confusion(cm: list[list[int]], classes: list[str], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     cm = np.asarray(cm)
     n = len(classes)
     size = min(20, max(5, 0.45 * n + 3))
@@ -54,12 +48,12 @@ def plot_confusion(cm: list[list[int]], classes: list[str], path: Path) -> None:
                             color="white" if norm[i, j] > 0.5 else "black")
     ax.set_title("Confusion matrix (test)")
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_reliability(rel: dict, path: Path) -> None:
     """Reliability diagram: accuracy vs confidence per bin; the diagonal is perfect calibration."""
-    plt = _plt()
+    plt = pyplot()
     edges = np.asarray(rel["edges"])
     count = np.asarray(rel["count"])
     centers, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
@@ -74,13 +68,13 @@ def plot_reliability(rel: dict, path: Path) -> None:
     ax.set_title("Reliability (test)")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_coverage(curve: dict, operating: dict | None, path: Path) -> None:
     """Selective classification: accuracy on the answered images vs the share answered (the most
     confident first), with the run's rejection threshold marked when it has one."""
-    plt = _plt()
+    plt = pyplot()
     cov, acc = np.asarray(curve["coverage"]), np.asarray(curve["accuracy"])
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.plot(cov, acc, color="#4c72b0", lw=2, label=f"test (AURC {curve['aurc']:.3f})" if len(cov) else "test")
@@ -100,11 +94,4 @@ def plot_coverage(curve: dict, operating: dict | None, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    plt = _plt()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path)

@@ -9,26 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UserError
+from imgclf.settings.checks import UNKNOWN, check_targets  # noqa: F401  (re-exported: the rejection's rules)
 
-UNKNOWN = "unknown"
 CURVE_POINTS = 100      # the stored curve is sampled at coverage 1%, 2%, ... 100%: small JSON for any n
-
-
-def check_targets(classes: list[str], target_accuracy: float | None, target_coverage: float | None) -> None:
-    """Refuse bad rejection targets before training starts, not after."""
-    if target_accuracy is None and target_coverage is None:
-        return
-    if target_accuracy is not None and target_coverage is not None:
-        raise UserError("give either --target-accuracy or --target-coverage for rejection, not both")
-    for name, v in (("target-accuracy", target_accuracy), ("target-coverage", target_coverage)):
-        if v is not None and not 0 < v <= 1:
-            raise UserError(f"--{name} must be a fraction in (0, 1], not {v}")
-    if len(classes) == 2:
-        raise UserError("two classes use a decision threshold instead of rejection: "
-                        "give --target-recall or --target-precision")
-    if UNKNOWN in classes:
-        raise UserError(f"a class is named '{UNKNOWN}', the label rejection answers with; rename that folder")
 
 
 def _ranked(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

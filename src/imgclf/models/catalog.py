@@ -14,7 +14,7 @@ import fnmatch
 
 import torch
 
-from ..errors import UserError
+from imgclf.core.errors import UserError
 
 # Shown without a pattern: small, well-pretrained backbones that fine-tune well on a CPU or one GPU.
 SUGGESTED = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2", "resnet10t", "resnet18", "resnet50", "mobilenetv3_small_100", "mobilenetv3_large_100",
@@ -31,9 +31,9 @@ def list_models(pattern: str | None = None, size: int = 224, pretrained_only: bo
     local_weights (the path of its file when on this machine, else None)."""
     import timm
 
-    from .packaged import PACKAGED, SHORT_NAMES, installed
-    from .pretrained import cached_weights, pretrained_cfg
-    from .registry import list_models as builtins
+    from imgclf.models.packaged import PACKAGED, SHORT_NAMES, installed
+    from imgclf.models.pretrained import cached_weights, pretrained_cfg
+    from imgclf.models.factory import list_models as builtins
 
     if size < 16:
         raise UserError(f"--size must be at least 16 px, not {size}")
@@ -73,7 +73,7 @@ def _measure(name: str, size: int) -> tuple[int | None, int | None]:
     """(parameters, FLOPs of one forward pass at size x size), built on the meta device."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .registry import create_model
+    from imgclf.models.factory import create_model
 
     # The built-in models are small and some initialise from data: built for real, on the CPU.
     device = torch.device("meta" if name.startswith("timm/") else "cpu")
@@ -89,28 +89,3 @@ def _measure(name: str, size: int) -> tuple[int | None, int | None]:
         return params, int(counter.get_total_flops())
     except Exception:      # noqa: BLE001 - the input size does not suit it (too small for its strides)
         return params, None
-
-
-def print_models(result: dict, console) -> None:
-    from rich.table import Table
-
-    table = Table("model", "params", f"GFLOPs@{result['size']}", "pretrained", "weights here")
-    table.columns[0].no_wrap = True
-    table.columns[4].overflow = "fold"      # a whole path, wrapped
-    for r in result["rows"]:
-        tags = r["pretrained_tags"]
-        published = "–" if not tags else f"{r['default_tag']}" + (f" +{len(tags) - 1}" if len(tags) > 1 else "")
-        here = "built in" if not r["name"].startswith("timm/") else (
-            f"ImageNet weights installed: --model {r['short_name']}" if r["package"] else
-            f"yes: {r['local_weights']}" if r["local_weights"] else "no" if tags else "–")
-        table.add_row(r["name"], _millions(r["params"]), "?" if r["gflops"] is None else f"{r['gflops']:.2f}",
-                      published, here)
-    console.print(table)
-    if result["shown"] < result["matched"]:
-        console.print(f"showing {result['shown']} of {result['matched']} matches: narrow PATTERN or raise --limit")
-    if not result["pattern"]:
-        console.print("any timm architecture works as --model timm/<name>; search with: imgclf models PATTERN")
-
-
-def _millions(n: int | None) -> str:
-    return "?" if n is None else f"{n / 1e6:.2f}M"

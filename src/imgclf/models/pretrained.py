@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
+from imgclf.core.errors import UserError
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")       # what timm's hub repositories hold, preferred first
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -56,7 +56,7 @@ def run_weight_file(path: str | Path) -> Path:
 def parent_run(weights: str | Path | None) -> Path | None:
     """The imgclf run that `weights` names (a run folder, REGISTRY/ALIAS) or lies in, if any: its
     inputs were normalised with statistics the starting weights were learnt on."""
-    from ..runs import find_run
+    from imgclf.store.runs import find_run
 
     if not weights:
         return None
@@ -127,7 +127,7 @@ def weights_source(arch: str, weights: str | None, pretrained: bool) -> tuple[st
         return "file", find_weight_file(weights)
     if not pretrained:
         return "none", None
-    from .packaged import packaged_weights
+    from imgclf.models.packaged import packaged_weights
 
     if (packaged := packaged_weights(arch)) is not None:
         return "package", packaged

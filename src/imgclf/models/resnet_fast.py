@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .registry import register
+from imgclf.models.builders import register
 
 STAGE_INPUT_MAX = 64
 RELATIVE_FLOOR = 1e-5          # patch directions with less variance than this x the top one are noise

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from .registry import register
+from imgclf.models.builders import register
 
 
 @register("simple_cnn")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from .pretrained import missing_weights, weights_source
+from imgclf.core.errors import UserError
+from imgclf.models.pretrained import missing_weights, weights_source
 
 log = logging.getLogger(__name__)
 MIN_MATCHED = 0.5     # below this share of matched tensors the file is for another architecture

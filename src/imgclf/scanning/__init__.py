@@ -10,29 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .mining import negatives, parse_size, save_crop
-from .window import remember
-from .scanner import Scanner, positive_class
-from .verify import TOP, Verifier
+from imgclf.scanning.mining import negatives, save_crop
+from imgclf.scanning.window import remember
+from imgclf.scanning.scanner import Scanner, positive_class
+from imgclf.scanning.verify import TOP, Verifier
 
-__all__ = ["scan", "negatives", "remember", "Scanner", "Verifier", "positive_class", "frame_probs"]
-
-
-def frame_probs(scanner: Scanner, frames: list, n_classes: int):
-    """Video frames (RGB arrays) -> (probabilities (n, classes), boxes per frame): the positive
-    class gets the best window's probability, the others share the rest, so the video path's
-    smoothing, answers and presence events work on scans as they do on whole-frame predictions."""
-    import numpy as np
-    from PIL import Image
-
-    probs = np.zeros((len(frames), n_classes))
-    boxes = []
-    for i, frame in enumerate(frames):
-        r = scanner.scan(Image.fromarray(frame))
-        probs[i] = (1 - r["score"]) / max(n_classes - 1, 1)
-        probs[i, scanner.pos] = r["score"]
-        boxes.append(r["boxes"])
-    return probs, boxes
+__all__ = ["scan", "negatives", "remember", "Scanner", "Verifier", "positive_class"]
 
 
 def scan(model, images, *, positive: str | None = None, scales=None, stride: int | None = None,
@@ -57,8 +40,8 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
     import numpy as np
     from PIL import Image
 
-    from ..data.images import UnusableImage, read_rgb, to_rgb
-    from ..predictor import _expand
+    from imgclf.data.images import UnusableImage, read_rgb, to_rgb
+    from imgclf.inference.model import expand_inputs
 
     pos = positive_class(model, positive)
     # verify: a loaded model; None: the run's recorded verifier, if any; False: none.
@@ -72,7 +55,7 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
         print(f"scan: {scanner.describe()}")
     writer = None
     if out is not None:
-        from .outputs import ScanOutputs
+        from imgclf.scanning.outputs import ScanOutputs
 
         writer = ScanOutputs(out)
     mine_dir = Path(mine) if mine is not None else None
@@ -80,7 +63,7 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
         mine_dir.mkdir(parents=True, exist_ok=True)
     crop_size = (scanner.window.width, scanner.window.height)
     results, mined = [], 0
-    for item in _expand(images):
+    for item in expand_inputs(images):
         entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
         try:
             if isinstance(item, (str, Path)):

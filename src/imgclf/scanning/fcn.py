@@ -35,7 +35,7 @@ def fcn_parts(net: nn.Module, size: int, normalization: dict | None = None) -> F
     input size is not a whole number of feature cells (then windows and feature cells misalign).
     With the run's `normalization` ({mean, std} in [0, 1] units) a trunk that starts with a conv
     takes raw uint8 pixels (`raw_input`): the standardisation is folded into that conv."""
-    from ..models.resnet_fast import ResNetFast
+    from imgclf.models.resnet_fast import ResNetFast
 
     if isinstance(net, ResNetFast):
         parts = FcnParts(nn.Sequential(net.stem, net.stages), 1, "max",

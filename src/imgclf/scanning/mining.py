@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.images import REDUCING_GAP, RESAMPLE
-from ..errors import UserError
+from imgclf.data.images import REDUCING_GAP, RESAMPLE
+from imgclf.core.errors import UserError
 
 
 def save_crop(img, box, size: tuple[int, int], out: Path) -> Path:
@@ -57,8 +57,8 @@ def negatives(inputs, out: str | Path, *, per_image: int = 20, size: str | tuple
 
         >>> imgclf.negatives(["street-scenes/no-person"], "data/background", per_image=30, size="96x160")
     """
-    from ..data.images import UnusableImage, read_rgb
-    from ..predictor import _expand
+    from imgclf.data.images import UnusableImage, read_rgb
+    from imgclf.inference.model import expand_inputs
 
     size = parse_size(size)
     if per_image < 1:
@@ -67,7 +67,7 @@ def negatives(inputs, out: str | Path, *, per_image: int = 20, size: str | tuple
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     written, skipped, photos = 0, [], 0
-    for path in sorted(str(p) for p in _expand(inputs)):
+    for path in sorted(str(p) for p in expand_inputs(inputs)):
         try:
             img = read_rgb(path)
         except UnusableImage as e:

@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from ..fsutil import atomic_path, write_json, write_text
+from imgclf.core.files import atomic_path, write_json, write_text
 
 BOX_COLOUR = (255, 40, 40)
 

@@ -14,11 +14,12 @@ import time
 import numpy as np
 import torch
 
-from ..data.images import PAD_GREY
-from ..errors import UserError
-from ..inference import autocast, normalize, softmax
-from .fcn import fcn_parts, window_logits
-from .window import DEFAULT_MIN_SIZE, Window, pyramid, window_of
+from imgclf.data.images import PAD_GREY
+from imgclf.core.errors import UserError
+from imgclf.evaluation.operating_point import OperatingPoint
+from imgclf.models.forward import autocast, normalize, softmax
+from imgclf.scanning.fcn import fcn_parts, window_logits
+from imgclf.scanning.window import DEFAULT_MIN_SIZE, Window, pyramid, window_of
 
 POSITIVE_NAMES = re.compile(r"person|people|human|pedestrian|positive|object|target", re.I)
 METHODS = ("auto", "fcn", "windows")
@@ -35,9 +36,9 @@ def positive_class(model, positive: str | None) -> str:
         if positive not in classes:
             raise UserError(f"--positive '{positive}' is not a class of this model; its classes: {', '.join(classes)}")
         return positive
-    decision = model.meta.get("decision")
-    if decision:
-        return decision["positive_class"]
+    chosen = OperatingPoint.of(model.meta).positive_class
+    if chosen:
+        return chosen
     named = [c for c in classes if POSITIVE_NAMES.search(c)]
     if len(named) == 1:
         return named[0]
@@ -59,10 +60,10 @@ class Scanner:
         self.pos = model.classes.index(self.positive)
         self.window: Window = window_of(model, self.positive)
         recorded = dict(self.window.defaults)      # the run's own scan defaults, when recorded
-        decision = model.meta.get("decision") or {}
         # The run's stored operating point when it is about this class; otherwise even odds. A photo
         # holds thousands of windows, so a photo-level threshold recorded with the run wins.
-        self.threshold = float(decision["threshold"]) if decision.get("positive_class") == self.positive else 0.5
+        stored = OperatingPoint.of(model.meta).threshold_for(self.positive)
+        self.threshold = 0.5 if stored is None else stored
         user_threshold = threshold
         threshold = threshold if threshold is not None else recorded.get("threshold")
         if threshold is not None:
@@ -167,6 +168,21 @@ class Scanner:
         return {"width": width, "height": height, "present": best >= self.threshold, "score": _score(best),
                 "threshold": self.threshold, "positive": self.positive, "boxes": found, "windows": int(len(scores)),
                 "seconds": round(time.perf_counter() - start, 4), "_windows": boxes[hit]}
+
+    def frame_probs(self, frames: list, n_classes: int):
+        """Video frames (RGB arrays) -> (probabilities (n, classes), boxes per frame): the positive
+        class gets the best window's probability, the others share the rest, so the video path's
+        smoothing, answers and presence events work on scans as they do on whole-frame predictions."""
+        from PIL import Image
+
+        probs = np.zeros((len(frames), n_classes))
+        boxes = []
+        for i, frame in enumerate(frames):
+            r = self.scan(Image.fromarray(frame))
+            probs[i] = (1 - r["score"]) / max(n_classes - 1, 1)
+            probs[i, self.pos] = r["score"]
+            boxes.append(r["boxes"])
+        return probs, boxes
 
     def _verified(self, img, boxes: np.ndarray, scores: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """(photo score, the windows that become boxes, every window's box score) with a verifier.
@@ -290,7 +306,7 @@ def _recorded_verifier(model, positive: str, recorded: dict):
         return None
     from pathlib import Path
 
-    from .verify import TOP, Verifier, load_verifier
+    from imgclf.scanning.verify import TOP, Verifier, load_verifier
 
     folder = Path(model.path) / recorded["verify"]
     if not (folder / "model.json").is_file():

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UserError
+from imgclf.core.errors import UserError
+from imgclf.evaluation.operating_point import OperatingPoint
 
 # Windows re-scored per photo: its cost is fixed, K crops through the verifier. bench/scan.py, both
 # folds pooled, presence ROC-AUC 4 vs 8 windows: split 0 0.914 vs 0.904, split 1 0.928 vs 0.915,
@@ -31,16 +32,16 @@ def load_verifier(run, device: str = "auto"):
     0.855, ROC-AUC 0.907 vs 0.915). A GPU keeps PyTorch."""
     import sys
 
-    from ..device import pick_device
-    from ..predictor import Model
+    from imgclf.core.device import pick_device
+    from imgclf.inference.load import load_model
 
     if pick_device(device).type == "cpu":
         try:
-            return Model.load(run, device, backend="onnx")
+            return load_model(run, device, backend="onnx")
         except (OSError, ImportError, RuntimeError) as e:       # e.g. a read-only folder: no model.onnx
             print(f"verifier: ONNX Runtime not used ({type(e).__name__}: {e}); running it in PyTorch",
                   file=sys.stderr)
-    return Model.load(run, device)
+    return load_model(run, device)
 
 
 class Verifier:
@@ -54,10 +55,9 @@ class Verifier:
             raise UserError(f"--verifier-top must be 1 to 1000 windows a photo, not {top}")
         self.model, self.positive, self.top = model, positive, int(top)
         self.pos = model.classes.index(positive)
-        decision = model.meta.get("decision") or {}
         # The verifier's operating point is the photo's: its recorded threshold when it is about
         # this class (bench/scan.py records a photo-level one), else even odds.
-        recorded = decision.get("threshold") if decision.get("positive_class") == positive else None
+        recorded = OperatingPoint.of(model.meta).threshold_for(positive)
         self.threshold = float(threshold if threshold is not None else recorded if recorded is not None else 0.5)
 
     def describe(self) -> str:

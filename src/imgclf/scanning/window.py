@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fsutil import read_json, write_json
+from imgclf.core.files import read_json, write_json
 
 CACHE = "scan_window.json"     # in the run folder: the training crops may be gone when a run is moved
 SAMPLE = 200                   # crop headers read to find the median shape (a few ms)
@@ -72,9 +72,9 @@ def remember(run: str | Path, positive: str, **defaults) -> None:
         remember("runs/person-1", "person", verify="runs/person-lite0", verify_top=8, threshold=0.9,
                  box_threshold=0.8)
     """
-    from ..predictor import Model
+    from imgclf.inference.load import load_model
 
-    model = Model.load(run)
+    model = load_model(run)
     window_of(model, positive)                    # measures and writes the cache first
     path = Path(model.path) / CACHE
     if defaults.get("verify"):
@@ -90,7 +90,7 @@ def _copy_verifier(src: Path, dest: Path) -> None:
     """The verifier's model.json and weights into dest, replaced whole (a folder beside it, renamed)."""
     import shutil
 
-    from ..fsutil import fsync_dir, new_temp_dir
+    from imgclf.core.files import fsync_dir, new_temp_dir
 
     if (src / "model.json").resolve() == (dest / "model.json").resolve():
         return
@@ -101,14 +101,14 @@ def _copy_verifier(src: Path, dest: Path) -> None:
         shutil.rmtree(dest)
     tmp.rename(dest)
     fsync_dir(dest.parent)
-    from .verify import load_verifier
+    from imgclf.scanning.verify import load_verifier
 
     load_verifier(dest)         # exports model.onnx now, not on the first photo a service is sent
 
 
 def _median_crop(run: Path, positive: str) -> tuple[int, int]:
-    from ..data.images import UnusableImage, image_size
-    from ..runs import read_splits
+    from imgclf.data.images import UnusableImage, image_size
+    from imgclf.store.runs import read_splits
 
     rows = [r["path"] for r in read_splits(run) if r["label"] == positive and r["split"] == "train"]
     sizes = []

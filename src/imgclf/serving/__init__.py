@@ -9,19 +9,19 @@ The package is `serving`, not `serve`: importing a subpackage `imgclf.serve` wou
     GET  /health    GET /model    GET /metrics (Prometheus)    GET /openapi.json
 
 Modules: settings (limits and batching), limits (what a client may send), caps (work caps from an
-image's shape for /scan and /explain), params (query parameters, by imgclf.validation's rules),
+image's shape for /scan and /explain), params (query parameters, by imgclf.settings.checks's rules),
 fields (/feedback's labels and text), guards (Host allow-list, same-origin writes), slow_clients
 (header and body deadlines), batching (micro-batches or one forward per request), metrics, info
 (/model), holder (the model, swappable while serving), hotswap (following a registry alias),
 feedback_routes, explain_routes, scan_routes, app (routes), server (uvicorn), page.html. The
-prediction log is imgclf.predlog.
+prediction log is imgclf.store.predlog.
 FastAPI and uvicorn are imported only here, so `import imgclf` stays light.
 """
 from __future__ import annotations
 
-from .app import create_app
-from .holder import ModelHolder
-from .server import BackgroundServer, run_server
-from .settings import ServeSettings
+from imgclf.serving.app import create_app
+from imgclf.serving.holder import ModelHolder
+from imgclf.serving.server import BackgroundServer, run_server
+from imgclf.serving.settings import ServeSettings
 
 __all__ = ["create_app", "run_server", "BackgroundServer", "ServeSettings", "ModelHolder"]

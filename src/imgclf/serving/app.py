@@ -18,42 +18,25 @@ import hmac
 from contextlib import asynccontextmanager
 from importlib import resources
 
-import numpy as np
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 
-from .. import __version__, predlog
-from ..evaluation.rejection import UNKNOWN
-from ..validation import Number
-from .batching import DirectRunner, MicroBatcher
-from .guards import HostAllowList, same_origin_only
-from .holder import ModelHolder
-from .info import service_info
-from .limits import Rejected, decode, read_body, split_images
-from .metrics import MetricsMiddleware, ServiceMetrics
-from .params import Param, Parameters
-from .settings import ServeSettings
-from .slow_clients import BodyTimeout
+from imgclf.core.version import __version__
+from imgclf.store import predlog
+from imgclf.serving.batching import DirectRunner, MicroBatcher
+from imgclf.serving.guards import HostAllowList, same_origin_only
+from imgclf.serving.holder import ModelHolder
+from imgclf.serving.info import service_info
+from imgclf.serving.limits import Rejected
+from imgclf.serving.metrics import MetricsMiddleware, ServiceMetrics
+from imgclf.serving.settings import ServeSettings
+from imgclf.serving.slow_clients import BodyTimeout
 
 # The page is served from here with every script and style inline; the policy lets it talk only to
 # this server, and lets the browser show uploaded files and the camera (blob:, mediastream:).
 PAGE_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
             "img-src 'self' blob: data:; media-src 'self' blob: mediastream:; base-uri 'none'; form-action 'none'")
-PREDICT_BODY = {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
-    "image/*": {"schema": {"type": "string", "format": "binary"}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
-PREDICT_EXAMPLE = {"model": "flowers-1", "results": [{
-    "filename": "rose.jpg", "label": "rose", "confidence": 0.91,
-    "top_k": [{"label": "rose", "p": 0.91}, {"label": "tulip", "p": 0.06}], "decision": {"rule": "argmax"}}]}
-ERRORS = {400: "malformed multipart, no image, empty image", 401: "missing or wrong API key",
-          403: "cross-site post to a keyless service that logs predictions", 408: "the body stalled",
-          421: "Host header not served here (--allowed-host)",
-          413: "body, image count or pixel count over the limit", 415: "not an image / unsupported Content-Type",
-          422: "corrupt or truncated image, a bad query parameter", 503: "queue full: retry after Retry-After seconds"}
 
 
 def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAPI:
@@ -125,59 +108,13 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
-    query = Parameters(top_k=Param(f"classes per image [default {settings.top_k}]",
-                                   Number(int, 1, 1000, optional=True)))
-
-    @app.post("/predict", summary="Classify one or several images", dependencies=writes if plog else guarded,
-              openapi_extra={"requestBody": PREDICT_BODY, "parameters": query.openapi()},
-              responses={200: {"content": {"application/json": {"example": PREDICT_EXAMPLE}}},
-                         **{code: {"description": text} for code, text in ERRORS.items()}})
-    async def predict(request: Request, q: dict = Depends(query)):
-        """Images as multipart/form-data file parts (any field name; several allowed), or one image as
-        the raw body (Content-Type image/... or application/octet-stream)."""
-        served = holder.current         # one model for this whole request, even if a swap lands meanwhile
-        model = served.model
-        with runner.arriving():
-            body = await read_body(request.headers.get("content-length"), request.stream(), settings.max_upload_bytes,
-                                   request.headers.get("expect", "").lower() == "100-continue")
-            files = split_images(body, request.headers.get("content-type", ""), settings.max_images)
-            hashes = [] if plog else None      # sha256 per image, for the prediction log
-            inputs = await run_in_threadpool(_decode_all, files, model.img_size, model.resize_mode, settings.max_pixels,
-                                             hashes)
-        usable = [x for x in inputs if not isinstance(x, Rejected)]
-        if not usable:
-            for x in inputs[1:]:
-                metrics.errors.labels(x.reason).inc()
-            raise inputs[0]
-        probs = await runner.submit(np.stack(usable), model.predict_proba)
-        answers = iter(zip(model.answers(probs, q["top_k"] or settings.top_k), probs))
-        decision = _decision_rule(model.meta)
-        results = []
-        for i, ((name, data), x) in enumerate(zip(files, inputs)):
-            entry = {"filename": name} if name else {}
-            if isinstance(x, Rejected):
-                metrics.errors.labels(x.reason).inc()
-                entry.update(error=x.detail, status=x.status_code)
-            else:
-                a, p = next(answers)
-                metrics.predictions.labels(a["label"]).inc()
-                if plog and plog.sampled(hashes[i]):
-                    rec = predlog.record(sha256=hashes[i], model=served.info["name"], version=served.version, answer=a,
-                                         probs=p, classes=model.classes, decision=decision["rule"])
-                    if plog.write(rec, data, x):
-                        entry["prediction_id"] = rec["id"]
-                entry.update(label=a["label"], confidence=a["confidence"],
-                             top_k=[{"label": c, "p": p} for c, p in a["top_k"]],
-                             decision={**decision, "unknown": True} if a["label"] == UNKNOWN else decision)
-            results.append(entry)
-        # Plain JSON types already: skip FastAPI's jsonable_encoder walk, a tenth of a millisecond each.
-        return JSONResponse({"model": served.info["name"], "version": served.version, "results": results})
-
-    from .feedback_routes import register as register_feedback
+    from imgclf.serving.predict_routes import register as register_predict
+    register_predict(app, holder, settings, writes if plog else guarded, runner, plog, metrics)
+    from imgclf.serving.feedback_routes import register as register_feedback
     register_feedback(app, holder, settings, writes, plog)
-    from .explain_routes import register as register_explain
+    from imgclf.serving.explain_routes import register as register_explain
     register_explain(app, holder, settings, guarded)
-    from .scan_routes import register as register_scan
+    from imgclf.serving.scan_routes import register as register_scan
     register_scan(app, holder, settings, guarded)
     return app
 
@@ -203,30 +140,6 @@ def _follow_in_metrics(holder: ModelHolder, metrics: ServiceMetrics) -> None:
                 seen[result] = count
 
     holder.on_change(note)
-
-
-def _decode_all(files: list[tuple[str, bytes]], size: int, resize: str, max_pixels: int,
-                hashes: list | None = None) -> list:
-    """Each image's model input, or the Rejected saying why it has none (one thread for the lot);
-    each image's sha256 appended to `hashes` when given."""
-    out = []
-    for _, data in files:
-        if hashes is not None:
-            hashes.append(hashlib.sha256(data).hexdigest())
-        try:
-            out.append(decode(data, size, resize, max_pixels))
-        except Rejected as e:
-            out.append(e)
-    return out
-
-
-def _decision_rule(meta: dict) -> dict:
-    if meta.get("decision"):
-        d = meta["decision"]
-        return {"rule": "threshold", "positive_class": d["positive_class"], "threshold": d["threshold"]}
-    if meta.get("rejection"):
-        return {"rule": "rejection", "threshold": meta["rejection"]["threshold"], "unknown": False}
-    return {"rule": "argmax"}
 
 
 def _key_check(expected: str):

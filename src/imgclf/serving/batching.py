@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from .limits import Rejected
+from imgclf.serving.limits import Rejected
 
 
 def queue_full() -> Rejected:

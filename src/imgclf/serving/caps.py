@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 
-from ..data.images import UnusableImage, image_size
-from .limits import Rejected, png_size, rejection
+from imgclf.data.images import UnusableImage, image_size
+from imgclf.serving.limits import Rejected, png_size, rejection
 
 
 def header_size(data: bytes, max_pixels: int) -> tuple[int, int]:

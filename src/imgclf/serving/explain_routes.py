@@ -17,10 +17,10 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import UserError
-from .caps import check_shape, header_size
-from .limits import Rejected, decode, read_body, split_images
-from .params import Param, Parameters, check_class
+from imgclf.core.errors import UserError
+from imgclf.serving.caps import check_shape, header_size
+from imgclf.serving.limits import Rejected, decode, request_images
+from imgclf.serving.params import Param, Parameters, check_class
 
 HEATMAP_SIDE = 14
 OVERLAY_SIDE = (256, 512)       # longer side of the returned overlay: readable, yet a small answer
@@ -31,7 +31,7 @@ ONE_IMAGE_BODY = {"required": True, "content": {
 
 
 def register(app, holder, settings, guarded) -> None:
-    from ..explaining import METHODS
+    from imgclf.inference.explain import METHODS
 
     lock = threading.Lock()
     cache: dict = {}            # the served model and its Explainer (private network copy); rebuilt after a swap
@@ -52,9 +52,7 @@ def register(app, holder, settings, guarded) -> None:
         served = holder.current         # one model for the whole request, even if a swap lands meanwhile
         model = served.model
         method, target = q["method"], check_class("target", q["target"], model.classes)
-        body = await read_body(request.headers.get("content-length"), request.stream(), settings.max_upload_bytes,
-                               request.headers.get("expect", "").lower() == "100-continue")
-        files = split_images(body, request.headers.get("content-type", ""), settings.max_images)
+        files = await request_images(request, settings)
         if len(files) != 1:
             raise Rejected(400, f"POST /explain takes one image, got {len(files)}: send one request per image",
                            "too_many")
@@ -66,8 +64,8 @@ def _explain(model, data: bytes, method: str, target: str | None, settings, cach
              lock: threading.Lock) -> dict:
     import base64
 
-    from ..data.images import read_rgb
-    from ..explaining import Explainer, overlay, png_bytes, small_heatmap
+    from imgclf.data.images import read_rgb
+    from imgclf.inference.explain import Explainer, overlay, png_bytes, small_heatmap
 
     check_shape(*header_size(data, settings.max_pixels), settings)          # a 20000 x 1 strip: refused unread
     x = decode(data, model.img_size, model.resize_mode, settings.max_pixels)

@@ -1,5 +1,5 @@
 """POST /feedback: a user says what an image really shows; the image goes to the feedback inbox
-(imgclf.inbox: INBOX/<label>/<sha256>.<ext> plus a record in INBOX/feedback.jsonl), where
+(imgclf.store.inbox: INBOX/<label>/<sha256>.<ext> plus a record in INBOX/feedback.jsonl), where
 `imgclf update --from-inbox` picks it up.
 
     curl -F file=@photo.jpg -F label=tulip http://localhost:8000/feedback
@@ -17,10 +17,10 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from .. import inbox
-from ..errors import UserError
-from . import fields
-from .limits import Rejected, read_body
+from imgclf.store import inbox
+from imgclf.core.errors import UserError
+from imgclf.serving import fields
+from imgclf.serving.limits import Rejected, request_body
 
 FEEDBACK_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
     "file": {"type": "string", "format": "binary", "description": "the image (or give prediction_id)"},
@@ -48,8 +48,7 @@ def register(app: FastAPI, holder, settings, guarded: list, plog=None) -> None:
                                                 "or an unreadable image"}})
     async def feedback(request: Request):
         served = holder.current
-        body = await read_body(request.headers.get("content-length"), request.stream(), settings.max_upload_bytes,
-                               request.headers.get("expect", "").lower() == "100-continue")
+        body = await request_body(request, settings.max_upload_bytes)
         form = await _form(request, body)
         label = fields.label(form.get("label"))
         who = fields.text(form, "who")

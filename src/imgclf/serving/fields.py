@@ -1,18 +1,18 @@
 """The fields of POST /feedback, checked before anything is stored (422 with the reason).
 
-The label's rule is the inbox's (imgclf.inbox.check_label: `imgclf feedback import` applies the
-same one); the numbers' are the settings' (serving.params, over imgclf.validation).
+The label's rule is the inbox's (imgclf.store.inbox.check_label: `imgclf feedback import` applies the
+same one); the numbers' are the settings' (serving.params, over imgclf.settings.checks).
 """
 from __future__ import annotations
 
 import re
 import unicodedata
 
-from .. import inbox
-from ..errors import UserError
-from ..validation import check_number
-from .limits import Rejected
-from .params import CONFIDENCE, checked
+from imgclf.store import inbox
+from imgclf.core.errors import UserError
+from imgclf.settings.checks import check_number
+from imgclf.serving.limits import Rejected
+from imgclf.serving.params import CONFIDENCE, checked
 
 MAX_TEXT = 200                 # who, predicted: short names, never documents
 PREDICTION_ID = re.compile(r"[0-9a-f]{16}-[0-9]{1,16}")

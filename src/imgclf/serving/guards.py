@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Request
 
-from .limits import Rejected
+from imgclf.serving.limits import Rejected
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from .info import model_info
+from imgclf.serving.info import model_info
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-from .. import registry as reg
-from ..registry import ALIASES_FILE
-from .holder import ModelHolder
+from imgclf.store import registry as reg
+from imgclf.store.registry import ALIASES_FILE
+from imgclf.serving.holder import ModelHolder
 
 log = logging.getLogger("imgclf.serve")
 

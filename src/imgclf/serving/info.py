@@ -2,14 +2,15 @@
 (the run is named by its folder name only)."""
 from __future__ import annotations
 
-from ..fsutil import read_json
-from .settings import ServeSettings
+from imgclf.core.files import read_json
+from imgclf.evaluation.operating_point import OperatingPoint
+from imgclf.serving.settings import ServeSettings
 
 
 def model_info(model, settings: ServeSettings | None = None) -> dict:
     """The model's description; with `settings`, also the service's limits (key "service")."""
     meta, path = model.meta, model.path
-    # The ONNX backend swaps the torch module for an ONNX Runtime wrapper (see imgclf.onnx_backend).
+    # The ONNX backend swaps the torch module for an ONNX Runtime wrapper (see imgclf.inference.onnx_runtime).
     backend = "onnx" if "onnx" in type(getattr(model, "net", None)).__module__ else "torch"
     arch = meta.get("architecture", {})
     info = {
@@ -21,7 +22,7 @@ def model_info(model, settings: ServeSettings | None = None) -> dict:
         "backend": backend,
         "tta": model.tta,
         "calibration": {"method": "temperature", "temperature": model.temperature},
-        "decision": _decision(meta),
+        "decision": OperatingPoint.of(meta).description(),
         "metrics": _metrics_summary(path),
         "imgclf_version": meta.get("imgclf_version"),
     }
@@ -35,17 +36,6 @@ def service_info(settings: ServeSettings) -> dict:
             "max_upload_mb": settings.max_upload_mb, "max_pixels": settings.max_pixels,
             "max_images": settings.max_images, "top_k": settings.top_k,
             "api_key_required": settings.api_key is not None}
-
-
-def _decision(meta: dict) -> dict:
-    """How the answered label is chosen from the calibrated probabilities."""
-    if d := meta.get("decision"):
-        return {"rule": "threshold", "positive_class": d["positive_class"], "threshold": d["threshold"],
-                "chosen_by": d.get("rule")}
-    if r := meta.get("rejection"):
-        return {"rule": "rejection", "threshold": r["threshold"], "label": r.get("label", "unknown"),
-                "chosen_by": r.get("rule")}
-    return {"rule": "argmax"}
 
 
 def _metrics_summary(path) -> dict | None:

@@ -14,7 +14,7 @@ from typing import AsyncIterator
 import numpy as np
 from fastapi import HTTPException
 
-from ..data.images import UnusableImage, load_resized
+from imgclf.data.images import UnusableImage, load_resized
 
 # A body over the limit by at most this much is read and thrown away before the 413 goes out,
 # so the client, still sending, reads the answer instead of a reset connection.
@@ -52,6 +52,18 @@ async def read_body(content_length: str | None, stream: AsyncIterator[bytes], li
     if size > limit:
         raise too_large
     return b"".join(chunks)
+
+
+async def request_body(request, limit: int) -> bytes:
+    """A FastAPI request's body under `limit` bytes (see read_body): every route reads its body so."""
+    return await read_body(request.headers.get("content-length"), request.stream(), limit,
+                           request.headers.get("expect", "").lower() == "100-continue")
+
+
+async def request_images(request, settings) -> list[tuple[str, bytes]]:
+    """(display name, bytes) of each image a request sends, within the service's size and count limits."""
+    body = await request_body(request, settings.max_upload_bytes)
+    return split_images(body, request.headers.get("content-type", ""), settings.max_images)
 
 
 def _declared_length(value: str | None) -> int | None:

@@ -1,5 +1,5 @@
 """The service's query and form parameters, checked by the rules every training setting is checked by
-(imgclf.validation: ranges, finiteness, types). A bad value is a JSON 422 naming the parameter, the
+(imgclf.settings.checks: ranges, finiteness, types). A bad value is a JSON 422 naming the parameter, the
 value and what is allowed: the line `imgclf train` prints for a bad flag.
 
     SCAN = Parameters(iou=Param("NMS IoU", Number(float, 0, 1, low_open=True), default=0.3))
@@ -18,9 +18,9 @@ from typing import Any
 
 from fastapi import Request
 
-from ..errors import UserError
-from ..validation import Number, check_choice, check_number
-from .limits import Rejected
+from imgclf.core.errors import UserError
+from imgclf.settings.checks import Number, check_choice, check_number
+from imgclf.serving.limits import Rejected
 
 CONFIDENCE = Number(float, 0, 1, optional=True)       # POST /feedback's `confidence`: a probability
 

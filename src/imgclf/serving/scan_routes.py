@@ -25,12 +25,12 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import UserError
-from ..validation import Number
-from .caps import check_shape, check_windows, header_size
-from .explain_routes import ONE_IMAGE_BODY
-from .limits import Rejected, read_body, rejection, split_images
-from .params import Param, Parameters, check_class
+from imgclf.core.errors import UserError
+from imgclf.settings.checks import Number
+from imgclf.serving.caps import check_shape, check_windows, header_size
+from imgclf.serving.explain_routes import ONE_IMAGE_BODY
+from imgclf.serving.limits import Rejected, rejection, request_images
+from imgclf.serving.params import Param, Parameters, check_class
 
 SCANNERS = 4            # cached (model, class) scanners: one model serves at a time, with few classes to find
 QUERY = Parameters(
@@ -64,9 +64,7 @@ def register(app, holder, settings, guarded) -> None:
         """One photo as a multipart file part or as the raw body. Boxes are in the photo's pixels."""
         served = holder.current         # one model for the whole request, even if a swap lands meanwhile
         positive = check_class("positive", q["positive"], served.model.classes)
-        body = await read_body(request.headers.get("content-length"), request.stream(), settings.max_upload_bytes,
-                               request.headers.get("expect", "").lower() == "100-continue")
-        files = split_images(body, request.headers.get("content-type", ""), settings.max_images)
+        files = await request_images(request, settings)
         if len(files) != 1:
             raise Rejected(400, f"POST /scan takes one image, got {len(files)}: send one request per image", "too_many")
         options = {k: q[k] for k in ("iou", "min_size", "threshold")}
@@ -75,7 +73,7 @@ def register(app, holder, settings, guarded) -> None:
 
 
 def _can_scan(model) -> bool:
-    from ..scanning import positive_class
+    from imgclf.scanning import positive_class
 
     try:
         positive_class(model, None)
@@ -85,7 +83,7 @@ def _can_scan(model) -> bool:
 
 
 def _scanner(model, positive: str | None):
-    from ..scanning import Scanner
+    from imgclf.scanning import Scanner
 
     try:
         return Scanner(model, positive)
@@ -94,7 +92,7 @@ def _scanner(model, positive: str | None):
 
 
 def _scan(model, data: bytes, positive: str | None, options: dict, settings, scanners, lock: threading.Lock) -> dict:
-    from ..data.images import UnusableImage, read_rgb
+    from imgclf.data.images import UnusableImage, read_rgb
 
     width, height = header_size(data, settings.max_pixels)
     check_shape(width, height, settings)

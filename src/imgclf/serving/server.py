@@ -6,11 +6,13 @@ import dataclasses
 import socket
 import threading
 import time
+from pathlib import Path
 
-from ..errors import UserError
-from .app import create_app
-from .settings import ServeSettings
-from .slow_clients import protocol_class
+from imgclf.core.errors import UserError
+from imgclf.serving.app import create_app
+from imgclf.serving.settings import ServeSettings
+from imgclf.serving.slow_clients import protocol_class
+from imgclf.store.runs import find_run
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
@@ -86,3 +88,43 @@ class BackgroundServer:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.sock.close()
+
+
+def serve_run(run, *, registry, alias: str, host: str, port: int, backend: str, device: str, tta, console,
+              log_level: str, **settings) -> None:
+    """See imgclf.serve: load RUN (or follow REGISTRY's ALIAS), print where it serves, serve until interrupted."""
+    from imgclf.core.errors import from_settings
+    from imgclf.store.inbox import default_inbox
+    from imgclf.serving.hotswap import holder_for_registry
+    from imgclf.workflows import load
+
+    if (run is None) == (registry is None):
+        raise UserError("give either RUN (a run folder) or --registry DIR (serve and follow its --alias), not "
+                        + ("both" if run is not None else "neither"))
+    cors = settings.pop("cors", None) or ()
+    ref = Path(run).expanduser() if run is not None else None
+    # REGISTRY/ALIAS (or REGISTRY/3) serves that version as it is now, not followed: the version is recorded.
+    pinned = ref is not None and not ref.exists() and (ref.parent / "versions").is_dir()
+    settings["inbox"] = str(settings.get("inbox") or default_inbox(registry or (ref.parent if pinned else None),
+                                                                   None if registry or pinned else find_run(run)))
+    config = from_settings(ServeSettings, {**settings, "cors": (cors,) if isinstance(cors, str) else tuple(cors)},
+                           "serve setting")
+    if registry is not None:
+        served = holder_for_registry(registry, alias, lambda path: load(path, device, tta=tta, backend=backend))
+        model, following = served.model, f", version {served.version} ({alias} of {registry}, swapped on promote)"
+    else:
+        served = model = load(run, device, tta=tta, backend=backend)
+        following = ""
+        if pinned:
+            from imgclf.store.registry import version_number
+            from imgclf.serving.holder import ModelHolder
+
+            served = ModelHolder(model, version=version_number(ref.parent, ref.name))
+            following = f", version {served.version} of {ref.parent}"
+    mode = (f"micro-batches of up to {config.max_batch} (max wait {config.max_wait_ms:g} ms)" if config.batching
+            else "one forward pass per request (no batching)")
+    console.print(f"serving {model.path.name}{following} ({len(model.classes)} classes, {backend} on {model.device}, "
+                  f"{mode}) at http://{host}:{port}/  API key {'required' if config.api_key else 'not set'}")
+    console.print(f"feedback (POST /feedback) goes to the inbox {config.inbox}"
+                  + (f"; predictions are logged to {config.log_predictions}" if config.log_predictions else ""))
+    run_server(served, config, host, port, log_level=log_level)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UserError
+from imgclf.core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class ServeSettings:
     max_queue: int = 512                # images waiting; beyond it /predict answers 503 + Retry-After
     top_k: int = 5                      # default top-k in answers (?top_k= overrides, up to the class count)
     threads: int | None = None          # torch threads per forward; None: all cores batched, 1 without batching
-    log_predictions: str | None = None  # folder for the prediction log (imgclf.predlog); None: no log
+    log_predictions: str | None = None  # folder for the prediction log (imgclf.store.predlog); None: no log
     log_sample: float = 1.0             # share of images logged, 0..1 (the same image always or never)
     log_images: str = "keep"            # keep: store each logged image's bytes; hash: its sha256 only
     log_max_mb: float = 500.0           # the log folder's size bound; the oldest files go first

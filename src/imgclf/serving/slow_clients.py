@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .limits import Rejected
+from imgclf.serving.limits import Rejected
 
 MAX_HEADER_BYTES = 64 * 1024       # browsers send ~1-2 kB; h11's own limit is 16 kB, httptools has none
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UserError
+from imgclf.core.errors import UserError
+from imgclf.settings.checks import CLASS_WEIGHT_MODES
 
-MODES = ("auto", "none", "sqrt", "balanced")
+MODES = CLASS_WEIGHT_MODES
 AUTO_RATIO = 3.0        # auto weighs classes when the largest has this many times the images of the smallest
 
 

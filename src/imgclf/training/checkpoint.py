@@ -15,8 +15,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, safe_open
 
-from ..errors import UserError
-from ..fsutil import atomic_path
+from imgclf.core.errors import UserError
+from imgclf.core.files import atomic_path
 
 _TENSOR = "__tensor__"
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..config import TrainConfig
-from ..data.images import RESIZE_MODES, UnusableImage, image_size
-from ..errors import UserError
-from ..inference import TTA_MODES
-from .finetune import is_finetune, stage_defaults
+from imgclf.settings.config import TrainConfig
+from imgclf.data.images import RESIZE_MODES, UnusableImage, image_size
+from imgclf.core.errors import UserError
+from imgclf.models.forward import TTA_MODES
+from imgclf.training.finetune import is_finetune, stage_defaults
 
 
 def typical_side(paths: list[str], sample: int = 300, seed: int = 0) -> int | None:
@@ -52,19 +52,37 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
 
     finetune = is_finetune(cfg)
     if finetune:    # a missing weight file (or offline without one) fails now, not after decoding the images
-        from ..models.pretrained import weights_source
+        from imgclf.models.pretrained import weights_source
 
         weights_source(cfg.model[len("timm/"):], cfg.weights, cfg.pretrained)
     elif cfg.weights:
-        from ..models.pretrained import run_weight_file
+        from imgclf.models.pretrained import run_weight_file
 
         run_weight_file(cfg.weights)
     if c["probe"] is None:
         c["probe"] = finetune
         if finetune:
             notes.append("probe=True: the new head is fitted on frozen features first (a linear probe, seconds)")
+    _size_and_batch(c, notes, finetune, gpu, n, median_side, device)
+    _schedule(c, notes, finetune, gpu, n, cfg.optimizer)
+    _layout(c, notes, finetune, gpu, device)
+    if c["probe"] and not finetune:
+        raise UserError("--probe fits the head of a pretrained model: use it with lite0/lite1/lite2, or timm/<arch> "
+                        "with --pretrained or --weights")
+    if c["freeze_epochs"] is None and c["probe"]:
+        c["freeze_epochs"] = 0      # the probe has trained the head already
+    notes += stage_defaults(c, finetune)
+    if cfg.model == "resnet_fast" and "widths" not in c["model_kwargs"]:
+        # Half width on CPU: about 3x the images/s of the GPU width, at a small cost in accuracy.
+        c["model_kwargs"] = {**c["model_kwargs"], "widths": [64, 128, 256] if gpu else [32, 64, 128]}
+        notes.append(f"resnet_fast widths={c['model_kwargs']['widths']}: sized for {'GPU' if gpu else 'CPU'} throughput")
+    return TrainConfig.from_dict(c), notes
+
+
+def _size_and_batch(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int, median_side, device) -> None:
+    """img_size and batch_size, into `c` (the settings as a dict), one note per choice."""
     if c["img_size"] is None and finetune:
-        c["img_size"], note = pretrained_input_size(cfg.model)
+        c["img_size"], note = pretrained_input_size(c["model"])
         if not gpu:
             # ImageNet features need room (small images are upsampled to 96), but a CPU pays for every pixel.
             side = median_side() or c["img_size"]
@@ -82,6 +100,10 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
     if c["batch_size"] is None:
         c["batch_size"] = int(min(256 if gpu else 64, max(16, 2 ** int(np.log2(max(16, n // 25))))))
         notes.append(f"batch_size={c['batch_size']}: {n} training images, {'GPU' if gpu else 'CPU'}")
+
+
+def _schedule(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int, optimizer: str) -> None:
+    """epochs, lr, weight_decay and patience, into `c`."""
     if c["epochs"] is None and finetune and not gpu:
         # A budget of images seen rather than passes: the probe has done the head, and each pass over a
         # big set costs minutes on a CPU; small sets still get enough steps.
@@ -96,16 +118,16 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         notes.append(f"epochs={c['epochs']}: {n} training images{', fine-tuning' if finetune else ''} "
                      "(early stopping may end sooner)")
     if c["lr"] is None:
-        base = {"adamw": 2e-3, "sgd": 0.1}[cfg.optimizer] if cfg.optimizer in ("adamw", "sgd") else 2e-3
+        base = {"adamw": 2e-3, "sgd": 0.1}[optimizer] if optimizer in ("adamw", "sgd") else 2e-3
         if finetune:
             # Fine-tuning: large steps would wreck the pretrained features. From a probed head (no random
             # gradients to absorb) a larger rate pays: fastai's fine_tune peaks at half the from-scratch rate too.
             base /= 2 if c["probe"] else 5
-        c["lr"] = float(base * (c["batch_size"] / 128) ** 0.5 if cfg.optimizer == "adamw" else base * c["batch_size"] / 128)
-        notes.append(f"lr={c['lr']:.2g}: {cfg.optimizer}{' fine-tuning' if finetune else ''}, scaled for batch {c['batch_size']}")
+        c["lr"] = float(base * (c["batch_size"] / 128) ** 0.5 if optimizer == "adamw" else base * c["batch_size"] / 128)
+        notes.append(f"lr={c['lr']:.2g}: {optimizer}{' fine-tuning' if finetune else ''}, scaled for batch {c['batch_size']}")
     if c["weight_decay"] is None:
-        c["weight_decay"] = 0.05 if cfg.optimizer == "adamw" else 5e-4
-        notes.append(f"weight_decay={c['weight_decay']}: {cfg.optimizer} default")
+        c["weight_decay"] = 0.05 if optimizer == "adamw" else 5e-4
+        notes.append(f"weight_decay={c['weight_decay']}: {optimizer} default")
     if c["patience"] is None and finetune and not gpu:
         # A CPU fine-tune is a short budget whose last, annealed epochs were the best in every run measured
         # (flowers5, CIFAR-10 5k, imbalanced CIFAR-10 unweighted); the weighted imbalanced run stopped
@@ -115,6 +137,11 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
     if c["patience"] is None:
         c["patience"] = max(5, c["epochs"] // 3)
         notes.append(f"patience={c['patience']}: early stopping after that many epochs without val improvement")
+
+
+def _layout(c: dict, notes: list[str], finetune: bool, gpu: bool, device) -> None:
+    """Memory layout and what stays frozen on a CPU (channels_last, freeze_stride, freeze_depthwise,
+    feature_cache), into `c`; refuses combinations that cannot work."""
     if c["channels_last"] is None:
         # Measured: faster on CUDA (tensor cores) and on x86 CPUs (oneDNN); MPS gains nothing.
         c["channels_last"] = device.type != "mps"
@@ -139,17 +166,6 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
                         "--freeze-stride above 0")
     if c["freeze_stride"] < 0:
         raise UserError(f"freeze_stride must be 0 (train every layer) or a stride such as 4, 8 or 16, not {c['freeze_stride']}")
-    if c["probe"] and not finetune:
-        raise UserError("--probe fits the head of a pretrained model: use it with lite0/lite1/lite2, or timm/<arch> "
-                        "with --pretrained or --weights")
-    if c["freeze_epochs"] is None and c["probe"]:
-        c["freeze_epochs"] = 0      # the probe has trained the head already
-    notes += stage_defaults(c, finetune)
-    if cfg.model == "resnet_fast" and "widths" not in c["model_kwargs"]:
-        # Half width on CPU: about 3x the images/s of the GPU width, at a small cost in accuracy.
-        c["model_kwargs"] = {**c["model_kwargs"], "widths": [64, 128, 256] if gpu else [32, 64, 128]}
-        notes.append(f"resnet_fast widths={c['model_kwargs']['widths']}: sized for {'GPU' if gpu else 'CPU'} throughput")
-    return TrainConfig.from_dict(c), notes
 
 
 CPU_FINETUNE_SIZE = (96, 128)       # img_size range for pretrained features on a CPU
@@ -161,7 +177,7 @@ MIN_PRETRAINED_SIDE = 32            # smaller images (digit scans, tiny crops) t
 def choose_model(cfg: TrainConfig, train_paths: list[str], median_side=None) -> tuple[TrainConfig, str | None]:
     """Expand a short name (lite0 -> timm/tf_efficientnet_lite0 with its packaged weights) and
     choose `auto`: the pretrained backbone for photos, resnet_fast from scratch for tiny images."""
-    from ..models.packaged import expand_short_name, installed
+    from imgclf.models.packaged import expand_short_name, installed
 
     if cfg.model == "auto":
         side = (median_side() if median_side else typical_side(train_paths, seed=cfg.seed)) or 0
@@ -184,7 +200,7 @@ def choose_model(cfg: TrainConfig, train_paths: list[str], median_side=None) -> 
 
 def pretrained_input_size(model: str) -> tuple[int, str]:
     """The side the weights were trained at (their pretrained config), else 224."""
-    from ..models.pretrained import expected_preprocessing
+    from imgclf.models.pretrained import expected_preprocessing
 
     pre = expected_preprocessing(model[len("timm/"):])
     side = int(pre["input_size"][-1]) if pre else 224

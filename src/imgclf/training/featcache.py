@@ -27,9 +27,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..data.augment import AugmentPolicy
-from ..device import memory_budget
-from ..inference import normalize
+from imgclf.data.augment import AugmentPolicy
+from imgclf.core.device import memory_budget
+from imgclf.models.forward import normalize
 
 BODY = ("conv_stem", "bn1", "blocks", "conv_head", "bn2")
 
@@ -58,7 +58,7 @@ def split_point(model: torch.nn.Module, frozen: list[str]) -> int | None:
 def cache_split(model: torch.nn.Module, cfg, n_train: int) -> int | None:
     """Where the feature cache splits `model` (the k of `lower`), or None: the cache is off, the
     network cannot be split, or the maps of `n_train` images and mirrors would not fit in memory."""
-    from .finetune import frozen_prefix
+    from imgclf.training.finetune import frozen_prefix
 
     if not cfg.feature_cache:
         return None

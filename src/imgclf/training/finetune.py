@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import torch
 
-from ..config import TrainConfig
-from ..errors import UserError
-from .optim import lr_factor, make_optimizer
+from imgclf.settings.config import TrainConfig
+from imgclf.core.errors import UserError
+from imgclf.training.optim import lr_factor, make_optimizer
 
 HEAD_LR_MULT = 5            # undoes the /5 of the fine-tuning learning rate (training.defaults) for a fresh head
 BN_TRAIN_MIN_BATCH = 16     # smaller batches keep pretrained BatchNorm statistics frozen in stage 2

@@ -13,18 +13,21 @@ rates reported are the head's, which is what `--lr` sets).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import TrainConfig
-from ..data.augment import AugmentPolicy, augment
-from ..device import amp_dtype
-from ..inference import autocast, normalize
-from .finetune import Stages
-from .loop import SplitData, TrainImages
-from .optim import set_lr
+from imgclf.settings.config import TrainConfig
+from imgclf.data.augment import AugmentPolicy, augment
+from imgclf.core.device import amp_dtype
+from imgclf.core.errors import UserError
+from imgclf.core.files import write_json
+from imgclf.models.forward import autocast, normalize
+from imgclf.training.finetune import Stages
+from imgclf.training.loop import SplitData, TrainImages
+from imgclf.training.optim import set_lr
 
 SMOOTHING = 0.98     # exponential moving average of the loss (bias-corrected), as fastai
 DIVERGED = 4.0       # stop once the smoothed loss exceeds this multiple of its minimum
@@ -93,9 +96,9 @@ def suggest(lrs: list[float], smoothed: list[float]) -> dict:
 
 def plot(result: dict, path) -> None:
     """Loss against learning rate (log axis), smoothed, with the suggestion marked."""
-    from ..evaluation.plots import _plt, _save
+    from imgclf.core.figures import pyplot, save_png
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(result["lr"], result["loss"], color="#bbb", lw=0.8, label="loss per step")
     ax.plot(result["lr"], result["smoothed"], color="#1f77b4", lw=2, label="smoothed")
@@ -113,4 +116,34 @@ def plot(result: dict, path) -> None:
     ax.legend(fontsize=8)
     ax.set_title("Learning-rate range test")
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
+
+
+def run_range_test(data, *, out=None, steps: int, start_lr: float, end_lr: float, console, **settings) -> dict:
+    """See imgclf.lr_find: the range test on the data, model and settings `train` would use."""
+    from imgclf.store.runs import new_run_dir
+    from imgclf.training.pipeline import build_network, prepare
+
+    if steps < 10:
+        raise UserError(f"--steps must be at least 10, not {steps}")
+    if not 0 < start_lr < end_lr:
+        raise UserError(f"need 0 < start_lr < end_lr, not {start_lr} and {end_lr}")
+    prep, _ = prepare(TrainConfig().updated(data=str(data), **settings), console, for_training=False)
+    cfg = prep.cfg
+    out = Path(out or new_run_dir(f"{Path(cfg.data).name}-lr-find"))
+    net, _ = build_network(cfg, len(prep.spec.classes))
+    split = prep.split_data()
+    console.print(f"lr-find: {cfg.model}, {steps} steps of batch {cfg.batch_size}, lr {start_lr:g} -> {end_lr:g}")
+    result = range_test(net, cfg, split, prep.policy, prep.device, steps, start_lr, end_lr)
+    result["settings"] = {k: getattr(cfg, k) for k in ("model", "img_size", "batch_size", "optimizer", "weight_decay",
+                                                         "freeze_epochs", "layer_decay", "lr")}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "lr_find.json", result)
+    plot(result, out / "lr_find.png")
+    if result["suggested_lr"] is None:
+        raise UserError(f"lr-find stopped too early ({result['stopped']}): lower --start-lr or raise --steps")
+    console.print(f"  {len(result['lr'])} steps; stopped: {result['stopped']}")
+    console.print(f"suggested lr: {result['suggested_lr']:.2g} (steepest descent of the smoothed loss); "
+                  f"minimum-loss lr / 10: {result['min_loss_lr_div10']:.2g}; this run's default: {cfg.lr:.2g}")
+    console.print(f"plot: {out / 'lr_find.png'}  (use it with: imgclf train {data} --lr {result['suggested_lr']:.2g})")
+    return result

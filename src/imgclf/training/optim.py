@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from ..errors import UserError
+from imgclf.core.errors import UserError
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,

@@ -15,8 +15,8 @@ import warnings
 import numpy as np
 import torch
 
-from ..device import ort_options
-from .featcache import evaluating, lower, upper
+from imgclf.core.device import ort_options
+from imgclf.training.featcache import evaluating, lower, upper
 
 
 class _Outputs(torch.nn.Module):

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import TrainConfig
-from ..errors import UserError
+from imgclf.settings.config import TrainConfig
+from imgclf.core.errors import UserError
 
 
 def duplicates(spec, cfg: TrainConfig, console) -> list[str]:
     """The data doctor's quick part: identical files with conflicting labels or across splits are
     warned about; with `dedupe` they are taken out (see data.doctor.dedupe). Returns the removed paths."""
-    from ..data.doctor import dedupe, duplicate_warnings, quick_check
+    from imgclf.data.doctor import dedupe, duplicate_warnings, quick_check
 
     found = quick_check(spec, cfg.workers)
     for line in duplicate_warnings(found):
@@ -29,7 +29,7 @@ def duplicates(spec, cfg: TrainConfig, console) -> list[str]:
 
 def decode(spec, cfg: TrainConfig, console):
     """Decode every image once into the cache; drop unusable files with one warning line each."""
-    from ..data.cache import build_cache
+    from imgclf.data.cache import build_cache
 
     require_validation_images(spec, cfg)        # before the decoding it would otherwise wait for
     cache = build_cache(spec.paths, cfg.img_size, cfg.resize, workers=cfg.workers)
@@ -65,7 +65,7 @@ def group_split(spec, cfg: TrainConfig, images: np.ndarray, console):
     config recording what was used, and the grouping's summary for data_report.json."""
     from rich.markup import escape        # a pattern's [a-z] is not markup
 
-    from ..data.groups import group_for_training, summary_line
+    from imgclf.data.groups import group_for_training, summary_line
 
     info = group_for_training(spec, cfg.group_by, images, cfg.val_frac, cfg.test_frac, cfg.seed)
     if info is None:
@@ -82,15 +82,15 @@ def group_split(spec, cfg: TrainConfig, images: np.ndarray, console):
 
 def normalization(cfg: TrainConfig, images: np.ndarray, spec) -> tuple[list[float], list[float], bool]:
     """(mean, std, fine-tuning?): pretrained weights' own statistics, else the training images'."""
-    from ..models.pretrained import normalization as pretrained_normalization
-    from ..models.pretrained import parent_run
-    from ..training.finetune import is_finetune
+    from imgclf.models.pretrained import normalization as pretrained_normalization
+    from imgclf.models.pretrained import parent_run
+    from imgclf.training.finetune import is_finetune
 
     if is_finetune(cfg):
         return (*pretrained_normalization(cfg.model[len("timm/"):]), True)
     if not cfg.model.startswith("timm/") and (parent := parent_run(cfg.weights)) is not None:
         # In-house weights from an earlier run: learnt on inputs standardised by that run's statistics.
-        from .warmstart import parent_normalization
+        from imgclf.training.warmstart import parent_normalization
 
         return (*parent_normalization(parent), False)
     return (*channel_stats(images, spec.indices("train")), False)
@@ -103,8 +103,8 @@ def channel_stats(images: np.ndarray, idx: np.ndarray, sample: int = 5000) -> tu
 
 
 def apply_preset(cfg: TrainConfig, explicit: set[str], train_paths: list[str], device) -> tuple[TrainConfig, list[str]]:
-    from ..training.defaults import typical_side
-    from ..training.presets import preset_settings
+    from imgclf.training.defaults import typical_side
+    from imgclf.training.presets import preset_settings
 
     side = None if "img_size" in explicit else typical_side(train_paths, seed=cfg.seed)
     values, notes = preset_settings(cfg.preset, device, len(train_paths), side or cfg.img_size, cfg.flip)
@@ -115,7 +115,7 @@ def apply_preset(cfg: TrainConfig, explicit: set[str], train_paths: list[str], d
 
 
 def augment_policy(cfg: TrainConfig, n_train: int):
-    from ..data.augment import AugmentPolicy, default_policy
+    from imgclf.data.augment import AugmentPolicy, default_policy
 
     if isinstance(cfg.augment, dict):
         return AugmentPolicy.from_dict(cfg.augment)

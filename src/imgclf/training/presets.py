@@ -13,9 +13,10 @@ import math
 
 import torch
 
-from ..errors import UserError
+from imgclf.core.errors import UserError
+from imgclf.settings.checks import PRESET_NAMES
 
-PRESETS = ("fast", "balanced", "best")
+PRESETS = PRESET_NAMES
 
 # Stage widths: on CPU narrower nets, since images/s fall with the square of the width.
 WIDTHS = {("cpu", "fast"): [32, 128, 128], ("cpu", "balanced"): [48, 192, 192], ("cpu", "best"): [64, 256, 256],

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from .featcache import LowerMaps, recording
+from imgclf.training.featcache import LowerMaps, recording
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 1.0)     # inverse L2 strengths tried; features are standardised first
 
@@ -44,8 +44,8 @@ def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: 
     and validates on (training.featcache), for free: these passes run those layers anyway."""
     from sklearn.linear_model import LogisticRegression
 
-    from ..inference import normalize, predict_logits
-    from .ortembed import ort_embedder
+    from imgclf.models.forward import normalize, predict_logits
+    from imgclf.training.ortembed import ort_embedder
 
     t0 = time.perf_counter()
     net.to(device).eval()
@@ -115,7 +115,7 @@ def _score(clf, x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     """Accuracy, balanced accuracy and cross-entropy (natural log), as training validates."""
     from sklearn.metrics import log_loss
 
-    from .balance import balanced_accuracy
+    from imgclf.training.balance import balanced_accuracy
 
     p = clf.predict_proba(x)
     right = clf.classes_[p.argmax(1)] == y

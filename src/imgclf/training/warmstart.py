@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..errors import UserError
-from ..runs import find_run, read_model_json
+from imgclf.core.errors import UserError
+from imgclf.store.runs import find_run, read_model_json
 
 NEW_ROW_NOISE = 0.01      # x the old rows' std: breaks the tie between several new classes
 
@@ -78,8 +78,8 @@ def grow_head(net: nn.Module, state: dict[str, torch.Tensor], old_classes: list[
 
 def warm_start(net: nn.Module, run: str | Path, classes: list[str]) -> str:
     """Start `net` from RUN's model.safetensors (see grow_head); returns a line saying what was done."""
-    from ..run_schema import verify_weights
-    from .checkpoint import load_weights
+    from imgclf.store.run_schema import verify_weights
+    from imgclf.training.checkpoint import load_weights
 
     run = find_run(run)
     meta = read_model_json(run)

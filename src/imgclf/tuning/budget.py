@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from imgclf.core.errors import UserError
 
 # The top of the epochs range may cost this much more than a trial's share of the time: the
 # sampled epochs average ~60 % of the top, and pruning and early stopping end many trials sooner.
@@ -41,8 +41,8 @@ def probe(data: str, settings: dict, out: Path) -> Probe:
     """Run the default configuration (with `settings`) for one epoch in `out`, then remove it."""
     import yaml
 
-    from .. import api
-    from ..fsutil import read_json
+    from imgclf import workflows
+    from imgclf.core.files import read_json
 
     def stop(epoch: int, row: dict) -> None:
         raise _FirstEpochDone(row)
@@ -50,7 +50,7 @@ def probe(data: str, settings: dict, out: Path) -> Probe:
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     try:
-        api.train(data, out=out, verbose=False, evaluate=False, on_epoch=stop, **settings)
+        workflows.train(data, out=out, verbose=False, evaluate=False, on_epoch=stop, **settings)
         raise AssertionError("on_epoch runs after every epoch, so train cannot end without it")
     except _FirstEpochDone as done:
         row = done.args[0]

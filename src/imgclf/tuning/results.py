@@ -12,7 +12,7 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from ..fsutil import write_json, write_text
+from imgclf.core.files import write_json, write_text
 
 ROW_FIELDS = ["number", "state", "value", "val_loss", "epochs_run", "best_epoch", "seconds", "default", "retry_of",
               "worker", "note"]
@@ -84,7 +84,7 @@ def importances(study) -> dict | None:
 
 def summary(study, setup: dict, **facts) -> dict:
     """tune.json: the study's state now, with the best and the default configurations."""
-    from .space import Space, trial_settings
+    from imgclf.tuning.space import Space, trial_settings
 
     best, default = best_trial(study), default_trial(study)
     space = Space.from_dict(setup["space"])

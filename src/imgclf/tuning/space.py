@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainConfig, read_yaml_mapping
-from ..errors import UserError
+from imgclf.settings.config import TrainConfig, read_yaml_mapping
+from imgclf.core.errors import UserError
 
 KNOBS = {
     "width": "model size: a multiplier of the model family's default channel widths",
@@ -198,7 +198,7 @@ def trial_settings(values: dict, space: Space, img_size: int, n_train: int) -> d
 
 def width_setting(model: str, multiplier: float) -> dict:
     """The model's own `width` setting scaled by `multiplier` ({} for models without one, e.g. timm)."""
-    from ..models import model_defaults
+    from imgclf.models import model_defaults
 
     base = model_defaults(model).get("width")
     if base is None or isinstance(base, bool):
@@ -210,7 +210,7 @@ def scaled_policy(strength: float, img_size: int, n_train: int, flip: bool = Tru
     """train's default augmentation for this image size and data size, with every strength
     (translate, crop area, rotation, colour jitter, cutout) scaled by 2 x `strength`: 0.5 is the
     default itself, 0 leaves flips only, 1 doubles it."""
-    from ..data.augment import AugmentPolicy, default_policy
+    from imgclf.data.augment import AugmentPolicy, default_policy
 
     base, f = default_policy(img_size, n_train, allow_flip=flip), 2.0 * float(strength)
     crop = None

@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import UserError, mask_secrets
+from imgclf.core.errors import UserError, mask_secrets
 
 JOURNAL = "study.journal"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)      # what counts towards --trials

@@ -15,14 +15,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
-from ..fsutil import file_lock, read_json, write_json
-from ..runs import new_run_dir
-from . import study as st
-from .budget import epochs_range, probe
-from .results import fmt_params, importances, print_summary, summary, write_outputs
-from .space import Space, default_values, load_space, trial_settings, with_epochs
-from .worker import Tune, work
+from imgclf.core.errors import UserError
+from imgclf.core.files import file_lock, read_json, write_json
+from imgclf.store.runs import new_run_dir
+from imgclf.tuning import study as st
+from imgclf.tuning.budget import epochs_range, probe
+from imgclf.tuning.results import fmt_params, importances, print_summary, summary, write_outputs
+from imgclf.tuning.space import Space, default_values, load_space, trial_settings, with_epochs
+from imgclf.tuning.worker import Tune, work
 
 LOCAL_SETTINGS = ("device", "workers")
 
@@ -45,19 +45,10 @@ class TuneResult:
 
 def run_tune(data, *, trials: int, timeout: float | None, space, storage: str | None, study_name: str | None,
              pruner: str, out, run_out, seed: int, retrain: bool, verbose: bool, settings: dict) -> TuneResult:
-    from ..api import _console
+    from imgclf.core.console import console_for as _console
 
     console = _console(verbose)
-    if trials < 1:
-        raise UserError(f"--trials must be at least 1, not {trials}")
-    if timeout is not None and timeout <= 0:
-        raise UserError(f"--timeout must be a positive number of seconds, not {timeout}")
-    if pruner not in st.PRUNERS:
-        raise UserError(f"unknown pruner '{pruner}'; choose one of {', '.join(st.PRUNERS)}")
-    if not Path(data).exists():
-        raise UserError(f"data not found: {data}")
-    if run_out and (Path(run_out) / "model.json").exists():
-        raise UserError(f"{run_out} already holds a run; choose another --run-out")
+    _check_arguments(data, trials, timeout, pruner, run_out)
     started = time.time()
     # Where a worker trains is its own business, not the study's: never stored, never compared.
     local = {k: v for k, v in settings.items() if k in LOCAL_SETTINGS}
@@ -72,26 +63,8 @@ def run_tune(data, *, trials: int, timeout: float | None, space, storage: str | 
     else:                                           # marks the folder as this data's tune, for a resume
         write_json(tune_dir / "tune.json", {"study": name, **facts, "status": "starting"})
 
-    # Workers sharing this folder probe one at a time: the second waits for the first's study instead
-    # of spending minutes on a probe it would throw away. Workers on other machines (a database
-    # --storage) still race, and the storage decides which of them creates the study.
-    with file_lock(tune_dir / ".setup.lock"):
-        study, created = st.load_study(store, name), False
-        if study is None:
-            setup = new_setup(data, space, {**settings, "seed": seed}, local, tune_dir, trials, timeout, started,
-                              console)
-            study, created = st.create_study(store, name)
-            if created:
-                study.set_user_attr("setup", setup)
-                study.enqueue_trial(setup["default_values"], user_attrs={"default": True})
-    if not created:
-        setup = st.wait_for_setup(study)
-        c = st.counts(study)
-        console.print(f"continuing study '{name}' ({where}): {c['complete'] + c['pruned']} of {trials} trials "
-                      f"finished, {c['running']} running")
-        if changed(Space.from_dict(setup["space"]), load_space(space, {**settings, "seed": seed})):
-            console.print("[yellow]warning[/]: the study keeps the search space it was created with (tune.json "
-                          "'space'); the --space and settings given now differ and are not used")
+    study, created, setup = _open_study(store, name, where, data, space, {**settings, "seed": seed}, local, tune_dir,
+                                        trials, timeout, started, console)
     study.sampler = st.make_sampler(seed, trials, created, len(study.trials))
     study.pruner = st.make_pruner(pruner, trials, setup.get("epochs"))
     t = Tune(data, tune_dir, study, Space.from_dict(setup["space"]), setup["img_size"], setup["n_train"], trials,
@@ -129,6 +102,45 @@ def run_tune(data, *, trials: int, timeout: float | None, space, storage: str | 
     return TuneResult(tune_dir, name, where, status, best.get("value"), best.get("params", {}),
                       best.get("settings", {}), (result["default"] or {}).get("value"), result["counts"], seconds,
                       run, result)
+
+
+def _check_arguments(data, trials: int, timeout: float | None, pruner: str, run_out) -> None:
+    if trials < 1:
+        raise UserError(f"--trials must be at least 1, not {trials}")
+    if timeout is not None and timeout <= 0:
+        raise UserError(f"--timeout must be a positive number of seconds, not {timeout}")
+    if pruner not in st.PRUNERS:
+        raise UserError(f"unknown pruner '{pruner}'; choose one of {', '.join(st.PRUNERS)}")
+    if not Path(data).exists():
+        raise UserError(f"data not found: {data}")
+    if run_out and (Path(run_out) / "model.json").exists():
+        raise UserError(f"{run_out} already holds a run; choose another --run-out")
+
+
+def _open_study(store, name: str, where: str, data: str, space, settings: dict, local: dict, tune_dir: Path,
+                trials: int, timeout: float | None, started: float, console):
+    """The study `name`: created (after the probe that sizes its trials) or continued. Returns
+    (study, whether this worker created it, the study's setup)."""
+    # Workers sharing this folder probe one at a time: the second waits for the first's study instead
+    # of spending minutes on a probe it would throw away. Workers on other machines (a database
+    # --storage) still race, and the storage decides which of them creates the study.
+    with file_lock(tune_dir / ".setup.lock"):
+        study, created = st.load_study(store, name), False
+        if study is None:
+            setup = new_setup(data, space, settings, local, tune_dir, trials, timeout, started, console)
+            study, created = st.create_study(store, name)
+            if created:
+                study.set_user_attr("setup", setup)
+                study.enqueue_trial(setup["default_values"], user_attrs={"default": True})
+    if not created:
+        setup = st.wait_for_setup(study)
+        c = st.counts(study)
+        console.print(f"continuing study '{name}' ({where}): {c['complete'] + c['pruned']} of {trials} trials "
+                      f"finished, {c['running']} running")
+        if changed(Space.from_dict(setup["space"]), load_space(space, settings)):
+            console.print("[yellow]warning[/]: the study keeps the search space it was created with (tune.json "
+                          "'space'); the --space and settings given now differ and are not used")
+    return study, created, setup
 
 
 def changed(stored: Space, given: Space) -> bool:
@@ -187,7 +199,7 @@ def new_setup(data: str, space_path, settings: dict, local: dict, tune_dir: Path
 def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, console, local: dict):
     """Train the best configuration into a normal run folder (test evaluation, report with a
     Tuning section from RUN/tuning.json); once per best trial, and by the last worker only."""
-    from .. import api
+    from imgclf import workflows
 
     best = result["best"]
     if running:
@@ -198,8 +210,8 @@ def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, 
         console.print(f"best configuration (trial {best['number']}) already retrained: {before['path']}")
         path = Path(before["path"])
         metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else None
-        return api.Run(path, metrics, None)
+        return workflows.Run(path, metrics, None)
     run_dir = Path(run_out) if run_out else new_run_dir(data)
     write_json(run_dir / "tuning.json", result)     # before training, so train's report has its Tuning section
     console.print(f"\nretraining the best configuration (trial {best['number']}) into {run_dir}")
-    return api.train(data, out=run_dir, verbose=verbose, **best["settings"], **local)
+    return workflows.train(data, out=run_dir, verbose=verbose, **best["settings"], **local)

@@ -20,11 +20,11 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import UserError
-from ..training.loop import Diverged
-from . import study as st
-from .results import trial_line
-from .space import Space, trial_settings
+from imgclf.core.errors import UserError
+from imgclf.training.loop import Diverged
+from imgclf.tuning import study as st
+from imgclf.tuning.results import trial_line
+from imgclf.tuning.space import Space, trial_settings
 
 MAX_FAILURES_IN_A_ROW = 3
 
@@ -128,12 +128,12 @@ def run_trial(t: Tune, trial):
         if trial.should_prune():
             raise optuna.TrialPruned()
 
-    from .. import api
+    from imgclf import workflows
 
     state = TrialState.COMPLETE
     try:
         with Heartbeat(trial), t.console.status(f"trial {trial.number}: starting") as status:
-            api.train(t.data, out=out, verbose=False, evaluate=False, on_epoch=on_epoch, **settings)
+            workflows.train(t.data, out=out, verbose=False, evaluate=False, on_epoch=on_epoch, **settings)
     except optuna.TrialPruned:
         state = TrialState.PRUNED
     except (KeyboardInterrupt, OutOfTime) as e:

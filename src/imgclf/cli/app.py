@@ -1,0 +1,48 @@
+"""The Typer app, the flags several commands share, and `main`, which turns a user's mistake into one
+line on stderr and exit status 2 (never a traceback)."""
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Optional
+
+import typer
+
+from imgclf.core.errors import UserError, mask_secrets
+
+# rich_markup_mode=None: rich markup would swallow every "[default: ...]" in the help texts.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Train, evaluate and use image classifiers from folders of labeled images.")
+
+
+MLFLOW = typer.Option(None, "--mlflow", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI to mirror this to (pip install 'imgclf[mlflow]') "
+                      "[default: $MLFLOW_TRACKING_URI, else none]")
+DATA_HELP = "Where the run's data folder is now, when it moved since training [default: the folder recorded in the run]"
+MOVED_DATA = typer.Option(None, "--data", help=DATA_HELP)
+TTA_HELP = "none | flip | crop | flip-crop  [default: what the run was evaluated with]"
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def floats(text: Optional[str], flag: str) -> Optional[list]:
+    if not text:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"{flag} must be comma-separated numbers, e.g. 1,0.8,0.64; got {text!r}") from None
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        print(f"error: {mask_secrets(str(e))}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted. Continue an interrupted training with: imgclf train --resume RUN_FOLDER", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,139 @@
+"""After training: calibration, the operating point (two-class threshold or 'unknown' rejection),
+chosen on the validation split, and scoring on held-out images with metrics and plots."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from imgclf.settings.config import TrainConfig
+from imgclf.core.errors import UserError
+from imgclf.core.files import write_json
+from imgclf.models.forward import softmax
+
+
+def calibrate(model, images: np.ndarray, spec, console) -> dict:
+    """Fit the softmax temperature on the validation split (identity when there is none)."""
+    from imgclf.evaluation.calibration import fit_temperature
+
+    val = np.sort(spec.indices("val"))
+    t = fit_temperature(model.predict_logits(images[val]), spec.labels[val]) if len(val) else 1.0
+    console.print(f"  calibration: temperature {t:.3f} fitted on {len(val)} validation images")
+    return {"method": "temperature", "temperature": t, "fitted_on": "val", "n": int(len(val))}
+
+
+def choose_decision(model, images: np.ndarray, spec, cfg: TrainConfig, console) -> dict:
+    """Two classes: the positive class and its probability threshold, from the validation split."""
+    from imgclf.evaluation.decision import choose_threshold, decision_metrics, positive_class
+
+    pos = positive_class(spec.classes, cfg.positive_class)
+    val = np.sort(spec.indices("val"))
+    p_pos = model.predict_proba(images[val])[:, pos]
+    threshold, rule = choose_threshold(p_pos, spec.labels[val] == pos, cfg.target_recall, cfg.target_precision)
+    m = decision_metrics(p_pos, spec.labels[val] == pos, threshold)
+    console.print(f"  decision: '{spec.classes[pos]}' when p >= {threshold:.3f} ({rule}; validation precision "
+                  f"{m['precision']:.3f}, recall {m['recall']:.3f})")
+    return {"positive_class": spec.classes[pos], "threshold": threshold, "rule": rule,
+            "validation": {k: m[k] for k in ("precision", "recall", "f1")}}
+
+
+def choose_rejection(model, images: np.ndarray, spec, cfg: TrainConfig, console) -> dict:
+    """Three or more classes: the calibrated-confidence threshold below which predict answers
+    'unknown', from the validation split."""
+    from imgclf.evaluation.rejection import choose_threshold, rejection_metrics, resolution_warning
+
+    val = np.sort(spec.indices("val"))
+    probs = model.predict_proba(images[val])
+    threshold, rule = choose_threshold(probs, spec.labels[val], cfg.target_accuracy, cfg.target_coverage)
+    m = rejection_metrics(probs, spec.labels[val], threshold)
+    acc = "n/a" if m["accuracy_accepted"] is None else f"{m['accuracy_accepted']:.3f}"
+    console.print(f"  rejection: 'unknown' when confidence < {threshold:.4g} ({rule}; validation coverage "
+                  f"{m['coverage']:.3f}, accuracy on accepted {acc}, n={len(val)})")
+    if warning := resolution_warning(m["accepted"], cfg.target_accuracy):
+        console.print(f"[yellow]warning[/]: rejection: {warning}")
+    return {"threshold": threshold, "rule": rule, "label": "unknown",
+            "validation": {"n": int(len(val)), **{k: m[k] for k in ("coverage", "accuracy_accepted", "accepted")}}}
+
+
+def score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, console, where: str) -> dict:
+    from imgclf.evaluation.calibration import expected_calibration_error, nll, reliability
+    from imgclf.evaluation.metrics import compute_metrics, summary_line
+    from imgclf.evaluation.plots import plot_confusion, plot_reliability
+
+    if len(labels) == 0:
+        raise UserError(f"no usable images to evaluate in the {where}")
+    logits = model.predict_logits(images)
+    t = model.temperature
+    probs = model.last_probs = softmax(logits / t)
+    metrics = compute_metrics(labels, probs, model.classes)
+    metrics["evaluated_on"] = where
+    metrics["calibration"] = {
+        "temperature": t,
+        "ece_before": expected_calibration_error(softmax(logits), labels),
+        "ece_after": expected_calibration_error(probs, labels),
+        "log_loss_before": nll(logits, labels), "log_loss_after": nll(logits, labels, t),
+        "reliability": reliability(probs, labels),
+    }
+    decision = model.meta.get("decision")
+    if decision:
+        from imgclf.evaluation.decision import decision_metrics
+
+        pos = model.classes.index(decision["positive_class"])
+        d = decision_metrics(probs[:, pos], labels == pos, decision["threshold"])
+        metrics["decision"] = {"positive_class": decision["positive_class"], "rule": decision["rule"], **d}
+        console.print(f"  at threshold {d['threshold']:.3f} for '{decision['positive_class']}': precision "
+                      f"{d['precision']:.4f}  recall {d['recall']:.4f}  ROC-AUC {d.get('roc_auc', float('nan')):.4f}  "
+                      f"PR-AUC {d.get('pr_auc', float('nan')):.4f}")
+    from imgclf.evaluation.rejection import rejection_metrics, selective_curve
+
+    metrics["selective"] = selective_curve(probs, labels)
+    if model.meta.get("rejection"):
+        r = rejection_metrics(probs, labels, model.meta["rejection"]["threshold"])
+        metrics["rejection"] = {"rule": model.meta["rejection"]["rule"], **r}
+        acc = "n/a" if r["accuracy_accepted"] is None else f"{r['accuracy_accepted']:.4f}"
+        console.print(f"  rejection at confidence {r['threshold']:.3f}: coverage {r['coverage']:.4f} "
+                      f"({r['rejected']} answered 'unknown'), accuracy on accepted {acc}")
+    if out_dir is not None:
+        from imgclf.evaluation.plots import plot_coverage
+
+        plot_coverage(metrics["selective"], metrics.get("rejection"), out_dir / "coverage.png")
+        write_json(out_dir / "metrics.json", metrics)
+        plot_confusion(metrics["confusion_matrix"], model.classes, out_dir / "confusion_matrix.png")
+        plot_reliability(metrics["calibration"]["reliability"], out_dir / "reliability.png")
+    c = metrics["calibration"]
+    console.print(f"{where}: {summary_line(metrics)}")
+    console.print(f"  calibration (T={t:.2f}): ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}, "
+                  f"log-loss {c['log_loss_before']:.4f} -> {c['log_loss_after']:.4f}")
+    return metrics
+
+
+def evaluate_model(model, data: str | Path | None = None, verbose: bool = True, *,
+                   data_root: str | Path | None = None) -> dict:
+    """Metrics of a loaded model (inference.model.Model or an ensemble) on its run's held-out test
+    split, or on DATA (its `test/` split when it has one, else all its images); see imgclf.evaluate."""
+    from imgclf.core.console import console_for
+    from imgclf.data.cache import build_cache
+    from imgclf.data.discover import discover
+    from imgclf.store.runs import test_split
+
+    console = console_for(verbose)
+    if data is not None and data_root is not None:
+        raise UserError("give DATA (other labeled images to evaluate on) or --data (where the run's own data "
+                        "moved to, for its test split), not both")
+    if data is None:
+        paths, labels = test_split(model, data_root=data_root)
+        where, out_dir = "held-out test split", model.path
+    else:
+        spec = discover(data, 0.0, 0.0)
+        sel = spec.indices("test") if (spec.splits == "test").any() else np.arange(len(spec.paths))
+        unknown = sorted(set(spec.classes) - set(model.classes))
+        if unknown:
+            raise UserError(f"{data} has classes the model does not know: {', '.join(unknown)}")
+        paths = [spec.paths[i] for i in sel]
+        labels = np.array([model.classes.index(spec.classes[spec.labels[i]]) for i in sel])
+        where, out_dir = str(data), None
+    cache = build_cache(paths, model.img_size, model.resize_mode, progress=verbose)
+    keep = np.array([i for i in range(len(paths)) if i not in cache.bad], dtype=np.int64)
+    for i, reason in cache.bad.items():
+        console.print(f"[yellow]warning[/]: skipped {paths[i]}: {reason}")
+    return score(model, cache.images[keep], labels[keep], out_dir, console, where)

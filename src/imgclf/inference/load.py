@@ -1,0 +1,33 @@
+"""Load what a run folder holds: one network (PyTorch or ONNX Runtime) or an ensemble bundle."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from imgclf.core.device import pick_device
+from imgclf.core.errors import UserError
+from imgclf.inference.ensemble import EnsembleModel
+from imgclf.inference.model import Model, load_torch_net
+from imgclf.inference.onnx_export import load_onnx_net
+from imgclf.store.runs import find_run, read_model_json
+
+BACKENDS = ("torch", "onnx")
+
+
+def load_model(run: str | Path, device: str = "auto", tta: str | None = None, backend: str = "torch"):
+    """The trained model in RUN (a run folder, REGISTRY/ALIAS or an ensemble bundle). `backend="onnx"`
+    runs the network in ONNX Runtime from RUN/model.onnx (exported first when missing or made from
+    other weights); preprocessing, TTA and calibration stay the same."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
+    run = find_run(run)
+    meta = read_model_json(run)
+    if meta.get("kind") == "ensemble":
+        if backend != "torch":
+            raise UserError(f"{run} is an ensemble bundle, which runs on the torch backend only; "
+                            "drop --backend onnx (or export and load its member runs one by one)")
+        return EnsembleModel.from_bundle(run, meta, device, tta)
+    if backend == "onnx":
+        net, dev = load_onnx_net(run, device)
+    else:
+        net, dev = load_torch_net(run, meta), pick_device(device)
+    return Model(net.to(dev), meta, dev, run).with_tta(tta)

@@ -1,0 +1,177 @@
+"""A trained model loaded from a run folder: predict and evaluate.
+
+Loading reads JSON and safetensors only, rebuilding the network from the registry by name, so a
+run folder from anywhere can never execute code on load.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from imgclf.data.discover import files_under, is_image
+from imgclf.data.images import UnusableImage, load_resized, resize
+from imgclf.core.device import amp_dtype, pick_device
+from imgclf.core.errors import UserError
+from imgclf.evaluation.operating_point import OperatingPoint
+from imgclf.evaluation.rejection import UNKNOWN
+from imgclf.models.forward import TTA_MODES, predict_logits, softmax
+from imgclf.store.runs import find_run, read_model_json
+
+class Model:
+    def __init__(self, net: torch.nn.Module, meta: dict, device: torch.device, path: Path | None = None):
+        self.net, self.meta, self.device, self.path = net.eval(), meta, device, path
+        self.classes: list[str] = meta["classes"]
+        self.img_size: int = meta["input"]["size"]
+        self.resize_mode: str = meta["input"]["resize"]
+        self.amp = amp_dtype(device, training=False)
+        # Test-time augmentation the run was evaluated (and calibrated) with; settable per call site.
+        self.tta: str = meta.get("tta", "none")
+
+    def preprocess(self, image) -> np.ndarray:
+        """A path, PIL image or HxWx3 uint8 array -> the model's uint8 input (size, size, 3)."""
+        from PIL import Image
+
+        if isinstance(image, (str, Path)):
+            return load_resized(image, self.img_size, self.resize_mode)
+        if isinstance(image, Image.Image):
+            return resize(image, self.img_size, self.resize_mode)
+        if isinstance(image, np.ndarray):
+            return resize(Image.fromarray(image), self.img_size, self.resize_mode)
+        raise TypeError(f"cannot predict on {type(image).__name__}; give a path, PIL image or numpy array")
+
+    def with_tta(self, tta: str | None) -> "Model":
+        """This model with test-time augmentation `tta` instead of the run's own (None: keep it)."""
+        if tta is not None:
+            if tta not in TTA_MODES:
+                raise UserError(f"unknown --tta '{tta}'; use one of {', '.join(TTA_MODES)}")
+            self.tta = tta
+        return self
+
+    @property
+    def temperature(self) -> float:
+        return float(self.meta.get("calibration", {}).get("temperature", 1.0))
+
+    def predict_logits(self, images: np.ndarray) -> np.ndarray:
+        """Raw logits (N, C) for preprocessed uint8 images (N, size, size, 3)."""
+        norm = self.meta["normalization"]
+        return predict_logits(self.net, images, norm["mean"], norm["std"], self.device, amp=self.amp, tta=self.tta)
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities (N, C): softmax of logits / the run's fitted temperature."""
+        return softmax(self.predict_logits(images) / self.temperature)
+
+    def predict(self, inputs, top_k: int = 1) -> list[dict]:
+        """One dict per image: path (when given), label, confidence, top_k [(label, p)...], or error.
+
+        Folders are searched recursively; an unreadable file gives an entry with `error`, never a crash.
+        """
+        check_top_k(top_k)
+        items = list(expand_inputs(inputs))
+        arrays, ok, results = [], [], []
+        for item in items:
+            entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
+            try:
+                arrays.append(self.preprocess(item))
+                ok.append(len(results))
+            except UnusableImage as e:
+                entry["error"] = e.reason
+            results.append(entry)
+        if arrays:
+            for row, answer in zip(ok, self.answers(self.predict_proba(np.stack(arrays)), top_k)):
+                results[row].update(answer)
+        return results
+
+    def answers(self, probs: np.ndarray, top_k: int = 1) -> list[dict]:
+        """Per probability row: label (after the run's threshold or 'unknown' rule), confidence and
+        top_k [(label, p)...]. Shared by predict, batch prediction and the web service."""
+        k = max(1, min(top_k, len(self.classes)))
+        op, out = self.operating_point, []
+        for p in probs:
+            order = np.argsort(-p)[:k]
+            label = op.decide(p, self.classes)
+            out.append({"label": self.classes[label] if label >= 0 else UNKNOWN,
+                        "confidence": float(p[label] if label >= 0 else p.max()),
+                        "top_k": [(self.classes[i], float(p[i])) for i in order]})
+        return out
+
+    @property
+    def operating_point(self) -> OperatingPoint:
+        # Read from meta each time: training records the decision into meta after building the model.
+        return OperatingPoint.of(self.meta)
+
+    def decide(self, p: np.ndarray) -> int:
+        """Class index for one probability row: the run's two-class threshold if it has one, else
+        argmax; -1 (UNKNOWN) when the run has a rejection threshold and the top probability is below it."""
+        return self.operating_point.decide(p, self.classes)
+
+    def evaluate(self, data: str | Path | None = None) -> dict:
+        from imgclf.evaluation.scoring import evaluate_model
+
+        return evaluate_model(self, data)
+
+
+def load_run(run: str | Path, device: str = "auto", tta: str | None = None) -> Model:
+    """One run's network in PyTorch (ensembles and the ONNX backend: inference.load.load_model)."""
+    run = find_run(run)
+    meta = read_model_json(run)
+    return Model(load_torch_net(run, meta), meta, pick_device(device), run).with_tta(tta)
+
+
+def check_top_k(top_k) -> int:
+    """--top-k / top_k=: classes per answer, 1 to 1000 (the service's rule), or one line saying so."""
+    from imgclf.settings.checks import Number, check_number
+
+    return check_number("top_k", top_k, Number(int, 1, 1000))
+
+
+def load_torch_net(run: Path, meta: dict) -> torch.nn.Module:
+    """The run's network rebuilt from the registry by name, with its safetensors weights (CPU, eval mode)."""
+    from imgclf.models import create_model
+    from imgclf.store.run_schema import verify_weights
+    from imgclf.training.checkpoint import load_weights
+
+    arch = meta["architecture"]
+    try:
+        net = create_model(arch["name"], num_classes=len(meta["classes"]), in_chans=arch.get("in_chans", 3),
+                           img_size=meta["input"]["size"], **arch.get("kwargs", {}))
+    except UserError:
+        raise
+    except (TypeError, ValueError, RuntimeError, MemoryError) as e:    # kwargs edited into nonsense
+        raise UserError(f"{run / 'model.json'}: architecture {arch['name']} cannot be built from its recorded "
+                        f"kwargs ({type(e).__name__}: {_first_line(e)})") from None
+    verify_weights(run, meta)
+    state = load_weights(run / "model.safetensors")
+    bad = next((k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if bad is not None:     # a diverged training: every answer would be NaN
+        raise UserError(f"{run / 'model.safetensors'} holds NaN or infinite weights ({bad}): the training diverged; "
+                        "train again with a lower --lr")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"{run / 'model.safetensors'} does not fit the architecture in model.json "
+                        f"({_first_line(e)})") from None
+    return net.eval()
+
+
+def _first_line(e: Exception) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return " ".join(lines[:2])[:300]
+
+
+def expand_inputs(inputs) -> Iterable:
+    if isinstance(inputs, (str, Path)) or not isinstance(inputs, (list, tuple)):
+        inputs = [inputs]
+    for item in inputs:
+        if isinstance(item, (str, Path)):
+            p = Path(item).expanduser()
+            if p.is_dir():
+                yield from (str(f) for f in files_under(p) if is_image(f))
+            elif p.exists():
+                yield str(p)
+            else:
+                raise UserError(f"no such file or folder: {item}")
+        else:
+            yield item

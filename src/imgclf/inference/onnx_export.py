@@ -1,0 +1,261 @@
+"""ONNX export of a run, checked against PyTorch on real images. (Module `exporting`, not `export`:
+importing a submodule named `export` would shadow the `imgclf.export` function.)
+
+    imgclf export runs/photos-1                    # -> runs/photos-1/model.onnx (+ export.json)
+    imgclf.export("runs/photos-1")["max_prob_diff"]
+
+Input contract: the graph takes `input`, float32 NCHW (N, 3, size, size), RGB, already normalised:
+((pixel / 255) - mean) / std after the run's resize, and returns `logits` (N, classes). The batch
+axis is dynamic. Preprocessing, test-time augmentation and the calibration temperature stay
+outside the graph, so imgclf's own predictor runs them identically on either backend, and the
+metadata (see `metadata`) carries every number a phone or JavaScript app needs to redo them:
+probabilities are softmax(logits / temperature).
+
+The export is installed only after the parity check passes: ONNX Runtime's calibrated
+probabilities must match PyTorch's (fp32, no autocast) within 1e-4 on up to 64 of the run's own
+images (test split first). The result goes to RUN/export.json.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from imgclf.core.version import __version__
+from imgclf.core.errors import UserError
+from imgclf.core.files import atomic_path, write_json
+from imgclf.evaluation.operating_point import OperatingPoint
+from imgclf.store.runs import find_run, read_model_json, read_splits
+
+TOLERANCE = 1e-4          # max |p_onnx - p_torch| over every class of every checked image
+CHECK_IMAGES = 64
+EXAMPLE_BATCH = 2         # export traces with 2: a batch of 1 can get specialised into the graph
+RESIZE_HELP = {
+    "squash": "resize the whole image to size x size, ignoring its aspect ratio (bilinear, antialiased)",
+    "crop": "resize the centre square (side = the shorter side) to size x size (bilinear, antialiased)",
+    "pad": "letterbox: fit the longer side to size, centre on a grey (114,114,114) square (bilinear)",
+}
+
+
+def export_onnx(run: str | Path, out: str | Path | None = None, opset: int | None = None,
+                data: str | Path | None = None, check: bool = True) -> dict:
+    """Write the run's network as ONNX (default RUN/model.onnx) and check it against PyTorch.
+
+    Returns {path, max_prob_diff, max_logit_diff, n_images, opset, exporter, seconds}; the diffs are
+    None when `check=False`. Raises UserError (and leaves no file) when the check fails.
+
+        info = export_onnx("runs/photos-1", data="photos/test")
+        info["max_prob_diff"]      # e.g. 3e-07
+    """
+    import onnx
+    import torch
+
+    from imgclf.inference.model import load_torch_net
+
+    start = time.perf_counter()
+    low, high = opset_range()
+    if opset is not None and not low <= opset <= high:
+        raise UserError(f"--opset must be an integer from {low} to {high} (what the installed torch and onnx "
+                        f"export), not {opset}")
+    run = find_run(run)
+    meta = read_model_json(run)
+    if meta.get("kind") == "ensemble":
+        raise UserError(f"{run} is an ensemble bundle; export its member runs one by one (imgclf export MEMBER_RUN)")
+    out = Path(out).expanduser() if out else run / "model.onnx"
+    net = load_torch_net(run, meta).float()
+    size, in_chans = meta["input"]["size"], meta["architecture"].get("in_chans", 3)
+    example = torch.randn(EXAMPLE_BATCH, in_chans, size, size)
+    # Images are read before the (slow) export, so a --data folder without usable images fails fast.
+    images, source = _check_images(run, meta, data) if check else (None, None)
+    with atomic_path(out) as tmp:
+        exporter = _export(net, example, tmp, opset, meta["architecture"]["name"])
+        proto = onnx.load(str(tmp))
+        onnx.helper.set_model_props(proto, {**metadata(meta), "weights_sha256": weights_digest(run)})
+        proto.doc_string = meta.get("preprocessing", "")
+        onnx.save(proto, str(tmp))
+        result = {"path": str(out), "max_prob_diff": None, "max_logit_diff": None, "n_images": 0,
+                  "opset": _opset(proto), "exporter": exporter}
+        if check:
+            result.update(parity(net, tmp, meta, images), images_from=source)
+            if not result["max_prob_diff"] <= TOLERANCE:
+                raise UserError(f"ONNX export of {meta['architecture']['name']} does not match PyTorch: max "
+                                f"probability difference {result['max_prob_diff']:.2e} > {TOLERANCE:g} on "
+                                f"{result['n_images']} images; nothing written. Try another --opset")
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    write_json(run / "export.json", {**result, "format": "onnx", "tolerance": TOLERANCE,
+                                     "imgclf_version": __version__, "torch": torch.__version__,
+                                     "onnx": onnx.__version__, "onnxruntime": _ort_version()})
+    return result
+
+
+def metadata(meta: dict) -> dict[str, str]:
+    """ONNX metadata_props (strings): everything needed to preprocess and decide without imgclf."""
+    size = meta["input"]["size"]
+    props = {
+        "classes": json.dumps(meta["classes"], ensure_ascii=False),
+        "input_name": "input", "output_name": "logits",
+        "input_layout": "NCHW", "input_dtype": "float32", "channel_order": "RGB",
+        "input_size": str(size),
+        "resize": meta["input"]["resize"],
+        "resize_description": RESIZE_HELP.get(meta["input"]["resize"], ""),
+        "value_scale": str(1 / 255),
+        "mean": json.dumps(meta["normalization"]["mean"]),
+        "std": json.dumps(meta["normalization"]["std"]),
+        "preprocessing": (f"decode to RGB (EXIF-rotated, alpha on white); {meta['input']['resize']}-resize to "
+                          f"{size}x{size}; x = (pixel * value_scale - mean) / std per channel; HWC -> CHW"),
+        "postprocessing": "probabilities = softmax(logits / temperature); label = argmax unless "
+                          "decision_threshold or rejection_threshold says otherwise",
+        "temperature": str(float(meta.get("calibration", {}).get("temperature", 1.0))),
+        "tta": meta.get("tta", "none"),
+        "tta_description": "averaged logits of test-time views, applied outside the graph: none | flip "
+                           "(image and its mirror) | crop | flip-crop (see imgclf.models.forward.tta_logits)",
+        "architecture": meta["architecture"]["name"],
+        "imgclf_version": __version__,
+    }
+    return {**props, **OperatingPoint.of(meta).onnx_metadata()}
+
+
+def weights_digest(run: Path) -> str:
+    """SHA-256 of RUN/model.safetensors: ties an export to the exact weights it was made from, so a
+    retrained, resumed or copied-over run is re-exported instead of answering with stale weights."""
+    from imgclf.store.run_schema import WEIGHTS, sha256_file
+
+    return sha256_file(run / WEIGHTS)
+
+
+def parity(net, onnx_path: Path, meta: dict, images: np.ndarray) -> dict:
+    """Max |difference| of calibrated probabilities and of logits, PyTorch fp32 vs ONNX Runtime,
+    on preprocessed uint8 images (N, size, size, 3) run through the predictor's own code path."""
+    import torch
+
+    from imgclf.models.forward import predict_logits, softmax
+    from imgclf.inference.onnx_runtime import OnnxNet, open_session
+
+    norm, t = meta["normalization"], float(meta.get("calibration", {}).get("temperature", 1.0))
+    cpu = torch.device("cpu")
+    ref = predict_logits(net, images, norm["mean"], norm["std"], cpu, amp=None)
+    got = predict_logits(OnnxNet(open_session(onnx_path)), images, norm["mean"], norm["std"], cpu, amp=None)
+    return {"max_prob_diff": float(np.abs(softmax(got / t) - softmax(ref / t)).max()),
+            "max_logit_diff": float(np.abs(got - ref).max()), "n_images": int(len(images))}
+
+
+def _export(net, example, path: Path, opset: int | None, name: str) -> str:
+    """Export with torch.export (dynamo, the maintained exporter), else the TorchScript tracer; the
+    name of the one that worked. Both keep the batch axis dynamic."""
+    import torch
+
+    errors = []
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")      # exporter deprecation/trace chatter, not the user's concern
+        try:
+            torch.onnx.export(net, (example,), str(path), input_names=["input"], output_names=["logits"],
+                              opset_version=opset, dynamo=True, external_data=False, verbose=False,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},))
+            import onnx
+
+            # Below its own opset (18) the dynamo exporter converts down, and keeps 18 when that fails.
+            got = _opset(onnx.load(str(path), load_external_data=False))
+            if opset is None or got == opset:
+                return "dynamo"
+            errors.append(f"torch.export: gave opset {got}")
+        except Exception as e:  # noqa: BLE001 - any tracing failure: fall back, then report both
+            errors.append(f"torch.export: {type(e).__name__}: {_first_line(e)}")
+        try:
+            torch.onnx.export(net, (example,), str(path), input_names=["input"], output_names=["logits"],
+                              opset_version=opset or 17, dynamo=False,
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            return "torchscript"
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"TorchScript: {type(e).__name__}: {_first_line(e)}")
+    raise UserError(f"cannot export model '{name}' to ONNX ({'; '.join(errors)})")
+
+
+def _check_images(run: Path, meta: dict, data: str | Path | None) -> tuple[np.ndarray, str]:
+    """Up to CHECK_IMAGES real images, preprocessed as the predictor does: from `data` (a folder),
+    else the run's test split, else its validation or training split, else (a run moved away from
+    its data) seeded uniform noise, so an export still gets a numeric check and says so."""
+    from imgclf.data.discover import files_under, is_image
+    from imgclf.data.images import UnusableImage, load_resized
+
+    if data is not None:
+        folder = Path(data).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"--data {data} is not a folder of images")
+        paths, source = [str(f) for f in files_under(folder) if is_image(f)], str(folder)
+    else:
+        paths, source = _split_paths(run)
+    # Evenly spaced over the list, so every class of a sorted folder or split shows up.
+    picked = [paths[i] for i in np.linspace(0, len(paths) - 1, min(len(paths), CHECK_IMAGES)).round().astype(int)]
+    arrays = []
+    for p in dict.fromkeys(picked):
+        try:
+            arrays.append(load_resized(p, meta["input"]["size"], meta["input"]["resize"]))
+        except (UnusableImage, OSError):
+            continue
+    if arrays:
+        return np.stack(arrays), source
+    if data is not None:
+        raise UserError(f"no readable images in {data} to check the export with; give a folder of images "
+                        "with --data, or skip the check with --no-check")
+    size = meta["input"]["size"]
+    noise = np.random.default_rng(0).integers(0, 256, (CHECK_IMAGES, size, size, 3), dtype=np.uint8)
+    return noise, "random noise: the run's images were not found; check on real ones with --data DIR"
+
+
+def _split_paths(run: Path) -> tuple[list[str], str]:
+    rows = [r for r in read_splits(run) if Path(r["path"]).is_file()]
+    for split in ("test", "val", "train"):
+        paths = [r["path"] for r in rows if r["split"] == split]
+        if paths:
+            return paths, f"{split} split"
+    return [], f"{run}/splits.csv"
+
+
+def opset_range() -> tuple[int, int]:
+    """The opsets torch can export to that the installed onnx knows."""
+    import onnx
+    from torch.onnx import _constants      # private, so read defensively: torch 2.x's bounds otherwise
+
+    return (getattr(_constants, "ONNX_MIN_OPSET", 7),
+            min(getattr(_constants, "ONNX_MAX_OPSET", 20), onnx.defs.onnx_opset_version()))
+
+
+def _opset(proto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def load_onnx_net(run: Path, device: str = "auto"):
+    """OnnxNet for RUN/model.onnx, exported first when missing or made from other weights than the
+    run's model.safetensors, and the device the predictor keeps its tensors on (the CPU: ORT
+    copies them to its own device)."""
+    import sys
+
+    import torch
+
+    from imgclf.core.device import pick_device
+    from imgclf.inference.onnx_runtime import OnnxNet, open_session
+
+    path, dev = run / "model.onnx", pick_device(device)
+    session = open_session(path, dev) if path.is_file() else None
+    made_from = session and session.get_modelmeta().custom_metadata_map.get("weights_sha256")
+    if made_from != weights_digest(run):
+        why = "missing" if session is None else "made from other weights than model.safetensors"
+        print(f"exporting {path} ({why}) ...", file=sys.stderr, flush=True)
+        export_onnx(run)
+        session = open_session(path, dev)
+    return OnnxNet(session), torch.device("cpu")

@@ -1,0 +1,353 @@
+"""Classify the frames of a video file, a camera or a stream; for two-class runs, presence events.
+
+    model = imgclf.load("runs/pedestrians-1")
+    out = predict_video(model, "street.mp4", every=2, out_csv="frames.csv", out_video="annotated.mp4")
+    out["events"]     # [{'start_s': 2.0, 'end_s': 5.0, 'duration_s': 3.0, 'peak_confidence': 0.99}, ...]
+
+Time smoothing. Per-class probabilities are averaged with an exponential moving average whose
+time constant is in *seconds* (`smooth`), not frames, so the same setting means the same thing
+at 5 or 60 fps and with any `every`: each classified frame weighs 1 - exp(-dt / smooth).
+
+Presence events (two classes). A run's threshold can be far from 0.5 (0.95 for a recall target),
+and a moving average of probabilities then reacts in a time that depends on how sure the model
+is. Events are therefore decided on the *share of recent frames past the run's threshold* (the
+same exponential average, of 0/1 decisions) with hysteresis: an event opens when it reaches 0.6
+and closes when it falls below 0.4, so one odd frame neither opens nor ends one, and events
+shorter than `min_event` seconds are dropped. Smoothing decides *whether*; the raw frames say
+*when*: an event starts at the first frame past the threshold that led to it and ends after the
+last one, so the reported times do not lag by the smoothing delay.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imgclf.core.errors import UserError
+from imgclf.core.files import commit, open_stream, output_file, write_json
+from imgclf.inference.video_frames import open_source, read_frames
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+SMOOTH_S = 0.5
+MIN_EVENT_S = 0.5
+OPEN_SHARE, CLOSE_SHARE = 0.6, 0.4
+FILE_BATCH = 32          # frames scored together when reading a file (a live source: one at a time)
+MAX_BAD_READS = 25       # consecutive unreadable frames before a source counts as ended
+LIVE_FPS_EVERY_S = 5.0
+
+
+def is_video_source(source: str) -> bool:
+    """True for a video file name, a stream URL or a camera index ("0")."""
+    s = str(source)
+    return s.isdigit() or s.lower().startswith(URL_SCHEMES) or Path(s).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def predict_video(model, source, every: int = 1, smooth: float = SMOOTH_S, out_csv: str | os.PathLike | None = None,
+                  out_video: str | os.PathLike | None = None, events_path: str | os.PathLike | None = None,
+                  show_fps: bool = True, max_frames: int | None = None, min_event: float = MIN_EVENT_S,
+                  scanner=None) -> dict:
+    """Classify every `every`-th frame of `source` (a file, a camera index such as 0 or "0", or an
+    rtsp/http(s) URL), smoothing probabilities over `smooth` seconds (0: none).
+
+    Writes per classified frame a CSV row to `out_csv` (frame, time_s, label and confidence of that
+    frame alone, the smoothed label, smoothed probability per class, and `present` for two-class
+    runs), every frame with its smoothed label drawn to `out_video` (mp4v), and for two-class runs
+    the presence events of the positive class to `events_path` (default: events.json beside the
+    CSV). Ctrl-C stops a live source cleanly, with everything written. Returns frames, classified,
+    seconds, fps, the events (None with more than two classes) and the files written.
+    With `scanner` (an imgclf.scanning.Scanner) each frame is scanned instead of classified whole:
+    its positive probability is the best window's, events come from it, and the boxes are drawn.
+    """
+    import cv2
+
+    if every < 1:
+        raise UserError(f"--every must be at least 1, not {every}")
+    if smooth < 0:
+        raise UserError(f"--smooth must be 0 (off) or a time in seconds, not {smooth}")
+    out_csv, out_video, events_path = (output_file(p, flag) if p is not None else None for p, flag in
+                                       ((out_csv, "--out"), (out_video, "--video-out"), (events_path, "--events")))
+    cap, live, name = open_source(source)
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = fps if 0 < fps < 1000 else None          # cameras and streams often report 0 or nonsense
+    presence = Presence.for_model(model, smooth, min_event) if len(model.classes) == 2 else None
+    if scanner is not None:
+        presence = Presence(scanner.positive, scanner.pos, scanner.threshold, smooth, min_event)
+    if events_path is None and out_csv is not None and presence is not None:
+        events_path = Path(out_csv).with_name("events.json")
+    console = _console(show_fps)
+    session = _Session(model, Smoother(smooth), presence, _CsvOut(out_csv, model.classes, presence is not None),
+                       _VideoOut(out_video, fps or 25.0), step=every / fps if fps and not live else None,
+                       scanner=scanner)
+    batch = 1 if live else FILE_BATCH
+    n_frames = n_classified = 0
+    complete = False
+    start = last_note = time.perf_counter()
+    try:
+        for index, t, frame, classify in read_frames(cap, live, fps, every, max_frames, session.video.enabled):
+            n_frames += 1
+            n_classified += classify
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if classify else None
+            x = (rgb if scanner is not None else model.preprocess(rgb)) if classify else None
+            session.add(index, t, frame, x)
+            # Bounded by classified frames (batching) and by held frames (memory, with --every).
+            if session.n_inputs >= batch or len(session.pending) >= 4 * FILE_BATCH:
+                session.flush()
+            if live and show_fps and time.perf_counter() - last_note > LIVE_FPS_EVERY_S:
+                last_note = time.perf_counter()
+                console.print(f"{name}: {n_frames} frames, {n_frames / (last_note - start):.1f} fps")
+        session.flush()
+        complete = True
+    except KeyboardInterrupt:
+        if not live:
+            raise
+        complete = True             # stopping a camera or stream is the normal way to end it
+    finally:
+        cap.release()
+        session.close(complete)
+    if n_frames == 0:
+        raise UserError(f"no frames could be read from {name}: is it a video OpenCV/FFmpeg can decode?")
+    seconds = time.perf_counter() - start
+    events = presence.finish() if presence is not None else None
+    if events is not None and events_path is not None:
+        write_json(events_path, {"source": name, **presence.settings(), "events": events})
+    result = {"source": name, "frames": n_frames, "classified": n_classified, "seconds": round(seconds, 3),
+              "fps": round(n_frames / seconds, 1), "source_fps": fps, "events": events,
+              "csv": str(out_csv) if out_csv else None, "video": str(out_video) if out_video else None,
+              "events_path": str(events_path) if events is not None and events_path else None}
+    console.print(f"{name}: {n_frames} frames ({n_classified} classified) in {seconds:.1f}s: "
+                  f"{result['fps']:.1f} fps processed" + (f" (source {fps:g} fps)" if fps else ""))
+    if events is not None:
+        _print_events(console, events, presence.positive)
+    return result
+
+
+class Smoother:
+    """Exponential moving average with a time constant in seconds: a frame dt after the previous
+    one weighs 1 - exp(-dt / tau), so the average forgets at the same pace at any frame rate."""
+
+    def __init__(self, tau: float):
+        self.tau, self.value, self.t = tau, None, None
+
+    def update(self, x: np.ndarray | float, t: float):
+        if self.value is None or self.tau == 0:
+            self.value = x
+        else:
+            w = 1.0 - math.exp(-max(t - self.t, 0.0) / self.tau)
+            self.value = self.value + w * (x - self.value)
+        self.t = t
+        return self.value
+
+
+@dataclass
+class Presence:
+    """Presence events of `positive` from per-frame probabilities (see the module docstring)."""
+
+    positive: str
+    pos_index: int
+    threshold: float
+    tau: float
+    min_event: float
+    events: list[dict] = field(default_factory=list)
+    present: bool = False
+
+    def __post_init__(self):
+        self.share = Smoother(self.tau)
+        self.first_hit: float | None = None     # first frame past the threshold since the share was low
+        self.last_hit_end: float | None = None
+        self.peak = 0.0
+
+    @classmethod
+    def for_model(cls, model, tau: float = SMOOTH_S, min_event: float = MIN_EVENT_S) -> "Presence":
+        from imgclf.evaluation.decision import positive_class
+        from imgclf.evaluation.operating_point import OperatingPoint
+
+        op = OperatingPoint.of(model.meta)
+        pos = op.positive_class or model.classes[positive_class(model.classes)]
+        threshold = op.threshold_for(pos)
+        return cls(pos, model.classes.index(pos), 0.5 if threshold is None else threshold, tau, min_event)
+
+    def update(self, t: float, dt: float, p_pos: float) -> bool:
+        """Feed one classified frame at time t, standing for the dt seconds until the next one;
+        returns whether the positive class is present."""
+        hit = p_pos >= self.threshold
+        share = self.share.update(1.0 if hit else 0.0, t)
+        if hit:
+            self.first_hit = t if self.first_hit is None else self.first_hit
+            self.last_hit_end = t + dt
+            self.peak = max(self.peak, p_pos)
+        if not self.present:
+            if share >= OPEN_SHARE and self.first_hit is not None:
+                self.present = True
+            elif share < CLOSE_SHARE and not hit:
+                self.first_hit, self.peak = None, 0.0      # the hits so far were noise
+        elif share < CLOSE_SHARE:
+            self._close()
+        return self.present
+
+    def finish(self) -> list[dict]:
+        """Close an event still open at the end of the video; the events found."""
+        if self.present:
+            self._close()
+        return self.events
+
+    def settings(self) -> dict:
+        return {"positive_class": self.positive, "threshold": self.threshold, "smooth_s": self.tau,
+                "open_share": OPEN_SHARE, "close_share": CLOSE_SHARE, "min_event_s": self.min_event}
+
+    def _close(self) -> None:
+        start, end = self.first_hit, self.last_hit_end
+        if end - start >= self.min_event:
+            self.events.append({"start_s": round(start, 3), "end_s": round(end, 3),
+                                "duration_s": round(end - start, 3), "peak_confidence": round(self.peak, 4)})
+        self.present, self.first_hit, self.peak = False, None, 0.0
+
+
+class _Session:
+    """Frames waiting to be scored in one batch, and where their results go, in frame order."""
+
+    def __init__(self, model, ema: Smoother, presence: Presence | None, rows: "_CsvOut", video: "_VideoOut",
+                 step: float | None, scanner=None):
+        self.model, self.ema, self.presence, self.rows, self.video = model, ema, presence, rows, video
+        self.scanner = scanner
+        self.step = step                 # seconds between classified frames; None: measured (live)
+        self.pending: list[tuple[int, float, np.ndarray | None, np.ndarray | None]] = []
+        self.n_inputs, self.prev_t, self.state = 0, None, None
+
+    def add(self, index: int, t: float, frame: np.ndarray | None, x: np.ndarray | None) -> None:
+        self.pending.append((index, t, frame if self.video.enabled else None, x))
+        self.n_inputs += x is not None
+
+    def flush(self) -> None:
+        xs = [x for *_, x in self.pending if x is not None]
+        if self.scanner is not None:
+            probs, boxes = self.scanner.frame_probs(xs, len(self.model.classes))
+        else:
+            probs = self.model.predict_proba(np.stack(xs)) if xs else np.zeros((0, len(self.model.classes)))
+            boxes = [None] * len(probs)
+        boxes = iter(boxes)
+        scored = iter(zip(probs, self.model.answers(probs)))
+        for index, t, frame, x in self.pending:
+            if x is not None:
+                p, raw = next(scored)
+                smoothed = self.ema.update(p, t)
+                present = None
+                if self.presence is not None:
+                    dt = self.step or (t - self.prev_t if self.prev_t is not None else 0.0)
+                    present = self.presence.update(t, dt, float(p[self.presence.pos_index]))
+                self.prev_t = t
+                self.state = (self.model.answers(smoothed[None])[0], present, next(boxes))
+                self.rows.write(index, t, raw, self.state[0], smoothed, present)
+            if frame is not None:
+                self.video.write(frame, self.state)
+        self.rows.flush()
+        self.pending, self.n_inputs = [], 0
+
+    def close(self, complete: bool) -> None:
+        self.rows.close()
+        self.video.close(complete)
+
+
+class _CsvOut:
+    """Per classified frame, flushed as it goes so a live run can be followed (tail -f)."""
+
+    def __init__(self, path, classes: list[str], two_class: bool):
+        self.f = None
+        if path is None:
+            return
+        self.stream = open_stream(path)
+        self.f = self.stream.file
+        self.w = csv.writer(self.f, lineterminator="\n")
+        self.two_class = two_class
+        self.w.writerow(["frame", "time_s", "label", "confidence", "smoothed_label", "smoothed_confidence",
+                         *(f"p_{c}" for c in classes), *(["present"] if two_class else [])])
+
+    def write(self, index, t, raw: dict, smoothed_answer: dict, smoothed: np.ndarray, present) -> None:
+        if self.f is None:
+            return
+        self.w.writerow([index, f"{t:.3f}", raw["label"], f"{raw['confidence']:.4f}", smoothed_answer["label"],
+                         f"{smoothed_answer['confidence']:.4f}", *(f"{v:.4f}" for v in smoothed),
+                         *([int(present)] if self.two_class else [])])
+
+    def flush(self) -> None:
+        if self.f is not None:
+            self.f.flush()
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.stream.close()
+
+
+class _VideoOut:
+    """The annotated copy: each frame with the latest smoothed label drawn on it. Written under a
+    temporary name and renamed when complete, so a half-written file never takes the name."""
+
+    def __init__(self, path, fps: float):
+        self.path, self.fps, self.vw = (Path(path) if path else None), fps, None
+        self.enabled = path is not None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+
+    def write(self, frame: np.ndarray, state) -> None:
+        import cv2
+
+        if self.vw is None:
+            h, w = frame.shape[:2]
+            self.vw = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self.vw.isOpened():
+                raise UserError(f"cannot write the video {self.path}: use a .mp4 (or .avi) name in a writable folder")
+        self.vw.write(_annotate(frame, state))
+
+    def close(self, complete: bool) -> None:
+        if self.vw is not None:
+            self.vw.release()
+            if complete:
+                commit(self.tmp, self.path)
+            else:
+                self.tmp.unlink(missing_ok=True)
+
+
+def _annotate(frame: np.ndarray, state) -> np.ndarray:
+    import cv2
+
+    if state is None:
+        return frame
+    answer, present, boxes = state
+    out = frame.copy()
+    h, w = out.shape[:2]
+    scale = max(0.4, w / 640)
+    colour = (0, 0, 255) if present else (0, 200, 0)
+    if present:
+        cv2.rectangle(out, (0, 0), (w - 1, h - 1), colour, max(2, int(4 * scale)))
+    for b in boxes or []:           # --scan: where in the frame
+        cv2.rectangle(out, (int(b["x1"]), int(b["y1"])), (int(b["x2"]), int(b["y2"])), (0, 0, 255), max(1, int(2 * scale)))
+    text = f"{answer['label']} {answer['confidence']:.2f}"
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, max(1, int(scale)))
+    cv2.rectangle(out, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
+    cv2.putText(out, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, colour, max(1, int(scale)), cv2.LINE_AA)
+    return out
+
+
+def _print_events(console, events: list[dict], positive: str) -> None:
+    if not events:
+        console.print(f"no '{positive}' events")
+        return
+    from rich.table import Table
+
+    table = Table(f"'{positive}' event", "start s", "end s", "duration s", "peak confidence")
+    for i, e in enumerate(events, 1):
+        table.add_row(str(i), f"{e['start_s']:.2f}", f"{e['end_s']:.2f}", f"{e['duration_s']:.2f}",
+                      f"{e['peak_confidence']:.3f}")
+    console.print(table)
+
+
+def _console(show: bool):
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=not show, highlight=False, soft_wrap=True)

@@ -1,0 +1,251 @@
+"""One check for every training setting, wherever it enters: CLI flags, a --config YAML file, the
+Python API's keywords, a resumed run's config.yaml. TrainConfig runs it when it is built, so no way
+in can skip it, and that happens before anything touches the disk: a refused start leaves no run folder.
+
+A refusal is one line naming the setting, the bad value and what is allowed:
+
+    >>> check_settings({"batch_size": 0})
+    UserError: batch_size must be an integer from 1 to 65536, not 0
+"""
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imgclf.core.errors import UserError
+
+# The names each choice-setting may take. They live here, with the checks, so a setting can be
+# checked without importing the (torch-heavy) code that carries it out; that code reads them from here.
+TTA_MODES = ("none", "flip", "crop", "flip-crop")             # models.forward.tta_logits
+CLASS_WEIGHT_MODES = ("auto", "none", "sqrt", "balanced")     # training.balance
+PRESET_NAMES = ("fast", "balanced", "best")                   # training.presets
+UNKNOWN = "unknown"          # the label open-set rejection answers with
+IMG_SIZE = (16, 1024)       # below: no room for a CNN's poolings and augmentation; above: memory, not accuracy
+
+
+@dataclass(frozen=True)
+class Number:
+    kind: type                  # int or float
+    low: float
+    high: float
+    low_open: bool = False      # (low, ...: the bound itself is refused
+    high_open: bool = False
+    optional: bool = False      # None means "choose automatically"
+
+    def allowed(self) -> str:
+        if self.kind is int:
+            return f"an integer from {self.low} to {self.high}"
+        return f"a number in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+FRACTION = Number(float, 0, 1, high_open=True)
+TARGET = Number(float, 0, 1, low_open=True, optional=True)
+NUMBERS = {
+    "img_size": Number(int, *IMG_SIZE, optional=True),
+    "epochs": Number(int, 1, 10_000, optional=True),
+    "batch_size": Number(int, 1, 65_536, optional=True),
+    "freeze_epochs": Number(int, 0, 10_000, optional=True),
+    "freeze_stride": Number(int, 0, 1024, optional=True),
+    "patience": Number(int, 1, 10_000, optional=True),
+    "seed": Number(int, 0, 2**32 - 1),                    # numpy's and torch's seeds are unsigned
+    "workers": Number(int, 0, 1024, optional=True),
+    "val_frac": FRACTION,
+    "test_frac": FRACTION,
+    "label_smoothing": FRACTION,                           # 1 would make every target uniform
+    "momentum": FRACTION,
+    "lr": Number(float, 0, 10, low_open=True, optional=True),
+    "weight_decay": Number(float, 0, 10, optional=True),
+    "warmup_epochs": Number(float, 0, 10_000),
+    "grad_clip": Number(float, 0, 1e6, low_open=True, optional=True),
+    "layer_decay": Number(float, 0, 1, low_open=True, optional=True),
+    "target_recall": TARGET, "target_precision": TARGET, "target_accuracy": TARGET, "target_coverage": TARGET,
+}
+FLAGS = {"dedupe": False, "flip": False, "pretrained": False, "ema": False, "probe": True, "channels_last": True}
+PATHS = {"data": False, "out": True, "weights": True, "init_from": True}      # setting: None allowed
+TEXTS = {"model": False, "device": False, "positive_class": True}
+
+
+@functools.lru_cache(maxsize=1)
+def choices() -> dict[str, tuple]:
+    """The named options (resize modes from the decoder, which is light: PIL only)."""
+    from imgclf.data.images import RESIZE_MODES
+
+    return {"resize": RESIZE_MODES, "tta": ("auto", *TTA_MODES), "class_weight": CLASS_WEIGHT_MODES,
+            "preset": (None, *PRESET_NAMES),
+            "optimizer": ("adamw", "sgd"), "schedule": ("onecycle", "cosine"), "amp": ("auto", "bf16", "fp16", "off"),
+            "compile": ("auto", "on", "off")}
+
+
+def check_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` checked and normalised (YAML's `1e-3` is a string, `10.0` epochs an integer); raises UserError."""
+    out = dict(values)
+    for name, v in values.items():
+        if name in NUMBERS:
+            out[name] = check_number(name, v, NUMBERS[name])
+        elif name in FLAGS:
+            if not (isinstance(v, bool) or (v is None and FLAGS[name])):
+                _refuse(name, v, "true or false")
+        elif name in PATHS:
+            out[name] = _path(name, v, PATHS[name])
+        elif name in TEXTS:
+            out[name] = _text(name, v, TEXTS[name])
+        elif name in choices():
+            check_choice(name, v, choices()[name])
+    _check_structured(out)
+    _check_combinations(out)
+    return out
+
+
+def check_number(name: str, v: Any, rule: Number):
+    """`v` (a number, or its text: a YAML string, a query parameter) as `rule.kind`, or UserError
+    naming the setting, the value and what is allowed. The service checks its parameters with this too.
+
+        >>> check_number("iou", "nan", Number(float, 0, 1, low_open=True))
+        UserError: iou must be a number in (0, 1], not 'nan'
+    """
+    if v is None and rule.optional:
+        return None
+    x = _as_number(v, rule.kind)
+    if x is None or not _within(x, rule):
+        _refuse(name, v, rule.allowed())
+    return x
+
+
+def _as_number(v: Any, kind: type):
+    """int or float from a number or a numeric string; None when it is neither (or not whole for an int)."""
+    if isinstance(v, bool) or v is None:        # True is an int to Python, never a count to a user
+        return None
+    if isinstance(v, str):
+        try:
+            v = int(v) if kind is int and v.strip().lstrip("+-").isdigit() else float(v)
+        except ValueError:
+            return None
+    if isinstance(v, numbers.Integral):
+        return int(v) if kind is int else _float(v)
+    if isinstance(v, numbers.Real):
+        x = _float(v)
+        if kind is int:
+            return int(x) if x is not None and math.isfinite(x) and x == int(x) else None
+        return x
+    return None
+
+
+def _float(v) -> float | None:
+    try:
+        return float(v)
+    except OverflowError:       # an integer past 1e308
+        return None
+
+
+def check_choice(name: str, v: Any, options) -> Any:
+    """`v` when it is one of `options` (None among them: may be left out), else UserError naming them."""
+    options = tuple(options)
+    if v not in options:
+        named = [str(c) for c in options if c is not None]
+        more = f" (and {len(named) - 20} more)" if len(named) > 20 else ""
+        raise UserError(f"unknown {name} {_shown(v)}; choose one of {', '.join(named[:20])}{more}")
+    return v
+
+
+def _within(x, r: Number) -> bool:
+    if isinstance(x, float) and not math.isfinite(x):
+        return False
+    return (x > r.low if r.low_open else x >= r.low) and (x < r.high if r.high_open else x <= r.high)
+
+
+def _path(name: str, v: Any, optional: bool) -> str | None:
+    if v is None and optional:
+        return None
+    if not isinstance(v, (str, os.PathLike)):
+        _refuse(name, v, "a path")
+    p = str(v)
+    if name == "out":
+        # The run folder is made after minutes of decoding: a file in its way must stop the start, not the end.
+        try:
+            blocker = next((a for a in (Path(p), *Path(p).parents) if a.exists()), None)
+        except (OSError, ValueError):       # a NUL byte, a name longer than the file system allows
+            _refuse(name, v, "a usable folder path")
+        if blocker is not None and not blocker.is_dir():
+            raise UserError(f"out {p!r} is an existing file; give a folder for the run" if str(blocker) == p else
+                            f"out {p!r} cannot be a folder: {blocker} is a file")
+    return p
+
+
+def _text(name: str, v: Any, optional: bool) -> str | None:
+    if v is None and optional:
+        return None
+    if name == "positive_class" and isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        return str(v)           # a class folder named "1" comes back from YAML as the number 1
+    if not isinstance(v, str) or (name == "model" and not v.strip()):
+        _refuse(name, v, "a name")
+    return v
+
+
+def _check_structured(s: dict) -> None:
+    if "group_by" in s:
+        if not isinstance(s["group_by"], str):
+            _refuse("group_by", s["group_by"], "auto, none, near-duplicates or a regular expression")
+        from imgclf.data.groups import check_group_by
+
+        try:
+            check_group_by(s["group_by"])
+        except (RecursionError, OverflowError):     # a pattern nested past what `re` compiles
+            _refuse("group_by", s["group_by"], "a regular expression that compiles")
+    if "model_kwargs" in s and not isinstance(s["model_kwargs"], dict):
+        _refuse("model_kwargs", s["model_kwargs"], "a mapping of architecture keyword: value")
+    augment = s.get("augment", "auto")
+    if isinstance(augment, dict):
+        from imgclf.data.augment import AugmentPolicy
+
+        try:
+            policy = AugmentPolicy.from_dict(augment)
+        except UserError:
+            raise
+        except (TypeError, ValueError, OverflowError):   # a string or NaN where the policy's own checks want a number
+            _refuse("augment", augment, "a mapping of augmentation fields with numeric values")
+        size = s.get("img_size")
+        if size is not None and policy.translate >= size:
+            raise UserError(f"augment translate {policy.translate} must be smaller than img_size {size}")
+    elif augment not in ("auto", "none"):
+        _refuse("augment", augment, "auto, none or a mapping of augmentation fields")
+
+
+def _check_combinations(s: dict) -> None:
+    val, test = s.get("val_frac", 0.0), s.get("test_frac", 0.0)
+    if val + test >= 1:
+        raise UserError(f"val_frac {val:g} + test_frac {test:g} = {val + test:g} leaves no training images; "
+                        "the two must sum to less than 1")
+    for a, b in (("target_accuracy", "target_coverage"), ("target_recall", "target_precision")):
+        if s.get(a) is not None and s.get(b) is not None:
+            raise UserError(f"give {a} or {b}, not both ({s[a]:g} and {s[b]:g}): each chooses the threshold alone")
+
+
+def _refuse(name: str, value: Any, allowed: str):
+    raise UserError(f"{name} must be {allowed}, not {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """The value as the user would recognise it, on one line and short."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def check_targets(classes: list[str], target_accuracy: float | None, target_coverage: float | None) -> None:
+    """Refuse bad rejection targets before training starts, not after."""
+    if target_accuracy is None and target_coverage is None:
+        return
+    if target_accuracy is not None and target_coverage is not None:
+        raise UserError("give either --target-accuracy or --target-coverage for rejection, not both")
+    for name, v in (("target-accuracy", target_accuracy), ("target-coverage", target_coverage)):
+        if v is not None and not 0 < v <= 1:
+            raise UserError(f"--{name} must be a fraction in (0, 1], not {v}")
+    if len(classes) == 2:
+        raise UserError("two classes use a decision threshold instead of rejection: "
+                        "give --target-recall or --target-precision")
+    if UNKNOWN in classes:
+        raise UserError(f"a class is named '{UNKNOWN}', the label rejection answers with; rename that folder")

@@ -1,0 +1,377 @@
+"""The feedback inbox: corrected labels for images the model saw, kept as a class-folder dataset.
+
+INBOX/ <label>/<sha256>.<ext>   the image bytes, named by their content (never a client's name), so the
+                                same image sent twice is stored once and INBOX is itself trainable data
+       feedback.jsonl           one record appended per feedback, the full history (who, when, what the
+                                model had said): {"sha256", "path", "label", "known_class", "time", "who",
+                                "source", "previous", "prediction_id"}
+
+Written by `POST /feedback` (the service) and `imgclf feedback import FOLDER`; read by
+`imgclf update --from-inbox`. The same image given another label moves to that label's folder
+(the latest word wins); the history keeps every word. A label the model does not know is kept as
+a proposed new class (`known_class: false`) for a person to accept by retraining.
+
+    from imgclf.store import inbox
+    inbox.add("registry/inbox", open("x.jpg", "rb").read(), "rose", classes=["rose", "tulip"])
+    inbox.import_folder("corrections/", "registry/inbox")      # corrections/<label>/<images>
+    inbox.summary("registry/inbox", classes=["rose", "tulip"])  # counts per label, proposed classes
+"""
+from __future__ import annotations
+
+import getpass
+import hashlib
+import io
+import json
+import os
+import threading
+import unicodedata
+import warnings
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from imgclf.data.images import IMAGE_EXTENSIONS, MAX_PIXELS
+from imgclf.core.errors import UserError
+from imgclf.core.files import append_line, file_lock, fsync_dir, new_temp
+
+FEEDBACK_FILE = "feedback.jsonl"
+LOCK_FILE = ".lock"
+# A label becomes a folder name here and then a class name in a trained model, so it must be one
+# unambiguous name on every file system (checked by check_label, for the service and for import alike).
+MAX_LABEL_BYTES = 100           # in UTF-8; file names stop at 255 bytes, and 64 emoji are 256 under 100 characters
+# "unknown" is what the service answers when it rejects an image; the inbox's own files; names
+# Windows cannot create (a run copied there must still load).
+RESERVED_LABELS = frozenset({"unknown", FEEDBACK_FILE, "con", "prn", "aux", "nul",
+                             *(f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10))})
+# Invisible or blank yet categorised as letters or symbols: Hangul fillers, braille blank, and the like.
+INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
+LOOKALIKE_SCRIPTS = ("LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE")
+# PIL format -> the extension training reads (data.discover only lists IMAGE_EXTENSIONS). MPO is a
+# camera's multi-picture JPEG; PPM also covers PGM/PBM.
+FORMAT_EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",
+              "TIFF": "tif", "PPM": "ppm"}
+# flock excludes other processes; threads of one process (the server's worker pool) also take this.
+_THREAD_LOCK = threading.Lock()
+
+
+def check_label(label: str) -> str:
+    """The label as it is stored (NFC, stripped), or UserError saying why it cannot be a class folder.
+
+    NFC is the one form of "é" that macOS, Linux and Windows agree on; invisible characters (control,
+    bidirectional, zero-width) and letters mixing look-alike scripts (Latin "a", Cyrillic "а") would
+    make two classes that look like one ("rose\\u200b" and "rose").
+
+        >>> check_label("  rose ")
+        'rose'
+    """
+    if not isinstance(label, str):
+        raise UserError(f"label must be text, not {type(label).__name__}")
+    s = unicodedata.normalize("NFC", label.strip())
+    why = _label_problem(s)
+    if why:
+        raise UserError(f"label {s[:60]!r} cannot be used: {why}; use a plain class name such as 'rose'")
+    return s
+
+
+def _label_problem(s: str) -> str | None:
+    if not s:
+        return "it is empty"
+    size = len(s.encode("utf-8"))
+    if size > MAX_LABEL_BYTES:
+        return f"it is {size} bytes long in UTF-8 (at most {MAX_LABEL_BYTES}: it becomes a folder name)"
+    hidden = [c for c in s if _invisible(c)]
+    if hidden:
+        return f"it contains invisible or control characters ({', '.join(f'U+{ord(c):04X}' for c in hidden[:3])})"
+    plain = unicodedata.normalize("NFKC", s)
+    if plain != s:
+        return f"it uses compatibility characters (full-width, ligatures, styled letters); write {plain!r}"
+    if "/" in s or "\\" in s:
+        return "it contains a slash (labels become folder names)"
+    scripts = {unicodedata.name(c, "").split(" ")[0] for c in s if c.isalpha()} & set(LOOKALIKE_SCRIPTS)
+    if len(scripts) > 1:
+        return f"it mixes look-alike alphabets ({', '.join(sorted(scripts))})"
+    if s.lower() == "unknown":
+        return "'unknown' is reserved for images the model declines to classify"
+    if s.startswith(".") or s.lower() in RESERVED_LABELS or s.split(".")[0].strip().lower() in RESERVED_LABELS:
+        return "it is a reserved name (the inbox's own files, hidden or device names)"
+    if s.endswith((".", " ")):
+        return "it ends with '.' or a space (Windows drops them from folder names)"
+    return None
+
+
+def shown(text: str) -> str:
+    """Text for a terminal with invisible and control characters written as \\uXXXX, so a path
+    holding them neither hides them nor reorders the line (bidirectional overrides)."""
+    return "".join(f"\\u{ord(c):04x}" if _invisible(c) else c for c in str(text))
+
+
+def _invisible(c: str) -> bool:
+    # Cc control, Cf format (bidi overrides, zero-width joiners, soft hyphen), Co/Cs/Cn private,
+    # surrogate, unassigned; Zl/Zp line breaks; any space but the plain one.
+    category = unicodedata.category(c)
+    return category[0] == "C" or category in ("Zl", "Zp") or (category == "Zs" and c != " ") or c in INVISIBLE
+
+
+def image_ext(data: bytes) -> str:
+    """The file extension for image bytes (from the decoded format, never from a name); UserError
+    naming why when the bytes are not a complete image that training could read."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise UserError("the image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                fmt = img.format
+                if img.width * img.height > MAX_PIXELS:
+                    raise UserError(f"the image is too large ({img.width}x{img.height} pixels; "
+                                    f"at most {MAX_PIXELS} pixels)")
+                img.verify()            # structure and checksums (PNG CRCs) ...
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()              # ... and every pixel decodes: a truncated file fails here, not in training
+    except UserError:
+        raise
+    except Exception as e:      # PIL raises many types on malformed input
+        why = ("not an image format PIL knows" if isinstance(e, UnidentifiedImageError)
+               else f"{type(e).__name__}: {str(e)[:100] or 'cannot decode'}")
+        raise UserError(f"not a readable image ({why}); "
+                        "send a JPEG, PNG, WebP, GIF, BMP or TIFF file") from e
+    ext = FORMAT_EXT.get(fmt or "")
+    if ext is None or f".{ext}" not in IMAGE_EXTENSIONS:
+        raise UserError(f"image format {fmt} is not one imgclf trains on; convert it to PNG or JPEG")
+    return ext
+
+
+def add(inbox: str | Path, data: bytes, label: str, *, classes: list[str] | None, who: str | None = None,
+        previous: dict | None = None, source: str = "import", prediction_id: str | None = None) -> dict:
+    """Store one image under `label` and append its feedback record; return the record plus
+    "action": "added" (new image), "already there" (same image, same label) or "relabelled"
+    (same image, moved from another label's folder).
+
+    `classes`: the model's classes, to mark a label it does not know as a proposed new class
+    (None: not known, recorded as null). `previous`: what the model had answered
+    ({"label", "confidence", "model", "version"}).
+
+        >>> add("inbox", png_bytes, "tulip", classes=["rose", "tulip"], who="ann")["action"]
+        'added'
+    """
+    label = check_label(label)
+    ext = image_ext(data)
+    sha = hashlib.sha256(data).hexdigest()
+    root = Path(inbox).expanduser()
+    name = f"{sha}.{ext}"
+    target = root / label / name
+    root.mkdir(parents=True, exist_ok=True)
+    # Written (and fsynced) before taking the lock, so concurrent senders wait only for renames;
+    # skipped when the image is already there under this label (re-imports, repeated feedback).
+    tmp = None if target.is_file() else _write_temp(root, data)
+    try:
+        with _locked(root):
+            found = [p for p in _label_dirs(root) if (p / name).is_file()]
+            if target.parent in found:
+                action = "already there"
+            else:
+                target.parent.mkdir(exist_ok=True)
+                if not found and tmp is None:      # it was there a moment ago; someone moved it since
+                    tmp = _write_temp(root, data)
+                source_path = found[0] / name if found else tmp
+                os.replace(source_path, target)
+                action = "relabelled" if found else "added"
+            record = {"sha256": sha, "path": f"{label}/{name}", "label": label,
+                      "known_class": None if classes is None else label in classes,
+                      "time": _now(), "who": who, "source": source, "previous": previous,
+                      "prediction_id": prediction_id}
+            try:
+                append_line(root / FEEDBACK_FILE, json.dumps(record, ensure_ascii=False) + "\n")
+                if action != "already there":
+                    fsync_dir(target.parent)
+            except BaseException:
+                # No record, no move: the image goes back where it was (the temp file is unlinked
+                # below), so a full disk leaves the inbox as it was before this feedback.
+                if action == "relabelled":
+                    os.replace(target, source_path)
+                elif action == "added":
+                    target.unlink(missing_ok=True)
+                if action != "already there":
+                    _remove_if_empty(target.parent)
+                raise
+            for old in found:
+                if old != target.parent:
+                    (old / name).unlink(missing_ok=True)
+                    _remove_if_empty(old)
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    return {**record, "action": action}
+
+
+def import_folder(folder: str | Path, inbox: str | Path, *, classes: list[str] | None = None,
+                  who: str | None = None) -> dict:
+    """Add every image of FOLDER/<label>/ to the inbox (source "import"). Never stops on a bad file:
+    unreadable files, files outside a class folder, sub-folders and unusable labels are listed
+    under "skipped" with the reason.
+
+    Returns {"folder", "inbox", "added", "already there", "relabelled", "skipped": [{"path", "reason"}],
+    "labels": {label: {"added", "already there", "relabelled", "known_class"}}, "proposed": [...]}.
+
+        >>> import_folder("corrections/", "registry/inbox")["added"]
+        12
+    """
+    src = Path(folder).expanduser()
+    if not src.is_dir():
+        raise UserError(f"{folder} is not a folder; give a folder with one sub-folder per label "
+                        "(corrections/rose/*.jpg, corrections/tulip/*.jpg)")
+    who = who or _user()
+    out = {"folder": str(src), "inbox": str(Path(inbox).expanduser()), "added": 0, "already there": 0,
+           "relabelled": 0, "skipped": [], "labels": {}, "proposed": []}
+    entries = sorted(p for p in src.iterdir() if not p.name.startswith("."))
+    for p in entries:
+        if not p.is_dir():
+            out["skipped"].append({"path": str(p), "reason": "not inside a label folder (FOLDER/<label>/<image>)"})
+            continue
+        try:
+            label = check_label(p.name)
+        except UserError as e:
+            out["skipped"].append({"path": str(p), "reason": str(e)})
+            continue
+        counts = out["labels"].setdefault(label, {"added": 0, "already there": 0, "relabelled": 0,
+                                                  "known_class": None if classes is None else label in classes})
+        for f in sorted(q for q in p.iterdir() if not q.name.startswith(".")):
+            if f.is_dir():
+                out["skipped"].append({"path": str(f),
+                                       "reason": "a sub-folder: only one level of label folders is read"})
+                continue
+            try:
+                r = add(inbox, f.read_bytes(), label, classes=classes, who=who, source="import")
+            except (UserError, OSError) as e:
+                out["skipped"].append({"path": str(f), "reason": str(e)})
+                continue
+            counts[r["action"]] += 1
+            out[r["action"]] += 1
+    out["proposed"] = sorted(lb for lb, c in out["labels"].items() if c["known_class"] is False)
+    if not out["labels"] and not out["skipped"]:
+        raise UserError(f"{folder} has no label folders; put images in {folder}/<label>/")
+    return out
+
+
+def records(inbox: str | Path) -> list[dict]:
+    """The latest feedback record per image (sha256), oldest first; [] for an inbox not created yet."""
+    p = Path(inbox).expanduser() / FEEDBACK_FILE
+    if not p.is_file():
+        return []
+    latest: dict[str, dict] = {}
+    with open(p, encoding="utf-8") as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:    # a line cut by a crash mid-write: skip it, keep the rest
+                continue
+            latest.pop(r.get("sha256"), None)      # re-inserted last, so the order is by latest feedback
+            latest[r.get("sha256")] = r
+    return list(latest.values())
+
+
+def summary(inbox: str | Path, classes: list[str] | None = None) -> dict:
+    """What the inbox holds now: images per label folder (what `update --from-inbox` trains on),
+    the labels `classes` does not know ("proposed"), the feedback count and the latest time.
+
+        >>> summary("registry/inbox", ["rose", "tulip"])
+        {"inbox": "registry/inbox", "images": 3, "labels": {"rose": 2, "lily": 1}, "proposed": ["lily"], ...}
+    """
+    root = Path(inbox).expanduser()
+    labels = {d.name: sum(1 for f in d.iterdir() if _is_image(f)) for d in _label_dirs(root)}
+    labels = {k: n for k, n in sorted(labels.items()) if n}
+    recs = records(root)
+    n_feedback = 0
+    if (root / FEEDBACK_FILE).is_file():
+        with open(root / FEEDBACK_FILE, "rb") as f:
+            n_feedback = sum(1 for _ in f)
+    return {"inbox": str(root), "images": sum(labels.values()), "labels": labels,
+            "proposed": [] if classes is None else [lb for lb in labels if lb not in classes],
+            "feedback": n_feedback, "last": max((r.get("time") or "" for r in recs), default=None)}
+
+
+def default_inbox(registry: str | Path | None = None, run: str | Path | None = None) -> Path:
+    """Where feedback goes when no --inbox is given: REGISTRY/inbox when a registry is in use,
+    else inbox/ beside the run's parent folder (runs/x -> ./inbox), else ./inbox."""
+    if registry is not None:
+        return Path(registry).expanduser() / "inbox"
+    if run is not None:
+        return Path(run).expanduser().resolve().parent.parent / "inbox"
+    return Path("inbox")
+
+
+def locate(inbox: str | Path | None = None, registry: str | Path | None = None) -> tuple[Path, Path | None]:
+    """(inbox folder, registry or None) for commands given neither, one or both: --inbox wins, then
+    REGISTRY/inbox, then ./registry/inbox when ./registry is a registry, else ./inbox."""
+    if registry is None and (Path("registry") / "versions").is_dir():
+        registry = Path("registry")
+    reg = Path(registry).expanduser() if registry is not None else None
+    return (Path(inbox).expanduser() if inbox is not None else default_inbox(reg)), reg
+
+
+def registry_classes(registry: str | Path | None) -> list[str] | None:
+    """The classes of the registry's production version (the model feedback is about); None without one."""
+    if registry is None or not (Path(registry) / "versions").is_dir():
+        return None
+    from imgclf.store import registry as reg
+
+    try:
+        return reg.show(registry, "production")["classes"]
+    except UserError:       # versions but no production alias yet: the newest version's classes
+        versions = reg.list_versions(registry)
+        return versions[-1]["classes"] if versions else None
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _label_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def _write_temp(root: Path, data: bytes) -> Path:
+    """The bytes in a dot-named temp file at the inbox root (hidden from dataset discovery; the
+    same file system, so the rename into a label folder is atomic)."""
+    tmp = new_temp(root, ".incoming-")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink()
+        raise
+    return tmp
+
+
+def _remove_if_empty(d: Path) -> None:
+    # An empty label folder would make the inbox fail as a dataset ("class folder has no images").
+    try:
+        d.rmdir()
+    except OSError:
+        pass
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    # The thread lock serialises one server's requests even where flock is missing (Windows).
+    with _THREAD_LOCK, file_lock(root / LOCK_FILE):
+        yield
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:       # no login name in some containers
+        return "unknown"

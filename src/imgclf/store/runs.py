@@ -1,0 +1,152 @@
+"""The run folder: the unit a user hands around.
+
+runs/<name>/ model.safetensors  model.json  config.yaml  history.csv  metrics.json
+             data_report.json   splits.csv  learning_curves.png  confusion_matrix.png
+             last.safetensors   train_state.safetensors (for --resume)
+
+splits.csv lists the images relative to the data root that model.json records (data.root), so the
+run folder and the data can each move: `data_root=` (`--data DIR`) says where the data is now.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from pathlib import Path
+
+from imgclf.data.paths import rebase, relative_to, resolve
+from imgclf.core.errors import UserError
+from imgclf.core.files import read_json, write_text
+from imgclf.store.run_schema import check_model_json
+
+# 2: splits.csv paths are relative to model.json's data.root. 1: relative to the folder training ran
+# in; such runs still load, and their paths still mean what they meant.
+MODEL_FORMAT = 2
+
+
+def new_run_dir(data: str | Path, base: str | Path = "runs") -> Path:
+    """runs/<dataset-name>-<n>, n one more than the highest already there."""
+    name = re.sub(r"[^\w.-]+", "_", Path(data).stem or "data").strip("_") or "data"
+    base = Path(base)
+    taken = [int(m.group(1)) for p in base.glob(f"{name}-*") if (m := re.fullmatch(rf"{re.escape(name)}-(\d+)", p.name))]
+    return base / f"{name}-{max(taken, default=0) + 1}"
+
+
+def find_run(path: str | Path) -> Path:
+    """Accept a run folder, a model.safetensors/model.json inside one, or REGISTRY/ALIAS (or REGISTRY/VERSION)."""
+    p = Path(path).expanduser()
+    if not p.exists() and (p.parent / "versions").is_dir():
+        from imgclf.store.versions import version_run    # "registry/production", "registry/3": the run behind it
+
+        return find_run(version_run(p.parent, p.name))
+    if p.is_file() and p.name in ("model.safetensors", "model.json"):
+        p = p.parent
+    # An ensemble bundle keeps its weights in members/<i>/ (see imgclf.inference.ensemble).
+    weights = (p / "model.safetensors").is_file() or (p / "members").is_dir()
+    if not (p / "model.json").is_file() or not weights:
+        raise UserError(f"{path} is not a finished run folder (it needs model.json and model.safetensors); "
+                        "train one with: imgclf train DATA")
+    return p
+
+
+def read_model_json(run: Path, loadable: bool = True) -> dict:
+    """RUN/model.json, checked against its schema (see run_schema): a damaged file fails here, by field.
+    `loadable=False`: only what describes the run (classes), for readers that never load its network."""
+    path = run / "model.json"
+    try:
+        meta = read_json(path)
+    except (ValueError, RecursionError) as e:       # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"{path} is not valid JSON ({e}); restore the run from a copy") from None
+    return check_model_json(meta, path, MODEL_FORMAT, loadable)
+
+
+def read_splits(run: Path, data_root: str | Path | None = None, required: bool = False) -> list[dict]:
+    """The rows (path, label, split) of RUN/splits.csv, paths ready to open; [] when the run has none.
+    `data_root`: where the run's data folder is now, when it moved since training. `required`: the
+    caller reads the images, so a data folder not found is the user's to fix, in one line."""
+    f = Path(run) / "splits.csv"
+    if not f.is_file():
+        return []
+    with open(f, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    root, moved = recorded_root(run), moved_root(data_root)
+    old_root = _old_root(run) if root is None and (moved is not None or required) else None
+    for r in rows:
+        if root is None and moved is not None and old_root is not None:
+            r["path"] = rebase(r["path"], old_root, moved)
+        else:
+            r["path"] = resolve(r["path"], root, moved)
+    if required:
+        require_data(run, [r["path"] for r in rows], root or old_root, moved)
+    return rows
+
+
+def recorded_root(run: Path) -> str | None:
+    """The absolute data root the run's splits.csv paths are relative to; None for runs made before
+    roots were recorded (their paths are relative to the folder they were trained in)."""
+    if not (Path(run) / "model.json").is_file():
+        return None
+    return (read_model_json(Path(run), loadable=False).get("data") or {}).get("root")
+
+
+def moved_root(data_root: str | Path | None) -> str | None:
+    """`data_root` (where the user says the data is now) as an absolute folder; None when not given."""
+    if data_root is None:
+        return None
+    moved = Path(data_root).expanduser()
+    if not moved.is_dir():
+        raise UserError(f"--data {data_root} is not a folder; give the folder the run's data moved to")
+    return os.path.abspath(moved)
+
+
+def _old_root(run: Path) -> str | None:
+    """An old run's data root, from the data argument recorded in config.yaml (relative to the folder
+    it was trained in, like its paths): the folder, or a CSV manifest's folder."""
+    import yaml
+
+    cfg = Path(run) / "config.yaml"
+    data = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("data") if cfg.is_file() else None
+    if not data:
+        return None
+    return (os.path.dirname(data) or ".") if str(data).lower().endswith(".csv") else str(data)
+
+
+def require_data(run: Path, paths: list[str], root: str | None, moved: str | None) -> None:
+    """Refuse, in one line naming where the data was looked for, when none of `paths` is there.
+    One found file is enough: single missing files are the callers' to report."""
+    if not paths or any(os.path.isfile(p) for p in paths):
+        return
+    if moved is not None:
+        raise UserError(f"--data {moved}: none of the {len(paths)} images {run} lists are there (e.g. {paths[0]}); "
+                        f"give the folder that now holds what was {root or 'its data folder'}")
+    if root is not None and os.path.isabs(root):
+        raise UserError(f"the data of {run} is not at {root} any more (e.g. {paths[0]} is missing); "
+                        "if it moved, give its new place with --data DIR")
+    raise UserError(f"none of the {len(paths)} images of {run} is found from {Path.cwd()}: the run lists them "
+                    f"relative to the folder it was trained in; run from there, or give where its data "
+                    f"{f'folder {root} ' if root else ''}is now with --data DIR")
+
+
+def test_split(model, purpose: str = "evaluate on; give DATA: imgclf evaluate RUN DATA",
+               data_root: str | Path | None = None):
+    """(paths, class indices in model.classes) of the run's held-out test split."""
+    import numpy as np
+
+    rows = [r for r in read_splits(model.path, data_root) if r["split"] == "test"]
+    if not rows:
+        raise UserError(f"{model.path} has no test split to {purpose}")
+    require_data(model.path, [r["path"] for r in rows], recorded_root(model.path) or _old_root(model.path),
+                 moved_root(data_root))
+    return [r["path"] for r in rows], np.array([model.classes.index(r["label"]) for r in rows])
+
+
+def write_splits(path: Path, paths: list[str], labels, splits, classes: list[str], root: str | None) -> None:
+    """RUN/splits.csv with each path relative to `root` (the data root model.json records), POSIX
+    separators; a path outside it (or with no root) is written absolute."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "label", "split"])
+    for p, y, s in zip(paths, labels, splits):
+        w.writerow([relative_to(p, root), classes[int(y)], s])
+    write_text(path, buf.getvalue())
