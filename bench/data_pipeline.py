@@ -7,6 +7,7 @@ Prints one table (markdown) of: cache build time for all images, then per pipeli
 images/s (mean over epochs, training steps only), seconds per epoch and test accuracy.
 Not a test: nothing is asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from imgclf.core.device import pick_device  # noqa: E402
 from imgclf.data.cache import build_cache  # noqa: E402
 from imgclf.data.discover import discover  # noqa: E402
-from imgclf.core.device import pick_device  # noqa: E402
 from imgclf.models import create_model  # noqa: E402
 from imgclf.training.optim import lr_factor, make_optimizer, set_lr  # noqa: E402
 
@@ -43,16 +44,25 @@ def unpack(archive: Path, dest: Path) -> Path:
 def baseline(data: Path, args, device, mean, std) -> dict:
     """The textbook pipeline: PIL decode + transforms in DataLoader workers, every epoch."""
     import torchvision.transforms as T
-    from torchvision.datasets import ImageFolder
     from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
 
     norm = T.Normalize(mean, std)
-    train_tf = T.Compose([T.RandomCrop(32, padding=2, padding_mode="reflect"), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+    train_tf = T.Compose(
+        [T.RandomCrop(32, padding=2, padding_mode="reflect"), T.RandomHorizontalFlip(), T.ToTensor(), norm]
+    )
     test_tf = T.Compose([T.ToTensor(), norm])
     train_ds, test_ds = ImageFolder(data / "train", train_tf), ImageFolder(data / "test", test_tf)
     workers = os.cpu_count() or 2
-    loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, num_workers=workers, drop_last=True,
-                        pin_memory=device.type == "cuda", persistent_workers=True)
+    loader = DataLoader(
+        train_ds,
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        persistent_workers=True,
+    )
     torch.manual_seed(0)
     model = create_model("simple_cnn", 10, img_size=32).to(device)
     opt = make_optimizer(model, "adamw", args.lr, 0.05)
@@ -83,14 +93,28 @@ def baseline(data: Path, args, device, mean, std) -> dict:
 def ours(data: Path, args, out: Path) -> dict:
     import imgclf
 
-    run = imgclf.train(data, model="simple_cnn", img_size=32, epochs=args.epochs, batch_size=args.batch_size,
-                       lr=args.lr, augment={"flip": True, "translate": 2}, patience=1000, out=out, verbose=False)
+    run = imgclf.train(
+        data,
+        model="simple_cnn",
+        img_size=32,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        augment={"flip": True, "translate": 2},
+        patience=1000,
+        out=out,
+        verbose=False,
+    )
     import csv
+
     with open(run.path / "history.csv") as f:
         rows = list(csv.DictReader(f))
-    return {"images_per_s": float(np.mean([float(r["images_per_s"]) for r in rows])),
-            "epoch_s": float(np.mean([float(r["seconds"]) for r in rows])), "acc": run.metrics["accuracy"],
-            "mean": imgclf.load(run.path).meta["normalization"]}
+    return {
+        "images_per_s": float(np.mean([float(r["images_per_s"]) for r in rows])),
+        "epoch_s": float(np.mean([float(r["seconds"]) for r in rows])),
+        "acc": run.metrics["accuracy"],
+        "mean": imgclf.load(run.path).meta["normalization"],
+    }
 
 
 def main() -> None:
@@ -104,7 +128,7 @@ def main() -> None:
     args = ap.parse_args()
     device = pick_device(args.device)
     tmp = Path(tempfile.mkdtemp(prefix="imgclf-bench-"))
-    os.environ["IMGCLF_CACHE_DIR"] = str(tmp / "cache")   # a cold cache: the decode is measured
+    os.environ["IMGCLF_CACHE_DIR"] = str(tmp / "cache")  # a cold cache: the decode is measured
     data = unpack(Path(args.data), tmp) if args.data.endswith(".tar.gz") else Path(args.data)
 
     spec = discover(data)
@@ -119,16 +143,27 @@ def main() -> None:
     norm = mine.pop("mean")
     base = baseline(data, args, device, norm["mean"], norm["std"])
 
-    print(f"\nimgclf data-pipeline benchmark — {platform.node() and 'this machine'}: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, device {device}, torch {torch.__version__}, simple_cnn 32px, "
-          f"batch {args.batch_size}, {args.epochs} epochs\n")
-    print(f"decode + cache {len(spec.paths):,} images: {decode_s:.1f} s ({len(spec.paths) / decode_s:,.0f} img/s, "
-          f"{len(cache.bad)} unusable); re-open cached: {reuse_s:.2f} s\n")
-    tables.emit("pipelines", ["pipeline", "train images/s", "s / epoch", "test accuracy"], [
-        [label, tables.V(r["images_per_s"], ",.0f"), tables.V(r["epoch_s"], ".1f"), tables.V(r["acc"], ".4f")]
-        for label, r in (("torchvision ImageFolder + DataLoader + PIL transforms (baseline)", base),
-                         ("imgclf (decode-once cache, batched tensor augmentation)", mine))],
-        align=["---", "---:", "---:", "---:"])
+    print(
+        f"\nimgclf data-pipeline benchmark — {platform.node() and 'this machine'}: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, device {device}, torch {torch.__version__}, simple_cnn 32px, "
+        f"batch {args.batch_size}, {args.epochs} epochs\n"
+    )
+    print(
+        f"decode + cache {len(spec.paths):,} images: {decode_s:.1f} s ({len(spec.paths) / decode_s:,.0f} img/s, "
+        f"{len(cache.bad)} unusable); re-open cached: {reuse_s:.2f} s\n"
+    )
+    tables.emit(
+        "pipelines",
+        ["pipeline", "train images/s", "s / epoch", "test accuracy"],
+        [
+            [label, tables.V(r["images_per_s"], ",.0f"), tables.V(r["epoch_s"], ".1f"), tables.V(r["acc"], ".4f")]
+            for label, r in (
+                ("torchvision ImageFolder + DataLoader + PIL transforms (baseline)", base),
+                ("imgclf (decode-once cache, batched tensor augmentation)", mine),
+            )
+        ],
+        align=["---", "---:", "---:", "---:"],
+    )
     print(f"\nspeed-up: {mine['images_per_s'] / base['images_per_s']:.2f}x images/s")
 
 

@@ -15,6 +15,7 @@ Columns:
 - batch-1 ms: median of 50 single-image calls (no TTA).
 Both backends use the same number of threads (torch.get_num_threads()).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,14 +52,14 @@ def test_images(run: Path, size: int, resize: str) -> np.ndarray:
 
 def speed(model, images: np.ndarray) -> tuple[float, float]:
     model.tta = "none"
-    model.predict_logits(images[:256])                          # warm-up (ORT arena, oneDNN kernels)
+    model.predict_logits(images[:256])  # warm-up (ORT arena, oneDNN kernels)
     t = time.perf_counter()
     model.predict_logits(images)
     per_s = len(images) / (time.perf_counter() - t)
     single = []
     for i in range(50):
         t = time.perf_counter()
-        model.predict_logits(images[i:i + 1])
+        model.predict_logits(images[i : i + 1])
         single.append(time.perf_counter() - t)
     return per_s, 1000 * statistics.median(single)
 
@@ -77,22 +78,50 @@ def main() -> None:
         tf.extractall(tmp, filter="data")
     rows = []
     for name in args.models.split(","):
-        run = imgclf.train(tmp / "flowers5", model=name, epochs=args.epochs, img_size=args.img_size,
-                           out=tmp / "runs" / name.replace("/", "_"), verbose=False)
+        run = imgclf.train(
+            tmp / "flowers5",
+            model=name,
+            epochs=args.epochs,
+            img_size=args.img_size,
+            out=tmp / "runs" / name.replace("/", "_"),
+            verbose=False,
+        )
         check = imgclf.export(run.path, verbose=False)
         torch_model, onnx_model = imgclf.load(run.path, device="cpu"), imgclf.load(run.path, backend="onnx")
         images = test_images(run.path, torch_model.img_size, torch_model.resize_mode)
         p_torch, p_onnx = torch_model.predict_proba(images), onnx_model.predict_proba(images)
         same = float((p_torch.argmax(1) == p_onnx.argmax(1)).mean())
         t_speed, o_speed = speed(torch_model, images), speed(onnx_model, images)
-        rows.append([name, tables.V(run.metrics["accuracy"], ".3f"), tables.V(check["max_prob_diff"], ".1e"),
-                     f"{np.abs(p_torch - p_onnx).max():.1e} ({len(images)} img, tta {torch_model.meta['tta']})",
-                     tables.V(same, ".3f"), tables.V(check["seconds"], ".1f"),
-                     f"{t_speed[0]:.0f} / {o_speed[0]:.0f}", f"{t_speed[1]:.1f} / {o_speed[1]:.1f}"])
-    print(f"\nflowers5, {args.epochs} epochs at {args.img_size} px; {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads; torch {torch.__version__}\n")
-    tables.emit("parity", ["model", "test acc", "check diff", "test diff", "labels equal", "export s",
-                           "img/s torch / onnx", "batch-1 ms torch / onnx"], rows)
+        rows.append(
+            [
+                name,
+                tables.V(run.metrics["accuracy"], ".3f"),
+                tables.V(check["max_prob_diff"], ".1e"),
+                f"{np.abs(p_torch - p_onnx).max():.1e} ({len(images)} img, tta {torch_model.meta['tta']})",
+                tables.V(same, ".3f"),
+                tables.V(check["seconds"], ".1f"),
+                f"{t_speed[0]:.0f} / {o_speed[0]:.0f}",
+                f"{t_speed[1]:.1f} / {o_speed[1]:.1f}",
+            ]
+        )
+    print(
+        f"\nflowers5, {args.epochs} epochs at {args.img_size} px; {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads; torch {torch.__version__}\n"
+    )
+    tables.emit(
+        "parity",
+        [
+            "model",
+            "test acc",
+            "check diff",
+            "test diff",
+            "labels equal",
+            "export s",
+            "img/s torch / onnx",
+            "batch-1 ms torch / onnx",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

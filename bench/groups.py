@@ -11,6 +11,7 @@ Purity = groups holding crops of one source photo only. CIFAR-10 (60k): seconds 
 (the doctor's decode at 32 px) against hashing the training cache's rows (what `train` does).
 Prints markdown tables. Not a test: nothing is asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,11 +58,16 @@ def inria(folder: Path) -> None:
         by_photo[n[:-1]].append(i)
     # a/b, c/d, ... (one photo skips a letter: a/b, d/e): consecutive letters of a photo are a pair
     pairs = [(m[k], m[k + 1]) for m in by_photo.values() for k in range(0, len(m) - 1, 2)]
-    source = np.array([n[:-1] for n in names])     # cropNNNNNN, person_NNN, ...: the source photo
-    print(f"INRIA person crops: {len(paths):,} files, {len(pairs):,} named mirror pairs, "
-          f"{len(set(source)):,} source photos; hashed in {scan_s:.1f}s\n")
-    table = tables.Table("inria", ["grouping", "groups (>1 file)", "largest", "named pairs together", "recall",
-                                   "groups of one source photo"], align=["---"] + ["---:"] * 5)
+    source = np.array([n[:-1] for n in names])  # cropNNNNNN, person_NNN, ...: the source photo
+    print(
+        f"INRIA person crops: {len(paths):,} files, {len(pairs):,} named mirror pairs, "
+        f"{len(set(source)):,} source photos; hashed in {scan_s:.1f}s\n"
+    )
+    table = tables.Table(
+        "inria",
+        ["grouping", "groups (>1 file)", "largest", "named pairs together", "recall", "groups of one source photo"],
+        align=["---"] + ["---:"] * 5,
+    )
     for label, flip in (("pHash only (before)", hashes), ("pHash + mirror (doctor now)", flipped)):
         ids = near_duplicate_ids(hashes, flip, ok, NEAR_DISTANCE)
         together = sum(ids[i] == ids[j] for i, j in pairs)
@@ -70,8 +76,16 @@ def inria(folder: Path) -> None:
             members[g].append(k)
         multi = [m for m in members.values() if len(m) > 1]
         pure = sum(len(set(source[m])) == 1 for m in multi)
-        table.add([label, tables.V(len(multi), ","), max(map(len, multi), default=0),
-                   f"{together:,} / {len(pairs):,}", tables.V(together / len(pairs), ".1%"), f"{pure:,} / {len(multi):,}"])
+        table.add(
+            [
+                label,
+                tables.V(len(multi), ","),
+                max(map(len, multi), default=0),
+                f"{together:,} / {len(pairs):,}",
+                tables.V(together / len(pairs), ".1%"),
+                f"{pure:,} / {len(multi):,}",
+            ]
+        )
 
 
 class Timer:
@@ -105,17 +119,26 @@ def cifar(folder: Path) -> None:
         with Timer() as cache_s:
             hashes, flipped, _ = cache_hashes(cache.images, usable)
             ids = near_duplicate_ids(hashes, flipped, usable, NEAR_DISTANCE)
-    regroup(spec, ids, 0.1, 0.1, 0)         # as train does: val is carved from train/ with groups whole
+    regroup(spec, ids, 0.1, 0.1, 0)  # as train does: val is carved from train/ with groups whole
     info = describe(spec, ids, "near-duplicates")
     print(f"\nCIFAR-10 ({len(spec.paths):,} images): near-duplicate groups at train time\n")
-    tables.emit("cifar", ["step", "wall s", "CPU s"], [
-        [step, tables.V(t.wall, ".1f"), tables.V(t.cpu, ".1f")]
-        for step, t in (("decode the training cache at 32 px (train does this anyway)", cache_t),
-                        ("hash the files again (doctor: decode at 32 px + sha256 + pHash + mirror)", files_s),
-                        ("hash the cache rows + their mirrors, group (train, group_by auto)", cache_s))],
-        align=["---", "---:", "---:"])
-    print(f"\n{info['groups']:,} groups of near-duplicates ({info['images']:,} images, largest {info['largest']}); "
-          f"{info['straddling']:,} straddle the given train/test split")
+    tables.emit(
+        "cifar",
+        ["step", "wall s", "CPU s"],
+        [
+            [step, tables.V(t.wall, ".1f"), tables.V(t.cpu, ".1f")]
+            for step, t in (
+                ("decode the training cache at 32 px (train does this anyway)", cache_t),
+                ("hash the files again (doctor: decode at 32 px + sha256 + pHash + mirror)", files_s),
+                ("hash the cache rows + their mirrors, group (train, group_by auto)", cache_s),
+            )
+        ],
+        align=["---", "---:", "---:"],
+    )
+    print(
+        f"\n{info['groups']:,} groups of near-duplicates ({info['images']:,} images, largest {info['largest']}); "
+        f"{info['straddling']:,} straddle the given train/test split"
+    )
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ Not a test: nothing is asserted; prints one markdown table.
 
     python bench/inbox.py [--mlflow]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,13 @@ def bench_import(tmp: Path) -> list[tuple[str, str, str]]:
         r = inbox.import_folder(folder, tmp / "inbox")
         s = time.perf_counter() - t
         n = r["added"] + r["already there"] + r["relabelled"]
-        rows.append((what, f"{n} images ({r['added']} added, {r['relabelled']} relabelled, "
-                     f"{len(r['skipped'])} skipped)", f"{s:.1f} s = {n / s:.0f} img/s"))
+        rows.append(
+            (
+                what,
+                f"{n} images ({r['added']} added, {r['relabelled']} relabelled, {len(r['skipped'])} skipped)",
+                f"{s:.1f} s = {n / s:.0f} img/s",
+            )
+        )
     t = time.perf_counter()
     s = inbox.summary(tmp / "inbox")
     rows.append(("summary()", f"{s['images']} images, {s['feedback']} records", f"{time.perf_counter() - t:.2f} s"))
@@ -54,8 +60,8 @@ def bench_import(tmp: Path) -> list[tuple[str, str, str]]:
 
 def bench_mlflow(tmp: Path) -> list[tuple[str, str, str]]:
     import imgclf
-    from imgclf.store import registry
     from imgclf.lifecycle import tracking
+    from imgclf.store import registry
 
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import make_shapes_dataset
@@ -63,14 +69,36 @@ def bench_mlflow(tmp: Path) -> list[tuple[str, str, str]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-                             f"sqlite:///{tmp / 'mlflow.db'}", "--default-artifact-root", (tmp / "art").as_uri(),
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp / 'mlflow.db'}",
+            "--default-artifact-root",
+            (tmp / "art").as_uri(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
-        run = imgclf.train(make_shapes_dataset(tmp / "shapes", per_class=12, size=16), out=tmp / "runs" / "r1",
-                           model="simple_cnn", epochs=2, img_size=16, verbose=False).path
+        run = imgclf.train(
+            make_shapes_dataset(tmp / "shapes", per_class=12, size=16),
+            out=tmp / "runs" / "r1",
+            model="simple_cnn",
+            epochs=2,
+            img_size=16,
+            verbose=False,
+        ).path
         for _ in range(240):
             try:
                 urllib.request.urlopen(f"{uri}/health", timeout=2)
@@ -80,15 +108,23 @@ def bench_mlflow(tmp: Path) -> list[tuple[str, str, str]]:
         rows = []
         t = time.perf_counter()
         tracking.log_run(run, uri, verbose=False)
-        rows.append(("log_run (params, 24 metrics, 2 epochs of history, 10 files)", "tiny run",
-                     f"{time.perf_counter() - t:.2f} s"))
+        rows.append(
+            (
+                "log_run (params, 24 metrics, 2 epochs of history, 10 files)",
+                "tiny run",
+                f"{time.perf_counter() - t:.2f} s",
+            )
+        )
         t = time.perf_counter()
-        tracking.log_registry_event(tmp / "registry", registry.add(run, tmp / "registry", alias="candidate"), uri,
-                                    verbose=False)
-        tracking.log_registry_event(tmp / "registry", registry.promote(tmp / "registry", "candidate"), uri,
-                                    verbose=False)
-        rows.append(("log_registry_event x2 (add, promote)", "1 version, 2 aliases",
-                     f"{time.perf_counter() - t:.2f} s"))
+        tracking.log_registry_event(
+            tmp / "registry", registry.add(run, tmp / "registry", alias="candidate"), uri, verbose=False
+        )
+        tracking.log_registry_event(
+            tmp / "registry", registry.promote(tmp / "registry", "candidate"), uri, verbose=False
+        )
+        rows.append(
+            ("log_registry_event x2 (add, promote)", "1 version, 2 aliases", f"{time.perf_counter() - t:.2f} s")
+        )
         return rows
     finally:
         os.killpg(proc.pid, signal.SIGKILL)

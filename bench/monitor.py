@@ -17,6 +17,7 @@ Not a test: nothing is asserted; prints one markdown table.
     python bench/monitor.py                      # unpacks flowers5 under /tmp, trains, ~3-6 min on 2 cores
     python bench/monitor.py --run runs/flowers3-1 --data /tmp/flowers5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -104,8 +105,9 @@ def main() -> None:
     if args.run:
         run, trained = Path(args.run), "given"
     else:
-        run = imgclf.train(subset(root, known, work), preset="fast", epochs=args.epochs, out=work / "run",
-                           verbose=False).path
+        run = imgclf.train(
+            subset(root, known, work), preset="fast", epochs=args.epochs, out=work / "run", verbose=False
+        ).path
         trained = f"trained in {time.perf_counter() - t:.0f} s"
     model = imgclf.load(run)
     rows = list(csv.DictReader(open(run / "splits.csv", newline="", encoding="utf-8")))
@@ -122,15 +124,28 @@ def main() -> None:
         "darkened test images (x0.4)": [(darkened(p), False) for p in draw(test, n)],
         f"foreign classes ({', '.join(foreign_classes)})": [(read(p), True) for p in draw(foreign, n)],
         "80% test + 20% foreign": [(read(p), False) for p in draw(test, n - n // 5)]
-                                   + [(read(p), True) for p in draw(foreign, n // 5)],
+        + [(read(p), True) for p in draw(foreign, n // 5)],
     }
-    print(f"run {run} ({', '.join(model.classes)}; {model.meta['architecture']['name']} {model.img_size} px, "
-          f"TTA {model.tta}; {trained}); {len(test)} test images; {platform.processor() or platform.machine()}, "
-          f"imgclf {imgclf.__version__}\n")
-    table = tables.Table("scenarios", [
-        "traffic", "requests", "status", "confidence median (test / live, PSI)", "below 0.5 (test / live)",
-        "brightness mean (test / live, PSI)", "predicted classes PSI", "foreign among top 50 to label",
-        "monitor s (first / cached)"], align=["---", "---:", "---", "---", "---", "---", "---:", "---:", "---"])
+    print(
+        f"run {run} ({', '.join(model.classes)}; {model.meta['architecture']['name']} {model.img_size} px, "
+        f"TTA {model.tta}; {trained}); {len(test)} test images; {platform.processor() or platform.machine()}, "
+        f"imgclf {imgclf.__version__}\n"
+    )
+    table = tables.Table(
+        "scenarios",
+        [
+            "traffic",
+            "requests",
+            "status",
+            "confidence median (test / live, PSI)",
+            "below 0.5 (test / live)",
+            "brightness mean (test / live, PSI)",
+            "predicted classes PSI",
+            "foreign among top 50 to label",
+            "monitor s (first / cached)",
+        ],
+        align=["---", "---:", "---", "---", "---", "---", "---:", "---:", "---"],
+    )
     verdicts = []
     for i, (name, uploads) in enumerate(scenarios.items()):
         order = rng.permutation(len(uploads))
@@ -148,12 +163,19 @@ def main() -> None:
         is_foreign = {hashlib.sha256(d).hexdigest(): f for d, f in uploads}
         picked = [is_foreign[p["sha256"]] for p in r["to_label"]]
         share = sum(is_foreign.values()) / len(is_foreign)
-        table.add([name, r["n_live"], tables.V(r["status"], "**{}**"),
-                   f"{c['ref']['median']:.2f} / {c['live']['median']:.2f}, {c['psi']:.2f}",
-                   f"{low['ref']:.0%} / {low['live']:.0%}",
-                   f"{b['ref']['mean']:.0f} / {b['live']['mean']:.0f}, {b['psi']:.2f}",
-                   tables.V(s["predicted_class"]["psi"], ".2f"),
-                   f"{sum(picked)} of {len(picked)} ({share:.0%} of distinct images)", f"{first:.1f} / {cached:.1f}"])
+        table.add(
+            [
+                name,
+                r["n_live"],
+                tables.V(r["status"], "**{}**"),
+                f"{c['ref']['median']:.2f} / {c['live']['median']:.2f}, {c['psi']:.2f}",
+                f"{low['ref']:.0%} / {low['live']:.0%}",
+                f"{b['ref']['mean']:.0f} / {b['live']['mean']:.0f}, {b['psi']:.2f}",
+                tables.V(s["predicted_class"]["psi"], ".2f"),
+                f"{sum(picked)} of {len(picked)} ({share:.0%} of distinct images)",
+                f"{first:.1f} / {cached:.1f}",
+            ]
+        )
         verdicts.append((name, r["verdict"]))
     print()
     for name, v in verdicts:

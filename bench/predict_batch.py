@@ -19,6 +19,7 @@ network as exported, one forward pass per image; `--tta run` uses the run's own 
 (`--preset` runs: flip-crop, 6 passes per image). Each number is the best of --repeats, after a
 warm-up. Not a test: nothing is asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,9 +40,9 @@ ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
 WORK = Path(tempfile.gettempdir()) / "imgclf-bench-predict"
 
 import imgclf  # noqa: E402
-from imgclf.inference.batch import predict_folder  # noqa: E402
 from imgclf.data.discover import files_under, is_image  # noqa: E402
 from imgclf.data.images import load_resized  # noqa: E402
+from imgclf.inference.batch import predict_folder  # noqa: E402
 
 
 def cifar_folder(data: str | None) -> Path:
@@ -79,7 +80,12 @@ class DecodeOnly:
     writing at full speed, i.e. the ceiling any backend can reach."""
 
     def __init__(self, model):
-        self.model, self.img_size, self.resize_mode, self.classes = model, model.img_size, model.resize_mode, model.classes
+        self.model, self.img_size, self.resize_mode, self.classes = (
+            model,
+            model.img_size,
+            model.resize_mode,
+            model.classes,
+        )
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         return np.full((len(images), len(self.classes)), 1.0 / len(self.classes))
@@ -141,22 +147,27 @@ def main() -> None:
     root = cifar_folder(args.data)
     folder = root / "test"
     run = Path(args.run) if args.run else quick_run(root)
-    paths = [str(p) for p in files_under(folder) if is_image(p)][:args.limit]
+    paths = [str(p) for p in files_under(folder) if is_image(p)][: args.limit]
     inputs, warm = (folder if args.limit is None else paths), paths[:256]
-    models = {b: imgclf.load(run, "cpu", backend=b, tta="none" if args.tta == "none" else None)
-              for b in ("torch", "onnx")}
+    models = {
+        b: imgclf.load(run, "cpu", backend=b, tta="none" if args.tta == "none" else None) for b in ("torch", "onnx")
+    }
     tta = models["torch"].tta
     images = np.stack([load_resized(p, models["torch"].img_size, models["torch"].resize_mode) for p in paths])
 
-    rows = []   # (what, backend, pool, images/s, seconds)
+    rows = []  # (what, backend, pool, images/s, seconds)
 
     def add(*row):
         rows.append(row)
         print(f"  {row[0]}, {row[1]}, {row[2]}: {row[3]:,.0f} images/s", flush=True)
 
     for pool in ("thread", "process"):
-        add("decode + CSV only (no network)", "-", pool, *pipeline(DecodeOnly(models["torch"]), inputs, warm,
-                                                                   args.repeats, pool))
+        add(
+            "decode + CSV only (no network)",
+            "-",
+            pool,
+            *pipeline(DecodeOnly(models["torch"]), inputs, warm, args.repeats, pool),
+        )
     for backend, model in models.items():
         for pool in ("process", "thread"):
             add("predict_folder (whole pipeline)", backend, pool, *pipeline(model, inputs, warm, args.repeats, pool))
@@ -164,15 +175,25 @@ def main() -> None:
         add("network only (pre-decoded)", backend, "-", *network_only(model, images, args.repeats))
 
     meta = models["torch"].meta
-    print(f"\n{len(paths):,} images from {folder}; run {run}: {meta['architecture']['name']} "
-          f"{meta['architecture'].get('parameters', 0) / 1e6:.2f}M parameters, {models['torch'].img_size} px, "
-          f"TTA '{tta}'")
-    print(f"machine: {platform.machine()} {cpu_name()}, {len(os.sched_getaffinity(0))} CPU cores; "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads, fp32), onnxruntime {onnxruntime.__version__}, "
-          f"Python {platform.python_version()}; best of {args.repeats}\n")
-    tables.emit("throughput", ["what", "backend", "decode pool", "images/s", "seconds"],
-                [[what, backend, pool, tables.V(rate, ",.0f"), tables.V(seconds, ".2f")]
-                 for what, backend, pool, rate, seconds in rows], align=["---", "---", "---", "---:", "---:"])
+    print(
+        f"\n{len(paths):,} images from {folder}; run {run}: {meta['architecture']['name']} "
+        f"{meta['architecture'].get('parameters', 0) / 1e6:.2f}M parameters, {models['torch'].img_size} px, "
+        f"TTA '{tta}'"
+    )
+    print(
+        f"machine: {platform.machine()} {cpu_name()}, {len(os.sched_getaffinity(0))} CPU cores; "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads, fp32), onnxruntime {onnxruntime.__version__}, "
+        f"Python {platform.python_version()}; best of {args.repeats}\n"
+    )
+    tables.emit(
+        "throughput",
+        ["what", "backend", "decode pool", "images/s", "seconds"],
+        [
+            [what, backend, pool, tables.V(rate, ",.0f"), tables.V(seconds, ".2f")]
+            for what, backend, pool, rate, seconds in rows
+        ],
+        align=["---", "---", "---", "---:", "---:"],
+    )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ Recipe (all seeded):
 5. Score both detectors on the scoring half: image-level presence ROC-AUC and balanced accuracy,
    VOC AP at IoU 0.5 (and 0.3: both detectors' boxes frame people unlike COCO's tight boxes) over person_boxes.csv, duplicates per true person, images/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,13 +47,20 @@ import tables  # bench/tables.py: the tables printed and written as CSV
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 CROP = (96, 160)
-MARGIN = (16 / 96, 16 / 160)        # INRIA crops: a 64x128 person with 16 px of context on each side
+MARGIN = (16 / 96, 16 / 160)  # INRIA crops: a 64x128 person with 16 px of context on each side
 # A small fast net: one conv per block, 48 px input. Scanning runs it over whole photos, so its
 # cost per pixel is what decides images/s (two convs per block at 48 px scanned 4x slower).
 # 30 epochs, not 15: the mining half's presence ROC-AUC 0.900 vs 0.862 (crop test accuracy 0.980
 # vs 0.974), at no scan cost.
-RECIPE = dict(model="simple_cnn", model_kwargs={"width": 16, "depth": 3, "convs_per_block": 1}, img_size=48,
-              epochs=30, tta="none", group_by=r"^(crop\d+)", seed=0)
+RECIPE = dict(
+    model="simple_cnn",
+    model_kwargs={"width": 16, "depth": 3, "convs_per_block": 1},
+    img_size=48,
+    epochs=30,
+    tta="none",
+    group_by=r"^(crop\d+)",
+    seed=0,
+)
 # Smallest window 96 px tall: the person inside is ~77 px (HOG's smallest holds ~100 px). Half the
 # labelled people are under 73 px; from 128 px windows the scan ran at 1.7x HOG's images/s on 2
 # threads but missed them (both folds pooled, 128 -> 96 px: balanced accuracy 0.576 -> 0.614, AP@0.5
@@ -79,7 +87,7 @@ PRETRAIN_EPOCHS = 8
 # CIFAR-10 photos as negatives (its 10 classes are animals and vehicles: what a street photo
 # without people holds, and what the crop model fired on in them); one random window each.
 CIFAR = dict(per_class=0, min_height=20)
-FIT_MIN = 10                        # matched detections needed to fit the box placement
+FIT_MIN = 10  # matched detections needed to fit the box placement
 # Positives from the MINING half's labelled people (COCO boxes): a window of INRIA's shape around
 # each box, the person framed as INRIA frames it (64x128 inside 96x160), a few jittered copies and
 # their mirror images. Boxes under 64 px tall are skipped (the scan's smallest person is ~100 px).
@@ -175,8 +183,10 @@ def presence_metrics(scores: dict, present: dict, labels: dict) -> dict:
 
     keys = sorted(labels)
     y = [labels[k] for k in keys]
-    return {"roc_auc": roc_auc_score(y, [scores[k] for k in keys]),
-            "balanced_accuracy": balanced_accuracy_score(y, [int(present[k]) for k in keys])}
+    return {
+        "roc_auc": roc_auc_score(y, [scores[k] for k in keys]),
+        "balanced_accuracy": balanced_accuracy_score(y, [int(present[k]) for k in keys]),
+    }
 
 
 def mine_around_people(model, files: list[str], truth: dict, out: Path) -> int:
@@ -223,7 +233,7 @@ def margin_sides(model, files: list[str], truth: dict, threshold: float) -> dict
             if overlaps and max(overlaps) >= 0.3:
                 j = int(np.argmax(overlaps))
                 used.add(j)
-                w = _unshrink(box, MARGIN)         # the (voted) window that fired
+                w = _unshrink(box, MARGIN)  # the (voted) window that fired
                 g, (ww, wh) = truth[f][j], (w[2] - w[0], w[3] - w[1])
                 sides.append(((g[0] - w[0]) / ww, (g[1] - w[1]) / wh, (w[2] - g[2]) / ww, (w[3] - g[3]) / wh))
         out[f] = sides
@@ -266,11 +276,17 @@ def choose_placement(model, mining: dict, truth: dict, photo_threshold: float) -
 
     def detections(margin, vote, photos):
         scanner = Scanner(model, "person", margin=margin, threshold=photo_threshold, vote=vote, **SCAN)
-        return {f: [(b["x1"], b["y1"], b["x2"], b["y2"], b["score"]) for b in scanner.scan(images[f])["boxes"]]
-                for f in photos}
+        return {
+            f: [(b["x1"], b["y1"], b["x2"], b["y2"], b["score"]) for b in scanner.scan(images[f])["boxes"]]
+            for f in photos
+        }
 
-    plain = dict(vote=False, margin=list(inria), fitted_on=0, mining_ap50=round(voc_ap(detections(inria, False, files),
-                                                                                      truth), 4))
+    plain = dict(
+        vote=False,
+        margin=list(inria),
+        fitted_on=0,
+        mining_ap50=round(voc_ap(detections(inria, False, files), truth), 4),
+    )
     print(f"  mining half, plain NMS: margin {inria} (INRIA's), AP@0.5 {plain['mining_ap50']:.3f}")
     halves = [mining["person"][0::2], mining["person"][1::2]]
     nofree = [mining["no-person"][0::2], mining["no-person"][1::2]]
@@ -280,8 +296,10 @@ def choose_placement(model, mining: dict, truth: dict, photo_threshold: float) -
         dets.update(detections(margin, True, halves[k] + nofree[k]))
     margin, n = fit_margin(sides, mining["person"])
     voted = dict(vote=True, margin=list(margin), fitted_on=n, mining_ap50=round(voc_ap(dets, truth), 4))
-    print(f"  mining half, box voting: margin {tuple(round(m, 3) for m in margin)} (fitted on {n} matched detections), "
-          f"AP@0.5 {voted['mining_ap50']:.3f} (cross-fitted: each half of the photos with the other half's margin)")
+    print(
+        f"  mining half, box voting: margin {tuple(round(m, 3) for m in margin)} (fitted on {n} matched detections), "
+        f"AP@0.5 {voted['mining_ap50']:.3f} (cross-fitted: each half of the photos with the other half's margin)"
+    )
     return max((plain, voted), key=lambda o: o["mining_ap50"])
 
 
@@ -329,7 +347,7 @@ def run_ours(model, files: list[str], threads: int, **kw) -> tuple[dict, dict, d
     scanner = Scanner(model, "person", **{"margin": MARGIN, "verify": False, **SCAN, **kw})
     # Decoded up front, as HOG's are: the timing is the detector's, not the JPEG decoder's.
     images = [Image.open(f).convert("RGB") for f in files]
-    scanner.scan(images[0])                   # warm-up (first-call allocations)
+    scanner.scan(images[0])  # warm-up (first-call allocations)
     dets, scores, present, results = {}, {}, {}, []
     start = time.perf_counter()
     for f, img in zip(files, images):
@@ -367,7 +385,9 @@ def street_positives(files: list[str], truth: dict, out: Path, *, min_height: in
                 cx, cy = (x1 + x2) / 2 + dx, (y1 + y2) / 2 + dy
                 left = min(max(cx - ww / 2, 0), W - ww)
                 top = min(max(cy - wh / 2, 0), H - wh)
-                crop = img.crop((round(left), round(top), round(left + ww), round(top + wh))).resize(CROP, Image.BILINEAR)
+                crop = img.crop((round(left), round(top), round(left + ww), round(top + wh))).resize(
+                    CROP, Image.BILINEAR
+                )
                 stem = f"crop9{Path(f).stem}_{k}_{j}"
                 crop.save(out / f"{stem}a.png")
                 ImageOps.mirror(crop).save(out / f"{stem}b.png")
@@ -386,18 +406,28 @@ def build_data(work: Path, sets: Path, mining: dict, seed: int, limit: int | Non
     for p in sorted((sets / "inria-person" / "person").glob("*.png"))[:limit]:
         (data / "person" / p.name).symlink_to(p)
     n = street_positives(mining["person"], read_boxes(sets / "street-scenes"), data / "person", **STREET_POSITIVES)
-    print(f"{n} person crops from the mining half's labelled people (boxes >= {STREET_POSITIVES['min_height']} px tall)")
+    print(
+        f"{n} person crops from the mining half's labelled people (boxes >= {STREET_POSITIVES['min_height']} px tall)"
+    )
     flowers = sorted((sets / "flowers5").rglob("*.jpg"))
-    pick = np.random.default_rng(seed).permutation(len(flowers))[:400 if limit is None else 20]
-    scanning.negatives(mining["no-person"], data / "no-person", per_image=60 if limit is None else 5, size=CROP, seed=seed, min_height=48)
-    scanning.negatives([str(flowers[i]) for i in pick], data / "no-person", per_image=2, size=CROP, seed=seed,
-                       min_height=48)
+    pick = np.random.default_rng(seed).permutation(len(flowers))[: 400 if limit is None else 20]
+    scanning.negatives(
+        mining["no-person"],
+        data / "no-person",
+        per_image=60 if limit is None else 5,
+        size=CROP,
+        seed=seed,
+        min_height=48,
+    )
+    scanning.negatives(
+        [str(flowers[i]) for i in pick], data / "no-person", per_image=2, size=CROP, seed=seed, min_height=48
+    )
     if CIFAR["per_class"]:
         rng = np.random.default_rng(seed)
         picks = []
         for cls in sorted((sets / "cifar10" / "train").iterdir()):
             files = sorted(cls.glob("*.jpg"))
-            picks += [str(files[i]) for i in rng.permutation(len(files))[:CIFAR["per_class"] if limit is None else 2]]
+            picks += [str(files[i]) for i in rng.permutation(len(files))[: CIFAR["per_class"] if limit is None else 2]]
         scanning.negatives(picks, data / "no-person", per_image=1, size=CROP, seed=seed, min_height=CIFAR["min_height"])
     return data
 
@@ -419,8 +449,10 @@ def train_with_mining(work: Path, mining: dict, recipe: dict, rounds: int, smoke
         shutil.rmtree(work / old, ignore_errors=True)
     t0 = time.perf_counter()
     run1 = imgclf.train(data, out=work / "run1", **recipe, verbose=False)
-    print(f"run1 (random negatives): test accuracy {run1.metrics['accuracy']:.4f}, "
-          f"trained in {time.perf_counter() - t0:.0f}s")
+    print(
+        f"run1 (random negatives): test accuracy {run1.metrics['accuracy']:.4f}, "
+        f"trained in {time.perf_counter() - t0:.0f}s"
+    )
     model1 = model = imgclf.load(run1.path)
     run = run1
     # Rounds of hard-negative mining on the mining half's person-free photos (Dalal & Triggs mined
@@ -428,10 +460,13 @@ def train_with_mining(work: Path, mining: dict, recipe: dict, rounds: int, smoke
     # fire (each is a false alarm here), at every scale from 96 px up.
     for k in range(2, 2 + rounds):
         mined = work / "mined" / f"round{k - 1}"
-        imgclf.scanning.scan(model, mining["no-person"], mine=mined, margin=MARGIN, iou=0.7, min_size=mining_min_size(),
-                             verbose=True)
-        print(f"  + {mine_around_people(model, mining['person'], truth_all, mined)} false alarms away from "
-              "the labelled people in the mining half's person photos")
+        imgclf.scanning.scan(
+            model, mining["no-person"], mine=mined, margin=MARGIN, iou=0.7, min_size=mining_min_size(), verbose=True
+        )
+        print(
+            f"  + {mine_around_people(model, mining['person'], truth_all, mined)} false alarms away from "
+            "the labelled people in the mining half's person photos"
+        )
         n_mined = 0
         for p in mined.glob("*.png"):
             target = data / "no-person" / f"mined-{p.name}"
@@ -440,14 +475,17 @@ def train_with_mining(work: Path, mining: dict, recipe: dict, rounds: int, smoke
                 n_mined += 1
         t0 = time.perf_counter()
         run = imgclf.train(data, out=work / f"run{k}", **recipe, verbose=False)
-        print(f"run{k} (+{n_mined} hard negatives): test accuracy {run.metrics['accuracy']:.4f}, "
-              f"trained in {time.perf_counter() - t0:.0f}s")
+        print(
+            f"run{k} (+{n_mined} hard negatives): test accuracy {run.metrics['accuracy']:.4f}, "
+            f"trained in {time.perf_counter() - t0:.0f}s"
+        )
         model = imgclf.load(run.path)
     return model1, model, run
 
 
-def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int, smoke: bool,
-             reuse: bool = False) -> list[dict]:
+def run_fold(
+    work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int, smoke: bool, reuse: bool = False
+) -> list[dict]:
     """Train the recipe on the mining half and score every detector on the scoring half: one entry per
     detector row with its detections, photo scores and answers, and seconds at 1 and 2 threads."""
     import torch
@@ -462,8 +500,17 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
     if reuse and (work / f"run{1 + rounds}" / "model.json").is_file():
         # Scanner settings only: the fold's trained runs are scored again as they are.
         print(f"reusing {work}/run1 and run{1 + rounds}")
-        imgclf.scanning.remember(work / f"run{1 + rounds}", "person", margin=None, vote=None, threshold=None,
-                                 min_size=None, verify=None, verify_top=None, box_threshold=None)      # forget the last bench's choices
+        imgclf.scanning.remember(
+            work / f"run{1 + rounds}",
+            "person",
+            margin=None,
+            vote=None,
+            threshold=None,
+            min_size=None,
+            verify=None,
+            verify_top=None,
+            box_threshold=None,
+        )  # forget the last bench's choices
         model1, run = imgclf.load(work / "run1"), imgclf.load(work / f"run{1 + rounds}")
         model = run
     else:
@@ -478,12 +525,16 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
     from sklearn.metrics import roc_auc_score
 
     mining_auc = roc_auc_score([int(f in mining["person"]) for f in mine_files], [r["score"] for r in found])
-    print(f"photo-level threshold from the mining half: {photo_threshold:.4f} (mining half: presence ROC-AUC "
-          f"{mining_auc:.3f}, optimistic: its people gave positive crops, its person-free photos negatives)")
+    print(
+        f"photo-level threshold from the mining half: {photo_threshold:.4f} (mining half: presence ROC-AUC "
+        f"{mining_auc:.3f}, optimistic: its people gave positive crops, its person-free photos negatives)"
+    )
     print("box placement (margin: left, top, right, bottom fractions of the window):")
     place = choose_placement(model, mining, truth_all, photo_threshold)
-    print(f"  the mining half's choice (last row): {'box voting' if place['vote'] else 'plain NMS'}, "
-          f"margin {place['margin']}; the recipe keeps plain NMS with INRIA's margin")
+    print(
+        f"  the mining half's choice (last row): {'box voting' if place['vote'] else 'plain NMS'}, "
+        f"margin {place['margin']}; the recipe keeps plain NMS with INRIA's margin"
+    )
     # Recorded with the run, so `imgclf scan`, the service and its page use the same settings. The
     # recipe places boxes with plain NMS and the training crops' own framing (INRIA's margin):
     # nothing fitted. With the CIFAR trunk, the mining half's choice (voting with a margin fitted to
@@ -508,29 +559,49 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
     verified = {}
     for top in VERIFY_TOPS:
         v = imgclf.scanning.Verifier(verifier, "person", top=top)
-        found = [r["score"] for r in imgclf.scanning.scan(model2, mine_files, margin=MARGIN, verbose=False,
-                                                          verify=verifier, verify_top=top, **SCAN)]
+        found = [
+            r["score"]
+            for r in imgclf.scanning.scan(
+                model2, mine_files, margin=MARGIN, verbose=False, verify=verifier, verify_top=top, **SCAN
+            )
+        ]
         v.threshold = best_threshold(found, [int(f in mining["person"]) for f in mine_files])
         verified[top] = v
         print(f"verifier, best {top} windows: photo-level threshold from the mining half {v.threshold:.4g}")
     rows = []
     # Per-level work is small, so on a busy 2-core machine one thread often beats two (less
     # synchronisation): each detector is timed with 1 and with 2 threads, both reported.
-    for name, fn in (("OpenCV HOG+SVM (default people detector)", lambda t: run_hog(files, t)),
-                     ("imgclf: random negatives, run threshold", lambda t: run_ours(model1, files, t, vote=False)[:4]),
-                     (f"imgclf: + {rounds} rounds of hard negatives, run threshold",
-                      lambda t: run_ours(model2, files, t, threshold=model2.meta["decision"]["threshold"],
-                                         vote=False)[:4]),
-                     ("imgclf: + hard negatives, photo threshold (mining half), plain NMS, INRIA's margin: the recipe",
-                      lambda t: run_ours(model2, files, t, vote=False)[:4]),
-                     ("imgclf: + hard negatives, photo threshold, the mining half's placement (voting + fitted "
-                      "margin, or plain NMS)",
-                      lambda t: run_ours(model2, files, t, margin=place["margin"], vote=place["vote"])[:4]),
-                     *((f"imgclf: the recipe, its best {top} windows re-scored by the default ImageNet-Lite0 "
-                        "run on the same crops for presence (photo threshold, mining half), the recipe's boxes",
-                        lambda t, v=verified[top]: run_ours(model2, files, t, vote=False, verify=Verifier(
-                            by_threads[t], "person", top=v.top, threshold=v.threshold))[:4])
-                       for top in VERIFY_TOPS)):
+    for name, fn in (
+        ("OpenCV HOG+SVM (default people detector)", lambda t: run_hog(files, t)),
+        ("imgclf: random negatives, run threshold", lambda t: run_ours(model1, files, t, vote=False)[:4]),
+        (
+            f"imgclf: + {rounds} rounds of hard negatives, run threshold",
+            lambda t: run_ours(model2, files, t, threshold=model2.meta["decision"]["threshold"], vote=False)[:4],
+        ),
+        (
+            "imgclf: + hard negatives, photo threshold (mining half), plain NMS, INRIA's margin: the recipe",
+            lambda t: run_ours(model2, files, t, vote=False)[:4],
+        ),
+        (
+            "imgclf: + hard negatives, photo threshold, the mining half's placement (voting + fitted "
+            "margin, or plain NMS)",
+            lambda t: run_ours(model2, files, t, margin=place["margin"], vote=place["vote"])[:4],
+        ),
+        *(
+            (
+                f"imgclf: the recipe, its best {top} windows re-scored by the default ImageNet-Lite0 "
+                "run on the same crops for presence (photo threshold, mining half), the recipe's boxes",
+                lambda t, v=verified[top]: run_ours(
+                    model2,
+                    files,
+                    t,
+                    vote=False,
+                    verify=Verifier(by_threads[t], "person", top=v.top, threshold=v.threshold),
+                )[:4],
+            )
+            for top in VERIFY_TOPS
+        ),
+    ):
         row = {"name": name, "seconds": {}}
         for threads in (1, 2):
             row["dets"], row["scores"], row["present"], row["seconds"][threads] = fn(threads)
@@ -538,22 +609,51 @@ def run_fold(work: Path, mining: dict, scoring: dict, recipe: dict, rounds: int,
     # The fold's deliverable: the run with its verifier recorded (copied into RUN/verifier/), so
     # `imgclf scan RUN` and the service scan as the last row did.
     top = imgclf.scanning.TOP
-    imgclf.scanning.remember(final, "person", margin=list(MARGIN), vote=False, threshold=verified[top].threshold,
-                             box_threshold=photo_threshold, verify=verifier.path, verify_top=top, **SCAN)
+    imgclf.scanning.remember(
+        final,
+        "person",
+        margin=list(MARGIN),
+        vote=False,
+        threshold=verified[top].threshold,
+        box_threshold=photo_threshold,
+        verify=verifier.path,
+        verify_top=top,
+        **SCAN,
+    )
     print(f"recorded with {final}: the verifier (best {top} windows), threshold {verified[top].threshold:.4g}")
     return rows
 
 
 def table(rows: list[dict], files: list[str], labels: dict, truth: dict, name: str) -> None:
-    out = tables.Table(name, ["detector", "presence ROC-AUC", "balanced accuracy", "AP@0.5", "AP@0.3",
-                              "duplicates / person", "images/s, 1 thread", "images/s, 2 threads", "boxes"])
+    out = tables.Table(
+        name,
+        [
+            "detector",
+            "presence ROC-AUC",
+            "balanced accuracy",
+            "AP@0.5",
+            "AP@0.3",
+            "duplicates / person",
+            "images/s, 1 thread",
+            "images/s, 2 threads",
+            "boxes",
+        ],
+    )
     for r in rows:
         m = presence_metrics(r["scores"], r["present"], labels)
-        out.add([r["name"], tables.V(m["roc_auc"], ".3f"), tables.V(m["balanced_accuracy"], ".3f"),
-                 tables.V(voc_ap(r["dets"], truth), ".3f"), tables.V(voc_ap(r["dets"], truth, 0.3), ".3f"),
-                 tables.V(duplicates_per_person(r["dets"], truth), ".2f"),
-                 tables.V(len(files) / r["seconds"][1], ".1f"), tables.V(len(files) / r["seconds"][2], ".1f"),
-                 sum(len(v) for v in r["dets"].values())])
+        out.add(
+            [
+                r["name"],
+                tables.V(m["roc_auc"], ".3f"),
+                tables.V(m["balanced_accuracy"], ".3f"),
+                tables.V(voc_ap(r["dets"], truth), ".3f"),
+                tables.V(voc_ap(r["dets"], truth, 0.3), ".3f"),
+                tables.V(duplicates_per_person(r["dets"], truth), ".2f"),
+                tables.V(len(files) / r["seconds"][1], ".1f"),
+                tables.V(len(files) / r["seconds"][2], ".1f"),
+                sum(len(v) for v in r["dets"].values()),
+            ]
+        )
 
 
 def latency_640x480(model, photo: str, name: str = "latency") -> None:
@@ -566,9 +666,11 @@ def latency_640x480(model, photo: str, name: str = "latency") -> None:
     from imgclf.scanning import Scanner
 
     img = Image.open(photo).convert("RGB").resize((640, 480), Image.BILINEAR)
-    print(f"\nscanning one 640x480 photo ({Path(photo).name} resized), median of 10, from {SCAN['min_size']} px windows:")
+    print(
+        f"\nscanning one 640x480 photo ({Path(photo).name} resized), median of 10, from {SCAN['min_size']} px windows:"
+    )
     out = tables.Table(name, ["method", "threads", "windows", "ms per photo"])
-    stride = Scanner(model, "person", method="fcn", **SCAN).stride        # the same windows for both
+    stride = Scanner(model, "person", method="fcn", **SCAN).stride  # the same windows for both
     for method in ("fcn", "windows"):
         for threads in (1, 2):
             torch.set_num_threads(threads)
@@ -579,8 +681,14 @@ def latency_640x480(model, photo: str, name: str = "latency") -> None:
                 t0 = time.perf_counter()
                 scanner.scan(img)
                 times.append(time.perf_counter() - t0)
-            out.add(["fully convolutional" if method == "fcn" else "window by window", threads, r["windows"],
-                     tables.V(1000 * float(np.median(times)), ".0f")])
+            out.add(
+                [
+                    "fully convolutional" if method == "fcn" else "window by window",
+                    threads,
+                    r["windows"],
+                    tables.V(1000 * float(np.median(times)), ".0f"),
+                ]
+            )
 
 
 def train_verifier(work: Path, reuse: bool, smoke: bool = False):
@@ -592,14 +700,22 @@ def train_verifier(work: Path, reuse: bool, smoke: bool = False):
     if not (reuse and (out / "model.json").is_file()):
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
-        run = imgclf.train(work / "data", out=out, group_by=RECIPE["group_by"], seed=0, verbose=False,
-                           **({"epochs": 1} if smoke else {}))
+        run = imgclf.train(
+            work / "data",
+            out=out,
+            group_by=RECIPE["group_by"],
+            seed=0,
+            verbose=False,
+            **({"epochs": 1} if smoke else {}),
+        )
         arch = imgclf.load(out).meta
-        print(f"verifier ({arch['architecture']['name']}, {arch['input']['size']} px): crop test accuracy "
-              f"{run.metrics['accuracy']:.4f}, trained in {time.perf_counter() - t0:.0f}s")
+        print(
+            f"verifier ({arch['architecture']['name']}, {arch['input']['size']} px): crop test accuracy "
+            f"{run.metrics['accuracy']:.4f}, trained in {time.perf_counter() - t0:.0f}s"
+        )
     from imgclf.scanning.verify import load_verifier
 
-    return load_verifier(out)        # as `imgclf scan` runs it: ONNX Runtime on a CPU
+    return load_verifier(out)  # as `imgclf scan` runs it: ONNX Runtime on a CPU
 
 
 def pretrain(work: Path, recipe: dict, epochs: int) -> Path:
@@ -611,8 +727,17 @@ def pretrain(work: Path, recipe: dict, epochs: int) -> Path:
     if not (out / "model.json").is_file():
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
-        run = imgclf.train(work / "cifar10" / "train", out=out, model=recipe["model"], model_kwargs=recipe["model_kwargs"],
-                           img_size=recipe["img_size"], epochs=epochs, tta="none", seed=0, verbose=False)
+        run = imgclf.train(
+            work / "cifar10" / "train",
+            out=out,
+            model=recipe["model"],
+            model_kwargs=recipe["model_kwargs"],
+            img_size=recipe["img_size"],
+            epochs=epochs,
+            tta="none",
+            seed=0,
+            verbose=False,
+        )
         print(f"CIFAR-10 pretraining: test accuracy {run.metrics['accuracy']:.4f}, {time.perf_counter() - t0:.0f}s")
     return out
 
@@ -621,18 +746,32 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/scanbench")
     ap.add_argument("--epochs", type=int, default=RECIPE["epochs"])
-    ap.add_argument("--img-size", type=int, default=RECIPE["img_size"], help="model input (px); 48 scans 1/6-window steps")
+    ap.add_argument(
+        "--img-size", type=int, default=RECIPE["img_size"], help="model input (px); 48 scans 1/6-window steps"
+    )
     ap.add_argument("--width", type=int, default=RECIPE["model_kwargs"]["width"], help="simple_cnn width")
     ap.add_argument("--min-size", type=int, default=SCAN["min_size"], help="smallest scanned window (px tall)")
     ap.add_argument("--rounds", type=int, default=MINING_ROUNDS, help="hard-negative mining rounds")
-    ap.add_argument("--folds", type=int, choices=(1, 2), default=2,
-                    help="2: train on each half, score the other, pool the scores (every photo scored once)")
+    ap.add_argument(
+        "--folds",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="2: train on each half, score the other, pool the scores (every photo scored once)",
+    )
     ap.add_argument("--split-seed", type=int, default=0, help="seed of the street-scenes halves")
-    ap.add_argument("--reuse", action="store_true",
-                    help="score the folds' trained runs again (after a scanner change) instead of training")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="score the folds' trained runs again (after a scanner change) instead of training",
+    )
     ap.add_argument("--cifar", type=int, default=CIFAR["per_class"], help="CIFAR-10 negatives per class (0: none)")
-    ap.add_argument("--pretrain", type=int, default=PRETRAIN_EPOCHS,
-                    help="epochs of CIFAR-10 training (all 10 classes) for the trunk to start from (0: from scratch)")
+    ap.add_argument(
+        "--pretrain",
+        type=int,
+        default=PRETRAIN_EPOCHS,
+        help="epochs of CIFAR-10 training (all 10 classes) for the trunk to start from (0: from scratch)",
+    )
     ap.add_argument("--smoke", action="store_true", help="a quick check of the script: few crops and photos")
     tables.add_csv_dir(ap)
     args = ap.parse_args()
@@ -640,19 +779,27 @@ def main() -> None:
 
     # OpenCV 5 moved HOG out: say so now, not at the HOG step after 15-25 minutes of training.
     if not hasattr(cv2, "HOGDescriptor"):
-        sys.exit(f"bench/scan.py: OpenCV {cv2.__version__} has no HOGDescriptor (the HOG peer); "
-                 "install the bench extra, which holds OpenCV < 5: pip install -e '.[bench]'")
+        sys.exit(
+            f"bench/scan.py: OpenCV {cv2.__version__} has no HOGDescriptor (the HOG peer); "
+            "install the bench extra, which holds OpenCV < 5: pip install -e '.[bench]'"
+        )
     import torch
     from PIL import Image
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     CIFAR["per_class"] = args.cifar
-    for name in ("street-scenes", "inria-person-crops", "flowers5") + (("cifar10-jpg",) if args.cifar or args.pretrain else ()):
+    for name in ("street-scenes", "inria-person-crops", "flowers5") + (
+        ("cifar10-jpg",) if args.cifar or args.pretrain else ()
+    ):
         unpack(name, work)
     street = work / "street-scenes"
-    recipe = {**RECIPE, "epochs": args.epochs, "img_size": args.img_size,
-              "model_kwargs": {**RECIPE["model_kwargs"], "width": args.width}}
+    recipe = {
+        **RECIPE,
+        "epochs": args.epochs,
+        "img_size": args.img_size,
+        "model_kwargs": {**RECIPE["model_kwargs"], "width": args.width},
+    }
     SCAN["min_size"] = args.min_size
     if args.pretrain and not args.smoke:
         recipe["weights"] = str(pretrain(work, recipe, args.pretrain))
@@ -665,24 +812,29 @@ def main() -> None:
         if args.smoke:
             recipe["epochs"] = 1
             mining, scoring = ({c: v[:3] for c, v in d.items()} for d in (mining, scoring))
-        print(f"\n== fold {k}: mining {len(mining['person'])} person + {len(mining['no-person'])} person-free photos "
-              f"(negatives, photo-level threshold); scoring {len(scoring['person'])} + {len(scoring['no-person'])} "
-              f"photos; halves in {work}/street_split.csv (fold 1 swaps them)")
+        print(
+            f"\n== fold {k}: mining {len(mining['person'])} person + {len(mining['no-person'])} person-free photos "
+            f"(negatives, photo-level threshold); scoring {len(scoring['person'])} + {len(scoring['no-person'])} "
+            f"photos; halves in {work}/street_split.csv (fold 1 swaps them)"
+        )
         torch.manual_seed(0)
         rows = run_fold(work / f"fold{k}", mining, scoring, recipe, args.rounds, args.smoke, args.reuse)
         files = scoring["person"] + scoring["no-person"]
         labels = {f: int(f in scoring["person"]) for f in files}
         truth = {f: truth_all.get(f, []) for f in files}
         widths = [Image.open(f).size[0] for f in files]
-        print(f"\nfold {k}, scoring half: {len(scoring['person'])} photos with people "
-              f"({sum(len(v) for v in truth.values())} person boxes), {len(scoring['no-person'])} without; "
-              f"widths {min(widths)}-{max(widths)} px")
+        print(
+            f"\nfold {k}, scoring half: {len(scoring['person'])} photos with people "
+            f"({sum(len(v) for v in truth.values())} person boxes), {len(scoring['no-person'])} without; "
+            f"widths {min(widths)}-{max(widths)} px"
+        )
         table(rows, files, labels, truth, f"fold{k}")
         scored += files
         pooled_labels.update(labels)
         for r in rows:
-            p = pooled.setdefault(r["name"], {"name": r["name"], "dets": {}, "scores": {}, "present": {},
-                                              "seconds": {1: 0.0, 2: 0.0}})
+            p = pooled.setdefault(
+                r["name"], {"name": r["name"], "dets": {}, "scores": {}, "present": {}, "seconds": {1: 0.0, 2: 0.0}}
+            )
             for key in ("dets", "scores", "present"):
                 p[key].update(r[key])
             for t in (1, 2):
@@ -690,9 +842,11 @@ def main() -> None:
     if args.folds > 1:
         labels = pooled_labels
         truth = {f: truth_all.get(f, []) for f in scored}
-        print(f"\nboth folds pooled: every photo scored by the model trained on the other half "
-              f"({sum(labels.values())} photos with people, {sum(len(v) for v in truth.values())} person boxes; "
-              f"{len(scored) - sum(labels.values())} without)")
+        print(
+            f"\nboth folds pooled: every photo scored by the model trained on the other half "
+            f"({sum(labels.values())} photos with people, {sum(len(v) for v in truth.values())} person boxes; "
+            f"{len(scored) - sum(labels.values())} without)"
+        )
         table(list(pooled.values()), scored, labels, truth, "pooled")
 
 

@@ -11,6 +11,7 @@ measures less precisely; the table says which ran). Without --run, flowers5 is u
 ../shared/datasets and trained with the defaults (resnet_fast, 96 px) for --epochs epochs: the
 architecture and input size are what `imgclf train` picks, only the accuracy is lower.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,11 @@ end
 # torch thread each. "tutorial" is the endpoint as the FastAPI tutorials write it (TUTORIAL_APP: a
 # sync route, so FastAPI runs it in its 40-thread pool, torch with its default threads).
 MODES = {"batched": [], "naive": ["--no-batching"], "tutorial": None}
-LABELS = {"batched": "micro-batched (`imgclf serve`)", "naive": "naive, tuned (`imgclf serve --no-batching`)",
-          "tutorial": "naive, FastAPI-tutorial style"}
+LABELS = {
+    "batched": "micro-batched (`imgclf serve`)",
+    "naive": "naive, tuned (`imgclf serve --no-batching`)",
+    "tutorial": "naive, FastAPI-tutorial style",
+}
 TUTORIAL_APP = """
 import io, sys
 import imgclf, uvicorn
@@ -94,8 +98,13 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--seconds", type=float, default=20.0, help="per mode and client count")
     ap.add_argument("--warmup", type=float, default=3.0)
-    ap.add_argument("--long", type=float, default=0.0, help="then this many seconds at the highest client count "
-                    "on the batched service, with bad requests sent beside it; fails on any 5xx")
+    ap.add_argument(
+        "--long",
+        type=float,
+        default=0.0,
+        help="then this many seconds at the highest client count "
+        "on the batched service, with bad requests sent beside it; fails on any 5xx",
+    )
     ap.add_argument("--generator", choices=["auto", "wrk", "httpx"], default="auto")
     ap.add_argument("--serve-args", default="", help="extra `imgclf serve` options for both modes")
     tables.add_csv_dir(ap)
@@ -108,25 +117,37 @@ def main() -> None:
         clients = [int(c) for c in args.clients.split(",")]
         generator = ("wrk" if shutil.which("wrk") else "httpx") if args.generator == "auto" else args.generator
         meta = json.loads((run / "model.json").read_text())
-        print(f"model: {run.name} ({meta['architecture']['name']}, {meta['input']['size']} px, tta {meta.get('tta')}); "
-              f"image: {image.name} ({image.stat().st_size} bytes); load generator: {generator}; "
-              f"{args.seconds:g} s per point; {os.cpu_count()} CPU cores", flush=True)
+        print(
+            f"model: {run.name} ({meta['architecture']['name']}, {meta['input']['size']} px, tta {meta.get('tta')}); "
+            f"image: {image.name} ({image.stat().st_size} bytes); load generator: {generator}; "
+            f"{args.seconds:g} s per point; {os.cpu_count()} CPU cores",
+            flush=True,
+        )
         rows = []
         (work / "tutorial_app.py").write_text(TUTORIAL_APP)
         for mode, flags in MODES.items():
-            server = (Service(run, flags + args.serve_args.split()) if flags is not None
-                      else Service(run, [], script=work / "tutorial_app.py"))
+            server = (
+                Service(run, flags + args.serve_args.split())
+                if flags is not None
+                else Service(run, [], script=work / "tutorial_app.py")
+            )
             with server as url:
-                load(generator, url, image, max(clients), args.warmup, work)       # warm-up, not recorded
+                load(generator, url, image, max(clients), args.warmup, work)  # warm-up, not recorded
                 for c in clients:
                     before = batch_totals(url)
                     r = load(generator, url, image, c, args.seconds, work)
                     after = batch_totals(url)
-                    r.update(mode=mode, clients=c, mean_batch=(after[0] - before[0]) / (after[1] - before[1])
-                             if after[1] > before[1] else 1.0)
+                    r.update(
+                        mode=mode,
+                        clients=c,
+                        mean_batch=(after[0] - before[0]) / (after[1] - before[1]) if after[1] > before[1] else 1.0,
+                    )
                     rows.append(r)
-                    print(f"  {mode:8s} {c:3d} clients: {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f} ms  "
-                          f"p99 {r['p99']:7.1f} ms  non-2xx {r['non2xx']}  5xx {r['n5xx']}", flush=True)
+                    print(
+                        f"  {mode:8s} {c:3d} clients: {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f} ms  "
+                        f"p99 {r['p99']:7.1f} ms  non-2xx {r['non2xx']}  5xx {r['n5xx']}",
+                        flush=True,
+                    )
         print_table(rows, generator, clients)
         if args.long:
             sys.exit(0 if long_run(run, generator, image, max(clients), args.long, work, args.serve_args) else 1)
@@ -141,8 +162,11 @@ class Service:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.cmd = ([sys.executable, str(script), str(run), str(self.port)] if script else
-                    [sys.executable, "-m", "imgclf.cli", "serve", str(run), "--port", str(self.port), *flags])
+        self.cmd = (
+            [sys.executable, str(script), str(run), str(self.port)]
+            if script
+            else [sys.executable, "-m", "imgclf.cli", "serve", str(run), "--port", str(self.port), *flags]
+        )
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> str:
@@ -177,16 +201,33 @@ def load_wrk(url: str, image: Path, clients: int, seconds: float, work: Path, ke
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
     # One wrk thread: it keeps 32 connections busy with little CPU, leaving the cores to the service.
-    cmd = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(script),
-           f"{url}/predict"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "BENCH_IMAGE": str(image), "BENCH_KEY": key},
-                         check=True).stdout
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{clients}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(script),
+        f"{url}/predict",
+    ]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "BENCH_IMAGE": str(image), "BENCH_KEY": key}, check=True
+    ).stdout
     found = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out)
     if not found:
         raise SystemExit(f"could not read wrk's output:\n{out}")
     n, duration_us, non2xx, n5xx, socket_errors, p50_us, p99_us = found.groups()
-    return {"requests": int(n), "rps": int(n) / (int(duration_us) / 1e6), "p50": float(p50_us) / 1000,
-            "p99": float(p99_us) / 1000, "non2xx": int(non2xx), "n5xx": int(n5xx), "socket_errors": int(socket_errors)}
+    return {
+        "requests": int(n),
+        "rps": int(n) / (int(duration_us) / 1e6),
+        "p50": float(p50_us) / 1000,
+        "p99": float(p99_us) / 1000,
+        "non2xx": int(non2xx),
+        "n5xx": int(n5xx),
+        "socket_errors": int(socket_errors),
+    }
 
 
 async def load_httpx(url: str, body: bytes, clients: int, seconds: float, key: str) -> dict:
@@ -208,8 +249,15 @@ async def load_httpx(url: str, body: bytes, clients: int, seconds: float, key: s
         await asyncio.gather(*(one_client() for _ in range(clients)))
         elapsed = time.perf_counter() - start
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
-    return {"requests": len(statuses), "rps": len(statuses) / elapsed, "p50": q[49], "p99": q[98],
-            "non2xx": sum(s >= 300 for s in statuses), "n5xx": sum(s >= 500 for s in statuses), "socket_errors": 0}
+    return {
+        "requests": len(statuses),
+        "rps": len(statuses) / elapsed,
+        "p50": q[49],
+        "p99": q[98],
+        "non2xx": sum(s >= 300 for s in statuses),
+        "n5xx": sum(s >= 500 for s in statuses),
+        "socket_errors": 0,
+    }
 
 
 def batch_totals(url: str) -> tuple[float, float]:
@@ -228,9 +276,18 @@ def print_table(rows: list[dict], generator: str, clients: list[int]) -> None:
     header = ["service", "clients", "req/s", "p50 ms", "p99 ms", "non-2xx", "mean batch"]
     print(f"\n{tables.markdown_row(header)}  (load generator: {generator})")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    cells = [[LABELS[r["mode"]], r["clients"], tables.V(r["rps"], ".1f"), tables.V(r["p50"], ".1f"),
-              tables.V(r["p99"], ".1f"), r["non2xx"] + r["socket_errors"], tables.V(r["mean_batch"], ".1f")]
-             for r in rows]
+    cells = [
+        [
+            LABELS[r["mode"]],
+            r["clients"],
+            tables.V(r["rps"], ".1f"),
+            tables.V(r["p50"], ".1f"),
+            tables.V(r["p99"], ".1f"),
+            r["non2xx"] + r["socket_errors"],
+            tables.V(r["mean_batch"], ".1f"),
+        ]
+        for r in rows
+    ]
     for row in cells:
         print(tables.markdown_row(row))
     tables.save("throughput", header, cells)
@@ -251,12 +308,14 @@ def bad_requests(url: str, image: bytes, key: str) -> dict[str, int]:
     """Each malformed request the service must refuse with a 4xx, and the status it got."""
     auth = {"X-API-Key": key}
     cases = {
-        "malformed multipart": dict(content=b"--xyz\r\nnot a part", headers={
-            **auth, "Content-Type": "multipart/form-data; boundary=xyz"}),
+        "malformed multipart": dict(
+            content=b"--xyz\r\nnot a part", headers={**auth, "Content-Type": "multipart/form-data; boundary=xyz"}
+        ),
         "0-byte file": dict(files={"file": ("empty.png", b"", "image/png")}, headers=auth),
         "text file": dict(files={"file": ("notes.txt", b"just some text\n" * 20, "text/plain")}, headers=auth),
-        "50,000 x 50,000 PNG header": dict(files={"file": ("big.png", png_header(50_000, 50_000), "image/png")},
-                                           headers=auth),
+        "50,000 x 50,000 PNG header": dict(
+            files={"file": ("big.png", png_header(50_000, 50_000), "image/png")}, headers=auth
+        ),
         "huge upload (30 MB)": dict(content=b"\0" * (30 * 2**20), headers={**auth, "Content-Type": "image/jpeg"}),
         "wrong API key": dict(content=image, headers={"X-API-Key": "wrong", "Content-Type": "image/jpeg"}),
     }
@@ -270,18 +329,31 @@ def long_run(run: Path, generator: str, image: Path, clients: int, seconds: floa
     key = "bench-key"
     with Service(run, ["--api-key", key, *serve_args.split()]) as url:
         results: dict = {}
-        worker = threading.Thread(target=lambda: results.update(load(generator, url, image, clients, seconds, work, key)))
+        worker = threading.Thread(
+            target=lambda: results.update(load(generator, url, image, clients, seconds, work, key))
+        )
         worker.start()
         time.sleep(min(5.0, seconds / 4))
         statuses = bad_requests(url, image.read_bytes(), key)
         worker.join()
-        after = httpx.post(f"{url}/predict", content=image.read_bytes(), timeout=30,
-                           headers={"Content-Type": "image/jpeg", "X-API-Key": key}).status_code
-    ok = (results["non2xx"] == 0 and results["n5xx"] == 0 and results["socket_errors"] == 0 and after == 200
-          and all(400 <= s < 500 for s in statuses.values()))
-    print(f"\n{seconds:g} s at {clients} clients (batched, API key on): {results['requests']} requests, "
-          f"{results['rps']:.1f} req/s, p50 {results['p50']:.1f} ms, p99 {results['p99']:.1f} ms, "
-          f"non-2xx {results['non2xx']}, 5xx {results['n5xx']}, socket errors {results['socket_errors']}")
+        after = httpx.post(
+            f"{url}/predict",
+            content=image.read_bytes(),
+            timeout=30,
+            headers={"Content-Type": "image/jpeg", "X-API-Key": key},
+        ).status_code
+    ok = (
+        results["non2xx"] == 0
+        and results["n5xx"] == 0
+        and results["socket_errors"] == 0
+        and after == 200
+        and all(400 <= s < 500 for s in statuses.values())
+    )
+    print(
+        f"\n{seconds:g} s at {clients} clients (batched, API key on): {results['requests']} requests, "
+        f"{results['rps']:.1f} req/s, p50 {results['p50']:.1f} ms, p99 {results['p99']:.1f} ms, "
+        f"non-2xx {results['non2xx']}, 5xx {results['n5xx']}, socket errors {results['socket_errors']}"
+    )
     for name, status in statuses.items():
         print(f"  {name}: {status}")
     print(f"  a good request afterwards: {after}\n{'PASS' if ok else 'FAIL'}")
@@ -296,9 +368,22 @@ def train_run(work: Path, epochs: int) -> Path:
         tf.extractall(work, filter="data")
     out = work / "flowers5-run"
     print(f"training flowers5 with the defaults for {epochs} epochs -> {out}", flush=True)
-    subprocess.run([sys.executable, "-m", "imgclf.cli", "train", str(work / "flowers5"), "--epochs", str(epochs),
-                    "--out", str(out)], check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imgclf.cli",
+            "train",
+            str(work / "flowers5"),
+            "--epochs",
+            str(epochs),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        stdout=subprocess.DEVNULL,
+    )
     return out
 
 

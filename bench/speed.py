@@ -16,6 +16,7 @@ Measured per preset (mean ± std over seeds):
   the training set, averaged weights, no TTA) first reached it.
 Linear cost: seconds per epoch with half and all of the training images (preset fast, 2 epochs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import imgclf  # noqa: E402
-from imgclf.data.discover import is_image  # noqa: E402
 from imgclf.core.device import amp_dtype, pick_device  # noqa: E402
+from imgclf.data.discover import is_image  # noqa: E402
 from imgclf.models import create_model  # noqa: E402
 from imgclf.training.optim import lr_factor, make_optimizer, set_lr  # noqa: E402
 from imgclf.training.presets import preset_settings  # noqa: E402
@@ -77,10 +78,16 @@ def run_preset(data: Path, preset: str, seed: int, device: str, out: Path, **ext
             if t not in reach and r["val_acc"] >= t:
                 reach[t] = elapsed
     steady = hist[1:] or hist
-    return {"acc": run.metrics["accuracy"], "train_s": meta["training"]["train_seconds"], "wall_s": wall,
-            "first_step_s": meta["training"]["first_step_seconds"], "epochs": len(hist),
-            "img_s": statistics.mean(r["images_per_s"] for r in steady), "reach": reach,
-            "epoch_s": statistics.mean(r["seconds"] for r in steady)}
+    return {
+        "acc": run.metrics["accuracy"],
+        "train_s": meta["training"]["train_seconds"],
+        "wall_s": wall,
+        "first_step_s": meta["training"]["first_step_seconds"],
+        "epochs": len(hist),
+        "img_s": statistics.mean(r["images_per_s"] for r in steady),
+        "reach": reach,
+        "epoch_s": statistics.mean(r["seconds"] for r in steady),
+    }
 
 
 def baseline(data: Path, device: torch.device, epochs: int, seed: int) -> dict:
@@ -91,16 +98,33 @@ def baseline(data: Path, device: torch.device, epochs: int, seed: int) -> dict:
     from torchvision.datasets import ImageFolder
 
     s, _ = preset_settings("fast", device, 50_000, 32)
-    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)     # CIFAR-10's
-    train_tf = T.Compose([T.RandomCrop(32, padding=2, padding_mode="reflect"), T.RandomHorizontalFlip(),
-                          T.ToTensor(), T.Normalize(mean, std)])
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # CIFAR-10's
+    train_tf = T.Compose(
+        [
+            T.RandomCrop(32, padding=2, padding_mode="reflect"),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
     test_tf = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
     train_ds, test_ds = ImageFolder(data / "train", train_tf), ImageFolder(data / "test", test_tf)
     workers = os.cpu_count() or 2
-    loader = DataLoader(train_ds, batch_size=s["batch_size"], shuffle=True, num_workers=workers, drop_last=True,
-                        pin_memory=device.type == "cuda", persistent_workers=True)
+    loader = DataLoader(
+        train_ds,
+        batch_size=s["batch_size"],
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        persistent_workers=True,
+    )
     torch.manual_seed(seed)
-    model = create_model("resnet_fast", 10, img_size=32, **s["model_kwargs"]).to(device).to(memory_format=torch.channels_last)
+    model = (
+        create_model("resnet_fast", 10, img_size=32, **s["model_kwargs"])
+        .to(device)
+        .to(memory_format=torch.channels_last)
+    )
     opt = make_optimizer(model, "sgd", s["lr"], s["weight_decay"], s["momentum"])
     amp = amp_dtype(device)
     total, step, rates = epochs * len(loader), 0, []
@@ -124,10 +148,16 @@ def baseline(data: Path, device: torch.device, epochs: int, seed: int) -> dict:
     correct = 0
     with torch.no_grad():
         for xb, yb in DataLoader(test_ds, batch_size=1000, num_workers=workers):
-            correct += (model(xb.to(device).contiguous(memory_format=torch.channels_last)).argmax(1).cpu() == yb).sum().item()
+            correct += (
+                (model(xb.to(device).contiguous(memory_format=torch.channels_last)).argmax(1).cpu() == yb).sum().item()
+            )
     steady = rates[1:] or rates
-    return {"img_s": statistics.mean(steady), "epoch_s": len(train_ds) / statistics.mean(steady),
-            "acc": correct / len(test_ds), "epochs": epochs}
+    return {
+        "img_s": statistics.mean(steady),
+        "epoch_s": len(train_ds) / statistics.mean(steady),
+        "acc": correct / len(test_ds),
+        "epochs": epochs,
+    }
 
 
 def half_manifest(data: Path, dest: Path) -> Path:
@@ -152,8 +182,13 @@ def environment(device: torch.device) -> str:
         parts.append(f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
         try:
             import subprocess
-            drv = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=10).stdout.strip()
+
+            drv = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
             parts.append(f"driver {drv}")
         except (OSError, subprocess.SubprocessError):
             pass
@@ -167,7 +202,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz")
     ap.add_argument("--presets", default="fast,balanced,best")
     ap.add_argument("--seeds", type=int, default=None, help="[default: 3 on GPU, 1 on CPU]")
-    ap.add_argument("--baseline-epochs", type=int, default=None, help="[default: the fast preset's epochs on GPU, 2 on CPU]")
+    ap.add_argument(
+        "--baseline-epochs", type=int, default=None, help="[default: the fast preset's epochs on GPU, 2 on CPU]"
+    )
     ap.add_argument("--no-scaling", action="store_true", help="skip the half-vs-full epoch-time check")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "imgclf-bench")
@@ -187,8 +224,11 @@ def main() -> None:
         results = []
         for seed in range(seeds):
             r = run_preset(data, preset, seed, args.device, Path(tempfile.mkdtemp(dir=args.workdir)) / "run")
-            print(f"{preset} seed {seed}: acc {r['acc']:.4f}  train {r['train_s']:.1f}s  wall {r['wall_s']:.1f}s  "
-                  f"{r['img_s']:,.0f} img/s", flush=True)
+            print(
+                f"{preset} seed {seed}: acc {r['acc']:.4f}  train {r['train_s']:.1f}s  wall {r['wall_s']:.1f}s  "
+                f"{r['img_s']:,.0f} img/s",
+                flush=True,
+            )
             results.append(r)
         raw["presets"][preset] = results
 
@@ -198,29 +238,68 @@ def main() -> None:
     raw["baseline"] = baseline(data, device, b_epochs, 0)
 
     if not args.no_scaling:
-        half = run_preset(half_manifest(data, args.workdir), "fast", 0, args.device,
-                          Path(tempfile.mkdtemp(dir=args.workdir)) / "run", epochs=2)
+        half = run_preset(
+            half_manifest(data, args.workdir),
+            "fast",
+            0,
+            args.device,
+            Path(tempfile.mkdtemp(dir=args.workdir)) / "run",
+            epochs=2,
+        )
         full = run_preset(data, "fast", 0, args.device, Path(tempfile.mkdtemp(dir=args.workdir)) / "run", epochs=2)
         raw["scaling"] = {"half_epoch_s": half["epoch_s"], "full_epoch_s": full["epoch_s"]}
 
     print(f"\n**{raw['device']}**\n")
     # Cells of several seeds print as "mean ± std" (fmt) and are written as printed.
-    table = tables.Table("presets", ["pipeline", "epochs", "train s", "first step s", "wall s", "img/s", "test acc %",
-                                     *(f"to {int(t * 100)}% s" for t in THRESHOLDS)])
+    table = tables.Table(
+        "presets",
+        [
+            "pipeline",
+            "epochs",
+            "train s",
+            "first step s",
+            "wall s",
+            "img/s",
+            "test acc %",
+            *(f"to {int(t * 100)}% s" for t in THRESHOLDS),
+        ],
+    )
     for preset, rs in raw["presets"].items():
         reach = [" / ".join(f"{r['reach'][t]:.1f}" if t in r["reach"] else "–" for r in rs) for t in THRESHOLDS]
-        table.add([f"imgclf --preset {preset}", rs[0]["epochs"], fmt([r["train_s"] for r in rs]),
-                   fmt([r["first_step_s"] for r in rs]), fmt([r["wall_s"] for r in rs]),
-                   fmt([r["img_s"] for r in rs], 0), fmt([r["acc"] for r in rs], 2, pct=True), *reach], write=False)
+        table.add(
+            [
+                f"imgclf --preset {preset}",
+                rs[0]["epochs"],
+                fmt([r["train_s"] for r in rs]),
+                fmt([r["first_step_s"] for r in rs]),
+                fmt([r["wall_s"] for r in rs]),
+                fmt([r["img_s"] for r in rs], 0),
+                fmt([r["acc"] for r in rs], 2, pct=True),
+                *reach,
+            ],
+            write=False,
+        )
     b = raw["baseline"]
     fast = raw["presets"].get("fast")
     speedup = f" (imgclf fast: {statistics.mean(r['img_s'] for r in fast) / b['img_s']:.1f}x)" if fast else ""
-    table.add([f"ImageFolder + DataLoader, same model{speedup}", b["epochs"], tables.V(b["epochs"] * b["epoch_s"], ".1f"),
-               "–", "–", tables.V(b["img_s"], ",.0f"), tables.V(b["acc"] * 100, ".2f"), *("–" for _ in THRESHOLDS)])
+    table.add(
+        [
+            f"ImageFolder + DataLoader, same model{speedup}",
+            b["epochs"],
+            tables.V(b["epochs"] * b["epoch_s"], ".1f"),
+            "–",
+            "–",
+            tables.V(b["img_s"], ",.0f"),
+            tables.V(b["acc"] * 100, ".2f"),
+            *("–" for _ in THRESHOLDS),
+        ]
+    )
     if "scaling" in raw:
         s = raw["scaling"]
-        print(f"\nLinear cost: epoch {s['half_epoch_s']:.2f}s with 25,000 training images (22,500 after the val "
-              f"split), {s['full_epoch_s']:.2f}s with 50,000: ratio {s['full_epoch_s'] / s['half_epoch_s']:.2f} (ideal 2.00)")
+        print(
+            f"\nLinear cost: epoch {s['half_epoch_s']:.2f}s with 25,000 training images (22,500 after the val "
+            f"split), {s['full_epoch_s']:.2f}s with 50,000: ratio {s['full_epoch_s'] / s['half_epoch_s']:.2f} (ideal 2.00)"
+        )
     if args.json:
         args.json.write_text(json.dumps(raw, indent=2, default=str))
 

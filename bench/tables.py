@@ -15,6 +15,7 @@ printed formatted and written unformatted (1234.5); any other cell is written as
 
 `--csv-dir DIR` (every bench script accepts it; default bench/results) moves the CSV files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "results"
-CSV_DIR = DEFAULT_DIR            # --csv-dir sets it
+CSV_DIR = DEFAULT_DIR  # --csv-dir sets it
 
 
 class V:
@@ -54,8 +55,13 @@ class _SetCsvDir(argparse.Action):
 
 def add_csv_dir(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Give a script's parser `--csv-dir DIR`: where its tables are written as CSV."""
-    ap.add_argument("--csv-dir", metavar="DIR", action=_SetCsvDir, default=CSV_DIR,
-                    help="also write each result table here as SCRIPT-TABLE.csv [default: bench/results]")
+    ap.add_argument(
+        "--csv-dir",
+        metavar="DIR",
+        action=_SetCsvDir,
+        default=CSV_DIR,
+        help="also write each result table here as SCRIPT-TABLE.csv [default: bench/results]",
+    )
     return ap
 
 
@@ -76,8 +82,14 @@ def _raw(cell):
     return cell.value if isinstance(cell, V) else cell
 
 
-def save(name: str, header: Sequence, rows: Iterable[Sequence], *, script: str | None = None,
-         csv_dir: str | Path | None = None) -> Path:
+def save(
+    name: str,
+    header: Sequence,
+    rows: Iterable[Sequence],
+    *,
+    script: str | None = None,
+    csv_dir: str | Path | None = None,
+) -> Path:
     """Write header + rows to CSV_DIR/SCRIPT-NAME.csv atomically; the path written."""
     path = csv_path(name, script, csv_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,8 +113,16 @@ def markdown_row(cells: Iterable) -> str:
 class Table:
     """A markdown table printed a row at a time, its CSV rewritten after each row."""
 
-    def __init__(self, name: str, header: Sequence, *, align: Sequence[str] | None = None,
-                 title: str | None = None, script: str | None = None, csv_dir: str | Path | None = None):
+    def __init__(
+        self,
+        name: str,
+        header: Sequence,
+        *,
+        align: Sequence[str] | None = None,
+        title: str | None = None,
+        script: str | None = None,
+        csv_dir: str | Path | None = None,
+    ):
         self.name, self.header, self.rows = name, list(header), []
         self.script, self.csv_dir = script or _caller_script(), csv_dir
         if title is not None:
@@ -120,8 +140,16 @@ class Table:
         return save(self.name, self.header, self.rows, script=self.script, csv_dir=self.csv_dir)
 
 
-def emit(name: str, header: Sequence, rows: Iterable[Sequence], *, align: Sequence[str] | None = None,
-         title: str | None = None, script: str | None = None, csv_dir: str | Path | None = None) -> Path:
+def emit(
+    name: str,
+    header: Sequence,
+    rows: Iterable[Sequence],
+    *,
+    align: Sequence[str] | None = None,
+    title: str | None = None,
+    script: str | None = None,
+    csv_dir: str | Path | None = None,
+) -> Path:
     """Print `title` (if given) and the markdown table, and write it as CSV; the CSV's path."""
     table = Table(name, header, align=align, title=title, script=script, csv_dir=csv_dir)
     for row in rows:

@@ -21,6 +21,7 @@ recipe trains on the same images and is scored on the same test images. Prints o
 accuracy, macro F1, training seconds (the recipe's training calls) and wall seconds (all of it:
 decoding, training, evaluation).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,20 +37,30 @@ import tables  # bench/tables.py: the table written as CSV
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
-SETS = {"flowers5": ("flowers5.tar.gz", "flowers5"), "orl-faces": ("orl-faces.tar.gz", "orl-faces"),
-        "daimler": ("daimler-pedestrians.tar.gz", "daimler-pedestrians"), "cifar10-5k": ("cifar10-jpg.tar.gz", "cifar10")}
+SETS = {
+    "flowers5": ("flowers5.tar.gz", "flowers5"),
+    "orl-faces": ("orl-faces.tar.gz", "orl-faces"),
+    "daimler": ("daimler-pedestrians.tar.gz", "daimler-pedestrians"),
+    "cifar10-5k": ("cifar10-jpg.tar.gz", "cifar10"),
+}
 # Built from the shared sets for what they lack (run with --sets orl-lighting,cifar10-imbalanced):
 # faces under extreme lighting (the 38-person lighting set the issue measured is not shared) and
 # imbalanced classes (the 24-celebrity set: 22 to 936 images a class).
 # orl-lighting-6x: each face relit 6 ways (2,400 photos, 60 a person): Yale B's size, where a network
 # learnt from scratch has enough photos of each person to compete with ImageNet features.
-BUILT = {"orl-lighting": ("orl-faces.tar.gz", "orl-faces"), "orl-lighting-6x": ("orl-faces.tar.gz", "orl-faces"),
-         "cifar10-imbalanced": ("cifar10-jpg.tar.gz", "cifar10")}
+BUILT = {
+    "orl-lighting": ("orl-faces.tar.gz", "orl-faces"),
+    "orl-lighting-6x": ("orl-faces.tar.gz", "orl-faces"),
+    "cifar10-imbalanced": ("cifar10-jpg.tar.gz", "cifar10"),
+}
 
 
 # Other imgclf recipes, run on the default run's split (flags added to `imgclf train`).
-VARIANTS = {"scratch": ("--model", "resnet_fast"), "unweighted": ("--class-weight", "none"),
-            "pixels": ("--no-feature-cache", "--train-depthwise")}
+VARIANTS = {
+    "scratch": ("--model", "resnet_fast"),
+    "unweighted": ("--class-weight", "none"),
+    "pixels": ("--no-feature-cache", "--train-depthwise"),
+}
 
 
 def unpack(name: str, work: Path) -> Path:
@@ -64,7 +75,7 @@ def unpack(name: str, work: Path) -> Path:
         return imbalanced(dest, work / "data" / name)
     if name != "cifar10-5k":
         return dest
-    subset = work / "data" / "cifar10-5k"      # 500 training images per class, the full 10,000 test images
+    subset = work / "data" / "cifar10-5k"  # 500 training images per class, the full 10,000 test images
     if not subset.exists():
         for split, keep in (("train", 500), ("test", None)):
             for cls in sorted(p for p in (dest / split).iterdir() if p.is_dir()):
@@ -108,7 +119,7 @@ def imbalanced(src: Path, dest: Path) -> Path:
     if dest.exists():
         return dest
     for k, cls in enumerate(sorted(p for p in (src / "train").iterdir() if p.is_dir())):
-        for split, keep in (("train", round(600 * 0.7 ** k)), ("test", None)):
+        for split, keep in (("train", round(600 * 0.7**k)), ("test", None)):
             out = dest / split / cls.name
             out.mkdir(parents=True)
             for f in sorted((src / split / cls.name).iterdir())[:keep]:
@@ -121,17 +132,30 @@ def imgclf_run(data: Path, out: Path, *flags: str) -> dict:
     subprocess.run([sys.executable, "-m", "imgclf.cli", "train", str(data), "--out", str(out), *flags], check=True)
     wall = time.perf_counter() - t0
     meta, metrics = json.loads((out / "model.json").read_text()), json.loads((out / "metrics.json").read_text())
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_avg"]["f1-score"],
-            "train_s": meta["training"]["train_seconds"], "wall_s": wall, "model": meta["architecture"]["name"],
-            "size": meta["input"]["size"]}
+    return {
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_avg"]["f1-score"],
+        "train_s": meta["training"]["train_seconds"],
+        "wall_s": wall,
+        "model": meta["architecture"]["name"],
+        "size": meta["input"]["size"],
+    }
 
 
 def fastai_run(splits: Path, size: int, epochs: int = 4) -> dict:
     """fastai's transfer recipe on the rows of `splits` (path,label,split)."""
     import numpy as np
     import torch
-    from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, Normalize, Resize, aug_transforms,
-                                   accuracy, vision_learner)
+    from fastai.vision.all import (
+        CategoryBlock,
+        DataBlock,
+        ImageBlock,
+        Normalize,
+        Resize,
+        accuracy,
+        aug_transforms,
+        vision_learner,
+    )
     from safetensors.torch import load_file
     from sklearn.metrics import f1_score
 
@@ -140,14 +164,23 @@ def fastai_run(splits: Path, size: int, epochs: int = 4) -> dict:
     t0 = time.perf_counter()
     rows = list(csv.DictReader(open(splits, newline="", encoding="utf-8")))
     fit_rows = [r for r in rows if r["split"] in ("train", "val")]
-    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_x=lambda r: r["path"], get_y=lambda r: r["label"],
-                      splitter=lambda items: ([i for i, r in enumerate(items) if r["split"] == "train"],
-                                              [i for i, r in enumerate(items) if r["split"] == "val"]),
-                      item_tfms=Resize(size), batch_tfms=[*aug_transforms(), Normalize.from_stats([0.5] * 3, [0.5] * 3)])
+    block = DataBlock(
+        blocks=(ImageBlock, CategoryBlock),
+        get_x=lambda r: r["path"],
+        get_y=lambda r: r["label"],
+        splitter=lambda items: (
+            [i for i, r in enumerate(items) if r["split"] == "train"],
+            [i for i, r in enumerate(items) if r["split"] == "val"],
+        ),
+        item_tfms=Resize(size),
+        batch_tfms=[*aug_transforms(), Normalize.from_stats([0.5] * 3, [0.5] * 3)],
+    )
     dls = block.dataloaders(fit_rows, bs=64)
     learn = vision_learner(dls, "tf_efficientnet_lite0", pretrained=False, metrics=accuracy)
-    body = learn.model[0].model         # fastai's TimmBody wraps the timm network (its head removed)
-    sd = {k: v for k, v in load_file(packaged_weights("tf_efficientnet_lite0")).items() if not k.startswith("classifier")}
+    body = learn.model[0].model  # fastai's TimmBody wraps the timm network (its head removed)
+    sd = {
+        k: v for k, v in load_file(packaged_weights("tf_efficientnet_lite0")).items() if not k.startswith("classifier")
+    }
     missing, unexpected = body.load_state_dict(sd, strict=False)
     assert not unexpected and not [k for k in missing if not k.startswith("classifier")], (missing, unexpected)
     t1 = time.perf_counter()
@@ -158,9 +191,15 @@ def fastai_run(splits: Path, size: int, epochs: int = 4) -> dict:
     vocab = list(dls.vocab)
     pred = np.array([vocab[i] for i in probs.argmax(1).numpy()])
     truth = np.array([r["label"] for r in test])
-    return {"accuracy": float((pred == truth).mean()), "macro_f1": float(f1_score(truth, pred, average="macro")),
-            "train_s": train_s, "wall_s": time.perf_counter() - t0, "model": "fastai tf_efficientnet_lite0",
-            "size": size, "threads": torch.get_num_threads()}
+    return {
+        "accuracy": float((pred == truth).mean()),
+        "macro_f1": float(f1_score(truth, pred, average="macro")),
+        "train_s": train_s,
+        "wall_s": time.perf_counter() - t0,
+        "model": "fastai tf_efficientnet_lite0",
+        "size": size,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -187,21 +226,35 @@ def main() -> None:
         size = json.loads((default_dir / "model.json").read_text())["input"]["size"]
         for recipe in args.recipes.split(","):
             if recipe in VARIANTS:
-                res[recipe] = imgclf_run(splits, work / "runs" / f"{name}-{recipe}-{int(time.time())}",
-                                         *VARIANTS[recipe], "--group-by", "none")
+                res[recipe] = imgclf_run(
+                    splits,
+                    work / "runs" / f"{name}-{recipe}-{int(time.time())}",
+                    *VARIANTS[recipe],
+                    "--group-by",
+                    "none",
+                )
             elif recipe == "fastai":
                 res[recipe] = fastai_run(splits, size)
         for recipe, r in res.items():
             results.append({"set": name, "recipe": recipe, **r})
             print(json.dumps(results[-1]), flush=True)
-    print(f"\n{'set':<12} {'recipe':<8} {'model':<30} {'px':>4} {'test acc':>9} {'macro F1':>9} {'train s':>8} {'wall s':>7}")
+    print(
+        f"\n{'set':<12} {'recipe':<8} {'model':<30} {'px':>4} {'test acc':>9} {'macro F1':>9} {'train s':>8} {'wall s':>7}"
+    )
     for r in results:
-        print(f"{r['set']:<12} {r['recipe']:<8} {r['model']:<30} {r['size']:>4} {r['accuracy']:>9.4f} "
-              f"{r['macro_f1']:>9.4f} {r['train_s']:>8.0f} {r['wall_s']:>7.0f}")
+        print(
+            f"{r['set']:<12} {r['recipe']:<8} {r['model']:<30} {r['size']:>4} {r['accuracy']:>9.4f} "
+            f"{r['macro_f1']:>9.4f} {r['train_s']:>8.0f} {r['wall_s']:>7.0f}"
+        )
     # The aligned text table above, as CSV (raw numbers).
-    tables.save("recipes", ["set", "recipe", "model", "px", "test acc", "macro F1", "train s", "wall s"],
-                [[r[k] for k in ("set", "recipe", "model", "size", "accuracy", "macro_f1", "train_s", "wall_s")]
-                 for r in results])
+    tables.save(
+        "recipes",
+        ["set", "recipe", "model", "px", "test acc", "macro F1", "train s", "wall s"],
+        [
+            [r[k] for k in ("set", "recipe", "model", "size", "accuracy", "macro_f1", "train_s", "wall_s")]
+            for r in results
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ runs `imgclf tune SUBSET --trials 12 --timeout 600`, sends it Ctrl-C (SIGINT) af
 
     flock /tmp/imgclf-heavy.lock timeout 2400 .venv/bin/python bench/tune.py [--per-class 80]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,11 @@ def subset(archive: Path, root: Path, per_class: int) -> Path:
 
 def finished(tune_dir: Path) -> dict[int, tuple]:
     trials = json.loads((tune_dir / "tune.json").read_text())["trials"]
-    return {r["number"]: (r["value"], tuple(sorted(r["params"].items()))) for r in trials
-            if r["state"] in ("COMPLETE", "PRUNED")}
+    return {
+        r["number"]: (r["value"], tuple(sorted(r["params"].items())))
+        for r in trials
+        if r["state"] in ("COMPLETE", "PRUNED")
+    }
 
 
 def main() -> None:
@@ -58,8 +62,21 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="imgclf-bench-tune-"))
     data = subset(args.archive, work, args.per_class)
-    cmd = [sys.executable, "-m", "imgclf.cli", "tune", str(data), "--trials", str(args.trials),
-           "--timeout", str(args.timeout), "--out", str(work / "tune"), "--run-out", str(work / "run")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "imgclf.cli",
+        "tune",
+        str(data),
+        "--trials",
+        str(args.trials),
+        "--timeout",
+        str(args.timeout),
+        "--out",
+        str(work / "tune"),
+        "--run-out",
+        str(work / "run"),
+    ]
 
     started = time.time()
     first = subprocess.Popen(cmd)
@@ -75,29 +92,49 @@ def main() -> None:
     after = finished(work / "tune")
     params = [p for _, p in after.values()]
     kept = all(after.get(n) == v for n, v in before.items())
-    print(f"\n{data.name}: {sum(1 for p in data.rglob('*') if p.is_file())} images, {args.trials} trials, "
-          f"{args.timeout:g} s budget per command, Ctrl-C after {args.interrupt_after:g} s")
+    print(
+        f"\n{data.name}: {sum(1 for p in data.rglob('*') if p.is_file())} images, {args.trials} trials, "
+        f"{args.timeout:g} s budget per command, Ctrl-C after {args.interrupt_after:g} s"
+    )
     print(f"  first command: {len(before)} trial(s) finished before Ctrl-C (exit code {first.returncode})")
-    print(f"  resumed: {len(after) - len(before)} more; finished trials kept their numbers and values: {kept}; "
-          f"repeated parameter sets: {len(params) - len(set(params))}")
+    print(
+        f"  resumed: {len(after) - len(before)} more; finished trials kept their numbers and values: {kept}; "
+        f"repeated parameter sets: {len(params) - len(set(params))}"
+    )
     print(f"  trials: {t['counts']}")
-    print(f"  best val_acc {t['best']['value']:.4f} (trial {t['best']['number']}) vs default "
-          f"{t['default']['value']:.4f} (trial {t['default']['number']})")
+    print(
+        f"  best val_acc {t['best']['value']:.4f} (trial {t['best']['number']}) vs default "
+        f"{t['default']['value']:.4f} (trial {t['default']['number']})"
+    )
     print(f"  best params: {t['best']['params']}")
     print(f"  retrained run test accuracy: {t.get('run', {}).get('test_accuracy')}")
     print(f"  wall: first command {resumed - started:.0f} s, resume + retrain {ended - resumed:.0f} s")
     # No table is printed: the lines above, as (quantity, value) rows.
-    tables.save("summary", ["quantity", "value"], [
-        ("dataset", data.name), ("images", sum(1 for p in data.rglob("*") if p.is_file())), ("trials", args.trials),
-        ("timeout s", args.timeout), ("interrupt after s", args.interrupt_after),
-        ("finished before Ctrl-C", len(before)), ("first exit code", first.returncode),
-        ("finished after resume", len(after) - len(before)), ("finished trials kept", kept),
-        ("repeated parameter sets", len(params) - len(set(params))), ("trial counts", json.dumps(t["counts"])),
-        ("best val_acc", t["best"]["value"]), ("best trial", t["best"]["number"]),
-        ("default val_acc", t["default"]["value"]), ("default trial", t["default"]["number"]),
-        ("best params", json.dumps(t["best"]["params"])),
-        ("retrained run test accuracy", t.get("run", {}).get("test_accuracy")),
-        ("first command wall s", resumed - started), ("resume + retrain wall s", ended - resumed)])
+    tables.save(
+        "summary",
+        ["quantity", "value"],
+        [
+            ("dataset", data.name),
+            ("images", sum(1 for p in data.rglob("*") if p.is_file())),
+            ("trials", args.trials),
+            ("timeout s", args.timeout),
+            ("interrupt after s", args.interrupt_after),
+            ("finished before Ctrl-C", len(before)),
+            ("first exit code", first.returncode),
+            ("finished after resume", len(after) - len(before)),
+            ("finished trials kept", kept),
+            ("repeated parameter sets", len(params) - len(set(params))),
+            ("trial counts", json.dumps(t["counts"])),
+            ("best val_acc", t["best"]["value"]),
+            ("best trial", t["best"]["number"]),
+            ("default val_acc", t["default"]["value"]),
+            ("default trial", t["default"]["number"]),
+            ("best params", json.dumps(t["best"]["params"])),
+            ("retrained run test accuracy", t.get("run", {}).get("test_accuracy")),
+            ("first command wall s", resumed - started),
+            ("resume + retrain wall s", ended - resumed),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ and is an update with shuffled labels refused?
     ... bench/update.py --reuse --no-shuffled --mode full --name full        # v1 kept from the last run
     .venv/bin/python bench/update.py --analyse /tmp/imgclf-bench-update/runs/v2   # bias_report only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,9 +59,11 @@ def prepare(root: Path) -> tuple[Path, Path, Path]:
         (shuffled / label).mkdir(parents=True, exist_ok=True)
         shutil.copy(f, shuffled / label / f.name)
     wrong = sum(c != lab for (_, c), lab in zip(held, labels))
-    print(f"data: old {sum(1 for _ in old.rglob('*.jpg'))} photos of {', '.join(OLD)}; new "
-          f"{sum(1 for _ in new.rglob('*.jpg'))} of {', '.join(NEW)}; shuffled {len(held)} held-back old-class "
-          f"photos ({wrong} with a wrong label)")
+    print(
+        f"data: old {sum(1 for _ in old.rglob('*.jpg'))} photos of {', '.join(OLD)}; new "
+        f"{sum(1 for _ in new.rglob('*.jpg'))} of {', '.join(NEW)}; shuffled {len(held)} held-back old-class "
+        f"photos ({wrong} with a wrong label)"
+    )
     return old, new, shuffled
 
 
@@ -105,24 +108,34 @@ def bias_report(v1_path: Path, v2_path: Path) -> None:
     frozen_paths, y1 = test_split(v1)
     new_rows = [r for r in read_splits(v2_path) if r["split"] == "test" and r["label"] not in v1.classes]
     val_rows = [r for r in read_splits(v2_path) if r["split"] == "val"]
-    sets = {"frozen old-class test": (logits_on(v2, frozen_paths), np.array([v2.classes.index(v1.classes[k]) for k in y1])),
-            "new classes' test slice": (logits_on(v2, [r["path"] for r in new_rows]), idx(new_rows)),
-            "val (old + new)": (logits_on(v2, [r["path"] for r in val_rows]), idx(val_rows))}
+    sets = {
+        "frozen old-class test": (logits_on(v2, frozen_paths), np.array([v2.classes.index(v1.classes[k]) for k in y1])),
+        "new classes' test slice": (logits_on(v2, [r["path"] for r in new_rows]), idx(new_rows)),
+        "val (old + new)": (logits_on(v2, [r["path"] for r in val_rows]), idx(val_rows)),
+    }
     frozen_logits, frozen_y = sets["frozen old-class test"]
     counts = np.bincount(frozen_logits.argmax(1), minlength=len(v2.classes))
-    print("  v2's answers on the frozen old-class test images: "
-          + ", ".join(f"{c} {n}" for c, n in zip(v2.classes, counts)))
+    print(
+        "  v2's answers on the frozen old-class test images: "
+        + ", ".join(f"{c} {n}" for c, n in zip(v2.classes, counts))
+    )
     w = dict(v2.net.named_modules())[classifier_name(v2.net, len(v2.classes))].weight.detach().float()
     norms = w.flatten(1).norm(dim=1).numpy()
     gamma = float(norms[~fresh].mean() / norms[fresh].mean())
-    print("  head row norms: " + ", ".join(f"{c} {n:.3f}" for c, n in zip(v2.classes, norms))
-          + f"  (WA factor for the new rows: {gamma:.3f})")
+    print(
+        "  head row norms: "
+        + ", ".join(f"{c} {n:.3f}" for c, n in zip(v2.classes, norms))
+        + f"  (WA factor for the new rows: {gamma:.3f})"
+    )
     val_logits, val_y = sets["val (old + new)"]
     grid = np.linspace(-3, 3, 121)
     offset = float(grid[np.argmax([balanced_acc(val_logits - d * fresh, val_y) for d in grid])])
     # Without a bias in the head (resnet_fast), WA is exactly the new classes' logits x gamma.
-    fixes = {"as trained": lambda z: z, f"WA (x{gamma:.2f})": lambda z: np.where(fresh, z * gamma, z),
-             f"val-fitted offset ({-offset:+.2f} on new)": lambda z: z - offset * fresh}
+    fixes = {
+        "as trained": lambda z: z,
+        f"WA (x{gamma:.2f})": lambda z: np.where(fresh, z * gamma, z),
+        f"val-fitted offset ({-offset:+.2f} on new)": lambda z: z - offset * fresh,
+    }
     rows = []
     for name, fix in fixes.items():
         rows.append([name, *(float((fix(z).argmax(1) == y).mean()) for z, y in sets.values())])
@@ -148,10 +161,16 @@ def main() -> None:
     ap.add_argument("--lr-factor", type=float, default=None, help="[default: imgclf update's]")
     ap.add_argument("--reuse", action="store_true", help="Reuse ROOT/runs/v1 from an earlier run of this script")
     ap.add_argument("--no-shuffled", action="store_true", help="Skip step 3 (the shuffled-label update)")
-    ap.add_argument("--mode", default="finetune", choices=("finetune", "full"),
-                    help="the update's mode (full: five classes from scratch, the joint-training ceiling)")
+    ap.add_argument(
+        "--mode",
+        default="finetune",
+        choices=("finetune", "full"),
+        help="the update's mode (full: five classes from scratch, the joint-training ceiling)",
+    )
     ap.add_argument("--name", default="v2", help="ROOT/runs/NAME: the update's run folder")
-    ap.add_argument("--analyse", metavar="RUN", help="Only print the bias report of an updated RUN against ROOT/runs/v1")
+    ap.add_argument(
+        "--analyse", metavar="RUN", help="Only print the bias report of an updated RUN against ROOT/runs/v1"
+    )
     tables.add_csv_dir(ap)
     args = ap.parse_args()
 
@@ -167,12 +186,13 @@ def main() -> None:
     for d in ([f"runs/{args.name}", "runs/v3"] if reuse else ["runs"]) + ["registry"]:
         shutil.rmtree(root / d, ignore_errors=True)
     reg = root / "registry"
-    settings = dict(model=args.model, img_size=args.img_size or None, seed=0,
-                    **({"weights": args.weights} if args.weights else {}))
+    settings = dict(
+        model=args.model, img_size=args.img_size or None, seed=0, **({"weights": args.weights} if args.weights else {})
+    )
     extra = {"lr_factor": args.lr_factor} if args.lr_factor else {}
 
     t = time.perf_counter()
-    if reuse:     # prepare() is seeded: the same old/ folder, so v1's recorded files are all still there
+    if reuse:  # prepare() is seeded: the same old/ folder, so v1's recorded files are all still there
         path = root / "runs" / "v1"
         from imgclf.api import Run
 
@@ -181,22 +201,36 @@ def main() -> None:
         v1 = imgclf.train(old, out=root / "runs" / "v1", epochs=args.epochs or None, verbose=False, **settings)
     t_v1 = time.perf_counter() - t
     registry.add(v1.path, reg, alias="production")
-    print(f"v1: {len(OLD)} classes, test accuracy "
-          f"{v1.metrics['accuracy']:.4f} (n={v1.metrics.get('n')}), {'reused' if reuse else f'{t_v1:.0f} s'}")
+    print(
+        f"v1: {len(OLD)} classes, test accuracy "
+        f"{v1.metrics['accuracy']:.4f} (n={v1.metrics.get('n')}), {'reused' if reuse else f'{t_v1:.0f} s'}"
+    )
 
     t = time.perf_counter()
-    r = imgclf.update("production", new, registry=reg, out=root / "runs" / args.name, epochs=args.update_epochs,
-                      mode=args.mode, verbose=True, **extra)
+    r = imgclf.update(
+        "production",
+        new,
+        registry=reg,
+        out=root / "runs" / args.name,
+        epochs=args.update_epochs,
+        mode=args.mode,
+        verbose=True,
+        **extra,
+    )
     t_v2 = time.perf_counter() - t
     m2 = json.loads((root / "runs" / args.name / "metrics.json").read_text())
     old_slice = r["slices"]["test split"]
     print(f"\nv2 ({args.mode}, +{', '.join(NEW)}): {t_v2:.0f} s")
     print(f"  v1 on the frozen 3-class test images: {old_slice['a']:.4f}  (n={old_slice['n']})")
-    print(f"  v2 on the same images:                {old_slice['b']:.4f}  "
-          f"({100 * (old_slice['b'] - old_slice['a']):+.1f} points)")
+    print(
+        f"  v2 on the same images:                {old_slice['b']:.4f}  "
+        f"({100 * (old_slice['b'] - old_slice['a']):+.1f} points)"
+    )
     only_old = old_classes_only(v1.path, r["run"])
     print(f"  v2 on the same images, answering only the 3 old classes: {only_old:.4f}")
-    print(f"  v2 on the new classes' test slice:    {r['slices']['new data']['b']:.4f}  (n={r['slices']['new data']['n']})")
+    print(
+        f"  v2 on the new classes' test slice:    {r['slices']['new data']['b']:.4f}  (n={r['slices']['new data']['n']})"
+    )
     print(f"  v2 five-class accuracy (old frozen + new test slice): {m2['accuracy']:.4f} (n={m2.get('n')})")
     bias_report(v1.path, Path(r["run"]))
     print(f"  verdict: {'PROMOTE' if r['verdict']['promote'] else 'KEEP'}: {r['verdict']['paragraph']}")
@@ -204,38 +238,60 @@ def main() -> None:
     back = registry.rollback(reg)
     print(f"  promote then rollback: production {back['from']} -> {back['to']}")
     # No table is printed: the numbers above (and below, for v3) as (quantity, value) rows.
-    summary = [("v1 test accuracy", v1.metrics["accuracy"]), ("v1 seconds", None if reuse else t_v1),
-               ("update mode", args.mode), ("v2 seconds", t_v2),
-               ("v1 on frozen old-class test", old_slice["a"]), ("v2 on frozen old-class test", old_slice["b"]),
-               ("frozen old-class test n", old_slice["n"]), ("v2 on frozen, old classes only", only_old),
-               ("v2 on new classes' test slice", r["slices"]["new data"]["b"]),
-               ("v2 five-class accuracy", m2["accuracy"]), ("v2 promote verdict", bool(r["verdict"]["promote"])),
-               ("rollback from", back["from"]), ("rollback to", back["to"])]
+    summary = [
+        ("v1 test accuracy", v1.metrics["accuracy"]),
+        ("v1 seconds", None if reuse else t_v1),
+        ("update mode", args.mode),
+        ("v2 seconds", t_v2),
+        ("v1 on frozen old-class test", old_slice["a"]),
+        ("v2 on frozen old-class test", old_slice["b"]),
+        ("frozen old-class test n", old_slice["n"]),
+        ("v2 on frozen, old classes only", only_old),
+        ("v2 on new classes' test slice", r["slices"]["new data"]["b"]),
+        ("v2 five-class accuracy", m2["accuracy"]),
+        ("v2 promote verdict", bool(r["verdict"]["promote"])),
+        ("rollback from", back["from"]),
+        ("rollback to", back["to"]),
+    ]
     tables.save("summary", ["quantity", "value"], summary)
 
     if args.no_shuffled:
         return
     t = time.perf_counter()
     before = registry.version_number(reg, "production")
-    s = imgclf.update("1", shuffled, registry=reg, out=root / "runs" / "v3", epochs=args.update_epochs,
-                      promote=True, verbose=True, **extra)
+    s = imgclf.update(
+        "1",
+        shuffled,
+        registry=reg,
+        out=root / "runs" / "v3",
+        epochs=args.update_epochs,
+        promote=True,
+        verbose=True,
+        **extra,
+    )
     t_v3 = time.perf_counter() - t
     after = registry.version_number(reg, "production")
     so = s["slices"]["test split"]
-    print(f"\nv3 (finetune on {sum(s['counts']['new'].values())} shuffled-label photos, "
-          f"--promote): {t_v3:.0f} s")
+    print(f"\nv3 (finetune on {sum(s['counts']['new'].values())} shuffled-label photos, --promote): {t_v3:.0f} s")
     print(f"  frozen 3-class test: v1 {so['a']:.4f} -> v3 {so['b']:.4f}")
     print(f"  promoted: {s['promoted']}; production {before} -> {after}")
     print(f"  classes that got worse: {', '.join(f'{c} ({d:+.1%}, {w})' for c, d, w in s['worse_classes']) or 'none'}")
     print(f"  verdict: {s['verdict']['paragraph']}")
-    summary += [("v3 seconds", t_v3), ("v3 on frozen old-class test", so["b"]), ("v3 promoted", s["promoted"]),
-                ("production before v3", before), ("production after v3", after),
-                ("classes that got worse", "; ".join(c for c, _, _ in s["worse_classes"]))]
+    summary += [
+        ("v3 seconds", t_v3),
+        ("v3 on frozen old-class test", so["b"]),
+        ("v3 promoted", s["promoted"]),
+        ("production before v3", before),
+        ("production after v3", after),
+        ("classes that got worse", "; ".join(c for c, _, _ in s["worse_classes"])),
+    ]
     tables.save("summary", ["quantity", "value"], summary)
-    print(f"\nsummary: v1 {old_slice['a']:.4f} -> v2 {old_slice['b']:.4f} on the frozen old-class test "
-          f"(target: within 2 points); v2 five-class {m2['accuracy']:.4f}; shuffled update "
-          f"{'refused' if not s['promoted'] else 'PROMOTED (unexpected)'}; times v1 "
-          f"{'reused' if reuse else f'{t_v1:.0f} s'}, update {t_v2:.0f} s")
+    print(
+        f"\nsummary: v1 {old_slice['a']:.4f} -> v2 {old_slice['b']:.4f} on the frozen old-class test "
+        f"(target: within 2 points); v2 five-class {m2['accuracy']:.4f}; shuffled update "
+        f"{'refused' if not s['promoted'] else 'PROMOTED (unexpected)'}; times v1 "
+        f"{'reused' if reuse else f'{t_v1:.0f} s'}, update {t_v2:.0f} s"
+    )
 
 
 if __name__ == "__main__":

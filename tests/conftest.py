@@ -1,4 +1,5 @@
 """Shared fixtures: small real datasets written as image files, and an isolated cache dir."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -65,7 +66,7 @@ def make_shapes_dataset(root: Path, per_class: int = 30, size: int = 24, seed: i
             img = rng.integers(60, 120, size=(size, size, 3)).astype(np.float64)
             cx, cy, r = rng.integers(7, size - 7), rng.integers(7, size - 7), rng.integers(4, 7)
             if cls == "square":
-                img[cy - r:cy + r, cx - r:cx + r] = [250, 240, 60]
+                img[cy - r : cy + r, cx - r : cx + r] = [250, 240, 60]
             elif cls == "disc":
                 img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = [10, 20, 200]
             else:

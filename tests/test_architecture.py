@@ -1,6 +1,7 @@
 """The house rules of docs/architecture.md, checked: stages import downwards only and never in a
 circle (import-linter's contracts in pyproject.toml), modules and functions stay readable, and the
 code passes ruff."""
+
 from __future__ import annotations
 
 import ast
@@ -31,9 +32,18 @@ def test_the_contract_catches_an_upward_import(tmp_path):
     bad = copy / "imgclf" / "data" / "paths.py"
     bad.write_text(bad.read_text() + "\n\ndef _upward():\n    from imgclf import api  # noqa: F401\n")
     (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
-    code = subprocess.run([sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; "
-                           "sys.exit(lint_imports(config_filename='pyproject.toml', no_cache=True, no_logo=True))"],
-                          cwd=tmp_path, env={"PYTHONPATH": str(copy), "PATH": ""}, capture_output=True, text=True)
+    code = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from importlinter.cli import lint_imports; "
+            "sys.exit(lint_imports(config_filename='pyproject.toml', no_cache=True, no_logo=True))",
+        ],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(copy), "PATH": ""},
+        capture_output=True,
+        text=True,
+    )
     assert code.returncode == 1, code.stdout + code.stderr
     assert "imgclf.data is not allowed to import imgclf.api" in code.stdout
 
@@ -46,18 +56,23 @@ def _long_functions(path: Path) -> list[str]:
             length = node.end_lineno - node.lineno + 1
             first = min([node.lineno] + [d.lineno for d in node.decorator_list])
             # A comment right above the function (or its decorators) starting "# long" or "# Long" says why.
-            said_why = any(line.strip().lower().startswith("# long") for line in lines[max(0, first - 4):first - 1])
+            said_why = any(line.strip().lower().startswith("# long") for line in lines[max(0, first - 4) : first - 1])
             if length > MAX_FUNCTION_LINES and not said_why:
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length} lines)")
     return found
 
 
 def test_modules_and_functions_stay_readable():
-    long_modules = [f"{p.relative_to(ROOT)} ({n} lines)" for p in sorted(PACKAGE.rglob("*.py"))
-                    if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES]
+    long_modules = [
+        f"{p.relative_to(ROOT)} ({n} lines)"
+        for p in sorted(PACKAGE.rglob("*.py"))
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    ]
     long_functions = [f for p in sorted(PACKAGE.rglob("*.py")) for f in _long_functions(p)]
     assert not long_modules, "split these modules: " + "; ".join(long_modules)
-    assert not long_functions, "split these functions, or say why above them (# long: ...): " + "; ".join(long_functions)
+    assert not long_functions, "split these functions, or say why above them (# long: ...): " + "; ".join(
+        long_functions
+    )
 
 
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]])

@@ -1,4 +1,5 @@
 """Class weights for imbalanced data: chosen automatically, recorded, and used by training."""
+
 from __future__ import annotations
 
 import csv
@@ -7,11 +8,10 @@ import json
 import numpy as np
 import pytest
 import yaml
+from test_end_to_end import cli
 
 from imgclf.core.errors import UserError
 from imgclf.training.balance import balanced_accuracy, class_weights, resolve_class_weight
-
-from test_end_to_end import cli
 
 
 def test_auto_weighs_classes_only_when_they_are_far_apart():
@@ -27,7 +27,7 @@ def test_auto_weighs_classes_only_when_they_are_far_apart():
 def test_weights_keep_the_average_image_at_one():
     labels = np.repeat([0, 1, 2], [100, 25, 4])
     for mode, ratio in (("sqrt", 5.0), ("balanced", 25.0)):
-        w = class_weights(mode, labels, 4)       # class 3 has no training image: weight 0
+        w = class_weights(mode, labels, 4)  # class 3 has no training image: weight 0
         assert w[labels].mean() == pytest.approx(1.0)
         assert w[2] / w[0] == pytest.approx(ratio) and w[3] == 0
     assert class_weights("none", labels, 3) is None
@@ -35,12 +35,12 @@ def test_weights_keep_the_average_image_at_one():
 
 def test_balanced_accuracy_is_the_mean_recall():
     y = np.array([0] * 8 + [1] * 2)
-    right = np.array([True] * 8 + [False, True])       # 90 % of the images, but half of class 1
+    right = np.array([True] * 8 + [False, True])  # 90 % of the images, but half of class 1
     assert balanced_accuracy(right, y) == pytest.approx(0.75)
 
 
 def test_imbalanced_folder_trains_weighted_and_records_it(shapes, tmp_path):
-    for f in sorted((shapes / "stripes").iterdir())[8:]:      # 30 / 30 / 8 images
+    for f in sorted((shapes / "stripes").iterdir())[8:]:  # 30 / 30 / 8 images
         f.unlink()
     p = cli("train", shapes, "--model", "simple_cnn", "--epochs", "2", "--out", tmp_path / "run")
     assert "default: class_weight=sqrt" in p.stdout

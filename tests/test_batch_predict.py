@@ -1,5 +1,6 @@
 """Streaming batch prediction into a CSV: every file once, unreadable ones as error rows, and an
 interrupted run resumed without redoing finished files."""
+
 from __future__ import annotations
 
 import csv
@@ -9,8 +10,8 @@ import pytest
 from conftest import make_shapes_dataset
 
 import imgclf
-from imgclf.inference.batch import COLUMNS, predict_folder
 from imgclf.core.errors import UserError
+from imgclf.inference.batch import COLUMNS, predict_folder
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,9 @@ def folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(folder, tmp_path_factory):
-    run = imgclf.train(folder, out=tmp_path_factory.mktemp("batch") / "run", model="simple_cnn", img_size=32,
-                       epochs=2, verbose=False)
+    run = imgclf.train(
+        folder, out=tmp_path_factory.mktemp("batch") / "run", model="simple_cnn", img_size=32, epochs=2, verbose=False
+    )
     return imgclf.load(run.path)
 
 
@@ -62,9 +64,9 @@ def test_resumes_after_a_kill_without_redoing_or_duplicating(model, folder, tmp_
     cut.write_text("".join(lines[:26]) + lines[26][: len(lines[26]) // 2])
     summary = predict_folder(model, folder, cut, batch_size=16, progress=False)
     assert summary["skipped"] == 25 and summary["predicted"] + summary["errors"] == 61 - 25
-    assert cut.read_text() == full.read_text()          # complete, same order, no duplicates
+    assert cut.read_text() == full.read_text()  # complete, same order, no duplicates
 
-    again = predict_folder(model, [folder, folder / "disc"], cut, progress=False)   # nothing left to do
+    again = predict_folder(model, [folder, folder / "disc"], cut, progress=False)  # nothing left to do
     assert again["skipped"] == 61 and again["predicted"] == again["errors"] == 0
     assert cut.read_text() == full.read_text()
 
@@ -93,7 +95,7 @@ def test_cli_out_streams_and_resumes(model, folder, tmp_path):
 
     out = tmp_path / "cli.csv"
     first = str(folder / "disc" / "disc_000.png")
-    out.write_text(",".join(COLUMNS) + f"\n{first},disc,0.9,disc:0.9,\n")      # as an interrupted run leaves it
+    out.write_text(",".join(COLUMNS) + f"\n{first},disc,0.9,disc:0.9,\n")  # as an interrupted run leaves it
     r = CliRunner().invoke(app, ["predict", str(model.path), str(folder), "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "1 of 61 images already predicted" in r.stderr and r.stdout == ""

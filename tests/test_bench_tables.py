@@ -1,4 +1,5 @@
 """bench/tables.py: each bench script's tables are printed as before and written as CSV."""
+
 from __future__ import annotations
 
 import csv
@@ -18,15 +19,20 @@ def read(path: Path) -> list[list[str]]:
 
 def test_emit_prints_the_markdown_table_and_writes_the_csv(tmp_path, capsys):
     header = ["model", "img/s", "share", "note"]
-    rows = [["resnet | fast", tables.V(1234.5678, ",.0f"), tables.V(0.25, ".1%"), "a, b"],
-            ["simple_cnn", tables.V(2.0, "{:.2f}x"), 3, None]]
-    path = tables.emit("speed", header, rows, align=["---", "---:", "---:", "---"], title="", script="demo",
-                       csv_dir=tmp_path / "out")
+    rows = [
+        ["resnet | fast", tables.V(1234.5678, ",.0f"), tables.V(0.25, ".1%"), "a, b"],
+        ["simple_cnn", tables.V(2.0, "{:.2f}x"), 3, None],
+    ]
+    path = tables.emit(
+        "speed", header, rows, align=["---", "---:", "---:", "---"], title="", script="demo", csv_dir=tmp_path / "out"
+    )
     assert path == tmp_path / "out" / "demo-speed.csv"
     assert read(path) == [header, ["resnet | fast", "1234.5678", "0.25", "a, b"], ["simple_cnn", "2.0", "3", ""]]
-    assert capsys.readouterr().out == ("\n| model | img/s | share | note |\n|---|---:|---:|---|\n"
-                                       "| resnet | fast | 1,235 | 25.0% | a, b |\n| simple_cnn | 2.00x | 3 | None |\n")
-    assert [p.name for p in path.parent.iterdir()] == ["demo-speed.csv"]       # no temporary file left
+    assert capsys.readouterr().out == (
+        "\n| model | img/s | share | note |\n|---|---:|---:|---|\n"
+        "| resnet | fast | 1,235 | 25.0% | a, b |\n| simple_cnn | 2.00x | 3 | None |\n"
+    )
+    assert [p.name for p in path.parent.iterdir()] == ["demo-speed.csv"]  # no temporary file left
 
 
 def test_table_rewrites_its_csv_a_row_at_a_time_and_names_it_after_the_caller(tmp_path, monkeypatch, capsys):
@@ -53,7 +59,11 @@ def test_csv_dir_option(tmp_path, monkeypatch):
 def test_every_bench_script_writes_its_tables_through_the_helper():
     scripts = sorted(p for p in BENCH.glob("*.py") if p.name != "tables.py")
     assert len(scripts) >= 13
-    missing = [p.name for p in scripts
-               if "import tables" not in (text := p.read_text(encoding="utf-8")) or "tables.add_csv_dir(ap)" not in text
-               or not any(f"tables.{f}(" in text for f in ("emit", "Table", "save"))]
+    missing = [
+        p.name
+        for p in scripts
+        if "import tables" not in (text := p.read_text(encoding="utf-8"))
+        or "tables.add_csv_dir(ap)" not in text
+        or not any(f"tables.{f}(" in text for f in ("emit", "Table", "save"))
+    ]
     assert not missing, f"bench scripts not writing their tables as CSV (bench/tables.py): {missing}"

@@ -1,4 +1,5 @@
 """imgclf.data.cache: built once from real files, reused, invalidated, identical across workers."""
+
 from __future__ import annotations
 
 import os
@@ -48,7 +49,7 @@ def test_build_rows_equal_load_resized(tmp_path, paths):
     for i, p in enumerate(paths):
         expected = np.zeros((12, 12, 3), np.uint8) if i in BAD else load_resized(p, 12, "crop")
         assert np.array_equal(res.images[i], expected), i
-    assert [f.name for f in (tmp_path / "c").iterdir() if f.name.startswith(".")] == []   # no temp left
+    assert [f.name for f in (tmp_path / "c").iterdir() if f.name.startswith(".")] == []  # no temp left
 
 
 def test_second_call_is_a_hit_and_decodes_nothing(tmp_path, paths, monkeypatch):
@@ -72,11 +73,11 @@ def test_changes_invalidate(tmp_path, paths):
     base, _ = key()
     assert key() == (base, True)
     st = paths[0].stat()
-    os.utime(paths[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))           # touched
+    os.utime(paths[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched
     touched, hit = key()
     assert touched != base and not hit
     st = paths[1].stat()
-    Image.new("RGB", (9, 9), "red").save(paths[1])                             # new bytes, same mtime
+    Image.new("RGB", (9, 9), "red").save(paths[1])  # new bytes, same mtime
     os.utime(paths[1], ns=(st.st_atime_ns, st.st_mtime_ns))
     assert paths[1].stat().st_size != st.st_size
     assert key()[0] not in (base, touched)

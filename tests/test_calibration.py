@@ -1,4 +1,5 @@
 """Temperature scaling recovers a known over-confidence; ECE measures it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +26,7 @@ def test_fit_temperature_recovers_the_true_scale():
 
 def test_ece_drops_after_scaling_and_is_small_when_calibrated():
     logits, labels = _sample(seed=1)
-    t = fit_temperature(*_sample(seed=2))            # fitted on other data, as on a val split
+    t = fit_temperature(*_sample(seed=2))  # fitted on other data, as on a val split
     before = expected_calibration_error(softmax(logits), labels)
     after = expected_calibration_error(softmax(logits / t), labels)
     assert before > 0.1 and after < 0.04 and after < before / 3

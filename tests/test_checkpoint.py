@@ -1,4 +1,5 @@
 """Training-state checkpoints round-trip through safetensors (no pickle)."""
+
 from __future__ import annotations
 
 import torch
@@ -15,7 +16,7 @@ def test_optimizer_state_round_trip(tmp_path):
         net(torch.randn(16, 4)).sum().backward()
         opt.step()
     save_training_state(tmp_path / "s.safetensors", net, opt, {"epoch": 3, "best": 0.5})
-    assert (tmp_path / "s.safetensors").read_bytes()[:8] != b"\x80\x04\x95"   # not a pickle
+    assert (tmp_path / "s.safetensors").read_bytes()[:8] != b"\x80\x04\x95"  # not a pickle
 
     net2 = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
     opt2 = torch.optim.AdamW(net2.parameters(), lr=1e-3)

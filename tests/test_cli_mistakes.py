@@ -1,4 +1,5 @@
 """Careless or hostile command lines end in one line on stderr and exit code 2, never a traceback."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ from test_end_to_end import cli
 from test_registry import make_run
 
 import imgclf
-from imgclf.store import registry
 from imgclf.core.errors import UserError, mask_secrets
+from imgclf.store import registry
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +31,17 @@ def one_line_error(p, text: str) -> None:
 def test_predict_out_must_be_a_file(run, tmp_path):
     (tmp_path / "folder").mkdir()
     image = next((run.parent / "shapes").rglob("*.png"))
-    one_line_error(cli("predict", run, image, "--out", tmp_path / "folder", check=False),
-                   f"--out {tmp_path / 'folder'} is a folder; give a file name")
+    one_line_error(
+        cli("predict", run, image, "--out", tmp_path / "folder", check=False),
+        f"--out {tmp_path / 'folder'} is a folder; give a file name",
+    )
 
 
 def test_export_opset_outside_what_the_exporters_support(run, tmp_path):
-    one_line_error(cli("export", run, "--opset", "1", "--out", tmp_path / "m.onnx", check=False),
-                   "--opset must be an integer from 7 to ")
+    one_line_error(
+        cli("export", run, "--opset", "1", "--out", tmp_path / "m.onnx", check=False),
+        "--opset must be an integer from 7 to ",
+    )
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -51,25 +56,31 @@ def test_reserved_aliases_are_refused(tmp_path):
     for alias in ("versions", "inbox", "v2"):
         with pytest.raises(UserError, match=f"alias '{alias}' is reserved"):
             registry.promote(tmp_path / "registry", 1, alias=alias)
-    one_line_error(cli("registry", "promote", "1", "--alias", "versions", "--registry", tmp_path / "registry",
-                       check=False), "alias 'versions' is reserved")
+    one_line_error(
+        cli("registry", "promote", "1", "--alias", "versions", "--registry", tmp_path / "registry", check=False),
+        "alias 'versions' is reserved",
+    )
 
 
 def test_a_corrupt_aliases_file_is_one_line(tmp_path):
     registry.add(make_run(tmp_path, "photos-1", 0.8, []), tmp_path / "registry", alias="production")
     (tmp_path / "registry" / "aliases.json").write_text('{"aliases": {"production": 1')
-    one_line_error(cli("registry", "list", "--registry", tmp_path / "registry", check=False),
-                   "aliases.json is not valid JSON")
+    one_line_error(
+        cli("registry", "list", "--registry", tmp_path / "registry", check=False), "aliases.json is not valid JSON"
+    )
     (tmp_path / "registry" / "aliases.json").write_text(json.dumps({"aliases": ["production"], "previous": {}}))
     with pytest.raises(UserError, match="aliases.json must hold"):
         registry.resolve(tmp_path / "registry", "production")
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("postgresql://ann:hunter2@db.example:5432/tune", "postgresql://ann:***@db.example:5432/tune"),
-    ("mysql+pymysql://ann:p@ss@db/tune?password=hunter2", "mysql+pymysql://ann:***@db/tune?password=***"),
-    ("sqlite:///tune.db", "sqlite:///tune.db"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("postgresql://ann:hunter2@db.example:5432/tune", "postgresql://ann:***@db.example:5432/tune"),
+        ("mysql+pymysql://ann:p@ss@db/tune?password=hunter2", "mysql+pymysql://ann:***@db/tune?password=***"),
+        ("sqlite:///tune.db", "sqlite:///tune.db"),
+    ],
+)
 def test_passwords_are_masked(url, shown):
     assert mask_secrets(f"cannot open {url} (refused)") == f"cannot open {shown} (refused)"
 

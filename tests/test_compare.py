@@ -1,4 +1,5 @@
 """Champion/challenger: two real runs on the same split, compared on the same images."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,15 @@ import imgclf
 from imgclf.core.errors import UserError
 from imgclf.lifecycle.compare import compare, mcnemar, promotion_verdict, slice_stats
 
-FAST = {"model": "simple_cnn", "model_kwargs": {"width": 8, "depth": 2}, "img_size": 16, "amp": "off",
-        "test_frac": 0.3, "seed": 0, "verbose": False}
+FAST = {
+    "model": "simple_cnn",
+    "model_kwargs": {"width": 8, "depth": 2},
+    "img_size": 16,
+    "amp": "off",
+    "test_frac": 0.3,
+    "seed": 0,
+    "verbose": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +67,8 @@ def test_run_against_itself_is_no_difference(runs, tmp_path):
 def test_class_drop_beyond_tolerance_blocks_promotion():
     y = np.repeat([0, 1, 2], 20)
     a, b = y.copy(), y.copy()
-    a[:4] = 1                                                # A: cat recall 0.80, 56/60 right
-    b[20:23] = 0                                             # B: dog recall 0.85, 57/60 right
+    a[:4] = 1  # A: cat recall 0.80, 56/60 right
+    b[20:23] = 0  # B: dog recall 0.85, 57/60 right
     s = slice_stats(y, a, b, ["cat", "dog", "fox"], n_boot=200)
     assert s["accuracy"]["diff"]["value"] > 0 and s["per_class"]["dog"]["diff"] == pytest.approx(-0.15)
     v = promotion_verdict({"test split": s}, {"tolerance": 0.02})
@@ -72,18 +80,18 @@ def test_class_drop_beyond_tolerance_blocks_promotion():
 def test_better_but_not_significant_says_so():
     y = np.zeros(100, int)
     a, b = np.zeros(100, int), np.zeros(100, int)
-    a[:12] = 1                                               # A wrong on 12 that B gets right
-    b[12:16] = 1                                             # B wrong on 4 that A gets right
+    a[:12] = 1  # A wrong on 12 that B gets right
+    b[12:16] = 1  # B wrong on 4 that A gets right
     mc = mcnemar(a == y, b == y)
     assert (mc["b01"], mc["b10"]) == (12, 4) and mc["p_value"] == pytest.approx(2 * 2517 / 2**16)
     v = promotion_verdict({"test split": slice_stats(y, a, b, ["x", "y"], n_boot=200)})
     assert v["promote"] and "not significant" in v["paragraph"]
     worse = promotion_verdict({"test split": slice_stats(y, b, a, ["x", "y"], n_boot=200)})
     assert not worse["promote"] and "accuracy falls" in worse["reasons"][0]
-    lenient = {"min_diff": -0.1, "tolerance": 0.1}           # a small, non-significant loss may be allowed ...
+    lenient = {"min_diff": -0.1, "tolerance": 0.1}  # a small, non-significant loss may be allowed ...
     assert promotion_verdict({"test split": slice_stats(y, b, a, ["x", "y"], n_boot=200)}, lenient)["promote"]
     y, a, b = np.zeros(200, int), np.zeros(200, int), np.zeros(200, int)
-    a[:4], b[4:24] = 1, 1                                    # ... a significant one (4 vs 20) never
+    a[:4], b[4:24] = 1, 1  # ... a significant one (4 vs 20) never
     v = promotion_verdict({"test split": slice_stats(y, a, b, ["x", "y"], n_boot=200)}, lenient)
     assert not v["promote"] and "significant" in v["reasons"][0]
 

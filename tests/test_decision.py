@@ -1,4 +1,5 @@
 """Binary operating thresholds chosen for a target recall / precision / best F1."""
+
 from __future__ import annotations
 
 import numpy as np

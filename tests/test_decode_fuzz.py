@@ -1,6 +1,7 @@
 """The image decoder under hostile files: random bytes and real PNG/JPEG/... files with mutated or
 truncated headers, saved into a class folder, are either decoded into a model input or skipped
 with a reason (UnusableImage), never any other exception."""
+
 from __future__ import annotations
 
 import io
@@ -16,8 +17,16 @@ from imgclf.data.images import RESIZE_MODES, UnusableImage, load_resized
 SIZE = 16
 FORMATS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "WEBP": "webp"}
 # Magic numbers, so random tails reach each format's own parser instead of "cannot identify".
-MAGIC = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
-         b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"P6\n"]
+MAGIC = [
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff\xe0",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+    b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+    b"P6\n",
+]
 
 
 def _encoded(fmt: str, mode: str, w: int, h: int) -> bytes:
@@ -35,11 +44,15 @@ def mutated_image(draw) -> tuple[str, bytes]:
     """A small real image of some format, with bytes replaced (mostly in the header, where sizes,
     chunk lengths and offsets live), an optional insertion, and an optional truncation."""
     fmt = draw(st.sampled_from(sorted(FORMATS)))
-    data = bytearray(_encoded(fmt, draw(st.sampled_from(["RGB", "L", "RGBA", "P"])),
-                              draw(st.integers(1, 24)), draw(st.integers(1, 24))))
+    data = bytearray(
+        _encoded(
+            fmt, draw(st.sampled_from(["RGB", "L", "RGBA", "P"])), draw(st.integers(1, 24)), draw(st.integers(1, 24))
+        )
+    )
     span = draw(st.sampled_from([64, len(data)]))
-    for pos, value in draw(st.lists(st.tuples(st.integers(0, min(span, len(data)) - 1), st.integers(0, 255)),
-                                    max_size=6)):
+    for pos, value in draw(
+        st.lists(st.tuples(st.integers(0, min(span, len(data)) - 1), st.integers(0, 255)), max_size=6)
+    ):
         data[pos] = value
     if draw(st.booleans()):
         pos = draw(st.integers(0, len(data)))
@@ -51,8 +64,10 @@ def mutated_image(draw) -> tuple[str, bytes]:
 
 random_file = st.one_of(
     st.tuples(st.sampled_from(sorted(FORMATS.values())), st.binary(max_size=600)),
-    st.tuples(st.sampled_from(sorted(FORMATS.values())),
-              st.builds(lambda magic, tail: magic + tail, st.sampled_from(MAGIC), st.binary(max_size=600))),
+    st.tuples(
+        st.sampled_from(sorted(FORMATS.values())),
+        st.builds(lambda magic, tail: magic + tail, st.sampled_from(MAGIC), st.binary(max_size=600)),
+    ),
 )
 
 
@@ -80,9 +95,14 @@ def test_the_cache_skips_and_reports_broken_files(tmp_path):
     folder = tmp_path / "rose"
     folder.mkdir()
     good = _encoded("PNG", "RGB", 20, 12)
-    files = {"good.png": good, "good.jpg": _encoded("JPEG", "RGB", 20, 12),
-             "cut.png": good[: len(good) // 2], "header.png": good[:16] + b"\xff" * 8 + good[24:],
-             "noise.jpg": b"\xff\xd8\xff\xe0" + bytes(range(256)), "empty.png": b""}
+    files = {
+        "good.png": good,
+        "good.jpg": _encoded("JPEG", "RGB", 20, 12),
+        "cut.png": good[: len(good) // 2],
+        "header.png": good[:16] + b"\xff" * 8 + good[24:],
+        "noise.jpg": b"\xff\xd8\xff\xe0" + bytes(range(256)),
+        "empty.png": b"",
+    }
     paths = []
     for name, data in files.items():
         (folder / name).write_bytes(data)

@@ -1,12 +1,13 @@
 """Layouts, splits and data errors of imgclf.data.discover."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.data.discover import discover
 from imgclf.core.errors import UserError
+from imgclf.data.discover import discover
 
 
 def _img(path, value=128):
@@ -25,7 +26,10 @@ def test_class_folders_stratified_split_and_unicode_names(tmp_path):
     assert len(spec.paths) == 80
     assert any(p.endswith("README.md") for p in spec.ignored) and any(p.endswith("notes.txt") for p in spec.ignored)
     for c, n in {"cat": 10, "Ångström": 20, "zebra crossing": 50}.items():
-        counts = {s: int(((spec.labels == spec.classes.index(c)) & (spec.splits == s)).sum()) for s in ("train", "val", "test")}
+        counts = {
+            s: int(((spec.labels == spec.classes.index(c)) & (spec.splits == s)).sum())
+            for s in ("train", "val", "test")
+        }
         assert counts["test"] == round(n * 0.1) and counts["val"] == round(n * 0.1)
         assert sum(counts.values()) == n
     again = discover(tmp_path, 0.1, 0.1, seed=0)
@@ -41,8 +45,8 @@ def test_split_folders_carve_val_from_train(tmp_path):
                 _img(tmp_path / split / cls / f"{i}.jpg")
     spec = discover(tmp_path, 0.2, 0.1)
     assert spec.layout == "split-folders"
-    assert (spec.splits == "test").sum() == 10      # the user's test split is kept as is
-    assert (spec.splits == "val").sum() == 8        # 20% of each class's train images
+    assert (spec.splits == "test").sum() == 10  # the user's test split is kept as is
+    assert (spec.splits == "val").sum() == 8  # 20% of each class's train images
     assert (spec.splits == "train").sum() == 32
 
 
@@ -102,10 +106,12 @@ def test_a_runs_splits_csv_reads_against_its_recorded_data_root(tmp_path, monkey
             Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(data / cls / f"{i}.png")
     run.mkdir(parents=True)
     (run / "model.json").write_text(json.dumps({"data": {"root": str(data)}}))
-    rows = ["path,label,split"] + [f"{c}/{i}.png,{c},{s}" for c in ("cat", "dog") for i, s in enumerate(("train", "val", "test"))]
+    rows = ["path,label,split"] + [
+        f"{c}/{i}.png,{c},{s}" for c in ("cat", "dog") for i, s in enumerate(("train", "val", "test"))
+    ]
     (run / "splits.csv").write_text("\n".join(rows) + "\n")
     monkeypatch.chdir(tmp_path / "runs")
     spec = discover(run / "splits.csv")
     assert spec.paths[0] == str(data / "cat" / "0.png") and list(spec.splits[:3]) == ["train", "val", "test"]
-    (run / "other.csv").write_text("\n".join(rows) + "\n")        # any other manifest: its own folder
+    (run / "other.csv").write_text("\n".join(rows) + "\n")  # any other manifest: its own folder
     assert discover(run / "other.csv").paths[0] == str(run / "cat" / "0.png")

@@ -23,14 +23,10 @@ QUICKSTART = (
     "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest -q",
 )
 
-FENCE = re.compile(
-    r"^[ \t]*(```|~~~)[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.DOTALL | re.MULTILINE
-)
+FENCE = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.DOTALL | re.MULTILINE)
 INLINE = re.compile(r"`([^`]+)`")
 # `imgclf VERB` as a command (also .venv/bin/imgclf), not `from imgclf import x` or imgclf.train(...)
-COMMAND = re.compile(
-    r"(?<![\w.\-])(?<!from )(?<!import )imgclf[ \t]+([a-z][\w-]*)(?:[ \t]+([a-z][\w-]*))?"
-)
+COMMAND = re.compile(r"(?<![\w.\-])(?<!from )(?<!import )imgclf[ \t]+([a-z][\w-]*)(?:[ \t]+([a-z][\w-]*))?")
 FLAG = re.compile(r"(?<![\w\-])--[A-Za-z][\w-]*")
 COMMENT = re.compile(r"(?:^|\s)#.*$")
 
@@ -41,12 +37,8 @@ def doc_files() -> list[Path]:
 
 def test_readme_is_short_and_holds_the_quickstart():
     text = README.read_text(encoding="utf-8")
-    assert len(text.splitlines()) <= 250, (
-        "README.md is meant to stay short: move detail into docs/"
-    )
-    section = re.search(
-        r"^## Quickstart[ \t]*\n(.*?)(?=^## |\Z)", text, re.DOTALL | re.MULTILINE
-    )
+    assert len(text.splitlines()) <= 250, "README.md is meant to stay short: move detail into docs/"
+    section = re.search(r"^## Quickstart[ \t]*\n(.*?)(?=^## |\Z)", text, re.DOTALL | re.MULTILINE)
     assert section, "README.md has no '## Quickstart' section"
     lines = [line.strip() for line in section.group(1).splitlines()]
     for command in QUICKSTART:
@@ -132,9 +124,7 @@ def cli():
 
 @functools.cache
 def groups() -> frozenset[str]:
-    return frozenset(
-        name for name, cmd in cli().commands.items() if hasattr(cmd, "commands")
-    )
+    return frozenset(name for name, cmd in cli().commands.items() if hasattr(cmd, "commands"))
 
 
 @functools.cache
@@ -149,9 +139,7 @@ def options(path: tuple[str, ...]) -> frozenset[str] | None:
         cmd = sub
     names = {"--help"}
     for param in cmd.params:
-        names.update(
-            o for o in (*param.opts, *param.secondary_opts) if o.startswith("--")
-        )
+        names.update(o for o in (*param.opts, *param.secondary_opts) if o.startswith("--"))
     return frozenset(names)
 
 
@@ -166,19 +154,11 @@ def test_every_documented_flag_exists():
                     problems.append(f"{where}: no command 'imgclf {' '.join(words)}'")
                     continue
                 if flags and words[0] in groups() and len(words) == 1:
-                    problems.append(
-                        f"{where}: 'imgclf {words[0]}' needs a sub-command before {flags}"
-                    )
+                    problems.append(f"{where}: 'imgclf {words[0]}' needs a sub-command before {flags}")
                     continue
                 for flag in flags:
                     checked += 1
                     if flag not in known:
-                        problems.append(
-                            f"{where}: 'imgclf {' '.join(words)}' has no {flag}"
-                        )
-    assert checked > 100, (
-        f"only {checked} documented flags found: is the extraction broken?"
-    )
-    assert not problems, "documented flags the CLI lacks (fix the docs):\n" + "\n".join(
-        problems
-    )
+                        problems.append(f"{where}: 'imgclf {' '.join(words)}' has no {flag}")
+    assert checked > 100, f"only {checked} documented flags found: is the extraction broken?"
+    assert not problems, "documented flags the CLI lacks (fix the docs):\n" + "\n".join(problems)

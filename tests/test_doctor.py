@@ -1,4 +1,5 @@
 """The data doctor on small real datasets with planted problems: `imgclf check` finds each one."""
+
 from __future__ import annotations
 
 import io
@@ -42,16 +43,16 @@ def messy(tmp_path) -> Path:
     for cls, n in (("cat", 12), ("dog", 12), ("bird", 4)):
         for i in range(n):
             _save(_photo(rng), root / cls / f"{cls}_{i:02d}.png")
-    shutil.copy(root / "cat/cat_00.png", root / "dog/copy_of_cat.png")          # conflicting labels
-    _save(Image.open(root / "cat/cat_01.png"), root / "cat/nested/again.png")    # same class, other name
+    shutil.copy(root / "cat/cat_00.png", root / "dog/copy_of_cat.png")  # conflicting labels
+    _save(Image.open(root / "cat/cat_01.png"), root / "cat/nested/again.png")  # same class, other name
     # A near-duplicate: resized and re-encoded as JPEG, so not one byte is the same.
     _save(Image.open(root / "cat/cat_02.png").resize((48, 36)), root / "cat/cat_02_small.jpg", quality=80)
     jpeg = io.BytesIO()
     _photo(rng).save(jpeg, "JPEG")
     (root / "dog/broken.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
     (root / "dog/empty.png").write_bytes(b"")
-    _save(_photo(rng, 8, 6), root / "cat/tiny.png")                  # 8 px shorter side, median 48
-    _save(_photo(rng, 240, 48), root / "dog/wide.png")               # 5:1 among 4:3
+    _save(_photo(rng, 8, 6), root / "cat/tiny.png")  # 8 px shorter side, median 48
+    _save(_photo(rng, 240, 48), root / "dog/wide.png")  # 5:1 among 4:3
     _save(_photo(rng).convert("L"), root / "bird/grey.png")
     _save(_photo(rng).convert("CMYK"), root / "bird/print.jpg")
     (root / "README.txt").write_text("collected in 2024")
@@ -92,8 +93,12 @@ def test_check_finds_each_planted_problem(messy, tmp_path):
     assert {Path(f["path"]).name: f["mode"] for f in out["mode"]} == {"grey.png": "L", "print.jpg": "CMYK"}
     summary = findings["summary"]
     assert summary["unreadable"] == 2 and summary["outliers"] == {"small": 1, "large": 0, "aspect": 1, "mode": 2}
-    assert {k: summary["exact_duplicates"][k] for k in ("groups", "files", "conflicting_labels", "within_class")} == \
-        {"groups": 2, "files": 4, "conflicting_labels": 1, "within_class": 1}
+    assert {k: summary["exact_duplicates"][k] for k in ("groups", "files", "conflicting_labels", "within_class")} == {
+        "groups": 2,
+        "files": 4,
+        "conflicting_labels": 1,
+        "within_class": 1,
+    }
 
 
 def test_duplicate_splits_are_the_ones_train_would_use(messy):
@@ -136,8 +141,11 @@ def test_quick_check_warns_about_leakage_and_conflicts_and_dedupe_resolves_them(
 
     # The leaked test copy goes, the training copy stays; both copies with conflicting labels go.
     dropped = {spec.paths[i].removeprefix(str(leaky) + os.sep) for i in dedupe(spec, quick)}
-    assert dropped == {os.path.join("test", "a", "leaked.png"), os.path.join("train", "a", "1.png"),
-                       os.path.join("train", "b", "mislabeled.png")}
+    assert dropped == {
+        os.path.join("test", "a", "leaked.png"),
+        os.path.join("train", "a", "1.png"),
+        os.path.join("train", "b", "mislabeled.png"),
+    }
     assert dedupe(spec, {"exact_duplicates": []}).tolist() == []
 
 
@@ -145,8 +153,10 @@ def test_near_pairs_and_components_match_brute_force():
     rng = np.random.default_rng(2)
     base = rng.integers(0, 2**63, size=400, dtype=np.int64).astype(np.uint64)
     # Plant copies 1..6 bits away from some hashes.
-    flips = [np.bitwise_or.reduce(np.uint64(1) << rng.choice(64, k, replace=False).astype(np.uint64))
-             for k in rng.integers(1, 7, size=100)]
+    flips = [
+        np.bitwise_or.reduce(np.uint64(1) << rng.choice(64, k, replace=False).astype(np.uint64))
+        for k in rng.integers(1, 7, size=100)
+    ]
     hashes = np.unique(np.concatenate([base, base[:100] ^ np.array(flips, dtype=np.uint64)]))
     ii, jj = np.triu_indices(len(hashes), 1)
     dist = hamming(hashes[ii], hashes[jj])
@@ -159,8 +169,9 @@ def test_near_pairs_and_components_match_brute_force():
 
 def _cli(*args, cwd):
     env = {**os.environ, "PYTHONPATH": str(Path(imgclf.__file__).parents[1])}
-    return subprocess.run([sys.executable, "-m", "imgclf.cli", "check", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "imgclf.cli", "check", *map(str, args)], cwd=cwd, capture_output=True, text=True, env=env
+    )
 
 
 def test_cli_prints_table_and_writes_json(messy, tmp_path):

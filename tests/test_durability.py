@@ -1,6 +1,7 @@
 """Durable writes: replaced files are fsynced with their folder, honour the umask, and a full disk
 (ENOSPC) while writing weights, a checkpoint, a registry alias or the inbox log leaves the previous
 files exactly as they were, with no temp file behind."""
+
 from __future__ import annotations
 
 import errno
@@ -13,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from imgclf.store import inbox, registry
-from imgclf.core.files import write_json
-from imgclf.training.checkpoint import load_weights, save_training_state, save_weights
 from test_registry import make_run
+
+from imgclf.core.files import write_json
+from imgclf.store import inbox, registry
+from imgclf.training.checkpoint import load_weights, save_training_state, save_weights
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX file modes and folder fsync")
 
@@ -30,8 +31,9 @@ def _png(seed: int) -> bytes:
 
 def _snapshot(root: Path) -> dict[str, bytes]:
     """Every file under root with its bytes (the lock file is not state)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"
+    }
 
 
 def _full_disk(*args, **kwargs):
@@ -54,8 +56,12 @@ def test_written_files_honour_the_umask(tmp_path, umask, mask, mode):
     write_json(tmp_path / "run" / "model.json", {"format": 1})
     save_weights(tmp_path / "run" / "model.safetensors", {"w": torch.zeros(2)})
     inbox.add(tmp_path / "inbox", _png(1), "rose", classes=None)
-    for p in [tmp_path / "run" / "model.json", tmp_path / "run" / "model.safetensors",
-              tmp_path / "inbox" / "feedback.jsonl", *(tmp_path / "inbox" / "rose").iterdir()]:
+    for p in [
+        tmp_path / "run" / "model.json",
+        tmp_path / "run" / "model.safetensors",
+        tmp_path / "inbox" / "feedback.jsonl",
+        *(tmp_path / "inbox" / "rose").iterdir(),
+    ]:
         assert stat.S_IMODE(p.stat().st_mode) == mode, p
 
 
@@ -119,8 +125,11 @@ def test_full_disk_keeps_the_previous_registry_aliases(tmp_path, monkeypatch):
     img.write_bytes(_png(3))
     reg = tmp_path / "registry"
     for k in range(2):
-        registry.add(make_run(tmp_path, f"photos-{k}", 0.8 + k / 10, [(img, "cat", "train")]), reg,
-                     alias="production" if k == 0 else None)
+        registry.add(
+            make_run(tmp_path, f"photos-{k}", 0.8 + k / 10, [(img, "cat", "train")]),
+            reg,
+            alias="production" if k == 0 else None,
+        )
     before = _snapshot(reg)
 
     monkeypatch.setattr(os, "fsync", _full_disk)
@@ -160,7 +169,7 @@ def test_full_disk_keeps_the_previous_inbox(tmp_path, monkeypatch, label):
     monkeypatch.undo()
     assert _snapshot(box) == before
 
-    monkeypatch.setattr(os, "fsync", _full_disk)   # the image's temp file itself cannot be made durable
+    monkeypatch.setattr(os, "fsync", _full_disk)  # the image's temp file itself cannot be made durable
     with pytest.raises(OSError):
         inbox.add(box, _png(6), "daisy", classes=None)
     monkeypatch.undo()
@@ -184,7 +193,7 @@ def test_registry_versions_honour_the_umask(tmp_path, umask, mask, mode):
     umask(mask)
     reg, _ = _registered(tmp_path)
     version = reg / "versions" / "1"
-    assert stat.S_IMODE(version.stat().st_mode) == mode        # not mkdtemp's 0700 whatever the umask
+    assert stat.S_IMODE(version.stat().st_mode) == mode  # not mkdtemp's 0700 whatever the umask
     for p in (*version.iterdir(), reg / "aliases.json", reg / "history.jsonl"):
         assert stat.S_IMODE(p.stat().st_mode) == mode & 0o666, p
 
@@ -199,7 +208,8 @@ def test_registry_versions_and_history_are_fsynced(tmp_path, monkeypatch):
         assert (p.stat().st_ino, False) in synced, p
     # The rename of the version folder into versions/ is made durable after the folder's own files.
     assert synced.index(((reg / "versions").stat().st_ino, True)) > synced.index(
-        ((version / "version.json").stat().st_ino, False))
+        ((version / "version.json").stat().st_ino, False)
+    )
 
 
 def test_full_disk_keeps_the_registry_history_whole(tmp_path, monkeypatch):
@@ -209,7 +219,7 @@ def test_full_disk_keeps_the_registry_history_whole(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         registry.promote(reg, 1, alias="candidate")
     monkeypatch.undo()
-    assert (reg / "history.jsonl").read_bytes() == before       # no half line for the next append to follow
+    assert (reg / "history.jsonl").read_bytes() == before  # no half line for the next append to follow
     assert len(registry.history(reg)) == 1
 
 
@@ -221,15 +231,18 @@ def test_streamed_and_scan_outputs_are_fsynced_and_honour_the_umask(tmp_path, mo
     import hashlib
 
     from imgclf.core.files import commit, open_stream
-    from imgclf.store.predlog import PredictionLog, record
     from imgclf.scanning.outputs import ScanOutputs, draw_boxes
+    from imgclf.store.predlog import PredictionLog, record
 
     umask(mask)
     synced = record_fsyncs(monkeypatch)
 
     def durable(p: Path, folder_too: bool = True) -> bool:
-        return (stat.S_IMODE(p.stat().st_mode) == mode and (p.stat().st_ino, False) in synced
-                and (not folder_too or (p.parent.stat().st_ino, True) in synced))
+        return (
+            stat.S_IMODE(p.stat().st_mode) == mode
+            and (p.stat().st_ino, False) in synced
+            and (not folder_too or (p.parent.stat().st_ino, True) in synced)
+        )
 
     csv_path = tmp_path / "out" / "preds.csv"
     with open_stream(csv_path) as f:
@@ -243,13 +256,19 @@ def test_streamed_and_scan_outputs_are_fsynced_and_honour_the_umask(tmp_path, mo
     commit(tmp, tmp_path / "out" / "clip.mp4")
     assert not tmp.exists() and durable(tmp_path / "out" / "clip.mp4")
 
-    log = PredictionLog(tmp_path / "log", max_mb=0.005)      # rotates every ~500 bytes
+    log = PredictionLog(tmp_path / "log", max_mb=0.005)  # rotates every ~500 bytes
     log.start()
     data = _png(3)
     for _ in range(3):
-        rec = record(sha256=hashlib.sha256(data).hexdigest(), model="m", version=1,
-                     answer={"label": "a", "confidence": 0.9}, probs=np.array([0.9, 0.1]), classes=["a", "b"],
-                     decision="argmax")
+        rec = record(
+            sha256=hashlib.sha256(data).hexdigest(),
+            model="m",
+            version=1,
+            answer={"label": "a", "confidence": 0.9},
+            probs=np.array([0.9, 0.1]),
+            classes=["a", "b"],
+            decision="argmax",
+        )
         log.write(rec, data)
         log.flush()
     log.close()
@@ -266,4 +285,4 @@ def test_streamed_and_scan_outputs_are_fsynced_and_honour_the_umask(tmp_path, mo
     draw_boxes(img, result["boxes"]).save(expected, "JPEG", quality=90)
     annotated = Path(result["annotated"])
     assert annotated.name == "street.jpg" and annotated.read_bytes() == expected.getvalue() and durable(annotated)
-    assert not [p for p in annotated.parent.iterdir() if p.name.startswith(".")]       # no temp file behind
+    assert not [p for p in annotated.parent.iterdir() if p.name.startswith(".")]  # no temp file behind

@@ -1,4 +1,5 @@
 """The whole job, end to end, on small real image files: train -> run folder -> predict/evaluate."""
+
 from __future__ import annotations
 
 import csv
@@ -15,8 +16,18 @@ import pytest
 import imgclf
 
 CLI = [sys.executable, "-m", "imgclf.cli"]
-RUN_FILES = ["model.safetensors", "model.json", "reliability.png", "config.yaml", "history.csv", "metrics.json", "data_report.json",
-             "splits.csv", "learning_curves.png", "confusion_matrix.png"]
+RUN_FILES = [
+    "model.safetensors",
+    "model.json",
+    "reliability.png",
+    "config.yaml",
+    "history.csv",
+    "metrics.json",
+    "data_report.json",
+    "splits.csv",
+    "learning_curves.png",
+    "confusion_matrix.png",
+]
 
 
 def cli(*args, check=True, **kw):
@@ -51,6 +62,7 @@ def test_train_writes_complete_run_and_predicts(shapes, tmp_path):
 
     model = imgclf.load(run.path)
     from PIL import Image
+
     pil = Image.open(shapes / "stripes" / "stripes_001.png")
     assert model.predict(pil)[0]["label"] == "stripes"
     again = imgclf.evaluate(run.path, verbose=False)
@@ -62,6 +74,7 @@ def test_broken_files_are_skipped_and_reported(shapes, tmp_path):
     good = (shapes / "disc" / "disc_000.png").read_bytes()
     jpg = tmp_path / "t.jpg"
     from PIL import Image
+
     Image.open(shapes / "disc" / "disc_000.png").convert("RGB").save(jpg, quality=90)
     (shapes / "square" / "truncated.jpg").write_bytes(jpg.read_bytes()[: len(jpg.read_bytes()) // 2])
     (shapes / "stripes" / "x.jpg").write_text("this is not a picture")
@@ -94,9 +107,10 @@ def test_config_file_and_recorded_defaults(shapes, tmp_path):
     cfg.write_text("model: simple_cnn\nepochs: 2\nmodel_kwargs: {width: 8, depth: 2}\n")
     p = cli("train", shapes, "--config", cfg, "--lr", "0.003", "--out", tmp_path / "run")
     import yaml
+
     rec = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert rec["model"] == "simple_cnn" and rec["epochs"] == 2 and rec["lr"] == 0.003
-    assert rec["model_kwargs"]["width"] == 8 and "dropout" in rec["model_kwargs"]   # defaults recorded too
+    assert rec["model_kwargs"]["width"] == 8 and "dropout" in rec["model_kwargs"]  # defaults recorded too
     assert rec["img_size"] == 32 and rec["batch_size"] and isinstance(rec["augment"], dict)
     assert "default: img_size=32" in p.stdout
 
@@ -111,7 +125,7 @@ def test_kill_and_resume(shapes, tmp_path):
     hist = run / "history.csv"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if hist.exists() and len(hist.read_text().strip().splitlines()) >= 4:   # header + 3 epochs
+        if hist.exists() and len(hist.read_text().strip().splitlines()) >= 4:  # header + 3 epochs
             break
         time.sleep(0.05)
     assert proc.poll() is None, "training finished before it could be killed"
@@ -134,11 +148,23 @@ def test_timm_model_with_local_weights(shapes, tmp_path):
 
     src = timm.create_model("resnet10t", num_classes=1000)
     save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(tmp_path / "resnet10t.safetensors"))
-    p = cli("train", shapes, "--model", "timm/resnet10t", "--weights", tmp_path / "resnet10t.safetensors",
-            "--epochs", "2", "--img-size", "32", "--out", tmp_path / "run")   # not the weights' own 176 px: fast
+    p = cli(
+        "train",
+        shapes,
+        "--model",
+        "timm/resnet10t",
+        "--weights",
+        tmp_path / "resnet10t.safetensors",
+        "--epochs",
+        "2",
+        "--img-size",
+        "32",
+        "--out",
+        tmp_path / "run",
+    )  # not the weights' own 176 px: fast
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     assert meta["architecture"]["name"] == "timm/resnet10t"
-    assert meta["normalization"]["mean"] == [0.485, 0.456, 0.406]      # pretrained: ImageNet statistics
+    assert meta["normalization"]["mean"] == [0.485, 0.456, 0.406]  # pretrained: ImageNet statistics
     assert "fine-tuning" in p.stdout
     out = json.loads(cli("predict", tmp_path / "run", shapes / "disc" / "disc_001.png", "--format", "json").stdout)
     assert out[0]["label"] in meta["classes"]
@@ -174,22 +200,31 @@ def test_in_house_model_starts_from_an_earlier_run(shapes, tmp_path):
     from imgclf.models import create_model
 
     small = {"width": 8, "hidden": 32}
-    parent = imgclf.train(shapes, out=tmp_path / "parent", model="simple_cnn", model_kwargs=small, img_size=24,
-                          epochs=1, verbose=False)
+    parent = imgclf.train(
+        shapes, out=tmp_path / "parent", model="simple_cnn", model_kwargs=small, img_size=24, epochs=1, verbose=False
+    )
     sd = load_file(str(parent.path / "model.safetensors"))
     with pytest.warns(UserWarning, match=r"loaded \d+/\d+ tensors .*newly initialised: .*weight"):
         net = create_model("simple_cnn", 2, img_size=24, weights=str(parent.path), **small)
     own = net.state_dict()
     same = [k for k in sd if torch.equal(own[k], sd[k])]
-    assert len(same) >= len(sd) - 2 and len(same) < len(sd)        # all but the 3-class head
+    assert len(same) >= len(sd) - 2 and len(same) < len(sd)  # all but the 3-class head
     with pytest.raises(ValueError, match="does not look like weights for simple_cnn"):
         create_model("simple_cnn", 2, img_size=24, weights=str(parent.path), width=16, hidden=32)
 
     shutil.rmtree(shapes / "stripes")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        child = imgclf.train(shapes, out=tmp_path / "child", model="simple_cnn", model_kwargs=small, img_size=24,
-                             epochs=1, weights=str(parent.path), verbose=False)
+        child = imgclf.train(
+            shapes,
+            out=tmp_path / "child",
+            model="simple_cnn",
+            model_kwargs=small,
+            img_size=24,
+            epochs=1,
+            weights=str(parent.path),
+            verbose=False,
+        )
     meta = json.loads((child.path / "model.json").read_text())
     parent_meta = json.loads((parent.path / "model.json").read_text())
     assert meta["classes"] == ["disc", "square"]

@@ -1,4 +1,5 @@
 """Ensembles: a self-contained bundle that averages its members' calibrated probabilities."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 
 import imgclf
-from imgclf.data.cache import build_cache
 from imgclf.core.errors import UserError
+from imgclf.data.cache import build_cache
 
 SMALL = {"model": "simple_cnn", "model_kwargs": {"width": 8, "depth": 2}}
 
@@ -26,28 +27,35 @@ def cli(*args, check=True):
 
 
 def test_bundle_averages_members_and_stands_alone(shapes, tmp_path):
-    a = imgclf.train(shapes, out=tmp_path / "a", epochs=4, tta="flip", verbose=False,
-                     model="simple_cnn", model_kwargs={"width": 16, "depth": 2})
+    a = imgclf.train(
+        shapes,
+        out=tmp_path / "a",
+        epochs=4,
+        tta="flip",
+        verbose=False,
+        model="simple_cnn",
+        model_kwargs={"width": 16, "depth": 2},
+    )
     b = imgclf.train(shapes, out=tmp_path / "b", epochs=4, tta="none", verbose=False, **SMALL)
     run = imgclf.ensemble([a.path, b.path], out=tmp_path / "ab", target_coverage=0.7, verbose=False)
     assert run.path == tmp_path / "ab" and run.metrics["n"] == 9
 
     bundle = tmp_path / "moved"
-    shutil.move(tmp_path / "ab", bundle)                           # self-contained: no link to the member runs
+    shutil.move(tmp_path / "ab", bundle)  # self-contained: no link to the member runs
     shutil.rmtree(a.path), shutil.rmtree(b.path)
     files = {f.suffix for f in bundle.rglob("*") if f.is_file()}
-    assert files <= {".json", ".safetensors", ".csv", ".png"}        # never a pickle
+    assert files <= {".json", ".safetensors", ".csv", ".png"}  # never a pickle
     meta = json.loads((bundle / "model.json").read_text())
     assert meta["kind"] == "ensemble" and meta["classes"] == ["disc", "square", "stripes"]
     assert [m["tta"] for m in meta["members"]] == ["flip", "none"]
-    assert meta["rejection"]["validation"]["accepted"] == 7          # 70 % of the 9 shared validation images
+    assert meta["rejection"]["validation"]["accepted"] == 7  # 70 % of the 9 shared validation images
 
     ens = imgclf.load(bundle)
     images = build_cache([str(p) for p in sorted((shapes / "square").glob("*.png"))], 32).images
     members = [imgclf.load(bundle / m["path"]) for m in meta["members"]]
     want = np.mean([m.predict_proba(images) for m in members], axis=0)
     assert np.allclose(ens.predict_proba(images), want, atol=1e-6)
-    assert not np.allclose(want, members[0].predict_proba(images), atol=1e-3)   # the second member counts
+    assert not np.allclose(want, members[0].predict_proba(images), atol=1e-3)  # the second member counts
 
     metrics = json.loads((bundle / "metrics.json").read_text())
     assert metrics["n"] == 9 and "selective" in metrics and len(metrics["members"]) == 2
@@ -74,7 +82,7 @@ def test_members_must_share_classes_and_splits(shapes, tmp_path):
     rows = (resplit / "splits.csv").read_text().replace(",test", ",train", 1)
     (resplit / "splits.csv").write_text(rows.replace(",val", ",test", 1))
     run = imgclf.ensemble([a.path, resplit], out=tmp_path / "ab", target_coverage=0.9, verbose=False)
-    assert run.metrics is None and not (run.path / "metrics.json").exists()     # no honest test split
+    assert run.metrics is None and not (run.path / "metrics.json").exists()  # no honest test split
     assert "rejection" not in json.loads((run.path / "model.json").read_text())  # nor validation split
     assert imgclf.load(run.path).predict(shapes / "disc" / "disc_000.png")[0]["label"] in meta["classes"]
     with pytest.raises(UserError, match="no test split"):

@@ -1,6 +1,7 @@
 """Explanations: on scenes with one object on a blank background at a known place, the heatmap of
 every model family peaks on the object; the CLI writes overlays, the report shows the gallery and
 the service answers POST /explain."""
+
 from __future__ import annotations
 
 import base64
@@ -10,17 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import reporting
 from PIL import Image
 
 import imgclf
 import imgclf.api
 from imgclf.inference.explain import METHODS, Explainer, find_target_layer
 
-from conftest import reporting
-
 SIDE = 40
-MARGIN = 4          # px around the object's box (at 40 px) that still counts as "on the object"
-FAMILIES = {        # name -> train settings: every family small enough to train in seconds
+MARGIN = 4  # px around the object's box (at 40 px) that still counts as "on the object"
+FAMILIES = {  # name -> train settings: every family small enough to train in seconds
     "simple_cnn": dict(model="simple_cnn", img_size=32, epochs=6),
     "resnet_fast": dict(model="resnet_fast", img_size=40, epochs=3),
     # timm's ResNets reduce 32x, to 2x2 at 64 px: output_stride=8 (dilated last stages) keeps 8x8.
@@ -41,7 +41,7 @@ def make_scenes(root: Path, per_class: int = 30, seed: int = 0) -> dict[str, tup
             r = int(rng.integers(4, 7))
             cx, cy = (int(v) for v in rng.integers(r + 1, SIDE - r - 1, size=2))
             if cls == "square":
-                img[cy - r:cy + r, cx - r:cx + r] = [250, 240, 60]
+                img[cy - r : cy + r, cx - r : cx + r] = [250, 240, 60]
             else:
                 img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = [60, 120, 250]
             path = root / cls / f"{cls}_{i:03d}.png"
@@ -66,6 +66,7 @@ def runs(scenes, tmp_path_factory):
             with reporting() if family == "simple_cnn" else contextlib.nullcontext():
                 done[family] = imgclf.train(scenes[0], out=root / family, verbose=False, **FAMILIES[family]).path
         return done[family]
+
     return get
 
 
@@ -101,14 +102,21 @@ def test_every_method_gives_maps(scenes, runs):
 def test_vit_tokens_are_reshaped_to_the_patch_grid():
     import torch
 
-    from imgclf.models import create_model
     from imgclf.inference.model import Model
+    from imgclf.models import create_model
 
     net = create_model("timm/test_vit", num_classes=2, img_size=32)
     layer = find_target_layer(net, 32)
     assert layer.name.endswith(".norm1") and layer.shape[1:] == (2, 2) and layer.reshape is not None
-    model = Model(net, {"classes": ["a", "b"], "input": {"size": 32, "resize": "squash"},
-                        "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}, torch.device("cpu"))
+    model = Model(
+        net,
+        {
+            "classes": ["a", "b"],
+            "input": {"size": 32, "resize": "squash"},
+            "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+        },
+        torch.device("cpu"),
+    )
     maps = Explainer(model).heatmaps(np.zeros((1, 32, 32, 3), np.uint8), [1])
     assert maps.shape == (1, 32, 32)
 
@@ -126,24 +134,40 @@ def imgclf_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
 
 def test_cli_writes_overlays(scenes, runs, tmp_path, monkeypatch, capsys):
     run, (square, disc) = runs("simple_cnn"), (scenes[0] / "square" / "square_000.png", scenes[0] / "disc")
-    code, out, err = imgclf_cli(monkeypatch, capsys, "explain", run, square, disc, "--class", "square",
-                                "--method", "gradcam++", "--out", tmp_path / "x")
+    code, out, err = imgclf_cli(
+        monkeypatch,
+        capsys,
+        "explain",
+        run,
+        square,
+        disc,
+        "--class",
+        "square",
+        "--method",
+        "gradcam++",
+        "--out",
+        tmp_path / "x",
+    )
     assert code == 0, err
     assert "target layer: 19 (ReLU, 128x8x8 feature map)" in err and "square_000-gradcam++-square.png  square" in out
     written = sorted(p.name for p in (tmp_path / "x").iterdir())
-    assert len(written) == 31 and "square_000-gradcam++-square.png" in written and "disc_007-gradcam++-square.png" in written
+    assert (
+        len(written) == 31
+        and "square_000-gradcam++-square.png" in written
+        and "disc_007-gradcam++-square.png" in written
+    )
     with Image.open(tmp_path / "x" / "square_000-gradcam++-square.png") as img:
-        assert img.width >= 256 and img.height > img.width      # upscaled to be readable, caption below
+        assert img.width >= 256 and img.height > img.width  # upscaled to be readable, caption below
     code, _, err = imgclf_cli(monkeypatch, capsys, "explain", run, square, "--class", "cat")
     assert code == 2 and err.startswith("error: unknown class 'cat'")
 
 
 def test_report_has_the_explanation_gallery(runs):
     html = (runs("simple_cnn") / "report.html").read_text()
-    section = html[html.index('<section id="explanations">'):]
-    section = section[:section.index("</section>")]
+    section = html[html.index('<section id="explanations">') :]
+    section = section[: section.index("</section>")]
     assert "Grad-CAM at layer" in section and "First-layer filters" in section
-    assert 4 <= section.count("data:image/png;base64,") <= 2 * 16 + 1       # image | overlay pairs, and the filters
+    assert 4 <= section.count("data:image/png;base64,") <= 2 * 16 + 1  # image | overlay pairs, and the filters
     assert 'href="#explanations"' in html
 
 
@@ -188,11 +212,16 @@ def test_explain_route(scenes, runs):
         assert heat.shape == (14, 14) and 0 <= heat.min() and heat.max() <= 1
         raw = httpx.post(f"{url}/explain?target=disc", content=data, headers={**auth, "Content-Type": "image/png"})
         assert raw.status_code == 200 and raw.json()["target"] == "disc"
-        two = httpx.post(f"{url}/explain", files=[("f", ("a.png", data, "image/png")), ("f", ("b.png", data, "image/png"))],
-                         headers=auth)
+        two = httpx.post(
+            f"{url}/explain",
+            files=[("f", ("a.png", data, "image/png")), ("f", ("b.png", data, "image/png"))],
+            headers=auth,
+        )
         assert two.status_code == 400 and "one image" in two.json()["detail"]
-        for query, said in (("method=magic", "unknown method 'magic'; choose one of gradcam"),
-                            ("target=cat", "unknown target 'cat'; choose one of")):
+        for query, said in (
+            ("method=magic", "unknown method 'magic'; choose one of gradcam"),
+            ("target=cat", "unknown target 'cat'; choose one of"),
+        ):
             r = httpx.post(f"{url}/explain?{query}", content=data, headers=auth)
             assert r.status_code == 422 and r.json()["detail"].startswith(said), r.text
         assert httpx.post(f"{url}/explain", content=data).status_code == 401

@@ -1,4 +1,5 @@
 """ONNX export: parity with PyTorch for each model family, the file's contract, and the onnx backend."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ import pytest
 from conftest import make_shapes_dataset
 
 import imgclf
-from imgclf.inference import onnx_export as exporting
 from imgclf.core.errors import UserError
+from imgclf.inference import onnx_export as exporting
 
 ort = pytest.importorskip("onnxruntime")
 MODELS = ["simple_cnn", "resnet_fast", "timm/resnet10t"]
@@ -38,17 +39,21 @@ def runs(data, tmp_path_factory) -> dict[str, Path]:
     meta = json.loads((trained.path / "model.json").read_text())
     model = imgclf.load(trained.path)
     images = np.stack([model.preprocess(str(f)) for f in sorted(data.rglob("*.png"))])
-    x = (torch.from_numpy(images).permute(0, 3, 1, 2) / 255 - torch.tensor(meta["normalization"]["mean"]).view(1, 3, 1, 1)) \
-        / torch.tensor(meta["normalization"]["std"]).view(1, 3, 1, 1)
+    x = (
+        torch.from_numpy(images).permute(0, 3, 1, 2) / 255
+        - torch.tensor(meta["normalization"]["mean"]).view(1, 3, 1, 1)
+    ) / torch.tensor(meta["normalization"]["std"]).view(1, 3, 1, 1)
     out = {"resnet_fast": trained.path}
     for name in ("simple_cnn", "timm/resnet10t"):
         torch.manual_seed(0)
         net = create_model(name, num_classes=3, in_chans=3, img_size=32).train()
         with torch.no_grad():
-            net(x)                                   # BatchNorm running statistics of real images
+            net(x)  # BatchNorm running statistics of real images
         run = out[name] = Path(shutil.copytree(trained.path, root / name.replace("/", "_")))
         save_weights(run / "model.safetensors", net.state_dict())
-        write_model_json(run, {**meta, "architecture": {"name": name, "kwargs": {}, "in_chans": 3}})   # hash of these weights
+        write_model_json(
+            run, {**meta, "architecture": {"name": name, "kwargs": {}, "in_chans": 3}}
+        )  # hash of these weights
     return out
 
 
@@ -79,8 +84,17 @@ def test_dynamic_batch_and_metadata_reproduce_predictions(runs, exports, data):
 
     files = sorted((data / "disc").iterdir())[:5]
     size = int(m["input_size"])
-    x = np.stack([(np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR), np.float32)
-                   * float(m["value_scale"]) - json.loads(m["mean"])) / json.loads(m["std"]) for f in files])
+    x = np.stack(
+        [
+            (
+                np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR), np.float32)
+                * float(m["value_scale"])
+                - json.loads(m["mean"])
+            )
+            / json.loads(m["std"])
+            for f in files
+        ]
+    )
     x = x.transpose(0, 3, 1, 2).astype(np.float32)
     logits = sess.run(None, {"input": x})[0]
     assert logits.shape == (5, 3) and sess.run(None, {"input": x[:1]})[0].shape == (1, 3)
@@ -94,17 +108,17 @@ def test_dynamic_batch_and_metadata_reproduce_predictions(runs, exports, data):
 def test_onnx_backend_predicts_like_torch_and_exports_when_stale(runs, data, tmp_path, capsys):
     run = Path(shutil.copytree(runs["resnet_fast"], tmp_path / "run"))
     (run / "model.onnx").unlink(missing_ok=True)
-    onnx_model = imgclf.load(run, backend="onnx", tta="flip")          # exports on first use
+    onnx_model = imgclf.load(run, backend="onnx", tta="flip")  # exports on first use
     assert "exporting" in capsys.readouterr().err and (run / "model.onnx").is_file()
     a = imgclf.load(run, tta="flip").predict(data)
     b = onnx_model.predict(data)
     assert [r["label"] for r in a] == [r["label"] for r in b]
     assert max(abs(x["confidence"] - y["confidence"]) for x, y in zip(a, b)) < 1e-4
 
-    shutil.copy(runs["simple_cnn"] / "model.onnx", run / "model.onnx")   # another run's export
+    shutil.copy(runs["simple_cnn"] / "model.onnx", run / "model.onnx")  # another run's export
     imgclf.load(run, backend="onnx")
     assert "other weights" in capsys.readouterr().err
-    imgclf.load(run, backend="onnx")                                    # up to date: no export
+    imgclf.load(run, backend="onnx")  # up to date: no export
     assert "exporting" not in capsys.readouterr().err
 
     (run / "model.onnx").write_bytes(b"not a protobuf")
@@ -132,7 +146,7 @@ def test_failed_check_installs_nothing_and_torchscript_fallback(runs, tmp_path, 
     assert result["exporter"] == "torchscript" and result["max_prob_diff"] <= 1e-4
     assert ort.InferenceSession(str(out)).run(None, {"input": np.zeros((4, 3, 32, 32), np.float32)})[0].shape == (4, 3)
 
-    moved = Path(shutil.copytree(runs["simple_cnn"], tmp_path / "moved"))     # its images are gone
+    moved = Path(shutil.copytree(runs["simple_cnn"], tmp_path / "moved"))  # its images are gone
     (moved / "splits.csv").unlink()
     assert imgclf.export(moved, verbose=False)["images_from"].startswith("random noise")
     shutil.rmtree(moved)
@@ -148,6 +162,8 @@ def test_cli_export_prints_parity(runs, data, tmp_path):
 
     from imgclf.cli import app
 
-    r = CliRunner().invoke(app, ["export", str(runs["resnet_fast"]), "--out", str(tmp_path / "x.onnx"), "--data", str(data)])
+    r = CliRunner().invoke(
+        app, ["export", str(runs["resnet_fast"]), "--out", str(tmp_path / "x.onnx"), "--data", str(data)]
+    )
     assert r.exit_code == 0, r.output
     assert "max probability difference" in r.output and (tmp_path / "x.onnx").is_file()

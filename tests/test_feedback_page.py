@@ -1,17 +1,18 @@
 """The page's "Wrong? Choose the right label" control in headless Chromium: correct an answer with
 a known class (mouse) or a new one (keyboard only, on a phone-sized screen); the image lands in
 the inbox under its sha256 name."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 
 import pytest
-
-import imgclf
 from test_report import CHROMIUM, CHROMIUM_ARGS
 from test_serve import trained_run
 from test_serve_page import KEY, open_page
+
+import imgclf
 
 serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
 pytestmark = pytest.mark.browser
@@ -26,8 +27,10 @@ def served(tmp_path_factory):
     inbox = tmp_path_factory.mktemp("page-inbox")
     log = tmp_path_factory.mktemp("page-log")
     settings = serving.ServeSettings(api_key=KEY, inbox=str(inbox), log_predictions=str(log))
-    with serving.BackgroundServer(serving.create_app(imgclf.load(run), settings)) as url, \
-            sync_api.sync_playwright() as p:
+    with (
+        serving.BackgroundServer(serving.create_app(imgclf.load(run), settings)) as url,
+        sync_api.sync_playwright() as p,
+    ):
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             yield url, data, browser, inbox
@@ -65,13 +68,13 @@ def test_a_new_class_by_keyboard_on_a_phone(served):
     page.set_input_files("#file", [str(image)])
     page.wait_for_selector(".card .fix summary")
     page.focus(".card .fix summary")
-    page.keyboard.press("Enter")                          # opens the <details>
-    page.keyboard.press("Tab")                            # to the select
+    page.keyboard.press("Enter")  # opens the <details>
+    page.keyboard.press("Tab")  # to the select
     assert page.evaluate("document.activeElement.tagName") == "SELECT"
-    page.select_option(".card .fix select", "")           # "other…" shows the text box and focuses it
+    page.select_option(".card .fix select", "")  # "other…" shows the text box and focuses it
     assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "New class name"
     page.keyboard.type("zigzag")
-    page.keyboard.press("Enter")                          # submits the form
+    page.keyboard.press("Enter")  # submits the form
     page.wait_for_function("document.querySelector('.card .fix .thanks').textContent.includes('Thanks')")
     assert page.inner_text(".card .fix .thanks") == "Thanks — saved as zigzag (proposed as a new class)"
     sha = hashlib.sha256(image.read_bytes()).hexdigest()
@@ -90,7 +93,7 @@ def test_show_where_it_looked_toggles_the_heatmap_overlay(served):
     page.wait_for_function("document.querySelector('.card img').src.startsWith('data:image/png')")
     assert page.get_attribute(".card .tools .look", "aria-pressed") == "true"
     assert "Heat: the parts that raised" in page.inner_text(".card .tools .note")
-    page.click(".card .tools .look")                   # and back to the photo, without asking again
+    page.click(".card .tools .look")  # and back to the photo, without asking again
     assert page.get_attribute(".card img", "src").startswith("blob:")
     assert page.get_attribute(".card .tools .look", "aria-pressed") == "false"
 
@@ -103,15 +106,32 @@ def test_find_draws_the_scan_boxes_over_the_photo(served):
 
     def model_with_scan(route):
         response = route.fetch()
-        if response.status != 200:          # the first call, before the key is entered: 401 as it is
+        if response.status != 200:  # the first call, before the key is entered: 401 as it is
             return route.fulfill(response=response)
-        route.fulfill(json={**response.json(), "scan": True, "decision": {
-            "rule": "threshold", "positive_class": "square", "threshold": 0.5}})
+        route.fulfill(
+            json={
+                **response.json(),
+                "scan": True,
+                "decision": {"rule": "threshold", "positive_class": "square", "threshold": 0.5},
+            }
+        )
 
     page.route("**/model", model_with_scan)
-    page.route("**/scan", lambda route: route.fulfill(json={
-        "model": "run", "width": 24, "height": 24, "present": True, "score": 0.9, "threshold": 0.5,
-        "positive": "square", "boxes": [{"x1": 6, "y1": 6, "x2": 18, "y2": 18, "score": 0.9}]}))
+    page.route(
+        "**/scan",
+        lambda route: route.fulfill(
+            json={
+                "model": "run",
+                "width": 24,
+                "height": 24,
+                "present": True,
+                "score": 0.9,
+                "threshold": 0.5,
+                "positive": "square",
+                "boxes": [{"x1": 6, "y1": 6, "x2": 18, "y2": 18, "score": 0.9}],
+            }
+        ),
+    )
     page.goto(url)
     page.fill("#key-input", KEY)
     page.press("#key-input", "Enter")
@@ -122,10 +142,12 @@ def test_find_draws_the_scan_boxes_over_the_photo(served):
     page.click(".card .tools .find")
     page.wait_for_selector(".card .view svg rect")
     assert page.inner_text(".card .tools .note") == "square: 1 found (boxes drawn)."
-    img = page.eval_on_selector(".card img", "e => { const r = e.getBoundingClientRect(); "
-                                "return [r.x, r.y, r.width, r.height]; }")
-    box = page.eval_on_selector(".card .view rect", "e => { const r = e.getBoundingClientRect(); "
-                                "return [r.x, r.y, r.width, r.height]; }")
+    img = page.eval_on_selector(
+        ".card img", "e => { const r = e.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; }"
+    )
+    box = page.eval_on_selector(
+        ".card .view rect", "e => { const r = e.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; }"
+    )
     # The 24 x 24 photo is shown as a centred square (object-fit: contain): the box is its middle half.
     side = min(img[2], img[3])
     left, top = img[0] + (img[2] - side) / 2, img[1] + (img[3] - side) / 2

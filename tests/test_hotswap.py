@@ -1,5 +1,6 @@
 """Hot swap: a service following registry/production swaps in each promoted version while 16
 clients keep posting images, without a failed request, and rolls back the same way."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,14 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import make_shapes_dataset
 
 import imgclf
 import imgclf.api
 import imgclf.workflows
-from conftest import make_shapes_dataset
-from imgclf.store import registry
 from imgclf.core.errors import UserError
 from imgclf.core.files import read_json, write_json
+from imgclf.store import registry
 
 httpx = pytest.importorskip("httpx")
 serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
@@ -127,8 +128,11 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(reg, tmp_path):
         try:
             assert wait_for(lambda: httpx.get(f"{url}/model").json()["swap_error"] is not None, 5)
             info = httpx.get(f"{url}/model").json()
-            res = httpx.post(f"{url}/predict", content=(data / "disc" / "disc_001.png").read_bytes(),
-                             headers={"Content-Type": "image/png"})
+            res = httpx.post(
+                f"{url}/predict",
+                content=(data / "disc" / "disc_001.png").read_bytes(),
+                headers={"Content-Type": "image/png"},
+            )
             metrics = httpx.get(f"{url}/metrics").text
         finally:
             registry.rollback(r)

@@ -1,4 +1,5 @@
 """imgclf.data.images on real files of every accepted format, odd colour modes and broken files."""
+
 from __future__ import annotations
 
 import struct
@@ -8,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.data.images import (IMAGE_EXTENSIONS, PAD_GREY, UnusableImage, image_size, load_resized,
-                                read_rgb, resize)
+from imgclf.data.images import IMAGE_EXTENSIONS, PAD_GREY, UnusableImage, image_size, load_resized, read_rgb, resize
 
 RED, BLUE = (220, 30, 40), (30, 40, 220)
 
@@ -17,7 +17,7 @@ RED, BLUE = (220, 30, 40), (30, 40, 220)
 def _two_halves(w: int = 32, h: int = 24) -> Image.Image:
     """Left half red, right half blue: shows colours and any unwanted flip or rotation."""
     a = np.empty((h, w, 3), np.uint8)
-    a[:, : w // 2], a[:, w // 2:] = RED, BLUE
+    a[:, : w // 2], a[:, w // 2 :] = RED, BLUE
     return Image.fromarray(a)
 
 
@@ -27,8 +27,10 @@ def _near(pixel, colour, tol: int) -> bool:
 
 def _png_header_only(w: int, h: int) -> bytes:
     """A PNG claiming w x h pixels with no image data: what a decompression bomb looks like to open()."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
 
 
@@ -37,8 +39,9 @@ def test_extensions_are_lowercase_suffixes():
     assert all(e.startswith(".") and e == e.lower() for e in IMAGE_EXTENSIONS)
 
 
-@pytest.mark.parametrize("ext,tol", [("jpg", 12), ("png", 0), ("bmp", 0), ("webp", 12), ("tiff", 0),
-                                     ("ppm", 0), ("gif", 0)])
+@pytest.mark.parametrize(
+    "ext,tol", [("jpg", 12), ("png", 0), ("bmp", 0), ("webp", 12), ("tiff", 0), ("ppm", 0), ("gif", 0)]
+)
 def test_formats_read_as_rgb_with_right_colours(tmp_path, ext, tol):
     path = tmp_path / f"x.{ext}"
     _two_halves().save(path)
@@ -74,9 +77,9 @@ def test_grey_and_palette_convert(tmp_path):
 
 def test_transparency_composited_on_white(tmp_path):
     rgba = np.zeros((2, 3, 4), np.uint8)
-    rgba[0, 0] = (*RED, 255)        # opaque: unchanged
-    rgba[0, 1] = (0, 0, 0, 0)       # fully transparent black: white
-    rgba[0, 2] = (0, 0, 0, 128)     # half transparent black: mid grey
+    rgba[0, 0] = (*RED, 255)  # opaque: unchanged
+    rgba[0, 1] = (0, 0, 0, 0)  # fully transparent black: white
+    rgba[0, 2] = (0, 0, 0, 128)  # half transparent black: mid grey
     Image.fromarray(rgba).save(tmp_path / "a.png")
     Image.fromarray(np.full((2, 2, 2), [0, 0], np.uint8), "LA").save(tmp_path / "la.png")
     pal = Image.new("P", (2, 1), 0)
@@ -99,9 +102,9 @@ def test_cmyk(tmp_path):
 def test_16_bit_and_wide_modes_keep_mid_grey(tmp_path):
     Image.fromarray(np.full((4, 4), 32768, np.uint16)).save(tmp_path / "g16.png")
     assert Image.open(tmp_path / "g16.png").mode in ("I;16", "I")
-    Image.fromarray(np.full((4, 4), 32768, np.int32)).save(tmp_path / "i32.tiff")     # 16-bit data in "I"
-    Image.fromarray(np.full((4, 4), 100, np.int32)).save(tmp_path / "i8.tiff")        # 8-bit data in "I"
-    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "f.tiff")      # [0, 1] floats
+    Image.fromarray(np.full((4, 4), 32768, np.int32)).save(tmp_path / "i32.tiff")  # 16-bit data in "I"
+    Image.fromarray(np.full((4, 4), 100, np.int32)).save(tmp_path / "i8.tiff")  # 8-bit data in "I"
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "f.tiff")  # [0, 1] floats
     for name, grey in (("g16.png", 128), ("i32.tiff", 128), ("i8.tiff", 100), ("f.tiff", 128)):
         out = np.asarray(read_rgb(tmp_path / name))
         assert out.dtype == np.uint8 and np.all(out == grey), name
@@ -109,7 +112,7 @@ def test_16_bit_and_wide_modes_keep_mid_grey(tmp_path):
 
 def test_exif_orientation_applied(tmp_path):
     exif = Image.Exif()
-    exif[0x0112] = 6    # stored sideways: display rotated 90 degrees clockwise
+    exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
     _two_halves(40, 20).save(tmp_path / "r.jpg", exif=exif)
     img = read_rgb(tmp_path / "r.jpg")
     assert img.size == (20, 40)
@@ -150,7 +153,7 @@ def test_unusable_files_have_distinct_reasons(tmp_path):
             image_size(tmp_path / name)
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")   # PIL warns about the damage it tolerates
+@pytest.mark.filterwarnings("ignore::UserWarning")  # PIL warns about the damage it tolerates
 @pytest.mark.parametrize("ext", ["png", "jpg", "gif", "webp", "tiff", "bmp"])
 def test_random_damage_never_leaks_a_pil_error(tmp_path, ext):
     _two_halves(16, 16).save(tmp_path / f"ok.{ext}")
@@ -169,13 +172,13 @@ def test_random_damage_never_leaks_a_pil_error(tmp_path, ext):
 
 def test_resize_modes(tmp_path):
     band = np.full((20, 40, 3), 255, np.uint8)
-    band[:, :4] = band[:, -4:] = (0, 200, 0)         # green bands at the far left and right
+    band[:, :4] = band[:, -4:] = (0, 200, 0)  # green bands at the far left and right
     img = Image.fromarray(band)
     for mode in ("squash", "crop", "pad"):
         out = resize(img, 16, mode)
         assert out.shape == (16, 16, 3) and out.dtype == np.uint8, mode
     assert resize(img, 16, "squash")[8, 0, 1] == 200 and resize(img, 16, "squash")[8, 0, 0] < 50
-    assert np.all(resize(img, 16, "crop") == 255)     # the centre square holds no band
+    assert np.all(resize(img, 16, "crop") == 255)  # the centre square holds no band
     pad = resize(Image.new("RGB", (40, 20), "white"), 16, "pad")
     assert np.all(pad[:4] == PAD_GREY) and np.all(pad[12:] == PAD_GREY) and np.all(pad[4:12] == 255)
     with pytest.raises(ValueError):
@@ -185,7 +188,9 @@ def test_resize_modes(tmp_path):
 def test_load_resized_matches_resize_of_read_rgb(tmp_path):
     _two_halves(37, 23).save(tmp_path / "a.png")
     for mode in ("squash", "crop", "pad"):
-        assert np.array_equal(load_resized(tmp_path / "a.png", 12, mode), resize(read_rgb(tmp_path / "a.png"), 12, mode))
+        assert np.array_equal(
+            load_resized(tmp_path / "a.png", 12, mode), resize(read_rgb(tmp_path / "a.png"), 12, mode)
+        )
     # A big JPEG is decoded at reduced scale: same picture, within JPEG noise.
     _two_halves(400, 300).save(tmp_path / "big.jpg", quality=95)
     fast = load_resized(tmp_path / "big.jpg", 16).astype(int)

@@ -1,4 +1,5 @@
 """The feedback inbox: content-named images in label folders, an append-only history, safe labels."""
+
 from __future__ import annotations
 
 import io
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.store import inbox
 from imgclf.core.errors import UserError
+from imgclf.store import inbox
 
 
 def _image(seed: int, fmt: str = "PNG") -> bytes:
@@ -28,9 +29,16 @@ def _lines(box: Path) -> list[dict]:
 def test_add_names_by_content_and_keeps_history(tmp_path):
     box = tmp_path / "inbox"
     png, jpg = _image(1), _image(2, "JPEG")
-    r = inbox.add(box, png, " rose ", classes=["rose", "tulip"], who="ann",
-                  previous={"label": "tulip", "confidence": 0.6, "model": "m", "version": 2},
-                  source="serve", prediction_id="abc-1")
+    r = inbox.add(
+        box,
+        png,
+        " rose ",
+        classes=["rose", "tulip"],
+        who="ann",
+        previous={"label": "tulip", "confidence": 0.6, "model": "m", "version": 2},
+        source="serve",
+        prediction_id="abc-1",
+    )
     assert r["action"] == "added" and r["label"] == "rose" and r["known_class"] is True
     assert (box / r["path"]).read_bytes() == png and r["path"].endswith(".png")
     assert Path(r["path"]).stem == r["sha256"]
@@ -41,8 +49,17 @@ def test_add_names_by_content_and_keeps_history(tmp_path):
     lines = _lines(box)
     assert len(lines) == 3 and lines[0]["previous"]["label"] == "tulip" and lines[0]["prediction_id"] == "abc-1"
     assert lines[1]["known_class"] is None
-    assert set(lines[0]) == {"sha256", "path", "label", "known_class", "time", "who", "source", "previous",
-                             "prediction_id"}
+    assert set(lines[0]) == {
+        "sha256",
+        "path",
+        "label",
+        "known_class",
+        "time",
+        "who",
+        "source",
+        "previous",
+        "prediction_id",
+    }
 
 
 def test_relabel_moves_the_file_and_latest_wins(tmp_path):
@@ -52,17 +69,42 @@ def test_relabel_moves_the_file_and_latest_wins(tmp_path):
     r = inbox.add(box, png, "lily", classes=["rose", "tulip"])
     assert r["action"] == "relabelled" and r["known_class"] is False
     assert (box / "lily" / Path(r["path"]).name).is_file()
-    assert not (box / "rose").exists()      # an empty label folder would break training on the inbox
+    assert not (box / "rose").exists()  # an empty label folder would break training on the inbox
     [latest] = inbox.records(box)
     assert latest["label"] == "lily" and len(_lines(box)) == 2
     s = inbox.summary(box, classes=["rose", "tulip"])
     assert s["labels"] == {"lily": 1} and s["proposed"] == ["lily"] and s["feedback"] == 2
 
 
-@pytest.mark.parametrize("label", ["", "  ", "../x", "a/b", "a\\b", "unknown", "Unknown", ".hidden", ".", "..",
-                                   "a\x00b", "tab\there", "x" * 101, "\U0001f339" * 26, "feedback.jsonl", "COM1",
-                                   "nul.txt", "rose\u200b", "ro\u202ese", "a\u00a0b", "\u3164", "r\u043ese",
-                                   "\uff52\uff4f\uff53\uff45", "rose."])
+@pytest.mark.parametrize(
+    "label",
+    [
+        "",
+        "  ",
+        "../x",
+        "a/b",
+        "a\\b",
+        "unknown",
+        "Unknown",
+        ".hidden",
+        ".",
+        "..",
+        "a\x00b",
+        "tab\there",
+        "x" * 101,
+        "\U0001f339" * 26,
+        "feedback.jsonl",
+        "COM1",
+        "nul.txt",
+        "rose\u200b",
+        "ro\u202ese",
+        "a\u00a0b",
+        "\u3164",
+        "r\u043ese",
+        "\uff52\uff4f\uff53\uff45",
+        "rose.",
+    ],
+)
 def test_unsafe_labels_are_refused(tmp_path, label):
     with pytest.raises(UserError, match="cannot be used"):
         inbox.add(tmp_path / "inbox", _image(4), label, classes=None)
@@ -102,7 +144,7 @@ def test_unreadable_bytes_are_refused(tmp_path):
     with pytest.raises(UserError, match="not a readable image"):
         inbox.add(tmp_path, b"hello, not an image", "rose", classes=None)
     with pytest.raises(UserError, match="not a readable image"):
-        inbox.add(tmp_path, _image(5, "JPEG")[:200], "rose", classes=None)    # truncated
+        inbox.add(tmp_path, _image(5, "JPEG")[:200], "rose", classes=None)  # truncated
 
 
 def test_import_folder_reports_every_file(tmp_path):
@@ -139,7 +181,7 @@ def test_concurrent_adds_lose_nothing(tmp_path):
         try:
             for i, data in enumerate(images):
                 inbox.add(box, data, ["a", "b"][(i + k) % 2], classes=["a", "b"], who=f"t{k}")
-        except Exception as e:      # pragma: no cover - reported below
+        except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
@@ -148,10 +190,10 @@ def test_concurrent_adds_lose_nothing(tmp_path):
     for t in threads:
         t.join()
     assert not errors
-    lines = _lines(box)         # every line whole JSON
+    lines = _lines(box)  # every line whole JSON
     assert len(lines) == 32
     files = [p for p in box.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix == ".png"]
-    assert len(files) == 8      # each image in exactly one label folder
+    assert len(files) == 8  # each image in exactly one label folder
     latest = {r["sha256"]: r["label"] for r in inbox.records(box)}
     assert {p.stem: p.parent.name for p in files} == latest
 
@@ -159,11 +201,11 @@ def test_concurrent_adds_lose_nothing(tmp_path):
 def test_cli_import_and_list_use_the_registry_classes(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from imgclf.store import registry
     from imgclf.cli import app
     from imgclf.core.files import write_json
+    from imgclf.store import registry
 
-    run = tmp_path / "runs" / "r1"      # a registry reads model.json and splits.csv only; nothing is loaded
+    run = tmp_path / "runs" / "r1"  # a registry reads model.json and splits.csv only; nothing is loaded
     run.mkdir(parents=True)
     write_json(run / "model.json", {"format": 1, "classes": ["rose", "tulip"], "architecture": {"name": "simple_cnn"}})
     (run / "model.safetensors").write_bytes(b"unused")
@@ -173,7 +215,7 @@ def test_cli_import_and_list_use_the_registry_classes(tmp_path, monkeypatch):
     for label, seed in (("rose", 1), ("lily", 2)):
         (src / label).mkdir(parents=True)
         (src / label / "a.jpg").write_bytes(_image(seed, "JPEG"))
-    monkeypatch.chdir(tmp_path)         # ./registry is found without --registry
+    monkeypatch.chdir(tmp_path)  # ./registry is found without --registry
     r = CliRunner().invoke(app, ["feedback", "import", "corrections", "--who", "ann"])
     assert r.exit_code == 0, r.output
     assert "lily: 1 added" in r.output and "proposed new class" in r.output

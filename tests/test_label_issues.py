@@ -1,4 +1,5 @@
 """Label issues: `imgclf check DATA --labels` ranks deliberately mislabeled images first."""
+
 from __future__ import annotations
 
 import json
@@ -12,13 +13,17 @@ import numpy as np
 import pytest
 
 import imgclf
-from imgclf.data.discover import DatasetSpec
 from imgclf.core.errors import UserError
+from imgclf.data.discover import DatasetSpec
 from imgclf.lifecycle.label_issues import _assign_folds, rank_suspects
 
 # file -> the class folder it is moved into: each is now labelled as something it plainly is not.
-FLIPS = {"square/square_000.png": "disc", "disc/disc_000.png": "stripes",
-         "stripes/stripes_000.png": "square", "square/square_001.png": "stripes"}
+FLIPS = {
+    "square/square_000.png": "disc",
+    "disc/disc_000.png": "stripes",
+    "stripes/stripes_000.png": "square",
+    "square/square_001.png": "stripes",
+}
 
 
 @pytest.fixture
@@ -34,14 +39,14 @@ def test_flipped_labels_rank_first_and_land_in_the_run_report(mislabeled, tmp_pa
     found = imgclf.check(mislabeled, labels=True, run=run.path, json_path=tmp_path / "check.json", verbose=False)
     issues = found["label_issues"]
     assert issues["folds"] == 5 and issues["images"] == 90 and issues["out_of_fold_accuracy"] > 0.85
-    top = {Path(s["path"]).name: s for s in issues["suspects"][:len(FLIPS)]}
+    top = {Path(s["path"]).name: s for s in issues["suspects"][: len(FLIPS)]}
     assert set(top) == {Path(rel).name for rel in FLIPS}
     for rel, wrong in FLIPS.items():
         s = top[Path(rel).name]
         assert (s["given"], s["suggested"]) == (wrong, Path(rel).parent.name)
         assert s["score"] < 0.5 < s["suggested_score"]
     scores = [s["score"] for s in issues["suspects"]]
-    assert scores == sorted(scores)                       # most suspicious (lowest p of the given label) first
+    assert scores == sorted(scores)  # most suspicious (lowest p of the given label) first
 
     assert json.loads((tmp_path / "check.json").read_text())["label_issues"] == issues
     assert json.loads((run.path / "label_issues.json").read_text()) == issues
@@ -55,7 +60,9 @@ def test_confident_learning_flags_the_contradicted_label():
     probs = np.full((30, 3), 0.05)
     probs[np.arange(30), labels] = 0.9
     probs[4] = [0.02, 0.03, 0.95]
-    spec = DatasetSpec("", "folders", ["a", "b", "c"], [f"{i}.png" for i in range(30)], labels, np.array(["train"] * 30))
+    spec = DatasetSpec(
+        "", "folders", ["a", "b", "c"], [f"{i}.png" for i in range(30)], labels, np.array(["train"] * 30)
+    )
     suspects = rank_suspects(spec, np.arange(30), probs)
     assert [(s["path"], s["given"], s["suggested"]) for s in suspects] == [("4.png", "a", "c")]
     assert suspects[0]["score"] == pytest.approx(0.02) and suspects[0]["suggested_score"] == pytest.approx(0.95)
@@ -69,9 +76,9 @@ def test_folds_keep_near_duplicate_groups_whole():
     fold_of = _assign_folds(spec, readable, 5, seed=0, groups=np.arange(40) // 2)
     assert fold_of[39] == -1 and set(fold_of[:39]) == set(range(5))
     assert all(fold_of[i] == fold_of[i + 1] for i in range(0, 38, 2))
-    assert all(set(labels[readable][fold_of[readable] == k]) == {0, 1} for k in range(5))   # still stratified
+    assert all(set(labels[readable][fold_of[readable] == k]) == {0, 1} for k in range(5))  # still stratified
     ungrouped = _assign_folds(spec, readable, 5, seed=0)
-    assert any(ungrouped[i] != ungrouped[i + 1] for i in range(0, 38, 2))    # what the groups prevent
+    assert any(ungrouped[i] != ungrouped[i + 1] for i in range(0, 38, 2))  # what the groups prevent
 
 
 def test_user_mistakes_stop_before_any_training(mislabeled, tmp_path):
@@ -84,6 +91,10 @@ def test_user_mistakes_stop_before_any_training(mislabeled, tmp_path):
     with pytest.raises(UserError, match="lower --folds"):
         imgclf.check(mislabeled, labels=True, folds=40, verbose=False)
     env = {**os.environ, "PYTHONPATH": str(Path(imgclf.__file__).parents[1])}
-    p = subprocess.run([sys.executable, "-m", "imgclf.cli", "check", str(mislabeled), "--run", str(tmp_path)],
-                       capture_output=True, text=True, env=env)
+    p = subprocess.run(
+        [sys.executable, "-m", "imgclf.cli", "check", str(mislabeled), "--run", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert p.returncode == 2 and p.stderr.startswith("error: --run") and len(p.stderr.strip().splitlines()) == 1

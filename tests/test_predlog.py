@@ -1,5 +1,6 @@
 """The prediction log (imgclf serve --log-predictions) and POST /feedback, over real HTTP; the log's
 sampling, rotation and size bound on their own."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_serve import trained_run
 
 import imgclf
 from imgclf.store.predlog import PredictionLog, read_log, record
-from test_serve import trained_run
 
 httpx = pytest.importorskip("httpx")
 serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
@@ -57,13 +58,18 @@ def test_logged_predictions_and_feedback(model, trained, tmp_path):
         pid = answer["results"][0]["prediction_id"]
         by_id = httpx.post(f"{url}/feedback", data={"prediction_id": pid, "label": "square", "who": "ann"})
         # Or the image itself, with a label the model does not know: a proposed new class.
-        upload = httpx.post(f"{url}/feedback", files={"file": ("x.png", images[1].read_bytes(), "image/png")},
-                            data={"label": " triangle ", "predicted": "stripes", "confidence": "0.8"})
-        bad = httpx.post(f"{url}/feedback", files={"file": ("x.png", images[1].read_bytes(), "image/png")},
-                         data={"label": "../etc"})
+        upload = httpx.post(
+            f"{url}/feedback",
+            files={"file": ("x.png", images[1].read_bytes(), "image/png")},
+            data={"label": " triangle ", "predicted": "stripes", "confidence": "0.8"},
+        )
+        bad = httpx.post(
+            f"{url}/feedback", files={"file": ("x.png", images[1].read_bytes(), "image/png")}, data={"label": "../etc"}
+        )
         unknown = httpx.post(f"{url}/feedback", data={"prediction_id": "0123456789abcdef-1", "label": "disc"})
-        not_image = httpx.post(f"{url}/feedback", files={"file": ("x.png", b"hello", "image/png")},
-                               data={"label": "disc"})
+        not_image = httpx.post(
+            f"{url}/feedback", files={"file": ("x.png", b"hello", "image/png")}, data={"label": "disc"}
+        )
     assert [r["id"] for r in records] == [r["prediction_id"] for r in answer["results"]]
     first = records[0]
     sha = hashlib.sha256(images[0].read_bytes()).hexdigest()
@@ -71,9 +77,13 @@ def test_logged_predictions_and_feedback(model, trained, tmp_path):
     assert first["version"] is None and first["source"] == "predict" and first["decision"] == "argmax"
     assert (first["width"], first["height"], first["mode"]) == (24, 24, "RGB") and 0 <= first["brightness"] <= 255
     assert first["label"] == answer["results"][0]["label"] and first["confidence"] == pytest.approx(
-        answer["results"][0]["confidence"], abs=1e-5)
+        answer["results"][0]["confidence"], abs=1e-5
+    )
     assert len(first["top_k"]) == 3 and first["margin"] == pytest.approx(first["top_k"][0][1] - first["top_k"][1][1])
-    assert first["image"] == f"images/{sha[:2]}/{sha}.png" and (log / first["image"]).read_bytes() == images[0].read_bytes()
+    assert (
+        first["image"] == f"images/{sha[:2]}/{sha}.png"
+        and (log / first["image"]).read_bytes() == images[0].read_bytes()
+    )
     assert first["time"].endswith("Z")
 
     assert by_id.status_code == 200, by_id.text
@@ -81,8 +91,12 @@ def test_logged_predictions_and_feedback(model, trained, tmp_path):
     assert (inbox / "square" / f"{sha}.png").read_bytes() == images[0].read_bytes()
     assert upload.status_code == 200 and upload.json()["known_class"] is False and upload.json()["label"] == "triangle"
     history = [json.loads(line) for line in (inbox / "feedback.jsonl").read_text().splitlines()]
-    assert history[0]["previous"] == {"label": first["label"], "confidence": first["confidence"], "model": "run",
-                                      "version": None}
+    assert history[0]["previous"] == {
+        "label": first["label"],
+        "confidence": first["confidence"],
+        "model": "run",
+        "version": None,
+    }
     assert history[0]["prediction_id"] == pid and history[0]["who"] == "ann" and history[0]["source"] == "serve"
     assert history[1]["previous"]["label"] == "stripes" and history[1]["previous"]["confidence"] == 0.8
     assert bad.status_code == 422 and "label" in bad.json()["detail"]
@@ -109,28 +123,35 @@ def test_sampling_is_per_image_and_about_the_asked_share():
     log = PredictionLog("unused", sample=0.3)
     shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(2000)]
     picked = [log.sampled(s) for s in shas]
-    assert picked == [log.sampled(s) for s in shas]          # the same image: the same decision
+    assert picked == [log.sampled(s) for s in shas]  # the same image: the same decision
     assert 0.25 < sum(picked) / len(picked) < 0.35
 
 
 def test_rotation_keeps_the_folder_under_its_bound(tmp_path):
-    max_mb = 0.05                       # 52 KB: rotate every ~5 KB, about 20 records
+    max_mb = 0.05  # 52 KB: rotate every ~5 KB, about 20 records
     log = PredictionLog(tmp_path / "log", max_mb=max_mb)
     log.start()
     rng = np.random.default_rng(0)
     for i in range(300):
         data = _png(rng)
         sha = hashlib.sha256(data).hexdigest()
-        rec = record(sha256=sha, model="m", version=3, answer={"label": "a", "confidence": 0.7},
-                     probs=np.array([0.7, 0.2, 0.1]), classes=["a", "b", "c"], decision="argmax")
+        rec = record(
+            sha256=sha,
+            model="m",
+            version=3,
+            answer={"label": "a", "confidence": 0.7},
+            probs=np.array([0.7, 0.2, 0.1]),
+            classes=["a", "b", "c"],
+            decision="argmax",
+        )
         log.write(rec, data, np.full((8, 8, 3), i % 256, np.uint8))
-        log.flush()                     # the writer must keep up here; the queue bound is tested below
+        log.flush()  # the writer must keep up here; the queue bound is tested below
     log.close()
     size = sum(p.stat().st_size for p in (tmp_path / "log").rglob("*") if p.is_file())
     rotated = sorted((tmp_path / "log").glob("predictions-*.jsonl"))
     assert size <= max_mb * 2**20 and rotated
     records = read_log(tmp_path / "log")
-    assert 20 < len(records) < 300 and records[-1]["version"] == 3          # the latest ones, in order
+    assert 20 < len(records) < 300 and records[-1]["version"] == 3  # the latest ones, in order
     assert [r["brightness"] for r in records] == [float(i % 256) for i in range(300 - len(records), 300)]
 
 
@@ -141,20 +162,26 @@ def test_ids_are_found_from_the_index_without_reading_the_log(tmp_path, monkeypa
 
     from imgclf.store import predlog
 
-    monkeypatch.setattr(predlog, "RECENT", 5)          # most records reachable through the index only
-    log = PredictionLog(tmp_path / "log", max_mb=0.05, keep_images=False)   # rotates every ~5 KB
+    monkeypatch.setattr(predlog, "RECENT", 5)  # most records reachable through the index only
+    log = PredictionLog(tmp_path / "log", max_mb=0.05, keep_images=False)  # rotates every ~5 KB
     log.start()
     ids = []
     for i in range(200):
         sha = hashlib.sha256(str(i).encode()).hexdigest()
-        rec = record(sha256=sha, model="m", version=i, answer={"label": "a", "confidence": 0.7},
-                     probs=np.array([0.7, 0.2, 0.1]), classes=["a", "b", "c"], decision="argmax")
+        rec = record(
+            sha256=sha,
+            model="m",
+            version=i,
+            answer={"label": "a", "confidence": 0.7},
+            probs=np.array([0.7, 0.2, 0.1]),
+            classes=["a", "b", "c"],
+            decision="argmax",
+        )
         log.write(rec)
         log.flush()
         ids.append(rec["id"])
     opened = []
-    monkeypatch.setattr(predlog, "open", lambda *a, **k: opened.append(a[0]) or builtins.open(*a, **k),
-                        raising=False)
+    monkeypatch.setattr(predlog, "open", lambda *a, **k: opened.append(a[0]) or builtins.open(*a, **k), raising=False)
     kept = {r["id"]: r["version"] for r in read_log(tmp_path / "log")}
     assert 20 < len(kept) < 200 and len(list((tmp_path / "log").glob("predictions-*.jsonl"))) > 2
     opened.clear()
@@ -166,7 +193,7 @@ def test_ids_are_found_from_the_index_without_reading_the_log(tmp_path, monkeypa
     assert pruned and all(log.find(pid) is None for pid in pruned) and opened == []
     oldest = next(pid for pid in ids if pid in kept)
     assert log.find(oldest)[0]["version"] == kept[oldest] and len(opened) == 1
-    assert log.find(ids[-1])[0]["version"] == 199 and len(opened) == 1       # a recent one: from memory
+    assert log.find(ids[-1])[0]["version"] == 199 and len(opened) == 1  # a recent one: from memory
     log.close()
     again = PredictionLog(tmp_path / "log", keep_images=False)
     again.start()
@@ -179,7 +206,7 @@ def test_a_full_queue_drops_instead_of_blocking(tmp_path):
     dropped = []
     log = PredictionLog(tmp_path / "log", queue_size=2, on_drop=lambda: dropped.append(1))
     rec = {"id": "x"}
-    assert log.write(rec) and log.write(rec) and not log.write(rec)     # no writer started: the queue fills
+    assert log.write(rec) and log.write(rec) and not log.write(rec)  # no writer started: the queue fills
     assert log.dropped == 1 and dropped == [1]
 
 

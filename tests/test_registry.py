@@ -3,6 +3,7 @@
 Run folders are written by hand (model.json, metrics.json, splits.csv over real small files):
 the registry never loads a network, so no training is needed.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.store import registry
-from imgclf.data.discover import discover
 from imgclf.core.errors import UserError
 from imgclf.core.files import read_json, write_json
+from imgclf.data.discover import discover
+from imgclf.store import registry
 from imgclf.store.runs import find_run
 
 
@@ -28,8 +29,10 @@ def make_run(root: Path, name: str, accuracy: float, images: list[tuple[Path, st
     run.mkdir(parents=True)
     write_json(run / "model.json", {"format": 1, "classes": ["cat", "dog"], "architecture": {"name": "resnet_fast"}})
     (run / "model.safetensors").write_bytes(b"not loaded by the registry")
-    write_json(run / "metrics.json", {"accuracy": accuracy, "n": 2, "log_loss": 0.3,
-                                      "macro_avg": {"f1-score": accuracy - 0.01}})
+    write_json(
+        run / "metrics.json",
+        {"accuracy": accuracy, "n": 2, "log_loss": 0.3, "macro_avg": {"f1-score": accuracy - 0.01}},
+    )
     with open(run / "splits.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", "split"])
@@ -62,7 +65,7 @@ def test_versions_parents_promote_and_rollback(project):
     assert v1["run"] == "../runs/photos-0"
     assert v3["metrics"]["accuracy"] == 0.9 and v3["classes"] == ["cat", "dog"]
 
-    aliases = lambda: read_json(reg / "aliases.json")["aliases"]   # noqa: E731
+    aliases = lambda: read_json(reg / "aliases.json")["aliases"]  # noqa: E731
     assert aliases() == {"production": 1, "candidate": 2}
     registry.promote(reg, "candidate")
     assert aliases() == {"production": 2, "candidate": 2}
@@ -70,18 +73,21 @@ def test_versions_parents_promote_and_rollback(project):
     assert aliases()["production"] == 3
     assert registry.resolve(reg, "production") == runs[2]
 
-    assert registry.rollback(reg)["to"] == 2          # undo the last promotion ...
+    assert registry.rollback(reg)["to"] == 2  # undo the last promotion ...
     assert aliases()["production"] == 2
-    assert registry.rollback(reg)["to"] == 1          # ... and the one before
+    assert registry.rollback(reg)["to"] == 1  # ... and the one before
     assert aliases() == {"production": 1, "candidate": 2}
     with pytest.raises(UserError, match="no earlier version"):
         registry.rollback(reg)
-    registry.promote(reg, 3)                           # a new promotion after rollbacks starts from here
+    registry.promote(reg, 3)  # a new promotion after rollbacks starts from here
     assert registry.rollback(reg)["to"] == 1
 
     actions = [(e["action"], e["alias"], e["from"], e["to"]) for e in registry.history(reg)]
-    assert actions[:3] == [("add", "production", None, 1), ("add", "candidate", None, 2),
-                           ("promote", "production", 1, 2)]
+    assert actions[:3] == [
+        ("add", "production", None, 1),
+        ("add", "candidate", None, 2),
+        ("promote", "production", 1, 2),
+    ]
     assert [v["aliases"] for v in registry.list_versions(reg)] == [["production"], ["candidate"], []]
     # Nothing copied or deleted: the run folders are untouched and the registry holds no weights.
     assert not list(reg.rglob("*.safetensors")) and all((r / "model.safetensors").is_file() for r in runs)
@@ -90,7 +96,7 @@ def test_versions_parents_promote_and_rollback(project):
 def test_manifest_records_hashes_labels_and_missing_files(project):
     root, runs, images = project
     reg = root / "registry"
-    images[3][0].unlink()            # gone before registration: recorded, not a crash
+    images[3][0].unlink()  # gone before registration: recorded, not a crash
     v = registry.add(runs[2], reg)
     rows = registry.read_manifest(reg, v["version"])
     assert [(r["path"], r["label"], r["split"]) for r in rows] == [(str(p), y, s) for p, y, s in images]
@@ -167,8 +173,12 @@ def test_cli(project):
     root, runs, _ = project
 
     def imgclf(*args):
-        return subprocess.run([sys.executable, "-m", "imgclf.cli", "registry", *args, "--registry", str(root / "reg")],
-                              capture_output=True, text=True, cwd=root)
+        return subprocess.run(
+            [sys.executable, "-m", "imgclf.cli", "registry", *args, "--registry", str(root / "reg")],
+            capture_output=True,
+            text=True,
+            cwd=root,
+        )
 
     r = imgclf("list")
     assert r.returncode == 2 and "no versions yet" in r.stderr

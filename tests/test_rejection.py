@@ -1,4 +1,5 @@
 """Open-set rejection: a confidence threshold chosen on validation, 'unknown' for what is none of the classes."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ def _scores(rng, n, classes=5):
     """Softmax rows whose top probability predicts correctness, as a calibrated model's does."""
     labels = rng.integers(0, classes, n)
     logits = rng.normal(0, 1, (n, classes))
-    logits[np.arange(n), labels] += rng.gamma(2.0, 1.5, n)       # a margin of varying size
+    logits[np.arange(n), labels] += rng.gamma(2.0, 1.5, n)  # a margin of varying size
     p = np.exp(logits)
     return p / p.sum(1, keepdims=True), labels
 
@@ -36,7 +37,7 @@ def test_targets_hold_on_fresh_data_and_curve_is_consistent():
     assert len(curve["coverage"]) == 100 and curve["coverage"][-1] == 1.0
     assert curve["accuracy"][-1] == pytest.approx((pt.argmax(1) == yt).mean())
     assert curve["accuracy"][0] > curve["accuracy"][-1] and np.all(np.diff(curve["threshold"]) <= 0)
-    assert 0 < curve["aurc"] < 1 - curve["accuracy"][-1]      # ranking by confidence beats chance
+    assert 0 < curve["aurc"] < 1 - curve["accuracy"][-1]  # ranking by confidence beats chance
 
 
 def test_unreachable_accuracy_rejects_everything_and_bad_targets_are_refused():
@@ -58,7 +59,7 @@ def _add_crosses(root, n=30, size=24, seed=1):
     for i in range(n):
         img = rng.integers(60, 120, size=(size, size, 3)).astype(np.uint8)
         cx, cy = rng.integers(7, size - 7, 2)
-        img[cy - 1:cy + 2, cx - 6:cx + 6] = img[cy - 6:cy + 6, cx - 1:cx + 2] = [220, 30, 30]
+        img[cy - 1 : cy + 2, cx - 6 : cx + 6] = img[cy - 6 : cy + 6, cx - 1 : cx + 2] = [220, 30, 30]
         Image.fromarray(img).save(root / "cross" / f"cross_{i:03d}.png")
     return root / "cross"
 
@@ -76,7 +77,7 @@ def test_unknown_kind_of_image_is_rejected_known_ones_answered(shapes, tmp_path)
     unknown = model.predict(_add_crosses(tmp_path / "other"))
     assert np.mean([r["label"] == "unknown" for r in unknown]) >= 0.7
     assert all(0 < r["confidence"] < rej["threshold"] for r in unknown if r["label"] == "unknown")
-    assert all(r["top_k"][0][0] in meta["classes"] for r in unknown)      # the best guess is still reported
+    assert all(r["top_k"][0][0] in meta["classes"] for r in unknown)  # the best guess is still reported
     known = model.predict(shapes / "disc")
     assert np.mean([r["label"] == "disc" for r in known]) >= 0.8
 

@@ -1,5 +1,6 @@
 """report.html: written by train and by `imgclf report`, one self-contained page that a real
 browser (headless Chromium) renders with every section present and every image loaded."""
+
 from __future__ import annotations
 
 import json
@@ -7,17 +8,23 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_end_to_end import cli
 
 import imgclf
 from imgclf.reporting.report import SECTIONS
 
-from test_end_to_end import cli
-
-pytestmark = pytest.mark.report      # these tests read the report each training writes
+pytestmark = pytest.mark.report  # these tests read the report each training writes
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # What the page looks like to a reader: each section's height, and images that failed to decode.
 PAGE_FACTS = """() => ({
   sections: Object.fromEntries([...document.querySelectorAll('section[id]')].map(s => [s.id, s.offsetHeight])),
@@ -53,21 +60,30 @@ def test_train_writes_a_report_that_renders_completely(shapes, tmp_path):
     html = run.path / "report.html"
     assert html.is_file()
     text = html.read_text(encoding="utf-8")
-    assert "http://" not in text and "https://" not in text      # self-contained: nothing to fetch
+    assert "http://" not in text and "https://" not in text  # self-contained: nothing to fetch
 
     facts, outside = render(html, tmp_path / "report.png")
     assert outside == []
     for sid in SECTIONS:
         assert facts["sections"].get(sid, 0) > 0, f"section #{sid} missing or empty"
-    assert facts["broken"] == [] and facts["images"] >= 30     # plots + sample grid + gallery thumbnails
+    assert facts["broken"] == [] and facts["images"] >= 30  # plots + sample grid + gallery thumbnails
     from PIL import Image
+
     with Image.open(tmp_path / "report.png") as shot:
         assert shot.width == 1280 and shot.height == facts["height"] > 4000
 
     # What a reader looks for is in the text: the classes, every setting, the metrics, the card.
     meta = json.loads((run.path / "model.json").read_text())
-    for needle in [*meta["classes"], "label_smoothing", "FLOPs", "macro average", "Model card", "[EDIT:",
-                   "imgclf check DATA --labels", "Not configured"]:
+    for needle in [
+        *meta["classes"],
+        "label_smoothing",
+        "FLOPs",
+        "macro average",
+        "Model card",
+        "[EDIT:",
+        "imgclf check DATA --labels",
+        "Not configured",
+    ]:
         assert needle in text, needle
 
     before = html.stat().st_mtime_ns
@@ -81,8 +97,20 @@ def test_two_class_report_shows_the_price_of_the_threshold(shapes, tmp_path):
     shutil.rmtree(shapes / "stripes")
     (shapes / "square").rename(shapes / "no-disc")
     run = imgclf.train(shapes, out=tmp_path / "run", epochs=3, target_recall=0.9, verbose=False)
-    (run.path / "label_issues.json").write_text(json.dumps({"suspects": [
-        {"path": str(shapes / "disc" / "disc_001.png"), "given": "disc", "suggested": "no-disc", "score": 0.02}]}))
+    (run.path / "label_issues.json").write_text(
+        json.dumps(
+            {
+                "suspects": [
+                    {
+                        "path": str(shapes / "disc" / "disc_001.png"),
+                        "given": "disc",
+                        "suggested": "no-disc",
+                        "score": 0.02,
+                    }
+                ]
+            }
+        )
+    )
     html = imgclf.report(run.path, verbose=False)
     text = html.read_text(encoding="utf-8")
     assert 'id="thresholds-decision"' in text and "false alarm" in text and "recall &gt;= 0.9" in text

@@ -1,5 +1,6 @@
 """Scanning whole photos with a crop classifier: generated scenes with a distinctive object pasted
 at known places, a tiny crop model trained once for the module, and the real CLI / service."""
+
 from __future__ import annotations
 
 import csv
@@ -14,12 +15,20 @@ import imgclf
 import imgclf.scanning
 from imgclf.scanning import Scanner, scan
 
-OBJ_W, OBJ_H = 24, 40           # the object: tall, as people are
-CROP_W, CROP_H = 30, 50         # training crops frame it with 3 / 5 px of context (margin 0.1)
+OBJ_W, OBJ_H = 24, 40  # the object: tall, as people are
+CROP_W, CROP_H = 30, 50  # training crops frame it with 3 / 5 px of context (margin 0.1)
 MARGIN = 0.1
 SCENE_W, SCENE_H = 160, 120
-FAST = dict(model="simple_cnn", model_kwargs={"width": 8, "depth": 3}, img_size=32, epochs=5, lr=0.003, amp="off",
-            verbose=False, tta="none")
+FAST = dict(
+    model="simple_cnn",
+    model_kwargs={"width": 8, "depth": 3},
+    img_size=32,
+    epochs=5,
+    lr=0.003,
+    amp="off",
+    verbose=False,
+    tta="none",
+)
 
 
 def background(rng, w, h):
@@ -32,9 +41,9 @@ def background(rng, w, h):
 def paste(img, x, y, scale=1.0):
     """The object (red body, white band, blue head) with its top-left at (x, y); returns its box."""
     w, h = round(OBJ_W * scale), round(OBJ_H * scale)
-    img[y:y + h, x:x + w] = [200, 30, 30]
-    img[y + h // 2 - h // 10:y + h // 2 + h // 10, x:x + w] = [245, 245, 245]
-    img[y:y + h // 4, x + w // 4:x + w - w // 4] = [30, 40, 220]
+    img[y : y + h, x : x + w] = [200, 30, 30]
+    img[y + h // 2 - h // 10 : y + h // 2 + h // 10, x : x + w] = [245, 245, 245]
+    img[y : y + h // 4, x + w // 4 : x + w - w // 4] = [30, 40, 220]
     return (x, y, x + w, y + h)
 
 
@@ -52,7 +61,7 @@ def make_crops(root: Path, rng, n=60):
         if i % 3 == 0:
             dx, dy = [(0, 1), (1, 0), (1, 1), (-1, 0), (0, -1)][i % 5]
             paste(img, OBJ_W + 3 + dx * CROP_W // 2, OBJ_H + 5 + dy * CROP_H // 2)
-        crop = img[OBJ_H:OBJ_H + CROP_H, OBJ_W:OBJ_W + CROP_W]
+        crop = img[OBJ_H : OBJ_H + CROP_H, OBJ_W : OBJ_W + CROP_W]
         Image.fromarray(crop.astype(np.uint8)).save(root / "background" / f"b{i:03d}.png")
     return root
 
@@ -94,8 +103,9 @@ def box(b):
 
 
 def test_scan_finds_objects_one_box_each(world, tmp_path):
-    results = scan(world["model"], world["scenes"], min_size=45, margin=MARGIN, threshold=0.5, out=tmp_path / "out",
-                   verbose=False)
+    results = scan(
+        world["model"], world["scenes"], min_size=45, margin=MARGIN, threshold=0.5, out=tmp_path / "out", verbose=False
+    )
     by_path = {r["path"]: r for r in results}
     matched = total = dup = 0
     for path, gts in world["truth"].items():
@@ -112,7 +122,14 @@ def test_scan_finds_objects_one_box_each(world, tmp_path):
     # Outputs: one CSV row per box, the JSON answer, an annotated copy per photo.
     with open(tmp_path / "out" / "boxes.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == sum(len(r["boxes"]) for r in results) and set(rows[0]) == {"image", "x1", "y1", "x2", "y2", "score"}
+    assert len(rows) == sum(len(r["boxes"]) for r in results) and set(rows[0]) == {
+        "image",
+        "x1",
+        "y1",
+        "x2",
+        "y2",
+        "score",
+    }
     saved = json.loads((tmp_path / "out" / "scan.json").read_text())
     assert saved["settings"]["positive"] == "object" and len(saved["images"]) == len(results)
     assert len(list((tmp_path / "out" / "annotated").glob("*.jpg"))) == len(results)
@@ -124,7 +141,7 @@ def test_four_sided_margin_places_boxes_in_the_window(world):
     from PIL import Image
 
     img = Image.open(next(iter(world["truth"]))).convert("RGB")
-    best = lambda r: max(r["boxes"], key=lambda b: b["score"])
+    best = lambda r: max(r["boxes"], key=lambda b: b["score"])  # noqa: E731
     win = best(Scanner(world["model"], min_size=45, margin=0.0, threshold=0.5).scan(img))
     placed = best(Scanner(world["model"], min_size=45, margin=(-0.1, 0.2, 0.1, 0.0), threshold=0.5).scan(img))
     w, h = win["x2"] - win["x1"], win["y2"] - win["y1"]
@@ -146,16 +163,24 @@ def test_box_voting_averages_neighbouring_windows(world):
     # The first two overlap by IoU 0.67 and meet in the middle; the third is alone; the fourth
     # overlaps the second by 0.54 and the first by 0.33 (too little to vote).
     voted = _vote(objects, np.array([0.9, 0.9, 0.8, 0.3]))
-    assert np.allclose(voted[:3], [[12, 10, 32, 50], [(14 * 0.9 + 10 * 0.9 + 20 * 0.3) / 2.1, 10,
-                                                       (34 * 0.9 + 30 * 0.9 + 40 * 0.3) / 2.1, 50], [100, 10, 120, 50]])
+    assert np.allclose(
+        voted[:3],
+        [
+            [12, 10, 32, 50],
+            [(14 * 0.9 + 10 * 0.9 + 20 * 0.3) / 2.1, 10, (34 * 0.9 + 30 * 0.9 + 40 * 0.3) / 2.1, 50],
+            [100, 10, 120, 50],
+        ],
+    )
     assert np.allclose(voted[3], [(20 * 0.3 + 14 * 0.9) / 1.2, 10, (40 * 0.3 + 34 * 0.9) / 1.2, 50])
     found = {}
     for vote in (False, True):
-        results = scan(world["model"], world["scenes"], min_size=45, margin=MARGIN, threshold=0.5, vote=vote,
-                       verbose=False)
+        results = scan(
+            world["model"], world["scenes"], min_size=45, margin=MARGIN, threshold=0.5, vote=vote, verbose=False
+        )
         by_path = {r["path"]: r for r in results}
-        found[vote] = sum(any(iou(box(b), gt) >= 0.5 for b in by_path[p]["boxes"])
-                          for p, gts in world["truth"].items() for gt in gts)
+        found[vote] = sum(
+            any(iou(box(b), gt) >= 0.5 for b in by_path[p]["boxes"]) for p, gts in world["truth"].items() for gt in gts
+        )
     assert found[True] >= found[False] >= 0.8 * sum(map(len, world["truth"].values()))
 
 
@@ -185,7 +210,7 @@ def test_fcn_matches_window_scan(world):
     assert np.concatenate(diffs).mean() <= 0.08
     a, b = fcn.scan(img), win.scan(img)
     assert a["present"] and b["present"]
-    for gt in gts:        # the same objects found
+    for gt in gts:  # the same objects found
         assert any(iou(box(x), gt) >= 0.5 for x in a["boxes"]) == any(iou(box(x), gt) >= 0.5 for x in b["boxes"])
 
 
@@ -237,9 +262,16 @@ def test_nms_keeps_distinct_overlapping_objects(world, monkeypatch):
     """One box per object, but two objects whose boxes overlap less than --iou both stay."""
     scanner = Scanner(world["model"], iou=0.3, threshold=0.5, scales=[1.0], vote=False)
     a = [10, 10, 40, 60]
-    windows = np.array([a, [12, 10, 42, 60], [10, 13, 40, 63],     # the same object, shifted windows
-                        [30, 10, 60, 60],                           # a second object: IoU 0.2 with the first
-                        [100, 50, 130, 100]], dtype=float)          # below the threshold: dropped
+    windows = np.array(
+        [
+            a,
+            [12, 10, 42, 60],
+            [10, 13, 40, 63],  # the same object, shifted windows
+            [30, 10, 60, 60],  # a second object: IoU 0.2 with the first
+            [100, 50, 130, 100],
+        ],
+        dtype=float,
+    )  # below the threshold: dropped
     scores = np.array([0.9, 0.8, 0.85, 0.7, 0.3])
     monkeypatch.setattr(scanner, "_level", lambda img, s, resized=None: (windows, scores))
     r = scanner.scan(Image.new("RGB", (SCENE_W, SCENE_H)))
@@ -260,14 +292,29 @@ def test_cli_mines_hard_negatives_and_cuts_random_ones(world, tmp_path):
     mined = tmp_path / "mined"
     # Mining saves every window that fires; scenes with objects make sure some do (in real use
     # the photos are object-free, and whatever fires there is a false alarm).
-    p = CliRunner().invoke(app, ["scan", str(world["run"]), str(next(iter(world["truth"]))), "--mine", str(mined),
-                                 "--out", str(tmp_path / "out"), "--min-size", "45", "--margin", "0.1,0.1",
-                                 "--no-vote"])
+    p = CliRunner().invoke(
+        app,
+        [
+            "scan",
+            str(world["run"]),
+            str(next(iter(world["truth"]))),
+            "--mine",
+            str(mined),
+            "--out",
+            str(tmp_path / "out"),
+            "--min-size",
+            "45",
+            "--margin",
+            "0.1,0.1",
+            "--no-vote",
+        ],
+    )
     assert p.exit_code == 0, p.output
     assert "scan: window 30x50" in p.output and "present" in p.output
     crops = sorted(mined.glob("*.png"))
     assert crops
     import hashlib
+
     for c in crops:
         assert c.stem == hashlib.sha256(c.read_bytes()).hexdigest()
         assert Image.open(c).size == (CROP_W, CROP_H)
@@ -288,15 +335,18 @@ def test_scan_route_over_http(world):
     with serving.BackgroundServer(serving.create_app(world["model"])) as url:
         assert httpx.get(f"{url}/model").json()["scan"] is True
         with open(path, "rb") as f:
-            r = httpx.post(f"{url}/scan?min_size=45&threshold=0.5", files={"file": ("scene.png", f, "image/png")}, timeout=60)
+            r = httpx.post(
+                f"{url}/scan?min_size=45&threshold=0.5", files={"file": ("scene.png", f, "image/png")}, timeout=60
+            )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["width"] == SCENE_W and body["positive"] == "object" and body["present"]
         assert body["boxes"] and {"x1", "y1", "x2", "y2", "score"} <= set(body["boxes"][0])
         bad = httpx.post(f"{url}/scan", content=b"not an image", headers={"Content-Type": "image/png"})
         assert bad.status_code == 415
-        unknown = httpx.post(f"{url}/scan?positive=cat", content=open(path, "rb").read(),
-                             headers={"Content-Type": "image/png"})
+        unknown = httpx.post(
+            f"{url}/scan?positive=cat", content=open(path, "rb").read(), headers={"Content-Type": "image/png"}
+        )
         assert unknown.status_code == 422 and "unknown positive 'cat'" in unknown.json()["detail"]
 
 
@@ -314,8 +364,15 @@ def test_video_presence_from_scanned_frames(world, tmp_path):
         vw.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     vw.release()
     scanner = Scanner(world["model"], min_size=45, threshold=0.5, margin=MARGIN)
-    out = predict_video(world["model"], str(clip), smooth=0.2, out_csv=tmp_path / "frames.csv",
-                        out_video=tmp_path / "boxes.mp4", show_fps=False, scanner=scanner)
+    out = predict_video(
+        world["model"],
+        str(clip),
+        smooth=0.2,
+        out_csv=tmp_path / "frames.csv",
+        out_video=tmp_path / "boxes.mp4",
+        show_fps=False,
+        scanner=scanner,
+    )
     assert out["frames"] == 12 and len(out["events"]) == 1
     assert 0.6 <= out["events"][0]["start_s"] <= 1.0 and (tmp_path / "boxes.mp4").stat().st_size > 0
 
@@ -369,8 +426,9 @@ def test_recorded_verifier_travels_with_the_run(world, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(world["run"], run)
-    imgclf.scanning.remember(run, "object", verify=world["run"], verify_top=1, threshold=0.6, box_threshold=0.99,
-                             min_size=45)
+    imgclf.scanning.remember(
+        run, "object", verify=world["run"], verify_top=1, threshold=0.6, box_threshold=0.99, min_size=45
+    )
     moved = tmp_path / "elsewhere" / "run"
     shutil.move(str(run), moved)
     model = imgclf.load(moved)
@@ -394,22 +452,27 @@ def test_recorded_verifier_travels_with_the_run(world, tmp_path):
         scan(model, world["scenes"] / "with", box_threshold=1.5, verbose=False)
     plain = scan(model, world["scenes"] / "with", verify=False, verbose=False)
     assert Scanner(model, "object", verify=False).verify is None
-    assert max(len(r["boxes"]) for r in plain) >= 2         # without it, both objects of a scene
+    assert max(len(r["boxes"]) for r in plain) >= 2  # without it, both objects of a scene
     from typer.testing import CliRunner
 
     from imgclf.cli import app
 
     scene = str(next(iter(world["truth"])))
-    p = CliRunner().invoke(app, ["scan", str(moved), scene, "--out", str(tmp_path / "out"), "--verifier-top", "2",
-                                 "--box-threshold", "0.3"])
+    p = CliRunner().invoke(
+        app,
+        ["scan", str(moved), scene, "--out", str(tmp_path / "out"), "--verifier-top", "2", "--box-threshold", "0.3"],
+    )
     assert p.exit_code == 0, p.output
     settings = json.loads((tmp_path / "out" / "scan.json").read_text())["settings"]
     assert "re-scored by" in p.output and settings["verify_top"] == 2 and settings["box_threshold"] == 0.3
     p = CliRunner().invoke(app, ["scan", str(moved), scene, "--no-verifier"])
     assert p.exit_code == 0 and "re-scored" not in p.output
-    p = CliRunner().invoke(app, ["scan", str(world["run"]), scene, "--verifier", str(moved / "verifier"),
-                                 "--verifier-top", "0"])
-    assert isinstance(p.exception, imgclf.core.errors.UserError) and "--verifier-top must be 1 to 1000" in str(p.exception)
+    p = CliRunner().invoke(
+        app, ["scan", str(world["run"]), scene, "--verifier", str(moved / "verifier"), "--verifier-top", "0"]
+    )
+    assert isinstance(p.exception, imgclf.core.errors.UserError) and "--verifier-top must be 1 to 1000" in str(
+        p.exception
+    )
     shutil.rmtree(moved / "verifier")
     with pytest.raises(imgclf.core.errors.UserError, match="verifier"):
         Scanner(model, "object")

@@ -1,5 +1,6 @@
 """The web service, driven over real HTTP: uvicorn on a free localhost port in a background thread,
 serving a tiny run trained once for this module."""
+
 from __future__ import annotations
 
 import re
@@ -10,10 +11,10 @@ import zlib
 from pathlib import Path
 
 import pytest
+from conftest import make_shapes_dataset
 
 import imgclf
 import imgclf.api
-from conftest import make_shapes_dataset
 
 httpx = pytest.importorskip("httpx")
 serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
@@ -71,7 +72,7 @@ def good(url: str, data: Path) -> None:
 
 def test_health_model_and_openapi(url, trained):
     run, _ = trained
-    assert httpx.get(f"{url}/health").json() == {"status": "ok", "model": "run"}       # no key needed
+    assert httpx.get(f"{url}/health").json() == {"status": "ok", "model": "run"}  # no key needed
     assert httpx.get(f"{url}/model").status_code == 401
     r = httpx.get(f"{url}/model", headers={"Authorization": f"Bearer {KEY}"})
     info = r.json()
@@ -79,7 +80,7 @@ def test_health_model_and_openapi(url, trained):
     assert info["architecture"]["name"] == "simple_cnn" and info["calibration"]["temperature"] > 0
     assert info["decision"] == {"rule": "argmax"} and 0 <= info["metrics"]["accuracy"] <= 1
     assert info["service"]["api_key_required"] is True and KEY not in r.text
-    assert str(run.parent) not in r.text               # nothing about the server's disk but the run's name
+    assert str(run.parent) not in r.text  # nothing about the server's disk but the run's name
     spec = httpx.get(f"{url}/openapi.json").json()
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "image/*"} <= set(body)
@@ -88,8 +89,9 @@ def test_health_model_and_openapi(url, trained):
 
 def test_predict_one_several_and_raw_images(url, trained):
     _, data = trained
-    r = httpx.post(f"{url}/predict", files={"file": ("a/b/square.png", image(data, "square", 3), "image/png")},
-                   headers=AUTH)
+    r = httpx.post(
+        f"{url}/predict", files={"file": ("a/b/square.png", image(data, "square", 3), "image/png")}, headers=AUTH
+    )
     [res] = r.json()["results"]
     assert r.status_code == 200 and res["label"] == "square" and res["filename"] == "square.png"
     assert [t["label"] for t in res["top_k"]][0] == "square" and len(res["top_k"]) == 3
@@ -107,7 +109,10 @@ def test_predict_one_several_and_raw_images(url, trained):
     assert "filename" not in r.json()["results"][0]
 
     # One bad image among good ones: 200, and an error entry in its place.
-    files = [("file", ("ok.png", image(data, "disc", 9), "image/png")), ("file", ("bad.png", b"not a png", "image/png"))]
+    files = [
+        ("file", ("ok.png", image(data, "disc", 9), "image/png")),
+        ("file", ("bad.png", b"not a png", "image/png")),
+    ]
     ok, bad = httpx.post(f"{url}/predict", files=files, headers=AUTH).json()["results"]
     assert ok["label"] == "disc" and bad["status"] == 415 and "not an image" in bad["error"] and "label" not in bad
 
@@ -116,23 +121,56 @@ def bad_requests(data: Path) -> dict:
     """name -> (request keywords, expected status, a word of the message)."""
     png = image(data, "disc")
     return {
-        "malformed multipart": (dict(content=b"--xyz\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc",
-                                     headers={"Content-Type": "multipart/form-data; boundary=xyz"}), 400, "multipart"),
-        "multipart without boundary": (dict(content=b"abc", headers={"Content-Type": "multipart/form-data"}),
-                                       400, "boundary"),
-        "no file part": (dict(content=b'--b\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n--b--\r\n',
-                              headers={"Content-Type": "multipart/form-data; boundary=b"}), 400, "no image"),
+        "malformed multipart": (
+            dict(
+                content=b'--xyz\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc',
+                headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+            ),
+            400,
+            "multipart",
+        ),
+        "multipart without boundary": (
+            dict(content=b"abc", headers={"Content-Type": "multipart/form-data"}),
+            400,
+            "boundary",
+        ),
+        "no file part": (
+            dict(
+                content=b'--b\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n--b--\r\n',
+                headers={"Content-Type": "multipart/form-data; boundary=b"},
+            ),
+            400,
+            "no image",
+        ),
         "0-byte file": (dict(files={"file": ("empty.png", b"", "image/png")}), 400, "empty"),
         "empty raw body": (dict(content=b"", headers={"Content-Type": "image/png"}), 400, "empty"),
-        "text file": (dict(files={"file": ("notes.txt", b"hello, not a picture\n", "text/plain")}), 415, "not an image"),
+        "text file": (
+            dict(files={"file": ("notes.txt", b"hello, not a picture\n", "text/plain")}),
+            415,
+            "not an image",
+        ),
         "json body": (dict(content=b'{"image": 1}', headers={"Content-Type": "application/json"}), 415, "Content-Type"),
         "truncated png": (dict(files={"file": ("cut.png", png[: len(png) // 2], "image/png")}), 422, "unreadable"),
-        "50,000 x 50,000 png header": (dict(files={"file": ("big.png", png_header(50_000, 50_000), "image/png")}),
-                                       413, "2,500,000,000 pixels"),
-        "2,000 x 1,000 png header (over 1 MP)": (dict(content=png_header(2000, 1000), headers={"Content-Type": "image/png"}),
-                                                 413, "--max-pixels"),
-        "huge upload": (dict(content=b"\0" * (3 * 2**20), headers={"Content-Type": "image/png"}), 413, "--max-upload-mb"),
-        "too many images": (dict(files=[("file", (f"{i}.png", png, "image/png")) for i in range(5)]), 413, "--max-images"),
+        "50,000 x 50,000 png header": (
+            dict(files={"file": ("big.png", png_header(50_000, 50_000), "image/png")}),
+            413,
+            "2,500,000,000 pixels",
+        ),
+        "2,000 x 1,000 png header (over 1 MP)": (
+            dict(content=png_header(2000, 1000), headers={"Content-Type": "image/png"}),
+            413,
+            "--max-pixels",
+        ),
+        "huge upload": (
+            dict(content=b"\0" * (3 * 2**20), headers={"Content-Type": "image/png"}),
+            413,
+            "--max-upload-mb",
+        ),
+        "too many images": (
+            dict(files=[("file", (f"{i}.png", png, "image/png")) for i in range(5)]),
+            413,
+            "--max-images",
+        ),
         "bad top_k": (dict(files={"file": ("a.png", png, "image/png")}, params={"top_k": 0}), 422, "top_k"),
     }
 
@@ -148,11 +186,18 @@ def test_each_bad_request_gets_its_4xx_and_the_service_keeps_serving(url, traine
         r = httpx.post(f"{url}/predict", content=image(data, "disc"), headers={"Content-Type": "image/png", **headers})
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer" and "API key" in r.json()["detail"]
     assert httpx.get(f"{url}/metrics").status_code == 401
-    r = httpx.post(f"{url}/predict", content=image(data, "disc"),
-                   headers={"Content-Type": "image/png", "Authorization": f"Bearer {KEY}"})
+    r = httpx.post(
+        f"{url}/predict",
+        content=image(data, "disc"),
+        headers={"Content-Type": "image/png", "Authorization": f"Bearer {KEY}"},
+    )
     assert r.status_code == 200
-    assert "access-control-allow-origin" not in httpx.options(
-        f"{url}/predict", headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}).headers
+    assert (
+        "access-control-allow-origin"
+        not in httpx.options(
+            f"{url}/predict", headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}
+        ).headers
+    )
 
 
 def test_concurrent_clients_are_answered_in_micro_batches(url, trained):
@@ -187,14 +232,19 @@ def test_cors_only_for_the_origins_asked_for(model, trained):
     _, data = trained
     app = serving.create_app(model, serving.ServeSettings(cors=("https://app.example",), batching=False))
     with serving.BackgroundServer(app) as u:
-        pre = httpx.options(f"{u}/predict", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+        pre = httpx.options(
+            f"{u}/predict", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+        )
         assert pre.headers["access-control-allow-origin"] == "https://app.example"
-        r = httpx.post(f"{u}/predict", content=image(data, "square"),            # no key needed on an open service
-                       headers={"Content-Type": "image/png", "Origin": "https://other.example"})
+        r = httpx.post(
+            f"{u}/predict",
+            content=image(data, "square"),  # no key needed on an open service
+            headers={"Content-Type": "image/png", "Origin": "https://other.example"},
+        )
         assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
         assert r.json()["results"][0]["label"] == "square"
         text = httpx.get(f"{u}/metrics").text
-        assert re.search(r"^imgclf_batch_size_count 1\.0$", text, re.M)         # no batching: one forward per request
+        assert re.search(r"^imgclf_batch_size_count 1\.0$", text, re.M)  # no batching: one forward per request
 
 
 def test_bad_settings_are_user_errors(trained, monkeypatch, capsys):

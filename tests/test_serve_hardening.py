@@ -1,6 +1,7 @@
 """The service under abuse (issue 19), over real HTTP and raw sockets against a localhost server:
 degenerate images sent to /scan and /explain, many distinct scan options, cross-site posts and
 foreign Host headers on a keyless service, hostile /feedback labels, slow clients, a bad port."""
+
 from __future__ import annotations
 
 import io
@@ -10,9 +11,9 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+from test_serve import png_header, trained_run
 
 import imgclf
-from test_serve import png_header, trained_run
 
 httpx = pytest.importorskip("httpx")
 serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
@@ -45,9 +46,12 @@ def test_degenerate_images_are_refused_before_decoding(model, trained):
     assert len(strip) < 200
     settings = serving.ServeSettings(max_windows=1_000)
     with serving.BackgroundServer(serving.create_app(model, settings)) as url:
-        cases = {"20000 x 1 png": (strip, 413, "long side"), "5000 x 2 png": (png(5000, 2), 422, "aspect ratio"),
-                 "40,000,000 x 1 png header": (png_header(40_000_000, 1), 413, "long side"),
-                 "1 x 13,000 png header": (png_header(1, 13_000), 413, "long side")}
+        cases = {
+            "20000 x 1 png": (strip, 413, "long side"),
+            "5000 x 2 png": (png(5000, 2), 422, "aspect ratio"),
+            "40,000,000 x 1 png header": (png_header(40_000_000, 1), 413, "long side"),
+            "1 x 13,000 png header": (png_header(1, 13_000), 413, "long side"),
+        }
         for route in ("scan?positive=square", "explain"):
             for name, (body, status, word) in cases.items():
                 start = time.monotonic()
@@ -70,20 +74,34 @@ def test_degenerate_images_are_refused_before_decoding(model, trained):
 def test_scan_options_are_validated(model, trained):
     _, data = trained
     with serving.BackgroundServer(serving.create_app(model)) as url:
-        for query in ("iou=0", "iou=nan", "iou=2", "threshold=1", "threshold=nan", "threshold=inf", "min_size=0",
-                      "min_size=-5", "min_size=1000000000", "min_size=abc", "min_size=8.5", "iou="):
-            r = httpx.post(f"{url}/scan?positive=square&{query}", content=image(data),
-                           headers={"Content-Type": "image/png"})
+        for query in (
+            "iou=0",
+            "iou=nan",
+            "iou=2",
+            "threshold=1",
+            "threshold=nan",
+            "threshold=inf",
+            "min_size=0",
+            "min_size=-5",
+            "min_size=1000000000",
+            "min_size=abc",
+            "min_size=8.5",
+            "iou=",
+        ):
+            r = httpx.post(
+                f"{url}/scan?positive=square&{query}", content=image(data), headers={"Content-Type": "image/png"}
+            )
             # One line, as `imgclf train` words a bad flag: the parameter, the value, what is allowed.
             name, value = query.split("=")
             assert r.status_code == 422 and r.json()["detail"].startswith(f"{name} must be "), (query, r.text)
             assert r.json()["detail"].endswith(f", not {value!r}"), (query, r.text)
-        for route, query, said in (("predict", "top_k=0", "top_k must be an integer from 1 to 1000, not '0'"),
-                                   ("predict", "top_k=1e9", "top_k must be an integer from 1 to 1000, not '1e9'"),
-                                   ("scan", "iou=inf", "iou must be a number in (0, 1], not 'inf'"),
-                                   ("scan", "positive=cat", "unknown positive 'cat'; choose one of disc, square, "
-                                                            "stripes"),
-                                   ("explain", "method=x", "unknown method 'x'; choose one of gradcam")):
+        for route, query, said in (
+            ("predict", "top_k=0", "top_k must be an integer from 1 to 1000, not '0'"),
+            ("predict", "top_k=1e9", "top_k must be an integer from 1 to 1000, not '1e9'"),
+            ("scan", "iou=inf", "iou must be a number in (0, 1], not 'inf'"),
+            ("scan", "positive=cat", "unknown positive 'cat'; choose one of disc, square, stripes"),
+            ("explain", "method=x", "unknown method 'x'; choose one of gradcam"),
+        ):
             r = httpx.post(f"{url}/{route}?{query}", content=image(data), headers={"Content-Type": "image/png"})
             assert r.status_code == 422 and r.json()["detail"].startswith(said), (route, query, r.text)
         # A whole number written as one is still a count (as in a YAML config); the answer is unchanged.
@@ -100,8 +118,19 @@ def test_cli_scan_with_nonpositive_scales_is_a_usage_error(trained, monkeypatch,
     from imgclf import cli
 
     run, data = trained
-    monkeypatch.setattr("sys.argv", ["imgclf", "scan", str(run), str(data / "square" / "square_000.png"),
-                                     "--positive", "square", "--scales", "0,-1"])
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            "imgclf",
+            "scan",
+            str(run),
+            str(data / "square" / "square_000.png"),
+            "--positive",
+            "square",
+            "--scales",
+            "0,-1",
+        ],
+    )
     with pytest.raises(SystemExit) as exit_:
         cli.main()
     err = capsys.readouterr().err
@@ -115,15 +144,20 @@ def test_distinct_scan_options_leave_the_scanner_cache_small(model, trained):
         for i in range(40):
             # min_size >= the 24 px photo: one window each, so each scan is quick
             query = f"positive=square&threshold={0.05 + i * 0.02:.2f}&iou={0.2 + i * 0.01:.2f}&min_size={24 + i}"
-            r = client.post(f"{url}/scan?{query}", content=image(data, "square", i % 10),
-                            headers={"Content-Type": "image/png"})
+            r = client.post(
+                f"{url}/scan?{query}", content=image(data, "square", i % 10), headers={"Content-Type": "image/png"}
+            )
             assert r.status_code == 200, r.text
             assert r.json()["threshold"] == pytest.approx(0.05 + i * 0.02)
         # One scanner (one copy of the trunk) for the one model and class, whatever the options.
         assert app.state.scanners.cache_info().currsize == 1
         for cls in ("square", "disc", "stripes", "square", "disc"):
-            assert client.post(f"{url}/scan?positive={cls}", content=image(data),
-                               headers={"Content-Type": "image/png"}).status_code == 200
+            assert (
+                client.post(
+                    f"{url}/scan?positive={cls}", content=image(data), headers={"Content-Type": "image/png"}
+                ).status_code
+                == 200
+            )
         assert app.state.scanners.cache_info().currsize == 3
     # A swap drops the old model's scanners (and with them its network).
     holder = serving.ModelHolder(model)
@@ -136,23 +170,30 @@ def test_distinct_scan_options_leave_the_scanner_cache_small(model, trained):
 def feedback(url: str, data, label: str = "square", **kw):
     headers = kw.pop("headers", {})
     fields = {"label": label, **kw}
-    return httpx.post(f"{url}/feedback", files={"file": ("x.png", image(data, "disc", 3), "image/png")}, data=fields,
-                      headers=headers)
+    return httpx.post(
+        f"{url}/feedback", files={"file": ("x.png", image(data, "disc", 3), "image/png")}, data=fields, headers=headers
+    )
 
 
 def test_cross_site_writes_and_foreign_hosts_are_refused_on_a_keyless_service(model, trained, tmp_path):
     _, data = trained
     inbox, log = tmp_path / "inbox", tmp_path / "log"
-    settings = serving.ServeSettings(inbox=str(inbox), log_predictions=str(log), allowed_hosts=("box.lan",),
-                                     cors=("https://trusted.example",))
+    settings = serving.ServeSettings(
+        inbox=str(inbox), log_predictions=str(log), allowed_hosts=("box.lan",), cors=("https://trusted.example",)
+    )
     with serving.BackgroundServer(serving.create_app(model, settings)) as url:
         host = url.removeprefix("http://")
-        for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"},
-                        {"Origin": f"http://{host}.evil.example"}, {"Origin": "http://localhost:1"}):
+        for headers in (
+            {"Origin": "https://evil.example"},
+            {"Origin": "null"},
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Origin": f"http://{host}.evil.example"},
+            {"Origin": "http://localhost:1"},
+        ):
             r = feedback(url, data, headers=headers)
             assert r.status_code == 403 and "cross-site" in r.json()["detail"], (headers, r.text)
             r = httpx.post(f"{url}/predict", content=image(data), headers={"Content-Type": "image/png", **headers})
-            assert r.status_code == 403, (headers, r.text)       # it would write the prediction log
+            assert r.status_code == 403, (headers, r.text)  # it would write the prediction log
         assert not (inbox / "square").exists()
         # The service's own page (Origin: this server), a trusted --cors origin, and curl (no Origin) may write.
         for headers in ({"Origin": url, "Sec-Fetch-Site": "same-origin"}, {"Origin": "https://trusted.example"}, {}):
@@ -161,8 +202,14 @@ def test_cross_site_writes_and_foreign_hosts_are_refused_on_a_keyless_service(mo
             assert r.status_code == 200 and r.json()["results"][0]["label"] == "square", r.text
         assert (inbox / "square").is_dir()
         # Reading routes stay open to other origins (the browser keeps the answer from the page).
-        assert httpx.post(f"{url}/scan?positive=square", content=image(data),
-                          headers={"Content-Type": "image/png", "Origin": "https://evil.example"}).status_code == 200
+        assert (
+            httpx.post(
+                f"{url}/scan?positive=square",
+                content=image(data),
+                headers={"Content-Type": "image/png", "Origin": "https://evil.example"},
+            ).status_code
+            == 200
+        )
 
         port = host.rsplit(":", 1)[1]
         for name in ("evil.example", f"evil.example:{port}", "localhost.evil.example", "box.lan.evil.example"):
@@ -183,21 +230,43 @@ def test_feedback_labels_and_text_fields_are_checked(model, trained, tmp_path):
     _, data = trained
     inbox = tmp_path / "inbox"
     with serving.BackgroundServer(serving.create_app(model, serving.ServeSettings(inbox=str(inbox)))) as url:
-        bad = {"🌹" * 64: "bytes", "feedback.jsonl": "reserved", "FEEDBACK.JSONL": "reserved", ".": "reserved",
-               "..": "reserved", ".git": "reserved", "nul.txt": "reserved", "rose\u200b": "invisible",
-               "ro\u202ese": "invisible", "a\u00a0b": "invisible", "tab\there": "invisible", "\u3164": "invisible",
-               "r\u043ese": "look-alike", "\uff52\uff4f\uff53\uff45": "compatibility", "rose.": "ends with",
-               "a/b": "slash", "unknown": "reserved", "": "empty", "   ": "empty"}
+        bad = {
+            "🌹" * 64: "bytes",
+            "feedback.jsonl": "reserved",
+            "FEEDBACK.JSONL": "reserved",
+            ".": "reserved",
+            "..": "reserved",
+            ".git": "reserved",
+            "nul.txt": "reserved",
+            "rose\u200b": "invisible",
+            "ro\u202ese": "invisible",
+            "a\u00a0b": "invisible",
+            "tab\there": "invisible",
+            "\u3164": "invisible",
+            "r\u043ese": "look-alike",
+            "\uff52\uff4f\uff53\uff45": "compatibility",
+            "rose.": "ends with",
+            "a/b": "slash",
+            "unknown": "reserved",
+            "": "empty",
+            "   ": "empty",
+        }
         for label, word in bad.items():
             r = feedback(url, data, label)
             assert r.status_code == 422 and word in r.json()["detail"], (label, r.text)
-        for fields, word in (({"who": "x" * 100_000}, "who"), ({"who": "ann\u202e"}, "who"), ({"predicted": "p" * 201},
-                             "predicted"), ({"prediction_id": "../../etc/passwd"}, "prediction_id")):
+        for fields, word in (
+            ({"who": "x" * 100_000}, "who"),
+            ({"who": "ann\u202e"}, "who"),
+            ({"predicted": "p" * 201}, "predicted"),
+            ({"prediction_id": "../../etc/passwd"}, "prediction_id"),
+        ):
             r = feedback(url, data, **fields)
             assert r.status_code == 422 and word in r.json()["detail"], (fields, r.text)
         for value in ("nan", "inf", "7", "-0.5", "high"):
             r = feedback(url, data, predicted="disc", confidence=value)
-            assert r.status_code == 422 and r.json()["detail"] == f"confidence must be a number in [0, 1], not {value!r}"
+            assert (
+                r.status_code == 422 and r.json()["detail"] == f"confidence must be a number in [0, 1], not {value!r}"
+            )
         # Decomposed "é" (e + combining accent) is stored as the one composed form.
         r = feedback(url, data, "cafe\u0301", who="a" * 200, predicted="disc", confidence="0.25")
         assert r.status_code == 200 and r.json()["label"] == "caf\u00e9", r.text
@@ -233,9 +302,9 @@ def test_slow_clients_are_cut_off(model, trained):
         port = int(url.rsplit(":", 1)[1])
         connect = lambda: socket.create_connection(("127.0.0.1", port), timeout=5)  # noqa: E731
 
-        silent = connect()                                        # connects and says nothing
+        silent = connect()  # connects and says nothing
         assert closed_within(silent, 3) == b""
-        trickle = connect()                                       # a header line every 0.3 s: never complete
+        trickle = connect()  # a header line every 0.3 s: never complete
         start = time.monotonic()
         trickle.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         while time.monotonic() - start < 3:
@@ -246,13 +315,15 @@ def test_slow_clients_are_cut_off(model, trained):
             time.sleep(0.3)
         assert closed_within(trickle, 1) is not None and time.monotonic() - start < 3
 
-        short = connect()                                         # promises 1000 bytes, sends 10
-        short.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-                      b"Content-Length: 1000\r\n\r\n0123456789")
+        short = connect()  # promises 1000 bytes, sends 10
+        short.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 1000\r\n\r\n0123456789"
+        )
         answer = closed_within(short, 4)
         assert answer is not None and answer.startswith(b"HTTP/1.1 408") and b"stalled" in answer, answer
 
-        huge = connect()                                          # endless headers, sent fast
+        huge = connect()  # endless headers, sent fast
         huge.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Pad: " + b"a" * 100_000)
         assert closed_within(huge, 2) is not None
 
@@ -296,8 +367,22 @@ def test_serve_passes_allowed_hosts_and_deadlines_to_uvicorn(trained, monkeypatc
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
-    monkeypatch.setattr("sys.argv", ["imgclf", "serve", str(trained[0]), "--port", "8123", "--host", "10.0.0.7",
-                                     "--allowed-host", "Box.LAN", "--allowed-host", "imgclf.example.org"])
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            "imgclf",
+            "serve",
+            str(trained[0]),
+            "--port",
+            "8123",
+            "--host",
+            "10.0.0.7",
+            "--allowed-host",
+            "Box.LAN",
+            "--allowed-host",
+            "imgclf.example.org",
+        ],
+    )
     try:
         cli.main()
     except SystemExit as e:

@@ -1,13 +1,13 @@
 """The service's browser page in headless Chromium: pick an image with the mouse or the keyboard and
 see its class as bars, behind an API key; a phone-sized screen; the webcam mode on a fake camera."""
+
 from __future__ import annotations
 
-
 import pytest
-
-import imgclf
 from test_report import CHROMIUM, CHROMIUM_ARGS
 from test_serve import trained_run
+
+import imgclf
 
 serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
 pytestmark = pytest.mark.browser
@@ -54,8 +54,11 @@ def test_upload_shows_the_right_class_as_bars(served, tmp_path):
     page.set_input_files("#file", [str(data / "stripes" / "stripes_003.png"), str(data / "disc" / "disc_004.png")])
     page.wait_for_function("document.querySelectorAll('.card .bar').length >= 6")
     assert sorted(answers(page)) == ["disc", "stripes"]
-    bars = page.eval_on_selector_all(".card:first-child .bar", "els => els.map(e => [e.getAttribute('aria-label'), "
-                                     "parseFloat(e.getAttribute('aria-valuenow')), e.querySelector('.fill').offsetWidth])")
+    bars = page.eval_on_selector_all(
+        ".card:first-child .bar",
+        "els => els.map(e => [e.getAttribute('aria-label'), "
+        "parseFloat(e.getAttribute('aria-valuenow')), e.querySelector('.fill').offsetWidth])",
+    )
     assert len(bars) == 3 and bars[0][1] >= bars[1][1] >= bars[2][1] and bars[0][2] > bars[2][2]
     assert "Classified 2 images" in page.inner_text("#status")
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
@@ -82,7 +85,9 @@ def test_the_picker_works_from_the_keyboard(served):
     page.keyboard.press(" ")
     assert page.evaluate("window.opened") == 2
     page.set_input_files("#file", str(data / "square" / "square_007.png"))
-    page.wait_for_function("[...document.querySelectorAll('.card .answer')].some(e => e.textContent.startsWith('square'))")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.card .answer')].some(e => e.textContent.startsWith('square'))"
+    )
     page.close()
 
 

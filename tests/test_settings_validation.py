@@ -1,43 +1,46 @@
 """Every training setting is checked once, wherever it comes from, before any run folder exists."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
+from conftest import make_shapes_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import imgclf
-from imgclf.settings.config import TrainConfig, load_config
-from imgclf.core.errors import UserError
-from imgclf.settings.checks import NUMBERS, check_settings
-
-from conftest import make_shapes_dataset
 from test_end_to_end import cli
 
+import imgclf
+from imgclf.core.errors import UserError
+from imgclf.settings.checks import NUMBERS, check_settings
+from imgclf.settings.config import TrainConfig, load_config
 
-@pytest.mark.parametrize("settings_, message", [
-    ({"batch_size": 0}, "batch_size must be an integer from 1 to 65536, not 0"),
-    ({"batch_size": -5}, "batch_size must be an integer from 1 to 65536, not -5"),
-    ({"img_size": 1}, "img_size must be an integer from 16 to 1024, not 1"),
-    ({"img_size": -32}, "img_size must be an integer from 16 to 1024, not -32"),
-    ({"img_size": 100000}, "img_size must be an integer from 16 to 1024, not 100000"),
-    ({"lr": -1.0}, "lr must be a number in (0, 10], not -1.0"),
-    ({"lr": math.nan}, "lr must be a number in (0, 10], not nan"),
-    ({"lr": math.inf}, "lr must be a number in (0, 10], not inf"),
-    ({"epochs": 0}, "epochs must be an integer from 1 to 10000, not 0"),
-    ({"epochs": 2.5}, "epochs must be an integer from 1 to 10000, not 2.5"),
-    ({"weight_decay": -0.1}, "weight_decay must be a number in [0, 10], not -0.1"),
-    ({"label_smoothing": 1.0}, "label_smoothing must be a number in [0, 1), not 1.0"),
-    ({"patience": 0}, "patience must be an integer from 1 to 10000, not 0"),
-    ({"seed": -1}, "seed must be an integer from 0 to 4294967295, not -1"),
-    ({"flip": "no"}, "flip must be true or false, not 'no'"),
-    ({"optimizer": "adam"}, "unknown optimizer 'adam'; choose one of adamw, sgd"),
-    ({"test_frac": 0.85, "val_frac": 0.2}, "val_frac 0.2 + test_frac 0.85 = 1.05 leaves no training images"),
-    ({"val_frac": -0.1}, "val_frac must be a number in [0, 1), not -0.1"),
-    ({"target_accuracy": 0.9, "target_coverage": 0.5}, "give target_accuracy or target_coverage, not both"),
-    ({"augment": {"translate": 40}, "img_size": 32}, "augment translate 40 must be smaller than img_size 32"),
-])
+
+@pytest.mark.parametrize(
+    "settings_, message",
+    [
+        ({"batch_size": 0}, "batch_size must be an integer from 1 to 65536, not 0"),
+        ({"batch_size": -5}, "batch_size must be an integer from 1 to 65536, not -5"),
+        ({"img_size": 1}, "img_size must be an integer from 16 to 1024, not 1"),
+        ({"img_size": -32}, "img_size must be an integer from 16 to 1024, not -32"),
+        ({"img_size": 100000}, "img_size must be an integer from 16 to 1024, not 100000"),
+        ({"lr": -1.0}, "lr must be a number in (0, 10], not -1.0"),
+        ({"lr": math.nan}, "lr must be a number in (0, 10], not nan"),
+        ({"lr": math.inf}, "lr must be a number in (0, 10], not inf"),
+        ({"epochs": 0}, "epochs must be an integer from 1 to 10000, not 0"),
+        ({"epochs": 2.5}, "epochs must be an integer from 1 to 10000, not 2.5"),
+        ({"weight_decay": -0.1}, "weight_decay must be a number in [0, 10], not -0.1"),
+        ({"label_smoothing": 1.0}, "label_smoothing must be a number in [0, 1), not 1.0"),
+        ({"patience": 0}, "patience must be an integer from 1 to 10000, not 0"),
+        ({"seed": -1}, "seed must be an integer from 0 to 4294967295, not -1"),
+        ({"flip": "no"}, "flip must be true or false, not 'no'"),
+        ({"optimizer": "adam"}, "unknown optimizer 'adam'; choose one of adamw, sgd"),
+        ({"test_frac": 0.85, "val_frac": 0.2}, "val_frac 0.2 + test_frac 0.85 = 1.05 leaves no training images"),
+        ({"val_frac": -0.1}, "val_frac must be a number in [0, 1), not -0.1"),
+        ({"target_accuracy": 0.9, "target_coverage": 0.5}, "give target_accuracy or target_coverage, not both"),
+        ({"augment": {"translate": 40}, "img_size": 32}, "augment translate 40 must be smaller than img_size 32"),
+    ],
+)
 def test_bad_settings_are_refused_in_one_line_naming_setting_value_and_range(settings_, message):
     with pytest.raises(UserError) as e:
         TrainConfig(**settings_)
@@ -61,9 +64,13 @@ def test_refused_starts_leave_no_run_folder(shapes, tmp_path, monkeypatch, capsy
 
     out = tmp_path / "run"
     # In-process (the CLI's own entry point, its exit code and stderr): a subprocess per case cost 3 s of imports.
-    for flags, said in ((["--batch-size", "0"], "batch_size"), (["--img-size", "100000"], "img_size"),
-                        (["--lr", "nan"], "lr"), (["--epochs", "0"], "epochs"),
-                        (["--test-frac", "0.95"], "leaves no training images")):
+    for flags, said in (
+        (["--batch-size", "0"], "batch_size"),
+        (["--img-size", "100000"], "img_size"),
+        (["--lr", "nan"], "lr"),
+        (["--epochs", "0"], "epochs"),
+        (["--test-frac", "0.95"], "leaves no training images"),
+    ):
         monkeypatch.setattr("sys.argv", ["imgclf", "train", str(shapes), *flags, "--out", str(out)])
         with pytest.raises(SystemExit) as exit:
             main()
@@ -79,7 +86,10 @@ def test_refused_starts_leave_no_run_folder(shapes, tmp_path, monkeypatch, capsy
 def test_out_naming_an_existing_file_is_refused(shapes, tmp_path):
     (tmp_path / "taken").write_text("a file")
     p = cli("train", shapes, "--out", tmp_path / "taken", check=False)
-    assert p.returncode == 2 and p.stderr == f"error: out '{tmp_path / 'taken'}' is an existing file; give a folder for the run\n"
+    assert (
+        p.returncode == 2
+        and p.stderr == f"error: out '{tmp_path / 'taken'}' is an existing file; give a folder for the run\n"
+    )
     with pytest.raises(UserError, match="taken is a file"):
         TrainConfig(out=str(tmp_path / "taken" / "run"))
 
@@ -88,8 +98,9 @@ def test_a_split_without_validation_images_is_refused_before_decoding(tmp_path):
     """Ten images a class with test_frac 0.85 leave two for train and val: val rounds to none."""
     data = make_shapes_dataset(tmp_path / "small", per_class=10, size=16)
     with pytest.raises(UserError, match="val_frac 0.1 gives no validation image.*test_frac 0.85"):
-        imgclf.train(data, model="simple_cnn", img_size=16, epochs=1, test_frac=0.85, out=tmp_path / "run",
-                     verbose=False)
+        imgclf.train(
+            data, model="simple_cnn", img_size=16, epochs=1, test_frac=0.85, out=tmp_path / "run", verbose=False
+        )
     assert not (tmp_path / "run").exists()
 
 
@@ -98,8 +109,15 @@ def test_check_uses_the_same_checks(shapes):
         imgclf.check(shapes, val_frac=0.5, test_frac=0.5, verbose=False)
 
 
-ANY = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12),
-                st.floats().map(str), st.integers().map(str))
+ANY = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=12),
+    st.floats().map(str),
+    st.integers().map(str),
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -113,4 +131,6 @@ def test_any_numeric_settings_are_accepted_or_refused_in_one_line(values):
         return
     for name, v in checked.items():
         rule = NUMBERS[name]
-        assert (v is None and rule.optional) or (type(v) is rule.kind and math.isfinite(v) and rule.low <= v <= rule.high)
+        assert (v is None and rule.optional) or (
+            type(v) is rule.kind and math.isfinite(v) and rule.low <= v <= rule.high
+        )

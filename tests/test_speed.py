@@ -1,5 +1,6 @@
 """The speed recipe: presets, alternating flips, the whitened stem, weight averaging, test-time
 augmentation, the streamed (non-resident) data path and precision choices."""
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,11 @@ import torch
 import yaml
 
 import imgclf
-from imgclf.data.augment import AugmentPolicy, alternate_flips, augment
 from imgclf.core.device import amp_dtype
 from imgclf.core.errors import UserError
-from imgclf.models.forward import predict_logits, tta_logits
+from imgclf.data.augment import AugmentPolicy, alternate_flips, augment
 from imgclf.models import create_model
+from imgclf.models.forward import predict_logits, tta_logits
 from imgclf.training import batches
 from imgclf.training.optim import make_optimizer
 from imgclf.training.presets import preset_settings
@@ -29,7 +30,7 @@ def test_presets_scale_with_hardware_and_data():
     assert cifar_cpu["augment"]["alternate_flip"] and cifar_cpu["augment"]["translate"] == 2
     assert any("preset fast on CPU" in n for n in notes)
     cifar_gpu, _ = preset_settings("fast", GPU, 50_000, 32)
-    assert cifar_gpu["batch_size"] == 1024 and cifar_gpu["lr"] == pytest.approx(2 * cifar_cpu["lr"])   # linear scaling
+    assert cifar_gpu["batch_size"] == 1024 and cifar_gpu["lr"] == pytest.approx(2 * cifar_cpu["lr"])  # linear scaling
     assert np.prod(cifar_gpu["model_kwargs"]["widths"]) > np.prod(cifar_cpu["model_kwargs"]["widths"])
     best, _ = preset_settings("best", GPU, 50_000, 32)
     assert best["epochs"] > cifar_gpu["epochs"] and best["augment"]["cutout"] > 0
@@ -44,7 +45,7 @@ def test_presets_scale_with_hardware_and_data():
 def test_preset_run_records_its_choices_and_explicit_settings_win(shapes, tmp_path):
     run = imgclf.train(shapes, preset="fast", epochs=3, seed=1, out=tmp_path / "run", verbose=False)
     cfg = yaml.safe_load((run.path / "config.yaml").read_text())
-    assert cfg["preset"] == "fast" and cfg["epochs"] == 3            # the flag beat the preset's epochs
+    assert cfg["preset"] == "fast" and cfg["epochs"] == 3  # the flag beat the preset's epochs
     assert cfg["optimizer"] == "sgd" and cfg["momentum"] == 0.85 and cfg["ema"] is True
     assert cfg["augment"]["alternate_flip"] is True and cfg["tta"] == "flip-crop"
     assert cfg["model_kwargs"]["widths"] == [32, 128, 128] and cfg["model_kwargs"]["whiten"] is True
@@ -75,13 +76,13 @@ def test_whitened_stem_decorrelates_patches_and_is_frozen():
     conv = net.stem[0][0]
     assert not conv.weight.requires_grad
     with torch.no_grad():
-        out = torch.nn.functional.conv2d(x, conv.weight)          # (N, C, H, W), no padding
+        out = torch.nn.functional.conv2d(x, conv.weight)  # (N, C, H, W), no padding
     half = conv.out_channels // 2
     feats = out[:, :half].permute(0, 2, 3, 1).reshape(-1, half)
     cov = feats.T @ feats / len(feats)
     off_diag = cov - torch.diag(torch.diag(cov))
-    assert off_diag.abs().max() < 0.05 * torch.diag(cov).max()     # decorrelated
-    assert torch.allclose(out[:, half:], -out[:, :half])             # both signs
+    assert off_diag.abs().max() < 0.05 * torch.diag(cov).max()  # decorrelated
+    assert torch.allclose(out[:, half:], -out[:, :half])  # both signs
     plain = create_model("resnet_fast", 3, img_size=32, whiten=False)
     w0 = plain.stem[0][0].weight.clone()
     plain.init_from_data(x)
@@ -123,7 +124,7 @@ def test_weight_average_ships_smoothed_weights(shapes, tmp_path):
 
     net = create_model("resnet_fast", 3, img_size=32, **run.config.model_kwargs)
     ema_net = torch.optim.swa_utils.AveragedModel(net)
-    net.stem[0][0].weight.requires_grad_(False)                         # whitened, as in training
+    net.stem[0][0].weight.requires_grad_(False)  # whitened, as in training
     opt = make_optimizer(net, "adamw", 1e-3, 0.05)
     load_training_state(run.path / "train_state.safetensors", net, opt, ema_net)
     raw = net.state_dict()
@@ -135,7 +136,7 @@ def test_weight_average_ships_smoothed_weights(shapes, tmp_path):
 
 
 def test_streamed_data_path_trains_like_the_resident_one(shapes, tmp_path, monkeypatch):
-    monkeypatch.setattr(batches, "_memory_budget", lambda device: 0)      # pretend nothing fits in memory
+    monkeypatch.setattr(batches, "_memory_budget", lambda device: 0)  # pretend nothing fits in memory
     run = imgclf.train(shapes, epochs=8, out=tmp_path / "run", verbose=False)
     assert run.metrics["accuracy"] >= 0.8
 
@@ -156,7 +157,7 @@ def test_dedupe_removes_conflicting_and_leaking_copies(shapes, tmp_path, capsys)
     import shutil
 
     src = sorted((shapes / "square").glob("*.png"))
-    shutil.copy(src[0], shapes / "disc" / "copy_of_square.png")          # the same file under two labels
+    shutil.copy(src[0], shapes / "disc" / "copy_of_square.png")  # the same file under two labels
     run = imgclf.train(shapes, epochs=1, out=tmp_path / "warned", verbose=True)
     assert "carry different labels" in capsys.readouterr().out
     report = json.loads((run.path / "data_report.json").read_text())

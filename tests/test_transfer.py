@@ -1,5 +1,6 @@
 """Fine-tuning pretrained timm backbones, offline: weights from a file, a folder or the hub cache,
 the two-stage schedule (head alone, then layer-wise learning rates), `imgclf models`, `lr-find`."""
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,12 @@ import pytest
 import torch
 
 import imgclf
-from imgclf.settings.config import TrainConfig
 from imgclf.core.errors import UserError
 from imgclf.models import create_model
+from imgclf.settings.config import TrainConfig
 
 timm = pytest.importorskip("timm")
-ARCH = "resnet10t"          # small, with BatchNorm and a published pretrained config (timm/resnet10t.c3_in1k)
+ARCH = "resnet10t"  # small, with BatchNorm and a published pretrained config (timm/resnet10t.c3_in1k)
 HUB_ID = "timm/resnet10t.c3_in1k"
 
 
@@ -30,7 +31,7 @@ def source(tmp_path_factory):
 
     torch.manual_seed(0)
     net = timm.create_model(ARCH, num_classes=1000).eval()
-    with torch.no_grad():       # non-trivial BatchNorm statistics, so "unchanged" means something
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so "unchanged" means something
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1), m.running_var.uniform_(0.5, 1.5)
@@ -88,17 +89,39 @@ def test_pretrained_comes_from_the_hub_cache_without_network(source, tmp_path, m
 
 # Offline declared (HF_HUB_OFFLINE), or a hub that cannot be reached (a closed local port stands in
 # for a machine without network): the same one-line error at once, never ~30 s of retries.
-@pytest.mark.parametrize("offline", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
-                         ids=["hf-hub-offline", "hub-unreachable"])
+@pytest.mark.parametrize(
+    "offline",
+    [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
+    ids=["hf-hub-offline", "hub-unreachable"],
+)
 def test_offline_pretrained_without_weights_names_the_file(shapes, tmp_path, offline):
-    env = {**os.environ, **offline, "HF_HOME": str(tmp_path / "empty-hf"),
-           "PYTHONPATH": str(Path(imgclf.__file__).parents[1])}
+    env = {
+        **os.environ,
+        **offline,
+        "HF_HOME": str(tmp_path / "empty-hf"),
+        "PYTHONPATH": str(Path(imgclf.__file__).parents[1]),
+    }
     for k in ("HF_HUB_CACHE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         env.pop(k, None)
     if "HF_HUB_OFFLINE" not in offline:
         env.pop("HF_HUB_OFFLINE", None)
-    p = subprocess.run([sys.executable, "-m", "imgclf.cli", "train", str(shapes), "--model", f"timm/{ARCH}",
-                        "--pretrained", "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imgclf.cli",
+            "train",
+            str(shapes),
+            "--model",
+            f"timm/{ARCH}",
+            "--pretrained",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert p.returncode != 0 and "Traceback" not in p.stderr
     msg = p.stderr
     assert f"model.safetensors of {HUB_ID}" in msg
@@ -110,6 +133,7 @@ def test_offline_pretrained_without_weights_names_the_file(shapes, tmp_path, off
 
 # --- the two-stage schedule -------------------------------------------------------------------
 
+
 def _fit(model, tmp_path, resume=False, on_epoch=None, **settings):
     from rich.console import Console
 
@@ -119,11 +143,30 @@ def _fit(model, tmp_path, resume=False, on_epoch=None, **settings):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(40, 32, 32, 3), dtype=np.uint8)
     labels = np.arange(40) % 3
-    cfg = TrainConfig(model=f"timm/{ARCH}", weights="w", img_size=32, batch_size=16, lr=1e-3, weight_decay=0.05,
-                      patience=5, channels_last=False, amp="off", **settings)
+    cfg = TrainConfig(
+        model=f"timm/{ARCH}",
+        weights="w",
+        img_size=32,
+        batch_size=16,
+        lr=1e-3,
+        weight_decay=0.05,
+        patience=5,
+        channels_last=False,
+        amp="off",
+        **settings,
+    )
     data = SplitData(images, np.arange(32), np.arange(32, 40), labels, [0.5] * 3, [0.25] * 3)
-    return fit(model, cfg, data, AugmentPolicy(flip=False), tmp_path, torch.device("cpu"), Console(quiet=True),
-               resume=resume, on_epoch=on_epoch)
+    return fit(
+        model,
+        cfg,
+        data,
+        AugmentPolicy(flip=False),
+        tmp_path,
+        torch.device("cpu"),
+        Console(quiet=True),
+        resume=resume,
+        on_epoch=on_epoch,
+    )
 
 
 def _fresh(source):
@@ -138,7 +181,7 @@ def test_stage_one_trains_only_the_head_and_keeps_batchnorm_statistics(source, t
     result = _fit(net, tmp_path, epochs=1, freeze_epochs=1, layer_decay=0.7)
     after = net.state_dict()
     changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
-    assert changed == ["fc.bias", "fc.weight"]          # running_mean/var and num_batches_tracked included
+    assert changed == ["fc.bias", "fc.weight"]  # running_mean/var and num_batches_tracked included
     assert [s["name"] for s in result.stages] == ["head"]
 
 
@@ -150,6 +193,7 @@ def test_stage_two_resumes_with_layerwise_learning_rates(source, tmp_path):
         def on_epoch(epoch, row):
             if epoch == n:
                 raise Stop
+
         return on_epoch
 
     # Killed at the stage boundary (the state holds the head-only optimizer), then inside stage 2.
@@ -162,7 +206,7 @@ def test_stage_two_resumes_with_layerwise_learning_rates(source, tmp_path):
     head, full = result.stages
     assert head["epochs"] == [1, 1] and full["epochs"] == [2, 3]
     lrs = [g["peak_lr"] for g in full["lr_groups"]]
-    assert lrs == sorted(lrs) and lrs[0] < lrs[-1] == pytest.approx(1e-3)       # stem slowest, head at --lr
+    assert lrs == sorted(lrs) and lrs[0] < lrs[-1] == pytest.approx(1e-3)  # stem slowest, head at --lr
     assert full["lr_groups"][0]["modules"].startswith("conv1") and full["lr_groups"][-1]["modules"] == "fc"
     assert lrs[0] == pytest.approx(1e-3 * 0.7 ** (len(lrs) - 1))
 
@@ -176,8 +220,18 @@ def finetuned(source, tmp_path_factory):
     # amp off: CPU bf16 spends seconds creating kernels for each new shape, which a tiny run never repays.
     # The classic two stages (the default on a CPU now starts from a linear probe instead: test_packaged_weights).
     with reporting():
-        run = imgclf.train(data, model=f"timm/{ARCH}", weights=str(source[1] / "snapshot"), img_size=32, epochs=2,
-                           out=out, verbose=False, amp="off", probe=False, freeze_stride=0)
+        run = imgclf.train(
+            data,
+            model=f"timm/{ARCH}",
+            weights=str(source[1] / "snapshot"),
+            img_size=32,
+            epochs=2,
+            out=out,
+            verbose=False,
+            amp="off",
+            probe=False,
+            freeze_stride=0,
+        )
     return run, data
 
 
@@ -187,7 +241,7 @@ def test_finetune_run_records_both_stages_and_the_weights_preprocessing(finetune
     stages = meta["training"]["stages"]
     assert [s["name"] for s in stages] == ["head", "all layers"] and run.config.freeze_epochs == 1
     assert stages[1]["first_layer_lr"] < stages[1]["last_layer_lr"] == pytest.approx(run.config.lr)
-    assert stages[0]["peak_lr"] > stages[1]["peak_lr"]       # a fresh head takes the from-scratch rate
+    assert stages[0]["peak_lr"] > stages[1]["peak_lr"]  # a fresh head takes the from-scratch rate
     pre = meta["pretrained"]
     assert pre["weights_from"]["source"] == "file" and pre["expected"]["weights"] == HUB_ID
     assert meta["normalization"] == {"mean": pre["expected"]["mean"], "std": pre["expected"]["std"]}
@@ -204,7 +258,7 @@ def test_finetune_defaults_use_the_weights_input_size(source, tmp_path):
     weights = str(source[1] / "weights.pth")
     cfg, notes = resolve(TrainConfig(model=f"timm/{ARCH}", weights=weights, probe=False), [], torch.device("cuda"))
     assert cfg.img_size == 176 and cfg.freeze_epochs >= 1 and 0.65 <= cfg.layer_decay <= 0.9
-    assert cfg.freeze_stride == 0          # a GPU fine-tunes every layer
+    assert cfg.freeze_stride == 0  # a GPU fine-tunes every layer
     assert any("pretrained weights were trained at" in n for n in notes)
     # A CPU pays for every pixel and every backward pass: at most 128 px, a probe, early layers frozen.
     cpu, notes = resolve(TrainConfig(model=f"timm/{ARCH}", weights=weights), [], torch.device("cpu"))
@@ -217,6 +271,7 @@ def test_finetune_defaults_use_the_weights_input_size(source, tmp_path):
 
 
 # --- imgclf models, imgclf lr-find -------------------------------------------------------------
+
 
 def test_models_lists_params_and_flops():
     from typer.testing import CliRunner
@@ -232,8 +287,16 @@ def test_models_lists_params_and_flops():
 
 
 def test_lr_find_suggests_a_finite_rate_and_plots_it(shapes, tmp_path):
-    result = imgclf.lr_find(shapes, model="simple_cnn", model_kwargs={"width": 8}, img_size=32, steps=30,
-                            amp="off", out=tmp_path / "lrf", verbose=False)
+    result = imgclf.lr_find(
+        shapes,
+        model="simple_cnn",
+        model_kwargs={"width": 8},
+        img_size=32,
+        steps=30,
+        amp="off",
+        out=tmp_path / "lrf",
+        verbose=False,
+    )
     assert np.isfinite(result["suggested_lr"]) and 1e-7 <= result["suggested_lr"] <= 10
     assert result["min_loss_lr_div10"] > 0 and len(result["lr"]) == len(result["smoothed"]) <= 30
     assert (tmp_path / "lrf" / "lr_find.png").stat().st_size > 1000

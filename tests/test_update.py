@@ -1,5 +1,6 @@
 """imgclf update: a registered two-class model learns a third class without forgetting, its test
 split stays frozen, a harmful update is refused, and feedback from the inbox can drive an update."""
+
 from __future__ import annotations
 
 import shutil
@@ -9,9 +10,9 @@ import torch
 from typer.testing import CliRunner
 
 import imgclf
-from imgclf.store import registry
 from imgclf.cli import app
 from imgclf.models import create_model
+from imgclf.store import registry
 from imgclf.store.runs import read_splits
 from imgclf.training.warmstart import grow_head
 
@@ -40,8 +41,15 @@ def grown(project):
     from conftest import reporting
 
     with reporting():
-        return imgclf.update("production", project / "new", registry=project / "registry", out=project / "runs" / "v2",
-                             epochs=3, doctor=False, verbose=False)
+        return imgclf.update(
+            "production",
+            project / "new",
+            registry=project / "registry",
+            out=project / "runs" / "v2",
+            epochs=3,
+            doctor=False,
+            verbose=False,
+        )
 
 
 def test_head_growth_copies_old_rows_by_name():
@@ -70,13 +78,13 @@ def test_update_adds_a_class_and_keeps_the_test_split_frozen(project, grown):
     versions = registry.list_versions(reg)
     assert [v["version"] for v in versions] == [1, 2]
     assert versions[1]["parent"] == 1 and versions[1]["aliases"] == ["candidate"]
-    assert registry.version_number(reg, "production") == 1        # no --promote: production untouched
+    assert registry.version_number(reg, "production") == 1  # no --promote: production untouched
 
     old_test = {r["path"] for r in registry.read_manifest(reg, 1) if r["split"] == "test"}
     rows = read_splits(grown["run"])
     train = {r["path"] for r in rows if r["split"] == "train"}
     test = {r["path"] for r in rows if r["split"] == "test"}
-    assert old_test and old_test <= test and not old_test & train          # frozen: never trained on
+    assert old_test and old_test <= test and not old_test & train  # frozen: never trained on
     new_test = {r["path"] for r in rows if r["split"] == "test" and "stripes" in r["path"]}
     assert new_test and set(grown["slices"]) == {"test split", "new data"}
     assert grown["slices"]["new data"]["n"] == len(new_test)
@@ -96,8 +104,17 @@ def test_harmful_update_is_refused_and_production_stays(project, grown):
     shutil.move(bad / "square", swapped / "disc")
     shutil.move(bad / "disc", swapped / "square")
     before = registry.version_number(project / "registry", "production")
-    r = imgclf.update("1", swapped, registry=project / "registry", out=project / "runs" / "v3", epochs=4,
-                      lr_factor=1.0, promote=True, doctor=False, verbose=False)
+    r = imgclf.update(
+        "1",
+        swapped,
+        registry=project / "registry",
+        out=project / "runs" / "v3",
+        epochs=4,
+        lr_factor=1.0,
+        promote=True,
+        doctor=False,
+        verbose=False,
+    )
     assert not r["verdict"]["promote"] and not r["promoted"]
     assert registry.version_number(project / "registry", "production") == before
     named = {c for c, _, _ in r["worse_classes"]}
@@ -119,9 +136,9 @@ def test_finetune_defaults_to_a_warm_restart_at_the_versions_settings(project):
     parent, got = load_config(v1 / "config.yaml"), load_config(project / "runs" / "v1-defaults" / "config.yaml")
     recorded = json.loads((project / "runs" / "v1-defaults" / "update.json").read_text())["training"]
     assert (got.epochs, got.init_from) == (parent.epochs, str(v1.resolve()))
-    assert got.lr == pytest.approx(parent.lr, rel=1e-4)          # recorded to 8 decimals
+    assert got.lr == pytest.approx(parent.lr, rel=1e-4)  # recorded to 8 decimals
     assert recorded["lr_factor"] == 1.0 and recorded["epochs"] == parent.epochs
-    assert r["version"] is None and r["slices"]["new data"]["b"] >= 0.5       # the parent is always wrong there
+    assert r["version"] is None and r["slices"]["new data"]["b"] >= 0.5  # the parent is always wrong there
 
 
 def test_update_from_inbox_through_the_cli(project, grown):
@@ -130,8 +147,10 @@ def test_update_from_inbox_through_the_cli(project, grown):
     for p in sorted((project / "new" / "stripes").iterdir())[:12]:
         inbox_mod.add(inbox, p.read_bytes(), "stripes", classes=["disc", "square"], source="import")
     out = project / "runs" / "v4"
-    res = CliRunner().invoke(app, ["update", "1", "--from-inbox", "--registry", str(project / "registry"),
-                                   "--epochs", "1", "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        ["update", "1", "--from-inbox", "--registry", str(project / "registry"), "--epochs", "1", "--out", str(out)],
+    )
     # (the CLI runs the data doctor over the merged set; the API calls above skip it for speed)
     assert res.exit_code == 0, res.output
     assert str(out) in res.output and ("PROMOTE" in res.output or "KEEP" in res.output)
@@ -149,12 +168,12 @@ def test_label_warning_only_where_the_parent_disagrees_with_its_own_classes():
     rng = np.random.default_rng(0)
     classes = ["a", "b", "c"]
     y = rng.integers(0, 3, 200)
-    pred = np.where(rng.random(200) < 0.8, y, (y + 1) % 3)                       # the parent: 80% right
+    pred = np.where(rng.random(200) < 0.8, y, (y + 1) % 3)  # the parent: 80% right
     test = slice_stats(y[:100], pred[:100], pred[:100], classes)
-    same = slice_stats(y[100:], pred[100:], pred[100:], classes)                 # new images, same labelling
+    same = slice_stats(y[100:], pred[100:], pred[100:], classes)  # new images, same labelling
     shuffled = rng.permutation(y[100:])
     noisy = slice_stats(shuffled, pred[100:], pred[100:], classes)
-    only_new = slice_stats(np.full(50, 2), np.zeros(50, int), np.full(50, 2), classes, n_a=2)   # a class only B knows
+    only_new = slice_stats(np.full(50, 2), np.zeros(50, int), np.full(50, 2), classes, n_a=2)  # a class only B knows
     assert promotion_verdict({"test split": test, "new data": same})["warnings"] == []
     assert promotion_verdict({"test split": test, "new data": only_new})["warnings"] == []
     v = promotion_verdict({"test split": test, "new data": noisy})
@@ -169,9 +188,9 @@ def test_new_images_split_per_class_with_near_duplicates_kept_together():
     groups = [["/old/t.png", "/n/a0.png"], ["/n/b1.png", "/n/b2.png", "/n/b3.png"]]
     _assign_splits(new, seed=0, groups=groups, old_split={"/old/t.png": "test"})
     split = {r["path"]: r["split"] for r in new}
-    assert split["/n/a0.png"] == "test"                     # near-copy of a frozen test image: never trained on
-    assert len({split[p] for p in groups[1]}) == 1          # a group lands whole in one split
-    assert split["/n/lonely.png"] == "train"                # a single new image is for training
+    assert split["/n/a0.png"] == "test"  # near-copy of a frozen test image: never trained on
+    assert len({split[p] for p in groups[1]}) == 1  # a group lands whole in one split
+    assert split["/n/lonely.png"] == "train"  # a single new image is for training
     for c in "ab":
         got = [split[f"/n/{c}{i}.png"] for i in range(10)]
         assert "train" in got and "test" in got and "val" in got

@@ -1,5 +1,6 @@
 """Video prediction: a video cut from held-out frames, with a person present at known times,
 yields presence events at those times; per-frame CSV, annotated copy, every-Nth, bad sources."""
+
 from __future__ import annotations
 
 import csv
@@ -28,7 +29,7 @@ def scene(rng: np.random.Generator, person: bool, size: int = 64) -> np.ndarray:
     img = rng.integers(40, 110, size=(size, size, 3)).astype(np.uint8)
     if person:
         cx, top = rng.integers(16, size - 16), rng.integers(6, 18)
-        img[top + 12:top + 40, cx - 5:cx + 5] = [235, 225, 210]
+        img[top + 12 : top + 40, cx - 5 : cx + 5] = [235, 225, 210]
         yy, xx = np.mgrid[:size, :size]
         img[(yy - (top + 6)) ** 2 + (xx - cx) ** 2 < 25] = [240, 220, 200]
     return img
@@ -44,8 +45,9 @@ def model(tmp_path_factory):
             Image.fromarray(scene(rng, person)).save(root / cls / f"{i:03d}.png")
     # group_by="none": pHash calls a few of these noise scenes near-duplicates, and the split is not
     # what this test is about; the model it trains must stay the same from one change to the next.
-    run = imgclf.train(root, out=root.parent / "run", model="simple_cnn", img_size=32, epochs=8, group_by="none",
-                       verbose=False)
+    run = imgclf.train(
+        root, out=root.parent / "run", model="simple_cnn", img_size=32, epochs=8, group_by="none", verbose=False
+    )
     return imgclf.load(run.path)
 
 
@@ -70,8 +72,9 @@ def assert_true_events(events: list[dict], tolerance: float = 0.5):
 
 
 def test_presence_events_csv_and_annotated_video(model, video, tmp_path):
-    out = predict_video(model, video, out_csv=tmp_path / "frames.csv", out_video=tmp_path / "annotated.mp4",
-                        show_fps=False)
+    out = predict_video(
+        model, video, out_csv=tmp_path / "frames.csv", out_video=tmp_path / "annotated.mp4", show_fps=False
+    )
     assert out["frames"] == out["classified"] == N_FRAMES and out["source_fps"] == FPS and out["fps"] > 0
     assert_true_events(out["events"])
     saved = json.loads((tmp_path / "events.json").read_text())
@@ -93,8 +96,9 @@ def test_presence_events_csv_and_annotated_video(model, video, tmp_path):
 
 
 def test_every_second_frame_halves_the_work_and_keeps_the_events(model, video, tmp_path):
-    out = predict_video(model, str(video), every=2, out_csv=tmp_path / "f.csv", events_path=tmp_path / "ev.json",
-                        show_fps=False)
+    out = predict_video(
+        model, str(video), every=2, out_csv=tmp_path / "f.csv", events_path=tmp_path / "ev.json", show_fps=False
+    )
     assert out["frames"] == N_FRAMES and out["classified"] == N_FRAMES // 2
     assert_true_events(out["events"])
     assert (tmp_path / "ev.json").is_file() and not (tmp_path / "events.json").exists()
@@ -104,9 +108,9 @@ def test_every_second_frame_halves_the_work_and_keeps_the_events(model, video, t
 def test_single_noisy_frames_make_no_event():
     presence = Presence("person", 1, threshold=0.9, tau=0.5, min_event=0.5)
     p = [0.0] * 100
-    for i in (10, 30, 31, 60):                   # isolated false positives
+    for i in (10, 30, 31, 60):  # isolated false positives
         p[i] = 0.99
-    for i in range(40, 55):                      # a real 1.5 s presence with one dropped frame
+    for i in range(40, 55):  # a real 1.5 s presence with one dropped frame
         p[i] = 0.0 if i == 47 else 0.97
     for i, v in enumerate(p):
         presence.update(i / FPS, 1 / FPS, v)
@@ -129,8 +133,20 @@ def test_cli_predicts_a_video(model, video, tmp_path):
 
     from imgclf.cli import app
 
-    r = CliRunner().invoke(app, ["predict", str(model.path), str(video), "--every", "2", "--out",
-                                 str(tmp_path / "frames.csv"), "--video-out", str(tmp_path / "a.mp4")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(model.path),
+            str(video),
+            "--every",
+            "2",
+            "--out",
+            str(tmp_path / "frames.csv"),
+            "--video-out",
+            str(tmp_path / "a.mp4"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "fps processed" in r.stderr and "'person' event" in r.stderr
     assert len(json.loads((tmp_path / "events.json").read_text())["events"]) == 2
@@ -144,13 +160,14 @@ def test_pedestrian_presence_on_real_daimler_crops(tmp_path_factory):
     from conftest import shared_archive
 
     root = shared_archive("daimler-pedestrians", tmp_path_factory.mktemp("daimler")) / "daimler-pedestrians"
-    subset = root.parent / "subset"             # 250 training crops per class keep the test quick
+    subset = root.parent / "subset"  # 250 training crops per class keep the test quick
     for cls in ("human", "non-human"):
         (subset / cls).mkdir(parents=True)
         for f in sorted((root / "train" / cls).iterdir())[:250]:
             (subset / cls / f.name).symlink_to(f)
-    run = imgclf.train(subset, out=root.parent / "run", model="simple_cnn", img_size=32, epochs=6,
-                       batch_size=32, verbose=False)
+    run = imgclf.train(
+        subset, out=root.parent / "run", model="simple_cnn", img_size=32, epochs=6, batch_size=32, verbose=False
+    )
     model = imgclf.load(run.path)
     assert model.meta["decision"]["positive_class"] == "human"
     crops = {cls: iter(sorted((root / "test" / cls).iterdir())) for cls in ("human", "non-human")}

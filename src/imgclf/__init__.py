@@ -7,15 +7,41 @@
 
 Heavy parts (torch, timm) are imported lazily so `import imgclf` and `imgclf --help` stay fast.
 """
+
 from __future__ import annotations
 
 from imgclf.core.version import __version__
 
 # The API's functions, loaded from imgclf.api on first use.
-_API = ("train", "load", "evaluate", "check", "demo", "report", "ensemble", "compare", "export", "serve",
-        "predict_folder", "predict_video", "tune", "list_models", "lr_find", "monitor", "update", "explain",
-        "feedback_import", "feedback_summary", "scan", "negatives", "registry_add", "registry_versions",
-        "registry_show", "registry_promote", "registry_rollback")
+_API = (
+    "train",
+    "load",
+    "evaluate",
+    "check",
+    "demo",
+    "report",
+    "ensemble",
+    "compare",
+    "export",
+    "serve",
+    "predict_folder",
+    "predict_video",
+    "tune",
+    "list_models",
+    "lr_find",
+    "monitor",
+    "update",
+    "explain",
+    "feedback_import",
+    "feedback_summary",
+    "scan",
+    "negatives",
+    "registry_add",
+    "registry_versions",
+    "registry_show",
+    "registry_promote",
+    "registry_rollback",
+)
 __all__ = [*_API, "__version__"]
 
 

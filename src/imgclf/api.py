@@ -1,10 +1,11 @@
 """The Python API. The CLI is a thin layer over these functions.
 
-    run = imgclf.train("photos/", model="resnet_fast", epochs=20)
-    model = imgclf.load(run.path)            # or imgclf.load("runs/photos-1")
-    model.predict(["a.jpg", "folder/"], top_k=3)
-    imgclf.evaluate("runs/photos-1")         # metrics on the run's held-out test split
+run = imgclf.train("photos/", model="resnet_fast", epochs=20)
+model = imgclf.load(run.path)            # or imgclf.load("runs/photos-1")
+model.predict(["a.jpg", "folder/"], top_k=3)
+imgclf.evaluate("runs/photos-1")         # metrics on the run's held-out test split
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,13 @@ from typing import Any
 from imgclf.core.console import console_for as _console
 from imgclf.core.errors import UserError
 from imgclf.lifecycle.feedback import feedback_import, feedback_summary  # noqa: F401
-from imgclf.lifecycle.releases import (registry_add, registry_promote, registry_rollback,  # noqa: F401
-                                       registry_show, registry_versions)
+from imgclf.lifecycle.releases import (  # noqa: F401
+    registry_add,
+    registry_promote,
+    registry_rollback,
+    registry_show,
+    registry_versions,
+)
 from imgclf.workflows import Run, loaded
 
 
@@ -29,9 +35,18 @@ def load(run: str | Path, device: str = "auto", tta: str | None = None, backend:
     return workflows.load(run, device, tta, backend)
 
 
-def train(data: str | Path | None = None, *, config: str | Path | None = None, resume: str | Path | bool = False,
-          verbose: bool = True, on_epoch=None, evaluate: bool = True, mlflow: str | None = None,
-          mlflow_weights: bool = False, **settings: Any) -> Run:
+def train(
+    data: str | Path | None = None,
+    *,
+    config: str | Path | None = None,
+    resume: str | Path | bool = False,
+    verbose: bool = True,
+    on_epoch=None,
+    evaluate: bool = True,
+    mlflow: str | None = None,
+    mlflow_weights: bool = False,
+    **settings: Any,
+) -> Run:
     """Train, evaluate on the held-out test split and write a run folder. Every keyword is a
     TrainConfig field; unset ones are chosen automatically, printed, and recorded in config.yaml.
     `resume=RUN_DIR` (or resume=True with out=RUN_DIR) continues an interrupted run.
@@ -43,8 +58,9 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None, r
     from imgclf.lifecycle import tracking
 
     uri = tracking.checked_uri(mlflow)
-    run = workflows.train(data, config=config, resume=resume, verbose=verbose, on_epoch=on_epoch,
-                          evaluate=evaluate, **settings)
+    run = workflows.train(
+        data, config=config, resume=resume, verbose=verbose, on_epoch=on_epoch, evaluate=evaluate, **settings
+    )
     if uri:
         tracking.log_run(run.path, uri, weights=mlflow_weights)
     return run
@@ -62,8 +78,15 @@ def evaluate(run, data: str | Path | None = None, verbose: bool = True, *, data_
     return workflows.evaluate(run, data, verbose, data_root=data_root)
 
 
-def ensemble(runs: list[str | Path], out: str | Path, *, target_accuracy: float | None = None,
-             target_coverage: float | None = None, device: str = "auto", verbose: bool = True) -> Run:
+def ensemble(
+    runs: list[str | Path],
+    out: str | Path,
+    *,
+    target_accuracy: float | None = None,
+    target_coverage: float | None = None,
+    device: str = "auto",
+    verbose: bool = True,
+) -> Run:
     """Bundle runs trained on the same classes into one model that averages their calibrated
     probabilities; evaluated on their shared test split when they have one. `imgclf.load(out)`
     then predicts like a single run. Targets as in `train` (rejection chosen on the shared
@@ -77,9 +100,19 @@ def ensemble(runs: list[str | Path], out: str | Path, *, target_accuracy: float 
     return Run(path, metrics, None)
 
 
-def compare(a, b, data: str | Path | None = None, tolerance: float = 0.02, alpha: float = 0.05, n_boot: int = 1000,
-            seed: int = 0, rule: dict | None = None, out: str | Path | None = None, *,
-            data_root: str | Path | None = None) -> dict:
+def compare(
+    a,
+    b,
+    data: str | Path | None = None,
+    tolerance: float = 0.02,
+    alpha: float = 0.05,
+    n_boot: int = 1000,
+    seed: int = 0,
+    rule: dict | None = None,
+    out: str | Path | None = None,
+    *,
+    data_root: str | Path | None = None,
+) -> dict:
     """Champion/challenger: run A and run B on A's frozen test split (and on `data`, new labeled images):
     accuracy with paired bootstrap CIs, McNemar's test, per-class recall, ECE, the images whose
     prediction changed, and a verdict {promote, reasons, paragraph}. Writes B/compare-<A>.json (or `out`).
@@ -92,8 +125,15 @@ def compare(a, b, data: str | Path | None = None, tolerance: float = 0.02, alpha
     return run_compare(a, b, data, tolerance, alpha, n_boot, seed, rule, out, data_root)
 
 
-def explain(run, images, *, method: str = "gradcam", target: str | None = None, out: str | Path | None = None,
-            device: str = "auto") -> list[dict]:
+def explain(
+    run,
+    images,
+    *,
+    method: str = "gradcam",
+    target: str | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+) -> list[dict]:
     """Where the network looked: per image, the run's answer (label, confidence) and a class
     activation map of `target` (default: the answered class) from layer `layer`, picked
     automatically — `heatmap`, (size, size) floats in 0..1 over the model's input — and, with
@@ -108,11 +148,27 @@ def explain(run, images, *, method: str = "gradcam", target: str | None = None, 
     return run_explain(_model(run, device, None, "torch"), images, method, target, out)
 
 
-def scan(run, images, *, positive: str | None = None, scales=None, stride: int | None = None,
-         min_size: int | None = None, iou: float = 0.3, out: str | Path | None = None, mine: str | Path | None = None,
-         threshold: float | None = None, margin=None, method: str = "auto", vote: bool | None = None,
-         verify=None, verify_top: int | None = None, box_threshold: float | None = None, device: str = "auto",
-         verbose: bool = True) -> list[dict]:
+def scan(
+    run,
+    images,
+    *,
+    positive: str | None = None,
+    scales=None,
+    stride: int | None = None,
+    min_size: int | None = None,
+    iou: float = 0.3,
+    out: str | Path | None = None,
+    mine: str | Path | None = None,
+    threshold: float | None = None,
+    margin=None,
+    method: str = "auto",
+    vote: bool | None = None,
+    verify=None,
+    verify_top: int | None = None,
+    box_threshold: float | None = None,
+    device: str = "auto",
+    verbose: bool = True,
+) -> list[dict]:
     """Find the positive class in whole photos with a model trained on crops: the window (the training
     crops' shape) slides over an image pyramid, windows whose calibrated probability passes the run's
     threshold are merged by NMS. Per image: path, present, score, boxes [{x1, y1, x2, y2, score}] in
@@ -131,18 +187,40 @@ def scan(run, images, *, positive: str | None = None, scales=None, stride: int |
     """
     from imgclf.scanning import scan as run_scan
 
-    if isinstance(verify, (str, Path)):         # else a loaded model, None (the recorded one) or False
+    if isinstance(verify, (str, Path)):  # else a loaded model, None (the recorded one) or False
         from imgclf.scanning.verify import load_verifier
 
         verify = load_verifier(verify, device)
-    return run_scan(_model(run, device, None, "torch"), images, positive=positive, scales=scales, stride=stride,
-                    min_size=min_size, iou=iou, out=out, mine=mine, threshold=threshold, margin=margin,
-                    method=method, vote=vote, verify=verify, verify_top=verify_top, box_threshold=box_threshold,
-                    verbose=verbose)
+    return run_scan(
+        _model(run, device, None, "torch"),
+        images,
+        positive=positive,
+        scales=scales,
+        stride=stride,
+        min_size=min_size,
+        iou=iou,
+        out=out,
+        mine=mine,
+        threshold=threshold,
+        margin=margin,
+        method=method,
+        vote=vote,
+        verify=verify,
+        verify_top=verify_top,
+        box_threshold=box_threshold,
+        verbose=verbose,
+    )
 
 
-def negatives(photos, out: str | Path, *, per_image: int = 20, size: str | tuple[int, int] = "64x64",
-              seed: int = 0, verbose: bool = True) -> dict:
+def negatives(
+    photos,
+    out: str | Path,
+    *,
+    per_image: int = 20,
+    size: str | tuple[int, int] = "64x64",
+    seed: int = 0,
+    verbose: bool = True,
+) -> dict:
     """Random windows (multi-scale, aspect of `size`) cut from photos known to hold no object, saved as
     PNG crops named by their sha256: the negative class to train a crop detector with.
 
@@ -153,9 +231,19 @@ def negatives(photos, out: str | Path, *, per_image: int = 20, size: str | tuple
     return cut(photos, out, per_image=per_image, size=size, seed=seed, verbose=verbose)
 
 
-def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | None = None, top: int = 50,
-            since: str | None = None, low_confidence: float | None = None, device: str = "auto",
-            verbose: bool = True, data_root: str | Path | None = None) -> dict:
+def monitor(
+    ref,
+    log,
+    *,
+    out: str | Path | None = None,
+    registry: str | Path | None = None,
+    top: int = 50,
+    since: str | None = None,
+    low_confidence: float | None = None,
+    device: str = "auto",
+    verbose: bool = True,
+    data_root: str | Path | None = None,
+) -> dict:
     """Compare the service's prediction log (`imgclf serve --log-predictions DIR`) with the run's frozen
     test split: predicted classes, confidence, low-confidence and 'unknown' rates, brightness, size and
     colour mode (PSI + two-sample tests), a plain-words verdict, and the least confident logged images
@@ -167,14 +255,35 @@ def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | N
     """
     from imgclf.lifecycle.monitor import monitor as run_monitor
 
-    return run_monitor(ref, log, out=out, registry=registry, top=top, since=since, low_confidence=low_confidence,
-                       device=device, verbose=verbose, data_root=data_root)
+    return run_monitor(
+        ref,
+        log,
+        out=out,
+        registry=registry,
+        top=top,
+        since=since,
+        low_confidence=low_confidence,
+        device=device,
+        verbose=verbose,
+        data_root=data_root,
+    )
 
 
-def update(ref, new_data: str | Path | None = None, *, registry: str | Path = "registry",
-           from_inbox: bool | str | Path = False, mode: str = "finetune", promote: bool = False,
-           epochs: int | None = None, tolerance: float = 0.02, out: str | Path | None = None,
-           verbose: bool = True, data_root: str | Path | None = None, **options: Any) -> dict:
+def update(
+    ref,
+    new_data: str | Path | None = None,
+    *,
+    registry: str | Path = "registry",
+    from_inbox: bool | str | Path = False,
+    mode: str = "finetune",
+    promote: bool = False,
+    epochs: int | None = None,
+    tolerance: float = 0.02,
+    out: str | Path | None = None,
+    verbose: bool = True,
+    data_root: str | Path | None = None,
+    **options: Any,
+) -> dict:
     """Retrain a registry version (number or alias; or a run folder) on its recorded data plus new
     labeled images (`new_data`, or the feedback inbox with from_inbox=True): its test split stays
     frozen, new classes grow the head, `finetune` warm-starts with replay of the old data, `full`
@@ -188,12 +297,31 @@ def update(ref, new_data: str | Path | None = None, *, registry: str | Path = "r
     """
     from imgclf.lifecycle.update import update as run_update
 
-    return run_update(ref, new_data, registry=registry, from_inbox=from_inbox, mode=mode, promote=promote,
-                      epochs=epochs, tolerance=tolerance, out=out, verbose=verbose, data_root=data_root, **options)
+    return run_update(
+        ref,
+        new_data,
+        registry=registry,
+        from_inbox=from_inbox,
+        mode=mode,
+        promote=promote,
+        epochs=epochs,
+        tolerance=tolerance,
+        out=out,
+        verbose=verbose,
+        data_root=data_root,
+        **options,
+    )
 
 
-def export(run: str | Path, format: str = "onnx", out: str | Path | None = None, data: str | Path | None = None,
-           opset: int | None = None, check: bool = True, verbose: bool = True) -> dict:
+def export(
+    run: str | Path,
+    format: str = "onnx",
+    out: str | Path | None = None,
+    data: str | Path | None = None,
+    opset: int | None = None,
+    check: bool = True,
+    verbose: bool = True,
+) -> dict:
     """Export the run's network (RUN/model.onnx by default: float32 NCHW normalised `input` ->
     `logits`, dynamic batch; classes and preprocessing in its metadata) and check that ONNX Runtime
     matches PyTorch within 1e-4 in probability on up to 64 real images (the run's test split, or `data`).
@@ -205,16 +333,32 @@ def export(run: str | Path, format: str = "onnx", out: str | Path | None = None,
     from imgclf.inference.onnx_export import export_onnx
 
     result = export_onnx(run, out=out, opset=opset, data=data, check=check)
-    checked = (f"ONNX Runtime vs PyTorch: max probability difference {result['max_prob_diff']:.2e} on "
-               f"{result['n_images']} images ({result['images_from']})" if check else "not checked (--no-check)")
-    _console(verbose).print(f"exported {result['path']} (opset {result['opset']}, {result['exporter']} exporter, "
-                            f"{result['seconds']:.1f}s); {checked}")
+    checked = (
+        f"ONNX Runtime vs PyTorch: max probability difference {result['max_prob_diff']:.2e} on "
+        f"{result['n_images']} images ({result['images_from']})"
+        if check
+        else "not checked (--no-check)"
+    )
+    _console(verbose).print(
+        f"exported {result['path']} (opset {result['opset']}, {result['exporter']} exporter, "
+        f"{result['seconds']:.1f}s); {checked}"
+    )
     return result
 
 
-def serve(run: str | Path | None = None, *, registry: str | Path | None = None, alias: str = "production",
-          host: str = "127.0.0.1", port: int = 8000, backend: str = "torch",
-          device: str = "auto", tta: str | None = None, verbose: bool = True, **settings: Any) -> None:
+def serve(
+    run: str | Path | None = None,
+    *,
+    registry: str | Path | None = None,
+    alias: str = "production",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    backend: str = "torch",
+    device: str = "auto",
+    tta: str | None = None,
+    verbose: bool = True,
+    **settings: Any,
+) -> None:
     """Serve the run over HTTP until interrupted: POST /predict, POST /feedback, the browser page at
     /, /health, /model, /metrics, /openapi.json. Other keywords are imgclf.serving.ServeSettings fields
     (api_key, cors, max_upload_mb, max_pixels, max_images, batching, max_batch, max_wait_ms,
@@ -228,13 +372,35 @@ def serve(run: str | Path | None = None, *, registry: str | Path | None = None, 
     """
     from imgclf.serving.server import serve_run
 
-    serve_run(run, registry=registry, alias=alias, host=host, port=port, backend=backend, device=device, tta=tta,
-              console=_console(verbose), log_level="info" if verbose else "warning", **settings)
+    serve_run(
+        run,
+        registry=registry,
+        alias=alias,
+        host=host,
+        port=port,
+        backend=backend,
+        device=device,
+        tta=tta,
+        console=_console(verbose),
+        log_level="info" if verbose else "warning",
+        **settings,
+    )
 
 
-def predict_folder(run, inputs, out: str | Path, *, top_k: int = 1, batch_size: int = 256,
-                   workers: int | None = None, resume: bool = True, device: str = "auto", backend: str = "torch",
-                   tta: str | None = None, verbose: bool = True) -> dict:
+def predict_folder(
+    run,
+    inputs,
+    out: str | Path,
+    *,
+    top_k: int = 1,
+    batch_size: int = 256,
+    workers: int | None = None,
+    resume: bool = True,
+    device: str = "auto",
+    backend: str = "torch",
+    tta: str | None = None,
+    verbose: bool = True,
+) -> dict:
     """Predict any number of images (files, folders searched recursively) into the CSV `out`,
     streaming: parallel decoding, batched inference, a progress bar; rerun to resume. `run` is a
     run folder or a loaded model. See imgclf.inference.batch.
@@ -246,14 +412,27 @@ def predict_folder(run, inputs, out: str | Path, *, top_k: int = 1, batch_size: 
 
     check_top_k(top_k)
     model = _model(run, device, tta, backend)
-    return stream(model, inputs, out, top_k=top_k, batch_size=batch_size, workers=workers, resume=resume,
-                  progress=verbose)
+    return stream(
+        model, inputs, out, top_k=top_k, batch_size=batch_size, workers=workers, resume=resume, progress=verbose
+    )
 
 
-def predict_video(run, source, *, every: int = 1, smooth: float = 0.5, out_csv: str | Path | None = None,
-                  out_video: str | Path | None = None, events: str | Path | None = None,
-                  max_frames: int | None = None, device: str = "auto", backend: str = "torch",
-                  tta: str | None = None, verbose: bool = True, scan: bool = False) -> dict:
+def predict_video(
+    run,
+    source,
+    *,
+    every: int = 1,
+    smooth: float = 0.5,
+    out_csv: str | Path | None = None,
+    out_video: str | Path | None = None,
+    events: str | Path | None = None,
+    max_frames: int | None = None,
+    device: str = "auto",
+    backend: str = "torch",
+    tta: str | None = None,
+    verbose: bool = True,
+    scan: bool = False,
+) -> dict:
     """Classify a video file, camera index or stream URL frame by frame (every `every`-th),
     probabilities smoothed over `smooth` seconds; per-frame CSV, annotated video and, for two-class
     runs, presence events of the positive class (events.json beside the CSV, or `events`).
@@ -273,15 +452,27 @@ def predict_video(run, source, *, every: int = 1, smooth: float = 0.5, out_csv: 
         scanner = Scanner(model)
         if verbose:
             print(f"scan: {scanner.describe()}")
-    return run_video(model, source, every=every, smooth=smooth, out_csv=out_csv, out_video=out_video,
-                     events_path=events, show_fps=verbose, max_frames=max_frames, scanner=scanner)
+    return run_video(
+        model,
+        source,
+        every=every,
+        smooth=smooth,
+        out_csv=out_csv,
+        out_video=out_video,
+        events_path=events,
+        show_fps=verbose,
+        max_frames=max_frames,
+        scanner=scanner,
+    )
 
 
 def _model(run, device: str, tta: str | None, backend: str):
     return loaded(run, device, tta, backend)
 
 
-def list_models(pattern: str | None = None, size: int = 224, pretrained_only: bool = False, limit: int = 25) -> list[dict]:
+def list_models(
+    pattern: str | None = None, size: int = 224, pretrained_only: bool = False, limit: int = 25
+) -> list[dict]:
     """Architectures with parameters, GFLOPs at `size` px and whether their pretrained weights are
     on this machine: the built-in ones and timm's matching `pattern` (without a pattern, a few
     suggested backbones). Each row: name, params, gflops, pretrained_tags, default_tag,
@@ -294,8 +485,16 @@ def list_models(pattern: str | None = None, size: int = 224, pretrained_only: bo
     return catalog(pattern, size, pretrained_only, limit)["rows"]
 
 
-def lr_find(data: str | Path, *, out: str | Path | None = None, steps: int = 100, start_lr: float = 1e-7,
-            end_lr: float = 10.0, verbose: bool = True, **settings: Any) -> dict:
+def lr_find(
+    data: str | Path,
+    *,
+    out: str | Path | None = None,
+    steps: int = 100,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    verbose: bool = True,
+    **settings: Any,
+) -> dict:
     """Learning-rate range test (see training.lr_find): a short training with an exponentially
     growing learning rate, on the data, model and settings `train` would use (any TrainConfig
     keyword). Writes OUT/lr_find.json and OUT/lr_find.png; returns the result with
@@ -305,8 +504,9 @@ def lr_find(data: str | Path, *, out: str | Path | None = None, steps: int = 100
     """
     from imgclf.training.lr_find import run_range_test
 
-    return run_range_test(data, out=out, steps=steps, start_lr=start_lr, end_lr=end_lr, console=_console(verbose),
-                          **settings)
+    return run_range_test(
+        data, out=out, steps=steps, start_lr=start_lr, end_lr=end_lr, console=_console(verbose), **settings
+    )
 
 
 def demo(out: str | Path | None = None, verbose: bool = True) -> Run:
@@ -315,10 +515,22 @@ def demo(out: str | Path | None = None, verbose: bool = True) -> Run:
     return run_demo(out, verbose)
 
 
-def check(data: str | Path, *, json_path: str | Path | None = None, val_frac: float = 0.1, test_frac: float = 0.1,
-          seed: int = 0, near_distance: int | None = None, workers: int | None = None, verbose: bool = True,
-          labels: bool = False, folds: int = 5, run: str | Path | None = None, device: str = "auto",
-          group_by: str = "auto") -> dict:
+def check(
+    data: str | Path,
+    *,
+    json_path: str | Path | None = None,
+    val_frac: float = 0.1,
+    test_frac: float = 0.1,
+    seed: int = 0,
+    near_distance: int | None = None,
+    workers: int | None = None,
+    verbose: bool = True,
+    labels: bool = False,
+    folds: int = 5,
+    run: str | Path | None = None,
+    device: str = "auto",
+    group_by: str = "auto",
+) -> dict:
     """The data doctor: unreadable files, exact and near duplicates (within a class, across classes,
     across the train/val/test split that `train` would make with the same val_frac, test_frac and
     seed, and keeping `group_by`'s groups together as train does: near-duplicates by default, see
@@ -336,15 +548,40 @@ def check(data: str | Path, *, json_path: str | Path | None = None, val_frac: fl
     """
     from imgclf.lifecycle.doctor import check_data
 
-    return check_data(data, json_path=json_path, val_frac=val_frac, test_frac=test_frac, seed=seed,
-                      near_distance=near_distance, workers=workers, labels=labels, folds=folds, run=run,
-                      device=device, group_by=group_by, console=_console(verbose), progress=verbose)
+    return check_data(
+        data,
+        json_path=json_path,
+        val_frac=val_frac,
+        test_frac=test_frac,
+        seed=seed,
+        near_distance=near_distance,
+        workers=workers,
+        labels=labels,
+        folds=folds,
+        run=run,
+        device=device,
+        group_by=group_by,
+        console=_console(verbose),
+        progress=verbose,
+    )
 
 
-def tune(data: str | Path, *, trials: int = 20, timeout: float | None = None, space: str | Path | None = None,
-         storage: str | None = None, study_name: str | None = None, pruner: str = "median",
-         out: str | Path | None = None, run_out: str | Path | None = None, seed: int = 0, retrain: bool = True,
-         verbose: bool = True, **settings: Any):
+def tune(
+    data: str | Path,
+    *,
+    trials: int = 20,
+    timeout: float | None = None,
+    space: str | Path | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    pruner: str = "median",
+    out: str | Path | None = None,
+    run_out: str | Path | None = None,
+    seed: int = 0,
+    retrain: bool = True,
+    verbose: bool = True,
+    **settings: Any,
+):
     """Search training settings with Optuna (TPE sampling, per-epoch pruning), then retrain the
     best configuration into a normal run folder whose report has a Tuning section.
 
@@ -359,9 +596,21 @@ def tune(data: str | Path, *, trials: int = 20, timeout: float | None = None, sp
     """
     from imgclf.tuning.tune import run_tune
 
-    return run_tune(data, trials=trials, timeout=timeout, space=space, storage=storage, study_name=study_name,
-                    pruner=pruner, out=out, run_out=run_out, seed=seed, retrain=retrain, verbose=verbose,
-                    settings=settings)
+    return run_tune(
+        data,
+        trials=trials,
+        timeout=timeout,
+        space=space,
+        storage=storage,
+        study_name=study_name,
+        pruner=pruner,
+        out=out,
+        run_out=run_out,
+        seed=seed,
+        retrain=retrain,
+        verbose=verbose,
+        settings=settings,
+    )
 
 
 def report(run, verbose: bool = True, *, data_root: str | Path | None = None) -> Path:

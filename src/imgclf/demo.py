@@ -1,5 +1,6 @@
 """The built-in demo: scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, no download)
 written as a class-folder PNG dataset, then trained, evaluated and used for prediction."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,6 +40,8 @@ def run_demo(out: str | Path | None = None, verbose: bool = True):
     console.print("demo: predictions on a few images:")
     for r in model.predict(samples, top_k=1):
         console.print(f"  {r['path']}: {r['label']} ({r['confidence']:.3f})")
-    console.print(f"demo: test accuracy {run.metrics['accuracy']:.4f}; see {run.path}/ (metrics.json, "
-                  "confusion_matrix.png, learning_curves.png)")
+    console.print(
+        f"demo: test accuracy {run.metrics['accuracy']:.4f}; see {run.path}/ (metrics.json, "
+        "confusion_matrix.png, learning_curves.png)"
+    )
     return run

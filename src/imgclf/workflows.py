@@ -4,6 +4,7 @@ train (training.pipeline -> evaluation -> reporting), evaluate, report, load.
     run = train("photos/")                 # a Run: path, metrics, config
     report(load(run.path))                 # rebuilds RUN/report.html
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from imgclf.settings.config import TrainConfig
 @dataclass
 class Run:
     path: Path
-    metrics: dict | None                # None for an ensemble whose members do not share a test split
-    config: TrainConfig | None          # None for an ensemble bundle
+    metrics: dict | None  # None for an ensemble whose members do not share a test split
+    config: TrainConfig | None  # None for an ensemble bundle
 
     def load(self, device: str = "auto"):
         return load(self.path, device)
@@ -40,8 +41,16 @@ def loaded(run, device: str = "auto", tta: str | None = None, backend: str = "to
     return load(run.path if isinstance(run, Run) else run, device, tta=tta, backend=backend)
 
 
-def train(data: str | Path | None = None, *, config: str | Path | None = None, resume: str | Path | bool = False,
-          verbose: bool = True, on_epoch: Callable | None = None, evaluate: bool = True, **settings: Any) -> Run:
+def train(
+    data: str | Path | None = None,
+    *,
+    config: str | Path | None = None,
+    resume: str | Path | bool = False,
+    verbose: bool = True,
+    on_epoch: Callable | None = None,
+    evaluate: bool = True,
+    **settings: Any,
+) -> Run:
     """See imgclf.train."""
     from imgclf.training.pipeline import fit_run
 
@@ -76,7 +85,7 @@ def _evaluate_after_training(fitted, console):
         meta["decision"] = choose_decision(scorer, images, spec, cfg, console)
     elif cfg.target_accuracy is not None or cfg.target_coverage is not None:
         meta["rejection"] = choose_rejection(scorer, images, spec, cfg, console)
-    write_model_json(run_dir, meta)     # with the weights' SHA-256, checked on every load
+    write_model_json(run_dir, meta)  # with the weights' SHA-256, checked on every load
     test = np.sort(spec.indices("test"))
     metrics = score(scorer, images[test], spec.labels[test], run_dir, console, "held-out test split")
     # The report shows the same test predictions: hand them over instead of predicting (with TTA) twice,
@@ -110,9 +119,11 @@ def _report_after_training(model, console) -> None:
     try:
         report(model, verbose=False)
         console.print(f"report: {model.path / 'report.html'}")
-    except Exception as e:     # noqa: BLE001 - any plotting or decoding problem; the run is complete
-        console.print(f"[yellow]warning[/]: could not write report.html ({type(e).__name__}: {e}); "
-                      f"retry with: imgclf report {model.path}")
+    except Exception as e:  # noqa: BLE001 - any plotting or decoding problem; the run is complete
+        console.print(
+            f"[yellow]warning[/]: could not write report.html ({type(e).__name__}: {e}); "
+            f"retry with: imgclf report {model.path}"
+        )
 
 
 def evaluate(run, data: str | Path | None = None, verbose: bool = True, *, data_root: str | Path | None = None) -> dict:

@@ -4,11 +4,14 @@ cli/app.py holds the Typer app, shared flags and `main`; the commands are in cli
 model), cli/predict.py (using one) and cli/lifecycle.py (keeping it good); cli/render.py prints
 their results.
 """
+
 from imgclf.cli.app import app, main
 
 # Importing a command module registers its commands, in this order in `imgclf --help`.
-from imgclf.cli import train  # noqa: E402, F401, I001
+# isort: off
+from imgclf.cli import train  # noqa: E402, F401
 from imgclf.cli import predict  # noqa: E402, F401
 from imgclf.cli import lifecycle  # noqa: E402, F401
+# isort: on
 
 __all__ = ["app", "main"]

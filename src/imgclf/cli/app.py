@@ -1,5 +1,6 @@
 """The Typer app, the flags several commands share, and `main`, which turns a user's mistake into one
 line on stderr and exit status 2 (never a traceback)."""
+
 from __future__ import annotations
 
 import sys
@@ -11,12 +12,22 @@ import typer
 from imgclf.core.errors import UserError, mask_secrets
 
 # rich_markup_mode=None: rich markup would swallow every "[default: ...]" in the help texts.
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="Train, evaluate and use image classifiers from folders of labeled images.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Train, evaluate and use image classifiers from folders of labeled images.",
+)
 
 
-MLFLOW = typer.Option(None, "--mlflow", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI to mirror this to (pip install 'imgclf[mlflow]') "
-                      "[default: $MLFLOW_TRACKING_URI, else none]")
+MLFLOW = typer.Option(
+    None,
+    "--mlflow",
+    envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking URI to mirror this to (pip install 'imgclf[mlflow]') "
+    "[default: $MLFLOW_TRACKING_URI, else none]",
+)
 DATA_HELP = "Where the run's data folder is now, when it moved since training [default: the folder recorded in the run]"
 MOVED_DATA = typer.Option(None, "--data", help=DATA_HELP)
 TTA_HELP = "none | flip | crop | flip-crop  [default: what the run was evaluated with]"

@@ -1,4 +1,5 @@
 """`imgclf compare`, `monitor`, `update`, `registry ...`, `feedback ...`: keeping a deployed model good."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -12,14 +13,17 @@ from imgclf.core.errors import UserError
 
 @app.command()
 def compare(
-    a: str = typer.Argument(..., help="Champion: run folder or REGISTRY/ALIAS (its test split is the frozen test set)."),
+    a: str = typer.Argument(
+        ..., help="Champion: run folder or REGISTRY/ALIAS (its test split is the frozen test set)."
+    ),
     b: str = typer.Argument(..., help="Challenger: run folder or REGISTRY/ALIAS."),
     data: Optional[str] = typer.Option(None, help="Labeled folder of new data: a second evaluation slice."),
     tolerance: float = typer.Option(0.02, help="Largest allowed drop in any class's recall."),
     alpha: float = typer.Option(0.05, help="Significance level of McNemar's test."),
     out: Optional[str] = typer.Option(None, help="JSON file to write [default: B/compare-<A name>.json]."),
-    data_root: Optional[str] = typer.Option(None, help="Where A's data folder is now, when it moved since A was "
-                                            "trained [default: the folder recorded in A]"),
+    data_root: Optional[str] = typer.Option(
+        None, help="Where A's data folder is now, when it moved since A was trained [default: the folder recorded in A]"
+    ),
 ):
     """Champion/challenger: both models on the same images; prints PROMOTE or KEEP and why (exit 0 either way)."""
     from imgclf import api
@@ -27,65 +31,110 @@ def compare(
     render.comparison(api.compare(a, b, data=data, tolerance=tolerance, alpha=alpha, out=out, data_root=data_root))
 
 
-
 @app.command()
 def monitor(
     run: str = typer.Argument(..., help="Run folder, REGISTRY/ALIAS, or a version number or alias with --registry."),
-    log: str = typer.Option(..., help="The prediction log: the folder given to imgclf serve --log-predictions, or "
-                            "one predictions*.jsonl in it."),
+    log: str = typer.Option(
+        ...,
+        help="The prediction log: the folder given to imgclf serve --log-predictions, or one predictions*.jsonl in it.",
+    ),
     out: Optional[str] = typer.Option(None, help="Output folder [default: monitors/<run name>]"),
     registry: Optional[str] = typer.Option(None, help="Registry folder, for RUN given as a version or alias."),
     top: int = typer.Option(50, help="How many logged images to list for labelling (least confident first)."),
-    since: Optional[str] = typer.Option(None, help="Only predictions at or after this ISO time (UTC), e.g. 2026-11-23."),
-    low_confidence: Optional[float] = typer.Option(None, help="Confidence below which an answer counts as low "
-                                                   "[default: the run's rejection threshold, else 0.5; 0.75 for 2 classes]"),
+    since: Optional[str] = typer.Option(
+        None, help="Only predictions at or after this ISO time (UTC), e.g. 2026-11-23."
+    ),
+    low_confidence: Optional[float] = typer.Option(
+        None,
+        help="Confidence below which an answer counts as low "
+        "[default: the run's rejection threshold, else 0.5; 0.75 for 2 classes]",
+    ),
     device: str = typer.Option("auto"),
     data_root: Optional[str] = MOVED_DATA,
 ):
     """Has live traffic drifted from the test set? Prints a verdict, writes monitor.html and the images to label next."""
     from imgclf import api
 
-    render.monitor_summary(api.monitor(run, log, out=out, registry=registry, top=top, since=since,
-                                       low_confidence=low_confidence, device=device, data_root=data_root))
-
+    render.monitor_summary(
+        api.monitor(
+            run,
+            log,
+            out=out,
+            registry=registry,
+            top=top,
+            since=since,
+            low_confidence=low_confidence,
+            device=device,
+            data_root=data_root,
+        )
+    )
 
 
 @app.command()
 def update(
-    version: str = typer.Argument(..., help="Registry version number or alias (e.g. production), REGISTRY/ALIAS, "
-                                  "or a run folder (then nothing is registered)."),
-    new_data: Optional[str] = typer.Argument(None, help="New labeled images: class folders (one class is fine), "
-                                             "split folders or a CSV manifest."),
+    version: str = typer.Argument(
+        ...,
+        help="Registry version number or alias (e.g. production), REGISTRY/ALIAS, "
+        "or a run folder (then nothing is registered).",
+    ),
+    new_data: Optional[str] = typer.Argument(
+        None, help="New labeled images: class folders (one class is fine), split folders or a CSV manifest."
+    ),
     from_inbox: bool = typer.Option(False, "--from-inbox", help="Learn from the feedback inbox instead of NEW_DATA."),
     inbox: Optional[str] = typer.Option(None, help="The inbox folder for --from-inbox [default: REGISTRY/inbox]"),
     mode: str = typer.Option("finetune", help="finetune (warm start + replay of old data) | full (from scratch)"),
     registry: str = typer.Option("registry", help="Registry folder."),
     epochs: Optional[int] = typer.Option(None, help="[default: the version's]"),
     lr_factor: float = typer.Option(1.0, help="finetune: learning rate = the version's x this (a warm restart)"),
-    replay: Optional[int] = typer.Option(None, help="finetune: most old training images replayed [default: "
-                                         "max(1000, 2 x the new ones); a class-balanced sample above]"),
+    replay: Optional[int] = typer.Option(
+        None,
+        help="finetune: most old training images replayed [default: "
+        "max(1000, 2 x the new ones); a class-balanced sample above]",
+    ),
     promote: bool = typer.Option(False, "--promote", help="Promote the candidate when the promotion rule passes."),
     tolerance: float = typer.Option(0.02, help="Largest allowed drop in any class's recall."),
     out: Optional[str] = typer.Option(None, help="Run folder [default: runs/<parent>-update-<n>]"),
     seed: int = typer.Option(0, help="Seed of the new images' split and of the replay sample."),
-    mlflow: Optional[str] = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="Also log to this MLflow tracking URI."),
-    data_root: Optional[str] = typer.Option(None, "--data", help="Where VERSION's recorded data folder is now, when "
-                                            "it moved since it was registered [default: the recorded folder]"),
+    mlflow: Optional[str] = typer.Option(
+        None, envvar="MLFLOW_TRACKING_URI", help="Also log to this MLflow tracking URI."
+    ),
+    data_root: Optional[str] = typer.Option(
+        None,
+        "--data",
+        help="Where VERSION's recorded data folder is now, when "
+        "it moved since it was registered [default: the recorded folder]",
+    ),
 ):
     """Retrain VERSION on its recorded data plus new images; register it as candidate; compare with VERSION
     on the frozen test split and the new test slice; promote with --promote only if it wins (exit 0 either way)."""
     from imgclf import api
 
     source = (inbox or True) if from_inbox else False
-    r = api.update(version, new_data, registry=registry, from_inbox=source, mode=mode, promote=promote, epochs=epochs,
-                   tolerance=tolerance, out=out, lr_factor=lr_factor, replay=replay, seed=seed, mlflow=mlflow,
-                   data_root=data_root)
+    r = api.update(
+        version,
+        new_data,
+        registry=registry,
+        from_inbox=source,
+        mode=mode,
+        promote=promote,
+        epochs=epochs,
+        tolerance=tolerance,
+        out=out,
+        lr_factor=lr_factor,
+        replay=replay,
+        seed=seed,
+        mlflow=mlflow,
+        data_root=data_root,
+    )
     print(r["run"])
 
 
-registry_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                           help="Numbered versions of run folders with aliases (production, candidate); "
-                                "promote and rollback swap a pointer, nothing is copied.")
+registry_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Numbered versions of run folders with aliases (production, candidate); "
+    "promote and rollback swap a pointer, nothing is copied.",
+)
 app.add_typer(registry_app, name="registry")
 REGISTRY = typer.Option("registry", "--registry", help="Registry folder.")
 
@@ -104,8 +153,10 @@ def registry_add(
 
     v = api.registry_add(run, registry, parent=parent, alias=as_, data_root=data_root, mlflow=mlflow)
     m = v["manifest"]
-    print(f"version {v['version']}: {v['run']} ({m['files']} files hashed, {m['missing']} missing)"
-          + (f", now {as_}" if as_ else ""))
+    print(
+        f"version {v['version']}: {v['run']} ({m['files']} files hashed, {m['missing']} missing)"
+        + (f", now {as_}" if as_ else "")
+    )
 
 
 @registry_app.command("list")
@@ -128,9 +179,12 @@ def registry_show(ref: str = typer.Argument(..., help="Version number or alias."
 
 
 @registry_app.command("promote")
-def registry_promote(ref: str = typer.Argument(..., help="Version number or alias (e.g. candidate)."),
-                     alias: str = typer.Option("production", help="The alias to point at it."),
-                     registry: str = REGISTRY, mlflow: Optional[str] = MLFLOW):
+def registry_promote(
+    ref: str = typer.Argument(..., help="Version number or alias (e.g. candidate)."),
+    alias: str = typer.Option("production", help="The alias to point at it."),
+    registry: str = REGISTRY,
+    mlflow: Optional[str] = MLFLOW,
+):
     """Point ALIAS at a version: an atomic swap of aliases.json."""
     from imgclf import api
 
@@ -139,8 +193,11 @@ def registry_promote(ref: str = typer.Argument(..., help="Version number or alia
 
 
 @registry_app.command("rollback")
-def registry_rollback(alias: str = typer.Option("production", help="The alias to move back."),
-                      registry: str = REGISTRY, mlflow: Optional[str] = MLFLOW):
+def registry_rollback(
+    alias: str = typer.Option("production", help="The alias to move back."),
+    registry: str = REGISTRY,
+    mlflow: Optional[str] = MLFLOW,
+):
     """Point ALIAS back at the version it had before its last change."""
     from imgclf import api
 
@@ -148,20 +205,28 @@ def registry_rollback(alias: str = typer.Option("production", help="The alias to
     print(f"{alias}: {e['from']} -> {e['to']}")
 
 
-feedback_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                           help="The feedback inbox: corrected labels, kept as INBOX/<label>/<sha256>.<ext> plus "
-                                "feedback.jsonl; imgclf update --from-inbox trains on it.")
+feedback_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="The feedback inbox: corrected labels, kept as INBOX/<label>/<sha256>.<ext> plus "
+    "feedback.jsonl; imgclf update --from-inbox trains on it.",
+)
 app.add_typer(feedback_app, name="feedback")
 INBOX = typer.Option(None, "--inbox", help="Inbox folder [default: REGISTRY/inbox, else ./inbox]")
-FEEDBACK_REGISTRY = typer.Option(None, "--registry", help="Registry whose production model the feedback is about "
-                                 "[default: ./registry when there is one]")
+FEEDBACK_REGISTRY = typer.Option(
+    None,
+    "--registry",
+    help="Registry whose production model the feedback is about [default: ./registry when there is one]",
+)
 
 
 @feedback_app.command("import")
-def feedback_import(folder: str = typer.Argument(..., help="Folder with one sub-folder per label: FOLDER/<label>/*.jpg"),
-                    inbox: Optional[str] = INBOX, registry: Optional[str] = FEEDBACK_REGISTRY,
-                    who: Optional[str] = typer.Option(None, help="Recorded as who gave the labels [default: your "
-                                                      "login name]")):
+def feedback_import(
+    folder: str = typer.Argument(..., help="Folder with one sub-folder per label: FOLDER/<label>/*.jpg"),
+    inbox: Optional[str] = INBOX,
+    registry: Optional[str] = FEEDBACK_REGISTRY,
+    who: Optional[str] = typer.Option(None, help="Recorded as who gave the labels [default: your login name]"),
+):
     """Copy labeled images into the inbox (named by content, so importing twice adds nothing)."""
     from imgclf import api
 
@@ -170,8 +235,11 @@ def feedback_import(folder: str = typer.Argument(..., help="Folder with one sub-
 
 
 @feedback_app.command("list")
-def feedback_list(inbox: Optional[str] = INBOX, registry: Optional[str] = FEEDBACK_REGISTRY,
-                  format: Format = typer.Option(Format.table, help="table | json")):
+def feedback_list(
+    inbox: Optional[str] = INBOX,
+    registry: Optional[str] = FEEDBACK_REGISTRY,
+    format: Format = typer.Option(Format.table, help="table | json"),
+):
     """Images per label in the inbox, and the labels the production model does not know yet."""
     from imgclf import api
 

@@ -1,5 +1,6 @@
 """`imgclf predict`, `evaluate`, `ensemble`, `export`, `serve`, `explain`, `scan`, `negatives`, `report`:
 using a trained run."""
+
 from __future__ import annotations
 
 from typing import List, Optional
@@ -19,15 +20,25 @@ def predict(
     device: str = typer.Option("auto"),
     tta: Optional[str] = typer.Option(None, help=TTA_HELP),
     backend: str = typer.Option("torch", help="torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing)"),
-    out: Optional[str] = typer.Option(None, help="Stream predictions into this CSV (parallel decoding, batches, "
-                                      "progress); run again with the same --out to resume. A video: per-frame CSV."),
+    out: Optional[str] = typer.Option(
+        None,
+        help="Stream predictions into this CSV (parallel decoding, batches, "
+        "progress); run again with the same --out to resume. A video: per-frame CSV.",
+    ),
     every: int = typer.Option(1, help="Video: classify every Nth frame."),
     smooth: float = typer.Option(0.5, help="Video: time constant of the probability smoothing, seconds (0: off)."),
-    video_out: Optional[str] = typer.Option(None, help="Video: write a copy with the label drawn on each frame (.mp4)."),
-    events: Optional[str] = typer.Option(None, help="Video, two classes: presence events JSON "
-                                         "[default: events.json beside --out]"),
-    scan: bool = typer.Option(False, "--scan", help="Video: scan each frame for the positive class (a model trained "
-                              "on crops; see imgclf scan) instead of classifying it whole; boxes drawn."),
+    video_out: Optional[str] = typer.Option(
+        None, help="Video: write a copy with the label drawn on each frame (.mp4)."
+    ),
+    events: Optional[str] = typer.Option(
+        None, help="Video, two classes: presence events JSON [default: events.json beside --out]"
+    ),
+    scan: bool = typer.Option(
+        False,
+        "--scan",
+        help="Video: scan each frame for the positive class (a model trained "
+        "on crops; see imgclf scan) instead of classifying it whole; boxes drawn.",
+    ),
 ):
     """Predict the class of images with a trained run; or of the frames of a video file, camera index
     (0) or stream URL (rtsp://, http(s)://), given as the only PATH."""
@@ -36,14 +47,14 @@ def predict(
 
     model = api.load(run, device, tta=tta, backend=backend)
     if len(paths) == 1 and is_video_source(paths[0]):
-        api.predict_video(model, paths[0], every=every, smooth=smooth, out_csv=out, out_video=video_out, events=events,
-                          scan=scan)
+        api.predict_video(
+            model, paths[0], every=every, smooth=smooth, out_csv=out, out_video=video_out, events=events, scan=scan
+        )
         return
     if out is not None:
         api.predict_folder(model, paths, out, top_k=top_k)
         return
     render.predictions(model.predict(paths, top_k=top_k), format, top_k)
-
 
 
 @app.command()
@@ -61,13 +72,15 @@ def evaluate(
     render.print_json({k: m[k] for k in ("accuracy", "top_k_accuracy", "log_loss", "macro_avg", "n")})
 
 
-
 @app.command()
 def ensemble(
     runs: List[str] = typer.Argument(..., help="Two or more run folders trained on the same classes."),
     out: str = typer.Option(..., help="Bundle folder to write."),
-    target_accuracy: Optional[float] = typer.Option(None, help="3+ classes: answer 'unknown' below the confidence that "
-                                                    "gives this validation accuracy (on the members' shared split)"),
+    target_accuracy: Optional[float] = typer.Option(
+        None,
+        help="3+ classes: answer 'unknown' below the confidence that "
+        "gives this validation accuracy (on the members' shared split)",
+    ),
     target_coverage: Optional[float] = typer.Option(None, help="3+ classes: keep this fraction of validation images"),
     device: str = typer.Option("auto"),
 ):
@@ -78,14 +91,15 @@ def ensemble(
     print(run.path)
 
 
-
 @app.command()
 def export(
     run: str = typer.Argument(..., help="Run folder."),
     format: str = typer.Option("onnx", help="onnx (the only format for now)"),
     out: Optional[str] = typer.Option(None, help="File to write [default: RUN/model.onnx]"),
     opset: Optional[int] = typer.Option(None, help="ONNX opset [default: the exporter's]"),
-    data: Optional[str] = typer.Option(None, help="Folder of images to check parity on [default: the run's test split]"),
+    data: Optional[str] = typer.Option(
+        None, help="Folder of images to check parity on [default: the run's test split]"
+    ),
     check: bool = typer.Option(True, help="Check ONNX Runtime against PyTorch (fails above 1e-4 probability)."),
 ):
     """Export RUN's network to ONNX (classes and preprocessing in its metadata), checked against PyTorch."""
@@ -94,56 +108,100 @@ def export(
     api.export(run, format=format, out=out, data=data, opset=opset, check=check)
 
 
-
 @app.command()
 def serve(
-    run: Optional[str] = typer.Argument(None, help="Run folder (or ensemble bundle); or leave out and give --registry."),
-    registry: Optional[str] = typer.Option(None, help="Serve the registry's --alias version and swap in each version "
-                                           "it is promoted or rolled back to, while serving"),
+    run: Optional[str] = typer.Argument(
+        None, help="Run folder (or ensemble bundle); or leave out and give --registry."
+    ),
+    registry: Optional[str] = typer.Option(
+        None,
+        help="Serve the registry's --alias version and swap in each version "
+        "it is promoted or rolled back to, while serving",
+    ),
     alias: str = typer.Option("production", help="The alias followed with --registry"),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000),
     backend: str = typer.Option("torch", help="torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing)"),
     device: str = typer.Option("auto"),
     tta: Optional[str] = typer.Option(None, help=TTA_HELP),
-    api_key: Optional[str] = typer.Option(None, envvar="IMGCLF_API_KEY", help="Require this key (header X-API-Key or "
-                                          "Authorization: Bearer) on /predict, /model, /metrics; or set IMGCLF_API_KEY"),
-    cors: Optional[List[str]] = typer.Option(None, help="Allow browser pages from this origin (repeatable) [default: no CORS]"),
-    allowed_host: Optional[List[str]] = typer.Option(None, help="Also answer requests addressed to this host name "
-                                                     "(repeatable; * for any). Others get 421, against DNS rebinding "
-                                                     "[default: localhost, IP addresses, --host]"),
+    api_key: Optional[str] = typer.Option(
+        None,
+        envvar="IMGCLF_API_KEY",
+        help="Require this key (header X-API-Key or "
+        "Authorization: Bearer) on /predict, /model, /metrics; or set IMGCLF_API_KEY",
+    ),
+    cors: Optional[List[str]] = typer.Option(
+        None, help="Allow browser pages from this origin (repeatable) [default: no CORS]"
+    ),
+    allowed_host: Optional[List[str]] = typer.Option(
+        None,
+        help="Also answer requests addressed to this host name "
+        "(repeatable; * for any). Others get 421, against DNS rebinding "
+        "[default: localhost, IP addresses, --host]",
+    ),
     max_upload_mb: Optional[float] = typer.Option(None, help="Largest request body, MB (413 above) [default: 20]"),
-    max_pixels: Optional[int] = typer.Option(None, help="Largest image in pixels, read from its header (413 above) "
-                                             "[default: 40000000]"),
+    max_pixels: Optional[int] = typer.Option(
+        None, help="Largest image in pixels, read from its header (413 above) [default: 40000000]"
+    ),
     max_images: Optional[int] = typer.Option(None, help="Most images in one request (413 above) [default: 16]"),
     max_batch: Optional[int] = typer.Option(None, help="Most images in one forward pass [default: 32]"),
     max_wait_ms: Optional[float] = typer.Option(None, help="Longest wait for more requests to batch with [default: 2]"),
     no_batching: bool = typer.Option(False, "--no-batching", help="One forward pass per request (the naive baseline)"),
-    threads: Optional[int] = typer.Option(None, help="torch threads per forward pass [default: all cores; 1 with "
-                                          "--no-batching, whose forwards run one per core at once]"),
-    log_predictions: Optional[str] = typer.Option(None, help="Log each answered image to DIR/predictions.jsonl "
-                                                  "(for imgclf monitor) [default: no log]"),
+    threads: Optional[int] = typer.Option(
+        None,
+        help="torch threads per forward pass [default: all cores; 1 with "
+        "--no-batching, whose forwards run one per core at once]",
+    ),
+    log_predictions: Optional[str] = typer.Option(
+        None, help="Log each answered image to DIR/predictions.jsonl (for imgclf monitor) [default: no log]"
+    ),
     log_sample: Optional[float] = typer.Option(None, help="Share of images logged, 0-1 [default: 1]"),
-    log_images: Optional[str] = typer.Option(None, help="keep (store logged images in DIR/images) | hash (sha256 "
-                                             "only) [default: keep]"),
-    log_max_mb: Optional[float] = typer.Option(None, help="Size bound of the log folder; oldest files deleted "
-                                               "first [default: 500]"),
-    inbox: Optional[str] = typer.Option(None, help="Where POST /feedback stores corrected images [default: "
-                                        "REGISTRY/inbox, else inbox/ beside the run's folder]"),
+    log_images: Optional[str] = typer.Option(
+        None, help="keep (store logged images in DIR/images) | hash (sha256 only) [default: keep]"
+    ),
+    log_max_mb: Optional[float] = typer.Option(
+        None, help="Size bound of the log folder; oldest files deleted first [default: 500]"
+    ),
+    inbox: Optional[str] = typer.Option(
+        None,
+        help="Where POST /feedback stores corrected images [default: "
+        "REGISTRY/inbox, else inbox/ beside the run's folder]",
+    ),
 ):
     """Serve RUN over HTTP: POST /predict, POST /feedback, a browser page at /, /health, /model, /metrics,
     /openapi.json. With --registry, promoted versions are swapped in while serving."""
     from imgclf import api
     from imgclf.serving.server import check_port
 
-    check_port(port)            # before the model loads: a bad port is a typo, not worth the wait
-    limits = dict(max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_images=max_images, max_batch=max_batch,
-                  max_wait_ms=max_wait_ms, threads=threads, log_predictions=log_predictions, log_sample=log_sample,
-                  log_images=log_images, log_max_mb=log_max_mb, inbox=inbox,
-                  allowed_hosts=tuple(allowed_host) if allowed_host else None)   # unset: ServeSettings' defaults
-    api.serve(run, registry=registry, alias=alias, host=host, port=port, backend=backend, device=device, tta=tta, api_key=api_key, cors=cors or (),
-              batching=not no_batching, **{k: v for k, v in limits.items() if v is not None})
-
+    check_port(port)  # before the model loads: a bad port is a typo, not worth the wait
+    limits = dict(
+        max_upload_mb=max_upload_mb,
+        max_pixels=max_pixels,
+        max_images=max_images,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        threads=threads,
+        log_predictions=log_predictions,
+        log_sample=log_sample,
+        log_images=log_images,
+        log_max_mb=log_max_mb,
+        inbox=inbox,
+        allowed_hosts=tuple(allowed_host) if allowed_host else None,
+    )  # unset: ServeSettings' defaults
+    api.serve(
+        run,
+        registry=registry,
+        alias=alias,
+        host=host,
+        port=port,
+        backend=backend,
+        device=device,
+        tta=tta,
+        api_key=api_key,
+        cors=cors or (),
+        batching=not no_batching,
+        **{k: v for k, v in limits.items() if v is not None},
+    )
 
 
 @app.command()
@@ -151,7 +209,9 @@ def explain(
     run: str = typer.Argument(..., help="Run folder (or REGISTRY/ALIAS)."),
     images: List[str] = typer.Argument(..., help="Image files or folders (searched recursively)."),
     class_: Optional[str] = typer.Option(None, "--class", help="Explain this class [default: the answered class]"),
-    method: str = typer.Option("gradcam", help="gradcam | gradcam++ | xgradcam | layercam | eigencam | scorecam | hirescam"),
+    method: str = typer.Option(
+        "gradcam", help="gradcam | gradcam++ | xgradcam | layercam | eigencam | scorecam | hirescam"
+    ),
     out: str = typer.Option("explanations", help="Folder for the overlay PNGs."),
     device: str = typer.Option("auto"),
 ):
@@ -162,59 +222,101 @@ def explain(
     render.explanations(results, method)
 
 
-
 @app.command()
 def scan(
     run: str = typer.Argument(..., help="Run folder (or REGISTRY/ALIAS) of a model trained on crops."),
     images: List[str] = typer.Argument(..., help="Photos or folders (searched recursively)."),
-    positive: Optional[str] = typer.Option(None, help="The class to find [default: the run's positive class, else "
-                                           "a class named like person/human/pedestrian/positive]"),
-    scales: Optional[str] = typer.Option(None, help="Comma-separated pyramid scales, e.g. 1,0.8,0.64 (at scale s the "
-                                         "window covers crop size / s image px) [default: from --min-size down "
-                                         "in steps of 0.8 while the window fits]"),
-    stride: Optional[int] = typer.Option(None, help="Window step in px of the model input [default: input/8, or the "
-                                         "network's own stride for a fully convolutional scan]"),
-    min_size: Optional[int] = typer.Option(None, help="Smallest window height in image px [default: the run's "
-                                           "recorded one, else 64]"),
+    positive: Optional[str] = typer.Option(
+        None,
+        help="The class to find [default: the run's positive class, else "
+        "a class named like person/human/pedestrian/positive]",
+    ),
+    scales: Optional[str] = typer.Option(
+        None,
+        help="Comma-separated pyramid scales, e.g. 1,0.8,0.64 (at scale s the "
+        "window covers crop size / s image px) [default: from --min-size down "
+        "in steps of 0.8 while the window fits]",
+    ),
+    stride: Optional[int] = typer.Option(
+        None,
+        help="Window step in px of the model input [default: input/8, or the "
+        "network's own stride for a fully convolutional scan]",
+    ),
+    min_size: Optional[int] = typer.Option(
+        None, help="Smallest window height in image px [default: the run's recorded one, else 64]"
+    ),
     iou: float = typer.Option(0.3, help="NMS: a box overlapping a better one by more than this IoU is dropped."),
-    threshold: Optional[float] = typer.Option(None, help="Positive probability to keep a window; with a verifier, "
-                                              "its photo-level threshold [default: the recorded one, else the "
-                                              "run's decision threshold, else 0.5]"),
-    margin: Optional[str] = typer.Option(None, help="Context around the object in the training crops, as a fraction "
-                                         "of the window on each side: one number, X,Y (INRIA 96x160 crops: "
-                                         "0.167,0.1) or LEFT,TOP,RIGHT,BOTTOM (negative: past the window); boxes "
-                                         "are placed by it [default: the run's recorded one "
-                                         "(RUN/scan_window.json), else 0]"),
+    threshold: Optional[float] = typer.Option(
+        None,
+        help="Positive probability to keep a window; with a verifier, "
+        "its photo-level threshold [default: the recorded one, else the "
+        "run's decision threshold, else 0.5]",
+    ),
+    margin: Optional[str] = typer.Option(
+        None,
+        help="Context around the object in the training crops, as a fraction "
+        "of the window on each side: one number, X,Y (INRIA 96x160 crops: "
+        "0.167,0.1) or LEFT,TOP,RIGHT,BOTTOM (negative: past the window); boxes "
+        "are placed by it [default: the run's recorded one "
+        "(RUN/scan_window.json), else 0]",
+    ),
     method: str = typer.Option("auto", help="auto | fcn (fully convolutional) | windows"),
-    vote: Optional[bool] = typer.Option(None, "--vote/--no-vote", help="Move each firing window's box to the "
-                                        "score-weighted mean of the firing windows around it (IoU >= 0.5) before "
-                                        "NMS (--no-vote: each window's own box) "
-                                        "[default: the run's recorded choice, else --vote]"),
+    vote: Optional[bool] = typer.Option(
+        None,
+        "--vote/--no-vote",
+        help="Move each firing window's box to the "
+        "score-weighted mean of the firing windows around it (IoU >= 0.5) before "
+        "NMS (--no-vote: each window's own box) "
+        "[default: the run's recorded choice, else --vote]",
+    ),
     out: Optional[str] = typer.Option(None, help="Write boxes.csv, scan.json and annotated/ here."),
-    mine: Optional[str] = typer.Option(None, help="Save every window that fires as a crop PNG here (give person-free "
-                                       "photos: hard negatives to add to the negative class)."),
-    verifier: Optional[str] = typer.Option(None, help="A run trained on the same crops (e.g. the default ImageNet "
-                                           "backbone) that re-scores each photo's best windows and decides presence; "
-                                           "the scan's boxes are kept only in photos it passes [default: the run's "
-                                           "recorded verifier, if any]"),
-    verifier_top: Optional[int] = typer.Option(None, help="Windows a photo the verifier re-scores [default: the "
-                                               "recorded number, else 4]"),
+    mine: Optional[str] = typer.Option(
+        None,
+        help="Save every window that fires as a crop PNG here (give person-free "
+        "photos: hard negatives to add to the negative class).",
+    ),
+    verifier: Optional[str] = typer.Option(
+        None,
+        help="A run trained on the same crops (e.g. the default ImageNet "
+        "backbone) that re-scores each photo's best windows and decides presence; "
+        "the scan's boxes are kept only in photos it passes [default: the run's "
+        "recorded verifier, if any]",
+    ),
+    verifier_top: Optional[int] = typer.Option(
+        None, help="Windows a photo the verifier re-scores [default: the recorded number, else 4]"
+    ),
     no_verifier: bool = typer.Option(False, "--no-verifier", help="Scan without the run's recorded verifier."),
-    box_threshold: Optional[float] = typer.Option(None, help="With a verifier: the scan score a window needs to "
-                                                  "become a box [default: the recorded one, else the run's "
-                                                  "threshold]"),
+    box_threshold: Optional[float] = typer.Option(
+        None,
+        help="With a verifier: the scan score a window needs to "
+        "become a box [default: the recorded one, else the run's "
+        "threshold]",
+    ),
     device: str = typer.Option("auto"),
 ):
     """Find the object of a crop model in whole photos: multi-scale sliding window, threshold, NMS."""
     from imgclf import api
 
-    results = api.scan(run, images, positive=positive, scales=floats(scales, "--scales"), stride=stride,
-                       min_size=min_size, iou=iou, out=out, mine=mine, threshold=threshold,
-                       margin=tuple(floats(margin, "--margin")) if margin else None, method=method, vote=vote,
-                       verify=False if no_verifier else verifier, verify_top=verifier_top,
-                       box_threshold=box_threshold, device=device)
+    results = api.scan(
+        run,
+        images,
+        positive=positive,
+        scales=floats(scales, "--scales"),
+        stride=stride,
+        min_size=min_size,
+        iou=iou,
+        out=out,
+        mine=mine,
+        threshold=threshold,
+        margin=tuple(floats(margin, "--margin")) if margin else None,
+        method=method,
+        vote=vote,
+        verify=False if no_verifier else verifier,
+        verify_top=verifier_top,
+        box_threshold=box_threshold,
+        device=device,
+    )
     render.scans(results)
-
 
 
 @app.command()
@@ -229,7 +331,6 @@ def negatives(
     from imgclf import api
 
     api.negatives(photos, out, per_image=per_image, size=size, seed=seed)
-
 
 
 @app.command()

@@ -1,5 +1,6 @@
 """What the command line prints: tables, summaries and JSON for each command's result. The
 commands in cli/ compute nothing; they call imgclf.api and hand the result here."""
+
 from __future__ import annotations
 
 import csv
@@ -45,7 +46,7 @@ def predictions(results: list[dict], format: Format, top_k: int) -> None:
     from rich.table import Table
 
     table = Table("path", "label", "confidence", *(["top-k"] if top_k > 1 else []))
-    table.columns[0].overflow = "fold"      # show whole paths, wrapped, never "…"-truncated
+    table.columns[0].overflow = "fold"  # show whole paths, wrapped, never "…"-truncated
     for r in results:
         if "error" in r:
             table.add_row(r.get("path", ""), "[red]unreadable[/]", r["error"], *([""] if top_k > 1 else []))
@@ -64,21 +65,29 @@ def comparison(r: dict) -> None:
     console = Console(highlight=False)
     ci = lambda e: f"{e['ci'][0]:.1%} to {e['ci'][1]:.1%}"  # noqa: E731
     for where, s in r["slices"].items():
-        t = Table(title=f"{where} ({s['n']} images; {s['mcnemar']['b01']} fixed, {s['mcnemar']['b10']} broken, "
-                        f"McNemar p={s['mcnemar']['p_value']:.3g})", box=box.SIMPLE_HEAD, title_justify="left")
+        t = Table(
+            title=f"{where} ({s['n']} images; {s['mcnemar']['b01']} fixed, {s['mcnemar']['b10']} broken, "
+            f"McNemar p={s['mcnemar']['p_value']:.3g})",
+            box=box.SIMPLE_HEAD,
+            title_justify="left",
+        )
         for col in ("", "A", "B", "B - A"):
             t.add_column(col, no_wrap=True)
         acc = s["accuracy"]
-        t.add_row("accuracy", *(f"{acc[k]['value']:+.1%}" if k == "diff" else f"{acc[k]['value']:.1%}"
-                                for k in ("a", "b", "diff")))
+        t.add_row(
+            "accuracy",
+            *(f"{acc[k]['value']:+.1%}" if k == "diff" else f"{acc[k]['value']:.1%}" for k in ("a", "b", "diff")),
+        )
         t.add_row("  95% CI", ci(acc["a"]), ci(acc["b"]), ci(acc["diff"]))
         t.add_row("ECE", f"{s['ece']['a']:.3f}", f"{s['ece']['b']:.3f}", f"{s['ece']['b'] - s['ece']['a']:+.3f}")
         for c, rc in s["per_class"].items():
             t.add_row(f"recall {c}", f"{rc['a']:.1%}", f"{rc['b']:.1%}", f"{rc['diff']:+.1%}")
         console.print(t)
     v = r["verdict"]
-    console.print(f"[bold {'green' if v['promote'] else 'yellow'}]{'PROMOTE' if v['promote'] else 'KEEP'}[/]  "
-                  f"{v['paragraph']}\n(written to {r['path']})")
+    console.print(
+        f"[bold {'green' if v['promote'] else 'yellow'}]{'PROMOTE' if v['promote'] else 'KEEP'}[/]  "
+        f"{v['paragraph']}\n(written to {r['path']})"
+    )
 
 
 def feedback_imported(r: dict) -> None:
@@ -91,8 +100,10 @@ def feedback_imported(r: dict) -> None:
         print(f"  skipped {shown(s['path'])}: {s['reason']}")
     if len(r["skipped"]) > 20:
         print(f"  ... and {len(r['skipped']) - 20} more skipped")
-    print(f"{r['added']} added, {r['already there']} already there, {r['relabelled']} relabelled, "
-          f"{len(r['skipped'])} skipped -> inbox {r['inbox']}")
+    print(
+        f"{r['added']} added, {r['already there']} already there, {r['relabelled']} relabelled, "
+        f"{len(r['skipped'])} skipped -> inbox {r['inbox']}"
+    )
 
 
 def feedback_summary(s: dict, where, format: Format) -> None:
@@ -104,8 +115,10 @@ def feedback_summary(s: dict, where, format: Format) -> None:
         return
     for label, n in s["labels"].items():
         print(f"  {label}: {n}" + ("  (proposed new class)" if label in s["proposed"] else ""))
-    print(f"inbox {where}: {s['images']} images, {len(s['labels'])} labels, {s['feedback']} feedback records, "
-          f"latest {s['last'] or '-'}")
+    print(
+        f"inbox {where}: {s['images']} images, {len(s['labels'])} labels, {s['feedback']} feedback records, "
+        f"latest {s['last'] or '-'}"
+    )
 
 
 def explanations(results: list[dict], method: str) -> None:
@@ -124,10 +137,13 @@ def scans(results: list[dict]) -> None:
         if "error" in r:
             print(f"skipped {r['path']}: {r['error']}", file=sys.stderr)
             continue
-        boxes = " ".join(f"[{b['x1']:.0f},{b['y1']:.0f},{b['x2']:.0f},{b['y2']:.0f} {b['score']:.2f}]"
-                         for b in r["boxes"][:10])
-        print(f"{r.get('path', '')}  {'present' if r['present'] else 'absent'}  score {r['score']:.3f}  "
-              f"{len(r['boxes'])} boxes {boxes}  ({r['windows']} windows, {r['seconds']:.2f}s)")
+        boxes = " ".join(
+            f"[{b['x1']:.0f},{b['y1']:.0f},{b['x2']:.0f},{b['y2']:.0f} {b['score']:.2f}]" for b in r["boxes"][:10]
+        )
+        print(
+            f"{r.get('path', '')}  {'present' if r['present'] else 'absent'}  score {r['score']:.3f}  "
+            f"{len(r['boxes'])} boxes {boxes}  ({r['windows']} windows, {r['seconds']:.2f}s)"
+        )
 
 
 def monitor_summary(result: dict, console=None) -> None:
@@ -148,25 +164,38 @@ def monitor_summary(result: dict, console=None) -> None:
         v = drift.side_value(st, how, side)
         return "-" if v is None else v
 
-    rows = [("predicted_class", "predicted classes", None), ("confidence", "confidence (median)", "median"),
-            ("low_confidence", f"below {result['low_confidence']['threshold']:.2g}", "rate"),
-            ("unknown", "'unknown'", "rate"), ("brightness", "brightness (mean)", "mean"),
-            ("image_area", "size (median)", "size"), ("colour_mode", "colour modes", None)]
+    rows = [
+        ("predicted_class", "predicted classes", None),
+        ("confidence", "confidence (median)", "median"),
+        ("low_confidence", f"below {result['low_confidence']['threshold']:.2g}", "rate"),
+        ("unknown", "'unknown'", "rate"),
+        ("brightness", "brightness (mean)", "mean"),
+        ("image_area", "size (median)", "size"),
+        ("colour_mode", "colour modes", None),
+    ]
     for key, name, how in rows:
         if (st := s.get(key)) is None:
             continue
         psi, p = st.get("psi"), st.get("p_value")
-        t.add_row(name, fmt(st, how, "ref"), fmt(st, how, "live"), "-" if psi is None else f"{psi:.3f}",
-                  "-" if p is None else f"{p:.2g}", "[bold red]yes[/]" if st["shifted"] else "no")
+        t.add_row(
+            name,
+            fmt(st, how, "ref"),
+            fmt(st, how, "live"),
+            "-" if psi is None else f"{psi:.3f}",
+            "-" if p is None else f"{p:.2g}",
+            "[bold red]yes[/]" if st["shifted"] else "no",
+        )
     console.print(t)
     color = {"drift": "bold red", "no_drift": "bold green"}.get(result["status"], "bold yellow")
     head, _, rest = result["verdict"].partition(":")
     console.print(f"[{color}]{head}:[/]{rest}")
     console.print(f"report: {result['paths']['html']}  (and {result['paths']['json']})")
     if result["to_label"]:
-        console.print(f"to label: {len(result['to_label'])} images in {result['paths']['to_label']}/ "
-                      f"(listed in {result['paths']['to_label_csv']}); sort them into "
-                      f"{result['paths']['to_label']}/<class>/ folders, then: {result['import_command']}")
+        console.print(
+            f"to label: {len(result['to_label'])} images in {result['paths']['to_label']}/ "
+            f"(listed in {result['paths']['to_label_csv']}); sort them into "
+            f"{result['paths']['to_label']}/<class>/ folders, then: {result['import_command']}"
+        )
 
 
 def registry_versions(versions: list[dict], console=None) -> None:
@@ -181,13 +210,20 @@ def registry_versions(versions: list[dict], console=None) -> None:
     # Sized for an 80-column terminal; `imgclf registry show` has the rest (macro F1, user, manifest).
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for name in ("version", "aliases", "accuracy", "classes", "parent", "created"):
-        table.add_column(name, no_wrap=name != "aliases")    # short cells stay whole; long ones wrap or fold
+        table.add_column(name, no_wrap=name != "aliases")  # short cells stay whole; long ones wrap or fold
     table.add_column("run", overflow="fold", min_width=12)
     for v in versions:
         acc = (v.get("metrics") or {}).get("accuracy")
         run = v["run"] if v["run_exists"] else f"{v['run']} (missing)"
-        table.add_row(str(v["version"]), ", ".join(v["aliases"]), f"{acc:.4f}" if acc is not None else "-",
-                      str(len(v["classes"])), str(v["parent"] or "-"), v["created"][:16].replace("T", " "), run)
+        table.add_row(
+            str(v["version"]),
+            ", ".join(v["aliases"]),
+            f"{acc:.4f}" if acc is not None else "-",
+            str(len(v["classes"])),
+            str(v["parent"] or "-"),
+            v["created"][:16].replace("T", " "),
+            run,
+        )
     console.print(table)
 
 
@@ -196,15 +232,26 @@ def models(result: dict, console) -> None:
 
     table = Table("model", "params", f"GFLOPs@{result['size']}", "pretrained", "weights here")
     table.columns[0].no_wrap = True
-    table.columns[4].overflow = "fold"      # a whole path, wrapped
+    table.columns[4].overflow = "fold"  # a whole path, wrapped
     for r in result["rows"]:
         tags = r["pretrained_tags"]
         published = "–" if not tags else f"{r['default_tag']}" + (f" +{len(tags) - 1}" if len(tags) > 1 else "")
-        here = "built in" if not r["name"].startswith("timm/") else (
-            f"ImageNet weights installed: --model {r['short_name']}" if r["package"] else
-            f"yes: {r['local_weights']}" if r["local_weights"] else "no" if tags else "–")
-        table.add_row(r["name"], _millions(r["params"]), "?" if r["gflops"] is None else f"{r['gflops']:.2f}",
-                      published, here)
+        here = (
+            "built in"
+            if not r["name"].startswith("timm/")
+            else (
+                f"ImageNet weights installed: --model {r['short_name']}"
+                if r["package"]
+                else f"yes: {r['local_weights']}"
+                if r["local_weights"]
+                else "no"
+                if tags
+                else "–"
+            )
+        )
+        table.add_row(
+            r["name"], _millions(r["params"]), "?" if r["gflops"] is None else f"{r['gflops']:.2f}", published, here
+        )
     console.print(table)
     if result["shown"] < result["matched"]:
         console.print(f"showing {result['shown']} of {result['matched']} matches: narrow PATTERN or raise --limit")

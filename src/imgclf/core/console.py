@@ -1,4 +1,5 @@
 """The terminal: one rich Console per command, quiet when the caller asked for no output."""
+
 from __future__ import annotations
 
 

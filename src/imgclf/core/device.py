@@ -1,4 +1,5 @@
 """Device and precision choice: CUDA, then Apple MPS, then CPU."""
+
 from __future__ import annotations
 
 import os
@@ -89,5 +90,5 @@ def ort_options():
     # No memory pattern: ORT plans one per input shape over its first two runs (a new batch size, a
     # ragged last batch), which took 5-7 s a shape at batch 256 against ~1 s without (Lite0, 128 px).
     opts.enable_mem_pattern = False
-    opts.log_severity_level = 3          # errors only: ORT's warnings are about its own internals
+    opts.log_severity_level = 3  # errors only: ORT's warnings are about its own internals
     return opts

@@ -1,4 +1,5 @@
 """Errors caused by the user's input. The CLI prints these as one line, without a stack trace."""
+
 from __future__ import annotations
 
 import dataclasses

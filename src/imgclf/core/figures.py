@@ -1,4 +1,5 @@
 """Matplotlib for PNG files: the Agg backend (no display needed), written atomically."""
+
 from __future__ import annotations
 
 from pathlib import Path

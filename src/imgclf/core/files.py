@@ -1,5 +1,6 @@
 """Atomic file writes: a crash mid-write must never leave a half-written run file. Files written as
 they go (streamed CSVs) are fsynced when closed (open_stream)."""
+
 from __future__ import annotations
 
 import errno
@@ -23,7 +24,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = new_temp(path.parent, f".{path.name}.")
-    mode = stat.S_IMODE(tmp_path.stat().st_mode)    # 0666 less the umask, as open() would give
+    mode = stat.S_IMODE(tmp_path.stat().st_mode)  # 0666 less the umask, as open() would give
     try:
         yield tmp_path
         # The writer may have put its own file there (safetensors writes a 0600 temp and renames it).
@@ -86,7 +87,7 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         try:
             data = line.encode("utf-8")
             while data:
-                data = data[os.write(fd, data):]
+                data = data[os.write(fd, data) :]
             os.fsync(fd)
         except BaseException:
             os.ftruncate(fd, size)
@@ -165,7 +166,7 @@ class open_stream:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:   # atomic_path fsyncs it
+        with open(tmp, "w", encoding="utf-8") as f:  # atomic_path fsyncs it
             f.write(text)
 
 

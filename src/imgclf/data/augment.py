@@ -5,6 +5,7 @@ shape on the same device, so the caller normalises once. Every trick below is on
 whole-batch tensor ops (no per-sample Python loop), and every random draw comes from the generator
 passed in, so a seed reproduces an epoch exactly.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,28 +17,30 @@ import torch.nn.functional as F
 
 from imgclf.core.errors import UserError, from_settings
 
-CUTOUT_FILL = 127                          # mid grey: about zero after normalisation, so a cut patch carries no signal
-LUMA = (0.299, 0.587, 0.114)               # ITU-R 601 grey, as PIL's convert("L") and torchvision use
+CUTOUT_FILL = 127  # mid grey: about zero after normalisation, so a cut patch carries no signal
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 grey, as PIL's convert("L") and torchvision use
 ASPECT = (math.log(3 / 4), math.log(4 / 3))  # random-resized-crop aspect range, sampled log-uniformly
-SMALL_IMAGE = 40                           # sides up to this are CIFAR-like: low resolution, object fills the frame
-FEW_IMAGES = 5000                          # below this the auto schedule trains 30-40 epochs (see train/defaults.py)
+SMALL_IMAGE = 40  # sides up to this are CIFAR-like: low resolution, object fills the frame
+FEW_IMAGES = 5000  # below this the auto schedule trains 30-40 epochs (see train/defaults.py)
 
 
 @dataclass
 class AugmentPolicy:
-    flip: bool = True                                # horizontal flip, p=0.5
-    alternate_flip: bool = False                     # flip each image on every other epoch instead (see alternate_flips)
-    translate: int = 0                               # reflect-pad by this many px and random-crop back
+    flip: bool = True  # horizontal flip, p=0.5
+    alternate_flip: bool = False  # flip each image on every other epoch instead (see alternate_flips)
+    translate: int = 0  # reflect-pad by this many px and random-crop back
     resized_crop: tuple[float, float] | None = None  # area fraction range of a random box resampled to full size
-    rotate: float = 0.0                              # max degrees, uniform in [-rotate, rotate]
-    color_jitter: float = 0.0                        # brightness/contrast/saturation factors in [1-s, 1+s]
-    cutout: int = 0                                  # side of a square set to mid grey, px; 0 = off
+    rotate: float = 0.0  # max degrees, uniform in [-rotate, rotate]
+    color_jitter: float = 0.0  # brightness/contrast/saturation factors in [1-s, 1+s]
+    cutout: int = 0  # side of a square set to mid grey, px; 0 = off
 
     def __post_init__(self):
         if self.resized_crop is not None:
             self.resized_crop = tuple(float(v) for v in self.resized_crop)  # YAML hands back a list
             if len(self.resized_crop) != 2 or not 0 < self.resized_crop[0] <= self.resized_crop[1] <= 1:
-                raise UserError(f"augment resized_crop must be [lo, hi] with 0 < lo <= hi <= 1, not {self.resized_crop}")
+                raise UserError(
+                    f"augment resized_crop must be [lo, hi] with 0 < lo <= hi <= 1, not {self.resized_crop}"
+                )
         for name in ("translate", "cutout"):
             v = getattr(self, name)
             if v < 0 or v != int(v):
@@ -78,8 +81,9 @@ def default_policy(img_size: int, num_images: int | None = None, allow_flip: boo
     """
     if img_size <= SMALL_IMAGE:
         few = num_images is not None and num_images < FEW_IMAGES
-        return AugmentPolicy(flip=allow_flip, translate=max(1, round(img_size / 16)),
-                             cutout=img_size // 4 if few else 0)
+        return AugmentPolicy(
+            flip=allow_flip, translate=max(1, round(img_size / 16)), cutout=img_size // 4 if few else 0
+        )
     return AugmentPolicy(flip=allow_flip, resized_crop=(0.35, 1.0), rotate=10.0, color_jitter=0.2)
 
 
@@ -93,8 +97,12 @@ def alternate_flips(first_flips: torch.Tensor, epoch: int) -> torch.Tensor:
     return first_flips ^ bool(epoch % 2)
 
 
-def augment(images: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator | None = None,
-            flip_mask: torch.Tensor | None = None) -> torch.Tensor:
+def augment(
+    images: torch.Tensor,
+    policy: AugmentPolicy,
+    generator: torch.Generator | None = None,
+    flip_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Randomly augment a uint8 (B, 3, H, W) batch; returns a new uint8 tensor, never a view of `images`.
 
     `generator` may live on the batch's device or on the CPU (its draws are then moved); None uses
@@ -129,7 +137,9 @@ def augment(images: torch.Tensor, policy: AugmentPolicy, generator: torch.Genera
 
 def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     # Draw on the generator's own device, then move: a CPU generator can then drive a CUDA batch.
-    return torch.rand(shape, generator=generator, device=generator.device if generator is not None else device).to(device)
+    return torch.rand(shape, generator=generator, device=generator.device if generator is not None else device).to(
+        device
+    )
 
 
 def _randint(low: int, high: int, shape: tuple[int, ...], generator, device) -> torch.Tensor:
@@ -160,16 +170,17 @@ def batch_translate(x: torch.Tensor, t: int, generator=None) -> torch.Tensor:
     # row/column indices, so no padded copy and no loop over the (2t+1)^2 offsets.
     B, _, H, W = x.shape
     dy, dx = _randint(-t, t, (2, B, 1), generator, x.device)
-    rows = _reflect(torch.arange(H, device=x.device) + dy, H)     # (B, H)
-    cols = _reflect(torch.arange(W, device=x.device) + dx, W)     # (B, W)
+    rows = _reflect(torch.arange(H, device=x.device) + dy, H)  # (B, H)
+    cols = _reflect(torch.arange(W, device=x.device) + dx, W)  # (B, W)
     b = torch.arange(B, device=x.device).view(B, 1, 1)
     # Gather whole RGB pixels in NHWC order (3 bytes per index); the result is channels_last, as the
     # training loop's batches already are.
     return x.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-def batch_affine(x: torch.Tensor, crop_scale: tuple[float, float] | None, degrees: float,
-                 generator=None) -> torch.Tensor:
+def batch_affine(
+    x: torch.Tensor, crop_scale: tuple[float, float] | None, degrees: float, generator=None
+) -> torch.Tensor:
     # Random-resized-crop and rotation as one affine map and one bilinear resample: each extra
     # resample blurs the image a little more and costs a full pass. x is float (B, C, H, W).
     B, _, H, W = x.shape
@@ -178,17 +189,18 @@ def batch_affine(x: torch.Tensor, crop_scale: tuple[float, float] | None, degree
         # A box of a random area fraction and aspect ratio (w/h in pixels), clipped to the image.
         area = crop_scale[0] + (crop_scale[1] - crop_scale[0]) * u[0]
         aspect = torch.exp(ASPECT[0] + (ASPECT[1] - ASPECT[0]) * u[1])
-        w = (area * aspect * H / W).sqrt().clamp(max=1)   # box side as a fraction of the image side
+        w = (area * aspect * H / W).sqrt().clamp(max=1)  # box side as a fraction of the image side
         h = (area / aspect * W / H).sqrt().clamp(max=1)
     else:
         w = h = torch.ones(B, device=x.device)
-    cx, cy = (1 - w) * (2 * u[2] - 1), (1 - h) * (2 * u[3] - 1)   # box centre, kept inside: [-1, 1] coords
+    cx, cy = (1 - w) * (2 * u[2] - 1), (1 - h) * (2 * u[3] - 1)  # box centre, kept inside: [-1, 1] coords
     angle = torch.deg2rad(degrees * (2 * u[4] - 1))
     cos, sin = angle.cos(), angle.sin()
     # theta maps output coords to input coords: centre + R @ diag(w, h). R is a true rotation in
     # pixels written in [-1, 1] coords, hence the H/W factors on non-square images.
-    theta = torch.stack([torch.stack([cos * w, -sin * h * H / W, cx], 1),
-                         torch.stack([sin * w * W / H, cos * h, cy], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos * w, -sin * h * H / W, cx], 1), torch.stack([sin * w * W / H, cos * h, cy], 1)], 1
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # Corners a rotation swings in from outside are filled by reflection: no artificial black wedges.
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
@@ -213,6 +225,6 @@ def batch_cutout(x: torch.Tensor, size: int, generator=None) -> torch.Tensor:
     cy = _randint(0, H - 1, (B, 1), generator, x.device)
     cx = _randint(0, W - 1, (B, 1), generator, x.device)
     ys, xs = torch.arange(H, device=x.device), torch.arange(W, device=x.device)
-    in_y = (ys >= cy - size // 2) & (ys < cy - size // 2 + size)   # (B, H)
-    in_x = (xs >= cx - size // 2) & (xs < cx - size // 2 + size)   # (B, W)
+    in_y = (ys >= cy - size // 2) & (ys < cy - size // 2 + size)  # (B, H)
+    in_x = (xs >= cx - size // 2) & (xs < cx - size // 2 + size)  # (B, W)
     return x.masked_fill(in_y[:, None, :, None] & in_x[:, None, None, :], CUTOUT_FILL)

@@ -4,6 +4,7 @@ Training then reads rows from the page cache instead of decoding JPEGs every epo
 each file's path, size and mtime, so editing, adding or removing a file gives a fresh cache.
 This module must stay free of torch: it runs in decoder worker processes.
 """
+
 from __future__ import annotations
 
 import errno
@@ -29,23 +30,23 @@ from imgclf.data.images import MAX_PIXELS, RESIZE_MODES, UnusableImage, load_res
 # Bump when decoding or the file layout changes, so an old cache is never misread.
 FORMAT_VERSION = "imgclf-cache-1"
 CHUNK = 256
-POOL_MIN_IMAGES = 64       # below this a process pool costs more to start than it saves
+POOL_MIN_IMAGES = 64  # below this a process pool costs more to start than it saves
 PROGRESS_MIN_IMAGES = 500
 
 
 @dataclass
 class CacheResult:
-    images: np.ndarray      # np.memmap (N, size, size, 3) uint8, read-only; rows of bad files are 0
-    bad: dict[int, str]     # index -> why that file is unusable
-    path: Path              # the .u8 file
-    hit: bool               # reused from disk: nothing was decoded
+    images: np.ndarray  # np.memmap (N, size, size, 3) uint8, read-only; rows of bad files are 0
+    bad: dict[int, str]  # index -> why that file is unusable
+    path: Path  # the .u8 file
+    hit: bool  # reused from disk: nothing was decoded
     seconds: float
 
 
 @dataclass(frozen=True)
 class _Chunk:
-    file: str               # the cache file being filled
-    start: int              # index of paths[0] in the whole list
+    file: str  # the cache file being filled
+    start: int  # index of paths[0] in the whole list
     paths: list[str]
     size: int
     mode: str
@@ -59,9 +60,14 @@ def default_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "imgclf"
 
 
-def build_cache(paths: Sequence[str | os.PathLike], size: int, mode: str = "squash",
-                cache_dir: Path | None = None, workers: int | None = None,
-                progress: bool = True) -> CacheResult:
+def build_cache(
+    paths: Sequence[str | os.PathLike],
+    size: int,
+    mode: str = "squash",
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> CacheResult:
     """The images at `paths`, resized by `load_resized`, as rows of a read-only memmap.
 
     Unusable files get a reason in `bad` and a zero row, so indices always match `paths`.
@@ -84,9 +90,17 @@ def build_cache(paths: Sequence[str | os.PathLike], size: int, mode: str = "squa
     if not hit:
         bad = _decode_to_file(data, paths, shape, mode, workers, progress)
         # Written last: a present .json means the .u8 beside it is complete.
-        write_json(meta, {"format": FORMAT_VERSION, "shape": list(shape), "mode": mode,
-                          "paths": len(paths), "bad": {str(i): r for i, r in sorted(bad.items())},
-                          "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        write_json(
+            meta,
+            {
+                "format": FORMAT_VERSION,
+                "shape": list(shape),
+                "mode": mode,
+                "paths": len(paths),
+                "bad": {str(i): r for i, r in sorted(bad.items())},
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
     images = np.memmap(data, dtype=np.uint8, mode="r", shape=shape)
     return CacheResult(images, bad, data, hit, time.perf_counter() - started)
 
@@ -106,7 +120,7 @@ def _signature(path: str) -> tuple[int, int]:
     try:
         st = os.stat(path)
     except OSError:
-        return -1, -1   # missing now: decoding marks it bad; its reappearance changes the key
+        return -1, -1  # missing now: decoding marks it bad; its reappearance changes the key
     return st.st_size, st.st_mtime_ns
 
 
@@ -120,8 +134,9 @@ def _writable_dir(preferred: Path) -> Path:
         # folder is per user already).
         user = os.getuid() if hasattr(os, "getuid") else ""
         fallback = Path(tempfile.gettempdir()) / f"imgclf-cache-{user}"
-        warnings.warn(f"cannot write the image cache to {preferred} ({e.strerror or e}); using {fallback}",
-                      stacklevel=3)
+        warnings.warn(
+            f"cannot write the image cache to {preferred} ({e.strerror or e}); using {fallback}", stacklevel=3
+        )
         return _probe(fallback)
 
 
@@ -140,11 +155,12 @@ def _complete_cache(meta: Path, data: Path, shape: tuple[int, ...]) -> dict[int,
             return None
         return {int(i): str(r) for i, r in info["bad"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None     # absent or damaged: rebuild
+        return None  # absent or damaged: rebuild
 
 
-def _decode_to_file(data: Path, paths: list[str], shape: tuple[int, ...], mode: str,
-                    workers: int | None, progress: bool) -> dict[int, str]:
+def _decode_to_file(
+    data: Path, paths: list[str], shape: tuple[int, ...], mode: str, workers: int | None, progress: bool
+) -> dict[int, str]:
     """Fill a temp file beside `data` and rename it onto `data` once every row is written."""
     n, size = shape[0], shape[1]
     workers = 1 if n < POOL_MIN_IMAGES else (workers or _usable_cpus())
@@ -152,7 +168,7 @@ def _decode_to_file(data: Path, paths: list[str], shape: tuple[int, ...], mode: 
     step = max(1, min(CHUNK, math.ceil(n / (workers * 4))))
     with atomic_path(data) as tmp:
         _allocate(tmp, math.prod(shape))
-        chunks = [_Chunk(str(tmp), i, paths[i:i + step], size, mode) for i in range(0, n, step)]
+        chunks = [_Chunk(str(tmp), i, paths[i : i + step], size, mode) for i in range(0, n, step)]
         with _progress_bar(n, progress and n >= PROGRESS_MIN_IMAGES) as advance:
             return _decode_chunks(chunks, min(workers, len(chunks)), advance)
 
@@ -177,8 +193,11 @@ def _allocate(file: Path, nbytes: int) -> None:
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
-            raise OSError(e.errno, f"not enough disk space for the image cache ({nbytes / 1e9:.1f} GB) "
-                                   f"in {file.parent}; set IMGCLF_CACHE_DIR to a larger disk") from e
+            raise OSError(
+                e.errno,
+                f"not enough disk space for the image cache ({nbytes / 1e9:.1f} GB) "
+                f"in {file.parent}; set IMGCLF_CACHE_DIR to a larger disk",
+            ) from e
 
 
 def _decode_chunks(chunks: list[_Chunk], workers: int, advance: Callable[[int], None]) -> dict[int, str]:
@@ -188,8 +207,7 @@ def _decode_chunks(chunks: list[_Chunk], workers: int, advance: Callable[[int], 
         return _collect(chunks, pool.map(_decode_chunk, chunks), advance)
 
 
-def _collect(chunks: list[_Chunk], results: Iterable[dict[int, str]],
-             advance: Callable[[int], None]) -> dict[int, str]:
+def _collect(chunks: list[_Chunk], results: Iterable[dict[int, str]], advance: Callable[[int], None]) -> dict[int, str]:
     bad: dict[int, str] = {}
     for chunk, chunk_bad in zip(chunks, results):
         bad.update(chunk_bad)
@@ -204,8 +222,13 @@ def _decode_chunk(chunk: _Chunk) -> dict[int, str]:
     short strings travel back to the parent.
     """
     row = chunk.size * chunk.size * 3
-    rows = np.memmap(chunk.file, dtype=np.uint8, mode="r+", offset=chunk.start * row,
-                     shape=(len(chunk.paths), chunk.size, chunk.size, 3))
+    rows = np.memmap(
+        chunk.file,
+        dtype=np.uint8,
+        mode="r+",
+        offset=chunk.start * row,
+        shape=(len(chunk.paths), chunk.size, chunk.size, 3),
+    )
     bad = {}
     for i, path in enumerate(chunk.paths):
         try:

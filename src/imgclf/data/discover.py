@@ -6,6 +6,7 @@ Three layouts are understood:
   manifest.csv with columns path,label[,split]
 Class names are the sorted folder names (any unicode, spaces allowed).
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,26 +17,31 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
-from imgclf.data.split import fill_missing_splits
 from imgclf.data.images import IMAGE_EXTENSIONS
+from imgclf.data.split import fill_missing_splits
 
 SPLIT_NAMES = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val",
-    "test": "test", "testing": "test",
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
 }
 
 
 @dataclass
 class DatasetSpec:
     root: str
-    layout: str                       # folders | split-folders | manifest
+    layout: str  # folders | split-folders | manifest
     classes: list[str]
     paths: list[str]
-    labels: np.ndarray                # int64, index into classes
-    splits: np.ndarray                # "train" | "val" | "test"
-    ignored: list[str] = field(default_factory=list)   # non-image files, for the data report
-    given: np.ndarray | None = None   # the splits before discover filled the missing ones (groups.regroup redoes it)
+    labels: np.ndarray  # int64, index into classes
+    splits: np.ndarray  # "train" | "val" | "test"
+    ignored: list[str] = field(default_factory=list)  # non-image files, for the data report
+    given: np.ndarray | None = None  # the splits before discover filled the missing ones (groups.regroup redoes it)
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.splits == split)
@@ -102,14 +108,23 @@ def _from_class_folders(root: Path) -> DatasetSpec:
     for d in _class_dirs(root):
         files = _images_under(d, ignored)
         if not files:
-            raise UserError(f"class folder '{d.name}' has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): "
-                            f"add images to it or remove it from {root}")
+            raise UserError(
+                f"class folder '{d.name}' has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): "
+                f"add images to it or remove it from {root}"
+            )
         labels += [len(classes)] * len(files)
         classes.append(d.name)
         paths += [str(p) for p in files]
     _check_classes(classes, root)
-    return DatasetSpec(str(root), "folders", classes, paths, np.array(labels, dtype=np.int64),
-                       np.array([""] * len(paths), dtype=object), ignored)
+    return DatasetSpec(
+        str(root),
+        "folders",
+        classes,
+        paths,
+        np.array(labels, dtype=np.int64),
+        np.array([""] * len(paths), dtype=object),
+        ignored,
+    )
 
 
 def _from_split_folders(root: Path, split_dirs: dict[str, Path]) -> DatasetSpec:
@@ -128,8 +143,10 @@ def _from_split_folders(root: Path, split_dirs: dict[str, Path]) -> DatasetSpec:
     train_counts = np.bincount(labels[splits == "train"], minlength=len(classes))
     empty = [c for c, n in zip(classes, train_counts) if n == 0]
     if empty:
-        raise UserError(f"class(es) {', '.join(map(repr, empty))} have no training images in {split_dirs['train']}: "
-                        "add images or remove the class folders")
+        raise UserError(
+            f"class(es) {', '.join(map(repr, empty))} have no training images in {split_dirs['train']}: "
+            "add images or remove the class folders"
+        )
     return DatasetSpec(str(root), "split-folders", classes, paths, labels, splits, ignored)
 
 
@@ -141,8 +158,10 @@ def _from_manifest(csv_path: Path) -> DatasetSpec:
     classes = sorted({r["label"].strip() for r in rows})
     _check_classes(classes, csv_path)
     base = _manifest_base(csv_path)
-    paths = [str((base / r["path"].strip()) if not Path(r["path"].strip()).is_absolute() else Path(r["path"].strip()))
-             for r in rows]
+    paths = [
+        str((base / r["path"].strip()) if not Path(r["path"].strip()).is_absolute() else Path(r["path"].strip()))
+        for r in rows
+    ]
     labels = np.array([classes.index(r["label"].strip()) for r in rows], dtype=np.int64)
     splits = []
     for r in rows:
@@ -172,5 +191,7 @@ def _manifest_base(csv_path: Path) -> Path:
 
 def _check_classes(classes: list[str], where: Path) -> None:
     if len(classes) < 2:
-        raise UserError(f"found {len(classes)} class(es) in {where}; need at least 2. "
-                        "Put each class's images in its own sub-folder: DATA/<class>/<image>")
+        raise UserError(
+            f"found {len(classes)} class(es) in {where}; need at least 2. "
+            "Put each class's images in its own sub-folder: DATA/<class>/<image>"
+        )

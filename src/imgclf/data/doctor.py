@@ -8,6 +8,7 @@ once, small, in parallel. `quick_check` only hashes file bytes, cheap enough to 
 training; `dedupe` says which images to drop to resolve what either found.
 Like the cache builder this module stays free of torch: it runs in worker processes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,24 +25,33 @@ from PIL import Image
 
 from imgclf.data.cache import _progress_bar, _usable_cpus
 from imgclf.data.discover import DatasetSpec
+from imgclf.data.groups import (
+    _split_to_make,
+    check_group_by,
+    describe,
+    ids_from_findings,
+    mirrored,
+    near_duplicate_ids,
+    regex_groups,
+    regroup,
+)
 from imgclf.data.images import UnusableImage, load_resized
-from imgclf.data.groups import (_split_to_make, check_group_by, describe, ids_from_findings, mirrored,
-                                near_duplicate_ids, regex_groups, regroup)
-from imgclf.data.split import SPLITS
 from imgclf.data.phash import HASH_SIDE, NEAR_DISTANCE, flat, phashes
+from imgclf.data.split import SPLITS
 
 SPLIT_ORDER = ("train", "val", "test")
-SIZE_FACTOR = 3.0        # shorter side this many times below/above the median: upscaled blur, wasted decode
-ASPECT_FACTOR = 2.0      # twice as elongated as the median image: squashing distorts it badly
-IMBALANCE_RATIO = 3.0    # largest / smallest class worth a warning
+SIZE_FACTOR = 3.0  # shorter side this many times below/above the median: upscaled blur, wasted decode
+ASPECT_FACTOR = 2.0  # twice as elongated as the median image: squashing distorts it badly
+IMBALANCE_RATIO = 3.0  # largest / smallest class worth a warning
 SMALL_CLASS_SHARE = 0.5  # a class below this share of the median class size is starved
 CHUNK = 256
 POOL_MIN_IMAGES = 64
 PROGRESS_MIN_IMAGES = 500
 
 
-def diagnose(spec: DatasetSpec, near_distance: int = NEAR_DISTANCE, workers: int | None = None,
-             progress: bool = True) -> dict:
+def diagnose(
+    spec: DatasetSpec, near_distance: int = NEAR_DISTANCE, workers: int | None = None, progress: bool = True
+) -> dict:
     """Every finding about `spec`, as a JSON-ready dict (paths as in spec.paths).
 
     Duplicate groups list their files with index, path, label and split (the split `discover`
@@ -53,8 +63,11 @@ def diagnose(spec: DatasetSpec, near_distance: int = NEAR_DISTANCE, workers: int
     ok = np.ones(len(spec.paths), bool)
     ok[list(bad)] = False
     findings = {
-        "root": spec.root, "layout": spec.layout, "classes": spec.classes,
-        "images": len(spec.paths), "readable": int(ok.sum()),
+        "root": spec.root,
+        "layout": spec.layout,
+        "classes": spec.classes,
+        "images": len(spec.paths),
+        "readable": int(ok.sum()),
         "counts": _counts(spec, ok),
         "unreadable": [{**_file(spec, i), "reason": r} for i, r in sorted(bad.items())],
         "exact_duplicates": _exact_groups(spec, digests),
@@ -71,16 +84,25 @@ def diagnose(spec: DatasetSpec, near_distance: int = NEAR_DISTANCE, workers: int
 
 def summarize(findings: dict) -> dict:
     """How many of each finding: the numbers a reader (or a report page) wants first."""
+
     def by_kind(groups):
-        return {"groups": len(groups), "files": sum(len(g["files"]) for g in groups),
-                **{k: len(v) for k, v in duplicate_kinds(groups).items()}}
+        return {
+            "groups": len(groups),
+            "files": sum(len(g["files"]) for g in groups),
+            **{k: len(v) for k, v in duplicate_kinds(groups).items()},
+        }
 
     return {
-        "images": findings["images"], "unreadable": len(findings["unreadable"]), "ignored": len(findings["ignored"]),
+        "images": findings["images"],
+        "unreadable": len(findings["unreadable"]),
+        "ignored": len(findings["ignored"]),
         "exact_duplicates": by_kind(findings["exact_duplicates"]),
-        "near_duplicates": {**by_kind(findings["near_duplicates"]),
-                            "mirrored": sum(1 for g in findings["near_duplicates"] if g.get("mirrored"))},
-        "imbalance_ratio": findings["imbalance"]["ratio"], "small_classes": findings["imbalance"]["small_classes"],
+        "near_duplicates": {
+            **by_kind(findings["near_duplicates"]),
+            "mirrored": sum(1 for g in findings["near_duplicates"] if g.get("mirrored")),
+        },
+        "imbalance_ratio": findings["imbalance"]["ratio"],
+        "small_classes": findings["imbalance"]["small_classes"],
         "outliers": {k: len(findings["outliers"][k]) for k in ("small", "large", "aspect", "mode")},
     }
 
@@ -102,22 +124,28 @@ def duplicate_warnings(findings: dict) -> list[str]:
     lines = []
     for key, what in (("exact_duplicates", "identical files"), ("near_duplicates", "near-duplicate images")):
         kinds = duplicate_kinds(findings.get(key, []))
-        for kind, harm in (("conflicting_labels", "carry different labels: the model is taught both"),
-                           ("leakage", "sit in more than one split: test accuracy is inflated")):
+        for kind, harm in (
+            ("conflicting_labels", "carry different labels: the model is taught both"),
+            ("leakage", "sit in more than one split: test accuracy is inflated"),
+        ):
             if hits := kinds[kind]:
                 # Show a leak that is not also a label conflict when there is one: that line named it.
                 shown = min(hits, key=lambda g: g["conflicting_labels"] and kind == "leakage")
-                lines.append(f"{len(hits)} set(s) of {what} {harm} (e.g. {example(shown, findings.get('root'))}); "
-                             "--dedupe resolves them")
+                lines.append(
+                    f"{len(hits)} set(s) of {what} {harm} (e.g. {example(shown, findings.get('root'))}); "
+                    "--dedupe resolves them"
+                )
     return lines
 
 
 def duplicate_kinds(groups: list[dict]) -> dict[str, list[dict]]:
     """Duplicate groups by what they do: teach two labels, or copies within one class; and,
     across both, those that leak between splits."""
-    return {"conflicting_labels": [g for g in groups if g["conflicting_labels"]],
-            "within_class": [g for g in groups if not g["conflicting_labels"]],
-            "leakage": [g for g in groups if g["leakage"]]}
+    return {
+        "conflicting_labels": [g for g in groups if g["conflicting_labels"]],
+        "within_class": [g for g in groups if not g["conflicting_labels"]],
+        "leakage": [g for g in groups if g["leakage"]],
+    }
 
 
 def dedupe(spec: DatasetSpec, findings: dict) -> np.ndarray:
@@ -143,13 +171,14 @@ def dedupe(spec: DatasetSpec, findings: dict) -> np.ndarray:
 
 # ---- measuring every image -------------------------------------------------------------------
 
+
 def _scan(paths: list[str], workers: int | None, progress: bool):
     """Per image: unusable reason, or sha256 of its bytes, pHash, its mirror image's pHash, stored
     (w, h), colour mode and whether it is textured enough to hash (phash.flat)."""
     n = len(paths)
     workers = 1 if n < POOL_MIN_IMAGES else (workers or _usable_cpus())
     step = max(1, min(CHUNK, math.ceil(n / (workers * 4))))
-    chunks = [(start, paths[start:start + step]) for start in range(0, n, step)]
+    chunks = [(start, paths[start : start + step]) for start in range(0, n, step)]
     bad: dict[int, str] = {}
     digests, modes = [""] * n, [""] * n
     hashes, flipped, sizes = np.zeros(n, np.uint64), np.zeros(n, np.uint64), np.zeros((n, 2), np.int64)
@@ -204,7 +233,7 @@ def _header(data: bytes) -> tuple[tuple[int, int], str]:
     try:
         with Image.open(io.BytesIO(data)) as img:
             return img.size, img.mode
-    except Exception as e:      # the file decoded a moment ago: only a concurrent edit gets here
+    except Exception as e:  # the file decoded a moment ago: only a concurrent edit gets here
         raise UnusableImage(f"changed while being read: {e}") from e
 
 
@@ -217,6 +246,7 @@ def _file_digest(path: str) -> str:
 
 # ---- findings ---------------------------------------------------------------------------------
 
+
 def _file(spec: DatasetSpec, i: int) -> dict:
     return {"index": int(i), "path": spec.paths[i], "label": spec.classes[spec.labels[i]], "split": str(spec.splits[i])}
 
@@ -225,8 +255,14 @@ def _group(spec: DatasetSpec, members: list[int], **extra) -> dict:
     labels = sorted({spec.classes[spec.labels[i]] for i in members})
     present = {str(spec.splits[i]) for i in members}
     splits = [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER))
-    return {"conflicting_labels": len(labels) > 1, "leakage": len(present & set(SPLIT_ORDER)) > 1,
-            "labels": labels, "splits": splits, **extra, "files": [_file(spec, i) for i in members]}
+    return {
+        "conflicting_labels": len(labels) > 1,
+        "leakage": len(present & set(SPLIT_ORDER)) > 1,
+        "labels": labels,
+        "splits": splits,
+        **extra,
+        "files": [_file(spec, i) for i in members],
+    }
 
 
 def _sorted_groups(groups: list[dict]) -> list[dict]:
@@ -242,8 +278,9 @@ def _exact_groups(spec: DatasetSpec, digests: list[str]) -> list[dict]:
     return _sorted_groups([_group(spec, m, sha256=d) for d, m in by_digest.items() if len(m) > 1])
 
 
-def _near_groups(spec: DatasetSpec, digests: list[str], hashes: np.ndarray, flipped: np.ndarray,
-                 ok: np.ndarray, max_distance: int) -> list[dict]:
+def _near_groups(
+    spec: DatasetSpec, digests: list[str], hashes: np.ndarray, flipped: np.ndarray, ok: np.ndarray, max_distance: int
+) -> list[dict]:
     """Connected groups of images within `max_distance` pHash bits of each other or of each
     other's mirror image, that hold at least two different files (groups of identical bytes alone
     are exact duplicates, reported there). A group with a mirrored copy is flagged `mirrored`."""
@@ -267,8 +304,10 @@ def _near_groups(spec: DatasetSpec, digests: list[str], hashes: np.ndarray, flip
 def _counts(spec: DatasetSpec, ok: np.ndarray) -> dict:
     """Readable images per split and class."""
     k = len(spec.classes)
-    return {s: dict(zip(spec.classes, np.bincount(spec.labels[ok & (spec.splits == s)], minlength=k).tolist()))
-            for s in SPLIT_ORDER}
+    return {
+        s: dict(zip(spec.classes, np.bincount(spec.labels[ok & (spec.splits == s)], minlength=k).tolist()))
+        for s in SPLIT_ORDER
+    }
 
 
 def _imbalance(spec: DatasetSpec, ok: np.ndarray) -> dict:
@@ -276,9 +315,13 @@ def _imbalance(spec: DatasetSpec, ok: np.ndarray) -> dict:
     median = float(np.median(counts))
     ratio = float(counts.max() / counts.min()) if counts.min() else None
     small = [c for c, n in zip(spec.classes, counts) if n < SMALL_CLASS_SHARE * median]
-    return {"counts": dict(zip(spec.classes, counts.tolist())), "median": median,
-            "ratio": round(ratio, 2) if ratio else None, "small_classes": small,
-            "flagged": bool(small) or ratio is None or ratio >= IMBALANCE_RATIO}
+    return {
+        "counts": dict(zip(spec.classes, counts.tolist())),
+        "median": median,
+        "ratio": round(ratio, 2) if ratio else None,
+        "small_classes": small,
+        "flagged": bool(small) or ratio is None or ratio >= IMBALANCE_RATIO,
+    }
 
 
 def _outliers(spec: DatasetSpec, sizes: np.ndarray, modes: list[str], ok: np.ndarray) -> dict:
@@ -296,11 +339,15 @@ def _outliers(spec: DatasetSpec, sizes: np.ndarray, modes: list[str], ok: np.nda
         return [{**_file(spec, i), "width": int(sizes[i, 0]), "height": int(sizes[i, 1])} for i in idx[mask]]
 
     return {
-        "median_short_side": med_short, "median_aspect": round(med_aspect, 3), "main_mode": main_mode,
+        "median_short_side": med_short,
+        "median_aspect": round(med_aspect, 3),
+        "main_mode": main_mode,
         "small": listed(short * SIZE_FACTOR <= med_short),
         "large": listed(short >= med_short * SIZE_FACTOR),
-        "aspect": [{**f, "aspect": round(max(f["width"], f["height"]) / max(1, min(f["width"], f["height"])), 2)}
-                   for f in listed(aspect >= ASPECT_FACTOR * med_aspect)],
+        "aspect": [
+            {**f, "aspect": round(max(f["width"], f["height"]) / max(1, min(f["width"], f["height"])), 2)}
+            for f in listed(aspect >= ASPECT_FACTOR * med_aspect)
+        ],
         "mode": [{**_file(spec, i), "mode": modes[i]} for i in idx if modes[i] != main_mode],
     }
 
@@ -322,8 +369,10 @@ def short_path(path: str, root: str | None) -> str:
 
 # ---- the split `train` would make, as `imgclf check` sees it --------------------------------------
 
-def group_for_check(spec, findings: dict, group_by: str, val_frac: float, test_frac: float,
-                    seed: int) -> tuple[dict | None, np.ndarray | None]:
+
+def group_for_check(
+    spec, findings: dict, group_by: str, val_frac: float, test_frac: float, seed: int
+) -> tuple[dict | None, np.ndarray | None]:
     """`imgclf check`'s view of the split `train` would make: groups from the doctor's findings
     (exact, near and mirrored duplicates) or from `group_by`'s pattern; when they regroup the
     split, the findings are updated to it. Returns the summary (its `straddling` counts groups
@@ -346,6 +395,7 @@ def group_for_check(spec, findings: dict, group_by: str, val_frac: float, test_f
 def refresh_splits(findings, spec) -> None:
     """After a regroup: every file entry of the doctor's findings gets its new split, and each
     duplicate group its `splits` and `leakage` again, so the findings describe the grouped split."""
+
     def walk(node):
         if isinstance(node, dict):
             if "index" in node and "split" in node:

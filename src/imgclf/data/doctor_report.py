@@ -1,12 +1,12 @@
 """The data doctor's findings as one terminal table: a row per kind of finding, its count, and a
 few example paths, so a user sees at a glance what to fix and where to look."""
+
 from __future__ import annotations
 
 from imgclf.data.doctor import duplicate_kinds, example, short_path
 
 EXAMPLES = 3
-_DUPLICATE_ROWS = {"conflicting_labels": "different labels", "within_class": "same class",
-                   "leakage": "across splits"}
+_DUPLICATE_ROWS = {"conflicting_labels": "different labels", "within_class": "same class", "leakage": "across splits"}
 
 
 def print_findings(findings: dict, console) -> None:
@@ -15,13 +15,18 @@ def print_findings(findings: dict, console) -> None:
 
     root = findings["root"]
     totals = {s: sum(c.values()) for s, c in findings["counts"].items()}
-    console.print(f"checked {findings['images']:,} images in {len(findings['classes'])} classes "
-                  f"({findings['layout']}) in {findings['seconds']:.1f}s: {root}")
+    console.print(
+        f"checked {findings['images']:,} images in {len(findings['classes'])} classes "
+        f"({findings['layout']}) in {findings['seconds']:.1f}s: {root}"
+    )
     out = findings["outliers"]
-    console.print("  readable per split: " + ", ".join(f"{s} {n:,}" for s, n in totals.items())
-                  + f"; typical image: shorter side {out.get('median_short_side', 0):g} px, aspect "
-                  f"{out.get('median_aspect', 1):.2f}, mode {out.get('main_mode', '-')}; near-duplicates: "
-                  f"pHash within {findings['near_distance']} bits")
+    console.print(
+        "  readable per split: "
+        + ", ".join(f"{s} {n:,}" for s, n in totals.items())
+        + f"; typical image: shorter side {out.get('median_short_side', 0):g} px, aspect "
+        f"{out.get('median_aspect', 1):.2f}, mode {out.get('main_mode', '-')}; near-duplicates: "
+        f"pHash within {findings['near_distance']} bits"
+    )
     table = Table("finding", "count", "examples")
     table.columns[0].no_wrap = table.columns[1].no_wrap = True
     table.columns[1].justify = "right"
@@ -35,15 +40,23 @@ def print_findings(findings: dict, console) -> None:
 def _rows(findings: dict, root: str):
     """(finding, count, example lines, is it a problem) for every check, clean ones included,
     so the table also shows what was checked and passed."""
-    yield ("unreadable files", str(len(findings["unreadable"])),
-           _some([f"{short_path(f['path'], root)}: {f['reason']}" for f in findings["unreadable"]]), True)
+    yield (
+        "unreadable files",
+        str(len(findings["unreadable"])),
+        _some([f"{short_path(f['path'], root)}: {f['reason']}" for f in findings["unreadable"]]),
+        True,
+    )
     for key, what in (("exact_duplicates", "identical"), ("near_duplicates", "near-duplicate")):
         for kind, groups in duplicate_kinds(findings[key]).items():
             count = f"{len(groups)} ({sum(len(g['files']) for g in groups)} files)" if groups else "0"
             yield (f"{what}: {_DUPLICATE_ROWS[kind]}", count, _some([example(g, root) for g in groups]), True)
     mirror = [g for g in findings["near_duplicates"] if g.get("mirrored")]
-    yield ("near-duplicate: mirrored", f"{len(mirror)} ({sum(len(g['files']) for g in mirror)} files)" if mirror
-           else "0", _some([example(g, root) for g in mirror]), True)
+    yield (
+        "near-duplicate: mirrored",
+        f"{len(mirror)} ({sum(len(g['files']) for g in mirror)} files)" if mirror else "0",
+        _some([example(g, root) for g in mirror]),
+        True,
+    )
     if info := findings.get("groups"):
         from rich.markup import escape
 
@@ -54,20 +67,38 @@ def _rows(findings: dict, root: str):
     imb = findings["imbalance"]
     counts = imb["counts"]
     big, small = max(counts, key=counts.get), min(counts, key=counts.get)
-    note = [f"largest {big} ({counts[big]:,}), smallest {small} ({counts[small]:,})" if counts[big] != counts[small]
-            else f"every class has {counts[big]:,}"]
+    note = [
+        f"largest {big} ({counts[big]:,}), smallest {small} ({counts[small]:,})"
+        if counts[big] != counts[small]
+        else f"every class has {counts[big]:,}"
+    ]
     if imb["small_classes"]:
         note.append(f"below half the median class ({imb['median']:g}): {', '.join(imb['small_classes'])}")
     yield "class imbalance", f"{imb['ratio']}×" if imb["ratio"] else "∞", note, imb["flagged"]
     out = findings["outliers"]
-    for key, what in (("small", "much smaller images"), ("large", "much larger images"),
-                      ("aspect", "elongated images")):
-        yield (what, str(len(out[key])),
-               _some([f"{short_path(f['path'], root)} ({f['width']}×{f['height']})" for f in out[key]]), True)
-    yield (f"colour mode not {out.get('main_mode', 'RGB')}", str(len(out["mode"])),
-           _some([f"{short_path(f['path'], root)} ({f['mode']})" for f in out["mode"]]), True)
-    yield ("ignored (not images)", str(len(findings["ignored"])),
-           _some([short_path(p, root) for p in findings["ignored"]]), False)
+    for key, what in (
+        ("small", "much smaller images"),
+        ("large", "much larger images"),
+        ("aspect", "elongated images"),
+    ):
+        yield (
+            what,
+            str(len(out[key])),
+            _some([f"{short_path(f['path'], root)} ({f['width']}×{f['height']})" for f in out[key]]),
+            True,
+        )
+    yield (
+        f"colour mode not {out.get('main_mode', 'RGB')}",
+        str(len(out["mode"])),
+        _some([f"{short_path(f['path'], root)} ({f['mode']})" for f in out["mode"]]),
+        True,
+    )
+    yield (
+        "ignored (not images)",
+        str(len(findings["ignored"])),
+        _some([short_path(p, root) for p in findings["ignored"]]),
+        False,
+    )
 
 
 def _some(lines: list[str]) -> list[str]:

@@ -10,6 +10,7 @@ inflates test accuracy. Groups come from (`group_by`):
   none                     the plain per-image split
 Like the doctor this module stays free of torch.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,13 +24,15 @@ from imgclf.core.errors import UserError
 from imgclf.data.phash import HASH_SIDE, NEAR_DISTANCE, components, flat, hamming, near_pairs, phashes
 from imgclf.data.split import SPLITS, fill_missing_splits
 
-CHUNK_BYTES = 1 << 24   # cache pixels per thumbnail batch: bounded memory at any img_size
+CHUNK_BYTES = 1 << 24  # cache pixels per thumbnail batch: bounded memory at any img_size
 
 
 # ---- for train and check ---------------------------------------------------------------------
 
-def group_for_training(spec, group_by: str, images: np.ndarray, val_frac: float, test_frac: float,
-                       seed: int) -> dict | None:
+
+def group_for_training(
+    spec, group_by: str, images: np.ndarray, val_frac: float, test_frac: float, seed: int
+) -> dict | None:
     """Resolve `group_by` for `train` after decoding (`images`: the cache rows, in spec order),
     regroup the split discover made when some group holds more than one image, and describe it.
     None when nothing was grouped: group_by none, or auto with every split given by the user.
@@ -40,14 +43,14 @@ def group_for_training(spec, group_by: str, images: np.ndarray, val_frac: float,
     to_split = _split_to_make(spec)
     if group_by == "none" or (group_by == "auto" and not to_split):
         return None
-    usable = np.isin(spec.splits, SPLITS)       # skipped (unreadable) files are their own group
+    usable = np.isin(spec.splits, SPLITS)  # skipped (unreadable) files are their own group
     if group_by in ("auto", "near-duplicates"):
         by = "near-duplicates"
         hashes, flipped, hashable = cache_hashes(images, usable)
         ids = near_duplicate_ids(hashes, flipped, usable & hashable, NEAR_DISTANCE)
     else:
         by, ids = group_by, regex_groups(spec.paths, spec.root, group_by)
-    if to_split and len(np.unique(ids[usable])) < usable.sum():      # some group holds two images or more
+    if to_split and len(np.unique(ids[usable])) < usable.sum():  # some group holds two images or more
         regroup(spec, ids, val_frac, test_frac, seed)
     return describe(spec, ids, by)
 
@@ -60,6 +63,7 @@ def _split_to_make(spec) -> bool:
 
 # ---- where groups come from -------------------------------------------------------------------
 
+
 def check_group_by(group_by: str) -> str:
     """`group_by` if valid, else a UserError saying what is accepted."""
     if group_by in ("auto", "none", "near-duplicates"):
@@ -67,11 +71,15 @@ def check_group_by(group_by: str) -> str:
     try:
         pattern = re.compile(group_by)
     except re.error as e:
-        raise UserError(f"--group-by {group_by!r} is not a valid regular expression ({e}); use auto, none, "
-                        r"near-duplicates or a pattern with one capture group such as '^(crop\d+)'") from None
+        raise UserError(
+            f"--group-by {group_by!r} is not a valid regular expression ({e}); use auto, none, "
+            r"near-duplicates or a pattern with one capture group such as '^(crop\d+)'"
+        ) from None
     if pattern.groups != 1:
-        raise UserError(f"--group-by {group_by!r} has {pattern.groups} capture groups; it needs exactly one, the "
-                        r"group key, e.g. '^(crop\d+)' or '^([^_]+)_' (the file name up to the first '_')")
+        raise UserError(
+            f"--group-by {group_by!r} has {pattern.groups} capture groups; it needs exactly one, the "
+            r"group key, e.g. '^(crop\d+)' or '^([^_]+)_' (the file name up to the first '_')"
+        )
     return group_by
 
 
@@ -90,8 +98,7 @@ def regex_groups(paths: list[str], root: str, pattern: str) -> np.ndarray:
     return ids
 
 
-def near_duplicate_ids(hashes: np.ndarray, flipped: np.ndarray, usable: np.ndarray,
-                       max_distance: int) -> np.ndarray:
+def near_duplicate_ids(hashes: np.ndarray, flipped: np.ndarray, usable: np.ndarray, max_distance: int) -> np.ndarray:
     """Group id per image (its group's smallest index): connected components of images within
     `max_distance` pHash bits of each other or of each other's mirror image. Unusable images are
     their own group.
@@ -108,15 +115,15 @@ def near_duplicate_ids(hashes: np.ndarray, flipped: np.ndarray, usable: np.ndarr
     ids = np.arange(len(hashes))
     node = comp[inverse[:n]]
     first = np.full(len(unique), len(hashes))
-    np.minimum.at(first, node, idx)         # name each group by its smallest image index
+    np.minimum.at(first, node, idx)  # name each group by its smallest image index
     ids[idx] = first[node]
     return ids
 
 
 def mirrored(hashes: np.ndarray, flipped: np.ndarray, i: int, j: int, max_distance: int) -> tuple[int, bool]:
     """(pHash distance, mirrored?) of image j to image i: mirrored when only j's mirror image is close."""
-    direct = int(hamming(hashes[i:i + 1], hashes[j:j + 1])[0])
-    mirror = int(hamming(flipped[i:i + 1], hashes[j:j + 1])[0])
+    direct = int(hamming(hashes[i : i + 1], hashes[j : j + 1])[0])
+    mirror = int(hamming(flipped[i : i + 1], hashes[j : j + 1])[0])
     return (mirror, True) if mirror < direct and direct > max_distance else (direct, False)
 
 
@@ -132,7 +139,7 @@ def cache_hashes(images: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np
     idx = np.flatnonzero(usable)
     step = max(1, CHUNK_BYTES // max(1, images[0].size if len(images) else 1))
     for start in range(0, len(idx), step):
-        rows = idx[start:start + step]
+        rows = idx[start : start + step]
         thumbs = thumbnails(np.asarray(images[rows]))
         hashes[rows], flipped[rows], hashable[rows] = phashes(thumbs), phashes(thumbs[:, :, ::-1]), ~flat(thumbs)
     return hashes, flipped, hashable
@@ -173,6 +180,7 @@ def regroup(spec, groups: np.ndarray, val_frac: float, test_frac: float, seed: i
 
 # ---- what a grouping did ----------------------------------------------------------------------
 
+
 def describe(spec, groups: np.ndarray, by: str) -> dict:
     """JSON-ready summary: how many groups hold more than one image, their images, the largest,
     how many hold several labels, and the groups that straddle splits (only possible in splits
@@ -183,26 +191,42 @@ def describe(spec, groups: np.ndarray, by: str) -> dict:
     for s, name in enumerate(SPLITS):
         present[inverse[spec.splits == name], s] = True
     straddle = np.flatnonzero(present.sum(1) > 1)
-    examples = [{"files": [spec.paths[i] for i in np.flatnonzero(inverse == g)[:4]], "size": int(counts[g]),
-                 "splits": [name for s, name in enumerate(SPLITS) if present[g, s]]} for g in straddle[:5]]
+    examples = [
+        {
+            "files": [spec.paths[i] for i in np.flatnonzero(inverse == g)[:4]],
+            "size": int(counts[g]),
+            "splits": [name for s, name in enumerate(SPLITS) if present[g, s]],
+        }
+        for g in straddle[:5]
+    ]
     multi = counts > 1
     largest = int(np.argmax(counts)) if len(counts) else 0
-    pairs = np.unique(np.stack([inverse, np.asarray(spec.labels)]), axis=1)     # (group, label) present
+    pairs = np.unique(np.stack([inverse, np.asarray(spec.labels)]), axis=1)  # (group, label) present
     mixed = int((np.bincount(pairs[0], minlength=len(keys)) > 1).sum())
-    return {"by": by, "groups": int(multi.sum()), "images": int(counts[multi].sum()), "mixed_labels": mixed,
-            "largest": int(counts.max()) if len(counts) else 0,
-            "largest_example": spec.paths[int(keys[largest])] if multi.any() else None,
-            "straddling": len(straddle), "straddling_examples": examples}
+    return {
+        "by": by,
+        "groups": int(multi.sum()),
+        "images": int(counts[multi].sum()),
+        "mixed_labels": mixed,
+        "largest": int(counts.max()) if len(counts) else 0,
+        "largest_example": spec.paths[int(keys[largest])] if multi.any() else None,
+        "straddling": len(straddle),
+        "straddling_examples": examples,
+    }
 
 
 def summary_line(info: dict) -> str:
     """One line for the console and the report: what the split kept together."""
-    what = ("near-duplicates (pHash, mirrored copies included)" if info["by"] == "near-duplicates"
-            else f"file names matching '{info['by']}'")
+    what = (
+        "near-duplicates (pHash, mirrored copies included)"
+        if info["by"] == "near-duplicates"
+        else f"file names matching '{info['by']}'"
+    )
     if not info["groups"]:
         return f"no groups of {what}: every image split on its own"
-    line = (f"keeps {info['groups']:,} groups of {what} together ({info['images']:,} images; "
-            f"largest {info['largest']:,})")
+    line = (
+        f"keeps {info['groups']:,} groups of {what} together ({info['images']:,} images; largest {info['largest']:,})"
+    )
     if info.get("mixed_labels"):
         line += f"; {info['mixed_labels']:,} hold several labels and went by their majority label"
     if info["straddling"]:

@@ -3,6 +3,7 @@
 Every failure a user's file can cause becomes `UnusableImage` with a short reason, so a caller
 can skip the file with one warning line instead of crashing halfway through a dataset.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,9 @@ from typing import BinaryIO, Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
-                              ".pgm", ".ppm", ".pbm", ".pnm"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm"}
+)
 RESIZE_MODES = ("squash", "crop", "pad")
 # Refuse bigger images before decoding: a tiny compressed file can claim gigapixels.
 MAX_PIXELS = 100_000_000
@@ -41,8 +43,9 @@ def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Ima
     return _read(path, max_pixels, draft_side=None)
 
 
-def load_resized(path: str | os.PathLike | BinaryIO, size: int, mode: str = "squash",
-                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def load_resized(
+    path: str | os.PathLike | BinaryIO, size: int, mode: str = "squash", max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
     """read_rgb + resize: the (size, size, 3) uint8 model input for one file (a path, or a binary
     file object such as io.BytesIO(upload))."""
     return resize(_read(path, max_pixels, draft_side=size * DRAFT_GAP), size, mode)
@@ -68,8 +71,7 @@ def resize(img: Image.Image, size: int, mode: str = "squash") -> np.ndarray:
         side = min(w, h)
         left, top = (w - side) / 2, (h - side) / 2
         # Cropping via `box` resamples the exact centre square, without a rounded intermediate size.
-        out = img.resize((size, size), RESAMPLE, box=(left, top, left + side, top + side),
-                         reducing_gap=REDUCING_GAP)
+        out = img.resize((size, size), RESAMPLE, box=(left, top, left + side, top + side), reducing_gap=REDUCING_GAP)
     else:
         out = _letterbox(img, size)
     return np.array(out, dtype=np.uint8)
@@ -171,6 +173,5 @@ def _letterbox(img: Image.Image, size: int) -> Image.Image:
     scale = size / max(w, h)
     fit = (max(1, round(w * scale)), max(1, round(h * scale)))
     canvas = Image.new("RGB", (size, size), (PAD_GREY,) * 3)
-    canvas.paste(img.resize(fit, RESAMPLE, reducing_gap=REDUCING_GAP),
-                 ((size - fit[0]) // 2, (size - fit[1]) // 2))
+    canvas.paste(img.resize(fit, RESAMPLE, reducing_gap=REDUCING_GAP), ((size - fit[0]) // 2, (size - fit[1]) // 2))
     return canvas

@@ -8,6 +8,7 @@ It is a CSV manifest `imgclf train` reads as it is (path,label,split; the hash c
 hashes tell whether any file changed since. That is why its paths stay absolute, unlike a run's
 splits.csv: the data root they were under is recorded beside them (version.json) instead.
 """
+
 from __future__ import annotations
 
 import csv
@@ -56,5 +57,10 @@ def write_manifest(rows: list[dict], out: Path, root: str | None = None) -> dict
         splits[r["split"]] = splits.get(r["split"], 0) + 1
     text = buf.getvalue()
     write_text(out, text)
-    return {"files": len(rows), "splits": splits, "missing": hashes.count(MISSING),
-            "sha256": hashlib.sha256(text.encode()).hexdigest(), "root": root}
+    return {
+        "files": len(rows),
+        "splits": splits,
+        "missing": hashes.count(MISSING),
+        "sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "root": root,
+    }

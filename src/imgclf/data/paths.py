@@ -9,6 +9,7 @@ an absolute path under the old root is moved along with it.
     rel = [relative_to(p, root) for p in paths]           # ['cat/1.jpg', ...]
     resolve(rel[0], root, moved_to="/mnt/photos")         # '/mnt/photos/cat/1.jpg'
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,7 @@ def inside(path: str, root: str) -> str | None:
     are taken relative to the same working folder and no link is followed."""
     try:
         rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
-    except ValueError:          # another Windows drive
+    except ValueError:  # another Windows drive
         return None
     parts = PurePath(rel).parts
     return None if not parts or parts[0] == os.pardir else PurePath(rel).as_posix()

@@ -3,13 +3,14 @@
 A pHash keeps the signs of an image's lowest spatial frequencies: re-encoding, resizing or a slight
 colour shift leaves it within a few bits, while different photos differ in about half of its 64.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-HASH_SIDE = 32      # the greyscale thumbnail the DCT sees, as in the classic pHash
-LOW = 8             # its LOW x LOW lowest frequencies become the 64 bits
-MAX_DISTANCE = 16   # beyond this, hashes of unrelated images start to match
+HASH_SIDE = 32  # the greyscale thumbnail the DCT sees, as in the classic pHash
+LOW = 8  # its LOW x LOW lowest frequencies become the 64 bits
+MAX_DISTANCE = 16  # beyond this, hashes of unrelated images start to match
 # pHash bits (always even: each hash has 32 ones). Re-encoded and resized copies stay within 4; at
 # 6, tiny low-detail images (a 32 px plane or bird against sky) start to match each other.
 NEAR_DISTANCE = 4
@@ -36,7 +37,7 @@ _DCT_LOW = _dct_matrix(HASH_SIDE)[:LOW]
 def phashes(thumbs: np.ndarray) -> np.ndarray:
     """uint64 pHashes of (N, HASH_SIDE, HASH_SIDE, 3) uint8 RGB thumbnails."""
     grey = thumbs.astype(np.float64) @ _LUMA
-    low = (_DCT_LOW @ grey @ _DCT_LOW.T).reshape(len(thumbs), -1)     # batched 2-D DCT, low corner
+    low = (_DCT_LOW @ grey @ _DCT_LOW.T).reshape(len(thumbs), -1)  # batched 2-D DCT, low corner
     bits = low > np.median(low, axis=1, keepdims=True)
     return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
 

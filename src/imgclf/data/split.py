@@ -1,5 +1,6 @@
 """Which images train, which validate, which test: stratified by class, seeded, and with groups
 (near-duplicates, a file-name pattern: see data.groups) kept whole in one split."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,9 @@ from imgclf.core.errors import UserError
 SPLITS = ("train", "val", "test")
 
 
-def fill_missing_splits(spec, val_frac: float, test_frac: float, seed: int,
-                         groups: np.ndarray | None = None, skip: np.ndarray | None = None) -> None:
+def fill_missing_splits(
+    spec, val_frac: float, test_frac: float, seed: int, groups: np.ndarray | None = None, skip: np.ndarray | None = None
+) -> None:
     """Assign a split to every unassigned sample, stratified by class and seeded.
 
     With a user-given test split we only carve val from train; otherwise both. With `groups` (a
@@ -22,12 +24,12 @@ def fill_missing_splits(spec, val_frac: float, test_frac: float, seed: int,
     has_test = (spec.splits == "test").any()
     has_val = (spec.splits == "val").any()
     todo = spec.splits == ""
-    if not has_test and not todo.any():       # split folders with train only: carve test too
+    if not has_test and not todo.any():  # split folders with train only: carve test too
         todo = spec.splits == "train"
     elif has_test and not has_val:
         todo = todo | (spec.splits == "train")
     if groups is not None:
-        held_out = lambda n: _held_out(n, has_val, has_test, val_frac, test_frac)    # noqa: E731
+        held_out = lambda n: _held_out(n, has_val, has_test, val_frac, test_frac)  # noqa: E731
         split_groups(spec, todo if skip is None else todo & ~skip, groups, held_out, seed)
         return
     rng = np.random.default_rng(seed)
@@ -36,8 +38,8 @@ def fill_missing_splits(spec, val_frac: float, test_frac: float, seed: int,
         rng.shuffle(idx)
         n_test, n_val = _held_out(len(idx), has_val, has_test, val_frac, test_frac)
         spec.splits[idx[:n_test]] = "test"
-        spec.splits[idx[n_test:n_test + n_val]] = "val"
-        spec.splits[idx[n_test + n_val:]] = "train"
+        spec.splits[idx[n_test : n_test + n_val]] = "val"
+        spec.splits[idx[n_test + n_val :]] = "train"
 
 
 def _held_out(n: int, has_val: bool, has_test: bool, val_frac: float, test_frac: float) -> tuple[int, int]:
@@ -73,13 +75,13 @@ def split_groups(spec, todo: np.ndarray, groups: np.ndarray, held_out, seed: int
     for c in range(k):
         mine = np.flatnonzero(label == c)
         rng.shuffle(mine)
-        mine = mine[np.argsort(-size[mine], kind="stable")]      # largest first, ties in random order
+        mine = mine[np.argsort(-size[mine], kind="stable")]  # largest first, ties in random order
         n = int(size[mine].sum())
         n_test, n_val = held_out(n)
-        want = np.array([n - n_test - n_val, n_val, n_test])     # train, val, test
+        want = np.array([n - n_test - n_val, n_val, n_test])  # train, val, test
         have = np.zeros(3, np.int64)
         for g in mine:
-            s = int(np.argmax(want - have))                      # first of the most lacking
+            s = int(np.argmax(want - have))  # first of the most lacking
             choice[g] = SPLITS[s]
             have[s] += size[g]
     spec.splits[idx] = choice[member_of]

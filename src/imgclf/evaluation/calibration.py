@@ -3,6 +3,7 @@
 A network trained with cross-entropy is usually over-confident; dividing its logits by one scalar
 T > 1, fitted on the validation split, fixes most of that without changing any prediction's rank.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,9 +24,12 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The T in T_RANGE minimising validation log-loss of softmax(logits / T) (searched on log T)."""
     if len(labels) == 0:
         return 1.0
-    res = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))),
-                          bounds=(float(np.log(T_RANGE[0])), float(np.log(T_RANGE[1]))),
-                          method="bounded", options={"xatol": 1e-4})
+    res = minimize_scalar(
+        lambda log_t: nll(logits, labels, float(np.exp(log_t))),
+        bounds=(float(np.log(T_RANGE[0])), float(np.log(T_RANGE[1]))),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
     return float(np.exp(res.x))
 
 
@@ -37,9 +41,12 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> dict:
     which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
     count = np.bincount(which, minlength=bins)
     safe = np.maximum(count, 1)
-    return {"edges": edges.tolist(), "count": count.tolist(),
-            "confidence": (np.bincount(which, conf, bins) / safe).tolist(),
-            "accuracy": (np.bincount(which, correct.astype(float), bins) / safe).tolist()}
+    return {
+        "edges": edges.tolist(),
+        "count": count.tolist(),
+        "confidence": (np.bincount(which, conf, bins) / safe).tolist(),
+        "accuracy": (np.bincount(which, correct.astype(float), bins) / safe).tolist(),
+    }
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:

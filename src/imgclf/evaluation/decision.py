@@ -4,6 +4,7 @@ Argmax means a threshold of 0.5, which is rarely what a user wants: a safety cam
 recall of "person", a door-opener high precision. The rule is one of: a target recall, a target
 precision, or (default) the best F1; the threshold then applies to every prediction.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,11 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from imgclf.core.errors import UserError
 
 # Names that usually mean "the thing is absent": the other class is then the positive one.
-_NEGATIVE = re.compile(r"^(no|non|not|neg|negative|without|background|bg|none|other|empty|absent|clean|normal)"
-                       r"([\s_-].*)?$|^(no|non)[a-z]", re.IGNORECASE)
+_NEGATIVE = re.compile(
+    r"^(no|non|not|neg|negative|without|background|bg|none|other|empty|absent|clean|normal)"
+    r"([\s_-].*)?$|^(no|non)[a-z]",
+    re.IGNORECASE,
+)
 
 
 def positive_class(classes: list[str], chosen: str | None = None) -> int:
@@ -31,22 +35,25 @@ def positive_class(classes: list[str], chosen: str | None = None) -> int:
     return 1
 
 
-def choose_threshold(p_pos: np.ndarray, is_pos: np.ndarray, target_recall: float | None = None,
-                     target_precision: float | None = None) -> tuple[float, str]:
+def choose_threshold(
+    p_pos: np.ndarray, is_pos: np.ndarray, target_recall: float | None = None, target_precision: float | None = None
+) -> tuple[float, str]:
     """(threshold on the positive-class probability, the rule that chose it)."""
     if target_recall is not None and target_precision is not None:
         raise UserError("give either a target recall or a target precision, not both")
     if is_pos.all() or not is_pos.any():
         return 0.5, "argmax (validation split has one class only)"
     precision, recall, thresholds = precision_recall_curve(is_pos, p_pos)
-    precision, recall = precision[:-1], recall[:-1]          # align with thresholds
+    precision, recall = precision[:-1], recall[:-1]  # align with thresholds
     if target_recall is not None:
         ok = np.flatnonzero(recall >= target_recall)
         return float(thresholds[ok].max()), f"highest threshold with validation recall >= {target_recall}"
     if target_precision is not None:
         ok = np.flatnonzero(precision >= target_precision)
         if len(ok) == 0:
-            return float(thresholds.max()), f"precision {target_precision} unreachable on validation; strictest threshold"
+            return float(
+                thresholds.max()
+            ), f"precision {target_precision} unreachable on validation; strictest threshold"
         return float(thresholds[ok].min()), f"lowest threshold with validation precision >= {target_precision}"
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return float(thresholds[int(np.argmax(f1))]), "best validation F1"
@@ -57,9 +64,16 @@ def decision_metrics(p_pos: np.ndarray, is_pos: np.ndarray, threshold: float) ->
     tp, fp, fn = int((pred & is_pos).sum()), int((pred & ~is_pos).sum()), int((~pred & is_pos).sum())
     precision = tp / max(1, tp + fp)
     recall = tp / max(1, tp + fn)
-    out = {"threshold": threshold, "precision": precision, "recall": recall,
-           "f1": 2 * precision * recall / max(1e-12, precision + recall), "tp": tp, "fp": fp, "fn": fn,
-           "tn": int((~pred & ~is_pos).sum())}
+    out = {
+        "threshold": threshold,
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / max(1e-12, precision + recall),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": int((~pred & ~is_pos).sum()),
+    }
     if is_pos.any() and not is_pos.all():
         out["roc_auc"] = float(roc_auc_score(is_pos, p_pos))
         out["pr_auc"] = float(average_precision_score(is_pos, p_pos))

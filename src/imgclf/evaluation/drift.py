@@ -11,6 +11,7 @@ test alone flags differences too small to matter.
     >>> s["severity"], s["shifted"]
     ('major', True)
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,7 @@ from scipy.stats import chi2_contingency, fisher_exact, ks_2samp
 
 PSI_MODERATE, PSI_MAJOR = 0.1, 0.25
 ALPHA = 0.01
-MIN_LIVE = 30           # fewer logged predictions than this: too few to tell
+MIN_LIVE = 30  # fewer logged predictions than this: too few to tell
 MIN_RATE_CHANGE = 0.05  # a rate must move at least this much (absolute) to count
 
 
@@ -31,7 +32,7 @@ def psi(ref_counts, live_counts) -> float:
     a count first (the epsilon for empty bins): a bin empty on one side would otherwise be infinite,
     and a fixed 1e-4 floor makes one stray image in an empty bin look like a major shift."""
     r, q = np.asarray(ref_counts, float), np.asarray(live_counts, float)
-    used = (r + q) > 0          # a bin neither side uses says nothing (and would tilt unequal samples)
+    used = (r + q) > 0  # a bin neither side uses says nothing (and would tilt unequal samples)
     r, q = r[used] + 0.5, q[used] + 0.5
     r, q = r / r.sum(), q / q.sum()
     return float(np.sum((q - r) * np.log(q / r)))
@@ -74,12 +75,18 @@ def compare_numeric(ref, live, max_bins: int = 10) -> dict:
     lc = binned(live, inner, ref.min(), ref.max())
     value = psi(rc, lc)
     p = float(ks_2samp(ref, live).pvalue)
-    return {**out, "psi": value, "psi_noise": psi_noise(int(((rc + lc) > 0).sum()), len(ref), len(live)), "p_value": p,
-            "test": "Kolmogorov-Smirnov", "severity": severity(value),
-            "shifted": value >= PSI_MODERATE and p < ALPHA,
-            "ref": {"mean": float(ref.mean()), "median": float(np.median(ref))},
-            "live": {"mean": float(live.mean()), "median": float(np.median(live))},
-            "bins": {"edges": inner.tolist(), "ref": rc.tolist(), "live": lc.tolist()}}
+    return {
+        **out,
+        "psi": value,
+        "psi_noise": psi_noise(int(((rc + lc) > 0).sum()), len(ref), len(live)),
+        "p_value": p,
+        "test": "Kolmogorov-Smirnov",
+        "severity": severity(value),
+        "shifted": value >= PSI_MODERATE and p < ALPHA,
+        "ref": {"mean": float(ref.mean()), "median": float(np.median(ref))},
+        "live": {"mean": float(live.mean()), "median": float(np.median(live))},
+        "bins": {"edges": inner.tolist(), "ref": rc.tolist(), "live": lc.tolist()},
+    }
 
 
 def compare_categorical(ref: list[str], live: list[str], categories: list[str] | None = None) -> dict:
@@ -98,11 +105,18 @@ def compare_categorical(ref: list[str], live: list[str], categories: list[str] |
     value = psi(rc[used], lc[used])
     table = np.stack([rc[used], lc[used]])
     p = float(chi2_contingency(table).pvalue) if used.sum() >= 2 else 1.0
-    return {**out, "psi": value, "psi_noise": psi_noise(int(used.sum()), len(ref), len(live)), "p_value": p,
-            "test": "chi-square", "severity": severity(value), "shifted": value >= PSI_MODERATE and p < ALPHA,
-            "ref": {c: float(n / len(ref)) for c, n in zip(cats, rc)},
-            "live": {c: float(n / len(live)) for c, n in zip(cats, lc)},
-            "counts": {"ref": rc.tolist(), "live": lc.tolist()}}
+    return {
+        **out,
+        "psi": value,
+        "psi_noise": psi_noise(int(used.sum()), len(ref), len(live)),
+        "p_value": p,
+        "test": "chi-square",
+        "severity": severity(value),
+        "shifted": value >= PSI_MODERATE and p < ALPHA,
+        "ref": {c: float(n / len(ref)) for c, n in zip(cats, rc)},
+        "live": {c: float(n / len(live)) for c, n in zip(cats, lc)},
+        "counts": {"ref": rc.tolist(), "live": lc.tolist()},
+    }
 
 
 def compare_rate(k_ref: int, n_ref: int, k_live: int, n_live: int) -> dict:
@@ -110,9 +124,17 @@ def compare_rate(k_ref: int, n_ref: int, k_live: int, n_live: int) -> dict:
     exact test of the 2 x 2 table; exact, so it stays honest when the test set has few or none."""
     r, q = k_ref / max(n_ref, 1), k_live / max(n_live, 1)
     p = float(fisher_exact([[k_ref, n_ref - k_ref], [k_live, n_live - k_live]]).pvalue) if n_ref and n_live else 1.0
-    return {"ref": r, "live": q, "k_ref": int(k_ref), "n_ref": int(n_ref), "k_live": int(k_live),
-            "n_live": int(n_live), "p_value": p, "test": "Fisher exact",
-            "shifted": abs(q - r) >= MIN_RATE_CHANGE and p < ALPHA}
+    return {
+        "ref": r,
+        "live": q,
+        "k_ref": int(k_ref),
+        "n_ref": int(n_ref),
+        "k_live": int(k_live),
+        "n_live": int(n_live),
+        "p_value": p,
+        "test": "Fisher exact",
+        "shifted": abs(q - r) >= MIN_RATE_CHANGE and p < ALPHA,
+    }
 
 
 def side_value(st: dict, how: str | None, side: str, counts: bool = False) -> str | None:
@@ -126,4 +148,4 @@ def side_value(st: dict, how: str | None, side: str, counts: bool = False) -> st
     if how == "size":
         wh = st.get("size", {}).get(side)
         return f"{wh[0]:.0f} x {wh[1]:.0f}" if wh else None
-    return f"{st[side][how]:.3g}" if st[side] else None     # no summary when that side had no values
+    return f"{st[side][how]:.3g}" if st[side] else None  # no summary when that side had no values

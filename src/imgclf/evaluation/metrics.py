@@ -1,9 +1,9 @@
 """Test-set metrics with scikit-learn: everything a user needs to judge a model, as plain JSON."""
+
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix, log_loss,
-                             top_k_accuracy_score)
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, log_loss, top_k_accuracy_score
 
 
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], top_k: tuple[int, ...] = (3, 5)) -> dict:
@@ -11,8 +11,9 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], t
     confusion matrix (rows = true class, columns = predicted) and log-loss."""
     labels = np.arange(len(classes))
     y_pred = probs.argmax(1)
-    report = classification_report(y_true, y_pred, labels=labels, target_names=classes,
-                                   output_dict=True, zero_division=0)
+    report = classification_report(
+        y_true, y_pred, labels=labels, target_names=classes, output_dict=True, zero_division=0
+    )
     per_class = {c: {k: report[c][k] for k in ("precision", "recall", "f1-score", "support")} for c in classes}
     out = {
         "n": int(len(y_true)),
@@ -40,5 +41,7 @@ def _clipped(probs: np.ndarray) -> np.ndarray:
 
 def summary_line(m: dict) -> str:
     tk = "  ".join(f"top-{k} {v:.4f}" for k, v in m["top_k_accuracy"].items())
-    return (f"test accuracy {m['accuracy']:.4f}  macro F1 {m['macro_avg']['f1-score']:.4f}  "
-            f"log-loss {m['log_loss']:.4f}  {tk}  (n={m['n']})").rstrip()
+    return (
+        f"test accuracy {m['accuracy']:.4f}  macro F1 {m['macro_avg']['f1-score']:.4f}  "
+        f"log-loss {m['log_loss']:.4f}  {tk}  (n={m['n']})"
+    ).rstrip()

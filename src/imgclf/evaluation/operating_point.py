@@ -5,6 +5,7 @@ once, here, so that predict, the service, scan, video and the ONNX export all ap
     op.rule                  # "threshold" (two classes), "rejection" (3+, may answer 'unknown') or "argmax"
     op.decide(probs_row, model.classes)      # class index, or -1 for 'unknown'
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,11 +17,11 @@ from imgclf.settings.checks import UNKNOWN
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    rule: str                           # threshold | rejection | argmax
-    threshold: float | None = None      # on the positive class's probability, or on the top one (rejection)
-    positive_class: str | None = None   # two classes: the class the threshold is about
-    chosen_by: str | None = None        # how training chose it: best_f1, target_recall, target_accuracy, ...
-    label: str = UNKNOWN                # rejection: the answer below the threshold
+    rule: str  # threshold | rejection | argmax
+    threshold: float | None = None  # on the positive class's probability, or on the top one (rejection)
+    positive_class: str | None = None  # two classes: the class the threshold is about
+    chosen_by: str | None = None  # how training chose it: best_f1, target_recall, target_accuracy, ...
+    label: str = UNKNOWN  # rejection: the answer below the threshold
 
     @classmethod
     def of(cls, meta: dict) -> "OperatingPoint":
@@ -54,8 +55,12 @@ class OperatingPoint:
     def description(self) -> dict:
         """The rule with how it was chosen (GET /model's "decision")."""
         if self.rule == "threshold":
-            return {"rule": "threshold", "positive_class": self.positive_class, "threshold": self.threshold,
-                    "chosen_by": self.chosen_by}
+            return {
+                "rule": "threshold",
+                "positive_class": self.positive_class,
+                "threshold": self.threshold,
+                "chosen_by": self.chosen_by,
+            }
         if self.rule == "rejection":
             return {"rule": "rejection", "threshold": self.threshold, "label": self.label, "chosen_by": self.chosen_by}
         return {"rule": "argmax"}

@@ -1,4 +1,5 @@
 """PNG plots for the run folder. Matplotlib's Agg backend: no display needed."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.figures import pyplot, save_png
-
 
 
 def plot_history(history: list[dict], path: Path) -> None:
@@ -44,8 +44,15 @@ def plot_confusion(cm: list[list[int]], classes: list[str], path: Path) -> None:
         for i in range(n):
             for j in range(n):
                 if cm[i, j]:
-                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if norm[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(cm[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
     ax.set_title("Confusion matrix (test)")
     fig.tight_layout()
     save_png(fig, path)
@@ -83,8 +90,15 @@ def plot_coverage(curve: dict, operating: dict | None, path: Path) -> None:
     low = min([*acc, (operating or {}).get("accuracy_accepted") or 1.0, 0.9])
     if operating and operating.get("accuracy_accepted") is not None:
         c, a = operating["coverage"], operating["accuracy_accepted"]
-        ax.plot([c], [a], "o", ms=9, color="#c44e52", zorder=3,
-                label=f"threshold {operating['threshold']:.3f}: coverage {c:.3f}, accuracy {a:.3f}")
+        ax.plot(
+            [c],
+            [a],
+            "o",
+            ms=9,
+            color="#c44e52",
+            zorder=3,
+            label=f"threshold {operating['threshold']:.3f}: coverage {c:.3f}, accuracy {a:.3f}",
+        )
         ax.axvline(c, ls=":", color="#c44e52", lw=1)
     ax.set_xlim(0, 1.01)
     ax.set_ylim(max(0.0, low - 0.05 * (1 - low) - 0.01), 1.005)

@@ -5,13 +5,14 @@ Selective classification answers `unknown` when the calibrated top probability i
 threshold: fewer answers (coverage) in exchange for fewer wrong ones (selective accuracy). The
 threshold is chosen on the validation split for a target accuracy or a target coverage.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from imgclf.settings.checks import UNKNOWN, check_targets  # noqa: F401  (re-exported: the rejection's rules)
 
-CURVE_POINTS = 100      # the stored curve is sampled at coverage 1%, 2%, ... 100%: small JSON for any n
+CURVE_POINTS = 100  # the stored curve is sampled at coverage 1%, 2%, ... 100%: small JSON for any n
 
 
 def _ranked(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -30,15 +31,21 @@ def selective_curve(probs: np.ndarray, labels: np.ndarray) -> dict:
     if n == 0:
         return {"coverage": [], "accuracy": [], "threshold": [], "aurc": None, "n": 0}
     acc = np.cumsum(correct) / np.arange(1, n + 1)
-    ks = np.unique(np.clip(np.ceil(np.linspace(1, CURVE_POINTS, min(n, CURVE_POINTS)) / CURVE_POINTS * n), 1, n)
-                   .astype(int))
-    return {"coverage": (ks / n).tolist(), "accuracy": acc[ks - 1].tolist(),
-            "threshold": conf[ks - 1].astype(float).tolist(),
-            "aurc": float(np.mean(1 - acc)), "n": int(n)}
+    ks = np.unique(
+        np.clip(np.ceil(np.linspace(1, CURVE_POINTS, min(n, CURVE_POINTS)) / CURVE_POINTS * n), 1, n).astype(int)
+    )
+    return {
+        "coverage": (ks / n).tolist(),
+        "accuracy": acc[ks - 1].tolist(),
+        "threshold": conf[ks - 1].astype(float).tolist(),
+        "aurc": float(np.mean(1 - acc)),
+        "n": int(n),
+    }
 
 
-def choose_threshold(probs: np.ndarray, labels: np.ndarray, target_accuracy: float | None = None,
-                     target_coverage: float | None = None) -> tuple[float, str]:
+def choose_threshold(
+    probs: np.ndarray, labels: np.ndarray, target_accuracy: float | None = None, target_coverage: float | None = None
+) -> tuple[float, str]:
     """(threshold on the calibrated top probability, the rule that chose it) from validation data.
 
     target_accuracy A: the lowest threshold (highest coverage) whose selective accuracy is >= A.
@@ -51,13 +58,15 @@ def choose_threshold(probs: np.ndarray, labels: np.ndarray, target_accuracy: flo
     # Only cut between distinct confidences: a threshold accepts every image tied with it.
     ends = np.flatnonzero(np.append(conf[1:] < conf[:-1], True))
     if target_coverage is not None:
-        want = int(np.ceil(target_coverage * n - 1e-9))        # 0.8 * 35 is 28.000000000000004
+        want = int(np.ceil(target_coverage * n - 1e-9))  # 0.8 * 35 is 28.000000000000004
         k = ends[np.searchsorted(ends, want - 1)]
         return float(conf[k]), f"keeps {target_coverage:g} of validation images"
     acc = np.cumsum(correct) / np.arange(1, n + 1)
     ok = ends[acc[ends] >= target_accuracy]
     if len(ok) == 0:
-        return float(np.nextafter(conf[0], np.inf)), f"accuracy {target_accuracy:g} unreachable on validation; rejects all"
+        return float(
+            np.nextafter(conf[0], np.inf)
+        ), f"accuracy {target_accuracy:g} unreachable on validation; rejects all"
     return float(conf[ok.max()]), f"highest validation coverage with accuracy >= {target_accuracy:g}"
 
 
@@ -66,10 +75,14 @@ def rejection_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -
     accepted = probs.max(1) >= threshold
     correct = probs.argmax(1) == labels
     n_acc = int(accepted.sum())
-    return {"threshold": float(threshold), "coverage": n_acc / max(1, len(labels)),
-            "accuracy_accepted": float(correct[accepted].mean()) if n_acc else None,
-            "accepted": n_acc, "rejected": int(len(labels) - n_acc),
-            "errors_accepted": int((accepted & ~correct).sum())}
+    return {
+        "threshold": float(threshold),
+        "coverage": n_acc / max(1, len(labels)),
+        "accuracy_accepted": float(correct[accepted].mean()) if n_acc else None,
+        "accepted": n_acc,
+        "rejected": int(len(labels) - n_acc),
+        "errors_accepted": int((accepted & ~correct).sum()),
+    }
 
 
 def resolution_warning(n_accepted: int, target_accuracy: float | None) -> str | None:
@@ -78,6 +91,8 @@ def resolution_warning(n_accepted: int, target_accuracy: float | None) -> str | 
     only the least confident image that happened to be right. Say so rather than imply precision."""
     if target_accuracy is None or n_accepted * (1 - target_accuracy) >= 1:
         return None
-    return (f"only {n_accepted} accepted validation images: one error among them would be "
-            f"{1 / max(1, n_accepted):.1%}, so accuracy {target_accuracy:g} cannot be measured; a larger "
-            "validation split (--val-frac) makes the threshold trustworthy")
+    return (
+        f"only {n_accepted} accepted validation images: one error among them would be "
+        f"{1 / max(1, n_accepted):.1%}, so accuracy {target_accuracy:g} cannot be measured; a larger "
+        "validation split (--val-frac) makes the threshold trustworthy"
+    )

@@ -1,15 +1,16 @@
 """After training: calibration, the operating point (two-class threshold or 'unknown' rejection),
 chosen on the validation split, and scoring on held-out images with metrics and plots."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from imgclf.settings.config import TrainConfig
 from imgclf.core.errors import UserError
 from imgclf.core.files import write_json
 from imgclf.models.forward import softmax
+from imgclf.settings.config import TrainConfig
 
 
 def calibrate(model, images: np.ndarray, spec, console) -> dict:
@@ -31,10 +32,16 @@ def choose_decision(model, images: np.ndarray, spec, cfg: TrainConfig, console) 
     p_pos = model.predict_proba(images[val])[:, pos]
     threshold, rule = choose_threshold(p_pos, spec.labels[val] == pos, cfg.target_recall, cfg.target_precision)
     m = decision_metrics(p_pos, spec.labels[val] == pos, threshold)
-    console.print(f"  decision: '{spec.classes[pos]}' when p >= {threshold:.3f} ({rule}; validation precision "
-                  f"{m['precision']:.3f}, recall {m['recall']:.3f})")
-    return {"positive_class": spec.classes[pos], "threshold": threshold, "rule": rule,
-            "validation": {k: m[k] for k in ("precision", "recall", "f1")}}
+    console.print(
+        f"  decision: '{spec.classes[pos]}' when p >= {threshold:.3f} ({rule}; validation precision "
+        f"{m['precision']:.3f}, recall {m['recall']:.3f})"
+    )
+    return {
+        "positive_class": spec.classes[pos],
+        "threshold": threshold,
+        "rule": rule,
+        "validation": {k: m[k] for k in ("precision", "recall", "f1")},
+    }
 
 
 def choose_rejection(model, images: np.ndarray, spec, cfg: TrainConfig, console) -> dict:
@@ -47,12 +54,18 @@ def choose_rejection(model, images: np.ndarray, spec, cfg: TrainConfig, console)
     threshold, rule = choose_threshold(probs, spec.labels[val], cfg.target_accuracy, cfg.target_coverage)
     m = rejection_metrics(probs, spec.labels[val], threshold)
     acc = "n/a" if m["accuracy_accepted"] is None else f"{m['accuracy_accepted']:.3f}"
-    console.print(f"  rejection: 'unknown' when confidence < {threshold:.4g} ({rule}; validation coverage "
-                  f"{m['coverage']:.3f}, accuracy on accepted {acc}, n={len(val)})")
+    console.print(
+        f"  rejection: 'unknown' when confidence < {threshold:.4g} ({rule}; validation coverage "
+        f"{m['coverage']:.3f}, accuracy on accepted {acc}, n={len(val)})"
+    )
     if warning := resolution_warning(m["accepted"], cfg.target_accuracy):
         console.print(f"[yellow]warning[/]: rejection: {warning}")
-    return {"threshold": threshold, "rule": rule, "label": "unknown",
-            "validation": {"n": int(len(val)), **{k: m[k] for k in ("coverage", "accuracy_accepted", "accepted")}}}
+    return {
+        "threshold": threshold,
+        "rule": rule,
+        "label": "unknown",
+        "validation": {"n": int(len(val)), **{k: m[k] for k in ("coverage", "accuracy_accepted", "accepted")}},
+    }
 
 
 def score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, console, where: str) -> dict:
@@ -71,7 +84,8 @@ def score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, c
         "temperature": t,
         "ece_before": expected_calibration_error(softmax(logits), labels),
         "ece_after": expected_calibration_error(probs, labels),
-        "log_loss_before": nll(logits, labels), "log_loss_after": nll(logits, labels, t),
+        "log_loss_before": nll(logits, labels),
+        "log_loss_after": nll(logits, labels, t),
         "reliability": reliability(probs, labels),
     }
     decision = model.meta.get("decision")
@@ -81,9 +95,11 @@ def score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, c
         pos = model.classes.index(decision["positive_class"])
         d = decision_metrics(probs[:, pos], labels == pos, decision["threshold"])
         metrics["decision"] = {"positive_class": decision["positive_class"], "rule": decision["rule"], **d}
-        console.print(f"  at threshold {d['threshold']:.3f} for '{decision['positive_class']}': precision "
-                      f"{d['precision']:.4f}  recall {d['recall']:.4f}  ROC-AUC {d.get('roc_auc', float('nan')):.4f}  "
-                      f"PR-AUC {d.get('pr_auc', float('nan')):.4f}")
+        console.print(
+            f"  at threshold {d['threshold']:.3f} for '{decision['positive_class']}': precision "
+            f"{d['precision']:.4f}  recall {d['recall']:.4f}  ROC-AUC {d.get('roc_auc', float('nan')):.4f}  "
+            f"PR-AUC {d.get('pr_auc', float('nan')):.4f}"
+        )
     from imgclf.evaluation.rejection import rejection_metrics, selective_curve
 
     metrics["selective"] = selective_curve(probs, labels)
@@ -91,8 +107,10 @@ def score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, c
         r = rejection_metrics(probs, labels, model.meta["rejection"]["threshold"])
         metrics["rejection"] = {"rule": model.meta["rejection"]["rule"], **r}
         acc = "n/a" if r["accuracy_accepted"] is None else f"{r['accuracy_accepted']:.4f}"
-        console.print(f"  rejection at confidence {r['threshold']:.3f}: coverage {r['coverage']:.4f} "
-                      f"({r['rejected']} answered 'unknown'), accuracy on accepted {acc}")
+        console.print(
+            f"  rejection at confidence {r['threshold']:.3f}: coverage {r['coverage']:.4f} "
+            f"({r['rejected']} answered 'unknown'), accuracy on accepted {acc}"
+        )
     if out_dir is not None:
         from imgclf.evaluation.plots import plot_coverage
 
@@ -102,13 +120,16 @@ def score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, c
         plot_reliability(metrics["calibration"]["reliability"], out_dir / "reliability.png")
     c = metrics["calibration"]
     console.print(f"{where}: {summary_line(metrics)}")
-    console.print(f"  calibration (T={t:.2f}): ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}, "
-                  f"log-loss {c['log_loss_before']:.4f} -> {c['log_loss_after']:.4f}")
+    console.print(
+        f"  calibration (T={t:.2f}): ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}, "
+        f"log-loss {c['log_loss_before']:.4f} -> {c['log_loss_after']:.4f}"
+    )
     return metrics
 
 
-def evaluate_model(model, data: str | Path | None = None, verbose: bool = True, *,
-                   data_root: str | Path | None = None) -> dict:
+def evaluate_model(
+    model, data: str | Path | None = None, verbose: bool = True, *, data_root: str | Path | None = None
+) -> dict:
     """Metrics of a loaded model (inference.model.Model or an ensemble) on its run's held-out test
     split, or on DATA (its `test/` split when it has one, else all its images); see imgclf.evaluate."""
     from imgclf.core.console import console_for
@@ -118,8 +139,10 @@ def evaluate_model(model, data: str | Path | None = None, verbose: bool = True, 
 
     console = console_for(verbose)
     if data is not None and data_root is not None:
-        raise UserError("give DATA (other labeled images to evaluate on) or --data (where the run's own data "
-                        "moved to, for its test split), not both")
+        raise UserError(
+            "give DATA (other labeled images to evaluate on) or --data (where the run's own data "
+            "moved to, for its test split), not both"
+        )
     if data is None:
         paths, labels = test_split(model, data_root=data_root)
         where, out_dir = "held-out test split", model.path

@@ -8,6 +8,7 @@ Only the list of paths is held, never the images: batch after batch is decoded b
 while the model scores the one before, and each batch's rows are flushed to the CSV as soon as
 they exist. A later run with the same CSV reads which paths it holds and skips them.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,12 +22,12 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from imgclf.data.discover import files_under, is_image
-from imgclf.data.images import UnusableImage, load_resized
 from imgclf.core.errors import UserError
 from imgclf.core.files import open_stream, output_file
+from imgclf.data.discover import files_under, is_image
+from imgclf.data.images import UnusableImage, load_resized
 
-COLUMNS = ["path", "label", "confidence", "top_k", "error"]   # as `imgclf predict --format csv`
+COLUMNS = ["path", "label", "confidence", "top_k", "error"]  # as `imgclf predict --format csv`
 BATCH_SIZE = 256
 # Batches being decoded while the model scores the current one: enough to keep the pool busy
 # through a slow file, few enough that memory stays a handful of batches.
@@ -34,9 +35,17 @@ PREFETCH = 2
 POOL_MIN_IMAGES = 64
 
 
-def predict_folder(model, inputs, out_csv: str | os.PathLike, top_k: int = 1, batch_size: int = BATCH_SIZE,
-                   workers: int | None = None, resume: bool = True, progress: bool = True,
-                   pool: str = "auto") -> dict:
+def predict_folder(
+    model,
+    inputs,
+    out_csv: str | os.PathLike,
+    top_k: int = 1,
+    batch_size: int = BATCH_SIZE,
+    workers: int | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    pool: str = "auto",
+) -> dict:
     """Predict every image in `inputs` (files and folders, searched recursively) into `out_csv`.
 
     Rows are `path,label,confidence,top_k,error` (labels after the run's threshold or 'unknown'
@@ -68,8 +77,7 @@ def predict_folder(model, inputs, out_csv: str | os.PathLike, top_k: int = 1, ba
         console.print(f"resuming {out_csv}: {skipped} of {total} images already predicted, skipped")
     counts = {"predicted": 0, "errors": 0}
     workers = workers or _usable_cpus()
-    with _open_csv(out_csv, append=resume) as f, \
-            _progress(console, total - skipped) as advance:
+    with _open_csv(out_csv, append=resume) as f, _progress(console, total - skipped) as advance:
         writer = csv.writer(f, lineterminator="\n")
         todo = _not_done(_image_paths(roots), done)
         with _executor(pool, workers, total - skipped) as ex:
@@ -81,25 +89,38 @@ def predict_folder(model, inputs, out_csv: str | os.PathLike, top_k: int = 1, ba
                         writer.writerow(csv_row({"path": path, "error": errors[path]}))
                     else:
                         writer.writerow(csv_row({"path": path, **next(answers)}))
-                f.flush()       # a kill loses at most the batch being scored
+                f.flush()  # a kill loses at most the batch being scored
                 counts["predicted"] += len(paths) - len(errors)
                 counts["errors"] += len(errors)
                 advance(len(paths))
     seconds = time.perf_counter() - start
     n = counts["predicted"] + counts["errors"]
-    summary = {"out": str(out_csv), "total": total, "skipped": skipped, **counts,
-               "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1) if seconds > 0 else 0.0}
-    console.print(f"{out_csv}: {n} images in {seconds:.1f}s ({summary['images_per_s']:.0f} images/s): "
-                  f"{counts['predicted']} predicted, {counts['errors']} unreadable"
-                  + (f", {skipped} skipped (already done)" if skipped else ""))
+    summary = {
+        "out": str(out_csv),
+        "total": total,
+        "skipped": skipped,
+        **counts,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(n / seconds, 1) if seconds > 0 else 0.0,
+    }
+    console.print(
+        f"{out_csv}: {n} images in {seconds:.1f}s ({summary['images_per_s']:.0f} images/s): "
+        f"{counts['predicted']} predicted, {counts['errors']} unreadable"
+        + (f", {skipped} skipped (already done)" if skipped else "")
+    )
     return summary
 
 
 def csv_row(result: dict) -> list[str]:
     """One `predict` result dict as a CSV row of COLUMNS."""
     ok = "label" in result
-    return [result.get("path", ""), result.get("label", ""), f"{result['confidence']:.4f}" if ok else "",
-            ";".join(f"{c}:{p:.4f}" for c, p in result.get("top_k", [])), result.get("error", "")]
+    return [
+        result.get("path", ""),
+        result.get("label", ""),
+        f"{result['confidence']:.4f}" if ok else "",
+        ";".join(f"{c}:{p:.4f}" for c, p in result.get("top_k", [])),
+        result.get("error", ""),
+    ]
 
 
 def _check_inputs(inputs) -> list[Path]:
@@ -141,8 +162,10 @@ def _finished_paths(out_csv: Path) -> set[str]:
         if header is None:
             return set()
         if header != COLUMNS:
-            raise UserError(f"{out_csv} exists but is not an imgclf predictions CSV (its header is not "
-                            f"{','.join(COLUMNS)}); choose another --out or remove the file")
+            raise UserError(
+                f"{out_csv} exists but is not an imgclf predictions CSV (its header is not "
+                f"{','.join(COLUMNS)}); choose another --out or remove the file"
+            )
         return {row[0] for row in rows if row}
 
 
@@ -182,8 +205,9 @@ class _open_csv:
         self.stream.close()
 
 
-def _decoded_batches(paths: Iterable[str], ex: Executor, workers: int, batch_size: int,
-                     model) -> Iterator[tuple[list[str], np.ndarray, dict[str, str]]]:
+def _decoded_batches(
+    paths: Iterable[str], ex: Executor, workers: int, batch_size: int, model
+) -> Iterator[tuple[list[str], np.ndarray, dict[str, str]]]:
     """(paths, stacked uint8 images of the readable ones, {path: reason} of the others) per batch,
     in input order, with up to PREFETCH batches decoding ahead of the one handed out."""
     pending: deque[tuple[list[str], list[Future]]] = deque()
@@ -193,7 +217,7 @@ def _decoded_batches(paths: Iterable[str], ex: Executor, workers: int, batch_siz
         if batch:
             # Split the batch over the workers: each part is one task, so one round trip per part.
             step = -(-len(batch) // workers)
-            parts = [batch[i:i + step] for i in range(0, len(batch), step)]
+            parts = [batch[i : i + step] for i in range(0, len(batch), step)]
             pending.append((batch, [ex.submit(_decode, p, model.img_size, model.resize_mode) for p in parts]))
         if not pending:
             return
@@ -252,8 +276,15 @@ class _progress:
             return lambda n: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TimeRemainingColumn
 
-        self.bar = Progress("predicting", BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-                            TimeRemainingColumn(), console=self.console, transient=True)
+        self.bar = Progress(
+            "predicting",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
         self.bar.start()
         task = self.bar.add_task("predict", total=self.total)
         return lambda n: self.bar.advance(task, n)
@@ -261,4 +292,3 @@ class _progress:
     def __exit__(self, *exc):
         if self.bar is not None:
             self.bar.stop()
-

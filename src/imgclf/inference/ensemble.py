@@ -11,6 +11,7 @@ model.safetensors into members/<i>-<name>/, so it is self-contained and, like a 
     bundle/ model.json (kind "ensemble": classes, members, input)   members/0-a/  members/1-b/ ...
             splits.csv (when all members share the test split)      metrics.json  *.png
 """
+
 from __future__ import annotations
 
 import re
@@ -20,15 +21,15 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from imgclf.core.version import __version__
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, read_json, write_json
+from imgclf.core.version import __version__
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.inference.model import Model, load_run
 from imgclf.store.runs import MODEL_FORMAT, find_run, read_model_json, read_splits
 
 KIND = "ensemble"
-_SAFE = re.compile(r"[^\w.-]+")      # member folder names: the run's name, filesystem-safe
+_SAFE = re.compile(r"[^\w.-]+")  # member folder names: the run's name, filesystem-safe
 
 
 class EnsembleModel(Model):
@@ -76,8 +77,15 @@ def at_size(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack([resize(Image.fromarray(np.asarray(x)), size, "squash") for x in images])
 
 
-def make_ensemble(runs: list[str | Path], out: str | Path, target_accuracy: float | None = None,
-                  target_coverage: float | None = None, device: str = "auto", *, console) -> tuple[Path, dict | None]:
+def make_ensemble(
+    runs: list[str | Path],
+    out: str | Path,
+    target_accuracy: float | None = None,
+    target_coverage: float | None = None,
+    device: str = "auto",
+    *,
+    console,
+) -> tuple[Path, dict | None]:
     """Write the bundle folder `out` and evaluate it on the members' shared test split.
     Returns (bundle path, test metrics or None when the members' test splits differ)."""
     from imgclf.evaluation.rejection import check_targets
@@ -90,40 +98,64 @@ def make_ensemble(runs: list[str | Path], out: str | Path, target_accuracy: floa
     out = Path(out)
     if (out / "model.json").exists():
         raise UserError(f"{out} already holds a run or bundle; choose another --out")
-    meta = {"format": MODEL_FORMAT, "kind": KIND, "imgclf_version": __version__, "classes": classes,
-            "combine": "mean of the members' calibrated probabilities (each with its own temperature and TTA)",
-            "members": _copy_members(dirs, metas, out),
-            "input": {"size": max(m["input"]["size"] for m in metas), "resize": metas[0]["input"]["resize"]}}
-    model = EnsembleModel.from_bundle(out, meta, device)          # from the copies: proves the bundle is whole
-    console.print(f"ensemble of {len(dirs)} runs: " + ", ".join(f"{m['architecture']} ({Path(m['source']).name})"
-                                                                 for m in meta["members"]))
+    meta = {
+        "format": MODEL_FORMAT,
+        "kind": KIND,
+        "imgclf_version": __version__,
+        "classes": classes,
+        "combine": "mean of the members' calibrated probabilities (each with its own temperature and TTA)",
+        "members": _copy_members(dirs, metas, out),
+        "input": {"size": max(m["input"]["size"] for m in metas), "resize": metas[0]["input"]["resize"]},
+    }
+    model = EnsembleModel.from_bundle(out, meta, device)  # from the copies: proves the bundle is whole
+    console.print(
+        f"ensemble of {len(dirs)} runs: "
+        + ", ".join(f"{m['architecture']} ({Path(m['source']).name})" for m in meta["members"])
+    )
     splits = [read_splits(d) for d in dirs]
-    shared = {s: bool(_rows(splits[0], s)) and all(_rows(x, s) == _rows(splits[0], s) for x in splits)
-              for s in ("val", "test")}
-    if (len(classes) == 2 and OperatingPoint.of(metas[0]).rule == "threshold") or target_accuracy is not None or target_coverage is not None:
+    shared = {
+        s: bool(_rows(splits[0], s)) and all(_rows(x, s) == _rows(splits[0], s) for x in splits)
+        for s in ("val", "test")
+    }
+    if (
+        (len(classes) == 2 and OperatingPoint.of(metas[0]).rule == "threshold")
+        or target_accuracy is not None
+        or target_coverage is not None
+    ):
         if shared["val"]:
-            meta.update(_thresholds(model, dirs[0], metas[0], _rows(splits[0], "val"), target_accuracy,
-                                    target_coverage, console))
+            meta.update(
+                _thresholds(
+                    model, dirs[0], metas[0], _rows(splits[0], "val"), target_accuracy, target_coverage, console
+                )
+            )
         else:
-            console.print("[yellow]warning[/]: the members were validated on different images, so no threshold is "
-                          "chosen (one member's validation images may be another's training images)")
+            console.print(
+                "[yellow]warning[/]: the members were validated on different images, so no threshold is "
+                "chosen (one member's validation images may be another's training images)"
+            )
     if not shared["test"]:
         write_json(out / "model.json", meta)
-        console.print(f"[yellow]warning[/]: the members have different test splits (one member's test images may be "
-                      f"another's training images), so the bundle is not evaluated; evaluate it on independent "
-                      f"labeled data: imgclf evaluate {out} DATA")
+        console.print(
+            f"[yellow]warning[/]: the members have different test splits (one member's test images may be "
+            f"another's training images), so the bundle is not evaluated; evaluate it on independent "
+            f"labeled data: imgclf evaluate {out} DATA"
+        )
         return out, None
     with atomic_path(out / "splits.csv") as tmp:
         shutil.copyfile(dirs[0] / "splits.csv", tmp)
     if metas[0].get("data"):
-        meta["data"] = metas[0]["data"]        # the root the copied splits.csv's paths are relative to
-    write_json(out / "model.json", meta)       # last: its presence marks a finished bundle
+        meta["data"] = metas[0]["data"]  # the root the copied splits.csv's paths are relative to
+    write_json(out / "model.json", meta)  # last: its presence marks a finished bundle
     images, labels = _images(model, _rows(splits[0], "test"), console)
     metrics = score(model, images, labels, out, console, "held-out test split (shared by all members)")
     metrics["members"] = [{"run": m["source"], **_member_scores(d)} for m, d in zip(meta["members"], dirs)]
     write_json(out / "metrics.json", metrics)
-    console.print("  members on the same split: " + ", ".join(
-        f"{Path(m['run']).name} accuracy {m['accuracy']:.4f}" for m in metrics["members"] if "accuracy" in m))
+    console.print(
+        "  members on the same split: "
+        + ", ".join(
+            f"{Path(m['run']).name} accuracy {m['accuracy']:.4f}" for m in metrics["members"] if "accuracy" in m
+        )
+    )
     return out, metrics
 
 
@@ -136,11 +168,15 @@ def _check_members(dirs: list[Path]) -> list[dict]:
         if m.get("kind") == KIND:
             raise UserError(f"{d} is itself an ensemble; list its member runs instead")
         if m["classes"] != metas[0]["classes"]:
-            raise UserError(f"{d} has different classes than {dirs[0]} ({_diff(m['classes'], metas[0]['classes'])}); "
-                            "ensemble members must be trained on the same classes")
+            raise UserError(
+                f"{d} has different classes than {dirs[0]} ({_diff(m['classes'], metas[0]['classes'])}); "
+                "ensemble members must be trained on the same classes"
+            )
         if m["input"]["resize"] != metas[0]["input"]["resize"]:
-            raise UserError(f"{d} resizes images with '{m['input']['resize']}', {dirs[0]} with "
-                            f"'{metas[0]['input']['resize']}'; members must share --resize")
+            raise UserError(
+                f"{d} resizes images with '{m['input']['resize']}', {dirs[0]} with "
+                f"'{metas[0]['input']['resize']}'; members must share --resize"
+            )
     return metas
 
 
@@ -151,18 +187,32 @@ def _copy_members(dirs: list[Path], metas: list[dict], out: Path) -> list[dict]:
         for f in ("model.json", "model.safetensors"):
             with atomic_path(out / sub / f) as tmp:
                 shutil.copyfile(d / f, tmp)
-        members.append({"path": sub.as_posix(), "source": str(d.resolve()), "architecture": m["architecture"]["name"],
-                        "input_size": m["input"]["size"], "tta": m.get("tta", "none"),
-                        "temperature": m.get("calibration", {}).get("temperature", 1.0)})
+        members.append(
+            {
+                "path": sub.as_posix(),
+                "source": str(d.resolve()),
+                "architecture": m["architecture"]["name"],
+                "input_size": m["input"]["size"],
+                "tta": m.get("tta", "none"),
+                "temperature": m.get("calibration", {}).get("temperature", 1.0),
+            }
+        )
     return members
 
 
-def _thresholds(model: EnsembleModel, first: Path, first_meta: dict, val_rows: list[tuple[str, str]],
-                target_accuracy: float | None, target_coverage: float | None, console) -> dict:
+def _thresholds(
+    model: EnsembleModel,
+    first: Path,
+    first_meta: dict,
+    val_rows: list[tuple[str, str]],
+    target_accuracy: float | None,
+    target_coverage: float | None,
+    console,
+) -> dict:
     """The bundle's own decision (two classes) or rejection threshold, chosen on the shared validation
     split exactly as `train` chooses a run's: averaging changes the probabilities, so the members' don't carry over."""
-    from imgclf.settings.config import TrainConfig, load_config
     from imgclf.evaluation.scoring import choose_decision, choose_rejection
+    from imgclf.settings.config import TrainConfig, load_config
 
     images, labels = _images(model, val_rows, console)
     spec = SimpleNamespace(classes=model.classes, labels=labels, indices=lambda split: np.arange(len(labels)))
@@ -170,8 +220,11 @@ def _thresholds(model: EnsembleModel, first: Path, first_meta: dict, val_rows: l
     if first_op.rule == "threshold":
         # The first member's positive class and target (recall, precision, or best F1).
         own = load_config(first / "config.yaml") if (first / "config.yaml").is_file() else TrainConfig()
-        cfg = TrainConfig(positive_class=first_op.positive_class,
-                          target_recall=own.target_recall, target_precision=own.target_precision)
+        cfg = TrainConfig(
+            positive_class=first_op.positive_class,
+            target_recall=own.target_recall,
+            target_precision=own.target_precision,
+        )
         return {"decision": choose_decision(model, images, spec, cfg, console)}
     cfg = TrainConfig(target_accuracy=target_accuracy, target_coverage=target_coverage)
     return {"rejection": choose_rejection(model, images, spec, cfg, console)}

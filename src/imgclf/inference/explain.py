@@ -7,6 +7,7 @@ The CAM methods come from the maintained `grad-cam` package (pytorch_grad_cam), 
 here. What imgclf adds: the target layer picked automatically for every model family, the run's
 own preprocessing (resize mode, normalisation), and overlays drawn in the original image's geometry.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,21 +27,35 @@ from imgclf.inference.model import expand_inputs
 
 # imgclf name -> pytorch_grad_cam class. EigenCAM is class-agnostic: it shows the main component
 # of the features whatever the target; ScoreCAM needs no gradients but one forward per channel.
-METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "layercam": "LayerCAM",
-           "eigencam": "EigenCAM", "scorecam": "ScoreCAM", "hirescam": "HiResCAM"}
+METHODS = {
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "layercam": "LayerCAM",
+    "eigencam": "EigenCAM",
+    "scorecam": "ScoreCAM",
+    "hirescam": "HiResCAM",
+}
 # A pooled map is a summary of the features, not where they are: never a target layer.
-_NOT_TARGETS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Identity, nn.Dropout,
-                nn.Dropout2d)
+_NOT_TARGETS = (
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+)
 BATCH = 16
-DISPLAY_MIN, DISPLAY_MAX = 256, 640     # longer side of a written overlay: tiny inputs become readable
+DISPLAY_MIN, DISPLAY_MAX = 256, 640  # longer side of a written overlay: tiny inputs become readable
 
 
 @dataclass
 class TargetLayer:
     name: str
     module: nn.Module
-    shape: tuple[int, ...]                          # (C, H, W) of its feature map at the model's input size
-    reshape: Callable | None = None                 # tokens -> (B, C, H, W) for ViT-like models
+    shape: tuple[int, ...]  # (C, H, W) of its feature map at the model's input size
+    reshape: Callable | None = None  # tokens -> (B, C, H, W) for ViT-like models
 
     def describe(self) -> str:
         kind = "tokens of " if self.reshape is not None and self.reshape is not _nhwc_to_nchw else ""
@@ -91,8 +106,10 @@ def find_target_layer(net: nn.Module, img_size: int) -> TargetLayer:
     # the outermost module ending at the deepest feature map (layer4 for a ResNet).
     spatial = [s for s in seen if s[2][1] > 1 and s[2][2] > 1]
     if not spatial:
-        raise UserError(f"found no spatial feature map in this network at {img_size} px to explain; "
-                        "a larger input size (--img-size) keeps the last feature maps bigger than 1x1")
+        raise UserError(
+            f"found no spatial feature map in this network at {img_size} px to explain; "
+            "a larger input size (--img-size) keeps the last feature maps bigger than 1x1"
+        )
     return TargetLayer(*spatial[-1], _nhwc_to_nchw if channels_last else None)
 
 
@@ -129,8 +146,10 @@ class Explainer:
 
             self.net = load_torch_net(model.path, model.meta).float()
         else:
-            raise UserError("explanations need gradients of the PyTorch network, and this model has none "
-                            "(an ONNX file without its run's model.safetensors): explain the run it was exported from")
+            raise UserError(
+                "explanations need gradients of the PyTorch network, and this model has none "
+                "(an ONNX file without its run's model.safetensors): explain the run it was exported from"
+            )
         self.layer = find_target_layer(self.net, model.img_size)
         norm = model.meta["normalization"]
         self.mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, 3, 1, 1)
@@ -141,7 +160,8 @@ class Explainer:
         if self.members is None:
             return self.layer.describe()
         return f"the mean of {len(self.members)} members' maps: " + "; ".join(
-            f"{e.model.path.name if e.model.path else i}: {e.describe()}" for i, e in enumerate(self.members))
+            f"{e.model.path.name if e.model.path else i}: {e.describe()}" for i, e in enumerate(self.members)
+        )
 
     def heatmaps(self, images: np.ndarray, targets: list[int], method: str | None = None) -> np.ndarray:
         """(N, size, size) maps in 0..1 for preprocessed uint8 images (N, size, size, 3), one
@@ -160,10 +180,10 @@ class Explainer:
         quiet = contextlib.redirect_stderr(io.StringIO()) if method == "scorecam" else contextlib.nullcontext()
         with cam_class(self.net, [self.layer.module], reshape_transform=self.layer.reshape) as cam, quiet:
             for i in range(0, len(images), BATCH):
-                x = torch.from_numpy(np.ascontiguousarray(images[i:i + BATCH])).permute(0, 3, 1, 2)
+                x = torch.from_numpy(np.ascontiguousarray(images[i : i + BATCH])).permute(0, 3, 1, 2)
                 x = ((x.float() / 255.0 - self.mean) / self.std).to(device)
                 with torch.enable_grad():
-                    maps = cam(x, targets=[ClassifierOutputTarget(t) for t in targets[i:i + BATCH]])
+                    maps = cam(x, targets=[ClassifierOutputTarget(t) for t in targets[i : i + BATCH]])
                 out.append(np.nan_to_num(maps.astype(np.float32)))
         self.net.zero_grad(set_to_none=True)
         return np.concatenate(out) if out else np.zeros((0, self.model.img_size, self.model.img_size), np.float32)
@@ -177,9 +197,11 @@ class Explainer:
         total = np.zeros((len(images), size, size), np.float32)
         for e in self.members:
             for k, heat in enumerate(e.heatmaps(at_size(images, e.model.img_size), targets, method)):
-                total[k] += heat if heat.shape[0] == size else cv2.resize(heat, (size, size), interpolation=cv2.INTER_LINEAR)
+                total[k] += (
+                    heat if heat.shape[0] == size else cv2.resize(heat, (size, size), interpolation=cv2.INTER_LINEAR)
+                )
         peak = total.reshape(len(total), -1).max(axis=1).reshape(-1, 1, 1)
-        return total / np.maximum(peak, 1e-8)       # 0..1 like a single model's map
+        return total / np.maximum(peak, 1e-8)  # 0..1 like a single model's map
 
     def target_index(self, probs: np.ndarray, answer: str, target: str | None) -> int:
         """The class to explain: `target` if given, else the answer (the top class when the answer is 'unknown')."""
@@ -191,7 +213,9 @@ class Explainer:
         return classes.index(answer) if answer in classes else int(np.argmax(probs))
 
 
-def explain(model, images, method: str = "gradcam", target: str | None = None, out: str | Path | None = None) -> list[dict]:
+def explain(
+    model, images, method: str = "gradcam", target: str | None = None, out: str | Path | None = None
+) -> list[dict]:
     """Per image: path (when given), label, confidence (the run's answer, as predict gives it),
     target, method, layer, heatmap (size x size, 0..1) and overlay (the PNG written under `out`,
     else None); or path and error for an unreadable file."""
@@ -222,8 +246,15 @@ def explain(model, images, method: str = "gradcam", target: str | None = None, o
     for (row, original), a, t, heat in zip(originals, answers, targets, maps):
         entry = results[row]
         cls = model.classes[t]
-        entry.update(label=a["label"], confidence=a["confidence"], target=cls, method=method,
-                     layer=explainer.describe(), heatmap=heat, overlay=None)
+        entry.update(
+            label=a["label"],
+            confidence=a["confidence"],
+            target=cls,
+            method=method,
+            layer=explainer.describe(),
+            heatmap=heat,
+            overlay=None,
+        )
         if out_dir is not None:
             caption = f"{a['label']}  p={a['confidence']:.2f}   {method} for {cls}"
             img = overlay(original, heat, model.resize_mode, caption=caption)
@@ -236,8 +267,14 @@ def explain(model, images, method: str = "gradcam", target: str | None = None, o
     return results
 
 
-def overlay(original, heat: np.ndarray, resize_mode: str, caption: str | None = None,
-            side: tuple[int, int] = (DISPLAY_MIN, DISPLAY_MAX), alpha: float = 0.5):
+def overlay(
+    original,
+    heat: np.ndarray,
+    resize_mode: str,
+    caption: str | None = None,
+    side: tuple[int, int] = (DISPLAY_MIN, DISPLAY_MAX),
+    alpha: float = 0.5,
+):
     """The original image (longer side scaled into `side`) with the heatmap in the jet colour map
     blended over the part the model saw (per its resize mode; the rest dimmed), and an optional caption."""
     import cv2
@@ -250,13 +287,13 @@ def overlay(original, heat: np.ndarray, resize_mode: str, caption: str | None = 
     heat_full, seen = _place(heat, size, resize_mode)
     colours = cv2.applyColorMap(np.uint8(np.clip(heat_full, 0, 1) * 255), cv2.COLORMAP_JET)[..., ::-1]
     blended = (1 - alpha) * img + alpha * colours.astype(np.float32)
-    out = np.where(seen[..., None], blended, img * 0.45 + 140 * 0.55)     # unseen parts: washed out
+    out = np.where(seen[..., None], blended, img * 0.45 + 140 * 0.55)  # unseen parts: washed out
     result = Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
     if not caption:
         return result
     draw_size = 14
     while draw_size > 8 and ImageFont.load_default(size=draw_size).getlength(caption) > result.width - 8:
-        draw_size -= 1      # a long class name on a narrow image: smaller text rather than cut off
+        draw_size -= 1  # a long class name on a narrow image: smaller text rather than cut off
     font = ImageFont.load_default(size=draw_size)
     framed = Image.new("RGB", (result.width, result.height + 22), "white")
     framed.paste(result, (0, 0))
@@ -272,19 +309,19 @@ def _place(heat: np.ndarray, size: tuple[int, int], mode: str) -> tuple[np.ndarr
     w, h = size
     s = heat.shape[0]
     seen = np.ones((h, w), dtype=bool)
-    if mode == "crop":          # the model saw the centred square
+    if mode == "crop":  # the model saw the centred square
         side = min(w, h)
         left, top = (w - side) // 2, (h - side) // 2
         full = np.zeros((h, w), np.float32)
-        full[top:top + side, left:left + side] = cv2.resize(heat, (side, side), interpolation=cv2.INTER_LINEAR)
+        full[top : top + side, left : left + side] = cv2.resize(heat, (side, side), interpolation=cv2.INTER_LINEAR)
         seen[:] = False
-        seen[top:top + side, left:left + side] = True
+        seen[top : top + side, left : left + side] = True
         return full, seen
-    if mode == "pad":           # the model saw the whole image letterboxed: cut the grey bars off the map
+    if mode == "pad":  # the model saw the whole image letterboxed: cut the grey bars off the map
         k = s / max(w, h)
         fw, fh = max(1, round(w * k)), max(1, round(h * k))
         x0, y0 = (s - fw) // 2, (s - fh) // 2
-        heat = heat[y0:y0 + fh, x0:x0 + fw]
+        heat = heat[y0 : y0 + fh, x0 : x0 + fw]
     return cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR), seen
 
 
@@ -308,9 +345,9 @@ def first_layer_filters(net: nn.Module, tile_px: int = 32, limit: int = 64):
     w = w if w.shape[1] == 3 else w.mean(1, keepdim=True)
     lo = w.amin(dim=(1, 2, 3), keepdim=True)
     hi = w.amax(dim=(1, 2, 3), keepdim=True)
-    w = ((w - lo) / (hi - lo).clamp_min(1e-8)).permute(0, 2, 3, 1).numpy()        # (n, k, k, c) in 0..1
+    w = ((w - lo) / (hi - lo).clamp_min(1e-8)).permute(0, 2, 3, 1).numpy()  # (n, k, k, c) in 0..1
     n, k = len(w), w.shape[1]
-    cell = max(2, tile_px // k)         # 3x3 and 7x7 kernels both drawn about tile_px wide
+    cell = max(2, tile_px // k)  # 3x3 and 7x7 kernels both drawn about tile_px wide
     cols = int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
     tile = k * cell + 2
@@ -318,14 +355,14 @@ def first_layer_filters(net: nn.Module, tile_px: int = 32, limit: int = 64):
     for i, f in enumerate(w):
         r, c = divmod(i, cols)
         big = np.repeat(np.repeat(f, cell, 0), cell, 1)
-        grid[r * tile + 1:r * tile + 1 + k * cell, c * tile + 1:c * tile + 1 + k * cell] = big
+        grid[r * tile + 1 : r * tile + 1 + k * cell, c * tile + 1 : c * tile + 1 + k * cell] = big
     grid = (grid * 255).astype(np.uint8)
     return Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid)
 
 
 def png_bytes(img) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=6)    # optimize=True costs 5x the time for a few % of bytes
+    img.save(buf, format="PNG", compress_level=6)  # optimize=True costs 5x the time for a few % of bytes
     return buf.getvalue()
 
 

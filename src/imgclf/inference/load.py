@@ -1,4 +1,5 @@
 """Load what a run folder holds: one network (PyTorch or ONNX Runtime) or an ensemble bundle."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,10 @@ def load_model(run: str | Path, device: str = "auto", tta: str | None = None, ba
     meta = read_model_json(run)
     if meta.get("kind") == "ensemble":
         if backend != "torch":
-            raise UserError(f"{run} is an ensemble bundle, which runs on the torch backend only; "
-                            "drop --backend onnx (or export and load its member runs one by one)")
+            raise UserError(
+                f"{run} is an ensemble bundle, which runs on the torch backend only; "
+                "drop --backend onnx (or export and load its member runs one by one)"
+            )
         return EnsembleModel.from_bundle(run, meta, device, tta)
     if backend == "onnx":
         net, dev = load_onnx_net(run, device)

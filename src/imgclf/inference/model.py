@@ -3,6 +3,7 @@
 Loading reads JSON and safetensors only, rebuilding the network from the registry by name, so a
 run folder from anywhere can never execute code on load.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,14 +12,15 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from imgclf.data.discover import files_under, is_image
-from imgclf.data.images import UnusableImage, load_resized, resize
 from imgclf.core.device import amp_dtype, pick_device
 from imgclf.core.errors import UserError
+from imgclf.data.discover import files_under, is_image
+from imgclf.data.images import UnusableImage, load_resized, resize
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.evaluation.rejection import UNKNOWN
 from imgclf.models.forward import TTA_MODES, predict_logits, softmax
 from imgclf.store.runs import find_run, read_model_json
+
 
 class Model:
     def __init__(self, net: torch.nn.Module, meta: dict, device: torch.device, path: Path | None = None):
@@ -92,9 +94,13 @@ class Model:
         for p in probs:
             order = np.argsort(-p)[:k]
             label = op.decide(p, self.classes)
-            out.append({"label": self.classes[label] if label >= 0 else UNKNOWN,
-                        "confidence": float(p[label] if label >= 0 else p.max()),
-                        "top_k": [(self.classes[i], float(p[i])) for i in order]})
+            out.append(
+                {
+                    "label": self.classes[label] if label >= 0 else UNKNOWN,
+                    "confidence": float(p[label] if label >= 0 else p.max()),
+                    "top_k": [(self.classes[i], float(p[i])) for i in order],
+                }
+            )
         return out
 
     @property
@@ -135,24 +141,34 @@ def load_torch_net(run: Path, meta: dict) -> torch.nn.Module:
 
     arch = meta["architecture"]
     try:
-        net = create_model(arch["name"], num_classes=len(meta["classes"]), in_chans=arch.get("in_chans", 3),
-                           img_size=meta["input"]["size"], **arch.get("kwargs", {}))
+        net = create_model(
+            arch["name"],
+            num_classes=len(meta["classes"]),
+            in_chans=arch.get("in_chans", 3),
+            img_size=meta["input"]["size"],
+            **arch.get("kwargs", {}),
+        )
     except UserError:
         raise
-    except (TypeError, ValueError, RuntimeError, MemoryError) as e:    # kwargs edited into nonsense
-        raise UserError(f"{run / 'model.json'}: architecture {arch['name']} cannot be built from its recorded "
-                        f"kwargs ({type(e).__name__}: {_first_line(e)})") from None
+    except (TypeError, ValueError, RuntimeError, MemoryError) as e:  # kwargs edited into nonsense
+        raise UserError(
+            f"{run / 'model.json'}: architecture {arch['name']} cannot be built from its recorded "
+            f"kwargs ({type(e).__name__}: {_first_line(e)})"
+        ) from None
     verify_weights(run, meta)
     state = load_weights(run / "model.safetensors")
     bad = next((k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
-    if bad is not None:     # a diverged training: every answer would be NaN
-        raise UserError(f"{run / 'model.safetensors'} holds NaN or infinite weights ({bad}): the training diverged; "
-                        "train again with a lower --lr")
+    if bad is not None:  # a diverged training: every answer would be NaN
+        raise UserError(
+            f"{run / 'model.safetensors'} holds NaN or infinite weights ({bad}): the training diverged; "
+            "train again with a lower --lr"
+        )
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
-        raise UserError(f"{run / 'model.safetensors'} does not fit the architecture in model.json "
-                        f"({_first_line(e)})") from None
+        raise UserError(
+            f"{run / 'model.safetensors'} does not fit the architecture in model.json ({_first_line(e)})"
+        ) from None
     return net.eval()
 
 

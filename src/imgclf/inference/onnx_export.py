@@ -15,6 +15,7 @@ The export is installed only after the parity check passes: ONNX Runtime's calib
 probabilities must match PyTorch's (fp32, no autocast) within 1e-4 on up to 64 of the run's own
 images (test split first). The result goes to RUN/export.json.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,15 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from imgclf.core.version import __version__
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, write_json
+from imgclf.core.version import __version__
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.store.runs import find_run, read_model_json, read_splits
 
-TOLERANCE = 1e-4          # max |p_onnx - p_torch| over every class of every checked image
+TOLERANCE = 1e-4  # max |p_onnx - p_torch| over every class of every checked image
 CHECK_IMAGES = 64
-EXAMPLE_BATCH = 2         # export traces with 2: a batch of 1 can get specialised into the graph
+EXAMPLE_BATCH = 2  # export traces with 2: a batch of 1 can get specialised into the graph
 RESIZE_HELP = {
     "squash": "resize the whole image to size x size, ignoring its aspect ratio (bilinear, antialiased)",
     "crop": "resize the centre square (side = the shorter side) to size x size (bilinear, antialiased)",
@@ -42,8 +43,13 @@ RESIZE_HELP = {
 }
 
 
-def export_onnx(run: str | Path, out: str | Path | None = None, opset: int | None = None,
-                data: str | Path | None = None, check: bool = True) -> dict:
+def export_onnx(
+    run: str | Path,
+    out: str | Path | None = None,
+    opset: int | None = None,
+    data: str | Path | None = None,
+    check: bool = True,
+) -> dict:
     """Write the run's network as ONNX (default RUN/model.onnx) and check it against PyTorch.
 
     Returns {path, max_prob_diff, max_logit_diff, n_images, opset, exporter, seconds}; the diffs are
@@ -60,8 +66,9 @@ def export_onnx(run: str | Path, out: str | Path | None = None, opset: int | Non
     start = time.perf_counter()
     low, high = opset_range()
     if opset is not None and not low <= opset <= high:
-        raise UserError(f"--opset must be an integer from {low} to {high} (what the installed torch and onnx "
-                        f"export), not {opset}")
+        raise UserError(
+            f"--opset must be an integer from {low} to {high} (what the installed torch and onnx export), not {opset}"
+        )
     run = find_run(run)
     meta = read_model_json(run)
     if meta.get("kind") == "ensemble":
@@ -78,18 +85,35 @@ def export_onnx(run: str | Path, out: str | Path | None = None, opset: int | Non
         onnx.helper.set_model_props(proto, {**metadata(meta), "weights_sha256": weights_digest(run)})
         proto.doc_string = meta.get("preprocessing", "")
         onnx.save(proto, str(tmp))
-        result = {"path": str(out), "max_prob_diff": None, "max_logit_diff": None, "n_images": 0,
-                  "opset": _opset(proto), "exporter": exporter}
+        result = {
+            "path": str(out),
+            "max_prob_diff": None,
+            "max_logit_diff": None,
+            "n_images": 0,
+            "opset": _opset(proto),
+            "exporter": exporter,
+        }
         if check:
             result.update(parity(net, tmp, meta, images), images_from=source)
             if not result["max_prob_diff"] <= TOLERANCE:
-                raise UserError(f"ONNX export of {meta['architecture']['name']} does not match PyTorch: max "
-                                f"probability difference {result['max_prob_diff']:.2e} > {TOLERANCE:g} on "
-                                f"{result['n_images']} images; nothing written. Try another --opset")
+                raise UserError(
+                    f"ONNX export of {meta['architecture']['name']} does not match PyTorch: max "
+                    f"probability difference {result['max_prob_diff']:.2e} > {TOLERANCE:g} on "
+                    f"{result['n_images']} images; nothing written. Try another --opset"
+                )
     result["seconds"] = round(time.perf_counter() - start, 2)
-    write_json(run / "export.json", {**result, "format": "onnx", "tolerance": TOLERANCE,
-                                     "imgclf_version": __version__, "torch": torch.__version__,
-                                     "onnx": onnx.__version__, "onnxruntime": _ort_version()})
+    write_json(
+        run / "export.json",
+        {
+            **result,
+            "format": "onnx",
+            "tolerance": TOLERANCE,
+            "imgclf_version": __version__,
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": _ort_version(),
+        },
+    )
     return result
 
 
@@ -98,22 +122,27 @@ def metadata(meta: dict) -> dict[str, str]:
     size = meta["input"]["size"]
     props = {
         "classes": json.dumps(meta["classes"], ensure_ascii=False),
-        "input_name": "input", "output_name": "logits",
-        "input_layout": "NCHW", "input_dtype": "float32", "channel_order": "RGB",
+        "input_name": "input",
+        "output_name": "logits",
+        "input_layout": "NCHW",
+        "input_dtype": "float32",
+        "channel_order": "RGB",
         "input_size": str(size),
         "resize": meta["input"]["resize"],
         "resize_description": RESIZE_HELP.get(meta["input"]["resize"], ""),
         "value_scale": str(1 / 255),
         "mean": json.dumps(meta["normalization"]["mean"]),
         "std": json.dumps(meta["normalization"]["std"]),
-        "preprocessing": (f"decode to RGB (EXIF-rotated, alpha on white); {meta['input']['resize']}-resize to "
-                          f"{size}x{size}; x = (pixel * value_scale - mean) / std per channel; HWC -> CHW"),
+        "preprocessing": (
+            f"decode to RGB (EXIF-rotated, alpha on white); {meta['input']['resize']}-resize to "
+            f"{size}x{size}; x = (pixel * value_scale - mean) / std per channel; HWC -> CHW"
+        ),
         "postprocessing": "probabilities = softmax(logits / temperature); label = argmax unless "
-                          "decision_threshold or rejection_threshold says otherwise",
+        "decision_threshold or rejection_threshold says otherwise",
         "temperature": str(float(meta.get("calibration", {}).get("temperature", 1.0))),
         "tta": meta.get("tta", "none"),
         "tta_description": "averaged logits of test-time views, applied outside the graph: none | flip "
-                           "(image and its mirror) | crop | flip-crop (see imgclf.models.forward.tta_logits)",
+        "(image and its mirror) | crop | flip-crop (see imgclf.models.forward.tta_logits)",
         "architecture": meta["architecture"]["name"],
         "imgclf_version": __version__,
     }
@@ -133,15 +162,18 @@ def parity(net, onnx_path: Path, meta: dict, images: np.ndarray) -> dict:
     on preprocessed uint8 images (N, size, size, 3) run through the predictor's own code path."""
     import torch
 
-    from imgclf.models.forward import predict_logits, softmax
     from imgclf.inference.onnx_runtime import OnnxNet, open_session
+    from imgclf.models.forward import predict_logits, softmax
 
     norm, t = meta["normalization"], float(meta.get("calibration", {}).get("temperature", 1.0))
     cpu = torch.device("cpu")
     ref = predict_logits(net, images, norm["mean"], norm["std"], cpu, amp=None)
     got = predict_logits(OnnxNet(open_session(onnx_path)), images, norm["mean"], norm["std"], cpu, amp=None)
-    return {"max_prob_diff": float(np.abs(softmax(got / t) - softmax(ref / t)).max()),
-            "max_logit_diff": float(np.abs(got - ref).max()), "n_images": int(len(images))}
+    return {
+        "max_prob_diff": float(np.abs(softmax(got / t) - softmax(ref / t)).max()),
+        "max_logit_diff": float(np.abs(got - ref).max()),
+        "n_images": int(len(images)),
+    }
 
 
 def _export(net, example, path: Path, opset: int | None, name: str) -> str:
@@ -151,11 +183,20 @@ def _export(net, example, path: Path, opset: int | None, name: str) -> str:
 
     errors = []
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")      # exporter deprecation/trace chatter, not the user's concern
+        warnings.simplefilter("ignore")  # exporter deprecation/trace chatter, not the user's concern
         try:
-            torch.onnx.export(net, (example,), str(path), input_names=["input"], output_names=["logits"],
-                              opset_version=opset, dynamo=True, external_data=False, verbose=False,
-                              dynamic_shapes=({0: torch.export.Dim("batch")},))
+            torch.onnx.export(
+                net,
+                (example,),
+                str(path),
+                input_names=["input"],
+                output_names=["logits"],
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+            )
             import onnx
 
             # Below its own opset (18) the dynamo exporter converts down, and keeps 18 when that fails.
@@ -166,9 +207,16 @@ def _export(net, example, path: Path, opset: int | None, name: str) -> str:
         except Exception as e:  # noqa: BLE001 - any tracing failure: fall back, then report both
             errors.append(f"torch.export: {type(e).__name__}: {_first_line(e)}")
         try:
-            torch.onnx.export(net, (example,), str(path), input_names=["input"], output_names=["logits"],
-                              opset_version=opset or 17, dynamo=False,
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            torch.onnx.export(
+                net,
+                (example,),
+                str(path),
+                input_names=["input"],
+                output_names=["logits"],
+                opset_version=opset or 17,
+                dynamo=False,
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            )
             return "torchscript"
         except Exception as e:  # noqa: BLE001
             errors.append(f"TorchScript: {type(e).__name__}: {_first_line(e)}")
@@ -200,8 +248,10 @@ def _check_images(run: Path, meta: dict, data: str | Path | None) -> tuple[np.nd
     if arrays:
         return np.stack(arrays), source
     if data is not None:
-        raise UserError(f"no readable images in {data} to check the export with; give a folder of images "
-                        "with --data, or skip the check with --no-check")
+        raise UserError(
+            f"no readable images in {data} to check the export with; give a folder of images "
+            "with --data, or skip the check with --no-check"
+        )
     size = meta["input"]["size"]
     noise = np.random.default_rng(0).integers(0, 256, (CHECK_IMAGES, size, size, 3), dtype=np.uint8)
     return noise, "random noise: the run's images were not found; check on real ones with --data DIR"
@@ -219,10 +269,12 @@ def _split_paths(run: Path) -> tuple[list[str], str]:
 def opset_range() -> tuple[int, int]:
     """The opsets torch can export to that the installed onnx knows."""
     import onnx
-    from torch.onnx import _constants      # private, so read defensively: torch 2.x's bounds otherwise
+    from torch.onnx import _constants  # private, so read defensively: torch 2.x's bounds otherwise
 
-    return (getattr(_constants, "ONNX_MIN_OPSET", 7),
-            min(getattr(_constants, "ONNX_MAX_OPSET", 20), onnx.defs.onnx_opset_version()))
+    return (
+        getattr(_constants, "ONNX_MIN_OPSET", 7),
+        min(getattr(_constants, "ONNX_MAX_OPSET", 20), onnx.defs.onnx_opset_version()),
+    )
 
 
 def _opset(proto) -> int:

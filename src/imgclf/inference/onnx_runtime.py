@@ -7,6 +7,7 @@
 so the predictor's batching, test-time augmentation, calibration and thresholds run unchanged on
 either backend (see imgclf.inference.onnx_export for the graph's input contract).
 """
+
 from __future__ import annotations
 
 import sys
@@ -46,10 +47,14 @@ def open_session(path: str | Path, device: torch.device | None = None):
         if "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
         else:
-            print("note: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu); running ONNX on CPU",
-                  file=sys.stderr)
+            print(
+                "note: this onnxruntime has no CUDA provider (pip install onnxruntime-gpu); running ONNX on CPU",
+                file=sys.stderr,
+            )
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as e:  # noqa: BLE001 - ORT raises its own Fail/InvalidProtobuf/... types
-        raise UserError(f"{path} is not an ONNX model ONNX Runtime can run ({type(e).__name__}: "
-                        f"{str(e).strip()[:200]}); re-export it with: imgclf export {Path(path).parent}") from None
+        raise UserError(
+            f"{path} is not an ONNX model ONNX Runtime can run ({type(e).__name__}: "
+            f"{str(e).strip()[:200]}); re-export it with: imgclf export {Path(path).parent}"
+        ) from None

@@ -17,6 +17,7 @@ shorter than `min_event` seconds are dropped. Smoothing decides *whether*; the r
 *when*: an event starts at the first frame past the threshold that led to it and ends after the
 last one, so the reported times do not lag by the smoothing delay.
 """
+
 from __future__ import annotations
 
 import csv
@@ -37,8 +38,8 @@ URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://"
 SMOOTH_S = 0.5
 MIN_EVENT_S = 0.5
 OPEN_SHARE, CLOSE_SHARE = 0.6, 0.4
-FILE_BATCH = 32          # frames scored together when reading a file (a live source: one at a time)
-MAX_BAD_READS = 25       # consecutive unreadable frames before a source counts as ended
+FILE_BATCH = 32  # frames scored together when reading a file (a live source: one at a time)
+MAX_BAD_READS = 25  # consecutive unreadable frames before a source counts as ended
 LIVE_FPS_EVERY_S = 5.0
 
 
@@ -48,10 +49,19 @@ def is_video_source(source: str) -> bool:
     return s.isdigit() or s.lower().startswith(URL_SCHEMES) or Path(s).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def predict_video(model, source, every: int = 1, smooth: float = SMOOTH_S, out_csv: str | os.PathLike | None = None,
-                  out_video: str | os.PathLike | None = None, events_path: str | os.PathLike | None = None,
-                  show_fps: bool = True, max_frames: int | None = None, min_event: float = MIN_EVENT_S,
-                  scanner=None) -> dict:
+def predict_video(
+    model,
+    source,
+    every: int = 1,
+    smooth: float = SMOOTH_S,
+    out_csv: str | os.PathLike | None = None,
+    out_video: str | os.PathLike | None = None,
+    events_path: str | os.PathLike | None = None,
+    show_fps: bool = True,
+    max_frames: int | None = None,
+    min_event: float = MIN_EVENT_S,
+    scanner=None,
+) -> dict:
     """Classify every `every`-th frame of `source` (a file, a camera index such as 0 or "0", or an
     rtsp/http(s) URL), smoothing probabilities over `smooth` seconds (0: none).
 
@@ -70,20 +80,28 @@ def predict_video(model, source, every: int = 1, smooth: float = SMOOTH_S, out_c
         raise UserError(f"--every must be at least 1, not {every}")
     if smooth < 0:
         raise UserError(f"--smooth must be 0 (off) or a time in seconds, not {smooth}")
-    out_csv, out_video, events_path = (output_file(p, flag) if p is not None else None for p, flag in
-                                       ((out_csv, "--out"), (out_video, "--video-out"), (events_path, "--events")))
+    out_csv, out_video, events_path = (
+        output_file(p, flag) if p is not None else None
+        for p, flag in ((out_csv, "--out"), (out_video, "--video-out"), (events_path, "--events"))
+    )
     cap, live, name = open_source(source)
     fps = cap.get(cv2.CAP_PROP_FPS)
-    fps = fps if 0 < fps < 1000 else None          # cameras and streams often report 0 or nonsense
+    fps = fps if 0 < fps < 1000 else None  # cameras and streams often report 0 or nonsense
     presence = Presence.for_model(model, smooth, min_event) if len(model.classes) == 2 else None
     if scanner is not None:
         presence = Presence(scanner.positive, scanner.pos, scanner.threshold, smooth, min_event)
     if events_path is None and out_csv is not None and presence is not None:
         events_path = Path(out_csv).with_name("events.json")
     console = _console(show_fps)
-    session = _Session(model, Smoother(smooth), presence, _CsvOut(out_csv, model.classes, presence is not None),
-                       _VideoOut(out_video, fps or 25.0), step=every / fps if fps and not live else None,
-                       scanner=scanner)
+    session = _Session(
+        model,
+        Smoother(smooth),
+        presence,
+        _CsvOut(out_csv, model.classes, presence is not None),
+        _VideoOut(out_video, fps or 25.0),
+        step=every / fps if fps and not live else None,
+        scanner=scanner,
+    )
     batch = 1 if live else FILE_BATCH
     n_frames = n_classified = 0
     complete = False
@@ -106,7 +124,7 @@ def predict_video(model, source, every: int = 1, smooth: float = SMOOTH_S, out_c
     except KeyboardInterrupt:
         if not live:
             raise
-        complete = True             # stopping a camera or stream is the normal way to end it
+        complete = True  # stopping a camera or stream is the normal way to end it
     finally:
         cap.release()
         session.close(complete)
@@ -116,12 +134,22 @@ def predict_video(model, source, every: int = 1, smooth: float = SMOOTH_S, out_c
     events = presence.finish() if presence is not None else None
     if events is not None and events_path is not None:
         write_json(events_path, {"source": name, **presence.settings(), "events": events})
-    result = {"source": name, "frames": n_frames, "classified": n_classified, "seconds": round(seconds, 3),
-              "fps": round(n_frames / seconds, 1), "source_fps": fps, "events": events,
-              "csv": str(out_csv) if out_csv else None, "video": str(out_video) if out_video else None,
-              "events_path": str(events_path) if events is not None and events_path else None}
-    console.print(f"{name}: {n_frames} frames ({n_classified} classified) in {seconds:.1f}s: "
-                  f"{result['fps']:.1f} fps processed" + (f" (source {fps:g} fps)" if fps else ""))
+    result = {
+        "source": name,
+        "frames": n_frames,
+        "classified": n_classified,
+        "seconds": round(seconds, 3),
+        "fps": round(n_frames / seconds, 1),
+        "source_fps": fps,
+        "events": events,
+        "csv": str(out_csv) if out_csv else None,
+        "video": str(out_video) if out_video else None,
+        "events_path": str(events_path) if events is not None and events_path else None,
+    }
+    console.print(
+        f"{name}: {n_frames} frames ({n_classified} classified) in {seconds:.1f}s: "
+        f"{result['fps']:.1f} fps processed" + (f" (source {fps:g} fps)" if fps else "")
+    )
     if events is not None:
         _print_events(console, events, presence.positive)
     return result
@@ -158,7 +186,7 @@ class Presence:
 
     def __post_init__(self):
         self.share = Smoother(self.tau)
-        self.first_hit: float | None = None     # first frame past the threshold since the share was low
+        self.first_hit: float | None = None  # first frame past the threshold since the share was low
         self.last_hit_end: float | None = None
         self.peak = 0.0
 
@@ -185,7 +213,7 @@ class Presence:
             if share >= OPEN_SHARE and self.first_hit is not None:
                 self.present = True
             elif share < CLOSE_SHARE and not hit:
-                self.first_hit, self.peak = None, 0.0      # the hits so far were noise
+                self.first_hit, self.peak = None, 0.0  # the hits so far were noise
         elif share < CLOSE_SHARE:
             self._close()
         return self.present
@@ -197,25 +225,45 @@ class Presence:
         return self.events
 
     def settings(self) -> dict:
-        return {"positive_class": self.positive, "threshold": self.threshold, "smooth_s": self.tau,
-                "open_share": OPEN_SHARE, "close_share": CLOSE_SHARE, "min_event_s": self.min_event}
+        return {
+            "positive_class": self.positive,
+            "threshold": self.threshold,
+            "smooth_s": self.tau,
+            "open_share": OPEN_SHARE,
+            "close_share": CLOSE_SHARE,
+            "min_event_s": self.min_event,
+        }
 
     def _close(self) -> None:
         start, end = self.first_hit, self.last_hit_end
         if end - start >= self.min_event:
-            self.events.append({"start_s": round(start, 3), "end_s": round(end, 3),
-                                "duration_s": round(end - start, 3), "peak_confidence": round(self.peak, 4)})
+            self.events.append(
+                {
+                    "start_s": round(start, 3),
+                    "end_s": round(end, 3),
+                    "duration_s": round(end - start, 3),
+                    "peak_confidence": round(self.peak, 4),
+                }
+            )
         self.present, self.first_hit, self.peak = False, None, 0.0
 
 
 class _Session:
     """Frames waiting to be scored in one batch, and where their results go, in frame order."""
 
-    def __init__(self, model, ema: Smoother, presence: Presence | None, rows: "_CsvOut", video: "_VideoOut",
-                 step: float | None, scanner=None):
+    def __init__(
+        self,
+        model,
+        ema: Smoother,
+        presence: Presence | None,
+        rows: "_CsvOut",
+        video: "_VideoOut",
+        step: float | None,
+        scanner=None,
+    ):
         self.model, self.ema, self.presence, self.rows, self.video = model, ema, presence, rows, video
         self.scanner = scanner
-        self.step = step                 # seconds between classified frames; None: measured (live)
+        self.step = step  # seconds between classified frames; None: measured (live)
         self.pending: list[tuple[int, float, np.ndarray | None, np.ndarray | None]] = []
         self.n_inputs, self.prev_t, self.state = 0, None, None
 
@@ -264,15 +312,34 @@ class _CsvOut:
         self.f = self.stream.file
         self.w = csv.writer(self.f, lineterminator="\n")
         self.two_class = two_class
-        self.w.writerow(["frame", "time_s", "label", "confidence", "smoothed_label", "smoothed_confidence",
-                         *(f"p_{c}" for c in classes), *(["present"] if two_class else [])])
+        self.w.writerow(
+            [
+                "frame",
+                "time_s",
+                "label",
+                "confidence",
+                "smoothed_label",
+                "smoothed_confidence",
+                *(f"p_{c}" for c in classes),
+                *(["present"] if two_class else []),
+            ]
+        )
 
     def write(self, index, t, raw: dict, smoothed_answer: dict, smoothed: np.ndarray, present) -> None:
         if self.f is None:
             return
-        self.w.writerow([index, f"{t:.3f}", raw["label"], f"{raw['confidence']:.4f}", smoothed_answer["label"],
-                         f"{smoothed_answer['confidence']:.4f}", *(f"{v:.4f}" for v in smoothed),
-                         *([int(present)] if self.two_class else [])])
+        self.w.writerow(
+            [
+                index,
+                f"{t:.3f}",
+                raw["label"],
+                f"{raw['confidence']:.4f}",
+                smoothed_answer["label"],
+                f"{smoothed_answer['confidence']:.4f}",
+                *(f"{v:.4f}" for v in smoothed),
+                *([int(present)] if self.two_class else []),
+            ]
+        )
 
     def flush(self) -> None:
         if self.f is not None:
@@ -325,8 +392,10 @@ def _annotate(frame: np.ndarray, state) -> np.ndarray:
     colour = (0, 0, 255) if present else (0, 200, 0)
     if present:
         cv2.rectangle(out, (0, 0), (w - 1, h - 1), colour, max(2, int(4 * scale)))
-    for b in boxes or []:           # --scan: where in the frame
-        cv2.rectangle(out, (int(b["x1"]), int(b["y1"])), (int(b["x2"]), int(b["y2"])), (0, 0, 255), max(1, int(2 * scale)))
+    for b in boxes or []:  # --scan: where in the frame
+        cv2.rectangle(
+            out, (int(b["x1"]), int(b["y1"])), (int(b["x2"]), int(b["y2"])), (0, 0, 255), max(1, int(2 * scale))
+        )
     text = f"{answer['label']} {answer['confidence']:.2f}"
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, max(1, int(scale)))
     cv2.rectangle(out, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
@@ -342,8 +411,9 @@ def _print_events(console, events: list[dict], positive: str) -> None:
 
     table = Table(f"'{positive}' event", "start s", "end s", "duration s", "peak confidence")
     for i, e in enumerate(events, 1):
-        table.add_row(str(i), f"{e['start_s']:.2f}", f"{e['end_s']:.2f}", f"{e['duration_s']:.2f}",
-                      f"{e['peak_confidence']:.3f}")
+        table.add_row(
+            str(i), f"{e['start_s']:.2f}", f"{e['end_s']:.2f}", f"{e['duration_s']:.2f}", f"{e['peak_confidence']:.3f}"
+        )
     console.print(table)
 
 

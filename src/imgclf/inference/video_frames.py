@@ -1,15 +1,17 @@
 """Frames from a video file, a camera index or a stream URL: opened with OpenCV, read in batches from
 files and one at a time (dropping what falls behind) from live sources."""
+
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
 from imgclf.core.errors import UserError
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
-FILE_BATCH = 32          # frames scored together when reading a file (a live source: one at a time)
-MAX_BAD_READS = 25       # consecutive unreadable frames before a source counts as ended
+FILE_BATCH = 32  # frames scored together when reading a file (a live source: one at a time)
+MAX_BAD_READS = 25  # consecutive unreadable frames before a source counts as ended
 LIVE_FPS_EVERY_S = 5.0
 
 
@@ -36,8 +38,10 @@ def _capture(s: str, live: bool):
 
     if s.isdigit():
         cap = cv2.VideoCapture(int(s))
-        hint = (f"camera {s} could not be opened: check it is connected, not used by another program, "
-                f"and that this user may read it (ls -l /dev/video*); cameras are numbered from 0")
+        hint = (
+            f"camera {s} could not be opened: check it is connected, not used by another program, "
+            f"and that this user may read it (ls -l /dev/video*); cameras are numbered from 0"
+        )
     elif live:
         cap = cv2.VideoCapture(s)
         hint = f"cannot open the stream {s}: check the URL, the network and that FFmpeg supports its protocol"
@@ -66,7 +70,7 @@ def read_frames(cap, live: bool, fps: float | None, every: int, max_frames: int 
             if bad >= MAX_BAD_READS:
                 return
             if not live:
-                index += 1      # a broken frame of a file still takes its place in time
+                index += 1  # a broken frame of a file still takes its place in time
             continue
         bad = 0
         t = index / fps if fps and not live else time.perf_counter() - t0

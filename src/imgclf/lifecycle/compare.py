@@ -7,6 +7,7 @@ that into promote / keep with reasons and one plain-language paragraph.
 
     compare("registry/production", "runs/photos-7", data="new_photos/")["verdict"]["promote"]
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,8 @@ from scipy.stats import binomtest
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import write_json
-from imgclf.store.runs import test_split
 from imgclf.evaluation.calibration import expected_calibration_error
+from imgclf.store.runs import test_split
 
 # min_diff: the least B - A accuracy allowed (0: at least as good); min_discordant: the fewest images
 # that changed verdict for McNemar's test to count (below that it has too little power to decide on).
@@ -26,8 +27,10 @@ DEFAULT_RULE = {"min_diff": 0.0, "tolerance": 0.02, "alpha": 0.05, "min_discorda
 
 # ---- statistics on arrays (pure, testable) ------------------------------------------------------
 
-def bootstrap_accuracy(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> dict:
+
+def bootstrap_accuracy(
+    correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
     """Accuracy of A and B and B - A with percentile CIs; each resample draws the same images for both
     (paired), so the difference's CI is much tighter than two independent ones would suggest."""
     a, b = np.asarray(correct_a, float), np.asarray(correct_b, float)
@@ -65,23 +68,37 @@ def per_class_recall(labels: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
     return out
 
 
-def slice_stats(labels, pred_a, pred_b, classes: list[str], paths=None, n_boot: int = 1000, seed: int = 0,
-                n_a: int | None = None) -> dict:
+def slice_stats(
+    labels, pred_a, pred_b, classes: list[str], paths=None, n_boot: int = 1000, seed: int = 0, n_a: int | None = None
+) -> dict:
     """Everything the rule and the report need about one evaluation slice. Predictions are indices into
     `classes` (A's first: `n_a` of them, default all); -1 for a class only B knows (always wrong here)."""
     labels, pred_a, pred_b = map(np.asarray, (labels, pred_a, pred_b))
     ca, cb = pred_a == labels, pred_b == labels
     known = labels < (len(classes) if n_a is None else n_a)
-    name = lambda k: classes[k] if k >= 0 else "(other)"   # noqa: E731
-    changed = [{"path": str(paths[i]) if paths is not None else i, "true": name(labels[i]), "a": name(pred_a[i]),
-                "b": name(pred_b[i]), "change": "fixed" if cb[i] else "broken" if ca[i] else "still wrong"}
-               for i in np.flatnonzero(pred_a != pred_b)]
-    return {"n": int(len(labels)), "accuracy": bootstrap_accuracy(ca, cb, n_boot, seed), "mcnemar": mcnemar(ca, cb),
-            "per_class": per_class_recall(labels, pred_a, pred_b, classes), "changed": changed,
-            "a_on_known": {"n": int(known.sum()), "correct": int(ca[known].sum())}}
+    name = lambda k: classes[k] if k >= 0 else "(other)"  # noqa: E731
+    changed = [
+        {
+            "path": str(paths[i]) if paths is not None else i,
+            "true": name(labels[i]),
+            "a": name(pred_a[i]),
+            "b": name(pred_b[i]),
+            "change": "fixed" if cb[i] else "broken" if ca[i] else "still wrong",
+        }
+        for i in np.flatnonzero(pred_a != pred_b)
+    ]
+    return {
+        "n": int(len(labels)),
+        "accuracy": bootstrap_accuracy(ca, cb, n_boot, seed),
+        "mcnemar": mcnemar(ca, cb),
+        "per_class": per_class_recall(labels, pred_a, pred_b, classes),
+        "changed": changed,
+        "a_on_known": {"n": int(known.sum()), "correct": int(ca[known].sum())},
+    }
 
 
 # ---- the promotion rule ---------------------------------------------------------------------------
+
 
 def promotion_verdict(slices: dict[str, dict], rule: dict | None = None) -> dict:
     """B is promoted when, on every slice: its accuracy is at least A's + `min_diff`; no class's recall
@@ -96,24 +113,34 @@ def promotion_verdict(slices: dict[str, dict], rule: dict | None = None) -> dict
         significant = tested and mc["p_value"] < rule["alpha"]
         if d < rule["min_diff"] or (d < 0 and significant):
             promote = False
-            reasons.append(f"{where}: accuracy falls from {a:.1%} to {b:.1%}"
-                           + (f" (significant, McNemar p={mc['p_value']:.3g})" if significant else ""))
+            reasons.append(
+                f"{where}: accuracy falls from {a:.1%} to {b:.1%}"
+                + (f" (significant, McNemar p={mc['p_value']:.3g})" if significant else "")
+            )
         elif d < 0:
-            notes.append(f"{where}: accuracy {a:.1%} -> {b:.1%}, within the allowed {-rule['min_diff']:.1%} "
-                         f"and not significant (McNemar p={mc['p_value']:.3g})")
+            notes.append(
+                f"{where}: accuracy {a:.1%} -> {b:.1%}, within the allowed {-rule['min_diff']:.1%} "
+                f"and not significant (McNemar p={mc['p_value']:.3g})"
+            )
         dropped = {c: r for c, r in s["per_class"].items() if r["diff"] < -rule["tolerance"]}
         for c, r in dropped.items():
             promote = False
-            reasons.append(f"{where}: recall of '{c}' drops from {r['a']:.1%} to {r['b']:.1%} "
-                           f"(more than the {rule['tolerance']:.1%} tolerance)")
+            reasons.append(
+                f"{where}: recall of '{c}' drops from {r['a']:.1%} to {r['b']:.1%} "
+                f"(more than the {rule['tolerance']:.1%} tolerance)"
+            )
         if d == 0 and not s["changed"]:
             notes.append(f"{where}: no difference (both predict the same on all {s['n']} images)")
         elif d == 0:
             notes.append(f"{where}: equal accuracy {a:.1%} ({mc['b01']} fixed, {mc['b10']} broken)")
         elif d > 0:
-            sig = (f"significant, McNemar p={mc['p_value']:.3g}" if significant else
-                   f"not significant, McNemar p={mc['p_value']:.3g}" if tested else
-                   f"too few changed images ({mc['discordant']}) to test significance")
+            sig = (
+                f"significant, McNemar p={mc['p_value']:.3g}"
+                if significant
+                else f"not significant, McNemar p={mc['p_value']:.3g}"
+                if tested
+                else f"too few changed images ({mc['discordant']}) to test significance"
+            )
             notes.append(f"{where}: accuracy rises from {a:.1%} to {b:.1%} ({sig})")
         if "ece" in s and s["changed"]:
             notes.append(f"{where}: calibration error (ECE) {s['ece']['a']:.3f} -> {s['ece']['b']:.3f}")
@@ -136,47 +163,76 @@ def label_warnings(slices: dict[str, dict], alpha: float = 0.05) -> list[str]:
             continue
         p = binomtest(k["correct"], k["n"], base, alternative="less").pvalue
         if p < alpha:
-            out.append(f"on the {where} the current model agrees with only {k['correct'] / k['n']:.1%} of the "
-                       f"labels of classes it knows ({k['n']} images), against {base:.1%} right on its test split "
-                       f"(binomial p={p:.2g}): check those labels for errors (new images unlike the old ones, "
-                       "another camera or season, also do this)")
+            out.append(
+                f"on the {where} the current model agrees with only {k['correct'] / k['n']:.1%} of the "
+                f"labels of classes it knows ({k['n']} images), against {base:.1%} right on its test split "
+                f"(binomial p={p:.2g}): check those labels for errors (new images unlike the old ones, "
+                "another camera or season, also do this)"
+            )
     return out
 
 
 def _paragraph(promote: bool, reasons: list[str], notes: list[str], rule: dict) -> str:
     if not promote:
-        return ("Keep the current model: the challenger fails the promotion rule because "
-                + "; ".join(reasons) + ". Production stays as it is.")
+        return (
+            "Keep the current model: the challenger fails the promotion rule because "
+            + "; ".join(reasons)
+            + ". Production stays as it is."
+        )
     if all("no difference" in n for n in notes):
-        return ("Promote is allowed but changes nothing: there is no difference between the two models; "
-                + "; ".join(notes) + ".")
-    return ("Promote the challenger: it passes the promotion rule on every slice (accuracy, and no class "
-            f"loses more than {rule['tolerance']:.1%} recall); " + "; ".join(notes) + ".")
+        return (
+            "Promote is allowed but changes nothing: there is no difference between the two models; "
+            + "; ".join(notes)
+            + "."
+        )
+    return (
+        "Promote the challenger: it passes the promotion rule on every slice (accuracy, and no class "
+        f"loses more than {rule['tolerance']:.1%} recall); " + "; ".join(notes) + "."
+    )
 
 
 # ---- models and data ------------------------------------------------------------------------------
 
-def compare(a, b, data=None, tolerance: float = 0.02, alpha: float = 0.05, n_boot: int = 1000, seed: int = 0,
-            rule: dict | None = None, out: str | Path | None = None, data_root: str | Path | None = None) -> dict:
+
+def compare(
+    a,
+    b,
+    data=None,
+    tolerance: float = 0.02,
+    alpha: float = 0.05,
+    n_boot: int = 1000,
+    seed: int = 0,
+    rule: dict | None = None,
+    out: str | Path | None = None,
+    data_root: str | Path | None = None,
+) -> dict:
     """Compare run A (champion) with run B (challenger) on A's test split and, with `data`, a labeled
     folder of new images. Writes the result as JSON to `out` (default B/compare-<A name>.json).
     `data_root`: where A's data folder is now, when it moved since A was trained."""
     from imgclf.inference.load import load_model
     from imgclf.inference.model import Model
 
-    ma, mb = (m if isinstance(m, Model) else load_model(m) for m in (a, b))   # load_model resolves REGISTRY/ALIAS
+    ma, mb = (m if isinstance(m, Model) else load_model(m) for m in (a, b))  # load_model resolves REGISTRY/ALIAS
     missing = [c for c in ma.classes if c not in mb.classes]
     if missing:
-        raise UserError(f"{mb.path} does not know {len(missing)} of {ma.path}'s classes: {', '.join(missing)}; "
-                        "compare models trained on the same classes")
+        raise UserError(
+            f"{mb.path} does not know {len(missing)} of {ma.path}'s classes: {', '.join(missing)}; "
+            "compare models trained on the same classes"
+        )
     rule = {**DEFAULT_RULE, "tolerance": tolerance, "alpha": alpha, **(rule or {})}
     # A's classes first, then those only B knows (an update that added classes): A is always wrong on those.
     classes = ma.classes + [c for c in mb.classes if c not in ma.classes]
     slices = {"test split": _slice(ma, mb, *test_split(ma, "compare on", data_root), n_boot, seed, classes)}
     if data is not None:
         slices["new data"] = _slice(ma, mb, *_labeled(data, classes), n_boot, seed, classes)
-    result = {"a": str(ma.path), "b": str(mb.path), "classes": classes, "rule": rule, "slices": slices,
-              "verdict": promotion_verdict(slices, rule)}
+    result = {
+        "a": str(ma.path),
+        "b": str(mb.path),
+        "classes": classes,
+        "rule": rule,
+        "slices": slices,
+        "verdict": promotion_verdict(slices, rule),
+    }
     out = Path(out) if out else Path(mb.path) / f"compare-{Path(ma.path).name}.json"
     write_json(out, result)
     result["path"] = str(out)
@@ -187,7 +243,7 @@ def _slice(ma, mb, paths: list[str], labels: np.ndarray, n_boot: int, seed: int,
     from imgclf.data.cache import build_cache
 
     caches, bad = {}, {}
-    for m in (ma, mb):                  # decoded once per input size; a file unreadable for one is dropped for both
+    for m in (ma, mb):  # decoded once per input size; a file unreadable for one is dropped for both
         key = (m.img_size, m.resize_mode)
         if key not in caches:
             caches[key] = build_cache(paths, *key, progress=False)
@@ -196,10 +252,18 @@ def _slice(ma, mb, paths: list[str], labels: np.ndarray, n_boot: int, seed: int,
     pa = ma.predict_proba(caches[(ma.img_size, ma.resize_mode)].images[keep])
     pb = mb.predict_proba(caches[(mb.img_size, mb.resize_mode)].images[keep])
     y = labels[keep]
-    to_all = np.array([classes.index(c) for c in mb.classes])     # A's indices are already those of `classes`
+    to_all = np.array([classes.index(c) for c in mb.classes])  # A's indices are already those of `classes`
     yb = np.array([mb.classes.index(classes[k]) for k in y], dtype=np.int64)
-    stats = slice_stats(y, pa.argmax(1), to_all[pb.argmax(1)], classes, paths=[paths[i] for i in keep],
-                        n_boot=n_boot, seed=seed, n_a=len(ma.classes))
+    stats = slice_stats(
+        y,
+        pa.argmax(1),
+        to_all[pb.argmax(1)],
+        classes,
+        paths=[paths[i] for i in keep],
+        n_boot=n_boot,
+        seed=seed,
+        n_a=len(ma.classes),
+    )
     stats["ece"] = {"a": expected_calibration_error(pa, y), "b": expected_calibration_error(pb, yb)}
     stats["skipped"] = {paths[i]: r for i, r in sorted(bad.items())}
     return stats
@@ -218,6 +282,8 @@ def _labeled(data, classes: list[str]) -> tuple[list[str], np.ndarray]:
         paths, names = [spec.paths[i] for i in sel], [spec.classes[spec.labels[i]] for i in sel]
     unknown = sorted(set(names) - set(classes))
     if unknown:
-        raise UserError(f"{data if not isinstance(data, (list, tuple)) else 'the new data'} has classes neither "
-                        f"model knows: {', '.join(unknown)}")
+        raise UserError(
+            f"{data if not isinstance(data, (list, tuple)) else 'the new data'} has classes neither "
+            f"model knows: {', '.join(unknown)}"
+        )
     return paths, np.array([classes.index(n) for n in names], dtype=np.int64)

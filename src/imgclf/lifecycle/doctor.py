@@ -1,5 +1,6 @@
 """`imgclf check`: the data doctor's findings on a dataset, the split `train` would make, and with
 `labels` the images whose label is probably wrong (each fold a real training run)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,9 +11,23 @@ from imgclf.store.runs import find_run
 from imgclf.workflows import report
 
 
-def check_data(data: str | Path, *, json_path: str | Path | None, val_frac: float, test_frac: float, seed: int,
-               near_distance: int | None, workers: int | None, labels: bool, folds: int, run: str | Path | None,
-               device: str, group_by: str, console, progress: bool) -> dict:
+def check_data(
+    data: str | Path,
+    *,
+    json_path: str | Path | None,
+    val_frac: float,
+    test_frac: float,
+    seed: int,
+    near_distance: int | None,
+    workers: int | None,
+    labels: bool,
+    folds: int,
+    run: str | Path | None,
+    device: str,
+    group_by: str,
+    console,
+    progress: bool,
+) -> dict:
     """See imgclf.check."""
     from imgclf.data.discover import discover
     from imgclf.data.doctor import NEAR_DISTANCE, diagnose, group_for_check
@@ -30,7 +45,7 @@ def check_data(data: str | Path, *, json_path: str | Path | None, val_frac: floa
         raise UserError("--run stores the label check in a run: add --labels")
     if labels and folds < 2:
         raise UserError(f"--folds must be at least 2, not {folds}")
-    run_dir = find_run(run) if run is not None else None       # before the long part, not after it
+    run_dir = find_run(run) if run is not None else None  # before the long part, not after it
     spec = discover(data, val_frac, test_frac, seed)
     findings = diagnose(spec, near, workers=workers, progress=progress)
     findings["split_settings"] = {"val_frac": val_frac, "test_frac": test_frac, "seed": seed, "group_by": group_by}
@@ -39,8 +54,9 @@ def check_data(data: str | Path, *, json_path: str | Path | None, val_frac: floa
     if labels:
         from imgclf.lifecycle.label_issues import find_label_issues, print_label_issues
 
-        findings["label_issues"] = find_label_issues(spec, folds, seed, device, workers, console, progress=progress,
-                                                     groups=group_ids)
+        findings["label_issues"] = find_label_issues(
+            spec, folds, seed, device, workers, console, progress=progress, groups=group_ids
+        )
         print_label_issues(findings["label_issues"], console, spec.root)
     if run_dir is not None:
         write_json(run_dir / "label_issues.json", findings["label_issues"])

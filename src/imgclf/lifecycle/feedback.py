@@ -1,12 +1,19 @@
 """Corrected labels into the feedback inbox (store.inbox), which `imgclf update --from-inbox` trains
 on. imgclf.api re-exports these functions."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 
-def feedback_import(folder: str | Path, inbox: str | Path | None = None, *, registry: str | Path | None = None,
-                    classes: list[str] | None = None, who: str | None = None) -> dict:
+def feedback_import(
+    folder: str | Path,
+    inbox: str | Path | None = None,
+    *,
+    registry: str | Path | None = None,
+    classes: list[str] | None = None,
+    who: str | None = None,
+) -> dict:
     """Add FOLDER/<label>/<images> to the feedback inbox that `imgclf update --from-inbox` trains on.
     `inbox` defaults to REGISTRY/inbox (./registry/inbox when ./registry is a registry), else ./inbox;
     labels the registry's production model does not know are kept as proposed new classes. Never stops

@@ -13,6 +13,7 @@ of label errors, lowest probability of the given label first.
 A short training run is a feature here, not only a saving: a network stopped early has learnt
 the patterns most images agree on, but not yet memorised the few that contradict them.
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,21 +40,31 @@ MIN_EPOCHS = 8
 # suspects (N = number flipped) and 78 % among the top 2N, in 5.6 min on 2 cores; 20 epochs, or
 # 40 px, cost 20-30 % more time for the same top N (58-60 %) and 82-83 % in the top 2N.
 CPU_MAX_SIDE = 32
-VAL_FRAC = 0.1                  # of each fold's training part, to fit its calibration temperature
-SHOWN = 20                      # suspects in the terminal table; the JSON holds them all
-METHOD = ("confident learning (cleanlab.filter.find_label_issues, prune_by_noise_rate) on out-of-fold "
-          "calibrated probabilities, ranked by self-confidence (the probability of the given label)")
+VAL_FRAC = 0.1  # of each fold's training part, to fit its calibration temperature
+SHOWN = 20  # suspects in the terminal table; the JSON holds them all
+METHOD = (
+    "confident learning (cleanlab.filter.find_label_issues, prune_by_noise_rate) on out-of-fold "
+    "calibrated probabilities, ranked by self-confidence (the probability of the given label)"
+)
 
 
-def find_label_issues(spec, folds: int = FOLDS, seed: int = 0, device: str = "auto", workers: int | None = None,
-                      console=None, progress: bool = True, groups: np.ndarray | None = None) -> dict:
+def find_label_issues(
+    spec,
+    folds: int = FOLDS,
+    seed: int = 0,
+    device: str = "auto",
+    workers: int | None = None,
+    console=None,
+    progress: bool = True,
+    groups: np.ndarray | None = None,
+) -> dict:
     """Suspect labels of every readable image in `spec` (a DatasetSpec; its splits are ignored:
     a wrong label hurts in any split). Returns a JSON-ready dict whose `suspects` list, most
     suspicious first, holds index, path, given and suggested label, and `score`: the held-out
     probability of the given label. `groups` (an id per image: near-duplicates, one source photo)
     keeps each group in one fold."""
-    from imgclf.data.cache import build_cache
     from imgclf.core.device import pick_device
+    from imgclf.data.cache import build_cache
     from imgclf.training.defaults import typical_side
     from imgclf.training.presets import preset_settings
 
@@ -72,11 +83,13 @@ def find_label_issues(spec, folds: int = FOLDS, seed: int = 0, device: str = "au
     readable = np.array([i for i in range(len(paths)) if i not in cache.bad], dtype=np.int64)
     fold_of = _assign_folds(spec, readable, folds, seed, groups)
     if console:
-        console.print(f"label check: {folds}-fold cross-validation over {len(readable):,} images, each fold "
-                      f"{recipe['model']} {recipe['model_kwargs']['widths']} at {size} px for {epochs} epochs "
-                      f"(preset {PRESET}, shortened) on {dev}")
+        console.print(
+            f"label check: {folds}-fold cross-validation over {len(readable):,} images, each fold "
+            f"{recipe['model']} {recipe['model_kwargs']['widths']} at {size} px for {epochs} epochs "
+            f"(preset {PRESET}, shortened) on {dev}"
+        )
 
-    from imgclf.workflows import load, train      # each fold is a whole training run, as a user would make it
+    from imgclf.workflows import load, train  # each fold is a whole training run, as a user would make it
 
     names = [spec.classes[y] for y in spec.labels]
     probs = np.zeros((len(paths), len(spec.classes)))
@@ -87,25 +100,51 @@ def find_label_issues(spec, folds: int = FOLDS, seed: int = 0, device: str = "au
             manifest = Path(tmp) / f"fold-{k + 1}.csv"
             # Unreadable files stay in the manifest (train skips them): the path list, and so the cache, is shared.
             _write_manifest(manifest, paths, names, np.where(fold_of == k, "test", "train"))
-            run = train(manifest, preset=PRESET, img_size=size, epochs=epochs, val_frac=VAL_FRAC, seed=seed,
-                        device=str(dev), workers=workers, out=str(Path(tmp) / f"fold-{k + 1}"), verbose=False)
+            run = train(
+                manifest,
+                preset=PRESET,
+                img_size=size,
+                epochs=epochs,
+                val_frac=VAL_FRAC,
+                seed=seed,
+                device=str(dev),
+                workers=workers,
+                out=str(Path(tmp) / f"fold-{k + 1}"),
+                verbose=False,
+            )
             model = load(run.path, str(dev))
             probs[held] = model.predict_proba(cache.images[held])
             if console:
                 acc = float((probs[held].argmax(1) == spec.labels[held]).mean())
-                console.print(f"  fold {k + 1}/{folds}: accuracy {acc:.3f} on its {len(held):,} held-out images "
-                              f"(against the given labels); {time.perf_counter() - t0:.0f}s, of which training "
-                              f"{model.meta['training']['train_seconds']:.0f}s")
+                console.print(
+                    f"  fold {k + 1}/{folds}: accuracy {acc:.3f} on its {len(held):,} held-out images "
+                    f"(against the given labels); {time.perf_counter() - t0:.0f}s, of which training "
+                    f"{model.meta['training']['train_seconds']:.0f}s"
+                )
     suspects = rank_suspects(spec, readable, probs)
     oof = probs[readable].argmax(1) == spec.labels[readable]
-    return {"method": METHOD, "folds": folds, "seed": seed,
-            "recipe": {"preset": PRESET, "img_size": size, "epochs": epochs, "device": str(dev),
-                       "model": recipe["model"], "widths": recipe["model_kwargs"]["widths"]},
-            "images": int(len(readable)), "unreadable": len(cache.bad),
-            "out_of_fold_accuracy": round(float(oof.mean()), 4),
-            "per_class": {c: {"images": int((spec.labels[readable] == y).sum()),
-                              "suspects": sum(s["given"] == c for s in suspects)} for y, c in enumerate(spec.classes)},
-            "suspects": suspects, "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "method": METHOD,
+        "folds": folds,
+        "seed": seed,
+        "recipe": {
+            "preset": PRESET,
+            "img_size": size,
+            "epochs": epochs,
+            "device": str(dev),
+            "model": recipe["model"],
+            "widths": recipe["model_kwargs"]["widths"],
+        },
+        "images": int(len(readable)),
+        "unreadable": len(cache.bad),
+        "out_of_fold_accuracy": round(float(oof.mean()), 4),
+        "per_class": {
+            c: {"images": int((spec.labels[readable] == y).sum()), "suspects": sum(s["given"] == c for s in suspects)}
+            for y, c in enumerate(spec.classes)
+        },
+        "suspects": suspects,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def rank_suspects(spec, rows: np.ndarray, probs: np.ndarray) -> list[dict]:
@@ -121,9 +160,16 @@ def rank_suspects(spec, rows: np.ndarray, probs: np.ndarray) -> list[dict]:
         i, p = int(rows[r]), probs[rows[r]]
         other = np.where(np.arange(len(p)) == spec.labels[i], -1.0, p)
         suggested = int(other.argmax())
-        suspects.append({"index": i, "path": spec.paths[i], "given": spec.classes[spec.labels[i]],
-                         "suggested": spec.classes[suggested], "score": round(float(p[spec.labels[i]]), 6),
-                         "suggested_score": round(float(p[suggested]), 6)})
+        suspects.append(
+            {
+                "index": i,
+                "path": spec.paths[i],
+                "given": spec.classes[spec.labels[i]],
+                "suggested": spec.classes[suggested],
+                "score": round(float(p[spec.labels[i]]), 6),
+                "suggested_score": round(float(p[suggested]), 6),
+            }
+        )
     return suspects
 
 
@@ -136,12 +182,16 @@ def _assign_folds(spec, readable: np.ndarray, folds: int, seed: int, groups: np.
     counts = np.bincount(spec.labels[readable], minlength=len(spec.classes))
     if counts.min() < folds:
         few = spec.classes[int(counts.argmin())]
-        raise UserError(f"class '{few}' has {counts.min()} readable image(s); the label check needs at least one per "
-                        f"fold ({folds}): lower --folds or add images")
+        raise UserError(
+            f"class '{few}' has {counts.min()} readable image(s); the label check needs at least one per "
+            f"fold ({folds}): lower --folds or add images"
+        )
     fold_of = np.full(len(spec.paths), -1, dtype=np.int64)
     ids = None if groups is None else np.asarray(groups)[readable]
     if ids is not None and len(np.unique(ids)) < len(ids):
-        splits = StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(readable, spec.labels[readable], ids)
+        splits = StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(
+            readable, spec.labels[readable], ids
+        )
     else:
         splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(readable, spec.labels[readable])
     for k, (_, held) in enumerate(splits):
@@ -164,9 +214,11 @@ def print_label_issues(found: dict, console, root: str | None = None) -> None:
     from imgclf.data.doctor import short_path
 
     suspects = found["suspects"]
-    console.print(f"label check: {len(suspects):,} suspect label(s) among {found['images']:,} images "
-                  f"(out-of-fold accuracy {found['out_of_fold_accuracy']:.3f}, {found['folds']} folds, "
-                  f"{found['seconds']:.0f}s)")
+    console.print(
+        f"label check: {len(suspects):,} suspect label(s) among {found['images']:,} images "
+        f"(out-of-fold accuracy {found['out_of_fold_accuracy']:.3f}, {found['folds']} folds, "
+        f"{found['seconds']:.0f}s)"
+    )
     if not suspects:
         return
     table = Table("#", "path", "given", "suggested", "p(given)", "p(suggested)")
@@ -174,8 +226,14 @@ def print_label_issues(found: dict, console, root: str | None = None) -> None:
     for col in (0, 4, 5):
         table.columns[col].justify = "right"
     for n, s in enumerate(suspects[:SHOWN], 1):
-        table.add_row(str(n), short_path(s["path"], root), s["given"], s["suggested"],
-                      f"{s['score']:.3f}", f"{s['suggested_score']:.3f}")
+        table.add_row(
+            str(n),
+            short_path(s["path"], root),
+            s["given"],
+            s["suggested"],
+            f"{s['score']:.3f}",
+            f"{s['suggested_score']:.3f}",
+        )
     console.print(table)
     if len(suspects) > SHOWN:
         console.print(f"  … and {len(suspects) - SHOWN:,} more (--json writes them all)")

@@ -10,6 +10,7 @@ input, computed as predlog does); evaluation.drift compares them.
     r = imgclf.monitor("registry/production", "logs/")
     r["status"], r["verdict"]     # ('drift', 'Drift: the model sees darker images (mean brightness 52 vs 118 ...')
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
-from imgclf.evaluation import drift
 from imgclf.core.files import read_json, write_json, write_text
-from imgclf.store.predlog import brightness, log_files, parse_time
+from imgclf.evaluation import drift
 from imgclf.lifecycle.verdict import low_line, statistics, verdict
+from imgclf.store.predlog import brightness, log_files, parse_time
 
 REFERENCE_FORMAT = 1
 # Below this calibrated confidence an answer counts as low-confidence, unless the run has a rejection
@@ -39,6 +40,7 @@ TO_LABEL_COLUMNS = ["id", "time", "image", "label", "confidence", "margin", "sha
 
 # ---- the two sides ------------------------------------------------------------------------------
 
+
 def header_stats(path: str) -> dict:
     """width, height and mode from the file's header, as the prediction log records them for uploads
     (stored size, before EXIF rotation); {} when the file cannot be read now."""
@@ -47,7 +49,7 @@ def header_stats(path: str) -> dict:
     try:
         with Image.open(path) as img:
             return {"width": img.width, "height": img.height, "mode": img.mode}
-    except Exception:        # noqa: BLE001 - a test image gone or broken since training: no input stats
+    except Exception:  # noqa: BLE001 - a test image gone or broken since training: no input stats
         return {}
 
 
@@ -63,7 +65,7 @@ def reference(model, out: Path, verbose: bool = True, data_root: str | Path | No
             if ref.get("key") == key and ref.get("format") == REFERENCE_FORMAT:
                 return ref
         except (OSError, ValueError):
-            pass                        # unreadable cache: recompute
+            pass  # unreadable cache: recompute
     from imgclf.data.cache import build_cache
     from imgclf.store.runs import test_split
 
@@ -71,15 +73,24 @@ def reference(model, out: Path, verbose: bool = True, data_root: str | Path | No
     cache = build_cache(paths, model.img_size, model.resize_mode, progress=verbose)
     keep = [i for i in range(len(paths)) if i not in cache.bad]
     if not keep:
-        raise UserError(f"none of the {len(paths)} test images of {model.path} can be read any more; "
-                        "monitor compares live traffic with them")
+        raise UserError(
+            f"none of the {len(paths)} test images of {model.path} can be read any more; "
+            "monitor compares live traffic with them"
+        )
     probs = model.predict_proba(cache.images[np.array(keep)])
     answers = model.answers(probs, top_k=2)
     top2 = np.sort(probs, axis=1)[:, -2:]
-    ref = {"format": REFERENCE_FORMAT, "key": key, "model": model.path.name, "n": len(keep),
-           "skipped": len(paths) - len(keep), "path": [paths[i] for i in keep],
-           "label": [a["label"] for a in answers], "confidence": [a["confidence"] for a in answers],
-           "margin": (top2[:, 1] - top2[:, 0]).tolist()}
+    ref = {
+        "format": REFERENCE_FORMAT,
+        "key": key,
+        "model": model.path.name,
+        "n": len(keep),
+        "skipped": len(paths) - len(keep),
+        "path": [paths[i] for i in keep],
+        "label": [a["label"] for a in answers],
+        "confidence": [a["confidence"] for a in answers],
+        "margin": (top2[:, 1] - top2[:, 0]).tolist(),
+    }
     stats = [header_stats(paths[i]) for i in keep]
     for k in ("width", "height", "mode"):
         ref[k] = [s.get(k) for s in stats]
@@ -109,13 +120,17 @@ def read_log(path: str | Path) -> tuple[list[dict], Path, int]:
     if p.is_dir():
         files, folder = log_files(p), p
         if not files:
-            raise UserError(f"{p} holds no predictions*.jsonl; start the service with "
-                            f"imgclf serve RUN --log-predictions {p} (or give --log the .jsonl file)")
+            raise UserError(
+                f"{p} holds no predictions*.jsonl; start the service with "
+                f"imgclf serve RUN --log-predictions {p} (or give --log the .jsonl file)"
+            )
     elif p.is_file():
         files, folder = [p], p.parent
     else:
-        raise UserError(f"no prediction log at {p}: give the folder passed to imgclf serve --log-predictions, "
-                        "or one predictions*.jsonl in it")
+        raise UserError(
+            f"no prediction log at {p}: give the folder passed to imgclf serve --log-predictions, "
+            "or one predictions*.jsonl in it"
+        )
     records, bad = [], 0
     for f in files:
         with open(f, encoding="utf-8", errors="replace") as fh:
@@ -124,7 +139,7 @@ def read_log(path: str | Path) -> tuple[list[dict], Path, int]:
                     continue
                 try:
                     r = json.loads(line)
-                except ValueError:       # a line cut short by a crash mid-write
+                except ValueError:  # a line cut short by a crash mid-write
                     bad += 1
                     continue
                 if isinstance(r, dict) and isinstance(r.get("confidence"), (int, float)):
@@ -140,8 +155,10 @@ def select(records: list[dict], model_name: str, since: str | None) -> tuple[lis
     names = sorted({str(r.get("model")) for r in records})
     mine = [r for r in records if r.get("model") == model_name]
     if records and not mine:
-        raise UserError(f"the log holds predictions of {', '.join(names)}, none of {model_name}; "
-                        "monitor the run that served them (a run folder or REGISTRY/VERSION)")
+        raise UserError(
+            f"the log holds predictions of {', '.join(names)}, none of {model_name}; "
+            "monitor the run that served them (a run folder or REGISTRY/VERSION)"
+        )
     left = {"other_models": len(records) - len(mine), "before_since": 0}
     if since:
         start = parse_time(since)
@@ -157,6 +174,7 @@ def select(records: list[dict], model_name: str, since: str | None) -> tuple[lis
 
 
 # ---- what to label next -------------------------------------------------------------------------
+
 
 def pick_to_label(live: list[dict], log_dir: Path, top: int, done: set[str]) -> list[dict]:
     """Logged predictions with their image kept, least confident first (ties: smallest margin), one per
@@ -176,9 +194,18 @@ def pick_to_label(live: list[dict], log_dir: Path, top: int, done: set[str]) -> 
         # Paths come from a file on disk: keep them inside the log folder.
         if ".." in Path(r["image"]).parts or Path(r["image"]).is_absolute() or not f.is_file():
             continue
-        picks.append({"id": r.get("id"), "time": r.get("time"), "label": r.get("label"),
-                      "confidence": float(r["confidence"]), "margin": r.get("margin"), "sha256": r["sha256"],
-                      "logged_image": str(f), "image": f"to_label/{r['sha256']}{f.suffix.lower()}"})
+        picks.append(
+            {
+                "id": r.get("id"),
+                "time": r.get("time"),
+                "label": r.get("label"),
+                "confidence": float(r["confidence"]),
+                "margin": r.get("margin"),
+                "sha256": r["sha256"],
+                "logged_image": str(f),
+                "image": f"to_label/{r['sha256']}{f.suffix.lower()}",
+            }
+        )
         if len(picks) == top:
             break
     return picks
@@ -214,6 +241,7 @@ def _sorted_already(out: Path) -> set[str]:
 
 # ---- the whole command --------------------------------------------------------------------------
 
+
 def resolve_run(ref: str | Path, registry: str | Path | None) -> tuple[Path, int | None, Path | None]:
     """(run folder, registry version, registry folder; both None for a plain run) for a run folder,
     REGISTRY/ALIAS, or with `registry` a bare version number or alias."""
@@ -228,15 +256,25 @@ def resolve_run(ref: str | Path, registry: str | Path | None) -> tuple[Path, int
     return find_run(p), None, None
 
 
-def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | None = None, top: int = 50,
-            since: str | None = None, low_confidence: float | None = None, device: str = "auto",
-            verbose: bool = True, data_root: str | Path | None = None) -> dict:
+def monitor(
+    ref,
+    log,
+    *,
+    out: str | Path | None = None,
+    registry: str | Path | None = None,
+    top: int = 50,
+    since: str | None = None,
+    low_confidence: float | None = None,
+    device: str = "auto",
+    verbose: bool = True,
+    data_root: str | Path | None = None,
+) -> dict:
     """See imgclf.api.monitor."""
-    from imgclf.workflows import load
     from imgclf.reporting.monitor import write_monitor_report
+    from imgclf.workflows import load
 
     run, version, reg_dir = resolve_run(ref, registry)
-    records, log_dir, bad_lines = read_log(log)          # the user's mistakes first, before any work
+    records, log_dir, bad_lines = read_log(log)  # the user's mistakes first, before any work
     live, left = select(records, run.name, since)
     out = Path(out) if out is not None else Path("monitors") / run.name
     created = not out.exists()
@@ -245,7 +283,7 @@ def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | N
     try:
         ref_data = reference(model, out, verbose, data_root)
     except UserError:
-        if created:             # e.g. the data folder moved: no half-made monitor folder left behind
+        if created:  # e.g. the data folder moved: no half-made monitor folder left behind
             shutil.rmtree(out, ignore_errors=True)
         raise
     low, low_why = (low_confidence, "--low-confidence") if low_confidence is not None else low_line(model)
@@ -254,33 +292,49 @@ def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | N
     write_to_label(picks, out)
     kept = sum(1 for r in live if r.get("image"))
     if picks:
-        labelling = (f"Label some of the images listed below ({len(picks)} in {out / 'to_label'}, least confident "
-                     f"first) and run imgclf update.")
+        labelling = (
+            f"Label some of the images listed below ({len(picks)} in {out / 'to_label'}, least confident "
+            f"first) and run imgclf update."
+        )
     elif live and not kept:
-        labelling = ("The log keeps no images (--log-images hash), so none can be listed for labelling; "
-                     "collect labeled examples of the new traffic and run imgclf update.")
+        labelling = (
+            "The log keeps no images (--log-images hash), so none can be listed for labelling; "
+            "collect labeled examples of the new traffic and run imgclf update."
+        )
     else:
         labelling = "Label new examples of the traffic and run imgclf update."
     status, text = verdict(stats, len(live), ref_data["n"], labelling)
     times = sorted(t for r in live if (t := parse_time(r.get("time"))) is not None)
     result = {
-        "status": status, "verdict": text, "model": run.name, "version": version, "run": str(run),
-        "log": str(Path(log)), "n_live": len(live), "n_reference": ref_data["n"],
+        "status": status,
+        "verdict": text,
+        "model": run.name,
+        "version": version,
+        "run": str(run),
+        "log": str(Path(log)),
+        "n_live": len(live),
+        "n_reference": ref_data["n"],
         "left_out": {**left, "unreadable_lines": bad_lines},
         "span": [times[0].isoformat(), times[-1].isoformat()] if times else None,
         "low_confidence": {"threshold": low, "why": low_why},
-        "rules": {"psi": f"< {drift.PSI_MODERATE} no shift, {drift.PSI_MODERATE}-{drift.PSI_MAJOR} moderate, "
-                         f"> {drift.PSI_MAJOR} major (the industry convention)",
-                  "shift": f"reported when PSI >= {drift.PSI_MODERATE} (a rate: moved >= {drift.MIN_RATE_CHANGE:.0%}) "
-                           f"and the test's p < {drift.ALPHA}",
-                  "min_live": drift.MIN_LIVE},
+        "rules": {
+            "psi": f"< {drift.PSI_MODERATE} no shift, {drift.PSI_MODERATE}-{drift.PSI_MAJOR} moderate, "
+            f"> {drift.PSI_MAJOR} major (the industry convention)",
+            "shift": f"reported when PSI >= {drift.PSI_MODERATE} (a rate: moved >= {drift.MIN_RATE_CHANGE:.0%}) "
+            f"and the test's p < {drift.ALPHA}",
+            "min_live": drift.MIN_LIVE,
+        },
         "statistics": stats,
         "to_label": [{k: p[k] for k in TO_LABEL_COLUMNS} for p in picks],
         "images_kept": kept,
         # Into the registry's inbox when the model came from one (feedback import's own default otherwise).
         "import_command": f"imgclf feedback import {out / 'to_label'}" + (f" --registry {reg_dir}" if reg_dir else ""),
-        "paths": {"json": str(out / "monitor.json"), "html": str(out / "monitor.html"),
-                  "to_label_csv": str(out / "to_label.csv"), "to_label": str(out / "to_label")},
+        "paths": {
+            "json": str(out / "monitor.json"),
+            "html": str(out / "monitor.html"),
+            "to_label_csv": str(out / "to_label.csv"),
+            "to_label": str(out / "to_label"),
+        },
     }
     write_json(out / "monitor.json", result)
     write_monitor_report(result, ref_data, live, out / "monitor.html")
@@ -288,7 +342,7 @@ def monitor(ref, log, *, out: str | Path | None = None, registry: str | Path | N
     return result
 
 
-MONITORING_KEPT = 50        # checks listed in RUN/monitoring.json; the report shows the newest 10
+MONITORING_KEPT = 50  # checks listed in RUN/monitoring.json; the report shows the newest 10
 
 
 def _record_in_run(run: Path, result: dict, model, data_root) -> None:
@@ -296,14 +350,21 @@ def _record_in_run(run: Path, result: dict, model, data_root) -> None:
     so the run's report links its monitoring history: the report is what users hand around."""
     path = run / "monitoring.json"
     checks = read_json(path)["checks"] if path.is_file() else []
-    checks.append({"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "status": result["status"],
-                   "verdict": result["verdict"], "n_live": result["n_live"], "log": result["log"],
-                   "html": str(Path(result["paths"]["html"]).resolve())})
+    checks.append(
+        {
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "status": result["status"],
+            "verdict": result["verdict"],
+            "n_live": result["n_live"],
+            "log": result["log"],
+            "html": str(Path(result["paths"]["html"]).resolve()),
+        }
+    )
     write_json(path, {"checks": checks[-MONITORING_KEPT:]})
     if (run / "report.html").is_file():
         from imgclf.workflows import report
 
         try:
             report(model, verbose=False, data_root=data_root)
-        except Exception as e:     # noqa: BLE001 - the report is a view: the check is done and recorded
+        except Exception as e:  # noqa: BLE001 - the report is a view: the check is done and recorded
             print(f"warning: could not redraw {run / 'report.html'} ({type(e).__name__}: {e})", file=sys.stderr)

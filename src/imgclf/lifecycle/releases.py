@@ -1,5 +1,6 @@
 """Registering, promoting and rolling back model versions (store.registry), each mirrored to an
 MLflow model registry when given a tracking URI. imgclf.api re-exports these functions."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,15 @@ from pathlib import Path
 from imgclf.lifecycle.tracking import checked_uri
 
 
-def registry_add(run: str | Path, registry: str | Path = "registry", *, parent: str | int | None = None,
-                 alias: str | None = None, data_root: str | Path | None = None, mlflow: str | None = None) -> dict:
+def registry_add(
+    run: str | Path,
+    registry: str | Path = "registry",
+    *,
+    parent: str | int | None = None,
+    alias: str | None = None,
+    data_root: str | Path | None = None,
+    mlflow: str | None = None,
+) -> dict:
     """Register RUN as the registry's next version, with the hashes and labels of its training data;
     `alias` (candidate, production) also points at it. `mlflow` mirrors the version to MLflow.
     See imgclf.store.registry.
@@ -37,8 +45,9 @@ def registry_show(ref: str | int, registry: str | Path = "registry") -> dict:
     return reg.show(registry, ref)
 
 
-def registry_promote(ref: str | int, alias: str = "production", registry: str | Path = "registry", *,
-                     mlflow: str | None = None) -> dict:
+def registry_promote(
+    ref: str | int, alias: str = "production", registry: str | Path = "registry", *, mlflow: str | None = None
+) -> dict:
     """Point ALIAS at version REF (an atomic swap of aliases.json); returns the event (from, to, ...)."""
     from imgclf.store import registry as reg
 
@@ -48,8 +57,9 @@ def registry_promote(ref: str | int, alias: str = "production", registry: str | 
     return event
 
 
-def registry_rollback(alias: str = "production", registry: str | Path = "registry", *,
-                      mlflow: str | None = None) -> dict:
+def registry_rollback(
+    alias: str = "production", registry: str | Path = "registry", *, mlflow: str | None = None
+) -> dict:
     """Point ALIAS back at the version it had before its last change; returns the event."""
     from imgclf.store import registry as reg
 

@@ -17,6 +17,7 @@ The `imgclf train|update|registry ... --mlflow URI` commands call these after th
     e = registry.promote("registry", "candidate")
     tracking.log_registry_event("registry", e, "http://mlflow:5000")
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,17 +33,30 @@ from typing import Iterator
 
 from imgclf.core.errors import UserError
 
-EXPERIMENT = "imgclf"          # overridden by $MLFLOW_EXPERIMENT_NAME, as MLflow itself does
+EXPERIMENT = "imgclf"  # overridden by $MLFLOW_EXPERIMENT_NAME, as MLflow itself does
 RUN_PATH_TAG = "imgclf.run_path"
 VERSION_TAG = "imgclf_version"
 # The run's small files; the weights only on request (they can be hundreds of MB).
-ARTEFACTS = ("report.html", "model.json", "config.yaml", "metrics.json", "history.csv", "data_report.json",
-             "splits.csv", "learning_curves.png", "confusion_matrix.png", "reliability.png")
+ARTEFACTS = (
+    "report.html",
+    "model.json",
+    "config.yaml",
+    "metrics.json",
+    "history.csv",
+    "data_report.json",
+    "splits.csv",
+    "learning_curves.png",
+    "confusion_matrix.png",
+    "reliability.png",
+)
 MAX_PARAM = 6000
 MAX_TAG = 8000
 # Fail fast on an unreachable server instead of MLflow's default minutes of retries.
-_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+_HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
 
 
 def tracking_uri(uri: str | None = None) -> str | None:
@@ -59,8 +73,10 @@ def require(uri: str | None = None) -> str | None:
             import mlflow  # noqa: F401
         except ImportError as e:
             where = "--mlflow" if os.environ.get("MLFLOW_TRACKING_URI") != uri else "MLFLOW_TRACKING_URI"
-            raise UserError(f"{where} {uri} needs the mlflow package: pip install 'imgclf[mlflow]'"
-                            + (" (or unset MLFLOW_TRACKING_URI)" if where != "--mlflow" else "")) from e
+            raise UserError(
+                f"{where} {uri} needs the mlflow package: pip install 'imgclf[mlflow]'"
+                + (" (or unset MLFLOW_TRACKING_URI)" if where != "--mlflow" else "")
+            ) from e
     return uri
 
 
@@ -71,8 +87,15 @@ def checked_uri(uri: str | None) -> str | None:
     return require(uri) if uri else None
 
 
-def log_run(run_dir: str | Path, uri: str | None = None, *, weights: bool = False, tags: dict | None = None,
-            experiment: str | None = None, verbose: bool = True) -> str | None:
+def log_run(
+    run_dir: str | Path,
+    uri: str | None = None,
+    *,
+    weights: bool = False,
+    tags: dict | None = None,
+    experiment: str | None = None,
+    verbose: bool = True,
+) -> str | None:
     """Log a finished run folder as one MLflow run; return its MLflow run id (None when not logged).
     `tags`: extra run tags (imgclf update adds parent_version, version, promoted).
 
@@ -95,8 +118,14 @@ def log_run(run_dir: str | Path, uri: str | None = None, *, weights: bool = Fals
     return None
 
 
-def log_registry_event(registry: str | Path, event: dict | None = None, uri: str | None = None, *,
-                       name: str | None = None, verbose: bool = True) -> str | None:
+def log_registry_event(
+    registry: str | Path,
+    event: dict | None = None,
+    uri: str | None = None,
+    *,
+    name: str | None = None,
+    verbose: bool = True,
+) -> str | None:
     """Bring the MLflow registered model in line with the imgclf registry after `event` (the record
     registry.add/promote/rollback returned): every registry version gets a model version (its run
     logged first when it is not in MLflow yet; tags imgclf_version, parent, run path), every alias
@@ -116,12 +145,16 @@ def log_registry_event(registry: str | Path, event: dict | None = None, uri: str
     versions = reg.list_versions(root)
     aliases = {a: v["version"] for v in versions for a in v["aliases"]}
     client = _client(uri)
-    with _guard(uri, f"registry {root.name}", "the next registry add/promote/rollback with --mlflow "
-                "brings MLflow up to date"):
+    with _guard(
+        uri, f"registry {root.name}", "the next registry add/promote/rollback with --mlflow brings MLflow up to date"
+    ):
         _sync_registry(client, name, versions, aliases, event)
         shown = ", ".join(f"{a} -> {n}" for a, n in sorted(aliases.items())) or "no aliases"
-        _say(verbose, f"mlflow: registered model {name} at {uri} ({len(versions)} "
-                     f"version{'s' if len(versions) != 1 else ''}; {shown})")
+        _say(
+            verbose,
+            f"mlflow: registered model {name} at {uri} ({len(versions)} "
+            f"version{'s' if len(versions) != 1 else ''}; {shown})",
+        )
         return name
     return None
 
@@ -149,15 +182,23 @@ def _log_run(client, run: Path, weights: bool, experiment: str | None, extra_tag
         run_id = old.info.run_id
     else:
         run_id = client.create_run(exp_id, run_name=run.name, tags={RUN_PATH_TAG: str(run)}).info.run_id
-    tags = {RUN_PATH_TAG: str(run), "imgclf.run_uri": run.as_uri(),
-            "imgclf.version": str(meta.get("imgclf_version")), "mlflow.note.content": _note(run, meta),
-            **{str(k): str(v) for k, v in (extra_tags or {}).items()}}
+    tags = {
+        RUN_PATH_TAG: str(run),
+        "imgclf.run_uri": run.as_uri(),
+        "imgclf.version": str(meta.get("imgclf_version")),
+        "mlflow.note.content": _note(run, meta),
+        **{str(k): str(v) for k, v in (extra_tags or {}).items()},
+    }
     params = _params(run, meta)
-    if old is not None:     # MLflow refuses to change a logged param; keep the first value of each
+    if old is not None:  # MLflow refuses to change a logged param; keep the first value of each
         params = {k: v for k, v in params.items() if k not in old.data.params}
     metrics = [Metric(k, v, _now_ms(), step) for k, v, step in _metrics(run, meta)]
-    client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
-                     tags=[RunTag(k, v[:MAX_TAG]) for k, v in tags.items()])
+    client.log_batch(
+        run_id,
+        metrics=metrics,
+        params=[Param(k, v) for k, v in params.items()],
+        tags=[RunTag(k, v[:MAX_TAG]) for k, v in tags.items()],
+    )
     for f in ARTEFACTS:
         if (run / f).is_file():
             client.log_artifact(run_id, str(run / f), "run")
@@ -173,14 +214,15 @@ def _experiment(client, name: str) -> str:
         return exp.experiment_id
     try:
         return client.create_experiment(name)
-    except Exception:       # created meanwhile by another process
+    except Exception:  # created meanwhile by another process
         return client.get_experiment_by_name(name).experiment_id
 
 
 def _find_run(client, exp_id: str, run: Path):
     path = str(run).replace("\\", "\\\\").replace("'", "\\'")
-    found = client.search_runs([exp_id], f"tags.`{RUN_PATH_TAG}` = '{path}'", max_results=1,
-                               order_by=["attributes.start_time DESC"])
+    found = client.search_runs(
+        [exp_id], f"tags.`{RUN_PATH_TAG}` = '{path}'", max_results=1, order_by=["attributes.start_time DESC"]
+    )
     return found[0] if found else None
 
 
@@ -188,13 +230,20 @@ def _params(run: Path, meta: dict) -> dict[str, str]:
     from imgclf.settings.config import load_config
 
     out = {}
-    cfg = (run / "config.yaml")
+    cfg = run / "config.yaml"
     if cfg.is_file():
         _flatten(load_config(cfg).to_dict(), "", out)
     arch = meta.get("architecture", {})
-    out.update({"architecture": arch.get("name"), "parameters": arch.get("parameters"),
-                "num_classes": len(meta.get("classes", [])), "classes": json.dumps(meta.get("classes", [])),
-                "input_size": meta.get("input", {}).get("size"), "tta": meta.get("tta")})
+    out.update(
+        {
+            "architecture": arch.get("name"),
+            "parameters": arch.get("parameters"),
+            "num_classes": len(meta.get("classes", [])),
+            "classes": json.dumps(meta.get("classes", [])),
+            "input_size": meta.get("input", {}).get("size"),
+            "tta": meta.get("tta"),
+        }
+    )
     return {_key(k): str(v)[:MAX_PARAM] for k, v in out.items()}
 
 
@@ -213,25 +262,36 @@ def _metrics(run: Path, meta: dict) -> list[tuple[str, float, int]]:
     flat: dict[str, float | None] = {}
     if (run / "metrics.json").is_file():
         m = read_json(run / "metrics.json")
-        flat.update({"test_accuracy": m.get("accuracy"), "test_log_loss": m.get("log_loss"), "test_n": m.get("n"),
-                     "test_macro_f1": (m.get("macro_avg") or {}).get("f1-score"),
-                     "test_weighted_f1": (m.get("weighted_avg") or {}).get("f1-score"),
-                     "test_ece": (m.get("calibration") or {}).get("ece_after"),
-                     "temperature": (m.get("calibration") or {}).get("temperature")})
+        flat.update(
+            {
+                "test_accuracy": m.get("accuracy"),
+                "test_log_loss": m.get("log_loss"),
+                "test_n": m.get("n"),
+                "test_macro_f1": (m.get("macro_avg") or {}).get("f1-score"),
+                "test_weighted_f1": (m.get("weighted_avg") or {}).get("f1-score"),
+                "test_ece": (m.get("calibration") or {}).get("ece_after"),
+                "temperature": (m.get("calibration") or {}).get("temperature"),
+            }
+        )
         flat.update({f"test_top{k}_accuracy": v for k, v in (m.get("top_k_accuracy") or {}).items()})
         for cls, row in (m.get("per_class") or {}).items():
             flat[f"test_recall.{cls}"] = row.get("recall")
             flat[f"test_f1.{cls}"] = row.get("f1-score")
     t = meta.get("training") or {}
-    flat.update({"best_val_acc": t.get("best_val_acc"), "best_epoch": t.get("best_epoch"),
-                 "epochs_run": t.get("epochs_run"), "train_seconds": t.get("train_seconds")})
+    flat.update(
+        {
+            "best_val_acc": t.get("best_val_acc"),
+            "best_epoch": t.get("best_epoch"),
+            "epochs_run": t.get("epochs_run"),
+            "train_seconds": t.get("train_seconds"),
+        }
+    )
     out = [(_key(k), float(v), 0) for k, v in flat.items() if _number(v)]
     if (run / "history.csv").is_file():
         with open(run / "history.csv", newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
                 step = int(float(row.get("epoch") or 0))
-                out += [(_key(k), float(v), step) for k, v in row.items()
-                        if k not in ("epoch", "stage") and _number(v)]
+                out += [(_key(k), float(v), step) for k, v in row.items() if k not in ("epoch", "stage") and _number(v)]
     return out
 
 
@@ -249,8 +309,10 @@ def _key(name: str) -> str:
 
 def _note(run: Path, meta: dict) -> str:
     arch = meta.get("architecture", {}).get("name")
-    return (f"imgclf run `{run}`: {arch}, {len(meta.get('classes', []))} classes. "
-            f"Load it with `imgclf.load('{run}')`; the report is the artefact run/report.html.")
+    return (
+        f"imgclf run `{run}`: {arch}, {len(meta.get('classes', []))} classes. "
+        f"Load it with `imgclf.load('{run}')`; the report is the artefact run/report.html."
+    )
 
 
 # ---------------------------------------------------------------- registry
@@ -260,9 +322,12 @@ def _sync_registry(client, name: str, versions: list[dict], aliases: dict, event
     from mlflow.exceptions import MlflowException
 
     try:
-        client.create_registered_model(name, tags={"imgclf.store.registry": "true"},
-                                       description="Mirrored from an imgclf registry: one model version per "
-                                                   "registry version (tag imgclf_version), the same aliases.")
+        client.create_registered_model(
+            name,
+            tags={"imgclf.store.registry": "true"},
+            description="Mirrored from an imgclf registry: one model version per "
+            "registry version (tag imgclf_version), the same aliases.",
+        )
     except MlflowException as e:
         if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
             raise
@@ -278,29 +343,43 @@ def _sync_registry(client, name: str, versions: list[dict], aliases: dict, event
         # A run already logged (train --mlflow) is reused as is; logging it again would repeat its history.
         old = _find_run(client, _experiment(client, os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT), run)
         run_id = old.info.run_id if old is not None else _log_run(client, run, False, None)
-        tags = {VERSION_TAG: str(n), "imgclf.parent": str(v.get("parent")), RUN_PATH_TAG: str(run),
-                "imgclf.run_uri": run.as_uri(), "imgclf.created": str(v.get("created"))}
+        tags = {
+            VERSION_TAG: str(n),
+            "imgclf.parent": str(v.get("parent")),
+            RUN_PATH_TAG: str(run),
+            "imgclf.run_uri": run.as_uri(),
+            "imgclf.created": str(v.get("created")),
+        }
         acc = (v.get("metrics") or {}).get("accuracy")
-        mv = client.create_model_version(name, f"runs:/{run_id}/run", run_id=run_id, tags=tags,
-                                         description=f"imgclf registry version {n}: {run}"
-                                                     + (f", test accuracy {acc:.4f}" if acc is not None else ""))
+        mv = client.create_model_version(
+            name,
+            f"runs:/{run_id}/run",
+            run_id=run_id,
+            tags=tags,
+            description=f"imgclf registry version {n}: {run}"
+            + (f", test accuracy {acc:.4f}" if acc is not None else ""),
+        )
         mirrored[n] = mv.version
     for alias, n in aliases.items():
         if n in mirrored:
             try:
                 client.set_registered_model_alias(name, alias, mirrored[n])
-            except MlflowException as e:    # MLflow reserves some names imgclf allows ("latest")
-                print(f"warning: mlflow: alias {alias!r} not mirrored: {str(e).splitlines()[0][:200]}",
-                      file=sys.stderr)
+            except MlflowException as e:  # MLflow reserves some names imgclf allows ("latest")
+                print(f"warning: mlflow: alias {alias!r} not mirrored: {str(e).splitlines()[0][:200]}", file=sys.stderr)
     if event:
-        if "action" not in event:      # registry.add's record: the version.json, manifest and all
-            event = {"time": event.get("created"), "user": event.get("user"), "action": "add",
-                     "version": event.get("version"), "parent": event.get("parent")}
+        if "action" not in event:  # registry.add's record: the version.json, manifest and all
+            event = {
+                "time": event.get("created"),
+                "user": event.get("user"),
+                "action": "add",
+                "version": event.get("version"),
+                "parent": event.get("parent"),
+            }
         rm = client.get_registered_model(name)
         history = json.loads(rm.tags.get("imgclf.history", "[]"))
         history.append(event)
         text = json.dumps(history)
-        while len(text) > MAX_TAG and len(history) > 1:     # the tag keeps the latest events; history.jsonl has all
+        while len(text) > MAX_TAG and len(history) > 1:  # the tag keeps the latest events; history.jsonl has all
             history.pop(0)
             text = json.dumps(history)
         client.set_registered_model_tag(name, "imgclf.history", text)
@@ -324,17 +403,20 @@ def _guard(uri: str, what: str, later: str) -> Iterator[None]:
     os.environ.update({k: os.environ.get(k) or v for k, v in _HTTP_ENV.items()})
     quiet = logging.getLogger("mlflow")
     level = quiet.level
-    quiet.setLevel(logging.WARNING)     # no "waiting for model version" INFO lines in our output
+    quiet.setLevel(logging.WARNING)  # no "waiting for model version" INFO lines in our output
     try:
         yield
     except UserError:
         raise
     except Exception as e:
         msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
-        if "Max retries exceeded" in msg or "NewConnectionError" in msg:    # requests' wording: say it plainly
+        if "Max retries exceeded" in msg or "NewConnectionError" in msg:  # requests' wording: say it plainly
             msg = "the server cannot be reached"
-        print(f"warning: mlflow: could not log {what} to {uri} ({msg}); "
-              f"the imgclf files are unaffected; to log later: {later}", file=sys.stderr)
+        print(
+            f"warning: mlflow: could not log {what} to {uri} ({msg}); "
+            f"the imgclf files are unaffected; to log later: {later}",
+            file=sys.stderr,
+        )
     finally:
         quiet.setLevel(level)
         for k, v in saved.items():

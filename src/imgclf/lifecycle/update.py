@@ -19,6 +19,7 @@ The steps, each printed and recorded in RUN/update.json:
    compared with the parent on the frozen test split and on the new test slice (evaluation.compare);
    the verdict goes into RUN/compare.json and the report. `promote=True` promotes only when it passes.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,11 +28,11 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from imgclf.data.paths import resolve
 from imgclf.core.errors import UserError
 from imgclf.core.files import write_json, write_text
-from imgclf.store.runs import moved_root, new_run_dir, recorded_root
+from imgclf.data.paths import resolve
 from imgclf.lifecycle.update_data import by_split, gather_rows, resolve_parent, split_counts
+from imgclf.store.runs import moved_root, new_run_dir, recorded_root
 
 MODES = ("finetune", "full")
 # finetune: the version's learning rate x LR_FACTOR for its full epochs (a warm restart). Measured on
@@ -39,14 +40,29 @@ MODES = ("finetune", "full")
 # 65%, five-class 64%); 1.0x for half 72% / 69%; 1.0x for all 79% / 72%, as good as retraining from
 # scratch (76% / 73%). The old classes' frozen test images scored 62-63% five-way in all three.
 LR_FACTOR = 1.0
-REPLAY_MIN = 1000         # finetune replays every old training image up to max(this, 2 x the new ones)
+REPLAY_MIN = 1000  # finetune replays every old training image up to max(this, 2 x the new ones)
 
 
-def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox: bool | str | Path = False,
-           mode: str = "finetune", promote: bool = False, epochs: int | None = None, lr_factor: float = LR_FACTOR,
-           replay: int | None = None, tolerance: float = 0.02, out: str | Path | None = None, seed: int = 0,
-           doctor: bool = True, mlflow: str | None = None, verbose: bool = True,
-           data_root: str | Path | None = None, **settings) -> dict:
+def update(
+    ref,
+    new_data=None,
+    *,
+    registry: str | Path = "registry",
+    from_inbox: bool | str | Path = False,
+    mode: str = "finetune",
+    promote: bool = False,
+    epochs: int | None = None,
+    lr_factor: float = LR_FACTOR,
+    replay: int | None = None,
+    tolerance: float = 0.02,
+    out: str | Path | None = None,
+    seed: int = 0,
+    doctor: bool = True,
+    mlflow: str | None = None,
+    verbose: bool = True,
+    data_root: str | Path | None = None,
+    **settings,
+) -> dict:
     """Retrain version `ref` (a number or alias of `registry`; or a run folder, then nothing is
     registered) on its recorded data plus `new_data` (any layout `train` reads; a single class is
     fine) or the feedback inbox (`from_inbox=True`: REGISTRY/inbox, or a folder). `data_root`: where
@@ -70,19 +86,24 @@ def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox:
     where = f"version {version} ({parent_run})" if version is not None else str(parent_run)
     console.print(f"update of {where}, mode {mode}")
 
-    old, old_report, new, dup_report, source = gather_rows(parent_run, version, registry, new_data, from_inbox, console,
-                                                       data_root)
+    old, old_report, new, dup_report, source = gather_rows(
+        parent_run, version, registry, new_data, from_inbox, console, data_root
+    )
     groups, doctor_summary = _doctor(old, new, console) if doctor else ([], None)
     _assign_splits(new, seed, groups, {r["path"]: r["split"] for r in old})
     classes = sorted({r["label"] for r in old} | {r["label"] for r in new})
     added = sorted({r["label"] for r in new} - {r["label"] for r in old})
-    console.print(f"  new data: {len(new)} images of {len({r['label'] for r in new})} class(es) ({by_split(new)})"
-                  + (f"; new classes: {', '.join(added)}" if added else ""))
+    console.print(
+        f"  new data: {len(new)} images of {len({r['label'] for r in new})} class(es) ({by_split(new)})"
+        + (f"; new classes: {', '.join(added)}" if added else "")
+    )
 
     replayed = _replay(old, new, mode, replay, seed)
     n_old_train = sum(r["split"] == "train" for r in old)
-    console.print(f"  replay: {len(replayed)} of the {n_old_train} old training images"
-                  + (" (all of them)" if len(replayed) == n_old_train else " (class-balanced sample)"))
+    console.print(
+        f"  replay: {len(replayed)} of the {n_old_train} old training images"
+        + (" (all of them)" if len(replayed) == n_old_train else " (class-balanced sample)")
+    )
     rows = [r for r in old if r["split"] != "train"] + replayed + new
 
     run_dir = Path(out) if out else new_run_dir(f"{parent_run.name}-update")
@@ -96,23 +117,45 @@ def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox:
     parent_cfg = _base_config(parent_run, run_dir)
     choices = _training_choices(parent_run, mode, epochs, lr_factor, settings)
     console.print("  training: " + ", ".join(f"{k}={v}" for k, v in choices.items() if k != "init_from"))
-    record = {"parent": {"version": version, "run": str(parent_run), "registry": str(registry) if version else None,
-                         "data_root": str(moved_root(data_root)) if data_root is not None else None},
-              "mode": mode, "source": {"kind": "inbox" if from_inbox else "data", "path": str(source)},
-              "classes": classes, "new_classes": added,
-              "counts": {"old": split_counts(old), "new": split_counts(new),
-                         "replayed": len(replayed), "old_train": n_old_train},
-              "recorded_data": old_report, "duplicates": dup_report, "doctor": doctor_summary,
-              "training": {**choices, "lr_factor": lr_factor if mode == "finetune" else None}}
+    record = {
+        "parent": {
+            "version": version,
+            "run": str(parent_run),
+            "registry": str(registry) if version else None,
+            "data_root": str(moved_root(data_root)) if data_root is not None else None,
+        },
+        "mode": mode,
+        "source": {"kind": "inbox" if from_inbox else "data", "path": str(source)},
+        "classes": classes,
+        "new_classes": added,
+        "counts": {
+            "old": split_counts(old),
+            "new": split_counts(new),
+            "replayed": len(replayed),
+            "old_train": n_old_train,
+        },
+        "recorded_data": old_report,
+        "duplicates": dup_report,
+        "doctor": doctor_summary,
+        "training": {**choices, "lr_factor": lr_factor if mode == "finetune" else None},
+    }
     write_json(run_dir / "update.json", record)
 
     run = workflows.train(data_csv, config=parent_cfg, out=run_dir, verbose=verbose, **{**settings, **choices})
-    result = {"run": str(run.path), "version": None, "parent": version, "mode": mode, "counts": record["counts"],
-              "new_classes": added, "promoted": False}
+    result = {
+        "run": str(run.path),
+        "version": None,
+        "parent": version,
+        "mode": mode,
+        "counts": record["counts"],
+        "new_classes": added,
+        "promoted": False,
+    }
 
     event = _judge(run.path, parent_run, version, registry, new, tolerance, promote, result, console, data_root)
     record["result"] = {k: result[k] for k in ("version", "promoted", "worse_classes")} | {
-        "promote": result["verdict"]["promote"]}
+        "promote": result["verdict"]["promote"]
+    }
     write_json(run.path / "update.json", record)
     if mlflow:
         _track(mlflow, run.path, registry, result, event, console)
@@ -120,8 +163,18 @@ def update(ref, new_data=None, *, registry: str | Path = "registry", from_inbox:
     return result
 
 
-def _judge(run: Path, parent: Path, version: int | None, registry: Path, new: list[dict], tolerance: float,
-           promote: bool, result: dict, console, data_root=None) -> dict | None:
+def _judge(
+    run: Path,
+    parent: Path,
+    version: int | None,
+    registry: Path,
+    new: list[dict],
+    tolerance: float,
+    promote: bool,
+    result: dict,
+    console,
+    data_root=None,
+) -> dict | None:
     """Register the run as `candidate`, compare it with its parent on the frozen test split and the
     new test slice, rebuild its report with the comparison, and promote it when asked and the rule
     passes. Fills `result`; returns the promotion event (None when nothing was promoted)."""
@@ -134,16 +187,23 @@ def _judge(run: Path, parent: Path, version: int | None, registry: Path, new: li
         result["version"] = info["version"]
         console.print(f"registered as version {info['version']} (parent {version}), alias candidate")
     new_test = [(r["path"], r["label"]) for r in new if r["split"] == "test"]
-    cmp = compare(parent, run, data=new_test or None, tolerance=tolerance, out=run / "compare.json",
-                      data_root=data_root)
+    cmp = compare(
+        parent, run, data=new_test or None, tolerance=tolerance, out=run / "compare.json", data_root=data_root
+    )
     verdict = cmp["verdict"]
     worse = _worse_classes(cmp)
-    result.update(compare=cmp["path"], verdict=verdict, worse_classes=worse,
-                  slices={k: {"n": s["n"], "a": s["accuracy"]["a"]["value"], "b": s["accuracy"]["b"]["value"]}
-                          for k, s in cmp["slices"].items()})
+    result.update(
+        compare=cmp["path"],
+        verdict=verdict,
+        worse_classes=worse,
+        slices={
+            k: {"n": s["n"], "a": s["accuracy"]["a"]["value"], "b": s["accuracy"]["b"]["value"]}
+            for k, s in cmp["slices"].items()
+        },
+    )
     for k, s in result["slices"].items():
         console.print(f"  {k}: {s['n']} images, accuracy {s['a']:.1%} (parent) -> {s['b']:.1%} (candidate)")
-    workflows.report(run, verbose=False)       # again, now with the comparison section
+    workflows.report(run, verbose=False)  # again, now with the comparison section
     console.print(("[bold green]PROMOTE[/] " if verdict["promote"] else "[bold yellow]KEEP[/] ") + verdict["paragraph"])
     if worse:
         console.print("  classes that got worse: " + ", ".join(f"{c} ({d:+.1%} on the {w})" for c, d, w in worse))
@@ -167,8 +227,15 @@ def _judge(run: Path, parent: Path, version: int | None, registry: Path, new: li
 
 # ---- splits, replay and the training settings ---------------------------------------------------
 
-def _assign_splits(new: list[dict], seed: int, groups: list[list[str]] = (), old_split: dict | None = None,
-                   val_frac: float = 0.1, test_frac: float = 0.2) -> None:
+
+def _assign_splits(
+    new: list[dict],
+    seed: int,
+    groups: list[list[str]] = (),
+    old_split: dict | None = None,
+    val_frac: float = 0.1,
+    test_frac: float = 0.2,
+) -> None:
     """Unassigned new images: per class, shuffled with `seed`, test_frac to test and val_frac to val,
     but a class keeps at least one training image (and a test image from 3 images on, a val one
     from 5). The test share is larger than train's default: a slice of new images is the only
@@ -183,7 +250,7 @@ def _assign_splits(new: list[dict], seed: int, groups: list[list[str]] = (), old
     for g in groups:
         members = [by_path[p] for p in g if p in by_path and p not in seen]
         recorded = [old_split[p] for p in g if p in old_split]
-        if recorded:        # the most protected split among the recorded copies
+        if recorded:  # the most protected split among the recorded copies
             split = min(recorded, key=("test", "val", "train").index)
             for r in members:
                 r["split"] = split
@@ -206,7 +273,7 @@ def _assign_splits(new: list[dict], seed: int, groups: list[list[str]] = (), old
             last = k == len(class_units) - 1
             split = "test" if done < n_test else "val" if done < n_test + n_val else "train"
             if last and split != "train" and not any(r["split"] == "train" for u in class_units for r in u):
-                split = "train"         # a class keeps at least one training image
+                split = "train"  # a class keeps at least one training image
             for r in unit:
                 r["split"] = split
             done += len(unit)
@@ -268,10 +335,15 @@ def _training_choices(parent: Path, mode: str, epochs: int | None, lr_factor: fl
     # mean of the old ones, BatchNorm on batch statistics) an update of a Lite0 flowers run
     # (bench/update.py, 3 classes + 2) scored its old classes' frozen test images 0.697, against v1's 0.861.
     # A from-scratch parent keeps its grown head: there is no frozen-feature probe to refit it with.
-    return {"init_from": str(parent.resolve()), "epochs": n_epochs,
-            "lr": settings.get("lr") or round((cfg.lr or 1e-3) * lr_factor, 8),
-            "schedule": "cosine", "warmup_epochs": min(1.0, n_epochs / 5), "freeze_epochs": 0,
-            "probe": bool(cfg.probe)}
+    return {
+        "init_from": str(parent.resolve()),
+        "epochs": n_epochs,
+        "lr": settings.get("lr") or round((cfg.lr or 1e-3) * lr_factor, 8),
+        "schedule": "cosine",
+        "warmup_epochs": min(1.0, n_epochs / 5),
+        "freeze_epochs": 0,
+        "probe": bool(cfg.probe),
+    }
 
 
 def _doctor(old: list[dict], new: list[dict], console) -> tuple[list[list[str]], dict]:
@@ -284,9 +356,14 @@ def _doctor(old: list[dict], new: list[dict], console) -> tuple[list[list[str]],
 
     rows = old + new
     classes = sorted({r["label"] for r in rows})
-    spec = DatasetSpec("update", "manifest", classes, [r["path"] for r in rows],
-                       np.array([classes.index(r["label"]) for r in rows], dtype=np.int64),
-                       np.array([r["split"] or "new" for r in rows], dtype=object))
+    spec = DatasetSpec(
+        "update",
+        "manifest",
+        classes,
+        [r["path"] for r in rows],
+        np.array([classes.index(r["label"]) for r in rows], dtype=np.int64),
+        np.array([r["split"] or "new" for r in rows], dtype=object),
+    )
     findings = diagnose(spec, workers=None, progress=False)
     found = findings["near_duplicates"] + findings["exact_duplicates"]
     is_new = {r["path"] for r in new}
@@ -294,21 +371,32 @@ def _doctor(old: list[dict], new: list[dict], console) -> tuple[list[list[str]],
     joined = [g for g in touching if any(f["path"] not in is_new for f in g["files"])]
     conflicts = duplicate_kinds(touching)["conflicting_labels"]
     s = findings["summary"]
-    console.print(f"  doctor: {s['images']} images, {s['unreadable']} unreadable; {len(touching)} near-duplicate "
-                  f"group(s) with new images ({len(joined)} also with recorded ones: the new copies take the "
-                  f"recorded one's split), {len(conflicts)} with conflicting labels")
+    console.print(
+        f"  doctor: {s['images']} images, {s['unreadable']} unreadable; {len(touching)} near-duplicate "
+        f"group(s) with new images ({len(joined)} also with recorded ones: the new copies take the "
+        f"recorded one's split), {len(conflicts)} with conflicting labels"
+    )
     for g in conflicts[:5]:
-        console.print("[yellow]warning[/]: near-duplicates with different labels: "
-                      + ", ".join(f"{f['path']} ({f['label']})" for f in g["files"]))
-    return ([[f["path"] for f in g["files"]] for g in found],
-            {"summary": s, "new_groups": len(touching), "new_old_groups": len(joined),
-             "conflicting_groups": len(conflicts)})
+        console.print(
+            "[yellow]warning[/]: near-duplicates with different labels: "
+            + ", ".join(f"{f['path']} ({f['label']})" for f in g["files"])
+        )
+    return (
+        [[f["path"] for f in g["files"]] for g in found],
+        {
+            "summary": s,
+            "new_groups": len(touching),
+            "new_old_groups": len(joined),
+            "conflicting_groups": len(conflicts),
+        },
+    )
 
 
 def _worse_classes(cmp: dict) -> list[tuple[str, float, str]]:
     """(class, recall change, slice) for every class whose recall fell on some slice, worst first."""
-    worse = [(c, r["diff"], where) for where, s in cmp["slices"].items() for c, r in s["per_class"].items()
-             if r["diff"] < 0]
+    worse = [
+        (c, r["diff"], where) for where, s in cmp["slices"].items() for c, r in s["per_class"].items() if r["diff"] < 0
+    ]
     return sorted(worse, key=lambda t: t[1])
 
 
@@ -319,13 +407,21 @@ def _track(uri: str, run: Path, registry: Path, result: dict, event: dict | None
     except ImportError:
         console.print("[yellow]warning[/]: --mlflow: imgclf.lifecycle.tracking is not available; nothing logged")
         return
-    tracking.log_run(run, uri, tags={"parent_version": str(result["parent"]), "version": str(result["version"]),
-                                     "promoted": str(result["promoted"])})
+    tracking.log_run(
+        run,
+        uri,
+        tags={
+            "parent_version": str(result["parent"]),
+            "version": str(result["version"]),
+            "promoted": str(result["promoted"]),
+        },
+    )
     if result["version"] is not None:
         tracking.log_registry_event(registry, event, uri)
 
 
 # ---- small helpers ------------------------------------------------------------------------------
+
 
 def _write_rows(path: Path, rows: list[dict], cols: tuple[str, ...]) -> None:
     buf = io.StringIO()

@@ -1,15 +1,16 @@
 """What `imgclf update` learns from: the parent version's recorded data (its frozen test split
 included) and the new images or feedback inbox, with the new images already known left out."""
+
 from __future__ import annotations
 
 import csv
 import os
-from collections import defaultdict
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
+
+from imgclf.core.errors import UserError
 from imgclf.data.discover import SPLIT_NAMES, files_under, is_image
 from imgclf.data.manifest import MISSING, file_sha256
-from imgclf.core.errors import UserError
 from imgclf.store.runs import find_run, read_splits
 
 
@@ -30,9 +31,14 @@ def gather_rows(parent: Path, version: int | None, registry: Path, new_data, fro
     """(old rows, their report, new rows, duplicate report, new data's source): the recorded data
     still there unchanged (under `data_root` when it moved), and the new images minus copies of it."""
     old, old_report = _old_rows(parent, registry, version, data_root)
-    console.print(f"  recorded data: {len(old)} images usable ({by_split(old)})"
-                  + (f"; left out: {old_report['missing']} missing, {old_report['changed']} changed since "
-                     "recorded" if old_report["missing"] or old_report["changed"] else ""))
+    console.print(
+        f"  recorded data: {len(old)} images usable ({by_split(old)})"
+        + (
+            f"; left out: {old_report['missing']} missing, {old_report['changed']} changed since recorded"
+            if old_report["missing"] or old_report["changed"]
+            else ""
+        )
+    )
     for line in old_report["examples"]:
         console.print(f"[yellow]warning[/]: {line}")
     if from_inbox:
@@ -58,13 +64,13 @@ def _old_rows(run: Path, registry: Path, version: int | None, data_root=None) ->
 
     if version is not None:
         rows = reg.read_manifest(registry, version, data_root, required=True)
-    else:       # a plain run: its splits.csv, hashed now (nothing recorded to check against)
+    else:  # a plain run: its splits.csv, hashed now (nothing recorded to check against)
         rows = [{**r, "sha256": None} for r in read_splits(run, data_root, required=True)]
     with ThreadPoolExecutor(8) as pool:
         now = list(pool.map(file_sha256, [r["path"] for r in rows]))
     keep, missing, changed, examples = [], 0, 0, []
     for r, h in zip(rows, now):
-        if r["split"] not in ("train", "val", "test"):      # skipped or deduplicated when it trained
+        if r["split"] not in ("train", "val", "test"):  # skipped or deduplicated when it trained
             continue
         if h == MISSING:
             missing += 1
@@ -73,10 +79,20 @@ def _old_rows(run: Path, registry: Path, version: int | None, data_root=None) ->
             changed += 1
             examples.append(f"recorded image changed since (hash differs), left out: {r['path']}")
         else:
-            keep.append({"path": os.path.abspath(r["path"]), "sha256": h, "label": r["label"], "split": r["split"], "origin": "old"})
+            keep.append(
+                {
+                    "path": os.path.abspath(r["path"]),
+                    "sha256": h,
+                    "label": r["label"],
+                    "split": r["split"],
+                    "origin": "old",
+                }
+            )
     if not keep:
-        raise UserError(f"none of the {len(rows)} recorded images of {run} is still there unchanged; "
-                        "restore the data, or train a new model with: imgclf train DATA")
+        raise UserError(
+            f"none of the {len(rows)} recorded images of {run} is still there unchanged; "
+            "restore the data, or train a new model with: imgclf train DATA"
+        )
     if not any(r["split"] == "test" for r in keep):
         raise UserError(f"{run} has no recorded test split left to compare on; the update needs it frozen")
     return keep, {"recorded": len(rows), "missing": missing, "changed": changed, "examples": examples[:10]}
@@ -99,16 +115,25 @@ def _new_rows(source: Path) -> list[dict]:
         with open(source, newline="", encoding="utf-8-sig") as f:
             for r in csv.DictReader(f):
                 if "path" not in r or "label" not in r:
-                    raise UserError(f"manifest {source} needs a header row with columns 'path,label' (optional 'split')")
+                    raise UserError(
+                        f"manifest {source} needs a header row with columns 'path,label' (optional 'split')"
+                    )
                 p = Path(r["path"].strip())
-                rows.append({"path": os.path.abspath(p if p.is_absolute() else source.parent / p), "label": r["label"].strip(),
-                             "split": SPLIT_NAMES.get((r.get("split") or "").strip().lower(), "")})
+                rows.append(
+                    {
+                        "path": os.path.abspath(p if p.is_absolute() else source.parent / p),
+                        "label": r["label"].strip(),
+                        "split": SPLIT_NAMES.get((r.get("split") or "").strip().lower(), ""),
+                    }
+                )
     else:
         dirs = sorted(d for d in source.iterdir() if d.is_dir() and not d.name.startswith("."))
         split_dirs = {d: SPLIT_NAMES[d.name.lower()] for d in dirs if d.name.lower() in SPLIT_NAMES}
-        for top, split in (split_dirs.items() if split_dirs else [(source, "")]):
+        for top, split in split_dirs.items() if split_dirs else [(source, "")]:
             for d in sorted(x for x in top.iterdir() if x.is_dir() and not x.name.startswith(".")):
-                rows += [{"path": os.path.abspath(p), "label": d.name, "split": split} for p in files_under(d) if is_image(p)]
+                rows += [
+                    {"path": os.path.abspath(p), "label": d.name, "split": split} for p in files_under(d) if is_image(p)
+                ]
     if not rows:
         raise UserError(f"no labeled images in {source}: put them in one sub-folder per class (NEW/<class>/<image>)")
     return rows
@@ -117,15 +142,19 @@ def _new_rows(source: Path) -> list[dict]:
 def _inbox_rows(inbox: Path) -> list[dict]:
     """The feedback inbox (contracts: INBOX/<label>/<sha256>.<ext>; the latest label per image wins)."""
     if not inbox.is_dir():
-        raise UserError(f"no inbox at {inbox}: send feedback (POST /feedback, imgclf feedback import) or give "
-                        "--from-inbox DIR")
+        raise UserError(
+            f"no inbox at {inbox}: send feedback (POST /feedback, imgclf feedback import) or give --from-inbox DIR"
+        )
     try:
         from imgclf.store.inbox import records
     except ImportError:
         records = None
     if records is not None:
-        rows = [{"path": os.path.abspath(inbox / r["path"]), "label": r["label"], "split": ""} for r in records(inbox)
-                if (inbox / r["path"]).is_file()]
+        rows = [
+            {"path": os.path.abspath(inbox / r["path"]), "label": r["label"], "split": ""}
+            for r in records(inbox)
+            if (inbox / r["path"]).is_file()
+        ]
     else:
         rows = _new_rows(inbox) if any(d.is_dir() for d in inbox.iterdir()) else []
     if not rows:
@@ -151,10 +180,17 @@ def _dedupe_new(new: list[dict], old: list[dict]) -> tuple[list[dict], dict]:
         elif h in old_by_hash:
             o = old_by_hash[h]
             (copies if o["label"] == r["label"] else conflicts).append(
-                {"path": r["path"], "label": r["label"], "old_path": o["path"], "old_label": o["label"]})
+                {"path": r["path"], "label": r["label"], "old_path": o["path"], "old_label": o["label"]}
+            )
         elif len(labels_of[h]) > 1:
-            conflicts.append({"path": r["path"], "label": r["label"], "old_path": None,
-                              "old_label": "/".join(sorted(labels_of[h] - {r["label"]}))})
+            conflicts.append(
+                {
+                    "path": r["path"],
+                    "label": r["label"],
+                    "old_path": None,
+                    "old_label": "/".join(sorted(labels_of[h] - {r["label"]})),
+                }
+            )
         elif h in seen:
             repeats += 1
         else:
@@ -162,20 +198,29 @@ def _dedupe_new(new: list[dict], old: list[dict]) -> tuple[list[dict], dict]:
             keep.append({**r, "sha256": h, "origin": "new"})
     lines = []
     if copies:
-        lines.append(f"dropped {len(copies)} new image(s) identical to recorded ones with the same label "
-                     f"(e.g. {copies[0]['path']} = {copies[0]['old_path']})")
+        lines.append(
+            f"dropped {len(copies)} new image(s) identical to recorded ones with the same label "
+            f"(e.g. {copies[0]['path']} = {copies[0]['old_path']})"
+        )
     if repeats:
         lines.append(f"dropped {repeats} repeated copy(ies) within the new data")
     for c in conflicts[:10]:
-        lines.append(f"conflict: {c['path']} is labeled '{c['label']}' but the same image is "
-                     f"'{c['old_label']}'{' in ' + c['old_path'] if c['old_path'] else ' elsewhere in the new data'}"
-                     "; left out (fix one of the labels)")
+        lines.append(
+            f"conflict: {c['path']} is labeled '{c['label']}' but the same image is "
+            f"'{c['old_label']}'{' in ' + c['old_path'] if c['old_path'] else ' elsewhere in the new data'}"
+            "; left out (fix one of the labels)"
+        )
     if len(conflicts) > 10:
         lines.append(f"... and {len(conflicts) - 10} more conflicts (update.json lists them)")
     for p in unreadable:
         lines.append(f"cannot read {p}; left out")
-    return keep, {"copies_dropped": len(copies), "repeats_dropped": repeats, "conflicts": conflicts,
-                  "unreadable": unreadable, "lines": lines}
+    return keep, {
+        "copies_dropped": len(copies),
+        "repeats_dropped": repeats,
+        "conflicts": conflicts,
+        "unreadable": unreadable,
+        "lines": lines,
+    }
 
 
 def split_counts(rows: list[dict]) -> dict:

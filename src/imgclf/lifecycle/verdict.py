@@ -1,9 +1,12 @@
 """What `imgclf monitor` concludes: live traffic's statistics against the test split's (PSI and
 two-sample tests, evaluation.drift), the findings in words and the verdict."""
+
 from __future__ import annotations
 
 import math
+
 import numpy as np
+
 from imgclf.evaluation import drift
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.evaluation.rejection import UNKNOWN
@@ -30,8 +33,10 @@ def as_numbers(values) -> np.ndarray:
 
 
 def _log_area(ws, hs) -> np.ndarray:
-    return np.array([math.log2(w * h) for w, h in zip(ws, hs)
-                     if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0], dtype=float)
+    return np.array(
+        [math.log2(w * h) for w, h in zip(ws, hs) if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0],
+        dtype=float,
+    )
 
 
 def _median_size(ws, hs) -> list[float] | None:
@@ -50,17 +55,23 @@ def statistics(ref: dict, live: list[dict], classes: list[str], low: float) -> d
         "predicted_class": drift.compare_categorical(ref["label"], l_label, cats),
         "confidence": drift.compare_numeric(r_conf, l_conf),
         "margin": drift.compare_numeric(as_numbers(ref["margin"]), as_numbers(_column(live, "margin"))),
-        "low_confidence": {"threshold": low, **drift.compare_rate(int((r_conf < low).sum()), len(r_conf),
-                                                                  int((l_conf < low).sum()), len(l_conf))},
+        "low_confidence": {
+            "threshold": low,
+            **drift.compare_rate(int((r_conf < low).sum()), len(r_conf), int((l_conf < low).sum()), len(l_conf)),
+        },
         "brightness": drift.compare_numeric(as_numbers(ref["brightness"]), as_numbers(_column(live, "brightness"))),
-        "image_area": {**drift.compare_numeric(_log_area(ref["width"], ref["height"]), _log_area(l_w, l_h)),
-                       "size": {"ref": _median_size(ref["width"], ref["height"]), "live": _median_size(l_w, l_h)}},
-        "colour_mode": drift.compare_categorical([m for m in ref["mode"] if m],
-                                                 [m for m in _column(live, "mode") if m]),
+        "image_area": {
+            **drift.compare_numeric(_log_area(ref["width"], ref["height"]), _log_area(l_w, l_h)),
+            "size": {"ref": _median_size(ref["width"], ref["height"]), "live": _median_size(l_w, l_h)},
+        },
+        "colour_mode": drift.compare_categorical(
+            [m for m in ref["mode"] if m], [m for m in _column(live, "mode") if m]
+        ),
     }
     if with_unknown:
-        s["unknown"] = drift.compare_rate(ref["label"].count(UNKNOWN), len(ref["label"]), l_label.count(UNKNOWN),
-                                          len(l_label))
+        s["unknown"] = drift.compare_rate(
+            ref["label"].count(UNKNOWN), len(ref["label"]), l_label.count(UNKNOWN), len(l_label)
+        )
     return s
 
 
@@ -75,8 +86,10 @@ def findings(s: dict) -> list[str]:
     b = s["brightness"]
     if b["shifted"]:
         word = "darker" if b["live"]["mean"] < b["ref"]["mean"] else "brighter"
-        out.append(f"the model sees {word} images (mean brightness {b['live']['mean']:.0f} vs {b['ref']['mean']:.0f} "
-                   f"on its test set, PSI {b['psi']:.2g})")
+        out.append(
+            f"the model sees {word} images (mean brightness {b['live']['mean']:.0f} vs {b['ref']['mean']:.0f} "
+            f"on its test set, PSI {b['psi']:.2g})"
+        )
     a = s["image_area"]
     if a["shifted"] and a["size"]["ref"] and a["size"]["live"]:
         (rw, rh), (lw, lh) = a["size"]["ref"], a["size"]["live"]
@@ -89,8 +102,10 @@ def findings(s: dict) -> list[str]:
     c = s["confidence"]
     if c["shifted"]:
         word = "lower" if c["live"]["median"] < c["ref"]["median"] else "higher"
-        out.append(f"answers with {word} confidence (median {c['live']['median']:.2f} vs {c['ref']['median']:.2f}, "
-                   f"PSI {c['psi']:.2g})")
+        out.append(
+            f"answers with {word} confidence (median {c['live']['median']:.2f} vs {c['ref']['median']:.2f}, "
+            f"PSI {c['psi']:.2g})"
+        )
     low = s["low_confidence"]
     if low["shifted"]:
         out.append(f"{_pct(low['live'])} of answers are below {low['threshold']:.2g} (test: {_pct(low['ref'])})")
@@ -100,8 +115,10 @@ def findings(s: dict) -> list[str]:
     p = s["predicted_class"]
     if p["shifted"]:
         cls = max(p["categories"], key=lambda k: abs(p["live"][k] - p["ref"][k]))
-        out.append(f"the predicted classes changed (PSI {p['psi']:.2g}; '{cls}' {_pct(p['live'][cls])} of answers "
-                   f"vs {_pct(p['ref'][cls])})")
+        out.append(
+            f"the predicted classes changed (PSI {p['psi']:.2g}; '{cls}' {_pct(p['live'][cls])} of answers "
+            f"vs {_pct(p['ref'][cls])})"
+        )
     return out
 
 
@@ -112,8 +129,10 @@ def join_phrases(phrases: list[str]) -> str:
 def verdict(s: dict, n_live: int, n_ref: int, labelling: str) -> tuple[str, str]:
     """(status: drift | no_drift | too_few, one paragraph in plain words)."""
     if n_live < drift.MIN_LIVE:
-        return "too_few", (f"Too few logged predictions to tell: {n_live} (at least {drift.MIN_LIVE} are needed "
-                           f"to compare with the {n_ref} test images). Keep logging and run imgclf monitor again.")
+        return "too_few", (
+            f"Too few logged predictions to tell: {n_live} (at least {drift.MIN_LIVE} are needed "
+            f"to compare with the {n_ref} test images). Keep logging and run imgclf monitor again."
+        )
     found = findings(s)
     if found:
         return "drift", f"Drift: {join_phrases(found)}. {labelling}"

@@ -8,6 +8,7 @@ parameters and FLOPs of dozens of architectures take seconds, not minutes, on a 
     >>> rows[0]["name"], rows[0]["params"], rows[0]["gflops"]
     ('timm/resnet10t', 5435488, 2.19)
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -17,13 +18,24 @@ import torch
 from imgclf.core.errors import UserError
 
 # Shown without a pattern: small, well-pretrained backbones that fine-tune well on a CPU or one GPU.
-SUGGESTED = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2", "resnet10t", "resnet18", "resnet50", "mobilenetv3_small_100", "mobilenetv3_large_100",
-             "efficientnet_b0", "convnext_atto", "convnext_tiny", "vit_tiny_patch16_224")
-NUM_CLASSES = 1000     # counted with an ImageNet-sized head, as architectures are usually quoted
+SUGGESTED = (
+    "tf_efficientnet_lite0",
+    "tf_efficientnet_lite1",
+    "tf_efficientnet_lite2",
+    "resnet10t",
+    "resnet18",
+    "resnet50",
+    "mobilenetv3_small_100",
+    "mobilenetv3_large_100",
+    "efficientnet_b0",
+    "convnext_atto",
+    "convnext_tiny",
+    "vit_tiny_patch16_224",
+)
+NUM_CLASSES = 1000  # counted with an ImageNet-sized head, as architectures are usually quoted
 
 
-def list_models(pattern: str | None = None, size: int = 224, pretrained_only: bool = False,
-                limit: int = 25) -> dict:
+def list_models(pattern: str | None = None, size: int = 224, pretrained_only: bool = False, limit: int = 25) -> dict:
     """{"rows": [...], "matched": n, "shown": k}: the built-in models and timm's matching `pattern`
     (a shell-style pattern; without wildcards, any name containing it). Each row: name, params,
     gflops at size x size (a multiply-add counts 2), pretrained tags, the default tag, its
@@ -31,9 +43,9 @@ def list_models(pattern: str | None = None, size: int = 224, pretrained_only: bo
     local_weights (the path of its file when on this machine, else None)."""
     import timm
 
+    from imgclf.models.factory import list_models as builtins
     from imgclf.models.packaged import PACKAGED, SHORT_NAMES, installed
     from imgclf.models.pretrained import cached_weights, pretrained_cfg
-    from imgclf.models.factory import list_models as builtins
 
     if size < 16:
         raise UserError(f"--size must be at least 16 px, not {size}")
@@ -49,23 +61,30 @@ def list_models(pattern: str | None = None, size: int = 224, pretrained_only: bo
         names = sorted(tags) if pretrained_only else timm.list_models(pattern)
     else:
         names = [n for n in SUGGESTED if timm.is_model(n)]
-    if prefix:      # 'resnet1': resnet10t, resnet18 ... before ecaresnet101d
+    if prefix:  # 'resnet1': resnet10t, resnet18 ... before ecaresnet101d
         names = sorted(names, key=lambda n: not n.startswith(prefix))
     matched = len(local) + len(names)
     rows = []
     for name in (local + [f"timm/{n}" for n in names])[:limit]:
-        arch = name[len("timm/"):] if name.startswith("timm/") else None
+        arch = name[len("timm/") :] if name.startswith("timm/") else None
         params, flops = _measure(name, size)
         cfg = pretrained_cfg(arch) if arch and arch in tags else None
         hit = installed(arch) if arch else None
         hit = hit or (cached_weights(arch) if cfg is not None else None)
         short = next((k for k, v in SHORT_NAMES.items() if v == name), None)
-        rows.append({"name": name, "params": params, "gflops": None if flops is None else round(flops / 1e9, 3),
-                     "pretrained_tags": tags.get(arch, []), "default_tag": cfg.tag if cfg else None,
-                     "input_size": cfg.input_size[-1] if cfg else None,
-                     "local_weights": str(hit) if hit else None,
-                     "package": PACKAGED[arch].package if arch in PACKAGED and installed(arch) else None,
-                     "short_name": short})
+        rows.append(
+            {
+                "name": name,
+                "params": params,
+                "gflops": None if flops is None else round(flops / 1e9, 3),
+                "pretrained_tags": tags.get(arch, []),
+                "default_tag": cfg.tag if cfg else None,
+                "input_size": cfg.input_size[-1] if cfg else None,
+                "local_weights": str(hit) if hit else None,
+                "package": PACKAGED[arch].package if arch in PACKAGED and installed(arch) else None,
+                "short_name": short,
+            }
+        )
     return {"rows": rows, "matched": matched, "shown": len(rows), "size": size, "pattern": pattern}
 
 
@@ -80,12 +99,12 @@ def _measure(name: str, size: int) -> tuple[int | None, int | None]:
     try:
         with device:
             net = create_model(name, num_classes=NUM_CLASSES, img_size=size)
-    except Exception:      # noqa: BLE001 - an architecture that cannot be built this way: list it without numbers
+    except Exception:  # noqa: BLE001 - an architecture that cannot be built this way: list it without numbers
         return None, None
     params = sum(p.numel() for p in net.parameters())
     try:
         with device, FlopCounterMode(display=False) as counter, torch.no_grad():
             net.eval()(torch.zeros(1, 3, size, size))
         return params, int(counter.get_total_flops())
-    except Exception:      # noqa: BLE001 - the input size does not suit it (too small for its strides)
+    except Exception:  # noqa: BLE001 - the input size does not suit it (too small for its strides)
         return params, None

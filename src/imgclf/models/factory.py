@@ -5,6 +5,7 @@ are its settings, so adding an architecture touches one file. Any timm architect
 as `timm/<arch>`. Construction depends only on the arguments, which a run records in model.json,
 so a saved run rebuilds offline.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -14,7 +15,7 @@ import torch
 from imgclf.core.errors import UserError
 from imgclf.models.builders import _REGISTRY, Builder, register  # noqa: F401  (register: re-exported)
 
-_SHAPE_ARGS = ("num_classes", "in_chans", "img_size")   # given by the data, not settings of the model
+_SHAPE_ARGS = ("num_classes", "in_chans", "img_size")  # given by the data, not settings of the model
 
 
 def list_models() -> list[str]:
@@ -32,12 +33,22 @@ def model_defaults(name: str) -> dict:
         return {}
     params = inspect.signature(_lookup(name)).parameters.values()
     # Tuples become lists so the recorded settings compare equal after a JSON/YAML round trip.
-    return {p.name: list(p.default) if isinstance(p.default, tuple) else p.default
-            for p in params if p.name not in _SHAPE_ARGS}
+    return {
+        p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for p in params
+        if p.name not in _SHAPE_ARGS
+    }
 
 
-def create_model(name: str, num_classes: int, in_chans: int = 3, img_size: int = 32, weights: str | None = None,
-                 pretrained: bool = False, **kwargs) -> torch.nn.Module:
+def create_model(
+    name: str,
+    num_classes: int,
+    in_chans: int = 3,
+    img_size: int = 32,
+    weights: str | None = None,
+    pretrained: bool = False,
+    **kwargs,
+) -> torch.nn.Module:
     """Build a fresh model that maps (B, in_chans, img_size, img_size) images to (B, num_classes) logits.
 
     `name` is one of `list_models()` or `timm/<arch>` for any timm architecture; `kwargs` are the
@@ -51,11 +62,13 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, img_size: int =
     if name.startswith("timm/"):
         from imgclf.models.timm_models import create_timm_model
 
-        return create_timm_model(name[len("timm/"):], num_classes, in_chans, img_size, weights, pretrained, **kwargs)
+        return create_timm_model(name[len("timm/") :], num_classes, in_chans, img_size, weights, pretrained, **kwargs)
     settings = model_defaults(name)
     if pretrained:
-        raise UserError(f"--pretrained applies to timm models (timm/<arch>), not to '{name}': no weights are "
-                        f"published for it; start from your own with --weights (an earlier imgclf run of '{name}')")
+        raise UserError(
+            f"--pretrained applies to timm models (timm/<arch>), not to '{name}': no weights are "
+            f"published for it; start from your own with --weights (an earlier imgclf run of '{name}')"
+        )
     unknown = sorted(set(kwargs) - set(settings))
     if unknown:
         raise UserError(f"unknown setting(s) {', '.join(unknown)} for model '{name}'; it takes: {', '.join(settings)}")
@@ -68,15 +81,17 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, img_size: int =
         load_matching(net, path, name, stacklevel=3)
         net.weights_origin = {"source": "file", "path": str(path)}
         if getattr(net, "whiten", False):
-            net.whiten = False      # resnet_fast: keep the loaded stem; training would re-whiten it from the data
+            net.whiten = False  # resnet_fast: keep the loaded stem; training would re-whiten it from the data
     return net
 
 
 def _lookup(name: str) -> Builder:
     _import_builtins()
     if name not in _REGISTRY:
-        raise UserError(f"unknown model '{name}'; available: {', '.join(sorted(_REGISTRY))}, "
-                        "or any timm architecture as timm/<arch> (e.g. timm/resnet18)")
+        raise UserError(
+            f"unknown model '{name}'; available: {', '.join(sorted(_REGISTRY))}, "
+            "or any timm architecture as timm/<arch> (e.g. timm/resnet18)"
+        )
     return _REGISTRY[name]
 
 

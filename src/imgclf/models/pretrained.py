@@ -17,13 +17,14 @@ URL to fetch it from on another machine, and the `--weights` alternative.
     >>> weights_source("resnet18", None, pretrained=True)      # doctest: +SKIP
     ('download', None)
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from imgclf.core.errors import UserError
 
-HUB_FILES = ("model.safetensors", "pytorch_model.bin")       # what timm's hub repositories hold, preferred first
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub repositories hold, preferred first
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
@@ -40,9 +41,15 @@ def expected_preprocessing(arch: str) -> dict | None:
     cfg = pretrained_cfg(arch)
     if cfg is None:
         return None
-    return {"weights": cfg.hf_hub_id or f"{cfg.architecture}.{cfg.tag}", "mean": [float(v) for v in cfg.mean],
-            "std": [float(v) for v in cfg.std], "input_size": list(cfg.input_size), "interpolation": cfg.interpolation,
-            "crop_pct": cfg.crop_pct, "crop_mode": cfg.crop_mode}
+    return {
+        "weights": cfg.hf_hub_id or f"{cfg.architecture}.{cfg.tag}",
+        "mean": [float(v) for v in cfg.mean],
+        "std": [float(v) for v in cfg.std],
+        "input_size": list(cfg.input_size),
+        "interpolation": cfg.interpolation,
+        "crop_pct": cfg.crop_pct,
+        "crop_mode": cfg.crop_mode,
+    }
 
 
 def run_weight_file(path: str | Path) -> Path:
@@ -79,7 +86,7 @@ def find_weight_file(path: str | Path) -> Path:
     if not found:
         raise UserError(f"no weight file in {p}: expected {' or '.join(HUB_FILES)} (or one .safetensors/.pth file)")
 
-    def rank(f: Path) -> int:   # the hub's own names first, safetensors before pickled formats
+    def rank(f: Path) -> int:  # the hub's own names first, safetensors before pickled formats
         return HUB_FILES.index(f.name) if f.name in HUB_FILES else 2 + WEIGHT_SUFFIXES.index(f.suffix)
 
     best = min(rank(f) for f in found)
@@ -102,9 +109,9 @@ def cached_weights(arch: str) -> Path | None:
         names = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HUB_FILES
         for name in names:
             hit = try_to_load_from_cache(cfg.hf_hub_id, name)
-            if isinstance(hit, str):      # a path; None = unknown, _CACHED_NO_EXIST = known to be missing
+            if isinstance(hit, str):  # a path; None = unknown, _CACHED_NO_EXIST = known to be missing
                 return Path(hit)
-    if cfg.url:      # older weights timm fetches by URL land in torch hub's checkpoint folder
+    if cfg.url:  # older weights timm fetches by URL land in torch hub's checkpoint folder
         import torch
 
         legacy = Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url).name
@@ -169,8 +176,10 @@ def missing_weights(arch: str, why: str) -> UserError:
     cfg = pretrained_cfg(arch)
     if cfg is None or not cfg.hf_hub_id:
         url = cfg.url if cfg is not None else "?"
-        return UserError(f"no pretrained weights for timm/{arch} on this machine ({why}). Download {url} on a "
-                         "machine with internet and pass it with --weights FILE")
+        return UserError(
+            f"no pretrained weights for timm/{arch} on this machine ({why}). Download {url} on a "
+            "machine with internet and pass it with --weights FILE"
+        )
     name = cfg.hf_hub_filename or HUB_FILES[0]
     repo = cfg.hf_hub_id
     folder = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
@@ -178,7 +187,8 @@ def missing_weights(arch: str, why: str) -> UserError:
         f"no pretrained weights for timm/{arch} on this machine ({why}). It needs {name} of {repo}: download "
         f"{hf_hub_url(repo, name)} on a machine with internet, then pass it with --weights FILE (or --weights DIR, "
         f"the folder holding it), or copy that machine's hub cache folder to {folder}/ "
-        f"(snapshots/<revision>/{name}; HF_HOME or HF_HUB_CACHE move the cache)")
+        f"(snapshots/<revision>/{name}; HF_HOME or HF_HUB_CACHE move the cache)"
+    )
 
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -199,10 +209,12 @@ def preprocessing_record(arch: str, origin: dict | None, img_size: int, resize: 
         side = pre["input_size"][-1]
         rec["applied"] = {
             "mean_std": "the weights' own",
-            "input_size": img_size if img_size == side else f"{img_size} (the weights were trained at {side}; set by --img-size)",
+            "input_size": img_size
+            if img_size == side
+            else f"{img_size} (the weights were trained at {side}; set by --img-size)",
             "interpolation": "bilinear, antialiased: each image is decoded and resized once, with one filter for training "
-                             f"and prediction alike (the weights expect {pre['interpolation']}; fine-tuning absorbs the difference)",
+            f"and prediction alike (the weights expect {pre['interpolation']}; fine-tuning absorbs the difference)",
             "crop": f"resize '{resize}' of the whole image, no centre crop (timm evaluates with crop_pct {pre['crop_pct']}, a "
-                    "zoom the fine-tuned model does not need: training and prediction see the same framing)",
+            "zoom the fine-tuned model does not need: training and prediction see the same framing)",
         }
     return rec

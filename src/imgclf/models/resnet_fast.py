@@ -7,6 +7,7 @@ Inputs above 64 px first pass stride-2 stem convs until stage 1 sees at most 64 
 bounded for any size (224 px costs about what 56 px does). The number of those convs follows from
 img_size alone, so a recorded run rebuilds identically.
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from imgclf.models.builders import register
 
 STAGE_INPUT_MAX = 64
-RELATIVE_FLOOR = 1e-5          # patch directions with less variance than this x the top one are noise
+RELATIVE_FLOOR = 1e-5  # patch directions with less variance than this x the top one are noise
 
 
 def _round8(c: float) -> int:
@@ -51,13 +52,27 @@ class Residual(nn.Sequential):
 
 def _stage(c_in: int, c_out: int, depth: int) -> nn.Sequential:
     # Pooling right after the first conv (before BN) as in airbench: the later convs run on 4x fewer pixels.
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.MaxPool2d(2, ceil_mode=True),
-                         _bn(c_out), nn.GELU(), *[Residual(_conv_bn_gelu(c_out, c_out)) for _ in range(depth - 1)])
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.MaxPool2d(2, ceil_mode=True),
+        _bn(c_out),
+        nn.GELU(),
+        *[Residual(_conv_bn_gelu(c_out, c_out)) for _ in range(depth - 1)],
+    )
 
 
 class ResNetFast(nn.Module):
-    def __init__(self, num_classes: int, in_chans: int, img_size: int, stem_width: int, widths: list[int],
-                 depth_per_stage: int, scale: float, whiten: bool = True):
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int,
+        img_size: int,
+        stem_width: int,
+        widths: list[int],
+        depth_per_stage: int,
+        scale: float,
+        whiten: bool = True,
+    ):
         super().__init__()
         self.whiten = whiten
         stem, side, c = [], img_size, in_chans
@@ -88,7 +103,7 @@ class ResNetFast(nn.Module):
         k = conv.kernel_size[0]
         patches = F.unfold(x.float(), k, stride=conv.stride[0]).transpose(1, 2).reshape(-1, x.shape[1] * k * k)
         cov = patches.T @ patches / len(patches)
-        eigenvalues, eigenvectors = torch.linalg.eigh(cov)                    # ascending order
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)  # ascending order
         # Only directions the data really varies in: greyscale photos span 9 of the 27 RGB patch
         # dimensions, and the rest (variance ~1e-8 of the top) would become pure-noise channels
         # once BatchNorm scales them up (it cost 23 points on ORL faces). Real directions sit
@@ -96,7 +111,7 @@ class ResNetFast(nn.Module):
         n = min(conv.out_channels // 2, int((eigenvalues > RELATIVE_FLOOR * eigenvalues[-1]).sum()))
         top = eigenvectors[:, -n:].flip(1).T / (eigenvalues[-n:].flip(0) + eps).sqrt()[:, None]
         filters = top.reshape(n, x.shape[1], k, k).to(conv.weight)
-        conv.weight[:2 * n] = torch.cat([filters, -filters])
+        conv.weight[: 2 * n] = torch.cat([filters, -filters])
         if 2 * n == conv.out_channels:
             conv.weight.requires_grad_(False)
 
@@ -108,11 +123,28 @@ class ResNetFast(nn.Module):
 
 
 @register("resnet_fast")
-def resnet_fast(num_classes: int, in_chans: int = 3, img_size: int = 32, *, widths: tuple = (64, 256, 256),
-                width: float = 1.0, stem_width: int = 32, depth_per_stage: int = 2,
-                scale: float = 1 / 9, whiten: bool = True) -> nn.Module:
+def resnet_fast(
+    num_classes: int,
+    in_chans: int = 3,
+    img_size: int = 32,
+    *,
+    widths: tuple = (64, 256, 256),
+    width: float = 1.0,
+    stem_width: int = 32,
+    depth_per_stage: int = 2,
+    scale: float = 1 / 9,
+    whiten: bool = True,
+) -> nn.Module:
     """`widths`: channels of the 3 stages, all multiplied by `width` (as is `stem_width`);
     `depth_per_stage`: convs per stage (the first pools, the others are residual);
     `whiten`: patch-whitening initialisation of the first conv when training starts."""
-    return ResNetFast(num_classes, in_chans, img_size, _round8(stem_width * width),
-                      [_round8(w * width) for w in widths], depth_per_stage, scale, whiten)
+    return ResNetFast(
+        num_classes,
+        in_chans,
+        img_size,
+        _round8(stem_width * width),
+        [_round8(w * width) for w in widths],
+        depth_per_stage,
+        scale,
+        whiten,
+    )

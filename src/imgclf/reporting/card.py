@@ -4,6 +4,7 @@ What the run knows — architecture, data, test numbers, their uncertainty, weak
 problems — is filled in; what only the owner knows (intended use, where the images come from,
 who could be harmed) is left as a marked placeholder to edit in the HTML file.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,64 +26,98 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def model_card_section(f: Facts) -> str:
     classes, a, m = f.meta["classes"], f.meta["architecture"], f.metrics
     listed = ", ".join(classes) if len(classes) <= 40 else ", ".join(classes[:20]) + f", … ({len(classes) - 20} more)"
-    details = [f"{esc(a['name'])} convolutional network, {a.get('parameters', 0):,} parameters, "
-               f"{f.meta['input']['size']}×{f.meta['input']['size']} RGB input; trained with imgclf "
-               f"{esc(f.meta.get('imgclf_version', '?'))}.",
-               f"Answers one of {len(classes)} classes: {esc(listed)}."]
+    details = [
+        f"{esc(a['name'])} convolutional network, {a.get('parameters', 0):,} parameters, "
+        f"{f.meta['input']['size']}×{f.meta['input']['size']} RGB input; trained with imgclf "
+        f"{esc(f.meta.get('imgclf_version', '?'))}.",
+        f"Answers one of {len(classes)} classes: {esc(listed)}.",
+    ]
     if d := f.meta.get("decision"):
-        details.append(f"Says '{esc(d['positive_class'])}' when its calibrated probability is at least "
-                       f"{d['threshold']:.3f} ({esc(d['rule'])}).")
+        details.append(
+            f"Says '{esc(d['positive_class'])}' when its calibrated probability is at least "
+            f"{d['threshold']:.3f} ({esc(d['rule'])})."
+        )
     details.append(f"Owner and contact: {edit('name, team, e-mail')}")
 
-    use = [f"Intended use: {edit('who uses this model, for which decision, on what kind of images')}",
-           f"Out of scope: {edit('uses it must not be put to')}"]
+    use = [
+        f"Intended use: {edit('who uses this model, for which decision, on what kind of images')}",
+        f"Out of scope: {edit('uses it must not be put to')}",
+    ]
     rej = (m or {}).get("rejection") or f.meta.get("rejection")
-    use.append(f"Images of none of the {len(classes)} classes answer <code>unknown</code> below confidence "
-               f"{rej['threshold']:.3f}." if isinstance(rej, dict) and rej.get("threshold") is not None else
-               f"It always names one of its {len(classes)} classes, even for an image of something else: "
-               "an input check or a rejection threshold belongs in front of it.")
+    use.append(
+        f"Images of none of the {len(classes)} classes answer <code>unknown</code> below confidence "
+        f"{rej['threshold']:.3f}."
+        if isinstance(rej, dict) and rej.get("threshold") is not None
+        else f"It always names one of its {len(classes)} classes, even for an image of something else: "
+        "an input check or a rejection threshold belongs in front of it."
+    )
 
     counts = f.data.get("counts", {})
     totals = {s: sum(v.values()) for s, v in counts.items()}
-    data = [f"{sum(totals.values()):,} images from <code>{esc(f.data.get('root', '?'))}</code> "
-            f"({', '.join(f'{s} {n:,}' for s, n in totals.items())}); split "
-            + ("as given by the data" if f.data.get("layout") in ("split-folders", "manifest") else
-               f"at random per class (seed {esc(f.config.get('seed', '?'))})") + ".",
-            f"Source and labelling: {edit('where the images come from, who labelled them and how, time span')}"]
+    data = [
+        f"{sum(totals.values()):,} images from <code>{esc(f.data.get('root', '?'))}</code> "
+        f"({', '.join(f'{s} {n:,}' for s, n in totals.items())}); split "
+        + (
+            "as given by the data"
+            if f.data.get("layout") in ("split-folders", "manifest")
+            else f"at random per class (seed {esc(f.config.get('seed', '?'))})"
+        )
+        + ".",
+        f"Source and labelling: {edit('where the images come from, who labelled them and how, time span')}",
+    ]
 
     results = ["No test metrics."]
     if m:
         lo, hi = wilson(round(m["accuracy"] * m["n"]), m["n"])
-        results = [f"Test accuracy {m['accuracy']:.1%} (95 % interval {lo:.1%}–{hi:.1%}, n = {m['n']:,}); "
-                   f"macro F1 {m['macro_avg']['f1-score']:.3f}."]
+        results = [
+            f"Test accuracy {m['accuracy']:.1%} (95 % interval {lo:.1%}–{hi:.1%}, n = {m['n']:,}); "
+            f"macro F1 {m['macro_avg']['f1-score']:.3f}."
+        ]
         if c := m.get("calibration"):
             results.append(f"Calibrated confidence: expected calibration error {c['ece_after']:.3f} on the test split.")
         recall = {c: r["recall"] for c, r in m["per_class"].items()}
         weakest = [c for c in sorted(recall, key=recall.get)[:3] if recall[c] < max(recall.values())]
-        results.append("Lowest recall: " + ", ".join(f"{esc(c)} {recall[c]:.2f}" for c in weakest) + "." if weakest
-                       else f"Recall {min(recall.values()):.2f} for every class.")
-    return section("model-card", "Model card", '<div class="modelcard">'
-                   '<p class="note">Generated from this run. Replace the yellow placeholders before sharing the model.</p>'
-                   + _block("Model details", details) + _block("Intended use", use) + _block("Training data", data)
-                   + _block("Evaluation", results) + _block("Limitations", _limitations(f))
-                   + _block("Ethical considerations", [edit("people in the images, consent, who could be harmed "
-                                                            "by a wrong answer and how")])
-                   + "</div>")
+        results.append(
+            "Lowest recall: " + ", ".join(f"{esc(c)} {recall[c]:.2f}" for c in weakest) + "."
+            if weakest
+            else f"Recall {min(recall.values()):.2f} for every class."
+        )
+    return section(
+        "model-card",
+        "Model card",
+        '<div class="modelcard">'
+        '<p class="note">Generated from this run. Replace the yellow placeholders before sharing the model.</p>'
+        + _block("Model details", details)
+        + _block("Intended use", use)
+        + _block("Training data", data)
+        + _block("Evaluation", results)
+        + _block("Limitations", _limitations(f))
+        + _block(
+            "Ethical considerations",
+            [edit("people in the images, consent, who could be harmed by a wrong answer and how")],
+        )
+        + "</div>",
+    )
 
 
 def _limitations(f: Facts) -> list[str]:
     """Facts about the run that bound how far its numbers carry."""
     out, m = [], f.metrics
-    out.append("The test split comes from the same collection as the training images; images from other cameras, "
-               "places or times may score lower.")
+    out.append(
+        "The test split comes from the same collection as the training images; images from other cameras, "
+        "places or times may score lower."
+    )
     if m and m["n"] < 1000:
         lo, hi = wilson(round(m["accuracy"] * m["n"]), m["n"])
         out.append(f"The test split is small ({m['n']:,} images): accuracy is known only to ±{(hi - lo) / 2:.1%}.")
     if m:
         thin = [c for c, r in m["per_class"].items() if r["support"] < 10]
         if thin:
-            which = "Every class has" if len(thin) == len(m["per_class"]) else \
-                f"{len(thin)} class(es) (e.g. {esc(thin[0])}) have"
+            which = (
+                "Every class has"
+                if len(thin) == len(m["per_class"])
+                else f"{len(thin)} class(es) (e.g. {esc(thin[0])}) have"
+            )
             out.append(f"{which} fewer than 10 test images: per-class numbers are rough.")
     size = f.meta["input"]["size"]
     if size <= 48:
@@ -98,8 +133,10 @@ def _limitations(f: Facts) -> list[str]:
 
         kinds = duplicate_kinds(f.doctor["exact_duplicates"])
         if kinds["leakage"]:
-            out.append(f"{len(kinds['leakage'])} set(s) of identical files sit in more than one split: the test "
-                       "score is somewhat inflated.")
+            out.append(
+                f"{len(kinds['leakage'])} set(s) of identical files sit in more than one split: the test "
+                "score is somewhat inflated."
+            )
         if kinds["conflicting_labels"]:
             out.append(f"{len(kinds['conflicting_labels'])} set(s) of identical files carry different labels.")
     out.append(f"Known failure modes: {edit('what you saw go wrong, conditions not covered by the data')}")

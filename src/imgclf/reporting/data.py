@@ -5,6 +5,7 @@ metrics.json, data_report.json, splits.csv); what a run does not record — test
 probabilities for ROC/PR curves and galleries, FLOPs — is recomputed here from the model, so a
 report can be rebuilt at any time with `imgclf report RUN`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,11 +22,12 @@ from imgclf.store.runs import read_splits, recorded_root
 @dataclass
 class Test:
     """The model's view of the test split: calibrated probabilities, as evaluate computes them."""
+
     paths: list[str]
-    labels: np.ndarray          # true class index
-    probs: np.ndarray           # (N, C) calibrated (temperature, run's TTA)
-    pred: np.ndarray            # what `predict` answers: two-class threshold applied; -1 = rejected as unknown
-    skipped: int = 0            # test files that could not be decoded now
+    labels: np.ndarray  # true class index
+    probs: np.ndarray  # (N, C) calibrated (temperature, run's TTA)
+    pred: np.ndarray  # what `predict` answers: two-class threshold applied; -1 = rejected as unknown
+    skipped: int = 0  # test files that could not be decoded now
 
 
 @dataclass
@@ -35,8 +37,8 @@ class Facts:
     config: dict
     metrics: dict | None
     history: list[dict]
-    data: dict                  # data_report.json
-    rows: list[dict]            # splits.csv: path, label, split
+    data: dict  # data_report.json
+    rows: list[dict]  # splits.csv: path, label, split
     test: Test | None
     flops: int | None = None
     modules: list[tuple[str, str, int, int | None]] = field(default_factory=list)
@@ -53,20 +55,37 @@ def gather(model, progress: bool = False, data_root=None) -> Facts:
     from imgclf.training.history import read_history
 
     run = Path(model.path)
-    optional = {name: read_json(run / name) if (run / name).is_file() else None
-                for name in ("metrics.json", "data_report.json", "label_issues.json")}
-    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) if (run / "config.yaml").is_file() else {}
+    optional = {
+        name: read_json(run / name) if (run / name).is_file() else None
+        for name in ("metrics.json", "data_report.json", "label_issues.json")
+    }
+    config = (
+        yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) if (run / "config.yaml").is_file() else {}
+    )
     rows = read_splits(run, data_root)
     meta = model.meta
-    if hasattr(model, "members"):      # an ensemble bundle: describe it as one architecture made of its members
+    if hasattr(model, "members"):  # an ensemble bundle: describe it as one architecture made of its members
         names = [m.meta["architecture"]["name"] for m in model.members]
-        meta = {**meta, "architecture": {
-            "name": f"ensemble of {len(names)}: " + " + ".join(names), "kwargs": {"combine": meta.get("combine", "mean")},
-            "parameters": sum(m.meta["architecture"].get("parameters", 0) for m in model.members)},
-            "input": {"resize": model.resize_mode, **meta.get("input", {}), "size": model.img_size}}
-    facts = Facts(run, meta, config or {}, optional["metrics.json"], read_history(run / "history.csv"),
-                  optional["data_report.json"] or {}, rows, test_predictions(model, rows, progress),
-                  label_issues=optional["label_issues.json"])
+        meta = {
+            **meta,
+            "architecture": {
+                "name": f"ensemble of {len(names)}: " + " + ".join(names),
+                "kwargs": {"combine": meta.get("combine", "mean")},
+                "parameters": sum(m.meta["architecture"].get("parameters", 0) for m in model.members),
+            },
+            "input": {"resize": model.resize_mode, **meta.get("input", {}), "size": model.img_size},
+        }
+    facts = Facts(
+        run,
+        meta,
+        config or {},
+        optional["metrics.json"],
+        read_history(run / "history.csv"),
+        optional["data_report.json"] or {},
+        rows,
+        test_predictions(model, rows, progress),
+        label_issues=optional["label_issues.json"],
+    )
     facts.flops, facts.modules = count_flops(model)
     # Paths are shown relative to the root they were read from (data_report.json's is as typed at training).
     root = data_root or recorded_root(run) or facts.data.get("root")
@@ -81,7 +100,7 @@ def test_predictions(model, rows: list[dict], progress: bool) -> Test | None:
     test = [r for r in rows if r["split"] == "test" and r["label"] in model.classes]
     if not test:
         return None
-    scored = getattr(model, "scored_test", None)       # set by train: the test split it just scored
+    scored = getattr(model, "scored_test", None)  # set by train: the test split it just scored
     if scored and scored[0] == [r["path"] for r in test]:
         probs = scored[1]
         labels = np.array([model.classes.index(r["label"]) for r in test])
@@ -92,7 +111,9 @@ def test_predictions(model, rows: list[dict], progress: bool) -> Test | None:
         return None
     labels = np.array([model.classes.index(test[i]["label"]) for i in keep])
     probs = model.predict_proba(cache.images[np.array(keep)])
-    return Test([test[i]["path"] for i in keep], labels, probs, deployed_labels(probs, model.meta), len(test) - len(keep))
+    return Test(
+        [test[i]["path"] for i in keep], labels, probs, deployed_labels(probs, model.meta), len(test) - len(keep)
+    )
 
 
 def deployed_labels(probs: np.ndarray, meta: dict) -> np.ndarray:
@@ -116,8 +137,14 @@ def one_vs_rest(labels: np.ndarray, probs: np.ndarray) -> tuple[list[dict | None
             return None
         fpr, tpr, _ = roc_curve(is_pos, score)
         precision, recall, _ = precision_recall_curve(is_pos, score)
-        return {"fpr": fpr, "tpr": tpr, "precision": precision, "recall": recall,
-                "roc_auc": float(roc_auc_score(is_pos, score)), "ap": float(average_precision_score(is_pos, score))}
+        return {
+            "fpr": fpr,
+            "tpr": tpr,
+            "precision": precision,
+            "recall": recall,
+            "roc_auc": float(roc_auc_score(is_pos, score)),
+            "ap": float(average_precision_score(is_pos, score)),
+        }
 
     onehot = labels[:, None] == np.arange(probs.shape[1])[None, :]
     per_class = [curve(onehot[:, c], probs[:, c]) for c in range(probs.shape[1])]
@@ -140,12 +167,14 @@ def count_flops(model) -> tuple[int | None, list[tuple[str, str, int, int | None
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    if hasattr(model, "members"):          # an ensemble bundle: every member runs on every image
+    if hasattr(model, "members"):  # an ensemble bundle: every member runs on every image
         counted = [count_flops(m) for m in model.members]
         if any(total is None for total, _ in counted):
             return None, []
-        rows = [(f"member {i}", m.meta["architecture"]["name"], sum(p.numel() for p in m.net.parameters()), total)
-                for i, (m, (total, _)) in enumerate(zip(model.members, counted))]
+        rows = [
+            (f"member {i}", m.meta["architecture"]["name"], sum(p.numel() for p in m.net.parameters()), total)
+            for i, (m, (total, _)) in enumerate(zip(model.members, counted))
+        ]
         return sum(total for total, _ in counted), rows
     net, size = model.net, model.img_size
     param = next(net.parameters(), None)
@@ -153,12 +182,14 @@ def count_flops(model) -> tuple[int | None, list[tuple[str, str, int, int | None
     try:
         with FlopCounterMode(display=False, depth=1) as counter, torch.no_grad():
             net(x)
-    except Exception:   # an exotic layer the counter cannot trace must not cost the whole report
+    except Exception:  # an exotic layer the counter cannot trace must not cost the whole report
         return None, []
     by_module = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
     prefix = type(net).__name__
-    modules = [(name, type(m).__name__, sum(p.numel() for p in m.parameters()), by_module.get(f"{prefix}.{name}"))
-               for name, m in net.named_children()]
+    modules = [
+        (name, type(m).__name__, sum(p.numel() for p in m.parameters()), by_module.get(f"{prefix}.{name}"))
+        for name, m in net.named_children()
+    ]
     return int(counter.get_total_flops()), modules
 
 
@@ -169,12 +200,21 @@ def quick_doctor(rows: list[dict], classes: list[str], root: str | None) -> dict
     from imgclf.data.doctor import quick_check
 
     # Only what the run used: skipped and deduplicated files are reported separately.
-    rows = [r for r in rows if r["split"] in ("train", "val", "test") and r["label"] in classes
-            and Path(r["path"]).is_file()]
+    rows = [
+        r
+        for r in rows
+        if r["split"] in ("train", "val", "test") and r["label"] in classes and Path(r["path"]).is_file()
+    ]
     if not rows:
         return None
-    spec = DatasetSpec(root or "", "run", list(classes), [r["path"] for r in rows],
-                       np.array([classes.index(r["label"]) for r in rows]), np.array([r["split"] for r in rows]))
+    spec = DatasetSpec(
+        root or "",
+        "run",
+        list(classes),
+        [r["path"] for r in rows],
+        np.array([classes.index(r["label"]) for r in rows]),
+        np.array([r["split"] for r in rows]),
+    )
     return quick_check(spec)
 
 
@@ -188,14 +228,14 @@ def thumbnail(path: str, size: int) -> str | None:
 
     try:
         with Image.open(path) as img:
-            img.draft("RGB", (size * 2, size * 2))      # JPEG: decode at a reduced scale, much faster
+            img.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale, much faster
             img = to_rgb(ImageOps.exif_transpose(img))
             img.thumbnail((size, size), Image.Resampling.LANCZOS)
-    except Exception:       # noqa: BLE001 - a file gone or broken since training: leave its tile empty
+    except Exception:  # noqa: BLE001 - a file gone or broken since training: leave its tile empty
         return None
     rgb = np.asarray(img)
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-        img = img.convert("L")      # greyscale scans and faces: a third of the bytes
+        img = img.convert("L")  # greyscale scans and faces: a third of the bytes
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return png_uri(buf.getvalue())
@@ -210,8 +250,9 @@ def samples_per_class(rows: list[dict], classes: list[str], k: int, seed: int = 
     rng = np.random.default_rng(seed)
     out = {}
     for c in classes:
-        mine = [r["path"] for r in rows if r["label"] == c and r["split"] == "train"] or \
-               [r["path"] for r in rows if r["label"] == c and r["split"] in ("val", "test")]
+        mine = [r["path"] for r in rows if r["label"] == c and r["split"] == "train"] or [
+            r["path"] for r in rows if r["label"] == c and r["split"] in ("val", "test")
+        ]
         pick = rng.choice(len(mine), size=min(k, len(mine)), replace=False) if mine else []
         out[c] = [mine[i] for i in sorted(pick)]
     return out

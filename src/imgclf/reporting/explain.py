@@ -4,6 +4,7 @@ most confident mistakes (image | Grad-CAM overlay), and its first-layer filters.
 A heatmap on the background instead of the object is the quickest sign of a model that learned
 the wrong cue (a watermark, the sky behind every bird), which accuracy alone never shows.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,11 +12,13 @@ import numpy as np
 from imgclf.reporting.data import Facts, gallery_picks, png_uri, thumbnail
 from imgclf.reporting.html import esc, figure, section
 
-CORRECT, WRONG = 8, 8           # pairs shown: 16 images x 2 small thumbnails keeps the page light
+CORRECT, WRONG = 8, 8  # pairs shown: 16 images x 2 small thumbnails keeps the page light
 THUMB = 110
 # The report's stylesheet has no two-image card; this one stays with the section that uses it.
-STYLE = ("<style>.explain{display:grid;grid-template-columns:repeat(auto-fill,minmax(244px,1fr));gap:10px}"
-         ".explain .pred img{display:inline-block;margin:0 2px 4px 0}</style>")
+STYLE = (
+    "<style>.explain{display:grid;grid-template-columns:repeat(auto-fill,minmax(244px,1fr));gap:10px}"
+    ".explain .pred img{display:inline-block;margin:0 2px 4px 0}</style>"
+)
 
 
 def explanations_section(f: Facts, model) -> str:
@@ -32,9 +35,11 @@ def explanations_section(f: Facts, model) -> str:
     filters = first_layer_filters(explainer.net)
     if filters is not None:
         body += '<h3 id="explanations-filters">First-layer filters</h3>' + figure(
-            png_uri(png_bytes(filters)), "first-layer filters",
+            png_uri(png_bytes(filters)),
+            "first-layer filters",
             "The first convolution's filters, each scaled to its own range (colour for RGB input). "
-            "Smooth edge and colour detectors are healthy; pure noise after training means that layer barely learned.")
+            "Smooth edge and colour detectors are healthy; pure noise after training means that layer barely learned.",
+        )
     return section("explanations", title, body)
 
 
@@ -49,7 +54,7 @@ def _gallery(f: Facts, model, explainer) -> str:
     for i, ok in picks:
         try:
             loaded.append((i, ok, *_load(model, t.paths[i])))
-        except Exception:      # noqa: BLE001 - a test image gone since training leaves no card
+        except Exception:  # noqa: BLE001 - a test image gone since training leaves no card
             continue
     if not loaded:
         return "<p>The test images are no longer on disk: no explanations.</p>"
@@ -59,14 +64,20 @@ def _gallery(f: Facts, model, explainer) -> str:
     cards = {True: [], False: []}
     for (i, ok, _, original), target, heat in zip(loaded, targets, maps):
         cards[ok].append(_card(f, i, ok, target, original, heat, model.resize_mode))
-    html = (f'<p class="note">Grad-CAM at layer <code>{esc(explainer.describe())}</code> '
-            "for the class the model answered: red is where the "
-            "evidence for it lies. Each card: the test image, then the heatmap over it. "
-            "<code>imgclf explain RUN IMAGE --method ...</code> draws these for any image.</p>")
+    html = (
+        f'<p class="note">Grad-CAM at layer <code>{esc(explainer.describe())}</code> '
+        "for the class the model answered: red is where the "
+        "evidence for it lies. Each card: the test image, then the heatmap over it. "
+        "<code>imgclf explain RUN IMAGE --method ...</code> draws these for any image.</p>"
+    )
     html += '<h3 id="explanations-correct">Right answers</h3>'
     html += f'<div class="explain">{"".join(cards[True])}</div>' if cards[True] else "<p>None to show.</p>"
     html += '<h3 id="explanations-mistakes">Most confident mistakes</h3>'
-    html += f'<div class="explain">{"".join(cards[False])}</div>' if cards[False] else "<p>No mistakes on the test split.</p>"
+    html += (
+        f'<div class="explain">{"".join(cards[False])}</div>'
+        if cards[False]
+        else "<p>No mistakes on the test split.</p>"
+    )
     return html
 
 
@@ -83,8 +94,10 @@ def _card(f: Facts, i: int, ok: bool, target: int, original, heat: np.ndarray, r
     pred = int(t.pred[i])
     answer = classes[pred] if pred >= 0 else "unknown"
     picture = overlay(original, heat, resize_mode, side=(THUMB, THUMB))
-    return (f'<div class="pred {"ok" if ok else "wrong"}" title="{esc(t.paths[i])}">'
-            f'<img src="{thumbnail(t.paths[i], THUMB) or ""}" alt="test image">'
-            f'<img src="{png_uri(png_bytes(picture))}" alt="heatmap for {esc(classes[target])}">'
-            f"<div>true: {esc(classes[t.labels[i]])}</div>"
-            f"<div><b>{esc(answer)}</b> {t.probs[i, target]:.2f} · map for {esc(classes[target])}</div></div>")
+    return (
+        f'<div class="pred {"ok" if ok else "wrong"}" title="{esc(t.paths[i])}">'
+        f'<img src="{thumbnail(t.paths[i], THUMB) or ""}" alt="test image">'
+        f'<img src="{png_uri(png_bytes(picture))}" alt="heatmap for {esc(classes[target])}">'
+        f"<div>true: {esc(classes[t.labels[i]])}</div>"
+        f"<div><b>{esc(answer)}</b> {t.probs[i, target]:.2f} · map for {esc(classes[target])}</div></div>"
+    )

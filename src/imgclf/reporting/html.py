@@ -3,6 +3,7 @@
 The page must open from a USB stick or an e-mail attachment years later, so it has no scripts,
 no web fonts and no external requests: CSS inline, every image a data URI.
 """
+
 from __future__ import annotations
 
 from html import escape
@@ -82,7 +83,7 @@ def num(value, digits: int = 4) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        if value != value:        # NaN
+        if value != value:  # NaN
             return "–"
         return f"{value:.{digits}f}"
     return esc(value)
@@ -98,8 +99,13 @@ def si(value: float | None, unit: str = "") -> str:
     return f"{value:g} {unit}".strip()
 
 
-def table(header: Iterable[str], rows: Iterable[Iterable[str]], numeric: Iterable[int] = (),
-          classes: Iterable[str] | None = None, scroll_over: int = 40) -> str:
+def table(
+    header: Iterable[str],
+    rows: Iterable[Iterable[str]],
+    numeric: Iterable[int] = (),
+    classes: Iterable[str] | None = None,
+    scroll_over: int = 40,
+) -> str:
     """A table of already-escaped cells; `numeric` column indices are right-aligned; a row whose
     class (from `classes`) is "total" is set in bold. Long tables scroll inside a frame."""
     numeric = set(numeric)
@@ -108,7 +114,8 @@ def table(header: Iterable[str], rows: Iterable[Iterable[str]], numeric: Iterabl
     head = "".join(f'<th class="num">{h}</th>' if i in numeric else f"<th>{h}</th>" for i, h in enumerate(header))
     body = "".join(
         f'<tr class="{c}">' + "".join(_cell(v, i in numeric) for i, v in enumerate(r)) + "</tr>"
-        for r, c in zip(rows, row_cls))
+        for r, c in zip(rows, row_cls)
+    )
     html = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     return f'<div class="scroll">{html}</div>' if len(rows) > scroll_over else html
 
@@ -138,10 +145,12 @@ def section(sid: str, title: str, body: str) -> str:
 
 def page(title: str, header: str, nav: list[tuple[str, str]], body: str, footer: str) -> str:
     links = "".join(f'<a href="#{sid}">{esc(t)}</a>' for sid, t in nav)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>"
-            f"<header>{header}</header><nav>{links}</nav>{body}<footer>{footer}</footer></main></body></html>")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>"
+        f"<header>{header}</header><nav>{links}</nav>{body}<footer>{footer}</footer></main></body></html>"
+    )
 
 
 def edit(text: str) -> str:

@@ -4,6 +4,7 @@
 Sections: the verdict, the statistics table, reference-vs-live plots (predicted classes, confidence,
 brightness), confidence over time when the log spans time, and the gallery of images to label next.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -20,14 +21,16 @@ from imgclf.reporting.plots import PALETTE, _figure, short
 REF_COLOR, LIVE_COLOR = PALETTE[0], PALETTE[1]
 STATUS = {"drift": ("Drift", "low"), "no_drift": ("No drift", ""), "too_few": ("Too few predictions to tell", "")}
 # (key in statistics, row name, how a side's value is shown)
-ROWS = [("predicted_class", "predicted class mix", None),
-        ("confidence", "confidence (median)", "median"),
-        ("margin", "margin top-1 - top-2 (median)", "median"),
-        ("low_confidence", "answers below the low-confidence line", "rate"),
-        ("unknown", "answers 'unknown'", "rate"),
-        ("brightness", "brightness 0-255 (mean)", "mean"),
-        ("image_area", "image size (median w x h)", "size"),
-        ("colour_mode", "colour mode mix", None)]
+ROWS = [
+    ("predicted_class", "predicted class mix", None),
+    ("confidence", "confidence (median)", "median"),
+    ("margin", "margin top-1 - top-2 (median)", "median"),
+    ("low_confidence", "answers below the low-confidence line", "rate"),
+    ("unknown", "answers 'unknown'", "rate"),
+    ("brightness", "brightness 0-255 (mean)", "mean"),
+    ("image_area", "image size (median w x h)", "size"),
+    ("colour_mode", "colour mode mix", None),
+]
 
 
 def write_monitor_report(result: dict, ref: dict, live: list[dict], path: Path) -> Path:
@@ -35,34 +38,48 @@ def write_monitor_report(result: dict, ref: dict, live: list[dict], path: Path) 
     title, cls = STATUS[result["status"]]
     span = result["span"]
     when = f"{span[0][:19]} to {span[1][:19]} UTC" if span else "no times"
-    header = (f"<h1>Monitoring: {esc(result['model'])}</h1><p>{result['n_live']:,} logged predictions ({esc(when)}) vs "
-              f"{result['n_reference']:,} test images" +
-              (f" &middot; registry version {result['version']}" if result["version"] is not None else "") + "</p>")
-    parts = [("verdict", "Verdict", _verdict(result, title, cls)),
-             ("statistics", "Statistics", _stats_table(s, result)),
-             ("plots", "Test set vs live", _plots(s, ref, live, result["low_confidence"]["threshold"]))]
+    header = (
+        f"<h1>Monitoring: {esc(result['model'])}</h1><p>{result['n_live']:,} logged predictions ({esc(when)}) vs "
+        f"{result['n_reference']:,} test images"
+        + (f" &middot; registry version {result['version']}" if result["version"] is not None else "")
+        + "</p>"
+    )
+    parts = [
+        ("verdict", "Verdict", _verdict(result, title, cls)),
+        ("statistics", "Statistics", _stats_table(s, result)),
+        ("plots", "Test set vs live", _plots(s, ref, live, result["low_confidence"]["threshold"])),
+    ]
     series = _time_series(live, ref, result["low_confidence"]["threshold"])
     if series:
         parts.append(("time", "Over time", series))
     parts.append(("to-label", "Label these next", _gallery(result)))
     body = "".join(section(sid, t, html) for sid, t, html in parts)
-    html = page(f"imgclf monitor {result['model']}", header, [(sid, t) for sid, t, _ in parts], body,
-                f"written by imgclf monitor &middot; log {esc(result['log'])} &middot; run {esc(result['run'])}")
+    html = page(
+        f"imgclf monitor {result['model']}",
+        header,
+        [(sid, t) for sid, t, _ in parts],
+        body,
+        f"written by imgclf monitor &middot; log {esc(result['log'])} &middot; run {esc(result['run'])}",
+    )
     write_text(path, html)
     return path
 
 
 def _verdict(result: dict, title: str, cls: str) -> str:
     left = result["left_out"]
-    notes = [f"{left['other_models']:,} records of other models left out" if left["other_models"] else "",
-             f"{left['before_since']:,} before --since left out" if left["before_since"] else "",
-             f"{left['unreadable_lines']:,} unreadable log lines skipped" if left["unreadable_lines"] else ""]
+    notes = [
+        f"{left['other_models']:,} records of other models left out" if left["other_models"] else "",
+        f"{left['before_since']:,} before --since left out" if left["before_since"] else "",
+        f"{left['unreadable_lines']:,} unreadable log lines skipped" if left["unreadable_lines"] else "",
+    ]
     notes = "; ".join(n for n in notes if n)
     _, _, words = result["verdict"].partition(": ")
-    return (f'<p style="font-size:17px"><b class="{cls}">{esc(title)}:</b> {esc(words)}</p>'
-            f'<p class="note">PSI {esc(result["rules"]["psi"])}; a shift is {esc(result["rules"]["shift"])}. '
-            f'Low-confidence line {result["low_confidence"]["threshold"]:.3g} ({esc(result["low_confidence"]["why"])}).'
-            f'{" " + esc(notes) + "." if notes else ""}</p>')
+    return (
+        f'<p style="font-size:17px"><b class="{cls}">{esc(title)}:</b> {esc(words)}</p>'
+        f'<p class="note">PSI {esc(result["rules"]["psi"])}; a shift is {esc(result["rules"]["shift"])}. '
+        f"Low-confidence line {result['low_confidence']['threshold']:.3g} ({esc(result['low_confidence']['why'])})."
+        f"{' ' + esc(notes) + '.' if notes else ''}</p>"
+    )
 
 
 def _side(st: dict, how: str | None, side: str) -> str:
@@ -78,18 +95,33 @@ def _stats_table(s: dict, result: dict) -> str:
             continue
         psi = st.get("psi")
         p = st.get("p_value")
-        rows.append([esc(name), _side(st, how, "ref"), _side(st, how, "live"),
-                     num(psi, 3) if psi is not None else "–",
-                     num(st.get("psi_noise"), 3) if st.get("psi_noise") is not None else "–",
-                     esc(st.get("severity", "–")) if psi is not None else "–",
-                     f"{p:.2g}" if p is not None else "–", esc(st.get("test", "")),
-                     '<b class="low">shifted</b>' if st["shifted"] else "–"])
+        rows.append(
+            [
+                esc(name),
+                _side(st, how, "ref"),
+                _side(st, how, "live"),
+                num(psi, 3) if psi is not None else "–",
+                num(st.get("psi_noise"), 3) if st.get("psi_noise") is not None else "–",
+                esc(st.get("severity", "–")) if psi is not None else "–",
+                f"{p:.2g}" if p is not None else "–",
+                esc(st.get("test", "")),
+                '<b class="low">shifted</b>' if st["shifted"] else "–",
+            ]
+        )
         classes.append("")
-    note = ('<p class="note">PSI noise: the PSI two samples of these sizes show on average with no drift at all '
-            '((bins - 1) x (1/n<sub>test</sub> + 1/n<sub>live</sub>)); a PSI near it is sampling noise. '
-            'Image size is compared on log<sub>2</sub>(width x height).</p>')
-    return table(["statistic", "test set", "live", "PSI", "PSI noise", "PSI level", "p-value", "test", ""], rows,
-                 numeric=(1, 2, 3, 4, 6)) + note
+    note = (
+        '<p class="note">PSI noise: the PSI two samples of these sizes show on average with no drift at all '
+        "((bins - 1) x (1/n<sub>test</sub> + 1/n<sub>live</sub>)); a PSI near it is sampling noise. "
+        "Image size is compared on log<sub>2</sub>(width x height).</p>"
+    )
+    return (
+        table(
+            ["statistic", "test set", "live", "PSI", "PSI noise", "PSI level", "p-value", "test", ""],
+            rows,
+            numeric=(1, 2, 3, 4, 6),
+        )
+        + note
+    )
 
 
 def _plots(s: dict, ref: dict, live: list[dict], low: float) -> str:
@@ -100,13 +132,29 @@ def _plots(s: dict, ref: dict, live: list[dict], low: float) -> str:
     row = []
     conf_l = [r["confidence"] for r in live]
     if conf_l:
-        row.append(figure(png_uri(_hist(ref["confidence"], conf_l, (0, 1), "calibrated confidence", low,
-                                        f"low-confidence line {low:.2g}")), "confidence histograms"))
+        row.append(
+            figure(
+                png_uri(
+                    _hist(
+                        ref["confidence"],
+                        conf_l,
+                        (0, 1),
+                        "calibrated confidence",
+                        low,
+                        f"low-confidence line {low:.2g}",
+                    )
+                ),
+                "confidence histograms",
+            )
+        )
     bright_r = [b for b in ref["brightness"] if b is not None]
     bright_l = [r["brightness"] for r in live if isinstance(r.get("brightness"), (int, float))]
     if bright_r and bright_l:
-        row.append(figure(png_uri(_hist(bright_r, bright_l, (0, 255), "brightness (mean grey level)")),
-                          "brightness histograms"))
+        row.append(
+            figure(
+                png_uri(_hist(bright_r, bright_l, (0, 255), "brightness (mean grey level)")), "brightness histograms"
+            )
+        )
     if row:
         out.append('<div class="pair">' + "".join(f"<div>{f}</div>" for f in row) + "</div>")
     return "".join(out) or '<p class="muted">No logged predictions to plot.</p>'
@@ -147,8 +195,14 @@ def _hist(ref, live, span: tuple[float, float], xlabel: str, line: float | None 
 
 
 # Time buckets: the smallest that leaves at most MAX_BUCKETS over the log's span.
-BUCKETS = [(60, "minute"), (600, "10 minutes"), (3600, "hour"), (6 * 3600, "6 hours"), (86400, "day"),
-           (7 * 86400, "week")]
+BUCKETS = [
+    (60, "minute"),
+    (600, "10 minutes"),
+    (3600, "hour"),
+    (6 * 3600, "6 hours"),
+    (86400, "day"),
+    (7 * 86400, "week"),
+]
 MAX_BUCKETS = 60
 
 
@@ -188,22 +242,27 @@ def _gallery(result: dict) -> str:
     picks = result["to_label"]
     if not picks:
         hashed = result["n_live"] and not result["images_kept"]
-        why = ("the log keeps no images (served with --log-images hash)" if hashed
-               else "no logged image is left to label")
+        why = (
+            "the log keeps no images (served with --log-images hash)" if hashed else "no logged image is left to label"
+        )
         return f'<p class="muted">Nothing to list: {esc(why)}.</p>'
     cards = []
     for i, p in enumerate(picks, 1):
         uri = thumbnail(p["logged_image"], 110) or ""
         margin = f"{p['margin']:.3f}" if isinstance(p["margin"], (int, float)) else "–"
-        cards.append(f'<div class="pred unknown"><img src="{uri}" alt="{esc(p["sha256"][:12])}" '
-                     f'title="{esc(p["image"])}"><div>#{i} <b>{esc(p["label"])}</b></div>'
-                     f'<div>confidence {p["confidence"]:.3f}</div><div>margin {margin}</div>'
-                     f'<div class="muted">{esc((p["time"] or "")[5:16].replace("T", " "))}</div></div>')
-    return (f'<p>The {len(picks)} logged images the model was least sure about (smallest confidence, then margin; one '
-            f'per image). Copies are in <code>{esc(result["paths"]["to_label"])}</code> and listed in '
-            f'<code>{esc(result["paths"]["to_label_csv"])}</code>: move each into a folder named after its true class '
-            f'(<code>to_label/&lt;class&gt;/</code>), then run <code>{esc(result["import_command"])}</code> and '
-            f'<code>imgclf update</code>.</p><div class="gallery">{"".join(cards)}</div>')
+        cards.append(
+            f'<div class="pred unknown"><img src="{uri}" alt="{esc(p["sha256"][:12])}" '
+            f'title="{esc(p["image"])}"><div>#{i} <b>{esc(p["label"])}</b></div>'
+            f"<div>confidence {p['confidence']:.3f}</div><div>margin {margin}</div>"
+            f'<div class="muted">{esc((p["time"] or "")[5:16].replace("T", " "))}</div></div>'
+        )
+    return (
+        f"<p>The {len(picks)} logged images the model was least sure about (smallest confidence, then margin; one "
+        f"per image). Copies are in <code>{esc(result['paths']['to_label'])}</code> and listed in "
+        f"<code>{esc(result['paths']['to_label_csv'])}</code>: move each into a folder named after its true class "
+        f"(<code>to_label/&lt;class&gt;/</code>), then run <code>{esc(result['import_command'])}</code> and "
+        f'<code>imgclf update</code>.</p><div class="gallery">{"".join(cards)}</div>'
+    )
 
 
 HISTORY_SHOWN = 10
@@ -218,16 +277,31 @@ def monitoring_section(run: Path) -> str:
 
     path = Path(run) / "monitoring.json"
     if not path.is_file():
-        return section("monitoring", "Monitoring", "<p>Not monitored yet. Serve the model with "
-                       "<code>--log-predictions DIR</code>, then <code>imgclf monitor RUN --log DIR</code> compares "
-                       "that traffic with this test split and lists it here.</p>")
+        return section(
+            "monitoring",
+            "Monitoring",
+            "<p>Not monitored yet. Serve the model with "
+            "<code>--log-predictions DIR</code>, then <code>imgclf monitor RUN --log DIR</code> compares "
+            "that traffic with this test split and lists it here.</p>",
+        )
     rows = []
     for m in reversed(read_json(path)["checks"][-HISTORY_SHOWN:]):
         title, cls = STATUS[m["status"]]
         _, _, words = m["verdict"].partition(": ")
         href = Path(os.path.relpath(m["html"], Path(run).resolve())).as_posix()
-        rows.append([esc(m["time"][:16].replace("T", " ")), f'<b class="{cls}">{esc(title)}</b>', num(m["n_live"]),
-                     esc(words), f'<a href="{esc(href)}">monitor.html</a>'])
-    return section("monitoring", "Monitoring", "<p>Live traffic against this test split, newest first "
-                   "(<code>imgclf monitor</code>).</p>" + table(["when (UTC)", "verdict", "predictions", "why", "page"],
-                                                               rows, numeric=[2]))
+        rows.append(
+            [
+                esc(m["time"][:16].replace("T", " ")),
+                f'<b class="{cls}">{esc(title)}</b>',
+                num(m["n_live"]),
+                esc(words),
+                f'<a href="{esc(href)}">monitor.html</a>',
+            ]
+        )
+    return section(
+        "monitoring",
+        "Monitoring",
+        "<p>Live traffic against this test split, newest first "
+        "(<code>imgclf monitor</code>).</p>"
+        + table(["when (UTC)", "verdict", "predictions", "why", "page"], rows, numeric=[2]),
+    )

@@ -5,6 +5,7 @@ keep many-class plots readable: class names are shortened, tick labels are thinn
 would drop below MIN_FONT, per-cell numbers only appear while cells are big enough to hold them,
 and legends name only the few classes worth a look.
 """
+
 from __future__ import annotations
 
 import io
@@ -13,15 +14,23 @@ from contextlib import contextmanager
 import numpy as np
 
 DPI = 100
-MIN_FONT = 6.5          # pt: below this a label is unreadable at 100 % zoom
-MAX_NAME = 18           # characters of a class name shown on an axis
-CELL_TEXT_MAX = 25      # classes up to which confusion-matrix cells carry their number
-PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c",
-           "#ccb974", "#64b5cd"]
+MIN_FONT = 6.5  # pt: below this a label is unreadable at 100 % zoom
+MAX_NAME = 18  # characters of a class name shown on an axis
+CELL_TEXT_MAX = 25  # classes up to which confusion-matrix cells carry their number
+PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"]
 SPLIT_COLORS = {"train": "#4c72b0", "val": "#dd8452", "test": "#55a868"}
-STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "axes.spines.top": False,
-         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25, "legend.frameon": False,
-         "legend.fontsize": 9, "figure.dpi": DPI}
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.25,
+    "legend.frameon": False,
+    "legend.fontsize": 9,
+    "figure.dpi": DPI,
+}
 
 
 @contextmanager
@@ -29,6 +38,7 @@ def _figure(*args, **kwargs):
     """A styled figure, rendered to PNG bytes into the yielded list on exit (global matplotlib
     state is left as it was: the report may run inside a user's notebook)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -104,8 +114,14 @@ def learning_curves(history: list[dict], best_epoch: int | None) -> bytes:
     with _figure(1, 3, figsize=(13, 3.6)) as (fig, axes, out):
         for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")):
             for split, color in (("train", SPLIT_COLORS["train"]), ("val", SPLIT_COLORS["val"])):
-                ax.plot(epochs, [float(r[f"{split}_{key}"]) for r in history], color=color, label=split,
-                        marker="o" if len(epochs) <= 15 else None, ms=3)
+                ax.plot(
+                    epochs,
+                    [float(r[f"{split}_{key}"]) for r in history],
+                    color=color,
+                    label=split,
+                    marker="o" if len(epochs) <= 15 else None,
+                    ms=3,
+                )
             ax.set_title(title)
         axes[2].plot(epochs, [float(r["lr"]) for r in history], color="#555")
         axes[2].set_title("learning rate (end of epoch)")
@@ -139,8 +155,9 @@ def confusion(cm: np.ndarray, classes: list[str], normalized: bool, half_width: 
     shown = cm / np.maximum(1, cm.sum(1, keepdims=True)) if normalized else cm
     side = 4.4 if half_width else float(np.clip(2.2 + 0.32 * n, 4.5, 9.5))
     with _figure(figsize=(side + 1.2, side)) as (fig, ax, out):
-        im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalized else max(1.0, shown.max()),
-                       interpolation="nearest")
+        im = ax.imshow(
+            shown, cmap="Blues", vmin=0, vmax=1 if normalized else max(1.0, shown.max()), interpolation="nearest"
+        )
         ax.grid(False)
         _class_ticks(ax, "x", classes, side)
         _class_ticks(ax, "y", classes, side)
@@ -152,8 +169,15 @@ def confusion(cm: np.ndarray, classes: list[str], normalized: bool, half_width: 
             top = shown.max() or 1
             for i, j in zip(*np.nonzero(cm)):
                 text = f"{shown[i, j]:.2f}".lstrip("0") if normalized else f"{int(cm[i, j])}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=font,
-                        color="white" if shown[i, j] > 0.55 * top else "#222")
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=font,
+                    color="white" if shown[i, j] > 0.55 * top else "#222",
+                )
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
     return out[0]
 
@@ -173,21 +197,41 @@ def roc_pr(curves: list[dict], classes: list[str], micro: dict | None) -> bytes:
             pr.plot(c["recall"], c["precision"], color="#bbb", lw=0.7, alpha=0.6)
         for k, i in enumerate(named):
             c, color = curves[i], PALETTE[k % len(PALETTE)]
-            roc.plot(c["fpr"], c["tpr"], color=color, lw=1.5, label=f"{short(classes[i])}  {c['roc_auc']:.3f} / {c['ap']:.3f}")
+            roc.plot(
+                c["fpr"],
+                c["tpr"],
+                color=color,
+                lw=1.5,
+                label=f"{short(classes[i])}  {c['roc_auc']:.3f} / {c['ap']:.3f}",
+            )
             pr.plot(c["recall"], c["precision"], color=color, lw=1.5)
         if n > 10:
             roc.plot([], [], color="#bbb", lw=0.7, label=f"the other {len(valid) - len(named)} classes")
         if micro is not None:
-            roc.plot(micro["fpr"], micro["tpr"], color="black", lw=2.2,
-                     label=f"micro-average  {micro['roc_auc']:.3f} / {micro['ap']:.3f}")
+            roc.plot(
+                micro["fpr"],
+                micro["tpr"],
+                color="black",
+                lw=2.2,
+                label=f"micro-average  {micro['roc_auc']:.3f} / {micro['ap']:.3f}",
+            )
             pr.plot(micro["recall"], micro["precision"], color="black", lw=2.2)
         roc.plot([0, 1], [0, 1], ls=":", color="#888", lw=1)
-        roc.set(xlabel="false positive rate", ylabel="true positive rate (recall)", xlim=(0, 1), ylim=(0, 1.02),
-                title="ROC, one class vs the rest")
+        roc.set(
+            xlabel="false positive rate",
+            ylabel="true positive rate (recall)",
+            xlim=(0, 1),
+            ylim=(0, 1.02),
+            title="ROC, one class vs the rest",
+        )
         pr.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="precision-recall")
         fig.tight_layout()
-        fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), alignment="left",
-                   title="ROC-AUC / average precision" if n <= 10 else "5 lowest ROC-AUC\nROC-AUC / average precision")
+        fig.legend(
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            alignment="left",
+            title="ROC-AUC / average precision" if n <= 10 else "5 lowest ROC-AUC\nROC-AUC / average precision",
+        )
     return out[0]
 
 
@@ -199,10 +243,23 @@ def reliability(rel: dict, ece_before: float | None, ece_after: float | None) ->
     acc, conf = np.asarray(rel["accuracy"]), np.asarray(rel["confidence"])
     centers, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
     used = count > 0
-    with _figure(2, 1, figsize=(5.6, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}) as (fig, (ax, hist), out):
+    with _figure(2, 1, figsize=(5.6, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}) as (
+        fig,
+        (ax, hist),
+        out,
+    ):
         ax.bar(centers[used], acc[used], width=width * 0.92, color=PALETTE[0], label="accuracy in bin")
-        ax.bar(centers[used], conf[used] - acc[used], bottom=acc[used], width=width * 0.92, color="none",
-               edgecolor=PALETTE[3], hatch="///", lw=0, label="gap to confidence")
+        ax.bar(
+            centers[used],
+            conf[used] - acc[used],
+            bottom=acc[used],
+            width=width * 0.92,
+            color="none",
+            edgecolor=PALETTE[3],
+            hatch="///",
+            lw=0,
+            label="gap to confidence",
+        )
         ax.plot([0, 1], [0, 1], "--", color="#666", lw=1, label="perfect calibration")
         ax.set(ylim=(0, 1), ylabel="accuracy", xlim=(0, 1))
         title = "calibrated confidence vs accuracy (test)"
@@ -221,8 +278,12 @@ def coverage(cov: np.ndarray, acc: np.ndarray, point: tuple[float, float, str] |
     fraction (coverage) is answered. `point` marks the configured rejection threshold."""
     with _figure(figsize=(6.4, 4.2)) as (fig, ax, out):
         ax.plot(cov, acc, color=PALETTE[0], lw=2)
-        ax.set(xlabel="coverage (share of test images answered)", ylabel="accuracy on answered images",
-               xlim=(0, 1.01), title="accuracy vs coverage (most confident first)")
+        ax.set(
+            xlabel="coverage (share of test images answered)",
+            ylabel="accuracy on answered images",
+            xlim=(0, 1.01),
+            title="accuracy vs coverage (most confident first)",
+        )
         if point is not None:
             x, y, label = point
             ax.plot([x], [y], "o", color=PALETTE[3], ms=8, zorder=3)
@@ -244,12 +305,19 @@ def decision(p_pos: np.ndarray, is_pos: np.ndarray, threshold: float, positive: 
         ax.plot(recall, precision, color=PALETTE[0], lw=2)
         ax.plot([r_at], [p_at], "o", color=PALETTE[3], ms=8, zorder=3)
         _annotate(ax, f"threshold {threshold:.3f}\nprecision {p_at:.3f}, recall {r_at:.3f}", r_at, p_at)
-        ax.set(xlabel=f"recall of '{short(positive)}'", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02),
-               title="precision-recall (test)")
+        ax.set(
+            xlabel=f"recall of '{short(positive)}'",
+            ylabel="precision",
+            xlim=(0, 1.02),
+            ylim=(0, 1.02),
+            title="precision-recall (test)",
+        )
         th.plot(thresholds, precision[:-1], color=PALETTE[0], label="precision")
         th.plot(thresholds, recall[:-1], color=PALETTE[1], label="recall")
         th.axvline(threshold, color="#666", ls="--", lw=1, label=f"chosen threshold {threshold:.3f}")
-        th.set(xlabel=f"threshold on p('{short(positive)}')", ylim=(0, 1.02), xlim=(0, 1), title="against the threshold")
+        th.set(
+            xlabel=f"threshold on p('{short(positive)}')", ylim=(0, 1.02), xlim=(0, 1), title="against the threshold"
+        )
         th.legend(loc="lower left")
         fig.tight_layout()
     return out[0]
@@ -259,7 +327,14 @@ def _annotate(ax, text: str, x: float, y: float) -> None:
     """A label for a marked point, placed below it towards the middle of the axes so it never
     runs off the left or right edge."""
     right = x < 0.5
-    ax.annotate(text, (x, y), xytext=(14 if right else -14, -36), textcoords="offset points",
-                ha="left" if right else "right", va="top", fontsize=9,
-                bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#ccc"},
-                arrowprops={"arrowstyle": "-", "color": "#888"})
+    ax.annotate(
+        text,
+        (x, y),
+        xytext=(14 if right else -14, -36),
+        textcoords="offset points",
+        ha="left" if right else "right",
+        va="top",
+        fontsize=9,
+        bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#ccc"},
+        arrowprops={"arrowstyle": "-", "color": "#888"},
+    )

@@ -5,6 +5,7 @@
 Sections, in order, each a <section> with a stable id (SECTIONS): the data, the model, every
 setting, training, the test evaluation, galleries, label suspects, timings and a model card.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,24 +16,38 @@ from pathlib import Path
 
 import numpy as np
 
+from imgclf.core.files import write_text
 from imgclf.reporting import evaluation as ev
 from imgclf.reporting import plots as plots
 from imgclf.reporting.card import model_card_section
 from imgclf.reporting.compare import comparison_section
-from imgclf.reporting.explain import explanations_section
-from imgclf.reporting.monitor import monitoring_section
-from imgclf.reporting.tuning import tuning_section
-from imgclf.reporting.stages import stages_html
 from imgclf.reporting.data import Facts, gather, png_uri, samples_per_class, thumbnail
+from imgclf.reporting.explain import explanations_section
 from imgclf.reporting.html import esc, figure, kv, num, page, section, si, table
-from imgclf.core.files import write_text
+from imgclf.reporting.monitor import monitoring_section
+from imgclf.reporting.stages import stages_html
+from imgclf.reporting.tuning import tuning_section
 
-SECTIONS = {"dataset": "Data", "model": "Model", "settings": "Settings", "learning-curves": "Training",
-            "tuning": "Tuning", "comparison": "Comparison",
-            "metrics": "Test metrics", "confusion": "Confusion", "roc-pr": "ROC / PR", "reliability": "Calibration",
-            "thresholds": "Thresholds", "predictions": "Predictions", "mistakes": "Mistakes", "explanations": "Explanations",
-            "label-issues": "Label issues", "timings": "Timings", "model-card": "Model card"}
-SAMPLE_THUMBS = 160      # the per-class sample grid's total budget, for any number of classes
+SECTIONS = {
+    "dataset": "Data",
+    "model": "Model",
+    "settings": "Settings",
+    "learning-curves": "Training",
+    "tuning": "Tuning",
+    "comparison": "Comparison",
+    "metrics": "Test metrics",
+    "confusion": "Confusion",
+    "roc-pr": "ROC / PR",
+    "reliability": "Calibration",
+    "thresholds": "Thresholds",
+    "predictions": "Predictions",
+    "mistakes": "Mistakes",
+    "explanations": "Explanations",
+    "label-issues": "Label issues",
+    "timings": "Timings",
+    "model-card": "Model card",
+}
+SAMPLE_THUMBS = 160  # the per-class sample grid's total budget, for any number of classes
 
 
 def write_report(model, progress: bool = False, data_root=None) -> Path:
@@ -42,17 +57,34 @@ def write_report(model, progress: bool = False, data_root=None) -> Path:
     f = gather(model, progress, data_root)
     per_class_curves, micro = ev.curves(f)
     pred, mistakes = ev.gallery_sections(f)
-    body = "".join([
-        dataset_section(f), model_section(f), settings_section(f), learning_section(f), tuning_section(f.path),
-        comparison_section(f.path),
-        ev.metrics_section(f, per_class_curves), ev.confusion_section(f), ev.roc_pr_section(f, per_class_curves, micro),
-        ev.reliability_section(f), ev.thresholds_section(f), pred, mistakes, explanations_section(f, model),
-        ev.label_issues_section(f), monitoring_section(f.path),
-        timings_section(f, time.perf_counter() - started), model_card_section(f)])
+    body = "".join(
+        [
+            dataset_section(f),
+            model_section(f),
+            settings_section(f),
+            learning_section(f),
+            tuning_section(f.path),
+            comparison_section(f.path),
+            ev.metrics_section(f, per_class_curves),
+            ev.confusion_section(f),
+            ev.roc_pr_section(f, per_class_curves, micro),
+            ev.reliability_section(f),
+            ev.thresholds_section(f),
+            pred,
+            mistakes,
+            explanations_section(f, model),
+            ev.label_issues_section(f),
+            monitoring_section(f.path),
+            timings_section(f, time.perf_counter() - started),
+            model_card_section(f),
+        ]
+    )
     name = f.path.name
     out = f.path / "report.html"
-    footer = (f"Written by imgclf {esc(f.meta.get('imgclf_version', ''))} on "
-              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Rebuild with <code>imgclf report {esc(f.path)}</code>.")
+    footer = (
+        f"Written by imgclf {esc(f.meta.get('imgclf_version', ''))} on "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Rebuild with <code>imgclf report {esc(f.path)}</code>."
+    )
     write_text(out, page(f"imgclf report: {name}", _header(f), list(SECTIONS.items()), body, footer))
     return out
 
@@ -68,8 +100,10 @@ def _header(f: Facts) -> str:
     if "train_seconds" in t:
         cards.append((_duration(t["train_seconds"]), f"training on {t.get('device', '?')}"))
     html = "".join(f'<div class="card"><b>{esc(v)}</b><span>{esc(k)}</span></div>' for v, k in cards)
-    return (f"<h1>{esc(f.path.name)}</h1><p>{esc(f.meta['architecture']['name'])} trained on "
-            f"<code>{esc(f.config.get('data', f.data.get('root', '?')))}</code></p><div class=\"cards\">{html}</div>")
+    return (
+        f"<h1>{esc(f.path.name)}</h1><p>{esc(f.meta['architecture']['name'])} trained on "
+        f'<code>{esc(f.config.get("data", f.data.get("root", "?")))}</code></p><div class="cards">{html}</div>'
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -80,8 +114,11 @@ def dataset_section(f: Facts) -> str:
     d, classes = f.data, f.meta["classes"]
     counts = d.get("counts") or {}
     totals = {s: sum(v.values()) for s, v in counts.items()}
-    body = (f"<p>{len(classes)} classes, {sum(totals.values()):,} usable images ({esc(d.get('layout', '?'))} layout: "
-            + ", ".join(f"{s} {n:,}" for s, n in totals.items()) + f") from <code>{esc(d.get('root', '?'))}</code>.</p>")
+    body = (
+        f"<p>{len(classes)} classes, {sum(totals.values()):,} usable images ({esc(d.get('layout', '?'))} layout: "
+        + ", ".join(f"{s} {n:,}" for s, n in totals.items())
+        + f") from <code>{esc(d.get('root', '?'))}</code>.</p>"
+    )
     if counts:
         body += figure(png_uri(plots.class_counts(counts, classes)), "images per class and split")
     k = max(1, min(8, SAMPLE_THUMBS // max(1, len(classes))))
@@ -89,9 +126,13 @@ def dataset_section(f: Facts) -> str:
     for c, paths in samples_per_class(f.rows, classes, k).items():
         n = sum(counts.get(s, {}).get(c, 0) for s in counts)
         imgs = "".join(f'<img src="{uri}" alt="" title="{esc(p)}">' for p in paths if (uri := thumbnail(p, 64)))
-        cards.append(f'<div class="cls"><div class="name" title="{esc(c)}">{esc(c)} <span>{n:,}</span></div>'
-                     f'<div class="thumbs">{imgs}</div></div>')
-    body += f'<h3 id="dataset-samples">Samples per class (training images)</h3><div class="classes">{"".join(cards)}</div>'
+        cards.append(
+            f'<div class="cls"><div class="name" title="{esc(c)}">{esc(c)} <span>{n:,}</span></div>'
+            f'<div class="thumbs">{imgs}</div></div>'
+        )
+    body += (
+        f'<h3 id="dataset-samples">Samples per class (training images)</h3><div class="classes">{"".join(cards)}</div>'
+    )
     body += _skipped(d) + _doctor(f)
     return section("dataset", "Data", body)
 
@@ -114,8 +155,10 @@ def _doctor(f: Facts) -> str:
     html = '<h3 id="dataset-doctor">Data doctor</h3>'
     removed = f.data.get("deduplicated") or []
     if removed:
-        html += (f"<p>Training removed {len(removed):,} duplicate file(s) (<code>--dedupe</code>), e.g. "
-                 f"<code>{esc(removed[0])}</code>.</p>")
+        html += (
+            f"<p>Training removed {len(removed):,} duplicate file(s) (<code>--dedupe</code>), e.g. "
+            f"<code>{esc(removed[0])}</code>.</p>"
+        )
     if grouping := f.data.get("groups"):
         from imgclf.data.groups import summary_line
 
@@ -124,35 +167,52 @@ def _doctor(f: Facts) -> str:
     if counts and min(counts.values()) > 0:
         big, small = max(counts, key=counts.get), min(counts, key=counts.get)
         ratio = counts[big] / counts[small]
-        html += (f"<p>Class balance (training): largest <b>{esc(big)}</b> {counts[big]:,}, smallest <b>{esc(small)}</b> "
-                 f"{counts[small]:,} ({ratio:.1f}×{', imbalanced' if ratio >= 3 else ''}).</p>" if ratio > 1 else
-                 f"<p>Class balance (training): every class has {counts[big]:,} images.</p>")
+        html += (
+            f"<p>Class balance (training): largest <b>{esc(big)}</b> {counts[big]:,}, smallest <b>{esc(small)}</b> "
+            f"{counts[small]:,} ({ratio:.1f}×{', imbalanced' if ratio >= 3 else ''}).</p>"
+            if ratio > 1
+            else f"<p>Class balance (training): every class has {counts[big]:,} images.</p>"
+        )
     if f.doctor is None:
         return html + "<p>The run's image files are no longer on disk: no duplicate check.</p>"
     kinds = duplicate_kinds(f.doctor["exact_duplicates"])
-    rows = [[label, num(len(kinds[k])), esc("; ".join(example(g, f.doctor.get("root")) for g in kinds[k][:3]) or "–")]
-            for k, label in (("conflicting_labels", "identical files with different labels"),
-                             ("within_class", "identical files within one class"),
-                             ("leakage", "identical files in more than one split"))]
-    return (html + table(["finding", "sets", "examples"], rows, numeric=(1,))
-            + '<p class="note">Identical files found by content hash over the images this run used. '
-              "<code>imgclf check DATA</code> also finds near-duplicates and size, shape and colour outliers.</p>")
+    rows = [
+        [label, num(len(kinds[k])), esc("; ".join(example(g, f.doctor.get("root")) for g in kinds[k][:3]) or "–")]
+        for k, label in (
+            ("conflicting_labels", "identical files with different labels"),
+            ("within_class", "identical files within one class"),
+            ("leakage", "identical files in more than one split"),
+        )
+    ]
+    return (
+        html
+        + table(["finding", "sets", "examples"], rows, numeric=(1,))
+        + '<p class="note">Identical files found by content hash over the images this run used. '
+        "<code>imgclf check DATA</code> also finds near-duplicates and size, shape and colour outliers.</p>"
+    )
 
 
 def model_section(f: Facts) -> str:
     a, inp, tta = f.meta["architecture"], f.meta["input"], f.meta.get("tta", "none")
     views = {"none": 1, "flip": 2, "crop": 3, "flip-crop": 6}.get(tta, 1)
-    flops = si(f.flops, "FLOPs") + (f" × {views} views (TTA) = {si(f.flops * views, 'FLOPs')}" if f.flops and views > 1 else "")
+    flops = si(f.flops, "FLOPs") + (
+        f" × {views} views (TTA) = {si(f.flops * views, 'FLOPs')}" if f.flops and views > 1 else ""
+    )
     norm = f.meta.get("normalization", {})
-    pairs = [("architecture", f"<code>{esc(a['name'])}</code>"),
-             ("settings", ", ".join(f"{esc(k)}=<code>{_setting(v)}</code>" for k, v in a.get("kwargs", {}).items()) or "–"),
-             ("parameters", f"{a.get('parameters', 0):,}"),
-             ("compute per image", flops + f" (forward pass at {inp['size']} px; a multiply-add counts 2)"),
-             ("input", f"{inp['size']}×{inp['size']} {esc(inp.get('channels', 'RGB'))}, resize <code>{esc(inp['resize'])}</code>"),
-             ("normalisation", f"mean {esc(norm.get('mean'))}, std {esc(norm.get('std'))}"),
-             ("preprocessing", esc(f.meta.get("preprocessing", ""))),
-             ("test-time augmentation", f"<code>{esc(tta)}</code>"),
-             ("calibration", f"temperature {f.meta.get('calibration', {}).get('temperature', 1.0):.3f}")]
+    pairs = [
+        ("architecture", f"<code>{esc(a['name'])}</code>"),
+        ("settings", ", ".join(f"{esc(k)}=<code>{_setting(v)}</code>" for k, v in a.get("kwargs", {}).items()) or "–"),
+        ("parameters", f"{a.get('parameters', 0):,}"),
+        ("compute per image", flops + f" (forward pass at {inp['size']} px; a multiply-add counts 2)"),
+        (
+            "input",
+            f"{inp['size']}×{inp['size']} {esc(inp.get('channels', 'RGB'))}, resize <code>{esc(inp['resize'])}</code>",
+        ),
+        ("normalisation", f"mean {esc(norm.get('mean'))}, std {esc(norm.get('std'))}"),
+        ("preprocessing", esc(f.meta.get("preprocessing", ""))),
+        ("test-time augmentation", f"<code>{esc(tta)}</code>"),
+        ("calibration", f"temperature {f.meta.get('calibration', {}).get('temperature', 1.0):.3f}"),
+    ]
     if d := f.meta.get("decision"):
         pairs.append(("decision", f"'{esc(d['positive_class'])}' when p ≥ {d['threshold']:.3f}"))
     body = kv(pairs)
@@ -164,16 +224,25 @@ def model_section(f: Facts) -> str:
 
 def settings_section(f: Facts) -> str:
     def value(v) -> str:
-        if isinstance(v, dict):     # a nested setting (augment, model_kwargs): one wrapped line
+        if isinstance(v, dict):  # a nested setting (augment, model_kwargs): one wrapped line
             return ", ".join(f"{esc(k)}=<code>{_setting(x)}</code>" for k, x in v.items()) or "{}"
         return f"<code>{_setting(v)}</code>" if v is not None else '<span class="muted">auto / none</span>'
 
     rows = [[f"<code>{esc(k)}</code>", value(v)] for k, v in f.config.items()]
-    note = ('<p class="note">Every setting as resolved for this run (<code>config.yaml</code>); '
-            "<code>imgclf train --config config.yaml</code> reproduces it.</p>")
-    half = (len(rows) + 1) // 2     # two columns: forty short rows read better side by side
-    return section("settings", "Settings", note + '<div class="pair">' + table(["setting", "value"], rows[:half])
-                   + table(["setting", "value"], rows[half:]) + "</div>")
+    note = (
+        '<p class="note">Every setting as resolved for this run (<code>config.yaml</code>); '
+        "<code>imgclf train --config config.yaml</code> reproduces it.</p>"
+    )
+    half = (len(rows) + 1) // 2  # two columns: forty short rows read better side by side
+    return section(
+        "settings",
+        "Settings",
+        note
+        + '<div class="pair">'
+        + table(["setting", "value"], rows[:half])
+        + table(["setting", "value"], rows[half:])
+        + "</div>",
+    )
 
 
 def _setting(v) -> str:
@@ -186,11 +255,16 @@ def learning_section(f: Facts) -> str:
         return section("learning-curves", "Training", "<p>No history.csv.</p>")
     t = f.meta.get("training", {})
     best = t.get("best_epoch")
-    text = (f"<p>{len(f.history)} epoch(s); the weights kept are from epoch {best} (validation "
-            f"{t.get('criterion', 'accuracy')} "
-            f"{num(t.get('best_val_acc'))}){', training stopped early' if t.get('stopped_early') else ''}.</p>")
-    return section("learning-curves", "Training", text + figure(png_uri(plots.learning_curves(f.history, best)),
-                                                               "learning curves") + stages_html(f))
+    text = (
+        f"<p>{len(f.history)} epoch(s); the weights kept are from epoch {best} (validation "
+        f"{t.get('criterion', 'accuracy')} "
+        f"{num(t.get('best_val_acc'))}){', training stopped early' if t.get('stopped_early') else ''}.</p>"
+    )
+    return section(
+        "learning-curves",
+        "Training",
+        text + figure(png_uri(plots.learning_curves(f.history, best)), "learning curves") + stages_html(f),
+    )
 
 
 def timings_section(f: Facts, report_seconds: float) -> str:
@@ -199,15 +273,23 @@ def timings_section(f: Facts, report_seconds: float) -> str:
     t, h = f.meta.get("training", {}), f.history
     secs = [float(r["seconds"]) for r in h]
     speed = [float(r["images_per_s"]) for r in h if not math.isnan(float(r["images_per_s"]))]
-    pairs = [("training device", esc(t.get("device", "?"))), ("preset", esc(t.get("preset") or "none")),
-             ("training time", f"{num(t.get('train_seconds'), 1)} s (training steps only)"),
-             ("first step", f"{num(t.get('first_step_seconds'), 2)} s (includes compilation and warm-up)"),
-             ("epochs", f"{len(h)}, {np.mean(secs):.1f} s each on average (median {np.median(secs):.1f} s)" if secs else "–"),
-             ("throughput", f"{np.median(speed):,.0f} training images/s (median over epochs)" if speed else "–")]
+    pairs = [
+        ("training device", esc(t.get("device", "?"))),
+        ("preset", esc(t.get("preset") or "none")),
+        ("training time", f"{num(t.get('train_seconds'), 1)} s (training steps only)"),
+        ("first step", f"{num(t.get('first_step_seconds'), 2)} s (includes compilation and warm-up)"),
+        (
+            "epochs",
+            f"{len(h)}, {np.mean(secs):.1f} s each on average (median {np.median(secs):.1f} s)" if secs else "–",
+        ),
+        ("throughput", f"{np.median(speed):,.0f} training images/s (median over epochs)" if speed else "–"),
+    ]
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    here = [("machine", esc(f"{platform.system()} {platform.machine()}, {_cpus()} CPU core(s), GPU: {gpu}")),
-            ("software", esc(f"Python {platform.python_version()}, torch {torch.__version__}")),
-            ("report built in", f"{report_seconds:.1f} s")]
+    here = [
+        ("machine", esc(f"{platform.system()} {platform.machine()}, {_cpus()} CPU core(s), GPU: {gpu}")),
+        ("software", esc(f"Python {platform.python_version()}, torch {torch.__version__}")),
+        ("report built in", f"{report_seconds:.1f} s"),
+    ]
     return section("timings", "Timings and hardware", kv(pairs) + "<h3>This report was built on</h3>" + kv(here))
 
 

@@ -6,23 +6,39 @@
 Modules: window (crop shape, pyramid) · fcn (fully convolutional scoring) · scanner (one photo) ·
 outputs (CSV/JSON/annotated images) · mining (hard and random negative crops).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from imgclf.scanning.mining import negatives, save_crop
-from imgclf.scanning.window import remember
 from imgclf.scanning.scanner import Scanner, positive_class
 from imgclf.scanning.verify import TOP, Verifier
+from imgclf.scanning.window import remember
 
 __all__ = ["scan", "negatives", "remember", "Scanner", "Verifier", "positive_class"]
 
 
-def scan(model, images, *, positive: str | None = None, scales=None, stride: int | None = None,
-         min_size: int | None = None, iou: float = 0.3, out: str | Path | None = None, mine: str | Path | None = None,
-         margin=None, method: str = "auto", threshold: float | None = None, vote: bool | None = None,
-         verify=None, verify_top: int | None = None, box_threshold: float | None = None,
-         verbose: bool = True) -> list[dict]:
+def scan(
+    model,
+    images,
+    *,
+    positive: str | None = None,
+    scales=None,
+    stride: int | None = None,
+    min_size: int | None = None,
+    iou: float = 0.3,
+    out: str | Path | None = None,
+    mine: str | Path | None = None,
+    margin=None,
+    method: str = "auto",
+    threshold: float | None = None,
+    vote: bool | None = None,
+    verify=None,
+    verify_top: int | None = None,
+    box_threshold: float | None = None,
+    verbose: bool = True,
+) -> list[dict]:
     """Scan each photo (paths, folders, PIL images or arrays) with a loaded model; one answer per image:
     {path, present, score, threshold, positive, boxes, width, height, windows, seconds} (or
     {path, error} for an unreadable file). `out` writes boxes.csv, scan.json and annotated images;
@@ -45,11 +61,24 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
 
     pos = positive_class(model, positive)
     # verify: a loaded model; None: the run's recorded verifier, if any; False: none.
-    verifier = Verifier(verify, pos, top=TOP if verify_top is None else verify_top) if verify not in (None, False) else verify
-    scanner = Scanner(model, pos, scales=scales, stride=stride, min_size=min_size, iou=iou,
-                      margin=margin, method=method, threshold=threshold, vote=vote, verify=verifier,
-                      box_threshold=box_threshold)
-    if verify is None and verify_top is not None and scanner.verify:        # the recorded verifier, another count
+    verifier = (
+        Verifier(verify, pos, top=TOP if verify_top is None else verify_top) if verify not in (None, False) else verify
+    )
+    scanner = Scanner(
+        model,
+        pos,
+        scales=scales,
+        stride=stride,
+        min_size=min_size,
+        iou=iou,
+        margin=margin,
+        method=method,
+        threshold=threshold,
+        vote=vote,
+        verify=verifier,
+        box_threshold=box_threshold,
+    )
+    if verify is None and verify_top is not None and scanner.verify:  # the recorded verifier, another count
         scanner.verify = Verifier(scanner.verify.model, pos, top=verify_top, threshold=scanner.verify.threshold)
     if verbose:
         print(f"scan: {scanner.describe()}")
@@ -83,18 +112,30 @@ def scan(model, images, *, positive: str | None = None, scales=None, stride: int
         if writer:
             writer.add(entry, img)
         results.append(entry)
-    settings = {"model": str(getattr(model, "path", "")), "positive": scanner.positive,
-                "threshold": scanner.threshold, "window": list(crop_size), "fit": scanner.window.fit,
-                "stride": scanner.stride, "min_size": scanner.min_size, "scales": scales, "iou": iou,
-                "margin": list(scanner.margin), "vote": scanner.vote, "method": scanner.method,
-                "verify": str(getattr(scanner.verify.model, "path", "")) if scanner.verify else None,
-                "verify_top": scanner.verify.top if scanner.verify else None,
-                "box_threshold": scanner.box_threshold if scanner.verify else None}
+    settings = {
+        "model": str(getattr(model, "path", "")),
+        "positive": scanner.positive,
+        "threshold": scanner.threshold,
+        "window": list(crop_size),
+        "fit": scanner.window.fit,
+        "stride": scanner.stride,
+        "min_size": scanner.min_size,
+        "scales": scales,
+        "iou": iou,
+        "margin": list(scanner.margin),
+        "vote": scanner.vote,
+        "method": scanner.method,
+        "verify": str(getattr(scanner.verify.model, "path", "")) if scanner.verify else None,
+        "verify_top": scanner.verify.top if scanner.verify else None,
+        "box_threshold": scanner.box_threshold if scanner.verify else None,
+    }
     if writer:
         writer.close(settings)
     if verbose:
         found = sum(1 for r in results if r.get("present"))
-        print(f"{found} of {len(results)} images hold '{scanner.positive}'"
-              + (f"; wrote {out}/boxes.csv, scan.json, annotated/" if out else "")
-              + (f"; mined {mined} crops -> {mine_dir}" if mine_dir else ""))
+        print(
+            f"{found} of {len(results)} images hold '{scanner.positive}'"
+            + (f"; wrote {out}/boxes.csv, scan.json, annotated/" if out else "")
+            + (f"; mined {mined} crops -> {mine_dir}" if mine_dir else "")
+        )
     return results

@@ -9,6 +9,7 @@ measures the difference).
 Supported: `simple_cnn` (trunk, then adaptive average pool to 2x2 and a dense head) and
 `resnet_fast` (trunk, global max pool, linear head). Other networks scan window by window.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,11 +24,11 @@ import torch.nn.functional as F
 @dataclass
 class FcnParts:
     trunk: nn.Module
-    grid: int                                  # the head pools each window into grid x grid cells
-    pool: str                                  # "avg" | "max"
-    head: Callable[[torch.Tensor], torch.Tensor]   # (N, C, grid, grid) -> logits
-    stride: int                                # input px per feature-map cell
-    raw_input: bool = False                    # the trunk takes uint8 pixels, not standardised floats
+    grid: int  # the head pools each window into grid x grid cells
+    pool: str  # "avg" | "max"
+    head: Callable[[torch.Tensor], torch.Tensor]  # (N, C, grid, grid) -> logits
+    stride: int  # input px per feature-map cell
+    raw_input: bool = False  # the trunk takes uint8 pixels, not standardised floats
 
 
 def fcn_parts(net: nn.Module, size: int, normalization: dict | None = None) -> FcnParts | None:
@@ -38,19 +39,25 @@ def fcn_parts(net: nn.Module, size: int, normalization: dict | None = None) -> F
     from imgclf.models.resnet_fast import ResNetFast
 
     if isinstance(net, ResNetFast):
-        parts = FcnParts(nn.Sequential(net.stem, net.stages), 1, "max",
-                         lambda z: net.head(z.flatten(1)) * net.scale, 0)
+        parts = FcnParts(nn.Sequential(net.stem, net.stages), 1, "max", lambda z: net.head(z.flatten(1)) * net.scale, 0)
     elif isinstance(net, nn.Sequential):
         layers = list(net)
         at = next((i for i, m in enumerate(layers) if isinstance(m, nn.AdaptiveAvgPool2d)), None)
-        if at is None or not isinstance(net[at].output_size, int) or any(
-                isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear)) for m in layers[:at]):
+        if (
+            at is None
+            or not isinstance(net[at].output_size, int)
+            or any(isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear)) for m in layers[:at])
+        ):
             return None
-        head = nn.Sequential(*layers[at + 1:])
+        head = nn.Sequential(*layers[at + 1 :])
         trunk = _relu_after_pool(list(_fused(layers[:at])))
         first = trunk[0]
-        raw = (normalization is not None and isinstance(first, nn.Conv2d) and first.padding_mode == "zeros"
-               and isinstance(first.padding, tuple))
+        raw = (
+            normalization is not None
+            and isinstance(first, nn.Conv2d)
+            and first.padding_mode == "zeros"
+            and isinstance(first.padding, tuple)
+        )
         if raw:
             trunk = _standardising(trunk, normalization)
         parts = FcnParts(nn.Sequential(*trunk), net[at].output_size, "avg", head, 0, raw)
@@ -111,10 +118,14 @@ class _MeanPadded(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (py, px), (n, c, h, w) = self.pad, x.shape
         out = torch.empty((n, c, h + 2 * py, w + 2 * px), device=x.device, memory_format=torch.channels_last)
-        out[:, :, py:py + h, px:px + w] = x
-        for rows, cols in ((slice(0, py), slice(None)), (slice(py + h, None), slice(None)),
-                           (slice(py, py + h), slice(0, px)), (slice(py, py + h), slice(px + w, None))):
-            out[:, :, rows, cols] = self.fill          # the border only: a frame py / px pixels wide
+        out[:, :, py : py + h, px : px + w] = x
+        for rows, cols in (
+            (slice(0, py), slice(None)),
+            (slice(py + h, None), slice(None)),
+            (slice(py, py + h), slice(0, px)),
+            (slice(py, py + h), slice(px + w, None)),
+        ):
+            out[:, :, rows, cols] = self.fill  # the border only: a frame py / px pixels wide
         return out
 
 
@@ -125,8 +136,9 @@ def _standardising(trunk: list[nn.Module], normalization: dict) -> list[nn.Modul
     conv = trunk[0]
     mean = torch.tensor(normalization["mean"], dtype=torch.float32)
     std = torch.tensor(normalization["std"], dtype=torch.float32)
-    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation,
-                       conv.groups, bias=True)
+    folded = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation, conv.groups, bias=True
+    )
     with torch.no_grad():
         w = conv.weight.detach().float()
         folded.weight.copy_(w / (255.0 * std.view(1, -1, 1, 1)))
@@ -150,11 +162,11 @@ def window_logits(parts: FcnParts, x: torch.Tensor, size: int, flip: bool = Fals
 
 def _logits(parts: FcnParts, x: torch.Tensor, size: int) -> torch.Tensor:
     fmap = parts.trunk(x if parts.raw_input else x.contiguous(memory_format=torch.channels_last))
-    f = size // parts.stride                   # window side in feature cells
-    q = f // parts.grid                        # one pooling cell of the head's grid
+    f = size // parts.stride  # window side in feature cells
+    q = f // parts.grid  # one pooling cell of the head's grid
     pooled = (F.avg_pool2d if parts.pool == "avg" else F.max_pool2d)(fmap, q, stride=1)
     ny, nx = fmap.shape[-2] - f + 1, fmap.shape[-1] - f + 1
-    cells = [pooled[0, :, a * q:a * q + ny, b * q:b * q + nx] for a in range(parts.grid) for b in range(parts.grid)]
-    feats = torch.stack(cells, -1).permute(1, 2, 0, 3)            # ny, nx, C, grid*grid
+    cells = [pooled[0, :, a * q : a * q + ny, b * q : b * q + nx] for a in range(parts.grid) for b in range(parts.grid)]
+    feats = torch.stack(cells, -1).permute(1, 2, 0, 3)  # ny, nx, C, grid*grid
     feats = feats.reshape(ny * nx, -1, parts.grid, parts.grid)
     return parts.head(feats).reshape(ny, nx, -1)

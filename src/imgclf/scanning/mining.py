@@ -9,6 +9,7 @@
 Crops keep the window's original pixels resized to the training crop size, and are named by the
 sha256 of their PNG bytes, so mining the same photo twice adds nothing new.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgclf.data.images import REDUCING_GAP, RESAMPLE
 from imgclf.core.errors import UserError
+from imgclf.data.images import REDUCING_GAP, RESAMPLE
 
 
 def save_crop(img, box, size: tuple[int, int], out: Path) -> Path:
@@ -37,8 +38,9 @@ def save_crop(img, box, size: tuple[int, int], out: Path) -> Path:
     return path
 
 
-def random_windows(width: int, height: int, size: tuple[int, int], n: int, rng: np.random.Generator,
-                   min_height: int = 32) -> np.ndarray:
+def random_windows(
+    width: int, height: int, size: tuple[int, int], n: int, rng: np.random.Generator, min_height: int = 32
+) -> np.ndarray:
     """n boxes of the aspect of size (w, h), heights log-uniform from min_height up to what fits
     the photo, placed uniformly: many small windows and some large, as a pyramid scan sees them."""
     aspect = size[0] / size[1]
@@ -51,11 +53,19 @@ def random_windows(width: int, height: int, size: tuple[int, int], n: int, rng: 
     return np.stack([x1, y1, x1 + w, y1 + h], 1)
 
 
-def negatives(inputs, out: str | Path, *, per_image: int = 20, size: str | tuple[int, int] = "64x64",
-              seed: int = 0, min_height: int = 32, verbose: bool = True) -> dict:
+def negatives(
+    inputs,
+    out: str | Path,
+    *,
+    per_image: int = 20,
+    size: str | tuple[int, int] = "64x64",
+    seed: int = 0,
+    min_height: int = 32,
+    verbose: bool = True,
+) -> dict:
     """Cut `per_image` random windows from each person-free photo into OUT (PNG, sha256 names).
 
-        >>> imgclf.negatives(["street-scenes/no-person"], "data/background", per_image=30, size="96x160")
+    >>> imgclf.negatives(["street-scenes/no-person"], "data/background", per_image=30, size="96x160")
     """
     from imgclf.data.images import UnusableImage, read_rgb
     from imgclf.inference.model import expand_inputs
@@ -78,8 +88,10 @@ def negatives(inputs, out: str | Path, *, per_image: int = 20, size: str | tuple
             save_crop(img, box, size, out)
             written += 1
     if verbose:
-        print(f"{written} negative crops of {size[0]}x{size[1]} from {photos} photos -> {out}"
-              + (f" ({len(skipped)} unreadable skipped)" if skipped else ""))
+        print(
+            f"{written} negative crops of {size[0]}x{size[1]} from {photos} photos -> {out}"
+            + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
+        )
     return {"out": str(out), "photos": photos, "crops": written, "size": list(size), "skipped": skipped}
 
 

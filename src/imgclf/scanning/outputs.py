@@ -1,5 +1,6 @@
 """What `imgclf scan --out DIR` writes: boxes.csv (image,x1,y1,x2,y2,score), scan.json (every
 image's answer) and annotated copies of the photos with the boxes and scores drawn."""
+
 from __future__ import annotations
 
 import csv
@@ -26,7 +27,7 @@ class ScanOutputs:
         name = stem if stem not in self.names else f"{stem}-{len(self.results)}"
         self.names.add(name)
         result["annotated"] = str(self.out / "annotated" / f"{name}.jpg")
-        with atomic_path(result["annotated"]) as tmp:      # the temp name has no .jpg: say the format
+        with atomic_path(result["annotated"]) as tmp:  # the temp name has no .jpg: say the format
             draw_boxes(img, result["boxes"]).save(tmp, format="JPEG", quality=90)
 
     def close(self, settings: dict) -> None:

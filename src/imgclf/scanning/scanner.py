@@ -4,6 +4,7 @@ the calibrated positive probability thresholded, overlapping hits merged by non-
     scanner = Scanner(imgclf.load("runs/person-1"))
     scanner.scan(read_rgb("street.jpg"))  # {"present", "score", "boxes": [{x1, y1, x2, y2, score}], ...}
 """
+
 from __future__ import annotations
 
 import copy
@@ -14,8 +15,8 @@ import time
 import numpy as np
 import torch
 
-from imgclf.data.images import PAD_GREY
 from imgclf.core.errors import UserError
+from imgclf.data.images import PAD_GREY
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.models.forward import autocast, normalize, softmax
 from imgclf.scanning.fcn import fcn_parts, window_logits
@@ -23,9 +24,9 @@ from imgclf.scanning.window import DEFAULT_MIN_SIZE, Window, pyramid, window_of
 
 POSITIVE_NAMES = re.compile(r"person|people|human|pedestrian|positive|object|target", re.I)
 METHODS = ("auto", "fcn", "windows")
-CHUNK = 1024                   # windows per forward batch in the window-by-window scan
+CHUNK = 1024  # windows per forward batch in the window-by-window scan
 MAX_BOXES = 100
-VOTE_IOU = 0.5                 # hits this close to a window vote for its box (0.3 placed boxes worse)
+VOTE_IOU = 0.5  # hits this close to a window vote for its box (0.3 placed boxes worse)
 VOTE_CHUNK = 1024
 
 
@@ -48,10 +49,22 @@ def positive_class(model, positive: str | None) -> str:
 class Scanner:
     """Holds what does not change between photos: the window, the threshold, the network split."""
 
-    def __init__(self, model, positive: str | None = None, *, scales=None, stride: int | None = None,
-                 min_size: int | None = None, iou: float = 0.3, margin=None, method: str = "auto",
-                 threshold: float | None = None, vote: bool | None = None, verify=None,
-                 box_threshold: float | None = None):
+    def __init__(
+        self,
+        model,
+        positive: str | None = None,
+        *,
+        scales=None,
+        stride: int | None = None,
+        min_size: int | None = None,
+        iou: float = 0.3,
+        margin=None,
+        method: str = "auto",
+        threshold: float | None = None,
+        vote: bool | None = None,
+        verify=None,
+        box_threshold: float | None = None,
+    ):
         if method not in METHODS:
             raise UserError(f"unknown scan method '{method}'; use one of {', '.join(METHODS)}")
         _check(iou=iou, min_size=min_size, scales=scales)
@@ -59,7 +72,7 @@ class Scanner:
         self.positive = positive_class(model, positive)
         self.pos = model.classes.index(self.positive)
         self.window: Window = window_of(model, self.positive)
-        recorded = dict(self.window.defaults)      # the run's own scan defaults, when recorded
+        recorded = dict(self.window.defaults)  # the run's own scan defaults, when recorded
         # The run's stored operating point when it is about this class; otherwise even odds. A photo
         # holds thousands of windows, so a photo-level threshold recorded with the run wins.
         stored = OperatingPoint.of(model.meta).threshold_for(self.positive)
@@ -75,7 +88,9 @@ class Scanner:
         self.margin = _margin(margin if margin is not None else recorded.get("margin", 0.0))
         self.parts = self._fcn(method)
         default = max(1, self.size // 8)
-        self.stride = int(stride or (self.parts.stride if self.parts and self.parts.stride <= self.size // 4 else default))
+        self.stride = int(
+            stride or (self.parts.stride if self.parts and self.parts.stride <= self.size // 4 else default)
+        )
         if self.stride < 1:
             raise UserError(f"--stride must be at least 1 px, not {stride}")
         self.method = "fcn" if self.parts else "windows"
@@ -93,16 +108,18 @@ class Scanner:
 
     def _fcn(self, method: str):
         net = getattr(self.model, "net", None)
-        usable = (isinstance(net, torch.nn.Module) and self.model.tta in ("none", "flip")
-                  and self.window.fit != "pad")
+        usable = isinstance(net, torch.nn.Module) and self.model.tta in ("none", "flip") and self.window.fit != "pad"
         parts = fcn_parts(net, self.size, self.model.meta["normalization"]) if usable and method != "windows" else None
         if method == "fcn" and parts is None:
-            raise UserError("this model cannot scan fully convolutionally (it needs a simple_cnn or resnet_fast "
-                            "run on the torch backend, with tta none or flip); use method='windows'")
+            raise UserError(
+                "this model cannot scan fully convolutionally (it needs a simple_cnn or resnet_fast "
+                "run on the torch backend, with tta none or flip); use method='windows'"
+            )
         return parts
 
-    def with_options(self, *, iou: float | None = None, min_size: int | None = None,
-                     threshold: float | None = None) -> "Scanner":
+    def with_options(
+        self, *, iou: float | None = None, min_size: int | None = None, threshold: float | None = None
+    ) -> "Scanner":
         """This scanner with other per-photo options, sharing its window and network parts: the
         service builds one per request, and a copy of the network per option value would pile up."""
         _check(iou=iou, min_size=min_size, threshold=threshold)
@@ -123,12 +140,18 @@ class Scanner:
 
     def describe(self) -> str:
         w = self.window
-        return (f"window {w.width}x{w.height} (the median training crop of '{self.positive}', {w.fit} to "
-                f"{self.size}x{self.size}), stride {self.stride} px of the input (1/{self.size / self.stride:g} window), "
-                f"scale step 0.8 from min size {self.min_size or DEFAULT_MIN_SIZE} px, threshold {self.threshold:.3g}, "
-                f"{f'box voting (IoU {VOTE_IOU}), ' if self.vote and not self.verify else ''}NMS IoU {self.iou}, "
-                f"{self.method} scan" + (f", then {self.verify.describe()}; boxes where the scan scores "
-                                          f"{self.box_threshold:.3g} or more" if self.verify else ""))
+        return (
+            f"window {w.width}x{w.height} (the median training crop of '{self.positive}', {w.fit} to "
+            f"{self.size}x{self.size}), stride {self.stride} px of the input (1/{self.size / self.stride:g} window), "
+            f"scale step 0.8 from min size {self.min_size or DEFAULT_MIN_SIZE} px, threshold {self.threshold:.3g}, "
+            f"{f'box voting (IoU {VOTE_IOU}), ' if self.vote and not self.verify else ''}NMS IoU {self.iou}, "
+            f"{self.method} scan"
+            + (
+                f", then {self.verify.describe()}; boxes where the scan scores {self.box_threshold:.3g} or more"
+                if self.verify
+                else ""
+            )
+        )
 
     def scan(self, img) -> dict:
         """One RGB PIL image -> {width, height, present, score, threshold, positive, boxes, windows,
@@ -155,19 +178,39 @@ class Scanner:
             objects = np.clip(_shrink(boxes[hit], self.margin), 0, [width, height, width, height])
             if self.vote and self.verify is None:
                 objects = _vote(objects, scores[hit])
-            keep = nms(torch.as_tensor(objects, dtype=torch.float32), torch.as_tensor(scores[hit], dtype=torch.float32),
-                       self.iou).numpy()[:MAX_BOXES]
+            keep = nms(
+                torch.as_tensor(objects, dtype=torch.float32),
+                torch.as_tensor(scores[hit], dtype=torch.float32),
+                self.iou,
+            ).numpy()[:MAX_BOXES]
             hit, objects = hit[keep], objects[keep]
         else:
             objects = np.zeros((0, 4))
         # Scores to 6 significant digits of p, or of 1 - p above 0.5: photos and boxes that pass a
         # strict threshold (0.97) often score above 0.9999, and a verifier sure of its crops scores
         # person-free photos near 1e-6; fixed decimals would tie them for whoever ranks them (ROC, AP).
-        found = [{"x1": round(float(b[0]), 1), "y1": round(float(b[1]), 1), "x2": round(float(b[2]), 1),
-                  "y2": round(float(b[3]), 1), "score": _score(scores[i])} for b, i in zip(objects, hit)]
-        return {"width": width, "height": height, "present": best >= self.threshold, "score": _score(best),
-                "threshold": self.threshold, "positive": self.positive, "boxes": found, "windows": int(len(scores)),
-                "seconds": round(time.perf_counter() - start, 4), "_windows": boxes[hit]}
+        found = [
+            {
+                "x1": round(float(b[0]), 1),
+                "y1": round(float(b[1]), 1),
+                "x2": round(float(b[2]), 1),
+                "y2": round(float(b[3]), 1),
+                "score": _score(scores[i]),
+            }
+            for b, i in zip(objects, hit)
+        ]
+        return {
+            "width": width,
+            "height": height,
+            "present": best >= self.threshold,
+            "score": _score(best),
+            "threshold": self.threshold,
+            "positive": self.positive,
+            "boxes": found,
+            "windows": int(len(scores)),
+            "seconds": round(time.perf_counter() - start, 4),
+            "_windows": boxes[hit],
+        }
 
     def frame_probs(self, frames: list, n_classes: int):
         """Video frames (RGB arrays) -> (probabilities (n, classes), boxes per frame): the positive
@@ -197,8 +240,9 @@ class Scanner:
 
         if not len(scores):
             return 0.0, np.zeros(0, dtype=int), scores
-        top = nms(torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(scores, dtype=torch.float32),
-                  self.iou).numpy()[:self.verify.top]
+        top = nms(
+            torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(scores, dtype=torch.float32), self.iou
+        ).numpy()[: self.verify.top]
         checked = self.verify.score(img, boxes[top])
         photo = float(checked.max())
         if photo < self.threshold:
@@ -222,7 +266,7 @@ class Scanner:
         """At scale s: the scale factors (fx, fy), the window's size in the resampled photo (cw, ch)
         and the resampled photo's size (rw, rh)."""
         w = self.window
-        ww, wh = w.width / s, w.height / s               # the window in image pixels
+        ww, wh = w.width / s, w.height / s  # the window in image pixels
         if w.fit == "pad":
             f = self.size / max(ww, wh)
             fx = fy = f
@@ -249,12 +293,12 @@ class Scanner:
 
     def _window_level(self, arr: np.ndarray, cw: int, ch: int):
         st = self.stride
-        view = torch.from_numpy(arr).unfold(0, ch, st).unfold(1, cw, st)       # ny, nx, 3, ch, cw
+        view = torch.from_numpy(arr).unfold(0, ch, st).unfold(1, cw, st)  # ny, nx, 3, ch, cw
         ny, nx = view.shape[:2]
         rows = max(1, CHUNK // nx)
         out = []
         for r in range(0, ny, rows):
-            crops = view[r:r + rows].permute(0, 1, 3, 4, 2).reshape(-1, ch, cw, 3).numpy()
+            crops = view[r : r + rows].permute(0, 1, 3, 4, 2).reshape(-1, ch, cw, 3).numpy()
             if (cw, ch) != (self.size, self.size):
                 crops = _letterbox(crops, self.size)
             # predict_proba: the run's own TTA and temperature, and any model kind (ensembles, ONNX).
@@ -273,7 +317,7 @@ class Scanner:
         else:
             offsets, step = [0], max(1, round(st / r))
         device = self.model.device
-        if not self.parts.raw_input:       # else the trunk's first conv standardises
+        if not self.parts.raw_input:  # else the trunk's first conv standardises
             norm = self.model.meta["normalization"]
             mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
             std = torch.tensor(norm["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
@@ -310,10 +354,16 @@ def _recorded_verifier(model, positive: str, recorded: dict):
 
     folder = Path(model.path) / recorded["verify"]
     if not (folder / "model.json").is_file():
-        raise UserError(f"{model.path}/scan_window.json names a verifier in {folder}, which is missing; "
-                        "record it again (imgclf.scanning.remember) or scan with verify=False")
-    return Verifier(load_verifier(folder, str(model.device)), positive, top=recorded.get("verify_top") or TOP,
-                    threshold=recorded.get("threshold"))
+        raise UserError(
+            f"{model.path}/scan_window.json names a verifier in {folder}, which is missing; "
+            "record it again (imgclf.scanning.remember) or scan with verify=False"
+        )
+    return Verifier(
+        load_verifier(folder, str(model.device)),
+        positive,
+        top=recorded.get("verify_top") or TOP,
+        threshold=recorded.get("threshold"),
+    )
 
 
 def _check(*, iou=None, min_size=None, threshold=None, scales=None) -> None:
@@ -350,9 +400,9 @@ def _vote(objects: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
     t = torch.as_tensor(objects, dtype=torch.float64)
     out = np.empty_like(objects, dtype=float)
-    for i in range(0, len(t), VOTE_CHUNK):             # rows of the n x n overlap matrix at a time
-        near = (box_iou(t[i:i + VOTE_CHUNK], t) >= VOTE_IOU).numpy() * scores[None, :]
-        out[i:i + VOTE_CHUNK] = near @ objects / near.sum(1, keepdims=True)
+    for i in range(0, len(t), VOTE_CHUNK):  # rows of the n x n overlap matrix at a time
+        near = (box_iou(t[i : i + VOTE_CHUNK], t) >= VOTE_IOU).numpy() * scores[None, :]
+        out[i : i + VOTE_CHUNK] = near @ objects / near.sum(1, keepdims=True)
     return out
 
 
@@ -361,7 +411,7 @@ def _letterbox(crops: np.ndarray, size: int) -> np.ndarray:
     n, ch, cw, _ = crops.shape
     out = np.full((n, size, size, 3), PAD_GREY, dtype=np.uint8)
     top, left = (size - ch) // 2, (size - cw) // 2
-    out[:, top:top + ch, left:left + cw] = crops
+    out[:, top : top + ch, left : left + cw] = crops
     return out
 
 
@@ -373,10 +423,16 @@ def _margin(margin) -> tuple[float, float, float, float]:
     values = (margin,) * 4 if isinstance(margin, (int, float)) else tuple(float(m) for m in margin)
     if len(values) == 2:
         values = values * 2
-    if len(values) != 4 or any(not -0.5 < m < 0.5 for m in values) or values[0] + values[2] >= 1 \
-            or values[1] + values[3] >= 1:
-        raise UserError(f"--margin must be 1, 2 (x, y) or 4 (left, top, right, bottom) fractions in (-0.5, 0.5) "
-                        f"leaving a box of positive size, not {margin}")
+    if (
+        len(values) != 4
+        or any(not -0.5 < m < 0.5 for m in values)
+        or values[0] + values[2] >= 1
+        or values[1] + values[3] >= 1
+    ):
+        raise UserError(
+            f"--margin must be 1, 2 (x, y) or 4 (left, top, right, bottom) fractions in (-0.5, 0.5) "
+            f"leaving a box of positive size, not {margin}"
+        )
     return tuple(float(m) for m in values)
 
 
@@ -387,5 +443,6 @@ def _shrink(boxes: np.ndarray, margin: tuple[float, float, float, float]) -> np.
     if not any(margin):
         return boxes.astype(float)
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    return np.stack([boxes[:, 0] + left * w, boxes[:, 1] + top * h, boxes[:, 2] - right * w,
-                     boxes[:, 3] - bottom * h], 1)
+    return np.stack(
+        [boxes[:, 0] + left * w, boxes[:, 1] + top * h, boxes[:, 2] - right * w, boxes[:, 3] - bottom * h], 1
+    )

@@ -10,6 +10,7 @@ whatever its size:
 
     scanner = Scanner(fast_model, "person", verify=Verifier(lite0_model, "person", top=8))
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,9 +39,8 @@ def load_verifier(run, device: str = "auto"):
     if pick_device(device).type == "cpu":
         try:
             return load_model(run, device, backend="onnx")
-        except (OSError, ImportError, RuntimeError) as e:       # e.g. a read-only folder: no model.onnx
-            print(f"verifier: ONNX Runtime not used ({type(e).__name__}: {e}); running it in PyTorch",
-                  file=sys.stderr)
+        except (OSError, ImportError, RuntimeError) as e:  # e.g. a read-only folder: no model.onnx
+            print(f"verifier: ONNX Runtime not used ({type(e).__name__}: {e}); running it in PyTorch", file=sys.stderr)
     return load_model(run, device)
 
 
@@ -49,8 +49,10 @@ class Verifier:
 
     def __init__(self, model, positive: str, *, top: int = TOP, threshold: float | None = None):
         if positive not in model.classes:
-            raise UserError(f"the verifier has no class '{positive}' (its classes: {', '.join(model.classes)}); "
-                            "train it on the same crops as the scanned model")
+            raise UserError(
+                f"the verifier has no class '{positive}' (its classes: {', '.join(model.classes)}); "
+                "train it on the same crops as the scanned model"
+            )
         if not 1 <= int(top) <= 1000:
             raise UserError(f"--verifier-top must be 1 to 1000 windows a photo, not {top}")
         self.model, self.positive, self.top = model, positive, int(top)
@@ -72,6 +74,11 @@ class Verifier:
         width, height = img.size
         crops = []
         for x1, y1, x2, y2 in windows:
-            box = (int(round(max(0, x1))), int(round(max(0, y1))), int(round(min(width, x2))), int(round(min(height, y2))))
+            box = (
+                int(round(max(0, x1))),
+                int(round(max(0, y1))),
+                int(round(min(width, x2))),
+                int(round(min(height, y2))),
+            )
             crops.append(self.model.preprocess(img.crop(box)))
         return self.model.predict_proba(np.stack(crops))[:, self.pos]

@@ -6,6 +6,7 @@ stretched to 1.67x their width: a square window over a photo would show it peopl
 proportions. The window therefore takes the median aspect of the run's training crops of the
 positive class, and is resized to the model's square input exactly as those crops were.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,10 +16,10 @@ import numpy as np
 
 from imgclf.core.files import read_json, write_json
 
-CACHE = "scan_window.json"     # in the run folder: the training crops may be gone when a run is moved
-SAMPLE = 200                   # crop headers read to find the median shape (a few ms)
-SCALE_STEP = 0.8               # each pyramid level's window is 1/0.8 = 1.25x the previous one
-DEFAULT_MIN_SIZE = 64          # smallest window height in image pixels
+CACHE = "scan_window.json"  # in the run folder: the training crops may be gone when a run is moved
+SAMPLE = 200  # crop headers read to find the median shape (a few ms)
+SCALE_STEP = 0.8  # each pyramid level's window is 1/0.8 = 1.25x the previous one
+DEFAULT_MIN_SIZE = 64  # smallest window height in image pixels
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Window:
     width: int
     height: int
     fit: str = "squash"
-    defaults: tuple = ()       # (key, value) scan settings recorded for the run: margin, min_size, threshold, vote
+    defaults: tuple = ()  # (key, value) scan settings recorded for the run: margin, min_size, threshold, vote
 
     @property
     def aspect(self) -> float:
@@ -50,14 +51,24 @@ def window_of(model, positive: str) -> Window:
         w, h = _median_crop(run, positive) if run else (model.img_size, model.img_size)
         if run:
             try:
-                write_json(run / CACHE, {"positive": positive, "width": w, "height": h,
-                                         "measured_from": "median size of the training crops of this class"})
+                write_json(
+                    run / CACHE,
+                    {
+                        "positive": positive,
+                        "width": w,
+                        "height": h,
+                        "measured_from": "median size of the training crops of this class",
+                    },
+                )
             except OSError:
-                pass            # a read-only run folder: measure again next time
+                pass  # a read-only run folder: measure again next time
     if fit == "crop":
         w = h = min(w, h)
-    defaults = tuple((k, cached[k]) for k in ("margin", "min_size", "threshold", "box_threshold", "vote", "verify", "verify_top")
-                     if cached and cached.get(k) is not None)
+    defaults = tuple(
+        (k, cached[k])
+        for k in ("margin", "min_size", "threshold", "box_threshold", "vote", "verify", "verify_top")
+        if cached and cached.get(k) is not None
+    )
     return Window(int(w), int(h), fit, defaults)
 
 
@@ -75,7 +86,7 @@ def remember(run: str | Path, positive: str, **defaults) -> None:
     from imgclf.inference.load import load_model
 
     model = load_model(run)
-    window_of(model, positive)                    # measures and writes the cache first
+    window_of(model, positive)  # measures and writes the cache first
     path = Path(model.path) / CACHE
     if defaults.get("verify"):
         _copy_verifier(Path(defaults["verify"]), Path(model.path) / VERIFIER)
@@ -83,7 +94,7 @@ def remember(run: str | Path, positive: str, **defaults) -> None:
     write_json(path, {**read_json(path), **defaults})
 
 
-VERIFIER = "verifier"          # RUN/verifier/: the recorded verifier's model files
+VERIFIER = "verifier"  # RUN/verifier/: the recorded verifier's model files
 
 
 def _copy_verifier(src: Path, dest: Path) -> None:
@@ -103,7 +114,7 @@ def _copy_verifier(src: Path, dest: Path) -> None:
     fsync_dir(dest.parent)
     from imgclf.scanning.verify import load_verifier
 
-    load_verifier(dest)         # exports model.onnx now, not on the first photo a service is sent
+    load_verifier(dest)  # exports model.onnx now, not on the first photo a service is sent
 
 
 def _median_crop(run: Path, positive: str) -> tuple[int, int]:
@@ -134,6 +145,7 @@ def pyramid(window: Window, image_w: int, image_h: int, scales=None, min_size: i
     By default from the scale whose window is `min_size` px tall down in steps of 0.8 until the
     window no longer fits the image; given `scales` are kept where the window fits.
     """
+
     def fits(s: float) -> bool:
         return window.width / s <= image_w + 0.5 and window.height / s <= image_h + 0.5
 
@@ -148,4 +160,3 @@ def pyramid(window: Window, image_w: int, image_h: int, scales=None, min_size: i
         # The image is smaller than the smallest window: one scale that fits it whole.
         out = [max(window.width / image_w, window.height / image_h)]
     return out
-

@@ -17,6 +17,7 @@ feedback_routes, explain_routes, scan_routes, app (routes), server (uvicorn), pa
 prediction log is imgclf.store.predlog.
 FastAPI and uvicorn are imported only here, so `import imgclf` stays light.
 """
+
 from __future__ import annotations
 
 from imgclf.serving.app import create_app

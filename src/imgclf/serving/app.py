@@ -11,6 +11,7 @@ One rule for bad images: a request in which no image can be classified gets a 4x
 request (the first image's reason); a request with several images, some usable, gets 200 and an
 `error` entry (with its would-be `status`) in place of each unusable image's answer.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from imgclf.core.version import __version__
-from imgclf.store import predlog
 from imgclf.serving.batching import DirectRunner, MicroBatcher
 from imgclf.serving.guards import HostAllowList, same_origin_only
 from imgclf.serving.holder import ModelHolder
@@ -32,11 +32,14 @@ from imgclf.serving.limits import Rejected
 from imgclf.serving.metrics import MetricsMiddleware, ServiceMetrics
 from imgclf.serving.settings import ServeSettings
 from imgclf.serving.slow_clients import BodyTimeout
+from imgclf.store import predlog
 
 # The page is served from here with every script and style inline; the policy lets it talk only to
 # this server, and lets the browser show uploaded files and the camera (blob:, mediastream:).
-PAGE_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
-            "img-src 'self' blob: data:; media-src 'self' blob: mediastream:; base-uri 'none'; form-action 'none'")
+PAGE_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+    "img-src 'self' blob: data:; media-src 'self' blob: mediastream:; base-uri 'none'; form-action 'none'"
+)
 
 
 def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAPI:
@@ -48,8 +51,11 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
     metrics = ServiceMetrics(first.classes)
     _follow_in_metrics(holder, metrics)
     # Requests pass their own model's function to submit(); this default only serves other callers.
-    runner = (MicroBatcher(first.predict_proba, settings.max_batch, settings.max_wait_ms, settings.max_queue, metrics)
-              if settings.batching else DirectRunner(first.predict_proba, metrics))
+    runner = (
+        MicroBatcher(first.predict_proba, settings.max_batch, settings.max_wait_ms, settings.max_queue, metrics)
+        if settings.batching
+        else DirectRunner(first.predict_proba, metrics)
+    )
     service = service_info(settings)
     plog = _prediction_log(settings, metrics)
     page = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
@@ -66,18 +72,26 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
         if plog:
             plog.close()
 
-    app = FastAPI(title=f"imgclf: {holder.name}", version=__version__, lifespan=lifespan,
-                  description=f"Image classification with the imgclf run '{holder.name}' "
-                              f"({len(first.classes)} classes). The browser page is at /.")
+    app = FastAPI(
+        title=f"imgclf: {holder.name}",
+        version=__version__,
+        lifespan=lifespan,
+        description=f"Image classification with the imgclf run '{holder.name}' "
+        f"({len(first.classes)} classes). The browser page is at /.",
+    )
     if settings.cors:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
-    app.state.settings = settings                              # the server reads its deadlines from here
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.state.settings = settings  # the server reads its deadlines from here
     app.add_middleware(BodyTimeout, seconds=settings.read_timeout_s)
     app.add_middleware(HostAllowList, allowed=settings.allowed_hosts)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)     # outermost: sees every answer, CORS included
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer, CORS included
     # Without a key the routes carry no security scheme at all, so the OpenAPI spec asks for none.
     guarded = [Security(_key_check(settings.api_key))] if settings.api_key else []
     # Routes that write (the inbox; the prediction log) take browser requests from our own page only
@@ -97,24 +111,30 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
     async def health():
         return {"status": "ok", "model": holder.name}
 
-    @app.get("/model", summary="The model: classes, input, calibration, decision rule, test metrics",
-             dependencies=guarded)
+    @app.get(
+        "/model", summary="The model: classes, input, calibration, decision rule, test metrics", dependencies=guarded
+    )
     async def model_metadata():
         return {**holder.info, "service": service}
 
-    @app.get("/metrics", summary="Prometheus metrics (text format)", dependencies=guarded,
-             response_class=PlainTextResponse)
+    @app.get(
+        "/metrics", summary="Prometheus metrics (text format)", dependencies=guarded, response_class=PlainTextResponse
+    )
     async def prometheus():
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
     from imgclf.serving.predict_routes import register as register_predict
+
     register_predict(app, holder, settings, writes if plog else guarded, runner, plog, metrics)
     from imgclf.serving.feedback_routes import register as register_feedback
+
     register_feedback(app, holder, settings, writes, plog)
     from imgclf.serving.explain_routes import register as register_explain
+
     register_explain(app, holder, settings, guarded)
     from imgclf.serving.scan_routes import register as register_scan
+
     register_scan(app, holder, settings, guarded)
     return app
 
@@ -123,8 +143,13 @@ def _prediction_log(settings: ServeSettings, metrics: ServiceMetrics):
     """The --log-predictions writer, or None when the service logs nothing."""
     if not settings.log_predictions:
         return None
-    return predlog.PredictionLog(settings.log_predictions, settings.log_sample, settings.log_images == "keep",
-                                 settings.log_max_mb, on_drop=metrics.log_dropped.inc)
+    return predlog.PredictionLog(
+        settings.log_predictions,
+        settings.log_sample,
+        settings.log_images == "keep",
+        settings.log_max_mb,
+        on_drop=metrics.log_dropped.inc,
+    )
 
 
 def _follow_in_metrics(holder: ModelHolder, metrics: ServiceMetrics) -> None:
@@ -149,12 +174,17 @@ def _key_check(expected: str):
     header, bearer = APIKeyHeader(name="X-API-Key", auto_error=False), HTTPBearer(auto_error=False)
     want = hashlib.sha256(expected.encode()).digest()
 
-    async def require_key(key: str | None = Security(header),
-                          credentials: HTTPAuthorizationCredentials | None = Security(bearer)):
+    async def require_key(
+        key: str | None = Security(header), credentials: HTTPAuthorizationCredentials | None = Security(bearer)
+    ):
         given = key if key is not None else credentials.credentials if credentials else None
         if given is None:
-            raise Rejected(401, "missing API key: send the header 'X-API-Key: KEY' or 'Authorization: Bearer KEY'",
-                           "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+            raise Rejected(
+                401,
+                "missing API key: send the header 'X-API-Key: KEY' or 'Authorization: Bearer KEY'",
+                "unauthorized",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if not hmac.compare_digest(hashlib.sha256(given.encode()).digest(), want):
             raise Rejected(401, "wrong API key", "unauthorized", headers={"WWW-Authenticate": "Bearer"})
 

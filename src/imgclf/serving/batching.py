@@ -16,6 +16,7 @@ Each request may name the model function it was decoded for (`submit(images, mod
 after a hot swap (serving.holder) requests for the old and the new model may wait side by side, and
 a batch only ever holds requests for one of them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,14 +35,20 @@ def queue_full() -> Rejected:
 
 
 class MicroBatcher:
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch: int, max_wait_ms: float,
-                 max_queue: int, metrics=None):
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        max_batch: int,
+        max_wait_ms: float,
+        max_queue: int,
+        metrics=None,
+    ):
         self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait_ms / 1000
         self.max_queue, self.metrics = max_queue, metrics
-        self.incoming = 0          # requests being read and decoded: company worth waiting for
-        self.waiting = 0           # images queued, not yet in a forward pass
+        self.incoming = 0  # requests being read and decoded: company worth waiting for
+        self.waiting = 0  # images queued, not yet in a forward pass
         self._queue: asyncio.Queue | None = None
-        self._held = None          # an item that did not fit the last batch: first in the next
+        self._held = None  # an item that did not fit the last batch: first in the next
         self._task = self._thread = None
 
     async def start(self) -> None:
@@ -90,15 +97,15 @@ class MicroBatcher:
                 self.metrics.batch_size.observe(len(images))
             try:
                 probs = await loop.run_in_executor(self._thread, predict, images)
-            except Exception as e:      # noqa: BLE001 - the requests in this batch get a 500, the service goes on
+            except Exception as e:  # noqa: BLE001 - the requests in this batch get a 500, the service goes on
                 for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(e)
                 continue
             start = 0
             for rows, future, _ in batch:
-                if not future.done():          # done: the client went away while it waited
-                    future.set_result(probs[start:start + len(rows)])
+                if not future.done():  # done: the client went away while it waited
+                    future.set_result(probs[start : start + len(rows)])
                 start += len(rows)
 
     async def _collect(self, loop) -> list:

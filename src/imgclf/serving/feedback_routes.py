@@ -11,41 +11,68 @@ a logged prediction, else from the optional `predicted` and `confidence` fields 
 Labels and text fields are checked by serving.fields; on a keyless service only the service's own
 page may post here from a browser (serving.guards).
 """
+
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from imgclf.store import inbox
 from imgclf.core.errors import UserError
 from imgclf.serving import fields
 from imgclf.serving.limits import Rejected, request_body
+from imgclf.store import inbox
 
-FEEDBACK_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
-    "file": {"type": "string", "format": "binary", "description": "the image (or give prediction_id)"},
-    "prediction_id": {"type": "string", "pattern": f"^{fields.PREDICTION_ID.pattern}$",
-                      "description": "id of a logged prediction (--log-predictions, images kept)"},
-    "label": {"type": "string", "minLength": 1, "maxLength": inbox.MAX_LABEL_BYTES,
-              "description": "the right class; a name the model lacks proposes a new class (at most "
-                             f"{inbox.MAX_LABEL_BYTES} bytes in UTF-8, no invisible characters)"},
-    "who": {"type": "string", "maxLength": fields.MAX_TEXT},
-    "predicted": {"type": "string", "maxLength": fields.MAX_TEXT},
-    "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
-    "required": ["label"]}}}}
+FEEDBACK_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "file": {"type": "string", "format": "binary", "description": "the image (or give prediction_id)"},
+                    "prediction_id": {
+                        "type": "string",
+                        "pattern": f"^{fields.PREDICTION_ID.pattern}$",
+                        "description": "id of a logged prediction (--log-predictions, images kept)",
+                    },
+                    "label": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": inbox.MAX_LABEL_BYTES,
+                        "description": "the right class; a name the model lacks proposes a new class (at most "
+                        f"{inbox.MAX_LABEL_BYTES} bytes in UTF-8, no invisible characters)",
+                    },
+                    "who": {"type": "string", "maxLength": fields.MAX_TEXT},
+                    "predicted": {"type": "string", "maxLength": fields.MAX_TEXT},
+                    "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+                },
+                "required": ["label"],
+            }
+        }
+    },
+}
 
 
 def register(app: FastAPI, holder, settings, guarded: list, plog=None) -> None:
     folder = settings.inbox or str(inbox.default_inbox(run=holder.model.path))
 
-    @app.post("/feedback", summary="Give the right label for an image (stored in the feedback inbox)",
-              dependencies=guarded, openapi_extra={"requestBody": FEEDBACK_BODY},
-              responses={400: {"description": "no image or prediction_id"},
-                         403: {"description": "a cross-site post to a keyless service"},
-                         404: {"description": "unknown prediction_id"}, 413: {"description": "body over the limit"},
-                         415: {"description": "not a form body"},
-                         422: {"description": "bad label, a text field too long, a confidence not in [0, 1], "
-                                                "or an unreadable image"}})
+    @app.post(
+        "/feedback",
+        summary="Give the right label for an image (stored in the feedback inbox)",
+        dependencies=guarded,
+        openapi_extra={"requestBody": FEEDBACK_BODY},
+        responses={
+            400: {"description": "no image or prediction_id"},
+            403: {"description": "a cross-site post to a keyless service"},
+            404: {"description": "unknown prediction_id"},
+            413: {"description": "body over the limit"},
+            415: {"description": "not a form body"},
+            422: {
+                "description": "bad label, a text field too long, a confidence not in [0, 1], or an unreadable image"
+            },
+        },
+    )
     async def feedback(request: Request):
         served = holder.current
         body = await request_body(request, settings.max_upload_bytes)
@@ -54,8 +81,17 @@ def register(app: FastAPI, holder, settings, guarded: list, plog=None) -> None:
         who = fields.text(form, "who")
         data, previous, pid = await _image_and_previous(form, plog, served)
         try:
-            rec = await run_in_threadpool(inbox.add, folder, data, label, classes=list(served.model.classes),
-                                          who=who, previous=previous, source="serve", prediction_id=pid)
+            rec = await run_in_threadpool(
+                inbox.add,
+                folder,
+                data,
+                label,
+                classes=list(served.model.classes),
+                who=who,
+                previous=previous,
+                source="serve",
+                prediction_id=pid,
+            )
         except UserError as e:
             raise Rejected(422, str(e), "corrupt") from e
         return {k: rec[k] for k in ("sha256", "label", "known_class", "path")}
@@ -63,10 +99,14 @@ def register(app: FastAPI, holder, settings, guarded: list, plog=None) -> None:
 
 async def _form(request: Request, body: bytes):
     """The multipart form of an already size-checked body."""
-    if not request.headers.get("content-type", "").lower().startswith(("multipart/form-data",
-                                                                       "application/x-www-form-urlencoded")):
-        raise Rejected(415, "send the feedback as multipart/form-data: curl -F file=@photo.jpg -F label=LABEL",
-                       "unsupported")
+    if (
+        not request.headers.get("content-type", "")
+        .lower()
+        .startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
+    ):
+        raise Rejected(
+            415, "send the feedback as multipart/form-data: curl -F file=@photo.jpg -F label=LABEL", "unsupported"
+        )
 
     async def receive():
         return {"type": "http.request", "body": body, "more_body": False}
@@ -80,33 +120,53 @@ async def _form(request: Request, body: bytes):
 async def _image_and_previous(form, plog, served) -> tuple[bytes, dict | None, str | None]:
     """The image bytes, the model's earlier answer and the prediction id, from the file part or the log."""
     pid = fields.prediction_id(form)
-    confidence = fields.confidence(form)        # checked even when unused: nan or 7 is a client's bug to hear of
+    confidence = fields.confidence(form)  # checked even when unused: nan or 7 is a client's bug to hear of
     upload = form.get("file")
     found = await run_in_threadpool(plog.find, pid) if (plog and pid) else None
     if isinstance(upload, UploadFile):
         data = await upload.read()
     elif pid:
         if plog is None:
-            raise Rejected(400, "prediction_id needs a prediction log (imgclf serve --log-predictions DIR); "
-                           "send the image as the 'file' part instead", "malformed")
+            raise Rejected(
+                400,
+                "prediction_id needs a prediction log (imgclf serve --log-predictions DIR); "
+                "send the image as the 'file' part instead",
+                "malformed",
+            )
         if found is None:
             raise Rejected(404, f"no logged prediction {pid!r}: send the image as the 'file' part", "not_found")
         if found[1] is None:
-            raise Rejected(400, f"prediction {pid!r} was logged without its image (--log-images hash); "
-                           "send the image as the 'file' part", "malformed")
+            raise Rejected(
+                400,
+                f"prediction {pid!r} was logged without its image (--log-images hash); "
+                "send the image as the 'file' part",
+                "malformed",
+            )
         data = found[1]
     else:
-        raise Rejected(400, "no image: send a 'file' part (curl -F file=@photo.jpg -F label=LABEL) "
-                       "or the 'prediction_id' of a logged prediction", "malformed")
+        raise Rejected(
+            400,
+            "no image: send a 'file' part (curl -F file=@photo.jpg -F label=LABEL) "
+            "or the 'prediction_id' of a logged prediction",
+            "malformed",
+        )
     if not data:
         raise Rejected(400, "the image is empty (0 bytes)", "empty")
     if found is not None:
         rec = found[0]
-        previous = {"label": rec["label"], "confidence": rec["confidence"], "model": rec["model"],
-                    "version": rec["version"]}
+        previous = {
+            "label": rec["label"],
+            "confidence": rec["confidence"],
+            "model": rec["model"],
+            "version": rec["version"],
+        }
     elif fields.text(form, "predicted"):
-        previous = {"label": fields.text(form, "predicted"), "confidence": confidence,
-                    "model": served.info["name"], "version": served.version}
+        previous = {
+            "label": fields.text(form, "predicted"),
+            "confidence": confidence,
+            "model": served.info["name"],
+            "version": served.version,
+        }
     else:
         previous = None
     return data, previous, pid

@@ -3,18 +3,19 @@
 The label's rule is the inbox's (imgclf.store.inbox.check_label: `imgclf feedback import` applies the
 same one); the numbers' are the settings' (serving.params, over imgclf.settings.checks).
 """
+
 from __future__ import annotations
 
 import re
 import unicodedata
 
-from imgclf.store import inbox
 from imgclf.core.errors import UserError
-from imgclf.settings.checks import check_number
 from imgclf.serving.limits import Rejected
 from imgclf.serving.params import CONFIDENCE, checked
+from imgclf.settings.checks import check_number
+from imgclf.store import inbox
 
-MAX_TEXT = 200                 # who, predicted: short names, never documents
+MAX_TEXT = 200  # who, predicted: short names, never documents
 PREDICTION_ID = re.compile(r"[0-9a-f]{16}-[0-9]{1,16}")
 
 
@@ -44,8 +45,11 @@ def prediction_id(form) -> str | None:
     """A prediction id as the log writes them (sha256 prefix - milliseconds), else Rejected(422)."""
     pid = text(form, "prediction_id", 64)
     if pid is not None and not PREDICTION_ID.fullmatch(pid):
-        raise Rejected(422, f"'prediction_id' {pid!r} is not an id from the prediction log (16 hex digits, '-', "
-                       "a number)", "bad_field")
+        raise Rejected(
+            422,
+            f"'prediction_id' {pid!r} is not an id from the prediction log (16 hex digits, '-', a number)",
+            "bad_field",
+        )
     return pid
 
 

@@ -10,6 +10,7 @@ Without an API key any web page the user visits could otherwise use the service 
   (421 otherwise): localhost, the bound host, --allowed-host names, and any IP literal (an IP
   cannot be rebound: a page whose origin is the IP is the service's own).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -27,7 +28,7 @@ def host_name(host: str) -> str:
     """The name part of a Host header value: 'Example.org.:8000' -> 'example.org', '[::1]:80' -> '::1'."""
     host = host.strip().lower()
     if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
+        return host[1 : host.find("]")] if "]" in host else host
     return host.rsplit(":", 1)[0].rstrip(".") if host.count(":") == 1 else host.rstrip(".")
 
 
@@ -60,10 +61,19 @@ class HostAllowList:
         host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
         if self.allows(host):
             return await self.app(scope, receive, send)
-        body = json.dumps({"detail": f"Host {host[:100]!r} is not served here: start the service with "
-                                     f"--allowed-host {host_name(host)[:100]} to allow it"}).encode()
-        await send({"type": "http.response.start", "status": 421,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            {
+                "detail": f"Host {host[:100]!r} is not served here: start the service with "
+                f"--allowed-host {host_name(host)[:100]} to allow it"
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 421,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -81,11 +91,17 @@ def same_origin_only(cors: tuple[str, ...]):
             # An opaque origin ("null": a sandboxed frame, a file:// page) is never ours.
             if origin != "null" and urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower():
                 return
-            raise Rejected(403, f"cross-site request refused: Origin {origin[:100]!r} is not this service. Post from "
-                           "the service's page, or start it with --api-key (or --cors ORIGIN for a trusted page)",
-                           "cross_site")
+            raise Rejected(
+                403,
+                f"cross-site request refused: Origin {origin[:100]!r} is not this service. Post from "
+                "the service's page, or start it with --api-key (or --cors ORIGIN for a trusted page)",
+                "cross_site",
+            )
         if request.headers.get("sec-fetch-site", "").lower() in ("cross-site", "same-site"):
-            raise Rejected(403, "cross-site request refused (Sec-Fetch-Site): post from the service's page, or start "
-                           "it with --api-key", "cross_site")
+            raise Rejected(
+                403,
+                "cross-site request refused (Sec-Fetch-Site): post from the service's page, or start it with --api-key",
+                "cross_site",
+            )
 
     return check_origin

@@ -9,6 +9,7 @@ on the model they started with.
     app = create_app(holder)                 # create_app(model) wraps a plain model the same way
     holder.swap(imgclf.load("runs/flowers-2"), version=2)
 """
+
 from __future__ import annotations
 
 import threading
@@ -29,13 +30,13 @@ class Served:
 
 class ModelHolder:
     def __init__(self, model, version: int | None = None, alias: str | None = None):
-        self.alias = alias                  # the registry alias followed, or None for a fixed run
-        self.swaps = 0                      # successful swaps since start
-        self.failures = 0                   # attempted swaps that failed
+        self.alias = alias  # the registry alias followed, or None for a fixed run
+        self.swaps = 0  # successful swaps since start
+        self.failures = 0  # attempted swaps that failed
         self.swap_error: str | None = None  # why the last attempted swap failed; None once one succeeds
         self._served = Served(model, version, model_info(model))
         self._listeners: list[Callable[["ModelHolder"], None]] = []
-        self._followers: list = []          # background threads (hotswap.RegistryFollower) started with the app
+        self._followers: list = []  # background threads (hotswap.RegistryFollower) started with the app
         self._lock = threading.Lock()
 
     @property
@@ -59,8 +60,13 @@ class ModelHolder:
     def info(self) -> dict:
         """What GET /model says about the model (the app adds its service settings)."""
         served = self._served
-        return {**served.info, "version": served.version, "alias": self.alias, "swaps": self.swaps,
-                "swap_error": self.swap_error}
+        return {
+            **served.info,
+            "version": served.version,
+            "alias": self.alias,
+            "swaps": self.swaps,
+            "swap_error": self.swap_error,
+        }
 
     def swap(self, model, version: int | None = None) -> None:
         """Serve `model` from the next request on (one reference assignment: atomic for readers)."""

@@ -12,6 +12,7 @@ as `swap_error`.
     follow_registry(holder, "registry", "production", lambda run: imgclf.load(run))
     app = create_app(holder)     # the app starts and stops the follower with itself
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,16 +23,22 @@ from typing import Callable
 
 import numpy as np
 
+from imgclf.serving.holder import ModelHolder
 from imgclf.store import registry as reg
 from imgclf.store.registry import ALIASES_FILE
-from imgclf.serving.holder import ModelHolder
 
 log = logging.getLogger("imgclf.serve")
 
 
 class RegistryFollower:
-    def __init__(self, holder: ModelHolder, registry: str | Path, alias: str, load: Callable[[Path], object],
-                 interval: float = 0.5):
+    def __init__(
+        self,
+        holder: ModelHolder,
+        registry: str | Path,
+        alias: str,
+        load: Callable[[Path], object],
+        interval: float = 0.5,
+    ):
         self.holder, self.registry, self.alias = holder, Path(registry), alias
         self.load, self.interval = load, interval
         self._seen = self._stamp()
@@ -60,7 +67,7 @@ class RegistryFollower:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             stamp = self._stamp()
-            if stamp != self._seen:      # so a broken version is tried once per change, not twice a second
+            if stamp != self._seen:  # so a broken version is tried once per change, not twice a second
                 self._seen = stamp
                 self.check()
 
@@ -77,8 +84,9 @@ class RegistryFollower:
             model = self.load(reg.resolve(self.registry, version))
             model.predict_proba(np.zeros((1, model.img_size, model.img_size, 3), np.uint8))
         except Exception as e:  # noqa: BLE001 - any failure to load leaves the old model serving
-            self._fail(f"version {version} did not load, still serving version {self.holder.version}: "
-                                f"{type(e).__name__}: {e}")
+            self._fail(
+                f"version {version} did not load, still serving version {self.holder.version}: {type(e).__name__}: {e}"
+            )
             return False
         old = self.holder.version
         self.holder.swap(model, version)
@@ -90,16 +98,18 @@ class RegistryFollower:
         self.holder.failed(message)
 
 
-def follow_registry(holder: ModelHolder, registry: str | Path, alias: str, load: Callable[[Path], object],
-                    interval: float = 0.5) -> RegistryFollower:
+def follow_registry(
+    holder: ModelHolder, registry: str | Path, alias: str, load: Callable[[Path], object], interval: float = 0.5
+) -> RegistryFollower:
     """Attach a follower to `holder`; it runs while an app made from the holder runs."""
     follower = RegistryFollower(holder, registry, alias, load, interval)
     holder.add_follower(follower)
     return follower
 
 
-def holder_for_registry(registry: str | Path, alias: str, load: Callable[[Path], object],
-                        interval: float = 0.5) -> ModelHolder:
+def holder_for_registry(
+    registry: str | Path, alias: str, load: Callable[[Path], object], interval: float = 0.5
+) -> ModelHolder:
     """A holder serving the version `alias` names now, and following it from then on."""
     version = reg.version_number(registry, alias)
     holder = ModelHolder(load(reg.resolve(registry, version)), version=version, alias=alias)

@@ -1,5 +1,6 @@
 """GET /model: what a client needs to know about the model, and nothing about the server's disk
 (the run is named by its folder name only)."""
+
 from __future__ import annotations
 
 from imgclf.core.files import read_json
@@ -32,10 +33,16 @@ def model_info(model, settings: ServeSettings | None = None) -> dict:
 
 
 def service_info(settings: ServeSettings) -> dict:
-    return {"batching": settings.batching, "max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
-            "max_upload_mb": settings.max_upload_mb, "max_pixels": settings.max_pixels,
-            "max_images": settings.max_images, "top_k": settings.top_k,
-            "api_key_required": settings.api_key is not None}
+    return {
+        "batching": settings.batching,
+        "max_batch": settings.max_batch,
+        "max_wait_ms": settings.max_wait_ms,
+        "max_upload_mb": settings.max_upload_mb,
+        "max_pixels": settings.max_pixels,
+        "max_images": settings.max_images,
+        "top_k": settings.top_k,
+        "api_key_required": settings.api_key is not None,
+    }
 
 
 def _metrics_summary(path) -> dict | None:
@@ -44,9 +51,14 @@ def _metrics_summary(path) -> dict | None:
         return None
     m = read_json(path / "metrics.json")
     cal = m.get("calibration", {})
-    summary = {"accuracy": m.get("accuracy"), "n": m.get("n"), "macro_f1": m.get("macro_avg", {}).get("f1-score"),
-               "top_k_accuracy": m.get("top_k_accuracy"), "log_loss": m.get("log_loss"),
-               "ece_after_calibration": cal.get("ece_after")}
+    summary = {
+        "accuracy": m.get("accuracy"),
+        "n": m.get("n"),
+        "macro_f1": m.get("macro_avg", {}).get("f1-score"),
+        "top_k_accuracy": m.get("top_k_accuracy"),
+        "log_loss": m.get("log_loss"),
+        "ece_after_calibration": cal.get("ece_after"),
+    }
     if "rejection" in m:
         summary["rejection"] = {k: m["rejection"].get(k) for k in ("coverage", "accuracy_accepted")}
     if "decision" in m:

@@ -4,6 +4,7 @@ its pixels are decoded. Everything stays in memory; nothing a client sends is wr
 
 Each refusal is a `Rejected` (an HTTPException with a short `reason` for the error metric).
 """
+
 from __future__ import annotations
 
 import io
@@ -32,8 +33,9 @@ class Rejected(HTTPException):
         self.reason = reason
 
 
-async def read_body(content_length: str | None, stream: AsyncIterator[bytes], limit: int,
-                    expects_continue: bool = False) -> bytes:
+async def read_body(
+    content_length: str | None, stream: AsyncIterator[bytes], limit: int, expects_continue: bool = False
+) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed `limit` bytes: from the
     Content-Length header before reading, else while reading (chunked bodies can lie by omission).
     A client that waits for "100 Continue" (curl does for big bodies) gets the 413 instead and
@@ -56,8 +58,12 @@ async def read_body(content_length: str | None, stream: AsyncIterator[bytes], li
 
 async def request_body(request, limit: int) -> bytes:
     """A FastAPI request's body under `limit` bytes (see read_body): every route reads its body so."""
-    return await read_body(request.headers.get("content-length"), request.stream(), limit,
-                           request.headers.get("expect", "").lower() == "100-continue")
+    return await read_body(
+        request.headers.get("content-length"),
+        request.stream(),
+        limit,
+        request.headers.get("expect", "").lower() == "100-continue",
+    )
 
 
 async def request_images(request, settings) -> list[tuple[str, bytes]]:
@@ -83,9 +89,13 @@ def split_images(body: bytes, content_type: str, max_images: int) -> list[tuple[
     elif kind == "" or kind.startswith(RAW_TYPES):
         images = [("", body)]
     else:
-        raise Rejected(415, f"unsupported Content-Type '{kind}': send images as multipart/form-data "
-                       "(curl -F file=@photo.jpg) or raw bytes with Content-Type image/jpeg, image/png, ... "
-                       "(curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg')", "unsupported")
+        raise Rejected(
+            415,
+            f"unsupported Content-Type '{kind}': send images as multipart/form-data "
+            "(curl -F file=@photo.jpg) or raw bytes with Content-Type image/jpeg, image/png, ... "
+            "(curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg')",
+            "unsupported",
+        )
     if not images:
         raise Rejected(400, "no image in the request: add a file part (curl -F file=@photo.jpg)", "malformed")
     if len(images) == 1 and not images[0][1]:
@@ -137,16 +147,22 @@ def _multipart_files(body: bytes, content_type: str, max_images: int) -> list[tu
     def on_end():
         state["ended"] = True
 
-    callbacks = {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
-                 "on_header_value": on_header_value, "on_header_end": on_header_end,
-                 "on_part_data": on_part_data, "on_part_end": on_part_end, "on_end": on_end}
+    callbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_part_data": on_part_data,
+        "on_part_end": on_part_end,
+        "on_end": on_end,
+    }
     try:
         parser = MultipartParser(boundary, callbacks)
         parser.write(body)
         parser.finalize()
     except Rejected:
         raise
-    except Exception as e:     # noqa: BLE001 - python-multipart raises several types on bad input
+    except Exception as e:  # noqa: BLE001 - python-multipart raises several types on bad input
         raise Rejected(400, f"malformed multipart body: {e}", "malformed") from e
     if not state["ended"]:
         raise Rejected(400, "malformed multipart body: it ends before its closing boundary", "malformed")
@@ -187,9 +203,11 @@ def rejection(reason: str, max_pixels: int) -> Rejected:
     if reason.startswith("too large"):
         found = re.search(r"(\d+) pixels", reason)
         pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-        return Rejected(413, f"image has {pixels}, over the {max_pixels:,}-pixel limit (--max-pixels)",
-                        "too_many_pixels")
+        return Rejected(
+            413, f"image has {pixels}, over the {max_pixels:,}-pixel limit (--max-pixels)", "too_many_pixels"
+        )
     if reason.startswith("not an image"):
-        return Rejected(415, "not an image (cannot identify format): send JPEG, PNG, BMP, GIF, WebP, TIFF or PGM/PPM",
-                        "unsupported")
+        return Rejected(
+            415, "not an image (cannot identify format): send JPEG, PNG, BMP, GIF, WebP, TIFF or PGM/PPM", "unsupported"
+        )
     return Rejected(422, f"unreadable image: {reason}", "corrupt")

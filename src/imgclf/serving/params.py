@@ -11,6 +11,7 @@ Parameters are read from the raw query string rather than declared as typed Fast
 those would be checked by pydantic's rules (and refused with a list of error objects), not ours.
 Their OpenAPI description is written from the same rules, so the documentation cannot drift.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,17 +20,17 @@ from typing import Any
 from fastapi import Request
 
 from imgclf.core.errors import UserError
-from imgclf.settings.checks import Number, check_choice, check_number
 from imgclf.serving.limits import Rejected
+from imgclf.settings.checks import Number, check_choice, check_number
 
-CONFIDENCE = Number(float, 0, 1, optional=True)       # POST /feedback's `confidence`: a probability
+CONFIDENCE = Number(float, 0, 1, optional=True)  # POST /feedback's `confidence`: a probability
 
 
 @dataclass(frozen=True)
 class Param:
     description: str
-    rule: Number | None = None      # a number's type and range
-    choices: tuple = ()             # a fixed set of names; neither: text (a class name, checked by the route)
+    rule: Number | None = None  # a number's type and range
+    choices: tuple = ()  # a fixed set of names; neither: text (a class name, checked by the route)
     default: Any = None
 
     def check(self, name: str, raw: str | None):
@@ -44,9 +45,11 @@ class Param:
     def schema(self) -> dict:
         if self.rule is not None:
             r = self.rule
-            s = {"type": "integer" if r.kind is int else "number",
-                 "exclusiveMinimum" if r.low_open else "minimum": r.low,
-                 "exclusiveMaximum" if r.high_open else "maximum": r.high}
+            s = {
+                "type": "integer" if r.kind is int else "number",
+                "exclusiveMinimum" if r.low_open else "minimum": r.low,
+                "exclusiveMaximum" if r.high_open else "maximum": r.high,
+            }
         else:
             s = {"type": "string", **({"enum": list(self.choices)} if self.choices else {})}
         return s if self.default is None else {**s, "default": self.default}
@@ -63,8 +66,10 @@ class Parameters:
         return {name: p.check(name, request.query_params.get(name)) for name, p in self.params.items()}
 
     def openapi(self) -> list[dict]:
-        return [{"name": name, "in": "query", "required": False, "description": p.description, "schema": p.schema()}
-                for name, p in self.params.items()]
+        return [
+            {"name": name, "in": "query", "required": False, "description": p.description, "schema": p.schema()}
+            for name, p in self.params.items()
+        ]
 
 
 def checked(check):

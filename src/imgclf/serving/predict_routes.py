@@ -1,5 +1,6 @@
 """POST /predict: one or several images in, calibrated answers out (and, with --log-predictions,
 each answer logged for `imgclf monitor`)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,40 +17,71 @@ from imgclf.serving.params import Param, Parameters
 from imgclf.settings.checks import Number
 from imgclf.store import predlog
 
-PREDICT_BODY = {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
-    "image/*": {"schema": {"type": "string", "format": "binary"}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
-PREDICT_EXAMPLE = {"model": "flowers-1", "results": [{
-    "filename": "rose.jpg", "label": "rose", "confidence": 0.91,
-    "top_k": [{"label": "rose", "p": 0.91}, {"label": "tulip", "p": 0.06}], "decision": {"rule": "argmax"}}]}
-ERRORS = {400: "malformed multipart, no image, empty image", 401: "missing or wrong API key",
-          403: "cross-site post to a keyless service that logs predictions", 408: "the body stalled",
-          421: "Host header not served here (--allowed-host)",
-          413: "body, image count or pixel count over the limit", 415: "not an image / unsupported Content-Type",
-          422: "corrupt or truncated image, a bad query parameter", 503: "queue full: retry after Retry-After seconds"}
+PREDICT_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+            }
+        },
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+PREDICT_EXAMPLE = {
+    "model": "flowers-1",
+    "results": [
+        {
+            "filename": "rose.jpg",
+            "label": "rose",
+            "confidence": 0.91,
+            "top_k": [{"label": "rose", "p": 0.91}, {"label": "tulip", "p": 0.06}],
+            "decision": {"rule": "argmax"},
+        }
+    ],
+}
+ERRORS = {
+    400: "malformed multipart, no image, empty image",
+    401: "missing or wrong API key",
+    403: "cross-site post to a keyless service that logs predictions",
+    408: "the body stalled",
+    421: "Host header not served here (--allowed-host)",
+    413: "body, image count or pixel count over the limit",
+    415: "not an image / unsupported Content-Type",
+    422: "corrupt or truncated image, a bad query parameter",
+    503: "queue full: retry after Retry-After seconds",
+}
 
 
 def register(app, holder, settings, dependencies: list, runner, plog, metrics) -> None:
     """Add the route to `app`; `dependencies` guard it (the API key, or same-origin posts when it logs)."""
-    query = Parameters(top_k=Param(f"classes per image [default {settings.top_k}]",
-                                   Number(int, 1, 1000, optional=True)))
+    query = Parameters(
+        top_k=Param(f"classes per image [default {settings.top_k}]", Number(int, 1, 1000, optional=True))
+    )
 
-    @app.post("/predict", summary="Classify one or several images", dependencies=dependencies,
-              openapi_extra={"requestBody": PREDICT_BODY, "parameters": query.openapi()},
-              responses={200: {"content": {"application/json": {"example": PREDICT_EXAMPLE}}},
-                         **{code: {"description": text} for code, text in ERRORS.items()}})
+    @app.post(
+        "/predict",
+        summary="Classify one or several images",
+        dependencies=dependencies,
+        openapi_extra={"requestBody": PREDICT_BODY, "parameters": query.openapi()},
+        responses={
+            200: {"content": {"application/json": {"example": PREDICT_EXAMPLE}}},
+            **{code: {"description": text} for code, text in ERRORS.items()},
+        },
+    )
     async def predict(request: Request, q: dict = Depends(query)):
         """Images as multipart/form-data file parts (any field name; several allowed), or one image as
         the raw body (Content-Type image/... or application/octet-stream)."""
-        served = holder.current         # one model for this whole request, even if a swap lands meanwhile
+        served = holder.current  # one model for this whole request, even if a swap lands meanwhile
         model = served.model
         with runner.arriving():
             files = await request_images(request, settings)
-            hashes = [] if plog else None      # sha256 per image, for the prediction log
-            inputs = await run_in_threadpool(_decode_all, files, model.img_size, model.resize_mode, settings.max_pixels,
-                                             hashes)
+            hashes = [] if plog else None  # sha256 per image, for the prediction log
+            inputs = await run_in_threadpool(
+                _decode_all, files, model.img_size, model.resize_mode, settings.max_pixels, hashes
+            )
         usable = [x for x in inputs if not isinstance(x, Rejected)]
         if not usable:
             for x in inputs[1:]:
@@ -68,20 +100,31 @@ def register(app, holder, settings, dependencies: list, runner, plog, metrics) -
                 a, p = next(answers)
                 metrics.predictions.labels(a["label"]).inc()
                 if plog and plog.sampled(hashes[i]):
-                    rec = predlog.record(sha256=hashes[i], model=served.info["name"], version=served.version, answer=a,
-                                         probs=p, classes=model.classes, decision=decision["rule"])
+                    rec = predlog.record(
+                        sha256=hashes[i],
+                        model=served.info["name"],
+                        version=served.version,
+                        answer=a,
+                        probs=p,
+                        classes=model.classes,
+                        decision=decision["rule"],
+                    )
                     if plog.write(rec, data, x):
                         entry["prediction_id"] = rec["id"]
-                entry.update(label=a["label"], confidence=a["confidence"],
-                             top_k=[{"label": c, "p": p} for c, p in a["top_k"]],
-                             decision={**decision, "unknown": True} if a["label"] == UNKNOWN else decision)
+                entry.update(
+                    label=a["label"],
+                    confidence=a["confidence"],
+                    top_k=[{"label": c, "p": p} for c, p in a["top_k"]],
+                    decision={**decision, "unknown": True} if a["label"] == UNKNOWN else decision,
+                )
             results.append(entry)
         # Plain JSON types already: skip FastAPI's jsonable_encoder walk, a tenth of a millisecond each.
         return JSONResponse({"model": served.info["name"], "version": served.version, "results": results})
 
 
-def _decode_all(files: list[tuple[str, bytes]], size: int, resize: str, max_pixels: int,
-                hashes: list | None = None) -> list:
+def _decode_all(
+    files: list[tuple[str, bytes]], size: int, resize: str, max_pixels: int, hashes: list | None = None
+) -> list:
     """Each image's model input, or the Rejected saying why it has none (one thread for the lot);
     each image's sha256 appended to `hashes` when given."""
     out = []

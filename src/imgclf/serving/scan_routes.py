@@ -15,6 +15,7 @@ The scanners (each holding its own copy of the network's trunk) are cached by wh
 the network, the model and the class, in a small LRU; the per-request options (threshold, iou,
 min_size) make a shallow copy that shares the cached trunk.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,43 +27,52 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from imgclf.core.errors import UserError
-from imgclf.settings.checks import Number
 from imgclf.serving.caps import check_shape, check_windows, header_size
 from imgclf.serving.explain_routes import ONE_IMAGE_BODY
 from imgclf.serving.limits import Rejected, rejection, request_images
 from imgclf.serving.params import Param, Parameters, check_class
+from imgclf.settings.checks import Number
 
-SCANNERS = 4            # cached (model, class) scanners: one model serves at a time, with few classes to find
+SCANNERS = 4  # cached (model, class) scanners: one model serves at a time, with few classes to find
 QUERY = Parameters(
     positive=Param("class to find [default: the run's positive class]"),
     iou=Param("NMS IoU", Number(float, 0, 1, low_open=True), default=0.3),
     min_size=Param("smallest window height in px [default: 64]", Number(int, 8, 100_000, optional=True)),
-    threshold=Param("positive probability to keep a window [default: the run's decision threshold, else 0.5]",
-                    Number(float, 0, 1, low_open=True, high_open=True, optional=True)))
+    threshold=Param(
+        "positive probability to keep a window [default: the run's decision threshold, else 0.5]",
+        Number(float, 0, 1, low_open=True, high_open=True, optional=True),
+    ),
+)
 
 
 def register(app, holder, settings, guarded) -> None:
     lock = threading.Lock()
     scanners = functools.lru_cache(maxsize=SCANNERS)(_scanner)
-    app.state.scanners = scanners           # its cache_info() shows the cache's size (tests, debugging)
+    app.state.scanners = scanners  # its cache_info() shows the cache's size (tests, debugging)
 
     def advertise(h) -> None:
         # /model's info comes from the holder's snapshot: mark it there, again after every swap.
         h.current.info["scan"] = _can_scan(h.current.model)
-        scanners.cache_clear()              # a swapped-out model's scanners hold its network: drop them
+        scanners.cache_clear()  # a swapped-out model's scanners hold its network: drop them
 
     advertise(holder)
     holder.on_change(advertise)
 
-    @app.post("/scan", summary="Find the positive class in a whole photo: sliding window + NMS",
-              dependencies=guarded, openapi_extra={"requestBody": ONE_IMAGE_BODY, "parameters": QUERY.openapi()},
-              responses={400: {"description": "no image, several images, a model with no class to find"},
-                         413: {"description": "body, pixel count, long side or window count over the limit"},
-                         415: {"description": "not an image"},
-                         422: {"description": "corrupt image, aspect ratio over the limit, a bad query parameter"}})
+    @app.post(
+        "/scan",
+        summary="Find the positive class in a whole photo: sliding window + NMS",
+        dependencies=guarded,
+        openapi_extra={"requestBody": ONE_IMAGE_BODY, "parameters": QUERY.openapi()},
+        responses={
+            400: {"description": "no image, several images, a model with no class to find"},
+            413: {"description": "body, pixel count, long side or window count over the limit"},
+            415: {"description": "not an image"},
+            422: {"description": "corrupt image, aspect ratio over the limit, a bad query parameter"},
+        },
+    )
     async def scan(request: Request, q: dict = Depends(QUERY)):
         """One photo as a multipart file part or as the raw body. Boxes are in the photo's pixels."""
-        served = holder.current         # one model for the whole request, even if a swap lands meanwhile
+        served = holder.current  # one model for the whole request, even if a swap lands meanwhile
         positive = check_class("positive", q["positive"], served.model.classes)
         files = await request_images(request, settings)
         if len(files) != 1:
@@ -96,7 +106,7 @@ def _scan(model, data: bytes, positive: str | None, options: dict, settings, sca
 
     width, height = header_size(data, settings.max_pixels)
     check_shape(width, height, settings)
-    with lock:              # decoded under the lock too: one scanned photo's pixels in memory at a time
+    with lock:  # decoded under the lock too: one scanned photo's pixels in memory at a time
         try:
             scanner = scanners(model, positive).with_options(**options)
         except UserError as e:

@@ -1,5 +1,6 @@
 """Running the app: in the foreground for `imgclf serve`, or in a background thread on a free
 localhost port for tests, notebooks and screenshots."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,12 +38,16 @@ def served_hosts(settings: ServeSettings, host: str) -> ServeSettings:
 def uvicorn_options(app) -> dict:
     """uvicorn's options for one of our apps: its slow-client deadline and connection limit."""
     settings = getattr(app.state, "settings", None) or ServeSettings()
-    return {"access_log": False, "http": protocol_class(settings.read_timeout_s),
-            "limit_concurrency": settings.max_connections}
+    return {
+        "access_log": False,
+        "http": protocol_class(settings.read_timeout_s),
+        "limit_concurrency": settings.max_connections,
+    }
 
 
-def run_server(model, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000,
-               log_level: str = "info") -> None:
+def run_server(
+    model, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"
+) -> None:
     """Serve until interrupted. Access logging is off: /metrics counts every request instead, and
     a log line per request would cost more than the answer on a busy CPU."""
     import torch
@@ -61,8 +66,8 @@ def run_server(model, settings: ServeSettings, host: str = "127.0.0.1", port: in
 class BackgroundServer:
     """The service on a free 127.0.0.1 port in a daemon thread; `url` is set once it accepts requests.
 
-        with BackgroundServer(create_app(model)) as url:
-            httpx.get(f"{url}/health")
+    with BackgroundServer(create_app(model)) as url:
+        httpx.get(f"{url}/health")
     """
 
     def __init__(self, app):
@@ -90,25 +95,42 @@ class BackgroundServer:
         self.sock.close()
 
 
-def serve_run(run, *, registry, alias: str, host: str, port: int, backend: str, device: str, tta, console,
-              log_level: str, **settings) -> None:
+def serve_run(
+    run,
+    *,
+    registry,
+    alias: str,
+    host: str,
+    port: int,
+    backend: str,
+    device: str,
+    tta,
+    console,
+    log_level: str,
+    **settings,
+) -> None:
     """See imgclf.serve: load RUN (or follow REGISTRY's ALIAS), print where it serves, serve until interrupted."""
     from imgclf.core.errors import from_settings
-    from imgclf.store.inbox import default_inbox
     from imgclf.serving.hotswap import holder_for_registry
+    from imgclf.store.inbox import default_inbox
     from imgclf.workflows import load
 
     if (run is None) == (registry is None):
-        raise UserError("give either RUN (a run folder) or --registry DIR (serve and follow its --alias), not "
-                        + ("both" if run is not None else "neither"))
+        raise UserError(
+            "give either RUN (a run folder) or --registry DIR (serve and follow its --alias), not "
+            + ("both" if run is not None else "neither")
+        )
     cors = settings.pop("cors", None) or ()
     ref = Path(run).expanduser() if run is not None else None
     # REGISTRY/ALIAS (or REGISTRY/3) serves that version as it is now, not followed: the version is recorded.
     pinned = ref is not None and not ref.exists() and (ref.parent / "versions").is_dir()
-    settings["inbox"] = str(settings.get("inbox") or default_inbox(registry or (ref.parent if pinned else None),
-                                                                   None if registry or pinned else find_run(run)))
-    config = from_settings(ServeSettings, {**settings, "cors": (cors,) if isinstance(cors, str) else tuple(cors)},
-                           "serve setting")
+    settings["inbox"] = str(
+        settings.get("inbox")
+        or default_inbox(registry or (ref.parent if pinned else None), None if registry or pinned else find_run(run))
+    )
+    config = from_settings(
+        ServeSettings, {**settings, "cors": (cors,) if isinstance(cors, str) else tuple(cors)}, "serve setting"
+    )
     if registry is not None:
         served = holder_for_registry(registry, alias, lambda path: load(path, device, tta=tta, backend=backend))
         model, following = served.model, f", version {served.version} ({alias} of {registry}, swapped on promote)"
@@ -116,15 +138,22 @@ def serve_run(run, *, registry, alias: str, host: str, port: int, backend: str, 
         served = model = load(run, device, tta=tta, backend=backend)
         following = ""
         if pinned:
-            from imgclf.store.registry import version_number
             from imgclf.serving.holder import ModelHolder
+            from imgclf.store.registry import version_number
 
             served = ModelHolder(model, version=version_number(ref.parent, ref.name))
             following = f", version {served.version} of {ref.parent}"
-    mode = (f"micro-batches of up to {config.max_batch} (max wait {config.max_wait_ms:g} ms)" if config.batching
-            else "one forward pass per request (no batching)")
-    console.print(f"serving {model.path.name}{following} ({len(model.classes)} classes, {backend} on {model.device}, "
-                  f"{mode}) at http://{host}:{port}/  API key {'required' if config.api_key else 'not set'}")
-    console.print(f"feedback (POST /feedback) goes to the inbox {config.inbox}"
-                  + (f"; predictions are logged to {config.log_predictions}" if config.log_predictions else ""))
+    mode = (
+        f"micro-batches of up to {config.max_batch} (max wait {config.max_wait_ms:g} ms)"
+        if config.batching
+        else "one forward pass per request (no batching)"
+    )
+    console.print(
+        f"serving {model.path.name}{following} ({len(model.classes)} classes, {backend} on {model.device}, "
+        f"{mode}) at http://{host}:{port}/  API key {'required' if config.api_key else 'not set'}"
+    )
+    console.print(
+        f"feedback (POST /feedback) goes to the inbox {config.inbox}"
+        + (f"; predictions are logged to {config.log_predictions}" if config.log_predictions else "")
+    )
     run_server(served, config, host, port, log_level=log_level)

@@ -11,13 +11,14 @@ Content-Length (the route waits for the rest). Two deadlines, both `read_timeout
 uvicorn's `limit_concurrency` (ServeSettings.max_connections) bounds how many connections there
 are at all: past it new requests get 503.
 """
+
 from __future__ import annotations
 
 import asyncio
 
 from imgclf.serving.limits import Rejected
 
-MAX_HEADER_BYTES = 64 * 1024       # browsers send ~1-2 kB; h11's own limit is 16 kB, httptools has none
+MAX_HEADER_BYTES = 64 * 1024  # browsers send ~1-2 kB; h11's own limit is 16 kB, httptools has none
 
 
 def protocol_class(read_timeout_s: float) -> type:
@@ -47,11 +48,12 @@ class _HeaderDeadline:
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._awaiting_headers():       # still, after these bytes: count them against the limit
+        if self._awaiting_headers():  # still, after these bytes: count them against the limit
             self._header_bytes += len(data)
             if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
-                self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                                     b"content-length: 0\r\nconnection: close\r\n\r\n")
+                self.transport.write(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                )
                 self.transport.close()
 
     def _awaiting_headers(self) -> bool:
@@ -96,8 +98,12 @@ class BodyTimeout:
             try:
                 message = await asyncio.wait_for(receive(), self.seconds)
             except asyncio.TimeoutError:
-                raise Rejected(408, f"the request body stalled: nothing arrived for {self.seconds:g} s",
-                               "timeout", headers={"Connection": "close"}) from None
+                raise Rejected(
+                    408,
+                    f"the request body stalled: nothing arrived for {self.seconds:g} s",
+                    "timeout",
+                    headers={"Connection": "close"},
+                ) from None
             state["complete"] = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 

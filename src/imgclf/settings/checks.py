@@ -7,6 +7,7 @@ A refusal is one line naming the setting, the bad value and what is allowed:
     >>> check_settings({"batch_size": 0})
     UserError: batch_size must be an integer from 1 to 65536, not 0
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,21 +22,21 @@ from imgclf.core.errors import UserError
 
 # The names each choice-setting may take. They live here, with the checks, so a setting can be
 # checked without importing the (torch-heavy) code that carries it out; that code reads them from here.
-TTA_MODES = ("none", "flip", "crop", "flip-crop")             # models.forward.tta_logits
-CLASS_WEIGHT_MODES = ("auto", "none", "sqrt", "balanced")     # training.balance
-PRESET_NAMES = ("fast", "balanced", "best")                   # training.presets
-UNKNOWN = "unknown"          # the label open-set rejection answers with
-IMG_SIZE = (16, 1024)       # below: no room for a CNN's poolings and augmentation; above: memory, not accuracy
+TTA_MODES = ("none", "flip", "crop", "flip-crop")  # models.forward.tta_logits
+CLASS_WEIGHT_MODES = ("auto", "none", "sqrt", "balanced")  # training.balance
+PRESET_NAMES = ("fast", "balanced", "best")  # training.presets
+UNKNOWN = "unknown"  # the label open-set rejection answers with
+IMG_SIZE = (16, 1024)  # below: no room for a CNN's poolings and augmentation; above: memory, not accuracy
 
 
 @dataclass(frozen=True)
 class Number:
-    kind: type                  # int or float
+    kind: type  # int or float
     low: float
     high: float
-    low_open: bool = False      # (low, ...: the bound itself is refused
+    low_open: bool = False  # (low, ...: the bound itself is refused
     high_open: bool = False
-    optional: bool = False      # None means "choose automatically"
+    optional: bool = False  # None means "choose automatically"
 
     def allowed(self) -> str:
         if self.kind is int:
@@ -52,21 +53,24 @@ NUMBERS = {
     "freeze_epochs": Number(int, 0, 10_000, optional=True),
     "freeze_stride": Number(int, 0, 1024, optional=True),
     "patience": Number(int, 1, 10_000, optional=True),
-    "seed": Number(int, 0, 2**32 - 1),                    # numpy's and torch's seeds are unsigned
+    "seed": Number(int, 0, 2**32 - 1),  # numpy's and torch's seeds are unsigned
     "workers": Number(int, 0, 1024, optional=True),
     "val_frac": FRACTION,
     "test_frac": FRACTION,
-    "label_smoothing": FRACTION,                           # 1 would make every target uniform
+    "label_smoothing": FRACTION,  # 1 would make every target uniform
     "momentum": FRACTION,
     "lr": Number(float, 0, 10, low_open=True, optional=True),
     "weight_decay": Number(float, 0, 10, optional=True),
     "warmup_epochs": Number(float, 0, 10_000),
     "grad_clip": Number(float, 0, 1e6, low_open=True, optional=True),
     "layer_decay": Number(float, 0, 1, low_open=True, optional=True),
-    "target_recall": TARGET, "target_precision": TARGET, "target_accuracy": TARGET, "target_coverage": TARGET,
+    "target_recall": TARGET,
+    "target_precision": TARGET,
+    "target_accuracy": TARGET,
+    "target_coverage": TARGET,
 }
 FLAGS = {"dedupe": False, "flip": False, "pretrained": False, "ema": False, "probe": True, "channels_last": True}
-PATHS = {"data": False, "out": True, "weights": True, "init_from": True}      # setting: None allowed
+PATHS = {"data": False, "out": True, "weights": True, "init_from": True}  # setting: None allowed
 TEXTS = {"model": False, "device": False, "positive_class": True}
 
 
@@ -75,10 +79,16 @@ def choices() -> dict[str, tuple]:
     """The named options (resize modes from the decoder, which is light: PIL only)."""
     from imgclf.data.images import RESIZE_MODES
 
-    return {"resize": RESIZE_MODES, "tta": ("auto", *TTA_MODES), "class_weight": CLASS_WEIGHT_MODES,
-            "preset": (None, *PRESET_NAMES),
-            "optimizer": ("adamw", "sgd"), "schedule": ("onecycle", "cosine"), "amp": ("auto", "bf16", "fp16", "off"),
-            "compile": ("auto", "on", "off")}
+    return {
+        "resize": RESIZE_MODES,
+        "tta": ("auto", *TTA_MODES),
+        "class_weight": CLASS_WEIGHT_MODES,
+        "preset": (None, *PRESET_NAMES),
+        "optimizer": ("adamw", "sgd"),
+        "schedule": ("onecycle", "cosine"),
+        "amp": ("auto", "bf16", "fp16", "off"),
+        "compile": ("auto", "on", "off"),
+    }
 
 
 def check_settings(values: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +128,7 @@ def check_number(name: str, v: Any, rule: Number):
 
 def _as_number(v: Any, kind: type):
     """int or float from a number or a numeric string; None when it is neither (or not whole for an int)."""
-    if isinstance(v, bool) or v is None:        # True is an int to Python, never a count to a user
+    if isinstance(v, bool) or v is None:  # True is an int to Python, never a count to a user
         return None
     if isinstance(v, str):
         try:
@@ -138,7 +148,7 @@ def _as_number(v: Any, kind: type):
 def _float(v) -> float | None:
     try:
         return float(v)
-    except OverflowError:       # an integer past 1e308
+    except OverflowError:  # an integer past 1e308
         return None
 
 
@@ -168,11 +178,14 @@ def _path(name: str, v: Any, optional: bool) -> str | None:
         # The run folder is made after minutes of decoding: a file in its way must stop the start, not the end.
         try:
             blocker = next((a for a in (Path(p), *Path(p).parents) if a.exists()), None)
-        except (OSError, ValueError):       # a NUL byte, a name longer than the file system allows
+        except (OSError, ValueError):  # a NUL byte, a name longer than the file system allows
             _refuse(name, v, "a usable folder path")
         if blocker is not None and not blocker.is_dir():
-            raise UserError(f"out {p!r} is an existing file; give a folder for the run" if str(blocker) == p else
-                            f"out {p!r} cannot be a folder: {blocker} is a file")
+            raise UserError(
+                f"out {p!r} is an existing file; give a folder for the run"
+                if str(blocker) == p
+                else f"out {p!r} cannot be a folder: {blocker} is a file"
+            )
     return p
 
 
@@ -180,7 +193,7 @@ def _text(name: str, v: Any, optional: bool) -> str | None:
     if v is None and optional:
         return None
     if name == "positive_class" and isinstance(v, numbers.Integral) and not isinstance(v, bool):
-        return str(v)           # a class folder named "1" comes back from YAML as the number 1
+        return str(v)  # a class folder named "1" comes back from YAML as the number 1
     if not isinstance(v, str) or (name == "model" and not v.strip()):
         _refuse(name, v, "a name")
     return v
@@ -194,7 +207,7 @@ def _check_structured(s: dict) -> None:
 
         try:
             check_group_by(s["group_by"])
-        except (RecursionError, OverflowError):     # a pattern nested past what `re` compiles
+        except (RecursionError, OverflowError):  # a pattern nested past what `re` compiles
             _refuse("group_by", s["group_by"], "a regular expression that compiles")
     if "model_kwargs" in s and not isinstance(s["model_kwargs"], dict):
         _refuse("model_kwargs", s["model_kwargs"], "a mapping of architecture keyword: value")
@@ -206,7 +219,7 @@ def _check_structured(s: dict) -> None:
             policy = AugmentPolicy.from_dict(augment)
         except UserError:
             raise
-        except (TypeError, ValueError, OverflowError):   # a string or NaN where the policy's own checks want a number
+        except (TypeError, ValueError, OverflowError):  # a string or NaN where the policy's own checks want a number
             _refuse("augment", augment, "a mapping of augmentation fields with numeric values")
         size = s.get("img_size")
         if size is not None and policy.translate >= size:
@@ -218,8 +231,10 @@ def _check_structured(s: dict) -> None:
 def _check_combinations(s: dict) -> None:
     val, test = s.get("val_frac", 0.0), s.get("test_frac", 0.0)
     if val + test >= 1:
-        raise UserError(f"val_frac {val:g} + test_frac {test:g} = {val + test:g} leaves no training images; "
-                        "the two must sum to less than 1")
+        raise UserError(
+            f"val_frac {val:g} + test_frac {test:g} = {val + test:g} leaves no training images; "
+            "the two must sum to less than 1"
+        )
     for a, b in (("target_accuracy", "target_coverage"), ("target_recall", "target_precision")):
         if s.get(a) is not None and s.get(b) is not None:
             raise UserError(f"give {a} or {b}, not both ({s[a]:g} and {s[b]:g}): each chooses the threshold alone")
@@ -245,7 +260,8 @@ def check_targets(classes: list[str], target_accuracy: float | None, target_cove
         if v is not None and not 0 < v <= 1:
             raise UserError(f"--{name} must be a fraction in (0, 1], not {v}")
     if len(classes) == 2:
-        raise UserError("two classes use a decision threshold instead of rejection: "
-                        "give --target-recall or --target-precision")
+        raise UserError(
+            "two classes use a decision threshold instead of rejection: give --target-recall or --target-precision"
+        )
     if UNKNOWN in classes:
         raise UserError(f"a class is named '{UNKNOWN}', the label rejection answers with; rename that folder")

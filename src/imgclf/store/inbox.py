@@ -16,6 +16,7 @@ a proposed new class (`known_class: false`) for a person to accept by retraining
     inbox.import_folder("corrections/", "registry/inbox")      # corrections/<label>/<images>
     inbox.summary("registry/inbox", classes=["rose", "tulip"])  # counts per label, proposed classes
 """
+
 from __future__ import annotations
 
 import getpass
@@ -31,26 +32,35 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from imgclf.data.images import IMAGE_EXTENSIONS, MAX_PIXELS
 from imgclf.core.errors import UserError
 from imgclf.core.files import append_line, file_lock, fsync_dir, new_temp
+from imgclf.data.images import IMAGE_EXTENSIONS, MAX_PIXELS
 
 FEEDBACK_FILE = "feedback.jsonl"
 LOCK_FILE = ".lock"
 # A label becomes a folder name here and then a class name in a trained model, so it must be one
 # unambiguous name on every file system (checked by check_label, for the service and for import alike).
-MAX_LABEL_BYTES = 100           # in UTF-8; file names stop at 255 bytes, and 64 emoji are 256 under 100 characters
+MAX_LABEL_BYTES = 100  # in UTF-8; file names stop at 255 bytes, and 64 emoji are 256 under 100 characters
 # "unknown" is what the service answers when it rejects an image; the inbox's own files; names
 # Windows cannot create (a run copied there must still load).
-RESERVED_LABELS = frozenset({"unknown", FEEDBACK_FILE, "con", "prn", "aux", "nul",
-                             *(f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10))})
+RESERVED_LABELS = frozenset(
+    {"unknown", FEEDBACK_FILE, "con", "prn", "aux", "nul", *(f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10))}
+)
 # Invisible or blank yet categorised as letters or symbols: Hangul fillers, braille blank, and the like.
 INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
 LOOKALIKE_SCRIPTS = ("LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE")
 # PIL format -> the extension training reads (data.discover only lists IMAGE_EXTENSIONS). MPO is a
 # camera's multi-picture JPEG; PPM also covers PGM/PBM.
-FORMAT_EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",
-              "TIFF": "tif", "PPM": "ppm"}
+FORMAT_EXT = {
+    "JPEG": "jpg",
+    "MPO": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tif",
+    "PPM": "ppm",
+}
 # flock excludes other processes; threads of one process (the server's worker pool) also take this.
 _THREAD_LOCK = threading.Lock()
 
@@ -126,26 +136,38 @@ def image_ext(data: bytes) -> str:
             with Image.open(io.BytesIO(data)) as img:
                 fmt = img.format
                 if img.width * img.height > MAX_PIXELS:
-                    raise UserError(f"the image is too large ({img.width}x{img.height} pixels; "
-                                    f"at most {MAX_PIXELS} pixels)")
-                img.verify()            # structure and checksums (PNG CRCs) ...
+                    raise UserError(
+                        f"the image is too large ({img.width}x{img.height} pixels; at most {MAX_PIXELS} pixels)"
+                    )
+                img.verify()  # structure and checksums (PNG CRCs) ...
             with Image.open(io.BytesIO(data)) as img:
-                img.load()              # ... and every pixel decodes: a truncated file fails here, not in training
+                img.load()  # ... and every pixel decodes: a truncated file fails here, not in training
     except UserError:
         raise
-    except Exception as e:      # PIL raises many types on malformed input
-        why = ("not an image format PIL knows" if isinstance(e, UnidentifiedImageError)
-               else f"{type(e).__name__}: {str(e)[:100] or 'cannot decode'}")
-        raise UserError(f"not a readable image ({why}); "
-                        "send a JPEG, PNG, WebP, GIF, BMP or TIFF file") from e
+    except Exception as e:  # PIL raises many types on malformed input
+        why = (
+            "not an image format PIL knows"
+            if isinstance(e, UnidentifiedImageError)
+            else f"{type(e).__name__}: {str(e)[:100] or 'cannot decode'}"
+        )
+        raise UserError(f"not a readable image ({why}); send a JPEG, PNG, WebP, GIF, BMP or TIFF file") from e
     ext = FORMAT_EXT.get(fmt or "")
     if ext is None or f".{ext}" not in IMAGE_EXTENSIONS:
         raise UserError(f"image format {fmt} is not one imgclf trains on; convert it to PNG or JPEG")
     return ext
 
 
-def add(inbox: str | Path, data: bytes, label: str, *, classes: list[str] | None, who: str | None = None,
-        previous: dict | None = None, source: str = "import", prediction_id: str | None = None) -> dict:
+def add(
+    inbox: str | Path,
+    data: bytes,
+    label: str,
+    *,
+    classes: list[str] | None,
+    who: str | None = None,
+    previous: dict | None = None,
+    source: str = "import",
+    prediction_id: str | None = None,
+) -> dict:
     """Store one image under `label` and append its feedback record; return the record plus
     "action": "added" (new image), "already there" (same image, same label) or "relabelled"
     (same image, moved from another label's folder).
@@ -174,15 +196,22 @@ def add(inbox: str | Path, data: bytes, label: str, *, classes: list[str] | None
                 action = "already there"
             else:
                 target.parent.mkdir(exist_ok=True)
-                if not found and tmp is None:      # it was there a moment ago; someone moved it since
+                if not found and tmp is None:  # it was there a moment ago; someone moved it since
                     tmp = _write_temp(root, data)
                 source_path = found[0] / name if found else tmp
                 os.replace(source_path, target)
                 action = "relabelled" if found else "added"
-            record = {"sha256": sha, "path": f"{label}/{name}", "label": label,
-                      "known_class": None if classes is None else label in classes,
-                      "time": _now(), "who": who, "source": source, "previous": previous,
-                      "prediction_id": prediction_id}
+            record = {
+                "sha256": sha,
+                "path": f"{label}/{name}",
+                "label": label,
+                "known_class": None if classes is None else label in classes,
+                "time": _now(),
+                "who": who,
+                "source": source,
+                "previous": previous,
+                "prediction_id": prediction_id,
+            }
             try:
                 append_line(root / FEEDBACK_FILE, json.dumps(record, ensure_ascii=False) + "\n")
                 if action != "already there":
@@ -207,8 +236,9 @@ def add(inbox: str | Path, data: bytes, label: str, *, classes: list[str] | None
     return {**record, "action": action}
 
 
-def import_folder(folder: str | Path, inbox: str | Path, *, classes: list[str] | None = None,
-                  who: str | None = None) -> dict:
+def import_folder(
+    folder: str | Path, inbox: str | Path, *, classes: list[str] | None = None, who: str | None = None
+) -> dict:
     """Add every image of FOLDER/<label>/ to the inbox (source "import"). Never stops on a bad file:
     unreadable files, files outside a class folder, sub-folders and unusable labels are listed
     under "skipped" with the reason.
@@ -221,11 +251,21 @@ def import_folder(folder: str | Path, inbox: str | Path, *, classes: list[str] |
     """
     src = Path(folder).expanduser()
     if not src.is_dir():
-        raise UserError(f"{folder} is not a folder; give a folder with one sub-folder per label "
-                        "(corrections/rose/*.jpg, corrections/tulip/*.jpg)")
+        raise UserError(
+            f"{folder} is not a folder; give a folder with one sub-folder per label "
+            "(corrections/rose/*.jpg, corrections/tulip/*.jpg)"
+        )
     who = who or _user()
-    out = {"folder": str(src), "inbox": str(Path(inbox).expanduser()), "added": 0, "already there": 0,
-           "relabelled": 0, "skipped": [], "labels": {}, "proposed": []}
+    out = {
+        "folder": str(src),
+        "inbox": str(Path(inbox).expanduser()),
+        "added": 0,
+        "already there": 0,
+        "relabelled": 0,
+        "skipped": [],
+        "labels": {},
+        "proposed": [],
+    }
     entries = sorted(p for p in src.iterdir() if not p.name.startswith("."))
     for p in entries:
         if not p.is_dir():
@@ -236,12 +276,20 @@ def import_folder(folder: str | Path, inbox: str | Path, *, classes: list[str] |
         except UserError as e:
             out["skipped"].append({"path": str(p), "reason": str(e)})
             continue
-        counts = out["labels"].setdefault(label, {"added": 0, "already there": 0, "relabelled": 0,
-                                                  "known_class": None if classes is None else label in classes})
+        counts = out["labels"].setdefault(
+            label,
+            {
+                "added": 0,
+                "already there": 0,
+                "relabelled": 0,
+                "known_class": None if classes is None else label in classes,
+            },
+        )
         for f in sorted(q for q in p.iterdir() if not q.name.startswith(".")):
             if f.is_dir():
-                out["skipped"].append({"path": str(f),
-                                       "reason": "a sub-folder: only one level of label folders is read"})
+                out["skipped"].append(
+                    {"path": str(f), "reason": "a sub-folder: only one level of label folders is read"}
+                )
                 continue
             try:
                 r = add(inbox, f.read_bytes(), label, classes=classes, who=who, source="import")
@@ -266,9 +314,9 @@ def records(inbox: str | Path) -> list[dict]:
         for line in f:
             try:
                 r = json.loads(line)
-            except json.JSONDecodeError:    # a line cut by a crash mid-write: skip it, keep the rest
+            except json.JSONDecodeError:  # a line cut by a crash mid-write: skip it, keep the rest
                 continue
-            latest.pop(r.get("sha256"), None)      # re-inserted last, so the order is by latest feedback
+            latest.pop(r.get("sha256"), None)  # re-inserted last, so the order is by latest feedback
             latest[r.get("sha256")] = r
     return list(latest.values())
 
@@ -288,9 +336,14 @@ def summary(inbox: str | Path, classes: list[str] | None = None) -> dict:
     if (root / FEEDBACK_FILE).is_file():
         with open(root / FEEDBACK_FILE, "rb") as f:
             n_feedback = sum(1 for _ in f)
-    return {"inbox": str(root), "images": sum(labels.values()), "labels": labels,
-            "proposed": [] if classes is None else [lb for lb in labels if lb not in classes],
-            "feedback": n_feedback, "last": max((r.get("time") or "" for r in recs), default=None)}
+    return {
+        "inbox": str(root),
+        "images": sum(labels.values()),
+        "labels": labels,
+        "proposed": [] if classes is None else [lb for lb in labels if lb not in classes],
+        "feedback": n_feedback,
+        "last": max((r.get("time") or "" for r in recs), default=None),
+    }
 
 
 def default_inbox(registry: str | Path | None = None, run: str | Path | None = None) -> Path:
@@ -320,7 +373,7 @@ def registry_classes(registry: str | Path | None) -> list[str] | None:
 
     try:
         return reg.show(registry, "production")["classes"]
-    except UserError:       # versions but no production alias yet: the newest version's classes
+    except UserError:  # versions but no production alias yet: the newest version's classes
         versions = reg.list_versions(registry)
         return versions[-1]["classes"] if versions else None
 
@@ -373,5 +426,5 @@ def _now() -> str:
 def _user() -> str:
     try:
         return getpass.getuser()
-    except Exception:       # no login name in some containers
+    except Exception:  # no login name in some containers
         return "unknown"

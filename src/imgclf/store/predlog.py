@@ -26,6 +26,7 @@ process appends to the same folder meanwhile are not in it.
     log.close()
     read_log("predlog")      # every record, oldest first
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,10 +51,18 @@ from imgclf.core.files import atomic_path, fsync_dir
 CURRENT = "predictions.jsonl"
 IMAGES = "images"
 # PIL format -> file extension of a kept image.
-EXT = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif",
-       "PPM": "ppm"}
-RECENT = 10_000          # whole records remembered for POST /feedback by prediction_id
-_ID = re.compile(rb'\{"id": "([^"\\]*)"')     # how json.dumps starts every record
+EXT = {
+    "JPEG": "jpg",
+    "MPO": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tif",
+    "PPM": "ppm",
+}
+RECENT = 10_000  # whole records remembered for POST /feedback by prediction_id
+_ID = re.compile(rb'\{"id": "([^"\\]*)"')  # how json.dumps starts every record
 _STOP = object()
 
 
@@ -65,21 +74,51 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def record(*, sha256: str, model: str, version: int | None, answer: dict, probs: np.ndarray, classes: list[str],
-           decision: str, source: str = "predict") -> dict:
+def record(
+    *,
+    sha256: str,
+    model: str,
+    version: int | None,
+    answer: dict,
+    probs: np.ndarray,
+    classes: list[str],
+    decision: str,
+    source: str = "predict",
+) -> dict:
     """The logged fields known when the answer is made (the writer adds the image's)."""
     order = np.argsort(-probs)[:5]
     top = [[classes[i], round(float(probs[i]), 6)] for i in order]
     margin = float(probs[order[0]] - probs[order[1]]) if len(order) > 1 else 1.0
-    return {"id": prediction_id(sha256), "time": utc_now(), "model": model, "version": version, "sha256": sha256,
-            "image": None, "width": None, "height": None, "mode": None, "brightness": None,
-            "label": answer["label"], "confidence": round(float(answer["confidence"]), 6),
-            "margin": round(margin, 6), "top_k": top, "decision": decision, "source": source}
+    return {
+        "id": prediction_id(sha256),
+        "time": utc_now(),
+        "model": model,
+        "version": version,
+        "sha256": sha256,
+        "image": None,
+        "width": None,
+        "height": None,
+        "mode": None,
+        "brightness": None,
+        "label": answer["label"],
+        "confidence": round(float(answer["confidence"]), 6),
+        "margin": round(margin, 6),
+        "top_k": top,
+        "decision": decision,
+        "source": source,
+    }
 
 
 class PredictionLog:
-    def __init__(self, dir: str | Path, sample: float = 1.0, keep_images: bool = True, max_mb: float = 500,
-                 queue_size: int = 2048, on_drop: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        dir: str | Path,
+        sample: float = 1.0,
+        keep_images: bool = True,
+        max_mb: float = 500,
+        queue_size: int = 2048,
+        on_drop: Callable[[], None] | None = None,
+    ):
         self.dir = Path(dir).expanduser()
         self.sample, self.keep_images = sample, keep_images
         self.max_bytes = int(max_mb * 1024 * 1024)
@@ -90,11 +129,11 @@ class PredictionLog:
         self._queue: queue.Queue = queue.Queue(queue_size)
         self._recent: OrderedDict[str, dict] = OrderedDict()
         self._index = _Index()
-        self._lock = threading.Lock()           # the writer thread changes files and index; find() reads them
+        self._lock = threading.Lock()  # the writer thread changes files and index; find() reads them
         self._thread: threading.Thread | None = None
         self._file = None
-        self._size = 0           # bytes in the current file: the next record's offset
-        self._total = 0          # bytes under dir, counted once at start and kept up to date
+        self._size = 0  # bytes in the current file: the next record's offset
+        self._total = 0  # bytes under dir, counted once at start and kept up to date
 
     # ------------------------------------------------------------ request side (cheap)
 
@@ -120,7 +159,9 @@ class PredictionLog:
             rec = self._recent.get(pid) or self._index.find(pid, self.dir)
         if rec is None:
             return None
-        data = (self.dir / rec["image"]).read_bytes() if rec.get("image") and (self.dir / rec["image"]).is_file() else None
+        data = (
+            (self.dir / rec["image"]).read_bytes() if rec.get("image") and (self.dir / rec["image"]).is_file() else None
+        )
         return rec, data
 
     # ------------------------------------------------------------ writer thread
@@ -175,7 +216,7 @@ class PredictionLog:
             rec["brightness"] = round(brightness(pixels), 3)
         line = json.dumps(rec, ensure_ascii=False) + "\n"
         size = len(line.encode())
-        self._file.write(line)       # one write of one whole line: a reader never sees half a record
+        self._file.write(line)  # one write of one whole line: a reader never sees half a record
         self._file.flush()
         with self._lock:
             self._index.add(CURRENT, rec["id"], self._size)
@@ -194,7 +235,7 @@ class PredictionLog:
         rel = f"{IMAGES}/{sha[:2]}/{sha}.{ext}"
         path = self.dir / rel
         if not path.is_file():
-            with atomic_path(path) as tmp:      # whole or absent after a crash; the umask's mode; fsynced
+            with atomic_path(path) as tmp:  # whole or absent after a crash; the umask's mode; fsynced
                 tmp.write_bytes(data)
             self._total += len(data)
         return rel
@@ -254,7 +295,7 @@ class _Index:
         with open(path, "rb") as f:
             for line in f:
                 m = _ID.match(line)
-                if m is None and line.endswith(b"\n"):         # written by something else than json.dumps
+                if m is None and line.endswith(b"\n"):  # written by something else than json.dumps
                     try:
                         pid = json.loads(line).get("id")
                     except (ValueError, AttributeError):
@@ -275,7 +316,7 @@ class _Index:
     def find(self, pid: str, folder: Path) -> dict | None:
         """The newest record with this id, read from its line; None without reading when none has its key."""
         key = self.key(pid)
-        for name, (keys, offsets) in reversed(self.files.items()):     # rotated parts in order, current last
+        for name, (keys, offsets) in reversed(self.files.items()):  # rotated parts in order, current last
             hits = np.flatnonzero(np.frombuffer(keys, np.int64) == key) if keys else ()
             for i in reversed(hits):
                 try:

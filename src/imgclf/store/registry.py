@@ -17,6 +17,7 @@ sees the old or the new version, never a half-written file.
     registry.resolve("registry", "production")                          # Path("runs/photos-1")
     registry.rollback("registry")                                       # production -> what it was before
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,20 +29,28 @@ import shutil
 import time
 from pathlib import Path
 
-from imgclf.data.manifest import write_manifest
-from imgclf.data.paths import rebase
 from imgclf.core.errors import UserError
 from imgclf.core.files import append_line, file_lock, fsync_dir, new_temp_dir, read_json, write_json
+from imgclf.data.manifest import write_manifest
+from imgclf.data.paths import rebase
 from imgclf.store.runs import find_run, moved_root, read_model_json, read_splits, recorded_root, require_data
-from imgclf.store.versions import (ALIASES_FILE, aliases_state, registry_dir, version_number,  # noqa: F401
-                                   version_numbers, version_run, version_run_path)
+from imgclf.store.versions import (  # noqa: F401
+    ALIASES_FILE,
+    aliases_state,
+    registry_dir,
+    version_number,
+    version_numbers,
+    version_run,
+    version_run_path,
+)
 
-ALIAS_RE = re.compile(r"[A-Za-z][\w-]*")   # never all digits, so "3" always means version 3
+ALIAS_RE = re.compile(r"[A-Za-z][\w-]*")  # never all digits, so "3" always means version 3
 # REGISTRY/<name> names these folders itself, and "v3" is version 3: an alias so named could never be reached.
 RESERVED = re.compile(r"versions|inbox|v\d+", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------- reading
+
 
 def show(registry: str | Path, ref: str | int) -> dict:
     """Everything recorded about one version, plus its aliases and whether its run folder is still there."""
@@ -64,13 +73,14 @@ def list_versions(registry: str | Path) -> list[dict]:
 def resolve(registry: str | Path, ref: str | int = "production") -> Path:
     """The run folder behind a version or alias, checked to still be a finished run.
 
-        >>> imgclf.load(registry.resolve("registry", "production"))
+    >>> imgclf.load(registry.resolve("registry", "production"))
     """
     return find_run(version_run(registry, ref))
 
 
-def read_manifest(registry: str | Path, ref: str | int, data_root: str | Path | None = None,
-                  required: bool = False) -> list[dict]:
+def read_manifest(
+    registry: str | Path, ref: str | int, data_root: str | Path | None = None, required: bool = False
+) -> list[dict]:
     """The version's training data: rows of path, sha256 ("missing" for a file gone at registration), label, split.
     `data_root`: where the data folder is now, when it moved since registration; `required`: refuse
     in one line when none of the files is there."""
@@ -80,8 +90,9 @@ def read_manifest(registry: str | Path, ref: str | int, data_root: str | Path | 
         rows = list(csv.DictReader(f))
     info = read_json(folder / "version.json")
     # Versions registered before the root was recorded: the folder all their files share.
-    root = info.get("manifest", {}).get("root") or (os.path.commonpath([os.path.dirname(r["path"]) for r in rows])
-                                                    if rows else None)
+    root = info.get("manifest", {}).get("root") or (
+        os.path.commonpath([os.path.dirname(r["path"]) for r in rows]) if rows else None
+    )
     moved = moved_root(data_root)
     if moved is not None and root is not None:
         for r in rows:
@@ -104,8 +115,12 @@ def _metrics_summary(run: Path) -> dict | None:
     if not p.is_file():
         return None
     m = read_json(p)
-    return {"accuracy": m.get("accuracy"), "macro_f1": (m.get("macro_avg") or {}).get("f1-score"),
-            "log_loss": m.get("log_loss"), "n": m.get("n")}
+    return {
+        "accuracy": m.get("accuracy"),
+        "macro_f1": (m.get("macro_avg") or {}).get("f1-score"),
+        "log_loss": m.get("log_loss"),
+        "n": m.get("n"),
+    }
 
 
 def _stored_run_path(run: Path, reg: Path) -> str:
@@ -116,8 +131,13 @@ def _stored_run_path(run: Path, reg: Path) -> str:
     return str(run)
 
 
-def add(run: str | Path, registry: str | Path = "registry", parent: str | int | None = None,
-        alias: str | None = None, data_root: str | Path | None = None) -> dict:
+def add(
+    run: str | Path,
+    registry: str | Path = "registry",
+    parent: str | int | None = None,
+    alias: str | None = None,
+    data_root: str | Path | None = None,
+) -> dict:
     """Register a finished run folder as the next version; return its version.json record.
 
     `parent`: the version (or alias) it was derived from, e.g. the production model it retrains.
@@ -136,12 +156,20 @@ def add(run: str | Path, registry: str | Path = "registry", parent: str | int | 
     stored = _stored_run_path(run, reg)
     for v in list_versions(reg):
         if Path(v["run_path"]).resolve() == run.resolve():
-            raise UserError(f"{run} is already version {v['version']} in {reg}; "
-                            f"promote it with: imgclf registry promote {v['version']}")
-    info = {"run": stored, "parent": parent_n, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "user": _user(), "classes": meta["classes"], "architecture": meta.get("architecture", {}).get("name"),
-            "metrics": _metrics_summary(run)}
-    rows = read_splits(run, data_root, required=True)       # the data not found: one line, before any write
+            raise UserError(
+                f"{run} is already version {v['version']} in {reg}; "
+                f"promote it with: imgclf registry promote {v['version']}"
+            )
+    info = {
+        "run": stored,
+        "parent": parent_n,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "user": _user(),
+        "classes": meta["classes"],
+        "architecture": meta.get("architecture", {}).get("name"),
+        "metrics": _metrics_summary(run),
+    }
+    rows = read_splits(run, data_root, required=True)  # the data not found: one line, before any write
     root = moved_root(data_root) or recorded_root(run)
     versions = _new_folder(reg / "versions")
     tmp = new_temp_dir(versions, ".new-")
@@ -174,7 +202,7 @@ def _new_folder(folder: Path) -> Path:
 def promote(registry: str | Path, ref: str | int, alias: str = "production") -> dict:
     """Point `alias` at a version (an atomic replace of aliases.json); return the history record.
 
-        >>> registry.promote("registry", "candidate")     # production -> the candidate's version
+    >>> registry.promote("registry", "candidate")     # production -> the candidate's version
     """
     reg = registry_dir(registry)
     with _locked(reg):
@@ -192,8 +220,10 @@ def rollback(registry: str | Path, alias: str = "production") -> dict:
         state = aliases_state(reg)
         stack = state["previous"].get(alias, [])
         if not stack:
-            raise UserError(f"{alias!r} in {reg} has no earlier version to roll back to; "
-                            f"pick one with: imgclf registry promote VERSION --alias {alias}")
+            raise UserError(
+                f"{alias!r} in {reg} has no earlier version to roll back to; "
+                f"pick one with: imgclf registry promote VERSION --alias {alias}"
+            )
         return _set_alias(reg, alias, stack[-1], "rollback", state)
 
 
@@ -201,8 +231,10 @@ def check_alias(alias: str) -> str:
     if not ALIAS_RE.fullmatch(alias):
         raise UserError(f"alias {alias!r} must start with a letter (letters, digits, _ and - after), e.g. production")
     if RESERVED.fullmatch(alias):
-        raise UserError(f"alias {alias!r} is reserved (versions, inbox and v<number> name the registry's own "
-                        "folders and versions); choose another, e.g. production")
+        raise UserError(
+            f"alias {alias!r} is reserved (versions, inbox and v<number> name the registry's own "
+            "folders and versions); choose another, e.g. production"
+        )
     return alias
 
 
@@ -218,8 +250,14 @@ def _set_alias(reg: Path, alias: str, n: int, action: str, state: dict | None = 
         stack.append(old)
     state["aliases"][alias] = n
     write_json(reg / ALIASES_FILE, state)
-    event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "user": _user(), "action": action, "alias": alias,
-             "from": old, "to": n}
+    event = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "user": _user(),
+        "action": action,
+        "alias": alias,
+        "from": old,
+        "to": n,
+    }
     # An audit log only: aliases.json alone decides, so a crash before this line loses a record, not a state.
     append_line(reg / "history.jsonl", json.dumps(event) + "\n")
     return event
@@ -233,5 +271,5 @@ def history(registry: str | Path) -> list[dict]:
 def _user() -> str:
     try:
         return getpass.getuser()
-    except Exception:       # no login name in some containers
+    except Exception:  # no login name in some containers
         return "unknown"

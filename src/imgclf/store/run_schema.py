@@ -7,6 +7,7 @@ Either failure is one line naming the file and the field. Runs written before ha
 have none and load unchecked. Format 2 adds data.root, the folder splits.csv's paths are relative
 to (see imgclf.store.runs); format-1 runs load as they always did.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,9 +17,9 @@ import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from imgclf.data.images import RESIZE_MODES
 from imgclf.core.errors import UserError
 from imgclf.core.files import write_json
+from imgclf.data.images import RESIZE_MODES
 from imgclf.settings.checks import IMG_SIZE, TTA_MODES
 
 WEIGHTS = "model.safetensors"
@@ -47,8 +48,10 @@ def verify_weights(run: Path, meta: dict) -> None:
         return
     actual = sha256_file(run / WEIGHTS)
     if actual != expected:
-        raise UserError(f"{run / WEIGHTS} has SHA-256 {actual[:16]}..., not the {expected[:16]}... recorded in "
-                        "model.json: the weights were changed or damaged after training; restore the run from a copy")
+        raise UserError(
+            f"{run / WEIGHTS} has SHA-256 {actual[:16]}..., not the {expected[:16]}... recorded in "
+            "model.json: the weights were changed or damaged after training; restore the run from a copy"
+        )
 
 
 def check_model_json(meta: Any, path: Path, newest_format: int, loadable: bool = True) -> dict:
@@ -62,8 +65,12 @@ def check_model_json(meta: Any, path: Path, newest_format: int, loadable: bool =
     if fmt > newest_format:
         raise UserError(f"{path.parent} was written by a newer imgclf (model format {fmt}); upgrade imgclf")
     classes = _get(meta, path, "classes")
-    if (not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes)
-            or len(set(classes)) != len(classes)):
+    if (
+        not isinstance(classes, list)
+        or len(classes) < 2
+        or not all(isinstance(c, str) and c for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
         _bad(path, "classes", "a list of at least two distinct class names", classes)
     _check_data(meta, path)
     if not loadable:
@@ -127,13 +134,14 @@ def _check_data(meta: dict, path: Path) -> None:
     if meta.get("data") is None:
         return
     root = _get(meta, path, "data.root")
-    if root is not None and not (isinstance(root, str) and (PurePosixPath(root).is_absolute()
-                                                            or PureWindowsPath(root).is_absolute())):
+    if root is not None and not (
+        isinstance(root, str) and (PurePosixPath(root).is_absolute() or PureWindowsPath(root).is_absolute())
+    ):
         _bad(path, "data.root", "the absolute path of the data folder (or null)", root)
 
 
 def _check_thresholds(meta: dict, path: Path, classes: list) -> None:
-    calibration = meta.get("calibration", {})       # absent in ensembles: members carry their own
+    calibration = meta.get("calibration", {})  # absent in ensembles: members carry their own
     t = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else None
     if not (_is_real(t) and t > 0):
         _bad(path, "calibration.temperature", "a finite number above 0", t)

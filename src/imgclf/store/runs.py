@@ -7,6 +7,7 @@ runs/<name>/ model.safetensors  model.json  config.yaml  history.csv  metrics.js
 splits.csv lists the images relative to the data root that model.json records (data.root), so the
 run folder and the data can each move: `data_root=` (`--data DIR`) says where the data is now.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,9 +16,9 @@ import os
 import re
 from pathlib import Path
 
-from imgclf.data.paths import rebase, relative_to, resolve
 from imgclf.core.errors import UserError
 from imgclf.core.files import read_json, write_text
+from imgclf.data.paths import rebase, relative_to, resolve
 from imgclf.store.run_schema import check_model_json
 
 # 2: splits.csv paths are relative to model.json's data.root. 1: relative to the folder training ran
@@ -29,7 +30,9 @@ def new_run_dir(data: str | Path, base: str | Path = "runs") -> Path:
     """runs/<dataset-name>-<n>, n one more than the highest already there."""
     name = re.sub(r"[^\w.-]+", "_", Path(data).stem or "data").strip("_") or "data"
     base = Path(base)
-    taken = [int(m.group(1)) for p in base.glob(f"{name}-*") if (m := re.fullmatch(rf"{re.escape(name)}-(\d+)", p.name))]
+    taken = [
+        int(m.group(1)) for p in base.glob(f"{name}-*") if (m := re.fullmatch(rf"{re.escape(name)}-(\d+)", p.name))
+    ]
     return base / f"{name}-{max(taken, default=0) + 1}"
 
 
@@ -37,7 +40,7 @@ def find_run(path: str | Path) -> Path:
     """Accept a run folder, a model.safetensors/model.json inside one, or REGISTRY/ALIAS (or REGISTRY/VERSION)."""
     p = Path(path).expanduser()
     if not p.exists() and (p.parent / "versions").is_dir():
-        from imgclf.store.versions import version_run    # "registry/production", "registry/3": the run behind it
+        from imgclf.store.versions import version_run  # "registry/production", "registry/3": the run behind it
 
         return find_run(version_run(p.parent, p.name))
     if p.is_file() and p.name in ("model.safetensors", "model.json"):
@@ -45,8 +48,10 @@ def find_run(path: str | Path) -> Path:
     # An ensemble bundle keeps its weights in members/<i>/ (see imgclf.inference.ensemble).
     weights = (p / "model.safetensors").is_file() or (p / "members").is_dir()
     if not (p / "model.json").is_file() or not weights:
-        raise UserError(f"{path} is not a finished run folder (it needs model.json and model.safetensors); "
-                        "train one with: imgclf train DATA")
+        raise UserError(
+            f"{path} is not a finished run folder (it needs model.json and model.safetensors); "
+            "train one with: imgclf train DATA"
+        )
     return p
 
 
@@ -56,7 +61,7 @@ def read_model_json(run: Path, loadable: bool = True) -> dict:
     path = run / "model.json"
     try:
         meta = read_json(path)
-    except (ValueError, RecursionError) as e:       # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise UserError(f"{path} is not valid JSON ({e}); restore the run from a copy") from None
     return check_model_json(meta, path, MODEL_FORMAT, loadable)
 
@@ -118,26 +123,34 @@ def require_data(run: Path, paths: list[str], root: str | None, moved: str | Non
     if not paths or any(os.path.isfile(p) for p in paths):
         return
     if moved is not None:
-        raise UserError(f"--data {moved}: none of the {len(paths)} images {run} lists are there (e.g. {paths[0]}); "
-                        f"give the folder that now holds what was {root or 'its data folder'}")
+        raise UserError(
+            f"--data {moved}: none of the {len(paths)} images {run} lists are there (e.g. {paths[0]}); "
+            f"give the folder that now holds what was {root or 'its data folder'}"
+        )
     if root is not None and os.path.isabs(root):
-        raise UserError(f"the data of {run} is not at {root} any more (e.g. {paths[0]} is missing); "
-                        "if it moved, give its new place with --data DIR")
-    raise UserError(f"none of the {len(paths)} images of {run} is found from {Path.cwd()}: the run lists them "
-                    f"relative to the folder it was trained in; run from there, or give where its data "
-                    f"{f'folder {root} ' if root else ''}is now with --data DIR")
+        raise UserError(
+            f"the data of {run} is not at {root} any more (e.g. {paths[0]} is missing); "
+            "if it moved, give its new place with --data DIR"
+        )
+    raise UserError(
+        f"none of the {len(paths)} images of {run} is found from {Path.cwd()}: the run lists them "
+        f"relative to the folder it was trained in; run from there, or give where its data "
+        f"{f'folder {root} ' if root else ''}is now with --data DIR"
+    )
 
 
-def test_split(model, purpose: str = "evaluate on; give DATA: imgclf evaluate RUN DATA",
-               data_root: str | Path | None = None):
+def test_split(
+    model, purpose: str = "evaluate on; give DATA: imgclf evaluate RUN DATA", data_root: str | Path | None = None
+):
     """(paths, class indices in model.classes) of the run's held-out test split."""
     import numpy as np
 
     rows = [r for r in read_splits(model.path, data_root) if r["split"] == "test"]
     if not rows:
         raise UserError(f"{model.path} has no test split to {purpose}")
-    require_data(model.path, [r["path"] for r in rows], recorded_root(model.path) or _old_root(model.path),
-                 moved_root(data_root))
+    require_data(
+        model.path, [r["path"] for r in rows], recorded_root(model.path) or _old_root(model.path), moved_root(data_root)
+    )
     return [r["path"] for r in rows], np.array([model.classes.index(r["label"]) for r in rows])
 
 

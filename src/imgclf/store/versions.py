@@ -1,5 +1,6 @@
 """Reading a registry's versions and aliases (the writing is store.registry's): which run folder
 "registry/production" or "registry/3" means. Run lookups (store.runs.find_run) need only this."""
+
 from __future__ import annotations
 
 import os
@@ -19,10 +20,14 @@ def aliases_state(reg: Path) -> dict:
     fix = f"fix it by hand ({reg / 'history.jsonl'} lists every alias change)"
     try:
         state = read_json(p)
-    except ValueError as e:         # JSONDecodeError, UnicodeDecodeError: a hand edit or a foreign write
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError: a hand edit or a foreign write
         raise UserError(f"{p} is not valid JSON ({e}); {fix}") from None
-    if not (isinstance(state, dict) and isinstance(state.get("aliases"), dict)
-            and isinstance(state.get("previous"), dict) and all(isinstance(v, int) for v in state["aliases"].values())):
+    if not (
+        isinstance(state, dict)
+        and isinstance(state.get("aliases"), dict)
+        and isinstance(state.get("previous"), dict)
+        and all(isinstance(v, int) for v in state["aliases"].values())
+    ):
         raise UserError(f'{p} must hold {{"aliases": {{name: version}}, "previous": {{name: [versions]}}}}; {fix}')
     return state
 
@@ -35,8 +40,9 @@ def version_numbers(reg: Path) -> list[int]:
 def registry_dir(registry: str | Path, must_exist: bool = True) -> Path:
     reg = Path(registry).expanduser()
     if must_exist and not version_numbers(reg):
-        raise UserError(f"the registry {reg} has no versions yet; add a run with: imgclf registry add RUN "
-                        f"--registry {reg}")
+        raise UserError(
+            f"the registry {reg} has no versions yet; add a run with: imgclf registry add RUN --registry {reg}"
+        )
     return reg
 
 
@@ -47,13 +53,17 @@ def version_number(registry: str | Path, ref: str | int) -> int:
     if re.fullmatch(r"v?\d+", s):
         n = int(s.lstrip("v"))
         if n not in version_numbers(reg):
-            raise UserError(f"no version {n} in {reg} (it has {span_text(version_numbers(reg))}); see: imgclf registry list")
+            raise UserError(
+                f"no version {n} in {reg} (it has {span_text(version_numbers(reg))}); see: imgclf registry list"
+            )
         return n
     aliases = aliases_state(reg)["aliases"]
     if s not in aliases:
         known = ", ".join(sorted(aliases)) or "none set yet"
-        raise UserError(f"no version or alias {s!r} in {reg} (aliases: {known}); "
-                        f"set one with: imgclf registry promote VERSION --alias {s}")
+        raise UserError(
+            f"no version or alias {s!r} in {reg} (aliases: {known}); "
+            f"set one with: imgclf registry promote VERSION --alias {s}"
+        )
     return int(aliases[s])
 
 
@@ -65,6 +75,7 @@ def version_run_path(reg: Path, info: dict) -> Path:
     p = Path(info["run"])
     return p if p.is_absolute() else Path(os.path.normpath(reg / p))
 
+
 def version_run(registry: str | Path, ref: str | int) -> Path:
     """The run folder a version or alias points at, refused in one line when it is gone (not yet
     checked to be a finished run: store.runs.find_run does that)."""
@@ -73,6 +84,8 @@ def version_run(registry: str | Path, ref: str | int) -> Path:
     info = read_json(reg / "versions" / str(n) / "version.json")
     path = version_run_path(reg, info)
     if not (path / "model.json").is_file():
-        raise UserError(f"version {n}'s run folder {path} is gone (moved or deleted); put it back, or register "
-                        f"it again from its new place: imgclf registry add NEW_PATH --parent {n}")
+        raise UserError(
+            f"version {n}'s run folder {path} is gone (moved or deleted); put it back, or register "
+            f"it again from its new place: imgclf registry add NEW_PATH --parent {n}"
+        )
     return path

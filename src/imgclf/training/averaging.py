@@ -1,4 +1,5 @@
 """An exponential moving average of the weights (`--ema`): what validation judges and a run ships."""
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,7 @@ class WeightAverage:
         decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
         if torch.is_floating_point(averaged[0]):
             torch._foreach_lerp_(averaged, current, 1 - decay)
-        else:                                  # integer buffers (BatchNorm's batch counter): keep the newest
+        else:  # integer buffers (BatchNorm's batch counter): keep the newest
             for a, c in zip(averaged, current):
                 a.copy_(c)
 

@@ -7,6 +7,7 @@ image of a rare class as worth 25 of a common one, which ("balanced", 1/count) o
 images and costs accuracy when the test has the training set's proportions. The linear probe
 (training.probe) and fine-tuning (training.loop) use the same weights.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +16,7 @@ from imgclf.core.errors import UserError
 from imgclf.settings.checks import CLASS_WEIGHT_MODES
 
 MODES = CLASS_WEIGHT_MODES
-AUTO_RATIO = 3.0        # auto weighs classes when the largest has this many times the images of the smallest
+AUTO_RATIO = 3.0  # auto weighs classes when the largest has this many times the images of the smallest
 
 
 def resolve_class_weight(mode: str, train_labels: np.ndarray, n_classes: int) -> tuple[str, str | None]:
@@ -28,8 +29,10 @@ def resolve_class_weight(mode: str, train_labels: np.ndarray, n_classes: int) ->
     counts = counts[counts > 0]
     lo, hi = int(counts.min()), int(counts.max())
     if hi >= AUTO_RATIO * lo:
-        return "sqrt", (f"class_weight=sqrt: training classes hold {lo} to {hi} images (>= {AUTO_RATIO:g}x apart); "
-                        "each class weighs 1/sqrt(its count) in the loss")
+        return "sqrt", (
+            f"class_weight=sqrt: training classes hold {lo} to {hi} images (>= {AUTO_RATIO:g}x apart); "
+            "each class weighs 1/sqrt(its count) in the loss"
+        )
     return "none", None
 
 

@@ -1,5 +1,6 @@
 """Where the epochs' images come from: resident on the training device when they fit (airbench:
 an epoch is slicing, no decoding), else gathered batch by batch from the memory-mapped cache."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,10 +13,10 @@ from imgclf.core.device import memory_budget as _memory_budget
 
 @dataclass
 class SplitData:
-    images: np.ndarray            # (N, H, W, 3) uint8, memory-mapped cache
-    train: np.ndarray             # row indices into images
+    images: np.ndarray  # (N, H, W, 3) uint8, memory-mapped cache
+    train: np.ndarray  # row indices into images
     val: np.ndarray
-    labels: np.ndarray            # (N,) int64
+    labels: np.ndarray  # (N,) int64
     mean: list[float]
     std: list[float]
 
@@ -52,7 +53,7 @@ class TrainImages:
     def batches(self, perm: torch.Tensor, bs: int, steps: int):
         """The epoch's batches in `perm` order. From the memmap, the next batch is gathered (into
         pinned memory on CUDA) by a background thread while the device computes the current one."""
-        chunks = [perm[s * bs:(s + 1) * bs] for s in range(steps)]
+        chunks = [perm[s * bs : (s + 1) * bs] for s in range(steps)]
         if self.resident:
             yield from (self.batch(rows) for rows in chunks)
             return
@@ -67,7 +68,7 @@ class TrainImages:
                 yield self._to_device(*ready)
 
     def _gather(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = rows.sort().values               # sorted reads are sequential on disk
+        rows = rows.sort().values  # sorted reads are sequential on disk
         xb = torch.from_numpy(np.ascontiguousarray(self.images[self.idx[rows.numpy()]]))
         return (xb.pin_memory() if self.device.type == "cuda" else xb), rows
 

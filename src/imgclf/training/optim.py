@@ -3,6 +3,7 @@
 The schedule is a pure function of the step, set by hand each step: resuming a run then only
 needs the step number, never a pickled scheduler object.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,14 @@ import torch
 from imgclf.core.errors import UserError
 
 
-def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float,
-                   momentum: float = 0.9, groups: list[dict] | None = None) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: torch.nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    groups: list[dict] | None = None,
+) -> torch.optim.Optimizer:
     """`groups`: parameter groups made elsewhere (layer-wise learning rates: each may carry an
     `lr_scale` that set_lr applies); by default decay and no-decay groups of the trainable parameters."""
     if groups is None:
@@ -34,7 +41,7 @@ def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: f
     if on_cuda:
         try:
             return cls(groups, lr=lr, fused=True, **kw)
-        except (TypeError, RuntimeError):   # fused SGD arrived in torch 2.3
+        except (TypeError, RuntimeError):  # fused SGD arrived in torch 2.3
             pass
     return cls(groups, lr=lr, foreach=True, **kw)
 

@@ -6,6 +6,7 @@ the same weights throughout. On a CPU ONNX Runtime does that about 3.5x faster t
 its BatchNorm and activation), so the network is exported once, in memory (~1 s), and run there.
 If the export or ONNX Runtime fails for a network, the probe runs in PyTorch as before.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,11 +45,19 @@ def cpu_session(module: torch.nn.Module, side: int, outputs: list[str]):
     # The exporter restores the mode it found on the module, recursively, and a new wrapper starts
     # in training mode: `evaluating` gives the module its own mode back.
     with evaluating(module), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-        warnings.simplefilter("ignore")      # the exporter's deprecation and tracing chatter
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
         # The TorchScript exporter: ~1 s here against several for torch.export, and a frozen
         # eval-mode CNN traces exactly.
-        torch.onnx.export(module, (example,), buf, input_names=["x"], output_names=outputs,
-                          dynamic_axes={n: {0: "batch"} for n in ["x", *outputs]}, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            module,
+            (example,),
+            buf,
+            input_names=["x"],
+            output_names=outputs,
+            dynamic_axes={n: {0: "batch"} for n in ["x", *outputs]},
+            opset_version=17,
+            dynamo=False,
+        )
     return ort.InferenceSession(buf.getvalue(), sess_options=ort_options(), providers=["CPUExecutionProvider"])
 
 
@@ -58,7 +67,9 @@ class OrtEmbedder:
     def __init__(self, net: torch.nn.Module, side: int, k: int | None):
         self.k = k
         with evaluating(net):
-            self.session = cpu_session(_Outputs(net, k).eval(), side, ["features"] + (["lower"] if k is not None else []))
+            self.session = cpu_session(
+                _Outputs(net, k).eval(), side, ["features"] + (["lower"] if k is not None else [])
+            )
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, torch.Tensor | None]:
         out = self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})

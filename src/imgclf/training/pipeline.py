@@ -5,6 +5,7 @@ reporting's; `imgclf.workflows.train` runs the three in order. `lr_find` shares 
     fitted = fit_run(TrainConfig(data="photos/"), console)
     fitted.net, fitted.meta["probe"], fitted.result.best_val_acc
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,35 +24,38 @@ from imgclf.store.runs import MODEL_FORMAT, new_run_dir, write_splits
 @dataclass
 class Prepared:
     """The settings resolved and the data decoded, split and summarised: what a network trains on."""
+
     cfg: TrainConfig
-    spec: Any                   # data.discover.DatasetSpec, splits final
-    images: np.ndarray          # (N, size, size, 3) uint8, the decode cache
-    device: Any                 # torch.device
+    spec: Any  # data.discover.DatasetSpec, splits final
+    images: np.ndarray  # (N, size, size, 3) uint8, the decode cache
+    device: Any  # torch.device
     mean: list[float]
     std: list[float]
-    pretrained: bool            # normalised as the pretrained backbone's weights expect
-    policy: Any                 # data.augment.AugmentPolicy
-    skipped: list[dict]         # unreadable files
-    removed: list[str]          # duplicates taken out (--dedupe)
-    grouping: dict | None       # how near-duplicates were kept on one side of the split
+    pretrained: bool  # normalised as the pretrained backbone's weights expect
+    policy: Any  # data.augment.AugmentPolicy
+    skipped: list[dict]  # unreadable files
+    removed: list[str]  # duplicates taken out (--dedupe)
+    grouping: dict | None  # how near-duplicates were kept on one side of the split
 
     def split_data(self):
         from imgclf.training.loop import SplitData
 
         spec = self.spec
-        return SplitData(self.images, np.sort(spec.indices("train")), np.sort(spec.indices("val")), spec.labels,
-                         self.mean, self.std)
+        return SplitData(
+            self.images, np.sort(spec.indices("train")), np.sort(spec.indices("val")), spec.labels, self.mean, self.std
+        )
 
 
 @dataclass
 class Fitted:
     """A trained network and everything the evaluation after training needs."""
+
     run_dir: Path
     prep: Prepared
-    net: Any                    # torch.nn.Module with the kept epoch's weights
-    meta: dict                  # model.json so far: classes, architecture, input, normalization, training
-    result: Any                 # training.loop.FitResult
-    root: str | None            # the data root splits.csv is relative to
+    net: Any  # torch.nn.Module with the kept epoch's weights
+    meta: dict  # model.json so far: classes, architecture, input, normalization, training
+    result: Any  # training.loop.FitResult
+    root: str | None  # the data root splits.csv is relative to
 
 
 def settings_for(data, config, resume, settings: dict) -> tuple[TrainConfig, Path | None]:
@@ -61,7 +65,7 @@ def settings_for(data, config, resume, settings: dict) -> tuple[TrainConfig, Pat
         run_dir = Path(resume if not isinstance(resume, bool) else settings.get("out") or "")
         if not (run_dir / "config.yaml").is_file():
             raise UserError(f"cannot resume: {run_dir} has no config.yaml (give the run folder of an earlier train)")
-        cfg = load_config(run_dir / "config.yaml")     # the resolved settings of the interrupted run
+        cfg = load_config(run_dir / "config.yaml")  # the resolved settings of the interrupted run
     else:
         cfg = load_config(config) if config else TrainConfig()
         cfg = cfg.updated(data=str(data) if data is not None else None, **settings)
@@ -87,8 +91,9 @@ def resolve_settings(cfg: TrainConfig, spec, explicit: set[str] | None):
     return cfg, device, notes + more
 
 
-def prepare(cfg: TrainConfig, console, explicit: set[str] | None = None, for_training: bool = True,
-            run_dir: Path | None = None) -> tuple[Prepared, Path | None]:
+def prepare(
+    cfg: TrainConfig, console, explicit: set[str] | None = None, for_training: bool = True, run_dir: Path | None = None
+) -> tuple[Prepared, Path | None]:
     """Discover, resolve the defaults, decode; for training also group, deduplicate and weigh the
     classes. Prints every default it chose. Returns the preparation and the run folder (None when
     `for_training` is False and none was named)."""
@@ -97,7 +102,7 @@ def prepare(cfg: TrainConfig, console, explicit: set[str] | None = None, for_tra
     from imgclf.settings.checks import check_targets
     from imgclf.training.prepare import decode, normalization
 
-    check_group_by(cfg.group_by)        # before the decoding it would otherwise wait for
+    check_group_by(cfg.group_by)  # before the decoding it would otherwise wait for
     spec = discover(cfg.data, cfg.val_frac, cfg.test_frac, cfg.seed)
     check_targets(spec.classes, cfg.target_accuracy, cfg.target_coverage)
     cfg, device, notes = resolve_settings(cfg, spec, explicit)
@@ -106,8 +111,10 @@ def prepare(cfg: TrainConfig, console, explicit: set[str] | None = None, for_tra
         cfg = cfg.updated(out=str(run_dir))
         if explicit is not None and (run_dir / "model.json").exists():
             raise UserError(f"{run_dir} already holds a run; choose another --out or add --resume to continue it")
-        console.print(f"imgclf {__version__}  data {cfg.data} ({spec.layout}, {len(spec.classes)} classes, "
-                      f"{len(spec.paths)} images)  device {device}")
+        console.print(
+            f"imgclf {__version__}  data {cfg.data} ({spec.layout}, {len(spec.classes)} classes, "
+            f"{len(spec.paths)} images)  device {device}"
+        )
     for line in notes:
         console.print(f"  default: {line}")
     images, spec, skipped = decode(spec, cfg, console)
@@ -115,7 +122,9 @@ def prepare(cfg: TrainConfig, console, explicit: set[str] | None = None, for_tra
     if for_training:
         cfg, grouping, removed = _split_and_weigh(cfg, spec, images, console)
     mean, std, pretrained = normalization(cfg, images, spec)
-    if cfg.init_from and for_training:       # a warm start (imgclf update): the parent's weights were learnt on its statistics
+    if (
+        cfg.init_from and for_training
+    ):  # a warm start (imgclf update): the parent's weights were learnt on its statistics
         from imgclf.training.warmstart import parent_normalization
 
         mean, std = parent_normalization(cfg.init_from)
@@ -152,8 +161,10 @@ def _test_time_augmentation(cfg: TrainConfig, policy, console) -> TrainConfig:
         return cfg
     # Average the prediction over the mirror image when the model was trained to be mirror-invariant.
     cfg = cfg.updated(tta="flip" if policy.flip else "none")
-    console.print(f"  default: tta={cfg.tta}: test-time augmentation at evaluation"
-                  f"{'' if policy.flip else ' (no flips in training)'}")
+    console.print(
+        f"  default: tta={cfg.tta}: test-time augmentation at evaluation"
+        f"{'' if policy.flip else ' (no flips in training)'}"
+    )
     return cfg
 
 
@@ -165,13 +176,21 @@ def build_network(cfg: TrainConfig, n_classes: int):
 
     kwargs = {**model_defaults(cfg.model), **cfg.model_kwargs}
     torch.manual_seed(cfg.seed)
-    net = create_model(cfg.model, num_classes=n_classes, in_chans=3, img_size=cfg.img_size,
-                       weights=cfg.weights, pretrained=cfg.pretrained, **kwargs)
+    net = create_model(
+        cfg.model,
+        num_classes=n_classes,
+        in_chans=3,
+        img_size=cfg.img_size,
+        weights=cfg.weights,
+        pretrained=cfg.pretrained,
+        **kwargs,
+    )
     return net, kwargs
 
 
-def fit_run(data=None, *, config=None, resume=False, console, on_epoch: Callable | None = None,
-            **settings: Any) -> Fitted:
+def fit_run(
+    data=None, *, config=None, resume=False, console, on_epoch: Callable | None = None, **settings: Any
+) -> Fitted:
     """Prepare, build the network, write the run's inputs, probe, and train (see imgclf.train)."""
     cfg, run_dir = settings_for(data, config, resume, settings)
     explicit = None
@@ -201,17 +220,21 @@ def _write_inputs(run_dir: Path, prep: Prepared, net, kwargs: dict, n_params: in
     cfg, spec = prep.cfg, prep.spec
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", dump_yaml(cfg.to_dict()))
-    root = data_root(spec.root, spec.layout, spec.paths)     # splits.csv is relative to it: both can move
+    root = data_root(spec.root, spec.layout, spec.paths)  # splits.csv is relative to it: both can move
     write_splits(run_dir / "splits.csv", spec.paths, spec.labels, spec.splits, spec.classes, root)
-    write_json(run_dir / "data_report.json", {**data_report(spec, prep.skipped), "deduplicated": prep.removed,
-                                                  "groups": prep.grouping})
+    write_json(
+        run_dir / "data_report.json",
+        {**data_report(spec, prep.skipped), "deduplicated": prep.removed, "groups": prep.grouping},
+    )
     meta = {
-        "format": MODEL_FORMAT, "imgclf_version": __version__, "classes": spec.classes,
+        "format": MODEL_FORMAT,
+        "imgclf_version": __version__,
+        "classes": spec.classes,
         "architecture": {"name": cfg.model, "kwargs": kwargs, "in_chans": 3, "parameters": n_params},
         "input": {"size": cfg.img_size, "resize": cfg.resize, "channels": "RGB", "dtype": "uint8"},
         "normalization": {"mean": prep.mean, "std": prep.std},
         "preprocessing": f"decode to RGB (EXIF-rotated, alpha on white), resize '{cfg.resize}' to "
-                         f"{cfg.img_size}x{cfg.img_size}, scale to [0,1], subtract mean, divide by std",
+        f"{cfg.img_size}x{cfg.img_size}, scale to [0,1], subtract mean, divide by std",
         "tta": cfg.tta,
         "data": {"root": root},
     }
@@ -219,9 +242,9 @@ def _write_inputs(run_dir: Path, prep: Prepared, net, kwargs: dict, n_params: in
     if prep.pretrained:
         from imgclf.models.pretrained import preprocessing_record
 
-        meta["pretrained"] = preprocessing_record(cfg.model[len("timm/"):], origin, cfg.img_size, cfg.resize)
+        meta["pretrained"] = preprocessing_record(cfg.model[len("timm/") :], origin, cfg.img_size, cfg.resize)
     elif origin:
-        meta["starting_weights"] = origin["path"]       # an in-house model from a file or an earlier run
+        meta["starting_weights"] = origin["path"]  # an in-house model from a file or an earlier run
     return meta, root
 
 
@@ -230,7 +253,7 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: dict, console):
     on resume, its recorded result. Returns the frozen layers' stored outputs, or None."""
     cfg, spec = prep.cfg, prep.spec
     probe_file = run_dir / "probe.json"
-    if cfg.probe and probe_file.is_file():      # resumed after the probe: its head is in model.safetensors
+    if cfg.probe and probe_file.is_file():  # resumed after the probe: its head is in model.safetensors
         from imgclf.training.checkpoint import load_weights
         from imgclf.training.loop import STATE_FILE
 
@@ -248,10 +271,22 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: dict, console):
 
     data = prep.split_data()
     weights = class_weights(cfg.class_weight, spec.labels[spec.indices("train")], len(spec.classes))
-    meta["probe"], maps = fit_probe(net, prep.images, data.train, data.val, spec.labels, prep.mean, prep.std,
-                                    prep.device, amp_dtype(prep.device, cfg.amp), bool(cfg.channels_last), console,
-                                    weights, keep_lower=cache_split(net, cfg, len(data.train)))
-    save_weights(run_dir / "model.safetensors", net.state_dict())    # shipped unless fine-tuning beats it
+    meta["probe"], maps = fit_probe(
+        net,
+        prep.images,
+        data.train,
+        data.val,
+        spec.labels,
+        prep.mean,
+        prep.std,
+        prep.device,
+        amp_dtype(prep.device, cfg.amp),
+        bool(cfg.channels_last),
+        console,
+        weights,
+        keep_lower=cache_split(net, cfg, len(data.train)),
+    )
+    save_weights(run_dir / "model.safetensors", net.state_dict())  # shipped unless fine-tuning beats it
     write_json(probe_file, meta["probe"])
     return maps
 
@@ -266,15 +301,34 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: dict, maps, resume: bool, on_
     probe = meta.get("probe", {})
     probe_val = probe.get("val_acc" if cfg.class_weight == "none" else "val_balanced_acc", float("nan"))
     baseline = None if np.isnan(probe_val) else (probe_val, probe["val_loss"])
-    result = fit(net, cfg, prep.split_data(), prep.policy, run_dir, prep.device, console, resume=resume,
-                 on_epoch=on_epoch, baseline=baseline, feature_maps=maps)
-    console.print(f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; best val {result.criterion} "
-                  f"{result.best_val_acc:.4f} at epoch {result.best_epoch}"
-                  f"{' (the linear probe)' if not result.best_epoch else ''}")
-    meta["training"] = {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
-                        "best_val_acc": result.best_val_acc, "criterion": result.criterion,
-                        "stopped_early": result.stopped_early,
-                        "train_seconds": round(result.train_seconds + probe.get("seconds", 0), 2),
-                        "first_step_seconds": round(result.first_step_seconds, 2),
-                        "device": str(prep.device), "preset": cfg.preset, "stages": result.stages}
+    result = fit(
+        net,
+        cfg,
+        prep.split_data(),
+        prep.policy,
+        run_dir,
+        prep.device,
+        console,
+        resume=resume,
+        on_epoch=on_epoch,
+        baseline=baseline,
+        feature_maps=maps,
+    )
+    console.print(
+        f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; best val {result.criterion} "
+        f"{result.best_val_acc:.4f} at epoch {result.best_epoch}"
+        f"{' (the linear probe)' if not result.best_epoch else ''}"
+    )
+    meta["training"] = {
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "best_val_acc": result.best_val_acc,
+        "criterion": result.criterion,
+        "stopped_early": result.stopped_early,
+        "train_seconds": round(result.train_seconds + probe.get("seconds", 0), 2),
+        "first_step_seconds": round(result.first_step_seconds, 2),
+        "device": str(prep.device),
+        "preset": cfg.preset,
+        "stages": result.stages,
+    }
     return result

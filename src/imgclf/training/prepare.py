@@ -1,13 +1,14 @@
 """Before training: decode the images once, group and deduplicate the split, pick the
 normalisation, the preset's settings and the augmentation policy, and summarise the data."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from imgclf.settings.config import TrainConfig
 from imgclf.core.errors import UserError
+from imgclf.settings.config import TrainConfig
 
 
 def duplicates(spec, cfg: TrainConfig, console) -> list[str]:
@@ -22,8 +23,10 @@ def duplicates(spec, cfg: TrainConfig, console) -> list[str]:
         return []
     drop = dedupe(spec, found)
     spec.splits[drop] = "deduplicated"
-    console.print(f"  dedupe: removed {len(drop)} duplicate file(s) (kept one copy per set of identical "
-                  "files; dropped sets with conflicting labels)")
+    console.print(
+        f"  dedupe: removed {len(drop)} duplicate file(s) (kept one copy per set of identical "
+        "files; dropped sets with conflicting labels)"
+    )
     return [spec.paths[i] for i in drop]
 
 
@@ -31,7 +34,7 @@ def decode(spec, cfg: TrainConfig, console):
     """Decode every image once into the cache; drop unusable files with one warning line each."""
     from imgclf.data.cache import build_cache
 
-    require_validation_images(spec, cfg)        # before the decoding it would otherwise wait for
+    require_validation_images(spec, cfg)  # before the decoding it would otherwise wait for
     cache = build_cache(spec.paths, cfg.img_size, cfg.resize, workers=cfg.workers)
     console.print(f"  cache: {cache.path} ({'reused' if cache.hit else f'built in {cache.seconds:.1f}s'})")
     skipped = [{"path": spec.paths[i], "reason": r} for i, r in sorted(cache.bad.items())]
@@ -47,8 +50,10 @@ def require_training_images(spec) -> None:
     counts = np.bincount(spec.labels[spec.splits == "train"], minlength=len(spec.classes))
     empty = [c for c, n in zip(spec.classes, counts) if n == 0]
     if empty:
-        raise UserError(f"class(es) {', '.join(map(repr, empty))} have no usable training images "
-                        "(see the warnings above): add readable images")
+        raise UserError(
+            f"class(es) {', '.join(map(repr, empty))} have no usable training images "
+            "(see the warnings above): add readable images"
+        )
 
 
 def require_validation_images(spec, cfg: TrainConfig) -> None:
@@ -56,14 +61,16 @@ def require_validation_images(spec, cfg: TrainConfig) -> None:
     on nothing; only val_frac 0 asks for that."""
     if cfg.val_frac > 0 and not (spec.splits == "val").any():
         left = int((spec.splits != "test").sum())
-        raise UserError(f"val_frac {cfg.val_frac:g} gives no validation image: each class has too few of the {left} "
-                        f"images left after test_frac {cfg.test_frac:g}; lower test_frac, raise val_frac or add images")
+        raise UserError(
+            f"val_frac {cfg.val_frac:g} gives no validation image: each class has too few of the {left} "
+            f"images left after test_frac {cfg.test_frac:g}; lower test_frac, raise val_frac or add images"
+        )
 
 
 def group_split(spec, cfg: TrainConfig, images: np.ndarray, console):
     """Keep near-duplicates (or files named alike) in one split (see data.groups); returns the
     config recording what was used, and the grouping's summary for data_report.json."""
-    from rich.markup import escape        # a pattern's [a-z] is not markup
+    from rich.markup import escape  # a pattern's [a-z] is not markup
 
     from imgclf.data.groups import group_for_training, summary_line
 
@@ -74,9 +81,11 @@ def group_split(spec, cfg: TrainConfig, images: np.ndarray, console):
     if info["straddling"]:
         ex = info["straddling_examples"][0]
         names = escape(" = ".join(Path(f).name for f in ex["files"][:2]))
-        console.print(f"[yellow]warning[/]: {info['straddling']} group(s) sit in more than one of the splits you "
-                      f"gave, e.g. {names} ({', '.join(ex['splits'])}): test accuracy is inflated; move each "
-                      "group into one split")
+        console.print(
+            f"[yellow]warning[/]: {info['straddling']} group(s) sit in more than one of the splits you "
+            f"gave, e.g. {names} ({', '.join(ex['splits'])}): test accuracy is inflated; move each "
+            "group into one split"
+        )
     return cfg.updated(group_by=info["by"]), info
 
 
@@ -87,7 +96,7 @@ def normalization(cfg: TrainConfig, images: np.ndarray, spec) -> tuple[list[floa
     from imgclf.training.finetune import is_finetune
 
     if is_finetune(cfg):
-        return (*pretrained_normalization(cfg.model[len("timm/"):]), True)
+        return (*pretrained_normalization(cfg.model[len("timm/") :]), True)
     if not cfg.model.startswith("timm/") and (parent := parent_run(cfg.weights)) is not None:
         # In-house weights from an earlier run: learnt on inputs standardised by that run's statistics.
         from imgclf.training.warmstart import parent_normalization
@@ -109,7 +118,7 @@ def apply_preset(cfg: TrainConfig, explicit: set[str], train_paths: list[str], d
     side = None if "img_size" in explicit else typical_side(train_paths, seed=cfg.seed)
     values, notes = preset_settings(cfg.preset, device, len(train_paths), side or cfg.img_size, cfg.flip)
     if "model" in explicit and cfg.model != values["model"]:
-        values.pop("model_kwargs")      # the preset's widths belong to its own model
+        values.pop("model_kwargs")  # the preset's widths belong to its own model
     cfg = cfg.updated(**{k: v for k, v in values.items() if k not in explicit})
     return cfg, [f"{line}" for line in notes]
 
@@ -131,6 +140,12 @@ def data_report(spec, skipped: list[dict]) -> dict:
     for split in ("train", "val", "test"):
         sel = spec.labels[spec.splits == split]
         counts[split] = {c: int(n) for c, n in zip(spec.classes, np.bincount(sel, minlength=len(spec.classes)))}
-    return {"root": spec.root, "layout": spec.layout, "classes": spec.classes, "counts": counts,
-            "totals": {s: sum(v.values()) for s, v in counts.items()},
-            "skipped": skipped, "ignored_non_images": spec.ignored}
+    return {
+        "root": spec.root,
+        "layout": spec.layout,
+        "classes": spec.classes,
+        "counts": counts,
+        "totals": {s: sum(v.values()) for s, v in counts.items()},
+        "skipped": skipped,
+        "ignored_non_images": spec.ignored,
+    }

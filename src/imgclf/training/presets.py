@@ -7,6 +7,7 @@ scaled linearly with them, label smoothing 0.2, a one-cycle schedule run to the 
 stopping), an average of the weights, alternating flips and multi-crop test-time augmentation.
 The presets differ in width, resolution and epochs. Settings the user gives explicitly win.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,12 +20,24 @@ from imgclf.settings.checks import PRESET_NAMES
 PRESETS = PRESET_NAMES
 
 # Stage widths: on CPU narrower nets, since images/s fall with the square of the width.
-WIDTHS = {("cpu", "fast"): [32, 128, 128], ("cpu", "balanced"): [48, 192, 192], ("cpu", "best"): [64, 256, 256],
-          ("gpu", "fast"): [64, 256, 256], ("gpu", "balanced"): [96, 384, 384], ("gpu", "best"): [128, 512, 512]}
-DEPTH = {"fast": 2, "balanced": 2, "best": 3}           # convs per stage; airbench96 uses 3
+WIDTHS = {
+    ("cpu", "fast"): [32, 128, 128],
+    ("cpu", "balanced"): [48, 192, 192],
+    ("cpu", "best"): [64, 256, 256],
+    ("gpu", "fast"): [64, 256, 256],
+    ("gpu", "balanced"): [96, 384, 384],
+    ("gpu", "best"): [128, 512, 512],
+}
+DEPTH = {"fast": 2, "balanced": 2, "best": 3}  # convs per stage; airbench96 uses 3
 # Highest training resolution; photos are resampled down to it (compute grows with its square).
-MAX_SIDE = {("cpu", "fast"): 64, ("cpu", "balanced"): 96, ("cpu", "best"): 128,
-            ("gpu", "fast"): 96, ("gpu", "balanced"): 160, ("gpu", "best"): 224}
+MAX_SIDE = {
+    ("cpu", "fast"): 64,
+    ("cpu", "balanced"): 96,
+    ("cpu", "best"): 128,
+    ("gpu", "fast"): 96,
+    ("gpu", "balanced"): 160,
+    ("gpu", "best"): 224,
+}
 # Epochs for a CIFAR-sized set (~50k images): airbench94 needs ~10, airbench96 ~40.
 EPOCHS = {"fast": 10, "balanced": 18, "best": 40}
 BIG_SET = 50_000
@@ -37,8 +50,9 @@ WEIGHT_DECAY = 0.0013
 LABEL_SMOOTHING = 0.2
 
 
-def preset_settings(name: str, device: torch.device, n_train: int, side: int | None,
-                    allow_flip: bool = True) -> tuple[dict, list[str]]:
+def preset_settings(
+    name: str, device: torch.device, n_train: int, side: int | None, allow_flip: bool = True
+) -> tuple[dict, list[str]]:
     """The settings preset `name` picks for this device and data, and one line of reason for each."""
     if name not in PRESETS:
         raise UserError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
@@ -60,15 +74,24 @@ def preset_settings(name: str, device: torch.device, n_train: int, side: int | N
     else:
         augment.update(resized_crop=[0.35, 1.0], rotate=10.0, color_jitter=0.2)
     s = {
-        "model": "resnet_fast", "model_kwargs": {"widths": widths, "depth_per_stage": DEPTH[name]},
-        "img_size": img_size, "epochs": epochs, "batch_size": batch, "patience": epochs,
-        "optimizer": "sgd", "momentum": MOMENTUM, "lr": round(LR_PER_1024 * batch / 1024, 5),
-        "weight_decay": WEIGHT_DECAY, "schedule": "onecycle", "label_smoothing": LABEL_SMOOTHING,
-        "ema": True, "tta": "flip-crop" if allow_flip else "crop", "augment": augment,
+        "model": "resnet_fast",
+        "model_kwargs": {"widths": widths, "depth_per_stage": DEPTH[name]},
+        "img_size": img_size,
+        "epochs": epochs,
+        "batch_size": batch,
+        "patience": epochs,
+        "optimizer": "sgd",
+        "momentum": MOMENTUM,
+        "lr": round(LR_PER_1024 * batch / 1024, 5),
+        "weight_decay": WEIGHT_DECAY,
+        "schedule": "onecycle",
+        "label_smoothing": LABEL_SMOOTHING,
+        "ema": True,
+        "tta": "flip-crop" if allow_flip else "crop",
+        "augment": augment,
     }
     notes = [
-        f"preset {name} on {hw.upper()}: resnet_fast widths {widths}, {DEPTH[name]} convs per stage, "
-        f"whitened stem",
+        f"preset {name} on {hw.upper()}: resnet_fast widths {widths}, {DEPTH[name]} convs per stage, whitened stem",
         f"img_size={img_size}: median image side {side}px, capped at {MAX_SIDE[hw, name]} for {name} on {hw.upper()}",
         f"epochs={epochs}: {EPOCHS[name]} for ~{BIG_SET:,} images, x{scale:.1f} for {n_train:,}; "
         "the whole one-cycle schedule runs (no early stopping)",

@@ -9,6 +9,7 @@ strong model on its own: fine-tuning (training.loop.fit) starts from it and keep
 epoch beats its validation accuracy. On a CPU the passes run in ONNX Runtime (training.ortembed),
 and they keep the frozen layers' maps that CPU fine-tuning trains on (training.featcache).
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,7 +20,7 @@ import torch
 
 from imgclf.training.featcache import LowerMaps, recording
 
-C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 1.0)     # inverse L2 strengths tried; features are standardised first
+C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 1.0)  # inverse L2 strengths tried; features are standardised first
 
 
 class _Features(torch.nn.Module):
@@ -33,9 +34,21 @@ class _Features(torch.nn.Module):
         return self.net.forward_head(self.net.forward_features(x.flip(3) if self.mirror else x), pre_logits=True)
 
 
-def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: np.ndarray, labels: np.ndarray,
-              mean, std, device: torch.device, amp, channels_last: bool, console,
-              class_weight: np.ndarray | None = None, keep_lower: int | None = None) -> tuple[dict, LowerMaps | None]:
+def fit_probe(
+    net: torch.nn.Module,
+    images: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    labels: np.ndarray,
+    mean,
+    std,
+    device: torch.device,
+    amp,
+    channels_last: bool,
+    console,
+    class_weight: np.ndarray | None = None,
+    keep_lower: int | None = None,
+) -> tuple[dict, LowerMaps | None]:
     """Fit `net`'s classifier on frozen features; return what model.json records (val accuracy and
     loss of the probe as the network computes them, the chosen C, seconds) and the kept maps.
     `class_weight`: the per-class loss weights fine-tuning uses (training.balance), or None.
@@ -54,7 +67,7 @@ def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: 
 
     fast = ort_embedder(net, images.shape[1], keep_lower, device, console)
     mean_t, std_t = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (mean, std))
-    kept: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])      # training views', validation images'
+    kept: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])  # training views', validation images'
 
     def embed(rows: np.ndarray, mirror: bool = False, keep: list | None = None) -> np.ndarray:
         rows = np.sort(rows)
@@ -66,7 +79,7 @@ def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: 
             return out
         feats = []
         for s in range(0, len(rows), 128):
-            xb = torch.from_numpy(np.ascontiguousarray(images[rows[s:s + 128]])).permute(0, 3, 1, 2)
+            xb = torch.from_numpy(np.ascontiguousarray(images[rows[s : s + 128]])).permute(0, 3, 1, 2)
             # Mirrored as uint8, before normalising: a quarter of the bytes of a float batch to move.
             f, low = fast(normalize(xb.flip(3) if mirror else xb, mean_t, std_t).numpy())
             feats.append(f)
@@ -79,8 +92,9 @@ def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: 
         x_val = embed(val, keep=kept[1]) if len(val) else None
     maps = None
     if kept[0]:
-        maps = LowerMaps(torch.cat(kept[0]).view(2, len(train), *kept[0][0].shape[1:]),
-                         torch.cat(kept[1]) if kept[1] else None)
+        maps = LowerMaps(
+            torch.cat(kept[0]).view(2, len(train), *kept[0][0].shape[1:]), torch.cat(kept[1]) if kept[1] else None
+        )
     y_train = np.tile(labels[np.sort(train)], 2)
     y_val = labels[np.sort(val)]
     embed_s = time.perf_counter() - t0
@@ -99,16 +113,25 @@ def fit_probe(net: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: 
             best = (c, clf, float("nan"), float("nan"), float("nan"), float("nan"))
             break
         acc, bal, loss = _score(clf, (x_val - mu) / sd, y_val)
-        key = bal if class_weight is not None else acc      # the criterion fine-tuning will judge by
+        key = bal if class_weight is not None else acc  # the criterion fine-tuning will judge by
         if best is None or key > best[2] or (key == best[2] and loss < best[3]):
             best = (c, clf, key, loss, acc, bal)
     c, clf, _, loss, acc, bal = best
     _set_head(net, clf, classes, mu, sd, int(labels.max()) + 1)
     seconds = time.perf_counter() - t0
-    console.print(f"  linear probe: {len(x_train)} training views embedded in {embed_s:.1f}s, C={c}, "
-                  f"val accuracy {acc:.4f} ({seconds:.1f}s in all)")
-    return {"val_acc": acc, "val_balanced_acc": bal, "val_loss": loss, "C": c, "features": int(x_train.shape[1]),
-            "training_views": int(len(x_train)), "seconds": round(seconds, 2)}, maps
+    console.print(
+        f"  linear probe: {len(x_train)} training views embedded in {embed_s:.1f}s, C={c}, "
+        f"val accuracy {acc:.4f} ({seconds:.1f}s in all)"
+    )
+    return {
+        "val_acc": acc,
+        "val_balanced_acc": bal,
+        "val_loss": loss,
+        "C": c,
+        "features": int(x_train.shape[1]),
+        "training_views": int(len(x_train)),
+        "seconds": round(seconds, 2),
+    }, maps
 
 
 def _score(clf, x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -126,7 +149,7 @@ def _score(clf, x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 def _set_head(net: torch.nn.Module, clf, classes: np.ndarray, mu: np.ndarray, sd: np.ndarray, n_classes: int) -> None:
     """Fold the standardisation into the logistic regression and copy it into the classifier."""
     coef, icpt = clf.coef_, clf.intercept_
-    if coef.shape[0] == 1:       # two classes: scikit-learn keeps one row (the second class's log-odds)
+    if coef.shape[0] == 1:  # two classes: scikit-learn keeps one row (the second class's log-odds)
         coef, icpt = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-icpt / 2, icpt / 2])
     w = coef / sd
     b = icpt - w @ mu

@@ -1,4 +1,5 @@
 """Timing training steps honestly: CUDA events on a GPU, the wall clock on a CPU."""
+
 from __future__ import annotations
 
 import time

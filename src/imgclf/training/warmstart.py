@@ -10,6 +10,7 @@ another class (which would keep their gradients identical).
     net = create_model("simple_cnn", num_classes=3)
     warm_start(net, "runs/flowers-1", ["daisy", "lily", "rose"])    # every old weight copied
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch.nn as nn
 from imgclf.core.errors import UserError
 from imgclf.store.runs import find_run, read_model_json
 
-NEW_ROW_NOISE = 0.01      # x the old rows' std: breaks the tie between several new classes
+NEW_ROW_NOISE = 0.01  # x the old rows' std: breaks the tie between several new classes
 
 
 def classifier_name(net: nn.Module, num_classes: int) -> str:
@@ -31,18 +32,24 @@ def classifier_name(net: nn.Module, num_classes: int) -> str:
         for name, module in net.named_modules():
             if module is head and isinstance(module, (nn.Linear, nn.Conv2d)):
                 return name
-    found = [name for name, m in net.named_modules()
-             if (isinstance(m, nn.Linear) and m.out_features == num_classes)
-             or (isinstance(m, nn.Conv2d) and m.out_channels == num_classes and m.kernel_size == (1, 1))]
+    found = [
+        name
+        for name, m in net.named_modules()
+        if (isinstance(m, nn.Linear) and m.out_features == num_classes)
+        or (isinstance(m, nn.Conv2d) and m.out_channels == num_classes and m.kernel_size == (1, 1))
+    ]
     if not found:
-        raise UserError(f"cannot find the classifier layer of {type(net).__name__} (no layer with {num_classes} "
-                        "outputs): use imgclf update --mode full")
+        raise UserError(
+            f"cannot find the classifier layer of {type(net).__name__} (no layer with {num_classes} "
+            "outputs): use imgclf update --mode full"
+        )
     return found[-1]
 
 
 @torch.no_grad()
-def grow_head(net: nn.Module, state: dict[str, torch.Tensor], old_classes: list[str],
-              new_classes: list[str], seed: int = 0) -> dict:
+def grow_head(
+    net: nn.Module, state: dict[str, torch.Tensor], old_classes: list[str], new_classes: list[str], seed: int = 0
+) -> dict:
     """Load `state` (trained on `old_classes`) into `net` (built for `new_classes`, a superset).
 
     Every tensor outside the classifier is copied as it is; the classifier's rows are copied by class
@@ -58,8 +65,10 @@ def grow_head(net: nn.Module, state: dict[str, torch.Tensor], old_classes: list[
     out = {}
     for key, value in state.items():
         if key not in target:
-            raise UserError(f"the earlier run's weights do not fit this network ({key} is not in it): "
-                            "the architecture changed; use imgclf update --mode full")
+            raise UserError(
+                f"the earlier run's weights do not fit this network ({key} is not in it): "
+                "the architecture changed; use imgclf update --mode full"
+            )
         if key.startswith(head + ".") and value.shape[:1] == (len(old_classes),):
             grown = torch.empty_like(target[key])
             grown[rows] = value.to(grown.dtype)
@@ -69,8 +78,10 @@ def grow_head(net: nn.Module, state: dict[str, torch.Tensor], old_classes: list[
                 grown[fresh] = (value.float().mean(0) + noise).to(grown.dtype)
             value = grown
         elif value.shape != target[key].shape:
-            raise UserError(f"the earlier run's weights do not fit this network ({key}: {tuple(value.shape)} vs "
-                            f"{tuple(target[key].shape)}): use imgclf update --mode full")
+            raise UserError(
+                f"the earlier run's weights do not fit this network ({key}: {tuple(value.shape)} vs "
+                f"{tuple(target[key].shape)}): use imgclf update --mode full"
+            )
         out[key] = value
     net.load_state_dict(out, strict=True)
     return {"classifier": head, "copied": len(old_classes), "new": [new_classes[i] for i in fresh.tolist()]}
@@ -83,7 +94,7 @@ def warm_start(net: nn.Module, run: str | Path, classes: list[str]) -> str:
 
     run = find_run(run)
     meta = read_model_json(run)
-    verify_weights(run, meta)       # a damaged parent would pass its damage on to every update
+    verify_weights(run, meta)  # a damaged parent would pass its damage on to every update
     info = grow_head(net, load_weights(run / "model.safetensors"), meta["classes"], classes)
     # The stem was whitened from the parent's training images and trained on; re-whitening it from
     # the new data would throw that away (training.loop calls init_from_data when the model has it).

@@ -6,6 +6,7 @@ machine (image size, batch size, learning rate, epochs, ...), decodes the images
 that every trial then reuses, and times an epoch and the set-up around it. From that, the epochs
 range of the search space is sized so that `trials` trials fit in `timeout` seconds.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -27,11 +28,11 @@ class _FirstEpochDone(Exception):
 
 @dataclass
 class Probe:
-    config: dict                # the default configuration as train resolved it (config.yaml)
+    config: dict  # the default configuration as train resolved it (config.yaml)
     n_train: int
     n_val: int
-    epoch_seconds: float        # the first epoch, warm-up included: a cautious estimate
-    setup_seconds: float        # discovery, cache check, model build: paid again by every trial
+    epoch_seconds: float  # the first epoch, warm-up included: a cautious estimate
+    setup_seconds: float  # discovery, cache check, model build: paid again by every trial
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "config"}
@@ -59,10 +60,13 @@ def probe(data: str, settings: dict, out: Path) -> Probe:
     totals = read_json(out / "data_report.json")["totals"]
     shutil.rmtree(out, ignore_errors=True)
     if totals.get("val", 0) == 0:
-        raise UserError("tuning compares trials on the validation split, and this data has none: "
-                        "give --val-frac above 0 (or a val/ folder)")
-    return Probe(config, int(totals["train"]), int(totals["val"]), float(row["seconds"]),
-                 max(0.0, total - float(row["seconds"])))
+        raise UserError(
+            "tuning compares trials on the validation split, and this data has none: "
+            "give --val-frac above 0 (or a val/ folder)"
+        )
+    return Probe(
+        config, int(totals["train"]), int(totals["val"]), float(row["seconds"]), max(0.0, total - float(row["seconds"]))
+    )
 
 
 def epochs_range(probe: Probe, trials: int, timeout: float | None, spent: float) -> tuple[int, int, str]:
@@ -75,6 +79,8 @@ def epochs_range(probe: Probe, trials: int, timeout: float | None, spent: float)
         affordable = int(STRETCH * share / max(probe.epoch_seconds, 1e-3))
         if affordable < high:
             high = max(MIN_TOP, affordable)
-            why = (f"{timeout:g} s for {trials} trials at {probe.epoch_seconds:.1f} s per epoch of the default "
-                   f"model (+{probe.setup_seconds:.1f} s set-up per trial)")
+            why = (
+                f"{timeout:g} s for {trials} trials at {probe.epoch_seconds:.1f} s per epoch of the default "
+                f"model (+{probe.setup_seconds:.1f} s set-up per trial)"
+            )
     return max(1, round(high / 4)), high, why

@@ -3,6 +3,7 @@ folder tune.json (the study's state, best and default configurations, parameter 
 every trial) and trials.csv. The retrained run gets tune.json as RUN/tuning.json, which its
 report's Tuning section draws (evaluation/report_tuning.py).
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,19 @@ from optuna.trial import TrialState
 
 from imgclf.core.files import write_json, write_text
 
-ROW_FIELDS = ["number", "state", "value", "val_loss", "epochs_run", "best_epoch", "seconds", "default", "retry_of",
-              "worker", "note"]
+ROW_FIELDS = [
+    "number",
+    "state",
+    "value",
+    "val_loss",
+    "epochs_run",
+    "best_epoch",
+    "seconds",
+    "default",
+    "retry_of",
+    "worker",
+    "note",
+]
 
 
 def fmt_params(params: dict) -> str:
@@ -40,11 +52,22 @@ def rows(study) -> list[dict]:
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
         worker = a.get("worker") or {}
-        out.append({"number": t.number, "state": t.state.name, "value": t.value, "val_loss": a.get("val_loss"),
-                    "epochs_run": a.get("epochs_run"), "best_epoch": a.get("best_epoch"), "seconds": a.get("seconds"),
-                    "default": bool(a.get("default")), "retry_of": a.get("retry_of"),
-                    "worker": f"{worker['host']}:{worker['pid']}" if worker else "",
-                    "note": a.get("error") or a.get("stopped") or "", "params": dict(t.params)})
+        out.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "val_loss": a.get("val_loss"),
+                "epochs_run": a.get("epochs_run"),
+                "best_epoch": a.get("best_epoch"),
+                "seconds": a.get("seconds"),
+                "default": bool(a.get("default")),
+                "retry_of": a.get("retry_of"),
+                "worker": f"{worker['host']}:{worker['pid']}" if worker else "",
+                "note": a.get("error") or a.get("stopped") or "",
+                "params": dict(t.params),
+            }
+        )
     return out
 
 
@@ -54,6 +77,7 @@ def best_trial(study):
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         return None
+
     def loss(t) -> float:
         v = t.user_attrs.get("val_loss")
         return math.inf if v is None else v
@@ -63,8 +87,11 @@ def best_trial(study):
 
 def default_trial(study):
     """The finished trial of train's default configuration (the newest, should it have been retried)."""
-    found = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-             if t.user_attrs.get("default")]
+    found = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if t.user_attrs.get("default")
+    ]
     return max(found, key=lambda t: (t.state == TrialState.COMPLETE, t.number)) if found else None
 
 
@@ -76,8 +103,9 @@ def importances(study) -> dict | None:
         return None
     try:
         found = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-    except Exception:    # noqa: BLE001 - too few distinct trials for the model: no importances, no failure
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+        )
+    except Exception:  # noqa: BLE001 - too few distinct trials for the model: no importances, no failure
         return None
     return {k: round(float(v), 4) for k, v in found.items()}
 
@@ -90,18 +118,33 @@ def summary(study, setup: dict, **facts) -> dict:
     space = Space.from_dict(setup["space"])
     c = {k: v for k, v in _counts(study).items() if v}
     return {
-        "study": study.study_name, **facts, "metric": "validation accuracy (best epoch)", "counts": c,
-        "best": None if best is None else {
-            "number": best.number, "value": best.value, "val_loss": best.user_attrs.get("val_loss"),
+        "study": study.study_name,
+        **facts,
+        "metric": "validation accuracy (best epoch)",
+        "counts": c,
+        "best": None
+        if best is None
+        else {
+            "number": best.number,
+            "value": best.value,
+            "val_loss": best.user_attrs.get("val_loss"),
             "params": dict(best.params),
-            "settings": trial_settings(dict(best.params), space, setup["img_size"], setup["n_train"])},
-        "default": None if default is None else {
-            "number": default.number, "value": default.value, "state": default.state.name,
-            "outside_space": setup.get("default_outside", [])},
+            "settings": trial_settings(dict(best.params), space, setup["img_size"], setup["n_train"]),
+        },
+        "default": None
+        if default is None
+        else {
+            "number": default.number,
+            "value": default.value,
+            "state": default.state.name,
+            "outside_space": setup.get("default_outside", []),
+        },
         # Training time summed over trials (all workers, all sessions): wall time between the first
         # and last trial would count the pauses of an interrupted tune.
         "trial_seconds": round(sum(t.user_attrs.get("seconds") or 0 for t in study.get_trials(deepcopy=False)), 1),
-        "space": setup["space"], "budget": setup.get("budget"), "trials": rows(study),
+        "space": setup["space"],
+        "budget": setup.get("budget"),
+        "trials": rows(study),
     }
 
 
@@ -132,9 +175,11 @@ def _cell(v) -> str:
 def print_summary(console, result: dict, seconds: float) -> None:
     c = result["counts"]
     finished = c.get("complete", 0) + c.get("pruned", 0)
-    console.print(f"\ntune: study '{result['study']}' has {finished} of {result['trials_target']} trials "
-                  f"({c.get('complete', 0)} complete, {c.get('pruned', 0)} pruned, {c.get('fail', 0)} failed); "
-                  f"this run {_duration(seconds)}; all trials so far trained {_duration(result['trial_seconds'])}")
+    console.print(
+        f"\ntune: study '{result['study']}' has {finished} of {result['trials_target']} trials "
+        f"({c.get('complete', 0)} complete, {c.get('pruned', 0)} pruned, {c.get('fail', 0)} failed); "
+        f"this run {_duration(seconds)}; all trials so far trained {_duration(result['trial_seconds'])}"
+    )
     best, default = result["best"], result["default"]
     if best is None:
         console.print("no trial completed yet: nothing to compare")
@@ -142,8 +187,10 @@ def print_summary(console, result: dict, seconds: float) -> None:
     versus = ""
     if default and default["value"] is not None and default["state"] == "COMPLETE":
         diff = 100 * (best["value"] - default["value"])
-        versus = (f"  vs default configuration (trial {default['number']}) {default['value']:.4f}: "
-                  f"{'+' if diff >= 0 else ''}{diff:.1f} points")
+        versus = (
+            f"  vs default configuration (trial {default['number']}) {default['value']:.4f}: "
+            f"{'+' if diff >= 0 else ''}{diff:.1f} points"
+        )
     console.print(f"best: trial {best['number']}  val_acc {best['value']:.4f}{versus}")
     console.print(f"  {fmt_params(best['params'])}")
     if imp := result.get("importances"):

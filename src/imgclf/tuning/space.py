@@ -12,6 +12,7 @@ A YAML file (`imgclf tune --space space.yaml`) overrides DEFAULT_SPACE by name: 
 `img_size: 48`), `null` leaves the setting to train's own default, and any other TrainConfig
 field can be added (`optimizer: {type: categorical, choices: [adamw, sgd]}`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,14 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgclf.settings.config import TrainConfig, read_yaml_mapping
 from imgclf.core.errors import UserError
+from imgclf.settings.config import TrainConfig, read_yaml_mapping
 
 KNOBS = {
     "width": "model size: a multiplier of the model family's default channel widths",
     "augment_strength": "augmentation: 0 = flips only, 0.5 = the default policy, 1 = twice as strong",
 }
-AUTO = "auto"          # epochs bounds chosen from the time budget (see tuning.budget)
+AUTO = "auto"  # epochs bounds chosen from the time budget (see tuning.budget)
 
 # General, not fitted to one dataset: every range holds train's own default (the default trial
 # is a point of the space) and spans the values that are sensible for small CNNs trained from
@@ -43,13 +44,13 @@ DEFAULT_SPACE: dict[str, Any] = {
     "epochs": {"type": "int", "low": AUTO, "high": AUTO},
 }
 NOT_TUNABLE = {"data", "out"}
-KNOB_DEFAULTS = {"width": 1.0, "augment_strength": 0.5}     # what train does without them
+KNOB_DEFAULTS = {"width": 1.0, "augment_strength": 0.5}  # what train does without them
 
 
 @dataclass(frozen=True)
 class Param:
-    type: str                               # float | int | categorical
-    low: float | None = None                # None: AUTO, filled in by the budget
+    type: str  # float | int | categorical
+    low: float | None = None  # None: AUTO, filled in by the budget
     high: float | None = None
     log: bool = False
     step: float | None = None
@@ -79,7 +80,7 @@ class Param:
 @dataclass
 class Space:
     params: dict[str, Param]
-    fixed: dict[str, Any]                   # settings every trial uses as they are
+    fixed: dict[str, Any]  # settings every trial uses as they are
 
     def to_dict(self) -> dict:
         return {"params": {k: p.to_dict() for k, p in self.params.items()}, "fixed": self.fixed}
@@ -102,15 +103,19 @@ def load_space(path: str | Path | None = None, fixed: dict | None = None) -> Spa
     params, settings = {}, {}
     for name, spec in entries.items():
         if name not in valid and name not in KNOBS:
-            raise UserError(f"{where}: '{name}' is not a setting; use a train setting "
-                            f"({', '.join(sorted(valid))}) or one of {', '.join(KNOBS)}")
+            raise UserError(
+                f"{where}: '{name}' is not a setting; use a train setting "
+                f"({', '.join(sorted(valid))}) or one of {', '.join(KNOBS)}"
+            )
         if isinstance(spec, dict) and "type" in spec:
             params[name] = _param(name, spec, where)
         elif spec is not None:
             settings[name] = spec
     if "augment" in settings and ("augment_strength" in params or "augment_strength" in settings):
-        raise UserError(f"{where}: 'augment' fixes the policy that 'augment_strength' would scale; "
-                        "set augment_strength: null, or remove augment")
+        raise UserError(
+            f"{where}: 'augment' fixes the policy that 'augment_strength' would scale; "
+            "set augment_strength: null, or remove augment"
+        )
     try:
         TrainConfig.from_dict({k: v for k, v in settings.items() if k not in KNOBS})
     except TypeError as e:
@@ -119,14 +124,19 @@ def load_space(path: str | Path | None = None, fixed: dict | None = None) -> Spa
 
 
 def _read_yaml(path: Path) -> dict:
-    return read_yaml_mapping(path, "space file", "a mapping of setting: {type, low, high, log} or "
-                             "{type: categorical, choices} or a fixed value")
+    return read_yaml_mapping(
+        path,
+        "space file",
+        "a mapping of setting: {type, low, high, log} or {type: categorical, choices} or a fixed value",
+    )
 
 
 def _param(name: str, spec: dict, where: str) -> Param:
     def fail(why: str) -> UserError:
-        return UserError(f"{where}: '{name}' {why} (e.g. {name}: {{type: float, low: 0.001, high: 0.1, log: true}} "
-                         "or {type: categorical, choices: [a, b]})")
+        return UserError(
+            f"{where}: '{name}' {why} (e.g. {name}: {{type: float, low: 0.001, high: 0.1, log: true}} "
+            "or {type: categorical, choices: [a, b]})"
+        )
 
     kind = spec.get("type")
     allowed = {"type", "choices"} if kind == "categorical" else {"type", "low", "high", "log", "step"}
@@ -217,9 +227,14 @@ def scaled_policy(strength: float, img_size: int, n_train: int, flip: bool = Tru
     if base.resized_crop is not None:
         low = max(0.08, 1.0 - (1.0 - base.resized_crop[0]) * f)
         crop = (round(low, 4), 1.0) if low < 1.0 else None
-    return AugmentPolicy(flip=base.flip, translate=min(img_size // 4, round(base.translate * f)), resized_crop=crop,
-                         rotate=min(45.0, base.rotate * f), color_jitter=min(0.9, base.color_jitter * f),
-                         cutout=min(img_size // 2, round(base.cutout * f)))
+    return AugmentPolicy(
+        flip=base.flip,
+        translate=min(img_size // 4, round(base.translate * f)),
+        resized_crop=crop,
+        rotate=min(45.0, base.rotate * f),
+        color_jitter=min(0.9, base.color_jitter * f),
+        cutout=min(img_size // 2, round(base.cutout * f)),
+    )
 
 
 def default_values(space: Space, defaults: dict) -> tuple[dict, list[str]]:

@@ -7,6 +7,7 @@ nothing that was logged). `storage` may instead be a path to another journal fil
 database URL Optuna supports (sqlite:///tune.db, postgresql://user@host/db, ...): workers on
 several machines share a study by running the same command against the same database.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,7 @@ from optuna.trial import TrialState
 from imgclf.core.errors import UserError, mask_secrets
 
 JOURNAL = "study.journal"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)      # what counts towards --trials
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards --trials
 HEARTBEAT_SECONDS = 30
 # A running trial whose worker has not beaten for this long is taken to be dead (its machine
 # crashed or lost the network); a dead worker on this machine is recognised at once by its pid.
@@ -29,7 +30,7 @@ STALE_SECONDS = 10 * HEARTBEAT_SECONDS
 WORKER = {"host": socket.gethostname(), "pid": os.getpid()}
 PRUNERS = ("median", "hyperband", "none")
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)     # imgclf prints its own line per trial
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # imgclf prints its own line per trial
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
@@ -45,12 +46,14 @@ def open_storage(storage: str | None, tune_dir: Path):
     try:
         # tune.json and the report travel: never write a database password into them.
         return optuna.storages.RDBStorage(storage), mask_secrets(storage)
-    except Exception as e:     # noqa: BLE001 - bad URL, missing driver, unreachable server: all the user's to fix
+    except Exception as e:  # noqa: BLE001 - bad URL, missing driver, unreachable server: all the user's to fix
         # The driver's own message may quote the URL, password and all.
-        raise UserError(f"cannot open the study storage {mask_secrets(storage)}: {type(e).__name__}: "
-                        f"{mask_secrets(str(e))} (give a database URL "
-                        "Optuna supports, e.g. sqlite:///tune.db or postgresql://user@host/db, with its driver "
-                        "installed, or a journal file path)") from None
+        raise UserError(
+            f"cannot open the study storage {mask_secrets(storage)}: {type(e).__name__}: "
+            f"{mask_secrets(str(e))} (give a database URL "
+            "Optuna supports, e.g. sqlite:///tune.db or postgresql://user@host/db, with its driver "
+            "installed, or a journal file path)"
+        ) from None
 
 
 def load_study(storage, name: str):
@@ -76,8 +79,10 @@ def wait_for_setup(study, seconds: float = 600.0) -> dict:
     deadline = time.time() + seconds
     while "setup" not in (attrs := study.user_attrs):
         if time.time() > deadline:
-            raise UserError(f"study '{study.study_name}' has no search space stored after {seconds:.0f} s: the "
-                            "worker that created it stopped early; start a new study (--study-name)")
+            raise UserError(
+                f"study '{study.study_name}' has no search space stored after {seconds:.0f} s: the "
+                "worker that created it stopped early; start a new study (--study-name)"
+            )
         time.sleep(0.5)
     return attrs["setup"]
 
@@ -91,8 +96,9 @@ def make_sampler(seed: int, n_trials: int, created: bool, n_existing: int):
 
     sampler_seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
     startup = max(3, min(10, n_trials // 3))
-    return optuna.samplers.TPESampler(seed=sampler_seed, multivariate=True, n_startup_trials=startup,
-                                      constant_liar=True)
+    return optuna.samplers.TPESampler(
+        seed=sampler_seed, multivariate=True, n_startup_trials=startup, constant_liar=True
+    )
 
 
 def make_pruner(kind: str, n_trials: int, epochs: tuple[int, int] | None):
@@ -103,8 +109,9 @@ def make_pruner(kind: str, n_trials: int, epochs: tuple[int, int] | None):
     if kind == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=max(2, min(5, n_trials // 4)), n_warmup_steps=low // 2)
     if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, low // 2), max_resource=max(2, high),
-                                              reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=max(1, low // 2), max_resource=max(2, high), reduction_factor=3
+        )
     if kind == "none":
         return optuna.pruners.NopPruner()
     raise UserError(f"unknown pruner '{kind}'; choose one of {', '.join(PRUNERS)}")
@@ -131,12 +138,17 @@ def fail_stale(study, console) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker", {})
         beat = t.user_attrs.get("heartbeat", t.datetime_start.timestamp() if t.datetime_start else now)
-        dead_here = worker.get("host") == WORKER["host"] and worker.get("pid") != WORKER["pid"] \
+        dead_here = (
+            worker.get("host") == WORKER["host"]
+            and worker.get("pid") != WORKER["pid"]
             and not _alive(worker.get("pid"))
+        )
         if dead_here or now - beat > STALE_SECONDS:
             if give_back(study, t.number, "its worker stopped"):
-                console.print(f"trial {t.number}: its worker ({worker.get('host', '?')} pid {worker.get('pid', '?')}) "
-                              "stopped; marked failed and its parameters queued again")
+                console.print(
+                    f"trial {t.number}: its worker ({worker.get('host', '?')} pid {worker.get('pid', '?')}) "
+                    "stopped; marked failed and its parameters queued again"
+                )
 
 
 def give_back(study, number: int, reason: str) -> bool:
@@ -157,7 +169,7 @@ def give_back(study, number: int, reason: str) -> bool:
 
 def _alive(pid) -> bool:
     if not isinstance(pid, int):
-        return True             # unknown: leave it to the heartbeat
+        return True  # unknown: leave it to the heartbeat
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -7,6 +7,7 @@ Trial 0 is train's default configuration under the same budget and on the same v
 split, so the summary's "best vs default" is a fair comparison. Tuning never looks at the test
 split; the retrained run is evaluated on it.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,22 +30,36 @@ LOCAL_SETTINGS = ("device", "workers")
 
 @dataclass
 class TuneResult:
-    path: Path                      # the tune folder: tune.json, trials.csv, study.journal, trials/
+    path: Path  # the tune folder: tune.json, trials.csv, study.journal, trials/
     study_name: str
     storage: str
-    status: str                     # done | timeout
-    best_value: float | None        # validation accuracy of the best trial
+    status: str  # done | timeout
+    best_value: float | None  # validation accuracy of the best trial
     best_params: dict
-    best_settings: dict             # the train() keywords that reproduce it
-    default_value: float | None     # trial 0: train's default configuration, same budget
-    counts: dict                    # trials per state (complete, pruned, fail, ...)
+    best_settings: dict  # the train() keywords that reproduce it
+    default_value: float | None  # trial 0: train's default configuration, same budget
+    counts: dict  # trials per state (complete, pruned, fail, ...)
     seconds: float
-    run: object = None              # imgclf.api.Run of the retrained best configuration
+    run: object = None  # imgclf.api.Run of the retrained best configuration
     summary: dict = field(default_factory=dict, repr=False)
 
 
-def run_tune(data, *, trials: int, timeout: float | None, space, storage: str | None, study_name: str | None,
-             pruner: str, out, run_out, seed: int, retrain: bool, verbose: bool, settings: dict) -> TuneResult:
+def run_tune(
+    data,
+    *,
+    trials: int,
+    timeout: float | None,
+    space,
+    storage: str | None,
+    study_name: str | None,
+    pruner: str,
+    out,
+    run_out,
+    seed: int,
+    retrain: bool,
+    verbose: bool,
+    settings: dict,
+) -> TuneResult:
     from imgclf.core.console import console_for as _console
 
     console = _console(verbose)
@@ -58,18 +73,29 @@ def run_tune(data, *, trials: int, timeout: float | None, space, storage: str | 
     name = study_name or Path(data).name
     store, where = st.open_storage(storage, tune_dir)
     facts = {"data": data, "storage": where, "trials_target": trials, "timeout": timeout, "pruner": pruner}
-    if (tune_dir / "tune.json").exists():           # the run an earlier tune retrained, if any
+    if (tune_dir / "tune.json").exists():  # the run an earlier tune retrained, if any
         facts["run"] = read_json(tune_dir / "tune.json").get("run")
-    else:                                           # marks the folder as this data's tune, for a resume
+    else:  # marks the folder as this data's tune, for a resume
         write_json(tune_dir / "tune.json", {"study": name, **facts, "status": "starting"})
 
-    study, created, setup = _open_study(store, name, where, data, space, {**settings, "seed": seed}, local, tune_dir,
-                                        trials, timeout, started, console)
+    study, created, setup = _open_study(
+        store, name, where, data, space, {**settings, "seed": seed}, local, tune_dir, trials, timeout, started, console
+    )
     study.sampler = st.make_sampler(seed, trials, created, len(study.trials))
     study.pruner = st.make_pruner(pruner, trials, setup.get("epochs"))
-    t = Tune(data, tune_dir, study, Space.from_dict(setup["space"]), setup["img_size"], setup["n_train"], trials,
-             started + timeout if timeout else math.inf, console, local,
-             trial_cap=2 * timeout / trials if timeout else math.inf)
+    t = Tune(
+        data,
+        tune_dir,
+        study,
+        Space.from_dict(setup["space"]),
+        setup["img_size"],
+        setup["n_train"],
+        trials,
+        started + timeout if timeout else math.inf,
+        console,
+        local,
+        trial_cap=2 * timeout / trials if timeout else math.inf,
+    )
 
     def snapshot(status: str) -> dict:
         result = {**summary(study, setup, **facts), "status": status}
@@ -82,8 +108,10 @@ def run_tune(data, *, trials: int, timeout: float | None, space, storage: str | 
     except KeyboardInterrupt:
         result = snapshot("interrupted")
         c = result["counts"]
-        console.print(f"interrupted: {c.get('complete', 0) + c.get('pruned', 0)} of {trials} trials finished; "
-                      f"run the same command again to resume (study in {where})")
+        console.print(
+            f"interrupted: {c.get('complete', 0) + c.get('pruned', 0)} of {trials} trials finished; "
+            f"run the same command again to resume (study in {where})"
+        )
         raise
     result = {**snapshot(status), "importances": importances(study)}
     seconds = time.time() - started
@@ -94,14 +122,28 @@ def run_tune(data, *, trials: int, timeout: float | None, space, storage: str | 
     if retrain and result["best"] is not None:
         run = retrain_best(data, result, run_out, st.counts(study)["running"], verbose, console, local)
         if run is not None:
-            result["run"] = {"path": str(run.path), "trial": result["best"]["number"],
-                             "test_accuracy": (run.metrics or {}).get("accuracy")}
+            result["run"] = {
+                "path": str(run.path),
+                "trial": result["best"]["number"],
+                "test_accuracy": (run.metrics or {}).get("accuracy"),
+            }
     write_outputs(tune_dir, result)
     console.print(f"tune: {tune_dir / 'tune.json'}, {tune_dir / 'trials.csv'}")
     best = result["best"] or {}
-    return TuneResult(tune_dir, name, where, status, best.get("value"), best.get("params", {}),
-                      best.get("settings", {}), (result["default"] or {}).get("value"), result["counts"], seconds,
-                      run, result)
+    return TuneResult(
+        tune_dir,
+        name,
+        where,
+        status,
+        best.get("value"),
+        best.get("params", {}),
+        best.get("settings", {}),
+        (result["default"] or {}).get("value"),
+        result["counts"],
+        seconds,
+        run,
+        result,
+    )
 
 
 def _check_arguments(data, trials: int, timeout: float | None, pruner: str, run_out) -> None:
@@ -117,8 +159,20 @@ def _check_arguments(data, trials: int, timeout: float | None, pruner: str, run_
         raise UserError(f"{run_out} already holds a run; choose another --run-out")
 
 
-def _open_study(store, name: str, where: str, data: str, space, settings: dict, local: dict, tune_dir: Path,
-                trials: int, timeout: float | None, started: float, console):
+def _open_study(
+    store,
+    name: str,
+    where: str,
+    data: str,
+    space,
+    settings: dict,
+    local: dict,
+    tune_dir: Path,
+    trials: int,
+    timeout: float | None,
+    started: float,
+    console,
+):
     """The study `name`: created (after the probe that sizes its trials) or continued. Returns
     (study, whether this worker created it, the study's setup)."""
     # Workers sharing this folder probe one at a time: the second waits for the first's study instead
@@ -135,11 +189,15 @@ def _open_study(store, name: str, where: str, data: str, space, settings: dict, 
     if not created:
         setup = st.wait_for_setup(study)
         c = st.counts(study)
-        console.print(f"continuing study '{name}' ({where}): {c['complete'] + c['pruned']} of {trials} trials "
-                      f"finished, {c['running']} running")
+        console.print(
+            f"continuing study '{name}' ({where}): {c['complete'] + c['pruned']} of {trials} trials "
+            f"finished, {c['running']} running"
+        )
         if changed(Space.from_dict(setup["space"]), load_space(space, settings)):
-            console.print("[yellow]warning[/]: the study keeps the search space it was created with (tune.json "
-                          "'space'); the --space and settings given now differ and are not used")
+            console.print(
+                "[yellow]warning[/]: the study keeps the search space it was created with (tune.json "
+                "'space'); the --space and settings given now differ and are not used"
+            )
     return study, created, setup
 
 
@@ -167,20 +225,29 @@ def tune_folder(data: str, out) -> Path:
     return fresh
 
 
-def new_setup(data: str, space_path, settings: dict, local: dict, tune_dir: Path, trials: int,
-              timeout: float | None, started: float, console) -> dict:
+def new_setup(
+    data: str,
+    space_path,
+    settings: dict,
+    local: dict,
+    tune_dir: Path,
+    trials: int,
+    timeout: float | None,
+    started: float,
+    console,
+) -> dict:
     """Probe the default configuration and fix the search space for a new study."""
     space = load_space(space_path, settings)
     console.print(f"tune {data}: timing one epoch of the default configuration")
-    fixed = {k: v for k, v in space.fixed.items() if k != "augment_strength"}   # needs img_size, not yet known
+    fixed = {k: v for k, v in space.fixed.items() if k != "augment_strength"}  # needs img_size, not yet known
     # Per process: workers starting together each probe before one of them creates the study.
     p = probe(data, {**trial_settings({}, Space({}, fixed), 0, 0), **local}, tune_dir / f"probe-{os.getpid()}")
-    if "img_size" not in space.params:      # one size for every trial: one decode cache, decoded once
+    if "img_size" not in space.params:  # one size for every trial: one decode cache, decoded once
         space = Space(space.params, {**space.fixed, "img_size": p.config["img_size"]})
     budget = {**p.to_dict(), "img_size": p.config["img_size"]}
     epochs = None
     if "epochs" in space.params:
-        if space.params["epochs"].low is None:          # AUTO: sized to the time budget
+        if space.params["epochs"].low is None:  # AUTO: sized to the time budget
             low, high, why = epochs_range(p, trials, timeout, time.time() - started)
             space = with_epochs(space, low, high)
             budget["epochs"] = f"{low}-{high}: {why}"
@@ -190,10 +257,20 @@ def new_setup(data: str, space_path, settings: dict, local: dict, tune_dir: Path
     if epochs:
         defaults["epochs"] = min(max(int(defaults["epochs"]), epochs[0]), epochs[1])
     values, outside = default_values(space, defaults)
-    console.print(f"  trial 0 is train's default configuration: {fmt_params(values)}"
-                  + (f" ({', '.join(outside)} outside the space: drawn)" if outside else ""))
-    return {"space": space.to_dict(), "img_size": int(p.config["img_size"]), "n_train": p.n_train, "epochs": epochs,
-            "budget": budget, "default_values": values, "default_outside": outside, "data": data}
+    console.print(
+        f"  trial 0 is train's default configuration: {fmt_params(values)}"
+        + (f" ({', '.join(outside)} outside the space: drawn)" if outside else "")
+    )
+    return {
+        "space": space.to_dict(),
+        "img_size": int(p.config["img_size"]),
+        "n_train": p.n_train,
+        "epochs": epochs,
+        "budget": budget,
+        "default_values": values,
+        "default_outside": outside,
+        "data": data,
+    }
 
 
 def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, console, local: dict):
@@ -212,6 +289,6 @@ def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, 
         metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else None
         return workflows.Run(path, metrics, None)
     run_dir = Path(run_out) if run_out else new_run_dir(data)
-    write_json(run_dir / "tuning.json", result)     # before training, so train's report has its Tuning section
+    write_json(run_dir / "tuning.json", result)  # before training, so train's report has its Tuning section
     console.print(f"\nretraining the best configuration (trial {best['number']}) into {run_dir}")
     return workflows.train(data, out=run_dir, verbose=verbose, **best["settings"], **local)

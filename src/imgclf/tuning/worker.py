@@ -8,6 +8,7 @@ the study holds `n_trials` finished (complete or pruned) trials, whoever ran the
 time limit; a trial cut off by the time limit or by Ctrl-C is failed and its parameters queued
 again (study.give_back), so resuming neither loses nor repeats it.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,8 @@ class Tune:
     n_trials: int
     deadline: float
     console: object
-    local: dict = field(default_factory=dict)         # this worker's device/workers settings
-    trial_cap: float = math.inf                       # seconds a trial may take (2 x its share of the timeout)
+    local: dict = field(default_factory=dict)  # this worker's device/workers settings
+    trial_cap: float = math.inf  # seconds a trial may take (2 x its share of the timeout)
 
 
 class Heartbeat:
@@ -69,7 +70,7 @@ class Heartbeat:
         while not self.stop.wait(st.HEARTBEAT_SECONDS):
             try:
                 self.trial.set_user_attr("heartbeat", time.time())
-            except Exception:   # noqa: BLE001 - the trial was finished meanwhile; nothing left to mark
+            except Exception:  # noqa: BLE001 - the trial was finished meanwhile; nothing left to mark
                 return
 
 
@@ -90,14 +91,16 @@ def work(t: Tune, on_trial=None) -> str:
             st.give_back(t.study, trial.number, "surplus")
             return "done"
         frozen = run_trial(t, trial)
-        if frozen is None:                       # cut off by the time limit
+        if frozen is None:  # cut off by the time limit
             return "timeout"
         failures = failures + 1 if frozen.state == TrialState.FAIL else 0
         if on_trial is not None:
             on_trial(frozen)
         if failures >= MAX_FAILURES_IN_A_ROW:
-            raise UserError(f"{failures} trials in a row failed, the last with: {frozen.user_attrs.get('error')}; "
-                            f"see {t.dir / 'trials.csv'}")
+            raise UserError(
+                f"{failures} trials in a row failed, the last with: {frozen.user_attrs.get('error')}; "
+                f"see {t.dir / 'trials.csv'}"
+            )
 
 
 def run_trial(t: Tune, trial):
@@ -110,7 +113,7 @@ def run_trial(t: Tune, trial):
     shutil.rmtree(out, ignore_errors=True)
     best = {"val_acc": -math.inf, "val_loss": math.inf, "epoch": 0, "epochs": 0}
     started = time.perf_counter()
-    capped = not trial.user_attrs.get("default")     # the baseline always runs its whole budget
+    capped = not trial.user_attrs.get("default")  # the baseline always runs its whole budget
 
     def on_epoch(epoch: int, row: dict) -> None:
         best["epochs"] = epoch
@@ -140,8 +143,10 @@ def run_trial(t: Tune, trial):
         why = "interrupted" if isinstance(e, KeyboardInterrupt) else "time limit"
         trial.set_user_attr("stopped", why)
         st.give_back(t.study, trial.number, why)
-        t.console.print(f"trial {trial.number:>3}  stopped ({why}) after {best['epochs']} epoch(s); "
-                        "its parameters are queued to run again")
+        t.console.print(
+            f"trial {trial.number:>3}  stopped ({why}) after {best['epochs']} epoch(s); "
+            "its parameters are queued to run again"
+        )
         if isinstance(e, KeyboardInterrupt):
             raise
         return None
@@ -152,7 +157,7 @@ def run_trial(t: Tune, trial):
     except UserError as e:
         _finish(t, trial, TrialState.FAIL, best, started, settings, out, error=str(e))
         raise
-    except Exception as e:    # noqa: BLE001 - one configuration failing (e.g. out of memory) must not end the tune
+    except Exception as e:  # noqa: BLE001 - one configuration failing (e.g. out of memory) must not end the tune
         _finish(t, trial, TrialState.FAIL, best, started, settings, out, error=f"{type(e).__name__}: {e}")
         return _frozen(t, trial.number)
     _finish(t, trial, state, best, started, settings, out)
@@ -160,8 +165,12 @@ def run_trial(t: Tune, trial):
 
 
 def _finish(t: Tune, trial, state, best: dict, started: float, settings: dict, out: Path, error: str = "") -> None:
-    attrs = {"seconds": round(time.perf_counter() - started, 2), "epochs_run": best["epochs"],
-             "best_epoch": best["epoch"], "val_loss": None if math.isinf(best["val_loss"]) else best["val_loss"]}
+    attrs = {
+        "seconds": round(time.perf_counter() - started, 2),
+        "epochs_run": best["epochs"],
+        "best_epoch": best["epoch"],
+        "val_loss": None if math.isinf(best["val_loss"]) else best["val_loss"],
+    }
     if error:
         attrs["error"] = error
     for k, v in attrs.items():
@@ -169,7 +178,7 @@ def _finish(t: Tune, trial, state, best: dict, started: float, settings: dict, o
     if state == TrialState.COMPLETE and not best["epochs"]:
         state = TrialState.FAIL
     t.study.tell(trial, best["val_acc"] if state == TrialState.COMPLETE else None, state=state)
-    for name in ("train_state.safetensors", "last.safetensors"):     # resume files; a trial never resumes
+    for name in ("train_state.safetensors", "last.safetensors"):  # resume files; a trial never resumes
         (out / name).unlink(missing_ok=True)
     frozen = _frozen(t, trial.number)
     t.console.print(trial_line(frozen, _best_value(t.study)))
