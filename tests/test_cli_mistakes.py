@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
-from conftest import make_shapes_dataset
-from test_end_to_end import cli
-from test_registry import make_run
+from helpers import cli, make_run
 
 import imgclf
 from imgclf.core.errors import UserError, mask_secrets
 from imgclf.store import registry
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mistakes")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IMGCLF_CACHE_DIR", str(root / "cache"))
-        data = make_shapes_dataset(root / "shapes", per_class=10, size=16)
-        return imgclf.train(data, model="simple_cnn", img_size=16, epochs=1, out=root / "run", verbose=False).path
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
 
 
 def one_line_error(p, text: str) -> None:
@@ -28,6 +24,7 @@ def one_line_error(p, text: str) -> None:
     assert text in p.stderr, p.stderr
 
 
+@pytest.mark.slow
 def test_predict_out_must_be_a_file(run, tmp_path):
     (tmp_path / "folder").mkdir()
     image = next((run.parent / "shapes").rglob("*.png"))
@@ -37,6 +34,7 @@ def test_predict_out_must_be_a_file(run, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_export_opset_outside_what_the_exporters_support(run, tmp_path):
     one_line_error(
         cli("export", run, "--opset", "1", "--out", tmp_path / "m.onnx", check=False),
@@ -45,8 +43,10 @@ def test_export_opset_outside_what_the_exporters_support(run, tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.slow
 def test_an_old_opset_is_honoured_not_silently_replaced(run, tmp_path):
     """The dynamo exporter keeps its own opset 18 when it cannot convert down: the tracer then exports it."""
+    run = Path(shutil.copytree(run, tmp_path / "run"))  # the export records itself in the run folder
     assert imgclf.export(run, out=tmp_path / "m.onnx", opset=13, verbose=False)["opset"] == 13
 
 
@@ -93,6 +93,7 @@ def test_tune_storage_errors_do_not_print_the_password(tmp_path):
     assert "hunter2" not in str(e.value) and "postgresql://ann:***@127.0.0.1:1/tune" in str(e.value)
 
 
+@pytest.mark.slow
 def test_top_k_below_one_is_refused_not_read_as_one(run, tmp_path):
     image = next((run.parent / "shapes").rglob("*.png"))
     with pytest.raises(UserError, match="top_k must be an integer from 1 to 1000, not 0"):

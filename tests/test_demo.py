@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import imgclf
+
+pytestmark = pytest.mark.slow  # every test here trains a model, itself or through a fixture
 
 
 def test_demo_end_to_end(tmp_path):

@@ -45,6 +45,7 @@ def test_readme_is_short_and_holds_the_quickstart():
         assert command in lines, f"the Quickstart lost the command: {command}"
 
 
+@pytest.mark.slow
 def test_mkdocs_build_is_strict_clean(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("material")

@@ -7,15 +7,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import CLI, cli
 
 import imgclf
 
-CLI = [sys.executable, "-m", "imgclf.cli"]
+pytestmark = pytest.mark.slow  # every test here trains a model, itself or through a fixture
+
 RUN_FILES = [
     "model.safetensors",
     "model.json",
@@ -28,14 +29,6 @@ RUN_FILES = [
     "learning_curves.png",
     "confusion_matrix.png",
 ]
-
-
-def cli(*args, check=True, **kw):
-    env = {**os.environ, "PYTHONPATH": str(Path(imgclf.__file__).parents[1])}
-    p = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=env, **kw)
-    if check and p.returncode != 0:
-        raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
-    return p
 
 
 def test_train_writes_complete_run_and_predicts(shapes, tmp_path):

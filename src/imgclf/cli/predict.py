@@ -108,6 +108,7 @@ def export(
     api.export(run, format=format, out=out, data=data, opset=opset, check=check)
 
 
+# long: one option per flag, each with its help text
 @app.command()
 def serve(
     run: Optional[str] = typer.Argument(
@@ -222,6 +223,7 @@ def explain(
     render.explanations(results, method)
 
 
+# long: one option per flag, each with its help text
 @app.command()
 def scan(
     run: str = typer.Argument(..., help="Run folder (or REGISTRY/ALIAS) of a model trained on crops."),

@@ -91,7 +91,7 @@ def comparison(r: dict) -> None:
 
 
 def feedback_imported(r: dict) -> None:
-    from imgclf.store.inbox import shown
+    from imgclf.store.labels import shown
 
     for label, c in r["labels"].items():
         new = "  (not a class of the model: proposed new class)" if c["known_class"] is False else ""

@@ -15,6 +15,7 @@ from imgclf.core.errors import UserError
 # long: one option per training setting, each with its help text
 
 
+# long: one option per training setting, each with its help text
 @app.command()
 def train(
     data: Optional[str] = typer.Argument(

@@ -188,7 +188,7 @@ def _drop_partial_line(path: Path, block: int = 1 << 16) -> None:
 
 class _open_csv:
     """The CSV opened for appending (header written when the file is new or empty); written in place
-    as it goes, so a kill leaves what a later run resumes from (fsutil.open_stream)."""
+    as it goes, so a kill leaves what a later run resumes from (core.files.open_stream)."""
 
     def __init__(self, path: Path, append: bool):
         self.path, self.append = path, append

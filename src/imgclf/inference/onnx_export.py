@@ -1,5 +1,4 @@
-"""ONNX export of a run, checked against PyTorch on real images. (Module `exporting`, not `export`:
-importing a submodule named `export` would shadow the `imgclf.export` function.)
+"""ONNX export of a run, checked against PyTorch on real images (running one: onnx_runtime.py).
 
     imgclf export runs/photos-1                    # -> runs/photos-1/model.onnx (+ export.json)
     imgclf.export("runs/photos-1")["max_prob_diff"]

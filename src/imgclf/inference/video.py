@@ -21,23 +21,19 @@ last one, so the reported times do not lag by the smoothing delay.
 from __future__ import annotations
 
 import csv
-import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import commit, open_stream, output_file, write_json
+from imgclf.inference.presence import MIN_EVENT_S, SMOOTH_S, Presence, Smoother
 from imgclf.inference.video_frames import open_source, read_frames
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
-SMOOTH_S = 0.5
-MIN_EVENT_S = 0.5
-OPEN_SHARE, CLOSE_SHARE = 0.6, 0.4
 FILE_BATCH = 32  # frames scored together when reading a file (a live source: one at a time)
 MAX_BAD_READS = 25  # consecutive unreadable frames before a source counts as ended
 LIVE_FPS_EVERY_S = 5.0
@@ -102,32 +98,7 @@ def predict_video(
         step=every / fps if fps and not live else None,
         scanner=scanner,
     )
-    batch = 1 if live else FILE_BATCH
-    n_frames = n_classified = 0
-    complete = False
-    start = last_note = time.perf_counter()
-    try:
-        for index, t, frame, classify in read_frames(cap, live, fps, every, max_frames, session.video.enabled):
-            n_frames += 1
-            n_classified += classify
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if classify else None
-            x = (rgb if scanner is not None else model.preprocess(rgb)) if classify else None
-            session.add(index, t, frame, x)
-            # Bounded by classified frames (batching) and by held frames (memory, with --every).
-            if session.n_inputs >= batch or len(session.pending) >= 4 * FILE_BATCH:
-                session.flush()
-            if live and show_fps and time.perf_counter() - last_note > LIVE_FPS_EVERY_S:
-                last_note = time.perf_counter()
-                console.print(f"{name}: {n_frames} frames, {n_frames / (last_note - start):.1f} fps")
-        session.flush()
-        complete = True
-    except KeyboardInterrupt:
-        if not live:
-            raise
-        complete = True  # stopping a camera or stream is the normal way to end it
-    finally:
-        cap.release()
-        session.close(complete)
+    n_frames, n_classified, start = _run(session, cap, live, fps, every, max_frames, scanner, show_fps, console, name)
     if n_frames == 0:
         raise UserError(f"no frames could be read from {name}: is it a video OpenCV/FFmpeg can decode?")
     seconds = time.perf_counter() - start
@@ -155,97 +126,39 @@ def predict_video(
     return result
 
 
-class Smoother:
-    """Exponential moving average with a time constant in seconds: a frame dt after the previous
-    one weighs 1 - exp(-dt / tau), so the average forgets at the same pace at any frame rate."""
+def _run(session, cap, live: bool, fps, every: int, max_frames, scanner, show_fps: bool, console, name: str):
+    """Read, batch and classify the frames until the source ends (or Ctrl-C ends a live one); the
+    session is closed either way. Returns (frames read, frames classified, start time)."""
+    import cv2
 
-    def __init__(self, tau: float):
-        self.tau, self.value, self.t = tau, None, None
-
-    def update(self, x: np.ndarray | float, t: float):
-        if self.value is None or self.tau == 0:
-            self.value = x
-        else:
-            w = 1.0 - math.exp(-max(t - self.t, 0.0) / self.tau)
-            self.value = self.value + w * (x - self.value)
-        self.t = t
-        return self.value
-
-
-@dataclass
-class Presence:
-    """Presence events of `positive` from per-frame probabilities (see the module docstring)."""
-
-    positive: str
-    pos_index: int
-    threshold: float
-    tau: float
-    min_event: float
-    events: list[dict] = field(default_factory=list)
-    present: bool = False
-
-    def __post_init__(self):
-        self.share = Smoother(self.tau)
-        self.first_hit: float | None = None  # first frame past the threshold since the share was low
-        self.last_hit_end: float | None = None
-        self.peak = 0.0
-
-    @classmethod
-    def for_model(cls, model, tau: float = SMOOTH_S, min_event: float = MIN_EVENT_S) -> "Presence":
-        from imgclf.evaluation.decision import positive_class
-        from imgclf.evaluation.operating_point import OperatingPoint
-
-        op = OperatingPoint.of(model.meta)
-        pos = op.positive_class or model.classes[positive_class(model.classes)]
-        threshold = op.threshold_for(pos)
-        return cls(pos, model.classes.index(pos), 0.5 if threshold is None else threshold, tau, min_event)
-
-    def update(self, t: float, dt: float, p_pos: float) -> bool:
-        """Feed one classified frame at time t, standing for the dt seconds until the next one;
-        returns whether the positive class is present."""
-        hit = p_pos >= self.threshold
-        share = self.share.update(1.0 if hit else 0.0, t)
-        if hit:
-            self.first_hit = t if self.first_hit is None else self.first_hit
-            self.last_hit_end = t + dt
-            self.peak = max(self.peak, p_pos)
-        if not self.present:
-            if share >= OPEN_SHARE and self.first_hit is not None:
-                self.present = True
-            elif share < CLOSE_SHARE and not hit:
-                self.first_hit, self.peak = None, 0.0  # the hits so far were noise
-        elif share < CLOSE_SHARE:
-            self._close()
-        return self.present
-
-    def finish(self) -> list[dict]:
-        """Close an event still open at the end of the video; the events found."""
-        if self.present:
-            self._close()
-        return self.events
-
-    def settings(self) -> dict:
-        return {
-            "positive_class": self.positive,
-            "threshold": self.threshold,
-            "smooth_s": self.tau,
-            "open_share": OPEN_SHARE,
-            "close_share": CLOSE_SHARE,
-            "min_event_s": self.min_event,
-        }
-
-    def _close(self) -> None:
-        start, end = self.first_hit, self.last_hit_end
-        if end - start >= self.min_event:
-            self.events.append(
-                {
-                    "start_s": round(start, 3),
-                    "end_s": round(end, 3),
-                    "duration_s": round(end - start, 3),
-                    "peak_confidence": round(self.peak, 4),
-                }
-            )
-        self.present, self.first_hit, self.peak = False, None, 0.0
+    model = session.model
+    batch = 1 if live else FILE_BATCH
+    n_frames = n_classified = 0
+    complete = False
+    start = last_note = time.perf_counter()
+    try:
+        for index, t, frame, classify in read_frames(cap, live, fps, every, max_frames, session.video.enabled):
+            n_frames += 1
+            n_classified += classify
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if classify else None
+            x = (rgb if scanner is not None else model.preprocess(rgb)) if classify else None
+            session.add(index, t, frame, x)
+            # Bounded by classified frames (batching) and by held frames (memory, with --every).
+            if session.n_inputs >= batch or len(session.pending) >= 4 * FILE_BATCH:
+                session.flush()
+            if live and show_fps and time.perf_counter() - last_note > LIVE_FPS_EVERY_S:
+                last_note = time.perf_counter()
+                console.print(f"{name}: {n_frames} frames, {n_frames / (last_note - start):.1f} fps")
+        session.flush()
+        complete = True
+    except KeyboardInterrupt:
+        if not live:
+            raise
+        complete = True  # stopping a camera or stream is the normal way to end it
+    finally:
+        cap.release()
+        session.close(complete)
+    return n_frames, n_classified, start
 
 
 class _Session:

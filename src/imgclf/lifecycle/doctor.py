@@ -30,8 +30,9 @@ def check_data(
 ) -> dict:
     """See imgclf.check."""
     from imgclf.data.discover import discover
-    from imgclf.data.doctor import NEAR_DISTANCE, diagnose, group_for_check
+    from imgclf.data.doctor import NEAR_DISTANCE, diagnose
     from imgclf.data.doctor_report import print_findings
+    from imgclf.data.doctor_split import group_for_check
     from imgclf.data.phash import MAX_DISTANCE
     from imgclf.settings.checks import check_settings
 

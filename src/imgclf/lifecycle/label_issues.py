@@ -48,6 +48,7 @@ METHOD = (
 )
 
 
+# long: the folds, each a real training run, then confident learning; read top to bottom
 def find_label_issues(
     spec,
     folds: int = FOLDS,

@@ -256,6 +256,7 @@ def resolve_run(ref: str | Path, registry: str | Path | None) -> tuple[Path, int
     return find_run(p), None, None
 
 
+# long: the monitor's steps in order (the run, its reference, the log, statistics, verdict, outputs)
 def monitor(
     ref,
     log,

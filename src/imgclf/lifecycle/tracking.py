@@ -20,10 +20,8 @@ The `imgclf train|update|registry ... --mlflow URI` commands call these after th
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import math
 import os
 import re
 import sys
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from imgclf.core.errors import UserError
+from imgclf.lifecycle.tracking_fields import run_metrics, run_note, run_params
 
 EXPERIMENT = "imgclf"  # overridden by $MLFLOW_EXPERIMENT_NAME, as MLflow itself does
 RUN_PATH_TAG = "imgclf.run_path"
@@ -49,7 +48,6 @@ ARTEFACTS = (
     "confusion_matrix.png",
     "reliability.png",
 )
-MAX_PARAM = 6000
 MAX_TAG = 8000
 # Fail fast on an unreachable server instead of MLflow's default minutes of retries.
 _HTTP_ENV = {
@@ -186,13 +184,13 @@ def _log_run(client, run: Path, weights: bool, experiment: str | None, extra_tag
         RUN_PATH_TAG: str(run),
         "imgclf.run_uri": run.as_uri(),
         "imgclf.version": str(meta.get("imgclf_version")),
-        "mlflow.note.content": _note(run, meta),
+        "mlflow.note.content": run_note(run, meta),
         **{str(k): str(v) for k, v in (extra_tags or {}).items()},
     }
-    params = _params(run, meta)
+    params = run_params(run, meta)
     if old is not None:  # MLflow refuses to change a logged param; keep the first value of each
         params = {k: v for k, v in params.items() if k not in old.data.params}
-    metrics = [Metric(k, v, _now_ms(), step) for k, v, step in _metrics(run, meta)]
+    metrics = [Metric(k, v, _now_ms(), step) for k, v, step in run_metrics(run, meta)]
     client.log_batch(
         run_id,
         metrics=metrics,
@@ -224,95 +222,6 @@ def _find_run(client, exp_id: str, run: Path):
         [exp_id], f"tags.`{RUN_PATH_TAG}` = '{path}'", max_results=1, order_by=["attributes.start_time DESC"]
     )
     return found[0] if found else None
-
-
-def _params(run: Path, meta: dict) -> dict[str, str]:
-    from imgclf.settings.config import load_config
-
-    out = {}
-    cfg = run / "config.yaml"
-    if cfg.is_file():
-        _flatten(load_config(cfg).to_dict(), "", out)
-    arch = meta.get("architecture", {})
-    out.update(
-        {
-            "architecture": arch.get("name"),
-            "parameters": arch.get("parameters"),
-            "num_classes": len(meta.get("classes", [])),
-            "classes": json.dumps(meta.get("classes", [])),
-            "input_size": meta.get("input", {}).get("size"),
-            "tta": meta.get("tta"),
-        }
-    )
-    return {_key(k): str(v)[:MAX_PARAM] for k, v in out.items()}
-
-
-def _flatten(d: dict, prefix: str, out: dict) -> None:
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            _flatten(v, f"{prefix}{k}.", out)
-        else:
-            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, (list, dict)) else v
-
-
-def _metrics(run: Path, meta: dict) -> list[tuple[str, float, int]]:
-    """(name, value, step): the test metrics and training summary at step 0, the history per epoch."""
-    from imgclf.core.files import read_json
-
-    flat: dict[str, float | None] = {}
-    if (run / "metrics.json").is_file():
-        m = read_json(run / "metrics.json")
-        flat.update(
-            {
-                "test_accuracy": m.get("accuracy"),
-                "test_log_loss": m.get("log_loss"),
-                "test_n": m.get("n"),
-                "test_macro_f1": (m.get("macro_avg") or {}).get("f1-score"),
-                "test_weighted_f1": (m.get("weighted_avg") or {}).get("f1-score"),
-                "test_ece": (m.get("calibration") or {}).get("ece_after"),
-                "temperature": (m.get("calibration") or {}).get("temperature"),
-            }
-        )
-        flat.update({f"test_top{k}_accuracy": v for k, v in (m.get("top_k_accuracy") or {}).items()})
-        for cls, row in (m.get("per_class") or {}).items():
-            flat[f"test_recall.{cls}"] = row.get("recall")
-            flat[f"test_f1.{cls}"] = row.get("f1-score")
-    t = meta.get("training") or {}
-    flat.update(
-        {
-            "best_val_acc": t.get("best_val_acc"),
-            "best_epoch": t.get("best_epoch"),
-            "epochs_run": t.get("epochs_run"),
-            "train_seconds": t.get("train_seconds"),
-        }
-    )
-    out = [(_key(k), float(v), 0) for k, v in flat.items() if _number(v)]
-    if (run / "history.csv").is_file():
-        with open(run / "history.csv", newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                step = int(float(row.get("epoch") or 0))
-                out += [(_key(k), float(v), step) for k, v in row.items() if k not in ("epoch", "stage") and _number(v)]
-    return out
-
-
-def _number(v) -> bool:
-    try:
-        return v is not None and v != "" and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
-def _key(name: str) -> str:
-    # MLflow keys allow letters, digits, _ - . / space and ':'; class names may hold anything.
-    return re.sub(r"[^\w\-./ :]", "_", str(name))[:250]
-
-
-def _note(run: Path, meta: dict) -> str:
-    arch = meta.get("architecture", {}).get("name")
-    return (
-        f"imgclf run `{run}`: {arch}, {len(meta.get('classes', []))} classes. "
-        f"Load it with `imgclf.load('{run}')`; the report is the artefact run/report.html."
-    )
 
 
 # ---------------------------------------------------------------- registry

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import csv
 import io
-import random
-from collections import defaultdict
 from pathlib import Path
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import write_json, write_text
 from imgclf.data.paths import resolve
 from imgclf.lifecycle.update_data import by_split, gather_rows, resolve_parent, split_counts
+from imgclf.lifecycle.update_plan import _assign_splits, base_config, check_new_data, replay_rows, training_choices
 from imgclf.store.runs import moved_root, new_run_dir, recorded_root
 
 MODES = ("finetune", "full")
@@ -40,9 +39,9 @@ MODES = ("finetune", "full")
 # 65%, five-class 64%); 1.0x for half 72% / 69%; 1.0x for all 79% / 72%, as good as retraining from
 # scratch (76% / 73%). The old classes' frozen test images scored 62-63% five-way in all three.
 LR_FACTOR = 1.0
-REPLAY_MIN = 1000  # finetune replays every old training image up to max(this, 2 x the new ones)
 
 
+# long: the update's steps in order (parent, data, splits, replay, train, judge); the parts are helpers below
 def update(
     ref,
     new_data=None,
@@ -89,7 +88,7 @@ def update(
     old, old_report, new, dup_report, source = gather_rows(
         parent_run, version, registry, new_data, from_inbox, console, data_root
     )
-    groups, doctor_summary = _doctor(old, new, console) if doctor else ([], None)
+    groups, doctor_summary = check_new_data(old, new, console) if doctor else ([], None)
     _assign_splits(new, seed, groups, {r["path"]: r["split"] for r in old})
     classes = sorted({r["label"] for r in old} | {r["label"] for r in new})
     added = sorted({r["label"] for r in new} - {r["label"] for r in old})
@@ -98,7 +97,7 @@ def update(
         + (f"; new classes: {', '.join(added)}" if added else "")
     )
 
-    replayed = _replay(old, new, mode, replay, seed)
+    replayed = replay_rows(old, new, mode, replay, seed)
     n_old_train = sum(r["split"] == "train" for r in old)
     console.print(
         f"  replay: {len(replayed)} of the {n_old_train} old training images"
@@ -106,39 +105,31 @@ def update(
     )
     rows = [r for r in old if r["split"] != "train"] + replayed + new
 
-    run_dir = Path(out) if out else new_run_dir(f"{parent_run.name}-update")
-    if (run_dir / "model.json").exists():
-        raise UserError(f"{run_dir} already holds a run; choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    data_csv = run_dir / "update_data.csv"
-    _write_rows(data_csv, rows, ("path", "sha256", "label", "split", "origin"))
-    _write_rows(run_dir / "new_test.csv", [r for r in new if r["split"] == "test"], ("path", "label"))
+    run_dir, data_csv = _run_folder(out, parent_run, rows, new)
 
-    parent_cfg = _base_config(parent_run, run_dir)
-    choices = _training_choices(parent_run, mode, epochs, lr_factor, settings)
+    parent_cfg = base_config(parent_run, run_dir)
+    choices = training_choices(parent_run, mode, epochs, lr_factor, settings)
     console.print("  training: " + ", ".join(f"{k}={v}" for k, v in choices.items() if k != "init_from"))
-    record = {
-        "parent": {
-            "version": version,
-            "run": str(parent_run),
-            "registry": str(registry) if version else None,
-            "data_root": str(moved_root(data_root)) if data_root is not None else None,
-        },
-        "mode": mode,
-        "source": {"kind": "inbox" if from_inbox else "data", "path": str(source)},
-        "classes": classes,
-        "new_classes": added,
-        "counts": {
-            "old": split_counts(old),
-            "new": split_counts(new),
-            "replayed": len(replayed),
-            "old_train": n_old_train,
-        },
-        "recorded_data": old_report,
-        "duplicates": dup_report,
-        "doctor": doctor_summary,
-        "training": {**choices, "lr_factor": lr_factor if mode == "finetune" else None},
-    }
+    record = _record(
+        version,
+        parent_run,
+        registry,
+        data_root,
+        mode,
+        from_inbox,
+        source,
+        classes,
+        added,
+        old,
+        new,
+        replayed,
+        n_old_train,
+        old_report,
+        dup_report,
+        doctor_summary,
+        choices,
+        lr_factor,
+    )
     write_json(run_dir / "update.json", record)
 
     run = workflows.train(data_csv, config=parent_cfg, out=run_dir, verbose=verbose, **{**settings, **choices})
@@ -161,6 +152,64 @@ def update(
         _track(mlflow, run.path, registry, result, event, console)
     console.print(f"report: {run.path / 'report.html'}")
     return result
+
+
+def _run_folder(out, parent_run: Path, rows: list[dict], new: list[dict]) -> tuple[Path, Path]:
+    """The candidate's run folder, with the data it trains on (update_data.csv) and the new test
+    images (new_test.csv) written into it."""
+    run_dir = Path(out) if out else new_run_dir(f"{parent_run.name}-update")
+    if (run_dir / "model.json").exists():
+        raise UserError(f"{run_dir} already holds a run; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data_csv = run_dir / "update_data.csv"
+    _write_rows(data_csv, rows, ("path", "sha256", "label", "split", "origin"))
+    _write_rows(run_dir / "new_test.csv", [r for r in new if r["split"] == "test"], ("path", "label"))
+    return run_dir, data_csv
+
+
+def _record(
+    version,
+    parent_run,
+    registry,
+    data_root,
+    mode,
+    from_inbox,
+    source,
+    classes,
+    added,
+    old,
+    new,
+    replayed,
+    n_old_train,
+    old_report,
+    dup_report,
+    doctor_summary,
+    choices,
+    lr_factor,
+) -> dict:
+    """update.json: where the candidate came from and what it trained on."""
+    return {
+        "parent": {
+            "version": version,
+            "run": str(parent_run),
+            "registry": str(registry) if version else None,
+            "data_root": str(moved_root(data_root)) if data_root is not None else None,
+        },
+        "mode": mode,
+        "source": {"kind": "inbox" if from_inbox else "data", "path": str(source)},
+        "classes": classes,
+        "new_classes": added,
+        "counts": {
+            "old": split_counts(old),
+            "new": split_counts(new),
+            "replayed": len(replayed),
+            "old_train": n_old_train,
+        },
+        "recorded_data": old_report,
+        "duplicates": dup_report,
+        "doctor": doctor_summary,
+        "training": {**choices, "lr_factor": lr_factor if mode == "finetune" else None},
+    }
 
 
 def _judge(
@@ -226,170 +275,6 @@ def _judge(
 
 
 # ---- splits, replay and the training settings ---------------------------------------------------
-
-
-def _assign_splits(
-    new: list[dict],
-    seed: int,
-    groups: list[list[str]] = (),
-    old_split: dict | None = None,
-    val_frac: float = 0.1,
-    test_frac: float = 0.2,
-) -> None:
-    """Unassigned new images: per class, shuffled with `seed`, test_frac to test and val_frac to val,
-    but a class keeps at least one training image (and a test image from 3 images on, a val one
-    from 5). The test share is larger than train's default: a slice of new images is the only
-    evidence about new classes, and it must hold a few of each.
-
-    `groups` (paths of near-duplicates, from the doctor) move as one: a group holding a recorded
-    image puts its new images in that image's split (a near-copy of a frozen test image must not be
-    trained on), and the other groups land whole in one split, so no copy leaks across them."""
-    old_split = old_split or {}
-    by_path = {r["path"]: r for r in new if not r["split"]}
-    units, seen = [], set()
-    for g in groups:
-        members = [by_path[p] for p in g if p in by_path and p not in seen]
-        recorded = [old_split[p] for p in g if p in old_split]
-        if recorded:  # the most protected split among the recorded copies
-            split = min(recorded, key=("test", "val", "train").index)
-            for r in members:
-                r["split"] = split
-        elif members:
-            units.append(members)
-        seen.update(r["path"] for r in members)
-    units += [[r] for p, r in by_path.items() if p not in seen]
-    rng = random.Random(seed)
-    by_class = defaultdict(list)
-    for unit in units:
-        by_class[unit[0]["label"]].append(unit)
-    for label in sorted(by_class):
-        class_units = sorted(by_class[label], key=lambda u: u[0]["path"])
-        rng.shuffle(class_units)
-        n = sum(len(u) for u in class_units)
-        n_test = max(1, round(n * test_frac)) if n >= 3 else 0
-        n_val = max(1, round(n * val_frac)) if n >= 5 else 0
-        done = 0
-        for k, unit in enumerate(class_units):
-            last = k == len(class_units) - 1
-            split = "test" if done < n_test else "val" if done < n_test + n_val else "train"
-            if last and split != "train" and not any(r["split"] == "train" for u in class_units for r in u):
-                split = "train"  # a class keeps at least one training image
-            for r in unit:
-                r["split"] = split
-            done += len(unit)
-
-
-def _replay(old: list[dict], new: list[dict], mode: str, replay: int | None, seed: int) -> list[dict]:
-    """The old training images trained on again. Full retraining uses all; fine-tuning all of them
-    up to a budget (max(REPLAY_MIN, 2 x the new training images), or `replay`), else a class-balanced
-    sample of the budget: every old class stays represented, so none is forgotten for lack of examples."""
-    train = [r for r in old if r["split"] == "train"]
-    n_new = sum(r["split"] == "train" for r in new)
-    budget = len(train) if mode == "full" else (replay if replay is not None else max(REPLAY_MIN, 2 * n_new))
-    if budget < 0:
-        raise UserError(f"--replay must be 0 or more old images, not {budget}")
-    if len(train) <= budget:
-        return train
-    rng = random.Random(seed)
-    by_class = defaultdict(list)
-    for r in sorted(train, key=lambda r: r["path"]):
-        by_class[r["label"]].append(r)
-    for rows in by_class.values():
-        rng.shuffle(rows)
-    # Round-robin over classes: equal shares, a small class's unused share going to the others.
-    picked, k = [], 0
-    while len(picked) < budget:
-        for rows in by_class.values():
-            if k < len(rows) and len(picked) < budget:
-                picked.append(rows[k])
-        k += 1
-    return picked
-
-
-def _base_config(parent: Path, run_dir: Path) -> Path:
-    """RUN/parent_config.yaml: the parent's resolved settings (what `full` retrains with, and what
-    `finetune` starts from), minus the parent's own warm start."""
-    from imgclf.settings.config import dump_yaml, load_config
-
-    d = load_config(parent / "config.yaml").to_dict()
-    d["init_from"] = None
-    write_text(run_dir / "parent_config.yaml", dump_yaml(d))
-    return run_dir / "parent_config.yaml"
-
-
-def _training_choices(parent: Path, mode: str, epochs: int | None, lr_factor: float, settings: dict) -> dict:
-    """The settings that differ from the parent's recorded config.yaml (everything else is reused)."""
-    from imgclf.settings.config import load_config
-
-    cfg = load_config(parent / "config.yaml")
-    if mode == "full":
-        return {"epochs": epochs} if epochs else {}
-    if not 0 < lr_factor <= 1:
-        raise UserError(f"--lr-factor must be in (0, 1], not {lr_factor}")
-    n_epochs = epochs or cfg.epochs
-    # Cosine with a short warm-up: the weights are already good, so no long ramp (onecycle's 25%)
-    # that would first push them far away at the peak rate.
-    # A parent made by the pretrained recipe (a linear probe, then fine-tuning with BatchNorm frozen)
-    # is updated the same way: the probe refits the whole head on the parent's own features over the
-    # old and new images, and BatchNorm stays frozen. Without it (the grown head kept, new rows at the
-    # mean of the old ones, BatchNorm on batch statistics) an update of a Lite0 flowers run
-    # (bench/update.py, 3 classes + 2) scored its old classes' frozen test images 0.697, against v1's 0.861.
-    # A from-scratch parent keeps its grown head: there is no frozen-feature probe to refit it with.
-    return {
-        "init_from": str(parent.resolve()),
-        "epochs": n_epochs,
-        "lr": settings.get("lr") or round((cfg.lr or 1e-3) * lr_factor, 8),
-        "schedule": "cosine",
-        "warmup_epochs": min(1.0, n_epochs / 5),
-        "freeze_epochs": 0,
-        "probe": bool(cfg.probe),
-    }
-
-
-def _doctor(old: list[dict], new: list[dict], console) -> tuple[list[list[str]], dict]:
-    """The data doctor over the merged set, before the new images are split: near-duplicates the
-    hash check cannot see. Returns the duplicate groups (paths, for `_assign_splits`) and a summary."""
-    import numpy as np
-
-    from imgclf.data.discover import DatasetSpec
-    from imgclf.data.doctor import diagnose, duplicate_kinds
-
-    rows = old + new
-    classes = sorted({r["label"] for r in rows})
-    spec = DatasetSpec(
-        "update",
-        "manifest",
-        classes,
-        [r["path"] for r in rows],
-        np.array([classes.index(r["label"]) for r in rows], dtype=np.int64),
-        np.array([r["split"] or "new" for r in rows], dtype=object),
-    )
-    findings = diagnose(spec, workers=None, progress=False)
-    found = findings["near_duplicates"] + findings["exact_duplicates"]
-    is_new = {r["path"] for r in new}
-    touching = [g for g in found if any(f["path"] in is_new for f in g["files"])]
-    joined = [g for g in touching if any(f["path"] not in is_new for f in g["files"])]
-    conflicts = duplicate_kinds(touching)["conflicting_labels"]
-    s = findings["summary"]
-    console.print(
-        f"  doctor: {s['images']} images, {s['unreadable']} unreadable; {len(touching)} near-duplicate "
-        f"group(s) with new images ({len(joined)} also with recorded ones: the new copies take the "
-        f"recorded one's split), {len(conflicts)} with conflicting labels"
-    )
-    for g in conflicts[:5]:
-        console.print(
-            "[yellow]warning[/]: near-duplicates with different labels: "
-            + ", ".join(f"{f['path']} ({f['label']})" for f in g["files"])
-        )
-    return (
-        [[f["path"] for f in g["files"]] for g in found],
-        {
-            "summary": s,
-            "new_groups": len(touching),
-            "new_old_groups": len(joined),
-            "conflicting_groups": len(conflicts),
-        },
-    )
 
 
 def _worse_classes(cmp: dict) -> list[tuple[str, float, str]]:

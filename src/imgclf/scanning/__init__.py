@@ -19,6 +19,7 @@ from imgclf.scanning.window import remember
 __all__ = ["scan", "negatives", "remember", "Scanner", "Verifier", "positive_class"]
 
 
+# long: seventeen keyword options, each documented in the docstring; the body is ~50 lines
 def scan(
     model,
     images,
@@ -53,20 +54,14 @@ def scan(
     windows over `box_threshold` (default: the recorded one, else the scan's threshold) become the
     boxes of the photos it passes. By default the run's recorded verifier (`remember(...,
     verify=RUN)`), `verify=False` for none."""
-    import numpy as np
-    from PIL import Image
-
-    from imgclf.data.images import UnusableImage, read_rgb, to_rgb
+    from imgclf.data.images import UnusableImage
     from imgclf.inference.model import expand_inputs
 
-    pos = positive_class(model, positive)
-    # verify: a loaded model; None: the run's recorded verifier, if any; False: none.
-    verifier = (
-        Verifier(verify, pos, top=TOP if verify_top is None else verify_top) if verify not in (None, False) else verify
-    )
-    scanner = Scanner(
+    scanner = _scanner(
         model,
-        pos,
+        positive,
+        verify,
+        verify_top,
         scales=scales,
         stride=stride,
         min_size=min_size,
@@ -75,11 +70,8 @@ def scan(
         method=method,
         threshold=threshold,
         vote=vote,
-        verify=verifier,
         box_threshold=box_threshold,
     )
-    if verify is None and verify_top is not None and scanner.verify:  # the recorded verifier, another count
-        scanner.verify = Verifier(scanner.verify.model, pos, top=verify_top, threshold=scanner.verify.threshold)
     if verbose:
         print(f"scan: {scanner.describe()}")
     writer = None
@@ -95,10 +87,7 @@ def scan(
     for item in expand_inputs(images):
         entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
         try:
-            if isinstance(item, (str, Path)):
-                img = read_rgb(item)
-            else:
-                img = to_rgb(item if isinstance(item, Image.Image) else Image.fromarray(np.asarray(item)))
+            img = _photo(item)
         except UnusableImage as e:
             entry["error"] = e.reason
             results.append(entry)
@@ -112,7 +101,47 @@ def scan(
         if writer:
             writer.add(entry, img)
         results.append(entry)
-    settings = {
+    settings = _settings(model, scanner, crop_size, scales, iou)
+    if writer:
+        writer.close(settings)
+    if verbose:
+        found = sum(1 for r in results if r.get("present"))
+        print(
+            f"{found} of {len(results)} images hold '{scanner.positive}'"
+            + (f"; wrote {out}/boxes.csv, scan.json, annotated/" if out else "")
+            + (f"; mined {mined} crops -> {mine_dir}" if mine_dir else "")
+        )
+    return results
+
+
+def _scanner(model, positive, verify, verify_top, **options) -> Scanner:
+    """The scanner for `model`'s positive class, with the verifier asked for (see scan)."""
+    pos = positive_class(model, positive)
+    # verify: a loaded model; None: the run's recorded verifier, if any; False: none.
+    verifier = (
+        Verifier(verify, pos, top=TOP if verify_top is None else verify_top) if verify not in (None, False) else verify
+    )
+    scanner = Scanner(model, pos, verify=verifier, **options)
+    if verify is None and verify_top is not None and scanner.verify:  # the recorded verifier, another count
+        scanner.verify = Verifier(scanner.verify.model, pos, top=verify_top, threshold=scanner.verify.threshold)
+    return scanner
+
+
+def _photo(item):
+    """A path, PIL image or array as an RGB PIL image (UnusableImage when it cannot be read)."""
+    import numpy as np
+    from PIL import Image
+
+    from imgclf.data.images import read_rgb, to_rgb
+
+    if isinstance(item, (str, Path)):
+        return read_rgb(item)
+    return to_rgb(item if isinstance(item, Image.Image) else Image.fromarray(np.asarray(item)))
+
+
+def _settings(model, scanner, crop_size, scales, iou) -> dict:
+    """What the scan ran with, recorded in scan.json."""
+    return {
         "model": str(getattr(model, "path", "")),
         "positive": scanner.positive,
         "threshold": scanner.threshold,
@@ -129,13 +158,3 @@ def scan(
         "verify_top": scanner.verify.top if scanner.verify else None,
         "box_threshold": scanner.box_threshold if scanner.verify else None,
     }
-    if writer:
-        writer.close(settings)
-    if verbose:
-        found = sum(1 for r in results if r.get("present"))
-        print(
-            f"{found} of {len(results)} images hold '{scanner.positive}'"
-            + (f"; wrote {out}/boxes.csv, scan.json, annotated/" if out else "")
-            + (f"; mined {mined} crops -> {mine_dir}" if mine_dir else "")
-        )
-    return results

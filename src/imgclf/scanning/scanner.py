@@ -16,9 +16,17 @@ import numpy as np
 import torch
 
 from imgclf.core.errors import UserError
-from imgclf.data.images import PAD_GREY
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.models.forward import autocast, normalize, softmax
+from imgclf.scanning.boxes import (
+    VOTE_IOU,
+    letterbox,
+    parse_margin,
+    pixels_of,
+    reported_score,
+    shrink_by_margin,
+    vote_boxes,
+)
 from imgclf.scanning.fcn import fcn_parts, window_logits
 from imgclf.scanning.window import DEFAULT_MIN_SIZE, Window, pyramid, window_of
 
@@ -26,8 +34,6 @@ POSITIVE_NAMES = re.compile(r"person|people|human|pedestrian|positive|object|tar
 METHODS = ("auto", "fcn", "windows")
 CHUNK = 1024  # windows per forward batch in the window-by-window scan
 MAX_BOXES = 100
-VOTE_IOU = 0.5  # hits this close to a window vote for its box (0.3 placed boxes worse)
-VOTE_CHUNK = 1024
 
 
 def positive_class(model, positive: str | None) -> str:
@@ -85,7 +91,7 @@ class Scanner:
         self.scales, self.iou = scales, iou
         self.vote = bool(vote if vote is not None else recorded.get("vote", True))
         self.min_size = min_size or recorded.get("min_size")
-        self.margin = _margin(margin if margin is not None else recorded.get("margin", 0.0))
+        self.margin = parse_margin(margin if margin is not None else recorded.get("margin", 0.0))
         self.parts = self._fcn(method)
         default = max(1, self.size // 8)
         self.stride = int(
@@ -161,7 +167,7 @@ class Scanner:
         start = time.perf_counter()
         width, height = img.size
         boxes, scores = [], []
-        pixels = _pixels(img)
+        pixels = pixels_of(img)
         for s in pyramid(self.window, width, height, self.scales, self.min_size):
             b, p = self._level(img, s, self._resize(img, s, pixels))
             boxes.append(b)
@@ -175,9 +181,9 @@ class Scanner:
             hit = np.flatnonzero(scores >= self.threshold)
         if len(hit):
             # A fitted margin can reach past the window, so past the photo's edge.
-            objects = np.clip(_shrink(boxes[hit], self.margin), 0, [width, height, width, height])
+            objects = np.clip(shrink_by_margin(boxes[hit], self.margin), 0, [width, height, width, height])
             if self.vote and self.verify is None:
-                objects = _vote(objects, scores[hit])
+                objects = vote_boxes(objects, scores[hit])
             keep = nms(
                 torch.as_tensor(objects, dtype=torch.float32),
                 torch.as_tensor(scores[hit], dtype=torch.float32),
@@ -195,7 +201,7 @@ class Scanner:
                 "y1": round(float(b[1]), 1),
                 "x2": round(float(b[2]), 1),
                 "y2": round(float(b[3]), 1),
-                "score": _score(scores[i]),
+                "score": reported_score(scores[i]),
             }
             for b, i in zip(objects, hit)
         ]
@@ -203,7 +209,7 @@ class Scanner:
             "width": width,
             "height": height,
             "present": best >= self.threshold,
-            "score": _score(best),
+            "score": reported_score(best),
             "threshold": self.threshold,
             "positive": self.positive,
             "boxes": found,
@@ -258,7 +264,7 @@ class Scanner:
         import torch.nn.functional as F
 
         fx, fy, cw, ch, rw, rh = self._level_size(img.width, img.height, s)
-        pixels = _pixels(img) if pixels is None else pixels
+        pixels = pixels_of(img) if pixels is None else pixels
         out = F.interpolate(pixels, size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
         return out[0].permute(1, 2, 0).numpy(), fx, fy, cw, ch
 
@@ -300,7 +306,7 @@ class Scanner:
         for r in range(0, ny, rows):
             crops = view[r : r + rows].permute(0, 1, 3, 4, 2).reshape(-1, ch, cw, 3).numpy()
             if (cw, ch) != (self.size, self.size):
-                crops = _letterbox(crops, self.size)
+                crops = letterbox(crops, self.size)
             # predict_proba: the run's own TTA and temperature, and any model kind (ensembles, ONNX).
             out.append(self.model.predict_proba(crops))
         ys, xs = np.meshgrid(np.arange(ny) * st, np.arange(nx) * st, indexing="ij")
@@ -377,72 +383,3 @@ def _check(*, iou=None, min_size=None, threshold=None, scales=None) -> None:
     # Not `s > 0` alone: nan passes no comparison, and inf would make a window of 0 px.
     if scales is not None and (not len(scales) or not all(0 < s < math.inf for s in scales)):
         raise UserError(f"--scales must be positive numbers (window scales, e.g. 1,0.8,0.64), not {list(scales)}")
-
-
-def _score(p) -> float:
-    p = float(p)
-    return float(f"{p:.6g}") if p < 0.5 else 1 - float(f"{1 - p:.6g}")
-
-
-def _pixels(img) -> torch.Tensor:
-    """An RGB PIL image as a uint8 (1, 3, H, W) tensor (a copy: torch wants writable memory)."""
-    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None]
-
-
-def _vote(objects: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Each hit's box moved to the score-weighted mean of the hits overlapping it by >= VOTE_IOU
-    (itself included), before NMS picks among them, as HOG's detectMultiScale groups its hits: one
-    window is off by up to half a stride and half a scale step, its neighbours err the other way,
-    and their mean sits closer to the object. Voting before NMS, not after, keeps NMS the last
-    word: boxes voted after it drifted into each other (0.82 extra boxes per found person on the
-    mining half of bench/scan.py, 0.06 this way, AP@0.5 0.068 -> 0.078)."""
-    from torchvision.ops import box_iou
-
-    t = torch.as_tensor(objects, dtype=torch.float64)
-    out = np.empty_like(objects, dtype=float)
-    for i in range(0, len(t), VOTE_CHUNK):  # rows of the n x n overlap matrix at a time
-        near = (box_iou(t[i : i + VOTE_CHUNK], t) >= VOTE_IOU).numpy() * scores[None, :]
-        out[i : i + VOTE_CHUNK] = near @ objects / near.sum(1, keepdims=True)
-    return out
-
-
-def _letterbox(crops: np.ndarray, size: int) -> np.ndarray:
-    """Grey bars around (n, ch, cw, 3) crops to (n, size, size, 3), centred as `resize(mode='pad')` does."""
-    n, ch, cw, _ = crops.shape
-    out = np.full((n, size, size, 3), PAD_GREY, dtype=np.uint8)
-    top, left = (size - ch) // 2, (size - cw) // 2
-    out[:, top : top + ch, left : left + cw] = crops
-    return out
-
-
-def _margin(margin) -> tuple[float, float, float, float]:
-    """(left, top, right, bottom) fractions of the window's width / height that lie between the
-    window's side and the object's box: one number for all four sides, (x, y), or all four. A
-    negative side puts the box's edge outside the window (a placement fitted to labelled boxes
-    may find objects reaching past the window that fired)."""
-    values = (margin,) * 4 if isinstance(margin, (int, float)) else tuple(float(m) for m in margin)
-    if len(values) == 2:
-        values = values * 2
-    if (
-        len(values) != 4
-        or any(not -0.5 < m < 0.5 for m in values)
-        or values[0] + values[2] >= 1
-        or values[1] + values[3] >= 1
-    ):
-        raise UserError(
-            f"--margin must be 1, 2 (x, y) or 4 (left, top, right, bottom) fractions in (-0.5, 0.5) "
-            f"leaving a box of positive size, not {margin}"
-        )
-    return tuple(float(m) for m in values)
-
-
-def _shrink(boxes: np.ndarray, margin: tuple[float, float, float, float]) -> np.ndarray:
-    """Window boxes -> object boxes: the training crops frame the object with a margin of context
-    (INRIA's 96x160 crops hold a 64x128 person), and a box should enclose the object, not the window."""
-    left, top, right, bottom = margin
-    if not any(margin):
-        return boxes.astype(float)
-    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    return np.stack(
-        [boxes[:, 0] + left * w, boxes[:, 1] + top * h, boxes[:, 2] - right * w, boxes[:, 3] - bottom * h], 1
-    )

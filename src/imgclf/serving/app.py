@@ -79,6 +79,36 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
         description=f"Image classification with the imgclf run '{holder.name}' "
         f"({len(first.classes)} classes). The browser page is at /.",
     )
+    _add_middleware(app, settings, metrics)
+    # Without a key the routes carry no security scheme at all, so the OpenAPI spec asks for none.
+    guarded = [Security(_key_check(settings.api_key))] if settings.api_key else []
+    # Routes that write (the inbox; the prediction log) take browser requests from our own page only
+    # when there is no key: with one, another site's page cannot send it (serving.guards).
+    writes = guarded or [Depends(same_origin_only(settings.cors))]
+
+    @app.exception_handler(Rejected)
+    async def refused(_request: Request, e: Rejected):
+        metrics.errors.labels(e.reason).inc()
+        return JSONResponse({"detail": e.detail}, e.status_code, headers=e.headers)
+
+    _read_routes(app, holder, page, service, metrics, guarded)
+
+    from imgclf.serving.predict_routes import register as register_predict
+
+    register_predict(app, holder, settings, writes if plog else guarded, runner, plog, metrics)
+    from imgclf.serving.feedback_routes import register as register_feedback
+
+    register_feedback(app, holder, settings, writes, plog)
+    from imgclf.serving.explain_routes import register as register_explain
+
+    register_explain(app, holder, settings, guarded)
+    from imgclf.serving.scan_routes import register as register_scan
+
+    register_scan(app, holder, settings, guarded)
+    return app
+
+
+def _add_middleware(app: FastAPI, settings: ServeSettings, metrics: ServiceMetrics) -> None:
     if settings.cors:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -92,16 +122,12 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
     app.add_middleware(BodyTimeout, seconds=settings.read_timeout_s)
     app.add_middleware(HostAllowList, allowed=settings.allowed_hosts)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer, CORS included
-    # Without a key the routes carry no security scheme at all, so the OpenAPI spec asks for none.
-    guarded = [Security(_key_check(settings.api_key))] if settings.api_key else []
-    # Routes that write (the inbox; the prediction log) take browser requests from our own page only
-    # when there is no key: with one, another site's page cannot send it (serving.guards).
-    writes = guarded or [Depends(same_origin_only(settings.cors))]
 
-    @app.exception_handler(Rejected)
-    async def refused(_request: Request, e: Rejected):
-        metrics.errors.labels(e.reason).inc()
-        return JSONResponse({"detail": e.detail}, e.status_code, headers=e.headers)
+
+def _read_routes(
+    app: FastAPI, holder: ModelHolder, page: str, service: dict, metrics: ServiceMetrics, guarded: list
+) -> None:
+    """GET /, /health, /model and /metrics."""
 
     @app.get("/", include_in_schema=False)
     async def index():
@@ -123,20 +149,6 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
     async def prometheus():
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
-
-    from imgclf.serving.predict_routes import register as register_predict
-
-    register_predict(app, holder, settings, writes if plog else guarded, runner, plog, metrics)
-    from imgclf.serving.feedback_routes import register as register_feedback
-
-    register_feedback(app, holder, settings, writes, plog)
-    from imgclf.serving.explain_routes import register as register_explain
-
-    register_explain(app, holder, settings, guarded)
-    from imgclf.serving.scan_routes import register as register_scan
-
-    register_scan(app, holder, settings, guarded)
-    return app
 
 
 def _prediction_log(settings: ServeSettings, metrics: ServiceMetrics):

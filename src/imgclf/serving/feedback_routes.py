@@ -22,6 +22,7 @@ from imgclf.core.errors import UserError
 from imgclf.serving import fields
 from imgclf.serving.limits import Rejected, request_body
 from imgclf.store import inbox
+from imgclf.store.labels import MAX_LABEL_BYTES
 
 FEEDBACK_BODY = {
     "required": True,
@@ -39,9 +40,9 @@ FEEDBACK_BODY = {
                     "label": {
                         "type": "string",
                         "minLength": 1,
-                        "maxLength": inbox.MAX_LABEL_BYTES,
+                        "maxLength": MAX_LABEL_BYTES,
                         "description": "the right class; a name the model lacks proposes a new class (at most "
-                        f"{inbox.MAX_LABEL_BYTES} bytes in UTF-8, no invisible characters)",
+                        f"{MAX_LABEL_BYTES} bytes in UTF-8, no invisible characters)",
                     },
                     "who": {"type": "string", "maxLength": fields.MAX_TEXT},
                     "predicted": {"type": "string", "maxLength": fields.MAX_TEXT},

@@ -25,7 +25,6 @@ import io
 import json
 import os
 import threading
-import unicodedata
 import warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -35,20 +34,14 @@ from typing import Iterator
 from imgclf.core.errors import UserError
 from imgclf.core.files import append_line, file_lock, fsync_dir, new_temp
 from imgclf.data.images import IMAGE_EXTENSIONS, MAX_PIXELS
+from imgclf.store.labels import FEEDBACK_FILE, check_label
 
-FEEDBACK_FILE = "feedback.jsonl"
 LOCK_FILE = ".lock"
 # A label becomes a folder name here and then a class name in a trained model, so it must be one
 # unambiguous name on every file system (checked by check_label, for the service and for import alike).
-MAX_LABEL_BYTES = 100  # in UTF-8; file names stop at 255 bytes, and 64 emoji are 256 under 100 characters
 # "unknown" is what the service answers when it rejects an image; the inbox's own files; names
 # Windows cannot create (a run copied there must still load).
-RESERVED_LABELS = frozenset(
-    {"unknown", FEEDBACK_FILE, "con", "prn", "aux", "nul", *(f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10))}
-)
 # Invisible or blank yet categorised as letters or symbols: Hangul fillers, braille blank, and the like.
-INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
-LOOKALIKE_SCRIPTS = ("LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE")
 # PIL format -> the extension training reads (data.discover only lists IMAGE_EXTENSIONS). MPO is a
 # camera's multi-picture JPEG; PPM also covers PGM/PBM.
 FORMAT_EXT = {
@@ -63,64 +56,6 @@ FORMAT_EXT = {
 }
 # flock excludes other processes; threads of one process (the server's worker pool) also take this.
 _THREAD_LOCK = threading.Lock()
-
-
-def check_label(label: str) -> str:
-    """The label as it is stored (NFC, stripped), or UserError saying why it cannot be a class folder.
-
-    NFC is the one form of "é" that macOS, Linux and Windows agree on; invisible characters (control,
-    bidirectional, zero-width) and letters mixing look-alike scripts (Latin "a", Cyrillic "а") would
-    make two classes that look like one ("rose\\u200b" and "rose").
-
-        >>> check_label("  rose ")
-        'rose'
-    """
-    if not isinstance(label, str):
-        raise UserError(f"label must be text, not {type(label).__name__}")
-    s = unicodedata.normalize("NFC", label.strip())
-    why = _label_problem(s)
-    if why:
-        raise UserError(f"label {s[:60]!r} cannot be used: {why}; use a plain class name such as 'rose'")
-    return s
-
-
-def _label_problem(s: str) -> str | None:
-    if not s:
-        return "it is empty"
-    size = len(s.encode("utf-8"))
-    if size > MAX_LABEL_BYTES:
-        return f"it is {size} bytes long in UTF-8 (at most {MAX_LABEL_BYTES}: it becomes a folder name)"
-    hidden = [c for c in s if _invisible(c)]
-    if hidden:
-        return f"it contains invisible or control characters ({', '.join(f'U+{ord(c):04X}' for c in hidden[:3])})"
-    plain = unicodedata.normalize("NFKC", s)
-    if plain != s:
-        return f"it uses compatibility characters (full-width, ligatures, styled letters); write {plain!r}"
-    if "/" in s or "\\" in s:
-        return "it contains a slash (labels become folder names)"
-    scripts = {unicodedata.name(c, "").split(" ")[0] for c in s if c.isalpha()} & set(LOOKALIKE_SCRIPTS)
-    if len(scripts) > 1:
-        return f"it mixes look-alike alphabets ({', '.join(sorted(scripts))})"
-    if s.lower() == "unknown":
-        return "'unknown' is reserved for images the model declines to classify"
-    if s.startswith(".") or s.lower() in RESERVED_LABELS or s.split(".")[0].strip().lower() in RESERVED_LABELS:
-        return "it is a reserved name (the inbox's own files, hidden or device names)"
-    if s.endswith((".", " ")):
-        return "it ends with '.' or a space (Windows drops them from folder names)"
-    return None
-
-
-def shown(text: str) -> str:
-    """Text for a terminal with invisible and control characters written as \\uXXXX, so a path
-    holding them neither hides them nor reorders the line (bidirectional overrides)."""
-    return "".join(f"\\u{ord(c):04x}" if _invisible(c) else c for c in str(text))
-
-
-def _invisible(c: str) -> bool:
-    # Cc control, Cf format (bidi overrides, zero-width joiners, soft hyphen), Co/Cs/Cn private,
-    # surrogate, unassigned; Zl/Zp line breaks; any space but the plain one.
-    category = unicodedata.category(c)
-    return category[0] == "C" or category in ("Zl", "Zp") or (category == "Zs" and c != " ") or c in INVISIBLE
 
 
 def image_ext(data: bytes) -> str:

@@ -23,6 +23,7 @@ ends at a whole stage is split; any other network trains on pixels as before.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -31,6 +32,9 @@ import torch
 from imgclf.core.device import memory_budget
 from imgclf.data.augment import AugmentPolicy
 from imgclf.models.forward import normalize
+from imgclf.settings.config import TrainConfig
+from imgclf.training.batches import SplitData, TrainImages
+from imgclf.training.finetune import Stages
 
 BODY = ("conv_stem", "bn1", "blocks", "conv_head", "bn2")
 
@@ -234,3 +238,55 @@ def random_crop(maps: torch.Tensor, scale: tuple[float, float], generator: torch
     rows = (y0[:, None] + torch.arange(h))[:, :, None]
     cols = (x0[:, None] + torch.arange(w))[:, None, :]
     return maps[torch.arange(B)[:, None, None], rows, cols]
+
+
+def epochs_cache(
+    model,
+    stages: Stages,
+    cfg: TrainConfig,
+    data: SplitData,
+    train: TrainImages,
+    mean,
+    std,
+    device: torch.device,
+    maps: LowerMaps | None,
+    result,
+    policy: AugmentPolicy,
+    console,
+) -> FeatureCache | None:
+    """The stored maps the epochs train on (`cfg.feature_cache`), or None: train on pixels."""
+    if not cfg.feature_cache:
+        return None
+    k = split_point(model, stages.prefix)
+    if k is None:
+        console.print(
+            f"  feature cache: off ({type(model).__name__} with this --freeze-stride has no stage to split "
+            "at); epochs train on pixels"
+        )
+        return None
+    # The probe keeps its maps in sorted row order, as api.train's sorted splits have it.
+    if maps is not None and maps.train.shape[:2] == (2, len(train)) and bool(np.all(np.diff(data.train) > 0)):
+        val = maps.val if maps.val is not None and len(maps.val) == len(data.val) else None
+        feats = FeatureCache(model, k, maps.train, torch.from_numpy(data.labels[data.train]), val)
+        how = "stored by the linear probe"
+    elif need := too_big(model, k, data.images.shape[1], len(train)):
+        console.print(
+            f"  feature cache: off ({need / 2**20:.0f} MB of stored maps would not fit in memory); "
+            "epochs train on pixels"
+        )
+        return None
+    else:  # a resumed run: the probe is not run again
+        t0 = time.perf_counter()
+        feats = FeatureCache.build(
+            model, k, data.images, data.train, data.labels, mean, std, cfg.channels_last, val=data.val
+        )
+        result.train_seconds += time.perf_counter() - t0
+        how = f"computed in {time.perf_counter() - t0:.1f}s"
+    dropped = [name for name in ("rotate", "color_jitter", "translate", "cutout") if getattr(policy, name)]
+    also = f" and {len(feats.val)} validation images" if feats.val is not None else ""
+    console.print(
+        f"  feature cache: the frozen layers' output for {len(train)} training images and their mirrors"
+        f"{also} ({feats.nbytes() / 2**20:.0f} MB, {how}); epochs train (and validate) blocks.{k} and above on it"
+        + (f" (augmented by flips and crops of the maps; {', '.join(dropped)} apply to pixels only)" if dropped else "")
+    )
+    return feats

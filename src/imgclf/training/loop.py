@@ -9,9 +9,7 @@ with the same random stream (each epoch's randomness is seeded by (seed, epoch))
 
 from __future__ import annotations
 
-import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from imgclf.core.device import amp_dtype
-from imgclf.core.errors import UserError
-from imgclf.data.augment import AugmentPolicy, alternate_flips, augment
+from imgclf.data.augment import AugmentPolicy
 from imgclf.models.forward import autocast, normalize, predict_logits
 from imgclf.settings.config import TrainConfig
 from imgclf.training import distributed as dist
@@ -29,21 +26,17 @@ from imgclf.training.averaging import WeightAverage
 from imgclf.training.balance import balanced_accuracy, class_weights, resolve_class_weight
 from imgclf.training.batches import SplitData, TrainImages
 from imgclf.training.checkpoint import load_training_state, read_training_info, save_training_state, save_weights
-from imgclf.training.featcache import FeatureCache, LowerMaps, split_point, too_big
+from imgclf.training.divergence import Diverged, diverged, diverged_message
+from imgclf.training.epoch import EpochKit, train_epoch
+from imgclf.training.featcache import FeatureCache, LowerMaps, epochs_cache
 from imgclf.training.finetune import Stages, describe
 from imgclf.training.history import read_history, write_history
-from imgclf.training.optim import set_lr
 from imgclf.training.timing import StepTimer
 
 # An epoch's mean training loss over this many times a uniform guess's (ln C) means the weights have
 # blown up: logits tens of units apart the wrong way, which no recovering run shows (lr 10 on a tiny
 # shapes run: 1.1, 10, 424, ...; a healthy one starts at about ln C and falls).
-DIVERGED = 100
 STATE_FILE = "train_state.safetensors"
-
-
-class Diverged(UserError):
-    """Training blew up (NaN, inf or an exploding loss): the learning rate is too high for the model."""
 
 
 @dataclass
@@ -129,8 +122,8 @@ def fit(
 
     start_epoch, bad_epochs, has_best = _start(result, baseline, resume, state_path, model, opt, ema, cfg, console)
 
-    feats = _feature_cache(model, stages, cfg, data, train, mean, std, device, feature_maps, result, policy, console)
-    kit = _Kit(
+    feats = epochs_cache(model, stages, cfg, data, train, mean, std, device, feature_maps, result, policy, console)
+    kit = EpochKit(
         model,
         step_model,
         train,
@@ -161,7 +154,7 @@ def fit(
             opt, bad_epochs = stages.optimizer(model, epoch), 0  # the stage's own patience, too
             console.print(f"stage 2: all layers train{' (layer-wise learning rates)' if stages.decay != 1 else ''}")
         stages.train_mode(model, epoch)
-        loss_sum, correct, seen = _train_epoch(
+        loss_sum, correct, seen = train_epoch(
             kit, opt, perm, epoch, epoch == start_epoch, aug_gen, crop_gen, timer, console
         )
         seconds = timer.stop()
@@ -184,7 +177,7 @@ def fit(
             if dist.is_main():
                 write_history(run_dir / "history.csv", result.history)
             raise Diverged(
-                _diverged_message(why, epoch + 1, cfg.lr or row["lr"], run_dir, result.best_epoch if has_best else None)
+                diverged_message(why, epoch + 1, cfg.lr or row["lr"], run_dir, result.best_epoch if has_best else None)
             )
         improved, bad_epochs = _judge(result, row, score_key, has_val, has_best, bad_epochs, epoch, cfg)
         has_best = has_best or improved
@@ -244,102 +237,6 @@ def _start(
     return start_epoch, bad_epochs, has_best
 
 
-@dataclass
-class _Kit:
-    """What one epoch's steps use and no step changes (the optimizer is replaced between stages)."""
-
-    model: torch.nn.Module
-    step_model: torch.nn.Module  # `model`, or its torch.compile'd module
-    train: TrainImages
-    feats: FeatureCache | None
-    cfg: TrainConfig
-    policy: AugmentPolicy
-    stages: Stages
-    scaler: object
-    ema: object
-    weights: torch.Tensor | None
-    device: torch.device
-    amp: torch.dtype | None
-    mean: torch.Tensor
-    std: torch.Tensor
-    first_flips: torch.Tensor
-    bs: int
-    steps: int
-
-
-def _train_epoch(k: _Kit, opt, perm: torch.Tensor, epoch: int, first: bool, aug_gen, crop_gen, timer, console):
-    """One epoch's optimizer steps in `perm` order, with a live progress bar on a terminal. Returns the
-    summed loss and correct answers (device tensors, read once at the end) and the images seen."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"), TimeRemainingColumn()]
-    timer.start()
-    loss_sum = torch.zeros((), device=k.device)
-    correct = torch.zeros((), device=k.device)
-    seen = 0
-    with Progress(
-        *columns, console=console, transient=True, disable=not (dist.is_main() and console.is_terminal)
-    ) as bar:
-        task = bar.add_task(f"epoch {epoch + 1}/{k.cfg.epochs}", total=k.steps, stats="")
-        for s, (xb, yb, rows) in enumerate((k.feats or k.train).batches(perm, k.bs, k.steps)):
-            set_lr(opt, k.stages.lr(epoch, s, k.steps))
-            flips = alternate_flips(k.first_flips[rows], epoch) if k.policy.alternate_flip else None
-            if k.feats:
-                xb = k.feats.batch(rows, flips, k.policy, crop_gen, k.cfg.channels_last)
-            else:
-                xb = normalize(augment(xb, k.policy, aug_gen, flips), k.mean, k.std, k.cfg.channels_last)
-            logits, loss = _step(
-                k.feats.upper if k.feats else k.step_model,
-                k.model,
-                xb,
-                yb,
-                opt,
-                k.scaler,
-                k.ema,
-                k.cfg,
-                k.weights,
-                k.device,
-                k.amp,
-            )
-            loss_sum += loss.detach() * len(yb)
-            correct += (logits.argmax(1) == yb).sum()
-            seen += len(yb)
-            if s == 0 and first:
-                timer.first_step_done()
-            if bar.live.is_started and (s % 10 == 0 or s == k.steps - 1):  # .item() syncs the GPU
-                rate = seen / max(1e-9, timer.elapsed())
-                bar.update(
-                    task,
-                    completed=s + 1,
-                    stats=f"loss {loss_sum.item() / seen:.3f} acc {correct.item() / seen:.3f} {rate:,.0f} img/s",
-                )
-    return loss_sum, correct, seen
-
-
-def _step(forward, model, xb, yb, opt, scaler, ema, cfg: TrainConfig, weights, device, amp):
-    """One optimizer step on a batch: forward, loss, backward (scaled for fp16), clip, step, EMA.
-    `forward` is the (compiled) model, or the upper layers over stored maps. Returns (logits, loss)."""
-    with autocast(device, amp):
-        logits = forward(xb)
-        loss = F.cross_entropy(logits.float(), yb, weight=weights, label_smoothing=cfg.label_smoothing)
-    opt.zero_grad(set_to_none=True)
-    if scaler:
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-    else:
-        loss.backward()
-    if cfg.grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    if scaler:
-        scaler.step(opt)
-        scaler.update()
-    else:
-        opt.step()
-    if ema:
-        ema.update(model)
-    return logits, loss
-
-
 def _judge(
     result: FitResult,
     row: dict,
@@ -377,84 +274,6 @@ def _checkpoint(run_dir: Path, result: FitResult, model, shipped, opt, ema, impr
         save_weights(run_dir / "model.safetensors", shipped.state_dict())
     save_weights(run_dir / "last.safetensors", shipped.state_dict())
     save_training_state(run_dir / STATE_FILE, model, opt, info, ema.average if ema else None)
-
-
-def _feature_cache(
-    model,
-    stages: Stages,
-    cfg: TrainConfig,
-    data: SplitData,
-    train: TrainImages,
-    mean,
-    std,
-    device: torch.device,
-    maps: LowerMaps | None,
-    result: FitResult,
-    policy: AugmentPolicy,
-    console,
-) -> FeatureCache | None:
-    """The stored maps the epochs train on (`cfg.feature_cache`), or None: train on pixels."""
-    if not cfg.feature_cache:
-        return None
-    k = split_point(model, stages.prefix)
-    if k is None:
-        console.print(
-            f"  feature cache: off ({type(model).__name__} with this --freeze-stride has no stage to split "
-            "at); epochs train on pixels"
-        )
-        return None
-    # The probe keeps its maps in sorted row order, as api.train's sorted splits have it.
-    if maps is not None and maps.train.shape[:2] == (2, len(train)) and bool(np.all(np.diff(data.train) > 0)):
-        val = maps.val if maps.val is not None and len(maps.val) == len(data.val) else None
-        feats = FeatureCache(model, k, maps.train, torch.from_numpy(data.labels[data.train]), val)
-        how = "stored by the linear probe"
-    elif need := too_big(model, k, data.images.shape[1], len(train)):
-        console.print(
-            f"  feature cache: off ({need / 2**20:.0f} MB of stored maps would not fit in memory); "
-            "epochs train on pixels"
-        )
-        return None
-    else:  # a resumed run: the probe is not run again
-        t0 = time.perf_counter()
-        feats = FeatureCache.build(
-            model, k, data.images, data.train, data.labels, mean, std, cfg.channels_last, val=data.val
-        )
-        result.train_seconds += time.perf_counter() - t0
-        how = f"computed in {time.perf_counter() - t0:.1f}s"
-    dropped = [name for name in ("rotate", "color_jitter", "translate", "cutout") if getattr(policy, name)]
-    also = f" and {len(feats.val)} validation images" if feats.val is not None else ""
-    console.print(
-        f"  feature cache: the frozen layers' output for {len(train)} training images and their mirrors"
-        f"{also} ({feats.nbytes() / 2**20:.0f} MB, {how}); epochs train (and validate) blocks.{k} and above on it"
-        + (f" (augmented by flips and crops of the maps; {', '.join(dropped)} apply to pixels only)" if dropped else "")
-    )
-    return feats
-
-
-def diverged(row: dict, n_classes: int, has_val: bool) -> str | None:
-    """What says this epoch's training blew up, or None. Checked once an epoch, where the losses are
-    read anyway: a check every step would wait for the GPU at every step."""
-    loss = row["train_loss"]
-    if not math.isfinite(loss):
-        return f"the training loss became {loss}"
-    if has_val and not math.isfinite(row["val_loss"]):
-        return f"the validation loss became {row['val_loss']} (the weights are no longer finite)"
-    if loss > DIVERGED * math.log(max(n_classes, 2)):
-        return f"the training loss rose to {loss:.3g} (a uniform guess scores {math.log(max(n_classes, 2)):.2f})"
-    return None
-
-
-def _diverged_message(why: str, epoch: int, lr: float, run_dir: Path, best_epoch: int | None) -> str:
-    kept = (
-        f"{run_dir / 'model.safetensors'} keeps the last good weights "
-        f"({'the linear probe' if best_epoch == 0 else f'epoch {best_epoch}'}), but the run is unfinished"
-        if best_epoch is not None
-        else "no model was saved"
-    )
-    return (
-        f"training diverged in epoch {epoch}: {why}. The learning rate is too high for this model and data: "
-        f"train again with a lower --lr than {lr:.3g} (e.g. --lr {lr / 10:.3g}); {kept}"
-    )
 
 
 def compiled(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, total_steps: int, console):

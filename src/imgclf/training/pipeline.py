@@ -2,7 +2,7 @@
 epochs. What comes after (calibration, the test split, the report) is evaluation's and
 reporting's; `imgclf.workflows.train` runs the three in order. `lr_find` shares the preparation.
 
-    fitted = fit_run(TrainConfig(data="photos/"), console)
+    fitted = fit_run("photos/", console=console_for(True), epochs=5)
     fitted.net, fitted.meta["probe"], fitted.result.best_val_acc
 """
 

@@ -34,6 +34,7 @@ class _Features(torch.nn.Module):
         return self.net.forward_head(self.net.forward_features(x.flip(3) if self.mirror else x), pre_logits=True)
 
 
+# long: one pass of feature extraction, the logistic fit and the head's weights, in order
 def fit_probe(
     net: torch.nn.Module,
     images: np.ndarray,

@@ -44,6 +44,7 @@ class TuneResult:
     summary: dict = field(default_factory=dict, repr=False)
 
 
+# long: a tune's life in order (arguments, study, trials, summary, retrain); the parts are helpers
 def run_tune(
     data,
     *,

@@ -1,0 +1,123 @@
+"""The API for keeping a deployed model good: compare two runs, monitor live traffic, update
+with new images; the feedback inbox and the registry (re-exported from imgclf.lifecycle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from imgclf.lifecycle.feedback import feedback_import, feedback_summary  # noqa: F401
+from imgclf.lifecycle.releases import (  # noqa: F401
+    registry_add,
+    registry_promote,
+    registry_rollback,
+    registry_show,
+    registry_versions,
+)
+
+
+def compare(
+    a,
+    b,
+    data: str | Path | None = None,
+    tolerance: float = 0.02,
+    alpha: float = 0.05,
+    n_boot: int = 1000,
+    seed: int = 0,
+    rule: dict | None = None,
+    out: str | Path | None = None,
+    *,
+    data_root: str | Path | None = None,
+) -> dict:
+    """Champion/challenger: run A and run B on A's frozen test split (and on `data`, new labeled images):
+    accuracy with paired bootstrap CIs, McNemar's test, per-class recall, ECE, the images whose
+    prediction changed, and a verdict {promote, reasons, paragraph}. Writes B/compare-<A>.json (or `out`).
+    `data_root`: where A's data folder is now, when it moved since A was trained.
+
+        imgclf.compare("registry/production", "runs/photos-7")["verdict"]["promote"]
+    """
+    from imgclf.lifecycle.compare import compare as run_compare
+
+    return run_compare(a, b, data, tolerance, alpha, n_boot, seed, rule, out, data_root)
+
+
+def monitor(
+    ref,
+    log,
+    *,
+    out: str | Path | None = None,
+    registry: str | Path | None = None,
+    top: int = 50,
+    since: str | None = None,
+    low_confidence: float | None = None,
+    device: str = "auto",
+    verbose: bool = True,
+    data_root: str | Path | None = None,
+) -> dict:
+    """Compare the service's prediction log (`imgclf serve --log-predictions DIR`) with the run's frozen
+    test split: predicted classes, confidence, low-confidence and 'unknown' rates, brightness, size and
+    colour mode (PSI + two-sample tests), a plain-words verdict, and the least confident logged images
+    to label next. Writes OUT/monitor.json, monitor.html, to_label.csv and to_label/ (OUT defaults to
+    monitors/<run name>). `ref`: run folder, REGISTRY/ALIAS, or a version/alias with `registry`.
+    `data_root`: where the run's data folder is now, when it moved since training.
+
+        imgclf.monitor("registry/production", "logs/")["verdict"]   # 'No drift: 412 logged predictions ...'
+    """
+    from imgclf.lifecycle.monitor import monitor as run_monitor
+
+    return run_monitor(
+        ref,
+        log,
+        out=out,
+        registry=registry,
+        top=top,
+        since=since,
+        low_confidence=low_confidence,
+        device=device,
+        verbose=verbose,
+        data_root=data_root,
+    )
+
+
+def update(
+    ref,
+    new_data: str | Path | None = None,
+    *,
+    registry: str | Path = "registry",
+    from_inbox: bool | str | Path = False,
+    mode: str = "finetune",
+    promote: bool = False,
+    epochs: int | None = None,
+    tolerance: float = 0.02,
+    out: str | Path | None = None,
+    verbose: bool = True,
+    data_root: str | Path | None = None,
+    **options: Any,
+) -> dict:
+    """Retrain a registry version (number or alias; or a run folder) on its recorded data plus new
+    labeled images (`new_data`, or the feedback inbox with from_inbox=True): its test split stays
+    frozen, new classes grow the head, `finetune` warm-starts with replay of the old data, `full`
+    retrains from scratch. The result is registered as version `candidate`, compared with the parent
+    on the frozen test split and the new test slice, and promoted only when `promote` and the rule
+    passes. `data_root`: where the version's recorded data is now, when it moved since registration.
+    Other keywords: lr_factor, replay, seed, doctor, mlflow, or TrainConfig settings. See imgclf.lifecycle.update.
+
+        r = imgclf.update("production", "new_photos/", promote=True)
+        r["version"], r["verdict"]["paragraph"], r["promoted"]
+    """
+    from imgclf.lifecycle.update import update as run_update
+
+    return run_update(
+        ref,
+        new_data,
+        registry=registry,
+        from_inbox=from_inbox,
+        mode=mode,
+        promote=promote,
+        epochs=epochs,
+        tolerance=tolerance,
+        out=out,
+        verbose=verbose,
+        data_root=data_root,
+        **options,
+    )

@@ -1,0 +1,206 @@
+"""The API for making a model: train (with its learning-rate finder and tuner), check the data,
+list the architectures, bundle runs into an ensemble, the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from imgclf.core.console import console_for as _console
+from imgclf.workflows import Run
+
+
+def train(
+    data: str | Path | None = None,
+    *,
+    config: str | Path | None = None,
+    resume: str | Path | bool = False,
+    verbose: bool = True,
+    on_epoch=None,
+    evaluate: bool = True,
+    mlflow: str | None = None,
+    mlflow_weights: bool = False,
+    **settings: Any,
+) -> Run:
+    """Train, evaluate on the held-out test split and write a run folder. Every keyword is a
+    TrainConfig field; unset ones are chosen automatically, printed, and recorded in config.yaml.
+    `resume=RUN_DIR` (or resume=True with out=RUN_DIR) continues an interrupted run.
+    `on_epoch(epoch, history_row)` is called after every epoch (a tuner reports and prunes there).
+    `evaluate=False` stops after training (no calibration, test scoring or report; metrics None):
+    tuning trials are judged on validation only and must stay cheap. `mlflow`: a tracking URI to
+    mirror the finished run to (`mlflow_weights`: with model.safetensors); see imgclf.lifecycle.tracking."""
+    from imgclf import workflows
+    from imgclf.lifecycle import tracking
+
+    uri = tracking.checked_uri(mlflow)
+    run = workflows.train(
+        data, config=config, resume=resume, verbose=verbose, on_epoch=on_epoch, evaluate=evaluate, **settings
+    )
+    if uri:
+        tracking.log_run(run.path, uri, weights=mlflow_weights)
+    return run
+
+
+def lr_find(
+    data: str | Path,
+    *,
+    out: str | Path | None = None,
+    steps: int = 100,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    verbose: bool = True,
+    **settings: Any,
+) -> dict:
+    """Learning-rate range test (see training.lr_find): a short training with an exponentially
+    growing learning rate, on the data, model and settings `train` would use (any TrainConfig
+    keyword). Writes OUT/lr_find.json and OUT/lr_find.png; returns the result with
+    "suggested_lr" (steepest descent of the smoothed loss) and "min_loss_lr_div10".
+
+        imgclf.lr_find("photos/", model="timm/resnet18", weights="resnet18.safetensors")["suggested_lr"]
+    """
+    from imgclf.training.lr_find import run_range_test
+
+    return run_range_test(
+        data, out=out, steps=steps, start_lr=start_lr, end_lr=end_lr, console=_console(verbose), **settings
+    )
+
+
+def tune(
+    data: str | Path,
+    *,
+    trials: int = 20,
+    timeout: float | None = None,
+    space: str | Path | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    pruner: str = "median",
+    out: str | Path | None = None,
+    run_out: str | Path | None = None,
+    seed: int = 0,
+    retrain: bool = True,
+    verbose: bool = True,
+    **settings: Any,
+):
+    """Search training settings with Optuna (TPE sampling, per-epoch pruning), then retrain the
+    best configuration into a normal run folder whose report has a Tuning section.
+
+    `trials` is the study's total: calling again with the same arguments resumes an interrupted
+    tune (the study lives in `out`, default tunes/<dataset>-<n>/), and several processes or
+    machines given the same `storage` (a journal file path, or a database URL such as
+    sqlite:///tune.db) share one study. `space` is a YAML file overriding the default search
+    space (see imgclf.tuning.space); other keywords are train settings every trial uses.
+
+        result = imgclf.tune("photos/", trials=12, timeout=600)
+        result.best_value, result.default_value, result.best_params, result.run.path
+    """
+    from imgclf.tuning.tune import run_tune
+
+    return run_tune(
+        data,
+        trials=trials,
+        timeout=timeout,
+        space=space,
+        storage=storage,
+        study_name=study_name,
+        pruner=pruner,
+        out=out,
+        run_out=run_out,
+        seed=seed,
+        retrain=retrain,
+        verbose=verbose,
+        settings=settings,
+    )
+
+
+def check(
+    data: str | Path,
+    *,
+    json_path: str | Path | None = None,
+    val_frac: float = 0.1,
+    test_frac: float = 0.1,
+    seed: int = 0,
+    near_distance: int | None = None,
+    workers: int | None = None,
+    verbose: bool = True,
+    labels: bool = False,
+    folds: int = 5,
+    run: str | Path | None = None,
+    device: str = "auto",
+    group_by: str = "auto",
+) -> dict:
+    """The data doctor: unreadable files, exact and near duplicates (within a class, across classes,
+    across the train/val/test split that `train` would make with the same val_frac, test_frac and
+    seed, and keeping `group_by`'s groups together as train does: near-duplicates by default, see
+    data.groups), class imbalance, and size, aspect-ratio and colour-mode outliers. Prints a summary
+    table, writes every finding to `json_path` when given, and returns them as a dict.
+
+    `labels=True` also finds images whose label is probably wrong: `folds`-fold cross-validation
+    with short training runs, then confident learning on the out-of-fold probabilities (see
+    evaluation.label_issues); the suspects are under "label_issues". `run=RUN` writes them to
+    RUN/label_issues.json and rebuilds RUN/report.html, which shows them.
+
+        findings = imgclf.check("photos/", json_path="doctor.json")
+        findings["summary"]["exact_duplicates"]["conflicting_labels"]
+        imgclf.check("photos/", labels=True)["label_issues"]["suspects"][0]   # {'path', 'given', 'suggested', 'score', ...}
+    """
+    from imgclf.lifecycle.doctor import check_data
+
+    return check_data(
+        data,
+        json_path=json_path,
+        val_frac=val_frac,
+        test_frac=test_frac,
+        seed=seed,
+        near_distance=near_distance,
+        workers=workers,
+        labels=labels,
+        folds=folds,
+        run=run,
+        device=device,
+        group_by=group_by,
+        console=_console(verbose),
+        progress=verbose,
+    )
+
+
+def demo(out: str | Path | None = None, verbose: bool = True) -> Run:
+    from imgclf.demo import run_demo
+
+    return run_demo(out, verbose)
+
+
+def list_models(
+    pattern: str | None = None, size: int = 224, pretrained_only: bool = False, limit: int = 25
+) -> list[dict]:
+    """Architectures with parameters, GFLOPs at `size` px and whether their pretrained weights are
+    on this machine: the built-in ones and timm's matching `pattern` (without a pattern, a few
+    suggested backbones). Each row: name, params, gflops, pretrained_tags, default_tag,
+    input_size, local_weights.
+
+        imgclf.list_models("resnet1*")[0]    # {'name': 'timm/resnet10t', 'params': 5435488, 'gflops': 2.19, ...}
+    """
+    from imgclf.models.catalog import list_models as catalog
+
+    return catalog(pattern, size, pretrained_only, limit)["rows"]
+
+
+def ensemble(
+    runs: list[str | Path],
+    out: str | Path,
+    *,
+    target_accuracy: float | None = None,
+    target_coverage: float | None = None,
+    device: str = "auto",
+    verbose: bool = True,
+) -> Run:
+    """Bundle runs trained on the same classes into one model that averages their calibrated
+    probabilities; evaluated on their shared test split when they have one. `imgclf.load(out)`
+    then predicts like a single run. Targets as in `train` (rejection chosen on the shared
+    validation split).
+
+        imgclf.ensemble(["runs/a", "runs/b", "runs/c"], out="runs/abc").metrics["accuracy"]
+    """
+    from imgclf.inference.ensemble import make_ensemble
+
+    path, metrics = make_ensemble(runs, out, target_accuracy, target_coverage, device, console=_console(verbose))
+    return Run(path, metrics, None)

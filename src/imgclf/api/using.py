@@ -1,0 +1,310 @@
+"""The API for using a trained run: load, evaluate, report, predict (folders, video), export,
+serve, explain, scan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from imgclf.core.console import console_for as _console
+from imgclf.core.errors import UserError
+from imgclf.workflows import loaded
+
+
+def load(run: str | Path, device: str = "auto", tta: str | None = None, backend: str = "torch"):
+    """Load a trained model from a run folder (JSON + safetensors; no code executed).
+
+    `tta` overrides the test-time augmentation the run was evaluated with (none | flip | crop |
+    flip-crop); its calibration was fitted with the run's own. `backend="onnx"` runs the network
+    in ONNX Runtime (RUN/model.onnx, exported on first use) instead of PyTorch."""
+    from imgclf import workflows
+
+    return workflows.load(run, device, tta, backend)
+
+
+def evaluate(run, data: str | Path | None = None, verbose: bool = True, *, data_root: str | Path | None = None) -> dict:
+    """Metrics of a trained model: on its own held-out test split, or on DATA (its `test/` split
+    when it has one, else all its images). Writes metrics.json into the run when on its test split.
+    `data_root`: where the run's data folder is now, when it moved since training.
+
+        imgclf.evaluate("runs/photos-1", data_root="/mnt/photos")["accuracy"]
+    """
+    from imgclf import workflows
+
+    return workflows.evaluate(run, data, verbose, data_root=data_root)
+
+
+def report(run, verbose: bool = True, *, data_root: str | Path | None = None) -> Path:
+    """Write the run's self-contained report.html (data, model, settings, curves, test metrics,
+    calibration, thresholds, galleries, model card) and return its path. `train` writes it too.
+    `data_root`: where the run's data folder is now, when it moved since training (the galleries and
+    test predictions read its images).
+
+        imgclf.report("runs/photos-1")     # -> runs/photos-1/report.html
+    """
+    from imgclf import workflows
+
+    return workflows.report(run, verbose, data_root=data_root)
+
+
+def predict_folder(
+    run,
+    inputs,
+    out: str | Path,
+    *,
+    top_k: int = 1,
+    batch_size: int = 256,
+    workers: int | None = None,
+    resume: bool = True,
+    device: str = "auto",
+    backend: str = "torch",
+    tta: str | None = None,
+    verbose: bool = True,
+) -> dict:
+    """Predict any number of images (files, folders searched recursively) into the CSV `out`,
+    streaming: parallel decoding, batched inference, a progress bar; rerun to resume. `run` is a
+    run folder or a loaded model. See imgclf.inference.batch.
+
+        imgclf.predict_folder("runs/photos-1", "new_pictures/", "preds.csv")   # {'predicted': 9841, 'images_per_s': ...}
+    """
+    from imgclf.inference.batch import predict_folder as stream
+    from imgclf.inference.model import check_top_k
+
+    check_top_k(top_k)
+    model = _model(run, device, tta, backend)
+    return stream(
+        model, inputs, out, top_k=top_k, batch_size=batch_size, workers=workers, resume=resume, progress=verbose
+    )
+
+
+def predict_video(
+    run,
+    source,
+    *,
+    every: int = 1,
+    smooth: float = 0.5,
+    out_csv: str | Path | None = None,
+    out_video: str | Path | None = None,
+    events: str | Path | None = None,
+    max_frames: int | None = None,
+    device: str = "auto",
+    backend: str = "torch",
+    tta: str | None = None,
+    verbose: bool = True,
+    scan: bool = False,
+) -> dict:
+    """Classify a video file, camera index or stream URL frame by frame (every `every`-th),
+    probabilities smoothed over `smooth` seconds; per-frame CSV, annotated video and, for two-class
+    runs, presence events of the positive class (events.json beside the CSV, or `events`).
+    `scan=True` scans each frame for the positive class (imgclf.scan) instead of classifying it
+    whole: presence comes from the best window, the annotated video shows the boxes. See imgclf.inference.video.
+
+        imgclf.predict_video("runs/people-1", "door.mp4", out_csv="frames.csv")["events"]
+        # [{'start_s': 2.0, 'end_s': 5.0, 'duration_s': 3.0, 'peak_confidence': 0.99}]
+    """
+    from imgclf.inference.video import predict_video as run_video
+
+    model = _model(run, device, tta, backend)
+    scanner = None
+    if scan:
+        from imgclf.scanning import Scanner
+
+        scanner = Scanner(model)
+        if verbose:
+            print(f"scan: {scanner.describe()}")
+    return run_video(
+        model,
+        source,
+        every=every,
+        smooth=smooth,
+        out_csv=out_csv,
+        out_video=out_video,
+        events_path=events,
+        show_fps=verbose,
+        max_frames=max_frames,
+        scanner=scanner,
+    )
+
+
+def _model(run, device: str, tta: str | None, backend: str):
+    return loaded(run, device, tta, backend)
+
+
+def export(
+    run: str | Path,
+    format: str = "onnx",
+    out: str | Path | None = None,
+    data: str | Path | None = None,
+    opset: int | None = None,
+    check: bool = True,
+    verbose: bool = True,
+) -> dict:
+    """Export the run's network (RUN/model.onnx by default: float32 NCHW normalised `input` ->
+    `logits`, dynamic batch; classes and preprocessing in its metadata) and check that ONNX Runtime
+    matches PyTorch within 1e-4 in probability on up to 64 real images (the run's test split, or `data`).
+
+        imgclf.export("runs/photos-1")     # {'path': 'runs/photos-1/model.onnx', 'max_prob_diff': 2e-07, ...}
+    """
+    if format != "onnx":
+        raise UserError(f"unknown export format '{format}'; the supported one is onnx")
+    from imgclf.inference.onnx_export import export_onnx
+
+    result = export_onnx(run, out=out, opset=opset, data=data, check=check)
+    checked = (
+        f"ONNX Runtime vs PyTorch: max probability difference {result['max_prob_diff']:.2e} on "
+        f"{result['n_images']} images ({result['images_from']})"
+        if check
+        else "not checked (--no-check)"
+    )
+    _console(verbose).print(
+        f"exported {result['path']} (opset {result['opset']}, {result['exporter']} exporter, "
+        f"{result['seconds']:.1f}s); {checked}"
+    )
+    return result
+
+
+def serve(
+    run: str | Path | None = None,
+    *,
+    registry: str | Path | None = None,
+    alias: str = "production",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    backend: str = "torch",
+    device: str = "auto",
+    tta: str | None = None,
+    verbose: bool = True,
+    **settings: Any,
+) -> None:
+    """Serve the run over HTTP until interrupted: POST /predict, POST /feedback, the browser page at
+    /, /health, /model, /metrics, /openapi.json. Other keywords are imgclf.serving.ServeSettings fields
+    (api_key, cors, max_upload_mb, max_pixels, max_images, batching, max_batch, max_wait_ms,
+    log_predictions, log_sample, log_images, log_max_mb, inbox, ...).
+
+    `registry` instead of `run`: serve the version `alias` names, and swap in each version it is
+    promoted (or rolled back) to while serving, without dropping a request.
+
+        imgclf.serve("runs/flowers-1", port=8000, api_key="s3cret")
+        imgclf.serve(registry="registry", log_predictions="predlog")   # follows registry/production
+    """
+    from imgclf.serving.server import serve_run
+
+    serve_run(
+        run,
+        registry=registry,
+        alias=alias,
+        host=host,
+        port=port,
+        backend=backend,
+        device=device,
+        tta=tta,
+        console=_console(verbose),
+        log_level="info" if verbose else "warning",
+        **settings,
+    )
+
+
+def explain(
+    run,
+    images,
+    *,
+    method: str = "gradcam",
+    target: str | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+) -> list[dict]:
+    """Where the network looked: per image, the run's answer (label, confidence) and a class
+    activation map of `target` (default: the answered class) from layer `layer`, picked
+    automatically — `heatmap`, (size, size) floats in 0..1 over the model's input — and, with
+    `out`, the overlay PNG written there (`overlay`: its path). Methods: gradcam, gradcam++,
+    xgradcam, layercam, eigencam, scorecam, hirescam (the grad-cam package). See imgclf.inference.explain.
+
+        r = imgclf.explain("runs/flowers-1", ["rose.jpg"], out="explanations")[0]
+        r["label"], r["heatmap"].shape, r["overlay"]   # ('rose', (64, 64), 'explanations/rose-gradcam-rose.png')
+    """
+    from imgclf.inference.explain import explain as run_explain
+
+    return run_explain(_model(run, device, None, "torch"), images, method, target, out)
+
+
+def scan(
+    run,
+    images,
+    *,
+    positive: str | None = None,
+    scales=None,
+    stride: int | None = None,
+    min_size: int | None = None,
+    iou: float = 0.3,
+    out: str | Path | None = None,
+    mine: str | Path | None = None,
+    threshold: float | None = None,
+    margin=None,
+    method: str = "auto",
+    vote: bool | None = None,
+    verify=None,
+    verify_top: int | None = None,
+    box_threshold: float | None = None,
+    device: str = "auto",
+    verbose: bool = True,
+) -> list[dict]:
+    """Find the positive class in whole photos with a model trained on crops: the window (the training
+    crops' shape) slides over an image pyramid, windows whose calibrated probability passes the run's
+    threshold are merged by NMS. Per image: path, present, score, boxes [{x1, y1, x2, y2, score}] in
+    image pixels, width, height, windows, seconds. `out` writes boxes.csv, scan.json and annotated
+    images; `mine` saves the windows that fire as crops (hard negatives, from person-free photos);
+    `vote` (default: the run's recorded choice, else on) moves each firing window's box to the
+    score-weighted mean of the firing windows around it before NMS. `verify` (a run folder trained on
+    the same crops, e.g. the default ImageNet-backbone run) re-scores each photo's best `verify_top`
+    windows and decides presence, and the scan's windows over `box_threshold` (default: the recorded
+    one, else the run's threshold) are the boxes of the photos it passes; default: the run's recorded
+    verifier; False: none.
+    See imgclf.scanning.
+
+        r = imgclf.scan("runs/person-1", ["street.jpg"], out="scan-out")[0]
+        r["present"], r["boxes"]          # True, [{'x1': 212.0, 'y1': 80.5, 'x2': 268.3, 'y2': 221.7, 'score': 0.97}]
+    """
+    from imgclf.scanning import scan as run_scan
+
+    if isinstance(verify, (str, Path)):  # else a loaded model, None (the recorded one) or False
+        from imgclf.scanning.verify import load_verifier
+
+        verify = load_verifier(verify, device)
+    return run_scan(
+        _model(run, device, None, "torch"),
+        images,
+        positive=positive,
+        scales=scales,
+        stride=stride,
+        min_size=min_size,
+        iou=iou,
+        out=out,
+        mine=mine,
+        threshold=threshold,
+        margin=margin,
+        method=method,
+        vote=vote,
+        verify=verify,
+        verify_top=verify_top,
+        box_threshold=box_threshold,
+        verbose=verbose,
+    )
+
+
+def negatives(
+    photos,
+    out: str | Path,
+    *,
+    per_image: int = 20,
+    size: str | tuple[int, int] = "64x64",
+    seed: int = 0,
+    verbose: bool = True,
+) -> dict:
+    """Random windows (multi-scale, aspect of `size`) cut from photos known to hold no object, saved as
+    PNG crops named by their sha256: the negative class to train a crop detector with.
+
+        imgclf.negatives(["street/no-person"], "data/no-person", per_image=40, size="96x160")
+    """
+    from imgclf.scanning import negatives as cut
+
+    return cut(photos, out, per_image=per_image, size=size, seed=seed, verbose=verbose)

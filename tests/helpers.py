@@ -1,0 +1,252 @@
+"""What several test modules share: small real datasets, the tiny training settings, the command line
+in a subprocess, hand-made run folders, a served run, headless Chromium and a prediction log.
+
+A plain module (no tests, no fixtures: those live in conftest.py), importable from every folder under
+tests/ because pyproject.toml puts tests/ on the path: `from helpers import cli, make_shapes_dataset`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import imgclf
+import imgclf.workflows
+from imgclf.core.files import write_json
+
+# The real report function, kept before conftest's session fixture replaces it (conftest imports this
+# module first).
+REPORT_AFTER_TRAINING = imgclf.workflows._report_after_training
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+# ---- training settings ------------------------------------------------------------------------------
+
+# The smallest real training: conftest's session fixture `tiny_run` trains it once on
+# make_shapes_dataset(..., **TINY_DATA); tests that need *a* model use that run.
+TINY = {"model": "simple_cnn", "img_size": 16, "epochs": 1}
+TINY_DATA = {"per_class": 10, "size": 16}
+# A narrow simple_cnn.
+SMALL_CNN = {"model": "simple_cnn", "model_kwargs": {"width": 8, "depth": 2}}
+# A narrow simple_cnn at 16 px, reproducible and without mixed precision: the lifecycle tests' runs.
+FAST = {**SMALL_CNN, "img_size": 16, "amp": "off", "seed": 0}
+
+
+# ---- data -------------------------------------------------------------------------------------------
+
+
+def make_shapes_dataset(root: Path, per_class: int = 30, size: int = 24, seed: int = 0) -> Path:
+    """Three visually distinct classes a small CNN learns in a few epochs:
+    a bright square, a dark disc, horizontal stripes — on noisy backgrounds, random positions."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for cls in ("square", "disc", "stripes"):
+        d = root / cls
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = rng.integers(60, 120, size=(size, size, 3)).astype(np.float64)
+            cx, cy, r = rng.integers(7, size - 7), rng.integers(7, size - 7), rng.integers(4, 7)
+            if cls == "square":
+                img[cy - r : cy + r, cx - r : cx + r] = [250, 240, 60]
+            elif cls == "disc":
+                img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = [10, 20, 200]
+            else:
+                img[(yy // 3) % 2 == 0] = [230, 230, 230]
+            Image.fromarray(img.astype(np.uint8)).save(d / f"{cls}_{i:03d}.png")
+    return root
+
+
+def shared_archive(name: str, tmp_root: Path) -> Path:
+    """Unpack ../shared/datasets/<name>.tar.gz once per session, or skip when it is absent."""
+    import tarfile
+
+    archive = SHARED / f"{name}.tar.gz"
+    if not archive.exists():
+        pytest.skip(f"{archive} not available")
+    dest = tmp_root / name
+    if not dest.exists():
+        with tarfile.open(archive) as tf:
+            tf.extractall(dest, filter="data") if hasattr(tarfile, "data_filter") else tf.extractall(dest)
+    return dest
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array.astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR chunk (valid CRC) claiming width x height pixels, and no pixel data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+
+
+# ---- training and runs ------------------------------------------------------------------------------
+
+
+@contextmanager
+def reporting():
+    """Trainings inside write their report again: for module fixtures whose run's report a test
+    reads (a marker cannot reach them)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(imgclf.workflows, "_report_after_training", REPORT_AFTER_TRAINING)
+        yield
+
+
+def make_run(root: Path, name: str, accuracy: float, images: list[tuple[Path, str, str]]) -> Path:
+    """A run folder written by hand (model.json, metrics.json, splits.csv over real small files) for
+    the registry, which never loads a network: no training needed."""
+    run = root / "runs" / name
+    run.mkdir(parents=True)
+    write_json(run / "model.json", {"format": 1, "classes": ["cat", "dog"], "architecture": {"name": "resnet_fast"}})
+    (run / "model.safetensors").write_bytes(b"not loaded by the registry")
+    write_json(
+        run / "metrics.json",
+        {"accuracy": accuracy, "n": 2, "log_loss": 0.3, "macro_avg": {"f1-score": accuracy - 0.01}},
+    )
+    with open(run / "splits.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "split"])
+        w.writerows([(str(p), label, split) for p, label, split in images])
+    return run
+
+
+def trained_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, dataset) of a small simple_cnn on the shapes images that answers them right,
+    trained once per test session: the serving tests all serve this run."""
+    tmp = tmp_path_factory.getbasetemp() / "serve-run"
+    if (tmp / "run" / "model.json").is_file():
+        return tmp / "run", tmp / "shapes"
+    data = make_shapes_dataset(tmp / "shapes", per_class=30)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IMGCLF_CACHE_DIR", str(tmp / "cache"))
+        # The report is half the time of so small a run, and the service never reads it.
+        mp.setattr(imgclf.workflows, "_report_after_training", lambda model, console: None)
+        run = imgclf.train(data, out=tmp / "run", model="simple_cnn", epochs=6, img_size=24, verbose=False)
+    return run.path, data
+
+
+# ---- the command line -------------------------------------------------------------------------------
+
+CLI = [sys.executable, "-m", "imgclf.cli"]
+
+
+def cli(*args, check=True, **kw):
+    """`imgclf ARGS...` in a subprocess; with `check`, a non-zero exit fails the test with its output."""
+    env = {**os.environ, "PYTHONPATH": str(Path(imgclf.__file__).parents[1])}
+    p = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=env, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+# ---- headless Chromium ------------------------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# What the page looks like to a reader: each section's height, and images that failed to decode.
+PAGE_FACTS = """() => ({
+  sections: Object.fromEntries([...document.querySelectorAll('section[id]')].map(s => [s.id, s.offsetHeight])),
+  images: document.images.length,
+  broken: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt || i.src.slice(0, 40)),
+  height: document.body.scrollHeight,
+})"""
+# The API key the service's browser page is opened with.
+PAGE_KEY = "page-key"
+
+
+def render(html: Path, screenshot: Path) -> tuple[dict, list[str]]:
+    """Open `html` in headless Chromium, take a full-page screenshot; (page facts, requests
+    that left the file: any URL other than file: or data:)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (Debian package 'chromium'; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')")
+    outside: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
+            page.goto(html.as_uri(), wait_until="load")
+            facts = page.evaluate(PAGE_FACTS)
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    return facts, outside
+
+
+def open_page(browser, url: str, width: int = 1100, height: int = 800):
+    """The service's page with the API key entered, as a user does at the prompt."""
+    # The page's Content-Security-Policy forbids eval, which Playwright's wait_for_function needs.
+    page = browser.new_page(viewport={"width": width, "height": height}, bypass_csp=True)
+    page.goto(url)
+    page.wait_for_selector("#key-input", state="visible")
+    page.fill("#key-input", PAGE_KEY)
+    page.press("#key-input", "Enter")
+    page.wait_for_function("document.querySelector('#model-classes').textContent.includes('3 classes')")
+    return page
+
+
+# ---- prediction logs --------------------------------------------------------------------------------
+
+
+def serve_log(model, uploads: list[bytes], folder, spread_hours: float = 0.0):
+    """Predict each upload and log it through imgclf.store.predlog exactly as `imgclf serve --log-predictions`
+    does (record fields, image kept by hash, brightness of the model input); optionally spread the
+    records' times over the last `spread_hours`."""
+    from imgclf.store import predlog
+
+    pixels = np.stack([model.preprocess(Image.open(io.BytesIO(b))) for b in uploads])
+    probs = model.predict_proba(pixels)
+    log = predlog.PredictionLog(folder)
+    log.start()
+    for data, x, p, a in zip(uploads, pixels, probs, model.answers(probs, 5)):
+        rec = predlog.record(
+            sha256=hashlib.sha256(data).hexdigest(),
+            model=model.path.name,
+            version=None,
+            answer=a,
+            probs=p,
+            classes=model.classes,
+            decision="argmax",
+        )
+        log.write(rec, data, x)
+    log.close()
+    if spread_hours:
+        f = folder / "predictions.jsonl"
+        rows = [json.loads(line) for line in f.read_text().splitlines()]
+        t0 = datetime.now(timezone.utc) - timedelta(hours=spread_hours)
+        for i, r in enumerate(rows):
+            t = t0 + timedelta(hours=spread_hours) * i / len(rows)
+            r["time"] = t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def from_tests(tests: list[str], n: int, seed: int = 0, scale: float = 1.0) -> list[bytes]:
+    """n uploads drawn (with replacement) from the test images, their pixels times `scale`."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(tests), size=n, replace=True)
+    return [png(np.asarray(Image.open(tests[i]).convert("RGB"), float) * scale) for i in picks]

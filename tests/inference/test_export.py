@@ -1,0 +1,171 @@
+"""ONNX export: parity with PyTorch for each model family, the file's contract, and the onnx backend."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_shapes_dataset
+
+import imgclf
+from imgclf.core.errors import UserError
+from imgclf.inference import onnx_export as exporting
+
+ort = pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.slow  # every test here trains a model, itself or through a fixture
+
+MODELS = ["simple_cnn", "resnet_fast", "timm/resnet10t"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_shapes_dataset(tmp_path_factory.mktemp("export") / "shapes", per_class=12)
+
+
+@pytest.fixture(scope="module")
+def runs(data, tmp_path_factory) -> dict[str, Path]:
+    """A run per model family. resnet_fast trains 1 epoch (so its stem is whitened from the data);
+    the others reuse that run's folder with their own weights: random, BatchNorm statistics from the
+    data, which is all an export needs and much faster than training."""
+    import torch
+
+    from imgclf.models import create_model
+    from imgclf.store.run_schema import write_model_json
+    from imgclf.training.checkpoint import save_weights
+
+    root = tmp_path_factory.mktemp("runs")
+    trained = imgclf.train(data, model="resnet_fast", epochs=1, img_size=32, out=root / "resnet_fast", verbose=False)
+    meta = json.loads((trained.path / "model.json").read_text())
+    model = imgclf.load(trained.path)
+    images = np.stack([model.preprocess(str(f)) for f in sorted(data.rglob("*.png"))])
+    x = (
+        torch.from_numpy(images).permute(0, 3, 1, 2) / 255
+        - torch.tensor(meta["normalization"]["mean"]).view(1, 3, 1, 1)
+    ) / torch.tensor(meta["normalization"]["std"]).view(1, 3, 1, 1)
+    out = {"resnet_fast": trained.path}
+    for name in ("simple_cnn", "timm/resnet10t"):
+        torch.manual_seed(0)
+        net = create_model(name, num_classes=3, in_chans=3, img_size=32).train()
+        with torch.no_grad():
+            net(x)  # BatchNorm running statistics of real images
+        run = out[name] = Path(shutil.copytree(trained.path, root / name.replace("/", "_")))
+        save_weights(run / "model.safetensors", net.state_dict())
+        write_model_json(
+            run, {**meta, "architecture": {"name": name, "kwargs": {}, "in_chans": 3}}
+        )  # hash of these weights
+    return out
+
+
+@pytest.fixture(scope="module")
+def exports(runs, data) -> dict[str, dict]:
+    return {m: imgclf.export(runs[m], data=data, verbose=False) for m in MODELS}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_onnx_matches_pytorch_on_real_images(runs, exports, model):
+    result = exports[model]
+    assert result["path"] == str(runs[model] / "model.onnx") and Path(result["path"]).is_file()
+    assert result["n_images"] == 36 and result["max_prob_diff"] <= 1e-4
+    assert json.loads((runs[model] / "export.json").read_text())["max_prob_diff"] == result["max_prob_diff"]
+
+
+def test_dynamic_batch_and_metadata_reproduce_predictions(runs, exports, data):
+    """The README recipe: ONNX Runtime plus the file's metadata alone give imgclf's probabilities."""
+    from PIL import Image
+
+    run = runs["simple_cnn"]
+    sess = ort.InferenceSession(str(run / "model.onnx"))
+    m = sess.get_modelmeta().custom_metadata_map
+    meta = json.loads((run / "model.json").read_text())
+    assert json.loads(m["classes"]) == meta["classes"] and int(m["input_size"]) == meta["input"]["size"]
+    assert json.loads(m["mean"]) == meta["normalization"]["mean"] and m["resize"] == "squash"
+    assert float(m["temperature"]) == meta["calibration"]["temperature"] and m["channel_order"] == "RGB"
+
+    files = sorted((data / "disc").iterdir())[:5]
+    size = int(m["input_size"])
+    x = np.stack(
+        [
+            (
+                np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR), np.float32)
+                * float(m["value_scale"])
+                - json.loads(m["mean"])
+            )
+            / json.loads(m["std"])
+            for f in files
+        ]
+    )
+    x = x.transpose(0, 3, 1, 2).astype(np.float32)
+    logits = sess.run(None, {"input": x})[0]
+    assert logits.shape == (5, 3) and sess.run(None, {"input": x[:1]})[0].shape == (1, 3)
+    z = logits / float(m["temperature"])
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    ours = imgclf.load(run, tta="none").predict([str(f) for f in files], top_k=3)
+    assert np.abs(p.max(1) - [r["confidence"] for r in ours]).max() < 1e-4
+
+
+def test_onnx_backend_predicts_like_torch_and_exports_when_stale(runs, data, tmp_path, capsys):
+    run = Path(shutil.copytree(runs["resnet_fast"], tmp_path / "run"))
+    (run / "model.onnx").unlink(missing_ok=True)
+    onnx_model = imgclf.load(run, backend="onnx", tta="flip")  # exports on first use
+    assert "exporting" in capsys.readouterr().err and (run / "model.onnx").is_file()
+    a = imgclf.load(run, tta="flip").predict(data)
+    b = onnx_model.predict(data)
+    assert [r["label"] for r in a] == [r["label"] for r in b]
+    assert max(abs(x["confidence"] - y["confidence"]) for x, y in zip(a, b)) < 1e-4
+
+    shutil.copy(runs["simple_cnn"] / "model.onnx", run / "model.onnx")  # another run's export
+    imgclf.load(run, backend="onnx")
+    assert "other weights" in capsys.readouterr().err
+    imgclf.load(run, backend="onnx")  # up to date: no export
+    assert "exporting" not in capsys.readouterr().err
+
+    (run / "model.onnx").write_bytes(b"not a protobuf")
+    with pytest.raises(UserError, match="not an ONNX model"):
+        imgclf.load(run, backend="onnx")
+    with pytest.raises(UserError, match="unknown backend"):
+        imgclf.load(run, backend="tensorrt")
+    with pytest.raises(UserError, match="format"):
+        imgclf.export(run, format="tflite")
+
+
+def test_failed_check_installs_nothing_and_torchscript_fallback(runs, tmp_path, monkeypatch):
+    import torch
+
+    real = torch.onnx.export
+
+    def no_dynamo(*args, dynamo=True, **kw):
+        if dynamo:
+            raise RuntimeError("unsupported op")
+        return real(*args, dynamo=False, **kw)
+
+    monkeypatch.setattr(torch.onnx, "export", no_dynamo)
+    out = tmp_path / "m.onnx"
+    result = imgclf.export(runs["simple_cnn"], out=out, verbose=False)
+    assert result["exporter"] == "torchscript" and result["max_prob_diff"] <= 1e-4
+    assert ort.InferenceSession(str(out)).run(None, {"input": np.zeros((4, 3, 32, 32), np.float32)})[0].shape == (4, 3)
+
+    moved = Path(shutil.copytree(runs["simple_cnn"], tmp_path / "moved"))  # its images are gone
+    (moved / "splits.csv").unlink()
+    assert imgclf.export(moved, verbose=False)["images_from"].startswith("random noise")
+    shutil.rmtree(moved)
+    out.unlink()
+    monkeypatch.setattr(exporting, "TOLERANCE", -1.0)
+    with pytest.raises(UserError, match="does not match PyTorch"):
+        imgclf.export(runs["simple_cnn"], out=out, verbose=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_prints_parity(runs, data, tmp_path):
+    from typer.testing import CliRunner
+
+    from imgclf.cli import app
+
+    r = CliRunner().invoke(
+        app, ["export", str(runs["resnet_fast"]), "--out", str(tmp_path / "x.onnx"), "--data", str(data)]
+    )
+    assert r.exit_code == 0, r.output
+    assert "max probability difference" in r.output and (tmp_path / "x.onnx").is_file()

@@ -1,0 +1,185 @@
+"""Video prediction: a video cut from held-out frames, with a person present at known times,
+yields presence events at those times; per-frame CSV, annotated copy, every-Nth, bad sources."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import shared_archive
+from PIL import Image
+
+import imgclf
+from imgclf.core.errors import UserError
+from imgclf.inference.video import Presence, predict_video
+
+cv2 = pytest.importorskip("cv2")
+
+FPS = 10
+# (person present?, seconds): the truth the events must match.
+SCRIPT = [(False, 2), (True, 3), (False, 2), (True, 2)]
+TRUE_EVENTS = [(2.0, 5.0), (7.0, 9.0)]
+N_FRAMES = sum(s for _, s in SCRIPT) * FPS
+
+
+def scene(rng: np.random.Generator, person: bool, size: int = 64) -> np.ndarray:
+    """A noisy street-grey background; with `person`, a bright upright figure (head and body)."""
+    img = rng.integers(40, 110, size=(size, size, 3)).astype(np.uint8)
+    if person:
+        cx, top = rng.integers(16, size - 16), rng.integers(6, 18)
+        img[top + 12 : top + 40, cx - 5 : cx + 5] = [235, 225, 210]
+        yy, xx = np.mgrid[:size, :size]
+        img[(yy - (top + 6)) ** 2 + (xx - cx) ** 2 < 25] = [240, 220, 200]
+    return img
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("video") / "frames"
+    rng = np.random.default_rng(0)
+    for cls, person in (("person", True), ("background", False)):
+        (root / cls).mkdir(parents=True)
+        for i in range(40):
+            Image.fromarray(scene(rng, person)).save(root / cls / f"{i:03d}.png")
+    # group_by="none": pHash calls a few of these noise scenes near-duplicates, and the split is not
+    # what this test is about; the model it trains must stay the same from one change to the next.
+    run = imgclf.train(
+        root, out=root.parent / "run", model="simple_cnn", img_size=32, epochs=8, group_by="none", verbose=False
+    )
+    return imgclf.load(run.path)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    """Frames the model never saw (another seed), written as an mp4 at 10 fps."""
+    path = tmp_path_factory.mktemp("video") / "street.mp4"
+    rng = np.random.default_rng(123)
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (64, 64))
+    for person, seconds in SCRIPT:
+        for _ in range(seconds * FPS):
+            vw.write(cv2.cvtColor(scene(rng, person), cv2.COLOR_RGB2BGR))
+    vw.release()
+    return path
+
+
+def assert_true_events(events: list[dict], tolerance: float = 0.5):
+    assert len(events) == len(TRUE_EVENTS), events
+    for e, (start, end) in zip(events, TRUE_EVENTS):
+        assert abs(e["start_s"] - start) <= tolerance and abs(e["end_s"] - end) <= tolerance, events
+        assert e["duration_s"] == pytest.approx(e["end_s"] - e["start_s"], abs=1e-3) and e["peak_confidence"] > 0.5
+
+
+@pytest.mark.slow
+def test_presence_events_csv_and_annotated_video(model, video, tmp_path):
+    out = predict_video(
+        model, video, out_csv=tmp_path / "frames.csv", out_video=tmp_path / "annotated.mp4", show_fps=False
+    )
+    assert out["frames"] == out["classified"] == N_FRAMES and out["source_fps"] == FPS and out["fps"] > 0
+    assert_true_events(out["events"])
+    saved = json.loads((tmp_path / "events.json").read_text())
+    assert saved["events"] == out["events"] and saved["positive_class"] == "person"
+
+    with open(tmp_path / "frames.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == N_FRAMES and [int(r["frame"]) for r in rows] == list(range(N_FRAMES))
+    assert set(rows[0]) >= {"time_s", "label", "confidence", "smoothed_label", "p_person", "p_background", "present"}
+    assert float(rows[35]["time_s"]) == pytest.approx(3.5)
+    assert rows[35]["label"] == "person" and rows[35]["present"] == "1" and rows[5]["present"] == "0"
+
+    cap = cv2.VideoCapture(str(tmp_path / "annotated.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == N_FRAMES
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.slow
+def test_every_second_frame_halves_the_work_and_keeps_the_events(model, video, tmp_path):
+    out = predict_video(
+        model, str(video), every=2, out_csv=tmp_path / "f.csv", events_path=tmp_path / "ev.json", show_fps=False
+    )
+    assert out["frames"] == N_FRAMES and out["classified"] == N_FRAMES // 2
+    assert_true_events(out["events"])
+    assert (tmp_path / "ev.json").is_file() and not (tmp_path / "events.json").exists()
+    assert predict_video(model, video, max_frames=15, show_fps=False)["frames"] == 15
+
+
+def test_single_noisy_frames_make_no_event():
+    presence = Presence("person", 1, threshold=0.9, tau=0.5, min_event=0.5)
+    p = [0.0] * 100
+    for i in (10, 30, 31, 60):  # isolated false positives
+        p[i] = 0.99
+    for i in range(40, 55):  # a real 1.5 s presence with one dropped frame
+        p[i] = 0.0 if i == 47 else 0.97
+    for i, v in enumerate(p):
+        presence.update(i / FPS, 1 / FPS, v)
+    assert presence.finish() == [{"start_s": 4.0, "end_s": 5.5, "duration_s": 1.5, "peak_confidence": 0.97}]
+
+
+@pytest.mark.slow
+def test_unusable_sources_are_user_errors(tiny_run, tmp_path):
+    model = imgclf.load(tiny_run)  # any model: the source is refused before a frame is classified
+    with pytest.raises(UserError, match="no such video file"):
+        predict_video(model, tmp_path / "missing.mp4", show_fps=False)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 1000)
+    with pytest.raises(UserError, match="junk.mp4"):
+        predict_video(model, junk, show_fps=False)
+    with pytest.raises(UserError, match="camera 97"):
+        predict_video(model, "97", show_fps=False)
+
+
+@pytest.mark.slow
+def test_cli_predicts_a_video(model, video, tmp_path):
+    from typer.testing import CliRunner
+
+    from imgclf.cli import app
+
+    r = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(model.path),
+            str(video),
+            "--every",
+            "2",
+            "--out",
+            str(tmp_path / "frames.csv"),
+            "--video-out",
+            str(tmp_path / "a.mp4"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "fps processed" in r.stderr and "'person' event" in r.stderr
+    assert len(json.loads((tmp_path / "events.json").read_text())["events"]) == 2
+    assert (tmp_path / "a.mp4").is_file()
+
+
+@pytest.mark.slow
+def test_pedestrian_presence_on_real_daimler_crops(tmp_path_factory):
+    """Real data: a model trained on Daimler pedestrian crops finds when pedestrians appear in a
+    video cut from the held-out test crops (a different crop every frame)."""
+    root = shared_archive("daimler-pedestrians", tmp_path_factory.mktemp("daimler")) / "daimler-pedestrians"
+    subset = root.parent / "subset"  # 250 training crops per class keep the test quick
+    for cls in ("human", "non-human"):
+        (subset / cls).mkdir(parents=True)
+        for f in sorted((root / "train" / cls).iterdir())[:250]:
+            (subset / cls / f.name).symlink_to(f)
+    run = imgclf.train(
+        subset, out=root.parent / "run", model="simple_cnn", img_size=32, epochs=6, batch_size=32, verbose=False
+    )
+    model = imgclf.load(run.path)
+    assert model.meta["decision"]["positive_class"] == "human"
+    crops = {cls: iter(sorted((root / "test" / cls).iterdir())) for cls in ("human", "non-human")}
+    path = root.parent / "street.mp4"
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (36, 72))
+    for person, seconds in SCRIPT:
+        for _ in range(seconds * FPS):
+            crop = Image.open(next(crops["human" if person else "non-human"])).convert("RGB").resize((36, 72))
+            vw.write(cv2.cvtColor(np.asarray(crop), cv2.COLOR_RGB2BGR))
+    vw.release()
+    assert_true_events(predict_video(model, path, show_fps=False)["events"])

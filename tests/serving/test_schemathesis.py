@@ -1,0 +1,101 @@
+"""The service's OpenAPI schema, fuzzed by Schemathesis (issue 19): every operation of a real server
+over a tiny trained run gets requests generated from what /openapi.json documents, valid and not.
+No answer may be a 5xx, and every answer's status and content type must be one the schema documents.
+
+Bounded (EXAMPLES valid and EXAMPLES invalid requests an operation, no shrinking) to take seconds,
+beside the tiny run's training, which the other service tests share. Skipped when schemathesis is not
+installed (pip install -e ".[test]"). Its pytest integration (schema.parametrize) is not used: its
+fixture-loaded schemas fail with pytest 9.2 (schemathesis 4.32); plain Hypothesis over each
+operation's strategy does the same."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import trained_run
+
+import imgclf
+
+schemathesis = pytest.importorskip("schemathesis")
+serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
+# After the skip: Hypothesis comes with schemathesis.
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+pytestmark = pytest.mark.slow  # every test here trains a model, itself or through a fixture
+
+EXAMPLES = 40  # per operation, valid and invalid each: a few hundred requests in all
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    """(the loaded schema of a live server, real images to send it)."""
+    run, data = trained_run(tmp_path_factory)
+    tmp = tmp_path_factory.mktemp("fuzzed")
+    # Logging and an inbox, so /feedback and prediction ids are live; small caps keep /scan quick.
+    settings_ = serving.ServeSettings(
+        inbox=str(tmp / "inbox"), log_predictions=str(tmp / "log"), max_side=256, max_windows=2_000
+    )
+    with serving.BackgroundServer(serving.create_app(imgclf.load(run), settings_)) as url:
+        yield (
+            schemathesis.openapi.from_url(f"{url}/openapi.json"),
+            [(data / cls / f"{cls}_000.png").read_bytes() for cls in ("square", "disc")],
+        )
+
+
+def test_no_server_errors_and_only_documented_answers(api):
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        negative_data_rejection,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    schema, images = api
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+        negative_data_rejection,
+    ]
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.label for op in operations} >= {"POST /predict", "POST /feedback", "POST /scan", "POST /explain"}
+    for op in operations:
+        # Random bytes are hardly ever an image: requests with real ones too, so that classifying,
+        # explaining, scanning and storing feedback are fuzzed as well as the refusals.
+        valid = [op.as_strategy()] + [
+            op.as_strategy(body=body, media_type=media) for body, media in _image_bodies(op.label, images)
+        ]
+        # Valid and invalid requests are drawn apart; GET /health has nothing to get wrong.
+        invalid = [op.as_strategy(GenerationMode.NEGATIVE)] if len(op.query) or len(op.body) else []
+        for cases in (st.one_of(valid), *invalid):
+
+            @given(case=cases)
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
+            def fuzz(case):
+                case.call_and_validate(checks=checks, timeout=30)
+
+            fuzz()
+
+
+def _image_bodies(operation: str, images: list[bytes]) -> list[tuple]:
+    """(body, media type) pairs carrying a real image, for the operations that take one."""
+    from schemathesis.transport.serialization import Binary  # how schemathesis itself holds bytes
+
+    if operation in ("POST /predict", "POST /scan", "POST /explain"):
+        return [(Binary(image), "image/png") for image in images]
+    if operation == "POST /feedback":
+        return [
+            ({"file": Binary(image), "label": label}, "multipart/form-data")
+            for image, label in zip(images, ("square", "a new class"))
+        ]
+    return []

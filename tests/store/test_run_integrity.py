@@ -1,0 +1,125 @@
+"""A run folder that was truncated, edited or bit-flipped is refused on load with one line naming the
+file and the field, never a traceback, a terabyte allocation or a confident wrong answer."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import cli
+
+import imgclf
+from imgclf.core.errors import UserError
+
+pytestmark = pytest.mark.slow  # every test here trains a model, itself or through a fixture
+
+
+@pytest.fixture
+def run(tiny_run) -> Path:
+    return tiny_run
+
+
+@pytest.fixture
+def copy(run, tmp_path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "copy"))
+
+
+def edit_json(run: Path, change) -> None:
+    meta = json.loads((run / "model.json").read_text())
+    change(meta)
+    (run / "model.json").write_text(json.dumps(meta))
+
+
+def test_the_weights_hash_is_recorded_and_checked(run, copy):
+    from imgclf.store.run_schema import sha256_file
+
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["weights_sha256"] == sha256_file(run / "model.safetensors")
+    weights = bytearray((copy / "model.safetensors").read_bytes())
+    weights[-50] ^= 0xFF  # one flipped byte inside a tensor: still a valid file
+    (copy / "model.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(UserError, match=r"copy/model.safetensors has SHA-256 .* not the .* recorded in model.json"):
+        imgclf.load(copy)
+
+
+def test_a_run_from_before_hashes_still_loads(copy):
+    edit_json(copy, lambda m: m.pop("weights_sha256"))
+    assert imgclf.load(copy).classes == ["disc", "square", "stripes"]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda m: m["input"].update(size=100000000), "field input.size must be an integer from 16 to 1024"),
+        (lambda m: m["input"].pop("size"), "field input.size is missing"),
+        (
+            lambda m: m["normalization"].update(std=[0, 0, 0]),
+            "field normalization.std must be a list of 1 or 3 finite numbers above 0, not [0, 0, 0]",
+        ),
+        (lambda m: m.update(classes="disc"), "field classes must be a list of at least two distinct class names"),
+        (lambda m: m["calibration"].update(temperature=-1), "field calibration.temperature"),
+        (lambda m: m.update(tta="sideways"), "field tta must be one of none, flip, crop, flip-crop"),
+        (lambda m: m.update(weights_sha256="abc"), "field weights_sha256 must be 64 lowercase hex digits"),
+        (lambda m: m["architecture"]["kwargs"].update(width=8), "model.safetensors does not fit the architecture"),
+    ],
+)
+def test_an_edited_model_json_is_refused_naming_the_field(copy, damage, message):
+    edit_json(copy, damage)
+    with pytest.raises(UserError) as e:
+        imgclf.load(copy)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_cut_model_json_gives_one_line_on_the_command_line(run, copy):
+    (copy / "model.json").write_text('{"format": 1, "classes": [')
+    p = cli("predict", copy, next((run.parent / "shapes").rglob("*.png")), check=False)
+    assert p.returncode == 2 and p.stderr.startswith(f"error: {copy / 'model.json'} is not valid JSON")
+    assert p.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("content", [b"garbage" * 50, None])
+def test_truncated_or_garbage_weights_are_refused(copy, content):
+    edit_json(copy, lambda m: m.pop("weights_sha256"))  # the safetensors reader itself must say it
+    data = (copy / "model.safetensors").read_bytes()
+    (copy / "model.safetensors").write_bytes(content if content is not None else data[:1000])
+    with pytest.raises(UserError, match="model.safetensors is not a readable safetensors file"):
+        imgclf.load(copy)
+
+
+def test_nan_weights_are_refused(copy):
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(copy / "model.safetensors"))
+    first = next(k for k, t in sd.items() if t.is_floating_point())
+    sd[first][...] = math.nan
+    save_file(sd, str(copy / "model.safetensors"))
+    edit_json(copy, lambda m: m.pop("weights_sha256"))
+    with pytest.raises(UserError, match=f"NaN or infinite weights \\({first}\\): the training diverged"):
+        imgclf.load(copy)
+
+
+def test_a_damaged_training_state_stops_resume_in_one_line(copy):
+    state = copy / "train_state.safetensors"
+    state.write_bytes(state.read_bytes()[:500])
+    (copy / "model.json").unlink()  # an interrupted run
+    p = cli("train", "--resume", copy, check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert f"cannot resume from {state}: it is damaged" in p.stderr and "delete it" in p.stderr
+
+
+def test_predict_json_never_prints_nan(run, monkeypatch):
+    from typer.testing import CliRunner
+
+    from imgclf.cli import app
+    from imgclf.inference.model import Model
+
+    monkeypatch.setattr(Model, "predict_proba", lambda self, images: np.full((len(images), 3), np.nan))
+    image = next((run.parent / "shapes").rglob("*.png"))
+    r = CliRunner().invoke(app, ["predict", str(run), str(image), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
+    assert out[0]["confidence"] is None

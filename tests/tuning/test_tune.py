@@ -1,0 +1,247 @@
+"""imgclf tune: trials on a tiny search space, the default configuration as trial 0, pruning,
+resume after Ctrl-C and after a killed worker, two worker processes sharing one study, and the
+retrained run's report section."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from helpers import make_shapes_dataset
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+import imgclf
+import imgclf.workflows
+from imgclf.core.errors import UserError
+from imgclf.tuning.space import DEFAULT_SPACE, load_space, scaled_policy
+
+# Tiny but real: 16 px images, a narrow simple_cnn, 1-3 epochs per trial (about a second each).
+TINY = """
+model: simple_cnn
+width: {type: categorical, choices: [0.25, 0.5]}
+lr: {type: float, low: 1e-3, high: 3e-2, log: true}
+batch_size: 16
+weight_decay: null
+label_smoothing: {type: float, low: 0.0, high: 0.2}
+augment_strength: {type: float, low: 0, high: 1}
+epochs: {type: int, low: 1, high: 3}
+img_size: 16
+"""
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Trials this small run ~10x faster on one thread than on two contended ones (measured on a
+    # busy 2-core machine); the tune logic under test is the same.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def shapes16(tmp_path_factory) -> Path:
+    return make_shapes_dataset(tmp_path_factory.mktemp("tune") / "shapes", per_class=30, size=24)
+
+
+def space_file(tmp_path: Path, text: str = TINY) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+def load(tune_dir: Path, name: str = "shapes"):
+    storage = JournalStorage(JournalFileBackend(str(tune_dir / "study.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def finished_params(study) -> list[tuple]:
+    return [tuple(sorted(t.params.items())) for t in study.get_trials(states=FINISHED)]
+
+
+@pytest.mark.slow
+@pytest.mark.report
+def test_tune_resumes_without_repeating_and_recovers_interrupted_trials(shapes16, tmp_path, monkeypatch):
+    tune_dir, run_dir = tmp_path / "tune", tmp_path / "run"
+    args = dict(space=space_file(tmp_path), out=tune_dir, verbose=False)
+    result = imgclf.tune(shapes16, trials=3, run_out=run_dir, **args)
+
+    study = load(tune_dir)
+    assert len(study.get_trials(states=FINISHED)) == 3 and (tune_dir / "study.journal").is_file()
+    assert study.trials[0].user_attrs["default"] and result.default_value == study.trials[0].value
+    assert result.best_value >= result.default_value
+    saved = json.loads((tune_dir / "tune.json").read_text())
+    assert saved["best"]["value"] == result.best_value and saved["run"]["path"] == str(run_dir)
+    with open(tune_dir / "trials.csv") as f:
+        assert [int(r["number"]) for r in csv.DictReader(f)] == [0, 1, 2]
+    # The retrained best: a normal run, evaluated on test, whose report has the Tuning section.
+    assert result.run.metrics["accuracy"] >= 0 and (run_dir / "tuning.json").is_file()
+    assert '<section id="tuning">' in (run_dir / "report.html").read_text()
+    before = {t.number: t.value for t in study.trials}
+
+    # A worker killed mid-trial on this machine left a RUNNING trial behind (its pid is gone).
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = study.ask()
+    orphan.set_user_attr("worker", {"host": socket.gethostname(), "pid": dead.pid})
+
+    # Ctrl-C during the second new trial: that trial fails and its parameters are queued again.
+    real_train, calls = imgclf.workflows.train, []
+
+    def interrupted(*a, on_epoch=None, **kw):
+        calls.append(1)
+
+        def hook(epoch, row):
+            raise KeyboardInterrupt
+
+        return real_train(*a, on_epoch=hook if len(calls) == 2 else on_epoch, **kw)
+
+    monkeypatch.setattr(imgclf.workflows, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        imgclf.tune(shapes16, trials=5, retrain=False, **args)
+    monkeypatch.setattr(imgclf.workflows, "train", real_train)
+    study = load(tune_dir)
+    assert study.trials[orphan.number].state == TrialState.FAIL  # the dead worker's trial, given back
+    cut = study.trials[-2]
+    assert cut.state == TrialState.FAIL and cut.user_attrs["stopped"] == "interrupted"
+    assert study.trials[-1].state == TrialState.WAITING
+
+    # The same command resumes: only the missing trials run, the interrupted one with its own parameters.
+    imgclf.tune(shapes16, trials=5, retrain=False, **args)
+    study = load(tune_dir)
+    assert len(study.get_trials(states=FINISHED)) == 5
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    retry = study.trials[-1]
+    assert retry.user_attrs["retry_of"] == cut.number and retry.params == cut.params
+    assert all(study.trials[n].value == v for n, v in before.items() if v is not None)
+    assert len(set(finished_params(study))) == 5  # nothing finished ran twice
+
+
+@pytest.mark.slow
+def test_bad_trials_are_pruned(shapes16, tmp_path):
+    space = TINY.replace(
+        "lr: {type: float, low: 1e-3, high: 3e-2, log: true}",
+        "lr: {type: categorical, choices: [1.0e-7, 2.0e-7, 3.0e-7, 5.0e-3]}",
+    )
+    space = space.replace("epochs: {type: int, low: 1, high: 3}", "epochs: 3")
+    result = imgclf.tune(
+        shapes16,
+        trials=6,
+        space=space_file(tmp_path, space),
+        out=tmp_path / "tune",
+        retrain=False,
+        verbose=False,
+        seed=1,
+    )
+    study = load(tmp_path / "tune")
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert result.counts["pruned"] == len(pruned) >= 1
+    assert all(t.user_attrs["epochs_run"] < 3 for t in pruned)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_share_one_study(shapes16, tmp_path):
+    space = space_file(tmp_path)
+    # 24 trials: each trains in 0.1-0.5 s, so with 6 the first worker could finish them all while the
+    # second was still importing torch.
+    cmd = [
+        sys.executable,
+        "-m",
+        "imgclf.cli",
+        "tune",
+        str(shapes16),
+        "--trials",
+        "24",
+        "--space",
+        str(space),
+        "--out",
+        str(tmp_path / "tune"),
+        "--no-retrain",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(imgclf.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    workers = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)
+    ]
+    logs = [w.communicate(timeout=240)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), logs
+    study = load(tmp_path / "tune")
+    done = study.get_trials(states=FINISHED)
+    assert len(done) == 24 and sorted(t.number for t in done) == list(range(24)), logs
+    assert len({t.user_attrs["worker"]["pid"] for t in done}) == 2, logs  # both workers ran trials
+    assert len(set(finished_params(study))) == 24  # none repeated
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("lr: {type: float, low: 0.1, high: 0.01}", "low 0.1 above high"),
+        ("lr: {type: float, low: 0, high: 0.01, log: true}", "log-scaled"),
+        ("lr: {type: gaussian}", "use float, int or categorical"),
+        ("lr: {type: float, low: fast, high: 1}", "needs a number for low"),
+        ("learning_rate: {type: float, low: 0.001, high: 0.1}", "'learning_rate' is not a setting"),
+        ("model: {type: categorical, choices: []}", "non-empty list of choices"),
+        ("epochs: {type: int, low: 1.5, high: 3}", "fractional"),
+        ("- lr\n- epochs", "must hold a mapping"),
+        ("lr: [1, 2", "not valid YAML"),
+        ("augment: none", "augment_strength"),
+    ],
+)
+def test_bad_space_files_are_user_errors(tmp_path, text, message):
+    with pytest.raises(UserError, match=message):
+        load_space(space_file(tmp_path, text))
+
+
+def test_space_defaults_and_cli_errors(tmp_path, shapes16, monkeypatch, capsys):
+    space = load_space(space_file(tmp_path, "width: 1.0\nlr: {type: float, low: 1e-4, high: 1e-2, log: true}"))
+    assert "width" not in space.params and space.fixed["width"] == 1.0 and space.params["lr"].low == 1e-4
+    assert set(space.params) == set(DEFAULT_SPACE) - {"width"}
+    # augment_strength 0.5 is train's default augmentation, for small and for large images
+    from imgclf.data.augment import default_policy
+
+    for size in (24, 96):
+        assert scaled_policy(0.5, size, 500).to_dict() == default_policy(size, 500).to_dict()
+    from imgclf.cli import main
+
+    bad = space_file(tmp_path, "lr: {type: nope}")
+    argv = ["imgclf", "tune", str(shapes16), "--space", str(bad), "--out", str(tmp_path / "t")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2 and capsys.readouterr().err.startswith("error: space file")
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_fails_alone(shapes16, tmp_path):
+    """A learning rate that blows training up fails its own trial, recorded with the reason, and the
+    tune goes on; only three such failures in a row stop it, with one line."""
+    space = TINY.replace(
+        "lr: {type: float, low: 1e-3, high: 3e-2, log: true}", "lr: {type: categorical, choices: [10.0, 5.0e-3]}"
+    )
+    space = space.replace("epochs: {type: int, low: 1, high: 3}", "epochs: 3")
+    with pytest.raises(UserError, match="3 trials in a row failed, the last with: training diverged"):
+        imgclf.tune(
+            shapes16,
+            trials=6,
+            space=space_file(tmp_path, space),
+            out=tmp_path / "tune",
+            retrain=False,
+            verbose=False,
+            seed=1,
+        )
+    trials = load(tmp_path / "tune").trials
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) >= 3 and all(t.params["lr"] == 10.0 for t in failed)
+    assert all("lower --lr" in t.user_attrs["error"] for t in failed)
+    assert trials[0].state == TrialState.COMPLETE  # the default configuration, before them
