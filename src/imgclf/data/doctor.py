@@ -358,6 +358,3 @@ def short_path(path: str, root: str | None) -> str:
     base = root if os.path.isdir(root) else os.path.dirname(root)
     rel = os.path.relpath(path, base)
     return path if rel.startswith("..") else rel
-
-
-# ---- the split `train` would make, as `imgclf check` sees it --------------------------------------

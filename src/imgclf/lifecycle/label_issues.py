@@ -48,7 +48,6 @@ METHOD = (
 )
 
 
-# long: the folds, each a real training run, then confident learning; read top to bottom
 def find_label_issues(
     spec,
     folds: int = FOLDS,
@@ -90,6 +89,35 @@ def find_label_issues(
             f"(preset {PRESET}, shortened) on {dev}"
         )
 
+    probs = _out_of_fold(spec, paths, fold_of, folds, cache, size, epochs, seed, dev, workers, console)
+    suspects = rank_suspects(spec, readable, probs)
+    oof = probs[readable].argmax(1) == spec.labels[readable]
+    return {
+        "method": METHOD,
+        "folds": folds,
+        "seed": seed,
+        "recipe": {
+            "preset": PRESET,
+            "img_size": size,
+            "epochs": epochs,
+            "device": str(dev),
+            "model": recipe["model"],
+            "widths": recipe["model_kwargs"]["widths"],
+        },
+        "images": int(len(readable)),
+        "unreadable": len(cache.bad),
+        "out_of_fold_accuracy": round(float(oof.mean()), 4),
+        "per_class": {
+            c: {"images": int((spec.labels[readable] == y).sum()), "suspects": sum(s["given"] == c for s in suspects)}
+            for y, c in enumerate(spec.classes)
+        },
+        "suspects": suspects,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _out_of_fold(spec, paths, fold_of, folds, cache, size, epochs, seed, dev, workers, console) -> np.ndarray:
+    """Each image's class probabilities from the fold's model that never saw it."""
     from imgclf.workflows import load, train  # each fold is a whole training run, as a user would make it
 
     names = [spec.classes[y] for y in spec.labels]
@@ -122,30 +150,7 @@ def find_label_issues(
                     f"(against the given labels); {time.perf_counter() - t0:.0f}s, of which training "
                     f"{model.meta['training']['train_seconds']:.0f}s"
                 )
-    suspects = rank_suspects(spec, readable, probs)
-    oof = probs[readable].argmax(1) == spec.labels[readable]
-    return {
-        "method": METHOD,
-        "folds": folds,
-        "seed": seed,
-        "recipe": {
-            "preset": PRESET,
-            "img_size": size,
-            "epochs": epochs,
-            "device": str(dev),
-            "model": recipe["model"],
-            "widths": recipe["model_kwargs"]["widths"],
-        },
-        "images": int(len(readable)),
-        "unreadable": len(cache.bad),
-        "out_of_fold_accuracy": round(float(oof.mean()), 4),
-        "per_class": {
-            c: {"images": int((spec.labels[readable] == y).sum()), "suspects": sum(s["given"] == c for s in suspects)}
-            for y, c in enumerate(spec.classes)
-        },
-        "suspects": suspects,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    return probs
 
 
 def rank_suspects(spec, rows: np.ndarray, probs: np.ndarray) -> list[dict]:

@@ -170,9 +170,6 @@ def select(records: list[dict], model_name: str, since: str | None) -> tuple[lis
     return mine, left
 
 
-# ---- statistics and the verdict -----------------------------------------------------------------
-
-
 # ---- what to label next -------------------------------------------------------------------------
 
 
@@ -256,7 +253,6 @@ def resolve_run(ref: str | Path, registry: str | Path | None) -> tuple[Path, int
     return find_run(p), None, None
 
 
-# long: the monitor's steps in order (the run, its reference, the log, statistics, verdict, outputs)
 def monitor(
     ref,
     log,
@@ -292,18 +288,7 @@ def monitor(
     picks = pick_to_label(live, log_dir, top, _sorted_already(out)) if top > 0 else []
     write_to_label(picks, out)
     kept = sum(1 for r in live if r.get("image"))
-    if picks:
-        labelling = (
-            f"Label some of the images listed below ({len(picks)} in {out / 'to_label'}, least confident "
-            f"first) and run imgclf update."
-        )
-    elif live and not kept:
-        labelling = (
-            "The log keeps no images (--log-images hash), so none can be listed for labelling; "
-            "collect labeled examples of the new traffic and run imgclf update."
-        )
-    else:
-        labelling = "Label new examples of the traffic and run imgclf update."
+    labelling = _labelling(picks, live, kept, out)
     status, text = verdict(stats, len(live), ref_data["n"], labelling)
     times = sorted(t for r in live if (t := parse_time(r.get("time"))) is not None)
     result = {
@@ -341,6 +326,21 @@ def monitor(
     write_monitor_report(result, ref_data, live, out / "monitor.html")
     _record_in_run(run, result, model, data_root)
     return result
+
+
+def _labelling(picks: list[dict], live: list[dict], kept: int, out: Path) -> str:
+    """The verdict's last sentence: what to label next, and how."""
+    if picks:
+        return (
+            f"Label some of the images listed below ({len(picks)} in {out / 'to_label'}, least confident "
+            f"first) and run imgclf update."
+        )
+    elif live and not kept:
+        return (
+            "The log keeps no images (--log-images hash), so none can be listed for labelling; "
+            "collect labeled examples of the new traffic and run imgclf update."
+        )
+    return "Label new examples of the traffic and run imgclf update."
 
 
 MONITORING_KEPT = 50  # checks listed in RUN/monitoring.json; the report shows the newest 10

@@ -271,12 +271,6 @@ def _judge(
     return event
 
 
-# ---- the parent and its data -------------------------------------------------------------------
-
-
-# ---- splits, replay and the training settings ---------------------------------------------------
-
-
 def _worse_classes(cmp: dict) -> list[tuple[str, float, str]]:
     """(class, recall change, slice) for every class whose recall fell on some slice, worst first."""
     worse = [

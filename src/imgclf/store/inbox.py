@@ -37,11 +37,6 @@ from imgclf.data.images import IMAGE_EXTENSIONS, MAX_PIXELS
 from imgclf.store.labels import FEEDBACK_FILE, check_label
 
 LOCK_FILE = ".lock"
-# A label becomes a folder name here and then a class name in a trained model, so it must be one
-# unambiguous name on every file system (checked by check_label, for the service and for import alike).
-# "unknown" is what the service answers when it rejects an image; the inbox's own files; names
-# Windows cannot create (a run copied there must still load).
-# Invisible or blank yet categorised as letters or symbols: Hangul fillers, braille blank, and the like.
 # PIL format -> the extension training reads (data.discover only lists IMAGE_EXTENSIONS). MPO is a
 # camera's multi-picture JPEG; PPM also covers PGM/PBM.
 FORMAT_EXT = {

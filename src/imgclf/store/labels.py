@@ -8,10 +8,15 @@ import unicodedata
 from imgclf.core.errors import UserError
 
 FEEDBACK_FILE = "feedback.jsonl"
+# A label becomes a folder name and then a class name in a trained model, so it must be one
+# unambiguous name on every file system (checked by check_label, for the service and for import alike).
 MAX_LABEL_BYTES = 100  # in UTF-8; file names stop at 255 bytes, and 64 emoji are 256 under 100 characters
+# "unknown" is what the service answers when it rejects an image; the inbox's own files; names
+# Windows cannot create (a run copied there must still load).
 RESERVED_LABELS = frozenset(
     {"unknown", FEEDBACK_FILE, "con", "prn", "aux", "nul", *(f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10))}
 )
+# Invisible or blank yet categorised as letters or symbols: Hangul fillers, braille blank, and the like.
 INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
 LOOKALIKE_SCRIPTS = ("LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE")
 

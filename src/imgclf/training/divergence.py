@@ -7,6 +7,9 @@ from pathlib import Path
 
 from imgclf.core.errors import UserError
 
+# An epoch's mean training loss over this many times a uniform guess's (ln C) means the weights have
+# blown up: logits tens of units apart the wrong way, which no recovering run shows (lr 10 on a tiny
+# shapes run: 1.1, 10, 424, ...; a healthy one starts at about ln C and falls).
 DIVERGED = 100
 
 

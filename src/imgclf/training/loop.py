@@ -33,9 +33,6 @@ from imgclf.training.finetune import Stages, describe
 from imgclf.training.history import read_history, write_history
 from imgclf.training.timing import StepTimer
 
-# An epoch's mean training loss over this many times a uniform guess's (ln C) means the weights have
-# blown up: logits tens of units apart the wrong way, which no recovering run shows (lr 10 on a tiny
-# shapes run: 1.1, 10, 424, ...; a healthy one starts at about ln C and falls).
 STATE_FILE = "train_state.safetensors"
 
 

@@ -34,7 +34,6 @@ class _Features(torch.nn.Module):
         return self.net.forward_head(self.net.forward_features(x.flip(3) if self.mirror else x), pre_logits=True)
 
 
-# long: one pass of feature extraction, the logistic fit and the head's weights, in order
 def fit_probe(
     net: torch.nn.Module,
     images: np.ndarray,
@@ -56,8 +55,6 @@ def fit_probe(
     `keep_lower` k: also keep what `net.blocks[:k]` computes for the training images, their
     mirrors and the validation images (featcache.LowerMaps) — the feature cache fine-tuning trains
     and validates on (training.featcache), for free: these passes run those layers anyway."""
-    from sklearn.linear_model import LogisticRegression
-
     from imgclf.models.forward import normalize, predict_logits
     from imgclf.training.ortembed import ort_embedder
 
@@ -91,16 +88,45 @@ def fit_probe(
     with torch.no_grad():
         x_train = np.concatenate([embed(train, keep=kept[0]), embed(train, mirror=True, keep=kept[0])])
         x_val = embed(val, keep=kept[1]) if len(val) else None
-    maps = None
-    if kept[0]:
-        maps = LowerMaps(
-            torch.cat(kept[0]).view(2, len(train), *kept[0][0].shape[1:]), torch.cat(kept[1]) if kept[1] else None
-        )
+    maps = _lower_maps(kept, len(train))
     y_train = np.tile(labels[np.sort(train)], 2)
     y_val = labels[np.sort(val)]
     embed_s = time.perf_counter() - t0
     mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
     classes = np.unique(y_train)
+
+    c, clf, loss, acc, bal = _choose_c(x_train, y_train, x_val, y_val, mu, sd, class_weight, classes)
+    _set_head(net, clf, classes, mu, sd, int(labels.max()) + 1)
+    seconds = time.perf_counter() - t0
+    console.print(
+        f"  linear probe: {len(x_train)} training views embedded in {embed_s:.1f}s, C={c}, "
+        f"val accuracy {acc:.4f} ({seconds:.1f}s in all)"
+    )
+    return {
+        "val_acc": acc,
+        "val_balanced_acc": bal,
+        "val_loss": loss,
+        "C": c,
+        "features": int(x_train.shape[1]),
+        "training_views": int(len(x_train)),
+        "seconds": round(seconds, 2),
+    }, maps
+
+
+def _lower_maps(kept: tuple[list, list], n_train: int) -> LowerMaps | None:
+    """The kept lower-layer maps as (2 views, n_train, ...) training maps and the validation maps."""
+    if not kept[0]:
+        return None
+    return LowerMaps(
+        torch.cat(kept[0]).view(2, n_train, *kept[0][0].shape[1:]), torch.cat(kept[1]) if kept[1] else None
+    )
+
+
+def _choose_c(x_train, y_train, x_val, y_val, mu, sd, class_weight, classes):
+    """The logistic regression, its C chosen on the validation images by the criterion fine-tuning
+    will judge by (balanced accuracy when classes are weighted; ties: the lower loss). Returns
+    (C, fitted classifier, val loss, val accuracy, val balanced accuracy)."""
+    from sklearn.linear_model import LogisticRegression
 
     z_train = (x_train - mu) / sd
     weight = None if class_weight is None else {int(k): float(class_weight[k]) for k in classes}
@@ -118,21 +144,7 @@ def fit_probe(
         if best is None or key > best[2] or (key == best[2] and loss < best[3]):
             best = (c, clf, key, loss, acc, bal)
     c, clf, _, loss, acc, bal = best
-    _set_head(net, clf, classes, mu, sd, int(labels.max()) + 1)
-    seconds = time.perf_counter() - t0
-    console.print(
-        f"  linear probe: {len(x_train)} training views embedded in {embed_s:.1f}s, C={c}, "
-        f"val accuracy {acc:.4f} ({seconds:.1f}s in all)"
-    )
-    return {
-        "val_acc": acc,
-        "val_balanced_acc": bal,
-        "val_loss": loss,
-        "C": c,
-        "features": int(x_train.shape[1]),
-        "training_views": int(len(x_train)),
-        "seconds": round(seconds, 2),
-    }, maps
+    return c, clf, loss, acc, bal
 
 
 def _score(clf, x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:

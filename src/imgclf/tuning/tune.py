@@ -44,7 +44,6 @@ class TuneResult:
     summary: dict = field(default_factory=dict, repr=False)
 
 
-# long: a tune's life in order (arguments, study, trials, summary, retrain); the parts are helpers
 def run_tune(
     data,
     *,
@@ -73,11 +72,7 @@ def run_tune(
     tune_dir = tune_folder(data, out)
     name = study_name or Path(data).name
     store, where = st.open_storage(storage, tune_dir)
-    facts = {"data": data, "storage": where, "trials_target": trials, "timeout": timeout, "pruner": pruner}
-    if (tune_dir / "tune.json").exists():  # the run an earlier tune retrained, if any
-        facts["run"] = read_json(tune_dir / "tune.json").get("run")
-    else:  # marks the folder as this data's tune, for a resume
-        write_json(tune_dir / "tune.json", {"study": name, **facts, "status": "starting"})
+    facts = _facts(tune_dir, name, data, where, trials, timeout, pruner)
 
     study, created, setup = _open_study(
         store, name, where, data, space, {**settings, "seed": seed}, local, tune_dir, trials, timeout, started, console
@@ -98,23 +93,7 @@ def run_tune(
         trial_cap=2 * timeout / trials if timeout else math.inf,
     )
 
-    def snapshot(status: str) -> dict:
-        result = {**summary(study, setup, **facts), "status": status}
-        write_outputs(tune_dir, result)
-        return result
-
-    console.print(f"tune folder {tune_dir}; {trials} trials{f', {timeout:g} s' if timeout else ''}, pruner {pruner}")
-    try:
-        status = work(t, on_trial=lambda _: snapshot("running"))
-    except KeyboardInterrupt:
-        result = snapshot("interrupted")
-        c = result["counts"]
-        console.print(
-            f"interrupted: {c.get('complete', 0) + c.get('pruned', 0)} of {trials} trials finished; "
-            f"run the same command again to resume (study in {where})"
-        )
-        raise
-    result = {**snapshot(status), "importances": importances(study)}
+    result, status = _run_trials(t, study, setup, facts, tune_dir, trials, timeout, pruner, where, console)
     seconds = time.time() - started
     print_summary(console, result, seconds)
     if status == "timeout":
@@ -145,6 +124,41 @@ def run_tune(
         run,
         result,
     )
+
+
+def _run_trials(
+    t, study, setup: dict, facts: dict, tune_dir: Path, trials: int, timeout, pruner: str, where: str, console
+) -> tuple[dict, str]:
+    """The trials until the study is full or the time is up, tune.json rewritten after each; on
+    Ctrl-C, written as interrupted. Returns (the summary with importances, the stop status)."""
+
+    def snapshot(status: str) -> dict:
+        result = {**summary(study, setup, **facts), "status": status}
+        write_outputs(tune_dir, result)
+        return result
+
+    console.print(f"tune folder {tune_dir}; {trials} trials{f', {timeout:g} s' if timeout else ''}, pruner {pruner}")
+    try:
+        status = work(t, on_trial=lambda _: snapshot("running"))
+    except KeyboardInterrupt:
+        result = snapshot("interrupted")
+        c = result["counts"]
+        console.print(
+            f"interrupted: {c.get('complete', 0) + c.get('pruned', 0)} of {trials} trials finished; "
+            f"run the same command again to resume (study in {where})"
+        )
+        raise
+    return {**snapshot(status), "importances": importances(study)}, status
+
+
+def _facts(tune_dir: Path, name: str, data: str, where: str, trials: int, timeout, pruner: str) -> dict:
+    """What tune.json records about this tune; a new tune folder is marked as this data's at once."""
+    facts = {"data": data, "storage": where, "trials_target": trials, "timeout": timeout, "pruner": pruner}
+    if (tune_dir / "tune.json").exists():  # the run an earlier tune retrained, if any
+        facts["run"] = read_json(tune_dir / "tune.json").get("run")
+    else:  # marks the folder as this data's tune, for a resume
+        write_json(tune_dir / "tune.json", {"study": name, **facts, "status": "starting"})
+    return facts
 
 
 def _check_arguments(data, trials: int, timeout: float | None, pruner: str, run_out) -> None:
