@@ -4,7 +4,7 @@ with new images; the feedback inbox and the registry (re-exported from imgclf.li
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imgclf.lifecycle.feedback import feedback_import, feedback_summary  # noqa: F401
 from imgclf.lifecycle.releases import (  # noqa: F401
@@ -15,10 +15,16 @@ from imgclf.lifecycle.releases import (  # noqa: F401
     registry_versions,
 )
 
+if TYPE_CHECKING:
+    pass
+
+# A trained run as the functions take it: its folder (or REGISTRY/ALIAS), a Run, or a loaded model.
+RunLike = "str | Path | Run | Model"
+
 
 def compare(
-    a,
-    b,
+    a: RunLike,
+    b: RunLike,
     data: str | Path | None = None,
     tolerance: float = 0.02,
     alpha: float = 0.05,
@@ -42,8 +48,8 @@ def compare(
 
 
 def monitor(
-    ref,
-    log,
+    ref: str | Path | int,
+    log: str | Path,
     *,
     out: str | Path | None = None,
     registry: str | Path | None = None,
@@ -80,7 +86,7 @@ def monitor(
 
 
 def update(
-    ref,
+    ref: str | Path | int,
     new_data: str | Path | None = None,
     *,
     registry: str | Path = "registry",

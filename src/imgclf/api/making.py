@@ -4,10 +4,13 @@ list the architectures, bundle runs into an ensemble, the demo."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from imgclf.core.console import console_for as _console
 from imgclf.workflows import Run
+
+if TYPE_CHECKING:
+    from imgclf.tuning.tune import TuneResult
 
 
 def train(
@@ -16,7 +19,7 @@ def train(
     config: str | Path | None = None,
     resume: str | Path | bool = False,
     verbose: bool = True,
-    on_epoch=None,
+    on_epoch: Callable[[int, dict], None] | None = None,
     evaluate: bool = True,
     mlflow: str | None = None,
     mlflow_weights: bool = False,
@@ -80,7 +83,7 @@ def tune(
     retrain: bool = True,
     verbose: bool = True,
     **settings: Any,
-):
+) -> TuneResult:
     """Search training settings with Optuna (TPE sampling, per-epoch pruning), then retrain the
     best configuration into a normal run folder whose report has a Tuning section.
 

@@ -4,14 +4,20 @@ serve, explain, scan."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imgclf.core.console import console_for as _console
 from imgclf.core.errors import UserError
 from imgclf.workflows import loaded
 
+if TYPE_CHECKING:
+    from imgclf.inference.model import Model
 
-def load(run: str | Path, device: str = "auto", tta: str | None = None, backend: str = "torch"):
+# A trained run as the functions take it: its folder (or REGISTRY/ALIAS), a Run, or a loaded model.
+RunLike = "str | Path | Run | Model"
+
+
+def load(run: str | Path, device: str = "auto", tta: str | None = None, backend: str = "torch") -> Model:
     """Load a trained model from a run folder (JSON + safetensors; no code executed).
 
     `tta` overrides the test-time augmentation the run was evaluated with (none | flip | crop |
@@ -22,7 +28,9 @@ def load(run: str | Path, device: str = "auto", tta: str | None = None, backend:
     return workflows.load(run, device, tta, backend)
 
 
-def evaluate(run, data: str | Path | None = None, verbose: bool = True, *, data_root: str | Path | None = None) -> dict:
+def evaluate(
+    run: RunLike, data: str | Path | None = None, verbose: bool = True, *, data_root: str | Path | None = None
+) -> dict:
     """Metrics of a trained model: on its own held-out test split, or on DATA (its `test/` split
     when it has one, else all its images). Writes metrics.json into the run when on its test split.
     `data_root`: where the run's data folder is now, when it moved since training.
@@ -34,7 +42,7 @@ def evaluate(run, data: str | Path | None = None, verbose: bool = True, *, data_
     return workflows.evaluate(run, data, verbose, data_root=data_root)
 
 
-def report(run, verbose: bool = True, *, data_root: str | Path | None = None) -> Path:
+def report(run: RunLike, verbose: bool = True, *, data_root: str | Path | None = None) -> Path:
     """Write the run's self-contained report.html (data, model, settings, curves, test metrics,
     calibration, thresholds, galleries, model card) and return its path. `train` writes it too.
     `data_root`: where the run's data folder is now, when it moved since training (the galleries and
@@ -48,8 +56,8 @@ def report(run, verbose: bool = True, *, data_root: str | Path | None = None) ->
 
 
 def predict_folder(
-    run,
-    inputs,
+    run: RunLike,
+    inputs: str | Path | list,
     out: str | Path,
     *,
     top_k: int = 1,
@@ -78,8 +86,8 @@ def predict_folder(
 
 
 def predict_video(
-    run,
-    source,
+    run: RunLike,
+    source: str | int | Path,
     *,
     every: int = 1,
     smooth: float = 0.5,
@@ -205,8 +213,8 @@ def serve(
 
 
 def explain(
-    run,
-    images,
+    run: RunLike,
+    images: str | Path | list,
     *,
     method: str = "gradcam",
     target: str | None = None,
@@ -228,21 +236,21 @@ def explain(
 
 
 def scan(
-    run,
-    images,
+    run: RunLike,
+    images: str | Path | list,
     *,
     positive: str | None = None,
-    scales=None,
+    scales: list[float] | None = None,
     stride: int | None = None,
     min_size: int | None = None,
     iou: float = 0.3,
     out: str | Path | None = None,
     mine: str | Path | None = None,
     threshold: float | None = None,
-    margin=None,
+    margin: float | tuple[float, ...] | None = None,
     method: str = "auto",
     vote: bool | None = None,
-    verify=None,
+    verify: str | Path | Model | bool | None = None,
     verify_top: int | None = None,
     box_threshold: float | None = None,
     device: str = "auto",
@@ -292,7 +300,7 @@ def scan(
 
 
 def negatives(
-    photos,
+    photos: str | Path | list,
     out: str | Path,
     *,
     per_image: int = 20,
