@@ -79,7 +79,7 @@ def predict_folder(
     from imgclf.inference.model import check_top_k
 
     check_top_k(top_k)
-    model = _model(run, device, tta, backend)
+    model = loaded(run, device, tta, backend)
     return stream(
         model, inputs, out, top_k=top_k, batch_size=batch_size, workers=workers, resume=resume, progress=verbose
     )
@@ -112,7 +112,7 @@ def predict_video(
     """
     from imgclf.inference.video import predict_video as run_video
 
-    model = _model(run, device, tta, backend)
+    model = loaded(run, device, tta, backend)
     scanner = None
     if scan:
         from imgclf.scanning import Scanner
@@ -132,10 +132,6 @@ def predict_video(
         max_frames=max_frames,
         scanner=scanner,
     )
-
-
-def _model(run, device: str, tta: str | None, backend: str):
-    return loaded(run, device, tta, backend)
 
 
 def export(
@@ -232,7 +228,7 @@ def explain(
     """
     from imgclf.inference.explain import explain as run_explain
 
-    return run_explain(_model(run, device, None, "torch"), images, method, target, out)
+    return run_explain(loaded(run, device, None, "torch"), images, method, target, out)
 
 
 def scan(
@@ -279,7 +275,7 @@ def scan(
 
         verify = load_verifier(verify, device)
     return run_scan(
-        _model(run, device, None, "torch"),
+        loaded(run, device, None, "torch"),
         images,
         positive=positive,
         scales=scales,

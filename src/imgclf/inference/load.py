@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imgclf.core.device import pick_device
 from imgclf.core.errors import UserError
 from imgclf.inference.ensemble import EnsembleModel
-from imgclf.inference.model import Model, load_torch_net
+from imgclf.inference.model import Model, torch_model
 from imgclf.inference.onnx_export import load_onnx_net
 from imgclf.store.runs import find_run, read_model_json
 
@@ -31,6 +30,5 @@ def load_model(run: str | Path, device: str = "auto", tta: str | None = None, ba
         return EnsembleModel.from_bundle(run, meta, device, tta)
     if backend == "onnx":
         net, dev = load_onnx_net(run, device)
-    else:
-        net, dev = load_torch_net(run, meta), pick_device(device)
-    return Model(net.to(dev), meta, dev, run).with_tta(tta)
+        return Model(net.to(dev), meta, dev, run).with_tta(tta)
+    return torch_model(run, meta, device, tta)

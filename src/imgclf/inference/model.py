@@ -122,8 +122,13 @@ class Model:
 def load_run(run: str | Path, device: str = "auto", tta: str | None = None) -> Model:
     """One run's network in PyTorch (ensembles and the ONNX backend: inference.load.load_model)."""
     run = find_run(run)
-    meta = read_model_json(run)
-    return Model(load_torch_net(run, meta), meta, pick_device(device), run).with_tta(tta)
+    return torch_model(run, read_model_json(run), device, tta)
+
+
+def torch_model(run: Path, meta: dict, device: str = "auto", tta: str | None = None) -> Model:
+    """The Model for a found run and its read model.json, its network in PyTorch on `device`."""
+    dev = pick_device(device)
+    return Model(load_torch_net(run, meta).to(dev), meta, dev, run).with_tta(tta)
 
 
 def check_top_k(top_k) -> int:
