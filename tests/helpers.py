@@ -39,6 +39,18 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 # make_shapes_dataset(..., **TINY_DATA); tests that need *a* model use that run.
 TINY = {"model": "simple_cnn", "img_size": 16, "epochs": 1}
 TINY_DATA = {"per_class": 10, "size": 16}
+# A tune's search space, tiny but real: 16 px images, a narrow simple_cnn, 1-3 epochs per trial (about a second each).
+TINY_SPACE = """
+model: simple_cnn
+width: {type: categorical, choices: [0.25, 0.5]}
+lr: {type: float, low: 1e-3, high: 3e-2, log: true}
+batch_size: 16
+weight_decay: null
+label_smoothing: {type: float, low: 0.0, high: 0.2}
+augment_strength: {type: float, low: 0, high: 1}
+epochs: {type: int, low: 1, high: 3}
+img_size: 16
+"""
 # A narrow simple_cnn.
 SMALL_CNN = {"model": "simple_cnn", "model_kwargs": {"width": 8, "depth": 2}}
 # A narrow simple_cnn at 16 px, reproducible and without mixed precision: the lifecycle tests' runs.

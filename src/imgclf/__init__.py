@@ -25,6 +25,7 @@ _API = (
     "export",
     "serve",
     "predict_folder",
+    "predict_on_ray",
     "predict_video",
     "tune",
     "list_models",

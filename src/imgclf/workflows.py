@@ -27,6 +27,17 @@ class Run:
         return load(self.path, device)
 
 
+def run_at(path: str | Path) -> Run:
+    """A finished run folder as a Run: its test metrics (None before the evaluation) and settings."""
+    from imgclf.core.files import read_json
+    from imgclf.settings.config import load_config
+
+    path = Path(path)
+    metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else None
+    config = load_config(path / "config.yaml") if (path / "config.yaml").is_file() else None
+    return Run(path, metrics, config)
+
+
 def load(run: str | Path, device: str = "auto", tta: str | None = None, backend: str = "torch"):
     """See imgclf.load."""
     from imgclf.inference.load import load_model
@@ -52,11 +63,12 @@ def train(
     **settings: Any,
 ) -> Run:
     """See imgclf.train."""
+    from imgclf.training.distributed import is_main
     from imgclf.training.pipeline import fit_run
 
     console = console_for(verbose)
     fitted = fit_run(data, config=config, resume=resume, console=console, on_epoch=on_epoch, **settings)
-    if not evaluate:
+    if not evaluate or not is_main():  # DDP: rank 0 alone evaluates and reports
         return Run(fitted.run_dir, None, fitted.prep.cfg)
     model, metrics = _evaluate_after_training(fitted, console)
     _report_after_training(model, console)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import make_shapes_dataset
+from helpers import TINY_SPACE, make_shapes_dataset
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -24,18 +24,6 @@ import imgclf.workflows
 from imgclf.core.errors import UserError
 from imgclf.tuning.space import DEFAULT_SPACE, load_space, scaled_policy
 
-# Tiny but real: 16 px images, a narrow simple_cnn, 1-3 epochs per trial (about a second each).
-TINY = """
-model: simple_cnn
-width: {type: categorical, choices: [0.25, 0.5]}
-lr: {type: float, low: 1e-3, high: 3e-2, log: true}
-batch_size: 16
-weight_decay: null
-label_smoothing: {type: float, low: 0.0, high: 0.2}
-augment_strength: {type: float, low: 0, high: 1}
-epochs: {type: int, low: 1, high: 3}
-img_size: 16
-"""
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -56,7 +44,7 @@ def shapes16(tmp_path_factory) -> Path:
     return make_shapes_dataset(tmp_path_factory.mktemp("tune") / "shapes", per_class=30, size=24)
 
 
-def space_file(tmp_path: Path, text: str = TINY) -> Path:
+def space_file(tmp_path: Path, text: str = TINY_SPACE) -> Path:
     path = tmp_path / "space.yaml"
     path.write_text(text)
     return path
@@ -131,7 +119,7 @@ def test_tune_resumes_without_repeating_and_recovers_interrupted_trials(shapes16
 
 @pytest.mark.slow
 def test_bad_trials_are_pruned(shapes16, tmp_path):
-    space = TINY.replace(
+    space = TINY_SPACE.replace(
         "lr: {type: float, low: 1e-3, high: 3e-2, log: true}",
         "lr: {type: categorical, choices: [1.0e-7, 2.0e-7, 3.0e-7, 5.0e-3]}",
     )
@@ -226,7 +214,7 @@ def test_space_defaults_and_cli_errors(tmp_path, shapes16, monkeypatch, capsys):
 def test_a_diverging_trial_fails_alone(shapes16, tmp_path):
     """A learning rate that blows training up fails its own trial, recorded with the reason, and the
     tune goes on; only three such failures in a row stop it, with one line."""
-    space = TINY.replace(
+    space = TINY_SPACE.replace(
         "lr: {type: float, low: 1e-3, high: 3e-2, log: true}", "lr: {type: categorical, choices: [10.0, 5.0e-3]}"
     )
     space = space.replace("epochs: {type: int, low: 1, high: 3}", "epochs: 3")

@@ -7,8 +7,8 @@
 
 The functions live in three modules by what they are for: api/making.py (train, lr_find, tune,
 check, list_models, ensemble, demo), api/using.py (load, evaluate, report, predict_folder,
-predict_video, export, serve, explain, scan, negatives) and api/improving.py (compare, monitor,
-update, feedback_import, feedback_summary, registry_*).
+predict_on_ray, predict_video, export, serve, explain, scan, negatives) and api/improving.py
+(compare, monitor, update, feedback_import, feedback_summary, registry_*).
 """
 
 from imgclf.api.improving import (
@@ -31,6 +31,7 @@ from imgclf.api.using import (
     load,
     negatives,
     predict_folder,
+    predict_on_ray,
     predict_video,
     report,
     scan,
@@ -55,6 +56,7 @@ __all__ = [
     "monitor",
     "negatives",
     "predict_folder",
+    "predict_on_ray",
     "predict_video",
     "registry_add",
     "registry_promote",

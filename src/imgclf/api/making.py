@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from imgclf.core.console import console_for as _console
+from imgclf.core.errors import UserError
 from imgclf.workflows import Run
 
 if TYPE_CHECKING:
@@ -23,6 +24,8 @@ def train(
     evaluate: bool = True,
     mlflow: str | None = None,
     mlflow_weights: bool = False,
+    workers: int = 1,
+    ray: str | None = None,
     **settings: Any,
 ) -> Run:
     """Train, evaluate on the held-out test split and write a run folder. Every keyword is a
@@ -31,14 +34,29 @@ def train(
     `on_epoch(epoch, history_row)` is called after every epoch (a tuner reports and prunes there).
     `evaluate=False` stops after training (no calibration, test scoring or report; metrics None):
     tuning trials are judged on validation only and must stay cheap. `mlflow`: a tracking URI to
-    mirror the finished run to (`mlflow_weights`: with model.safetensors); see imgclf.lifecycle.tracking."""
+    mirror the finished run to (`mlflow_weights`: with model.safetensors); see imgclf.lifecycle.tracking.
+
+    `workers=N` trains with PyTorch DDP over N Ray Train workers (pip install 'imgclf[ray]') on the
+    cluster at `ray` ("auto": RAY_ADDRESS or this machine; "ray://HOST:10001"); see imgclf.cluster.train.
+
+        imgclf.train("photos/", workers=2)        # 2 DDP workers on this machine's CPUs
+    """
     from imgclf import workflows
     from imgclf.lifecycle import tracking
 
     uri = tracking.checked_uri(mlflow)
-    run = workflows.train(
-        data, config=config, resume=resume, verbose=verbose, on_epoch=on_epoch, evaluate=evaluate, **settings
-    )
+    if workers != 1 or ray is not None:
+        from imgclf.cluster.train import train_on_ray
+
+        if on_epoch is not None or not evaluate:
+            raise UserError("on_epoch and evaluate=False are for single-process training; drop workers/ray")
+        run = train_on_ray(
+            data, workers=workers, address=ray or "auto", config=config, resume=resume, verbose=verbose, **settings
+        )
+    else:
+        run = workflows.train(
+            data, config=config, resume=resume, verbose=verbose, on_epoch=on_epoch, evaluate=evaluate, **settings
+        )
     if uri:
         tracking.log_run(run.path, uri, weights=mlflow_weights)
     return run
@@ -82,6 +100,7 @@ def tune(
     seed: int = 0,
     retrain: bool = True,
     verbose: bool = True,
+    ray: str | None = None,
     **settings: Any,
 ) -> TuneResult:
     """Search training settings with Optuna (TPE sampling, per-epoch pruning), then retrain the
@@ -92,6 +111,8 @@ def tune(
     machines given the same `storage` (a journal file path, or a database URL such as
     sqlite:///tune.db) share one study. `space` is a YAML file overriding the default search
     space (see imgclf.tuning.space); other keywords are train settings every trial uses.
+    `ray`: run the trials as Ray tasks on that cluster ("auto": RAY_ADDRESS or this machine),
+    many at once, against the same storage (pip install 'imgclf[ray]'; see imgclf.tuning.on_ray).
 
         result = imgclf.tune("photos/", trials=12, timeout=600)
         result.best_value, result.default_value, result.best_params, result.run.path
@@ -112,6 +133,7 @@ def tune(
         retrain=retrain,
         verbose=verbose,
         settings=settings,
+        ray=ray,
     )
 
 

@@ -1,5 +1,5 @@
-"""The API for using a trained run: load, evaluate, report, predict (folders, video), export,
-serve, explain, scan."""
+"""The API for using a trained run: load, evaluate, report, predict (folders, a Ray cluster, video),
+export, serve, explain, scan."""
 
 from __future__ import annotations
 
@@ -82,6 +82,52 @@ def predict_folder(
     model = loaded(run, device, tta, backend)
     return stream(
         model, inputs, out, top_k=top_k, batch_size=batch_size, workers=workers, resume=resume, progress=verbose
+    )
+
+
+def predict_on_ray(
+    run: str | Path,
+    source: str | Path | list,
+    out: str | Path | None = None,
+    *,
+    address: str | None = "auto",
+    top_k: int = 1,
+    backend: str = "auto",
+    shard_size: int = 1024,
+    format: str = "parquet",
+    device: str = "auto",
+    tta: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Predict any number of images on a Ray cluster (pip install 'imgclf[ray]') into shard files
+    OUT/part-00000.parquet, ... (`format="csv"`: the columns of predict_folder's CSV). Rerun to resume:
+    shards already written are skipped; OUT/_manifest.json records the job, and a different job into
+    the same OUT is refused.
+
+    `source`: a folder (searched recursively), a glob pattern, a list file (.txt, one path a line;
+    .csv or .parquet with a `path` column) or a list of these; paths and URIs (s3://, gs://, ...)
+    every node can read. `run`: a run folder every node can read (each worker loads it once).
+    `address`: "auto" (RAY_ADDRESS, a `ray start` cluster on this machine, else a local one),
+    "ray://HOST:10001" or "HOST:6379". `backend="auto"`: ONNX Runtime on CPU workers, PyTorch on
+    GPUs. `out` [default: ./predictions-<source name>]. See imgclf.cluster.predict.
+
+        imgclf.predict_on_ray("runs/photos-1", "s3://bucket/new.txt", "s3://bucket/preds", address="ray://head:10001")
+        # {'shards': 98, 'skipped_shards': 0, 'predicted': 99840, 'errors': 3, 'images_per_s': ..., 'workers': 64}
+    """
+    from imgclf.cluster.predict import predict_on_ray as run_shards
+
+    return run_shards(
+        run,
+        source,
+        out,
+        address=address,
+        top_k=top_k,
+        backend=backend,
+        shard_size=shard_size,
+        format=format,
+        device=device,
+        tta=tta,
+        progress=progress,
     )
 
 

@@ -48,8 +48,21 @@ def floats(text: Optional[str], flag: str) -> Optional[list]:
         raise UserError(f"{flag} must be comma-separated numbers, e.g. 1,0.8,0.64; got {text!r}") from None
 
 
+def optional_ray_value(argv: list[str]) -> list[str]:
+    """`--ray` may stand alone (this machine, or the cluster RAY_ADDRESS names): Typer options always
+    take a value, so a bare `--ray` (last, or before another option or a path) becomes `--ray=auto`."""
+    from imgclf.core.raysupport import ADDRESS
+
+    out = []
+    for i, arg in enumerate(argv):
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        out.append("--ray=auto" if arg == "--ray" and (nxt is None or not ADDRESS.match(nxt)) else arg)
+    return out
+
+
 def main() -> None:
     try:
+        sys.argv[1:] = optional_ray_value(sys.argv[1:])
         app()
     except UserError as e:
         print(f"error: {mask_secrets(str(e))}", file=sys.stderr)

@@ -19,12 +19,26 @@ def predict(
     format: Format = typer.Option(Format.table, help="table | json | csv"),
     device: str = typer.Option("auto"),
     tta: Optional[str] = typer.Option(None, help=TTA_HELP),
-    backend: str = typer.Option("torch", help="torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing)"),
+    backend: Optional[str] = typer.Option(
+        None,
+        help="torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing) "
+        "[default: torch; with --ray, onnx on CPU workers and torch on GPUs]",
+    ),
     out: Optional[str] = typer.Option(
         None,
         help="Stream predictions into this CSV (parallel decoding, batches, "
-        "progress); run again with the same --out to resume. A video: per-frame CSV.",
+        "progress); run again with the same --out to resume. A video: per-frame CSV. "
+        "With --ray: the folder for the shards [default: ./predictions-<name of PATHS>/].",
     ),
+    ray: Optional[str] = typer.Option(
+        None,
+        "--ray",
+        metavar="ADDRESS",
+        help="Predict on a Ray cluster (pip install 'imgclf[ray]'): bare --ray = this machine or $RAY_ADDRESS; "
+        "else ray://HOST:10001 or HOST:6379. Writes Parquet shards into --out (a folder); rerun to resume.",
+    ),
+    shard_size: int = typer.Option(1024, help="With --ray: images per shard file (one worker's unit of work)."),
+    shard_format: str = typer.Option("parquet", help="With --ray: parquet | csv (the columns of --out x.csv)."),
     every: int = typer.Option(1, help="Video: classify every Nth frame."),
     smooth: float = typer.Option(0.5, help="Video: time constant of the probability smoothing, seconds (0: off)."),
     video_out: Optional[str] = typer.Option(
@@ -41,11 +55,27 @@ def predict(
     ),
 ):
     """Predict the class of images with a trained run; or of the frames of a video file, camera index
-    (0) or stream URL (rtsp://, http(s)://), given as the only PATH."""
+    (0) or stream URL (rtsp://, http(s)://), given as the only PATH. With --ray, PATHS are folders,
+    glob patterns, list files (.txt, .csv, .parquet) or URIs (s3://...) that every node can read."""
     from imgclf import api
+
+    if ray is not None:  # the workers load the model, not this process
+        api.predict_on_ray(
+            run,
+            paths,
+            out,
+            address=ray,
+            top_k=top_k,
+            backend=backend or "auto",
+            shard_size=shard_size,
+            format=shard_format,
+            device=device,
+            tta=tta,
+        )
+        return
     from imgclf.inference.video import is_video_source
 
-    model = api.load(run, device, tta=tta, backend=backend)
+    model = api.load(run, device, tta=tta, backend=backend or "torch")
     if len(paths) == 1 and is_video_source(paths[0]):
         api.predict_video(
             model, paths[0], every=every, smooth=smooth, out_csv=out, out_video=video_out, events=events, scan=scan

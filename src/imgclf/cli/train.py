@@ -127,9 +127,21 @@ def train(
     resume: Optional[str] = typer.Option(None, help="Continue the interrupted run in this folder."),
     mlflow: Optional[str] = MLFLOW,
     mlflow_weights: bool = typer.Option(False, "--mlflow-weights", help="Also upload model.safetensors to MLflow."),
+    workers: int = typer.Option(
+        1,
+        help="Train with PyTorch DDP over N Ray Train workers (pip install 'imgclf[ray]'): one per GPU, "
+        "else a share of the CPUs each; --batch-size stays the global batch  [default: 1, this process]",
+    ),
+    ray: Optional[str] = typer.Option(
+        None,
+        help="Ray cluster for --workers: ray://HOST:10001 or HOST:6379; bare --ray: $RAY_ADDRESS, "
+        "else this machine  [default: this machine]",
+    ),
 ):
-    """Train a CNN on DATA, evaluate it on a held-out test split, write a run folder."""
+    """Train a CNN on DATA, evaluate it on a held-out test split, write a run folder.
+    Also `torchrun --nproc_per_node N -m imgclf train DATA` (DDP without Ray)."""
     from imgclf import api
+    from imgclf.training.distributed import is_main
 
     settings = dict(
         preset=preset,
@@ -177,9 +189,12 @@ def train(
         resume=resume or False,
         mlflow=mlflow,
         mlflow_weights=mlflow_weights,
+        workers=workers,
+        ray=ray,
         **{k: v for k, v in settings.items() if v is not None},
     )
-    print(run.path)
+    if is_main():  # under torchrun every rank runs this command; rank 0 speaks for them
+        print(run.path)
 
 
 @app.command("lr-find")
@@ -248,6 +263,11 @@ def tune(
     seed: int = typer.Option(0, help="Sampler seed and the training seed (the split) of every trial."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps (this worker's own)"),
     no_retrain: bool = typer.Option(False, "--no-retrain", help="Do not retrain the best configuration."),
+    ray: Optional[str] = typer.Option(
+        None,
+        help="Run trials as Ray tasks, one per GPU (else CPU) of the cluster, sharing --storage "
+        "(pip install 'imgclf[ray]'): ray://HOST:10001, HOST:6379; bare --ray: $RAY_ADDRESS, else this machine",
+    ),
 ):
     """Search training settings with Optuna (TPE, pruning), then retrain the best into a run folder."""
     from imgclf import api
@@ -265,6 +285,7 @@ def tune(
             run_out=run_out,
             seed=seed,
             retrain=not no_retrain,
+            ray=ray,
             **({"device": device} if device else {}),
         )
     except KeyboardInterrupt:

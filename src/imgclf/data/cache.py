@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import PIL
 
+from imgclf.core.cpus import usable_cpus
 from imgclf.core.files import atomic_path, read_json, write_json
 from imgclf.data.images import MAX_PIXELS, RESIZE_MODES, UnusableImage, load_resized
 
@@ -163,7 +164,7 @@ def _decode_to_file(
 ) -> dict[int, str]:
     """Fill a temp file beside `data` and rename it onto `data` once every row is written."""
     n, size = shape[0], shape[1]
-    workers = 1 if n < POOL_MIN_IMAGES else (workers or _usable_cpus())
+    workers = 1 if n < POOL_MIN_IMAGES else (workers or usable_cpus())
     # Several chunks per worker keep all of them busy to the end; CHUNK caps lost work per task.
     step = max(1, min(CHUNK, math.ceil(n / (workers * 4))))
     with atomic_path(data) as tmp:
@@ -171,13 +172,6 @@ def _decode_to_file(
         chunks = [_Chunk(str(tmp), i, paths[i : i + step], size, mode) for i in range(0, n, step)]
         with _progress_bar(n, progress and n >= PROGRESS_MIN_IMAGES) as advance:
             return _decode_chunks(chunks, min(workers, len(chunks)), advance)
-
-
-def _usable_cpus() -> int:
-    # The CPUs this process may run on: in containers and job slots that is fewer than the host's.
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _allocate(file: Path, nbytes: int) -> None:

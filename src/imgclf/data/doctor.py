@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imgclf.data.cache import _progress_bar, _usable_cpus
+from imgclf.core.cpus import usable_cpus
+from imgclf.data.cache import _progress_bar
 from imgclf.data.discover import DatasetSpec
 from imgclf.data.groups import (
     mirrored,
@@ -106,7 +107,7 @@ def quick_check(spec: DatasetSpec, workers: int | None = None) -> dict:
     Returns {"root": ..., "exact_duplicates": [groups as in diagnose]}; feed it to
     `duplicate_warnings` and `dedupe`. Files that cannot be read are left to the decoder, which reports them.
     """
-    with ThreadPoolExecutor(workers or min(8, _usable_cpus() * 2)) as pool:
+    with ThreadPoolExecutor(workers or min(8, usable_cpus() * 2)) as pool:
         # hashlib and file reads release the GIL: threads are enough, and start instantly.
         digests = list(pool.map(_file_digest, spec.paths))
     return {"root": spec.root, "exact_duplicates": _exact_groups(spec, digests)}
@@ -169,7 +170,7 @@ def _scan(paths: list[str], workers: int | None, progress: bool):
     """Per image: unusable reason, or sha256 of its bytes, pHash, its mirror image's pHash, stored
     (w, h), colour mode and whether it is textured enough to hash (phash.flat)."""
     n = len(paths)
-    workers = 1 if n < POOL_MIN_IMAGES else (workers or _usable_cpus())
+    workers = 1 if n < POOL_MIN_IMAGES else (workers or usable_cpus())
     step = max(1, min(CHUNK, math.ceil(n / (workers * 4))))
     chunks = [(start, paths[start : start + step]) for start in range(0, n, step)]
     bad: dict[int, str] = {}

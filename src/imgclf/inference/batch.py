@@ -22,6 +22,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from imgclf.core.cpus import usable_cpus
 from imgclf.core.errors import UserError
 from imgclf.core.files import open_stream, output_file
 from imgclf.data.discover import files_under, is_image
@@ -76,7 +77,7 @@ def predict_folder(
     if skipped:
         console.print(f"resuming {out_csv}: {skipped} of {total} images already predicted, skipped")
     counts = {"predicted": 0, "errors": 0}
-    workers = workers or _usable_cpus()
+    workers = workers or usable_cpus()
     with _open_csv(out_csv, append=resume) as f, _progress(console, total - skipped) as advance:
         writer = csv.writer(f, lineterminator="\n")
         todo = _not_done(_image_paths(roots), done)
@@ -252,10 +253,6 @@ def _executor(pool: str, workers: int, n: int) -> Executor:
     if pool == "thread" or (pool == "auto" and n < POOL_MIN_IMAGES):
         return ThreadPoolExecutor(workers)
     return ProcessPoolExecutor(workers)
-
-
-def _usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _console(show: bool):

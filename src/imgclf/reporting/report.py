@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imgclf.core.cpus import usable_cpus
 from imgclf.core.files import write_text
 from imgclf.reporting import evaluation as ev
 from imgclf.reporting import plots as plots
@@ -286,14 +287,8 @@ def timings_section(f: Facts, report_seconds: float) -> str:
     ]
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     here = [
-        ("machine", esc(f"{platform.system()} {platform.machine()}, {_cpus()} CPU core(s), GPU: {gpu}")),
+        ("machine", esc(f"{platform.system()} {platform.machine()}, {usable_cpus()} CPU core(s), GPU: {gpu}")),
         ("software", esc(f"Python {platform.python_version()}, torch {torch.__version__}")),
         ("report built in", f"{report_seconds:.1f} s"),
     ]
     return section("timings", "Timings and hardware", kv(pairs) + "<h3>This report was built on</h3>" + kv(here))
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -163,4 +162,6 @@ class DirectRunner:
 
 def available_cores() -> int:
     """CPU cores this process may run on (a container or taskset can allow fewer than the machine has)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from imgclf.core.cpus import usable_cpus
+
+    return usable_cpus()

@@ -23,7 +23,7 @@ class EpochKit:
     """What one epoch's steps use and no step changes (the optimizer is replaced between stages)."""
 
     model: torch.nn.Module
-    step_model: torch.nn.Module  # `model`, or its torch.compile'd module
+    step_model: torch.nn.Module  # `model` (compiled, DDP-wrapped), or the upper layers over stored maps
     train: TrainImages
     feats: FeatureCache | None
     cfg: TrainConfig
@@ -63,7 +63,7 @@ def train_epoch(k: EpochKit, opt, perm: torch.Tensor, epoch: int, first: bool, a
             else:
                 xb = normalize(augment(xb, k.policy, aug_gen, flips), k.mean, k.std, k.cfg.channels_last)
             logits, loss = optimizer_step(
-                k.feats.upper if k.feats else k.step_model,
+                k.step_model,
                 k.model,
                 xb,
                 yb,

@@ -205,6 +205,11 @@ class FeatureCache:
         """The logits of the layers above the split, from maps."""
         return upper(self.model, self.k, f)
 
+    def upper_module(self) -> torch.nn.Module:
+        """The layers above the split as a module (for DDP to wrap: its backward averages the
+        gradients of the parameters that train, all of them above the split)."""
+        return UpperLayers(self.model, self.k)
+
     @torch.no_grad()
     def val_logits(self, model: torch.nn.Module, batch_size: int, channels_last: bool) -> np.ndarray:
         """`model`'s logits (float32, N x classes) for the stored validation maps, in eval mode:
@@ -223,6 +228,15 @@ class FeatureCache:
 
     def nbytes(self) -> int:
         return sum(m.numel() * m.element_size() for m in (self.maps, self.val) if m is not None)
+
+
+class UpperLayers(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, k: int):
+        super().__init__()
+        self.model, self.k = model, k
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return upper(self.model, self.k, f)
 
 
 def random_crop(maps: torch.Tensor, scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:

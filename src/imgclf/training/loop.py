@@ -85,6 +85,7 @@ def fit(
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    dist.sync_weights(model)  # DDP: rank 0's probe head (or resumed state) on every rank
     mean = torch.tensor(data.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(data.std, device=device).view(1, 3, 1, 1)
     train = TrainImages(data.images, data.train, data.labels, device)
@@ -100,7 +101,7 @@ def fit(
         console.print("  " + describe(stages.record(model)).replace("\n", "\n  "))
 
     n_local = len(dist.shard(np.arange(len(train))))
-    bs = min(cfg.batch_size, n_local)
+    bs = dist.rank_batch(cfg.batch_size, len(train))  # batch_size is the global batch (training.distributed)
     steps_per_epoch = max(1, n_local // bs)  # drop the ragged last batch: BatchNorm dislikes tiny ones
     total_steps = cfg.epochs * steps_per_epoch
     ema = WeightAverage(model, total_steps) if cfg.ema else None
@@ -113,13 +114,18 @@ def fit(
     weights = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
     result = FitResult(criterion="accuracy" if weights is None else "balanced accuracy")
     score_key = "val_acc" if weights is None else "val_balanced_acc"
-    step_model = compiled(model, cfg, device, total_steps, console)
+    if dist.active():
+        console.print(
+            f"  DDP: {dist.world_size()} workers x {bs} images = global batch {bs * dist.world_size()}, "
+            f"{steps_per_epoch} steps an epoch; gradients averaged over the workers"
+        )
     # One random side per image for the whole run; alternate_flips mirrors it every other epoch.
     first_flips = torch.rand(len(train), generator=torch.Generator().manual_seed(cfg.seed)).lt(0.5).to(device)
 
     start_epoch, bad_epochs, has_best = _start(result, baseline, resume, state_path, model, opt, ema, cfg, console)
 
     feats = epochs_cache(model, stages, cfg, data, train, mean, std, device, feature_maps, result, policy, console)
+    step_model = _step_module(model, feats, cfg, device, total_steps, console)
     kit = EpochKit(
         model,
         step_model,
@@ -143,18 +149,23 @@ def fit(
     for epoch in range(start_epoch, cfg.epochs):
         if result.stopped_early:
             break
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        aug_gen = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
-        crop_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # the cache's maps are in host memory
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # the same order on every rank
+        own = cfg.seed * 100_003 + epoch + 1_000_003 * dist.rank()  # each rank's own augmentation draws
+        aug_gen = torch.Generator(device=device).manual_seed(own)
+        crop_gen = torch.Generator().manual_seed(own)  # the cache's maps are in host memory
         perm = torch.from_numpy(dist.shard(torch.randperm(len(train), generator=g).numpy()))
         if stages.starts(epoch):
             opt, bad_epochs = stages.optimizer(model, epoch), 0  # the stage's own patience, too
+            if dist.active():  # DDP hooks the parameters that train at wrapping time: wrap again
+                kit.step_model = _step_module(model, feats, cfg, device, total_steps, console)
             console.print(f"stage 2: all layers train{' (layer-wise learning rates)' if stages.decay != 1 else ''}")
         stages.train_mode(model, epoch)
         loss_sum, correct, seen = train_epoch(
             kit, opt, perm, epoch, epoch == start_epoch, aug_gen, crop_gen, timer, console
         )
         seconds = timer.stop()
+        loss_sum, correct, seen = dist.total(loss_sum, correct, torch.tensor(float(seen), device=device))
+        seen = int(seen.item())
         result.train_seconds += seconds
         row = {
             "epoch": epoch + 1,
@@ -166,7 +177,10 @@ def fit(
             "images_per_s": seen / seconds,
         }
         shipped = ema.average.module if ema else model  # the weights validation judges and a run ships
-        row.update(_validate(shipped, data, device, amp, cfg, 2 * bs, feats))
+        # Rank 0 validates; the others take its numbers, so every rank judges and stops alike.
+        row.update(
+            dist.broadcast(_validate(shipped, data, device, amp, cfg, 2 * bs, feats) if dist.is_main() else None)
+        )
         result.history.append(row)
         has_val = len(data.val) > 0
         why = diverged(row, n_classes, has_val)
@@ -271,6 +285,14 @@ def _checkpoint(run_dir: Path, result: FitResult, model, shipped, opt, ema, impr
         save_weights(run_dir / "model.safetensors", shipped.state_dict())
     save_weights(run_dir / "last.safetensors", shipped.state_dict())
     save_training_state(run_dir / STATE_FILE, model, opt, info, ema.average if ema else None)
+
+
+def _step_module(model, feats: FeatureCache | None, cfg: TrainConfig, device, total_steps: int, console):
+    """What a training step runs forward: the network (compiled where it pays), or its upper layers
+    over the stored maps; under DDP wrapped, so that its backward averages the gradients."""
+    if feats is None:
+        return compiled(dist.wrap(model, device), cfg, device, total_steps, console)
+    return dist.wrap(feats.upper_module(), device) if dist.active() else feats.upper
 
 
 def compiled(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, total_steps: int, console):

@@ -191,12 +191,43 @@ def build_network(cfg: TrainConfig, n_classes: int):
 def fit_run(
     data=None, *, config=None, resume=False, console, on_epoch: Callable | None = None, **settings: Any
 ) -> Fitted:
-    """Prepare, build the network, write the run's inputs, probe, and train (see imgclf.train)."""
+    """Prepare, build the network, write the run's inputs, probe, and train (see imgclf.train).
+
+    Under DDP (torchrun, Ray Train) rank 0 does all of that and writes every file; the other ranks
+    take its preparation and train their share of each batch (training.distributed)."""
+    import torch
+
+    from imgclf.training import distributed as dist
+
+    dist.setup()
+    if not dist.is_main():
+        return _follow(console, on_epoch)
+    threads = dist.use_node_threads()
+    try:
+        prep, run_dir, net, meta, maps, root = _lead(data, config, resume, settings, console)
+    except Exception as e:  # the other ranks wait for rank 0's preparation: they stop with its message
+        dist.broadcast(("user" if isinstance(e, UserError) else "bug", str(e)))
+        raise
+    if dist.world_size() > 1:  # the other ranks wait in _follow for this
+        dist.broadcast((_without_images(prep), run_dir, meta, bool(resume)))
+        dist.broadcast_bulk(None if maps is None else maps.train)  # the probe's stored maps (training.featcache)
+    torch.set_num_threads(threads)  # from here each rank trains on its own share
+    result = _fit(run_dir, prep, net, meta, maps, bool(resume), on_epoch, console)
+    dist.use_node_threads()  # the evaluation after training is rank 0's alone
+    return Fitted(run_dir, prep, net, meta, result, root)
+
+
+def _lead(data, config, resume, settings: dict, console):
+    """Rank 0's (or the only process's) part before the epochs: settings, data, the network, the
+    run's inputs and the probe. Returns (prep, run_dir, net, meta, the probe's maps, data root)."""
+    from imgclf.training import distributed as dist
+
     cfg, run_dir = settings_for(data, config, resume, settings)
     explicit = None
     if not resume:
         explicit = {k for k, v in settings.items() if v is not None} | (config_keys(config) if config else set())
     prep, run_dir = prepare(cfg, console, explicit, run_dir=run_dir)
+    prep.device = dist.local_device(prep.device)
     cfg = prep.cfg
     net, kwargs = build_network(cfg, len(prep.spec.classes))
     cfg = prep.cfg = cfg.updated(model_kwargs=kwargs, augment=prep.policy.to_dict())
@@ -208,8 +239,36 @@ def fit_run(
         console.print(f"  {warm_start(net, cfg.init_from, prep.spec.classes)}")
     meta, root = _write_inputs(run_dir, prep, net, kwargs, n_params)
     maps = _probe(run_dir, prep, net, meta, console)
-    result = _fit(run_dir, prep, net, meta, maps, bool(resume), on_epoch, console)
-    return Fitted(run_dir, prep, net, meta, result, root)
+    return prep, run_dir, net, meta, maps, root
+
+
+def _without_images(prep: Prepared) -> Prepared:
+    from dataclasses import replace
+
+    return replace(prep, images=None)
+
+
+def _follow(console, on_epoch) -> Fitted:
+    """A DDP rank other than 0: rank 0's preparation (its settings, split and run folder), the images
+    from the decode cache rank 0 filled, the same network; its weights arrive as training starts."""
+    from imgclf.core.console import console_for
+    from imgclf.data.cache import build_cache
+    from imgclf.training import distributed as dist
+    from imgclf.training.featcache import LowerMaps
+
+    got = dist.broadcast()
+    if isinstance(got[0], str):  # rank 0's preparation failed; it says why
+        raise (UserError if got[0] == "user" else RuntimeError)(got[1])
+    prep, run_dir, meta, resume = got
+    train_maps = dist.broadcast_bulk()
+    maps = None if train_maps is None else LowerMaps(train_maps, None)  # rank 0 alone validates
+    cfg = prep.cfg
+    prep.images = build_cache(prep.spec.paths, cfg.img_size, cfg.resize, workers=cfg.workers).images
+    prep.device = dist.local_device(prep.device)
+    net, _ = build_network(cfg, len(prep.spec.classes))
+    quiet = console_for(False)
+    result = _fit(run_dir, prep, net, meta, maps, resume, on_epoch, quiet)
+    return Fitted(run_dir, prep, net, meta, result, None)
 
 
 def _write_inputs(run_dir: Path, prep: Prepared, net, kwargs: dict, n_params: int) -> tuple[dict, str | None]:

@@ -59,15 +59,14 @@ def run_tune(
     retrain: bool,
     verbose: bool,
     settings: dict,
+    ray: str | None = None,
 ) -> TuneResult:
     from imgclf.core.console import console_for as _console
 
     console = _console(verbose)
-    _check_arguments(data, trials, timeout, pruner, run_out)
+    _check_arguments(data, trials, timeout, pruner, run_out, ray)
     started = time.time()
-    # Where a worker trains is its own business, not the study's: never stored, never compared.
-    local = {k: v for k, v in settings.items() if k in LOCAL_SETTINGS}
-    settings = {k: v for k, v in settings.items() if k not in LOCAL_SETTINGS}
+    local, settings = _local(settings)
     data = str(Path(data).resolve())
     tune_dir = tune_folder(data, out)
     name = study_name or Path(data).name
@@ -92,8 +91,8 @@ def run_tune(
         local,
         trial_cap=2 * timeout / trials if timeout else math.inf,
     )
-
-    result, status = _run_trials(t, study, setup, facts, tune_dir, trials, timeout, pruner, where, console)
+    on_ray = None if ray is None else {"address": ray, "storage": storage, "name": name, "pruner": pruner, "seed": seed}
+    result, status = _run_trials(t, study, setup, facts, tune_dir, trials, timeout, pruner, where, console, on_ray)
     seconds = time.time() - started
     print_summary(console, result, seconds)
     if status == "timeout":
@@ -127,10 +126,11 @@ def run_tune(
 
 
 def _run_trials(
-    t, study, setup: dict, facts: dict, tune_dir: Path, trials: int, timeout, pruner: str, where: str, console
+    t, study, setup: dict, facts: dict, tune_dir: Path, trials: int, timeout, pruner: str, where: str, console, on_ray
 ) -> tuple[dict, str]:
     """The trials until the study is full or the time is up, tune.json rewritten after each; on
-    Ctrl-C, written as interrupted. Returns (the summary with importances, the stop status)."""
+    Ctrl-C, written as interrupted. `on_ray`: run them as Ray tasks (tuning.on_ray). Returns (the
+    summary with importances, the stop status)."""
 
     def snapshot(status: str) -> dict:
         result = {**summary(study, setup, **facts), "status": status}
@@ -139,7 +139,12 @@ def _run_trials(
 
     console.print(f"tune folder {tune_dir}; {trials} trials{f', {timeout:g} s' if timeout else ''}, pruner {pruner}")
     try:
-        status = work(t, on_trial=lambda _: snapshot("running"))
+        if on_ray is not None:
+            from imgclf.tuning.on_ray import work_on_ray
+
+            status = work_on_ray(t, **on_ray, setup=setup, on_poll=lambda: snapshot("running"))
+        else:
+            status = work(t, on_trial=lambda _: snapshot("running"))
     except KeyboardInterrupt:
         result = snapshot("interrupted")
         c = result["counts"]
@@ -161,7 +166,14 @@ def _facts(tune_dir: Path, name: str, data: str, where: str, trials: int, timeou
     return facts
 
 
-def _check_arguments(data, trials: int, timeout: float | None, pruner: str, run_out) -> None:
+def _local(settings: dict) -> tuple[dict, dict]:
+    """(this worker's own settings, the study's): where a worker trains is its own business, not
+    the study's: never stored, never compared."""
+    local = {k: v for k, v in settings.items() if k in LOCAL_SETTINGS}
+    return local, {k: v for k, v in settings.items() if k not in LOCAL_SETTINGS}
+
+
+def _check_arguments(data, trials: int, timeout: float | None, pruner: str, run_out, ray=None) -> None:
     if trials < 1:
         raise UserError(f"--trials must be at least 1, not {trials}")
     if timeout is not None and timeout <= 0:
@@ -172,6 +184,10 @@ def _check_arguments(data, trials: int, timeout: float | None, pruner: str, run_
         raise UserError(f"data not found: {data}")
     if run_out and (Path(run_out) / "model.json").exists():
         raise UserError(f"{run_out} already holds a run; choose another --run-out")
+    if ray is not None:  # before the probe, not minutes later
+        from imgclf.core.raysupport import require_ray
+
+        require_ray()
 
 
 def _open_study(
@@ -300,9 +316,7 @@ def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, 
     before = result.get("run")
     if before and before.get("trial") == best["number"] and (Path(before["path"]) / "model.json").is_file():
         console.print(f"best configuration (trial {best['number']}) already retrained: {before['path']}")
-        path = Path(before["path"])
-        metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else None
-        return workflows.Run(path, metrics, None)
+        return workflows.run_at(before["path"])
     run_dir = Path(run_out) if run_out else new_run_dir(data)
     write_json(run_dir / "tuning.json", result)  # before training, so train's report has its Tuning section
     console.print(f"\nretraining the best configuration (trial {best['number']}) into {run_dir}")

@@ -1,0 +1,5 @@
+"""`python -m imgclf ...` (as `torchrun --nproc_per_node N -m imgclf train DATA` runs it)."""
+
+from imgclf.cli import main
+
+main()

@@ -1,0 +1,383 @@
+"""Batch prediction on a Ray cluster: any number of images, cut into shards, predicted by one
+worker per CPU (or per GPU) of the cluster, each shard written as one Parquet or CSV file.
+
+    predict_on_ray("runs/photos-1", "s3://bucket/new.txt", "s3://bucket/preds")   # or local folders
+    predict_on_ray("runs/photos-1", "new_pictures/", "preds/")    # killed? run it again: it resumes
+
+The driver lists the paths (sorted, so a rerun meets the same shards), records the job in
+OUT/_manifest.json and hands Ray Data the shards not yet written. Each worker loads the model once
+and predicts with the same decoder, `predict_proba` and `answers` as `imgclf predict`, so its rows
+are the single-machine ones. A shard's file appears whole (written beside its name and renamed, or
+one upload to an object store), so an existing file is a finished shard and is never redone.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from imgclf.cluster.files import OutputFolder, decode_fetched, describe, fetch, is_uri, list_paths, source_name
+from imgclf.core.errors import UserError
+from imgclf.core.raysupport import cluster_workers, ray_session, require_ray
+from imgclf.data.images import UnusableImage
+from imgclf.inference.batch import COLUMNS, csv_row
+
+FORMATS = ("parquet", "csv")
+BACKENDS = ("auto", "torch", "onnx")
+MANIFEST = "_manifest.json"
+# Images decoded and scored together inside a shard: as `imgclf predict --out` batches them.
+BATCH = 256
+READERS = 16  # reads of URIs in flight per worker
+# What makes two runs into one OUT the same job; anything else (backend, device, workers) may change.
+JOB_KEYS = ("run", "paths_sha256", "images", "shard_size", "format", "top_k", "tta")
+
+
+def predict_on_ray(
+    run,
+    source,
+    out=None,
+    *,
+    address: str | None = "auto",
+    top_k: int = 1,
+    backend: str = "auto",
+    shard_size: int = 1024,
+    format: str = "parquet",
+    device: str = "auto",
+    tta: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Predict every image of `source` on the Ray cluster at `address` into shard files in `out`.
+
+    See imgclf.predict_on_ray for the arguments. Returns {out, shards, skipped_shards, predicted,
+    errors, seconds, images_per_s, workers} for this call (skipped shards were done before)."""
+    from imgclf.inference.model import check_top_k
+    from imgclf.store.runs import find_run, read_model_json
+
+    if format not in FORMATS:
+        raise UserError(f"unknown shard format '{format}'; use parquet or csv")
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend '{backend}'; use auto, torch or onnx")
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise UserError(f"--shard-size must be a whole number of images, at least 1, not {shard_size}")
+    check_top_k(top_k)
+    require_ray()
+    start = time.perf_counter()
+    run = find_run(run).resolve()
+    ensemble = read_model_json(run).get("kind") == "ensemble"
+    console = _console(progress)
+    paths = list_paths(source)
+    folder = OutputFolder(out if out is not None else Path.cwd() / f"predictions-{source_name(source)}")
+    shards = [paths[i : i + shard_size] for i in range(0, len(paths), shard_size)]
+    job = {
+        "run": str(run),
+        "source": describe(source),
+        "images": len(paths),
+        "paths_sha256": hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest(),
+        "shard_size": shard_size,
+        "shards": len(shards),
+        "format": format,
+        "top_k": top_k,
+        "tta": tta,
+        "columns": list(PARQUET_COLUMNS if format == "parquet" else COLUMNS),
+    }
+    _claim(folder, job)
+    todo = [k for k in range(len(shards)) if not folder.exists(shard_name(k, format))]
+    console.print(
+        f"{folder}/: {len(paths)} images in {len(shards)} shards of up to {shard_size}"
+        + (f"; {len(shards) - len(todo)} already done" if len(todo) < len(shards) else "")
+    )
+    counts = {"predicted": 0, "errors": 0, "workers": 0}
+    if todo:
+        with ray_session(address) as ray:
+            counts = _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, console)
+    return _summary(folder, job, todo, counts, time.perf_counter() - start, console)
+
+
+def shard_name(k: int, format: str) -> str:
+    return f"part-{k:05d}.{format}"
+
+
+def _claim(folder: OutputFolder, job: dict) -> None:
+    """Write the job's manifest into OUT, or refuse when OUT holds another job's shards."""
+    if folder.exists(MANIFEST):
+        try:
+            old = folder.read_json(MANIFEST)
+        except ValueError:
+            raise UserError(f"{folder}/{MANIFEST} is damaged; delete {folder} to start over") from None
+        differ = [k for k in JOB_KEYS if old.get(k) != job[k]]
+        if differ:
+            what = ", ".join(dict.fromkeys("the images" if k in ("paths_sha256", "images") else k for k in differ))
+            raise UserError(
+                f"{folder} holds the predictions of another job (started on {old.get('source')}; "
+                f"{what} differ); give another --out, or delete {folder} to start over"
+            )
+        return
+    if not folder.uri and os.path.isdir(folder.path) and any(not n.startswith(".") for n in os.listdir(folder.path)):
+        raise UserError(f"{folder} is not empty and holds no {MANIFEST}; give a new or empty folder as --out")
+    from imgclf.core.version import __version__
+
+    folder.write(MANIFEST, (json.dumps({**job, "imgclf_version": __version__}, indent=2) + "\n").encode("utf-8"))
+
+
+def _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, console) -> dict:
+    """Predict the `todo` shards on the cluster; {predicted, errors, workers}."""
+    import ray.data
+
+    want_gpu = None if device == "auto" else device.startswith("cuda")
+    workers, gpus = cluster_workers(ray, gpu=want_gpu)
+    if want_gpu and not gpus:
+        raise UserError(f"--device {device} asked for, but the Ray cluster has no GPUs; use --device cpu or auto")
+    # ONNX Runtime is the faster CPU engine (docs/benchmarks/predict-batch.md); on GPUs, PyTorch.
+    if ensemble and backend == "onnx":
+        raise UserError(
+            f"{job['run']} is an ensemble bundle, which runs on the torch backend only; drop --backend onnx"
+        )
+    backend = backend if backend != "auto" else ("torch" if gpus or ensemble else "onnx")
+    if backend == "onnx":
+        _ensure_onnx(Path(job["run"]), console)
+    actor_job = {**job, "backend": backend, "device": "cuda" if gpus else "cpu", "out": folder.path}
+    workers = min(workers, len(todo))
+    console.print(f"starting {workers} {'GPU' if gpus else 'CPU'} worker{'s' * (workers != 1)} ({backend}) ...")
+    items = [{"shard": k, "paths": shards[k]} for k in todo]
+    # One block per shard, one shard per call, one call at a time per worker: a free worker takes
+    # the next shard, so no shard waits behind another while a worker idles.
+    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        ShardPredictor,
+        fn_constructor_kwargs={"job": actor_job},
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+        **({"num_gpus": 1} if gpus else {"num_cpus": 1}),
+    )
+    counts = {"predicted": 0, "errors": 0, "workers": workers}
+    images = sum(len(shards[k]) for k in todo)
+    with _quiet_ray_data(ray), _Progress(console, len(todo), images) as bar:
+        try:
+            for row in ds.iter_rows():
+                counts["predicted"] += row["images"] - row["errors"]
+                counts["errors"] += row["errors"]
+                bar.done(row)
+        except Exception as e:  # noqa: BLE001 - a worker's UserError arrives wrapped by Ray
+            err = _user_error(e)
+            if err is None:
+                raise
+            raise err from None
+    return counts
+
+
+class ShardPredictor:
+    """A Ray Data worker: loads the model once, then predicts one shard per call into its file."""
+
+    def __init__(self, job: dict):
+        import ray
+        import torch
+
+        from imgclf.inference.load import load_model
+
+        # As many threads as CPUs this worker holds (one by default): the others belong to the
+        # workers beside it, and torch would otherwise start one thread per core of the node.
+        cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
+        torch.set_num_threads(cpus)  # ONNX Runtime sessions take the same count (core.device.ort_options)
+        self.job = job
+        self.model = load_model(job["run"], job["device"], job["tta"], job["backend"])
+        self.folder = OutputFolder(job["out"])
+
+    def __call__(self, batch: dict) -> dict:
+        start = time.perf_counter()
+        k, paths = int(batch["shard"][0]), [str(p) for p in batch["paths"][0]]
+        rows = predict_paths(self.model, paths, self.job["top_k"])
+        encode = _parquet_bytes if self.job["format"] == "parquet" else _csv_bytes
+        self.folder.write(shard_name(k, self.job["format"]), encode(rows))
+        errors = sum(1 for r in rows if "error" in r)
+        return {"shard": [k], "images": [len(rows)], "errors": [errors], "seconds": [time.perf_counter() - start]}
+
+
+def predict_paths(model, paths: list[str], top_k: int) -> list[dict]:
+    """One row per path, in order: `answers`' label, confidence and top_k, or the error that made
+    the file unusable."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = []
+    with ThreadPoolExecutor(READERS) as pool:
+        for i in range(0, len(paths), BATCH):
+            chunk, images, bad = paths[i : i + BATCH], [], {}
+            fetched = pool.map(fetch, chunk) if any(is_uri(p) for p in chunk) else [None] * len(chunk)
+            for p, data in zip(chunk, fetched):
+                try:
+                    images.append(decode_fetched(p, data, model.img_size, model.resize_mode))
+                except UnusableImage as e:
+                    bad[p] = e.reason
+            answers = iter(model.answers(model.predict_proba(np.stack(images)), top_k) if images else ())
+            rows += [{"path": p, "error": bad[p]} if p in bad else {"path": p, **next(answers)} for p in chunk]
+    return rows
+
+
+PARQUET_COLUMNS = ("path", "label", "confidence", "top_k", "top_k_probs", "error")
+
+
+def _parquet_bytes(rows: list[dict]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            ("path", pa.string()),
+            ("label", pa.string()),
+            ("confidence", pa.float64()),
+            ("top_k", pa.list_(pa.string())),
+            ("top_k_probs", pa.list_(pa.float64())),
+            ("error", pa.string()),
+        ]
+    )
+    ok = ["error" not in r for r in rows]
+    columns = {
+        "path": [r["path"] for r in rows],
+        "label": [r.get("label") for r in rows],
+        "confidence": [r.get("confidence") for r in rows],
+        "top_k": [[c for c, _ in r["top_k"]] if good else None for r, good in zip(rows, ok)],
+        "top_k_probs": [[p for _, p in r["top_k"]] if good else None for r, good in zip(rows, ok)],
+        "error": [r.get("error") for r in rows],
+    }
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pydict(columns, schema=schema), buf)
+    return buf.getvalue().to_pybytes()
+
+
+def _csv_bytes(rows: list[dict]) -> bytes:
+    """The rows as `imgclf predict --out x.csv` writes them (top_k as "cls:p;cls:p")."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows(csv_row(r) for r in rows)
+    return text.getvalue().encode("utf-8")
+
+
+def _ensure_onnx(run: Path, console) -> None:
+    """Export RUN/model.onnx here, once, when it is missing or stale, rather than in every worker at once."""
+    from imgclf.inference.onnx_export import export_onnx, weights_digest
+
+    path = run / "model.onnx"
+    if path.is_file():
+        import onnx
+
+        try:
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        except Exception:  # noqa: BLE001 - a damaged file is exported again
+            props = {}
+        if props.get("weights_sha256") == weights_digest(run):
+            return
+    console.print(f"exporting {path} for the ONNX Runtime workers ...")
+    export_onnx(run)
+
+
+def _user_error(e: BaseException) -> UserError | None:
+    """The UserError a worker raised (a run it cannot read), as one line. Ray wraps it, and a
+    worker that failed while starting (ActorDiedError) keeps only its traceback's text."""
+    import re
+
+    while e is not None:
+        found = re.findall(r"imgclf\.core\.errors\.UserError: (.+)", str(e))
+        if found:
+            return UserError(found[-1].strip())
+        if isinstance(e, UserError):
+            return UserError(str(e))
+        e = e.__cause__
+    return None
+
+
+@contextmanager
+def _quiet_ray_data(ray):
+    """Ray Data's own progress bars and notices off while ours run: restored after, for a
+    notebook's later Ray Data work."""
+    import logging
+
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.enable_progress_bars, ctx.enable_operator_progress_bars
+    log = logging.getLogger("ray.data")
+    level = log.level
+    ctx.enable_progress_bars = ctx.enable_operator_progress_bars = False
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        ctx.enable_progress_bars, ctx.enable_operator_progress_bars = saved
+        log.setLevel(level)
+
+
+class _Progress:
+    """`done(summary row)` per finished shard: a rich bar (shards, images, images/s) on a terminal,
+    else one line per shard."""
+
+    def __init__(self, console, shards: int, images: int):
+        self.console, self.shards, self.images = console, shards, images
+        self.done_shards = self.done_images = 0
+        self.bar = None
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        if self.console.is_terminal and not self.console.quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                "predicting",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("shards · {task.fields[images]} images · {task.fields[rate]:.0f} images/s"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("predict", total=self.shards, images=0, rate=0.0)
+        return self
+
+    def done(self, row: dict) -> None:
+        self.done_shards += 1
+        self.done_images += row["images"]
+        rate = self.done_images / max(time.perf_counter() - self.start, 1e-9)
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, images=self.done_images, rate=rate)
+            return
+        self.console.print(
+            f"shard {row['shard']} done: {row['images']} images, {row['errors']} unreadable, "
+            f"{row['seconds']:.1f}s ({self.done_shards}/{self.shards} shards, "
+            f"{self.done_images}/{self.images} images, {rate:.0f} images/s)"
+        )
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _summary(folder, job, todo, counts, seconds, console) -> dict:
+    n = counts["predicted"] + counts["errors"]
+    summary = {
+        "out": str(folder),
+        "shards": job["shards"],
+        "skipped_shards": job["shards"] - len(todo),
+        "predicted": counts["predicted"],
+        "errors": counts["errors"],
+        "seconds": round(seconds, 3),
+        "images_per_s": round(n / seconds, 1) if seconds > 0 else 0.0,
+        "workers": counts["workers"],
+    }
+    console.print(
+        f"{folder}/: {n} images in {seconds:.1f}s ({summary['images_per_s']:.0f} images/s, cluster start "
+        f"included) on {counts['workers']} worker{'s' * (counts['workers'] != 1)}: {counts['predicted']} predicted, {counts['errors']} "
+        f"unreadable; {summary['skipped_shards']} of {job['shards']} shards were already done"
+    )
+    return summary
+
+
+def _console(show: bool):
+    from rich.console import Console
+
+    # stderr, as `imgclf predict --out`: stdout stays free for a pipeline's own output.
+    return Console(stderr=True, quiet=not show, highlight=False, soft_wrap=True)

@@ -1,0 +1,155 @@
+"""`imgclf train DATA --workers N [--ray ADDRESS]`: PyTorch DDP over N Ray Train workers.
+
+    run = train_on_ray("photos/", workers=4, address="ray://head:10001", epochs=20)
+
+Ray Train (`TorchTrainer`) starts the workers, one per GPU (NCCL) or per share of the CPUs
+(gloo), and joins them in a process group; each runs the single-machine `workflows.train` code,
+where rank 0 prepares, probes and writes the run folder and every rank trains its share of each
+batch (training.distributed). The run folder is the same as a single-process run's. When a worker
+dies, Ray restarts the group (up to `max_failures` times) and the run resumes from its last
+finished epoch: the per-epoch checkpoint in the run folder is the commit point, so no history row
+is lost or written twice. DATA and the run folder must be paths every worker can read and write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from imgclf.core.errors import UserError
+from imgclf.core.raysupport import cluster_workers, ray_session
+from imgclf.training.distributed import TIMEOUT
+
+MAX_FAILURES = 3
+
+
+def train_on_ray(
+    data=None,
+    *,
+    workers: int,
+    address: str | None = "auto",
+    config=None,
+    resume=False,
+    verbose: bool = True,
+    max_failures: int = MAX_FAILURES,
+    **settings: Any,
+):
+    """Train with DDP over `workers` Ray Train workers; returns the workflows.Run rank 0 wrote."""
+    from imgclf.core.console import console_for
+    from imgclf.workflows import run_at
+
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, not {workers}")
+    console = console_for(verbose)
+    out = _run_folder(data, resume, settings)
+    if not resume:  # a bad flag value or data path: one line now, not from every worker later
+        from imgclf.training.pipeline import settings_for
+
+        settings_for(data, config, False, {**settings, "out": str(out)})
+        if "://" not in str(data) and not Path(data).exists():
+            raise UserError(f"data not found: {data}")
+    with ray_session(address) as ray:
+        from ray.train import FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+
+        slots, gpus = cluster_workers(ray, gpu=False if settings.get("device") == "cpu" else None)
+        if workers > slots:
+            raise UserError(
+                f"--workers {workers} is more than this Ray cluster's {slots} {'GPUs' if gpus else 'CPUs'}; "
+                f"use --workers {slots} or fewer, or add nodes"
+            )
+        cpus = max(1, (int(ray.cluster_resources().get("CPU", workers)) // workers)) if not gpus else 1
+        console.print(
+            f"Ray: {workers} DDP workers ({'one GPU each, NCCL' if gpus else f'{cpus} CPU each, gloo'}); "
+            f"run folder {out}"
+        )
+        loop_config = {"data": None if data is None else str(data), "config": None if config is None else str(config)}
+        loop_config.update(out=str(out), resume=bool(resume), settings=settings, verbose=verbose, cpus=cpus)
+        mailbox = ray.remote(num_cpus=0)(_Mailbox).remote()  # where a worker leaves a user's mistake
+        loop_config["mailbox"] = mailbox
+        trainer = TorchTrainer(
+            _worker,
+            train_loop_config=loop_config,
+            torch_config=TorchConfig(backend="nccl" if gpus else "gloo", timeout_s=int(TIMEOUT.total_seconds())),
+            scaling_config=ScalingConfig(
+                num_workers=workers, use_gpu=gpus, resources_per_worker={"GPU": 1} if gpus else {"CPU": cpus}
+            ),
+            run_config=RunConfig(
+                name=f"imgclf-{out.name}-{hashlib.sha1(str(out).encode()).hexdigest()[:8]}",
+                storage_path=str(_ray_storage()),
+                failure_config=FailureConfig(max_failures=max_failures),
+            ),
+        )
+        trainer.fit()  # a user's mistake comes back through the mailbox, not as Ray's error
+        mistake = ray.get(mailbox.get.remote())
+    if mistake:
+        raise UserError(mistake)
+    if not (out / "model.json").is_file():
+        raise UserError(f"distributed training ended without a model in {out}; see the workers' output above")
+    return run_at(out)
+
+
+def _worker(c: dict) -> None:
+    """One Ray Train worker: the single-machine training, resumed when a restarted group finds the
+    run folder already started (its config.yaml written)."""
+    import torch
+
+    from imgclf.workflows import train
+
+    torch.set_num_threads(int(c["cpus"]))
+    out = Path(c["out"])
+    settings = dict(c["settings"], out=str(out))
+    started = (out / "config.yaml").is_file()
+    try:
+        if started or c["resume"]:
+            train(resume=str(out), verbose=c["verbose"])
+        else:
+            train(c["data"], config=c["config"], verbose=c["verbose"], **settings)
+    except UserError as e:
+        # A user's mistake is the same on a retry: every rank leaves it in the mailbox (rank 0 tells
+        # the others when it finds one, training.pipeline) and ends, so Ray does not restart for it.
+        import ray
+
+        ray.get(c["mailbox"].put.remote(str(e)))
+
+
+class _Mailbox:
+    """The first message a worker leaves (a Ray actor: it reaches the driver from any node)."""
+
+    def __init__(self):
+        self.message = None
+
+    def put(self, message: str) -> None:
+        self.message = self.message or message
+
+    def get(self) -> str | None:
+        return self.message
+
+
+def _run_folder(data, resume, settings: dict) -> Path:
+    """The run folder, chosen before the workers start so that every rank and every restart agree."""
+    from imgclf.store.runs import new_run_dir
+
+    if resume:
+        out = Path(resume if not isinstance(resume, bool) else settings.get("out") or "")
+        if not (out / "config.yaml").is_file():
+            raise UserError(f"cannot resume: {out} has no config.yaml (give the run folder of an earlier train)")
+        return out.resolve()
+    if data is None:
+        raise UserError("give DATA (a folder with one sub-folder per class) or --resume RUN_FOLDER")
+    out = Path(settings.get("out") or new_run_dir(str(data)))
+    if (out / "model.json").exists():
+        raise UserError(f"{out} already holds a run; choose another --out or add --resume to continue it")
+    # A worker restarted by Ray resumes when it finds config.yaml: it must be this launch's.
+    if (out / "config.yaml").exists():
+        raise UserError(f"{out} holds an unfinished run; continue it with --resume {out}, or choose another --out")
+    return out.resolve()
+
+
+def _ray_storage() -> Path:
+    """Ray Train's own bookkeeping, kept out of the run folder."""
+    from imgclf.data.cache import default_cache_dir
+
+    return Path(os.environ.get("IMGCLF_RAY_STORAGE") or default_cache_dir() / "ray_results")

@@ -1,0 +1,23 @@
+"""One local Ray cluster for the cluster tests (`ray.init(num_cpus=2)`, started once per session);
+they are skipped, with the reason, when the ray extra is not installed. CI installs it."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'imgclf[ray]'")
+    import logging
+
+    # The workers start now, before any test's monkeypatched environment: give them the tests' cache.
+    cache = str(tmp_path_factory.getbasetemp() / "cache")
+    ray.init(
+        num_cpus=2,
+        logging_level=logging.WARNING,
+        logging_config=ray.LoggingConfig(log_level="ERROR"),
+        runtime_env={"env_vars": {"IMGCLF_CACHE_DIR": cache, "IMGCLF_RAY_STORAGE": cache + "/ray_results"}},
+    )
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,203 @@
+"""DDP training on a local Ray cluster (Ray Train, gloo on CPU) and under torchrun: the same weights
+as one process on the same global batches, the same run folder, and a resume after a killed worker
+that loses and repeats no epoch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers import make_shapes_dataset
+
+import imgclf
+from imgclf.core.errors import UserError
+from imgclf.training.history import read_history
+
+# No BatchNorm (per-rank batch statistics differ from the whole batch's on CPU, where SyncBatchNorm
+# does not run), no dropout, no augmentation, no probe: a step depends on the batch and weights only.
+# SGD: its update is the gradient's, so the all-reduce's float rounding stays rounding (AdamW divides
+# a near-zero gradient by its own size, and the rounding became a 3e-4 weight difference).
+EXACT = dict(
+    optimizer="sgd",
+    model="simple_cnn",
+    model_kwargs={"width": 8, "depth": 2, "batch_norm": False, "dropout": 0.0},
+    img_size=16,
+    epochs=1,
+    batch_size=8,
+    probe=False,
+    amp="off",
+    ema=False,
+    flip=False,
+    augment="none",
+    seed=0,
+    lr=0.01,
+)
+
+
+def _max_weight_gap(a: Path, b: Path) -> float:
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a / "last.safetensors"), load_file(b / "last.safetensors")
+    assert wa.keys() == wb.keys()
+    return max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+
+
+@pytest.mark.slow
+def test_two_ddp_workers_take_the_single_process_steps(ray_cluster, tmp_path):
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=12, size=16)
+    single = imgclf.train(data, out=str(tmp_path / "single"), verbose=False, **EXACT)
+    ddp = imgclf.train(data, out=str(tmp_path / "ddp"), workers=2, verbose=False, **EXACT)
+    # 3 steps of global batch 8 (2 x 4): averaged gradients give the single process's weights.
+    assert _max_weight_gap(single.path, ddp.path) < 1e-5
+    assert ddp.metrics["accuracy"] == pytest.approx(single.metrics["accuracy"])
+    # The same run folder: rank 0 wrote it, the others wrote nothing of their own.
+    made = {p.name for p in ddp.path.iterdir()}
+    assert {"model.json", "model.safetensors", "config.yaml", "splits.csv", "history.csv", "metrics.json"} <= made
+    # (in-process trainings skip the HTML report in tests, see conftest; the Ray workers write it)
+    assert made - {"report.html"} == {p.name for p in single.path.iterdir()}
+    assert len(read_history(ddp.path / "history.csv")) == 1
+    # ...which the single-machine tools use as any run: predict and export.
+    img = next((data / "disc").iterdir())
+    assert imgclf.load(ddp.path).predict([img])[0]["label"] == imgclf.load(single.path).predict([img])[0]["label"]
+
+
+@pytest.mark.slow
+def test_ddp_on_the_feature_cache_takes_the_single_process_steps(ray_cluster, tmp_path):
+    """EfficientNet-Lite0 with its stride-8 layers frozen: rank 0's probe stores their output, the
+    other rank receives it, and DDP averages the gradients of the upper layers trained on it."""
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=12, size=32)
+    settings = dict(
+        EXACT,
+        model="timm/tf_efficientnet_lite0",
+        pretrained=True,
+        model_kwargs={"drop_rate": 0.0, "drop_path_rate": 0.0},
+        img_size=32,
+        probe=True,
+        feature_cache=True,
+        freeze_stride=8,
+    )
+    single = imgclf.train(data, out=str(tmp_path / "single"), verbose=False, **settings)
+    ddp = imgclf.train(data, out=str(tmp_path / "ddp"), workers=2, verbose=False, **settings)
+    assert _max_weight_gap(single.path, ddp.path) < 1e-5
+
+
+@pytest.mark.slow
+def test_a_mistake_found_by_rank_0_is_one_error_not_retried(ray_cluster, tmp_path):
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=6, size=16)
+    for f in (data / "disc").iterdir():
+        f.write_bytes(b"not an image")
+    started = time.time()
+    with pytest.raises(UserError, match="'disc' have no usable training images"):
+        imgclf.train(data, out=str(tmp_path / "run"), workers=2, verbose=False, **EXACT)
+    assert time.time() - started < 60  # not retried three times
+
+
+def _train_workers(ray) -> list[int]:
+    """PIDs of this session's Ray Train workers: children of its raylet titled ray::RayTrainWorker
+    (another Ray cluster on the machine has its own raylet)."""
+    raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int(
+                    next(ln for ln in (d / "status").read_text().splitlines() if ln.startswith("PPid:")).split()[1]
+                )
+                if ppid == raylet and b"RayTrainWorker" in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+            except (OSError, StopIteration):
+                pass
+    return pids
+
+
+@pytest.mark.slow
+def test_killed_worker_resumes_without_lost_or_repeated_epochs(ray_cluster, tmp_path):
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=30, size=32)
+    out = tmp_path / "run"
+    epochs = 5
+    killed = []
+
+    def kill_one_after_two_epochs():
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            history = out / "history.csv"
+            if history.is_file() and 2 <= len(read_history(history)) < epochs:
+                pids = _train_workers(ray_cluster)
+                if pids:
+                    os.kill(max(pids), signal.SIGKILL)
+                    killed.append(len(read_history(history)))
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_after_two_epochs, daemon=True)
+    killer.start()
+    settings = dict(EXACT, model_kwargs={"width": 32, "depth": 3}, img_size=32, epochs=epochs, batch_size=16)
+    run = imgclf.train(data, out=str(out), workers=2, verbose=False, **settings)
+    killer.join()
+    assert killed, "no worker was killed while training ran"
+    assert killed[0] < epochs
+    rows = read_history(run.path / "history.csv")
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    assert (run.path / "model.json").is_file() and run.metrics is not None
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_same_code(tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=12, size=16)
+    flags = ["--model", "simple_cnn", "--img-size", "16", "--epochs", "1", "--batch-size", "8", "--no-probe"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(imgclf.__file__).parents[1])}
+
+    r = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "imgclf",
+            "train",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "DDP: 2 workers x 4 images = global batch 8" in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == str(tmp_path / "run")  # rank 0 alone prints the run
+    assert (tmp_path / "run" / "model.json").is_file()
+
+
+def test_without_ray_the_workers_flag_says_what_to_install(tmp_path):
+    """A `ray` that cannot be imported (a shim ahead on the path): one line, exit 2, no traceback."""
+    shim = tmp_path / "shim" / "ray"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=4, size=16)
+    env = {**os.environ, "PYTHONPATH": f"{shim.parent}{os.pathsep}{Path(imgclf.__file__).parents[1]}"}
+    r = subprocess.run(
+        [sys.executable, "-m", "imgclf", "train", str(data), "--workers", "2"], capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: this needs Ray, an optional extra: pip install 'imgclf[ray]'"
+    shutil.rmtree(tmp_path / "shim")
+
+
+def test_a_fresh_distributed_run_refuses_a_folder_with_an_unfinished_run(tmp_path):
+    """A restarted worker resumes from the config.yaml it finds: it must be this launch's own."""
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=4, size=16)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("model: simple_cnn\n")
+    with pytest.raises(UserError, match="holds an unfinished run; continue it with --resume"):
+        imgclf.train(data, out=str(tmp_path / "run"), workers=2, verbose=False)
