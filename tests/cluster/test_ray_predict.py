@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -19,8 +20,8 @@ from PIL import Image
 
 import imgclf
 from imgclf.cluster.files import list_paths, source_name
+from imgclf.cluster.predict import CSV_COLUMNS
 from imgclf.core.errors import UserError
-from imgclf.inference.batch import COLUMNS
 
 BROKEN = {"broken/truncated.jpg", "broken/notes.jpg", "broken/empty.png"}
 
@@ -40,9 +41,15 @@ def photos(tiny_run, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(tiny_run, tmp_path_factory) -> Path:
-    """A copy of the tiny run: backend auto on CPU workers exports RUN/model.onnx into it."""
-    return Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("ray-run") / "run"))
+def run(tiny_run, photos, tmp_path_factory) -> Path:
+    """A copy of the tiny run (backend auto on CPU workers exports RUN/model.onnx into it) given a
+    rejection threshold at its median top probability, so about half its answers are 'unknown'."""
+    run = Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("ray-run") / "run"))
+    tops = [r["confidence"] for r in imgclf.load(run).predict(photos) if "error" not in r]
+    meta = json.loads((run / "model.json").read_text())
+    meta["rejection"] = {"threshold": float(np.median(tops)), "rule": "test", "label": "unknown"}
+    (run / "model.json").write_text(json.dumps(meta))
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +92,26 @@ def test_shards_hold_the_single_machine_answers_and_errors(predicted, run, photo
         expected = single[row["path"]]
         if Path(row["path"]).relative_to(photos).as_posix() in BROKEN:
             assert row["error"] == expected["error"] != ""
-            assert row["label"] is row["confidence"] is row["top_k"] is None
+            assert row["label"] is row["confidence"] is row["top_k"] is row["decision"] is row["unknown"] is None
             continue
         assert row["error"] is None
-        assert row["label"] == expected["label"] == row["top_k"][0]
+        assert row["label"] == expected["label"]
+        assert row["decision"] == "rejection"
+        assert row["unknown"] == (expected["label"] == "unknown")
         assert row["confidence"] == pytest.approx(float(expected["confidence"]), abs=1e-3)
         assert row["top_k_probs"][0] == pytest.approx(row["confidence"])
+        if not row["unknown"]:
+            assert row["label"] == row["top_k"][0]
+    unknown = sum(bool(r["unknown"]) for r in rows)
+    assert 0 < unknown < 30  # the median threshold left answers on both sides
+    manifest = json.loads((out / "_manifest.json").read_text())
+    threshold = json.loads((run / "model.json").read_text())["rejection"]["threshold"]
+    assert manifest["decision"] == {
+        "rule": "rejection",
+        "threshold": threshold,
+        "label": "unknown",
+        "chosen_by": "test",
+    }
 
 
 @pytest.mark.slow
@@ -132,10 +153,13 @@ def test_cli_predicts_on_ray_into_csv_shards(ray_cluster, run, photos, tmp_path,
     assert [s.name for s in shards] == ["part-00000.csv", "part-00001.csv", "part-00002.csv"]
     rows = {}
     for shard in shards:
-        assert shard.read_text().splitlines()[0] == ",".join(COLUMNS)
+        assert shard.read_text().splitlines()[0] == ",".join(CSV_COLUMNS)
         rows.update(read_csv(shard))
     assert len(rows) == 33
     assert sum(1 for r in rows.values() if r["error"]) == 3
+    assert {(r["decision"], r["unknown"]) for r in rows.values() if r["error"]} == {("", "")}
+    assert {r["unknown"] == "true" for r in rows.values() if not r["error"]} == {True, False}
+    assert all(r["unknown"] == str(r["label"] == "unknown").lower() for r in rows.values() if not r["error"])
     assert all(len(r["top_k"].split(";")) == 2 for r in rows.values() if not r["error"])
 
 

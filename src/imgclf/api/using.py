@@ -100,7 +100,9 @@ def predict_on_ray(
     progress: bool = True,
 ) -> dict:
     """Predict any number of images on a Ray cluster (pip install 'imgclf[ray]') into shard files
-    OUT/part-00000.parquet, ... (`format="csv"`: the columns of predict_folder's CSV). Rerun to resume:
+    OUT/part-00000.parquet, ...: path, label, confidence, decision (the rule behind label), unknown,
+    top_k, top_k_probs, error (`format="csv"`: predict_folder's CSV columns, with decision and
+    unknown before error). Rerun to resume:
     shards already written are skipped; OUT/_manifest.json records the job, and a different job into
     the same OUT is refused.
 

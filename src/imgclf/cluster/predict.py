@@ -58,6 +58,7 @@ def predict_on_ray(
 
     See imgclf.predict_on_ray for the arguments. Returns {out, shards, skipped_shards, predicted,
     errors, seconds, images_per_s, workers} for this call (skipped shards were done before)."""
+    from imgclf.evaluation.operating_point import OperatingPoint
     from imgclf.inference.model import check_top_k
     from imgclf.store.runs import find_run, read_model_json
 
@@ -71,7 +72,7 @@ def predict_on_ray(
     require_ray()
     start = time.perf_counter()
     run = find_run(run).resolve()
-    ensemble = read_model_json(run).get("kind") == "ensemble"
+    meta = read_model_json(run)
     console = _console(progress)
     paths = list_paths(source)
     folder = OutputFolder(out if out is not None else Path.cwd() / f"predictions-{source_name(source)}")
@@ -86,7 +87,9 @@ def predict_on_ray(
         "format": format,
         "top_k": top_k,
         "tta": tta,
-        "columns": list(PARQUET_COLUMNS if format == "parquet" else COLUMNS),
+        "columns": list(PARQUET_COLUMNS if format == "parquet" else CSV_COLUMNS),
+        # The rule behind every row's label: threshold, positive class and how training chose them.
+        "decision": OperatingPoint.of(meta).description(),
     }
     _claim(folder, job)
     todo = [k for k in range(len(shards)) if not folder.exists(shard_name(k, format))]
@@ -97,6 +100,7 @@ def predict_on_ray(
     counts = {"predicted": 0, "errors": 0, "workers": 0}
     if todo:
         with ray_session(address) as ray:
+            ensemble = meta.get("kind") == "ensemble"
             counts = _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, console)
     return _summary(folder, job, todo, counts, time.perf_counter() - start, console)
 
@@ -188,11 +192,12 @@ class ShardPredictor:
         self.job = job
         self.model = load_model(job["run"], job["device"], job["tta"], job["backend"])
         self.folder = OutputFolder(job["out"])
+        self.rule = self.model.operating_point
 
     def __call__(self, batch: dict) -> dict:
         start = time.perf_counter()
         k, paths = int(batch["shard"][0]), [str(p) for p in batch["paths"][0]]
-        rows = predict_paths(self.model, paths, self.job["top_k"])
+        rows = with_decision(predict_paths(self.model, paths, self.job["top_k"]), self.rule)
         encode = _parquet_bytes if self.job["format"] == "parquet" else _csv_bytes
         self.folder.write(shard_name(k, self.job["format"]), encode(rows))
         errors = sum(1 for r in rows if "error" in r)
@@ -219,7 +224,20 @@ def predict_paths(model, paths: list[str], top_k: int) -> list[dict]:
     return rows
 
 
-PARQUET_COLUMNS = ("path", "label", "confidence", "top_k", "top_k_probs", "error")
+def with_decision(rows: list[dict], rule) -> list[dict]:
+    """Each answered row with the rule that made its label (as POST /predict reports it): `decision`
+    is argmax, threshold (two classes) or rejection, and `unknown` says the rejection rule declined
+    to name a class. Error rows get neither."""
+    for r in rows:
+        if "error" not in r:
+            r["decision"] = rule.rule
+            r["unknown"] = rule.rule == "rejection" and r["label"] == rule.label
+    return rows
+
+
+# `imgclf predict --out`'s columns, then the decision rule and the unknown flag.
+CSV_COLUMNS = (*COLUMNS[:-1], "decision", "unknown", COLUMNS[-1])
+PARQUET_COLUMNS = ("path", "label", "confidence", "decision", "unknown", "top_k", "top_k_probs", "error")
 
 
 def _parquet_bytes(rows: list[dict]) -> bytes:
@@ -231,6 +249,8 @@ def _parquet_bytes(rows: list[dict]) -> bytes:
             ("path", pa.string()),
             ("label", pa.string()),
             ("confidence", pa.float64()),
+            ("decision", pa.string()),
+            ("unknown", pa.bool_()),
             ("top_k", pa.list_(pa.string())),
             ("top_k_probs", pa.list_(pa.float64())),
             ("error", pa.string()),
@@ -241,6 +261,8 @@ def _parquet_bytes(rows: list[dict]) -> bytes:
         "path": [r["path"] for r in rows],
         "label": [r.get("label") for r in rows],
         "confidence": [r.get("confidence") for r in rows],
+        "decision": [r.get("decision") for r in rows],
+        "unknown": [r.get("unknown") for r in rows],
         "top_k": [[c for c, _ in r["top_k"]] if good else None for r, good in zip(rows, ok)],
         "top_k_probs": [[p for _, p in r["top_k"]] if good else None for r, good in zip(rows, ok)],
         "error": [r.get("error") for r in rows],
@@ -251,11 +273,15 @@ def _parquet_bytes(rows: list[dict]) -> bytes:
 
 
 def _csv_bytes(rows: list[dict]) -> bytes:
-    """The rows as `imgclf predict --out x.csv` writes them (top_k as "cls:p;cls:p")."""
+    """The rows as `imgclf predict --out x.csv` writes them (top_k as "cls:p;cls:p"), with the
+    decision and unknown columns before error."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    writer.writerows(csv_row(r) for r in rows)
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        row = csv_row(r)
+        extra = [r["decision"], "true" if r["unknown"] else "false"] if "decision" in r else ["", ""]
+        writer.writerow([*row[:-1], *extra, row[-1]])
     return text.getvalue().encode("utf-8")
 
 
