@@ -38,7 +38,9 @@ def predict(
         "else ray://HOST:10001 or HOST:6379. Writes Parquet shards into --out (a folder); rerun to resume.",
     ),
     shard_size: int = typer.Option(1024, help="With --ray: images per shard file (one worker's unit of work)."),
-    shard_format: str = typer.Option("parquet", help="With --ray: parquet | csv (the columns of --out x.csv, with decision and unknown)."),
+    shard_format: str = typer.Option(
+        "parquet", help="With --ray: parquet | csv (the columns of --out x.csv, with decision and unknown)."
+    ),
     every: int = typer.Option(1, help="Video: classify every Nth frame."),
     smooth: float = typer.Option(0.5, help="Video: time constant of the probability smoothing, seconds (0: off)."),
     video_out: Optional[str] = typer.Option(
