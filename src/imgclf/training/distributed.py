@@ -44,18 +44,20 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def setup() -> None:
+def setup(device: str | None = None) -> None:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR/PORT in the
-    environment): NCCL on GPUs, gloo on CPUs, with this rank's GPU made the current one. A no-op
-    for one process; under Ray Train, which joined the group already, it only picks the GPU."""
+    environment): NCCL on GPUs, gloo on CPUs or when `device` (the --device setting) is "cpu", with
+    this rank's GPU made the current one. A no-op for one process; under Ray Train, which joined
+    the group already, it only picks the GPU."""
     if world_size() <= 1 or not tdist.is_available():
         return
-    if torch.cuda.is_available():
+    gpus = torch.cuda.is_available() and device != "cpu"
+    if gpus:
         # Before any collective: NCCL runs on the current device, and torchrun's ranks on one
         # machine all see every GPU (Ray Train shows each worker its own GPU only, as cuda:0).
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     if not tdist.is_initialized():
-        tdist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=TIMEOUT)
+        tdist.init_process_group("nccl" if gpus else "gloo", timeout=TIMEOUT)
 
 
 def use_node_threads() -> int:

@@ -199,7 +199,7 @@ def fit_run(
 
     from imgclf.training import distributed as dist
 
-    dist.setup()
+    dist.setup(settings.get("device"))  # --device cpu trains on gloo on a GPU machine too
     if not dist.is_main():
         return _follow(console, on_epoch)
     threads = dist.use_node_threads()
