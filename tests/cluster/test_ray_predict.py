@@ -20,7 +20,7 @@ from PIL import Image
 
 import imgclf
 from imgclf.cluster.files import list_paths, source_name
-from imgclf.cluster.predict import CSV_COLUMNS
+from imgclf.cluster.shards import CSV_COLUMNS
 from imgclf.core.errors import UserError
 
 BROKEN = {"broken/truncated.jpg", "broken/notes.jpg", "broken/empty.png"}
@@ -165,7 +165,7 @@ def test_cli_predicts_on_ray_into_csv_shards(ray_cluster, run, photos, tmp_path,
 
 @pytest.mark.slow
 def test_urls_are_read_and_decoded_like_local_files(run, photos):
-    from imgclf.cluster.predict import predict_paths
+    from imgclf.cluster.shards import predict_paths
 
     model = imgclf.load(run)
     local = sorted(str(p) for p in (photos / "square").iterdir())[:3]

@@ -13,29 +13,21 @@ one upload to an object store), so an existing file is a finished shard and is n
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
-from imgclf.cluster.files import OutputFolder, decode_fetched, describe, fetch, is_uri, list_paths, source_name
+from imgclf.cluster.files import OutputFolder, describe, list_paths, source_name
+from imgclf.cluster.shards import CSV_COLUMNS, PARQUET_COLUMNS, ShardPredictor, shard_name
 from imgclf.core.errors import UserError
 from imgclf.core.raysupport import cluster_workers, ray_session, require_ray
-from imgclf.data.images import UnusableImage
-from imgclf.inference.batch import COLUMNS, csv_row
 
 FORMATS = ("parquet", "csv")
 BACKENDS = ("auto", "torch", "onnx")
 MANIFEST = "_manifest.json"
-# Images decoded and scored together inside a shard: as `imgclf predict --out` batches them.
-BATCH = 256
-READERS = 16  # reads of URIs in flight per worker
 # What makes two runs into one OUT the same job; anything else (backend, device, workers) may change.
 JOB_KEYS = ("run", "paths_sha256", "images", "shard_size", "format", "top_k", "tta")
 
@@ -105,10 +97,6 @@ def predict_on_ray(
     return _summary(folder, job, todo, counts, time.perf_counter() - start, console)
 
 
-def shard_name(k: int, format: str) -> str:
-    return f"part-{k:05d}.{format}"
-
-
 def _claim(folder: OutputFolder, job: dict) -> None:
     """Write the job's manifest into OUT, or refuse when OUT holds another job's shards."""
     if folder.exists(MANIFEST):
@@ -174,115 +162,6 @@ def _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, conso
                 raise
             raise err from None
     return counts
-
-
-class ShardPredictor:
-    """A Ray Data worker: loads the model once, then predicts one shard per call into its file."""
-
-    def __init__(self, job: dict):
-        import ray
-        import torch
-
-        from imgclf.inference.load import load_model
-
-        # As many threads as CPUs this worker holds (one by default): the others belong to the
-        # workers beside it, and torch would otherwise start one thread per core of the node.
-        cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
-        torch.set_num_threads(cpus)  # ONNX Runtime sessions take the same count (core.device.ort_options)
-        self.job = job
-        self.model = load_model(job["run"], job["device"], job["tta"], job["backend"])
-        self.folder = OutputFolder(job["out"])
-        self.rule = self.model.operating_point
-
-    def __call__(self, batch: dict) -> dict:
-        start = time.perf_counter()
-        k, paths = int(batch["shard"][0]), [str(p) for p in batch["paths"][0]]
-        rows = with_decision(predict_paths(self.model, paths, self.job["top_k"]), self.rule)
-        encode = _parquet_bytes if self.job["format"] == "parquet" else _csv_bytes
-        self.folder.write(shard_name(k, self.job["format"]), encode(rows))
-        errors = sum(1 for r in rows if "error" in r)
-        return {"shard": [k], "images": [len(rows)], "errors": [errors], "seconds": [time.perf_counter() - start]}
-
-
-def predict_paths(model, paths: list[str], top_k: int) -> list[dict]:
-    """One row per path, in order: `answers`' label, confidence and top_k, or the error that made
-    the file unusable."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    rows = []
-    with ThreadPoolExecutor(READERS) as pool:
-        for i in range(0, len(paths), BATCH):
-            chunk, images, bad = paths[i : i + BATCH], [], {}
-            fetched = pool.map(fetch, chunk) if any(is_uri(p) for p in chunk) else [None] * len(chunk)
-            for p, data in zip(chunk, fetched):
-                try:
-                    images.append(decode_fetched(p, data, model.img_size, model.resize_mode))
-                except UnusableImage as e:
-                    bad[p] = e.reason
-            answers = iter(model.answers(model.predict_proba(np.stack(images)), top_k) if images else ())
-            rows += [{"path": p, "error": bad[p]} if p in bad else {"path": p, **next(answers)} for p in chunk]
-    return rows
-
-
-def with_decision(rows: list[dict], rule) -> list[dict]:
-    """Each answered row with the rule that made its label (as POST /predict reports it): `decision`
-    is argmax, threshold (two classes) or rejection, and `unknown` says the rejection rule declined
-    to name a class. Error rows get neither."""
-    for r in rows:
-        if "error" not in r:
-            r["decision"] = rule.rule
-            r["unknown"] = rule.rule == "rejection" and r["label"] == rule.label
-    return rows
-
-
-# `imgclf predict --out`'s columns, then the decision rule and the unknown flag.
-CSV_COLUMNS = (*COLUMNS[:-1], "decision", "unknown", COLUMNS[-1])
-PARQUET_COLUMNS = ("path", "label", "confidence", "decision", "unknown", "top_k", "top_k_probs", "error")
-
-
-def _parquet_bytes(rows: list[dict]) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema(
-        [
-            ("path", pa.string()),
-            ("label", pa.string()),
-            ("confidence", pa.float64()),
-            ("decision", pa.string()),
-            ("unknown", pa.bool_()),
-            ("top_k", pa.list_(pa.string())),
-            ("top_k_probs", pa.list_(pa.float64())),
-            ("error", pa.string()),
-        ]
-    )
-    ok = ["error" not in r for r in rows]
-    columns = {
-        "path": [r["path"] for r in rows],
-        "label": [r.get("label") for r in rows],
-        "confidence": [r.get("confidence") for r in rows],
-        "decision": [r.get("decision") for r in rows],
-        "unknown": [r.get("unknown") for r in rows],
-        "top_k": [[c for c, _ in r["top_k"]] if good else None for r, good in zip(rows, ok)],
-        "top_k_probs": [[p for _, p in r["top_k"]] if good else None for r, good in zip(rows, ok)],
-        "error": [r.get("error") for r in rows],
-    }
-    buf = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pydict(columns, schema=schema), buf)
-    return buf.getvalue().to_pybytes()
-
-
-def _csv_bytes(rows: list[dict]) -> bytes:
-    """The rows as `imgclf predict --out x.csv` writes them (top_k as "cls:p;cls:p"), with the
-    decision and unknown columns before error."""
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for r in rows:
-        row = csv_row(r)
-        extra = [r["decision"], "true" if r["unknown"] else "false"] if "decision" in r else ["", ""]
-        writer.writerow([*row[:-1], *extra, row[-1]])
-    return text.getvalue().encode("utf-8")
 
 
 def _ensure_onnx(run: Path, console) -> None:
