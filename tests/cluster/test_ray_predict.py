@@ -137,6 +137,16 @@ def test_another_job_into_the_same_folder_is_refused(predicted, run, photos):
         imgclf.predict_on_ray(run, photos / "disc", out, shard_size=8, progress=False)
     with pytest.raises(UserError, match="shard_size differ"):
         imgclf.predict_on_ray(run, photos, out, shard_size=16, progress=False)
+    # The run's threshold changed since: the rest would answer by another rule than the shards written.
+    meta = (run / "model.json").read_text()
+    changed = json.loads(meta)
+    changed["rejection"]["threshold"] += 0.01
+    (run / "model.json").write_text(json.dumps(changed))
+    try:
+        with pytest.raises(UserError, match="decision differ"):
+            imgclf.predict_on_ray(run, photos, out, shard_size=8, progress=False)
+    finally:
+        (run / "model.json").write_text(meta)
     assert mtimes(out) == before
 
 

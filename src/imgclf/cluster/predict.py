@@ -29,7 +29,8 @@ FORMATS = ("parquet", "csv")
 BACKENDS = ("auto", "torch", "onnx")
 MANIFEST = "_manifest.json"
 # What makes two runs into one OUT the same job; anything else (backend, device, workers) may change.
-JOB_KEYS = ("run", "paths_sha256", "images", "shard_size", "format", "top_k", "tta")
+# The decision rule too: a threshold changed between two runs would leave shards answering by two rules.
+JOB_KEYS = ("run", "paths_sha256", "images", "shard_size", "format", "top_k", "tta", "decision")
 
 
 def predict_on_ray(
@@ -91,8 +92,8 @@ def predict_on_ray(
     )
     counts = {"predicted": 0, "errors": 0, "workers": 0}
     if todo:
+        ensemble = meta.get("kind") == "ensemble"
         with ray_session(address) as ray:
-            ensemble = meta.get("kind") == "ensemble"
             counts = _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, console)
     return _summary(folder, job, todo, counts, time.perf_counter() - start, console)
 
