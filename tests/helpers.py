@@ -12,9 +12,12 @@ import hashlib
 import io
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
+import tempfile
+import time
 import zlib
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -155,6 +158,32 @@ def trained_run(tmp_path_factory) -> tuple[Path, Path]:
 # ---- the command line -------------------------------------------------------------------------------
 
 CLI = [sys.executable, "-m", "imgclf.cli"]
+
+
+def ctrl_c(args, ready, timeout: float = 180) -> subprocess.CompletedProcess:
+    """`imgclf ARGS...` interrupted as a terminal's Ctrl-C does it: SIGINT to its whole process group
+    (its own session here) once `ready()` holds. Returns its exit status and output."""
+    env = {**os.environ, "PYTHONPATH": str(Path(imgclf.__file__).parents[1])}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:  # files: no pipe fills up
+        proc = subprocess.Popen(
+            [*CLI, *map(str, args)],
+            stdout=out,
+            stderr=err,
+            text=True,
+            env=env,
+            start_new_session=True,
+            # A shell that started the tests in the background ignores SIGINT, and its children with it.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.05)
+        assert proc.poll() is None, "the command ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=120)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
 
 
 def cli(*args, check=True, **kw):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import CLI, cli
+from helpers import CLI, cli, ctrl_c
 
 import imgclf
 
@@ -132,6 +132,24 @@ def test_kill_and_resume(shapes, tmp_path):
         epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
     assert epochs == list(range(1, 13))
     assert (run / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_names_the_command_that_continues(shapes, tmp_path):
+    """Ctrl-C mid-training: exit 130 and one line naming the --resume command, which finishes the run
+    with each epoch's row exactly once."""
+    run = tmp_path / "run"
+    hist = run / "history.csv"
+    p = ctrl_c(
+        ["train", shapes, "--preset", "fast", "--epochs", "12", "--img-size", "48", "--out", run],
+        ready=lambda: hist.exists() and len(hist.read_text().strip().splitlines()) >= 3,
+    )
+    assert p.returncode == 130, p.stderr
+    assert p.stderr.strip().splitlines()[-1] == f"interrupted. Continue the training with: imgclf train --resume {run}"
+    assert "Traceback" not in p.stderr
+    cli("train", "--resume", run)
+    with open(hist) as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, 13))
 
 
 def test_timm_model_with_local_weights(shapes, tmp_path):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_shapes_dataset
+from helpers import ctrl_c, make_shapes_dataset
 
 import imgclf
 from imgclf.core.errors import UserError
@@ -177,6 +177,29 @@ def test_torchrun_runs_the_same_code(tmp_path):
     assert "DDP: 2 workers x 4 images = global batch 8" in r.stdout
     assert r.stdout.strip().splitlines()[-1] == str(tmp_path / "run")  # rank 0 alone prints the run
     assert (tmp_path / "run" / "model.json").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_as_an_interrupt_with_the_command_that_continues(tmp_path):
+    """A terminal's Ctrl-C reaches the command's own local cluster too, and Ray Train puts in its own
+    SIGINT handler: still exit 130 and the line that continues the run, never a bare exit 1, and no
+    process of the command's group left behind."""
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=12, size=16)
+    run = tmp_path / "run"
+    hist = run / "history.csv"
+    flags = ["--model", "simple_cnn", "--img-size", "16", "--batch-size", "8", "--no-probe", "--epochs", "1000"]
+    p = ctrl_c(
+        ["train", data, "--workers", "2", "--ray", "local", "--out", run, *flags, "--patience", "1000"],
+        ready=lambda: hist.exists() and len(hist.read_text().strip().splitlines()) >= 3,
+        timeout=240,
+    )
+    assert p.returncode == 130, p.stdout + p.stderr
+    assert p.stderr.strip().splitlines()[-1] == (
+        f"interrupted. Continue the training with: imgclf train --resume {run} --workers 2"
+    )
+    # No traceback through imgclf's code. (Ray's own threads may print one as the group winds down.)
+    assert not [line for line in p.stderr.splitlines() if line.strip().startswith('File "') and "imgclf" in line]
+    assert (run / "last.safetensors").is_file() and not (run / "model.json").exists()
 
 
 def test_without_ray_the_workers_flag_says_what_to_install(tmp_path):

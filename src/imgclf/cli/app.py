@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from imgclf.core.errors import UserError, mask_secrets
+from imgclf.core.errors import Interrupted, UserError, mask_secrets
 
 # rich_markup_mode=None: rich markup would swallow every "[default: ...]" in the help texts.
 app = typer.Typer(
@@ -67,6 +67,19 @@ def main() -> None:
     except UserError as e:
         print(f"error: {mask_secrets(str(e))}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted. Continue an interrupted training with: imgclf train --resume RUN_FOLDER", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(interrupted(e), file=sys.stderr)
         sys.exit(130)
+    except SystemExit as e:
+        # Typer turns Ctrl-C into a silent exit 130 (raised from the KeyboardInterrupt); a command
+        # that said its own word on it (tune) raised its exit inside the handler instead.
+        ctrl_c = getattr(e.__context__, "__cause__", None)
+        if e.code == 130 and isinstance(ctrl_c, KeyboardInterrupt):
+            print(interrupted(ctrl_c), file=sys.stderr)
+        raise
+
+
+def interrupted(e: KeyboardInterrupt) -> str:
+    if isinstance(e, Interrupted):  # training knew its run folder
+        return f"interrupted. Continue the training with: {e.resume}"
+    return "interrupted. Run the same command again to go on (a training: imgclf train --resume RUN_FOLDER)"

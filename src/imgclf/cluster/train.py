@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from imgclf.core.errors import UserError
+from imgclf.core.errors import Interrupted, UserError
 from imgclf.core.raysupport import cluster_workers, ray_session
 from imgclf.training.distributed import TIMEOUT
 
@@ -50,45 +50,52 @@ def train_on_ray(
         settings_for(data, config, False, {**settings, "out": str(out)})
         if "://" not in str(data) and not Path(data).exists():
             raise UserError(f"data not found: {data}")
-    with ray_session(address) as ray:
-        from ray.train import FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchConfig, TorchTrainer
+    try:
+        with ray_session(address) as ray:
+            _fit_on_ray(ray, data, config, resume, settings, workers, out, verbose, max_failures, console)
+    except KeyboardInterrupt:  # Ctrl-C (core.raysupport): the finished epochs are in the run folder
+        raise Interrupted(f"imgclf train --resume {out} --workers {workers}") from None
+    return run_at(out)
 
-        slots, gpus = cluster_workers(ray, gpu=False if settings.get("device") == "cpu" else None)
-        if workers > slots:
-            raise UserError(
-                f"--workers {workers} is more than this Ray cluster's {slots} {'GPUs' if gpus else 'CPUs'}; "
-                f"use --workers {slots} or fewer, or add nodes"
-            )
-        cpus = max(1, (int(ray.cluster_resources().get("CPU", workers)) // workers)) if not gpus else 1
-        console.print(
-            f"Ray: {workers} DDP workers ({'one GPU each, NCCL' if gpus else f'{cpus} CPU each, gloo'}); "
-            f"run folder {out}"
+
+def _fit_on_ray(ray, data, config, resume, settings, workers, out, verbose, max_failures, console) -> None:
+    """Start the workers, wait for them, and raise what they left in the mailbox (or their silence)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    slots, gpus = cluster_workers(ray, gpu=False if settings.get("device") == "cpu" else None)
+    if workers > slots:
+        raise UserError(
+            f"--workers {workers} is more than this Ray cluster's {slots} {'GPUs' if gpus else 'CPUs'}; "
+            f"use --workers {slots} or fewer, or add nodes"
         )
-        loop_config = {"data": None if data is None else str(data), "config": None if config is None else str(config)}
-        loop_config.update(out=str(out), resume=bool(resume), settings=settings, verbose=verbose, cpus=cpus)
-        mailbox = ray.remote(num_cpus=0)(_Mailbox).remote()  # where a worker leaves a user's mistake
-        loop_config["mailbox"] = mailbox
-        trainer = TorchTrainer(
-            _worker,
-            train_loop_config=loop_config,
-            torch_config=TorchConfig(backend="nccl" if gpus else "gloo", timeout_s=int(TIMEOUT.total_seconds())),
-            scaling_config=ScalingConfig(
-                num_workers=workers, use_gpu=gpus, resources_per_worker={"GPU": 1} if gpus else {"CPU": cpus}
-            ),
-            run_config=RunConfig(
-                name=f"imgclf-{out.name}-{hashlib.sha1(str(out).encode()).hexdigest()[:8]}",
-                storage_path=str(_ray_storage()),
-                failure_config=FailureConfig(max_failures=max_failures),
-            ),
-        )
-        trainer.fit()  # a user's mistake comes back through the mailbox, not as Ray's error
-        mistake = ray.get(mailbox.get.remote())
+    cpus = max(1, (int(ray.cluster_resources().get("CPU", workers)) // workers)) if not gpus else 1
+    console.print(
+        f"Ray: {workers} DDP workers ({'one GPU each, NCCL' if gpus else f'{cpus} CPU each, gloo'}); run folder {out}"
+    )
+    loop_config = {"data": None if data is None else str(data), "config": None if config is None else str(config)}
+    loop_config.update(out=str(out), resume=bool(resume), settings=settings, verbose=verbose, cpus=cpus)
+    mailbox = ray.remote(num_cpus=0)(_Mailbox).remote()  # where a worker leaves a user's mistake
+    loop_config["mailbox"] = mailbox
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if gpus else "gloo", timeout_s=int(TIMEOUT.total_seconds())),
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=gpus, resources_per_worker={"GPU": 1} if gpus else {"CPU": cpus}
+        ),
+        run_config=RunConfig(
+            name=f"imgclf-{out.name}-{hashlib.sha1(str(out).encode()).hexdigest()[:8]}",
+            storage_path=str(_ray_storage()),
+            failure_config=FailureConfig(max_failures=max_failures),
+        ),
+    )
+    trainer.fit()  # a user's mistake comes back through the mailbox, not as Ray's error
+    mistake = ray.get(mailbox.get.remote())
     if mistake:
         raise UserError(mistake)
     if not (out / "model.json").is_file():
         raise UserError(f"distributed training ended without a model in {out}; see the workers' output above")
-    return run_at(out)
 
 
 def _worker(c: dict) -> None:

@@ -15,6 +15,14 @@ class UserError(ValueError):
     """Something the user can fix: a bad path, an empty class, an unknown option."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training, with the command that continues it (the CLI prints it)."""
+
+    def __init__(self, resume: str):
+        super().__init__(resume)
+        self.resume = resume
+
+
 def from_settings(cls, d: dict, what: str = "setting"):
     """Build dataclass `cls` from a user's mapping, naming any unknown keys and the valid ones."""
     known = {f.name for f in dataclasses.fields(cls)}

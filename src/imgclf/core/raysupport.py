@@ -39,7 +39,8 @@ def ray_session(address: str | None = "auto", num_cpus: int | None = None):
     already open (a test's, a notebook's) is used as it is."""
     ray = require_ray()
     if ray.is_initialized():
-        yield ray
+        with _ctrl_c_interrupts():
+            yield ray
         return
     # Ray's own INFO/WARNING lines (in every worker and actor) would bury imgclf's; errors still show.
     quiet = {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level="ERROR")}
@@ -57,9 +58,47 @@ def ray_session(address: str | None = "auto", num_cpus: int | None = None):
             "(give --ray ray://HOST:10001, HOST:6379, or --ray alone for this machine)"
         ) from None
     try:
-        yield ray
+        with _ctrl_c_interrupts():
+            yield ray
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _ctrl_c_interrupts():
+    """Ctrl-C inside the block ends it as KeyboardInterrupt, so the CLI prints its "interrupted ...
+    resume" line. Ray gets in the way: a terminal's Ctrl-C reaches the local cluster's own processes
+    too, and Ray Train's `fit` installs a SIGINT handler that aborts the run and exits; either way
+    the driver ended in a silent exit 1 or a misleading error. Python's signal wake-up fd hears
+    SIGINT whichever Python handler is installed: when the block fails after one, the failure was
+    the interrupt."""
+    import signal
+    import socket
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    heard, tell = socket.socketpair()
+    heard.setblocking(False)
+    tell.setblocking(False)
+    previous = signal.set_wakeup_fd(tell.fileno(), warn_on_full_buffer=False)
+    handler = signal.getsignal(signal.SIGINT)  # Ray Train leaves its own installed after `fit`
+    try:
+        yield
+    except BaseException:
+        try:
+            interrupted = signal.SIGINT in heard.recv(4096)
+        except BlockingIOError:
+            interrupted = False
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.set_wakeup_fd(previous)
+        heard.close()
+        tell.close()
 
 
 def cluster_workers(ray, gpu: bool | None = None) -> tuple[int, bool]:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from imgclf.core.errors import UserError
+from imgclf.core.errors import Interrupted, UserError
 from imgclf.core.files import read_json, write_json, write_text
 from imgclf.core.version import __version__
 from imgclf.settings.config import TrainConfig, config_keys, dump_yaml, load_config
@@ -212,7 +212,10 @@ def fit_run(
         dist.broadcast((_without_images(prep), run_dir, meta, bool(resume)))
         dist.broadcast_bulk(None if maps is None else maps.train)  # the probe's stored maps (training.featcache)
     torch.set_num_threads(threads)  # from here each rank trains on its own share
-    result = _fit(run_dir, prep, net, meta, maps, bool(resume), on_epoch, console)
+    try:
+        result = _fit(run_dir, prep, net, meta, maps, bool(resume), on_epoch, console)
+    except KeyboardInterrupt:  # Ctrl-C: the finished epochs are in the run folder
+        raise Interrupted(f"imgclf train --resume {run_dir}") from None
     dist.use_node_threads()  # the evaluation after training is rank 0's alone
     return Fitted(run_dir, prep, net, meta, result, root)
 
