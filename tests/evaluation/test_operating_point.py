@@ -30,6 +30,9 @@ def test_rejection_answers_unknown_below_its_threshold_and_argmax_never_does():
     assert op.decide(np.array([0.1, 0.7, 0.2]), THREE["classes"]) == 1
     assert op.threshold_for("a") is None
     assert OperatingPoint.of(PLAIN).decide(np.array([0.5, 0.3, 0.2]), PLAIN["classes"]) == 0
+    # Whether an answer was the rule declining (the service's and the shards' unknown flag).
+    assert op.declined("unknown") and not op.declined("a")
+    assert not OperatingPoint.of(PLAIN).declined("unknown") and not OperatingPoint.of(TWO).declined("unknown")
 
 
 def test_every_reader_describes_the_same_rule():

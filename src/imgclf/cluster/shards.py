@@ -78,7 +78,7 @@ def with_decision(rows: list[dict], rule) -> list[dict]:
     for r in rows:
         if "error" not in r:
             r["decision"] = rule.rule
-            r["unknown"] = rule.rule == "rejection" and r["label"] == rule.label
+            r["unknown"] = rule.declined(r["label"])
     return rows
 
 

@@ -40,6 +40,10 @@ class OperatingPoint:
         top = int(np.argmax(p))
         return -1 if self.rule == "rejection" and p[top] < self.threshold else top
 
+    def declined(self, label: str) -> bool:
+        """Whether an answer's label is the rejection rule declining to name a class ('unknown')."""
+        return self.rule == "rejection" and label == self.label
+
     def threshold_for(self, positive: str) -> float | None:
         """The recorded threshold when it is about `positive`, else None (scan and video then use even odds)."""
         return self.threshold if self.rule == "threshold" and self.positive_class == positive else None

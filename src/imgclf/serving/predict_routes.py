@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from imgclf.evaluation.operating_point import OperatingPoint
-from imgclf.evaluation.rejection import UNKNOWN
 from imgclf.serving.limits import Rejected, decode, request_images
 from imgclf.serving.params import Param, Parameters
 from imgclf.settings.checks import Number
@@ -89,7 +88,8 @@ def register(app, holder, settings, dependencies: list, runner, plog, metrics) -
             raise inputs[0]
         probs = await runner.submit(np.stack(usable), model.predict_proba)
         answers = iter(zip(model.answers(probs, q["top_k"] or settings.top_k), probs))
-        decision = OperatingPoint.of(model.meta).answer_rule()
+        rule = OperatingPoint.of(model.meta)
+        decision = rule.answer_rule()
         results = []
         for i, ((name, data), x) in enumerate(zip(files, inputs)):
             entry = {"filename": name} if name else {}
@@ -115,7 +115,7 @@ def register(app, holder, settings, dependencies: list, runner, plog, metrics) -
                     label=a["label"],
                     confidence=a["confidence"],
                     top_k=[{"label": c, "p": p} for c, p in a["top_k"]],
-                    decision={**decision, "unknown": True} if a["label"] == UNKNOWN else decision,
+                    decision={**decision, "unknown": True} if rule.declined(a["label"]) else decision,
                 )
             results.append(entry)
         # Plain JSON types already: skip FastAPI's jsonable_encoder walk, a tenth of a millisecond each.
