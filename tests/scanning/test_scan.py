@@ -131,6 +131,7 @@ def test_scan_finds_objects_one_box_each(world, tmp_path):
         "x2",
         "y2",
         "score",
+        "label",
     }
     saved = json.loads((tmp_path / "out" / "scan.json").read_text())
     assert saved["settings"]["positive"] == "object" and len(saved["images"]) == len(results)

@@ -231,7 +231,7 @@ def test_streamed_and_scan_outputs_are_fsynced_and_honour_the_umask(tmp_path, mo
     import hashlib
 
     from imgclf.core.files import commit, open_stream
-    from imgclf.scanning.outputs import ScanOutputs, draw_boxes
+    from imgclf.inference.box_files import ScanOutputs, draw_boxes
     from imgclf.store.predlog import PredictionLog, record
 
     umask(mask)

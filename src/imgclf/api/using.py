@@ -1,5 +1,5 @@
 """The API for using a trained run: load, evaluate, report, predict (folders, a Ray cluster, video),
-export, serve, explain, scan."""
+export, serve, explain (finding things in photos: api/finding.py)."""
 
 from __future__ import annotations
 
@@ -277,86 +277,3 @@ def explain(
     from imgclf.inference.explain import explain as run_explain
 
     return run_explain(loaded(run, device, None, "torch"), images, method, target, out)
-
-
-def scan(
-    run: RunLike,
-    images: str | Path | list,
-    *,
-    positive: str | None = None,
-    scales: list[float] | None = None,
-    stride: int | None = None,
-    min_size: int | None = None,
-    iou: float = 0.3,
-    out: str | Path | None = None,
-    mine: str | Path | None = None,
-    threshold: float | None = None,
-    margin: float | tuple[float, ...] | None = None,
-    method: str = "auto",
-    vote: bool | None = None,
-    verify: str | Path | Model | bool | None = None,
-    verify_top: int | None = None,
-    box_threshold: float | None = None,
-    device: str = "auto",
-    verbose: bool = True,
-) -> list[dict]:
-    """Find the positive class in whole photos with a model trained on crops: the window (the training
-    crops' shape) slides over an image pyramid, windows whose calibrated probability passes the run's
-    threshold are merged by NMS. Per image: path, present, score, boxes [{x1, y1, x2, y2, score}] in
-    image pixels, width, height, windows, seconds. `out` writes boxes.csv, scan.json and annotated
-    images; `mine` saves the windows that fire as crops (hard negatives, from person-free photos);
-    `vote` (default: the run's recorded choice, else on) moves each firing window's box to the
-    score-weighted mean of the firing windows around it before NMS. `verify` (a run folder trained on
-    the same crops, e.g. the default ImageNet-backbone run) re-scores each photo's best `verify_top`
-    windows and decides presence, and the scan's windows over `box_threshold` (default: the recorded
-    one, else the run's threshold) are the boxes of the photos it passes; default: the run's recorded
-    verifier; False: none.
-    See imgclf.scanning.
-
-        r = imgclf.scan("runs/person-1", ["street.jpg"], out="scan-out")[0]
-        r["present"], r["boxes"]          # True, [{'x1': 212.0, 'y1': 80.5, 'x2': 268.3, 'y2': 221.7, 'score': 0.97}]
-    """
-    from imgclf.scanning import scan as run_scan
-
-    if isinstance(verify, (str, Path)):  # else a loaded model, None (the recorded one) or False
-        from imgclf.scanning.verify import load_verifier
-
-        verify = load_verifier(verify, device)
-    return run_scan(
-        loaded(run, device, None, "torch"),
-        images,
-        positive=positive,
-        scales=scales,
-        stride=stride,
-        min_size=min_size,
-        iou=iou,
-        out=out,
-        mine=mine,
-        threshold=threshold,
-        margin=margin,
-        method=method,
-        vote=vote,
-        verify=verify,
-        verify_top=verify_top,
-        box_threshold=box_threshold,
-        verbose=verbose,
-    )
-
-
-def negatives(
-    photos: str | Path | list,
-    out: str | Path,
-    *,
-    per_image: int = 20,
-    size: str | tuple[int, int] = "64x64",
-    seed: int = 0,
-    verbose: bool = True,
-) -> dict:
-    """Random windows (multi-scale, aspect of `size`) cut from photos known to hold no object, saved as
-    PNG crops named by their sha256: the negative class to train a crop detector with.
-
-        imgclf.negatives(["street/no-person"], "data/no-person", per_image=40, size="96x160")
-    """
-    from imgclf.scanning import negatives as cut
-
-    return cut(photos, out, per_image=per_image, size=size, seed=seed, verbose=verbose)

@@ -1,4 +1,4 @@
-"""`imgclf predict`, `evaluate`, `ensemble`, `export`, `serve`, `explain`, `scan`, `negatives`, `report`:
+"""`imgclf predict`, `evaluate`, `ensemble`, `export`, `serve`, `explain`, `report`:
 using a trained run."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from imgclf.cli import render
-from imgclf.cli.app import DATA_HELP, MOVED_DATA, TTA_HELP, Format, app, floats
+from imgclf.cli.app import DATA_HELP, MOVED_DATA, TTA_HELP, Format, app
 
 
 @app.command()
@@ -253,118 +253,6 @@ def explain(
 
     results = api.explain(run, images, method=method, target=class_, out=out, device=device)
     render.explanations(results, method)
-
-
-# long: one option per flag, each with its help text
-@app.command()
-def scan(
-    run: str = typer.Argument(..., help="Run folder (or REGISTRY/ALIAS) of a model trained on crops."),
-    images: List[str] = typer.Argument(..., help="Photos or folders (searched recursively)."),
-    positive: Optional[str] = typer.Option(
-        None,
-        help="The class to find [default: the run's positive class, else "
-        "a class named like person/human/pedestrian/positive]",
-    ),
-    scales: Optional[str] = typer.Option(
-        None,
-        help="Comma-separated pyramid scales, e.g. 1,0.8,0.64 (at scale s the "
-        "window covers crop size / s image px) [default: from --min-size down "
-        "in steps of 0.8 while the window fits]",
-    ),
-    stride: Optional[int] = typer.Option(
-        None,
-        help="Window step in px of the model input [default: input/8, or the "
-        "network's own stride for a fully convolutional scan]",
-    ),
-    min_size: Optional[int] = typer.Option(
-        None, help="Smallest window height in image px [default: the run's recorded one, else 64]"
-    ),
-    iou: float = typer.Option(0.3, help="NMS: a box overlapping a better one by more than this IoU is dropped."),
-    threshold: Optional[float] = typer.Option(
-        None,
-        help="Positive probability to keep a window; with a verifier, "
-        "its photo-level threshold [default: the recorded one, else the "
-        "run's decision threshold, else 0.5]",
-    ),
-    margin: Optional[str] = typer.Option(
-        None,
-        help="Context around the object in the training crops, as a fraction "
-        "of the window on each side: one number, X,Y (INRIA 96x160 crops: "
-        "0.167,0.1) or LEFT,TOP,RIGHT,BOTTOM (negative: past the window); boxes "
-        "are placed by it [default: the run's recorded one "
-        "(RUN/scan_window.json), else 0]",
-    ),
-    method: str = typer.Option("auto", help="auto | fcn (fully convolutional) | windows"),
-    vote: Optional[bool] = typer.Option(
-        None,
-        "--vote/--no-vote",
-        help="Move each firing window's box to the "
-        "score-weighted mean of the firing windows around it (IoU >= 0.5) before "
-        "NMS (--no-vote: each window's own box) "
-        "[default: the run's recorded choice, else --vote]",
-    ),
-    out: Optional[str] = typer.Option(None, help="Write boxes.csv, scan.json and annotated/ here."),
-    mine: Optional[str] = typer.Option(
-        None,
-        help="Save every window that fires as a crop PNG here (give person-free "
-        "photos: hard negatives to add to the negative class).",
-    ),
-    verifier: Optional[str] = typer.Option(
-        None,
-        help="A run trained on the same crops (e.g. the default ImageNet "
-        "backbone) that re-scores each photo's best windows and decides presence; "
-        "the scan's boxes are kept only in photos it passes [default: the run's "
-        "recorded verifier, if any]",
-    ),
-    verifier_top: Optional[int] = typer.Option(
-        None, help="Windows a photo the verifier re-scores [default: the recorded number, else 4]"
-    ),
-    no_verifier: bool = typer.Option(False, "--no-verifier", help="Scan without the run's recorded verifier."),
-    box_threshold: Optional[float] = typer.Option(
-        None,
-        help="With a verifier: the scan score a window needs to "
-        "become a box [default: the recorded one, else the run's "
-        "threshold]",
-    ),
-    device: str = typer.Option("auto"),
-):
-    """Find the object of a crop model in whole photos: multi-scale sliding window, threshold, NMS."""
-    from imgclf import api
-
-    results = api.scan(
-        run,
-        images,
-        positive=positive,
-        scales=floats(scales, "--scales"),
-        stride=stride,
-        min_size=min_size,
-        iou=iou,
-        out=out,
-        mine=mine,
-        threshold=threshold,
-        margin=tuple(floats(margin, "--margin")) if margin else None,
-        method=method,
-        vote=vote,
-        verify=False if no_verifier else verifier,
-        verify_top=verifier_top,
-        box_threshold=box_threshold,
-        device=device,
-    )
-    render.scans(results)
-
-
-@app.command()
-def negatives(
-    photos: List[str] = typer.Argument(..., help="Photos or folders known to hold no instance of the object."),
-    out: str = typer.Option(..., help="Folder for the crops (e.g. data/no-person)."),
-    per_image: int = typer.Option(20, help="Random windows per photo."),
-    size: str = typer.Option("64x64", help="Crop size WxH: the positive crops' size (INRIA: 96x160)."),
-    seed: int = typer.Option(0),
-):
-    """Cut random windows (multi-scale) from object-free photos: the negative class for a crop detector."""
-    from imgclf import api
-
-    api.negatives(photos, out, per_image=per_image, size=size, seed=seed)
 
 
 @app.command()

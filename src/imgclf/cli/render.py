@@ -140,9 +140,11 @@ def scans(results: list[dict]) -> None:
         boxes = " ".join(
             f"[{b['x1']:.0f},{b['y1']:.0f},{b['x2']:.0f},{b['y2']:.0f} {b['score']:.2f}]" for b in r["boxes"][:10]
         )
+        # A detector's answer counts its people; a crop-model scan's says how many windows it scored.
+        work = f"{r['windows']} windows, " if "windows" in r else ""
         print(
             f"{r.get('path', '')}  {'present' if r['present'] else 'absent'}  score {r['score']:.3f}  "
-            f"{len(r['boxes'])} boxes {boxes}  ({r['windows']} windows, {r['seconds']:.2f}s)"
+            f"{len(r['boxes'])} boxes {boxes}  ({work}{r['seconds']:.2f}s)"
         )
 
 

