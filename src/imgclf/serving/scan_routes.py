@@ -1,11 +1,15 @@
-"""POST /scan: find the model's positive class in one uploaded photo (the page draws the boxes).
+"""POST /scan: find people (or the model's positive class) in one uploaded photo (the page draws the boxes).
 
     curl -F file=@street.jpg 'localhost:8000/scan?iou=0.3'
     # {"model": "person-1", "width": 640, "height": 480, "present": true, "score": 0.98, "threshold": 0.62,
     #  "positive": "person", "boxes": [{"x1": 212.0, "y1": 80.5, "x2": 268.3, "y2": 221.7, "score": 0.98}],
     #  "windows": 5210, "seconds": 0.21}
 
-A scan is hundreds of forward passes' worth of work, so it skips the micro-batcher (built for many
+Two engines: a served run trained on crops (with a class named like person, or `positive=`) is slid
+over the photo (imgclf.scanning); any other run, or `detector=person`, gets the pretrained person
+detector (imgclf.detection: one forward pass, boxes with a `label`, and a `count`).
+
+A crop scan is hundreds of forward passes' worth of work, so it skips the micro-batcher (built for many
 small requests) and runs in a worker thread; one scan at a time (a lock) keeps a burst of scans
 from starving /predict of CPU. GET /model says `"scan": true` when the model has a class to find.
 
@@ -34,9 +38,17 @@ from imgclf.serving.params import Param, Parameters, check_class
 from imgclf.settings.checks import Number
 
 SCANNERS = 4  # cached (model, class) scanners: one model serves at a time, with few classes to find
+DETECTORS = ("person",)
 QUERY = Parameters(
+    detector=Param(
+        "the pretrained detector to scan with [default: the run's crop model when it has a class to find, else person]",
+        choices=DETECTORS,
+    ),
     positive=Param("class to find [default: the run's positive class]"),
-    iou=Param("NMS IoU", Number(float, 0, 1, low_open=True), default=0.3),
+    iou=Param(
+        "NMS IoU [default: 0.3 for a crop model, the detector's own (0.6) for a detector]",
+        Number(float, 0, 1, low_open=True, optional=True),
+    ),
     min_size=Param("smallest window height in px [default: 64]", Number(int, 8, 100_000, optional=True)),
     threshold=Param(
         "positive probability to keep a window [default: the run's decision threshold, else 0.5]",
@@ -52,7 +64,9 @@ def register(app, holder, settings, guarded) -> None:
 
     def advertise(h) -> None:
         # /model's info comes from the holder's snapshot: mark it there, again after every swap.
-        h.current.info["scan"] = _can_scan(h.current.model)
+        crop = _can_scan(h.current.model)
+        h.current.info["scan"] = crop or _detector_installed()
+        h.current.info["scan_with"] = "crop model" if crop else ("detector person" if h.current.info["scan"] else None)
         scanners.cache_clear()  # a swapped-out model's scanners hold its network: drop them
 
     advertise(holder)
@@ -60,7 +74,7 @@ def register(app, holder, settings, guarded) -> None:
 
     @app.post(
         "/scan",
-        summary="Find the positive class in a whole photo: sliding window + NMS",
+        summary="Find people (or the run's positive class) in a whole photo: pretrained detector or sliding window",
         dependencies=guarded,
         openapi_extra={"requestBody": ONE_IMAGE_BODY, "parameters": QUERY.openapi()},
         responses={
@@ -68,16 +82,24 @@ def register(app, holder, settings, guarded) -> None:
             413: {"description": "body, pixel count, long side or window count over the limit"},
             415: {"description": "not an image"},
             422: {"description": "corrupt image, aspect ratio over the limit, a bad query parameter"},
+            503: {"description": "the pretrained detector's weights are not installed on the server"},
         },
     )
     async def scan(request: Request, q: dict = Depends(QUERY)):
         """One photo as a multipart file part or as the raw body. Boxes are in the photo's pixels."""
         served = holder.current  # one model for the whole request, even if a swap lands meanwhile
-        positive = check_class("positive", q["positive"], served.model.classes)
+        crop = q["positive"] is not None or served.info.get("scan_with") == "crop model"
+        detector = q["detector"] or (None if crop else "person")
+        positive = None if detector else check_class("positive", q["positive"], served.model.classes)
         files = await request_images(request, settings)
         if len(files) != 1:
             raise Rejected(400, f"POST /scan takes one image, got {len(files)}: send one request per image", "too_many")
+        if detector:
+            options = {k: q[k] for k in ("iou", "threshold")}
+            answer = await run_in_threadpool(_detect, detector, files[0][1], options, settings, lock)
+            return JSONResponse({"model": served.info["name"], "detector": detector, **answer})
         options = {k: q[k] for k in ("iou", "min_size", "threshold")}
+        options["iou"] = 0.3 if options["iou"] is None else options["iou"]
         answer = await run_in_threadpool(_scan, served.model, files[0][1], positive, options, settings, scanners, lock)
         return JSONResponse({"model": served.info["name"], **answer})
 
@@ -90,6 +112,43 @@ def _can_scan(model) -> bool:
         return True
     except UserError:
         return False
+
+
+def _detector_installed() -> bool:
+    from imgclf.detection import weights
+
+    try:
+        weights.graph_file()
+        return True
+    except UserError:
+        return False
+
+
+@functools.lru_cache(maxsize=len(DETECTORS))
+def _loaded_detector(name: str):
+    from imgclf.detection import load_detector
+
+    return load_detector(name)
+
+
+def _detect(name: str, data: bytes, options: dict, settings, lock: threading.Lock) -> dict:
+    """The pretrained detector on one uploaded photo: a fixed cost (one 300x300 pass) once the
+    photo's shape passes the caps, so no window count to check."""
+    from imgclf.data.images import UnusableImage, read_rgb
+
+    width, height = header_size(data, settings.max_pixels)
+    check_shape(width, height, settings)
+    with lock:
+        try:
+            detector = _loaded_detector(name)
+        except UserError as e:  # its weights are not installed here
+            raise Rejected(503, str(e), "unavailable") from e
+        detector = detector.with_options(**options)
+        try:
+            img = read_rgb(io.BytesIO(data), settings.max_pixels)
+        except UnusableImage as e:
+            raise rejection(e.reason, settings.max_pixels) from e
+        return detector.detect(img)
 
 
 def _scanner(model, positive: str | None):

