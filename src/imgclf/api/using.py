@@ -208,9 +208,14 @@ def export(
     matches PyTorch within 1e-4 in probability on up to 64 real images (the run's test split, or `data`).
 
         imgclf.export("runs/photos-1")     # {'path': 'runs/photos-1/model.onnx', 'max_prob_diff': 2e-07, ...}
+
+    A detector exports the same way: "person" (the pretrained one; ./person-detector.onnx) or a
+    detector run folder (RUN/detector.onnx), checked on `data`'s photos (else seeded noise).
     """
     if format != "onnx":
         raise UserError(f"unknown export format '{format}'; the supported one is onnx")
+    if str(run) == "person" or (Path(run).expanduser() / "detector.json").is_file():
+        return _export_detector(run, out, data, verbose)
     from imgclf.inference.onnx_export import export_onnx
 
     result = export_onnx(run, out=out, opset=opset, data=data, check=check)
@@ -289,3 +294,26 @@ def explain(
     from imgclf.inference.explain import explain as run_explain
 
     return run_explain(loaded(run, device, None, "torch"), images, method, target, out)
+
+
+def _export_detector(run, out, data, verbose: bool) -> dict:
+    from imgclf.detection.detector import export_detector
+
+    images = None
+    if data is not None:
+        from imgclf.data.images import UnusableImage
+        from imgclf.detection import photo
+        from imgclf.inference.model import expand_inputs
+
+        images = []
+        for p in list(expand_inputs(data))[:16]:
+            try:
+                images.append(photo(p))
+            except UnusableImage:  # a broken file among the photos does not stop the check
+                continue
+    result = export_detector(run, out, images)
+    _console(verbose).print(
+        f"exported {result['path']}; ONNX Runtime vs PyTorch: max score difference {result['max_score_diff']:.2e}, "
+        f"box {result['max_box_diff']:.2e} on {result['n_images']} {'photos' if images else 'noise images'}"
+    )
+    return result

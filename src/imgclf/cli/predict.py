@@ -125,7 +125,9 @@ def ensemble(
 
 @app.command()
 def export(
-    run: str = typer.Argument(..., help="Run folder."),
+    run: str = typer.Argument(
+        ..., help="Run folder; a detector run folder; or person (the pretrained person detector)."
+    ),
     format: str = typer.Option("onnx", help="onnx (the only format for now)"),
     out: Optional[str] = typer.Option(None, help="File to write [default: RUN/model.onnx]"),
     opset: Optional[int] = typer.Option(None, help="ONNX opset [default: the exporter's]"),

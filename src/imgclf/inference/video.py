@@ -84,11 +84,8 @@ def predict_video(
     cap, live, name = open_source(source)
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else None  # cameras and streams often report 0 or nonsense
-    if scanner is not None:  # the frame's positive probability is its best window's or box's
-        presence = Presence(scanner.positive, 1 if model is None else scanner.pos, scanner.threshold, smooth, min_event)
-        model = model or scanner.frame_model()
-    else:
-        presence = Presence.for_model(model, smooth, min_event) if len(model.classes) == 2 else None
+    model = model or scanner.frame_model()  # a detector alone: two classes, no <positive> and <positive>
+    presence = _presence(model, scanner, smooth, min_event)
     if events_path is None and out_csv is not None and presence is not None:
         events_path = Path(out_csv).with_name("events.json")
     console = _console(show_fps)
@@ -127,6 +124,15 @@ def predict_video(
     if events is not None:
         _print_events(console, events, presence.positive)
     return result
+
+
+def _presence(model, scanner, smooth: float, min_event: float) -> Presence | None:
+    """Presence events for two-class runs, and for scans: a frame's positive probability is its best
+    window's or box's."""
+    if scanner is not None:
+        pos = model.classes.index(scanner.positive)
+        return Presence(scanner.positive, pos, scanner.threshold, smooth, min_event)
+    return Presence.for_model(model, smooth, min_event) if len(model.classes) == 2 else None
 
 
 def _run(session, cap, live: bool, fps, every: int, max_frames, scanner, show_fps: bool, console, name: str):

@@ -1,0 +1,97 @@
+"""How good a detector is on labelled photos: COCO-style mAP and AP@0.5 by pycocotools (the
+reference implementation), the precision-recall curve at IoU 0.5, and presence (is the class in
+the photo at all) with the threshold that best separates photos with and without it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+import numpy as np
+
+
+def coco_eval(truth: dict, answers: list[dict], classes: list[str]) -> dict:
+    """AP over photos. `truth`: a COCO ground-truth dict (annotations.to_coco); `answers`: one detector
+    answer per truth image, in its order (boxes with pixel x1..y2, score, label). Returns mAP
+    (AP@[.5:.95]), ap50, ap75, per-class AP@0.5 and the PR curve at IoU 0.5 (recall, precision)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    ids = {name: i + 1 for i, name in enumerate(classes)}
+    dets = [
+        {
+            "image_id": img["id"],
+            "category_id": ids[b["label"]],
+            "bbox": [b["x1"], b["y1"], b["x2"] - b["x1"], b["y2"] - b["y1"]],
+            "score": b["score"],
+        }
+        for img, answer in zip(truth["images"], answers)
+        for b in answer.get("boxes", [])
+        if b["label"] in ids
+    ]
+    if not truth["annotations"] or not dets:
+        return {"map": 0.0, "ap50": 0.0, "ap75": 0.0, "per_class_ap50": {c: 0.0 for c in classes}, "pr": ([], [])}
+    gt = COCO()
+    gt.dataset = truth
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        gt.createIndex()
+        dt = gt.loadRes(dets)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.maxDets = [1, 10, 100]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    # precision: (IoU thresholds, 101 recall points, classes, areas, max dets); -1 where undefined
+    prec = ev.eval["precision"][0, :, :, 0, -1]
+    per_class = {c: _mean(prec[:, k]) for k, c in enumerate(classes)}
+    curve = np.where(prec < 0, np.nan, prec)
+    with warnings.catch_warnings():  # a recall level no class reaches is a NaN column, dropped below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean_curve = np.nanmean(curve, axis=1)
+    recall = ev.params.recThrs
+    keep = ~np.isnan(mean_curve)
+    return {
+        "map": round(float(max(ev.stats[0], 0.0)), 4),
+        "ap50": round(float(max(ev.stats[1], 0.0)), 4),
+        "ap75": round(float(max(ev.stats[2], 0.0)), 4),
+        "per_class_ap50": per_class,
+        "pr": (recall[keep].round(3).tolist(), mean_curve[keep].round(4).tolist()),
+    }
+
+
+def _mean(values: np.ndarray) -> float:
+    v = values[values >= 0]
+    return round(float(v.mean()), 4) if len(v) else 0.0
+
+
+def presence(scores, present) -> dict:
+    """Photo-level presence: ROC-AUC of the best box's score, and the threshold (over the scores seen)
+    with the best balanced accuracy, the lowest of equals (a missed person costs more than a second
+    look). Needs photos with and without the class; else only what can be said."""
+    from sklearn.metrics import roc_auc_score
+
+    scores, present = np.asarray(scores, float), np.asarray(present, bool)
+    if present.all() or not present.any():
+        return {"photos": int(len(scores)), "with": int(present.sum()), "roc_auc": None, "threshold": None}
+    best, best_t = -1.0, None
+    for t in np.unique(scores):
+        hit = scores >= t
+        bal = (hit[present].mean() + (~hit[~present]).mean()) / 2
+        if bal > best + 1e-12:
+            best, best_t = bal, float(t)
+    return {
+        "photos": int(len(scores)),
+        "with": int(present.sum()),
+        "roc_auc": round(float(roc_auc_score(present, scores)), 4),
+        "threshold": best_t,
+        "balanced_accuracy": round(float(best), 4),
+    }
+
+
+def balanced_accuracy(scores, present, threshold: float) -> float | None:
+    scores, present = np.asarray(scores, float), np.asarray(present, bool)
+    if present.all() or not present.any():
+        return None
+    hit = scores >= threshold
+    return round(float((hit[present].mean() + (~hit[~present]).mean()) / 2), 4)

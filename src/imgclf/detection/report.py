@@ -1,0 +1,67 @@
+"""A detector run's report: RUN/report.html (one self-contained page: the test metrics against the
+pretrained start, the validation curve, the precision-recall curve, a few annotated test photos),
+RUN/pr_curve.png and RUN/test_photos/."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+from imgclf.core.files import write_text
+
+SHOWN = 6  # annotated test photos in the report
+
+
+def write_report(run: Path, meta: dict, photos: list, answers: list[dict]) -> Path:
+    from imgclf.core.figures import pyplot, save_png
+    from imgclf.data.images import read_rgb
+    from imgclf.inference.box_files import draw_boxes
+
+    plt = pyplot()
+    m = meta["metrics"]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    recall, precision = m["test"]["pr"]
+    ax.plot(recall, precision, label=f"fine-tuned (AP@0.5 {m['test']['ap50']:.3f})")
+    r0, p0 = m["pretrained_test"]["pr"]
+    ax.plot(r0, p0, "--", label=f"pretrained start ({m['pretrained_test']['ap50']:.3f})")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Test photos, IoU 0.5")
+    ax.legend(loc="lower left")
+    save_png(fig, run / "pr_curve.png")
+    shown = []
+    (run / "test_photos").mkdir(exist_ok=True)
+    for p, a in list(zip(photos, answers))[:SHOWN]:
+        img = draw_boxes(read_rgb(p.path), a["boxes"])
+        img.thumbnail((480, 480))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=85)
+        (run / "test_photos" / f"{Path(p.path).stem}.jpg").write_bytes(buf.getvalue())
+        shown.append((Path(p.path).name, len(p.boxes), a["count"], base64.b64encode(buf.getvalue()).decode()))
+    rows = "".join(
+        f"<tr><td>{name}</td><td>{m[k]['ap50']:.3f}</td><td>{m[k]['ap50_at_threshold']:.3f}</td>"
+        f"<td>{m[k]['map']:.3f}</td></tr>"
+        for name, k in (("fine-tuned", "test"), ("pretrained start", "pretrained_test"))
+    )
+    pres = m["test_presence"]
+    photos_html = "".join(
+        f'<figure><img src="data:image/jpeg;base64,{b64}" alt="{html.escape(n)}">'
+        f"<figcaption>{html.escape(n)}: {truth} labelled, {found} found</figcaption></figure>"
+        for n, truth, found, b64 in shown
+    )
+    pr = base64.b64encode((run / "pr_curve.png").read_bytes()).decode()
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(run.name)}: detector</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
+td,th{{padding:.2rem .6rem;text-align:right}} figure{{display:inline-block;margin:.4rem}} img{{max-width:100%}}</style></head>
+<body><h1>{html.escape(run.name)}: a detector for {html.escape(", ".join(meta["classes"]))}</h1>
+<p>Fine-tuned from the pretrained SSDLite person detector on {html.escape(meta["data"])} ({meta["annotations"]} boxes).
+Presence threshold {meta["threshold"]:.3f} ({html.escape(meta["threshold_from"])}).</p>
+<h2>Test photos</h2><table><tr><th></th><th>AP@0.5</th><th>AP@0.5, boxes over the threshold</th><th>mAP@[.5:.95]</th></tr>{rows}</table>
+<p>Presence on {pres["photos"]} test photos ({pres["with"]} with '{html.escape(meta["positive"])}'):
+ROC-AUC {pres["roc_auc"] if pres["roc_auc"] is not None else "n/a (one kind of photo only)"},
+balanced accuracy at the threshold {pres["balanced_accuracy_at_threshold"] if pres["balanced_accuracy_at_threshold"] is not None else "n/a"}.</p>
+<img src="data:image/png;base64,{pr}" alt="precision-recall curve">
+<h2>A few test photos</h2>{photos_html}
+</body></html>"""
+    write_text(run / "report.html", page)
+    return run / "report.html"

@@ -1,0 +1,267 @@
+"""`imgclf train BOXES/`: a detector run folder from photos with box annotations.
+
+    RUN/detector.json           classes, the presence threshold, metrics, settings, where it started
+    RUN/detector.safetensors    the weights (the best epoch by validation mAP)
+    RUN/splits.csv  history.csv  report.html  pr_curve.png  test_photos/
+    RUN/train_state.safetensors the last epoch's state while training (resume), removed at the end
+
+The detector in RUN scans, serves and exports as the pretrained one does: `imgclf scan RUN photos/`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import torch
+
+from imgclf.core.errors import UserError
+from imgclf.core.files import read_json, write_json, write_text
+from imgclf.detection import finetune as FT
+
+FORMAT = 1  # of detector.json
+
+
+def train_detector(
+    data: str | Path,
+    *,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    device: str = "auto",
+    verbose: bool = True,
+    **options,
+) -> Path:
+    """Fine-tune the pretrained detector on the annotated photos in `data`; returns the run folder.
+    options: epochs, batch_size, lr, patience, seed (finetune.Settings)."""
+    from imgclf.core.device import pick_device
+    from imgclf.detection.annotations import read_boxes
+    from imgclf.store.runs import new_run_dir
+
+    unknown = sorted(set(options) - set(FT.Settings.__dataclass_fields__))
+    if unknown:
+        raise UserError(f"--{unknown[0].replace('_', '-')} does not apply to training a detector (boxes in {data})")
+    recorded = Path(resume) / "detector-training.json" if resume else None
+    base = read_json(recorded)["settings"] if recorded and recorded.is_file() else {}  # a resumed run keeps its own
+    settings = FT.Settings(**{**base, **{k: v for k, v in options.items() if v is not None}})
+    boxes = read_boxes(data)
+    run = Path(resume) if resume else Path(out) if out else new_run_dir(data)
+    if not resume and (run / "detector.json").exists():
+        raise UserError(f"{run} already holds a detector run: choose another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    say = print if verbose else (lambda *a, **k: None)
+    parts = FT.split(boxes.photos, settings.seed)
+    say(
+        f"detector: {len(boxes.photos)} photos with {sum(len(p.boxes) for p in boxes.photos)} boxes "
+        f"({boxes.format}; classes {', '.join(boxes.classes)}); split {len(parts['train'])}/{len(parts['val'])}/"
+        f"{len(parts['test'])} train/val/test (seed {settings.seed})"
+    )
+    say(
+        f"settings: start from the pretrained SSDLite person detector, {settings.epochs} epochs max, "
+        f"stop after {settings.patience} without a better validation mAP, batch {settings.batch_size}, "
+        f"AdamW lr {settings.lr:g}, BatchNorm frozen, IoU crop + flip + photometric augmentation"
+    )
+    for name, skipped in getattr(boxes, "skipped", []):
+        say(f"skipped {name}: {skipped}")
+    write_splits(run / "splits.csv", parts)
+    if not resume:  # what `imgclf train --resume RUN` needs to find the photos again
+        write_json(run / "detector-training.json", {"data": str(Path(data).resolve()), "settings": settings.__dict__})
+    dev = pick_device(device)
+    torch.manual_seed(settings.seed)
+    net = FT.start_from_pretrained(boxes.classes).to(dev)
+    try:
+        best = fit(net, parts, boxes, settings, run, dev, say)
+    except KeyboardInterrupt:
+        from imgclf.core.errors import Interrupted
+
+        raise Interrupted(f"imgclf train --resume {run}") from None
+    net.load_state_dict(best)
+    return finish(run, net, parts, boxes, settings, data, say)
+
+
+def fit(net, parts, boxes, settings, run: Path, dev, say) -> dict:
+    """Train with validation after every epoch (epoch 0: the untrained start); the best weights."""
+    from imgclf.training.checkpoint import load_training_state, save_training_state
+
+    loader = torch.utils.data.DataLoader(
+        FT.Photos(parts["train"], boxes.classes, settings.seed),
+        batch_size=settings.batch_size,
+        shuffle=True,
+        drop_last=len(parts["train"]) > settings.batch_size,
+        generator=torch.Generator().manual_seed(settings.seed),
+    )
+    FT.freeze_batchnorm(net)
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-4)
+    steps = max(1, settings.epochs * len(loader))
+    state_file = run / "train_state.safetensors"
+    history, start = [], 1
+    if state_file.exists():
+        info = load_training_state(state_file, net, optimizer)
+        history, start = info["history"], info["epoch"] + 1
+        say(f"resuming {run} after epoch {start - 1}")
+    # Built after the state is loaded: the schedule continues from the steps already taken.
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", settings.lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, settings.lr, total_steps=steps, pct_start=0.1, last_epoch=(start - 1) * len(loader) - 1
+    )
+    if not history:
+        history.append({"epoch": 0, **validate(net, parts["val"], boxes, dev)})
+        save_training_state(state_file, net, optimizer, {"epoch": 0, "history": history})
+        (run / "best.safetensors").unlink(missing_ok=True)
+        save_best(run, net)
+        say(f"epoch 0 (the pretrained start): val mAP {history[0]['val_map']:.3f}, AP@0.5 {history[0]['val_ap50']:.3f}")
+    for e in range(start, settings.epochs + 1):
+        best_epoch = max(history, key=lambda r: (r["val_map"], -r["epoch"]))["epoch"]
+        if e - best_epoch > settings.patience:
+            say(f"stopped: no better validation mAP since epoch {best_epoch}")
+            break
+        row, seconds = FT.timed(FT.epoch, net, loader, optimizer, scheduler, dev)
+        row = {"epoch": e, **row, **validate(net, parts["val"], boxes, dev), "seconds": round(seconds, 1)}
+        better = row["val_map"] > max(r["val_map"] for r in history)
+        history.append(row)
+        if better:
+            save_best(run, net)
+        save_training_state(state_file, net, optimizer, {"epoch": e, "history": history})
+        say(
+            f"epoch {e}: loss {row['cls_loss']:.3f} + {row['box_loss']:.3f} box, val mAP {row['val_map']:.3f}, "
+            f"AP@0.5 {row['val_ap50']:.3f}{'  (best)' if better else ''}  {seconds:.0f}s"
+        )
+    write_history(run / "history.csv", history)
+    from imgclf.training.checkpoint import load_weights
+
+    return load_weights(run / "best.safetensors")
+
+
+def save_best(run: Path, net) -> None:
+    from imgclf.training.checkpoint import save_weights
+
+    save_weights(run / "best.safetensors", net.state_dict())
+
+
+def as_detector(net, classes: list[str], threshold: float, dev):
+    from imgclf.detection.detector import DecodedSSD, Detector
+
+    positive = next((c for c in classes if c.lower() in ("person", "people", "pedestrian", "human")), classes[0])
+    model = DecodedSSD(net).to(dev).eval()
+    return Detector(model, classes, "fine-tuned", threshold=threshold, positive=positive, device=dev)
+
+
+def answers(net, photos, classes, dev, threshold: float = 0.01) -> list[dict]:
+    """The detector's answers on labelled photos (every box down to `threshold`, for AP)."""
+    from imgclf.data.images import read_rgb
+
+    det = as_detector(net, classes, threshold, dev)
+    was = net.training
+    net.eval()
+    try:
+        return [det.detect(read_rgb(p.path)) for p in photos]
+    finally:
+        net.train(was)
+
+
+def validate(net, photos, boxes, dev) -> dict:
+    from imgclf.detection.annotations import to_coco
+    from imgclf.detection.metrics import coco_eval
+
+    got = coco_eval(to_coco(boxes, photos), answers(net, photos, boxes.classes, dev), boxes.classes)
+    return {"val_map": got["map"], "val_ap50": got["ap50"]}
+
+
+def finish(run: Path, net, parts, boxes, settings, data, say) -> Path:
+    """Choose the presence threshold on validation, score the test photos (and the pretrained start
+    on them), write detector.json, the weights, the report; drop the training state."""
+    from imgclf.detection import metrics, weights
+    from imgclf.detection.annotations import to_coco
+    from imgclf.detection.detector import THRESHOLD
+    from imgclf.detection.report import write_report
+    from imgclf.training.checkpoint import save_weights
+
+    dev = next(net.parameters()).device
+    probe = as_detector(net, boxes.classes, THRESHOLD, dev)
+    positive = probe.positive
+    val = answers(net, parts["val"], boxes.classes, dev)
+    chosen = metrics.presence(top_scores(val, positive), [positive in p.labels for p in parts["val"]])
+    threshold = chosen["threshold"] if chosen["threshold"] is not None else THRESHOLD
+    test = answers(net, parts["test"], boxes.classes, dev)
+    truth = to_coco(boxes, parts["test"])
+    result = {
+        "test": coco_eval_at(truth, test, boxes.classes, threshold),
+        "test_presence": {
+            **metrics.presence(top_scores(test, positive), [positive in p.labels for p in parts["test"]]),
+            "balanced_accuracy_at_threshold": metrics.balanced_accuracy(
+                top_scores(test, positive), [positive in p.labels for p in parts["test"]], threshold
+            ),
+        },
+        "val_presence": chosen,
+    }
+    start = FT.start_from_pretrained(boxes.classes).to(dev)
+    result["pretrained_test"] = coco_eval_at(
+        truth, answers(start, parts["test"], boxes.classes, dev), boxes.classes, THRESHOLD
+    )
+    save_weights(run / "detector.safetensors", net.state_dict())
+    meta = {
+        "kind": "detector",
+        "format": FORMAT,
+        "architecture": "ssdlite_mobilenet_v2",
+        "classes": boxes.classes,
+        "positive": positive,
+        "threshold": threshold,
+        "threshold_from": "validation presence (best balanced accuracy)"
+        if chosen["threshold"] is not None
+        else "the pretrained detector's (validation holds no photo without the class)",
+        "started_from": {"package": f"{weights.PACKAGE} {weights.VERSION}", "sha256": weights.SHA256},
+        "data": str(Path(data).resolve()),
+        "annotations": boxes.format,
+        "settings": settings.__dict__,
+        "metrics": result,
+    }
+    write_json(run / "detector.json", meta)
+    write_report(run, meta, parts["test"], answers(net, parts["test"], boxes.classes, dev, threshold))
+    for f in ("train_state.safetensors", "best.safetensors"):
+        (run / f).unlink(missing_ok=True)
+    t, p = result["test"], result["pretrained_test"]
+    say(
+        f"test: AP@0.5 {t['ap50']:.3f} (pretrained start {p['ap50']:.3f}), mAP {t['map']:.3f} "
+        f"(start {p['map']:.3f}); presence threshold {threshold:.3f}"
+    )
+    say(str(run))
+    return run
+
+
+def coco_eval_at(truth, answers_, classes, threshold: float) -> dict:
+    """COCO AP with every box, and AP@0.5 with the boxes a scan reports (score >= threshold)."""
+    from imgclf.detection.metrics import coco_eval
+
+    full = coco_eval(truth, answers_, classes)
+    kept = [{**a, "boxes": [b for b in a["boxes"] if b["score"] >= threshold]} for a in answers_]
+    full["ap50_at_threshold"] = coco_eval(truth, kept, classes)["ap50"]
+    return full
+
+
+def top_scores(answers_: list[dict], positive: str) -> list[float]:
+    return [max((b["score"] for b in a["boxes"] if b["label"] == positive), default=0.0) for a in answers_]
+
+
+def write_splits(path: Path, parts: dict) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "split"])
+    for name, photos in parts.items():
+        for p in photos:
+            w.writerow([p.path, name])
+    write_text(path, buf.getvalue())
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, keys)
+    w.writeheader()
+    w.writerows(history)
+    write_text(path, buf.getvalue())
+
+
+def is_detector_run(path: str | Path) -> bool:
+    return (Path(path) / "detector.json").is_file()

@@ -1,0 +1,116 @@
+"""Fine-tuning the pretrained detector on a small YOLO folder built from real photos (the portrait
+pasted into landscapes at known boxes, and person-free crops): the run folder, its metrics against
+the pretrained start, scanning and exporting with it, and resuming an interrupted training."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib.cbook
+import numpy as np
+import pytest
+from helpers import cli
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+import imgclf
+from imgclf.detection import finetune
+
+pytestmark = pytest.mark.slow  # trains
+PORTRAIT = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+def make_yolo_set(root: Path, n: int = 12) -> Path:
+    """n photos 320x240: two in three hold the portrait (one box each), the rest nobody."""
+    rng = np.random.default_rng(0)
+    scenes = [Image.open(p).convert("RGB") for p in load_sample_images().filenames]
+    person = Image.open(PORTRAIT).convert("RGB")
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("person\n")
+    for i in range(n):
+        scene = scenes[i % 2]
+        x, y = int(rng.integers(0, scene.width - 320)), int(rng.integers(0, scene.height - 240))
+        photo = scene.crop((x, y, x + 320, y + 240))
+        lines = []
+        if i % 3:
+            h = int(rng.integers(90, 200))
+            w = int(h * 512 / 600)
+            px, py = int(rng.integers(0, 320 - w)), int(rng.integers(0, 240 - h))
+            photo.paste(person.resize((w, h)), (px, py))
+            lines.append(f"0 {(px + w / 2) / 320:.5f} {(py + h / 2) / 240:.5f} {w / 320:.5f} {h / 240:.5f}")
+        photo.save(root / "images" / f"photo{i:02d}.jpg", quality=92)
+        (root / "labels" / f"photo{i:02d}.txt").write_text("\n".join(lines))
+    return root
+
+
+@pytest.fixture(scope="module")
+def boxes_folder(tmp_path_factory) -> Path:
+    return make_yolo_set(tmp_path_factory.mktemp("det") / "boxes")
+
+
+@pytest.fixture(scope="module")
+def run(boxes_folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("det-run") / "run"
+    result = imgclf.train(boxes_folder, out=out, epochs=1, batch_size=4, verbose=False)
+    return Path(result.path)
+
+
+def test_train_on_boxes_writes_a_detector_run(run, boxes_folder):
+    meta = json.loads((run / "detector.json").read_text())
+    assert meta["kind"] == "detector" and meta["classes"] == ["person"] and meta["annotations"] == "yolo"
+    assert 0 < meta["threshold"] <= 1
+    m = meta["metrics"]
+    for key in ("test", "pretrained_test"):
+        assert 0 <= m[key]["ap50"] <= 1 and 0 <= m[key]["map"] <= 1 and "ap50_at_threshold" in m[key]
+    # The best epoch by validation mAP is kept, the pretrained start (epoch 0) included: never worse on validation.
+    with open(run / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in history] == [0, 1]
+    assert float(history[0]["val_map"]) <= max(float(r["val_map"]) for r in history)
+    assert {p.name for p in run.iterdir()} >= {"detector.safetensors", "report.html", "pr_curve.png", "splits.csv"}
+    assert not (run / "train_state.safetensors").exists()
+    assert "AP@0.5" in (run / "report.html").read_text() and any((run / "test_photos").iterdir())
+    # The run scans as the pretrained detector does, from Python and the command line.
+    photo = boxes_folder / "images" / "photo01.jpg"  # holds the portrait
+    r = imgclf.scan(run, [photo], verbose=False)[0]
+    assert r["boxes"] and r["boxes"][0]["label"] == "person"
+    p = cli("scan", run, photo)
+    assert "photo01.jpg  present" in p.stdout
+    exported = imgclf.export(run, verbose=False)
+    assert exported["max_score_diff"] < 1e-4 and Path(exported["path"]).is_file()
+
+
+def test_interrupted_detector_training_resumes(boxes_folder, tmp_path, monkeypatch):
+    calls = []
+    real = finetune.epoch
+
+    def stop_in_second(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(finetune, "epoch", stop_in_second)
+    with pytest.raises(KeyboardInterrupt, match="imgclf train --resume"):
+        imgclf.train(boxes_folder, out=tmp_path / "r", epochs=2, batch_size=4, verbose=False)
+    assert (tmp_path / "r" / "train_state.safetensors").exists() and not (tmp_path / "r" / "detector.json").exists()
+    monkeypatch.setattr(finetune, "epoch", real)
+    imgclf.train(resume=tmp_path / "r", verbose=False)  # the data folder is recorded in the run
+    with open(tmp_path / "r" / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]  # each epoch once
+
+
+def test_malformed_annotations_are_one_line(boxes_folder, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(boxes_folder, bad)
+    (bad / "labels" / "photo01.txt").write_text("0 0.95 0.5 0.3 0.2\n")
+    p = cli("train", bad, check=False)
+    assert p.returncode == 2 and "photo01.txt line 1: box outside the image" in p.stderr and "Traceback" not in p.stderr
+    (bad / "labels" / "photo01.txt").write_text("1 0.5 0.5 0.3 0.2\n")
+    p = cli("train", bad, check=False)
+    assert p.returncode == 2 and "unknown class" in p.stderr
