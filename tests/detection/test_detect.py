@@ -143,3 +143,30 @@ def test_video_presence_events_enter_and_leave(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 40 and rows[0]["label"] == "no person" and rows[15]["label"] == "person"
     assert (tmp_path / "v" / "annotated.mp4").stat().st_size > 0
+
+
+def test_torchvision_detector_from_the_hub_cache_offline(tmp_path, monkeypatch):
+    """A COCO detector's weights are read from torch's hub cache when present (here: a file we made,
+    with no network); --classes picks what it reports; a class COCO lacks is one line."""
+    import torch
+    from torchvision.models import get_model, get_model_weights
+
+    name = "ssdlite320_mobilenet_v3_large"
+    weights = get_model_weights(name).DEFAULT
+    made = get_model(name, weights=None, weights_backbone=None, num_classes=len(weights.meta["categories"]))
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(made.state_dict(), cache / weights.url.rsplit("/", 1)[-1])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    det = imgclf.detection.load_detector(name, find=["car", "person"])
+    assert torch.equal(
+        det.net.state_dict()["head.classification_head.module_list.0.1.weight"],
+        made.state_dict()["head.classification_head.module_list.0.1.weight"],
+    )
+    results = imgclf.scan([PORTRAIT, EMPTY[0]], detector=det.with_options(threshold=0.01), verbose=False)
+    assert all(b["label"] in ("car", "person") for r in results for b in r["boxes"])
+    assert all(r["positive"] == "car" and r["width"] > 0 for r in results)
+    with pytest.raises(UserError, match="'unicorn' is not a COCO class"):
+        imgclf.detection.load_detector(name, find=["unicorn"])
+    with pytest.raises(UserError, match="finds person only"):
+        imgclf.detection.load_detector("person", find=["car"])

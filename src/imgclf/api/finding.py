@@ -34,6 +34,7 @@ def scan(
     images: str | Path | list | None = None,
     *,
     detector: "str | Detector | None" = None,
+    classes: list[str] | None = None,
     positive: str | None = None,
     scales: list[float] | None = None,
     stride: int | None = None,
@@ -57,7 +58,8 @@ def scan(
 
     With no run (`scan(images)`, or `detector="person"`) the pretrained person detector answers
     (imgclf.detection): `threshold` is the score a box needs (default: the detector's recorded one),
-    `iou` its NMS overlap. With a run folder trained on crops (`scan(run, images)`) its classifier
+    `iou` its NMS overlap. `detector` may also be a detector run folder (imgclf.train on boxes) or a
+    torchvision COCO detector's name (weights downloaded once), with `classes` to find (e.g. ["car"]). With a run folder trained on crops (`scan(run, images)`) its classifier
     slides over an image pyramid (imgclf.scanning): windows whose calibrated probability passes the
     run's threshold are merged by NMS (`iou`, default 0.3); `mine` saves the windows that fire as
     crops (hard negatives, from person-free photos); `vote` (default: the run's recorded choice, else
@@ -80,7 +82,9 @@ def scan(
                 f"--{given[0].replace('_', '-')} is an option of a crop-model scan (imgclf scan RUN PHOTOS); "
                 "the pretrained detector takes --threshold and --iou"
             )
-        found = detector if hasattr(detector, "detect_batch") else load_detector(detector or "person", device)
+        found = (
+            detector if hasattr(detector, "detect_batch") else load_detector(detector or "person", device, find=classes)
+        )
         return detect(found, images, threshold=threshold, iou=iou, out=out, verbose=verbose)
     from imgclf.scanning import scan as run_scan
 

@@ -21,7 +21,13 @@ def scan(
         "or first a run folder (or REGISTRY/ALIAS) of a model trained on crops, slid over the photos.",
     ),
     detector: Optional[str] = typer.Option(
-        None, help="The detector when no run is given: person (pretrained SSDLite) [default: person]"
+        None,
+        help="The detector when no run is given: person (the pretrained SSDLite, offline), a detector run "
+        "folder (imgclf train BOXES/), or a torchvision COCO detector such as ssdlite320_mobilenet_v3_large or "
+        "fasterrcnn_mobilenet_v3_large_fpn (weights downloaded once) [default: person]",
+    ),
+    classes: Optional[str] = typer.Option(
+        None, help="Comma-separated classes to find, e.g. car,person (a COCO detector's) [default: person]"
     ),
     positive: Optional[str] = typer.Option(
         None,
@@ -101,12 +107,13 @@ def scan(
     from imgclf.inference.video import is_video_source
 
     if len(targets) == 1 and is_video_source(targets[0]):  # a video file, camera index or stream URL
-        video(api, targets[0], detector, threshold, iou, out, device)
+        video(api, targets[0], detector, classes.split(",") if classes else None, threshold, iou, out, device)
         return
     results = api.scan(
         targets[0],
         targets[1:] or None,
         detector=detector,
+        classes=classes.split(",") if classes else None,
         positive=positive,
         scales=floats(scales, "--scales"),
         stride=stride,
@@ -140,14 +147,14 @@ def negatives(
     api.negatives(photos, out, per_image=per_image, size=size, seed=seed)
 
 
-def video(api, source: str, detector: str | None, threshold: float | None, iou: float | None, out, device: str):
+def video(api, source: str, detector, classes, threshold: float | None, iou: float | None, out, device: str):
     """`imgclf scan door.mp4 [--out DIR]`: people frame by frame, presence events (enter/leave), and
     with --out DIR its frames.csv, events.json and annotated.mp4."""
     from pathlib import Path
 
     from imgclf.detection import load_detector
 
-    found = load_detector(detector or "person", device).with_options(threshold=threshold, iou=iou)
+    found = load_detector(detector or "person", device, find=classes).with_options(threshold=threshold, iou=iou)
     folder = Path(out) if out else None
     if folder:
         folder.mkdir(parents=True, exist_ok=True)

