@@ -160,7 +160,9 @@ class Detector:
             "seconds": round(seconds + time.perf_counter() - start, 4),
         }
 
-    def frame_model(self) -> FrameModel:
+    def frame_model(self):
+        from imgclf.inference.presence import FrameModel
+
         return FrameModel([f"no {self.positive}", self.positive], self.threshold)
 
     def frame_probs(self, frames: list, n_classes: int = 2):
@@ -171,22 +173,6 @@ class Detector:
         results = self.detect_batch([Image.fromarray(f) for f in frames])
         top = np.array([r["score"] for r in results]).reshape(-1)
         return np.stack([1 - top, top], 1) if len(results) else np.zeros((0, 2)), [r["boxes"] for r in results]
-
-
-@dataclass
-class FrameModel:
-    """What the video path asks of a model, for a detector alone: two classes (no person, person),
-    a frame's label by the detector's threshold on its best box."""
-
-    classes: list[str]
-    threshold: float
-
-    def answers(self, probs: np.ndarray, top_k: int = 1) -> list[dict]:
-        out = []
-        for p in probs:
-            i = int(p[1] >= self.threshold)
-            out.append({"label": self.classes[i], "confidence": float(p[i]), "top_k": [(self.classes[i], float(p[i]))]})
-        return out
 
 
 def load_detector(

@@ -104,7 +104,7 @@ class HubDetector:
         }
 
     def frame_model(self):
-        from imgclf.detection.detector import FrameModel
+        from imgclf.inference.presence import FrameModel
 
         return FrameModel([f"no {self.positive}", self.positive], self.threshold)
 

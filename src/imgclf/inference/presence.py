@@ -104,3 +104,19 @@ class Presence:
                 }
             )
         self.present, self.first_hit, self.peak = False, None, 0.0
+
+
+@dataclass
+class FrameModel:
+    """What the video path asks of a model, for a detector alone (imgclf.detection): two classes
+    (no person, person), a frame's label by the detector's threshold on its best box."""
+
+    classes: list[str]
+    threshold: float
+
+    def answers(self, probs: np.ndarray, top_k: int = 1) -> list[dict]:
+        out = []
+        for p in probs:
+            i = int(p[1] >= self.threshold)
+            out.append({"label": self.classes[i], "confidence": float(p[i]), "top_k": [(self.classes[i], float(p[i]))]})
+        return out
