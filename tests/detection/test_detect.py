@@ -93,10 +93,14 @@ def test_threshold_and_backends(detector):
 
 
 def test_anchors_and_box_coder():
-    a = B.anchors()
+    import torch
+
+    a = torch.from_numpy(B.anchors())
     assert a.shape == (1917, 4)  # 19x19x3 + 10x10x6 + 5x5x6 + 3x3x6 + 2x2x6 + 1x1x6
-    # a zero encoding is the anchor itself
-    assert np.allclose(B.decode(np.zeros((1917, 4), np.float32), a), a, atol=1e-6)
+    # a zero encoding is the anchor itself (as x1 y1 x2 y2), and encode undoes decode
+    assert torch.allclose(B.decode(torch.zeros(1917, 4), a), a[:, [1, 0, 3, 2]], atol=1e-6)
+    enc = torch.randn(1917, 4)
+    assert torch.allclose(B.encode(B.decode(enc, a)[:, [1, 0, 3, 2]], a), enc, atol=1e-3)
 
 
 def test_cli_scan_with_no_run(photos, tmp_path):
@@ -170,3 +174,12 @@ def test_torchvision_detector_from_the_hub_cache_offline(tmp_path, monkeypatch):
         imgclf.detection.load_detector(name, find=["unicorn"])
     with pytest.raises(UserError, match="finds person only"):
         imgclf.detection.load_detector("person", find=["car"])
+
+
+def test_a_dark_or_flat_frame_holds_nobody(detector):
+    """A covered camera: the network alone scores black 0.27 as one whole-frame person."""
+    rng = np.random.default_rng(0)
+    for frame in (np.zeros((480, 640, 3), np.uint8), rng.integers(0, 20, (480, 640, 3), dtype=np.uint8)):
+        r = detector.detect(Image.fromarray(frame))
+        assert r["blank"] and not r["present"] and r["boxes"] == [] and r["score"] == 0
+    assert not detector.detect(Image.open(PORTRAIT).convert("RGB"))["blank"]

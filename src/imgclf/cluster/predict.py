@@ -21,7 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from imgclf.cluster.files import OutputFolder, describe, list_paths, source_name
-from imgclf.cluster.shards import CSV_COLUMNS, PARQUET_COLUMNS, ShardPredictor, shard_name
+from imgclf.cluster.shards import (
+    CSV_COLUMNS,
+    DETECTOR_COLUMNS,
+    PARQUET_COLUMNS,
+    ShardDetector,
+    ShardPredictor,
+    shard_name,
+)
 from imgclf.core.errors import UserError
 from imgclf.core.raysupport import cluster_workers, ray_session, require_ray
 
@@ -64,8 +71,10 @@ def predict_on_ray(
     check_top_k(top_k)
     require_ray()
     start = time.perf_counter()
-    run = find_run(run).resolve()
-    meta = read_model_json(run)
+    detector = detector_job(run)
+    if detector is None:
+        run = find_run(run).resolve()
+        meta = read_model_json(run)
     console = _console(progress)
     paths = list_paths(source)
     folder = OutputFolder(out if out is not None else Path.cwd() / f"predictions-{source_name(source)}")
@@ -82,8 +91,10 @@ def predict_on_ray(
         "tta": tta,
         "columns": list(PARQUET_COLUMNS if format == "parquet" else CSV_COLUMNS),
         # The rule behind every row's label: threshold, positive class and how training chose them.
-        "decision": OperatingPoint.of(meta).description(),
+        "decision": OperatingPoint.of(meta).description() if detector is None else detector["decision"],
     }
+    if detector is not None:  # a detector's rows: present, count, score, boxes
+        job.update(run=detector["run"], columns=list(DETECTOR_COLUMNS), kind="detector")
     _claim(folder, job)
     todo = [k for k in range(len(shards)) if not folder.exists(shard_name(k, format))]
     console.print(
@@ -92,10 +103,23 @@ def predict_on_ray(
     )
     counts = {"predicted": 0, "errors": 0, "workers": 0}
     if todo:
-        ensemble = meta.get("kind") == "ensemble"
+        ensemble = detector is None and meta.get("kind") == "ensemble"
         with ray_session(address) as ray:
             counts = _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, console)
     return _summary(folder, job, todo, counts, time.perf_counter() - start, console)
+
+
+def detector_job(run) -> dict | None:
+    """For a detector ("person", a detector run folder): what the job records of it; None for a
+    classifier run. The detector is loaded here once, so its converted weights are in the cache
+    before the workers start."""
+    from imgclf.detection import load_detector
+
+    if str(run) != "person" and not (Path(run).expanduser() / "detector.json").is_file():
+        return None
+    det = load_detector(run, "cpu")
+    name = "person" if str(run) == "person" else str(Path(run).expanduser().resolve())
+    return {"run": name, "decision": {"detector": det.name, "positive": det.positive, "threshold": det.threshold}}
 
 
 def _claim(folder: OutputFolder, job: dict) -> None:
@@ -134,7 +158,7 @@ def _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, conso
             f"{job['run']} is an ensemble bundle, which runs on the torch backend only; drop --backend onnx"
         )
     backend = backend if backend != "auto" else ("torch" if gpus or ensemble else "onnx")
-    if backend == "onnx":
+    if backend == "onnx" and job.get("kind") != "detector":  # a detector's graph is converted in its cache
         _ensure_onnx(Path(job["run"]), console)
     actor_job = {**job, "backend": backend, "device": "cuda" if gpus else "cpu", "out": folder.path}
     workers = min(workers, len(todo))
@@ -143,7 +167,7 @@ def _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, conso
     # One block per shard, one shard per call, one call at a time per worker: a free worker takes
     # the next shard, so no shard waits behind another while a worker idles.
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        ShardPredictor,
+        ShardDetector if job.get("kind") == "detector" else ShardPredictor,
         fn_constructor_kwargs={"job": actor_job},
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),

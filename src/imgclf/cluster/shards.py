@@ -1,6 +1,7 @@
 """One shard's work on a Ray Data worker: predict its paths with imgclf's decoder, `predict_proba`
 and `answers` (so its rows are `imgclf predict`'s), add the decision rule, and write the rows as
-one Parquet or CSV file (cluster.predict hands out the shards)."""
+one Parquet or CSV file (cluster.predict hands out the shards). A detector job's rows are a scan's
+answers instead: present, count, score and the boxes as JSON."""
 
 from __future__ import annotations
 
@@ -49,6 +50,90 @@ class ShardPredictor:
         self.folder.write(shard_name(k, self.job["format"]), encode(rows))
         errors = sum(1 for r in rows if "error" in r)
         return {"shard": [k], "images": [len(rows)], "errors": [errors], "seconds": [time.perf_counter() - start]}
+
+
+class ShardDetector(ShardPredictor):
+    """A Ray Data worker for a detector job: per image present, count, score and the boxes (JSON)."""
+
+    def __init__(self, job: dict):
+        import ray
+        import torch
+
+        from imgclf.detection import load_detector
+
+        cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
+        torch.set_num_threads(cpus)
+        self.job = job
+        self.model = load_detector(job["run"], job["device"], job["backend"])
+        self.folder = OutputFolder(job["out"])
+
+    def __call__(self, batch: dict) -> dict:
+        start = time.perf_counter()
+        k, paths = int(batch["shard"][0]), [str(p) for p in batch["paths"][0]]
+        rows = detect_paths(self.model, paths)
+        encode = _detector_parquet if self.job["format"] == "parquet" else _detector_csv
+        self.folder.write(shard_name(k, self.job["format"]), encode(rows))
+        errors = sum(1 for r in rows if "error" in r)
+        return {"shard": [k], "images": [len(rows)], "errors": [errors], "seconds": [time.perf_counter() - start]}
+
+
+DETECTOR_COLUMNS = ("path", "present", "count", "score", "boxes", "error")
+
+
+def detect_paths(detector, paths: list[str]) -> list[dict]:
+    """One row per path, in order: the detector's answer, or the error that made the file unusable."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imgclf.data.images import read_rgb
+
+    rows = []
+    with ThreadPoolExecutor(READERS) as pool:
+        fetched = pool.map(fetch, paths) if any(is_uri(p) for p in paths) else [None] * len(paths)
+        for p, data in zip(paths, fetched):
+            try:
+                if isinstance(data, UnusableImage):  # fetch hands back what went wrong reading a URI
+                    raise data
+                if data is not None and not data:
+                    raise UnusableImage("empty file (0 bytes)")
+                img = read_rgb(io.BytesIO(data) if data is not None else p)
+            except UnusableImage as e:
+                rows.append({"path": p, "error": e.reason})
+                continue
+            r = detector.detect(img)
+            rows.append({"path": p, **{k: r[k] for k in ("present", "count", "score", "boxes")}})
+    return rows
+
+
+def _detector_parquet(rows: list[dict]) -> bytes:
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [("path", pa.string()), ("present", pa.bool_()), ("count", pa.int32()), ("score", pa.float64()),
+         ("boxes", pa.string()), ("error", pa.string())]
+    )  # fmt: skip
+    columns = {k: [r.get(k) for r in rows] for k in DETECTOR_COLUMNS}
+    columns["boxes"] = [json.dumps(r["boxes"]) if "boxes" in r else None for r in rows]
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pydict(columns, schema=schema), buf)
+    return buf.getvalue().to_pybytes()
+
+
+def _detector_csv(rows: list[dict]) -> bytes:
+    """boxes as JSON in one cell, as scan.json has them."""
+    import json
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(DETECTOR_COLUMNS)
+    for r in rows:
+        boxes = json.dumps(r["boxes"]) if "boxes" in r else ""
+        writer.writerow(
+            [r["path"], r.get("present", ""), r.get("count", ""), r.get("score", ""), boxes, r.get("error", "")]
+        )
+    return text.getvalue().encode("utf-8")
 
 
 def predict_paths(model, paths: list[str], top_k: int) -> list[dict]:

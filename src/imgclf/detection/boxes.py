@@ -1,8 +1,8 @@
-"""SSD's anchors and box coder, and the post-processing the TF Object Detection API exports with
-its graphs (sigmoid scores, per-class NMS, clip to the image), in NumPy + torchvision's NMS.
+"""SSD's anchors and box coder, as the TF Object Detection API's ssdlite_mobilenet_v2 config has them.
 
-Boxes inside the detector are normalised (ymin, xmin, ymax, xmax) as TensorFlow has them; they
-become image pixels (x1, y1, x2, y2) only when a detector answers.
+Anchors are normalised (ymin, xmin, ymax, xmax) as TensorFlow has them; decoded boxes come out as
+normalised (x1, y1, x2, y2), and become image pixels only when a detector answers. The
+post-processing (sigmoid scores, NMS at IoU 0.6, 100 boxes, clip) is detector.Detector's.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ MIN_SCALE, MAX_SCALE = 0.2, 0.95
 ASPECTS = (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)
 GRIDS = (19, 10, 5, 3, 2, 1)  # feature map sides at a 300x300 input
 SCALE_XY, SCALE_WH = 10.0, 5.0  # faster_rcnn_box_coder's scale factors
-NMS_IOU = 0.6
+NMS_IOU = 0.6  # the exported graphs' NMS
 MAX_BOXES = 100
 
 
@@ -43,52 +43,29 @@ def anchors(grids=GRIDS) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def decode(encodings: np.ndarray, anchor_boxes: np.ndarray) -> np.ndarray:
-    """(..., A, 4) encodings (ty, tx, th, tw) against the anchors -> (..., A, 4) (ymin, xmin, ymax, xmax)."""
-    ah = anchor_boxes[:, 2] - anchor_boxes[:, 0]
-    aw = anchor_boxes[:, 3] - anchor_boxes[:, 1]
-    acy = anchor_boxes[:, 0] + ah / 2
-    acx = anchor_boxes[:, 1] + aw / 2
-    ty, tx, th, tw = (encodings[..., i] for i in range(4))
-    h = np.exp(th / SCALE_WH) * ah
-    w = np.exp(tw / SCALE_WH) * aw
-    cy = ty / SCALE_XY * ah + acy
-    cx = tx / SCALE_XY * aw + acx
-    return np.stack([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], -1)
-
-
-def encode(boxes: np.ndarray, anchor_boxes: np.ndarray) -> np.ndarray:
-    """decode's inverse: the regression targets of `boxes` (A, 4) matched to `anchor_boxes` (A, 4)."""
-    ah = anchor_boxes[:, 2] - anchor_boxes[:, 0]
-    aw = anchor_boxes[:, 3] - anchor_boxes[:, 1]
-    h = np.maximum(boxes[:, 2] - boxes[:, 0], 1e-8)
-    w = np.maximum(boxes[:, 3] - boxes[:, 1], 1e-8)
-    cy = boxes[:, 0] + h / 2 - (anchor_boxes[:, 0] + ah / 2)
-    cx = boxes[:, 1] + w / 2 - (anchor_boxes[:, 1] + aw / 2)
-    return np.stack([cy / ah * SCALE_XY, cx / aw * SCALE_XY, np.log(h / ah) * SCALE_WH, np.log(w / aw) * SCALE_WH], -1)
-
-
-def postprocess(encodings: np.ndarray, logits: np.ndarray, anchor_boxes: np.ndarray, min_score: float = 1e-8):
-    """One image's raw outputs -> [(class index from 0, score, (ymin, xmin, ymax, xmax))], best first:
-    sigmoid scores (the background column dropped), NMS per class at IoU 0.6, at most 100 boxes,
-    each clipped to the image (a box left with no area is dropped), as the exported graphs do."""
+def decode(enc, anchor_boxes):
+    """(..., A, 4) torch encodings (ty, tx, th, tw) on the anchors (A, 4 ymin xmin ymax xmax) ->
+    (..., A, 4) boxes as (x1, y1, x2, y2), normalised: the order imgclf reports boxes in."""
     import torch
-    from torchvision.ops import nms
 
-    boxes = decode(encodings, anchor_boxes)
-    scores = 1.0 / (1.0 + np.exp(-logits[:, 1:]))
-    found = []
-    for c in range(scores.shape[1]):
-        keep = np.flatnonzero(scores[:, c] > min_score)
-        if keep.size == 0:
-            continue
-        kept = nms(torch.from_numpy(boxes[keep]).float(), torch.from_numpy(scores[keep, c]).float(), NMS_IOU)
-        for i in keep[kept.numpy()[:MAX_BOXES]]:
-            found.append((c, float(scores[i, c]), boxes[i]))
-    found.sort(key=lambda f: -f[1])
-    out = []
-    for c, s, b in found[:MAX_BOXES]:
-        b = np.clip(b, 0.0, 1.0)
-        if b[2] > b[0] and b[3] > b[1]:
-            out.append((c, s, b))
-    return out
+    a = anchor_boxes
+    ah, aw = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+    cy = enc[..., 0] / SCALE_XY * ah + a[:, 0] + ah / 2
+    cx = enc[..., 1] / SCALE_XY * aw + a[:, 1] + aw / 2
+    h = torch.exp(enc[..., 2] / SCALE_WH) * ah
+    w = torch.exp(enc[..., 3] / SCALE_WH) * aw
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+
+
+def encode(gt, anchor_boxes):
+    """decode's inverse for training targets: boxes `gt` (A, 4 ymin xmin ymax xmax, torch) on their
+    anchors -> (ty, tx, th, tw)."""
+    import torch
+
+    a = anchor_boxes
+    ah, aw = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+    h = (gt[:, 2] - gt[:, 0]).clamp(min=1e-6)
+    w = (gt[:, 3] - gt[:, 1]).clamp(min=1e-6)
+    ty = (gt[:, 0] + h / 2 - a[:, 0] - ah / 2) / ah * SCALE_XY
+    tx = (gt[:, 1] + w / 2 - a[:, 1] - aw / 2) / aw * SCALE_XY
+    return torch.stack([ty, tx, torch.log(h / ah) * SCALE_WH, torch.log(w / aw) * SCALE_WH], -1)

@@ -16,7 +16,6 @@ back a detector worse on validation than the one it started from. Every epoch is
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,17 +75,6 @@ def start_from_pretrained(classes: list[str]) -> SSDLite:
     return net
 
 
-def encode(gt: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """Regression targets (ty, tx, th, tw) of boxes `gt` (A, 4 ymin xmin ymax xmax) on their anchors:
-    boxes.decode's inverse."""
-    ah, aw = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
-    h = (gt[:, 2] - gt[:, 0]).clamp(min=1e-6)
-    w = (gt[:, 3] - gt[:, 1]).clamp(min=1e-6)
-    ty = (gt[:, 0] + h / 2 - anchors[:, 0] - ah / 2) / ah * B.SCALE_XY
-    tx = (gt[:, 1] + w / 2 - anchors[:, 1] - aw / 2) / aw * B.SCALE_XY
-    return torch.stack([ty, tx, torch.log(h / ah) * B.SCALE_WH, torch.log(w / aw) * B.SCALE_WH], -1)
-
-
 def match(gt: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One image's targets: class per anchor (0 background, 1..C) and box encodings, from its boxes
     `gt` (n, 4 normalised x1 y1 x2 y2). An anchor is positive at IoU >= 0.5 with a box, and every box
@@ -105,7 +93,7 @@ def match(gt: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor) -> tupl
     best_gt[forced] = torch.arange(len(gt))
     pos = best_iou >= MATCH_IOU
     cls[pos] = labels[best_gt[pos]] + 1
-    loc[pos] = encode(gt[best_gt[pos]][:, [1, 0, 3, 2]], anchors[pos])
+    loc[pos] = B.encode(gt[best_gt[pos]][:, [1, 0, 3, 2]], anchors[pos])
     return cls, loc
 
 
@@ -217,9 +205,3 @@ def split(photos: list, seed: int) -> dict[str, list]:
         "train": order[n_val + n_test :],
     }
     return {k: [photos[i] for i in v] for k, v in picked.items()}
-
-
-def timed(fn, *args):
-    start = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - start
