@@ -114,3 +114,26 @@ def test_malformed_annotations_are_one_line(boxes_folder, tmp_path):
     (bad / "labels" / "photo01.txt").write_text("1 0.5 0.5 0.3 0.2\n")
     p = cli("train", bad, check=False)
     assert p.returncode == 2 and "unknown class" in p.stderr
+
+
+def test_a_detector_run_serves_beside_a_classifier(run, boxes_folder, tmp_path_factory):
+    """`imgclf serve RUN --detector DETECTOR_RUN`: POST /scan answers with the fine-tuned detector;
+    the detector run alone is refused as a classifier with one line saying how to use it."""
+    import httpx
+    from helpers import trained_run
+
+    from imgclf import serving
+    from imgclf.core.errors import UserError
+
+    classifier, _ = trained_run(tmp_path_factory)
+    app = serving.create_app(imgclf.load(classifier), serving.ServeSettings(detector=str(run)))
+    with serving.BackgroundServer(app) as url:
+        photo = (boxes_folder / "images" / "photo01.jpg").read_bytes()
+        r = httpx.post(f"{url}/scan", content=photo, headers={"Content-Type": "image/jpeg"}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert (
+            r.json()["detector"] == run.name
+            and r.json()["threshold"] == json.loads((run / "detector.json").read_text())["threshold"]
+        )
+    with pytest.raises(UserError, match="is a detector run, not a classifier"):
+        imgclf.load(run)

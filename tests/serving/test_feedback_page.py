@@ -111,6 +111,7 @@ def test_find_draws_the_scan_boxes_over_the_photo(served):
             json={
                 **response.json(),
                 "scan": True,
+                "scan_with": "crop model",
                 "decision": {"rule": "threshold", "positive_class": "square", "threshold": 0.5},
             }
         )

@@ -202,6 +202,11 @@ def serve(
         help="Where POST /feedback stores corrected images [default: "
         "REGISTRY/inbox, else inbox/ beside the run's folder]",
     ),
+    detector: Optional[str] = typer.Option(
+        None,
+        help="POST /scan's detector, for a run with no class to find or ?detector=person: person (pretrained) "
+        "or a detector run folder (imgclf train BOXES/) [default: person]",
+    ),
 ):
     """Serve RUN over HTTP: POST /predict, POST /feedback, a browser page at /, /health, /model, /metrics,
     /openapi.json. With --registry, promoted versions are swapped in while serving."""
@@ -222,6 +227,7 @@ def serve(
         log_max_mb=log_max_mb,
         inbox=inbox,
         allowed_hosts=tuple(allowed_host) if allowed_host else None,
+        detector=detector,
     )  # unset: ServeSettings' defaults
     api.serve(
         run,

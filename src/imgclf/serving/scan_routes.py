@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import io
 import threading
+from pathlib import Path
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
@@ -41,7 +42,8 @@ SCANNERS = 4  # cached (model, class) scanners: one model serves at a time, with
 DETECTORS = ("person",)
 QUERY = Parameters(
     detector=Param(
-        "the pretrained detector to scan with [default: the run's crop model when it has a class to find, else person]",
+        "person: scan with the service's detector (imgclf serve --detector: the pretrained person detector, "
+        "or a fine-tuned detector run) [default: the run's crop model when it has a class to find, else person]",
         choices=DETECTORS,
     ),
     positive=Param("class to find [default: the run's positive class]"),
@@ -65,7 +67,7 @@ def register(app, holder, settings, guarded) -> None:
     def advertise(h) -> None:
         # /model's info comes from the holder's snapshot: mark it there, again after every swap.
         crop = _can_scan(h.current.model)
-        h.current.info["scan"] = crop or _detector_installed()
+        h.current.info["scan"] = crop or _detector_installed(settings.detector)
         h.current.info["scan_with"] = "crop model" if crop else ("detector person" if h.current.info["scan"] else None)
         scanners.cache_clear()  # a swapped-out model's scanners hold its network: drop them
 
@@ -96,8 +98,8 @@ def register(app, holder, settings, guarded) -> None:
             raise Rejected(400, f"POST /scan takes one image, got {len(files)}: send one request per image", "too_many")
         if detector:
             options = {k: q[k] for k in ("iou", "threshold")}
-            answer = await run_in_threadpool(_detect, detector, files[0][1], options, settings, lock)
-            return JSONResponse({"model": served.info["name"], "detector": detector, **answer})
+            answer = await run_in_threadpool(_detect, settings.detector, files[0][1], options, settings, lock)
+            return JSONResponse({"model": served.info["name"], "detector": Path(settings.detector).name, **answer})
         options = {k: q[k] for k in ("iou", "min_size", "threshold")}
         options["iou"] = 0.3 if options["iou"] is None else options["iou"]
         answer = await run_in_threadpool(_scan, served.model, files[0][1], positive, options, settings, scanners, lock)
@@ -114,9 +116,11 @@ def _can_scan(model) -> bool:
         return False
 
 
-def _detector_installed() -> bool:
+def _detector_installed(name: str) -> bool:
     from imgclf.detection import weights
 
+    if (Path(name) / "detector.json").is_file():  # a fine-tuned detector run
+        return True
     try:
         weights.graph_file()
         return True
@@ -124,7 +128,7 @@ def _detector_installed() -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=len(DETECTORS))
+@functools.lru_cache(maxsize=2)
 def _loaded_detector(name: str):
     from imgclf.detection import load_detector
 

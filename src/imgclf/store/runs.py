@@ -47,6 +47,11 @@ def find_run(path: str | Path) -> Path:
         p = p.parent
     # An ensemble bundle keeps its weights in members/<i>/ (see imgclf.inference.ensemble).
     weights = (p / "model.safetensors").is_file() or (p / "members").is_dir()
+    if (p / "detector.json").is_file():  # imgclf train on box annotations (imgclf.detection)
+        raise UserError(
+            f"{path} is a detector run, not a classifier: scan with it (imgclf scan {path} PHOTOS), export it "
+            f"(imgclf export {path}), or serve it beside a classifier (imgclf serve RUN --detector {path})"
+        )
     if not (p / "model.json").is_file() or not weights:
         raise UserError(
             f"{path} is not a finished run folder (it needs model.json and model.safetensors); "
