@@ -263,3 +263,11 @@ def models(result: dict, console) -> None:
 
 def _millions(n: int | None) -> str:
     return "?" if n is None else f"{n / 1e6:.2f}M"
+
+
+def print_table(headers: list[str], rows: list[list]) -> None:
+    """Plain aligned columns (readable, and greppable when piped)."""
+    cells = [[str(c) for c in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -1,0 +1,89 @@
+"""`imgclf faces enrol | add | remove | list | identify`: who is in the photo, from a gallery of people
+enrolled from a few photos each (imgclf.faces)."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from imgclf.cli import render
+from imgclf.cli.app import app
+
+faces_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Name the people in photos from a gallery enrolled from a few photos each (pretrained dlib face "
+    "models, offline); a face like no one enrolled is 'unknown'.",
+)
+app.add_typer(faces_app, name="faces")
+GALLERY = typer.Argument(..., help="Gallery folder (made by imgclf faces enrol).")
+KEEP = typer.Option(False, "--keep-photos", help="Also keep each enrolled face's crop in GALLERY/photos/NAME/.")
+
+
+@faces_app.command("enrol")
+def enrol(
+    known: str = typer.Argument(..., help="Folder with one subfolder of photos per person, named after them."),
+    out: str = typer.Option(..., "--out", help="The new gallery's folder."),
+    far: float = typer.Option(
+        0.05,
+        help="Share of strangers the 'unknown' threshold may name as someone, measured on the enrolment photos "
+        "(lower: fewer strangers named, more enrolled people missed)",
+    ),
+    keep_photos: bool = KEEP,
+):
+    """Enrol everyone in KNOWN: one face from each photo (a photo with none, or several, is reported)."""
+    from imgclf import faces
+
+    faces.enrol(known, out, far=far, keep_photos=keep_photos)
+
+
+@faces_app.command("add")
+def add(
+    gallery: str = GALLERY,
+    name: str = typer.Argument(..., help="The person: enrolled already, or new."),
+    photos: List[str] = typer.Argument(..., help="Photos or folders of NAME."),
+    keep_photos: bool = KEEP,
+):
+    """Add photos of NAME to GALLERY (the threshold is chosen again); interrupted, the gallery is unchanged."""
+    from imgclf import faces
+
+    faces.add(gallery, name, photos, keep_photos=keep_photos)
+
+
+@faces_app.command("remove")
+def remove(gallery: str = GALLERY, name: str = typer.Argument(..., help="The person to delete.")):
+    """Delete NAME from GALLERY: their embeddings and any kept photos."""
+    from imgclf import faces
+
+    faces.remove(gallery, name)
+
+
+@faces_app.command("list")
+def list_people(gallery: str = GALLERY):
+    """Enrolled people and how many photos each."""
+    from imgclf import faces
+
+    render.print_table(["name", "photos"], [[n, c] for n, c in faces.people(gallery).items()])
+
+
+@faces_app.command("identify")
+def identify(
+    gallery: str = GALLERY,
+    photos: List[str] = typer.Argument(..., help="Photos or folders (searched recursively)."),
+    out: Optional[str] = typer.Option(None, help="Write faces.csv, faces.json and annotated/ here."),
+    threshold: Optional[float] = typer.Option(
+        None, help="Cosine similarity a face needs to be named [default: the gallery's recorded one]"
+    ),
+):
+    """Every face in PHOTOS, named from GALLERY or 'unknown'; one CSV row a face with --out."""
+    from imgclf import faces
+
+    results = faces.identify(gallery, photos, out=out, threshold=threshold)
+    if out is None:
+        rows = [
+            [r.get("path", ""), f"{f['x1']},{f['y1']},{f['x2']},{f['y2']}", f["name"], f"{f['similarity']:.3f}"]
+            for r in results
+            for f in r.get("faces", [])
+        ]
+        render.print_table(["image", "box", "name", "similarity"], rows)

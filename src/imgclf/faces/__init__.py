@@ -1,0 +1,315 @@
+"""Who is in the photo: find faces, enrol people from a few photos each, name them or say "unknown".
+
+    imgclf.faces.enrol("known/", "staff-gallery")             # known/<name>/*.jpg, whole photos or crops
+    imgclf.faces.add("staff-gallery", "Ada", ["ada1.jpg"])
+    imgclf.faces.identify("staff-gallery", ["door.jpg"], out="who")   # who/faces.csv, annotated/
+    imgclf.faces.remove("staff-gallery", "Ada")
+
+Modules: model (dlib's pretrained detector, landmarks and embedding, from the package index) ·
+gallery (the enrolled embeddings in one file; nearest-mean or logistic naming; the "unknown"
+threshold chosen on the enrolment photos) · outputs (faces.csv, faces.json, annotated photos).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from imgclf.core.errors import UserError
+from imgclf.faces.gallery import FAR, UNKNOWN, Gallery, load_gallery, new_gallery
+from imgclf.faces.model import Face, FaceModel
+
+__all__ = ["enrol", "add", "remove", "identify", "people", "load_gallery", "FaceModel", "Face", "Gallery", "UNKNOWN"]
+
+DOMINANT = 3.0  # a photo with several faces enrols its biggest only when it is this many times the next one's area
+
+
+def enrol(
+    known, out, *, far: float = FAR, keep_photos: bool = False, model: FaceModel | None = None, verbose: bool = True
+) -> dict:
+    """Enrol every person in `known` (one folder per person, named after them) into a new gallery at
+    `out`. One face is taken from each photo; a photo with no face, or several of like size, is
+    reported and left out. `far`: the share of strangers the threshold may let through."""
+    known, out = Path(known).expanduser(), Path(out).expanduser()
+    _check_far(far)
+    if not known.is_dir():
+        raise UserError(f"{known} is not a folder; give a folder with one subfolder of photos per person")
+    folders = sorted(p for p in known.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise UserError(
+            f"{known} has no subfolders: put each person's photos in a folder named after them, e.g. {known}/Ada/1.jpg"
+        )
+    if (out / "gallery.safetensors").exists():
+        raise UserError(
+            f"{out} already holds a gallery: add people with imgclf faces add {out} NAME PHOTOS, or give a new --out"
+        )
+    model = model or FaceModel()
+    if verbose:
+        print(model.describe())
+    g = new_gallery(model, far)
+    report = {"skipped": []}
+    for folder in folders:
+        vectors, sources = _enrol_photos(
+            model, folder.name, _images(folder), g, out if keep_photos else None, report, verbose
+        )
+        if len(vectors):
+            g = _append(g, folder.name, vectors, sources)
+        elif verbose:
+            print(f"  {folder.name}: no usable photo, not enrolled")
+    if not g.people:
+        raise UserError(f"no face could be enrolled from {known}: every photo was skipped (see above)")
+    g = g.rebuilt(g.people, g.embeddings, g.owner, g.sources)
+    g.save(out)
+    return _summary(g, out, report, verbose, "enrolled")
+
+
+def add(
+    gallery, name: str, photos, *, keep_photos: bool = False, model: FaceModel | None = None, verbose: bool = True
+) -> dict:
+    """Enrol `photos` (files or folders) as `name` (new or already enrolled) in `gallery`; the threshold
+    and naming method are chosen again. Atomic: interrupted, the gallery is as it was."""
+    from imgclf.core.files import file_lock
+    from imgclf.inference.model import expand_inputs
+
+    name = _check_name(name)
+    model = model or FaceModel()
+    with file_lock(Path(gallery) / ".lock"):
+        g = load_gallery(gallery, model)
+        report = {"skipped": []}
+        vectors, sources = _enrol_photos(
+            model, name, list(expand_inputs(photos)), g, Path(gallery) if keep_photos else None, report, verbose
+        )
+        if not len(vectors):
+            raise UserError(f"none of the photos gave a face to enrol as {name} (see above); nothing changed")
+        g = g.with_faces(name, vectors, sources)
+        g.save(gallery)
+    return _summary(g, gallery, report, verbose, f"added {len(vectors)} photo(s) of {name};")
+
+
+def remove(gallery, name: str, *, verbose: bool = True) -> dict:
+    """Delete `name` from `gallery`: their embeddings, and their kept photos if any. Atomic."""
+    import shutil
+
+    from imgclf.core.files import file_lock
+
+    with file_lock(Path(gallery) / ".lock"):
+        g = load_gallery(gallery).without(name)
+        g.save(gallery)
+        photos = Path(gallery) / "photos" / name
+        if photos.is_dir():
+            shutil.rmtree(photos)
+    return _summary(g, gallery, {"skipped": []}, verbose, f"removed {name};")
+
+
+def people(gallery) -> dict[str, int]:
+    """Enrolled names and how many photos each."""
+    return load_gallery(gallery).counts()
+
+
+def identify(
+    gallery, images, *, out=None, threshold: float | None = None, model: FaceModel | None = None, verbose: bool = True
+) -> list[dict]:
+    """Every face in each photo, named from `gallery` or "unknown": one answer per image,
+    {path, faces: [{x1, y1, x2, y2, name, similarity, found}], width, height} ({path, error} for an
+    unreadable file, skipped and reported). `out` writes faces.csv, faces.json and annotated/."""
+    from imgclf.data.images import UnusableImage, read_rgb
+    from imgclf.inference.model import expand_inputs
+
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise UserError(f"--threshold must be a cosine similarity between 0 and 1, got {threshold}")
+    model = model or FaceModel()
+    g = gallery if isinstance(gallery, Gallery) else load_gallery(gallery, model)
+    writer = None
+    if out is not None:
+        from imgclf.faces.outputs import FaceOutputs
+
+        writer = FaceOutputs(out)
+    if verbose:
+        print(
+            f"{model.describe()}; {len(g.people)} people enrolled, {g.method}, threshold {g.threshold if threshold is None else threshold:.3f}"
+        )
+    results = []
+    for item in expand_inputs(images):
+        entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
+        results.append(entry)
+        try:
+            img = read_rgb(item) if isinstance(item, (str, Path)) else _rgb(item)
+        except UnusableImage as e:
+            entry["error"] = e.reason
+            if verbose:
+                print(f"  skipped {item}: {e.reason}")
+            continue
+        entry.update(name_faces(model, g, img, threshold))
+        if not entry["faces"] and verbose:
+            print(f"  {entry.get('path', 'image')}: no face found")
+        if writer:
+            writer.add(entry, img)
+    if writer:
+        writer.close(
+            {
+                "gallery": str(gallery) if not isinstance(gallery, Gallery) else None,
+                "threshold": g.threshold if threshold is None else threshold,
+                "method": g.method,
+                "model": g.model,
+            }
+        )
+    if verbose:
+        faces = [f for r in results for f in r.get("faces", [])]
+        named = sum(f["name"] != UNKNOWN for f in faces)
+        bad = sum("error" in r for r in results)
+        print(
+            f"{len(faces)} face(s) in {len(results) - bad} image(s): {named} named, {len(faces) - named} unknown"
+            + (f"; {bad} unreadable, skipped" if bad else "")
+            + (f"; wrote {out}/faces.csv, faces.json, annotated/" if out else "")
+        )
+    return results
+
+
+def name_faces(model: FaceModel, g: Gallery, img, threshold: float | None = None) -> dict:
+    """One photo's answer: {faces: [...], width, height}."""
+    import numpy as np
+
+    faces = model.faces(img)
+    names = g.name(np.stack([f.embedding for f in faces]), threshold) if faces else []
+    return {
+        "faces": [
+            {
+                "x1": f.box[0],
+                "y1": f.box[1],
+                "x2": f.box[2],
+                "y2": f.box[3],
+                "name": n,
+                "similarity": s,
+                "found": f.found,
+            }
+            for f, (n, s) in zip(faces, names)
+        ],
+        "width": img.width,
+        "height": img.height,
+    }
+
+
+# ---- enrolment helpers ----
+def _enrol_photos(model, name, paths, g, keep, report, verbose):
+    """Embed one face from each photo of `name`: (vectors, sources), skipping with a reason."""
+    import numpy as np
+
+    from imgclf.data.images import UnusableImage, read_rgb
+
+    known = {s["sha256"] for s in g.sources}
+    vectors, sources = [], []
+    for path in paths:
+        path = Path(path)
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            img = read_rgb(path)
+        except (UnusableImage, OSError) as e:
+            _skip(report, path, getattr(e, "reason", None) or type(e).__name__, verbose)
+            continue
+        if digest in known:
+            _skip(report, path, "already enrolled (same file)", verbose)
+            continue
+        faces = model.faces(img)
+        if not faces:
+            _skip(report, path, "no face found (crop the face, or use a photo where it is larger)", verbose)
+            continue
+        if len(faces) > 1 and _area(faces[0]) < DOMINANT * _area(faces[1]):
+            _skip(
+                report,
+                path,
+                f"{len(faces)} faces of like size: which is {name} is not guessed (crop the photo)",
+                verbose,
+            )
+            continue
+        face = faces[0]
+        known.add(digest)
+        vectors.append(face.embedding)
+        sources.append({"file": f"{name}/{path.name}", "sha256": digest, "box": list(face.box), "found": face.found})
+        if keep is not None:
+            from imgclf.core.files import atomic_path
+
+            dest = keep / "photos" / name / f"{digest[:16]}.jpg"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(dest) as tmp:
+                img.crop(face.box).save(tmp, format="JPEG", quality=92)
+    if verbose and paths:
+        print(f"  {name}: {len(vectors)} of {len(paths)} photo(s)")
+    return (np.stack(vectors) if vectors else np.zeros((0, 128), np.float32)), sources
+
+
+def _append(g: Gallery, name, vectors, sources) -> Gallery:
+    """Add without re-choosing (enrol chooses once, at the end)."""
+    import numpy as np
+
+    g.people.append(name)
+    g.embeddings = np.concatenate([g.embeddings, vectors]).astype(np.float32)
+    g.owner = np.concatenate([g.owner, np.full(len(vectors), len(g.people) - 1, np.int64)])
+    g.sources.extend(sources)
+    return g
+
+
+def _images(folder: Path) -> list[Path]:
+    from imgclf.data.discover import files_under, is_image
+
+    return [p for p in files_under(folder) if is_image(p)]
+
+
+def _skip(report, path, reason, verbose):
+    report["skipped"].append({"file": str(path), "reason": reason})
+    if verbose:
+        print(f"  skipped {path}: {reason}")
+
+
+def _area(face: Face) -> int:
+    x1, y1, x2, y2 = face.box
+    return (x2 - x1 + 1) * (y2 - y1 + 1)
+
+
+def _check_far(far: float) -> None:
+    if not 0.0 < far < 1.0:
+        raise UserError(
+            f"--far is the share of strangers the threshold may let through, between 0 and 1 (e.g. 0.05); got {far}"
+        )
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name == UNKNOWN:
+        raise UserError(f"{name!r} cannot be a person's name here (it becomes a folder name; {UNKNOWN!r} is reserved)")
+    return name
+
+
+def _rgb(item):
+    import numpy as np
+    from PIL import Image
+
+    from imgclf.data.images import to_rgb
+
+    return to_rgb(Image.fromarray(item) if isinstance(item, np.ndarray) else item)
+
+
+def _summary(g: Gallery, out, report, verbose, verb) -> dict:
+    counts = g.counts()
+    summary = {
+        "gallery": str(out),
+        "people": counts,
+        "photos": int(sum(counts.values())),
+        "skipped": report["skipped"],
+        "threshold": g.threshold,
+        "far": g.far,
+        "method": g.method,
+        "choice": g.choice,
+    }
+    if verbose:
+        c = g.choice
+        named = (
+            f", {c['same_person_named']:.0%} of same-person trials named"
+            if c.get("same_person_named") is not None
+            else ""
+        )
+        print(
+            f"{verb} {len(counts)} people, {summary['photos']} photos ({len(report['skipped'])} skipped) -> {out}\n"
+            f"threshold {g.threshold:.3f}: {c['how']}{named}\n"
+            f"naming: {g.method} (held-out accuracy: {c['method']})"
+        )
+    return summary

@@ -1,0 +1,270 @@
+"""A gallery: the enrolled people's face embeddings, how to name a face, and when to say "unknown".
+
+One file, GALLERY/gallery.safetensors, holds everything (the embeddings, the classifier's numbers
+and, in its metadata, the people, each embedding's source photo by name and SHA-256, the threshold
+and how it was chosen), so a gallery is replaced in one atomic rename: an interrupted `add` or
+`remove` leaves the old gallery whole. No absolute paths are stored, so the folder can be moved.
+people.csv beside it is a readable summary, rewritten after each change.
+
+Naming: each person is the mean of their unit-length embeddings ("nearest-mean"), or, when every
+person has enough photos that cross-validation can tell, a logistic regression on the embeddings
+if it names the held-out photos better ("logistic"). Either way a face is "unknown" when its cosine
+similarity to the named person's mean is below the threshold.
+
+The threshold is chosen on the enrolment photos themselves: each person in turn plays a stranger
+(their photos against everyone else's means: the most similar other person's similarity is what a
+stranger would score), and the threshold lets through at most `far` of those strangers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from imgclf.core.errors import UserError
+
+SCHEMA = 1  # gallery.safetensors' layout: another number is refused with one line, never misread
+FILE = "gallery.safetensors"
+FAR = 0.05  # default target false-accept rate for strangers
+# Too few strangers to read a quantile from: dlib's own rule instead (a Euclidean distance of 0.6
+# between raw descriptors, whose length is ~1.42, is a cosine similarity of ~0.91).
+MIN_STRANGERS = 20
+FALLBACK_THRESHOLD = 0.91
+CV_MIN_PHOTOS = 3  # a classifier is compared with nearest-mean only when every person has this many photos
+CV_MARGIN = 0.005  # and replaces it only when it names this much more of the held-out photos
+UNKNOWN = "unknown"
+
+
+@dataclass
+class Gallery:
+    people: list[str]
+    embeddings: np.ndarray  # (n, d) float32, unit length
+    owner: np.ndarray  # (n,) int: index into people
+    sources: list[dict]  # per embedding: {"file", "sha256", "box", "found"}
+    model: dict  # the embedding model's name and weight hashes
+    far: float = FAR
+    threshold: float = FALLBACK_THRESHOLD
+    choice: dict = field(default_factory=dict)  # how the threshold and the method were chosen
+    method: str = "nearest-mean"
+    coef: np.ndarray | None = None  # logistic regression's (people, d) weights and (people,) bias
+    intercept: np.ndarray | None = None
+    means: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.means = _means(self.embeddings, self.owner, len(self.people))
+
+    # ---- naming ----
+    def name(self, vectors: np.ndarray, threshold: float | None = None) -> list[tuple[str, float]]:
+        """(name or "unknown", cosine similarity to the named person) for each unit-length embedding."""
+        threshold = self.threshold if threshold is None else threshold
+        vectors = np.atleast_2d(vectors)
+        if not self.people:
+            return [(UNKNOWN, 0.0)] * len(vectors)
+        sims = vectors @ self.means.T
+        if self.method == "logistic" and self.coef is not None:
+            best = np.argmax(vectors @ self.coef.T + self.intercept, axis=1)
+        else:
+            best = np.argmax(sims, axis=1)
+        out = []
+        for i, j in enumerate(best):
+            s = float(sims[i, j])
+            out.append((self.people[j] if s >= threshold else UNKNOWN, round(s, 4)))
+        return out
+
+    def counts(self) -> dict[str, int]:
+        return {p: int((self.owner == i).sum()) for i, p in enumerate(self.people)}
+
+    # ---- changing ----
+    def with_faces(self, name: str, vectors: np.ndarray, sources: list[dict]) -> Gallery:
+        people = sorted(set(self.people) | {name})
+        old = np.array([people.index(p) for p in self.people], dtype=np.int64)
+        owner = np.concatenate(
+            [old[self.owner] if len(self.owner) else self.owner, np.full(len(vectors), people.index(name))]
+        )
+        emb = np.concatenate([self.embeddings.reshape(-1, vectors.shape[1]), vectors]).astype(np.float32)
+        return self.rebuilt(people, emb, owner, self.sources + sources)
+
+    def without(self, name: str) -> Gallery:
+        if name not in self.people:
+            raise UserError(f"no one called {name!r} is enrolled; enrolled: {', '.join(self.people) or 'no one'}")
+        i = self.people.index(name)
+        keep = self.owner != i
+        people = [p for p in self.people if p != name]
+        owner = np.where(self.owner[keep] > i, self.owner[keep] - 1, self.owner[keep])
+        return self.rebuilt(people, self.embeddings[keep], owner, [s for s, k in zip(self.sources, keep) if k])
+
+    def rebuilt(self, people, embeddings, owner, sources, far: float | None = None) -> Gallery:
+        """A gallery over these faces with its threshold and method chosen afresh."""
+        g = Gallery(people, embeddings, owner, sources, self.model, self.far if far is None else far)
+        g.choose()
+        return g
+
+    def choose(self) -> None:
+        """Pick the naming method and the unknown threshold from the enrolled photos (see the docstring)."""
+        self.threshold, self.choice = choose_threshold(self.embeddings, self.owner, len(self.people), self.far)
+        self.method, self.coef, self.intercept, scores = choose_method(self.embeddings, self.owner, len(self.people))
+        self.choice["method"] = scores
+
+    # ---- files ----
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.numpy import save_file
+
+        from imgclf.core.files import atomic_path, write_text
+        from imgclf.core.version import __version__
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "schema": SCHEMA,
+            "imgclf": __version__,
+            "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "people": self.people,
+            "sources": self.sources,
+            "model": self.model,
+            "far": self.far,
+            "threshold": self.threshold,
+            "choice": self.choice,
+            "method": self.method,
+        }
+        tensors = {"embeddings": self.embeddings.astype(np.float32), "owner": self.owner.astype(np.int64)}
+        if self.coef is not None:
+            tensors.update(coef=self.coef.astype(np.float32), intercept=self.intercept.astype(np.float32))
+        with atomic_path(folder / FILE) as tmp:
+            save_file(tensors, str(tmp), metadata={"imgclf_gallery": json.dumps(meta)})
+        counts = self.counts()
+        write_text(folder / "people.csv", "name,photos\n" + "".join(f"{_csv(p)},{n}\n" for p, n in counts.items()))
+        return folder
+
+
+def new_gallery(model, far: float = FAR) -> Gallery:
+    return Gallery([], np.zeros((0, 128), np.float32), np.zeros(0, np.int64), [], _model_record(model), far)
+
+
+def load_gallery(folder: str | Path, model=None) -> Gallery:
+    """The gallery in `folder`; one line (UserError) for a missing, damaged or foreign one. With `model`,
+    also refuse a gallery whose embeddings another model made (they would not compare)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(folder) / FILE
+    if not path.is_file():
+        raise UserError(
+            f"{folder} is not a face gallery (no {FILE}); make one with: imgclf faces enrol KNOWN/ --out {folder}"
+        )
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = json.loads((f.metadata() or {})["imgclf_gallery"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, KeyError, ValueError, OSError) as e:
+        raise UserError(
+            f"{path} is damaged ({type(e).__name__}); re-enrol with: imgclf faces enrol KNOWN/ --out {folder}"
+        ) from None
+    if meta.get("schema") != SCHEMA:
+        raise UserError(
+            f"{path} is a gallery of schema {meta.get('schema')} (written by imgclf {meta.get('imgclf', '?')}); "
+            f"this imgclf reads schema {SCHEMA}: re-enrol the people with this version (imgclf faces enrol)"
+        )
+    g = Gallery(
+        meta["people"],
+        tensors["embeddings"],
+        tensors["owner"],
+        meta["sources"],
+        meta["model"],
+        meta["far"],
+        meta["threshold"],
+        meta["choice"],
+        meta["method"],
+        tensors.get("coef"),
+        tensors.get("intercept"),
+    )
+    if model is not None and g.model != _model_record(model):
+        raise UserError(
+            f"{folder} holds embeddings of {g.model.get('name')} with other weights than this imgclf's "
+            f"{model.name}: they do not compare; re-enrol the people (imgclf faces enrol)"
+        )
+    return g
+
+
+def choose_threshold(emb: np.ndarray, owner: np.ndarray, people: int, far: float) -> tuple[float, dict]:
+    """The similarity a face needs to be named, so that at most `far` of strangers pass (see the docstring)."""
+    strangers, same = [], []
+    for p in range(people):
+        mine = owner == p
+        if people > 1:
+            others = np.delete(_means(emb, owner, people), p, axis=0)
+            strangers.extend((emb[mine] @ others.T).max(axis=1))
+        if mine.sum() > 1:  # leave-one-out: each photo against the mean of the person's other photos
+            for i in np.flatnonzero(mine):
+                rest = emb[mine & (np.arange(len(emb)) != i)].mean(axis=0)
+                same.append(float(emb[i] @ rest / np.linalg.norm(rest)))
+    strangers, same = np.asarray(strangers), np.asarray(same)
+    if len(strangers) >= MIN_STRANGERS:
+        t = float(np.quantile(strangers, 1 - far, method="higher"))
+        # Past the last stranger seen, more photos could not lower the rate: stop just above it.
+        t = min(t + 1e-4, 1.0)
+        how = f"lets through {far:.0%} of {len(strangers)} stranger trials (each person against the others, leave-one-person-out)"
+    else:
+        t = FALLBACK_THRESHOLD
+        how = f"dlib's rule (distance 0.6): too few stranger trials ({len(strangers)} < {MIN_STRANGERS}) to choose from the photos"
+    choice = {
+        "threshold": round(t, 4),
+        "how": how,
+        "strangers": len(strangers),
+        "strangers_passed": round(float((strangers >= t).mean()), 4) if len(strangers) else None,
+        "same_person_trials": len(same),
+        "same_person_named": round(float((same >= t).mean()), 4) if len(same) else None,
+    }
+    return round(t, 4), choice
+
+
+def choose_method(emb: np.ndarray, owner: np.ndarray, people: int):
+    """nearest-mean, or logistic regression when cross-validation says it names people better:
+    (method, coef, intercept, {method: held-out accuracy})."""
+    counts = np.bincount(owner, minlength=people) if people else np.zeros(0, int)
+    if people < 2 or counts.min() < CV_MIN_PHOTOS:
+        return "nearest-mean", None, None, {"why": f"every person needs {CV_MIN_PHOTOS}+ photos to compare methods"}
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = StratifiedKFold(n_splits=min(5, int(counts.min())), shuffle=True, random_state=0)
+    right = {"nearest-mean": 0, "logistic": 0}
+    for train, test in folds.split(emb, owner):
+        means = _means(emb[train], owner[train], people)
+        right["nearest-mean"] += int((np.argmax(emb[test] @ means.T, axis=1) == owner[test]).sum())
+        lr = _logistic(emb[train], owner[train])
+        right["logistic"] += int((lr.predict(emb[test]) == owner[test]).sum())
+    scores = {k: round(v / len(emb), 4) for k, v in right.items()}
+    if scores["logistic"] >= scores["nearest-mean"] + CV_MARGIN:
+        lr = _logistic(emb, owner)
+        coef, intercept = lr.coef_, lr.intercept_
+        if people == 2:  # sklearn's binary form: one row for class 1; make it one row a person
+            coef, intercept = np.concatenate([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
+        return "logistic", coef.astype(np.float32), intercept.astype(np.float32), scores
+    return "nearest-mean", None, None, scores
+
+
+def _logistic(x, y):
+    from sklearn.linear_model import LogisticRegression
+
+    # Unit-length 128-d embeddings: a weak penalty (large C) lets the few dimensions that separate
+    # two similar people count; lbfgs multinomial is sklearn's default and fast at this size.
+    return LogisticRegression(C=10.0, max_iter=2000).fit(x, y)
+
+
+def _means(emb: np.ndarray, owner: np.ndarray, people: int) -> np.ndarray:
+    means = np.zeros((people, emb.shape[1] if emb.ndim == 2 else 128), np.float32)
+    for p in range(people):
+        if (owner == p).any():
+            m = emb[owner == p].mean(axis=0)
+            means[p] = m / np.linalg.norm(m)
+    return means
+
+
+def _model_record(model) -> dict:
+    return {"name": model.name, "weights": model.weights}
+
+
+def _csv(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text

@@ -1,0 +1,232 @@
+"""Faces end to end on real photos that ship with our dependencies: Grace Hopper (matplotlib's sample)
+and Eileen Collins (scikit-image's astronaut), each enrolled from a few reworked copies of their
+photo and named in new ones; a stranger; a photo with both; person-free photos, a broken file and a
+damaged gallery. ORL (../shared) checks the issue's numbers when it is there."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib.cbook
+import numpy as np
+import pytest
+from helpers import cli
+from PIL import Image, ImageEnhance, ImageOps
+from sklearn.datasets import load_sample_images
+
+pytest.importorskip("dlib")
+skimage_data = pytest.importorskip("skimage.data")
+
+import imgclf.faces as F  # noqa: E402
+from imgclf.core.errors import UserError  # noqa: E402
+from imgclf.faces import gallery as G  # noqa: E402
+
+GRACE = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+EILEEN = Image.fromarray(skimage_data.astronaut()).crop((90, 0, 330, 260))  # her head and shoulders
+SCENE = Path(load_sample_images().filenames[0])  # china.jpg: no one in it
+ORL = Path(__file__).parents[3] / "shared" / "datasets" / "orl-faces.tar.gz"
+
+
+def variants(img: Image.Image) -> list[Image.Image]:
+    """New photos of the same person: recropped, mirrored, darker, smaller."""
+    w, h = img.size
+    return [
+        img.crop((w // 12, 0, w, h - h // 12)),
+        ImageOps.mirror(img),
+        ImageEnhance.Brightness(img).enhance(0.6),
+        img.resize((w * 2 // 3, h * 2 // 3)),
+        ImageEnhance.Contrast(img.crop((0, h // 15, w - w // 15, h))).enhance(1.4),
+    ]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return F.FaceModel()
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("known")
+    for name, img in (("Grace", GRACE), ("Eileen", EILEEN)):
+        (d / name).mkdir()
+        for i, v in enumerate(variants(img)[:3]):
+            v.save(d / name / f"{i}.jpg", quality=92)
+    # Reported, not enrolled: a photo with no face, one with two faces of like size, a broken file.
+    Image.open(SCENE).save(d / "Grace" / "scene.jpg")
+    both = Image.new("RGB", (2 * GRACE.width, GRACE.height))
+    both.paste(GRACE, (0, 0))
+    both.paste(GRACE.resize(GRACE.size), (GRACE.width, 0))
+    both.save(d / "Eileen" / "two.jpg")
+    (d / "Eileen" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    return d
+
+
+@pytest.fixture(scope="module")
+def gallery(known, model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("g") / "gallery"
+    summary = F.enrol(known, out, model=model, verbose=False)
+    assert summary["people"] == {"Eileen": 3, "Grace": 3}
+    skipped = {Path(s["file"]).name: s["reason"] for s in summary["skipped"]}
+    assert set(skipped) == {"scene.jpg", "two.jpg", "broken.jpg"}
+    assert "no face" in skipped["scene.jpg"] and "2 faces" in skipped["two.jpg"]
+    return out
+
+
+@pytest.fixture
+def probes(tmp_path) -> Path:
+    d = tmp_path / "probes"
+    d.mkdir()
+    variants(GRACE)[3].save(d / "grace.jpg")
+    variants(EILEEN)[4].save(d / "eileen.png")
+    scene = Image.open(SCENE).convert("RGB")  # both, small, in a 640x427 photo
+    scene.paste(GRACE.resize((150, 175)), (60, 120))
+    scene.paste(EILEEN.resize((150, 162)), (400, 140))
+    scene.save(d / "both.jpg")
+    Image.open(SCENE).save(d / "nobody.jpg")
+    (d / "broken.png").write_bytes(b"\x89PNG broken")
+    return d
+
+
+def test_identify_names_each_face_where_it_is(gallery, probes, model, tmp_path):
+    results = {
+        Path(r["path"]).name: r for r in F.identify(gallery, probes, out=tmp_path / "who", model=model, verbose=False)
+    }
+    assert [f["name"] for f in results["grace.jpg"]["faces"]] == ["Grace"]
+    assert [f["name"] for f in results["eileen.png"]["faces"]] == ["Eileen"]
+    both = sorted(results["both.jpg"]["faces"], key=lambda f: f["x1"])
+    assert [f["name"] for f in both] == ["Grace", "Eileen"]
+    assert 60 <= both[0]["x1"] < both[0]["x2"] <= 210 and 400 <= both[1]["x1"] < both[1]["x2"] <= 550
+    assert results["nobody.jpg"]["faces"] == [] and "error" in results["broken.png"]
+    rows = list(csv.DictReader(open(tmp_path / "who" / "faces.csv")))
+    assert list(rows[0]) == ["image", "x1", "y1", "x2", "y2", "name", "similarity"]
+    assert sorted(r["name"] for r in rows) == ["Eileen", "Eileen", "Grace", "Grace"]
+    assert all(
+        float(r["similarity"]) >= json.loads((tmp_path / "who" / "faces.json").read_text())["settings"]["threshold"]
+        for r in rows
+    )
+    assert (tmp_path / "who" / "annotated" / "both.jpg").is_file()
+
+
+def test_a_stranger_is_unknown_and_the_gallery_changes_atomically(known, model, tmp_path, monkeypatch):
+    out = tmp_path / "only-grace"
+    F.add(_gallery_of(out, model), "Grace", [known / "Grace"], model=model, verbose=False)
+    [eileen] = F.identify(out, [EILEEN], model=model, verbose=False)
+    assert eileen["faces"][0]["name"] == "unknown" and eileen["faces"][0]["similarity"] < G.load_gallery(out).threshold
+    before = (out / G.FILE).read_bytes()
+
+    def crash(*a, **k):  # the machine dies while the new gallery is being written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("safetensors.numpy.save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        F.add(out, "Eileen", [known / "Eileen"], model=model, verbose=False)
+    with pytest.raises(KeyboardInterrupt):
+        F.remove(out, "Grace", verbose=False)
+    monkeypatch.undo()
+    assert (out / G.FILE).read_bytes() == before and F.people(out) == {"Grace": 3}
+    assert not [p for p in out.iterdir() if p.name.startswith(".gallery")]  # no temp file left behind
+
+    F.add(out, "Eileen", [known / "Eileen"], model=model, keep_photos=True, verbose=False)
+    assert F.people(out) == {"Eileen": 3, "Grace": 3} and len(list((out / "photos" / "Eileen").iterdir())) == 3
+    F.remove(out, "Eileen", verbose=False)
+    assert F.people(out) == {"Grace": 3} and not (out / "photos" / "Eileen").exists()
+
+
+def _gallery_of(out: Path, model) -> Path:
+    G.new_gallery(model).save(out)
+    return out
+
+
+def test_the_command_line(gallery, probes, tmp_path):
+    moved = tmp_path / "moved"
+    Path(gallery).rename(moved)  # a gallery holds no absolute path: it works where it is moved to
+    try:
+        listed = cli("faces", "list", moved).stdout
+        assert "Eileen  3" in listed and "Grace   3" in listed
+        p = cli("faces", "identify", moved, probes, "--out", tmp_path / "who")
+        assert "4 face(s) in 4 image(s): 4 named, 0 unknown; 1 unreadable, skipped" in p.stdout
+        assert "nobody.jpg: no face found" in p.stdout
+        assert (tmp_path / "who" / "faces.csv").read_text().count("\n") == 5
+    finally:
+        moved.rename(gallery)
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["faces", "enrol", "nowhere", "--out", "g"], "is not a folder"),
+        (["faces", "enrol", "{known}", "--out", "g", "--far", "1.5"], "--far is the share of strangers"),
+        (["faces", "enrol", "{known}", "--out", "{gallery}"], "already holds a gallery"),
+        (["faces", "identify", "{tmp}", "x.jpg"], "is not a face gallery"),
+        (["faces", "remove", "{gallery}", "Nobody"], "no one called 'Nobody' is enrolled; enrolled: Eileen, Grace"),
+        (["faces", "add", "{gallery}", "unknown", "x.jpg"], "'unknown' is reserved"),
+        (["faces", "identify", "{gallery}", "{known}", "--threshold", "2"], "--threshold must be a cosine similarity"),
+    ],
+)
+def test_mistakes_are_one_line(args, says, known, gallery, tmp_path):
+    args = [a.format(known=known, gallery=gallery, tmp=tmp_path) for a in args]
+    p = cli(*args, check=False, cwd=tmp_path)
+    assert p.returncode == 2 and says in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_damaged_or_foreign_gallery_is_one_line(gallery, tmp_path):
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    bad = tmp_path / "bad"
+    shutil.copytree(gallery, bad)
+    (bad / G.FILE).write_bytes((bad / G.FILE).read_bytes()[:300])
+    with pytest.raises(UserError, match="is damaged"):
+        G.load_gallery(bad)
+    meta = {"schema": 99, "imgclf": "9.0"}
+    save_file(
+        {"embeddings": np.zeros((1, 128), np.float32)}, str(bad / G.FILE), metadata={"imgclf_gallery": json.dumps(meta)}
+    )
+    p = cli("faces", "list", bad, check=False)
+    assert p.returncode == 2 and "a gallery of schema 99 (written by imgclf 9.0)" in p.stderr
+
+
+def test_the_threshold_lets_through_at_most_far_of_strangers():
+    """Clustered unit vectors as 12 people x 6 photos: the threshold sits where the stranger trials
+    say, every same-person trial still passes, and nearest-mean names the held-out photos."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(12, 128))
+    emb = np.concatenate([c + rng.normal(scale=0.35, size=(6, 128)) for c in centres]).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    owner = np.repeat(np.arange(12), 6)
+    for far in (0.01, 0.1):
+        t, choice = G.choose_threshold(emb, owner, 12, far)
+        assert choice["strangers"] == 72 and choice["strangers_passed"] <= far and choice["same_person_named"] == 1.0
+    method, coef, _, scores = G.choose_method(emb, owner, 12)
+    assert scores["nearest-mean"] == 1.0 and method == "nearest-mean" and coef is None
+    # Too few people to learn a threshold from: dlib's rule, said as such.
+    t, choice = G.choose_threshold(emb[:6], owner[:6], 1, 0.05)
+    assert t == G.FALLBACK_THRESHOLD and "too few stranger trials" in choice["how"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ORL.is_file(), reason="../shared/datasets is not here")
+def test_orl_people_enrolled_from_five_photos(model, tmp_path):
+    """The issue's ORL check: people 1-30 enrolled from photos 1-5; photos 6-10 named >= 95 %;
+    every photo of people 31-40 (never enrolled) answered unknown >= 80 %."""
+    import tarfile
+
+    with tarfile.open(ORL) as t:
+        t.extractall(tmp_path, filter="data")
+    root = tmp_path / "orl-faces"
+    known = tmp_path / "known"
+    for p in range(1, 31):
+        (known / f"s{p}").mkdir(parents=True)
+        for i in range(1, 6):
+            (root / f"s{p}" / f"{i}.pgm").rename(known / f"s{p}" / f"{i}.pgm")
+    F.enrol(known, tmp_path / "g", model=model, verbose=False)
+    named = F.identify(tmp_path / "g", [root / f"s{p}" for p in range(1, 31)], model=model, verbose=False)
+    strangers = F.identify(tmp_path / "g", [root / f"s{p}" for p in range(31, 41)], model=model, verbose=False)
+    right = np.mean([r["faces"][0]["name"] == Path(r["path"]).parent.name for r in named])
+    unknown = np.mean([r["faces"][0]["name"] == "unknown" for r in strangers])
+    assert len(named) == 150 and len(strangers) == 100
+    assert right >= 0.95 and unknown >= 0.80, (right, unknown)
