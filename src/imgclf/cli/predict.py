@@ -207,6 +207,9 @@ def serve(
         help="POST /scan's detector, for a run with no class to find or ?detector=person: person (pretrained) "
         "or a detector run folder (imgclf train BOXES/) [default: person]",
     ),
+    faces: Optional[str] = typer.Option(
+        None, help="A face gallery (imgclf faces enrol) to serve at POST /faces/identify; the page names faces"
+    ),
 ):
     """Serve RUN over HTTP: POST /predict, POST /feedback, a browser page at /, /health, /model, /metrics,
     /openapi.json. With --registry, promoted versions are swapped in while serving."""
@@ -228,6 +231,7 @@ def serve(
         inbox=inbox,
         allowed_hosts=tuple(allowed_host) if allowed_host else None,
         detector=detector,
+        faces=faces,
     )  # unset: ServeSettings' defaults
     api.serve(
         run,

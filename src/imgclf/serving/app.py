@@ -105,6 +105,9 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
     from imgclf.serving.scan_routes import register as register_scan
 
     register_scan(app, holder, settings, guarded)
+    from imgclf.serving.face_routes import register as register_faces
+
+    register_faces(app, holder, settings, guarded)
     return app
 
 

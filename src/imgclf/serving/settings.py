@@ -35,6 +35,7 @@ class ServeSettings:
     max_aspect: float = 10.0  # /scan and /explain: long side / short side
     max_windows: int = 2_000_000  # /scan: windows one photo may cost (from its size and the options)
     detector: str = "person"  # /scan's detector: the pretrained person detector, or a detector run folder
+    faces: str | None = None  # POST /faces/identify's gallery folder (imgclf faces enrol); None: no faces route
     read_timeout_s: float = 15.0  # a client's headers, and each wait for more body, must arrive within this
     max_connections: int = 128  # open connections; past it new requests get 503
 
