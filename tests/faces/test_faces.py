@@ -230,3 +230,38 @@ def test_orl_people_enrolled_from_five_photos(model, tmp_path):
     unknown = np.mean([r["faces"][0]["name"] == "unknown" for r in strangers])
     assert len(named) == 150 and len(strangers) == 100
     assert right >= 0.95 and unknown >= 0.80, (right, unknown)
+
+
+def test_a_video_says_who_appears_and_leaves(gallery, model, tmp_path):
+    """6 s at 5 fps: an empty street, Grace from 1.6 s to 4 s, then the street again."""
+    import cv2
+
+    scene = Image.open(SCENE).convert("RGB").resize((320, 240))
+    path = str(tmp_path / "door.mp4")
+    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (320, 240))
+    for i in range(30):
+        frame = scene.copy()
+        if 8 <= i < 20:
+            frame.paste(GRACE.resize((120, 140)), (100, 50))
+        w.write(cv2.cvtColor(np.asarray(frame), cv2.COLOR_RGB2BGR))
+    w.release()
+    p = cli(
+        "faces",
+        "identify",
+        gallery,
+        path,
+        "--out",
+        tmp_path / "out",
+        "--every",
+        "1",
+        "--video-out",
+        tmp_path / "named.mp4",
+    )
+    events = json.loads((tmp_path / "out" / "events.json").read_text())["events"]
+    assert [e["name"] for e in events] == ["Grace"], p.stdout
+    assert abs(events[0]["start_s"] - 1.6) <= 0.4 and abs(events[0]["end_s"] - 4.0) <= 0.6
+    rows = list(csv.DictReader(open(tmp_path / "out" / "frames.csv")))
+    assert len(rows) == 30 and rows[10]["faces"].startswith("Grace:") and rows[0]["faces"] == ""
+    assert (tmp_path / "named.mp4").stat().st_size > 0
+    p = cli("faces", "identify", gallery, path, check=False)
+    assert p.returncode == 2 and "a video needs --out DIR" in p.stderr

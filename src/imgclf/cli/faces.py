@@ -75,11 +75,20 @@ def identify(
     threshold: Optional[float] = typer.Option(
         None, help="Cosine similarity a face needs to be named [default: the gallery's recorded one]"
     ),
+    every: Optional[int] = typer.Option(
+        None, help="A video: name the faces of every N-th frame [default: about 5 frames a second]"
+    ),
+    video_out: Optional[str] = typer.Option(
+        None, help="A video: also write its frames with the faces named here (.mp4)"
+    ),
 ):
-    """Every face in PHOTOS, named from GALLERY or 'unknown'; one CSV row a face with --out."""
+    """Every face in PHOTOS, named from GALLERY or 'unknown'; one CSV row a face with --out. A video
+    file, camera index (0) or stream URL instead: who appears and leaves (--out DIR: frames.csv, events.json)."""
     from imgclf import faces
 
-    results = faces.identify(gallery, photos, out=out, threshold=threshold)
+    results = faces.identify(gallery, photos, out=out, threshold=threshold, every=every, video_out=video_out)
+    if isinstance(results, dict):  # a video: identify_video printed its events
+        return
     if out is None:
         rows = [
             [r.get("path", ""), f"{f['x1']},{f['y1']},{f['x2']},{f['y2']}", f["name"], f"{f['similarity']:.3f}"]

@@ -107,11 +107,22 @@ def people(gallery) -> dict[str, int]:
 
 
 def identify(
-    gallery, images, *, out=None, threshold: float | None = None, model: FaceModel | None = None, verbose: bool = True
-) -> list[dict]:
+    gallery,
+    images,
+    *,
+    out=None,
+    threshold: float | None = None,
+    every: int | None = None,
+    video_out=None,
+    max_frames: int | None = None,
+    model: FaceModel | None = None,
+    verbose: bool = True,
+):
     """Every face in each photo, named from `gallery` or "unknown": one answer per image,
     {path, faces: [{x1, y1, x2, y2, name, similarity, found}], width, height} ({path, error} for an
-    unreadable file, skipped and reported). `out` writes faces.csv, faces.json and annotated/."""
+    unreadable file, skipped and reported). `out` writes faces.csv, faces.json and annotated/.
+    `images` may instead be one video file, camera index or stream URL: who appears and leaves
+    (imgclf.faces.video; `every` frame sampled, `video_out` the annotated frames), as a dict."""
     from imgclf.data.images import UnusableImage, read_rgb
     from imgclf.inference.model import expand_inputs
 
@@ -119,6 +130,19 @@ def identify(
         raise UserError(f"--threshold must be a cosine similarity between 0 and 1, got {threshold}")
     model = model or FaceModel()
     g = gallery if isinstance(gallery, Gallery) else load_gallery(gallery, model)
+    video = _video_source(images)
+    if video is not None:
+        from imgclf.faces.video import identify_video
+
+        if out is None:
+            raise UserError(
+                f"a video needs --out DIR for its frames.csv and events.json, e.g. --out {Path(video).stem}-faces"
+            )
+        if threshold is not None:
+            g.threshold = threshold
+        return identify_video(
+            model, g, video, out, every=every, video_out=video_out, max_frames=max_frames, verbose=verbose
+        )
     writer = None
     if out is not None:
         from imgclf.faces.outputs import FaceOutputs
@@ -187,6 +211,20 @@ def name_faces(model: FaceModel, g: Gallery, img, threshold: float | None = None
         "width": img.width,
         "height": img.height,
     }
+
+
+def _video_source(images) -> str | None:
+    from imgclf.inference.video import is_video_source
+
+    items = images if isinstance(images, (list, tuple)) else [images]
+    if (
+        len(items) == 1
+        and isinstance(items[0], (str, Path))
+        and is_video_source(str(items[0]))
+        and not Path(items[0]).is_dir()
+    ):
+        return str(items[0])
+    return None
 
 
 # ---- enrolment helpers ----
