@@ -9,6 +9,7 @@ import typer
 
 from imgclf.cli import render
 from imgclf.cli.app import app
+from imgclf.core.errors import UserError
 
 faces_app = typer.Typer(
     no_args_is_help=True,
@@ -81,11 +82,25 @@ def identify(
     video_out: Optional[str] = typer.Option(
         None, help="A video: also write its frames with the faces named here (.mp4)"
     ),
+    ray: Optional[str] = typer.Option(
+        None,
+        "--ray",
+        metavar="ADDRESS",
+        help="Identify on a Ray cluster (pip install 'imgclf[ray]'): bare --ray = this machine or $RAY_ADDRESS; "
+        "Parquet shards (path, count, faces as JSON) into --out; rerun to resume",
+    ),
 ):
     """Every face in PHOTOS, named from GALLERY or 'unknown'; one CSV row a face with --out. A video
     file, camera index (0) or stream URL instead: who appears and leaves (--out DIR: frames.csv, events.json)."""
     from imgclf import faces
 
+    if ray is not None:  # the workers load the gallery and the face models, not this process
+        from imgclf import api
+
+        if threshold is not None:
+            raise UserError("--threshold is not taken with --ray: the workers use the gallery's recorded one")
+        api.predict_on_ray(gallery, photos if len(photos) > 1 else photos[0], out, address=ray)
+        return
     results = faces.identify(gallery, photos, out=out, threshold=threshold, every=every, video_out=video_out)
     if isinstance(results, dict):  # a video: identify_video printed its events
         return

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from imgclf.cluster.files import OutputFolder, describe, list_paths, source_name
 from imgclf.cluster.shards import (
+    COLUMNS_OF,
     CSV_COLUMNS,
-    DETECTOR_COLUMNS,
     PARQUET_COLUMNS,
     ShardDetector,
     ShardPredictor,
@@ -93,8 +93,8 @@ def predict_on_ray(
         # The rule behind every row's label: threshold, positive class and how training chose them.
         "decision": OperatingPoint.of(meta).description() if detector is None else detector["decision"],
     }
-    if detector is not None:  # a detector's rows: present, count, score, boxes
-        job.update(run=detector["run"], columns=list(DETECTOR_COLUMNS), kind="detector")
+    if detector is not None:  # a detector's rows: present, count, score, boxes; a gallery's: count, faces
+        job.update(run=detector["run"], columns=list(COLUMNS_OF[detector["kind"]]), kind=detector["kind"])
     _claim(folder, job)
     todo = [k for k in range(len(shards)) if not folder.exists(shard_name(k, format))]
     console.print(
@@ -110,16 +110,26 @@ def predict_on_ray(
 
 
 def detector_job(run) -> dict | None:
-    """For a detector ("person", a detector run folder): what the job records of it; None for a
-    classifier run. The detector is loaded here once, so its converted weights are in the cache
-    before the workers start."""
+    """For a detector ("person", a detector run folder) or a face gallery: what the job records of
+    it; None for a classifier run. The detector is loaded here once, so its converted weights are in
+    the cache before the workers start."""
     from imgclf.detection import load_detector
 
+    if (Path(run).expanduser() / "gallery.safetensors").is_file():
+        from imgclf.faces import FaceModel, load_gallery
+
+        g = load_gallery(run, FaceModel())  # a foreign or damaged gallery: one line, before any worker
+        decision = {"gallery": Path(run).name, "people": len(g.people), "threshold": g.threshold, "method": g.method}
+        return {"run": str(Path(run).expanduser().resolve()), "decision": decision, "kind": "faces"}
     if str(run) != "person" and not (Path(run).expanduser() / "detector.json").is_file():
         return None
     det = load_detector(run, "cpu")
     name = "person" if str(run) == "person" else str(Path(run).expanduser().resolve())
-    return {"run": name, "decision": {"detector": det.name, "positive": det.positive, "threshold": det.threshold}}
+    return {
+        "run": name,
+        "decision": {"detector": det.name, "positive": det.positive, "threshold": det.threshold},
+        "kind": "detector",
+    }
 
 
 def _claim(folder: OutputFolder, job: dict) -> None:
@@ -158,7 +168,7 @@ def _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, conso
             f"{job['run']} is an ensemble bundle, which runs on the torch backend only; drop --backend onnx"
         )
     backend = backend if backend != "auto" else ("torch" if gpus or ensemble else "onnx")
-    if backend == "onnx" and job.get("kind") != "detector":  # a detector's graph is converted in its cache
+    if backend == "onnx" and job.get("kind") is None:  # a detector's graph is converted in its cache
         _ensure_onnx(Path(job["run"]), console)
     actor_job = {**job, "backend": backend, "device": "cuda" if gpus else "cpu", "out": folder.path}
     workers = min(workers, len(todo))
@@ -167,7 +177,7 @@ def _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, conso
     # One block per shard, one shard per call, one call at a time per worker: a free worker takes
     # the next shard, so no shard waits behind another while a worker idles.
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        ShardDetector if job.get("kind") == "detector" else ShardPredictor,
+        ShardDetector if job.get("kind") else ShardPredictor,
         fn_constructor_kwargs={"job": actor_job},
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),

@@ -1,7 +1,8 @@
 """One shard's work on a Ray Data worker: predict its paths with imgclf's decoder, `predict_proba`
 and `answers` (so its rows are `imgclf predict`'s), add the decision rule, and write the rows as
 one Parquet or CSV file (cluster.predict hands out the shards). A detector job's rows are a scan's
-answers instead: present, count, score and the boxes as JSON."""
+answers instead: present, count, score and the boxes as JSON; a faces job's the count and the named
+faces as JSON."""
 
 from __future__ import annotations
 
@@ -53,34 +54,60 @@ class ShardPredictor:
 
 
 class ShardDetector(ShardPredictor):
-    """A Ray Data worker for a detector job: per image present, count, score and the boxes (JSON)."""
+    """A Ray Data worker for a detector job (per image present, count, score and the boxes as JSON)
+    or a faces job (per image count and the named faces as JSON): a photo's answer, not a class."""
 
     def __init__(self, job: dict):
         import ray
         import torch
 
-        from imgclf.detection import load_detector
-
         cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
         torch.set_num_threads(cpus)
         self.job = job
-        self.model = load_detector(job["run"], job["device"], job["backend"])
+        self.kind = job.get("kind", "detector")
+        if self.kind == "faces":
+            self.model = _FaceAnswers(job["run"])
+        else:
+            from imgclf.detection import load_detector
+
+            self.model = load_detector(job["run"], job["device"], job["backend"])
         self.folder = OutputFolder(job["out"])
 
     def __call__(self, batch: dict) -> dict:
         start = time.perf_counter()
         k, paths = int(batch["shard"][0]), [str(p) for p in batch["paths"][0]]
-        rows = detect_paths(self.model, paths)
-        encode = _detector_parquet if self.job["format"] == "parquet" else _detector_csv
-        self.folder.write(shard_name(k, self.job["format"]), encode(rows))
+        columns = COLUMNS_OF[self.kind]
+        rows = detect_paths(self.model, paths, columns)
+        encode = _answers_parquet if self.job["format"] == "parquet" else _answers_csv
+        self.folder.write(shard_name(k, self.job["format"]), encode(rows, columns))
         errors = sum(1 for r in rows if "error" in r)
         return {"shard": [k], "images": [len(rows)], "errors": [errors], "seconds": [time.perf_counter() - start]}
 
 
+class _FaceAnswers:
+    """A gallery and the face models, answering one photo as the detector does: {count, faces}."""
+
+    def __init__(self, gallery: str):
+        from imgclf.faces import FaceModel, load_gallery
+
+        self.model = FaceModel()
+        self.gallery = load_gallery(gallery, self.model)
+
+    def detect(self, img) -> dict:
+        from imgclf.faces import name_faces
+
+        faces = name_faces(self.model, self.gallery, img)["faces"]
+        return {"count": len(faces), "faces": faces}
+
+
 DETECTOR_COLUMNS = ("path", "present", "count", "score", "boxes", "error")
+FACES_COLUMNS = ("path", "count", "faces", "error")
+COLUMNS_OF = {"detector": DETECTOR_COLUMNS, "faces": FACES_COLUMNS}
+JSON_COLUMNS = ("boxes", "faces")  # lists of dicts: one JSON cell, as scan.json and faces.json have them
+_ARROW = {"path": "string", "present": "bool_", "count": "int32", "score": "float64", "error": "string"}
 
 
-def detect_paths(detector, paths: list[str]) -> list[dict]:
+def detect_paths(detector, paths: list[str], columns=DETECTOR_COLUMNS) -> list[dict]:
     """One row per path, in order: the detector's answer, or the error that made the file unusable."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -100,39 +127,34 @@ def detect_paths(detector, paths: list[str]) -> list[dict]:
                 rows.append({"path": p, "error": e.reason})
                 continue
             r = detector.detect(img)
-            rows.append({"path": p, **{k: r[k] for k in ("present", "count", "score", "boxes")}})
+            rows.append({"path": p, **{k: r[k] for k in columns if k not in ("path", "error")}})
     return rows
 
 
-def _detector_parquet(rows: list[dict]) -> bytes:
+def _answers_parquet(rows: list[dict], columns) -> bytes:
     import json
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema(
-        [("path", pa.string()), ("present", pa.bool_()), ("count", pa.int32()), ("score", pa.float64()),
-         ("boxes", pa.string()), ("error", pa.string())]
-    )  # fmt: skip
-    columns = {k: [r.get(k) for r in rows] for k in DETECTOR_COLUMNS}
-    columns["boxes"] = [json.dumps(r["boxes"]) if "boxes" in r else None for r in rows]
+    schema = pa.schema([(c, pa.string() if c in JSON_COLUMNS else getattr(pa, _ARROW[c])()) for c in columns])
+    data = {c: [r.get(c) for r in rows] for c in columns}
+    for c in JSON_COLUMNS:
+        if c in data:
+            data[c] = [json.dumps(r[c]) if c in r else None for r in rows]
     buf = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pydict(columns, schema=schema), buf)
+    pq.write_table(pa.Table.from_pydict(data, schema=schema), buf)
     return buf.getvalue().to_pybytes()
 
 
-def _detector_csv(rows: list[dict]) -> bytes:
-    """boxes as JSON in one cell, as scan.json has them."""
+def _answers_csv(rows: list[dict], columns) -> bytes:
     import json
 
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(DETECTOR_COLUMNS)
+    writer.writerow(columns)
     for r in rows:
-        boxes = json.dumps(r["boxes"]) if "boxes" in r else ""
-        writer.writerow(
-            [r["path"], r.get("present", ""), r.get("count", ""), r.get("score", ""), boxes, r.get("error", "")]
-        )
+        writer.writerow([(json.dumps(r[c]) if c in r else "") if c in JSON_COLUMNS else r.get(c, "") for c in columns])
     return text.getvalue().encode("utf-8")
 
 

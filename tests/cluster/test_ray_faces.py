@@ -1,0 +1,58 @@
+"""A faces batch job on a local Ray cluster: `imgclf faces identify GALLERY PHOTOS --ray` writes shards
+whose rows are the single-machine answers (count, the named faces as JSON), broken files as error rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import cli
+
+pytest.importorskip("dlib")
+pytest.importorskip("skimage")
+pytestmark = pytest.mark.slow
+
+import imgclf  # noqa: E402
+import imgclf.faces as F  # noqa: E402
+
+
+def test_face_shards_equal_identify(ray_cluster, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "faces"))
+    from test_faces import EILEEN, GRACE, variants
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    known = tmp_path / "known"
+    for name, img in (("Grace", GRACE), ("Eileen", EILEEN)):
+        (known / name).mkdir(parents=True)
+        for i, v in enumerate(variants(img)[:3]):
+            v.save(known / name / f"{i}.jpg")
+    F.enrol(known, tmp_path / "g", verbose=False)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    variants(GRACE)[3].save(photos / "grace.jpg")
+    variants(EILEEN)[4].save(photos / "eileen.jpg")
+    (photos / "broken.jpg").write_bytes(b"not a photo")
+    summary = imgclf.predict_on_ray(
+        tmp_path / "g", photos, tmp_path / "out", address="auto", shard_size=2, progress=False
+    )
+    assert summary["shards"] == 2 and summary["errors"] == 1
+    rows = {
+        r["path"]: r for f in sorted((tmp_path / "out").glob("part-*.parquet")) for r in pq.read_table(f).to_pylist()
+    }
+    assert len(rows) == 3
+    single = {r["path"]: r for r in F.identify(tmp_path / "g", photos, verbose=False)}
+    for path, r in rows.items():
+        if "error" in single[path]:
+            assert r["error"] and r["faces"] is None
+            continue
+        faces = json.loads(r["faces"])
+        assert r["count"] == 1 and [f["name"] for f in faces] == [f["name"] for f in single[path]["faces"]]
+        assert faces[0]["similarity"] == pytest.approx(single[path]["faces"][0]["similarity"], abs=1e-3)
+
+
+def test_threshold_is_refused_with_ray(tmp_path):
+    p = cli("faces", "identify", tmp_path, "x.jpg", "--ray", "--threshold", "0.9", check=False)
+    assert p.returncode == 2 and "--threshold is not taken with --ray" in p.stderr
