@@ -123,13 +123,16 @@ def identify(
     unreadable file, skipped and reported). `out` writes faces.csv, faces.json and annotated/.
     `images` may instead be one video file, camera index or stream URL: who appears and leaves
     (imgclf.faces.video; `every` frame sampled, `video_out` the annotated frames), as a dict."""
-    from imgclf.data.images import UnusableImage, read_rgb
     from imgclf.inference.model import expand_inputs
 
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise UserError(f"--threshold must be a cosine similarity between 0 and 1, got {threshold}")
     model = model or FaceModel()
     g = gallery if isinstance(gallery, Gallery) else load_gallery(gallery, model)
+    if threshold is not None:  # this call's only: a copy, the caller's gallery keeps its own
+        import dataclasses
+
+        g = dataclasses.replace(g, threshold=threshold)
     video = _video_source(images)
     if video is not None:
         from imgclf.faces.video import identify_video
@@ -138,8 +141,6 @@ def identify(
             raise UserError(
                 f"a video needs --out DIR for its frames.csv and events.json, e.g. --out {Path(video).stem}-faces"
             )
-        if threshold is not None:
-            g.threshold = threshold
         return identify_video(
             model, g, video, out, every=every, video_out=video_out, max_frames=max_frames, verbose=verbose
         )
@@ -149,34 +150,11 @@ def identify(
 
         writer = FaceOutputs(out)
     if verbose:
-        print(
-            f"{model.describe()}; {len(g.people)} people enrolled, {g.method}, threshold {g.threshold if threshold is None else threshold:.3f}"
-        )
-    results = []
-    for item in expand_inputs(images):
-        entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
-        results.append(entry)
-        try:
-            img = read_rgb(item) if isinstance(item, (str, Path)) else _rgb(item)
-        except UnusableImage as e:
-            entry["error"] = e.reason
-            if verbose:
-                print(f"  skipped {item}: {e.reason}")
-            continue
-        entry.update(name_faces(model, g, img, threshold))
-        if not entry["faces"] and verbose:
-            print(f"  {entry.get('path', 'image')}: no face found")
-        if writer:
-            writer.add(entry, img)
+        print(f"{model.describe()}; {len(g.people)} people enrolled, {g.method}, threshold {g.threshold:.3f}")
+    results = [_identify_one(model, g, item, writer, verbose) for item in expand_inputs(images)]
     if writer:
-        writer.close(
-            {
-                "gallery": str(gallery) if not isinstance(gallery, Gallery) else None,
-                "threshold": g.threshold if threshold is None else threshold,
-                "method": g.method,
-                "model": g.model,
-            }
-        )
+        where = str(gallery) if not isinstance(gallery, Gallery) else None
+        writer.close({"gallery": where, "threshold": g.threshold, "method": g.method, "model": g.model})
     if verbose:
         faces = [f for r in results for f in r.get("faces", [])]
         named = sum(f["name"] != UNKNOWN for f in faces)
@@ -187,6 +165,26 @@ def identify(
             + (f"; wrote {out}/faces.csv, faces.json, annotated/" if out else "")
         )
     return results
+
+
+def _identify_one(model, g, item, writer, verbose) -> dict:
+    """One photo's answer (path, faces, width, height), or {path, error} for an unreadable file."""
+    from imgclf.data.images import UnusableImage, read_rgb
+
+    entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
+    try:
+        img = read_rgb(item) if isinstance(item, (str, Path)) else _rgb(item)
+    except UnusableImage as e:
+        entry["error"] = e.reason
+        if verbose:
+            print(f"  skipped {item}: {e.reason}")
+        return entry
+    entry.update(name_faces(model, g, img))
+    if not entry["faces"] and verbose:
+        print(f"  {entry.get('path', 'image')}: no face found")
+    if writer:
+        writer.add(entry, img)
+    return entry
 
 
 def name_faces(model: FaceModel, g: Gallery, img, threshold: float | None = None) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 from imgclf.core.errors import UserError
 from imgclf.core.files import open_stream, write_json
 
-SAMPLE_FPS = 5.0  # frames named a second by default: faces cost ~0.15 s each on a laptop CPU
+SAMPLE_FPS = 5.0  # frames named a second by default: a 640x480 frame costs ~0.1 s on a laptop CPU
 
 
 def identify_video(
@@ -34,13 +34,8 @@ def identify_video(
     verbose=True,
 ) -> dict:
     import cv2
-    import numpy as np
-    from PIL import Image
 
-    from imgclf.faces import name_faces
-    from imgclf.faces.gallery import UNKNOWN
-    from imgclf.inference.presence import MIN_EVENT_S, Presence
-    from imgclf.inference.video_frames import open_source, read_frames
+    from imgclf.inference.video_frames import open_source
 
     if every is not None and every < 1:
         raise UserError(f"--every must be at least 1, not {every}")
@@ -50,12 +45,68 @@ def identify_video(
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else None
     every = every or (max(1, round(fps / SAMPLE_FPS)) if fps and not live else 1)
-    tracks = {p: Presence(p, 0, gallery.threshold, smooth, MIN_EVENT_S) for p in [*gallery.people, UNKNOWN]}
-    writer = _frames_out(video_out, fps or 25.0)
-    step = every / fps if fps and not live else None
-    frames = sampled = 0
-    prev_t, drawn = None, []
+    tracks = Tracks(gallery, smooth, step=every / fps if fps and not live else None)
     start = time.perf_counter()
+    frames, sampled = _run(model, gallery, cap, live, fps, every, max_frames, tracks, out, video_out)
+    if frames == 0:
+        raise UserError(f"no frames could be read from {name}: is it a video OpenCV/FFmpeg can decode?")
+    events, seconds = tracks.finish(), time.perf_counter() - start
+    settings = {"source": name, "every": every, "threshold": gallery.threshold, "smooth_s": smooth}
+    write_json(out / "events.json", {**settings, "events": events})
+    if verbose:
+        print(f"{name}: {frames} frames ({sampled} named, every {every}) in {seconds:.1f}s")
+        for e in events:
+            print(
+                f"  {e['name']}: {e['start_s']:.1f}s - {e['end_s']:.1f}s (peak similarity {e['peak_similarity']:.3f})"
+            )
+        print(f"wrote {out}/frames.csv, events.json" + (f", {video_out}" if video_out else ""))
+    return {**settings, "frames": frames, "named": sampled, "seconds": round(seconds, 3), "events": events}
+
+
+class Tracks:
+    """One presence track a person (and one for "unknown"), fed each named frame's faces."""
+
+    def __init__(self, gallery, smooth: float, step: float | None):
+        from imgclf.faces.gallery import UNKNOWN
+        from imgclf.inference.presence import MIN_EVENT_S, Presence
+
+        people = [*gallery.people, UNKNOWN]
+        self.tracks = {p: Presence(p, 0, gallery.threshold, smooth, MIN_EVENT_S) for p in people}
+        self.step, self.prev_t = step, None  # seconds between named frames; None: measured (live)
+
+    def update(self, t: float, faces: list[dict]) -> None:
+        from imgclf.faces.gallery import UNKNOWN
+
+        best: dict[str, float] = {}
+        for f in faces:  # a stranger's similarity is to someone else: any unknown face counts
+            score = 1.0 if f["name"] == UNKNOWN else f["similarity"]
+            best[f["name"]] = max(best.get(f["name"], 0.0), score)
+        dt = self.step or (t - self.prev_t if self.prev_t is not None else 0.0)
+        for person, track in self.tracks.items():
+            track.update(t, dt, best.get(person, 0.0))
+        self.prev_t = t
+
+    def finish(self) -> list[dict]:
+        events = []
+        for person, track in self.tracks.items():
+            for e in track.finish():
+                peak = e.pop("peak_confidence")
+                events.append({"name": person, **e, "peak_similarity": peak})
+        return sorted(events, key=lambda e: e["start_s"])
+
+
+def _run(model, gallery, cap, live, fps, every, max_frames, tracks: Tracks, out: Path, video_out) -> tuple[int, int]:
+    """Name the sampled frames into frames.csv and the tracks, draw every frame when asked; (frames, named)."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from imgclf.faces import name_faces
+    from imgclf.inference.video_frames import read_frames
+
+    writer = _frames_out(video_out, fps or 25.0)
+    frames = sampled = 0
+    drawn: list[dict] = []
     with open_stream(out / "frames.csv") as f:
         rows = csv.writer(f, lineterminator="\n")
         rows.writerow(["frame", "time_s", "faces"])
@@ -64,56 +115,19 @@ def identify_video(
                 frames += 1
                 if named:
                     sampled += 1
-                    answer = name_faces(model, gallery, Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
-                    drawn = answer["faces"]
-                    best = {}
-                    for face in drawn:
-                        score = 1.0 if face["name"] == UNKNOWN else face["similarity"]
-                        best[face["name"]] = max(best.get(face["name"], 0.0), score)
-                    dt = step or (t - prev_t if prev_t is not None else 0.0)
-                    for person, track in tracks.items():
-                        track.update(t, dt, best.get(person, 0.0))
-                    prev_t = t
+                    drawn = name_faces(model, gallery, Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))["faces"]
+                    tracks.update(t, drawn)
                     rows.writerow([index, f"{t:.3f}", " ".join(f"{x['name']}:{x['similarity']:.3f}" for x in drawn)])
                 if writer is not None:
                     writer.write(np.ascontiguousarray(_draw(frame, drawn)))
         except KeyboardInterrupt:
             if not live:
-                raise
+                raise  # stopping a camera or stream is the normal way to end it; a file's is not
         finally:
             cap.release()
             if writer is not None:
                 writer.release(complete=frames > 0)
-    if frames == 0:
-        raise UserError(f"no frames could be read from {name}: is it a video OpenCV/FFmpeg can decode?")
-    events = sorted(
-        (
-            {"name": p, **{("peak_similarity" if k == "peak_confidence" else k): v for k, v in e.items()}}
-            for p, tr in tracks.items()
-            for e in tr.finish()
-        ),
-        key=lambda e: e["start_s"],
-    )
-    seconds = time.perf_counter() - start
-    write_json(
-        out / "events.json",
-        {"source": name, "every": every, "threshold": gallery.threshold, "smooth_s": smooth, "events": events},
-    )
-    if verbose:
-        print(f"{name}: {frames} frames ({sampled} named, every {every}) in {seconds:.1f}s")
-        for e in events:
-            print(
-                f"  {e['name']}: {e['start_s']:.1f}s - {e['end_s']:.1f}s (peak similarity {e['peak_similarity']:.3f})"
-            )
-        print(f"wrote {out}/frames.csv, events.json" + (f", {video_out}" if video_out else ""))
-    return {
-        "source": name,
-        "frames": frames,
-        "named": sampled,
-        "every": every,
-        "seconds": round(seconds, 3),
-        "events": events,
-    }
+    return frames, sampled
 
 
 def _frames_out(path, fps: float):
