@@ -64,12 +64,13 @@ def test_identify_route_names_and_follows_the_gallery(served):
     assert httpx.post(f"{url}/faces/identify", content=jpeg(GRACE)).status_code == 401  # the key guards it
 
 
-def test_a_service_without_a_gallery_says_how_to_serve_one(served, tmp_path):
+def test_a_service_without_a_gallery_has_no_faces_route(served, tmp_path):
     _, _, run = served
     app = serving.create_app(imgclf.load(run), serving.ServeSettings())
     with serving.BackgroundServer(app) as url:
         r = httpx.post(f"{url}/faces/identify", content=jpeg(GRACE), headers={"Content-Type": "image/jpeg"})
-        assert r.status_code == 503 and "--faces GALLERY" in r.json()["detail"]
+        assert r.status_code == 404 and httpx.get(f"{url}/model").json()["faces"] is None
+        assert "/faces/identify" not in httpx.get(f"{url}/openapi.json").json()["paths"]
     with pytest.raises(UserError, match="is not a face gallery"):
         serving.create_app(imgclf.load(run), serving.ServeSettings(faces=str(tmp_path)))
 

@@ -32,8 +32,13 @@ def api(tmp_path_factory):
     run, data = trained_run(tmp_path_factory)
     tmp = tmp_path_factory.mktemp("fuzzed")
     # Logging and an inbox, so /feedback and prediction ids are live; small caps keep /scan quick.
+    # A face gallery too (a stranger's one: any face-free shape photo is answered with no faces).
     settings_ = serving.ServeSettings(
-        inbox=str(tmp / "inbox"), log_predictions=str(tmp / "log"), max_side=256, max_windows=2_000
+        inbox=str(tmp / "inbox"),
+        log_predictions=str(tmp / "log"),
+        max_side=256,
+        max_windows=2_000,
+        faces=_gallery(tmp, data),
     )
     with serving.BackgroundServer(serving.create_app(imgclf.load(run), settings_)) as url:
         yield (
@@ -87,11 +92,28 @@ def test_no_server_errors_and_only_documented_answers(api):
             fuzz()
 
 
+def _gallery(tmp, data) -> str | None:
+    """A gallery of one person enrolled from shape photos taken whole (no face in them: the small
+    photos are taken as face crops), or None where the face models are not installed."""
+    try:
+        import imgclf.faces as F
+
+        model = F.FaceModel()
+    except Exception:  # noqa: BLE001 - no dlib or no face models here: fuzz without the route
+        return None
+    known = tmp / "known" / "shape"
+    known.mkdir(parents=True)
+    for f in sorted((data / "square").iterdir())[:2]:
+        (known / f.name).write_bytes(f.read_bytes())
+    F.enrol(known.parent, tmp / "gallery", model=model, verbose=False)
+    return str(tmp / "gallery")
+
+
 def _image_bodies(operation: str, images: list[bytes]) -> list[tuple]:
     """(body, media type) pairs carrying a real image, for the operations that take one."""
     from schemathesis.transport.serialization import Binary  # how schemathesis itself holds bytes
 
-    if operation in ("POST /predict", "POST /scan", "POST /explain"):
+    if operation in ("POST /predict", "POST /scan", "POST /explain", "POST /faces/identify"):
         return [(Binary(image), "image/png") for image in images]
     if operation == "POST /feedback":
         return [

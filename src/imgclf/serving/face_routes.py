@@ -8,7 +8,8 @@
 The gallery is read again when its file changes (`imgclf faces add` / `remove` while serving take
 effect on the next request). dlib's objects are not thread-safe, so one photo is worked on at a
 time, in a worker thread; the photo's shape passes the same caps as /scan before it is decoded.
-GET /model says `"faces": {"people": N, "threshold": T}` when a gallery is served.
+GET /model says `"faces": {"people": N, "threshold": T}` when a gallery is served; without one
+the route does not exist (404).
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def register(app, holder, settings, guarded) -> None:
 
     advertise(holder)
     holder.on_change(advertise)
+    if faces.folder is None:  # no gallery, no route: a plain 404, and nothing about faces in /openapi.json
+        return
 
     @app.post(
         "/faces/identify",
@@ -92,17 +95,11 @@ def register(app, holder, settings, guarded) -> None:
             413: {"description": "body, pixel count or long side over the limit"},
             415: {"description": "not an image"},
             422: {"description": "corrupt image, or aspect ratio over the limit"},
-            503: {
-                "description": "no gallery served (imgclf serve --faces GALLERY), or the face models are not installed"
-            },
+            503: {"description": "the face models are not installed, or the gallery's folder went away"},
         },
     )
     async def identify(request: Request):
         """One photo as a multipart file part or as the raw body. Boxes are in the photo's pixels."""
-        if faces.folder is None:
-            raise Rejected(
-                503, "this service has no face gallery: start it with imgclf serve RUN --faces GALLERY", "unavailable"
-            )
         files = await request_images(request, settings)
         if len(files) != 1:
             raise Rejected(
