@@ -146,9 +146,9 @@ def identify(
         )
     writer = None
     if out is not None:
-        from imgclf.faces.outputs import FaceOutputs
+        from imgclf.faces.outputs import face_outputs
 
-        writer = FaceOutputs(out)
+        writer = face_outputs(out)
     if verbose:
         print(f"{model.describe()}; {len(g.people)} people enrolled, {g.method}, threshold {g.threshold:.3f}")
     results = [_identify_one(model, g, item, writer, verbose) for item in expand_inputs(images)]

@@ -14,9 +14,24 @@ BOX_COLOUR = (255, 40, 40)
 
 
 class ScanOutputs:
-    def __init__(self, out: str | Path):
-        self.out = Path(out)
+    """A scan's --out folder. The faces stage writes its own table through the same class: `table`
+    and `record` name the files, `key` the list of boxes in each answer, `columns` the CSV's box
+    columns after `image`, and `draw` the annotated copy."""
+
+    def __init__(
+        self,
+        out: str | Path,
+        *,
+        table: str = "boxes.csv",
+        record: str = "scan.json",
+        key: str = "boxes",
+        columns: tuple[str, ...] = ("x1", "y1", "x2", "y2", "score", "label"),
+        draw=None,
+    ):
+        self.out = Path(out).expanduser()
         (self.out / "annotated").mkdir(parents=True, exist_ok=True)
+        self.table, self.record, self.key, self.columns = table, record, key, columns
+        self.draw = draw or draw_boxes
         self.results: list[dict] = []
         self.names: set[str] = set()
 
@@ -29,18 +44,19 @@ class ScanOutputs:
         self.names.add(name)
         result["annotated"] = str(self.out / "annotated" / f"{name}.jpg")
         with atomic_path(result["annotated"]) as tmp:  # the temp name has no .jpg: say the format
-            draw_boxes(img, result["boxes"]).save(tmp, format="JPEG", quality=90)
+            self.draw(img, result[self.key]).save(tmp, format="JPEG", quality=90)
 
     def close(self, settings: dict) -> None:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["image", "x1", "y1", "x2", "y2", "score", "label"])
+        w.writerow(["image", *self.columns])
         for r in self.results:
-            for b in r.get("boxes", []):
-                label = b.get("label", r.get("positive", ""))
-                w.writerow([r.get("path", ""), b["x1"], b["y1"], b["x2"], b["y2"], b["score"], label])
-        write_text(self.out / "boxes.csv", buf.getvalue())
-        write_json(self.out / "scan.json", {"settings": settings, "images": self.results})
+            for b in r.get(self.key, []):
+                # A crop-model scan's boxes carry no label: the answer's positive class is theirs.
+                cells = {**b, "label": b.get("label", r.get("positive", ""))}
+                w.writerow([r.get("path", ""), *(cells[c] for c in self.columns)])
+        write_text(self.out / self.table, buf.getvalue())
+        write_json(self.out / self.record, {"settings": settings, "images": self.results})
 
 
 def draw_boxes(img, boxes: list[dict], colour=BOX_COLOUR):
