@@ -105,18 +105,29 @@ def test_the_default_for_photos_is_the_pretrained_backbone_with_a_probe(photo_ru
     assert meta["training"]["stages"][0]["frozen"].startswith("conv_stem")
     # Red and blue blobs are easy for ImageNet features: the probe alone is right on the test split.
     assert photo_run.metrics["accuracy"] >= 0.9
+    board = json.loads((photo_run.path / "leaderboard.json").read_text())
+    assert [r["candidate"] for r in board] in (
+        ["linear probe", "fine-tune upper layers"],
+        ["fine-tune upper layers", "linear probe"],
+    )
+    assert sum(r["kept"] for r in board) == 1 and board[0]["kept"] and meta["leaderboard"] == board
+    kept_val = board[0]["val_balanced_acc" if meta["training"]["criterion"] != "accuracy" else "val_acc"]
+    assert kept_val == pytest.approx(meta["training"]["best_val_acc"])
 
 
 @pytest.mark.slow
-def test_cpu_fine_tuning_defaults_run_the_whole_budget(photo_run):
+def test_cpu_fine_tuning_defaults_train_within_a_time_budget(photo_run):
     from imgclf.settings.config import TrainConfig
     from imgclf.training.defaults import resolve
 
     photos = sorted(str(p) for p in (photo_run.path.parent / "photos").rglob("*.jpg"))
     cfg, notes = resolve(TrainConfig(data="x"), photos, torch.device("cpu"))
     assert cfg.model == f"timm/{ARCH}" and cfg.freeze_stride == 8 and cfg.img_size == 96
-    assert cfg.epochs == 15 and cfg.patience == cfg.epochs  # 32 images: the 15-epoch cap, no early stop
-    assert any(n.startswith("patience=15: no early stopping") for n in notes), notes
+    # No --epochs: a budget for the whole run, the epochs until a plateau (3 epochs) or its end.
+    assert cfg.time_budget >= 60 and cfg.epochs == 200 and cfg.patience == 3
+    assert any(n.startswith("time_budget=") for n in notes), notes
+    fixed, _ = resolve(TrainConfig(data="x", epochs=4), photos, torch.device("cpu"))
+    assert fixed.time_budget == 0 and fixed.epochs == 4 and fixed.patience == 4  # --epochs: no clock
 
 
 @pytest.mark.slow

@@ -31,7 +31,14 @@ def train(
         help="auto | lite0 | lite1 | lite2 | simple_cnn | resnet_fast | timm/<arch>  "
         "[default: auto: lite0 (ImageNet weights) for photos, resnet_fast for tiny images]",
     ),
-    epochs: Optional[int] = typer.Option(None, help="[default: auto from dataset size]"),
+    epochs: Optional[int] = typer.Option(
+        None, help="Epoch cap [default: auto: until validation stops improving or the time budget ends]"
+    ),
+    time_budget: Optional[str] = typer.Option(
+        None,
+        help="Wall time for the whole run: 90s, 5m, 1h30m, or off (train --epochs, no clock)  "
+        "[default: auto: grows with the training images and the machine; off with --epochs or --preset]",
+    ),
     img_size: Optional[int] = typer.Option(None, help="Training resolution in px [default: auto from image sizes]"),
     batch_size: Optional[int] = typer.Option(None, help="[default: auto]"),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate [default: auto]"),
@@ -140,6 +147,9 @@ def train(
 ):
     """Train a CNN on DATA, evaluate it on a held-out test split, write a run folder.
     Also `torchrun --nproc_per_node N -m imgclf train DATA` (DDP without Ray)."""
+    from imgclf.core.clock import stamp_command
+
+    stamp_command()  # --time-budget is the wall time the user waits for (core.clock)
     from imgclf import api
     from imgclf.training.distributed import is_main
 
@@ -151,6 +161,7 @@ def train(
         compile=compile,
         model=model,
         epochs=epochs,
+        time_budget=time_budget,
         img_size=img_size,
         batch_size=batch_size,
         lr=lr,

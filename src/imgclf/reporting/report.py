@@ -26,7 +26,7 @@ from imgclf.reporting.data import Facts, gather, png_uri, samples_per_class, thu
 from imgclf.reporting.explain import explanations_section
 from imgclf.reporting.html import esc, figure, kv, num, page, section, si, table
 from imgclf.reporting.monitor import monitoring_section
-from imgclf.reporting.stages import stages_html
+from imgclf.reporting.stages import leaderboard_html, stages_html
 from imgclf.reporting.tuning import tuning_section
 
 SECTIONS = {
@@ -264,7 +264,10 @@ def learning_section(f: Facts) -> str:
     return section(
         "learning-curves",
         "Training",
-        text + figure(png_uri(plots.learning_curves(f.history, best)), "learning curves") + stages_html(f),
+        text
+        + figure(png_uri(plots.learning_curves(f.history, best)), "learning curves")
+        + leaderboard_html(f)
+        + stages_html(f),
     )
 
 

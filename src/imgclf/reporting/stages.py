@@ -95,3 +95,40 @@ def _lr(s: dict) -> str:
     if s.get("lr_groups") and s.get("layer_decay", 1) != 1:
         return f"{s['first_layer_lr']:.2g} (first layer) … {s['last_layer_lr']:.2g} (head)"
     return f"{s['peak_lr']:.2g}"
+
+
+def leaderboard_html(f: Facts) -> str:
+    """The candidates compared on the validation split (model.json "leaderboard") and how a
+    budgeted run ended ("training.plan"); empty for a run with one candidate and no budget."""
+    t = f.meta.get("training", {})
+    rows = f.meta.get("leaderboard") or []
+    html = ""
+    if len(rows) > 1:
+        cells = [
+            [
+                esc(r["candidate"]) + (" <b>(kept)</b>" if r["kept"] else ""),
+                num(r["val_acc"], 4),
+                num(r["val_balanced_acc"], 4),
+                num(r["seconds"], 1),
+                esc(r["what"]),
+            ]
+            for r in rows
+        ]
+        html += (
+            '<h3 id="leaderboard">Leaderboard</h3>'
+            + table(["candidate", "val accuracy", "val balanced accuracy", "seconds", "what"], cells, numeric=(1, 2, 3))
+            + '<p class="note">Compared on the validation split; the kept candidate is the model that predict '
+            "and serve use.</p>"
+        )
+    plan = t.get("plan")
+    if plan:
+        ended = {
+            "plateau": "validation stopped improving, so the learning rate was cooled down to zero and training stopped",
+            "time": "the time budget left room for the cooldown only",
+            "epochs": "the epoch cap was reached",
+        }.get(plan.get("ended_by"), plan.get("ended_by", "?"))
+        html += (
+            f"<p>Time budget {num(plan.get('budget_s'), 0)} s: {esc(ended)} "
+            f"({num(plan.get('spent'), 0)} s spent by the last epoch).</p>"
+        )
+    return html

@@ -14,6 +14,7 @@ import functools
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,11 +105,36 @@ def check_settings(values: dict[str, Any]) -> dict[str, Any]:
             out[name] = _path(name, v, PATHS[name])
         elif name in TEXTS:
             out[name] = _text(name, v, TEXTS[name])
+        elif name == "time_budget":
+            out[name] = parse_duration(v)
         elif name in choices():
             check_choice(name, v, choices()[name])
     _check_structured(out)
     _check_combinations(out)
     return out
+
+
+def parse_duration(value) -> float | None:
+    """`time_budget` in seconds, from '90s', '5m', '1h30m', '2.5m', 300 or '300'; 0 or 'off' means no budget;
+    None or 'auto' means the default. Anything else is refused in one line."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    if isinstance(value, bool):
+        raise UserError(f"time_budget must be a duration such as 90s, 5m or 1h30m, or auto or off, not {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = value.strip().lower()
+        if text in ("off", "none", "0"):
+            return 0.0
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)s?)?", text)
+        if not text or parts is None or not any(parts.groups()):
+            raise UserError(f"time_budget must be a duration such as 90s, 5m or 1h30m, or auto or off, not {value!r}")
+        h, m, s = (float(g) if g else 0.0 for g in parts.groups())
+        seconds = 3600 * h + 60 * m + s
+    if not (math.isfinite(seconds) and 0 <= seconds <= 7 * 86400):
+        raise UserError(f"time_budget must be between 0 (off) and 7 days, not {value!r}")
+    return seconds
 
 
 def check_number(name: str, v: Any, rule: Number):

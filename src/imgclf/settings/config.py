@@ -50,7 +50,9 @@ class TrainConfig:
     feature_cache: bool | None = None  # fine-tuning trains on stored outputs of the frozen layers; auto on CPU
     init_from: str | None = None  # warm start from this run's weights (imgclf update); its head grows by class name
     # optimisation
-    epochs: int | None = None  # auto from dataset size
+    epochs: int | None = None  # auto: as many as the time budget allows, until validation plateaus
+    # whole run's wall time: "5m", "90s", seconds; auto grows with the data and the machine; 0 / "off": none
+    time_budget: float | str | None = None
     batch_size: int | None = None  # auto from dataset size and device
     optimizer: str = "adamw"  # adamw | sgd (Nesterov)
     momentum: float = 0.9  # sgd only

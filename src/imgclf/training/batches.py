@@ -19,6 +19,7 @@ class SplitData:
     labels: np.ndarray  # (N,) int64
     mean: list[float]
     std: list[float]
+    n_test: int | None = None  # the test split's size (what evaluation after training costs); None: as val
 
 
 class TrainImages:

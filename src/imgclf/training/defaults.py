@@ -65,6 +65,7 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         if finetune:
             notes.append("probe=True: the new head is fitted on frozen features first (a linear probe, seconds)")
     _size_and_batch(c, notes, finetune, gpu, n, median_side, device)
+    _budget(c, notes, finetune, gpu, n)
     _schedule(c, notes, finetune, gpu, n, cfg.optimizer)
     _layout(c, notes, finetune, gpu, device)
     if c["probe"] and not finetune:
@@ -109,6 +110,34 @@ def _size_and_batch(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int
     if c["batch_size"] is None:
         c["batch_size"] = int(min(256 if gpu else 64, max(16, 2 ** int(np.log2(max(16, n // 25))))))
         notes.append(f"batch_size={c['batch_size']}: {n} training images, {'GPU' if gpu else 'CPU'}")
+
+
+def _budget(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int) -> None:
+    """time_budget (seconds; 0: none) into `c`, and in a budgeted run the epoch cap and the plateau
+    patience: the budget and the learning curve decide how long to train (training.budget)."""
+    from imgclf.core.cpus import usable_cpus
+    from imgclf.training.budget import MAX_EPOCHS, PLATEAU_EPOCHS, default_budget, describe_seconds
+
+    if c["time_budget"] is None:
+        if c["epochs"] is not None:  # --epochs or a preset: that many epochs, no clock
+            c["time_budget"] = 0.0
+            return
+        c["time_budget"], note = default_budget(n, gpu, usable_cpus())
+        notes.append(note)
+    if not c["time_budget"]:
+        return
+    if c["epochs"] is None:
+        c["epochs"] = MAX_EPOCHS
+        notes.append(
+            f"epochs={MAX_EPOCHS} at most: training runs until validation stops improving or the "
+            f"{describe_seconds(c['time_budget'])} budget ends, then cools the learning rate down to zero"
+        )
+    if c["patience"] is None:
+        c["patience"] = PLATEAU_EPOCHS["finetune" if finetune else "scratch"]
+        notes.append(
+            f"patience={c['patience']}: {c['patience']} epochs without a better validation score start the cooldown"
+            f"{' (from scratch a curve climbs longer)' if not finetune else ''}"
+        )
 
 
 def _schedule(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int, optimizer: str) -> None:

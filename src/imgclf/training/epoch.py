@@ -39,6 +39,7 @@ class EpochKit:
     first_flips: torch.Tensor
     bs: int
     steps: int
+    plan: object = None  # training.budget.Plan: may end an epoch early (its cooldown is over)
 
 
 def train_epoch(k: EpochKit, opt, perm: torch.Tensor, epoch: int, first: bool, aug_gen, crop_gen, timer, console):
@@ -48,13 +49,15 @@ def train_epoch(k: EpochKit, opt, perm: torch.Tensor, epoch: int, first: bool, a
 
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"), TimeRemainingColumn()]
     timer.start()
+    if k.plan is not None:
+        k.plan.epoch_starts()
     loss_sum = torch.zeros((), device=k.device)
     correct = torch.zeros((), device=k.device)
     seen = 0
     with Progress(
         *columns, console=console, transient=True, disable=not (dist.is_main() and console.is_terminal)
     ) as bar:
-        task = bar.add_task(f"epoch {epoch + 1}/{k.cfg.epochs}", total=k.steps, stats="")
+        task = bar.add_task(f"epoch {epoch + 1}" + ("" if k.plan else f"/{k.cfg.epochs}"), total=k.steps, stats="")
         for s, (xb, yb, rows) in enumerate((k.feats or k.train).batches(perm, k.bs, k.steps)):
             set_lr(opt, k.stages.lr(epoch, s, k.steps))
             flips = alternate_flips(k.first_flips[rows], epoch) if k.policy.alternate_flip else None
@@ -80,6 +83,10 @@ def train_epoch(k: EpochKit, opt, perm: torch.Tensor, epoch: int, first: bool, a
             seen += len(yb)
             if s == 0 and first:
                 timer.first_step_done()
+            # Under DDP the clock is rank 0's, consulted between epochs only: every rank steps alike.
+            if k.plan is not None and not k.stages.head_only(epoch):
+                if k.plan.step_done(epoch, s, check_time=not dist.active()):
+                    break
             if bar.live.is_started and (s % 10 == 0 or s == k.steps - 1):  # .item() syncs the GPU
                 rate = seen / max(1e-9, timer.elapsed())
                 bar.update(

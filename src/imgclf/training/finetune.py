@@ -100,6 +100,8 @@ class Stages:
 
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, batch_size: int):
         self.cfg = cfg
+        self.plan = None  # training.budget.Plan of a budgeted run, set by the loop
+        self.epochs_run: int | None = None  # a budgeted run's last epoch, once it has ended
         self.freeze = int(cfg.freeze_epochs or 0)
         self.decay = float(cfg.layer_decay or 1.0)
         # After a linear probe, BatchNorm keeps the statistics the probe's head was fitted on: batch
@@ -145,8 +147,11 @@ class Stages:
         return make_optimizer(model, c.optimizer, c.lr, c.weight_decay, c.momentum, groups=self._groups(model))
 
     def lr(self, epoch: int, step: int, steps_per_epoch: int) -> float:
-        """The schedule's learning rate: restarted at each stage, over that stage's steps."""
+        """The schedule's learning rate: restarted at each stage, over that stage's steps; in a
+        budgeted run the last stage follows its plan (training.budget) instead."""
         c = self.cfg
+        if self.plan is not None and not self.head_only(epoch):
+            return c.lr * self.plan.factor(epoch, step)
         first, end = (0, self.freeze) if self.head_only(epoch) else (self.freeze, c.epochs)
         peak = c.lr * HEAD_LR_MULT if self.head_only(epoch) else c.lr
         return peak * lr_factor(
@@ -190,7 +195,9 @@ class Stages:
                 {
                     "stage": 2 if self.freeze else 1,
                     "name": "upper layers" if self.prefix else "all layers",
-                    "epochs": [self.freeze + 1, c.epochs],
+                    "epochs": [self.freeze + 1, self.epochs_run or c.epochs],
+                    "budgeted": self.plan is not None,
+                    "ended": self.epochs_run is not None,
                     "frozen": (
                         f"{_span(self.prefix)} (stride <= {c.freeze_stride}): eval mode, not trained"
                         if self.prefix
@@ -291,6 +298,8 @@ def describe(stages: list[dict]) -> str:
     for s in stages:
         first, last = s["epochs"]
         where = f"epochs {first}-{last}" if last > first else f"epoch {first}"
+        if s.get("budgeted") and not s.get("ended"):
+            where = f"from epoch {first} until validation plateaus or the time budget ends"
         lr = (
             f"lr {s['peak_lr']:.2g}"
             if "lr_groups" not in s or s["layer_decay"] == 1

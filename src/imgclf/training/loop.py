@@ -10,6 +10,7 @@ with the same random stream (each epoch's randomness is seeded by (seed, epoch))
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from imgclf.training import distributed as dist
 from imgclf.training.averaging import WeightAverage
 from imgclf.training.balance import balanced_accuracy, class_weights, resolve_class_weight
 from imgclf.training.batches import SplitData, TrainImages
+from imgclf.training.budget import budget_plan, plan_verdict
 from imgclf.training.checkpoint import load_training_state, read_training_info, save_training_state, save_weights
 from imgclf.training.divergence import Diverged, diverged, diverged_message
 from imgclf.training.epoch import EpochKit, train_epoch
@@ -47,6 +49,7 @@ class FitResult:
     train_seconds: float = 0.0  # training steps only (CUDA-event timed on GPUs)
     first_step_seconds: float = 0.0  # the first step alone: compilation and warm-up show here
     stages: list[dict] = field(default_factory=list)  # training.finetune: epochs, parameters and lrs of each stage
+    plan: dict | None = None  # training.budget: how a budgeted run's cooldown came and ended it
 
 
 # Long on purpose: the whole loop (setup, resume, epochs, validation, checkpoints) reads top to
@@ -63,6 +66,7 @@ def fit(
     on_epoch=None,
     baseline: tuple[float, float] | None = None,
     feature_maps: LowerMaps | None = None,
+    started: float | None = None,
 ) -> FitResult:
     """Train `model` for cfg.epochs, validating and checkpointing after every epoch.
 
@@ -78,7 +82,11 @@ def fit(
 
     `feature_maps`: the frozen layers' output for the training images, their mirrors and the
     validation images, as the linear probe recorded it (training.featcache), used when
-    `cfg.feature_cache` is on."""
+    `cfg.feature_cache` is on.
+
+    `started`: the time.monotonic() at which the run (this process) began, when `cfg.time_budget`
+    bounds the whole run's wall time (training.budget: the last stage then ends on a cooldown
+    chosen by the learning curve and the clock)."""
     torch.manual_seed(cfg.seed)
     amp = amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
@@ -123,6 +131,8 @@ def fit(
     first_flips = torch.rand(len(train), generator=torch.Generator().manual_seed(cfg.seed)).lt(0.5).to(device)
 
     start_epoch, bad_epochs, has_best = _start(result, baseline, resume, state_path, model, opt, ema, cfg, console)
+    plan = budget_plan(cfg, stages.freeze, steps_per_epoch, state_path if resume else None, started, data, bs)
+    stages.plan = plan
 
     feats = epochs_cache(model, stages, cfg, data, train, mean, std, device, feature_maps, result, policy, console)
     step_model = _step_module(model, feats, cfg, device, total_steps, console)
@@ -144,8 +154,13 @@ def fit(
         first_flips,
         bs,
         steps_per_epoch,
+        plan,
     )
     timer = StepTimer(device)
+    if plan is not None and baseline is not None and start_epoch == 0 and plan.exhausted():
+        # The probe is a whole model: a budget spent before fine-tuning could start still ships one.
+        console.print("time budget spent before fine-tuning could start: the linear probe is the model")
+        result.stopped_early = True
     for epoch in range(start_epoch, cfg.epochs):
         if result.stopped_early:
             break
@@ -164,6 +179,7 @@ def fit(
             kit, opt, perm, epoch, epoch == start_epoch, aug_gen, crop_gen, timer, console
         )
         seconds = timer.stop()
+        val_started = time.monotonic()
         loss_sum, correct, seen = dist.total(loss_sum, correct, torch.tensor(float(seen), device=device))
         seen = int(seen.item())
         result.train_seconds += seconds
@@ -183,6 +199,7 @@ def fit(
         )
         result.history.append(row)
         has_val = len(data.val) > 0
+        val_seconds = time.monotonic() - val_started
         why = diverged(row, n_classes, has_val)
         if why:  # before anything is saved: no NaN weights ever look like a model
             if dist.is_main():
@@ -192,10 +209,14 @@ def fit(
             )
         improved, bad_epochs = _judge(result, row, score_key, has_val, has_best, bad_epochs, epoch, cfg)
         has_best = has_best or improved
+        cooled = plan is not None and plan.cooling  # this epoch's steps were (some of them) in the cooldown
+        if plan is not None:  # the plan, not the patience count, ends a budgeted run
+            result.stopped_early = plan_verdict(plan, row, score_key, has_val, val_seconds, started, epoch)
         console.print(
-            f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  "
+            f"epoch {epoch + 1:>3}{'' if plan else f'/{cfg.epochs}'}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  "
             f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
             f"{row['images_per_s']:,.0f} img/s  {seconds:.1f}s{'  *' if improved else ''}"
+            + (f"  cooldown (lr down to {row['lr']:.2g})" if cooled else "")
         )
         if dist.is_main():
             _checkpoint(
@@ -215,14 +236,25 @@ def fit(
                     "train_seconds": result.train_seconds,
                     "stopped_early": result.stopped_early,
                     "has_best": has_best,
+                    "plan": plan.state() if plan else None,
                 },
             )
         if on_epoch is not None:
             on_epoch(epoch + 1, row)
-        if result.stopped_early:
+        if result.stopped_early and plan is not None:
+            console.print(f"training ends: {plan.why()}")
+        elif result.stopped_early:
             console.print(f"early stopping: val accuracy has not improved for {bad_epochs} epochs")
     result.first_step_seconds = timer.first_step_seconds
+    if plan is not None:
+        stages.epochs_run = len(result.history)
     result.stages = stages.record(model)
+    if plan is not None:
+        result.plan = {
+            **plan.state(),
+            "ended_by": plan.s.reason or "budget spent before training",
+            "budget_s": cfg.time_budget,
+        }
     return result
 
 

@@ -41,9 +41,8 @@ class Prepared:
         from imgclf.training.loop import SplitData
 
         spec = self.spec
-        return SplitData(
-            self.images, np.sort(spec.indices("train")), np.sort(spec.indices("val")), spec.labels, self.mean, self.std
-        )
+        train, val = (np.sort(spec.indices(s)) for s in ("train", "val"))
+        return SplitData(self.images, train, val, spec.labels, self.mean, self.std, len(spec.indices("test")))
 
 
 @dataclass
@@ -122,9 +121,7 @@ def prepare(
     if for_training:
         cfg, grouping, removed = _split_and_weigh(cfg, spec, images, console)
     mean, std, pretrained = normalization(cfg, images, spec)
-    if (
-        cfg.init_from and for_training
-    ):  # a warm start (imgclf update): the parent's weights were learnt on its statistics
+    if cfg.init_from and for_training:  # a warm start (imgclf update): the parent learnt on its statistics
         from imgclf.training.warmstart import parent_normalization
 
         mean, std = parent_normalization(cfg.init_from)
@@ -197,8 +194,10 @@ def fit_run(
     take its preparation and train their share of each batch (training.distributed)."""
     import torch
 
+    from imgclf.core.clock import run_started
     from imgclf.training import distributed as dist
 
+    started = run_started()  # a time budget (training.budget) counts the whole run, decoding included
     dist.setup(settings.get("device"))  # --device cpu trains on gloo on a GPU machine too
     if not dist.is_main():
         return _follow(console, on_epoch)
@@ -213,7 +212,7 @@ def fit_run(
         dist.broadcast_bulk(None if maps is None else maps.train)  # the probe's stored maps (training.featcache)
     torch.set_num_threads(threads)  # from here each rank trains on its own share
     try:
-        result = _fit(run_dir, prep, net, meta, maps, bool(resume), on_epoch, console)
+        result = _fit(run_dir, prep, net, meta, maps, bool(resume), on_epoch, console, started)
     except KeyboardInterrupt:  # Ctrl-C: the finished epochs are in the run folder
         raise Interrupted(f"imgclf train --resume {run_dir}") from None
     dist.use_node_threads()  # the evaluation after training is rank 0's alone
@@ -353,9 +352,10 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: dict, console):
     return maps
 
 
-def _fit(run_dir: Path, prep: Prepared, net, meta: dict, maps, resume: bool, on_epoch, console):
+def _fit(run_dir: Path, prep: Prepared, net, meta: dict, maps, resume: bool, on_epoch, console, started=None):
     """The epochs (training.loop.fit), judged against the probe's validation score; fills in
     model.json's "training" record. The kept epoch's weights are in RUN/model.safetensors."""
+    from imgclf.training.leaderboard import record_leaderboard
     from imgclf.training.loop import fit
 
     cfg = prep.cfg
@@ -375,6 +375,7 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: dict, maps, resume: bool, on_
         on_epoch=on_epoch,
         baseline=baseline,
         feature_maps=maps,
+        started=started,
     )
     console.print(
         f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; best val {result.criterion} "
@@ -392,5 +393,7 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: dict, maps, resume: bool, on_
         "device": str(prep.device),
         "preset": cfg.preset,
         "stages": result.stages,
+        "plan": result.plan,  # a budgeted run's (training.budget): its budget, how its cooldown came
     }
+    meta["leaderboard"] = record_leaderboard(run_dir, cfg, probe, result, console)
     return result

@@ -1,0 +1,76 @@
+"""The leaderboard of a run: the candidates it compared on the user's validation split, and the
+one it kept (what model.safetensors holds, so what predict and serve use). Printed after training,
+saved as leaderboard.json in the run folder and in model.json, shown in the report.
+
+Today's candidates are the linear probe (seconds) and the network trained from it (fine-tuning
+the upper layers), or one network trained from scratch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imgclf.core.files import write_json
+from imgclf.settings.config import TrainConfig
+
+
+def record_leaderboard(run_dir: Path, cfg: TrainConfig, probe: dict, result, console) -> list[dict]:
+    """Build, print and save the leaderboard; returns its rows for model.json."""
+    rows = leaderboard(cfg, probe, result)
+    write_json(run_dir / "leaderboard.json", rows)
+    _print_leaderboard(rows, console)
+    return rows
+
+
+def leaderboard(cfg: TrainConfig, probe: dict, result) -> list[dict]:
+    """The candidates this run compared on its validation split, the kept one first: the linear
+    probe and the trained network (fine-tuned from the probe's head, or trained from scratch). The
+    kept one is what model.safetensors holds, and so what predict and serve use."""
+    from imgclf.training.finetune import is_finetune
+
+    arch = cfg.model.removeprefix("timm/")
+    key = "val_acc" if result.criterion == "accuracy" else "val_balanced_acc"
+    rows = []
+    if probe:
+        rows.append(
+            {
+                "candidate": "linear probe",
+                "what": f"logistic regression (C={probe.get('C')}) on frozen {arch} features",
+                "val_acc": probe.get("val_acc"),
+                "val_balanced_acc": probe.get("val_balanced_acc"),
+                "seconds": probe.get("seconds"),
+                "best_epoch": 0,
+                "kept": result.best_epoch == 0,
+            }
+        )
+    ran = result.history
+    if ran:
+        # The kept epoch; when the probe was kept, the trained network's best epoch all the same.
+        top = next((r for r in ran if r["epoch"] == result.best_epoch), None) or max(ran, key=lambda r: r[key])
+        name = "from scratch"
+        if is_finetune(cfg):
+            name = "fine-tune upper layers" if cfg.freeze_stride else "fine-tune"
+        rows.append(
+            {
+                "candidate": name,
+                "what": f"{arch}, {len(ran)} epochs at {cfg.img_size}px" + (", from the probe's head" if probe else ""),
+                "val_acc": top["val_acc"],
+                "val_balanced_acc": top["val_balanced_acc"],
+                "seconds": round(sum(float(r["seconds"]) for r in ran), 2),
+                "best_epoch": int(top["epoch"]),
+                "kept": result.best_epoch > 0 or not probe,
+            }
+        )
+    return sorted(rows, key=lambda r: not r["kept"])
+
+
+def _print_leaderboard(rows: list[dict], console) -> None:
+    if len(rows) < 2:
+        return
+    console.print("leaderboard (validation split):")
+    for r in rows:
+        console.print(
+            f"  {'*' if r['kept'] else ' '} {r['candidate']:<24} val acc {r['val_acc']:.4f}  balanced "
+            f"{r['val_balanced_acc']:.4f}  {r['seconds']:7.1f}s  {r['what']}"
+        )
+    console.print("  * kept: model.safetensors (what predict and serve use); leaderboard.json has the table")

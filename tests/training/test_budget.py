@@ -1,0 +1,142 @@
+"""A time budget and the learning curve decide how long the default trains (training.budget)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from helpers import cli, make_shapes_dataset
+
+import imgclf
+from imgclf.core.errors import UserError
+from imgclf.settings.config import TrainConfig
+from imgclf.training.budget import Plan, default_budget, describe_seconds
+from imgclf.training.checkpoint import read_training_info
+from imgclf.training.loop import STATE_FILE
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("90s", 90), ("5m", 300), ("1h30m", 5400), ("2.5m", 150), ("300", 300), (45, 45), ("off", 0), ("auto", None)],
+)
+def test_durations_are_read_as_people_write_them(text, seconds):
+    assert TrainConfig(time_budget=text).time_budget == seconds
+
+
+@pytest.mark.parametrize("bad", ["5 minutes", "-3m", "m", "1d", True, "10h10h"])
+def test_a_bad_duration_is_refused_in_one_line(bad):
+    with pytest.raises(UserError, match="time_budget must be"):
+        TrainConfig(time_budget=bad)
+
+
+def test_the_default_budget_grows_with_the_images_and_shrinks_with_the_machine():
+    small, why = default_budget(1_000, gpu=False, cores=2)
+    big, _ = default_budget(10_000, gpu=False, cores=2)
+    more_cores, _ = default_budget(10_000, gpu=False, cores=8)
+    gpu, _ = default_budget(10_000, gpu=True, cores=8)
+    assert 90 <= small < big and gpu < more_cores < big
+    assert "1,000 training images on 2 CPU cores" in why and describe_seconds(small) in why
+    assert default_budget(10**7, gpu=False, cores=1)[0] == 3600  # capped
+
+
+def _run(plan: Plan, epochs: int, scores, step_s: float = 1.0, val_s: float = 0.0, start: float = 0.0):
+    """Drive `plan` as the loop does, on a fake clock; returns (epochs run, factors of every step)."""
+    now, factors = start, []
+    for epoch in range(epochs):
+        plan.epoch_starts()
+        for step in range(plan.spe):
+            factors.append(plan.factor(epoch, step))
+            now += step_s
+            if plan.step_done(epoch, step, now):
+                break
+        now += val_s
+        if plan.epoch_done(epoch, scores(epoch), 1.0, val_s, now, now):
+            return epoch + 1, factors
+    return epochs, factors
+
+
+def test_a_plateau_starts_a_cooldown_that_ends_the_run_at_a_learning_rate_of_zero():
+    plan = Plan(steps_per_epoch=10, first_epoch=0, max_epochs=100, deadline=None, patience=3)
+    ran, factors = _run(plan, 100, lambda e: min(e, 4) / 10)  # improves for 5 epochs, then flat
+    assert plan.s.reason == "plateau" and ran < 12
+    assert factors[0] < 0.1 and max(factors) == 1.0  # warm-up to the peak
+    cool = factors[plan.s.cool_start :]
+    assert cool == sorted(cool, reverse=True) and cool[-1] < 0.1  # straight down, to ~0
+
+
+def test_the_clock_starts_the_cooldown_so_that_the_run_ends_within_its_budget():
+    plan = Plan(steps_per_epoch=10, first_epoch=0, max_epochs=100, deadline=100.0, patience=3, val_steps=0)
+    ran, factors = _run(plan, 100, lambda e: e, step_s=1.0, val_s=2.0)  # always improving
+    assert plan.s.reason == "time"
+    steps, vals = len(factors), ran
+    assert 80 <= steps + 2 * vals <= 100  # used most of the budget, not more
+    assert factors[-1] < 0.2 and plan.s.cool_end - plan.s.cool_start >= 0.15 * steps  # a real cooldown
+
+
+def test_the_epoch_cap_leaves_room_for_the_cooldown():
+    plan = Plan(steps_per_epoch=10, first_epoch=0, max_epochs=10, deadline=None, patience=99)
+    ran, factors = _run(plan, 10, lambda e: e)
+    assert ran == 10 and plan.s.reason == "epochs" and len(factors) == 100
+    assert factors[-1] < 0.1 and plan.s.cool_end == 100
+
+
+def test_a_plan_resumes_where_it_was():
+    plan = Plan(steps_per_epoch=10, first_epoch=0, max_epochs=100, deadline=None, patience=2)
+    _run(plan, 100, lambda e: min(e, 2))
+    again = Plan(10, 0, 100, None, 2, Plan.load_state(json.loads(json.dumps(plan.state()))))
+    assert [again.factor(e, s) for e in range(6) for s in range(10)] == [
+        plan.factor(e, s) for e in range(6) for s in range(10)
+    ]
+
+
+@pytest.mark.slow
+def test_a_budgeted_run_ends_on_its_plan_records_it_and_resumes(tmp_path):
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=20, size=24)
+    stop_at = {"epoch": 2}
+
+    def interrupt(epoch, row):
+        if epoch == stop_at["epoch"]:
+            raise KeyboardInterrupt
+
+    from imgclf.core.errors import Interrupted
+
+    with pytest.raises(Interrupted):
+        imgclf.train(
+            data, out=tmp_path / "run", model="simple_cnn", time_budget="5m", verbose=False, on_epoch=interrupt
+        )
+    assert read_training_info(tmp_path / "run" / STATE_FILE)["plan"]["spent"] > 0
+    run = imgclf.train(resume=tmp_path / "run", verbose=False)
+    training = json.loads((run.path / "model.json").read_text())["training"]
+    assert training["plan"]["budget_s"] == 300 and training["plan"]["ended_by"] in ("plateau", "time", "epochs")
+    assert training["epochs_run"] >= 3 and run.metrics["accuracy"] > 0.5
+    history = (run.path / "history.csv").read_text().splitlines()
+    assert len(history) == training["epochs_run"] + 1
+
+
+@pytest.mark.slow
+def test_epochs_or_a_preset_turn_the_clock_off_and_the_cli_prints_the_budget(tmp_path):
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=10, size=16)
+    run = imgclf.train(data, out=tmp_path / "fixed", model="simple_cnn", epochs=2, verbose=False)
+    training = json.loads((run.path / "model.json").read_text())["training"]
+    assert training["epochs_run"] == 2 and training["plan"] is None
+    out = cli("train", str(data), "--model", "simple_cnn", "--img-size", "16", "--out", str(tmp_path / "cli")).stdout
+    assert re.search(r"default: time_budget=1m30s: \d+ ms for each of 24 training images", out)
+    assert "training ends:" in out
+    bad = cli("train", str(data), "--time-budget", "soon", check=False)
+    assert bad.returncode == 2 and "time_budget must be a duration" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_steps_that_slow_down_unforeseen_still_stop_at_the_end_of_the_budget():
+    plan = Plan(steps_per_epoch=10, first_epoch=0, max_epochs=100, deadline=100.0, patience=99)
+    now, steps = 0.0, 0
+    for epoch in range(100):
+        plan.epoch_starts()
+        for step in range(10):
+            now += 1.0 if now < 60 else 10.0  # another job takes the machine at 60 s
+            steps += 1
+            if plan.step_done(epoch, step, now):
+                break
+        if plan.epoch_done(epoch, epoch, 1.0, 0.0, now, now):
+            break
+    assert now <= 100 + 10 and plan.s.reason == "time"
