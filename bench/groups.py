@@ -6,7 +6,8 @@ what do near-duplicate groups cost at train time?
 
 INRIA: every crop has its mirror image beside it, named cropNNNNNNa/b, c/d, ... (1,208 pairs; the
 prefix names the source photo). Recall = named pairs whose two files fall in one doctor group
-(near-duplicates with mirrored copies, pHash within 4 bits), with and without the mirror check.
+(near-duplicates with mirrored copies: pHash within phash.NEAR_DISTANCE bits, confirmed by the
+thumbnails), with and without the mirror check. bench/duplicates.py measures precision and recall.
 Purity = groups holding crops of one source photo only. CIFAR-10 (60k): seconds to hash the files
 (the doctor's decode at 32 px) against hashing the training cache's rows (what `train` does).
 Prints markdown tables. Not a test: nothing is asserted.
@@ -33,7 +34,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from imgclf.data.cache import build_cache  # noqa: E402
 from imgclf.data.discover import DatasetSpec, discover, files_under  # noqa: E402
 from imgclf.data.doctor import NEAR_DISTANCE, _scan  # noqa: E402
-from imgclf.data.groups import cache_hashes, describe, near_duplicate_ids, regroup  # noqa: E402
+from imgclf.data.groups import cache_prints, describe, near_duplicate_ids, regroup  # noqa: E402
+from imgclf.data.phash import Prints  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets"
 
@@ -48,7 +50,7 @@ def unpack(archive: Path, dest: Path, name: str) -> Path:
 def inria(folder: Path) -> None:
     paths = [str(p) for p in files_under(folder / "person") if p.suffix == ".png"]
     started = time.perf_counter()
-    bad, digests, hashes, flipped, _, _, _ = _scan(paths, None, False)
+    bad, digests, found, _, _ = _scan(paths, None, False)
     scan_s = time.perf_counter() - started
     ok = np.ones(len(paths), bool)
     ok[list(bad)] = False
@@ -68,8 +70,10 @@ def inria(folder: Path) -> None:
         ["grouping", "groups (>1 file)", "largest", "named pairs together", "recall", "groups of one source photo"],
         align=["---"] + ["---:"] * 5,
     )
-    for label, flip in (("pHash only (before)", hashes), ("pHash + mirror (doctor now)", flipped)):
-        ids = near_duplicate_ids(hashes, flip, ok, NEAR_DISTANCE)
+    # Without the mirror: each image's own hash stands in for its mirror image's.
+    unmirrored = Prints(found.hashes, found.hashes, found.textured, found.grey)
+    for label, prints in (("pHash only (before)", unmirrored), ("pHash + mirror (doctor now)", found)):
+        ids = near_duplicate_ids(prints, ok, NEAR_DISTANCE)
         together = sum(ids[i] == ids[j] for i, j in pairs)
         members = defaultdict(list)
         for k, g in enumerate(ids):
@@ -117,8 +121,7 @@ def cifar(folder: Path) -> None:
             cache = build_cache(spec.paths, 32, "squash", cache_dir=Path(cache_dir), progress=False)
         usable = np.ones(len(spec.paths), bool)
         with Timer() as cache_s:
-            hashes, flipped, _ = cache_hashes(cache.images, usable)
-            ids = near_duplicate_ids(hashes, flipped, usable, NEAR_DISTANCE)
+            ids = near_duplicate_ids(cache_prints(cache.images, usable), usable, NEAR_DISTANCE)
     regroup(spec, ids, 0.1, 0.1, 0)  # as train does: val is carved from train/ with groups whole
     info = describe(spec, ids, "near-duplicates")
     print(f"\nCIFAR-10 ({len(spec.paths):,} images): near-duplicate groups at train time\n")

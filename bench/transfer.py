@@ -86,10 +86,12 @@ def unpack(name: str, work: Path) -> Path:
     return subset
 
 
-def hard_lighting(src: Path, dest: Path, copies: int = 1) -> Path:
+def hard_lighting(src: Path, dest: Path, copies: int = 1, shared: bool = False) -> Path:
     """Every ORL photo relit (`copies` times), seeded per file: a light from one side (a ramp at a
     random angle that leaves the far side at 2-50 % brightness), an exposure from 0.25x to 1.5x and a
-    gamma from 0.5 to 2.5, so a third of the faces are mostly dark, as in Extended Yale B."""
+    gamma from 0.5 to 2.5, so a third of the faces are mostly dark, as in Extended Yale B. `shared`:
+    seeded per file name instead (1.pgm ... 10.pgm), so every person is lit by the same ten lights,
+    as Extended Yale B photographs each of its people under the same 64."""
     import zlib
 
     import numpy as np
@@ -98,7 +100,8 @@ def hard_lighting(src: Path, dest: Path, copies: int = 1) -> Path:
     if dest.exists():
         return dest
     for f, k in ((f, k) for f in sorted(src.rglob("*.pgm")) for k in range(copies)):
-        rng = np.random.default_rng(zlib.crc32(f"{f.parent.name}/{f.name}{f'/{k}' if k else ''}".encode()))
+        key = f.name if shared else f"{f.parent.name}/{f.name}"
+        rng = np.random.default_rng(zlib.crc32(f"{key}{f'/{k}' if k else ''}".encode()))
         x = np.asarray(Image.open(f).convert("L"), dtype=np.float32) / 255
         h, w = x.shape
         a = rng.uniform(0, 2 * np.pi)

@@ -313,7 +313,8 @@ def check(
     test_frac: float = typer.Option(0.1, help="Test share, as for train."),
     seed: int = typer.Option(0, help="Split seed, as for train."),
     near_distance: Optional[int] = typer.Option(
-        None, help="pHash bits that still count as near-duplicate [default: 4]"
+        None,
+        help="pHash bits within which a pair is a near-duplicate candidate (then checked on thumbnails) [default: 6]",
     ),
     labels: bool = typer.Option(
         False,

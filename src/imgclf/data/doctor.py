@@ -1,7 +1,8 @@
 """The data doctor: what in a dataset silently hurts training or makes its test score lie.
 
 `diagnose` finds unreadable files, exact duplicates (same bytes) and near-duplicates (same pHash
-give or take a few bits, or the pHash of the other's mirror image: flagged `mirrored`) — each
+give or take a few bits, or the pHash of the other's mirror image: flagged `mirrored`; then the
+same detail and brightness, phash.alike; the training split groups by the same rule) — each
 group marked as conflicting labels or within one class, and as leaking across train/val/test or
 not — class imbalance, and size, aspect-ratio and colour-mode outliers. It decodes every image
 once, small, in parallel. `quick_check` only hashes file bytes, cheap enough to run before every
@@ -31,7 +32,7 @@ from imgclf.data.groups import (
     near_duplicate_ids,
 )
 from imgclf.data.images import UnusableImage, load_resized
-from imgclf.data.phash import HASH_SIDE, NEAR_DISTANCE, flat, phashes
+from imgclf.data.phash import HASH_SIDE, NEAR_DISTANCE, Prints, prints
 
 SPLIT_ORDER = ("train", "val", "test")
 SIZE_FACTOR = 3.0  # shorter side this many times below/above the median: upscaled blur, wasted decode
@@ -53,7 +54,7 @@ def diagnose(
     they are within one class) and `leakage` (they sit in more than one of train/val/test).
     """
     started = time.perf_counter()
-    bad, digests, hashes, flipped, sizes, modes, hashable = _scan(spec.paths, workers, progress)
+    bad, digests, found, sizes, modes = _scan(spec.paths, workers, progress)
     ok = np.ones(len(spec.paths), bool)
     ok[list(bad)] = False
     findings = {
@@ -65,7 +66,7 @@ def diagnose(
         "counts": _counts(spec, ok),
         "unreadable": [{**_file(spec, i), "reason": r} for i, r in sorted(bad.items())],
         "exact_duplicates": _exact_groups(spec, digests),
-        "near_duplicates": _near_groups(spec, digests, hashes, flipped, ok & hashable, near_distance),
+        "near_duplicates": _near_groups(spec, digests, found, ok, near_distance),
         "near_distance": near_distance,
         "imbalance": _imbalance(spec, ok),
         "outliers": _outliers(spec, sizes, modes, ok),
@@ -167,33 +168,35 @@ def dedupe(spec: DatasetSpec, findings: dict) -> np.ndarray:
 
 
 def _scan(paths: list[str], workers: int | None, progress: bool):
-    """Per image: unusable reason, or sha256 of its bytes, pHash, its mirror image's pHash, stored
-    (w, h), colour mode and whether it is textured enough to hash (phash.flat)."""
+    """Per image: unusable reason, or sha256 of its bytes, its phash.prints (pHashes, texture, grey
+    thumbnail), stored (w, h) and colour mode."""
     n = len(paths)
     workers = 1 if n < POOL_MIN_IMAGES else (workers or usable_cpus())
     step = max(1, min(CHUNK, math.ceil(n / (workers * 4))))
     chunks = [(start, paths[start : start + step]) for start in range(0, n, step)]
     bad: dict[int, str] = {}
     digests, modes = [""] * n, [""] * n
-    hashes, flipped, sizes = np.zeros(n, np.uint64), np.zeros(n, np.uint64), np.zeros((n, 2), np.int64)
-    hashable = np.zeros(n, bool)
+    found, sizes = Prints.empty(n), np.zeros((n, 2), np.int64)
     with _progress_bar(n, progress and n >= PROGRESS_MIN_IMAGES) as advance:
         pool = ProcessPoolExecutor(min(workers, len(chunks))) if workers > 1 else None
         try:
-            for (start, part), (chunk_bad, rows) in zip(chunks, (pool.map if pool else map)(_scan_chunk, chunks)):
+            for (start, part), (chunk_bad, rows, chunk_prints) in zip(
+                chunks, (pool.map if pool else map)(_scan_chunk, chunks)
+            ):
                 bad.update(chunk_bad)
-                for i, digest, h, hf, size, mode, textured in rows:
-                    digests[i], hashes[i], flipped[i], sizes[i], modes[i] = digest, h, hf, size, mode
-                    hashable[i] = textured
+                for i, digest, size, mode in rows:
+                    digests[i], sizes[i], modes[i] = digest, size, mode
+                if rows:
+                    found.put([r[0] for r in rows], chunk_prints)
                 advance(len(part))
         finally:
             if pool:
                 pool.shutdown()
-    return bad, digests, hashes, flipped, sizes, modes, hashable
+    return bad, digests, found, sizes, modes
 
 
 def _scan_chunk(chunk: tuple[int, list[str]]):
-    """Top level so worker processes can import it; returns small tuples, not pixels."""
+    """Top level so worker processes can import it; returns small tuples and the prints (1 KB an image)."""
     start, paths = chunk
     bad, ok, thumbs = {}, [], []
     for i, path in enumerate(paths, start):
@@ -207,12 +210,7 @@ def _scan_chunk(chunk: tuple[int, list[str]]):
             continue
         thumbs.append(thumb)
         ok.append((i, hashlib.sha256(data).hexdigest(), size, mode))
-    if not thumbs:
-        return bad, []
-    # The mirror image's hash costs one more DCT of the same thumbnails: it finds mirrored copies.
-    thumbs = np.stack(thumbs)
-    hashes, flipped, textured = phashes(thumbs), phashes(thumbs[:, :, ::-1]), ~flat(thumbs)
-    return bad, [(i, d, h, hf, s, m, bool(t)) for (i, d, s, m), h, hf, t in zip(ok, hashes, flipped, textured)]
+    return bad, ok, prints(np.stack(thumbs)) if thumbs else None
 
 
 def _read_bytes(path: str) -> bytes:
@@ -272,13 +270,12 @@ def _exact_groups(spec: DatasetSpec, digests: list[str]) -> list[dict]:
     return _sorted_groups([_group(spec, m, sha256=d) for d, m in by_digest.items() if len(m) > 1])
 
 
-def _near_groups(
-    spec: DatasetSpec, digests: list[str], hashes: np.ndarray, flipped: np.ndarray, ok: np.ndarray, max_distance: int
-) -> list[dict]:
-    """Connected groups of images within `max_distance` pHash bits of each other or of each
-    other's mirror image, that hold at least two different files (groups of identical bytes alone
-    are exact duplicates, reported there). A group with a mirrored copy is flagged `mirrored`."""
-    comp = near_duplicate_ids(hashes, flipped, ok, max_distance)
+def _near_groups(spec: DatasetSpec, digests: list[str], found: Prints, ok: np.ndarray, max_distance: int) -> list[dict]:
+    """Connected groups of near-duplicates (groups.near_duplicate_ids: within `max_distance` pHash
+    bits of each other or of each other's mirror image, and alike in detail) that hold at least two
+    different files (groups of identical bytes alone are exact duplicates, reported there). A group
+    with a mirrored copy is flagged `mirrored`."""
+    comp = near_duplicate_ids(found, ok, max_distance)
     idx = np.flatnonzero(ok)
     order = idx[np.argsort(comp[idx], kind="stable")]
     starts = np.flatnonzero(np.r_[True, comp[order][1:] != comp[order][:-1]])
@@ -289,7 +286,7 @@ def _near_groups(
             g = _group(spec, members)
             for f, i in zip(g["files"], members):
                 # pHash bits from the group's first file, or from its mirror image when closer
-                f["distance"], f["mirrored"] = mirrored(hashes, flipped, members[0], i, max_distance)
+                f["distance"], f["mirrored"] = mirrored(found, members[0], i, max_distance)
             g["mirrored"] = any(f["mirrored"] for f in g["files"])
             groups.append(g)
     return _sorted_groups(groups)

@@ -25,7 +25,7 @@ def print_findings(findings: dict, console) -> None:
         + ", ".join(f"{s} {n:,}" for s, n in totals.items())
         + f"; typical image: shorter side {out.get('median_short_side', 0):g} px, aspect "
         f"{out.get('median_aspect', 1):.2f}, mode {out.get('main_mode', '-')}; near-duplicates: "
-        f"pHash within {findings['near_distance']} bits"
+        f"pHash within {findings['near_distance']} bits, then alike in detail and tone"
     )
     table = Table("finding", "count", "examples")
     table.columns[0].no_wrap = table.columns[1].no_wrap = True

@@ -3,8 +3,9 @@
 A split that puts one copy of a photo in train and another in test (re-encoded, resized, MIRRORED,
 or a second crop of the same source photo) lets the model recognise instead of generalise, and
 inflates test accuracy. Groups come from (`group_by`):
-  auto / near-duplicates   pHash components, mirrored copies included, hashed from pixels training
-                           decodes anyway (the cache): ~3 s per 60k images at 32 px, no second decode
+  auto / near-duplicates   images with identical thumbnails, and pHash candidates (mirrored copies
+                           included) whose detail and brightness match (phash.alike), from pixels
+                           training decodes anyway (the cache): a few s per 60k images at 32 px
   a regex with one capture the capture of each file name (of the path below the data root when the
                            pattern holds a '/'): `^(crop\\d+)` groups crop001001a.png with crop001001b.png
   none                     the plain per-image split
@@ -13,6 +14,7 @@ Like the doctor this module stays free of torch.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -21,10 +23,11 @@ import numpy as np
 from PIL import Image
 
 from imgclf.core.errors import UserError
-from imgclf.data.phash import HASH_SIDE, NEAR_DISTANCE, components, flat, hamming, near_pairs, phashes
+from imgclf.data.phash import HASH_SIDE, NEAR_DISTANCE, Prints, alike, components, hamming, near_pairs, prints
 from imgclf.data.split import SPLITS, fill_missing_splits
 
 CHUNK_BYTES = 1 << 24  # cache pixels per thumbnail batch: bounded memory at any img_size
+CHECK_PAIRS = 4096  # candidate pairs checked at once (phash.alike): ~50 MB of thumbnails and details
 
 
 # ---- for train and check ---------------------------------------------------------------------
@@ -46,8 +49,7 @@ def group_for_training(
     usable = np.isin(spec.splits, SPLITS)  # skipped (unreadable) files are their own group
     if group_by in ("auto", "near-duplicates"):
         by = "near-duplicates"
-        hashes, flipped, hashable = cache_hashes(images, usable)
-        ids = near_duplicate_ids(hashes, flipped, usable & hashable, NEAR_DISTANCE)
+        ids = near_duplicate_ids(cache_prints(images, usable), usable, NEAR_DISTANCE)
     else:
         by, ids = group_by, regex_groups(spec.paths, spec.root, group_by)
     if to_split and len(np.unique(ids[usable])) < usable.sum():  # some group holds two images or more
@@ -98,51 +100,136 @@ def regex_groups(paths: list[str], root: str, pattern: str) -> np.ndarray:
     return ids
 
 
-def near_duplicate_ids(hashes: np.ndarray, flipped: np.ndarray, usable: np.ndarray, max_distance: int) -> np.ndarray:
-    """Group id per image (its group's smallest index): connected components of images within
-    `max_distance` pHash bits of each other or of each other's mirror image. Unusable images are
-    their own group.
-
-    Each image is two nodes, its hash and its mirror's hash, joined by an edge: two images whose
-    hashes nearly match, or where one nearly matches the other's mirror, then fall into one component.
+def near_duplicate_ids(found: Prints, usable: np.ndarray, max_distance: int, check: bool = True) -> np.ndarray:
+    """Group id per image (its group's smallest index): connected components of images whose
+    thumbnails are identical, or whose pHashes (one of them mirrored) are within `max_distance`
+    bits and whose thumbnails then show one photo (phash.alike; `check=False` takes every hash
+    match, as before 2026-11-25). Unusable images are their own group; flat ones (phash.FLAT_STD)
+    group only when identical.
     """
     idx = np.flatnonzero(usable)
+    # Identical thumbnails are one image, whatever their texture (exact copies always group), and
+    # are searched once: k copies of a photo would otherwise make k² pairs to check.
+    digests = np.array([hashlib.blake2b(t.tobytes(), digest_size=16).digest() for t in found.grey[idx]], "S16")
+    _, first, inverse = np.unique(digests, return_index=True, return_inverse=True)  # 20x faster than rows
     n = len(idx)
-    unique, inverse = np.unique(np.concatenate([hashes[idx], flipped[idx]]), return_inverse=True)
-    inverse = inverse.ravel()
-    a, b = near_pairs(unique, max_distance)
-    comp = components(len(unique), np.concatenate([a, inverse[:n]]), np.concatenate([b, inverse[n:]]))
-    ids = np.arange(len(hashes))
-    node = comp[inverse[:n]]
-    first = np.full(len(unique), len(hashes))
-    np.minimum.at(first, node, idx)  # name each group by its smallest image index
-    ids[idx] = first[node]
+    comp = components(n, first[inverse.ravel()], np.arange(n))
+    reps = first[found.textured[idx[first]]]  # positions in idx of the textured distinct thumbnails
+    buckets = _Buckets(found.hashes[idx[reps]], found.flipped[idx[reps]], max_distance)
+
+    def join(comp, pairs):
+        """comp with the pairs (image numbers in reps) that show one photo joined, CHECK_PAIRS at a time."""
+        i, j, flip = reps[pairs[0]], reps[pairs[1]], pairs[2]
+        for start in range(0, len(i), CHECK_PAIRS):
+            a, b, f = i[start : start + CHECK_PAIRS], j[start : start + CHECK_PAIRS], flip[start : start + CHECK_PAIRS]
+            todo = comp[a] != comp[b]  # pairs already joined through others need no look
+            a, b, f = a[todo], b[todo], f[todo]
+            if check and len(a):
+                ga, gb = found.grey[idx[a]], found.grey[idx[b]]
+                gb[f] = gb[f][:, :, ::-1]
+                same = alike(ga, gb)
+                a, b = a[same], b[same]
+            comp = components(n, np.concatenate([np.arange(n), a]), np.concatenate([comp, b]))
+        return comp
+
+    # Each bucket's first image against every image of the buckets near it, then the other pairs of
+    # only those buckets not yet one group: 3,000 frames of one still scene cost 3,000 checks, not 9 million.
+    comp = join(comp, buckets.pairs(star=True))
+    comp = join(comp, buckets.pairs(star=False, skip=buckets.whole(comp[reps])))
+    ids = np.arange(len(usable))
+    ids[idx] = idx[comp]  # components are named by their smallest position: the smallest image index
     return ids
 
 
-def mirrored(hashes: np.ndarray, flipped: np.ndarray, i: int, j: int, max_distance: int) -> tuple[int, bool]:
+def candidate_pairs(
+    hashes: np.ndarray, flipped: np.ndarray, max_distance: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image pairs (i < j) whose pHashes are within `max_distance` bits, or i's and j's mirror
+    image's (then mirrored[k] is True; a pair close both ways comes twice)."""
+    buckets = _Buckets(hashes, flipped, max_distance)
+    star, rest = buckets.pairs(star=True), buckets.pairs(star=False)
+    key = np.unique(np.concatenate([_key(*star, len(hashes)), _key(*rest, len(hashes))]))
+    return _unkey(key, len(hashes))
+
+
+class _Buckets:
+    """Images' pHashes bucketed by value. Each image is two nodes, its hash (node k) and its mirror
+    image's (node n + k); near_pairs compares distinct values once, and the node pairs behind each
+    pair of near values (a value with itself included) are the candidates."""
+
+    def __init__(self, hashes: np.ndarray, flipped: np.ndarray, max_distance: int):
+        self.n = len(hashes)
+        values, value = np.unique(np.concatenate([hashes, flipped]), return_inverse=True)
+        va, vb = near_pairs(values, max_distance)
+        self.va, self.vb = np.r_[va, np.arange(len(values))], np.r_[vb, np.arange(len(values))]
+        self.nodes = np.argsort(value.ravel(), kind="stable")  # grouped by value
+        self.count = np.bincount(value.ravel(), minlength=len(values))
+        self.start = np.cumsum(self.count) - self.count
+
+    def pairs(self, star: bool, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distinct image pairs (i < j, mirrored) behind the value pairs not in `skip`: with `star`,
+        those holding either value's first node; else all the others."""
+        va, vb = (self.va, self.vb) if skip is None else (self.va[~skip], self.vb[~skip])
+        ca, cb = self.count[va], self.count[vb]
+        if star:  # (each node of va, the first of vb) and (the first of va, each other node of vb)
+            k, r = _ranks(ca)
+            k2, r2 = _ranks(cb - 1)
+            p = np.r_[self.start[va][k] + r, self.start[va][k2]]
+            q = np.r_[self.start[vb][k], self.start[vb][k2] + r2 + 1]
+        else:  # every (node of va, node of vb) but the first of either
+            k, r = _ranks((ca - 1) * (cb - 1))
+            p = self.start[va][k] + 1 + r // (cb[k] - 1)
+            q = self.start[vb][k] + 1 + r % (cb[k] - 1)
+        p, q = self.nodes[p], self.nodes[q]
+        i, j, mirrored = p % self.n, q % self.n, (p >= self.n) != (q >= self.n)
+        keep = i != j  # an image and its own mirror image: a symmetric photo
+        return _unkey(np.unique(_key(i[keep], j[keep], mirrored[keep], self.n)), self.n)
+
+    def whole(self, group: np.ndarray) -> np.ndarray:
+        """Per value pair: do all images of both values already sit in one group (`group` per image)?"""
+        if not len(self.nodes):
+            return np.zeros(len(self.va), bool)
+        of_node = group[self.nodes % self.n]
+        lo, hi = np.minimum.reduceat(of_node, self.start), np.maximum.reduceat(of_node, self.start)
+        return (lo[self.va] == hi[self.va]) & (lo[self.vb] == hi[self.vb]) & (lo[self.va] == lo[self.vb])
+
+
+def _ranks(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(k, r) for every r < counts[k]: the flat enumeration of ragged ranges, in numpy."""
+    counts = np.maximum(counts, 0)
+    k = np.repeat(np.arange(len(counts)), counts)
+    return k, np.arange(len(k)) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
+def _key(i: np.ndarray, j: np.ndarray, mirrored: np.ndarray, n: int) -> np.ndarray:
+    """One int64 per (unordered pair, mirrored): a 1-D unique sorts 20x faster than unique rows."""
+    return (np.minimum(i, j) * n + np.maximum(i, j)) * 2 + mirrored
+
+
+def _unkey(key: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return key // 2 // n, key // 2 % n, (key % 2).astype(bool)
+
+
+def mirrored(found: Prints, i: int, j: int, max_distance: int) -> tuple[int, bool]:
     """(pHash distance, mirrored?) of image j to image i: mirrored when only j's mirror image is close."""
-    direct = int(hamming(hashes[i : i + 1], hashes[j : j + 1])[0])
-    mirror = int(hamming(flipped[i : i + 1], hashes[j : j + 1])[0])
+    direct = int(hamming(found.hashes[i : i + 1], found.hashes[j : j + 1])[0])
+    mirror = int(hamming(found.flipped[i : i + 1], found.hashes[j : j + 1])[0])
     return (mirror, True) if mirror < direct and direct > max_distance else (direct, False)
 
 
-def cache_hashes(images: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """pHashes of every cached (N, S, S, 3) row and of its mirror image (zero for unusable rows), and
-    whether the row is textured enough for its hash to mean anything (phash.flat).
+def cache_prints(images: np.ndarray, usable: np.ndarray) -> Prints:
+    """phash.prints of every usable cached (N, S, S, 3) row (zeros for the others).
 
-    The cache already holds every image decoded and resized, so hashing it costs a pass over memory
-    (CIFAR-10's 60k rows at 32 px: 2.8 CPU s with grouping) where hashing the files would decode them
-    all again (14.7 CPU s; bench/groups.py)."""
-    hashes, flipped = np.zeros(len(images), np.uint64), np.zeros(len(images), np.uint64)
-    hashable = np.zeros(len(images), bool)
+    The cache already holds every image decoded and resized, so this costs a pass over memory
+    (CIFAR-10's 60k rows at 32 px: a few CPU s with grouping) where hashing the files would decode
+    them all again (14.7 CPU s; bench/groups.py)."""
+    found = Prints.empty(len(images))
     idx = np.flatnonzero(usable)
     step = max(1, CHUNK_BYTES // max(1, images[0].size if len(images) else 1))
     for start in range(0, len(idx), step):
         rows = idx[start : start + step]
-        thumbs = thumbnails(np.asarray(images[rows]))
-        hashes[rows], flipped[rows], hashable[rows] = phashes(thumbs), phashes(thumbs[:, :, ::-1]), ~flat(thumbs)
-    return hashes, flipped, hashable
+        found.put(rows, prints(thumbnails(np.asarray(images[rows]))))
+    return found
 
 
 def thumbnails(rows: np.ndarray, side: int = HASH_SIDE) -> np.ndarray:

@@ -196,7 +196,7 @@ class Stages:
                     "stage": 2 if self.freeze else 1,
                     "name": "upper layers" if self.prefix else "all layers",
                     "epochs": [self.freeze + 1, self.epochs_run or c.epochs],
-                    "budgeted": self.plan is not None,
+                    "budgeted": bool(c.time_budget),
                     "ended": self.epochs_run is not None,
                     "frozen": (
                         f"{_span(self.prefix)} (stride <= {c.freeze_stride}): eval mode, not trained"

@@ -67,6 +67,7 @@ def fit(
     baseline: tuple[float, float] | None = None,
     feature_maps: LowerMaps | None = None,
     started: float | None = None,
+    image_seconds: float | None = None,
 ) -> FitResult:
     """Train `model` for cfg.epochs, validating and checkpointing after every epoch.
 
@@ -131,7 +132,8 @@ def fit(
     first_flips = torch.rand(len(train), generator=torch.Generator().manual_seed(cfg.seed)).lt(0.5).to(device)
 
     start_epoch, bad_epochs, has_best = _start(result, baseline, resume, state_path, model, opt, ema, cfg, console)
-    plan = budget_plan(cfg, stages.freeze, steps_per_epoch, state_path if resume else None, started, data, bs)
+    resumed = state_path if resume else None
+    plan = budget_plan(cfg, stages.freeze, steps_per_epoch, resumed, started, data, bs, image_seconds)
     stages.plan = plan
 
     feats = epochs_cache(model, stages, cfg, data, train, mean, std, device, feature_maps, result, policy, console)

@@ -376,6 +376,7 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: dict, maps, resume: bool, on_
         baseline=baseline,
         feature_maps=maps,
         started=started,
+        image_seconds=probe.get("image_seconds"),
     )
     console.print(
         f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; best val {result.criterion} "

@@ -110,6 +110,9 @@ def fit_probe(
         "features": int(x_train.shape[1]),
         "training_views": int(len(x_train)),
         "seconds": round(seconds, 2),
+        # One image through the whole network: what the evaluation after training pays per image
+        # (training.budget reserves that time from a budget).
+        "image_seconds": embed_s / max(1, len(x_train) + (len(x_val) if x_val is not None else 0)),
     }, maps
 
 
