@@ -127,6 +127,23 @@ def test_epochs_or_a_preset_turn_the_clock_off_and_the_cli_prints_the_budget(tmp
     assert bad.returncode == 2 and "time_budget must be a duration" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_under_ddp_the_clock_is_read_between_epochs_and_still_ends_the_run_in_time():
+    plan = Plan(steps_per_epoch=10, first_epoch=0, max_epochs=100, deadline=100.0, patience=99)
+    plan.step_clock = False  # as budget_plan sets it when several ranks train
+    now, factors = 0.0, []
+    for epoch in range(100):
+        plan.epoch_starts()
+        for step in range(10):
+            factors.append(plan.factor(epoch, step))
+            now += 1.0
+            if plan.step_done(epoch, step, now, check_time=False):
+                break
+        now += 2.0
+        if plan.epoch_done(epoch, epoch, 1.0, 2.0, now, now):
+            break
+    assert plan.s.reason == "time" and 80 <= now <= 100 and factors[-1] < 0.2
+
+
 def test_steps_that_slow_down_unforeseen_still_stop_at_the_end_of_the_budget():
     plan = Plan(steps_per_epoch=10, first_epoch=0, max_epochs=100, deadline=100.0, patience=99)
     now, steps = 0.0, 0

@@ -120,6 +120,9 @@ class Plan:
         self.val_s = 0.0  # seconds a validation takes
         self.last_step_at: float | None = None
         self.spent_before = 0.0  # seconds an interrupted earlier process spent on this run
+        # Is the clock read at every step (one process)? Under DDP the ranks must step alike, so rank
+        # 0 reads it between epochs only and broadcasts its verdict (training.loop).
+        self.step_clock = True
 
     def _g(self, epoch: int, step: int) -> int:
         return (epoch - self.first) * self.spe + step
@@ -190,6 +193,14 @@ class Plan:
             if self.deadline is not None and self.step_s is not None:
                 length = self._affordable(g, time.monotonic() if now is None else now, length)
             self._cool(g, g + length, "plateau")
+        if not self.step_clock and self.end is not None:  # DDP: the clock is read here, between epochs
+            now = time.monotonic() if now is None else now
+            if now >= self.end:
+                return True
+            if self.s.cool_start is None and self.step_s is not None:
+                # Room for another stable epoch and the cooldown after it? Else cool down from here.
+                if now + self._seconds_for(g, self.spe + self._cool_len(g + self.spe)) >= self.deadline:
+                    self._cool(g, g + self._affordable(g, now, max(self.spe, self._cool_len(g))), "time")
         return self.s.cool_end is not None and g >= self.s.cool_end
 
     def _cool_len(self, g: int) -> int:
@@ -263,6 +274,7 @@ def budget_plan(
         after_seconds=AFTER_TRAINING_S + (image_s or 0.0) * passes,
     )
     plan.spent_before = spent_before
+    plan.step_clock = not dist.active()
     return plan
 
 
