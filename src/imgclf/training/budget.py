@@ -29,7 +29,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from imgclf.settings.checks import parse_duration  # noqa: F401 - where callers look for it
 from imgclf.training import distributed as dist
 from imgclf.training.checkpoint import read_training_info
 
