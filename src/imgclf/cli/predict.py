@@ -21,7 +21,8 @@ def predict(
     tta: Optional[str] = typer.Option(None, help=TTA_HELP),
     backend: Optional[str] = typer.Option(
         None,
-        help="torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing) "
+        help="torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing) | onnx-int8 "
+        "(RUN/model.int8.onnx, made by imgclf export RUN --int8) "
         "[default: torch; with --ray, onnx on CPU workers and torch on GPUs]",
     ),
     out: Optional[str] = typer.Option(
@@ -135,11 +136,18 @@ def export(
         None, help="Folder of images to check parity on [default: the run's test split]"
     ),
     check: bool = typer.Option(True, help="Check ONNX Runtime against PyTorch (fails above 1e-4 probability)."),
+    int8: bool = typer.Option(
+        False,
+        "--int8",
+        help="Write RUN/model.int8.onnx instead: int8, calibrated on the run's training images, kept only "
+        "when its test accuracy is within --max-loss of fp32's (--data: where the run's data moved to)",
+    ),
+    max_loss: float = typer.Option(1.0, help="With --int8: accuracy points int8 may lose against fp32"),
 ):
     """Export RUN's network to ONNX (classes and preprocessing in its metadata), checked against PyTorch."""
     from imgclf import api
 
-    api.export(run, format=format, out=out, data=data, opset=opset, check=check)
+    api.export(run, format=format, out=out, data=data, opset=opset, check=check, int8=int8, max_loss=max_loss)
 
 
 # long: one option per flag, each with its help text
@@ -156,7 +164,11 @@ def serve(
     alias: str = typer.Option("production", help="The alias followed with --registry"),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000),
-    backend: str = typer.Option("torch", help="torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing)"),
+    backend: str = typer.Option(
+        "torch",
+        help="torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing) | onnx-int8 "
+        "(RUN/model.int8.onnx, made by imgclf export RUN --int8)",
+    ),
     device: str = typer.Option("auto"),
     tta: Optional[str] = typer.Option(None, help=TTA_HELP),
     api_key: Optional[str] = typer.Option(

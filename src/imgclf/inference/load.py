@@ -8,15 +8,17 @@ from imgclf.core.errors import UserError
 from imgclf.inference.ensemble import EnsembleModel
 from imgclf.inference.model import Model, torch_model
 from imgclf.inference.onnx_export import load_onnx_net
+from imgclf.inference.quantize import load_int8_net
 from imgclf.store.runs import find_run, read_model_json
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def load_model(run: str | Path, device: str = "auto", tta: str | None = None, backend: str = "torch"):
     """The trained model in RUN (a run folder, REGISTRY/ALIAS or an ensemble bundle). `backend="onnx"`
     runs the network in ONNX Runtime from RUN/model.onnx (exported first when missing or made from
-    other weights); preprocessing, TTA and calibration stay the same."""
+    other weights), `backend="onnx-int8"` from RUN/model.int8.onnx (made by `imgclf export RUN
+    --int8`); preprocessing, TTA and calibration stay the same."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
     run = find_run(run)
@@ -25,10 +27,13 @@ def load_model(run: str | Path, device: str = "auto", tta: str | None = None, ba
         if backend != "torch":
             raise UserError(
                 f"{run} is an ensemble bundle, which runs on the torch backend only; "
-                "drop --backend onnx (or export and load its member runs one by one)"
+                f"drop --backend {backend} (or export and load its member runs one by one)"
             )
         return EnsembleModel.from_bundle(run, meta, device, tta)
     if backend == "onnx":
         net, dev = load_onnx_net(run, device)
+        return Model(net.to(dev), meta, dev, run).with_tta(tta)
+    if backend == "onnx-int8":
+        net, dev = load_int8_net(run, device)
         return Model(net.to(dev), meta, dev, run).with_tta(tta)
     return torch_model(run, meta, device, tta)

@@ -156,6 +156,19 @@ def weights_digest(run: Path) -> str:
     return sha256_file(run / WEIGHTS)
 
 
+def onnx_weights(path: Path) -> str | None:
+    """The weights_sha256 an exported file records (None: no such file, or not a readable ONNX file)."""
+    import onnx
+
+    if not path.is_file():
+        return None
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - a damaged file counts as missing: it is made again
+        return None
+    return next((p.value for p in proto.metadata_props if p.key == "weights_sha256"), None)
+
+
 def parity(net, onnx_path: Path, meta: dict, images: np.ndarray) -> dict:
     """Max |difference| of calibrated probabilities and of logits, PyTorch fp32 vs ONNX Runtime,
     on preprocessed uint8 images (N, size, size, 3) run through the predictor's own code path."""

@@ -23,9 +23,9 @@ from imgclf.core.errors import UserError
 class OnnxNet(torch.nn.Module):
     """forward(x: float (N, C, H, W) tensor) -> logits (N, classes) tensor on x's device, by ONNX Runtime."""
 
-    def __init__(self, session):
+    def __init__(self, session, backend: str = "onnx"):
         super().__init__()
-        self.session = session
+        self.session, self.backend = session, backend  # backend: "onnx" (fp32) or "onnx-int8"
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
 

@@ -37,6 +37,8 @@ def model_card_section(f: Facts) -> str:
             f"Says '{esc(d['positive_class'])}' when its calibrated probability is at least "
             f"{d['threshold']:.3f} ({esc(d['rule'])})."
         )
+    if line := _int8_line(f):
+        details.append(line)
     details.append(f"Owner and contact: {edit('name, team, e-mail')}")
 
     use = [
@@ -97,6 +99,20 @@ def model_card_section(f: Facts) -> str:
             [edit("people in the images, consent, who could be harmed by a wrong answer and how")],
         )
         + "</div>",
+    )
+
+
+def _int8_line(f: Facts) -> str | None:
+    """The int8 model beside the fp32 one, as `imgclf export --int8` measured it (None: there is none)."""
+    from imgclf.inference.quantize import int8_record
+
+    r = int8_record(f.path)
+    if r is None:
+        return None
+    return (
+        f"Also exported as int8 (<code>model.int8.onnx</code>, backend <code>onnx-int8</code>): test accuracy "
+        f"{r['accuracy_int8']:.1%} against {r['accuracy_fp32']:.1%} in fp32 ONNX (n = {r['n_test']:,}; the same "
+        f"label for {r['agreement']:.1%} of the images), calibrated on {r['n_calibration']} training images."
     )
 
 

@@ -11,8 +11,9 @@ from imgclf.serving.settings import ServeSettings
 def model_info(model, settings: ServeSettings | None = None) -> dict:
     """The model's description; with `settings`, also the service's limits (key "service")."""
     meta, path = model.meta, model.path
-    # The ONNX backend swaps the torch module for an ONNX Runtime wrapper (see imgclf.inference.onnx_runtime).
-    backend = "onnx" if "onnx" in type(getattr(model, "net", None)).__module__ else "torch"
+    # The ONNX backends swap the torch module for an ONNX Runtime wrapper that names itself
+    # (imgclf.inference.onnx_runtime.OnnxNet: "onnx" or "onnx-int8"); ensembles have no `net`.
+    backend = getattr(getattr(model, "net", None), "backend", "torch")
     arch = meta.get("architecture", {})
     info = {
         "name": path.name if path else "model",
@@ -21,15 +22,38 @@ def model_info(model, settings: ServeSettings | None = None) -> dict:
         "input": {"size": model.img_size, "resize": model.resize_mode, "channels": "RGB"},
         "architecture": {"name": arch.get("name", meta.get("kind", "")), "parameters": arch.get("parameters")},
         "backend": backend,
+        "precision": _precision(model, backend),
         "tta": model.tta,
         "calibration": {"method": "temperature", "temperature": model.temperature},
         "decision": OperatingPoint.of(meta).description(),
         "metrics": _metrics_summary(path),
         "imgclf_version": meta.get("imgclf_version"),
     }
+    if backend == "onnx-int8":
+        info["int8"] = _int8_summary(path)
     if settings is not None:
         info["service"] = service_info(settings)
     return info
+
+
+def _precision(model, backend: str) -> str:
+    """The number format the network computes in: int8, or fp32 unless the torch backend autocasts (a GPU)."""
+    if backend == "onnx-int8":
+        return "int8"
+    amp = getattr(model, "amp", None)
+    return {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(amp), "fp32")
+
+
+def _int8_summary(path) -> dict | None:
+    """What the int8 export measured on the test split (RUN/export_int8.json), beside fp32."""
+    from imgclf.inference.quantize import int8_record
+
+    r = int8_record(path) if path is not None else None
+    if r is None:
+        return None
+    return {
+        k: r.get(k) for k in ("accuracy_int8", "accuracy_fp32", "loss_points", "agreement", "n_test", "n_calibration")
+    }
 
 
 def service_info(settings: ServeSettings) -> dict:
