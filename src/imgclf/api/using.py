@@ -177,8 +177,16 @@ def predict_video(
     else:
         model = loaded(run, device, tta, backend)
     if scan and scanner is None:
-        from imgclf.scanning import Scanner
+        from imgclf.scanning import Scanner, positive_class
 
+        try:
+            positive_class(model, None)
+        except UserError:  # its own advice names scan's --positive, an option predict does not have
+            raise UserError(
+                f"predict --scan finds the run's positive class, and {model.path} records none and has no class named "
+                f"like person/human/pedestrian/positive (its classes: {', '.join(model.classes)}); train with "
+                "--positive-class CLASS, or scan photos for a class with: imgclf scan RUN PHOTOS --positive CLASS"
+            ) from None
         scanner = Scanner(model)
         if verbose:
             print(f"scan: {scanner.describe()}")
@@ -227,7 +235,7 @@ def export(
     if format != "onnx":
         raise UserError(f"unknown export format '{format}'; the supported one is onnx")
     if out is not None:  # checked before the export (seconds to minutes), not when it is renamed into place
-        out = output_file(out, "--out")
+        out = output_file(out, "--out", "model.onnx")
     if str(run) == "person" or (Path(run).expanduser() / "detector.json").is_file():
         if int8:
             raise UserError("--int8 is for classifier runs for now; export the detector without it")

@@ -39,6 +39,13 @@ class Format(str, Enum):
     csv = "csv"
 
 
+class Listing(str, Enum):
+    """The formats of a command with no CSV form: `--format csv` is refused, not answered with the table."""
+
+    table = "table"
+    json = "json"
+
+
 def floats(text: Optional[str], flag: str) -> Optional[list]:
     if not text:
         return None

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from imgclf.cli import render
-from imgclf.cli.app import MLFLOW, MOVED_DATA, Format, app
+from imgclf.cli.app import MLFLOW, MOVED_DATA, Listing, app
 from imgclf.core.errors import UserError
 
 
@@ -238,7 +238,7 @@ def feedback_import(
 def feedback_list(
     inbox: Optional[str] = INBOX,
     registry: Optional[str] = FEEDBACK_REGISTRY,
-    format: Format = typer.Option(Format.table, help="table | json"),
+    format: Listing = typer.Option(Listing.table, help="table | json"),
 ):
     """Images per label in the inbox, and the labels the production model does not know yet."""
     from imgclf import api

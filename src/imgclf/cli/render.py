@@ -106,8 +106,8 @@ def feedback_imported(r: dict) -> None:
     )
 
 
-def feedback_summary(s: dict, where, format: Format) -> None:
-    if format == Format.json:
+def feedback_summary(s: dict, where, format: str) -> None:
+    if format == "json":
         print_json(s)
         return
     if not s["images"]:

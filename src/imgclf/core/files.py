@@ -116,18 +116,102 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def output_file(path: str | os.PathLike, flag: str) -> Path:
-    """`path` as a file to write; a folder there (or a file where a parent folder should be) is the
-    user's mistake, told before any work rather than as an IsADirectoryError after it."""
+def output_file(path: str | os.PathLike, flag: str, example: str = "predictions.csv") -> Path:
+    """`path` as a file to write, checked before any work: a folder there, something that is not a
+    regular file (a FIFO or a device, which the atomic rename would replace), a file where a parent
+    folder should be, or a place no file can be made (read-only, /proc) is the user's mistake, told
+    in one line now rather than as a traceback after minutes of work.
+
+        out = output_file(out, "--out")      # or UserError("--out x is a folder; give a file name, ...")
+    """
+    from imgclf.core.errors import UserError
+
+    path = _given(path, flag)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {path / example}")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{flag} {path} is not a regular file (a FIFO, device or socket); give a file name")
+    _check_writable(path, flag)
+    return path
+
+
+def output_folder(path: str | os.PathLike, flag: str) -> Path:
+    """`path` as a folder to write into (a run, a prediction log, an inbox; made when missing), checked
+    as output_file checks a file: an existing file there is refused in one line before any work, not
+    met as a FileExistsError when the first record is written."""
+    from imgclf.core.errors import UserError
+
+    path = _given(path, flag)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file; give a folder (it is made when missing)")
+    _check_writable(path, flag)
+    return path
+
+
+def _given(path: str | os.PathLike, flag: str) -> Path:
     from imgclf.core.errors import UserError
 
     path = Path(path).expanduser()
-    if path.is_dir():
-        raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'predictions.csv'}")
-    blocker = next((p for p in path.parents if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise UserError(f"{flag} {path} cannot be written: {blocker} is a file, not a folder")
+    try:
+        path.exists()
+    except (OSError, ValueError) as e:  # a NUL byte, a name longer than the file system allows
+        raise UserError(f"{flag} {str(path)[:200]!r} is not a usable path ({e})") from None
     return path
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """Refuse `path` when its nearest existing folder is a file or cannot take a new file. Tried by
+    making (and removing) an empty file there: permission bits say nothing to root, nor about
+    read-only mounts or /proc."""
+    from imgclf.core.errors import UserError
+
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path} cannot be written: {existing} is a file, not a folder")
+    try:
+        new_temp(existing, ".imgclf-write-check-").unlink()
+    except OSError as e:
+        raise UserError(
+            f"{flag} {path} cannot be written: no file can be made in {existing} ({e.strerror or e})"
+        ) from None
+
+
+def is_regular(path: str | os.PathLike) -> bool:
+    """True for a regular file (links followed). A FIFO would block its reader forever and a device
+    such as /dev/zero never ends, so every listing of files to read keeps only these."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+class NotRegularFile(OSError):
+    """open_regular met a FIFO, device, socket or folder."""
+
+    def __str__(self) -> str:  # the reason alone: callers list it beside the path
+        return self.strerror
+
+
+def open_regular(path: str | os.PathLike):
+    """`path` opened for binary reading when it is a regular file, else NotRegularFile. Checked on the
+    open file (no race with a swap after a listing), opened non-blocking so that a FIFO without a
+    writer cannot hang the open itself; a regular file reads as usual."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file (a FIFO, device, socket or folder)", str(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | os.PathLike) -> bytes:
+    """The bytes of a regular file; NotRegularFile for anything else (see open_regular)."""
+    with open_regular(path) as f:
+        return f.read()
 
 
 class open_stream:

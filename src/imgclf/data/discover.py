@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
+from imgclf.core.files import is_regular
 from imgclf.data.images import IMAGE_EXTENSIONS
 from imgclf.data.split import fill_missing_splits
 
@@ -60,9 +61,10 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 
 def files_under(folder: Path) -> list[Path]:
-    """Every non-hidden file below `folder`, sorted, following symlinked folders (a dataset
+    """Every non-hidden regular file below `folder`, sorted, following symlinked folders (a dataset
     assembled from links is common; Path.rglob does not follow them before Python 3.13) but
-    never the same real folder twice, so a link loop cannot recurse forever."""
+    never the same real folder twice, so a link loop cannot recurse forever. FIFOs, devices and
+    sockets are left out (core.files.is_regular): reading one would hang or never end."""
     seen, found = set(), []
     for top, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
@@ -71,7 +73,7 @@ def files_under(folder: Path) -> list[Path]:
             continue
         seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(top) / f for f in files if not f.startswith(".")]
+        found += [Path(top) / f for f in files if not f.startswith(".") and is_regular(os.path.join(top, f))]
     return sorted(found)
 
 

@@ -19,12 +19,12 @@ import os
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from imgclf.core.cpus import usable_cpus
+from imgclf.core.files import read_regular
 from imgclf.data.cache import _progress_bar
 from imgclf.data.discover import DatasetSpec
 from imgclf.data.groups import (
@@ -215,7 +215,7 @@ def _scan_chunk(chunk: tuple[int, list[str]]):
 
 def _read_bytes(path: str) -> bytes:
     try:
-        return Path(path).read_bytes()
+        return read_regular(path)
     except OSError as e:
         raise UnusableImage(f"cannot read file: {e.strerror or e}") from e
 
@@ -231,7 +231,7 @@ def _header(data: bytes) -> tuple[tuple[int, int], str]:
 
 def _file_digest(path: str) -> str:
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return hashlib.sha256(read_regular(path)).hexdigest()
     except OSError:
         return ""
 

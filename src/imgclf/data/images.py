@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import BinaryIO, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from imgclf.core.files import NotRegularFile, open_regular
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm"}
@@ -115,14 +117,17 @@ def _read(path: str | os.PathLike, max_pixels: int, draft_side: int | None) -> I
 def _opened(path: str | os.PathLike) -> Iterator[Image.Image]:
     """The lazily opened image; any error raised while it is open becomes UnusableImage."""
     try:
-        # A file object (an upload held in memory by the web service) is checked by its caller.
-        if not hasattr(path, "read") and os.stat(path).st_size == 0:
-            raise UnusableImage("empty file (0 bytes)")
-        with warnings.catch_warnings():
-            # Our max_pixels check decides; PIL's warning threshold is a fixed global.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                yield img
+        with ExitStack() as files:
+            # A file object (an upload held in memory by the web service) is checked by its caller; a
+            # path is opened only when it is a regular file: a FIFO would block the read forever.
+            f = path if hasattr(path, "read") else files.enter_context(open_regular(path))
+            if f is not path and os.fstat(f.fileno()).st_size == 0:
+                raise UnusableImage("empty file (0 bytes)")
+            with warnings.catch_warnings():
+                # Our max_pixels check decides; PIL's warning threshold is a fixed global.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(f) as img:
+                    yield img
     except UnusableImage:
         raise
     # PIL's decoders raise many types on malformed input (OSError, SyntaxError, struct.error,
@@ -137,7 +142,7 @@ def _reason(e: Exception) -> str:
         return f"too large: {str(e).split(',')[0]}"
     if isinstance(e, UnidentifiedImageError):
         return "not an image (cannot identify format)"
-    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
+    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotRegularFile)):
         return f"cannot read file: {e.strerror or e}"
     return f"truncated or corrupt image: {str(e) or type(e).__name__}"
 

@@ -18,7 +18,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from imgclf.core.files import write_text
+from imgclf.core.files import open_regular, write_text
 
 MISSING = "missing"
 
@@ -27,7 +27,7 @@ def file_sha256(path: str | Path) -> str:
     """Hex sha256 of the file's bytes, or "missing" when it cannot be read."""
     h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO listed in a manifest must not hang the hashing
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     except OSError:

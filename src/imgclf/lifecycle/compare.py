@@ -16,13 +16,23 @@ import numpy as np
 from scipy.stats import binomtest
 
 from imgclf.core.errors import UserError
-from imgclf.core.files import write_json
+from imgclf.core.files import output_file, write_json
 from imgclf.evaluation.calibration import expected_calibration_error
+from imgclf.settings.checks import Number, check_number
 from imgclf.store.runs import test_split
 
 # min_diff: the least B - A accuracy allowed (0: at least as good); min_discordant: the fewest images
 # that changed verdict for McNemar's test to count (below that it has too little power to decide on).
 DEFAULT_RULE = {"min_diff": 0.0, "tolerance": 0.02, "alpha": 0.05, "min_discordant": 10}
+# The rule's options as a user gives them. Checked up front: a NaN tolerance makes every "drop larger
+# than the tolerance" comparison false, so a candidate that lost half its recall would be promoted.
+TOLERANCE = Number(float, 0, 1)
+ALPHA = Number(float, 0, 1, low_open=True, high_open=True)
+
+
+def check_rule(tolerance, alpha) -> tuple[float, float]:
+    """(tolerance, alpha) as floats, or a one-line UserError naming the option and what it allows."""
+    return check_number("--tolerance", tolerance, TOLERANCE), check_number("--alpha", alpha, ALPHA)
 
 
 # ---- statistics on arrays (pure, testable) ------------------------------------------------------
@@ -212,6 +222,9 @@ def compare(
     from imgclf.inference.load import load_model
     from imgclf.inference.model import Model
 
+    tolerance, alpha = check_rule(tolerance, alpha)
+    if out is not None:
+        out = output_file(out, "--out", "compare.json")
     ma, mb = (m if isinstance(m, Model) else load_model(m) for m in (a, b))  # load_model resolves REGISTRY/ALIAS
     missing = [c for c in ma.classes if c not in mb.classes]
     if missing:

@@ -27,7 +27,7 @@ import io
 from pathlib import Path
 
 from imgclf.core.errors import UserError
-from imgclf.core.files import write_json, write_text
+from imgclf.core.files import output_folder, write_json, write_text
 from imgclf.data.paths import resolve
 from imgclf.lifecycle.update_data import by_split, gather_rows, resolve_parent, split_counts
 from imgclf.lifecycle.update_plan import _assign_splits, base_config, check_new_data, replay_rows, training_choices
@@ -79,6 +79,11 @@ def update(
     console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
     if mode not in MODES:
         raise UserError(f"--mode must be finetune or full, not {mode!r}")
+    epochs, lr_factor, replay, seed, tolerance = _checked_options(epochs, lr_factor, replay, seed, tolerance)
+    if out is not None:  # before the data is gathered and hashed (minutes), as train checks its --out
+        out = output_folder(out, "--out")
+        if (out / "model.json").exists():
+            raise UserError(f"{out} already holds a run; choose another --out")
     if (new_data is None) == (not from_inbox):
         raise UserError("give the new labeled images: imgclf update VERSION NEW_DATA, or --from-inbox")
     parent_run, version, registry = resolve_parent(ref, registry)
@@ -152,6 +157,21 @@ def update(
         _track(mlflow, run.path, registry, result, event, console)
     console.print(f"report: {run.path / 'report.html'}")
     return result
+
+
+def _checked_options(epochs, lr_factor, replay, seed, tolerance) -> tuple:
+    """The numeric options, each refused in one line when out of range (train's rules for epochs and
+    seed): 0 epochs is not "the version's", and a NaN tolerance would pass any drop in recall."""
+    from imgclf.lifecycle.compare import check_rule
+    from imgclf.settings.checks import NUMBERS, Number, check_number
+
+    return (
+        check_number("--epochs", epochs, NUMBERS["epochs"]),
+        check_number("--lr-factor", lr_factor, Number(float, 0, 1, low_open=True)),
+        check_number("--replay", replay, Number(int, 0, 10**9, optional=True)),
+        check_number("--seed", seed, NUMBERS["seed"]),
+        check_rule(tolerance, 0.05)[0],
+    )
 
 
 def _run_folder(out, parent_run: Path, rows: list[dict], new: list[dict]) -> tuple[Path, Path]:

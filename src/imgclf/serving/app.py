@@ -46,6 +46,7 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
     """The service for a loaded `imgclf.load(...)` model (torch or ONNX backend), or for a
     `ModelHolder` whose model may be swapped while it serves."""
     settings = settings or ServeSettings()
+    settings.check_folders()
     holder = model_or_holder if isinstance(model_or_holder, ModelHolder) else ModelHolder(model_or_holder)
     first = holder.model
     metrics = ServiceMetrics(first.classes)

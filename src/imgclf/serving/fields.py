@@ -7,15 +7,14 @@ same one); the numbers' are the settings' (serving.params, over imgclf.settings.
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from imgclf.core.errors import UserError
 from imgclf.serving.limits import Rejected
 from imgclf.serving.params import CONFIDENCE, checked
 from imgclf.settings.checks import check_number
 from imgclf.store import inbox
+from imgclf.store.labels import MAX_TEXT, check_text
 
-MAX_TEXT = 200  # who, predicted: short names, never documents
 PREDICTION_ID = re.compile(r"[0-9a-f]{16}-[0-9]{1,16}")
 
 
@@ -33,12 +32,10 @@ def text(form, name: str, limit: int = MAX_TEXT) -> str | None:
     value = form.get(name)
     if not isinstance(value, str):
         return None
-    value = unicodedata.normalize("NFC", value.strip())
-    if len(value) > limit:
-        raise Rejected(422, f"'{name}' is {len(value):,} characters long; at most {limit}", "bad_field")
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value):
-        raise Rejected(422, f"'{name}' contains control or invisible characters", "bad_field")
-    return value or None
+    try:
+        return check_text(f"'{name}'", value, limit)
+    except UserError as e:
+        raise Rejected(422, str(e), "bad_field") from None
 
 
 def prediction_id(form) -> str | None:

@@ -131,6 +131,7 @@ def serve_run(
     config = from_settings(
         ServeSettings, {**settings, "cors": (cors,) if isinstance(cors, str) else tuple(cors)}, "serve setting"
     )
+    config.check_folders()  # before the model loads: a mistake is told at once
     if registry is not None:
         served = holder_for_registry(registry, alias, lambda path: load(path, device, tta=tta, backend=backend))
         model, following = served.model, f", version {served.version} ({alias} of {registry}, swapped on promote)"

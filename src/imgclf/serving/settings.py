@@ -72,6 +72,17 @@ class ServeSettings:
         if self.api_key is not None and not self.api_key.strip():
             raise UserError("--api-key is empty: give a non-empty key, or leave the option out for an open service")
 
+    def check_folders(self) -> None:
+        """Refuse in one line, before serving, an --inbox or --log-predictions that is a file or cannot
+        be written (core.files.output_folder): found later, it would fail the start-up with a
+        traceback, or every POST /feedback with a 500."""
+        from imgclf.core.files import output_folder
+
+        if self.inbox:
+            output_folder(self.inbox, "--inbox")
+        if self.log_predictions:
+            output_folder(self.log_predictions, "--log-predictions")
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)

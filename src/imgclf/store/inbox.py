@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Iterator
 
 from imgclf.core.errors import UserError
-from imgclf.core.files import append_line, file_lock, fsync_dir, new_temp
+from imgclf.core.files import append_line, file_lock, fsync_dir, new_temp, read_regular
 from imgclf.data.images import IMAGE_EXTENSIONS, MAX_PIXELS
-from imgclf.store.labels import FEEDBACK_FILE, check_label
+from imgclf.store.labels import FEEDBACK_FILE, check_label, check_text
 
 LOCK_FILE = ".lock"
 # PIL format -> the extension training reads (data.discover only lists IMAGE_EXTENSIONS). MPO is a
@@ -185,7 +185,7 @@ def import_folder(
             f"{folder} is not a folder; give a folder with one sub-folder per label "
             "(corrections/rose/*.jpg, corrections/tulip/*.jpg)"
         )
-    who = who or _user()
+    who = check_text("--who", who) or _user()  # the service's cap: it is stored on every record
     out = {
         "folder": str(src),
         "inbox": str(Path(inbox).expanduser()),
@@ -222,7 +222,8 @@ def import_folder(
                 )
                 continue
             try:
-                r = add(inbox, f.read_bytes(), label, classes=classes, who=who, source="import")
+                # Regular files only (core.files): a FIFO here would hang the import forever.
+                r = add(inbox, read_regular(f), label, classes=classes, who=who, source="import")
             except (UserError, OSError) as e:
                 out["skipped"].append({"path": str(f), "reason": str(e)})
                 continue

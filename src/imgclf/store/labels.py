@@ -1,5 +1,5 @@
-"""What the feedback inbox accepts as a label (one folder name, safe on every file system), and how
-a user-given name is shown back safely."""
+"""What the feedback inbox accepts as a label (one folder name, safe on every file system) and as a
+short text (who gave the feedback, what the model had said), and how a user-given name is shown back safely."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ RESERVED_LABELS = frozenset(
 # Invisible or blank yet categorised as letters or symbols: Hangul fillers, braille blank, and the like.
 INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
 LOOKALIKE_SCRIPTS = ("LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE")
+MAX_TEXT = 200  # who, predicted: short names, stored on every feedback record, never documents
 
 
 def check_label(label: str) -> str:
@@ -38,6 +39,24 @@ def check_label(label: str) -> str:
     if why:
         raise UserError(f"label {s[:60]!r} cannot be used: {why}; use a plain class name such as 'rose'")
     return s
+
+
+def check_text(name: str, value: str | None, limit: int = MAX_TEXT) -> str | None:
+    """A short free-text field as stored (NFC, stripped; None when empty), or UserError when it is
+    longer than `limit` characters or holds control or invisible characters. POST /feedback's form
+    fields and `imgclf feedback import --who` share it, so neither stores what the other refuses.
+
+        >>> check_text("--who", " ann ")
+        'ann'
+    """
+    if value is None:
+        return None
+    s = unicodedata.normalize("NFC", value.strip())
+    if len(s) > limit:
+        raise UserError(f"{name} is {len(s):,} characters long; at most {limit}")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in s):
+        raise UserError(f"{name} contains control or invisible characters")
+    return s or None
 
 
 def _label_problem(s: str) -> str | None:

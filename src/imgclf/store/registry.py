@@ -38,6 +38,7 @@ from imgclf.store.versions import (  # noqa: F401
     ALIASES_FILE,
     aliases_state,
     registry_dir,
+    version_info,
     version_number,
     version_numbers,
     version_run,
@@ -56,7 +57,7 @@ def show(registry: str | Path, ref: str | int) -> dict:
     """Everything recorded about one version, plus its aliases and whether its run folder is still there."""
     reg = registry_dir(registry)
     n = version_number(reg, ref)
-    info = read_json(reg / "versions" / str(n) / "version.json")
+    info = version_info(reg, n)
     aliases = aliases_state(reg)["aliases"]
     info["aliases"] = sorted(a for a, v in aliases.items() if v == n)
     info["run_path"] = str(version_run_path(reg, info))
@@ -86,9 +87,14 @@ def read_manifest(
     in one line when none of the files is there."""
     reg = registry_dir(registry)
     folder = reg / "versions" / str(version_number(reg, ref))
-    with open(folder / "manifest.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    info = read_json(folder / "version.json")
+    try:
+        with open(folder / "manifest.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(
+            f"cannot read {folder / 'manifest.csv'} ({e}); register the run again: imgclf registry add RUN"
+        ) from None
+    info = version_info(reg, int(folder.name))
     # Versions registered before the root was recorded: the folder all their files share.
     root = info.get("manifest", {}).get("root") or (
         os.path.commonpath([os.path.dirname(r["path"]) for r in rows]) if rows else None

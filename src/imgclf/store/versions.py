@@ -71,6 +71,22 @@ def span_text(ns: list[int]) -> str:
     return f"versions {ns[0]}-{ns[-1]}" if len(ns) > 1 else f"version {ns[0]}"
 
 
+def version_info(reg: Path, n: int) -> dict:
+    """versions/N/version.json, refused in one line when it is missing, not JSON or has no run path
+    (a hand edit, a disk that filled mid-copy): every reader of a version goes through here."""
+    p = reg / "versions" / str(n) / "version.json"
+    fix = f"restore it from a backup, or register the run again: imgclf registry add RUN --registry {reg}"
+    try:
+        info = read_json(p)
+    except FileNotFoundError:
+        raise UserError(f"version {n} has no {p}; {fix}") from None
+    except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError, a folder in its place
+        raise UserError(f"{p} is not valid JSON ({e}); {fix}") from None
+    if not (isinstance(info, dict) and isinstance(info.get("run"), str) and info["run"]):
+        raise UserError(f'{p} must hold a JSON object with the run folder ("run": "PATH"); {fix}')
+    return info
+
+
 def version_run_path(reg: Path, info: dict) -> Path:
     p = Path(info["run"])
     return p if p.is_absolute() else Path(os.path.normpath(reg / p))
@@ -81,8 +97,7 @@ def version_run(registry: str | Path, ref: str | int) -> Path:
     checked to be a finished run: store.runs.find_run does that)."""
     reg = registry_dir(registry)
     n = version_number(reg, ref)
-    info = read_json(reg / "versions" / str(n) / "version.json")
-    path = version_run_path(reg, info)
+    path = version_run_path(reg, version_info(reg, n))
     if not (path / "model.json").is_file():
         raise UserError(
             f"version {n}'s run folder {path} is gone (moved or deleted); put it back, or register "
