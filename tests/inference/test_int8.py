@@ -95,3 +95,34 @@ def test_stale_int8_model_is_refused_on_load(exported, tmp_path):
     onnx.save(proto, str(run / "model.int8.onnx"))
     with pytest.raises(UserError, match="made from other weights .* make it again with: imgclf export"):
         imgclf.load(run, backend="onnx-int8")
+
+
+def test_openvino_backends_answer_like_onnx_runtime(exported):
+    pytest.importorskip("openvino")
+    from imgclf.serving.info import model_info
+
+    run, data, _ = exported
+    for ov_backend, ort_backend in (("openvino", "onnx"), ("openvino-int8", "onnx-int8")):
+        model = imgclf.load(run, backend=ov_backend)
+        a, b = model.predict(data), imgclf.load(run, backend=ort_backend).predict(data)
+        assert np.mean([x["label"] == y["label"] for x, y in zip(a, b)]) >= 0.9, ov_backend
+        assert model_info(model)["backend"] == ov_backend
+    assert (
+        max(
+            abs(x["confidence"] - y["confidence"])
+            for x, y in zip(*(imgclf.load(run, backend=k).predict(data) for k in ("openvino", "onnx")))
+        )
+        < 1e-3
+    )  # fp32 in both engines (no bf16)
+    assert model_info(model)["precision"] == "int8"
+    with pytest.raises(UserError, match="runs on the CPU"):
+        imgclf.load(run, backend="openvino", device="cuda")
+
+
+def test_openvino_backend_without_openvino_says_how_to_install(exported, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    with pytest.raises(UserError, match=r"needs OpenVINO: pip install 'imgclf\[openvino\]'"):
+        imgclf.load(exported[0], backend="openvino-int8")

@@ -10,6 +10,12 @@ import typer
 from imgclf.cli import render
 from imgclf.cli.app import DATA_HELP, MOVED_DATA, TTA_HELP, Format, app
 
+BACKEND_HELP = (
+    "torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing) | onnx-int8 (RUN/model.int8.onnx, "
+    "made by imgclf export RUN --int8) | openvino | openvino-int8 (those files in OpenVINO: pip install "
+    "'imgclf[openvino]')"
+)
+
 
 @app.command()
 def predict(
@@ -21,9 +27,7 @@ def predict(
     tta: Optional[str] = typer.Option(None, help=TTA_HELP),
     backend: Optional[str] = typer.Option(
         None,
-        help="torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing) | onnx-int8 "
-        "(RUN/model.int8.onnx, made by imgclf export RUN --int8) "
-        "[default: torch; with --ray, onnx on CPU workers and torch on GPUs]",
+        help=f"{BACKEND_HELP} [default: torch; with --ray, onnx on CPU workers and torch on GPUs]",
     ),
     out: Optional[str] = typer.Option(
         None,
@@ -164,11 +168,7 @@ def serve(
     alias: str = typer.Option("production", help="The alias followed with --registry"),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000),
-    backend: str = typer.Option(
-        "torch",
-        help="torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing) | onnx-int8 "
-        "(RUN/model.int8.onnx, made by imgclf export RUN --int8)",
-    ),
+    backend: str = typer.Option("torch", help=BACKEND_HELP),
     device: str = typer.Option("auto"),
     tta: Optional[str] = typer.Option(None, help=TTA_HELP),
     api_key: Optional[str] = typer.Option(

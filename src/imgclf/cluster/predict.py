@@ -33,7 +33,7 @@ from imgclf.core.errors import UserError
 from imgclf.core.raysupport import cluster_workers, ray_session, require_ray
 
 FORMATS = ("parquet", "csv")
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 MANIFEST = "_manifest.json"
 # What makes two runs into one OUT the same job; anything else (backend, device, workers) may change.
 # The decision rule too: a threshold changed between two runs would leave shards answering by two rules.
@@ -163,19 +163,20 @@ def _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, conso
     if want_gpu and not gpus:
         raise UserError(f"--device {device} asked for, but the Ray cluster has no GPUs; use --device cpu or auto")
     # ONNX Runtime is the faster CPU engine (docs/benchmarks/predict-batch.md); on GPUs, PyTorch.
-    if ensemble and backend.startswith("onnx"):
+    if ensemble and backend not in ("auto", "torch"):
         raise UserError(
             f"{job['run']} is an ensemble bundle, which runs on the torch backend only; drop --backend {backend}"
         )
     backend = backend if backend != "auto" else ("torch" if gpus or ensemble else "onnx")
-    if backend == "onnx" and job.get("kind") is None:  # a detector's graph is converted in its cache
+    if backend in ("onnx", "openvino") and job.get("kind") is None:  # a detector's graph is converted in its cache
         _ensure_onnx(Path(job["run"]), console)
-    if backend == "onnx-int8":  # checked here, once: a missing or stale file is one line, not a failure per worker
+    if backend.endswith("-int8") or backend == "openvino":
         if job.get("kind"):
-            raise UserError("--backend onnx-int8 is for classifier runs; a detector runs on auto, torch or onnx")
-        from imgclf.inference.quantize import load_int8_net
+            raise UserError(f"--backend {backend} is for classifier runs; a detector runs on auto, torch or onnx")
+    if backend.endswith("-int8"):  # checked here, once: a missing or stale file is one line, not a failure per worker
+        from imgclf.inference.quantize import int8_path
 
-        load_int8_net(Path(job["run"]), "cpu")
+        int8_path(Path(job["run"]))
     actor_job = {**job, "backend": backend, "device": "cuda" if gpus else "cpu", "out": folder.path}
     workers = min(workers, len(todo))
     console.print(f"starting {workers} {'GPU' if gpus else 'CPU'} worker{'s' * (workers != 1)} ({backend}) ...")

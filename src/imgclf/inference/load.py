@@ -11,14 +11,15 @@ from imgclf.inference.onnx_export import load_onnx_net
 from imgclf.inference.quantize import load_int8_net
 from imgclf.store.runs import find_run, read_model_json
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 
 
 def load_model(run: str | Path, device: str = "auto", tta: str | None = None, backend: str = "torch"):
     """The trained model in RUN (a run folder, REGISTRY/ALIAS or an ensemble bundle). `backend="onnx"`
     runs the network in ONNX Runtime from RUN/model.onnx (exported first when missing or made from
     other weights), `backend="onnx-int8"` from RUN/model.int8.onnx (made by `imgclf export RUN
-    --int8`); preprocessing, TTA and calibration stay the same."""
+    --int8`); `openvino` and `openvino-int8` run those two files in OpenVINO (the openvino extra);
+    preprocessing, TTA and calibration stay the same."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
     run = find_run(run)
@@ -35,5 +36,10 @@ def load_model(run: str | Path, device: str = "auto", tta: str | None = None, ba
         return Model(net.to(dev), meta, dev, run).with_tta(tta)
     if backend == "onnx-int8":
         net, dev = load_int8_net(run, device)
+        return Model(net.to(dev), meta, dev, run).with_tta(tta)
+    if backend.startswith("openvino"):
+        from imgclf.inference.openvino_runtime import load_openvino_net
+
+        net, dev = load_openvino_net(run, backend, device)
         return Model(net.to(dev), meta, dev, run).with_tta(tta)
     return torch_model(run, meta, device, tta)

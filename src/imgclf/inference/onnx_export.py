@@ -156,6 +156,18 @@ def weights_digest(run: Path) -> str:
     return sha256_file(run / WEIGHTS)
 
 
+def fresh_onnx(run: Path, why: str = "") -> Path:
+    """RUN/model.onnx, exported (and checked) first when missing or made from other weights than
+    the run's model.safetensors (a retrained or resumed run). `why`: what it is wanted for, printed."""
+    import sys
+
+    path = run / "model.onnx"
+    if onnx_weights(path) != weights_digest(run):
+        print(f"exporting {path}{f' ({why})' if why else ''} ...", file=sys.stderr, flush=True)
+        export_onnx(run)
+    return path
+
+
 def onnx_weights(path: Path) -> str | None:
     """The weights_sha256 an exported file records (None: no such file, or not a readable ONNX file)."""
     import onnx

@@ -58,7 +58,7 @@ def export_int8(
     import onnx
     import onnxruntime
 
-    from imgclf.inference.onnx_export import weights_digest
+    from imgclf.inference.onnx_export import fresh_onnx, weights_digest
 
     start = time.perf_counter()
     max_loss = _check_max_loss(max_loss)
@@ -72,7 +72,7 @@ def export_int8(
     try:
         calib, per_class = calibration_images(run, meta, calibration, data_root)
         test, labels = _test_images(run, meta, data_root)
-        fp32 = _fresh_fp32(run)
+        fp32 = fresh_onnx(run, "fp32, the graph to quantize")
         with atomic_path(out) as tmp:
             quantize(fp32, tmp, _normalized(calib, meta))
             proto = onnx.load(str(tmp))
@@ -231,34 +231,17 @@ def _normalized(images: np.ndarray, meta: dict) -> list[np.ndarray]:
     return [np.ascontiguousarray(x[i : i + CALIBRATION_BATCH]) for i in range(0, len(x), CALIBRATION_BATCH)]
 
 
-def _fresh_fp32(run: Path) -> Path:
-    """RUN/model.onnx, exported (and checked) first when missing or made from other weights."""
-    import sys
-
-    from imgclf.inference.onnx_export import export_onnx, onnx_weights, weights_digest
-
-    path = run / "model.onnx"
-    if onnx_weights(path) != weights_digest(run):
-        print(f"exporting {path} first (fp32, the graph to quantize) ...", file=sys.stderr, flush=True)
-        export_onnx(run)
-    return path
-
-
 def _check_max_loss(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
         raise UserError(f"--max-loss must be a number of accuracy points from 0 to 100 (1 = one point), not {value}")
     return float(value)
 
 
-def load_int8_net(run: Path, device: str = "auto"):
-    """OnnxNet for RUN/model.int8.onnx (backend "onnx-int8") and the device the predictor keeps its
-    tensors on. Never made here: quantizing takes a minute and may be refused, so a missing or stale
-    file is one line saying how to make it."""
-    import torch
-
-    from imgclf.core.device import pick_device
+def int8_path(run: Path) -> Path:
+    """RUN/model.int8.onnx when it is there and was made from the run's current weights. Never made
+    here: quantizing takes a minute and may be refused, so a missing or stale file is one line
+    saying how to make it."""
     from imgclf.inference.onnx_export import onnx_weights, weights_digest
-    from imgclf.inference.onnx_runtime import OnnxNet, open_session
 
     path = run / INT8_FILE
     if not path.is_file():
@@ -268,7 +251,18 @@ def load_int8_net(run: Path, device: str = "auto"):
             f"{path} was made from other weights than {run}/model.safetensors (retrained or resumed since); "
             f"make it again with: imgclf export {run} --int8"
         )
-    return OnnxNet(open_session(path, pick_device(device)), backend="onnx-int8"), torch.device("cpu")
+    return path
+
+
+def load_int8_net(run: Path, device: str = "auto"):
+    """OnnxNet for RUN/model.int8.onnx (backend "onnx-int8") and the device the predictor keeps its
+    tensors on (the CPU: ORT copies them to its own device)."""
+    import torch
+
+    from imgclf.core.device import pick_device
+    from imgclf.inference.onnx_runtime import OnnxNet, open_session
+
+    return OnnxNet(open_session(int8_path(run), pick_device(device)), backend="onnx-int8"), torch.device("cpu")
 
 
 def int8_record(run: Path) -> dict | None:

@@ -110,7 +110,7 @@ def _int8_line(f: Facts) -> str | None:
     if r is None:
         return None
     return (
-        f"Also exported as int8 (<code>model.int8.onnx</code>, backend <code>onnx-int8</code>): test accuracy "
+        f"Also exported as int8 (<code>model.int8.onnx</code>, backend <code>onnx-int8</code> or <code>openvino-int8</code>): test accuracy "
         f"{r['accuracy_int8']:.1%} against {r['accuracy_fp32']:.1%} in fp32 ONNX (n = {r['n_test']:,}; the same "
         f"label for {r['agreement']:.1%} of the images), calibrated on {r['n_calibration']} training images."
     )

@@ -11,8 +11,8 @@ from imgclf.serving.settings import ServeSettings
 def model_info(model, settings: ServeSettings | None = None) -> dict:
     """The model's description; with `settings`, also the service's limits (key "service")."""
     meta, path = model.meta, model.path
-    # The ONNX backends swap the torch module for an ONNX Runtime wrapper that names itself
-    # (imgclf.inference.onnx_runtime.OnnxNet: "onnx" or "onnx-int8"); ensembles have no `net`.
+    # The ONNX Runtime and OpenVINO backends swap the torch module for a wrapper that names itself
+    # ("onnx", "onnx-int8", "openvino", "openvino-int8": imgclf.inference.load.BACKENDS); ensembles have no `net`.
     backend = getattr(getattr(model, "net", None), "backend", "torch")
     arch = meta.get("architecture", {})
     info = {
@@ -29,7 +29,7 @@ def model_info(model, settings: ServeSettings | None = None) -> dict:
         "metrics": _metrics_summary(path),
         "imgclf_version": meta.get("imgclf_version"),
     }
-    if backend == "onnx-int8":
+    if backend.endswith("-int8"):
         info["int8"] = _int8_summary(path)
     if settings is not None:
         info["service"] = service_info(settings)
@@ -38,7 +38,7 @@ def model_info(model, settings: ServeSettings | None = None) -> dict:
 
 def _precision(model, backend: str) -> str:
     """The number format the network computes in: int8, or fp32 unless the torch backend autocasts (a GPU)."""
-    if backend == "onnx-int8":
+    if backend.endswith("-int8"):
         return "int8"
     amp = getattr(model, "amp", None)
     return {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(amp), "fp32")
