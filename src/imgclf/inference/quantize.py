@@ -12,7 +12,8 @@ AVX512-VNNI machine of docs/benchmarks/int8.md.
 
 The quantized model is then scored on the run's test split beside fp32 ONNX Runtime, through the
 predictor's own code (the run's test-time augmentation included), and installed only when it loses
-at most `max_loss` accuracy points; the numbers go to RUN/export_int8.json. A refused export leaves
+at most `max_loss` accuracy points; the numbers go to RUN/export_int8.json (an int8 model written
+elsewhere with `out` gets none). A refused export leaves
 no int8 model in the run, and RUN/model.onnx as it was.
 """
 
@@ -106,7 +107,8 @@ def export_int8(
         "imgclf_version": __version__,
         "onnxruntime": onnxruntime.__version__,
     }
-    write_json(run / RECORD, result)
+    if out == run / INT8_FILE:  # the record describes the run's own int8 model, not a copy written elsewhere
+        write_json(run / RECORD, result)
     return result
 
 
