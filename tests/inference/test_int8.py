@@ -54,6 +54,13 @@ def test_int8_export_agrees_with_fp32_and_records_accuracy(exported):
     assert info["int8"]["accuracy_int8"] == result["accuracy_int8"]
     assert model_info(fp32)["backend"] == "onnx" and model_info(fp32)["precision"] == "fp32"
 
+    from types import SimpleNamespace
+
+    from imgclf.reporting.card import _int8_line
+
+    line = _int8_line(SimpleNamespace(path=run))  # the model card's line (its other facts are not read)
+    assert "model.int8.onnx" in line and f"{result['accuracy_int8']:.1%}" in line
+
 
 def test_loss_above_max_loss_is_refused_and_leaves_no_int8_model(exported, tmp_path, monkeypatch):
     run = Path(shutil.copytree(exported[0], tmp_path / "run"))  # with an earlier int8 model in it

@@ -190,7 +190,7 @@ def serve(
     max_pixels: Optional[int] = typer.Option(
         None, help="Largest image in pixels, read from its header (413 above) [default: 40000000]"
     ),
-    max_images: Optional[int] = typer.Option(None, help="Most images in one request (413 above) [default: 16]"),
+    max_images: Optional[int] = typer.Option(None, help="Most images in one request (422 above) [default: 16]"),
     max_batch: Optional[int] = typer.Option(None, help="Most images in one forward pass [default: 32]"),
     max_wait_ms: Optional[float] = typer.Option(None, help="Longest wait for more requests to batch with [default: 2]"),
     no_batching: bool = typer.Option(False, "--no-batching", help="One forward pass per request (the naive baseline)"),

@@ -141,7 +141,8 @@ def _multipart_files(body: bytes, content_type: str, max_images: int) -> list[tu
         if filename == b"" and not data:
             return
         if len(files) >= max_images:
-            raise Rejected(413, f"more than {max_images} images in one request (--max-images)", "too_many")
+            # 422, not 413: the count breaks the documented maxItems, which schema checkers answer with a 4xx of content
+            raise Rejected(422, f"more than {max_images} images in one request (--max-images)", "too_many")
         files.append((display_name(filename or b""), data))
 
     def on_end():
