@@ -146,7 +146,7 @@ def bad_requests(data: Path) -> dict:
         ),
         "too many images": (
             dict(files=[("file", (f"{i}.png", png, "image/png")) for i in range(5)]),
-            413,
+            422,
             "--max-images",
         ),
         "bad top_k": (dict(files={"file": ("a.png", png, "image/png")}, params={"top_k": 0}), 422, "top_k"),

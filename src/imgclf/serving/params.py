@@ -63,6 +63,11 @@ class Parameters:
         self.params = params
 
     async def __call__(self, request: Request) -> dict:
+        unknown = sorted(set(request.query_params) - set(self.params))
+        if unknown:  # a misspelt ?topk=3 would otherwise be ignored, and the schema lists every parameter
+            shown = ", ".join(repr(k[:40]) for k in unknown[:5])
+            known = ", ".join(self.params) or "none"
+            raise Rejected(422, f"unknown query parameter(s) {shown}; this route takes: {known}", "bad_parameter")
         return {name: p.check(name, request.query_params.get(name)) for name, p in self.params.items()}
 
     def openapi(self) -> list[dict]:

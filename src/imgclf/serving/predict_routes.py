@@ -16,19 +16,24 @@ from imgclf.serving.params import Param, Parameters
 from imgclf.settings.checks import Number
 from imgclf.store import predlog
 
-PREDICT_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-            }
+# No minLength: whether bytes are an image (empty ones are not) is beyond what a schema can say, and
+# a schema fuzzer validates a binary part as "" (so a minLength would make every body look invalid to it).
+IMAGE = {"type": "string", "format": "binary"}
+
+
+def predict_body(max_images: int) -> dict:
+    """The request body as the route checks it: at least one image part, at most `max_images`."""
+    files = {"type": "array", "items": IMAGE, "minItems": 1, "maxItems": max_images}
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {"type": "object", "properties": {"file": files}, "required": ["file"]}},
+            "image/*": {"schema": IMAGE},
+            "application/octet-stream": {"schema": IMAGE},
         },
-        "image/*": {"schema": {"type": "string", "format": "binary"}},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-    },
-}
+    }
+
+
 PREDICT_EXAMPLE = {
     "model": "flowers-1",
     "results": [
@@ -47,9 +52,9 @@ ERRORS = {
     403: "cross-site post to a keyless service that logs predictions",
     408: "the body stalled",
     421: "Host header not served here (--allowed-host)",
-    413: "body, image count or pixel count over the limit",
+    413: "body or pixel count over the limit",
     415: "not an image / unsupported Content-Type",
-    422: "corrupt or truncated image, a bad query parameter",
+    422: "corrupt or truncated image, more images than --max-images, a bad or unknown query parameter",
     503: "queue full: retry after Retry-After seconds",
 }
 
@@ -64,7 +69,7 @@ def register(app, holder, settings, dependencies: list, runner, plog, metrics) -
         "/predict",
         summary="Classify one or several images",
         dependencies=dependencies,
-        openapi_extra={"requestBody": PREDICT_BODY, "parameters": query.openapi()},
+        openapi_extra={"requestBody": predict_body(settings.max_images), "parameters": query.openapi()},
         responses={
             200: {"content": {"application/json": {"example": PREDICT_EXAMPLE}}},
             **{code: {"description": text} for code, text in ERRORS.items()},

@@ -3,6 +3,7 @@ short text (who gave the feedback, what the model had said), and how a user-give
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from imgclf.core.errors import UserError
@@ -20,6 +21,15 @@ RESERVED_LABELS = frozenset(
 INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
 LOOKALIKE_SCRIPTS = ("LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE")
 MAX_TEXT = 200  # who, predicted: short names, stored on every feedback record, never documents
+# What a short text may hold: no control, format (bidirectional, zero-width) or line-break characters
+# (Unicode 14's Cc, Cf, Zl and Zp in the Basic Multilingual Plane). A pattern, not a category test, so
+# that the service's OpenAPI schema documents the very rule it applies (and in syntax both JSON Schema
+# and Python read).
+TEXT_PATTERN = (
+    r"^[^\u0000-\u001f\u007f-\u009f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e"
+    r"\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+)
+_TEXT = re.compile(TEXT_PATTERN)
 
 
 def check_label(label: str) -> str:
@@ -51,12 +61,12 @@ def check_text(name: str, value: str | None, limit: int = MAX_TEXT) -> str | Non
     """
     if value is None:
         return None
-    s = unicodedata.normalize("NFC", value.strip())
-    if len(s) > limit:
-        raise UserError(f"{name} is {len(s):,} characters long; at most {limit}")
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in s):
+    # Both checked on the value as given, as the schema's maxLength and pattern are.
+    if len(value) > limit:
+        raise UserError(f"{name} is {len(value):,} characters long; at most {limit}")
+    if not _TEXT.search(value):
         raise UserError(f"{name} contains control or invisible characters")
-    return s or None
+    return unicodedata.normalize("NFC", value.strip()) or None
 
 
 def _label_problem(s: str) -> str | None:
