@@ -153,6 +153,8 @@ def _given(path: str | os.PathLike, flag: str) -> Path:
 
     path = Path(path).expanduser()
     try:
+        if "\0" in str(path):  # Path.exists() says False for it, and open() raises ValueError
+            raise ValueError("embedded null byte")
         path.exists()
     except (OSError, ValueError) as e:  # a NUL byte, a name longer than the file system allows
         raise UserError(f"{flag} {str(path)[:200]!r} is not a usable path ({e})") from None

@@ -1,0 +1,230 @@
+"""Issue 37's table: the last tracebacks and silently accepted values of a hostile probe, each now one
+line on stderr (exit 2) before any work is done, and files that are not regular (a FIFO) skipped
+wherever files are read instead of hanging the reader."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import cli, make_run, make_shapes_dataset, png
+
+from imgclf.core.errors import UserError
+from imgclf.core.files import NotRegularFile, is_regular, output_file, output_folder, read_regular
+from imgclf.store import registry
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+
+
+def one_line_error(p, text: str) -> None:
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1, p.stderr
+    assert text in p.stderr, p.stderr
+
+
+def within(seconds: float, fn):
+    """fn()'s result (or its exception), or a test failure, not a hung suite, after `seconds`."""
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the test's thread
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"still running after {seconds} s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+# ---- one check for output paths ---------------------------------------------------------------
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(UserError, match="is a folder; give a file name, e.g. .*model.onnx"):
+        output_file(tmp_path / "folder", "--out", "model.onnx")
+    with pytest.raises(UserError, match="file.txt is a file, not a folder"):
+        output_file(tmp_path / "file.txt" / "x.onnx", "--out")
+    with pytest.raises(UserError, match="--inbox .*file.txt is a file; give a folder"):
+        output_folder(tmp_path / "file.txt", "--inbox")
+    with pytest.raises(UserError, match="not a usable path"):
+        output_file("bad\0name.csv", "--out")
+    assert output_file(tmp_path / "new" / "deeper" / "x.csv", "--out") == tmp_path / "new" / "deeper" / "x.csv"
+    assert output_folder(tmp_path / "log", "--log-predictions") == tmp_path / "log"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "folder"]  # nothing made, no probe left
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_a_place_no_file_can_be_made_is_refused():
+    with pytest.raises(UserError, match="cannot be written: no file can be made in /proc"):
+        output_file("/proc/x.onnx", "--out")
+
+
+@needs_fifo
+def test_a_fifo_is_not_an_output_file(tmp_path):
+    os.mkfifo(tmp_path / "pipe.csv")
+    with pytest.raises(UserError, match="is not a regular file"):
+        output_file(tmp_path / "pipe.csv", "--out")
+
+
+def test_serve_refuses_an_inbox_or_log_that_is_a_file(tmp_path):
+    run = make_run(tmp_path, "photos-1", 0.8, [])
+    (tmp_path / "existing.txt").write_text("x")
+    one_line_error(
+        cli("serve", run, "--log-predictions", tmp_path / "existing.txt", "--inbox", tmp_path / "inbox", check=False),
+        f"--log-predictions {tmp_path / 'existing.txt'} is a file; give a folder",
+    )
+    one_line_error(
+        cli("serve", run, "--inbox", tmp_path / "existing.txt", check=False),
+        f"--inbox {tmp_path / 'existing.txt'} is a file; give a folder",
+    )
+
+
+def test_export_out_is_checked_before_the_export(tmp_path):
+    run = make_run(tmp_path, "photos-1", 0.8, [])  # never loaded: the path is refused first
+    (tmp_path / "folder").mkdir()
+    one_line_error(
+        cli("export", run, "--out", tmp_path / "folder", check=False),
+        f"--out {tmp_path / 'folder'} is a folder; give a file name, e.g. {tmp_path / 'folder' / 'model.onnx'}",
+    )
+    if Path("/proc/self").is_dir():
+        one_line_error(cli("export", run, "--out", "/proc/x.onnx", check=False), "--out /proc/x.onnx cannot be written")
+
+
+# ---- update, compare ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, text",
+    [
+        ({"tolerance": float("nan")}, "--tolerance must be a number in [0, 1], not nan"),
+        ({"tolerance": -1}, "--tolerance must be a number in [0, 1], not -1"),
+        ({"epochs": 0}, "--epochs must be an integer from 1 to 10000, not 0"),
+        ({"lr_factor": float("nan")}, "--lr-factor must be a number in (0, 1], not nan"),
+        ({"replay": -3}, "--replay must be an integer from 0 to "),
+    ],
+)
+def test_update_refuses_bad_numbers_before_reading_any_data(tmp_path, options, text):
+    import imgclf
+
+    # No registry at all: the options are refused before the version is looked up.
+    with pytest.raises(UserError) as e:
+        imgclf.update("production", tmp_path / "new", registry=tmp_path, verbose=False, **options)
+    assert str(e.value).startswith(text), e.value
+
+
+def test_update_tolerance_nan_on_the_command_line(tmp_path):
+    one_line_error(
+        cli("update", "production", tmp_path / "new", "--tolerance", "nan", check=False),
+        "--tolerance must be a number in [0, 1], not nan",
+    )
+
+
+def test_update_out_must_be_a_folder(tmp_path):
+    (tmp_path / "existing.txt").write_text("x")
+    one_line_error(
+        cli("update", "production", tmp_path / "new", "--out", tmp_path / "existing.txt", check=False),
+        f"--out {tmp_path / 'existing.txt'} is a file; give a folder",
+    )
+
+
+def test_compare_tolerance_and_alpha_are_checked():
+    from imgclf.lifecycle.compare import check_rule
+
+    assert check_rule(0.02, 0.05) == (0.02, 0.05)
+    for tolerance, alpha, text in ((float("nan"), 0.05, "--tolerance"), (0.02, 0.0, "--alpha"), (0.02, 1, "--alpha")):
+        with pytest.raises(UserError, match=text):
+            check_rule(tolerance, alpha)
+
+
+# ---- the registry ---------------------------------------------------------------------------------
+
+
+def test_a_corrupt_version_file_is_one_line(tmp_path):
+    registry.add(make_run(tmp_path, "photos-1", 0.8, []), tmp_path / "registry", alias="production")
+    version = tmp_path / "registry" / "versions" / "1" / "version.json"
+    for text, word in (('{"run": ', "is not valid JSON"), ("[]", "must hold a JSON object")):
+        version.write_text(text)
+        for command in (["registry", "list"], ["registry", "show", "1"]):
+            one_line_error(cli(*command, "--registry", tmp_path / "registry", check=False), word)
+    version.unlink()
+    with pytest.raises(UserError, match="version 1 has no"):
+        registry.resolve(tmp_path / "registry", "production")
+
+
+# ---- the feedback inbox ---------------------------------------------------------------------------
+
+
+@needs_fifo
+def test_feedback_import_skips_a_fifo_instead_of_hanging(tmp_path):
+    label = tmp_path / "corrections" / "square"
+    label.mkdir(parents=True)
+    (label / "ok.png").write_bytes(png(np.full((8, 8, 3), 200)))
+    os.mkfifo(label / "pipe.png")
+    p = cli("feedback", "import", tmp_path / "corrections", "--inbox", tmp_path / "inbox", timeout=60)
+    assert "1 added" in p.stdout and "pipe.png: not a regular file" in p.stdout, p.stdout
+
+
+def test_feedback_import_who_has_the_service_cap(tmp_path):
+    (tmp_path / "corrections" / "square").mkdir(parents=True)
+    one_line_error(
+        cli("feedback", "import", tmp_path / "corrections", "--who", "x" * 100_000, check=False),
+        "--who is 100,000 characters long; at most 200",
+    )
+    one_line_error(
+        cli("feedback", "import", tmp_path / "corrections", "--who", "ann\u202e", check=False),
+        "--who contains control or invisible characters",
+    )
+
+
+def test_feedback_list_refuses_a_format_it_does_not_have(tmp_path):
+    p = cli("feedback", "list", "--inbox", tmp_path / "inbox", "--format", "csv", check=False)
+    assert p.returncode == 2 and "'csv' is not one of 'table', 'json'" in p.stderr, p.stderr
+    assert json.loads(cli("feedback", "list", "--inbox", tmp_path / "inbox", "--format", "json").stdout)["images"] == 0
+
+
+# ---- readers skip what is not a regular file -------------------------------------------------------
+
+
+@needs_fifo
+def test_fifos_are_left_out_of_listings_and_refused_by_readers(tmp_path):
+    from imgclf.data.discover import files_under
+    from imgclf.data.images import UnusableImage, read_rgb
+    from imgclf.data.manifest import MISSING, file_sha256
+
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=2, size=16)
+    os.mkfifo(data / "disc" / "pipe.png")
+    pipe = data / "disc" / "pipe.png"
+    assert not is_regular(pipe) and is_regular(data / "disc" / "disc_000.png")
+    assert pipe not in files_under(data) and len(files_under(data)) == 6
+    with pytest.raises(UnusableImage, match="not a regular file"):
+        within(10, lambda: read_rgb(pipe))
+    assert within(10, lambda: file_sha256(pipe)) == MISSING
+    with pytest.raises(NotRegularFile):
+        within(10, lambda: read_regular(pipe))
+    assert read_regular(data / "disc" / "disc_000.png") == (data / "disc" / "disc_000.png").read_bytes()
+
+
+# ---- predict --scan's advice ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_predict_scan_without_a_class_to_find_names_predicts_own_options(tiny_run, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    video = tmp_path / "v.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (32, 32))
+    for _ in range(3):
+        writer.write(np.zeros((32, 32, 3), np.uint8))
+    writer.release()
+    p = cli("predict", tiny_run, video, "--scan", check=False)
+    one_line_error(p, "predict --scan finds the run's positive class")
+    assert "--positive-class CLASS" in p.stderr and "give --positive," not in p.stderr
