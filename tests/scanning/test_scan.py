@@ -276,7 +276,7 @@ def test_nms_keeps_distinct_overlapping_objects(world, monkeypatch):
         dtype=float,
     )  # below the threshold: dropped
     scores = np.array([0.9, 0.8, 0.85, 0.7, 0.3])
-    monkeypatch.setattr(scanner, "_level", lambda img, s, resized=None: (windows, scores))
+    monkeypatch.setattr(scanner, "_level", lambda img, s, resized=None, stop=None: (windows, scores))
     r = scanner.scan(Image.new("RGB", (SCENE_W, SCENE_H)))
     assert [box(b) for b in r["boxes"]] == [tuple(a), (30, 10, 60, 60)]
     assert r["score"] == 0.9 and r["present"]

@@ -49,6 +49,7 @@ def scan(
     verify: "str | Path | Model | bool | None" = None,
     verify_top: int | None = None,
     box_threshold: float | None = None,
+    max_seconds: float | None = None,
     device: str = "auto",
     verbose: bool = True,
 ) -> list[dict]:
@@ -68,6 +69,11 @@ def scan(
     decides presence, the windows over `box_threshold` becoming the boxes (default: the run's
     recorded verifier; False: none).
 
+    Each photo's scan is estimated from its size before it is read (the model's cost is measured once,
+    when first needed): one over `max_seconds` (default 10), or over 12,000 px a side or 10:1, is
+    answered {path, error}; a crop-model scan whose smallest window you did not choose (`min_size`,
+    `scales`) has it raised to fit instead. When every photo is refused, one UserError says why.
+
         r = imgclf.scan(["street.jpg"], out="scan-out")[0]
         r["present"], r["count"], r["boxes"]   # True, 1, [{'x1': 212.0, 'y1': 80.5, 'x2': 268.3, 'y2': 221.7, 'score': 0.97, 'label': 'person'}]
     """
@@ -85,7 +91,7 @@ def scan(
         found = (
             detector if hasattr(detector, "detect_batch") else load_detector(detector or "person", device, find=classes)
         )
-        return detect(found, images, threshold=threshold, iou=iou, out=out, verbose=verbose)
+        return detect(found, images, threshold=threshold, iou=iou, out=out, max_seconds=max_seconds, verbose=verbose)
     from imgclf.scanning import scan as run_scan
 
     if isinstance(verify, (str, Path)):  # else a loaded model, None (the recorded one) or False
@@ -109,6 +115,7 @@ def scan(
         verify=verify,
         verify_top=verify_top,
         box_threshold=box_threshold,
+        max_seconds=max_seconds,
         verbose=verbose,
     )
 

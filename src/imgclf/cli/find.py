@@ -99,6 +99,13 @@ def scan(
         "become a box [default: the recorded one, else the run's "
         "threshold]",
     ),
+    max_seconds: Optional[float] = typer.Option(
+        None,
+        help="Longest a photo's scan may take, estimated from its size and the model's measured cost before "
+        "it is read: a photo over it is skipped with a note (a crop-model scan with no --min-size or --scales "
+        "has its smallest window raised to fit instead). Photos over 12000 px a side or 10:1 are refused "
+        "too [default: 10]",
+    ),
     device: str = typer.Option("auto"),
 ):
     """Find people in whole photos: present or absent, how many, where (boxes). No run: the pretrained
@@ -128,6 +135,7 @@ def scan(
         verify=False if no_verifier else verifier,
         verify_top=verifier_top,
         box_threshold=box_threshold,
+        max_seconds=max_seconds,
         device=device,
     )
     render.scans(results)

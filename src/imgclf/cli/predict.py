@@ -222,6 +222,13 @@ def serve(
     faces: Optional[str] = typer.Option(
         None, help="A face gallery (imgclf faces enrol) to serve at POST /faces/identify; the page names faces"
     ),
+    max_scan_seconds: Optional[float] = typer.Option(
+        None,
+        help="POST /scan: the longest one photo's scan may take, estimated from its size and the model's measured "
+        "cost before it runs (413 above; a min_size left out is raised to fit). Scans run one at a time, 4 may "
+        "wait, each answered or refused (503 + Retry-After) within 30 s; photos over 12000 px a side or 10:1 "
+        "are refused [default: 5]",
+    ),
 ):
     """Serve RUN over HTTP: POST /predict, POST /feedback, a browser page at /, /health, /model, /metrics,
     /openapi.json. With --registry, promoted versions are swapped in while serving."""
@@ -244,6 +251,7 @@ def serve(
         allowed_hosts=tuple(allowed_host) if allowed_host else None,
         detector=detector,
         faces=faces,
+        max_scan_seconds=max_scan_seconds,
     )  # unset: ServeSettings' defaults
     api.serve(
         run,

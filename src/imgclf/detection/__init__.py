@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imgclf.core.work import MAX_SECONDS
 from imgclf.detection.detector import THRESHOLD, Detector, load_detector
 
 __all__ = ["detect", "load_detector", "Detector", "THRESHOLD"]
@@ -27,15 +28,24 @@ def detect(
     threshold: float | None = None,
     iou: float | None = None,
     out=None,
+    max_seconds: float | None = None,
     verbose: bool = True,
 ) -> list[dict]:
     """Run `detector` on each photo (paths, folders, PIL images or arrays); one answer per image:
     {path, present, count, score, threshold, positive, boxes, width, height, seconds} (or {path, error}
     for an unreadable file, which is skipped and reported). `threshold` (the score a box needs, and
     presence) and `iou` (NMS) override the detector's; `out` writes boxes.csv, scan.json and
-    annotated copies of the photos."""
+    annotated copies of the photos. A photo over the shape limits (core.work.check_shape) or whose
+    estimated time is over `max_seconds` (default: core.work.MAX_SECONDS, 10) is answered
+    {path, error} unread; when every photo is refused so, TooMuchWork (one line)."""
+    from imgclf.core.errors import UserError
+    from imgclf.core.work import TooMuchWork
     from imgclf.data.images import UnusableImage
     from imgclf.inference.model import expand_inputs
+
+    limit = MAX_SECONDS if max_seconds is None else max_seconds
+    if not limit > 0:  # nan too
+        raise UserError(f"--max-seconds must be a positive number of seconds, not {max_seconds}")
 
     detector = detector.with_options(threshold=threshold, iou=iou)
     if verbose:
@@ -45,7 +55,7 @@ def detect(
         from imgclf.inference.box_files import ScanOutputs
 
         writer = ScanOutputs(out)
-    results, pending = [], []
+    results, pending, refused = [], [], []
 
     def flush():
         answers = detector.detect_batch([img for _, img in pending])
@@ -59,13 +69,20 @@ def detect(
         entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
         results.append(entry)
         try:
+            _check(detector, item, limit)
             pending.append((entry, photo(item)))
         except UnusableImage as e:
             entry["error"] = e.reason
             continue
+        except TooMuchWork as e:
+            entry["error"] = str(e)
+            refused.append(f"{entry.get('path', 'image')}: {e}")
+            continue
         if len(pending) == BATCH:
             flush()
     flush()
+    if refused and len(refused) == len(results):
+        raise TooMuchWork(refused[0] + (f" (and {len(refused) - 1} more images)" if len(refused) > 1 else ""))
     if writer:
         writer.close(settings(detector))
     if verbose:
@@ -78,6 +95,25 @@ def detect(
             + (f"; wrote {out}/boxes.csv, scan.json, annotated/" if out else "")
         )
     return results
+
+
+def _check(detector: Detector, item, limit: float) -> None:
+    """Refuse (TooMuchWork) a photo over the shape or time limits, from its size alone: a file's header."""
+    import numpy as np
+    from PIL import Image
+
+    from imgclf.core.work import check_shape
+    from imgclf.data.images import image_size
+    from imgclf.detection.cost import check
+
+    if isinstance(item, Image.Image):
+        width, height = item.size
+    elif isinstance(item, np.ndarray):
+        height, width = item.shape[:2]
+    else:
+        width, height = image_size(item)
+    check_shape(width, height)
+    check(detector, width, height, limit)
 
 
 def photo(item):

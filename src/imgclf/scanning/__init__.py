@@ -4,19 +4,21 @@
     results[0]["present"], results[0]["boxes"]      # [{x1, y1, x2, y2, score}, ...] in image pixels
 
 Modules: window (crop shape, pyramid) · fcn (fully convolutional scoring) · scanner (one photo) ·
-outputs (CSV/JSON/annotated images) · mining (hard and random negative crops).
+cost (a scan's seconds, estimated before it runs) · mining (hard and random negative crops).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from imgclf.core.errors import UserError
+from imgclf.core.work import MAX_SECONDS
 from imgclf.scanning.mining import negatives, save_crop
 from imgclf.scanning.scanner import Scanner, positive_class
 from imgclf.scanning.verify import TOP, Verifier
 from imgclf.scanning.window import remember
 
-__all__ = ["scan", "negatives", "remember", "Scanner", "Verifier", "positive_class"]
+__all__ = ["scan", "negatives", "remember", "Scanner", "Verifier", "positive_class", "MAX_SECONDS"]
 
 
 # long: seventeen keyword options, each documented in the docstring; the body is ~50 lines
@@ -38,6 +40,8 @@ def scan(
     verify=None,
     verify_top: int | None = None,
     box_threshold: float | None = None,
+    max_seconds: float | None = None,
+    stop=None,
     verbose: bool = True,
 ) -> list[dict]:
     """Scan each photo (paths, folders, PIL images or arrays) with a loaded model; one answer per image:
@@ -53,9 +57,18 @@ def scan(
     re-scores the best `verify_top` windows of each photo and decides presence (verify.py); the scan's
     windows over `box_threshold` (default: the recorded one, else the scan's threshold) become the
     boxes of the photos it passes. By default the run's recorded verifier (`remember(...,
-    verify=RUN)`), `verify=False` for none."""
+    verify=RUN)`), `verify=False` for none.
+    `max_seconds` (default MAX_SECONDS) bounds each photo's estimated scan time (cost.py): a photo over
+    it, or over the shape limits (core.work.check_shape), is answered {path, error} unscanned, unless
+    its smallest window was not chosen (`min_size`, `scales`) and a larger one fits; when every photo
+    is refused so, TooMuchWork (one line). `stop` (core.work.Stop) ends the scan between batches."""
+    from imgclf.core.work import TooMuchWork
     from imgclf.data.images import UnusableImage
     from imgclf.inference.model import expand_inputs
+
+    limit = MAX_SECONDS if max_seconds is None else max_seconds
+    if not limit > 0:  # nan too
+        raise UserError(f"--max-seconds must be a positive number of seconds, not {max_seconds}")
 
     scanner = _scanner(
         model,
@@ -72,8 +85,6 @@ def scan(
         vote=vote,
         box_threshold=box_threshold,
     )
-    if verbose:
-        print(f"scan: {scanner.describe()}")
     writer = None
     if out is not None:
         from imgclf.inference.box_files import ScanOutputs
@@ -83,16 +94,25 @@ def scan(
     if mine_dir:
         mine_dir.mkdir(parents=True, exist_ok=True)
     crop_size = (scanner.window.width, scanner.window.height)
-    results, mined = [], 0
+    results, mined, refused = [], 0, []
     for item in expand_inputs(images):
         entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
+        results.append(entry)
         try:
+            fitted = _fitted(scanner, item, limit)
             img = _photo(item)
         except UnusableImage as e:
             entry["error"] = e.reason
-            results.append(entry)
             continue
-        entry.update(scanner.scan(img))
+        except TooMuchWork as e:
+            entry["error"] = str(e)
+            refused.append(f"{entry.get('path', 'image')}: {e}")
+            continue
+        if verbose and len(results) - len(refused) == 1:  # said once, before the first photo scanned
+            print(f"scan: {scanner.describe()}")
+        if verbose and fitted.min_size != scanner.min_size:
+            print(f"{entry.get('path', 'image')}: smallest window raised to {fitted.min_size} px to fit {limit:g} s")
+        entry.update(fitted.scan(img, stop))
         fired = entry.pop("_windows")
         if mine_dir:
             for box in fired:
@@ -100,7 +120,8 @@ def scan(
             mined += len(fired)
         if writer:
             writer.add(entry, img)
-        results.append(entry)
+    if refused and len(refused) == len(results):
+        raise TooMuchWork(refused[0] + (f" (and {len(refused) - 1} more images)" if len(refused) > 1 else ""))
     settings = _settings(model, scanner, crop_size, scales, iou)
     if writer:
         writer.close(settings)
@@ -125,6 +146,26 @@ def _scanner(model, positive, verify, verify_top, **options) -> Scanner:
     if verify is None and verify_top is not None and scanner.verify:  # the recorded verifier, another count
         scanner.verify = Verifier(scanner.verify.model, pos, top=verify_top, threshold=scanner.verify.threshold)
     return scanner
+
+
+def _fitted(scanner: Scanner, item, limit: float) -> Scanner:
+    """The scanner for this photo within `limit` seconds (cost.fit), from its size alone: a file's
+    header, before a pixel is decoded. TooMuchWork when it cannot fit."""
+    import numpy as np
+    from PIL import Image
+
+    from imgclf.core.work import check_shape
+    from imgclf.data.images import image_size
+    from imgclf.scanning.cost import fit
+
+    if isinstance(item, (str, Path)):
+        width, height = image_size(item)
+    elif isinstance(item, Image.Image):
+        width, height = item.size
+    else:
+        height, width = np.asarray(item).shape[:2]
+    check_shape(width, height)
+    return fit(scanner, width, height, limit)[0]
 
 
 def _photo(item):

@@ -149,19 +149,25 @@ def _standardising(trunk: list[nn.Module], normalization: dict) -> list[nn.Modul
 
 
 @torch.no_grad()
-def window_logits(parts: FcnParts, x: torch.Tensor, size: int, flip: bool = False) -> torch.Tensor:
+def window_logits(parts: FcnParts, x: torch.Tensor, size: int, flip: bool = False, stop=None) -> torch.Tensor:
     """Logits (ny, nx, classes) of every size x size window at steps of `parts.stride` px over the
     image x (1, 3, H, W): uint8 when `parts.raw_input`, else normalised; H and W = size + a multiple
     of the stride. `flip` averages with the mirrored image, as the window scan's flip TTA does: the
-    mirrored image's grid is the same set of windows in reverse column order."""
-    logits = _logits(parts, x, size)
+    mirrored image's grid is the same set of windows in reverse column order. `stop` (core.work.Stop)
+    is checked between the trunk's layers: a large level is seconds of convolutions."""
+    logits = _logits(parts, x, size, stop)
     if flip:
-        logits = 0.5 * (logits + _logits(parts, x.flip(-1), size).flip(1))
+        logits = 0.5 * (logits + _logits(parts, x.flip(-1), size, stop).flip(1))
     return logits
 
 
-def _logits(parts: FcnParts, x: torch.Tensor, size: int) -> torch.Tensor:
-    fmap = parts.trunk(x if parts.raw_input else x.contiguous(memory_format=torch.channels_last))
+def _logits(parts: FcnParts, x: torch.Tensor, size: int, stop=None) -> torch.Tensor:
+    from imgclf.core.work import check
+
+    fmap = x if parts.raw_input else x.contiguous(memory_format=torch.channels_last)
+    for layer in parts.trunk:
+        check(stop)
+        fmap = layer(fmap)
     f = size // parts.stride  # window side in feature cells
     q = f // parts.grid  # one pooling cell of the head's grid
     pooled = (F.avg_pool2d if parts.pool == "avg" else F.max_pool2d)(fmap, q, stride=1)

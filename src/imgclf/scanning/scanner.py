@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from imgclf.core.errors import UserError
+from imgclf.core.work import check
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.models.forward import autocast, normalize, softmax
 from imgclf.scanning.boxes import (
@@ -32,7 +33,6 @@ from imgclf.scanning.window import DEFAULT_MIN_SIZE, Window, pyramid, window_of
 
 POSITIVE_NAMES = re.compile(r"person|people|human|pedestrian|positive|object|target", re.I)
 METHODS = ("auto", "fcn", "windows")
-CHUNK = 1024  # windows per forward batch in the window-by-window scan
 MAX_BOXES = 100
 
 
@@ -89,6 +89,9 @@ class Scanner:
             _check(threshold=threshold)
             self.threshold = float(threshold)
         self.scales, self.iou = scales, iou
+        # What the user chose, not the run's defaults: a scan over the time limit may raise a chosen
+        # window size no further (scanning.cost.fit), only refuse.
+        self.given = frozenset(k for k, v in (("scales", scales), ("stride", stride), ("min_size", min_size)) if v)
         self.vote = bool(vote if vote is not None else recorded.get("vote", True))
         self.min_size = min_size or recorded.get("min_size")
         self.margin = parse_margin(margin if margin is not None else recorded.get("margin", 0.0))
@@ -132,6 +135,7 @@ class Scanner:
         other = copy.copy(self)
         other.iou = self.iou if iou is None else iou
         other.min_size = min_size or self.min_size
+        other.given = self.given | ({"min_size"} if min_size else set())
         other.threshold = self.threshold if threshold is None else float(threshold)
         return other
 
@@ -159,9 +163,10 @@ class Scanner:
             )
         )
 
-    def scan(self, img) -> dict:
+    def scan(self, img, stop=None) -> dict:
         """One RGB PIL image -> {width, height, present, score, threshold, positive, boxes, windows,
-        seconds} plus `_windows` (the kept detections' whole windows, for hard-negative mining)."""
+        min_size, seconds} plus `_windows` (the kept detections' whole windows, for hard-negative
+        mining). `stop` (core.work.Stop) is checked between batches: Stopped ends the scan there."""
         from torchvision.ops import nms
 
         start = time.perf_counter()
@@ -169,12 +174,14 @@ class Scanner:
         boxes, scores = [], []
         pixels = pixels_of(img)
         for s in pyramid(self.window, width, height, self.scales, self.min_size):
-            b, p = self._level(img, s, self._resize(img, s, pixels))
+            check(stop)
+            b, p = self._level(img, s, self._resize(img, s, pixels), stop)
             boxes.append(b)
             scores.append(p)
         boxes = np.concatenate(boxes) if boxes else np.zeros((0, 4))
         scores = np.concatenate(scores) if scores else np.zeros(0)
         if self.verify is not None:
+            check(stop)
             best, hit, scores = self._verified(img, boxes, scores)
         else:
             best = float(scores.max()) if len(scores) else 0.0
@@ -214,6 +221,7 @@ class Scanner:
             "positive": self.positive,
             "boxes": found,
             "windows": int(len(scores)),
+            "min_size": self.min_size or DEFAULT_MIN_SIZE,
             "seconds": round(time.perf_counter() - start, 4),
             "_windows": boxes[hit],
         }
@@ -282,37 +290,41 @@ class Scanner:
             cw = ch = self.size
         return fx, fy, cw, ch, max(cw, round(width * fx)), max(ch, round(height * fy))
 
-    def _level(self, img, s: float, resized: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _level(self, img, s: float, resized: tuple | None = None, stop=None) -> tuple[np.ndarray, np.ndarray]:
         """Window boxes (n, 4) in image pixels and positive probabilities (n,) at pyramid scale s
         (`resized`: the level's `_resize`, when already made)."""
         arr, fx, fy, cw, ch = resized or self._resize(img, s)
         if self.parts:
-            xs, ys, logits = self._fcn_level(arr)
+            xs, ys, logits = self._fcn_level(arr, stop)
             probs = softmax(logits / self.model.temperature)
         else:
-            xs, ys, probs = self._window_level(arr, cw, ch)
+            xs, ys, probs = self._window_level(arr, cw, ch, stop)
         p = probs[:, self.pos]
         boxes = np.stack([xs / fx, ys / fy, (xs + cw) / fx, (ys + ch) / fy], 1)
         # Rounding the resampled size can put a border window a fraction of a pixel outside.
         np.clip(boxes, 0, [img.width, img.height, img.width, img.height], out=boxes)
         return boxes, p
 
-    def _window_level(self, arr: np.ndarray, cw: int, ch: int):
-        st = self.stride
+    def _window_level(self, arr: np.ndarray, cw: int, ch: int, stop=None):
+        from imgclf.scanning.cost import unit_costs
+
+        st, batch = self.stride, unit_costs(self).batch()  # a batch of about 0.25 s: a stop waits no longer
         view = torch.from_numpy(arr).unfold(0, ch, st).unfold(1, cw, st)  # ny, nx, 3, ch, cw
         ny, nx = view.shape[:2]
-        rows = max(1, CHUNK // nx)
+        rows = max(1, batch // nx)
         out = []
         for r in range(0, ny, rows):
             crops = view[r : r + rows].permute(0, 1, 3, 4, 2).reshape(-1, ch, cw, 3).numpy()
             if (cw, ch) != (self.size, self.size):
                 crops = letterbox(crops, self.size)
-            # predict_proba: the run's own TTA and temperature, and any model kind (ensembles, ONNX).
-            out.append(self.model.predict_proba(crops))
+            for i in range(0, len(crops), batch):
+                check(stop)
+                # predict_proba: the run's own TTA and temperature, and any model kind (ensembles, ONNX).
+                out.append(self.model.predict_proba(crops[i : i + batch]))
         ys, xs = np.meshgrid(np.arange(ny) * st, np.arange(nx) * st, indexing="ij")
         return xs.ravel().astype(float), ys.ravel().astype(float), np.concatenate(out)
 
-    def _fcn_level(self, arr: np.ndarray):
+    def _fcn_level(self, arr: np.ndarray, stop=None):
         """Every window at `self.stride` px: one trunk pass per offset when the stride is finer than
         the network's own (its feature cells), one pass subsampled when it is a multiple of it."""
         r, size, st = self.parts.stride, self.size, self.stride
@@ -339,7 +351,7 @@ class Scanner:
                 if not self.parts.raw_input:
                     x = normalize(x, mean, std)
                 with autocast(device, self.model.amp):
-                    logits = window_logits(self.parts, x, size, flip=self.model.tta == "flip")
+                    logits = window_logits(self.parts, x, size, flip=self.model.tta == "flip", stop=stop)
                 logits = logits[::step, ::step].float().cpu()
                 ny, nx = logits.shape[:2]
                 gy, gx = np.meshgrid(oy + np.arange(ny) * r * step, ox + np.arange(nx) * r * step, indexing="ij")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 from contextlib import asynccontextmanager
 from importlib import resources
 
@@ -81,10 +82,12 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
         f"({len(first.classes)} classes). The browser page is at /.",
     )
     _add_middleware(app, settings, metrics)
+    app.state.cancel = threading.Event()  # set on shutdown (serving.server): running scans stop between batches
     # Without a key the routes carry no security scheme at all, so the OpenAPI spec asks for none.
     guarded = [Security(_key_check(settings.api_key))] if settings.api_key else []
-    # Routes that write (the inbox; the prediction log) take browser requests from our own page only
-    # when there is no key: with one, another site's page cannot send it (serving.guards).
+    # Routes that write (the inbox; the prediction log) or cost seconds of work (/scan, /explain) take
+    # browser requests from our own page only when there is no key: with one, another site's page
+    # cannot send it (serving.guards).
     writes = guarded or [Depends(same_origin_only(settings.cors))]
 
     @app.exception_handler(Rejected)
@@ -102,10 +105,10 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
     register_feedback(app, holder, settings, writes, plog)
     from imgclf.serving.explain_routes import register as register_explain
 
-    register_explain(app, holder, settings, guarded)
+    register_explain(app, holder, settings, writes)
     from imgclf.serving.scan_routes import register as register_scan
 
-    register_scan(app, holder, settings, guarded)
+    register_scan(app, holder, settings, writes)
     from imgclf.serving.face_routes import register as register_faces
 
     register_faces(app, holder, settings, guarded)

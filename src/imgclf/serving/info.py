@@ -66,6 +66,13 @@ def service_info(settings: ServeSettings) -> dict:
         "max_images": settings.max_images,
         "top_k": settings.top_k,
         "api_key_required": settings.api_key is not None,
+        # /scan and /explain: refused from the image's header (413 / 422) before any work
+        "max_side": settings.max_side,
+        "max_aspect": settings.max_aspect,
+        "max_windows": settings.max_windows,
+        "max_scan_seconds": settings.max_scan_seconds,  # estimated from the model's measured cost
+        "scan_queue": settings.scan_queue,
+        "scan_deadline_s": settings.scan_deadline_s,
     }
 
 

@@ -10,11 +10,14 @@ over the photo (imgclf.scanning); any other run, or `detector=person`, gets the 
 detector (imgclf.detection: one forward pass, boxes with a `label`, and a `count`).
 
 A crop scan is hundreds of forward passes' worth of work, so it skips the micro-batcher (built for many
-small requests) and runs in a worker thread; one scan at a time (a lock) keeps a burst of scans
-from starving /predict of CPU. GET /model says `"scan": true` when the model has a class to find.
+small requests) and runs in a worker thread, one scan at a time with a short queue and a deadline
+(serving.scan_queue: 503 + Retry-After past them). GET /model says `"scan": true` when the model has
+a class to find, and gives the scan limits and what a 640 x 480 photo costs.
 
-A photo's cost is known before it is decoded (serving.caps): its header gives its shape, the
-scanner the windows that shape costs with the request's options; over the caps it is refused.
+A photo's cost is known before it is decoded, before it queues: its header gives its shape
+(serving.caps), the model's measured cost its seconds (scanning.cost, detection.cost); over the
+limits it is refused at once (413 / 422). A crop scan whose min_size the client left out has its
+smallest window raised until the scan fits `max_scan_seconds` instead (the answer's `min_size`).
 The scanners (each holding its own copy of the network's trunk) are cached by what changes
 the network, the model and the class, in a small LRU; the per-request options (threshold, iou,
 min_size) make a shallow copy that shares the cached trunk.
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import io
-import threading
 from pathlib import Path
 
 from fastapi import Depends, Request
@@ -32,14 +34,17 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from imgclf.core.errors import UserError
+from imgclf.core.work import Stop, TooMuchWork
 from imgclf.serving.caps import check_shape, check_windows, header_size
 from imgclf.serving.explain_routes import ONE_IMAGE_BODY
 from imgclf.serving.limits import Rejected, rejection, request_images
 from imgclf.serving.params import Param, Parameters, check_class
+from imgclf.serving.scan_queue import ScanQueue
 from imgclf.settings.checks import Number
 
 SCANNERS = 4  # cached (model, class) scanners: one model serves at a time, with few classes to find
 DETECTORS = ("person",)
+NAMES = {"min_size": "min_size", "limit": "--max-scan-seconds"}  # how a refusal names what to change
 QUERY = Parameters(
     detector=Param(
         "person: scan with the service's detector (imgclf serve --detector: the pretrained person detector, "
@@ -51,7 +56,11 @@ QUERY = Parameters(
         "NMS IoU [default: 0.3 for a crop model, the detector's own (0.6) for a detector]",
         Number(float, 0, 1, low_open=True, optional=True),
     ),
-    min_size=Param("smallest window height in px [default: 64]", Number(int, 8, 100_000, optional=True)),
+    min_size=Param(
+        "smallest window height in px [default: the run's recorded one, else 64, raised until the scan fits the "
+        "service's time limit (GET /model: service.max_scan_seconds)]",
+        Number(int, 8, 100_000, optional=True),
+    ),
     threshold=Param(
         "positive probability to keep a window [default: the run's decision threshold, else 0.5]",
         Number(float, 0, 1, low_open=True, high_open=True, optional=True),
@@ -60,7 +69,7 @@ QUERY = Parameters(
 
 
 def register(app, holder, settings, guarded) -> None:
-    lock = threading.Lock()
+    queue = ScanQueue(settings.scan_queue, settings.scan_deadline_s, settings.max_scan_seconds)
     scanners = functools.lru_cache(maxsize=SCANNERS)(_scanner)
     app.state.scanners = scanners  # its cache_info() shows the cache's size (tests, debugging)
 
@@ -70,6 +79,8 @@ def register(app, holder, settings, guarded) -> None:
         h.current.info["scan"] = crop or _detector_installed(settings.detector)
         h.current.info["scan_with"] = "crop model" if crop else ("detector person" if h.current.info["scan"] else None)
         scanners.cache_clear()  # a swapped-out model's scanners hold its network: drop them
+        if crop:  # the model's cost, measured now (when it loads), not on the first photo sent
+            h.current.info["scan_cost"] = _vga_cost(h.current.model, scanners, settings)
 
     advertise(holder)
     holder.on_change(advertise)
@@ -81,10 +92,13 @@ def register(app, holder, settings, guarded) -> None:
         openapi_extra={"requestBody": ONE_IMAGE_BODY, "parameters": QUERY.openapi()},
         responses={
             400: {"description": "no image, several images, a model with no class to find"},
-            413: {"description": "body, pixel count, long side or window count over the limit"},
+            413: {"description": "body, pixel count, long side, window count or estimated seconds over the limit"},
             415: {"description": "not an image"},
             422: {"description": "corrupt image, aspect ratio over the limit, a bad query parameter"},
-            503: {"description": "the pretrained detector's weights are not installed on the server"},
+            503: {
+                "description": "scan queue full, the scan's deadline passed, the service shutting down (with "
+                "Retry-After), or the pretrained detector's weights not installed on the server"
+            },
         },
     )
     async def scan(request: Request, q: dict = Depends(QUERY)):
@@ -96,13 +110,18 @@ def register(app, holder, settings, guarded) -> None:
         files = await request_images(request, settings)
         if len(files) != 1:
             raise Rejected(400, f"POST /scan takes one image, got {len(files)}: send one request per image", "too_many")
+        stop = Stop(app.state.cancel, settings.scan_deadline_s)
+        data = files[0][1]
         if detector:
             options = {k: q[k] for k in ("iou", "threshold")}
-            answer = await run_in_threadpool(_detect, settings.detector, files[0][1], options, settings, lock)
+            found = await run_in_threadpool(_planned_detector, settings.detector, data, options, settings)
+            answer = await queue.run(stop, _detect, found, data, settings)
             return JSONResponse({"model": served.info["name"], "detector": Path(settings.detector).name, **answer})
         options = {k: q[k] for k in ("iou", "min_size", "threshold")}
         options["iou"] = 0.3 if options["iou"] is None else options["iou"]
-        answer = await run_in_threadpool(_scan, served.model, files[0][1], positive, options, settings, scanners, lock)
+        # Refused from its size and the model's cost before it queues: an over-limit request never waits.
+        scanner = await run_in_threadpool(_planned_scan, served.model, data, positive, options, settings, scanners)
+        answer = await queue.run(stop, _scan, scanner, data, settings)
         return JSONResponse({"model": served.info["name"], **answer})
 
 
@@ -135,24 +154,34 @@ def _loaded_detector(name: str):
     return load_detector(name)
 
 
-def _detect(name: str, data: bytes, options: dict, settings, lock: threading.Lock) -> dict:
-    """The pretrained detector on one uploaded photo: a fixed cost (one 300x300 pass) once the
-    photo's shape passes the caps, so no window count to check."""
-    from imgclf.data.images import UnusableImage, read_rgb
+def _planned_detector(name: str, data: bytes, options: dict, settings):
+    """The detector for this photo, once its shape and estimated seconds pass the limits: a fixed
+    cost (one 300x300 pass) and the photo's decoding."""
+    from imgclf.detection.cost import check
 
     width, height = header_size(data, settings.max_pixels)
     check_shape(width, height, settings)
-    with lock:
-        try:
-            detector = _loaded_detector(name)
-        except UserError as e:  # its weights are not installed here
-            raise Rejected(503, str(e), "unavailable") from e
+    try:
+        detector = _loaded_detector(name)
+    except UserError as e:  # its weights are not installed here
+        raise Rejected(503, str(e), "unavailable") from e
+    try:
         detector = detector.with_options(**options)
-        try:
-            img = read_rgb(io.BytesIO(data), settings.max_pixels)
-        except UnusableImage as e:
-            raise rejection(e.reason, settings.max_pixels) from e
-        return detector.detect(img)
+        check(detector, width, height, settings.max_scan_seconds, NAMES["limit"])
+    except TooMuchWork as e:
+        raise Rejected(e.status, str(e), "too_much_work") from None
+    return detector
+
+
+def _detect(detector, data: bytes, settings, stop: Stop) -> dict:
+    from imgclf.data.images import UnusableImage, read_rgb
+
+    stop.check()
+    try:
+        img = read_rgb(io.BytesIO(data), settings.max_pixels)
+    except UnusableImage as e:
+        raise rejection(e.reason, settings.max_pixels) from e
+    return detector.detect(img)
 
 
 def _scanner(model, positive: str | None):
@@ -164,21 +193,52 @@ def _scanner(model, positive: str | None):
         raise Rejected(400, str(e), "bad_request") from e
 
 
-def _scan(model, data: bytes, positive: str | None, options: dict, settings, scanners, lock: threading.Lock) -> dict:
-    from imgclf.data.images import UnusableImage, read_rgb
+def _planned_scan(model, data: bytes, positive: str | None, options: dict, settings, scanners):
+    """The scanner for this photo, once its shape, window count and estimated seconds pass the
+    limits (a min_size the client left out raised until it fits: scanning.cost.fit)."""
+    from imgclf.scanning.cost import fit
 
     width, height = header_size(data, settings.max_pixels)
     check_shape(width, height, settings)
-    with lock:  # decoded under the lock too: one scanned photo's pixels in memory at a time
-        try:
-            scanner = scanners(model, positive).with_options(**options)
-        except UserError as e:
-            raise Rejected(422, str(e), "bad_request") from e
-        check_windows(scanner, width, height, settings.max_windows)
-        try:
-            img = read_rgb(io.BytesIO(data), settings.max_pixels)
-        except UnusableImage as e:
-            raise rejection(e.reason, settings.max_pixels) from e
-        result = scanner.scan(img)
+    try:
+        scanner = scanners(model, positive).with_options(**options)
+    except UserError as e:
+        raise Rejected(422, str(e), "bad_request") from e
+    try:
+        scanner = fit(scanner, width, height, settings.max_scan_seconds, NAMES)[0]
+    except TooMuchWork as e:
+        raise Rejected(e.status, str(e), "too_much_work") from None
+    check_windows(scanner, width, height, settings.max_windows)
+    return scanner
+
+
+def _scan(scanner, data: bytes, settings, stop: Stop) -> dict:
+    from imgclf.data.images import UnusableImage, read_rgb
+
+    stop.check()
+    try:  # decoded in the queue's turn: one scanned photo's pixels in memory at a time
+        img = read_rgb(io.BytesIO(data), settings.max_pixels)
+    except UnusableImage as e:
+        raise rejection(e.reason, settings.max_pixels) from e
+    result = scanner.scan(img, stop)
     result.pop("_windows")
     return result
+
+
+def _vga_cost(model, scanners, settings) -> dict | None:
+    """What a 640 x 480 photo costs this model with the service's defaults: /model tells clients."""
+    from imgclf.scanning.cost import fit
+    from imgclf.scanning.window import DEFAULT_MIN_SIZE
+
+    try:
+        fitted, est = fit(scanners(model, None), 640, 480, settings.max_scan_seconds, NAMES)
+    except TooMuchWork:
+        return {"photo": "640x480", "fits": False}
+    except (Rejected, UserError):  # no default class to scan for after all: nothing to say
+        return None
+    return {
+        "photo": "640x480",
+        "fits": True,
+        "seconds": round(est["seconds"], 3),
+        "min_size": fitted.min_size or DEFAULT_MIN_SIZE,
+    }

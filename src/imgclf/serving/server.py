@@ -16,6 +16,9 @@ from imgclf.serving.slow_clients import protocol_class
 from imgclf.store.runs import find_run
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+# On shutdown, connections still open after this long are closed: a client mid-upload, a scan's
+# answer. Running scans stop between batches as soon as the shutdown starts (app.state.cancel).
+GRACEFUL_S = 3
 
 
 def check_port(port) -> int:
@@ -42,7 +45,24 @@ def uvicorn_options(app) -> dict:
         "access_log": False,
         "http": protocol_class(settings.read_timeout_s),
         "limit_concurrency": settings.max_connections,
+        "timeout_graceful_shutdown": GRACEFUL_S,
     }
+
+
+def stoppable_server(config):
+    """A uvicorn Server that, on SIGTERM or Ctrl-C, first tells the app's running work to stop
+    (app.state.cancel: a scan ends within a batch), then shuts down as uvicorn does. Without it a
+    scan in a worker thread ran to its end, minutes, and only a second signal stopped the service."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            cancel = getattr(config.app.state, "cancel", None)
+            if cancel is not None:
+                cancel.set()
+            super().handle_exit(sig, frame)
+
+    return Server(config)
 
 
 def run_server(
@@ -60,7 +80,7 @@ def run_server(
     if threads:
         torch.set_num_threads(threads)
     app = create_app(model, served_hosts(settings, host))
-    uvicorn.run(app, host=host, port=port, log_level=log_level, **uvicorn_options(app))
+    stoppable_server(uvicorn.Config(app, host=host, port=port, log_level=log_level, **uvicorn_options(app))).run()
 
 
 class BackgroundServer:
@@ -73,7 +93,8 @@ class BackgroundServer:
     def __init__(self, app):
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **uvicorn_options(app)))
+        self.app = app
+        self.server = stoppable_server(uvicorn.Config(app, log_level="warning", **uvicorn_options(app)))
         # Binding the socket ourselves (port 0) gives a free port with no race against other processes.
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
@@ -90,6 +111,9 @@ class BackgroundServer:
         return self.url
 
     def __exit__(self, *exc) -> None:
+        cancel = getattr(self.app.state, "cancel", None)
+        if cancel is not None:
+            cancel.set()
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.sock.close()

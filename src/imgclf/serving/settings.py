@@ -34,6 +34,9 @@ class ServeSettings:
     max_side: int = 12_000  # /scan and /explain: longest image side in px (from the header)
     max_aspect: float = 10.0  # /scan and /explain: long side / short side
     max_windows: int = 2_000_000  # /scan: windows one photo may cost (from its size and the options)
+    max_scan_seconds: float = 5.0  # /scan: estimated seconds a photo may cost; 413 over (a default min_size is raised)
+    scan_queue: int = 4  # /scan: requests waiting for the running scan; past it 503 + Retry-After
+    scan_deadline_s: float = 30.0  # /scan: the longest a request waits and runs; then 503 + Retry-After
     detector: str = "person"  # /scan's detector: the pretrained person detector, or a detector run folder
     faces: str | None = None  # POST /faces/identify's gallery folder (imgclf faces enrol); None: no faces route
     read_timeout_s: float = 15.0  # a client's headers, and each wait for more body, must arrive within this
@@ -54,6 +57,9 @@ class ServeSettings:
             "max_side": self.max_side >= 1,
             "max_aspect": self.max_aspect >= 1,
             "max_windows": self.max_windows >= 1,
+            "max_scan_seconds": 0 < self.max_scan_seconds <= 3600,
+            "scan_queue": self.scan_queue >= 0,
+            "scan_deadline_s": 0 < self.scan_deadline_s <= 3600,
             "read_timeout_s": 0 < self.read_timeout_s <= 3600,
             "max_connections": self.max_connections >= 2,
         }
@@ -65,7 +71,7 @@ class ServeSettings:
             raise UserError(
                 f"serve setting(s) {', '.join(bad)} out of range: sizes and counts must be positive, "
                 "max_wait_ms at least 0, log_sample between 0 and 1, max_aspect at least 1, "
-                "read_timeout_s at most 3600, max_connections at least 2"
+                "read_timeout_s, max_scan_seconds and scan_deadline_s at most 3600, max_connections at least 2"
             )
         if self.log_images not in ("keep", "hash"):
             raise UserError(f"--log-images {self.log_images!r}: use keep (store the images) or hash (sha256 only)")

@@ -1,0 +1,119 @@
+"""Work bounded in seconds and stoppable between batches: what the scans (crop model and detector)
+share with the CLI and the service that run them.
+
+A scan's cost grows with the photo's shape and the options, not with its bytes: a 99-byte PNG of
+20000 x 1 pixels once ran for minutes. So each model's cost is measured once when it is first
+needed (a few timed batches, `measured`), a request's cost is estimated from the photo's header
+before a pixel is decoded, and work over the budget is refused (`TooMuchWork`) with what would make
+it fit. Work that runs checks a `Stop` between batches, so a shutdown, Ctrl-C or a deadline ends it
+within one batch.
+
+    stop = Stop(event=shutting_down, seconds=30)
+    for batch in batches:
+        stop.check()          # raises Stopped("cancelled") or Stopped("deadline")
+        ...
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+
+from imgclf.core.errors import UserError
+
+# The longest side and the most elongated shape a photo may have to be scanned. A scan resamples the
+# photo so that its smallest window becomes the model's input: a strip thinner than that window is
+# magnified into millions of pixels. 12,000 px is past any camera's long side but an unstitched
+# panorama's; 10:1 passes panoramas and refuses strips.
+MAX_SIDE = 12_000
+MAX_ASPECT = 10.0
+# Estimated seconds one photo's scan may take (`imgclf scan --max-seconds`, the API's `max_seconds`): a
+# 640 x 480 photo fits with any model; the default Lite0 crop model's with its smallest window raised.
+MAX_SECONDS = 10.0
+BATCH_SECONDS = 0.25  # one batch of work, at most: a stop waits no longer than this for the batch to end
+
+
+class Stopped(Exception):
+    """Work stopped between two batches: `reason` is "cancelled" (shutdown, Ctrl-C) or "deadline"."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TooMuchWork(UserError):
+    """A scan refused before it starts: its estimated cost, or its photo's shape, is over the limit.
+    `status` is the HTTP status the service answers with (413: too much; 422: a shape never scanned)."""
+
+    def __init__(self, message: str, status: int = 413):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Stop:
+    """When to stop: once `event` is set (a threading.Event) or `seconds` after it was made."""
+
+    event: threading.Event | None = None
+    seconds: float | None = None
+    deadline: float | None = field(default=None, init=False)
+
+    def __post_init__(self):
+        if self.seconds is not None:
+            self.deadline = time.monotonic() + self.seconds
+
+    def check(self) -> None:
+        if self.event is not None and self.event.is_set():
+            raise Stopped("cancelled")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise Stopped("deadline")
+
+
+def check(stop: Stop | None) -> None:
+    """stop.check() when there is a stop to check."""
+    if stop is not None:
+        stop.check()
+
+
+def check_shape(width: int, height: int, max_side: int = MAX_SIDE, max_aspect: float = MAX_ASPECT) -> None:
+    """Refuse (TooMuchWork) a photo whose long side or aspect ratio is over the limits."""
+    long, short = max(width, height), min(width, height)
+    if long > max_side:
+        raise TooMuchWork(
+            f"image is {width:,} x {height:,} px: its long side is over the {max_side:,} px limit of a scan; "
+            "send a smaller image"
+        )
+    if short < 1 or long / short > max_aspect:
+        raise TooMuchWork(
+            f"image is {width:,} x {height:,} px: an aspect ratio over {max_aspect:g}:1, which a scan refuses; "
+            "crop it to the part to look at",
+            422,
+        )
+
+
+def timed(fn, runs: int = 3, enough: float = 0.05, most: int = 15) -> float:
+    """Seconds of one call of `fn`: the median of at least `runs` timed calls after an untimed one
+    (which pays the first call's allocations), more while they add up to under `enough` seconds
+    (up to `most`). The median, not the fastest: on a loaded 2-core machine torch's two threads
+    wait for each other, and calls of a few ms vary 10x; a scan pays the typical call, not the luckiest."""
+    fn()
+    times: list[float] = []
+    while len(times) < runs or (sum(times) < enough and len(times) < most):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+_MEASURED: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+
+
+def measured(owner, key, measure):
+    """`measure()`, run once per loaded `owner` (a model or a network) and `key`, then remembered for
+    as long as the owner lives: a model's cost is measured when it is first needed, not per photo."""
+    costs = _MEASURED.setdefault(owner, {})
+    if key not in costs:
+        costs[key] = measure()
+    return costs[key]

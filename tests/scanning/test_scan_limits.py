@@ -1,0 +1,135 @@
+"""Scans bounded in seconds and stoppable (issue 37): the estimate a scan is checked against before
+a pixel is decoded, the window size raised to fit, strips refused in one line, a stop between
+batches, Ctrl-C on the CLI. The tiny session run; where a test needs exact estimates the model's
+measured costs are replaced by fixed ones (this machine's speed is not what is tested)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from helpers import cli, ctrl_c
+from PIL import Image
+
+import imgclf
+from imgclf.core.work import Stop, Stopped, TooMuchWork
+from imgclf.scanning import Scanner, cost, scan
+
+pytestmark = pytest.mark.slow  # the tiny run trains (about a second, once a session)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_run):
+    return imgclf.load(tiny_run)
+
+
+def photo(path, width: int, height: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), np.uint8)).save(path)
+    return path
+
+
+def fixed_costs(monkeypatch, unit: float = 1e-6) -> None:
+    """Estimates from a fixed price (a window, or a trunk pixel) instead of this machine's measured one."""
+    monkeypatch.setattr(cost, "unit_costs", lambda scanner: cost.UnitCosts(unit, 0.0, 0.0, 0.0))
+
+
+def test_cli_answers_a_strip_in_one_line(tiny_run, tmp_path):
+    # A 99-byte 20000 x 1 PNG once ran past 120 s on 2 GB; a 1000 x 1 one past 60 s.
+    for width, word in ((20_000, "long side"), (1000, "aspect ratio")):
+        strip = tmp_path / f"wide{width}.png"
+        Image.fromarray(np.full((1, width, 3), 128, np.uint8)).save(strip, optimize=True)
+        start = time.monotonic()
+        r = cli("scan", tiny_run, strip, "--positive", "square", check=False, timeout=120)
+        took = time.monotonic() - start
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.startswith(f"error: {strip}: "), (
+            r.stderr
+        )
+        assert word in r.stderr and took < 60, (r.stderr, took)
+
+
+def test_estimate_counts_the_windows_a_scan_scores(model, tmp_path, monkeypatch):
+    img = Image.open(photo(tmp_path / "p.png", 200, 150)).convert("RGB")
+    for method in ("fcn", "windows"):
+        scanner = Scanner(model, "square", method=method)
+        est = cost.estimate(scanner, 200, 150)
+        assert est["windows"] == scanner.windows(200, 150) == scanner.scan(img)["windows"]
+        assert est["seconds"] > 0
+    # Measured once per loaded model and way of scanning, then remembered.
+    calls = []
+    real = cost._window
+    monkeypatch.setattr(cost, "_window", lambda s: calls.append(1) or real(s))
+    other = imgclf.load(model.path)
+    for _ in range(3):
+        cost.unit_costs(Scanner(other, "square", method="windows"))
+    assert len(calls) == 1
+
+
+def test_default_window_is_raised_to_fit_and_a_chosen_one_is_refused(model, tmp_path, monkeypatch):
+    fixed_costs(monkeypatch)
+    small, large = photo(tmp_path / "small.png", 320, 240), photo(tmp_path / "large.png", 640, 480, 1)
+    scanner = Scanner(model, "square")
+    limit = cost.estimate(scanner, 640, 480)["seconds"] / 3
+    assert cost.estimate(scanner, 320, 240)["seconds"] < limit
+
+    # No --min-size: the large photo is scanned with a larger smallest window, within the limit.
+    r_small, r_large = scan(model, [small, large], positive="square", max_seconds=limit, verbose=False)
+    assert r_small["min_size"] == 64 and r_large["min_size"] > 64
+    assert cost.estimate(scanner.with_options(min_size=r_large["min_size"]), 640, 480)["seconds"] <= limit
+
+    # A chosen window size is the user's: the large photo is skipped, saying what would fit ...
+    r_small, r_large = scan(model, [small, large], positive="square", min_size=64, max_seconds=limit, verbose=False)
+    assert "present" in r_small and "present" not in r_large
+    assert "--max-seconds" in r_large["error"] and "--min-size" in r_large["error"], r_large
+    # ... and when every photo is refused, one error says why.
+    with pytest.raises(TooMuchWork, match=r"large.png: scanning this 640 x 480 px image .* --min-size \d+ or more"):
+        scan(model, [large], positive="square", min_size=64, max_seconds=limit, verbose=False)
+    with pytest.raises(imgclf.core.errors.UserError, match="--max-seconds must be"):
+        scan(model, [small], positive="square", max_seconds=float("nan"), verbose=False)
+
+
+def test_a_stop_ends_a_scan_between_batches(model, tmp_path):
+    img = Image.open(photo(tmp_path / "p.png", 640, 480)).convert("RGB")
+    cancel = threading.Event()
+    cancel.set()
+    for method in ("fcn", "windows"):
+        with pytest.raises(Stopped) as stopped:
+            Scanner(model, "square", method=method).scan(img, Stop(cancel))
+        assert stopped.value.reason == "cancelled"
+    past = Stop(seconds=0.0)
+    time.sleep(0.01)
+    with pytest.raises(Stopped) as stopped:
+        Scanner(model, "square").scan(img, past)
+    assert stopped.value.reason == "deadline"
+
+    # Set from another thread mid-scan (as the service's shutdown does): a scan of minutes ends now.
+    scanner = Scanner(model, "square", method="windows", min_size=8)
+    cancel, outcome = threading.Event(), {}
+
+    def run():
+        try:
+            scanner.scan(img, Stop(cancel))
+        except Stopped as e:
+            outcome["reason"] = e.reason
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    time.sleep(0.5)
+    cancel.set()
+    start = time.monotonic()
+    worker.join(timeout=60)
+    assert outcome == {"reason": "cancelled"} and time.monotonic() - start < 10
+
+
+def test_ctrl_c_stops_a_cli_scan(tiny_run, tmp_path):
+    big = photo(tmp_path / "big.png", 1600, 1200)
+    args = ["scan", tiny_run, big, "--positive", "square", "--method", "windows", "--min-size", "8"]
+    started = time.monotonic()
+    # Minutes of windows, allowed by a large --max-seconds: interrupted once it has surely begun.
+    r = ctrl_c([*args, "--max-seconds", "100000"], ready=lambda: time.monotonic() - started > 10)
+    stopped_after = time.monotonic() - started - 10
+    assert r.returncode == 130 and "interrupted" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert stopped_after < 20, stopped_after
