@@ -228,3 +228,32 @@ def test_predict_scan_without_a_class_to_find_names_predicts_own_options(tiny_ru
     p = cli("predict", tiny_run, video, "--scan", check=False)
     one_line_error(p, "predict --scan finds the run's positive class")
     assert "--positive-class CLASS" in p.stderr and "give --positive," not in p.stderr
+
+
+# ---- every other --out takes the same check --------------------------------------------------------
+
+
+def test_tune_and_enrol_out_must_be_folders(tmp_path):
+    from imgclf.tuning.tune import tune_folder
+
+    (tmp_path / "existing.txt").write_text("x")
+    with pytest.raises(UserError, match="--out .*existing.txt is a file; give a folder"):
+        tune_folder(str(tmp_path), tmp_path / "existing.txt")
+    faces = pytest.importorskip("imgclf.faces", exc_type=ImportError)
+    with pytest.raises(UserError, match="--out .*existing.txt is a file; give a folder"):
+        faces.enrol(tmp_path, tmp_path / "existing.txt", verbose=False)
+
+
+@pytest.mark.slow
+def test_explain_ensemble_and_monitor_out_must_be_folders(tiny_run, tmp_path):
+    (tmp_path / "existing.txt").write_text("x")
+    image = next((tiny_run.parent / "shapes").rglob("*.png"))
+    for args in (
+        ["explain", tiny_run, image],
+        ["ensemble", tiny_run, tiny_run],
+        ["monitor", tiny_run, "--log", tmp_path],
+    ):
+        one_line_error(
+            cli(*args, "--out", tmp_path / "existing.txt", check=False),
+            f"--out {tmp_path / 'existing.txt'} is a file; give a folder",
+        )

@@ -16,6 +16,7 @@ import hashlib
 from pathlib import Path
 
 from imgclf.core.errors import UserError
+from imgclf.core.files import output_folder
 from imgclf.faces.gallery import FAR, UNKNOWN, Gallery, load_gallery, new_gallery
 from imgclf.faces.model import Face, FaceModel
 
@@ -30,7 +31,7 @@ def enrol(
     """Enrol every person in `known` (one folder per person, named after them) into a new gallery at
     `out`. One face is taken from each photo; a photo with no face, or several of like size, is
     reported and left out. `far`: the share of strangers the threshold may let through."""
-    known, out = Path(known).expanduser(), Path(out).expanduser()
+    known, out = Path(known).expanduser(), output_folder(out, "--out")
     _check_far(far)
     if not known.is_dir():
         raise UserError(f"{known} is not a folder; give a folder with one subfolder of photos per person")

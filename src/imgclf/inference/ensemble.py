@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from imgclf.core.errors import UserError
-from imgclf.core.files import atomic_path, read_json, write_json
+from imgclf.core.files import atomic_path, output_folder, read_json, write_json
 from imgclf.core.version import __version__
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.inference.model import Model, load_run
@@ -95,7 +95,7 @@ def make_ensemble(
     metas = _check_members(dirs)
     classes = metas[0]["classes"]
     check_targets(classes, target_accuracy, target_coverage)
-    out = Path(out)
+    out = output_folder(out, "--out")
     if (out / "model.json").exists():
         raise UserError(f"{out} already holds a run or bundle; choose another --out")
     meta = {

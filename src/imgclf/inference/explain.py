@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from imgclf.core.errors import UserError
-from imgclf.core.files import atomic_path
+from imgclf.core.files import atomic_path, output_folder
 from imgclf.inference.model import expand_inputs
 
 # imgclf name -> pytorch_grad_cam class. EigenCAM is class-agnostic: it shows the main component
@@ -239,7 +239,7 @@ def explain(
     answers = model.answers(probs)
     targets = [explainer.target_index(p, a["label"], target) for p, a in zip(probs, answers)]
     maps = explainer.heatmaps(batch, targets)
-    out_dir = Path(out) if out is not None else None
+    out_dir = output_folder(out, "--out") if out is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     written: set[str] = set()

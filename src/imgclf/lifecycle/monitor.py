@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
-from imgclf.core.files import read_json, write_json, write_text
+from imgclf.core.files import output_folder, read_json, write_json, write_text
 from imgclf.evaluation import drift
 from imgclf.lifecycle.verdict import low_line, statistics, verdict
 from imgclf.store.predlog import brightness, log_files, parse_time
@@ -271,9 +271,9 @@ def monitor(
     from imgclf.workflows import load
 
     run, version, reg_dir = resolve_run(ref, registry)
+    out = output_folder(out if out is not None else Path("monitors") / run.name, "--out")
     records, log_dir, bad_lines = read_log(log)  # the user's mistakes first, before any work
     live, left = select(records, run.name, since)
-    out = Path(out) if out is not None else Path("monitors") / run.name
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     model = load(run, device)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgclf.core.errors import UserError
-from imgclf.core.files import file_lock, read_json, write_json
+from imgclf.core.files import file_lock, output_folder, read_json, write_json
 from imgclf.store.runs import new_run_dir
 from imgclf.tuning import study as st
 from imgclf.tuning.budget import epochs_range, probe
@@ -246,7 +246,7 @@ def tune_folder(data: str, out) -> Path:
     """`out`, else the newest tunes/<dataset>-<n> made for this data (so the same command
     resumes it), else a new one."""
     if out:
-        return Path(out)
+        return output_folder(out, "--out")
     fresh = new_run_dir(data, "tunes")
     stem, n = fresh.name.rsplit("-", 1)
     for k in range(int(n) - 1, 0, -1):
