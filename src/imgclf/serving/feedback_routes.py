@@ -3,7 +3,7 @@
 `imgclf update --from-inbox` picks it up.
 
     curl -F file=@photo.jpg -F label=tulip http://localhost:8000/feedback
-    curl -F prediction_id=3f2a...-1763859723123 -F label=tulip http://localhost:8000/feedback   # a logged image
+    curl -d prediction_id=3f2a...-1763859723123 -d label=tulip http://localhost:8000/feedback   # a logged image
     -> {"sha256": "...", "label": "tulip", "known_class": true, "path": "tulip/<sha256>.jpg"}
 
 The model's earlier answer is recorded with it: from the prediction log when `prediction_id` names
