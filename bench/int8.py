@@ -11,9 +11,10 @@ Not a test: nothing is asserted; prints one markdown table.
 Columns:
 - test acc: argmax accuracy on the test split through the predictor, with the run's test-time
   augmentation, as `imgclf predict` answers; `same label`: share of images labelled as fp32 PyTorch does;
-- img/s batch 1 / batch 32: predict_logits on pre-decoded uint8 images (no TTA), the test split in
-  batches of 32, and 40 single images; each engine measured in 3 interleaved rounds, the best kept
-  (the machine may be shared: the best round is the least disturbed one);
+- img/s batch 1 / batch 32: predict_logits on pre-decoded uint8 images (no TTA), 20 single images
+  and 4 batches of 32 per round; 10 rounds, the engines interleaved in each, the best round of
+  each engine kept (the machine may be shared: many short samples, of which the best is the least
+  disturbed, are steadier under others' load than one long one);
 - x fp32 ORT: the same numbers divided by fp32 ONNX Runtime's.
 Every engine runs on --threads threads (torch.set_num_threads; ONNX Runtime and OpenVINO take the same).
 OpenVINO rows need `pip install 'imgclf[openvino]'` and are left out without it.
@@ -43,7 +44,7 @@ from imgclf.data.cache import build_cache  # noqa: E402
 from imgclf.store.runs import read_splits  # noqa: E402
 
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "flowers5.tar.gz"
-ROUNDS, SINGLES = 3, 40
+ROUNDS, SINGLES, BATCHES = 10, 20, 4
 
 
 def test_split(run: Path, model) -> tuple[np.ndarray, np.ndarray]:
@@ -61,9 +62,9 @@ def speed(model, images: np.ndarray) -> tuple[float, float]:
         model.predict_logits(images[i : i + 1])
     b1 = SINGLES / (time.perf_counter() - t)
     t = time.perf_counter()
-    for i in range(0, len(images), 32):
+    for i in range(0, 32 * BATCHES, 32):
         model.predict_logits(images[i : i + 32])
-    return b1, len(images) / (time.perf_counter() - t)
+    return b1, 32 * BATCHES / (time.perf_counter() - t)
 
 
 def main() -> None:
@@ -98,9 +99,11 @@ def main() -> None:
     for m in models.values():
         speed(m, images[:64])  # warm-up: ORT arenas, oneDNN and OpenVINO kernels for both shapes
     best = {b: (0.0, 0.0) for b in backends}
-    for _ in range(ROUNDS):  # interleaved: a burst of load from elsewhere hits every engine alike
+    load_before = os.getloadavg()[0]
+    for k in range(ROUNDS):  # interleaved: a burst of load from elsewhere hits every engine alike
+        part = np.roll(images, -32 * BATCHES * k, axis=0)  # other images each round
         for b, m in models.items():
-            s = speed(m, images)
+            s = speed(m, part)
             best[b] = (max(best[b][0], s[0]), max(best[b][1], s[1]))
 
     names = {
@@ -132,7 +135,7 @@ def main() -> None:
         f"\n{run.name} ({models['torch'].meta['architecture']['name']}, {models['torch'].img_size} px), "
         f"test split n={len(images)}, tta {tta}; int8 calibrated on {int8['n_calibration']} training images; "
         f"{platform.processor() or platform.machine()}, {args.threads} threads; {versions}; "
-        f"load average {os.getloadavg()[0]:.1f}\n"
+        f"load average before / after timing {load_before:.1f} / {os.getloadavg()[0]:.1f}\n"
     )
     tables.emit(
         "engines",
