@@ -172,7 +172,14 @@ def test_pedestrian_presence_on_real_daimler_crops(tmp_path_factory):
     # group_by="none": near-duplicate grouping of these small grey crops moves the split, and with it
     # this small model's false alarms (seeds 0 and 2 gave a spurious early event, 1-3 without it did not).
     run = imgclf.train(
-        subset, out=root.parent / "run", model="simple_cnn", img_size=32, epochs=6, batch_size=32, group_by="none", verbose=False
+        subset,
+        out=root.parent / "run",
+        model="simple_cnn",
+        img_size=32,
+        epochs=6,
+        batch_size=32,
+        group_by="none",
+        verbose=False,
     )
     model = imgclf.load(run.path)
     assert model.meta["decision"]["positive_class"] == "human"
