@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgclf.core.errors import UserError
+from imgclf.core.files import output_folder
 from imgclf.workflows import loaded
 
 if TYPE_CHECKING:
@@ -79,6 +80,9 @@ def scan(
     """
     crop_options = {k: v for k, v in locals().items() if k in CROP_ONLY}
     run, images, detector = _targets(run, images, detector)
+    for folder, flag in ((out, "--out"), (mine, "--mine")):  # before any photo is scanned
+        if folder is not None:
+            output_folder(folder, flag)
     if run is None:
         from imgclf.detection import detect, load_detector
 
@@ -162,4 +166,4 @@ def negatives(
     """
     from imgclf.scanning import negatives as cut
 
-    return cut(photos, out, per_image=per_image, size=size, seed=seed, verbose=verbose)
+    return cut(photos, output_folder(out, "--out"), per_image=per_image, size=size, seed=seed, verbose=verbose)
