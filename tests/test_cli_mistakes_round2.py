@@ -257,3 +257,15 @@ def test_explain_ensemble_and_monitor_out_must_be_folders(tiny_run, tmp_path):
             cli(*args, "--out", tmp_path / "existing.txt", check=False),
             f"--out {tmp_path / 'existing.txt'} is a file; give a folder",
         )
+
+
+def test_scan_and_negatives_out_must_be_folders(tmp_path):
+    run = make_run(tmp_path, "people-1", 0.8, [])  # never loaded: the path is refused first
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(png(np.full((32, 32, 3), 120)))
+    (tmp_path / "existing.txt").write_text("x")
+    for args in (["scan", run, photo], ["negatives", photo]):
+        one_line_error(
+            cli(*args, "--out", tmp_path / "existing.txt", check=False),
+            f"--out {tmp_path / 'existing.txt'} is a file; give a folder",
+        )
