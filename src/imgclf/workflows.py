@@ -83,8 +83,8 @@ def _evaluate_after_training(fitted, console):
     from imgclf.evaluation.plots import plot_history
     from imgclf.evaluation.scoring import calibrate, choose_decision, choose_rejection, score
     from imgclf.inference.model import Model
+    from imgclf.store.checkpoint import load_weights
     from imgclf.store.run_schema import write_model_json
-    from imgclf.training.checkpoint import load_weights
 
     prep, meta, run_dir = fitted.prep, fitted.meta, fitted.run_dir
     cfg, spec, images = prep.cfg, prep.spec, prep.images

@@ -33,8 +33,8 @@ def runs(data, tmp_path_factory) -> dict[str, Path]:
     import torch
 
     from imgclf.models import create_model
+    from imgclf.store.checkpoint import save_weights
     from imgclf.store.run_schema import write_model_json
-    from imgclf.training.checkpoint import save_weights
 
     root = tmp_path_factory.mktemp("runs")
     trained = imgclf.train(data, model="resnet_fast", epochs=1, img_size=32, out=root / "resnet_fast", verbose=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from imgclf.training.checkpoint import load_training_state, save_training_state
+from imgclf.store.checkpoint import load_training_state, save_training_state
 
 
 def test_optimizer_state_round_trip(tmp_path):

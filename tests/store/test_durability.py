@@ -18,7 +18,7 @@ from PIL import Image
 
 from imgclf.core.files import write_json
 from imgclf.store import inbox, registry
-from imgclf.training.checkpoint import load_weights, save_training_state, save_weights
+from imgclf.store.checkpoint import load_weights, save_training_state, save_weights
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX file modes and folder fsync")
 

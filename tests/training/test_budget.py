@@ -11,8 +11,8 @@ from helpers import cli, make_shapes_dataset
 import imgclf
 from imgclf.core.errors import UserError
 from imgclf.settings.config import TrainConfig
+from imgclf.store.checkpoint import read_training_info
 from imgclf.training.budget import Plan, default_budget, describe_seconds
-from imgclf.training.checkpoint import read_training_info
 from imgclf.training.loop import STATE_FILE
 
 

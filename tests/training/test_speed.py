@@ -123,7 +123,7 @@ def test_weight_average_ships_smoothed_weights(shapes, tmp_path):
     from safetensors.torch import load_file
 
     shipped, last = load_file(str(run.path / "model.safetensors")), load_file(str(run.path / "last.safetensors"))
-    from imgclf.training.checkpoint import load_training_state
+    from imgclf.store.checkpoint import load_training_state
 
     net = create_model("resnet_fast", 3, img_size=32, **run.config.model_kwargs)
     ema_net = torch.optim.swa_utils.AveragedModel(net)

@@ -82,7 +82,7 @@ def train_detector(
 
 def fit(net, parts, boxes, settings, run: Path, dev, say) -> dict:
     """Train with validation after every epoch (epoch 0: the untrained start); the best weights."""
-    from imgclf.training.checkpoint import load_training_state, save_training_state
+    from imgclf.store.checkpoint import load_training_state, save_training_state
 
     loader = torch.utils.data.DataLoader(
         FT.Photos(parts["train"], boxes.classes, settings.seed),
@@ -132,13 +132,13 @@ def fit(net, parts, boxes, settings, run: Path, dev, say) -> dict:
             f"AP@0.5 {row['val_ap50']:.3f}{'  (best)' if better else ''}  {seconds:.0f}s"
         )
     write_history(run / "history.csv", history)
-    from imgclf.training.checkpoint import load_weights
+    from imgclf.store.checkpoint import load_weights
 
     return load_weights(run / "best.safetensors")
 
 
 def save_best(run: Path, net) -> None:
-    from imgclf.training.checkpoint import save_weights
+    from imgclf.store.checkpoint import save_weights
 
     save_weights(run / "best.safetensors", net.state_dict())
 
@@ -179,7 +179,7 @@ def finish(run: Path, net, parts, boxes, settings, data, say) -> Path:
     from imgclf.detection.annotations import to_coco
     from imgclf.detection.detector import THRESHOLD
     from imgclf.detection.report import write_report
-    from imgclf.training.checkpoint import save_weights
+    from imgclf.store.checkpoint import save_weights
 
     dev = next(net.parameters()).device
     probe = as_detector(net, boxes.classes, THRESHOLD, dev)

@@ -141,8 +141,8 @@ def check_top_k(top_k) -> int:
 def load_torch_net(run: Path, meta: dict) -> torch.nn.Module:
     """The run's network rebuilt from the registry by name, with its safetensors weights (CPU, eval mode)."""
     from imgclf.models import create_model
+    from imgclf.store.checkpoint import load_weights
     from imgclf.store.run_schema import verify_weights
-    from imgclf.training.checkpoint import load_weights
 
     arch = meta["architecture"]
     try:

@@ -135,9 +135,9 @@ def serve_run(
 ) -> None:
     """See imgclf.serve: load RUN (or follow REGISTRY's ALIAS), print where it serves, serve until interrupted."""
     from imgclf.core.errors import from_settings
+    from imgclf.inference.load import load_model as load
     from imgclf.serving.hotswap import holder_for_registry
     from imgclf.store.inbox import default_inbox
-    from imgclf.workflows import load
 
     if (run is None) == (registry is None):
         raise UserError(

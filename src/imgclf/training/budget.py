@@ -29,8 +29,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from imgclf.store.checkpoint import read_training_info
 from imgclf.training import distributed as dist
-from imgclf.training.checkpoint import read_training_info
 
 COOLDOWN = 0.2  # the cooldown's share of the steps: WSD's usual 10-20 %, the upper end for short runs
 WARMUP = 0.04  # the rate's first step, as a share of the peak (as the one-cycle schedule starts)

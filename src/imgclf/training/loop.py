@@ -22,12 +22,12 @@ from imgclf.core.device import amp_dtype
 from imgclf.data.augment import AugmentPolicy
 from imgclf.models.forward import autocast, normalize, predict_logits
 from imgclf.settings.config import TrainConfig
+from imgclf.store.checkpoint import load_training_state, read_training_info, save_training_state, save_weights
 from imgclf.training import distributed as dist
 from imgclf.training.averaging import WeightAverage
 from imgclf.training.balance import balanced_accuracy, class_weights, resolve_class_weight
 from imgclf.training.batches import SplitData, TrainImages
 from imgclf.training.budget import budget_plan, plan_verdict
-from imgclf.training.checkpoint import load_training_state, read_training_info, save_training_state, save_weights
 from imgclf.training.divergence import Diverged, diverged, diverged_message
 from imgclf.training.epoch import EpochKit, train_epoch
 from imgclf.training.featcache import FeatureCache, LowerMaps, epochs_cache

@@ -315,7 +315,7 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: dict, console):
     cfg, spec = prep.cfg, prep.spec
     probe_file = run_dir / "probe.json"
     if cfg.probe and probe_file.is_file():  # resumed after the probe: its head is in model.safetensors
-        from imgclf.training.checkpoint import load_weights
+        from imgclf.store.checkpoint import load_weights
         from imgclf.training.loop import STATE_FILE
 
         meta["probe"] = read_json(probe_file)
@@ -325,8 +325,8 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: dict, console):
     if not cfg.probe:
         return None
     from imgclf.core.device import amp_dtype
+    from imgclf.store.checkpoint import save_weights
     from imgclf.training.balance import class_weights
-    from imgclf.training.checkpoint import save_weights
     from imgclf.training.featcache import cache_split
     from imgclf.training.probe import fit_probe
 

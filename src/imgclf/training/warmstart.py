@@ -89,8 +89,8 @@ def grow_head(
 
 def warm_start(net: nn.Module, run: str | Path, classes: list[str]) -> str:
     """Start `net` from RUN's model.safetensors (see grow_head); returns a line saying what was done."""
+    from imgclf.store.checkpoint import load_weights
     from imgclf.store.run_schema import verify_weights
-    from imgclf.training.checkpoint import load_weights
 
     run = find_run(run)
     meta = read_model_json(run)
