@@ -269,3 +269,16 @@ def test_scan_and_negatives_out_must_be_folders(tmp_path):
             cli(*args, "--out", tmp_path / "existing.txt", check=False),
             f"--out {tmp_path / 'existing.txt'} is a file; give a folder",
         )
+
+
+def test_feedback_inbox_must_be_a_folder(tmp_path):
+    (tmp_path / "corrections" / "square").mkdir(parents=True)
+    (tmp_path / "existing.txt").write_text("x")
+    one_line_error(
+        cli("feedback", "import", tmp_path / "corrections", "--inbox", tmp_path / "existing.txt", check=False),
+        f"--inbox {tmp_path / 'existing.txt'} is a file; give a folder",
+    )
+    one_line_error(
+        cli("feedback", "list", "--inbox", tmp_path / "existing.txt", check=False),
+        f"--inbox {tmp_path / 'existing.txt'} is a file",
+    )

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterator
 
 from imgclf.core.errors import UserError
-from imgclf.core.files import append_line, file_lock, fsync_dir, new_temp, read_regular
+from imgclf.core.files import append_line, file_lock, fsync_dir, new_temp, output_folder, read_regular
 from imgclf.data.images import IMAGE_EXTENSIONS, MAX_PIXELS
 from imgclf.store.labels import FEEDBACK_FILE, check_label, check_text
 
@@ -186,6 +186,7 @@ def import_folder(
             "(corrections/rose/*.jpg, corrections/tulip/*.jpg)"
         )
     who = check_text("--who", who) or _user()  # the service's cap: it is stored on every record
+    output_folder(inbox, "--inbox")  # a file there would fail every image, each skipped with the same reason
     out = {
         "folder": str(src),
         "inbox": str(Path(inbox).expanduser()),
@@ -260,6 +261,8 @@ def summary(inbox: str | Path, classes: list[str] | None = None) -> dict:
         {"inbox": "registry/inbox", "images": 3, "labels": {"rose": 2, "lily": 1}, "proposed": ["lily"], ...}
     """
     root = Path(inbox).expanduser()
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--inbox {root} is a file; give the inbox folder")
     labels = {d.name: sum(1 for f in d.iterdir() if _is_image(f)) for d in _label_dirs(root)}
     labels = {k: n for k, n in sorted(labels.items()) if n}
     recs = records(root)
