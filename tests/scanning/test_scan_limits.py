@@ -51,6 +51,20 @@ def test_cli_answers_a_strip_in_one_line(tiny_run, tmp_path):
         assert word in r.stderr and took < 60, (r.stderr, took)
 
 
+def test_cli_detector_scan_refuses_a_strip_in_one_line(tmp_path):
+    from imgclf.detection import weights
+
+    try:
+        weights.graph_file()
+    except imgclf.core.errors.UserError:
+        pytest.skip("the pretrained detector's package is not installed")
+    strip = tmp_path / "wide.png"
+    Image.fromarray(np.full((1, 20_000, 3), 128, np.uint8)).save(strip, optimize=True)
+    r = cli("scan", strip, check=False, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {strip}: image is 20,000 x 1 px"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+
+
 def test_estimate_counts_the_windows_a_scan_scores(model, tmp_path, monkeypatch):
     img = Image.open(photo(tmp_path / "p.png", 200, 150)).convert("RGB")
     for method in ("fcn", "windows"):
@@ -89,6 +103,12 @@ def test_default_window_is_raised_to_fit_and_a_chosen_one_is_refused(model, tmp_
         scan(model, [large], positive="square", min_size=64, max_seconds=limit, verbose=False)
     with pytest.raises(imgclf.core.errors.UserError, match="--max-seconds must be"):
         scan(model, [small], positive="square", max_seconds=float("nan"), verbose=False)
+
+
+def test_a_stride_out_of_range_is_refused_not_replaced(model):
+    for stride in (0, -2, 10_000):  # 0 was silently the default stride
+        with pytest.raises(imgclf.core.errors.UserError, match=f"--stride must be 1 to 16 px .*, not {stride}"):
+            Scanner(model, "square", stride=stride)
 
 
 def test_a_stop_ends_a_scan_between_batches(model, tmp_path):

@@ -80,6 +80,7 @@ def scan(
     """
     crop_options = {k: v for k, v in locals().items() if k in CROP_ONLY}
     run, images, detector = _targets(run, images, detector)
+    _refuse_unscannable(images)
     for folder, flag in ((out, "--out"), (mine, "--mine")):  # before any photo is scanned
         if folder is not None:
             output_folder(folder, flag)
@@ -144,6 +145,29 @@ def _targets(run, images, detector) -> tuple:
     ):
         return run, images, None  # a run, a registry alias or a run's file: a broken one fails in loading, by name
     return None, [run] + _as_list(images), None
+
+
+def _refuse_unscannable(images) -> None:
+    """One line before any model loads (seconds of imports) when every photo given is a file whose
+    header is over the scan's shape limits: `imgclf scan RUN wide.png` answers at once. Folders and
+    anything else are left to the scan, which skips such photos one by one."""
+    from imgclf.core.work import TooMuchWork, all_refused, check_shape
+    from imgclf.data.images import UnusableImage, image_size
+
+    refused = []
+    for item in _as_list(images):
+        if not isinstance(item, (str, Path)) or not Path(item).is_file():
+            return
+        try:
+            check_shape(*image_size(item))
+        except TooMuchWork as e:
+            refused.append(f"{item}: {e}")
+            continue
+        except (UnusableImage, OSError):
+            pass
+        return
+    if refused:
+        raise all_refused(refused)
 
 
 def _as_list(images) -> list:

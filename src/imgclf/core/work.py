@@ -52,6 +52,12 @@ class TooMuchWork(UserError):
         self.status = status
 
 
+def all_refused(reasons: list[str]) -> TooMuchWork:
+    """One error for a command whose every photo was refused: the first reason, and how many more."""
+    more = len(reasons) - 1
+    return TooMuchWork(reasons[0] + (f" (and {more} more image{'s' if more > 1 else ''})" if more else ""))
+
+
 @dataclass
 class Stop:
     """When to stop: once `event` is set (a threading.Event) or `seconds` after it was made."""

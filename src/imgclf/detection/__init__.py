@@ -39,7 +39,7 @@ def detect(
     estimated time is over `max_seconds` (default: core.work.MAX_SECONDS, 10) is answered
     {path, error} unread; when every photo is refused so, TooMuchWork (one line)."""
     from imgclf.core.errors import UserError
-    from imgclf.core.work import TooMuchWork
+    from imgclf.core.work import TooMuchWork, all_refused
     from imgclf.data.images import UnusableImage
     from imgclf.inference.model import expand_inputs
 
@@ -82,7 +82,7 @@ def detect(
             flush()
     flush()
     if refused and len(refused) == len(results):
-        raise TooMuchWork(refused[0] + (f" (and {len(refused) - 1} more images)" if len(refused) > 1 else ""))
+        raise all_refused(refused)
     if writer:
         writer.close(settings(detector))
     if verbose:

@@ -62,7 +62,7 @@ def scan(
     it, or over the shape limits (core.work.check_shape), is answered {path, error} unscanned, unless
     its smallest window was not chosen (`min_size`, `scales`) and a larger one fits; when every photo
     is refused so, TooMuchWork (one line). `stop` (core.work.Stop) ends the scan between batches."""
-    from imgclf.core.work import TooMuchWork
+    from imgclf.core.work import TooMuchWork, all_refused
     from imgclf.data.images import UnusableImage
     from imgclf.inference.model import expand_inputs
 
@@ -121,7 +121,7 @@ def scan(
         if writer:
             writer.add(entry, img)
     if refused and len(refused) == len(results):
-        raise TooMuchWork(refused[0] + (f" (and {len(refused) - 1} more images)" if len(refused) > 1 else ""))
+        raise all_refused(refused)
     settings = _settings(model, scanner, crop_size, scales, iou)
     if writer:
         writer.close(settings)

@@ -140,16 +140,18 @@ def _passes(scanner) -> int:
 
 
 def _window(scanner) -> tuple[float, float]:
-    """(seconds per window, seconds per batch), window by window: batches of 1 and 16 windows through
-    predict_proba (the run's TTA); the difference is the windows' price, the rest each batch's."""
+    """(seconds per window, seconds per batch), window by window: batches of 1 and 32 windows through
+    predict_proba (the run's TTA); the difference is the windows' price, the rest each batch's. 32,
+    as an expensive model's scan batches are about that (UnitCosts.batch): a Lite0's windows cost
+    3.5 ms each in batches of 16, 4.7 in batches of 64, 7.7 in batches of 150 (2 loaded cores)."""
     size = scanner.size
 
     def once(n: int) -> float:
         crops = np.zeros((n, size, size, 3), np.uint8)
         return timed(lambda: scanner.model.predict_proba(crops))
 
-    one, many = once(1), once(16)
-    window = max((many - one) / 15, many / 16 / 4)
+    one, many = once(1), once(32)
+    window = max((many - one) / 31, many / 32 / 4)
     return window, max(one - window, 0.0)
 
 

@@ -97,11 +97,11 @@ class Scanner:
         self.margin = parse_margin(margin if margin is not None else recorded.get("margin", 0.0))
         self.parts = self._fcn(method)
         default = max(1, self.size // 8)
+        if stride is not None and not 1 <= stride <= self.size:  # 0 once meant "the default", silently
+            raise UserError(f"--stride must be 1 to {self.size} px of the model input, not {stride}")
         self.stride = int(
             stride or (self.parts.stride if self.parts and self.parts.stride <= self.size // 4 else default)
         )
-        if self.stride < 1:
-            raise UserError(f"--stride must be at least 1 px, not {stride}")
         self.method = "fcn" if self.parts else "windows"
         # With a verifier, presence is its answer on the best windows, at its operating point (the
         # recorded threshold, when the verifier is the recorded one); the scan's own threshold then

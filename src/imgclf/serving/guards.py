@@ -2,7 +2,8 @@
 
 Without an API key any web page the user visits could otherwise use the service in two ways:
 - a cross-site form POST to /feedback stores images under any label, and `imgclf update
-  --from-inbox` trains on them (CSRF). So writes must come from the service's own page or from a
+  --from-inbox` trains on them (CSRF); a cross-site page could also keep it busy with scans of
+  seconds each. So writes, /scan and /explain must come from the service's own page or from a
   non-browser client: a request whose Origin names another site, or whose Sec-Fetch-Site says
   cross-site, is refused with 403. curl and scripts send neither header and pass.
 - DNS rebinding: a page on attacker.example re-points its name to 127.0.0.1 and then talks to the
