@@ -133,3 +133,16 @@ def test_openvino_backend_without_openvino_says_how_to_install(exported, monkeyp
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
     with pytest.raises(UserError, match=r"needs OpenVINO: pip install 'imgclf\[openvino\]'"):
         imgclf.load(exported[0], backend="openvino-int8")
+
+
+def test_service_serves_the_int8_model_and_says_so(exported):
+    httpx = pytest.importorskip("httpx")
+    serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
+    run, data, result = exported
+    with serving.BackgroundServer(serving.create_app(imgclf.load(run, backend="onnx-int8"))) as url:
+        info = httpx.get(f"{url}/model").json()
+        assert info["backend"] == "onnx-int8" and info["precision"] == "int8"
+        assert info["int8"]["accuracy_fp32"] == result["accuracy_fp32"]
+        png = (data / "disc" / "disc_000.png").read_bytes()
+        r = httpx.post(f"{url}/predict", files={"file": ("disc.png", png, "image/png")})
+        assert r.status_code == 200 and r.json()["results"][0]["label"] in ("disc", "square", "stripes"), r.text
