@@ -75,6 +75,13 @@ def predict_on_ray(
     if detector is None:
         run = find_run(run).resolve()
         meta = read_model_json(run)
+    if backend.endswith("-int8") or backend == "openvino":
+        if detector is not None:
+            raise UserError(f"--backend {backend} is for classifier runs; a detector runs on auto, torch or onnx")
+        if backend.endswith("-int8"):  # a missing or stale int8 model: one line now, not a failure per worker
+            from imgclf.inference.quantize import int8_path
+
+            int8_path(run)
     console = _console(progress)
     paths = list_paths(source)
     folder = OutputFolder(out if out is not None else Path.cwd() / f"predictions-{source_name(source)}")
@@ -170,13 +177,6 @@ def _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, conso
     backend = backend if backend != "auto" else ("torch" if gpus or ensemble else "onnx")
     if backend in ("onnx", "openvino") and job.get("kind") is None:  # a detector's graph is converted in its cache
         _ensure_onnx(Path(job["run"]), console)
-    if backend.endswith("-int8") or backend == "openvino":
-        if job.get("kind"):
-            raise UserError(f"--backend {backend} is for classifier runs; a detector runs on auto, torch or onnx")
-    if backend.endswith("-int8"):  # checked here, once: a missing or stale file is one line, not a failure per worker
-        from imgclf.inference.quantize import int8_path
-
-        int8_path(Path(job["run"]))
     actor_job = {**job, "backend": backend, "device": "cuda" if gpus else "cpu", "out": folder.path}
     workers = min(workers, len(todo))
     console.print(f"starting {workers} {'GPU' if gpus else 'CPU'} worker{'s' * (workers != 1)} ({backend}) ...")
