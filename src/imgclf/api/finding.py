@@ -29,7 +29,7 @@ CROP_ONLY = (
 )
 
 
-# long: seventeen keyword options, each documented in the docstring; the body is ~40 lines
+# long: eighteen keyword options, each documented in the docstring; the body is ~40 lines
 def scan(
     run=None,
     images: str | Path | list | None = None,
