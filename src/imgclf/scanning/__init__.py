@@ -45,7 +45,8 @@ def scan(
     verbose: bool = True,
 ) -> list[dict]:
     """Scan each photo (paths, folders, PIL images or arrays) with a loaded model; one answer per image:
-    {path, present, score, threshold, positive, boxes, width, height, windows, seconds} (or
+    {path, present, score, threshold, positive, boxes, width, height, windows, min_size, seconds,
+    estimated_seconds} (or
     {path, error} for an unreadable file). `out` writes boxes.csv, scan.json and annotated images;
     `mine` saves every window that fires as a crop (hard negatives: give person-free photos).
     `threshold` overrides the run's stored decision threshold; `margin` (a fraction, (x, y) or
@@ -99,7 +100,7 @@ def scan(
         entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
         results.append(entry)
         try:
-            fitted = _fitted(scanner, item, limit)
+            fitted, estimate = _fitted(scanner, item, limit)
             img = _photo(item)
         except UnusableImage as e:
             entry["error"] = e.reason
@@ -112,7 +113,7 @@ def scan(
             print(f"scan: {scanner.describe()}")
         if verbose and fitted.min_size != scanner.min_size:
             print(f"{entry.get('path', 'image')}: smallest window raised to {fitted.min_size} px to fit {limit:g} s")
-        entry.update(fitted.scan(img, stop))
+        entry.update(fitted.scan(img, stop), estimated_seconds=round(estimate["seconds"], 3))
         fired = entry.pop("_windows")
         if mine_dir:
             for box in fired:
@@ -148,9 +149,9 @@ def _scanner(model, positive, verify, verify_top, **options) -> Scanner:
     return scanner
 
 
-def _fitted(scanner: Scanner, item, limit: float) -> Scanner:
-    """The scanner for this photo within `limit` seconds (cost.fit), from its size alone: a file's
-    header, before a pixel is decoded. TooMuchWork when it cannot fit."""
+def _fitted(scanner: Scanner, item, limit: float) -> tuple[Scanner, dict]:
+    """The scanner for this photo within `limit` seconds and its estimate (cost.fit), from its size
+    alone: a file's header, before a pixel is decoded. TooMuchWork when it cannot fit."""
     import numpy as np
     from PIL import Image
 
@@ -165,7 +166,7 @@ def _fitted(scanner: Scanner, item, limit: float) -> Scanner:
     else:
         height, width = np.asarray(item).shape[:2]
     check_shape(width, height)
-    return fit(scanner, width, height, limit)[0]
+    return fit(scanner, width, height, limit)
 
 
 def _photo(item):

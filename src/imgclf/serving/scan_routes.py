@@ -120,9 +120,9 @@ def register(app, holder, settings, guarded) -> None:
         options = {k: q[k] for k in ("iou", "min_size", "threshold")}
         options["iou"] = 0.3 if options["iou"] is None else options["iou"]
         # Refused from its size and the model's cost before it queues: an over-limit request never waits.
-        scanner = await run_in_threadpool(_planned_scan, served.model, data, positive, options, settings, scanners)
+        scanner, est = await run_in_threadpool(_planned_scan, served.model, data, positive, options, settings, scanners)
         answer = await queue.run(stop, _scan, scanner, data, settings)
-        return JSONResponse({"model": served.info["name"], **answer})
+        return JSONResponse({"model": served.info["name"], **answer, "estimated_seconds": round(est["seconds"], 3)})
 
 
 def _can_scan(model) -> bool:
@@ -194,8 +194,8 @@ def _scanner(model, positive: str | None):
 
 
 def _planned_scan(model, data: bytes, positive: str | None, options: dict, settings, scanners):
-    """The scanner for this photo, once its shape, window count and estimated seconds pass the
-    limits (a min_size the client left out raised until it fits: scanning.cost.fit)."""
+    """(the scanner for this photo, its estimate), once its shape, window count and estimated seconds
+    pass the limits (a min_size the client left out raised until it fits: scanning.cost.fit)."""
     from imgclf.scanning.cost import fit
 
     width, height = header_size(data, settings.max_pixels)
@@ -205,11 +205,11 @@ def _planned_scan(model, data: bytes, positive: str | None, options: dict, setti
     except UserError as e:
         raise Rejected(422, str(e), "bad_request") from e
     try:
-        scanner = fit(scanner, width, height, settings.max_scan_seconds, NAMES)[0]
+        scanner, est = fit(scanner, width, height, settings.max_scan_seconds, NAMES)
     except TooMuchWork as e:
         raise Rejected(e.status, str(e), "too_much_work") from None
     check_windows(scanner, width, height, settings.max_windows)
-    return scanner
+    return scanner, est
 
 
 def _scan(scanner, data: bytes, settings, stop: Stop) -> dict:

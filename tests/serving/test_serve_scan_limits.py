@@ -68,7 +68,7 @@ def test_over_limit_scans_are_refused_at_once_and_a_default_window_fits(model, m
         assert "--max-scan-seconds" in r.json()["detail"] and "min_size" in r.json()["detail"], r.text
         # Left to the service, the smallest window grows until the scan fits; the answer says which.
         r = post(url, vga)
-        assert r.status_code == 200 and r.json()["min_size"] > 64, r.text
+        assert r.status_code == 200 and r.json()["min_size"] > 64 and r.json()["estimated_seconds"] <= limit, r.text
         assert cost.estimate(scanner.with_options(min_size=r.json()["min_size"]), 640, 480)["seconds"] <= limit
         # The detector is held to the same limit.
         monkeypatch.setattr("imgclf.detection.cost.seconds_per_photo", lambda detector: 1000.0)
