@@ -54,6 +54,7 @@ def register(app, holder, settings, guarded) -> None:
         openapi_extra={"requestBody": ONE_IMAGE_BODY, "parameters": query.openapi()},
         responses={
             400: {"description": "no image, several images"},
+            403: {"description": "a cross-site post to a keyless service"},
             413: {"description": "body, pixel count or long side over the limit"},
             415: {"description": "not an image"},
             422: {"description": "corrupt image, aspect ratio over the limit, a bad query parameter"},

@@ -92,6 +92,7 @@ def register(app, holder, settings, guarded) -> None:
         openapi_extra={"requestBody": ONE_IMAGE_BODY, "parameters": QUERY.openapi()},
         responses={
             400: {"description": "no image, several images, a model with no class to find"},
+            403: {"description": "a cross-site post to a keyless service"},
             413: {"description": "body, pixel count, long side, window count or estimated seconds over the limit"},
             415: {"description": "not an image"},
             422: {"description": "corrupt image, aspect ratio over the limit, a bad query parameter"},
