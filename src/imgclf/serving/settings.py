@@ -36,13 +36,16 @@ class ServeSettings:
     max_windows: int = 2_000_000  # /scan: windows one photo may cost (from its size and the options)
     max_scan_seconds: float = 5.0  # /scan: estimated seconds a photo may cost; 413 over (a default min_size is raised)
     scan_queue: int = 4  # /scan: requests waiting for the running scan; past it 503 + Retry-After
-    scan_deadline_s: float = 30.0  # /scan: the longest a request waits and runs; then 503 + Retry-After
+    scan_deadline_s: float | None = None  # /scan: the longest a request waits and runs (503 + Retry-After
+    # after it); None: 30 s, or 6 x max_scan_seconds when longer, so no limit cuts short the scans it allows
     detector: str = "person"  # /scan's detector: the pretrained person detector, or a detector run folder
     faces: str | None = None  # POST /faces/identify's gallery folder (imgclf faces enrol); None: no faces route
     read_timeout_s: float = 15.0  # a client's headers, and each wait for more body, must arrive within this
     max_connections: int = 128  # open connections; past it new requests get 503
 
     def __post_init__(self):
+        if self.scan_deadline_s is None:
+            object.__setattr__(self, "scan_deadline_s", min(max(30.0, 6 * self.max_scan_seconds), 3600))
         checks = {
             "max_upload_mb": self.max_upload_mb > 0,
             "max_pixels": self.max_pixels > 0,
