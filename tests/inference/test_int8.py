@@ -146,3 +146,8 @@ def test_service_serves_the_int8_model_and_says_so(exported):
         png = (data / "disc" / "disc_000.png").read_bytes()
         r = httpx.post(f"{url}/predict", files={"file": ("disc.png", png, "image/png")})
         assert r.status_code == 200 and r.json()["results"][0]["label"] in ("disc", "square", "stripes"), r.text
+
+
+def test_fp32_export_options_with_int8_are_one_line(exported):
+    with pytest.raises(UserError, match="--opset and --no-check are for the fp32 export"):
+        imgclf.export(exported[0], int8=True, opset=17, verbose=False)

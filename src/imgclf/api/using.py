@@ -241,6 +241,10 @@ def export(
             raise UserError("--int8 is for classifier runs for now; export the detector without it")
         return _export_detector(run, out, data, verbose)
     if int8:
+        if opset is not None or not check:  # they shape the fp32 export, which --int8 only reuses
+            raise UserError(
+                "--opset and --no-check are for the fp32 export; run imgclf export RUN with them first, then --int8"
+            )
         return _export_int8(run, out, data, max_loss, verbose)
     from imgclf.inference.onnx_export import export_onnx
 
