@@ -147,7 +147,7 @@ def test_sigterm_stops_the_service_mid_scan(trained):
 
         def scan():
             try:
-                answer["r"] = post(url, png(640, 480), "positive=square&min_size=16", timeout=120)
+                answer["r"] = post(url, png(640, 480), "positive=square&min_size=10", timeout=120)
             except httpx.TransportError as e:
                 answer["error"] = e
 
