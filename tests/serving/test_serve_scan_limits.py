@@ -78,8 +78,11 @@ def test_over_limit_scans_are_refused_at_once_and_a_default_window_fits(model, m
 
 def test_scans_run_one_at_a_time_with_a_short_queue_and_a_deadline(model, monkeypatch):
     """A big scan runs; a second client's small scan waits its turn and is answered; a third finds the
-    queue full (503 + Retry-After at once); a scan that outlives its deadline is stopped with a 503."""
+    queue full (503 + Retry-After at once), a fourth's over-limit scan is refused at once; a scan that
+    outlives its deadline is stopped with a 503."""
     from imgclf.serving import scan_routes
+
+    fixed_costs(monkeypatch, 1e-5)  # a 640 x 480 photo at min_size 8 is then a minute, over the 5 s default
 
     real, slow = scan_routes._scan, png(200, 150, seed=1)
 
@@ -108,6 +111,9 @@ def test_scans_run_one_at_a_time_with_a_short_queue_and_a_deadline(model, monkey
         third = post(url, small)
         assert third.status_code == 503 and int(third.headers["Retry-After"]) >= 1, third.text
         assert time.monotonic() - start < 2, "a full queue is answered at once"
+        start = time.monotonic()
+        over = post(url, png(640, 480), "positive=square&min_size=8")
+        assert over.status_code == 413 and time.monotonic() - start < 2, over.text  # not queued behind the big one
         big.join(60)
         second.join(60)
         assert answers["big"].status_code == 200 and answers["small"].status_code == 200, answers

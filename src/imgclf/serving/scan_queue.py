@@ -30,7 +30,8 @@ class ScanQueue:
         """`fn(*args, stop)` in a worker thread once no other scan runs; Rejected 503 when the
         queue is full, the deadline passes first, or the service is shutting down."""
         if self.busy and self.waiting >= self.size:
-            raise self.busy_now(f"{self.waiting} scans are already waiting for the one running")
+            waiting = "a scan is" if self.waiting == 1 else f"{self.waiting} scans are"
+            raise self.busy_now(f"{waiting} already waiting for the one running")
         self.waiting += 1
         try:
             while self.busy:
