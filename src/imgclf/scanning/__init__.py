@@ -95,7 +95,7 @@ def scan(
     if mine_dir:
         mine_dir.mkdir(parents=True, exist_ok=True)
     crop_size = (scanner.window.width, scanner.window.height)
-    results, mined, refused = [], 0, []
+    results, mined, refused, described = [], 0, [], False
     for item in expand_inputs(images):
         entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
         results.append(entry)
@@ -109,8 +109,9 @@ def scan(
             entry["error"] = str(e)
             refused.append(f"{entry.get('path', 'image')}: {e}")
             continue
-        if verbose and len(results) - len(refused) == 1:  # said once, before the first photo scanned
+        if verbose and not described:  # said before the first photo scanned: none when all are refused
             print(f"scan: {scanner.describe()}")
+            described = True
         if verbose and fitted.min_size != scanner.min_size:
             print(f"{entry.get('path', 'image')}: smallest window raised to {fitted.min_size} px to fit {limit:g} s")
         entry.update(fitted.scan(img, stop), estimated_seconds=round(estimate["seconds"], 3))
