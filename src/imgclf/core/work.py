@@ -99,18 +99,19 @@ def check_shape(width: int, height: int, max_side: int = MAX_SIDE, max_aspect: f
         )
 
 
-def timed(fn, runs: int = 3, enough: float = 0.05, most: int = 15) -> float:
-    """Seconds of one call of `fn`: the median of at least `runs` timed calls after an untimed one
-    (which pays the first call's allocations), more while they add up to under `enough` seconds
-    (up to `most`). The median, not the fastest: on a loaded 2-core machine torch's two threads
-    wait for each other, and calls of a few ms vary 10x; a scan pays the typical call, not the luckiest."""
+def timed(fn, runs: int = 4, enough: float = 0.05, most: int = 15) -> float:
+    """Seconds of one call of `fn`: the lower quartile of at least `runs` timed calls after an untimed
+    one (which pays the first call's allocations), more while they add up to under `enough` seconds
+    (up to `most`). Not the fastest, which a scan rarely matches, nor the median: on a 2-core machine
+    shared with other jobs, torch's two threads wait for each other in bursts, a call of 1 ms took
+    50 ms one time in three, and a median of three once priced a 1 ms pass at 380 ms."""
     fn()
     times: list[float] = []
     while len(times) < runs or (sum(times) < enough and len(times) < most):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return sorted(times)[len(times) // 4]
 
 
 _MEASURED: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
