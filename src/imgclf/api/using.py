@@ -214,7 +214,8 @@ def export(
     verbose: bool = True,
     *,
     int8: bool = False,
-    max_loss: float = 1.0,
+    max_loss: float | None = None,
+    calibration: str | Path | None = None,
 ) -> dict:
     """Export the run's network (RUN/model.onnx by default: float32 NCHW normalised `input` ->
     `logits`, dynamic batch; classes and preprocessing in its metadata) and check that ONNX Runtime
@@ -230,7 +231,13 @@ def export(
         imgclf.export("runs/photos-1", int8=True)   # {'accuracy_int8': 0.842, 'accuracy_fp32': 0.844, ...}
 
     A detector exports the same way: "person" (the pretrained one; ./person-detector.onnx) or a
-    detector run folder (RUN/detector.onnx), checked on `data`'s photos (else seeded noise).
+    detector run folder (RUN/detector.onnx), checked on `data`'s photos (else seeded noise). With
+    `int8=True` it is quantized (load it with backend="onnx-int8"), calibrated on the photos in
+    `calibration` (the pretrained detector needs them; a run defaults to its training photos) and kept
+    only when it changes the present/absent answer on at most `max_loss` percent of held-out photos
+    (default 5). See imgclf.detection.int8.
+
+        imgclf.export("person", int8=True, calibration="my-camera/")   # {'presence_agreement': 0.98, ...}
     """
     if format != "onnx":
         raise UserError(f"unknown export format '{format}'; the supported one is onnx")
@@ -238,14 +245,16 @@ def export(
         out = output_file(out, "--out", "model.onnx")
     if str(run) == "person" or (Path(run).expanduser() / "detector.json").is_file():
         if int8:
-            raise UserError("--int8 is for classifier runs for now; export the detector without it")
+            return _export_detector_int8(run, out, calibration, max_loss, verbose)
         return _export_detector(run, out, data, verbose)
+    if calibration is not None:
+        raise UserError("--calibration is for a detector's int8 export; a run calibrates on its training images")
     if int8:
         if opset is not None or not check:  # they shape the fp32 export, which --int8 only reuses
             raise UserError(
                 "--opset and --no-check are for the fp32 export; run imgclf export RUN with them first, then --int8"
             )
-        return _export_int8(run, out, data, max_loss, verbose)
+        return _export_int8(run, out, data, 1.0 if max_loss is None else max_loss, verbose)
     from imgclf.inference.onnx_export import export_onnx
 
     result = export_onnx(run, out=out, opset=opset, data=data, check=check)
@@ -335,6 +344,18 @@ def _export_int8(run, out, data, max_loss: float, verbose: bool) -> dict:
         f"test accuracy {r['accuracy_int8']:.3f} against fp32's {r['accuracy_fp32']:.3f} "
         f"({-r['loss_points']:+.1f} points, n={r['n_test']}, limit {r['max_loss_points']:g}); "
         f"same label on {r['agreement']:.1%} of the images"
+    )
+    return r
+
+
+def _export_detector_int8(name, out, calibration, max_loss, verbose: bool) -> dict:
+    from imgclf.detection.int8 import MAX_LOSS, export_detector_int8
+
+    r = export_detector_int8(name, calibration, out, MAX_LOSS if max_loss is None else max_loss)
+    _console(verbose).print(
+        f"exported {r['path']} (int8, calibrated on {r['n_calibration']} photos, {r['seconds']:.1f}s); "
+        f"the same present/absent answer as fp32 on {r['presence_agreement']:.1%} of {r['n_checked']} photos "
+        f"({r['checked_on']}; limit {r['max_loss_percent']:g} % changed), largest score change {r['max_score_diff']:.3f}"
     )
     return r
 

@@ -144,14 +144,34 @@ def export(
         False,
         "--int8",
         help="Write RUN/model.int8.onnx instead: int8, calibrated on the run's training images, kept only "
-        "when its test accuracy is within --max-loss of fp32's (--data: where the run's data moved to)",
+        "when its test accuracy is within --max-loss of fp32's (--data: where the run's data moved to). "
+        "A detector: its int8 graph, calibrated on --calibration's photos",
     ),
-    max_loss: float = typer.Option(1.0, help="With --int8: accuracy points int8 may lose against fp32"),
+    max_loss: Optional[float] = typer.Option(
+        None,
+        help="With --int8: accuracy points int8 may lose against fp32 [default: 1]; a detector: percent of "
+        "photos whose present/absent answer it may change [default: 5]",
+    ),
+    calibration: Optional[str] = typer.Option(
+        None,
+        help="With --int8, a detector: a folder of 20+ of your photos, scenes like those it will scan (people in "
+        "some) [default: a detector run's training photos; the pretrained one needs them]",
+    ),
 ):
     """Export RUN's network to ONNX (classes and preprocessing in its metadata), checked against PyTorch."""
     from imgclf import api
 
-    api.export(run, format=format, out=out, data=data, opset=opset, check=check, int8=int8, max_loss=max_loss)
+    api.export(
+        run,
+        format=format,
+        out=out,
+        data=data,
+        opset=opset,
+        check=check,
+        int8=int8,
+        max_loss=max_loss,
+        calibration=calibration,
+    )
 
 
 # long: one option per flag, each with its help text

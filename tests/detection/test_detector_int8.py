@@ -1,0 +1,123 @@
+"""The pretrained person detector at int8: exported from photos a user gives (--calibration), loaded with
+backend onnx-int8 (and OpenVINO), refused with one line when it cannot be made or kept. The photos are
+real ones shipped with our dependencies: matplotlib's portrait pasted into scikit-learn's two photos
+at seeded places and sizes (20 photos, people in most), and the two photos as they are."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import matplotlib.cbook
+import numpy as np
+import pytest
+from helpers import cli
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+import imgclf
+from imgclf.core.errors import UserError
+from imgclf.detection import engines as E
+from imgclf.detection import int8 as I
+
+PORTRAIT = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+SCENES = [Path(p) for p in load_sample_images().filenames]
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("calibration")
+    rng = np.random.default_rng(0)
+    face = Image.open(PORTRAIT).convert("RGB")
+    for k in range(20):
+        scene = Image.open(SCENES[k % 2]).convert("RGB")
+        if k >= 2:  # the first two: no one in them
+            h = int(rng.integers(100, 300))
+            w = h * face.width // face.height
+            scene.paste(face.resize((w, h)), (int(rng.integers(0, 640 - w)), int(rng.integers(0, 427 - h))))
+        scene.save(d / f"photo{k:02d}.jpg", quality=90)
+    return d
+
+
+@pytest.fixture(scope="module")
+def exported(calibration, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:  # the cache the tests' functions see (conftest's _isolated_cache)
+        mp.setenv("IMGCLF_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        return imgclf.export("person", int8=True, calibration=calibration, verbose=False)
+
+
+def test_int8_detector_finds_the_person_fp32_finds(exported):
+    assert Path(exported["path"]).is_file() and exported["n_calibration"] == 20
+    assert exported["presence_agreement"] >= 0.95 and exported["checked_on"] == "the calibration photos"
+    record = I.int8_record(imgclf.detection.load_detector().graph, None)
+    assert record["path"] == exported["path"]
+
+    fp32, int8 = imgclf.detection.load_detector(), imgclf.detection.load_detector(backend="onnx-int8")
+    assert "int8" in int8.describe() and "int8" not in fp32.describe()
+    img = Image.open(PORTRAIT).convert("RGB")
+    a, b = fp32.detect(img), int8.detect(img)
+    assert a["present"] and b["present"] and a["count"] == b["count"] == 1
+    assert abs(a["score"] - b["score"]) < 0.1
+    assert max(abs(a["boxes"][0][k] - b["boxes"][0][k]) for k in ("x1", "y1", "x2", "y2")) < 0.05 * img.width
+
+
+def test_each_backend_has_its_own_measured_cost(exported, monkeypatch):
+    from imgclf.detection import cost
+
+    calls = []
+    monkeypatch.setattr(cost, "timed", lambda fn: calls.append(fn) or 0.02 * len(calls))
+    fp32, int8 = imgclf.detection.load_detector(), imgclf.detection.load_detector(backend="onnx-int8")
+    assert cost.seconds_per_photo(fp32) == 0.02 and cost.seconds_per_photo(int8) == 0.04
+    assert cost.seconds_per_photo(fp32.with_options(threshold=0.5)) == 0.02 and len(calls) == 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino extra is not installed")
+def test_openvino_runs_the_same_graphs(exported):
+    img = Image.open(PORTRAIT).convert("RGB")
+    onnx = imgclf.detection.load_detector().detect(img)
+    vino = imgclf.detection.load_detector(backend="openvino")
+    assert "OpenVINO" in vino.describe()
+    got = vino.detect(img)
+    assert got["count"] == onnx["count"] and abs(got["score"] - onnx["score"]) < 1e-3
+    assert imgclf.detection.load_detector(backend="openvino-int8").detect(img)["present"]
+
+
+def test_refusals_are_one_line_and_leave_no_int8_model(exported, calibration, tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="--calibration DIR"):
+        imgclf.export("person", int8=True)
+    few = tmp_path / "few"
+    few.mkdir()
+    for p in sorted(calibration.glob("*.jpg"))[:5]:
+        (few / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(UserError, match="at least 20 readable photos"):
+        imgclf.export("person", int8=True, calibration=few)
+    with pytest.raises(UserError, match="--calibration is for a detector"):
+        imgclf.export("runs/whatever", int8=True, calibration=few)
+
+    # int8 that changes too many answers: refused, and the earlier int8 model goes too
+    int8_file = Path(exported["path"])
+    monkeypatch.setattr(I, "agreement", lambda *a: {"changed_percent": 50.0, "changed_photos": 10, "n_checked": 20})
+    with pytest.raises(UserError, match="changes the present/absent answer on 10 of 20"):
+        imgclf.export("person", int8=True, calibration=calibration)
+    assert not int8_file.exists() and not int8_file.with_name(int8_file.name.replace(".onnx", ".json")).exists()
+    with pytest.raises(UserError, match="make one with: imgclf export person --int8 --calibration PHOTOS/"):
+        imgclf.detection.load_detector(backend="onnx-int8")
+    with pytest.raises(UserError, match="--backend must be one of"):
+        imgclf.detection.load_detector(backend="tensorrt")
+
+
+def test_a_stale_int8_graph_is_refused(tmp_path):
+    import onnx
+
+    fp32 = tmp_path / "det.onnx"
+    fp32.write_bytes(b"the fp32 graph")
+    stale = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
+    onnx.helper.set_model_props(stale, {"precision": "int8", "weights_sha256": "0" * 64})
+    onnx.save(stale, str(E.int8_file(fp32)))
+    with pytest.raises(UserError, match="made from another graph"):
+        E.int8_path(fp32, "runs/boxes-1")
+
+
+def test_cli_int8_detector_export_needs_photos():
+    p = cli("export", "person", "--int8", check=False)
+    assert p.returncode != 0 and "--calibration DIR" in p.stderr and "Traceback" not in p.stderr
