@@ -238,11 +238,18 @@ def export(
     (default 5). See imgclf.detection.int8.
 
         imgclf.export("person", int8=True, calibration="my-camera/")   # {'presence_agreement': 0.98, ...}
+
+    "faces" with `int8=True` quantizes the face embedder, calibrated on the faces in `calibration`'s
+    photos (imgclf.faces.int8); galleries then identify with backend="onnx-int8".
     """
     if format != "onnx":
         raise UserError(f"unknown export format '{format}'; the supported one is onnx")
     if out is not None:  # checked before the export (seconds to minutes), not when it is renamed into place
         out = output_file(out, "--out", "model.onnx")
+    if str(run) == "faces":
+        if not int8:
+            raise UserError("faces exports at int8 only: imgclf export faces --int8 --calibration PHOTOS/")
+        return _export_faces_int8(calibration, out, verbose)
     if str(run) == "person" or (Path(run).expanduser() / "detector.json").is_file():
         if int8:
             return _export_detector_int8(run, out, calibration, max_loss, verbose)
@@ -356,6 +363,17 @@ def _export_detector_int8(name, out, calibration, max_loss, verbose: bool) -> di
         f"exported {r['path']} (int8, calibrated on {r['n_calibration']} photos, {r['seconds']:.1f}s); "
         f"the same present/absent answer as fp32 on {r['presence_agreement']:.1%} of {r['n_checked']} photos "
         f"({r['checked_on']}; limit {r['max_loss_percent']:g} % changed), largest score change {r['max_score_diff']:.3f}"
+    )
+    return r
+
+
+def _export_faces_int8(calibration, out, verbose: bool) -> dict:
+    from imgclf.faces.int8 import export_embedder_int8
+
+    r = export_embedder_int8(calibration, out)
+    _console(verbose).print(
+        f"exported {r['path']} (the face embedder at int8, calibrated on {r['n_faces']} faces, {r['seconds']:.1f}s); "
+        f"cosine similarity to fp32's embeddings: {r['min_cosine']:.4f} at the least, {r['mean_cosine']:.4f} on average"
     )
     return r
 

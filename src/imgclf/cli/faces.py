@@ -20,6 +20,11 @@ faces_app = typer.Typer(
 app.add_typer(faces_app, name="faces")
 GALLERY = typer.Argument(..., help="Gallery folder (made by imgclf faces enrol).")
 KEEP = typer.Option(False, "--keep-photos", help="Also keep each enrolled face's crop in GALLERY/photos/NAME/.")
+BACKEND = typer.Option(
+    "auto",
+    help="The face embedder's engine: auto (ONNX Runtime on a CPU, PyTorch on a GPU) | onnx | onnx-int8 "
+    "(int8, made once by imgclf export faces --int8 --calibration PHOTOS/) | torch",
+)
 
 
 @faces_app.command("enrol")
@@ -32,11 +37,12 @@ def enrol(
         "(lower: fewer strangers named, more enrolled people missed)",
     ),
     keep_photos: bool = KEEP,
+    backend: str = BACKEND,
 ):
     """Enrol everyone in KNOWN: one face from each photo (a photo with none, or several, is reported)."""
     from imgclf import faces
 
-    faces.enrol(known, out, far=far, keep_photos=keep_photos)
+    faces.enrol(known, out, far=far, keep_photos=keep_photos, backend=backend)
 
 
 @faces_app.command("add")
@@ -45,11 +51,12 @@ def add(
     name: str = typer.Argument(..., help="The person: enrolled already, or new."),
     photos: List[str] = typer.Argument(..., help="Photos or folders of NAME."),
     keep_photos: bool = KEEP,
+    backend: str = BACKEND,
 ):
     """Add photos of NAME to GALLERY (the threshold is chosen again); interrupted, the gallery is unchanged."""
     from imgclf import faces
 
-    faces.add(gallery, name, photos, keep_photos=keep_photos)
+    faces.add(gallery, name, photos, keep_photos=keep_photos, backend=backend)
 
 
 @faces_app.command("remove")
@@ -89,6 +96,7 @@ def identify(
         help="Identify on a Ray cluster (pip install 'imgclf[ray]'): bare --ray = this machine or $RAY_ADDRESS; "
         "Parquet shards (path, count, faces as JSON) into --out; rerun to resume",
     ),
+    backend: str = BACKEND,
 ):
     """Every face in PHOTOS, named from GALLERY or 'unknown'; one CSV row a face with --out. A video
     file, camera index (0) or stream URL instead: who appears and leaves (--out DIR: frames.csv, events.json)."""
@@ -99,9 +107,13 @@ def identify(
 
         if threshold is not None:
             raise UserError("--threshold is not taken with --ray: the workers use the gallery's recorded one")
+        if backend != "auto":
+            raise UserError("--backend is not taken with --ray: the workers run the embedder on auto")
         api.predict_on_ray(gallery, photos if len(photos) > 1 else photos[0], out, address=ray)
         return
-    results = faces.identify(gallery, photos, out=out, threshold=threshold, every=every, video_out=video_out)
+    results = faces.identify(
+        gallery, photos, out=out, threshold=threshold, every=every, video_out=video_out, backend=backend
+    )
     if isinstance(results, dict):  # a video: identify_video printed its events
         return
     if out is None:

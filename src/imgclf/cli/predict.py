@@ -131,7 +131,8 @@ def ensemble(
 @app.command()
 def export(
     run: str = typer.Argument(
-        ..., help="Run folder; a detector run folder; or person (the pretrained person detector)."
+        ...,
+        help="Run folder; a detector run folder; person (the pretrained person detector); or faces (the face embedder, --int8 only).",
     ),
     format: str = typer.Option("onnx", help="onnx (the only format for now)"),
     out: Optional[str] = typer.Option(None, help="File to write [default: RUN/model.onnx]"),

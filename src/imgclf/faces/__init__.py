@@ -26,11 +26,19 @@ DOMINANT = 3.0  # a photo with several faces enrols its biggest only when it is 
 
 
 def enrol(
-    known, out, *, far: float = FAR, keep_photos: bool = False, model: FaceModel | None = None, verbose: bool = True
+    known,
+    out,
+    *,
+    far: float = FAR,
+    keep_photos: bool = False,
+    model: FaceModel | None = None,
+    backend: str = "auto",
+    verbose: bool = True,
 ) -> dict:
     """Enrol every person in `known` (one folder per person, named after them) into a new gallery at
     `out`. One face is taken from each photo; a photo with no face, or several of like size, is
-    reported and left out. `far`: the share of strangers the threshold may let through."""
+    reported and left out. `far`: the share of strangers the threshold may let through. `backend`: the
+    embedder's (FaceModel; "onnx-int8" once `imgclf export faces --int8` made it)."""
     known, out = Path(known).expanduser(), output_folder(out, "--out")
     _check_far(far)
     if not known.is_dir():
@@ -44,7 +52,7 @@ def enrol(
         raise UserError(
             f"{out} already holds a gallery: add people with imgclf faces add {out} NAME PHOTOS, or give a new --out"
         )
-    model = model or FaceModel()
+    model = model or FaceModel(backend=backend)
     if verbose:
         print(model.describe())
     g = new_gallery(model, far)
@@ -65,7 +73,14 @@ def enrol(
 
 
 def add(
-    gallery, name: str, photos, *, keep_photos: bool = False, model: FaceModel | None = None, verbose: bool = True
+    gallery,
+    name: str,
+    photos,
+    *,
+    keep_photos: bool = False,
+    model: FaceModel | None = None,
+    backend: str = "auto",
+    verbose: bool = True,
 ) -> dict:
     """Enrol `photos` (files or folders) as `name` (new or already enrolled) in `gallery`; the threshold
     and naming method are chosen again. Atomic: interrupted, the gallery is as it was."""
@@ -73,7 +88,7 @@ def add(
     from imgclf.inference.model import expand_inputs
 
     name = _check_name(name)
-    model = model or FaceModel()
+    model = model or FaceModel(backend=backend)
     with file_lock(Path(gallery) / ".lock"):
         g = load_gallery(gallery, model)
         report = {"skipped": []}
@@ -117,18 +132,20 @@ def identify(
     video_out=None,
     max_frames: int | None = None,
     model: FaceModel | None = None,
+    backend: str = "auto",
     verbose: bool = True,
 ):
     """Every face in each photo, named from `gallery` or "unknown": one answer per image,
     {path, faces: [{x1, y1, x2, y2, name, similarity, found}], width, height} ({path, error} for an
     unreadable file, skipped and reported). `out` writes faces.csv, faces.json and annotated/.
+    `backend`: the embedder's (FaceModel; "onnx-int8" once `imgclf export faces --int8` made it).
     `images` may instead be one video file, camera index or stream URL: who appears and leaves
     (imgclf.faces.video; `every` frame sampled, `video_out` the annotated frames), as a dict."""
     from imgclf.inference.model import expand_inputs
 
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise UserError(f"--threshold must be a cosine similarity between 0 and 1, got {threshold}")
-    model = model or FaceModel()
+    model = model or FaceModel(backend=backend)
     g = gallery if isinstance(gallery, Gallery) else load_gallery(gallery, model)
     if threshold is not None:  # this call's only: a copy, the caller's gallery keeps its own
         import dataclasses

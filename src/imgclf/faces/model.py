@@ -91,9 +91,10 @@ def weight_files() -> dict[str, Path]:
 class FaceModel:
     """dlib's detector and landmarks and the embedding network, loaded once. Not shared between
     threads: dlib's objects hold scratch memory (a service keeps one behind a lock). `device`:
-    "cpu" (ONNX Runtime), "cuda" (PyTorch), or "auto" (cuda when there is a GPU)."""
+    "cpu" (ONNX Runtime), "cuda" (PyTorch), or "auto" (cuda when there is a GPU). `backend`: the
+    embedder's, auto (onnx on the CPU, torch on a GPU) | onnx | onnx-int8 (faces/int8.py) | torch."""
 
-    def __init__(self, device: str = "auto"):
+    def __init__(self, device: str = "auto", backend: str = "auto"):
         try:
             import dlib
         except ImportError:
@@ -108,7 +109,8 @@ class FaceModel:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        backend = "onnx" if device == "cpu" else "torch"
+        if backend == "auto":
+            backend = "onnx" if device == "cpu" else "torch"
         self.embed = Embedder(files["embedding"], FILES["embedding"][1], backend=backend, device=device)
         self.name = NAME
         self.weights = {role: FILES[role][1] for role in FILES}
@@ -164,6 +166,7 @@ class FaceModel:
 
     def describe(self) -> str:
         engine = "ONNX Runtime" if self.embed.session is not None else f"PyTorch on {self.embed.device}"
+        engine += ", int8" if self.embed.backend == "onnx-int8" else ""
         return f"faces: dlib HOG detector, 5-point alignment, {self.name} embedding ({PACKAGE} {VERSION}; {engine})"
 
 

@@ -15,11 +15,8 @@ the file against it. torch and onnxruntime are imported on first use; reading th
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -330,17 +327,17 @@ def weights_file(dat_path: Path, digest: str) -> Path:
 class Embedder:
     """dlib's face embedding: aligned chips (N, 150, 150, 3) uint8 RGB as dlib.get_face_chip cuts them
     -> (N, 128) float32, the descriptors dlib's compute_face_descriptor gives. backend "onnx": ONNX
-    Runtime on the CPU (the graph exported once into the cache beside the weights); "torch": PyTorch
-    on `device`."""
+    Runtime on the CPU (the graph exported once into the cache beside the weights); "onnx-int8": its
+    int8 graph (`imgclf export faces --int8`, faces/int8.py); "torch": PyTorch on `device`."""
 
     def __init__(self, dat_path: str | Path, digest: str, backend: str = "onnx", device: str = "cpu"):
         import torch
         from safetensors.torch import load_file
 
-        if backend not in ("onnx", "torch"):
-            raise UserError(f"backend must be onnx or torch, not '{backend}'")
-        if backend == "onnx" and torch.device(device).type != "cpu":
-            raise UserError(f"the onnx backend runs on the CPU; use backend='torch' for device '{device}'")
+        if backend not in ("onnx", "onnx-int8", "torch"):
+            raise UserError(f"backend must be onnx, onnx-int8 or torch, not '{backend}'")
+        if backend != "torch" and torch.device(device).type != "cpu":
+            raise UserError(f"the {backend} backend runs on the CPU; use backend='torch' for device '{device}'")
         weights = weights_file(Path(dat_path), digest)
         net = _face_resnet()()
         try:
@@ -348,7 +345,13 @@ class Embedder:
         except Exception as e:  # noqa: BLE001 - safetensors and torch raise several types for a damaged file
             raise UserError(f"{weights} is damaged ({type(e).__name__}): delete it and it is made again") from None
         self.backend, self.device, self.net = backend, torch.device(device), net.eval().to(device)
-        self.session = _session(self.net, weights.with_suffix(".onnx")) if backend == "onnx" else None
+        self.graph = weights.with_suffix(".onnx")  # the fp32 graph, exported on first use
+        if backend != "torch":
+            from imgclf.faces.engine import session
+
+            self.session = session(self.net, self.graph, int8=backend == "onnx-int8")
+        else:
+            self.session = None
 
     def __call__(self, chips: np.ndarray) -> np.ndarray:
         chips = np.asarray(chips)
@@ -365,36 +368,3 @@ class Embedder:
 
         with torch.inference_mode():
             return self.net(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
-
-
-def _session(net, path: Path):
-    """An ONNX Runtime CPU session, on every core this process may use, on `net` exported to ONNX at
-    `path` (once, atomically, the batch axis dynamic; reused after)."""
-    import onnxruntime as ort
-    import torch
-
-    from imgclf.core.cpus import usable_cpus
-    from imgclf.core.device import ort_options
-    from imgclf.core.files import atomic_path
-
-    if not path.is_file():
-        with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")  # the exporter's chatter
-            torch.onnx.export(
-                net.to("cpu").eval(),
-                (torch.zeros(1, 3, CHIP, CHIP),),
-                str(tmp),
-                input_names=["input"],
-                output_names=["embedding"],
-                opset_version=17,
-                dynamo=False,
-                dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
-            )
-    opts = ort_options()
-    opts.intra_op_num_threads = usable_cpus()
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - ORT raises its own Fail/InvalidProtobuf/... types
-        raise UserError(
-            f"{path} is not a usable ONNX file ({type(e).__name__}): delete it and it is made again"
-        ) from None

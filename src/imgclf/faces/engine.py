@@ -1,0 +1,70 @@
+"""What runs the face embedding network (resnet.py) on a CPU: ONNX Runtime, on its fp32 graph (exported
+into imgclf's cache on first use) or on the int8 graph `imgclf export faces --int8` made from it
+(faces/int8.py), which is never made here: it needs photos with faces, and may be refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+from imgclf.core.errors import UserError
+
+CHIP = 150  # px: the aligned face the network reads (resnet.CHIP)
+
+
+def int8_file(fp32: Path) -> Path:
+    return fp32.with_name(fp32.name.replace(".onnx", ".int8.onnx"))
+
+
+def session(net, path: Path, int8: bool = False):
+    """An ONNX Runtime CPU session, on every core this process may use, on `net` exported to ONNX at
+    `path` (once, atomically, the batch axis dynamic; reused after); `int8`: on the int8 graph made
+    from that one."""
+    import onnxruntime as ort
+    import torch
+
+    from imgclf.core.cpus import usable_cpus
+    from imgclf.core.device import ort_options
+    from imgclf.core.files import atomic_path
+
+    if not path.is_file():
+        with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")  # the exporter's chatter
+            torch.onnx.export(
+                net.to("cpu").eval(),
+                (torch.zeros(1, 3, CHIP, CHIP),),
+                str(tmp),
+                input_names=["input"],
+                output_names=["embedding"],
+                opset_version=17,
+                dynamo=False,
+                dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
+            )
+    if int8:
+        path = int8_path(path)
+    opts = ort_options()
+    opts.intra_op_num_threads = usable_cpus()
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - ORT raises its own Fail/InvalidProtobuf/... types
+        raise UserError(
+            f"{path} is not a usable ONNX file ({type(e).__name__}): delete it and it is made again"
+        ) from None
+
+
+def int8_path(fp32: Path) -> Path:
+    """The int8 graph of `fp32` when it was made from that graph; else one line saying how to make it."""
+    import onnx
+
+    from imgclf.models.packaged import sha256
+
+    path, make = int8_file(fp32), "imgclf export faces --int8 --calibration PHOTOS/"
+    if not path.is_file():
+        raise UserError(f"the face embedder has no int8 model; make one with: {make}")
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if props.get("weights_sha256") != sha256(fp32):
+        raise UserError(f"{path} was made from another face network than the one installed; make it again: {make}")
+    return path
