@@ -82,6 +82,15 @@ def test_openvino_runs_the_same_graphs(exported):
     assert imgclf.detection.load_detector(backend="openvino-int8").detect(img)["present"]
 
 
+def test_cli_scan_with_the_int8_detector(exported, tmp_path):
+    Image.open(PORTRAIT).save(tmp_path / "portrait.jpg")
+    p = cli("scan", tmp_path / "portrait.jpg", "--backend", "onnx-int8")
+    assert "ONNX Runtime, int8" in p.stdout and "portrait.jpg  present" in p.stdout
+    bad = cli("scan", tmp_path / "portrait.jpg", "--backend", "tflite", check=False)
+    assert bad.returncode != 0 and "--backend must be one of" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# last of the tests that need the int8 model: a refused export removes it
 def test_refusals_are_one_line_and_leave_no_int8_model(exported, calibration, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="--calibration DIR"):
         imgclf.export("person", int8=True)

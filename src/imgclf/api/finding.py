@@ -51,6 +51,7 @@ def scan(
     verify_top: int | None = None,
     box_threshold: float | None = None,
     max_seconds: float | None = None,
+    backend: str = "auto",
     device: str = "auto",
     verbose: bool = True,
 ) -> list[dict]:
@@ -69,6 +70,9 @@ def scan(
     `verify` (a run trained on the same crops) re-scores each photo's best `verify_top` windows and
     decides presence, the windows over `box_threshold` becoming the boxes (default: the run's
     recorded verifier; False: none).
+
+    `backend` runs the detector: auto (ONNX Runtime on a CPU, PyTorch on a GPU), onnx, onnx-int8 (made by
+    imgclf.export("person", int8=True, calibration=...)), openvino, openvino-int8 or torch.
 
     Each photo's scan is estimated from its size before it is read (the model's cost is measured once,
     when first needed): one over `max_seconds` (default 10), or over 12,000 px a side or 10:1, is
@@ -94,9 +98,13 @@ def scan(
                 "the pretrained detector takes --threshold and --iou"
             )
         found = (
-            detector if hasattr(detector, "detect_batch") else load_detector(detector or "person", device, find=classes)
+            detector
+            if hasattr(detector, "detect_batch")
+            else load_detector(detector or "person", device, backend, find=classes)
         )
         return detect(found, images, threshold=threshold, iou=iou, out=out, max_seconds=max_seconds, verbose=verbose)
+    if backend != "auto":
+        raise UserError("--backend is for the detector (imgclf scan PHOTOS, no run); a crop-model scan runs in PyTorch")
     from imgclf.scanning import scan as run_scan
 
     if isinstance(verify, (str, Path)):  # else a loaded model, None (the recorded one) or False

@@ -106,6 +106,12 @@ def scan(
         "has its smallest window raised to fit instead). Photos over 12000 px a side or 10:1 are refused "
         "too [default: 10]",
     ),
+    backend: str = typer.Option(
+        "auto",
+        help="Detector: what runs it, auto (ONNX Runtime on a CPU, PyTorch on a GPU) | onnx | onnx-int8 (made by "
+        "imgclf export person --int8 --calibration PHOTOS/) | openvino | openvino-int8 (pip install 'imgclf[openvino]') "
+        "| torch",
+    ),
     device: str = typer.Option("auto"),
 ):
     """Find people in whole photos: present or absent, how many, where (boxes). No run: the pretrained
@@ -114,7 +120,7 @@ def scan(
     from imgclf.inference.video import is_video_source
 
     if len(targets) == 1 and is_video_source(targets[0]):  # a video file, camera index or stream URL
-        video(api, targets[0], detector, classes.split(",") if classes else None, threshold, iou, out, device)
+        video(api, targets[0], detector, classes.split(",") if classes else None, threshold, iou, out, device, backend)
         return
     results = api.scan(
         targets[0],
@@ -136,6 +142,7 @@ def scan(
         verify_top=verifier_top,
         box_threshold=box_threshold,
         max_seconds=max_seconds,
+        backend=backend,
         device=device,
     )
     render.scans(results)
@@ -155,14 +162,26 @@ def negatives(
     api.negatives(photos, out, per_image=per_image, size=size, seed=seed)
 
 
-def video(api, source: str, detector, classes, threshold: float | None, iou: float | None, out, device: str):
+def video(
+    api,
+    source: str,
+    detector,
+    classes,
+    threshold: float | None,
+    iou: float | None,
+    out,
+    device: str,
+    backend: str = "auto",
+):
     """`imgclf scan door.mp4 [--out DIR]`: people frame by frame, presence events (enter/leave), and
     with --out DIR its frames.csv, events.json and annotated.mp4."""
     from pathlib import Path
 
     from imgclf.detection import load_detector
 
-    found = load_detector(detector or "person", device, find=classes).with_options(threshold=threshold, iou=iou)
+    found = load_detector(detector or "person", device, backend, find=classes).with_options(
+        threshold=threshold, iou=iou
+    )
     folder = Path(out) if out else None
     if folder:
         folder.mkdir(parents=True, exist_ok=True)
