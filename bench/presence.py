@@ -215,6 +215,7 @@ def peers(graph: Graph | None) -> dict[str, Peer | str]:
         "imgclf pretrained, ONNX Runtime": imgclf_peer(det),
         "imgclf pretrained, PyTorch": imgclf_peer(load_detector(backend="torch")),
         "imgclf pretrained, ONNX Runtime, cv2 INTER_LINEAR resize": imgclf_peer(det, cv2_resize=True),
+        "imgclf pretrained, ONNX Runtime, --tiles 2x2": imgclf_peer(det.with_options(tiles="2x2")),
     }
 
 

@@ -183,3 +183,28 @@ def test_a_dark_or_flat_frame_holds_nobody(detector):
         r = detector.detect(Image.fromarray(frame))
         assert r["blank"] and not r["present"] and r["boxes"] == [] and r["score"] == 0
     assert not detector.detect(Image.open(PORTRAIT).convert("RGB"))["blank"]
+
+
+def test_tiles_find_a_person_small_in_a_wide_photo(detector, tmp_path):
+    """The portrait 110 px high in a 1280x854 landscape: too small for the whole photo squashed to
+    300x300 (score 0.004), found by 2x2 tiles at its place; the landscape alone stays empty."""
+    scene = Image.open(EMPTY[0]).convert("RGB").resize((1280, 854))
+    empty = scene.copy()
+    paste = (700, 300, 700 + 94, 300 + 110)
+    scene.paste(Image.open(PORTRAIT).convert("RGB").resize((94, 110)), paste[:2])
+    whole, tiled = detector.detect(scene), detector.with_options(tiles="2x2").detect(scene)
+    assert not whole["present"] and tiled["present"] and tiled["count"] == 1
+    assert iou(tiled["boxes"][0], paste) > 0.6
+    assert not detector.with_options(tiles="2x2").detect(empty)["present"]
+    # the views: the whole photo first, then 4 tiles overlapping by a quarter, covering it all
+    views = detector.with_options(tiles=(2, 2)).views(1280, 854)
+    assert views[0] == (0, 0, 1280, 854) and len(views) == 5
+    assert views[1][:2] == (0, 0) and views[-1][2:] == (1280, 854) and views[1][2] > views[2][0]
+    # the command line: one line for a bad value, and for tiles given to a crop-model scan
+    path = tmp_path / "wide.jpg"
+    scene.save(path)
+    p = cli("scan", path, "--tiles", "2x2")
+    assert "wide.jpg  present" in p.stdout
+    for bad in ("5x1", "2by2", "0x2"):
+        r = cli("scan", path, "--tiles", bad, check=False)
+        assert r.returncode == 2 and "--tiles must be COLUMNSxROWS" in r.stderr and "Traceback" not in r.stderr

@@ -46,6 +46,9 @@ def test_scan_answers_with_the_pretrained_detector(url):
     assert bad.status_code == 422 and "detector" in bad.text
     broken = post(url, data=b"\xff\xd8\xff\xe0 broken")
     assert broken.status_code in (415, 422)
+    tiled = post(url, "?tiles=2x2").json()  # the whole photo and 4 tiles: still one person, once
+    assert tiled["present"] and tiled["count"] == 1 and tiled["boxes"][0]["x2"] - tiled["boxes"][0]["x1"] > 400
+    assert post(url, "?tiles=9x9").status_code == 422
 
 
 @pytest.mark.browser

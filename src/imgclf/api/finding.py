@@ -52,6 +52,7 @@ def scan(
     box_threshold: float | None = None,
     max_seconds: float | None = None,
     backend: str = "auto",
+    tiles: str | None = None,
     device: str = "auto",
     verbose: bool = True,
 ) -> list[dict]:
@@ -61,7 +62,8 @@ def scan(
 
     With no run (`scan(images)`, or `detector="person"`) the pretrained person detector answers
     (imgclf.detection): `threshold` is the score a box needs (default: the detector's recorded one),
-    `iou` its NMS overlap. `detector` may also be a detector run folder (imgclf.train on boxes) or a
+    `iou` its NMS overlap, `tiles` ('2x2') also looks at overlapping tiles of each photo, for people
+    small in wide photos (about 5x the time). `detector` may also be a detector run folder (imgclf.train on boxes) or a
     torchvision COCO detector's name (weights downloaded once), with `classes` to find (e.g. ["car"]). With a run folder trained on crops (`scan(run, images)`) its classifier
     slides over an image pyramid (imgclf.scanning): windows whose calibrated probability passes the
     run's threshold are merged by NMS (`iou`, default 0.3); `mine` saves the windows that fire as
@@ -95,14 +97,20 @@ def scan(
         if given:
             raise UserError(
                 f"--{given[0].replace('_', '-')} is an option of a crop-model scan (imgclf scan RUN PHOTOS); "
-                "the pretrained detector takes --threshold and --iou"
+                "the pretrained detector takes --threshold, --iou and --tiles"
             )
         found = (
             detector
             if hasattr(detector, "detect_batch")
             else load_detector(detector or "person", device, backend, find=classes)
         )
-        return detect(found, images, threshold=threshold, iou=iou, out=out, max_seconds=max_seconds, verbose=verbose)
+        return detect(
+            found, images, threshold=threshold, iou=iou, tiles=tiles, out=out, max_seconds=max_seconds, verbose=verbose
+        )
+    if tiles is not None:
+        raise UserError(
+            "--tiles is an option of the detector (imgclf scan PHOTOS, no run); a crop-model scan covers the photo with --min-size and --scales"
+        )
     if backend != "auto":
         raise UserError("--backend is for the detector (imgclf scan PHOTOS, no run); a crop-model scan runs in PyTorch")
     from imgclf.scanning import scan as run_scan

@@ -59,6 +59,12 @@ def scan(
         "Crop model: positive probability to keep a window; with a verifier, its photo-level "
         "threshold [default: the recorded one, else the run's decision threshold, else 0.5]",
     ),
+    tiles: Optional[str] = typer.Option(
+        None,
+        help="Detector: also look at COLUMNSxROWS overlapping tiles of each photo (e.g. 2x2), each at the "
+        "detector's full input size: people small in a wide photo are found (INRIA people pasted into street "
+        "photos: AP@0.5 0.55 -> 0.78 at 2x2), at one more pass a tile [default: 1x1, the whole photo only]",
+    ),
     margin: Optional[str] = typer.Option(
         None,
         help="Context around the object in the training crops, as a fraction "
@@ -120,7 +126,18 @@ def scan(
     from imgclf.inference.video import is_video_source
 
     if len(targets) == 1 and is_video_source(targets[0]):  # a video file, camera index or stream URL
-        video(api, targets[0], detector, classes.split(",") if classes else None, threshold, iou, out, device, backend)
+        video(
+            api,
+            targets[0],
+            detector,
+            classes.split(",") if classes else None,
+            threshold,
+            iou,
+            tiles,
+            out,
+            device,
+            backend,
+        )
         return
     results = api.scan(
         targets[0],
@@ -143,6 +160,7 @@ def scan(
         box_threshold=box_threshold,
         max_seconds=max_seconds,
         backend=backend,
+        tiles=tiles,
         device=device,
     )
     render.scans(results)
@@ -169,6 +187,7 @@ def video(
     classes,
     threshold: float | None,
     iou: float | None,
+    tiles,
     out,
     device: str,
     backend: str = "auto",
@@ -180,7 +199,7 @@ def video(
     from imgclf.detection import load_detector
 
     found = load_detector(detector or "person", device, backend, find=classes).with_options(
-        threshold=threshold, iou=iou
+        threshold=threshold, iou=iou, tiles=tiles
     )
     folder = Path(out) if out else None
     if folder:

@@ -27,6 +27,7 @@ def detect(
     *,
     threshold: float | None = None,
     iou: float | None = None,
+    tiles: str | tuple | None = None,
     out=None,
     max_seconds: float | None = None,
     verbose: bool = True,
@@ -34,7 +35,8 @@ def detect(
     """Run `detector` on each photo (paths, folders, PIL images or arrays); one answer per image:
     {path, present, count, score, threshold, positive, boxes, width, height, seconds} (or {path, error}
     for an unreadable file, which is skipped and reported). `threshold` (the score a box needs, and
-    presence) and `iou` (NMS) override the detector's; `out` writes boxes.csv, scan.json and
+    presence), `iou` (NMS) and `tiles` ('2x2': overlapping tiles looked at besides the whole photo,
+    detector.TILE_*) override the detector's; `out` writes boxes.csv, scan.json and
     annotated copies of the photos. A photo over the shape limits (core.work.check_shape) or whose
     estimated time is over `max_seconds` (default: core.work.MAX_SECONDS, 10) is answered
     {path, error} unread; when every photo is refused so, TooMuchWork (one line)."""
@@ -47,7 +49,7 @@ def detect(
     if not limit > 0:  # nan too
         raise UserError(f"--max-seconds must be a positive number of seconds, not {max_seconds}")
 
-    detector = detector.with_options(threshold=threshold, iou=iou)
+    detector = detector.with_options(threshold=threshold, iou=iou, tiles=tiles)
     if verbose:
         print(f"scan: {detector.describe()}")
     writer = None
@@ -138,5 +140,6 @@ def settings(detector: Detector) -> dict:
         "positive": detector.positive,
         "threshold": detector.threshold,
         "iou": detector.iou,
+        "tiles": f"{detector.tiles[0]}x{detector.tiles[1]}",
         "weights": detector.source,
     }

@@ -15,11 +15,13 @@ from imgclf.core.work import TooMuchWork, measured, timed
 
 
 def seconds_per_photo(detector) -> float:
-    """The detector's measured seconds for one photo, cached on its loaded network."""
+    """The detector's measured seconds for one photo, cached on its loaded network (per tiling: each
+    tile is one more pass)."""
     from PIL import Image
 
     blank = Image.new("RGB", (640, 480), (128, 128, 128))
-    return measured(detector.net, "photo", lambda: timed(lambda: detector.detect_batch([blank])))
+    key = f"photo {detector.tiles[0]}x{detector.tiles[1]}"
+    return measured(detector.net, key, lambda: timed(lambda: detector.detect_batch([blank])))
 
 
 def estimate(detector, width: int, height: int) -> float:

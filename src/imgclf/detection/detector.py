@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from imgclf.detection import boxes as B
+from imgclf.detection import tiles as T
 from imgclf.detection.ssdlite import SIZE, SSDLite
 
 # Presence: a photo holds a person when its best box scores at least this; boxes under it are not
@@ -63,6 +64,7 @@ class Detector:
     iou: float = B.NMS_IOU
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     session: object | None = None  # an ONNX Runtime session on the CPU; None: PyTorch
+    tiles: tuple[int, int] = (1, 1)  # columns x rows of tiles looked at besides the whole photo (tiles.py)
     source: dict = field(default_factory=dict)  # where the weights came from (recorded in scan.json)
     backend: str = "torch"  # what runs the network: torch, onnx, onnx-int8, openvino, openvino-int8
     graph: Path | None = None  # the fp32 ONNX file (the int8 export quantizes it)
@@ -75,12 +77,16 @@ class Detector:
         from imgclf.detection.engines import ENGINES
 
         engine = ENGINES.get(self.backend, f"PyTorch on {self.device}")
+        tiles = f" and {self.tiles[0]}x{self.tiles[1]} tiles" if self.tiles != (1, 1) else ""
         return (
-            f"detector {self.name} ({', '.join(self.classes)}; {SIZE}x{SIZE} input, {engine}); "
+            f"detector {self.name} ({', '.join(self.classes)}; {SIZE}x{SIZE} input{tiles}, {engine}); "
             f"'{self.positive}' present at score >= {self.threshold:g}, NMS IoU {self.iou:g}"
         )
 
-    def with_options(self, threshold: float | None = None, iou: float | None = None) -> "Detector":
+    def with_options(
+        self, threshold: float | None = None, iou: float | None = None, tiles: str | tuple | None = None
+    ) -> "Detector":
+        """A copy with other settings; `tiles`: '2x2' (or (2, 2)) looks at tiles besides the whole photo."""
         from dataclasses import replace
 
         from imgclf.core.errors import UserError
@@ -89,8 +95,15 @@ class Detector:
             if v is not None and not 0.0 < v <= 1.0:
                 raise UserError(f"--{name} must be in (0, 1], not {v}")
         return replace(
-            self, threshold=self.threshold if threshold is None else threshold, iou=self.iou if iou is None else iou
+            self,
+            threshold=self.threshold if threshold is None else threshold,
+            iou=self.iou if iou is None else iou,
+            tiles=self.tiles if tiles is None else T.parse_tiles(tiles),
         )
+
+    def views(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
+        """The boxes (x1, y1, x2, y2) of a width x height photo the detector looks at (tiles.views)."""
+        return T.views(self.tiles, width, height)
 
     def raw(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 300, 300, 3) uint8 -> (boxes (N, A, 4) normalised x1 y1 x2 y2, scores (N, A, classes))."""
@@ -110,11 +123,21 @@ class Detector:
         if not images:
             return []
         start = time.perf_counter()
-        batch = np.stack([resize(img, SIZE) for img in images])
+        views = [self.views(*img.size) for img in images]
+        batch = np.stack(
+            [resize(img if v == (0, 0, *img.size) else img.crop(v), SIZE) for img, vs in zip(images, views) for v in vs]
+        )
         boxes, scores = self.raw(batch)
-        blank = batch.reshape(len(batch), -1).std(1) < FLAT_STD
+        firsts = np.cumsum([0] + [len(vs) for vs in views])
+        blank = batch[firsts[:-1]].reshape(len(images), -1).std(1) < FLAT_STD  # the whole photo's view
         per = (time.perf_counter() - start) / len(images)
-        return [self._answer(img.size, b, s, per, f) for img, b, s, f in zip(images, boxes, scores, blank)]
+        answers = []
+        for k, (img, vs) in enumerate(zip(images, views)):
+            b, s, tiled = T.merge_views(
+                img.size, vs, boxes[firsts[k] : firsts[k + 1]], scores[firsts[k] : firsts[k + 1]]
+            )
+            answers.append(self._answer(img.size, b, s, per, blank[k], tiled))
+        return answers
 
     def detect(self, img) -> dict:
         """One RGB PIL image -> {width, height, present, count, score, threshold, positive, boxes, blank,
@@ -123,7 +146,9 @@ class Detector:
         none); `blank`: the photo is too dark or flat to hold anything (FLAT_STD), answered absent."""
         return self.detect_batch([img])[0]
 
-    def _answer(self, size, boxes: np.ndarray, scores: np.ndarray, seconds: float, blank: bool = False) -> dict:
+    def _answer(
+        self, size, boxes: np.ndarray, scores: np.ndarray, seconds: float, blank: bool = False, tiled=None
+    ) -> dict:
         from torchvision.ops import batched_nms
 
         start = time.perf_counter()
@@ -144,6 +169,8 @@ class Detector:
             keep = batched_nms(
                 torch.from_numpy(boxes[cand]), torch.from_numpy(best[cand]), torch.from_numpy(cls[cand]), self.iou
             ).numpy()[: B.MAX_BOXES]
+            if tiled is not None:
+                keep = T.drop_cut_parts(boxes[cand][keep], best[cand][keep], tiled[cand][keep], keep)
             for k in keep:
                 i, box = cand[k], np.clip(boxes[cand[k]], 0.0, 1.0) * scale
                 if best[i] < self.threshold or box[2] <= box[0] or box[3] <= box[1]:

@@ -43,6 +43,7 @@ class HubDetector:
     iou: float = 0.5  # torchvision's own NMS inside the model; kept for describe()
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     source: dict = field(default_factory=dict)
+    tiles: tuple[int, int] = (1, 1)  # always: these detectors see the photo at its own size (up to ~800 px)
 
     def describe(self) -> str:
         return (
@@ -50,9 +51,18 @@ class HubDetector:
             f"'{self.positive}' present at score >= {self.threshold:g}"
         )
 
-    def with_options(self, threshold: float | None = None, iou: float | None = None) -> "HubDetector":
+    def with_options(
+        self, threshold: float | None = None, iou: float | None = None, tiles: str | tuple | None = None
+    ) -> "HubDetector":
+        from imgclf.detection.tiles import parse_tiles
+
         if threshold is not None and not 0.0 < threshold <= 1.0:
             raise UserError(f"--threshold must be in (0, 1], not {threshold}")
+        if tiles is not None and parse_tiles(tiles) != (1, 1):
+            raise UserError(
+                f"--tiles is for the 300x300 pretrained detector and detector runs; {self.name} already "
+                "looks at the photo at its own size"
+            )
         return replace(self, threshold=self.threshold if threshold is None else threshold)
 
     def detect_batch(self, images: list) -> list[dict]:

@@ -44,6 +44,7 @@ from imgclf.settings.checks import Number
 
 SCANNERS = 4  # cached (model, class) scanners: one model serves at a time, with few classes to find
 DETECTORS = ("person",)
+TILES = ("1x1", "2x1", "1x2", "2x2", "3x2", "2x3", "3x3")  # a fixed list: an exact enum in the OpenAPI spec
 NAMES = {"min_size": "min_size", "limit": "--max-scan-seconds"}  # how a refusal names what to change
 QUERY = Parameters(
     detector=Param(
@@ -64,6 +65,11 @@ QUERY = Parameters(
     threshold=Param(
         "positive probability to keep a window [default: the run's decision threshold, else 0.5]",
         Number(float, 0, 1, low_open=True, high_open=True, optional=True),
+    ),
+    tiles=Param(
+        "detector only: also look at COLUMNSxROWS overlapping tiles of the photo, for people small in it (one "
+        "more pass a tile) [default: 1x1, the whole photo]",
+        choices=TILES,
     ),
 )
 
@@ -114,10 +120,16 @@ def register(app, holder, settings, guarded) -> None:
         stop = Stop(app.state.cancel, settings.scan_deadline_s)
         data = files[0][1]
         if detector:
-            options = {k: q[k] for k in ("iou", "threshold")}
+            options = {k: q[k] for k in ("iou", "threshold", "tiles")}
             found = await run_in_threadpool(_planned_detector, settings.detector, data, options, settings)
             answer = await queue.run(stop, _detect, found, data, settings)
             return JSONResponse({"model": served.info["name"], "detector": Path(settings.detector).name, **answer})
+        if q["tiles"] is not None:
+            raise Rejected(
+                422,
+                "tiles is an option of the detector (detector=person); a crop model's scan covers the photo with min_size",
+                "bad_request",
+            )
         options = {k: q[k] for k in ("iou", "min_size", "threshold")}
         options["iou"] = 0.3 if options["iou"] is None else options["iou"]
         # Refused from its size and the model's cost before it queues: an over-limit request never waits.
