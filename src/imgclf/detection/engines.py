@@ -1,6 +1,6 @@
-"""What runs a detector's graph on a CPU: ONNX Runtime or OpenVINO, on its fp32 graph or the int8 one
-that `imgclf export NAME --int8` made (detection/int8.py). The detector calls `session.run(None,
-{"input": x})` whichever it is.
+"""What runs a detector's graph on a CPU: ONNX Runtime on its fp32 graph or on the int8 one that
+`imgclf export NAME --int8` made (detection/int8.py), or OpenVINO on the fp32 one. The detector
+calls `session.run(None, {"input": x})` whichever it is.
 """
 
 from __future__ import annotations
@@ -11,13 +11,10 @@ import numpy as np
 
 from imgclf.core.errors import UserError
 
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
-ENGINES = {
-    "onnx": "ONNX Runtime",
-    "onnx-int8": "ONNX Runtime, int8",
-    "openvino": "OpenVINO",
-    "openvino-int8": "OpenVINO, int8",
-}
+# No openvino-int8 (which the classifier has): OpenVINO 2026.4 ran the detector's int8 graph at 86 ms
+# a photo, 12x its fp32 graph's 7 ms and ONNX Runtime's int8 7 ms (2 threads, docs/benchmarks/int8.md).
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino")
+ENGINES = {"onnx": "ONNX Runtime", "onnx-int8": "ONNX Runtime, int8", "openvino": "OpenVINO"}
 
 
 def int8_file(fp32: Path) -> Path:
@@ -26,8 +23,8 @@ def int8_file(fp32: Path) -> Path:
 
 
 def open_engine(backend: str, fp32: Path, device, name: str):
-    """What runs the detector's graph for `backend` (not torch): an ONNX Runtime session, or OpenVINO
-    behind the same `run(None, {"input": x})`, on the fp32 graph `fp32` or its int8 one."""
+    """What runs the detector's graph for `backend` (not torch): an ONNX Runtime session on the fp32
+    graph `fp32` or its int8 one, or OpenVINO on `fp32` behind the same `run(None, {"input": x})`."""
     from imgclf.inference.onnx_runtime import open_session
 
     path = int8_path(fp32, name) if backend.endswith("-int8") else fp32
