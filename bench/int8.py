@@ -7,6 +7,9 @@ Not a test: nothing is asserted; prints one markdown table.
 
     python bench/int8.py                      # trains first (about 3 minutes on 2 cores)
     python bench/int8.py --run runs/flowers5-1   # an already trained run
+    python bench/int8.py --parts detector,faces  # the person detector and the face embedder only
+
+The detector and face embedder parts are in bench/int8_models.py (its docstring says what they measure).
 
 Columns:
 - test acc: argmax accuracy on the test split through the predictor, with the run's test-time
@@ -71,9 +74,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", help="an already trained run folder [default: train the default model on flowers5]")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--parts", default="classifier,detector,faces", help="comma-separated: classifier, detector, faces")
+    ap.add_argument("--work", default="/tmp/int8bench", help="where the detector and face sets are built")
     tables.add_csv_dir(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    parts = args.parts.split(",")
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M')} · {platform.processor() or platform.machine()} · {os.cpu_count()} cores, "
+        f"{args.threads} threads · load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    if "classifier" in parts:
+        classifier(args)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    import int8_models  # bench/int8_models.py
+
+    if "detector" in parts:
+        int8_models.detector_table(work, bool(importlib.util.find_spec("openvino")))
+    if "faces" in parts:
+        int8_models.faces_table(work)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+
+
+def classifier(args) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="imgclf-bench-int8-"))
     if args.run:
         run = Path(args.run)
