@@ -8,8 +8,8 @@ The network ships with no photos, so calibration takes the faces found in the us
 people: a gallery's enrolment folder does). An int8 embedding is compared with the fp32 one of the
 same face: a gallery enrolled in fp32 identifies with int8 and the other way round, so the check is
 that every calibration face's two embeddings stay within MAX_DRIFT of each other (cosine). On the
-ORL faces (bench/int8.py) the two were 0.9993 or closer for every face, and identification accuracy
-the same; faces/s of the embedder 2.7x.
+ORL faces (bench/int8.py) the two were 0.994 or closer for every face, and identification accuracy
+the same; chips/s of the embedder 2.1-2.3x.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from imgclf.core.errors import UserError
 from imgclf.faces.engine import int8_file
 
 # Cosine distance an int8 embedding may be from fp32's, for any face. A gallery's threshold sits
-# near 0.9 similarity and people are told apart by tenths, so a hundredth changes no name; ORL's
-# largest measured was 0.0007.
+# near 0.9 similarity and people are told apart by tenths, so a hundredth changes no name; on ORL
+# the largest measured was 0.006 (docs/benchmarks/int8.md).
 MAX_DRIFT = 0.01
 MIN_FACES = 20  # fewer, and the activation ranges come from too few faces
 MOST_FACES = 300
