@@ -6,6 +6,7 @@ at seeded places and sizes (20 photos, people in most), and the two photos as th
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.cbook
@@ -69,6 +70,8 @@ def test_each_backend_has_its_own_measured_cost(exported, monkeypatch):
     fp32, int8 = imgclf.detection.load_detector(), imgclf.detection.load_detector(backend="onnx-int8")
     assert cost.seconds_per_photo(fp32) == 0.02 and cost.seconds_per_photo(int8) == 0.04
     assert cost.seconds_per_photo(fp32.with_options(threshold=0.5)) == 0.02 and len(calls) == 2
+    # one loaded network run by another engine is measured again
+    assert cost.seconds_per_photo(replace(fp32, session=int8.session, backend="onnx-int8")) == 0.06
 
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino extra is not installed")

@@ -16,11 +16,11 @@ from imgclf.core.work import TooMuchWork, measured, timed
 
 def seconds_per_photo(detector) -> float:
     """The detector's measured seconds for one photo, cached on its loaded network (per tiling: each
-    tile is one more pass)."""
+    tile is one more pass; per engine: one network may run in ONNX Runtime fp32 and int8)."""
     from PIL import Image
 
     blank = Image.new("RGB", (640, 480), (128, 128, 128))
-    key = f"photo {detector.tiles[0]}x{detector.tiles[1]}"
+    key = f"photo {detector.tiles[0]}x{detector.tiles[1]} {getattr(detector, 'backend', 'torch')}"
     return measured(detector.net, key, lambda: timed(lambda: detector.detect_batch([blank])))
 
 
