@@ -134,3 +134,24 @@ def test_a_stale_int8_graph_is_refused(tmp_path):
 def test_cli_int8_detector_export_needs_photos():
     p = cli("export", "person", "--int8", check=False)
     assert p.returncode != 0 and "--calibration DIR" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_a_detector_run_calibrates_on_its_training_photos(calibration, tmp_path):
+    import json
+    import shutil
+
+    from imgclf.detection import weights
+
+    run = tmp_path / "boxes-1"  # a detector run folder as imgclf train BOXES/ writes it, holding the pretrained weights
+    run.mkdir()
+    shutil.copy(weights.pretrained_weights(), run / "detector.safetensors")
+    (run / "detector.json").write_text(json.dumps({"classes": ["person"], "threshold": 0.15, "positive": "person"}))
+    photos = sorted(calibration.glob("*.jpg"))
+    rows = [f"{p},train" for p in photos] + [f"{p},test" for p in photos[:6]]
+    (run / "splits.csv").write_text("path,split\n" + "\n".join(rows) + "\n")
+    r = imgclf.export(run, int8=True, verbose=False)
+    assert r["path"] == str(run / "detector.int8.onnx") and r["calibration_from"] == "train split"
+    assert r["checked_on"] == "test split" and r["n_checked"] == 6 and r["n_calibration"] == 20
+    assert json.loads((run / "export_int8.json").read_text())["presence_agreement"] == r["presence_agreement"]
+    det = imgclf.detection.load_detector(run, backend="onnx-int8")
+    assert "int8" in det.describe() and det.detect(Image.open(PORTRAIT).convert("RGB"))["present"]

@@ -232,15 +232,12 @@ def export(
 
     A detector exports the same way: "person" (the pretrained one; ./person-detector.onnx) or a
     detector run folder (RUN/detector.onnx), checked on `data`'s photos (else seeded noise). With
-    `int8=True` it is quantized (load it with backend="onnx-int8"), calibrated on the photos in
-    `calibration` (the pretrained detector needs them; a run defaults to its training photos) and kept
-    only when it changes the present/absent answer on at most `max_loss` percent of held-out photos
-    (default 5). See imgclf.detection.int8.
+    `int8=True` it is quantized (backend="onnx-int8"), calibrated on the photos in `calibration` (a
+    run's default: its training photos) and kept only when it changes the present/absent answer on at
+    most `max_loss` percent of held-out photos (default 5; imgclf.detection.int8). "faces" with
+    `int8=True` quantizes the face embedder on the faces in `calibration` (imgclf.faces.int8).
 
         imgclf.export("person", int8=True, calibration="my-camera/")   # {'presence_agreement': 0.98, ...}
-
-    "faces" with `int8=True` quantizes the face embedder, calibrated on the faces in `calibration`'s
-    photos (imgclf.faces.int8); galleries then identify with backend="onnx-int8".
     """
     if format != "onnx":
         raise UserError(f"unknown export format '{format}'; the supported one is onnx")
