@@ -8,7 +8,8 @@ model and the same aligned, equalised 150 px chip and embedding as imgclf's pipe
 candidate's own landmarks would give instead is not measured here), with the same rules around it
 (a photo of 300 px or less equalised first and taken whole when nothing is found; a larger one
 equalised only when nothing was found as it is). So the columns differ by the detector alone.
-- hog: dlib's HOG detector as imgclf runs it (imgclf.faces.model.FaceModel.find).
+- hog: dlib's HOG detector as imgclf runs it (imgclf.faces.model.FaceModel.find); hog-before: as it
+  ran before this bench (a 300-800 px photo searched at twice its size at once).
 - cnn: dlib's CNN (MMOD) face detector, mmod_human_face_detector.dat from face-recognition-models
   0.3.0 (CC0), run by dlib-bin, with HOG's upsampling rule.
 - mtcnn: facenet-pytorch 2.6.0's MTCNN (MIT; its P/R/O-Net weights converted once from the wheel's
@@ -136,9 +137,25 @@ def mediapipe_finder(model, candidates: Path, which: str):
     return find
 
 
+def hog_before(model):
+    """HOG as imgclf searched before 2026-11-25 evening: a photo of 300-800 px at twice its size at once."""
+    from imgclf.faces.model import FACE_CROP, UPSAMPLE_BELOW
+
+    def find(rgb):
+        side = max(rgb.shape[:2])
+        rects, scores, _ = model.detector.run(rgb, 0 if side <= FACE_CROP else int(side <= UPSAMPLE_BELOW), 0.0)
+        if not rects and side <= FACE_CROP:
+            rects, scores, _ = model.detector.run(rgb, 1, 0.0)
+        return sorted(zip(rects, map(float, scores)), key=lambda rs: -rs[0].area())
+
+    return find
+
+
 def finder(name: str, model, candidates: Path):
     if name == "hog":
         return None
+    if name == "hog-before":
+        return hog_before(model)
     if name == "cnn":
         return cnn_finder(model)
     if name == "mtcnn":
