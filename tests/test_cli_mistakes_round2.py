@@ -60,7 +60,11 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
         output_file("bad\0name.csv", "--out")
     assert output_file(tmp_path / "new" / "deeper" / "x.csv", "--out") == tmp_path / "new" / "deeper" / "x.csv"
     assert output_folder(tmp_path / "log", "--log-predictions") == tmp_path / "log"
+    # an existing file is replaced or resumed (predict --out appends to its CSV), never refused
+    assert output_file(tmp_path / "file.txt", "--out") == tmp_path / "file.txt"
+    assert output_folder(tmp_path / "folder", "--out") == tmp_path / "folder"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "folder"]  # nothing made, no probe left
+    assert list((tmp_path / "folder").iterdir()) == []
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")

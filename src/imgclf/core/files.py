@@ -167,7 +167,8 @@ def _check_writable(path: Path, flag: str) -> None:
     read-only mounts or /proc."""
     from imgclf.core.errors import UserError
 
-    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    # An existing file at `path` is replaced (or appended to) in its folder: that folder is what must take a file.
+    existing = next((p for p in (path, *path.parents) if p.exists() and not (p == path and p.is_file())), Path("."))
     if not existing.is_dir():
         raise UserError(f"{flag} {path} cannot be written: {existing} is a file, not a folder")
     try:
