@@ -95,9 +95,10 @@ def longest_allowed(url: str, data: bytes) -> tuple[float, int, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", help="a crop run with a class to find [default: the default model, trained here]")
-    args = parser.parse_args()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", help="a crop run with a class to find [default: the default model, trained here]")
+    tables.add_csv_dir(ap)
+    args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="scan-limits-"))
     run = Path(args.run) if args.run else crop_run(tmp)
     vga, rows = png(640, 480), []
