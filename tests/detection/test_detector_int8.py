@@ -27,7 +27,12 @@ SCENES = [Path(p) for p in load_sample_images().filenames]
 
 @pytest.fixture(scope="module")
 def calibration(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("calibration")
+    return calibration_photos(tmp_path_factory.mktemp("calibration"))
+
+
+def calibration_photos(d: Path) -> Path:
+    """20 photos in `d`: the portrait pasted into the two scenes (none in the first two)."""
+    d.mkdir(exist_ok=True)
     rng = np.random.default_rng(0)
     face = Image.open(PORTRAIT).convert("RGB")
     for k in range(20):
@@ -94,6 +99,29 @@ def test_cli_scan_with_the_int8_detector(exported, tmp_path):
     assert bad.returncode != 0 and "--backend must be one of" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_service_scans_with_the_int8_detector(exported, tmp_path_factory):
+    serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
+    import httpx
+    from helpers import trained_run
+
+    run, _ = trained_run(tmp_path_factory)  # a shapes model: /scan answers with the detector
+    app = serving.create_app(imgclf.load(run), serving.ServeSettings(detector_backend="onnx-int8"))
+    with serving.BackgroundServer(app) as url:
+        info = httpx.get(f"{url}/model").json()
+        headers = {"Content-Type": "image/jpeg"}
+        got = httpx.post(f"{url}/scan", content=PORTRAIT.read_bytes(), headers=headers, timeout=60).json()
+    assert info["detector"] == {
+        "name": "person",
+        "backend": "onnx-int8",
+        "engine": "ONNX Runtime, int8",
+        "precision": "int8",
+    }
+    want = imgclf.detection.load_detector(backend="onnx-int8").detect(Image.open(PORTRAIT).convert("RGB"))
+    assert got["present"] and got["count"] == want["count"] == 1
+    assert got["score"] == pytest.approx(want["score"], abs=1e-5)
+    assert got["boxes"][0]["x1"] == pytest.approx(want["boxes"][0]["x1"], abs=0.1)
+
+
 # last of the tests that need the int8 model: a refused export removes it
 def test_refusals_are_one_line_and_leave_no_int8_model(exported, calibration, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="--calibration DIR"):
@@ -131,6 +159,40 @@ def test_a_stale_int8_graph_is_refused(tmp_path):
         E.int8_path(fp32, "runs/boxes-1")
 
 
+def test_service_without_the_int8_detector_stops_in_one_line(tmp_path, tmp_path_factory):
+    serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
+    from helpers import trained_run
+
+    run, _ = trained_run(tmp_path_factory)
+    boxes = detector_run(tmp_path / "boxes-1")  # never exported at int8
+    with pytest.raises(
+        UserError, match=f"the detector {boxes} has no int8 model; make one with: imgclf export {boxes} --int8"
+    ):
+        serving.create_app(imgclf.load(run), serving.ServeSettings(detector=str(boxes), detector_backend="onnx-int8"))
+    p = cli(
+        "serve", run, "--detector", boxes, "--detector-backend", "onnx-int8", "--port", "8765", check=False, timeout=300
+    )
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert f"the detector {boxes} has no int8 model; make one with: imgclf export {boxes} --int8" in p.stderr
+    bad = cli("serve", run, "--detector-backend", "openvino-int8", check=False, timeout=300)
+    assert (
+        bad.returncode != 0 and "--detector-backend must be one of auto, torch, onnx, onnx-int8, openvino" in bad.stderr
+    )
+
+
+def detector_run(run: Path) -> Path:
+    """A detector run folder as imgclf train BOXES/ writes it, holding the pretrained weights."""
+    import json
+    import shutil
+
+    from imgclf.detection import weights
+
+    run.mkdir()
+    shutil.copy(weights.pretrained_weights(), run / "detector.safetensors")
+    (run / "detector.json").write_text(json.dumps({"classes": ["person"], "threshold": 0.15, "positive": "person"}))
+    return run
+
+
 def test_cli_int8_detector_export_needs_photos():
     p = cli("export", "person", "--int8", check=False)
     assert p.returncode != 0 and "--calibration DIR" in p.stderr and "Traceback" not in p.stderr
@@ -138,14 +200,8 @@ def test_cli_int8_detector_export_needs_photos():
 
 def test_a_detector_run_calibrates_on_its_training_photos(calibration, tmp_path):
     import json
-    import shutil
 
-    from imgclf.detection import weights
-
-    run = tmp_path / "boxes-1"  # a detector run folder as imgclf train BOXES/ writes it, holding the pretrained weights
-    run.mkdir()
-    shutil.copy(weights.pretrained_weights(), run / "detector.safetensors")
-    (run / "detector.json").write_text(json.dumps({"classes": ["person"], "threshold": 0.15, "positive": "person"}))
+    run = detector_run(tmp_path / "boxes-1")
     photos = sorted(calibration.glob("*.jpg"))
     rows = [f"{p},train" for p in photos] + [f"{p},test" for p in photos[:6]]
     (run / "splits.csv").write_text("path,split\n" + "\n".join(rows) + "\n")

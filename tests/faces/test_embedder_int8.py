@@ -107,8 +107,39 @@ def test_refusals_are_one_line(exported, photos, tmp_path):
         F.FaceModel("cpu", backend="openvino")
 
 
+def test_service_identifies_with_the_int8_embedder(exported, photos, tmp_path, tmp_path_factory, monkeypatch):
+    serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
+    import httpx
+    from helpers import trained_run
+
+    run, _ = trained_run(tmp_path_factory)
+    known = tmp_path / "known"
+    for name in ("Grace", "Eileen"):
+        (known / name).mkdir(parents=True)
+        for p in sorted((photos / name).glob("*.jpg"))[:3]:
+            (known / name / p.name).write_bytes(p.read_bytes())
+    gallery = tmp_path / "gallery"
+    F.enrol(known, gallery, verbose=False)
+    model = imgclf.load(run)
+    app = serving.create_app(model, serving.ServeSettings(faces=str(gallery), faces_backend="onnx-int8"))
+    probe = photos / "Grace" / "10.jpg"
+    with serving.BackgroundServer(app) as url:
+        info = httpx.get(f"{url}/model").json()["faces"]
+        headers = {"Content-Type": "image/jpeg"}
+        got = httpx.post(f"{url}/faces/identify", content=probe.read_bytes(), headers=headers, timeout=60).json()
+    assert info["backend"] == "onnx-int8" and info["precision"] == "int8" and info["people"] == 2
+    want = F.identify(gallery, [probe], backend="onnx-int8", verbose=False)[0]
+    assert [f["name"] for f in got["faces"]] == [f["name"] for f in want["faces"]] == ["Grace"]
+    assert got["faces"][0]["similarity"] == pytest.approx(want["faces"][0]["similarity"], abs=1e-6)
+
+    # no int8 model: the service does not start, and says how to make one
+    monkeypatch.setattr(engine, "int8_file", lambda fp32: tmp_path / "no.int8.onnx")
+    with pytest.raises(UserError, match="make one with: imgclf export faces --int8 --calibration PHOTOS/"):
+        serving.create_app(model, serving.ServeSettings(faces=str(gallery), faces_backend="onnx-int8"))
+    with pytest.raises(UserError, match="--faces-backend must be one of auto, onnx, onnx-int8, torch"):
+        serving.ServeSettings(faces=str(gallery), faces_backend="openvino")
+
+
 def test_cli_backend_option(photos, tmp_path):
-    p = cli("faces", "identify", tmp_path / "nowhere", photos, "--backend", "onnx-int8", "--ray", "auto", check=False)
-    assert p.returncode != 0 and "--backend is not taken with --ray" in p.stderr and "Traceback" not in p.stderr
     p = cli("export", "faces", "--int8", check=False)
     assert p.returncode != 0 and "--calibration DIR" in p.stderr and "Traceback" not in p.stderr

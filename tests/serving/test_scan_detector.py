@@ -34,6 +34,8 @@ def post(url: str, query: str = "", data: bytes | None = None) -> httpx.Response
 def test_scan_answers_with_the_pretrained_detector(url):
     info = httpx.get(f"{url}/model", headers={"Authorization": f"Bearer {KEY}"}).json()
     assert info["scan"] is True and info["scan_with"] == "detector person"
+    assert info["detector"]["name"] == "person" and info["detector"]["precision"] == "fp32"
+    assert info["detector"]["backend"] in ("onnx", "torch")  # auto: ONNX Runtime on a CPU, PyTorch on a GPU
     r = post(url)
     assert r.status_code == 200, r.text
     body = r.json()

@@ -243,6 +243,16 @@ def serve(
     faces: Optional[str] = typer.Option(
         None, help="A face gallery (imgclf faces enrol) to serve at POST /faces/identify; the page names faces"
     ),
+    detector_backend: Optional[str] = typer.Option(
+        None,
+        help="What runs POST /scan's detector: auto (ONNX Runtime on a CPU, PyTorch on a GPU) | torch | onnx | "
+        "onnx-int8 (made by imgclf export person --int8 --calibration PHOTOS/) | openvino [default: auto]",
+    ),
+    faces_backend: Optional[str] = typer.Option(
+        None,
+        help="What runs the face embedder of --faces: auto | onnx | onnx-int8 (made by imgclf export faces --int8 "
+        "--calibration PHOTOS/) | torch [default: auto]",
+    ),
     max_scan_seconds: Optional[float] = typer.Option(
         None,
         help="POST /scan: the longest one photo's scan may take, estimated from its size and the model's measured "
@@ -272,6 +282,8 @@ def serve(
         allowed_hosts=tuple(allowed_host) if allowed_host else None,
         detector=detector,
         faces=faces,
+        detector_backend=detector_backend,
+        faces_backend=faces_backend,
         max_scan_seconds=max_scan_seconds,
     )  # unset: ServeSettings' defaults
     api.serve(

@@ -265,10 +265,10 @@ def load_detector(
     except Exception as e:  # noqa: BLE001 - safetensors and torch raise several types for a damaged file
         raise UserError(f"{path} is not a readable detector ({type(e).__name__}): restore it from a copy") from None
     model = DecodedSSD(net).eval().to(dev)
-    session, backend = None, ("onnx" if dev.type == "cpu" else "torch") if backend == "auto" else backend
-    if backend != "torch":
-        from imgclf.detection.engines import open_engine
+    from imgclf.detection.engines import open_engine, resolved
 
+    session, backend = None, resolved(backend, dev)
+    if backend != "torch":
         session = open_engine(backend, onnx_file(model, onnx_path), dev, str(name))
     return Detector(
         model, classes, device=dev, session=session, source=source, backend=backend, graph=onnx_path, **options

@@ -17,6 +17,13 @@ BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino")
 ENGINES = {"onnx": "ONNX Runtime", "onnx-int8": "ONNX Runtime, int8", "openvino": "OpenVINO"}
 
 
+def resolved(backend: str, device) -> str:
+    """The engine `backend` stands for on `device` (a torch.device): auto is ONNX Runtime on a CPU, PyTorch on a GPU."""
+    if backend != "auto":
+        return backend
+    return "onnx" if device.type == "cpu" else "torch"
+
+
 def int8_file(fp32: Path) -> Path:
     """Where the int8 graph of the fp32 graph `fp32` lives."""
     return fp32.with_name(fp32.name.replace(".onnx", ".int8.onnx"))

@@ -13,6 +13,7 @@ from pathlib import Path
 from imgclf.core.errors import UserError
 
 CHIP = 150  # px: the aligned face the network reads (resnet.CHIP)
+BACKENDS = ("auto", "onnx", "onnx-int8", "torch")  # the embedder's engines (FaceModel)
 
 
 def int8_file(fp32: Path) -> Path:

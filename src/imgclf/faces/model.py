@@ -105,12 +105,7 @@ class FaceModel:
         self.dlib = dlib
         self.detector = dlib.get_frontal_face_detector()
         self.landmarks = dlib.shape_predictor(str(files["landmarks"]))
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if backend == "auto":
-            backend = "onnx" if device == "cpu" else "torch"
+        device, backend = engine_of(device, backend)
         self.embed = Embedder(files["embedding"], FILES["embedding"][1], backend=backend, device=device)
         self.name = NAME
         self.weights = {role: FILES[role][1] for role in FILES}
@@ -168,6 +163,18 @@ class FaceModel:
         engine = "ONNX Runtime" if self.embed.session is not None else f"PyTorch on {self.embed.device}"
         engine += ", int8" if self.embed.backend == "onnx-int8" else ""
         return f"faces: dlib HOG detector, 5-point alignment, {self.name} embedding ({PACKAGE} {VERSION}; {engine})"
+
+
+def engine_of(device: str = "auto", backend: str = "auto") -> tuple[str, str]:
+    """(device, backend) the embedder runs on: auto is ONNX Runtime on a CPU, PyTorch on a GPU. An ONNX
+    Runtime backend named outright takes the CPU even where there is a GPU (it runs nowhere else)."""
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() and backend in ("auto", "torch") else "cpu"
+    if backend == "auto":
+        backend = "onnx" if device == "cpu" else "torch"
+    return device, backend
 
 
 def equalized(rgb: np.ndarray) -> np.ndarray:

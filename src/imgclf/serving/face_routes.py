@@ -8,8 +8,9 @@
 The gallery is read again when its file changes (`imgclf faces add` / `remove` while serving take
 effect on the next request). dlib's objects are not thread-safe, so one photo is worked on at a
 time, in a worker thread; the photo's shape passes the same caps as /scan before it is decoded.
-GET /model says `"faces": {"people": N, "threshold": T}` when a gallery is served; without one
-the route does not exist (404).
+GET /model says `"faces": {"people": N, "threshold": T, "backend": B, "precision": P}` when a gallery
+is served (`imgclf serve --faces-backend onnx-int8`: the int8 embedder); without one the route does
+not exist (404).
 """
 
 from __future__ import annotations
@@ -31,24 +32,34 @@ from imgclf.serving.limits import Rejected, rejection, request_images
 class Faces:
     """The served gallery and face model, loaded on first use and reloaded when the gallery changes."""
 
-    def __init__(self, folder: str | None):
+    def __init__(self, folder: str | None, backend: str = "auto"):
         self.folder = Path(folder) if folder else None
+        self.backend = backend  # the embedder's (FaceModel): auto, onnx, onnx-int8 or torch
         self.lock = threading.Lock()
         self.model = None
         self.gallery = None
         self.stamp = None
         if self.folder is not None:
-            from imgclf.faces import load_gallery
+            from imgclf.faces import FaceModel, load_gallery
 
             load_gallery(self.folder)  # a missing or foreign gallery stops `imgclf serve` with one line
+            if backend != "auto":  # named outright: so does a missing int8 model (auto waits for the first photo)
+                self.model = FaceModel(backend=backend)
 
     def info(self) -> dict | None:
         if self.folder is None:
             return None
         from imgclf.faces import load_gallery
+        from imgclf.faces.model import engine_of
 
         g = self.gallery or load_gallery(self.folder)
-        return {"people": len(g.people), "threshold": g.threshold}
+        backend = engine_of("auto", self.backend)[1]
+        return {
+            "people": len(g.people),
+            "threshold": g.threshold,
+            "backend": backend,
+            "precision": "int8" if backend.endswith("-int8") else "fp32",
+        }
 
     def identify(self, data: bytes, settings) -> dict:
         from imgclf.data.images import UnusableImage, read_rgb
@@ -59,7 +70,7 @@ class Faces:
         check_shape(width, height, settings)
         with self.lock:
             try:
-                self.model = self.model or FaceModel()
+                self.model = self.model or FaceModel(backend=self.backend)
                 stamp = (self.folder / FILE).stat().st_mtime_ns
                 if stamp != self.stamp:
                     self.gallery, self.stamp = load_gallery(self.folder, self.model), stamp
@@ -74,7 +85,7 @@ class Faces:
 
 
 def register(app, holder, settings, guarded) -> None:
-    faces = Faces(settings.faces)
+    faces = Faces(settings.faces, settings.faces_backend)
     app.state.faces = faces
 
     def advertise(h) -> None:

@@ -7,7 +7,8 @@
 
 Two engines: a served run trained on crops (with a class named like person, or `positive=`) is slid
 over the photo (imgclf.scanning); any other run, or `detector=person`, gets the pretrained person
-detector (imgclf.detection: one forward pass, boxes with a `label`, and a `count`).
+detector (imgclf.detection: one forward pass, boxes with a `label`, and a `count`), in the engine
+`imgclf serve --detector-backend` names (onnx-int8: its int8 model); GET /model's "detector" says which.
 
 A crop scan is hundreds of forward passes' worth of work, so it skips the micro-batcher (built for many
 small requests) and runs in a worker thread, one scan at a time with a short queue and a deadline
@@ -78,9 +79,13 @@ def register(app, holder, settings, guarded) -> None:
     queue = ScanQueue(settings.scan_queue, settings.scan_deadline_s, settings.max_scan_seconds)
     scanners = functools.lru_cache(maxsize=SCANNERS)(_scanner)
     app.state.scanners = scanners  # its cache_info() shows the cache's size (tests, debugging)
+    if settings.detector_backend != "auto":  # named outright: a missing int8 model stops the start-up, in one line
+        _loaded_detector(settings.detector, settings.detector_backend)
+    detector = _detector_info(settings)
 
     def advertise(h) -> None:
         # /model's info comes from the holder's snapshot: mark it there, again after every swap.
+        h.current.info["detector"] = detector
         crop = _can_scan(h.current.model)
         h.current.info["scan"] = crop or _detector_installed(settings.detector)
         h.current.info["scan_with"] = "crop model" if crop else ("detector person" if h.current.info["scan"] else None)
@@ -161,10 +166,32 @@ def _detector_installed(name: str) -> bool:
 
 
 @functools.lru_cache(maxsize=2)
-def _loaded_detector(name: str):
+def _loaded_detector(name: str, backend: str = "auto"):
     from imgclf.detection import load_detector
 
-    return load_detector(name)
+    return load_detector(name, _detector_device(backend), backend)
+
+
+def _detector_device(backend: str) -> str:
+    # ONNX Runtime and OpenVINO run the detector on the CPU only; auto and torch take a GPU where there is one.
+    return "auto" if backend in ("auto", "torch") else "cpu"
+
+
+def _detector_info(settings) -> dict | None:
+    """GET /model's "detector": /scan's detector, the engine it runs in and the precision it computes in."""
+    from imgclf.core.device import pick_device
+    from imgclf.detection.engines import ENGINES, resolved
+
+    if not _detector_installed(settings.detector):
+        return None
+    device = pick_device(_detector_device(settings.detector_backend))
+    backend = resolved(settings.detector_backend, device)
+    return {
+        "name": Path(settings.detector).name,
+        "backend": backend,
+        "engine": ENGINES.get(backend, f"PyTorch on {device}"),
+        "precision": "int8" if backend.endswith("-int8") else "fp32",
+    }
 
 
 def _planned_detector(name: str, data: bytes, options: dict, settings):
@@ -175,7 +202,7 @@ def _planned_detector(name: str, data: bytes, options: dict, settings):
     width, height = header_size(data, settings.max_pixels)
     check_shape(width, height, settings)
     try:
-        detector = _loaded_detector(name)
+        detector = _loaded_detector(name, settings.detector_backend)
     except UserError as e:  # its weights are not installed here
         raise Rejected(503, str(e), "unavailable") from e
     try:

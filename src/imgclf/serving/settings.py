@@ -40,6 +40,10 @@ class ServeSettings:
     # after it); None: 30 s, or 6 x max_scan_seconds when longer, so no limit cuts short the scans it allows
     detector: str = "person"  # /scan's detector: the pretrained person detector, or a detector run folder
     faces: str | None = None  # POST /faces/identify's gallery folder (imgclf faces enrol); None: no faces route
+    # What runs them (detection.engines, faces.engine): auto is ONNX Runtime fp32 on a CPU, PyTorch on a GPU;
+    # onnx-int8 the int8 model `imgclf export person|RUN|faces --int8` made (checked at start-up).
+    detector_backend: str = "auto"  # auto | torch | onnx | onnx-int8 | openvino
+    faces_backend: str = "auto"  # auto | onnx | onnx-int8 | torch
     read_timeout_s: float = 15.0  # a client's headers, and each wait for more body, must arrive within this
     max_connections: int = 128  # open connections; past it new requests get 503
 
@@ -78,8 +82,20 @@ class ServeSettings:
             )
         if self.log_images not in ("keep", "hash"):
             raise UserError(f"--log-images {self.log_images!r}: use keep (store the images) or hash (sha256 only)")
+        self._check_backends()
         if self.api_key is not None and not self.api_key.strip():
             raise UserError("--api-key is empty: give a non-empty key, or leave the option out for an open service")
+
+    def _check_backends(self) -> None:
+        from imgclf.detection.engines import BACKENDS as DETECTOR
+        from imgclf.faces.engine import BACKENDS as FACES
+
+        for option, value, choices in (
+            ("detector", self.detector_backend, DETECTOR),
+            ("faces", self.faces_backend, FACES),
+        ):
+            if value not in choices:
+                raise UserError(f"--{option}-backend must be one of {', '.join(choices)}, not '{value}'")
 
     def check_folders(self) -> None:
         """Refuse in one line, before serving, an --inbox or --log-predictions that is a file or cannot
