@@ -53,6 +53,51 @@ def test_face_shards_equal_identify(ray_cluster, tmp_path):
         assert faces[0]["similarity"] == pytest.approx(single[path]["faces"][0]["similarity"], abs=1e-3)
 
 
+def test_int8_face_shards_equal_int8_identify(ray_cluster, tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "faces"))
+    from test_embedder_int8 import EILEEN, GRACE, copies
+
+    from imgclf.core.errors import UserError
+    from imgclf.faces import engine
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    faces = tmp_path / "faces"
+    for name, img in (("Grace", GRACE), ("Eileen", EILEEN)):
+        (faces / name).mkdir(parents=True)
+        for i, v in enumerate(copies(img)):
+            v.save(faces / name / f"{i}.jpg", quality=92)
+    imgclf.export("faces", int8=True, calibration=faces, verbose=False)  # into the cache the workers share
+    known, probes = tmp_path / "known", tmp_path / "probes"
+    probes.mkdir()
+    for name in ("Grace", "Eileen"):
+        (known / name).mkdir(parents=True)
+        for p in sorted((faces / name).glob("*.jpg"))[:3]:
+            (known / name / p.name).write_bytes(p.read_bytes())
+        for p in sorted((faces / name).glob("*.jpg"))[9:]:
+            (probes / f"{name}-{p.name}").write_bytes(p.read_bytes())
+    F.enrol(known, tmp_path / "g", verbose=False)
+    out = tmp_path / "out"
+    summary = imgclf.predict_on_ray(
+        tmp_path / "g", probes, out, address="auto", backend="onnx-int8", shard_size=3, progress=False
+    )
+    assert summary["shards"] == 2 and summary["predicted"] == 6
+    rows = {r["path"]: r for f in sorted(out.glob("part-*.parquet")) for r in pq.read_table(f).to_pylist()}
+    single = {r["path"]: r for r in F.identify(tmp_path / "g", probes, backend="onnx-int8", verbose=False)}
+    assert rows.keys() == single.keys()
+    for path, r in rows.items():
+        faces_ = json.loads(r["faces"])
+        assert [f["name"] for f in faces_] == [f["name"] for f in single[path]["faces"]]
+        for a, b in zip(faces_, single[path]["faces"]):
+            assert a["similarity"] == pytest.approx(b["similarity"], abs=1e-5)
+
+    monkeypatch.setattr(engine, "int8_file", lambda fp32: tmp_path / "no.int8.onnx")
+    with pytest.raises(UserError, match="make one with: imgclf export faces --int8 --calibration PHOTOS/"):
+        imgclf.predict_on_ray(tmp_path / "g", probes, tmp_path / "none", backend="onnx-int8", progress=False)
+
+
 def test_threshold_is_refused_with_ray(tmp_path):
     p = cli("faces", "identify", tmp_path, "x.jpg", "--ray", "--threshold", "0.9", check=False)
     assert p.returncode == 2 and "--threshold is not taken with --ray" in p.stderr

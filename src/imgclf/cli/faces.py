@@ -94,7 +94,7 @@ def identify(
         "--ray",
         metavar="ADDRESS",
         help="Identify on a Ray cluster (pip install 'imgclf[ray]'): bare --ray = this machine or $RAY_ADDRESS; "
-        "Parquet shards (path, count, faces as JSON) into --out; rerun to resume",
+        "Parquet shards (path, count, faces as JSON) into --out; rerun to resume; the workers run --backend",
     ),
     backend: str = BACKEND,
 ):
@@ -107,9 +107,7 @@ def identify(
 
         if threshold is not None:
             raise UserError("--threshold is not taken with --ray: the workers use the gallery's recorded one")
-        if backend != "auto":
-            raise UserError("--backend is not taken with --ray: the workers run the embedder on auto")
-        api.predict_on_ray(gallery, photos if len(photos) > 1 else photos[0], out, address=ray)
+        api.predict_on_ray(gallery, photos if len(photos) > 1 else photos[0], out, address=ray, backend=backend)
         return
     results = faces.identify(
         gallery, photos, out=out, threshold=threshold, every=every, video_out=video_out, backend=backend

@@ -27,7 +27,8 @@ def predict(
     tta: Optional[str] = typer.Option(None, help=TTA_HELP),
     backend: Optional[str] = typer.Option(
         None,
-        help=f"{BACKEND_HELP} [default: torch; with --ray, onnx on CPU workers and torch on GPUs]",
+        help=f"{BACKEND_HELP}; a detector (person, a detector run) with --ray: imgclf scan's backends "
+        "[default: torch; with --ray, onnx on CPU workers and torch on GPUs]",
     ),
     out: Optional[str] = typer.Option(
         None,

@@ -71,13 +71,10 @@ def predict_on_ray(
     check_top_k(top_k)
     require_ray()
     start = time.perf_counter()
-    detector = detector_job(run)
+    detector = detector_job(run, backend)
     if detector is None:
         run = find_run(run).resolve()
         meta = read_model_json(run)
-    if backend.endswith("-int8") or backend == "openvino":
-        if detector is not None:
-            raise UserError(f"--backend {backend} is for classifier runs; a detector runs on auto, torch or onnx")
         if backend.endswith("-int8"):  # a missing or stale int8 model: one line now, not a failure per worker
             from imgclf.inference.quantize import int8_path
 
@@ -116,21 +113,22 @@ def predict_on_ray(
     return _summary(folder, job, todo, counts, time.perf_counter() - start, console)
 
 
-def detector_job(run) -> dict | None:
+def detector_job(run, backend: str = "auto") -> dict | None:
     """For a detector ("person", a detector run folder) or a face gallery: what the job records of
-    it; None for a classifier run. The detector is loaded here once, so its converted weights are in
-    the cache before the workers start."""
+    it; None for a classifier run. The detector (or face embedder) is loaded here once with `backend`,
+    as `imgclf scan` and `imgclf faces identify` load it: its converted weights are in the cache before
+    the workers start, and a backend it lacks (an int8 model not made) is one line, not a failed worker."""
     from imgclf.detection import load_detector
 
     if (Path(run).expanduser() / "gallery.safetensors").is_file():
         from imgclf.faces import FaceModel, load_gallery
 
-        g = load_gallery(run, FaceModel())  # a foreign or damaged gallery: one line, before any worker
+        g = load_gallery(run, FaceModel(backend=backend))  # a foreign or damaged gallery: one line, before any worker
         decision = {"gallery": Path(run).name, "people": len(g.people), "threshold": g.threshold, "method": g.method}
         return {"run": str(Path(run).expanduser().resolve()), "decision": decision, "kind": "faces"}
     if str(run) != "person" and not (Path(run).expanduser() / "detector.json").is_file():
         return None
-    det = load_detector(run, "cpu")
+    det = load_detector(run, "cpu", "auto" if backend == "torch" else backend)
     name = "person" if str(run) == "person" else str(Path(run).expanduser().resolve())
     return {
         "run": name,

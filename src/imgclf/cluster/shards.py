@@ -66,7 +66,7 @@ class ShardDetector(ShardPredictor):
         self.job = job
         self.kind = job.get("kind", "detector")
         if self.kind == "faces":
-            self.model = _FaceAnswers(job["run"])
+            self.model = _FaceAnswers(job["run"], job["device"], job["backend"])
         else:
             from imgclf.detection import load_detector
 
@@ -87,10 +87,10 @@ class ShardDetector(ShardPredictor):
 class _FaceAnswers:
     """A gallery and the face models, answering one photo as the detector does: {count, faces}."""
 
-    def __init__(self, gallery: str):
+    def __init__(self, gallery: str, device: str = "auto", backend: str = "auto"):
         from imgclf.faces import FaceModel, load_gallery
 
-        self.model = FaceModel()
+        self.model = FaceModel(device, backend)
         self.gallery = load_gallery(gallery, self.model)
 
     def detect(self, img) -> dict:
