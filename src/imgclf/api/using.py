@@ -113,7 +113,8 @@ def predict_on_ray(
     every node can read. `run`: a run folder every node can read (each worker loads it once).
     `address`: "auto" (RAY_ADDRESS, a `ray start` cluster on this machine, else a local one),
     "ray://HOST:10001" or "HOST:6379". `backend="auto"`: ONNX Runtime on CPU workers, PyTorch on
-    GPUs. `out` [default: ./predictions-<source name>]. See imgclf.cluster.predict.
+    GPUs; a detector or gallery `run` takes imgclf.scan's or imgclf.faces.identify's backends (onnx-int8
+    too). `out` [default: ./predictions-<source name>]. See imgclf.cluster.predict.
 
         imgclf.predict_on_ray("runs/photos-1", "s3://bucket/new.txt", "s3://bucket/preds", address="ray://head:10001")
         # {'shards': 98, 'skipped_shards': 0, 'predicted': 99840, 'errors': 3, 'images_per_s': ..., 'workers': 64}
