@@ -164,6 +164,8 @@ def _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, conso
     import ray.data
 
     want_gpu = None if device == "auto" else device.startswith("cuda")
+    if device == "auto" and _cpu_only(job.get("kind"), backend):
+        want_gpu = False
     workers, gpus = cluster_workers(ray, gpu=want_gpu)
     if want_gpu and not gpus:
         raise UserError(f"--device {device} asked for, but the Ray cluster has no GPUs; use --device cpu or auto")
@@ -202,6 +204,15 @@ def _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, conso
                 raise
             raise err from None
     return counts
+
+
+def _cpu_only(kind: str | None, backend: str) -> bool:
+    """Whether `backend` runs a detector (ONNX Runtime int8, OpenVINO) or the face embedder (ONNX
+    Runtime) on the CPU only: a GPU worker would refuse it, so the workers are CPU ones, as
+    `imgclf scan` and `imgclf faces identify` run it on the CPU of a machine with a GPU."""
+    if kind == "detector":
+        return backend in ("onnx-int8", "openvino")
+    return kind == "faces" and backend in ("onnx", "onnx-int8")
 
 
 def _ensure_onnx(run: Path, console) -> None:

@@ -232,7 +232,8 @@ def load_detector(
 
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)} for a detector, not '{backend}'")
-    dev = pick_device(device)
+    # ONNX Runtime int8 and OpenVINO run on the CPU only: `auto` takes it for them even beside a GPU.
+    dev = pick_device("cpu" if device == "auto" and backend in ("onnx-int8", "openvino") else device)
     run = Path(name).expanduser()
     if (run / "detector.json").is_file():
         from imgclf.core.files import read_json

@@ -169,12 +169,7 @@ def _detector_installed(name: str) -> bool:
 def _loaded_detector(name: str, backend: str = "auto"):
     from imgclf.detection import load_detector
 
-    return load_detector(name, _detector_device(backend), backend)
-
-
-def _detector_device(backend: str) -> str:
-    # ONNX Runtime and OpenVINO run the detector on the CPU only; auto and torch take a GPU where there is one.
-    return "auto" if backend in ("auto", "torch") else "cpu"
+    return load_detector(name, "auto", backend)
 
 
 def _detector_info(settings) -> dict | None:
@@ -184,7 +179,7 @@ def _detector_info(settings) -> dict | None:
 
     if not _detector_installed(settings.detector):
         return None
-    device = pick_device(_detector_device(settings.detector_backend))
+    device = pick_device("auto")
     backend = resolved(settings.detector_backend, device)
     return {
         "name": Path(settings.detector).name,
