@@ -138,6 +138,8 @@ def test_service_identifies_with_the_int8_embedder(exported, photos, tmp_path, t
         serving.create_app(model, serving.ServeSettings(faces=str(gallery), faces_backend="onnx-int8"))
     with pytest.raises(UserError, match="--faces-backend must be one of auto, onnx, onnx-int8, torch"):
         serving.ServeSettings(faces=str(gallery), faces_backend="openvino")
+    with pytest.raises(UserError, match="--faces-backend runs the face embedder of --faces GALLERY"):
+        serving.ServeSettings(faces_backend="onnx-int8")  # no gallery: it would be ignored
 
 
 def test_cli_backend_option(photos, tmp_path):

@@ -96,6 +96,10 @@ class ServeSettings:
         ):
             if value not in choices:
                 raise UserError(f"--{option}-backend must be one of {', '.join(choices)}, not '{value}'")
+        if self.faces is None and self.faces_backend != "auto":  # it would be ignored, and the user told nothing
+            raise UserError(
+                "--faces-backend runs the face embedder of --faces GALLERY: give --faces too, or leave it out"
+            )
 
     def check_folders(self) -> None:
         """Refuse in one line, before serving, an --inbox or --log-predictions that is a file or cannot
