@@ -20,6 +20,7 @@ import imgclf
 from imgclf.core.errors import UserError
 from imgclf.detection import engines as E
 from imgclf.detection import int8 as I
+from imgclf.inference.onnx_runtime import int8_file
 
 PORTRAIT = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 SCENES = [Path(p) for p in load_sample_images().filenames]
@@ -154,7 +155,7 @@ def test_a_stale_int8_graph_is_refused(tmp_path):
     fp32.write_bytes(b"the fp32 graph")
     stale = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
     onnx.helper.set_model_props(stale, {"precision": "int8", "weights_sha256": "0" * 64})
-    onnx.save(stale, str(E.int8_file(fp32)))
+    onnx.save(stale, str(int8_file(fp32)))
     with pytest.raises(UserError, match="made from another graph"):
         E.int8_path(fp32, "runs/boxes-1")
 

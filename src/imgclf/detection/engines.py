@@ -24,11 +24,6 @@ def resolved(backend: str, device) -> str:
     return "onnx" if device.type == "cpu" else "torch"
 
 
-def int8_file(fp32: Path) -> Path:
-    """Where the int8 graph of the fp32 graph `fp32` lives."""
-    return fp32.with_name(fp32.name.replace(".onnx", ".int8.onnx"))
-
-
 def open_engine(backend: str, fp32: Path, device, name: str):
     """What runs the detector's graph for `backend` (not torch): an ONNX Runtime session on the fp32
     graph `fp32` or its int8 one, or OpenVINO on `fp32` behind the same `run(None, {"input": x})`."""
@@ -59,17 +54,8 @@ class OpenVinoSession:
 
 
 def int8_path(fp32: Path, name: str) -> Path:
-    """The int8 graph of `fp32` when it was made from that very graph; else one line saying how to make
-    it (never made here: it needs photos, and may be refused)."""
-    import onnx
+    """The int8 graph of the detector's fp32 graph, checked to be made from it (inference.onnx_runtime)."""
+    from imgclf.inference.onnx_runtime import int8_beside
 
-    from imgclf.models.packaged import sha256
-
-    path = int8_file(fp32)
     make = f"imgclf export {name} --int8" + (" --calibration PHOTOS/" if name in ("person", "ssdlite-person") else "")
-    if not path.is_file():
-        raise UserError(f"the detector {name} has no int8 model; make one with: {make}")
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    if props.get("weights_sha256") != sha256(fp32):
-        raise UserError(f"{path} was made from another graph than the detector {name} has now; make it again: {make}")
-    return path
+    return int8_beside(fp32, f"the detector {name}", f"another graph than the detector {name} has now", make)

@@ -16,10 +16,6 @@ CHIP = 150  # px: the aligned face the network reads (resnet.CHIP)
 BACKENDS = ("auto", "onnx", "onnx-int8", "torch")  # the embedder's engines (FaceModel)
 
 
-def int8_file(fp32: Path) -> Path:
-    return fp32.with_name(fp32.name.replace(".onnx", ".int8.onnx"))
-
-
 def session(net, path: Path, int8: bool = False):
     """An ONNX Runtime CPU session, on every core this process may use, on `net` exported to ONNX at
     `path` (once, atomically, the batch axis dynamic; reused after); `int8`: on the int8 graph made
@@ -57,15 +53,8 @@ def session(net, path: Path, int8: bool = False):
 
 
 def int8_path(fp32: Path) -> Path:
-    """The int8 graph of `fp32` when it was made from that graph; else one line saying how to make it."""
-    import onnx
+    """The int8 graph of the embedder's fp32 graph, checked to be made from it (inference.onnx_runtime)."""
+    from imgclf.inference.onnx_runtime import int8_beside
 
-    from imgclf.models.packaged import sha256
-
-    path, make = int8_file(fp32), "imgclf export faces --int8 --calibration PHOTOS/"
-    if not path.is_file():
-        raise UserError(f"the face embedder has no int8 model; make one with: {make}")
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    if props.get("weights_sha256") != sha256(fp32):
-        raise UserError(f"{path} was made from another face network than the one installed; make it again: {make}")
-    return path
+    make = "imgclf export faces --int8 --calibration PHOTOS/"
+    return int8_beside(fp32, "the face embedder", "another face network than the one installed", make)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
-from imgclf.faces.engine import int8_file
+from imgclf.inference.onnx_runtime import int8_file
 
 # Cosine distance an int8 embedding may be from fp32's, for any face. A gallery's threshold sits
 # near 0.9 similarity and people are told apart by tenths, so a hundredth changes no name; on ORL
