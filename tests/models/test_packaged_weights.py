@@ -89,10 +89,12 @@ def make_photos(
 
 @pytest.fixture(scope="module")
 def photo_run(tmp_path_factory):
-    """The no-flag default on photo-sized images (only the epoch count cut for test time)."""
+    """The no-flag default on photo-sized images (only the epoch count cut for test time), on the CPU:
+    the tests below check the CPU recipe (upper layers on stored maps, evaluation in ONNX Runtime),
+    which on a GPU machine two of them failed for want of (an H100, 2026-11-26: it fine-tunes all layers)."""
     root = tmp_path_factory.mktemp("lite")
     data = make_photos(root / "photos")
-    return imgclf.train(data, out=str(root / "run"), epochs=1, img_size=64, verbose=False)
+    return imgclf.train(data, out=str(root / "run"), epochs=1, img_size=64, device="cpu", verbose=False)
 
 
 @pytest.mark.slow

@@ -179,3 +179,44 @@ def test_gpu_preset_fast_compiles_and_trains(shapes, tmp_path):
     meta = json.loads((run.path / "model.json").read_text())
     assert meta["training"]["device"].startswith("cuda") and run.metrics["accuracy"] > 0.5
     assert meta["training"]["first_step_seconds"] > 0
+
+
+def test_compile_pays_back_only_with_enough_training_ahead():
+    from imgclf.training.timing import CompileChoice, compile_pays
+
+    assert not compile_pays(40) and compile_pays(3600)  # the rest of a 90 s budget; an hour's
+    choice = CompileChoice("auto", GPU, cached=False)
+    assert choice.pending and not choice.on
+    # 7 steps in 10 s, the first 4 s of them (warm-up): 1 s a step; 100 steps ahead, 50 s of budget left.
+    assert not choice.decide(10.0, 4.0, 7, 100, 50.0) and choice.record["seconds_ahead"] == 50.0
+    assert choice.record["step_ms"] == 1000.0 and not choice.pending
+    assert CompileChoice("auto", GPU, cached=False).decide(10.0, 0.0, 10, 1000, None)  # 1000 s ahead
+    assert not CompileChoice("auto", CPU, cached=False).pending and CompileChoice("on", CPU, cached=False).on
+    assert not CompileChoice("on", GPU, cached=True).on  # the feature cache's upper layers run as they are
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cost, compiles", [(0.0, True), (1e9, False)])
+def test_compile_auto_times_an_epoch_before_compiling(shapes, tmp_path, monkeypatch, capsys, cost, compiles):
+    """On CUDA, auto runs the first epoch uncompiled and compiles from the second only when the time
+    ahead pays it back. Here on any machine: the choice is told it runs on CUDA, compiling is
+    priced at `cost` seconds, and torch.compile is recorded rather than run."""
+    from imgclf.training import timing
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m: compiled.append(m) or m)
+    monkeypatch.setattr(timing, "COMPILE_S", cost)
+    init = timing.CompileChoice.__init__
+    monkeypatch.setattr(timing.CompileChoice, "__init__", lambda self, s, d, cached: init(self, s, GPU, cached))
+    run = imgclf.train(shapes, model="simple_cnn", epochs=3, img_size=16, out=tmp_path / "run", verbose=True)
+    record = json.loads((run.path / "model.json").read_text())["training"]["compile"]
+    assert record["setting"] == "auto" and record["on"] is compiles and record["seconds_ahead"] > 0
+    assert record["from_epoch"] == (2 if compiles else None) and len(compiled) == int(compiles)
+    out = capsys.readouterr().out
+    assert ("torch.compile: on from epoch 2" in out) is compiles and ("torch.compile: off" in out) is not compiles
+
+
+@pytest.mark.slow
+def test_compile_auto_stays_off_on_a_cpu(tiny_run):
+    record = json.loads((tiny_run / "model.json").read_text())["training"]["compile"]
+    assert record == {"setting": "auto", "on": False, "from_epoch": None}

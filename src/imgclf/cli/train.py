@@ -127,7 +127,7 @@ def train(
         help="Test-time augmentation at evaluation: none | flip | crop | flip-crop [default: flip when training flips]",
     ),
     compile: Optional[str] = typer.Option(
-        None, help="torch.compile: auto | on | off  [default: auto, on for long CUDA runs]"
+        None, help="torch.compile: auto | on | off  [default: auto: on CUDA when the time ahead pays it back]"
     ),
     config: Optional[Path] = typer.Option(None, help="YAML file of settings (flags override it)."),
     out: Optional[str] = typer.Option(None, help="Run folder [default: runs/<dataset>-<n>]"),

@@ -78,7 +78,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:1 | mps
     amp: str = "auto"  # auto | bf16 | fp16 | off
     channels_last: bool | None = None  # auto: on for CUDA
-    compile: str = "auto"  # torch.compile: auto (CUDA runs long enough to pay it back) | on | off
+    compile: str = "auto"  # torch.compile: auto (on CUDA, from epoch 2 when the time ahead pays it back) | on | off
     workers: int | None = None  # decoding processes; default all cores
 
     def __post_init__(self):

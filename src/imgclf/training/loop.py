@@ -33,7 +33,7 @@ from imgclf.training.epoch import EpochKit, train_epoch
 from imgclf.training.featcache import FeatureCache, LowerMaps, epochs_cache
 from imgclf.training.finetune import Stages, describe
 from imgclf.training.history import read_history, write_history
-from imgclf.training.timing import StepTimer
+from imgclf.training.timing import CompileChoice, StepTimer
 
 STATE_FILE = "train_state.safetensors"
 
@@ -50,6 +50,7 @@ class FitResult:
     first_step_seconds: float = 0.0  # the first step alone: compilation and warm-up show here
     stages: list[dict] = field(default_factory=list)  # training.finetune: epochs, parameters and lrs of each stage
     plan: dict | None = None  # training.budget: how a budgeted run's cooldown came and ended it
+    compile: dict = field(default_factory=dict)  # training.timing.CompileChoice: whether, from when, why
 
 
 # Long on purpose: the whole loop (setup, resume, epochs, validation, checkpoints) reads top to
@@ -137,7 +138,8 @@ def fit(
     stages.plan = plan
 
     feats = epochs_cache(model, stages, cfg, data, train, mean, std, device, feature_maps, result, policy, console)
-    step_model = _step_module(model, feats, cfg, device, total_steps, console)
+    choice = CompileChoice(cfg.compile, device, cached=feats is not None)
+    step_model = _step_module(model, feats, device, choice.on, console)
     kit = EpochKit(
         model,
         step_model,
@@ -174,8 +176,13 @@ def fit(
         if stages.starts(epoch):
             opt, bad_epochs = stages.optimizer(model, epoch), 0  # the stage's own patience, too
             if dist.active():  # DDP hooks the parameters that train at wrapping time: wrap again
-                kit.step_model = _step_module(model, feats, cfg, device, total_steps, console)
+                kit.step_model = _step_module(model, feats, device, choice.on, console)
             console.print(f"stage 2: all layers train{' (layer-wise learning rates)' if stages.decay != 1 else ''}")
+        elif choice.pending and epoch > start_epoch and not stages.head_only(epoch - 1):  # this stage's epoch was timed
+            _decide_compile(choice, result.history[-1], timer, epoch, start_epoch, steps_per_epoch, bs, cfg, plan)
+            console.print(choice.says(epoch))
+            if choice.on:
+                kit.step_model = _step_module(model, feats, device, True, console)
         stages.train_mode(model, epoch)
         loss_sum, correct, seen = train_epoch(
             kit, opt, perm, epoch, epoch == start_epoch, aug_gen, crop_gen, timer, console
@@ -248,6 +255,7 @@ def fit(
         elif result.stopped_early:
             console.print(f"early stopping: val accuracy has not improved for {bad_epochs} epochs")
     result.first_step_seconds = timer.first_step_seconds
+    result.compile = choice.record
     if plan is not None:
         stages.epochs_run = len(result.history)
     result.stages = stages.record(model)
@@ -321,31 +329,37 @@ def _checkpoint(run_dir: Path, result: FitResult, model, shipped, opt, ema, impr
     save_training_state(run_dir / STATE_FILE, model, opt, info, ema.average if ema else None)
 
 
-def _step_module(model, feats: FeatureCache | None, cfg: TrainConfig, device, total_steps: int, console):
-    """What a training step runs forward: the network (compiled where it pays), or its upper layers
-    over the stored maps; under DDP wrapped, so that its backward averages the gradients."""
+def _step_module(model, feats: FeatureCache | None, device, compile_on: bool, console):
+    """What a training step runs forward: the network (compiled when `compile_on`), or its upper
+    layers over the stored maps; under DDP wrapped, so that its backward averages the gradients."""
     if feats is None:
-        return compiled(dist.wrap(model, device), cfg, device, total_steps, console)
+        return compiled(dist.wrap(model, device), console) if compile_on else dist.wrap(model, device)
     return dist.wrap(feats.upper_module(), device) if dist.active() else feats.upper
 
 
-def compiled(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, total_steps: int, console):
-    """`torch.compile(model)` where it pays back its compile time, else the model itself.
-
-    auto: CUDA runs of at least 200 steps (compiling takes ~10-60 s; fused kernels save ~20-40% of
-    each step on a GPU). On CPUs compile time rarely pays back within a run. The compiled graph
-    is cached on disk (TORCHINDUCTOR_CACHE_DIR under imgclf's cache), so re-runs skip most of it.
-    The training step runs the compiled module; weights are shared with `model`, which validation
-    and checkpoints use directly.
-    """
-    on = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda" and total_steps >= 200)
-    if not on:
-        return model
+def compiled(model: torch.nn.Module, console):
+    """`torch.compile(model)`: the training step runs it; weights are shared with `model`, which
+    validation and checkpoints use directly. When it pays is training.timing.CompileChoice's call.
+    The compiled graph is cached on disk (TORCHINDUCTOR_CACHE_DIR under imgclf's cache), so re-runs
+    skip most of the compiling."""
     from imgclf.data.cache import default_cache_dir
 
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(default_cache_dir() / "inductor"))
-    console.print("  torch.compile: on (the first step includes compilation)")
+    console.print("  torch.compile: on (the first compiled step includes compilation)")
     return torch.compile(model)
+
+
+def _decide_compile(
+    choice: CompileChoice, last: dict, timer, epoch: int, start_epoch: int, spe: int, bs: int, cfg, plan
+):
+    """CompileChoice's decision from the epoch just timed; rank 0's under DDP, so every rank steps alike."""
+    steps = max(1, round(last["images_per_s"] * last["seconds"] / (bs * dist.world_size())))
+    first_s = timer.first_step_seconds if epoch - 1 == start_epoch else 0.0
+    deadline = plan.deadline if plan is not None else None
+    left = None if deadline is None else deadline - time.monotonic()
+    choice.decide(last["seconds"], first_s, steps, (cfg.epochs - epoch) * spe, left)
+    if dist.active():
+        choice.on = choice.record["on"] = dist.broadcast(choice.on if dist.is_main() else None)
 
 
 def _validate(

@@ -380,8 +380,7 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: dict, maps, resume: bool, on_
     )
     console.print(
         f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; best val {result.criterion} "
-        f"{result.best_val_acc:.4f} at epoch {result.best_epoch}"
-        f"{' (the linear probe)' if not result.best_epoch else ''}"
+        f"{result.best_val_acc:.4f} at epoch {result.best_epoch}{'' if result.best_epoch else ' (the linear probe)'}"
     )
     meta["training"] = {
         "epochs_run": len(result.history),
@@ -391,6 +390,7 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: dict, maps, resume: bool, on_
         "stopped_early": result.stopped_early,
         "train_seconds": round(result.train_seconds + probe.get("seconds", 0), 2),
         "first_step_seconds": round(result.first_step_seconds, 2),
+        "compile": result.compile,  # training.timing.CompileChoice: on or off, from which epoch, why
         "device": str(prep.device),
         "preset": cfg.preset,
         "stages": result.stages,
