@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 import imgclf
 from imgclf.core.errors import UserError
-from imgclf.settings.checks import NUMBERS, check_settings
-from imgclf.settings.config import TrainConfig, load_config
+from imgclf.settings.config import NUMBERS, TrainConfig, check_train_settings, load_config
 
 
 @pytest.mark.parametrize(
@@ -123,7 +122,7 @@ ANY = st.one_of(
 def test_any_numeric_settings_are_accepted_or_refused_in_one_line(values):
     """Never a traceback: each value is either a valid setting or one line saying what is allowed."""
     try:
-        checked = check_settings(values)
+        checked = check_train_settings(values)
     except UserError as e:
         assert "\n" not in str(e) and str(e)
         return

@@ -4,6 +4,7 @@ line on stderr and exit status 2 (never a traceback)."""
 from __future__ import annotations
 
 import sys
+import typing
 from enum import Enum
 from typing import Optional
 
@@ -44,6 +45,47 @@ class Listing(str, Enum):
 
     table = "table"
     json = "json"
+
+
+def with_settings(only: tuple[str, ...] | None = None, after: str = "data"):
+    """The command's options for the training settings, made from their declarations
+    (settings.config.TrainConfig: type, help, spelling), placed after its parameter `after`; the
+    command receives the ones given as `settings` (a dict), so a setting's option, check and help
+    are written once. `only`: a subset, for commands that take a few of them."""
+    import functools
+    import inspect
+
+    from imgclf.settings.config import declared
+
+    made, single = [], {}
+    for f, kind in declared():
+        if not f.metadata["cli"] or (only is not None and f.name not in only):
+            continue
+        flag = f.metadata["flag"]
+        if flag and "/" not in flag:  # `--no-flip` sets flip False; `--dedupe` sets dedupe True
+            single[f.name] = not flag.startswith("--no-")
+        cli_type = f.metadata["cli_type"] or next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+        option = typer.Option(None, *([flag] if flag else []), help=f.metadata["help"], show_default=False)
+        made.append(
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[cli_type])
+        )
+
+    def decorate(command):
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "settings"]
+        at = next(i for i, p in enumerate(own) if p.name == after) + 1
+        names = [p.name for p in made]
+
+        @functools.wraps(command)
+        def run(**given):
+            chosen = {n: given.pop(n) for n in names}
+            chosen = {n: (single[n] if n in single else v) for n, v in chosen.items() if v is not None}
+            return command(**given, settings=chosen)
+
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+        run.__signature__ = inspect.Signature(params[:at] + made + params[at:])
+        return run
+
+    return decorate
 
 
 def floats(text: Optional[str], flag: str) -> Optional[list]:

@@ -34,10 +34,10 @@ def check_data(
     from imgclf.data.doctor_report import print_findings
     from imgclf.data.doctor_split import group_for_check
     from imgclf.data.phash import MAX_DISTANCE
-    from imgclf.settings.checks import check_settings
+    from imgclf.settings.config import check_train_settings
 
     # The split settings mean what they mean in train, so they pass the same checks.
-    check_settings(dict(val_frac=val_frac, test_frac=test_frac, seed=seed, group_by=group_by, workers=workers))
+    check_train_settings(dict(val_frac=val_frac, test_frac=test_frac, seed=seed, group_by=group_by, workers=workers))
 
     near = NEAR_DISTANCE if near_distance is None else near_distance
     if not 0 <= near <= MAX_DISTANCE:

@@ -163,7 +163,8 @@ def _checked_options(epochs, lr_factor, replay, seed, tolerance) -> tuple:
     """The numeric options, each refused in one line when out of range (train's rules for epochs and
     seed): 0 epochs is not "the version's", and a NaN tolerance would pass any drop in recall."""
     from imgclf.lifecycle.compare import check_rule
-    from imgclf.settings.checks import NUMBERS, Number, check_number
+    from imgclf.settings.checks import Number, check_number
+    from imgclf.settings.config import NUMBERS
 
     return (
         check_number("--epochs", epochs, NUMBERS["epochs"]),

@@ -1,16 +1,16 @@
 """One check for every training setting, wherever it enters: CLI flags, a --config YAML file, the
-Python API's keywords, a resumed run's config.yaml. TrainConfig runs it when it is built, so no way
-in can skip it, and that happens before anything touches the disk: a refused start leaves no run folder.
+Python API's keywords, a resumed run's config.yaml. Each setting's rule (a Number, a Choice, a Flag,
+...) is declared with it in settings.config; TrainConfig runs the checks when it is built, so no way
+in can skip them, and that happens before anything touches the disk: a refused start leaves no run folder.
 
 A refusal is one line naming the setting, the bad value and what is allowed:
 
-    >>> check_settings({"batch_size": 0})
+    >>> check_settings({"batch_size": 0}, {"batch_size": Number(int, 1, 65536)})
     UserError: batch_size must be an integer from 1 to 65536, not 0
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 import os
@@ -44,71 +44,78 @@ class Number:
             return f"an integer from {self.low} to {self.high}"
         return f"a number in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
 
+    def check(self, name: str, v: Any):
+        return check_number(name, v, self)
+
 
 FRACTION = Number(float, 0, 1, high_open=True)
 TARGET = Number(float, 0, 1, low_open=True, optional=True)
-NUMBERS = {
-    "img_size": Number(int, *IMG_SIZE, optional=True),
-    "epochs": Number(int, 1, 10_000, optional=True),
-    "batch_size": Number(int, 1, 65_536, optional=True),
-    "freeze_epochs": Number(int, 0, 10_000, optional=True),
-    "freeze_stride": Number(int, 0, 1024, optional=True),
-    "patience": Number(int, 1, 10_000, optional=True),
-    "seed": Number(int, 0, 2**32 - 1),  # numpy's and torch's seeds are unsigned
-    "workers": Number(int, 0, 1024, optional=True),
-    "val_frac": FRACTION,
-    "test_frac": FRACTION,
-    "label_smoothing": FRACTION,  # 1 would make every target uniform
-    "momentum": FRACTION,
-    "lr": Number(float, 0, 10, low_open=True, optional=True),
-    "weight_decay": Number(float, 0, 10, optional=True),
-    "warmup_epochs": Number(float, 0, 10_000),
-    "grad_clip": Number(float, 0, 1e6, low_open=True, optional=True),
-    "layer_decay": Number(float, 0, 1, low_open=True, optional=True),
-    "target_recall": TARGET,
-    "target_precision": TARGET,
-    "target_accuracy": TARGET,
-    "target_coverage": TARGET,
-}
-FLAGS = {"dedupe": False, "flip": False, "pretrained": False, "ema": False, "probe": True, "channels_last": True}
-PATHS = {"data": False, "out": True, "weights": True, "init_from": True}  # setting: None allowed
-TEXTS = {"model": False, "device": False, "positive_class": True}
 
 
-@functools.lru_cache(maxsize=1)
-def choices() -> dict[str, tuple]:
-    """The named options (resize modes from the decoder, which is light: PIL only)."""
-    from imgclf.data.images import RESIZE_MODES
+@dataclass(frozen=True)
+class Choice:
+    """One of named options (None among them: may be left out); `resize_modes`: the decoder's, read
+    when first needed (data.images is light, but not needed to declare a setting)."""
 
-    return {
-        "resize": RESIZE_MODES,
-        "tta": ("auto", *TTA_MODES),
-        "class_weight": CLASS_WEIGHT_MODES,
-        "preset": (None, *PRESET_NAMES),
-        "optimizer": ("adamw", "sgd"),
-        "schedule": ("onecycle", "cosine"),
-        "amp": ("auto", "bf16", "fp16", "off"),
-        "compile": ("auto", "on", "off"),
-    }
+    options: tuple = ()
+    resize_modes: bool = False
+
+    @classmethod
+    def of_resize_modes(cls) -> "Choice":
+        return cls(resize_modes=True)
+
+    def names(self) -> tuple:
+        if self.resize_modes:
+            from imgclf.data.images import RESIZE_MODES
+
+            return tuple(RESIZE_MODES)
+        return self.options
+
+    def check(self, name: str, v: Any):
+        return check_choice(name, v, self.names())
 
 
-def check_settings(values: dict[str, Any]) -> dict[str, Any]:
-    """`values` checked and normalised (YAML's `1e-3` is a string, `10.0` epochs an integer); raises UserError."""
+@dataclass(frozen=True)
+class Flag:
+    optional: bool = False  # None: chosen automatically
+
+    def check(self, name: str, v: Any):
+        if not (isinstance(v, bool) or (v is None and self.optional)):
+            _refuse(name, v, "true or false")
+        return v
+
+
+@dataclass(frozen=True)
+class PathSetting:
+    optional: bool = False
+
+    def check(self, name: str, v: Any):
+        return _path(name, v, self.optional)
+
+
+@dataclass(frozen=True)
+class Text:
+    optional: bool = False
+
+    def check(self, name: str, v: Any):
+        return _text(name, v, self.optional)
+
+
+class Duration:
+    def check(self, name: str, v: Any):
+        return parse_duration(v)
+
+
+DURATION = Duration()
+
+
+def check_settings(values: dict[str, Any], rules: dict) -> dict[str, Any]:
+    """`values` checked and normalised by each one's rule in `rules` (YAML's `1e-3` is a string, `10.0`
+    epochs an integer); raises UserError. Settings without a rule are checked as structures below."""
     out = dict(values)
     for name, v in values.items():
-        if name in NUMBERS:
-            out[name] = check_number(name, v, NUMBERS[name])
-        elif name in FLAGS:
-            if not (isinstance(v, bool) or (v is None and FLAGS[name])):
-                _refuse(name, v, "true or false")
-        elif name in PATHS:
-            out[name] = _path(name, v, PATHS[name])
-        elif name in TEXTS:
-            out[name] = _text(name, v, TEXTS[name])
-        elif name == "time_budget":
-            out[name] = parse_duration(v)
-        elif name in choices():
-            check_choice(name, v, choices()[name])
+        if rules.get(name) is not None:
+            out[name] = rules[name].check(name, v)
     _check_structured(out)
     _check_combinations(out)
     return out

@@ -1,4 +1,8 @@
-"""Every training setting in one flat dataclass, nanoGPT style: defaults at the top.
+"""Every training setting, declared once: name, type, default, help text and the rule that checks
+it, in one flat dataclass (nanoGPT style: defaults at the top). The command line's options
+(cli.app.with_settings), the checks of flags, config.yaml and the Python API's keywords
+(settings.checks), and the docs' reference (settings.reference, docs/settings.md) are all made
+from these declarations: a new setting is one `setting(...)` line here.
 
 `None` means "choose automatically from the data and the hardware"; the chosen value is
 written back (see `imgclf.training.defaults`) so config.yaml always holds what actually ran.
@@ -7,6 +11,7 @@ written back (see `imgclf.training.defaults`) so config.yaml always holds what a
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,77 +19,212 @@ from typing import Any
 import yaml
 
 from imgclf.core.errors import UserError, from_settings
-from imgclf.settings.checks import check_settings
+from imgclf.settings.checks import (
+    CLASS_WEIGHT_MODES,
+    DURATION,
+    FRACTION,
+    IMG_SIZE,
+    PRESET_NAMES,
+    TARGET,
+    TTA_MODES,
+    Choice,
+    Flag,
+    Number,
+    PathSetting,
+    Text,
+    check_settings,
+)
+
+
+def setting(
+    default: Any = None, help: str = "", rule=None, *, flag: str | None = None, cli: bool = True, cli_type=None
+):
+    """One setting's declaration. `help`: what `--help`, config checks and the docs say of it; `rule`:
+    settings.checks' check of its values (None: checked as a structure, in checks._check_structured);
+    `flag`: how the command line spells it when not --the-name (a single `--no-x` flag sets False,
+    any other single flag True, `--a/--b` both); `cli`: False for settings only config.yaml and the
+    Python API take; `cli_type`: the type the command line reads, where it differs from the field's."""
+    meta = {"help": help, "rule": rule, "flag": flag, "cli": cli, "cli_type": cli_type}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+OPT = {"optional": True}  # None allowed: chosen automatically
 
 
 @dataclass
 class TrainConfig:
-    data: str = ""
-    out: str | None = None  # run folder; default runs/<dataset>-<n>
-    preset: str | None = None  # fast | balanced | best: a recipe for the hardware and data (see training/presets.py)
-    # data
-    val_frac: float = 0.1  # used when the data has no val split
-    test_frac: float = 0.1  # used when the data has no test split
-    dedupe: bool = False  # drop identical files that conflict or leak across splits (one copy kept)
-    group_by: str = "auto"  # keep groups in one split: auto (= near-duplicates) | none | near-duplicates | a regex with one capture group
-    img_size: int | None = None  # auto: median image side, clamped for the device
-    resize: str = "squash"  # squash | crop | pad
-    augment: Any = "auto"  # auto | none | dict of AugmentPolicy fields
-    flip: bool = True  # horizontal flips in augmentation (off for text/digits)
-    # model
-    model: str = "auto"  # auto | lite0 | lite1 | lite2 | simple_cnn | resnet_fast | timm/<arch>
-    model_kwargs: dict = field(default_factory=dict)
-    weights: str | None = None  # starting weights: a local file, or an earlier run of the same in-house model
-    pretrained: bool = False  # timm weights from the local hub cache, else downloaded (online)
-    freeze_epochs: int | None = (
-        None  # epochs training only the new head (backbone frozen); auto 1-3 when fine-tuning, else 0
+    data: str = setting(
+        "", "Folder with one sub-folder per class, split folders, or a CSV manifest.", PathSetting(), cli=False
     )
-    layer_decay: float | None = (
-        None  # after them, each layer's lr = the one above's x this; auto ~0.7 when fine-tuning, else 1
+    preset: str | None = setting(
+        None,
+        "fast | balanced | best: a whole recipe sized for this hardware and data (flags given with it win)  "
+        "[default: none, the plain defaults]",
+        Choice((None, *PRESET_NAMES)),
     )
-    freeze_stride: int | None = (
-        None  # fine-tuning keeps layers at stride <= this frozen; auto 8 on CPU, 0 (none) on GPU
+    model: str = setting(
+        "auto",
+        "auto | lite0 | lite1 | lite2 | simple_cnn | resnet_fast | timm/<arch>  "
+        "[default: auto: lite0 (ImageNet weights) for photos, resnet_fast for tiny images]",
+        Text(),
     )
-    probe: bool | None = None  # fit the new head on frozen features first (seconds); auto on when fine-tuning
-    freeze_depthwise: bool | None = None  # fine-tuning keeps depthwise conv weights frozen; auto on CPU
-    feature_cache: bool | None = None  # fine-tuning trains on stored outputs of the frozen layers; auto on CPU
-    init_from: str | None = None  # warm start from this run's weights (imgclf update); its head grows by class name
-    # optimisation
-    epochs: int | None = None  # auto: as many as the time budget allows, until validation plateaus
-    # whole run's wall time: "5m", "90s", seconds; auto grows with the data and the machine; 0 / "off": none
-    time_budget: float | str | None = None
-    batch_size: int | None = None  # auto from dataset size and device
-    optimizer: str = "adamw"  # adamw | sgd (Nesterov)
-    momentum: float = 0.9  # sgd only
-    lr: float | None = None  # auto from optimizer and batch size
-    weight_decay: float | None = None  # auto: 0.05 adamw, 5e-4 sgd
-    schedule: str = "onecycle"  # onecycle | cosine
-    warmup_epochs: float = 1.0  # linear warm-up length (cosine); onecycle warms up 25% of the run
-    label_smoothing: float = 0.1
-    class_weight: str = "auto"  # auto (sqrt when classes are >= 3x apart) | none | sqrt | balanced
-    grad_clip: float | None = 5.0
-    ema: bool = False  # validate, keep and ship an exponential moving average of the weights
-    tta: str = "auto"  # test-time augmentation: auto | none | flip | crop | flip-crop
-    patience: int | None = None  # early stopping on val accuracy; auto = max(5, epochs // 3)
-    # decisions (two-class tasks): the operating threshold is chosen on the validation split
-    positive_class: str | None = None  # auto: the class not named like "no-x"/"non-x"/"background"
-    target_recall: float | None = None  # else target_precision, else best F1
-    target_precision: float | None = None
-    # open-set rejection (3+ classes): answer "unknown" below a confidence threshold chosen on validation
-    target_accuracy: float | None = None  # highest coverage with this validation accuracy on the accepted
-    target_coverage: float | None = None  # else keep this fraction of validation images; neither: no threshold
-    # runtime
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:1 | mps
-    amp: str = "auto"  # auto | bf16 | fp16 | off
-    channels_last: bool | None = None  # auto: on for CUDA
-    compile: str = "auto"  # torch.compile: auto (on CUDA, from epoch 2 when the time ahead pays it back) | on | off
-    workers: int | None = None  # decoding processes; default all cores
+    epochs: int | None = setting(
+        None,
+        "Epoch cap [default: auto: until validation stops improving or the time budget ends]",
+        Number(int, 1, 10_000, **OPT),
+    )
+    time_budget: float | str | None = setting(
+        None,
+        "Wall time for the whole run: 90s, 5m, 1h30m, or off (train --epochs, no clock)  "
+        "[default: auto: grows with the training images and the machine; off with --epochs or --preset]",
+        DURATION,
+        cli_type=str,
+    )
+    img_size: int | None = setting(
+        None, "Training resolution in px [default: auto from image sizes]", Number(int, *IMG_SIZE, **OPT)
+    )
+    batch_size: int | None = setting(None, "[default: auto]", Number(int, 1, 65_536, **OPT))
+    lr: float | None = setting(None, "Peak learning rate [default: auto]", Number(float, 0, 10, low_open=True, **OPT))
+    optimizer: str = setting("adamw", "adamw | sgd  [default: adamw]", Choice(("adamw", "sgd")))
+    schedule: str = setting("onecycle", "onecycle | cosine  [default: onecycle]", Choice(("onecycle", "cosine")))
+    seed: int = setting(0, "[default: 0]", Number(int, 0, 2**32 - 1))  # numpy's and torch's seeds are unsigned
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps  [default: auto]", Text())
+    weights: str | None = setting(
+        None,
+        "Starting weights: a .safetensors/.pth file, a folder holding one (a Hugging Face snapshot or cache "
+        "folder), or an earlier imgclf run of the same architecture (e.g. simple_cnn pretrained on a big "
+        "dataset); tensors that differ in shape (the head) start fresh.",
+        PathSetting(optional=True),
+    )
+    pretrained: bool = setting(
+        False,
+        "Pretrained timm weights: from the local Hugging Face cache, else downloaded (online).",
+        Flag(),
+        flag="--pretrained",
+    )
+    freeze_epochs: int | None = setting(
+        None,
+        "Fine-tuning: epochs training only the new head, backbone frozen [default: 1-3 when fine-tuning, else 0]",
+        Number(int, 0, 10_000, **OPT),
+    )
+    layer_decay: float | None = setting(
+        None,
+        "Fine-tuning, after those: each layer's lr = the next layer's x this (1: same lr everywhere) "
+        "[default: auto ~0.7]",
+        Number(float, 0, 1, low_open=True, **OPT),
+    )
+    freeze_stride: int | None = setting(
+        None,
+        "Fine-tuning: layers at stride <= this stay frozen (0: none) [default: 8 on CPU, 0 on GPU]",
+        Number(int, 0, 1024, **OPT),
+    )
+    freeze_depthwise: bool | None = setting(
+        None,
+        "Fine-tuning: keep depthwise convolution weights frozen  [default: on CPU]",
+        Flag(**OPT),
+        flag="--freeze-depthwise/--train-depthwise",
+    )
+    feature_cache: bool | None = setting(
+        None,
+        "Fine-tuning: run the frozen lower layers once and train on their stored output  [default: on CPU]",
+        Flag(**OPT),
+        flag="--feature-cache/--no-feature-cache",
+    )
+    probe: bool | None = setting(
+        None,
+        "Fine-tuning: fit the new head on frozen features first (a linear probe)  [default: on]",
+        Flag(**OPT),
+        flag="--probe/--no-probe",
+    )
+    flip: bool = setting(True, "No horizontal flips (text, digits, asymmetric signs).", Flag(), flag="--no-flip")
+    augment: Any = setting("auto", "auto | none  [default: auto]", cli_type=str)  # or a mapping of AugmentPolicy fields
+    resize: str = setting("squash", "squash | crop | pad  [default: squash]", Choice.of_resize_modes())
+    dedupe: bool = setting(
+        False,
+        "Remove identical files that carry different labels or sit in two splits (one copy of the rest is kept).",
+        Flag(),
+        flag="--dedupe",
+    )
+    group_by: str = setting(
+        "auto",
+        "Keep groups in one split: auto (near-duplicates, mirrored copies too) | none | near-duplicates | "
+        r"a regex whose one capture group names the group, e.g. '^(crop\d+)'  [default: auto]",
+    )
+    val_frac: float = setting(0.1, "Validation share when DATA has no val split [default: 0.1]", FRACTION)
+    test_frac: float = setting(0.1, "Test share when DATA has no test split [default: 0.1]", FRACTION)
+    patience: int | None = setting(
+        None, "Early-stopping patience in epochs [default: auto]", Number(int, 1, 10_000, **OPT)
+    )
+    label_smoothing: float = setting(0.1, "[default: 0.1]", FRACTION)  # 1 would make every target uniform
+    class_weight: str = setting(
+        "auto",
+        "Loss weight per class: auto (sqrt when classes are 3x or more apart in size) | none | sqrt | balanced  "
+        "[default: auto]",
+        Choice(CLASS_WEIGHT_MODES),
+    )
+    # Decisions (two classes): the operating threshold is chosen on the validation split.
+    positive_class: str | None = setting(
+        None, "Two classes: the positive one [default: auto from names]", Text(optional=True)
+    )
+    target_recall: float | None = setting(None, "Two classes: threshold for this validation recall", TARGET)
+    target_precision: float | None = setting(None, "Two classes: threshold for this validation precision", TARGET)
+    # Open-set rejection (3+ classes): "unknown" below a confidence threshold chosen on validation.
+    target_accuracy: float | None = setting(
+        None,
+        "3+ classes: answer 'unknown' below the confidence that gives this validation accuracy on the answered images",
+        TARGET,
+    )
+    target_coverage: float | None = setting(
+        None,
+        "3+ classes: answer 'unknown' for the least confident images, keeping this fraction of validation images",
+        TARGET,
+    )
+    tta: str = setting(
+        "auto",
+        "Test-time augmentation at evaluation: none | flip | crop | flip-crop [default: flip when training flips]",
+        Choice(("auto", *TTA_MODES)),
+    )
+    compile: str = setting(
+        "auto",
+        "torch.compile: auto | on | off  [default: auto: on CUDA when the time ahead pays it back]",
+        Choice(("auto", "on", "off")),
+    )
+    out: str | None = setting(None, "Run folder [default: runs/<dataset>-<n>]", PathSetting(optional=True))
+    # Settings config.yaml and the Python API take, not the command line.
+    model_kwargs: dict = setting({}, "Keyword arguments of the architecture (e.g. widths of resnet_fast).", cli=False)
+    init_from: str | None = setting(
+        None,
+        "Warm start from this run's weights (imgclf update); its head grows by class name.",
+        PathSetting(optional=True),
+        cli=False,
+    )
+    momentum: float = setting(0.9, "SGD momentum (sgd only).", FRACTION, cli=False)
+    weight_decay: float | None = setting(
+        None, "[default: auto: 0.05 adamw, 5e-4 sgd]", Number(float, 0, 10, **OPT), cli=False
+    )
+    warmup_epochs: float = setting(
+        1.0, "Linear warm-up length (cosine); onecycle warms up 25% of the run.", Number(float, 0, 10_000), cli=False
+    )
+    grad_clip: float | None = setting(
+        5.0, "Gradient norm clipping (None: off).", Number(float, 0, 1e6, low_open=True, **OPT), cli=False
+    )
+    ema: bool = setting(
+        False, "Validate, keep and ship an exponential moving average of the weights.", Flag(), cli=False
+    )
+    amp: str = setting(
+        "auto", "Mixed precision: auto | bf16 | fp16 | off.", Choice(("auto", "bf16", "fp16", "off")), cli=False
+    )
+    channels_last: bool | None = setting(None, "[default: auto: on for CUDA]", Flag(**OPT), cli=False)
+    workers: int | None = setting(
+        None, "Decoding processes [default: all cores].", Number(int, 0, 1024, **OPT), cli=False
+    )
 
     def __post_init__(self):
         # Every way in (flags, YAML, keywords, a resumed config.yaml) builds one of these: checked here, once.
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for name, value in check_settings(values).items():
+        for name, value in check_train_settings(values).items():
             setattr(self, name, value)
 
     def to_dict(self) -> dict:
@@ -99,6 +239,22 @@ class TrainConfig:
         d = self.to_dict()
         d.update({k: v for k, v in overrides.items() if v is not None})
         return TrainConfig.from_dict(d)
+
+
+# Each setting's check, from its declaration: what flags, config.yaml and keywords are held to.
+RULES = {f.name: f.metadata["rule"] for f in dataclasses.fields(TrainConfig)}
+NUMBERS = {name: rule for name, rule in RULES.items() if isinstance(rule, Number)}
+
+
+def check_train_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (any subset of TrainConfig's settings) checked and normalised; raises UserError in one line."""
+    return check_settings(values, RULES)
+
+
+def declared() -> list[tuple[dataclasses.Field, Any]]:
+    """(field, the type it holds) of every setting, in declaration order: what the CLI and docs are made from."""
+    hints = typing.get_type_hints(TrainConfig)
+    return [(f, hints[f.name]) for f in dataclasses.fields(TrainConfig)]
 
 
 def config_keys(path: str | Path) -> set[str]:

@@ -1,0 +1,58 @@
+"""docs/settings.md, the reference of every training setting, made from the declarations in
+settings.config (a test keeps the page equal to what this prints):
+
+    python -m imgclf.settings.reference > docs/settings.md
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from imgclf.settings.config import declared
+
+HEAD = """# Training settings
+
+Every setting of `imgclf train` (and `lr-find`), as declared once in
+`src/imgclf/settings/config.py`: the command line's options, the checks of flags, `config.yaml`
+(`imgclf train DATA --config settings.yaml`) and the Python API's keywords
+(`imgclf.train(DATA, img_size=128)`) all come from these declarations. *auto* (or an empty
+default, –) means chosen from the data and the machine; the value chosen is printed and written
+to the run's `config.yaml`. This page is generated: `python -m imgclf.settings.reference > docs/settings.md`.
+
+| setting | command line | type | default | what it does |
+|---|---|---|---|---|
+"""
+
+
+def _type(kind) -> str:
+    names = [getattr(a, "__name__", str(a)) for a in typing.get_args(kind) if a is not type(None)]
+    text = " or ".join(names) if names else getattr(kind, "__name__", str(kind))
+    return text.replace("Any", "text or mapping")
+
+
+def _flag(f) -> str:
+    if f.name == "data":
+        return "the argument `DATA`"
+    if not f.metadata["cli"]:
+        return "config.yaml / Python only"
+    spelt = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+    return " / ".join(f"`{s.strip()}`" for s in spelt.split("/"))
+
+
+def _default(f) -> str:
+    if f.default is dataclasses.MISSING:  # a mapping, made fresh for each config
+        return "`{}`"
+    return "–" if f.default in (None, "") else f"`{f.default}`"
+
+
+def markdown() -> str:
+    rows = []
+    for f, kind in declared():
+        text = f.metadata["help"].replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+        rows.append(f"| `{f.name}` | {_flag(f)} | {_type(kind)} | {_default(f)} | {text} |")
+    return HEAD + "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
