@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from imgclf.cli import app
 from imgclf.settings import reference
-from imgclf.settings.config import RULES, TrainConfig, declared
+from imgclf.settings.config import RULES, TrainConfig
+from imgclf.settings.declare import declared
 
 ROOT = Path(__file__).resolve().parents[2]
 STRUCTURED = {"group_by", "augment", "model_kwargs"}  # checked as a whole in settings.checks
@@ -25,7 +26,7 @@ def _options(command: str) -> dict:
 
 def test_train_help_is_each_declarations_help():
     options = _options("train")
-    on_cli = [f for f, _ in declared() if f.metadata["cli"]]
+    on_cli = [f for f, _ in declared(TrainConfig) if f.metadata["cli"]]
     assert len(on_cli) >= 35
     for f in on_cli:
         assert options[f.name].help == f.metadata["help"], f.name
@@ -52,13 +53,13 @@ def test_train_help_is_each_declarations_help():
 
 def test_lr_find_takes_its_settings_from_the_same_declarations():
     options = _options("lr-find")
-    helps = {f.name: f.metadata["help"] for f, _ in declared()}
+    helps = {f.name: f.metadata["help"] for f, _ in declared(TrainConfig)}
     for name in ("model", "weights", "pretrained", "img_size", "batch_size", "optimizer", "device"):
         assert options[name].help == helps[name]
 
 
 def test_every_setting_has_help_and_a_check():
-    for f, _ in declared():
+    for f, _ in declared(TrainConfig):
         assert f.metadata["help"], f.name
         assert RULES[f.name] is not None or f.name in STRUCTURED, f.name
     assert {f.name for f in dataclasses.fields(TrainConfig)} == set(RULES)

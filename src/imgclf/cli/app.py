@@ -47,18 +47,20 @@ class Listing(str, Enum):
     json = "json"
 
 
-def with_settings(only: tuple[str, ...] | None = None, after: str = "data"):
-    """The command's options for the training settings, made from their declarations
-    (settings.config.TrainConfig: type, help, spelling), placed after its parameter `after`; the
-    command receives the ones given as `settings` (a dict), so a setting's option, check and help
-    are written once. `only`: a subset, for commands that take a few of them."""
+def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | None = None):
+    """The command's options for a job's settings, made from their declarations (settings.declare:
+    type, help, spelling; `cls` defaults to the training settings, settings.config.TrainConfig),
+    placed after the command's parameter `after` (default: its first); the command receives the ones
+    given as `settings` (a dict), so a setting's option, check and help are written once. `only`: a
+    subset, for commands that take a few of them."""
     import functools
     import inspect
 
-    from imgclf.settings.config import declared
+    from imgclf.settings.config import TrainConfig
+    from imgclf.settings.declare import declared
 
     made, single = [], {}
-    for f, kind in declared():
+    for f, kind in declared(cls or TrainConfig):
         if not f.metadata["cli"] or (only is not None and f.name not in only):
             continue
         flag = f.metadata["flag"]
@@ -72,7 +74,7 @@ def with_settings(only: tuple[str, ...] | None = None, after: str = "data"):
 
     def decorate(command):
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "settings"]
-        at = next(i for i, p in enumerate(own) if p.name == after) + 1
+        at = next(i for i, p in enumerate(own) if p.name == after) + 1 if after else 1
         names = [p.name for p in made]
 
         @functools.wraps(command)

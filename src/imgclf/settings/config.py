@@ -2,7 +2,7 @@
 it, in one flat dataclass (nanoGPT style: defaults at the top). The command line's options
 (cli.app.with_settings), the checks of flags, config.yaml and the Python API's keywords
 (settings.checks), and the docs' reference (settings.reference, docs/settings.md) are all made
-from these declarations: a new setting is one `setting(...)` line here.
+from these declarations (settings.declare): a new setting is one `setting(...)` line here.
 
 `None` means "choose automatically from the data and the hardware"; the chosen value is
 written back (see `imgclf.training.defaults`) so config.yaml always holds what actually ran.
@@ -11,8 +11,7 @@ written back (see `imgclf.training.defaults`) so config.yaml always holds what a
 from __future__ import annotations
 
 import dataclasses
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +33,7 @@ from imgclf.settings.checks import (
     Text,
     check_settings,
 )
-
-
-def setting(
-    default: Any = None, help: str = "", rule=None, *, flag: str | None = None, cli: bool = True, cli_type=None
-):
-    """One setting's declaration. `help`: what `--help`, config checks and the docs say of it; `rule`:
-    settings.checks' check of its values (None: checked as a structure, in checks._check_structured);
-    `flag`: how the command line spells it when not --the-name (a single `--no-x` flag sets False,
-    any other single flag True, `--a/--b` both); `cli`: False for settings only config.yaml and the
-    Python API take; `cli_type`: the type the command line reads, where it differs from the field's."""
-    meta = {"help": help, "rule": rule, "flag": flag, "cli": cli, "cli_type": cli_type}
-    if isinstance(default, dict):
-        return field(default_factory=dict, metadata=meta)
-    return field(default=default, metadata=meta)
-
+from imgclf.settings.declare import rules, setting
 
 OPT = {"optional": True}  # None allowed: chosen automatically
 
@@ -242,19 +227,13 @@ class TrainConfig:
 
 
 # Each setting's check, from its declaration: what flags, config.yaml and keywords are held to.
-RULES = {f.name: f.metadata["rule"] for f in dataclasses.fields(TrainConfig)}
+RULES = rules(TrainConfig)
 NUMBERS = {name: rule for name, rule in RULES.items() if isinstance(rule, Number)}
 
 
 def check_train_settings(values: dict[str, Any]) -> dict[str, Any]:
     """`values` (any subset of TrainConfig's settings) checked and normalised; raises UserError in one line."""
     return check_settings(values, RULES)
-
-
-def declared() -> list[tuple[dataclasses.Field, Any]]:
-    """(field, the type it holds) of every setting, in declaration order: what the CLI and docs are made from."""
-    hints = typing.get_type_hints(TrainConfig)
-    return [(f, hints[f.name]) for f in dataclasses.fields(TrainConfig)]
 
 
 def config_keys(path: str | Path) -> set[str]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from imgclf.settings.config import declared
+from imgclf.settings.config import TrainConfig
+from imgclf.settings.declare import declared
 
 HEAD = """# Training settings
 
@@ -48,7 +49,7 @@ def _default(f) -> str:
 
 def markdown() -> str:
     rows = []
-    for f, kind in declared():
+    for f, kind in declared(TrainConfig):
         text = f.metadata["help"].replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
         rows.append(f"| `{f.name}` | {_flag(f)} | {_type(kind)} | {_default(f)} | {text} |")
     return HEAD + "\n".join(rows) + "\n"

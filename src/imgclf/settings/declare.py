@@ -1,0 +1,36 @@
+"""How a job's settings are declared: once each, as a dataclass field made by `setting(...)`, which
+holds its help text, the rule that checks it and how the command line spells it. A job's settings
+class (settings.config.TrainConfig, ...) is the one place a setting is written; its command-line
+options (cli.app.with_settings), checks (settings.checks) and docs (settings.reference) are made
+from the declarations that `declared(cls)` lists."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+
+def setting(
+    default: Any = None, help: str = "", rule=None, *, flag: str | None = None, cli: bool = True, cli_type=None
+):
+    """One setting's declaration. `help`: what `--help`, config checks and the docs say of it; `rule`:
+    settings.checks' check of its values (None: checked as a structure, in checks._check_structured);
+    `flag`: how the command line spells it when not --the-name (a single `--no-x` flag sets False,
+    any other single flag True, `--a/--b` both); `cli`: False for settings only config files and the
+    Python API take; `cli_type`: the type the command line reads, where it differs from the field's."""
+    meta = {"help": help, "rule": rule, "flag": flag, "cli": cli, "cli_type": cli_type}
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=dict, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def declared(cls) -> list[tuple[dataclasses.Field, Any]]:
+    """(field, the type it holds) of every setting of `cls`, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
+
+
+def rules(cls) -> dict:
+    """Each setting's check rule (None: checked as a structure)."""
+    return {f.name: f.metadata["rule"] for f in dataclasses.fields(cls)}
