@@ -173,18 +173,18 @@ def test_a_video_scan_fits_each_frame_or_is_refused_before_a_frame_is_read(model
     from imgclf.inference.video import predict_video
 
     fixed_costs(monkeypatch)
-    clip = video(tmp_path / "clip.mp4", 320, 240, 3)
+    clip = video(tmp_path / "clip.mp4", 160, 120, 2)
     scanner = Scanner(model, "square")
-    limit = cost.estimate(scanner, 320, 240)["seconds"] / 3
+    limit = cost.estimate(scanner, 160, 120)["seconds"] / 3
     # Its smallest window left to the scan: raised, as for a photo, until a frame fits the limit.
     out = predict_video(model, clip, scanner=scanner, fit=frames_within(scanner, limit), out_csv=tmp_path / "f.csv")
-    assert out["classified"] == 3 and len((tmp_path / "f.csv").read_text().splitlines()) == 4
-    fitted = frames_within(scanner, limit)(320, 240)
-    assert fitted.min_size > 64 and cost.estimate(fitted, 320, 240)["seconds"] <= limit
+    assert out["classified"] == 2 and len((tmp_path / "f.csv").read_text().splitlines()) == 3
+    fitted = frames_within(scanner, limit)(160, 120)
+    assert fitted.min_size > 64 and cost.estimate(fitted, 160, 120)["seconds"] <= limit
     # Chosen: refused in one line naming the video, before a frame is scored.
     chosen = Scanner(model, "square", min_size=16)
     with pytest.raises(
-        TooMuchWork, match=r"clip\.mp4 \(each frame\): scanning this 320 x 240 px image .*--max-seconds"
+        TooMuchWork, match=r"clip\.mp4 \(each frame\): scanning this 160 x 120 px image .*--max-seconds"
     ):
         predict_video(model, clip, scanner=chosen, fit=frames_within(chosen, limit), out_csv=tmp_path / "g.csv")
     assert not (tmp_path / "g.csv").exists()

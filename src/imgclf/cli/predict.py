@@ -260,8 +260,9 @@ def serve(
     ),
     max_scan_seconds: Optional[float] = typer.Option(
         None,
-        help="POST /scan: the longest one photo's scan may take, estimated from its size and the model's measured "
-        "cost before it runs (413 above; a min_size left out is raised to fit). Scans run one at a time, 4 may "
+        help="POST /scan and /faces/identify: the longest one photo's scan or face search may take, estimated from "
+        "its size and the model's measured cost before it runs (413 above; a min_size left out is raised to fit). "
+        "They run one at a time, 4 may "
         "wait, each answered or refused (503 + Retry-After) within 30 s (or 6x this); photos over 12000 px a side or "
         "10:1 are refused [default: 5]",
     ),

@@ -37,13 +37,8 @@ def estimate(model, width: int, height: int) -> float:
 
 def check(model, width: int, height: int, limit: float, limit_name: str = "--max-seconds") -> float:
     """The photo's estimate, or TooMuchWork when it is over `limit` seconds."""
-    return within_limit(
-        estimate(model, width, height),
-        limit,
-        f"looking for faces in this {width:,} x {height:,} px image",
-        limit_name,
-        "send a smaller image",
-    )
+    work = f"looking for faces in this {width:,} x {height:,} px image"
+    return within_limit(estimate(model, width, height), limit, work, limit_name, "send a smaller image")
 
 
 def _measure(model) -> tuple[float, float]:
