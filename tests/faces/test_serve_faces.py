@@ -1,9 +1,13 @@
 """POST /faces/identify on a real server, beside a served classifier, and the page's "Who is this?"
-naming the faces on the photo in headless Chromium. The gallery changes while serving (faces add)."""
+naming the faces on the photo in headless Chromium. The gallery changes while serving (faces add).
+Its work is bounded as /scan's (issue 37): refused at once over the time limit, the scan queue shared,
+a deadline, and a shutdown stopping the search."""
 
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import httpx
 import pytest
@@ -73,6 +77,88 @@ def test_a_service_without_a_gallery_has_no_faces_route(served, tmp_path):
         assert "/faces/identify" not in httpx.get(f"{url}/openapi.json").json()["paths"]
     with pytest.raises(UserError, match="is not a face gallery"):
         serving.create_app(imgclf.load(run), serving.ServeSettings(faces=str(tmp_path)))
+
+
+def settle(monkeypatch, per_pixel: float) -> None:
+    """The face search's measured costs replaced by fixed ones: exact estimates (decoding free)."""
+    monkeypatch.setattr("imgclf.faces.cost.pixel_seconds", lambda model: (per_pixel, 0.0))
+    monkeypatch.setattr("imgclf.faces.cost.decode_seconds", lambda: 0.0)
+
+
+def test_identify_over_the_time_limit_is_refused_at_once(served, monkeypatch):
+    from imgclf.faces import cost
+
+    _, gallery, run = served
+    settle(monkeypatch, 1e-6)  # searched twice at worst: a 640 x 480 photo 0.61 s, 1280 x 960 2.5 s
+    assert cost.estimate(None, 640, 480) == pytest.approx(0.6144)
+    app = serving.create_app(imgclf.load(run), serving.ServeSettings(faces=str(gallery), max_scan_seconds=1.0))
+    with serving.BackgroundServer(app) as url:
+        r = post(url, jpeg(variants(GRACE)[3]))  # 341 x 400: fits (the first photo loads the model)
+        assert r.status_code == 200 and [f["name"] for f in r.json()["faces"]] == ["Grace"], r.text
+        start = time.monotonic()
+        r = post(url, jpeg(GRACE.resize((1280, 960))))
+        assert r.status_code == 413 and time.monotonic() - start < 5, r.text  # the target: < 1 s
+        detail = r.json()["detail"]
+        assert "looking for faces in this 1,280 x 960 px image would take about 2.5 s" in detail, detail
+        assert "1 s limit (--max-scan-seconds)" in detail and "smaller image" in detail, detail
+        # A photo over 1280 px is searched at 1280 px: only its decoding grows past that.
+        assert cost.estimate(None, 4000, 3000) == pytest.approx(cost.estimate(None, 1280, 960))
+
+
+def test_identify_shares_the_scan_queue_its_deadline_and_the_shutdown(served, monkeypatch):
+    """A long /scan runs: a photo to name finds the queue full (503 + Retry-After, at once) and is
+    answered once the scan is done; a search past its deadline, or running when the service shuts
+    down, is stopped between its steps with a 503."""
+    import imgclf.faces as faces_api
+    from imgclf.serving import scan_routes
+
+    _, gallery, run = served
+    real_scan = scan_routes._scan
+
+    def slow_scan(scanner, data, settings, stop):
+        until = time.monotonic() + 2
+        while time.monotonic() < until:  # a scan of seconds, stopping between batches as a real one does
+            stop.check()
+            time.sleep(0.02)
+        return real_scan(scanner, data, settings, stop)
+
+    def slow_name(model, g, img, threshold=None, stop=None):
+        while True:  # a search that would never end, but for its stop
+            stop.check()
+            time.sleep(0.02)
+
+    monkeypatch.setattr(scan_routes, "_scan", slow_scan)
+    photo, answers = jpeg(variants(GRACE)[3]), {}
+    settings = serving.ServeSettings(faces=str(gallery), scan_queue=0)
+    with serving.BackgroundServer(serving.create_app(imgclf.load(run), settings)) as url:
+        assert post(url, photo).status_code == 200  # the model loaded: what follows times the queue only
+        scan = threading.Thread(
+            target=lambda: answers.update(scan=httpx.post(f"{url}/scan?positive=square", content=photo, timeout=60))
+        )
+        scan.start()
+        time.sleep(0.5)
+        start = time.monotonic()
+        r = post(url, photo)
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1 and time.monotonic() - start < 2, r.text
+        assert "/faces/identify" in r.json()["detail"], r.text
+        scan.join(60)
+        assert answers["scan"].status_code == 200, answers["scan"].text
+        assert [f["name"] for f in post(url, photo).json()["faces"]] == ["Grace"]
+
+    monkeypatch.setattr(faces_api, "name_faces", slow_name)
+    settings = serving.ServeSettings(faces=str(gallery), scan_deadline_s=0.5)
+    with serving.BackgroundServer(serving.create_app(imgclf.load(run), settings)) as url:
+        r = post(url, photo)
+        assert r.status_code == 503 and "deadline" in r.json()["detail"] and "Retry-After" in r.headers, r.text
+    app = serving.create_app(imgclf.load(run), serving.ServeSettings(faces=str(gallery)))
+    with serving.BackgroundServer(app) as url:
+        search = threading.Thread(target=lambda: answers.update(search=post(url, photo)))
+        search.start()
+        time.sleep(0.5)
+        app.state.cancel.set()  # what SIGTERM does first (serving.server.stoppable_server)
+        search.join(10)
+        assert not search.is_alive() and answers["search"].status_code == 503, answers
+        assert "shutting down" in answers["search"].json()["detail"]
 
 
 @pytest.mark.browser

@@ -153,3 +153,96 @@ def test_ctrl_c_stops_a_cli_scan(tiny_run, tmp_path):
     stopped_after = time.monotonic() - started - 10
     assert r.returncode == 130 and "interrupted" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert stopped_after < 20, stopped_after
+
+
+# ---- videos: each frame bounded as a photo is, SIGTERM as Ctrl-C -----------------------------------
+
+
+def video(path, width: int, height: int, frames: int):
+    cv2 = pytest.importorskip("cv2")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (width, height))
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 256, (height, width, 3), np.uint8))
+    writer.release()
+    return path
+
+
+def test_a_video_scan_fits_each_frame_or_is_refused_before_a_frame_is_read(model, tmp_path, monkeypatch):
+    from imgclf.api.finding import frames_within
+    from imgclf.inference.video import predict_video
+
+    fixed_costs(monkeypatch)
+    clip = video(tmp_path / "clip.mp4", 160, 120, 2)
+    scanner = Scanner(model, "square")
+    limit = cost.estimate(scanner, 160, 120)["seconds"] / 3
+    # Its smallest window left to the scan: raised, as for a photo, until a frame fits the limit.
+    out = predict_video(model, clip, scanner=scanner, fit=frames_within(scanner, limit), out_csv=tmp_path / "f.csv")
+    assert out["classified"] == 2 and len((tmp_path / "f.csv").read_text().splitlines()) == 3
+    fitted = frames_within(scanner, limit)(160, 120)
+    assert fitted.min_size > 64 and cost.estimate(fitted, 160, 120)["seconds"] <= limit
+    # Chosen: refused in one line naming the video, before a frame is scored.
+    chosen = Scanner(model, "square", min_size=16)
+    with pytest.raises(
+        TooMuchWork, match=r"clip\.mp4 \(each frame\): scanning this 160 x 120 px image .*--max-seconds"
+    ):
+        predict_video(model, clip, scanner=chosen, fit=frames_within(chosen, limit), out_csv=tmp_path / "g.csv")
+    assert not (tmp_path / "g.csv").exists()
+
+
+def detector_installed() -> None:
+    from imgclf.detection import weights
+
+    try:
+        weights.graph_file()
+    except imgclf.core.errors.UserError:
+        pytest.skip("the pretrained detector's package is not installed")
+
+
+def test_cli_detector_on_a_video_over_the_frame_limit_is_one_line(tmp_path):
+    detector_installed()
+    clip = video(tmp_path / "clip.mp4", 320, 240, 3)
+    start = time.monotonic()
+    r = cli("scan", clip, "--max-seconds", "0.0001", "--out", tmp_path / "out", check=False, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith(f"error: {clip} (each frame): looking at this 320 x 240 px image with "), r.stderr
+    assert "0.0001 s limit (--max-seconds)" in r.stderr and time.monotonic() - start < 60
+    assert not (tmp_path / "out" / "frames.csv").exists()
+    r = cli("scan", clip, "--out", tmp_path / "out", check=False, timeout=120)  # the default limit: it runs
+    assert r.returncode == 0 and len((tmp_path / "out" / "frames.csv").read_text().splitlines()) == 4, r.stderr
+
+
+def test_sigterm_stops_a_cli_video_scan_as_ctrl_c_does(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    detector_installed()
+    clip = video(tmp_path / "long.mp4", 160, 120, 1500)  # about a minute of frames for the detector here
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(imgclf.__file__).parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgclf.cli", "scan", str(clip), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        rows = lambda: len((out / "frames.csv").read_text().splitlines()) if (out / "frames.csv").exists() else 0  # noqa: E731
+        while rows() < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert proc.poll() is None and rows() >= 2, "the scan should be running"
+        proc.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        err = proc.communicate(timeout=60)[1]
+        assert time.monotonic() - start < 15 and proc.returncode == 130, (proc.returncode, err)
+        assert "interrupted" in err and "Traceback" not in err, err
+        assert not (out / "annotated.mp4").exists() and not list(out.glob(".*partial*")), list(out.iterdir())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -190,6 +190,59 @@ def _as_list(images) -> list:
     return list(images) if isinstance(images, (list, tuple)) else [images]
 
 
+def video_scanner(run, scan: bool, detector, device: str, tta, backend: str, verbose: bool) -> tuple:
+    """(model, scanner) for api.predict_video: the run's model, with its crop scanner when `scan`; or
+    no model and a detector (a name, or a loaded one) when there is no run or a detector is given."""
+    if run is None or detector is not None:
+        from imgclf.detection import load_detector
+
+        scanner = detector if hasattr(detector, "detect_batch") else load_detector(detector or "person", device)
+        if verbose:
+            print(f"scan: {scanner.describe()}")
+        return None, scanner
+    model = loaded(run, device, tta, backend)
+    if not scan:
+        return model, None
+    from imgclf.scanning import Scanner, positive_class
+
+    try:
+        positive_class(model, None)
+    except UserError:  # its own advice names scan's --positive, an option predict does not have
+        raise UserError(
+            f"predict --scan finds the run's positive class, and {model.path} records none and has no class named "
+            f"like person/human/pedestrian/positive (its classes: {', '.join(model.classes)}); train with "
+            "--positive-class CLASS, or scan photos for a class with: imgclf scan RUN PHOTOS --positive CLASS"
+        ) from None
+    scanner = Scanner(model)
+    if verbose:
+        print(f"scan: {scanner.describe()}")
+    return model, scanner
+
+
+def frames_within(scanner, max_seconds: float | None):
+    """For predict_video: fit(width, height) -> the scanner or detector for frames of that size, each
+    within `max_seconds` (default core.work.MAX_SECONDS) as a photo's scan is (a crop scanner's smallest
+    window raised to fit: scanning.cost.fit), or TooMuchWork (one line) before a frame is scored."""
+    from imgclf.core.work import MAX_SECONDS, check_shape
+
+    limit = MAX_SECONDS if max_seconds is None else max_seconds
+    if not limit > 0:  # nan too
+        raise UserError(f"--max-seconds must be a positive number of seconds, not {max_seconds}")
+
+    def fit(width: int, height: int):
+        check_shape(width, height)
+        if hasattr(scanner, "detect_batch"):
+            from imgclf.detection.cost import check
+
+            check(scanner, width, height, limit)
+            return scanner
+        from imgclf.scanning.cost import fit as fit_scan
+
+        return fit_scan(scanner, width, height, limit, {"min_size": "--min-size", "limit": "--max-seconds"})[0]
+
+    return fit
+
+
 def negatives(
     photos: str | Path | list,
     out: str | Path,

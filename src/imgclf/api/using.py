@@ -152,6 +152,7 @@ def predict_video(
     verbose: bool = True,
     scan: bool = False,
     detector=None,
+    max_seconds: float | None = None,
 ) -> dict:
     """Classify a video file, camera index or stream URL frame by frame (every `every`-th),
         probabilities smoothed over `smooth` seconds; per-frame CSV, annotated video and, for two-class
@@ -159,38 +160,18 @@ def predict_video(
         `scan=True` scans each frame for the positive class (imgclf.scan) instead of classifying it
         whole: presence comes from the best window, the annotated video shows the boxes. With no run
     (`run=None`, or `detector` a name or a loaded imgclf.detection.Detector) the pretrained person
-    detector finds people in each frame: presence events of 'person' from its best box. See
-    imgclf.inference.video.
+    detector finds people in each frame: presence events of 'person' from its best box. A scanned frame
+    is bounded as a photo's scan (`max_seconds`, default 10: imgclf.scan): a video whose frames are over
+    it is refused before a frame is scored. See imgclf.inference.video.
 
             imgclf.predict_video("runs/people-1", "door.mp4", out_csv="frames.csv")["events"]
             imgclf.predict_video(None, "door.mp4", out_csv="frames.csv")["events"]     # the pretrained detector
             # [{'start_s': 2.0, 'end_s': 5.0, 'duration_s': 3.0, 'peak_confidence': 0.99}]
     """
+    from imgclf.api.finding import frames_within, video_scanner
     from imgclf.inference.video import predict_video as run_video
 
-    model, scanner = None, None
-    if run is None or detector is not None:
-        from imgclf.detection import load_detector
-
-        scanner = detector if hasattr(detector, "detect_batch") else load_detector(detector or "person", device)
-        if verbose:
-            print(f"scan: {scanner.describe()}")
-    else:
-        model = loaded(run, device, tta, backend)
-    if scan and scanner is None:
-        from imgclf.scanning import Scanner, positive_class
-
-        try:
-            positive_class(model, None)
-        except UserError:  # its own advice names scan's --positive, an option predict does not have
-            raise UserError(
-                f"predict --scan finds the run's positive class, and {model.path} records none and has no class named "
-                f"like person/human/pedestrian/positive (its classes: {', '.join(model.classes)}); train with "
-                "--positive-class CLASS, or scan photos for a class with: imgclf scan RUN PHOTOS --positive CLASS"
-            ) from None
-        scanner = Scanner(model)
-        if verbose:
-            print(f"scan: {scanner.describe()}")
+    model, scanner = video_scanner(run, scan, detector, device, tta, backend, verbose)
     return run_video(
         model,
         source,
@@ -202,6 +183,7 @@ def predict_video(
         show_fps=verbose,
         max_frames=max_frames,
         scanner=scanner,
+        fit=frames_within(scanner, max_seconds) if scanner is not None else None,
     )
 
 

@@ -110,7 +110,7 @@ def scan(
         help="Longest a photo's scan may take, estimated from its size and the model's measured cost before "
         "it is read: a photo over it is skipped with a note (a crop-model scan with no --min-size or --scales "
         "has its smallest window raised to fit instead). Photos over 12000 px a side or 10:1 are refused "
-        "too [default: 10]",
+        "too; a video: each frame, a video over it refused before a frame is read [default: 10]",
     ),
     backend: str = typer.Option(
         "auto",
@@ -136,6 +136,7 @@ def scan(
             out,
             device,
             backend,
+            max_seconds,
         )
         return
     results = api.scan(
@@ -190,6 +191,7 @@ def video(
     out,
     device: str,
     backend: str = "auto",
+    max_seconds: float | None = None,
 ):
     """`imgclf scan door.mp4 [--out DIR]`: people frame by frame, presence events (enter/leave), and
     with --out DIR its frames.csv, events.json and annotated.mp4."""
@@ -211,4 +213,5 @@ def video(
         out_video=folder / "annotated.mp4" if folder else None,
         events=folder / "events.json" if folder else None,
         device=device,
+        max_seconds=max_seconds,
     )

@@ -61,6 +61,11 @@ def predict(
         help="Video: scan each frame for the positive class (a model trained "
         "on crops; see imgclf scan) instead of classifying it whole; boxes drawn.",
     ),
+    max_seconds: Optional[float] = typer.Option(
+        None,
+        help="Video with --scan: the longest one frame's scan may take, estimated before a frame is read; the "
+        "smallest window is raised to fit, a video that still does not is refused [default: 10]",
+    ),
 ):
     """Predict the class of images with a trained run; or of the frames of a video file, camera index
     (0) or stream URL (rtsp://, http(s)://), given as the only PATH. With --ray, PATHS are folders,
@@ -85,9 +90,8 @@ def predict(
 
     model = api.load(run, device, tta=tta, backend=backend or "torch")
     if len(paths) == 1 and is_video_source(paths[0]):
-        api.predict_video(
-            model, paths[0], every=every, smooth=smooth, out_csv=out, out_video=video_out, events=events, scan=scan
-        )
+        options = {"every": every, "smooth": smooth, "events": events, "scan": scan, "max_seconds": max_seconds}
+        api.predict_video(model, paths[0], out_csv=out, out_video=video_out, **options)
         return
     if out is not None:
         api.predict_folder(model, paths, out, top_k=top_k)
@@ -256,8 +260,9 @@ def serve(
     ),
     max_scan_seconds: Optional[float] = typer.Option(
         None,
-        help="POST /scan: the longest one photo's scan may take, estimated from its size and the model's measured "
-        "cost before it runs (413 above; a min_size left out is raised to fit). Scans run one at a time, 4 may "
+        help="POST /scan and /faces/identify: the longest one photo's scan or face search may take, estimated from "
+        "its size and the model's measured cost before it runs (413 above; a min_size left out is raised to fit). "
+        "They run one at a time, 4 may "
         "wait, each answered or refused (503 + Retry-After) within 30 s (or 6x this); photos over 12000 px a side or "
         "10:1 are refused [default: 5]",
     ),

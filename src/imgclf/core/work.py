@@ -16,6 +16,8 @@ within one batch.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
 import weakref
@@ -50,6 +52,14 @@ class TooMuchWork(UserError):
     def __init__(self, message: str, status: int = 413):
         super().__init__(message)
         self.status = status
+
+
+def within_limit(seconds: float, limit: float, work: str, limit_name: str, fix: str) -> float:
+    """`seconds`, or TooMuchWork saying that `work` would take them, over `limit` (the option or setting
+    `limit_name`), and `fix`: how to make it fit. One wording for every estimate refused so."""
+    if seconds > limit:
+        raise TooMuchWork(f"{work} would take about {seconds:,.1f} s, over the {limit:g} s limit ({limit_name}): {fix}")
+    return seconds
 
 
 def all_refused(reasons: list[str]) -> TooMuchWork:
@@ -124,3 +134,22 @@ def measured(owner, key, measure):
     if key not in costs:
         costs[key] = measure()
     return costs[key]
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """Within the block, SIGTERM ends the work as Ctrl-C does (KeyboardInterrupt, so what a Ctrl-C
+    closes and writes is closed and written), instead of killing the process mid-write. In the main
+    thread only (the only one that may handle signals); elsewhere, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

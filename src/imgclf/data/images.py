@@ -6,6 +6,7 @@ can skip the file with one warning line instead of crashing halfway through a da
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from contextlib import ExitStack, contextmanager
@@ -77,6 +78,20 @@ def resize(img: Image.Image, size: int, mode: str = "squash") -> np.ndarray:
     else:
         out = _letterbox(img, size)
     return np.array(out, dtype=np.uint8)
+
+
+@functools.lru_cache(maxsize=1)
+def decode_seconds() -> float:
+    """Seconds per pixel of decoding a photo and shrinking it (a PNG: slower to decode than a JPEG),
+    measured once: what a photo's size costs before any model looks at it (the scans' estimates)."""
+    import io
+
+    from imgclf.core.work import timed
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)).save(buf, "PNG")
+    data = buf.getvalue()
+    return timed(lambda: resize(read_rgb(io.BytesIO(data)), 300)) / (640 * 480)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -9,9 +9,8 @@ tens of megapixels, comes near a limit.
 
 from __future__ import annotations
 
-import functools
-
-from imgclf.core.work import TooMuchWork, measured, timed
+from imgclf.core.work import measured, timed, within_limit
+from imgclf.data.images import decode_seconds
 
 
 def seconds_per_photo(detector) -> float:
@@ -26,31 +25,15 @@ def seconds_per_photo(detector) -> float:
 
 def estimate(detector, width: int, height: int) -> float:
     """Seconds to decode, shrink and look at a width x height photo."""
-    return seconds_per_photo(detector) + _pixel_seconds() * width * height
+    return seconds_per_photo(detector) + decode_seconds() * width * height
 
 
 def check(detector, width: int, height: int, limit: float, limit_name: str = "--max-seconds") -> float:
     """The photo's estimate, or TooMuchWork when it is over `limit` seconds."""
-    seconds = estimate(detector, width, height)
-    if seconds > limit:
-        raise TooMuchWork(
-            f"looking at this {width:,} x {height:,} px image would take about {seconds:,.1f} s with "
-            f"{detector.name}, over the {limit:g} s limit ({limit_name}): use a smaller image or a faster detector"
-        )
-    return seconds
-
-
-@functools.lru_cache(maxsize=1)
-def _pixel_seconds() -> float:
-    """Seconds per pixel of decoding a photo and shrinking it (a PNG: slower to decode than a JPEG)."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    from imgclf.data.images import read_rgb, resize
-
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)).save(buf, "PNG")
-    data = buf.getvalue()
-    return timed(lambda: resize(read_rgb(io.BytesIO(data)), 300)) / (640 * 480)
+    return within_limit(
+        estimate(detector, width, height),
+        limit,
+        f"looking at this {width:,} x {height:,} px image with {detector.name}",
+        limit_name,
+        "use a smaller image or a faster detector",
+    )

@@ -205,11 +205,11 @@ def _identify_one(model, g, item, writer, verbose) -> dict:
     return entry
 
 
-def name_faces(model: FaceModel, g: Gallery, img, threshold: float | None = None) -> dict:
-    """One photo's answer: {faces: [...], width, height}."""
+def name_faces(model: FaceModel, g: Gallery, img, threshold: float | None = None, stop=None) -> dict:
+    """One photo's answer: {faces: [...], width, height}. `stop` (core.work.Stop): see FaceModel.faces."""
     import numpy as np
 
-    faces = model.faces(img)
+    faces = model.faces(img, stop=stop)
     names = g.name(np.stack([f.embedding for f in faces]), threshold) if faces else []
     return {
         "faces": [

@@ -110,17 +110,22 @@ class FaceModel:
         self.name = NAME
         self.weights = {role: FILES[role][1] for role in FILES}
 
-    def faces(self, img, whole_photo: bool | None = None) -> list[Face]:
+    def faces(self, img, whole_photo: bool | None = None, stop=None) -> list[Face]:
         """Every face in an RGB PIL image, biggest first. `whole_photo`: take the whole photo as the
-        face when none is found (default: when the photo is FACE_CROP px or smaller)."""
+        face when none is found (default: when the photo is FACE_CROP px or smaller). `stop`
+        (core.work.Stop): checked between the searches and before the embedding."""
+        from imgclf.core.work import check
+
         rgb = np.ascontiguousarray(np.asarray(img.convert("RGB")))
         h, w = rgb.shape[:2]
         crop = max(h, w) <= FACE_CROP
         if crop:  # the face is most of the photo: equalised, the photo is as the face would be
             rgb = equalized(rgb)
         found = self.find(rgb)
+        check(stop)
         if not found and not crop:  # a dark or washed-out scene: its faces may show once equalised
             found = self.find(equalized(rgb))
+        check(stop)
         if not found:
             if whole_photo is False or (whole_photo is None and not crop):
                 return []

@@ -29,6 +29,7 @@ import numpy as np
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import commit, open_stream, output_file, write_json
+from imgclf.core.work import sigterm_as_ctrl_c
 from imgclf.inference.presence import MIN_EVENT_S, SMOOTH_S, Presence, Smoother
 from imgclf.inference.video_frames import open_source, read_frames
 
@@ -57,6 +58,7 @@ def predict_video(
     max_frames: int | None = None,
     min_event: float = MIN_EVENT_S,
     scanner=None,
+    fit=None,
 ) -> dict:
     """Classify every `every`-th frame of `source` (a file, a camera index such as 0 or "0", or an
     rtsp/http(s) URL), smoothing probabilities over `smooth` seconds (0: none).
@@ -65,12 +67,11 @@ def predict_video(
     frame alone, the smoothed label, smoothed probability per class, and `present` for two-class
     runs), every frame with its smoothed label drawn to `out_video` (mp4v), and for two-class runs
     the presence events of the positive class to `events_path` (default: events.json beside the
-    CSV). Ctrl-C stops a live source cleanly, with everything written. Returns frames, classified,
-    seconds, fps, the events (None with more than two classes) and the files written.
-    With `scanner` (an imgclf.scanning.Scanner, or an imgclf.detection.Detector with `model` None)
-    each frame is scanned instead of classified whole: its positive probability is the best window's
-    or box's, events come from it, and the boxes are drawn.
-    """
+    CSV). Ctrl-C (or SIGTERM) stops a live source cleanly, with everything written. Returns frames,
+    classified, seconds, fps, the events (None with more than two classes) and the files written.
+    With `scanner` (an imgclf.scanning.Scanner, or an imgclf.detection.Detector with `model` None) each
+    frame is scanned instead of classified whole: its positive probability is the best window's or
+    box's, events come from it, and the boxes are drawn; `fit` bounds each frame's scan (_fitted)."""
     import cv2
 
     if every < 1:
@@ -84,11 +85,12 @@ def predict_video(
     cap, live, name = open_source(source)
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else None  # cameras and streams often report 0 or nonsense
+    console = _console(show_fps)
+    scanner = _fitted(scanner, fit, cap, name, console) if fit is not None else scanner
     model = model or scanner.frame_model()  # a detector alone: two classes, no <positive> and <positive>
     presence = _presence(model, scanner, smooth, min_event)
     if events_path is None and out_csv is not None and presence is not None:
         events_path = Path(out_csv).with_name("events.json")
-    console = _console(show_fps)
     session = _Session(
         model,
         Smoother(smooth),
@@ -126,6 +128,28 @@ def predict_video(
     return result
 
 
+def _fitted(scanner, fit, cap, name: str, console):
+    """`fit(width, height)`: the scanner for frames of that size within the time limit, or TooMuchWork
+    (api.finding.frames_within). Called once, from the size the source reports, before a frame is
+    read (a source that reports none, as some streams do, is not bounded): a video over it is
+    refused in one line, a crop scanner's smallest window may be raised to fit."""
+    import cv2
+
+    from imgclf.core.work import TooMuchWork
+
+    width, height = (round(cap.get(p)) for p in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+    if width < 1 or height < 1:
+        return scanner
+    try:
+        fitted = fit(width, height)
+    except TooMuchWork as e:
+        cap.release()
+        raise TooMuchWork(f"{name} (each frame): {e}", e.status) from None
+    if getattr(fitted, "min_size", None) != getattr(scanner, "min_size", None):
+        console.print(f"{name}: smallest window raised to {fitted.min_size} px to fit each frame's time limit")
+    return fitted
+
+
 def _presence(model, scanner, smooth: float, min_event: float) -> Presence | None:
     """Presence events for two-class runs, and for scans: a frame's positive probability is its best
     window's or box's."""
@@ -135,6 +159,7 @@ def _presence(model, scanner, smooth: float, min_event: float) -> Presence | Non
     return Presence.for_model(model, smooth, min_event) if len(model.classes) == 2 else None
 
 
+@sigterm_as_ctrl_c()  # SIGTERM (a service manager's stop) ends the run as Ctrl-C does: what is done is written
 def _run(session, cap, live: bool, fps, every: int, max_frames, scanner, show_fps: bool, console, name: str):
     """Read, batch and classify the frames until the source ends (or Ctrl-C ends a live one); the
     session is closed either way. Returns (frames read, frames classified, start time)."""

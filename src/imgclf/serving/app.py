@@ -31,6 +31,7 @@ from imgclf.serving.holder import ModelHolder
 from imgclf.serving.info import service_info
 from imgclf.serving.limits import Rejected
 from imgclf.serving.metrics import MetricsMiddleware, ServiceMetrics
+from imgclf.serving.scan_queue import ScanQueue
 from imgclf.serving.settings import ServeSettings
 from imgclf.serving.slow_clients import BodyTimeout
 from imgclf.store import predlog
@@ -83,6 +84,8 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
     )
     _add_middleware(app, settings, metrics)
     app.state.cancel = threading.Event()  # set on shutdown (serving.server): running scans stop between batches
+    # /scan and /faces/identify: one photo's work at a time, a short queue, a deadline (serving.scan_queue)
+    app.state.scan_queue = ScanQueue(settings.scan_queue, settings.scan_deadline_s, settings.max_scan_seconds)
     # Without a key the routes carry no security scheme at all, so the OpenAPI spec asks for none.
     guarded = [Security(_key_check(settings.api_key))] if settings.api_key else []
     # Routes that write (the inbox; the prediction log) or cost seconds of work (/scan, /explain) take

@@ -1,4 +1,5 @@
-"""One scan at a time, a short queue, and a deadline for every scan request.
+"""One scan at a time, a short queue, and a deadline for every scan request (POST /scan, and POST
+/faces/identify, which shares the queue).
 
 A scan is seconds of work on every core, so scans run one at a time: two at once would each take
 twice as long and starve /predict of CPU. A request waits its turn in the event loop (no thread held
@@ -65,7 +66,7 @@ class ScanQueue:
         wait = math.ceil(self.scan_s * (self.waiting + 1))
         return Rejected(
             503,
-            f"{why}: the service scans one photo at a time; retry in {wait} s",
+            f"{why}: the service scans one photo at a time (/scan, /faces/identify); retry in {wait} s",
             "queue_full",
             {"Retry-After": str(wait)},
         )

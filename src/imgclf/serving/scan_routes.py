@@ -40,7 +40,6 @@ from imgclf.serving.caps import check_shape, check_windows, header_size
 from imgclf.serving.explain_routes import ONE_IMAGE_BODY
 from imgclf.serving.limits import Rejected, rejection, request_images
 from imgclf.serving.params import Param, Parameters, check_class
-from imgclf.serving.scan_queue import ScanQueue
 from imgclf.settings.checks import Number
 
 SCANNERS = 4  # cached (model, class) scanners: one model serves at a time, with few classes to find
@@ -76,7 +75,7 @@ QUERY = Parameters(
 
 
 def register(app, holder, settings, guarded) -> None:
-    queue = ScanQueue(settings.scan_queue, settings.scan_deadline_s, settings.max_scan_seconds)
+    queue = app.state.scan_queue  # shared with POST /faces/identify: one photo's work at a time
     scanners = functools.lru_cache(maxsize=SCANNERS)(_scanner)
     app.state.scanners = scanners  # its cache_info() shows the cache's size (tests, debugging)
     if settings.detector_backend != "auto":  # named outright: a missing int8 model stops the start-up, in one line

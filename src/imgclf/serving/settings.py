@@ -34,8 +34,9 @@ class ServeSettings:
     max_side: int = 12_000  # /scan and /explain: longest image side in px (from the header)
     max_aspect: float = 10.0  # /scan and /explain: long side / short side
     max_windows: int = 2_000_000  # /scan: windows one photo may cost (from its size and the options)
-    max_scan_seconds: float = 5.0  # /scan: estimated seconds a photo may cost; 413 over (a default min_size is raised)
-    scan_queue: int = 4  # /scan: requests waiting for the running scan; past it 503 + Retry-After
+    max_scan_seconds: float = 5.0  # /scan, /faces/identify: estimated seconds a photo may cost; 413 over (a
+    # default min_size is raised)
+    scan_queue: int = 4  # /scan, /faces/identify: requests waiting for the running one; past it 503 + Retry-After
     scan_deadline_s: float | None = None  # /scan: the longest a request waits and runs (503 + Retry-After
     # after it); None: 30 s, or 6 x max_scan_seconds when longer, so no limit cuts short the scans it allows
     detector: str = "person"  # /scan's detector: the pretrained person detector, or a detector run folder
