@@ -64,10 +64,11 @@ def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | No
         if not f.metadata["cli"] or (only is not None and f.name not in only):
             continue
         flag = f.metadata["flag"]
-        if flag and "/" not in flag:  # `--no-flip` sets flip False; `--dedupe` sets dedupe True
-            single[f.name] = not flag.startswith("--no-")
         cli_type = f.metadata["cli_type"] or next((a for a in typing.get_args(kind) if a is not type(None)), kind)
-        option = typer.Option(None, *([flag] if flag else []), help=f.metadata["help"], show_default=False)
+        if flag and "/" not in flag and cli_type is bool:  # `--no-flip` sets flip False; `--dedupe` dedupe True
+            single[f.name] = not flag.startswith("--no-")
+        decls, envvar = [flag] if flag else [], f.metadata.get("envvar")
+        option = typer.Option(None, *decls, help=f.metadata["help"], show_default=False, envvar=envvar)
         made.append(
             inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[cli_type])
         )

@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 
 from imgclf.cli import render
-from imgclf.cli.app import DATA_HELP, MOVED_DATA, TTA_HELP, Format, app
+from imgclf.cli.app import DATA_HELP, MOVED_DATA, TTA_HELP, Format, app, with_settings
+from imgclf.settings.serve import ServeSettings
 
 BACKEND_HELP = (
     "torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing) | onnx-int8 (RUN/model.int8.onnx, "
@@ -180,8 +181,8 @@ def export(
     )
 
 
-# long: one option per flag, each with its help text
 @app.command()
+@with_settings(ServeSettings, after="tta")
 def serve(
     run: Optional[str] = typer.Argument(
         None, help="Run folder (or ensemble bundle); or leave out and give --registry."
@@ -197,114 +198,17 @@ def serve(
     backend: str = typer.Option("torch", help=BACKEND_HELP),
     device: str = typer.Option("auto"),
     tta: Optional[str] = typer.Option(None, help=TTA_HELP),
-    api_key: Optional[str] = typer.Option(
-        None,
-        envvar="IMGCLF_API_KEY",
-        help="Require this key (header X-API-Key or "
-        "Authorization: Bearer) on /predict, /model, /metrics; or set IMGCLF_API_KEY",
-    ),
-    cors: Optional[List[str]] = typer.Option(
-        None, help="Allow browser pages from this origin (repeatable) [default: no CORS]"
-    ),
-    allowed_host: Optional[List[str]] = typer.Option(
-        None,
-        help="Also answer requests addressed to this host name "
-        "(repeatable; * for any). Others get 421, against DNS rebinding "
-        "[default: localhost, IP addresses, --host]",
-    ),
-    max_upload_mb: Optional[float] = typer.Option(None, help="Largest request body, MB (413 above) [default: 20]"),
-    max_pixels: Optional[int] = typer.Option(
-        None, help="Largest image in pixels, read from its header (413 above) [default: 40000000]"
-    ),
-    max_images: Optional[int] = typer.Option(None, help="Most images in one request (422 above) [default: 16]"),
-    max_batch: Optional[int] = typer.Option(None, help="Most images in one forward pass [default: 32]"),
-    max_wait_ms: Optional[float] = typer.Option(None, help="Longest wait for more requests to batch with [default: 2]"),
-    no_batching: bool = typer.Option(False, "--no-batching", help="One forward pass per request (the naive baseline)"),
-    threads: Optional[int] = typer.Option(
-        None,
-        help="torch threads per forward pass [default: all cores; 1 with "
-        "--no-batching, whose forwards run one per core at once]",
-    ),
-    log_predictions: Optional[str] = typer.Option(
-        None, help="Log each answered image to DIR/predictions.jsonl (for imgclf monitor) [default: no log]"
-    ),
-    log_sample: Optional[float] = typer.Option(None, help="Share of images logged, 0-1 [default: 1]"),
-    log_images: Optional[str] = typer.Option(
-        None, help="keep (store logged images in DIR/images) | hash (sha256 only) [default: keep]"
-    ),
-    log_max_mb: Optional[float] = typer.Option(
-        None, help="Size bound of the log folder; oldest files deleted first [default: 500]"
-    ),
-    inbox: Optional[str] = typer.Option(
-        None,
-        help="Where POST /feedback stores corrected images [default: "
-        "REGISTRY/inbox, else inbox/ beside the run's folder]",
-    ),
-    detector: Optional[str] = typer.Option(
-        None,
-        help="POST /scan's detector, for a run with no class to find or ?detector=person: person (pretrained) "
-        "or a detector run folder (imgclf train BOXES/) [default: person]",
-    ),
-    faces: Optional[str] = typer.Option(
-        None, help="A face gallery (imgclf faces enrol) to serve at POST /faces/identify; the page names faces"
-    ),
-    detector_backend: Optional[str] = typer.Option(
-        None,
-        help="What runs POST /scan's detector: auto (ONNX Runtime on a CPU, PyTorch on a GPU) | torch | onnx | "
-        "onnx-int8 (made by imgclf export person --int8 --calibration PHOTOS/) | openvino [default: auto]",
-    ),
-    faces_backend: Optional[str] = typer.Option(
-        None,
-        help="What runs the face embedder of --faces: auto | onnx | onnx-int8 (made by imgclf export faces --int8 "
-        "--calibration PHOTOS/) | torch [default: auto]",
-    ),
-    max_scan_seconds: Optional[float] = typer.Option(
-        None,
-        help="POST /scan and /faces/identify: the longest one photo's scan or face search may take, estimated from "
-        "its size and the model's measured cost before it runs (413 above; a min_size left out is raised to fit). "
-        "They run one at a time, 4 may "
-        "wait, each answered or refused (503 + Retry-After) within 30 s (or 6x this); photos over 12000 px a side or "
-        "10:1 are refused [default: 5]",
-    ),
+    settings: dict = None,
 ):
     """Serve RUN over HTTP: POST /predict, POST /feedback, a browser page at /, /health, /model, /metrics,
     /openapi.json. With --registry, promoted versions are swapped in while serving."""
+    # The limits, logging and access options are imgclf.serving.ServeSettings' declarations (with_settings).
     from imgclf import api
     from imgclf.serving.server import check_port
 
     check_port(port)  # before the model loads: a bad port is a typo, not worth the wait
-    limits = dict(
-        max_upload_mb=max_upload_mb,
-        max_pixels=max_pixels,
-        max_images=max_images,
-        max_batch=max_batch,
-        max_wait_ms=max_wait_ms,
-        threads=threads,
-        log_predictions=log_predictions,
-        log_sample=log_sample,
-        log_images=log_images,
-        log_max_mb=log_max_mb,
-        inbox=inbox,
-        allowed_hosts=tuple(allowed_host) if allowed_host else None,
-        detector=detector,
-        faces=faces,
-        detector_backend=detector_backend,
-        faces_backend=faces_backend,
-        max_scan_seconds=max_scan_seconds,
-    )  # unset: ServeSettings' defaults
     api.serve(
-        run,
-        registry=registry,
-        alias=alias,
-        host=host,
-        port=port,
-        backend=backend,
-        device=device,
-        tta=tta,
-        api_key=api_key,
-        cors=cors or (),
-        batching=not no_batching,
-        **{k: v for k, v in limits.items() if v is not None},
+        run, registry=registry, alias=alias, host=host, port=port, backend=backend, device=device, tta=tta, **settings
     )
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
+from imgclf.settings.checks import DETECTOR_BACKENDS
 
 # No openvino-int8 (which the classifier has): OpenVINO 2026.4 ran the detector's int8 graph at 86 ms
 # a photo, 12x its fp32 graph's 7 ms and ONNX Runtime's int8 7 ms (2 threads, docs/benchmarks/int8.md).
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino")
+BACKENDS = DETECTOR_BACKENDS  # declared with the settings that name them (settings.checks)
 ENGINES = {"onnx": "ONNX Runtime", "onnx-int8": "ONNX Runtime, int8", "openvino": "OpenVINO"}
 
 

@@ -11,9 +11,10 @@ import warnings
 from pathlib import Path
 
 from imgclf.core.errors import UserError
+from imgclf.settings.checks import FACES_BACKENDS
 
 CHIP = 150  # px: the aligned face the network reads (resnet.CHIP)
-BACKENDS = ("auto", "onnx", "onnx-int8", "torch")  # the embedder's engines (FaceModel)
+BACKENDS = FACES_BACKENDS  # the embedder's engines (FaceModel), declared in settings.checks
 
 
 def session(net, path: Path, int8: bool = False):

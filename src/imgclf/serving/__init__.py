@@ -8,7 +8,7 @@ The package is `serving`, not `serve`: importing a subpackage `imgclf.serve` wou
     GET  /          the browser page: drop or pick images, or classify the webcam live
     GET  /health    GET /model    GET /metrics (Prometheus)    GET /openapi.json
 
-Modules: settings (limits and batching), limits (what a client may send), caps (work caps from an
+Modules: limits (what a client may send; the settings themselves are imgclf.settings.serve), caps (work caps from an
 image's shape for /scan and /explain), params (query parameters, by imgclf.settings.checks's rules),
 fields (/feedback's labels and text), guards (Host allow-list, same-origin writes), slow_clients
 (header and body deadlines), batching (micro-batches or one forward per request), metrics, info
@@ -23,6 +23,6 @@ from __future__ import annotations
 from imgclf.serving.app import create_app
 from imgclf.serving.holder import ModelHolder
 from imgclf.serving.server import BackgroundServer, run_server
-from imgclf.serving.settings import ServeSettings
+from imgclf.settings.serve import ServeSettings
 
 __all__ = ["create_app", "run_server", "BackgroundServer", "ServeSettings", "ModelHolder"]

@@ -32,8 +32,8 @@ from imgclf.serving.info import service_info
 from imgclf.serving.limits import Rejected
 from imgclf.serving.metrics import MetricsMiddleware, ServiceMetrics
 from imgclf.serving.scan_queue import ScanQueue
-from imgclf.serving.settings import ServeSettings
 from imgclf.serving.slow_clients import BodyTimeout
+from imgclf.settings.serve import ServeSettings
 from imgclf.store import predlog
 
 # The page is served from here with every script and style inline; the policy lets it talk only to

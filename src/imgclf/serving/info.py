@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from imgclf.core.files import read_json
 from imgclf.evaluation.operating_point import OperatingPoint
-from imgclf.serving.settings import ServeSettings
+from imgclf.settings.serve import ServeSettings
 
 
 def model_info(model, settings: ServeSettings | None = None) -> dict:

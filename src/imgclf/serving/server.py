@@ -11,8 +11,8 @@ from pathlib import Path
 
 from imgclf.core.errors import UserError
 from imgclf.serving.app import create_app
-from imgclf.serving.settings import ServeSettings
 from imgclf.serving.slow_clients import protocol_class
+from imgclf.settings.serve import ServeSettings
 from imgclf.store.runs import find_run
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")

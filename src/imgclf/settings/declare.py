@@ -12,14 +12,22 @@ from typing import Any
 
 
 def setting(
-    default: Any = None, help: str = "", rule=None, *, flag: str | None = None, cli: bool = True, cli_type=None
+    default: Any = None,
+    help: str = "",
+    rule=None,
+    *,
+    flag: str | None = None,
+    cli: bool = True,
+    cli_type=None,
+    envvar: str | None = None,
 ):
     """One setting's declaration. `help`: what `--help`, config checks and the docs say of it; `rule`:
     settings.checks' check of its values (None: checked as a structure, in checks._check_structured);
     `flag`: how the command line spells it when not --the-name (a single `--no-x` flag sets False,
     any other single flag True, `--a/--b` both); `cli`: False for settings only config files and the
-    Python API take; `cli_type`: the type the command line reads, where it differs from the field's."""
-    meta = {"help": help, "rule": rule, "flag": flag, "cli": cli, "cli_type": cli_type}
+    Python API take; `cli_type`: the type the command line reads, where it differs from the field's;
+    `envvar`: an environment variable the command line reads it from when the option is not given."""
+    meta = {"help": help, "rule": rule, "flag": flag, "cli": cli, "cli_type": cli_type, "envvar": envvar}
     if isinstance(default, dict):
         return dataclasses.field(default_factory=dict, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
