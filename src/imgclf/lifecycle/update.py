@@ -41,7 +41,6 @@ MODES = ("finetune", "full")
 LR_FACTOR = 1.0
 
 
-# long: the update's steps in order (parent, data, splits, replay, train, judge); the parts are helpers below
 def update(
     ref,
     new_data=None,
@@ -90,51 +89,15 @@ def update(
     where = f"version {version} ({parent_run})" if version is not None else str(parent_run)
     console.print(f"update of {where}, mode {mode}")
 
-    old, old_report, new, dup_report, source = gather_rows(
-        parent_run, version, registry, new_data, from_inbox, console, data_root
-    )
-    groups, doctor_summary = check_new_data(old, new, console) if doctor else ([], None)
-    _assign_splits(new, seed, groups, {r["path"]: r["split"] for r in old})
-    classes = sorted({r["label"] for r in old} | {r["label"] for r in new})
-    added = sorted({r["label"] for r in new} - {r["label"] for r in old})
-    console.print(
-        f"  new data: {len(new)} images of {len({r['label'] for r in new})} class(es) ({by_split(new)})"
-        + (f"; new classes: {', '.join(added)}" if added else "")
-    )
-
-    replayed = replay_rows(old, new, mode, replay, seed)
-    n_old_train = sum(r["split"] == "train" for r in old)
-    console.print(
-        f"  replay: {len(replayed)} of the {n_old_train} old training images"
-        + (" (all of them)" if len(replayed) == n_old_train else " (class-balanced sample)")
-    )
-    rows = [r for r in old if r["split"] != "train"] + replayed + new
-
+    data = _gather(parent_run, version, registry, new_data, from_inbox, data_root, doctor, mode, replay, seed, console)
+    old, new = data["old"], data["new"]
+    rows = [r for r in old if r["split"] != "train"] + data["replayed"] + new
     run_dir, data_csv = _run_folder(out, parent_run, rows, new)
 
     parent_cfg = base_config(parent_run, run_dir)
     choices = training_choices(parent_run, mode, epochs, lr_factor, settings)
     console.print("  training: " + ", ".join(f"{k}={v}" for k, v in choices.items() if k != "init_from"))
-    record = _record(
-        version,
-        parent_run,
-        registry,
-        data_root,
-        mode,
-        from_inbox,
-        source,
-        classes,
-        added,
-        old,
-        new,
-        replayed,
-        n_old_train,
-        old_report,
-        dup_report,
-        doctor_summary,
-        choices,
-        lr_factor,
-    )
+    record = _record(version, parent_run, registry, data_root, mode, from_inbox, data, choices, lr_factor)
     write_json(run_dir / "update.json", record)
 
     run = workflows.train(data_csv, config=parent_cfg, out=run_dir, verbose=verbose, **{**settings, **choices})
@@ -144,7 +107,7 @@ def update(
         "parent": version,
         "mode": mode,
         "counts": record["counts"],
-        "new_classes": added,
+        "new_classes": data["added"],
         "promoted": False,
     }
 
@@ -188,26 +151,40 @@ def _run_folder(out, parent_run: Path, rows: list[dict], new: list[dict]) -> tup
     return run_dir, data_csv
 
 
-def _record(
-    version,
-    parent_run,
-    registry,
-    data_root,
-    mode,
-    from_inbox,
-    source,
-    classes,
-    added,
-    old,
-    new,
-    replayed,
-    n_old_train,
-    old_report,
-    dup_report,
-    doctor_summary,
-    choices,
-    lr_factor,
-) -> dict:
+def _gather(parent_run, version, registry, new_data, from_inbox, data_root, doctor, mode, replay, seed, console):
+    """Steps 1-2 and the replay: the version's rows and the new ones (checked by the data doctor,
+    split), and the old training images replayed; printed as it goes, returned for update.json."""
+    old, old_report, new, dup_report, source = gather_rows(
+        parent_run, version, registry, new_data, from_inbox, console, data_root
+    )
+    groups, doctor_summary = check_new_data(old, new, console) if doctor else ([], None)
+    _assign_splits(new, seed, groups, {r["path"]: r["split"] for r in old})
+    added = sorted({r["label"] for r in new} - {r["label"] for r in old})
+    console.print(
+        f"  new data: {len(new)} images of {len({r['label'] for r in new})} class(es) ({by_split(new)})"
+        + (f"; new classes: {', '.join(added)}" if added else "")
+    )
+    replayed = replay_rows(old, new, mode, replay, seed)
+    n_old_train = sum(r["split"] == "train" for r in old)
+    console.print(
+        f"  replay: {len(replayed)} of the {n_old_train} old training images"
+        + (" (all of them)" if len(replayed) == n_old_train else " (class-balanced sample)")
+    )
+    return {
+        "old": old,
+        "new": new,
+        "replayed": replayed,
+        "n_old_train": n_old_train,
+        "added": added,
+        "classes": sorted({r["label"] for r in old} | {r["label"] for r in new}),
+        "old_report": old_report,
+        "dup_report": dup_report,
+        "doctor": doctor_summary,
+        "source": source,
+    }
+
+
+def _record(version, parent_run, registry, data_root, mode, from_inbox, data: dict, choices, lr_factor) -> dict:
     """update.json: where the candidate came from and what it trained on."""
     return {
         "parent": {
@@ -217,18 +194,18 @@ def _record(
             "data_root": str(moved_root(data_root)) if data_root is not None else None,
         },
         "mode": mode,
-        "source": {"kind": "inbox" if from_inbox else "data", "path": str(source)},
-        "classes": classes,
-        "new_classes": added,
+        "source": {"kind": "inbox" if from_inbox else "data", "path": str(data["source"])},
+        "classes": data["classes"],
+        "new_classes": data["added"],
         "counts": {
-            "old": split_counts(old),
-            "new": split_counts(new),
-            "replayed": len(replayed),
-            "old_train": n_old_train,
+            "old": split_counts(data["old"]),
+            "new": split_counts(data["new"]),
+            "replayed": len(data["replayed"]),
+            "old_train": data["n_old_train"],
         },
-        "recorded_data": old_report,
-        "duplicates": dup_report,
-        "doctor": doctor_summary,
+        "recorded_data": data["old_report"],
+        "duplicates": data["dup_report"],
+        "doctor": data["doctor"],
         "training": {**choices, "lr_factor": lr_factor if mode == "finetune" else None},
     }
 
