@@ -1,5 +1,6 @@
-"""Each training setting is declared once (settings.config): the command line's options, their help,
-the checks and the docs' reference are made from the declaration, so they cannot drift apart."""
+"""Each training setting is declared once (settings.config), and each scan setting (settings.scan): the
+command line's options, their help, the checks and the docs' reference are made from the declaration,
+so they cannot drift apart."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from imgclf.cli import app
 from imgclf.settings import reference
 from imgclf.settings.config import RULES, TrainConfig
 from imgclf.settings.declare import declared
+from imgclf.settings.scan import RULES as SCAN_RULES
+from imgclf.settings.scan import ScanSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 STRUCTURED = {"group_by", "augment", "model_kwargs"}  # checked as a whole in settings.checks
@@ -98,3 +101,88 @@ def test_flags_reach_the_api_as_the_settings_they_spell(flags, given, monkeypatc
     assert result.exit_code == 0, result.output
     own = {"config", "resume", "mlflow", "mlflow_weights", "workers", "ray"}
     assert {k: v for k, v in seen.items() if k not in own} == given
+
+
+# ---- scan: its settings declared once too (settings.scan) -------------------------------------------
+
+
+def test_scan_help_is_each_declarations_help():
+    options = _options("scan")
+    on_cli = [f for f, _ in declared(ScanSettings) if f.metadata["cli"]]
+    assert len(on_cli) >= 15
+    for f in on_cli:
+        assert options[f.name].help == f.metadata["help"], f.name
+    # The options scan has of its own: what to scan, with what, and where its files go.
+    assert set(options) - {f.name for f in on_cli} == {
+        "targets",
+        "detector",
+        "out",
+        "mine",
+        "no_verifier",
+        "backend",
+        "device",
+    }
+    text = CliRunner().invoke(app, ["scan", "--help"], terminal_width=200).output
+    for flag in ("--vote / --no-vote", "--no-verifier", "--verifier ", "--verifier-top", "--min-size", "--max-seconds"):
+        assert flag in text
+
+
+def test_every_scan_setting_has_help_and_a_check():
+    for f, _ in declared(ScanSettings):
+        assert f.metadata["help"], f.name
+        assert SCAN_RULES[f.name] is not None, f.name
+
+
+@pytest.mark.parametrize(
+    "flags, given",
+    [
+        (
+            ["--no-vote", "--min-size", "40", "--verifier", "v", "--verifier-top", "2", "--iou", "0.4"],
+            {"vote": False, "min_size": 40, "verify": "v", "verify_top": 2, "iou": 0.4},
+        ),
+        (
+            ["--vote", "--scales", "1,0.8", "--margin", "0.1", "--tiles", "2x2", "--classes", "car,person"],
+            {"vote": True, "scales": "1,0.8", "margin": "0.1", "tiles": "2x2", "classes": "car,person"},
+        ),
+        (["--verifier", "v", "--no-verifier", "--method", "fcn"], {"verify": False, "method": "fcn"}),
+        ([], {}),
+    ],
+)
+def test_scan_flags_reach_the_api_as_the_settings_they_spell(flags, given, monkeypatch, tmp_path):
+    from imgclf import api
+    from imgclf.cli import render
+
+    seen = {}
+    monkeypatch.setattr(api, "scan", lambda run, images, **kw: seen.update(kw) or [])
+    monkeypatch.setattr(render, "scans", lambda results: None)
+    result = CliRunner().invoke(app, ["scan", str(tmp_path / "p.jpg"), *flags])
+    assert result.exit_code == 0, result.output
+    own = {"detector", "out", "mine", "backend", "device"}
+    assert {k: v for k, v in seen.items() if k not in own} == given
+    ScanSettings.of({k: v for k, v in seen.items() if k not in own})  # what the API checks them by
+
+
+def test_scan_settings_are_checked_by_their_declarations_whichever_way_they_come():
+    import imgclf
+    from imgclf.core.errors import UserError
+
+    chosen = ScanSettings.of({"scales": "1,0.8", "margin": "0.167,0.1", "tiles": "2X2", "classes": "car,person"})
+    assert chosen.scales == [1.0, 0.8] and chosen.margin == (0.167, 0.1, 0.167, 0.1)
+    assert chosen.tiles == "2x2" and chosen.classes == ["car", "person"]
+    assert chosen.given() == {
+        "scales": [1.0, 0.8],
+        "margin": (0.167, 0.1, 0.167, 0.1),
+        "tiles": "2x2",
+        "classes": ["car", "person"],
+    }
+    # A refusal names the option as the command line spells it, from the Python API too, before any model loads.
+    for keywords, said in (
+        ({"iou": 2}, "--iou must be a number in (0, 1], not 2"),
+        ({"verify_top": 0}, "--verifier-top must be 1 to 1000 windows a photo, not 0"),
+        ({"max_seconds": float("nan")}, "--max-seconds must be a positive number of seconds"),
+        ({"tiles": "5x1"}, "--tiles must be COLUMNSxROWS"),
+        ({"min_sise": 40}, "unknown scan setting(s) min_sise; valid: "),
+    ):
+        with pytest.raises(UserError) as refused:
+            imgclf.scan(["photo.jpg"], **keywords)
+        assert str(refused.value).startswith(said), str(refused.value)

@@ -8,20 +8,20 @@ from typing import TYPE_CHECKING
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import output_folder
+from imgclf.settings.scan import FLAGS, ScanSettings, check_scan
 from imgclf.workflows import loaded
 
 if TYPE_CHECKING:
     from imgclf.detection import Detector
-    from imgclf.inference.model import Model
 
-# Options of the crop-model scan only: a detector finds boxes of any size in one pass.
+# Settings of the crop-model scan only: a detector finds boxes of any size in one pass.
 CROP_ONLY = (
     "positive",
     "scales",
     "stride",
     "min_size",
-    "mine",
     "margin",
+    "method",
     "vote",
     "verify",
     "verify_top",
@@ -29,42 +29,30 @@ CROP_ONLY = (
 )
 
 
-# long: eighteen keyword options, each documented in the docstring; the body is ~40 lines
 def scan(
     run=None,
     images: str | Path | list | None = None,
     *,
     detector: "str | Detector | None" = None,
-    classes: list[str] | None = None,
-    positive: str | None = None,
-    scales: list[float] | None = None,
-    stride: int | None = None,
-    min_size: int | None = None,
-    iou: float | None = None,
     out: str | Path | None = None,
     mine: str | Path | None = None,
-    threshold: float | None = None,
-    margin: float | tuple[float, ...] | None = None,
-    method: str = "auto",
-    vote: bool | None = None,
-    verify: "str | Path | Model | bool | None" = None,
-    verify_top: int | None = None,
-    box_threshold: float | None = None,
-    max_seconds: float | None = None,
     backend: str = "auto",
-    tiles: str | None = None,
     device: str = "auto",
     verbose: bool = True,
+    **settings,
 ) -> list[dict]:
     """Find people (or a trained class) in whole photos. Per image: path, present, score, count, boxes
     [{x1, y1, x2, y2, score, label}] in image pixels, width, height, seconds; an unreadable file is
-    {path, error}. `out` writes boxes.csv, scan.json and annotated copies of the photos.
+    {path, error}. `out` writes boxes.csv, scan.json and annotated copies of the photos. `settings`:
+    any of the scan settings (imgclf.settings.scan.ScanSettings, docs/settings.md), each checked by
+    its declaration; the ones below in brief.
 
     With no run (`scan(images)`, or `detector="person"`) the pretrained person detector answers
     (imgclf.detection): `threshold` is the score a box needs (default: the detector's recorded one),
     `iou` its NMS overlap, `tiles` ('2x2') also looks at overlapping tiles of each photo, for people
-    small in wide photos (about 5x the time). `detector` may also be a detector run folder (imgclf.train on boxes) or a
-    torchvision COCO detector's name (weights downloaded once), with `classes` to find (e.g. ["car"]). With a run folder trained on crops (`scan(run, images)`) its classifier
+    small in wide photos (about 5x the time). `detector` may also be a detector run folder (imgclf.train
+    on boxes) or a torchvision COCO detector's name (weights downloaded once), with `classes` to find
+    (e.g. ["car"]). With a run folder trained on crops (`scan(run, images)`) its classifier
     slides over an image pyramid (imgclf.scanning): windows whose calibrated probability passes the
     run's threshold are merged by NMS (`iou`, default 0.3); `mine` saves the windows that fire as
     crops (hard negatives, from person-free photos); `vote` (default: the run's recorded choice, else
@@ -84,30 +72,15 @@ def scan(
         r = imgclf.scan(["street.jpg"], out="scan-out")[0]
         r["present"], r["count"], r["boxes"]   # True, 1, [{'x1': 212.0, 'y1': 80.5, 'x2': 268.3, 'y2': 221.7, 'score': 0.97, 'label': 'person'}]
     """
-    crop_options = {k: v for k, v in locals().items() if k in CROP_ONLY}
+    chosen = ScanSettings.of(settings)
     run, images, detector = _targets(run, images, detector)
     _refuse_unscannable(images)
     for folder, flag in ((out, "--out"), (mine, "--mine")):  # before any photo is scanned
         if folder is not None:
             output_folder(folder, flag)
     if run is None:
-        from imgclf.detection import detect, load_detector
-
-        given = [k for k, v in crop_options.items() if v is not None] + (["method"] if method != "auto" else [])
-        if given:
-            raise UserError(
-                f"--{given[0].replace('_', '-')} is an option of a crop-model scan (imgclf scan RUN PHOTOS); "
-                "the pretrained detector takes --threshold, --iou and --tiles"
-            )
-        found = (
-            detector
-            if hasattr(detector, "detect_batch")
-            else load_detector(detector or "person", device, backend, find=classes)
-        )
-        return detect(
-            found, images, threshold=threshold, iou=iou, tiles=tiles, out=out, max_seconds=max_seconds, verbose=verbose
-        )
-    if tiles is not None:
+        return _detect(detector, images, chosen, out, mine, backend, device, verbose)
+    if chosen.tiles is not None:
         raise UserError(
             "--tiles is an option of the detector (imgclf scan PHOTOS, no run); a crop-model scan covers the photo with --min-size and --scales"
         )
@@ -115,28 +88,37 @@ def scan(
         raise UserError("--backend is for the detector (imgclf scan PHOTOS, no run); a crop-model scan runs in PyTorch")
     from imgclf.scanning import scan as run_scan
 
-    if isinstance(verify, (str, Path)):  # else a loaded model, None (the recorded one) or False
+    given = {k: v for k, v in chosen.given().items() if k != "classes"}
+    if isinstance(chosen.verify, (str, Path)):  # else a loaded model, None (the recorded one) or False
         from imgclf.scanning.verify import load_verifier
 
-        verify = load_verifier(verify, device)
-    return run_scan(
-        loaded(run, device, None, "torch"),
+        given["verify"] = load_verifier(chosen.verify, device)
+    return run_scan(loaded(run, device, None, "torch"), images, out=out, mine=mine, verbose=verbose, **given)
+
+
+def _detect(detector, images, chosen: ScanSettings, out, mine, backend: str, device: str, verbose: bool) -> list:
+    """scan's answer by a detector (a name, a run folder or a loaded one), once no crop-model setting is given."""
+    from imgclf.detection import detect, load_detector
+
+    given = [FLAGS[k] for k in chosen.given() if k in CROP_ONLY] + (["--mine"] if mine is not None else [])
+    if given:
+        raise UserError(
+            f"{given[0]} is an option of a crop-model scan (imgclf scan RUN PHOTOS); "
+            "the pretrained detector takes --threshold, --iou and --tiles"
+        )
+    found = (
+        detector
+        if hasattr(detector, "detect_batch")
+        else load_detector(detector or "person", device, backend, find=chosen.classes)
+    )
+    return detect(
+        found,
         images,
-        positive=positive,
-        scales=scales,
-        stride=stride,
-        min_size=min_size,
-        iou=0.3 if iou is None else iou,
+        threshold=chosen.threshold,
+        iou=chosen.iou,
+        tiles=chosen.tiles,
         out=out,
-        mine=mine,
-        threshold=threshold,
-        margin=margin,
-        method=method,
-        vote=vote,
-        verify=verify,
-        verify_top=verify_top,
-        box_threshold=box_threshold,
-        max_seconds=max_seconds,
+        max_seconds=chosen.max_seconds,
         verbose=verbose,
     )
 
@@ -225,9 +207,8 @@ def frames_within(scanner, max_seconds: float | None):
     window raised to fit: scanning.cost.fit), or TooMuchWork (one line) before a frame is scored."""
     from imgclf.core.work import MAX_SECONDS, check_shape
 
+    check_scan(max_seconds=max_seconds)
     limit = MAX_SECONDS if max_seconds is None else max_seconds
-    if not limit > 0:  # nan too
-        raise UserError(f"--max-seconds must be a positive number of seconds, not {max_seconds}")
 
     def fit(width: int, height: int):
         check_shape(width, height)

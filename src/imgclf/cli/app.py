@@ -91,15 +91,6 @@ def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | No
     return decorate
 
 
-def floats(text: Optional[str], flag: str) -> Optional[list]:
-    if not text:
-        return None
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise UserError(f"{flag} must be comma-separated numbers, e.g. 1,0.8,0.64; got {text!r}") from None
-
-
 def optional_ray_value(argv: list[str]) -> list[str]:
     """`--ray` may stand alone (this machine, or the cluster RAY_ADDRESS names): Typer options always
     take a value, so a bare `--ray` (last, or before another option or a path) becomes `--ray=auto`."""

@@ -40,14 +40,13 @@ def detect(
     annotated copies of the photos. A photo over the shape limits (core.work.check_shape) or whose
     estimated time is over `max_seconds` (default: core.work.MAX_SECONDS, 10) is answered
     {path, error} unread; when every photo is refused so, TooMuchWork (one line)."""
-    from imgclf.core.errors import UserError
     from imgclf.core.work import TooMuchWork, all_refused
     from imgclf.data.images import UnusableImage
     from imgclf.inference.model import expand_inputs
+    from imgclf.settings.scan import check_scan
 
+    check_scan(max_seconds=max_seconds)
     limit = MAX_SECONDS if max_seconds is None else max_seconds
-    if not limit > 0:  # nan too
-        raise UserError(f"--max-seconds must be a positive number of seconds, not {max_seconds}")
 
     detector = detector.with_options(threshold=threshold, iou=iou, tiles=tiles)
     if verbose:

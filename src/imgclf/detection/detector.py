@@ -89,16 +89,14 @@ class Detector:
         """A copy with other settings; `tiles`: '2x2' (or (2, 2)) looks at tiles besides the whole photo."""
         from dataclasses import replace
 
-        from imgclf.core.errors import UserError
+        from imgclf.settings.scan import check_scan, parse_tiles
 
-        for name, v in (("threshold", threshold), ("iou", iou)):
-            if v is not None and not 0.0 < v <= 1.0:
-                raise UserError(f"--{name} must be in (0, 1], not {v}")
+        check_scan(threshold=threshold, iou=iou)
         return replace(
             self,
             threshold=self.threshold if threshold is None else threshold,
             iou=self.iou if iou is None else iou,
-            tiles=self.tiles if tiles is None else T.parse_tiles(tiles),
+            tiles=self.tiles if tiles is None else parse_tiles(tiles),
         )
 
     def views(self, width: int, height: int) -> list[tuple[int, int, int, int]]:

@@ -54,10 +54,9 @@ class HubDetector:
     def with_options(
         self, threshold: float | None = None, iou: float | None = None, tiles: str | tuple | None = None
     ) -> "HubDetector":
-        from imgclf.detection.tiles import parse_tiles
+        from imgclf.settings.scan import check_scan, parse_tiles
 
-        if threshold is not None and not 0.0 < threshold <= 1.0:
-            raise UserError(f"--threshold must be in (0, 1], not {threshold}")
+        check_scan(threshold=threshold)
         if tiles is not None and parse_tiles(tiles) != (1, 1):
             raise UserError(
                 f"--tiles is for the 300x300 pretrained detector and detector runs; {self.name} already "

@@ -15,20 +15,6 @@ import numpy as np
 OVERLAP = 0.25  # of a tile's side: a person cut by one tile's edge is whole in its neighbour
 PENALTY = 0.1
 INSIDE = 0.7  # a tile's box this much inside a better box is a cut-off part of that person
-MAX_TILES = 4  # a side: 4x4 tiles = 17 passes a photo
-
-
-def parse_tiles(tiles: str | tuple) -> tuple[int, int]:
-    """'2x2', '3x2' (columns x rows), '1x1' (none) or a pair -> (columns, rows)."""
-    from imgclf.core.errors import UserError
-
-    try:
-        nx, ny = (int(v) for v in (tiles.lower().split("x") if isinstance(tiles, str) else tiles))
-    except (ValueError, TypeError, AttributeError):
-        nx = ny = 0
-    if not (1 <= nx <= MAX_TILES and 1 <= ny <= MAX_TILES):
-        raise UserError(f"--tiles must be COLUMNSxROWS, each 1 to {MAX_TILES} (e.g. 2x2; 1x1: none), not '{tiles}'")
-    return nx, ny
 
 
 def views(tiles: tuple[int, int], width: int, height: int) -> list[tuple[int, int, int, int]]:

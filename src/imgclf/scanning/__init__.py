@@ -11,47 +11,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imgclf.core.errors import UserError
 from imgclf.core.work import MAX_SECONDS
 from imgclf.scanning.mining import negatives, save_crop
 from imgclf.scanning.scanner import Scanner, positive_class
 from imgclf.scanning.verify import TOP, Verifier
 from imgclf.scanning.window import remember
+from imgclf.settings.scan import ScanSettings
 
 __all__ = ["scan", "negatives", "remember", "Scanner", "Verifier", "positive_class", "MAX_SECONDS"]
 
 
-# long: nineteen keyword options, each documented in the docstring; the body is ~70 lines
 def scan(
-    model,
-    images,
-    *,
-    positive: str | None = None,
-    scales=None,
-    stride: int | None = None,
-    min_size: int | None = None,
-    iou: float = 0.3,
-    out: str | Path | None = None,
-    mine: str | Path | None = None,
-    margin=None,
-    method: str = "auto",
-    threshold: float | None = None,
-    vote: bool | None = None,
-    verify=None,
-    verify_top: int | None = None,
-    box_threshold: float | None = None,
-    max_seconds: float | None = None,
-    stop=None,
-    verbose: bool = True,
+    model, images, *, out: str | Path | None = None, mine: str | Path | None = None, stop=None, verbose=True, **settings
 ) -> list[dict]:
     """Scan each photo (paths, folders, PIL images or arrays) with a loaded model; one answer per image:
     {path, present, score, threshold, positive, boxes, width, height, windows, min_size, seconds,
-    estimated_seconds} (or
-    {path, error} for an unreadable file). `out` writes boxes.csv, scan.json and annotated images;
-    `mine` saves every window that fires as a crop (hard negatives: give person-free photos).
+    estimated_seconds} (or {path, error} for an unreadable file). `out` writes boxes.csv, scan.json and
+    annotated images; `mine` saves every window that fires as a crop (hard negatives: give person-free
+    photos). `settings`: any of the scan settings (imgclf.settings.scan.ScanSettings), checked by their
+    declarations; in brief:
     `threshold` overrides the run's stored decision threshold; `margin` (a fraction, (x, y) or
     (left, top, right, bottom) fractions of the window; default: the run's recorded one, else 0)
-    places the object box inside each window;
+    places the object box inside each window; `iou` (default 0.3) is NMS's overlap;
     `method` is auto | fcn | windows; `vote` (default: the run's recorded one, else on) moves each
     firing window's box to the score-weighted mean of the firing windows around it before NMS.
     `verify` (a loaded model trained on the same crops, e.g. the default ImageNet-backbone run)
@@ -67,25 +48,10 @@ def scan(
     from imgclf.data.images import UnusableImage
     from imgclf.inference.model import expand_inputs
 
-    limit = MAX_SECONDS if max_seconds is None else max_seconds
-    if not limit > 0:  # nan too
-        raise UserError(f"--max-seconds must be a positive number of seconds, not {max_seconds}")
-
-    scanner = _scanner(
-        model,
-        positive,
-        verify,
-        verify_top,
-        scales=scales,
-        stride=stride,
-        min_size=min_size,
-        iou=iou,
-        margin=margin,
-        method=method,
-        threshold=threshold,
-        vote=vote,
-        box_threshold=box_threshold,
-    )
+    s = ScanSettings.of(settings)
+    limit = MAX_SECONDS if s.max_seconds is None else s.max_seconds
+    iou = 0.3 if s.iou is None else s.iou
+    scanner = _scanner(model, s, iou)
     writer = None
     if out is not None:
         from imgclf.inference.box_files import ScanOutputs
@@ -124,9 +90,8 @@ def scan(
             writer.add(entry, img)
     if refused and len(refused) == len(results):
         raise all_refused(refused)
-    settings = _settings(model, scanner, crop_size, scales, iou)
     if writer:
-        writer.close(settings)
+        writer.close(_settings(model, scanner, crop_size, s.scales, iou))
     if verbose:
         found = sum(1 for r in results if r.get("present"))
         print(
@@ -137,16 +102,16 @@ def scan(
     return results
 
 
-def _scanner(model, positive, verify, verify_top, **options) -> Scanner:
+def _scanner(model, s: ScanSettings, iou: float) -> Scanner:
     """The scanner for `model`'s positive class, with the verifier asked for (see scan)."""
-    pos = positive_class(model, positive)
+    pos = positive_class(model, s.positive)
     # verify: a loaded model; None: the run's recorded verifier, if any; False: none.
-    verifier = (
-        Verifier(verify, pos, top=TOP if verify_top is None else verify_top) if verify not in (None, False) else verify
-    )
-    scanner = Scanner(model, pos, verify=verifier, **options)
-    if verify is None and verify_top is not None and scanner.verify:  # the recorded verifier, another count
-        scanner.verify = Verifier(scanner.verify.model, pos, top=verify_top, threshold=scanner.verify.threshold)
+    verify, top = s.verify, s.verify_top
+    verifier = Verifier(verify, pos, top=TOP if top is None else top) if verify not in (None, False) else verify
+    options = {k: getattr(s, k) for k in ("scales", "stride", "min_size", "margin", "method", "threshold", "vote")}
+    scanner = Scanner(model, pos, verify=verifier, iou=iou, box_threshold=s.box_threshold, **options)
+    if verify is None and top is not None and scanner.verify:  # the recorded verifier, another count
+        scanner.verify = Verifier(scanner.verify.model, pos, top=top, threshold=scanner.verify.threshold)
     return scanner
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from imgclf.core.errors import UserError
 from imgclf.data.images import PAD_GREY
 
 VOTE_IOU = 0.5  # hits this close to a window vote for its box (0.3 placed boxes worse)
@@ -47,27 +46,6 @@ def letterbox(crops: np.ndarray, size: int) -> np.ndarray:
     top, left = (size - ch) // 2, (size - cw) // 2
     out[:, top : top + ch, left : left + cw] = crops
     return out
-
-
-def parse_margin(margin) -> tuple[float, float, float, float]:
-    """(left, top, right, bottom) fractions of the window's width / height that lie between the
-    window's side and the object's box: one number for all four sides, (x, y), or all four. A
-    negative side puts the box's edge outside the window (a placement fitted to labelled boxes
-    may find objects reaching past the window that fired)."""
-    values = (margin,) * 4 if isinstance(margin, (int, float)) else tuple(float(m) for m in margin)
-    if len(values) == 2:
-        values = values * 2
-    if (
-        len(values) != 4
-        or any(not -0.5 < m < 0.5 for m in values)
-        or values[0] + values[2] >= 1
-        or values[1] + values[3] >= 1
-    ):
-        raise UserError(
-            f"--margin must be 1, 2 (x, y) or 4 (left, top, right, bottom) fractions in (-0.5, 0.5) "
-            f"leaving a box of positive size, not {margin}"
-        )
-    return tuple(float(m) for m in values)
 
 
 def shrink_by_margin(boxes: np.ndarray, margin: tuple[float, float, float, float]) -> np.ndarray:

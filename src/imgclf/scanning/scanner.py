@@ -8,7 +8,6 @@ the calibrated positive probability thresholded, overlapping hits merged by non-
 from __future__ import annotations
 
 import copy
-import math
 import re
 import time
 
@@ -22,7 +21,6 @@ from imgclf.models.forward import autocast, normalize, softmax
 from imgclf.scanning.boxes import (
     VOTE_IOU,
     letterbox,
-    parse_margin,
     pixels_of,
     reported_score,
     shrink_by_margin,
@@ -30,9 +28,9 @@ from imgclf.scanning.boxes import (
 )
 from imgclf.scanning.fcn import fcn_parts, window_logits
 from imgclf.scanning.window import DEFAULT_MIN_SIZE, Window, pyramid, window_of
+from imgclf.settings.scan import check_scan, parse_margin
 
 POSITIVE_NAMES = re.compile(r"person|people|human|pedestrian|positive|object|target", re.I)
-METHODS = ("auto", "fcn", "windows")
 MAX_BOXES = 100
 
 
@@ -71,9 +69,8 @@ class Scanner:
         verify=None,
         box_threshold: float | None = None,
     ):
-        if method not in METHODS:
-            raise UserError(f"unknown scan method '{method}'; use one of {', '.join(METHODS)}")
-        _check(iou=iou, min_size=min_size, scales=scales)
+        checked = check_scan(method=method, iou=iou, min_size=min_size, scales=scales)
+        iou, min_size, scales = checked["iou"], checked["min_size"], checked["scales"]
         self.model, self.size = model, model.img_size
         self.positive = positive_class(model, positive)
         self.pos = model.classes.index(self.positive)
@@ -86,7 +83,7 @@ class Scanner:
         user_threshold = threshold
         threshold = threshold if threshold is not None else recorded.get("threshold")
         if threshold is not None:
-            _check(threshold=threshold)
+            check_scan(threshold=threshold)
             self.threshold = float(threshold)
         self.scales, self.iou = scales, iou
         # What the user chose, not the run's defaults: a scan over the time limit may raise a chosen
@@ -111,7 +108,7 @@ class Scanner:
         if self.verify is not None:
             box_threshold = box_threshold if box_threshold is not None else recorded.get("box_threshold")
             if box_threshold is not None:
-                _check(threshold=box_threshold)
+                check_scan(box_threshold=box_threshold)
                 self.box_threshold = float(box_threshold)
             self.threshold = float(user_threshold) if user_threshold is not None else self.verify.threshold
 
@@ -131,7 +128,7 @@ class Scanner:
     ) -> "Scanner":
         """This scanner with other per-photo options, sharing its window and network parts: the
         service builds one per request, and a copy of the network per option value would pile up."""
-        _check(iou=iou, min_size=min_size, threshold=threshold)
+        check_scan(iou=iou, min_size=min_size, threshold=threshold)
         other = copy.copy(self)
         other.iou = self.iou if iou is None else iou
         other.min_size = min_size or self.min_size
@@ -382,16 +379,3 @@ def _recorded_verifier(model, positive: str, recorded: dict):
         top=recorded.get("verify_top") or TOP,
         threshold=recorded.get("threshold"),
     )
-
-
-def _check(*, iou=None, min_size=None, threshold=None, scales=None) -> None:
-    """Options a user gives, refused with one line before they cost a scan (or silently scan nothing)."""
-    if iou is not None and not 0 < iou <= 1:
-        raise UserError(f"--iou must be in (0, 1], not {iou}")
-    if min_size is not None and not 1 <= min_size < 1e6:
-        raise UserError(f"--min-size must be a window height of at least 1 px, not {min_size}")
-    if threshold is not None and not 0 < threshold < 1:
-        raise UserError(f"--threshold must be a probability in (0, 1), not {threshold}")
-    # Not `s > 0` alone: nan passes no comparison, and inf would make a window of 0 px.
-    if scales is not None and (not len(scales) or not all(0 < s < math.inf for s in scales)):
-        raise UserError(f"--scales must be positive numbers (window scales, e.g. 1,0.8,0.64), not {list(scales)}")

@@ -17,6 +17,7 @@ import numpy as np
 
 from imgclf.core.errors import UserError
 from imgclf.evaluation.operating_point import OperatingPoint
+from imgclf.settings.scan import check_scan
 
 # Windows re-scored per photo: its cost is fixed, K crops through the verifier. bench/scan.py, both
 # folds pooled, presence ROC-AUC 4 vs 8 windows: split 0 0.914 vs 0.904, split 1 0.928 vs 0.915,
@@ -53,8 +54,7 @@ class Verifier:
                 f"the verifier has no class '{positive}' (its classes: {', '.join(model.classes)}); "
                 "train it on the same crops as the scanned model"
             )
-        if not 1 <= int(top) <= 1000:
-            raise UserError(f"--verifier-top must be 1 to 1000 windows a photo, not {top}")
+        top = check_scan(verify_top=top)["verify_top"]
         self.model, self.positive, self.top = model, positive, int(top)
         self.pos = model.classes.index(positive)
         # The verifier's operating point is the photo's: its recorded threshold when it is about

@@ -41,6 +41,7 @@ from imgclf.serving.explain_routes import ONE_IMAGE_BODY
 from imgclf.serving.limits import Rejected, rejection, request_images
 from imgclf.serving.params import Param, Parameters, check_class
 from imgclf.settings.checks import Number
+from imgclf.settings.scan import RULES as SCAN_RULES
 
 SCANNERS = 4  # cached (model, class) scanners: one model serves at a time, with few classes to find
 DETECTORS = ("person",)
@@ -53,18 +54,15 @@ QUERY = Parameters(
         choices=DETECTORS,
     ),
     positive=Param("class to find [default: the run's positive class]"),
-    iou=Param(
-        "NMS IoU [default: 0.3 for a crop model, the detector's own (0.6) for a detector]",
-        Number(float, 0, 1, low_open=True, optional=True),
-    ),
+    iou=Param("NMS IoU [default: 0.3 for a crop model, the detector's own (0.6) for a detector]", SCAN_RULES["iou"]),
     min_size=Param(
         "smallest window height in px [default: the run's recorded one, else 64, raised until the scan fits the "
         "service's time limit (GET /model: service.max_scan_seconds)]",
-        Number(int, 8, 100_000, optional=True),
+        Number(int, 8, 100_000, optional=True),  # stricter than imgclf scan's rule: a service's floor
     ),
     threshold=Param(
         "positive probability to keep a window [default: the run's decision threshold, else 0.5]",
-        Number(float, 0, 1, low_open=True, high_open=True, optional=True),
+        SCAN_RULES["threshold"],
     ),
     tiles=Param(
         "detector only: also look at COLUMNSxROWS overlapping tiles of the photo, for people small in it (one "

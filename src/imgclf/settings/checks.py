@@ -40,8 +40,11 @@ class Number:
     low_open: bool = False  # (low, ...: the bound itself is refused
     high_open: bool = False
     optional: bool = False  # None means "choose automatically"
+    says: str = ""  # what is allowed, in the user's words (its unit), where the range alone would not say it
 
     def allowed(self) -> str:
+        if self.says:
+            return self.says
         if self.kind is int:
             return f"an integer from {self.low} to {self.high}"
         return f"a number in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"

@@ -23,8 +23,9 @@ def setting(
 ):
     """One setting's declaration. `help`: what `--help`, config checks and the docs say of it; `rule`:
     settings.checks' check of its values (None: checked as a structure, in checks._check_structured);
-    `flag`: how the command line spells it when not --the-name (a single `--no-x` flag sets False,
-    any other single flag True, `--a/--b` both); `cli`: False for settings only config files and the
+    `flag`: how the command line spells it when not --the-name (a true/false setting's single `--no-x`
+    flag sets False, any other single flag True, `--a/--b` both; another setting's flag is its option's
+    name, e.g. --verifier for verify); `cli`: False for settings only config files and the
     Python API take; `cli_type`: the type the command line reads, where it differs from the field's;
     `envvar`: an environment variable the command line reads it from when the option is not given."""
     meta = {"help": help, "rule": rule, "flag": flag, "cli": cli, "cli_type": cli_type, "envvar": envvar}

@@ -1,5 +1,5 @@
-"""docs/settings.md, the reference of every training setting, made from the declarations in
-settings.config (a test keeps the page equal to what this prints):
+"""docs/settings.md, the reference of every training and scan setting, made from the declarations in
+settings.config and settings.scan (a test keeps the page equal to what this prints):
 
     python -m imgclf.settings.reference > docs/settings.md
 """
@@ -11,6 +11,7 @@ import typing
 
 from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import declared
+from imgclf.settings.scan import ScanSettings
 
 HEAD = """# Training settings
 
@@ -21,7 +22,18 @@ Every setting of `imgclf train` (and `lr-find`), as declared once in
 default, –) means chosen from the data and the machine; the value chosen is printed and written
 to the run's `config.yaml`. This page is generated: `python -m imgclf.settings.reference > docs/settings.md`.
 
-| setting | command line | type | default | what it does |
+"""
+SCAN = """
+# Scan settings
+
+Every setting of `imgclf scan`, as declared once in `src/imgclf/settings/scan.py`: the command
+line's options, the Python API's keywords (`imgclf.scan(run, photos, min_size=40)`,
+`imgclf.scanning.scan(model, photos, ...)`) and the checks the scanner, the detector and the
+service's `POST /scan` hold a value to all come from these declarations. A refusal names the option
+as the command line spells it (`--min-size`), whichever way the value came in.
+
+"""
+TABLE = """| setting | command line | type | default | what it does |
 |---|---|---|---|---|
 """
 
@@ -48,11 +60,15 @@ def _default(f) -> str:
 
 
 def markdown() -> str:
+    return HEAD + _table(TrainConfig) + SCAN + _table(ScanSettings)
+
+
+def _table(cls) -> str:
     rows = []
-    for f, kind in declared(TrainConfig):
+    for f, kind in declared(cls):
         text = f.metadata["help"].replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
         rows.append(f"| `{f.name}` | {_flag(f)} | {_type(kind)} | {_default(f)} | {text} |")
-    return HEAD + "\n".join(rows) + "\n"
+    return TABLE + "\n".join(rows) + "\n"
 
 
 if __name__ == "__main__":
