@@ -27,22 +27,21 @@ def _options(command: str) -> dict:
     return {p.name: p for p in click.params}
 
 
-def test_train_help_is_each_declarations_help():
-    options = _options("train")
-    on_cli = [f for f, _ in declared(TrainConfig) if f.metadata["cli"]]
-    assert len(on_cli) >= 35
+def _help_is_declared(command: str, cls, own: set) -> int:
+    """Each of `command`'s options made from `cls`'s declarations has the declaration's help, and the
+    command's other options are exactly `own`; the number of declared options."""
+    options = _options(command)
+    on_cli = [f for f, _ in declared(cls) if f.metadata["cli"]]
     for f in on_cli:
         assert options[f.name].help == f.metadata["help"], f.name
+    assert set(options) - {f.name for f in on_cli} == own
+    return len(on_cli)
+
+
+def test_train_help_is_each_declarations_help():
     # The options train has of its own, beside the settings.
-    assert set(options) - {f.name for f in on_cli} == {
-        "data",
-        "config",
-        "resume",
-        "mlflow",
-        "mlflow_weights",
-        "workers",
-        "ray",
-    }
+    own = {"data", "config", "resume", "mlflow", "mlflow_weights", "workers", "ray"}
+    assert _help_is_declared("train", TrainConfig, own) >= 35
     text = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
     for flag in (
         "--no-flip",
@@ -107,21 +106,9 @@ def test_flags_reach_the_api_as_the_settings_they_spell(flags, given, monkeypatc
 
 
 def test_scan_help_is_each_declarations_help():
-    options = _options("scan")
-    on_cli = [f for f, _ in declared(ScanSettings) if f.metadata["cli"]]
-    assert len(on_cli) >= 15
-    for f in on_cli:
-        assert options[f.name].help == f.metadata["help"], f.name
     # The options scan has of its own: what to scan, with what, and where its files go.
-    assert set(options) - {f.name for f in on_cli} == {
-        "targets",
-        "detector",
-        "out",
-        "mine",
-        "no_verifier",
-        "backend",
-        "device",
-    }
+    own = {"targets", "detector", "out", "mine", "no_verifier", "backend", "device"}
+    assert _help_is_declared("scan", ScanSettings, own) == 15
     text = CliRunner().invoke(app, ["scan", "--help"], terminal_width=200).output
     for flag in ("--vote / --no-vote", "--no-verifier", "--verifier ", "--verifier-top", "--min-size", "--max-seconds"):
         assert flag in text
