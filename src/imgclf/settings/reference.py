@@ -1,5 +1,6 @@
-"""docs/settings.md, the reference of every training and scan setting, made from the declarations in
-settings.config and settings.scan (a test keeps the page equal to what this prints):
+"""docs/settings.md, the reference of every training, scan and service setting, made from the
+declarations in settings.config, settings.scan and settings.serve (a test keeps the page equal to
+what this prints):
 
     python -m imgclf.settings.reference > docs/settings.md
 """
@@ -12,6 +13,7 @@ import typing
 from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import declared
 from imgclf.settings.scan import ScanSettings
+from imgclf.settings.serve import ServeSettings
 
 HEAD = """# Training settings
 
@@ -33,6 +35,14 @@ service's `POST /scan` hold a value to all come from these declarations. A refus
 as the command line spells it (`--min-size`), whichever way the value came in.
 
 """
+SERVE = """
+# Service settings
+
+Every setting of `imgclf serve` (and `imgclf.serve(run, **settings)`, `ServeSettings(...)`), as
+declared once in `src/imgclf/settings/serve.py`: its options and their checks come from these
+declarations; "Python only" ones are for `imgclf.serve` and `ServeSettings`.
+
+"""
 TABLE = """| setting | command line | type | default | what it does |
 |---|---|---|---|---|
 """
@@ -44,11 +54,11 @@ def _type(kind) -> str:
     return text.replace("Any", "text or mapping")
 
 
-def _flag(f) -> str:
+def _flag(f, off_cli: str) -> str:
     if f.name == "data":
         return "the argument `DATA`"
     if not f.metadata["cli"]:
-        return "config.yaml / Python only"
+        return off_cli
     spelt = f.metadata["flag"] or "--" + f.name.replace("_", "-")
     return " / ".join(f"`{s.strip()}`" for s in spelt.split("/"))
 
@@ -60,14 +70,14 @@ def _default(f) -> str:
 
 
 def markdown() -> str:
-    return HEAD + _table(TrainConfig) + SCAN + _table(ScanSettings)
+    return HEAD + _table(TrainConfig) + SCAN + _table(ScanSettings) + SERVE + _table(ServeSettings, "Python only")
 
 
-def _table(cls) -> str:
+def _table(cls, off_cli: str = "config.yaml / Python only") -> str:
     rows = []
     for f, kind in declared(cls):
         text = f.metadata["help"].replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-        rows.append(f"| `{f.name}` | {_flag(f)} | {_type(kind)} | {_default(f)} | {text} |")
+        rows.append(f"| `{f.name}` | {_flag(f, off_cli)} | {_type(kind)} | {_default(f)} | {text} |")
     return TABLE + "\n".join(rows) + "\n"
 
 
