@@ -265,3 +265,24 @@ def test_a_video_says_who_appears_and_leaves(gallery, model, tmp_path):
     assert (tmp_path / "named.mp4").stat().st_size > 0
     p = cli("faces", "identify", gallery, path, check=False)
     assert p.returncode == 2 and "a video needs --out DIR" in p.stderr
+
+
+def test_a_video_whose_frames_would_each_take_too_long_is_refused_before_a_frame_is_read(gallery, model, tmp_path):
+    """Each frame's face search is held to --max-seconds as a photo's is, from the size the video
+    reports; the Python API takes the same bound, and a bad one is the scan's one line."""
+    import cv2
+
+    path = str(tmp_path / "big.mp4")
+    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (1280, 720))
+    for _ in range(3):
+        w.write(np.full((720, 1280, 3), 90, np.uint8))
+    w.release()
+    p = cli("faces", "identify", gallery, path, "--out", tmp_path / "out", "--max-seconds", "0.0001", check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    line = p.stderr.strip()
+    assert "\n" not in line and "big.mp4 (each frame)" in line and "--max-seconds" in line, line
+    assert not (tmp_path / "out").exists()  # refused before a frame was read or a file written
+    done = F.identify(gallery, path, out=tmp_path / "ok", model=model, max_seconds=60, verbose=False)
+    assert done["events"] == [] and (tmp_path / "ok" / "frames.csv").is_file()
+    with pytest.raises(UserError, match="--max-seconds"):
+        F.identify(gallery, path, out=tmp_path / "bad", model=model, max_seconds=-1, verbose=False)

@@ -89,6 +89,11 @@ def identify(
     video_out: Optional[str] = typer.Option(
         None, help="A video: also write its frames with the faces named here (.mp4)"
     ),
+    max_seconds: Optional[float] = typer.Option(
+        None,
+        help="A video: the longest one frame's face search may take, estimated from the frame size the video "
+        "reports before a frame is read; a video over it is refused [default: 10]",
+    ),
     ray: Optional[str] = typer.Option(
         None,
         "--ray",
@@ -110,7 +115,14 @@ def identify(
         api.predict_on_ray(gallery, photos if len(photos) > 1 else photos[0], out, address=ray, backend=backend)
         return
     results = faces.identify(
-        gallery, photos, out=out, threshold=threshold, every=every, video_out=video_out, backend=backend
+        gallery,
+        photos,
+        out=out,
+        threshold=threshold,
+        every=every,
+        video_out=video_out,
+        backend=backend,
+        max_seconds=max_seconds,
     )
     if isinstance(results, dict):  # a video: identify_video printed its events
         return

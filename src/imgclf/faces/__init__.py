@@ -133,6 +133,7 @@ def identify(
     max_frames: int | None = None,
     model: FaceModel | None = None,
     backend: str = "auto",
+    max_seconds: float | None = None,
     verbose: bool = True,
 ):
     """Every face in each photo, named from `gallery` or "unknown": one answer per image,
@@ -140,7 +141,8 @@ def identify(
     unreadable file, skipped and reported). `out` writes faces.csv, faces.json and annotated/.
     `backend`: the embedder's (FaceModel; "onnx-int8" once `imgclf export faces --int8` made it).
     `images` may instead be one video file, camera index or stream URL: who appears and leaves
-    (imgclf.faces.video; `every` frame sampled, `video_out` the annotated frames), as a dict."""
+    (imgclf.faces.video; `every` frame sampled, `video_out` the annotated frames, each frame's face
+    search held to `max_seconds`, default 10), as a dict."""
     from imgclf.inference.model import expand_inputs
 
     if threshold is not None and not 0.0 <= threshold <= 1.0:
@@ -160,7 +162,15 @@ def identify(
                 f"a video needs --out DIR for its frames.csv and events.json, e.g. --out {Path(video).stem}-faces"
             )
         return identify_video(
-            model, g, video, out, every=every, video_out=video_out, max_frames=max_frames, verbose=verbose
+            model,
+            g,
+            video,
+            out,
+            every=every,
+            video_out=video_out,
+            max_frames=max_frames,
+            max_seconds=max_seconds,
+            verbose=verbose,
         )
     writer = None
     if out is not None:

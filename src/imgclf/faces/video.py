@@ -31,23 +31,41 @@ def identify_video(
     smooth: float = 0.5,
     video_out=None,
     max_frames=None,
+    max_seconds: float | None = None,
     verbose=True,
 ) -> dict:
+    """Who appears in the video and when. Each frame is held to `max_seconds` (default
+    core.work.MAX_SECONDS) as a photo's face search is, from the size the source reports, before a
+    frame is read: a video whose frames would each take longer is refused in one line. SIGTERM ends
+    the run as Ctrl-C does."""
     import cv2
 
+    from imgclf.core.work import MAX_SECONDS, check_shape, sigterm_as_ctrl_c
+    from imgclf.faces import cost
+    from imgclf.inference.video import fitted_to_frames
     from imgclf.inference.video_frames import open_source
+    from imgclf.settings.scan import check_scan
 
     if every is not None and every < 1:
         raise UserError(f"--every must be at least 1, not {every}")
+    limit = check_scan(max_seconds=max_seconds)["max_seconds"] or MAX_SECONDS  # a photo's scan's rule
+    cap, live, name = open_source(source)
+
+    def fit(width: int, height: int):
+        check_shape(width, height)
+        cost.check(model, width, height, limit)
+        return model
+
+    fitted_to_frames(model, fit, cap, name, None)  # before a frame is read, or anything written
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    cap, live, name = open_source(source)
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else None
     every = every or (max(1, round(fps / SAMPLE_FPS)) if fps and not live else 1)
     tracks = Tracks(gallery, smooth, step=every / fps if fps and not live else None)
     start = time.perf_counter()
-    frames, sampled = _run(model, gallery, cap, live, fps, every, max_frames, tracks, out, video_out)
+    with sigterm_as_ctrl_c():
+        frames, sampled = _run(model, gallery, cap, live, fps, every, max_frames, tracks, out, video_out)
     if frames == 0:
         raise UserError(f"no frames could be read from {name}: is it a video OpenCV/FFmpeg can decode?")
     events, seconds = tracks.finish(), time.perf_counter() - start

@@ -71,7 +71,7 @@ def predict_video(
     classified, seconds, fps, the events (None with more than two classes) and the files written.
     With `scanner` (an imgclf.scanning.Scanner, or an imgclf.detection.Detector with `model` None) each
     frame is scanned instead of classified whole: its positive probability is the best window's or
-    box's, events come from it, and the boxes are drawn; `fit` bounds each frame's scan (_fitted)."""
+    box's, events come from it, and the boxes are drawn; `fit` bounds each frame's scan (fitted_to_frames)."""
     import cv2
 
     if every < 1:
@@ -86,7 +86,7 @@ def predict_video(
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else None  # cameras and streams often report 0 or nonsense
     console = _console(show_fps)
-    scanner = _fitted(scanner, fit, cap, name, console) if fit is not None else scanner
+    scanner = fitted_to_frames(scanner, fit, cap, name, console) if fit is not None else scanner
     model = model or scanner.frame_model()  # a detector alone: two classes, no <positive> and <positive>
     presence = _presence(model, scanner, smooth, min_event)
     if events_path is None and out_csv is not None and presence is not None:
@@ -128,7 +128,7 @@ def predict_video(
     return result
 
 
-def _fitted(scanner, fit, cap, name: str, console):
+def fitted_to_frames(scanner, fit, cap, name: str, console):
     """`fit(width, height)`: the scanner for frames of that size within the time limit, or TooMuchWork
     (api.finding.frames_within). Called once, from the size the source reports, before a frame is
     read (a source that reports none, as some streams do, is not bounded): a video over it is
@@ -145,7 +145,7 @@ def _fitted(scanner, fit, cap, name: str, console):
     except TooMuchWork as e:
         cap.release()
         raise TooMuchWork(f"{name} (each frame): {e}", e.status) from None
-    if getattr(fitted, "min_size", None) != getattr(scanner, "min_size", None):
+    if console is not None and getattr(fitted, "min_size", None) != getattr(scanner, "min_size", None):
         console.print(f"{name}: smallest window raised to {fitted.min_size} px to fit each frame's time limit")
     return fitted
 
