@@ -1,7 +1,7 @@
 """The `imgclf` command line: a thin layer over imgclf.api. User mistakes print one line, no traceback.
 
 cli/app.py holds the Typer app, shared flags and `main`; the commands are in cli/train.py (making a
-model), cli/predict.py (using one), cli/find.py (finding people in photos), cli/faces.py (naming them) and cli/lifecycle.py (keeping it good); cli/render.py prints
+model), cli/predict.py (using one), cli/deploy.py (exporting and serving it), cli/find.py (finding people in photos), cli/faces.py (naming them) and cli/lifecycle.py (keeping it good); cli/render.py prints
 their results.
 """
 
@@ -11,6 +11,7 @@ from imgclf.cli.app import app, main
 # isort: off
 from imgclf.cli import train  # noqa: E402, F401
 from imgclf.cli import predict  # noqa: E402, F401
+from imgclf.cli import deploy  # noqa: E402, F401
 from imgclf.cli import find  # noqa: E402, F401
 from imgclf.cli import faces  # noqa: E402, F401
 from imgclf.cli import lifecycle  # noqa: E402, F401

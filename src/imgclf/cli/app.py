@@ -32,6 +32,11 @@ MLFLOW = typer.Option(
 DATA_HELP = "Where the run's data folder is now, when it moved since training [default: the folder recorded in the run]"
 MOVED_DATA = typer.Option(None, "--data", help=DATA_HELP)
 TTA_HELP = "none | flip | crop | flip-crop  [default: what the run was evaluated with]"
+BACKEND_HELP = (
+    "torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing) | onnx-int8 (RUN/model.int8.onnx, "
+    "made by imgclf export RUN --int8) | openvino | openvino-int8 (those files in OpenVINO: pip install "
+    "'imgclf[openvino]')"
+)
 
 
 class Format(str, Enum):

@@ -133,12 +133,10 @@ def tune(
 
 
 @app.command()
+@with_settings(only=("val_frac", "test_frac", "seed", "group_by"))  # as train splits: leakage across its splits
 def check(
     data: str = typer.Argument(..., help="Folder with one sub-folder per class, split folders, or a CSV manifest."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write every finding to this JSON file."),
-    val_frac: float = typer.Option(0.1, help="Validation share, as for train, to find leakage across splits."),
-    test_frac: float = typer.Option(0.1, help="Test share, as for train."),
-    seed: int = typer.Option(0, help="Split seed, as for train."),
     near_distance: Optional[int] = typer.Option(
         None,
         help="pHash bits within which a pair is a near-duplicate candidate (then checked on thumbnails) [default: 6]",
@@ -156,11 +154,7 @@ def check(
         "rebuild its report.html, which shows the suspects.",
     ),
     device: str = typer.Option("auto", help="--labels: auto | cpu | cuda | cuda:N | mps"),
-    group_by: str = typer.Option(
-        "auto",
-        help="As for train: the groups its split keeps together (auto: "
-        r"near-duplicates, mirrored too | none | a regex with one capture, e.g. '^(crop\d+)')",
-    ),
+    settings: dict = None,
 ):
     """Check DATA: unreadable files, duplicates and leakage, class imbalance, odd sizes and colour modes; with
     --labels, images whose label is probably wrong."""
@@ -169,15 +163,12 @@ def check(
     api.check(
         data,
         json_path=json_path,
-        val_frac=val_frac,
-        test_frac=test_frac,
-        seed=seed,
         near_distance=near_distance,
         labels=labels,
         folds=folds,
         run=run,
         device=device,
-        group_by=group_by,
+        **settings,
     )
 
 
