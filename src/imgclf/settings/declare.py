@@ -29,8 +29,8 @@ def setting(
     Python API take; `cli_type`: the type the command line reads, where it differs from the field's;
     `envvar`: an environment variable the command line reads it from when the option is not given."""
     meta = {"help": help, "rule": rule, "flag": flag, "cli": cli, "cli_type": cli_type, "envvar": envvar}
-    if isinstance(default, dict):
-        return dataclasses.field(default_factory=dict, metadata=meta)
+    if isinstance(default, dict):  # a fresh copy for each instance: a mutable default is never shared
+        return dataclasses.field(default_factory=lambda: dict(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 

@@ -357,9 +357,10 @@ def _decide_compile(
     first_s = timer.first_step_seconds if epoch - 1 == start_epoch else 0.0
     deadline = plan.deadline if plan is not None else None
     left = None if deadline is None else deadline - time.monotonic()
-    choice.decide(last["seconds"], first_s, steps, (cfg.epochs - epoch) * spe, left)
+    choice.decide(last["seconds"], first_s, steps, (cfg.epochs - epoch) * spe, left, epoch)
     if dist.active():
         choice.on = choice.record["on"] = dist.broadcast(choice.on if dist.is_main() else None)
+        choice.record["from_epoch"] = epoch + 1 if choice.on else None
 
 
 def _validate(

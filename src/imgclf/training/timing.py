@@ -67,19 +67,22 @@ class CompileChoice:
         self.pending = setting == "auto" and device.type == "cuda" and not cached
         self.record = {"setting": setting, "on": self.on, "from_epoch": 1 if self.on else None}
 
-    def decide(self, seconds: float, first_s: float, steps: int, steps_ahead: int, time_left: float | None):
+    def decide(
+        self, seconds: float, first_s: float, steps: int, steps_ahead: int, time_left: float | None, epoch: int = 1
+    ):
         """After a timed epoch of the stage (`seconds` for `steps` steps, the first of them
-        `first_s` when it held the process's warm-up): compile from now on? Decided once."""
+        `first_s` when it held the process's warm-up): compile from epoch `epoch` (0-based) on?
+        Decided once."""
         self.pending = False
         step_s = max(0.0, seconds - first_s) / max(1, steps - (1 if first_s else 0))
         ahead = step_s * steps_ahead if time_left is None else min(step_s * steps_ahead, max(0.0, time_left))
         self.on = compile_pays(ahead)
         self.record.update(on=self.on, seconds_ahead=round(ahead, 1), step_ms=round(step_s * 1000, 2))
+        self.record["from_epoch"] = epoch + 1 if self.on else None
         return self.on
 
     def says(self, epoch: int) -> str:
         ahead = f"~{self.record['seconds_ahead']:.0f} s of training ahead at {self.record['step_ms']:.1f} ms a step"
         if self.on:
-            self.record["from_epoch"] = epoch + 1
             return f"  torch.compile: on from epoch {epoch + 1}: {ahead}; compiling (~{COMPILE_S:.0f} s once) saves ~{COMPILE_SAVES:.0%} of each step"
         return f"  torch.compile: off: {ahead}, too little to pay back compiling (~{COMPILE_S:.0f} s)"
