@@ -1,4 +1,4 @@
-"""One check for every training setting, wherever it enters: CLI flags, a --config YAML file, the
+"""One check for every setting (training, scan, service), wherever it enters: CLI flags, a --config YAML file, the
 Python API's keywords, a resumed run's config.yaml. Each setting's rule (a Number, a Choice, a Flag,
 ...) is declared with it in settings.config; TrainConfig runs the checks when it is built, so no way
 in can skip them, and that happens before anything touches the disk: a refused start leaves no run folder.
@@ -116,11 +116,18 @@ DURATION = Duration()
 
 def check_settings(values: dict[str, Any], rules: dict) -> dict[str, Any]:
     """`values` checked and normalised by each one's rule in `rules` (YAML's `1e-3` is a string, `10.0`
-    epochs an integer); raises UserError. Settings without a rule are checked as structures below."""
+    epochs an integer); raises UserError. Settings without a rule are left to their job's own checks."""
     out = dict(values)
     for name, v in values.items():
         if rules.get(name) is not None:
             out[name] = rules[name].check(name, v)
+    return out
+
+
+def check_training(values: dict[str, Any], rules: dict) -> dict[str, Any]:
+    """check_settings, then what only training settings need: the structured ones (group_by,
+    model_kwargs, augment) and the combinations (val_frac + test_frac, one target of each pair)."""
+    out = check_settings(values, rules)
     _check_structured(out)
     _check_combinations(out)
     return out

@@ -31,7 +31,7 @@ from imgclf.settings.checks import (
     Number,
     PathSetting,
     Text,
-    check_settings,
+    check_training,
 )
 from imgclf.settings.declare import rules, setting
 
@@ -233,7 +233,7 @@ NUMBERS = {name: rule for name, rule in RULES.items() if isinstance(rule, Number
 
 def check_train_settings(values: dict[str, Any]) -> dict[str, Any]:
     """`values` (any subset of TrainConfig's settings) checked and normalised; raises UserError in one line."""
-    return check_settings(values, RULES)
+    return check_training(values, RULES)
 
 
 def config_keys(path: str | Path) -> set[str]:
