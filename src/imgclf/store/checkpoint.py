@@ -93,7 +93,19 @@ def load_training_state(
         # JSON turns integer parameter ids into strings; the optimizer wants ints back.
         opt_sd["state"] = {int(k): v for k, v in opt_sd["state"].items()}
         optimizer.load_state_dict(opt_sd)
+        _moments_shaped_like_params(optimizer)
         return json.loads(meta["info"])
+
+
+def _moments_shaped_like_params(optimizer: torch.optim.Optimizer) -> None:
+    """The file holds contiguous moments; a channels_last parameter's moments were channels_last
+    too. CUDA's fused Adam refuses moments whose strides differ from their parameter's ("must have
+    same dtype, device, and layout": every `--resume` on a GPU failed so, 2026-11-26); give them
+    the parameter's memory layout back (torch's own loading already gave its device and dtype)."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def read_training_info(path: str | Path) -> dict[str, Any]:
