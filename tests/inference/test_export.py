@@ -34,7 +34,7 @@ def runs(data, tmp_path_factory) -> dict[str, Path]:
 
     from imgclf.models import create_model
     from imgclf.store.checkpoint import save_weights
-    from imgclf.store.run_schema import write_model_json
+    from imgclf.store.run_meta import RunMeta, save_run_meta
 
     root = tmp_path_factory.mktemp("runs")
     trained = imgclf.train(data, model="resnet_fast", epochs=1, img_size=32, out=root / "resnet_fast", verbose=False)
@@ -53,9 +53,9 @@ def runs(data, tmp_path_factory) -> dict[str, Path]:
             net(x)  # BatchNorm running statistics of real images
         run = out[name] = Path(shutil.copytree(trained.path, root / name.replace("/", "_")))
         save_weights(run / "model.safetensors", net.state_dict())
-        write_model_json(
-            run, {**meta, "architecture": {"name": name, "kwargs": {}, "in_chans": 3}}
-        )  # hash of these weights
+        save_run_meta(  # with the hash of these weights
+            run, RunMeta.from_dict({**meta, "architecture": {"name": name, "kwargs": {}, "in_chans": 3}})
+        )
     return out
 
 

@@ -60,7 +60,8 @@ def predict_on_ray(
     errors, seconds, images_per_s, workers} for this call (skipped shards were done before)."""
     from imgclf.evaluation.operating_point import OperatingPoint
     from imgclf.inference.model import check_top_k
-    from imgclf.store.runs import find_run, read_model_json
+    from imgclf.store.run_meta import load_run_meta
+    from imgclf.store.runs import find_run
 
     if format not in FORMATS:
         raise UserError(f"unknown shard format '{format}'; use parquet or csv")
@@ -74,7 +75,7 @@ def predict_on_ray(
     detector = detector_job(run, backend)
     if detector is None:
         run = find_run(run).resolve()
-        meta = read_model_json(run)
+        meta = load_run_meta(run)
         if backend.endswith("-int8"):  # a missing or stale int8 model: one line now, not a failure per worker
             from imgclf.inference.quantize import int8_path
 

@@ -26,7 +26,8 @@ from imgclf.core.files import atomic_path, output_folder, read_json, write_json
 from imgclf.core.version import __version__
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.inference.model import Model, load_run
-from imgclf.store.runs import MODEL_FORMAT, find_run, read_model_json, read_splits
+from imgclf.store.run_meta import MODEL_FORMAT, load_run_meta
+from imgclf.store.runs import find_run, read_splits
 
 KIND = "ensemble"
 _SAFE = re.compile(r"[^\w.-]+")  # member folder names: the run's name, filesystem-safe
@@ -163,7 +164,7 @@ def _check_members(dirs: list[Path]) -> list[dict]:
     """The members' model.json, once they are known to be combinable."""
     if len(dirs) < 2:
         raise UserError("an ensemble needs at least two runs: imgclf ensemble RUN RUN... --out BUNDLE")
-    metas = [read_model_json(d) for d in dirs]
+    metas = [load_run_meta(d) for d in dirs]
     for d, m in zip(dirs, metas):
         if m.get("kind") == KIND:
             raise UserError(f"{d} is itself an ensemble; list its member runs instead")

@@ -9,7 +9,8 @@ from imgclf.inference.ensemble import EnsembleModel
 from imgclf.inference.model import Model, torch_model
 from imgclf.inference.onnx_export import load_onnx_net
 from imgclf.inference.quantize import load_int8_net
-from imgclf.store.runs import find_run, read_model_json
+from imgclf.store.run_meta import load_run_meta
+from imgclf.store.runs import find_run
 
 BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 
@@ -23,7 +24,7 @@ def load_model(run: str | Path, device: str = "auto", tta: str | None = None, ba
     if backend not in BACKENDS:
         raise UserError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
     run = find_run(run)
-    meta = read_model_json(run)
+    meta = load_run_meta(run)
     if meta.get("kind") == "ensemble":
         if backend != "torch":
             raise UserError(

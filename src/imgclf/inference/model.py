@@ -19,7 +19,8 @@ from imgclf.data.images import UnusableImage, load_resized, resize
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.evaluation.rejection import UNKNOWN
 from imgclf.models.forward import TTA_MODES, predict_logits, softmax
-from imgclf.store.runs import find_run, read_model_json
+from imgclf.store.run_meta import load_run_meta
+from imgclf.store.runs import find_run
 
 
 class Model:
@@ -122,7 +123,7 @@ class Model:
 def load_run(run: str | Path, device: str = "auto", tta: str | None = None) -> Model:
     """One run's network in PyTorch (ensembles and the ONNX backend: inference.load.load_model)."""
     run = find_run(run)
-    return torch_model(run, read_model_json(run), device, tta)
+    return torch_model(run, load_run_meta(run), device, tta)
 
 
 def torch_model(run: Path, meta: dict, device: str = "auto", tta: str | None = None) -> Model:

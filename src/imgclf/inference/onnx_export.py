@@ -30,7 +30,8 @@ from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, write_json
 from imgclf.core.version import __version__
 from imgclf.evaluation.operating_point import OperatingPoint
-from imgclf.store.runs import find_run, read_model_json, read_splits
+from imgclf.store.run_meta import load_run_meta
+from imgclf.store.runs import find_run, read_splits
 
 TOLERANCE = 1e-4  # max |p_onnx - p_torch| over every class of every checked image
 CHECK_IMAGES = 64
@@ -69,7 +70,7 @@ def export_onnx(
             f"--opset must be an integer from {low} to {high} (what the installed torch and onnx export), not {opset}"
         )
     run = find_run(run)
-    meta = read_model_json(run)
+    meta = load_run_meta(run)
     if meta.get("kind") == "ensemble":
         raise UserError(f"{run} is an ensemble bundle; export its member runs one by one (imgclf export MEMBER_RUN)")
     out = Path(out).expanduser() if out else run / "model.onnx"

@@ -30,7 +30,8 @@ import numpy as np
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, read_json, write_json
 from imgclf.core.version import __version__
-from imgclf.store.runs import find_run, read_model_json, read_splits, recorded_root, require_data
+from imgclf.store.run_meta import load_run_meta
+from imgclf.store.runs import find_run, read_splits, recorded_root, require_data
 
 INT8_FILE = "model.int8.onnx"
 RECORD = "export_int8.json"
@@ -65,7 +66,7 @@ def export_int8(
     start = time.perf_counter()
     max_loss = _check_max_loss(max_loss)
     run = find_run(run)
-    meta = read_model_json(run)
+    meta = load_run_meta(run)
     if meta.get("kind") == "ensemble":
         raise UserError(
             f"{run} is an ensemble bundle; quantize its member runs one by one (imgclf export MEMBER --int8)"

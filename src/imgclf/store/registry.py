@@ -33,7 +33,8 @@ from imgclf.core.errors import UserError
 from imgclf.core.files import append_line, file_lock, fsync_dir, new_temp_dir, read_json, write_json
 from imgclf.data.manifest import write_manifest
 from imgclf.data.paths import rebase
-from imgclf.store.runs import find_run, moved_root, read_model_json, read_splits, recorded_root, require_data
+from imgclf.store.run_meta import load_run_meta
+from imgclf.store.runs import find_run, moved_root, read_splits, recorded_root, require_data
 from imgclf.store.versions import (  # noqa: F401
     ALIASES_FILE,
     aliases_state,
@@ -157,7 +158,7 @@ def add(
     reg = Path(registry).expanduser()
     if alias is not None:
         check_alias(alias)
-    meta = read_model_json(run, loadable=False)
+    meta = load_run_meta(run, loadable=False)
     parent_n = version_number(reg, parent) if parent is not None else None
     stored = _stored_run_path(run, reg)
     for v in list_versions(reg):

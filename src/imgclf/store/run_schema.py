@@ -18,7 +18,6 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from imgclf.core.errors import UserError
-from imgclf.core.files import write_json
 from imgclf.data.images import RESIZE_MODES
 from imgclf.settings.checks import IMG_SIZE, TTA_MODES
 
@@ -32,13 +31,6 @@ def sha256_file(path: str | Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def write_model_json(run: Path, meta: dict) -> None:
-    """Write RUN/model.json with the SHA-256 of the model.safetensors beside it (which must be final);
-    `meta` gets the hash too, so a model held in memory matches its file."""
-    meta[HASH_FIELD] = sha256_file(run / WEIGHTS)
-    write_json(run / "model.json", meta)
 
 
 def verify_weights(run: Path, meta: dict) -> None:

@@ -17,13 +17,9 @@ import re
 from pathlib import Path
 
 from imgclf.core.errors import UserError
-from imgclf.core.files import read_json, write_text
+from imgclf.core.files import write_text
 from imgclf.data.paths import rebase, relative_to, resolve
-from imgclf.store.run_schema import check_model_json
-
-# 2: splits.csv paths are relative to model.json's data.root. 1: relative to the folder training ran
-# in; such runs still load, and their paths still mean what they meant.
-MODEL_FORMAT = 2
+from imgclf.store.run_meta import load_run_meta
 
 
 def new_run_dir(data: str | Path, base: str | Path = "runs") -> Path:
@@ -60,17 +56,6 @@ def find_run(path: str | Path) -> Path:
     return p
 
 
-def read_model_json(run: Path, loadable: bool = True) -> dict:
-    """RUN/model.json, checked against its schema (see run_schema): a damaged file fails here, by field.
-    `loadable=False`: only what describes the run (classes), for readers that never load its network."""
-    path = run / "model.json"
-    try:
-        meta = read_json(path)
-    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise UserError(f"{path} is not valid JSON ({e}); restore the run from a copy") from None
-    return check_model_json(meta, path, MODEL_FORMAT, loadable)
-
-
 def read_splits(run: Path, data_root: str | Path | None = None, required: bool = False) -> list[dict]:
     """The rows (path, label, split) of RUN/splits.csv, paths ready to open; [] when the run has none.
     `data_root`: where the run's data folder is now, when it moved since training. `required`: the
@@ -97,7 +82,7 @@ def recorded_root(run: Path) -> str | None:
     roots were recorded (their paths are relative to the folder they were trained in)."""
     if not (Path(run) / "model.json").is_file():
         return None
-    return (read_model_json(Path(run), loadable=False).get("data") or {}).get("root")
+    return load_run_meta(Path(run), loadable=False).data_root
 
 
 def moved_root(data_root: str | Path | None) -> str | None:

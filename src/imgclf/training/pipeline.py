@@ -3,7 +3,7 @@ epochs. What comes after (calibration, the test split, the report) is evaluation
 reporting's; `imgclf.workflows.train` runs the three in order. `lr_find` shares the preparation.
 
     fitted = fit_run("photos/", console=console_for(True), epochs=5)
-    fitted.net, fitted.meta["probe"], fitted.result.best_val_acc
+    fitted.net, fitted.meta.probe, fitted.result.best_val_acc
 """
 
 from __future__ import annotations
@@ -18,7 +18,16 @@ from imgclf.core.errors import Interrupted, UserError
 from imgclf.core.files import read_json, write_json, write_text
 from imgclf.core.version import __version__
 from imgclf.settings.config import TrainConfig, config_keys, dump_yaml, load_config
-from imgclf.store.runs import MODEL_FORMAT, new_run_dir, write_splits
+from imgclf.store.run_meta import (
+    MODEL_FORMAT,
+    Architecture,
+    DataRecord,
+    InputSpec,
+    Normalization,
+    RunMeta,
+    TrainingRecord,
+)
+from imgclf.store.runs import new_run_dir, write_splits
 
 
 @dataclass
@@ -52,7 +61,7 @@ class Fitted:
     run_dir: Path
     prep: Prepared
     net: Any  # torch.nn.Module with the kept epoch's weights
-    meta: dict  # model.json so far: classes, architecture, input, normalization, training
+    meta: RunMeta  # model.json so far: classes, architecture, input, normalization, training
     result: Any  # training.loop.FitResult
     root: str | None  # the data root splits.csv is relative to
 
@@ -273,7 +282,7 @@ def _follow(console, on_epoch) -> Fitted:
     return Fitted(run_dir, prep, net, meta, result, None)
 
 
-def _write_inputs(run_dir: Path, prep: Prepared, net, kwargs: dict, n_params: int) -> tuple[dict, str | None]:
+def _write_inputs(run_dir: Path, prep: Prepared, net, kwargs: dict, n_params: int) -> tuple[RunMeta, str | None]:
     """config.yaml, splits.csv and data_report.json before training starts, and model.json's first fields."""
     from imgclf.data.paths import data_root
     from imgclf.training.prepare import data_report
@@ -287,29 +296,29 @@ def _write_inputs(run_dir: Path, prep: Prepared, net, kwargs: dict, n_params: in
         run_dir / "data_report.json",
         {**data_report(spec, prep.skipped), "deduplicated": prep.removed, "groups": prep.grouping},
     )
-    meta = {
-        "format": MODEL_FORMAT,
-        "imgclf_version": __version__,
-        "classes": spec.classes,
-        "architecture": {"name": cfg.model, "kwargs": kwargs, "in_chans": 3, "parameters": n_params},
-        "input": {"size": cfg.img_size, "resize": cfg.resize, "channels": "RGB", "dtype": "uint8"},
-        "normalization": {"mean": prep.mean, "std": prep.std},
-        "preprocessing": f"decode to RGB (EXIF-rotated, alpha on white), resize '{cfg.resize}' to "
+    meta = RunMeta(
+        format=MODEL_FORMAT,
+        imgclf_version=__version__,
+        classes=spec.classes,
+        architecture=Architecture(name=cfg.model, kwargs=kwargs, in_chans=3, parameters=n_params),
+        input=InputSpec(size=cfg.img_size, resize=cfg.resize, channels="RGB", dtype="uint8"),
+        normalization=Normalization(mean=prep.mean, std=prep.std),
+        preprocessing=f"decode to RGB (EXIF-rotated, alpha on white), resize '{cfg.resize}' to "
         f"{cfg.img_size}x{cfg.img_size}, scale to [0,1], subtract mean, divide by std",
-        "tta": cfg.tta,
-        "data": {"root": root},
-    }
+        tta=cfg.tta,
+        data=DataRecord(root=root),
+    )
     origin = getattr(net, "weights_origin", None)
     if prep.pretrained:
         from imgclf.models.pretrained import preprocessing_record
 
-        meta["pretrained"] = preprocessing_record(cfg.model[len("timm/") :], origin, cfg.img_size, cfg.resize)
+        meta.pretrained = preprocessing_record(cfg.model[len("timm/") :], origin, cfg.img_size, cfg.resize)
     elif origin:
-        meta["starting_weights"] = origin["path"]  # an in-house model from a file or an earlier run
+        meta.starting_weights = origin["path"]  # an in-house model from a file or an earlier run
     return meta, root
 
 
-def _probe(run_dir: Path, prep: Prepared, net, meta: dict, console):
+def _probe(run_dir: Path, prep: Prepared, net, meta: RunMeta, console):
     """The linear probe on frozen features (the head's start, and the score fine-tuning must beat);
     on resume, its recorded result. Returns the frozen layers' stored outputs, or None."""
     cfg, spec = prep.cfg, prep.spec
@@ -318,7 +327,7 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: dict, console):
         from imgclf.store.checkpoint import load_weights
         from imgclf.training.loop import STATE_FILE
 
-        meta["probe"] = read_json(probe_file)
+        meta.probe = read_json(probe_file)
         if not (run_dir / STATE_FILE).exists():
             net.load_state_dict(load_weights(run_dir / "model.safetensors"))
         return None
@@ -332,7 +341,7 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: dict, console):
 
     data = prep.split_data()
     weights = class_weights(cfg.class_weight, spec.labels[spec.indices("train")], len(spec.classes))
-    meta["probe"], maps = fit_probe(
+    meta.probe, maps = fit_probe(
         net,
         prep.images,
         data.train,
@@ -348,11 +357,11 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: dict, console):
         keep_lower=cache_split(net, cfg, len(data.train)),
     )
     save_weights(run_dir / "model.safetensors", net.state_dict())  # shipped unless fine-tuning beats it
-    write_json(probe_file, meta["probe"])
+    write_json(probe_file, meta.probe)
     return maps
 
 
-def _fit(run_dir: Path, prep: Prepared, net, meta: dict, maps, resume: bool, on_epoch, console, started=None):
+def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, on_epoch, console, started=None):
     """The epochs (training.loop.fit), judged against the probe's validation score; fills in
     model.json's "training" record. The kept epoch's weights are in RUN/model.safetensors."""
     from imgclf.training.leaderboard import record_leaderboard
@@ -360,7 +369,7 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: dict, maps, resume: bool, on_
 
     cfg = prep.cfg
     # The probe's score by the criterion fine-tuning judges by (balanced accuracy when classes are weighted).
-    probe = meta.get("probe", {})
+    probe = meta.probe or {}
     probe_val = probe.get("val_acc" if cfg.class_weight == "none" else "val_balanced_acc", float("nan"))
     baseline = None if np.isnan(probe_val) else (probe_val, probe["val_loss"])
     result = fit(
@@ -382,19 +391,19 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: dict, maps, resume: bool, on_
         f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; best val {result.criterion} "
         f"{result.best_val_acc:.4f} at epoch {result.best_epoch}{'' if result.best_epoch else ' (the linear probe)'}"
     )
-    meta["training"] = {
-        "epochs_run": len(result.history),
-        "best_epoch": result.best_epoch,
-        "best_val_acc": result.best_val_acc,
-        "criterion": result.criterion,
-        "stopped_early": result.stopped_early,
-        "train_seconds": round(result.train_seconds + probe.get("seconds", 0), 2),
-        "first_step_seconds": round(result.first_step_seconds, 2),
-        "compile": result.compile,  # training.timing.CompileChoice: on or off, from which epoch, why
-        "device": str(prep.device),
-        "preset": cfg.preset,
-        "stages": result.stages,
-        "plan": result.plan,  # a budgeted run's (training.budget): its budget, how its cooldown came
-    }
-    meta["leaderboard"] = record_leaderboard(run_dir, cfg, probe, result, console)
+    meta.training = TrainingRecord(
+        epochs_run=len(result.history),
+        best_epoch=result.best_epoch,
+        best_val_acc=result.best_val_acc,
+        criterion=result.criterion,
+        stopped_early=result.stopped_early,
+        train_seconds=round(result.train_seconds + probe.get("seconds", 0), 2),
+        first_step_seconds=round(result.first_step_seconds, 2),
+        compile=result.compile,  # training.timing.CompileChoice: on or off, from which epoch, why
+        device=str(prep.device),
+        preset=cfg.preset,
+        stages=result.stages,
+        plan=result.plan,  # a budgeted run's (training.budget): its budget, how its cooldown came
+    )
+    meta.leaderboard = record_leaderboard(run_dir, cfg, probe, result, console)
     return result

@@ -19,7 +19,8 @@ import torch
 import torch.nn as nn
 
 from imgclf.core.errors import UserError
-from imgclf.store.runs import find_run, read_model_json
+from imgclf.store.run_meta import load_run_meta
+from imgclf.store.runs import find_run
 
 NEW_ROW_NOISE = 0.01  # x the old rows' std: breaks the tie between several new classes
 
@@ -93,7 +94,7 @@ def warm_start(net: nn.Module, run: str | Path, classes: list[str]) -> str:
     from imgclf.store.run_schema import verify_weights
 
     run = find_run(run)
-    meta = read_model_json(run)
+    meta = load_run_meta(run)
     verify_weights(run, meta)  # a damaged parent would pass its damage on to every update
     info = grow_head(net, load_weights(run / "model.safetensors"), meta["classes"], classes)
     # The stem was whitened from the parent's training images and trained on; re-whitening it from
@@ -106,5 +107,5 @@ def warm_start(net: nn.Module, run: str | Path, classes: list[str]) -> str:
 
 def parent_normalization(run: str | Path) -> tuple[list[float], list[float]]:
     """The parent's input mean/std: its weights were learnt on inputs normalised this way."""
-    n = read_model_json(find_run(run))["normalization"]
+    n = load_run_meta(find_run(run))["normalization"]
     return n["mean"], n["std"]
