@@ -142,10 +142,12 @@ def test_short_names_expand_to_timm_with_packaged_weights():
     from imgclf.settings.config import TrainConfig
     from imgclf.training.defaults import choose_model
 
-    cfg, _ = choose_model(TrainConfig(data="x", model="lite0"), [])
-    assert cfg.model == f"timm/{ARCH}" and cfg.pretrained
-    cfg, _ = choose_model(TrainConfig(data="x", model="Lite1", weights="my.safetensors"), [])
-    assert cfg.model == "timm/tf_efficientnet_lite1" and not cfg.pretrained  # --weights FILE wins
+    c = TrainConfig(data="x", model="lite0").to_dict()
+    assert choose_model(c, []) is None  # named by the user: expanded, no choice to explain
+    assert c["model"] == f"timm/{ARCH}" and c["pretrained"]
+    c = TrainConfig(data="x", model="Lite1", weights="my.safetensors").to_dict()
+    choose_model(c, [])
+    assert c["model"] == "timm/tf_efficientnet_lite1" and not c["pretrained"]  # --weights FILE wins
 
 
 def test_models_lists_the_installed_backbones():

@@ -45,9 +45,9 @@ def train_on_ray(
     console = console_for(verbose)
     out = _run_folder(data, resume, settings)
     if not resume:  # a bad flag value or data path: one line now, not from every worker later
-        from imgclf.training.pipeline import settings_for
+        from imgclf.training.resolve import user_settings
 
-        settings_for(data, config, False, {**settings, "out": str(out)})
+        user_settings(data, config, False, {**settings, "out": str(out)})
         if "://" not in str(data) and not Path(data).exists():
             raise UserError(f"data not found: {data}")
     try:

@@ -234,12 +234,12 @@ def load_detector(
     dev = pick_device("cpu" if device == "auto" and backend in ("onnx-int8", "openvino") else device)
     run = Path(name).expanduser()
     if (run / "detector.json").is_file():
-        from imgclf.core.files import read_json
+        from imgclf.store.run_meta import load_detector_meta
 
-        meta = read_json(run / "detector.json")
-        classes, path, onnx_path = meta["classes"], run / "detector.safetensors", run / "detector.onnx"
-        source = {"run": str(run), "started_from": meta.get("started_from")}
-        options = {"threshold": meta["threshold"], "positive": meta["positive"], "name": run.name}
+        meta = load_detector_meta(run)
+        classes, path, onnx_path = meta.classes, run / "detector.safetensors", run / "detector.onnx"
+        source = {"run": str(run), "started_from": meta.started_from}
+        options = {"threshold": meta.threshold, "positive": meta.positive, "name": run.name}
     elif str(name) in ("person", "ssdlite-person"):
         classes, path = ["person"], weights.pretrained_weights()
         onnx_path = path.with_name(f"{path.stem}-export{EXPORT}.onnx")
@@ -324,7 +324,7 @@ def export_detector(name: str | Path = "person", out: str | Path | None = None, 
     )
     export_onnx(det.net, out)
     model = onnx.load(str(out))
-    meta = {
+    props = {
         "classes": ",".join(det.classes),
         "positive": det.positive,
         "threshold": str(det.threshold),
@@ -333,7 +333,7 @@ def export_detector(name: str | Path = "person", out: str | Path | None = None, 
         "boxes": "normalised x1,y1,x2,y2 per anchor; multiply by the photo's width and height; then NMS per class",
         "source": str(det.source),
     }
-    for k, v in meta.items():
+    for k, v in props.items():
         model.metadata_props.add(key=k, value=v)
     from imgclf.core.files import atomic_path
 

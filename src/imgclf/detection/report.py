@@ -10,17 +10,18 @@ import io
 from pathlib import Path
 
 from imgclf.core.files import write_text
+from imgclf.store.run_meta import DetectorMeta
 
 SHOWN = 6  # annotated test photos in the report
 
 
-def write_report(run: Path, meta: dict, photos: list, answers: list[dict]) -> Path:
+def write_report(run: Path, meta: DetectorMeta, photos: list, answers: list[dict]) -> Path:
     from imgclf.core.figures import pyplot, save_png
     from imgclf.data.images import read_rgb
     from imgclf.inference.box_files import draw_boxes
 
     plt = pyplot()
-    m = meta["metrics"]
+    m = meta.metrics
     fig, ax = plt.subplots(figsize=(5, 4))
     recall, precision = m["test"]["pr"]
     ax.plot(recall, precision, label=f"fine-tuned (AP@0.5 {m['test']['ap50']:.3f})")
@@ -53,11 +54,11 @@ def write_report(run: Path, meta: dict, photos: list, answers: list[dict]) -> Pa
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(run.name)}: detector</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
 td,th{{padding:.2rem .6rem;text-align:right}} figure{{display:inline-block;margin:.4rem}} img{{max-width:100%}}</style></head>
-<body><h1>{html.escape(run.name)}: a detector for {html.escape(", ".join(meta["classes"]))}</h1>
-<p>Fine-tuned from the pretrained SSDLite person detector on {html.escape(meta["data"])} ({meta["annotations"]} boxes).
-Presence threshold {meta["threshold"]:.3f} ({html.escape(meta["threshold_from"])}).</p>
+<body><h1>{html.escape(run.name)}: a detector for {html.escape(", ".join(meta.classes))}</h1>
+<p>Fine-tuned from the pretrained SSDLite person detector on {html.escape(meta.data)} ({meta.annotations} boxes).
+Presence threshold {meta.threshold:.3f} ({html.escape(meta.threshold_from)}).</p>
 <h2>Test photos</h2><table><tr><th></th><th>AP@0.5</th><th>AP@0.5, boxes over the threshold</th><th>mAP@[.5:.95]</th></tr>{rows}</table>
-<p>Presence on {pres["photos"]} test photos ({pres["with"]} with '{html.escape(meta["positive"])}'):
+<p>Presence on {pres["photos"]} test photos ({pres["with"]} with '{html.escape(meta.positive)}'):
 ROC-AUC {pres["roc_auc"] if pres["roc_auc"] is not None else "n/a (one kind of photo only)"},
 balanced accuracy at the threshold {pres["balanced_accuracy_at_threshold"] if pres["balanced_accuracy_at_threshold"] is not None else "n/a"}.</p>
 <img src="data:image/png;base64,{pr}" alt="precision-recall curve">

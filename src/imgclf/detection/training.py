@@ -20,6 +20,7 @@ import torch
 from imgclf.core.errors import UserError
 from imgclf.core.files import read_json, write_json, write_text
 from imgclf.detection import finetune as FT
+from imgclf.store.run_meta import DetectorMeta
 
 FORMAT = 1  # of detector.json
 
@@ -204,23 +205,21 @@ def finish(run: Path, net, parts, boxes, settings, data, say) -> Path:
         truth, answers(start, parts["test"], boxes.classes, dev), boxes.classes, THRESHOLD
     )
     save_weights(run / "detector.safetensors", net.state_dict())
-    meta = {
-        "kind": "detector",
-        "format": FORMAT,
-        "architecture": "ssdlite_mobilenet_v2",
-        "classes": boxes.classes,
-        "positive": positive,
-        "threshold": threshold,
-        "threshold_from": "validation presence (best balanced accuracy)"
+    meta = DetectorMeta(
+        format=FORMAT,
+        classes=boxes.classes,
+        positive=positive,
+        threshold=threshold,
+        threshold_from="validation presence (best balanced accuracy)"
         if chosen["threshold"] is not None
         else "the pretrained detector's (validation holds no photo without the class)",
-        "started_from": {"package": f"{weights.PACKAGE} {weights.VERSION}", "sha256": weights.SHA256},
-        "data": str(Path(data).resolve()),
-        "annotations": boxes.format,
-        "settings": settings.__dict__,
-        "metrics": result,
-    }
-    write_json(run / "detector.json", meta)
+        started_from={"package": f"{weights.PACKAGE} {weights.VERSION}", "sha256": weights.SHA256},
+        data=str(Path(data).resolve()),
+        annotations=boxes.format,
+        settings=settings.__dict__,
+        metrics=result,
+    )
+    write_json(run / "detector.json", meta.to_dict())
     write_report(run, meta, parts["test"], answers(net, parts["test"], boxes.classes, dev, threshold))
     for f in ("train_state.safetensors", "best.safetensors"):
         (run / f).unlink(missing_ok=True)

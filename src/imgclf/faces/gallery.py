@@ -118,7 +118,7 @@ class Gallery:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {
+        header = {
             "schema": SCHEMA,
             "imgclf": __version__,
             "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -134,7 +134,7 @@ class Gallery:
         if self.coef is not None:
             tensors.update(coef=self.coef.astype(np.float32), intercept=self.intercept.astype(np.float32))
         with atomic_path(folder / FILE) as tmp:
-            save_file(tensors, str(tmp), metadata={"imgclf_gallery": json.dumps(meta)})
+            save_file(tensors, str(tmp), metadata={"imgclf_gallery": json.dumps(header)})
         counts = self.counts()
         write_text(folder / "people.csv", "name,photos\n" + "".join(f"{_csv(p)},{n}\n" for p, n in counts.items()))
         return folder
@@ -156,27 +156,27 @@ def load_gallery(folder: str | Path, model=None) -> Gallery:
         )
     try:
         with safe_open(str(path), framework="numpy") as f:
-            meta = json.loads((f.metadata() or {})["imgclf_gallery"])
+            header = json.loads((f.metadata() or {})["imgclf_gallery"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, KeyError, ValueError, OSError) as e:
         raise UserError(
             f"{path} is damaged ({type(e).__name__}); re-enrol with: imgclf faces enrol KNOWN/ --out {folder}"
         ) from None
-    if meta.get("schema") != SCHEMA:
+    if header.get("schema") != SCHEMA:
         raise UserError(
-            f"{path} is a gallery of schema {meta.get('schema')} (written by imgclf {meta.get('imgclf', '?')}); "
+            f"{path} is a gallery of schema {header.get('schema')} (written by imgclf {header.get('imgclf', '?')}); "
             f"this imgclf reads schema {SCHEMA}: re-enrol the people with this version (imgclf faces enrol)"
         )
     g = Gallery(
-        meta["people"],
+        header["people"],
         tensors["embeddings"],
         tensors["owner"],
-        meta["sources"],
-        meta["model"],
-        meta["far"],
-        meta["threshold"],
-        meta["choice"],
-        meta["method"],
+        header["sources"],
+        header["model"],
+        header["far"],
+        header["threshold"],
+        header["choice"],
+        header["method"],
         tensors.get("coef"),
         tensors.get("intercept"),
     )

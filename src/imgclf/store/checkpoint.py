@@ -72,11 +72,11 @@ def save_training_state(
     tensors: dict[str, torch.Tensor] = {}
     model_sd = _flatten(model.state_dict(), "model", tensors)
     opt_sd = _flatten(optimizer.state_dict(), "optim", tensors)
-    meta = {"model": json.dumps(model_sd), "optim": json.dumps(opt_sd), "info": json.dumps(info)}
+    header = {"model": json.dumps(model_sd), "optim": json.dumps(opt_sd), "info": json.dumps(info)}
     if ema is not None:
-        meta["ema"] = json.dumps(_flatten(ema.state_dict(), "ema", tensors))
+        header["ema"] = json.dumps(_flatten(ema.state_dict(), "ema", tensors))
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_file(tensors, str(tmp), metadata=header)
 
 
 def load_training_state(
@@ -84,17 +84,17 @@ def load_training_state(
 ) -> dict[str, Any]:
     with _damaged_state(path):
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata()
+            header = f.metadata()
         tensors = load_file(str(path))
-        model.load_state_dict(_unflatten(json.loads(meta["model"]), tensors))
-        if ema is not None and "ema" in meta:
-            ema.load_state_dict(_unflatten(json.loads(meta["ema"]), tensors))
-        opt_sd = _unflatten(json.loads(meta["optim"]), tensors)
+        model.load_state_dict(_unflatten(json.loads(header["model"]), tensors))
+        if ema is not None and "ema" in header:
+            ema.load_state_dict(_unflatten(json.loads(header["ema"]), tensors))
+        opt_sd = _unflatten(json.loads(header["optim"]), tensors)
         # JSON turns integer parameter ids into strings; the optimizer wants ints back.
         opt_sd["state"] = {int(k): v for k, v in opt_sd["state"].items()}
         optimizer.load_state_dict(opt_sd)
         _moments_shaped_like_params(optimizer)
-        return json.loads(meta["info"])
+        return json.loads(header["info"])
 
 
 def _moments_shaped_like_params(optimizer: torch.optim.Optimizer) -> None:

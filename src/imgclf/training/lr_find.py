@@ -134,12 +134,14 @@ def run_range_test(data, *, out=None, steps: int, start_lr: float, end_lr: float
     """See imgclf.lr_find: the range test on the data, model and settings `train` would use."""
     from imgclf.store.runs import new_run_dir
     from imgclf.training.pipeline import build_network, prepare
+    from imgclf.training.resolve import user_settings
 
     if steps < 10:
         raise UserError(f"--steps must be at least 10, not {steps}")
     if not 0 < start_lr < end_lr:
         raise UserError(f"need 0 < start_lr < end_lr, not {start_lr} and {end_lr}")
-    prep, _ = prepare(TrainConfig().updated(data=str(data), **settings), console, for_training=False)
+    cfg, _, _ = user_settings(data, None, False, settings)
+    prep, _ = prepare(cfg, console, for_training=False)
     cfg = prep.cfg
     out = Path(out or new_run_dir(f"{Path(cfg.data).name}-lr-find"))
     net, _ = build_network(cfg, len(prep.spec.classes))

@@ -17,7 +17,7 @@ import numpy as np
 from imgclf.core.errors import Interrupted, UserError
 from imgclf.core.files import read_json, write_json, write_text
 from imgclf.core.version import __version__
-from imgclf.settings.config import TrainConfig, config_keys, dump_yaml, load_config
+from imgclf.settings.config import TrainConfig, dump_yaml
 from imgclf.store.run_meta import (
     MODEL_FORMAT,
     Architecture,
@@ -27,7 +27,7 @@ from imgclf.store.run_meta import (
     RunMeta,
     TrainingRecord,
 )
-from imgclf.store.runs import new_run_dir, write_splits
+from imgclf.store.runs import write_splits
 
 
 @dataclass
@@ -66,112 +66,47 @@ class Fitted:
     root: str | None  # the data root splits.csv is relative to
 
 
-def settings_for(data, config, resume, settings: dict) -> tuple[TrainConfig, Path | None]:
-    """The run's settings: a resumed run's own config.yaml, else defaults < --config file < keywords."""
-    run_dir = None
-    if resume:
-        run_dir = Path(resume if not isinstance(resume, bool) else settings.get("out") or "")
-        if not (run_dir / "config.yaml").is_file():
-            raise UserError(f"cannot resume: {run_dir} has no config.yaml (give the run folder of an earlier train)")
-        cfg = load_config(run_dir / "config.yaml")  # the resolved settings of the interrupted run
-    else:
-        cfg = load_config(config) if config else TrainConfig()
-        cfg = cfg.updated(data=str(data) if data is not None else None, **settings)
-    if not cfg.data:
-        raise UserError("no data given: imgclf train DATA (a folder with one sub-folder per class)")
-    return cfg, run_dir
-
-
-def resolve_settings(cfg: TrainConfig, spec, explicit: set[str] | None):
-    """Fill what the user left unset (a preset first when one is named, `explicit` its exceptions),
-    measured on the training files and the device. Returns (cfg, device, notes to print)."""
-    from imgclf.core.device import pick_device
-    from imgclf.training.defaults import resolve
-    from imgclf.training.prepare import apply_preset
-
-    device = pick_device(cfg.device)
-    train_paths = [spec.paths[i] for i in spec.indices("train")]
-    notes = []
-    if cfg.preset and explicit is not None:
-        # A preset fills what the user left unset; flags and config-file keys win over it.
-        cfg, notes = apply_preset(cfg, explicit, train_paths, device)
-    cfg, more = resolve(cfg, train_paths, device)
-    return cfg, device, notes + more
-
-
 def prepare(
     cfg: TrainConfig, console, explicit: set[str] | None = None, for_training: bool = True, run_dir: Path | None = None
 ) -> tuple[Prepared, Path | None]:
-    """Discover, resolve the defaults, decode; for training also group, deduplicate and weigh the
-    classes. Prints every default it chose. Returns the preparation and the run folder (None when
-    `for_training` is False and none was named)."""
+    """Discover, resolve the defaults (training.resolve), decode; for training also group and
+    deduplicate the split. Prints every default it chose. Returns the preparation and the run folder
+    (None when `for_training` is False and none was named)."""
     from imgclf.data.discover import discover
     from imgclf.data.groups import check_group_by
     from imgclf.settings.checks import check_targets
-    from imgclf.training.prepare import decode, normalization
+    from imgclf.training.prepare import decode, duplicates, group_split, normalization, require_training_images
+    from imgclf.training.resolve import after_decoding, before_decoding
 
     check_group_by(cfg.group_by)  # before the decoding it would otherwise wait for
     spec = discover(cfg.data, cfg.val_frac, cfg.test_frac, cfg.seed)
     check_targets(spec.classes, cfg.target_accuracy, cfg.target_coverage)
-    cfg, device, notes = resolve_settings(cfg, spec, explicit)
+    chosen = before_decoding(cfg, spec, explicit, for_training, run_dir)
+    cfg, device, run_dir = chosen.cfg, chosen.device, chosen.run_dir
     if for_training:
-        run_dir = Path(run_dir or cfg.out or new_run_dir(cfg.data))
-        cfg = cfg.updated(out=str(run_dir))
         if explicit is not None and (run_dir / "model.json").exists():
             raise UserError(f"{run_dir} already holds a run; choose another --out or add --resume to continue it")
         console.print(
             f"imgclf {__version__}  data {cfg.data} ({spec.layout}, {len(spec.classes)} classes, "
             f"{len(spec.paths)} images)  device {device}"
         )
-    for line in notes:
+    for line in chosen.notes:
         console.print(f"  default: {line}")
     images, spec, skipped = decode(spec, cfg, console)
     grouping, removed = None, []
     if for_training:
-        cfg, grouping, removed = _split_and_weigh(cfg, spec, images, console)
+        grouping = group_split(spec, cfg, images, console)
+        removed = duplicates(spec, cfg, console)
+        require_training_images(spec)
+    cfg, policy, lines = after_decoding(cfg, spec, grouping, for_training)
+    for line in lines:
+        console.print(line)
     mean, std, pretrained = normalization(cfg, images, spec)
     if cfg.init_from and for_training:  # a warm start (imgclf update): the parent learnt on its statistics
         from imgclf.training.warmstart import parent_normalization
 
         mean, std = parent_normalization(cfg.init_from)
-    policy = _augmentation(cfg, spec, console if for_training else None)
-    if for_training:
-        cfg = _test_time_augmentation(cfg, policy, console)
     return Prepared(cfg, spec, images, device, mean, std, pretrained, policy, skipped, removed, grouping), run_dir
-
-
-def _split_and_weigh(cfg: TrainConfig, spec, images, console):
-    from imgclf.training.balance import resolve_class_weight
-    from imgclf.training.prepare import duplicates, group_split, require_training_images
-
-    cfg, grouping = group_split(spec, cfg, images, console)
-    removed = duplicates(spec, cfg, console)
-    require_training_images(spec)
-    mode, note = resolve_class_weight(cfg.class_weight, spec.labels[spec.indices("train")], len(spec.classes))
-    if note:
-        console.print(f"  default: {note}")
-    return cfg.updated(class_weight=mode), grouping, removed
-
-
-def _augmentation(cfg: TrainConfig, spec, console):
-    from imgclf.training.prepare import augment_policy
-
-    policy = augment_policy(cfg, len(spec.indices("train")))
-    if console is not None:
-        console.print(f"  augmentation: {policy.to_dict()}")
-    return policy
-
-
-def _test_time_augmentation(cfg: TrainConfig, policy, console) -> TrainConfig:
-    if cfg.tta != "auto":
-        return cfg
-    # Average the prediction over the mirror image when the model was trained to be mirror-invariant.
-    cfg = cfg.updated(tta="flip" if policy.flip else "none")
-    console.print(
-        f"  default: tta={cfg.tta}: test-time augmentation at evaluation"
-        f"{'' if policy.flip else ' (no flips in training)'}"
-    )
-    return cfg
 
 
 def build_network(cfg: TrainConfig, n_classes: int):
@@ -232,16 +167,13 @@ def _lead(data, config, resume, settings: dict, console):
     """Rank 0's (or the only process's) part before the epochs: settings, data, the network, the
     run's inputs and the probe. Returns (prep, run_dir, net, meta, the probe's maps, data root)."""
     from imgclf.training import distributed as dist
+    from imgclf.training.resolve import user_settings
 
-    cfg, run_dir = settings_for(data, config, resume, settings)
-    explicit = None
-    if not resume:
-        explicit = {k for k, v in settings.items() if v is not None} | (config_keys(config) if config else set())
+    cfg, run_dir, explicit = user_settings(data, config, resume, settings)
     prep, run_dir = prepare(cfg, console, explicit, run_dir=run_dir)
     prep.device = dist.local_device(prep.device)
     cfg = prep.cfg
     net, kwargs = build_network(cfg, len(prep.spec.classes))
-    cfg = prep.cfg = cfg.updated(model_kwargs=kwargs, augment=prep.policy.to_dict())
     n_params = sum(p.numel() for p in net.parameters())
     console.print(f"  model: {cfg.model} {kwargs}  ({n_params / 1e6:.2f}M parameters)")
     if cfg.init_from and not resume:

@@ -1,5 +1,5 @@
 """Before training: decode the images once, group and deduplicate the split, pick the
-normalisation, the preset's settings and the augmentation policy, and summarise the data."""
+normalisation and the augmentation policy, and summarise the data. The choices are training.resolve's."""
 
 from __future__ import annotations
 
@@ -69,14 +69,14 @@ def require_validation_images(spec, cfg: TrainConfig) -> None:
 
 def group_split(spec, cfg: TrainConfig, images: np.ndarray, console):
     """Keep near-duplicates (or files named alike) in one split (see data.groups); returns the
-    config recording what was used, and the grouping's summary for data_report.json."""
+    grouping's summary for data_report.json (its "by" is what group_by resolves to), or None."""
     from rich.markup import escape  # a pattern's [a-z] is not markup
 
     from imgclf.data.groups import group_for_training, summary_line
 
     info = group_for_training(spec, cfg.group_by, images, cfg.val_frac, cfg.test_frac, cfg.seed)
     if info is None:
-        return cfg.updated(group_by="none"), None
+        return None
     console.print(escape(f"  split: {summary_line(info)} (--group-by {cfg.group_by})"))
     if info["straddling"]:
         ex = info["straddling_examples"][0]
@@ -86,7 +86,7 @@ def group_split(spec, cfg: TrainConfig, images: np.ndarray, console):
             f"gave, e.g. {names} ({', '.join(ex['splits'])}): test accuracy is inflated; move each "
             "group into one split"
         )
-    return cfg.updated(group_by=info["by"]), info
+    return info
 
 
 def normalization(cfg: TrainConfig, images: np.ndarray, spec) -> tuple[list[float], list[float], bool]:
@@ -109,18 +109,6 @@ def channel_stats(images: np.ndarray, idx: np.ndarray, sample: int = 5000) -> tu
     pick = np.sort(np.random.default_rng(0).choice(idx, size=min(sample, len(idx)), replace=False))
     x = images[pick].reshape(-1, 3).astype(np.float64) / 255.0
     return [round(float(v), 4) for v in x.mean(0)], [round(float(max(v, 1e-3)), 4) for v in x.std(0)]
-
-
-def apply_preset(cfg: TrainConfig, explicit: set[str], train_paths: list[str], device) -> tuple[TrainConfig, list[str]]:
-    from imgclf.training.defaults import typical_side
-    from imgclf.training.presets import preset_settings
-
-    side = None if "img_size" in explicit else typical_side(train_paths, seed=cfg.seed)
-    values, notes = preset_settings(cfg.preset, device, len(train_paths), side or cfg.img_size, cfg.flip)
-    if "model" in explicit and cfg.model != values["model"]:
-        values.pop("model_kwargs")  # the preset's widths belong to its own model
-    cfg = cfg.updated(**{k: v for k, v in values.items() if k not in explicit})
-    return cfg, [f"{line}" for line in notes]
 
 
 def augment_policy(cfg: TrainConfig, n_train: int):
