@@ -84,7 +84,7 @@ def _evaluate_after_training(fitted, console):
     from imgclf.evaluation.scoring import calibrate, choose_decision, choose_rejection, score
     from imgclf.inference.model import Model
     from imgclf.store.checkpoint import load_weights
-    from imgclf.store.run_meta import Calibration, Decision, Rejection, save_run_meta
+    from imgclf.store.run_meta import save_run_meta
 
     prep, meta, run_dir = fitted.prep, fitted.meta, fitted.run_dir
     cfg, spec, images = prep.cfg, prep.spec, prep.images
@@ -92,11 +92,11 @@ def _evaluate_after_training(fitted, console):
     fitted.net.load_state_dict(load_weights(run_dir / "model.safetensors"))
     model = Model(fitted.net, meta, prep.device, run_dir)
     scorer = _scorer(model, console)
-    meta.calibration = Calibration.from_dict(calibrate(scorer, images, spec, console))
+    meta.calibration = calibrate(scorer, images, spec, console)
     if len(spec.classes) == 2:
-        meta.decision = Decision.from_dict(choose_decision(scorer, images, spec, cfg, console))
+        meta.decision = choose_decision(scorer, images, spec, cfg, console)
     elif cfg.target_accuracy is not None or cfg.target_coverage is not None:
-        meta.rejection = Rejection.from_dict(choose_rejection(scorer, images, spec, cfg, console))
+        meta.rejection = choose_rejection(scorer, images, spec, cfg, console)
     save_run_meta(run_dir, meta)  # with the weights' SHA-256, checked on every load
     test = np.sort(spec.indices("test"))
     metrics = score(scorer, images[test], spec.labels[test], run_dir, console, "held-out test split")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgclf.settings.checks import UNKNOWN
+from imgclf.store.run_meta import RunMeta
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,12 @@ class OperatingPoint:
     label: str = UNKNOWN  # rejection: the answer below the threshold
 
     @classmethod
-    def of(cls, meta: dict) -> "OperatingPoint":
+    def of(cls, meta: RunMeta) -> "OperatingPoint":
         """From a run's model.json: its "decision" (two classes) or "rejection" (3+) record, else argmax."""
-        if d := meta.get("decision"):
-            return cls("threshold", float(d["threshold"]), d["positive_class"], d.get("rule"))
-        if r := meta.get("rejection"):
-            return cls("rejection", float(r["threshold"]), None, r.get("rule"), r.get("label", UNKNOWN))
+        if d := meta.decision:
+            return cls("threshold", float(d.threshold), d.positive_class, d.rule)
+        if r := meta.rejection:
+            return cls("rejection", float(r.threshold), None, r.rule, r.label)
         return cls("argmax")
 
     def decide(self, p: np.ndarray, classes: list[str]) -> int:

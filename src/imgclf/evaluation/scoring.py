@@ -11,19 +11,20 @@ from imgclf.core.errors import UserError
 from imgclf.core.files import write_json
 from imgclf.models.forward import softmax
 from imgclf.settings.config import TrainConfig
+from imgclf.store.run_meta import Calibration, Decision, Rejection
 
 
-def calibrate(model, images: np.ndarray, spec, console) -> dict:
+def calibrate(model, images: np.ndarray, spec, console) -> Calibration:
     """Fit the softmax temperature on the validation split (identity when there is none)."""
     from imgclf.evaluation.calibration import fit_temperature
 
     val = np.sort(spec.indices("val"))
     t = fit_temperature(model.predict_logits(images[val]), spec.labels[val]) if len(val) else 1.0
     console.print(f"  calibration: temperature {t:.3f} fitted on {len(val)} validation images")
-    return {"method": "temperature", "temperature": t, "fitted_on": "val", "n": int(len(val))}
+    return Calibration(method="temperature", temperature=t, fitted_on="val", n=int(len(val)))
 
 
-def choose_decision(model, images: np.ndarray, spec, cfg: TrainConfig, console) -> dict:
+def choose_decision(model, images: np.ndarray, spec, cfg: TrainConfig, console) -> Decision:
     """Two classes: the positive class and its probability threshold, from the validation split."""
     from imgclf.evaluation.decision import choose_threshold, decision_metrics, positive_class
 
@@ -36,15 +37,15 @@ def choose_decision(model, images: np.ndarray, spec, cfg: TrainConfig, console) 
         f"  decision: '{spec.classes[pos]}' when p >= {threshold:.3f} ({rule}; validation precision "
         f"{m['precision']:.3f}, recall {m['recall']:.3f})"
     )
-    return {
-        "positive_class": spec.classes[pos],
-        "threshold": threshold,
-        "rule": rule,
-        "validation": {k: m[k] for k in ("precision", "recall", "f1")},
-    }
+    return Decision(
+        positive_class=spec.classes[pos],
+        threshold=threshold,
+        rule=rule,
+        validation={k: m[k] for k in ("precision", "recall", "f1")},
+    )
 
 
-def choose_rejection(model, images: np.ndarray, spec, cfg: TrainConfig, console) -> dict:
+def choose_rejection(model, images: np.ndarray, spec, cfg: TrainConfig, console) -> Rejection:
     """Three or more classes: the calibrated-confidence threshold below which predict answers
     'unknown', from the validation split."""
     from imgclf.evaluation.rejection import choose_threshold, rejection_metrics, resolution_warning
@@ -60,12 +61,12 @@ def choose_rejection(model, images: np.ndarray, spec, cfg: TrainConfig, console)
     )
     if warning := resolution_warning(m["accepted"], cfg.target_accuracy):
         console.print(f"[yellow]warning[/]: rejection: {warning}")
-    return {
-        "threshold": threshold,
-        "rule": rule,
-        "label": "unknown",
-        "validation": {"n": int(len(val)), **{k: m[k] for k in ("coverage", "accuracy_accepted", "accepted")}},
-    }
+    return Rejection(
+        threshold=threshold,
+        rule=rule,
+        label="unknown",
+        validation={"n": int(len(val)), **{k: m[k] for k in ("coverage", "accuracy_accepted", "accepted")}},
+    )
 
 
 def score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, console, where: str) -> dict:
@@ -88,24 +89,24 @@ def score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, c
         "log_loss_after": nll(logits, labels, t),
         "reliability": reliability(probs, labels),
     }
-    decision = model.meta.get("decision")
+    decision, rejection = model.meta.decision, model.meta.rejection
     if decision:
         from imgclf.evaluation.decision import decision_metrics
 
-        pos = model.classes.index(decision["positive_class"])
-        d = decision_metrics(probs[:, pos], labels == pos, decision["threshold"])
-        metrics["decision"] = {"positive_class": decision["positive_class"], "rule": decision["rule"], **d}
+        pos = model.classes.index(decision.positive_class)
+        d = decision_metrics(probs[:, pos], labels == pos, decision.threshold)
+        metrics["decision"] = {"positive_class": decision.positive_class, "rule": decision.rule, **d}
         console.print(
-            f"  at threshold {d['threshold']:.3f} for '{decision['positive_class']}': precision "
+            f"  at threshold {d['threshold']:.3f} for '{decision.positive_class}': precision "
             f"{d['precision']:.4f}  recall {d['recall']:.4f}  ROC-AUC {d.get('roc_auc', float('nan')):.4f}  "
             f"PR-AUC {d.get('pr_auc', float('nan')):.4f}"
         )
     from imgclf.evaluation.rejection import rejection_metrics, selective_curve
 
     metrics["selective"] = selective_curve(probs, labels)
-    if model.meta.get("rejection"):
-        r = rejection_metrics(probs, labels, model.meta["rejection"]["threshold"])
-        metrics["rejection"] = {"rule": model.meta["rejection"]["rule"], **r}
+    if rejection:
+        r = rejection_metrics(probs, labels, rejection.threshold)
+        metrics["rejection"] = {"rule": rejection.rule, **r}
         acc = "n/a" if r["accuracy_accepted"] is None else f"{r['accuracy_accepted']:.4f}"
         console.print(
             f"  rejection at confidence {r['threshold']:.3f}: coverage {r['coverage']:.4f} "

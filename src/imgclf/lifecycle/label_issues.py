@@ -148,7 +148,7 @@ def _out_of_fold(spec, paths, fold_of, folds, cache, size, epochs, seed, dev, wo
                 console.print(
                     f"  fold {k + 1}/{folds}: accuracy {acc:.3f} on its {len(held):,} held-out images "
                     f"(against the given labels); {time.perf_counter() - t0:.0f}s, of which training "
-                    f"{model.meta['training']['train_seconds']:.0f}s"
+                    f"{model.meta.training_record.train_seconds:.0f}s"
                 )
     return probs
 

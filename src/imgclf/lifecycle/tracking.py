@@ -171,10 +171,10 @@ def model_name(registry: Path) -> str:
 def _log_run(client, run: Path, weights: bool, experiment: str | None, extra_tags: dict | None = None) -> str:
     from mlflow.entities import Metric, Param, RunTag
 
-    from imgclf.core.files import read_json
+    from imgclf.store.run_meta import load_run_meta
 
     exp_id = _experiment(client, experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT)
-    meta = read_json(run / "model.json")
+    meta = load_run_meta(run, loadable=False)  # what describes the run; its network is never loaded here
     old = _find_run(client, exp_id, run)
     if old is not None:
         run_id = old.info.run_id
@@ -183,7 +183,7 @@ def _log_run(client, run: Path, weights: bool, experiment: str | None, extra_tag
     tags = {
         RUN_PATH_TAG: str(run),
         "imgclf.run_uri": run.as_uri(),
-        "imgclf.version": str(meta.get("imgclf_version")),
+        "imgclf.version": str(meta.imgclf_version),
         "mlflow.note.content": run_note(run, meta),
         **{str(k): str(v) for k, v in (extra_tags or {}).items()},
     }

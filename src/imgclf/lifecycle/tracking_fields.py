@@ -9,25 +9,27 @@ import math
 import re
 from pathlib import Path
 
+from imgclf.store.run_meta import RunMeta
+
 MAX_PARAM = 6000
 
 
-def run_params(run: Path, meta: dict) -> dict[str, str]:
+def run_params(run: Path, meta: RunMeta) -> dict[str, str]:
     from imgclf.settings.config import load_config
 
     out = {}
     cfg = run / "config.yaml"
     if cfg.is_file():
         _flatten(load_config(cfg).to_dict(), "", out)
-    arch = meta.get("architecture", {})
+    arch = meta.architecture
     out.update(
         {
-            "architecture": arch.get("name"),
-            "parameters": arch.get("parameters"),
-            "num_classes": len(meta.get("classes", [])),
-            "classes": json.dumps(meta.get("classes", [])),
-            "input_size": meta.get("input", {}).get("size"),
-            "tta": meta.get("tta"),
+            "architecture": arch.name if arch else None,
+            "parameters": arch.parameters if arch else None,
+            "num_classes": len(meta.classes),
+            "classes": json.dumps(meta.classes),
+            "input_size": meta.input.size if meta.input else None,
+            "tta": meta.tta,
         }
     )
     return {_key(k): str(v)[:MAX_PARAM] for k, v in out.items()}
@@ -41,7 +43,7 @@ def _flatten(d: dict, prefix: str, out: dict) -> None:
             out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, (list, dict)) else v
 
 
-def run_metrics(run: Path, meta: dict) -> list[tuple[str, float, int]]:
+def run_metrics(run: Path, meta: RunMeta) -> list[tuple[str, float, int]]:
     """(name, value, step): the test metrics and training summary at step 0, the history per epoch."""
     from imgclf.core.files import read_json
 
@@ -63,15 +65,15 @@ def run_metrics(run: Path, meta: dict) -> list[tuple[str, float, int]]:
         for cls, row in (m.get("per_class") or {}).items():
             flat[f"test_recall.{cls}"] = row.get("recall")
             flat[f"test_f1.{cls}"] = row.get("f1-score")
-    t = meta.get("training") or {}
-    flat.update(
-        {
-            "best_val_acc": t.get("best_val_acc"),
-            "best_epoch": t.get("best_epoch"),
-            "epochs_run": t.get("epochs_run"),
-            "train_seconds": t.get("train_seconds"),
-        }
-    )
+    if t := meta.training:
+        flat.update(
+            {
+                "best_val_acc": t.best_val_acc,
+                "best_epoch": t.best_epoch,
+                "epochs_run": t.epochs_run,
+                "train_seconds": t.train_seconds,
+            }
+        )
     out = [(_key(k), float(v), 0) for k, v in flat.items() if _number(v)]
     if (run / "history.csv").is_file():
         with open(run / "history.csv", newline="", encoding="utf-8") as f:
@@ -93,9 +95,9 @@ def _key(name: str) -> str:
     return re.sub(r"[^\w\-./ :]", "_", str(name))[:250]
 
 
-def run_note(run: Path, meta: dict) -> str:
-    arch = meta.get("architecture", {}).get("name")
+def run_note(run: Path, meta: RunMeta) -> str:
+    arch = meta.architecture.name if meta.architecture else None
     return (
-        f"imgclf run `{run}`: {arch}, {len(meta.get('classes', []))} classes. "
+        f"imgclf run `{run}`: {arch}, {len(meta.classes)} classes. "
         f"Load it with `imgclf.load('{run}')`; the report is the artefact run/report.html."
     )

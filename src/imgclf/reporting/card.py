@@ -24,18 +24,18 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def model_card_section(f: Facts) -> str:
-    classes, a, m = f.meta["classes"], f.meta["architecture"], f.metrics
+    classes, a, m, size = f.meta.classes, f.meta.architecture, f.metrics, f.meta.input.size
     listed = ", ".join(classes) if len(classes) <= 40 else ", ".join(classes[:20]) + f", … ({len(classes) - 20} more)"
     details = [
-        f"{esc(a['name'])} convolutional network, {a.get('parameters', 0):,} parameters, "
-        f"{f.meta['input']['size']}×{f.meta['input']['size']} RGB input; trained with imgclf "
-        f"{esc(f.meta.get('imgclf_version', '?'))}.",
+        f"{esc(a.name)} convolutional network, {a.parameters or 0:,} parameters, "
+        f"{size}×{size} RGB input; trained with imgclf "
+        f"{esc(f.meta.imgclf_version or '?')}.",
         f"Answers one of {len(classes)} classes: {esc(listed)}.",
     ]
-    if d := f.meta.get("decision"):
+    if d := f.meta.decision:
         details.append(
-            f"Says '{esc(d['positive_class'])}' when its calibrated probability is at least "
-            f"{d['threshold']:.3f} ({esc(d['rule'])})."
+            f"Says '{esc(d.positive_class)}' when its calibrated probability is at least "
+            f"{d.threshold:.3f} ({esc(d.rule)})."
         )
     if line := _int8_line(f):
         details.append(line)
@@ -45,11 +45,13 @@ def model_card_section(f: Facts) -> str:
         f"Intended use: {edit('who uses this model, for which decision, on what kind of images')}",
         f"Out of scope: {edit('uses it must not be put to')}",
     ]
-    rej = (m or {}).get("rejection") or f.meta.get("rejection")
+    tested = (m or {}).get("rejection")  # metrics.json's, else the run's own record
+    threshold = tested.get("threshold") if isinstance(tested, dict) else None
+    if threshold is None and f.meta.rejection is not None:
+        threshold = f.meta.rejection.threshold
     use.append(
-        f"Images of none of the {len(classes)} classes answer <code>unknown</code> below confidence "
-        f"{rej['threshold']:.3f}."
-        if isinstance(rej, dict) and rej.get("threshold") is not None
+        f"Images of none of the {len(classes)} classes answer <code>unknown</code> below confidence {threshold:.3f}."
+        if threshold is not None
         else f"It always names one of its {len(classes)} classes, even for an image of something else: "
         "an input check or a rejection threshold belongs in front of it."
     )
@@ -135,10 +137,10 @@ def _limitations(f: Facts) -> list[str]:
                 else f"{len(thin)} class(es) (e.g. {esc(thin[0])}) have"
             )
             out.append(f"{which} fewer than 10 test images: per-class numbers are rough.")
-    size = f.meta["input"]["size"]
+    size = f.meta.input.size
     if size <= 48:
         out.append(f"Images are seen at {size}×{size} px: fine detail is lost.")
-    n_val = f.meta.get("calibration", {}).get("n", 0)
+    n_val = f.meta.calibration.n if f.meta.calibration else 0
     if n_val and n_val < 300:
         out.append(f"Calibration and thresholds were fitted on {n_val} validation images: treat them as approximate.")
     train = f.data.get("counts", {}).get("train", {})

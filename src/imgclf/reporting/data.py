@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from imgclf.core.files import read_json
+from imgclf.store.run_meta import Architecture, InputSpec, RunMeta
 from imgclf.store.runs import read_splits, recorded_root
 
 
@@ -33,7 +34,7 @@ class Test:
 @dataclass
 class Facts:
     path: Path
-    meta: dict
+    meta: RunMeta
     config: dict
     metrics: dict | None
     history: list[dict]
@@ -65,16 +66,14 @@ def gather(model, progress: bool = False, data_root=None) -> Facts:
     rows = read_splits(run, data_root)
     meta = model.meta
     if hasattr(model, "members"):  # an ensemble bundle: describe it as one architecture made of its members
-        names = [m.meta["architecture"]["name"] for m in model.members]
-        meta = {
-            **meta,
-            "architecture": {
-                "name": f"ensemble of {len(names)}: " + " + ".join(names),
-                "kwargs": {"combine": meta.get("combine", "mean")},
-                "parameters": sum(m.meta["architecture"].get("parameters", 0) for m in model.members),
-            },
-            "input": {"resize": model.resize_mode, **meta.get("input", {}), "size": model.img_size},
-        }
+        names = [m.meta.architecture_name for m in model.members]
+        arch = Architecture(
+            name=f"ensemble of {len(names)}: " + " + ".join(names),
+            kwargs={"combine": meta.combine or "mean"},
+            parameters=sum((m.meta.architecture.parameters or 0) for m in model.members if m.meta.architecture),
+        )
+        inp = meta.input or InputSpec(size=model.img_size, resize=model.resize_mode)
+        meta = replace(meta, architecture=arch, input=replace(inp, size=model.img_size))
     facts = Facts(
         run,
         meta,
@@ -116,15 +115,15 @@ def test_predictions(model, rows: list[dict], progress: bool) -> Test | None:
     )
 
 
-def deployed_labels(probs: np.ndarray, meta: dict) -> np.ndarray:
+def deployed_labels(probs: np.ndarray, meta: RunMeta) -> np.ndarray:
     """The class `predict` answers per row, as Model.decide: the stored two-class threshold, else
     argmax, or -1 ('unknown') below the run's rejection threshold."""
-    decision, rejection = meta.get("decision"), meta.get("rejection")
+    decision, rejection = meta.decision, meta.rejection
     if decision:
-        pos = meta["classes"].index(decision["positive_class"])
-        return np.where(probs[:, pos] >= decision["threshold"], pos, 1 - pos)
+        pos = meta.classes.index(decision.positive_class)
+        return np.where(probs[:, pos] >= decision.threshold, pos, 1 - pos)
     top = probs.argmax(1)
-    return np.where(probs.max(1) < rejection["threshold"], -1, top) if rejection else top
+    return np.where(probs.max(1) < rejection.threshold, -1, top) if rejection else top
 
 
 def one_vs_rest(labels: np.ndarray, probs: np.ndarray) -> tuple[list[dict | None], dict | None]:
@@ -172,7 +171,7 @@ def count_flops(model) -> tuple[int | None, list[tuple[str, str, int, int | None
         if any(total is None for total, _ in counted):
             return None, []
         rows = [
-            (f"member {i}", m.meta["architecture"]["name"], sum(p.numel() for p in m.net.parameters()), total)
+            (f"member {i}", m.meta.architecture_name, sum(p.numel() for p in m.net.parameters()), total)
             for i, (m, (total, _)) in enumerate(zip(model.members, counted))
         ]
         return sum(total for total, _ in counted), rows

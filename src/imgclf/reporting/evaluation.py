@@ -8,6 +8,7 @@ import numpy as np
 from imgclf.reporting import plots as plots
 from imgclf.reporting.data import Facts, coverage_curve, gallery_picks, one_vs_rest, png_uri, thumbnail
 from imgclf.reporting.html import esc, figure, num, section, table
+from imgclf.store.run_meta import Rejection
 
 GALLERY = 24  # sample predictions shown
 MISTAKES = 16  # most confident mistakes shown
@@ -112,7 +113,7 @@ def confusion_section(f: Facts) -> str:
 def roc_pr_section(f: Facts, per_class_curves: list, micro: dict | None) -> str:
     if f.test is None or micro is None:
         return section("roc-pr", "ROC and precision-recall curves", "<p>No test split to draw them from.</p>")
-    png = plots.roc_pr(per_class_curves, f.meta["classes"], micro)
+    png = plots.roc_pr(per_class_curves, f.meta.classes, micro)
     cap = (
         "Each class against all others, from the calibrated test probabilities. Micro-average: every "
         "(image, class) pair pooled."
@@ -124,7 +125,7 @@ def reliability_section(f: Facts) -> str:
     c = (f.metrics or {}).get("calibration")
     if not c:
         return section("reliability", "Calibration", "<p>No calibration recorded.</p>")
-    fit = f.meta.get("calibration", {})
+    fit = f.meta.calibration
     png = plots.reliability(c["reliability"], c.get("ece_before"), c.get("ece_after"))
     facts = table(
         ["", "before", "after"],
@@ -136,7 +137,7 @@ def reliability_section(f: Facts) -> str:
     )
     text = (
         f"<p>Confidence is calibrated by one softmax temperature, T = {c['temperature']:.3f}, fitted on "
-        f"{fit.get('n', '?')} validation images (T &gt; 1 softens over-confident outputs, T &lt; 1 sharpens "
+        f"{fit.n if fit else '?'} validation images (T &gt; 1 softens over-confident outputs, T &lt; 1 sharpens "
         "under-confident ones). A well-calibrated model that says 0.8 is right 8 times in 10.</p>"
     )
     return section(
@@ -150,7 +151,7 @@ def thresholds_section(f: Facts) -> str:
     parts = []
     d = (f.metrics or {}).get("decision")
     if d and f.test is not None:
-        pos = f.meta["classes"].index(d["positive_class"])
+        pos = f.meta.classes.index(d["positive_class"])
         png = plots.decision(f.test.probs[:, pos], f.test.labels == pos, d["threshold"], d["positive_class"])
         predicted = d["tp"] + d["fp"]
         parts.append(
@@ -171,13 +172,10 @@ def thresholds_section(f: Facts) -> str:
     return section("thresholds", "Thresholds and coverage", "".join(parts))
 
 
-def _rejection(f: Facts) -> dict | None:
-    """The run's open-set rejection (model.json "rejection": threshold, rule, validation numbers)
-    with its test numbers (metrics.json "rejection": coverage, accuracy_accepted, ...), if any."""
-    chosen = f.meta.get("rejection")
-    if not isinstance(chosen, dict) or chosen.get("threshold") is None:
-        return None
-    return {**chosen, "test": (f.metrics or {}).get("rejection") or {}}
+def _rejection(f: Facts) -> Rejection | None:
+    """The run's open-set rejection (model.json "rejection": threshold, rule, validation numbers), if any."""
+    chosen = f.meta.rejection
+    return chosen if chosen is not None and chosen.threshold is not None else None
 
 
 def _coverage(f: Facts) -> str:
@@ -187,8 +185,8 @@ def _coverage(f: Facts) -> str:
     rej = _rejection(f)
     point = None
     if rej:
-        k = max(1, int((conf >= rej["threshold"]).sum()))
-        point = (cov[k - 1], acc[k - 1], f"rejection threshold {rej['threshold']:.3f}")
+        k = max(1, int((conf >= rej.threshold).sum()))
+        point = (cov[k - 1], acc[k - 1], f"rejection threshold {rej.threshold:.3f}")
     rows = []
     for target in (0.9, 0.95, 0.99):
         ok = np.flatnonzero(acc >= target)
@@ -212,8 +210,9 @@ def _coverage(f: Facts) -> str:
         + "</div></div></div>"
     )
     if rej:
-        html += _rejection_table(rej, float(acc[-1]))
-    elif len(f.meta["classes"]) > 2:
+        # With its test numbers (metrics.json "rejection": coverage, accuracy_accepted, ...).
+        html += _rejection_table(rej, (f.metrics or {}).get("rejection") or {}, float(acc[-1]))
+    elif len(f.meta.classes) > 2:
         html += (
             '<div id="thresholds-rejection"><h3>Rejection</h3><p>Not configured: the model always names one of '
             "its classes, even for an image of none of them. To answer <code>unknown</code> when unsure, train "
@@ -222,8 +221,8 @@ def _coverage(f: Facts) -> str:
     return html
 
 
-def _rejection_table(rej: dict, accuracy_all: float) -> str:
-    val, test = rej.get("validation", {}), rej["test"]
+def _rejection_table(rej: Rejection, test: dict, accuracy_all: float) -> str:
+    val = rej.validation or {}
     rows = [
         [
             split,
@@ -237,7 +236,7 @@ def _rejection_table(rej: dict, accuracy_all: float) -> str:
     ]
     return (
         '<div id="thresholds-rejection"><h3>Rejection</h3><p>Below calibrated confidence '
-        f"<b>{rej['threshold']:.3f}</b> the model answers <code>unknown</code> ({esc(rej.get('rule', ''))}). "
+        f"<b>{rej.threshold:.3f}</b> the model answers <code>unknown</code> ({esc(rej.rule or '')}). "
         f"Answering everything, test accuracy would be {accuracy_all:.3f}.</p>"
         + table(["split", "coverage", "answered", "unknown", "accuracy on answered"], rows, numeric=(1, 2, 3, 4))
         + "</div>"
@@ -245,7 +244,7 @@ def _rejection_table(rej: dict, accuracy_all: float) -> str:
 
 
 def _pred_card(f: Facts, i: int, with_true_p: bool = False) -> str:
-    t, classes = f.test, f.meta["classes"]
+    t, classes = f.test, f.meta.classes
     pred = int(t.pred[i])
     kind = "unknown" if pred < 0 else "ok" if pred == t.labels[i] else "wrong"
     answer = esc(classes[pred]) if pred >= 0 else "unknown"
@@ -268,7 +267,7 @@ def gallery_sections(f: Facts) -> tuple[str, str]:
         "predictions",
         "Sample predictions",
         f'<p class="note">Test images spread over the classes: true label, then the answer and its '
-        f"calibrated confidence (green: right, red: wrong{', grey: answered unknown' if f.meta.get('rejection') else ''})."
+        f"calibrated confidence (green: right, red: wrong{', grey: answered unknown' if f.meta.rejection else ''})."
         f'</p><div class="gallery">{cards}</div>',
     )
     if len(wrong):

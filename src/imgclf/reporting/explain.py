@@ -90,7 +90,7 @@ def _load(model, path: str):
 def _card(f: Facts, i: int, ok: bool, target: int, original, heat: np.ndarray, resize_mode: str) -> str:
     from imgclf.inference.explain import overlay, png_bytes
 
-    t, classes = f.test, f.meta["classes"]
+    t, classes = f.test, f.meta.classes
     pred = int(t.pred[i])
     answer = classes[pred] if pred >= 0 else "unknown"
     picture = overlay(original, heat, resize_mode, side=(THUMB, THUMB))

@@ -83,7 +83,7 @@ def write_report(model, progress: bool = False, data_root=None) -> Path:
     name = f.path.name
     out = f.path / "report.html"
     footer = (
-        f"Written by imgclf {esc(f.meta.get('imgclf_version', ''))} on "
+        f"Written by imgclf {esc(f.meta.imgclf_version or '')} on "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Rebuild with <code>imgclf report {esc(f.path)}</code>."
     )
     write_text(out, page(f"imgclf report: {name}", _header(f), list(SECTIONS.items()), body, footer))
@@ -91,18 +91,19 @@ def write_report(model, progress: bool = False, data_root=None) -> Path:
 
 
 def _header(f: Facts) -> str:
-    m, t = f.metrics or {}, f.meta.get("training", {})
+    m, t = f.metrics or {}, f.meta.training
     cards = [(f"{m['accuracy']:.1%}", "test accuracy")] if m else []
     if m:
         cards += [(f"{m['macro_avg']['f1-score']:.3f}", "macro F1"), (f"{m['n']:,}", "test images")]
         if c := m.get("calibration"):
             cards.append((f"{c['ece_after']:.3f}", "ECE (calibrated)"))
-    cards += [(str(len(f.meta["classes"])), "classes"), (si(f.meta["architecture"].get("parameters")), "parameters")]
-    if "train_seconds" in t:
-        cards.append((_duration(t["train_seconds"]), f"training on {t.get('device', '?')}"))
+    parameters = f.meta.architecture.parameters if f.meta.architecture else None
+    cards += [(str(len(f.meta.classes)), "classes"), (si(parameters), "parameters")]
+    if t is not None:
+        cards.append((_duration(t.train_seconds), f"training on {t.device or '?'}"))
     html = "".join(f'<div class="card"><b>{esc(v)}</b><span>{esc(k)}</span></div>' for v, k in cards)
     return (
-        f"<h1>{esc(f.path.name)}</h1><p>{esc(f.meta['architecture']['name'])} trained on "
+        f"<h1>{esc(f.path.name)}</h1><p>{esc(f.meta.architecture_name)} trained on "
         f'<code>{esc(f.config.get("data", f.data.get("root", "?")))}</code></p><div class="cards">{html}</div>'
     )
 
@@ -112,7 +113,7 @@ def _duration(seconds: float) -> str:
 
 
 def dataset_section(f: Facts) -> str:
-    d, classes = f.data, f.meta["classes"]
+    d, classes = f.data, f.meta.classes
     counts = d.get("counts") or {}
     totals = {s: sum(v.values()) for s, v in counts.items()}
     body = (
@@ -194,28 +195,28 @@ def _doctor(f: Facts) -> str:
 
 
 def model_section(f: Facts) -> str:
-    a, inp, tta = f.meta["architecture"], f.meta["input"], f.meta.get("tta", "none")
+    a, inp, tta = f.meta.architecture, f.meta.input, f.meta.tta
     views = {"none": 1, "flip": 2, "crop": 3, "flip-crop": 6}.get(tta, 1)
     flops = si(f.flops, "FLOPs") + (
         f" × {views} views (TTA) = {si(f.flops * views, 'FLOPs')}" if f.flops and views > 1 else ""
     )
-    norm = f.meta.get("normalization", {})
+    norm = f.meta.normalization
     pairs = [
-        ("architecture", f"<code>{esc(a['name'])}</code>"),
-        ("settings", ", ".join(f"{esc(k)}=<code>{_setting(v)}</code>" for k, v in a.get("kwargs", {}).items()) or "–"),
-        ("parameters", f"{a.get('parameters', 0):,}"),
-        ("compute per image", flops + f" (forward pass at {inp['size']} px; a multiply-add counts 2)"),
+        ("architecture", f"<code>{esc(a.name)}</code>"),
+        ("settings", ", ".join(f"{esc(k)}=<code>{_setting(v)}</code>" for k, v in a.kwargs.items()) or "–"),
+        ("parameters", f"{a.parameters or 0:,}"),
+        ("compute per image", flops + f" (forward pass at {inp.size} px; a multiply-add counts 2)"),
         (
             "input",
-            f"{inp['size']}×{inp['size']} {esc(inp.get('channels', 'RGB'))}, resize <code>{esc(inp['resize'])}</code>",
+            f"{inp.size}×{inp.size} {esc(inp.channels or 'RGB')}, resize <code>{esc(inp.resize)}</code>",
         ),
-        ("normalisation", f"mean {esc(norm.get('mean'))}, std {esc(norm.get('std'))}"),
-        ("preprocessing", esc(f.meta.get("preprocessing", ""))),
+        ("normalisation", f"mean {esc(norm.mean)}, std {esc(norm.std)}" if norm else "–"),
+        ("preprocessing", esc(f.meta.preprocessing or "")),
         ("test-time augmentation", f"<code>{esc(tta)}</code>"),
-        ("calibration", f"temperature {f.meta.get('calibration', {}).get('temperature', 1.0):.3f}"),
+        ("calibration", f"temperature {f.meta.temperature:.3f}"),
     ]
-    if d := f.meta.get("decision"):
-        pairs.append(("decision", f"'{esc(d['positive_class'])}' when p ≥ {d['threshold']:.3f}"))
+    if d := f.meta.decision:
+        pairs.append(("decision", f"'{esc(d.positive_class)}' when p ≥ {d.threshold:.3f}"))
     body = kv(pairs)
     if f.modules:
         rows = [[esc(n), esc(t), num(p), si(fl) if fl is not None else "–"] for n, t, p, fl in f.modules]
@@ -254,12 +255,12 @@ def _setting(v) -> str:
 def learning_section(f: Facts) -> str:
     if not f.history:
         return section("learning-curves", "Training", "<p>No history.csv.</p>")
-    t = f.meta.get("training", {})
-    best = t.get("best_epoch")
+    t = f.meta.training_record
+    best = t.best_epoch if f.meta.training else None
     text = (
         f"<p>{len(f.history)} epoch(s); the weights kept are from epoch {best} (validation "
-        f"{t.get('criterion', 'accuracy')} "
-        f"{num(t.get('best_val_acc'))}){', training stopped early' if t.get('stopped_early') else ''}.</p>"
+        f"{t.criterion} "
+        f"{num(t.best_val_acc)}){', training stopped early' if t.stopped_early else ''}.</p>"
     )
     return section(
         "learning-curves",
@@ -274,14 +275,14 @@ def learning_section(f: Facts) -> str:
 def timings_section(f: Facts, report_seconds: float) -> str:
     import torch
 
-    t, h = f.meta.get("training", {}), f.history
+    t, h = f.meta.training, f.history
     secs = [float(r["seconds"]) for r in h]
     speed = [float(r["images_per_s"]) for r in h if not math.isnan(float(r["images_per_s"]))]
     pairs = [
-        ("training device", esc(t.get("device", "?"))),
-        ("preset", esc(t.get("preset") or "none")),
-        ("training time", f"{num(t.get('train_seconds'), 1)} s (training steps only)"),
-        ("first step", f"{num(t.get('first_step_seconds'), 2)} s (includes compilation and warm-up)"),
+        ("training device", esc(t and t.device or "?")),
+        ("preset", esc(t and t.preset or "none")),
+        ("training time", f"{num(t and t.train_seconds, 1)} s (training steps only)"),
+        ("first step", f"{num(t and t.first_step_seconds, 2)} s (includes compilation and warm-up)"),
         (
             "epochs",
             f"{len(h)}, {np.mean(secs):.1f} s each on average (median {np.median(secs):.1f} s)" if secs else "–",

@@ -12,8 +12,8 @@ from imgclf.reporting.html import esc, kv, num, table
 
 
 def stages_html(f: Facts) -> str:
-    stages = f.meta.get("training", {}).get("stages") or []
-    pre = f.meta.get("pretrained")
+    stages = f.meta.training_record.stages
+    pre = f.meta.pretrained
     if not pre and len(stages) < 2:
         return ""
     html = _weights(pre) if pre else ""
@@ -100,8 +100,7 @@ def _lr(s: dict) -> str:
 def leaderboard_html(f: Facts) -> str:
     """The candidates compared on the validation split (model.json "leaderboard") and how a
     budgeted run ended ("training.plan"); empty for a run with one candidate and no budget."""
-    t = f.meta.get("training", {})
-    rows = f.meta.get("leaderboard") or []
+    rows = f.meta.leaderboard or []
     html = ""
     if len(rows) > 1:
         cells = [
@@ -120,7 +119,7 @@ def leaderboard_html(f: Facts) -> str:
             + '<p class="note">Compared on the validation split; the kept candidate is the model that predict '
             "and serve use.</p>"
         )
-    plan = t.get("plan")
+    plan = f.meta.training_record.plan
     if plan:
         ended = {
             "plateau": "validation stopped improving, so the learning rate was cooled down to zero and training stopped",

@@ -172,8 +172,8 @@ def add(
         "parent": parent_n,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "user": _user(),
-        "classes": meta["classes"],
-        "architecture": meta.get("architecture", {}).get("name"),
+        "classes": meta.classes,
+        "architecture": meta.architecture.name if meta.architecture else None,
         "metrics": _metrics_summary(run),
     }
     rows = read_splits(run, data_root, required=True)  # the data not found: one line, before any write

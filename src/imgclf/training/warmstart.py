@@ -96,7 +96,7 @@ def warm_start(net: nn.Module, run: str | Path, classes: list[str]) -> str:
     run = find_run(run)
     meta = load_run_meta(run)
     verify_weights(run, meta)  # a damaged parent would pass its damage on to every update
-    info = grow_head(net, load_weights(run / "model.safetensors"), meta["classes"], classes)
+    info = grow_head(net, load_weights(run / "model.safetensors"), meta.classes, classes)
     # The stem was whitened from the parent's training images and trained on; re-whitening it from
     # the new data would throw that away (training.loop calls init_from_data when the model has it).
     if getattr(net, "whiten", False):
@@ -107,5 +107,5 @@ def warm_start(net: nn.Module, run: str | Path, classes: list[str]) -> str:
 
 def parent_normalization(run: str | Path) -> tuple[list[float], list[float]]:
     """The parent's input mean/std: its weights were learnt on inputs normalised this way."""
-    n = load_run_meta(find_run(run))["normalization"]
-    return n["mean"], n["std"]
+    n = load_run_meta(find_run(run)).normalization
+    return n.mean, n.std
