@@ -7,6 +7,7 @@ import numpy as np
 
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.inference.onnx_export import metadata
+from imgclf.store.run_meta import RunMeta
 
 TWO = {
     "classes": ["no-person", "person"],
@@ -57,6 +58,6 @@ def test_the_onnx_metadata_carries_the_operating_point():
         "architecture": {"name": "simple_cnn"},
         "tta": "none",
     }
-    props = metadata(meta)
+    props = metadata(RunMeta.from_dict(meta))
     assert props["decision_positive_class"] == "person" and props["decision_threshold"] == "0.8"
     assert "rejection_threshold" not in props
