@@ -106,17 +106,18 @@ def test_vit_tokens_are_reshaped_to_the_patch_grid():
 
     from imgclf.inference.model import Model
     from imgclf.models import create_model
+    from imgclf.store.run_meta import InputSpec, Normalization, RunMeta
 
     net = create_model("timm/test_vit", num_classes=2, img_size=32)
     layer = find_target_layer(net, 32)
     assert layer.name.endswith(".norm1") and layer.shape[1:] == (2, 2) and layer.reshape is not None
     model = Model(
         net,
-        {
-            "classes": ["a", "b"],
-            "input": {"size": 32, "resize": "squash"},
-            "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
-        },
+        RunMeta(
+            classes=["a", "b"],
+            input=InputSpec(size=32, resize="squash"),
+            normalization=Normalization(mean=[0.5] * 3, std=[0.25] * 3),
+        ),
         torch.device("cpu"),
     )
     maps = Explainer(model).heatmaps(np.zeros((1, 32, 32, 3), np.uint8), [1])

@@ -182,7 +182,7 @@ def test_pedestrian_presence_on_real_daimler_crops(tmp_path_factory):
         verbose=False,
     )
     model = imgclf.load(run.path)
-    assert model.meta["decision"]["positive_class"] == "human"
+    assert model.meta.decision.positive_class == "human"
     crops = {cls: iter(sorted((root / "test" / cls).iterdir())) for cls in ("human", "non-human")}
     path = root.parent / "street.mp4"
     vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (36, 72))

@@ -227,7 +227,7 @@ def test_scan_trunk_folds_standardisation_and_reorders_relu_exactly(world):
     from imgclf.scanning.fcn import fcn_parts, window_logits
 
     model = world["model"]
-    norm = model.meta["normalization"]
+    norm = model.meta.normalization.to_dict()
     plain, raw = fcn_parts(model.net, model.img_size), fcn_parts(model.net, model.img_size, norm)
     assert raw.raw_input and not plain.raw_input
     assert any(isinstance(m, torch.nn.MaxPool2d) for m in raw.trunk)

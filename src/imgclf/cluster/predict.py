@@ -108,7 +108,7 @@ def predict_on_ray(
     )
     counts = {"predicted": 0, "errors": 0, "workers": 0}
     if todo:
-        ensemble = detector is None and meta.get("kind") == "ensemble"
+        ensemble = detector is None and meta.is_ensemble
         with ray_session(address) as ray:
             counts = _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, console)
     return _summary(folder, job, todo, counts, time.perf_counter() - start, console)

@@ -26,27 +26,40 @@ from imgclf.core.files import atomic_path, output_folder, read_json, write_json
 from imgclf.core.version import __version__
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.inference.model import Model, load_run
-from imgclf.store.run_meta import MODEL_FORMAT, load_run_meta
+from imgclf.store.run_meta import Decision, InputSpec, Member, Rejection, RunMeta, load_run_meta
 from imgclf.store.runs import find_run, read_splits
 
 KIND = "ensemble"
+# The keys of a bundle's model.json, in the order bundles have always been written in.
+_BUNDLE_KEYS = (
+    "format",
+    "kind",
+    "imgclf_version",
+    "classes",
+    "combine",
+    "members",
+    "input",
+    "decision",
+    "rejection",
+    "data",
+)
 _SAFE = re.compile(r"[^\w.-]+")  # member folder names: the run's name, filesystem-safe
 
 
 class EnsembleModel(Model):
     """The members' calibrated probabilities, averaged; predict, evaluate and rejection as for a Model."""
 
-    def __init__(self, members: list[Model], meta: dict, path: Path | None = None):
+    def __init__(self, members: list[Model], meta: RunMeta, path: Path | None = None):
         self.members, self.meta, self.path = members, meta, path
-        self.classes: list[str] = meta["classes"]
+        self.classes: list[str] = meta.classes
         self.device = members[0].device
         # Images are read once at the largest member size; smaller members resize that copy.
         self.img_size: int = max(m.img_size for m in members)
         self.resize_mode: str = members[0].resize_mode
 
     @classmethod
-    def from_bundle(cls, run: Path, meta: dict, device: str = "auto", tta: str | None = None) -> "EnsembleModel":
-        return cls([load_run(run / m["path"], device, tta) for m in meta["members"]], meta, run)
+    def from_bundle(cls, run: Path, meta: RunMeta, device: str = "auto", tta: str | None = None) -> "EnsembleModel":
+        return cls([load_run(run / m.path, device, tta) for m in meta.members], meta, run)
 
     @property
     def tta(self) -> str:
@@ -94,24 +107,22 @@ def make_ensemble(
 
     dirs = [find_run(r) for r in runs]
     metas = _check_members(dirs)
-    classes = metas[0]["classes"]
+    classes = metas[0].classes
     check_targets(classes, target_accuracy, target_coverage)
     out = output_folder(out, "--out")
     if (out / "model.json").exists():
         raise UserError(f"{out} already holds a run or bundle; choose another --out")
-    meta = {
-        "format": MODEL_FORMAT,
-        "kind": KIND,
-        "imgclf_version": __version__,
-        "classes": classes,
-        "combine": "mean of the members' calibrated probabilities (each with its own temperature and TTA)",
-        "members": _copy_members(dirs, metas, out),
-        "input": {"size": max(m["input"]["size"] for m in metas), "resize": metas[0]["input"]["resize"]},
-    }
+    meta = RunMeta(
+        kind=KIND,
+        imgclf_version=__version__,
+        classes=classes,
+        combine="mean of the members' calibrated probabilities (each with its own temperature and TTA)",
+        members=_copy_members(dirs, metas, out),
+        input=InputSpec(size=max(m.input.size for m in metas), resize=metas[0].input.resize),
+    )
     model = EnsembleModel.from_bundle(out, meta, device)  # from the copies: proves the bundle is whole
     console.print(
-        f"ensemble of {len(dirs)} runs: "
-        + ", ".join(f"{m['architecture']} ({Path(m['source']).name})" for m in meta["members"])
+        f"ensemble of {len(dirs)} runs: " + ", ".join(f"{m.architecture} ({Path(m.source).name})" for m in meta.members)
     )
     splits = [read_splits(d) for d in dirs]
     shared = {
@@ -124,10 +135,8 @@ def make_ensemble(
         or target_coverage is not None
     ):
         if shared["val"]:
-            meta.update(
-                _thresholds(
-                    model, dirs[0], metas[0], _rows(splits[0], "val"), target_accuracy, target_coverage, console
-                )
+            meta.decision, meta.rejection = _thresholds(
+                model, dirs[0], metas[0], _rows(splits[0], "val"), target_accuracy, target_coverage, console
             )
         else:
             console.print(
@@ -135,7 +144,7 @@ def make_ensemble(
                 "chosen (one member's validation images may be another's training images)"
             )
     if not shared["test"]:
-        write_json(out / "model.json", meta)
+        write_json(out / "model.json", _bundle_json(meta))
         console.print(
             f"[yellow]warning[/]: the members have different test splits (one member's test images may be "
             f"another's training images), so the bundle is not evaluated; evaluate it on independent "
@@ -144,12 +153,12 @@ def make_ensemble(
         return out, None
     with atomic_path(out / "splits.csv") as tmp:
         shutil.copyfile(dirs[0] / "splits.csv", tmp)
-    if metas[0].get("data"):
-        meta["data"] = metas[0]["data"]  # the root the copied splits.csv's paths are relative to
-    write_json(out / "model.json", meta)  # last: its presence marks a finished bundle
+    if metas[0].data_root is not None:
+        meta.data = metas[0].data  # the root the copied splits.csv's paths are relative to
+    write_json(out / "model.json", _bundle_json(meta))  # last: its presence marks a finished bundle
     images, labels = _images(model, _rows(splits[0], "test"), console)
     metrics = score(model, images, labels, out, console, "held-out test split (shared by all members)")
-    metrics["members"] = [{"run": m["source"], **_member_scores(d)} for m, d in zip(meta["members"], dirs)]
+    metrics["members"] = [{"run": m.source, **_member_scores(d)} for m, d in zip(meta.members, dirs)]
     write_json(out / "metrics.json", metrics)
     console.print(
         "  members on the same split: "
@@ -160,28 +169,28 @@ def make_ensemble(
     return out, metrics
 
 
-def _check_members(dirs: list[Path]) -> list[dict]:
+def _check_members(dirs: list[Path]) -> list[RunMeta]:
     """The members' model.json, once they are known to be combinable."""
     if len(dirs) < 2:
         raise UserError("an ensemble needs at least two runs: imgclf ensemble RUN RUN... --out BUNDLE")
     metas = [load_run_meta(d) for d in dirs]
     for d, m in zip(dirs, metas):
-        if m.get("kind") == KIND:
+        if m.is_ensemble:
             raise UserError(f"{d} is itself an ensemble; list its member runs instead")
-        if m["classes"] != metas[0]["classes"]:
+        if m.classes != metas[0].classes:
             raise UserError(
-                f"{d} has different classes than {dirs[0]} ({_diff(m['classes'], metas[0]['classes'])}); "
+                f"{d} has different classes than {dirs[0]} ({_diff(m.classes, metas[0].classes)}); "
                 "ensemble members must be trained on the same classes"
             )
-        if m["input"]["resize"] != metas[0]["input"]["resize"]:
+        if m.input.resize != metas[0].input.resize:
             raise UserError(
-                f"{d} resizes images with '{m['input']['resize']}', {dirs[0]} with "
-                f"'{metas[0]['input']['resize']}'; members must share --resize"
+                f"{d} resizes images with '{m.input.resize}', {dirs[0]} with "
+                f"'{metas[0].input.resize}'; members must share --resize"
             )
     return metas
 
 
-def _copy_members(dirs: list[Path], metas: list[dict], out: Path) -> list[dict]:
+def _copy_members(dirs: list[Path], metas: list[RunMeta], out: Path) -> list[Member]:
     members = []
     for i, (d, m) in enumerate(zip(dirs, metas)):
         sub = Path("members") / f"{i}-{_SAFE.sub('_', d.resolve().name)}"
@@ -189,14 +198,14 @@ def _copy_members(dirs: list[Path], metas: list[dict], out: Path) -> list[dict]:
             with atomic_path(out / sub / f) as tmp:
                 shutil.copyfile(d / f, tmp)
         members.append(
-            {
-                "path": sub.as_posix(),
-                "source": str(d.resolve()),
-                "architecture": m["architecture"]["name"],
-                "input_size": m["input"]["size"],
-                "tta": m.get("tta", "none"),
-                "temperature": m.get("calibration", {}).get("temperature", 1.0),
-            }
+            Member(
+                path=sub.as_posix(),
+                source=str(d.resolve()),
+                architecture=m.architecture.name,
+                input_size=m.input.size,
+                tta=m.tta,
+                temperature=m.calibration.temperature if m.calibration else 1.0,
+            )
         )
     return members
 
@@ -204,14 +213,15 @@ def _copy_members(dirs: list[Path], metas: list[dict], out: Path) -> list[dict]:
 def _thresholds(
     model: EnsembleModel,
     first: Path,
-    first_meta: dict,
+    first_meta: RunMeta,
     val_rows: list[tuple[str, str]],
     target_accuracy: float | None,
     target_coverage: float | None,
     console,
-) -> dict:
-    """The bundle's own decision (two classes) or rejection threshold, chosen on the shared validation
-    split exactly as `train` chooses a run's: averaging changes the probabilities, so the members' don't carry over."""
+) -> tuple[Decision | None, Rejection | None]:
+    """The bundle's own (decision, rejection): a decision (two classes) or a rejection threshold, chosen on
+    the shared validation split exactly as `train` chooses a run's: averaging changes the probabilities,
+    so the members' don't carry over."""
     from imgclf.evaluation.scoring import choose_decision, choose_rejection
     from imgclf.settings.config import TrainConfig, load_config
 
@@ -226,9 +236,16 @@ def _thresholds(
             target_recall=own.target_recall,
             target_precision=own.target_precision,
         )
-        return {"decision": choose_decision(model, images, spec, cfg, console)}
+        return Decision.from_dict(choose_decision(model, images, spec, cfg, console)), None
     cfg = TrainConfig(target_accuracy=target_accuracy, target_coverage=target_coverage)
-    return {"rejection": choose_rejection(model, images, spec, cfg, console)}
+    return None, Rejection.from_dict(choose_rejection(model, images, spec, cfg, console))
+
+
+def _bundle_json(meta: RunMeta) -> dict:
+    """The bundle's model.json as bundles have always been written: these keys, in this order. A bundle
+    has no test-time augmentation of its own (each member keeps its own), so its `tta` is left out."""
+    d = meta.to_dict()
+    return {k: d[k] for k in _BUNDLE_KEYS if k in d}
 
 
 def _diff(a: list[str], b: list[str]) -> str:

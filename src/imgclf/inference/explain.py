@@ -151,9 +151,9 @@ class Explainer:
                 "(an ONNX file without its run's model.safetensors): explain the run it was exported from"
             )
         self.layer = find_target_layer(self.net, model.img_size)
-        norm = model.meta["normalization"]
-        self.mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(norm["std"], dtype=torch.float32).view(1, 3, 1, 1)
+        norm = model.meta.normalization
+        self.mean = torch.tensor(norm.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(norm.std, dtype=torch.float32).view(1, 3, 1, 1)
 
     def describe(self) -> str:
         """Which layer is explained, in words (each member's, for an ensemble)."""

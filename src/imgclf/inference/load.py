@@ -25,7 +25,7 @@ def load_model(run: str | Path, device: str = "auto", tta: str | None = None, ba
         raise UserError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
     run = find_run(run)
     meta = load_run_meta(run)
-    if meta.get("kind") == "ensemble":
+    if meta.is_ensemble:
         if backend != "torch":
             raise UserError(
                 f"{run} is an ensemble bundle, which runs on the torch backend only; "

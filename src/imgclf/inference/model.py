@@ -19,19 +19,19 @@ from imgclf.data.images import UnusableImage, load_resized, resize
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.evaluation.rejection import UNKNOWN
 from imgclf.models.forward import TTA_MODES, predict_logits, softmax
-from imgclf.store.run_meta import load_run_meta
+from imgclf.store.run_meta import RunMeta, load_run_meta
 from imgclf.store.runs import find_run
 
 
 class Model:
-    def __init__(self, net: torch.nn.Module, meta: dict, device: torch.device, path: Path | None = None):
+    def __init__(self, net: torch.nn.Module, meta: RunMeta, device: torch.device, path: Path | None = None):
         self.net, self.meta, self.device, self.path = net.eval(), meta, device, path
-        self.classes: list[str] = meta["classes"]
-        self.img_size: int = meta["input"]["size"]
-        self.resize_mode: str = meta["input"]["resize"]
+        self.classes: list[str] = meta.classes
+        self.img_size: int = meta.input.size
+        self.resize_mode: str = meta.input.resize
         self.amp = amp_dtype(device, training=False)
         # Test-time augmentation the run was evaluated (and calibrated) with; settable per call site.
-        self.tta: str = meta.get("tta", "none")
+        self.tta: str = meta.tta
 
     def preprocess(self, image) -> np.ndarray:
         """A path, PIL image or HxWx3 uint8 array -> the model's uint8 input (size, size, 3)."""
@@ -55,12 +55,12 @@ class Model:
 
     @property
     def temperature(self) -> float:
-        return float(self.meta.get("calibration", {}).get("temperature", 1.0))
+        return self.meta.temperature
 
     def predict_logits(self, images: np.ndarray) -> np.ndarray:
         """Raw logits (N, C) for preprocessed uint8 images (N, size, size, 3)."""
-        norm = self.meta["normalization"]
-        return predict_logits(self.net, images, norm["mean"], norm["std"], self.device, amp=self.amp, tta=self.tta)
+        norm = self.meta.normalization
+        return predict_logits(self.net, images, norm.mean, norm.std, self.device, amp=self.amp, tta=self.tta)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities (N, C): softmax of logits / the run's fitted temperature."""
@@ -126,7 +126,7 @@ def load_run(run: str | Path, device: str = "auto", tta: str | None = None) -> M
     return torch_model(run, load_run_meta(run), device, tta)
 
 
-def torch_model(run: Path, meta: dict, device: str = "auto", tta: str | None = None) -> Model:
+def torch_model(run: Path, meta: RunMeta, device: str = "auto", tta: str | None = None) -> Model:
     """The Model for a found run and its read model.json, its network in PyTorch on `device`."""
     dev = pick_device(device)
     return Model(load_torch_net(run, meta).to(dev), meta, dev, run).with_tta(tta)
@@ -139,26 +139,26 @@ def check_top_k(top_k) -> int:
     return check_number("top_k", top_k, Number(int, 1, 1000))
 
 
-def load_torch_net(run: Path, meta: dict) -> torch.nn.Module:
+def load_torch_net(run: Path, meta: RunMeta) -> torch.nn.Module:
     """The run's network rebuilt from the registry by name, with its safetensors weights (CPU, eval mode)."""
     from imgclf.models import create_model
     from imgclf.store.checkpoint import load_weights
     from imgclf.store.run_schema import verify_weights
 
-    arch = meta["architecture"]
+    arch = meta.architecture
     try:
         net = create_model(
-            arch["name"],
-            num_classes=len(meta["classes"]),
-            in_chans=arch.get("in_chans", 3),
-            img_size=meta["input"]["size"],
-            **arch.get("kwargs", {}),
+            arch.name,
+            num_classes=len(meta.classes),
+            in_chans=arch.in_chans,
+            img_size=meta.input.size,
+            **arch.kwargs,
         )
     except UserError:
         raise
     except (TypeError, ValueError, RuntimeError, MemoryError) as e:  # kwargs edited into nonsense
         raise UserError(
-            f"{run / 'model.json'}: architecture {arch['name']} cannot be built from its recorded "
+            f"{run / 'model.json'}: architecture {arch.name} cannot be built from its recorded "
             f"kwargs ({type(e).__name__}: {_first_line(e)})"
         ) from None
     verify_weights(run, meta)

@@ -30,7 +30,7 @@ from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, write_json
 from imgclf.core.version import __version__
 from imgclf.evaluation.operating_point import OperatingPoint
-from imgclf.store.run_meta import load_run_meta
+from imgclf.store.run_meta import RunMeta, load_run_meta
 from imgclf.store.runs import find_run, read_splits
 
 TOLERANCE = 1e-4  # max |p_onnx - p_torch| over every class of every checked image
@@ -71,19 +71,19 @@ def export_onnx(
         )
     run = find_run(run)
     meta = load_run_meta(run)
-    if meta.get("kind") == "ensemble":
+    if meta.is_ensemble:
         raise UserError(f"{run} is an ensemble bundle; export its member runs one by one (imgclf export MEMBER_RUN)")
     out = Path(out).expanduser() if out else run / "model.onnx"
     net = load_torch_net(run, meta).float()
-    size, in_chans = meta["input"]["size"], meta["architecture"].get("in_chans", 3)
+    size, in_chans = meta.input.size, meta.architecture.in_chans
     example = torch.randn(EXAMPLE_BATCH, in_chans, size, size)
     # Images are read before the (slow) export, so a --data folder without usable images fails fast.
     images, source = _check_images(run, meta, data) if check else (None, None)
     with atomic_path(out) as tmp:
-        exporter = _export(net, example, tmp, opset, meta["architecture"]["name"])
+        exporter = _export(net, example, tmp, opset, meta.architecture.name)
         proto = onnx.load(str(tmp))
         onnx.helper.set_model_props(proto, {**metadata(meta), "weights_sha256": weights_digest(run)})
-        proto.doc_string = meta.get("preprocessing", "")
+        proto.doc_string = meta.preprocessing or ""
         onnx.save(proto, str(tmp))
         result = {
             "path": str(out),
@@ -97,7 +97,7 @@ def export_onnx(
             result.update(parity(net, tmp, meta, images), images_from=source)
             if not result["max_prob_diff"] <= TOLERANCE:
                 raise UserError(
-                    f"ONNX export of {meta['architecture']['name']} does not match PyTorch: max "
+                    f"ONNX export of {meta.architecture.name} does not match PyTorch: max "
                     f"probability difference {result['max_prob_diff']:.2e} > {TOLERANCE:g} on "
                     f"{result['n_images']} images; nothing written. Try another --opset"
                 )
@@ -117,33 +117,33 @@ def export_onnx(
     return result
 
 
-def metadata(meta: dict) -> dict[str, str]:
+def metadata(meta: RunMeta) -> dict[str, str]:
     """ONNX metadata_props (strings): everything needed to preprocess and decide without imgclf."""
-    size = meta["input"]["size"]
+    size = meta.input.size
     props = {
-        "classes": json.dumps(meta["classes"], ensure_ascii=False),
+        "classes": json.dumps(meta.classes, ensure_ascii=False),
         "input_name": "input",
         "output_name": "logits",
         "input_layout": "NCHW",
         "input_dtype": "float32",
         "channel_order": "RGB",
         "input_size": str(size),
-        "resize": meta["input"]["resize"],
-        "resize_description": RESIZE_HELP.get(meta["input"]["resize"], ""),
+        "resize": meta.input.resize,
+        "resize_description": RESIZE_HELP.get(meta.input.resize, ""),
         "value_scale": str(1 / 255),
-        "mean": json.dumps(meta["normalization"]["mean"]),
-        "std": json.dumps(meta["normalization"]["std"]),
+        "mean": json.dumps(meta.normalization.mean),
+        "std": json.dumps(meta.normalization.std),
         "preprocessing": (
-            f"decode to RGB (EXIF-rotated, alpha on white); {meta['input']['resize']}-resize to "
+            f"decode to RGB (EXIF-rotated, alpha on white); {meta.input.resize}-resize to "
             f"{size}x{size}; x = (pixel * value_scale - mean) / std per channel; HWC -> CHW"
         ),
         "postprocessing": "probabilities = softmax(logits / temperature); label = argmax unless "
         "decision_threshold or rejection_threshold says otherwise",
-        "temperature": str(float(meta.get("calibration", {}).get("temperature", 1.0))),
-        "tta": meta.get("tta", "none"),
+        "temperature": str(meta.temperature),
+        "tta": meta.tta,
         "tta_description": "averaged logits of test-time views, applied outside the graph: none | flip "
         "(image and its mirror) | crop | flip-crop (see imgclf.models.forward.tta_logits)",
-        "architecture": meta["architecture"]["name"],
+        "architecture": meta.architecture.name,
         "imgclf_version": __version__,
     }
     return {**props, **OperatingPoint.of(meta).onnx_metadata()}
@@ -182,7 +182,7 @@ def onnx_weights(path: Path) -> str | None:
     return next((p.value for p in proto.metadata_props if p.key == "weights_sha256"), None)
 
 
-def parity(net, onnx_path: Path, meta: dict, images: np.ndarray) -> dict:
+def parity(net, onnx_path: Path, meta: RunMeta, images: np.ndarray) -> dict:
     """Max |difference| of calibrated probabilities and of logits, PyTorch fp32 vs ONNX Runtime,
     on preprocessed uint8 images (N, size, size, 3) run through the predictor's own code path."""
     import torch
@@ -190,10 +190,10 @@ def parity(net, onnx_path: Path, meta: dict, images: np.ndarray) -> dict:
     from imgclf.inference.onnx_runtime import OnnxNet, open_session
     from imgclf.models.forward import predict_logits, softmax
 
-    norm, t = meta["normalization"], float(meta.get("calibration", {}).get("temperature", 1.0))
+    norm, t = meta.normalization, meta.temperature
     cpu = torch.device("cpu")
-    ref = predict_logits(net, images, norm["mean"], norm["std"], cpu, amp=None)
-    got = predict_logits(OnnxNet(open_session(onnx_path)), images, norm["mean"], norm["std"], cpu, amp=None)
+    ref = predict_logits(net, images, norm.mean, norm.std, cpu, amp=None)
+    got = predict_logits(OnnxNet(open_session(onnx_path)), images, norm.mean, norm.std, cpu, amp=None)
     return {
         "max_prob_diff": float(np.abs(softmax(got / t) - softmax(ref / t)).max()),
         "max_logit_diff": float(np.abs(got - ref).max()),
@@ -248,7 +248,7 @@ def _export(net, example, path: Path, opset: int | None, name: str) -> str:
     raise UserError(f"cannot export model '{name}' to ONNX ({'; '.join(errors)})")
 
 
-def _check_images(run: Path, meta: dict, data: str | Path | None) -> tuple[np.ndarray, str]:
+def _check_images(run: Path, meta: RunMeta, data: str | Path | None) -> tuple[np.ndarray, str]:
     """Up to CHECK_IMAGES real images, preprocessed as the predictor does: from `data` (a folder),
     else the run's test split, else its validation or training split, else (a run moved away from
     its data) seeded uniform noise, so an export still gets a numeric check and says so."""
@@ -267,7 +267,7 @@ def _check_images(run: Path, meta: dict, data: str | Path | None) -> tuple[np.nd
     arrays = []
     for p in dict.fromkeys(picked):
         try:
-            arrays.append(load_resized(p, meta["input"]["size"], meta["input"]["resize"]))
+            arrays.append(load_resized(p, meta.input.size, meta.input.resize))
         except (UnusableImage, OSError):
             continue
     if arrays:
@@ -277,7 +277,7 @@ def _check_images(run: Path, meta: dict, data: str | Path | None) -> tuple[np.nd
             f"no readable images in {data} to check the export with; give a folder of images "
             "with --data, or skip the check with --no-check"
         )
-    size = meta["input"]["size"]
+    size = meta.input.size
     noise = np.random.default_rng(0).integers(0, 256, (CHECK_IMAGES, size, size, 3), dtype=np.uint8)
     return noise, "random noise: the run's images were not found; check on real ones with --data DIR"
 

@@ -30,7 +30,7 @@ import numpy as np
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, read_json, write_json
 from imgclf.core.version import __version__
-from imgclf.store.run_meta import load_run_meta
+from imgclf.store.run_meta import RunMeta, load_run_meta
 from imgclf.store.runs import find_run, read_splits, recorded_root, require_data
 
 INT8_FILE = "model.int8.onnx"
@@ -67,7 +67,7 @@ def export_int8(
     max_loss = _check_max_loss(max_loss)
     run = find_run(run)
     meta = load_run_meta(run)
-    if meta.get("kind") == "ensemble":
+    if meta.is_ensemble:
         raise UserError(
             f"{run} is an ensemble bundle; quantize its member runs one by one (imgclf export MEMBER --int8)"
         )
@@ -182,7 +182,7 @@ def head_nodes(path: str) -> list[str]:
     return found
 
 
-def compare(fp32: Path, int8: Path, meta: dict, run: Path, images: np.ndarray, labels: np.ndarray) -> dict:
+def compare(fp32: Path, int8: Path, meta: RunMeta, run: Path, images: np.ndarray, labels: np.ndarray) -> dict:
     """Test accuracy of the fp32 and int8 graphs through the predictor (same TTA, same batches)."""
     import torch
 
@@ -200,12 +200,12 @@ def compare(fp32: Path, int8: Path, meta: dict, run: Path, images: np.ndarray, l
         "agreement": round(float((p32.argmax(1) == p8.argmax(1)).mean()), 4),
         "max_prob_diff": round(float(np.abs(p32 - p8).max()), 4),
         "n_test": int(len(images)),
-        "tta": meta.get("tta", "none"),
+        "tta": meta.tta,
     }
 
 
 def calibration_images(
-    run: Path, meta: dict, want: int = CALIBRATION, data_root=None
+    run: Path, meta: RunMeta, want: int = CALIBRATION, data_root=None
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Up to `want` of the run's training images, the same number from each class (evenly spaced
     through each class's list), as the predictor's uint8 input; and how many per class."""
@@ -222,7 +222,7 @@ def calibration_images(
         got = 0
         for i in np.linspace(0, len(paths) - 1, min(len(paths), quota)).round().astype(int):
             try:
-                arrays.append(load_resized(paths[i], meta["input"]["size"], meta["input"]["resize"]))
+                arrays.append(load_resized(paths[i], meta.input.size, meta.input.resize))
                 got += 1
             except (UnusableImage, OSError):
                 continue  # a file gone or broken since training: the others calibrate
@@ -236,7 +236,7 @@ def calibration_images(
     return np.stack(arrays), per_class
 
 
-def _test_images(run: Path, meta: dict, data_root) -> tuple[np.ndarray, np.ndarray]:
+def _test_images(run: Path, meta: RunMeta, data_root) -> tuple[np.ndarray, np.ndarray]:
     from imgclf.data.cache import build_cache
 
     rows = [r for r in read_splits(run, data_root) if r["split"] == "test"]
@@ -244,17 +244,17 @@ def _test_images(run: Path, meta: dict, data_root) -> tuple[np.ndarray, np.ndarr
         raise UserError(f"{run} has no test split to measure the int8 model's accuracy on; no int8 model written")
     paths = [r["path"] for r in rows]
     require_data(run, paths, recorded_root(run), None if data_root is None else str(data_root))
-    labels = np.array([meta["classes"].index(r["label"]) for r in rows])
-    cache = build_cache(paths, meta["input"]["size"], meta["input"]["resize"], progress=False)
+    labels = np.array([meta.classes.index(r["label"]) for r in rows])
+    cache = build_cache(paths, meta.input.size, meta.input.resize, progress=False)
     keep = np.array([i for i in range(len(paths)) if i not in cache.bad], dtype=np.int64)
     return cache.images[keep], labels[keep]
 
 
-def _normalized(images: np.ndarray, meta: dict) -> list[np.ndarray]:
+def _normalized(images: np.ndarray, meta: RunMeta) -> list[np.ndarray]:
     """The graph's float input, as predict_logits makes it (no test-time views: the graph never sees them)."""
-    norm = meta["normalization"]
-    mean = np.asarray(norm["mean"], np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(norm["std"], np.float32).reshape(1, 3, 1, 1)
+    norm = meta.normalization
+    mean = np.asarray(norm.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(norm.std, np.float32).reshape(1, 3, 1, 1)
     x = (images.transpose(0, 3, 1, 2).astype(np.float32) / 255 - mean) / std
     return [np.ascontiguousarray(x[i : i + CALIBRATION_BATCH]) for i in range(0, len(x), CALIBRATION_BATCH)]
 

@@ -115,7 +115,9 @@ class Scanner:
     def _fcn(self, method: str):
         net = getattr(self.model, "net", None)
         usable = isinstance(net, torch.nn.Module) and self.model.tta in ("none", "flip") and self.window.fit != "pad"
-        parts = fcn_parts(net, self.size, self.model.meta["normalization"]) if usable and method != "windows" else None
+        parts = None
+        if usable and method != "windows":
+            parts = fcn_parts(net, self.size, self.model.meta.normalization.to_dict())  # {mean, std}
         if method == "fcn" and parts is None:
             raise UserError(
                 "this model cannot scan fully convolutionally (it needs a simple_cnn or resnet_fast "
@@ -333,9 +335,9 @@ class Scanner:
             offsets, step = [0], max(1, round(st / r))
         device = self.model.device
         if not self.parts.raw_input:  # else the trunk's first conv standardises
-            norm = self.model.meta["normalization"]
-            mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
-            std = torch.tensor(norm["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+            norm = self.model.meta.normalization
+            mean = torch.tensor(norm.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+            std = torch.tensor(norm.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         xs, ys, out = [], [], []
         for oy in offsets:
             for ox in offsets:

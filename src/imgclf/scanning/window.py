@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.files import read_json, write_json
+from imgclf.store.run_meta import load_run_meta
 
 CACHE = "scan_window.json"  # in the run folder: the training crops may be gone when a run is moved
 SAMPLE = 200  # crop headers read to find the median shape (a few ms)
@@ -136,7 +137,7 @@ def _median_crop(run: Path, positive: str) -> tuple[int, int]:
 
 
 def _input_size(run: Path) -> int:
-    return int(read_json(run / "model.json")["input"]["size"])
+    return int(load_run_meta(run, loadable=False).input.size)
 
 
 def pyramid(window: Window, image_w: int, image_h: int, scales=None, min_size: int | None = None) -> list[float]:

@@ -14,20 +14,20 @@ def model_info(model, settings: ServeSettings | None = None) -> dict:
     # The ONNX Runtime and OpenVINO backends swap the torch module for a wrapper that names itself
     # ("onnx", "onnx-int8", "openvino", "openvino-int8": imgclf.inference.load.BACKENDS); ensembles have no `net`.
     backend = getattr(getattr(model, "net", None), "backend", "torch")
-    arch = meta.get("architecture", {})
+    arch = meta.architecture
     info = {
         "name": path.name if path else "model",
-        "kind": meta.get("kind", "run"),
+        "kind": meta.kind or "run",
         "classes": list(model.classes),
         "input": {"size": model.img_size, "resize": model.resize_mode, "channels": "RGB"},
-        "architecture": {"name": arch.get("name", meta.get("kind", "")), "parameters": arch.get("parameters")},
+        "architecture": {"name": meta.architecture_name, "parameters": arch.parameters if arch else None},
         "backend": backend,
         "precision": _precision(model, backend),
         "tta": model.tta,
         "calibration": {"method": "temperature", "temperature": model.temperature},
         "decision": OperatingPoint.of(meta).description(),
         "metrics": _metrics_summary(path),
-        "imgclf_version": meta.get("imgclf_version"),
+        "imgclf_version": meta.imgclf_version,
     }
     if backend.endswith("-int8"):
         info["int8"] = _int8_summary(path)
