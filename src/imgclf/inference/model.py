@@ -161,7 +161,7 @@ def load_torch_net(run: Path, meta: RunMeta) -> torch.nn.Module:
             f"{run / 'model.json'}: architecture {arch.name} cannot be built from its recorded "
             f"kwargs ({type(e).__name__}: {_first_line(e)})"
         ) from None
-    verify_weights(run, meta)
+    verify_weights(run, meta.weights_sha256)
     state = load_weights(run / "model.safetensors")
     bad = next((k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
     if bad is not None:  # a diverged training: every answer would be NaN

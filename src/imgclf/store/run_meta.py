@@ -58,24 +58,6 @@ class Record:
                 out[f.name] = _plain(value)
         return {**out, **_plain(self.extra)}
 
-    # TRANSITIONAL mapping access while readers move to attributes; removed before this lands.
-    def __getitem__(self, key):
-        d = self.to_dict()
-        return d[key]
-
-    def get(self, key, default=None):
-        return self.to_dict().get(key, default)
-
-    def __contains__(self, key) -> bool:
-        return key in self.to_dict()
-
-    def __setitem__(self, key, value) -> None:
-        names = {f.name for f in fields(self)} - {"extra"}
-        if key in names:
-            setattr(self, key, _typed(typing.get_type_hints(type(self))[key], value))
-        else:
-            self.extra[key] = value
-
 
 def _typed(hint, value):
     """`value` (parsed JSON) as `hint` says: records from objects, lists of records from lists."""

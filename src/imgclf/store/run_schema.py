@@ -33,9 +33,9 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def verify_weights(run: Path, meta: dict) -> None:
-    """Refuse RUN/model.safetensors when it is not the file model.json's hash was taken of."""
-    expected = meta.get(HASH_FIELD)
+def verify_weights(run: Path, expected: str | None) -> None:
+    """Refuse RUN/model.safetensors when it is not the file model.json's hash (`expected`, its
+    weights_sha256) was taken of; runs from before hashes were recorded have none."""
     if expected is None:
         return
     actual = sha256_file(run / WEIGHTS)

@@ -95,7 +95,7 @@ def warm_start(net: nn.Module, run: str | Path, classes: list[str]) -> str:
 
     run = find_run(run)
     meta = load_run_meta(run)
-    verify_weights(run, meta)  # a damaged parent would pass its damage on to every update
+    verify_weights(run, meta.weights_sha256)  # a damaged parent would pass its damage on to every update
     info = grow_head(net, load_weights(run / "model.safetensors"), meta.classes, classes)
     # The stem was whitened from the parent's training images and trained on; re-whitening it from
     # the new data would throw that away (training.loop calls init_from_data when the model has it).
