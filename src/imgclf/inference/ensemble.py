@@ -236,9 +236,9 @@ def _thresholds(
             target_recall=own.target_recall,
             target_precision=own.target_precision,
         )
-        return Decision.from_dict(choose_decision(model, images, spec, cfg, console)), None
+        return choose_decision(model, images, spec, cfg, console), None
     cfg = TrainConfig(target_accuracy=target_accuracy, target_coverage=target_coverage)
-    return None, Rejection.from_dict(choose_rejection(model, images, spec, cfg, console))
+    return None, choose_rejection(model, images, spec, cfg, console)
 
 
 def _bundle_json(meta: RunMeta) -> dict:
