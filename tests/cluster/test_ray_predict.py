@@ -243,7 +243,7 @@ def test_sources_and_options_a_user_gets_wrong_are_one_line(tree, tmp_path):
     (tree / "empty").mkdir()
     with pytest.raises(UserError, match="no images in"):
         list_paths(tree / "empty")
-    for bad, message in (({"format": "json"}, "shard format 'json'"), ({"shard_size": 0}, "--shard-size")):
+    for bad, message in (({"format": "json"}, "--shard-format 'json'"), ({"shard_size": 0}, "--shard-size")):
         with pytest.raises(UserError, match=message):
             imgclf.predict_on_ray(tmp_path, tree, tmp_path / "out", **bad)
 

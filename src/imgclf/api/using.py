@@ -78,9 +78,9 @@ def predict_folder(
         imgclf.predict_folder("runs/photos-1", "new_pictures/", "preds.csv")   # {'predicted': 9841, 'images_per_s': ...}
     """
     from imgclf.inference.batch import predict_folder as stream
-    from imgclf.inference.model import check_top_k
+    from imgclf.settings.predict import check_predict
 
-    check_top_k(top_k)
+    top_k = check_predict(top_k=top_k, tta=tta)["top_k"]
     model = loaded(run, device, tta, backend)
     return stream(
         model, inputs, out, top_k=top_k, batch_size=batch_size, workers=workers, resume=resume, progress=verbose
@@ -170,7 +170,10 @@ def predict_video(
     """
     from imgclf.api.finding import frames_within, video_scanner
     from imgclf.inference.video import predict_video as run_video
+    from imgclf.settings.predict import check_predict
 
+    # A bad value is refused before a model is loaded or a frame read (settings.predict).
+    check_predict(every=every, smooth=smooth, max_seconds=max_seconds, tta=tta, scan=scan)
     model, scanner = video_scanner(run, scan, detector, device, tta, backend, verbose)
     return run_video(
         model,

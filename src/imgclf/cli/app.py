@@ -31,12 +31,6 @@ MLFLOW = typer.Option(
 )
 DATA_HELP = "Where the run's data folder is now, when it moved since training [default: the folder recorded in the run]"
 MOVED_DATA = typer.Option(None, "--data", help=DATA_HELP)
-TTA_HELP = "none | flip | crop | flip-crop  [default: what the run was evaluated with]"
-BACKEND_HELP = (
-    "torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing) | onnx-int8 (RUN/model.int8.onnx, "
-    "made by imgclf export RUN --int8) | openvino | openvino-int8 (those files in OpenVINO: pip install "
-    "'imgclf[openvino]')"
-)
 
 
 class Format(str, Enum):
@@ -73,7 +67,8 @@ def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | No
         if flag and "/" not in flag and cli_type is bool:  # `--no-flip` sets flip False; `--dedupe` dedupe True
             single[f.name] = not flag.startswith("--no-")
         decls, envvar = [flag] if flag else [], f.metadata.get("envvar")
-        option = typer.Option(None, *decls, help=f.metadata["help"], show_default=False, envvar=envvar)
+        metavar = f.metadata.get("metavar")
+        option = typer.Option(None, *decls, help=f.metadata["help"], show_default=False, envvar=envvar, metavar=metavar)
         made.append(
             inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[cli_type])
         )

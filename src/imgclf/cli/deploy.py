@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from imgclf.cli.app import BACKEND_HELP, TTA_HELP, app, with_settings
+from imgclf.cli.app import app, with_settings
+from imgclf.settings.predict import BACKEND_HELP, TTA_HELP
 from imgclf.settings.serve import ServeSettings
 
 

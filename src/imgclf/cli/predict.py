@@ -8,89 +8,41 @@ from typing import List, Optional
 import typer
 
 from imgclf.cli import render
-from imgclf.cli.app import BACKEND_HELP, DATA_HELP, MOVED_DATA, TTA_HELP, Format, app
+from imgclf.cli.app import DATA_HELP, MOVED_DATA, Format, app, with_settings
+from imgclf.settings.predict import TTA_HELP, PredictSettings
 
 
 @app.command()
+@with_settings(PredictSettings, after="device")
 def predict(
     run: str = typer.Argument(..., help="Run folder (or its model.safetensors)."),
     paths: List[str] = typer.Argument(..., help="Image files or folders (searched recursively)."),
-    top_k: int = typer.Option(1, help="How many classes to show per image."),
     format: Format = typer.Option(Format.table, help="table | json | csv"),
     device: str = typer.Option("auto"),
-    tta: Optional[str] = typer.Option(None, help=TTA_HELP),
-    backend: Optional[str] = typer.Option(
-        None,
-        help=f"{BACKEND_HELP}; a detector (person, a detector run) with --ray: imgclf scan's backends "
-        "[default: torch; with --ray, onnx on CPU workers and torch on GPUs]",
-    ),
-    out: Optional[str] = typer.Option(
-        None,
-        help="Stream predictions into this CSV (parallel decoding, batches, "
-        "progress); run again with the same --out to resume. A video: per-frame CSV. "
-        "With --ray: the folder for the shards [default: ./predictions-<name of PATHS>/].",
-    ),
-    ray: Optional[str] = typer.Option(
-        None,
-        "--ray",
-        metavar="ADDRESS",
-        help="Predict on a Ray cluster (pip install 'imgclf[ray]'): bare --ray = this machine or $RAY_ADDRESS; "
-        "else ray://HOST:10001 or HOST:6379. Writes Parquet shards into --out (a folder); rerun to resume.",
-    ),
-    shard_size: int = typer.Option(1024, help="With --ray: images per shard file (one worker's unit of work)."),
-    shard_format: str = typer.Option(
-        "parquet", help="With --ray: parquet | csv (the columns of --out x.csv, with decision and unknown)."
-    ),
-    every: int = typer.Option(1, help="Video: classify every Nth frame."),
-    smooth: float = typer.Option(0.5, help="Video: time constant of the probability smoothing, seconds (0: off)."),
-    video_out: Optional[str] = typer.Option(
-        None, help="Video: write a copy with the label drawn on each frame (.mp4)."
-    ),
-    events: Optional[str] = typer.Option(
-        None, help="Video, two classes: presence events JSON [default: events.json beside --out]"
-    ),
-    scan: bool = typer.Option(
-        False,
-        "--scan",
-        help="Video: scan each frame for the positive class (a model trained "
-        "on crops; see imgclf scan) instead of classifying it whole; boxes drawn.",
-    ),
-    max_seconds: Optional[float] = typer.Option(
-        None,
-        help="Video with --scan: the longest one frame's scan may take, estimated before a frame is read; the "
-        "smallest window is raised to fit, a video that still does not is refused [default: 10]",
-    ),
+    settings: dict = None,
 ):
     """Predict the class of images with a trained run; or of the frames of a video file, camera index
     (0) or stream URL (rtsp://, http(s)://), given as the only PATH. With --ray, PATHS are folders,
     glob patterns, list files (.txt, .csv, .parquet) or URIs (s3://...) that every node can read."""
+    # Every predict setting's option comes from its declaration (settings.predict) via with_settings.
     from imgclf import api
 
-    if ray is not None:  # the workers load the model, not this process
-        api.predict_on_ray(
-            run,
-            paths,
-            out,
-            address=ray,
-            top_k=top_k,
-            backend=backend or "auto",
-            shard_size=shard_size,
-            format=shard_format,
-            device=device,
-            tta=tta,
-        )
+    s = PredictSettings.of(settings)  # a bad value: one line naming its flag, before a model is loaded
+    if s.ray is not None:  # the workers load the model, not this process
+        options = {"top_k": s.top_k, "shard_size": s.shard_size, "format": s.shard_format, "tta": s.tta}
+        api.predict_on_ray(run, paths, s.out, address=s.ray, backend=s.backend or "auto", device=device, **options)
         return
     from imgclf.inference.video import is_video_source
 
-    model = api.load(run, device, tta=tta, backend=backend or "torch")
+    model = api.load(run, device, tta=s.tta, backend=s.backend or "torch")
     if len(paths) == 1 and is_video_source(paths[0]):
-        options = {"every": every, "smooth": smooth, "events": events, "scan": scan, "max_seconds": max_seconds}
-        api.predict_video(model, paths[0], out_csv=out, out_video=video_out, **options)
+        options = {"every": s.every, "smooth": s.smooth, "events": s.events, "scan": s.scan}
+        api.predict_video(model, paths[0], out_csv=s.out, out_video=s.video_out, max_seconds=s.max_seconds, **options)
         return
-    if out is not None:
-        api.predict_folder(model, paths, out, top_k=top_k)
+    if s.out is not None:
+        api.predict_folder(model, paths, s.out, top_k=s.top_k)
         return
-    render.predictions(model.predict(paths, top_k=top_k), format, top_k)
+    render.predictions(model.predict(paths, top_k=s.top_k), format, s.top_k)
 
 
 @app.command()

@@ -32,8 +32,6 @@ from imgclf.cluster.shards import (
 from imgclf.core.errors import UserError
 from imgclf.core.raysupport import cluster_workers, ray_session, require_ray
 
-FORMATS = ("parquet", "csv")
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 MANIFEST = "_manifest.json"
 # What makes two runs into one OUT the same job; anything else (backend, device, workers) may change.
 # The decision rule too: a threshold changed between two runs would leave shards answering by two rules.
@@ -59,17 +57,13 @@ def predict_on_ray(
     See imgclf.predict_on_ray for the arguments. Returns {out, shards, skipped_shards, predicted,
     errors, seconds, images_per_s, workers} for this call (skipped shards were done before)."""
     from imgclf.evaluation.operating_point import OperatingPoint
-    from imgclf.inference.model import check_top_k
+    from imgclf.settings.predict import check_predict
     from imgclf.store.run_meta import load_run_meta
     from imgclf.store.runs import find_run
 
-    if format not in FORMATS:
-        raise UserError(f"unknown shard format '{format}'; use parquet or csv")
-    if backend not in BACKENDS:
-        raise UserError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
-    if not isinstance(shard_size, int) or shard_size < 1:
-        raise UserError(f"--shard-size must be a whole number of images, at least 1, not {shard_size}")
-    check_top_k(top_k)
+    # One line naming the option, before Ray starts (settings.predict: imgclf predict --ray's declarations).
+    given = check_predict(top_k=top_k, backend=backend, shard_size=shard_size, shard_format=format, tta=tta)
+    top_k, shard_size, format = given["top_k"], given["shard_size"], given["shard_format"]
     require_ray()
     start = time.perf_counter()
     detector = detector_job(run, backend)

@@ -18,7 +18,7 @@ from imgclf.data.discover import files_under, is_image
 from imgclf.data.images import UnusableImage, load_resized, resize
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.evaluation.rejection import UNKNOWN
-from imgclf.models.forward import TTA_MODES, predict_logits, softmax
+from imgclf.models.forward import predict_logits, softmax
 from imgclf.store.run_meta import RunMeta, load_run_meta
 from imgclf.store.runs import find_run
 
@@ -48,9 +48,9 @@ class Model:
     def with_tta(self, tta: str | None) -> "Model":
         """This model with test-time augmentation `tta` instead of the run's own (None: keep it)."""
         if tta is not None:
-            if tta not in TTA_MODES:
-                raise UserError(f"unknown --tta '{tta}'; use one of {', '.join(TTA_MODES)}")
-            self.tta = tta
+            from imgclf.settings.predict import check_predict
+
+            self.tta = check_predict(tta=tta)["tta"]
         return self
 
     @property
@@ -133,10 +133,11 @@ def torch_model(run: Path, meta: RunMeta, device: str = "auto", tta: str | None 
 
 
 def check_top_k(top_k) -> int:
-    """--top-k / top_k=: classes per answer, 1 to 1000 (the service's rule), or one line saying so."""
-    from imgclf.settings.checks import Number, check_number
+    """top_k=: classes per answer, by `imgclf predict --top-k`'s declared rule (settings.predict: 1 to
+    1000, the service's too), or one line naming the keyword."""
+    from imgclf.settings.predict import RULES
 
-    return check_number("top_k", top_k, Number(int, 1, 1000))
+    return RULES["top_k"].check("top_k", top_k)
 
 
 def load_torch_net(run: Path, meta: RunMeta) -> torch.nn.Module:

@@ -74,10 +74,9 @@ def predict_video(
     box's, events come from it, and the boxes are drawn; `fit` bounds each frame's scan (fitted_to_frames)."""
     import cv2
 
-    if every < 1:
-        raise UserError(f"--every must be at least 1, not {every}")
-    if smooth < 0:
-        raise UserError(f"--smooth must be 0 (off) or a time in seconds, not {smooth}")
+    from imgclf.settings.predict import check_predict
+
+    every, smooth = check_predict(every=every, smooth=smooth).values()
     out_csv, out_video, events_path = (
         output_file(p, flag) if p is not None else None
         for p, flag in ((out_csv, "--out"), (out_video, "--video-out"), (events_path, "--events"))

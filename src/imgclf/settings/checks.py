@@ -28,6 +28,8 @@ CLASS_WEIGHT_MODES = ("auto", "none", "sqrt", "balanced")  # training.balance
 PRESET_NAMES = ("fast", "balanced", "best")  # training.presets
 DETECTOR_BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino")  # detection.engines
 FACES_BACKENDS = ("auto", "onnx", "onnx-int8", "torch")  # the face embedder's engines (faces.engine)
+# imgclf predict's: a run's (inference.load) and, with --ray, auto and a detector's (cluster.predict)
+PREDICT_BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 UNKNOWN = "unknown"  # the label open-set rejection answers with
 IMG_SIZE = (16, 1024)  # below: no room for a CNN's poolings and augmentation; above: memory, not accuracy
 

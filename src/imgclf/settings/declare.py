@@ -20,6 +20,7 @@ def setting(
     cli: bool = True,
     cli_type=None,
     envvar: str | None = None,
+    metavar: str | None = None,
 ):
     """One setting's declaration. `help`: what `--help`, config checks and the docs say of it; `rule`:
     settings.checks' check of its values (None: checked as a structure, in checks._check_structured);
@@ -27,8 +28,17 @@ def setting(
     flag sets False, any other single flag True, `--a/--b` both; another setting's flag is its option's
     name, e.g. --verifier for verify); `cli`: False for settings only config files and the
     Python API take; `cli_type`: the type the command line reads, where it differs from the field's;
-    `envvar`: an environment variable the command line reads it from when the option is not given."""
-    meta = {"help": help, "rule": rule, "flag": flag, "cli": cli, "cli_type": cli_type, "envvar": envvar}
+    `envvar`: an environment variable the command line reads it from when the option is not given;
+    `metavar`: what `--help` shows for its value, where not the type's (--ray ADDRESS)."""
+    meta = {
+        "help": help,
+        "rule": rule,
+        "flag": flag,
+        "cli": cli,
+        "cli_type": cli_type,
+        "envvar": envvar,
+        "metavar": metavar,
+    }
     if isinstance(default, dict):  # a fresh copy for each instance: a mutable default is never shared
         return dataclasses.field(default_factory=lambda: dict(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

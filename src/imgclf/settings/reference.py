@@ -1,6 +1,6 @@
-"""docs/settings.md, the reference of every training, scan and service setting, made from the
-declarations in settings.config, settings.scan and settings.serve (a test keeps the page equal to
-what this prints):
+"""docs/settings.md, the reference of every training, scan, predict and service setting, made from the
+declarations in settings.config, settings.scan, settings.predict and settings.serve (a test keeps the
+page equal to what this prints):
 
     python -m imgclf.settings.reference > docs/settings.md
 """
@@ -12,6 +12,7 @@ import typing
 
 from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import declared
+from imgclf.settings.predict import PredictSettings
 from imgclf.settings.scan import ScanSettings
 from imgclf.settings.serve import ServeSettings
 
@@ -33,6 +34,17 @@ line's options, the Python API's keywords (`imgclf.scan(run, photos, min_size=40
 `imgclf.scanning.scan(model, photos, ...)`) and the checks the scanner, the detector and the
 service's `POST /scan` hold a value to all come from these declarations. A refusal names the option
 as the command line spells it (`--min-size`), whichever way the value came in.
+
+"""
+PREDICT = """
+# Predict settings
+
+Every setting of `imgclf predict` (images, a video, a Ray cluster), as declared once in
+`src/imgclf/settings/predict.py`: the command line's options and the checks
+`imgclf.predict_folder`, `imgclf.predict_video` (`every`, `smooth`, `max_seconds`) and
+`imgclf.predict_on_ray` (`shard_size`; `format` is `--shard-format`) hold a value to all come from
+these declarations. A refusal names the option as the command line spells it (`--every`),
+whichever way the value came in.
 
 """
 SERVE = """
@@ -70,7 +82,16 @@ def _default(f) -> str:
 
 
 def markdown() -> str:
-    return HEAD + _table(TrainConfig) + SCAN + _table(ScanSettings) + SERVE + _table(ServeSettings, "Python only")
+    return (
+        HEAD
+        + _table(TrainConfig)
+        + SCAN
+        + _table(ScanSettings)
+        + PREDICT
+        + _table(PredictSettings)
+        + SERVE
+        + _table(ServeSettings, "Python only")
+    )
 
 
 def _table(cls, off_cli: str = "config.yaml / Python only") -> str:
