@@ -104,8 +104,8 @@ def test_refusals_are_one_line(exported, photos, tmp_path):
     onnx_runtime.int8_file(fp32).write_bytes(Path(exported["path"]).read_bytes())
     with pytest.raises(UserError, match="another face network"):
         engine.int8_path(fp32)
-    with pytest.raises(UserError, match="backend must be onnx, onnx-int8 or torch"):
-        F.FaceModel("cpu", backend="openvino")
+    with pytest.raises(UserError, match="unknown --backend 'openvino'; choose one of auto, onnx, onnx-int8, torch"):
+        F.FaceModel("cpu", backend="openvino")  # its declared rule (settings.faces), before dlib loads
 
 
 def test_service_identifies_with_the_int8_embedder(exported, photos, tmp_path, tmp_path_factory, monkeypatch):

@@ -157,7 +157,7 @@ def test_the_command_line(gallery, probes, tmp_path):
     "args, says",
     [
         (["faces", "enrol", "nowhere", "--out", "g"], "is not a folder"),
-        (["faces", "enrol", "{known}", "--out", "g", "--far", "1.5"], "--far is the share of strangers"),
+        (["faces", "enrol", "{known}", "--out", "g", "--far", "1.5"], "--far must be the share of strangers"),
         (["faces", "enrol", "{known}", "--out", "{gallery}"], "already holds a gallery"),
         (["faces", "identify", "{tmp}", "x.jpg"], "is not a face gallery"),
         (["faces", "remove", "{gallery}", "Nobody"], "no one called 'Nobody' is enrolled; enrolled: Eileen, Grace"),

@@ -51,12 +51,13 @@ def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | No
     type, help, spelling; `cls` defaults to the training settings, settings.config.TrainConfig),
     placed after the command's parameter `after` (default: its first); the command receives the ones
     given as `settings` (a dict), so a setting's option, check and help are written once. `only`: a
-    subset, for commands that take a few of them."""
+    subset, for commands that take a few of them. A setting declared with no default (REQUIRED) is
+    an option the command requires."""
     import functools
     import inspect
 
     from imgclf.settings.config import TrainConfig
-    from imgclf.settings.declare import declared
+    from imgclf.settings.declare import REQUIRED, declared
 
     made, single = [], {}
     for f, kind in declared(cls or TrainConfig):
@@ -68,7 +69,10 @@ def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | No
             single[f.name] = not flag.startswith("--no-")
         decls, envvar = [flag] if flag else [], f.metadata.get("envvar")
         metavar = f.metadata.get("metavar")
-        option = typer.Option(None, *decls, help=f.metadata["help"], show_default=False, envvar=envvar, metavar=metavar)
+        default = ... if f.default is REQUIRED and f.default_factory is REQUIRED else None  # ...: required
+        option = typer.Option(
+            default, *decls, help=f.metadata["help"], show_default=False, envvar=envvar, metavar=metavar
+        )
         made.append(
             inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[cli_type])
         )

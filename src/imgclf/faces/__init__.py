@@ -19,6 +19,7 @@ from imgclf.core.errors import UserError
 from imgclf.core.files import output_folder
 from imgclf.faces.gallery import FAR, UNKNOWN, Gallery, load_gallery, new_gallery
 from imgclf.faces.model import Face, FaceModel
+from imgclf.settings.faces import check_enrol, check_identify
 
 __all__ = ["enrol", "add", "remove", "identify", "people", "load_gallery", "FaceModel", "Face", "Gallery", "UNKNOWN"]
 
@@ -38,9 +39,10 @@ def enrol(
     """Enrol every person in `known` (one folder per person, named after them) into a new gallery at
     `out`. One face is taken from each photo; a photo with no face, or several of like size, is
     reported and left out. `far`: the share of strangers the threshold may let through. `backend`: the
-    embedder's (FaceModel; "onnx-int8" once `imgclf export faces --int8` made it)."""
+    embedder's (FaceModel; "onnx-int8" once `imgclf export faces --int8` made it). A bad setting is
+    refused in one line naming its option, by its declared rule (settings.faces.EnrolSettings)."""
+    far = check_enrol(out=out, far=far, keep_photos=keep_photos, backend=backend)["far"]
     known, out = Path(known).expanduser(), output_folder(out, "--out")
-    _check_far(far)
     if not known.is_dir():
         raise UserError(f"{known} is not a folder; give a folder with one subfolder of photos per person")
     folders = sorted(p for p in known.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -88,6 +90,7 @@ def add(
     from imgclf.inference.model import expand_inputs
 
     name = _check_name(name)
+    check_enrol(keep_photos=keep_photos, backend=backend)
     model = model or FaceModel(backend=backend)
     with file_lock(Path(gallery) / ".lock"):
         g = load_gallery(gallery, model)
@@ -142,11 +145,13 @@ def identify(
     `backend`: the embedder's (FaceModel; "onnx-int8" once `imgclf export faces --int8` made it).
     `images` may instead be one video file, camera index or stream URL: who appears and leaves
     (imgclf.faces.video; `every` frame sampled, `video_out` the annotated frames, each frame's face
-    search held to `max_seconds`, default 10), as a dict."""
+    search held to `max_seconds`, default 10), as a dict. A bad setting is refused in one line naming
+    its option, by its declared rule (settings.faces.IdentifySettings), before a model is loaded."""
     from imgclf.inference.model import expand_inputs
 
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise UserError(f"--threshold must be a cosine similarity between 0 and 1, got {threshold}")
+    given = dict(out=out, threshold=threshold, every=every, video_out=video_out, max_seconds=max_seconds)
+    checked = check_identify(**given, backend=backend)
+    threshold, every, max_seconds = checked["threshold"], checked["every"], checked["max_seconds"]
     model = model or FaceModel(backend=backend)
     g = gallery if isinstance(gallery, Gallery) else load_gallery(gallery, model)
     if threshold is not None:  # this call's only: a copy, the caller's gallery keeps its own
@@ -327,13 +332,6 @@ def _skip(report, path, reason, verbose):
 def _area(face: Face) -> int:
     x1, y1, x2, y2 = face.box
     return (x2 - x1 + 1) * (y2 - y1 + 1)
-
-
-def _check_far(far: float) -> None:
-    if not 0.0 < far < 1.0:
-        raise UserError(
-            f"--far is the share of strangers the threshold may let through, between 0 and 1 (e.g. 0.05); got {far}"
-        )
 
 
 def _check_name(name: str) -> str:

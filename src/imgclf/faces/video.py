@@ -44,11 +44,10 @@ def identify_video(
     from imgclf.faces import cost
     from imgclf.inference.video import fitted_to_frames
     from imgclf.inference.video_frames import open_source
-    from imgclf.settings.scan import check_scan
+    from imgclf.settings.faces import check_identify
 
-    if every is not None and every < 1:
-        raise UserError(f"--every must be at least 1, not {every}")
-    limit = check_scan(max_seconds=max_seconds)["max_seconds"] or MAX_SECONDS  # a photo's scan's rule
+    checked = check_identify(every=every, max_seconds=max_seconds)  # their declared rules (settings.faces)
+    every, limit = checked["every"], checked["max_seconds"] or MAX_SECONDS
     cap, live, name = open_source(source)
 
     def fit(width: int, height: int):

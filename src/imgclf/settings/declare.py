@@ -10,6 +10,8 @@ import dataclasses
 import typing
 from typing import Any
 
+REQUIRED = dataclasses.MISSING  # a setting's default where it has none: the command line requires its option
+
 
 def setting(
     default: Any = None,
@@ -22,14 +24,15 @@ def setting(
     envvar: str | None = None,
     metavar: str | None = None,
 ):
-    """One setting's declaration. `help`: what `--help`, config checks and the docs say of it; `rule`:
-    settings.checks' check of its values (None: checked as a structure, in checks._check_structured);
-    `flag`: how the command line spells it when not --the-name (a true/false setting's single `--no-x`
-    flag sets False, any other single flag True, `--a/--b` both; another setting's flag is its option's
-    name, e.g. --verifier for verify); `cli`: False for settings only config files and the
-    Python API take; `cli_type`: the type the command line reads, where it differs from the field's;
-    `envvar`: an environment variable the command line reads it from when the option is not given;
-    `metavar`: what `--help` shows for its value, where not the type's (--ray ADDRESS)."""
+    """One setting's declaration. `default`: REQUIRED where there is none (its option must be given);
+    `help`: what `--help`, config checks and the docs say of it; `rule`: settings.checks' check of its
+    values (None: checked as a structure, in checks._check_structured); `flag`: how the command line
+    spells it when not --the-name (a true/false setting's single `--no-x` flag sets False, any other
+    single flag True, `--a/--b` both; another setting's flag is its option's name, e.g. --verifier for
+    verify); `cli`: False for settings only config files and the Python API take; `cli_type`: the type
+    the command line reads, where it differs from the field's; `envvar`: an environment variable the
+    command line reads it from when the option is not given; `metavar`: what `--help` shows for its
+    value, where not the type's (--ray ADDRESS)."""
     meta = {
         "help": help,
         "rule": rule,

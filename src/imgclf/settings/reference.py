@@ -1,6 +1,6 @@
-"""docs/settings.md, the reference of every training, scan, predict and service setting, made from the
-declarations in settings.config, settings.scan, settings.predict and settings.serve (a test keeps the
-page equal to what this prints):
+"""docs/settings.md, the reference of every training, scan, predict, faces and service setting, made
+from the declarations in settings.config, settings.scan, settings.predict, settings.faces and
+settings.serve (a test keeps the page equal to what this prints):
 
     python -m imgclf.settings.reference > docs/settings.md
 """
@@ -11,7 +11,8 @@ import dataclasses
 import typing
 
 from imgclf.settings.config import TrainConfig
-from imgclf.settings.declare import declared
+from imgclf.settings.declare import REQUIRED, declared
+from imgclf.settings.faces import EnrolSettings, IdentifySettings
 from imgclf.settings.predict import PredictSettings
 from imgclf.settings.scan import ScanSettings
 from imgclf.settings.serve import ServeSettings
@@ -47,6 +48,22 @@ these declarations. A refusal names the option as the command line spells it (`-
 whichever way the value came in.
 
 """
+FACES = """
+# Faces settings
+
+Every setting of `imgclf faces enrol` (and `add`: `--keep-photos`, `--backend`) and
+`imgclf faces identify`, as declared once in `src/imgclf/settings/faces.py`: the command line's
+options and the checks `imgclf.faces.enrol`, `add`, `identify` and `FaceModel` hold a value to all
+come from these declarations. A refusal names the option as the command line spells it (`--far`),
+whichever way the value came in.
+
+## enrol, add
+
+"""
+FACES_IDENTIFY = """
+## identify
+
+"""
 SERVE = """
 # Service settings
 
@@ -76,8 +93,10 @@ def _flag(f, off_cli: str) -> str:
 
 
 def _default(f) -> str:
-    if f.default is dataclasses.MISSING:  # a mapping, made fresh for each config
+    if f.default_factory is not dataclasses.MISSING:  # a mapping, made fresh for each config
         return "`{}`"
+    if f.default is REQUIRED:
+        return "required"
     return "–" if f.default in (None, "") else f"`{f.default}`"
 
 
@@ -89,6 +108,10 @@ def markdown() -> str:
         + _table(ScanSettings)
         + PREDICT
         + _table(PredictSettings)
+        + FACES
+        + _table(EnrolSettings)
+        + FACES_IDENTIFY
+        + _table(IdentifySettings)
         + SERVE
         + _table(ServeSettings, "Python only")
     )
