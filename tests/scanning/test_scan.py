@@ -227,7 +227,7 @@ def test_scan_trunk_folds_standardisation_and_reorders_relu_exactly(world):
     from imgclf.scanning.fcn import fcn_parts, window_logits
 
     model = world["model"]
-    norm = model.meta.normalization.to_dict()
+    norm = model.meta.normalization
     plain, raw = fcn_parts(model.net, model.img_size), fcn_parts(model.net, model.img_size, norm)
     assert raw.raw_input and not plain.raw_input
     assert any(isinstance(m, torch.nn.MaxPool2d) for m in raw.trunk)
@@ -235,8 +235,8 @@ def test_scan_trunk_folds_standardisation_and_reorders_relu_exactly(world):
     size, r = model.img_size, raw.stride
     h, w = size + (img.shape[0] - size) // r * r, size + (img.shape[1] - size) // r * r
     x = torch.from_numpy(np.ascontiguousarray(img[:h, :w])).permute(2, 0, 1)[None]
-    mean = torch.tensor(norm["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(norm["std"]).view(1, 3, 1, 1)
+    mean = torch.tensor(norm.mean).view(1, 3, 1, 1)
+    std = torch.tensor(norm.std).view(1, 3, 1, 1)
     want = window_logits(plain, normalize(x, mean, std), size)
     got = window_logits(raw, x, size)
     assert got.shape == want.shape and want.numel() > 4

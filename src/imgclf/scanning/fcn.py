@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from imgclf.store.run_meta import Normalization
+
 
 @dataclass
 class FcnParts:
@@ -31,10 +33,10 @@ class FcnParts:
     raw_input: bool = False  # the trunk takes uint8 pixels, not standardised floats
 
 
-def fcn_parts(net: nn.Module, size: int, normalization: dict | None = None) -> FcnParts | None:
+def fcn_parts(net: nn.Module, size: int, normalization: Normalization | None = None) -> FcnParts | None:
     """The net split into trunk / pooling / head, or None when it is not a shape this knows, or the
     input size is not a whole number of feature cells (then windows and feature cells misalign).
-    With the run's `normalization` ({mean, std} in [0, 1] units) a trunk that starts with a conv
+    With the run's `normalization` (its mean and std in [0, 1] units) a trunk that starts with a conv
     takes raw uint8 pixels (`raw_input`): the standardisation is folded into that conv."""
     from imgclf.models.resnet_fast import ResNetFast
 
@@ -129,13 +131,13 @@ class _MeanPadded(nn.Module):
         return out
 
 
-def _standardising(trunk: list[nn.Module], normalization: dict) -> list[nn.Module]:
+def _standardising(trunk: list[nn.Module], normalization: Normalization) -> list[nn.Module]:
     """The first conv folded with (x / 255 - mean) / std, taking raw pixels (0..255): its weights
     scaled by 1 / (255 std) per input channel, its bias less the weights' response to the mean
     image. A copy; the model's own conv stays as it is."""
     conv = trunk[0]
-    mean = torch.tensor(normalization["mean"], dtype=torch.float32)
-    std = torch.tensor(normalization["std"], dtype=torch.float32)
+    mean = torch.tensor(normalization.mean, dtype=torch.float32)
+    std = torch.tensor(normalization.std, dtype=torch.float32)
     folded = nn.Conv2d(
         conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation, conv.groups, bias=True
     )

@@ -117,7 +117,7 @@ class Scanner:
         usable = isinstance(net, torch.nn.Module) and self.model.tta in ("none", "flip") and self.window.fit != "pad"
         parts = None
         if usable and method != "windows":
-            parts = fcn_parts(net, self.size, self.model.meta.normalization.to_dict())  # {mean, std}
+            parts = fcn_parts(net, self.size, self.model.meta.normalization)
         if method == "fcn" and parts is None:
             raise UserError(
                 "this model cannot scan fully convolutionally (it needs a simple_cnn or resnet_fast "

@@ -7,8 +7,11 @@ from the declarations that `declared(cls)` lists."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
-from typing import Any
+from typing import Any, ClassVar
+
+from imgclf.core.errors import from_settings
 
 REQUIRED = dataclasses.MISSING  # a setting's default where it has none: the command line requires its option
 
@@ -56,3 +59,43 @@ def declared(cls) -> list[tuple[dataclasses.Field, Any]]:
 def rules(cls) -> dict:
     """Each setting's check rule (None: checked as a structure)."""
     return {f.name: f.metadata["rule"] for f in dataclasses.fields(cls)}
+
+
+def flags(cls) -> dict[str, str]:
+    """Each setting's option as the command line spells it (--min-size): a refusal names it so,
+    however the value came in (a flag, a Python keyword, a config file)."""
+    return {
+        f.name: (f.metadata["flag"] or "--" + f.name.replace("_", "-")).split("/")[0] for f in dataclasses.fields(cls)
+    }
+
+
+@functools.cache
+def checker(cls):
+    """check(**values) -> the values checked and normalised by `cls`'s declared rules, each refusal one
+    line naming the option (settings.scan's check_scan, settings.predict's check_predict, ...)."""
+    rule, flag = rules(cls), flags(cls)
+
+    def check(**values) -> dict:
+        return {name: rule[name].check(flag[name], v) for name, v in values.items()}
+
+    return check
+
+
+class Declared:
+    """The base of a job's settings dataclass whose values are checked as they are made (ScanSettings,
+    PredictSettings, the faces settings): by their declared rules, refusals naming the flag."""
+
+    WHAT: ClassVar[str] = "setting"  # how an unknown keyword's refusal names the settings
+
+    def __post_init__(self):
+        for name, value in checker(type(self))(**self.values()).items():
+            setattr(self, name, value)
+
+    @classmethod
+    def of(cls, given: dict):
+        """The settings a caller's keywords give (checked; an unknown one named with the valid ones)."""
+        return from_settings(cls, given, cls.WHAT)
+
+    def values(self) -> dict:
+        """{name: value} of every setting (not dataclasses.asdict: that would copy a loaded verifier)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

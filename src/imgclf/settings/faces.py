@@ -11,12 +11,10 @@ A refusal names the option as the command line spells it, whichever way the valu
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
-from imgclf.core.errors import from_settings
 from imgclf.settings.checks import FACES_BACKENDS, Choice, Flag, Number, PathSetting, Text
-from imgclf.settings.declare import REQUIRED, rules, setting
+from imgclf.settings.declare import REQUIRED, Declared, checker, rules, setting
 from imgclf.settings.scan import RULES as SCAN_RULES
 
 # --far's rule: a share strictly between 0 (a threshold no one passes) and 1 (one every stranger passes)
@@ -41,8 +39,10 @@ def _backend():
 
 
 @dataclass
-class EnrolSettings:
+class EnrolSettings(Declared):
     """`imgclf faces enrol` (all of them) and `imgclf faces add` (keep_photos, backend)."""
+
+    WHAT = "faces enrol setting"
 
     out: str = setting(REQUIRED, "The new gallery's folder.", PathSetting())
     far: float = setting(
@@ -56,23 +56,12 @@ class EnrolSettings:
     )
     backend: str = _backend()
 
-    def __post_init__(self):
-        for name, value in check_enrol(**self.values()).items():
-            setattr(self, name, value)
-
-    @classmethod
-    def of(cls, given: dict) -> "EnrolSettings":
-        """The settings a caller's keywords give (checked; an unknown one named with the valid ones)."""
-        return from_settings(cls, given, "faces enrol setting")
-
-    def values(self) -> dict:
-        """{name: value} of every setting: imgclf.faces.enrol's keywords."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
 
 @dataclass
-class IdentifySettings:
+class IdentifySettings(Declared):
     """`imgclf faces identify`: photos, a video, or a Ray cluster."""
+
+    WHAT = "faces identify setting"
 
     out: str | None = setting(None, "Write faces.csv, faces.json and annotated/ here.", PathSetting(optional=True))
     threshold: float | None = setting(
@@ -104,32 +93,10 @@ class IdentifySettings:
     )
     backend: str = _backend()
 
-    def __post_init__(self):
-        for name, value in check_identify(**dataclasses.asdict(self)).items():
-            setattr(self, name, value)
-
-    @classmethod
-    def of(cls, given: dict) -> "IdentifySettings":
-        """The settings a caller's keywords give (checked; an unknown one named with the valid ones)."""
-        return from_settings(cls, given, "faces identify setting")
-
 
 ENROL_RULES = rules(EnrolSettings)
 IDENTIFY_RULES = rules(IdentifySettings)
-FLAGS = {
-    f.name: (f.metadata["flag"] or "--" + f.name.replace("_", "-")).split("/")[0]
-    for cls in (EnrolSettings, IdentifySettings)
-    for f in dataclasses.fields(cls)
-}
-
-
-def check_enrol(**values) -> dict:
-    """`values` (any of EnrolSettings') checked and normalised by their declared rules; a refusal names
-    the option as `imgclf faces enrol` spells it (--far), for the Python API's keywords too."""
-    return {name: ENROL_RULES[name].check(FLAGS[name], v) for name, v in values.items()}
-
-
-def check_identify(**values) -> dict:
-    """`values` (any of IdentifySettings') checked and normalised by their declared rules; a refusal
-    names the option as `imgclf faces identify` spells it (--every), for the Python API's keywords too."""
-    return {name: IDENTIFY_RULES[name].check(FLAGS[name], v) for name, v in values.items()}
+# Values checked and normalised by their declared rules; a refusal names the option as `imgclf faces
+# enrol` / `identify` spells it (--far, --every), for the Python API's keywords too.
+check_enrol = checker(EnrolSettings)
+check_identify = checker(IdentifySettings)

@@ -12,12 +12,10 @@ A refusal names the option as the command line spells it, whichever way the valu
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
-from imgclf.core.errors import from_settings
 from imgclf.settings.checks import PREDICT_BACKENDS, TTA_MODES, Choice, Flag, Number, PathSetting, Text
-from imgclf.settings.declare import rules, setting
+from imgclf.settings.declare import Declared, checker, rules, setting
 from imgclf.settings.scan import RULES as SCAN_RULES
 
 SHARD_FORMATS = ("parquet", "csv")  # cluster.shards: one shard file's format
@@ -31,7 +29,9 @@ BACKEND_HELP = (
 
 
 @dataclass
-class PredictSettings:
+class PredictSettings(Declared):
+    WHAT = "predict setting"
+
     top_k: int = setting(1, "How many classes to show per image.  [default: 1]", TOP_K)
     tta: str | None = setting(None, TTA_HELP, Choice((None, *TTA_MODES)))
     backend: str | None = setting(
@@ -97,24 +97,8 @@ class PredictSettings:
         SCAN_RULES["max_seconds"],  # a frame's scan is bounded as a photo's is (settings.scan)
     )
 
-    def __post_init__(self):
-        for name, value in check_predict(**dataclasses.asdict(self)).items():
-            setattr(self, name, value)
-
-    @classmethod
-    def of(cls, given: dict) -> "PredictSettings":
-        """The settings a caller's keywords give (checked; an unknown one named with the valid ones)."""
-        return from_settings(cls, given, "predict setting")
-
 
 RULES = rules(PredictSettings)
-FLAGS = {
-    f.name: (f.metadata["flag"] or "--" + f.name.replace("_", "-")).split("/")[0]
-    for f in dataclasses.fields(PredictSettings)
-}
-
-
-def check_predict(**values) -> dict:
-    """`values` (any of PredictSettings') checked and normalised by their declared rules; a refusal
-    names the option as `imgclf predict` spells it (--every), for the Python API's keywords too."""
-    return {name: RULES[name].check(FLAGS[name], v) for name, v in values.items()}
+# `values` (any of PredictSettings') checked and normalised by their declared rules; a refusal names
+# the option as `imgclf predict` spells it (--every), for the Python API's keywords too.
+check_predict = checker(PredictSettings)

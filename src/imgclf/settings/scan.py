@@ -17,9 +17,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from imgclf.core.errors import UserError, from_settings
+from imgclf.core.errors import UserError
 from imgclf.settings.checks import Choice, Flag, Number, Text
-from imgclf.settings.declare import rules, setting
+from imgclf.settings.declare import Declared, checker, flags, rules, setting
 
 SCAN_METHODS = ("auto", "fcn", "windows")  # scanning.scanner: fully convolutional, or window by window
 MAX_TILES = 4  # a side: 4x4 tiles = 17 passes a photo (detection.tiles)
@@ -127,7 +127,9 @@ class Verify:
 
 
 @dataclass
-class ScanSettings:
+class ScanSettings(Declared):
+    WHAT = "scan setting"
+
     classes: list[str] | None = setting(
         None,
         "Comma-separated classes to find, e.g. car,person (a COCO detector's) [default: person]",
@@ -223,19 +225,6 @@ class ScanSettings:
         Number(float, 0, 1e9, low_open=True, optional=True, says="a positive number of seconds"),
     )
 
-    def __post_init__(self):
-        for name, value in check_scan(**self.values()).items():
-            setattr(self, name, value)
-
-    @classmethod
-    def of(cls, given: dict) -> "ScanSettings":
-        """The settings a caller's keywords give (checked; an unknown one named with the valid ones)."""
-        return from_settings(cls, given, "scan setting")
-
-    def values(self) -> dict:
-        """{name: value} of every setting (not dataclasses.asdict: that would copy a loaded verifier)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
     def given(self) -> dict:
         """The settings that differ from their defaults: what the caller chose."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
@@ -243,13 +232,7 @@ class ScanSettings:
 
 
 RULES = rules(ScanSettings)
-FLAGS = {
-    f.name: (f.metadata["flag"] or "--" + f.name.replace("_", "-")).split("/")[0]
-    for f in dataclasses.fields(ScanSettings)
-}
-
-
-def check_scan(**values) -> dict:
-    """`values` (any of ScanSettings') checked and normalised by their declared rules; a refusal names
-    the option as `imgclf scan` spells it (--min-size), as the scanner and the detector always have."""
-    return {name: RULES[name].check(FLAGS[name], v) for name, v in values.items()}
+FLAGS = flags(ScanSettings)
+# `values` (any of ScanSettings') checked and normalised by their declared rules; a refusal names the
+# option as `imgclf scan` spells it (--min-size), as the scanner and the detector always have.
+check_scan = checker(ScanSettings)
