@@ -61,6 +61,11 @@ def test_a_damaged_model_json_is_one_line_naming_the_field(tmp_path):
     (run / "model.json").write_text(json.dumps(raw))
     with pytest.raises(UserError, match="field input.size must be"):
         load_run_meta(run)
+    raw["input"]["size"] = 24
+    raw["decision"] = {"positive_class": "square"}  # no threshold: only a full load checks the decision
+    (run / "model.json").write_text(json.dumps(raw))
+    with pytest.raises(UserError, match="model.json is damaged"):
+        load_run_meta(run, loadable=False)  # what the registry reads: one line too, not a TypeError
     (run / "model.json").write_text("{not json")
     with pytest.raises(UserError, match="not valid JSON"):
         load_run_meta(run)

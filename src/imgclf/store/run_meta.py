@@ -20,6 +20,7 @@ them. MODEL_FORMAT is what this version writes.
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -45,7 +46,7 @@ class Record:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
-        hints = typing.get_type_hints(cls)
+        hints = _hints(cls)
         names = {f.name for f in fields(cls)} - {"extra"}
         typed = {k: _typed(hints[k], v) for k, v in d.items() if k in names}
         return cls(**typed, extra={k: v for k, v in d.items() if k not in names})
@@ -63,7 +64,8 @@ def _typed(hint, value):
     """`value` (parsed JSON) as `hint` says: records from objects, lists of records from lists."""
     if isinstance(value, dict):
         for t in _options(hint):
-            if isinstance(t, type) and issubclass(t, Record):
+            # get_origin: on Python 3.10 a dict[str, Any] is an instance of type, and issubclass refuses it.
+            if typing.get_origin(t) is None and isinstance(t, type) and issubclass(t, Record):
                 return t.from_dict(value)
     if isinstance(value, list):
         for t in _options(hint):
@@ -71,6 +73,11 @@ def _typed(hint, value):
                 (item,) = typing.get_args(t)
                 return [_typed(item, v) for v in value]
     return value
+
+
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
 
 
 def _options(hint) -> tuple:
@@ -249,7 +256,11 @@ def load_run_meta(run: Path, loadable: bool = True) -> RunMeta:
         raw = read_json(path)
     except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise UserError(f"{path} is not valid JSON ({e}); restore the run from a copy") from None
-    return RunMeta.from_dict(check_model_json(raw, path, MODEL_FORMAT, loadable))
+    checked = check_model_json(raw, path, MODEL_FORMAT, loadable)
+    try:
+        return RunMeta.from_dict(checked)
+    except TypeError as e:  # a record missing a field that `loadable=False` did not check (a decision's threshold)
+        raise UserError(f"{path} is damaged ({e}); restore the run from a copy") from None
 
 
 def save_run_meta(run: Path, meta: RunMeta) -> None:
