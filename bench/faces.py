@@ -111,7 +111,7 @@ def embed(folder: Path, model, reference: bool = False) -> tuple[np.ndarray, np.
 def _dlib_net():
     import dlib
 
-    from imgclf.faces.model import weight_files
+    from imgclf.models.face.model import weight_files
 
     return dlib.face_recognition_model_v1(str(weight_files()["embedding"]))
 

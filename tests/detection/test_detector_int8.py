@@ -20,7 +20,7 @@ import imgclf
 from imgclf.core.errors import UserError
 from imgclf.detection import engines as E
 from imgclf.detection import int8 as I
-from imgclf.inference.onnx_runtime import int8_file
+from imgclf.models.packaged import int8_file
 
 PORTRAIT = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 SCENES = [Path(p) for p in load_sample_images().filenames]

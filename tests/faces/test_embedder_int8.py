@@ -19,8 +19,8 @@ skimage_data = pytest.importorskip("skimage.data")
 
 import imgclf  # noqa: E402
 import imgclf.faces as F  # noqa: E402
-from imgclf.faces import engine  # noqa: E402
-from imgclf.inference import onnx_runtime  # noqa: E402
+from imgclf.models import packaged  # noqa: E402
+from imgclf.models.face import engine  # noqa: E402
 
 GRACE = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
 EILEEN = Image.fromarray(skimage_data.astronaut()).crop((90, 0, 330, 260))
@@ -101,7 +101,7 @@ def test_refusals_are_one_line(exported, photos, tmp_path):
     fp32.write_bytes(b"the fp32 graph")
     with pytest.raises(UserError, match="make one with: imgclf export faces --int8 --calibration PHOTOS/"):
         engine.int8_path(fp32)
-    onnx_runtime.int8_file(fp32).write_bytes(Path(exported["path"]).read_bytes())
+    packaged.int8_file(fp32).write_bytes(Path(exported["path"]).read_bytes())
     with pytest.raises(UserError, match="another face network"):
         engine.int8_path(fp32)
     with pytest.raises(UserError, match="unknown --backend 'openvino'; choose one of auto, onnx, onnx-int8, torch"):
@@ -134,7 +134,7 @@ def test_service_identifies_with_the_int8_embedder(exported, photos, tmp_path, t
     assert got["faces"][0]["similarity"] == pytest.approx(want["faces"][0]["similarity"], abs=1e-6)
 
     # no int8 model: the service does not start, and says how to make one
-    monkeypatch.setattr(onnx_runtime, "int8_file", lambda fp32: tmp_path / "no.int8.onnx")
+    monkeypatch.setattr(packaged, "int8_file", lambda fp32: tmp_path / "no.int8.onnx")
     with pytest.raises(UserError, match="make one with: imgclf export faces --int8 --calibration PHOTOS/"):
         serving.create_app(model, serving.ServeSettings(faces=str(gallery), faces_backend="onnx-int8"))
     with pytest.raises(UserError, match="--faces-backend must be one of auto, onnx, onnx-int8, torch"):

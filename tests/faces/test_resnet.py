@@ -1,4 +1,4 @@
-"""dlib's face embedding network rebuilt in PyTorch (imgclf.faces.resnet): its weights read from dlib's
+"""dlib's face embedding network rebuilt in PyTorch (imgclf.models.face.resnet): its weights read from dlib's
 own file give dlib's descriptors, in PyTorch and in ONNX Runtime, on chips cut from a real photo
 (matplotlib's Grace Hopper) and reworked copies of it; a damaged network file is one line."""
 
@@ -13,8 +13,8 @@ from imgclf.core.errors import UserError
 
 dlib = pytest.importorskip("dlib")
 
-from imgclf.faces import resnet  # noqa: E402
-from imgclf.faces.model import FILES, weight_files  # noqa: E402
+from imgclf.models.face import resnet  # noqa: E402
+from imgclf.models.face.model import FILES, weight_files  # noqa: E402
 
 GRACE = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
 DIGEST = FILES["embedding"][1]

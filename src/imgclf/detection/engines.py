@@ -56,7 +56,7 @@ class OpenVinoSession:
 
 def int8_path(fp32: Path, name: str) -> Path:
     """The int8 graph of the detector's fp32 graph, checked to be made from it (inference.onnx_runtime)."""
-    from imgclf.inference.onnx_runtime import int8_beside
+    from imgclf.models.packaged import int8_beside
 
     make = f"imgclf export {name} --int8" + (" --calibration PHOTOS/" if name in ("person", "ssdlite-person") else "")
     return int8_beside(fp32, f"the detector {name}", f"another graph than the detector {name} has now", make)

@@ -27,7 +27,7 @@ import numpy as np
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import read_json, write_json
-from imgclf.inference.onnx_runtime import int8_file
+from imgclf.models.packaged import int8_file
 
 RECORD = "export_int8.json"  # in a run; the pretrained detector's sits beside its int8 graph
 # Percent of the photos whose present/absent answer int8 may change. Not 1: a photo whose best box

@@ -18,7 +18,7 @@ from pathlib import Path
 from imgclf.core.errors import UserError
 from imgclf.core.files import output_folder
 from imgclf.faces.gallery import FAR, UNKNOWN, Gallery, load_gallery, new_gallery
-from imgclf.faces.model import Face, FaceModel
+from imgclf.models.face.model import Face, FaceModel
 from imgclf.settings.faces import check_enrol, check_identify
 
 __all__ = ["enrol", "add", "remove", "identify", "people", "load_gallery", "FaceModel", "Face", "Gallery", "UNKNOWN"]

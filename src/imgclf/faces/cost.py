@@ -17,7 +17,7 @@ import numpy as np
 
 from imgclf.core.work import measured, timed, within_limit
 from imgclf.data.images import decode_seconds
-from imgclf.faces.model import DETECT_SIDE, UPSAMPLE_BELOW
+from imgclf.models.face.model import DETECT_SIDE, UPSAMPLE_BELOW
 
 
 def pixel_seconds(model) -> tuple[float, float]:

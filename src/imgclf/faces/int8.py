@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
-from imgclf.inference.onnx_runtime import int8_file
+from imgclf.models.packaged import int8_file
 
 # Cosine distance an int8 embedding may be from fp32's, for any face. A gallery's threshold sits
 # near 0.9 similarity and people are told apart by tenths, so a hundredth changes no name; on ORL
@@ -39,10 +39,10 @@ def export_embedder_int8(calibration: str | Path | None, out: str | Path | None 
     from imgclf.core.files import atomic_path, write_json
     from imgclf.core.version import __version__
     from imgclf.data.images import UnusableImage, read_rgb
-    from imgclf.faces.model import FaceModel
     from imgclf.inference.model import expand_inputs
     from imgclf.inference.onnx_runtime import open_session
     from imgclf.inference.quantize import quantize
+    from imgclf.models.face.model import FaceModel
     from imgclf.models.packaged import sha256
 
     start = time.perf_counter()

@@ -58,25 +58,3 @@ def open_session(path: str | Path, device: torch.device | None = None):
             f"{path} is not an ONNX model ONNX Runtime can run ({type(e).__name__}: "
             f"{str(e).strip()[:200]}); re-export it with: imgclf export {Path(path).parent}"
         ) from None
-
-
-def int8_file(fp32: Path) -> Path:
-    """Where the int8 graph of the fp32 ONNX graph `fp32` lives: beside it."""
-    return fp32.with_name(fp32.name.replace(".onnx", ".int8.onnx"))
-
-
-def int8_beside(fp32: Path, what: str, other: str, make: str) -> Path:
-    """The int8 graph of `fp32` when it was made from that very file (its sha256, recorded in the int8
-    graph at export); else one line: `what` has none, or it was made from `other`; `make` says how to
-    make it (never made here: it needs the user's photos, and may be refused)."""
-    import onnx
-
-    from imgclf.models.packaged import sha256
-
-    path = int8_file(fp32)
-    if not path.is_file():
-        raise UserError(f"{what} has no int8 model; make one with: {make}")
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    if props.get("weights_sha256") != sha256(fp32):
-        raise UserError(f"{path} was made from {other}; make it again: {make}")
-    return path

@@ -58,7 +58,7 @@ class Faces:
         if self.folder is None:
             return None
         from imgclf.faces import load_gallery
-        from imgclf.faces.model import engine_of
+        from imgclf.models.face.model import engine_of
 
         g = self.gallery or load_gallery(self.folder)
         backend = engine_of("auto", self.backend)[1]

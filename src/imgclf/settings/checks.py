@@ -27,7 +27,7 @@ TTA_MODES = ("none", "flip", "crop", "flip-crop")  # models.forward.tta_logits
 CLASS_WEIGHT_MODES = ("auto", "none", "sqrt", "balanced")  # training.balance
 PRESET_NAMES = ("fast", "balanced", "best")  # training.presets
 DETECTOR_BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino")  # detection.engines
-FACES_BACKENDS = ("auto", "onnx", "onnx-int8", "torch")  # the face embedder's engines (faces.engine)
+FACES_BACKENDS = ("auto", "onnx", "onnx-int8", "torch")  # the face embedder's engines (models.face.engine)
 # imgclf predict's: a run's (inference.load) and, with --ray, auto and a detector's (cluster.predict)
 PREDICT_BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 UNKNOWN = "unknown"  # the label open-set rejection answers with

@@ -34,7 +34,7 @@ BACKEND_HELP = (
 
 
 def _backend():
-    """The embedder's engine (faces.engine): one declaration, which enrol, add and identify take."""
+    """The embedder's engine (models.face.engine): one declaration, which enrol, add and identify take."""
     return setting("auto", BACKEND_HELP, Choice(FACES_BACKENDS))
 
 

@@ -101,7 +101,7 @@ class ServeSettings:
         "A face gallery (imgclf faces enrol) to serve at POST /faces/identify; the page names faces",
         PathSetting(optional=True),
     )
-    # What runs them (detection.engines, faces.engine): auto is ONNX Runtime fp32 on a CPU, PyTorch on a GPU;
+    # What runs them (detection.engines, models.face.engine): auto is ONNX Runtime fp32 on a CPU, PyTorch on a GPU;
     # onnx-int8 the int8 model `imgclf export person|RUN|faces --int8` made (checked at start-up).
     detector_backend: str = setting(
         "auto",

@@ -6,7 +6,7 @@ embedding (128 numbers a face, 99.38 % on LFW); `dlib-bin` is dlib's prebuilt wh
 The 68-point model in the same package is not used: its iBUG 300-W training data forbids
 commercial use. Faces are found with dlib's HOG detector (built into dlib, no file), aligned on 5
 landmarks to a 150x150 chip, the chip's brightness histogram equalised, and embedded by dlib's
-network rebuilt in PyTorch (imgclf.faces.resnet: dlib's own numbers to 4e-7, run in ONNX Runtime at
+network rebuilt in PyTorch (imgclf.models.face.resnet: dlib's own numbers to 4e-7, run in ONNX Runtime at
 ~8 ms a face against dlib-bin's ~140 ms); embeddings are scaled to unit length, so two faces compare
 by cosine similarity (1 = the same picture).
 
@@ -101,7 +101,7 @@ class FaceModel:
             import dlib
         except ImportError:
             raise UserError(f"dlib is not installed: {INSTALL}") from None
-        from imgclf.faces.resnet import Embedder
+        from imgclf.models.face.resnet import Embedder
 
         files = weight_files()
         self.dlib = dlib

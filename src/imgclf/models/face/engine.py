@@ -55,7 +55,7 @@ def session(net, path: Path, int8: bool = False):
 
 def int8_path(fp32: Path) -> Path:
     """The int8 graph of the embedder's fp32 graph, checked to be made from it (inference.onnx_runtime)."""
-    from imgclf.inference.onnx_runtime import int8_beside
+    from imgclf.models.packaged import int8_beside
 
     make = "imgclf export faces --int8 --calibration PHOTOS/"
     return int8_beside(fp32, "the face embedder", "another face network than the one installed", make)

@@ -347,7 +347,7 @@ class Embedder:
         self.backend, self.device, self.net = backend, torch.device(device), net.eval().to(device)
         self.graph = weights.with_suffix(".onnx")  # the fp32 graph, exported on first use
         if backend != "torch":
-            from imgclf.faces.engine import session
+            from imgclf.models.face.engine import session
 
             self.session = session(self.net, self.graph, int8=backend == "onnx-int8")
         else:
