@@ -62,6 +62,10 @@ def test_health_model_and_openapi(url, trained):
     spec = httpx.get(f"{url}/openapi.json").json()
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "image/*"} <= set(body)
+    assert body["image/*"]["schema"]["minLength"] == 1  # an empty image is refused (400)
+    for path, name in (("/explain", "target"), ("/scan", "positive")):  # a class name: the served model's
+        (param,) = [p for p in spec["paths"][path]["post"]["parameters"] if p["name"] == name]
+        assert param["schema"]["enum"] == info["classes"], path
     assert {"/health", "/model", "/metrics"} <= set(spec["paths"])
 
 
@@ -122,6 +126,12 @@ def bad_requests(data: Path) -> dict:
         ),
         "0-byte file": (dict(files={"file": ("empty.png", b"", "image/png")}), 400, "empty"),
         "empty raw body": (dict(content=b"", headers={"Content-Type": "image/png"}), 400, "empty"),
+        # The spec's minLength: a request with an empty image is refused whole, beside usable ones too.
+        "a 0-byte file beside an image": (
+            dict(files=[("file", ("a.png", png, "image/png")), ("file", ("empty.png", b"", "image/png"))]),
+            400,
+            "image 2 of 2",
+        ),
         "text file": (
             dict(files={"file": ("notes.txt", b"hello, not a picture\n", "text/plain")}),
             415,

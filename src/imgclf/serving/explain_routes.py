@@ -20,19 +20,19 @@ from starlette.concurrency import run_in_threadpool
 
 from imgclf.core.errors import UserError
 from imgclf.serving.caps import check_shape, header_size
-from imgclf.serving.limits import Rejected, decode, request_images
+from imgclf.serving.limits import IMAGE, Rejected, decode, request_images
 from imgclf.serving.params import Param, Parameters, check_class
 
 HEATMAP_SIDE = 14
 OVERLAY_SIDE = (256, 512)  # longer side of the returned overlay: readable, yet a small answer
-ONE_IMAGE_BODY = {
+ONE_IMAGE_BODY = {  # one image: a file part named `file`, or the raw body
     "required": True,
     "content": {
         "multipart/form-data": {
-            "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+            "schema": {"type": "object", "properties": {"file": IMAGE}, "required": ["file"]},
         },
-        "image/*": {"schema": {"type": "string", "format": "binary"}},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "image/*": {"schema": IMAGE},
+        "application/octet-stream": {"schema": IMAGE},
     },
 }
 
@@ -44,7 +44,7 @@ def register(app, holder, settings, guarded) -> None:
     cache: dict = {}  # the served model and its Explainer (private network copy); rebuilt after a swap
     query = Parameters(
         method=Param(" | ".join(METHODS), choices=tuple(METHODS), default="gradcam"),
-        target=Param("class to explain [default: the answered class]"),
+        target=Param("class to explain [default: the answered class]", listed=tuple(holder.model.classes)),
     )
 
     @app.post(

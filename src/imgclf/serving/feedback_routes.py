@@ -20,11 +20,12 @@ from starlette.datastructures import UploadFile
 
 from imgclf.core.errors import UserError
 from imgclf.serving import fields
+from imgclf.serving.limits import IMAGE as ANY_IMAGE
 from imgclf.serving.limits import Rejected, request_body
 from imgclf.store import inbox
 
 FIELDS = ("file", "label", "who", "predicted", "confidence")
-IMAGE = {"type": "string", "format": "binary", "description": "the image"}  # no minLength: see predict_routes
+IMAGE = {**ANY_IMAGE, "description": "the image"}
 IMAGE_TYPES = "image/jpeg, image/png, image/webp, image/gif, image/bmp, image/tiff"
 
 

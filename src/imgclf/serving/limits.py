@@ -23,6 +23,9 @@ DRAIN_BYTES = 64 * 1024 * 1024
 RAW_TYPES = ("image/", "application/octet-stream")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+# An image as the OpenAPI spec describes it, raw body or file part: bytes, at least one (an empty
+# image is refused with 400). Whether the bytes decode as an image no schema can say: 415 / 422.
+IMAGE = {"type": "string", "format": "binary", "minLength": 1}
 
 
 class Rejected(HTTPException):
@@ -98,8 +101,12 @@ def split_images(body: bytes, content_type: str, max_images: int) -> list[tuple[
         )
     if not images:
         raise Rejected(400, "no image in the request: add a file part (curl -F file=@photo.jpg)", "malformed")
-    if len(images) == 1 and not images[0][1]:
-        raise Rejected(400, "the image is empty (0 bytes)", "empty")
+    # An empty image breaks the spec's minLength: the whole request is refused, as a schema says it is
+    # (an image that turns out unreadable is answered in its place, beside its usable neighbours).
+    empty = [i for i, (_, data) in enumerate(images) if not data]
+    if empty:
+        which = "" if len(images) == 1 else f" (image {empty[0] + 1} of {len(images)}, {images[empty[0]][0]!r})"
+        raise Rejected(400, f"the image is empty (0 bytes){which}", "empty")
     return images
 
 

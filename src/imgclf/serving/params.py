@@ -32,6 +32,9 @@ class Param:
     rule: Number | None = None  # a number's type and range
     choices: tuple = ()  # a fixed set of names; neither: text (a class name, checked by the route)
     default: Any = None
+    # The served model's classes, for a class name: the spec's enum. The route checks the value against
+    # the model serving the request (check_class), so a hot swap's new classes are not refused here.
+    listed: tuple = ()
 
     def check(self, name: str, raw: str | None):
         if raw is None:
@@ -51,7 +54,8 @@ class Param:
                 "exclusiveMaximum" if r.high_open else "maximum": r.high,
             }
         else:
-            s = {"type": "string", **({"enum": list(self.choices)} if self.choices else {})}
+            names = self.choices or self.listed
+            s = {"type": "string", **({"enum": list(names)} if names else {})}
         return s if self.default is None else {**s, "default": self.default}
 
 

@@ -11,14 +11,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from imgclf.evaluation.operating_point import OperatingPoint
-from imgclf.serving.limits import Rejected, decode, request_images
+from imgclf.serving.limits import IMAGE, Rejected, decode, request_images
 from imgclf.serving.params import Param, Parameters
 from imgclf.settings.checks import Number
 from imgclf.store import predlog
-
-# No minLength: whether bytes are an image (empty ones are not) is beyond what a schema can say, and
-# a schema fuzzer validates a binary part as "" (so a minLength would make every body look invalid to it).
-IMAGE = {"type": "string", "format": "binary"}
 
 
 def predict_body(max_images: int) -> dict:

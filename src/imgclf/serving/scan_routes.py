@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import io
+from dataclasses import replace
 from pathlib import Path
 
 from fastapi import Depends, Request
@@ -92,25 +93,32 @@ def register(app, holder, settings, guarded) -> None:
 
     advertise(holder)
     holder.on_change(advertise)
+    # `positive` names one of the classes: the spec lists them (checked against the served model).
+    query = Parameters(
+        **{**QUERY.params, "positive": replace(QUERY.params["positive"], listed=tuple(holder.model.classes))}
+    )
 
     @app.post(
         "/scan",
         summary="Find people (or the run's positive class) in a whole photo: pretrained detector or sliding window",
         dependencies=guarded,
-        openapi_extra={"requestBody": ONE_IMAGE_BODY, "parameters": QUERY.openapi()},
+        openapi_extra={"requestBody": ONE_IMAGE_BODY, "parameters": query.openapi()},
         responses={
             400: {"description": "no image, several images, a model with no class to find"},
             403: {"description": "a cross-site post to a keyless service"},
             413: {"description": "body, pixel count, long side, window count or estimated seconds over the limit"},
             415: {"description": "not an image"},
-            422: {"description": "corrupt image, aspect ratio over the limit, a bad query parameter"},
+            422: {
+                "description": "corrupt image, aspect ratio over the limit, a bad query parameter, `tiles` (the "
+                "detector's) in a crop-model scan"
+            },
             503: {
                 "description": "scan queue full, the scan's deadline passed, the service shutting down (with "
                 "Retry-After), or the pretrained detector's weights not installed on the server"
             },
         },
     )
-    async def scan(request: Request, q: dict = Depends(QUERY)):
+    async def scan(request: Request, q: dict = Depends(query)):
         """One photo as a multipart file part or as the raw body. Boxes are in the photo's pixels."""
         served = holder.current  # one model for the whole request, even if a swap lands meanwhile
         crop = q["positive"] is not None or served.info.get("scan_with") == "crop model"
