@@ -20,7 +20,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], t
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "top_k_accuracy": {},
         "log_loss": float(log_loss(y_true, _clipped(probs), labels=labels)),
-        "macro_avg": {k: float(v) for k, v in report["macro avg"].items()},
+        "macro_avg": _macro(report, classes, y_pred),
         "weighted_avg": {k: float(v) for k, v in report["weighted avg"].items()},
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
@@ -45,3 +45,14 @@ def summary_line(m: dict) -> str:
         f"test accuracy {m['accuracy']:.4f}  macro F1 {m['macro_avg']['f1-score']:.4f}  "
         f"log-loss {m['log_loss']:.4f}  {tk}  (n={m['n']})"
     ).rstrip()
+
+
+def _macro(report: dict, classes: list[str], y_pred: np.ndarray) -> dict:
+    """Macro averages over the classes the test split holds or the model predicted: a class with
+    neither (a small split of many classes) has no precision, recall or F1 to average, and counting
+    it as 0 pulled a perfect split's macro F1 down (ORL, 39 test photos of 40 people: 0.975)."""
+    seen = [c for i, c in enumerate(classes) if report[c]["support"] > 0 or (y_pred == i).any()]
+    out = {k: float(v) for k, v in report["macro avg"].items()}
+    for k in ("precision", "recall", "f1-score"):
+        out[k] = float(np.mean([report[c][k] for c in seen])) if seen else 0.0
+    return out

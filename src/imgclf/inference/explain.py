@@ -220,7 +220,9 @@ def explain(
     target, method, layer, heatmap (size x size, 0..1) and overlay (the PNG written under `out`,
     else None); or path and error for an unreadable file."""
     from imgclf.data.images import UnusableImage, read_rgb, to_rgb
+    from imgclf.models.face.classifier import refuse_untraceable
 
+    refuse_untraceable(model.net)
     explainer = Explainer(model, method)
     items, results, arrays, originals = list(expand_inputs(images)), [], [], []
     for i, item in enumerate(items):

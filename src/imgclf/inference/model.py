@@ -143,18 +143,24 @@ def check_top_k(top_k) -> int:
 def load_torch_net(run: Path, meta: RunMeta) -> torch.nn.Module:
     """The run's network rebuilt from the registry by name, with its safetensors weights (CPU, eval mode)."""
     from imgclf.models import create_model
+    from imgclf.models.face.classifier import FACE_EMBEDDING, FaceEmbeddingClassifier
     from imgclf.store.checkpoint import load_weights
     from imgclf.store.run_schema import verify_weights
 
     arch = meta.architecture
     try:
-        net = create_model(
-            arch.name,
-            num_classes=len(meta.classes),
-            in_chans=arch.in_chans,
-            img_size=meta.input.size,
-            **arch.kwargs,
-        )
+        if arch.name == FACE_EMBEDDING:  # a face-embedding run (training.faceprobe): no registry entry
+            net = FaceEmbeddingClassifier(
+                len(meta.classes), meta.normalization.mean, meta.normalization.std, **arch.kwargs
+            )
+        else:
+            net = create_model(
+                arch.name,
+                num_classes=len(meta.classes),
+                in_chans=arch.in_chans,
+                img_size=meta.input.size,
+                **arch.kwargs,
+            )
     except UserError:
         raise
     except (TypeError, ValueError, RuntimeError, MemoryError) as e:  # kwargs edited into nonsense

@@ -123,6 +123,12 @@ class TrainConfig:
         Flag(**OPT),
         flag="--probe/--no-probe",
     )
+    faces: str = setting(
+        "auto",
+        "auto | on | off: also try dlib's pretrained face embedding with a linear head, kept when it wins on "
+        "the validation split  [default: auto: on when most sampled training photos hold a face]",
+        Choice(("auto", "on", "off")),
+    )
     flip: bool = setting(True, "No horizontal flips (text, digits, asymmetric signs).", Flag(), flag="--no-flip")
     augment: Any = setting("auto", "auto | none  [default: auto]", cli_type=str)  # or a mapping of AugmentPolicy fields
     resize: str = setting("squash", "squash | crop | pad  [default: squash]", Choice.of_resize_modes())

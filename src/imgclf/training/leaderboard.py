@@ -2,8 +2,9 @@
 one it kept (what model.safetensors holds, so what predict and serve use). Printed after training,
 saved as leaderboard.json in the run folder and in model.json, shown in the report.
 
-Today's candidates are the linear probe (seconds) and the network trained from it (fine-tuning
-the upper layers), or one network trained from scratch.
+The candidates are the linear probe (seconds) and the network trained from it (fine-tuning the
+upper layers), or one network trained from scratch; and on photos of faces dlib's face embedding
+with a linear head (training.faceprobe).
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ from imgclf.core.files import write_json
 from imgclf.settings.config import TrainConfig
 
 
-def record_leaderboard(run_dir: Path, cfg: TrainConfig, probe: dict, result, console) -> list[dict]:
+def record_leaderboard(
+    run_dir: Path, cfg: TrainConfig, probe: dict, result, console, face: dict | None = None, face_kept: bool = False
+) -> list[dict]:
     """Build, print and save the leaderboard; returns its rows for model.json."""
-    rows = leaderboard(cfg, probe, result)
+    rows = leaderboard(cfg, probe, result, face, face_kept)
     write_json(run_dir / "leaderboard.json", rows)
     _print_leaderboard(rows, console)
     return rows
 
 
-def leaderboard(cfg: TrainConfig, probe: dict, result) -> list[dict]:
+def leaderboard(cfg: TrainConfig, probe: dict, result, face: dict | None = None, face_kept: bool = False) -> list[dict]:
     """The candidates this run compared on its validation split, the kept one first: the linear
-    probe and the trained network (fine-tuned from the probe's head, or trained from scratch). The
-    kept one is what model.safetensors holds, and so what predict and serve use."""
+    probe and the trained network (fine-tuned from the probe's head, or trained from scratch), and
+    the face embedding's row `face` when it competed (`face_kept`: it won). The kept one is what
+    model.safetensors holds, and so what predict and serve use."""
     from imgclf.training.finetune import is_finetune
 
     arch = cfg.model.removeprefix("timm/")
@@ -40,7 +44,7 @@ def leaderboard(cfg: TrainConfig, probe: dict, result) -> list[dict]:
                 "val_balanced_acc": probe.get("val_balanced_acc"),
                 "seconds": probe.get("seconds"),
                 "best_epoch": 0,
-                "kept": result.best_epoch == 0,
+                "kept": result.best_epoch == 0 and not face_kept,
             }
         )
     ran = result.history
@@ -58,7 +62,20 @@ def leaderboard(cfg: TrainConfig, probe: dict, result) -> list[dict]:
                 "val_balanced_acc": top["val_balanced_acc"],
                 "seconds": round(sum(float(r["seconds"]) for r in ran), 2),
                 "best_epoch": int(top["epoch"]),
-                "kept": result.best_epoch > 0 or not probe,
+                "kept": (result.best_epoch > 0 or not probe) and not face_kept,
+            }
+        )
+    if face:
+        rows.append(
+            {
+                "candidate": "face embedding",
+                "what": f"logistic regression (C={face.get('C')}) on dlib's face embedding (a face found in "
+                f"{face.get('faces_found', 0):.0%} of the photos)",
+                "val_acc": face["val_acc"],
+                "val_balanced_acc": face["val_balanced_acc"],
+                "seconds": face["seconds"],
+                "best_epoch": 0,
+                "kept": face_kept,
             }
         )
     return sorted(rows, key=lambda r: not r["kept"])

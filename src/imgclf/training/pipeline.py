@@ -45,6 +45,7 @@ class Prepared:
     skipped: list[dict]  # unreadable files
     removed: list[str]  # duplicates taken out (--dedupe)
     grouping: dict | None  # how near-duplicates were kept on one side of the split
+    face: Any = None  # training.faceprobe's (leaderboard row, network, its images) when the face embedding competes
 
     def split_data(self):
         from imgclf.training.loop import SplitData
@@ -98,7 +99,7 @@ def prepare(
         grouping = group_split(spec, cfg, images, console)
         removed = duplicates(spec, cfg, console)
         require_training_images(spec)
-    cfg, policy, lines = after_decoding(cfg, spec, grouping, for_training)
+    cfg, policy, lines = after_decoding(cfg, spec, grouping, for_training, images, explicit)
     for line in lines:
         console.print(line)
     mean, std, pretrained = normalization(cfg, images, spec)
@@ -156,7 +157,7 @@ def fit_run(
         dist.broadcast_bulk(None if maps is None else maps.train)  # the probe's stored maps (training.featcache)
     torch.set_num_threads(threads)  # from here each rank trains on its own share
     try:
-        result = _fit(run_dir, prep, net, meta, maps, bool(resume), on_epoch, console, started)
+        result, net = _fit(run_dir, prep, net, meta, maps, bool(resume), on_epoch, console, started)
     except KeyboardInterrupt:  # Ctrl-C: the finished epochs are in the run folder
         raise Interrupted(f"imgclf train --resume {run_dir}") from None
     dist.use_node_threads()  # the evaluation after training is rank 0's alone
@@ -182,7 +183,23 @@ def _lead(data, config, resume, settings: dict, console):
         console.print(f"  {warm_start(net, cfg.init_from, prep.spec.classes)}")
     meta, root = _write_inputs(run_dir, prep, net, kwargs, n_params)
     maps = _probe(run_dir, prep, net, meta, console)
+    prep.face = _face(run_dir, prep, console)
     return prep, run_dir, net, meta, maps, root
+
+
+def _face(run_dir: Path, prep: Prepared, console):
+    """The face embedding's (leaderboard row, network) when it competes (training.faceprobe), else None.
+    Rank 0 alone under DDP would decide to skip the epochs the other ranks wait in: not there."""
+    from imgclf.training import distributed as dist
+
+    if prep.cfg.faces != "on" or dist.world_size() > 1:
+        return None
+    from imgclf.training.balance import class_weights
+    from imgclf.training.faceprobe import fit_face_candidate
+
+    spec = prep.spec
+    weights = class_weights(prep.cfg.class_weight, spec.labels[spec.indices("train")], len(spec.classes))
+    return fit_face_candidate(run_dir, prep, weights, console)
 
 
 def _without_images(prep: Prepared) -> Prepared:
@@ -210,7 +227,7 @@ def _follow(console, on_epoch) -> Fitted:
     prep.device = dist.local_device(prep.device)
     net, _ = build_network(cfg, len(prep.spec.classes))
     quiet = console_for(False)
-    result = _fit(run_dir, prep, net, meta, maps, resume, on_epoch, quiet)
+    result, net = _fit(run_dir, prep, net, meta, maps, resume, on_epoch, quiet)
     return Fitted(run_dir, prep, net, meta, result, None)
 
 
@@ -294,42 +311,57 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: RunMeta, console):
 
 
 def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, on_epoch, console, started=None):
-    """The epochs (training.loop.fit), judged against the probe's validation score; fills in
-    model.json's "training" record. The kept epoch's weights are in RUN/model.safetensors."""
+    """The epochs (training.loop.fit), judged against the probe's validation score, and the face
+    candidate's verdict; fills in model.json's "training" record. Returns (the fit's result, the kept
+    network), whose weights are in RUN/model.safetensors."""
+    from imgclf.training import faceprobe
     from imgclf.training.leaderboard import record_leaderboard
-    from imgclf.training.loop import fit
+    from imgclf.training.loop import FitResult, fit
 
     cfg = prep.cfg
     # The probe's score by the criterion fine-tuning judges by (balanced accuracy when classes are weighted).
+    key = "val_acc" if cfg.class_weight == "none" else "val_balanced_acc"
     probe = meta.probe or {}
-    probe_val = probe.get("val_acc" if cfg.class_weight == "none" else "val_balanced_acc", float("nan"))
+    probe_val = probe.get(key, float("nan"))
     baseline = None if np.isnan(probe_val) else (probe_val, probe["val_loss"])
-    result = fit(
-        net,
-        cfg,
-        prep.split_data(),
-        prep.policy,
-        run_dir,
-        prep.device,
-        console,
-        resume=resume,
-        on_epoch=on_epoch,
-        baseline=baseline,
-        feature_maps=maps,
-        started=started,
-        image_seconds=probe.get("image_seconds"),
-    )
-    console.print(
-        f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; best val {result.criterion} "
-        f"{result.best_val_acc:.4f} at epoch {result.best_epoch}{'' if result.best_epoch else ' (the linear probe)'}"
-    )
+    face, face_net, face_images = prep.face or (None, None, None)
+    if face is not None and baseline is not None and faceprobe.dominates(face, probe, key):
+        console.print(
+            f"fine-tuning skipped: the face embedding (val {face[key]:.4f}) makes at most half the errors "
+            f"of the linear probe (val {probe_val:.4f}), which fine-tuning starts from"
+        )
+        result = FitResult(criterion="accuracy" if key == "val_acc" else "balanced accuracy", stopped_early=True)
+        result.best_val_acc, result.best_val_loss = baseline
+    else:
+        result = fit(
+            net,
+            cfg,
+            prep.split_data(),
+            prep.policy,
+            run_dir,
+            prep.device,
+            console,
+            resume=resume,
+            on_epoch=on_epoch,
+            baseline=baseline,
+            feature_maps=maps,
+            started=started,
+            image_seconds=probe.get("image_seconds"),
+        )
+        console.print(
+            f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; best val {result.criterion} "
+            f"{result.best_val_acc:.4f} at epoch {result.best_epoch}{'' if result.best_epoch else ' (the linear probe)'}"
+        )
+    face_kept = face is not None and faceprobe.kept(face, result.best_val_acc, result.best_val_loss, key)
+    if face_kept:
+        net = _keep_face(run_dir, prep, face_net, face_images, meta, console)
     meta.training = TrainingRecord(
         epochs_run=len(result.history),
         best_epoch=result.best_epoch,
-        best_val_acc=result.best_val_acc,
+        best_val_acc=face[key] if face_kept else result.best_val_acc,
         criterion=result.criterion,
         stopped_early=result.stopped_early,
-        train_seconds=round(result.train_seconds + probe.get("seconds", 0), 2),
+        train_seconds=round(result.train_seconds + probe.get("seconds", 0) + (face or {}).get("seconds", 0), 2),
         first_step_seconds=round(result.first_step_seconds, 2),
         compile=result.compile,  # training.timing.CompileChoice: on or off, from which epoch, why
         device=str(prep.device),
@@ -337,5 +369,28 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, 
         stages=result.stages,
         plan=result.plan,  # a budgeted run's (training.budget): its budget, how its cooldown came
     )
-    meta.leaderboard = record_leaderboard(run_dir, cfg, probe, result, console)
-    return result
+    meta.leaderboard = record_leaderboard(run_dir, cfg, probe, result, console, face, face_kept)
+    return result, net
+
+
+def _keep_face(run_dir: Path, prep: Prepared, face_net, images, meta: RunMeta, console):
+    """Make the face candidate the run's model: its head in model.safetensors; model.json's
+    architecture, input and "pretrained" saying what it is; its own decode of the images (aspect
+    kept) the evaluation after training's."""
+    from imgclf.models.face.classifier import FACE_EMBEDDING
+    from imgclf.models.face.model import NAME
+    from imgclf.store.checkpoint import save_weights
+    from imgclf.training.faceprobe import RESIZE, SIDE, face_record
+
+    save_weights(run_dir / "model.safetensors", face_net.state_dict())
+    n_params = sum(p.numel() for p in face_net.parameters())
+    meta.architecture = Architecture(name=FACE_EMBEDDING, kwargs={"embedding": NAME}, in_chans=3, parameters=n_params)
+    meta.input = InputSpec(size=SIDE, resize=RESIZE, channels="RGB", dtype="uint8")
+    meta.preprocessing = (
+        f"decode to RGB (EXIF-rotated, alpha on white), resize '{RESIZE}' to {SIDE}x{SIDE}; the biggest face "
+        "found by dlib's detector, aligned on 5 landmarks to 150x150 (the whole image where none is found)"
+    )
+    meta.pretrained, meta.starting_weights = face_record(), None
+    prep.images = images
+    console.print("  kept: the face embedding (dlib's network, a linear head on it), best on the validation split")
+    return face_net

@@ -95,8 +95,8 @@ def fit_probe(
     mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
     classes = np.unique(y_train)
 
-    c, clf, loss, acc, bal = _choose_c(x_train, y_train, x_val, y_val, mu, sd, class_weight, classes)
-    _set_head(net, clf, classes, mu, sd, int(labels.max()) + 1)
+    c, clf, loss, acc, bal = choose_c(x_train, y_train, x_val, y_val, mu, sd, class_weight, classes)
+    set_head(net, clf, classes, mu, sd, int(labels.max()) + 1)
     seconds = time.perf_counter() - t0
     console.print(
         f"  linear probe: {len(x_train)} training views embedded in {embed_s:.1f}s, C={c}, "
@@ -125,7 +125,7 @@ def _lower_maps(kept: tuple[list, list], n_train: int) -> LowerMaps | None:
     )
 
 
-def _choose_c(x_train, y_train, x_val, y_val, mu, sd, class_weight, classes):
+def choose_c(x_train, y_train, x_val, y_val, mu, sd, class_weight, classes):
     """The logistic regression, its C chosen on the validation images by the criterion fine-tuning
     will judge by (balanced accuracy when classes are weighted; ties: the lower loss). Returns
     (C, fitted classifier, val loss, val accuracy, val balanced accuracy)."""
@@ -162,7 +162,7 @@ def _score(clf, x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 
 
 @torch.no_grad()
-def _set_head(net: torch.nn.Module, clf, classes: np.ndarray, mu: np.ndarray, sd: np.ndarray, n_classes: int) -> None:
+def set_head(net: torch.nn.Module, clf, classes: np.ndarray, mu: np.ndarray, sd: np.ndarray, n_classes: int) -> None:
     """Fold the standardisation into the logistic regression and copy it into the classifier."""
     coef, icpt = clf.coef_, clf.intercept_
     if coef.shape[0] == 1:  # two classes: scikit-learn keeps one row (the second class's log-odds)

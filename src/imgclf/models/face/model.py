@@ -116,9 +116,19 @@ class FaceModel:
         """Every face in an RGB PIL image, biggest first. `whole_photo`: take the whole photo as the
         face when none is found (default: when the photo is FACE_CROP px or smaller). `stop`
         (core.work.Stop): checked between the searches and before the embedding."""
+        rgb, found, how = self.located(np.ascontiguousarray(np.asarray(img.convert("RGB"))), whole_photo, stop)
+        if not found:
+            return []
+        chips = np.stack([self.chip(rgb, r) for r, _ in found])
+        vectors = self.embed(chips)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return [Face(_box(r, rgb.shape), v, how, round(float(s), 3)) for (r, s), v in zip(found, vectors)]
+
+    def located(self, rgb: np.ndarray, whole_photo: bool | None = None, stop=None) -> tuple[np.ndarray, list, str]:
+        """The search behind faces(), on an HxWx3 uint8 RGB array: (the photo its chips are cut from,
+        [(dlib.rectangle, score)] biggest first, "detected" or "whole photo")."""
         from imgclf.core.work import check
 
-        rgb = np.ascontiguousarray(np.asarray(img.convert("RGB")))
         h, w = rgb.shape[:2]
         crop = max(h, w) <= FACE_CROP
         if crop:  # the face is most of the photo: equalised, the photo is as the face would be
@@ -128,17 +138,11 @@ class FaceModel:
         if not found and not crop:  # a dark or washed-out scene: its faces may show once equalised
             found = self.find(equalized(rgb))
         check(stop)
-        if not found:
-            if whole_photo is False or (whole_photo is None and not crop):
-                return []
-            found = [(self.dlib.rectangle(0, 0, w - 1, h - 1), 0.0)]
-            how = "whole photo"
-        else:
-            how = "detected"
-        chips = np.stack([self.chip(rgb, r) for r, _ in found])
-        vectors = self.embed(chips)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        return [Face(_box(r, rgb.shape), v, how, round(float(s), 3)) for (r, s), v in zip(found, vectors)]
+        if found:
+            return rgb, found, "detected"
+        if whole_photo is False or (whole_photo is None and not crop):
+            return rgb, [], "detected"
+        return rgb, [(self.dlib.rectangle(0, 0, w - 1, h - 1), 0.0)], "whole photo"
 
     def chip(self, rgb: np.ndarray, rect) -> np.ndarray:
         """The face in `rect` aligned on its 5 landmarks to CHIP x CHIP px, its luminance equalised."""

@@ -1,0 +1,91 @@
+"""A classifier on dlib's face embedding: what a run holds when its leaderboard kept the face embedding.
+
+Each image's biggest face is found, aligned and embedded (model.FaceModel: dlib's HOG detector, 5
+landmarks, the ResNet embedding, 128 numbers of unit length), or the whole image where no face is
+found; a linear head (a logistic regression fitted by training.faceprobe) maps the embedding to
+class logits. Nothing but the head is learnt: the embedding was trained by dlib on millions of
+faces, which is why five photos a person are enough where a network trained on the user's photos
+needs hundreds.
+
+The module takes what every other network takes (a normalised image batch at the run's size), so
+prediction, calibration, test-time augmentation, the service and video run it unchanged. It runs
+dlib and ONNX Runtime on the CPU inside forward(): it has no gradients, and it cannot be traced,
+so ONNX export and Grad-CAM refuse it in one line.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from imgclf.core.errors import UserError
+
+FACE_EMBEDDING = "face_embedding"  # the architecture's name in model.json
+DIM = 128  # numbers in dlib's embedding
+NOT_EXPORTABLE = (
+    "this run's model is dlib's face embedding with a linear head (its leaderboard kept it): the face "
+    "search runs in dlib, so it runs in PyTorch only and has no ONNX graph or Grad-CAM map; train with "
+    "--faces off for a network that exports"
+)
+
+
+class FaceEmbeddingClassifier(torch.nn.Module):
+    """Normalised images (N, 3, S, S) -> class logits, through the biggest face's embedding.
+    `mean`/`std`: the run's normalisation, undone to give dlib the uint8 pixels."""
+
+    exportable = False  # read by the ONNX paths (inference.onnx_export, the evaluation after training)
+
+    def __init__(self, num_classes: int, mean, std, embedding: str | None = None):
+        super().__init__()
+        from imgclf.models.face.model import NAME
+
+        if embedding not in (None, NAME):  # model.json names another embedding than the one installed
+            raise UserError(f"this run was made with the face embedding {embedding}; imgclf {NAME} cannot run it")
+        self.head = torch.nn.Linear(DIM, num_classes)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self._faces = None
+
+    def get_classifier(self) -> torch.nn.Linear:
+        return self.head
+
+    @property
+    def faces(self):
+        if self._faces is None:  # dlib and the embedder load on first use, on the CPU (ONNX Runtime)
+            from imgclf.models.face.model import FaceModel
+
+            self._faces = FaceModel(device="cpu")
+        return self._faces
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            raise UserError(NOT_EXPORTABLE)
+        pixels = ((x.float() * self.std + self.mean) * 255).round().clamp(0, 255).to(torch.uint8)
+        images = pixels.permute(0, 2, 3, 1).cpu().numpy()
+        emb = torch.from_numpy(embed_images(self.faces, images)[0]).to(x.device)
+        return self.head(emb)
+
+
+def refuse_untraceable(net) -> None:
+    """One line for a network that has no ONNX graph or Grad-CAM map (a face-embedding run's)."""
+    if not getattr(net, "exportable", True):
+        raise UserError(NOT_EXPORTABLE)
+
+
+def embed_images(faces, images: np.ndarray, mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings (N, 128), found (N,) bool: a face was detected rather than the whole image taken)
+    of uint8 RGB images (N, H, W, 3) by `faces` (model.FaceModel). `mirror`: of each chip's mirror
+    image too, after the N originals (2N rows): a second training view for the price of an
+    embedding, without a second search."""
+    chips, found = [], []
+    for img in images:
+        rgb, where, how = faces.located(np.ascontiguousarray(img), whole_photo=True)
+        chips.append(faces.chip(rgb, where[0][0]))
+        found.append(how == "detected")
+    batch = np.stack(chips) if chips else np.zeros((0, 150, 150, 3), np.uint8)
+    if mirror:
+        batch = np.concatenate([batch, batch[:, :, ::-1]])
+    vectors = faces.embed(np.ascontiguousarray(batch)) if len(batch) else np.zeros((0, DIM), np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+    return vectors.astype(np.float32), np.array(found, bool)
