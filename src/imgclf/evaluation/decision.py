@@ -56,7 +56,20 @@ def choose_threshold(
             ), f"precision {target_precision} unreachable on validation; strictest threshold"
         return float(thresholds[ok].min()), f"lowest threshold with validation precision >= {target_precision}"
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return float(thresholds[int(np.argmax(f1))]), "best validation F1"
+    return _middle(p_pos, float(thresholds[int(np.argmax(f1))])), "best validation F1"
+
+
+def _middle(p_pos: np.ndarray, chosen: float) -> float:
+    """The middle, in log-odds, of the gap below `chosen` (the lowest positive score that achieves
+    the best F1): every threshold in it answers the validation images alike, and the lowest one sits on
+    a validation photo's own score. A cleanly separated validation split (negatives at 1e-7, positives
+    from 0.99999997) put the threshold at 0.99999997, and a new photo of the positive class at
+    0.99999996 was answered negative."""
+    below = p_pos[p_pos < chosen]
+    low = float(below.max()) if len(below) else 0.0
+    eps = 1e-12
+    logit = lambda p: np.log(max(p, eps) / max(1 - p, eps))  # noqa: E731
+    return float(1 / (1 + np.exp(-(logit(low) + logit(chosen)) / 2)))
 
 
 def decision_metrics(p_pos: np.ndarray, is_pos: np.ndarray, threshold: float) -> dict:

@@ -253,8 +253,10 @@ def _setting(v) -> str:
 
 
 def learning_section(f: Facts) -> str:
-    if not f.history:
-        return section("learning-curves", "Training", "<p>No history.csv.</p>")
+    if not f.history:  # no epochs: a probe or the face embedding was kept before any (the leaderboard says)
+        return section(
+            "learning-curves", "Training", "<p>No epochs were trained (no history.csv).</p>" + leaderboard_html(f)
+        )
     t = f.meta.training_record
     best = t.best_epoch if f.meta.training else None
     text = (

@@ -96,6 +96,10 @@ def warm_start(net: nn.Module, run: str | Path, classes: list[str]) -> str:
     run = find_run(run)
     meta = load_run_meta(run)
     verify_weights(run, meta.weights_sha256)  # a damaged parent would pass its damage on to every update
+    if meta.architecture_name == "face_embedding":  # models.face.classifier.FACE_EMBEDDING
+        # Its network is dlib's, frozen: what it learnt is a logistic regression, which the face
+        # candidate refits on the old and new images together (its config keeps faces=on).
+        return f"warm start from {run}: it kept the face embedding, whose head is refitted on every image; {type(net).__name__} starts from its own weights"
     info = grow_head(net, load_weights(run / "model.safetensors"), meta.classes, classes)
     # The stem was whitened from the parent's training images and trained on; re-whitening it from
     # the new data would throw that away (training.loop calls init_from_data when the model has it).

