@@ -11,6 +11,7 @@ Recipes (every one `imgclf train`, run as a user would, as a subprocess; wall se
   probe     `--time-budget 1s`: the budget is spent before fine-tuning starts, the probe is the model
   2m        `--time-budget 2m`: is a stated budget honoured (within 15 %)?
   scratch   `--model resnet_fast`: from scratch, with the default budget
+  no-faces  `--faces off`: the default without dlib's face embedding on the leaderboard
 
 The split is the default run's (splits.csv handed to the others as a manifest, `--group-by none`).
 The Keras tutorial CNN's times on these machines are the issue's (131 s for 1,924 images, 150 s for
@@ -32,6 +33,7 @@ RECIPES = {
     "probe": ("--time-budget", "1s"),
     "2m": ("--time-budget", "2m"),
     "scratch": ("--model", "resnet_fast"),
+    "no-faces": ("--faces", "off"),
 }
 
 
@@ -68,14 +70,17 @@ def main() -> None:
         for recipe, r in res.items():
             results.append({"set": name, "recipe": recipe, **r})
             print(json.dumps(results[-1]), flush=True)
-    header = f"{'set':<16} {'recipe':<8} {'test acc':>9} {'macro F1':>9} {'train s':>8} {'wall s':>7} {'budget s':>9}  ended by"
+    header = (
+        f"{'set':<16} {'recipe':<8} {'test acc':>9} {'macro F1':>9} {'train s':>8} {'wall s':>7} {'budget s':>9}  "
+        "ended by / model kept"
+    )
     print("\n" + header)
     for r in results:
         print(
             f"{r['set']:<16} {r['recipe']:<8} {r['accuracy']:>9.4f} {r['macro_f1']:>9.4f} {r['train_s']:>8.1f} "
-            f"{r['wall_s']:>7.1f} {r.get('budget_s') or 0:>9.0f}  {r.get('ended_by') or ''}"
+            f"{r['wall_s']:>7.1f} {r.get('budget_s') or 0:>9.0f}  {r.get('ended_by') or ''} / {r['model']}"
         )
-    keys = ("set", "recipe", "accuracy", "macro_f1", "train_s", "wall_s", "budget_s", "ended_by")
+    keys = ("set", "recipe", "accuracy", "macro_f1", "train_s", "wall_s", "budget_s", "ended_by", "model")
     tables.save("recipes", keys, [[r.get(k) for k in keys] for r in results])
 
 

@@ -61,7 +61,7 @@ def test_int8_face_shards_equal_int8_identify(ray_cluster, tmp_path, monkeypatch
     from test_embedder_int8 import EILEEN, GRACE, copies
 
     from imgclf.core.errors import UserError
-    from imgclf.inference import onnx_runtime
+    from imgclf.models import packaged
 
     pq = pytest.importorskip("pyarrow.parquet")
     faces = tmp_path / "faces"
@@ -93,7 +93,7 @@ def test_int8_face_shards_equal_int8_identify(ray_cluster, tmp_path, monkeypatch
         for a, b in zip(faces_, single[path]["faces"]):
             assert a["similarity"] == pytest.approx(b["similarity"], abs=1e-5)
 
-    monkeypatch.setattr(onnx_runtime, "int8_file", lambda fp32: tmp_path / "no.int8.onnx")
+    monkeypatch.setattr(packaged, "int8_file", lambda fp32: tmp_path / "no.int8.onnx")
     with pytest.raises(UserError, match="make one with: imgclf export faces --int8 --calibration PHOTOS/"):
         imgclf.predict_on_ray(tmp_path / "g", probes, tmp_path / "none", backend="onnx-int8", progress=False)
 

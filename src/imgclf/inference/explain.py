@@ -222,7 +222,7 @@ def explain(
     from imgclf.data.images import UnusableImage, read_rgb, to_rgb
     from imgclf.models.face.classifier import refuse_untraceable
 
-    refuse_untraceable(model.net)
+    refuse_untraceable(getattr(model, "net", None))  # an ensemble has none: its members' maps are averaged
     explainer = Explainer(model, method)
     items, results, arrays, originals = list(expand_inputs(images)), [], [], []
     for i, item in enumerate(items):
