@@ -39,6 +39,10 @@ SIDE, RESIZE = 160, "pad"
 
 def resolve_faces(cfg, spec, images: np.ndarray | None, explicit: set[str] | None) -> tuple[str, str | None]:
     """faces=auto -> on | off, and the line that says why (None when nothing was decided)."""
+    if cfg.faces == "on":
+        from imgclf.models.face.model import FaceModel
+
+        FaceModel(device="cpu")  # --faces on without dlib or its weights: one line now, not after the probe
     if cfg.faces != "auto":
         return cfg.faces, None
     named = sorted({"model", "preset"} & (explicit or set()))

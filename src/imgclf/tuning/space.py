@@ -196,6 +196,9 @@ def trial_settings(values: dict, space: Space, img_size: int, n_train: int) -> d
     """train() keywords for one trial: the fixed settings and the drawn values, with the knobs
     translated (width -> the model's width setting, augment_strength -> an augment policy)."""
     s = {**space.fixed, **values}
+    # A tune searches the network's settings: the face embedding (training.faceprobe) has none, and
+    # winning on validation it would skip the very epochs a trial is judged by.
+    s.setdefault("faces", "off")
     width = s.pop("width", None)
     strength = s.pop("augment_strength", None)
     model = s.get("model", TrainConfig.model)
