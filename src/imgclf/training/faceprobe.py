@@ -34,29 +34,44 @@ FILES = ("face.json", "face.safetensors")  # in the run folder: a resumed run re
 # The candidate's own decode: faces keep their proportions. Squashed to the network's square (ORL's
 # 92x112 to 96x96) dlib's landmarks land wrong: 5-fold accuracy on ORL 0.990 squashed at 96 px, 1.000
 # padded at 128-200 px; on ORL relit hard 0.965 against 0.990-0.993 (a face found in 91 % against 99 %).
-SIDE, RESIZE = 160, "pad"
+RESIZE = "pad"
+# Its size: the photos' median long side, within these bounds. Face crops are searched at 160 px
+# or more; whole photos at up to 384, where a face a tenth of the photo's width still has the 40 px
+# dlib's detector needs (searched at twice the size when none is found). Bounded by memory too.
+SIDES = (160, 384)
+MEMORY = 3e9  # bytes the candidate's decoded images may take (uint8, 3 channels)
 
 
-def resolve_faces(cfg, spec, images: np.ndarray | None, explicit: set[str] | None) -> tuple[str, str | None]:
-    """faces=auto -> on | off, and the line that says why (None when nothing was decided)."""
+def resolve_faces(cfg, spec, explicit: set[str] | None) -> tuple[str, str | None]:
+    """faces=auto -> on | off, and the line that says why (None when nothing was decided). The
+    sampled photos are decoded as the candidate would read them (face_side), not at the network's
+    size: a face in a street photo squashed to 128 px is too small to find."""
     if cfg.faces == "on":
         from imgclf.models.face.model import FaceModel
 
         FaceModel(device="cpu")  # --faces on without dlib or its weights: one line now, not after the probe
     if cfg.faces != "auto":
         return cfg.faces, None
-    named = sorted({"model", "preset"} & (explicit or set()))
-    if named or images is None:
-        return "off", None  # the user chose a recipe (or lr-find: no training): no other candidate
+    if {"model", "preset"} & (explicit or set()):
+        return "off", None  # the user chose a recipe: no other candidate
     try:
         from imgclf.models.face.model import FaceModel
 
         faces = FaceModel(device="cpu")
     except Exception:  # noqa: BLE001 - dlib or its weights missing or damaged: no face candidate
         return "off", None
+    from imgclf.data.images import UnusableImage, load_resized
+
     train = np.sort(spec.indices("train"))
-    sample = train[np.linspace(0, len(train) - 1, min(SAMPLE, len(train))).round().astype(int)]
-    hits = sum(bool(faces.located(np.ascontiguousarray(images[i]), whole_photo=False)[1]) for i in sample)
+    paths = [spec.paths[i] for i in train]
+    side = face_side(paths)
+    sample = [paths[i] for i in np.linspace(0, len(paths) - 1, min(SAMPLE, len(paths))).round().astype(int)]
+    hits = 0
+    for path in sample:
+        try:
+            hits += bool(faces.located(np.ascontiguousarray(load_resized(path, side, RESIZE)), whole_photo=False)[1])
+        except UnusableImage:
+            continue
     on = hits > SHARE * len(sample)
     why = f"{hits} of {len(sample)} sampled training photos hold a face dlib's detector finds"
     if on:
@@ -67,7 +82,7 @@ def resolve_faces(cfg, spec, images: np.ndarray | None, explicit: set[str] | Non
 def fit_face_candidate(run_dir: Path, prep, class_weight, console) -> tuple[dict, object, np.ndarray]:
     """The face candidate's leaderboard row (val accuracy, balanced accuracy, loss, C, seconds), its
     network (models.face.classifier) fitted on the run's training split (on resume, the saved one),
-    and every image of the run decoded as it reads them (SIDE px, RESIZE)."""
+    and every image of the run decoded as it reads them (face_side px, RESIZE)."""
     from imgclf.data.cache import build_cache
     from imgclf.models.face.classifier import FaceEmbeddingClassifier
     from imgclf.store.checkpoint import load_weights, save_weights
@@ -76,7 +91,8 @@ def fit_face_candidate(run_dir: Path, prep, class_weight, console) -> tuple[dict
     n_classes = len(spec.classes)
     net = FaceEmbeddingClassifier(n_classes, prep.mean, prep.std)
     t0 = time.perf_counter()
-    images = build_cache(spec.paths, SIDE, RESIZE, workers=prep.cfg.workers, progress=False).images
+    side = face_side(spec.paths)
+    images = build_cache(spec.paths, side, RESIZE, workers=prep.cfg.workers, progress=False).images
     row_file, weight_file = (run_dir / f for f in FILES)
     if row_file.is_file() and weight_file.is_file():
         net.load_state_dict(load_weights(weight_file))
@@ -112,6 +128,24 @@ def fit_face_candidate(run_dir: Path, prep, class_weight, console) -> tuple[dict
     save_weights(weight_file, net.state_dict())
     write_json(row_file, row)
     return row, net, images
+
+
+def face_side(paths: list[str], sample: int = 64) -> int:
+    """The side the face candidate decodes the photos at (see SIDES): their median long side over a
+    sample of headers, in steps of 32 px, as far as MEMORY allows."""
+    from imgclf.data.images import UnusableImage, image_size
+
+    rng = np.random.default_rng(0)
+    longs = []
+    for i in rng.choice(len(paths), size=min(sample, len(paths)), replace=False):
+        try:
+            longs.append(max(image_size(paths[i])))
+        except UnusableImage:
+            continue
+    side = int(np.clip(32 * round(np.median(longs) / 32), *SIDES)) if longs else SIDES[0]
+    while side > SIDES[0] and len(paths) * side * side * 3 > MEMORY:
+        side -= 32
+    return side
 
 
 def dominates(face: dict, probe: dict, key: str) -> bool:

@@ -99,7 +99,7 @@ def prepare(
         grouping = group_split(spec, cfg, images, console)
         removed = duplicates(spec, cfg, console)
         require_training_images(spec)
-    cfg, policy, lines = after_decoding(cfg, spec, grouping, for_training, images, explicit)
+    cfg, policy, lines = after_decoding(cfg, spec, grouping, for_training, explicit)
     for line in lines:
         console.print(line)
     mean, std, pretrained = normalization(cfg, images, spec)
@@ -380,14 +380,15 @@ def _keep_face(run_dir: Path, prep: Prepared, face_net, images, meta: RunMeta, c
     from imgclf.models.face.classifier import FACE_EMBEDDING
     from imgclf.models.face.model import NAME
     from imgclf.store.checkpoint import save_weights
-    from imgclf.training.faceprobe import RESIZE, SIDE, face_record
+    from imgclf.training.faceprobe import RESIZE, face_record
 
     save_weights(run_dir / "model.safetensors", face_net.state_dict())
     n_params = sum(p.numel() for p in face_net.parameters())
     meta.architecture = Architecture(name=FACE_EMBEDDING, kwargs={"embedding": NAME}, in_chans=3, parameters=n_params)
-    meta.input = InputSpec(size=SIDE, resize=RESIZE, channels="RGB", dtype="uint8")
+    side = int(images.shape[1])
+    meta.input = InputSpec(size=side, resize=RESIZE, channels="RGB", dtype="uint8")
     meta.preprocessing = (
-        f"decode to RGB (EXIF-rotated, alpha on white), resize '{RESIZE}' to {SIDE}x{SIDE}; the biggest face "
+        f"decode to RGB (EXIF-rotated, alpha on white), resize '{RESIZE}' to {side}x{side}; the biggest face "
         "found by dlib's detector, aligned on 5 landmarks to 150x150 (the whole image where none is found)"
     )
     meta.pretrained, meta.starting_weights = face_record(), None

@@ -85,11 +85,11 @@ def _preset(cfg: TrainConfig, explicit: set[str], train_paths: list[str], device
     return cfg.updated(**{k: v for k, v in values.items() if k not in explicit}), list(notes)
 
 
-def after_decoding(cfg: TrainConfig, spec, grouping: dict | None, for_training: bool, images=None, explicit=None):
+def after_decoding(cfg: TrainConfig, spec, grouping: dict | None, for_training: bool, explicit=None):
     """The choices that need the decoded, split data: how the split was grouped, whether classes are
     weighed, the augmentation policy, test-time augmentation, whether the face embedding competes
-    (training.faceprobe: it looks for faces in `images`, the decoded photos; not when the user named
-    the model or preset, in `explicit`), and the model's full keyword arguments (so the run records
+    (training.faceprobe: it looks for faces in a sample of the training photos; not when the user
+    named the model or preset, in `explicit`), and the model's full keyword arguments (so the run records
     every one it used). Returns (settings, augmentation policy, lines to print)."""
     from imgclf.models import model_defaults
     from imgclf.training.balance import resolve_class_weight
@@ -111,7 +111,7 @@ def after_decoding(cfg: TrainConfig, spec, grouping: dict | None, for_training: 
         lines.append(
             f"  default: tta={tta}: test-time augmentation at evaluation{'' if policy.flip else ' (no flips in training)'}"
         )
-    faces, note = resolve_faces(cfg, spec, images, explicit)
+    faces, note = resolve_faces(cfg, spec, explicit)
     if note:
         lines.append(f"  default: {note}")
     cfg = cfg.updated(
