@@ -15,6 +15,8 @@ so ONNX export and Grad-CAM refuse it in one line.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -45,6 +47,16 @@ class FaceEmbeddingClassifier(torch.nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self._faces = None
+        # dlib's detector and landmark model keep scratch memory: a service's batcher and scan threads
+        # may call forward() at once, so the search runs one call at a time.
+        self._lock = threading.Lock()
+
+    def __getstate__(self):  # a copy (deepcopy, pickle) gets its own lock and loads dlib again
+        return {k: v for k, v in super().__getstate__().items() if k not in ("_lock", "_faces")}
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._faces, self._lock = None, threading.Lock()
 
     def get_classifier(self) -> torch.nn.Linear:
         return self.head
@@ -63,7 +75,8 @@ class FaceEmbeddingClassifier(torch.nn.Module):
             raise UserError(NOT_EXPORTABLE)
         pixels = ((x.float() * self.std + self.mean) * 255).round().clamp(0, 255).to(torch.uint8)
         images = pixels.permute(0, 2, 3, 1).cpu().numpy()
-        emb = torch.from_numpy(embed_images(self.faces, images)[0]).to(x.device)
+        with self._lock:
+            emb = torch.from_numpy(embed_images(self.faces, images)[0]).to(x.device)
         return self.head(emb)
 
 
