@@ -118,6 +118,16 @@ def test_a_run_that_kept_the_face_embedding_predicts_and_refuses_export(face_run
         assert p.returncode != 0 and "Traceback" not in p.stderr + p.stdout, args
         assert "face embedding" in p.stderr + p.stdout, args
     assert not (tmp_path / "m.onnx").exists()
+    # The service answers with it, and refuses to explain it in one line (501, as for an ensemble).
+    serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
+    import httpx
+
+    with serving.BackgroundServer(serving.create_app(model, serving.ServeSettings())) as url:
+        photo_bytes = probes[-1][0].read_bytes()
+        got = httpx.post(f"{url}/predict", files={"file": ("p.jpg", photo_bytes)}, timeout=60)
+        assert got.status_code == 200 and got.json()["results"][0]["label"] == probes[-1][1]
+        got = httpx.post(f"{url}/explain", files={"file": ("p.jpg", photo_bytes)}, timeout=60)
+        assert got.status_code == 501 and "face embedding" in got.json()["detail"]
     # The report says which candidate won.
     assert "face embedding" in imgclf.report(face_run, verbose=False).read_text()
 

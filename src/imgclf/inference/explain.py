@@ -24,6 +24,7 @@ import torch.nn as nn
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, output_folder
 from imgclf.inference.model import expand_inputs
+from imgclf.models.face.classifier import refuse_untraceable
 
 # imgclf name -> pytorch_grad_cam class. EigenCAM is class-agnostic: it shows the main component
 # of the features whatever the target; ScoreCAM needs no gradients but one forward per channel.
@@ -134,6 +135,7 @@ class Explainer:
             self.members = [Explainer(m, method, copy) for m in model.members]
             self.net, self.layer = self.members[0].net, self.members[0].layer
             return
+        refuse_untraceable(model.net)  # a face-embedding run: no feature maps to explain (one line)
         if isinstance(model.net, nn.Module) and next(model.net.parameters(), None) is not None:
             import copy as copying
 
@@ -220,9 +222,7 @@ def explain(
     target, method, layer, heatmap (size x size, 0..1) and overlay (the PNG written under `out`,
     else None); or path and error for an unreadable file."""
     from imgclf.data.images import UnusableImage, read_rgb, to_rgb
-    from imgclf.models.face.classifier import refuse_untraceable
 
-    refuse_untraceable(getattr(model, "net", None))  # an ensemble has none: its members' maps are averaged
     explainer = Explainer(model, method)
     items, results, arrays, originals = list(expand_inputs(images)), [], [], []
     for i, item in enumerate(items):
