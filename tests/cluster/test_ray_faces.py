@@ -101,3 +101,36 @@ def test_int8_face_shards_equal_int8_identify(ray_cluster, tmp_path, monkeypatch
 def test_threshold_is_refused_with_ray(tmp_path):
     p = cli("faces", "identify", tmp_path, "x.jpg", "--ray", "--threshold", "0.9", check=False)
     assert p.returncode == 2 and "--threshold is not taken with --ray" in p.stderr
+
+
+@pytest.mark.slow
+def test_a_face_embedding_run_predicts_on_ray_in_pytorch(ray_cluster, tmp_path, monkeypatch):
+    """A run whose leaderboard kept the face embedding (training.faceprobe) has no ONNX graph: backend
+    auto runs it in PyTorch on the CPU workers, and they name the people as one machine does."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
+    from test_face_candidate import _people, photo
+
+    from imgclf.training import faceprobe
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    rng = np.random.default_rng(0)
+    data, probes = tmp_path / "people", []
+    for name, img in _people().items():
+        (data / name).mkdir(parents=True)
+        for i in range(12):
+            photo(img, rng).save(data / name / f"{i:02d}.jpg", quality=90)
+        for i in range(2):
+            probes.append(tmp_path / f"{name}-{i}.jpg")
+            photo(img, rng).save(probes[-1], quality=85)
+    monkeypatch.setattr(faceprobe, "kept", lambda *a: True)
+    run = imgclf.train(data, out=tmp_path / "run", verbose=False).path
+    summary = imgclf.predict_on_ray(run, probes, tmp_path / "preds", shard_size=2, progress=False)
+    assert summary["predicted"] == len(probes) and summary["errors"] == 0
+    rows = {Path(r["path"]).name: r["label"] for r in pq.read_table(tmp_path / "preds").to_pylist()}
+    assert rows == {p.name: p.name.split("-")[0] for p in probes}
+    assert not (run / "model.onnx").exists()

@@ -169,7 +169,9 @@ def _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, conso
         raise UserError(
             f"{job['run']} is an ensemble bundle, which runs on the torch backend only; drop --backend {backend}"
         )
-    backend = backend if backend != "auto" else ("torch" if gpus or ensemble else "onnx")
+    # A face-embedding run (training.faceprobe) runs dlib inside PyTorch: it has no ONNX graph.
+    torch_only = ensemble or (job.get("kind") is None and _runs_dlib(job["run"]))
+    backend = backend if backend != "auto" else ("torch" if gpus or torch_only else "onnx")
     if backend in ("onnx", "openvino") and job.get("kind") is None:  # a detector's graph is converted in its cache
         _ensure_onnx(Path(job["run"]), console)
     actor_job = {**job, "backend": backend, "device": "cuda" if gpus else "cpu", "out": folder.path}
@@ -332,3 +334,11 @@ def _console(show: bool):
 
     # stderr, as `imgclf predict --out`: stdout stays free for a pipeline's own output.
     return Console(stderr=True, quiet=not show, highlight=False, soft_wrap=True)
+
+
+def _runs_dlib(run) -> bool:
+    """Whether the run kept the face embedding (models.face.classifier), which runs in PyTorch only."""
+    from imgclf.models.face.classifier import FACE_EMBEDDING
+    from imgclf.store.run_meta import load_run_meta
+
+    return load_run_meta(Path(run)).architecture_name == FACE_EMBEDDING
