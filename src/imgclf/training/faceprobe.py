@@ -5,8 +5,8 @@ network fine-tuned on the user's few hundred photos: on ORL (40 people, 8 photos
 from) its embedding with a logistic regression names 100 % of held-out photos where the fine-tuned
 default names 97.4 %; on the issue's aligned celebrities 98.4 % against 87.7 %. Where light is
 extreme and the detector misses most faces, the trained network wins. So the embedding competes:
-each training image's biggest face (and its mirror, while photos are few) and each validation image's are embedded once,
-a logistic regression is fitted on them (C chosen on the validation split, as the probe's is), and
+each training image's biggest face (and its mirror, while photos are few) and each validation
+image's are embedded once, a logistic regression is fitted on them (C chosen on the validation split, as the probe's is), and
 the validation split decides (`kept`).
 
 Successive halving, in its simplest form: when the face candidate already makes at most half the
@@ -96,7 +96,7 @@ def fit_face_candidate(run_dir: Path, prep, class_weight, console) -> tuple[dict
     n_classes = len(spec.classes)
     net = FaceEmbeddingClassifier(n_classes, prep.mean, prep.std)
     t0 = time.perf_counter()
-    side = face_side(spec.paths)
+    side = face_side([spec.paths[i] for i in np.sort(spec.indices("train"))])  # the side the gate searched at
     images = build_cache(spec.paths, side, RESIZE, workers=prep.cfg.workers, progress=False).images
     row_file, weight_file = (run_dir / f for f in FILES)
     if row_file.is_file() and weight_file.is_file():
