@@ -147,6 +147,28 @@ def test_update_refits_the_face_head_on_old_and_new_photos(face_run, tmp_path):
     assert json.loads((tmp_path / "v2" / "metrics.json").read_text())["accuracy"] == 1.0
 
 
+def test_faces_that_are_not_the_question_leave_the_network_kept(tmp_path):
+    """Photos of faces sorted by something other than who it is (the colour of a wide frame around
+    each photo, outside the aligned face the embedding reads): the embedding cannot tell them
+    apart, the ImageNet network can, and it is kept."""
+    rng = np.random.default_rng(1)
+    for name, img in _people().items():
+        for i in range(12):
+            for cls, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+                face = photo(img, rng)
+                framed = Image.new("RGB", (face.width * 2, face.height * 2), colour)
+                framed.paste(face, (face.width // 2, face.height // 2))
+                (tmp_path / "frames" / cls).mkdir(parents=True, exist_ok=True)
+                framed.save(tmp_path / "frames" / cls / f"{name}{i}.jpg")
+    run = imgclf.train(tmp_path / "frames", out=tmp_path / "run", epochs=2, val_frac=0.25, verbose=False)
+    rows = {r["candidate"]: r for r in json.loads((run.path / "leaderboard.json").read_text())}
+    assert rows["face embedding"]["val_acc"] < 0.9 and not rows["face embedding"]["kept"]
+    assert json.loads((run.path / "model.json").read_text())["architecture"]["name"] != "face_embedding"
+    assert (
+        run.metrics["accuracy"] >= 0.8
+    )  # the colour is plain to see: the kept network names (nearly) every test photo
+
+
 def test_successive_halving_and_the_verdict():
     key = "val_acc"
     assert faceprobe.dominates({key: 0.98}, {key: 0.90}, key)  # 2 % errors against 10 %
