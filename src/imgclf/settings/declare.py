@@ -50,6 +50,14 @@ def setting(
     return dataclasses.field(default=default, metadata=meta)
 
 
+def ray_setting(help: str):
+    """A job's `--ray ADDRESS` option (predict, faces identify): optional text, where a bare --ray is
+    --ray=auto (cli.app.optional_ray_value)."""
+    from imgclf.settings.checks import Text
+
+    return setting(None, help, Text(optional=True), flag="--ray", metavar="ADDRESS")
+
+
 def declared(cls) -> list[tuple[dataclasses.Field, Any]]:
     """(field, the type it holds) of every setting of `cls`, in declaration order."""
     hints = typing.get_type_hints(cls)

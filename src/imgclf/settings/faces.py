@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imgclf.settings.checks import FACES_BACKENDS, Choice, Flag, Number, PathSetting, Text
-from imgclf.settings.declare import REQUIRED, Declared, checker, rules, setting
+from imgclf.settings.checks import FACES_BACKENDS, Choice, Flag, Number, PathSetting
+from imgclf.settings.declare import REQUIRED, Declared, checker, ray_setting, rules, setting
 from imgclf.settings.scan import RULES as SCAN_RULES
 
 # --far's rule: a share strictly between 0 (a threshold no one passes) and 1 (one every stranger passes)
@@ -83,13 +83,9 @@ class IdentifySettings(Declared):
         "reports before a frame is read; a video over it is refused [default: 10]",
         SCAN_RULES["max_seconds"],  # a frame's face search is bounded as a photo's scan is (settings.scan)
     )
-    ray: str | None = setting(
-        None,
+    ray: str | None = ray_setting(
         "Identify on a Ray cluster (pip install 'imgclf[ray]'): bare --ray = this machine or $RAY_ADDRESS; "
         "Parquet shards (path, count, faces as JSON) into --out; rerun to resume; the workers run --backend",
-        Text(optional=True),
-        flag="--ray",  # a bare --ray is --ray=auto (cli.app.optional_ray_value)
-        metavar="ADDRESS",
     )
     backend: str = _backend()
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imgclf.settings.checks import PREDICT_BACKENDS, TTA_MODES, Choice, Flag, Number, PathSetting, Text
-from imgclf.settings.declare import Declared, checker, rules, setting
+from imgclf.settings.checks import PREDICT_BACKENDS, TTA_MODES, Choice, Flag, Number, PathSetting
+from imgclf.settings.declare import Declared, checker, ray_setting, rules, setting
 from imgclf.settings.scan import RULES as SCAN_RULES
 
 SHARD_FORMATS = ("parquet", "csv")  # cluster.shards: one shard file's format
@@ -47,13 +47,9 @@ class PredictSettings(Declared):
         "With --ray: the folder for the shards [default: ./predictions-<name of PATHS>/].",
         PathSetting(optional=True),
     )
-    ray: str | None = setting(
-        None,
+    ray: str | None = ray_setting(
         "Predict on a Ray cluster (pip install 'imgclf[ray]'): bare --ray = this machine or $RAY_ADDRESS; "
         "else ray://HOST:10001 or HOST:6379. Writes Parquet shards into --out (a folder); rerun to resume.",
-        Text(optional=True),
-        flag="--ray",  # a bare --ray is --ray=auto (cli.app.optional_ray_value)
-        metavar="ADDRESS",
     )
     shard_size: int = setting(
         1024,
