@@ -188,7 +188,7 @@ def _lead(data, config, resume, settings: dict, console):
 
 
 def _face(run_dir: Path, prep: Prepared, console):
-    """The face embedding's (leaderboard row, network) when it competes (training.faceprobe), else None.
+    """The face embedding's (leaderboard row, network, its images) when it competes (training.faceprobe), else None.
     Rank 0 alone under DDP would decide to skip the epochs the other ranks wait in: not there."""
     from imgclf.training import distributed as dist
 

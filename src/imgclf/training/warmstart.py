@@ -90,13 +90,14 @@ def grow_head(
 
 def warm_start(net: nn.Module, run: str | Path, classes: list[str]) -> str:
     """Start `net` from RUN's model.safetensors (see grow_head); returns a line saying what was done."""
+    from imgclf.models.face.classifier import FACE_EMBEDDING
     from imgclf.store.checkpoint import load_weights
     from imgclf.store.run_schema import verify_weights
 
     run = find_run(run)
     meta = load_run_meta(run)
     verify_weights(run, meta.weights_sha256)  # a damaged parent would pass its damage on to every update
-    if meta.architecture_name == "face_embedding":  # models.face.classifier.FACE_EMBEDDING
+    if meta.architecture_name == FACE_EMBEDDING:
         # Its network is dlib's, frozen: what it learnt is a logistic regression, which the face
         # candidate refits on the old and new images together (its config keeps faces=on).
         return f"warm start from {run}: it kept the face embedding, whose head is refitted on every image; {type(net).__name__} starts from its own weights"
