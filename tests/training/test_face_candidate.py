@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import cli, make_shapes_dataset, shared_archive
+from helpers import TINY_SPACE, cli, make_shapes_dataset, shared_archive
 from PIL import Image, ImageEnhance, ImageOps
 
 pytest.importorskip("dlib")
@@ -190,3 +190,21 @@ def test_orl_default_keeps_the_face_embedding(tmp_path_factory):
     kept = next(r for r in json.loads((run.path / "leaderboard.json").read_text()) if r["kept"])
     assert kept["candidate"] == "face embedding"
     assert run.metrics["accuracy"] >= 0.97 and run.metrics["macro_avg"]["f1-score"] >= 0.95
+
+
+@pytest.mark.slow
+def test_tune_retrains_its_best_network_with_the_face_embedding_competing(faces_data, tmp_path):
+    """Trials train networks only (a trial is judged by its epochs); the retrained run puts the best
+    network on the leaderboard beside the face embedding, unless the user said --faces off."""
+    space = tmp_path / "space.yaml"
+    space.write_text(TINY_SPACE)
+    args = dict(trials=1, space=space, verbose=False)
+    result = imgclf.tune(faces_data, out=tmp_path / "tune", run_out=tmp_path / "run", **args)
+    assert result.best_settings["faces"] == "off"  # what the trials trained with
+    rows = {r["candidate"]: r for r in json.loads((result.run.path / "leaderboard.json").read_text())}
+    assert rows["face embedding"]["val_acc"] == 1.0 and len(rows) >= 2
+    assert "faces: 'on'" in (result.run.path / "config.yaml").read_text()
+
+    off = imgclf.tune(faces_data, out=tmp_path / "tune-off", run_out=tmp_path / "run-off", faces="off", **args)
+    assert not (off.run.path / "face.json").exists()
+    assert "face embedding" not in (off.run.path / "leaderboard.json").read_text()

@@ -14,7 +14,8 @@ validation errors of the ImageNet probe (and is right on 90 % or more), fine-tun
 fine-tuning from a probe that far behind has never caught up (`dominates`), and its minutes are saved.
 
 `faces=auto` turns the candidate on when most of a sample of training photos hold a face that
-dlib's detector finds (`resolve_faces`), and off when the user named --model or --preset.
+dlib's detector finds (`resolve_faces`), and off when the user named --model or --preset without
+naming --faces too (`--model X --faces auto` searches; `imgclf tune` retrains its best network so).
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ def resolve_faces(cfg, spec, explicit: set[str] | None) -> tuple[str, str | None
         FaceModel(device="cpu")  # --faces on without dlib or its weights: one line now, not after the probe
     if cfg.faces != "auto":
         return cfg.faces, None
-    if {"model", "preset"} & (explicit or set()):
-        return "off", None  # the user chose a recipe: no other candidate
+    named = explicit or set()
+    if {"model", "preset"} & named and "faces" not in named:
+        return "off", None  # the user chose a recipe: no other candidate, unless they said --faces auto
     try:
         from imgclf.models.face.model import FaceModel
 

@@ -99,7 +99,10 @@ def run_tune(
         console.print(f"stopped at the {timeout:g} s time limit; the same command continues the study")
     run = None
     if retrain and result["best"] is not None:
-        run = retrain_best(data, result, run_out, st.counts(study)["running"], verbose, console, local)
+        faces = setup["space"]["fixed"].get("faces", "auto")  # the user's --faces, if any
+        run = retrain_best(
+            data, result, run_out, st.counts(study)["running"], verbose, console, {**local, "faces": faces}
+        )
         if run is not None:
             result["run"] = {
                 "path": str(run.path),
@@ -306,7 +309,9 @@ def new_setup(
 
 def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, console, local: dict):
     """Train the best configuration into a normal run folder (test evaluation, report with a
-    Tuning section from RUN/tuning.json); once per best trial, and by the last worker only."""
+    Tuning section from RUN/tuning.json); once per best trial, and by the last worker only. `local`
+    overrides the trial's settings: the machine's, and `faces` (trials train with faces off, since a
+    trial is judged by its network's epochs; the retrained run lets the face embedding compete)."""
     from imgclf import workflows
 
     best = result["best"]
@@ -320,4 +325,4 @@ def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, 
     run_dir = Path(run_out) if run_out else new_run_dir(data)
     write_json(run_dir / "tuning.json", result)  # before training, so train's report has its Tuning section
     console.print(f"\nretraining the best configuration (trial {best['number']}) into {run_dir}")
-    return workflows.train(data, out=run_dir, verbose=verbose, **best["settings"], **local)
+    return workflows.train(data, out=run_dir, verbose=verbose, **{**best["settings"], **local})
