@@ -99,10 +99,7 @@ def run_tune(
         console.print(f"stopped at the {timeout:g} s time limit; the same command continues the study")
     run = None
     if retrain and result["best"] is not None:
-        faces = setup["space"]["fixed"].get("faces", "auto")  # the user's --faces, if any
-        run = retrain_best(
-            data, result, run_out, st.counts(study)["running"], verbose, console, {**local, "faces": faces}
-        )
+        run = retrain_best(data, result, run_out, st.counts(study)["running"], verbose, console, local, setup)
         if run is not None:
             result["run"] = {
                 "path": str(run.path),
@@ -307,11 +304,12 @@ def new_setup(
     }
 
 
-def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, console, local: dict):
+def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, console, local: dict, setup: dict):
     """Train the best configuration into a normal run folder (test evaluation, report with a
-    Tuning section from RUN/tuning.json); once per best trial, and by the last worker only. `local`
-    overrides the trial's settings: the machine's, and `faces` (trials train with faces off, since a
-    trial is judged by its network's epochs; the retrained run lets the face embedding compete)."""
+    Tuning section from RUN/tuning.json); once per best trial, and by the last worker only. The
+    trial's settings, but this machine's (`local`), and faces=auto unless the study's space fixed
+    `faces` (`setup`): trials train with faces off, since a trial is judged by its network's epochs;
+    the retrained run lets the face embedding compete, as train does."""
     from imgclf import workflows
 
     best = result["best"]
@@ -325,4 +323,5 @@ def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, 
     run_dir = Path(run_out) if run_out else new_run_dir(data)
     write_json(run_dir / "tuning.json", result)  # before training, so train's report has its Tuning section
     console.print(f"\nretraining the best configuration (trial {best['number']}) into {run_dir}")
-    return workflows.train(data, out=run_dir, verbose=verbose, **{**best["settings"], **local})
+    faces = setup["space"]["fixed"].get("faces", "auto")
+    return workflows.train(data, out=run_dir, verbose=verbose, **{**best["settings"], **local, "faces": faces})
