@@ -12,6 +12,7 @@ Recipes (every one `imgclf train`, run as a user would, as a subprocess; wall se
   2m        `--time-budget 2m`: is a stated budget honoured (within 15 %)?
   scratch   `--model resnet_fast`: from scratch, with the default budget
   no-faces  `--faces off`: the default without dlib's face embedding on the leaderboard
+  faces-on  `--faces on`: the face embedding competes whatever the gate found
 
 The split is the default run's (splits.csv handed to the others as a manifest, `--group-by none`).
 The Keras tutorial CNN's times on these machines are the issue's (131 s for 1,924 images, 150 s for
@@ -34,6 +35,7 @@ RECIPES = {
     "2m": ("--time-budget", "2m"),
     "scratch": ("--model", "resnet_fast"),
     "no-faces": ("--faces", "off"),
+    "faces-on": ("--faces", "on"),
 }
 
 
