@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(items):
     """The cluster tests share one local Ray cluster a session, and a bare `--ray` finds the newest
     cluster on the machine: they run in one worker (`--dist loadgroup`, set in pyproject.toml)."""
     for item in items:
-        if "cluster" in Path(str(item.fspath)).parts:
+        if item.nodeid.startswith("tests/cluster/"):
             item.add_marker(pytest.mark.xdist_group("ray"))
 
 
