@@ -6,8 +6,8 @@ from) its embedding with a logistic regression names 100 % of held-out photos wh
 default names 97.4 %; on the issue's aligned celebrities 98.4 % against 87.7 %. Where light is
 extreme and the detector misses most faces, the trained network wins. So the embedding competes:
 each training image's biggest face (and its mirror, while photos are few) and each validation
-image's are embedded once, a logistic regression is fitted on them (C chosen on the validation split, as the probe's is), and
-the validation split decides (`kept`).
+image's are embedded once, a logistic regression is fitted on them (C chosen on the validation
+split, as the probe's is), and the validation split decides (`kept`).
 
 Successive halving, in its simplest form: when the face candidate already makes at most half the
 validation errors of the ImageNet probe (and is right on 90 % or more), fine-tuning is skipped —
