@@ -91,13 +91,16 @@ def scenes(orl: Path, work: Path, dest: Path) -> Path:
 
 def embed(folder: Path, model, reference: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """(embeddings, person index, found, stats) of every photo; a photo with no face gets a zero
-    vector and found False. `reference`: the face_recognition recipe instead (the same detector and
-    landmarks, dlib-bin's own compute_face_descriptor on the unequalised photo)."""
+    vector and found False. A crop with no face found is cut where the set's detected crops hold
+    their faces (crop_box_of over the whole set: geometry only, no names; a gallery learns it from
+    its enrolment photos). `reference`: the face_recognition recipe instead (the same detector and
+    landmarks, dlib-bin's own compute_face_descriptor on the unequalised photo, whole crops)."""
     from imgclf.data.images import read_rgb
+    from imgclf.models.face.model import crop_box_of, relative_box
 
     files = sorted(p for p in folder.rglob("*") if p.suffix in (".pgm", ".png", ".jpg"))
     people = sorted({f.parent.name for f in files})
-    vectors, owner, how = [], [], {"detected": 0, "whole photo": 0, "none": 0}
+    vectors, owner, how, boxes, whole = [], [], {"detected": 0, "whole photo": 0, "none": 0}, [], []
     net = _dlib_net() if reference else None
     start = time.perf_counter()
     for f in files:
@@ -107,12 +110,20 @@ def embed(folder: Path, model, reference: bool = False) -> tuple[np.ndarray, np.
         else:
             faces = model.faces(img)
             v, found = (faces[0].embedding, faces[0].found) if faces else (None, "none")
+            if found == "detected":
+                boxes.append(relative_box(faces[0].box, (img.height, img.width)))
+            elif found == "whole photo":
+                whole.append(len(vectors))
         vectors.append(v if v is not None else np.zeros(128, np.float32))
         owner.append(people.index(f.parent.name))
         how[found] += 1
+    box = crop_box_of(boxes)
+    for i in whole if box else []:
+        vectors[i] = model.crop_face(read_rgb(files[i]), box).embedding
     seconds = time.perf_counter() - start
     found = np.array([np.any(v) for v in vectors])
-    return np.stack(vectors), np.asarray(owner), found, {**how, "faces/s": len(files) / seconds}
+    stats = {**how, "faces/s": len(files) / seconds, "crop_box": box}
+    return np.stack(vectors), np.asarray(owner), found, stats
 
 
 def _dlib_net():

@@ -286,3 +286,33 @@ def test_a_video_whose_frames_would_each_take_too_long_is_refused_before_a_frame
     assert done["events"] == [] and (tmp_path / "ok" / "frames.csv").is_file()
     with pytest.raises(UserError, match="--max-seconds"):
         F.identify(gallery, path, out=tmp_path / "bad", model=model, max_seconds=-1, verbose=False)
+
+
+def test_crops_with_no_face_found_are_cut_where_the_other_crops_hold_theirs(model, tmp_path):
+    """Face crops the detector misses (here: thumbnails too small for it) are embedded from the box
+    the detector drew on the gallery's other crops, as shares of the crop, not from the whole crop;
+    the box is recorded in the gallery, and identify cuts such crops the same way."""
+    from imgclf.models.face.model import crop_box_of, relative_box
+
+    known = tmp_path / "known"
+    for name, img in (("Grace", GRACE.resize((256, 300))), ("Eileen", EILEEN)):
+        (known / name).mkdir(parents=True)
+        for i, v in enumerate(variants(img)[:3]):
+            v.save(known / name / f"{i}.png")
+        img.resize((34, 40)).save(known / name / "thumbnail.png")
+    F.enrol(known, tmp_path / "g", model=model, verbose=False)
+    g = G.load_gallery(tmp_path / "g")
+    src = {s["file"]: (i, s) for i, s in enumerate(g.sources)}
+    detected = [s for _, s in src.values() if s["found"] == "detected"]
+    assert len(detected) == 6 and len(src) == 8
+    expected = crop_box_of([relative_box(s["box"], Image.open(known / s["file"]).size[::-1]) for s in detected])
+    assert g.crop_box == expected and g.crop_box[1] > 0.05, g.crop_box  # the face is below the crop's top
+    i, thumb = src["Grace/thumbnail.png"]
+    assert thumb["found"] == "whole photo" and thumb["box"] != [0, 0, 33, 39]
+    cut = model.crop_face(Image.open(known / "Grace" / "thumbnail.png"), g.crop_box)
+    assert list(cut.box) == thumb["box"] and np.allclose(g.embeddings[i], cut.embedding, atol=1e-5)
+    [answer] = F.identify(tmp_path / "g", [known / "Grace" / "thumbnail.png"], model=model, verbose=False)
+    assert [answer["faces"][0][k] for k in ("x1", "y1", "x2", "y2")] == thumb["box"]
+    assert answer["faces"][0]["similarity"] == pytest.approx(
+        float(cut.embedding @ g.means[g.people.index("Grace")]), abs=1e-3
+    )

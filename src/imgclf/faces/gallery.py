@@ -52,6 +52,7 @@ class Gallery:
     method: str = "nearest-mean"
     coef: np.ndarray | None = None  # logistic regression's (people, d) weights and (people,) bias
     intercept: np.ndarray | None = None
+    crop_box: list | None = None  # where a face crop with no face found holds it (models.face.model.crop_box_of)
     means: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -100,6 +101,7 @@ class Gallery:
     def rebuilt(self, people, embeddings, owner, sources, far: float | None = None) -> Gallery:
         """A gallery over these faces with its threshold and method chosen afresh."""
         g = Gallery(people, embeddings, owner, sources, self.model, self.far if far is None else far)
+        g.crop_box = self.crop_box
         g.choose()
         return g
 
@@ -129,6 +131,7 @@ class Gallery:
             "threshold": self.threshold,
             "choice": self.choice,
             "method": self.method,
+            "crop_box": self.crop_box,
         }
         tensors = {"embeddings": self.embeddings.astype(np.float32), "owner": self.owner.astype(np.int64)}
         if self.coef is not None:
@@ -179,6 +182,7 @@ def load_gallery(folder: str | Path, model=None) -> Gallery:
         header["method"],
         tensors.get("coef"),
         tensors.get("intercept"),
+        header.get("crop_box"),  # galleries written before 2026-11-26 take a face crop whole
     )
     if model is not None and g.model != _model_record(model):
         raise UserError(

@@ -103,14 +103,17 @@ def fit_face_candidate(run_dir: Path, prep, class_weight, console) -> tuple[dict
     row_file, weight_file = (run_dir / f for f in FILES)
     if row_file.is_file() and weight_file.is_file():
         net.load_state_dict(load_weights(weight_file))
-        return read_json(row_file), net, images
+        row = read_json(row_file)
+        net.crop_box = row.get("crop_box")
+        return row, net, images
     from imgclf.models.face.classifier import embed_images
     from imgclf.training.probe import choose_c, set_head
 
     data = prep.split_data()
     mirror = len(data.train) < MIRROR_BELOW * n_classes
-    x_train, found = embed_images(net.faces, images[data.train], mirror=mirror)
-    x_val, found_val = embed_images(net.faces, images[data.val])
+    # Where the training crops hold their faces is learnt from them, and applies to every image after
+    x_train, found, net.crop_box = embed_images(net.faces, images[data.train], mirror=mirror, learn_box=True)
+    x_val, found_val, _ = embed_images(net.faces, images[data.val], crop_box=net.crop_box)
     embed_s = time.perf_counter() - t0
     y_train, y_val = np.tile(spec.labels[data.train], 2 if mirror else 1), spec.labels[data.val]
     mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
@@ -123,7 +126,7 @@ def fit_face_candidate(run_dir: Path, prep, class_weight, console) -> tuple[dict
     share = (found.sum() + found_val.sum()) / max(1, len(found) + len(found_val))
     console.print(
         f"  face embedding: {len(found) + len(found_val)} photos searched and embedded in {embed_s:.1f}s "
-        f"(a face found in {share:.0%}; the whole photo elsewhere), C={c}, val accuracy {acc:.4f}"
+        f"(a face found in {share:.0%}; elsewhere the photo taken as a face crop), C={c}, val accuracy {acc:.4f}"
     )
     row = {
         "val_acc": acc,
@@ -131,6 +134,7 @@ def fit_face_candidate(run_dir: Path, prep, class_weight, console) -> tuple[dict
         "val_loss": loss,
         "C": c,
         "faces_found": round(float(share), 4),
+        "crop_box": net.crop_box,
         "seconds": round(seconds, 2),
     }
     save_weights(weight_file, net.state_dict())
@@ -181,7 +185,8 @@ def face_record() -> dict:
         "weights_from": {"source": "package", "package": f"{PACKAGE} {VERSION}", "file": name, "sha256": digest},
         "expected": None,
         "applied": {
-            "search": "dlib's HOG detector on the run's decoded image; the biggest face, else the whole image",
+            "search": "dlib's HOG detector on the run's decoded image; the biggest face, else the image taken "
+            "as a face crop (its face where the training crops hold theirs: the architecture's crop_box)",
             "alignment": "5 landmarks, a 150x150 chip, its luminance equalised",
             "landmarks_file": str(weight_files()["landmarks"].name),
         },

@@ -384,12 +384,14 @@ def _keep_face(run_dir: Path, prep: Prepared, face_net, images, meta: RunMeta, c
 
     save_weights(run_dir / "model.safetensors", face_net.state_dict())
     n_params = sum(p.numel() for p in face_net.parameters())
-    meta.architecture = Architecture(name=FACE_EMBEDDING, kwargs={"embedding": NAME}, in_chans=3, parameters=n_params)
+    kwargs = {"embedding": NAME, "crop_box": face_net.crop_box}
+    meta.architecture = Architecture(name=FACE_EMBEDDING, kwargs=kwargs, in_chans=3, parameters=n_params)
     side = int(images.shape[1])
     meta.input = InputSpec(size=side, resize=RESIZE, channels="RGB", dtype="uint8")
     meta.preprocessing = (
         f"decode to RGB (EXIF-rotated, alpha on white), resize '{RESIZE}' to {side}x{side}; the biggest face "
-        "found by dlib's detector, aligned on 5 landmarks to 150x150 (the whole image where none is found)"
+        "found by dlib's detector, aligned on 5 landmarks to 150x150 (where none is found, the image as a "
+        "face crop: the architecture's crop_box, else the whole image)"
     )
     meta.pretrained, meta.starting_weights = face_record(), None
     prep.images = images

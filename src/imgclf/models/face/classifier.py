@@ -37,8 +37,9 @@ class FaceEmbeddingClassifier(torch.nn.Module):
 
     exportable = False  # read by the ONNX paths (inference.onnx_export, the evaluation after training)
 
-    def __init__(self, num_classes: int, mean, std, embedding: str | None = None):
+    def __init__(self, num_classes: int, mean, std, embedding: str | None = None, crop_box=None):
         super().__init__()
+        self.crop_box = crop_box  # where a face crop with no face found holds it (model.crop_box_of)
         from imgclf.models.face.model import NAME
 
         if embedding not in (None, NAME):  # model.json names another embedding than the one installed
@@ -76,7 +77,7 @@ class FaceEmbeddingClassifier(torch.nn.Module):
         pixels = ((x.float() * self.std + self.mean) * 255).round().clamp(0, 255).to(torch.uint8)
         images = pixels.permute(0, 2, 3, 1).cpu().numpy()
         with self._lock:
-            emb = torch.from_numpy(embed_images(self.faces, images)[0]).to(x.device)
+            emb = torch.from_numpy(embed_images(self.faces, images, crop_box=self.crop_box)[0]).to(x.device)
         return self.head(emb)
 
 
@@ -86,19 +87,36 @@ def refuse_untraceable(net) -> None:
         raise UserError(NOT_EXPORTABLE)
 
 
-def embed_images(faces, images: np.ndarray, mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings (N, 128), found (N,) bool: a face was detected rather than the whole image taken)
-    of uint8 RGB images (N, H, W, 3) by `faces` (model.FaceModel). `mirror`: of each chip's mirror
-    image too, after the N originals (2N rows): a second training view for the price of an
-    embedding, without a second search."""
-    chips, found = [], []
+def embed_images(
+    faces, images: np.ndarray, mirror: bool = False, crop_box=None, learn_box: bool = False
+) -> tuple[np.ndarray, np.ndarray, list | None]:
+    """(embeddings (N, 128), found (N,) bool: a face was detected rather than the image taken as a
+    face crop, the crop box used) of uint8 RGB images (N, H, W, 3) by `faces` (model.FaceModel).
+    `crop_box`: where a face crop holds its face (model.crop_box_of); `learn_box`: learn it from the
+    faces these images hold first. `mirror`: each chip's mirror image too, after the N originals (2N
+    rows): a second training view for the price of an embedding, without a second search."""
+    from imgclf.models.face.model import crop_box_of, relative_box
+
+    chips, found, boxes = [], [], []
     for img in images:
-        rgb, where, how = faces.located(np.ascontiguousarray(img), whole_photo=True)
-        chips.append(faces.chip(rgb, where[0][0]))
+        rgb, where, how = faces.located(np.ascontiguousarray(img), whole_photo=True, crop_box=crop_box)
         found.append(how == "detected")
+        boxes.append(relative_box(_box(where[0][0]), rgb.shape) if found[-1] else None)
+        # a crop taken whole waits for the box learnt from the others (cut again below)
+        chips.append(faces.chip(rgb, where[0][0]) if found[-1] or not learn_box else None)
+    if learn_box:
+        crop_box = crop_box_of(boxes)
+        for i, chip in enumerate(chips):
+            if chip is None:
+                rgb = faces.as_searched(np.ascontiguousarray(images[i]))
+                chips[i] = faces.chip(rgb, faces.crop_rect(rgb.shape, crop_box))
     batch = np.stack(chips) if chips else np.zeros((0, 150, 150, 3), np.uint8)
     if mirror:
         batch = np.concatenate([batch, batch[:, :, ::-1]])
     vectors = faces.embed(np.ascontiguousarray(batch)) if len(batch) else np.zeros((0, DIM), np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
-    return vectors.astype(np.float32), np.array(found, bool)
+    return vectors.astype(np.float32), np.array(found, bool), crop_box
+
+
+def _box(rect) -> tuple[int, int, int, int]:
+    return rect.left(), rect.top(), rect.right(), rect.bottom()

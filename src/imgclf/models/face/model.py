@@ -19,8 +19,14 @@ A larger photo is searched as it is (equalising a street scene, whose histogram 
 cost faces pasted into scenes 0.3 points), and equalised only when nothing was found in it.
 
 A small photo (FACE_CROP px or less on its longest side) in which no face is found is taken as a
-face crop: its whole area is the face. Crop datasets (a face per file, often in extreme light)
-defeat the detector but embed well; a large photo with no face found is reported, never guessed.
+face crop. Crop datasets (a face per file, often in extreme light) defeat the detector but embed
+well; a large photo with no face found is reported, never guessed. Where in the crop the face is
+taken to be (`crop_box`) is learnt from the same collection: the median of the boxes the detector
+drew on the crops in which it did find a face (a gallery's enrolment photos, a run's training
+images), since dlib's landmark model was trained on the detector's boxes, not on whole crops. On
+orl-shadow (ORL lit as Extended Yale B is; a face found in 41 %) that raised top-1 from five photos a
+person from 0.420 (the whole crop) to 0.493; orl-light 0.994 -> 0.997, ORL 1.000 either way. Without
+MIN_CROP_FACES such crops the whole photo is the box.
 """
 
 from __future__ import annotations
@@ -57,13 +63,15 @@ UPSAMPLE_BELOW = 800  # px: HOG finds faces of 80 px and more; a smaller photo i
 # searched again at twice its size, so that 40 px faces are found (see find)
 CHIP = 150  # px: the aligned face the embedding network reads (dlib's size)
 PADDING = 0.25  # of the chip around the face: dlib's compute_face_descriptor's
+MIN_CROP_FACES = 5  # detected faces in face crops needed to learn where a crop's face lies (crop_box)
+WHOLE = "whole photo"  # Face.found of a small photo taken as a face crop
 
 
 @dataclass
 class Face:
     box: tuple[int, int, int, int]  # x1, y1, x2, y2 in the photo's pixels
     embedding: np.ndarray  # (128,) float32, unit length
-    found: str  # "detected", or "whole photo" for a small photo taken as a face crop
+    found: str  # "detected", or WHOLE for a small photo taken as a face crop
     score: float  # the HOG detector's score (0 for a whole photo)
 
 
@@ -112,11 +120,13 @@ class FaceModel:
         self.name = NAME
         self.weights = {role: FILES[role][1] for role in FILES}
 
-    def faces(self, img, whole_photo: bool | None = None, stop=None) -> list[Face]:
-        """Every face in an RGB PIL image, biggest first. `whole_photo`: take the whole photo as the
-        face when none is found (default: when the photo is FACE_CROP px or smaller). `stop`
+    def faces(self, img, whole_photo: bool | None = None, stop=None, crop_box=None) -> list[Face]:
+        """Every face in an RGB PIL image, biggest first. `whole_photo`: take the photo as a face crop
+        when none is found (default: when the photo is FACE_CROP px or smaller), its face at
+        `crop_box` (shares of the width and height, see crop_box_of; None: the whole photo). `stop`
         (core.work.Stop): checked between the searches and before the embedding."""
-        rgb, found, how = self.located(np.ascontiguousarray(np.asarray(img.convert("RGB"))), whole_photo, stop)
+        rgb = np.ascontiguousarray(np.asarray(img.convert("RGB")))
+        rgb, found, how = self.located(rgb, whole_photo, stop, crop_box)
         if not found:
             return []
         chips = np.stack([self.chip(rgb, r) for r, _ in found])
@@ -124,9 +134,19 @@ class FaceModel:
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         return [Face(_box(r, rgb.shape), v, how, round(float(s), 3)) for (r, s), v in zip(found, vectors)]
 
-    def located(self, rgb: np.ndarray, whole_photo: bool | None = None, stop=None) -> tuple[np.ndarray, list, str]:
+    def crop_face(self, img, crop_box) -> Face:
+        """The face of an RGB PIL face crop where crop_box puts it, without a search (for a crop the
+        detector found nothing in, once the collection's crop_box is known)."""
+        rgb = self.as_searched(np.ascontiguousarray(np.asarray(img.convert("RGB"))))
+        rect = self.crop_rect(rgb.shape, crop_box)
+        vector = self.embed(self.chip(rgb, rect)[None])[0]
+        return Face(_box(rect, rgb.shape), vector / np.linalg.norm(vector), WHOLE, 0.0)
+
+    def located(
+        self, rgb: np.ndarray, whole_photo: bool | None = None, stop=None, crop_box=None
+    ) -> tuple[np.ndarray, list, str]:
         """The search behind faces(), on an HxWx3 uint8 RGB array: (the photo its chips are cut from,
-        [(dlib.rectangle, score)] biggest first, "detected" or "whole photo")."""
+        [(dlib.rectangle, score)] biggest first, "detected" or WHOLE)."""
         from imgclf.core.work import check
 
         h, w = rgb.shape[:2]
@@ -142,7 +162,20 @@ class FaceModel:
             return rgb, found, "detected"
         if whole_photo is False or (whole_photo is None and not crop):
             return rgb, [], "detected"
-        return rgb, [(self.dlib.rectangle(0, 0, w - 1, h - 1), 0.0)], "whole photo"
+        return rgb, [(self.crop_rect(rgb.shape, crop_box), 0.0)], WHOLE
+
+    def crop_rect(self, shape, crop_box=None):
+        """The dlib.rectangle where a face crop of this shape holds its face (crop_box_of), else the whole of it."""
+        h, w = shape[:2]
+        if crop_box is None:
+            return self.dlib.rectangle(0, 0, w - 1, h - 1)
+        x1, y1, x2, y2 = crop_box
+        return self.dlib.rectangle(round(x1 * w), round(y1 * h), round(x2 * w), round(y2 * h))
+
+    @staticmethod
+    def as_searched(rgb: np.ndarray) -> np.ndarray:
+        """The photo chips are cut from: a face crop equalised (as located() searches it), else as it is."""
+        return equalized(rgb) if max(rgb.shape[:2]) <= FACE_CROP else rgb
 
     def chip(self, rgb: np.ndarray, rect) -> np.ndarray:
         """The face in `rect` aligned on its 5 landmarks to CHIP x CHIP px, its luminance equalised."""
@@ -195,6 +228,25 @@ def equalized(rgb: np.ndarray) -> np.ndarray:
     ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
     ycc[..., 0] = cv2.equalizeHist(ycc[..., 0])
     return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
+
+
+def relative_box(box, shape) -> list[float] | None:
+    """A face's box (x1, y1, x2, y2 px) as shares of its photo's width and height, for crop_box_of;
+    None unless the photo is a face crop (FACE_CROP px or smaller)."""
+    h, w = shape[:2]
+    if max(h, w) > FACE_CROP:
+        return None
+    return [box[0] / w, box[1] / h, box[2] / w, box[3] / h]
+
+
+def crop_box_of(boxes) -> list[float] | None:
+    """Where this collection's face crops hold their face: the median of the detector's boxes on the
+    crops where it found one (relative_box; Nones left out), as shares of the width and height.
+    None with fewer than MIN_CROP_FACES: the whole crop is taken then."""
+    boxes = [b for b in boxes if b is not None]
+    if len(boxes) < MIN_CROP_FACES:
+        return None
+    return [round(float(v), 4) for v in np.median(np.asarray(boxes, np.float64), axis=0)]
 
 
 def _box(r, shape) -> tuple[int, int, int, int]:
