@@ -13,10 +13,10 @@ Recipes (every one `imgclf train`, run as a user would, as a subprocess; wall se
   scratch   `--model resnet_fast`: from scratch, with the default budget
   no-faces  `--faces off`: the default without dlib's face embedding on the leaderboard
   faces-on  `--faces on`: the face embedding competes whatever the gate found
+  keras     the peer: TensorFlow's image classification tutorial CNN (bench/keras_cnn.py), run by
+            `--keras-python`, a Python with TensorFlow (never imgclf's own environment)
 
 The split is the default run's (splits.csv handed to the others as a manifest, `--group-by none`).
-The Keras tutorial CNN's times on these machines are the issue's (131 s for 1,924 images, 150 s for
-2,400, 544 s for 8,192): TensorFlow is not installed here.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -46,11 +47,21 @@ def old_epochs(splits: Path) -> int:
     return int(min(15, max(2, round(24_000 / max(1, n)))))
 
 
+def keras_run(splits: Path, out: Path, python: str) -> dict:
+    """bench/keras_cnn.py on the same split, in `python` (one with TensorFlow); wall seconds all of it."""
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    script = Path(__file__).with_name("keras_cnn.py")
+    subprocess.run([python, str(script), str(splits), "--out", str(out / "keras.json")], check=True)
+    return {**json.loads((out / "keras.json").read_text()), "wall_s": time.perf_counter() - t0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", default="orl-lighting-6x,flowers5", help="sets bench/transfer.py knows")
     ap.add_argument("--recipes", default="default,fixed,probe,2m")
     ap.add_argument("--work", default="/tmp/imgclf-budget")
+    ap.add_argument("--keras-python", default="/tmp/tfvenv/bin/python", help="a Python with TensorFlow (keras recipe)")
     tables.add_csv_dir(ap)
     args = ap.parse_args()
     work, results = Path(args.work), []
@@ -66,6 +77,9 @@ def main() -> None:
                 continue
             flags = RECIPES.get(recipe) or ("--epochs", str(old_epochs(splits)))
             out = work / "runs" / f"{name}-{recipe}-{int(time.time())}"
+            if recipe == "keras":
+                res[recipe] = keras_run(splits, out, args.keras_python)
+                continue
             res[recipe] = imgclf_run(splits, out, *flags, "--group-by", "none")
             if recipe == "2m":
                 res[recipe]["budget_s"] = 120.0

@@ -25,8 +25,8 @@ taken to be (`crop_box`) is learnt from the same collection: the median of the b
 drew on the crops in which it did find a face (a gallery's enrolment photos, a run's training
 images), since dlib's landmark model was trained on the detector's boxes, not on whole crops. On
 orl-shadow (ORL lit as Extended Yale B is; a face found in 41 %) that raised top-1 from five photos a
-person from 0.420 (the whole crop) to 0.493; orl-light 0.994 -> 0.997, ORL 1.000 either way. Without
-MIN_CROP_FACES such crops the whole photo is the box.
+person from 0.420 (the whole crop) to 0.502 (bench/faces.py); orl-light 0.994 -> 0.997, ORL 1.000
+either way. With fewer than MIN_CROP_FACES such crops the whole photo is the box.
 """
 
 from __future__ import annotations
