@@ -14,7 +14,7 @@ Recipes (every one `imgclf train`, run as a user would, as a subprocess; wall se
   no-faces  `--faces off`: the default without dlib's face embedding on the leaderboard
   faces-on  `--faces on`: the face embedding competes whatever the gate found
   keras     the peer: TensorFlow's image classification tutorial CNN (bench/keras_cnn.py), run by
-            `--keras-python`, a Python with TensorFlow (never imgclf's own environment)
+            `--keras-python` (default: this Python, with `pip install -e '.[bench]'`)
 
 The split is the default run's (splits.csv handed to the others as a manifest, `--group-by none`).
 """
@@ -25,6 +25,7 @@ import argparse
 import csv
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -61,7 +62,11 @@ def main() -> None:
     ap.add_argument("--sets", default="orl-lighting-6x,flowers5", help="sets bench/transfer.py knows")
     ap.add_argument("--recipes", default="default,fixed,probe,2m")
     ap.add_argument("--work", default="/tmp/imgclf-budget")
-    ap.add_argument("--keras-python", default="/tmp/tfvenv/bin/python", help="a Python with TensorFlow (keras recipe)")
+    ap.add_argument(
+        "--keras-python",
+        default=sys.executable,
+        help="a Python with TensorFlow for the keras recipe (the bench extra's)",
+    )
     tables.add_csv_dir(ap)
     args = ap.parse_args()
     work, results = Path(args.work), []
