@@ -34,3 +34,29 @@ def test_ece_drops_after_scaling_and_is_small_when_calibrated():
 
 def test_empty_validation_keeps_identity():
     assert fit_temperature(np.zeros((0, 3)), np.zeros(0, dtype=int)) == 1.0
+
+
+def test_a_run_fits_no_temperature_on_too_few_validation_images():
+    """A few validation images, all named right, would sharpen the model to T's floor and ruin its
+    log-loss on new images: below MIN_CALIBRATION_IMAGES the temperature stays 1, and the run says so."""
+    from imgclf.evaluation.scoring import MIN_CALIBRATION_IMAGES, calibrate
+
+    class Spec:  # the split calibrate reads: every image is a validation image
+        def __init__(self, labels):
+            self.labels = labels
+
+        def indices(self, split):
+            return np.arange(len(self.labels)) if split == "val" else np.arange(0)
+
+    class Identity:  # its "images" are already logits
+        def predict_logits(self, x):
+            return x
+
+    said = []
+    console = type("Console", (), {"print": staticmethod(said.append)})
+    logits, labels = _sample(n=4000)
+    few = MIN_CALIBRATION_IMAGES - 1
+    small = calibrate(Identity(), logits[:few], Spec(labels[:few]), console)
+    assert small.temperature == 1.0 and small.n == few and "too few" in said[-1]
+    full = calibrate(Identity(), logits, Spec(labels), console)
+    assert abs(full.temperature - 2.5) < 0.25 and "fitted on 4000" in said[-1]

@@ -9,7 +9,14 @@ from imgclf.core.files import atomic_path
 
 def pyplot():
     # Imported on first use: matplotlib costs ~0.5 s at start-up, and most commands never draw.
+    import warnings
+
     import matplotlib
+
+    # A class name in a script the installed fonts lack (Chinese names where only DejaVu Sans is
+    # installed) is drawn as boxes; matplotlib says so once per glyph and figure, a screenful of
+    # warnings in the middle of a run's output for a label the figure still shows.
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -37,11 +37,9 @@ STYLE = {
 def _figure(*args, **kwargs):
     """A styled figure, rendered to PNG bytes into the yielded list on exit (global matplotlib
     state is left as it was: the report may run inside a user's notebook)."""
-    import matplotlib
+    from imgclf.core.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out: list[bytes] = []
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(*args, **kwargs)
