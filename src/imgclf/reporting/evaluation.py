@@ -150,8 +150,9 @@ def reliability_section(f: Facts) -> str:
 def thresholds_section(f: Facts) -> str:
     parts = []
     d = (f.metrics or {}).get("decision")
-    if d and f.test is not None:
-        pos = f.meta.classes.index(d["positive_class"])
+    pos = f.meta.classes.index(d["positive_class"]) if d else None
+    # A test split of one class (a tiny set) has no precision-recall curve to draw.
+    if d and f.test is not None and 0 < (f.test.labels == pos).sum() < len(f.test.labels):
         png = plots.decision(f.test.probs[:, pos], f.test.labels == pos, d["threshold"], d["positive_class"])
         predicted = d["tp"] + d["fp"]
         parts.append(
