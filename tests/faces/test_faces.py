@@ -206,6 +206,18 @@ def test_the_threshold_lets_through_at_most_far_of_strangers():
     # Too few people to learn a threshold from: dlib's rule, said as such.
     t, choice = G.choose_threshold(emb[:6], owner[:6], 1, 0.05)
     assert t == G.FALLBACK_THRESHOLD and "too few stranger trials" in choice["how"]
+    people = [f"p{i}" for i in range(12)]
+    clear = G.Gallery(people, emb, owner, [{}] * len(emb), {"name": "test"})
+    clear.choose()
+    assert G.summarize(clear, "g", {"skipped": []}, False, "enrolled")["warnings"] == []
+    # Faces the embedding cannot tell apart (every photo anywhere): the threshold that keeps strangers
+    # out names few of the people's own photos, and enrolment says so.
+    blur = rng.normal(size=emb.shape).astype(np.float32)
+    blur /= np.linalg.norm(blur, axis=1, keepdims=True)
+    weak = G.Gallery(people, blur, owner, [{}] * len(emb), {"name": "test"})
+    weak.choose()
+    [warning] = G.summarize(weak, "g", {"skipped": []}, False, "enrolled")["warnings"]
+    assert weak.choice["same_person_named"] < G.WEAK_NAMING and "--far" in warning and "imgclf train" in warning
 
 
 @pytest.mark.slow

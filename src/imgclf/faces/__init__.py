@@ -17,7 +17,7 @@ from pathlib import Path
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import output_folder
-from imgclf.faces.gallery import FAR, UNKNOWN, Gallery, load_gallery, new_gallery
+from imgclf.faces.gallery import FAR, UNKNOWN, Gallery, load_gallery, new_gallery, summarize
 from imgclf.models.face.model import WHOLE, Face, FaceModel, relative_box
 from imgclf.settings.faces import check_enrol, check_identify
 
@@ -72,7 +72,7 @@ def enrol(
     _place_crop_faces(model, g, report, verbose)
     g = g.rebuilt(g.people, g.embeddings, g.owner, g.sources)
     g.save(out)
-    return _summary(g, out, report, verbose, "enrolled")
+    return summarize(g, out, report, verbose, "enrolled")
 
 
 def add(
@@ -103,7 +103,7 @@ def add(
             raise UserError(f"none of the photos gave a face to enrol as {name} (see above); nothing changed")
         g = g.with_faces(name, vectors, sources)
         g.save(gallery)
-    return _summary(g, gallery, report, verbose, f"added {len(vectors)} photo(s) of {name};")
+    return summarize(g, gallery, report, verbose, f"added {len(vectors)} photo(s) of {name};")
 
 
 def remove(gallery, name: str, *, verbose: bool = True) -> dict:
@@ -118,7 +118,7 @@ def remove(gallery, name: str, *, verbose: bool = True) -> dict:
         photos = Path(gallery) / "photos" / name
         if photos.is_dir():
             shutil.rmtree(photos)
-    return _summary(g, gallery, {"skipped": []}, verbose, f"removed {name};")
+    return summarize(g, gallery, {"skipped": []}, verbose, f"removed {name};")
 
 
 def people(gallery) -> dict[str, int]:
@@ -368,30 +368,3 @@ def _rgb(item):
     from imgclf.data.images import to_rgb
 
     return to_rgb(Image.fromarray(item) if isinstance(item, np.ndarray) else item)
-
-
-def _summary(g: Gallery, out, report, verbose, verb) -> dict:
-    counts = g.counts()
-    summary = {
-        "gallery": str(out),
-        "people": counts,
-        "photos": int(sum(counts.values())),
-        "skipped": report["skipped"],
-        "threshold": g.threshold,
-        "far": g.far,
-        "method": g.method,
-        "choice": g.choice,
-    }
-    if verbose:
-        c = g.choice
-        named = (
-            f", {c['same_person_named']:.0%} of same-person trials named"
-            if c.get("same_person_named") is not None
-            else ""
-        )
-        print(
-            f"{verb} {len(counts)} people, {summary['photos']} photos ({len(report['skipped'])} skipped) -> {out}\n"
-            f"threshold {g.threshold:.3f}: {c['how']}{named}\n"
-            f"naming: {g.method} (held-out accuracy: {c['method']})"
-        )
-    return summary

@@ -37,6 +37,7 @@ FALLBACK_THRESHOLD = 0.91
 CV_MIN_PHOTOS = 3  # a classifier is compared with nearest-mean only when every person has this many photos
 CV_MARGIN = 0.005  # and replaces it only when it names this much more of the held-out photos
 UNKNOWN = "unknown"
+WEAK_NAMING = 0.5  # below this share of a person's own photos named at the threshold, enrolment warns
 
 
 @dataclass
@@ -272,3 +273,40 @@ def _model_record(model) -> dict:
 
 def _csv(text: str) -> str:
     return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+
+
+def summarize(g: Gallery, out, report, verbose, verb) -> dict:
+    """What enrol, add and remove return (and print, `verbose`): the people, the photos, what was
+    skipped, and how the threshold and the naming were chosen; a warning when the threshold names
+    few of the enrolled people's own photos."""
+    counts = g.counts()
+    summary = {
+        "gallery": str(out),
+        "people": counts,
+        "photos": int(sum(counts.values())),
+        "skipped": report["skipped"],
+        "threshold": g.threshold,
+        "far": g.far,
+        "method": g.method,
+        "choice": g.choice,
+        "warnings": [],
+    }
+    c = g.choice
+    share = c.get("same_person_named")
+    if share is not None and share < WEAK_NAMING:
+        summary["warnings"].append(
+            f"at this threshold only {share:.0%} of the enrolled people's own photos are named (the rest come "
+            "back unknown): these faces look alike to the embedding (hard light, tiny or turned faces). A higher "
+            "--far names more and lets more strangers through; with many photos a person, a network trained on "
+            "them (imgclf train) may do better"
+        )
+    if verbose:
+        named = f", {share:.0%} of same-person trials named" if share is not None else ""
+        print(
+            f"{verb} {len(counts)} people, {summary['photos']} photos ({len(report['skipped'])} skipped) -> {out}\n"
+            f"threshold {g.threshold:.3f}: {c['how']}{named}\n"
+            f"naming: {g.method} (held-out accuracy: {c['method']})"
+        )
+        for w in summary["warnings"]:
+            print(f"warning: {w}")
+    return summary
