@@ -131,10 +131,13 @@ def score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, c
         plot_reliability(metrics["calibration"]["reliability"], out_dir / "reliability.png")
     c = metrics["calibration"]
     console.print(f"{where}: {summary_line(metrics)}")
-    console.print(
-        f"  calibration (T={t:.2f}): ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}, "
-        f"log-loss {c['log_loss_before']:.4f} -> {c['log_loss_after']:.4f}"
-    )
+    if t == 1.0:  # none was fitted (too few validation images): before and after are the same numbers
+        console.print(f"  calibration: none; ECE {c['ece_before']:.4f}, log-loss {c['log_loss_before']:.4f}")
+    else:
+        console.print(
+            f"  calibration (T={t:.2f}): ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}, "
+            f"log-loss {c['log_loss_before']:.4f} -> {c['log_loss_after']:.4f}"
+        )
     return metrics
 
 
