@@ -174,7 +174,7 @@ def test_training_crops_with_no_face_found_are_cut_where_the_others_hold_theirs(
     """The candidate learns where its training crops hold their faces (the median of the detector's
     boxes) and cuts a crop it finds no face in there, in training and in forward() alike."""
     from imgclf.models.face.classifier import FaceEmbeddingClassifier, embed_images
-    from imgclf.models.face.model import crop_box_of, relative_box
+    from imgclf.models.face.model import box_of, crop_box_of, relative_box
 
     rng = np.random.default_rng(0)
     crops = [photo(img.resize((200, 230)), rng) for img in _people().values() for _ in range(4)]
@@ -184,16 +184,12 @@ def test_training_crops_with_no_face_found_are_cut_where_the_others_hold_theirs(
     net = FaceEmbeddingClassifier(2, [0.0] * 3, [1.0] * 3)
     vectors, found, box = embed_images(net.faces, np.concatenate([images, blank]), learn_box=True)
     assert found[:-1].all() and not found[-1]
-    boxes = [relative_box(_box(net.faces.find(net.faces.as_searched(i))[0][0]), i.shape) for i in images]
+    boxes = [relative_box(box_of(net.faces.find(net.faces.as_searched(i))[0][0], i.shape), i.shape) for i in images]
     assert box == crop_box_of(boxes) and box != [0, 0, 1, 1]
     cut = net.faces.crop_face(Image.fromarray(blank[0]), box)
     assert np.allclose(vectors[-1], cut.embedding, atol=1e-5)
     again, _, _ = embed_images(net.faces, blank, crop_box=box)  # as forward() embeds it, with the run's box
     assert np.allclose(again[0], cut.embedding, atol=1e-5)
-
-
-def _box(rect):
-    return rect.left(), rect.top(), rect.right(), rect.bottom()
 
 
 def test_successive_halving_and_the_verdict():

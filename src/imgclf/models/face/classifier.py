@@ -95,13 +95,13 @@ def embed_images(
     `crop_box`: where a face crop holds its face (model.crop_box_of); `learn_box`: learn it from the
     faces these images hold first. `mirror`: each chip's mirror image too, after the N originals (2N
     rows): a second training view for the price of an embedding, without a second search."""
-    from imgclf.models.face.model import crop_box_of, relative_box
+    from imgclf.models.face.model import box_of, crop_box_of, relative_box
 
     chips, found, boxes = [], [], []
     for img in images:
         rgb, where, how = faces.located(np.ascontiguousarray(img), whole_photo=True, crop_box=crop_box)
         found.append(how == "detected")
-        boxes.append(relative_box(_box(where[0][0]), rgb.shape) if found[-1] else None)
+        boxes.append(relative_box(box_of(where[0][0], rgb.shape), rgb.shape) if found[-1] else None)
         # a crop taken whole waits for the box learnt from the others (cut again below)
         chips.append(faces.chip(rgb, where[0][0]) if found[-1] or not learn_box else None)
     if learn_box:
@@ -116,7 +116,3 @@ def embed_images(
     vectors = faces.embed(np.ascontiguousarray(batch)) if len(batch) else np.zeros((0, DIM), np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
     return vectors.astype(np.float32), np.array(found, bool), crop_box
-
-
-def _box(rect) -> tuple[int, int, int, int]:
-    return rect.left(), rect.top(), rect.right(), rect.bottom()

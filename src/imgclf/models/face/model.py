@@ -132,7 +132,7 @@ class FaceModel:
         chips = np.stack([self.chip(rgb, r) for r, _ in found])
         vectors = self.embed(chips)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        return [Face(_box(r, rgb.shape), v, how, round(float(s), 3)) for (r, s), v in zip(found, vectors)]
+        return [Face(box_of(r, rgb.shape), v, how, round(float(s), 3)) for (r, s), v in zip(found, vectors)]
 
     def crop_face(self, img, crop_box) -> Face:
         """The face of an RGB PIL face crop where crop_box puts it, without a search (for a crop the
@@ -140,7 +140,7 @@ class FaceModel:
         rgb = self.as_searched(np.ascontiguousarray(np.asarray(img.convert("RGB"))))
         rect = self.crop_rect(rgb.shape, crop_box)
         vector = self.embed(self.chip(rgb, rect)[None])[0]
-        return Face(_box(rect, rgb.shape), vector / np.linalg.norm(vector), WHOLE, 0.0)
+        return Face(box_of(rect, rgb.shape), vector / np.linalg.norm(vector), WHOLE, 0.0)
 
     def located(
         self, rgb: np.ndarray, whole_photo: bool | None = None, stop=None, crop_box=None
@@ -249,6 +249,7 @@ def crop_box_of(boxes) -> list[float] | None:
     return [round(float(v), 4) for v in np.median(np.asarray(boxes, np.float64), axis=0)]
 
 
-def _box(r, shape) -> tuple[int, int, int, int]:
+def box_of(r, shape) -> tuple[int, int, int, int]:
+    """A dlib.rectangle as (x1, y1, x2, y2) px, clipped to the photo."""
     h, w = shape[:2]
     return (max(0, r.left()), max(0, r.top()), min(w - 1, r.right()), min(h - 1, r.bottom()))
