@@ -23,14 +23,15 @@ def calibrate(model, images: np.ndarray, spec, console) -> Calibration:
     from imgclf.evaluation.calibration import fit_temperature
 
     val = np.sort(spec.indices("val"))
-    if len(val) < MIN_CALIBRATION_IMAGES:
+    if len(val) >= MIN_CALIBRATION_IMAGES:
+        t = fit_temperature(model.predict_logits(images[val]), spec.labels[val])
+        console.print(f"  calibration: temperature {t:.3f} fitted on {len(val)} validation images")
+    else:
+        t = 1.0
         console.print(
             f"  calibration: none (temperature 1): {len(val)} validation images are too few to fit one "
             f"(it takes {MIN_CALIBRATION_IMAGES})"
         )
-        return Calibration(method="temperature", temperature=1.0, fitted_on="val", n=int(len(val)))
-    t = fit_temperature(model.predict_logits(images[val]), spec.labels[val])
-    console.print(f"  calibration: temperature {t:.3f} fitted on {len(val)} validation images")
     return Calibration(method="temperature", temperature=t, fitted_on="val", n=int(len(val)))
 
 

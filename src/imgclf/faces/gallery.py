@@ -101,8 +101,9 @@ class Gallery:
 
     def rebuilt(self, people, embeddings, owner, sources, far: float | None = None) -> Gallery:
         """A gallery over these faces with its threshold and method chosen afresh."""
-        g = Gallery(people, embeddings, owner, sources, self.model, self.far if far is None else far)
-        g.crop_box = self.crop_box
+        g = Gallery(
+            people, embeddings, owner, sources, self.model, self.far if far is None else far, crop_box=self.crop_box
+        )
         g.choose()
         return g
 

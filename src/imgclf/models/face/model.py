@@ -149,10 +149,8 @@ class FaceModel:
         [(dlib.rectangle, score)] biggest first, "detected" or WHOLE)."""
         from imgclf.core.work import check
 
-        h, w = rgb.shape[:2]
-        crop = max(h, w) <= FACE_CROP
-        if crop:  # the face is most of the photo: equalised, the photo is as the face would be
-            rgb = equalized(rgb)
+        crop = max(rgb.shape[:2]) <= FACE_CROP
+        rgb = self.as_searched(rgb)  # a face crop equalised: the face is most of the photo
         found = self.find(rgb)
         check(stop)
         if not found and not crop:  # a dark or washed-out scene: its faces may show once equalised
@@ -174,7 +172,8 @@ class FaceModel:
 
     @staticmethod
     def as_searched(rgb: np.ndarray) -> np.ndarray:
-        """The photo chips are cut from: a face crop equalised (as located() searches it), else as it is."""
+        """The photo searched first and cut from: a face crop (FACE_CROP px or less) equalised, since the
+        face is most of it; a larger photo as it is."""
         return equalized(rgb) if max(rgb.shape[:2]) <= FACE_CROP else rgb
 
     def chip(self, rgb: np.ndarray, rect) -> np.ndarray:
