@@ -40,6 +40,16 @@ def test_the_default_budget_grows_with_the_images_and_shrinks_with_the_machine()
     assert default_budget(10**7, gpu=False, cores=1)[0] == 3600  # capped
 
 
+# The Keras tutorial CNN's wall seconds on issue 34's three held-out sets (training images: seconds).
+KERAS_TUTORIAL_S = {1_924: 131.0, 2_400: 150.0, 8_192: 544.0}
+
+
+def test_the_default_budget_ends_before_the_keras_tutorial_cnn_would_on_the_same_machine():
+    for n_train, keras_s in KERAS_TUTORIAL_S.items():
+        seconds, _ = default_budget(n_train, gpu=False, cores=2)
+        assert seconds * 1.03 <= keras_s, (n_train, seconds)  # with the 3 % a budget has overrun by
+
+
 def _run(plan: Plan, epochs: int, scores, step_s: float = 1.0, val_s: float = 0.0, start: float = 0.0):
     """Drive `plan` as the loop does, on a fake clock; returns (epochs run, factors of every step)."""
     now, factors = start, []
