@@ -36,9 +36,9 @@ def test_empty_validation_keeps_identity():
     assert fit_temperature(np.zeros((0, 3)), np.zeros(0, dtype=int)) == 1.0
 
 
-def test_a_run_fits_no_temperature_on_too_few_validation_images():
-    """A few validation images, all named right, would sharpen the model to T's floor and ruin its
-    log-loss on new images: below MIN_CALIBRATION_IMAGES the temperature stays 1, and the run says so."""
+def test_a_run_fits_no_temperature_on_too_few_or_all_right_validation_images():
+    """A few validation images, or any number all named right, would sharpen the model to T's floor
+    and ruin its log-loss on new images: then the temperature stays 1, and the run says so."""
     from imgclf.evaluation.scoring import MIN_CALIBRATION_IMAGES, calibrate
 
     class Spec:  # the split calibrate reads: every image is a validation image
@@ -60,3 +60,8 @@ def test_a_run_fits_no_temperature_on_too_few_validation_images():
     assert small.temperature == 1.0 and small.n == few and "too few" in said[-1]
     full = calibrate(Identity(), logits, Spec(labels), console)
     assert abs(full.temperature - 2.5) < 0.25 and "fitted on 4000" in said[-1]
+    # Every validation image right: the fit would sharpen to T's floor (0.2), so none is fitted.
+    right = logits.argmax(1)
+    assert fit_temperature(logits, right) < 0.21
+    perfect = calibrate(Identity(), logits, Spec(right), console)
+    assert perfect.temperature == 1.0 and "names all 4000 validation images right" in said[-1]

@@ -19,19 +19,25 @@ MIN_CALIBRATION_IMAGES = 20
 
 
 def calibrate(model, images: np.ndarray, spec, console) -> Calibration:
-    """Fit the softmax temperature on the validation split (identity when it has too few images)."""
+    """Fit the softmax temperature on the validation split. Identity when it has too few images, or
+    when the model names every one of them right: then the log-loss only falls as T falls, so the
+    fit would sharpen to T's floor and a wrong answer on a new photo would come back near-certain."""
     from imgclf.evaluation.calibration import fit_temperature
 
     val = np.sort(spec.indices("val"))
+    why = f"{len(val)} validation images are too few to fit one (it takes {MIN_CALIBRATION_IMAGES})"
+    t = 1.0
     if len(val) >= MIN_CALIBRATION_IMAGES:
-        t = fit_temperature(model.predict_logits(images[val]), spec.labels[val])
-        console.print(f"  calibration: temperature {t:.3f} fitted on {len(val)} validation images")
-    else:
-        t = 1.0
-        console.print(
-            f"  calibration: none (temperature 1): {len(val)} validation images are too few to fit one "
-            f"(it takes {MIN_CALIBRATION_IMAGES})"
-        )
+        logits = model.predict_logits(images[val])
+        why = f"the model names all {len(val)} validation images right, so none shows how sure a wrong answer should be"
+        if (logits.argmax(1) != spec.labels[val]).any():
+            t = fit_temperature(logits, spec.labels[val])
+            why = ""
+    console.print(
+        f"  calibration: temperature {t:.3f} fitted on {len(val)} validation images"
+        if not why
+        else f"  calibration: none (temperature 1): {why}"
+    )
     return Calibration(method="temperature", temperature=t, fitted_on="val", n=int(len(val)))
 
 
