@@ -167,3 +167,28 @@ def test_steps_that_slow_down_unforeseen_still_stop_at_the_end_of_the_budget():
         if plan.epoch_done(epoch, epoch, 1.0, 0.0, now, now):
             break
     assert now <= 100 + 10 and plan.s.reason == "time"
+
+
+def test_small_sets_of_large_photos_get_the_pixels_the_budget_affords(tmp_path, monkeypatch):
+    """A few hundred 640x480 photos: the budget's floor affords more than 128 px, and the run says
+    why; thousands of them, small photos, another backbone or no budget keep the CPU's 128 px."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from imgclf.settings.config import TrainConfig
+    from imgclf.training import defaults
+
+    monkeypatch.setattr("imgclf.core.cpus.usable_cpus", lambda: 2)
+    photo = tmp_path / "frame.jpg"
+    Image.fromarray(np.zeros((480, 640, 3), np.uint8)).save(photo)
+    cfg, notes = defaults.resolve(TrainConfig(), [str(photo)] * 384, torch.device("cpu"))
+    assert cfg.img_size in defaults.CPU_GROW_SIZES and cfg.time_budget == 90
+    assert any(f"img_size={cfg.img_size}: median image side 480px, and the 1m30s budget affords" in n for n in notes)
+    many, _ = defaults.resolve(TrainConfig(), [str(photo)] * 3000, torch.device("cpu"))
+    assert many.img_size == 128
+    fixed, _ = defaults.resolve(TrainConfig(epochs=3), [str(photo)] * 384, torch.device("cpu"))
+    assert fixed.img_size == 128  # no budget: nothing to afford more pixels with
+    # The costs are Lite0's; photos only as large as 170 px get no more than they hold.
+    assert defaults._afforded_size(128, 170, 384, 90.0, "kept")[0] == 160
+    assert defaults._afforded_size(128, 120, 384, 90.0, "kept") == (128, "kept")

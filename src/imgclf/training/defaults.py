@@ -64,8 +64,8 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         c["probe"] = finetune
         if finetune:
             notes.append("probe=True: the new head is fitted on frozen features first (a linear probe, seconds)")
-    _size_and_batch(c, notes, finetune, gpu, n, median_side, device)
     _budget(c, notes, finetune, gpu, n)
+    _size_and_batch(c, notes, finetune, gpu, n, median_side, device)
     _schedule(c, notes, finetune, gpu, n, cfg.optimizer)
     _layout(c, notes, finetune, gpu, device)
     if c["probe"] and not finetune:
@@ -99,6 +99,8 @@ def _size_and_batch(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int
                 f"img_size={c['img_size']}: median image side {side}px, clamped to {list(CPU_FINETUNE_SIZE)} for "
                 "pretrained features on cpu"
             )
+            if c["time_budget"] and c["model"] == _default_backbone():  # the costs below are Lite0's
+                c["img_size"], note = _afforded_size(c["img_size"], side, n, c["time_budget"], note)
         notes.append(note)
     if c["img_size"] is None:
         side = median_side() or 32
@@ -221,9 +223,42 @@ def _layout(c: dict, notes: list[str], finetune: bool, gpu: bool, device) -> Non
 
 
 CPU_FINETUNE_SIZE = (96, 128)  # img_size range for pretrained features on a CPU
+# Larger photos get more pixels where the time budget affords them: the budget's 90 s floor leaves a
+# few hundred training images room that a large set's share of 60 ms an image does not. Measured
+# (2 cores, Lite0): people 15-60 % of a 640x480 frame's height, 384 training frames, on 480 new
+# frames: 128 px 0.875, 160 px 0.915, 192 px 0.960, 224 px 0.969, in 42-83 s (docs/training.md).
+CPU_GROW_SIZES = (160, 192, 224)
+# Seconds a training image takes at 128 px (Lite0, 2 cores, feature cache): the linear probe once,
+# then each epoch; both grow with the pixels. The plateau ends most runs after 9-15 epochs.
+CPU_PROBE_S, CPU_EPOCH_S, GROW_EPOCHS = 0.010, 0.0045, 12
+FIXED_S = 20.0  # of a budget, what is not the probe or the epochs: start-up, decoding, evaluation, report
 CPU_FINETUNE_IMAGES = 24_000  # images seen fine-tuning on a CPU: ~7 min for EfficientNet-Lite0 at 128 px
 DEFAULT_PRETRAINED = "lite0"  # the default backbone for photos (weights from a package, see models/packaged.py)
 MIN_PRETRAINED_SIDE = 32  # smaller images (digit scans, tiny crops) train from scratch
+
+
+def _default_backbone() -> str:
+    from imgclf.models.packaged import expand_short_name
+
+    return expand_short_name(DEFAULT_PRETRAINED)[0]
+
+
+def _afforded_size(size: int, side: int, n: int, budget: float, note: str) -> tuple[int, str]:
+    """The largest CPU_GROW_SIZES the photos hold (median side) whose probe and GROW_EPOCHS epochs fit
+    the budget; else `size` and its `note`."""
+    from imgclf.core.cpus import usable_cpus
+    from imgclf.training.budget import BUDGET_CORES, describe_seconds
+
+    per_image = (budget - FIXED_S) / max(1, n)
+    speed = min(max(1, usable_cpus()), 4 * BUDGET_CORES) / BUDGET_CORES  # as default_budget scales
+    for grown in reversed(CPU_GROW_SIZES):
+        cost = (CPU_PROBE_S + GROW_EPOCHS * CPU_EPOCH_S) * (grown / 128) ** 2 / speed
+        if size < grown <= side and cost <= per_image:
+            return grown, (
+                f"img_size={grown}: median image side {side}px, and the {describe_seconds(budget)} budget affords "
+                f"{grown} px for {n:,} training images (larger sets get {size} px on cpu)"
+            )
+    return size, note
 
 
 def choose_model(c: dict, train_paths: list[str], median_side=None) -> str | None:
