@@ -38,6 +38,8 @@ def test_the_default_budget_grows_with_the_images_and_shrinks_with_the_machine()
     assert 90 <= small < big and gpu < more_cores < big
     assert "1,000 training images on 2 CPU cores" in why and describe_seconds(small) in why
     assert default_budget(10**7, gpu=False, cores=1)[0] == 3600  # capped
+    apple, why = default_budget(10_000, gpu=True, cores=8, mps=True)  # no faster than the CPU recipe
+    assert apple == default_budget(10_000, gpu=False, cores=2)[0] and "Apple's GPU (MPS)" in why
 
 
 # The Keras tutorial CNN's wall seconds on issue 34's three held-out sets (training images: seconds).

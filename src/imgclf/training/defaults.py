@@ -64,7 +64,7 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         c["probe"] = finetune
         if finetune:
             notes.append("probe=True: the new head is fitted on frozen features first (a linear probe, seconds)")
-    _budget(c, notes, finetune, gpu, n)
+    _budget(c, notes, finetune, gpu, n, device.type == "mps")
     _size_and_batch(c, notes, finetune, gpu, n, median_side, device)
     _schedule(c, notes, finetune, gpu, n, cfg.optimizer)
     _layout(c, notes, finetune, gpu, device)
@@ -114,7 +114,7 @@ def _size_and_batch(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int
         notes.append(f"batch_size={c['batch_size']}: {n} training images, {'GPU' if gpu else 'CPU'}")
 
 
-def _budget(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int) -> None:
+def _budget(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int, mps: bool = False) -> None:
     """time_budget (seconds; 0: none) into `c`, and in a budgeted run the epoch cap and the plateau
     patience: the budget and the learning curve decide how long to train (training.budget)."""
     from imgclf.core.cpus import usable_cpus
@@ -124,7 +124,7 @@ def _budget(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int) -> Non
         if c["epochs"] is not None:  # --epochs or a preset: that many epochs, no clock
             c["time_budget"] = 0.0
             return
-        c["time_budget"], note = default_budget(n, gpu, usable_cpus())
+        c["time_budget"], note = default_budget(n, gpu, usable_cpus(), mps)
         notes.append(note)
     if not c["time_budget"]:
         return
