@@ -138,9 +138,9 @@ def score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, c
         plot_reliability(metrics["calibration"]["reliability"], out_dir / "reliability.png")
     c = metrics["calibration"]
     console.print(f"{where}: {summary_line(metrics)}")
-    if (
-        t == 1.0
-    ):  # none was fitted (too few validation images, or all of them right): before and after are the same numbers
+    # T == 1: none was fitted (too few validation images, or all of them right), so before and after
+    # are the same numbers.
+    if t == 1.0:
         console.print(f"  calibration: none; ECE {c['ece_before']:.4f}, log-loss {c['log_loss_before']:.4f}")
     else:
         console.print(
