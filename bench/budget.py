@@ -38,6 +38,7 @@ RECIPES = {
     "scratch": ("--model", "resnet_fast"),
     "no-faces": ("--faces", "off"),
     "faces-on": ("--faces", "on"),
+    "128px": ("--img-size", "128"),  # the CPU's size before larger photos got more pixels
 }
 # Sets whose versions of one photo pHash does not see as copies: the default's split keeps them
 # together by name (orl-tail-6x: s1/3_0.png ... s1/3_5.png are six versions of ORL's s1/3.pgm).

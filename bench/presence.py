@@ -95,38 +95,53 @@ def clean_crops(folder: Path) -> dict[str, list[Path]]:
     return out
 
 
+def feather() -> Image.Image:
+    """The alpha of a pasted window: 0 at its edges, rising to 1 over FEATHER crop pixels."""
+    (x0, y0, x1, y1) = WINDOW
+    edge = [np.minimum(np.arange(n) + 0.5, np.arange(n)[::-1] + 0.5) for n in (y1 - y0, x1 - x0)]
+    return Image.fromarray((np.clip(np.minimum.outer(*edge) / FEATHER, 0, 1) * 255).astype(np.uint8))
+
+
+def paste_people(img: Image.Image, crops, sources, count: int, rng, alpha) -> list[tuple]:
+    """Paste `count` INRIA people (each from the next source photo) into `img` in place, no two
+    windows overlapping, heights HEIGHTS of the photo's; returns (person box, window) of each."""
+    (x0, y0, x1, y1), (gx0, gy0, gx1, gy1) = WINDOW, PERSON
+    (W, H), placed, out = img.size, [], []
+    for _ in range(count):
+        src = crops[next(sources)]
+        crop = Image.open(src[rng.integers(len(src))]).convert("RGB").crop(WINDOW)
+        for _try in range(50):
+            s = np.exp(rng.uniform(*np.log(HEIGHTS))) * H / (gy1 - gy0)
+            w, h = round((x1 - x0) * s), round((y1 - y0) * s)
+            px, py = int(rng.integers(0, W - w + 1)), int(rng.integers(0, H - h + 1))
+            if all(px >= b[2] or px + w <= b[0] or py >= b[3] or py + h <= b[1] for b in placed):
+                break
+        else:
+            continue
+        placed.append((px, py, px + w, py + h))
+        img.paste(crop.resize((w, h), Image.BICUBIC), (px, py), alpha.resize((w, h), Image.BILINEAR))
+        sx, sy = w / (x1 - x0), h / (y1 - y0)
+        box = (px + (gx0 - x0) * sx, py + (gy0 - y0) * sy, px + (gx1 - x0) * sx, py + (gy1 - y0) * sy)
+        out.append((box, placed[-1]))
+    return out
+
+
 def paste_set(street: Path, inria: Path, out: Path, copies: int, seed: int) -> list[str]:
     """Writes the pasted set (JPEG q90) and its person_boxes.csv; returns its photos."""
     rng = np.random.default_rng(seed)
     crops = clean_crops(inria)
     sources = iter(rng.permutation(sorted(crops)))
     out.mkdir(parents=True, exist_ok=True)
-    (x0, y0, x1, y1), (gx0, gy0, gx1, gy1) = WINDOW, PERSON
-    edge = [np.minimum(np.arange(n) + 0.5, np.arange(n)[::-1] + 0.5) for n in (y1 - y0, x1 - x0)]
-    alpha = Image.fromarray((np.clip(np.minimum.outer(*edge) / FEATHER, 0, 1) * 255).astype(np.uint8))
+    alpha = feather()
     rows, files = [], []
     for bg in sorted((street / "no-person").glob("*.jpg")):
         photo = Image.open(bg).convert("RGB")
         photo.save(out / f"{bg.stem}_none.jpg", quality=90)
         files.append(str(out / f"{bg.stem}_none.jpg"))
         for c in range(copies):
-            img, (W, H), placed, name = photo.copy(), photo.size, [], f"{bg.stem}_{c}.jpg"
-            for _ in range(rng.integers(1, 4)):
-                src = crops[next(sources)]
-                crop = Image.open(src[rng.integers(len(src))]).convert("RGB").crop(WINDOW)
-                for _try in range(50):
-                    s = np.exp(rng.uniform(*np.log(HEIGHTS))) * H / (gy1 - gy0)
-                    w, h = round((x1 - x0) * s), round((y1 - y0) * s)
-                    px, py = int(rng.integers(0, W - w + 1)), int(rng.integers(0, H - h + 1))
-                    if all(px >= b[2] or px + w <= b[0] or py >= b[3] or py + h <= b[1] for b in placed):
-                        break
-                else:
-                    continue
-                placed.append((px, py, px + w, py + h))
-                img.paste(crop.resize((w, h), Image.BICUBIC), (px, py), alpha.resize((w, h), Image.BILINEAR))
-                sx, sy = w / (x1 - x0), h / (y1 - y0)
-                box = (px + (gx0 - x0) * sx, py + (gy0 - y0) * sy, px + (gx1 - x0) * sx, py + (gy1 - y0) * sy)
-                rows.append([name, *(round(v, 1) for v in box), *placed[-1]])
+            img, name = photo.copy(), f"{bg.stem}_{c}.jpg"
+            for box, window in paste_people(img, crops, sources, int(rng.integers(1, 4)), rng, alpha):
+                rows.append([name, *(round(v, 1) for v in box), *window])
             img.save(out / name, quality=90)
             files.append(str(out / name))
     with open(out / "person_boxes.csv", "w", newline="") as fh:

@@ -51,12 +51,14 @@ SETS = {
 # orl-shadow-6x: the same size, lit as Yale B's single point light does (see `shaded`): harsher.
 # orl-tail-6x: everyday versions of each face with a long tail of photos a person (faces_long_tail):
 # the stand-in for the aligned celebrity faces.
+# street-frames: is a person present in a 640x480 frame (street_frames): people small in large photos.
 BUILT = {
     "orl-lighting": ("orl-faces.tar.gz", "orl-faces"),
     "orl-lighting-6x": ("orl-faces.tar.gz", "orl-faces"),
     "orl-shadow-6x": ("orl-faces.tar.gz", "orl-faces"),
     "cifar10-imbalanced": ("cifar10-jpg.tar.gz", "cifar10"),
     "orl-tail-6x": ("orl-faces.tar.gz", "orl-faces"),
+    "street-frames": ("street-scenes.tar.gz", "street-scenes"),
 }
 
 
@@ -82,6 +84,12 @@ def unpack(name: str, work: Path) -> Path:
         return imbalanced(dest, work / "data" / name)
     if name == "orl-tail-6x":
         return faces_long_tail(dest, work / "data" / name)
+    if name == "street-frames":
+        inria = work / "data" / "inria-person"
+        if not inria.exists():
+            with tarfile.open(SHARED / "inria-person-crops.tar.gz") as tf:
+                tf.extractall(work / "data", filter="data")
+        return street_frames(dest, inria / "person", work / "data" / name)
     if name != "cifar10-5k":
         return dest
     subset = work / "data" / "cifar10-5k"  # 500 training images per class, the full 10,000 test images
@@ -191,6 +199,40 @@ def faces_long_tail(src: Path, dest: Path, copies: int = 6, ratio: float = 0.93,
             out = dest / person.name / f"{f.stem}_{c}.png"
             out.parent.mkdir(parents=True, exist_ok=True)
             img.resize((round(w * s), round(h * s)), Image.BILINEAR).save(out)
+    return dest
+
+
+def street_frames(street: Path, inria: Path, dest: Path, per_photo: int = 6, seed: int = 0) -> Path:
+    """person/ and no-person/ 640x480 frames (JPEG q90): from each of the 40 person-free street photos,
+    2 x `per_photo` random crops (60-100 % of its sides, mirrored half the time), every other one
+    with 1-2 INRIA people pasted in (bench/presence.py's soft-edged paste, 15-60 % of the frame's
+    height; each from another INRIA source photo). 240 + 240 frames at the default."""
+    import itertools
+
+    import numpy as np
+    from PIL import Image
+    from presence import clean_crops, feather, paste_people
+
+    if dest.exists():
+        return dest
+    rng = np.random.default_rng(seed)
+    crops = clean_crops(inria)
+    sources, alpha = itertools.cycle(rng.permutation(sorted(crops))), feather()
+    for kind in ("person", "no-person"):
+        (dest / kind).mkdir(parents=True)
+    for bg in sorted((street / "no-person").glob("*.jpg")):
+        photo = Image.open(bg).convert("RGB")
+        for c in range(2 * per_photo):
+            w, h = photo.size
+            f = rng.uniform(0.6, 1.0)
+            cw, ch = int(w * f), int(h * f)
+            x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            img = photo.crop((x, y, x + cw, y + ch)).resize((640, 480), Image.BICUBIC)
+            if rng.random() < 0.5:
+                img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            if c % 2:
+                paste_people(img, crops, sources, int(rng.integers(1, 3)), rng, alpha)
+            img.save(dest / ("person" if c % 2 else "no-person") / f"{bg.stem}_{c}.jpg", quality=90)
     return dest
 
 
