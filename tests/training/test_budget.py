@@ -173,7 +173,7 @@ def test_steps_that_slow_down_unforeseen_still_stop_at_the_end_of_the_budget():
 
 def test_small_sets_of_large_photos_get_the_pixels_the_budget_affords(tmp_path, monkeypatch):
     """A few hundred 640x480 photos: the budget's floor affords more than 128 px, and the run says
-    why; thousands of them get 160 px (they hold twice that); smaller photos or no budget keep 128."""
+    why; thousands of them get 160 px (they are larger than 224); smaller photos or no budget keep 128."""
     import numpy as np
     import torch
     from PIL import Image
@@ -188,10 +188,11 @@ def test_small_sets_of_large_photos_get_the_pixels_the_budget_affords(tmp_path, 
     assert cfg.img_size in defaults.CPU_GROW_SIZES and cfg.time_budget == 90
     assert any(f"img_size={cfg.img_size}: median image side 480px, and the 1m30s budget affords" in n for n in notes)
     many, notes = defaults.resolve(TrainConfig(), [str(photo)] * 3000, torch.device("cpu"))
-    assert many.img_size == defaults.DETAIL_SIZE and any("at least twice 160" in n for n in notes)
+    assert many.img_size == defaults.DETAIL_SIZE and any("480px >= 224: more detail" in n for n in notes)
     fixed, _ = defaults.resolve(TrainConfig(epochs=3), [str(photo)] * 384, torch.device("cpu"))
     assert fixed.img_size == 128  # no budget: nothing to afford more pixels with
     # Photos only as large as 170 px get no more than they hold; many of them keep 128 px.
+    assert defaults._afforded_size(128, 224, 3000, 180.0, "kept")[0] == 160
     assert defaults._afforded_size(128, 170, 384, 90.0, "kept")[0] == 160
     assert defaults._afforded_size(128, 170, 3000, 180.0, "kept") == (128, "kept")
     assert defaults._afforded_size(128, 120, 384, 90.0, "kept") == (128, "kept")

@@ -232,10 +232,11 @@ CPU_GROW_SIZES = (160, 192, 224)
 # then each epoch; both grow with the pixels. The plateau ends most runs after 9-15 epochs.
 CPU_PROBE_S, CPU_EPOCH_S, GROW_EPOCHS = 0.010, 0.0045, 12
 FIXED_S = 20.0  # of a budget, what is not the probe or the epochs: start-up, decoding, evaluation, report
-# Photos of any number whose median side holds twice DETAIL_SIZE train at it, for fewer epochs in
-# the same budget: 1,920 of those street frames 0.969 -> 0.983 (on the 480 new ones), flowers5
-# upsampled to 640x480 (no detail to gain) 0.801 -> 0.803, in 196 s of its 207 s budget against 156 s.
-DETAIL_SIZE = 160
+# Photos of any number at least as large as Lite0's own 224 px input train at DETAIL_SIZE, for
+# fewer epochs in the same budget: 1,920 of those street frames 0.969 -> 0.983 (on the 480 new
+# ones). Where upsampling left no detail to gain it cost nothing: flowers5 at 640x480 0.801 ->
+# 0.803 (196 s of its 207 s budget against 156 s), orl-shadow-6x at 256 px 0.942 -> 0.938 (±1.5).
+DETAIL_SIZE, DETAIL_MIN_SIDE = 160, 224
 CPU_FINETUNE_IMAGES = 24_000  # images seen fine-tuning on a CPU: ~7 min for EfficientNet-Lite0 at 128 px
 DEFAULT_PRETRAINED = "lite0"  # the default backbone for photos (weights from a package, see models/packaged.py)
 MIN_PRETRAINED_SIDE = 32  # smaller images (digit scans, tiny crops) train from scratch
@@ -249,7 +250,7 @@ def _default_backbone() -> str:
 
 def _afforded_size(size: int, side: int, n: int, budget: float, note: str) -> tuple[int, str]:
     """The largest CPU_GROW_SIZES the photos hold (median side) whose probe and GROW_EPOCHS epochs fit
-    the budget; else DETAIL_SIZE for photos twice its side; else `size` and its `note`."""
+    the budget; else DETAIL_SIZE for photos of DETAIL_MIN_SIDE or more; else `size` and its `note`."""
     from imgclf.core.cpus import usable_cpus
     from imgclf.training.budget import BUDGET_CORES, describe_seconds
 
@@ -262,9 +263,9 @@ def _afforded_size(size: int, side: int, n: int, budget: float, note: str) -> tu
                 f"img_size={grown}: median image side {side}px, and the {describe_seconds(budget)} budget affords "
                 f"{grown} px for {n:,} training images"
             )
-    if size < DETAIL_SIZE and side >= 2 * DETAIL_SIZE:
+    if size < DETAIL_SIZE and side >= DETAIL_MIN_SIDE:
         return DETAIL_SIZE, (
-            f"img_size={DETAIL_SIZE}: median image side {side}px, at least twice {DETAIL_SIZE}: more detail than "
+            f"img_size={DETAIL_SIZE}: median image side {side}px >= {DETAIL_MIN_SIDE}: more detail than "
             f"{size} px shows, for fewer epochs in the budget"
         )
     return size, note
