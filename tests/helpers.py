@@ -160,10 +160,17 @@ def trained_run(tmp_path_factory) -> tuple[Path, Path]:
 CLI = [sys.executable, "-m", "imgclf.cli"]
 
 
+def cli_env() -> dict:
+    """The environment a CLI subprocess runs in: the source tree first on its path, then whatever the
+    caller's path holds (a GPU machine's packages in /tmp/site, bench/gpu_session.sh)."""
+    path = [str(Path(imgclf.__file__).parents[1]), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+
 def ctrl_c(args, ready, timeout: float = 180) -> subprocess.CompletedProcess:
     """`imgclf ARGS...` interrupted as a terminal's Ctrl-C does it: SIGINT to its whole process group
     (its own session here) once `ready()` holds. Returns its exit status and output."""
-    env = {**os.environ, "PYTHONPATH": str(Path(imgclf.__file__).parents[1])}
+    env = cli_env()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:  # files: no pipe fills up
         proc = subprocess.Popen(
             [*CLI, *map(str, args)],
@@ -188,7 +195,7 @@ def ctrl_c(args, ready, timeout: float = 180) -> subprocess.CompletedProcess:
 
 def cli(*args, check=True, **kw):
     """`imgclf ARGS...` in a subprocess; with `check`, a non-zero exit fails the test with its output."""
-    env = {**os.environ, "PYTHONPATH": str(Path(imgclf.__file__).parents[1])}
+    env = cli_env()
     p = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, env=env, **kw)
     if check and p.returncode != 0:
         raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-import imgclf
+from helpers import cli_env
 
 pytestmark = pytest.mark.slow  # every test here trains a model, itself or through a fixture
 
 
 def test_demo_end_to_end(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(Path(imgclf.__file__).parents[1])}
+    env = cli_env()
     p = subprocess.run(
         [sys.executable, "-m", "imgclf.cli", "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from helpers import CLI, cli, ctrl_c
+from helpers import CLI, cli, cli_env, ctrl_c
 
 import imgclf
 
@@ -112,7 +111,7 @@ def test_kill_and_resume(shapes, tmp_path):
     """SIGKILL mid-training, then --resume: full epoch count, each epoch's row exactly once.
     The fast preset's extra state (weight average, SGD momentum) goes through the kill too."""
     run = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(Path(imgclf.__file__).parents[1])}
+    env = cli_env()
     args = [*CLI, "train", str(shapes), "--preset", "fast", "--epochs", "12", "--img-size", "48", "--out", str(run)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     hist = run / "history.csv"

@@ -164,7 +164,7 @@ def test_torchvision_detector_from_the_hub_cache_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     det = imgclf.detection.load_detector(name, find=["car", "person"])
     assert torch.equal(
-        det.net.state_dict()["head.classification_head.module_list.0.1.weight"],
+        det.net.state_dict()["head.classification_head.module_list.0.1.weight"].cpu(),  # on the GPU, if any
         made.state_dict()["head.classification_head.module_list.0.1.weight"],
     )
     results = imgclf.scan([PORTRAIT, EMPTY[0]], detector=det.with_options(threshold=0.01), verbose=False)
