@@ -1,13 +1,14 @@
 """The pretrained person detector's photos/s on the machine at hand: PyTorch on the GPU (one photo a
 call, then batches of 16) against the CPU backends, the same photos, JPEG decoding included.
 
-    python bench/gpu_detector.py PHOTOS_DIR   (bench/gpu_session.sh runs it on the street scenes)
+    python bench/gpu_detector.py PHOTOS_DIR [--csv-dir DIR]   (bench/gpu_session.sh: the street scenes)
 
 Prints one table; also how many photos each engine called present, which must agree.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,10 @@ def rate(det, files: list[Path], batch: int) -> tuple[float, int]:
 def main() -> None:
     import torch
 
-    files = sorted(Path(sys.argv[1]).rglob("*.jpg"))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("photos", type=Path, help="a folder of JPEG photos (searched recursively)")
+    tables.add_csv_dir(ap)
+    files = sorted(ap.parse_args().photos.rglob("*.jpg"))
     runs = [("onnx", "cpu", 1), ("torch", "cpu", 1)]
     if torch.cuda.is_available():
         runs += [("torch", "cuda", 1), ("torch", "cuda", 16)]

@@ -1,16 +1,22 @@
 """Where a GPU's first training steps go: Lite0 at 224 px on random data, batch 128 (the sixth step a
 short batch of 37, as an epoch's last is), each step timed alone.
 
-    python bench/gpu_first_steps.py CHANNELS_LAST BF16 CUDNN_BENCHMARK   (each 0 or 1)
+    python bench/gpu_first_steps.py CHANNELS_LAST BF16 CUDNN_BENCHMARK [--csv-dir DIR]   (each 0 or 1)
 
 One variant a process, so each pays its own first-use costs (bench/gpu_session.sh runs three).
 """
 
+import argparse
+import statistics
 import sys
 import time
+from pathlib import Path
 
 import timm
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tables  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -22,7 +28,12 @@ def timed(fn) -> float:
 
 
 def main() -> None:
-    cl, amp, bench = (a == "1" for a in sys.argv[1:4])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for name in ("channels_last", "bf16", "cudnn_benchmark"):
+        ap.add_argument(name, choices=("0", "1"))
+    tables.add_csv_dir(ap)
+    args = ap.parse_args()
+    cl, amp, bench = (v == "1" for v in (args.channels_last, args.bf16, args.cudnn_benchmark))
     torch.backends.cudnn.benchmark = bench
     dev = torch.device("cuda")
     net = timm.create_model("tf_efficientnet_lite0", num_classes=5).to(dev)
@@ -41,9 +52,22 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
 
     times = [timed(lambda i=i: step(37 if i == 5 else 128)) for i in range(12)]
-    print(
-        f"channels_last={cl} bf16={amp} benchmark={bench}: steps " + " ".join(f"{s:.2f}" for s in times),
-        flush=True,
+    steady = statistics.median(times[1:5] + times[6:])  # the steps after the first of each shape
+    tables.emit(
+        "gpu_first_steps",
+        ["channels_last", "bf16", "cudnn.benchmark", "first step s", "steady step s", "short batch s", "every step s"],
+        [
+            [
+                cl,
+                amp,
+                bench,
+                tables.V(times[0], ".2f"),
+                tables.V(steady, ".3f"),
+                tables.V(times[5], ".2f"),
+                " ".join(f"{t:.2f}" for t in times),
+            ]
+        ],
+        title=f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}:",
     )
 
 

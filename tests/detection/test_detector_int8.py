@@ -68,6 +68,40 @@ def test_int8_detector_finds_the_person_fp32_finds(exported):
     assert max(abs(a["boxes"][0][k] - b["boxes"][0][k]) for k in ("x1", "y1", "x2", "y2")) < 0.05 * img.width
 
 
+def test_int8_weights_keep_to_7_bits_and_older_graphs_warn_where_the_cpu_lacks_vnni(
+    exported, tmp_path, monkeypatch, capsys
+):
+    """x86 without VNNI (AVX2) multiplies uint8 by int8 with saturating 16-bit sums: full-range weights
+    made the int8 detector call 5 of 20 of these photos unlike fp32 there. imgclf quantizes to 7 bits
+    (marked in the graph) and warns on an unmarked int8 graph on such a CPU."""
+    import onnx
+
+    from imgclf.core import device as D
+    from imgclf.inference.onnx_runtime import model_props, open_session
+
+    proto = onnx.load(exported["path"])
+    props = model_props(proto)
+    assert props[D.WEIGHTS_PROP] == D.WEIGHTS_7BIT and props["precision"] == "int8" and "weights_sha256" in props
+    del props[D.WEIGHTS_PROP]
+    onnx.helper.set_model_props(proto, props)
+    onnx.save(proto, tmp_path / "old.int8.onnx")
+    capsys.readouterr()
+    for flags, warned in [
+        ({"avx2"}, True),
+        ({"avx2", "avx512_vnni"}, False),
+        ({"avx2", "avx_vnni"}, False),
+        (None, False),
+    ]:
+        monkeypatch.setattr(D, "cpu_flags", lambda f=flags: f)
+        open_session(tmp_path / "old.int8.onnx")
+        err = capsys.readouterr().err
+        assert ("full-range int8 weights" in err) == warned and err.count("\n") == warned, (flags, err)
+    monkeypatch.setattr(D, "cpu_flags", lambda: {"avx2"})
+    open_session(exported["path"])  # marked: no warning
+    open_session(imgclf.detection.load_detector().graph)  # fp32: no warning
+    assert capsys.readouterr().err == ""
+
+
 def test_each_backend_has_its_own_measured_cost(exported, monkeypatch):
     from imgclf.detection import cost
 

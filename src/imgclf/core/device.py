@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
@@ -27,17 +28,30 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def cpu_flags() -> set[str] | None:
+    """The x86 CPU's feature flags from /proc/cpuinfo; None where they cannot be read (not Linux, Arm)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            line = next((line for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return set(line.split()) if line else None
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU executes bf16 dot products in hardware (AVX512-BF16 or AMX).
 
     Without them oneDNN emulates bf16 and autocast only costs time, so it stays off.
     """
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
+    flags = cpu_flags() or set()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_lacks_vnni() -> bool:
+    """True on an x86 CPU known to lack VNNI (AVX2 or AVX-512 without it): there ONNX Runtime multiplies
+    uint8 by int8 with vpmaddubsw, whose 16-bit sums saturate on full-range int8 weights."""
+    flags = cpu_flags()
+    return flags is not None and "avx2" in flags and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
 
 
 def amp_dtype(device: torch.device, amp: str = "auto", training: bool = True) -> torch.dtype | None:
@@ -92,3 +106,22 @@ def ort_options():
     opts.enable_mem_pattern = False
     opts.log_severity_level = 3  # errors only: ORT's warnings are about its own internals
     return opts
+
+
+# How the int8 graph's weights were quantized (its metadata): graphs without it are from before 7-bit
+# weights, and x86 CPUs without VNNI compute them wrongly (check_int8_graph).
+WEIGHTS_PROP, WEIGHTS_7BIT = "int8_weights", "7-bit range (reduce_range)"
+
+
+def check_int8_graph(path, session) -> None:
+    """Warn (one line) when `session` runs an int8 graph with full-range weights on a CPU without VNNI:
+    there ONNX Runtime's uint8 x int8 products saturate and the answers can be wrong (2026-11-26: the
+    person detector's int8 graph called 5 of 20 photos differently from fp32 on an AVX2 machine)."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if meta.get("precision") == "int8" and WEIGHTS_PROP not in meta and cpu_lacks_vnni():
+        print(
+            f"warning: {path} was quantized with full-range int8 weights, which this CPU (no VNNI) computes "
+            "with saturation: its answers can be wrong. Export it again with --int8 (imgclf makes 7-bit "
+            "weights now), or use the fp32 backend",
+            file=sys.stderr,
+        )

@@ -145,8 +145,11 @@ def _stamp(path: Path, weights_sha256: str) -> None:
     """Mark the int8 graph with the fp32 graph it was made from (its SHA-256) and its precision."""
     import onnx
 
+    from imgclf.inference.onnx_runtime import model_props
+
     proto = onnx.load(str(path))
-    onnx.helper.set_model_props(proto, {"precision": "int8", "weights_sha256": weights_sha256})
+    props = {**model_props(proto), "precision": "int8", "weights_sha256": weights_sha256}
+    onnx.helper.set_model_props(proto, props)
     onnx.save(proto, str(path))
 
 

@@ -106,6 +106,8 @@ def export_embedder_int8(calibration: str | Path | None, out: str | Path | None 
 def _stamp(path: Path, digest: str) -> None:
     import onnx
 
+    from imgclf.inference.onnx_runtime import model_props
+
     proto = onnx.load(str(path))
-    onnx.helper.set_model_props(proto, {"precision": "int8", "weights_sha256": digest})
+    onnx.helper.set_model_props(proto, {**model_props(proto), "precision": "int8", "weights_sha256": digest})
     onnx.save(proto, str(path))

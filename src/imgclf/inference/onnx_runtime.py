@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgclf.core.device import ort_options
+from imgclf.core.device import check_int8_graph, ort_options
 from imgclf.core.errors import UserError
 
 
@@ -52,9 +52,16 @@ def open_session(path: str | Path, device: torch.device | None = None):
                 file=sys.stderr,
             )
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as e:  # noqa: BLE001 - ORT raises its own Fail/InvalidProtobuf/... types
         raise UserError(
             f"{path} is not an ONNX model ONNX Runtime can run ({type(e).__name__}: "
             f"{str(e).strip()[:200]}); re-export it with: imgclf export {Path(path).parent}"
         ) from None
+    check_int8_graph(path, session)
+    return session
+
+
+def model_props(proto) -> dict[str, str]:
+    """An ONNX model's metadata_props as a dict."""
+    return {p.key: p.value for p in proto.metadata_props}

@@ -25,7 +25,7 @@ def session(net, path: Path, int8: bool = False):
     import torch
 
     from imgclf.core.cpus import usable_cpus
-    from imgclf.core.device import ort_options
+    from imgclf.core.device import check_int8_graph, ort_options
     from imgclf.core.files import atomic_path
 
     if not path.is_file():
@@ -46,11 +46,13 @@ def session(net, path: Path, int8: bool = False):
     opts = ort_options()
     opts.intra_op_num_threads = usable_cpus()
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - ORT raises its own Fail/InvalidProtobuf/... types
         raise UserError(
             f"{path} is not a usable ONNX file ({type(e).__name__}): delete it and it is made again"
         ) from None
+    check_int8_graph(path, session)
+    return session
 
 
 def int8_path(fp32: Path) -> Path:
