@@ -113,7 +113,7 @@ def ours(data: Path, args, out: Path) -> dict:
         "images_per_s": float(np.mean([float(r["images_per_s"]) for r in rows])),
         "epoch_s": float(np.mean([float(r["seconds"]) for r in rows])),
         "acc": run.metrics["accuracy"],
-        "mean": imgclf.load(run.path).meta["normalization"],
+        "mean": imgclf.load(run.path).meta.normalization,
     }
 
 
@@ -141,7 +141,7 @@ def main() -> None:
 
     mine = ours(data, args, tmp / "run")
     norm = mine.pop("mean")
-    base = baseline(data, args, device, norm["mean"], norm["std"])
+    base = baseline(data, args, device, norm.mean, norm.std)
 
     print(
         f"\nimgclf data-pipeline benchmark — {platform.node() and 'this machine'}: {platform.processor() or platform.machine()}, "

@@ -97,7 +97,7 @@ def main() -> None:
                 name,
                 tables.V(run.metrics["accuracy"], ".3f"),
                 tables.V(check["max_prob_diff"], ".1e"),
-                f"{np.abs(p_torch - p_onnx).max():.1e} ({len(images)} img, tta {torch_model.meta['tta']})",
+                f"{np.abs(p_torch - p_onnx).max():.1e} ({len(images)} img, tta {torch_model.meta.tta})",
                 tables.V(same, ".3f"),
                 tables.V(check["seconds"], ".1f"),
                 f"{t_speed[0]:.0f} / {o_speed[0]:.0f}",

@@ -157,7 +157,7 @@ def classifier(args) -> None:
 
         versions += f", openvino {openvino.__version__.split('-')[0]}"
     print(
-        f"\n{run.name} ({models['torch'].meta['architecture']['name']}, {models['torch'].img_size} px), "
+        f"\n{run.name} ({models['torch'].meta.architecture_name}, {models['torch'].img_size} px), "
         f"test split n={len(images)}, tta {tta}; int8 calibrated on {int8['n_calibration']} training images; "
         f"{platform.processor() or platform.machine()}, {args.threads} threads; {versions}; "
         f"load average before / after timing {load_before:.1f} / {os.getloadavg()[0]:.1f}\n"

@@ -127,7 +127,7 @@ def main() -> None:
         + [(read(p), True) for p in draw(foreign, n // 5)],
     }
     print(
-        f"run {run} ({', '.join(model.classes)}; {model.meta['architecture']['name']} {model.img_size} px, "
+        f"run {run} ({', '.join(model.classes)}; {model.meta.architecture_name} {model.img_size} px, "
         f"TTA {model.tta}; {trained}); {len(test)} test images; {platform.processor() or platform.machine()}, "
         f"imgclf {imgclf.__version__}\n"
     )

@@ -176,8 +176,8 @@ def main() -> None:
 
     meta = models["torch"].meta
     print(
-        f"\n{len(paths):,} images from {folder}; run {run}: {meta['architecture']['name']} "
-        f"{meta['architecture'].get('parameters', 0) / 1e6:.2f}M parameters, {models['torch'].img_size} px, "
+        f"\n{len(paths):,} images from {folder}; run {run}: {meta.architecture_name} "
+        f"{(meta.architecture.parameters or 0) / 1e6:.2f}M parameters, {models['torch'].img_size} px, "
         f"TTA '{tta}'"
     )
     print(

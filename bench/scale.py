@@ -114,7 +114,7 @@ def main() -> None:
         src = source(root, args.limit)
         n = args.limit or sum(1 for p in files_under(root) if is_image(p))
         meta = imgclf.load(run).meta
-        print(f"predicting {n:,} images with {run} ({meta['architecture']['name']}, {meta['input']['size']} px)")
+        print(f"predicting {n:,} images with {run} ({meta.architecture_name}, {meta.input.size} px)")
         table = tables.Table(
             "predict",
             ["how", "workers", "images", "seconds", "images/s"],

@@ -271,7 +271,7 @@ def choose_placement(model, mining: dict, truth: dict, photo_threshold: float) -
     images = dict(zip(files, (Image.open(f).convert("RGB") for f in files)))
     truth = {f: truth.get(f, []) for f in files}
     # Each person photo is scanned once for its side offsets; the halves and the whole reuse them.
-    sides = margin_sides(model, mining["person"], truth, model.meta["decision"]["threshold"])
+    sides = margin_sides(model, mining["person"], truth, model.meta.decision.threshold)
     inria = (MARGIN[0], MARGIN[1], MARGIN[0], MARGIN[1])
 
     def detections(margin, vote, photos):
@@ -576,7 +576,7 @@ def run_fold(
         ("imgclf: random negatives, run threshold", lambda t: run_ours(model1, files, t, vote=False)[:4]),
         (
             f"imgclf: + {rounds} rounds of hard negatives, run threshold",
-            lambda t: run_ours(model2, files, t, threshold=model2.meta["decision"]["threshold"], vote=False)[:4],
+            lambda t: run_ours(model2, files, t, threshold=model2.meta.decision.threshold, vote=False)[:4],
         ),
         (
             "imgclf: + hard negatives, photo threshold (mining half), plain NMS, INRIA's margin: the recipe",
