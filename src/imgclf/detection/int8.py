@@ -79,8 +79,7 @@ def export_detector_int8(
     try:
         with atomic_path(out) as tmp:
             batches = [np.ascontiguousarray(a.transpose(2, 0, 1)[None], np.float32) for a in calib]
-            quantize(fp32, tmp, batches)
-            _stamp(tmp, sha256(fp32))
+            quantize(fp32, tmp, batches, sha256(fp32))
             int8 = replace(det, session=open_session(tmp), backend="onnx-int8")
             scores = agreement(det, int8, checked)
             if scores["changed_percent"] > max_loss:
@@ -139,18 +138,6 @@ def int8_record(fp32: Path, run: str | None) -> dict | None:
 
 def _record_path(int8: Path, run: str | None) -> Path:
     return Path(run) / RECORD if run else int8.with_name(int8.name.replace(".onnx", ".json"))
-
-
-def _stamp(path: Path, weights_sha256: str) -> None:
-    """Mark the int8 graph with the fp32 graph it was made from (its SHA-256) and its precision."""
-    import onnx
-
-    from imgclf.inference.onnx_runtime import model_props
-
-    proto = onnx.load(str(path))
-    props = {**model_props(proto), "precision": "int8", "weights_sha256": weights_sha256}
-    onnx.helper.set_model_props(proto, props)
-    onnx.save(proto, str(path))
 
 
 def _photos(name, run: str | None, calibration) -> tuple[list[str], list[str] | None]:

@@ -72,8 +72,7 @@ def export_embedder_int8(calibration: str | Path | None, out: str | Path | None 
     x = np.stack(chips).transpose(0, 3, 1, 2).astype(np.float32)
     try:
         with atomic_path(out) as tmp:
-            quantize(fp32, tmp, [np.ascontiguousarray(x[i : i + 16]) for i in range(0, len(x), 16)])
-            _stamp(tmp, sha256(fp32))
+            quantize(fp32, tmp, [np.ascontiguousarray(x[i : i + 16]) for i in range(0, len(x), 16)], sha256(fp32))
             a = model.embed(np.stack(chips))
             b = np.concatenate([open_session(tmp).run(None, {"input": x[i : i + 16]})[0] for i in range(0, len(x), 16)])
             cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
@@ -101,13 +100,3 @@ def export_embedder_int8(calibration: str | Path | None, out: str | Path | None 
     if out == own:
         write_json(own.with_name(own.name.replace(".onnx", ".json")), result)
     return result
-
-
-def _stamp(path: Path, digest: str) -> None:
-    import onnx
-
-    from imgclf.inference.onnx_runtime import model_props
-
-    proto = onnx.load(str(path))
-    onnx.helper.set_model_props(proto, {**model_props(proto), "precision": "int8", "weights_sha256": digest})
-    onnx.save(proto, str(path))

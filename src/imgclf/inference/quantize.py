@@ -78,11 +78,9 @@ def export_int8(
         test, labels = _test_images(run, meta, data_root)
         fp32 = fresh_onnx(run, "fp32, the graph to quantize")
         with atomic_path(out) as tmp:
-            quantize(fp32, tmp, _normalized(calib, meta))
-            proto = onnx.load(str(tmp))
-            props = {**model_props(onnx.load(str(fp32), load_external_data=False)), **model_props(proto)}
-            onnx.helper.set_model_props(proto, {**props, "precision": "int8", "weights_sha256": weights_digest(run)})
-            onnx.save(proto, str(tmp))
+            # model.onnx's metadata (classes, preprocessing, thresholds) rides along into the int8 graph.
+            props = model_props(onnx.load(str(fp32), load_external_data=False))
+            quantize(fp32, tmp, _normalized(calib, meta), weights_digest(run), props)
             scores = compare(fp32, tmp, meta, run, test, labels)
             if scores["loss_points"] > max_loss:
                 raise UserError(
@@ -115,8 +113,10 @@ def export_int8(
     return result
 
 
-def quantize(fp32: Path, out: Path, batches: list[np.ndarray]) -> None:
-    """ONNX Runtime's static QDQ quantization of `fp32` into `out`, calibrated on normalised float batches."""
+def quantize(fp32: Path, out: Path, batches: list[np.ndarray], weights_sha256: str, props: dict | None = None) -> None:
+    """ONNX Runtime's static QDQ quantization of `fp32` into `out`, calibrated on normalised float batches.
+    `out` is stamped with `props`, `precision: int8`, how its weights were quantized and
+    `weights_sha256` (what the int8 graph was made from: loaders refuse it once that changes)."""
     import tempfile
 
     from onnxruntime.quantization import (
@@ -169,7 +169,8 @@ def quantize(fp32: Path, out: Path, batches: list[np.ndarray]) -> None:
     from imgclf.inference.onnx_runtime import model_props
 
     proto = onnx.load(str(out))
-    onnx.helper.set_model_props(proto, {**model_props(proto), WEIGHTS_PROP: WEIGHTS_7BIT})
+    stamp = {"precision": "int8", WEIGHTS_PROP: WEIGHTS_7BIT, "weights_sha256": weights_sha256}
+    onnx.helper.set_model_props(proto, {**model_props(proto), **(props or {}), **stamp})
     onnx.save(proto, str(out))
 
 
