@@ -23,12 +23,22 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(_threads)
 
 
-def pytest_collection_modifyitems(items):
-    """The cluster tests share one local Ray cluster a session, and a bare `--ray` finds the newest
-    cluster on the machine: they run in one worker (`--dist loadgroup`, set in pyproject.toml)."""
-    for item in items:
-        if item.nodeid.startswith("tests/cluster/"):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+def pytest_xdist_make_scheduler(config, log):
+    """`-n 2`: the cluster tests share one local Ray cluster a session, and a bare `--ray` finds the
+    newest cluster on the machine, so they all run in one worker, in file order (their module
+    fixtures set up once); every other test is scheduled alone, as `--dist load` would. This is
+    xdist's loadgroup keyed on the path: loadgroup itself reads a group from a suffix its hook writes
+    into the node id, which pytest 9.2's structured node ids ignore (pytest-xdist issue 1386), and
+    the cluster tests were spread over both workers, each starting a cluster."""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ClusterTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "ray" if nodeid.startswith("tests/cluster/") else nodeid
+
+    return ClusterTestsTogether(config, log)
 
 
 @pytest.fixture(autouse=True)
