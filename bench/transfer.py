@@ -52,7 +52,9 @@ SETS = {
 # orl-tail-6x: everyday versions of each face with a long tail of photos a person (faces_long_tail):
 # the stand-in for the aligned celebrity faces.
 # street-frames: is a person present in a 640x480 frame (street_frames): people small in large photos.
+# flowers5-small: a small folder of everyday photos (few_shot): 60 a class to train on, 100 others to test.
 BUILT = {
+    "flowers5-small": ("flowers5.tar.gz", "flowers5"),
     "orl-lighting": ("orl-faces.tar.gz", "orl-faces"),
     "orl-lighting-6x": ("orl-faces.tar.gz", "orl-faces"),
     "orl-shadow-6x": ("orl-faces.tar.gz", "orl-faces"),
@@ -82,6 +84,8 @@ def unpack(name: str, work: Path) -> Path:
         return shaded(dest, work / "data" / name, copies=6)
     if name == "cifar10-imbalanced":
         return imbalanced(dest, work / "data" / name)
+    if name == "flowers5-small":
+        return few_shot(dest, work / "data" / name)
     if name == "orl-tail-6x":
         return faces_long_tail(dest, work / "data" / name)
     if name == "street-frames":
@@ -246,6 +250,22 @@ def imbalanced(src: Path, dest: Path) -> Path:
             out = dest / split / cls.name
             out.mkdir(parents=True)
             for f in sorted((src / split / cls.name).iterdir())[:keep]:
+                (out / f.name).symlink_to(f)
+    return dest
+
+
+def few_shot(src: Path, dest: Path, per_class: int = 60, test_per_class: int = 100) -> Path:
+    """A small folder, as a user with a few photos of each kind has: `per_class` photos a class in
+    train/ (the run splits its validation from them) and the next `test_per_class` in test/, so the
+    score rests on more photos than a small set's own tenth would give."""
+    if dest.exists():
+        return dest
+    for cls in sorted(p for p in src.iterdir() if p.is_dir()):
+        files = sorted(cls.iterdir())
+        for split, chosen in (("train", files[:per_class]), ("test", files[per_class : per_class + test_per_class])):
+            out = dest / split / cls.name
+            out.mkdir(parents=True)
+            for f in chosen:
                 (out / f.name).symlink_to(f)
     return dest
 

@@ -196,3 +196,41 @@ def test_small_sets_of_large_photos_get_the_pixels_the_budget_affords(tmp_path, 
     assert defaults._afforded_size(128, 170, 384, 90.0, "kept")[0] == 160
     assert defaults._afforded_size(128, 170, 3000, 180.0, "kept") == (128, "kept")
     assert defaults._afforded_size(128, 120, 384, 90.0, "kept") == (128, "kept")
+
+
+@pytest.mark.parametrize("n_val, keep", [(30, "last"), (99, "last"), (100, "best"), (0, "best")])
+def test_a_validation_split_too_small_to_rank_epochs_ships_the_last_epoch_and_lets_the_budget_end_the_run(n_val, keep):
+    import torch
+
+    from imgclf.training.defaults import resolve
+
+    cfg = TrainConfig(model="simple_cnn", img_size=16, time_budget="90s")
+    chosen, notes = resolve(cfg, ["a.png"] * 300, torch.device("cpu"), n_val)
+    assert chosen.keep == keep
+    assert (chosen.patience == chosen.epochs) == (keep == "last")  # no plateau: the budget ends it
+    assert any(line.startswith("keep=last") for line in notes) == (keep == "last")
+    stated = resolve(
+        TrainConfig(model="simple_cnn", img_size=16, keep="best", patience=3), ["a.png"], torch.device("cpu"), 30
+    )[0]
+    assert (stated.keep, stated.patience) == ("best", 3)  # what the user says stands
+
+
+@pytest.mark.slow
+def test_keep_last_ships_the_last_epochs_weights_and_keep_best_the_best(tmp_path):
+    import yaml
+
+    from imgclf.training.history import read_history
+
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=10, size=16)
+    common = dict(model="simple_cnn", img_size=16, epochs=4, verbose=False)
+    last = imgclf.train(data, out=tmp_path / "last", **common)  # 3 validation images: keep=last by default
+    assert yaml.safe_load((last.path / "config.yaml").read_text())["keep"] == "last"
+    assert (last.path / "model.safetensors").read_bytes() == (last.path / "last.safetensors").read_bytes()
+    assert json.loads((last.path / "model.json").read_text())["training"]["best_epoch"] == 4
+
+    best = imgclf.train(data, out=tmp_path / "best", keep="best", **common)
+    chosen = json.loads((best.path / "model.json").read_text())["training"]["best_epoch"]
+    rows = read_history(best.path / "history.csv")
+    ranked = max(rows, key=lambda r: (r["val_acc"], -r["val_loss"]))  # accuracy, then the lower loss
+    assert chosen == ranked["epoch"]
+    assert chosen < 4 or (best.path / "model.safetensors").read_bytes() == (best.path / "last.safetensors").read_bytes()

@@ -148,6 +148,13 @@ class TrainConfig:
     patience: int | None = setting(
         None, "Early-stopping patience in epochs [default: auto]", Number(int, 1, 10_000, **OPT)
     )
+    keep: str = setting(
+        "auto",
+        "Which epoch's weights the run ships: best (the best validation score) | last (the last, cooled-down "
+        "epoch)  [default: auto: last when the validation split has under 100 images, too few to rank epochs; "
+        "else best]",
+        Choice(("auto", "best", "last")),
+    )
     label_smoothing: float = setting(0.1, "[default: 0.1]", FRACTION)  # 1 would make every target uniform
     class_weight: str = setting(
         "auto",

@@ -28,8 +28,11 @@ def typical_side(paths: list[str], sample: int = 300, seed: int = 0) -> int | No
     return int(np.median(sides)) if sides else None
 
 
-def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> tuple[TrainConfig, list[str]]:
-    """Fill every None/auto in `cfg`; return the resolved config and one line per choice made."""
+def resolve(
+    cfg: TrainConfig, train_paths: list[str], device: torch.device, n_val: int = 0
+) -> tuple[TrainConfig, list[str]]:
+    """Fill every None/auto in `cfg`; return the resolved config and one line per choice made.
+    `n_val`: the validation split's size."""
     notes: list[str] = []
     if cfg.resize not in RESIZE_MODES:
         raise UserError(f"unknown resize mode '{cfg.resize}'; choose one of {', '.join(RESIZE_MODES)}")
@@ -64,6 +67,7 @@ def resolve(cfg: TrainConfig, train_paths: list[str], device: torch.device) -> t
         c["probe"] = finetune
         if finetune:
             notes.append("probe=True: the new head is fitted on frozen features first (a linear probe, seconds)")
+    _keep(c, notes, n_val)
     _budget(c, notes, finetune, gpu, n, device.type == "mps")
     _size_and_batch(c, notes, finetune, gpu, n, median_side, device)
     _schedule(c, notes, finetune, gpu, n, cfg.optimizer)
@@ -134,11 +138,28 @@ def _budget(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int, mps: b
             f"epochs={MAX_EPOCHS} at most: training runs until validation stops improving or the "
             f"{describe_seconds(c['time_budget'])} budget ends, then cools the learning rate down to zero"
         )
+    if c["patience"] is None and c["keep"] == "last":  # no plateau to wait for: the budget ends the run
+        c["patience"] = c["epochs"]
+        notes.append(f"patience={c['patience']}: the time budget, not a plateau, ends training (keep=last)")
     if c["patience"] is None:
         c["patience"] = PLATEAU_EPOCHS["finetune" if finetune else "scratch"]
         notes.append(
             f"patience={c['patience']}: {c['patience']} epochs without a better validation score start the cooldown"
             f"{' (from scratch a curve climbs longer)' if not finetune else ''}"
+        )
+
+
+def _keep(c: dict, notes: list[str], n_val: int) -> None:
+    """keep (which epoch's weights ship), into `c`: the last one where validation is too small to rank epochs."""
+    from imgclf.training.budget import SMALL_VAL
+
+    if c["keep"] != "auto":
+        return
+    c["keep"] = "last" if 0 < n_val < SMALL_VAL else "best"
+    if c["keep"] == "last":
+        notes.append(
+            f"keep=last: {n_val} validation images are too few to rank epochs (one image is "
+            f"{100 / n_val:.1f} points of accuracy): the last, cooled-down epoch's weights ship"
         )
 
 

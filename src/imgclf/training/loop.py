@@ -303,8 +303,14 @@ def _judge(
     """Is this epoch the best so far (then it is recorded in `result`), and should training stop
     early (`result.stopped_early`)? Returns (improved, epochs without improvement)."""
     acc, loss = (row[score_key], row["val_loss"]) if has_val else (row["train_acc"], row["train_loss"])
-    # Accuracy first; on a tie (common on small val sets) the lower loss is the better model.
-    improved = not has_best or acc > result.best_val_acc or (acc == result.best_val_acc and loss < result.best_val_loss)
+    # Accuracy first; on a tie (common on small val sets) the lower loss is the better model. keep=last:
+    # every epoch's weights replace the last (a validation split too small to rank them, training.budget).
+    improved = (
+        cfg.keep == "last"
+        or not has_best
+        or acc > result.best_val_acc
+        or (acc == result.best_val_acc and loss < result.best_val_loss)
+    )
     if improved:
         result.best_epoch, result.best_val_acc, result.best_val_loss, bad_epochs = epoch + 1, acc, loss, 0
     else:

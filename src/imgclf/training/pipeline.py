@@ -348,8 +348,9 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, 
             started=started,
             image_seconds=probe.get("image_seconds"),
         )
+        which = "the last epoch's weights kept (keep=last): val" if cfg.keep == "last" else "best val"
         console.print(
-            f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; best val {result.criterion} "
+            f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; {which} {result.criterion} "
             f"{result.best_val_acc:.4f} at epoch {result.best_epoch}{'' if result.best_epoch else ' (the linear probe)'}"
         )
     face_kept = face is not None and faceprobe.kept(face, result.best_val_acc, result.best_val_loss, key)

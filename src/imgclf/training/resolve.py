@@ -67,7 +67,7 @@ def before_decoding(
     if cfg.preset and explicit is not None:
         # A preset fills what the user left unset; flags and config-file keys win over it.
         cfg, notes = _preset(cfg, explicit, train_paths, device)
-    cfg, more = resolve(cfg, train_paths, device)
+    cfg, more = resolve(cfg, train_paths, device, len(spec.indices("val")))
     if for_training:
         run_dir = Path(run_dir or cfg.out or new_run_dir(cfg.data))
         cfg = cfg.updated(out=str(run_dir))
