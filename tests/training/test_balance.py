@@ -43,7 +43,8 @@ def test_balanced_accuracy_is_the_mean_recall():
 def test_imbalanced_folder_trains_weighted_and_records_it(shapes, tmp_path):
     for f in sorted((shapes / "stripes").iterdir())[8:]:  # 30 / 30 / 8 images
         f.unlink()
-    p = cli("train", shapes, "--model", "simple_cnn", "--epochs", "2", "--out", tmp_path / "run")
+    # (--keep best: its 7 validation images would ship the last epoch, keep=last)
+    p = cli("train", shapes, "--model", "simple_cnn", "--epochs", "2", "--keep", "best", "--out", tmp_path / "run")
     assert "default: class_weight=sqrt" in p.stdout
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["class_weight"] == "sqrt"
     # Weighted training keeps the epoch with the best balanced accuracy, and says so.

@@ -115,7 +115,13 @@ def test_a_budgeted_run_ends_on_its_plan_records_it_and_resumes(tmp_path):
 
     with pytest.raises(Interrupted):
         imgclf.train(
-            data, out=tmp_path / "run", model="simple_cnn", time_budget="5m", verbose=False, on_epoch=interrupt
+            data,
+            out=tmp_path / "run",
+            model="simple_cnn",
+            time_budget="5m",
+            keep="best",  # its 6 validation images would choose keep=last and no plateau: 5 minutes
+            verbose=False,
+            on_epoch=interrupt,
         )
     assert read_training_info(tmp_path / "run" / STATE_FILE)["plan"]["spent"] > 0
     run = imgclf.train(resume=tmp_path / "run", verbose=False)
@@ -132,7 +138,8 @@ def test_epochs_or_a_preset_turn_the_clock_off_and_the_cli_prints_the_budget(tmp
     run = imgclf.train(data, out=tmp_path / "fixed", model="simple_cnn", epochs=2, verbose=False)
     training = json.loads((run.path / "model.json").read_text())["training"]
     assert training["epochs_run"] == 2 and training["plan"] is None
-    out = cli("train", str(data), "--model", "simple_cnn", "--img-size", "16", "--out", str(tmp_path / "cli")).stdout
+    flags = ["--model", "simple_cnn", "--img-size", "16", "--keep", "best"]  # best: a plateau may end it
+    out = cli("train", str(data), *flags, "--out", str(tmp_path / "cli")).stdout
     assert re.search(r"default: time_budget=1m30s: \d+ ms for each of 24 training images", out)
     assert "training ends:" in out
     bad = cli("train", str(data), "--time-budget", "soon", check=False)
