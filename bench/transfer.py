@@ -52,9 +52,11 @@ SETS = {
 # orl-tail-6x: everyday versions of each face with a long tail of photos a person (faces_long_tail):
 # the stand-in for the aligned celebrity faces.
 # street-frames: is a person present in a 640x480 frame (street_frames): people small in large photos.
-# flowers5-small: a small folder of everyday photos (few_shot): 60 a class to train on, 100 others to test.
+# flowers5-small, cifar10-small: small folders of everyday photos (few_shot): 60 a class to train on,
+# 100 others to test.
 BUILT = {
     "flowers5-small": ("flowers5.tar.gz", "flowers5"),
+    "cifar10-small": ("cifar10-jpg.tar.gz", "cifar10"),
     "orl-lighting": ("orl-faces.tar.gz", "orl-faces"),
     "orl-lighting-6x": ("orl-faces.tar.gz", "orl-faces"),
     "orl-shadow-6x": ("orl-faces.tar.gz", "orl-faces"),
@@ -86,6 +88,8 @@ def unpack(name: str, work: Path) -> Path:
         return imbalanced(dest, work / "data" / name)
     if name == "flowers5-small":
         return few_shot(dest, work / "data" / name)
+    if name == "cifar10-small":  # both halves from CIFAR-10's own training photos
+        return few_shot(dest / "train", work / "data" / name)
     if name == "orl-tail-6x":
         return faces_long_tail(dest, work / "data" / name)
     if name == "street-frames":
