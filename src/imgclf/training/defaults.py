@@ -134,8 +134,9 @@ def _budget(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int, mps: b
         return
     if c["epochs"] is None:
         c["epochs"] = MAX_EPOCHS
+        until = "" if c["keep"] == "last" and c["patience"] is None else "validation stops improving or "
         notes.append(
-            f"epochs={MAX_EPOCHS} at most: training runs until validation stops improving or the "
+            f"epochs={MAX_EPOCHS} at most: training runs until {until}the "
             f"{describe_seconds(c['time_budget'])} budget ends, then cools the learning rate down to zero"
         )
     if c["patience"] is None and c["keep"] == "last":  # no plateau to wait for: the budget ends the run
