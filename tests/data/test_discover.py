@@ -115,3 +115,38 @@ def test_a_runs_splits_csv_reads_against_its_recorded_data_root(tmp_path, monkey
     assert spec.paths[0] == str(data / "cat" / "0.png") and list(spec.splits[:3]) == ["train", "val", "test"]
     (run / "other.csv").write_text("\n".join(rows) + "\n")  # any other manifest: its own folder
     assert discover(run / "other.csv").paths[0] == str(run / "cat" / "0.png")
+
+
+def test_phone_photos_without_their_decoder_are_named_with_the_fix(tmp_path, monkeypatch, capsys):
+    """Where pillow-heif is not installed, an iPhone's .heic photos are not images to discover: a
+    class of them only is one line naming the install, and training says how many it left out."""
+    from imgclf.data import discover as disc
+    from imgclf.data.images import BASE_EXTENSIONS
+    from imgclf.training.prepare import decode
+
+    monkeypatch.setattr(disc, "IMAGE_EXTENSIONS", BASE_EXTENSIONS)
+    monkeypatch.setattr(disc, "NEEDS_DECODER", {".heic": "pip install 'imgclf[heic]'"})
+    for i in range(4):
+        _img(tmp_path / "cat" / f"{i}.png")
+        (tmp_path / "phone" / f"IMG_{i}.HEIC").parent.mkdir(exist_ok=True)
+        (tmp_path / "phone" / f"IMG_{i}.HEIC").write_bytes(b"heic")
+    with pytest.raises(UserError) as e:
+        discover(tmp_path)
+    assert str(e.value) == (
+        "class folder 'phone' holds only photos this install cannot read: 4 .heic file(s), which need "
+        "pip install 'imgclf[heic]'"
+    )
+    assert disc.undecodable([str(tmp_path / "a.txt"), str(tmp_path / "b.heic")]) == (
+        "1 .heic file(s), which need pip install 'imgclf[heic]'"
+    )
+    for i in range(4):
+        _img(tmp_path / "phone" / f"{i}.png", 30)
+    spec = discover(tmp_path, 0.25, 0.0)
+    assert len(spec.paths) == 8 and sum(p.endswith(".HEIC") for p in spec.ignored) == 4
+
+    from rich.console import Console
+
+    from imgclf.settings.config import TrainConfig
+
+    decode(spec, TrainConfig(img_size=16, workers=1), Console(force_terminal=False, width=200))
+    assert "warning: left out 4 .heic file(s), which need pip install 'imgclf[heic]'" in capsys.readouterr().out

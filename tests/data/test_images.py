@@ -39,9 +39,12 @@ def test_extensions_are_lowercase_suffixes():
     assert all(e.startswith(".") and e == e.lower() for e in IMAGE_EXTENSIONS)
 
 
-@pytest.mark.parametrize(
-    "ext,tol", [("jpg", 12), ("png", 0), ("bmp", 0), ("webp", 12), ("tiff", 0), ("ppm", 0), ("gif", 0)]
-)
+# Colour tolerance a format's encoding needs. heic: iPhones' default (pillow-heif, the heic extra, which
+# [test] installs); avif: Pillow's own.
+TOLERANCE = {"jpg": 12, "png": 0, "bmp": 0, "webp": 12, "tiff": 0, "ppm": 0, "gif": 0, "heic": 16, "avif": 16}
+
+
+@pytest.mark.parametrize("ext,tol", TOLERANCE.items())
 def test_formats_read_as_rgb_with_right_colours(tmp_path, ext, tol):
     path = tmp_path / f"x.{ext}"
     _two_halves().save(path)
@@ -196,3 +199,19 @@ def test_load_resized_matches_resize_of_read_rgb(tmp_path):
     fast = load_resized(tmp_path / "big.jpg", 16).astype(int)
     full = resize(read_rgb(tmp_path / "big.jpg"), 16).astype(int)
     assert np.abs(fast - full).mean() < 3
+
+
+def test_phone_photos_without_their_decoder_name_what_to_install(tmp_path, monkeypatch):
+    """pillow-heif missing (an import that fails): .heic is no image extension, and a .heic file read
+    anyway (a path given to predict) gets the install line as its reason, not "not an image"."""
+    import sys
+
+    from imgclf.data import images
+
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # `import pillow_heif` raises ImportError
+    readable, missing = images._phone_formats()
+    assert ".heic" not in readable and missing[".heic"] == "pip install 'imgclf[heic]'"
+    monkeypatch.setattr(images, "NEEDS_DECODER", missing)
+    (tmp_path / "x.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))  # a header Pillow alone cannot open
+    with pytest.raises(UnusableImage, match=r"a HEIC photo this install cannot decode: pip install 'imgclf\[heic\]'"):
+        read_rgb(tmp_path / "x.heic")

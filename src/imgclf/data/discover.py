@@ -18,7 +18,7 @@ import numpy as np
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import is_regular
-from imgclf.data.images import IMAGE_EXTENSIONS
+from imgclf.data.images import IMAGE_EXTENSIONS, NEEDS_DECODER
 from imgclf.data.split import fill_missing_splits
 
 SPLIT_NAMES = {
@@ -50,6 +50,21 @@ class DatasetSpec:
 
 def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def undecodable(ignored: list[str]) -> str | None:
+    """What the left-out files that are photos Pillow cannot decode here need (HEIC without its
+    plugin, data.images.NEEDS_DECODER), in one phrase; None when there are none."""
+    exts: dict[str, int] = {}
+    for p in ignored:
+        ext = Path(p).suffix.lower()
+        if ext in NEEDS_DECODER:
+            exts[ext] = exts.get(ext, 0) + 1
+    if not exts:
+        return None
+    found = ", ".join(f"{n:,} {ext}" for ext, n in sorted(exts.items()))
+    fixes = " and ".join(sorted({NEEDS_DECODER[e] for e in exts}))
+    return f"{found} file(s), which need {fixes}"
 
 
 def _visible(path: Path) -> bool:
@@ -108,8 +123,11 @@ def _from_class_folders(root: Path) -> DatasetSpec:
     ignored = [str(p) for p in root.iterdir() if p.is_file() and _visible(p)]
     classes, paths, labels = [], [], []
     for d in _class_dirs(root):
+        before = len(ignored)
         files = _images_under(d, ignored)
         if not files:
+            if why := undecodable(ignored[before:]):
+                raise UserError(f"class folder '{d.name}' holds only photos this install cannot read: {why}")
             raise UserError(
                 f"class folder '{d.name}' has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): "
                 f"add images to it or remove it from {root}"
@@ -145,9 +163,9 @@ def _from_split_folders(root: Path, split_dirs: dict[str, Path]) -> DatasetSpec:
     train_counts = np.bincount(labels[splits == "train"], minlength=len(classes))
     empty = [c for c, n in zip(classes, train_counts) if n == 0]
     if empty:
+        fix = f"found {why}" if (why := undecodable(ignored)) else "add images or remove the class folders"
         raise UserError(
-            f"class(es) {', '.join(map(repr, empty))} have no training images in {split_dirs['train']}: "
-            "add images or remove the class folders"
+            f"class(es) {', '.join(map(repr, empty))} have no training images in {split_dirs['train']}: {fix}"
         )
     return DatasetSpec(str(root), "split-folders", classes, paths, labels, splits, ignored)
 

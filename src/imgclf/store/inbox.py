@@ -48,6 +48,8 @@ FORMAT_EXT = {
     "BMP": "bmp",
     "TIFF": "tif",
     "PPM": "ppm",
+    "HEIF": "heic",  # read where data.images could register pillow-heif (the heic extra)
+    "AVIF": "avif",
 }
 # flock excludes other processes; threads of one process (the server's worker pool) also take this.
 _THREAD_LOCK = threading.Lock()

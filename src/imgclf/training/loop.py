@@ -10,6 +10,7 @@ with the same random stream (each epoch's randomness is seeded by (seed, epoch))
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from imgclf.core.device import amp_dtype
+from imgclf.core.files import atomic_path
 from imgclf.data.augment import AugmentPolicy
 from imgclf.models.forward import autocast, normalize, predict_logits
 from imgclf.settings.config import TrainConfig
@@ -329,9 +331,10 @@ def _checkpoint(run_dir: Path, result: FitResult, model, shipped, opt, ema, impr
     """history.csv, the best and the last weights, then the training state: written last, it is the
     commit point a resume trusts."""
     write_history(run_dir / "history.csv", result.history)
-    if improved:
-        save_weights(run_dir / "model.safetensors", shipped.state_dict())
     save_weights(run_dir / "last.safetensors", shipped.state_dict())
+    if improved:  # the same bytes: copied, not serialised twice (keep=last makes it every epoch)
+        with atomic_path(run_dir / "model.safetensors") as tmp:
+            shutil.copyfile(run_dir / "last.safetensors", tmp)
     save_training_state(run_dir / STATE_FILE, model, opt, info, ema.average if ema else None)
 
 

@@ -33,7 +33,12 @@ def duplicates(spec, cfg: TrainConfig, console) -> list[str]:
 def decode(spec, cfg: TrainConfig, console):
     """Decode every image once into the cache; drop unusable files with one warning line each."""
     from imgclf.data.cache import build_cache
+    from imgclf.data.discover import undecodable
 
+    if why := undecodable(spec.ignored):  # left out, not skipped: said before the long decode
+        from rich.markup import escape
+
+        console.print(f"[yellow]warning[/]: left out {escape(why)}")
     require_validation_images(spec, cfg)  # before the decoding it would otherwise wait for
     cache = build_cache(spec.paths, cfg.img_size, cfg.resize, workers=cfg.workers)
     console.print(f"  cache: {cache.path} ({'reused' if cache.hit else f'built in {cache.seconds:.1f}s'})")
