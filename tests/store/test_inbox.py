@@ -147,6 +147,16 @@ def test_unreadable_bytes_are_refused(tmp_path):
         inbox.add(tmp_path, _image(5, "JPEG")[:200], "rose", classes=None)  # truncated
 
 
+def test_phone_photos_are_stored_under_their_own_extension(tmp_path):
+    """An iPhone's HEIC upload (pillow-heif, the heic extra) and an AVIF one: stored as .heic and
+    .avif, which training reads."""
+    import imgclf.data.images  # noqa: F401  (registers pillow-heif's opener, as every imgclf reader does)
+
+    for fmt in ("HEIF", "AVIF"):
+        inbox.add(tmp_path, _image(7, fmt), "rose", classes=None)
+    assert sorted(p.suffix for p in (tmp_path / "rose").iterdir()) == [".avif", ".heic"]
+
+
 def test_import_folder_reports_every_file(tmp_path):
     src = tmp_path / "corrections"
     for label, seeds in {"rose": [1, 2], "lily": [3], "unknown": [4]}.items():

@@ -183,7 +183,7 @@ def _reason(e: Exception, path=None) -> str:
         # Drop PIL's ", could be decompression bomb DOS attack." tail: the size says enough.
         return f"too large: {str(e).split(',')[0]}"
     if isinstance(e, UnidentifiedImageError):
-        ext = os.path.splitext(str(getattr(path, "name", path) or ""))[1].lower()
+        ext = os.path.splitext(path)[1].lower() if isinstance(path, (str, os.PathLike)) else ""
         if ext in NEEDS_DECODER:
             return f"a {ext[1:].upper()} photo this install cannot decode: {NEEDS_DECODER[ext]}"
         return "not an image (cannot identify format)"

@@ -82,7 +82,10 @@ def image_ext(data: bytes) -> str:
             if isinstance(e, UnidentifiedImageError)
             else f"{type(e).__name__}: {str(e)[:100] or 'cannot decode'}"
         )
-        raise UserError(f"not a readable image ({why}); send a JPEG, PNG, WebP, GIF, BMP or TIFF file") from e
+        kinds = ["JPEG", "PNG", "WebP", "GIF", "BMP", "TIFF"] + [
+            k for k in ("HEIC", "AVIF") if f".{k.lower()}" in IMAGE_EXTENSIONS
+        ]
+        raise UserError(f"not a readable image ({why}); send a {', '.join(kinds[:-1])} or {kinds[-1]} file") from e
     ext = FORMAT_EXT.get(fmt or "")
     if ext is None or f".{ext}" not in IMAGE_EXTENSIONS:
         raise UserError(f"image format {fmt} is not one imgclf trains on; convert it to PNG or JPEG")
