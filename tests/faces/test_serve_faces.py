@@ -115,7 +115,10 @@ def test_identify_shares_the_scan_queue_its_deadline_and_the_shutdown(served, mo
     _, gallery, run = served
     real_scan = scan_routes._scan
 
+    scanning, searching = threading.Event(), threading.Event()
+
     def slow_scan(scanner, data, settings, stop):
+        scanning.set()
         until = time.monotonic() + 2
         while time.monotonic() < until:  # a scan of seconds, stopping between batches as a real one does
             stop.check()
@@ -123,6 +126,7 @@ def test_identify_shares_the_scan_queue_its_deadline_and_the_shutdown(served, mo
         return real_scan(scanner, data, settings, stop)
 
     def slow_name(model, g, img, threshold=None, stop=None):
+        searching.set()
         while True:  # a search that would never end, but for its stop
             stop.check()
             time.sleep(0.02)
@@ -136,7 +140,7 @@ def test_identify_shares_the_scan_queue_its_deadline_and_the_shutdown(served, mo
             target=lambda: answers.update(scan=httpx.post(f"{url}/scan?positive=square", content=photo, timeout=60))
         )
         scan.start()
-        time.sleep(0.5)
+        assert scanning.wait(30)  # the scan holds the queue (a fixed sleep lost that race on a busy CPU)
         start = time.monotonic()
         r = post(url, photo)
         assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1 and time.monotonic() - start < 2, r.text
@@ -153,8 +157,9 @@ def test_identify_shares_the_scan_queue_its_deadline_and_the_shutdown(served, mo
     app = serving.create_app(imgclf.load(run), serving.ServeSettings(faces=str(gallery)))
     with serving.BackgroundServer(app) as url:
         search = threading.Thread(target=lambda: answers.update(search=post(url, photo)))
+        searching.clear()  # set by the deadline's search above
         search.start()
-        time.sleep(0.5)
+        assert searching.wait(30)
         app.state.cancel.set()  # what SIGTERM does first (serving.server.stoppable_server)
         search.join(10)
         assert not search.is_alive() and answers["search"].status_code == 503, answers
