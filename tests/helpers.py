@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from contextlib import contextmanager
@@ -255,39 +256,53 @@ _AT_START = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "CUDA_", "LD_", "KMP_", "TOR
 class Zygote:
     proc: subprocess.Popen | None = None
     env: dict = {}
-    busy = False
+    lock = threading.Lock()  # one command at a time; a second thread's call gets a fresh interpreter
 
     @classmethod
     def run(cls, argv: list[str], env: dict, cwd=None, timeout: float | None = None):
         """The CLI's CompletedProcess, or None where a fresh interpreter must run it."""
-        started = {k: v for k, v in env.items() if k.startswith(_AT_START)}
-        if os.environ.get("IMGCLF_TEST_FORK") == "0" or cls.busy or argv[:3] != CLI:
+        if os.environ.get("IMGCLF_TEST_FORK") == "0" or argv[:3] != CLI or not cls.lock.acquire(blocking=False):
             return None
-        if cls.proc is not None and (cls.proc.poll() is not None or started != cls.env):
-            cls.stop()
-        if cls.proc is None:
-            cls.proc = subprocess.Popen(
-                [sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
-            )
-            cls.env = started
-        cls.busy = True
         try:
+            started = {k: v for k, v in env.items() if k.startswith(_AT_START)}
+            if cls.proc is not None and (cls.proc.poll() is not None or started != cls.env):
+                cls.stop()
+            if cls.proc is None:
+                # Unbuffered bytes: select() on the pipe then sees every reply line (a text wrapper's
+                # read-ahead could hold the second line while select waits for it on the pipe).
+                cls.proc = subprocess.Popen(
+                    [sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0
+                )
+                cls.env = started
             with tempfile.NamedTemporaryFile("w+") as out, tempfile.NamedTemporaryFile("w+") as err:
                 req = {"args": argv[3:], "env": env, "cwd": str(cwd or os.getcwd()), "out": out.name, "err": err.name}
-                cls.proc.stdin.write(json.dumps(req) + "\n")
-                cls.proc.stdin.flush()
-                pid = json.loads(cls.proc.stdout.readline())["pid"]
-                import select
-
-                ready, _, _ = select.select([cls.proc.stdout], [], [], timeout)
-                if not ready:
+                cls.proc.stdin.write(json.dumps(req).encode() + b"\n")
+                pid = cls._reply(None)["pid"]
+                reply = cls._reply(timeout)
+                if reply is None:
                     os.kill(pid, signal.SIGKILL)
-                    cls.proc.stdout.readline()
+                    cls._reply(None)
                     raise subprocess.TimeoutExpired(argv, timeout)
-                code = json.loads(cls.proc.stdout.readline())["code"]
-                return subprocess.CompletedProcess(argv, code, out.read(), err.read())
+                return subprocess.CompletedProcess(argv, reply["code"], out.read(), err.read())
         finally:
-            cls.busy = False
+            cls.lock.release()
+
+    @classmethod
+    def _reply(cls, timeout: float | None) -> dict | None:
+        """The zygote's next reply line, or None when `timeout` seconds pass first."""
+        import select
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fd, line = cls.proc.stdout.fileno(), b""
+        while not line.endswith(b"\n"):
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([fd], [], [], wait)[0]:
+                return None
+            byte = os.read(fd, 1)
+            if not byte:
+                raise RuntimeError("the CLI zygote ended; run with IMGCLF_TEST_FORK=0 to see the command on its own")
+            line += byte
+        return json.loads(line)
 
     @classmethod
     def stop(cls) -> None:
