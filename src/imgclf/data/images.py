@@ -38,7 +38,7 @@ def _phone_formats() -> tuple[frozenset[str], dict[str, str]]:
         readable |= {".heic", ".heif"}
     except ImportError:
         missing |= {".heic": HEIF_INSTALL, ".heif": HEIF_INSTALL}
-    if features.check("avif"):
+    if "avif" in features.modules and features.check_module("avif"):  # an older Pillow warns on check("avif")
         readable.add(".avif")
     else:
         missing[".avif"] = "pip install -U 'pillow>=11.3'"
