@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -150,3 +152,17 @@ def test_phone_photos_without_their_decoder_are_named_with_the_fix(tmp_path, mon
 
     decode(spec, TrainConfig(img_size=16, workers=1), Console(force_terminal=False, width=200))
     assert "warning: left out 4 .heic file(s), which need pip install 'imgclf[heic]'" in capsys.readouterr().out
+    # predict (and scan, explain) on the folder: listed, so each is answered with what to install.
+    from imgclf.inference.model import expand_inputs
+
+    listed = [Path(p).name for p in expand_inputs(tmp_path / "phone")]
+    assert sorted(listed) == [
+        "0.png",
+        "1.png",
+        "2.png",
+        "3.png",
+        "IMG_0.HEIC",
+        "IMG_1.HEIC",
+        "IMG_2.HEIC",
+        "IMG_3.HEIC",
+    ]

@@ -43,16 +43,18 @@ def predictions(results: list[dict], format: Format, top_k: int) -> None:
         print(buf.getvalue(), end="")
         return
     from rich.console import Console
+    from rich.markup import escape  # paths, labels and reasons are the user's text: "photo[1].jpg", "[heic]"
     from rich.table import Table
 
     table = Table("path", "label", "confidence", *(["top-k"] if top_k > 1 else []))
     table.columns[0].overflow = "fold"  # show whole paths, wrapped, never "…"-truncated
     for r in results:
+        path = escape(str(r.get("path", "")))
         if "error" in r:
-            table.add_row(r.get("path", ""), "[red]unreadable[/]", r["error"], *([""] if top_k > 1 else []))
+            table.add_row(path, "[red]unreadable[/]", escape(r["error"]), *([""] if top_k > 1 else []))
         else:
-            extra = [", ".join(f"{c} {p:.3f}" for c, p in r["top_k"])] if top_k > 1 else []
-            table.add_row(r.get("path", ""), r["label"], f"{r['confidence']:.4f}", *extra)
+            extra = [escape(", ".join(f"{c} {p:.3f}" for c, p in r["top_k"]))] if top_k > 1 else []
+            table.add_row(path, escape(r["label"]), f"{r['confidence']:.4f}", *extra)
     Console(soft_wrap=True).print(table)
 
 

@@ -52,6 +52,12 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def to_predict(path: Path) -> bool:
+    """A file of a folder given to predict: an image, or a photo this install cannot decode (a .heic
+    without pillow-heif), which is then answered with what to install rather than passed over."""
+    return is_image(path) or (path.suffix.lower() in NEEDS_DECODER and not path.name.startswith("."))
+
+
 def undecodable(ignored: list[str]) -> str | None:
     """What the left-out files that are photos Pillow cannot decode here need (HEIC without its
     plugin, data.images.NEEDS_DECODER), in one phrase; None when there are none."""

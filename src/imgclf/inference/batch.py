@@ -25,7 +25,7 @@ import numpy as np
 from imgclf.core.cpus import usable_cpus
 from imgclf.core.errors import UserError
 from imgclf.core.files import open_stream, output_file
-from imgclf.data.discover import files_under, is_image
+from imgclf.data.discover import files_under, to_predict
 from imgclf.data.images import UnusableImage, load_resized
 
 COLUMNS = ["path", "label", "confidence", "top_k", "error"]  # as `imgclf predict --format csv`
@@ -138,7 +138,7 @@ def _image_paths(roots: list[Path]) -> Iterator[str]:
     recursively; files named directly are taken whatever their extension (predict does the same)."""
     for root in roots:
         if root.is_dir():
-            yield from (str(f) for f in files_under(root) if is_image(f))
+            yield from (str(f) for f in files_under(root) if to_predict(f))
         else:
             yield str(root)
 

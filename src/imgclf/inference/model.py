@@ -14,7 +14,7 @@ import torch
 
 from imgclf.core.device import amp_dtype, pick_device
 from imgclf.core.errors import UserError
-from imgclf.data.discover import files_under, is_image
+from imgclf.data.discover import files_under, to_predict
 from imgclf.data.images import UnusableImage, load_resized, resize
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.evaluation.rejection import UNKNOWN
@@ -197,7 +197,7 @@ def expand_inputs(inputs) -> Iterable:
         if isinstance(item, (str, Path)):
             p = Path(item).expanduser()
             if p.is_dir():
-                yield from (str(f) for f in files_under(p) if is_image(f))
+                yield from (str(f) for f in files_under(p) if to_predict(f))
             elif p.exists():
                 yield str(p)
             else:

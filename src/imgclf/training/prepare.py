@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape  # paths and reasons are the user's text, not markup
 
 from imgclf.core.errors import UserError
 from imgclf.settings.config import TrainConfig
@@ -36,15 +37,13 @@ def decode(spec, cfg: TrainConfig, console):
     from imgclf.data.discover import undecodable
 
     if why := undecodable(spec.ignored):  # left out, not skipped: said before the long decode
-        from rich.markup import escape
-
         console.print(f"[yellow]warning[/]: left out {escape(why)}")
     require_validation_images(spec, cfg)  # before the decoding it would otherwise wait for
     cache = build_cache(spec.paths, cfg.img_size, cfg.resize, workers=cfg.workers)
     console.print(f"  cache: {cache.path} ({'reused' if cache.hit else f'built in {cache.seconds:.1f}s'})")
     skipped = [{"path": spec.paths[i], "reason": r} for i, r in sorted(cache.bad.items())]
     for s in skipped:
-        console.print(f"[yellow]warning[/]: skipped {s['path']}: {s['reason']}")
+        console.print(f"[yellow]warning[/]: skipped {escape(s['path'])}: {escape(s['reason'])}")
     # Unusable rows stay in the memmap (zeros) but leave every split: no copy of a big cache.
     spec.splits[list(cache.bad)] = "skipped"
     require_training_images(spec)
@@ -75,7 +74,6 @@ def require_validation_images(spec, cfg: TrainConfig) -> None:
 def group_split(spec, cfg: TrainConfig, images: np.ndarray, console):
     """Keep near-duplicates (or files named alike) in one split (see data.groups); returns the
     grouping's summary for data_report.json (its "by" is what group_by resolves to), or None."""
-    from rich.markup import escape  # a pattern's [a-z] is not markup
 
     from imgclf.data.groups import group_for_training, summary_line
 
