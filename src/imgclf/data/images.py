@@ -178,6 +178,14 @@ def _opened(path: str | os.PathLike) -> Iterator[Image.Image]:
         raise UnusableImage(_reason(e, path)) from e
 
 
+def skip_warning(path, reason: str) -> str:
+    """The console line (rich markup) for a file left out of training, evaluation or an ensemble's
+    scoring: the path and reason are the user's text, escaped so "photo[1].jpg" keeps its brackets."""
+    from rich.markup import escape
+
+    return f"[yellow]warning[/]: skipped {escape(str(path))}: {escape(reason)}"
+
+
 def _reason(e: Exception, path=None) -> str:
     if isinstance(e, Image.DecompressionBombError):
         # Drop PIL's ", could be decompression bomb DOS attack." tail: the size says enough.

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from rich.markup import escape  # paths and reasons are the user's text, not markup
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import write_json
@@ -159,6 +158,7 @@ def evaluate_model(
     from imgclf.core.console import console_for
     from imgclf.data.cache import build_cache
     from imgclf.data.discover import discover
+    from imgclf.data.images import skip_warning
     from imgclf.store.runs import test_split
 
     console = console_for(verbose)
@@ -182,5 +182,5 @@ def evaluate_model(
     cache = build_cache(paths, model.img_size, model.resize_mode, progress=verbose)
     keep = np.array([i for i in range(len(paths)) if i not in cache.bad], dtype=np.int64)
     for i, reason in cache.bad.items():
-        console.print(f"[yellow]warning[/]: skipped {escape(str(paths[i]))}: {escape(reason)}")
+        console.print(skip_warning(paths[i], reason))
     return score(model, cache.images[keep], labels[keep], out_dir, console, where)

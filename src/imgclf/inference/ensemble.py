@@ -20,7 +20,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from rich.markup import escape  # paths and reasons are the user's text, not markup
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, output_folder, read_json, write_json
@@ -262,10 +261,11 @@ def _rows(rows: list[dict], split: str) -> list[tuple[str, str]]:
 def _images(model: EnsembleModel, rows: list[tuple[str, str]], console) -> tuple[np.ndarray, np.ndarray]:
     """Decoded images (through the cache) and class indices of (path, label) rows; unreadable ones left out."""
     from imgclf.data.cache import build_cache
+    from imgclf.data.images import skip_warning
 
     cache = build_cache([p for p, _ in rows], model.img_size, model.resize_mode, progress=False)
     for i, reason in cache.bad.items():
-        console.print(f"[yellow]warning[/]: skipped {escape(str(rows[i][0]))}: {escape(reason)}")
+        console.print(skip_warning(rows[i][0], reason))
     keep = np.array([i for i in range(len(rows)) if i not in cache.bad], dtype=np.int64)
     return cache.images[keep], np.array([model.classes.index(rows[i][1]) for i in keep], dtype=np.int64)
 

@@ -35,6 +35,7 @@ def decode(spec, cfg: TrainConfig, console):
     """Decode every image once into the cache; drop unusable files with one warning line each."""
     from imgclf.data.cache import build_cache
     from imgclf.data.discover import undecodable
+    from imgclf.data.images import skip_warning
 
     if why := undecodable(spec.ignored):  # left out, not skipped: said before the long decode
         console.print(f"[yellow]warning[/]: left out {escape(why)}")
@@ -43,7 +44,7 @@ def decode(spec, cfg: TrainConfig, console):
     console.print(f"  cache: {cache.path} ({'reused' if cache.hit else f'built in {cache.seconds:.1f}s'})")
     skipped = [{"path": spec.paths[i], "reason": r} for i, r in sorted(cache.bad.items())]
     for s in skipped:
-        console.print(f"[yellow]warning[/]: skipped {escape(s['path'])}: {escape(s['reason'])}")
+        console.print(skip_warning(s["path"], s["reason"]))
     # Unusable rows stay in the memmap (zeros) but leave every split: no copy of a big cache.
     spec.splits[list(cache.bad)] = "skipped"
     require_training_images(spec)
