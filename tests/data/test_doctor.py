@@ -123,6 +123,10 @@ def leaky(tmp_path) -> Path:
                 _save(_photo(rng), root / split / cls / f"{i}.png")
     shutil.copy(root / "train/a/0.png", root / "test/a/leaked.png")
     shutil.copy(root / "train/a/1.png", root / "train/b/mislabeled.png")
+    # Failed downloads, identical in both classes: unreadable files, not a label conflict.
+    for cls in ("a", "b"):
+        (root / "train" / cls / "empty.jpg").write_bytes(b"")
+        (root / "train" / cls / "error.jpg").write_text("<html><body>429 Too Many Requests</body></html>")
     return root
 
 

@@ -111,7 +111,14 @@ def quick_check(spec: DatasetSpec, workers: int | None = None) -> dict:
     with ThreadPoolExecutor(workers or min(8, usable_cpus() * 2)) as pool:
         # hashlib and file reads release the GIL: threads are enough, and start instantly.
         digests = list(pool.map(_file_digest, spec.paths))
-    return {"root": spec.root, "exact_duplicates": _exact_groups(spec, digests)}
+    for i in np.flatnonzero(spec.splits == "skipped"):  # already found unreadable by the decoder
+        digests[i] = ""
+    groups = _exact_groups(spec, digests)
+    # Failed downloads are identical too (empty files, one HTML error page saved in two class
+    # folders), but the decoder skips them as unreadable: they teach no label and leak nothing.
+    # Only a group's first file is opened, so the bytes-only check stays cheap.
+    groups = [g for g in groups if _is_image(g["files"][0]["path"])]
+    return {"root": spec.root, "exact_duplicates": groups}
 
 
 def duplicate_warnings(findings: dict) -> list[str]:
@@ -234,6 +241,15 @@ def _file_digest(path: str) -> str:
         return hashlib.sha256(read_regular(path)).hexdigest()
     except OSError:
         return ""
+
+
+def _is_image(path: str) -> bool:
+    """Whether Pillow recognises the file's header (nothing is decoded)."""
+    try:
+        with Image.open(path):
+            return True
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
 
 
 # ---- findings ---------------------------------------------------------------------------------
