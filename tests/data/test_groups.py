@@ -96,7 +96,7 @@ def _spec(labels, groups=None) -> DatasetSpec:
     spec = DatasetSpec(
         "x",
         "folders",
-        ["a", "b", "c"],
+        [str(c) for c in range(max(3, int(np.max(labels)) + 1))],
         [f"{i}.png" for i in range(n)],
         np.asarray(labels, np.int64),
         np.array([""] * n, dtype=object),
@@ -127,6 +127,26 @@ def test_without_groups_the_split_is_the_old_one():
     for c in range(3):
         for s in CODE:
             assert (plain.splits[plain.labels == c] == s).sum() == (grouped.splits[grouped.labels == c] == s).sum()
+
+
+def test_classes_too_small_to_spare_a_validation_image_still_get_a_validation_split():
+    """40 people with 3 photos each: each class gives one photo to test and cannot spare one for
+    val, so val takes its share of all photos from as many classes, each keeping a training photo.
+    Groups stay whole: where a class's other two photos are near-duplicates, none is taken."""
+    labels = np.repeat(np.arange(40), 3)
+    for groups in (None, np.arange(120)):
+        spec = _spec(labels)
+        _fill_missing_splits(spec, 0.1, 0.1, 0, groups=groups)
+        counts = {s: np.bincount(labels[spec.splits == s], minlength=40) for s in ("train", "val", "test")}
+        assert counts["test"].tolist() == [1] * 40 and counts["val"].sum() == 9 and counts["val"].max() == 1
+        assert counts["train"].min() >= 1 and (counts["train"] + counts["val"] + counts["test"] == 3).all()
+    pairs = np.arange(120) - (np.arange(120) % 3 == 2)  # photos 1 and 2 of each class: one group
+    spec = _spec(labels)
+    _fill_missing_splits(spec, 0.1, 0.1, 0, groups=pairs)
+    assert not (spec.splits == "val").any() and all(len(set(spec.splits[pairs == g])) == 1 for g in pairs)
+    one_each = _spec(np.arange(10))  # a photo a class: nothing to spare, so no split is made up
+    _fill_missing_splits(one_each, 0.1, 0.1, 0)
+    assert set(one_each.splits) == {"train"}
 
 
 def test_grouped_split_never_separates_a_group_and_stays_stratified():

@@ -93,10 +93,10 @@ def test_out_naming_an_existing_file_is_refused(shapes, tmp_path):
 
 
 def test_a_split_without_validation_images_is_refused_before_decoding(tmp_path):
-    """Ten images a class with test_frac 0.85 leave two for train and val: val rounds to none."""
+    """Ten images a class with test_frac 0.88 leave one for train and val: no class can spare it."""
     data = make_shapes_dataset(tmp_path / "small", per_class=10, size=16)
-    with pytest.raises(UserError, match="val_frac 0.1 gives no validation image.*test_frac 0.85"):
-        imgclf.train(data, test_frac=0.85, out=tmp_path / "run", verbose=False, **TINY)
+    with pytest.raises(UserError, match="val_frac 0.1 gives no validation image.*test_frac 0.88"):
+        imgclf.train(data, test_frac=0.88, out=tmp_path / "run", verbose=False, **TINY)
     assert not (tmp_path / "run").exists()
 
 

@@ -30,16 +30,52 @@ def fill_missing_splits(
         todo = todo | (spec.splits == "train")
     if groups is not None:
         held_out = lambda n: _held_out(n, has_val, has_test, val_frac, test_frac)  # noqa: E731
-        split_groups(spec, todo if skip is None else todo & ~skip, groups, held_out, seed)
-        return
-    rng = np.random.default_rng(seed)
-    for c in range(len(spec.classes)):
-        idx = np.flatnonzero(todo & (spec.labels == c))
-        rng.shuffle(idx)
-        n_test, n_val = _held_out(len(idx), has_val, has_test, val_frac, test_frac)
-        spec.splits[idx[:n_test]] = "test"
-        spec.splits[idx[n_test : n_test + n_val]] = "val"
-        spec.splits[idx[n_test + n_val :]] = "train"
+        todo = todo if skip is None else todo & ~skip
+        split_groups(spec, todo, groups, held_out, seed)
+    else:
+        rng = np.random.default_rng(seed)
+        for c in range(len(spec.classes)):
+            idx = np.flatnonzero(todo & (spec.labels == c))
+            rng.shuffle(idx)
+            n_test, n_val = _held_out(len(idx), has_val, has_test, val_frac, test_frac)
+            spec.splits[idx[:n_test]] = "test"
+            spec.splits[idx[n_test : n_test + n_val]] = "val"
+            spec.splits[idx[n_test + n_val :]] = "train"
+    wanted = [] if has_test else [("test", test_frac)]
+    wanted += [] if has_val else [("val", val_frac / (1 - (0 if has_test else test_frac)))]
+    _fill_shortfall(spec, todo, groups, wanted, seed)
+
+
+def _fill_shortfall(spec, todo: np.ndarray, groups: np.ndarray | None, wanted: list, seed: int) -> None:
+    """A split the fractions ask for that the per-class rule left empty because no class could
+    spare an image (40 people with 3 photos each: each gives one to test, none to val) gets its
+    share of all the images anyway: one group (an image where nothing is grouped) from each of
+    that many classes, at random, and only where the class keeps a training image. Without it
+    the default would stop for want of a validation split on a small but usable folder."""
+    rng = np.random.default_rng(seed + 1)
+    unit = np.arange(len(spec.paths)) if groups is None else groups
+    for split, frac in wanted:
+        pool = todo & (spec.splits == "train")
+        need = round(int(pool.sum()) * frac)
+        if frac <= 0 or need < 1 or (todo & (spec.splits == split)).any():
+            continue
+        units: dict = {}
+        for i in np.flatnonzero(pool):
+            units.setdefault(unit[i], []).append(i)
+        train_count = np.bincount(spec.labels[pool], minlength=len(spec.classes))
+        by_class: dict[int, list] = {}
+        for members in units.values():
+            labels = set(spec.labels[members].tolist())
+            if len(labels) == 1 and train_count[(c := labels.pop())] > len(members):
+                by_class.setdefault(c, []).append(members)
+        classes = list(by_class)
+        rng.shuffle(classes)
+        for c in classes:
+            if need < 1:
+                break
+            members = by_class[c][rng.integers(len(by_class[c]))]
+            spec.splits[members] = split
+            need -= len(members)
 
 
 def _held_out(n: int, has_val: bool, has_test: bool, val_frac: float, test_frac: float) -> tuple[int, int]:
