@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import cli, make_run
+from helpers import cli, make_run, make_shapes_dataset
 
 import imgclf
 from imgclf.core.errors import UserError, mask_secrets
@@ -117,3 +117,18 @@ def test_the_predict_table_prints_brackets_in_paths_labels_and_reasons(capsys, m
     predictions(results, Format.table, top_k=1)
     out = capsys.readouterr().out
     assert "photo[1].jpg" in out and "[misc]" in out and "pip install 'imgclf[heic]'" in out
+
+
+@pytest.mark.slow
+def test_check_prints_brackets_in_class_folders_and_file_names(tmp_path, monkeypatch):
+    """`imgclf check` names the user's folders and files as they are: a class "cat [tabby]" and a
+    file "photo (8) [copy].jpeg" are not rich markup to drop."""
+    data = make_shapes_dataset(tmp_path / "data", per_class=8)
+    cat = (data / "square").rename(data / "cat [tabby]")
+    for f in sorted(cat.glob("*.png"))[:3]:  # the smallest class: named in the imbalance row
+        f.unlink()
+    (cat / "photo (8) [copy].jpeg").write_bytes(b"")  # unreadable: listed by its path
+    monkeypatch.setenv("COLUMNS", "300")  # no wrapped cells
+    out = cli("check", data).stdout
+    assert "cat [tabby]/photo (8) [copy].jpeg" in out, out
+    assert "smallest cat [tabby] (5)" in out, out

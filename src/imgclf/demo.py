@@ -27,6 +27,8 @@ def write_digits(root: str | Path) -> Path:
 
 
 def run_demo(out: str | Path | None = None, verbose: bool = True):
+    from rich.markup import escape  # --out is the user's path
+
     from imgclf.core.console import console_for as _console
     from imgclf.workflows import load, train
 
@@ -43,7 +45,7 @@ def run_demo(out: str | Path | None = None, verbose: bool = True):
     for r in model.predict(samples, top_k=1):
         console.print(f"  {r['path']}: {r['label']} ({r['confidence']:.3f})")
     console.print(
-        f"demo: test accuracy {run.metrics['accuracy']:.4f}; see {run.path}/ (metrics.json, "
+        f"demo: test accuracy {run.metrics['accuracy']:.4f}; see {escape(str(run.path))}/ (metrics.json, "
         "confusion_matrix.png, learning_curves.png)"
     )
     return run

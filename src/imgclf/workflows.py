@@ -128,13 +128,15 @@ def _scorer(model, console):
 
 def _report_after_training(model, console) -> None:
     """The report is a view of the finished run: a failure to draw it must not cost the run."""
+    from rich.markup import escape  # the run folder and the error's text (a path) are not markup
+
     try:
         report(model, verbose=False)
-        console.print(f"report: {model.path / 'report.html'}")
+        console.print(escape(f"report: {model.path / 'report.html'}"))
     except Exception as e:  # noqa: BLE001 - any plotting or decoding problem; the run is complete
         console.print(
-            f"[yellow]warning[/]: could not write report.html ({type(e).__name__}: {e}); "
-            f"retry with: imgclf report {model.path}"
+            "[yellow]warning[/]: "
+            + escape(f"could not write report.html ({type(e).__name__}: {e}); retry with: imgclf report {model.path}")
         )
 
 

@@ -63,6 +63,43 @@ def test_manifest(tmp_path):
     assert (spec.splits == "test").sum() == 2
 
 
+def test_kaggle_style_csv_beside_a_folder_of_images(tmp_path):
+    """A folder holding train/ (images, no class folders) and labels.csv naming each by its id and
+    breed, as Kaggle sets come: `imgclf train FOLDER` and `imgclf train FOLDER/labels.csv` read it."""
+    rows = ["id,breed"]
+    for i in range(12):
+        _img(tmp_path / "train" / f"{i:04d}.jpg", value=20 * i)
+        rows.append(f"{i:04d},{'husky' if i % 2 else 'pug'}")
+    rows += ["0012,", "9999,pug"]  # no label yet; a listed file that is not there
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    _img(tmp_path / "test" / "0100.jpg")  # unlabelled test photos sit beside, as on Kaggle
+    for source in (tmp_path, tmp_path / "labels.csv"):
+        spec = discover(source)
+        assert spec.layout == "manifest" and spec.classes == ["husky", "pug"]
+        assert spec.paths[:2] == [str(tmp_path / "train" / "0000.jpg"), str(tmp_path / "train" / "0001.jpg")]
+        assert spec.labels[:2].tolist() == [1, 0] and len(spec.paths) == 13
+        assert spec.note == (
+            "labels.csv: images from column 'id', classes from column 'breed'; 1 listed image(s) not found; "
+            "1 row(s) without a label left out"
+        )
+
+
+def test_csv_columns_by_name_or_position_and_errors(tmp_path):
+    for i in range(6):
+        _img(tmp_path / "photos" / f"{i}.png")
+    (tmp_path / "a.csv").write_text("Image,Class\n" + "".join(f"photos/{i}.png,c{i % 2}\n" for i in range(6)))
+    assert discover(tmp_path / "a.csv").note == "a.csv: images from column 'Image', classes from column 'Class'"
+    (tmp_path / "b.csv").write_text("where,what\n" + "".join(f"{i}.png,c{i % 2}\n" for i in range(6)))
+    spec = discover(tmp_path / "b.csv")  # two unknown columns: the image, then its class; bare file names
+    assert spec.classes == ["c0", "c1"] and spec.paths[0] == str(tmp_path / "photos" / "0.png")
+    (tmp_path / "c.csv").write_text("x,y,z\n1,2,3\n")
+    with pytest.raises(UserError, match="cannot tell which column names the image.*'x', 'y', 'z'"):
+        discover(tmp_path / "c.csv")
+    (tmp_path / "d.csv").write_text("path,label\nnope/1.png,a\nnope/2.png,b\n")
+    with pytest.raises(UserError, match="none of the 2 images named in column 'path'.*'nope/1.png'"):
+        discover(tmp_path / "d.csv")
+
+
 def test_errors_name_the_fix(tmp_path):
     with pytest.raises(UserError, match="not found"):
         discover(tmp_path / "nope")
@@ -116,6 +153,7 @@ def test_a_runs_splits_csv_reads_against_its_recorded_data_root(tmp_path, monkey
     spec = discover(run / "splits.csv")
     assert spec.paths[0] == str(data / "cat" / "0.png") and list(spec.splits[:3]) == ["train", "val", "test"]
     (run / "other.csv").write_text("\n".join(rows) + "\n")  # any other manifest: its own folder
+    _img(run / "cat" / "0.png")
     assert discover(run / "other.csv").paths[0] == str(run / "cat" / "0.png")
 
 

@@ -254,9 +254,10 @@ def export(
         if check
         else "not checked (--no-check)"
     )
-    _console(verbose).print(
+    _say(
+        verbose,
         f"exported {result['path']} (opset {result['opset']}, {result['exporter']} exporter, "
-        f"{result['seconds']:.1f}s); {checked}"
+        f"{result['seconds']:.1f}s); {checked}",
     )
     return result
 
@@ -329,11 +330,12 @@ def _export_int8(run, out, data, max_loss: float, verbose: bool) -> dict:
     from imgclf.inference.quantize import export_int8
 
     r = export_int8(run, out=out, max_loss=max_loss, data_root=data)
-    _console(verbose).print(
+    _say(
+        verbose,
         f"exported {r['path']} (int8, calibrated on {r['n_calibration']} training images, {r['seconds']:.1f}s); "
         f"test accuracy {r['accuracy_int8']:.3f} against fp32's {r['accuracy_fp32']:.3f} "
         f"({-r['loss_points']:+.1f} points, n={r['n_test']}, limit {r['max_loss_points']:g}); "
-        f"same label on {r['agreement']:.1%} of the images"
+        f"same label on {r['agreement']:.1%} of the images",
     )
     return r
 
@@ -342,10 +344,11 @@ def _export_detector_int8(name, out, calibration, max_loss, verbose: bool) -> di
     from imgclf.detection.int8 import MAX_LOSS, export_detector_int8
 
     r = export_detector_int8(name, calibration, out, MAX_LOSS if max_loss is None else max_loss)
-    _console(verbose).print(
+    _say(
+        verbose,
         f"exported {r['path']} (int8, calibrated on {r['n_calibration']} photos, {r['seconds']:.1f}s); "
         f"the same present/absent answer as fp32 on {r['presence_agreement']:.1%} of {r['n_checked']} photos "
-        f"({r['checked_on']}; limit {r['max_loss_percent']:g} % changed), largest score change {r['max_score_diff']:.3f}"
+        f"({r['checked_on']}; limit {r['max_loss_percent']:g} % changed), largest score change {r['max_score_diff']:.3f}",
     )
     return r
 
@@ -354,9 +357,10 @@ def _export_faces_int8(calibration, out, verbose: bool) -> dict:
     from imgclf.faces.int8 import export_embedder_int8
 
     r = export_embedder_int8(calibration, out)
-    _console(verbose).print(
+    _say(
+        verbose,
         f"exported {r['path']} (the face embedder at int8, calibrated on {r['n_faces']} faces, {r['seconds']:.1f}s); "
-        f"cosine similarity to fp32's embeddings: {r['min_cosine']:.4f} at the least, {r['mean_cosine']:.4f} on average"
+        f"cosine similarity to fp32's embeddings: {r['min_cosine']:.4f} at the least, {r['mean_cosine']:.4f} on average",
     )
     return r
 
@@ -377,8 +381,17 @@ def _export_detector(run, out, data, verbose: bool) -> dict:
             except UnusableImage:  # a broken file among the photos does not stop the check
                 continue
     result = export_detector(run, out, images)
-    _console(verbose).print(
+    _say(
+        verbose,
         f"exported {result['path']}; ONNX Runtime vs PyTorch: max score difference {result['max_score_diff']:.2e}, "
-        f"box {result['max_box_diff']:.2e} on {result['n_images']} {'photos' if images else 'noise images'}"
+        f"box {result['max_box_diff']:.2e} on {result['n_images']} {'photos' if images else 'noise images'}",
     )
     return result
+
+
+def _say(verbose: bool, line: str) -> None:
+    """Print one plain line: the paths in it are the user's text, which rich would read as markup
+    ("exported [v2]/m.onnx" would lose "[v2]")."""
+    from rich.markup import escape
+
+    _console(verbose).print(escape(line))

@@ -62,6 +62,7 @@ def comparison(r: dict) -> None:
     """`imgclf compare`: per evaluation slice a table of A, B and B - A, then the verdict."""
     from rich import box
     from rich.console import Console
+    from rich.markup import escape  # class names and paths are the user's text
     from rich.table import Table
 
     console = Console(highlight=False)
@@ -83,12 +84,12 @@ def comparison(r: dict) -> None:
         t.add_row("  95% CI", ci(acc["a"]), ci(acc["b"]), ci(acc["diff"]))
         t.add_row("ECE", f"{s['ece']['a']:.3f}", f"{s['ece']['b']:.3f}", f"{s['ece']['b'] - s['ece']['a']:+.3f}")
         for c, rc in s["per_class"].items():
-            t.add_row(f"recall {c}", f"{rc['a']:.1%}", f"{rc['b']:.1%}", f"{rc['diff']:+.1%}")
+            t.add_row(f"recall {escape(c)}", f"{rc['a']:.1%}", f"{rc['b']:.1%}", f"{rc['diff']:+.1%}")
         console.print(t)
     v = r["verdict"]
     console.print(
         f"[bold {'green' if v['promote'] else 'yellow'}]{'PROMOTE' if v['promote'] else 'KEEP'}[/]  "
-        f"{v['paragraph']}\n(written to {r['path']})"
+        + escape(f"{v['paragraph']}\n(written to {r['path']})")
     )
 
 
@@ -154,6 +155,7 @@ def monitor_summary(result: dict, console=None) -> None:
     """The CLI's output: a table of the statistics, the verdict, where everything went."""
     from rich import box
     from rich.console import Console
+    from rich.markup import escape  # the verdict names classes; paths are the user's
     from rich.table import Table
 
     from imgclf.evaluation import drift
@@ -192,13 +194,15 @@ def monitor_summary(result: dict, console=None) -> None:
     console.print(t)
     color = {"drift": "bold red", "no_drift": "bold green"}.get(result["status"], "bold yellow")
     head, _, rest = result["verdict"].partition(":")
-    console.print(f"[{color}]{head}:[/]{rest}")
-    console.print(f"report: {result['paths']['html']}  (and {result['paths']['json']})")
+    console.print(f"[{color}]{head}:[/]{escape(rest)}")
+    console.print(escape(f"report: {result['paths']['html']}  (and {result['paths']['json']})"))
     if result["to_label"]:
         console.print(
-            f"to label: {len(result['to_label'])} images in {result['paths']['to_label']}/ "
-            f"(listed in {result['paths']['to_label_csv']}); sort them into "
-            f"{result['paths']['to_label']}/<class>/ folders, then: {result['import_command']}"
+            escape(
+                f"to label: {len(result['to_label'])} images in {result['paths']['to_label']}/ "
+                f"(listed in {result['paths']['to_label_csv']}); sort them into "
+                f"{result['paths']['to_label']}/<class>/ folders, then: {result['import_command']}"
+            )
         )
 
 
@@ -208,6 +212,7 @@ def registry_versions(versions: list[dict], console=None) -> None:
 
     from rich import box
     from rich.console import Console
+    from rich.markup import escape  # run folders are the user's paths
     from rich.table import Table
 
     console = console or Console(width=None if sys.stdout.isatty() else 200)
@@ -226,12 +231,13 @@ def registry_versions(versions: list[dict], console=None) -> None:
             str(len(v["classes"])),
             str(v["parent"] or "-"),
             v["created"][:16].replace("T", " "),
-            run,
+            escape(run),
         )
     console.print(table)
 
 
 def models(result: dict, console) -> None:
+    from rich.markup import escape  # a local weights file is the user's path
     from rich.table import Table
 
     table = Table("model", "params", f"GFLOPs@{result['size']}", "pretrained", "weights here")
@@ -246,7 +252,7 @@ def models(result: dict, console) -> None:
             else (
                 f"ImageNet weights installed: --model {r['short_name']}"
                 if r["package"]
-                else f"yes: {r['local_weights']}"
+                else f"yes: {escape(str(r['local_weights']))}"
                 if r["local_weights"]
                 else "no"
                 if tags

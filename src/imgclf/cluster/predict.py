@@ -56,6 +56,8 @@ def predict_on_ray(
 
     See imgclf.predict_on_ray for the arguments. Returns {out, shards, skipped_shards, predicted,
     errors, seconds, images_per_s, workers} for this call (skipped shards were done before)."""
+    from rich.markup import escape  # the output folder is the user's path
+
     from imgclf.evaluation.operating_point import OperatingPoint
     from imgclf.settings.predict import check_predict
     from imgclf.store.run_meta import load_run_meta
@@ -97,7 +99,7 @@ def predict_on_ray(
     _claim(folder, job)
     todo = [k for k in range(len(shards)) if not folder.exists(shard_name(k, format))]
     console.print(
-        f"{folder}/: {len(paths)} images in {len(shards)} shards of up to {shard_size}"
+        f"{escape(str(folder))}/: {len(paths)} images in {len(shards)} shards of up to {shard_size}"
         + (f"; {len(shards) - len(todo)} already done" if len(todo) < len(shards) else "")
     )
     counts = {"predicted": 0, "errors": 0, "workers": 0}
@@ -214,6 +216,8 @@ def _cpu_only(kind: str | None, backend: str) -> bool:
 
 def _ensure_onnx(run: Path, console) -> None:
     """Export RUN/model.onnx here, once, when it is missing or stale, rather than in every worker at once."""
+    from rich.markup import escape
+
     from imgclf.inference.onnx_export import export_onnx, weights_digest
 
     path = run / "model.onnx"
@@ -226,7 +230,7 @@ def _ensure_onnx(run: Path, console) -> None:
             props = {}
         if props.get("weights_sha256") == weights_digest(run):
             return
-    console.print(f"exporting {path} for the ONNX Runtime workers ...")
+    console.print(f"exporting {escape(str(path))} for the ONNX Runtime workers ...")
     export_onnx(run)
 
 
@@ -310,6 +314,8 @@ class _Progress:
 
 
 def _summary(folder, job, todo, counts, seconds, console) -> dict:
+    from rich.markup import escape
+
     n = counts["predicted"] + counts["errors"]
     summary = {
         "out": str(folder),
@@ -322,7 +328,7 @@ def _summary(folder, job, todo, counts, seconds, console) -> dict:
         "workers": counts["workers"],
     }
     console.print(
-        f"{folder}/: {n} images in {seconds:.1f}s ({summary['images_per_s']:.0f} images/s, cluster start "
+        f"{escape(str(folder))}/: {n} images in {seconds:.1f}s ({summary['images_per_s']:.0f} images/s, cluster start "
         f"included) on {counts['workers']} worker{'s' * (counts['workers'] != 1)}: {counts['predicted']} predicted, {counts['errors']} "
         f"unreadable; {summary['skipped_shards']} of {job['shards']} shards were already done"
     )

@@ -62,6 +62,7 @@ def _fit_on_ray(ray, data, config, resume, settings, workers, out, verbose, max_
     """Start the workers, wait for them, and raise what they left in the mailbox (or their silence)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+    from rich.markup import escape  # the run folder is the user's path
 
     slots, gpus = cluster_workers(ray, gpu=False if settings.get("device") == "cpu" else None)
     if workers > slots:
@@ -71,7 +72,7 @@ def _fit_on_ray(ray, data, config, resume, settings, workers, out, verbose, max_
         )
     cpus = max(1, (int(ray.cluster_resources().get("CPU", workers)) // workers)) if not gpus else 1
     console.print(
-        f"Ray: {workers} DDP workers ({'one GPU each, NCCL' if gpus else f'{cpus} CPU each, gloo'}); run folder {out}"
+        f"Ray: {workers} DDP workers ({'one GPU each, NCCL' if gpus else f'{cpus} CPU each, gloo'}); run folder {escape(str(out))}"
     )
     loop_config = {"data": None if data is None else str(data), "config": None if config is None else str(config)}
     loop_config.update(out=str(out), resume=bool(resume), settings=settings, verbose=verbose, cpus=cpus)

@@ -3,7 +3,8 @@
 Three layouts are understood:
   root/<class>/...                  split here: stratified, seeded (default 80/10/10)
   root/{train,val,test}/<class>/... the user's split; a missing val is carved from train
-  manifest.csv with columns path,label[,split]
+  a CSV of labels: path,label[,split], or the columns as Kaggle-style sets name them (id,breed);
+                                    a folder holding one CSV and no class folders is read from it
 Class names are the sorted folder names (any unicode, spaces allowed).
 """
 
@@ -43,6 +44,7 @@ class DatasetSpec:
     splits: np.ndarray  # "train" | "val" | "test"
     ignored: list[str] = field(default_factory=list)  # non-image files, for the data report
     given: np.ndarray | None = None  # the splits before discover filled the missing ones (groups.regroup redoes it)
+    note: str = ""  # how a CSV was read (which file, which columns): printed and recorded like a default
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.splits == split)
@@ -119,7 +121,15 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
         spec = _from_manifest(source)
     else:
         split_dirs = {SPLIT_NAMES[p.name.lower()]: p for p in _class_dirs(source) if p.name.lower() in SPLIT_NAMES}
-        spec = _from_split_folders(source, split_dirs) if "train" in split_dirs else _from_class_folders(source)
+        folders = _class_dirs(split_dirs["train"]) if "train" in split_dirs else _class_dirs(source)
+        csvs = [p for p in source.iterdir() if p.suffix.lower() == ".csv" and p.is_file() and _visible(p)]
+        if len(folders) < 2 and len(csvs) == 1:
+            # Kaggle's layout: images in one folder (train/, images/), their labels in a CSV beside it.
+            spec = _from_manifest(csvs[0])
+        elif "train" in split_dirs:
+            spec = _from_split_folders(source, split_dirs)
+        else:
+            spec = _from_class_folders(source)
     spec.given = spec.splits.copy()
     fill_missing_splits(spec, val_frac, test_frac, seed)
     return spec
@@ -176,26 +186,109 @@ def _from_split_folders(root: Path, split_dirs: dict[str, Path]) -> DatasetSpec:
     return DatasetSpec(str(root), "split-folders", classes, paths, labels, splits, ignored)
 
 
+# Column names CSVs of labels use for the image and its class, tried in this order (any case).
+PATH_COLUMNS = (
+    "path",
+    "filepath",
+    "file_path",
+    "image_path",
+    "filename",
+    "file_name",
+    "file",
+    "image",
+    "image_name",
+    "img",
+    "image_id",
+    "id",
+    "name",
+)
+LABEL_COLUMNS = ("label", "labels", "class", "class_name", "category", "target", "y")
+
+
 def _from_manifest(csv_path: Path) -> DatasetSpec:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"path", "label"} <= set(rows[0]):
-        raise UserError(f"manifest {csv_path} needs a header row with columns 'path,label' (optional 'split')")
-    classes = sorted({r["label"].strip() for r in rows})
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        columns = [c for c in reader.fieldnames or [] if c is not None]
+    path_col, label_col, split_col = _manifest_columns(columns, csv_path)
+    unlabelled = [r for r in rows if not (r.get(label_col) or "").strip()]
+    rows = [r for r in rows if (r.get(label_col) or "").strip() and (r.get(path_col) or "").strip()]
+    classes = sorted({r[label_col].strip() for r in rows})
     _check_classes(classes, csv_path)
-    base = _manifest_base(csv_path)
-    paths = [
-        str((base / r["path"].strip()) if not Path(r["path"].strip()).is_absolute() else Path(r["path"].strip()))
-        for r in rows
-    ]
-    labels = np.array([classes.index(r["label"].strip()) for r in rows], dtype=np.int64)
+    find = _finder(_manifest_base(csv_path))
+    paths = [find(r[path_col].strip()) for r in rows]
+    found = sum(os.path.isfile(p) for p in paths)
+    if not found:
+        raise UserError(
+            f"none of the {len(paths):,} images named in column '{path_col}' of {csv_path} were found "
+            f"(e.g. '{rows[0][path_col].strip()}' under {_manifest_base(csv_path)}); "
+            "give paths relative to the CSV's folder, or file names found below it"
+        )
+    labels = np.array([classes.index(r[label_col].strip()) for r in rows], dtype=np.int64)
     splits = []
     for r in rows:
-        s = (r.get("split") or "").strip().lower()
+        s = ((r.get(split_col) if split_col else "") or "").strip().lower()
         if s and s not in SPLIT_NAMES:
             raise UserError(f"manifest {csv_path}: unknown split '{s}' (use train, val or test)")
         splits.append(SPLIT_NAMES.get(s, ""))
-    return DatasetSpec(str(csv_path), "manifest", classes, paths, labels, np.array(splits, dtype=object))
+    note = ""
+    if (path_col, label_col) != ("path", "label"):
+        note = f"{csv_path.name}: images from column '{path_col}', classes from column '{label_col}'"
+    if len(paths) - found:
+        note += f"{'; ' if note else f'{csv_path.name}: '}{len(paths) - found:,} listed image(s) not found"
+    if unlabelled:
+        note += f"{'; ' if note else f'{csv_path.name}: '}{len(unlabelled):,} row(s) without a label left out"
+    return DatasetSpec(str(csv_path), "manifest", classes, paths, labels, np.array(splits, dtype=object), note=note)
+
+
+def _manifest_columns(columns: list[str], csv_path: Path) -> tuple[str, str, str | None]:
+    """(image column, label column, split column or None): the names `path,label[,split]`, else the
+    names such CSVs use; a CSV of just two other columns is read as image, then label."""
+    by_name = {c.strip().lower(): c for c in columns}
+    split_col = by_name.get("split")
+    path_col = next((by_name[n] for n in PATH_COLUMNS if n in by_name), None)
+    label_col = next((by_name[n] for n in LABEL_COLUMNS if n in by_name and by_name[n] != path_col), None)
+    rest = [c for c in columns if c not in (split_col, path_col, label_col)]
+    if path_col is None and label_col is None and len(rest) == 2:
+        path_col, label_col = rest
+    elif path_col is None and len(rest) == 1:
+        path_col = rest[0]
+    elif label_col is None and len(rest) == 1:
+        label_col = rest[0]
+    if path_col is None or label_col is None:
+        raise UserError(
+            f"manifest {csv_path}: cannot tell which column names the image and which its class among "
+            f"{', '.join(map(repr, columns)) or 'no columns'}; name them 'path' and 'label' (optional 'split')"
+        )
+    return path_col, label_col, split_col
+
+
+def _finder(base: Path):
+    """Where a CSV's image cell points: the path as given (relative to `base`), else the one image
+    below `base` with that relative path, file name or, for bare ids, stem (Kaggle CSVs list
+    `id` and keep the files in train/). Ambiguous and unknown names stay as given: the decoder
+    reports them as not found."""
+    index: dict[str, str | None] = {}
+    built = []
+
+    def build() -> None:
+        built.append(True)
+        for p in files_under(base):
+            if not is_image(p):
+                continue
+            rel = p.relative_to(base)
+            for key in {rel.as_posix(), p.name, p.stem, rel.with_suffix("").as_posix()}:
+                index[key] = None if key in index and index[key] != str(p) else str(p)
+
+    def find(cell: str) -> str:
+        given = Path(cell) if Path(cell).is_absolute() else base / cell
+        if given.is_file():
+            return str(given)
+        if not built and base.is_dir():
+            build()
+        return index.get(Path(cell).as_posix().removeprefix("./")) or str(given)
+
+    return find
 
 
 def _manifest_base(csv_path: Path) -> Path:

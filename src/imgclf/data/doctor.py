@@ -60,6 +60,7 @@ def diagnose(
     findings = {
         "root": spec.root,
         "layout": spec.layout,
+        **({"read_as": spec.note} if spec.note else {}),
         "classes": spec.classes,
         "images": len(spec.paths),
         "readable": int(ok.sum()),

@@ -11,14 +11,17 @@ _DUPLICATE_ROWS = {"conflicting_labels": "different labels", "within_class": "sa
 
 def print_findings(findings: dict, console) -> None:
     """Print `findings` (from doctor.diagnose) to a rich Console."""
+    from rich.markup import escape  # paths and class names are the user's text: "rosé [red]/photo [1].jpg"
     from rich.table import Table
 
     root = findings["root"]
     totals = {s: sum(c.values()) for s, c in findings["counts"].items()}
     console.print(
         f"checked {findings['images']:,} images in {len(findings['classes'])} classes "
-        f"({findings['layout']}) in {findings['seconds']:.1f}s: {root}"
+        f"({findings['layout']}) in {findings['seconds']:.1f}s: {escape(root)}"
     )
+    if findings.get("read_as"):
+        console.print(f"  data: {escape(findings['read_as'])}")
     out = findings["outliers"]
     console.print(
         "  readable per split: "
@@ -33,7 +36,7 @@ def print_findings(findings: dict, console) -> None:
     table.columns[2].overflow = "fold"
     for name, count, examples, problem in _rows(findings, root):
         style = "yellow" if problem and count not in ("0", "") else ("dim" if count == "0" else None)
-        table.add_row(name, count, "\n".join(examples), style=style)
+        table.add_row(name, count, escape("\n".join(examples)), style=style)
     console.print(table)
 
 
@@ -58,12 +61,9 @@ def _rows(findings: dict, root: str):
         True,
     )
     if info := findings.get("groups"):
-        from rich.markup import escape
-
         from imgclf.data.groups import summary_line
 
-        # escaped: a pattern's [a-z] would otherwise be read as rich markup and vanish
-        yield "split groups", f"{info['groups']:,}", [escape(summary_line(info))], bool(info["straddling"])
+        yield "split groups", f"{info['groups']:,}", [summary_line(info)], bool(info["straddling"])
     imb = findings["imbalance"]
     counts = imb["counts"]
     big, small = max(counts, key=counts.get), min(counts, key=counts.get)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape  # class names and the data folder are the user's text
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import write_json
@@ -51,7 +52,7 @@ def choose_decision(model, images: np.ndarray, spec, cfg: TrainConfig, console) 
     threshold, rule = choose_threshold(p_pos, spec.labels[val] == pos, cfg.target_recall, cfg.target_precision)
     m = decision_metrics(p_pos, spec.labels[val] == pos, threshold)
     console.print(
-        f"  decision: '{spec.classes[pos]}' when p >= {threshold:.3f} ({rule}; validation precision "
+        f"  decision: '{escape(spec.classes[pos])}' when p >= {threshold:.3f} ({rule}; validation precision "
         f"{m['precision']:.3f}, recall {m['recall']:.3f})"
     )
     return Decision(
@@ -114,7 +115,7 @@ def score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, c
         d = decision_metrics(probs[:, pos], labels == pos, decision.threshold)
         metrics["decision"] = {"positive_class": decision.positive_class, "rule": decision.rule, **d}
         console.print(
-            f"  at threshold {d['threshold']:.3f} for '{decision.positive_class}': precision "
+            f"  at threshold {d['threshold']:.3f} for '{escape(decision.positive_class)}': precision "
             f"{d['precision']:.4f}  recall {d['recall']:.4f}  ROC-AUC {d.get('roc_auc', float('nan')):.4f}  "
             f"PR-AUC {d.get('pr_auc', float('nan')):.4f}"
         )
@@ -137,7 +138,7 @@ def score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, c
         plot_confusion(metrics["confusion_matrix"], model.classes, out_dir / "confusion_matrix.png")
         plot_reliability(metrics["calibration"]["reliability"], out_dir / "reliability.png")
     c = metrics["calibration"]
-    console.print(f"{where}: {summary_line(metrics)}")
+    console.print(f"{escape(where)}: {summary_line(metrics)}")
     # T == 1: none was fitted (too few validation images, or all of them right), so before and after
     # are the same numbers.
     if t == 1.0:

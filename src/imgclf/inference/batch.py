@@ -59,6 +59,8 @@ def predict_folder(
         >>> summary = predict_folder(imgclf.load("runs/photos-1"), "new/", "preds.csv")
         >>> summary["predicted"], summary["images_per_s"]
     """
+    from rich.markup import escape
+
     if pool not in ("auto", "thread", "process"):
         raise ValueError(f"pool must be 'auto', 'thread' or 'process', not {pool!r}")
     if batch_size < 1:
@@ -66,6 +68,7 @@ def predict_folder(
     out_csv = output_file(out_csv, "--out")
     roots = _check_inputs(inputs)
     console = _console(progress)
+    shown = escape(str(out_csv))  # the user's path, not rich markup
     start = time.perf_counter()
     done = _finished_paths(out_csv) if resume else set()
     # A first pass over the names (no decoding) gives the progress bar its total.
@@ -75,7 +78,7 @@ def predict_folder(
     total, skipped = len(seen), len(seen & done)
     del seen
     if skipped:
-        console.print(f"resuming {out_csv}: {skipped} of {total} images already predicted, skipped")
+        console.print(f"resuming {shown}: {skipped} of {total} images already predicted, skipped")
     counts = {"predicted": 0, "errors": 0}
     workers = workers or usable_cpus()
     with _open_csv(out_csv, append=resume) as f, _progress(console, total - skipped) as advance:
@@ -105,7 +108,7 @@ def predict_folder(
         "images_per_s": round(n / seconds, 1) if seconds > 0 else 0.0,
     }
     console.print(
-        f"{out_csv}: {n} images in {seconds:.1f}s ({summary['images_per_s']:.0f} images/s): "
+        f"{shown}: {n} images in {seconds:.1f}s ({summary['images_per_s']:.0f} images/s): "
         f"{counts['predicted']} predicted, {counts['errors']} unreadable"
         + (f", {skipped} skipped (already done)" if skipped else "")
     )

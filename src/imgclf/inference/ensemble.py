@@ -20,6 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from rich.markup import escape  # run folders are the user's paths, not markup
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, output_folder, read_json, write_json
@@ -122,7 +123,8 @@ def make_ensemble(
     )
     model = EnsembleModel.from_bundle(out, meta, device)  # from the copies: proves the bundle is whole
     console.print(
-        f"ensemble of {len(dirs)} runs: " + ", ".join(f"{m.architecture} ({Path(m.source).name})" for m in meta.members)
+        f"ensemble of {len(dirs)} runs: "
+        + escape(", ".join(f"{m.architecture} ({Path(m.source).name})" for m in meta.members))
     )
     splits = [read_splits(d) for d in dirs]
     shared = {
@@ -148,7 +150,7 @@ def make_ensemble(
         console.print(
             f"[yellow]warning[/]: the members have different test splits (one member's test images may be "
             f"another's training images), so the bundle is not evaluated; evaluate it on independent "
-            f"labeled data: imgclf evaluate {out} DATA"
+            f"labeled data: imgclf evaluate {escape(str(out))} DATA"
         )
         return out, None
     with atomic_path(out / "splits.csv") as tmp:
@@ -162,8 +164,10 @@ def make_ensemble(
     write_json(out / "metrics.json", metrics)
     console.print(
         "  members on the same split: "
-        + ", ".join(
-            f"{Path(m['run']).name} accuracy {m['accuracy']:.4f}" for m in metrics["members"] if "accuracy" in m
+        + escape(
+            ", ".join(
+                f"{Path(m['run']).name} accuracy {m['accuracy']:.4f}" for m in metrics["members"] if "accuracy" in m
+            )
         )
     )
     return out, metrics

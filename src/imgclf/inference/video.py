@@ -73,6 +73,7 @@ def predict_video(
     frame is scanned instead of classified whole: its positive probability is the best window's or
     box's, events come from it, and the boxes are drawn; `fit` bounds each frame's scan (fitted_to_frames)."""
     import cv2
+    from rich.markup import escape  # the source's name is the user's path or URL, not markup
 
     from imgclf.settings.predict import check_predict
 
@@ -119,7 +120,7 @@ def predict_video(
         "events_path": str(events_path) if events is not None and events_path else None,
     }
     console.print(
-        f"{name}: {n_frames} frames ({n_classified} classified) in {seconds:.1f}s: "
+        f"{escape(name)}: {n_frames} frames ({n_classified} classified) in {seconds:.1f}s: "
         f"{result['fps']:.1f} fps processed" + (f" (source {fps:g} fps)" if fps else "")
     )
     if events is not None:
@@ -133,6 +134,7 @@ def fitted_to_frames(scanner, fit, cap, name: str, console):
     read (a source that reports none, as some streams do, is not bounded): a video over it is
     refused in one line, a crop scanner's smallest window may be raised to fit."""
     import cv2
+    from rich.markup import escape
 
     from imgclf.core.work import TooMuchWork
 
@@ -145,7 +147,7 @@ def fitted_to_frames(scanner, fit, cap, name: str, console):
         cap.release()
         raise TooMuchWork(f"{name} (each frame): {e}", e.status) from None
     if console is not None and getattr(fitted, "min_size", None) != getattr(scanner, "min_size", None):
-        console.print(f"{name}: smallest window raised to {fitted.min_size} px to fit each frame's time limit")
+        console.print(f"{escape(name)}: smallest window raised to {fitted.min_size} px to fit each frame's time limit")
     return fitted
 
 
@@ -163,6 +165,7 @@ def _run(session, cap, live: bool, fps, every: int, max_frames, scanner, show_fp
     """Read, batch and classify the frames until the source ends (or Ctrl-C ends a live one); the
     session is closed either way. Returns (frames read, frames classified, start time)."""
     import cv2
+    from rich.markup import escape
 
     model = session.model
     batch = 1 if live else FILE_BATCH
@@ -181,7 +184,7 @@ def _run(session, cap, live: bool, fps, every: int, max_frames, scanner, show_fp
                 session.flush()
             if live and show_fps and time.perf_counter() - last_note > LIVE_FPS_EVERY_S:
                 last_note = time.perf_counter()
-                console.print(f"{name}: {n_frames} frames, {n_frames / (last_note - start):.1f} fps")
+                console.print(f"{escape(name)}: {n_frames} frames, {n_frames / (last_note - start):.1f} fps")
         session.flush()
         complete = True
     except KeyboardInterrupt:
@@ -350,12 +353,13 @@ def _annotate(frame: np.ndarray, state) -> np.ndarray:
 
 
 def _print_events(console, events: list[dict], positive: str) -> None:
-    if not events:
-        console.print(f"no '{positive}' events")
-        return
+    from rich.markup import escape  # a class name is the user's text
     from rich.table import Table
 
-    table = Table(f"'{positive}' event", "start s", "end s", "duration s", "peak confidence")
+    if not events:
+        console.print(f"no '{escape(positive)}' events")
+        return
+    table = Table(f"'{escape(positive)}' event", "start s", "end s", "duration s", "peak confidence")
     for i, e in enumerate(events, 1):
         table.add_row(
             str(i), f"{e['start_s']:.2f}", f"{e['end_s']:.2f}", f"{e['duration_s']:.2f}", f"{e['peak_confidence']:.3f}"

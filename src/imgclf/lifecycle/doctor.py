@@ -29,6 +29,8 @@ def check_data(
     progress: bool,
 ) -> dict:
     """See imgclf.check."""
+    from rich.markup import escape  # the user's paths
+
     from imgclf.data.discover import discover
     from imgclf.data.doctor import NEAR_DISTANCE, diagnose
     from imgclf.data.doctor_report import print_findings
@@ -61,8 +63,10 @@ def check_data(
         print_label_issues(findings["label_issues"], console, spec.root)
     if run_dir is not None:
         write_json(run_dir / "label_issues.json", findings["label_issues"])
-        console.print(f"label issues: {run_dir / 'label_issues.json'}; report: {report(run_dir, verbose=False)}")
+        console.print(
+            escape(f"label issues: {run_dir / 'label_issues.json'}; report: {report(run_dir, verbose=False)}")
+        )
     if json_path:
         write_json(json_path, findings)
-        console.print(f"report: {json_path}")
+        console.print(f"report: {escape(str(json_path))}")
     return findings

@@ -215,6 +215,7 @@ def _write_manifest(path: Path, paths: list[str], labels: list[str], splits: np.
 
 def print_label_issues(found: dict, console, root: str | None = None) -> None:
     """The suspects as one terminal table, most suspicious first (the JSON holds all of them)."""
+    from rich.markup import escape  # paths and class names are the user's text, not markup
     from rich.table import Table
 
     from imgclf.data.doctor import short_path
@@ -234,9 +235,9 @@ def print_label_issues(found: dict, console, root: str | None = None) -> None:
     for n, s in enumerate(suspects[:SHOWN], 1):
         table.add_row(
             str(n),
-            short_path(s["path"], root),
-            s["given"],
-            s["suggested"],
+            escape(short_path(s["path"], root)),
+            escape(s["given"]),
+            escape(s["suggested"]),
             f"{s['score']:.3f}",
             f"{s['suggested_score']:.3f}",
         )

@@ -72,6 +72,7 @@ def update(
         r["version"], r["verdict"]["promote"], r["promoted"]
     """
     from rich.console import Console
+    from rich.markup import escape  # paths are the user's text, not markup
 
     from imgclf import workflows
 
@@ -87,7 +88,7 @@ def update(
         raise UserError("give the new labeled images: imgclf update VERSION NEW_DATA, or --from-inbox")
     parent_run, version, registry = resolve_parent(ref, registry)
     where = f"version {version} ({parent_run})" if version is not None else str(parent_run)
-    console.print(f"update of {where}, mode {mode}")
+    console.print(f"update of {escape(where)}, mode {mode}")
 
     data = _gather(parent_run, version, registry, new_data, from_inbox, data_root, doctor, mode, replay, seed, console)
     old, new = data["old"], data["new"]
@@ -118,7 +119,7 @@ def update(
     write_json(run.path / "update.json", record)
     if mlflow:
         _track(mlflow, run.path, registry, result, event, console)
-    console.print(f"report: {run.path / 'report.html'}")
+    console.print(f"report: {escape(str(run.path / 'report.html'))}")
     return result
 
 
@@ -154,6 +155,8 @@ def _run_folder(out, parent_run: Path, rows: list[dict], new: list[dict]) -> tup
 def _gather(parent_run, version, registry, new_data, from_inbox, data_root, doctor, mode, replay, seed, console):
     """Steps 1-2 and the replay: the version's rows and the new ones (checked by the data doctor,
     split), and the old training images replayed; printed as it goes, returned for update.json."""
+    from rich.markup import escape  # class names are the user's text
+
     old, old_report, new, dup_report, source = gather_rows(
         parent_run, version, registry, new_data, from_inbox, console, data_root
     )
@@ -162,7 +165,7 @@ def _gather(parent_run, version, registry, new_data, from_inbox, data_root, doct
     added = sorted({r["label"] for r in new} - {r["label"] for r in old})
     console.print(
         f"  new data: {len(new)} images of {len({r['label'] for r in new})} class(es) ({by_split(new)})"
-        + (f"; new classes: {', '.join(added)}" if added else "")
+        + (f"; new classes: {escape(', '.join(added))}" if added else "")
     )
     replayed = replay_rows(old, new, mode, replay, seed)
     n_old_train = sum(r["split"] == "train" for r in old)
@@ -225,6 +228,8 @@ def _judge(
     """Register the run as `candidate`, compare it with its parent on the frozen test split and the
     new test slice, rebuild its report with the comparison, and promote it when asked and the rule
     passes. Fills `result`; returns the promotion event (None when nothing was promoted)."""
+    from rich.markup import escape  # the verdict and the list name classes; the registry is a path
+
     from imgclf import workflows
     from imgclf.lifecycle.compare import compare
     from imgclf.store import registry as reg
@@ -251,9 +256,13 @@ def _judge(
     for k, s in result["slices"].items():
         console.print(f"  {k}: {s['n']} images, accuracy {s['a']:.1%} (parent) -> {s['b']:.1%} (candidate)")
     workflows.report(run, verbose=False)  # again, now with the comparison section
-    console.print(("[bold green]PROMOTE[/] " if verdict["promote"] else "[bold yellow]KEEP[/] ") + verdict["paragraph"])
+    console.print(
+        ("[bold green]PROMOTE[/] " if verdict["promote"] else "[bold yellow]KEEP[/] ") + escape(verdict["paragraph"])
+    )
     if worse:
-        console.print("  classes that got worse: " + ", ".join(f"{c} ({d:+.1%} on the {w})" for c, d, w in worse))
+        console.print(
+            "  classes that got worse: " + escape(", ".join(f"{c} ({d:+.1%} on the {w})" for c, d, w in worse))
+        )
     if not promote:
         return None
     if version is None:
@@ -265,7 +274,9 @@ def _judge(
         return None
     event = reg.promote(registry, result["version"])
     result["promoted"] = True
-    console.print(f"production -> version {result['version']} (undo: imgclf registry rollback --registry {registry})")
+    console.print(
+        f"production -> version {result['version']} (undo: imgclf registry rollback --registry {escape(str(registry))})"
+    )
     return event
 
 

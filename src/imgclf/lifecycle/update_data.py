@@ -30,6 +30,8 @@ def resolve_parent(ref, registry) -> tuple[Path, int | None, Path]:
 def gather_rows(parent: Path, version: int | None, registry: Path, new_data, from_inbox, console, data_root=None):
     """(old rows, their report, new rows, duplicate report, new data's source): the recorded data
     still there unchanged (under `data_root` when it moved), and the new images minus copies of it."""
+    from rich.markup import escape  # paths and labels are the user's text, not markup
+
     old, old_report = _old_rows(parent, registry, version, data_root)
     console.print(
         f"  recorded data: {len(old)} images usable ({by_split(old)})"
@@ -40,17 +42,17 @@ def gather_rows(parent: Path, version: int | None, registry: Path, new_data, fro
         )
     )
     for line in old_report["examples"]:
-        console.print(f"[yellow]warning[/]: {line}")
+        console.print(f"[yellow]warning[/]: {escape(line)}")
     if from_inbox:
         source = Path(from_inbox) if not isinstance(from_inbox, bool) else _default_inbox(parent, registry)
-        console.print(f"  inbox: {source}")
+        console.print(f"  inbox: {escape(str(source))}")
         new = _inbox_rows(source)
     else:
         source = Path(new_data)
         new = _new_rows(source)
     new, dup_report = _dedupe_new(new, old)
     for line in dup_report["lines"]:
-        console.print(f"  {line}")
+        console.print(f"  {escape(line)}")
     if not new:
         raise UserError(f"no new images left to learn from in {source} (all are copies of the recorded data)")
     return old, old_report, new, dup_report, source

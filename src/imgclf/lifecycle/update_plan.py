@@ -135,6 +135,7 @@ def check_new_data(old: list[dict], new: list[dict], console) -> tuple[list[list
     """The data doctor over the merged set, before the new images are split: near-duplicates the
     hash check cannot see. Returns the duplicate groups (paths, for `_assign_splits`) and a summary."""
     import numpy as np
+    from rich.markup import escape  # paths and labels are the user's text
 
     from imgclf.data.discover import DatasetSpec
     from imgclf.data.doctor import diagnose, duplicate_kinds
@@ -164,7 +165,7 @@ def check_new_data(old: list[dict], new: list[dict], console) -> tuple[list[list
     for g in conflicts[:5]:
         console.print(
             "[yellow]warning[/]: near-duplicates with different labels: "
-            + ", ".join(f"{f['path']} ({f['label']})" for f in g["files"])
+            + escape(", ".join(f"{f['path']} ({f['label']})" for f in g["files"]))
         )
     return (
         [[f["path"] for f in g["files"]] for g in found],

@@ -134,6 +134,8 @@ def serve_run(
     **settings,
 ) -> None:
     """See imgclf.serve: load RUN (or follow REGISTRY's ALIAS), print where it serves, serve until interrupted."""
+    from rich.markup import escape  # the run's name and the folders are the user's text
+
     from imgclf.core.errors import from_settings
     from imgclf.inference.load import load_model as load
     from imgclf.serving.hotswap import holder_for_registry
@@ -174,11 +176,11 @@ def serve_run(
         else "one forward pass per request (no batching)"
     )
     console.print(
-        f"serving {model.path.name}{following} ({len(model.classes)} classes, {backend} on {model.device}, "
+        f"serving {escape(model.path.name + following)} ({len(model.classes)} classes, {backend} on {model.device}, "
         f"{mode}) at http://{host}:{port}/  API key {'required' if config.api_key else 'not set'}"
     )
     console.print(
-        f"feedback (POST /feedback) goes to the inbox {config.inbox}"
-        + (f"; predictions are logged to {config.log_predictions}" if config.log_predictions else "")
+        f"feedback (POST /feedback) goes to the inbox {escape(str(config.inbox))}"
+        + (f"; predictions are logged to {escape(str(config.log_predictions))}" if config.log_predictions else "")
     )
     run_server(served, config, host, port, log_level=log_level)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.markup import escape  # a run folder is the user's path
 
 from imgclf.core.device import amp_dtype
 from imgclf.core.files import atomic_path
@@ -288,7 +289,7 @@ def _start(
         result.best_val_loss = info["best_val_loss"]
         result.train_seconds, result.stopped_early = info["train_seconds"], info["stopped_early"]
         result.history = read_history(state_path.parent / "history.csv")[:start_epoch]
-        console.print(f"resuming from epoch {start_epoch} of {cfg.epochs} ({state_path})")
+        console.print(f"resuming from epoch {start_epoch} of {cfg.epochs} ({escape(str(state_path))})")
     return start_epoch, bad_epochs, has_best
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.markup import escape  # the data and output folders are the user's paths
 
 from imgclf.core.device import amp_dtype
 from imgclf.core.errors import UserError
@@ -162,5 +163,7 @@ def run_range_test(data, *, out=None, steps: int, start_lr: float, end_lr: float
         f"suggested lr: {result['suggested_lr']:.2g} (steepest descent of the smoothed loss); "
         f"minimum-loss lr / 10: {result['min_loss_lr_div10']:.2g}; this run's default: {cfg.lr:.2g}"
     )
-    console.print(f"plot: {out / 'lr_find.png'}  (use it with: imgclf train {data} --lr {result['suggested_lr']:.2g})")
+    console.print(
+        escape(f"plot: {out / 'lr_find.png'}  (use it with: imgclf train {data} --lr {result['suggested_lr']:.2g})")
+    )
     return result

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from rich.markup import escape  # run paths and class names are the user's text
 
 from imgclf.core.errors import Interrupted, UserError
 from imgclf.core.files import read_json, write_json, write_text
@@ -76,7 +77,7 @@ def prepare(
     from imgclf.data.discover import discover
     from imgclf.data.groups import check_group_by
     from imgclf.settings.checks import check_targets
-    from imgclf.training.prepare import decode, duplicates, group_split, normalization, require_training_images
+    from imgclf.training.prepare import decode, duplicates, group_split, headline, normalization
     from imgclf.training.resolve import after_decoding, before_decoding
 
     check_group_by(cfg.group_by)  # before the decoding it would otherwise wait for
@@ -87,10 +88,7 @@ def prepare(
     if for_training:
         if explicit is not None and (run_dir / "model.json").exists():
             raise UserError(f"{run_dir} already holds a run; choose another --out or add --resume to continue it")
-        console.print(
-            f"imgclf {__version__}  data {cfg.data} ({spec.layout}, {len(spec.classes)} classes, "
-            f"{len(spec.paths)} images)  device {device}"
-        )
+        headline(cfg, spec, device, console)
     for line in chosen.notes:
         console.print(f"  default: {line}")
     images, spec, skipped = decode(spec, cfg, console)
@@ -98,7 +96,6 @@ def prepare(
     if for_training:
         grouping = group_split(spec, cfg, images, console)
         removed = duplicates(spec, cfg, console)
-        require_training_images(spec)
     cfg, policy, lines = after_decoding(cfg, spec, grouping, for_training, explicit)
     for line in lines:
         console.print(line)
@@ -180,7 +177,7 @@ def _lead(data, config, resume, settings: dict, console):
     if cfg.init_from and not resume:
         from imgclf.training.warmstart import warm_start
 
-        console.print(f"  {warm_start(net, cfg.init_from, prep.spec.classes)}")
+        console.print(f"  {escape(warm_start(net, cfg.init_from, prep.spec.classes))}")  # a path, class names
     meta, root = _write_inputs(run_dir, prep, net, kwargs, n_params)
     maps = _probe(run_dir, prep, net, meta, console)
     prep.face = _face(run_dir, prep, console)

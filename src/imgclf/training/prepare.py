@@ -12,22 +12,35 @@ from imgclf.core.errors import UserError
 from imgclf.settings.config import TrainConfig
 
 
+def headline(cfg: TrainConfig, spec, device, console) -> None:
+    """A training run's first lines: the version, the data and the device; how a CSV was read."""
+    from imgclf.core.version import __version__
+
+    console.print(
+        f"imgclf {__version__}  data {escape(str(cfg.data))} ({spec.layout}, {len(spec.classes)} classes, "
+        f"{len(spec.paths)} images)  device {device}"
+    )
+    if spec.note:
+        console.print(f"  data: {escape(spec.note)}")
+
+
 def duplicates(spec, cfg: TrainConfig, console) -> list[str]:
     """The data doctor's quick part: identical files with conflicting labels or across splits are
-    warned about; with `dedupe` they are taken out (see data.doctor.dedupe). Returns the removed paths."""
+    warned about; with `dedupe` they are taken out (see data.doctor.dedupe), and each class must
+    still have a training image. Returns the removed paths."""
     from imgclf.data.doctor import dedupe, duplicate_warnings, quick_check
 
     found = quick_check(spec, cfg.workers)
     for line in duplicate_warnings(found):
-        console.print(f"[yellow]warning[/]: {line if not cfg.dedupe else line.split('; --dedupe')[0]}")
-    if not cfg.dedupe:
-        return []
-    drop = dedupe(spec, found)
-    spec.splits[drop] = "deduplicated"
-    console.print(
-        f"  dedupe: removed {len(drop)} duplicate file(s) (kept one copy per set of identical "
-        "files; dropped sets with conflicting labels)"
-    )
+        console.print(f"[yellow]warning[/]: {escape(line if not cfg.dedupe else line.split('; --dedupe')[0])}")
+    drop = dedupe(spec, found) if cfg.dedupe else []
+    if cfg.dedupe:
+        spec.splits[drop] = "deduplicated"
+        console.print(
+            f"  dedupe: removed {len(drop)} duplicate file(s) (kept one copy per set of identical "
+            "files; dropped sets with conflicting labels)"
+        )
+    require_training_images(spec)  # also after the grouped split moved images
     return [spec.paths[i] for i in drop]
 
 
@@ -41,7 +54,7 @@ def decode(spec, cfg: TrainConfig, console):
         console.print(f"[yellow]warning[/]: left out {escape(why)}")
     require_validation_images(spec, cfg)  # before the decoding it would otherwise wait for
     cache = build_cache(spec.paths, cfg.img_size, cfg.resize, workers=cfg.workers)
-    console.print(f"  cache: {cache.path} ({'reused' if cache.hit else f'built in {cache.seconds:.1f}s'})")
+    console.print(f"  cache: {escape(str(cache.path))} ({'reused' if cache.hit else f'built in {cache.seconds:.1f}s'})")
     skipped = [{"path": spec.paths[i], "reason": r} for i, r in sorted(cache.bad.items())]
     for s in skipped:
         console.print(skip_warning(s["path"], s["reason"]))
@@ -135,6 +148,7 @@ def data_report(spec, skipped: list[dict]) -> dict:
     return {
         "root": spec.root,
         "layout": spec.layout,
+        **({"read_as": spec.note} if spec.note else {}),
         "classes": spec.classes,
         "counts": counts,
         "totals": {s: sum(v.values()) for s, v in counts.items()},

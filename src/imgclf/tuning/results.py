@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from optuna.trial import TrialState
+from rich.markup import escape  # the study's name and categorical choices are the user's text
 
 from imgclf.core.files import write_json, write_text
 
@@ -176,7 +177,7 @@ def print_summary(console, result: dict, seconds: float) -> None:
     c = result["counts"]
     finished = c.get("complete", 0) + c.get("pruned", 0)
     console.print(
-        f"\ntune: study '{result['study']}' has {finished} of {result['trials_target']} trials "
+        f"\ntune: study '{escape(result['study'])}' has {finished} of {result['trials_target']} trials "
         f"({c.get('complete', 0)} complete, {c.get('pruned', 0)} pruned, {c.get('fail', 0)} failed); "
         f"this run {_duration(seconds)}; all trials so far trained {_duration(result['trial_seconds'])}"
     )
@@ -192,7 +193,7 @@ def print_summary(console, result: dict, seconds: float) -> None:
             f"{'+' if diff >= 0 else ''}{diff:.1f} points"
         )
     console.print(f"best: trial {best['number']}  val_acc {best['value']:.4f}{versus}")
-    console.print(f"  {fmt_params(best['params'])}")
+    console.print(f"  {escape(fmt_params(best['params']))}")
     if imp := result.get("importances"):
         console.print("  parameter importance: " + ", ".join(f"{k} {v:.2f}" for k, v in imp.items()))
 

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape  # folders, the data path and the study's name are the user's text
+
 from imgclf.core.errors import UserError
 from imgclf.core.files import file_lock, output_folder, read_json, write_json
 from imgclf.store.runs import new_run_dir
@@ -107,7 +109,7 @@ def run_tune(
                 "test_accuracy": (run.metrics or {}).get("accuracy"),
             }
     write_outputs(tune_dir, result)
-    console.print(f"tune: {tune_dir / 'tune.json'}, {tune_dir / 'trials.csv'}")
+    console.print(escape(f"tune: {tune_dir / 'tune.json'}, {tune_dir / 'trials.csv'}"))
     best = result["best"] or {}
     return TuneResult(
         tune_dir,
@@ -137,7 +139,9 @@ def _run_trials(
         write_outputs(tune_dir, result)
         return result
 
-    console.print(f"tune folder {tune_dir}; {trials} trials{f', {timeout:g} s' if timeout else ''}, pruner {pruner}")
+    console.print(
+        f"tune folder {escape(str(tune_dir))}; {trials} trials{f', {timeout:g} s' if timeout else ''}, pruner {pruner}"
+    )
     try:
         if on_ray is not None:
             from imgclf.tuning.on_ray import work_on_ray
@@ -150,7 +154,7 @@ def _run_trials(
         c = result["counts"]
         console.print(
             f"interrupted: {c.get('complete', 0) + c.get('pruned', 0)} of {trials} trials finished; "
-            f"run the same command again to resume (study in {where})"
+            f"run the same command again to resume (study in {escape(where)})"
         )
         raise
     return {**snapshot(status), "importances": importances(study)}, status
@@ -221,7 +225,7 @@ def _open_study(
         setup = st.wait_for_setup(study)
         c = st.counts(study)
         console.print(
-            f"continuing study '{name}' ({where}): {c['complete'] + c['pruned']} of {trials} trials "
+            f"continuing study '{escape(name)}' ({escape(where)}): {c['complete'] + c['pruned']} of {trials} trials "
             f"finished, {c['running']} running"
         )
         if changed(Space.from_dict(setup["space"]), load_space(space, settings)):
@@ -269,7 +273,7 @@ def new_setup(
 ) -> dict:
     """Probe the default configuration and fix the search space for a new study."""
     space = load_space(space_path, settings)
-    console.print(f"tune {data}: timing one epoch of the default configuration")
+    console.print(f"tune {escape(str(data))}: timing one epoch of the default configuration")
     fixed = {k: v for k, v in space.fixed.items() if k != "augment_strength"}  # needs img_size, not yet known
     # Per process: workers starting together each probe before one of them creates the study.
     p = probe(data, {**trial_settings({}, Space({}, fixed), 0, 0), **local}, tune_dir / f"probe-{os.getpid()}")
@@ -289,7 +293,7 @@ def new_setup(
         defaults["epochs"] = min(max(int(defaults["epochs"]), epochs[0]), epochs[1])
     values, outside = default_values(space, defaults)
     console.print(
-        f"  trial 0 is train's default configuration: {fmt_params(values)}"
+        f"  trial 0 is train's default configuration: {escape(fmt_params(values))}"
         + (f" ({', '.join(outside)} outside the space: drawn)" if outside else "")
     )
     return {
@@ -318,10 +322,10 @@ def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, 
         return None
     before = result.get("run")
     if before and before.get("trial") == best["number"] and (Path(before["path"]) / "model.json").is_file():
-        console.print(f"best configuration (trial {best['number']}) already retrained: {before['path']}")
+        console.print(f"best configuration (trial {best['number']}) already retrained: {escape(before['path'])}")
         return workflows.run_at(before["path"])
     run_dir = Path(run_out) if run_out else new_run_dir(data)
     write_json(run_dir / "tuning.json", result)  # before training, so train's report has its Tuning section
-    console.print(f"\nretraining the best configuration (trial {best['number']}) into {run_dir}")
+    console.print(f"\nretraining the best configuration (trial {best['number']}) into {escape(str(run_dir))}")
     faces = setup["space"]["fixed"].get("faces", "auto")
     return workflows.train(data, out=run_dir, verbose=verbose, **{**best["settings"], **local, "faces": faces})

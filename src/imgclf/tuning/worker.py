@@ -20,6 +20,7 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
+from rich.markup import escape
 
 from imgclf.core.errors import UserError
 from imgclf.training.loop import Diverged
@@ -181,7 +182,7 @@ def _finish(t: Tune, trial, state, best: dict, started: float, settings: dict, o
     for name in ("train_state.safetensors", "last.safetensors"):  # resume files; a trial never resumes
         (out / name).unlink(missing_ok=True)
     frozen = _frozen(t, trial.number)
-    t.console.print(trial_line(frozen, _best_value(t.study)))
+    t.console.print(escape(trial_line(frozen, _best_value(t.study))))  # an error's text, the parameters
 
 
 def _frozen(t: Tune, number: int):
