@@ -84,6 +84,23 @@ def test_kaggle_style_csv_beside_a_folder_of_images(tmp_path):
         )
 
 
+def test_a_zips_extra_folder_level_is_stepped_into(tmp_path):
+    """photos.zip unpacked as photos/archive/flowers/<class>/ (with __MACOSX and a README beside):
+    the classes are the folders where the data is, and the note says where that was."""
+    inner = tmp_path / "photos" / "archive" / "flowers"
+    for cls in ("daisy", "rose"):
+        for i in range(5):
+            _img(inner / cls / f"{i}.jpg", value=40 * i)
+    (tmp_path / "photos" / "__MACOSX" / "archive").mkdir(parents=True)
+    (tmp_path / "photos" / "README.txt").write_text("from Kaggle")
+    spec = discover(tmp_path / "photos")
+    assert spec.classes == ["daisy", "rose"] and spec.root == str(inner) and len(spec.paths) == 10
+    assert spec.note == "read from archive/flowers/, the one folder inside photos/"
+    _img(tmp_path / "one" / "cat" / "2024" / "a.jpg")  # one class, nested by year: not mistaken for classes
+    with pytest.raises(UserError, match="found 1 class"):
+        discover(tmp_path / "one")
+
+
 def test_csv_columns_by_name_or_position_and_errors(tmp_path):
     for i in range(6):
         _img(tmp_path / "photos" / f"{i}.png")

@@ -120,6 +120,7 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
             raise UserError(f"{source} is a file; give a folder of class sub-folders or a CSV manifest (path,label)")
         spec = _from_manifest(source)
     else:
+        source, unwrapped = _unwrap(source)
         split_dirs = {SPLIT_NAMES[p.name.lower()]: p for p in _class_dirs(source) if p.name.lower() in SPLIT_NAMES}
         folders = _class_dirs(split_dirs["train"]) if "train" in split_dirs else _class_dirs(source)
         csvs = [p for p in source.iterdir() if p.suffix.lower() == ".csv" and p.is_file() and _visible(p)]
@@ -130,9 +131,31 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
             spec = _from_split_folders(source, split_dirs)
         else:
             spec = _from_class_folders(source)
+        spec.note = "; ".join(filter(None, [unwrapped, spec.note]))
     spec.given = spec.splits.copy()
     fill_missing_splits(spec, val_frac, test_frac, seed)
     return spec
+
+
+def _unwrap(folder: Path) -> tuple[Path, str]:
+    """A zip's extra level (photos/photos/<class>/..., Kaggle's archive/flowers/<class>/...): a
+    folder holding one sub-folder, no image and no CSV (a README or __MACOSX aside) is read from
+    inside, when that sub-folder holds folders itself. Returns the folder and what was done."""
+    start = folder
+    while True:
+        subs = _class_dirs(folder)
+        files = [p for p in folder.iterdir() if p.is_file() and _visible(p)]
+        if (
+            len(subs) != 1
+            or subs[0].name.lower() in SPLIT_NAMES
+            or any(is_image(p) or p.suffix.lower() == ".csv" for p in files)
+            or not _class_dirs(subs[0])
+        ):
+            break
+        folder = subs[0]
+    if folder == start:
+        return folder, ""
+    return folder, f"read from {folder.relative_to(start).as_posix()}/, the one folder inside {start.name}/"
 
 
 def _from_class_folders(root: Path) -> DatasetSpec:
