@@ -101,6 +101,18 @@ def test_a_zips_extra_folder_level_is_stepped_into(tmp_path):
         discover(tmp_path / "one")
 
 
+def test_split_folders_as_kaggle_names_them(tmp_path):
+    """training_set/training_set/<class>/ and test_set/test_set/<class>/ (Kaggle's cats and dogs):
+    two splits of two classes, not two classes named after the splits."""
+    for split, n in (("training_set", 8), ("test_set", 3)):
+        for cls in ("cats", "dogs"):
+            for i in range(n):
+                _img(tmp_path / split / split / cls / f"{cls}.{i}.jpg", value=30 * i)
+    spec = discover(tmp_path, 0.25, 0.1)
+    assert spec.layout == "split-folders" and spec.classes == ["cats", "dogs"]
+    assert (spec.splits == "test").sum() == 6 and (spec.splits == "val").sum() == 4
+
+
 def test_csv_columns_by_name_or_position_and_errors(tmp_path):
     for i in range(6):
         _img(tmp_path / "photos" / f"{i}.png")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,19 @@ SPLIT_NAMES = {
     "test": "test",
     "testing": "test",
 }
+
+# Words that may sit beside a split's name in a folder's name, as Kaggle's sets write them:
+# training_set, seg_train, "Test Images", valid_data.
+SPLIT_WORDS = {"set", "sets", "data", "dataset", "images", "imgs", "split", "seg"}
+
+
+def split_of(name: str) -> str | None:
+    """The split a folder's name says (train, val or test), or None."""
+    words = [w for w in re.split(r"[^a-z]+", name.lower()) if w]
+    named = {SPLIT_NAMES[w] for w in words if w in SPLIT_NAMES}
+    if len(named) == 1 and all(w in SPLIT_NAMES or w in SPLIT_WORDS for w in words):
+        return named.pop()
+    return None
 
 
 @dataclass
@@ -121,7 +135,7 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
         spec = _from_manifest(source)
     else:
         source, unwrapped = _unwrap(source)
-        split_dirs = {SPLIT_NAMES[p.name.lower()]: p for p in _class_dirs(source) if p.name.lower() in SPLIT_NAMES}
+        split_dirs = {split_of(p.name): _unwrap(p)[0] for p in _class_dirs(source) if split_of(p.name)}
         folders = _class_dirs(split_dirs["train"]) if "train" in split_dirs else _class_dirs(source)
         csvs = [p for p in source.iterdir() if p.suffix.lower() == ".csv" and p.is_file() and _visible(p)]
         if len(folders) < 2 and len(csvs) == 1:
@@ -147,7 +161,7 @@ def _unwrap(folder: Path) -> tuple[Path, str]:
         files = [p for p in folder.iterdir() if p.is_file() and _visible(p)]
         if (
             len(subs) != 1
-            or subs[0].name.lower() in SPLIT_NAMES
+            or split_of(subs[0].name) != split_of(folder.name)  # DATA/train/: a split, not a wrapper
             or any(is_image(p) or p.suffix.lower() == ".csv" for p in files)
             or not _class_dirs(subs[0])
         ):
