@@ -32,10 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from imgclf.data.cache import build_cache  # noqa: E402
-from imgclf.data.discover import DatasetSpec, discover, files_under  # noqa: E402
+from imgclf.data.discover import discover  # noqa: E402
 from imgclf.data.doctor import NEAR_DISTANCE, _scan  # noqa: E402
 from imgclf.data.groups import cache_prints, describe, near_duplicate_ids, regroup  # noqa: E402
 from imgclf.data.phash import Prints  # noqa: E402
+from imgclf.data.spec import DatasetSpec, files_under  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets"
 

@@ -40,8 +40,8 @@ ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
 WORK = Path(tempfile.gettempdir()) / "imgclf-bench-predict"
 
 import imgclf  # noqa: E402
-from imgclf.data.discover import files_under, is_image  # noqa: E402
 from imgclf.data.images import load_resized  # noqa: E402
+from imgclf.data.spec import files_under, is_image  # noqa: E402
 from imgclf.inference.batch import predict_folder  # noqa: E402
 
 

@@ -29,7 +29,7 @@ import tables
 from predict_batch import WORK, cifar_folder, cpu_name, quick_run
 
 import imgclf  # noqa: E402  (predict_batch put src/ on the path)
-from imgclf.data.discover import files_under, is_image  # noqa: E402
+from imgclf.data.spec import files_under, is_image  # noqa: E402
 from imgclf.training.history import read_history  # noqa: E402
 
 OUT = WORK / "scale"

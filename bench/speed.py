@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import imgclf  # noqa: E402
 from imgclf.core.device import amp_dtype, pick_device  # noqa: E402
-from imgclf.data.discover import is_image  # noqa: E402
+from imgclf.data.spec import is_image  # noqa: E402
 from imgclf.models import create_model  # noqa: E402
 from imgclf.training.optim import lr_factor, make_optimizer, set_lr  # noqa: E402
 from imgclf.training.presets import preset_settings  # noqa: E402

@@ -201,9 +201,9 @@ def test_feedback_list_refuses_a_format_it_does_not_have(tmp_path):
 
 @needs_fifo
 def test_fifos_are_left_out_of_listings_and_refused_by_readers(tmp_path):
-    from imgclf.data.discover import files_under
     from imgclf.data.images import UnusableImage, read_rgb
     from imgclf.data.manifest import MISSING, file_sha256
+    from imgclf.data.spec import files_under
 
     data = make_shapes_dataset(tmp_path / "shapes", per_class=2, size=16)
     os.mkfifo(data / "disc" / "pipe.png")

@@ -145,7 +145,8 @@ def test_symlinked_folders_are_followed_once(tmp_path):
     and a link loop does not recurse forever."""
     from PIL import Image
 
-    from imgclf.data.discover import discover, files_under
+    from imgclf.data.discover import discover
+    from imgclf.data.spec import files_under
 
     real = tmp_path / "real"
     for cls in ("a", "b"):
@@ -190,10 +191,12 @@ def test_phone_photos_without_their_decoder_are_named_with_the_fix(tmp_path, mon
     """Where pillow-heif is not installed, an iPhone's .heic photos are not images to discover: a
     class of them only is one line naming the install, and training says how many it left out."""
     from imgclf.data import discover as disc
+    from imgclf.data import spec as dataset
     from imgclf.data.images import BASE_EXTENSIONS
     from imgclf.training.prepare import decode
 
     monkeypatch.setattr(disc, "IMAGE_EXTENSIONS", BASE_EXTENSIONS)
+    monkeypatch.setattr(dataset, "IMAGE_EXTENSIONS", BASE_EXTENSIONS)
     monkeypatch.setattr(disc, "NEEDS_DECODER", {".heic": "pip install 'imgclf[heic]'"})
     for i in range(4):
         _img(tmp_path / "cat" / f"{i}.png")

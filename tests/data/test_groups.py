@@ -14,10 +14,11 @@ from PIL import Image, ImageOps
 
 import imgclf
 from imgclf.core.errors import UserError
-from imgclf.data.discover import DatasetSpec, discover
+from imgclf.data.discover import discover
 from imgclf.data.doctor import diagnose
 from imgclf.data.groups import check_group_by, describe, regex_groups, regroup
 from imgclf.data.phash import NEAR_DISTANCE
+from imgclf.data.spec import DatasetSpec
 from imgclf.data.split import fill_missing_splits as _fill_missing_splits
 
 CODE = {"train": ".", "val": "v", "test": "T"}

@@ -14,7 +14,7 @@ import pytest
 
 import imgclf
 from imgclf.core.errors import UserError
-from imgclf.data.discover import DatasetSpec
+from imgclf.data.spec import DatasetSpec
 from imgclf.lifecycle.label_issues import _assign_folds, rank_suspects
 
 # file -> the class folder it is moved into: each is now labelled as something it plainly is not.

@@ -22,8 +22,8 @@ from urllib.parse import unquote, urlsplit
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, read_json
-from imgclf.data.discover import files_under, is_image
 from imgclf.data.images import IMAGE_EXTENSIONS, UnusableImage, load_resized
+from imgclf.data.spec import files_under, is_image
 
 LIST_SUFFIXES = (".txt", ".csv", ".parquet")
 GLOB_CHARS = frozenset("*?[")

@@ -26,13 +26,13 @@ from PIL import Image
 from imgclf.core.cpus import usable_cpus
 from imgclf.core.files import read_regular
 from imgclf.data.cache import _progress_bar
-from imgclf.data.discover import DatasetSpec
 from imgclf.data.groups import (
     mirrored,
     near_duplicate_ids,
 )
 from imgclf.data.images import UnusableImage, load_resized
 from imgclf.data.phash import HASH_SIDE, NEAR_DISTANCE, Prints, prints
+from imgclf.data.spec import DatasetSpec
 
 SPLIT_ORDER = ("train", "val", "test")
 SIZE_FACTOR = 3.0  # shorter side this many times below/above the median: upscaled blur, wasted decode

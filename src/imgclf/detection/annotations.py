@@ -23,8 +23,8 @@ import yaml
 from PIL import Image
 
 from imgclf.core.errors import UserError
-from imgclf.data.discover import files_under, is_image
 from imgclf.data.images import UnusableImage, image_size
+from imgclf.data.spec import files_under, is_image
 
 NORM_TOL = 0.001  # rounding slack of normalised YOLO coordinates; a box within it is clipped
 PIXEL_TOL = 1.0  # the same in pixels (VOC, COCO); it also absorbs 0- vs 1-based off-by-ones

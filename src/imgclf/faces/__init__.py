@@ -338,7 +338,7 @@ def _append(g: Gallery, name, vectors, sources) -> Gallery:
 
 
 def _images(folder: Path) -> list[Path]:
-    from imgclf.data.discover import files_under, is_image
+    from imgclf.data.spec import files_under, is_image
 
     return [p for p in files_under(folder) if is_image(p)]
 

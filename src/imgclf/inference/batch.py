@@ -25,8 +25,9 @@ import numpy as np
 from imgclf.core.cpus import usable_cpus
 from imgclf.core.errors import UserError
 from imgclf.core.files import open_stream, output_file
-from imgclf.data.discover import files_under, to_predict
+from imgclf.data.discover import to_predict
 from imgclf.data.images import UnusableImage, load_resized
+from imgclf.data.spec import files_under
 
 COLUMNS = ["path", "label", "confidence", "top_k", "error"]  # as `imgclf predict --format csv`
 BATCH_SIZE = 256

@@ -14,8 +14,9 @@ import torch
 
 from imgclf.core.device import amp_dtype, pick_device
 from imgclf.core.errors import UserError
-from imgclf.data.discover import files_under, to_predict
+from imgclf.data.discover import to_predict
 from imgclf.data.images import UnusableImage, load_resized, resize
+from imgclf.data.spec import files_under
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.evaluation.rejection import UNKNOWN
 from imgclf.models.forward import predict_logits, softmax

@@ -260,8 +260,8 @@ def _check_images(run: Path, meta: RunMeta, data: str | Path | None) -> tuple[np
     """Up to CHECK_IMAGES real images, preprocessed as the predictor does: from `data` (a folder),
     else the run's test split, else its validation or training split, else (a run moved away from
     its data) seeded uniform noise, so an export still gets a numeric check and says so."""
-    from imgclf.data.discover import files_under, is_image
     from imgclf.data.images import UnusableImage, load_resized
+    from imgclf.data.spec import files_under, is_image
 
     if data is not None:
         folder = Path(data).expanduser()

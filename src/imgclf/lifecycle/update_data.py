@@ -9,8 +9,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from imgclf.core.errors import UserError
-from imgclf.data.discover import SPLIT_NAMES, files_under, is_image
 from imgclf.data.manifest import MISSING, file_sha256
+from imgclf.data.spec import SPLIT_NAMES, files_under, is_image
 from imgclf.store.runs import find_run, read_splits
 
 

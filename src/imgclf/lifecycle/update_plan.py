@@ -137,8 +137,8 @@ def check_new_data(old: list[dict], new: list[dict], console) -> tuple[list[list
     import numpy as np
     from rich.markup import escape  # paths and labels are the user's text
 
-    from imgclf.data.discover import DatasetSpec
     from imgclf.data.doctor import diagnose, duplicate_kinds
+    from imgclf.data.spec import DatasetSpec
 
     rows = old + new
     classes = sorted({r["label"] for r in rows})

@@ -197,8 +197,8 @@ def count_flops(model) -> tuple[int | None, list[tuple[str, str, int, int | None
 def quick_doctor(rows: list[dict], classes: list[str], root: str | None) -> dict | None:
     """The data doctor's quick part (identical files by content hash) over the run's images,
     when they are still on disk: duplicates that conflict or leak across the run's own splits."""
-    from imgclf.data.discover import DatasetSpec
     from imgclf.data.doctor import quick_check
+    from imgclf.data.spec import DatasetSpec
 
     # Only what the run used: skipped and deduplicated files are reported separately.
     rows = [

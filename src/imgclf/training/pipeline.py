@@ -36,7 +36,7 @@ class Prepared:
     """The settings resolved and the data decoded, split and summarised: what a network trains on."""
 
     cfg: TrainConfig
-    spec: Any  # data.discover.DatasetSpec, splits final
+    spec: Any  # data.spec.DatasetSpec, splits final
     images: np.ndarray  # (N, size, size, 3) uint8, the decode cache
     device: Any  # torch.device
     mean: list[float]

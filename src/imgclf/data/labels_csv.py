@@ -1,0 +1,134 @@
+"""A CSV of labels: `path,label[,split]`, or the columns as such CSVs name them (Kaggle's
+`id,breed`, `filename,class`), with cells that may be bare file names or ids found below the CSV."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from imgclf.core.errors import UserError
+from imgclf.data.spec import SPLIT_NAMES, DatasetSpec, check_classes, files_under, is_image
+
+# Column names CSVs of labels use for the image and its class, tried in this order (any case).
+PATH_COLUMNS = (
+    "path",
+    "filepath",
+    "file_path",
+    "image_path",
+    "filename",
+    "file_name",
+    "file",
+    "image",
+    "image_name",
+    "img",
+    "image_id",
+    "id",
+    "name",
+)
+LABEL_COLUMNS = ("label", "labels", "class", "class_name", "category", "target", "y")
+
+
+def from_manifest(csv_path: Path) -> DatasetSpec:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        columns = [c for c in reader.fieldnames or [] if c is not None]
+    path_col, label_col, split_col = _manifest_columns(columns, csv_path)
+    unlabelled = [r for r in rows if not (r.get(label_col) or "").strip()]
+    rows = [r for r in rows if (r.get(label_col) or "").strip() and (r.get(path_col) or "").strip()]
+    classes = sorted({r[label_col].strip() for r in rows})
+    check_classes(classes, csv_path)
+    find = _finder(_manifest_base(csv_path))
+    paths = [find(r[path_col].strip()) for r in rows]
+    found = sum(os.path.isfile(p) for p in paths)
+    if not found:
+        raise UserError(
+            f"none of the {len(paths):,} images named in column '{path_col}' of {csv_path} were found "
+            f"(e.g. '{rows[0][path_col].strip()}' under {_manifest_base(csv_path)}); "
+            "give paths relative to the CSV's folder, or file names found below it"
+        )
+    labels = np.array([classes.index(r[label_col].strip()) for r in rows], dtype=np.int64)
+    splits = []
+    for r in rows:
+        s = ((r.get(split_col) if split_col else "") or "").strip().lower()
+        if s and s not in SPLIT_NAMES:
+            raise UserError(f"manifest {csv_path}: unknown split '{s}' (use train, val or test)")
+        splits.append(SPLIT_NAMES.get(s, ""))
+    note = ""
+    if (path_col, label_col) != ("path", "label"):
+        note = f"{csv_path.name}: images from column '{path_col}', classes from column '{label_col}'"
+    if len(paths) - found:
+        note += f"{'; ' if note else f'{csv_path.name}: '}{len(paths) - found:,} listed image(s) not found"
+    if unlabelled:
+        note += f"{'; ' if note else f'{csv_path.name}: '}{len(unlabelled):,} row(s) without a label left out"
+    return DatasetSpec(str(csv_path), "manifest", classes, paths, labels, np.array(splits, dtype=object), note=note)
+
+
+def _manifest_columns(columns: list[str], csv_path: Path) -> tuple[str, str, str | None]:
+    """(image column, label column, split column or None): the names `path,label[,split]`, else the
+    names such CSVs use; a CSV of just two other columns is read as image, then label."""
+    by_name = {c.strip().lower(): c for c in columns}
+    split_col = by_name.get("split")
+    path_col = next((by_name[n] for n in PATH_COLUMNS if n in by_name), None)
+    label_col = next((by_name[n] for n in LABEL_COLUMNS if n in by_name and by_name[n] != path_col), None)
+    rest = [c for c in columns if c not in (split_col, path_col, label_col)]
+    if path_col is None and label_col is None and len(rest) == 2:
+        path_col, label_col = rest
+    elif path_col is None and len(rest) == 1:
+        path_col = rest[0]
+    elif label_col is None and len(rest) == 1:
+        label_col = rest[0]
+    if path_col is None or label_col is None:
+        raise UserError(
+            f"manifest {csv_path}: cannot tell which column names the image and which its class among "
+            f"{', '.join(map(repr, columns)) or 'no columns'}; name them 'path' and 'label' (optional 'split')"
+        )
+    return path_col, label_col, split_col
+
+
+def _finder(base: Path):
+    """Where a CSV's image cell points: the path as given (relative to `base`), else the one image
+    below `base` with that relative path, file name or, for bare ids, stem (Kaggle CSVs list
+    `id` and keep the files in train/). Ambiguous and unknown names stay as given: the decoder
+    reports them as not found."""
+    index: dict[str, str | None] = {}
+    built = []
+
+    def build() -> None:
+        built.append(True)
+        for p in files_under(base):
+            if not is_image(p):
+                continue
+            rel = p.relative_to(base)
+            for key in {rel.as_posix(), p.name, p.stem, rel.with_suffix("").as_posix()}:
+                index[key] = None if key in index and index[key] != str(p) else str(p)
+
+    def find(cell: str) -> str:
+        given = Path(cell) if Path(cell).is_absolute() else base / cell
+        if given.is_file():
+            return str(given)
+        if not built and base.is_dir():
+            build()
+        return index.get(Path(cell).as_posix().removeprefix("./")) or str(given)
+
+    return find
+
+
+def _manifest_base(csv_path: Path) -> Path:
+    """What a manifest's relative paths are relative to: its own folder, except a run's splits.csv,
+    whose paths are relative to the data root its model.json records (so a run's split can be
+    trained on again, as bench/transfer.py does for its peers)."""
+    run_meta = csv_path.parent / "model.json"
+    if csv_path.name == "splits.csv" and run_meta.is_file():
+        from imgclf.core.files import read_json
+
+        try:
+            root = (read_json(run_meta).get("data") or {}).get("root")
+        except (OSError, ValueError, AttributeError):
+            root = None
+        if isinstance(root, str) and Path(root).is_absolute():
+            return Path(root)
+    return csv_path.parent

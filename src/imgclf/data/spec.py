@@ -1,0 +1,84 @@
+"""What a dataset is once found (data.discover, data.labels_csv): its classes, files, labels and
+splits; and the rules both finders share for split names, image files and walking folders."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imgclf.core.errors import UserError
+from imgclf.core.files import is_regular
+from imgclf.data.images import IMAGE_EXTENSIONS
+
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
+
+# Words that may sit beside a split's name in a folder's name, as Kaggle's sets write them:
+# training_set, seg_train, "Test Images", valid_data.
+SPLIT_WORDS = {"set", "sets", "data", "dataset", "images", "imgs", "split", "seg"}
+
+
+def split_of(name: str) -> str | None:
+    """The split a folder's name says (train, val or test), or None."""
+    words = [w for w in re.split(r"[^a-z]+", name.lower()) if w]
+    named = {SPLIT_NAMES[w] for w in words if w in SPLIT_NAMES}
+    if len(named) == 1 and all(w in SPLIT_NAMES or w in SPLIT_WORDS for w in words):
+        return named.pop()
+    return None
+
+
+@dataclass
+class DatasetSpec:
+    root: str
+    layout: str  # folders | split-folders | manifest
+    classes: list[str]
+    paths: list[str]
+    labels: np.ndarray  # int64, index into classes
+    splits: np.ndarray  # "train" | "val" | "test"
+    ignored: list[str] = field(default_factory=list)  # non-image files, for the data report
+    given: np.ndarray | None = None  # the splits before discover filled the missing ones (groups.regroup redoes it)
+    note: str = ""  # how a CSV was read (which file, which columns): printed and recorded like a default
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.splits == split)
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every non-hidden regular file below `folder`, sorted, following symlinked folders (a dataset
+    assembled from links is common; Path.rglob does not follow them before Python 3.13) but
+    never the same real folder twice, so a link loop cannot recurse forever. FIFOs, devices and
+    sockets are left out (core.files.is_regular): reading one would hang or never end."""
+    seen, found = set(), []
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(top) / f for f in files if not f.startswith(".") and is_regular(os.path.join(top, f))]
+    return sorted(found)
+
+
+def check_classes(classes: list[str], where: Path) -> None:
+    if len(classes) < 2:
+        raise UserError(
+            f"found {len(classes)} class(es) in {where}; need at least 2. "
+            "Put each class's images in its own sub-folder: DATA/<class>/<image>"
+        )
