@@ -113,6 +113,27 @@ def test_split_folders_as_kaggle_names_them(tmp_path):
     assert (spec.splits == "test").sum() == 6 and (spec.splits == "val").sum() == 4
 
 
+def test_classes_from_file_names_in_a_flat_folder(tmp_path):
+    """Oxford pets' images/Abyssinian_12.jpg and Kaggle's train/cat.0.jpg beside an unlabelled
+    test1/1.jpg: the class is the name before the number. A camera's IMG_0001.jpg is no class."""
+    for i in range(4):
+        for breed in ("Abyssinian", "great_pyrenees"):
+            _img(tmp_path / "pets" / f"{breed}_{i + 1}.jpg", value=50 * i)
+        for animal in ("cat", "dog"):
+            _img(tmp_path / "kaggle" / "train" / f"{animal}.{i}.jpg", value=50 * i)
+        _img(tmp_path / "kaggle" / "test1" / f"{i + 1}.jpg")
+        _img(tmp_path / "camera" / f"IMG_{i:04d}.jpg")
+    pets = discover(tmp_path / "pets")
+    assert pets.layout == "file-names" and pets.classes == ["Abyssinian", "great_pyrenees"]
+    assert pets.note == "classes from file names, the name before the number (Abyssinian_1.jpg: Abyssinian)"
+    assert np.bincount(pets.labels).tolist() == [4, 4] and set(pets.splits) <= {"train", "val", "test"}
+    kaggle = discover(tmp_path / "kaggle", 0.25, 0.25)
+    assert kaggle.classes == ["cat", "dog"] and len(kaggle.paths) == 8 and len(kaggle.ignored) == 4
+    assert (kaggle.splits == "test").sum() == 2  # test1/ holds no labels: test is carved from train
+    with pytest.raises(UserError, match="found 0 class"):
+        discover(tmp_path / "camera")
+
+
 def test_csv_columns_by_name_or_position_and_errors(tmp_path):
     for i in range(6):
         _img(tmp_path / "photos" / f"{i}.png")

@@ -9,6 +9,7 @@ Class names are the sorted folder names (any unicode, spaces allowed).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,8 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
         if len(folders) < 2 and len(csvs) == 1:
             # Kaggle's layout: images in one folder (train/, images/), their labels in a CSV beside it.
             spec = from_manifest(csvs[0])
+        elif not folders and not csvs and (named := _from_file_names(source, split_dirs)):
+            spec = named
         elif "train" in split_dirs:
             spec = _from_split_folders(source, split_dirs)
         else:
@@ -105,6 +108,38 @@ def _unwrap(folder: Path) -> tuple[Path, str]:
     if folder == start:
         return folder, ""
     return folder, f"read from {folder.relative_to(start).as_posix()}/, the one folder inside {start.name}/"
+
+
+# A class name, then a number: Abyssinian_12, cat.0, great_pyrenees_3, "rose (2)".
+NAMED = re.compile(r"^(.*?[^\W\d_].*?)[\s._-]*\(?\d+\)?$")
+
+
+def _from_file_names(root: Path, split_dirs: dict[str, Path]) -> DatasetSpec | None:
+    """Flat folders of images named class-then-number (Oxford pets' `Abyssinian_12.jpg`, Kaggle's
+    `train/cat.0.jpg`): the class is the name before the number. None unless most images are
+    named so and the names repeat (two images a class or more), so a folder of IMG_0001.jpg or of
+    uniquely named photos is not read as classes."""
+    ignored: list[str] = []
+    found = [(split, p) for split, d in (split_dirs or {"": root}).items() for p in _images_under(d, ignored)]
+    named = [(split, p, m.group(1)) for split, p in found if (m := NAMED.match(p.stem))]
+    labelled = {split for split, *_ in named}  # a folder with no class in any name (test1/1.jpg) is unlabelled
+    classes = sorted({c for *_, c in named})
+    in_labelled = sum(split in labelled for split, _ in found)
+    if len(classes) < 2 or len(named) < 0.8 * in_labelled or len(named) < 2 * len(classes):
+        return None
+    named_paths = {p for _, p, _ in named}
+    ignored += [str(p) for _, p in found if p not in named_paths]
+    example = named[0][1]
+    return DatasetSpec(
+        str(root),
+        "file-names",
+        classes,
+        [str(p) for _, p, _ in named],
+        np.array([classes.index(c) for *_, c in named], dtype=np.int64),
+        np.array([s for s, *_ in named], dtype=object),
+        ignored,
+        note=f"classes from file names, the name before the number ({example.name}: {named[0][2]})",
+    )
 
 
 def _from_class_folders(root: Path) -> DatasetSpec:
