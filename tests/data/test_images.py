@@ -42,12 +42,16 @@ def test_extensions_are_lowercase_suffixes():
 # Colour tolerance a format's encoding needs. heic: iPhones' default (pillow-heif, the heic extra, which
 # [test] installs); avif: Pillow's own.
 TOLERANCE = {"jpg": 12, "png": 0, "bmp": 0, "webp": 12, "tiff": 0, "ppm": 0, "gif": 0, "heic": 16, "avif": 16}
+TOLERANCE |= {"jfif": 12, "jpe": 12, "dib": 0, "tga": 0, "jp2": 12}  # web downloads on Windows; scans
 
 
 @pytest.mark.parametrize("ext,tol", TOLERANCE.items())
 def test_formats_read_as_rgb_with_right_colours(tmp_path, ext, tol):
+    from imgclf.data.spec import is_image
+
     path = tmp_path / f"x.{ext}"
     _two_halves().save(path)
+    assert is_image(path)  # discover takes it
     img = read_rgb(path)
     assert img.mode == "RGB" and img.size == (32, 24)
     assert image_size(path) == (32, 24)

@@ -17,8 +17,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imgclf.core.files import NotRegularFile, open_regular
 
+# .jfif and .jpe: JPEGs as Windows saves pictures from the web (common in scraped datasets).
 BASE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm"}
+    {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".dib", ".gif", ".webp", ".tif", ".tiff", ".tga"}
+    | {".pgm", ".ppm", ".pbm", ".pnm"}
 )
 HEIF_INSTALL = "pip install 'imgclf[heic]'"
 
@@ -38,6 +40,8 @@ def _phone_formats() -> tuple[frozenset[str], dict[str, str]]:
         readable |= {".heic", ".heif"}
     except ImportError:
         missing |= {".heic": HEIF_INSTALL, ".heif": HEIF_INSTALL}
+    if features.check_codec("jpg_2000"):  # JPEG 2000 (microscopy, medical and archive scans): Pillow's wheels read it
+        readable |= {".jp2", ".j2k"}
     if "avif" in features.modules and features.check_module("avif"):  # an older Pillow warns on check("avif")
         readable.add(".avif")
     else:
