@@ -134,6 +134,36 @@ def test_classes_from_file_names_in_a_flat_folder(tmp_path):
         discover(tmp_path / "camera")
 
 
+def test_a_downloaded_archive_is_unpacked_once_and_read_like_its_folder(tmp_path, monkeypatch):
+    import shutil
+    import zipfile
+
+    monkeypatch.setenv("IMGCLF_CACHE_DIR", str(tmp_path / "cache"))
+    for cls in ("daisy", "rose"):
+        for i in range(5):
+            _img(tmp_path / "src" / "flowers" / cls / f"{i}.jpg", value=40 * i)
+    (tmp_path / "src" / "__MACOSX").mkdir()
+    zipped = Path(shutil.make_archive(str(tmp_path / "flowers"), "zip", tmp_path / "src"))
+    spec = discover(zipped)
+    assert spec.classes == ["daisy", "rose"] and len(spec.paths) == 10
+    unpacked = next((tmp_path / "cache" / "unpacked").iterdir())
+    assert spec.root == str(unpacked / "flowers")
+    assert spec.note == f"flowers.zip unpacked to {unpacked}; read from flowers/ inside it"
+    assert discover(zipped).note.startswith("flowers.zip unpacked before")  # once
+    tarred = Path(shutil.make_archive(str(tmp_path / "flowers"), "gztar", tmp_path / "src" / "flowers"))
+    assert discover(tarred).classes == ["daisy", "rose"]
+
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as z:
+        z.writestr("a/1.jpg", b"x")
+        z.writestr("../../outside.jpg", b"x")
+    with pytest.raises(UserError, match="would unpack outside its folder: ../../outside.jpg"):
+        discover(tmp_path / "evil.zip")
+    (tmp_path / "cut.zip").write_bytes(zipped.read_bytes()[:-200])  # a download cut short
+    with pytest.raises(UserError, match="cut.zip.*is it a whole, uncorrupted archive"):
+        discover(tmp_path / "cut.zip")
+    assert not list((tmp_path / "cache" / "unpacked").glob(".unpacking-*"))  # nothing half-unpacked left
+
+
 def test_csv_columns_by_name_or_position_and_errors(tmp_path):
     for i in range(6):
         _img(tmp_path / "photos" / f"{i}.png")

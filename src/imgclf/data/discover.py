@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
+from imgclf.data.archive import is_archive, unpacked
 from imgclf.data.images import IMAGE_EXTENSIONS, NEEDS_DECODER
 from imgclf.data.labels_csv import from_manifest
 from imgclf.data.spec import DatasetSpec, check_classes, files_under, is_image, split_of
@@ -65,12 +66,19 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
     source = Path(source).expanduser()
     if not source.exists():
         raise UserError(f"data not found: {source} (give a folder with one sub-folder per class, or a CSV manifest)")
+    packed = ""
+    if source.is_file() and is_archive(source):
+        source, packed = unpacked(source)
     if source.is_file():
         if source.suffix.lower() != ".csv":
-            raise UserError(f"{source} is a file; give a folder of class sub-folders or a CSV manifest (path,label)")
+            raise UserError(
+                f"{source} is a file; give a folder of class sub-folders, a CSV of labels (path,label) or a .zip of them"
+            )
         spec = from_manifest(source)
     else:
-        source, unwrapped = _unwrap(source)
+        given, (source, inner) = source, _unwrap(source)
+        unwrapped = f"read from {inner}/, the one folder inside {given.name}/" if inner else ""
+        unwrapped = f"read from {inner}/ inside it" if inner and packed else unwrapped  # not the cache's name
         split_dirs = {split_of(p.name): _unwrap(p)[0] for p in _class_dirs(source) if split_of(p.name)}
         folders = _class_dirs(split_dirs["train"]) if "train" in split_dirs else _class_dirs(source)
         csvs = [p for p in source.iterdir() if p.suffix.lower() == ".csv" and p.is_file() and _visible(p)]
@@ -83,7 +91,7 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
             spec = _from_split_folders(source, split_dirs)
         else:
             spec = _from_class_folders(source)
-        spec.note = "; ".join(filter(None, [unwrapped, spec.note]))
+        spec.note = "; ".join(filter(None, [packed, unwrapped, spec.note]))
     spec.given = spec.splits.copy()
     fill_missing_splits(spec, val_frac, test_frac, seed)
     return spec
@@ -92,7 +100,8 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
 def _unwrap(folder: Path) -> tuple[Path, str]:
     """A zip's extra level (photos/photos/<class>/..., Kaggle's archive/flowers/<class>/...): a
     folder holding one sub-folder, no image and no CSV (a README or __MACOSX aside) is read from
-    inside, when that sub-folder holds folders itself. Returns the folder and what was done."""
+    inside, when that sub-folder holds folders itself. Returns the folder and its path below `folder`
+    ("" when it is `folder`)."""
     start = folder
     while True:
         subs = _class_dirs(folder)
@@ -105,9 +114,7 @@ def _unwrap(folder: Path) -> tuple[Path, str]:
         ):
             break
         folder = subs[0]
-    if folder == start:
-        return folder, ""
-    return folder, f"read from {folder.relative_to(start).as_posix()}/, the one folder inside {start.name}/"
+    return folder, folder.relative_to(start).as_posix() if folder != start else ""
 
 
 # A class name, then a number: Abyssinian_12, cat.0, great_pyrenees_3, "rose (2)".
