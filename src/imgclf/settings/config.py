@@ -41,7 +41,10 @@ OPT = {"optional": True}  # None allowed: chosen automatically
 @dataclass
 class TrainConfig:
     data: str = setting(
-        "", "Folder with one sub-folder per class, split folders, or a CSV manifest.", PathSetting(), cli=False
+        "",
+        "Folder with one sub-folder per class, split folders, a CSV of labels, or a .zip of them.",
+        PathSetting(),
+        cli=False,
     )
     preset: str | None = setting(
         None,

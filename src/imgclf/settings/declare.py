@@ -107,3 +107,8 @@ class Declared:
     def values(self) -> dict:
         """{name: value} of every setting (not dataclasses.asdict: that would copy a loaded verifier)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def help_of(cls, name: str) -> str:
+    """One setting's help text, for a command that takes it as an argument rather than a flag."""
+    return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
