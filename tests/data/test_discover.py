@@ -78,7 +78,7 @@ def test_kaggle_style_csv_beside_a_folder_of_images(tmp_path):
         assert spec.layout == "manifest" and spec.classes == ["husky", "pug"]
         assert spec.paths[:2] == [str(tmp_path / "train" / "0000.jpg"), str(tmp_path / "train" / "0001.jpg")]
         assert spec.labels[:2].tolist() == [1, 0] and len(spec.paths) == 13
-        assert spec.note == (
+        assert spec.note.endswith(
             "labels.csv: images from column 'id', classes from column 'breed'; 1 listed image(s) not found; "
             "1 row(s) without a label left out"
         )
@@ -128,7 +128,8 @@ def test_classes_from_file_names_in_a_flat_folder(tmp_path):
     assert pets.note == "classes from file names, the name before the number (Abyssinian_1.jpg: Abyssinian)"
     assert np.bincount(pets.labels).tolist() == [4, 4] and set(pets.splits) <= {"train", "val", "test"}
     kaggle = discover(tmp_path / "kaggle", 0.25, 0.25)
-    assert kaggle.classes == ["cat", "dog"] and len(kaggle.paths) == 8 and len(kaggle.ignored) == 4
+    assert kaggle.classes == ["cat", "dog"] and len(kaggle.paths) == 8
+    assert kaggle.note.startswith("test1/ holds no class folders: left out as unlabelled; classes from file names")
     assert (kaggle.splits == "test").sum() == 2  # test1/ holds no labels: test is carved from train
     with pytest.raises(UserError, match="found 0 class"):
         discover(tmp_path / "camera")
@@ -162,6 +163,24 @@ def test_a_downloaded_archive_is_unpacked_once_and_read_like_its_folder(tmp_path
     with pytest.raises(UserError, match="cut.zip.*is it a whole, uncorrupted archive"):
         discover(tmp_path / "cut.zip")
     assert not list((tmp_path / "cache" / "unpacked").glob(".unpacking-*"))  # nothing half-unpacked left
+
+
+def test_class_folders_beside_a_test_folder(tmp_path):
+    """DATA/<class>/ beside DATA/test/<class>/: the classes train, test/ is the test split (not a
+    class named "test"). DATA/<class>/ beside a flat test/ of unlabelled photos: test/ is left out."""
+    for cls in ("cat", "dog"):
+        for i in range(6):
+            _img(tmp_path / "a" / cls / f"{i}.jpg", value=30 * i)
+            _img(tmp_path / "b" / cls / f"{i}.jpg", value=30 * i)
+        for i in range(2):
+            _img(tmp_path / "a" / "test" / cls / f"t{i}.jpg")
+    _img(tmp_path / "b" / "test" / "x.jpg")
+    a = discover(tmp_path / "a", 0.2, 0.1)
+    assert a.layout == "split-folders" and a.classes == ["cat", "dog"] and len(a.paths) == 16
+    assert [Path(p).name for p in np.array(a.paths)[a.splits == "test"]] == ["t0.jpg", "t1.jpg"] * 2
+    b = discover(tmp_path / "b")
+    assert b.classes == ["cat", "dog"] and len(b.paths) == 12
+    assert b.note == "test/ holds no class folders: left out as unlabelled"
 
 
 def test_csv_columns_by_name_or_position_and_errors(tmp_path):

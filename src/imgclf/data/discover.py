@@ -76,24 +76,41 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
             )
         spec = from_manifest(source)
     else:
-        given, (source, inner) = source, _unwrap(source)
-        unwrapped = f"read from {inner}/, the one folder inside {given.name}/" if inner else ""
-        unwrapped = f"read from {inner}/ inside it" if inner and packed else unwrapped  # not the cache's name
-        split_dirs = {split_of(p.name): _unwrap(p)[0] for p in _class_dirs(source) if split_of(p.name)}
-        folders = _class_dirs(split_dirs["train"]) if "train" in split_dirs else _class_dirs(source)
-        csvs = [p for p in source.iterdir() if p.suffix.lower() == ".csv" and p.is_file() and _visible(p)]
-        if len(folders) < 2 and len(csvs) == 1:
-            # Kaggle's layout: images in one folder (train/, images/), their labels in a CSV beside it.
-            spec = from_manifest(csvs[0])
-        elif not folders and not csvs and (named := _from_file_names(source, split_dirs)):
-            spec = named
-        elif "train" in split_dirs:
-            spec = _from_split_folders(source, split_dirs)
-        else:
-            spec = _from_class_folders(source)
-        spec.note = "; ".join(filter(None, [packed, unwrapped, spec.note]))
+        spec = _from_folder(source, packed)
     spec.given = spec.splits.copy()
     fill_missing_splits(spec, val_frac, test_frac, seed)
+    return spec
+
+
+def _from_folder(source: Path, packed: str) -> DatasetSpec:
+    """A folder in any of the layouts; its note says how it was read where that was not plain."""
+    given, (source, inner) = source, _unwrap(source)
+    notes = [packed]
+    if inner:  # inside an unpacked archive, the folder's name is the cache's: not worth saying
+        notes.append(
+            f"read from {inner}/ inside it" if packed else f"read from {inner}/, the one folder inside {given.name}/"
+        )
+    split_dirs = {split_of(p.name): _unwrap(p)[0] for p in _class_dirs(source) if split_of(p.name)}
+    unlabelled = []
+    for split, d in list(split_dirs.items()):
+        if split != "train" and not _class_dirs(d):  # Kaggle's test/ of unlabelled photos
+            unlabelled.append(d)
+            del split_dirs[split]
+            notes.append(f"{d.relative_to(source).as_posix()}/ holds no class folders: left out as unlabelled")
+    if split_dirs and "train" not in split_dirs and len(_class_dirs(source)) - len(split_dirs) >= 2:
+        split_dirs["train"] = source  # DATA/<class>/ beside DATA/test/<class>/: the classes are training images
+    folders = _class_dirs(split_dirs["train"]) if "train" in split_dirs else _class_dirs(source)
+    csvs = [p for p in source.iterdir() if p.suffix.lower() == ".csv" and p.is_file() and _visible(p)]
+    if len(folders) < 2 and len(csvs) == 1:
+        # Kaggle's layout: images in one folder (train/, images/), their labels in a CSV beside it.
+        spec = from_manifest(csvs[0])
+    elif not folders and not csvs and (named := _from_file_names(source, split_dirs)):
+        spec = named
+    elif "train" in split_dirs:
+        spec = _from_split_folders(source, split_dirs)
+    else:
+        spec = _from_class_folders(source, skip=unlabelled)
+    spec.note = "; ".join(filter(None, [*notes, spec.note]))
     return spec
 
 
@@ -149,10 +166,10 @@ def _from_file_names(root: Path, split_dirs: dict[str, Path]) -> DatasetSpec | N
     )
 
 
-def _from_class_folders(root: Path) -> DatasetSpec:
+def _from_class_folders(root: Path, skip: list[Path] | tuple = ()) -> DatasetSpec:
     ignored = [str(p) for p in root.iterdir() if p.is_file() and _visible(p)]
     classes, paths, labels = [], [], []
-    for d in _class_dirs(root):
+    for d in (d for d in _class_dirs(root) if d not in skip):
         before = len(ignored)
         files = _images_under(d, ignored)
         if not files:
@@ -179,11 +196,12 @@ def _from_class_folders(root: Path) -> DatasetSpec:
 
 def _from_split_folders(root: Path, split_dirs: dict[str, Path]) -> DatasetSpec:
     ignored = [str(p) for p in root.iterdir() if p.is_file() and _visible(p)]
-    classes = sorted({d.name for sd in split_dirs.values() for d in _class_dirs(sd)})
+    splits_here = set(split_dirs.values())  # the root as train: its split folders are no classes
+    classes = sorted({d.name for sd in split_dirs.values() for d in _class_dirs(sd) if d not in splits_here})
     check_classes(classes, root)
     paths, labels, splits = [], [], []
     for split, sd in split_dirs.items():
-        for d in _class_dirs(sd):
+        for d in (d for d in _class_dirs(sd) if d not in splits_here):
             files = _images_under(d, ignored)
             paths += [str(p) for p in files]
             labels += [classes.index(d.name)] * len(files)
