@@ -183,6 +183,29 @@ def test_class_folders_beside_a_test_folder(tmp_path):
     assert b.note == "test/ holds no class folders: left out as unlabelled"
 
 
+def test_file_names_that_are_not_utf8_are_left_out_and_said(tmp_path):
+    """A zip made on an old Windows and unpacked by `unzip` leaves names in cp1252 bytes: such a
+    file cannot go into splits.csv or a terminal, so it is left out with a note, not a traceback."""
+    import os
+
+    from imgclf.inference.batch import csv_row
+
+    for cls in ("a", "b"):
+        for i in range(4):
+            _img(tmp_path / "d" / cls / f"{i}.jpg")
+    try:
+        os.rename(os.fsencode(tmp_path / "d" / "a" / "0.jpg"), os.fsencode(tmp_path / "d" / "a") + b"/caf\xe9.jpg")
+    except OSError:
+        pytest.skip("this file system takes UTF-8 names only")
+    spec = discover(tmp_path / "d")
+    assert len(spec.paths) == 7 and spec.ignored == [str(tmp_path / "d" / "a" / "caf\\udce9.jpg")]
+    assert spec.note == "1 file(s) left out: their names are not valid UTF-8, e.g. 'caf\\udce9.jpg'; rename them"
+    assert csv_row({"path": "caf\udce9.jpg", "label": "a", "confidence": 1.0})[0] == "caf\\udce9.jpg"
+    os.rename(os.fsencode(tmp_path / "d" / "b"), os.fsencode(tmp_path / "d") + b"/\xe9t\xe9")
+    with pytest.raises(UserError, match=r"class folder '\\udce9t\\udce9' has a name that is not valid UTF-8"):
+        discover(tmp_path / "d")
+
+
 def test_csv_columns_by_name_or_position_and_errors(tmp_path):
     for i in range(6):
         _img(tmp_path / "photos" / f"{i}.png")

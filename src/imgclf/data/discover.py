@@ -18,7 +18,7 @@ from imgclf.core.errors import UserError
 from imgclf.data.archive import is_archive, unpacked
 from imgclf.data.images import IMAGE_EXTENSIONS, NEEDS_DECODER
 from imgclf.data.labels_csv import from_manifest
-from imgclf.data.spec import DatasetSpec, check_classes, files_under, is_image, split_of
+from imgclf.data.spec import DatasetSpec, check_classes, files_under, is_image, printable, split_of
 from imgclf.data.split import fill_missing_splits
 
 
@@ -77,9 +77,36 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
         spec = from_manifest(source)
     else:
         spec = _from_folder(source, packed)
+    _leave_out_unnamable(spec)
     spec.given = spec.splits.copy()
     fill_missing_splits(spec, val_frac, test_frac, seed)
     return spec
+
+
+def _leave_out_unnamable(spec: DatasetSpec) -> None:
+    """Names that are not valid UTF-8 (a zip made on an old Windows, unpacked by `unzip`) cannot
+    be written to splits.csv, the report or a terminal: such files are left out and said; a class
+    folder named so is an error to fix."""
+    if bad := [c for c in spec.classes if not _utf8(c)]:
+        raise UserError(f"class folder {ascii(bad[0])} has a name that is not valid UTF-8: rename it")
+    spec.ignored = [printable(p) for p in spec.ignored]  # data_report.json lists them
+    keep = np.array([_utf8(p) for p in spec.paths], bool)
+    if keep.all():
+        return
+    left = [p for p, k in zip(spec.paths, keep) if not k]
+    spec.ignored += [printable(p) for p in left]
+    spec.paths = [p for p, k in zip(spec.paths, keep) if k]
+    spec.labels, spec.splits = spec.labels[keep], spec.splits[keep]
+    said = f"{len(left):,} file(s) left out: their names are not valid UTF-8, e.g. {ascii(Path(left[0]).name)}; rename them"
+    spec.note = "; ".join(filter(None, [spec.note, said]))
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # os.walk's surrogate escapes for undecodable bytes
+        return False
 
 
 def _from_folder(source: Path, packed: str) -> DatasetSpec:

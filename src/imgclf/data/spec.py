@@ -82,3 +82,9 @@ def check_classes(classes: list[str], where: Path) -> None:
             f"found {len(classes)} class(es) in {where}; need at least 2. "
             "Put each class's images in its own sub-folder: DATA/<class>/<image>"
         )
+
+
+def printable(path: str) -> str:
+    """`path` with bytes that are not UTF-8 (os.walk's surrogate escapes: a name from an old Windows
+    zip) written as \\udcXX, so that a CSV, JSON or report file can hold it."""
+    return path.encode("utf-8", "backslashreplace").decode()

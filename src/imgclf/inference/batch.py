@@ -27,7 +27,7 @@ from imgclf.core.errors import UserError
 from imgclf.core.files import open_stream, output_file
 from imgclf.data.discover import to_predict
 from imgclf.data.images import UnusableImage, load_resized
-from imgclf.data.spec import files_under
+from imgclf.data.spec import files_under, printable
 
 COLUMNS = ["path", "label", "confidence", "top_k", "error"]  # as `imgclf predict --format csv`
 BATCH_SIZE = 256
@@ -120,7 +120,7 @@ def csv_row(result: dict) -> list[str]:
     """One `predict` result dict as a CSV row of COLUMNS."""
     ok = "label" in result
     return [
-        result.get("path", ""),
+        printable(result.get("path", "")),
         result.get("label", ""),
         f"{result['confidence']:.4f}" if ok else "",
         ";".join(f"{c}:{p:.4f}" for c, p in result.get("top_k", [])),
