@@ -35,6 +35,19 @@ def test_predict_out_must_be_a_file(run, tmp_path):
 
 
 @pytest.mark.slow
+def test_predict_without_the_run_or_without_images_says_which(run, tmp_path):
+    """`imgclf predict photo.jpg`: the run is missing, and the newest one here is named."""
+    image = next((run.parent / "shapes").rglob("*.png"))
+    (tmp_path / "runs").mkdir()
+    shutil.copytree(run, tmp_path / "runs" / "mine")
+    one_line_error(
+        cli("predict", image, check=False, cwd=tmp_path),
+        f"give the run first, then the images: imgclf predict {Path('runs', 'mine')} {image} (the newest run here)",
+    )
+    one_line_error(cli("predict", run, check=False), f"give the images to predict after the run: imgclf predict {run}")
+
+
+@pytest.mark.slow
 def test_export_opset_outside_what_the_exporters_support(run, tmp_path):
     one_line_error(
         cli("export", run, "--opset", "1", "--out", tmp_path / "m.onnx", check=False),

@@ -3,12 +3,14 @@ service: cli/deploy.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from imgclf.cli import render
 from imgclf.cli.app import DATA_HELP, MOVED_DATA, Format, app, with_settings
+from imgclf.core.errors import UserError
 from imgclf.settings.predict import TTA_HELP, PredictSettings
 
 
@@ -16,7 +18,7 @@ from imgclf.settings.predict import TTA_HELP, PredictSettings
 @with_settings(PredictSettings, after="device")
 def predict(
     run: str = typer.Argument(..., help="Run folder (or its model.safetensors)."),
-    paths: List[str] = typer.Argument(..., help="Image files or folders (searched recursively)."),
+    paths: Optional[List[str]] = typer.Argument(None, help="Image files or folders (searched recursively)."),
     format: Format = typer.Option(Format.table, help="table | json | csv"),
     device: str = typer.Option("auto"),
     settings: dict = None,
@@ -28,6 +30,8 @@ def predict(
     from imgclf import api
 
     s = PredictSettings.of(settings)  # a bad value: one line naming its flag, before a model is loaded
+    if not paths:
+        raise UserError(_what_to_predict(run))
     if s.ray is not None:  # the workers load the model, not this process
         options = {"top_k": s.top_k, "shard_size": s.shard_size, "format": s.shard_format, "tta": s.tta}
         api.predict_on_ray(run, paths, s.out, address=s.ray, backend=s.backend or "auto", device=device, **options)
@@ -107,3 +111,14 @@ def report(
     from imgclf import api
 
     print(api.report(api.load(run, device), data_root=data_root))
+
+
+def _what_to_predict(run: str) -> str:
+    """`imgclf predict photo.jpg`: the run was forgotten, not the photos. Name the newest run here."""
+    runs = sorted(Path("runs").glob("*/model.json"), key=lambda p: p.stat().st_mtime)
+    if Path(run).is_dir() and (Path(run) / "model.json").exists():
+        return f"give the images to predict after the run: imgclf predict {run} PHOTO_OR_FOLDER..."
+    example = runs[-1].parent if runs else "RUN"
+    return f"give the run first, then the images: imgclf predict {example} {run}" + (
+        " (the newest run here)" if runs else " (train one with: imgclf train DATA)"
+    )

@@ -14,13 +14,13 @@ from imgclf.core.errors import UserError
 from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import help_of
 
-DATA_HELP = help_of(TrainConfig, "data")
+DATASET_HELP = help_of(TrainConfig, "data")
 
 
 @app.command()
 @with_settings()
 def train(
-    data: Optional[str] = typer.Argument(None, help=DATA_HELP),
+    data: Optional[str] = typer.Argument(None, help=DATASET_HELP),
     config: Optional[Path] = typer.Option(None, help="YAML file of settings (flags override it)."),
     resume: Optional[str] = typer.Option(None, help="Continue the interrupted run in this folder."),
     mlflow: Optional[str] = MLFLOW,
@@ -65,7 +65,7 @@ def train(
 @app.command("lr-find")
 @with_settings(only=("model", "weights", "pretrained", "img_size", "batch_size", "optimizer", "device"))
 def lr_find(
-    data: str = typer.Argument(..., help=DATA_HELP),
+    data: str = typer.Argument(..., help=DATASET_HELP),
     steps: int = typer.Option(100, help="Training steps over the range."),
     start_lr: float = typer.Option(1e-7),
     end_lr: float = typer.Option(10.0),
@@ -82,7 +82,7 @@ def lr_find(
 
 @app.command()
 def tune(
-    data: str = typer.Argument(..., help=DATA_HELP),
+    data: str = typer.Argument(..., help=DATASET_HELP),
     trials: int = typer.Option(20, help="Trials in the study in total (finished ones count; a re-run resumes)."),
     timeout: Optional[float] = typer.Option(None, help="Seconds for this tune; sizes the epochs per trial too."),
     space: Optional[Path] = typer.Option(None, help="YAML file overriding the default search space."),
@@ -137,7 +137,7 @@ def tune(
 @app.command()
 @with_settings(only=("val_frac", "test_frac", "seed", "group_by"))  # as train splits: leakage across its splits
 def check(
-    data: str = typer.Argument(..., help=DATA_HELP),
+    data: str = typer.Argument(..., help=DATASET_HELP),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write every finding to this JSON file."),
     near_distance: Optional[int] = typer.Option(
         None,
