@@ -191,3 +191,22 @@ def test_new_images_split_per_class_with_near_duplicates_kept_together():
     for c in "ab":
         got = [split[f"/n/{c}{i}.png"] for i in range(10)]
         assert "train" in got and "test" in got and "val" in got
+
+
+def test_new_data_comes_in_any_layout_train_reads(tmp_path, monkeypatch):
+    """One new class in a zip with a wrapping folder, or a CSV named as Kaggle names its columns:
+    the update reads them as `imgclf train` would (data.discover.find), one class being enough."""
+    from PIL import Image
+
+    from imgclf.lifecycle.update_data import _new_rows
+
+    monkeypatch.setenv("IMGCLF_CACHE_DIR", str(tmp_path / "cache"))
+    for i in range(3):
+        (tmp_path / "src" / "new" / "owl").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "src" / "new" / "owl" / f"{i}.png")
+    zipped = shutil.make_archive(str(tmp_path / "owls"), "zip", tmp_path / "src")
+    rows = _new_rows(tmp_path / "owls.zip")
+    assert [r["label"] for r in rows] == ["owl"] * 3 and zipped.endswith("owls.zip")
+    assert all(r["split"] == "" and r["path"].endswith(".png") for r in rows)
+    (tmp_path / "src" / "new" / "labels.csv").write_text("file,species\n0.png,owl\n1.png,heron\n")
+    assert {r["label"] for r in _new_rows(tmp_path / "src" / "new" / "labels.csv")} == {"owl", "heron"}

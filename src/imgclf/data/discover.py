@@ -63,6 +63,17 @@ def _images_under(folder: Path, ignored: list[str]) -> list[Path]:
 
 
 def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0) -> DatasetSpec:
+    """The dataset at `source` (find), with at least two classes and every image in a split."""
+    spec = find(source)
+    check_classes(spec.classes, Path(spec.root))
+    spec.given = spec.splits.copy()
+    fill_missing_splits(spec, val_frac, test_frac, seed)
+    return spec
+
+
+def find(source: str | Path) -> DatasetSpec:
+    """The images and labels at `source` in any layout this module reads (see the module's doc),
+    with the splits the data gives ("" elsewhere); one class is enough (imgclf update's new data)."""
     source = Path(source).expanduser()
     if not source.exists():
         raise UserError(f"data not found: {source} (give a folder with one sub-folder per class, or a CSV manifest)")
@@ -78,8 +89,6 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
     else:
         spec = _from_folder(source, packed)
     _leave_out_unnamable(spec)
-    spec.given = spec.splits.copy()
-    fill_missing_splits(spec, val_frac, test_frac, seed)
     return spec
 
 
@@ -209,7 +218,6 @@ def _from_class_folders(root: Path, skip: list[Path] | tuple = ()) -> DatasetSpe
         labels += [len(classes)] * len(files)
         classes.append(d.name)
         paths += [str(p) for p in files]
-    check_classes(classes, root)
     return DatasetSpec(
         str(root),
         "folders",
@@ -225,7 +233,6 @@ def _from_split_folders(root: Path, split_dirs: dict[str, Path]) -> DatasetSpec:
     ignored = [str(p) for p in root.iterdir() if p.is_file() and _visible(p)]
     splits_here = set(split_dirs.values())  # the root as train: its split folders are no classes
     classes = sorted({d.name for sd in split_dirs.values() for d in _class_dirs(sd) if d not in splits_here})
-    check_classes(classes, root)
     paths, labels, splits = [], [], []
     for split, sd in split_dirs.items():
         for d in (d for d in _class_dirs(sd) if d not in splits_here):

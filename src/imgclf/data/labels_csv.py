@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
-from imgclf.data.spec import SPLIT_NAMES, DatasetSpec, check_classes, files_under, is_image
+from imgclf.data.spec import SPLIT_NAMES, DatasetSpec, files_under, is_image
 
 # Column names CSVs of labels use for the image and its class, tried in this order (any case).
 PATH_COLUMNS = (
@@ -40,11 +40,10 @@ def from_manifest(csv_path: Path) -> DatasetSpec:
     unlabelled = [r for r in rows if not (r.get(label_col) or "").strip()]
     rows = [r for r in rows if (r.get(label_col) or "").strip() and (r.get(path_col) or "").strip()]
     classes = sorted({r[label_col].strip() for r in rows})
-    check_classes(classes, csv_path)
     find = _finder(_manifest_base(csv_path))
     paths = [find(r[path_col].strip()) for r in rows]
     found = sum(os.path.isfile(p) for p in paths)
-    if not found:
+    if rows and not found:
         raise UserError(
             f"none of the {len(paths):,} images named in column '{path_col}' of {csv_path} were found "
             f"(e.g. '{rows[0][path_col].strip()}' under {_manifest_base(csv_path)}); "

@@ -3,14 +3,13 @@ included) and the new images or feedback inbox, with the new images already know
 
 from __future__ import annotations
 
-import csv
 import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from imgclf.core.errors import UserError
+from imgclf.data.discover import find
 from imgclf.data.manifest import MISSING, file_sha256
-from imgclf.data.spec import SPLIT_NAMES, files_under, is_image
 from imgclf.store.runs import find_run, read_splits
 
 
@@ -106,36 +105,16 @@ def _default_inbox(run: Path, registry: Path) -> Path:
 
 
 def _new_rows(source: Path) -> list[dict]:
-    """Labeled images in any layout train reads, including a single class (one folder per class
-    is all an update with one new class has). Given splits are kept; the rest are assigned later."""
+    """Labeled images in any layout train reads (data.discover.find: class or split folders, a CSV of
+    labels, a .zip), including a single class (one folder per class is all an update with one new
+    class has). Given splits are kept; the rest are assigned later."""
     if not source.exists():
         raise UserError(f"new data not found: {source} (a folder with one sub-folder per class, or a CSV manifest)")
-    rows = []
-    if source.is_file():
-        if source.suffix.lower() != ".csv":
-            raise UserError(f"{source} is a file; give a folder of class sub-folders or a CSV manifest (path,label)")
-        with open(source, newline="", encoding="utf-8-sig") as f:
-            for r in csv.DictReader(f):
-                if "path" not in r or "label" not in r:
-                    raise UserError(
-                        f"manifest {source} needs a header row with columns 'path,label' (optional 'split')"
-                    )
-                p = Path(r["path"].strip())
-                rows.append(
-                    {
-                        "path": os.path.abspath(p if p.is_absolute() else source.parent / p),
-                        "label": r["label"].strip(),
-                        "split": SPLIT_NAMES.get((r.get("split") or "").strip().lower(), ""),
-                    }
-                )
-    else:
-        dirs = sorted(d for d in source.iterdir() if d.is_dir() and not d.name.startswith("."))
-        split_dirs = {d: SPLIT_NAMES[d.name.lower()] for d in dirs if d.name.lower() in SPLIT_NAMES}
-        for top, split in split_dirs.items() if split_dirs else [(source, "")]:
-            for d in sorted(x for x in top.iterdir() if x.is_dir() and not x.name.startswith(".")):
-                rows += [
-                    {"path": os.path.abspath(p), "label": d.name, "split": split} for p in files_under(d) if is_image(p)
-                ]
+    spec = find(source)
+    rows = [
+        {"path": os.path.abspath(p), "label": spec.classes[label], "split": split}
+        for p, label, split in zip(spec.paths, spec.labels, spec.splits)
+    ]
     if not rows:
         raise UserError(f"no labeled images in {source}: put them in one sub-folder per class (NEW/<class>/<image>)")
     return rows
