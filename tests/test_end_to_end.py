@@ -85,6 +85,33 @@ def test_broken_files_are_skipped_and_reported(shapes, tmp_path):
     assert sum("error" in r for r in out) == 1 and len(out) == 31
 
 
+def test_a_kaggle_download_trains_as_it_came(shapes, tmp_path):
+    """The zip of a Kaggle set: a wrapping folder, train/ of bare ids, labels.csv (id,shape) and an
+    unlabelled test/. `imgclf train shapes.zip` reads it, says how, records it, and predicts."""
+    import shutil
+
+    kaggle = tmp_path / "src" / "shapes-data"
+    rows = ["id,shape"]
+    for i, png in enumerate(sorted(shapes.rglob("*.png"))):
+        (kaggle / "train").mkdir(parents=True, exist_ok=True)
+        shutil.copy(png, kaggle / "train" / f"{i:05d}.png")
+        rows.append(f"{i:05d},{png.parent.name}")
+    (kaggle / "labels.csv").write_text("\n".join(rows) + "\n")
+    (kaggle / "test").mkdir()
+    shutil.copy(png, kaggle / "test" / "99999.png")
+    archive = shutil.make_archive(str(tmp_path / "shapes"), "zip", tmp_path / "src")
+    p = cli("train", archive, "--epochs", "1", "--out", tmp_path / "run", "--group-by", "none")
+    run = tmp_path / "run"
+    assert "data: shapes.zip unpacked to " in p.stdout
+    assert "read from shapes-data/ inside it; test/ holds no class folders: left out as unlabelled; labels.csv: " in p.stdout
+    assert "images from column 'id', classes from column 'shape'" in p.stdout
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["layout"] == "manifest" and report["read_as"].startswith("shapes.zip unpacked to ")
+    assert sum(report["totals"].values()) == len(rows) - 1
+    out = json.loads(cli("predict", run, kaggle / "test", "--format", "json").stdout)
+    assert len(out) == 1 and out[0]["label"] in {"disc", "square", "stripes"}
+
+
 def test_user_mistakes_give_one_clear_line(tmp_path, shapes):
     p = cli("train", tmp_path / "missing", check=False)
     assert p.returncode == 2 and "error: data not found" in p.stderr and "Traceback" not in p.stderr
