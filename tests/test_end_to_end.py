@@ -103,7 +103,10 @@ def test_a_kaggle_download_trains_as_it_came(shapes, tmp_path):
     p = cli("train", archive, "--epochs", "1", "--out", tmp_path / "run", "--group-by", "none")
     run = tmp_path / "run"
     assert "data: shapes.zip unpacked to " in p.stdout
-    assert "read from shapes-data/ inside it; test/ holds no class folders: left out as unlabelled; labels.csv: " in p.stdout
+    assert (
+        "read from shapes-data/ inside it; test/ holds no class folders: left out as unlabelled; labels.csv: "
+        in p.stdout
+    )
     assert "images from column 'id', classes from column 'shape'" in p.stdout
     report = json.loads((run / "data_report.json").read_text())
     assert report["layout"] == "manifest" and report["read_as"].startswith("shapes.zip unpacked to ")
