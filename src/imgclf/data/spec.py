@@ -80,7 +80,8 @@ def check_classes(classes: list[str], where: Path) -> None:
     if len(classes) < 2:
         raise UserError(
             f"found {len(classes)} class(es) in {where}; need at least 2. "
-            "Put each class's images in its own sub-folder: DATA/<class>/<image>"
+            "Put each class's images in its own sub-folder (DATA/<class>/<image>), or give a CSV of labels "
+            "(path,label)"
         )
 
 
