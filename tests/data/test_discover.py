@@ -181,6 +181,10 @@ def test_class_folders_beside_a_test_folder(tmp_path):
     b = discover(tmp_path / "b")
     assert b.classes == ["cat", "dog"] and len(b.paths) == 12
     assert b.note == "test/ holds no class folders: left out as unlabelled"
+    for cls in ("bus", "car", "train"):  # vehicles: a class named "train" is a class, not a split
+        for i in range(3):
+            _img(tmp_path / "c" / cls / f"{i}.jpg")
+    assert discover(tmp_path / "c").classes == ["bus", "car", "train"]
 
 
 def test_file_names_that_are_not_utf8_are_left_out_and_said(tmp_path):

@@ -1,10 +1,14 @@
-"""Find the images, their classes and their train/val/test split from what the user has.
-
-Three layouts are understood:
+"""Find the images, their classes and their train/val/test split in the layouts datasets come in:
   root/<class>/...                  split here: stratified, seeded (default 80/10/10)
-  root/{train,val,test}/<class>/... the user's split; a missing val is carved from train
-  a CSV of labels (data.labels_csv); a folder holding one CSV and no class folders is read from it
-Class names are the sorted folder names (any unicode, spaces allowed).
+  root/{train,val,test}/<class>/... the user's split; a missing val is carved from train. Split
+                                    folders as Kaggle names them too (training_set/, seg_test/), and
+                                    root/<class>/ beside root/test/<class>/
+  a CSV of labels (data.labels_csv), or a folder holding one CSV and no class folders (Kaggle's)
+  a flat folder of <class>_<number>.jpg (Oxford pets' Abyssinian_12.jpg)
+  any of these in a .zip or .tar (data.archive), or inside one wrapping folder
+Class names are the sorted folder names (any unicode, spaces allowed). `find` reads what is there;
+`discover` also wants two classes and puts every image in a split. A layout read in a way worth
+saying leaves a line in DatasetSpec.note, which training and `check` print.
 """
 
 from __future__ import annotations
@@ -127,6 +131,9 @@ def _from_folder(source: Path, packed: str) -> DatasetSpec:
             f"read from {inner}/ inside it" if packed else f"read from {inner}/, the one folder inside {given.name}/"
         )
     split_dirs = {split_of(p.name): _unwrap(p)[0] for p in _class_dirs(source) if split_of(p.name)}
+    if "train" in split_dirs and not _class_dirs(split_dirs["train"]):
+        if any(not split_of(d.name) for d in _class_dirs(source)):  # bus/, car/, train/: a class named train
+            split_dirs = {}
     unlabelled = []
     for split, d in list(split_dirs.items()):
         if split != "train" and not _class_dirs(d):  # Kaggle's test/ of unlabelled photos
