@@ -167,7 +167,9 @@ def test_a_downloaded_archive_is_unpacked_once_and_read_like_its_folder(tmp_path
 
 def test_class_folders_beside_a_test_folder(tmp_path):
     """DATA/<class>/ beside DATA/test/<class>/: the classes train, test/ is the test split (not a
-    class named "test"). DATA/<class>/ beside a flat test/ of unlabelled photos: test/ is left out."""
+    class named "test"). Beside a flat test/, test/ may be a class (control/ and test/) or photos
+    to predict: it stays a class, and the note says so. Kaggle's train/<class>/ beside a flat test/
+    of unlabelled photos: test/ is left out."""
     for cls in ("cat", "dog"):
         for i in range(6):
             _img(tmp_path / "a" / cls / f"{i}.jpg", value=30 * i)
@@ -179,8 +181,14 @@ def test_class_folders_beside_a_test_folder(tmp_path):
     assert a.layout == "split-folders" and a.classes == ["cat", "dog"] and len(a.paths) == 16
     assert [Path(p).name for p in np.array(a.paths)[a.splits == "test"]] == ["t0.jpg", "t1.jpg"] * 2
     b = discover(tmp_path / "b")
-    assert b.classes == ["cat", "dog"] and len(b.paths) == 12
-    assert b.note == "test/ holds no class folders: left out as unlabelled"
+    assert b.classes == ["cat", "dog", "test"] and len(b.paths) == 13
+    assert b.note == "test/ is read as a class; if it holds unlabelled photos, move it out of the data"
+    for cls in ("cat", "dog"):
+        for i in range(3):
+            _img(tmp_path / "k" / "train" / cls / f"{i}.jpg")
+    _img(tmp_path / "k" / "test" / "x.jpg")
+    k = discover(tmp_path / "k")
+    assert k.classes == ["cat", "dog"] and k.note == "test/ holds no class folders: left out as unlabelled"
     for cls in ("bus", "car", "train"):  # vehicles: a class named "train" is a class, not a split
         for i in range(3):
             _img(tmp_path / "c" / cls / f"{i}.jpg")

@@ -136,10 +136,14 @@ def _from_folder(source: Path, packed: str) -> DatasetSpec:
             split_dirs = {}
     unlabelled = []
     for split, d in list(split_dirs.items()):
-        if split != "train" and not _class_dirs(d):  # Kaggle's test/ of unlabelled photos
-            unlabelled.append(d)
+        if split != "train" and not _class_dirs(d):
             del split_dirs[split]
-            notes.append(f"{d.relative_to(source).as_posix()}/ holds no class folders: left out as unlabelled")
+            name = d.relative_to(source).as_posix()
+            if "train" in split_dirs:  # Kaggle's train/<class>/ and a test/ of unlabelled photos
+                unlabelled.append(d)
+                notes.append(f"{name}/ holds no class folders: left out as unlabelled")
+            else:  # control/ and test/: maybe a class, maybe photos to predict; say which it became
+                notes.append(f"{name}/ is read as a class; if it holds unlabelled photos, move it out of the data")
     if split_dirs and "train" not in split_dirs and len(_class_dirs(source)) - len(split_dirs) >= 2:
         split_dirs["train"] = source  # DATA/<class>/ beside DATA/test/<class>/: the classes are training images
     folders = _class_dirs(split_dirs["train"]) if "train" in split_dirs else _class_dirs(source)
