@@ -328,3 +328,19 @@ def test_crops_with_no_face_found_are_cut_where_the_other_crops_hold_theirs(mode
     assert answer["faces"][0]["similarity"] == pytest.approx(
         float(cut.embedding @ g.means[g.people.index("Grace")]), abs=1e-3
     )
+
+
+def test_enrol_reads_people_as_train_reads_classes(known, model, tmp_path, monkeypatch):
+    """The staff photos as downloaded: a zip of the folders, or LFW's flat Grace_0001.jpg names."""
+    import shutil
+
+    monkeypatch.setenv("IMGCLF_CACHE_DIR", str(tmp_path / "cache"))
+    archive = shutil.make_archive(str(tmp_path / "staff"), "zip", known.parent, known.name)
+    summary = F.enrol(archive, tmp_path / "g1", model=model, verbose=False)
+    assert summary["people"] == {"Eileen": 3, "Grace": 3}
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for name in ("Eileen", "Grace"):
+        for i in range(3):
+            shutil.copy(known / name / f"{i}.jpg", flat / f"{name}_{i + 1:04d}.jpg")
+    assert F.enrol(flat, tmp_path / "g2", model=model, verbose=False)["people"] == {"Eileen": 3, "Grace": 3}

@@ -43,10 +43,13 @@ def enrol(
     refused in one line naming its option, by its declared rule (settings.faces.EnrolSettings)."""
     far = check_enrol(out=out, far=far, keep_photos=keep_photos, backend=backend)["far"]
     known, out = Path(known).expanduser(), output_folder(out, "--out")
-    if not known.is_dir():
+    if not known.exists():
         raise UserError(f"{known} is not a folder; give a folder with one subfolder of photos per person")
-    folders = sorted(p for p in known.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
+    from imgclf.data.discover import find
+
+    # Read as `imgclf train` reads data: a folder per person, also zipped, a CSV of names, Ada_0001.jpg.
+    spec = find(known)
+    if not spec.classes:
         raise UserError(
             f"{known} has no subfolders: put each person's photos in a folder named after them, e.g. {known}/Ada/1.jpg"
         )
@@ -56,17 +59,16 @@ def enrol(
         )
     model = model or FaceModel(backend=backend)
     if verbose:
-        print(model.describe())
+        print(model.describe() + (f"\n  data: {spec.note}" if spec.note else ""))
     g = new_gallery(model, far)
     report = {"skipped": [], "crops": [], "whole": []}
-    for folder in folders:
-        vectors, sources = _enrol_photos(
-            model, folder.name, _images(folder), g, out if keep_photos else None, report, verbose
-        )
+    for label, name in enumerate(spec.classes):
+        photos = [Path(p) for p, owner in zip(spec.paths, spec.labels) if owner == label]
+        vectors, sources = _enrol_photos(model, name, photos, g, out if keep_photos else None, report, verbose)
         if len(vectors):
-            g = _append(g, folder.name, vectors, sources)
+            g = _append(g, name, vectors, sources)
         elif verbose:
-            print(f"  {folder.name}: no usable photo, not enrolled")
+            print(f"  {name}: no usable photo, not enrolled")
     if not g.people:
         raise UserError(f"no face could be enrolled from {known}: every photo was skipped (see above)")
     _place_crop_faces(model, g, report, verbose)
@@ -335,12 +337,6 @@ def _append(g: Gallery, name, vectors, sources) -> Gallery:
     g.owner = np.concatenate([g.owner, np.full(len(vectors), len(g.people) - 1, np.int64)])
     g.sources.extend(sources)
     return g
-
-
-def _images(folder: Path) -> list[Path]:
-    from imgclf.data.spec import files_under, is_image
-
-    return [p for p in files_under(folder) if is_image(p)]
 
 
 def _skip(report, path, reason, verbose):
