@@ -219,3 +219,29 @@ def test_phone_photos_without_their_decoder_name_what_to_install(tmp_path, monke
     (tmp_path / "x.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))  # a header Pillow alone cannot open
     with pytest.raises(UnusableImage, match=r"a HEIC photo this install cannot decode: pip install 'imgclf\[heic\]'"):
         read_rgb(tmp_path / "x.heic")
+
+
+def test_images_with_extensions_that_say_nothing_are_found_by_their_header(tmp_path):
+    """Scraped sets hold `photo.jpg_large`, wget's `photo.jpg.1` and files with no extension: images
+    by their bytes. A README or notes file is not one, and a .txt is not even opened."""
+    from pathlib import Path
+
+    from imgclf.data.discover import discover
+    from imgclf.data.spec import is_image
+
+    for cls, colour in (("red", RED), ("blue", BLUE)):
+        for name in ("a.jpg_large", "b.jpg.1", "c", "d.png"):
+            (tmp_path / cls).mkdir(exist_ok=True)
+            Image.new("RGB", (8, 8), colour).save(tmp_path / cls / name, format="PNG" if "png" in name else "JPEG")
+    (tmp_path / "red" / "README").write_text("photos from the 2024 trip")
+    (tmp_path / "red" / "notes.txt").write_bytes(b"\x89PNG\r\n\x1a\n")  # a .txt is never read as an image
+    assert [is_image(tmp_path / "red" / n) for n in ("a.jpg_large", "b.jpg.1", "c", "README", "notes.txt")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+    spec = discover(tmp_path)
+    assert len(spec.paths) == 8 and sorted(Path(p).name for p in spec.ignored) == ["README", "notes.txt"]
+    assert _near(read_rgb(tmp_path / "blue" / "c").getpixel((4, 4)), BLUE, 12)  # a JPEG with no extension

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import is_regular
@@ -55,8 +56,31 @@ class DatasetSpec:
         return np.flatnonzero(self.splits == split)
 
 
+# Files that are never images, so no header is read to find out (a folder of notes stays cheap).
+NOT_IMAGES = frozenset(
+    {".txt", ".md", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".xml", ".yaml", ".yml", ".ini", ".cfg"}
+    | {".html", ".htm", ".pdf", ".doc", ".docx", ".xls", ".xlsx", ".db", ".sqlite", ".log", ".py", ".sh"}
+    | {".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".npy", ".npz", ".pkl", ".mat", ".h5"}
+    | {".mp4", ".mov", ".avi", ".mkv", ".webm", ".mp3", ".wav", ".svg", ".eps", ".psd", ".raw", ".dng"}
+    | {".safetensors", ".onnx", ".pt", ".pth", ".heic", ".heif", ".avif"}
+)
+
+
 def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    """An image by its extension; or, with an extension that says nothing (none at all, a scraper's
+    `.jpg_large`, wget's `photo.jpg.1`), by a header Pillow recognises. Hidden files never."""
+    suffix = path.suffix.lower()
+    if path.name.startswith("."):
+        return False
+    if suffix in IMAGE_EXTENSIONS:
+        return True
+    if suffix in NOT_IMAGES or not is_regular(path):
+        return False
+    try:
+        with Image.open(path):  # the header only; a phone photo without its plugin is not one here
+            return True
+    except Exception:  # any file Pillow cannot place is no image to it
+        return False
 
 
 def files_under(folder: Path) -> list[Path]:
