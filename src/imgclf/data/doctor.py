@@ -32,7 +32,7 @@ from imgclf.data.groups import (
 )
 from imgclf.data.images import UnusableImage, load_resized
 from imgclf.data.phash import HASH_SIDE, NEAR_DISTANCE, Prints, prints
-from imgclf.data.spec import DatasetSpec
+from imgclf.data.spec import DatasetSpec, has_image_header
 
 SPLIT_ORDER = ("train", "val", "test")
 SIZE_FACTOR = 3.0  # shorter side this many times below/above the median: upscaled blur, wasted decode
@@ -118,7 +118,7 @@ def quick_check(spec: DatasetSpec, workers: int | None = None) -> dict:
     # Failed downloads are identical too (empty files, one HTML error page saved in two class
     # folders), but the decoder skips them as unreadable: they teach no label and leak nothing.
     # Only a group's first file is opened, so the bytes-only check stays cheap.
-    groups = [g for g in groups if _is_image(g["files"][0]["path"])]
+    groups = [g for g in groups if has_image_header(g["files"][0]["path"])]
     return {"root": spec.root, "exact_duplicates": groups}
 
 
@@ -242,15 +242,6 @@ def _file_digest(path: str) -> str:
         return hashlib.sha256(read_regular(path)).hexdigest()
     except OSError:
         return ""
-
-
-def _is_image(path: str) -> bool:
-    """Whether Pillow recognises the file's header (nothing is decoded)."""
-    try:
-        with Image.open(path):
-            return True
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return False
 
 
 # ---- findings ---------------------------------------------------------------------------------

@@ -74,10 +74,14 @@ def is_image(path: Path) -> bool:
         return False
     if suffix in IMAGE_EXTENSIONS:
         return True
-    if suffix in NOT_IMAGES or not is_regular(path):
-        return False
+    return suffix not in NOT_IMAGES and is_regular(path) and has_image_header(path)
+
+
+def has_image_header(path: str | os.PathLike) -> bool:
+    """Whether Pillow recognises the file's header (nothing is decoded; a phone photo without its
+    plugin is no image here)."""
     try:
-        with Image.open(path):  # the header only; a phone photo without its plugin is not one here
+        with Image.open(path):
             return True
     except Exception:  # any file Pillow cannot place is no image to it
         return False

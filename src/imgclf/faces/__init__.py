@@ -45,6 +45,8 @@ def enrol(
     known, out = Path(known).expanduser(), output_folder(out, "--out")
     if not known.exists():
         raise UserError(f"{known} is not a folder; give a folder with one subfolder of photos per person")
+    import numpy as np
+
     from imgclf.data.discover import find
 
     # Read as `imgclf train` reads data: a folder per person, also zipped, a CSV of names, Ada_0001.jpg.
@@ -63,7 +65,7 @@ def enrol(
     g = new_gallery(model, far)
     report = {"skipped": [], "crops": [], "whole": []}
     for label, name in enumerate(spec.classes):
-        photos = [Path(p) for p, owner in zip(spec.paths, spec.labels) if owner == label]
+        photos = [Path(spec.paths[i]) for i in np.flatnonzero(spec.labels == label)]
         vectors, sources = _enrol_photos(model, name, photos, g, out if keep_photos else None, report, verbose)
         if len(vectors):
             g = _append(g, name, vectors, sources)
