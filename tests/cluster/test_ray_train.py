@@ -50,28 +50,10 @@ def _max_weight_gap(a: Path, b: Path) -> float:
 
 
 @pytest.mark.slow
-def test_two_ddp_workers_take_the_single_process_steps(ray_cluster, tmp_path):
-    data = make_shapes_dataset(tmp_path / "shapes", per_class=12, size=16)
-    single = imgclf.train(data, out=str(tmp_path / "single"), verbose=False, **EXACT)
-    ddp = imgclf.train(data, out=str(tmp_path / "ddp"), workers=2, verbose=False, **EXACT)
-    # 3 steps of global batch 8 (2 x 4): averaged gradients give the single process's weights.
-    assert _max_weight_gap(single.path, ddp.path) < 1e-5
-    assert ddp.metrics["accuracy"] == pytest.approx(single.metrics["accuracy"])
-    # The same run folder: rank 0 wrote it, the others wrote nothing of their own.
-    made = {p.name for p in ddp.path.iterdir()}
-    assert {"model.json", "model.safetensors", "config.yaml", "splits.csv", "history.csv", "metrics.json"} <= made
-    # (in-process trainings skip the HTML report in tests, see conftest; the Ray workers write it)
-    assert made - {"report.html"} == {p.name for p in single.path.iterdir()}
-    assert len(read_history(ddp.path / "history.csv")) == 1
-    # ...which the single-machine tools use as any run: predict and export.
-    img = next((data / "disc").iterdir())
-    assert imgclf.load(ddp.path).predict([img])[0]["label"] == imgclf.load(single.path).predict([img])[0]["label"]
-
-
-@pytest.mark.slow
-def test_ddp_on_the_feature_cache_takes_the_single_process_steps(ray_cluster, tmp_path):
+def test_ddp_on_the_feature_cache_takes_the_single_process_steps_into_the_same_run_folder(ray_cluster, tmp_path):
     """EfficientNet-Lite0 with its stride-8 layers frozen: rank 0's probe stores their output, the
-    other rank receives it, and DDP averages the gradients of the upper layers trained on it."""
+    other rank receives it, and DDP averages the gradients of the upper layers trained on it. (One
+    Ray Train fit serves every assertion: each fit pays ~20 s of worker start-up.)"""
     data = make_shapes_dataset(tmp_path / "shapes", per_class=12, size=32)
     settings = dict(
         EXACT,
@@ -85,7 +67,18 @@ def test_ddp_on_the_feature_cache_takes_the_single_process_steps(ray_cluster, tm
     )
     single = imgclf.train(data, out=str(tmp_path / "single"), verbose=False, **settings)
     ddp = imgclf.train(data, out=str(tmp_path / "ddp"), workers=2, verbose=False, **settings)
+    # 3 steps of global batch 8 (2 x 4): averaged gradients give the single process's weights.
     assert _max_weight_gap(single.path, ddp.path) < 1e-5
+    assert ddp.metrics["accuracy"] == pytest.approx(single.metrics["accuracy"])
+    # The same run folder: rank 0 wrote it, the others wrote nothing of their own.
+    made = {p.name for p in ddp.path.iterdir()}
+    assert {"model.json", "model.safetensors", "config.yaml", "splits.csv", "history.csv", "metrics.json"} <= made
+    # (in-process trainings skip the HTML report in tests, see conftest; the Ray workers write it)
+    assert made - {"report.html"} == {p.name for p in single.path.iterdir()}
+    assert len(read_history(ddp.path / "history.csv")) == 1
+    # ...which the single-machine tools use as any run.
+    img = next((data / "disc").iterdir())
+    assert imgclf.load(ddp.path).predict([img])[0]["label"] == imgclf.load(single.path).predict([img])[0]["label"]
 
 
 @pytest.mark.slow
