@@ -192,3 +192,77 @@ def test_pedestrian_presence_on_real_daimler_crops(tmp_path_factory):
             vw.write(cv2.cvtColor(np.asarray(crop), cv2.COLOR_RGB2BGR))
     vw.release()
     assert_true_events(predict_video(model, path, show_fps=False)["events"])
+
+
+def _segments(frames: list[tuple[str, float]], fps: float = FPS, min_segment: float = 0.5) -> list[tuple]:
+    from imgclf.inference.presence import Segments
+
+    seg = Segments(min_segment)
+    for i, (label, conf) in enumerate(frames):
+        seg.update(i / fps, 1 / fps, label, conf)
+    return [(s["label"], s["start_s"], s["end_s"], s["mean_confidence"]) for s in seg.finish()]
+
+
+def test_segments_absorb_flicker_and_keep_a_stretch_of_close_classes():
+    a, b, c = ("cat", 0.9), ("dog", 0.6), ("fox", 0.5)
+    # 2 s of cat, one odd frame, 2 s of cat: one segment; the odd frame's confidence is not cat's.
+    assert _segments([a] * 20 + [b] + [a] * 20) == [("cat", 0.0, 4.1, 0.9)]
+    # A second of dog and fox alternating (dog 0.6 s of it) is one dog segment, not ten rows.
+    flicker = [b, b, c, b, c, b, c, b, c, b]
+    assert _segments([a] * 20 + flicker + [a] * 20) == [
+        ("cat", 0.0, 2.0, 0.9),
+        ("dog", 2.0, 3.0, 0.6),
+        ("cat", 3.0, 5.0, 0.9),
+    ]
+    # Short stretches at the start belong to the first segment; a short video is still one segment.
+    assert _segments([b, c] + [a] * 10) == [("cat", 0.0, 1.2, 0.9)]
+    assert _segments([b, c, b]) == [("dog", 0.0, 0.3, 0.6)]
+    assert _segments([]) == []
+
+
+class _ColourModel:
+    """A stand-in with the model interface predict_video uses: a frame is red, green or blue by its
+    mean colour (so the test is about the video path, not about training)."""
+
+    classes = ["red", "green", "blue"]
+
+    def preprocess(self, rgb):
+        return rgb.reshape(-1, 3).mean(axis=0)
+
+    def predict_proba(self, x):
+        e = np.exp((x - x.max(axis=1, keepdims=True)) / 20.0)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def answers(self, probs, top_k: int = 1):
+        return [{"label": self.classes[int(p.argmax())], "confidence": float(p.max()), "top_k": []} for p in probs]
+
+
+def test_a_video_of_many_classes_says_what_it_shows_and_when(tmp_path):
+    path = tmp_path / "colours.mp4"
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (32, 32))
+    script = [((255, 0, 0), 20), ((0, 255, 0), 1), ((255, 0, 0), 5), ((0, 0, 255), 30), ((0, 255, 0), 10)]
+    for rgb, n in script:
+        for _ in range(n):
+            vw.write(np.full((32, 32, 3), rgb[::-1], np.uint8))
+    vw.release()
+    out = predict_video(_ColourModel(), path, smooth=0, out_csv=tmp_path / "frames.csv", show_fps=False)
+    got = [(s["label"], s["start_s"], s["end_s"]) for s in out["segments"]]
+    assert got == [("red", 0.0, 2.6), ("blue", 2.6, 5.6), ("green", 5.6, 6.6)]
+    assert out["events"] is None and out["events_path"] == str(tmp_path / "events.json")
+    saved = json.loads((tmp_path / "events.json").read_text())
+    assert saved["segments"] == out["segments"] and saved["min_segment_s"] == 0.5
+
+
+@pytest.mark.slow
+def test_cli_prints_the_segments_of_a_many_class_video(tiny_run, tmp_path):
+    from helpers import cli
+
+    path = tmp_path / "shapes.mp4"
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (16, 16))
+    for f in sorted((tiny_run.parent / "shapes" / "disc").iterdir())[:3]:
+        for _ in range(FPS):
+            vw.write(cv2.cvtColor(np.asarray(Image.open(f).convert("RGB")), cv2.COLOR_RGB2BGR))
+    vw.release()
+    r = cli("predict", tiny_run, path)
+    assert r.returncode == 0, r.stderr
+    assert "segment" in r.stderr and "mean confidence" in r.stderr and "30 frames" in r.stderr

@@ -156,7 +156,8 @@ def predict_video(
 ) -> dict:
     """Classify a video file, camera index or stream URL frame by frame (every `every`-th),
         probabilities smoothed over `smooth` seconds; per-frame CSV, annotated video and, for two-class
-        runs, presence events of the positive class (events.json beside the CSV, or `events`).
+        runs, presence events of the positive class; for every run, segments (stretches of time that
+        each show one label: the result's "segments"); both in events.json beside the CSV, or `events`.
         `scan=True` scans each frame for the positive class (imgclf.scan) instead of classifying it
         whole: presence comes from the best window, the annotated video shows the boxes. With no run
     (`run=None`, or `detector` a name or a loaded imgclf.detection.Detector) the pretrained person

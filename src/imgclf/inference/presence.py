@@ -1,5 +1,7 @@
-"""Presence events of the positive class in a video: frames past the threshold, smoothed over time,
-become events with a start, an end and a peak."""
+"""What a video holds over time. Presence events of the positive class (two classes): frames past
+the threshold, smoothed over time, become events with a start, an end and a peak. Segments (any
+number of classes): stretches of time that show one label, where a stretch shorter than the shortest
+event is part of its neighbour rather than a segment of its own."""
 
 from __future__ import annotations
 
@@ -104,6 +106,148 @@ class Presence:
                 }
             )
         self.present, self.first_hit, self.peak = False, None, 0.0
+
+
+@dataclass
+class _Stretch:
+    label: str
+    start: float
+    end: float
+    conf_sum: float = 0.0  # the smoothed confidence of the frames that answered `label`
+    frames: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+    def take(self, other: "_Stretch") -> "_Stretch":
+        """This stretch grown over `other` (its neighbour); `other`'s frames count only if they agreed."""
+        same = other.label == self.label
+        return _Stretch(
+            self.label,
+            min(self.start, other.start),
+            max(self.end, other.end),
+            self.conf_sum + (other.conf_sum if same else 0.0),
+            self.frames + (other.frames if same else 0),
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "start_s": round(self.start, 3),
+            "end_s": round(self.end, 3),
+            "duration_s": round(self.seconds, 3),
+            "mean_confidence": round(self.conf_sum / max(self.frames, 1), 4),
+        }
+
+
+class Segments:
+    """The video cut into stretches that each show one (smoothed) label. A run of stretches each
+    shorter than `min_segment` (a label flickering between two close classes) is one segment of the
+    label that held most of its time when the run lasts `min_segment` or more, and part of the
+    segment before it (after it, at the start) otherwise: the table a user reads has no 0.1 s rows."""
+
+    def __init__(self, min_segment: float = MIN_EVENT_S):
+        self.min_segment = min_segment
+        self.done: list[_Stretch] = []  # settled segments
+        self.short: list[_Stretch] = []  # consecutive stretches under min_segment, not settled yet
+        self.current: _Stretch | None = None
+
+    def update(self, t: float, dt: float, label: str, confidence: float) -> None:
+        """One classified frame at time t (standing for dt seconds) answered `label` (smoothed)."""
+        if self.current is not None and self.current.label == label:
+            self.current.end = t + dt
+        else:
+            self._settle(self.current)
+            self.current = _Stretch(label, t, t + dt)
+        self.current.conf_sum += confidence
+        self.current.frames += 1
+
+    def finish(self) -> list[dict]:
+        self._settle(self.current)
+        self.current = None
+        self._settle_short(final=True)
+        return [s.as_dict() for s in self.done]
+
+    def _settle(self, stretch: _Stretch | None) -> None:
+        if stretch is None:
+            return
+        if stretch.seconds < self.min_segment:
+            self.short.append(stretch)
+            return
+        self._settle_short(final=False)
+        self._append(stretch)
+
+    def _settle_short(self, final: bool) -> None:
+        """The run of short stretches before a long one (or the video's end)."""
+        run, self.short = self.short, []
+        if not run:
+            return
+        span = _Stretch(run[0].label, run[0].start, run[-1].end)
+        if span.seconds >= self.min_segment or not (self.done or not final):
+            seconds: dict[str, float] = {}
+            for s in run:
+                seconds[s.label] = seconds.get(s.label, 0.0) + s.seconds
+            span.label = max(seconds, key=seconds.get)
+            for s in run:
+                span = span.take(s)
+            self._append(span)
+        elif self.done:
+            for s in run:
+                self.done[-1] = self.done[-1].take(s)
+        else:  # short stretches at the very start: the first long segment takes them
+            self.short = run
+
+    def _append(self, stretch: _Stretch) -> None:
+        if self.short:  # what came before the first long segment
+            for s in self.short:
+                stretch = stretch.take(s)
+            self.short = []
+        if self.done and self.done[-1].label == stretch.label:
+            self.done[-1] = self.done[-1].take(stretch)
+        else:
+            self.done.append(stretch)
+
+
+def print_events(console, events: list[dict], positive: str) -> None:
+    from rich.markup import escape  # a class name is the user's text
+    from rich.table import Table
+
+    if not events:
+        console.print(f"no '{escape(positive)}' events")
+        return
+    table = Table(f"'{escape(positive)}' event", "start s", "end s", "duration s", "peak confidence")
+    for i, e in enumerate(events, 1):
+        table.add_row(
+            str(i), f"{e['start_s']:.2f}", f"{e['end_s']:.2f}", f"{e['duration_s']:.2f}", f"{e['peak_confidence']:.3f}"
+        )
+    console.print(table)
+
+
+SEGMENT_ROWS = 25  # printed; the events file (--out, --events) holds them all
+
+
+def print_segments(console, segments: list[dict], events_path) -> None:
+    """What a video of a run with more than two classes shows, and when."""
+    from rich.markup import escape  # a class name is the user's text
+    from rich.table import Table
+
+    table = Table("segment", "label", "start s", "end s", "duration s", "mean confidence")
+    for i, s in enumerate(segments[:SEGMENT_ROWS], 1):
+        table.add_row(
+            str(i),
+            escape(s["label"]),
+            f"{s['start_s']:.2f}",
+            f"{s['end_s']:.2f}",
+            f"{s['duration_s']:.2f}",
+            f"{s['mean_confidence']:.3f}",
+        )
+    console.print(table)
+    if len(segments) > SEGMENT_ROWS:
+        where = (
+            f"all in {escape(str(events_path))}" if events_path else "--out FRAMES.csv writes them all to events.json"
+        )
+        console.print(f"… and {len(segments) - SEGMENT_ROWS} more segments ({where})")
 
 
 @dataclass

@@ -30,7 +30,15 @@ import numpy as np
 from imgclf.core.errors import UserError
 from imgclf.core.files import commit, open_stream, output_file, write_json
 from imgclf.core.work import sigterm_as_ctrl_c
-from imgclf.inference.presence import MIN_EVENT_S, SMOOTH_S, Presence, Smoother
+from imgclf.inference.presence import (
+    MIN_EVENT_S,
+    SMOOTH_S,
+    Presence,
+    Segments,
+    Smoother,
+    print_events,
+    print_segments,
+)
 from imgclf.inference.video_frames import open_source, read_frames
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
@@ -89,7 +97,7 @@ def predict_video(
     scanner = fitted_to_frames(scanner, fit, cap, name, console) if fit is not None else scanner
     model = model or scanner.frame_model()  # a detector alone: two classes, no <positive> and <positive>
     presence = _presence(model, scanner, smooth, min_event)
-    if events_path is None and out_csv is not None and presence is not None:
+    if events_path is None and out_csv is not None:
         events_path = Path(out_csv).with_name("events.json")
     session = _Session(
         model,
@@ -99,14 +107,13 @@ def predict_video(
         _VideoOut(out_video, fps or 25.0),
         step=every / fps if fps and not live else None,
         scanner=scanner,
+        segments=Segments(min_event),
     )
     n_frames, n_classified, start = _run(session, cap, live, fps, every, max_frames, scanner, show_fps, console, name)
     if n_frames == 0:
         raise UserError(f"no frames could be read from {name}: is it a video OpenCV/FFmpeg can decode?")
     seconds = time.perf_counter() - start
-    events = presence.finish() if presence is not None else None
-    if events is not None and events_path is not None:
-        write_json(events_path, {"source": name, **presence.settings(), "events": events})
+    events, segments = _finish(session, presence, events_path, name, {"smooth_s": smooth, "min_segment_s": min_event})
     result = {
         "source": name,
         "frames": n_frames,
@@ -115,17 +122,28 @@ def predict_video(
         "fps": round(n_frames / seconds, 1),
         "source_fps": fps,
         "events": events,
-        "csv": str(out_csv) if out_csv else None,
-        "video": str(out_video) if out_video else None,
-        "events_path": str(events_path) if events is not None and events_path else None,
+        "segments": segments,
+        **{k: str(v) if v else None for k, v in (("csv", out_csv), ("video", out_video), ("events_path", events_path))},
     }
     console.print(
         f"{escape(name)}: {n_frames} frames ({n_classified} classified) in {seconds:.1f}s: "
         f"{result['fps']:.1f} fps processed" + (f" (source {fps:g} fps)" if fps else "")
     )
-    if events is not None:
-        _print_events(console, events, presence.positive)
+    print_events(console, events, presence.positive) if events is not None else print_segments(
+        console, segments, events_path
+    )
     return result
+
+
+def _finish(session, presence: Presence | None, events_path, name: str, settings: dict):
+    """(presence events or None, segments), written to `events_path` when there is one."""
+    events = presence.finish() if presence is not None else None
+    segments = session.segments.finish()
+    if events_path is not None:
+        found = {"events": events} if events is not None else {}
+        settings = presence.settings() if presence is not None else settings
+        write_json(events_path, {"source": name, **settings, **found, "segments": segments})
+    return events, segments
 
 
 def fitted_to_frames(scanner, fit, cap, name: str, console):
@@ -209,8 +227,10 @@ class _Session:
         video: "_VideoOut",
         step: float | None,
         scanner=None,
+        segments: Segments | None = None,
     ):
         self.model, self.ema, self.presence, self.rows, self.video = model, ema, presence, rows, video
+        self.segments = segments or Segments()
         self.scanner = scanner
         self.step = step  # seconds between classified frames; None: measured (live)
         self.pending: list[tuple[int, float, np.ndarray | None, np.ndarray | None]] = []
@@ -234,11 +254,13 @@ class _Session:
                 p, raw = next(scored)
                 smoothed = self.ema.update(p, t)
                 present = None
+                dt = self.step or (t - self.prev_t if self.prev_t is not None else 0.0)
                 if self.presence is not None:
-                    dt = self.step or (t - self.prev_t if self.prev_t is not None else 0.0)
                     present = self.presence.update(t, dt, float(p[self.presence.pos_index]))
                 self.prev_t = t
-                self.state = (self.model.answers(smoothed[None])[0], present, next(boxes))
+                answer = self.model.answers(smoothed[None])[0]
+                self.segments.update(t, dt, answer["label"], answer["confidence"])
+                self.state = (answer, present, next(boxes))
                 self.rows.write(index, t, raw, self.state[0], smoothed, present)
             if frame is not None:
                 self.video.write(frame, self.state)
@@ -350,21 +372,6 @@ def _annotate(frame: np.ndarray, state) -> np.ndarray:
     cv2.rectangle(out, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
     cv2.putText(out, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, colour, max(1, int(scale)), cv2.LINE_AA)
     return out
-
-
-def _print_events(console, events: list[dict], positive: str) -> None:
-    from rich.markup import escape  # a class name is the user's text
-    from rich.table import Table
-
-    if not events:
-        console.print(f"no '{escape(positive)}' events")
-        return
-    table = Table(f"'{escape(positive)}' event", "start s", "end s", "duration s", "peak confidence")
-    for i, e in enumerate(events, 1):
-        table.add_row(
-            str(i), f"{e['start_s']:.2f}", f"{e['end_s']:.2f}", f"{e['duration_s']:.2f}", f"{e['peak_confidence']:.3f}"
-        )
-    console.print(table)
 
 
 def _console(show: bool):

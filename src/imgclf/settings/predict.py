@@ -76,7 +76,7 @@ class PredictSettings(Declared):
     )
     events: str | None = setting(
         None,
-        "Video, two classes: presence events JSON [default: events.json beside --out]",
+        "Video: presence events (two classes) and segments JSON [default: events.json beside --out]",
         PathSetting(optional=True),
     )
     scan: bool = setting(
