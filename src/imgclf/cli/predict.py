@@ -18,7 +18,9 @@ from imgclf.settings.predict import TTA_HELP, PredictSettings
 @with_settings(PredictSettings, after="device")
 def predict(
     run: str = typer.Argument(..., help="Run folder (or its model.safetensors)."),
-    paths: Optional[List[str]] = typer.Argument(None, help="Image files or folders (searched recursively)."),
+    paths: Optional[List[str]] = typer.Argument(
+        None, help="Image files, folders (searched recursively) or web addresses of images (https://.../a.jpg)."
+    ),
     format: Format = typer.Option(Format.table, help="table | json | csv"),
     device: str = typer.Option("auto"),
     settings: dict = None,

@@ -7,6 +7,7 @@ can skip the file with one warning line instead of crashing halfway through a da
 from __future__ import annotations
 
 import functools
+import io
 import os
 import warnings
 from contextlib import ExitStack, contextmanager
@@ -70,6 +71,43 @@ class UnusableImage(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+WEB_SCHEMES = ("http://", "https://")
+URL_MAX_BYTES = 100_000_000
+URL_TIMEOUT_S = 30.0
+
+
+def is_web_url(item) -> bool:
+    """An http(s) address: predict, scan and identify fetch the image it names (a path is not one)."""
+    return isinstance(item, str) and item.lower().startswith(WEB_SCHEMES)
+
+
+def is_image_url(item) -> bool:
+    """A web address whose path ends in an image's extension (not a stream: inference.video)."""
+    from urllib.parse import urlsplit
+
+    return is_web_url(item) and os.path.splitext(urlsplit(item).path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def fetch_url(url: str) -> io.BytesIO:
+    """The bytes at a web address, at most URL_MAX_BYTES, within URL_TIMEOUT_S a read; a failure is
+    UnusableImage with the reason (the image is skipped and said, as an unreadable file is)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as r:
+            data = r.read(URL_MAX_BYTES + 1)
+    except urllib.error.HTTPError as e:
+        raise UnusableImage(f"cannot fetch: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise UnusableImage(f"cannot fetch: {getattr(e, 'reason', None) or e}") from None
+    if len(data) > URL_MAX_BYTES:
+        raise UnusableImage(f"cannot fetch: larger than {URL_MAX_BYTES // 1_000_000} MB")
+    if not data:
+        raise UnusableImage("empty file (0 bytes)")
+    return io.BytesIO(data)
 
 
 def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -166,6 +204,8 @@ def _opened(path: str | os.PathLike) -> Iterator[Image.Image]:
         with ExitStack() as files:
             # A file object (an upload held in memory by the web service) is checked by its caller; a
             # path is opened only when it is a regular file: a FIFO would block the read forever.
+            if is_web_url(path):
+                path = f = fetch_url(path)
             f = path if hasattr(path, "read") else files.enter_context(open_regular(path))
             if f is not path and os.fstat(f.fileno()).st_size == 0:
                 raise UnusableImage("empty file (0 bytes)")

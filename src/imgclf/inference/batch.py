@@ -26,7 +26,7 @@ from imgclf.core.cpus import usable_cpus
 from imgclf.core.errors import UserError
 from imgclf.core.files import open_stream, output_file
 from imgclf.data.discover import to_predict
-from imgclf.data.images import UnusableImage, load_resized
+from imgclf.data.images import UnusableImage, is_web_url, load_resized
 from imgclf.data.spec import files_under, printable
 
 COLUMNS = ["path", "label", "confidence", "top_k", "error"]  # as `imgclf predict --format csv`
@@ -128,20 +128,21 @@ def csv_row(result: dict) -> list[str]:
     ]
 
 
-def _check_inputs(inputs) -> list[Path]:
+def _check_inputs(inputs) -> list[Path | str]:
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    roots = [Path(i).expanduser() for i in items]
+    roots = [i if is_web_url(i) else Path(i).expanduser() for i in items]
     for r, given in zip(roots, items):
-        if not r.exists():
+        if not (is_web_url(r) or r.exists()):
             raise UserError(f"no such file or folder: {given}")
     return roots
 
 
-def _image_paths(roots: list[Path]) -> Iterator[str]:
+def _image_paths(roots: list[Path | str]) -> Iterator[str]:
     """Path strings in a stable order (so a resumed run meets the same names): images in folders,
-    recursively; files named directly are taken whatever their extension (predict does the same)."""
+    recursively; files (and web addresses) named directly are taken whatever their extension
+    (predict does the same)."""
     for root in roots:
-        if root.is_dir():
+        if not is_web_url(root) and root.is_dir():
             yield from (str(f) for f in files_under(root) if to_predict(f))
         else:
             yield str(root)

@@ -15,7 +15,7 @@ import torch
 from imgclf.core.device import amp_dtype, pick_device
 from imgclf.core.errors import UserError
 from imgclf.data.discover import to_predict
-from imgclf.data.images import UnusableImage, load_resized, resize
+from imgclf.data.images import UnusableImage, is_web_url, load_resized, resize
 from imgclf.data.spec import files_under
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.evaluation.rejection import UNKNOWN
@@ -195,7 +195,9 @@ def expand_inputs(inputs) -> Iterable:
     if isinstance(inputs, (str, Path)) or not isinstance(inputs, (list, tuple)):
         inputs = [inputs]
     for item in inputs:
-        if isinstance(item, (str, Path)):
+        if is_web_url(item):
+            yield item  # fetched when decoded (data.images): a failure is that image's error
+        elif isinstance(item, (str, Path)):
             p = Path(item).expanduser()
             if p.is_dir():
                 yield from (str(f) for f in files_under(p) if to_predict(f))

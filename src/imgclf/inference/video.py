@@ -30,6 +30,7 @@ import numpy as np
 from imgclf.core.errors import UserError
 from imgclf.core.files import commit, open_stream, output_file, write_json
 from imgclf.core.work import sigterm_as_ctrl_c
+from imgclf.data.images import is_image_url
 from imgclf.inference.presence import (
     MIN_EVENT_S,
     SMOOTH_S,
@@ -49,9 +50,11 @@ LIVE_FPS_EVERY_S = 5.0
 
 
 def is_video_source(source: str) -> bool:
-    """True for a video file name, a stream URL or a camera index ("0")."""
+    """True for a video file name, a stream URL or a camera index ("0"); not for the web address of
+    an image (https://.../photo.jpg), which is predicted as a photo."""
     s = str(source)
-    return s.isdigit() or s.lower().startswith(URL_SCHEMES) or Path(s).suffix.lower() in VIDEO_EXTENSIONS
+    stream = s.lower().startswith(URL_SCHEMES) and not is_image_url(s)
+    return s.isdigit() or stream or Path(s).suffix.lower() in VIDEO_EXTENSIONS
 
 
 def predict_video(

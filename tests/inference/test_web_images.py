@@ -1,0 +1,50 @@
+"""Images named by their web address (https://.../photo.jpg): predict and batch prediction fetch them
+from a real HTTP server on localhost; a missing one or an unreachable host is that image's error
+row, never a crash; a stream's address is still a video."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import http.server
+import threading
+
+import pytest
+
+import imgclf
+from imgclf.inference.video import is_video_source
+
+pytestmark = pytest.mark.slow  # the shared tiny run trains once a session
+
+
+@pytest.fixture()
+def site(tiny_run):
+    """http://127.0.0.1:PORT/ serving the tiny run's training shapes."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tiny_run.parent / "shapes"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_predict_and_batch_fetch_web_images_and_say_which_failed(tiny_run, site, tmp_path):
+    disc = sorted((tiny_run.parent / "shapes" / "disc").iterdir())[0]
+    url = f"{site}/disc/{disc.name}"
+    model = imgclf.load(tiny_run)
+    got = model.predict([url, f"{site}/disc/missing.png", "http://127.0.0.1:9/x.png", disc])
+    assert got[0]["path"] == url and got[0]["label"] == got[3]["label"]
+    assert got[0]["confidence"] == pytest.approx(got[3]["confidence"])  # the same bytes, the same answer
+    assert got[1]["error"].startswith("cannot fetch: HTTP 404") and "label" not in got[1]
+    assert got[2]["error"].startswith("cannot fetch:")
+
+    summary = imgclf.predict_folder(model, [url, f"{site}/disc/missing.png"], tmp_path / "preds.csv", verbose=False)
+    assert (summary["predicted"], summary["errors"]) == (1, 1)
+    rows = list(csv.DictReader(open(tmp_path / "preds.csv", newline="")))
+    assert [r["path"] for r in rows] == [url, f"{site}/disc/missing.png"] and rows[0]["label"] == got[0]["label"]
+
+
+def test_an_image_address_is_a_photo_and_a_stream_address_a_video():
+    assert not is_video_source("https://example.com/photos/cat.JPG?size=large")
+    assert is_video_source("https://example.com/live/stream.m3u8") and is_video_source("rtsp://camera/1")
+    assert is_video_source("http://example.com/cam") and is_video_source("0")
