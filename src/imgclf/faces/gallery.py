@@ -251,6 +251,13 @@ def choose_method(emb: np.ndarray, owner: np.ndarray, people: int):
     return "nearest-mean", None, None, scores
 
 
+def _method_scores(scores: dict) -> str:
+    """choose_method's scores as a reader wants them: each method's held-out accuracy, or why none."""
+    if "why" in scores:
+        return f"not compared: {scores['why']}"
+    return "held-out accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+
+
 def _logistic(x, y):
     from sklearn.linear_model import LogisticRegression
 
@@ -306,7 +313,7 @@ def summarize(g: Gallery, out, report, verbose, verb) -> dict:
         print(
             f"{verb} {len(counts)} people, {summary['photos']} photos ({len(report['skipped'])} skipped) -> {out}\n"
             f"threshold {g.threshold:.3f}: {c['how']}{named}\n"
-            f"naming: {g.method} (held-out accuracy: {c['method']})"
+            f"naming: {g.method} ({_method_scores(c['method'])})"
         )
         for w in summary["warnings"]:
             print(f"warning: {w}")
