@@ -344,3 +344,14 @@ def test_enrol_reads_people_as_train_reads_classes(known, model, tmp_path, monke
         for i in range(3):
             shutil.copy(known / name / f"{i}.jpg", flat / f"{name}_{i + 1:04d}.jpg")
     assert F.enrol(flat, tmp_path / "g2", model=model, verbose=False)["people"] == {"Eileen": 3, "Grace": 3}
+
+
+def test_the_naming_line_says_each_methods_accuracy_or_why_none():
+    from imgclf.faces.gallery import _method_scores, choose_method
+
+    few = choose_method(np.eye(4, 8, dtype=np.float32), np.array([0, 0, 1, 1]), 2)[3]
+    assert _method_scores(few) == "not compared: every person needs 3+ photos to compare methods"
+    assert (
+        _method_scores({"nearest-mean": 0.9, "logistic": 0.95})
+        == "held-out accuracy nearest-mean 0.900, logistic 0.950"
+    )
