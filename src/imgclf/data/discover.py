@@ -32,6 +32,14 @@ def to_predict(path: Path) -> bool:
     return is_image(path) or (path.suffix.lower() in NEEDS_DECODER and not path.name.startswith("."))
 
 
+def files_to_predict(path: Path) -> list[Path] | None:
+    """The files predict takes from a folder (recursively) or an archive (.zip, .tar.gz: unpacked once
+    into the cache, as train does); None for anything else (a file named directly is taken as it is)."""
+    if path.is_file() and is_archive(path):
+        path = unpacked(path)[0]
+    return [f for f in files_under(path) if to_predict(f)] if path.is_dir() else None
+
+
 def undecodable(ignored: list[str]) -> str | None:
     """What the left-out files that are photos Pillow cannot decode here need (HEIC without its
     plugin, data.images.NEEDS_DECODER), in one phrase; None when there are none."""

@@ -25,9 +25,9 @@ import numpy as np
 from imgclf.core.cpus import usable_cpus
 from imgclf.core.errors import UserError
 from imgclf.core.files import open_stream, output_file
-from imgclf.data.discover import to_predict
+from imgclf.data.discover import files_to_predict
 from imgclf.data.images import UnusableImage, is_web_url, load_resized
-from imgclf.data.spec import files_under, printable
+from imgclf.data.spec import printable
 
 COLUMNS = ["path", "label", "confidence", "top_k", "error"]  # as `imgclf predict --format csv`
 BATCH_SIZE = 256
@@ -142,10 +142,8 @@ def _image_paths(roots: list[Path | str]) -> Iterator[str]:
     recursively; files (and web addresses) named directly are taken whatever their extension
     (predict does the same)."""
     for root in roots:
-        if not is_web_url(root) and root.is_dir():
-            yield from (str(f) for f in files_under(root) if to_predict(f))
-        else:
-            yield str(root)
+        inside = None if is_web_url(root) else files_to_predict(root)
+        yield from map(str, inside) if inside is not None else [str(root)]
 
 
 def _not_done(paths: Iterable[str], done: set[str]) -> Iterator[str]:

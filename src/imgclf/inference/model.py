@@ -14,9 +14,8 @@ import torch
 
 from imgclf.core.device import amp_dtype, pick_device
 from imgclf.core.errors import UserError
-from imgclf.data.discover import to_predict
+from imgclf.data.discover import files_to_predict
 from imgclf.data.images import UnusableImage, is_web_url, load_resized, resize
-from imgclf.data.spec import files_under
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.evaluation.rejection import UNKNOWN
 from imgclf.models.forward import predict_logits, softmax
@@ -199,8 +198,8 @@ def expand_inputs(inputs) -> Iterable:
             yield item  # fetched when decoded (data.images): a failure is that image's error
         elif isinstance(item, (str, Path)):
             p = Path(item).expanduser()
-            if p.is_dir():
-                yield from (str(f) for f in files_under(p) if to_predict(f))
+            if (inside := files_to_predict(p)) is not None:
+                yield from map(str, inside)
             elif p.exists():
                 yield str(p)
             else:

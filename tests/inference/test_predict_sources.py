@@ -1,6 +1,7 @@
-"""Images named by their web address (https://.../photo.jpg): predict and batch prediction fetch them
-from a real HTTP server on localhost; a missing one or an unreachable host is that image's error
-row, never a crash; a stream's address is still a video."""
+"""What predict takes besides files and folders. Images named by their web address
+(https://.../photo.jpg): predict and batch prediction fetch them from a real HTTP server on
+localhost; a missing one or an unreachable host is that image's error row, never a crash; a
+stream's address is still a video. A zip of photos: its images, unpacked once into the cache."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import csv
 import functools
 import http.server
 import threading
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +51,20 @@ def test_an_image_address_is_a_photo_and_a_stream_address_a_video():
     assert not is_video_source("https://example.com/photos/cat.JPG?size=large")
     assert is_video_source("https://example.com/live/stream.m3u8") and is_video_source("rtsp://camera/1")
     assert is_video_source("http://example.com/cam") and is_video_source("0")
+
+
+def test_a_zip_of_photos_is_predicted_image_by_image(tiny_run, tmp_path):
+    shapes = tiny_run.parent / "shapes"
+    archive = tmp_path / "new photos.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sorted((shapes / "disc").iterdir())[:2] + sorted((shapes / "square").iterdir())[:1]:
+            z.write(f, f"batch/{f.parent.name}-{f.name}")
+        z.writestr("batch/notes.txt", "not a photo")
+    model = imgclf.load(tiny_run)
+    got = model.predict(archive)
+    names = [Path(r["path"]).name for r in got]
+    assert names == sorted(names) and len(names) == 3 and all("label" in r for r in got)
+    direct = model.predict(sorted((shapes / "disc").iterdir())[:1])[0]
+    assert got[0]["label"] == direct["label"] and got[0]["confidence"] == pytest.approx(direct["confidence"])
+    summary = imgclf.predict_folder(model, archive, tmp_path / "preds.csv", verbose=False)
+    assert (summary["predicted"], summary["errors"]) == (3, 0)
