@@ -341,3 +341,16 @@ def test_phone_photos_without_their_decoder_are_named_with_the_fix(tmp_path, mon
         "IMG_2.HEIC",
         "IMG_3.HEIC",
     ]
+
+
+def test_class_folders_that_hold_folders_are_said_to_be_the_classes(tmp_path):
+    for inner in ("mammals/cat", "mammals/dog", "birds/eagle", "birds/owl"):
+        for i in range(3):
+            _img(tmp_path / "nested" / inner / f"{i}.png")
+    spec = discover(tmp_path / "nested")
+    assert spec.classes == ["birds", "mammals"] and len(spec.paths) == 12
+    assert spec.note.startswith("the 2 classes are the top folders; the 4 folders inside them (eagle, owl, cat, dog)")
+    # A class that keeps images of its own (or in one folder only) is the plain layout: nothing to say.
+    for i in range(3):
+        _img(tmp_path / "nested" / "birds" / f"{i}.png")
+    assert discover(tmp_path / "nested").note == ""

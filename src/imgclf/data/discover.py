@@ -223,7 +223,7 @@ def _from_file_names(root: Path, split_dirs: dict[str, Path]) -> DatasetSpec | N
 
 def _from_class_folders(root: Path, skip: list[Path] | tuple = ()) -> DatasetSpec:
     ignored = [str(p) for p in root.iterdir() if p.is_file() and _visible(p)]
-    classes, paths, labels = [], [], []
+    classes, paths, labels, inner = [], [], [], {}
     for d in (d for d in _class_dirs(root) if d not in skip):
         before = len(ignored)
         files = _images_under(d, ignored)
@@ -237,7 +237,8 @@ def _from_class_folders(root: Path, skip: list[Path] | tuple = ()) -> DatasetSpe
         labels += [len(classes)] * len(files)
         classes.append(d.name)
         paths += [str(p) for p in files]
-    return DatasetSpec(
+        inner[d.name] = {p.relative_to(d).parts[0] if len(p.relative_to(d).parts) > 1 else "" for p in files}
+    spec = DatasetSpec(
         str(root),
         "folders",
         classes,
@@ -245,6 +246,22 @@ def _from_class_folders(root: Path, skip: list[Path] | tuple = ()) -> DatasetSpe
         np.array(labels, dtype=np.int64),
         np.array([""] * len(paths), dtype=object),
         ignored,
+    )
+    spec.note = _nested_note(inner)
+    return spec
+
+
+def _nested_note(inner: dict[str, set[str]]) -> str:
+    """Said when every class folder keeps its images in two or more folders of its own
+    (animals/mammals/{cat,dog}/, photos/cat/{2023,2024}/): the classes are the top folders, and a
+    user who meant the inner ones as classes learns it before training."""
+    if not inner or any("" in subs or len(subs) < 2 for subs in inner.values()):
+        return ""
+    names = [s for subs in inner.values() for s in sorted(subs)]
+    shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+    return (
+        f"the {len(inner)} classes are the top folders; the {len(names)} folders inside them ({shown}) are read as "
+        "part of their class (to train on those instead, put them side by side in one folder)"
     )
 
 
