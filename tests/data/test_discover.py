@@ -183,6 +183,8 @@ def test_class_folders_beside_a_test_folder(tmp_path):
     b = discover(tmp_path / "b")
     assert b.classes == ["cat", "dog", "test"] and len(b.paths) == 13
     assert b.note == "test/ is read as a class; if it holds unlabelled photos, move it out of the data"
+    _img(tmp_path / "b" / "Dev" / "x.jpg")  # a person named Dev is a class, not a validation split to explain
+    assert "Dev" in discover(tmp_path / "b").classes and "Dev/" not in discover(tmp_path / "b").note
     for cls in ("cat", "dog"):
         for i in range(3):
             _img(tmp_path / "k" / "train" / cls / f"{i}.jpg")

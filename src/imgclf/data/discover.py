@@ -150,7 +150,7 @@ def _from_folder(source: Path, packed: str) -> DatasetSpec:
             if "train" in split_dirs:  # Kaggle's train/<class>/ and a test/ of unlabelled photos
                 unlabelled.append(d)
                 notes.append(f"{name}/ holds no class folders: left out as unlabelled")
-            else:  # control/ and test/: maybe a class, maybe photos to predict; say which it became
+            elif split == "test":  # control/ and test/: maybe a class, maybe photos to predict; say which
                 notes.append(f"{name}/ is read as a class; if it holds unlabelled photos, move it out of the data")
     if split_dirs and "train" not in split_dirs and len(_class_dirs(source)) - len(split_dirs) >= 2:
         split_dirs["train"] = source  # DATA/<class>/ beside DATA/test/<class>/: the classes are training images

@@ -209,7 +209,15 @@ class Segments:
             self.done.append(stretch)
 
 
-def print_events(console, events: list[dict], positive: str) -> None:
+def print_found(console, presence: Presence | None, events: list[dict] | None, segments: list[dict], events_path):
+    """The presence events of a two-class run (or scan), else the segments."""
+    if presence is not None:
+        _print_events(console, events, presence.positive)
+    else:
+        _print_segments(console, segments, events_path)
+
+
+def _print_events(console, events: list[dict], positive: str) -> None:
     from rich.markup import escape  # a class name is the user's text
     from rich.table import Table
 
@@ -227,7 +235,7 @@ def print_events(console, events: list[dict], positive: str) -> None:
 SEGMENT_ROWS = 25  # printed; the events file (--out, --events) holds them all
 
 
-def print_segments(console, segments: list[dict], events_path) -> None:
+def _print_segments(console, segments: list[dict], events_path) -> None:
     """What a video of a run with more than two classes shows, and when."""
     from rich.markup import escape  # a class name is the user's text
     from rich.table import Table

@@ -37,8 +37,7 @@ from imgclf.inference.presence import (
     Presence,
     Segments,
     Smoother,
-    print_events,
-    print_segments,
+    print_found,
 )
 from imgclf.inference.video_frames import open_source, read_frames
 
@@ -132,9 +131,7 @@ def predict_video(
         f"{escape(name)}: {n_frames} frames ({n_classified} classified) in {seconds:.1f}s: "
         f"{result['fps']:.1f} fps processed" + (f" (source {fps:g} fps)" if fps else "")
     )
-    print_events(console, events, presence.positive) if events is not None else print_segments(
-        console, segments, events_path
-    )
+    print_found(console, presence, events, segments, events_path)
     return result
 
 
