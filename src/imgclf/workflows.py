@@ -60,9 +60,11 @@ def train(
     verbose: bool = True,
     on_epoch: Callable | None = None,
     evaluate: bool = True,
+    write_report: bool = True,
     **settings: Any,
 ) -> Run:
-    """See imgclf.train."""
+    """See imgclf.train. `write_report=False`: no report.html (a run nobody reads, such as a label check's
+    fold, whose report was half of its time on a small set)."""
     from imgclf.training.distributed import is_main
     from imgclf.training.pipeline import fit_run
 
@@ -71,7 +73,8 @@ def train(
     if not evaluate or not is_main():  # DDP: rank 0 alone evaluates and reports
         return Run(fitted.run_dir, None, fitted.prep.cfg)
     model, metrics = _evaluate_after_training(fitted, console)
-    _report_after_training(model, console)
+    if write_report:
+        _report_after_training(model, console)
     return Run(fitted.run_dir, metrics, fitted.prep.cfg)
 
 
