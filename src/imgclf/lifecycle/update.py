@@ -101,7 +101,10 @@ def update(
     record = _record(version, parent_run, registry, data_root, mode, from_inbox, data, choices, lr_factor)
     write_json(run_dir / "update.json", record)
 
-    run = workflows.train(data_csv, config=parent_cfg, out=run_dir, verbose=verbose, **{**settings, **choices})
+    # No report yet: _judge writes it once the comparison with the parent, its last section, exists.
+    run = workflows.train(
+        data_csv, config=parent_cfg, out=run_dir, verbose=verbose, write_report=False, **{**settings, **choices}
+    )
     result = {
         "run": str(run.path),
         "version": None,
