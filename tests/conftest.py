@@ -51,7 +51,8 @@ def _no_report_after_training():
     """The HTML report written after each training is 2-4 s of plotting, most of a tiny test run's
     time (about 3 minutes of the suite). In-process trainings skip it unless the test is marked
     `report` (the tests that read it; tests/reporting/test_report.py covers the report itself).
-    Session-wide, so module fixtures that train skip it too; CLI subprocesses still write it."""
+    Session-wide, so module fixtures that train skip it too; so do CLI commands that helpers.cli forks
+    from its zygote (a fresh interpreter, as ctrl_c and IMGCLF_TEST_FORK=0 start, still writes it)."""
     import imgclf.workflows
 
     mp = pytest.MonkeyPatch()

@@ -214,7 +214,7 @@ def cli(*args, check=True, **kw):
 # runs no torch op: no OpenMP pool exists at the fork.
 _ZYGOTE = r"""
 import atexit, json, os, sys, traceback
-import numpy, PIL.Image, torch, timm, sklearn.linear_model, imgclf.cli, imgclf.api
+import numpy, PIL.Image, torch, timm, sklearn.linear_model, imgclf.cli, imgclf.api, imgclf.workflows
 for line in sys.stdin:
     req = json.loads(line)
     pid = os.fork()
@@ -227,6 +227,8 @@ for line in sys.stdin:
             for fd, path, mode in ((0, os.devnull, os.O_RDONLY), (1, req["out"], os.O_WRONLY), (2, req["err"], os.O_WRONLY)):
                 os.dup2(os.open(path, mode), fd)
             sys.argv = ["imgclf", *req["args"]]
+            if not req.get("report", True):
+                imgclf.workflows._report_after_training = lambda model, console: None
             try:
                 imgclf.cli.main()
                 code = 0
@@ -276,6 +278,9 @@ class Zygote:
                 cls.env = started
             with tempfile.NamedTemporaryFile("w+") as out, tempfile.NamedTemporaryFile("w+") as err:
                 req = {"args": argv[3:], "env": env, "cwd": str(cwd or os.getcwd()), "out": out.name, "err": err.name}
+                # The child writes the report after training where this test would (conftest): unmarked
+                # tests skip its 2-4 s of plotting in the CLI too.
+                req["report"] = imgclf.workflows._report_after_training is REPORT_AFTER_TRAINING
                 cls.proc.stdin.write(json.dumps(req).encode() + b"\n")
                 pid = cls._reply(None)["pid"]
                 reply = cls._reply(timeout)

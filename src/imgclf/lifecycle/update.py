@@ -101,10 +101,8 @@ def update(
     record = _record(version, parent_run, registry, data_root, mode, from_inbox, data, choices, lr_factor)
     write_json(run_dir / "update.json", record)
 
-    # No report yet: _judge writes it once the comparison with the parent, its last section, exists.
-    run = workflows.train(
-        data_csv, config=parent_cfg, out=run_dir, verbose=verbose, write_report=False, **{**settings, **choices}
-    )
+    settings = {**settings, **choices, "write_report": False}  # _judge writes it, with the comparison
+    run = workflows.train(data_csv, config=parent_cfg, out=run_dir, verbose=verbose, **settings)
     result = {
         "run": str(run.path),
         "version": None,
