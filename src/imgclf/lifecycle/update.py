@@ -103,15 +103,8 @@ def update(
 
     settings = {**settings, **choices, "write_report": False}  # _judge writes it, with the comparison
     run = workflows.train(data_csv, config=parent_cfg, out=run_dir, verbose=verbose, **settings)
-    result = {
-        "run": str(run.path),
-        "version": None,
-        "parent": version,
-        "mode": mode,
-        "counts": record["counts"],
-        "new_classes": data["added"],
-        "promoted": False,
-    }
+    result = {"run": str(run.path), "version": None, "parent": version, "mode": mode, "counts": record["counts"]}
+    result.update(new_classes=data["added"], promoted=False)
 
     event = _judge(run.path, parent_run, version, registry, new, tolerance, promote, result, console, data_root)
     record["result"] = {k: result[k] for k in ("version", "promoted", "worse_classes")} | {
