@@ -266,3 +266,14 @@ def test_cli_prints_the_segments_of_a_many_class_video(tiny_run, tmp_path):
     r = cli("predict", tiny_run, path)
     assert r.returncode == 0, r.stderr
     assert "segment" in r.stderr and "mean confidence" in r.stderr and "30 frames" in r.stderr
+    # Two videos: each in turn; but one --out cannot hold both, and videos do not mix with photos.
+    (tmp_path / "again.mp4").write_bytes(path.read_bytes())
+    r = cli("predict", tiny_run, path, tmp_path / "again.mp4")
+    assert r.stderr.count("30 frames") == 2 and r.stderr.count("mean confidence") == 2
+    r = cli("predict", tiny_run, path, tmp_path / "again.mp4", "--out", tmp_path / "f.csv", check=False)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "error: --out, --video-out and --events name one video's files, and 2 videos were given: "
+        "predict them one at a time"
+    )
+    r = cli("predict", tiny_run, path, tiny_run.parent / "shapes", check=False)
+    assert r.returncode == 2 and r.stderr.strip().startswith(f"error: {path} is a video: predict videos apart")

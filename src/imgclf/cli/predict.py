@@ -40,15 +40,28 @@ def predict(
         return
     from imgclf.inference.video import is_video_source
 
+    videos = [p for p in paths if is_video_source(p)]
+    if videos and (len(videos) < len(paths) or (len(videos) > 1 and (s.out or s.video_out or s.events))):
+        raise UserError(_one_video_at_a_time(videos, len(paths)))
     model = api.load(run, device, tta=s.tta, backend=s.backend or "torch")
-    if len(paths) == 1 and is_video_source(paths[0]):
+    for video in videos:  # each in turn, its segments or events printed
         options = {"every": s.every, "smooth": s.smooth, "events": s.events, "scan": s.scan}
-        api.predict_video(model, paths[0], out_csv=s.out, out_video=s.video_out, max_seconds=s.max_seconds, **options)
+        api.predict_video(model, video, out_csv=s.out, out_video=s.video_out, max_seconds=s.max_seconds, **options)
+    if videos:
         return
     if s.out is not None:
         api.predict_folder(model, paths, s.out, top_k=s.top_k)
         return
     render.predictions(model.predict(paths, top_k=s.top_k), format, s.top_k)
+
+
+def _one_video_at_a_time(videos: list[str], n_paths: int) -> str:
+    if len(videos) < n_paths:
+        return f"{videos[0]} is a video: predict videos apart from images (imgclf predict RUN {videos[0]})"
+    return (
+        f"--out, --video-out and --events name one video's files, and {len(videos)} videos were given: "
+        "predict them one at a time"
+    )
 
 
 @app.command()
