@@ -204,8 +204,8 @@ def _opened(path: str | os.PathLike) -> Iterator[Image.Image]:
         with ExitStack() as files:
             # A file object (an upload held in memory by the web service) is checked by its caller; a
             # path is opened only when it is a regular file: a FIFO would block the read forever.
-            if is_web_url(path):
-                path = f = fetch_url(path)
+            if is_web_url(path):  # predict's https://.../a.jpg (the web service passes bytes, never a URL)
+                path = fetch_url(path)
             f = path if hasattr(path, "read") else files.enter_context(open_regular(path))
             if f is not path and os.fstat(f.fileno()).st_size == 0:
                 raise UnusableImage("empty file (0 bytes)")

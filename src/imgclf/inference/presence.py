@@ -184,7 +184,7 @@ class Segments:
         if not run:
             return
         span = _Stretch(run[0].label, run[0].start, run[-1].end)
-        if span.seconds >= self.min_segment or not (self.done or not final):
+        if span.seconds >= self.min_segment or (final and not self.done):  # a segment of its own
             seconds: dict[str, float] = {}
             for s in run:
                 seconds[s.label] = seconds.get(s.label, 0.0) + s.seconds
