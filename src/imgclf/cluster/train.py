@@ -121,6 +121,11 @@ def _worker(c: dict) -> None:
         import ray
 
         ray.get(c["mailbox"].put.remote(str(e)))
+    except KeyboardInterrupt:
+        # A terminal's Ctrl-C reaches a local cluster's workers too (one process group): the driver
+        # prints the line that continues the run (core.raysupport), which each worker's traceback
+        # would bury. The finished epochs are in the run folder.
+        return
 
 
 class _Mailbox:
