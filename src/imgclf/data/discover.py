@@ -237,7 +237,7 @@ def _from_class_folders(root: Path, skip: list[Path] | tuple = ()) -> DatasetSpe
         labels += [len(classes)] * len(files)
         classes.append(d.name)
         paths += [str(p) for p in files]
-        inner[d.name] = {p.relative_to(d).parts[0] if len(p.relative_to(d).parts) > 1 else "" for p in files}
+        inner[d.name] = {p.parent.relative_to(d).parts[:1] for p in files}  # () for an image of d itself
     spec = DatasetSpec(
         str(root),
         "folders",
@@ -251,13 +251,13 @@ def _from_class_folders(root: Path, skip: list[Path] | tuple = ()) -> DatasetSpe
     return spec
 
 
-def _nested_note(inner: dict[str, set[str]]) -> str:
+def _nested_note(inner: dict[str, set[tuple]]) -> str:
     """Said when every class folder keeps its images in two or more folders of its own
     (animals/mammals/{cat,dog}/, photos/cat/{2023,2024}/): the classes are the top folders, and a
     user who meant the inner ones as classes learns it before training."""
-    if not inner or any("" in subs or len(subs) < 2 for subs in inner.values()):
+    if not inner or any(() in subs or len(subs) < 2 for subs in inner.values()):
         return ""
-    names = [s for subs in inner.values() for s in sorted(subs)]
+    names = [s for subs in inner.values() for (s,) in sorted(subs)]
     shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
     return (
         f"the {len(inner)} classes are the top folders; the {len(names)} folders inside them ({shown}) are read as "

@@ -226,11 +226,11 @@ class _Session:
         rows: "_CsvOut",
         video: "_VideoOut",
         step: float | None,
-        scanner=None,
-        segments: Segments | None = None,
+        scanner,
+        segments: Segments,
     ):
         self.model, self.ema, self.presence, self.rows, self.video = model, ema, presence, rows, video
-        self.segments = segments or Segments()
+        self.segments = segments
         self.scanner = scanner
         self.step = step  # seconds between classified frames; None: measured (live)
         self.pending: list[tuple[int, float, np.ndarray | None, np.ndarray | None]] = []
