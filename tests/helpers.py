@@ -8,7 +8,9 @@ tests/ because pyproject.toml puts tests/ on the path: `from helpers import cli,
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -97,6 +99,19 @@ def shared_archive(name: str, tmp_root: Path) -> Path:
         with tarfile.open(archive) as tf:
             tf.extractall(dest, filter="data") if hasattr(tarfile, "data_filter") else tf.extractall(dest)
     return dest
+
+
+@contextmanager
+def web_server(folder: Path):
+    """http://127.0.0.1:PORT serving `folder`, a real HTTP server in a thread, for as long as the block runs."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def png(array: np.ndarray) -> bytes:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CLI, cli
+from helpers import CLI, cli, web_server
 from PIL import Image
 
 import imgclf
@@ -183,10 +183,15 @@ def test_urls_are_read_and_decoded_like_local_files(run, photos):
         (photos / "missing.png").as_uri(),
         (photos / "broken" / "empty.png").as_uri(),
     ]
-    by_uri, by_path = predict_paths(model, uris, 2), predict_paths(model, local, 2)
-    assert [r["label"] for r in by_uri[:3]] == [r["label"] for r in by_path]
-    assert [r["top_k"] for r in by_uri[:3]] == [r["top_k"] for r in by_path]
-    assert by_uri[3]["error"].startswith("cannot read file") and by_uri[4]["error"] == "empty file (0 bytes)"
+    by_path = predict_paths(model, local, 2)
+    with web_server(photos) as site:  # web addresses too, from a real HTTP server
+        web = [f"{site}/square/{Path(p).name}" for p in local] + [f"{site}/missing.png", f"{site}/broken/empty.png"]
+        by_uri, by_web = predict_paths(model, uris, 2), predict_paths(model, web, 2)
+    for got in (by_uri, by_web):
+        assert [r["label"] for r in got[:3]] == [r["label"] for r in by_path]
+        assert [r["top_k"] for r in got[:3]] == [r["top_k"] for r in by_path]
+        assert got[4]["error"] == "empty file (0 bytes)"
+    assert by_uri[3]["error"].startswith("cannot read file") and by_web[3]["error"].startswith("cannot fetch: HTTP 404")
 
 
 # ---- the paths of a job (no Ray, no training) ------------------------------------------------------
@@ -235,6 +240,20 @@ def test_folder_uris_are_searched_like_folders(tree):
     assert list_paths((tree / "a").as_uri()) == [(tree / n).as_uri() for n in ("a/1.jpg", "a/2.png", "a/deep/3.jpeg")]
 
 
+def test_web_addresses_are_images_or_lists_never_folders(tree):
+    (tree / "todo.txt").write_text("a/1.jpg\nhttps://elsewhere.example/x.jpg\n")
+    with web_server(tree) as site:
+        assert list_paths([f"{site}/b/4.jpg?size=large", f"{site}/todo.txt"]) == [
+            f"{site}/a/1.jpg",
+            f"{site}/b/4.jpg?size=large",
+            "https://elsewhere.example/x.jpg",
+        ]
+        with pytest.raises(UserError, match=r"cannot read the list .*/gone.txt: cannot fetch: HTTP 404"):
+            list_paths(f"{site}/gone.txt")
+        with pytest.raises(UserError, match=r"cannot list .*/a/: name its images' addresses, or a .txt/.csv list"):
+            list_paths(f"{site}/a/")
+
+
 def test_sources_and_options_a_user_gets_wrong_are_one_line(tree, tmp_path):
     with pytest.raises(UserError, match="no such file or folder: nowhere"):
         list_paths("nowhere")
@@ -243,6 +262,9 @@ def test_sources_and_options_a_user_gets_wrong_are_one_line(tree, tmp_path):
     (tree / "empty").mkdir()
     with pytest.raises(UserError, match="no images in"):
         list_paths(tree / "empty")
+    (tree / "photos.zip").write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
+    with pytest.raises(UserError, match="--ray does not read archives"):
+        list_paths(tree / "photos.zip")
     for bad, message in (({"format": "json"}, "--shard-format 'json'"), ({"shard_size": 0}, "--shard-size")):
         with pytest.raises(UserError, match=message):
             imgclf.predict_on_ray(tmp_path, tree, tmp_path / "out", **bad)

@@ -117,11 +117,11 @@ def test_killed_worker_resumes_without_lost_or_repeated_epochs(ray_cluster, tmp_
     epochs = 5
     killed = []
 
-    def kill_one_after_two_epochs():
+    def kill_one_after_an_epoch():
         deadline = time.time() + 240
         while time.time() < deadline:
             history = out / "history.csv"
-            if history.is_file() and 2 <= len(read_history(history)) < epochs:
+            if history.is_file() and 1 <= len(read_history(history)) < epochs:
                 pids = _train_workers(ray_cluster)
                 if pids:
                     os.kill(max(pids), signal.SIGKILL)
@@ -129,7 +129,7 @@ def test_killed_worker_resumes_without_lost_or_repeated_epochs(ray_cluster, tmp_
                     return
             time.sleep(0.05)
 
-    killer = threading.Thread(target=kill_one_after_two_epochs, daemon=True)
+    killer = threading.Thread(target=kill_one_after_an_epoch, daemon=True)
     killer.start()
     settings = dict(EXACT, model_kwargs={"width": 32, "depth": 3}, img_size=32, epochs=epochs, batch_size=16)
     run = imgclf.train(data, out=str(out), workers=2, verbose=False, **settings)

@@ -6,13 +6,11 @@ stream's address is still a video. A zip of photos: its images, unpacked once in
 from __future__ import annotations
 
 import csv
-import functools
-import http.server
-import threading
 import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import web_server
 
 import imgclf
 from imgclf.inference.video import is_video_source
@@ -23,12 +21,8 @@ pytestmark = pytest.mark.slow  # the shared tiny run trains once a session
 @pytest.fixture()
 def site(tiny_run):
     """http://127.0.0.1:PORT/ serving the tiny run's training shapes."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tiny_run.parent / "shapes"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with web_server(tiny_run.parent / "shapes") as url:
+        yield url
 
 
 def test_predict_and_batch_fetch_web_images_and_say_which_failed(tiny_run, site, tmp_path):

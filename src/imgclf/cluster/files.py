@@ -1,6 +1,6 @@
 """Where a cluster job's images come from and where its outputs go: local paths (which every node
-must see under the same name: a shared filesystem) or URIs that pyarrow opens (s3://, gs://, hdfs://,
-file://).
+must see under the same name: a shared filesystem), URIs that pyarrow opens (s3://, gs://, hdfs://,
+file://), or web addresses of images and list files (http(s)://, fetched as predict fetches them).
 
     list_paths("photos/")                    # every image below, sorted, as absolute paths
     list_paths("s3://bucket/batch.txt")      # one path or URI a line; relative ones beside the list
@@ -22,7 +22,8 @@ from urllib.parse import unquote, urlsplit
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, read_json
-from imgclf.data.images import IMAGE_EXTENSIONS, UnusableImage, load_resized
+from imgclf.data.archive import is_archive
+from imgclf.data.images import IMAGE_EXTENSIONS, UnusableImage, fetch_url, is_web_url, load_resized
 from imgclf.data.spec import files_under, is_image
 
 LIST_SUFFIXES = (".txt", ".csv", ".parquet")
@@ -70,6 +71,13 @@ def source_name(source) -> str:
 
 
 def _expand(item: str) -> list[str]:
+    if is_web_url(item):
+        if _is_list(item):
+            return _list_file(item)
+        if is_image(PurePosixPath(urlsplit(item).path)):
+            return [item]
+        # A web server lists no folder the way an object store does.
+        raise UserError(f"cannot list {item}: name its images' addresses, or a .txt/.csv list of them")
     if is_uri(item):
         return _list_file(item) if _is_list(item) else _uri_images(item)
     path = Path(item).expanduser()
@@ -86,6 +94,9 @@ def _expand(item: str) -> list[str]:
         ]
     if not path.exists():
         raise UserError(f"no such file or folder: {item}")
+    if path.is_file() and is_archive(path):
+        # Unpacked into this machine's cache, which the cluster's other nodes do not see.
+        raise UserError(f"--ray does not read archives ({item}): unzip it into a folder every node sees")
     if path.is_dir():
         return _images_under(path)
     return _list_file(item) if _is_list(item) else [os.path.abspath(path)]
@@ -106,7 +117,7 @@ def _list_file(item: str) -> list[str]:
         entries = _parquet_paths(item) if suffix == ".parquet" else _text_paths(item, suffix)
     except UserError:
         raise
-    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not Parquet
+    except (OSError, ValueError, UnusableImage) as e:  # unreadable, not UTF-8, not Parquet, HTTP 404
         raise UserError(
             f"cannot read the list {item}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         ) from None
@@ -193,7 +204,9 @@ def _root_filesystem(root: str):
 
 
 def read_bytes(path: str) -> bytes:
-    """The bytes of a local file or a URI."""
+    """The bytes of a local file or a URI (a web address's failure is UnusableImage)."""
+    if is_web_url(path):
+        return fetch_url(path).getvalue()
     if not is_uri(path):
         return Path(path).expanduser().read_bytes()
     fs, p = resolve_uri(path)
@@ -250,6 +263,8 @@ def fetch(path: str):
         return None
     try:
         return read_bytes(path)
+    except UnusableImage as e:
+        return e
     except (OSError, UserError) as e:
         return UnusableImage(f"cannot read file: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
