@@ -199,7 +199,7 @@ def test_urls_are_read_and_decoded_like_local_files(run, photos):
 
 @pytest.fixture
 def tree(tmp_path) -> Path:
-    for name in ("a/1.jpg", "a/2.png", "a/deep/3.jpeg", "b/4.jpg", "b/notes.txt", "a/.hidden.jpg"):
+    for name in ("a/1.jpg", "a/2.png", "a/deep/3.jpeg", "b/4.jpg", "b/notes.txt", "a/.hidden.jpg", "c/phone.heic"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     return tmp_path
@@ -212,6 +212,8 @@ def test_folders_and_globs_give_sorted_absolute_images(tree, monkeypatch):
     assert list_paths(["b", "a", "a/1.jpg"]) == sorted([*a, str(tree / "b/4.jpg")])
     assert list_paths("**/*.jpg") == [str(tree / "a/1.jpg"), str(tree / "b/4.jpg")]  # no hidden file
     assert list_paths(tree / "b" / "*") == [str(tree / "b/4.jpg")]  # a glob selects images only
+    # A phone photo is listed whether or not its decoder is installed: without it, its row says what to install.
+    assert list_paths("c") == [str(tree / "c/phone.heic")]
 
 
 def test_list_files_name_paths_beside_them(tree):

@@ -23,8 +23,9 @@ from urllib.parse import unquote, urlsplit
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, read_json
 from imgclf.data.archive import is_archive
+from imgclf.data.discover import to_predict
 from imgclf.data.images import IMAGE_EXTENSIONS, UnusableImage, fetch_url, is_web_url, load_resized
-from imgclf.data.spec import files_under, is_image
+from imgclf.data.spec import files_under
 
 LIST_SUFFIXES = (".txt", ".csv", ".parquet")
 GLOB_CHARS = frozenset("*?[")
@@ -74,7 +75,7 @@ def _expand(item: str) -> list[str]:
     if is_web_url(item):
         if _is_list(item):
             return _list_file(item)
-        if is_image(PurePosixPath(urlsplit(item).path)):
+        if to_predict(PurePosixPath(urlsplit(item).path)):
             return [item]
         # A web server lists no folder the way an object store does.
         raise UserError(f"cannot list {item}: name its images' addresses, or a .txt/.csv list of them")
@@ -90,7 +91,7 @@ def _expand(item: str) -> list[str]:
             p
             for m in matches
             for p in (_images_under(Path(m)) if Path(m).is_dir() else [os.path.abspath(m)])
-            if is_image(Path(p))
+            if to_predict(Path(p))
         ]
     if not path.exists():
         raise UserError(f"no such file or folder: {item}")
@@ -103,7 +104,7 @@ def _expand(item: str) -> list[str]:
 
 
 def _images_under(folder: Path) -> list[str]:
-    return [os.path.abspath(f) for f in files_under(folder) if is_image(f)]
+    return [os.path.abspath(f) for f in files_under(folder) if to_predict(f)]
 
 
 def _is_list(item: str) -> bool:
@@ -175,7 +176,7 @@ def _uri_images(uri: str) -> list[str]:
         return [uri]
     root, base = _root(uri), _root_filesystem(_root(uri))[1]
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    names = (i.path for i in infos if i.type == pafs.FileType.File and is_image(Path(i.path)))
+    names = (i.path for i in infos if i.type == pafs.FileType.File and to_predict(Path(i.path)))
     return [f"{root}/{n[len(base) :].lstrip('/')}" for n in names]
 
 
