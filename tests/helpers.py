@@ -114,6 +114,29 @@ def web_server(folder: Path):
         server.server_close()
 
 
+class Camera:
+    """A stand-in for cv2.VideoCapture(0) (no camera here): the given BGR frames as a camera delivers
+    them, in real time (`gap` seconds apart), reporting no frame rate or size, as many do; then nothing."""
+
+    def __init__(self, frames: list[np.ndarray], gap: float = 0.02):
+        self.frames, self.gap = list(frames), gap
+
+    def get(self, prop) -> float:
+        return 0.0
+
+    def read(self):
+        if not self.frames:
+            return False, None
+        time.sleep(self.gap)
+        return True, self.frames.pop(0)
+
+    def grab(self) -> bool:
+        return self.read()[0]
+
+    def release(self) -> None:
+        self.frames = []
+
+
 def png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array.astype(np.uint8)).save(buf, format="PNG")

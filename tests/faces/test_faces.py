@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.cbook
 import numpy as np
 import pytest
-from helpers import cli
+from helpers import Camera, cli
 from PIL import Image, ImageEnhance, ImageOps
 from sklearn.datasets import load_sample_images
 
@@ -277,6 +277,27 @@ def test_a_video_says_who_appears_and_leaves(gallery, model, tmp_path):
     assert (tmp_path / "named.mp4").stat().st_size > 0
     p = cli("faces", "identify", gallery, path, check=False)
     assert p.returncode == 2 and "a video needs --out DIR" in p.stderr
+
+
+def test_a_camera_says_who_comes_and_goes_as_it_happens(gallery, model, tmp_path, monkeypatch, capsys):
+    import cv2
+
+    import imgclf.inference.video_frames as video_frames
+
+    scene = Image.open(SCENE).convert("RGB").resize((320, 240))
+    frames = []
+    for i in range(24):  # Grace for frames 6-15
+        frame = scene.copy()
+        if 6 <= i < 16:
+            frame.paste(GRACE.resize((120, 140)), (100, 50))
+        frames.append(cv2.cvtColor(np.asarray(frame), cv2.COLOR_RGB2BGR))
+    monkeypatch.setattr(video_frames, "open_source", lambda source: (Camera(frames), True, "camera 0"))
+    found = F.identify(gallery, 0, out=tmp_path / "out", verbose=True)
+    said = [line.split(maxsplit=2)[2] for line in capsys.readouterr().out.splitlines() if "s  '" in line]
+    assert [e["name"] for e in found["events"]] == ["Grace"]
+    # Said when she came and when she left, before the camera stopped and the table of events.
+    assert said[0] == "'Grace' present" and said[1].startswith("'Grace' gone after "), said
+    assert float(said[1].split()[-1].rstrip("s")) == pytest.approx(found["events"][0]["duration_s"], abs=0.05)
 
 
 def test_a_video_whose_frames_would_each_take_too_long_is_refused_before_a_frame_is_read(gallery, model, tmp_path):

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import shared_archive
+from helpers import Camera, shared_archive
 from PIL import Image
 
 import imgclf
 from imgclf.core.errors import UserError
+from imgclf.inference.presence import LiveLines
 from imgclf.inference.video import Presence, predict_video
 
 cv2 = pytest.importorskip("cv2")
@@ -277,3 +278,29 @@ def test_cli_prints_the_segments_of_a_many_class_video(tiny_run, tmp_path):
     )
     r = cli("predict", tiny_run, path, tiny_run.parent / "shapes", check=False)
     assert r.returncode == 2 and r.stderr.strip().startswith(f"error: {path} is a video: predict videos apart")
+
+
+def test_a_camera_says_each_change_as_it_happens(monkeypatch, capsys):
+    import imgclf.inference.video as video
+
+    script = [((255, 0, 0), 30), ((0, 255, 0), 2), ((0, 0, 255), 30)]  # red, a blink of green, blue
+    frames = [np.full((32, 32, 3), rgb[::-1], np.uint8) for rgb, n in script for _ in range(n)]
+    monkeypatch.setattr(video, "open_source", lambda source: (Camera(frames), True, "camera 0"))
+    out = predict_video(_ColourModel(), 0, smooth=0)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "now '" in ln]
+    # One line a change, when the new label has held half a second (the blink is none), then the table.
+    assert [ln.split("now ")[1].split()[0] for ln in lines] == ["'red'", "'blue'"], lines
+    assert [s["label"] for s in out["segments"]] == ["red", "blue"]
+    said = [float(ln.split()[1].rstrip("s")) for ln in lines]
+    assert 0.5 <= said[0] < said[1] and said[1] >= out["segments"][1]["start_s"] + 0.5
+
+
+def test_presence_tracks_are_said_when_they_open_and_close():
+    said: list[str] = []
+    live, track = LiveLines(said.append), Presence("Grace", 0, 0.5, 0.3, 0.5)
+    for i, p in enumerate([0.1] * 10 + [0.9] * 20 + [0.1] * 10):  # 10 fps: present from 1.0 s to 3.0 s
+        t = i / 10
+        track.update(t, 0.1, p)
+        live.track("Grace", track, t)
+    assert [ln.split(maxsplit=2)[2] for ln in said] == ["'Grace' present", "'Grace' gone after 2.0s"], said
+    assert float(said[0].split()[1].rstrip("s")) >= 1.0  # said when the track opened, after its first frame

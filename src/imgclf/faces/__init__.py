@@ -253,6 +253,8 @@ def _video_source(images) -> str | None:
     from imgclf.inference.video import is_video_source
 
     items = images if isinstance(images, (list, tuple)) else [images]
+    if len(items) == 1 and isinstance(items[0], int) and not isinstance(items[0], bool):
+        return str(items[0])  # a camera index, as OpenCV numbers them
     if (
         len(items) == 1
         and isinstance(items[0], (str, Path))

@@ -61,7 +61,7 @@ def identify_video(
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else None
     every = every or (max(1, round(fps / SAMPLE_FPS)) if fps and not live else 1)
-    tracks = Tracks(gallery, smooth, step=every / fps if fps and not live else None)
+    tracks = Tracks(gallery, smooth, step=every / fps if fps and not live else None, live=live and verbose)
     start = time.perf_counter()
     with sigterm_as_ctrl_c():
         frames, sampled = _run(model, gallery, cap, live, fps, every, max_frames, tracks, out, video_out)
@@ -83,13 +83,15 @@ def identify_video(
 class Tracks:
     """One presence track a person (and one for "unknown"), fed each named frame's faces."""
 
-    def __init__(self, gallery, smooth: float, step: float | None):
+    def __init__(self, gallery, smooth: float, step: float | None, live: bool = False):
         from imgclf.faces.gallery import UNKNOWN
-        from imgclf.inference.presence import MIN_EVENT_S, Presence
+        from imgclf.inference.presence import MIN_EVENT_S, LiveLines, Presence
 
         people = [*gallery.people, UNKNOWN]
         self.tracks = {p: Presence(p, 0, gallery.threshold, smooth, MIN_EVENT_S) for p in people}
         self.step, self.prev_t = step, None  # seconds between named frames; None: measured (live)
+        # A camera or stream: who comes and goes is printed as it happens, not only when it stops.
+        self.live = LiveLines(lambda line: print(line, flush=True)) if live else None
 
     def update(self, t: float, faces: list[dict]) -> None:
         from imgclf.faces.gallery import UNKNOWN
@@ -101,6 +103,8 @@ class Tracks:
         dt = self.step or (t - self.prev_t if self.prev_t is not None else 0.0)
         for person, track in self.tracks.items():
             track.update(t, dt, best.get(person, 0.0))
+            if self.live is not None:
+                self.live.track(person, track, t)
         self.prev_t = t
 
     def finish(self) -> list[dict]:

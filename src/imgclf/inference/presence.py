@@ -1,11 +1,14 @@
 """What a video holds over time. Presence events of the positive class (two classes): frames past
 the threshold, smoothed over time, become events with a start, an end and a peak. Segments (any
 number of classes): stretches of time that show one label, where a stretch shorter than the shortest
-event is part of its neighbour rather than a segment of its own."""
+event is part of its neighbour rather than a segment of its own. A live source (a camera, a stream)
+has no end to wait for: LiveLines says each change as it happens."""
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -207,6 +210,40 @@ class Segments:
             self.done[-1] = self.done[-1].take(stretch)
         else:
             self.done.append(stretch)
+
+
+class LiveLines:
+    """Each change a live source shows, said as one line when it happens (the table of events or
+    segments still follows when the source stops): `14:02:11   12.3s  'person' present`, `... 'person'
+    gone after 7.8s`, and with more than two classes `... now 'cat'` once a label has held for a
+    segment's least length. `say` prints one line (the user's text in it is plain, not markup)."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+        self.since: dict[str, float] = {}  # who is present, from when
+        self.label: str | None = None  # the label said last
+
+    def track(self, name: str, presence: Presence, t: float) -> None:
+        """`presence` (the track of `name`) after its frame at t."""
+        if presence.present and name not in self.since:
+            self.since[name] = t if presence.first_hit is None else presence.first_hit
+            self._line(t, f"'{name}' present")
+        elif not presence.present and name in self.since:
+            start = self.since.pop(name)
+            # The event as recorded: from its first frame past the threshold to its last one.
+            event = (
+                presence.events[-1] if presence.events and presence.events[-1]["start_s"] == round(start, 3) else None
+            )
+            self._line(t, f"'{name}' gone after {event['duration_s'] if event else t - start:.1f}s")
+
+    def segment(self, segments: Segments, t: float) -> None:
+        cur = segments.current
+        if cur is not None and cur.seconds >= segments.min_segment and cur.label != self.label:
+            self.label = cur.label
+            self._line(t, f"now '{cur.label}' (confidence {cur.conf_sum / max(cur.frames, 1):.2f})")
+
+    def _line(self, t: float, text: str) -> None:
+        self.say(f"{time.strftime('%H:%M:%S')}  {t:6.1f}s  {text}")
 
 
 def print_found(console, presence: Presence | None, events: list[dict] | None, segments: list[dict], events_path):

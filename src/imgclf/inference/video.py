@@ -34,17 +34,15 @@ from imgclf.data.images import is_image_url
 from imgclf.inference.presence import (
     MIN_EVENT_S,
     SMOOTH_S,
+    LiveLines,
     Presence,
     Segments,
     Smoother,
     print_found,
 )
-from imgclf.inference.video_frames import open_source, read_frames
+from imgclf.inference.video_frames import URL_SCHEMES, VIDEO_EXTENSIONS, open_source, read_frames
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
-URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 FILE_BATCH = 32  # frames scored together when reading a file (a live source: one at a time)
-MAX_BAD_READS = 25  # consecutive unreadable frames before a source counts as ended
 LIVE_FPS_EVERY_S = 5.0
 
 
@@ -110,6 +108,7 @@ def predict_video(
         step=every / fps if fps and not live else None,
         scanner=scanner,
         segments=Segments(min_event),
+        live=LiveLines(lambda line: console.print(escape(line))) if live else None,
     )
     n_frames, n_classified, start = _run(session, cap, live, fps, every, max_frames, scanner, show_fps, console, name)
     if n_frames == 0:
@@ -228,9 +227,10 @@ class _Session:
         step: float | None,
         scanner,
         segments: Segments,
+        live: LiveLines | None = None,
     ):
         self.model, self.ema, self.presence, self.rows, self.video = model, ema, presence, rows, video
-        self.segments = segments
+        self.segments, self.live = segments, live  # live: a camera or stream, whose changes are said as they come
         self.scanner = scanner
         self.step = step  # seconds between classified frames; None: measured (live)
         self.pending: list[tuple[int, float, np.ndarray | None, np.ndarray | None]] = []
@@ -260,6 +260,10 @@ class _Session:
                 self.prev_t = t
                 answer = self.model.answers(smoothed[None])[0]
                 self.segments.update(t, dt, answer["label"], answer["confidence"])
+                if self.live is not None and self.presence is not None:
+                    self.live.track(self.presence.positive, self.presence, t)
+                elif self.live is not None:
+                    self.live.segment(self.segments, t)
                 self.state = (answer, present, next(boxes))
                 self.rows.write(index, t, raw, self.state[0], smoothed, present)
             if frame is not None:

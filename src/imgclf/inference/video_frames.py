@@ -10,9 +10,7 @@ from imgclf.core.errors import UserError
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
-FILE_BATCH = 32  # frames scored together when reading a file (a live source: one at a time)
 MAX_BAD_READS = 25  # consecutive unreadable frames before a source counts as ended
-LIVE_FPS_EVERY_S = 5.0
 
 
 def open_source(source):
