@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import Camera, shared_archive
+from helpers import Camera, shared_archive, web_server
 from PIL import Image
 
 import imgclf
@@ -252,6 +252,9 @@ def test_a_video_of_many_classes_says_what_it_shows_and_when(tmp_path):
     assert out["events"] is None and out["events_path"] == str(tmp_path / "events.json")
     saved = json.loads((tmp_path / "events.json").read_text())
     assert saved["segments"] == out["segments"] and saved["min_segment_s"] == 0.5
+    # The same file at a web address is a file too, timed by its frame rate (not a live stream's clock).
+    with web_server(tmp_path) as site:
+        assert predict_video(_ColourModel(), f"{site}/colours.mp4", smooth=0)["segments"] == out["segments"]
 
 
 @pytest.mark.slow

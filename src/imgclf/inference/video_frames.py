@@ -17,7 +17,9 @@ def open_source(source):
     import cv2
 
     s = str(source)
-    live = s.isdigit() or s.lower().startswith(URL_SCHEMES)
+    # A web address of a video file (https://host/clip.mp4) is a file: its frames are timed by its
+    # frame rate, not by the clock as a camera's or a live stream's are.
+    live = s.isdigit() or (s.lower().startswith(URL_SCHEMES) and not _web_video_file(s))
     # OpenCV logs each backend it tried as a warning; the UserError below says it in one line.
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -40,7 +42,7 @@ def _capture(s: str, live: bool):
             f"camera {s} could not be opened: check it is connected, not used by another program, "
             f"and that this user may read it (ls -l /dev/video*); cameras are numbered from 0"
         )
-    elif live:
+    elif live or s.lower().startswith(URL_SCHEMES):
         cap = cv2.VideoCapture(s)
         hint = f"cannot open the stream {s}: check the URL, the network and that FFmpeg supports its protocol"
     else:
@@ -49,6 +51,12 @@ def _capture(s: str, live: bool):
         cap = cv2.VideoCapture(str(Path(s).expanduser()))
         hint = f"cannot read {s} as a video (OpenCV/FFmpeg does not recognise it): is the file complete?"
     return cap, hint
+
+
+def _web_video_file(s: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return s.lower().startswith(("http://", "https://")) and Path(urlsplit(s).path).suffix.lower() in VIDEO_EXTENSIONS
 
 
 def read_frames(cap, live: bool, fps: float | None, every: int, max_frames: int | None, keep_all: bool):
