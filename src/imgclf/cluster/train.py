@@ -89,6 +89,7 @@ def _fit_on_ray(ray, data, config, resume, settings, workers, out, verbose, max_
             name=f"imgclf-{out.name}-{hashlib.sha1(str(out).encode()).hexdigest()[:8]}",
             storage_path=str(_ray_storage()),
             failure_config=FailureConfig(max_failures=max_failures),
+            **_quiet_train(ray, RunConfig),
         ),
     )
     trainer.fit()  # a user's mistake comes back through the mailbox, not as Ray's error
@@ -97,6 +98,18 @@ def _fit_on_ray(ray, data, config, resume, settings, workers, out, verbose, max_
         raise UserError(mistake)
     if not (out / "model.json").is_file():
         raise UserError(f"distributed training ended without a model in {out}; see the workers' output above")
+
+
+def _quiet_train(ray, run_config) -> dict:
+    """Ray Train's INFO lines (resources requested, the worker group started, each rank's pid and the
+    process group set up: six lines a run) above imgclf's own, which say the same in one; its
+    warnings and errors (a worker lost, the group restarted) still show. Ray 2.5x's Train has the
+    setting; older ones print them."""
+    import dataclasses
+
+    config = getattr(ray.train, "LoggingConfig", None)
+    fields = {f.name for f in dataclasses.fields(run_config)} if dataclasses.is_dataclass(run_config) else set()
+    return {"logging_config": config(log_level="WARNING")} if config and "logging_config" in fields else {}
 
 
 def _worker(c: dict) -> None:
