@@ -293,7 +293,7 @@ def test_a_camera_says_who_comes_and_goes_as_it_happens(gallery, model, tmp_path
         frames.append(cv2.cvtColor(np.asarray(frame), cv2.COLOR_RGB2BGR))
     monkeypatch.setattr(video_frames, "open_source", lambda source: (Camera(frames), True, "camera 0"))
     found = F.identify(gallery, 0, out=tmp_path / "out", verbose=True)
-    said = [line.split(maxsplit=2)[2] for line in capsys.readouterr().out.splitlines() if "s  '" in line]
+    said = [line.split(maxsplit=2)[2] for line in capsys.readouterr().out.splitlines() if "s  'Grace'" in line]
     assert [e["name"] for e in found["events"]] == ["Grace"]
     # Said when she came and when she left, before the camera stopped and the table of events.
     assert said[0] == "'Grace' present" and said[1].startswith("'Grace' gone after "), said
