@@ -61,10 +61,12 @@ def train(
     on_epoch: Callable | None = None,
     evaluate: bool = True,
     write_report: bool = True,
+    figures: bool = True,
     **settings: Any,
 ) -> Run:
-    """See imgclf.train. `write_report=False`: no report.html (a run nobody reads, such as a label check's
-    fold, whose report was half of its time on a small set)."""
+    """See imgclf.train. `write_report=False`: no report.html (a label check's fold, whose report was
+    half of its time on a small set; an update's candidate, reported with the comparison). `figures=False`:
+    nor the run folder's PNG figures (a run nobody reads: 4 figures, ~1 s of a small fold's ~7 s)."""
     from imgclf.training.distributed import is_main
     from imgclf.training.pipeline import fit_run
 
@@ -72,13 +74,13 @@ def train(
     fitted = fit_run(data, config=config, resume=resume, console=console, on_epoch=on_epoch, **settings)
     if not evaluate or not is_main():  # DDP: rank 0 alone evaluates and reports
         return Run(fitted.run_dir, None, fitted.prep.cfg)
-    model, metrics = _evaluate_after_training(fitted, console)
+    model, metrics = _evaluate_after_training(fitted, console, figures)
     if write_report:
         _report_after_training(model, console)
     return Run(fitted.run_dir, metrics, fitted.prep.cfg)
 
 
-def _evaluate_after_training(fitted, console):
+def _evaluate_after_training(fitted, console, figures: bool = True):
     """Learning curves, calibration, the operating point (both on the validation split), model.json,
     then the held-out test split. Returns the loaded model (holding the scored test predictions)
     and the test metrics."""
@@ -91,7 +93,8 @@ def _evaluate_after_training(fitted, console):
 
     prep, meta, run_dir = fitted.prep, fitted.meta, fitted.run_dir
     cfg, spec, images = prep.cfg, prep.spec, prep.images
-    plot_history(fitted.result.history, run_dir / "learning_curves.png")
+    if figures:
+        plot_history(fitted.result.history, run_dir / "learning_curves.png")
     fitted.net.load_state_dict(load_weights(run_dir / "model.safetensors"))
     model = Model(fitted.net, meta, prep.device, run_dir)
     scorer = _scorer(model, console)
@@ -102,7 +105,7 @@ def _evaluate_after_training(fitted, console):
         meta.rejection = choose_rejection(scorer, images, spec, cfg, console)
     save_run_meta(run_dir, meta)  # with the weights' SHA-256, checked on every load
     test = np.sort(spec.indices("test"))
-    metrics = score(scorer, images[test], spec.labels[test], run_dir, console, "held-out test split")
+    metrics = score(scorer, images[test], spec.labels[test], run_dir, console, "held-out test split", figures)
     # The report shows the same test predictions: hand them over instead of predicting (with TTA) twice,
     # under the paths read_splits gives back.
     root = fitted.root

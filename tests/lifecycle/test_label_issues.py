@@ -56,6 +56,19 @@ def test_flipped_labels_rank_first_and_land_in_the_run_report(mislabeled, tmp_pa
     assert "image(s) whose label looks wrong" in html and "square_000.png" in html
 
 
+@pytest.mark.slow
+def test_a_fold_run_writes_no_figures_and_still_loads(shapes, tmp_path):
+    """What each fold is: a whole training run, without the report and figures nobody reads."""
+    import imgclf.workflows
+
+    run = imgclf.workflows.train(
+        shapes, out=tmp_path / "fold", verbose=False, write_report=False, figures=False, **TINY
+    )
+    assert not list(run.path.glob("*.png")) and not (run.path / "report.html").exists()
+    assert (run.path / "metrics.json").is_file() and run.metrics["accuracy"] >= 0
+    assert len(imgclf.load(run.path).predict_proba(np.zeros((2, 16, 16, 3), np.uint8))) == 2
+
+
 def test_confident_learning_flags_the_contradicted_label():
     # 3 classes x 10 images, each predicted 0.9 for its own class; image 4 (labelled a) 0.95 for c.
     labels = np.repeat([0, 1, 2], 10)

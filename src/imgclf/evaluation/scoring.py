@@ -87,7 +87,11 @@ def choose_rejection(model, images: np.ndarray, spec, cfg: TrainConfig, console)
     )
 
 
-def score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, console, where: str) -> dict:
+def score(
+    model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, console, where: str, figures: bool = True
+) -> dict:
+    """The metrics of `model` on the images, printed; written to out_dir/metrics.json with their
+    figures (confusion matrix, reliability, coverage) unless `figures` is False."""
     from imgclf.evaluation.calibration import expected_calibration_error, nll, reliability
     from imgclf.evaluation.metrics import compute_metrics, summary_line
     from imgclf.evaluation.plots import plot_confusion, plot_reliability
@@ -131,10 +135,11 @@ def score(model, images: np.ndarray, labels: np.ndarray, out_dir: Path | None, c
             f"({r['rejected']} answered 'unknown'), accuracy on accepted {acc}"
         )
     if out_dir is not None:
+        write_json(out_dir / "metrics.json", metrics)
+    if out_dir is not None and figures:
         from imgclf.evaluation.plots import plot_coverage
 
         plot_coverage(metrics["selective"], metrics.get("rejection"), out_dir / "coverage.png")
-        write_json(out_dir / "metrics.json", metrics)
         plot_confusion(metrics["confusion_matrix"], model.classes, out_dir / "confusion_matrix.png")
         plot_reliability(metrics["calibration"]["reliability"], out_dir / "reliability.png")
     c = metrics["calibration"]

@@ -140,7 +140,8 @@ def _out_of_fold(spec, paths, fold_of, folds, cache, size, epochs, seed, dev, wo
                 workers=workers,
                 out=str(Path(tmp) / f"fold-{k + 1}"),
                 verbose=False,
-                write_report=False,  # the fold's run is deleted with its folder: its report would be unread
+                write_report=False,  # the fold's run is deleted with its folder: its report and
+                figures=False,  # figures would be unread
             )
             model = load(run.path, str(dev))
             probs[held] = model.predict_proba(cache.images[held])
