@@ -7,7 +7,7 @@ train (training.pipeline -> evaluation -> reporting), evaluate, report, load.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +22,9 @@ class Run:
     path: Path
     metrics: dict | None  # None for an ensemble whose members do not share a test split
     config: TrainConfig | None  # None for an ensemble bundle
+    # The test split's paths and calibrated probabilities as the evaluation after training scored them
+    # (a label check's fold reads its held-out answers here instead of predicting them again).
+    scored_test: tuple[list[str], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def load(self, device: str = "auto"):
         return load(self.path, device)
@@ -77,7 +80,7 @@ def train(
     model, metrics = _evaluate_after_training(fitted, console, figures)
     if write_report:
         _report_after_training(model, console)
-    return Run(fitted.run_dir, metrics, fitted.prep.cfg)
+    return Run(fitted.run_dir, metrics, fitted.prep.cfg, model.scored_test)
 
 
 def _evaluate_after_training(fitted, console, figures: bool = True):

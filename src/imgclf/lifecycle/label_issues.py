@@ -143,16 +143,31 @@ def _out_of_fold(spec, paths, fold_of, folds, cache, size, epochs, seed, dev, wo
                 write_report=False,  # the fold's run is deleted with its folder: its report and
                 figures=False,  # figures would be unread
             )
-            model = load(run.path, str(dev))
-            probs[held] = model.predict_proba(cache.images[held])
+            probs[held] = _held_out(run, [paths[i] for i in held], cache.images[held], dev, load)
             if console:
                 acc = float((probs[held].argmax(1) == spec.labels[held]).mean())
                 console.print(
                     f"  fold {k + 1}/{folds}: accuracy {acc:.3f} on its {len(held):,} held-out images "
                     f"(against the given labels); {time.perf_counter() - t0:.0f}s, of which training "
-                    f"{model.meta.training_record.train_seconds:.0f}s"
+                    f"{_train_seconds(run.path):.0f}s"
                 )
     return probs
+
+
+def _held_out(run, held_paths: list[str], images: np.ndarray, dev, load) -> np.ndarray:
+    """The fold model's probabilities for its held-out images: the fold's test split, already scored by
+    the evaluation after training (predicting them again cost as much, in eager PyTorch, as that
+    evaluation in ONNX Runtime); predicted here only if that scoring is missing or not these images."""
+    scored = dict(zip(*run.scored_test)) if run.scored_test else {}
+    if all(p in scored for p in held_paths):
+        return np.stack([scored[p] for p in held_paths])
+    return load(run.path, str(dev)).predict_proba(images)
+
+
+def _train_seconds(run_path: Path) -> float:
+    from imgclf.store.run_meta import load_run_meta
+
+    return load_run_meta(run_path, loadable=False).training_record.train_seconds
 
 
 def rank_suspects(spec, rows: np.ndarray, probs: np.ndarray) -> list[dict]:
