@@ -65,17 +65,16 @@ def face_run(faces_data, tmp_path_factory) -> Path:
     return out
 
 
-def test_faces_auto_turns_the_candidate_on_for_faces_and_off_for_shapes(faces_data, tmp_path):
-    run = imgclf.train(faces_data, out=tmp_path / "faces", time_budget="1s", verbose=False)
-    cfg = (run.path / "config.yaml").read_text()
+def test_faces_auto_turns_the_candidate_on_for_faces_and_off_for_shapes(face_run, tmp_path):
+    cfg = (face_run / "config.yaml").read_text()  # the no-flag run on the two people
     assert "faces: 'on'" in cfg or "faces: on" in cfg
-    rows = {r["candidate"]: r for r in json.loads((run.path / "leaderboard.json").read_text())}
+    rows = {r["candidate"]: r for r in json.loads((face_run / "leaderboard.json").read_text())}
     assert set(rows) >= {"face embedding", "linear probe"}
     assert rows["face embedding"]["val_acc"] == 1.0 and sum(r["kept"] for r in rows.values()) == 1
-    face = json.loads((run.path / "face.json").read_text())
+    face = json.loads((face_run / "face.json").read_text())
     assert face["faces_found"] >= 0.9  # the detector found the face in (nearly) every photo
     kept = next(r for r in rows.values() if r["kept"])
-    arch = json.loads((run.path / "model.json").read_text())["architecture"]["name"]
+    arch = json.loads((face_run / "model.json").read_text())["architecture"]["name"]
     assert (arch == "face_embedding") == (kept["candidate"] == "face embedding")
 
     shapes = make_shapes_dataset(tmp_path / "shapes", per_class=12, size=48)
