@@ -217,3 +217,24 @@ def test_a_fresh_distributed_run_refuses_a_folder_with_an_unfinished_run(tmp_pat
     (tmp_path / "run" / "config.yaml").write_text("model: simple_cnn\n")
     with pytest.raises(UserError, match="holds an unfinished run; continue it with --resume"):
         imgclf.train(data, out=str(tmp_path / "run"), workers=2, verbose=False)
+
+
+def test_the_preemption_watcher_is_off_on_a_one_node_cluster_only(monkeypatch):
+    """Nowhere to move a preempted worker to on one node: Ray Train's watcher (and its error-level
+    start-up line) is switched off there for the fit, unless the user chose; kept on larger clusters."""
+    from types import SimpleNamespace
+
+    from imgclf.cluster.train import PREEMPTION_WATCHER, _no_preemption_watch_on_one_node
+
+    def cluster(alive: int, dead: int = 0):
+        return SimpleNamespace(nodes=lambda: [{"Alive": True}] * alive + [{"Alive": False}] * dead)
+
+    monkeypatch.delenv(PREEMPTION_WATCHER, raising=False)
+    with _no_preemption_watch_on_one_node(cluster(1, dead=2)):
+        assert os.environ[PREEMPTION_WATCHER] == "0"
+    assert PREEMPTION_WATCHER not in os.environ
+    with _no_preemption_watch_on_one_node(cluster(3)):
+        assert PREEMPTION_WATCHER not in os.environ
+    monkeypatch.setenv(PREEMPTION_WATCHER, "1")
+    with _no_preemption_watch_on_one_node(cluster(1)):
+        assert os.environ[PREEMPTION_WATCHER] == "1"

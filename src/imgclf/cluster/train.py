@@ -13,6 +13,7 @@ is lost or written twice. DATA and the run folder must be paths every worker can
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -23,6 +24,7 @@ from imgclf.core.raysupport import cluster_workers, ray_session
 from imgclf.training.distributed import TIMEOUT
 
 MAX_FAILURES = 3
+PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Ray Train's switch (default on)
 
 
 def train_on_ray(
@@ -92,12 +94,31 @@ def _fit_on_ray(ray, data, config, resume, settings, workers, out, verbose, max_
             **_quiet_train(ray, RunConfig),
         ),
     )
-    trainer.fit()  # a user's mistake comes back through the mailbox, not as Ray's error
+    with _no_preemption_watch_on_one_node(ray):
+        trainer.fit()  # a user's mistake comes back through the mailbox, not as Ray's error
     mistake = ray.get(mailbox.get.remote())
     if mistake:
         raise UserError(mistake)
     if not (out / "model.json").is_file():
         raise UserError(f"distributed training ended without a model in {out}; see the workers' output above")
+
+
+@contextlib.contextmanager
+def _no_preemption_watch_on_one_node(ray):
+    """Ray Train starts an actor on each run that watches for a node being taken back (spot
+    instances), so that the workers move to other nodes. A cluster of one node has none to move to:
+    the actor only adds start-up, and Ray logs an error-level line about its restarts
+    (ray-project/ray#53727) that reads like a failure. Off there, unless the user set it; the
+    driver's environment reaches Ray Train's controller (it forwards this variable)."""
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if len(alive) != 1 or PREEMPTION_WATCHER in os.environ:
+        yield
+        return
+    os.environ[PREEMPTION_WATCHER] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(PREEMPTION_WATCHER, None)
 
 
 def _quiet_train(ray, run_config) -> dict:
