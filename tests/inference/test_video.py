@@ -14,7 +14,7 @@ from PIL import Image
 
 import imgclf
 from imgclf.core.errors import UserError
-from imgclf.inference.presence import LiveLines
+from imgclf.inference.presence import Changes
 from imgclf.inference.video import Presence, predict_video
 
 cv2 = pytest.importorskip("cv2")
@@ -75,11 +75,20 @@ def assert_true_events(events: list[dict], tolerance: float = 0.5):
 
 @pytest.mark.slow
 def test_presence_events_csv_and_annotated_video(model, video, tmp_path):
+    changes: list[dict] = []
     out = predict_video(
-        model, video, out_csv=tmp_path / "frames.csv", out_video=tmp_path / "annotated.mp4", show_fps=False
+        model,
+        video,
+        out_csv=tmp_path / "frames.csv",
+        out_video=tmp_path / "annotated.mp4",
+        show_fps=False,
+        on_change=changes.append,
     )
     assert out["frames"] == out["classified"] == N_FRAMES and out["source_fps"] == FPS and out["fps"] > 0
     assert_true_events(out["events"])
+    # The callback heard each event open and close as the frames came, with the durations recorded.
+    assert [c["kind"] for c in changes] == ["present", "gone"] * 2 and {c["label"] for c in changes} == {"person"}
+    assert [c["duration_s"] for c in changes[1::2]] == pytest.approx([e["duration_s"] for e in out["events"]], abs=1e-3)
     saved = json.loads((tmp_path / "events.json").read_text())
     assert saved["events"] == out["events"] and saved["positive_class"] == "person"
 
@@ -246,9 +255,14 @@ def test_a_video_of_many_classes_says_what_it_shows_and_when(tmp_path):
         for _ in range(n):
             vw.write(np.full((32, 32, 3), rgb[::-1], np.uint8))
     vw.release()
-    out = predict_video(_ColourModel(), path, smooth=0, out_csv=tmp_path / "frames.csv", show_fps=False)
+    changes: list[dict] = []
+    out = predict_video(
+        _ColourModel(), path, smooth=0, out_csv=tmp_path / "frames.csv", show_fps=False, on_change=changes.append
+    )
     got = [(s["label"], s["start_s"], s["end_s"]) for s in out["segments"]]
     assert got == [("red", 0.0, 2.6), ("blue", 2.6, 5.6), ("green", 5.6, 6.6)]
+    # A file's changes reach the callback too, in video time: each label once it has held half a second.
+    assert [(c["label"], c["t_s"]) for c in changes] == [("red", 0.4), ("blue", 3.0), ("green", 6.0)]
     assert out["events"] is None and out["events_path"] == str(tmp_path / "events.json")
     saved = json.loads((tmp_path / "events.json").read_text())
     assert saved["segments"] == out["segments"] and saved["min_segment_s"] == 0.5
@@ -289,8 +303,11 @@ def test_a_camera_says_each_change_as_it_happens(monkeypatch, capsys):
     script = [((255, 0, 0), 30), ((0, 255, 0), 2), ((0, 0, 255), 30)]  # red, a blink of green, blue
     frames = [np.full((32, 32, 3), rgb[::-1], np.uint8) for rgb, n in script for _ in range(n)]
     monkeypatch.setattr(video, "open_source", lambda source: (Camera(frames), True, "camera 0"))
-    out = predict_video(_ColourModel(), 0, smooth=0)
+    changes: list[dict] = []
+    out = predict_video(_ColourModel(), 0, smooth=0, on_change=changes.append)
     lines = [ln for ln in capsys.readouterr().err.splitlines() if "now '" in ln]
+    assert [(c["kind"], c["label"]) for c in changes] == [("label", "red"), ("label", "blue")]
+    assert [c["t_s"] for c in changes] == pytest.approx([float(ln.split()[1].rstrip("s")) for ln in lines], abs=0.06)
     # One line a change, when the new label has held half a second (the blink is none), then the table.
     assert [ln.split("now ")[1].split()[0] for ln in lines] == ["'red'", "'blue'"], lines
     assert [s["label"] for s in out["segments"]] == ["red", "blue"]
@@ -300,7 +317,7 @@ def test_a_camera_says_each_change_as_it_happens(monkeypatch, capsys):
 
 def test_presence_tracks_are_said_when_they_open_and_close():
     said: list[str] = []
-    live, track = LiveLines(said.append), Presence("Grace", 0, 0.5, 0.3, 0.5)
+    live, track = Changes(said.append), Presence("Grace", 0, 0.5, 0.3, 0.5)
     for i, p in enumerate([0.1] * 10 + [0.9] * 20 + [0.1] * 10):  # 10 fps: present from 1.0 s to 3.0 s
         t = i / 10
         track.update(t, 0.1, p)

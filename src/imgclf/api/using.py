@@ -3,6 +3,7 @@ export, serve, explain (finding things in photos: api/finding.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -153,6 +154,7 @@ def predict_video(
     scan: bool = False,
     detector=None,
     max_seconds: float | None = None,
+    on_change: Callable[[dict], None] | None = None,
 ) -> dict:
     """Classify a video file, camera index or stream URL frame by frame (every `every`-th),
         probabilities smoothed over `smooth` seconds; per-frame CSV, annotated video and, for two-class
@@ -168,6 +170,12 @@ def predict_video(
             imgclf.predict_video("runs/people-1", "door.mp4", out_csv="frames.csv")["events"]
             imgclf.predict_video(None, "door.mp4", out_csv="frames.csv")["events"]     # the pretrained detector
             # [{'start_s': 2.0, 'end_s': 5.0, 'duration_s': 3.0, 'peak_confidence': 0.99}]
+
+    `on_change(change)` is called as each change happens, for a camera as for a file: {"kind": "present",
+    "label": "person", "t_s": 12.3, "time": "2026-11-27T14:02:11"}, then "gone" with "duration_s"
+    (two classes, or a scan), or "label" with "confidence" (more classes); a live source also prints them.
+
+            imgclf.predict_video(None, 0, on_change=lambda c: c["kind"] == "present" and ring_the_bell())
     """
     from imgclf.api.finding import frames_within, video_scanner
     from imgclf.inference.video import predict_video as run_video
@@ -188,6 +196,7 @@ def predict_video(
         max_frames=max_frames,
         scanner=scanner,
         fit=frames_within(scanner, max_seconds) if scanner is not None else None,
+        on_change=on_change,
     )
 
 

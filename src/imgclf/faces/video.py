@@ -85,13 +85,13 @@ class Tracks:
 
     def __init__(self, gallery, smooth: float, step: float | None, live: bool = False):
         from imgclf.faces.gallery import UNKNOWN
-        from imgclf.inference.presence import MIN_EVENT_S, LiveLines, Presence
+        from imgclf.inference.presence import MIN_EVENT_S, Changes, Presence
 
         people = [*gallery.people, UNKNOWN]
         self.tracks = {p: Presence(p, 0, gallery.threshold, smooth, MIN_EVENT_S) for p in people}
         self.step, self.prev_t = step, None  # seconds between named frames; None: measured (live)
         # A camera or stream: who comes and goes is printed as it happens, not only when it stops.
-        self.live = LiveLines(lambda line: print(line, flush=True)) if live else None
+        self.live = Changes(lambda line: print(line, flush=True)) if live else None
 
     def update(self, t: float, faces: list[dict]) -> None:
         from imgclf.faces.gallery import UNKNOWN
@@ -110,7 +110,10 @@ class Tracks:
     def finish(self) -> list[dict]:
         events = []
         for person, track in self.tracks.items():
-            for e in track.finish():
+            track.finish()
+            if self.live is not None:  # a visit open when the camera stopped has ended: say so
+                self.live.track(person, track, self.prev_t or 0.0)
+            for e in track.events:
                 peak = e.pop("peak_confidence")
                 events.append({"name": person, **e, "peak_similarity": peak})
         return sorted(events, key=lambda e: e["start_s"])

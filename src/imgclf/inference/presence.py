@@ -2,12 +2,11 @@
 the threshold, smoothed over time, become events with a start, an end and a peak. Segments (any
 number of classes): stretches of time that show one label, where a stretch shorter than the shortest
 event is part of its neighbour rather than a segment of its own. A live source (a camera, a stream)
-has no end to wait for: LiveLines says each change as it happens."""
+has no end to wait for: Changes says each change as it happens (and hands it to a callback)."""
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -212,14 +211,16 @@ class Segments:
             self.done.append(stretch)
 
 
-class LiveLines:
-    """Each change a live source shows, said as one line when it happens (the table of events or
-    segments still follows when the source stops): `14:02:11   12.3s  'person' present`, `... 'person'
-    gone after 7.8s`, and with more than two classes `... now 'cat'` once a label has held for a
-    segment's least length. `say` prints one line (the user's text in it is plain, not markup)."""
+class Changes:
+    """Each change a video shows, when it happens: a presence track opening or closing, or (more than
+    two classes) a new label once it has held for a segment's least length. Each is a dict,
+    {"kind": "present" | "gone" | "label", "label", "t_s" (seconds into the video), "time" (the
+    clock's, ISO 8601), and "duration_s" (gone) or "confidence" (label)}, handed to `on_change`, and
+    said as one line by `say` (a live source, whose table of events waits until it stops):
+    `14:02:11   12.3s  'person' present`, `... 'person' gone after 7.8s`, `... now 'cat' (confidence 0.91)`."""
 
-    def __init__(self, say: Callable[[str], None]):
-        self.say = say
+    def __init__(self, say: Callable[[str], None] | None = None, on_change: Callable[[dict], None] | None = None):
+        self.say, self.on_change = say, on_change
         self.since: dict[str, float] = {}  # who is present, from when
         self.label: str | None = None  # the label said last
 
@@ -227,23 +228,40 @@ class LiveLines:
         """`presence` (the track of `name`) after its frame at t."""
         if presence.present and name not in self.since:
             self.since[name] = t if presence.first_hit is None else presence.first_hit
-            self._line(t, f"'{name}' present")
+            self._emit(t, "present", name)
         elif not presence.present and name in self.since:
             start = self.since.pop(name)
             # The event as recorded: from its first frame past the threshold to its last one.
             event = (
                 presence.events[-1] if presence.events and presence.events[-1]["start_s"] == round(start, 3) else None
             )
-            self._line(t, f"'{name}' gone after {event['duration_s'] if event else t - start:.1f}s")
+            self._emit(t, "gone", name, duration_s=round(event["duration_s"] if event else t - start, 3))
 
     def segment(self, segments: Segments, t: float) -> None:
         cur = segments.current
         if cur is not None and cur.seconds >= segments.min_segment and cur.label != self.label:
             self.label = cur.label
-            self._line(t, f"now '{cur.label}' (confidence {cur.conf_sum / max(cur.frames, 1):.2f})")
+            self._emit(t, "label", cur.label, confidence=round(cur.conf_sum / max(cur.frames, 1), 4))
 
-    def _line(self, t: float, text: str) -> None:
-        self.say(f"{time.strftime('%H:%M:%S')}  {t:6.1f}s  {text}")
+    def _emit(self, t: float, kind: str, label: str, **extra) -> None:
+        from datetime import datetime
+
+        change = {
+            "kind": kind,
+            "label": label,
+            "t_s": round(t, 3),
+            "time": datetime.now().isoformat(timespec="seconds"),
+        }
+        change.update(extra)
+        if self.on_change is not None:
+            self.on_change(change)
+        if self.say is not None:
+            what = {
+                "present": f"'{label}' present",
+                "gone": f"'{label}' gone after {extra.get('duration_s', 0):.1f}s",
+                "label": f"now '{label}' (confidence {extra.get('confidence', 0):.2f})",
+            }[kind]
+            self.say(f"{change['time'][11:]}  {t:6.1f}s  {what}")
 
 
 def print_found(console, presence: Presence | None, events: list[dict] | None, segments: list[dict], events_path):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from imgclf.data.images import is_image_url
 from imgclf.inference.presence import (
     MIN_EVENT_S,
     SMOOTH_S,
-    LiveLines,
+    Changes,
     Presence,
     Segments,
     Smoother,
@@ -67,6 +68,7 @@ def predict_video(
     min_event: float = MIN_EVENT_S,
     scanner=None,
     fit=None,
+    on_change: Callable[[dict], None] | None = None,
 ) -> dict:
     """Classify every `every`-th frame of `source` (a file, a camera index such as 0 or "0", or an
     rtsp/http(s) URL), smoothing probabilities over `smooth` seconds (0: none).
@@ -79,7 +81,9 @@ def predict_video(
     classified, seconds, fps, the events (None with more than two classes) and the files written.
     With `scanner` (an imgclf.scanning.Scanner, or an imgclf.detection.Detector with `model` None) each
     frame is scanned instead of classified whole: its positive probability is the best window's or
-    box's, events come from it, and the boxes are drawn; `fit` bounds each frame's scan (fitted_to_frames)."""
+    box's, events come from it, and the boxes are drawn; `fit` bounds each frame's scan (fitted_to_frames).
+    `on_change(change)` is called at each change as it happens (inference.presence.Changes: a presence
+    event opening or closing, a new label): an alarm, a message; a live source also prints each one."""
     import cv2
     from rich.markup import escape  # the source's name is the user's path or URL, not markup
 
@@ -99,6 +103,7 @@ def predict_video(
     presence = _presence(model, scanner, smooth, min_event)
     if events_path is None and out_csv is not None:
         events_path = Path(out_csv).with_name("events.json")
+    say = (lambda line: console.print(escape(line))) if live else None  # a camera's changes, as they come
     session = _Session(
         model,
         Smoother(smooth),
@@ -108,7 +113,7 @@ def predict_video(
         step=every / fps if fps and not live else None,
         scanner=scanner,
         segments=Segments(min_event),
-        live=LiveLines(lambda line: console.print(escape(line))) if live else None,
+        changes=Changes(say, on_change) if say or on_change else None,
     )
     n_frames, n_classified, start = _run(session, cap, live, fps, every, max_frames, scanner, show_fps, console, name)
     if n_frames == 0:
@@ -137,6 +142,8 @@ def predict_video(
 def _finish(session, presence: Presence | None, events_path, name: str, settings: dict):
     """(presence events or None, segments), written to `events_path` when there is one."""
     events = presence.finish() if presence is not None else None
+    if events is not None and session.changes is not None:  # an event open at the end has ended: say so
+        session.changes.track(presence.positive, presence, session.prev_t or 0.0)
     segments = session.segments.finish()
     if events_path is not None:
         found = {"events": events} if events is not None else {}
@@ -227,10 +234,10 @@ class _Session:
         step: float | None,
         scanner,
         segments: Segments,
-        live: LiveLines | None = None,
+        changes: Changes | None = None,
     ):
         self.model, self.ema, self.presence, self.rows, self.video = model, ema, presence, rows, video
-        self.segments, self.live = segments, live  # live: a camera or stream, whose changes are said as they come
+        self.segments, self.changes = segments, changes  # said as they come (a live source) or handed to a callback
         self.scanner = scanner
         self.step = step  # seconds between classified frames; None: measured (live)
         self.pending: list[tuple[int, float, np.ndarray | None, np.ndarray | None]] = []
@@ -260,10 +267,10 @@ class _Session:
                 self.prev_t = t
                 answer = self.model.answers(smoothed[None])[0]
                 self.segments.update(t, dt, answer["label"], answer["confidence"])
-                if self.live is not None and self.presence is not None:
-                    self.live.track(self.presence.positive, self.presence, t)
-                elif self.live is not None:
-                    self.live.segment(self.segments, t)
+                if self.changes is not None and self.presence is not None:
+                    self.changes.track(self.presence.positive, self.presence, t)
+                elif self.changes is not None:
+                    self.changes.segment(self.segments, t)
                 self.state = (answer, present, next(boxes))
                 self.rows.write(index, t, raw, self.state[0], smoothed, present)
             if frame is not None:
