@@ -170,12 +170,9 @@ def predict_video(
             imgclf.predict_video("runs/people-1", "door.mp4", out_csv="frames.csv")["events"]
             imgclf.predict_video(None, "door.mp4", out_csv="frames.csv")["events"]     # the pretrained detector
             # [{'start_s': 2.0, 'end_s': 5.0, 'duration_s': 3.0, 'peak_confidence': 0.99}]
+            imgclf.predict_video(None, 0, on_change=print)  # camera 0: {'kind': 'present', 'label': 'person', ...}
 
-    `on_change(change)` is called as each change happens, for a camera as for a file: {"kind": "present",
-    "label": "person", "t_s": 12.3, "time": "2026-11-27T14:02:11"}, then "gone" with "duration_s"
-    (two classes, or a scan), or "label" with "confidence" (more classes); a live source also prints them.
-
-            imgclf.predict_video(None, 0, on_change=lambda c: c["kind"] == "present" and ring_the_bell())
+    `on_change(change)` is called as each change happens (inference.presence.Changes: present, gone, a new label).
     """
     from imgclf.api.finding import frames_within, video_scanner
     from imgclf.inference.video import predict_video as run_video
