@@ -156,23 +156,18 @@ def predict_video(
     max_seconds: float | None = None,
     on_change: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Classify a video file, camera index or stream URL frame by frame (every `every`-th),
-        probabilities smoothed over `smooth` seconds; per-frame CSV, annotated video and, for two-class
-        runs, presence events of the positive class; for every run, segments (stretches of time that
-        each show one label: the result's "segments"); both in events.json beside the CSV, or `events`.
-        `scan=True` scans each frame for the positive class (imgclf.scan) instead of classifying it
-        whole: presence comes from the best window, the annotated video shows the boxes. With no run
-    (`run=None`, or `detector` a name or a loaded imgclf.detection.Detector) the pretrained person
-    detector finds people in each frame: presence events of 'person' from its best box. A scanned frame
-    is bounded as a photo's scan (`max_seconds`, default 10: imgclf.scan): a video whose frames are over
-    it is refused before a frame is scored. See imgclf.inference.video.
+    """Classify a video file, camera index or stream URL frame by frame (every `every`-th), probabilities
+    smoothed over `smooth` seconds; per-frame CSV, annotated video and, for two-class runs, presence events
+    of the positive class; for every run, segments (stretches of time that each show one label); both in
+    events.json beside the CSV, or `events`. `scan=True` scans each frame for the positive class (imgclf.scan):
+    presence from the best window, boxes drawn. With no run (or `detector` a name or a loaded Detector) the
+    pretrained person detector finds people in each frame. A scanned frame is bounded as a photo's scan
+    (`max_seconds`, default 10): a video over it is refused before a frame is scored. `on_change(change)`
+    is called as each change happens (inference.presence.Changes: present, gone, a new label).
 
             imgclf.predict_video("runs/people-1", "door.mp4", out_csv="frames.csv")["events"]
-            imgclf.predict_video(None, "door.mp4", out_csv="frames.csv")["events"]     # the pretrained detector
             # [{'start_s': 2.0, 'end_s': 5.0, 'duration_s': 3.0, 'peak_confidence': 0.99}]
             imgclf.predict_video(None, 0, on_change=print)  # camera 0: {'kind': 'present', 'label': 'person', ...}
-
-    `on_change(change)` is called as each change happens (inference.presence.Changes: present, gone, a new label).
     """
     from imgclf.api.finding import frames_within, video_scanner
     from imgclf.inference.video import predict_video as run_video
