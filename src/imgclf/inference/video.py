@@ -71,9 +71,7 @@ def predict_video(
     on_change: Callable[[dict], None] | None = None,
 ) -> dict:
     """Classify every `every`-th frame of `source` (a file, a camera index such as 0 or "0", or an
-    rtsp/http(s) URL), smoothing probabilities over `smooth` seconds (0: none).
-
-    Writes per classified frame a CSV row to `out_csv` (frame, time_s, label and confidence of that
+    rtsp/http(s) URL), smoothing probabilities over `smooth` seconds (0: none). Writes per classified frame a CSV row to `out_csv` (frame, time_s, label and confidence of that
     frame alone, the smoothed label, smoothed probability per class, and `present` for two-class
     runs), every frame with its smoothed label drawn to `out_video` (mp4v), and for two-class runs
     the presence events of the positive class to `events_path` (default: events.json beside the
@@ -82,8 +80,7 @@ def predict_video(
     With `scanner` (an imgclf.scanning.Scanner, or an imgclf.detection.Detector with `model` None) each
     frame is scanned instead of classified whole: its positive probability is the best window's or
     box's, events come from it, and the boxes are drawn; `fit` bounds each frame's scan (fitted_to_frames).
-    `on_change(change)` is called at each change as it happens (inference.presence.Changes: a presence
-    event opening or closing, a new label): an alarm, a message; a live source also prints each one."""
+    `on_change(change)`: called as each change happens (presence.Changes); a live source prints them too."""
     import cv2
     from rich.markup import escape  # the source's name is the user's path or URL, not markup
 
