@@ -292,12 +292,17 @@ def test_a_camera_says_who_comes_and_goes_as_it_happens(gallery, model, tmp_path
             frame.paste(GRACE.resize((120, 140)), (100, 50))
         frames.append(cv2.cvtColor(np.asarray(frame), cv2.COLOR_RGB2BGR))
     monkeypatch.setattr(video_frames, "open_source", lambda source: (Camera(frames), True, "camera 0"))
-    found = F.identify(gallery, 0, out=tmp_path / "out", verbose=True)
+    changes: list[dict] = []
+    found = F.identify(gallery, 0, out=tmp_path / "out", verbose=True, on_change=changes.append)
     said = [line.split(maxsplit=2)[2] for line in capsys.readouterr().out.splitlines() if "s  'Grace'" in line]
     assert [e["name"] for e in found["events"]] == ["Grace"]
     # Said when she came and when she left, before the camera stopped and the table of events.
     assert said[0] == "'Grace' present" and said[1].startswith("'Grace' gone after "), said
     assert float(said[1].split()[-1].rstrip("s")) == pytest.approx(found["events"][0]["duration_s"], abs=0.05)
+    grace = [c for c in changes if c["label"] == "Grace"]
+    assert [c["kind"] for c in grace] == ["present", "gone"] and grace[1]["duration_s"] == found["events"][0][
+        "duration_s"
+    ]
 
 
 def test_a_video_whose_frames_would_each_take_too_long_is_refused_before_a_frame_is_read(gallery, model, tmp_path):

@@ -143,6 +143,7 @@ def identify(
     backend: str = "auto",
     max_seconds: float | None = None,
     verbose: bool = True,
+    on_change=None,
 ):
     """Every face in each photo, named from `gallery` or "unknown": one answer per image,
     {path, faces: [{x1, y1, x2, y2, name, similarity, found}], width, height} ({path, error} for an
@@ -150,7 +151,8 @@ def identify(
     `backend`: the embedder's (FaceModel; "onnx-int8" once `imgclf export faces --int8` made it).
     `images` may instead be one video file, camera index or stream URL: who appears and leaves
     (imgclf.faces.video; `every` frame sampled, `video_out` the annotated frames, each frame's face
-    search held to `max_seconds`, default 10), as a dict. A bad setting is refused in one line naming
+    search held to `max_seconds`, default 10), as a dict; `on_change(change)` hears each arrival and
+    departure as it happens ({"kind": "present" | "gone", "label": name, "t_s", "time", ...}). A bad setting is refused in one line naming
     its option, by its declared rule (settings.faces.IdentifySettings), before a model is loaded."""
     from imgclf.inference.model import expand_inputs
 
@@ -181,6 +183,7 @@ def identify(
             max_frames=max_frames,
             max_seconds=max_seconds,
             verbose=verbose,
+            on_change=on_change,
         )
     writer = None
     if out is not None:

@@ -33,6 +33,7 @@ def identify_video(
     max_frames=None,
     max_seconds: float | None = None,
     verbose=True,
+    on_change=None,
 ) -> dict:
     """Who appears in the video and when. Each frame is held to `max_seconds` (default
     core.work.MAX_SECONDS) as a photo's face search is, from the size the source reports, before a
@@ -61,7 +62,9 @@ def identify_video(
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else None
     every = every or (max(1, round(fps / SAMPLE_FPS)) if fps and not live else 1)
-    tracks = Tracks(gallery, smooth, step=every / fps if fps and not live else None, live=live and verbose)
+    tracks = Tracks(
+        gallery, smooth, step=every / fps if fps and not live else None, live=live and verbose, on_change=on_change
+    )
     start = time.perf_counter()
     with sigterm_as_ctrl_c():
         frames, sampled = _run(model, gallery, cap, live, fps, every, max_frames, tracks, out, video_out)
@@ -83,15 +86,17 @@ def identify_video(
 class Tracks:
     """One presence track a person (and one for "unknown"), fed each named frame's faces."""
 
-    def __init__(self, gallery, smooth: float, step: float | None, live: bool = False):
+    def __init__(self, gallery, smooth: float, step: float | None, live: bool = False, on_change=None):
         from imgclf.faces.gallery import UNKNOWN
         from imgclf.inference.presence import MIN_EVENT_S, Changes, Presence
 
         people = [*gallery.people, UNKNOWN]
         self.tracks = {p: Presence(p, 0, gallery.threshold, smooth, MIN_EVENT_S) for p in people}
         self.step, self.prev_t = step, None  # seconds between named frames; None: measured (live)
-        # A camera or stream: who comes and goes is printed as it happens, not only when it stops.
-        self.live = Changes(lambda line: print(line, flush=True)) if live else None
+        # A camera or stream: who comes and goes is printed as it happens, not only when it stops;
+        # `on_change` hears it too, from a file as well.
+        say = (lambda line: print(line, flush=True)) if live else None
+        self.live = Changes(say, on_change) if say or on_change else None
 
     def update(self, t: float, faces: list[dict]) -> None:
         from imgclf.faces.gallery import UNKNOWN
