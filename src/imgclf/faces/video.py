@@ -96,7 +96,7 @@ class Tracks:
         # A camera or stream: who comes and goes is printed as it happens, not only when it stops;
         # `on_change` hears it too, from a file as well.
         say = (lambda line: print(line, flush=True)) if live else None
-        self.live = Changes(say, on_change) if say or on_change else None
+        self.changes = Changes(say, on_change) if say or on_change else None
 
     def update(self, t: float, faces: list[dict]) -> None:
         from imgclf.faces.gallery import UNKNOWN
@@ -108,16 +108,16 @@ class Tracks:
         dt = self.step or (t - self.prev_t if self.prev_t is not None else 0.0)
         for person, track in self.tracks.items():
             track.update(t, dt, best.get(person, 0.0))
-            if self.live is not None:
-                self.live.track(person, track, t)
+            if self.changes is not None:
+                self.changes.track(person, track, t)
         self.prev_t = t
 
     def finish(self) -> list[dict]:
         events = []
         for person, track in self.tracks.items():
             track.finish()
-            if self.live is not None:  # a visit open when the camera stopped has ended: say so
-                self.live.track(person, track, self.prev_t or 0.0)
+            if self.changes is not None:  # a visit open when the camera stopped has ended: say so
+                self.changes.track(person, track, self.prev_t or 0.0)
             for e in track.events:
                 peak = e.pop("peak_confidence")
                 events.append({"name": person, **e, "peak_similarity": peak})
