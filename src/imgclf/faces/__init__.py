@@ -152,8 +152,9 @@ def identify(
     `images` may instead be one video file, camera index or stream URL: who appears and leaves
     (imgclf.faces.video; `every` frame sampled, `video_out` the annotated frames, each frame's face
     search held to `max_seconds`, default 10), as a dict; `on_change(change)` hears each arrival and
-    departure as it happens ({"kind": "present" | "gone", "label": name, "t_s", "time", ...}). A bad setting is refused in one line naming
-    its option, by its declared rule (settings.faces.IdentifySettings), before a model is loaded."""
+    departure as it happens ({"kind": "present" | "gone", "label": name, "t_s", "time", ...}). A bad
+    setting is refused in one line naming its option, by its declared rule (settings.faces.IdentifySettings),
+    before a model is loaded."""
     from imgclf.inference.model import expand_inputs
 
     given = dict(out=out, threshold=threshold, every=every, video_out=video_out, max_seconds=max_seconds)

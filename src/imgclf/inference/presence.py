@@ -51,6 +51,7 @@ class Presence:
         self.first_hit: float | None = None  # first frame past the threshold since the share was low
         self.last_hit_end: float | None = None
         self.peak = 0.0
+        self.closed: tuple[float, float] | None = None  # (start, end) of the last event closed, kept or dropped
 
     @classmethod
     def for_model(cls, model, tau: float = SMOOTH_S, min_event: float = MIN_EVENT_S) -> "Presence":
@@ -97,7 +98,7 @@ class Presence:
         }
 
     def _close(self) -> None:
-        start, end = self.first_hit, self.last_hit_end
+        start, end = self.closed = self.first_hit, self.last_hit_end
         if end - start >= self.min_event:
             self.events.append(
                 {
@@ -221,21 +222,18 @@ class Changes:
 
     def __init__(self, say: Callable[[str], None] | None = None, on_change: Callable[[dict], None] | None = None):
         self.say, self.on_change = say, on_change
-        self.since: dict[str, float] = {}  # who is present, from when
+        self.present: set[str] = set()  # the tracks said present
         self.label: str | None = None  # the label said last
 
     def track(self, name: str, presence: Presence, t: float) -> None:
         """`presence` (the track of `name`) after its frame at t."""
-        if presence.present and name not in self.since:
-            self.since[name] = t if presence.first_hit is None else presence.first_hit
+        if presence.present and name not in self.present:
+            self.present.add(name)
             self._emit(t, "present", name)
-        elif not presence.present and name in self.since:
-            start = self.since.pop(name)
-            # The event as recorded: from its first frame past the threshold to its last one.
-            event = (
-                presence.events[-1] if presence.events and presence.events[-1]["start_s"] == round(start, 3) else None
-            )
-            self._emit(t, "gone", name, duration_s=round(event["duration_s"] if event else t - start, 3))
+        elif not presence.present and name in self.present:
+            self.present.discard(name)
+            start, end = presence.closed  # the event as recorded: its first frame past the threshold to its last
+            self._emit(t, "gone", name, duration_s=round(end - start, 3))
 
     def segment(self, segments: Segments, t: float) -> None:
         cur = segments.current

@@ -71,9 +71,9 @@ def predict_video(
     on_change: Callable[[dict], None] | None = None,
 ) -> dict:
     """Classify every `every`-th frame of `source` (a file, a camera index such as 0 or "0", or an
-    rtsp/http(s) URL), smoothing probabilities over `smooth` seconds (0: none). Writes per classified frame a CSV row to `out_csv` (frame, time_s, label and confidence of that
-    frame alone, the smoothed label, smoothed probability per class, and `present` for two-class
-    runs), every frame with its smoothed label drawn to `out_video` (mp4v), and for two-class runs
+    rtsp/http(s) URL), smoothing probabilities over `smooth` seconds (0: none). Writes per classified
+    frame a CSV row to `out_csv` (frame, time_s, label and confidence of that frame alone, the smoothed
+    label, smoothed probability per class, and `present` for two-class runs), every frame with its smoothed label drawn to `out_video` (mp4v), and for two-class runs
     the presence events of the positive class to `events_path` (default: events.json beside the
     CSV). Ctrl-C (or SIGTERM) stops a live source cleanly, with everything written. Returns frames,
     classified, seconds, fps, the events (None with more than two classes) and the files written.

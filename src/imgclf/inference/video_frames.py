@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from imgclf.core.errors import UserError
+from imgclf.data.images import is_web_url
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -56,7 +57,7 @@ def _capture(s: str, live: bool):
 def _web_video_file(s: str) -> bool:
     from urllib.parse import urlsplit
 
-    return s.lower().startswith(("http://", "https://")) and Path(urlsplit(s).path).suffix.lower() in VIDEO_EXTENSIONS
+    return is_web_url(s) and Path(urlsplit(s).path).suffix.lower() in VIDEO_EXTENSIONS
 
 
 def read_frames(cap, live: bool, fps: float | None, every: int, max_frames: int | None, keep_all: bool):
