@@ -13,11 +13,21 @@ def ray_cluster(tmp_path_factory):
 
     # The workers start now, before any test's monkeypatched environment: give them the tests' cache.
     cache = str(tmp_path_factory.getbasetemp() / "cache")
+
+    def no_report_after_training():  # as tests/conftest.py does in-process: 4-9 s a Ray Train fit
+        import imgclf.workflows
+
+        imgclf.workflows._report_after_training = lambda model, console: None
+
     ray.init(
         num_cpus=2,
         logging_level=logging.WARNING,
         logging_config=ray.LoggingConfig(log_level="ERROR"),
-        runtime_env={"env_vars": {"IMGCLF_CACHE_DIR": cache, "IMGCLF_RAY_STORAGE": cache + "/ray_results"}},
+        runtime_env={
+            "env_vars": {"IMGCLF_CACHE_DIR": cache, "IMGCLF_RAY_STORAGE": cache + "/ray_results"},
+            # a nested function travels by value (cloudpickle): the workers cannot import conftest
+            "worker_process_setup_hook": no_report_after_training,
+        },
     )
     yield ray
     ray.shutdown()

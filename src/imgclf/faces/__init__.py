@@ -7,23 +7,23 @@
 
 Modules: model (dlib's pretrained detector, landmarks and embedding, from the package index) ·
 gallery (the enrolled embeddings in one file; nearest-mean or logistic naming; the "unknown"
-threshold chosen on the enrolment photos) · outputs (faces.csv, faces.json, annotated photos).
+threshold chosen on the enrolment photos) · texture (a light-normalised second descriptor, weighed
+in where the enrolment photos say it helps) · enrolment (reading a person's photos) · outputs
+(faces.csv, faces.json, annotated photos).
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import output_folder
+from imgclf.faces.enrolment import append, check_name, enrol_photos, place_crop_faces
 from imgclf.faces.gallery import FAR, UNKNOWN, Gallery, load_gallery, new_gallery, summarize
-from imgclf.models.face.model import WHOLE, Face, FaceModel, relative_box
+from imgclf.models.face.model import Face, FaceModel
 from imgclf.settings.faces import check_enrol, check_identify
 
 __all__ = ["enrol", "add", "remove", "identify", "people", "load_gallery", "FaceModel", "Face", "Gallery", "UNKNOWN"]
-
-DOMINANT = 3.0  # a photo with several faces enrols its biggest only when it is this many times the next one's area
 
 
 def enrol(
@@ -66,14 +66,14 @@ def enrol(
     report = {"skipped": [], "crops": [], "whole": []}
     for label, name in enumerate(spec.classes):
         photos = [Path(spec.paths[i]) for i in np.flatnonzero(spec.labels == label)]
-        vectors, sources = _enrol_photos(model, name, photos, g, out if keep_photos else None, report, verbose)
+        vectors, sources, textures = enrol_photos(model, name, photos, g, out if keep_photos else None, report, verbose)
         if len(vectors):
-            g = _append(g, name, vectors, sources)
+            g = append(g, name, vectors, sources, textures)
         elif verbose:
             print(f"  {name}: no usable photo, not enrolled")
     if not g.people:
         raise UserError(f"no face could be enrolled from {known}: every photo was skipped (see above)")
-    _place_crop_faces(model, g, report, verbose)
+    place_crop_faces(model, g, report, verbose)
     g = g.rebuilt(g.people, g.embeddings, g.owner, g.sources)
     g.save(out)
     return summarize(g, out, report, verbose, "enrolled")
@@ -94,18 +94,18 @@ def add(
     from imgclf.core.files import file_lock
     from imgclf.inference.model import expand_inputs
 
-    name = _check_name(name)
+    name = check_name(name)
     check_enrol(keep_photos=keep_photos, backend=backend)
     model = model or FaceModel(backend=backend)
     with file_lock(Path(gallery) / ".lock"):
         g = load_gallery(gallery, model)
         report = {"skipped": []}
-        vectors, sources = _enrol_photos(
+        vectors, sources, textures = enrol_photos(
             model, name, list(expand_inputs(photos)), g, Path(gallery) if keep_photos else None, report, verbose
         )
         if not len(vectors):
             raise UserError(f"none of the photos gave a face to enrol as {name} (see above); nothing changed")
-        g = g.with_faces(name, vectors, sources)
+        g = g.with_faces(name, vectors, sources, textures)
         g.save(gallery)
     return summarize(g, gallery, report, verbose, f"added {len(vectors)} photo(s) of {name};")
 
@@ -233,8 +233,11 @@ def name_faces(model: FaceModel, g: Gallery, img, threshold: float | None = None
     """One photo's answer: {faces: [...], width, height}. `stop` (core.work.Stop): see FaceModel.faces."""
     import numpy as np
 
+    from imgclf.faces.texture import of_faces
+
     faces = model.faces(img, stop=stop, crop_box=g.crop_box)
-    names = g.name(np.stack([f.embedding for f in faces]), threshold) if faces else []
+    textures = of_faces(img, faces) if g.uses_texture else None
+    names = g.name(np.stack([f.embedding for f in faces]), threshold, textures) if faces else []
     return {
         "faces": [
             {
@@ -267,102 +270,6 @@ def _video_source(images) -> str | None:
     ):
         return str(items[0])
     return None
-
-
-# ---- enrolment helpers ----
-def _enrol_photos(model, name, paths, g, keep, report, verbose):
-    """Embed one face from each photo of `name`: (vectors, sources), skipping with a reason."""
-    import numpy as np
-
-    from imgclf.data.images import UnusableImage, read_rgb
-
-    known = {s["sha256"] for s in g.sources}
-    vectors, sources = [], []
-    for path in paths:
-        path = Path(path)
-        try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            img = read_rgb(path)
-        except (UnusableImage, OSError) as e:
-            _skip(report, path, getattr(e, "reason", None) or type(e).__name__, verbose)
-            continue
-        if digest in known:
-            _skip(report, path, "already enrolled (same file)", verbose)
-            continue
-        faces = model.faces(img, crop_box=g.crop_box)
-        if not faces:
-            _skip(report, path, "no face found (crop the face, or use a photo where it is larger)", verbose)
-            continue
-        if len(faces) > 1 and _area(faces[0]) < DOMINANT * _area(faces[1]):
-            _skip(
-                report,
-                path,
-                f"{len(faces)} faces of like size: which is {name} is not guessed (crop the photo)",
-                verbose,
-            )
-            continue
-        face = faces[0]
-        if face.found == WHOLE:  # enrol learns where its crops hold their faces, then cuts these again
-            report.setdefault("whole", []).append((len(g.sources) + len(sources), path))
-        else:
-            report.setdefault("crops", []).append(relative_box(face.box, (img.height, img.width)))
-        known.add(digest)
-        vectors.append(face.embedding)
-        sources.append({"file": f"{name}/{path.name}", "sha256": digest, "box": list(face.box), "found": face.found})
-        if keep is not None:
-            from imgclf.core.files import atomic_path
-
-            dest = keep / "photos" / name / f"{digest[:16]}.jpg"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(dest) as tmp:
-                img.crop(face.box).save(tmp, format="JPEG", quality=92)
-    if verbose and paths:
-        print(f"  {name}: {len(vectors)} of {len(paths)} photo(s)")
-    return (np.stack(vectors) if vectors else np.zeros((0, 128), np.float32)), sources
-
-
-def _place_crop_faces(model, g: Gallery, report, verbose) -> None:
-    """Learn where this gallery's face crops hold their faces (models.face.model.crop_box_of: the
-    detector's boxes on the crops it found a face in), and embed again the crops taken whole."""
-    from imgclf.data.images import read_rgb
-    from imgclf.models.face.model import crop_box_of
-
-    g.crop_box, whole = crop_box_of(report.pop("crops")), report.pop("whole")
-    for i, path in whole if g.crop_box else []:
-        face = model.crop_face(read_rgb(path), g.crop_box)
-        g.embeddings[i], g.sources[i]["box"] = face.embedding, list(face.box)
-    if verbose and g.crop_box and whole:
-        box = ", ".join(f"{v:.0%}" for v in g.crop_box)
-        print(f"  {len(whole)} crop(s) with no face found: the face taken at x1, y1, x2, y2 = {box} of each")
-
-
-def _append(g: Gallery, name, vectors, sources) -> Gallery:
-    """Add without re-choosing (enrol chooses once, at the end)."""
-    import numpy as np
-
-    g.people.append(name)
-    g.embeddings = np.concatenate([g.embeddings, vectors]).astype(np.float32)
-    g.owner = np.concatenate([g.owner, np.full(len(vectors), len(g.people) - 1, np.int64)])
-    g.sources.extend(sources)
-    return g
-
-
-def _skip(report, path, reason, verbose):
-    report["skipped"].append({"file": str(path), "reason": reason})
-    if verbose:
-        print(f"  skipped {path}: {reason}")
-
-
-def _area(face: Face) -> int:
-    x1, y1, x2, y2 = face.box
-    return (x2 - x1 + 1) * (y2 - y1 + 1)
-
-
-def _check_name(name: str) -> str:
-    name = name.strip()
-    if not name or name in (".", "..") or "/" in name or "\\" in name or name == UNKNOWN:
-        raise UserError(f"{name!r} cannot be a person's name here (it becomes a folder name; {UNKNOWN!r} is reserved)")
-    return name
 
 
 def _rgb(item):

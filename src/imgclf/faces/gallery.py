@@ -9,7 +9,9 @@ people.csv beside it is a readable summary, rewritten after each change.
 Naming: each person is the mean of their unit-length embeddings ("nearest-mean"), or, when every
 person has enough photos that cross-validation can tell, a logistic regression on the embeddings
 if it names the held-out photos better ("logistic"). Either way a face is "unknown" when its cosine
-similarity to the named person's mean is below the threshold.
+similarity to the named person's mean is below the threshold. Where the enrolment photos say so
+(faces lit hard: texture.choose_blend), each face is its embedding and its light-normalised texture
+in one vector (texture.Blend), and all of the above works on that.
 
 The threshold is chosen on the enrolment photos themselves: each person in turn plays a stranger
 (their photos against everyone else's means: the most similar other person's similarity is what a
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
+from imgclf.faces.texture import Blend, choose_blend
 from imgclf.settings.faces import FAR  # declared with --far (settings.faces)
 
 SCHEMA = 1  # gallery.safetensors' layout: another number is refused with one line, never misread
@@ -54,18 +57,30 @@ class Gallery:
     coef: np.ndarray | None = None  # logistic regression's (people, d) weights and (people,) bias
     intercept: np.ndarray | None = None
     crop_box: list | None = None  # where a face crop with no face found holds it (models.face.model.crop_box_of)
+    textures: np.ndarray | None = None  # (n, texture.DIM): None in galleries written before 2026-11-27
+    blend: Blend | None = None  # how the textures count (None: the embedding alone)
+    vectors: np.ndarray = field(init=False, repr=False)  # what is compared: the embeddings, or the blend's
     means: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
-        self.means = _means(self.embeddings, self.owner, len(self.people))
+        self._compared()
+
+    def _compared(self) -> None:
+        self.vectors = self.embeddings if self.blend is None else self.blend.vectors(self.embeddings, self.textures)
+        self.means = _means(self.vectors, self.owner, len(self.people))
 
     # ---- naming ----
-    def name(self, vectors: np.ndarray, threshold: float | None = None) -> list[tuple[str, float]]:
-        """(name or "unknown", cosine similarity to the named person) for each unit-length embedding."""
+    def name(
+        self, vectors: np.ndarray, threshold: float | None = None, textures: np.ndarray | None = None
+    ) -> list[tuple[str, float]]:
+        """(name or "unknown", cosine similarity to the named person) for each unit-length embedding
+        (and its texture, which a gallery that blends them needs: uses_texture)."""
         threshold = self.threshold if threshold is None else threshold
         vectors = np.atleast_2d(vectors)
         if not self.people:
             return [(UNKNOWN, 0.0)] * len(vectors)
+        if self.blend is not None:
+            vectors = self.blend.vectors(vectors, np.atleast_2d(textures))
         sims = vectors @ self.means.T
         if self.method == "logistic" and self.coef is not None:
             best = np.argmax(vectors @ self.coef.T + self.intercept, axis=1)
@@ -77,18 +92,24 @@ class Gallery:
             out.append((self.people[j] if s >= threshold else UNKNOWN, round(s, 4)))
         return out
 
+    @property
+    def uses_texture(self) -> bool:
+        return self.blend is not None
+
     def counts(self) -> dict[str, int]:
         return {p: int((self.owner == i).sum()) for i, p in enumerate(self.people)}
 
     # ---- changing ----
-    def with_faces(self, name: str, vectors: np.ndarray, sources: list[dict]) -> Gallery:
+    def with_faces(self, name: str, vectors: np.ndarray, sources: list[dict], textures=None) -> Gallery:
         people = sorted(set(self.people) | {name})
         old = np.array([people.index(p) for p in self.people], dtype=np.int64)
         owner = np.concatenate(
             [old[self.owner] if len(self.owner) else self.owner, np.full(len(vectors), people.index(name))]
         )
         emb = np.concatenate([self.embeddings.reshape(-1, vectors.shape[1]), vectors]).astype(np.float32)
-        return self.rebuilt(people, emb, owner, self.sources + sources)
+        # A gallery from before textures has none of its old faces': it stays without (re-enrol to get them).
+        tex = None if textures is None or self.textures is None else np.concatenate([self.textures, textures])
+        return self.rebuilt(people, emb, owner, self.sources + sources, textures=tex)
 
     def without(self, name: str) -> Gallery:
         if name not in self.people:
@@ -97,21 +118,32 @@ class Gallery:
         keep = self.owner != i
         people = [p for p in self.people if p != name]
         owner = np.where(self.owner[keep] > i, self.owner[keep] - 1, self.owner[keep])
-        return self.rebuilt(people, self.embeddings[keep], owner, [s for s, k in zip(self.sources, keep) if k])
+        sources = [s for s, k in zip(self.sources, keep) if k]
+        tex = None if self.textures is None else self.textures[keep]
+        return self.rebuilt(people, self.embeddings[keep], owner, sources, textures=tex)
 
-    def rebuilt(self, people, embeddings, owner, sources, far: float | None = None) -> Gallery:
-        """A gallery over these faces with its threshold and method chosen afresh."""
-        g = Gallery(
-            people, embeddings, owner, sources, self.model, self.far if far is None else far, crop_box=self.crop_box
-        )
+    def rebuilt(self, people, embeddings, owner, sources, far: float | None = None, textures=...) -> Gallery:
+        """A gallery over these faces with its blend, threshold and method chosen afresh."""
+        far = self.far if far is None else far
+        textures = self.textures if textures is ... else textures
+        g = Gallery(people, embeddings, owner, sources, self.model, far, crop_box=self.crop_box, textures=textures)
         g.choose()
         return g
 
     def choose(self) -> None:
-        """Pick the naming method and the unknown threshold from the enrolled photos (see the docstring)."""
-        self.threshold, self.choice = choose_threshold(self.embeddings, self.owner, len(self.people), self.far)
-        self.method, self.coef, self.intercept, scores = choose_method(self.embeddings, self.owner, len(self.people))
+        """Pick the blend, the naming method and the unknown threshold from the enrolled photos (see the docstring)."""
+        people = len(self.people)
+        self.blend, blend_scores = None, {"why": "no textures (a gallery enrolled before 2026-11-27)"}
+        if self.textures is not None and len(self.textures) == len(self.embeddings):
+            self.blend, blend_scores = choose_blend(self.embeddings, self.textures, self.owner, people)
+        self._compared()
+        self.threshold, self.choice = choose_threshold(self.vectors, self.owner, people, self.far)
+        self.method, self.coef, self.intercept, scores = choose_method(self.vectors, self.owner, people)
         self.choice["method"] = scores
+        self.choice["texture"] = {
+            **(self.blend.record() if self.blend else {"weight": 0.0}),
+            "leave_one_out": blend_scores,
+        }
 
     # ---- files ----
     def save(self, folder: str | Path) -> Path:
@@ -134,10 +166,18 @@ class Gallery:
             "choice": self.choice,
             "method": self.method,
             "crop_box": self.crop_box,
+            "blend": self.blend.record() if self.blend else None,
         }
         tensors = {"embeddings": self.embeddings.astype(np.float32), "owner": self.owner.astype(np.int64)}
+        if self.textures is not None:  # full precision: a classifier on them is fitted to the last digit
+            tensors["textures"] = self.textures.astype(np.float32)
+        if self.blend is not None:
+            tensors["texture_centre"] = self.blend.centre.astype(np.float32)
         if self.coef is not None:
             tensors.update(coef=self.coef.astype(np.float32), intercept=self.intercept.astype(np.float32))
+        # safetensors.numpy writes an array's buffer as it lies: a column-major one (scikit-learn's
+        # multinomial coef_ is) would come back transposed in place, and name everyone wrong.
+        tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
         with atomic_path(folder / FILE) as tmp:
             save_file(tensors, str(tmp), metadata={"imgclf_gallery": json.dumps(header)})
         counts = self.counts()
@@ -146,7 +186,12 @@ class Gallery:
 
 
 def new_gallery(model, far: float = FAR) -> Gallery:
-    return Gallery([], np.zeros((0, 128), np.float32), np.zeros(0, np.int64), [], _model_record(model), far)
+    from imgclf.faces.texture import DIM
+
+    empty = np.zeros((0, 128), np.float32)
+    return Gallery(
+        [], empty, np.zeros(0, np.int64), [], _model_record(model), far, textures=np.zeros((0, DIM), np.float32)
+    )
 
 
 def load_gallery(folder: str | Path, model=None) -> Gallery:
@@ -185,6 +230,10 @@ def load_gallery(folder: str | Path, model=None) -> Gallery:
         tensors.get("coef"),
         tensors.get("intercept"),
         header.get("crop_box"),  # galleries written before 2026-11-26 take a face crop whole
+        tensors.get("textures"),  # before 2026-11-27: none, and no blend
+        Blend(header["blend"]["weight"], tensors["texture_centre"], tuple(header["blend"]["shares"]))
+        if header.get("blend")
+        else None,
     )
     if model is not None and g.model != _model_record(model):
         raise UserError(
@@ -258,6 +307,19 @@ def _method_scores(scores: dict) -> str:
     return "held-out accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
 
 
+def _texture_line(texture: dict) -> str:
+    """How the light-normalised texture counts (texture.choose_blend), and the leave-one-out numbers why."""
+    scores = texture.get("leave_one_out", {})
+    if "why" in scores:
+        return f"not used ({scores['why']})"
+    alone = f"leave-one-out top-1 {scores.get('0.0', 0):.3f} with the embedding alone"
+    if not texture.get("weight"):
+        best = max((v for k, v in scores.items() if k != "0.0"), default=0.0)
+        return f"not used ({alone}, {best:.3f} at best with the texture)"
+    w = texture["weight"]
+    return f"weight {w} (0: the embedding alone, 1: the texture alone), for hard light ({alone}, {scores[str(w)]:.3f} with it)"
+
+
 def _logistic(x, y):
     from sklearn.linear_model import LogisticRegression
 
@@ -313,7 +375,8 @@ def summarize(g: Gallery, out, report, verbose, verb) -> dict:
         print(
             f"{verb} {len(counts)} people, {summary['photos']} photos ({len(report['skipped'])} skipped) -> {out}\n"
             f"threshold {g.threshold:.3f}: {c['how']}{named}\n"
-            f"naming: {g.method} ({_method_scores(c['method'])})"
+            f"naming: {g.method} ({_method_scores(c['method'])})\n"
+            f"texture: {_texture_line(c.get('texture', {}))}"
         )
         for w in summary["warnings"]:
             print(f"warning: {w}")
