@@ -176,11 +176,7 @@ def k_shot(emb, owner, found, k: int, draws: int) -> float:
 
     right = total = 0
     for d in range(draws):
-        rng = np.random.default_rng(d)
-        enrol = np.zeros(len(owner), bool)
-        for p in np.unique(owner):
-            usable = np.flatnonzero((owner == p) & found)
-            enrol[rng.choice(usable, min(k, len(usable)), replace=False)] = True
+        enrol = _draw(owner, found, k, np.random.default_rng(d), np.unique(owner))
         means = _means(emb[enrol], owner[enrol], owner.max() + 1)
         right += int((np.argmax(emb[~enrol] @ means.T, axis=1) == owner[~enrol]).sum())
         total += int((~enrol).sum())
@@ -195,11 +191,7 @@ def gallery_shot(emb, tex, owner, found, k: int, draws: int) -> tuple[float, flo
     right = total = 0
     weights = []
     for d in range(draws):
-        rng = np.random.default_rng(d)
-        enrol = np.zeros(len(owner), bool)
-        for p in np.unique(owner):
-            usable = np.flatnonzero((owner == p) & found)
-            enrol[rng.choice(usable, min(k, len(usable)), replace=False)] = True
+        enrol = _draw(owner, found, k, np.random.default_rng(d), np.unique(owner))
         people = [str(p) for p in range(owner.max() + 1)]
         g = Gallery(people, emb[enrol], owner[enrol], [{}] * int(enrol.sum()), {}, textures=_rows(tex, enrol))
         g.choose()
@@ -208,6 +200,15 @@ def gallery_shot(emb, tex, owner, found, k: int, draws: int) -> tuple[float, flo
         right += sum(n == str(o) for (n, _), o in zip(names, owner[~enrol]))
         total += int((~enrol).sum())
     return right / total, float(np.median(weights))
+
+
+def _draw(owner, found, k: int, rng, people) -> np.ndarray:
+    """Which photos are enrolled: k of each of `people`'s photos with a face found, drawn by `rng`."""
+    enrol = np.zeros(len(owner), bool)
+    for p in people:
+        usable = np.flatnonzero((owner == p) & found)
+        enrol[rng.choice(usable, min(k, len(usable)), replace=False)] = True
+    return enrol
 
 
 def _rows(tex, idx):
@@ -286,10 +287,7 @@ def open_set(emb, owner, found, far: float, draws: int, tex=None) -> dict:
         rng = np.random.default_rng(100 + d)
         everyone = np.unique(owner)
         known = rng.choice(everyone, len(everyone) * 3 // 4, replace=False)
-        enrol = np.zeros(len(owner), bool)
-        for p in known:
-            usable = np.flatnonzero((owner == p) & found)
-            enrol[rng.choice(usable, min(5, len(usable)), replace=False)] = True
+        enrol = _draw(owner, found, 5, rng, known)
         remap = {p: i for i, p in enumerate(sorted(known))}
         g = Gallery(
             [str(p) for p in sorted(known)],
