@@ -71,3 +71,45 @@ def test_blown_up_losses_are_told_apart_from_a_bad_epoch(row, says):
 def test_healthy_or_merely_poor_epochs_go_on():
     assert diverged({"train_loss": 2.5, "val_loss": 40.0}, n_classes=3, has_val=True) is None
     assert diverged({"train_loss": 0.1, "val_loss": float("nan")}, n_classes=3, has_val=False) is None  # no val split
+
+
+@pytest.mark.parametrize(
+    ("keep", "last", "n_val", "ships"),
+    [
+        ("last", 0.50, 12, "probe"),  # 6 of 12 images fewer: fine-tuning failed
+        ("last", 0.90, 12, "last"),  # 1 image: noise, keep=last's own rule stands
+        ("last", 0.80, 10, "last"),  # 20 points but 2 images: too few to call
+        ("best", 0.50, 12, "last"),  # keep=best already ranked the probe against every epoch
+    ],
+)
+def test_a_fine_tune_far_below_its_probe_gives_way_to_the_probe(tmp_path, keep, last, n_val, ships):
+    import torch
+
+    from imgclf.settings.config import TrainConfig
+    from imgclf.store.checkpoint import load_weights, save_weights
+    from imgclf.training.leaderboard import PROBE_WEIGHTS, ProbeGuard
+    from imgclf.training.loop import FitResult
+
+    probe, tuned = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    save_weights(tmp_path / "model.safetensors", probe.state_dict())
+    guard = ProbeGuard(tmp_path, TrainConfig(keep=keep), (1.0, 0.1))
+    assert (tmp_path / PROBE_WEIGHTS).is_file() == (keep == "last")
+    save_weights(tmp_path / "model.safetensors", tuned.state_dict())  # what keep=last's epochs write
+    result = FitResult(criterion="accuracy")
+    result.best_epoch, result.best_val_acc, result.best_val_loss = 2, last, 0.9
+    net = torch.nn.Linear(3, 2)
+    net.load_state_dict(tuned.state_dict())
+    console = _Console()
+    net = guard.after(result, net, n_val, console)
+    expected = probe if ships == "probe" else tuned
+    assert torch.equal(net.weight, expected.weight)
+    assert torch.equal(load_weights(tmp_path / "model.safetensors")["weight"], expected.weight)
+    assert (result.best_epoch == 0) == (ships == "probe") and not (tmp_path / PROBE_WEIGHTS).exists()
+    assert ("the probe ships" in console.text) == (ships == "probe")
+
+
+class _Console:
+    text = ""
+
+    def print(self, line: str) -> None:
+        self.text += line

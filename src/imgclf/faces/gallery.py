@@ -169,7 +169,7 @@ class Gallery:
             "blend": self.blend.record() if self.blend else None,
         }
         tensors = {"embeddings": self.embeddings.astype(np.float32), "owner": self.owner.astype(np.int64)}
-        if self.textures is not None:  # full precision: a classifier on them is fitted to the last digit
+        if self.textures is not None:  # as computed (float32): a loaded gallery names as the saved one did
             tensors["textures"] = self.textures.astype(np.float32)
         if self.blend is not None:
             tensors["texture_centre"] = self.blend.centre.astype(np.float32)

@@ -91,3 +91,54 @@ def _print_leaderboard(rows: list[dict], console) -> None:
             f"{r['val_balanced_acc']:.4f}  {r['seconds']:7.1f}s  {r['what']}"
         )
     console.print("  * kept: model.safetensors (what predict and serve use); leaderboard.json has the table")
+
+
+# ---- keep=last's safety net ----
+# keep=last ships the last, cooled-down epoch without ranking epochs on a validation split too small
+# to rank them (training.budget.SMALL_VAL): on average it beat the plateau's pick by 4 points. Still, a
+# fine-tune that failed (diverged: a 48-photo set's second epoch at a training loss of 7.3, val 0.50
+# against the probe's 1.00) is not noise: the probe, a whole model already, ships instead when it
+# names CLEAR_SHARE of the validation images more than the last epoch, and at least CLEAR_IMAGES.
+CLEAR_SHARE = 0.15
+CLEAR_IMAGES = 3
+PROBE_WEIGHTS = "probe.safetensors"  # the probe's weights while keep=last overwrites model.safetensors
+
+
+class ProbeGuard:
+    """Before the epochs, copy the probe's weights aside (keep=last only: its epochs overwrite
+    model.safetensors); after them, put the probe back if the last epoch clearly lost to it."""
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig, baseline: tuple[float, float] | None):
+        import shutil
+
+        from imgclf.training import distributed as dist
+
+        self.file = run_dir / PROBE_WEIGHTS
+        self.baseline = baseline if cfg.keep == "last" and dist.is_main() else None
+        if self.baseline is not None and not self.file.is_file():  # a resumed run copied it already
+            from imgclf.core.files import atomic_path
+
+            with atomic_path(self.file) as tmp:
+                shutil.copyfile(run_dir / "model.safetensors", tmp)
+
+    def after(self, result, net, n_val: int, console):
+        """The network to ship: `net`, or the probe put back (model.safetensors too, `result` saying
+        the probe was kept)."""
+        if self.baseline is None:
+            return net
+        probe_score, probe_loss = self.baseline
+        lost = probe_score - result.best_val_acc
+        if result.best_epoch > 0 and lost >= CLEAR_SHARE and lost * n_val >= CLEAR_IMAGES - 1e-9:
+            import shutil
+
+            from imgclf.store.checkpoint import load_weights
+
+            shutil.copyfile(self.file, self.file.with_name("model.safetensors"))
+            net.load_state_dict(load_weights(self.file))
+            console.print(
+                f"  the last epoch's val {result.criterion} {result.best_val_acc:.4f} is far below the linear "
+                f"probe's {probe_score:.4f} ({round(lost * n_val)} of {n_val} images): fine-tuning failed, the probe ships"
+            )
+            result.best_epoch, result.best_val_acc, result.best_val_loss = 0, probe_score, probe_loss
+        self.file.unlink(missing_ok=True)
+        return net

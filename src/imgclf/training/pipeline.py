@@ -312,7 +312,7 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, 
     candidate's verdict; fills in model.json's "training" record. Returns (the fit's result, the kept
     network), whose weights are in RUN/model.safetensors."""
     from imgclf.training import faceprobe
-    from imgclf.training.leaderboard import record_leaderboard
+    from imgclf.training.leaderboard import ProbeGuard, record_leaderboard
     from imgclf.training.loop import FitResult, fit
 
     cfg = prep.cfg
@@ -330,6 +330,7 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, 
         result = FitResult(criterion="accuracy" if key == "val_acc" else "balanced accuracy", stopped_early=True)
         result.best_val_acc, result.best_val_loss = baseline
     else:
+        guard = ProbeGuard(run_dir, cfg, baseline)
         result = fit(
             net,
             cfg,
@@ -350,6 +351,7 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, 
             f"trained {len(result.history)} epochs in {result.train_seconds:.1f}s; {which} {result.criterion} "
             f"{result.best_val_acc:.4f} at epoch {result.best_epoch}{'' if result.best_epoch else ' (the linear probe)'}"
         )
+        net = guard.after(result, net, len(prep.split_data().val), console)
     face_kept = face is not None and faceprobe.kept(face, result.best_val_acc, result.best_val_loss, key)
     if face_kept:
         net = _keep_face(run_dir, prep, face_net, face_images, meta, console)
