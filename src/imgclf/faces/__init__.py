@@ -192,7 +192,8 @@ def identify(
 
         writer = face_outputs(out)
     if verbose:
-        print(f"{model.describe()}; {len(g.people)} people enrolled, {g.method}, threshold {g.threshold:.3f}")
+        method = g.method + (f" with the texture at {g.blend.weight}" if g.blend else "")
+        print(f"{model.describe()}; {len(g.people)} people enrolled, {method}, threshold {g.threshold:.3f}")
     results = [_identify_one(model, g, item, writer, verbose) for item in expand_inputs(images)]
     if writer:
         where = str(gallery) if not isinstance(gallery, Gallery) else None
