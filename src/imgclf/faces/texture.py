@@ -9,7 +9,7 @@ texture of the same crop keeps the edges the light left. On a stand-in with Yale
 a person, lit by 12 point lights; bench/faces.py's orl-yaleb) the texture names 0.83 of the photos
 from five a person where the embedding names 0.55; on faces in everyday light it is far behind
 (ORL 0.91 against 1.00). So a gallery weighs it in only where its own enrolment photos say it helps
-(gallery.choose_texture), and never on its own say-so.
+(choose_blend), and never on its own say-so.
 
 The texture is read from a face crop whole (a collection of crops shares one framing, and Yale B's
 crops are aligned); a face in a larger photo is cut as a crop would frame it (FRAME)."""
@@ -138,10 +138,8 @@ class Blend:
     shares: tuple[float, float]
 
     def vectors(self, embeddings: np.ndarray, textures: np.ndarray) -> np.ndarray:
-        t = textures.astype(np.float32) - self.centre
-        t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
         a, b = self.shares
-        return np.hstack([np.sqrt(a) * embeddings, np.sqrt(b) * t]).astype(np.float32)
+        return np.hstack([np.sqrt(a) * embeddings, np.sqrt(b) * _centred(textures, self.centre)]).astype(np.float32)
 
     def record(self) -> dict:
         return {"weight": self.weight, "shares": [round(float(s), 6) for s in self.shares]}
@@ -154,8 +152,7 @@ def choose_blend(embeddings: np.ndarray, textures: np.ndarray, owner: np.ndarray
     if people < 2 or (counts >= 2).sum() < 2:
         return None, {"why": "two people with 2+ photos are needed to compare"}
     centre = textures.astype(np.float32).mean(axis=0)
-    plain = Blend(1.0, centre, (0.0, 1.0)).vectors(embeddings, textures)[:, embeddings.shape[1] :]
-    spread_e, spread_t = _stranger_spread(embeddings, owner), _stranger_spread(plain, owner)
+    spread_e, spread_t = _stranger_spread(embeddings, owner), _stranger_spread(_centred(textures, centre), owner)
     scores, blends = {0.0: _leave_one_out(embeddings, owner, people)}, {}
     for w in WEIGHTS:
         a, b = (1 - w) / spread_e, w / spread_t
@@ -166,6 +163,12 @@ def choose_blend(embeddings: np.ndarray, textures: np.ndarray, owner: np.ndarray
     if best == 0.0 or float(scores[str(best)]) < float(scores["0.0"]) + MIN_GAIN:
         return None, scores
     return blends[best], scores
+
+
+def _centred(textures: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Textures less their centre, at unit length."""
+    t = textures.astype(np.float32) - centre
+    return t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
 
 
 def _leave_one_out(v: np.ndarray, owner: np.ndarray, people: int) -> float:

@@ -131,9 +131,11 @@ class ProbeGuard:
         if result.best_epoch > 0 and lost >= CLEAR_SHARE and lost * n_val >= CLEAR_IMAGES - 1e-9:
             import shutil
 
+            from imgclf.core.files import atomic_path
             from imgclf.store.checkpoint import load_weights
 
-            shutil.copyfile(self.file, self.file.with_name("model.safetensors"))
+            with atomic_path(self.file.with_name("model.safetensors")) as tmp:
+                shutil.copyfile(self.file, tmp)
             net.load_state_dict(load_weights(self.file))
             console.print(
                 f"  the last epoch's val {result.criterion} {result.best_val_acc:.4f} is far below the linear "
