@@ -122,9 +122,9 @@ def test_a_detector_run_serves_beside_a_classifier(run, boxes_folder, tmp_path_f
     import httpx
     from helpers import trained_run
 
-    from imgclf import serving
     from imgclf.core.errors import UserError
 
+    serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
     classifier, _ = trained_run(tmp_path_factory)
     app = serving.create_app(imgclf.load(classifier), serving.ServeSettings(detector=str(run)))
     with serving.BackgroundServer(app) as url:

@@ -225,8 +225,7 @@ def test_update_of_a_lite0_run_refits_the_grown_head_with_a_probe(photo_run, tmp
 def test_explain_batch_prediction_and_the_service_work_on_a_lite0_run(photo_run, tmp_path):
     import httpx
 
-    from imgclf import serving
-
+    serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
     photos = photo_run.path.parent / "photos"
     red = sorted((photos / "red").glob("*.jpg"))[0]
     r = imgclf.explain(photo_run.path, [str(red)], out=tmp_path / "cam")[0]
