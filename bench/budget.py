@@ -39,6 +39,8 @@ RECIPES = {
     "no-faces": ("--faces", "off"),
     "faces-on": ("--faces", "on"),
     "128px": ("--img-size", "128"),  # the CPU's size before larger photos got more pixels
+    "160px": ("--img-size", "160"),
+    "224px": ("--img-size", "224"),  # what a GPU's default trains at
 }
 # Sets whose versions of one photo pHash does not see as copies: the default's split keeps them
 # together by name (orl-tail-6x: s1/3_0.png ... s1/3_5.png are six versions of ORL's s1/3.pgm).
