@@ -129,7 +129,7 @@ class TrainConfig:
     faces: str = setting(
         "auto",
         "auto | on | off: also try dlib's pretrained face embedding with a linear head, kept when it wins on "
-        "the validation split  [default: auto: on when most sampled training photos hold a face]",
+        "the validation split  [default: auto: on when over 2/3 of sampled training photos hold a face]",
         Choice(("auto", "on", "off")),
     )
     flip: bool = setting(True, "No horizontal flips (text, digits, asymmetric signs).", Flag(), flag="--no-flip")
