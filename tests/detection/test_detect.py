@@ -170,6 +170,9 @@ def test_torchvision_detector_from_the_hub_cache_offline(tmp_path, monkeypatch):
     results = imgclf.scan([PORTRAIT, EMPTY[0]], detector=det.with_options(threshold=0.01), verbose=False)
     assert all(b["label"] in ("car", "person") for r in results for b in r["boxes"])
     assert all(r["positive"] == "car" and r["width"] > 0 for r in results)
+    assert all(r["count"] == sum(b["label"] == "car" for b in r["boxes"]) for r in results)
+    # One answer's keys from every detector: scan.json, /scan and the page read them alike.
+    assert set(results[0]) == set(imgclf.scan([PORTRAIT], verbose=False)[0])
     with pytest.raises(UserError, match="'unicorn' is not a COCO class"):
         imgclf.detection.load_detector(name, find=["unicorn"])
     with pytest.raises(UserError, match="finds person only"):

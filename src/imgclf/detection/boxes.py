@@ -69,3 +69,33 @@ def encode(gt, anchor_boxes):
     ty = (gt[:, 0] + h / 2 - a[:, 0] - ah / 2) / ah * SCALE_XY
     tx = (gt[:, 1] + w / 2 - a[:, 1] - aw / 2) / aw * SCALE_XY
     return torch.stack([ty, tx, torch.log(h / ah) * SCALE_WH, torch.log(w / aw) * SCALE_WH], -1)
+
+
+def box_record(x1: float, y1: float, x2: float, y2: float, score: float, label: str) -> dict:
+    """One box as every detector answers it: pixels to 0.1, the score to 6 places."""
+    return {
+        "x1": round(float(x1), 1),
+        "y1": round(float(y1), 1),
+        "x2": round(float(x2), 1),
+        "y2": round(float(y2), 1),
+        "score": round(float(score), 6),
+        "label": label,
+    }
+
+
+def answer(detector, size, found: list[dict], top: float, seconds: float, blank: bool = False) -> dict:
+    """A detector's answer for one photo of `size` (width, height): the same keys from every detector
+    (scan.json, the service's /scan, video events read them). `top`: the best positive box's score."""
+    width, height = size
+    return {
+        "width": width,
+        "height": height,
+        "present": top >= detector.threshold,
+        "count": sum(f["label"] == detector.positive for f in found),
+        "score": round(top, 6),
+        "threshold": detector.threshold,
+        "positive": detector.positive,
+        "boxes": found,
+        "blank": bool(blank),
+        "seconds": round(seconds, 4),
+    }

@@ -173,29 +173,8 @@ class Detector:
                 i, box = cand[k], np.clip(boxes[cand[k]], 0.0, 1.0) * scale
                 if best[i] < self.threshold or box[2] <= box[0] or box[3] <= box[1]:
                     continue
-                found.append(
-                    {
-                        "x1": round(float(box[0]), 1),
-                        "y1": round(float(box[1]), 1),
-                        "x2": round(float(box[2]), 1),
-                        "y2": round(float(box[3]), 1),
-                        "score": round(float(best[i]), 6),
-                        "label": self.classes[int(cls[i])],
-                    }
-                )
-        mine = [f for f in found if f["label"] == self.positive]
-        return {
-            "width": width,
-            "height": height,
-            "present": top >= self.threshold,
-            "count": len(mine),
-            "score": round(top, 6),
-            "threshold": self.threshold,
-            "positive": self.positive,
-            "boxes": found,
-            "blank": bool(blank),
-            "seconds": round(seconds + time.perf_counter() - start, 4),
-        }
+                found.append(B.box_record(*box, best[i], self.classes[int(cls[i])]))
+        return B.answer(self, size, found, top, seconds + time.perf_counter() - start, blank)
 
     def frame_model(self):
         from imgclf.inference.presence import FrameModel

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from imgclf.core.errors import UserError
+from imgclf.detection.boxes import answer, box_record
 
 # The COCO detectors torchvision ships, fastest first on a CPU; any other name of
 # torchvision.models.detection with COCO weights also works.
@@ -78,39 +79,16 @@ class HubDetector:
 
     def _answer(self, size, out: dict, seconds: float) -> dict:
         width, height = size
-        found = []
+        found, top = [], 0.0
         for box, label, score in zip(
             out["boxes"].cpu().numpy(), out["labels"].cpu().numpy(), out["scores"].cpu().numpy()
         ):
             name = self.categories[int(label)]
+            if name == self.positive:  # presence asks about every box, whatever the threshold
+                top = max(top, float(score))
             if name in self.classes and score >= self.threshold:
-                x1, y1, x2, y2 = np.clip(box, 0, [width, height, width, height])
-                found.append(
-                    {"x1": round(float(x1), 1), "y1": round(float(y1), 1), "x2": round(float(x2), 1),
-                     "y2": round(float(y2), 1), "score": round(float(score), 6), "label": name}
-                )  # fmt: skip
-        mine = [f["score"] for f in found if f["label"] == self.positive]
-        top = float(
-            max(
-                (
-                    s
-                    for s, la in zip(out["scores"].tolist(), out["labels"].tolist())
-                    if self.categories[la] == self.positive
-                ),
-                default=0.0,
-            )
-        )
-        return {
-            "width": width,
-            "height": height,
-            "present": top >= self.threshold,
-            "count": len(mine),
-            "score": round(top, 6),
-            "threshold": self.threshold,
-            "positive": self.positive,
-            "boxes": found,
-            "seconds": round(seconds, 4),
-        }
+                found.append(box_record(*np.clip(box, 0, [width, height, width, height]), score, name))
+        return answer(self, size, found, top, seconds)
 
     def frame_model(self):
         from imgclf.inference.presence import FrameModel
