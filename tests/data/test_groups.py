@@ -356,3 +356,23 @@ def test_one_photo_relit_is_not_a_near_duplicate():
     brighter = np.clip(thumbs[0].astype(int) + 40, 0, 255).astype(np.uint8)
     noisy = np.clip(thumbs[0] + np.random.default_rng(0).normal(0, 2, (32, 32)), 0, 255).astype(np.uint8)
     assert alike(np.stack([thumbs[0]] * 3), np.stack([noisy, thumbs[1], brighter])).tolist() == [True, False, False]
+
+
+def test_the_next_frame_of_one_person_is_not_a_copy_but_a_dark_noisy_copy_is():
+    """Frames of one person moments apart (a mouth moved 2 px, the light a grey level brighter) keep
+    most of their detail and tone, as ORL's near-still poses do; an unmoved copy keeps more: nearly
+    all its detail, or, in a face too dark for detail to survive noise, its tone."""
+    from imgclf.data.phash import alike
+
+    face = _face(np.random.default_rng(5)).astype(np.float64)
+    moved = face.copy()
+    moved[50:, 2:] = face[48:-2, :-2]
+    dark = face * 0.12
+
+    def thumb(f: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(np.clip(f, 0, 255).astype(np.uint8)).resize((32, 32), Image.Resampling.BOX))
+
+    noisy_dark = dark + np.random.default_rng(1).normal(0, 1.0, dark.shape)
+    a = np.stack([thumb(face), thumb(dark)])
+    b = np.stack([thumb(moved + 1.0), thumb(noisy_dark)])
+    assert alike(a, b).tolist() == [False, True]
