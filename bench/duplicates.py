@@ -18,7 +18,7 @@ resized back) and a mirror image.
 
 What is measured is what `train` groups: the files decoded into the training cache at --size px
 (squash), hashed and grouped from its rows as `group_for_training` does; and what `imgclf check`
-groups (the doctor decodes the files at 32 px). A pair of images is a true duplicate pair when one
+groups (the doctor decodes files over 64 px at 96 px, then area-averages them to 32). A pair of images is a true duplicate pair when one
 was derived from the other (or both are one of the set's own duplicates). Precision and recall
 count pairs that fall in one group; a false group holds two images not derived from one another
 (one relit from the other counts as not derived), "several labels" counts those of them holding
@@ -181,7 +181,7 @@ METHODS = {
     "pHash <= 4 (before)": (4, False, False),
     f"pHash <= {NEAR_DISTANCE}, then detail and tone (now)": (NEAR_DISTANCE, True, True),
 }
-DOCTOR = "the doctor now (files at 32 px)"
+DOCTOR = "the doctor now (files over 64 px at 96, then 32 px)"
 
 
 PAIRS = ("copies", "different labels", "one label, not derived")

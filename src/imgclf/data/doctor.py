@@ -29,10 +29,13 @@ from imgclf.data.cache import _progress_bar
 from imgclf.data.groups import (
     mirrored,
     near_duplicate_ids,
+    thumbnails,
 )
-from imgclf.data.images import UnusableImage, load_resized
+from imgclf.data.images import UnusableImage, image_size, load_resized
 from imgclf.data.phash import HASH_SIDE, NEAR_DISTANCE, Prints, prints
 from imgclf.data.spec import DatasetSpec, has_image_header
+
+THUMB_FROM = 3 * HASH_SIDE  # the side files are decoded at before their hash thumbnail (see _scan_chunk)
 
 SPLIT_ORDER = ("train", "val", "test")
 SIZE_FACTOR = 3.0  # shorter side this many times below/above the median: upscaled blur, wasted decode
@@ -209,8 +212,14 @@ def _scan_chunk(chunk: tuple[int, list[str]]):
     bad, ok, thumbs = {}, [], []
     for i, path in enumerate(paths, start):
         try:
-            # The decoder training uses, at hash size: the same files fail, for the same reasons.
-            thumb = load_resized(path, HASH_SIDE)
+            # The decoder training uses: the same files fail, for the same reasons. Photos larger
+            # than twice the hash size are decoded at the CPU default's 96 px and area-averaged to
+            # hash size, as the training cache's rows are, so `check` and `train` see one thumbnail
+            # (decoded straight to 32 px, ORL's near-still frames kept more of their detail alike:
+            # 5 false groups against 4, and 5 against 1 relit; bench/duplicates.py). Smaller ones
+            # (CIFAR's 32 px) go straight to hash size: upsampling them cost 2.4x the time.
+            side = THUMB_FROM if min(image_size(path)) > 2 * HASH_SIDE else HASH_SIDE
+            thumb = thumbnails(load_resized(path, side)[None])[0]
             data = _read_bytes(path)
             size, mode = _header(data)
         except UnusableImage as e:
