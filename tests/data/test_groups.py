@@ -376,3 +376,24 @@ def test_the_next_frame_of_one_person_is_not_a_copy_but_a_dark_noisy_copy_is():
     a = np.stack([thumb(face), thumb(dark)])
     b = np.stack([thumb(moved + 1.0), thumb(noisy_dark)])
     assert alike(a, b).tolist() == [False, True]
+
+
+def test_a_crop_needs_more_detail_alike_than_an_unmoved_copy():
+    """A zoomed view is where frames moments apart last passed (r 0.76-0.80): a crop is found while
+    it keeps its detail (a little noise), not once noise leaves it r under ZOOMED_SIMILARITY, which
+    the bar of unmoved pairs (MIN_SIMILARITY) would still have passed."""
+    from imgclf.data import phash
+
+    face = Image.fromarray(_face(np.random.default_rng(5)))
+    crop = face.resize((96, 96), Image.Resampling.BICUBIC, box=(2, 3, 93, 94))  # 5 % off
+
+    def thumb(img: Image.Image, noise: float) -> np.ndarray:
+        grey = np.asarray(img.resize((32, 32), Image.Resampling.BOX), np.float64)
+        return np.clip(grey + np.random.default_rng(0).normal(0, noise, grey.shape), 0, 255).astype(np.uint8)
+
+    a = np.stack([thumb(face, 0)] * 2)
+    b = np.stack([thumb(crop, 2.0), thumb(crop, 4.2)])
+    assert phash.alike(a, b).tolist() == [True, False]
+    with pytest.MonkeyPatch.context() as mp:  # the test can fail: the old bar took the noisier crop
+        mp.setattr(phash, "ZOOMED_SIMILARITY", phash.MIN_SIMILARITY)
+        assert phash.alike(a, b).tolist() == [True, True]
