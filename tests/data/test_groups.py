@@ -358,42 +358,34 @@ def test_one_photo_relit_is_not_a_near_duplicate():
     assert alike(np.stack([thumbs[0]] * 3), np.stack([noisy, thumbs[1], brighter])).tolist() == [True, False, False]
 
 
-def test_the_next_frame_of_one_person_is_not_a_copy_but_a_dark_noisy_copy_is():
-    """Frames of one person moments apart (a mouth moved 2 px, the light a grey level brighter) keep
-    most of their detail and tone, as ORL's near-still poses do; an unmoved copy keeps more: nearly
-    all its detail, or, in a face too dark for detail to survive noise, its tone."""
+def test_a_copy_processed_again_is_still_a_near_duplicate():
+    """CIFAR-10's real duplicates are seldom pristine: one photo re-toned, blurred, re-compressed.
+    Such a copy keeps much of its detail (here r 0.90) and its tone within a grey level, as frames
+    of one person moments apart also do; a check tight enough to part those two lost 57 of CIFAR-10's
+    126 groups (docs/benchmarks/groups.md), so the copy must still be found."""
+    import io
+
+    from PIL import ImageFilter
+
     from imgclf.data.phash import alike
 
-    face = _face(np.random.default_rng(5)).astype(np.float64)
-    moved = face.copy()
-    moved[50:, 2:] = face[48:-2, :-2]
-    dark = face * 0.12
-
-    def thumb(f: np.ndarray) -> np.ndarray:
-        return np.asarray(Image.fromarray(np.clip(f, 0, 255).astype(np.uint8)).resize((32, 32), Image.Resampling.BOX))
-
-    noisy_dark = dark + np.random.default_rng(1).normal(0, 1.0, dark.shape)
-    a = np.stack([thumb(face), thumb(dark)])
-    b = np.stack([thumb(moved + 1.0), thumb(noisy_dark)])
-    assert alike(a, b).tolist() == [False, True]
-
-
-def test_a_crop_needs_more_detail_alike_than_an_unmoved_copy():
-    """A zoomed view is where frames moments apart last passed (r 0.76-0.80): a crop is found while
-    it keeps its detail (a little noise), not once noise leaves it r under ZOOMED_SIMILARITY, which
-    the bar of unmoved pairs (MIN_SIMILARITY) would still have passed."""
-    from imgclf.data import phash
-
     face = Image.fromarray(_face(np.random.default_rng(5)))
-    crop = face.resize((96, 96), Image.Resampling.BICUBIC, box=(2, 3, 93, 94))  # 5 % off
+    toned = Image.fromarray(np.clip(np.asarray(face, np.float64) * 0.97 + 3, 0, 255).astype(np.uint8))
+    buf = io.BytesIO()
+    toned.filter(ImageFilter.GaussianBlur(1.4)).save(buf, "JPEG", quality=20)
+    thumbs = [np.asarray(im.convert("L").resize((32, 32), Image.Resampling.BOX)) for im in (face, Image.open(buf))]
+    assert alike(thumbs[0][None], thumbs[1][None]).tolist() == [True]
 
-    def thumb(img: Image.Image, noise: float) -> np.ndarray:
-        grey = np.asarray(img.resize((32, 32), Image.Resampling.BOX), np.float64)
-        return np.clip(grey + np.random.default_rng(0).normal(0, noise, grey.shape), 0, 255).astype(np.uint8)
 
-    a = np.stack([thumb(face, 0)] * 2)
-    b = np.stack([thumb(crop, 2.0), thumb(crop, 4.2)])
-    assert phash.alike(a, b).tolist() == [True, False]
-    with pytest.MonkeyPatch.context() as mp:  # the test can fail: the old bar took the noisier crop
-        mp.setattr(phash, "ZOOMED_SIMILARITY", phash.MIN_SIMILARITY)
-        assert phash.alike(a, b).tolist() == [True, True]
+def test_check_and_train_hash_one_thumbnail(faces):
+    """`imgclf check` decodes files over 64 px at the CPU's 96 px and area-averages them, as training
+    hashes its cache rows: the two see the same thumbnails, so they report the same groups."""
+    from imgclf.data.cache import build_cache
+    from imgclf.data.doctor import _scan_chunk
+    from imgclf.data.groups import cache_prints
+
+    spec = discover(faces)
+    _, ok, doctor = _scan_chunk((0, spec.paths))
+    assert [i for i, *_ in ok] == list(range(len(spec.paths)))
+    cached = cache_prints(build_cache(spec.paths, 96, "squash").images, np.ones(len(spec.paths), bool))
+    assert np.array_equal(doctor.grey, cached.grey) and np.array_equal(doctor.hashes, cached.hashes)

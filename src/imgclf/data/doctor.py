@@ -31,7 +31,7 @@ from imgclf.data.groups import (
     near_duplicate_ids,
     thumbnails,
 )
-from imgclf.data.images import UnusableImage, image_size, load_resized
+from imgclf.data.images import UnusableImage, load_upto
 from imgclf.data.phash import HASH_SIDE, NEAR_DISTANCE, Prints, prints
 from imgclf.data.spec import DatasetSpec, has_image_header
 
@@ -216,10 +216,9 @@ def _scan_chunk(chunk: tuple[int, list[str]]):
             # than twice the hash size are decoded at the CPU default's 96 px and area-averaged to
             # hash size, as the training cache's rows are, so `check` and `train` see one thumbnail
             # (decoded straight to 32 px, ORL's near-still frames kept more of their detail alike:
-            # 5 false groups against 4, and 5 against 1 relit; bench/duplicates.py). Smaller ones
-            # (CIFAR's 32 px) go straight to hash size: upsampling them cost 2.4x the time.
-            side = THUMB_FROM if min(image_size(path)) > 2 * HASH_SIDE else HASH_SIDE
-            thumb = thumbnails(load_resized(path, side)[None])[0]
+            # 20 false groups against 18, and 8 against 5 relit; bench/duplicates.py). Smaller ones
+            # (CIFAR's 32 px) go straight to hash size: upsampling them took 2.4x the time.
+            thumb = thumbnails(load_upto(path, THUMB_FROM, HASH_SIDE)[None])[0]
             data = _read_bytes(path)
             size, mode = _header(data)
         except UnusableImage as e:

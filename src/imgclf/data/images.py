@@ -123,6 +123,13 @@ def load_resized(
     return resize(_read(path, max_pixels, draft_side=size * DRAFT_GAP), size, mode)
 
 
+def load_upto(path: str | os.PathLike, size: int, small: int) -> np.ndarray:
+    """load_resized at `size`, but an image whose shorter side is at most 2 x `small` at `small`:
+    one decode either way, and a tiny image is not upsampled only to be shrunk again (data.doctor)."""
+    img = _read(path, MAX_PIXELS, draft_side=size * DRAFT_GAP)
+    return resize(img, size if min(img.size) > 2 * small else small)
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) as stored in the file (before EXIF rotation), reading only the header."""
     with _opened(path) as img:

@@ -50,19 +50,6 @@ MIN_SIMILARITY = 0.75
 TONE_SIGMA = 3.0
 TONE_MARGIN = 4
 MAX_TONE_GAP = 2.0
-# - unmoved copies agree more closely (2026-11-27, later). An exact, re-encoded, resized or mirrored
-#   copy keeps its detail nearly whole (flowers5: r >= 0.971), or, where a face is too dark to hold
-#   detail and JPEG noise drowns it (r down to 0.78), its tone to a tenth of a grey level (gap <= 0.08).
-#   Frames of one person moments apart (ORL's near-still poses, also relit) reached r 0.95 with tone
-#   gaps of 0.87-2.05: unmoved, a pair must pass one of those two tighter bars. Only a zoomed view
-#   (a crop) keeps the tone bar above: ORL's false groups 18 -> 4, orl-yale's 5 -> 1, every exact,
-#   re-encoded, resized and mirrored copy still found (bench/duplicates.py, docs/benchmarks/groups.md).
-COPY_SIMILARITY = 0.96
-COPY_TONE_GAP = 0.5
-# - a zoomed view (a crop) needs more detail than MIN_SIMILARITY: the last false pairs passed there,
-#   near-still frames of one person at r 0.76-0.80 (ORL, and relit), while 61 of the 65 crops found
-#   zoomed scored 0.81-0.99. At 0.82 the face stand-ins hold no false group (bench/duplicates.py).
-ZOOMED_SIMILARITY = 0.82
 # - alignment: the best of the pair as it is, or either side zoomed in 6 %, each shifted up to 1 px:
 #   a crop of 3-8 % is a zoom of up to 9 % plus a shift. Without the zoom each set's worst crop
 #   scored 0.37-0.49.
@@ -183,24 +170,20 @@ def alike(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     show one photo? Their details must correlate (MIN_SIMILARITY) and their brightness agree
     (MAX_TONE_GAP) in one alignment: as they are, or either zoomed by ZOOM, shifted up to SHIFT."""
     a, b = a.astype(np.float32), b.astype(np.float32)
-    ok = _agree(a, b, 0, unmoved=True)
+    ok = _agree(a, b, 0)
     todo = np.flatnonzero(~ok)  # most copies are not moved at all: only the rest are aligned
     if todo.size:
         a, b = a[todo], b[todo]
         zoom = _zoom_matrix(a.shape[1], ZOOM)
         # Zoom in only, one side or the other: zooming out would invent the border.
-        ok[todo] = (
-            _agree(a, b, SHIFT, unmoved=True)
-            | _agree(zoom @ a @ zoom.T, b, SHIFT, unmoved=False)
-            | _agree(a, zoom @ b @ zoom.T, SHIFT, unmoved=False)
-        )
+        views = ((a, b), (zoom @ a @ zoom.T, b), (a, zoom @ b @ zoom.T))
+        ok[todo] = np.any([_agree(x, y, SHIFT) for x, y in views], axis=0)
     return ok
 
 
-def _agree(a: np.ndarray, b: np.ndarray, shift: int, unmoved: bool) -> np.ndarray:
+def _agree(a: np.ndarray, b: np.ndarray, shift: int) -> np.ndarray:
     """Per pair: at some shift of b up to `shift` pixels either way, do the details correlate and
-    the tones agree (over the overlap)? `unmoved`: neither side zoomed, so the closer bars of an
-    unmoved copy apply (COPY_SIMILARITY, COPY_TONE_GAP)."""
+    the tones agree (over the overlap)?"""
     blur = _blur_matrix(a.shape[1], TONE_SIGMA)
     da, db, ta, tb = _detail(a), _detail(b), blur @ a @ blur.T, blur @ b @ blur.T
     ok = np.zeros(len(a), bool)
@@ -212,10 +195,7 @@ def _agree(a: np.ndarray, b: np.ndarray, shift: int, unmoved: bool) -> np.ndarra
         r = (u * v).sum(axis=(1, 2)) / np.sqrt((u * u).sum(axis=(1, 2)) * (v * v).sum(axis=(1, 2)) + 1e-6)
         u, v = _overlap(ta, tb, dy, dx)
         gap = np.abs(u - v)[:, m:-m, m:-m].mean(axis=(1, 2))
-        if unmoved:
-            ok |= ((r >= COPY_SIMILARITY) & (gap <= MAX_TONE_GAP)) | ((r >= MIN_SIMILARITY) & (gap <= COPY_TONE_GAP))
-        else:
-            ok |= (r >= ZOOMED_SIMILARITY) & (gap <= MAX_TONE_GAP)
+        ok |= (r >= MIN_SIMILARITY) & (gap <= MAX_TONE_GAP)
     return ok
 
 
