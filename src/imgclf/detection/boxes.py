@@ -1,4 +1,5 @@
-"""SSD's anchors and box coder, as the TF Object Detection API's ssdlite_mobilenet_v2 config has them.
+"""SSD's anchors and box coder, as the TF Object Detection API's ssdlite_mobilenet_v2 config has them,
+and the answer every detector gives for a photo (`answer`, `box_record`).
 
 Anchors are normalised (ymin, xmin, ymax, xmax) as TensorFlow has them; decoded boxes come out as
 normalised (x1, y1, x2, y2), and become image pixels only when a detector answers. The
