@@ -72,6 +72,23 @@ def test_degenerate_images_are_refused_before_decoding(model, trained):
         assert r.json()["windows"] == Scanner(model, "square").windows(120, 80) > 1
 
 
+def test_a_48_megapixel_phone_photo_is_answered_with_the_default_limits(model):
+    """A phone's main camera at full resolution (8064 x 6048) passes the default --max-pixels and
+    --max-upload-mb; one pixel over the limit is still refused from the header."""
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 255, (63, 84, 3), dtype=np.uint8))
+    out = io.BytesIO()
+    small.resize((8064, 6048), Image.Resampling.NEAREST).save(out, "JPEG", quality=80)
+    settings = serving.ServeSettings()
+    assert len(out.getvalue()) < settings.max_upload_bytes
+    with serving.BackgroundServer(serving.create_app(model, settings)) as url:
+        r = httpx.post(f"{url}/predict", content=out.getvalue(), headers={"Content-Type": "image/jpeg"}, timeout=60)
+        assert r.status_code == 200 and r.json()["results"][0]["label"] in model.classes, r.text
+    with serving.BackgroundServer(serving.create_app(model, serving.ServeSettings(max_pixels=8064 * 6048 - 1))) as url:
+        r = httpx.post(f"{url}/predict", content=out.getvalue(), headers={"Content-Type": "image/jpeg"}, timeout=60)
+        assert r.status_code == 413 and "--max-pixels" in r.json()["detail"], r.text
+
+
 def test_scan_options_are_validated(model, trained):
     _, data = trained
     with serving.BackgroundServer(serving.create_app(model)) as url:

@@ -52,9 +52,11 @@ class ServeSettings:
     max_upload_mb: float = setting(
         20.0, "Largest request body, MB (413 above) [default: 20]", Number(float, 0, 1e6, low_open=True)
     )
+    # 50 M lets in a 48-megapixel phone photo (8064 x 6048, a main camera's full resolution); JPEGs
+    # decode at a fraction of that (draft mode), and the decoder behind training caps at 100 M.
     max_pixels: int = setting(
-        40_000_000,
-        "Largest image in pixels, read from its header (413 above) [default: 40000000]",
+        50_000_000,
+        "Largest image in pixels, read from its header (413 above) [default: 50000000]",
         Number(int, 1, 10**12),
     )
     max_images: int = setting(16, "Most images in one request (422 above) [default: 16]", Number(int, 1, 10**6))
