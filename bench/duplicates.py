@@ -61,12 +61,18 @@ SETS = ("orl", "orl-light", "orl-yale", "flowers5")
 KINDS = ("exact", "jpeg", "resize", "crop", "mirror")
 
 
+def unpacked(folder: str, work: Path, archive: str | None = None) -> Path:
+    """WORK/folder, extracted from the shared ARCHIVE.tar.gz (default: named as the folder) once."""
+    if not (work / folder).exists():
+        with tarfile.open(SHARED / f"{archive or folder}.tar.gz") as tf:
+            tf.extractall(work, filter="data")
+    return work / folder
+
+
 def original(name: str, work: Path) -> Path:
     """The set as shared, or relit from it."""
     archive = "flowers5" if name == "flowers5" else "orl-faces"
-    if not (work / archive).exists():
-        with tarfile.open(SHARED / f"{archive}.tar.gz") as tf:
-            tf.extractall(work, filter="data")
+    unpacked(archive, work)
     if name not in ("orl-light", "orl-yale"):
         return work / archive
     from transfer import hard_lighting  # bench/transfer.py
@@ -242,11 +248,7 @@ def real_duplicates(work: Path) -> str:
     same photo cropped, shifted, recoloured, re-toned or mirrored. The injected copies above are
     pristine; these are not, and a rule tuned on the first alone dropped up to 87 of 126 of these on
     2026-11-27 (docs/benchmarks/groups.md). No truth here: a fall in the count asks for a look."""
-    root = work / "cifar10"
-    if not root.exists():
-        with tarfile.open(SHARED / "cifar10-jpg.tar.gz") as tf:
-            tf.extractall(work, filter="data")
-    groups = diagnose(discover(root), progress=False)["near_duplicates"]
+    groups = diagnose(discover(unpacked("cifar10", work, "cifar10-jpg")), progress=False)["near_duplicates"]
     files = sum(len(g["files"]) for g in groups)
     return (
         f"CIFAR-10 as shared (real duplicates, the doctor): {len(groups)} near-duplicate groups, {files} files, "
