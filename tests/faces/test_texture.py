@@ -20,6 +20,7 @@ pytest.importorskip("dlib")
 import imgclf.faces as F  # noqa: E402
 from imgclf.faces import gallery as G  # noqa: E402
 from imgclf.faces import texture as T  # noqa: E402
+from imgclf.models import texture as D  # noqa: E402 - the descriptor itself
 
 GRACE = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("L")
 ORL = Path(__file__).parents[3] / "shared" / "datasets" / "orl-faces.tar.gz"
@@ -41,7 +42,7 @@ def test_the_texture_keeps_a_face_and_drops_the_light():
     for r in relit:
         assert _cos(base, T.texture(r)) > _cos(base, other) + 0.05
     # 58 uniform patterns and one bin for the rest; a flat image is all one pattern (every neighbour >=).
-    assert (T._BINS < 58).sum() == 58 and set(np.unique(T.lbp(np.ones((5, 5))))) == {T._BINS[255]}
+    assert (D._BINS < 58).sum() == 58 and set(np.unique(D.lbp(np.ones((5, 5))))) == {D._BINS[255]}
 
 
 def test_a_face_in_a_larger_photo_is_read_as_a_crop_would_frame_it():

@@ -17,7 +17,7 @@ skimage_data = pytest.importorskip("skimage.data")
 
 import imgclf  # noqa: E402
 from imgclf.core.errors import UserError  # noqa: E402
-from imgclf.training import faceprobe  # noqa: E402
+from imgclf.training import candidates, faceprobe  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 
@@ -60,7 +60,7 @@ def face_run(faces_data, tmp_path_factory) -> Path:
     split of 3 photos cannot tell the two perfect candidates apart reliably, so the verdict is fixed)."""
     out = tmp_path_factory.mktemp("face-run") / "run"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(faceprobe, "kept", lambda *a: True)
+        mp.setattr(candidates, "kept", lambda *a: True)
         imgclf.train(faces_data, out=out, verbose=False)
     return out
 
@@ -193,14 +193,14 @@ def test_training_crops_with_no_face_found_are_cut_where_the_others_hold_theirs(
 
 def test_successive_halving_and_the_verdict():
     key = "val_acc"
-    assert faceprobe.dominates({key: 0.98}, {key: 0.90}, key)  # 2 % errors against 10 %
-    assert not faceprobe.dominates({key: 0.96}, {key: 0.93}, key)  # 4 % against 7 %: fine-tune too
-    assert not faceprobe.dominates({key: 0.85}, {key: 0.50}, key)  # far ahead, but not good enough
-    assert not faceprobe.dominates({key: 0.99}, {}, key)  # no probe (a from-scratch run): train it
-    assert faceprobe.kept({key: 0.95, "val_loss": 0.3}, 0.94, 0.1, key)
-    assert not faceprobe.kept({key: 0.95, "val_loss": 0.3}, 0.95, 0.2, key)  # a tie goes to the lower loss
-    assert faceprobe.kept({key: 0.95, "val_loss": 0.1}, 0.95, 0.2, key)
-    assert not faceprobe.kept({key: float("nan"), "val_loss": 0.1}, 0.5, 0.2, key)  # no validation split
+    assert candidates.dominates({key: 0.98}, {key: 0.90}, key)  # 2 % errors against 10 %
+    assert not candidates.dominates({key: 0.96}, {key: 0.93}, key)  # 4 % against 7 %: fine-tune too
+    assert not candidates.dominates({key: 0.85}, {key: 0.50}, key)  # far ahead, but not good enough
+    assert not candidates.dominates({key: 0.99}, {}, key)  # no probe (a from-scratch run): train it
+    assert candidates.kept({key: 0.95, "val_loss": 0.3}, 0.94, 0.1, key)
+    assert not candidates.kept({key: 0.95, "val_loss": 0.3}, 0.95, 0.2, key)  # a tie goes to the lower loss
+    assert candidates.kept({key: 0.95, "val_loss": 0.1}, 0.95, 0.2, key)
+    assert not candidates.kept({key: float("nan"), "val_loss": 0.1}, 0.5, 0.2, key)  # no validation split
 
 
 @pytest.mark.slow

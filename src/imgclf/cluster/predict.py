@@ -171,8 +171,8 @@ def _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, conso
         raise UserError(
             f"{job['run']} is an ensemble bundle, which runs on the torch backend only; drop --backend {backend}"
         )
-    # A face-embedding run (training.faceprobe) runs dlib inside PyTorch: it has no ONNX graph.
-    torch_only = ensemble or (job.get("kind") is None and _runs_dlib(job["run"]))
+    # A face-embedding or texture run runs dlib or NumPy inside PyTorch: it has no ONNX graph.
+    torch_only = ensemble or (job.get("kind") is None and _head_only(job["run"]))
     backend = backend if backend != "auto" else ("torch" if gpus or torch_only else "onnx")
     if backend in ("onnx", "openvino") and job.get("kind") is None:  # a detector's graph is converted in its cache
         _ensure_onnx(Path(job["run"]), console)
@@ -342,9 +342,10 @@ def _console(show: bool):
     return Console(stderr=True, quiet=not show, highlight=False, soft_wrap=True)
 
 
-def _runs_dlib(run) -> bool:
-    """Whether the run kept the face embedding (models.face.classifier), which runs in PyTorch only."""
-    from imgclf.models.face.classifier import FACE_EMBEDDING
+def _head_only(run) -> bool:
+    """Whether the run kept a descriptor with a linear head (models.headonly: dlib's face embedding, the
+    texture), which runs in PyTorch only."""
+    from imgclf.models.headonly import NAMES
     from imgclf.store.run_meta import load_run_meta
 
-    return load_run_meta(Path(run)).architecture_name == FACE_EMBEDDING
+    return load_run_meta(Path(run)).architecture_name in NAMES

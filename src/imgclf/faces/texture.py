@@ -1,7 +1,5 @@
-"""A second face descriptor for hard light: Tan & Triggs' illumination normalisation, then local
-binary pattern (LBP) histograms in a grid, the classic recipe for Extended Yale B's faces lit by one
-point light (Tan & Triggs, "Enhanced local texture feature sets for face recognition under difficult
-lighting conditions", IEEE TIP 2010; Ahonen et al. 2006 for the histograms).
+"""A second face descriptor for hard light: the light-normalised texture of models.texture (Tan &
+Triggs' normalisation, then LBP histograms in a grid), and how much a gallery weighs it in.
 
 Why a second descriptor: dlib's embedding was trained on faces in everyday light. Lit from one side,
 half a face is black, the detector misses it and the embedding has little to go on; the normalised
@@ -16,84 +14,17 @@ crops are aligned); a face in a larger photo is cut as a crop would frame it (FR
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-SIZE = (80, 96)  # px (w, h) the region is resized to: ~ORL's crops, Yale B's 168 x 192 halved
-GRID = (8, 8)  # cells a side; each gets its own histogram, so where a pattern is counts too
-# Tan & Triggs' published parameters: gamma, the difference of Gaussians' two sigmas (px), and the
-# contrast equalisation's alpha and tau.
-GAMMA, SIGMA0, SIGMA1, ALPHA, TAU = 0.2, 1.0, 2.0, 0.1, 10.0
+# The descriptor itself lives with the models (imgclf train races it too); the gallery's names for it.
+from imgclf.models.texture import DIM, lbp, normalised, texture  # noqa: F401
+
 # Where a face's detector box sits in the crop its texture is read from, for a face in a larger photo
 # (shares of the crop's width and height): a crop from the eyebrows' top to below the chin, as dlib's
 # boxes sit in face crops (on ORL the median box is x 7-92 %, y 26-97 %).
 FRAME = (0.08, 0.25, 0.92, 0.97)
-
-
-def _uniform_bins() -> np.ndarray:
-    """The 256 8-bit codes mapped to 59 bins: one per uniform pattern (at most two 0/1 transitions
-    around the circle: edges, corners, spots; 58 of them), one shared by all the others."""
-    bins, out = 0, np.full(256, 58, np.uint8)
-    for code in range(256):
-        bits = [(code >> i) & 1 for i in range(8)]
-        if sum(bits[i] != bits[(i + 1) % 8] for i in range(8)) <= 2:
-            out[code] = bins
-            bins += 1
-    return out
-
-
-_BINS = _uniform_bins()
-DIM = 59 * GRID[0] * GRID[1]
-# The eight neighbours in order around the circle (radius 1, the square's pixels, no interpolation).
-_AROUND = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
-
-
-def normalised(grey: np.ndarray) -> np.ndarray:
-    """Tan & Triggs' chain on a greyscale float image: gamma (lifts the shadows), a difference of
-    Gaussians (drops the light's slow gradients and the finest noise), two-stage contrast equalisation
-    and a tanh that squashes what is left of the extremes."""
-    import cv2
-
-    x = np.power(grey.astype(np.float32) + 1.0, GAMMA)
-    x = cv2.GaussianBlur(x, (0, 0), SIGMA0) - cv2.GaussianBlur(x, (0, 0), SIGMA1)
-    x = x / max(float(np.mean(np.abs(x) ** ALPHA)) ** (1 / ALPHA), 1e-6)
-    x = x / max(float(np.mean(np.minimum(TAU, np.abs(x)) ** ALPHA)) ** (1 / ALPHA), 1e-6)
-    return TAU * np.tanh(x / TAU)
-
-
-def lbp(x: np.ndarray) -> np.ndarray:
-    """Each inner pixel's uniform-pattern bin (0-58): which of its 8 neighbours are at least as bright."""
-    h, w = x.shape
-    centre = x[1:-1, 1:-1]
-    code = np.zeros(centre.shape, np.uint8)
-    for bit, (dy, dx) in enumerate(_AROUND):
-        code |= (x[1 + dy : h - 1 + dy, 1 + dx : w - 1 + dx] >= centre).astype(np.uint8) << bit
-    return _BINS[code]
-
-
-def texture(grey: np.ndarray) -> np.ndarray:
-    """(DIM,) float32, unit length: the square roots of each cell's bin shares (Hellinger: two of
-    them compare by cosine similarity, as the embeddings do)."""
-    from PIL import Image
-
-    g = np.asarray(Image.fromarray(grey).resize(SIZE, Image.BILINEAR), np.float32)
-    codes = lbp(normalised(g))
-    cells = _cells(codes.shape)
-    hist = np.bincount((cells * 59 + codes).ravel(), minlength=DIM).reshape(-1, 59).astype(np.float32)
-    hist /= np.maximum(hist.sum(axis=1, keepdims=True), 1)
-    v = np.sqrt(hist).ravel()
-    return v / max(float(np.linalg.norm(v)), 1e-12)
-
-
-@functools.lru_cache(maxsize=4)
-def _cells(shape: tuple[int, int]) -> np.ndarray:
-    """Each pixel's cell of the GRID, row by row (cell i of n spans i * side // n up to (i + 1) * side // n)."""
-    h, w = shape
-    rows = np.searchsorted(np.arange(GRID[1]) * h // GRID[1], np.arange(h), side="right") - 1
-    cols = np.searchsorted(np.arange(GRID[0]) * w // GRID[0], np.arange(w), side="right") - 1
-    return (rows[:, None] * GRID[0] + cols[None, :]).astype(np.int64)
 
 
 def region(img, box) -> np.ndarray:

@@ -24,7 +24,7 @@ import torch.nn as nn
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, output_folder
 from imgclf.inference.model import expand_inputs
-from imgclf.models.face.classifier import refuse_untraceable
+from imgclf.models.headonly import refuse_untraceable
 
 # imgclf name -> pytorch_grad_cam class. EigenCAM is class-agnostic: it shows the main component
 # of the features whatever the target; ScoreCAM needs no gradients but one forward per channel.

@@ -142,17 +142,15 @@ def check_top_k(top_k) -> int:
 
 def load_torch_net(run: Path, meta: RunMeta) -> torch.nn.Module:
     """The run's network rebuilt from the registry by name, with its safetensors weights (CPU, eval mode)."""
-    from imgclf.models import create_model
-    from imgclf.models.face.classifier import FACE_EMBEDDING, FaceEmbeddingClassifier
+    from imgclf.models import create_model, headonly
     from imgclf.store.checkpoint import load_weights
     from imgclf.store.run_schema import verify_weights
 
     arch = meta.architecture
     try:
-        if arch.name == FACE_EMBEDDING:  # a face-embedding run (training.faceprobe): no registry entry
-            net = FaceEmbeddingClassifier(
-                len(meta.classes), meta.normalization.mean, meta.normalization.std, **arch.kwargs
-            )
+        if arch.name in headonly.NAMES:  # a face-embedding or texture run (its leaderboard kept it): no registry entry
+            norm = meta.normalization
+            net = headonly.build(arch.name, len(meta.classes), norm.mean, norm.std, arch.kwargs)
         else:
             net = create_model(
                 arch.name,

@@ -62,7 +62,7 @@ def export_onnx(
     import torch
 
     from imgclf.inference.model import load_torch_net
-    from imgclf.models.face.classifier import refuse_untraceable
+    from imgclf.models.headonly import refuse_untraceable
 
     start = time.perf_counter()
     low, high = opset_range()

@@ -132,6 +132,13 @@ class TrainConfig:
         "the validation split  [default: auto: on when over 2/3 of sampled training photos hold a face]",
         Choice(("auto", "on", "off")),
     )
+    texture: str = setting(
+        "auto",
+        "auto | on | off: also try a logistic regression on the light-normalised texture (Tan & Triggs, LBP "
+        "histograms; the classic descriptor for faces lit hard), kept when it wins on the validation split  "
+        "[default: auto: on when the sampled training photos are greyscale, up to 5,000 of them]",
+        Choice(("auto", "on", "off")),
+    )
     flip: bool = setting(True, "No horizontal flips (text, digits, asymmetric signs).", Flag(), flag="--no-flip")
     augment: Any = setting("auto", "auto | none  [default: auto]", cli_type=str)  # or a mapping of AugmentPolicy fields
     resize: str = setting("squash", "squash | crop | pad  [default: squash]", Choice.of_resize_modes())

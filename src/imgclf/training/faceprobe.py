@@ -7,11 +7,7 @@ default names 97.4 %; on the issue's aligned celebrities 98.4 % against 87.7 %. 
 extreme and the detector misses most faces, the trained network wins. So the embedding competes:
 each training image's biggest face (and its mirror, while photos are few) and each validation
 image's are embedded once, a logistic regression is fitted on them (C chosen on the validation
-split, as the probe's is), and the validation split decides (`kept`).
-
-Successive halving, in its simplest form: when the face candidate already makes at most half the
-validation errors of the ImageNet probe (and is right on 90 % or more), fine-tuning is skipped —
-fine-tuning from a probe that far behind has never caught up (`dominates`), and its minutes are saved.
+split, as the probe's is), and the validation split decides (training.candidates).
 
 `faces=auto` turns the candidate on when over two thirds of a sample of training photos hold a face that
 dlib's detector finds (`resolve_faces`), and off when the user named --model or --preset without
@@ -34,8 +30,6 @@ SAMPLE = 24  # training photos searched for a face to decide faces=auto (~0.5 s 
 # epochs of a 115 s budget: test 0.817 against 0.90-0.94 with it off. Sets where the embedding wins
 # find far more (ORL 97-100 %, the issue's aligned celebrities 91 %); 2/3 keeps them on.
 SHARE = 2 / 3
-DOMINANT_ACC = 0.9  # fine-tuning is skipped only behind a face candidate this good on validation...
-DOMINANT_ERRORS = 0.5  # ...that makes at most this share of the ImageNet probe's validation errors
 FILES = ("face.json", "face.safetensors")  # in the run folder: a resumed run reuses the candidate
 # The candidate's own decode: faces keep their proportions. Squashed to the network's square (ORL's
 # 92x112 to 96x96) dlib's landmarks land wrong: 5-fold accuracy on ORL 0.990 squashed at 96 px, 1.000
@@ -163,21 +157,6 @@ def face_side(paths: list[str], sample: int = 64) -> int:
     while side > SIDES[0] and len(paths) * side * side * 3 > MEMORY:
         side -= 32
     return side
-
-
-def dominates(face: dict, probe: dict, key: str) -> bool:
-    """Whether the face candidate is so far ahead of the ImageNet probe that fine-tuning is skipped."""
-    if not probe or probe.get(key) is None or np.isnan(face[key]) or np.isnan(probe[key]):
-        return False
-    return face[key] >= DOMINANT_ACC and (1 - face[key]) <= DOMINANT_ERRORS * (1 - probe[key])
-
-
-def kept(face: dict, score: float, loss: float, key: str) -> bool:
-    """Whether the face candidate beats the network kept so far (its val `score` by the run's
-    criterion `key`, and its val loss): a higher score, or the same and a lower loss."""
-    if np.isnan(face[key]):
-        return False
-    return face[key] > score or (face[key] == score and face["val_loss"] < loss)
 
 
 def face_record() -> dict:

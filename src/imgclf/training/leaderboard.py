@@ -3,8 +3,9 @@ one it kept (what model.safetensors holds, so what predict and serve use). Print
 saved as leaderboard.json in the run folder and in model.json, shown in the report.
 
 The candidates are the linear probe (seconds) and the network trained from it (fine-tuning the
-upper layers), or one network trained from scratch; and on photos of faces dlib's face embedding
-with a linear head (training.faceprobe).
+upper layers), or one network trained from scratch; and the descriptors with a linear head that
+training.candidates races: dlib's face embedding on photos of faces, the light-normalised texture on
+greyscale photos.
 """
 
 from __future__ import annotations
@@ -16,20 +17,20 @@ from imgclf.settings.config import TrainConfig
 
 
 def record_leaderboard(
-    run_dir: Path, cfg: TrainConfig, probe: dict, result, console, face: dict | None = None, face_kept: bool = False
+    run_dir: Path, cfg: TrainConfig, probe: dict, result, console, others=(), won=None
 ) -> list[dict]:
     """Build, print and save the leaderboard; returns its rows for model.json."""
-    rows = leaderboard(cfg, probe, result, face, face_kept)
+    rows = leaderboard(cfg, probe, result, others, won)
     write_json(run_dir / "leaderboard.json", rows)
     _print_leaderboard(rows, console)
     return rows
 
 
-def leaderboard(cfg: TrainConfig, probe: dict, result, face: dict | None = None, face_kept: bool = False) -> list[dict]:
+def leaderboard(cfg: TrainConfig, probe: dict, result, others=(), won=None) -> list[dict]:
     """The candidates this run compared on its validation split, the kept one first: the linear
     probe and the trained network (fine-tuned from the probe's head, or trained from scratch), and
-    the face embedding's row `face` when it competed (`face_kept`: it won). The kept one is what
-    model.safetensors holds, and so what predict and serve use."""
+    `others` (training.candidates.Candidate's) when they competed (`won`: the one that won, if any).
+    The kept one is what model.safetensors holds, and so what predict and serve use."""
     from imgclf.training.finetune import is_finetune
 
     arch = cfg.model.removeprefix("timm/")
@@ -44,7 +45,7 @@ def leaderboard(cfg: TrainConfig, probe: dict, result, face: dict | None = None,
                 "val_balanced_acc": probe.get("val_balanced_acc"),
                 "seconds": probe.get("seconds"),
                 "best_epoch": 0,
-                "kept": result.best_epoch == 0 and not face_kept,
+                "kept": result.best_epoch == 0 and won is None,
             }
         )
     ran = result.history
@@ -62,20 +63,23 @@ def leaderboard(cfg: TrainConfig, probe: dict, result, face: dict | None = None,
                 "val_balanced_acc": top["val_balanced_acc"],
                 "seconds": round(sum(float(r["seconds"]) for r in ran), 2),
                 "best_epoch": int(top["epoch"]),
-                "kept": (result.best_epoch > 0 or not probe) and not face_kept,
+                "kept": (result.best_epoch > 0 or not probe) and won is None,
             }
         )
-    if face:
+    for c in others:
+        if c.name == "face embedding":
+            on = f"dlib's face embedding (a face found in {c.row.get('faces_found', 0):.0%} of the photos)"
+        else:
+            on = "the light-normalised texture (Tan & Triggs, LBP histograms)"
         rows.append(
             {
-                "candidate": "face embedding",
-                "what": f"logistic regression (C={face.get('C')}) on dlib's face embedding (a face found in "
-                f"{face.get('faces_found', 0):.0%} of the photos)",
-                "val_acc": face["val_acc"],
-                "val_balanced_acc": face["val_balanced_acc"],
-                "seconds": face["seconds"],
+                "candidate": c.name,
+                "what": f"logistic regression (C={c.row.get('C')}) on {on}",
+                "val_acc": c.row["val_acc"],
+                "val_balanced_acc": c.row["val_balanced_acc"],
+                "seconds": c.row["seconds"],
                 "best_epoch": 0,
-                "kept": face_kept,
+                "kept": c is won,
             }
         )
     return sorted(rows, key=lambda r: not r["kept"])

@@ -46,7 +46,7 @@ class Prepared:
     skipped: list[dict]  # unreadable files
     removed: list[str]  # duplicates taken out (--dedupe)
     grouping: dict | None  # how near-duplicates were kept on one side of the split
-    face: Any = None  # training.faceprobe's (leaderboard row, network, its images) when the face embedding competes
+    candidates: Any = None  # training.candidates.Candidate's fitted before the epochs (the face embedding, the texture)
 
     def split_data(self):
         from imgclf.training.loop import SplitData
@@ -165,6 +165,7 @@ def _lead(data, config, resume, settings: dict, console):
     """Rank 0's (or the only process's) part before the epochs: settings, data, the network, the
     run's inputs and the probe. Returns (prep, run_dir, net, meta, the probe's maps, data root)."""
     from imgclf.training import distributed as dist
+    from imgclf.training.candidates import fit_candidates
     from imgclf.training.resolve import user_settings
 
     cfg, run_dir, explicit = user_settings(data, config, resume, settings)
@@ -180,23 +181,8 @@ def _lead(data, config, resume, settings: dict, console):
         console.print(f"  {escape(warm_start(net, cfg.init_from, prep.spec.classes))}")  # a path, class names
     meta, root = _write_inputs(run_dir, prep, net, kwargs, n_params)
     maps = _probe(run_dir, prep, net, meta, console)
-    prep.face = _face(run_dir, prep, console)
+    prep.candidates = fit_candidates(run_dir, prep, console)
     return prep, run_dir, net, meta, maps, root
-
-
-def _face(run_dir: Path, prep: Prepared, console):
-    """The face embedding's (leaderboard row, network, its images) when it competes (training.faceprobe), else None.
-    Rank 0 alone under DDP would decide to skip the epochs the other ranks wait in: not there."""
-    from imgclf.training import distributed as dist
-
-    if prep.cfg.faces != "on" or dist.world_size() > 1:
-        return None
-    from imgclf.training.balance import class_weights
-    from imgclf.training.faceprobe import fit_face_candidate
-
-    spec = prep.spec
-    weights = class_weights(prep.cfg.class_weight, spec.labels[spec.indices("train")], len(spec.classes))
-    return fit_face_candidate(run_dir, prep, weights, console)
 
 
 def _without_images(prep: Prepared) -> Prepared:
@@ -308,10 +294,10 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: RunMeta, console):
 
 
 def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, on_epoch, console, started=None):
-    """The epochs (training.loop.fit), judged against the probe's validation score, and the face
-    candidate's verdict; fills in model.json's "training" record. Returns (the fit's result, the kept
-    network), whose weights are in RUN/model.safetensors."""
-    from imgclf.training import faceprobe
+    """The epochs (training.loop.fit), judged against the probe's validation score, and the other
+    candidates' verdict (training.candidates); fills in model.json's "training" record. Returns (the
+    fit's result, the kept network), whose weights are in RUN/model.safetensors."""
+    from imgclf.training import candidates as extra
     from imgclf.training.leaderboard import ProbeGuard, record_leaderboard
     from imgclf.training.loop import FitResult, fit
 
@@ -321,10 +307,11 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, 
     probe = meta.probe or {}
     probe_val = probe.get(key, float("nan"))
     baseline = None if np.isnan(probe_val) else (probe_val, probe["val_loss"])
-    face, face_net, face_images = prep.face or (None, None, None)
-    if face is not None and baseline is not None and faceprobe.dominates(face, probe, key):
+    others = prep.candidates or []
+    lead = extra.best(others, key)
+    if lead is not None and baseline is not None and extra.dominates(lead.row, probe, key):
         console.print(
-            f"fine-tuning skipped: the face embedding (val {face[key]:.4f}) makes at most half the errors "
+            f"fine-tuning skipped: the {lead.name} (val {lead.row[key]:.4f}) makes at most half the errors "
             f"of the linear probe (val {probe_val:.4f}), which fine-tuning starts from"
         )
         result = FitResult(criterion="accuracy" if key == "val_acc" else "balanced accuracy", stopped_early=True)
@@ -352,16 +339,16 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, 
             f"{result.best_val_acc:.4f} at epoch {result.best_epoch}{'' if result.best_epoch else ' (the linear probe)'}"
         )
         net = guard.after(result, net, len(prep.split_data().val), console)
-    face_kept = face is not None and faceprobe.kept(face, result.best_val_acc, result.best_val_loss, key)
-    if face_kept:
-        net = _keep_face(run_dir, prep, face_net, face_images, meta, console)
+    won = lead if lead is not None and extra.kept(lead.row, result.best_val_acc, result.best_val_loss, key) else None
+    if won is not None:
+        net = extra.keep(run_dir, prep, won, meta, console)
     meta.training = TrainingRecord(
         epochs_run=len(result.history),
         best_epoch=result.best_epoch,
-        best_val_acc=face[key] if face_kept else result.best_val_acc,
+        best_val_acc=won.row[key] if won else result.best_val_acc,
         criterion=result.criterion,
         stopped_early=result.stopped_early,
-        train_seconds=round(result.train_seconds + probe.get("seconds", 0) + (face or {}).get("seconds", 0), 2),
+        train_seconds=round(result.train_seconds + probe.get("seconds", 0) + sum(c.row["seconds"] for c in others), 2),
         first_step_seconds=round(result.first_step_seconds, 2),
         compile=result.compile,  # training.timing.CompileChoice: on or off, from which epoch, why
         device=str(prep.device),
@@ -369,31 +356,5 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, 
         stages=result.stages,
         plan=result.plan,  # a budgeted run's (training.budget): its budget, how its cooldown came
     )
-    meta.leaderboard = record_leaderboard(run_dir, cfg, probe, result, console, face, face_kept)
+    meta.leaderboard = record_leaderboard(run_dir, cfg, probe, result, console, others, won)
     return result, net
-
-
-def _keep_face(run_dir: Path, prep: Prepared, face_net, images, meta: RunMeta, console):
-    """Make the face candidate the run's model: its head in model.safetensors; model.json's
-    architecture, input and "pretrained" saying what it is; its own decode of the images (aspect
-    kept) the evaluation after training's."""
-    from imgclf.models.face.classifier import FACE_EMBEDDING
-    from imgclf.models.face.model import NAME
-    from imgclf.store.checkpoint import save_weights
-    from imgclf.training.faceprobe import RESIZE, face_record
-
-    save_weights(run_dir / "model.safetensors", face_net.state_dict())
-    n_params = sum(p.numel() for p in face_net.parameters())
-    kwargs = {"embedding": NAME, "crop_box": face_net.crop_box}
-    meta.architecture = Architecture(name=FACE_EMBEDDING, kwargs=kwargs, in_chans=3, parameters=n_params)
-    side = int(images.shape[1])
-    meta.input = InputSpec(size=side, resize=RESIZE, channels="RGB", dtype="uint8")
-    meta.preprocessing = (
-        f"decode to RGB (EXIF-rotated, alpha on white), resize '{RESIZE}' to {side}x{side}; the biggest face "
-        "found by dlib's detector, aligned on 5 landmarks to 150x150 (where none is found, the image as a "
-        "face crop: the architecture's crop_box, else the whole image)"
-    )
-    meta.pretrained, meta.starting_weights = face_record(), None
-    prep.images = images
-    console.print("  kept: the face embedding (dlib's network, a linear head on it), best on the validation split")
-    return face_net

@@ -89,12 +89,14 @@ def after_decoding(cfg: TrainConfig, spec, grouping: dict | None, for_training: 
     """The choices that need the decoded, split data: how the split was grouped, whether classes are
     weighed, the augmentation policy, test-time augmentation, whether the face embedding competes
     (training.faceprobe: it looks for faces in a sample of the training photos; not when the user
-    named the model or preset, in `explicit`), and the model's full keyword arguments (so the run records
+    named the model or preset, in `explicit`) and the texture (training.textureprobe: greyscale
+    photos), and the model's full keyword arguments (so the run records
     every one it used). Returns (settings, augmentation policy, lines to print)."""
     from imgclf.models import model_defaults
     from imgclf.training.balance import resolve_class_weight
     from imgclf.training.faceprobe import resolve_faces
     from imgclf.training.prepare import augment_policy
+    from imgclf.training.textureprobe import resolve_texture
 
     policy = augment_policy(cfg, len(spec.indices("train")))
     if not for_training:  # lr-find: the settings train would start from, nothing about the split
@@ -112,10 +114,11 @@ def after_decoding(cfg: TrainConfig, spec, grouping: dict | None, for_training: 
             f"  default: tta={tta}: test-time augmentation at evaluation{'' if policy.flip else ' (no flips in training)'}"
         )
     faces, note = resolve_faces(cfg, spec, explicit)
-    if note:
-        lines.append(f"  default: {note}")
+    texture, texture_note = resolve_texture(cfg, spec, explicit)
+    lines += [f"  default: {n}" for n in (note, texture_note) if n]
     cfg = cfg.updated(
         faces=faces,
+        texture=texture,
         group_by=grouping["by"] if grouping else "none",
         class_weight=mode,
         tta=tta,

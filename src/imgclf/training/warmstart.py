@@ -90,17 +90,18 @@ def grow_head(
 
 def warm_start(net: nn.Module, run: str | Path, classes: list[str]) -> str:
     """Start `net` from RUN's model.safetensors (see grow_head); returns a line saying what was done."""
-    from imgclf.models.face.classifier import FACE_EMBEDDING
+    from imgclf.models.headonly import FACE_EMBEDDING, NAMES
     from imgclf.store.checkpoint import load_weights
     from imgclf.store.run_schema import verify_weights
 
     run = find_run(run)
     meta = load_run_meta(run)
     verify_weights(run, meta.weights_sha256)  # a damaged parent would pass its damage on to every update
-    if meta.architecture_name == FACE_EMBEDDING:
-        # Its network is dlib's, frozen: what it learnt is a logistic regression, which the face
-        # candidate refits on the old and new images together (its config keeps faces=on).
-        return f"warm start from {run}: it kept the face embedding, whose head is refitted on every image; {type(net).__name__} starts from its own weights"
+    if meta.architecture_name in NAMES:
+        # Its descriptor is fixed (dlib's network, the texture): what it learnt is a logistic regression,
+        # which its candidate refits on the old and new images together (its config keeps faces/texture on).
+        what = "the face embedding" if meta.architecture_name == FACE_EMBEDDING else "the texture"
+        return f"warm start from {run}: it kept {what}, whose head is refitted on every image; {type(net).__name__} starts from its own weights"
     info = grow_head(net, load_weights(run / "model.safetensors"), meta.classes, classes)
     # The stem was whitened from the parent's training images and trained on; re-whitening it from
     # the new data would throw that away (training.loop calls init_from_data when the model has it).

@@ -36,6 +36,7 @@ class FaceEmbeddingClassifier(torch.nn.Module):
     `mean`/`std`: the run's normalisation, undone to give dlib the uint8 pixels."""
 
     exportable = False  # read by the ONNX paths (inference.onnx_export, the evaluation after training)
+    not_exportable = NOT_EXPORTABLE  # what models.headonly.refuse_untraceable says
 
     def __init__(self, num_classes: int, mean, std, embedding: str | None = None, crop_box=None):
         super().__init__()
@@ -79,12 +80,6 @@ class FaceEmbeddingClassifier(torch.nn.Module):
         with self._lock:
             emb = torch.from_numpy(embed_images(self.faces, images, crop_box=self.crop_box)[0]).to(x.device)
         return self.head(emb)
-
-
-def refuse_untraceable(net) -> None:
-    """One line for a network that has no ONNX graph or Grad-CAM map (a face-embedding run's)."""
-    if not getattr(net, "exportable", True):
-        raise UserError(NOT_EXPORTABLE)
 
 
 def embed_images(

@@ -1,0 +1,113 @@
+"""The candidates a run races beside its own network, each a fixed descriptor with a logistic
+regression on it: dlib's face embedding (training.faceprobe) on photos of faces, the light-normalised
+texture (training.textureprobe) on greyscale photos. Each is fitted before the epochs, in seconds;
+the validation split decides which, if any, is shipped instead of the trained network.
+
+Successive halving, in its simplest form: when a candidate already makes at most half the validation
+errors of the ImageNet probe (and is right on 90 % or more), fine-tuning is skipped: fine-tuning from
+a probe that far behind has never caught up (`dominates`), and its minutes are saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DOMINANT_ACC = 0.9  # fine-tuning is skipped only behind a candidate this good on validation...
+DOMINANT_ERRORS = 0.5  # ...that makes at most this share of the ImageNet probe's validation errors
+
+
+@dataclass
+class Candidate:
+    name: str  # its leaderboard row's name
+    row: dict  # val_acc, val_balanced_acc, val_loss, C, seconds, and its own facts
+    net: Any  # the module that is shipped if it wins (models.headonly)
+    images: Any = None  # the images as it reads them, when it decodes its own (the face embedding)
+
+
+def fit_candidates(run_dir: Path, prep, console) -> list[Candidate]:
+    """Every candidate the run's settings turn on (faces=on, texture=on), fitted on its training split.
+    Rank 0 alone under DDP would decide to skip the epochs the other ranks wait in: not there."""
+    from imgclf.training import distributed as dist
+    from imgclf.training.balance import class_weights
+
+    cfg, spec = prep.cfg, prep.spec
+    if dist.world_size() > 1 or "on" not in (cfg.faces, cfg.texture):
+        return []
+    weights = class_weights(cfg.class_weight, spec.labels[spec.indices("train")], len(spec.classes))
+    out = []
+    if cfg.faces == "on":
+        from imgclf.training.faceprobe import fit_face_candidate
+
+        row, net, images = fit_face_candidate(run_dir, prep, weights, console)
+        out.append(Candidate("face embedding", row, net, images))
+    if cfg.texture == "on":
+        from imgclf.training.textureprobe import fit_texture_candidate
+
+        row, net = fit_texture_candidate(run_dir, prep, weights, console)
+        out.append(Candidate("texture", row, net))
+    return out
+
+
+def dominates(row: dict, probe: dict, key: str) -> bool:
+    """Whether a candidate is so far ahead of the ImageNet probe that fine-tuning is skipped."""
+    if not probe or probe.get(key) is None or np.isnan(row[key]) or np.isnan(probe[key]):
+        return False
+    return row[key] >= DOMINANT_ACC and (1 - row[key]) <= DOMINANT_ERRORS * (1 - probe[key])
+
+
+def kept(row: dict, score: float, loss: float, key: str) -> bool:
+    """Whether a candidate beats the network kept so far (its val `score` by the run's criterion
+    `key`, and its val loss): a higher score, or the same and a lower loss."""
+    if np.isnan(row[key]):
+        return False
+    return row[key] > score or (row[key] == score and row["val_loss"] < loss)
+
+
+def best(candidates: list[Candidate], key: str) -> Candidate | None:
+    """The candidate with the best validation score by `key` (ties: the lower loss)."""
+    scored = [c for c in candidates if not np.isnan(c.row[key])]
+    return max(scored, key=lambda c: (c.row[key], -c.row["val_loss"])) if scored else None
+
+
+def keep(run_dir: Path, prep, cand: Candidate, meta, console):
+    """Make `cand` the run's model: its head in model.safetensors; model.json's architecture, input,
+    preprocessing and "pretrained" saying what it is; for the face embedding, its own decode of the
+    images (aspect kept) the evaluation after training's. Returns its network."""
+    from imgclf.store.checkpoint import save_weights
+    from imgclf.store.run_meta import Architecture, InputSpec
+
+    net = cand.net
+    save_weights(run_dir / "model.safetensors", net.state_dict())
+    n_params = sum(p.numel() for p in net.parameters())
+    if cand.name == "face embedding":
+        from imgclf.models.face.model import NAME
+        from imgclf.models.headonly import FACE_EMBEDDING
+        from imgclf.training.faceprobe import RESIZE, face_record
+
+        kwargs = {"embedding": NAME, "crop_box": net.crop_box}
+        meta.architecture = Architecture(name=FACE_EMBEDDING, kwargs=kwargs, in_chans=3, parameters=n_params)
+        side = int(cand.images.shape[1])
+        meta.input = InputSpec(size=side, resize=RESIZE, channels="RGB", dtype="uint8")
+        meta.preprocessing = (
+            f"decode to RGB (EXIF-rotated, alpha on white), resize '{RESIZE}' to {side}x{side}; the biggest face "
+            "found by dlib's detector, aligned on 5 landmarks to 150x150 (where none is found, the image as a "
+            "face crop: the architecture's crop_box, else the whole image)"
+        )
+        meta.pretrained = face_record()
+        prep.images = cand.images
+        what = "the face embedding (dlib's network, a linear head on it)"
+    else:
+        from imgclf.models.headonly import TEXTURE
+        from imgclf.training.textureprobe import texture_record
+
+        meta.architecture = Architecture(name=TEXTURE, kwargs={}, in_chans=3, parameters=n_params)
+        meta.preprocessing += "; greyscale, then the light-normalised texture (model.json's pretrained.applied)"
+        meta.pretrained = texture_record()
+        what = "the texture (LBP histograms of the light-normalised image, a linear head on them)"
+    meta.starting_weights = None
+    console.print(f"  kept: {what}, best on the validation split")
+    return net

@@ -1,0 +1,113 @@
+"""The light-normalised texture as a leaderboard candidate: a logistic regression on each image's
+Tan & Triggs + LBP histograms (models.texture), raced on greyscale photos.
+
+Why: on faces lit by one point light (Extended Yale B's kind: one pose a person, half of each face
+black) the ImageNet features see shadows, dlib's detector misses most faces, and the classic
+descriptor for exactly these photos is the normalised texture. On the stand-in orl-shadow-6x (ORL's
+faces under 6 point lights each; 1,920 training photos) a logistic regression on it scored 0.94-0.97
+test accuracy on three splits in ~6 s, where the fine-tuned default scored 0.875-0.942 in its 115 s
+budget (docs/benchmarks/budget.md). On photos in everyday light it loses (ORL 0.95 against the face
+embedding's 1.00), so the validation split decides, as for every candidate (training.candidates).
+
+`texture=auto` turns it on when the training photos are greyscale (a sample of SAMPLE, every one
+with its three channels equal to within GREY_TOLERANCE) and there are at most MAX_IMAGES of them
+(its cost grows with them: ~1.2 ms an image and its mirror on 2 cores, then the regression); off
+when the user named --model or --preset without naming --texture too.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from imgclf.core.files import read_json, write_json
+
+SAMPLE = 24  # training photos read (at 32 px) to decide texture=auto
+GREY_TOLERANCE = 1.0  # grey levels a photo's channels may differ by on average (JPEG's chroma noise)
+MAX_IMAGES = 5000  # training images at most for texture=auto: beyond, the regression's minutes
+FILES = ("texture.json", "texture.safetensors")  # in the run folder: a resumed run reuses the candidate
+
+
+def resolve_texture(cfg, spec, explicit: set[str] | None) -> tuple[str, str | None]:
+    """texture=auto -> on | off, and the line that says why (None when nothing was decided)."""
+    if cfg.texture != "auto":
+        return cfg.texture, None
+    if {"model", "preset"} & (explicit or set()) and "texture" not in (explicit or set()):
+        return "off", None  # the user chose a recipe: no other candidate, unless they said --texture auto
+    train = np.sort(spec.indices("train"))
+    if len(train) > MAX_IMAGES:
+        return "off", None
+    paths = [spec.paths[i] for i in train]
+    sample = [paths[i] for i in np.linspace(0, len(paths) - 1, min(SAMPLE, len(paths))).round().astype(int)]
+    if not sample or not all(_grey(p) for p in sample):
+        return "off", None
+    return "on", (
+        f"texture=on: the {len(sample)} sampled training photos are greyscale, so a logistic regression on their "
+        "light-normalised texture (Tan & Triggs, LBP histograms) competes on the leaderboard (--texture off: skip)"
+    )
+
+
+def _grey(path: str) -> bool:
+    from imgclf.data.images import UnusableImage, load_resized
+
+    try:
+        x = load_resized(path, 32).astype(np.int16)
+    except UnusableImage:
+        return True  # an unreadable file says nothing either way (it is skipped and reported)
+    return float(np.abs(x[..., 0] - x[..., 1]).mean() + np.abs(x[..., 1] - x[..., 2]).mean()) <= 2 * GREY_TOLERANCE
+
+
+def fit_texture_candidate(run_dir: Path, prep, class_weight, console) -> tuple[dict, object]:
+    """The texture candidate's leaderboard row (val accuracy, balanced accuracy, loss, C, seconds) and
+    its network (models.texture.TextureClassifier) fitted on the run's training split, read from the
+    run's own decoded images (so it needs no second decode; on resume, the saved one)."""
+    from imgclf.models.texture import TextureClassifier, of_images
+    from imgclf.store.checkpoint import load_weights, save_weights
+
+    spec = prep.spec
+    n_classes = len(spec.classes)
+    net = TextureClassifier(n_classes, prep.mean, prep.std)
+    row_file, weight_file = (run_dir / f for f in FILES)
+    if row_file.is_file() and weight_file.is_file():
+        net.load_state_dict(load_weights(weight_file))
+        return read_json(row_file), net
+    from imgclf.training.probe import choose_c, set_head
+
+    t0 = time.perf_counter()
+    data = prep.split_data()
+    # Mirrors too: the run's test-time augmentation averages each photo with its mirror image.
+    x_train, x_val = of_images(prep.images[data.train], mirror=True), of_images(prep.images[data.val])
+    read_s = time.perf_counter() - t0
+    y_train, y_val = np.tile(spec.labels[data.train], 2), spec.labels[data.val]
+    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+    c, clf, loss, acc, bal = choose_c(
+        x_train, y_train, x_val if len(data.val) else None, y_val, mu, sd, class_weight, np.unique(y_train)
+    )
+    set_head(net, clf, np.unique(y_train), mu, sd, n_classes)
+    seconds = time.perf_counter() - t0
+    console.print(
+        f"  texture: {len(data.train)} training images and their mirrors, {len(data.val)} validation images "
+        f"read in {read_s:.1f}s, C={c}, val accuracy {acc:.4f} ({seconds:.1f}s in all)"
+    )
+    row = {"val_acc": acc, "val_balanced_acc": bal, "val_loss": loss, "C": c, "seconds": round(seconds, 2)}
+    save_weights(weight_file, net.state_dict())
+    write_json(row_file, row)
+    return row, net
+
+
+def texture_record() -> dict:
+    """model.json's "pretrained" for a run that kept the texture: it has no pretrained weights."""
+    from imgclf.models.texture import GRID, SIZE, TEXTURE
+
+    return {
+        "architecture": TEXTURE,
+        "weights_from": None,
+        "expected": None,
+        "applied": {
+            "descriptor": f"greyscale (Pillow's luma), resized to {SIZE[0]}x{SIZE[1]}; Tan & Triggs' normalisation "
+            f"(gamma 0.2, difference of Gaussians 1-2 px, contrast equalisation); uniform LBP(8,1) histograms in a "
+            f"{GRID[0]}x{GRID[1]} grid, square-rooted, unit length",
+        },
+    }
