@@ -66,22 +66,10 @@ def build(name: str, work: Path) -> Path:
 
         return shaded(orl, work / name, copies=1)
     if name == "orl-yaleb":
+        from transfer import yale_layout
+
         return yale_layout(orl, work)
     return scenes(orl, work, work / name)
-
-
-def yale_layout(orl: Path, work: Path) -> Path:
-    """orl-yaleb (see the docstring): ORL's 1.pgm of each person, lit 12 times by bench/transfer.py's shaded."""
-    import shutil
-
-    from transfer import shaded
-
-    one = work / "orl-first"
-    if not one.exists():
-        for person in sorted(p for p in orl.iterdir() if p.is_dir()):
-            (one / person.name).mkdir(parents=True)
-            shutil.copy(person / "1.pgm", one / person.name / "1.pgm")
-    return shaded(one, work / "orl-yaleb", copies=12)
 
 
 def scenes(orl: Path, work: Path, dest: Path) -> Path:

@@ -49,6 +49,9 @@ SETS = {
 # orl-lighting-6x: each face relit 6 ways (2,400 photos, 60 a person): Yale B's size, where a network
 # learnt from scratch has enough photos of each person to compete with ImageNet features.
 # orl-shadow-6x: the same size, lit as Yale B's single point light does (see `shaded`): harsher.
+# orl-yaleb-48x: Extended Yale B's layout at its size: one pose a person (ORL's first photo of each of
+# the 40), lit by 48 point lights (yale_layout): 1,920 photos, every difference between two photos of
+# one person is the light.
 # orl-tail-6x: everyday versions of each face with a long tail of photos a person (faces_long_tail):
 # the stand-in for the aligned celebrity faces.
 # street-frames: is a person present in a 640x480 frame (street_frames): people small in large photos.
@@ -60,6 +63,7 @@ BUILT = {
     "orl-lighting": ("orl-faces.tar.gz", "orl-faces"),
     "orl-lighting-6x": ("orl-faces.tar.gz", "orl-faces"),
     "orl-shadow-6x": ("orl-faces.tar.gz", "orl-faces"),
+    "orl-yaleb-48x": ("orl-faces.tar.gz", "orl-faces"),
     "cifar10-imbalanced": ("cifar10-jpg.tar.gz", "cifar10"),
     "orl-tail-6x": ("orl-faces.tar.gz", "orl-faces"),
     "street-frames": ("street-scenes.tar.gz", "street-scenes"),
@@ -84,6 +88,8 @@ def unpack(name: str, work: Path) -> Path:
         return hard_lighting(dest, work / "data" / name, copies=6 if name.endswith("6x") else 1)
     if name == "orl-shadow-6x":
         return shaded(dest, work / "data" / name, copies=6)
+    if name == "orl-yaleb-48x":
+        return yale_layout(dest, work / "data", name, copies=48)
     if name == "cifar10-imbalanced":
         return imbalanced(dest, work / "data" / name)
     if name == "flowers5-small":
@@ -171,6 +177,19 @@ def shaded(src: Path, dest: Path, copies: int = 6) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray((np.clip(x, 0, 1) * 255).round().astype(np.uint8)).save(out)
     return dest
+
+
+def yale_layout(orl: Path, work: Path, name: str = "orl-yaleb", copies: int = 12) -> Path:
+    """Extended Yale B's layout: ORL's 1.pgm of each person (one pose a person), lit `copies` times
+    by `shaded`, into WORK/NAME."""
+    import shutil
+
+    one = work / "orl-first"
+    if not one.exists():
+        for person in sorted(p for p in orl.iterdir() if p.is_dir()):
+            (one / person.name).mkdir(parents=True)
+            shutil.copy(person / "1.pgm", one / person.name / "1.pgm")
+    return shaded(one, work / name, copies=copies)
 
 
 def faces_long_tail(src: Path, dest: Path, copies: int = 6, ratio: float = 0.93, least: int = 6) -> Path:

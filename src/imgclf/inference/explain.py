@@ -135,7 +135,7 @@ class Explainer:
             self.members = [Explainer(m, method, copy) for m in model.members]
             self.net, self.layer = self.members[0].net, self.members[0].layer
             return
-        refuse_untraceable(model.net)  # a face-embedding run: no feature maps to explain (one line)
+        refuse_untraceable(model.net)  # a face-embedding or texture run: no feature maps to explain (one line)
         if isinstance(model.net, nn.Module) and next(model.net.parameters(), None) is not None:
             import copy as copying
 

@@ -253,7 +253,9 @@ def _setting(v) -> str:
 
 
 def learning_section(f: Facts) -> str:
-    if not f.history:  # no epochs: a probe or the face embedding was kept before any (the leaderboard says)
+    if (
+        not f.history
+    ):  # no epochs: a probe, the face embedding or the texture was kept before any (the leaderboard says)
         return section(
             "learning-curves", "Training", "<p>No epochs were trained (no history.csv).</p>" + leaderboard_html(f)
         )
