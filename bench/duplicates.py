@@ -1,7 +1,7 @@
 """Benchmark: are near-duplicate groups right? Precision and recall of the grouping as pairs, and
 the false groups it forms, on faces (where pHash alone cried wolf) and on photos.
 
-    .venv/bin/python bench/duplicates.py [--work /tmp/dupbench] [--sets orl,orl-light,orl-yale,flowers5]
+    .venv/bin/python bench/duplicates.py [--work /tmp/dupbench] [--sets orl,orl-light,orl-yale,orl-shadow-6x,orl-yaleb-48x,flowers5]
                                          [--size 96] [--share 0.05] [--draws 3] [--no-doctor] [--no-cifar]
 
 Sets (the issue's extreme-light and celebrity face sets are not shared; these stand in):
@@ -9,6 +9,10 @@ Sets (the issue's extreme-light and celebrity face sets are not shared; these st
 - orl-light: every ORL photo relit hard (bench/transfer.py's hard_lighting; a third mostly dark).
 - orl-yale: every ORL photo relit three times by lights shared by all people (hard_lighting's
   `shared`), as Extended Yale B photographs each person in one pose under the same lights: 1,200.
+- orl-shadow-6x: every ORL photo lit 6 times by one point light from anywhere (bench/transfer.py's
+  `shaded`; most of each face dark, some nearly black): 2,400.
+- orl-yaleb-48x: Extended Yale B's layout, ORL's first photo of each person under 48 point lights
+  (transfer.yale_layout): 1,920 photos of 40 people, every two of one person differing only by the light.
 - flowers5: 4,317 photos of 128 px. Its own duplicates count as true: identical files (some in two
   classes) and one Flickr photo in two sizes (`ID_SECRET.jpg` and `ID_SECRET_n.jpg`).
 And CIFAR-10 as shared (`--no-cifar` skips it): its real duplicates are not pristine copies; their
@@ -57,7 +61,7 @@ from imgclf.data.groups import cache_prints, candidate_pairs, ids_from_findings,
 from imgclf.data.phash import NEAR_DISTANCE, alike  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets"
-SETS = ("orl", "orl-light", "orl-yale", "flowers5")
+SETS = ("orl", "orl-light", "orl-yale", "orl-shadow-6x", "orl-yaleb-48x", "flowers5")
 KINDS = ("exact", "jpeg", "resize", "crop", "mirror")
 
 
@@ -73,9 +77,14 @@ def original(name: str, work: Path) -> Path:
     """The set as shared, or relit from it."""
     archive = "flowers5" if name == "flowers5" else "orl-faces"
     unpacked(archive, work)
-    if name not in ("orl-light", "orl-yale"):
+    if name not in ("orl-light", "orl-yale", "orl-shadow-6x", "orl-yaleb-48x"):
         return work / archive
-    from transfer import hard_lighting  # bench/transfer.py
+    from transfer import hard_lighting, shaded, yale_layout  # bench/transfer.py
+
+    if name == "orl-shadow-6x":
+        return shaded(work / archive, work / name, copies=6)
+    if name == "orl-yaleb-48x":
+        return yale_layout(work / archive, work, name, copies=48)
 
     yale = name == "orl-yale"
     return hard_lighting(work / archive, work / name, copies=3 if yale else 1, shared=yale)
