@@ -140,6 +140,19 @@ def check_top_k(top_k) -> int:
     return RULES["top_k"].check("top_k", top_k)
 
 
+def _head_only(name: str):
+    """The class of a descriptor-with-a-head model (models.headonly) by its model.json name."""
+    from imgclf.models.headonly import FACE_EMBEDDING
+
+    if name == FACE_EMBEDDING:
+        from imgclf.models.face.classifier import FaceEmbeddingClassifier
+
+        return FaceEmbeddingClassifier
+    from imgclf.models.texture import TextureClassifier
+
+    return TextureClassifier
+
+
 def load_torch_net(run: Path, meta: RunMeta) -> torch.nn.Module:
     """The run's network rebuilt from the registry by name, with its safetensors weights (CPU, eval mode)."""
     from imgclf.models import create_model, headonly
@@ -149,8 +162,9 @@ def load_torch_net(run: Path, meta: RunMeta) -> torch.nn.Module:
     arch = meta.architecture
     try:
         if arch.name in headonly.NAMES:  # a face-embedding or texture run (its leaderboard kept it): no registry entry
-            norm = meta.normalization
-            net = headonly.build(arch.name, len(meta.classes), norm.mean, norm.std, arch.kwargs)
+            net = _head_only(arch.name)(
+                len(meta.classes), meta.normalization.mean, meta.normalization.std, **arch.kwargs
+            )
         else:
             net = create_model(
                 arch.name,

@@ -1,24 +1,45 @@
 """Models that are a fixed descriptor with a learnt linear head, not a network from the registry:
 what a run holds when its leaderboard kept dlib's face embedding (models.face.classifier) or the
 light-normalised texture (models.texture). Each takes a normalised image batch like any network, so
-prediction, calibration, test-time augmentation, the service and video run it unchanged; each runs
-outside autograd (dlib, NumPy), so it has no ONNX graph or Grad-CAM map and says so in one line.
+prediction, calibration, test-time augmentation, the service and video run it unchanged; each reads
+the uint8 pixels outside autograd (dlib, NumPy), so it has no ONNX graph or Grad-CAM map and says so
+in one line.
 """
 
 from __future__ import annotations
 
+import numpy as np
+import torch
+
 from imgclf.core.errors import UserError
-from imgclf.models.face.classifier import FACE_EMBEDDING, FaceEmbeddingClassifier
-from imgclf.models.texture import TEXTURE, TextureClassifier
 
-NAMES = (FACE_EMBEDDING, TEXTURE)  # the architectures' names in model.json
+FACE_EMBEDDING = "face_embedding"  # the architectures' names in model.json
+TEXTURE = "texture_lbp"
+NAMES = (FACE_EMBEDDING, TEXTURE)
 
 
-def build(name: str, num_classes: int, mean, std, kwargs: dict):
-    """The untrained module for model.json's architecture `name` (one of NAMES) and its kwargs."""
-    if name == FACE_EMBEDDING:
-        return FaceEmbeddingClassifier(num_classes, mean, std, **kwargs)
-    return TextureClassifier(num_classes, mean, std, **kwargs)
+class HeadOnly(torch.nn.Module):
+    """A linear head on a descriptor of the uint8 pixels. `mean`/`std`: the run's normalisation, undone
+    to read the pixels the head was fitted on. Subclasses say why they cannot be exported."""
+
+    exportable = False  # read by the ONNX paths (inference.onnx_export, the evaluation after training)
+    not_exportable = "this run's model has no ONNX graph or Grad-CAM map"  # what refuse_untraceable says
+
+    def __init__(self, dim: int, num_classes: int, mean, std):
+        super().__init__()
+        self.head = torch.nn.Linear(dim, num_classes)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def get_classifier(self) -> torch.nn.Linear:
+        return self.head
+
+    def pixels(self, x: torch.Tensor) -> np.ndarray:
+        """(N, S, S, 3) uint8: the images `x` (normalised, N x 3 x S x S) as the descriptor reads them."""
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            raise UserError(self.not_exportable)
+        pixels = ((x.float() * self.std + self.mean) * 255).round().clamp(0, 255).to(torch.uint8)
+        return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def refuse_untraceable(net) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from imgclf.core.errors import UserError
+from imgclf.models.headonly import TEXTURE, HeadOnly
 
 SIZE = (80, 96)  # px (w, h) the region is resized to: ~ORL's crops, Yale B's 168 x 192 halved
 GRID = (8, 8)  # cells a side; each gets its own histogram, so where a pattern is counts too
@@ -101,7 +102,6 @@ def of_images(images: np.ndarray, mirror: bool = False) -> np.ndarray:
     return np.stack([texture(g) for g in grey]) if grey else np.zeros((0, DIM), np.float32)
 
 
-TEXTURE = "texture_lbp"  # the architecture's name in model.json
 NOT_EXPORTABLE = (
     "this run's model is the light-normalised texture (LBP histograms) with a linear head (its leaderboard "
     "kept it): the descriptor runs in NumPy, so it runs in PyTorch only and has no ONNX graph or Grad-CAM "
@@ -109,29 +109,17 @@ NOT_EXPORTABLE = (
 )
 
 
-class TextureClassifier(torch.nn.Module):
+class TextureClassifier(HeadOnly):
     """Normalised images (N, 3, S, S) -> class logits, through each image's texture (of_images) and a
-    linear head (a logistic regression, fitted by training.textureprobe). `mean`/`std`: the run's
-    normalisation, undone to read the uint8 pixels the head was fitted on."""
+    linear head (a logistic regression, fitted by training.textureprobe)."""
 
-    exportable = False  # read by the ONNX paths (inference.onnx_export, the evaluation after training)
-    not_exportable = NOT_EXPORTABLE  # what models.headonly.refuse_untraceable says
+    not_exportable = NOT_EXPORTABLE
 
     def __init__(self, num_classes: int, mean, std, descriptor: str | None = None):
-        super().__init__()
         if descriptor not in (None, TEXTURE):  # model.json names a descriptor this imgclf does not have
             raise UserError(f"this run was made with the texture descriptor {descriptor}; imgclf has {TEXTURE}")
-        self.head = torch.nn.Linear(DIM, num_classes)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-
-    def get_classifier(self) -> torch.nn.Linear:
-        return self.head
+        super().__init__(DIM, num_classes, mean, std)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            raise UserError(NOT_EXPORTABLE)
-        pixels = ((x.float() * self.std + self.mean) * 255).round().clamp(0, 255).to(torch.uint8)
-        rows = of_images(pixels.permute(0, 2, 3, 1).cpu().numpy())
-        return self.head(torch.from_numpy(rows).to(x.device))
+        return self.head(torch.from_numpy(of_images(self.pixels(x))).to(x.device))

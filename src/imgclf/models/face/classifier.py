@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from imgclf.core.errors import UserError
+from imgclf.models.headonly import HeadOnly
 
-FACE_EMBEDDING = "face_embedding"  # the architecture's name in model.json
 DIM = 128  # numbers in dlib's embedding
 NOT_EXPORTABLE = (
     "this run's model is dlib's face embedding with a linear head (its leaderboard kept it): the face "
@@ -31,23 +31,18 @@ NOT_EXPORTABLE = (
 )
 
 
-class FaceEmbeddingClassifier(torch.nn.Module):
-    """Normalised images (N, 3, S, S) -> class logits, through the biggest face's embedding.
-    `mean`/`std`: the run's normalisation, undone to give dlib the uint8 pixels."""
+class FaceEmbeddingClassifier(HeadOnly):
+    """Normalised images (N, 3, S, S) -> class logits, through the biggest face's embedding."""
 
-    exportable = False  # read by the ONNX paths (inference.onnx_export, the evaluation after training)
-    not_exportable = NOT_EXPORTABLE  # what models.headonly.refuse_untraceable says
+    not_exportable = NOT_EXPORTABLE
 
     def __init__(self, num_classes: int, mean, std, embedding: str | None = None, crop_box=None):
-        super().__init__()
+        super().__init__(DIM, num_classes, mean, std)
         self.crop_box = crop_box  # where a face crop with no face found holds it (model.crop_box_of)
         from imgclf.models.face.model import NAME
 
         if embedding not in (None, NAME):  # model.json names another embedding than the one installed
             raise UserError(f"this run was made with the face embedding {embedding}; imgclf {NAME} cannot run it")
-        self.head = torch.nn.Linear(DIM, num_classes)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self._faces = None
         # dlib's detector and landmark model keep scratch memory: a service's batcher and scan threads
         # may call forward() at once, so the search runs one call at a time.
@@ -60,9 +55,6 @@ class FaceEmbeddingClassifier(torch.nn.Module):
         super().__setstate__(state)
         self._faces, self._lock = None, threading.Lock()
 
-    def get_classifier(self) -> torch.nn.Linear:
-        return self.head
-
     @property
     def faces(self):
         if self._faces is None:  # dlib and the embedder load on first use, on the CPU (ONNX Runtime)
@@ -73,10 +65,7 @@ class FaceEmbeddingClassifier(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            raise UserError(NOT_EXPORTABLE)
-        pixels = ((x.float() * self.std + self.mean) * 255).round().clamp(0, 255).to(torch.uint8)
-        images = pixels.permute(0, 2, 3, 1).cpu().numpy()
+        images = self.pixels(x)
         with self._lock:
             emb = torch.from_numpy(embed_images(self.faces, images, crop_box=self.crop_box)[0]).to(x.device)
         return self.head(emb)
