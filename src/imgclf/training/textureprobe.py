@@ -77,10 +77,12 @@ def fit_texture_candidate(run_dir: Path, prep, class_weight, console) -> tuple[d
 
     t0 = time.perf_counter()
     data = prep.split_data()
-    # Mirrors too: the run's test-time augmentation averages each photo with its mirror image.
-    x_train, x_val = of_images(prep.images[data.train], mirror=True), of_images(prep.images[data.val])
+    # Mirrors too, as the network trains on them (and the run's test-time augmentation averages each
+    # photo with its mirror image); not where the user said --no-flip (text, digits, signs).
+    mirror = bool(prep.policy.flip)
+    x_train, x_val = of_images(prep.images[data.train], mirror=mirror), of_images(prep.images[data.val])
     read_s = time.perf_counter() - t0
-    y_train, y_val = np.tile(spec.labels[data.train], 2), spec.labels[data.val]
+    y_train, y_val = np.tile(spec.labels[data.train], 2 if mirror else 1), spec.labels[data.val]
     mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
     c, clf, loss, acc, bal = choose_c(
         x_train, y_train, x_val if len(data.val) else None, y_val, mu, sd, class_weight, np.unique(y_train)
@@ -88,7 +90,7 @@ def fit_texture_candidate(run_dir: Path, prep, class_weight, console) -> tuple[d
     set_head(net, clf, np.unique(y_train), mu, sd, n_classes)
     seconds = time.perf_counter() - t0
     console.print(
-        f"  texture: {len(data.train)} training images and their mirrors, {len(data.val)} validation images "
+        f"  texture: {len(data.train)} training images{' and their mirrors' if mirror else ''}, {len(data.val)} validation images "
         f"read in {read_s:.1f}s, C={c}, val accuracy {acc:.4f} ({seconds:.1f}s in all)"
     )
     row = {"val_acc": acc, "val_balanced_acc": bal, "val_loss": loss, "C": c, "seconds": round(seconds, 2)}
