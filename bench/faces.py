@@ -13,6 +13,7 @@ Sets (the issue's held-out celebrity and extreme-light sets are not shared; thes
 - orl-yaleb: Extended Yale B's layout: one pose a person (ORL's first photo of each of the 40), lit
   by 12 point lights as orl-shadow is; 480 photos. Yale B photographs each person in one pose under
   64 lights, so what tells people apart there is the face, never a turned head or another day.
+- orl-yaleb-48x: the same under 48 point lights (1,920 photos): Yale B's size, 48 photos a person.
 - orl-scenes: faces in varied photos: every ORL photo pasted, at 1-2.5x its size and a seeded
   place, into one of the 40 person-free street scenes (333-640 px); the detector must find it.
 Every photo is embedded once (imgclf.faces.FaceModel: detection, alignment, embedding, decoding
@@ -65,10 +66,10 @@ def build(name: str, work: Path) -> Path:
         from transfer import shaded
 
         return shaded(orl, work / name, copies=1)
-    if name == "orl-yaleb":
+    if name in ("orl-yaleb", "orl-yaleb-48x"):
         from transfer import yale_layout
 
-        return yale_layout(orl, work)
+        return yale_layout(orl, work, name, copies=48 if name.endswith("48x") else 12)
     return scenes(orl, work, work / name)
 
 
