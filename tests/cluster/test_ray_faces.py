@@ -115,7 +115,7 @@ def test_a_face_embedding_run_predicts_on_ray_in_pytorch(ray_cluster, tmp_path, 
     sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
     from test_face_candidate import _people, photo
 
-    from imgclf.training import faceprobe
+    from imgclf.training import candidates
 
     pq = pytest.importorskip("pyarrow.parquet")
     rng = np.random.default_rng(0)
@@ -127,7 +127,7 @@ def test_a_face_embedding_run_predicts_on_ray_in_pytorch(ray_cluster, tmp_path, 
         for i in range(2):
             probes.append(tmp_path / f"{name}-{i}.jpg")
             photo(img, rng).save(probes[-1], quality=85)
-    monkeypatch.setattr(faceprobe, "kept", lambda *a: True)
+    monkeypatch.setattr(candidates, "kept", lambda *a: True)
     run = imgclf.train(data, out=tmp_path / "run", verbose=False).path
     summary = imgclf.predict_on_ray(run, probes, tmp_path / "preds", shard_size=2, progress=False)
     assert summary["predicted"] == len(probes) and summary["errors"] == 0

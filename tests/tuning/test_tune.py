@@ -195,6 +195,11 @@ def test_space_defaults_and_cli_errors(tmp_path, shapes16, monkeypatch, capsys):
     space = load_space(space_file(tmp_path, "width: 1.0\nlr: {type: float, low: 1e-4, high: 1e-2, log: true}"))
     assert "width" not in space.params and space.fixed["width"] == 1.0 and space.params["lr"].low == 1e-4
     assert set(space.params) == set(DEFAULT_SPACE) - {"width"}
+    # Trials are judged by their network's epochs: no candidate may win in their place.
+    from imgclf.tuning.space import Space, trial_settings
+
+    drawn = trial_settings({"lr": 1e-3}, Space({}, {}), 32, 100)
+    assert drawn["faces"] == "off" and drawn["texture"] == "off"
     # augment_strength 0.5 is train's default augmentation, for small and for large images
     from imgclf.data.augment import default_policy
 

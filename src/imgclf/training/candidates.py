@@ -22,6 +22,8 @@ DOMINANT_ERRORS = 0.5  # ...that makes at most this share of the ImageNet probe'
 
 @dataclass
 class Candidate:
+    """One fitted candidate: its leaderboard row, and what the run ships if it wins."""
+
     name: str  # its leaderboard row's name
     row: dict  # val_acc, val_balanced_acc, val_loss, C, seconds, and its own facts
     net: Any  # the module that is shipped if it wins (models.headonly)

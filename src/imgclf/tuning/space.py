@@ -196,9 +196,10 @@ def trial_settings(values: dict, space: Space, img_size: int, n_train: int) -> d
     """train() keywords for one trial: the fixed settings and the drawn values, with the knobs
     translated (width -> the model's width setting, augment_strength -> an augment policy)."""
     s = {**space.fixed, **values}
-    # A tune searches the network's settings: the face embedding (training.faceprobe) has none, and
-    # winning on validation it would skip the very epochs a trial is judged by.
+    # A tune searches the network's settings: the face embedding and the texture (training.candidates)
+    # have none, and winning on validation they would skip the very epochs a trial is judged by.
     s.setdefault("faces", "off")
+    s.setdefault("texture", "off")
     width = s.pop("width", None)
     strength = s.pop("augment_strength", None)
     model = s.get("model", TrainConfig.model)

@@ -311,9 +311,9 @@ def new_setup(
 def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, console, local: dict, setup: dict):
     """Train the best configuration into a normal run folder (test evaluation, report with a
     Tuning section from RUN/tuning.json); once per best trial, and by the last worker only. The
-    trial's settings, but this machine's (`local`), and faces=auto unless the study's space fixed
-    `faces` (`setup`): trials train with faces off, since a trial is judged by its network's epochs;
-    the retrained run lets the face embedding compete, as train does."""
+    trial's settings, but this machine's (`local`), and faces=auto and texture=auto unless the study's
+    space fixed them (`setup`): trials train with both off, since a trial is judged by its network's
+    epochs; the retrained run lets the face embedding and the texture compete, as train does."""
     from imgclf import workflows
 
     best = result["best"]
@@ -327,5 +327,6 @@ def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, 
     run_dir = Path(run_out) if run_out else new_run_dir(data)
     write_json(run_dir / "tuning.json", result)  # before training, so train's report has its Tuning section
     console.print(f"\nretraining the best configuration (trial {best['number']}) into {escape(str(run_dir))}")
-    faces = setup["space"]["fixed"].get("faces", "auto")
-    return workflows.train(data, out=run_dir, verbose=verbose, **{**best["settings"], **local, "faces": faces})
+    fixed = setup["space"]["fixed"]
+    candidates = {k: fixed.get(k, "auto") for k in ("faces", "texture")}
+    return workflows.train(data, out=run_dir, verbose=verbose, **{**best["settings"], **local, **candidates})
