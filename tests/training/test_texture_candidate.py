@@ -70,13 +70,19 @@ def test_texture_auto_is_on_for_grey_photos_and_off_for_colour(texture_run, tmp_
     rows = {r["candidate"]: r for r in json.loads((texture_run / "leaderboard.json").read_text())}
     assert set(rows) >= {"texture", "linear probe"} and sum(r["kept"] for r in rows.values()) == 1
     assert rows["texture"]["val_acc"] >= 0.8 and rows["texture"]["kept"]
-    assert json.loads((texture_run / "texture.json").read_text())["C"] > 0
+    fitted = json.loads((texture_run / "texture.json").read_text())
+    assert fitted["C"] > 0 and fitted["mirrored"]  # faces flip: their mirror images train it too
 
     shapes = make_shapes_dataset(tmp_path / "shapes", per_class=12, size=48)  # colour
     run = imgclf.train(shapes, out=tmp_path / "shapes-run", time_budget="1s", verbose=False)
     assert "texture: 'off'" in (run.path / "config.yaml").read_text()
     assert not (run.path / "texture.json").exists()
     assert "texture" not in (run.path / "leaderboard.json").read_text()
+
+
+def test_no_mirrored_copies_where_the_run_does_not_flip(grey_faces, tmp_path):
+    run = imgclf.train(grey_faces, out=tmp_path / "run", time_budget="1s", flip=False, verbose=False)
+    assert json.loads((run.path / "texture.json").read_text())["mirrored"] is False
 
 
 def test_a_run_that_kept_the_texture_predicts_and_refuses_export(texture_run, tmp_path):

@@ -93,7 +93,14 @@ def fit_texture_candidate(run_dir: Path, prep, class_weight, console) -> tuple[d
         f"  texture: {len(data.train)} training images{' and their mirrors' if mirror else ''}, {len(data.val)} validation images "
         f"read in {read_s:.1f}s, C={c}, val accuracy {acc:.4f} ({seconds:.1f}s in all)"
     )
-    row = {"val_acc": acc, "val_balanced_acc": bal, "val_loss": loss, "C": c, "seconds": round(seconds, 2)}
+    row = {
+        "val_acc": acc,
+        "val_balanced_acc": bal,
+        "val_loss": loss,
+        "C": c,
+        "mirrored": mirror,
+        "seconds": round(seconds, 2),
+    }
     save_weights(weight_file, net.state_dict())
     write_json(row_file, row)
     return row, net
