@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.files import read_json, write_json
+from imgclf.settings.config import TEXTURE_MAX_IMAGES
 
 SAMPLE = 24  # training photos read (at 32 px) to decide texture=auto
 GREY_TOLERANCE = 1.0  # grey levels a photo's channels may differ by on average (JPEG's chroma noise)
-MAX_IMAGES = 5000  # training images at most for texture=auto: beyond, the regression's minutes
+MAX_IMAGES = TEXTURE_MAX_IMAGES  # training images at most for texture=auto (declared with the setting)
 FILES = ("texture.json", "texture.safetensors")  # in the run folder: a resumed run reuses the candidate
 
 
