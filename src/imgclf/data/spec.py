@@ -55,6 +55,11 @@ class DatasetSpec:
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.splits == split)
 
+    def sample(self, split: str, n: int) -> list[str]:
+        """n of the split's paths, spread evenly over them in index order (what a cheap check looks at)."""
+        paths = [self.paths[i] for i in self.indices(split)]
+        return [paths[i] for i in np.linspace(0, len(paths) - 1, min(n, len(paths))).round().astype(int)]
+
 
 # Files that are never images, so no header is read to find out (a folder of notes stays cheap).
 NOT_IMAGES = frozenset(

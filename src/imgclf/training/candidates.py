@@ -25,6 +25,7 @@ class Candidate:
     """One fitted candidate: its leaderboard row, and what the run ships if it wins."""
 
     name: str  # its leaderboard row's name
+    on: str  # what its logistic regression reads, as the leaderboard says it
     row: dict  # val_acc, val_balanced_acc, val_loss, C, seconds, and its own facts
     net: Any  # the module that is shipped if it wins (models.headonly)
     images: Any = None  # the images as it reads them, when it decodes its own (the face embedding)
@@ -45,12 +46,13 @@ def fit_candidates(run_dir: Path, prep, console) -> list[Candidate]:
         from imgclf.training.faceprobe import fit_face_candidate
 
         row, net, images = fit_face_candidate(run_dir, prep, weights, console)
-        out.append(Candidate("face embedding", row, net, images))
+        on = f"dlib's face embedding (a face found in {row.get('faces_found', 0):.0%} of the photos)"
+        out.append(Candidate("face embedding", on, row, net, images))
     if cfg.texture == "on":
         from imgclf.training.textureprobe import fit_texture_candidate
 
         row, net = fit_texture_candidate(run_dir, prep, weights, console)
-        out.append(Candidate("texture", row, net))
+        out.append(Candidate("texture", "the light-normalised texture (Tan & Triggs, LBP histograms)", row, net))
     return out
 
 

@@ -68,10 +68,8 @@ def resolve_faces(cfg, spec, explicit: set[str] | None) -> tuple[str, str | None
         return "off", None
     from imgclf.data.images import UnusableImage, load_resized
 
-    train = np.sort(spec.indices("train"))
-    paths = [spec.paths[i] for i in train]
-    side = face_side(paths)
-    sample = [paths[i] for i in np.linspace(0, len(paths) - 1, min(SAMPLE, len(paths))).round().astype(int)]
+    side = face_side([spec.paths[i] for i in spec.indices("train")])
+    sample = spec.sample("train", SAMPLE)
     hits = 0
     for path in sample:
         try:

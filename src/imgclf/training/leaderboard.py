@@ -67,14 +67,10 @@ def leaderboard(cfg: TrainConfig, probe: dict, result, others=(), won=None) -> l
             }
         )
     for c in others:
-        if c.name == "face embedding":
-            on = f"dlib's face embedding (a face found in {c.row.get('faces_found', 0):.0%} of the photos)"
-        else:
-            on = "the light-normalised texture (Tan & Triggs, LBP histograms)"
         rows.append(
             {
                 "candidate": c.name,
-                "what": f"logistic regression (C={c.row.get('C')}) on {on}",
+                "what": f"logistic regression (C={c.row.get('C')}) on {c.on}",
                 "val_acc": c.row["val_acc"],
                 "val_balanced_acc": c.row["val_balanced_acc"],
                 "seconds": c.row["seconds"],

@@ -35,13 +35,12 @@ def resolve_texture(cfg, spec, explicit: set[str] | None) -> tuple[str, str | No
     """texture=auto -> on | off, and the line that says why (None when nothing was decided)."""
     if cfg.texture != "auto":
         return cfg.texture, None
-    if {"model", "preset"} & (explicit or set()) and "texture" not in (explicit or set()):
+    named = explicit or set()
+    if {"model", "preset"} & named and "texture" not in named:
         return "off", None  # the user chose a recipe: no other candidate, unless they said --texture auto
-    train = np.sort(spec.indices("train"))
-    if len(train) > MAX_IMAGES:
+    if len(spec.indices("train")) > MAX_IMAGES:
         return "off", None
-    paths = [spec.paths[i] for i in train]
-    sample = [paths[i] for i in np.linspace(0, len(paths) - 1, min(SAMPLE, len(paths))).round().astype(int)]
+    sample = spec.sample("train", SAMPLE)
     if not sample or not all(_grey(p) for p in sample):
         return "off", None
     return "on", (
