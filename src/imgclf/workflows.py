@@ -123,7 +123,7 @@ def _scorer(model, console):
     took minutes); elsewhere, or if the export fails, `model` itself. Probabilities agree to ~1e-5."""
     from imgclf.inference.model import Model
 
-    if model.device.type != "cpu" or not getattr(model.net, "exportable", True):  # a face-embedding or texture run
+    if model.device.type != "cpu" or not getattr(model.net, "exportable", True):  # a face-embedding run
         return model
     try:
         from imgclf.inference.onnx_runtime import OnnxNet

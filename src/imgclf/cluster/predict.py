@@ -171,8 +171,8 @@ def _run_shards(ray, job, folder, shards, todo, backend, device, ensemble, conso
         raise UserError(
             f"{job['run']} is an ensemble bundle, which runs on the torch backend only; drop --backend {backend}"
         )
-    # A face-embedding or texture run runs dlib or NumPy inside PyTorch: it has no ONNX graph.
-    torch_only = ensemble or (job.get("kind") is None and _head_only(job["run"]))
+    # A face-embedding run runs dlib inside PyTorch: it has no ONNX graph.
+    torch_only = ensemble or (job.get("kind") is None and _face_embedding(job["run"]))
     backend = backend if backend != "auto" else ("torch" if gpus or torch_only else "onnx")
     if backend in ("onnx", "openvino") and job.get("kind") is None:  # a detector's graph is converted in its cache
         _ensure_onnx(Path(job["run"]), console)
@@ -342,10 +342,10 @@ def _console(show: bool):
     return Console(stderr=True, quiet=not show, highlight=False, soft_wrap=True)
 
 
-def _head_only(run) -> bool:
-    """Whether the run kept a descriptor with a linear head (models.headonly: dlib's face embedding, the
-    texture), which runs in PyTorch only."""
-    from imgclf.models.headonly import NAMES
+def _face_embedding(run) -> bool:
+    """Whether the run kept dlib's face embedding with a linear head (models.headonly), which runs in
+    PyTorch only."""
+    from imgclf.models.headonly import FACE_EMBEDDING
     from imgclf.store.run_meta import load_run_meta
 
-    return load_run_meta(Path(run)).architecture_name in NAMES
+    return load_run_meta(Path(run)).architecture_name == FACE_EMBEDDING

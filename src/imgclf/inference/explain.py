@@ -24,7 +24,7 @@ import torch.nn as nn
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, output_folder
 from imgclf.inference.model import expand_inputs
-from imgclf.models.headonly import refuse_untraceable
+from imgclf.models.headonly import refuse_unexplainable
 
 # imgclf name -> pytorch_grad_cam class. EigenCAM is class-agnostic: it shows the main component
 # of the features whatever the target; ScoreCAM needs no gradients but one forward per channel.
@@ -135,7 +135,6 @@ class Explainer:
             self.members = [Explainer(m, method, copy) for m in model.members]
             self.net, self.layer = self.members[0].net, self.members[0].layer
             return
-        refuse_untraceable(model.net)  # a face-embedding or texture run: no feature maps to explain (one line)
         if isinstance(model.net, nn.Module) and next(model.net.parameters(), None) is not None:
             import copy as copying
 
@@ -152,6 +151,7 @@ class Explainer:
                 "explanations need gradients of the PyTorch network, and this model has none "
                 "(an ONNX file without its run's model.safetensors): explain the run it was exported from"
             )
+        refuse_unexplainable(self.net)  # a face-embedding or texture run: no feature maps to explain (one line)
         self.layer = find_target_layer(self.net, model.img_size)
         norm = model.meta.normalization
         self.mean = torch.tensor(norm.mean, dtype=torch.float32).view(1, 3, 1, 1)

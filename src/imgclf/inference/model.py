@@ -162,8 +162,10 @@ def load_torch_net(run: Path, meta: RunMeta) -> torch.nn.Module:
     arch = meta.architecture
     try:
         if arch.name in headonly.NAMES:  # a face-embedding or texture run (its leaderboard kept it): no registry entry
+            # The texture builds its constant matrices for the run's input size.
+            sized = {"size": meta.input.size} if arch.name == headonly.TEXTURE else {}
             net = _head_only(arch.name)(
-                len(meta.classes), meta.normalization.mean, meta.normalization.std, **arch.kwargs
+                len(meta.classes), meta.normalization.mean, meta.normalization.std, **sized, **arch.kwargs
             )
         else:
             net = create_model(

@@ -62,7 +62,7 @@ def export_onnx(
     import torch
 
     from imgclf.inference.model import load_torch_net
-    from imgclf.models.headonly import refuse_untraceable
+    from imgclf.models.headonly import refuse_unexportable
 
     start = time.perf_counter()
     low, high = opset_range()
@@ -76,7 +76,7 @@ def export_onnx(
         raise UserError(f"{run} is an ensemble bundle; export its member runs one by one (imgclf export MEMBER_RUN)")
     out = Path(out).expanduser() if out else run / "model.onnx"
     net = load_torch_net(run, meta).float()
-    refuse_untraceable(net)
+    refuse_unexportable(net)
     size, in_chans = meta.input.size, meta.architecture.in_chans
     example = torch.randn(EXAMPLE_BATCH, in_chans, size, size)
     # Images are read before the (slow) export, so a --data folder without usable images fails fast.

@@ -8,6 +8,13 @@ dlib's face embedding, trained on everyday light, have little to go on, while th
 keeps the edges the light left. Two users of it: a face gallery weighs it in under hard light
 (faces.texture), and `imgclf train` races a logistic regression on it as a leaderboard candidate on
 greyscale photos (training.textureprobe), kept only where the validation split says it wins.
+
+It is written in PyTorch tensor operations (matrix products, comparisons, a table lookup), so a run
+that kept it exports to ONNX like a network. Two choices keep the exported graph's answers equal to
+PyTorch's: the filtering runs in float64, and its result is rounded to a fine grid before the LBP
+comparisons, so a flat patch (a black background) compares as the exact ties it is in either engine.
+Tan & Triggs' contrast equalisation and tanh are left out: they rescale each image by a positive
+number and squash monotonically, which changes no comparison, and the LBP codes are all that is kept.
 """
 
 from __future__ import annotations
@@ -16,21 +23,26 @@ import functools
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from imgclf.core.errors import UserError
 from imgclf.models.headonly import TEXTURE, HeadOnly
 
 SIZE = (80, 96)  # px (w, h) the region is resized to: ~ORL's crops, Yale B's 168 x 192 halved
 GRID = (8, 8)  # cells a side; each gets its own histogram, so where a pattern is counts too
-# Tan & Triggs' published parameters: gamma, the difference of Gaussians' two sigmas (px), and the
-# contrast equalisation's alpha and tau.
-GAMMA, SIGMA0, SIGMA1, ALPHA, TAU = 0.2, 1.0, 2.0, 0.1, 10.0
+# Tan & Triggs' published parameters: gamma (lifts the shadows) and the difference of Gaussians' two
+# sigmas in px (drops the light's slow gradients and the finest noise).
+GAMMA, SIGMA0, SIGMA1 = 0.2, 1.0, 2.0
+# The filtered image is rounded to this step before the comparisons: far above float64's rounding
+# noise (~1e-16 on values of ~0.01-1), far below any real difference between two pixels.
+GRID_STEP = 1e-9
+CHUNK = 64  # images a pass
 
 
 def _uniform_bins() -> np.ndarray:
     """The 256 8-bit codes mapped to 59 bins: one per uniform pattern (at most two 0/1 transitions
     around the circle: edges, corners, spots; 58 of them), one shared by all the others."""
-    bins, out = 0, np.full(256, 58, np.uint8)
+    bins, out = 0, np.full(256, 58, np.int64)
     for code in range(256):
         bits = [(code >> i) & 1 for i in range(8)]
         if sum(bits[i] != bits[(i + 1) % 8] for i in range(8)) <= 2:
@@ -45,81 +57,158 @@ DIM = 59 * GRID[0] * GRID[1]
 _AROUND = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
 
 
-def normalised(grey: np.ndarray) -> np.ndarray:
-    """Tan & Triggs' chain on a greyscale float image: gamma (lifts the shadows), a difference of
-    Gaussians (drops the light's slow gradients and the finest noise), two-stage contrast equalisation
-    and a tanh that squashes what is left of the extremes."""
-    import cv2
-
-    x = np.power(grey.astype(np.float32) + 1.0, GAMMA)
-    x = cv2.GaussianBlur(x, (0, 0), SIGMA0) - cv2.GaussianBlur(x, (0, 0), SIGMA1)
-    x = x / max(float(np.mean(np.abs(x) ** ALPHA)) ** (1 / ALPHA), 1e-6)
-    x = x / max(float(np.mean(np.minimum(TAU, np.abs(x)) ** ALPHA)) ** (1 / ALPHA), 1e-6)
-    return TAU * np.tanh(x / TAU)
-
-
-def lbp(x: np.ndarray) -> np.ndarray:
-    """Each inner pixel's uniform-pattern bin (0-58): which of its 8 neighbours are at least as bright."""
-    h, w = x.shape
-    centre = x[1:-1, 1:-1]
-    code = np.zeros(centre.shape, np.uint8)
-    for bit, (dy, dx) in enumerate(_AROUND):
-        code |= (x[1 + dy : h - 1 + dy, 1 + dx : w - 1 + dx] >= centre).astype(np.uint8) << bit
-    return _BINS[code]
-
-
-def texture(grey: np.ndarray) -> np.ndarray:
-    """(DIM,) float32, unit length: the square roots of each cell's bin shares (Hellinger: two of
-    them compare by cosine similarity, as the embeddings do)."""
-    from PIL import Image
-
-    g = np.asarray(Image.fromarray(grey).resize(SIZE, Image.BILINEAR), np.float32)
-    codes = lbp(normalised(g))
-    cells = _cells(codes.shape)
-    hist = np.bincount((cells * 59 + codes).ravel(), minlength=DIM).reshape(-1, 59).astype(np.float32)
-    hist /= np.maximum(hist.sum(axis=1, keepdims=True), 1)
-    v = np.sqrt(hist).ravel()
-    return v / max(float(np.linalg.norm(v)), 1e-12)
+def _resize(src: int, dst: int) -> np.ndarray:
+    """(dst, src) float64: antialiased bilinear resampling of a line of `src` pixels to `dst` (what
+    Pillow's BILINEAR does), as a matrix, so the resize is two matrix products."""
+    with torch.no_grad():
+        eye = torch.eye(src, dtype=torch.float64).view(src, 1, 1, src)
+        out = F.interpolate(eye, size=(1, dst), mode="bilinear", antialias=True, align_corners=False)
+    return np.ascontiguousarray(out.view(src, dst).numpy().T)
 
 
 @functools.lru_cache(maxsize=4)
-def _cells(shape: tuple[int, int]) -> np.ndarray:
-    """Each pixel's cell of the GRID, row by row (cell i of n spans i * side // n up to (i + 1) * side // n)."""
-    h, w = shape
+def _blur(n: int, sigma: float) -> np.ndarray:
+    """(n, n) float64: a Gaussian blur of a line of n pixels as OpenCV's GaussianBlur makes it for
+    float images (8 sigma + 1 taps, the border mirrored without repeating the edge pixel)."""
+    r = int(round(sigma * 4 * 2 + 1)) // 2
+    taps = np.exp(-(np.arange(-r, r + 1) ** 2) / (2 * sigma**2))
+    taps /= taps.sum()
+    out = np.zeros((n, n))
+    for i in range(n):
+        for k, w in zip(range(-r, r + 1), taps):
+            j = abs(i + k)
+            j = 2 * (n - 1) - j if j > n - 1 else j
+            out[i, j] += w
+    return out
+
+
+def _cells(h: int, w: int) -> np.ndarray:
+    """(H * W,) int64: each pixel's cell of the GRID times 59, row by row (cell i of n spans
+    i * side // n up to (i + 1) * side // n), so cell + bin is the pixel's place in the histograms."""
     rows = np.searchsorted(np.arange(GRID[1]) * h // GRID[1], np.arange(h), side="right") - 1
     cols = np.searchsorted(np.arange(GRID[0]) * w // GRID[0], np.arange(w), side="right") - 1
-    return (rows[:, None] * GRID[0] + cols[None, :]).astype(np.int64)
+    return (rows[:, None] * GRID[0] + cols[None, :]).ravel() * 59
 
 
+def luma(rgb: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) float64 greyscale of (N, 3, H, W) pixel values 0-255, as Pillow's convert("L") makes it
+    (ITU-R 601-2 in 16-bit fixed point, rounded down): a grey photo keeps its exact values."""
+    r, g, b = rgb.to(torch.float64).unbind(1)
+    return torch.floor((r * 19595 + g * 38470 + b * 7471 + 32768) / 65536)
+
+
+def lbp(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """(N, H-2, W-2) int64: each inner pixel's uniform-pattern bin (0-58, `bins` maps the 256 codes),
+    from which of its 8 neighbours are at least as bright."""
+    h, w = x.shape[-2:]
+    centre = x[:, 1:-1, 1:-1]
+    code = sum(
+        (x[:, 1 + dy : h - 1 + dy, 1 + dx : w - 1 + dx] >= centre).to(torch.int64) * (1 << bit)
+        for bit, (dy, dx) in enumerate(_AROUND)
+    )
+    return bins[code]
+
+
+class Texture(torch.nn.Module):
+    """Greyscale images (N, H, W) of one size, pixel values 0-255 -> (N, DIM) float32 textures, each of
+    unit length: the square roots of each cell's bin shares (Hellinger: two of them compare by cosine
+    similarity, as embeddings do). Its constant matrices are made here, for the input size, so that
+    tracing it for ONNX sees tensors only (non-persistent buffers: a state dict holds none of them)."""
+
+    def __init__(self, height: int, width: int):
+        super().__init__()
+        (w, h), inner = SIZE, (SIZE[1] - 2, SIZE[0] - 2)
+        mats = {
+            "rows": _resize(height, h),
+            "cols": _resize(width, w).T,
+            "fine_rows": _blur(h, SIGMA0),
+            "fine_cols": _blur(w, SIGMA0).T,
+            "coarse_rows": _blur(h, SIGMA1),
+            "coarse_cols": _blur(w, SIGMA1).T,
+        }
+        self._constants = {
+            **{k: np.ascontiguousarray(m) for k, m in mats.items()},
+            "bins": _BINS,
+            "cells": _cells(*inner),
+        }
+        for name, m in self._constants.items():
+            self.register_buffer(name, torch.from_numpy(m), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        """Device moves only: `.float()` (export, Grad-CAM) must not round the float64 matrices, or
+        PyTorch before and after it would compare different numbers."""
+        super()._apply(fn, recurse)
+        for name, m in self._constants.items():
+            if self._buffers[name].dtype != torch.from_numpy(m).dtype:
+                self._buffers[name] = torch.from_numpy(m).to(self._buffers[name].device)
+        return self
+
+    def filtered(self, grey: torch.Tensor) -> torch.Tensor:
+        """(N, 96, 80) float64: resized to SIZE, gamma, difference of Gaussians, rounded to GRID_STEP
+        (Tan & Triggs' normalisation, as far as an LBP code can tell)."""
+        x = torch.pow(self.rows @ grey.to(torch.float64) @ self.cols + 1.0, GAMMA)
+        dog = self.fine_rows @ x @ self.fine_cols - self.coarse_rows @ x @ self.coarse_cols
+        return torch.round(dog / GRID_STEP)
+
+    def forward(self, grey: torch.Tensor) -> torch.Tensor:
+        codes = lbp(self.filtered(grey), self.bins)
+        place = codes.flatten(1) + self.cells
+        ones = torch.ones_like(place, dtype=torch.float32)
+        hist = torch.zeros(codes.shape[0], DIM, device=codes.device).scatter_add(1, place, ones)
+        hist = hist.view(-1, GRID[0] * GRID[1], 59)
+        hist = hist / hist.sum(-1, keepdim=True).clamp_min(1)
+        return F.normalize(torch.sqrt(hist).flatten(1), dim=1, eps=1e-12)
+
+
+@functools.lru_cache(maxsize=16)
+def _texture(height: int, width: int) -> Texture:
+    return Texture(height, width)
+
+
+def describe(grey: torch.Tensor) -> torch.Tensor:
+    """(N, DIM) float32 textures of greyscale images (N, H, W) (Texture; on the CPU)."""
+    return _texture(*grey.shape[-2:])(grey)
+
+
+@torch.no_grad()
+def texture(grey: np.ndarray) -> np.ndarray:
+    """(DIM,) float32: the texture of one greyscale image (H, W), uint8 or float 0-255."""
+    return describe(torch.as_tensor(np.asarray(grey, np.float64))[None])[0].numpy()
+
+
+@torch.no_grad()
 def of_images(images: np.ndarray, mirror: bool = False) -> np.ndarray:
     """(N, DIM) float32 textures of uint8 RGB images (N, H, W, 3), read whole in greyscale (Pillow's
     luma); `mirror`: each image's mirror image too, after the N originals (2N rows)."""
-    from PIL import Image
+    out = []
+    for flip in (False, True) if mirror else (False,):
+        for i in range(0, len(images), CHUNK):
+            grey = luma(torch.from_numpy(np.ascontiguousarray(images[i : i + CHUNK])).permute(0, 3, 1, 2))
+            out.append(describe(grey.flip(-1) if flip else grey).numpy())
+    return np.concatenate(out) if out else np.zeros((0, DIM), np.float32)
 
-    grey = [np.asarray(Image.fromarray(np.ascontiguousarray(img)).convert("L")) for img in images]
-    if mirror:
-        grey += [np.ascontiguousarray(g[:, ::-1]) for g in grey]
-    return np.stack([texture(g) for g in grey]) if grey else np.zeros((0, DIM), np.float32)
 
-
-NOT_EXPORTABLE = (
+NOT_EXPLAINABLE = (
     "this run's model is the light-normalised texture (LBP histograms) with a linear head (its leaderboard "
-    "kept it): the descriptor runs in NumPy, so it runs in PyTorch only and has no ONNX graph or Grad-CAM "
-    "map; train with --texture off for a network that exports"
+    "kept it): it has no feature maps for a Grad-CAM map; train with --texture off for a network that explains"
 )
 
 
 class TextureClassifier(HeadOnly):
-    """Normalised images (N, 3, S, S) -> class logits, through each image's texture (of_images) and a
-    linear head (a logistic regression, fitted by training.textureprobe)."""
+    """Normalised images (N, 3, S, S) -> class logits, through each image's texture (Texture) and a
+    linear head (a logistic regression, fitted by training.textureprobe). Pure tensor operations: it
+    exports to ONNX; it has no gradients to explain."""
 
-    not_exportable = NOT_EXPORTABLE
+    exportable = True
+    not_explainable = NOT_EXPLAINABLE
 
-    def __init__(self, num_classes: int, mean, std, descriptor: str | None = None):
+    def __init__(self, num_classes: int, mean, std, size: int, descriptor: str | None = None):
         if descriptor not in (None, TEXTURE):  # model.json names a descriptor this imgclf does not have
             raise UserError(f"this run was made with the texture descriptor {descriptor}; imgclf has {TEXTURE}")
         super().__init__(DIM, num_classes, mean, std)
+        self.texture = Texture(size, size)  # the run's input size (S x S)
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.from_numpy(of_images(self.pixels(x))).to(x.device))
+        # The uint8 pixels the head was fitted on: the normalisation undone, rounded.
+        pixels = torch.clamp(torch.round((x.float() * self.std + self.mean) * 255), 0, 255)
+        return self.head(self.texture(luma(pixels)))

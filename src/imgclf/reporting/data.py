@@ -176,9 +176,7 @@ def count_flops(model) -> tuple[int | None, list[tuple[str, str, int, int | None
         ]
         return sum(total for total, _ in counted), rows
     net, size = model.net, model.img_size
-    if not getattr(
-        net, "exportable", True
-    ):  # a face-embedding or texture run: dlib or NumPy runs outside torch's count
+    if not getattr(net, "exportable", True):  # a face-embedding run: dlib runs outside torch's count
         return None, []
     param = next(net.parameters(), None)
     x = torch.zeros(1, 3, size, size, device=param.device if param is not None else "cpu")

@@ -68,7 +68,7 @@ def fit_texture_candidate(run_dir: Path, prep, class_weight, console) -> tuple[d
 
     spec = prep.spec
     n_classes = len(spec.classes)
-    net = TextureClassifier(n_classes, prep.mean, prep.std)
+    net = TextureClassifier(n_classes, prep.mean, prep.std, size=prep.cfg.img_size)
     row_file, weight_file = (run_dir / f for f in FILES)
     if row_file.is_file() and weight_file.is_file():
         net.load_state_dict(load_weights(weight_file))
@@ -115,8 +115,8 @@ def texture_record() -> dict:
         "weights_from": None,
         "expected": None,
         "applied": {
-            "descriptor": f"greyscale (Pillow's luma), resized to {SIZE[0]}x{SIZE[1]}; Tan & Triggs' normalisation "
-            f"(gamma 0.2, difference of Gaussians 1-2 px, contrast equalisation); uniform LBP(8,1) histograms in a "
-            f"{GRID[0]}x{GRID[1]} grid, square-rooted, unit length",
+            "descriptor": f"greyscale (Pillow's luma), resized to {SIZE[0]}x{SIZE[1]} (antialiased bilinear); Tan & "
+            f"Triggs' normalisation (gamma 0.2, difference of Gaussians 1-2 px, in float64); uniform LBP(8,1) "
+            f"histograms in a {GRID[0]}x{GRID[1]} grid, square-rooted, unit length",
         },
     }

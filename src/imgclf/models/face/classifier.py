@@ -34,7 +34,7 @@ NOT_EXPORTABLE = (
 class FaceEmbeddingClassifier(HeadOnly):
     """Normalised images (N, 3, S, S) -> class logits, through the biggest face's embedding."""
 
-    not_exportable = NOT_EXPORTABLE
+    not_exportable = not_explainable = NOT_EXPORTABLE
 
     def __init__(self, num_classes: int, mean, std, embedding: str | None = None, crop_box=None):
         super().__init__(DIM, num_classes, mean, std)
