@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 pytest.importorskip("dlib")
 
 import imgclf.faces as F  # noqa: E402
+from imgclf.core.errors import UserError  # noqa: E402
 from imgclf.faces import gallery as G  # noqa: E402
 from imgclf.faces import texture as T  # noqa: E402
 from imgclf.models import texture as D  # noqa: E402 - the descriptor itself
@@ -154,6 +155,37 @@ def test_a_gallery_written_before_textures_still_loads_and_names(model, tmp_path
     GRACE.resize((280, 350)).save(tmp_path / "new.jpg")
     F.add(tmp_path / "g", "Grace", [tmp_path / "new.jpg"], model=model, verbose=False)
     assert G.load_gallery(tmp_path / "g").textures is None  # its old faces have none: it stays without
+
+
+def test_a_gallery_with_textures_of_the_earlier_descriptor_goes_on_or_says_to_re_enrol(model, tmp_path):
+    """Textures read by the first descriptor (80 x 96, 8 x 8 cells) do not compare with today's: without
+    a blend the gallery goes on with its embeddings; with one, one line says to re-enrol."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    known = tmp_path / "known"
+    for name, img in (("Grace", GRACE), ("Grace2", ImageOps.mirror(GRACE))):
+        (known / name).mkdir(parents=True)
+        for i, size in enumerate((300, 260)):
+            img.resize((size, size * 5 // 4)).save(known / name / f"{i}.jpg")
+    F.enrol(known, tmp_path / "g", model=model, verbose=False)
+    path = tmp_path / "g" / G.FILE
+    with safe_open(str(path), framework="numpy") as f:
+        header = json.loads(f.metadata()["imgclf_gallery"])
+    tensors = load_file(str(path))
+    header.pop("texture")  # the earlier imgclf wrote no descriptor record
+    tensors["textures"] = np.full((len(tensors["embeddings"]), D.dim(D.LEGACY["grid"])), 0.05, np.float32)
+    header["blend"] = None
+    save_file(tensors, str(path), metadata={"imgclf_gallery": json.dumps(header)})
+    old = G.load_gallery(tmp_path / "g")
+    assert old.textures is None and old.blend is None
+    assert F.identify(tmp_path / "g", [known / "Grace" / "0.jpg"], model=model, verbose=False)[0]["faces"]
+
+    header["blend"] = {"weight": 0.5, "shares": [0.5, 0.5]}
+    tensors["texture_centre"] = np.zeros(D.dim(D.LEGACY["grid"]), np.float32)
+    save_file(tensors, str(path), metadata={"imgclf_gallery": json.dumps(header)})
+    with pytest.raises(UserError, match="re-enrol"):
+        G.load_gallery(tmp_path / "g")
 
 
 def test_a_saved_gallery_names_as_the_one_in_memory(tmp_path):

@@ -124,6 +124,30 @@ def test_a_run_that_kept_the_texture_predicts_exports_and_refuses_explain(textur
     assert any(r["candidate"] == "texture" for r in json.loads((tmp_path / "v2" / "leaderboard.json").read_text()))
 
 
+def test_a_run_made_with_the_earlier_descriptor_still_predicts(texture_run, grey_faces, tmp_path):
+    """Runs from before model.json named the descriptor's parameters (80 x 96, 8 x 8 cells) load with
+    those, and export."""
+    import shutil
+
+    import torch
+
+    from imgclf.models.texture import LEGACY, dim
+    from imgclf.store.checkpoint import save_weights
+    from imgclf.store.run_meta import load_run_meta, save_run_meta
+
+    old = tmp_path / "old"
+    shutil.copytree(texture_run, old)
+    meta = load_run_meta(old)
+    assert meta.architecture.kwargs == {"region": [64, 76], "grid": [12, 12]}
+    meta.architecture.kwargs = {}
+    head = torch.nn.Linear(dim(LEGACY["grid"]), len(meta.classes))
+    save_weights(old / "model.safetensors", {"head.weight": head.weight.detach(), "head.bias": head.bias.detach()})
+    save_run_meta(old, meta)
+    got = imgclf.load(old).predict([next(grey_faces.rglob("*.png"))])
+    assert got[0]["label"] in meta.classes
+    assert imgclf.export(old, out=tmp_path / "old.onnx")["max_prob_diff"] <= 1e-4
+
+
 def test_the_classifier_reads_the_texture_the_candidate_was_fitted_on(grey_faces):
     """forward() on the run's normalised batch gives the head applied to of_images() of the uint8 pixels."""
     import torch

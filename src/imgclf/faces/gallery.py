@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
-from imgclf.faces.texture import Blend, choose_blend
+from imgclf.faces.texture import LEGACY, Blend, choose_blend, texture_record
 from imgclf.settings.faces import FAR  # declared with --far (settings.faces)
 
 SCHEMA = 1  # gallery.safetensors' layout: another number is refused with one line, never misread
@@ -167,6 +167,7 @@ class Gallery:
             "method": self.method,
             "crop_box": self.crop_box,
             "blend": self.blend.record() if self.blend else None,
+            "texture": texture_record(),  # the descriptor the textures were read with
         }
         tensors = {"embeddings": self.embeddings.astype(np.float32), "owner": self.owner.astype(np.int64)}
         if self.textures is not None:  # as computed (float32): a loaded gallery names as the saved one did
@@ -217,6 +218,17 @@ def load_gallery(folder: str | Path, model=None) -> Gallery:
             f"{path} is a gallery of schema {header.get('schema')} (written by imgclf {header.get('imgclf', '?')}); "
             f"this imgclf reads schema {SCHEMA}: re-enrol the people with this version (imgclf faces enrol)"
         )
+    textures = tensors.get("textures")  # before 2026-11-27: none, and no blend
+    if textures is not None and header.get("texture", LEGACY) != texture_record():
+        # Read with another descriptor, they would not compare with a new photo's: the gallery goes on
+        # with its embeddings alone where they never counted; where they did, its naming would change.
+        if header.get("blend"):
+            raise UserError(
+                f"{folder} weighs in face textures read by an earlier imgclf (written by imgclf "
+                f"{header.get('imgclf', '?')}), which this one reads differently: re-enrol the people "
+                "(imgclf faces enrol KNOWN/ --out GALLERY)"
+            )
+        textures = None
     g = Gallery(
         header["people"],
         tensors["embeddings"],
@@ -230,7 +242,7 @@ def load_gallery(folder: str | Path, model=None) -> Gallery:
         tensors.get("coef"),
         tensors.get("intercept"),
         header.get("crop_box"),  # galleries written before 2026-11-26 take a face crop whole
-        tensors.get("textures"),  # before 2026-11-27: none, and no blend
+        textures,
         Blend(header["blend"]["weight"], tensors["texture_centre"], tuple(header["blend"]["shares"]))
         if header.get("blend")
         else None,

@@ -162,11 +162,12 @@ def load_torch_net(run: Path, meta: RunMeta) -> torch.nn.Module:
     arch = meta.architecture
     try:
         if arch.name in headonly.NAMES:  # a face-embedding or texture run (its leaderboard kept it): no registry entry
-            # The texture builds its constant matrices for the run's input size.
-            sized = {"size": meta.input.size} if arch.name == headonly.TEXTURE else {}
-            net = _head_only(arch.name)(
-                len(meta.classes), meta.normalization.mean, meta.normalization.std, **sized, **arch.kwargs
-            )
+            kwargs = arch.kwargs
+            if arch.name == headonly.TEXTURE:  # its matrices are built for the run's input size; runs
+                from imgclf.models.texture import LEGACY  # from before model.json named its parameters
+
+                kwargs = {"size": meta.input.size, **LEGACY, **arch.kwargs}
+            net = _head_only(arch.name)(len(meta.classes), meta.normalization.mean, meta.normalization.std, **kwargs)
         else:
             net = create_model(
                 arch.name,

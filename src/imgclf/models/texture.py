@@ -28,8 +28,16 @@ import torch.nn.functional as F
 from imgclf.core.errors import UserError
 from imgclf.models.headonly import TEXTURE, HeadOnly
 
-SIZE = (80, 96)  # px (w, h) the region is resized to: ~ORL's crops, Yale B's 168 x 192 halved
-GRID = (8, 8)  # cells a side; each gets its own histogram, so where a pattern is counts too
+# The face region is resized to SIZE px (w, h) and cut into GRID cells (across, down), each with its
+# own histogram, so where a pattern is counts too. Chosen 2026-11-28 over the first (80 x 96, 8 x 8) on
+# faces lit by point lights (bench/faces.py's orl-yaleb-48x, five photos a person: 0.92 -> 0.97 named;
+# docs/benchmarks/faces.md): a smaller region widens the difference of Gaussians' band relative to
+# the face, and finer cells keep where each edge of an aligned face lies. Faces in everyday light lose
+# ~2 points by it, where dlib's embedding names them anyway.
+SIZE = (64, 76)
+GRID = (12, 12)
+# What runs and galleries made before that choice used; model.json's kwargs say which a run has.
+LEGACY = {"region": [80, 96], "grid": [8, 8]}
 # Tan & Triggs' published parameters: gamma (lifts the shadows) and the difference of Gaussians' two
 # sigmas in px (drops the light's slow gradients and the finest noise).
 GAMMA, SIGMA0, SIGMA1 = 0.2, 1.0, 2.0
@@ -52,7 +60,21 @@ def _uniform_bins() -> np.ndarray:
 
 
 _BINS = _uniform_bins()
-DIM = 59 * GRID[0] * GRID[1]
+
+
+def dim(grid=GRID) -> int:
+    """Numbers in a texture: 59 bins a cell."""
+    return 59 * grid[0] * grid[1]
+
+
+DIM = dim()
+
+
+def record() -> dict:
+    """The descriptor's parameters, as model.json's kwargs and a gallery's header keep them."""
+    return {"region": list(SIZE), "grid": list(GRID)}
+
+
 # The eight neighbours in order around the circle (radius 1, the square's pixels, no interpolation).
 _AROUND = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
 
@@ -82,12 +104,12 @@ def _blur(n: int, sigma: float) -> np.ndarray:
     return out
 
 
-def _cells(h: int, w: int) -> np.ndarray:
-    """(H * W,) int64: each pixel's cell of the GRID times 59, row by row (cell i of n spans
+def _cells(h: int, w: int, grid) -> np.ndarray:
+    """(H * W,) int64: each pixel's cell of the grid times 59, row by row (cell i of n spans
     i * side // n up to (i + 1) * side // n), so cell + bin is the pixel's place in the histograms."""
-    rows = np.searchsorted(np.arange(GRID[1]) * h // GRID[1], np.arange(h), side="right") - 1
-    cols = np.searchsorted(np.arange(GRID[0]) * w // GRID[0], np.arange(w), side="right") - 1
-    return (rows[:, None] * GRID[0] + cols[None, :]).ravel() * 59
+    rows = np.searchsorted(np.arange(grid[1]) * h // grid[1], np.arange(h), side="right") - 1
+    cols = np.searchsorted(np.arange(grid[0]) * w // grid[0], np.arange(w), side="right") - 1
+    return (rows[:, None] * grid[0] + cols[None, :]).ravel() * 59
 
 
 def luma(rgb: torch.Tensor) -> torch.Tensor:
@@ -110,14 +132,15 @@ def lbp(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
 
 
 class Texture(torch.nn.Module):
-    """Greyscale images (N, H, W) of one size, pixel values 0-255 -> (N, DIM) float32 textures, each of
-    unit length: the square roots of each cell's bin shares (Hellinger: two of them compare by cosine
-    similarity, as embeddings do). Its constant matrices are made here, for the input size, so that
-    tracing it for ONNX sees tensors only (non-persistent buffers: a state dict holds none of them)."""
+    """Greyscale images (N, H, W) of one size, pixel values 0-255 -> (N, dim(grid)) float32 textures,
+    each of unit length: the square roots of each cell's bin shares (Hellinger: two of them compare by
+    cosine similarity, as embeddings do). Its constant matrices are made here, for the input size, so
+    that tracing it for ONNX sees tensors only (non-persistent buffers: a state dict holds none of them)."""
 
-    def __init__(self, height: int, width: int):
+    def __init__(self, height: int, width: int, region=SIZE, grid=GRID):
         super().__init__()
-        (w, h), inner = SIZE, (SIZE[1] - 2, SIZE[0] - 2)
+        (w, h), inner = region, (region[1] - 2, region[0] - 2)
+        self.grid = tuple(grid)
         mats = {
             "rows": _resize(height, h),
             "cols": _resize(width, w).T,
@@ -129,7 +152,7 @@ class Texture(torch.nn.Module):
         self._constants = {
             **{k: np.ascontiguousarray(m) for k, m in mats.items()},
             "bins": _BINS,
-            "cells": _cells(*inner),
+            "cells": _cells(*inner, self.grid),
         }
         for name, m in self._constants.items():
             self.register_buffer(name, torch.from_numpy(m), persistent=False)
@@ -154,8 +177,8 @@ class Texture(torch.nn.Module):
         codes = lbp(self.filtered(grey), self.bins)
         place = codes.flatten(1) + self.cells
         ones = torch.ones_like(place, dtype=torch.float32)
-        hist = torch.zeros(codes.shape[0], DIM, device=codes.device).scatter_add(1, place, ones)
-        hist = hist.view(-1, GRID[0] * GRID[1], 59)
+        hist = torch.zeros(codes.shape[0], dim(self.grid), device=codes.device).scatter_add(1, place, ones)
+        hist = hist.view(-1, self.grid[0] * self.grid[1], 59)
         hist = hist / hist.sum(-1, keepdim=True).clamp_min(1)
         return F.normalize(torch.sqrt(hist).flatten(1), dim=1, eps=1e-12)
 
@@ -202,11 +225,12 @@ class TextureClassifier(HeadOnly):
     exportable = True
     not_explainable = NOT_EXPLAINABLE
 
-    def __init__(self, num_classes: int, mean, std, size: int, descriptor: str | None = None):
+    def __init__(self, num_classes: int, mean, std, size: int, region=SIZE, grid=GRID, descriptor: str | None = None):
+        """`size`: the run's input side (S); `region`, `grid`: the descriptor's (model.json's kwargs)."""
         if descriptor not in (None, TEXTURE):  # model.json names a descriptor this imgclf does not have
             raise UserError(f"this run was made with the texture descriptor {descriptor}; imgclf has {TEXTURE}")
-        super().__init__(DIM, num_classes, mean, std)
-        self.texture = Texture(size, size)  # the run's input size (S x S)
+        super().__init__(dim(grid), num_classes, mean, std)
+        self.texture = Texture(size, size, region, grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The uint8 pixels the head was fitted on: the normalisation undone, rounded.

@@ -106,9 +106,10 @@ def keep(run_dir: Path, prep, cand: Candidate, meta, console):
         what = "the face embedding (dlib's network, a linear head on it)"
     else:
         from imgclf.models.headonly import TEXTURE
+        from imgclf.models.texture import record
         from imgclf.training.textureprobe import texture_record
 
-        meta.architecture = Architecture(name=TEXTURE, kwargs={}, in_chans=3, parameters=n_params)
+        meta.architecture = Architecture(name=TEXTURE, kwargs=record(), in_chans=3, parameters=n_params)
         meta.preprocessing += "; greyscale, then the light-normalised texture (model.json's pretrained.applied)"
         meta.pretrained = texture_record()
         what = "the texture (LBP histograms of the light-normalised image, a linear head on them)"

@@ -63,14 +63,15 @@ def fit_texture_candidate(run_dir: Path, prep, class_weight, console) -> tuple[d
     """The texture candidate's leaderboard row (val accuracy, balanced accuracy, loss, C, seconds) and
     its network (models.texture.TextureClassifier) fitted on the run's training split, read from the
     run's own decoded images (so it needs no second decode; on resume, the saved one)."""
-    from imgclf.models.texture import TextureClassifier, of_images
+    from imgclf.models.texture import TextureClassifier, of_images, record
     from imgclf.store.checkpoint import load_weights, save_weights
 
     spec = prep.spec
     n_classes = len(spec.classes)
     net = TextureClassifier(n_classes, prep.mean, prep.std, size=prep.cfg.img_size)
     row_file, weight_file = (run_dir / f for f in FILES)
-    if row_file.is_file() and weight_file.is_file():
+    # A resumed run reuses its fitted candidate, unless an imgclf with another descriptor fitted it.
+    if row_file.is_file() and weight_file.is_file() and read_json(row_file).get("descriptor") == record():
         net.load_state_dict(load_weights(weight_file))
         return read_json(row_file), net
     from imgclf.training.probe import choose_c, set_head
@@ -100,6 +101,7 @@ def fit_texture_candidate(run_dir: Path, prep, class_weight, console) -> tuple[d
         "C": c,
         "mirrored": mirror,
         "seconds": round(seconds, 2),
+        "descriptor": record(),
     }
     save_weights(weight_file, net.state_dict())
     write_json(row_file, row)
