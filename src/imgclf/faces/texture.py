@@ -4,9 +4,9 @@ Triggs' normalisation, then LBP histograms in a grid), and how much a gallery we
 Why a second descriptor: dlib's embedding was trained on faces in everyday light. Lit from one side,
 half a face is black, the detector misses it and the embedding has little to go on; the normalised
 texture of the same crop keeps the edges the light left. On a stand-in with Yale B's layout (one pose
-a person, lit by 12 point lights; bench/faces.py's orl-yaleb) the texture names 0.83 of the photos
-from five a person where the embedding names 0.55; on faces in everyday light it is far behind
-(ORL 0.91 against 1.00). So a gallery weighs it in only where its own enrolment photos say it helps
+a person, lit by 12 point lights; bench/faces.py's orl-yaleb) the texture alone names 0.94 of the
+photos from five a person (nearest mean; 0.83 before its finer grid of 2026-11-28) where the embedding
+names 0.55; on faces in everyday light it is far behind (ORL 0.91 against 1.00). So a gallery weighs it in only where its own enrolment photos say it helps
 (choose_blend), and never on its own say-so.
 
 The texture is read from a face crop whole (a collection of crops shares one framing, and Yale B's
