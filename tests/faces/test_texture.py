@@ -21,6 +21,7 @@ pytest.importorskip("dlib")
 import imgclf.faces as F  # noqa: E402
 from imgclf.core.errors import UserError  # noqa: E402
 from imgclf.faces import gallery as G  # noqa: E402
+from imgclf.faces import summary as S  # noqa: E402
 from imgclf.faces import texture as T  # noqa: E402
 from imgclf.models import texture as D  # noqa: E402 - the descriptor itself
 
@@ -207,7 +208,7 @@ def test_a_saved_gallery_names_as_the_one_in_memory(tmp_path):
 
 
 def test_the_texture_line_says_whether_it_counts_and_why():
-    line = G._texture_line
+    line = S._texture_line
     assert line({"weight": 0.0, "leave_one_out": {"why": "two people with 2+ photos are needed"}}).startswith(
         "not used (two people"
     )

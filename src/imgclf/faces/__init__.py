@@ -19,7 +19,8 @@ from pathlib import Path
 from imgclf.core.errors import UserError
 from imgclf.core.files import output_folder
 from imgclf.faces.enrolment import append, check_name, enrol_photos, place_crop_faces
-from imgclf.faces.gallery import FAR, UNKNOWN, Gallery, load_gallery, new_gallery, summarize
+from imgclf.faces.gallery import FAR, UNKNOWN, Gallery, load_gallery, new_gallery
+from imgclf.faces.summary import summarize
 from imgclf.models.face.model import Face, FaceModel
 from imgclf.settings.faces import check_enrol, check_identify
 

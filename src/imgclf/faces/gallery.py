@@ -35,12 +35,12 @@ SCHEMA = 1  # gallery.safetensors' layout: another number is refused with one li
 FILE = "gallery.safetensors"
 # Too few strangers to read a quantile from: dlib's own rule instead (a Euclidean distance of 0.6
 # between raw descriptors, whose length is ~1.42, is a cosine similarity of ~0.91).
+MAX_RECENTRED = 50  # people who play the stranger where the vectors are recentred for each (a blend)
 MIN_STRANGERS = 20
 FALLBACK_THRESHOLD = 0.91
 CV_MIN_PHOTOS = 3  # a classifier is compared with nearest-mean only when every person has this many photos
 CV_MARGIN = 0.005  # and replaces it only when it names this much more of the held-out photos
 UNKNOWN = "unknown"
-WEAK_NAMING = 0.5  # below this share of a person's own photos named at the threshold, enrolment warns
 
 
 @dataclass
@@ -137,7 +137,14 @@ class Gallery:
         if self.textures is not None and len(self.textures) == len(self.embeddings):
             self.blend, blend_scores = choose_blend(self.embeddings, self.textures, self.owner, people)
         self._compared()
-        self.threshold, self.choice = choose_threshold(self.vectors, self.owner, people, self.far)
+        # A blend's textures are centred on the enrolled photos' mean, which holds each enrolled person
+        # and no stranger: a person playing the stranger is recentred without their own photos, or the
+        # threshold lets ~4x the asked share of real strangers through (faces under point lights).
+        without = None
+        if self.blend is not None:
+            blend, emb, tex, owner = self.blend, self.embeddings, self.textures, self.owner
+            without = lambda p: blend.centred_on(tex[owner != p]).vectors(emb, tex)  # noqa: E731
+        self.threshold, self.choice = choose_threshold(self.vectors, self.owner, people, self.far, without)
         self.method, self.coef, self.intercept, scores = choose_method(self.vectors, self.owner, people)
         self.choice["method"] = scores
         self.choice["texture"] = {
@@ -255,14 +262,22 @@ def load_gallery(folder: str | Path, model=None) -> Gallery:
     return g
 
 
-def choose_threshold(emb: np.ndarray, owner: np.ndarray, people: int, far: float) -> tuple[float, dict]:
-    """The similarity a face needs to be named, so that at most `far` of strangers pass (see the docstring)."""
+def choose_threshold(emb: np.ndarray, owner: np.ndarray, people: int, far: float, without=None) -> tuple[float, dict]:
+    """The similarity a face needs to be named, so that at most `far` of strangers pass (see the docstring).
+    `without(p)`: the compared vectors as they would be had person p never been enrolled, where the
+    gallery's vectors depend on who is (a blend centres the textures on the enrolled ones' mean)."""
     strangers, same = [], []
+    means = _means(emb, owner, people)
+    # Recentring costs a pass over every photo a person: at most MAX_RECENTRED of them play the stranger.
+    players = (
+        range(people) if without is None else np.unique(np.linspace(0, people - 1, MAX_RECENTRED).round().astype(int))
+    )
     for p in range(people):
         mine = owner == p
-        if people > 1:
-            others = np.delete(_means(emb, owner, people), p, axis=0)
-            strangers.extend((emb[mine] @ others.T).max(axis=1))
+        if people > 1 and p in players:
+            v = emb if without is None else without(p)
+            others = np.delete(means if without is None else _means(v, owner, people), p, axis=0)
+            strangers.extend((v[mine] @ others.T).max(axis=1))
         if mine.sum() > 1:  # leave-one-out: each photo against the mean of the person's other photos
             for i in np.flatnonzero(mine):
                 rest = emb[mine & (np.arange(len(emb)) != i)].mean(axis=0)
@@ -272,7 +287,8 @@ def choose_threshold(emb: np.ndarray, owner: np.ndarray, people: int, far: float
         t = float(np.quantile(strangers, 1 - far, method="higher"))
         # Past the last stranger seen, more photos could not lower the rate: stop just above it.
         t = min(t + 1e-4, 1.0)
-        how = f"lets through {far:.0%} of {len(strangers)} stranger trials (each person against the others, leave-one-person-out)"
+        recentred = "" if without is None else ", the textures recentred without them"
+        how = f"lets through {far:.0%} of {len(strangers)} stranger trials (each person against the others, leave-one-person-out{recentred})"
     else:
         t = FALLBACK_THRESHOLD
         how = f"dlib's rule (distance 0.6): too few stranger trials ({len(strangers)} < {MIN_STRANGERS}) to choose from the photos"
@@ -312,26 +328,6 @@ def choose_method(emb: np.ndarray, owner: np.ndarray, people: int):
     return "nearest-mean", None, None, scores
 
 
-def _method_scores(scores: dict) -> str:
-    """choose_method's scores as a reader wants them: each method's held-out accuracy, or why none."""
-    if "why" in scores:
-        return f"not compared: {scores['why']}"
-    return "held-out accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
-
-
-def _texture_line(texture: dict) -> str:
-    """How the light-normalised texture counts (texture.choose_blend), and the leave-one-out numbers why."""
-    scores = texture.get("leave_one_out", {})
-    if "why" in scores:
-        return f"not used ({scores['why']})"
-    alone = f"leave-one-out top-1 {scores.get('0.0', 0):.3f} with the embedding alone"
-    if not texture.get("weight"):
-        best = max((v for k, v in scores.items() if k != "0.0"), default=0.0)
-        return f"not used ({alone}, {best:.3f} at best with the texture)"
-    w = texture["weight"]
-    return f"weight {w} (0: the embedding alone, 1: the texture alone), for hard light ({alone}, {scores[str(w)]:.3f} with it)"
-
-
 def _logistic(x, y):
     from sklearn.linear_model import LogisticRegression
 
@@ -355,41 +351,3 @@ def _model_record(model) -> dict:
 
 def _csv(text: str) -> str:
     return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
-
-
-def summarize(g: Gallery, out, report, verbose, verb) -> dict:
-    """What enrol, add and remove return (and print, `verbose`): the people, the photos, what was
-    skipped, and how the threshold and the naming were chosen; a warning when the threshold names
-    few of the enrolled people's own photos."""
-    counts = g.counts()
-    summary = {
-        "gallery": str(out),
-        "people": counts,
-        "photos": int(sum(counts.values())),
-        "skipped": report["skipped"],
-        "threshold": g.threshold,
-        "far": g.far,
-        "method": g.method,
-        "choice": g.choice,
-        "warnings": [],
-    }
-    c = g.choice
-    share = c.get("same_person_named")
-    if share is not None and share < WEAK_NAMING:
-        summary["warnings"].append(
-            f"at this threshold only {share:.0%} of the enrolled people's own photos are named (the rest come "
-            "back unknown): these faces look alike to the embedding (hard light, tiny or turned faces). A higher "
-            "--far names more and lets more strangers through; with many photos a person, a network trained on "
-            "them (imgclf train) may do better"
-        )
-    if verbose:
-        named = f", {share:.0%} of same-person trials named" if share is not None else ""
-        print(
-            f"{verb} {len(counts)} people, {summary['photos']} photos ({len(report['skipped'])} skipped) -> {out}\n"
-            f"threshold {g.threshold:.3f}: {c['how']}{named}\n"
-            f"naming: {g.method} ({_method_scores(c['method'])})\n"
-            f"texture: {_texture_line(c.get('texture', {}))}"
-        )
-        for w in summary["warnings"]:
-            print(f"warning: {w}")
-    return summary

@@ -76,6 +76,10 @@ class Blend:
     def record(self) -> dict:
         return {"weight": self.weight, "shares": [round(float(s), 6) for s in self.shares]}
 
+    def centred_on(self, textures: np.ndarray) -> Blend:
+        """The same blend, its textures centred on these ones' mean."""
+        return Blend(self.weight, textures.astype(np.float32).mean(axis=0), self.shares)
+
 
 def choose_blend(embeddings: np.ndarray, textures: np.ndarray, owner: np.ndarray, people: int):
     """(Blend, or None for the embedding alone; {weight: leave-one-out accuracy} or {"why": ...}):
