@@ -131,8 +131,11 @@ def test_faces_lit_by_one_point_light_are_named_with_the_texture(model, tmp_path
     assert after["choice"]["texture"]["weight"] > 0 and G.load_gallery(tmp_path / "g").textures.shape == (48, T.DIM)
 
 
-def test_a_gallery_written_before_textures_still_loads_and_names(model, tmp_path):
-    from safetensors.numpy import load_file, save_file
+def _enrolled_two(model, tmp_path) -> tuple[Path, Path, dict, dict]:
+    """Grace Hopper and her mirror image enrolled from two photos each: (the photos' folder, the
+    gallery file, its header, its tensors), for a test to rewrite as an older imgclf would have."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
 
     known = tmp_path / "known"
     for name, img in (("Grace", GRACE), ("Grace2", ImageOps.mirror(GRACE))):
@@ -141,12 +144,17 @@ def test_a_gallery_written_before_textures_still_loads_and_names(model, tmp_path
             img.resize((size, size * 5 // 4)).save(known / name / f"{i}.jpg")
     F.enrol(known, tmp_path / "g", model=model, verbose=False)
     path = tmp_path / "g" / G.FILE
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="numpy") as f:
         header = json.loads(f.metadata()["imgclf_gallery"])
+    return known, path, header, load_file(str(path))
+
+
+def test_a_gallery_written_before_textures_still_loads_and_names(model, tmp_path):
+    from safetensors.numpy import save_file
+
+    known, path, header, tensors = _enrolled_two(model, tmp_path)
     header.pop("blend")
-    tensors = {k: v for k, v in load_file(str(path)).items() if k in ("embeddings", "owner")}
+    tensors = {k: v for k, v in tensors.items() if k in ("embeddings", "owner")}
     save_file(tensors, str(path), metadata={"imgclf_gallery": json.dumps(header)})
 
     old = G.load_gallery(tmp_path / "g")
@@ -161,19 +169,9 @@ def test_a_gallery_written_before_textures_still_loads_and_names(model, tmp_path
 def test_a_gallery_with_textures_of_the_earlier_descriptor_goes_on_or_says_to_re_enrol(model, tmp_path):
     """Textures read by the first descriptor (80 x 96, 8 x 8 cells) do not compare with today's: without
     a blend the gallery goes on with its embeddings; with one, one line says to re-enrol."""
-    from safetensors import safe_open
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import save_file
 
-    known = tmp_path / "known"
-    for name, img in (("Grace", GRACE), ("Grace2", ImageOps.mirror(GRACE))):
-        (known / name).mkdir(parents=True)
-        for i, size in enumerate((300, 260)):
-            img.resize((size, size * 5 // 4)).save(known / name / f"{i}.jpg")
-    F.enrol(known, tmp_path / "g", model=model, verbose=False)
-    path = tmp_path / "g" / G.FILE
-    with safe_open(str(path), framework="numpy") as f:
-        header = json.loads(f.metadata()["imgclf_gallery"])
-    tensors = load_file(str(path))
+    known, path, header, tensors = _enrolled_two(model, tmp_path)
     header.pop("texture")  # the earlier imgclf wrote no descriptor record
     tensors["textures"] = np.full((len(tensors["embeddings"]), D.dim(D.LEGACY["grid"])), 0.05, np.float32)
     header["blend"] = None
