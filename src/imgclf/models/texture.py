@@ -150,7 +150,7 @@ class Texture(torch.nn.Module):
             "coarse_cols": _blur(w, SIGMA1).T,
         }
         self._constants = {
-            **{k: np.ascontiguousarray(m) for k, m in mats.items()},
+            **{k: np.array(m, order="C") for k, m in mats.items()},  # copies: _blur's are cached
             "bins": _BINS,
             "cells": _cells(*inner, self.grid),
         }
