@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
-from imgclf.faces.texture import LEGACY, Blend, choose_blend, texture_record
+from imgclf.faces.texture import Blend, choose_blend
+from imgclf.models.texture import LEGACY
+from imgclf.models.texture import record as texture_record
 from imgclf.settings.faces import FAR  # declared with --far (settings.faces)
 
 SCHEMA = 1  # gallery.safetensors' layout: another number is refused with one line, never misread

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # The descriptor itself lives with the models (imgclf train races it too); the gallery's names for it.
-from imgclf.models.texture import DIM, LEGACY, texture  # noqa: F401 - the gallery reads them here
-from imgclf.models.texture import record as texture_record  # noqa: F401
+from imgclf.models.texture import DIM, texture
 
 # Where a face's detector box sits in the crop its texture is read from, for a face in a larger photo
 # (shares of the crop's width and height): a crop from the eyebrows' top to below the chin, as dlib's

@@ -162,12 +162,8 @@ def load_torch_net(run: Path, meta: RunMeta) -> torch.nn.Module:
     arch = meta.architecture
     try:
         if arch.name in headonly.NAMES:  # a face-embedding or texture run (its leaderboard kept it): no registry entry
-            kwargs = arch.kwargs
-            if arch.name == headonly.TEXTURE:  # its matrices are built for the run's input size; runs
-                from imgclf.models.texture import LEGACY  # from before model.json named its parameters
-
-                kwargs = {"size": meta.input.size, **LEGACY, **arch.kwargs}
-            net = _head_only(arch.name)(len(meta.classes), meta.normalization.mean, meta.normalization.std, **kwargs)
+            norm = meta.normalization
+            net = _head_only(arch.name).from_run(len(meta.classes), norm.mean, norm.std, meta.input.size, arch.kwargs)
         else:
             net = create_model(
                 arch.name,

@@ -33,6 +33,12 @@ class HeadOnly(torch.nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
+    @classmethod
+    def from_run(cls, num_classes: int, mean, std, size: int, kwargs: dict) -> HeadOnly:
+        """The untrained module for a run: its classes, normalisation, input side (S) and model.json's
+        architecture kwargs. A descriptor whose parameters changed says here how older runs read."""
+        return cls(num_classes, mean, std, **kwargs)
+
     def get_classifier(self) -> torch.nn.Linear:
         return self.head
 

@@ -232,6 +232,12 @@ class TextureClassifier(HeadOnly):
         super().__init__(dim(grid), num_classes, mean, std)
         self.texture = Texture(size, size, region, grid)
 
+    @classmethod
+    def from_run(cls, num_classes: int, mean, std, size: int, kwargs: dict) -> TextureClassifier:
+        # Its matrices are built for the run's input size; runs from before model.json named the
+        # descriptor's parameters read faces with the LEGACY ones.
+        return cls(num_classes, mean, std, size, **{**LEGACY, **kwargs})
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The uint8 pixels the head was fitted on: the normalisation undone, rounded.
         pixels = torch.clamp(torch.round((x.float() * self.std + self.mean) * 255), 0, 255)
