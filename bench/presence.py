@@ -13,7 +13,8 @@ Every detector on the same photos, one run (docs/benchmarks/presence.md has the 
   what OpenCV's HOG people detector was trained on: this set flatters HOG.
 Per detector and set: presence ROC-AUC (photo score: the best box, 0 with none), balanced accuracy at
 its own threshold, AP@0.5 and AP@[.5:.95] (pycocotools) at that threshold and of every box (>= 0.01),
-photos/s (sequential, JPEG decoding included, wall time), median ms of a decoded 640x480 photo.
+photos/s (sequential, JPEG decoding included, wall time), median ms of a decoded 640x480 photo, and
+photos/s on 24 of the street photos enlarged to a phone camera's 4032x3024 (decoding is most of it).
 Then parity (the same cv2-resized input to the TF graph and `det.raw`: every anchor, then the boxes
 >= 0.05 after NMS matched by IoU), and imgclf's threshold scanned over 0.1-0.6 with either resize.
 """
@@ -201,18 +202,38 @@ class Graph:
 
 
 def imgclf_peer(det, cv2_resize: bool = False) -> Peer:
-    """An imgclf detector (`det.detect`); cv2_resize: given the reference's cv2 300x300 input instead
-    of its own Pillow resize (a 300x300 image is not resized again), boxes scaled back."""
+    """An imgclf detector, a file decoded as `imgclf scan` decodes it (detection.photo: a large JPEG at
+    a reduced scale, boxes in the photo's own pixels); cv2_resize: given the reference's cv2 300x300
+    input instead of its own Pillow resize (a 300x300 image is not resized again), boxes scaled back."""
+    from imgclf.detection import photo
+
     low = det.with_options(threshold=ALL_BOXES)
 
-    def find(img):
+    def find(decoded):
         if not cv2_resize:
-            return [(b["x1"], b["y1"], b["x2"], b["y2"], b["score"]) for b in low.detect(img)["boxes"]]
-        (h, w), r = img.shape[:2], low.detect(Image.fromarray(cv_input(img)))
+            img, size = decoded
+            boxes = low.detect_batch([img], [size])[0]["boxes"]
+            return [(b["x1"], b["y1"], b["x2"], b["y2"], b["score"]) for b in boxes]
+        (h, w), r = decoded.shape[:2], low.detect(Image.fromarray(cv_input(decoded)))
         sx, sy = w / 300, h / 300
         return [(b["x1"] * sx, b["y1"] * sy, b["x2"] * sx, b["y2"] * sy, b["score"]) for b in r["boxes"]]
 
-    return Peer(cv2.imread if cv2_resize else pil, find, det.threshold)
+    return Peer(cv2.imread if cv2_resize else lambda path: photo(path, low.decode_side), find, det.threshold)
+
+
+def phone_photos(work: Path, files: list[str], n: int = 24) -> list[str]:
+    """`n` of the street photos (half with people) enlarged to a phone camera's 4032x3024 (JPEG q92):
+    what decoding costs when photos come straight from a camera."""
+    out = work / "phone"
+    out.mkdir(exist_ok=True)
+    chosen = [f for f in files if "/no-person/" not in f][: n // 2] + [f for f in files if "/no-person/" in f][: n // 2]
+    paths = []
+    for f in chosen:
+        path = out / f"{Path(f).parent.name}-{Path(f).name}"
+        if not path.exists():
+            pil(f).resize((4032, 3024), Image.Resampling.BICUBIC).save(path, quality=92)
+        paths.append(str(path))
+    return paths
 
 
 def peers(graph: Graph | None) -> dict[str, Peer | str]:
@@ -402,8 +423,13 @@ def main() -> None:
             ms[name] = latency(peer, str(big))
     for s in sets:
         tables.emit(s, header, out[s], title=f"\n{s} photos:")
-    head = ["detector", "ms per 640x480 photo (median of 20)"]
-    tables.emit("latency", head, [[k, tables.V(v, ".1f")] for k, v in ms.items()], title="")
+    phone, rates = phone_photos(work, files_s), {}
+    for name, peer in peers(graph).items():
+        if not isinstance(peer, str) and not name.startswith("OpenCV HOG"):  # HOG: every pixel of 12 MP
+            rates[name] = tables.V(run_peer(peer, phone)[1], ".1f")
+    head = ["detector", "ms per 640x480 photo (median of 20)", f"photos/s, {len(phone)} 4032x3024 JPEGs"]
+    rows = [[k, tables.V(v, ".1f"), rates.get(k, "not run")] for k, v in ms.items()]
+    tables.emit("latency", head, rows, title="")
 
     if graph is not None:
         rows = [

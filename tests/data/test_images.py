@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf.data.images import IMAGE_EXTENSIONS, PAD_GREY, UnusableImage, image_size, load_resized, read_rgb, resize
+from imgclf.data.images import (
+    IMAGE_EXTENSIONS,
+    PAD_GREY,
+    UnusableImage,
+    image_size,
+    load_resized,
+    read_rgb,
+    read_scaled,
+    resize,
+)
 
 RED, BLUE = (220, 30, 40), (30, 40, 220)
 
@@ -127,6 +136,26 @@ def test_exif_orientation_applied(tmp_path):
     assert img.size == (20, 40)
     assert _near(img.getpixel((10, 5)), RED, 12) and _near(img.getpixel((10, 35)), BLUE, 12)
     assert load_resized(tmp_path / "r.jpg", 8, "pad")[:, :2].tolist() == [[[PAD_GREY] * 3] * 2] * 8
+
+
+def test_read_scaled_decodes_a_large_jpeg_small_and_knows_its_full_size(tmp_path):
+    """A 4000x3000 JPEG asked for 600 px comes back at JPEG's 1/4 scale (1000x750) with its full size;
+    sideways per EXIF, both turned; a PNG (no reduced decoding) whole; the colours where they were."""
+    big = _two_halves(4000, 3000)
+    big.save(tmp_path / "big.jpg", quality=90)
+    img, full = read_scaled(tmp_path / "big.jpg", 600)
+    assert img.size == (1000, 750) and full == (4000, 3000)
+    assert _near(img.getpixel((250, 375)), RED, 12) and _near(img.getpixel((750, 375)), BLUE, 12)
+    assert read_scaled(tmp_path / "big.jpg", 1000)[0].size == (2000, 1500)  # 750 < 1000: half scale
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: display rotated 90 degrees clockwise
+    big.save(tmp_path / "turned.jpg", quality=90, exif=exif)
+    img, full = read_scaled(tmp_path / "turned.jpg", 600)
+    assert img.size == (750, 1000) and full == (3000, 4000)
+    assert read_rgb(tmp_path / "turned.jpg").size == full
+    big.resize((800, 600)).save(tmp_path / "small.png")
+    img, full = read_scaled(tmp_path / "small.png", 300)
+    assert img.size == full == (800, 600)
 
 
 def _truncated_jpeg(path):

@@ -188,6 +188,25 @@ def test_a_dark_or_flat_frame_holds_nobody(detector):
     assert not detector.detect(Image.open(PORTRAIT).convert("RGB"))["blank"]
 
 
+def test_a_large_photo_is_decoded_small_and_answered_in_its_own_pixels(detector, tmp_path):
+    """A 12 MP phone-sized JPEG: decoded at a quarter scale for the 300x300 detector (the decode, not
+    the network, is most of such a photo's time), yet the boxes, size and score are the full photo's,
+    as from the whole decode; the annotated copy is drawn at the decoded size."""
+    scene = Image.open(EMPTY[0]).convert("RGB").resize((4000, 3000))
+    paste = (2000, 600, 2000 + 1200, 600 + 1400)
+    scene.paste(Image.open(PORTRAIT).convert("RGB").resize((1200, 1400)), paste[:2])
+    scene.save(tmp_path / "phone.jpg", quality=90)
+    r = imgclf.scan(tmp_path / "phone.jpg", out=tmp_path / "out", verbose=False)[0]
+    whole = detector.detect(Image.open(tmp_path / "phone.jpg").convert("RGB"))
+    assert (r["width"], r["height"]) == (whole["width"], whole["height"]) == (4000, 3000)
+    assert r["present"] and r["count"] == whole["count"] == 1 and abs(r["score"] - whole["score"]) < 0.02
+    assert (
+        iou(r["boxes"][0], paste) > 0.7
+        and iou(r["boxes"][0], [whole["boxes"][0][k] for k in ("x1", "y1", "x2", "y2")]) > 0.97
+    )
+    assert Image.open(r["annotated"]).size == (1000, 750)
+
+
 def test_tiles_find_a_person_small_in_a_wide_photo(detector, tmp_path):
     """The portrait 110 px high in a 1280x854 landscape: too small for the whole photo squashed to
     300x300 (score 0.004), found by 2x2 tiles at its place; the landscape alone stays empty."""

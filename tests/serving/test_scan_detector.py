@@ -4,6 +4,7 @@ person in headless Chromium."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import matplotlib.cbook
 import pytest
 from helpers import CHROMIUM, CHROMIUM_ARGS, open_page, trained_run
 from helpers import PAGE_KEY as KEY
+from PIL import Image
 
 import imgclf
 
@@ -51,6 +53,12 @@ def test_scan_answers_with_the_pretrained_detector(url):
     tiled = post(url, "?tiles=2x2").json()  # the whole photo and 4 tiles: still one person, once
     assert tiled["present"] and tiled["count"] == 1 and tiled["boxes"][0]["x2"] - tiled["boxes"][0]["x1"] > 400
     assert post(url, "?tiles=9x9").status_code == 422
+    # A phone-sized upload is decoded at a quarter scale, and answered in its own pixels.
+    buf = io.BytesIO()
+    Image.open(PORTRAIT).convert("RGB").resize((2048, 2400)).save(buf, "JPEG", quality=90)
+    big = post(url, data=buf.getvalue()).json()
+    assert (big["width"], big["height"]) == (2048, 2400) and big["count"] == 1
+    assert big["boxes"][0]["x2"] - big["boxes"][0]["x1"] > 1600 and big["boxes"][0]["x2"] <= 2048
 
 
 @pytest.mark.browser

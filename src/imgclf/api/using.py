@@ -379,7 +379,7 @@ def _export_detector(run, out, data, verbose: bool) -> dict:
         images = []
         for p in list(expand_inputs(data))[:16]:
             try:
-                images.append(photo(p))
+                images.append(photo(p)[0])
             except UnusableImage:  # a broken file among the photos does not stop the check
                 continue
     result = export_detector(run, out, images)

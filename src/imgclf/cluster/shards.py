@@ -111,8 +111,9 @@ def detect_paths(detector, paths: list[str], columns=DETECTOR_COLUMNS) -> list[d
     """One row per path, in order: the detector's answer, or the error that made the file unusable."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from imgclf.data.images import read_rgb
+    from imgclf.data.images import read_rgb, read_scaled
 
+    side = getattr(detector, "decode_side", None)  # a person detector: decoded no larger than it needs
     rows = []
     with ThreadPoolExecutor(READERS) as pool:
         fetched = pool.map(fetch, paths) if any(is_uri(p) for p in paths) else [None] * len(paths)
@@ -122,11 +123,12 @@ def detect_paths(detector, paths: list[str], columns=DETECTOR_COLUMNS) -> list[d
                     raise data
                 if data is not None and not data:
                     raise UnusableImage("empty file (0 bytes)")
-                img = read_rgb(io.BytesIO(data) if data is not None else p)
+                src = io.BytesIO(data) if data is not None else p
+                img, size = read_scaled(src, side) if side else (read_rgb(src), None)
             except UnusableImage as e:
                 rows.append({"path": p, "error": e.reason})
                 continue
-            r = detector.detect(img)
+            r = detector.detect_batch([img], [size] if size else None)[0]
             rows.append({"path": p, **{k: r[k] for k in columns if k not in ("path", "error")}})
     return rows
 

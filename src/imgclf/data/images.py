@@ -115,6 +115,16 @@ def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Ima
     return _read(path, max_pixels, draft_side=None)
 
 
+def read_scaled(
+    path: str | os.PathLike | BinaryIO, side: int, max_pixels: int = MAX_PIXELS
+) -> tuple[Image.Image, tuple[int, int]]:
+    """read_rgb for a model that sees the photo at `side` px or less: a JPEG is decoded at the
+    smallest of JPEG's own reduced scales (1/2, 1/4, 1/8) that keeps both sides >= `side` (a 12 MP
+    phone photo in 18 ms instead of 60-120 on 2 cores). Also returns the photo's full upright
+    (width, height), so answers can be given in the photo's own pixels."""
+    return _read(path, max_pixels, draft_side=side, full_size=True)
+
+
 def load_resized(
     path: str | os.PathLike | BinaryIO, size: int, mode: str = "squash", max_pixels: int = MAX_PIXELS
 ) -> np.ndarray:
@@ -191,8 +201,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _read(path: str | os.PathLike, max_pixels: int, draft_side: int | None) -> Image.Image:
+def _read(path: str | os.PathLike, max_pixels: int, draft_side: int | None, full_size: bool = False):
     with _opened(path) as img:
+        full = img.size
         pixels = img.width * img.height
         if pixels > max_pixels:
             raise UnusableImage(f"too large: {pixels} pixels > limit {max_pixels}")
@@ -201,7 +212,13 @@ def _read(path: str | os.PathLike, max_pixels: int, draft_side: int | None) -> I
             img.draft(None, (draft_side, draft_side))
         # Decode everything now so a truncated file fails here, not later inside a resize.
         img.load()
-        return to_rgb(_upright(img))
+        decoded = img.size
+        out = to_rgb(_upright(img))
+        if not full_size:
+            return out
+        # The EXIF rotation turned the decoded image a quarter turn when its sides swapped.
+        turned = out.size != decoded and out.size == decoded[::-1]
+        return out, (full[::-1] if turned else full)
 
 
 @contextmanager

@@ -59,8 +59,8 @@ def detect(
     results, pending, refused = [], [], []
 
     def flush():
-        answers = detector.detect_batch([img for _, img in pending])
-        for (entry, img), answer in zip(pending, answers):
+        answers = detector.detect_batch([img for _, img, _ in pending], [size for _, _, size in pending])
+        for (entry, img, _), answer in zip(pending, answers):
             entry.update(answer)
             if writer:
                 writer.add(entry, img)
@@ -71,7 +71,7 @@ def detect(
         results.append(entry)
         try:
             _check(detector, item, limit)
-            pending.append((entry, photo(item)))
+            pending.append((entry, *photo(item, getattr(detector, "decode_side", None))))
         except UnusableImage as e:
             entry["error"] = e.reason
             continue
@@ -117,18 +117,23 @@ def _check(detector: Detector, item, limit: float) -> None:
     check(detector, width, height, limit)
 
 
-def photo(item):
-    """A path, PIL image or array as an RGB PIL image (UnusableImage when it cannot be read)."""
+def photo(item, side: int | None = None):
+    """(an RGB PIL image, the photo's full (width, height)) of a path, PIL image or array
+    (UnusableImage when it cannot be read). A file is decoded no smaller than `side` a side where its
+    format allows less (data.images.read_scaled; the detector's `decode_side`): JPEG decoding, not
+    the network, is most of a large photo's time. `side` None: decoded whole."""
     import numpy as np
     from PIL import Image
 
-    from imgclf.data.images import read_rgb, to_rgb
+    from imgclf.data.images import read_rgb, read_scaled, to_rgb
 
-    if isinstance(item, Image.Image):
-        return to_rgb(item)
-    if isinstance(item, np.ndarray):
-        return to_rgb(Image.fromarray(item))
-    return read_rgb(item)
+    if isinstance(item, (Image.Image, np.ndarray)):
+        img = to_rgb(item if isinstance(item, Image.Image) else Image.fromarray(item))
+        return img, img.size
+    if side is None:
+        img = read_rgb(item)
+        return img, img.size
+    return read_scaled(item, side)
 
 
 def settings(detector: Detector) -> dict:

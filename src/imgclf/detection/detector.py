@@ -114,12 +114,23 @@ class Detector:
             b, s = self.net(torch.from_numpy(x).to(self.device))
         return b.float().cpu().numpy(), s.float().cpu().numpy()
 
-    def detect_batch(self, images: list) -> list[dict]:
-        """RGB PIL images -> one answer each (see detect)."""
+    @property
+    def decode_side(self) -> int:
+        """How many pixels a side a photo needs for this detector to lose nothing (the `side` of
+        data.images.read_scaled): twice its input for the whole photo, more where tiles zoom in."""
+        from imgclf.data.images import DRAFT_GAP
+
+        return SIZE * DRAFT_GAP * max(self.tiles)
+
+    def detect_batch(self, images: list, sizes: list | None = None) -> list[dict]:
+        """RGB PIL images -> one answer each (see detect). `sizes`: each photo's full (width, height)
+        where the image is a reduced decode of it (data.images.read_scaled): the answer's boxes and
+        size are then the full photo's, as the detector's boxes are fractions of the photo."""
         from imgclf.data.images import resize
 
         if not images:
             return []
+        sizes = sizes or [img.size for img in images]
         start = time.perf_counter()
         views = [self.views(*img.size) for img in images]
         batch = np.stack(
@@ -134,7 +145,7 @@ class Detector:
             b, s, tiled = T.merge_views(
                 img.size, vs, boxes[firsts[k] : firsts[k + 1]], scores[firsts[k] : firsts[k + 1]]
             )
-            answers.append(self._answer(img.size, b, s, per, blank[k], tiled))
+            answers.append(self._answer(sizes[k], b, s, per, blank[k], tiled))
         return answers
 
     def detect(self, img) -> dict:

@@ -65,23 +65,29 @@ class HubDetector:
             )
         return replace(self, threshold=self.threshold if threshold is None else threshold)
 
-    def detect_batch(self, images: list) -> list[dict]:
+    # torchvision's detectors resize a photo's shorter side to 800 px (SSDLite: 320) themselves.
+    decode_side = 800
+
+    def detect_batch(self, images: list, sizes: list | None = None) -> list[dict]:
+        """As Detector.detect_batch: `sizes` are the full photos' where the images are reduced decodes."""
         from torchvision.transforms.functional import pil_to_tensor
 
         start = time.perf_counter()
         with torch.inference_mode():
             outs = self.net([pil_to_tensor(img).to(self.device).float() / 255 for img in images])
         per = (time.perf_counter() - start) / max(len(images), 1)
-        return [self._answer(img.size, out, per) for img, out in zip(images, outs)]
+        sizes = sizes or [img.size for img in images]
+        return [self._answer(size, img.size, out, per) for img, size, out in zip(images, sizes, outs)]
 
     def detect(self, img) -> dict:
         return self.detect_batch([img])[0]
 
-    def _answer(self, size, out: dict, seconds: float) -> dict:
+    def _answer(self, size, seen, out: dict, seconds: float) -> dict:
         width, height = size
         found, top = [], 0.0
+        scale = np.array([width / seen[0], height / seen[1]] * 2, dtype=np.float32)
         for box, label, score in zip(
-            out["boxes"].cpu().numpy(), out["labels"].cpu().numpy(), out["scores"].cpu().numpy()
+            out["boxes"].cpu().numpy() * scale, out["labels"].cpu().numpy(), out["scores"].cpu().numpy()
         ):
             name = self.categories[int(label)]
             if name == self.positive:  # presence asks about every box, whatever the threshold

@@ -44,7 +44,7 @@ class ScanOutputs:
         self.names.add(name)
         result["annotated"] = str(self.out / "annotated" / f"{name}.jpg")
         with atomic_path(result["annotated"]) as tmp:  # the temp name has no .jpg: say the format
-            self.draw(img, result[self.key]).save(tmp, format="JPEG", quality=90)
+            self.draw(img, scaled(result[self.key], img.size, result)).save(tmp, format="JPEG", quality=90)
 
     def close(self, settings: dict) -> None:
         buf = io.StringIO()
@@ -57,6 +57,16 @@ class ScanOutputs:
                 w.writerow([r.get("path", ""), *(cells[c] for c in self.columns)])
         write_text(self.out / self.table, buf.getvalue())
         write_json(self.out / self.record, {"settings": settings, "images": self.results})
+
+
+def scaled(boxes: list[dict], size: tuple[int, int], result: dict) -> list[dict]:
+    """`boxes` in the answer's pixels (its width and height) moved onto an image of `size`: a large
+    photo is decoded smaller for a detector (data.images.read_scaled) and annotated at that size."""
+    width, height = result.get("width", size[0]), result.get("height", size[1])
+    if (width, height) == tuple(size):
+        return boxes
+    sx, sy = size[0] / width, size[1] / height
+    return [{**b, "x1": b["x1"] * sx, "y1": b["y1"] * sy, "x2": b["x2"] * sx, "y2": b["y2"] * sy} for b in boxes]
 
 
 def draw_boxes(img, boxes: list[dict], colour=BOX_COLOUR):

@@ -214,14 +214,14 @@ def _planned_detector(name: str, data: bytes, options: dict, settings):
 
 
 def _detect(detector, data: bytes, settings, stop: Stop) -> dict:
-    from imgclf.data.images import UnusableImage, read_rgb
+    from imgclf.data.images import UnusableImage, read_scaled
 
     stop.check()
-    try:
-        img = read_rgb(io.BytesIO(data), settings.max_pixels)
+    try:  # decoded no larger than the detector needs; the answer is in the photo's own pixels
+        img, size = read_scaled(io.BytesIO(data), detector.decode_side, settings.max_pixels)
     except UnusableImage as e:
         raise rejection(e.reason, settings.max_pixels) from e
-    return detector.detect(img)
+    return detector.detect_batch([img], [size])[0]
 
 
 def _scanner(model, positive: str | None):
