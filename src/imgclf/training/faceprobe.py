@@ -104,7 +104,7 @@ def fit_face_candidate(run_dir: Path, prep, class_weight, console) -> tuple[dict
         net.crop_box = row.get("crop_box")
         return row, net, images
     from imgclf.models.face.classifier import embed_images
-    from imgclf.training.probe import choose_c, set_head
+    from imgclf.training.probe import fit_head
 
     data = prep.split_data()
     mirror = len(data.train) < MIRROR_BELOW * n_classes
@@ -113,23 +113,15 @@ def fit_face_candidate(run_dir: Path, prep, class_weight, console) -> tuple[dict
     x_val, found_val, _ = embed_images(net.faces, images[data.val], crop_box=net.crop_box)
     embed_s = time.perf_counter() - t0
     y_train, y_val = np.tile(spec.labels[data.train], 2 if mirror else 1), spec.labels[data.val]
-    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
-    has_val = len(data.val) > 0
-    c, clf, loss, acc, bal = choose_c(
-        x_train, y_train, x_val if has_val else None, y_val, mu, sd, class_weight, np.unique(y_train)
-    )
-    set_head(net, clf, np.unique(y_train), mu, sd, n_classes)
+    row = fit_head(net, x_train, y_train, x_val, y_val, class_weight, n_classes)
     seconds = time.perf_counter() - t0
     share = (found.sum() + found_val.sum()) / max(1, len(found) + len(found_val))
     console.print(
         f"  face embedding: {len(found) + len(found_val)} photos searched and embedded in {embed_s:.1f}s "
-        f"(a face found in {share:.0%}; elsewhere the photo taken as a face crop), C={c}, val accuracy {acc:.4f}"
+        f"(a face found in {share:.0%}; elsewhere the photo taken as a face crop), C={row['C']}, "
+        f"val accuracy {row['val_acc']:.4f}"
     )
-    row = {
-        "val_acc": acc,
-        "val_balanced_acc": bal,
-        "val_loss": loss,
-        "C": c,
+    row |= {
         "faces_found": round(float(share), 4),
         "crop_box": net.crop_box,
         "seconds": round(seconds, 2),

@@ -92,21 +92,14 @@ def fit_probe(
     y_train = np.tile(labels[np.sort(train)], 2)
     y_val = labels[np.sort(val)]
     embed_s = time.perf_counter() - t0
-    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
-    classes = np.unique(y_train)
-
-    c, clf, loss, acc, bal = choose_c(x_train, y_train, x_val, y_val, mu, sd, class_weight, classes)
-    set_head(net, clf, classes, mu, sd, int(labels.max()) + 1)
+    head = fit_head(net, x_train, y_train, x_val, y_val, class_weight, int(labels.max()) + 1)
     seconds = time.perf_counter() - t0
     console.print(
-        f"  linear probe: {len(x_train)} training views embedded in {embed_s:.1f}s, C={c}, "
-        f"val accuracy {acc:.4f} ({seconds:.1f}s in all)"
+        f"  linear probe: {len(x_train)} training views embedded in {embed_s:.1f}s, C={head['C']}, "
+        f"val accuracy {head['val_acc']:.4f} ({seconds:.1f}s in all)"
     )
     return {
-        "val_acc": acc,
-        "val_balanced_acc": bal,
-        "val_loss": loss,
-        "C": c,
+        **head,
         "features": int(x_train.shape[1]),
         "training_views": int(len(x_train)),
         "seconds": round(seconds, 2),
@@ -123,6 +116,20 @@ def _lower_maps(kept: tuple[list, list], n_train: int) -> LowerMaps | None:
     return LowerMaps(
         torch.cat(kept[0]).view(2, n_train, *kept[0][0].shape[1:]), torch.cat(kept[1]) if kept[1] else None
     )
+
+
+def fit_head(net: torch.nn.Module, x_train, y_train, x_val, y_val, class_weight, n_classes: int) -> dict:
+    """A logistic regression on standardised features (C chosen on the validation features by
+    choose_c; `x_val` None or empty: none), folded into `net`'s classifier: the linear probe's and
+    each descriptor candidate's head. Returns the leaderboard's val_acc, val_balanced_acc, val_loss, C."""
+    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+    classes = np.unique(y_train)
+    has_val = x_val is not None and len(x_val) > 0
+    c, clf, loss, acc, bal = choose_c(
+        x_train, y_train, x_val if has_val else None, y_val, mu, sd, class_weight, classes
+    )
+    set_head(net, clf, classes, mu, sd, n_classes)
+    return {"val_acc": acc, "val_balanced_acc": bal, "val_loss": loss, "C": c}
 
 
 def choose_c(x_train, y_train, x_val, y_val, mu, sd, class_weight, classes):

@@ -75,7 +75,7 @@ def fit_texture_candidate(run_dir: Path, prep, class_weight, console) -> tuple[d
     if saved.get("descriptor") == record():
         net.load_state_dict(load_weights(weight_file))
         return saved, net
-    from imgclf.training.probe import choose_c, set_head
+    from imgclf.training.probe import fit_head
 
     t0 = time.perf_counter()
     data = prep.split_data()
@@ -85,21 +85,13 @@ def fit_texture_candidate(run_dir: Path, prep, class_weight, console) -> tuple[d
     x_train, x_val = of_images(prep.images[data.train], mirror=mirror), of_images(prep.images[data.val])
     read_s = time.perf_counter() - t0
     y_train, y_val = np.tile(spec.labels[data.train], 2 if mirror else 1), spec.labels[data.val]
-    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
-    c, clf, loss, acc, bal = choose_c(
-        x_train, y_train, x_val if len(data.val) else None, y_val, mu, sd, class_weight, np.unique(y_train)
-    )
-    set_head(net, clf, np.unique(y_train), mu, sd, n_classes)
+    row = fit_head(net, x_train, y_train, x_val, y_val, class_weight, n_classes)
     seconds = time.perf_counter() - t0
     console.print(
         f"  texture: {len(data.train)} training images{' and their mirrors' if mirror else ''}, {len(data.val)} validation images "
-        f"read in {read_s:.1f}s, C={c}, val accuracy {acc:.4f} ({seconds:.1f}s in all)"
+        f"read in {read_s:.1f}s, C={row['C']}, val accuracy {row['val_acc']:.4f} ({seconds:.1f}s in all)"
     )
-    row = {
-        "val_acc": acc,
-        "val_balanced_acc": bal,
-        "val_loss": loss,
-        "C": c,
+    row |= {
         "mirrored": mirror,
         "seconds": round(seconds, 2),
         "descriptor": record(),
