@@ -182,7 +182,7 @@ class Graph:
         __import__("torchvision.ops")  # first: the triton it imports segfaults when loaded after TensorFlow
         import tensorflow as tf
 
-        from imgclf.detection import weights
+        from imgclf.models.person import weights
 
         g = tf.compat.v1.GraphDef()
         g.ParseFromString(weights.graph_file().read_bytes())

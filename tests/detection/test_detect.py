@@ -17,8 +17,8 @@ from sklearn.datasets import load_sample_images
 
 import imgclf
 from imgclf.core.errors import UserError
-from imgclf.detection import boxes as B
-from imgclf.detection import weights
+from imgclf.models.person import anchors as A
+from imgclf.models.person import weights
 
 PORTRAIT = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 EMPTY = [Path(p) for p in load_sample_images().filenames]  # china.jpg, flower.jpg: no one in them
@@ -95,12 +95,12 @@ def test_threshold_and_backends(detector):
 def test_anchors_and_box_coder():
     import torch
 
-    a = torch.from_numpy(B.anchors())
+    a = torch.from_numpy(A.anchors())
     assert a.shape == (1917, 4)  # 19x19x3 + 10x10x6 + 5x5x6 + 3x3x6 + 2x2x6 + 1x1x6
     # a zero encoding is the anchor itself (as x1 y1 x2 y2), and encode undoes decode
-    assert torch.allclose(B.decode(torch.zeros(1917, 4), a), a[:, [1, 0, 3, 2]], atol=1e-6)
+    assert torch.allclose(A.decode(torch.zeros(1917, 4), a), a[:, [1, 0, 3, 2]], atol=1e-6)
     enc = torch.randn(1917, 4)
-    assert torch.allclose(B.encode(B.decode(enc, a)[:, [1, 0, 3, 2]], a), enc, atol=1e-3)
+    assert torch.allclose(A.encode(A.decode(enc, a)[:, [1, 0, 3, 2]], a), enc, atol=1e-3)
 
 
 def test_cli_scan_with_no_run(photos, tmp_path):

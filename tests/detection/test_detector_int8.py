@@ -220,7 +220,7 @@ def detector_run(run: Path) -> Path:
     import json
     import shutil
 
-    from imgclf.detection import weights
+    from imgclf.models.person import weights
 
     run.mkdir()
     shutil.copy(weights.pretrained_weights(), run / "detector.safetensors")

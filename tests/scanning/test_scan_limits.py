@@ -52,7 +52,7 @@ def test_cli_answers_a_strip_in_one_line(tiny_run, tmp_path):
 
 
 def test_cli_detector_scan_refuses_a_strip_in_one_line(tmp_path):
-    from imgclf.detection import weights
+    from imgclf.models.person import weights
 
     try:
         weights.graph_file()
@@ -191,7 +191,7 @@ def test_a_video_scan_fits_each_frame_or_is_refused_before_a_frame_is_read(model
 
 
 def detector_installed() -> None:
-    from imgclf.detection import weights
+    from imgclf.models.person import weights
 
     try:
         weights.graph_file()

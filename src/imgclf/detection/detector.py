@@ -20,7 +20,8 @@ import torch
 
 from imgclf.detection import boxes as B
 from imgclf.detection import tiles as T
-from imgclf.detection.ssdlite import SIZE, SSDLite
+from imgclf.models.person.anchors import DecodedSSD
+from imgclf.models.person.ssdlite import SIZE, SSDLite
 
 # Presence: a photo holds a person when its best box scores at least this; boxes under it are not
 # reported. Chosen on labelled photos (bench/presence.py, 2026-11-25): the best presence balanced
@@ -33,22 +34,6 @@ THRESHOLD = 0.15
 # whole-frame person, over THRESHOLD; dark noise has a deviation of about 6, a real photo far more.
 FLAT_STD = 8.0
 EXPORT = 1  # of the cached ONNX graph: a change to DecodedSSD gets a new file name
-
-
-class DecodedSSD(torch.nn.Module):
-    """SSDLite with its box decoding: uint8-range RGB (N, 3, 300, 300) -> boxes (N, A, 4) normalised
-    (x1, y1, x2, y2) and per-class scores (N, A, classes). What the ONNX export holds, so any ONNX
-    runtime gets usable boxes with one NMS of its own."""
-
-    def __init__(self, net: SSDLite):
-        super().__init__()
-        self.net = net
-        self.register_buffer("anchors", torch.from_numpy(B.anchors()), persistent=False)
-
-    def forward(self, x):
-        enc, logits = self.net(x / 127.5 - 1.0)
-        boxes = B.decode(enc, self.anchors)
-        return boxes, torch.sigmoid(logits[..., 1:])
 
 
 @dataclass
@@ -215,8 +200,8 @@ def load_detector(
 
     from imgclf.core.device import pick_device
     from imgclf.core.errors import UserError
-    from imgclf.detection import weights
     from imgclf.detection.engines import BACKENDS
+    from imgclf.models.person import weights
 
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)} for a detector, not '{backend}'")

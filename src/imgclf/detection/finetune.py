@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from imgclf.core.errors import UserError
-from imgclf.detection import boxes as B
-from imgclf.detection.ssdlite import SIZE, SSDLite
+from imgclf.models.person import anchors as A
+from imgclf.models.person.ssdlite import SIZE, SSDLite
 
 EPOCHS = 30
 PATIENCE = 6  # epochs without a better validation mAP before stopping
@@ -51,8 +51,8 @@ def start_from_pretrained(classes: list[str]) -> SSDLite:
     layer is rebuilt for the new classes, with the person logits copied where a class is 'person'."""
     from safetensors.torch import load_file
 
-    from imgclf.detection.ssdlite import ANCHORS
-    from imgclf.detection.weights import pretrained_weights
+    from imgclf.models.person.ssdlite import ANCHORS
+    from imgclf.models.person.weights import pretrained_weights
 
     pretrained = load_file(str(pretrained_weights()))
     net = SSDLite(classes=len(classes))
@@ -93,7 +93,7 @@ def match(gt: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor) -> tupl
     best_gt[forced] = torch.arange(len(gt))
     pos = best_iou >= MATCH_IOU
     cls[pos] = labels[best_gt[pos]] + 1
-    loc[pos] = B.encode(gt[best_gt[pos]][:, [1, 0, 3, 2]], anchors[pos])
+    loc[pos] = A.encode(gt[best_gt[pos]][:, [1, 0, 3, 2]], anchors[pos])
     return cls, loc
 
 
@@ -141,7 +141,7 @@ class Photos(torch.utils.data.Dataset):
                 T.SanitizeBoundingBoxes(min_size=2),
             ]
         )
-        self.anchors = torch.from_numpy(B.anchors())
+        self.anchors = torch.from_numpy(A.anchors())
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:

@@ -168,7 +168,7 @@ def _photos(name, run: str | None, calibration) -> tuple[list[str], list[str] | 
 def _load(paths: list[str], most: int) -> list[np.ndarray]:
     """Up to `most` of the photos (evenly spaced), squashed to the detector's input; unreadable ones skipped."""
     from imgclf.data.images import UnusableImage, read_rgb, resize
-    from imgclf.detection.ssdlite import SIZE
+    from imgclf.models.person.ssdlite import SIZE
 
     if not paths:
         return []

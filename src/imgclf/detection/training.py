@@ -145,7 +145,8 @@ def save_best(run: Path, net) -> None:
 
 
 def as_detector(net, classes: list[str], threshold: float, dev):
-    from imgclf.detection.detector import DecodedSSD, Detector
+    from imgclf.detection.detector import Detector
+    from imgclf.models.person.anchors import DecodedSSD
 
     positive = next((c for c in classes if c.lower() in ("person", "people", "pedestrian", "human")), classes[0])
     model = DecodedSSD(net).to(dev).eval()

@@ -159,7 +159,7 @@ def _can_scan(model) -> bool:
 
 
 def _detector_installed(name: str) -> bool:
-    from imgclf.detection import weights
+    from imgclf.models.person import weights
 
     if (Path(name) / "detector.json").is_file():  # a fine-tuned detector run
         return True

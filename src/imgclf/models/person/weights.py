@@ -124,7 +124,7 @@ def convert(source: Path, out: Path) -> None:
     from safetensors.torch import save_file
 
     from imgclf.core.files import atomic_path
-    from imgclf.detection.ssdlite import SSDLite
+    from imgclf.models.person.ssdlite import SSDLite
 
     consts = graph_constants(source)
     net = SSDLite(classes=1)

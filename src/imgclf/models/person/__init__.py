@@ -1,0 +1,4 @@
+"""The pretrained person detector's network, below every stage that runs it: SSDLite-MobileNetV2
+(ssdlite, TensorFlow-exact), its anchors and box coder (anchors: DecodedSSD is the network with its
+box decoding), and its weights from the package index (weights). imgclf.detection answers photos
+with it; a training run on photos of people races a linear head on its scores (classifier)."""
