@@ -142,12 +142,16 @@ def check_top_k(top_k) -> int:
 
 def _head_only(name: str):
     """The class of a descriptor-with-a-head model (models.headonly) by its model.json name."""
-    from imgclf.models.headonly import FACE_EMBEDDING
+    from imgclf.models.headonly import FACE_EMBEDDING, PERSON_DETECTOR
 
     if name == FACE_EMBEDDING:
         from imgclf.models.face.classifier import FaceEmbeddingClassifier
 
         return FaceEmbeddingClassifier
+    if name == PERSON_DETECTOR:
+        from imgclf.models.person.classifier import PersonDetectorClassifier
+
+        return PersonDetectorClassifier
     from imgclf.models.texture import TextureClassifier
 
     return TextureClassifier
@@ -161,7 +165,7 @@ def load_torch_net(run: Path, meta: RunMeta) -> torch.nn.Module:
 
     arch = meta.architecture
     try:
-        if arch.name in headonly.NAMES:  # a face-embedding or texture run (its leaderboard kept it): no registry entry
+        if arch.name in headonly.NAMES:  # a descriptor with a head (its leaderboard kept it): no registry entry
             norm = meta.normalization
             net = _head_only(arch.name).from_run(len(meta.classes), norm.mean, norm.std, meta.input.size, arch.kwargs)
         else:

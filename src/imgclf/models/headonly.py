@@ -1,10 +1,11 @@
 """Models that are a fixed descriptor with a learnt linear head, not a network from the registry:
-what a run holds when its leaderboard kept dlib's face embedding (models.face.classifier) or the
-light-normalised texture (models.texture). Each takes a normalised image batch like any network, so
-prediction, calibration, test-time augmentation, the service and video run it unchanged. Neither has
-feature maps for a Grad-CAM map; the face embedding reads the uint8 pixels outside autograd (dlib),
-so it has no ONNX graph either, while the texture is tensor operations and exports. Each says what
-it cannot do in one line.
+what a run holds when its leaderboard kept dlib's face embedding (models.face.classifier), the
+light-normalised texture (models.texture) or the person detector's view of the photo
+(models.person.classifier). Each takes a normalised image batch like any network, so prediction,
+calibration, test-time augmentation, the service and video run it unchanged. None has feature maps
+for a Grad-CAM map; the face embedding reads the uint8 pixels outside autograd (dlib), so it has no
+ONNX graph either, while the texture and the person detector are tensor operations and export. Each
+says what it cannot do in one line.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from imgclf.core.errors import UserError
 
 FACE_EMBEDDING = "face_embedding"  # the architectures' names in model.json
 TEXTURE = "texture_lbp"
-NAMES = (FACE_EMBEDDING, TEXTURE)
+PERSON_DETECTOR = "person_detector"
+NAMES = (FACE_EMBEDDING, TEXTURE, PERSON_DETECTOR)
 
 
 class HeadOnly(torch.nn.Module):

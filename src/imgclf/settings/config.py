@@ -142,6 +142,13 @@ class TrainConfig:
         f"[default: auto: on when the sampled training photos are greyscale, up to {TEXTURE_MAX_IMAGES:,} of them]",
         Choice(("auto", "on", "off")),
     )
+    person: str = setting(
+        "auto",
+        "auto | on | off: also try the pretrained person detector with a linear head on what it sees (its best "
+        "person box's score and size), kept when it wins on the validation split  [default: auto: on for two "
+        "classes, one named like person/people/human/pedestrian, of photos 96 px or larger]",
+        Choice(("auto", "on", "off")),
+    )
     flip: bool = setting(True, "No horizontal flips (text, digits, asymmetric signs).", Flag(), flag="--no-flip")
     augment: Any = setting("auto", "auto | none  [default: auto]", cli_type=str)  # or a mapping of AugmentPolicy fields
     resize: str = setting("squash", "squash | crop | pad  [default: squash]", Choice.of_resize_modes())

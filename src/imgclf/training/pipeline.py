@@ -309,9 +309,10 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, 
     baseline = None if np.isnan(probe_val) else (probe_val, probe["val_loss"])
     others = prep.candidates or []
     lead = extra.best(others, key)
-    if lead is not None and baseline is not None and extra.dominates(lead.row, probe, key):
+    ahead = extra.best([c for c in others if c.ends_training], key)
+    if ahead is not None and baseline is not None and extra.dominates(ahead.row, probe, key):
         console.print(
-            f"fine-tuning skipped: the {lead.name} (val {lead.row[key]:.4f}) makes at most half the errors "
+            f"fine-tuning skipped: the {ahead.name} (val {ahead.row[key]:.4f}) makes at most half the errors "
             f"of the linear probe (val {probe_val:.4f}), which fine-tuning starts from"
         )
         result = FitResult(criterion="accuracy" if key == "val_acc" else "balanced accuracy", stopped_early=True)

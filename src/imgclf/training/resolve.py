@@ -89,12 +89,13 @@ def after_decoding(cfg: TrainConfig, spec, grouping: dict | None, for_training: 
     """The choices that need the decoded, split data: how the split was grouped, whether classes are
     weighed, the augmentation policy, test-time augmentation, whether the face embedding competes
     (training.faceprobe: it looks for faces in a sample of the training photos; not when the user
-    named the model or preset, in `explicit`) and the texture (training.textureprobe: greyscale
-    photos), and the model's full keyword arguments (so the run records
+    named the model or preset, in `explicit`), the texture (training.textureprobe: greyscale
+    photos) and the person detector (training.personprobe: two classes, one of people), and the model's full keyword arguments (so the run records
     every one it used). Returns (settings, augmentation policy, lines to print)."""
     from imgclf.models import model_defaults
     from imgclf.training.balance import resolve_class_weight
     from imgclf.training.faceprobe import resolve_faces
+    from imgclf.training.personprobe import resolve_person
     from imgclf.training.prepare import augment_policy
     from imgclf.training.textureprobe import resolve_texture
 
@@ -115,10 +116,12 @@ def after_decoding(cfg: TrainConfig, spec, grouping: dict | None, for_training: 
         )
     faces, note = resolve_faces(cfg, spec, explicit)
     texture, texture_note = resolve_texture(cfg, spec, explicit)
-    lines += [f"  default: {n}" for n in (note, texture_note) if n]
+    person, person_note = resolve_person(cfg, spec, explicit)
+    lines += [f"  default: {n}" for n in (note, texture_note, person_note) if n]
     cfg = cfg.updated(
         faces=faces,
         texture=texture,
+        person=person,
         group_by=grouping["by"] if grouping else "none",
         class_weight=mode,
         tta=tta,

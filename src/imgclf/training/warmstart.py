@@ -90,7 +90,7 @@ def grow_head(
 
 def warm_start(net: nn.Module, run: str | Path, classes: list[str]) -> str:
     """Start `net` from RUN's model.safetensors (see grow_head); returns a line saying what was done."""
-    from imgclf.models.headonly import FACE_EMBEDDING, NAMES
+    from imgclf.models.headonly import FACE_EMBEDDING, NAMES, PERSON_DETECTOR
     from imgclf.store.checkpoint import load_weights
     from imgclf.store.run_schema import verify_weights
 
@@ -98,9 +98,12 @@ def warm_start(net: nn.Module, run: str | Path, classes: list[str]) -> str:
     meta = load_run_meta(run)
     verify_weights(run, meta.weights_sha256)  # a damaged parent would pass its damage on to every update
     if meta.architecture_name in NAMES:
-        # Its descriptor is fixed (dlib's network, the texture): what it learnt is a logistic regression,
-        # which its candidate refits on the old and new images together (its config keeps faces/texture on).
-        what = "the face embedding" if meta.architecture_name == FACE_EMBEDDING else "the texture"
+        # Its descriptor is fixed (dlib's network, the texture, the person detector): what it learnt is a
+        # logistic regression, which its candidate refits on the old and new images together (its config
+        # keeps faces/texture/person on).
+        what = {FACE_EMBEDDING: "the face embedding", PERSON_DETECTOR: "the person detector"}.get(
+            meta.architecture_name, "the texture"
+        )
         return f"warm start from {run}: it kept {what}, whose head is refitted on every image; {type(net).__name__} starts from its own weights"
     info = grow_head(net, load_weights(run / "model.safetensors"), meta.classes, classes)
     # The stem was whitened from the parent's training images and trained on; re-whitening it from
