@@ -77,8 +77,8 @@ def test_person_auto_is_on_for_person_and_no_person_and_the_detector_sees_them(p
 
 def test_person_auto_stays_off_where_the_detector_has_nothing_to_say(tmp_path):
     class Spec:
-        def __init__(self, classes, side):
-            self.classes, self.side = classes, side
+        def __init__(self, classes, side, n=40):
+            self.classes, self.side, self.paths = classes, side, ["x"] * n
 
         def sample(self, split, n):
             p = tmp_path / f"{self.side}.png"
@@ -93,11 +93,12 @@ def test_person_auto_stays_off_where_the_detector_has_nothing_to_say(tmp_path):
     assert on == "on" and "'person' named like people" in why  # the class that names who is there
     assert resolve(Cfg, Spec(["cat", "dog"], 320), None)[0] == "off"
     assert resolve(Cfg, Spec(["person", "car", "empty"], 320), None)[0] == "off"
-    assert resolve(Cfg, Spec(["human", "non-human"], 36), None) == (
+    assert resolve(Cfg, Spec(["human", "non-human"], 160), None) == (
         "off",
-        "person=off: the photos are 36 px on their long side, too small for the person detector",
+        "person=off: the photos are 160 px on their long side, crops rather than photos for the person detector",
     )
     assert resolve(Cfg, Spec(["human", "non-human"], 320), {"model"})[0] == "off"  # a chosen recipe
+    assert "more than the 10,000" in resolve(Cfg, Spec(["human", "non-human"], 320, 10_001), None)[1]
     shapes = make_shapes_dataset(tmp_path / "shapes", per_class=8, size=48)
     run = imgclf.train(shapes, out=tmp_path / "shapes-run", time_budget="1s", verbose=False)
     assert "person: 'off'" in (run.path / "config.yaml").read_text()

@@ -128,7 +128,7 @@ def detect_paths(detector, paths: list[str], columns=DETECTOR_COLUMNS) -> list[d
             except UnusableImage as e:
                 rows.append({"path": p, "error": e.reason})
                 continue
-            r = detector.detect_batch([img], [size] if size else None)[0]
+            r = detector.detect_batch([img], [size])[0] if side else detector.detect(img)
             rows.append({"path": p, **{k: r[k] for k in columns if k not in ("path", "error")}})
     return rows
 

@@ -177,10 +177,11 @@ def validate(net, photos, boxes, dev) -> dict:
 def finish(run: Path, net, parts, boxes, settings, data, say) -> Path:
     """Choose the presence threshold on validation, score the test photos (and the pretrained start
     on them), write detector.json, the weights, the report; drop the training state."""
-    from imgclf.detection import metrics, weights
+    from imgclf.detection import metrics
     from imgclf.detection.annotations import to_coco
     from imgclf.detection.detector import THRESHOLD
     from imgclf.detection.report import write_report
+    from imgclf.models.person import weights
     from imgclf.store.checkpoint import save_weights
 
     dev = next(net.parameters()).device

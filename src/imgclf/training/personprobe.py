@@ -13,8 +13,8 @@ every candidate (training.candidates).
 
 `person=auto` turns it on for two classes of which one is named like people (PERSON_LIKE: "person",
 "no-person", "humans", "pedestrian"), when a sample of the photos' headers says they are at least
-MIN_SIDE px on their long side (the detector squashes a photo to 300x300: an 18x36 crop is noise to
-it), and off when the user named --model or --preset without --person. It decodes the images once
+MIN_SIDE px on their long side (whole photos: the detector squashes a photo to 300x300, and a crop
+model for sliding-window scans must stay one) and there are at most MAX_IMAGES of them, and off when the user named --model or --preset without --person. It decodes the images once
 more, squashed to 300 x 300 as `imgclf scan` reads them, and runs the detector on each (ONNX Runtime
 on a CPU: ~20 ms a photo on 2 cores; mirrors are not embedded: three numbers gain nothing from them).
 """
@@ -33,7 +33,12 @@ from imgclf.core.files import read_json, write_json
 PERSON_LIKE = re.compile(r"person|people|human|pedestrian", re.I)
 NEGATED = re.compile(r"(no|non|not|without)\b|(no|non)[-_]", re.I)
 SAMPLE = 24  # headers read to decide person=auto
-MIN_SIDE = 96  # px: the photos' median long side for person=auto
+# px: the photos' median long side for person=auto. Whole photos and frames, not crops: a crop model for
+# `imgclf scan RUN` (INRIA's 96x160 people, Daimler's 18x36) must stay a crop model, slid over photos.
+MIN_SIDE = 200
+# person=auto looks at no more photos than this: each is held decoded at 300 x 300 (270 kB: 2.7 GB
+# for 10,000) and costs the detector ~20 ms on 2 cores (200 s for 10,000, a third of that budget).
+MAX_IMAGES = 10_000
 RESIZE = "squash"  # how the detector reads a photo (models.person: the whole photo at 300x300)
 FILES = ("person.json", "person.safetensors")  # in the run folder: a resumed run reuses the candidate
 BATCH = 16
@@ -50,9 +55,14 @@ def resolve_person(cfg, spec, explicit: set[str] | None) -> tuple[str, str | Non
     people = sorted((c for c in spec.classes if PERSON_LIKE.search(c)), key=lambda c: bool(NEGATED.match(c)))
     if len(spec.classes) != 2 or not people:
         return "off", None
+    if len(spec.paths) > MAX_IMAGES:
+        return "off", f"person=off: {len(spec.paths):,} photos, more than the {MAX_IMAGES:,} the detector is tried on"
     side = _median_side(spec.sample("train", SAMPLE))
     if side < MIN_SIDE:
-        return "off", f"person=off: the photos are {side} px on their long side, too small for the person detector"
+        return (
+            "off",
+            f"person=off: the photos are {side} px on their long side, crops rather than photos for the person detector",
+        )
     try:
         from imgclf.models.person.weights import graph_file
 
