@@ -119,6 +119,13 @@ def test_a_run_that_kept_the_detector_predicts_exports_and_refuses_explain(perso
         imgclf.explain(person_run, [paths[0]])
     p = cli("explain", person_run, paths[0], check=False)
     assert p.returncode != 0 and "Traceback" not in p.stderr + p.stdout and "imgclf scan" in p.stdout + p.stderr
+    # For boxes the run's scan is the detector's own: not the run slid over windows.
+    found = imgclf.scan(person_run, paths[:2], verbose=False)
+    assert all("boxes" in r for r in found) and found[0]["present"] == (paths[0].parent.name == "person")
+    with pytest.raises(UserError, match="imgclf scan PHOTOS"):
+        from imgclf.scanning import Scanner
+
+        Scanner(imgclf.load(person_run))
     # `update` refits its head on the old and new photos together.
     p = cli("update", person_run, probes, "--out", tmp_path / "v2", "--epochs", "1", check=False)
     assert p.returncode == 0, p.stdout + p.stderr

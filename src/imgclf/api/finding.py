@@ -78,6 +78,10 @@ def scan(
     for folder, flag in ((out, "--out"), (mine, "--mine")):  # before any photo is scanned
         if folder is not None:
             output_folder(folder, flag)
+    if run is not None and _kept_the_detector(run):
+        if verbose:
+            print(f"scan: {getattr(run, 'path', run)} kept the pretrained person detector, which finds the boxes")
+        run = None
     if run is None:
         return _detect(detector, images, chosen, out, mine, backend, device, verbose)
     if chosen.tiles is not None:
@@ -121,6 +125,22 @@ def _detect(detector, images, chosen: ScanSettings, out, mine, backend: str, dev
         max_seconds=chosen.max_seconds,
         verbose=verbose,
     )
+
+
+def _kept_the_detector(run) -> bool:
+    """Whether `run` is a run folder whose leaderboard kept the pretrained person detector: its boxes
+    are the detector's own (scan answers with it; sliding the run over windows would cost a detector
+    pass a window)."""
+    from imgclf.models.headonly import PERSON_DETECTOR
+    from imgclf.store.run_meta import load_run_meta
+    from imgclf.store.runs import find_run
+
+    if not isinstance(run, (str, Path)):
+        return getattr(getattr(run, "meta", None), "architecture_name", None) == PERSON_DETECTOR
+    try:
+        return load_run_meta(find_run(Path(run).expanduser())).architecture_name == PERSON_DETECTOR
+    except UserError:
+        return False  # not a run folder: loading it says why
 
 
 def _targets(run, images, detector) -> tuple:

@@ -36,6 +36,14 @@ MAX_BOXES = 100
 
 def positive_class(model, positive: str | None) -> str:
     """--positive, else the run's decision positive class, else a class named like person/human/..."""
+    from imgclf.models.headonly import PERSON_DETECTOR
+
+    if getattr(getattr(model, "meta", None), "architecture_name", None) == PERSON_DETECTOR:
+        # It answers for a whole photo at 300x300: slid over windows, each would cost a detector pass.
+        raise UserError(
+            "this run kept the pretrained person detector (its leaderboard chose it): it answers for whole "
+            "photos, not windows; for boxes, scan with the detector itself: imgclf scan PHOTOS"
+        )
     classes = model.classes
     if positive is not None:
         if positive not in classes:
