@@ -14,6 +14,7 @@ Recipes (every one `imgclf train`, run as a user would, as a subprocess; wall se
   no-faces  `--faces off`: the default without dlib's face embedding on the leaderboard
   faces-on  `--faces on`: the face embedding competes whatever the gate found
   no-texture `--texture off`: the default without the light-normalised texture on the leaderboard
+  no-person `--person off`: the default without the pretrained person detector on the leaderboard
   keras     the peer: TensorFlow's image classification tutorial CNN (bench/keras_cnn.py), run by
             `--keras-python` (default: this Python, with `pip install -e '.[bench]'`)
 
@@ -40,6 +41,7 @@ RECIPES = {
     "no-faces": ("--faces", "off"),
     "faces-on": ("--faces", "on"),
     "no-texture": ("--texture", "off"),
+    "no-person": ("--person", "off"),
     "128px": ("--img-size", "128"),  # the CPU's size before larger photos got more pixels
     "160px": ("--img-size", "160"),
     "224px": ("--img-size", "224"),  # what a GPU's default trains at

@@ -55,6 +55,7 @@ SETS = {
 # orl-tail-6x: everyday versions of each face with a long tail of photos a person (faces_long_tail):
 # the stand-in for the aligned celebrity faces.
 # street-frames: is a person present in a 640x480 frame (street_frames): people small in large photos.
+# street-scenes: the shared street photos as they come (person/, no-person/; COCO photos).
 # flowers5-small, cifar10-small: small folders of everyday photos (few_shot): 60 a class to train on,
 # 100 others to test.
 BUILT = {
@@ -67,6 +68,7 @@ BUILT = {
     "cifar10-imbalanced": ("cifar10-jpg.tar.gz", "cifar10"),
     "orl-tail-6x": ("orl-faces.tar.gz", "orl-faces"),
     "street-frames": ("street-scenes.tar.gz", "street-scenes"),
+    "street-scenes": ("street-scenes.tar.gz", "street-scenes"),
 }
 
 
