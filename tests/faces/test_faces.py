@@ -110,6 +110,19 @@ def test_identify_names_each_face_where_it_is(gallery, probes, model, tmp_path):
     assert (tmp_path / "who" / "annotated" / "both.jpg").is_file()
 
 
+def test_a_camera_sized_photo_is_decoded_smaller_and_answered_in_its_own_pixels(gallery, model, tmp_path):
+    """A 4000x2668 JPEG is decoded at half scale (faces are searched at 1280 px anyway), and the box,
+    width and height come back in the photo's pixels; the annotated copy is drawn at the decoded size."""
+    scene = Image.open(SCENE).convert("RGB").resize((4000, 2668))
+    scene.paste(GRACE.resize((600, 703)), (1000, 800))
+    scene.save(tmp_path / "phone.jpg", quality=90)
+    r = F.identify(gallery, tmp_path / "phone.jpg", out=tmp_path / "who", model=model, verbose=False)[0]
+    assert (r["width"], r["height"]) == (4000, 2668) and [f["name"] for f in r["faces"]] == ["Grace"]
+    face = r["faces"][0]
+    assert 1000 <= face["x1"] < face["x2"] <= 1600 and 800 <= face["y1"] < face["y2"] <= 1503
+    assert Image.open(r["annotated"]).size == (2000, 1334)
+
+
 def test_a_stranger_is_unknown_and_the_gallery_changes_atomically(known, model, tmp_path, monkeypatch):
     out = tmp_path / "only-grace"
     F.add(_gallery_of(out, model), "Grace", [known / "Grace"], model=model, verbose=False)

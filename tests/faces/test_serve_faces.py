@@ -125,7 +125,7 @@ def test_identify_shares_the_scan_queue_its_deadline_and_the_shutdown(served, mo
             time.sleep(0.02)
         return real_scan(scanner, data, settings, stop)
 
-    def slow_name(model, g, img, threshold=None, stop=None):
+    def slow_name(model, g, img, threshold=None, stop=None, size=None):
         searching.set()
         while True:  # a search that would never end, but for its stop
             stop.check()

@@ -82,9 +82,10 @@ class Faces:
             raise Rejected(e.status, str(e), "too_much_work") from None
 
     def identify(self, data: bytes, settings, stop: Stop | None = None) -> dict:
-        from imgclf.data.images import UnusableImage, read_rgb
+        from imgclf.data.images import UnusableImage, read_scaled
         from imgclf.faces import load_gallery, name_faces
         from imgclf.faces.gallery import FILE
+        from imgclf.models.face.model import DETECT_SIDE
 
         with self.lock:
             model = self.model or self._load()
@@ -97,10 +98,10 @@ class Faces:
             if stop is not None:
                 stop.check()
             try:
-                img = read_rgb(io.BytesIO(data), settings.max_pixels)
+                img, size = read_scaled(io.BytesIO(data), DETECT_SIDE, settings.max_pixels)
             except UnusableImage as e:
                 raise rejection(e.reason, settings.max_pixels) from e
-            answer = name_faces(model, self.gallery, img, stop=stop)
+            answer = name_faces(model, self.gallery, img, stop=stop, size=size)
             return {"people": len(self.gallery.people), "threshold": self.gallery.threshold, **answer}
 
     def _load(self):
