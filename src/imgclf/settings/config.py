@@ -297,3 +297,14 @@ def read_yaml_mapping(path: Path, what: str, expected: str) -> dict:
 
 def dump_yaml(d: dict) -> str:
     return yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
+
+
+def settled(cfg, name: str, explicit: set[str] | None) -> str | None:
+    """Candidate setting `name` (faces, texture, person) when there is nothing to decide: on or off as
+    given, or off for auto when the user named --model or --preset but not it (they chose a recipe:
+    no other candidate, unless they said --NAME auto too). None: auto, decided from the data."""
+    value = getattr(cfg, name)
+    if value != "auto":
+        return value
+    named = explicit or set()
+    return "off" if {"model", "preset"} & named and name not in named else None

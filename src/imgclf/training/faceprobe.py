@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.files import read_json, write_json
+from imgclf.settings.config import settled
 
 SAMPLE = 24  # training photos searched for a face to decide faces=auto (~0.5 s on 2 cores)
 # faces=auto is on when more than this share of them hold a face. It was 0.5: faces lit hard, where
@@ -55,11 +56,8 @@ def resolve_faces(cfg, spec, explicit: set[str] | None) -> tuple[str, str | None
         from imgclf.models.face.model import FaceModel
 
         FaceModel(device="cpu")  # --faces on without dlib or its weights: one line now, not after the probe
-    if cfg.faces != "auto":
-        return cfg.faces, None
-    named = explicit or set()
-    if {"model", "preset"} & named and "faces" not in named:
-        return "off", None  # the user chose a recipe: no other candidate, unless they said --faces auto
+    if (given := settled(cfg, "faces", explicit)) is not None:
+        return given, None
     try:
         from imgclf.models.face.model import FaceModel
 

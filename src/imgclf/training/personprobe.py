@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from imgclf.core.files import read_json, write_json
+from imgclf.settings.config import settled
 
 PERSON_LIKE = re.compile(r"person|people|human|pedestrian", re.I)
 NEGATED = re.compile(r"(no|non|not|without)\b|(no|non)[-_]", re.I)
@@ -46,11 +47,8 @@ BATCH = 16
 
 def resolve_person(cfg, spec, explicit: set[str] | None) -> tuple[str, str | None]:
     """person=auto -> on | off, and the line that says why (None when nothing was decided)."""
-    if cfg.person != "auto":
-        return cfg.person, None
-    named = explicit or set()
-    if {"model", "preset"} & named and "person" not in named:
-        return "off", None  # the user chose a recipe: no other candidate, unless they said --person auto
+    if (given := settled(cfg, "person", explicit)) is not None:
+        return given, None
     # "no-person" names people too: the class that says who is there is named first when there is one
     people = sorted((c for c in spec.classes if PERSON_LIKE.search(c)), key=lambda c: bool(NEGATED.match(c)))
     if len(spec.classes) != 2 or not people:

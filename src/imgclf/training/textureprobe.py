@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.files import read_json, write_json
-from imgclf.settings.config import TEXTURE_MAX_IMAGES
+from imgclf.settings.config import TEXTURE_MAX_IMAGES, settled
 
 SAMPLE = 24  # training photos read (at 32 px) to decide texture=auto
 GREY_TOLERANCE = 1.0  # grey levels a photo's channels may differ by on average (JPEG's chroma noise)
@@ -33,11 +33,8 @@ FILES = ("texture.json", "texture.safetensors")  # in the run folder: a resumed 
 
 def resolve_texture(cfg, spec, explicit: set[str] | None) -> tuple[str, str | None]:
     """texture=auto -> on | off, and the line that says why (None when nothing was decided)."""
-    if cfg.texture != "auto":
-        return cfg.texture, None
-    named = explicit or set()
-    if {"model", "preset"} & named and "texture" not in named:
-        return "off", None  # the user chose a recipe: no other candidate, unless they said --texture auto
+    if (given := settled(cfg, "texture", explicit)) is not None:
+        return given, None
     if len(spec.indices("train")) > MAX_IMAGES:
         return "off", None
     sample = spec.sample("train", SAMPLE)
