@@ -16,6 +16,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 import imgclf
+import imgclf.detection
 from imgclf.core.errors import UserError
 from imgclf.models.person import anchors as A
 from imgclf.models.person import weights

