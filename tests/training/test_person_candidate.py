@@ -126,6 +126,8 @@ def test_a_run_that_kept_the_detector_predicts_exports_and_refuses_explain(perso
         from imgclf.scanning import Scanner
 
         Scanner(imgclf.load(person_run))
+    scan_routes = pytest.importorskip("imgclf.serving.scan_routes", reason="the web service needs fastapi")
+    assert not scan_routes._can_scan(imgclf.load(person_run))  # the page's Find people: the detector
     # `update` refits its head on the old and new photos together.
     p = cli("update", person_run, probes, "--out", tmp_path / "v2", "--epochs", "1", check=False)
     assert p.returncode == 0, p.stdout + p.stderr
