@@ -1,8 +1,8 @@
 """The candidates a run races beside its own network, each a fixed descriptor with a logistic
 regression on it: dlib's face embedding (training.faceprobe) on photos of faces, the light-normalised
 texture (training.textureprobe) on greyscale photos, the pretrained person detector
-(training.personprobe) on photos filed as person / no person. Each is fitted before the epochs, in seconds;
-the validation split decides which, if any, is shipped instead of the trained network.
+(training.personprobe) on photos filed as person / no person. Each is fitted before the epochs, in
+seconds; the validation split decides which, if any, is shipped instead of the trained network.
 
 Successive halving, in its simplest form: when a candidate already makes at most half the validation
 errors of the ImageNet probe (and is right on 90 % or more), fine-tuning is skipped: fine-tuning from
@@ -91,8 +91,8 @@ def best(candidates: list[Candidate], key: str) -> Candidate | None:
 
 def keep(run_dir: Path, prep, cand: Candidate, meta, console):
     """Make `cand` the run's model: its head in model.safetensors; model.json's architecture, input,
-    preprocessing and "pretrained" saying what it is; for the face embedding, its own decode of the
-    images (aspect kept) the evaluation after training's. Returns its network."""
+    preprocessing and "pretrained" saying what it is; for the face embedding and the person detector,
+    their own decode of the images the evaluation after training's. Returns its network."""
     from imgclf.store.checkpoint import save_weights
     from imgclf.store.run_meta import Architecture, InputSpec
 

@@ -14,9 +14,10 @@ every candidate (training.candidates).
 `person=auto` turns it on for two classes of which one is named like people (PERSON_LIKE: "person",
 "no-person", "humans", "pedestrian"), when a sample of the photos' headers says they are at least
 MIN_SIDE px on their long side (whole photos: the detector squashes a photo to 300x300, and a crop
-model for sliding-window scans must stay one) and there are at most MAX_IMAGES of them, and off when the user named --model or --preset without --person. It decodes the images once
-more, squashed to 300 x 300 as `imgclf scan` reads them, and runs the detector on each (ONNX Runtime
-on a CPU: ~20 ms a photo on 2 cores; mirrors are not embedded: three numbers gain nothing from them).
+model for sliding-window scans must stay one) and there are at most MAX_IMAGES of them; off when the
+user named --model or --preset without --person. It decodes the images once more, squashed to
+300 x 300 as `imgclf scan` reads them, and runs the detector on each (ONNX Runtime on a CPU: ~20 ms
+a photo on 2 cores; mirrors are not embedded: three numbers gain nothing from them).
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ BATCH = 16
 
 def resolve_person(cfg, spec, explicit: set[str] | None) -> tuple[str, str | None]:
     """person=auto -> on | off, and the line that says why (None when nothing was decided)."""
-    if cfg.person == "on":
-        from imgclf.models.person.weights import graph_file
+    from imgclf.models.person.weights import graph_file
 
+    if cfg.person == "on":
         graph_file()  # --person on without the detector installed: one line now, not after the probe
     if (given := settled(cfg, "person", explicit)) is not None:
         return given, None
@@ -66,8 +67,6 @@ def resolve_person(cfg, spec, explicit: set[str] | None) -> tuple[str, str | Non
             f"person=off: the photos are {side} px on their long side, crops rather than photos for the person detector",
         )
     try:
-        from imgclf.models.person.weights import graph_file
-
         graph_file()
     except Exception:  # noqa: BLE001 - its package is not installed: no candidate (scan says how to install it)
         return "off", "person=off: the pretrained person detector is not installed (imgclf scan says how)"
