@@ -18,6 +18,7 @@ from sklearn.datasets import load_sample_images
 
 import imgclf
 from imgclf.core.errors import UserError
+from imgclf.data.discover import discover
 from imgclf.training import candidates, personprobe
 
 PORTRAIT = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
@@ -42,11 +43,12 @@ def frame(rng: np.random.Generator, person: bool) -> Image.Image:
 
 
 def frames(root: Path, per_class: int, seed: int, names=("person", "no-person")) -> Path:
+    """`per_class` frames in each of two class folders, the first holding the person."""
     rng = np.random.default_rng(seed)
     for name in names:
         (root / name).mkdir(parents=True)
         for i in range(per_class):
-            frame(rng, not name.startswith("no")).save(root / name / f"{i:02d}.jpg", quality=90)
+            frame(rng, name == names[0]).save(root / name / f"{i:02d}.jpg", quality=90)
     return root
 
 
@@ -75,15 +77,20 @@ def test_person_auto_is_on_for_person_and_no_person_and_the_detector_sees_them(p
     assert (person_run / "person.safetensors").stat().st_size < 10_000
 
 
-def test_person_auto_stays_off_where_the_detector_has_nothing_to_say(tmp_path):
+def test_person_auto_is_on_where_the_detector_has_something_to_say(tmp_path):
     class Spec:
+        """Blank photos of `side` px (the same in both classes), half of each class."""
+
         def __init__(self, classes, side, n=40):
-            self.classes, self.side, self.paths = classes, side, ["x"] * n
+            p = tmp_path / f"{side}.png"
+            Image.new("RGB", (side, side // 2)).save(p)
+            self.classes, self.paths, self.labels = classes, [str(p)] * n, np.arange(n) % 2
 
         def sample(self, split, n):
-            p = tmp_path / f"{self.side}.png"
-            Image.new("RGB", (self.side, self.side // 2)).save(p)
-            return [str(p)] * 3
+            return self.paths[:n]
+
+        def indices(self, split):
+            return np.arange(len(self.paths))
 
     class Cfg:
         person = "auto"
@@ -91,7 +98,13 @@ def test_person_auto_stays_off_where_the_detector_has_nothing_to_say(tmp_path):
     resolve = personprobe.resolve_person
     on, why = resolve(Cfg, Spec(["no-person", "person"], 320), None)
     assert on == "on" and "'person' named like people" in why  # the class that names who is there
-    assert resolve(Cfg, Spec(["cat", "dog"], 320), None)[0] == "off"
+    assert resolve(Cfg, Spec(["cat", "dog"], 320), None)[0] == "off"  # the detector parts nothing
+    # Classes named otherwise, which the detector's best person score parts: on.
+    data = frames(tmp_path / "occupied", 12, 3, names=("occupied", "empty"))
+    spec = discover(data)
+    spec.splits[:] = "train"
+    on, why = resolve(Cfg, spec, None)
+    assert on == "on" and "the detector's best person score parts them" in why
     assert resolve(Cfg, Spec(["person", "car", "empty"], 320), None)[0] == "off"
     assert resolve(Cfg, Spec(["human", "non-human"], 160), None) == (
         "off",

@@ -12,7 +12,8 @@ their background, the fine-tuned network can do better, so the validation split 
 every candidate (training.candidates).
 
 `person=auto` turns it on for two classes of which one is named like people (PERSON_LIKE: "person",
-"no-person", "humans", "pedestrian"), when a sample of the photos' headers says they are at least
+"no-person", "humans", "pedestrian") or which the detector's best person score parts on a few
+sampled photos (`_parting`: "occupied" / "empty"), when a sample of the photos' headers says they are at least
 MIN_SIDE px on their long side (whole photos: the detector squashes a photo to 300x300, and a crop
 model for sliding-window scans must stay one) and there are at most MAX_IMAGES of them; off when the
 user named --model or --preset without --person. It decodes the images once more, squashed to
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from imgclf.core.files import read_json, write_json
+from imgclf.models.person.ssdlite import SIZE
 from imgclf.settings.config import settled
 
 PERSON_LIKE = re.compile(r"person|people|human|pedestrian", re.I)
@@ -44,6 +46,11 @@ MAX_IMAGES = 10_000
 RESIZE = "squash"  # how the detector reads a photo (models.person: the whole photo at 300x300)
 FILES = ("person.json", "person.safetensors")  # in the run folder: a resumed run reuses the candidate
 BATCH = 16
+# Classes not named like people ("occupied" / "empty") race the detector when its best person score
+# alone parts PER_CLASS sampled training photos of each this well (ROC-AUC): ~1 s in PyTorch on 2
+# cores, paid by any two-class set of photos.
+PER_CLASS = 12
+PARTS = 0.85
 
 
 def resolve_person(cfg, spec, explicit: set[str] | None) -> tuple[str, str | None]:
@@ -54,10 +61,10 @@ def resolve_person(cfg, spec, explicit: set[str] | None) -> tuple[str, str | Non
         graph_file()  # --person on without the detector installed: one line now, not after the probe
     if (given := settled(cfg, "person", explicit)) is not None:
         return given, None
+    if len(spec.classes) != 2:
+        return "off", None
     # "no-person" names people too: the class that says who is there is named first when there is one
     people = sorted((c for c in spec.classes if PERSON_LIKE.search(c)), key=lambda c: bool(NEGATED.match(c)))
-    if len(spec.classes) != 2 or not people:
-        return "off", None
     if len(spec.paths) > MAX_IMAGES:
         return "off", f"person=off: {len(spec.paths):,} photos, more than the {MAX_IMAGES:,} the detector is tried on"
     side = _median_side(spec.sample("train", SAMPLE))
@@ -70,10 +77,44 @@ def resolve_person(cfg, spec, explicit: set[str] | None) -> tuple[str, str | Non
         graph_file()
     except Exception:  # noqa: BLE001 - its package is not installed: no candidate (scan says how to install it)
         return "off", "person=off: the pretrained person detector is not installed (imgclf scan says how)"
+    if people:
+        why = f"'{people[0]}' named like people"
+    else:  # "occupied" / "empty": whether the detector tells them apart, on a few photos of each
+        parted = _parting(spec)
+        if parted < PARTS:
+            return "off", None
+        why = f"the detector's best person score parts them in {2 * PER_CLASS} sampled photos (AUC {parted:.2f})"
     return "on", (
-        f"person=on: two classes, '{people[0]}' named like people, so the pretrained person detector with a "
-        "linear head on its best box competes on the leaderboard (--person off: skip)"
+        f"person=on: two classes, {why}, so the pretrained person detector with a linear head on its best box "
+        "competes on the leaderboard (--person off: skip)"
     )
+
+
+def _parting(spec) -> float:
+    """How well the detector's best person score alone tells the two classes apart on PER_CLASS
+    training photos of each (ROC-AUC, either way round: 0.5 to 1); 0.5 when too few can be read."""
+    from sklearn.metrics import roc_auc_score
+
+    from imgclf.data.images import UnusableImage, load_resized
+    from imgclf.models.person.classifier import PersonDetectorClassifier
+
+    train = spec.indices("train")
+    chosen = [i for k in (0, 1) for i in train[spec.labels[train] == k][:PER_CLASS]]
+    images, labels = [], []
+    for i in chosen:
+        try:
+            images.append(load_resized(spec.paths[i], SIZE, RESIZE))
+            labels.append(int(spec.labels[i]))
+        except UnusableImage:
+            continue
+    if len(set(labels)) < 2:
+        return 0.5
+    net = PersonDetectorClassifier(2, [0.0] * 3, [1.0] * 3).load_pretrained().eval()
+    with torch.no_grad():
+        x = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).astype(np.float32))
+        score = net.describe(x)[:, 0].numpy()
+    auc = float(roc_auc_score(labels, score))
+    return max(auc, 1 - auc)
 
 
 def _median_side(paths: list[str]) -> int:
@@ -101,7 +142,6 @@ class _Described(torch.nn.Module):
 
 def describe_images(net, images: np.ndarray, device: torch.device) -> np.ndarray:
     """(N, 3) features of uint8 RGB images (N, 300, 300, 3): ONNX Runtime on a CPU, else PyTorch."""
-    from imgclf.models.person.ssdlite import SIZE
 
     module = _Described(net).eval()
     session = None
@@ -127,7 +167,6 @@ def fit_person_candidate(run_dir: Path, prep, class_weight, console) -> tuple[di
     and every image of the run decoded as the detector reads them (300 x 300, squashed)."""
     from imgclf.data.cache import build_cache
     from imgclf.models.person.classifier import PersonDetectorClassifier
-    from imgclf.models.person.ssdlite import SIZE
     from imgclf.store.checkpoint import load_weights, save_weights
     from imgclf.training.probe import fit_head
 
