@@ -111,7 +111,7 @@ def detect_paths(detector, paths: list[str], columns=DETECTOR_COLUMNS) -> list[d
     """One row per path, in order: the detector's answer, or the error that made the file unusable."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from imgclf.data.images import read_rgb, read_scaled
+    from imgclf.detection import photo
 
     side = getattr(detector, "decode_side", None)  # a person detector: decoded no larger than it needs
     rows = []
@@ -123,8 +123,7 @@ def detect_paths(detector, paths: list[str], columns=DETECTOR_COLUMNS) -> list[d
                     raise data
                 if data is not None and not data:
                     raise UnusableImage("empty file (0 bytes)")
-                src = io.BytesIO(data) if data is not None else p
-                img, size = read_scaled(src, side) if side else (read_rgb(src), None)
+                img, size = photo(io.BytesIO(data) if data is not None else p, side)
             except UnusableImage as e:
                 rows.append({"path": p, "error": e.reason})
                 continue

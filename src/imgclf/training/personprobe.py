@@ -143,7 +143,7 @@ class _Described(torch.nn.Module):
 def describe_images(net, images: np.ndarray, device: torch.device) -> np.ndarray:
     """(N, 3) features of uint8 RGB images (N, 300, 300, 3): ONNX Runtime on a CPU, else PyTorch."""
 
-    module = _Described(net).eval()
+    module = _Described(net).eval().to(device)
     session = None
     if device.type == "cpu":
         from imgclf.training.ortembed import cpu_session
@@ -157,7 +157,7 @@ def describe_images(net, images: np.ndarray, device: torch.device) -> np.ndarray
             out += [session.run(None, {"x": x[j : j + 1]})[0] for j in range(len(x))]
         else:
             with torch.no_grad():
-                out.append(module.to(device)(torch.from_numpy(x).to(device)).float().cpu().numpy())
+                out.append(module(torch.from_numpy(x).to(device)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 3), np.float32)
 
 
