@@ -154,6 +154,12 @@ def test_kill_and_resume(shapes, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run / "metrics.json").exists()
+    # Using the killed run says what happened and the command that goes on, in one line.
+    p = cli("predict", run, shapes, check=False)
+    assert p.returncode == 2 and p.stderr.strip() == (
+        f"error: {run} is a training run that was interrupted before it finished; "
+        f"resume it with: imgclf train --resume {run}"
+    ), p.stderr
 
     p = cli("train", "--resume", run)
     assert "resuming from epoch" in p.stdout

@@ -49,6 +49,11 @@ def find_run(path: str | Path) -> Path:
             f"(imgclf export {path}), or serve it beside a classifier (imgclf serve RUN --detector {path})"
         )
     if not (p / "model.json").is_file() or not weights:
+        if (p / "train_state.safetensors").is_file():  # killed mid-training: its state is there to go on from
+            raise UserError(
+                f"{path} is a training run that was interrupted before it finished; "
+                f"resume it with: imgclf train --resume {path}"
+            )
         raise UserError(
             f"{path} is not a finished run folder (it needs model.json and model.safetensors); "
             "train one with: imgclf train DATA"
