@@ -105,6 +105,10 @@ def test_person_auto_is_on_where_the_detector_has_something_to_say(tmp_path):
     spec.splits[:] = "train"
     on, why = resolve(Cfg, spec, None)
     assert on == "on" and "the detector's best person score parts them" in why
+    # ... but not on a handful of each: five against five part that well by chance too often.
+    few = discover(frames(tmp_path / "few", 5, 3, names=("occupied", "empty")))
+    few.splits[:] = "train"
+    assert resolve(Cfg, few, None) == ("off", None)
     assert resolve(Cfg, Spec(["person", "car", "empty"], 320), None)[0] == "off"
     assert resolve(Cfg, Spec(["human", "non-human"], 160), None) == (
         "off",

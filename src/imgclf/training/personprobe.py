@@ -92,7 +92,7 @@ def resolve_person(cfg, spec, explicit: set[str] | None) -> tuple[str, str | Non
 
 def _parting(spec) -> float:
     """How well the detector's best person score alone tells the two classes apart on PER_CLASS
-    training photos of each (ROC-AUC, either way round: 0.5 to 1); 0.5 when too few can be read."""
+    training photos of each (ROC-AUC, either way round: 0.5 to 1); 0.5 when fewer can be read."""
     from sklearn.metrics import roc_auc_score
 
     from imgclf.data.images import UnusableImage, load_resized
@@ -107,7 +107,7 @@ def _parting(spec) -> float:
             labels.append(int(spec.labels[i]))
         except UnusableImage:
             continue
-    if len(set(labels)) < 2:
+    if min(labels.count(0), labels.count(1)) < PER_CLASS:  # 5 against 5 part this well by chance 1 in 25
         return 0.5
     net = PersonDetectorClassifier(2, [0.0] * 3, [1.0] * 3).load_pretrained().eval()
     with torch.no_grad():
