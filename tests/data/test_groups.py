@@ -86,7 +86,7 @@ def test_check_keeps_groups_together_and_reports_user_split_leakage(copies, tmp_
         ("cat/cat_05.png", "test/cat/e.png"),
     ):
         _save(Image.open(copies / src), split / dst)
-    findings = imgclf.check(split, verbose=False)
+    findings = imgclf.check(split, verbose=False, val_frac=0)  # no validation photo carved from the 3 in train
     (leak,) = [g for g in findings["near_duplicates"] if g["leakage"]]
     assert leak["mirrored"] and leak["splits"] == ["train", "test"]
     assert findings["groups"]["straddling"] == 1
@@ -145,6 +145,11 @@ def test_classes_too_small_to_spare_a_validation_image_still_get_a_validation_sp
     spec = _spec(labels)
     _fill_missing_splits(spec, 0.1, 0.1, 0, groups=pairs)
     assert not (spec.splits == "val").any() and all(len(set(spec.splits[pairs == g])) == 1 for g in pairs)
+    # Six photos, 3 a class: the shares round to no validation photo, yet one is taken (train goes on).
+    six = _spec(np.repeat(np.arange(2), 3))
+    _fill_missing_splits(six, 0.1, 0.1, 0)
+    assert sorted(six.splits) == ["test", "test", "train", "train", "train", "val"]
+    assert set(six.labels[six.splits == "train"]) == {0, 1}
     one_each = _spec(np.arange(10))  # a photo a class: nothing to spare, so no split is made up
     _fill_missing_splits(one_each, 0.1, 0.1, 0)
     assert set(one_each.splits) == {"train"}

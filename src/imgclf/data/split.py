@@ -50,14 +50,16 @@ def _fill_shortfall(spec, todo: np.ndarray, groups: np.ndarray | None, wanted: l
     """A split the fractions ask for that the per-class rule left empty because no class could
     spare an image (40 people with 3 photos each: each gives one to test, none to val) gets its
     share of all the images anyway: one group (an image where nothing is grouped) from each of
-    that many classes, at random, and only where the class keeps a training image. Without it
-    the default would stop for want of a validation split on a small but usable folder."""
+    that many classes (at least one), at random, and only where the class keeps a training image.
+    Without it the default would stop for want of a validation split on a small but usable folder."""
     rng = np.random.default_rng(seed + 1)
     unit = np.arange(len(spec.paths)) if groups is None else groups
     for split, frac in wanted:
         pool = todo & (spec.splits == "train")
-        need = round(int(pool.sum()) * frac)
-        if frac <= 0 or need < 1 or (todo & (spec.splits == split)).any():
+        # At least one: six photos (3 a class) still get a validation photo, and train (keep=last
+        # ships the last epoch where validation is too small to rank epochs) rather than stop.
+        need = max(1, round(int(pool.sum()) * frac))
+        if frac <= 0 or (todo & (spec.splits == split)).any():
             continue
         units: dict = {}
         for i in np.flatnonzero(pool):

@@ -7,20 +7,9 @@ who could be harmed) is left as a marked placeholder to edit in the HTML file.
 
 from __future__ import annotations
 
-import math
-
+from imgclf.evaluation.metrics import wilson
 from imgclf.reporting.data import Facts
 from imgclf.reporting.html import edit, esc, section
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion k/n: honest for small n and for k near 0 or n."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 def model_card_section(f: Facts) -> str:
