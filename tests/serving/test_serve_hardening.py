@@ -60,6 +60,11 @@ def test_degenerate_images_are_refused_before_decoding(model, trained):
                 assert (r.status_code, route, name) == (status, route, name) and word in r.json()["detail"], r.text
                 took = time.monotonic() - start
                 assert took < 2, f"{route} {name}: refused only after {took:.1f} s"
+        # Nothing sent at all is told apart from an empty image.
+        r = httpx.post(f"{url}/predict", content=b"")
+        assert r.status_code == 400 and r.json()["detail"].startswith("no image in the request: send one"), r.text
+        r = httpx.post(f"{url}/predict", files={"file": ("a.png", b"", "image/png")})
+        assert r.status_code == 400 and r.json()["detail"] == "the image is empty (0 bytes)", r.text
         # A photo of ordinary shape whose options would cost too many windows: refused from its size alone.
         photo = png(120, 80)
         r = httpx.post(f"{url}/scan?positive=square&min_size=8", content=photo, headers={"Content-Type": "image/png"})

@@ -90,7 +90,7 @@ def split_images(body: bytes, content_type: str, max_images: int) -> list[tuple[
     if kind == "multipart/form-data":
         images = _multipart_files(body, content_type, max_images)
     elif kind == "" or kind.startswith(RAW_TYPES):
-        images = [("", body)]
+        images = [("", body)] if body or kind else []  # no body, no type: nothing sent, not an empty image
     else:
         raise Rejected(
             415,
@@ -100,7 +100,12 @@ def split_images(body: bytes, content_type: str, max_images: int) -> list[tuple[
             "unsupported",
         )
     if not images:
-        raise Rejected(400, "no image in the request: add a file part (curl -F file=@photo.jpg)", "malformed")
+        raise Rejected(
+            400,
+            "no image in the request: send one as a file part (curl -F file=@photo.jpg) or as the body "
+            "(curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg')",
+            "malformed",
+        )
     # An empty image breaks the spec's minLength: the whole request is refused, as a schema says it is
     # (an image that turns out unreadable is answered in its place, beside its usable neighbours).
     empty = [i for i, (_, data) in enumerate(images) if not data]
