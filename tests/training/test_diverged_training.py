@@ -74,15 +74,16 @@ def test_healthy_or_merely_poor_epochs_go_on():
 
 
 @pytest.mark.parametrize(
-    ("keep", "last", "n_val", "ships"),
+    ("keep", "last", "n_val", "fitted", "ships"),
     [
-        ("last", 0.50, 12, "probe"),  # 6 of 12 images fewer: fine-tuning failed
-        ("last", 0.90, 12, "last"),  # 1 image: noise, keep=last's own rule stands
-        ("last", 0.80, 10, "last"),  # 20 points but 2 images: too few to call
-        ("best", 0.50, 12, "last"),  # keep=best already ranked the probe against every epoch
+        ("last", 0.50, 12, 0.40, "probe"),  # 6 of 12 images fewer, its training images unfitted: it failed
+        ("last", 0.50, 12, 1.00, "last"),  # the same, but it fits its training images: a small split's noise
+        ("last", 0.90, 12, 0.40, "last"),  # 1 image: noise, keep=last's own rule stands
+        ("last", 0.80, 10, 0.40, "last"),  # 20 points but 2 images: too few to call
+        ("best", 0.50, 12, 0.40, "last"),  # keep=best already ranked the probe against every epoch
     ],
 )
-def test_a_fine_tune_far_below_its_probe_gives_way_to_the_probe(tmp_path, keep, last, n_val, ships):
+def test_a_fine_tune_far_below_its_probe_gives_way_to_the_probe(tmp_path, keep, last, n_val, fitted, ships):
     import torch
 
     from imgclf.settings.config import TrainConfig
@@ -97,6 +98,7 @@ def test_a_fine_tune_far_below_its_probe_gives_way_to_the_probe(tmp_path, keep, 
     save_weights(tmp_path / "model.safetensors", tuned.state_dict())  # what keep=last's epochs write
     result = FitResult(criterion="accuracy")
     result.best_epoch, result.best_val_acc, result.best_val_loss = 2, last, 0.9
+    result.history = [{"train_acc": 0.3}, {"train_acc": fitted}]
     net = torch.nn.Linear(3, 2)
     net.load_state_dict(tuned.state_dict())
     console = _Console()
