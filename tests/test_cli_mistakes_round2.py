@@ -286,3 +286,19 @@ def test_feedback_inbox_must_be_a_folder(tmp_path):
         cli("feedback", "list", "--inbox", tmp_path / "existing.txt", check=False),
         f"--inbox {tmp_path / 'existing.txt'} is a file",
     )
+
+
+def test_a_run_folder_given_as_data_or_before_its_images_is_named_so(tmp_path):
+    """A run folder where data is expected (train, check) is not read as COCO annotations or a
+    class; predict with RUN and IMAGES swapped says which comes first."""
+    run = make_run(tmp_path, "photos-1", 0.8, [])
+    (run / "config.yaml").write_text("model: resnet_fast\n")
+    (run / "data_report.json").write_text("{}")
+    for command in ("train", "check"):
+        one_line_error(
+            cli(command, run, check=False),
+            f"{run} is an imgclf run folder, not data: give the data it was trained on, or continue an "
+            f"interrupted run with: imgclf train --resume {run}",
+        )
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=2, size=16)
+    one_line_error(cli("predict", data, run, check=False), "(the run folder comes first: imgclf predict RUN IMAGES)")

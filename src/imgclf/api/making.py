@@ -74,10 +74,13 @@ def _detector_data(data, resume) -> str | Path | None:
     """The data folder when it holds box annotations (YOLO, Pascal VOC, COCO) rather than class
     folders, or, resuming a detector run, the folder it recorded."""
     from imgclf.core.files import read_json
+    from imgclf.data.discover import refuse_run_folder
     from imgclf.detection.annotations import detect_format
 
     if resume and isinstance(resume, (str, Path)) and (Path(resume) / "detector-training.json").is_file():
         return data or read_json(Path(resume) / "detector-training.json")["data"]
+    if data is not None:
+        refuse_run_folder(data)
     if data is not None and Path(data).is_dir() and detect_format(data) is not None:
         return data
     return None

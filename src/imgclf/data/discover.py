@@ -89,6 +89,7 @@ def find(source: str | Path) -> DatasetSpec:
     source = Path(source).expanduser()
     if not source.exists():
         raise UserError(f"data not found: {source} (give a folder with one sub-folder per class, or a CSV manifest)")
+    refuse_run_folder(source)
     packed = ""
     if source.is_file() and is_archive(source):
         source, packed = unpacked(source)
@@ -102,6 +103,17 @@ def find(source: str | Path) -> DatasetSpec:
         spec = _from_folder(source, packed)
     _leave_out_unnamable(spec)
     return spec
+
+
+def refuse_run_folder(source: str | Path) -> None:
+    """One line for an imgclf run folder given as data (its data_report.json would otherwise be
+    read as COCO annotations, its images as a class)."""
+    source = Path(source)
+    if source.is_dir() and (source / "config.yaml").is_file() and (source / "splits.csv").is_file():
+        raise UserError(
+            f"{source} is an imgclf run folder, not data: give the data it was trained on, or continue "
+            f"an interrupted run with: imgclf train --resume {source}"
+        )
 
 
 def _leave_out_unnamable(spec: DatasetSpec) -> None:

@@ -56,7 +56,7 @@ def find_run(path: str | Path) -> Path:
             )
         raise UserError(
             f"{path} is not a finished run folder (it needs model.json and model.safetensors); "
-            "train one with: imgclf train DATA"
+            "train one with: imgclf train DATA (the run folder comes first: imgclf predict RUN IMAGES)"
         )
     return p
 
