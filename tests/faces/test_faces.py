@@ -101,7 +101,8 @@ def test_identify_names_each_face_where_it_is(gallery, probes, model, tmp_path):
     assert 60 <= both[0]["x1"] < both[0]["x2"] <= 210 and 400 <= both[1]["x1"] < both[1]["x2"] <= 550
     assert results["nobody.jpg"]["faces"] == [] and "error" in results["broken.png"]
     rows = list(csv.DictReader(open(tmp_path / "who" / "faces.csv")))
-    assert list(rows[0]) == ["image", "x1", "y1", "x2", "y2", "name", "similarity"]
+    assert list(rows[0]) == ["image", "x1", "y1", "x2", "y2", "name", "similarity", "found"]
+    assert {r["found"] for r in rows} == {"detected"}
     assert sorted(r["name"] for r in rows) == ["Eileen", "Eileen", "Grace", "Grace"]
     assert all(
         float(r["similarity"]) >= json.loads((tmp_path / "who" / "faces.json").read_text())["settings"]["threshold"]
@@ -340,7 +341,7 @@ def test_a_video_whose_frames_would_each_take_too_long_is_refused_before_a_frame
         F.identify(gallery, path, out=tmp_path / "bad", model=model, max_seconds=-1, verbose=False)
 
 
-def test_crops_with_no_face_found_are_cut_where_the_other_crops_hold_theirs(model, tmp_path):
+def test_crops_with_no_face_found_are_cut_where_the_other_crops_hold_theirs(model, tmp_path, capsys):
     """Face crops the detector misses (here: thumbnails too small for it) are embedded from the box
     the detector drew on the gallery's other crops, as shares of the crop, not from the whole crop;
     the box is recorded in the gallery, and identify cuts such crops the same way."""
@@ -368,6 +369,10 @@ def test_crops_with_no_face_found_are_cut_where_the_other_crops_hold_theirs(mode
     assert answer["faces"][0]["similarity"] == pytest.approx(
         float(cut.embedding @ g.means[g.people.index("Grace")]), abs=1e-3
     )
+    # Said so: in the summary line and in faces.csv's last column.
+    F.identify(tmp_path / "g", [known / "Grace" / "thumbnail.png"], out=tmp_path / "who", model=model)
+    assert "(1 of them small photos with no face detected, read whole as face crops)" in capsys.readouterr().out
+    assert [r["found"] for r in csv.DictReader(open(tmp_path / "who" / "faces.csv"))] == ["whole photo"]
 
 
 def test_enrol_reads_people_as_train_reads_classes(known, model, tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from imgclf.core.files import output_folder
 from imgclf.faces.enrolment import append, check_name, enrol_photos, place_crop_faces
 from imgclf.faces.gallery import FAR, UNKNOWN, Gallery, load_gallery, new_gallery
 from imgclf.faces.summary import summarize
-from imgclf.models.face.model import Face, FaceModel
+from imgclf.models.face.model import WHOLE, Face, FaceModel
 from imgclf.settings.faces import check_enrol, check_identify
 
 __all__ = ["enrol", "add", "remove", "identify", "people", "load_gallery", "FaceModel", "Face", "Gallery", "UNKNOWN"]
@@ -203,8 +203,10 @@ def identify(
         faces = [f for r in results for f in r.get("faces", [])]
         named = sum(f["name"] != UNKNOWN for f in faces)
         bad = sum("error" in r for r in results)
+        whole = sum(f.get("found") == WHOLE for f in faces)
         print(
             f"{len(faces)} face(s) in {len(results) - bad} image(s): {named} named, {len(faces) - named} unknown"
+            + (f" ({whole} of them small photos with no face detected, read whole as face crops)" if whole else "")
             + (f"; {bad} unreadable, skipped" if bad else "")
             + (f"; wrote {out}/faces.csv, faces.json, annotated/" if out else "")
         )

@@ -1,5 +1,6 @@
 """What `imgclf faces identify --out DIR` writes: faces.csv (one row a face: image,x1,y1,x2,y2,name,
-similarity), faces.json (every image's answer and the settings) and annotated/ copies of the photos
+similarity,found; found is "detected", or "whole photo" for a small photo in which the detector found
+no face, read whole as a face crop), faces.json (every image's answer and the settings) and annotated/ copies of the photos
 with each face's box and name drawn (strangers in grey), by the scan's writer (inference.box_files)."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ NAMED, STRANGER = (40, 160, 255), (150, 150, 150)
 def face_outputs(out: str | Path):
     from imgclf.inference.box_files import ScanOutputs
 
-    columns = ("x1", "y1", "x2", "y2", "name", "similarity")
+    columns = ("x1", "y1", "x2", "y2", "name", "similarity", "found")
     return ScanOutputs(out, table="faces.csv", record="faces.json", key="faces", columns=columns, draw=draw_faces)
 
 
