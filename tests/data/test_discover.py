@@ -63,6 +63,23 @@ def test_manifest(tmp_path):
     assert (spec.splits == "test").sum() == 2
 
 
+def test_a_csv_saved_by_a_european_excel_on_windows(tmp_path):
+    """Semicolons (the comma is the decimal mark there), a byte-order mark, CRLF line ends, headers
+    with spaces and backslashes in the paths: read as the comma-separated CSV would be."""
+    rows = ["File Name;Class Name"]
+    for i in range(6):
+        _img(tmp_path / "imgs" / f"{i}.png")
+        rows.append(f"imgs\\{i}.png;{'yes' if i % 2 else 'no'}")
+    (tmp_path / "m.csv").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")
+    spec = discover(tmp_path / "m.csv")
+    assert spec.classes == ["no", "yes"] and spec.paths[1] == str(tmp_path / "imgs" / "1.png")
+    assert spec.labels.tolist() == [0, 1, 0, 1, 0, 1] and "column 'File Name'" in spec.note
+    for tabbed in ("path\tlabel", "path|label"):
+        sep = tabbed[4]
+        (tmp_path / "t.csv").write_text("\n".join([tabbed] + [f"imgs/{i}.png{sep}{i % 3}" for i in range(6)]))
+        assert discover(tmp_path / "t.csv").classes == ["0", "1", "2"]
+
+
 def test_kaggle_style_csv_beside_a_folder_of_images(tmp_path):
     """A folder holding train/ (images, no class folders) and labels.csv naming each by its id and
     breed, as Kaggle sets come: `imgclf train FOLDER` and `imgclf train FOLDER/labels.csv` read it."""

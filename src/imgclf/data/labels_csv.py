@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +34,11 @@ LABEL_COLUMNS = ("label", "labels", "class", "class_name", "category", "target",
 
 
 def from_manifest(csv_path: Path) -> DatasetSpec:
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        columns = [c for c in reader.fieldnames or [] if c is not None]
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark
+        text = f.read()
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=_delimiter(text.split("\n", 1)[0]))
+    rows = list(reader)
+    columns = [c for c in reader.fieldnames or [] if c is not None]
     path_col, label_col, split_col = _manifest_columns(columns, csv_path)
     unlabelled = [r for r in rows if not (r.get(label_col) or "").strip()]
     rows = [r for r in rows if (r.get(label_col) or "").strip() and (r.get(path_col) or "").strip()]
@@ -66,10 +69,18 @@ def from_manifest(csv_path: Path) -> DatasetSpec:
     return DatasetSpec(str(csv_path), "manifest", classes, paths, labels, np.array(splits, dtype=object), note=note)
 
 
+def _delimiter(header: str) -> str:
+    """The header line's delimiter: a comma, else the semicolon a European Excel saves with (its
+    decimal comma takes the comma), a tab or a bar, whichever the header holds."""
+    if "," in header:
+        return ","
+    return next((d for d in ";\t|" if d in header), ",")
+
+
 def _manifest_columns(columns: list[str], csv_path: Path) -> tuple[str, str, str | None]:
     """(image column, label column, split column or None): the names `path,label[,split]`, else the
     names such CSVs use; a CSV of just two other columns is read as image, then label."""
-    by_name = {c.strip().lower(): c for c in columns}
+    by_name = {re.sub(r"[\s-]+", "_", c.strip().lower()): c for c in columns}  # "File Name" is file_name
     split_col = by_name.get("split")
     path_col = next((by_name[n] for n in PATH_COLUMNS if n in by_name), None)
     label_col = next((by_name[n] for n in LABEL_COLUMNS if n in by_name and by_name[n] != path_col), None)
@@ -109,6 +120,10 @@ def _finder(base: Path):
         given = Path(cell) if Path(cell).is_absolute() else base / cell
         if given.is_file():
             return str(given)
+        if "\\" in cell and not Path(cell).is_absolute():  # a CSV written on Windows: img\cat.jpg
+            cell = cell.replace("\\", "/")
+            if (base / cell).is_file():
+                return str(base / cell)
         if not built and base.is_dir():
             build()
         return index.get(Path(cell).as_posix().removeprefix("./")) or str(given)
