@@ -434,3 +434,16 @@ def test_check_and_train_hash_one_thumbnail(faces):
     assert [i for i, *_ in ok] == list(range(len(spec.paths)))
     cached = cache_prints(build_cache(spec.paths, 96, "squash").images, np.ones(len(spec.paths), bool))
     assert np.array_equal(doctor.grey, cached.grey) and np.array_equal(doctor.hashes, cached.hashes)
+
+
+def test_the_split_line_counts_in_words():
+    from imgclf.data.groups import summary_line
+
+    one = {"by": "near-duplicates", "groups": 1, "images": 2, "largest": 2, "mixed_labels": 1, "straddling": 1}
+    assert summary_line(one).endswith(
+        "keeps 1 group of near-duplicates (pHash, mirrored copies included) together (2 images; largest 2); "
+        "1 holds several labels and went by their majority label; 1 group straddles the splits you gave"
+    )
+    two = {**one, "groups": 2, "images": 4, "mixed_labels": 2, "straddling": 2}
+    assert "keeps 2 groups of" in summary_line(two) and "2 hold several" in summary_line(two)
+    assert summary_line(two).endswith("2 groups straddle the splits you gave")

@@ -311,11 +311,12 @@ def summary_line(info: dict) -> str:
     )
     if not info["groups"]:
         return f"no groups of {what}: every image split on its own"
+    groups = "group" if info["groups"] == 1 else "groups"
     line = (
-        f"keeps {info['groups']:,} groups of {what} together ({info['images']:,} images; largest {info['largest']:,})"
+        f"keeps {info['groups']:,} {groups} of {what} together ({info['images']:,} images; largest {info['largest']:,})"
     )
     if info.get("mixed_labels"):
-        line += f"; {info['mixed_labels']:,} hold several labels and went by their majority label"
+        line += f"; {info['mixed_labels']:,} hold{'s' if info['mixed_labels'] == 1 else ''} several labels and went by their majority label"
     if info["straddling"]:
-        line += f"; {info['straddling']:,} groups straddle the splits you gave"
+        line += f"; {info['straddling']:,} {'group straddles' if info['straddling'] == 1 else 'groups straddle'} the splits you gave"
     return line
