@@ -34,6 +34,7 @@ table { border-collapse:collapse; font-size:13.5px; margin:4px 0 8px; }
 th, td { border-bottom:1px solid var(--line); padding:4px 10px; text-align:left; vertical-align:top; }
 th { background:var(--soft); font-weight:600; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
+td:first-child > code:only-child { white-space:nowrap; overflow-wrap:normal; }  /* a name column: time_budget whole */
 tr.total td { font-weight:600; background:var(--soft); }
 td.path { font-size:12.5px; overflow-wrap:anywhere; max-width:640px; }
 .scroll { max-height:640px; overflow:auto; border:1px solid var(--line); border-radius:6px; display:inline-block;

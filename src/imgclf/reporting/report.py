@@ -264,7 +264,8 @@ def learning_section(f: Facts) -> str:
     text = (
         f"<p>{len(f.history)} epoch(s); the weights kept are from epoch {best} (validation "
         f"{t.criterion} "
-        f"{num(t.best_val_acc)}){', training stopped early' if t.stopped_early else ''}.</p>"
+        # A budgeted run's plan says below how it ended (a plateau, the time, the epoch cap).
+        f"{num(t.best_val_acc)}){', training stopped early' if t.stopped_early and not t.plan else ''}.</p>"
     )
     return section(
         "learning-curves",
