@@ -135,9 +135,11 @@ def promotion_verdict(slices: dict[str, dict], rule: dict | None = None) -> dict
         dropped = {c: r for c, r in s["per_class"].items() if r["diff"] < -rule["tolerance"]}
         for c, r in dropped.items():
             promote = False
+            # The counts show how much evidence a drop rests on: one photo of six is 16.7 points.
+            n = r["n"]
             reasons.append(
-                f"{where}: recall of '{c}' drops from {r['a']:.1%} to {r['b']:.1%} "
-                f"(more than the {rule['tolerance']:.1%} tolerance)"
+                f"{where}: recall of '{c}' drops from {r['a']:.1%} to {r['b']:.1%} ({round(r['a'] * n)} -> "
+                f"{round(r['b'] * n)} of {n} images; more than the {rule['tolerance']:.1%} tolerance)"
             )
         if d == 0 and not s["changed"]:
             notes.append(f"{where}: no difference (both predict the same on all {s['n']} images)")
