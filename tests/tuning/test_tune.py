@@ -215,6 +215,25 @@ def test_space_defaults_and_cli_errors(tmp_path, shapes16, monkeypatch, capsys):
     assert stop.value.code == 2 and capsys.readouterr().err.startswith("error: space file")
 
 
+def test_trial_0_is_trains_pretrained_default_on_photos(tmp_path):
+    """Where train's default for the data is the pretrained backbone (photos), the default space's
+    from-scratch families gain it: trial 0 is train's default, and any trial may fine-tune it. Its
+    epochs range stops at what train's own time budget affords, not at the budget's 200-epoch cap."""
+    from imgclf.tuning.budget import Probe, epochs_range
+    from imgclf.tuning.space import width_setting, with_default_model
+
+    photos = {"model": "timm/tf_efficientnet_lite0", "pretrained": True, "epochs": 200, "time_budget": 90.0}
+    space, model = with_default_model(load_space(None), photos)
+    assert model == "lite0" and space.params["model"].choices == ("lite0", "resnet_fast", "simple_cnn")
+    assert width_setting("lite0", 1.5) == {}  # timm's networks have no width knob: the setting is left out
+    scans = {"model": "resnet_fast", "pretrained": False, "epochs": 30}
+    assert with_default_model(load_space(None), scans) == (load_space(None), "resnet_fast")
+    own = load_space(space_file(tmp_path, "model: {type: categorical, choices: [simple_cnn, resnet_fast]}"))
+    assert with_default_model(own, photos) == (own, "lite0")  # the user's own choices stand
+    low, high, why = epochs_range(Probe(photos, 1_000, 100, 2.0, 10.0), trials=8, timeout=None, spent=0)
+    assert (low, high) == (10, 40) and "time budget (90 s)" in why
+
+
 @pytest.mark.slow
 def test_a_diverging_trial_fails_alone(shapes16, tmp_path):
     """A learning rate that blows training up fails its own trial, recorded with the reason, and the

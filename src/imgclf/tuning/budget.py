@@ -74,6 +74,12 @@ def epochs_range(probe: Probe, trials: int, timeout: float | None, spent: float)
     share of the remaining time affords at the probe's epoch speed; low is a quarter of it."""
     high = int(probe.config["epochs"])
     why = f"train's default for {probe.n_train:,} training images"
+    budget = probe.config.get("time_budget")
+    if isinstance(budget, (int, float)) and budget > 0:  # a budgeted default's epochs are a cap (200)
+        afforded = max(MIN_TOP, round((budget - probe.setup_seconds) / max(probe.epoch_seconds, 1e-3)))
+        if afforded < high:
+            high = afforded
+            why = f"what train's default time budget ({budget:g} s) affords at {probe.epoch_seconds:.1f} s per epoch"
     if timeout:
         share = (timeout - spent) / max(1, trials) - probe.setup_seconds
         affordable = int(STRETCH * share / max(probe.epoch_seconds, 1e-3))

@@ -184,6 +184,23 @@ def _number(value, fail, key: str) -> float:
     return v
 
 
+def with_default_model(space: Space, config: dict) -> tuple[Space, str]:
+    """(the space, train's default model as a trial names it). Where train's default for this data is
+    a pretrained backbone (lite0 for photos), DEFAULT_SPACE's model choices, the from-scratch families,
+    gain it, first: trial 0 is then train's default, and every trial may fine-tune it. A space file
+    that names its own model choices is left as it is."""
+    from imgclf.models.packaged import SHORT_NAMES
+
+    model = str(config.get("model"))
+    if config.get("pretrained"):  # trials name packaged weights by their short name, which loads them
+        model = next((short for short, full in SHORT_NAMES.items() if full == model), model)
+    param = space.params.get("model")
+    if param is None or param != _param("model", DEFAULT_SPACE["model"], "") or model in param.choices:
+        return space, model
+    grown = Param("categorical", choices=(model, *param.choices))
+    return Space({**space.params, "model": grown}, space.fixed), model
+
+
 def with_epochs(space: Space, low: int, high: int) -> Space:
     """The space with AUTO epoch bounds filled in."""
     params = dict(space.params)
@@ -213,8 +230,9 @@ def trial_settings(values: dict, space: Space, img_size: int, n_train: int) -> d
 def width_setting(model: str, multiplier: float) -> dict:
     """The model's own `width` setting scaled by `multiplier` ({} for models without one, e.g. timm)."""
     from imgclf.models import model_defaults
+    from imgclf.models.packaged import expand_short_name
 
-    base = model_defaults(model).get("width")
+    base = model_defaults(expand_short_name(model)[0]).get("width")
     if base is None or isinstance(base, bool):
         return {}
     return {"width": float(base) * multiplier if isinstance(base, float) else max(1, round(base * multiplier))}

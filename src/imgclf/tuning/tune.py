@@ -24,7 +24,7 @@ from imgclf.store.runs import new_run_dir
 from imgclf.tuning import study as st
 from imgclf.tuning.budget import epochs_range, probe
 from imgclf.tuning.results import fmt_params, importances, print_summary, summary, write_outputs
-from imgclf.tuning.space import Space, default_values, load_space, trial_settings, with_epochs
+from imgclf.tuning.space import Space, default_values, load_space, trial_settings, with_default_model, with_epochs
 from imgclf.tuning.worker import Tune, work
 
 LOCAL_SETTINGS = ("device", "workers")
@@ -279,6 +279,7 @@ def new_setup(
     p = probe(data, {**trial_settings({}, Space({}, fixed), 0, 0), **local}, tune_dir / f"probe-{os.getpid()}")
     if "img_size" not in space.params:  # one size for every trial: one decode cache, decoded once
         space = Space(space.params, {**space.fixed, "img_size": p.config["img_size"]})
+    space, default_model = with_default_model(space, p.config)
     budget = {**p.to_dict(), "img_size": p.config["img_size"]}
     epochs = None
     if "epochs" in space.params:
@@ -288,7 +289,7 @@ def new_setup(
             budget["epochs"] = f"{low}-{high}: {why}"
             console.print(f"  epochs {low}-{high} per trial: {why}")
         epochs = [int(space.params["epochs"].low), int(space.params["epochs"].high)]
-    defaults = dict(p.config)
+    defaults = {**p.config, "model": default_model}
     if epochs:
         defaults["epochs"] = min(max(int(defaults["epochs"]), epochs[0]), epochs[1])
     values, outside = default_values(space, defaults)
