@@ -32,6 +32,7 @@ class Model:
         self.amp = amp_dtype(device, training=False)
         # Test-time augmentation the run was evaluated (and calibrated) with; settable per call site.
         self.tta: str = meta.tta
+        self.channels_last = False  # torch_model: the network's and the batches' memory layout on a CPU
 
     def preprocess(self, image) -> np.ndarray:
         """A path, PIL image or HxWx3 uint8 array -> the model's uint8 input (size, size, 3)."""
@@ -60,7 +61,16 @@ class Model:
     def predict_logits(self, images: np.ndarray) -> np.ndarray:
         """Raw logits (N, C) for preprocessed uint8 images (N, size, size, 3)."""
         norm = self.meta.normalization
-        return predict_logits(self.net, images, norm.mean, norm.std, self.device, amp=self.amp, tta=self.tta)
+        return predict_logits(
+            self.net,
+            images,
+            norm.mean,
+            norm.std,
+            self.device,
+            amp=self.amp,
+            tta=self.tta,
+            channels_last=self.channels_last,
+        )
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities (N, C): softmax of logits / the run's fitted temperature."""
@@ -129,7 +139,14 @@ def load_run(run: str | Path, device: str = "auto", tta: str | None = None) -> M
 def torch_model(run: Path, meta: RunMeta, device: str = "auto", tta: str | None = None) -> Model:
     """The Model for a found run and its read model.json, its network in PyTorch on `device`."""
     dev = pick_device(device)
-    return Model(load_torch_net(run, meta).to(dev), meta, dev, run).with_tta(tta)
+    model = Model(load_torch_net(run, meta).to(dev), meta, dev, run).with_tta(tta)
+    if dev.type == "cpu":
+        # Batches arrive channels-last (decoded HxWx3); with the weights laid out alike oneDNN's
+        # convolutions ran Lite0 at 128 px 2.2x as fast on 2 cores (62 -> 137 images/s; NCHW weights
+        # against NHWC batches took a slow path). The training loop on a CPU does the same.
+        model.net = model.net.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    return model
 
 
 def check_top_k(top_k) -> int:

@@ -66,6 +66,8 @@ def predict_logits(
     """Logits (N, C) as float32 numpy for uint8 images shaped (N, H, W, 3), optionally with
     test-time augmentation (see `tta_logits`)."""
     model.eval()
+    if device.type == "cpu" and len(images):
+        batch_size = min(batch_size, cpu_batch(images.shape[1] * images.shape[2]))
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     std_t = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     out = []
@@ -80,6 +82,18 @@ def predict_logits(
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy()
+
+
+# On a CPU a forward pass is fastest on batches whose activations stay in the caches (2 cores,
+# channels-last, images/s by batch 16 / 64 / 256): Lite0 at 128 px 188 / 121 / 116, resnet_fast at
+# 32 px 586 / 628 / 463, at 96 px 52 / 47 / 49. So about 2**18 pixels a batch, 16 to 64 images.
+CPU_BATCH_PIXELS, CPU_BATCH_RANGE = 2**18, (16, 64)
+
+
+def cpu_batch(pixels: int) -> int:
+    """Images a forward batch holds on a CPU, for images of `pixels` pixels each."""
+    low, high = CPU_BATCH_RANGE
+    return max(low, min(high, CPU_BATCH_PIXELS // max(1, pixels)))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
