@@ -109,7 +109,7 @@ def refuse_run_folder(source: str | Path) -> None:
     """One line for an imgclf run folder given as data (its data_report.json would otherwise be
     read as COCO annotations, its images as a class)."""
     source = Path(source)
-    if source.is_dir() and (source / "config.yaml").is_file() and (source / "splits.csv").is_file():
+    if source.is_dir() and all((source / f).is_file() for f in ("config.yaml", "splits.csv", "data_report.json")):
         raise UserError(
             f"{source} is an imgclf run folder, not data: give the data it was trained on, or continue "
             f"an interrupted run with: imgclf train --resume {source}"
