@@ -1,7 +1,8 @@
 """What `imgclf faces identify --out DIR` writes: faces.csv (one row a face: image,x1,y1,x2,y2,name,
 similarity,found; found is "detected", or "whole photo" for a small photo in which the detector found
-no face, read whole as a face crop), faces.json (every image's answer and the settings) and annotated/ copies of the photos
-with each face's box and name drawn (strangers in grey), by the scan's writer (inference.box_files)."""
+no face, read whole as a face crop), faces.json (every image's answer and the settings) and
+annotated/ copies of the photos with each face's box and name drawn (strangers in grey), by the
+scan's writer (inference.box_files)."""
 
 from __future__ import annotations
 
