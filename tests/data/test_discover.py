@@ -373,3 +373,31 @@ def test_class_folders_that_hold_folders_are_said_to_be_the_classes(tmp_path):
     for i in range(3):
         _img(tmp_path / "nested" / "birds" / f"{i}.png")
     assert discover(tmp_path / "nested").note == ""
+
+
+def test_a_class_with_no_test_photo_is_named_before_training(tmp_path):
+    """One photo of a class: it trains, and the warning says the test numbers leave it out, with the
+    fix that fits the split (more photos; or the test folder the user gave)."""
+    from rich.console import Console
+
+    from imgclf.training.prepare import untested
+
+    for cls, n in (("rare", 1), ("common", 20), ("other", 20)):
+        for i in range(n):
+            _img(tmp_path / "made" / cls / f"{i}.png", 10 * i)
+    console = Console(record=True, width=400)
+    untested(discover(tmp_path / "made"), console)
+    assert console.export_text().strip() == (
+        "warning: no test image of 'rare': the model learns it, but the test numbers say nothing of it; "
+        "add photos (3 or more a class give one to test)"
+    )
+    for split, cls, n in (("train", "a", 5), ("train", "b", 5), ("test", "a", 2)):
+        for i in range(n):
+            _img(tmp_path / "given" / split / cls / f"{i}.png", 10 * i)
+    console = Console(record=True, width=400)
+    untested(discover(tmp_path / "given"), console)
+    text = console.export_text()
+    assert "no test image of 'b'" in text and text.rstrip().endswith("add photos of it to the test split you gave")
+    console = Console(record=True, width=400)
+    untested(discover(tmp_path / "made", 0.1, 0.0), console)  # no test split at all: nothing to say
+    assert console.export_text() == ""

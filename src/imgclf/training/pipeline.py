@@ -77,7 +77,7 @@ def prepare(
     from imgclf.data.discover import discover
     from imgclf.data.groups import check_group_by
     from imgclf.settings.checks import check_targets
-    from imgclf.training.prepare import decode, duplicates, group_split, headline, normalization
+    from imgclf.training.prepare import decode, duplicates, group_split, headline, normalization, untested
     from imgclf.training.resolve import after_decoding, before_decoding
 
     check_group_by(cfg.group_by)  # before the decoding it would otherwise wait for
@@ -96,6 +96,7 @@ def prepare(
     if for_training:
         grouping = group_split(spec, cfg, images, console)
         removed = duplicates(spec, cfg, console)
+        untested(spec, console)
     cfg, policy, lines = after_decoding(cfg, spec, grouping, for_training, explicit)
     for line in lines:
         console.print(line)

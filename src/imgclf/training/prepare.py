@@ -85,6 +85,28 @@ def require_validation_images(spec, cfg: TrainConfig) -> None:
         )
 
 
+def untested(spec, console) -> None:
+    """A warning for classes the test split holds no image of (a class of one or two photos): the
+    run trains on them, and its test numbers say nothing of them."""
+    if not (spec.splits == "test").any():
+        return
+    counts = np.bincount(spec.labels[spec.splits == "test"], minlength=len(spec.classes))
+    missing = [c for c, n in zip(spec.classes, counts) if n == 0]
+    if missing:
+        shown = ", ".join(map(repr, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        them = "it" if len(missing) == 1 else "them"
+        given = spec.given is not None and (spec.given == "test").any()
+        fix = (
+            "add photos of it to the test split you gave"
+            if given
+            else "add photos (3 or more a class give one to test)"
+        )
+        console.print(
+            f"[yellow]warning[/]: no test image of {escape(shown)}: the model learns {them}, but the test "
+            f"numbers say nothing of {them}; {fix}"
+        )
+
+
 def group_split(spec, cfg: TrainConfig, images: np.ndarray, console):
     """Keep near-duplicates (or files named alike) in one split (see data.groups); returns the
     grouping's summary for data_report.json (its "by" is what group_by resolves to), or None."""
