@@ -18,13 +18,16 @@ from imgclf.training.loop import STATE_FILE
 
 @pytest.mark.parametrize(
     "text, seconds",
-    [("90s", 90), ("5m", 300), ("1h30m", 5400), ("2.5m", 150), ("300", 300), (45, 45), ("off", 0), ("auto", None)],
+    [
+        *[("90s", 90), ("5m", 300), ("1h30m", 5400), ("2.5m", 150), ("300", 300), (45, 45), ("off", 0), ("auto", None)],
+        *[("5 minutes", 300), ("2 min", 120), ("10 sec", 10), ("1 hour 30 minutes", 5400), ("1.5 hrs", 5400)],
+    ],
 )
 def test_durations_are_read_as_people_write_them(text, seconds):
     assert TrainConfig(time_budget=text).time_budget == seconds
 
 
-@pytest.mark.parametrize("bad", ["5 minutes", "-3m", "m", "1d", True, "10h10h"])
+@pytest.mark.parametrize("bad", ["5 lightyears", "-3m", "m", "1d", True, "10h10h", "PT2M", "1:30", "5ms"])
 def test_a_bad_duration_is_refused_in_one_line(bad):
     with pytest.raises(UserError, match="time_budget must be"):
         TrainConfig(time_budget=bad)

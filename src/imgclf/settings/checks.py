@@ -136,7 +136,8 @@ def check_training(values: dict[str, Any], rules: dict) -> dict[str, Any]:
 
 
 def parse_duration(value) -> float | None:
-    """`time_budget` in seconds, from '90s', '5m', '1h30m', '2.5m', 300 or '300'; 0 or 'off' means no budget;
+    """`time_budget` in seconds, from '90s', '5m', '1h30m', '2.5m', '5 minutes', '1 hour 30 min', 300 or
+    '300'; 0 or 'off' means no budget;
     None or 'auto' means the default. Anything else is refused in one line."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
         return None
@@ -148,7 +149,10 @@ def parse_duration(value) -> float | None:
         text = value.strip().lower()
         if text in ("off", "none", "0"):
             return 0.0
-        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)s?)?", text)
+        # 90s, 5m, 1h30m; and as people write them: "2 min", "10 sec", "1 hour 30 minutes", "1.5 hrs"
+        hours, minutes, secs = r"h(?:ours?|rs?)?", r"m(?:in(?:ute)?s?)?", r"(?:s(?:ec(?:ond)?s?)?)?"
+        num = r"(\d+(?:\.\d+)?)\s*"
+        parts = re.fullmatch(rf"(?:{num}{hours})?\s*(?:{num}{minutes})?\s*(?:{num}{secs})?", text)
         if not text or parts is None or not any(parts.groups()):
             raise UserError(f"time_budget must be a duration such as 90s, 5m or 1h30m, or auto or off, not {value!r}")
         h, m, s = (float(g) if g else 0.0 for g in parts.groups())
