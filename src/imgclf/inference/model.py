@@ -24,7 +24,18 @@ from imgclf.store.runs import find_run
 
 
 class Model:
-    def __init__(self, net: torch.nn.Module, meta: RunMeta, device: torch.device, path: Path | None = None):
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        meta: RunMeta,
+        device: torch.device,
+        path: Path | None = None,
+        channels_last: bool = False,
+    ):
+        # channels_last: the network's and its batches' memory layout (torch_model's choice on a CPU).
+        self.channels_last = channels_last
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
         self.net, self.meta, self.device, self.path = net.eval(), meta, device, path
         self.classes: list[str] = meta.classes
         self.img_size: int = meta.input.size
@@ -32,7 +43,6 @@ class Model:
         self.amp = amp_dtype(device, training=False)
         # Test-time augmentation the run was evaluated (and calibrated) with; settable per call site.
         self.tta: str = meta.tta
-        self.channels_last = False  # torch_model: the network's and the batches' memory layout on a CPU
 
     def preprocess(self, image) -> np.ndarray:
         """A path, PIL image or HxWx3 uint8 array -> the model's uint8 input (size, size, 3)."""
@@ -139,14 +149,11 @@ def load_run(run: str | Path, device: str = "auto", tta: str | None = None) -> M
 def torch_model(run: Path, meta: RunMeta, device: str = "auto", tta: str | None = None) -> Model:
     """The Model for a found run and its read model.json, its network in PyTorch on `device`."""
     dev = pick_device(device)
-    model = Model(load_torch_net(run, meta).to(dev), meta, dev, run).with_tta(tta)
-    if dev.type == "cpu":
-        # Batches arrive channels-last (decoded HxWx3); with the weights laid out alike oneDNN's
-        # convolutions ran Lite0 at 128 px 2.2x as fast on 2 cores (62 -> 137 images/s; NCHW weights
-        # against NHWC batches took a slow path). The training loop on a CPU does the same.
-        model.net = model.net.to(memory_format=torch.channels_last)
-        model.channels_last = True
-    return model
+    # On a CPU batches arrive channels-last (decoded HxWx3); with the weights laid out alike oneDNN's
+    # convolutions ran Lite0 at 128 px 2.2x as fast on 2 cores (62 -> 137 images/s; NCHW weights
+    # against NHWC batches took a slow path). The training loop does the same. (Not measured on a GPU.)
+    cpu = dev.type == "cpu"
+    return Model(load_torch_net(run, meta).to(dev), meta, dev, run, channels_last=cpu).with_tta(tta)
 
 
 def check_top_k(top_k) -> int:
