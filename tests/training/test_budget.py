@@ -244,3 +244,38 @@ def test_keep_last_ships_the_last_epochs_weights_and_keep_best_the_best(tmp_path
     ranked = max(rows, key=lambda r: (r["val_acc"], -r["val_loss"]))  # accuracy, then the lower loss
     assert chosen == ranked["epoch"]
     assert chosen < 4 or (best.path / "model.safetensors").read_bytes() == (best.path / "last.safetensors").read_bytes()
+
+
+def test_a_budget_too_short_for_every_image_takes_a_stratified_sample():
+    import numpy as np
+
+    from imgclf.training.budget import MIN_PER_CLASS, afforded_rows
+
+    labels = np.repeat([0, 1, 2], [600, 300, 12])
+    train = np.arange(len(labels))
+    assert afforded_rows(train, labels, seconds=100.0, per_row=0.1, seed=0) is train  # 912 rows fit in 91.2 s
+    rows = afforded_rows(train, labels, seconds=30.0, per_row=0.1, seed=0)  # 300 rows' worth
+    counts = np.bincount(labels[rows], minlength=3)
+    assert list(counts) == [197, 99, MIN_PER_CLASS]  # in proportion; the smallest class keeps a usable few
+    assert np.all(np.diff(rows) > 0) and set(rows) <= set(train)
+    assert np.array_equal(rows, afforded_rows(train, labels, 30.0, 0.1, seed=0))  # the run's seed decides
+    none_left = afforded_rows(train, labels, seconds=-5.0, per_row=0.1, seed=1)  # decoding spent the budget
+    assert list(np.bincount(labels[none_left])) == [MIN_PER_CLASS] * 3
+
+
+def test_a_stated_budget_the_probe_cannot_cover_ships_a_probe_on_a_sample(tmp_path, monkeypatch, capsys):
+    """CIFAR-10's 45,000 training images with --time-budget 2m ran 342 s: the probe embedded them all.
+    Now it takes what the budget leaves (here: nothing), and fine-tuning, with no time, is skipped."""
+    from imgclf.training import budget
+
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=40, size=40)
+    monkeypatch.setattr(budget.StageClock, "left", lambda self, image_s, now=None: 0.0)
+    imgclf.train(data, out=tmp_path / "run", time_budget="1m")
+    out = capsys.readouterr().out
+    assert "fine-tuning skipped: the time budget leaves no room for it after the linear probe (on 30 of" in out, out
+    probe = json.loads((tmp_path / "run" / "probe.json").read_text())
+    assert probe["training_images"] == 30 and probe["training_images_of"] > 60
+    assert probe["training_views"] == 60 and probe["val_acc"] > 0.5
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["training"]["epochs_run"] == 0 and meta["training"]["best_epoch"] == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["accuracy"] > 0.5

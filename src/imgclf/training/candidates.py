@@ -37,9 +37,12 @@ class Candidate:
     ends_training: bool = True
 
 
-def fit_candidates(run_dir: Path, prep, console) -> list[Candidate]:
+def fit_candidates(run_dir: Path, prep, console, clock=None, image_s: float = 0.0) -> list[Candidate]:
     """Every candidate the run's settings turn on (faces=on, texture=on), fitted on its training split.
-    Rank 0 alone under DDP would decide to skip the epochs the other ranks wait in: not there."""
+    Rank 0 alone under DDP would decide to skip the epochs the other ranks wait in: not there.
+    `clock` (training.budget.StageClock): a time budget, of which each costly candidate (the face
+    embedding, the person detector: a search of every photo) takes an equal share of what is left,
+    the evaluation after training reserved at `image_s` seconds an image."""
     from imgclf.training import distributed as dist
     from imgclf.training.balance import class_weights
 
@@ -48,10 +51,17 @@ def fit_candidates(run_dir: Path, prep, console) -> list[Candidate]:
         return []
     weights = class_weights(cfg.class_weight, spec.labels[spec.indices("train")], len(spec.classes))
     out = []
+    costly = [cfg.faces == "on", cfg.person == "on"].count(True)
+
+    def allowance() -> float | None:
+        nonlocal costly
+        costly -= 1
+        return None if clock is None else clock.left(image_s) / (costly + 1)
+
     if cfg.faces == "on":
         from imgclf.training.faceprobe import fit_face_candidate
 
-        row, net, images = fit_face_candidate(run_dir, prep, weights, console)
+        row, net, images = fit_face_candidate(run_dir, prep, weights, console, allowance())
         on = f"dlib's face embedding (a face found in {row.get('faces_found', 0):.0%} of the photos)"
         out.append(Candidate("face embedding", on, row, net, images))
     if cfg.texture == "on":
@@ -62,7 +72,7 @@ def fit_candidates(run_dir: Path, prep, console) -> list[Candidate]:
     if cfg.person == "on":
         from imgclf.training.personprobe import fit_person_candidate
 
-        row, net, images = fit_person_candidate(run_dir, prep, weights, console)
+        row, net, images = fit_person_candidate(run_dir, prep, weights, console, allowance())
         on = "the pretrained person detector's best box (score, width, height)"
         out.append(Candidate("person detector", on, row, net, images, ends_training=False))
     return out

@@ -81,10 +81,14 @@ def resolve_faces(cfg, spec, explicit: set[str] | None) -> tuple[str, str | None
     return "off", None if hits == 0 else f"faces=off: only {why} (--faces on: try the face embedding anyway)"
 
 
-def fit_face_candidate(run_dir: Path, prep, class_weight, console) -> tuple[dict, object, np.ndarray]:
+def fit_face_candidate(
+    run_dir: Path, prep, class_weight, console, allowance: float | None = None
+) -> tuple[dict, object, np.ndarray]:
     """The face candidate's leaderboard row (val accuracy, balanced accuracy, loss, C, seconds), its
     network (models.face.classifier) fitted on the run's training split (on resume, the saved one),
-    and every image of the run decoded as it reads them (face_side px, RESIZE)."""
+    and every image of the run decoded as it reads them (face_side px, RESIZE). `allowance`: the
+    seconds a time budget leaves it, from this call (a sample of the training photos where all would
+    not fit: training.budget.afforded_rows)."""
     from imgclf.data.cache import build_cache
     from imgclf.models.face.classifier import FaceEmbeddingClassifier
     from imgclf.store.checkpoint import load_weights, save_weights
@@ -92,7 +96,7 @@ def fit_face_candidate(run_dir: Path, prep, class_weight, console) -> tuple[dict
     spec = prep.spec
     n_classes = len(spec.classes)
     net = FaceEmbeddingClassifier(n_classes, prep.mean, prep.std)
-    t0 = time.perf_counter()
+    t0, ends = time.perf_counter(), None if allowance is None else time.monotonic() + allowance
     side = face_side([spec.paths[i] for i in np.sort(spec.indices("train"))])  # the side the gate searched at
     images = build_cache(spec.paths, side, RESIZE, workers=prep.cfg.workers, progress=False).images
     row_file, weight_file = (run_dir / f for f in FILES)
@@ -102,22 +106,27 @@ def fit_face_candidate(run_dir: Path, prep, class_weight, console) -> tuple[dict
         net.crop_box = row.get("crop_box")
         return row, net, images
     from imgclf.models.face.classifier import embed_images
+    from imgclf.training.budget import afforded_rows, sampled, seconds_each
     from imgclf.training.probe import fit_head
 
     data = prep.split_data()
-    mirror = len(data.train) < MIRROR_BELOW * n_classes
+    train = data.train
+    if ends is not None and len(train):  # the search is most of a photo's time, the mirror's embedding little
+        each = seconds_each(lambda rows: embed_images(net.faces, images[rows]), train, warm=2, timed=16)
+        train = afforded_rows(train, spec.labels, ends - time.monotonic() - each * len(data.val), each, prep.cfg.seed)
+    mirror = len(train) < MIRROR_BELOW * n_classes
     # Where the training crops hold their faces is learnt from them, and applies to every image after
-    x_train, found, net.crop_box = embed_images(net.faces, images[data.train], mirror=mirror, learn_box=True)
+    x_train, found, net.crop_box = embed_images(net.faces, images[train], mirror=mirror, learn_box=True)
     x_val, found_val, _ = embed_images(net.faces, images[data.val], crop_box=net.crop_box)
     embed_s = time.perf_counter() - t0
-    y_train, y_val = np.tile(spec.labels[data.train], 2 if mirror else 1), spec.labels[data.val]
+    y_train, y_val = np.tile(spec.labels[train], 2 if mirror else 1), spec.labels[data.val]
     row = fit_head(net, x_train, y_train, x_val, y_val, class_weight, n_classes)
     seconds = time.perf_counter() - t0
     share = (found.sum() + found_val.sum()) / max(1, len(found) + len(found_val))
     console.print(
-        f"  face embedding: {len(found) + len(found_val)} photos searched and embedded in {embed_s:.1f}s "
-        f"(a face found in {share:.0%}; elsewhere the photo taken as a face crop), C={row['C']}, "
-        f"val accuracy {row['val_acc']:.4f}"
+        f"  face embedding: {len(found) + len(found_val)} photos searched and embedded in {embed_s:.1f}s"
+        f"{sampled(train, data.train)} (a face found in {share:.0%}; elsewhere the photo taken as a face "
+        f"crop), C={row['C']}, val accuracy {row['val_acc']:.4f}"
     )
     row |= {
         "faces_found": round(float(share), 4),

@@ -140,40 +140,49 @@ class _Described(torch.nn.Module):
         return self.net.describe(x)
 
 
-def describe_images(net, images: np.ndarray, device: torch.device) -> np.ndarray:
-    """(N, 3) features of uint8 RGB images (N, 300, 300, 3): ONNX Runtime on a CPU, else PyTorch."""
-
+def describer(net, device: torch.device):
+    """A function: uint8 RGB images (N, 300, 300, 3) -> their (N, 3) features; ONNX Runtime on a CPU
+    (the session exported once, here), else PyTorch."""
     module = _Described(net).eval().to(device)
     session = None
     if device.type == "cpu":
         from imgclf.training.ortembed import cpu_session
 
         session = cpu_session(module, SIZE, ["features"])
-    out = []
-    for i in range(0, len(images), BATCH):
-        x = np.ascontiguousarray(images[i : i + BATCH].transpose(0, 3, 1, 2), dtype=np.float32)
-        if session is not None:
-            # one photo a run: ORT on 2 cores is slower in batches for this network (detection.detector)
-            out += [session.run(None, {"x": x[j : j + 1]})[0] for j in range(len(x))]
-        else:
-            with torch.no_grad():
-                out.append(module(torch.from_numpy(x).to(device)).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 3), np.float32)
+
+    def describe(images: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(images), BATCH):
+            x = np.ascontiguousarray(images[i : i + BATCH].transpose(0, 3, 1, 2), dtype=np.float32)
+            if session is not None:
+                # one photo a run: ORT on 2 cores is slower in batches for this network (detection.detector)
+                out += [session.run(None, {"x": x[j : j + 1]})[0] for j in range(len(x))]
+            else:
+                with torch.no_grad():
+                    out.append(module(torch.from_numpy(x).to(device)).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 3), np.float32)
+
+    return describe
 
 
-def fit_person_candidate(run_dir: Path, prep, class_weight, console) -> tuple[dict, object, np.ndarray]:
+def fit_person_candidate(
+    run_dir: Path, prep, class_weight, console, allowance: float | None = None
+) -> tuple[dict, object, np.ndarray]:
     """The person candidate's leaderboard row (val accuracy, balanced accuracy, loss, C, seconds), its
     network (models.person.classifier) fitted on the run's training split (on resume, the saved one),
-    and every image of the run decoded as the detector reads them (300 x 300, squashed)."""
+    and every image of the run decoded as the detector reads them (300 x 300, squashed). `allowance`:
+    the seconds a time budget leaves it, from this call (a sample of the training photos where all
+    would not fit: training.budget.afforded_rows)."""
     from imgclf.data.cache import build_cache
     from imgclf.models.person.classifier import PersonDetectorClassifier
     from imgclf.store.checkpoint import load_weights, save_weights
+    from imgclf.training.budget import afforded_rows, sampled, seconds_each
     from imgclf.training.probe import fit_head
 
     spec = prep.spec
     n_classes = len(spec.classes)
     net = PersonDetectorClassifier(n_classes, prep.mean, prep.std)
-    t0 = time.perf_counter()
+    t0, ends = time.perf_counter(), None if allowance is None else time.monotonic() + allowance
     images = build_cache(spec.paths, SIZE, RESIZE, workers=prep.cfg.workers, progress=False).images
     row_file, weight_file = (run_dir / f for f in FILES)
     net.load_pretrained().eval()
@@ -181,14 +190,18 @@ def fit_person_candidate(run_dir: Path, prep, class_weight, console) -> tuple[di
         net.head.load_state_dict(load_weights(weight_file))
         return read_json(row_file), net, images
     data = prep.split_data()
-    x = describe_images(net, images[np.concatenate([data.train, data.val])], prep.device)
-    x_train, x_val = x[: len(data.train)], x[len(data.train) :]
+    describe, train = describer(net, prep.device), data.train
+    if ends is not None and len(train):
+        each = seconds_each(lambda rows: describe(images[rows]), train, warm=2, timed=16)
+        train = afforded_rows(train, spec.labels, ends - time.monotonic() - each * len(data.val), each, prep.cfg.seed)
+    x = describe(images[np.concatenate([train, data.val])])
+    x_train, x_val = x[: len(train)], x[len(train) :]
     read_s = time.perf_counter() - t0
-    row = fit_head(net, x_train, spec.labels[data.train], x_val, spec.labels[data.val], class_weight, n_classes)
+    row = fit_head(net, x_train, spec.labels[train], x_val, spec.labels[data.val], class_weight, n_classes)
     seconds = time.perf_counter() - t0
     console.print(
-        f"  person detector: {len(x)} photos decoded at {SIZE}x{SIZE} and looked at in {read_s:.1f}s, "
-        f"C={row['C']}, val accuracy {row['val_acc']:.4f}"
+        f"  person detector: {len(x)} photos decoded at {SIZE}x{SIZE} and looked at in {read_s:.1f}s"
+        f"{sampled(train, data.train)}, C={row['C']}, val accuracy {row['val_acc']:.4f}"
     )
     row["seconds"] = round(seconds, 2)
     save_weights(weight_file, net.head.state_dict())  # the detector's own weights are the package's

@@ -146,7 +146,7 @@ def fit_run(
         return _follow(console, on_epoch)
     threads = dist.use_node_threads()
     try:
-        prep, run_dir, net, meta, maps, root = _lead(data, config, resume, settings, console)
+        prep, run_dir, net, meta, maps, root = _lead(data, config, resume, settings, console, started)
     except Exception as e:  # the other ranks wait for rank 0's preparation: they stop with its message
         dist.broadcast(("user" if isinstance(e, UserError) else "bug", str(e)))
         raise
@@ -162,10 +162,11 @@ def fit_run(
     return Fitted(run_dir, prep, net, meta, result, root)
 
 
-def _lead(data, config, resume, settings: dict, console):
+def _lead(data, config, resume, settings: dict, console, started=None):
     """Rank 0's (or the only process's) part before the epochs: settings, data, the network, the
     run's inputs and the probe. Returns (prep, run_dir, net, meta, the probe's maps, data root)."""
     from imgclf.training import distributed as dist
+    from imgclf.training.budget import stage_clock
     from imgclf.training.candidates import fit_candidates
     from imgclf.training.resolve import user_settings
 
@@ -181,8 +182,9 @@ def _lead(data, config, resume, settings: dict, console):
 
         console.print(f"  {escape(warm_start(net, cfg.init_from, prep.spec.classes))}")  # a path, class names
     meta, root = _write_inputs(run_dir, prep, net, kwargs, n_params)
-    maps = _probe(run_dir, prep, net, meta, console)
-    prep.candidates = fit_candidates(run_dir, prep, console)
+    maps = _probe(run_dir, prep, net, meta, console, started)
+    clock = stage_clock(cfg, started, prep.split_data())
+    prep.candidates = fit_candidates(run_dir, prep, console, clock, (meta.probe or {}).get("image_seconds") or 0.0)
     return prep, run_dir, net, meta, maps, root
 
 
@@ -251,9 +253,12 @@ def _write_inputs(run_dir: Path, prep: Prepared, net, kwargs: dict, n_params: in
     return meta, root
 
 
-def _probe(run_dir: Path, prep: Prepared, net, meta: RunMeta, console):
+def _probe(run_dir: Path, prep: Prepared, net, meta: RunMeta, console, started=None):
     """The linear probe on frozen features (the head's start, and the score fine-tuning must beat);
-    on resume, its recorded result. Returns the frozen layers' stored outputs, or None."""
+    on resume, its recorded result. Returns the frozen layers' stored outputs, or None. In a run
+    with a time budget it takes no more than its share of what the budget leaves (training.budget.
+    StageClock): an equal share beside each costly candidate (the face embedding, the person
+    detector) that runs after it."""
     cfg, spec = prep.cfg, prep.spec
     probe_file = run_dir / "probe.json"
     if cfg.probe and probe_file.is_file():  # resumed after the probe: its head is in model.safetensors
@@ -269,10 +274,12 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: RunMeta, console):
     from imgclf.core.device import amp_dtype
     from imgclf.store.checkpoint import save_weights
     from imgclf.training.balance import class_weights
+    from imgclf.training.budget import stage_clock
     from imgclf.training.featcache import cache_split
     from imgclf.training.probe import fit_probe
 
     data = prep.split_data()
+    costly = sum(v == "on" for v in (cfg.faces, cfg.person))
     weights = class_weights(cfg.class_weight, spec.labels[spec.indices("train")], len(spec.classes))
     meta.probe, maps = fit_probe(
         net,
@@ -288,6 +295,9 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: RunMeta, console):
         console,
         weights,
         keep_lower=cache_split(net, cfg, len(data.train)),
+        clock=stage_clock(cfg, started, data),
+        share=1 / (1 + costly),
+        seed=cfg.seed,
     )
     save_weights(run_dir / "model.safetensors", net.state_dict())  # shipped unless fine-tuning beats it
     write_json(probe_file, meta.probe)
@@ -311,9 +321,14 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, 
     others = prep.candidates or []
     lead = extra.best(others, key)
     ahead = extra.best([c for c in others if c.ends_training], key)
-    if ahead is not None and baseline is not None and extra.dominates(ahead.row, probe, key):
+    # A probe on a sample of the training images is all the time budget affords (training.probe).
+    sampled = probe.get("training_images", 0) < probe.get("training_images_of", 0)
+    if baseline is not None and (sampled or (ahead is not None and extra.dominates(ahead.row, probe, key))):
         console.print(
-            f"fine-tuning skipped: the {ahead.name} (val {ahead.row[key]:.4f}) makes at most half the errors "
+            f"fine-tuning skipped: the time budget leaves no room for it after the linear probe (on "
+            f"{probe['training_images']:,} of {probe['training_images_of']:,} training images)"
+            if sampled
+            else f"fine-tuning skipped: the {ahead.name} (val {ahead.row[key]:.4f}) makes at most half the errors "
             f"of the linear probe (val {probe_val:.4f}), which fine-tuning starts from"
         )
         result = FitResult(criterion="accuracy" if key == "val_acc" else "balanced accuracy", stopped_early=True)

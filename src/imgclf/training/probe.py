@@ -18,9 +18,14 @@ import time
 import numpy as np
 import torch
 
+from imgclf.training.budget import afforded_rows, sampled, seconds_each
 from imgclf.training.featcache import LowerMaps, recording
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 1.0)  # inverse L2 strengths tried; features are standardised first
+# Seconds the C search takes per training view and class, at Lite0's 1,280 features on 2 cores:
+# CIFAR-10's 90,000 views and 10 classes 91 s (1.0e-4), flowers5's 6,910 and 5 classes 6.6 s (1.9e-4).
+# It sizes the probe of a run whose time budget cannot afford every training image.
+FIT_VIEW_S = 1.5e-4
 
 
 class _Features(torch.nn.Module):
@@ -48,14 +53,19 @@ def fit_probe(
     console,
     class_weight: np.ndarray | None = None,
     keep_lower: int | None = None,
+    clock=None,
+    share: float = 1.0,
+    seed: int = 0,
 ) -> tuple[dict, LowerMaps | None]:
     """Fit `net`'s classifier on frozen features; return what model.json records (val accuracy and
     loss of the probe as the network computes them, the chosen C, seconds) and the kept maps.
     `class_weight`: the per-class loss weights fine-tuning uses (training.balance), or None.
     `keep_lower` k: also keep what `net.blocks[:k]` computes for the training images, their
     mirrors and the validation images (featcache.LowerMaps) — the feature cache fine-tuning trains
-    and validates on (training.featcache), for free: these passes run those layers anyway."""
-    from imgclf.models.forward import normalize, predict_logits
+    and validates on (training.featcache), for free: these passes run those layers anyway.
+    `clock` (training.budget.StageClock): a time budget; the probe takes at most `share` of what it
+    leaves, on a class-stratified sample (`seed`) of the training images where all would not fit
+    ("training_images" in the record says how many; no maps are kept then)."""
     from imgclf.training.ortembed import ort_embedder
 
     t0 = time.perf_counter()
@@ -64,8 +74,47 @@ def fit_probe(
         net.to(memory_format=torch.channels_last)
 
     fast = ort_embedder(net, images.shape[1], keep_lower, device, console)
-    mean_t, std_t = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (mean, std))
+    embed = _embedder(net, images, mean, std, device, amp, channels_last, fast, keep_lower)
     kept: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])  # training views', validation images'
+    n_train, deadline = len(train), None
+    with torch.no_grad():
+        if clock is not None and len(train):
+            train, deadline = _budgeted(embed, train, len(val), labels, clock.left, share, seed)
+        keep = len(train) == n_train  # a sample leaves no time to fine-tune on the maps: none are kept
+        into = kept if keep else (None, None)
+        x_train = np.concatenate([embed(train, keep=into[0]), embed(train, mirror=True, keep=into[0])])
+        x_val = embed(val, keep=into[1]) if len(val) else None
+    maps = _lower_maps(kept, len(train))
+    y_train = np.tile(labels[np.sort(train)], 2)
+    y_val = labels[np.sort(val)]
+    embed_s = time.perf_counter() - t0
+    head = fit_head(net, x_train, y_train, x_val, y_val, class_weight, int(labels.max()) + 1, deadline)
+    seconds = time.perf_counter() - t0
+    sample = sampled(train, range(n_train))
+    console.print(
+        f"  linear probe: {len(x_train)} training views embedded in {embed_s:.1f}s{sample}, C={head['C']}, "
+        f"val accuracy {head['val_acc']:.4f} ({seconds:.1f}s in all)"
+    )
+    return {
+        **head,
+        "features": int(x_train.shape[1]),
+        "training_views": int(len(x_train)),
+        "training_images": int(len(train)),
+        "training_images_of": int(n_train),
+        "seconds": round(seconds, 2),
+        # One image through the whole network: what the evaluation after training pays per image
+        # (training.budget reserves that time from a budget).
+        "image_seconds": embed_s / max(1, len(x_train) + (len(x_val) if x_val is not None else 0)),
+    }, maps
+
+
+def _embedder(net, images, mean, std, device, amp, channels_last: bool, fast, keep_lower):
+    """embed(rows, mirror=False, keep=None) -> the pooled features of `images[rows]` (sorted rows) or
+    of their mirrors, through ONNX Runtime (`fast`, training.ortembed) or else PyTorch; `keep`: a list
+    that gets the lower layers' maps (featcache) too."""
+    from imgclf.models.forward import normalize, predict_logits
+
+    mean_t, std_t = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (mean, std))
 
     def embed(rows: np.ndarray, mirror: bool = False, keep: list | None = None) -> np.ndarray:
         rows = np.sort(rows)
@@ -85,28 +134,19 @@ def fit_probe(
                 keep.append(low)
         return np.concatenate(feats)
 
-    with torch.no_grad():
-        x_train = np.concatenate([embed(train, keep=kept[0]), embed(train, mirror=True, keep=kept[0])])
-        x_val = embed(val, keep=kept[1]) if len(val) else None
-    maps = _lower_maps(kept, len(train))
-    y_train = np.tile(labels[np.sort(train)], 2)
-    y_val = labels[np.sort(val)]
-    embed_s = time.perf_counter() - t0
-    head = fit_head(net, x_train, y_train, x_val, y_val, class_weight, int(labels.max()) + 1)
-    seconds = time.perf_counter() - t0
-    console.print(
-        f"  linear probe: {len(x_train)} training views embedded in {embed_s:.1f}s, C={head['C']}, "
-        f"val accuracy {head['val_acc']:.4f} ({seconds:.1f}s in all)"
-    )
-    return {
-        **head,
-        "features": int(x_train.shape[1]),
-        "training_views": int(len(x_train)),
-        "seconds": round(seconds, 2),
-        # One image through the whole network: what the evaluation after training pays per image
-        # (training.budget reserves that time from a budget).
-        "image_seconds": embed_s / max(1, len(x_train) + (len(x_val) if x_val is not None else 0)),
-    }, maps
+    return embed
+
+
+def _budgeted(embed, train: np.ndarray, n_val: int, labels, left, share: float, seed: int):
+    """(the training rows the probe can afford, the time.monotonic() its C search must end by) when a
+    time budget leaves `left(seconds an image)` seconds, of which the probe takes `share`. The seconds
+    an image are timed on a second batch of 128: ONNX Runtime's first run at a batch size allocates
+    (32 images after 8 timed CIFAR-10's at twice the rate of a whole pass, 4 against 1.7 ms)."""
+    view_s = seconds_each(embed, np.sort(train), warm=128, timed=128)
+    allowed = share * left(view_s)
+    # Each training image is embedded twice (it and its mirror), and each view costs the C search too.
+    per_row = 2 * (view_s + FIT_VIEW_S * (int(labels.max()) + 1))
+    return afforded_rows(train, labels, allowed - view_s * n_val, per_row, seed), time.monotonic() + allowed
 
 
 def _lower_maps(kept: tuple[list, list], n_train: int) -> LowerMaps | None:
@@ -118,21 +158,24 @@ def _lower_maps(kept: tuple[list, list], n_train: int) -> LowerMaps | None:
     )
 
 
-def fit_head(net: torch.nn.Module, x_train, y_train, x_val, y_val, class_weight, n_classes: int) -> dict:
+def fit_head(
+    net: torch.nn.Module, x_train, y_train, x_val, y_val, class_weight, n_classes: int, deadline: float | None = None
+) -> dict:
     """A logistic regression on standardised features (C chosen on the validation features by
     choose_c; `x_val` None or empty: none), folded into `net`'s classifier: the linear probe's and
-    each descriptor candidate's head. Returns the leaderboard's val_acc, val_balanced_acc, val_loss, C."""
+    each descriptor candidate's head. Returns the leaderboard's val_acc, val_balanced_acc, val_loss, C.
+    `deadline` (time.monotonic()): no further C is tried once the next would end past it."""
     mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
     classes = np.unique(y_train)
     has_val = x_val is not None and len(x_val) > 0
     c, clf, loss, acc, bal = choose_c(
-        x_train, y_train, x_val if has_val else None, y_val, mu, sd, class_weight, classes
+        x_train, y_train, x_val if has_val else None, y_val, mu, sd, class_weight, classes, deadline
     )
     set_head(net, clf, classes, mu, sd, n_classes)
     return {"val_acc": acc, "val_balanced_acc": bal, "val_loss": loss, "C": c}
 
 
-def choose_c(x_train, y_train, x_val, y_val, mu, sd, class_weight, classes):
+def choose_c(x_train, y_train, x_val, y_val, mu, sd, class_weight, classes, deadline: float | None = None):
     """The logistic regression, its C chosen on the validation images by the criterion fine-tuning
     will judge by (balanced accuracy when classes are weighted; ties: the lower loss). Returns
     (C, fitted classifier, val loss, val accuracy, val balanced accuracy)."""
@@ -148,14 +191,18 @@ def choose_c(x_train, y_train, x_val, y_val, mu, sd, class_weight, classes):
     # than they give. flowers5's 6,910 Lite0 features: 6.6 s against 13-16 s on 2 cores; 16,000 x 40
     # classes (synthetic): 20 s against 36 s; 25 s on a 16-core GPU machine before (2026-11-26).
     with threadpool_limits(limits=1, user_api="blas"):
-        return _grid(reg, z_train, y_train, x_val, y_val, mu, sd, class_weight)
+        return _grid(reg, z_train, y_train, x_val, y_val, mu, sd, class_weight, deadline)
 
 
-def _grid(reg, z_train, y_train, x_val, y_val, mu, sd, class_weight):
-    """choose_c's search over C_GRID (or C=1 with no validation images)."""
-    best = None
+def _grid(reg, z_train, y_train, x_val, y_val, mu, sd, class_weight, deadline=None):
+    """choose_c's search over C_GRID (or C=1 with no validation images), up to `deadline`."""
+    best, took = None, 0.0
     for c in C_GRID if x_val is not None else (1.0,):
+        if best is not None and deadline is not None and time.monotonic() + took > deadline:
+            break  # a time budget's probe: the strongest regularisation tried so far has to do
+        t = time.monotonic()
         clf = copy.deepcopy(reg.set_params(C=c).fit(z_train, y_train))
+        took = time.monotonic() - t
         if x_val is None:
             best = (c, clf, float("nan"), float("nan"), float("nan"), float("nan"))
             break
