@@ -230,3 +230,23 @@ def test_tune_retrains_its_best_network_with_the_face_embedding_competing(faces_
     off = imgclf.tune(faces_data, out=tmp_path / "tune-off", run_out=tmp_path / "run-off", faces="off", **args)
     assert not (off.run.path / "face.json").exists()
     assert "face embedding" not in (off.run.path / "leaderboard.json").read_text()
+
+
+def test_a_short_budget_samples_the_face_candidate_and_reserves_its_slower_evaluation(
+    faces_data, tmp_path, monkeypatch, capsys
+):
+    """An 8,000-photo face set with --time-budget 2m ran 152 s: the face embedding searched every
+    photo, and then the evaluation after training ran it (11 ms a photo, twice with TTA), which had
+    been reserved at the ImageNet probe's 2 ms."""
+    from imgclf.training import budget
+
+    asked = []
+    monkeypatch.setattr(budget.StageClock, "left", lambda self, image_s, now=None: asked.append(image_s) or 0.0)
+    monkeypatch.setattr(budget, "seconds_each", lambda *a, **k: 1.0)  # the face search, timed as slow
+    imgclf.train(faces_data, out=tmp_path / "run", time_budget="1m", faces="on")
+    out = capsys.readouterr().out
+    assert "face embedding: " in out and "(on 20 of the " in out.split("face embedding: ")[1].splitlines()[0], out
+    face = json.loads((tmp_path / "run" / "face.json").read_text())
+    probe = json.loads((tmp_path / "run" / "probe.json").read_text())
+    assert probe["training_images"] == 20 and face["image_seconds"] > 0
+    assert asked[-1] == 1.0  # the face candidate's evaluation was reserved at its own, slower, rate

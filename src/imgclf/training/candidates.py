@@ -42,7 +42,8 @@ def fit_candidates(run_dir: Path, prep, console, clock=None, image_s: float = 0.
     Rank 0 alone under DDP would decide to skip the epochs the other ranks wait in: not there.
     `clock` (training.budget.StageClock): a time budget, of which each costly candidate (the face
     embedding, the person detector: a search of every photo) takes an equal share of what is left,
-    the evaluation after training reserved at `image_s` seconds an image."""
+    the evaluation after training reserved at `image_s` seconds an image, or at the candidate's own
+    where it is slower (it may win, and then the evaluation runs it)."""
     from imgclf.training import distributed as dist
     from imgclf.training.balance import class_weights
 
@@ -53,10 +54,12 @@ def fit_candidates(run_dir: Path, prep, console, clock=None, image_s: float = 0.
     out = []
     costly = [cfg.faces == "on", cfg.person == "on"].count(True)
 
-    def allowance() -> float | None:
+    def allowance():
+        """None, or: the candidate's seconds an image -> the seconds it may take from now."""
         nonlocal costly
         costly -= 1
-        return None if clock is None else clock.left(image_s) / (costly + 1)
+        share = 1 / (costly + 1)
+        return None if clock is None else lambda each: share * clock.left(max(image_s, each))
 
     if cfg.faces == "on":
         from imgclf.training.faceprobe import fit_face_candidate

@@ -81,14 +81,12 @@ def resolve_faces(cfg, spec, explicit: set[str] | None) -> tuple[str, str | None
     return "off", None if hits == 0 else f"faces=off: only {why} (--faces on: try the face embedding anyway)"
 
 
-def fit_face_candidate(
-    run_dir: Path, prep, class_weight, console, allowance: float | None = None
-) -> tuple[dict, object, np.ndarray]:
+def fit_face_candidate(run_dir: Path, prep, class_weight, console, allowance=None) -> tuple[dict, object, np.ndarray]:
     """The face candidate's leaderboard row (val accuracy, balanced accuracy, loss, C, seconds), its
     network (models.face.classifier) fitted on the run's training split (on resume, the saved one),
-    and every image of the run decoded as it reads them (face_side px, RESIZE). `allowance`: the
-    seconds a time budget leaves it, from this call (a sample of the training photos where all would
-    not fit: training.budget.afforded_rows)."""
+    and every image of the run decoded as it reads them (face_side px, RESIZE). `allowance`: a
+    time budget's (its seconds an image -> the seconds it may take from now; a sample of the training
+    photos where all would not fit: training.budget.afforded_rows)."""
     from imgclf.data.cache import build_cache
     from imgclf.models.face.classifier import FaceEmbeddingClassifier
     from imgclf.store.checkpoint import load_weights, save_weights
@@ -96,7 +94,7 @@ def fit_face_candidate(
     spec = prep.spec
     n_classes = len(spec.classes)
     net = FaceEmbeddingClassifier(n_classes, prep.mean, prep.std)
-    t0, ends = time.perf_counter(), None if allowance is None else time.monotonic() + allowance
+    t0 = time.perf_counter()
     side = face_side([spec.paths[i] for i in np.sort(spec.indices("train"))])  # the side the gate searched at
     images = build_cache(spec.paths, side, RESIZE, workers=prep.cfg.workers, progress=False).images
     row_file, weight_file = (run_dir / f for f in FILES)
@@ -111,14 +109,17 @@ def fit_face_candidate(
 
     data = prep.split_data()
     train = data.train
-    if ends is not None and len(train):  # the search is most of a photo's time, the mirror's embedding little
+    if allowance is not None and len(train):  # the search is most of a photo's time, the mirror's embedding little
         each = seconds_each(lambda rows: embed_images(net.faces, images[rows]), train, warm=2, timed=16)
-        train = afforded_rows(train, spec.labels, ends - time.monotonic() - each * len(data.val), each, prep.cfg.seed)
+        train = afforded_rows(train, spec.labels, allowance(each) - each * len(data.val), each, prep.cfg.seed)
     mirror = len(train) < MIRROR_BELOW * n_classes
+    t1 = time.perf_counter()
     # Where the training crops hold their faces is learnt from them, and applies to every image after
     x_train, found, net.crop_box = embed_images(net.faces, images[train], mirror=mirror, learn_box=True)
     x_val, found_val, _ = embed_images(net.faces, images[data.val], crop_box=net.crop_box)
     embed_s = time.perf_counter() - t0
+    # what the evaluation after training pays an image if this wins (training.budget reserves it)
+    image_s = (time.perf_counter() - t1) / max(1, len(train) + len(data.val))
     y_train, y_val = np.tile(spec.labels[train], 2 if mirror else 1), spec.labels[data.val]
     row = fit_head(net, x_train, y_train, x_val, y_val, class_weight, n_classes)
     seconds = time.perf_counter() - t0
@@ -132,6 +133,7 @@ def fit_face_candidate(
         "faces_found": round(float(share), 4),
         "crop_box": net.crop_box,
         "seconds": round(seconds, 2),
+        "image_seconds": image_s,
     }
     save_weights(weight_file, net.state_dict())
     write_json(row_file, row)

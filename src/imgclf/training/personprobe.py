@@ -165,14 +165,12 @@ def describer(net, device: torch.device):
     return describe
 
 
-def fit_person_candidate(
-    run_dir: Path, prep, class_weight, console, allowance: float | None = None
-) -> tuple[dict, object, np.ndarray]:
+def fit_person_candidate(run_dir: Path, prep, class_weight, console, allowance=None) -> tuple[dict, object, np.ndarray]:
     """The person candidate's leaderboard row (val accuracy, balanced accuracy, loss, C, seconds), its
     network (models.person.classifier) fitted on the run's training split (on resume, the saved one),
     and every image of the run decoded as the detector reads them (300 x 300, squashed). `allowance`:
-    the seconds a time budget leaves it, from this call (a sample of the training photos where all
-    would not fit: training.budget.afforded_rows)."""
+    a time budget's (its seconds an image -> the seconds it may take from now; a sample of the
+    training photos where all would not fit: training.budget.afforded_rows)."""
     from imgclf.data.cache import build_cache
     from imgclf.models.person.classifier import PersonDetectorClassifier
     from imgclf.store.checkpoint import load_weights, save_weights
@@ -182,7 +180,7 @@ def fit_person_candidate(
     spec = prep.spec
     n_classes = len(spec.classes)
     net = PersonDetectorClassifier(n_classes, prep.mean, prep.std)
-    t0, ends = time.perf_counter(), None if allowance is None else time.monotonic() + allowance
+    t0 = time.perf_counter()
     images = build_cache(spec.paths, SIZE, RESIZE, workers=prep.cfg.workers, progress=False).images
     row_file, weight_file = (run_dir / f for f in FILES)
     net.load_pretrained().eval()
@@ -191,10 +189,12 @@ def fit_person_candidate(
         return read_json(row_file), net, images
     data = prep.split_data()
     describe, train = describer(net, prep.device), data.train
-    if ends is not None and len(train):
+    if allowance is not None and len(train):
         each = seconds_each(lambda rows: describe(images[rows]), train, warm=2, timed=16)
-        train = afforded_rows(train, spec.labels, ends - time.monotonic() - each * len(data.val), each, prep.cfg.seed)
+        train = afforded_rows(train, spec.labels, allowance(each) - each * len(data.val), each, prep.cfg.seed)
+    t1 = time.perf_counter()
     x = describe(images[np.concatenate([train, data.val])])
+    image_s = (time.perf_counter() - t1) / max(1, len(x))  # the evaluation's, if this wins (training.budget)
     x_train, x_val = x[: len(train)], x[len(train) :]
     read_s = time.perf_counter() - t0
     row = fit_head(net, x_train, spec.labels[train], x_val, spec.labels[data.val], class_weight, n_classes)
@@ -203,7 +203,7 @@ def fit_person_candidate(
         f"  person detector: {len(x)} photos decoded at {SIZE}x{SIZE} and looked at in {read_s:.1f}s"
         f"{sampled(train, data.train)}, C={row['C']}, val accuracy {row['val_acc']:.4f}"
     )
-    row["seconds"] = round(seconds, 2)
+    row |= {"seconds": round(seconds, 2), "image_seconds": image_s}
     save_weights(weight_file, net.head.state_dict())  # the detector's own weights are the package's
     write_json(row_file, row)
     return row, net, images

@@ -348,7 +348,9 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, 
             baseline=baseline,
             feature_maps=maps,
             started=started,
-            image_seconds=probe.get("image_seconds"),
+            # The evaluation after training runs the kept model: a slower candidate may yet win.
+            image_seconds=max([probe.get("image_seconds") or 0.0, *(c.row.get("image_seconds", 0.0) for c in others)])
+            or None,
         )
         which = "the last epoch's weights kept (keep=last): val" if cfg.keep == "last" else "best val"
         console.print(
