@@ -250,3 +250,6 @@ def test_a_short_budget_samples_the_face_candidate_and_reserves_its_slower_evalu
     probe = json.loads((tmp_path / "run" / "probe.json").read_text())
     assert probe["training_images"] == 20 and face["image_seconds"] > 0
     assert asked[-1] == 1.0  # the face candidate's evaluation was reserved at its own, slower, rate
+    rows = {r["candidate"]: r for r in json.loads((tmp_path / "run" / "leaderboard.json").read_text())}
+    assert rows["face embedding"]["what"].endswith(", fitted on 20 of 24 training images (the time budget)")
+    assert "fitted on 20 of 24" in rows["linear probe"]["what"]

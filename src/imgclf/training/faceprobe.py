@@ -134,6 +134,8 @@ def fit_face_candidate(run_dir: Path, prep, class_weight, console, allowance=Non
         "crop_box": net.crop_box,
         "seconds": round(seconds, 2),
         "image_seconds": image_s,
+        "training_images": len(train),
+        "training_images_of": len(data.train),
     }
     save_weights(weight_file, net.state_dict())
     write_json(row_file, row)

@@ -203,7 +203,12 @@ def fit_person_candidate(run_dir: Path, prep, class_weight, console, allowance=N
         f"  person detector: {len(x)} photos decoded at {SIZE}x{SIZE} and looked at in {read_s:.1f}s"
         f"{sampled(train, data.train)}, C={row['C']}, val accuracy {row['val_acc']:.4f}"
     )
-    row |= {"seconds": round(seconds, 2), "image_seconds": image_s}
+    row |= {
+        "seconds": round(seconds, 2),
+        "image_seconds": image_s,
+        "training_images": len(train),
+        "training_images_of": len(data.train),
+    }
     save_weights(weight_file, net.head.state_dict())  # the detector's own weights are the package's
     write_json(row_file, row)
     return row, net, images
