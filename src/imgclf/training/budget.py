@@ -319,8 +319,8 @@ class StageClock:
 
 
 def stage_clock(cfg, started: float | None, data) -> StageClock | None:
-    """The preparation's clock of a run with a time budget (a fresh start: a resumed run's probe is
-    done), or None."""
+    """The preparation's clock of a run with a time budget, or None. A resumed run's starts again
+    (what its probe and candidates fitted is read back, not fitted again)."""
     if not cfg.time_budget:
         return None
     return StageClock((started or time.monotonic()) + cfg.time_budget, after_passes(cfg, data))

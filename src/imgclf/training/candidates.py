@@ -52,7 +52,7 @@ def fit_candidates(run_dir: Path, prep, console, clock=None, image_s: float = 0.
         return []
     weights = class_weights(cfg.class_weight, spec.labels[spec.indices("train")], len(spec.classes))
     out = []
-    costly = [cfg.faces == "on", cfg.person == "on"].count(True)
+    costly = costly_candidates(cfg)
 
     def allowance():
         """None, or: the candidate's seconds an image -> the seconds it may take from now."""
@@ -79,6 +79,12 @@ def fit_candidates(run_dir: Path, prep, console, clock=None, image_s: float = 0.
         on = "the pretrained person detector's best box (score, width, height)"
         out.append(Candidate("person detector", on, row, net, images, ends_training=False))
     return out
+
+
+def costly_candidates(cfg) -> int:
+    """How many candidates turned on search every photo (the face embedding, the person detector):
+    each takes a share of a time budget (training.budget.StageClock) equal to the probe's."""
+    return [cfg.faces == "on", cfg.person == "on"].count(True)
 
 
 def dominates(row: dict, probe: dict, key: str) -> bool:

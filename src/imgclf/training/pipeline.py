@@ -275,11 +275,11 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: RunMeta, console, started=N
     from imgclf.store.checkpoint import save_weights
     from imgclf.training.balance import class_weights
     from imgclf.training.budget import stage_clock
+    from imgclf.training.candidates import costly_candidates
     from imgclf.training.featcache import cache_split
     from imgclf.training.probe import fit_probe
 
     data = prep.split_data()
-    costly = sum(v == "on" for v in (cfg.faces, cfg.person))
     weights = class_weights(cfg.class_weight, spec.labels[spec.indices("train")], len(spec.classes))
     meta.probe, maps = fit_probe(
         net,
@@ -296,7 +296,7 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: RunMeta, console, started=N
         weights,
         keep_lower=cache_split(net, cfg, len(data.train)),
         clock=stage_clock(cfg, started, data),
-        share=1 / (1 + costly),
+        share=1 / (1 + costly_candidates(cfg)),
         seed=cfg.seed,
     )
     save_weights(run_dir / "model.safetensors", net.state_dict())  # shipped unless fine-tuning beats it
