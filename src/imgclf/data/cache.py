@@ -32,7 +32,7 @@ from imgclf.data.images import MAX_PIXELS, RESIZE_MODES, UnusableImage, load_res
 FORMAT_VERSION = "imgclf-cache-1"
 CHUNK = 256
 POOL_MIN_IMAGES = 64  # below this a process pool costs more to start than it saves
-PROGRESS_MIN_IMAGES = 500
+PROGRESS_MIN_IMAGES = 500  # fewer go by too fast for a progress bar to say anything
 
 
 @dataclass
@@ -170,7 +170,7 @@ def _decode_to_file(
     with atomic_path(data) as tmp:
         _allocate(tmp, math.prod(shape))
         chunks = [_Chunk(str(tmp), i, paths[i : i + step], size, mode) for i in range(0, n, step)]
-        with _progress_bar(n, progress and n >= PROGRESS_MIN_IMAGES) as advance:
+        with progress_bar(n, progress and n >= PROGRESS_MIN_IMAGES) as advance:
             return _decode_chunks(chunks, min(workers, len(chunks)), advance)
 
 
@@ -234,8 +234,9 @@ def _decode_chunk(chunk: _Chunk) -> dict[int, str]:
 
 
 @contextmanager
-def _progress_bar(total: int, show: bool) -> Iterator[Callable[[int], None]]:
-    """An `advance(n)` callable, drawing a rich progress bar when `show`."""
+def progress_bar(total: int, show: bool, label: str | None = None) -> Iterator[Callable[[int], None]]:
+    """An `advance(n)` callable, drawing a rich progress bar of `total` steps (transient: it leaves
+    no line behind) when `show`; `label` defaults to "decoding N images"."""
     if not show:
         yield lambda n: None
         return
@@ -243,7 +244,7 @@ def _progress_bar(total: int, show: bool) -> Iterator[Callable[[int], None]]:
 
     # No auto-refresh: its thread would be running when the pool forks its workers.
     with Progress(transient=True, auto_refresh=False) as bar:
-        task = bar.add_task(f"decoding {total} images", total=total)
+        task = bar.add_task(label or f"decoding {total} images", total=total)
 
         def advance(n: int) -> None:
             bar.advance(task, n)

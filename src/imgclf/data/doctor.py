@@ -25,7 +25,7 @@ from PIL import Image
 
 from imgclf.core.cpus import usable_cpus
 from imgclf.core.files import read_regular
-from imgclf.data.cache import _progress_bar
+from imgclf.data.cache import PROGRESS_MIN_IMAGES, progress_bar
 from imgclf.data.groups import (
     mirrored,
     near_duplicate_ids,
@@ -44,7 +44,6 @@ IMBALANCE_RATIO = 3.0  # largest / smallest class worth a warning
 SMALL_CLASS_SHARE = 0.5  # a class below this share of the median class size is starved
 CHUNK = 256
 POOL_MIN_IMAGES = 64
-PROGRESS_MIN_IMAGES = 500
 
 
 def diagnose(
@@ -188,7 +187,7 @@ def _scan(paths: list[str], workers: int | None, progress: bool):
     bad: dict[int, str] = {}
     digests, modes = [""] * n, [""] * n
     found, sizes = Prints.empty(n), np.zeros((n, 2), np.int64)
-    with _progress_bar(n, progress and n >= PROGRESS_MIN_IMAGES) as advance:
+    with progress_bar(n, progress and n >= PROGRESS_MIN_IMAGES) as advance:
         pool = ProcessPoolExecutor(min(workers, len(chunks))) if workers > 1 else None
         try:
             for (start, part), (chunk_bad, rows, chunk_prints) in zip(

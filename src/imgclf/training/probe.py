@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from imgclf.data.cache import PROGRESS_MIN_IMAGES, progress_bar
 from imgclf.training.budget import afforded_rows, sampled, seconds_each
 from imgclf.training.featcache import LowerMaps, recording
 
@@ -81,14 +82,21 @@ def fit_probe(
         if clock is not None and len(train):
             train, deadline = _budgeted(embed, train, len(val), labels, clock.left, share, seed)
         keep = len(train) == n_train  # a sample leaves no time to fine-tune on the maps: none are kept
-        into, t1 = kept if keep else (None, None), time.perf_counter()
-        x_train = np.concatenate([embed(train, keep=into[0]), embed(train, mirror=True, keep=into[0])])
-        x_val = embed(val, keep=into[1]) if len(val) else None
+        into, t1, views = kept if keep else (None, None), time.perf_counter(), 2 * len(train) + len(val)
+        # CIFAR-10's 95,000 views take minutes on 2 cores: a bar says the run is moving.
+        with progress_bar(
+            views, not console.quiet and views >= PROGRESS_MIN_IMAGES, f"linear probe: {views:,} views"
+        ) as step:
+            x_train = np.concatenate(
+                [embed(train, keep=into[0], advance=step), embed(train, mirror=True, keep=into[0], advance=step)]
+            )
+            x_val = embed(val, keep=into[1], advance=step) if len(val) else None
     maps = _lower_maps(kept, len(train))
     y_train = np.tile(labels[np.sort(train)], 2)
     y_val = labels[np.sort(val)]
     embed_s, passes_s = time.perf_counter() - t0, time.perf_counter() - t1
-    head = fit_head(net, x_train, y_train, x_val, y_val, class_weight, int(labels.max()) + 1, deadline)
+    with console.status(f"linear probe: choosing its regularisation on {len(x_train):,} views"):
+        head = fit_head(net, x_train, y_train, x_val, y_val, class_weight, int(labels.max()) + 1, deadline)
     seconds = time.perf_counter() - t0
     sample = sampled(train, range(n_train))
     console.print(
@@ -116,13 +124,15 @@ def _embedder(net, images, mean, std, device, amp, channels_last: bool, fast, ke
 
     mean_t, std_t = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (mean, std))
 
-    def embed(rows: np.ndarray, mirror: bool = False, keep: list | None = None) -> np.ndarray:
+    def embed(rows: np.ndarray, mirror: bool = False, keep: list | None = None, advance=None) -> np.ndarray:
         rows = np.sort(rows)
         if fast is None:
             with recording(net, keep_lower if keep is not None else None) as got:
                 out = predict_logits(_Features(net, mirror), images[rows], mean, std, device, 128, amp, channels_last)
             if keep is not None:
                 keep.extend(got)
+            if advance is not None:
+                advance(len(rows))
             return out
         feats = []
         for s in range(0, len(rows), 128):
@@ -132,6 +142,8 @@ def _embedder(net, images, mean, std, device, amp, channels_last: bool, fast, ke
             feats.append(f)
             if keep is not None and low is not None:
                 keep.append(low)
+            if advance is not None:
+                advance(len(xb))
         return np.concatenate(feats)
 
     return embed
