@@ -150,7 +150,7 @@ def describer(net, device: torch.device):
 
         session = cpu_session(module, SIZE, ["features"])
 
-    def describe(images: np.ndarray) -> np.ndarray:
+    def describe(images: np.ndarray, advance=None) -> np.ndarray:
         out = []
         for i in range(0, len(images), BATCH):
             x = np.ascontiguousarray(images[i : i + BATCH].transpose(0, 3, 1, 2), dtype=np.float32)
@@ -160,6 +160,8 @@ def describer(net, device: torch.device):
             else:
                 with torch.no_grad():
                     out.append(module(torch.from_numpy(x).to(device)).float().cpu().numpy())
+            if advance is not None:
+                advance(len(x))
         return np.concatenate(out) if out else np.zeros((0, 3), np.float32)
 
     return describe
@@ -171,7 +173,7 @@ def fit_person_candidate(run_dir: Path, prep, class_weight, console, allowance=N
     and every image of the run decoded as the detector reads them (300 x 300, squashed). `allowance`:
     a time budget's (its seconds an image -> the seconds it may take from now; a sample of the
     training photos where all would not fit: training.budget.afforded_rows)."""
-    from imgclf.data.cache import build_cache
+    from imgclf.data.cache import PROGRESS_MIN_IMAGES, build_cache, progress_bar
     from imgclf.models.person.classifier import PersonDetectorClassifier
     from imgclf.store.checkpoint import load_weights, save_weights
     from imgclf.training.budget import afforded_rows, sampled, seconds_each
@@ -193,7 +195,9 @@ def fit_person_candidate(run_dir: Path, prep, class_weight, console, allowance=N
         each = seconds_each(lambda rows: describe(images[rows]), train, warm=2, timed=16)
         train = afforded_rows(train, spec.labels, allowance(each) - each * len(data.val), each, prep.cfg.seed)
     t1 = time.perf_counter()
-    x = describe(images[np.concatenate([train, data.val])])
+    rows = np.concatenate([train, data.val])
+    with progress_bar(len(rows), not console.quiet and len(rows) >= PROGRESS_MIN_IMAGES, "person detector") as step:
+        x = describe(images[rows], step)
     image_s = (time.perf_counter() - t1) / max(1, len(x))  # the evaluation's, if this wins (training.budget)
     x_train, x_val = x[: len(train)], x[len(train) :]
     read_s = time.perf_counter() - t0

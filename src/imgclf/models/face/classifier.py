@@ -72,13 +72,14 @@ class FaceEmbeddingClassifier(HeadOnly):
 
 
 def embed_images(
-    faces, images: np.ndarray, mirror: bool = False, crop_box=None, learn_box: bool = False
+    faces, images: np.ndarray, mirror: bool = False, crop_box=None, learn_box: bool = False, advance=None
 ) -> tuple[np.ndarray, np.ndarray, list | None]:
     """(embeddings (N, 128), found (N,) bool: a face was detected rather than the image taken as a
     face crop, the crop box used) of uint8 RGB images (N, H, W, 3) by `faces` (model.FaceModel).
     `crop_box`: where a face crop holds its face (model.crop_box_of); `learn_box`: learn it from the
     faces these images hold first. `mirror`: each chip's mirror image too, after the N originals (2N
-    rows): a second training view for the price of an embedding, without a second search."""
+    rows): a second training view for the price of an embedding, without a second search.
+    `advance(1)` is called after each image's search (a progress bar's)."""
     from imgclf.models.face.model import box_of, crop_box_of, relative_box
 
     chips, found, boxes = [], [], []
@@ -88,6 +89,8 @@ def embed_images(
         boxes.append(relative_box(box_of(where[0][0], rgb.shape), rgb.shape) if found[-1] else None)
         # a crop taken whole waits for the box learnt from the others (cut again below)
         chips.append(faces.chip(rgb, where[0][0]) if found[-1] or not learn_box else None)
+        if advance is not None:
+            advance(1)
     if learn_box:
         crop_box = crop_box_of(boxes)
         for i, chip in enumerate(chips):
