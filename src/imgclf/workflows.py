@@ -7,6 +7,7 @@ train (training.pipeline -> evaluation -> reporting), evaluate, report, load.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -80,7 +81,24 @@ def train(
     model, metrics = _evaluate_after_training(fitted, console, figures)
     if write_report:
         _report_after_training(model, console)
+    if fitted.started is not None:
+        console.print(_took(time.monotonic() - fitted.started, fitted.prep.cfg.time_budget, bool(resume)))
     return Run(fitted.run_dir, metrics, fitted.prep.cfg, model.scored_test)
+
+
+def _took(seconds: float, budget: float, resumed: bool) -> str:
+    """'done in 1m51s, within its 2m00s time budget': whether a stated (or the default) budget held."""
+    from imgclf.training.budget import describe_seconds
+
+    line = f"done in {describe_seconds(seconds)}" + (" (this process; resumed)" if resumed else "")
+    if not budget or resumed:
+        return line
+    over = seconds - budget
+    return line + (
+        f", within its {describe_seconds(budget)} time budget"
+        if over <= 0
+        else f", {describe_seconds(over)} over its {describe_seconds(budget)} time budget"
+    )
 
 
 def _evaluate_after_training(fitted, console, figures: bool = True):

@@ -66,6 +66,7 @@ class Fitted:
     meta: RunMeta  # model.json so far: classes, architecture, input, normalization, training
     result: Any  # training.loop.FitResult
     root: str | None  # the data root splits.csv is relative to
+    started: float | None = None  # time.monotonic() at the command's start (core.clock.run_started)
 
 
 def prepare(
@@ -159,7 +160,7 @@ def fit_run(
     except KeyboardInterrupt:  # Ctrl-C: the finished epochs are in the run folder
         raise Interrupted(f"imgclf train --resume {run_dir}") from None
     dist.use_node_threads()  # the evaluation after training is rank 0's alone
-    return Fitted(run_dir, prep, net, meta, result, root)
+    return Fitted(run_dir, prep, net, meta, result, root, started)
 
 
 def _lead(data, config, resume, settings: dict, console, started=None):
