@@ -349,8 +349,12 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, 
             baseline=baseline,
             feature_maps=maps,
             started=started,
-            # The evaluation after training runs the kept model: a slower candidate may yet win.
-            image_seconds=max([probe.get("image_seconds") or 0.0, *(c.row.get("image_seconds", 0.0) for c in others)])
+            # The evaluation after training runs the kept model: a slower candidate at least as good as
+            # the probe on validation may yet win (one behind it cannot: the epochs start from the probe).
+            image_seconds=max(
+                [probe.get("image_seconds") or 0.0]
+                + [c.row.get("image_seconds", 0.0) for c in others if not c.row[key] < probe_val]
+            )
             or None,
         )
         which = "the last epoch's weights kept (keep=last): val" if cfg.keep == "last" else "best val"
