@@ -170,7 +170,7 @@ def _decode_to_file(
     with atomic_path(data) as tmp:
         _allocate(tmp, math.prod(shape))
         chunks = [_Chunk(str(tmp), i, paths[i : i + step], size, mode) for i in range(0, n, step)]
-        with progress_bar(n, progress and n >= PROGRESS_MIN_IMAGES) as advance:
+        with progress_bar(n, progress) as advance:
             return _decode_chunks(chunks, min(workers, len(chunks)), advance)
 
 
@@ -236,8 +236,9 @@ def _decode_chunk(chunk: _Chunk) -> dict[int, str]:
 @contextmanager
 def progress_bar(total: int, show: bool, label: str | None = None) -> Iterator[Callable[[int], None]]:
     """An `advance(n)` callable, drawing a rich progress bar of `total` steps (transient: it leaves
-    no line behind) when `show`; `label` defaults to "decoding N images"."""
-    if not show:
+    no line behind) when `show` and there are PROGRESS_MIN_IMAGES or more; `label` defaults to
+    "decoding N images"."""
+    if not show or total < PROGRESS_MIN_IMAGES:
         yield lambda n: None
         return
     from rich.progress import Progress

@@ -25,7 +25,7 @@ from PIL import Image
 
 from imgclf.core.cpus import usable_cpus
 from imgclf.core.files import read_regular
-from imgclf.data.cache import PROGRESS_MIN_IMAGES, progress_bar
+from imgclf.data.cache import progress_bar
 from imgclf.data.groups import (
     mirrored,
     near_duplicate_ids,
@@ -187,7 +187,7 @@ def _scan(paths: list[str], workers: int | None, progress: bool):
     bad: dict[int, str] = {}
     digests, modes = [""] * n, [""] * n
     found, sizes = Prints.empty(n), np.zeros((n, 2), np.int64)
-    with progress_bar(n, progress and n >= PROGRESS_MIN_IMAGES) as advance:
+    with progress_bar(n, progress) as advance:
         pool = ProcessPoolExecutor(min(workers, len(chunks))) if workers > 1 else None
         try:
             for (start, part), (chunk_bad, rows, chunk_prints) in zip(

@@ -87,7 +87,7 @@ def fit_face_candidate(run_dir: Path, prep, class_weight, console, allowance=Non
     and every image of the run decoded as it reads them (face_side px, RESIZE). `allowance`: a
     time budget's (its seconds an image -> the seconds it may take from now; a sample of the training
     photos where all would not fit: training.budget.afforded_rows)."""
-    from imgclf.data.cache import PROGRESS_MIN_IMAGES, build_cache, progress_bar
+    from imgclf.data.cache import build_cache, progress_bar
     from imgclf.models.face.classifier import FaceEmbeddingClassifier
     from imgclf.store.checkpoint import load_weights, save_weights
 
@@ -115,7 +115,7 @@ def fit_face_candidate(run_dir: Path, prep, class_weight, console, allowance=Non
     mirror = len(train) < MIRROR_BELOW * n_classes
     t1, n = time.perf_counter(), len(train) + len(data.val)
     # 8,000 photos take a minute or more: a bar says the run is moving (data.cache.progress_bar).
-    with progress_bar(n, not console.quiet and n >= PROGRESS_MIN_IMAGES, f"face embedding: {n:,} photos") as step:
+    with progress_bar(n, not console.quiet, f"face embedding: {n:,} photos") as step:
         # Where the training crops hold their faces is learnt from them, and applies to every image after
         x_train, found, net.crop_box = embed_images(
             net.faces, images[train], mirror=mirror, learn_box=True, advance=step

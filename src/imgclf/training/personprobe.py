@@ -173,7 +173,7 @@ def fit_person_candidate(run_dir: Path, prep, class_weight, console, allowance=N
     and every image of the run decoded as the detector reads them (300 x 300, squashed). `allowance`:
     a time budget's (its seconds an image -> the seconds it may take from now; a sample of the
     training photos where all would not fit: training.budget.afforded_rows)."""
-    from imgclf.data.cache import PROGRESS_MIN_IMAGES, build_cache, progress_bar
+    from imgclf.data.cache import build_cache, progress_bar
     from imgclf.models.person.classifier import PersonDetectorClassifier
     from imgclf.store.checkpoint import load_weights, save_weights
     from imgclf.training.budget import afforded_rows, sampled, seconds_each
@@ -196,7 +196,7 @@ def fit_person_candidate(run_dir: Path, prep, class_weight, console, allowance=N
         train = afforded_rows(train, spec.labels, allowance(each) - each * len(data.val), each, prep.cfg.seed)
     t1 = time.perf_counter()
     rows = np.concatenate([train, data.val])
-    with progress_bar(len(rows), not console.quiet and len(rows) >= PROGRESS_MIN_IMAGES, "person detector") as step:
+    with progress_bar(len(rows), not console.quiet, "person detector") as step:
         x = describe(images[rows], step)
     image_s = (time.perf_counter() - t1) / max(1, len(x))  # the evaluation's, if this wins (training.budget)
     x_train, x_val = x[: len(train)], x[len(train) :]

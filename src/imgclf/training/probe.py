@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from imgclf.data.cache import PROGRESS_MIN_IMAGES, progress_bar
+from imgclf.data.cache import progress_bar
 from imgclf.training.budget import afforded_rows, sampled, seconds_each
 from imgclf.training.featcache import LowerMaps, recording
 
@@ -84,9 +84,7 @@ def fit_probe(
         keep = len(train) == n_train  # a sample leaves no time to fine-tune on the maps: none are kept
         into, t1, views = kept if keep else (None, None), time.perf_counter(), 2 * len(train) + len(val)
         # CIFAR-10's 95,000 views take minutes on 2 cores: a bar says the run is moving.
-        with progress_bar(
-            views, not console.quiet and views >= PROGRESS_MIN_IMAGES, f"linear probe: {views:,} views"
-        ) as step:
+        with progress_bar(views, not console.quiet, f"linear probe: {views:,} views") as step:
             x_train = np.concatenate(
                 [embed(train, keep=into[0], advance=step), embed(train, mirror=True, keep=into[0], advance=step)]
             )
