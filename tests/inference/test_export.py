@@ -112,7 +112,7 @@ def test_onnx_backend_predicts_like_torch_and_exports_when_stale(runs, data, tmp
     (run / "model.onnx").unlink(missing_ok=True)
     onnx_model = imgclf.load(run, backend="onnx", tta="flip")  # exports on first use
     assert "exporting" in capsys.readouterr().err and (run / "model.onnx").is_file()
-    a = imgclf.load(run, tta="flip").predict(data)
+    a = imgclf.load(run, tta="flip", backend="torch").predict(data)
     b = onnx_model.predict(data)
     assert [r["label"] for r in a] == [r["label"] for r in b]
     assert max(abs(x["confidence"] - y["confidence"]) for x, y in zip(a, b)) < 1e-4
@@ -130,6 +130,31 @@ def test_onnx_backend_predicts_like_torch_and_exports_when_stale(runs, data, tmp
         imgclf.load(run, backend="tensorrt")
     with pytest.raises(UserError, match="format"):
         imgclf.export(run, format="tflite")
+
+
+def test_training_on_a_cpu_leaves_a_checked_model_onnx_that_backend_auto_runs(tiny_run, tmp_path):
+    import onnx
+
+    record = json.loads((tiny_run / "export.json").read_text())
+    assert record["exporter"] == "torchscript" and record["images_from"] == "validation split"
+    assert record["n_images"] > 0 and record["max_prob_diff"] <= exporting.TOLERANCE
+    assert exporting.onnx_weights(tiny_run / "model.onnx") == exporting.weights_digest(tiny_run)
+    files = sorted(str(f) for f in (tiny_run.parent / "shapes").rglob("*.png"))
+    auto, torch_model = imgclf.load(tiny_run, backend="auto"), imgclf.load(tiny_run)
+    assert auto.net.backend == "onnx" and not hasattr(torch_model.net, "backend")
+    a, b = auto.predict(files), torch_model.predict(files)
+    assert [r["label"] for r in a] == [r["label"] for r in b]
+    assert max(abs(x["confidence"] - y["confidence"]) for x, y in zip(a, b)) < 1e-4
+
+    # A file made from other weights (a resumed or retrained run): auto runs PyTorch, and exports nothing.
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    proto = onnx.load(str(run / "model.onnx"))
+    onnx.helper.set_model_props(proto, {"weights_sha256": "0" * 64})
+    onnx.save(proto, str(run / "model.onnx"))
+    assert not hasattr(imgclf.load(run, backend="auto").net, "backend")
+    assert exporting.onnx_weights(run / "model.onnx") == "0" * 64
+    summary = imgclf.predict_folder(tiny_run, files, tmp_path / "p.csv", verbose=False)
+    assert summary["backend"] == "onnx" and summary["predicted"] == len(files)
 
 
 def test_failed_check_installs_nothing_and_torchscript_fallback(runs, tmp_path, monkeypatch):

@@ -168,6 +168,7 @@ def test_onnx_export_of_a_finetuned_lite0_matches_torch(photo_run):
 
 @pytest.mark.slow
 def test_training_evaluates_in_onnx_runtime_on_a_cpu_and_agrees_with_torch(photo_run, monkeypatch):
+    import onnx
     from rich.console import Console
 
     from imgclf import workflows
@@ -181,8 +182,12 @@ def test_training_evaluates_in_onnx_runtime_on_a_cpu_and_agrees_with_torch(photo
     rel = 0.25 if torch.cuda.is_available() else 0
     assert again["log_loss"] == pytest.approx(photo_run.metrics["log_loss"], rel=rel, abs=1e-4)
     model = imgclf.load(photo_run.path, device="cpu")  # the CPU's path, on a GPU machine too
-    scorer = workflows._scorer(model, Console(quiet=True))
+    scorer, graph = workflows._scorer(model, Console(quiet=True))
     assert isinstance(scorer.net, OnnxNet) and scorer.meta is model.meta and scorer.tta == model.tta
+    # The input contract's names (inference.onnx_export): training installs this graph as RUN/model.onnx.
+    assert [i.name for i in onnx.load_from_string(graph).graph.input] == ["input"]
+    if not torch.cuda.is_available():  # trained on this CPU: predict and serve find the graph there
+        assert imgclf.load(photo_run.path, backend="auto").net.backend == "onnx"
     images = np.stack([model.preprocess(p) for p in sorted((photo_run.path.parent / "photos").rglob("*.jpg"))[:6]])
     assert np.allclose(scorer.predict_logits(images), model.predict_logits(images), atol=1e-3)
 
@@ -191,7 +196,7 @@ def test_training_evaluates_in_onnx_runtime_on_a_cpu_and_agrees_with_torch(photo
 
     monkeypatch.setattr(ortembed, "cpu_session", broken)
     console = Console(record=True, width=200)
-    assert workflows._scorer(model, console) is model
+    assert workflows._scorer(model, console) == (model, None)
     assert "evaluation: in PyTorch (ONNX Runtime could not take this network: RuntimeError)" in console.export_text()
 
 

@@ -69,7 +69,7 @@ def calls(monkeypatch):
 @pytest.mark.parametrize(
     "args, call, given",
     [
-        (["a.jpg", "--top-k", "3", "--tta", "flip"], "load", {"tta": "flip", "backend": "torch"}),
+        (["a.jpg", "--top-k", "3", "--tta", "flip"], "load", {"tta": "flip", "backend": "auto"}),
         (["a.jpg", "--top-k", "3"], "table", 3),
         (["a.jpg", "--out", "p.csv", "--top-k", "2"], "predict_folder", {"top_k": 2}),
         (

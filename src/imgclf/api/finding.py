@@ -202,7 +202,8 @@ def video_scanner(run, scan: bool, detector, device: str, tta, backend: str, ver
         if verbose:
             print(f"scan: {scanner.describe()}")
         return None, scanner
-    model = loaded(run, device, tta, backend)
+    # A scan's fully convolutional pass needs the PyTorch module (scanning.scanner).
+    model = loaded(run, device, tta, "torch" if scan and backend == "auto" else backend)
     if not scan:
         return model, None
     from imgclf.scanning import Scanner, positive_class

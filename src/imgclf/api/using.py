@@ -23,9 +23,10 @@ def load(run: str | Path, device: str = "auto", tta: str | None = None, backend:
     """Load a trained model from a run folder (JSON + safetensors; no code executed).
 
     `tta` overrides the test-time augmentation the run was evaluated with (none | flip | crop |
-    flip-crop); its calibration was fitted with the run's own. `backend="onnx"` runs the network
-    in ONNX Runtime (RUN/model.onnx, exported on first use) instead of PyTorch; `backend="onnx-int8"`
-    runs RUN/model.int8.onnx (made by `imgclf.export(run, int8=True)`)."""
+    flip-crop); its calibration was fitted with the run's own. `backend`: "torch" (a module to explain,
+    scan or inspect), "auto" (ONNX Runtime on a CPU where RUN/model.onnx holds the run's weights, as
+    training on a CPU writes it: twice the images/s; else PyTorch), "onnx" (RUN/model.onnx, exported on
+    first use), "onnx-int8" (RUN/model.int8.onnx: `export(int8=True)`)."""
     from imgclf import workflows
 
     return workflows.load(run, device, tta, backend)
@@ -68,7 +69,7 @@ def predict_folder(
     workers: int | None = None,
     resume: bool = True,
     device: str = "auto",
-    backend: str = "torch",
+    backend: str = "auto",
     tta: str | None = None,
     verbose: bool = True,
 ) -> dict:
@@ -148,7 +149,7 @@ def predict_video(
     events: str | Path | None = None,
     max_frames: int | None = None,
     device: str = "auto",
-    backend: str = "torch",
+    backend: str = "auto",
     tta: str | None = None,
     verbose: bool = True,
     scan: bool = False,
@@ -271,7 +272,7 @@ def serve(
     alias: str = "production",
     host: str = "127.0.0.1",
     port: int = 8000,
-    backend: str = "torch",
+    backend: str = "auto",
     device: str = "auto",
     tta: str | None = None,
     verbose: bool = True,

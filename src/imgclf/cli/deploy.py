@@ -72,7 +72,7 @@ def serve(
     alias: str = typer.Option("production", help="The alias followed with --registry"),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000),
-    backend: str = typer.Option("torch", help=BACKEND_HELP),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     device: str = typer.Option("auto"),
     tta: Optional[str] = typer.Option(None, help=TTA_HELP),
     settings: dict = None,

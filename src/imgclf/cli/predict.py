@@ -43,7 +43,8 @@ def predict(
     videos = [p for p in paths if is_video_source(p)]
     if videos and (len(videos) < len(paths) or (len(videos) > 1 and (s.out or s.video_out or s.events))):
         raise UserError(_one_video_at_a_time(videos, len(paths)))
-    model = api.load(run, device, tta=s.tta, backend=s.backend or "torch")
+    # A video scan's fully convolutional pass needs the PyTorch module (scanning.scanner).
+    model = api.load(run, device, tta=s.tta, backend=s.backend or ("torch" if s.scan else "auto"))
     for video in videos:  # each in turn, its segments or events printed
         options = {"every": s.every, "smooth": s.smooth, "events": s.events, "scan": s.scan}
         api.predict_video(model, video, out_csv=s.out, out_video=s.video_out, max_seconds=s.max_seconds, **options)
@@ -75,7 +76,7 @@ def evaluate(
     """Re-evaluate a trained run: on its test split, or on another labeled folder."""
     from imgclf import api
 
-    m = api.evaluate(api.load(run, device, tta=tta), data, data_root=data_root)
+    m = api.evaluate(api.load(run, device, tta=tta, backend="auto"), data, data_root=data_root)
     render.print_json({k: m[k] for k in ("accuracy", "top_k_accuracy", "log_loss", "macro_avg", "n")})
 
 

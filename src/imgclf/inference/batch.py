@@ -107,9 +107,11 @@ def predict_folder(
         **counts,
         "seconds": round(seconds, 3),
         "images_per_s": round(n / seconds, 1) if seconds > 0 else 0.0,
+        # Which engine ran the network (backend auto picks ONNX Runtime on a CPU where it can).
+        "backend": getattr(getattr(model, "net", None), "backend", "torch"),
     }
     console.print(
-        f"{shown}: {n} images in {seconds:.1f}s ({summary['images_per_s']:.0f} images/s): "
+        f"{shown}: {n} images in {seconds:.1f}s ({summary['images_per_s']:.0f} images/s, {summary['backend']}): "
         f"{counts['predicted']} predicted, {counts['errors']} unreadable"
         + (f", {skipped} skipped (already done)" if skipped else "")
     )

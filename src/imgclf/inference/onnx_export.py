@@ -58,7 +58,6 @@ def export_onnx(
         info = export_onnx("runs/photos-1", data="photos/test")
         info["max_prob_diff"]      # e.g. 3e-07
     """
-    import onnx
     import torch
 
     from imgclf.inference.model import load_torch_net
@@ -83,27 +82,62 @@ def export_onnx(
     images, source = _check_images(run, meta, data) if check else (None, None)
     with atomic_path(out) as tmp:
         exporter = _export(net, example, tmp, opset, meta.architecture.name)
-        proto = onnx.load(str(tmp))
-        onnx.helper.set_model_props(proto, {**metadata(meta), "weights_sha256": weights_digest(run)})
-        proto.doc_string = meta.preprocessing or ""
-        onnx.save(proto, str(tmp))
-        result = {
-            "path": str(out),
-            "max_prob_diff": None,
-            "max_logit_diff": None,
-            "n_images": 0,
-            "opset": _opset(proto),
-            "exporter": exporter,
-        }
+        result = _finish(run, tmp, out, net, meta, exporter, images)
         if check:
-            result.update(parity(net, tmp, meta, images), images_from=source)
-            if not result["max_prob_diff"] <= TOLERANCE:
-                raise UserError(
-                    f"ONNX export of {meta.architecture.name} does not match PyTorch: max "
-                    f"probability difference {result['max_prob_diff']:.2e} > {TOLERANCE:g} on "
-                    f"{result['n_images']} images; nothing written. Try another --opset"
-                )
+            result["images_from"] = source
     result["seconds"] = round(time.perf_counter() - start, 2)
+    _record(run, result)
+    return result
+
+
+def install_onnx(run: Path, graph: bytes, net, meta: RunMeta, images: np.ndarray, source: str) -> dict:
+    """Install `graph` (the run's network as ONNX, made in memory with the names of the input contract)
+    as RUN/model.onnx, checked like export_onnx's on `images`: what training does on a CPU, where the
+    evaluation after training ran this very graph, so that predict and serve find it (backend auto).
+    Returns export_onnx's record; raises UserError (and leaves no file) when the check fails."""
+    start = time.perf_counter()
+    out = run / "model.onnx"
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(graph)
+        result = {**_finish(run, tmp, out, net, meta, "torchscript", images), "images_from": source}
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    _record(run, result)
+    return result
+
+
+def _finish(run: Path, tmp: Path, out: Path, net, meta: RunMeta, exporter: str, images: np.ndarray | None) -> dict:
+    """Give the graph at `tmp` its metadata and the weights' digest, and check it against `net` on
+    `images` (None: no check). Raises UserError when the check fails."""
+    import onnx
+
+    proto = onnx.load(str(tmp))
+    onnx.helper.set_model_props(proto, {**metadata(meta), "weights_sha256": weights_digest(run)})
+    proto.doc_string = meta.preprocessing or ""
+    onnx.save(proto, str(tmp))
+    result = {
+        "path": str(out),
+        "max_prob_diff": None,
+        "max_logit_diff": None,
+        "n_images": 0,
+        "opset": _opset(proto),
+        "exporter": exporter,
+    }
+    if images is not None:
+        result.update(parity(net, tmp, meta, images))
+        if not result["max_prob_diff"] <= TOLERANCE:
+            raise UserError(
+                f"ONNX export of {meta.architecture.name} does not match PyTorch: max "
+                f"probability difference {result['max_prob_diff']:.2e} > {TOLERANCE:g} on "
+                f"{result['n_images']} images; nothing written. Try another --opset"
+            )
+    return result
+
+
+def _record(run: Path, result: dict) -> None:
+    """RUN/export.json: what was exported, how well it matched, and with which versions."""
+    import onnx
+    import torch
+
     write_json(
         run / "export.json",
         {
@@ -116,7 +150,6 @@ def export_onnx(
             "onnxruntime": _ort_version(),
         },
     )
-    return result
 
 
 def metadata(meta: RunMeta) -> dict[str, str]:

@@ -22,7 +22,8 @@ SHARD_FORMATS = ("parquet", "csv")  # cluster.shards: one shard file's format
 TOP_K = Number(int, 1, 1000)  # classes an answer lists: the service's rule too
 TTA_HELP = "none | flip | crop | flip-crop  [default: what the run was evaluated with]"
 BACKEND_HELP = (
-    "torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing) | onnx-int8 (RUN/model.int8.onnx, "
+    "auto (ONNX Runtime on a CPU where RUN/model.onnx holds the run's weights, as training on a CPU writes it; "
+    "else PyTorch) | torch | onnx (ONNX Runtime; RUN/model.onnx, exported when missing) | onnx-int8 (RUN/model.int8.onnx, "
     "made by imgclf export RUN --int8) | openvino | openvino-int8 (those files in OpenVINO: pip install "
     "'imgclf[openvino]')"
 )
@@ -37,7 +38,7 @@ class PredictSettings(Declared):
     backend: str | None = setting(
         None,
         f"{BACKEND_HELP}; a detector (person, a detector run) with --ray: imgclf scan's backends "
-        "[default: torch; with --ray, onnx on CPU workers and torch on GPUs]",
+        "[default: auto; with --ray, onnx on CPU workers and torch on GPUs]",
         Choice((None, *PREDICT_BACKENDS)),
     )
     out: str | None = setting(

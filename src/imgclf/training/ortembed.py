@@ -35,11 +35,8 @@ class _Outputs(torch.nn.Module):
         return upper(net, self.k, low, pre_logits=True), low
 
 
-def cpu_session(module: torch.nn.Module, side: int, outputs: list[str]):
-    """An ONNX Runtime CPU session of `module` (eval mode, one NCHW float input "x" of `side` px,
-    any batch size), exported in memory."""
-    import onnxruntime as ort
-
+def onnx_graph(module: torch.nn.Module, side: int, outputs: list[str], input_name: str = "x") -> bytes:
+    """`module` (eval mode, one NCHW float input of `side` px, any batch size) as ONNX bytes, in memory."""
     buf = io.BytesIO()
     example = torch.zeros(1, 3, side, side, device=next(module.parameters()).device)
     # The exporter restores the mode it found on the module, recursively, and a new wrapper starts
@@ -52,13 +49,21 @@ def cpu_session(module: torch.nn.Module, side: int, outputs: list[str]):
             module,
             (example,),
             buf,
-            input_names=["x"],
+            input_names=[input_name],
             output_names=outputs,
-            dynamic_axes={n: {0: "batch"} for n in ["x", *outputs]},
+            dynamic_axes={n: {0: "batch"} for n in [input_name, *outputs]},
             opset_version=17,
             dynamo=False,
         )
-    return ort.InferenceSession(buf.getvalue(), sess_options=ort_options(), providers=["CPUExecutionProvider"])
+    return buf.getvalue()
+
+
+def cpu_session(module: torch.nn.Module, side: int, outputs: list[str], graph: bytes | None = None):
+    """An ONNX Runtime CPU session of `module` (input "x"; see onnx_graph), or of `graph` made so."""
+    import onnxruntime as ort
+
+    graph = graph if graph is not None else onnx_graph(module, side, outputs)
+    return ort.InferenceSession(graph, sess_options=ort_options(), providers=["CPUExecutionProvider"])
 
 
 class OrtEmbedder:
