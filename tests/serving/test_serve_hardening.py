@@ -415,6 +415,10 @@ def test_serve_passes_allowed_hosts_and_deadlines_to_uvicorn(trained, monkeypatc
     assert seen["port"] == 8123 and seen["limit_concurrency"] == settings.max_connections
     assert seen["http"].header_timeout == settings.read_timeout_s
     assert seen["timeout_graceful_shutdown"] <= 5  # SIGTERM: the service is gone within seconds (issue 37)
+    # The startup line names what backend auto chose (this simple_cnn's adaptive pooling is beyond the
+    # in-memory export training tries, so it has no model.onnx and runs in PyTorch), not "auto".
+    engine = imgclf.load(trained[0], backend="auto").backend
+    assert f"classes, {engine} on cpu" in capsys.readouterr().out
 
 
 @pytest.mark.browser

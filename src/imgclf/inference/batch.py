@@ -108,7 +108,7 @@ def predict_folder(
         "seconds": round(seconds, 3),
         "images_per_s": round(n / seconds, 1) if seconds > 0 else 0.0,
         # Which engine ran the network (backend auto picks ONNX Runtime on a CPU where it can).
-        "backend": getattr(getattr(model, "net", None), "backend", "torch"),
+        "backend": getattr(model, "backend", "torch"),  # an ensemble runs its members in PyTorch
     }
     console.print(
         f"{shown}: {n} images in {seconds:.1f}s ({summary['images_per_s']:.0f} images/s, {summary['backend']}): "

@@ -68,6 +68,12 @@ class Model:
     def temperature(self) -> float:
         return self.meta.temperature
 
+    @property
+    def backend(self) -> str:
+        """What runs the network: "torch", or the name the ONNX Runtime and OpenVINO wrappers give
+        themselves ("onnx", "onnx-int8", "openvino", "openvino-int8": inference.load.BACKENDS)."""
+        return getattr(getattr(self, "net", None), "backend", "torch")  # an ensemble: its members, in PyTorch
+
     def predict_logits(self, images: np.ndarray) -> np.ndarray:
         """Raw logits (N, C) for preprocessed uint8 images (N, size, size, 3)."""
         norm = self.meta.normalization

@@ -11,9 +11,7 @@ from imgclf.settings.serve import ServeSettings
 def model_info(model, settings: ServeSettings | None = None) -> dict:
     """The model's description; with `settings`, also the service's limits (key "service")."""
     meta, path = model.meta, model.path
-    # The ONNX Runtime and OpenVINO backends swap the torch module for a wrapper that names itself
-    # ("onnx", "onnx-int8", "openvino", "openvino-int8": imgclf.inference.load.BACKENDS); ensembles have no `net`.
-    backend = getattr(getattr(model, "net", None), "backend", "torch")
+    backend = getattr(model, "backend", "torch")  # an ensemble runs its members in PyTorch
     arch = meta.architecture
     info = {
         "name": path.name if path else "model",
