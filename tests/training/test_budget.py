@@ -276,7 +276,22 @@ def test_a_stated_budget_the_probe_cannot_cover_ships_a_probe_on_a_sample(tmp_pa
     assert re.search(r"^done in \S+, (within|\S+ over) its 1m00s time budget$", out, re.M), out  # held or not: said
     probe = json.loads((tmp_path / "run" / "probe.json").read_text())
     assert probe["training_images"] == 30 and probe["training_images_of"] > 60
-    assert probe["training_views"] == 60 and probe["val_acc"] > 0.5
+    assert probe["training_views"] == 30 and probe["sampled"] and probe["val_acc"] > 0.5  # no mirrors: see below
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     assert meta["training"]["epochs_run"] == 0 and meta["training"]["best_epoch"] == 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["accuracy"] > 0.5
+
+
+def test_a_probe_the_budget_cuts_short_takes_twice_the_images_and_no_mirrors(monkeypatch):
+    import numpy as np
+
+    from imgclf.training import probe as probing
+
+    monkeypatch.setattr(probing, "seconds_each", lambda *a, **k: 0.01)  # an image through the network
+    labels, train = np.repeat([0, 1], 500), np.arange(1000)
+    per_view = 0.01 + 2 * probing.FIT_VIEW_S  # embedding, and the C search's share for 2 classes
+    rows, mirrors, _ = probing._budgeted(None, train, 0, labels, lambda s: 2000 * per_view + 1, 1.0, 0)
+    assert mirrors and rows is train  # every image and its mirror fit
+    rows, mirrors, _ = probing._budgeted(None, train, 0, labels, lambda s: 400 * per_view, 1.0, 0)
+    assert not mirrors and len(rows) == 400  # 200 images and their mirrors would have fitted
+    assert list(np.bincount(labels[rows])) == [200, 200]

@@ -323,11 +323,11 @@ def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, 
     lead = extra.best(others, key)
     ahead = extra.best([c for c in others if c.ends_training], key)
     # A probe on a sample of the training images is all the time budget affords (training.probe).
-    sampled = probe.get("training_images", 0) < probe.get("training_images_of", 0)
+    sampled = probe.get("sampled", probe.get("training_images", 0) < probe.get("training_images_of", 0))
     if baseline is not None and (sampled or (ahead is not None and extra.dominates(ahead.row, probe, key))):
         console.print(
             f"fine-tuning skipped: the time budget leaves no room for it after the linear probe (on "
-            f"{probe['training_images']:,} of {probe['training_images_of']:,} training images)"
+            f"{probe['training_images']:,} of {probe['training_images_of']:,} training images, without mirrors)"
             if sampled
             else f"fine-tuning skipped: the {ahead.name} (val {ahead.row[key]:.4f}) makes at most half the errors "
             f"of the linear probe (val {probe_val:.4f}), which fine-tuning starts from"

@@ -78,26 +78,28 @@ def fit_probe(
     fast = ort_embedder(net, images.shape[1], keep_lower, device, console)
     embed = _embedder(net, images, mean, std, device, amp, channels_last, fast, keep_lower)
     kept: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])  # training views', validation images'
-    n_train, deadline = len(train), None
+    n_train, deadline, mirrors = len(train), None, True
     with torch.no_grad():
         if clock is not None and len(train):
-            train, deadline = _budgeted(embed, train, len(val), labels, clock.left, share, seed)
-        keep = len(train) == n_train  # a sample leaves no time to fine-tune on the maps: none are kept
-        into, t1, views = kept if keep else (None, None), time.perf_counter(), 2 * len(train) + len(val)
+            train, mirrors, deadline = _budgeted(embed, train, len(val), labels, clock.left, share, seed)
+        keep = mirrors  # a cut leaves no time to fine-tune on the maps: none are kept
+        into, t1 = kept if keep else (None, None), time.perf_counter()
+        views = (1 + mirrors) * len(train) + len(val)
         # CIFAR-10's 95,000 views take minutes on 2 cores: a bar says the run is moving.
         with progress_bar(views, not console.quiet, f"linear probe: {views:,} views") as step:
             x_train = np.concatenate(
-                [embed(train, keep=into[0], advance=step), embed(train, mirror=True, keep=into[0], advance=step)]
+                [embed(train, keep=into[0], advance=step)]
+                + ([embed(train, mirror=True, keep=into[0], advance=step)] if mirrors else [])
             )
             x_val = embed(val, keep=into[1], advance=step) if len(val) else None
     maps = _lower_maps(kept, len(train))
-    y_train = np.tile(labels[np.sort(train)], 2)
+    y_train = np.tile(labels[np.sort(train)], 1 + mirrors)
     y_val = labels[np.sort(val)]
     embed_s, passes_s = time.perf_counter() - t0, time.perf_counter() - t1
     with console.status(f"linear probe: choosing its regularisation on {len(x_train):,} views"):
         head = fit_head(net, x_train, y_train, x_val, y_val, class_weight, int(labels.max()) + 1, deadline)
     seconds = time.perf_counter() - t0
-    sample = sampled(train, range(n_train))
+    sample = sampled(train, range(n_train)) + ("" if mirrors else ", without their mirror images")
     console.print(
         f"  linear probe: {len(x_train)} training views embedded in {embed_s:.1f}s{sample}, C={head['C']}, "
         f"val accuracy {head['val_acc']:.4f} ({seconds:.1f}s in all)"
@@ -108,6 +110,7 @@ def fit_probe(
         "training_views": int(len(x_train)),
         "training_images": int(len(train)),
         "training_images_of": int(n_train),
+        "sampled": not mirrors,  # the budget cut the probe short: no time is left to fine-tune
         "seconds": round(seconds, 2),
         # One image through the whole network: what the evaluation after training pays per image
         # (training.budget reserves that time from a budget); the export to ONNX Runtime left out.
@@ -152,15 +155,22 @@ def _embedder(net, images, mean, std, device, amp, channels_last: bool, fast, ke
 
 
 def _budgeted(embed, train: np.ndarray, n_val: int, labels, left, share: float, seed: int):
-    """(the training rows the probe can afford, the time.monotonic() its C search must end by) when a
-    time budget leaves `left(seconds an image)` seconds, of which the probe takes `share`. The seconds
-    an image are timed on a second batch of 128: ONNX Runtime's first run at a batch size allocates
-    (32 images after 8 timed CIFAR-10's at twice the rate of a whole pass, 4 against 1.7 ms)."""
+    """(the training rows the probe can afford, whether their mirror images too, the time.monotonic()
+    its C search must end by) when a time budget leaves `left(seconds an image)` seconds, of which the
+    probe takes `share`. The seconds an image are timed on a second batch of 128: ONNX Runtime's first
+    run at a batch size allocates (32 images after 8 timed CIFAR-10's at twice the rate of a whole
+    pass, 4 against 1.7 ms)."""
     view_s = seconds_each(embed, np.sort(train), warm=128, timed=128)
     allowed = share * left(view_s)
-    # Each training image is embedded twice (it and its mirror), and each view costs the C search too.
-    per_row = 2 * (view_s + FIT_VIEW_S * (int(labels.max()) + 1))
-    return afforded_rows(train, labels, allowed - view_s * n_val, per_row, seed), time.monotonic() + allowed
+    seconds, deadline = allowed - view_s * n_val, time.monotonic() + allowed
+    # Each view is embedded and costs the C search too; an image is two views: it and its mirror.
+    per_view = view_s + FIT_VIEW_S * (int(labels.max()) + 1)
+    rows = afforded_rows(train, labels, seconds, 2 * per_view, seed)
+    if len(rows) == len(train):
+        return rows, True, deadline
+    # Where all would not fit, twice the images without mirrors: a linear probe learns more from new
+    # images than from mirrors of fewer (CIFAR-10, 2m: see docs/benchmarks/budget.md).
+    return afforded_rows(train, labels, seconds, per_view, seed), False, deadline
 
 
 def _lower_maps(kept: tuple[list, list], n_train: int) -> LowerMaps | None:
