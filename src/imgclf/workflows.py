@@ -132,7 +132,7 @@ def _evaluate_after_training(fitted, console, figures: bool = True):
     root = fitted.root
     model.scored_test = ([resolve(relative_to(spec.paths[i], root), root) for i in test], scorer.last_probs)
     if graph is not None:
-        _install_onnx(model, graph, images, np.sort(spec.indices("val")), console)
+        _install_onnx(model, graph, images, spec, console)
     return model, metrics
 
 
@@ -159,17 +159,25 @@ def _scorer(model, console):
         return model, None
 
 
-def _install_onnx(model, graph: bytes, images: np.ndarray, val: np.ndarray, console) -> None:
+def _install_onnx(model, graph: bytes, images: np.ndarray, spec, console) -> None:
     """The graph the test split was scored with, as RUN/model.onnx (checked against PyTorch on up to
-    64 validation images): predict and serve then run in ONNX Runtime on a CPU without an export of
-    their own (8 s), at twice PyTorch's images/s (backend auto). A failure costs only that speed."""
+    64 validation images, else test or training ones): predict and serve then run in ONNX Runtime on
+    a CPU without an export of their own (8 s), at twice PyTorch's images/s (backend auto). A failure
+    costs only that speed."""
+    from rich.markup import escape  # the run's path and the error's text are not markup
+
     from imgclf.inference.onnx_export import CHECK_IMAGES, install_onnx
 
-    rows = val[np.linspace(0, len(val) - 1, min(len(val), CHECK_IMAGES)).round().astype(int)] if len(val) else val
+    split = next(s for s in ("val", "test", "train") if len(spec.indices(s)) or s == "train")
+    rows = np.sort(spec.indices(split))
+    rows = np.unique(rows[np.linspace(0, len(rows) - 1, min(len(rows), CHECK_IMAGES)).round().astype(int)])
+    name = {"val": "validation", "test": "test", "train": "training"}[split]
     try:
-        install_onnx(model.path, graph, model.net, model.meta, images[np.unique(rows)], "validation split")
+        install_onnx(model.path, graph, model.net, model.meta, images[rows], f"{name} split")
     except Exception as e:  # noqa: BLE001 - the run is complete without it; predict exports on demand
-        console.print(f"  model.onnx: not written ({type(e).__name__}: {e}); imgclf export {model.path} makes it")
+        console.print(
+            escape(f"  model.onnx: not written ({type(e).__name__}: {e}); imgclf export {model.path} makes it")
+        )
 
 
 def _report_after_training(model, console) -> None:

@@ -156,6 +156,14 @@ def test_training_on_a_cpu_leaves_a_checked_model_onnx_that_backend_auto_runs(ti
     summary = imgclf.predict_folder(tiny_run, files, tmp_path / "p.csv", verbose=False)
     assert summary["backend"] == "onnx" and summary["predicted"] == len(files)
 
+    # No validation images: the graph is checked on test images instead.
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=12)
+    run = imgclf.train(
+        data, out=tmp_path / "noval", model="resnet_fast", epochs=1, img_size=32, val_frac=0, verbose=False
+    )
+    record = json.loads((run.path / "export.json").read_text())
+    assert record["images_from"] == "test split" and record["n_images"] > 0
+
 
 def test_failed_check_installs_nothing_and_torchscript_fallback(runs, tmp_path, monkeypatch):
     import torch
