@@ -285,3 +285,19 @@ def test_the_probe_runs_in_onnx_runtime_on_a_cpu_and_falls_back_to_pytorch(monke
     assert "in PyTorch (ONNX Runtime could not take this network" in console.export_text()
     assert maps.train.shape == (2, len(data.train), 8, 8, 40) and record["training_views"] == 2 * len(data.train)
     assert maps.val.shape == (len(data.val), 8, 8, 40)
+
+
+def test_a_network_onnx_cannot_take_fails_its_export_without_printing_its_graph(capfd):
+    from imgclf.models import create_model
+    from imgclf.training import ortembed
+
+    # simple_cnn pools adaptively to 2x2 from 3x3 maps at 24 px: the TorchScript exporter refuses it,
+    # and torch prints the whole IR graph from C++ first, past sys.stdout.
+    net = create_model("simple_cnn", num_classes=3, in_chans=3, img_size=24).eval()
+    print("before")
+    with pytest.raises(Exception) as e:
+        ortembed.onnx_graph(net, 24, ["logits"], input_name="input")
+    print("after")
+    out = capfd.readouterr().out
+    assert out == "before\nafter\n", out[:300]
+    assert "Symbolic" in type(e.value).__name__
