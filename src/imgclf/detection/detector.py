@@ -259,15 +259,14 @@ def onnx_file(model: DecodedSSD, path: Path) -> Path:
 def export_onnx(model: DecodedSSD, path: Path) -> None:
     """uint8-range float RGB `input` (N, 3, 300, 300) -> `boxes` (N, A, 4) normalised x1 y1 x2 y2 and
     `scores` (N, A, classes), batch axis dynamic; written atomically."""
-    import contextlib
-    import io
     import warnings
 
+    from imgclf.core.console import silent_stdout
     from imgclf.core.files import atomic_path
 
     model = model.to("cpu").eval()
     example = torch.zeros(1, 3, SIZE, SIZE)
-    with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with atomic_path(path) as tmp, warnings.catch_warnings(), silent_stdout():
         warnings.simplefilter("ignore")  # the exporter's chatter
         torch.onnx.export(
             model,

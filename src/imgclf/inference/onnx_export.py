@@ -17,8 +17,6 @@ images (test split first). The result goes to RUN/export.json.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import time
 import warnings
@@ -26,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imgclf.core.console import silent_stdout
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, write_json
 from imgclf.core.version import __version__
@@ -248,7 +247,7 @@ def _export(net, example, path: Path, opset: int | None, name: str) -> str:
         if getattr(m, "inplace", None) is True:
             m.inplace = False
     errors = []
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), silent_stdout():
         warnings.simplefilter("ignore")  # exporter deprecation/trace chatter, not the user's concern
         try:
             torch.onnx.export(

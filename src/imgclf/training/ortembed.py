@@ -9,15 +9,13 @@ If the export or ONNX Runtime fails for a network, the probe runs in PyTorch as 
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import sys
 import warnings
 
 import numpy as np
 import torch
 
+from imgclf.core.console import silent_stdout
 from imgclf.core.device import ort_options
 from imgclf.training.featcache import evaluating, lower, upper
 
@@ -43,7 +41,7 @@ def onnx_graph(module: torch.nn.Module, side: int, outputs: list[str], input_nam
     example = torch.zeros(1, 3, side, side, device=next(module.parameters()).device)
     # The exporter restores the mode it found on the module, recursively, and a new wrapper starts
     # in training mode: `evaluating` gives the module its own mode back.
-    with evaluating(module), warnings.catch_warnings(), _silent_stdout(), torch.no_grad():
+    with evaluating(module), warnings.catch_warnings(), silent_stdout(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
         # The TorchScript exporter: ~1 s here against several for torch.export, and a frozen
         # eval-mode CNN traces exactly.
@@ -58,27 +56,6 @@ def onnx_graph(module: torch.nn.Module, side: int, outputs: list[str], input_nam
             dynamo=False,
         )
     return buf.getvalue()
-
-
-@contextlib.contextmanager
-def _silent_stdout():
-    """Nothing written to standard output, by Python or C++, while the export runs: where a network
-    cannot be exported, torch's exporter prints its whole IR graph (~80 lines for a small CNN) from
-    C++, past sys.stdout, before the error the caller handles (torch 2.14: its ONNX log is always on)."""
-    try:
-        sys.stdout.flush()  # what was printed before goes out before the descriptor is muted
-        saved = os.dup(1)
-    except (OSError, ValueError, AttributeError):  # no standard output to silence (a closed descriptor)
-        saved = None
-    try:
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(io.StringIO()):
-            if saved is not None:
-                os.dup2(devnull.fileno(), 1)
-            yield
-    finally:
-        if saved is not None:
-            os.dup2(saved, 1)
-            os.close(saved)
 
 
 def cpu_session(module: torch.nn.Module, side: int, outputs: list[str], graph: bytes | None = None):

@@ -5,8 +5,6 @@ into imgclf's cache on first use) or on the int8 graph `imgclf export faces --in
 
 from __future__ import annotations
 
-import contextlib
-import io
 import warnings
 from pathlib import Path
 
@@ -24,12 +22,13 @@ def session(net, path: Path, int8: bool = False):
     import onnxruntime as ort
     import torch
 
+    from imgclf.core.console import silent_stdout
     from imgclf.core.cpus import usable_cpus
     from imgclf.core.device import check_int8_graph, ort_options
     from imgclf.core.files import atomic_path
 
     if not path.is_file():
-        with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with atomic_path(path) as tmp, warnings.catch_warnings(), silent_stdout():
             warnings.simplefilter("ignore")  # the exporter's chatter
             torch.onnx.export(
                 net.to("cpu").eval(),
