@@ -28,7 +28,10 @@ def load_model(run: str | Path, device: str = "auto", tta: str | None = None, ba
     run = find_run(run)
     meta = load_run_meta(run)
     if backend == "auto":
-        backend = auto_backend(run, meta, device)
+        net, dev = _current_onnx(run, meta, device)
+        if net is not None:
+            return Model(net.to(dev), meta, dev, run).with_tta(tta)
+        backend = "torch"
     if meta.is_ensemble:
         if backend != "torch":
             raise UserError(
@@ -50,16 +53,14 @@ def load_model(run: str | Path, device: str = "auto", tta: str | None = None, ba
     return torch_model(run, meta, device, tta)
 
 
-def auto_backend(run: Path, meta, device: str = "auto") -> str:
-    """What backend auto stands for: onnx on a CPU where RUN/model.onnx was made from the run's
-    weights, else torch. On 2 cores ONNX Runtime predicts the default Lite0 at 128 px at 180 images/s
-    against PyTorch's 85-89 (the same answers: training checks the file against PyTorch); exporting
-    one first would cost ~8 s, so a run without the file (trained on a GPU, or copied without it)
-    runs in PyTorch."""
+def _current_onnx(run: Path, meta, device: str = "auto"):
+    """What backend auto stands for: (OnnxNet, device) on a CPU where RUN/model.onnx was made from the
+    run's weights, else (None, None): PyTorch. On 2 cores ONNX Runtime predicts the default Lite0 at
+    128 px at 180 images/s against PyTorch's 85-89 (the same answers: training checks the file against
+    PyTorch); exporting one first would cost ~8 s, so a run without the file (trained on a GPU, or
+    copied without it) runs in PyTorch."""
     from imgclf.core.device import pick_device
-    from imgclf.inference.onnx_export import onnx_weights, weights_digest
 
     if meta.is_ensemble or pick_device(device).type != "cpu":
-        return "torch"
-    path = run / "model.onnx"
-    return "onnx" if path.is_file() and onnx_weights(path) == weights_digest(run) else "torch"
+        return None, None
+    return load_onnx_net(run, device, export=False)

@@ -356,10 +356,10 @@ def _ort_version() -> str:
     return onnxruntime.__version__
 
 
-def load_onnx_net(run: Path, device: str = "auto"):
+def load_onnx_net(run: Path, device: str = "auto", export: bool = True):
     """OnnxNet for RUN/model.onnx, exported first when missing or made from other weights than the
     run's model.safetensors, and the device the predictor keeps its tensors on (the CPU: ORT
-    copies them to its own device)."""
+    copies them to its own device). `export=False`: (None, None) instead of an export."""
     import sys
 
     import torch
@@ -368,9 +368,16 @@ def load_onnx_net(run: Path, device: str = "auto"):
     from imgclf.inference.onnx_runtime import OnnxNet, open_session
 
     path, dev = run / "model.onnx", pick_device(device)
-    session = open_session(path, dev) if path.is_file() else None
+    try:
+        session = open_session(path, dev) if path.is_file() else None
+    except UserError:
+        if export:
+            raise
+        session = None  # a damaged file: backend auto runs PyTorch
     made_from = session and session.get_modelmeta().custom_metadata_map.get("weights_sha256")
     if made_from != weights_digest(run):
+        if not export:
+            return None, None
         why = "missing" if session is None else "made from other weights than model.safetensors"
         print(f"exporting {path} ({why}) ...", file=sys.stderr, flush=True)
         export_onnx(run)
