@@ -356,6 +356,16 @@ def afforded_rows(train, labels, seconds: float, per_row: float, seed: int):
     return np.sort(np.concatenate(out))
 
 
+def candidate_rows(fn, train, labels, n_val: int, allowance, seed: int):
+    """The training rows a candidate that costs `fn(rows)` can afford in a time budget's `allowance`
+    (its seconds a photo -> the seconds it may take; None: no budget, every row), its validation
+    photos counted first; the seconds a photo are timed on 16 after 2 warm it up."""
+    if allowance is None or not len(train):
+        return train
+    each = seconds_each(fn, train, warm=2, timed=16)
+    return afforded_rows(train, labels, allowance(each) - each * n_val, each, seed)
+
+
 def sampled(rows, of) -> str:
     """' (on 1,570 of the 45,000 training images: what the time budget affords)', or '' for all."""
     if len(rows) >= len(of):

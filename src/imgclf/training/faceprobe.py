@@ -104,14 +104,13 @@ def fit_face_candidate(run_dir: Path, prep, class_weight, console, allowance=Non
         net.crop_box = row.get("crop_box")
         return row, net, images
     from imgclf.models.face.classifier import embed_images
-    from imgclf.training.budget import afforded_rows, sampled, seconds_each
+    from imgclf.training.budget import candidate_rows, sampled
     from imgclf.training.probe import fit_head
 
     data = prep.split_data()
-    train = data.train
-    if allowance is not None and len(train):  # the search is most of a photo's time, the mirror's embedding little
-        each = seconds_each(lambda rows: embed_images(net.faces, images[rows]), train, warm=2, timed=16)
-        train = afforded_rows(train, spec.labels, allowance(each) - each * len(data.val), each, prep.cfg.seed)
+    # The search is most of a photo's time, the mirror's embedding little: timed without it.
+    search = lambda rows: embed_images(net.faces, images[rows])  # noqa: E731 - timed by candidate_rows
+    train = candidate_rows(search, data.train, spec.labels, len(data.val), allowance, prep.cfg.seed)
     mirror = len(train) < MIRROR_BELOW * n_classes
     t1, n = time.perf_counter(), len(train) + len(data.val)
     # 8,000 photos take a minute or more: a bar says the run is moving (data.cache.progress_bar).

@@ -176,7 +176,7 @@ def fit_person_candidate(run_dir: Path, prep, class_weight, console, allowance=N
     from imgclf.data.cache import build_cache, progress_bar
     from imgclf.models.person.classifier import PersonDetectorClassifier
     from imgclf.store.checkpoint import load_weights, save_weights
-    from imgclf.training.budget import afforded_rows, sampled, seconds_each
+    from imgclf.training.budget import candidate_rows, sampled
     from imgclf.training.probe import fit_head
 
     spec = prep.spec
@@ -190,10 +190,9 @@ def fit_person_candidate(run_dir: Path, prep, class_weight, console, allowance=N
         net.head.load_state_dict(load_weights(weight_file))
         return read_json(row_file), net, images
     data = prep.split_data()
-    describe, train = describer(net, prep.device), data.train
-    if allowance is not None and len(train):
-        each = seconds_each(lambda rows: describe(images[rows]), train, warm=2, timed=16)
-        train = afforded_rows(train, spec.labels, allowance(each) - each * len(data.val), each, prep.cfg.seed)
+    describe = describer(net, prep.device)
+    look = lambda rows: describe(images[rows])  # noqa: E731 - timed by candidate_rows
+    train = candidate_rows(look, data.train, spec.labels, len(data.val), allowance, prep.cfg.seed)
     t1 = time.perf_counter()
     rows = np.concatenate([train, data.val])
     with progress_bar(len(rows), not console.quiet, "person detector") as step:
