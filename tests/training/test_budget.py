@@ -295,3 +295,24 @@ def test_a_probe_the_budget_cuts_short_takes_twice_the_images_and_no_mirrors(mon
     rows, mirrors, _ = probing._budgeted(None, train, 0, labels, lambda s: 400 * per_view, 1.0, 0)
     assert not mirrors and len(rows) == 400  # 200 images and their mirrors would have fitted
     assert list(np.bincount(labels[rows])) == [200, 200]
+
+
+def test_a_costly_candidate_samples_what_its_share_of_the_budget_affords():
+    import time
+
+    import numpy as np
+
+    from imgclf.training.budget import candidate_rows
+
+    labels, train = np.repeat([0, 1], 100), np.arange(200)
+    timed = []
+    fn = lambda rows: timed.append(len(rows)) or time.sleep(0.001 * len(rows))  # noqa: E731 - 1 ms a photo
+    assert candidate_rows(fn, train, labels, 10, None, 0) is train and not timed  # no budget: nothing timed
+    asked = []
+
+    def allowance(each):  # the candidate's seconds a photo -> its share of what the budget leaves
+        asked.append(each)
+        return 60.5 * each  # room for 60 photos, 10 of them the validation split's
+
+    rows = candidate_rows(fn, train, labels, 10, allowance, 0)
+    assert timed == [2, 16] and asked and len(rows) == 50 and list(np.bincount(labels[rows])) == [25, 25]
