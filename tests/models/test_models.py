@@ -175,3 +175,21 @@ def test_resnet_fast_from_a_weight_file_keeps_its_stem(tmp_path):
     assert torch.equal(before, src.state_dict()[stem])
     net.init_from_data(torch.randn(64, 3, 32, 32))
     assert torch.equal(net.state_dict()[stem], before)
+
+
+@pytest.mark.parametrize("size", [40, 37])  # a 5 px map before simple_cnn's 2x2 pool; an odd image
+def test_simple_cnn_exports_where_its_pool_does_not_divide_the_map(size):
+    """The ONNX exporter refuses an adaptive pool whose bins overlap (40 px leaves a 5 px map):
+    such a run got no model.onnx. Its export now averages the same bins and matches PyTorch."""
+    ort = pytest.importorskip("onnxruntime")
+    from imgclf.training.ortembed import onnx_graph
+
+    torch.manual_seed(0)
+    net = create_model("simple_cnn", num_classes=3, img_size=size).eval()
+    x = torch.randn(4, 3, size, size)
+    session = ort.InferenceSession(onnx_graph(net, size, ["logits"]))
+    got = session.run(None, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        want = net(x).numpy()
+        assert torch.equal(net[-6](x[:, :1]), torch.nn.functional.adaptive_avg_pool2d(x[:, :1], 2))
+    assert got.shape == (4, 3) and abs(got - want).max() < 1e-5

@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+import warnings
+
+import torch
 import torch.nn as nn
 
 from imgclf.models.builders import register
+
+
+class GridPool(nn.AdaptiveAvgPool2d):
+    """nn.AdaptiveAvgPool2d that exports to ONNX at every input size. The ONNX exporter refuses an
+    adaptive pool whose output size does not divide the map (simple_cnn at 40 or 56 px: a 5 or 7 px
+    map), so that run got no model.onnx and predicted in PyTorch. While exporting, the same bins
+    (PyTorch's: floor(i*n/o) to ceil((i+1)*n/o)) are averaged by two matrix products; the map's size
+    is fixed in an exported graph anyway. Training and PyTorch inference keep the native op."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+            return super().forward(x)
+        out = self.output_size if isinstance(self.output_size, tuple) else (self.output_size,) * 2
+        with warnings.catch_warnings():  # the tracer warns that the size becomes a constant: it is one here
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            rows, cols = _bins(int(x.shape[-2]), out[0], x), _bins(int(x.shape[-1]), out[1], x)
+        return rows @ x @ cols.T
+
+
+def _bins(n: int, o: int, like: torch.Tensor) -> torch.Tensor:
+    """(o, n): row i averages adaptive pooling's bin i of n values."""
+    m = torch.zeros(o, n, dtype=like.dtype, device=like.device)
+    for i in range(o):
+        lo, hi = (i * n) // o, -((-(i + 1) * n) // o)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
 
 
 @register("simple_cnn")
@@ -35,7 +64,7 @@ def simple_cnn(
         layers.append(nn.MaxPool2d(2, ceil_mode=True))
     # A fixed 2x2 grid before flattening keeps coarse layout while the dense head fits every input size.
     layers += [
-        nn.AdaptiveAvgPool2d(2),
+        GridPool(2),
         nn.Flatten(),
         nn.Linear(c_in * 4, hidden),
         nn.ReLU(inplace=True),
