@@ -119,11 +119,13 @@ def _evaluate_after_training(fitted, console, figures: bool = True):
     fitted.net.load_state_dict(load_weights(run_dir / "model.safetensors"))
     model = Model(fitted.net, meta, prep.device, run_dir)
     scorer, graph = _scorer(model, console)
-    meta.calibration = calibrate(scorer, images, spec, console)
+    val = np.sort(spec.indices("val"))
+    logits = scorer.predict_logits(images[val]) if len(val) else None  # one pass for all three
+    meta.calibration = calibrate(scorer, images, spec, console, logits)
     if len(spec.classes) == 2:
-        meta.decision = choose_decision(scorer, images, spec, cfg, console)
+        meta.decision = choose_decision(scorer, images, spec, cfg, console, logits)
     elif cfg.target_accuracy is not None or cfg.target_coverage is not None:
-        meta.rejection = choose_rejection(scorer, images, spec, cfg, console)
+        meta.rejection = choose_rejection(scorer, images, spec, cfg, console, logits)
     save_run_meta(run_dir, meta)  # with the weights' SHA-256, checked on every load
     test = np.sort(spec.indices("test"))
     metrics = score(scorer, images[test], spec.labels[test], run_dir, console, "held-out test split", figures)

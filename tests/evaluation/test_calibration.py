@@ -65,3 +65,36 @@ def test_a_run_fits_no_temperature_on_too_few_or_all_right_validation_images():
     assert fit_temperature(logits, right) < 0.21
     perfect = calibrate(Identity(), logits, Spec(right), console)
     assert perfect.temperature == 1.0 and "names all 4000 validation images right" in said[-1]
+
+
+def test_calibration_and_the_operating_point_share_one_pass_over_the_validation_split():
+    """With test-time augmentation a pass over a large validation split costs seconds: the logits
+    the caller already has are used, and give the same temperature and threshold as a new pass."""
+    from types import SimpleNamespace
+
+    from imgclf.evaluation.scoring import calibrate, choose_decision
+    from imgclf.settings.config import TrainConfig
+
+    logits, labels = _sample(n=2000, classes=2, seed=3)
+    spec = SimpleNamespace(
+        labels=labels, classes=["cat", "dog"], indices=lambda s: np.arange(2000 if s == "val" else 0)
+    )
+
+    class Counting:  # its "images" are already logits
+        calls, temperature = 0, 1.0
+
+        def predict_logits(self, x):
+            self.calls += 1
+            return x
+
+        def predict_proba(self, x):
+            return softmax(self.predict_logits(x) / self.temperature)
+
+    console = type("Console", (), {"print": staticmethod(lambda *a: None)})
+    fresh, shared = Counting(), Counting()
+    fresh.temperature = calibrate(fresh, logits, spec, console).temperature
+    want = choose_decision(fresh, logits, spec, TrainConfig(data="x"), console)
+    shared.temperature = calibrate(shared, logits, spec, console, logits).temperature
+    got = choose_decision(shared, logits, spec, TrainConfig(data="x"), console, logits)
+    assert fresh.calls == 2 and shared.calls == 0
+    assert shared.temperature == fresh.temperature != 1.0 and got.threshold == want.threshold
