@@ -10,6 +10,7 @@ Recipes (every one `imgclf train`, run as a user would, as a subprocess; wall se
   fixed     the default before issue 34: `--epochs N`, N = 24,000 images seen / training images (2-15)
   probe     `--time-budget 1s`: the budget is spent before fine-tuning starts, the probe is the model
   2m        `--time-budget 2m`: is a stated budget honoured (within 15 %)?
+  budget=T  `--time-budget T` (budget=30s, budget=5m): any other stated budget
   scratch   `--model resnet_fast`: from scratch, with the default budget
   no-faces  `--faces off`: the default without dlib's face embedding on the leaderboard
   faces-on  `--faces on`: the face embedding competes whatever the gate found
@@ -91,6 +92,8 @@ def main() -> None:
             if recipe == "default":
                 continue
             flags = RECIPES.get(recipe) or ("--epochs", str(old_epochs(splits)))
+            if recipe.startswith("budget="):  # any stated budget: budget=30s, budget=5m
+                flags = ("--time-budget", recipe.split("=", 1)[1])
             out = work / "runs" / f"{name}-{recipe}-{int(time.time())}"
             if recipe == "keras":
                 res[recipe] = keras_run(splits, out, args.keras_python)
