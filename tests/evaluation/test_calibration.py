@@ -98,3 +98,18 @@ def test_calibration_and_the_operating_point_share_one_pass_over_the_validation_
     got = choose_decision(shared, logits, spec, TrainConfig(data="x"), console, logits)
     assert fresh.calls == 2 and shared.calls == 0
     assert shared.temperature == fresh.temperature != 1.0 and got.threshold == want.threshold
+
+
+def test_one_wrong_answer_on_a_small_split_does_not_sharpen_to_the_floor():
+    """48 validation images, one wrong: the plain fit sharpens until that one alone pays (T at its
+    floor); the prior on log T keeps it near 1, and on thousands of images the data still decides."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, 48)
+    logits = np.zeros((48, 2))
+    logits[np.arange(48), labels] = rng.uniform(1.0, 2.0, 48)  # right, fairly sure
+    logits[0] = 0.0
+    logits[0, 1 - labels[0]] = 0.05  # one wrong, barely
+    assert fit_temperature(logits, labels, prior_sd=None) < 0.21
+    assert 0.3 < fit_temperature(logits, labels) < 1.0
+    many, truth = _sample(n=4000, true_t=2.5)
+    assert abs(fit_temperature(many, truth) - fit_temperature(many, truth, prior_sd=None)) < 0.05
