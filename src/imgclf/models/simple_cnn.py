@@ -13,7 +13,7 @@ from imgclf.models.builders import register
 class GridPool(nn.AdaptiveAvgPool2d):
     """nn.AdaptiveAvgPool2d that exports to ONNX at every input size. The ONNX exporter refuses an
     adaptive pool whose output size does not divide the map (simple_cnn at 40 or 56 px: a 5 or 7 px
-    map), so that run got no model.onnx and predicted in PyTorch. While exporting, the same bins
+    map), so that run got no model.onnx and predicted in PyTorch. Exporting at such a size, the same bins
     (PyTorch's: floor(i*n/o) to ceil((i+1)*n/o)) are averaged by two matrix products; the map's size
     is fixed in an exported graph anyway. Training and PyTorch inference keep the native op."""
 
@@ -23,8 +23,10 @@ class GridPool(nn.AdaptiveAvgPool2d):
         out = self.output_size if isinstance(self.output_size, tuple) else (self.output_size,) * 2
         with warnings.catch_warnings():  # the tracer warns that the size becomes a constant: it is one here
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            rows, cols = _bins(int(x.shape[-2]), out[0], x), _bins(int(x.shape[-1]), out[1], x)
-        return rows @ x @ cols.T
+            h, w = int(x.shape[-2]), int(x.shape[-1])
+        if h % out[0] == 0 and w % out[1] == 0:  # even bins: the exporter's own pooling op, as before
+            return super().forward(x)
+        return _bins(h, out[0], x) @ x @ _bins(w, out[1], x).T
 
 
 def _bins(n: int, o: int, like: torch.Tensor) -> torch.Tensor:
