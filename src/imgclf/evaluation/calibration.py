@@ -28,8 +28,9 @@ LOG_T_PRIOR_SD = 0.5
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, prior_sd: float | None = LOG_T_PRIOR_SD) -> float:
-    """The T in T_RANGE minimising validation log-loss of softmax(logits / T) (searched on log T),
-    plus a normal prior on log T with spread `prior_sd` (None: none, the plain maximum likelihood)."""
+    """The most probable T in T_RANGE: it minimises the validation log-loss of softmax(logits / T)
+    plus, per image, the negative log of a normal prior on log T with spread `prior_sd` (searched on
+    log T; `prior_sd` None: the plain best fit)."""
     if len(labels) == 0:
         return 1.0
     n, weight = len(labels), 0.0 if prior_sd is None else 1 / (2 * prior_sd**2)
