@@ -92,15 +92,17 @@ def choose_rejection(model, images: np.ndarray, spec, cfg: TrainConfig, console,
 def _val_logits(model, images: np.ndarray, val: np.ndarray, logits: np.ndarray | None) -> np.ndarray:
     # With test-time augmentation a pass over a large validation split costs seconds (CIFAR-10's
     # 5,000 images: 15 s on 2 cores): calibration and the operating point share one.
-    if logits is not None and len(logits) == len(val):
-        return logits
-    return model.predict_logits(images[val])
+    return logits if _given(logits, val) else model.predict_logits(images[val])
 
 
 def _val_probs(model, images: np.ndarray, val: np.ndarray, logits: np.ndarray | None) -> np.ndarray:
-    if logits is not None and len(logits) == len(val):
+    if _given(logits, val):
         return softmax(logits / model.temperature)
     return model.predict_proba(images[val])  # an ensemble's: the average of its members' calibrated ones
+
+
+def _given(logits: np.ndarray | None, val: np.ndarray) -> bool:
+    return logits is not None and len(logits) == len(val)
 
 
 def score(
