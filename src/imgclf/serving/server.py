@@ -176,7 +176,7 @@ def serve_run(
         else "one forward pass per request (no batching)"
     )
     console.print(
-        f"serving {escape(model.path.name + following)} ({len(model.classes)} classes, {getattr(model, 'backend', backend)} on {model.device}, "
+        f"serving {escape(model.path.name + following)} ({len(model.classes)} classes, {getattr(model, 'backend', 'torch')} on {model.device}, "
         f"{mode}) at http://{host}:{port}/  API key {'required' if config.api_key else 'not set'}"
     )
     console.print(
