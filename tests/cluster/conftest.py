@@ -21,6 +21,9 @@ def ray_cluster(tmp_path_factory):
 
     ray.init(
         num_cpus=2,
+        # The cluster outlives its tests in this pytest worker: Ray's log thread would print its
+        # raylet's lines (CI's "disk over 95% full") into whatever later test captures stdout.
+        log_to_driver=False,
         logging_level=logging.WARNING,
         logging_config=ray.LoggingConfig(log_level="ERROR"),
         runtime_env={
