@@ -45,6 +45,29 @@ def test_the_default_budget_grows_with_the_images_and_shrinks_with_the_machine()
     assert apple == default_budget(10_000, gpu=False, cores=2)[0] and "Apple's GPU (MPS)" in why
 
 
+def test_where_a_plateau_can_end_the_run_the_floor_is_lower_on_a_cpu():
+    assert default_budget(900, gpu=False, cores=2)[0] == 90  # the budget alone ends the run: 90 s
+    seconds, why = default_budget(900, gpu=False, cores=2, plateau=True)
+    assert seconds == pytest.approx(54) and "(within 45s-1h00m)" in why  # 60 ms an image, under the old floor
+    assert default_budget(300, gpu=False, cores=2, plateau=True)[0] == 45
+    assert default_budget(300, gpu=True, cores=2, plateau=True)[0] == 90  # a GPU's floor is unmeasured: kept
+
+
+@pytest.mark.parametrize("n_val, seconds", [(30, 90), (99, 90), (100, 54), (0, 90)])
+def test_the_default_budget_floor_follows_whether_validation_can_end_the_run(n_val, seconds, monkeypatch):
+    import torch
+
+    from imgclf.training.defaults import resolve
+
+    monkeypatch.setattr("imgclf.core.cpus.usable_cpus", lambda: 2)
+    cfg = TrainConfig(model="simple_cnn", img_size=16)
+    chosen, notes = resolve(cfg, ["a.png"] * 900, torch.device("cpu"), n_val)
+    assert chosen.time_budget == pytest.approx(seconds)
+    assert any(line.startswith(f"time_budget={describe_seconds(seconds)}: 60 ms") for line in notes), notes
+    told = resolve(TrainConfig(model="simple_cnn", img_size=16, keep="last"), ["a.png"] * 900, torch.device("cpu"), 100)
+    assert told[0].time_budget == 90  # --keep last trains to the budget's end: no plateau to end it sooner
+
+
 # The Keras tutorial CNN's wall seconds on issue 34's three held-out sets (training images: seconds).
 KERAS_TUTORIAL_S = {1_924: 131.0, 2_400: 150.0, 8_192: 544.0}
 

@@ -68,7 +68,7 @@ def resolve(
         if finetune:
             notes.append("probe=True: the new head is fitted on frozen features first (a linear probe, seconds)")
     _keep(c, notes, n_val)
-    _budget(c, notes, finetune, gpu, n, device.type == "mps")
+    _budget(c, notes, finetune, gpu, n, n_val, device.type == "mps")
     _size_and_batch(c, notes, finetune, gpu, n, median_side, device)
     _schedule(c, notes, finetune, gpu, n, cfg.optimizer)
     _layout(c, notes, finetune, gpu, device)
@@ -118,17 +118,20 @@ def _size_and_batch(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int
         notes.append(f"batch_size={c['batch_size']}: {n} training images, {'GPU' if gpu else 'CPU'}")
 
 
-def _budget(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int, mps: bool = False) -> None:
+def _budget(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int, n_val: int, mps: bool = False) -> None:
     """time_budget (seconds; 0: none) into `c`, and in a budgeted run the epoch cap and the plateau
     patience: the budget and the learning curve decide how long to train (training.budget)."""
     from imgclf.core.cpus import usable_cpus
-    from imgclf.training.budget import MAX_EPOCHS, PLATEAU_EPOCHS, default_budget, describe_seconds
+    from imgclf.training.budget import MAX_EPOCHS, PLATEAU_EPOCHS, SMALL_VAL, default_budget, describe_seconds
 
     if c["time_budget"] is None:
         if c["epochs"] is not None:  # --epochs or a preset: that many epochs, no clock
             c["time_budget"] = 0.0
             return
-        c["time_budget"], note = default_budget(n, gpu, usable_cpus(), mps)
+        # Can a plateau end the run? Not on a validation split too small to trust one (SMALL_VAL), nor
+        # where the budget alone ends it (keep=last and no patience given, set below).
+        plateau = n_val >= SMALL_VAL and (c["keep"] != "last" or c["patience"] is not None)
+        c["time_budget"], note = default_budget(n, gpu, usable_cpus(), mps, plateau)
         notes.append(note)
     if not c["time_budget"]:
         return
