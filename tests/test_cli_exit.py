@@ -30,8 +30,8 @@ def test_the_status_the_output_atexit_and_a_file_a_command_left_open_all_survive
             f.write("kept")
             sys.stdout.write("x" * 100_000)  # buffered, never flushed by the command
             sys.exit(3)
-        cli._main = command
-        cli.main()
+        cli.main = command
+        cli.entry()
         """,
         tmp_path,
     )

@@ -5,7 +5,7 @@ model), cli/predict.py (using one), cli/deploy.py (exporting and serving it), cl
 their results.
 """
 
-from imgclf.cli.app import app, main
+from imgclf.cli.app import app, entry, main
 
 # Importing a command module registers its commands, in this order in `imgclf --help`.
 # isort: off
@@ -17,4 +17,4 @@ from imgclf.cli import faces  # noqa: E402, F401
 from imgclf.cli import lifecycle  # noqa: E402, F401
 # isort: on
 
-__all__ = ["app", "main"]
+__all__ = ["app", "entry", "main"]

@@ -1,3 +1,3 @@
-from imgclf.cli import main
+from imgclf.cli import entry
 
-main()
+entry()

@@ -107,10 +107,12 @@ def optional_ray_value(argv: list[str]) -> list[str]:
     return out
 
 
-def main() -> None:
+def entry() -> None:
+    """The `imgclf` command and `python -m imgclf`: main(), then a fast exit (leave). main() itself
+    ends in SystemExit, as a caller in the same process (a test, a notebook) expects."""
     code = 0
     try:
-        _main()
+        main()
     except SystemExit as e:  # Typer ends every command so, a success with code 0
         code = e.code
     leave(code)  # out here, the command's frames (its traceback's) are gone: their open files closed
@@ -143,7 +145,7 @@ def leave(code) -> None:
     os._exit(code or 0)
 
 
-def _main() -> None:
+def main() -> None:
     try:
         sys.argv[1:] = optional_ray_value(sys.argv[1:])
         app()
