@@ -76,7 +76,7 @@ def calls(monkeypatch):
             ["door.mp4", "--every", "2", "--smooth", "0", "--out", "f.csv", "--video-out", "v.mp4", "--scan"],
             "predict_video",
             {"every": 2, "smooth": 0.0, "events": None, "scan": True, "max_seconds": None}
-            | {"out_csv": "f.csv", "out_video": "v.mp4"},
+            | {"out_csv": "f.csv", "out_video": "v.mp4", "tta": None, "device": "auto", "backend": "auto"},
         ),
         (
             ["photos/", "--ray", "--out", "o", "--shard-size", "16", "--shard-format", "csv", "--top-k", "2"],

@@ -43,13 +43,13 @@ def predict(
     videos = [p for p in paths if is_video_source(p)]
     if videos and (len(videos) < len(paths) or (len(videos) > 1 and (s.out or s.video_out or s.events))):
         raise UserError(_one_video_at_a_time(videos, len(paths)))
-    # A video scan's fully convolutional pass needs the PyTorch module (scanning.scanner).
-    model = api.load(run, device, tta=s.tta, backend=s.backend or ("torch" if s.scan else "auto"))
-    for video in videos:  # each in turn, its segments or events printed
-        options = {"every": s.every, "smooth": s.smooth, "events": s.events, "scan": s.scan}
-        api.predict_video(model, video, out_csv=s.out, out_video=s.video_out, max_seconds=s.max_seconds, **options)
-    if videos:
+    if videos:  # each in turn, its segments or events printed; the API picks the engine a scan needs
+        options = {"every": s.every, "smooth": s.smooth, "events": s.events, "scan": s.scan, "tta": s.tta}
+        options.update(out_csv=s.out, out_video=s.video_out, max_seconds=s.max_seconds, backend=s.backend or "auto")
+        for video in videos:
+            api.predict_video(run, video, device=device, **options)
         return
+    model = api.load(run, device, tta=s.tta, backend=s.backend or "auto")
     if s.out is not None:
         api.predict_folder(model, paths, s.out, top_k=s.top_k)
         return
