@@ -2,7 +2,7 @@
 
     python bench/temperature_prior.py RUN [RUN ...] [--csv-dir DIR]
 
-For each finished run folder (its data where data_report.json says), scores the validation and
+For each finished run folder (its data where its splits.csv says), scores the validation and
 test images with the run's own model (its test-time augmentation), then fits the temperature on
 the validation logits by each rule below and prints the test log-loss it gives. The rules:
 
@@ -12,14 +12,12 @@ the validation logits by each rule below and prints the test log-loss it gives. 
            S = evaluation.calibration.LOG_T_PRIOR_SD)
 
 Every rule keeps imgclf's guards (fewer than 20 validation images, or all of them named right:
-T = 1). Runs trained on a manifest (splits.csv as DATA) are skipped: their data root is the file.
+T = 1). A run whose images cannot be read is named and skipped.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +29,14 @@ SPREADS = (0.25, 0.5, 1.0)
 def logits_of(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{split: (logits, labels)} for the run's validation and test rows."""
     import imgclf
+    from imgclf.store.runs import read_splits
 
     model = imgclf.load(run, backend="auto")
-    root = Path(json.loads((run / "data_report.json").read_text())["root"])
-    rows = list(csv.DictReader(open(run / "splits.csv", newline="", encoding="utf-8")))
+    rows = read_splits(run, required=True)  # paths ready to open, wherever the run recorded its data
     out = {}
     for split in ("val", "test"):
         mine = [r for r in rows if r["split"] == split]
-        images = np.stack([model.preprocess(str(root / r["path"])) for r in mine])
+        images = np.stack([model.preprocess(r["path"]) for r in mine])
         out[split] = (model.predict_logits(images), np.array([model.classes.index(r["label"]) for r in mine]))
     return out
 

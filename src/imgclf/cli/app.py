@@ -135,7 +135,7 @@ def leave(code) -> None:
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)  # as sys.exit("message") prints it
         code = 1
-    gc.collect()  # what a cycle still holds (a file object, a writer) is finalised, as an exit would
+    gc.collect()  # objects in reference cycles (a writer with a __del__) finalised, as an exit's last collection does
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -44,10 +44,21 @@ def predict(
     if videos and (len(videos) < len(paths) or (len(videos) > 1 and (s.out or s.video_out or s.events))):
         raise UserError(_one_video_at_a_time(videos, len(paths)))
     if videos:  # each in turn, its segments or events printed; the API picks the engine a scan needs
-        options = {"every": s.every, "smooth": s.smooth, "events": s.events, "scan": s.scan, "tta": s.tta}
-        options.update(out_csv=s.out, out_video=s.video_out, max_seconds=s.max_seconds, backend=s.backend or "auto")
         for video in videos:
-            api.predict_video(run, video, device=device, **options)
+            api.predict_video(
+                run,
+                video,
+                every=s.every,
+                smooth=s.smooth,
+                events=s.events,
+                scan=s.scan,
+                out_csv=s.out,
+                out_video=s.video_out,
+                max_seconds=s.max_seconds,
+                device=device,
+                backend=s.backend or "auto",
+                tta=s.tta,
+            )
         return
     model = api.load(run, device, tta=s.tta, backend=s.backend or "auto")
     if s.out is not None:

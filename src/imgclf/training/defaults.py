@@ -124,25 +124,25 @@ def _budget(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int, n_val:
     from imgclf.core.cpus import usable_cpus
     from imgclf.training.budget import MAX_EPOCHS, PLATEAU_EPOCHS, SMALL_VAL, default_budget, describe_seconds
 
+    to_the_end = c["keep"] == "last" and c["patience"] is None  # no plateau to wait for: the budget ends it
     if c["time_budget"] is None:
         if c["epochs"] is not None:  # --epochs or a preset: that many epochs, no clock
             c["time_budget"] = 0.0
             return
-        # Can a plateau end the run? Not on a validation split too small to trust one (SMALL_VAL), nor
-        # where the budget alone ends it (keep=last and no patience given, set below).
-        plateau = n_val >= SMALL_VAL and (c["keep"] != "last" or c["patience"] is not None)
+        # A plateau can end the run on a validation split large enough to trust one (SMALL_VAL).
+        plateau = n_val >= SMALL_VAL and not to_the_end
         c["time_budget"], note = default_budget(n, gpu, usable_cpus(), mps, plateau)
         notes.append(note)
     if not c["time_budget"]:
         return
     if c["epochs"] is None:
         c["epochs"] = MAX_EPOCHS
-        until = "" if c["keep"] == "last" and c["patience"] is None else "validation stops improving or "
+        until = "" if to_the_end else "validation stops improving or "
         notes.append(
             f"epochs={MAX_EPOCHS} at most: training runs until {until}the "
             f"{describe_seconds(c['time_budget'])} budget ends, then cools the learning rate down to zero"
         )
-    if c["patience"] is None and c["keep"] == "last":  # no plateau to wait for: the budget ends the run
+    if to_the_end:
         c["patience"] = c["epochs"]
         notes.append(f"patience={c['patience']}: the time budget, not a plateau, ends training (keep=last)")
     if c["patience"] is None:
