@@ -103,6 +103,25 @@ def test_interrupted_detector_training_resumes(boxes_folder, tmp_path, monkeypat
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]  # each epoch once
 
 
+def test_the_users_split_is_kept(boxes_folder, tmp_path):
+    """Roboflow's export (train/, valid/, test/ with images/ and labels/ each): those photos validate and
+    test the run, whatever the seed; the line printed says so."""
+    import shutil
+
+    rf = tmp_path / "rf"
+    folder = {i: "test" if i < 2 else "valid" if i < 4 else "train" for i in range(12)}
+    for i, split in folder.items():
+        for sub, ext in (("images", "jpg"), ("labels", "txt")):
+            (rf / split / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copy(boxes_folder / sub / f"photo{i:02d}.{ext}", rf / split / sub)
+    (rf / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnames: [person]\n")
+    p = cli("train", rf, "--out", tmp_path / "run", "--epochs", "1", "--batch-size", "4", "--seed", "3")
+    assert "split 8/2/2 train/val/test (your val and test splits kept)" in p.stdout
+    with open(tmp_path / "run" / "splits.csv") as f:
+        got = {(Path(r["path"]).parent.parent.name, r["split"]) for r in csv.DictReader(f)}
+    assert got == {("train", "train"), ("valid", "val"), ("test", "test")}
+
+
 def test_malformed_annotations_are_one_line(boxes_folder, tmp_path):
     import shutil
 

@@ -25,6 +25,7 @@ from PIL import Image
 from imgclf.core.errors import UserError
 from imgclf.data.images import UnusableImage, image_size
 from imgclf.data.spec import files_under, is_image
+from imgclf.detection.splits import mark_given
 
 NORM_TOL = 0.001  # rounding slack of normalised YOLO coordinates; a box within it is clipped
 PIXEL_TOL = 1.0  # the same in pixels (VOC, COCO); it also absorbs 0- vs 1-based off-by-ones
@@ -41,6 +42,7 @@ class Photo:
     height: int
     boxes: np.ndarray  # (n, 4) float32 pixels x1, y1, x2, y2; n = 0 for a photo with nothing in it
     labels: list[str]  # class name per box
+    split: str | None = None  # "train", "val" or "test" where the user's files say (detection.splits)
 
 
 @dataclass
@@ -73,6 +75,7 @@ def read_boxes(folder) -> BoxSet:
     read = {"yolo": _read_yolo, "voc": _read_voc, "coco": _read_coco}[fmt]
     box_set.photos, box_set.classes = read(root, files, box_set.skipped)
     box_set.photos.sort(key=lambda p: p.path)
+    mark_given(box_set.photos, root, files, _shallowest(files, YAML_NAMES) if fmt == "yolo" else None)
     if not any(len(p.boxes) for p in box_set.photos):
         raise UserError(
             f"no boxes in {root}: {len(box_set.photos)} photo(s) read as {fmt}, {len(box_set.skipped)} unreadable, "

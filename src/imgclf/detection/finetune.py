@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imgclf.core.errors import UserError
 from imgclf.models.person import anchors as A
 from imgclf.models.person.ssdlite import SIZE, SSDLite
 
@@ -34,7 +33,6 @@ MATCH_IOU = 0.5
 NEG_PER_POS = 3
 MIN_NEG = 8  # hard negatives an image contributes even with no boxes in it (a person-free photo)
 TRAIN_SIDE = 512  # training photos are kept in memory at most this long a side
-SPLIT = (0.7, 0.15, 0.15)
 
 
 @dataclass
@@ -190,18 +188,3 @@ def epoch(net, loader, optimizer, scheduler, device) -> dict:
         totals += [cls_loss.item() * len(x), loc_loss.item() * len(x)]
         n += len(x)
     return {"cls_loss": round(totals[0] / max(n, 1), 4), "box_loss": round(totals[1] / max(n, 1), 4)}
-
-
-def split(photos: list, seed: int) -> dict[str, list]:
-    """Photos into train / val / test (70/15/15, seeded); at least two photos in val and test."""
-    if len(photos) < 8:
-        raise UserError(f"only {len(photos)} annotated photos: fine-tuning a detector needs at least 8 (better 50+)")
-    order = np.random.default_rng(seed).permutation(len(photos))
-    n_val = max(2, round(SPLIT[1] * len(photos)))
-    n_test = max(2, round(SPLIT[2] * len(photos)))
-    picked = {
-        "val": order[:n_val],
-        "test": order[n_val : n_val + n_test],
-        "train": order[n_val + n_test :],
-    }
-    return {k: [photos[i] for i in v] for k, v in picked.items()}

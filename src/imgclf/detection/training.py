@@ -38,6 +38,7 @@ def train_detector(
     options: epochs, batch_size, lr, patience, seed (finetune.Settings)."""
     from imgclf.core.device import pick_device
     from imgclf.detection.annotations import read_boxes
+    from imgclf.detection.splits import split
     from imgclf.store.runs import new_run_dir
 
     unknown = sorted(set(options) - set(FT.Settings.__dataclass_fields__))
@@ -52,11 +53,11 @@ def train_detector(
         raise UserError(f"{run} already holds a detector run: choose another --out")
     run.mkdir(parents=True, exist_ok=True)
     say = print if verbose else (lambda *a, **k: None)
-    parts = FT.split(boxes.photos, settings.seed)
+    parts, how = split(boxes.photos, settings.seed)
     say(
         f"detector: {len(boxes.photos)} photos with {sum(len(p.boxes) for p in boxes.photos)} boxes "
         f"({boxes.format}; classes {', '.join(boxes.classes)}); split {len(parts['train'])}/{len(parts['val'])}/"
-        f"{len(parts['test'])} train/val/test (seed {settings.seed})"
+        f"{len(parts['test'])} train/val/test ({how})"
     )
     say(
         f"settings: start from the pretrained SSDLite person detector, {settings.epochs} epochs max, "
