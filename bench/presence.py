@@ -15,6 +15,8 @@ Per detector and set: presence ROC-AUC (photo score: the best box, 0 with none),
 its own threshold, AP@0.5 and AP@[.5:.95] (pycocotools) at that threshold and of every box (>= 0.01),
 photos/s (sequential, JPEG decoding included, wall time), median ms of a decoded 640x480 photo, and
 photos/s on 24 of the street photos enlarged to a phone camera's 4032x3024 (decoding is most of it).
+imgclf fine-tuned (bench/presence_finetune.py): `imgclf train` on a YOLO folder of half the photos
+of both sets, by background, scored on the other half, and the other way round (--no-finetune: not).
 Then parity (the same cv2-resized input to the TF graph and `det.raw`: every anchor, then the boxes
 >= 0.05 after NMS matched by IoU), and imgclf's threshold scanned over 0.1-0.6 with either resize.
 """
@@ -49,6 +51,7 @@ FEATHER = 10  # crop pixels over which the pasted window fades in
 HEIGHTS = (0.15, 0.60)  # person height / photo height
 ALL_BOXES = 0.01  # "every box": the lowest score asked of a detector
 SCAN = [round(0.1 + 0.05 * i, 2) for i in range(11)]
+FINETUNED = "imgclf fine-tuned on the other fold (2 folds)"
 
 
 @dataclass
@@ -237,8 +240,8 @@ def phone_photos(work: Path, files: list[str], n: int = 24) -> list[str]:
 
 
 def peers(graph: Graph | None) -> dict[str, Peer | str]:
-    """name -> Peer (or why it is missing). A fine-tuned imgclf detector: add its entry here,
-    `"imgclf fine-tuned": imgclf_peer(detector)` (any object with the Detector's detect/threshold)."""
+    """name -> Peer (or why it is missing), each the same for both photo sets (the fine-tuned row, trained
+    on the sets themselves, is added by main from bench/presence_finetune.py)."""
     from imgclf.detection.detector import load_detector
 
     det = load_detector(backend="onnx")
@@ -368,6 +371,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/presencebench", help="where the data sets are unpacked and built")
     ap.add_argument("--copies", type=int, default=2, help="pasted versions of each person-free photo")
     ap.add_argument("--seed", type=int, default=0, help="seed of the pasted set")
+    ap.add_argument("--no-finetune", action="store_true", help="leave out imgclf fine-tuned (two trainings, ~10 min)")
     tables.add_csv_dir(ap)
     args = ap.parse_args()
     if not SHARED.is_dir():
@@ -405,10 +409,18 @@ def main() -> None:
     big = work / "640x480.jpg"
     pil(files_s[0]).resize((640, 480)).save(big, quality=90)
 
+    named = peers(graph)
+    if not args.no_finetune:
+        from presence_finetune import finetuned_peer
+
+        backgrounds = sorted(p.stem for p in (street / "no-person").glob("*.jpg"))
+        truth = {**truth_s, **truth_p}
+        named[FINETUNED], said = finetuned_peer(work, files_s + files_p, truth, backgrounds, imgclf_peer, Peer)
+        print("imgclf fine-tuned, two folds:\n  " + "\n  ".join(said))
     header = ["detector", "threshold", "ROC-AUC", "balanced acc.", "AP@0.5", "AP@[.5:.95]"]
     header += ["AP@0.5, every box", "AP@[.5:.95], every box", "boxes", "photos/s"]
     results, ms, out = {}, {}, {s: [] for s in sets}
-    for name, peer in peers(graph).items():
+    for name, peer in named.items():
         for s, (files, labels, truth, ignore) in sets.items():
             if isinstance(peer, str):
                 out[s].append([name, *["–"] * 8, peer])
@@ -419,7 +431,7 @@ def main() -> None:
             cells = [*presence(found, labels, peer.threshold), *ap_thr[:2], *ap_all[:2]]
             out[s].append([name, f"{peer.threshold:g}", *(tables.V(v, ".3f") for v in cells), ap_thr[2]])
             out[s][-1].append(tables.V(rate, ".1f"))
-        if not isinstance(peer, str):
+        if not isinstance(peer, str) and name != FINETUNED:  # the same network as the pretrained one: as fast
             ms[name] = latency(peer, str(big))
     for s in sets:
         tables.emit(s, header, out[s], title=f"\n{s} photos:")

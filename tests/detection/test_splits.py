@@ -1,5 +1,6 @@
 """A detector's train/val/test split: the split the user's files give (folders, data.yaml lists, VOC's
-ImageSets lists) is kept whole, and only what is missing is carved from the training photos."""
+ImageSets lists) is kept whole, and only what is missing is carved from the training photos; and the
+presence threshold its validation photos choose."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def test_given_splits_stay_whole_and_only_what_is_missing_is_carved():
     parts, how = split(photos(40, given), seed=0)
     assert {p.path for p in parts["val"]} == {f"/p/{i:03d}.jpg" for i in range(30, 40)}
     assert len(parts["test"]) == 6 and all(p.split == "train" for p in parts["test"] + parts["train"])
-    assert how == "your val split kept, test carved from train (seed 0)"
+    assert how == "your val split kept; test carved from train, seed 0"
     # Val and test given: nothing carved; the same photos whatever the seed.
     given = {i: "test" for i in range(5)} | {i: "val" for i in range(5, 9)}
     a, how = split(photos(40, given), seed=0)
@@ -103,3 +104,19 @@ def test_a_split_that_leaves_nothing_to_train_on_is_one_line():
         split(photos(10, {i: "val" if i < 5 else "test" for i in range(10)}), seed=0)
     with pytest.raises(UserError, match="needs at least 8"):
         split(photos(5), seed=0)
+
+
+def test_presence_threshold_sits_between_photos_and_keeps_the_prior_without_evidence():
+    from imgclf.detection.metrics import presence
+
+    # Three photos with a person, three without: 0.3 and 0.5 tell them apart, the threshold is halfway.
+    scores, present = [0.05, 0.1, 0.3, 0.5, 0.7, 0.9], [0, 0, 0, 1, 1, 1]
+    got = presence(scores, present)
+    assert got["threshold"] == pytest.approx(0.4) and got["balanced_accuracy"] == 1.0
+    # A prior the best beats by more than one photo moves; one it beats by one photo or less stays.
+    assert presence(scores, present, prior=0.05)["threshold"] == pytest.approx(0.4)  # 0.5 of balanced accuracy short
+    kept = presence(scores, present, prior=0.2)  # one person-free photo (0.3) over it: 1/6 short
+    assert (
+        kept["threshold"] == 0.2 and kept["kept_prior"] and kept["balanced_accuracy"] == pytest.approx(0.8333, abs=1e-4)
+    )
+    assert presence([0.2, 0.9], [1, 1], prior=0.2)["threshold"] is None  # one kind of photo: nothing to choose

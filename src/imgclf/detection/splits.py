@@ -71,7 +71,7 @@ def _how(given: dict, seed: int) -> str:
         return f"seed {seed}"
     carved = [k for k in ("val", "test") if not given[k]]
     said = f"your {' and '.join(kept)} split{'s' if len(kept) > 1 else ''} kept"
-    return said + (f", {carved[0]} carved from train (seed {seed})" if carved else "")
+    return said + (f"; {carved[0]} carved from train, seed {seed}" if carved else "")
 
 
 def _from_folders(path: Path, root: Path) -> str | None:

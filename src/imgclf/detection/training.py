@@ -189,7 +189,7 @@ def finish(run: Path, net, parts, boxes, settings, data, say) -> Path:
     probe = as_detector(net, boxes.classes, THRESHOLD, dev)
     positive = probe.positive
     val = answers(net, parts["val"], boxes.classes, dev)
-    chosen = metrics.presence(top_scores(val, positive), [positive in p.labels for p in parts["val"]])
+    chosen = metrics.presence(top_scores(val, positive), [positive in p.labels for p in parts["val"]], THRESHOLD)
     threshold = chosen["threshold"] if chosen["threshold"] is not None else THRESHOLD
     test = answers(net, parts["test"], boxes.classes, dev)
     truth = to_coco(boxes, parts["test"])
@@ -213,9 +213,7 @@ def finish(run: Path, net, parts, boxes, settings, data, say) -> Path:
         classes=boxes.classes,
         positive=positive,
         threshold=threshold,
-        threshold_from="validation presence (best balanced accuracy)"
-        if chosen["threshold"] is not None
-        else "the pretrained detector's (validation holds no photo without the class)",
+        threshold_from=threshold_from(chosen),
         started_from={"package": f"{weights.PACKAGE} {weights.VERSION}", "sha256": weights.SHA256},
         data=str(Path(data).resolve()),
         annotations=boxes.format,
@@ -233,6 +231,14 @@ def finish(run: Path, net, parts, boxes, settings, data, say) -> Path:
     )
     say(str(run))
     return run
+
+
+def threshold_from(chosen: dict) -> str:
+    if chosen["threshold"] is None:
+        return "the pretrained detector's (validation holds photos of one kind only)"
+    if chosen.get("kept_prior"):
+        return "the pretrained detector's (validation's best balanced accuracy beat it by one photo or less)"
+    return "validation presence (best balanced accuracy)"
 
 
 def coco_eval_at(truth, answers_, classes, threshold: float) -> dict:
