@@ -103,6 +103,20 @@ def test_interrupted_detector_training_resumes(boxes_folder, tmp_path, monkeypat
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]  # each epoch once
 
 
+def test_early_stopping_waits_for_the_rate_to_fall(boxes_folder, tmp_path, monkeypatch):
+    """Validation that dips while the one-cycle rate is high does not end the run: with patience 2 of
+    10 epochs, a run whose best is epoch 1 goes on through epoch 5, and stops at epoch 6 (the rate is then
+    under half its peak)."""
+    from imgclf.detection import training
+
+    val_map = iter([0.30, 0.31, 0.29, 0.28, 0.27, 0.26, 0.25, 0.24, 0.23, 0.22, 0.21])
+    monkeypatch.setattr(finetune, "epoch", lambda *a: {"cls_loss": 1.0, "box_loss": 1.0})
+    monkeypatch.setattr(training, "validate", lambda *a: {"val_map": next(val_map), "val_ap50": 0.5})
+    imgclf.train(boxes_folder, out=tmp_path / "r", epochs=10, patience=2, batch_size=4, verbose=False)
+    with open(tmp_path / "r" / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2, 3, 4, 5]
+
+
 def test_the_users_split_is_kept(boxes_folder, tmp_path):
     """Roboflow's export (train/, valid/, test/ with images/ and labels/ each): those photos validate and
     test the run, whatever the seed; the line printed says so."""

@@ -61,7 +61,8 @@ def train_detector(
     )
     say(
         f"settings: start from the pretrained SSDLite person detector, {settings.epochs} epochs max, "
-        f"stop after {settings.patience} without a better validation mAP, batch {settings.batch_size}, "
+        f"stop after {settings.patience} without a better validation mAP from epoch "
+        f"{int(FT.ANNEALED * settings.epochs) + 1}, batch {settings.batch_size}, "
         f"AdamW lr {settings.lr:g}, BatchNorm frozen, IoU crop + flip + photometric augmentation"
     )
     for name, skipped in getattr(boxes, "skipped", []):
@@ -117,7 +118,7 @@ def fit(net, parts, boxes, settings, run: Path, dev, say) -> dict:
         say(f"epoch 0 (the pretrained start): val mAP {history[0]['val_map']:.3f}, AP@0.5 {history[0]['val_ap50']:.3f}")
     for e in range(start, settings.epochs + 1):
         best_epoch = max(history, key=lambda r: (r["val_map"], -r["epoch"]))["epoch"]
-        if e - best_epoch > settings.patience:
+        if e - best_epoch > settings.patience and e > FT.ANNEALED * settings.epochs:
             say(f"stopped: no better validation mAP since epoch {best_epoch}")
             break
         started = time.perf_counter()
