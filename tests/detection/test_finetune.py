@@ -117,6 +117,21 @@ def test_early_stopping_waits_for_the_rate_to_fall(boxes_folder, tmp_path, monke
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2, 3, 4, 5]
 
 
+def test_a_time_budget_sets_the_epochs_before_the_first_step(boxes_folder, tmp_path, monkeypatch, capsys):
+    """`--time-budget`: the epochs that fit (a timed step, the start's validation) become the run's
+    schedule, recorded for resume; a budget that fits none keeps the pretrained start."""
+    monkeypatch.setattr(finetune, "step_seconds", lambda *a: 1000.0)  # two steps an epoch: ~2,000 s each
+    imgclf.train(boxes_folder, out=tmp_path / "one", batch_size=4, time_budget="1h", verbose=True)
+    assert "time budget 3600s: 1 of at most 30 epochs fit" in capsys.readouterr().out
+    assert json.loads((tmp_path / "one" / "detector-training.json").read_text())["settings"]["epochs"] == 1
+    with open(tmp_path / "one" / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]
+    p = cli("train", boxes_folder, "--out", tmp_path / "none", "--batch-size", "4", "--time-budget", "1s")
+    assert "0 of at most 30 epochs fit" in p.stdout and "the pretrained start is kept" in p.stdout
+    meta = json.loads((tmp_path / "none" / "detector.json").read_text())
+    assert meta["metrics"]["test"]["ap50"] == meta["metrics"]["pretrained_test"]["ap50"]
+
+
 def test_the_users_split_is_kept(boxes_folder, tmp_path):
     """Roboflow's export (train/, valid/, test/ with images/ and labels/ each): those photos validate and
     test the run, whatever the seed; the line printed says so."""

@@ -16,6 +16,7 @@ back a detector worse on validation than the one it started from. Every epoch is
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,7 @@ class Settings:
     lr: float = LR
     patience: int = PATIENCE
     seed: int = 0
+    time_budget: float | None = None  # seconds of wall time for the whole run; None: no clock
 
 
 def start_from_pretrained(classes: list[str]) -> SSDLite:
@@ -177,6 +179,22 @@ def freeze_batchnorm(net: torch.nn.Module) -> None:
             m.eval()
             for p in m.parameters():
                 p.requires_grad_(False)
+
+
+def step_seconds(net, loader, device) -> float:
+    """Seconds a training step takes here (photos loaded and augmented, forward, backward): the second
+    of two timed batches, the first paying for first-call allocations. No weights change."""
+    net.train()
+    freeze_batchnorm(net)
+    took, batches = [], iter(loader)
+    for _ in range(min(2, len(loader))):
+        started = time.perf_counter()
+        x, cls_t, loc_t = next(batches)
+        enc, logits = net(x.to(device) / 127.5 - 1.0)
+        sum(loss(enc, logits, cls_t.to(device), loc_t.to(device))).backward()
+        took.append(time.perf_counter() - started)
+    net.zero_grad(set_to_none=True)
+    return took[-1]
 
 
 def epoch(net, loader, optimizer, scheduler, device) -> dict:

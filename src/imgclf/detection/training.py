@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from imgclf.detection import finetune as FT
 from imgclf.store.run_meta import DetectorMeta
 
 FORMAT = 1  # of detector.json
+FINISH_S = 5.0  # seconds a budget keeps for what follows training beyond scoring photos (weights, report)
 
 
 def train_detector(
@@ -35,17 +37,22 @@ def train_detector(
     **options,
 ) -> Path:
     """Fine-tune the pretrained detector on the annotated photos in `data`; returns the run folder.
-    options: epochs, batch_size, lr, patience, seed (finetune.Settings)."""
+    options: epochs, batch_size, lr, patience, seed, time_budget (finetune.Settings)."""
+    from imgclf.core.clock import run_started
     from imgclf.core.device import pick_device
     from imgclf.detection.annotations import read_boxes
     from imgclf.detection.splits import split
+    from imgclf.settings.checks import parse_duration
     from imgclf.store.runs import new_run_dir
 
+    clock_started = run_started()  # the command's start: a --time-budget is the wall time the user waits
     unknown = sorted(set(options) - set(FT.Settings.__dataclass_fields__))
     if unknown:
         raise UserError(f"--{unknown[0].replace('_', '-')} does not apply to training a detector (boxes in {data})")
     recorded = Path(resume) / "detector-training.json" if resume else None
     base = read_json(recorded)["settings"] if recorded and recorded.is_file() else {}  # a resumed run keeps its own
+    if "time_budget" in options:
+        options["time_budget"] = parse_duration(options["time_budget"]) or None  # auto and off: no clock
     settings = FT.Settings(**{**base, **{k: v for k, v in options.items() if v is not None}})
     boxes = read_boxes(data)
     run = Path(resume) if resume else Path(out) if out else new_run_dir(data)
@@ -61,9 +68,10 @@ def train_detector(
     )
     say(
         f"settings: start from the pretrained SSDLite person detector, {settings.epochs} epochs max, "
-        f"stop after {settings.patience} without a better validation mAP from epoch "
-        f"{int(FT.ANNEALED * settings.epochs) + 1}, batch {settings.batch_size}, "
+        f"stop after {settings.patience} without a better validation mAP once the rate is under half its peak, "
+        f"batch {settings.batch_size}, "
         f"AdamW lr {settings.lr:g}, BatchNorm frozen, IoU crop + flip + photometric augmentation"
+        + (f", time budget {settings.time_budget:g}s" if settings.time_budget else "")
     )
     for name, skipped in getattr(boxes, "skipped", []):
         say(f"skipped {name}: {skipped}")
@@ -74,7 +82,7 @@ def train_detector(
     torch.manual_seed(settings.seed)
     net = FT.start_from_pretrained(boxes.classes).to(dev)
     try:
-        best = fit(net, parts, boxes, settings, run, dev, say)
+        best = fit(net, parts, boxes, settings, run, dev, say, Clock(clock_started, settings.time_budget))
     except KeyboardInterrupt:
         from imgclf.core.errors import Interrupted
 
@@ -83,7 +91,38 @@ def train_detector(
     return finish(run, net, parts, boxes, settings, data, say)
 
 
-def fit(net, parts, boxes, settings, run: Path, dev, say) -> dict:
+@dataclass
+class Clock:
+    """A stated --time-budget: wall seconds from the command's start to the finished run folder."""
+
+    started: float
+    budget: float | None
+    finish_s: float = FINISH_S  # what follows the last epoch: the threshold, the test photos, the report
+    epoch_s: float | None = None  # an epoch with its validation, as last measured
+
+    def left(self) -> float:
+        return self.budget - (time.monotonic() - self.started)
+
+    def affords_another(self) -> bool:
+        return not self.budget or self.epoch_s is None or self.left() >= self.epoch_s + self.finish_s
+
+
+def plan(net, loader, parts, settings, clock: Clock, val_s: float, dev, say) -> int:
+    """The epochs a time budget affords, from a timed training step and the start's validation: fixed
+    before the first step, so that the one-cycle schedule ends on a low rate within the budget."""
+    per_photo = val_s / max(1, len(parts["val"]))  # the test photos are scored twice, and by the start
+    clock.finish_s = per_photo * (len(parts["val"]) + 3 * len(parts["test"])) + FINISH_S
+    clock.epoch_s = len(loader) * FT.step_seconds(net, loader, dev) + val_s
+    epochs = int(max(0, min(settings.epochs, (clock.left() - clock.finish_s) // clock.epoch_s)))
+    kept = ": the pretrained start is kept" if epochs == 0 else ""
+    say(
+        f"time budget {clock.budget:g}s: {epochs} of at most {settings.epochs} epochs fit "
+        f"(~{clock.epoch_s:.0f}s each with its validation){kept}"
+    )
+    return epochs
+
+
+def fit(net, parts, boxes, settings, run: Path, dev, say, clock: Clock) -> dict:
     """Train with validation after every epoch (epoch 0: the untrained start); the best weights."""
     from imgclf.store.checkpoint import load_training_state, save_training_state
 
@@ -97,34 +136,49 @@ def fit(net, parts, boxes, settings, run: Path, dev, say) -> dict:
     FT.freeze_batchnorm(net)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-4)
-    steps = max(1, settings.epochs * len(loader))
     state_file = run / "train_state.safetensors"
     history, start = [], 1
     if state_file.exists():
         info = load_training_state(state_file, net, optimizer)
         history, start = info["history"], info["epoch"] + 1
         say(f"resuming {run} after epoch {start - 1}")
-    # Built after the state is loaded: the schedule continues from the steps already taken.
-    for group in optimizer.param_groups:
-        group.setdefault("initial_lr", settings.lr)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, settings.lr, total_steps=steps, pct_start=0.1, last_epoch=(start - 1) * len(loader) - 1
-    )
     if not history:
+        started = time.perf_counter()
         history.append({"epoch": 0, **validate(net, parts["val"], boxes, dev)})
+        val_s = time.perf_counter() - started
         save_training_state(state_file, net, optimizer, {"epoch": 0, "history": history})
         (run / "best.safetensors").unlink(missing_ok=True)
         save_best(run, net)
         say(f"epoch 0 (the pretrained start): val mAP {history[0]['val_map']:.3f}, AP@0.5 {history[0]['val_ap50']:.3f}")
+        if clock.budget:  # the epochs it affords become the run's, so that a resumed run keeps the schedule
+            settings.epochs = plan(net, loader, parts, settings, clock, val_s, dev, say)
+            write_json(
+                run / "detector-training.json",
+                {**read_json(run / "detector-training.json"), "settings": settings.__dict__},
+            )
+    # Built after the state is loaded: the schedule continues from the steps already taken.
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", settings.lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        settings.lr,
+        total_steps=max(1, settings.epochs * len(loader)),
+        pct_start=0.1,
+        last_epoch=(start - 1) * len(loader) - 1,
+    )
     for e in range(start, settings.epochs + 1):
         best_epoch = max(history, key=lambda r: (r["val_map"], -r["epoch"]))["epoch"]
         if e - best_epoch > settings.patience and e > FT.ANNEALED * settings.epochs:
             say(f"stopped: no better validation mAP since epoch {best_epoch}")
             break
+        if not clock.affords_another():
+            say(f"stopped: the time budget leaves no room for epoch {e}")
+            break
         started = time.perf_counter()
         row = FT.epoch(net, loader, optimizer, scheduler, dev)
         seconds = time.perf_counter() - started
         row = {"epoch": e, **row, **validate(net, parts["val"], boxes, dev), "seconds": round(seconds, 1)}
+        clock.epoch_s = time.perf_counter() - started
         better = row["val_map"] > max(r["val_map"] for r in history)
         history.append(row)
         if better:
@@ -230,7 +284,7 @@ def finish(run: Path, net, parts, boxes, settings, data, say) -> Path:
         f"test: AP@0.5 {t['ap50']:.3f} (pretrained start {p['ap50']:.3f}), mAP {t['map']:.3f} "
         f"(start {p['map']:.3f}); presence threshold {threshold:.3f}"
     )
-    say(str(run))
+    say(f"report: {run / 'report.html'}")
     return run
 
 
