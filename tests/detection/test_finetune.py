@@ -149,6 +149,8 @@ def test_the_users_split_is_kept(boxes_folder, tmp_path):
     with open(tmp_path / "run" / "splits.csv") as f:
         got = {(Path(r["path"]).parent.parent.name, r["split"]) for r in csv.DictReader(f)}
     assert got == {("train", "train"), ("valid", "val"), ("test", "test")}
+    assert json.loads((tmp_path / "run" / "detector.json").read_text())["split"] == "your val and test splits kept"
+    assert "split: your val and test splits kept" in (tmp_path / "run" / "report.html").read_text()
 
 
 def test_malformed_annotations_are_one_line(boxes_folder, tmp_path):

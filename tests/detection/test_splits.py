@@ -82,7 +82,7 @@ def photos(n: int, given: dict[int, str] | None = None) -> list[Photo]:
 def test_given_splits_stay_whole_and_only_what_is_missing_is_carved():
     # No split given: 70/15/15 of all, as before.
     parts, how = split(photos(40), seed=0)
-    assert [len(parts[k]) for k in ("train", "val", "test")] == [28, 6, 6] and how == "seed 0"
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [28, 6, 6] and how == "70/15/15, seed 0"
     # Val given (Ultralytics' images/val): kept as it is, test carved from the training photos.
     given = {i: "val" for i in range(30, 40)} | {i: "train" for i in range(30)}
     parts, how = split(photos(40, given), seed=0)

@@ -55,7 +55,8 @@ def write_report(run: Path, meta: DetectorMeta, photos: list, answers: list[dict
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
 td,th{{padding:.2rem .6rem;text-align:right}} figure{{display:inline-block;margin:.4rem}} img{{max-width:100%}}</style></head>
 <body><h1>{html.escape(run.name)}: a detector for {html.escape(", ".join(meta.classes))}</h1>
-<p>Fine-tuned from the pretrained SSDLite person detector on {html.escape(meta.data)} ({meta.annotations} boxes).
+<p>Fine-tuned from the pretrained SSDLite person detector on {html.escape(meta.data)} ({meta.annotations} boxes;
+split: {html.escape(meta.split or "70/15/15")}).
 Presence threshold {meta.threshold:.3f} ({html.escape(meta.threshold_from)}).</p>
 <h2>Test photos</h2><table><tr><th></th><th>AP@0.5</th><th>AP@0.5, boxes over the threshold</th><th>mAP@[.5:.95]</th></tr>{rows}</table>
 <p>Presence on {pres["photos"]} test photos ({pres["with"]} with '{html.escape(meta.positive)}'):

@@ -68,7 +68,7 @@ def split(photos: list, seed: int) -> tuple[dict[str, list], str]:
 def _how(given: dict, seed: int) -> str:
     kept = [k for k in ("val", "test") if given[k]]
     if not kept:
-        return f"seed {seed}"
+        return f"{'/'.join(str(round(100 * s)) for s in SHARES)}, seed {seed}"
     carved = [k for k in ("val", "test") if not given[k]]
     said = f"your {' and '.join(kept)} split{'s' if len(kept) > 1 else ''} kept"
     return said + (f"; {carved[0]} carved from train, seed {seed}" if carved else "")

@@ -88,7 +88,7 @@ def train_detector(
 
         raise Interrupted(f"imgclf train --resume {run}") from None
     net.load_state_dict(best)
-    return finish(run, net, parts, boxes, settings, data, say)
+    return finish(run, net, parts, boxes, settings, data, say, how)
 
 
 @dataclass
@@ -230,7 +230,7 @@ def validate(net, photos, boxes, dev) -> dict:
     return {"val_map": got["map"], "val_ap50": got["ap50"]}
 
 
-def finish(run: Path, net, parts, boxes, settings, data, say) -> Path:
+def finish(run: Path, net, parts, boxes, settings, data, say, split_how: str = "") -> Path:
     """Choose the presence threshold on validation, score the test photos (and the pretrained start
     on them), write detector.json, the weights, the report; drop the training state."""
     from imgclf.detection import metrics
@@ -269,6 +269,7 @@ def finish(run: Path, net, parts, boxes, settings, data, say) -> Path:
         positive=positive,
         threshold=threshold,
         threshold_from=threshold_from(chosen),
+        split=split_how,
         started_from={"package": f"{weights.PACKAGE} {weights.VERSION}", "sha256": weights.SHA256},
         data=str(Path(data).resolve()),
         annotations=boxes.format,

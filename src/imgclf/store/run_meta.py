@@ -240,6 +240,7 @@ class DetectorMeta(Record):
     positive: str
     threshold: float
     threshold_from: str = ""
+    split: str = ""  # how the photos were split: "seed 0", or which of the user's splits were kept
     started_from: dict[str, Any] | None = None
     data: str = ""
     annotations: str = ""
