@@ -297,7 +297,8 @@ def few_shot(src: Path, dest: Path, per_class: int = 60, test_per_class: int = 1
 
 def imgclf_run(data: Path, out: Path, *flags: str) -> dict:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "imgclf.cli", "train", str(data), "--out", str(out), *flags], check=True)
+    cmd = [sys.executable, "-m", "imgclf.cli", "train", str(data), "--out", str(out), "--task", "classify", *flags]
+    subprocess.run(cmd, check=True)  # --task classify: street-scenes/ holds a CSV of boxes beside its class folders
     wall = time.perf_counter() - t0
     meta, metrics = json.loads((out / "model.json").read_text()), json.loads((out / "metrics.json").read_text())
     return {

@@ -45,9 +45,11 @@ def train(
     from imgclf.lifecycle import tracking
 
     uri = tracking.checked_uri(mlflow)
-    boxes = _detector_data(data, resume)
+    boxes = _detector_data(data, resume, settings.get("task") or "auto")
     if boxes is not None:  # photos with box annotations: fine-tune the pretrained detector
         from imgclf.detection.training import train_detector
+
+        settings.pop("task", None)
 
         if workers != 1 or ray is not None or config is not None or on_epoch is not None:
             raise UserError("training a detector (box annotations found) runs in one process, without --config")
@@ -70,20 +72,27 @@ def train(
     return run
 
 
-def _detector_data(data, resume) -> str | Path | None:
-    """The data folder when it holds box annotations (YOLO, Pascal VOC, COCO) rather than class
-    folders, or, resuming a detector run, the folder it recorded."""
+def _detector_data(data, resume, task: str = "auto") -> str | Path | None:
+    """The data folder when a detector is to be trained on it: it holds box annotations (YOLO, Pascal VOC,
+    COCO, a CSV of boxes) and `task` is not "classify", or, resuming a detector run, the folder it recorded."""
     from imgclf.core.files import read_json
     from imgclf.data.discover import refuse_run_folder
     from imgclf.detection.annotations import detect_format
+    from imgclf.settings.config import TASKS
 
+    if task not in TASKS:
+        raise UserError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
     if resume and isinstance(resume, (str, Path)) and (Path(resume) / "detector-training.json").is_file():
         return data or read_json(Path(resume) / "detector-training.json")["data"]
     if data is not None:
         refuse_run_folder(data)
-    if data is not None and Path(data).is_dir() and detect_format(data) is not None:
-        return data
-    return None
+    boxes = data is not None and task != "classify" and Path(data).is_dir() and detect_format(data) is not None
+    if task == "detect" and not boxes and not resume:
+        raise UserError(
+            f"--task detect: no box annotations in {data}: give YOLO (images/ + labels/*.txt), Pascal VOC "
+            "(Annotations/*.xml), COCO (a .json) or a CSV (image,x1,y1,x2,y2[,label])"
+        )
+    return data if boxes else None
 
 
 def lr_find(

@@ -1,4 +1,4 @@
-"""Read a folder of photos with box annotations (YOLO, Pascal VOC or COCO) into one structure.
+"""Read a folder of photos with box annotations (YOLO, Pascal VOC, COCO or a CSV) into one structure.
 
     box_set = read_boxes("people/")   # photos (path, size, boxes x1 y1 x2 y2 in pixels, labels), classes
     ground_truth = to_coco(box_set)   # what pycocotools evaluates detections against
@@ -11,51 +11,42 @@ tools (Ultralytics, CVAT, Roboflow) annotate the photo as a viewer shows it.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import xml.etree.ElementTree as ET  # stdlib: defusedxml is no dependency, and expat expands no external entities
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
 
 from imgclf.core.errors import UserError
-from imgclf.data.images import UnusableImage, image_size
 from imgclf.data.spec import files_under, is_image
+from imgclf.detection.box_csv import box_csvs, read_csv_boxes
+from imgclf.detection.boxfile import (
+    NORM_TOL,
+    PIXEL_TOL,
+    BoxSet,
+    Photo,
+    clip_box,
+    head_bytes,
+    make_photo,
+    mirror_path,
+    number,
+    pick,
+    read_text,
+    relative,
+    shallowest,
+    upright_size,
+)
 from imgclf.detection.splits import mark_given
 
-NORM_TOL = 0.001  # rounding slack of normalised YOLO coordinates; a box within it is clipped
-PIXEL_TOL = 1.0  # the same in pixels (VOC, COCO); it also absorbs 0- vs 1-based off-by-ones
 YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
 NAME_FILES = ("classes.txt", "obj.names")  # one class a line: labelImg / Label Studio, CVAT's YOLO export
 NOT_LABELS = ("train.txt", "val.txt", "valid.txt", "test.txt", "readme")  # split lists and read-mes, not boxes
 COCO_NAMES = ("annotation", "instances", "coco")  # annotations.json, instances_val2017.json, _annotations.coco.json
 
 
-@dataclass
-class Photo:
-    path: str  # absolute path of the image file
-    width: int  # upright size (EXIF orientation applied): the frame the boxes are in
-    height: int
-    boxes: np.ndarray  # (n, 4) float32 pixels x1, y1, x2, y2; n = 0 for a photo with nothing in it
-    labels: list[str]  # class name per box
-    split: str | None = None  # "train", "val" or "test" where the user's files say (detection.splits)
-
-
-@dataclass
-class BoxSet:
-    photos: list[Photo]
-    classes: list[str]  # YOLO: its names order; VOC: classes.txt order, else sorted names; COCO: by category id
-    format: str  # "yolo" | "voc" | "coco"
-    root: str
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unreadable images
-
-
 def detect_format(folder) -> str | None:
-    """Which layout `folder` holds: "yolo", "voc" or "coco"; None for none (then it is a classification folder)."""
+    """Which layout `folder` holds: "yolo", "voc", "coco" or "csv"; None for none (a classification folder)."""
     root = Path(folder).expanduser()
     return _detect(root, files_under(root)) if root.is_dir() else None
 
@@ -69,13 +60,14 @@ def read_boxes(folder) -> BoxSet:
     if (fmt := _detect(root, files)) is None:
         raise UserError(
             f"no box annotations in {root}: expected YOLO (images/ + labels/*.txt, data.yaml), "
-            "Pascal VOC (Annotations/*.xml) or COCO (a .json with images, annotations, categories)"
+            "Pascal VOC (Annotations/*.xml), COCO (a .json with images, annotations, categories) or a CSV "
+            "(image,x1,y1,x2,y2[,label])"
         )
     box_set = BoxSet([], [], fmt, str(root))
-    read = {"yolo": _read_yolo, "voc": _read_voc, "coco": _read_coco}[fmt]
+    read = {"yolo": _read_yolo, "voc": _read_voc, "coco": _read_coco, "csv": read_csv_boxes}[fmt]
     box_set.photos, box_set.classes = read(root, files, box_set.skipped)
     box_set.photos.sort(key=lambda p: p.path)
-    mark_given(box_set.photos, root, files, _shallowest(files, YAML_NAMES) if fmt == "yolo" else None)
+    mark_given(box_set.photos, root, files, shallowest(files, YAML_NAMES) if fmt == "yolo" else None)
     if not any(len(p.boxes) for p in box_set.photos):
         raise UserError(
             f"no boxes in {root}: {len(box_set.photos)} photo(s) read as {fmt}, {len(box_set.skipped)} unreadable, "
@@ -91,7 +83,9 @@ def to_coco(box_set: BoxSet, photos: list[Photo] | None = None) -> dict:
     category = {c: i for i, c in enumerate(box_set.classes, 1)}
     images, annotations = [], []
     for image_id, p in enumerate(photos, 1):
-        images.append({"id": image_id, "file_name": _rel(p.path, box_set.root), "width": p.width, "height": p.height})
+        images.append(
+            {"id": image_id, "file_name": relative(p.path, box_set.root), "width": p.width, "height": p.height}
+        )
         for (x1, y1, x2, y2), label in zip(p.boxes.tolist(), p.labels):
             w, h = x2 - x1, y2 - y1
             ann = {"image_id": image_id, "category_id": category[label], "bbox": [x1, y1, w, h], "area": w * h}
@@ -102,14 +96,16 @@ def to_coco(box_set: BoxSet, photos: list[Photo] | None = None) -> dict:
 
 
 def _detect(root: Path, files: list[Path]) -> str | None:
-    if _shallowest(files, YAML_NAMES):
+    if shallowest(files, YAML_NAMES):
         return "yolo"
     if _coco_files(root):
         return "coco"
-    if any(p.suffix.lower() == ".xml" and b"<annotation" in _head(p, 4096) for p in files):
+    if any(p.suffix.lower() == ".xml" and b"<annotation" in head_bytes(p, 4096) for p in files):
         return "voc"
     texts = {p for p in files if p.suffix.lower() == ".txt"}
-    return "yolo" if any(_yolo_pair(p, root, texts) for p in files if is_image(p)) else None
+    if any(_yolo_pair(p, root, texts) for p in files if is_image(p)):
+        return "yolo"
+    return "csv" if box_csvs(root) else None
 
 
 def _coco_files(root: Path) -> list[Path]:
@@ -117,108 +113,20 @@ def _coco_files(root: Path) -> list[Path]:
     by name or by an "images"/"annotations" key near the start (cheap even on a 400 MB file)."""
     found = sorted(root.glob("*.json")) + sorted(root.glob("*/*.json"))
     keys = (b'"images"', b'"annotations"')
-    return [p for p in found if any(n in p.name.lower() for n in COCO_NAMES) or any(k in _head(p, 65536) for k in keys)]
-
-
-def _head(path: Path, n: int) -> bytes:
-    with contextlib.suppress(OSError), open(path, "rb") as f:
-        return f.read(n)
-    return b""
-
-
-def _shallowest(files: list[Path], names) -> Path | None:
-    hits = [p for p in files if p.name.lower() in names]
-    return min(hits, key=lambda p: (len(p.parts), str(p))) if hits else None
-
-
-def _mirror(path: Path, root: Path, src: str, dst: str) -> Path | None:
-    """`path` with its last `src` folder below root swapped for `dst` (images/train/a.jpg -> labels/train/a.jpg)."""
-    parts = list(path.relative_to(root).parts[:-1])
-    hits = [i for i, part in enumerate(parts) if part.lower() == src]
-    if hits:
-        parts[hits[-1]] = dst
-        return root.joinpath(*parts, path.name)
-    return None
+    return [
+        p for p in found if any(n in p.name.lower() for n in COCO_NAMES) or any(k in head_bytes(p, 65536) for k in keys)
+    ]
 
 
 def _yolo_pair(image: Path, root: Path, texts: set[Path]) -> Path | None:
     """The label file of `image`: beside it, or in the labels/ folder mirroring its images/ folder."""
-    mirrored = _mirror(image, root, "images", "labels")
+    mirrored = mirror_path(image, root, "images", "labels")
     return next((t.with_suffix(".txt") for t in (image, mirrored) if t and t.with_suffix(".txt") in texts), None)
-
-
-def _pick(candidates: list[Path], near: list[Path]) -> Path | None:
-    """The candidate in the first of the `near` folders holding one, else the only one, else None."""
-    hit = next((p for d in near for p in candidates if p.parent == d), None)
-    return hit or (candidates[0] if len(candidates) == 1 else None)
-
-
-def _rel(path, root) -> str:
-    try:
-        return Path(path).relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def _size(path: Path, skipped: list) -> tuple[int, int] | None:
-    """The upright (width, height), or None with the image added to `skipped`."""
-    try:
-        w, h = image_size(path)
-    except UnusableImage as e:
-        skipped.append((str(path), e.reason))
-        return None
-    try:  # the EXIF block is in the header that Image.open parses anyway: cheap
-        with Image.open(path) as img:
-            turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # Orientation: the four turns by 90 degrees
-        return (h, w) if turned else (w, h)
-    except Exception:  # a malformed EXIF block only loses the rotation, as in images.read_rgb
-        return w, h
-
-
-def _number(text, where: str, what: str) -> float:
-    if text is None:
-        raise UserError(f"{where}: {what} is missing: add it")
-    try:
-        v = float(text)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: {what} {text!r} is not a number: fix it") from None
-    if not math.isfinite(v):
-        raise UserError(f"{where}: {what} is {text}, not a finite number: fix it")
-    return v
-
-
-def _clip(edges, w, h, tol, names, where: str, what: str) -> list[float]:
-    """`edges` (x1, y1, x2, y2, in units where the image spans 0..w and 0..h) clipped to the image. A box with
-    no area, or beyond the image by more than `tol`, is refused; `names` say how the user wrote each edge."""
-    fix = f"fix or delete the {what}"
-    if edges[2] <= edges[0] or edges[3] <= edges[1]:
-        size = f"width = {edges[2] - edges[0]:g}, height = {edges[3] - edges[1]:g}"
-        raise UserError(f"{where}: box has zero or negative size ({size}): {fix}")
-    for i, v in enumerate(edges):
-        limit = (w, h)[i - 2] if i >= 2 else 0
-        if (v < -tol) if i < 2 else (v > limit + tol):
-            shown = f"{names[i]} = {v:g} {'<' if i < 2 else '>'} {limit:g}"
-            raise UserError(f"{where}: box outside the image ({shown}): {fix}")
-    x1, y1, x2, y2 = max(edges[0], 0), max(edges[1], 0), min(edges[2], w), min(edges[3], h)
-    if x2 <= x1 or y2 <= y1:  # within the tolerance, yet wholly beyond the edge: not one pixel in the photo
-        raise UserError(f"{where}: box lies beyond the image's edge: {fix}")
-    return [x1, y1, x2, y2]
-
-
-def _photo(path: Path, size, boxes: list, labels: list[str]) -> Photo:
-    return Photo(str(path), size[0], size[1], np.asarray(boxes, dtype=np.float32).reshape(-1, 4), labels)
-
-
-def _read_text(path: Path, root: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")  # -sig: the byte-order mark of Windows editors
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{_rel(path, root)}: cannot read it as text ({e}): fix or delete the file") from None
 
 
 def _names_file(path: Path, root: Path) -> dict[int, str]:
     """Class names by id from a data.yaml (`names:` a list or {id: name}) or a one-name-a-line file."""
-    rel, text = _rel(path, root), _read_text(path, root)
+    rel, text = relative(path, root), read_text(path, root)
     names = dict(enumerate(s.strip() for s in text.splitlines() if s.strip()))
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
@@ -236,7 +144,7 @@ def _names_file(path: Path, root: Path) -> dict[int, str]:
 
 
 def _read_yolo(root: Path, files: list[Path], skipped: list):
-    names_path = _shallowest(files, YAML_NAMES) or _shallowest(files, NAME_FILES)
+    names_path = shallowest(files, YAML_NAMES) or shallowest(files, NAME_FILES)
     if names_path is None:
         raise UserError(f"YOLO labels in {root} but no class names: add data.yaml (names: [...]) or classes.txt")
     names = _names_file(names_path, root)
@@ -248,38 +156,38 @@ def _read_yolo(root: Path, files: list[Path], skipped: list):
     for txt in sorted(texts - used):
         in_labels = "labels" in (part.lower() for part in txt.relative_to(root).parts[:-1])
         if (in_labels or txt.parent in image_dirs) and not any(n in txt.name.lower() for n in NOT_LABELS):
-            where = f"{_rel(txt, root)}: no image {txt.stem}.jpg, .png, ... beside it or in the matching images/"
+            where = f"{relative(txt, root)}: no image {txt.stem}.jpg, .png, ... beside it or in the matching images/"
             raise UserError(f"{where}: add the image or delete the label file")
     photos = []
     for image, txt in pairs.items():
-        boxes, labels = _yolo_lines(txt, root, names, _rel(names_path, root)) if txt else ([], [])
-        size = _size(image, skipped)
+        boxes, labels = _yolo_lines(txt, root, names, relative(names_path, root)) if txt else ([], [])
+        size = upright_size(image, skipped)
         if size is not None:  # normalised -> pixels of the upright photo
-            photos.append(_photo(image, size, [np.multiply(b, size * 2) for b in boxes], labels))
+            photos.append(make_photo(image, size, [np.multiply(b, size * 2) for b in boxes], labels))
     return photos, list(names.values())
 
 
 def _yolo_lines(txt: Path, root: Path, names: dict[int, str], names_rel: str):
     boxes, labels = [], []
-    for n, line in enumerate(_read_text(txt, root).splitlines(), 1):
-        fields, where = line.split(), f"{_rel(txt, root)} line {n}"
+    for n, line in enumerate(read_text(txt, root).splitlines(), 1):
+        fields, where = line.split(), f"{relative(txt, root)} line {n}"
         if not fields:
             continue  # blank lines: harmless, editors add them
         if len(fields) != 5:
             raise UserError(f"{where}: {len(fields)} fields, expected 5 'class cx cy w h': fix or delete the line")
-        cls = _number(fields[0], where, "class id")
+        cls = number(fields[0], where, "class id")
         if not cls.is_integer() or int(cls) not in names:
             ids = ", ".join(map(str, names))
             raise UserError(f"{where}: unknown class {fields[0]} ({names_rel} has {ids}): fix it or add the class")
-        cx, cy, w, h = (_number(f, where, what) for f, what in zip(fields[1:], ("cx", "cy", "w", "h")))
+        cx, cy, w, h = (number(f, where, what) for f, what in zip(fields[1:], ("cx", "cy", "w", "h")))
         edges = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
-        boxes.append(_clip(edges, 1, 1, NORM_TOL, ("x1", "y1", "x2", "y2"), where, "line"))
+        boxes.append(clip_box(edges, 1, 1, NORM_TOL, ("x1", "y1", "x2", "y2"), where, "line"))
         labels.append(names[int(cls)])
     return boxes, labels
 
 
 def _read_voc(root: Path, files: list[Path], skipped: list):
-    names_path = _shallowest(files, ("classes.txt",))  # optional: declares the classes and their order
+    names_path = shallowest(files, ("classes.txt",))  # optional: declares the classes and their order
     declared = list(_names_file(names_path, root).values()) if names_path else None
     images = [p for p in files if is_image(p)]
     by_name, by_stem = {}, {}
@@ -288,7 +196,7 @@ def _read_voc(root: Path, files: list[Path], skipped: list):
         by_stem.setdefault(p.stem, []).append(p)
     photos = {}  # image -> Photo, None when unreadable
     for xml in (p for p in files if p.suffix.lower() == ".xml"):
-        rel = _rel(xml, root)
+        rel = relative(xml, root)
         try:
             doc = ET.parse(xml).getroot()
         except (ET.ParseError, OSError) as e:
@@ -298,20 +206,22 @@ def _read_voc(root: Path, files: list[Path], skipped: list):
         # <filename> first, else the xml's own name; in its folder, the mirrored JPEGImages/ or anywhere (if unique).
         filename = Path((doc.findtext("filename") or "").strip() or xml.stem).name
         near = [xml.parent] + [
-            m.parent for f in ("JPEGImages", "images") if (m := _mirror(xml, root, "annotations", f))
+            m.parent for f in ("JPEGImages", "images") if (m := mirror_path(xml, root, "annotations", f))
         ]
-        image = _pick(by_name.get(filename, []), near) or _pick(by_stem.get(xml.stem, []), near)
+        image = pick(by_name.get(filename, []), near) or pick(by_stem.get(xml.stem, []), near)
         if image is None or image in photos:
-            problem = f"its image {filename} is missing" if image is None else f"{_rel(image, root)} is annotated twice"
+            problem = (
+                f"its image {filename} is missing" if image is None else f"{relative(image, root)} is annotated twice"
+            )
             raise UserError(f"{rel}: {problem}: add the image or delete the file")
-        size = _size(image, skipped)
-        photos[image] = size and _photo(image, size, *_voc_objects(doc, rel, size, declared))
+        size = upright_size(image, skipped)
+        photos[image] = size and make_photo(image, size, *_voc_objects(doc, rel, size, declared))
     # An image without xml is a photo with nothing in it, where it sits among annotated ones (not, say, in the
     # devkit's SegmentationClass/ masks).
     folders = {image.parent for image in photos}
     for image in images:
         if image not in photos and image.parent in folders:
-            photos[image] = (size := _size(image, skipped)) and _photo(image, size, [], [])
+            photos[image] = (size := upright_size(image, skipped)) and make_photo(image, size, [], [])
     classes = declared if declared is not None else sorted({n for p in photos.values() if p for n in p.labels})
     return [p for p in photos.values() if p], classes
 
@@ -323,11 +233,11 @@ def _voc_objects(doc, rel: str, size, declared: list[str] | None):
         if not name or (declared is not None and name not in declared):
             problem = f"unknown class {name!r}, not in classes.txt" if name else "no <name>"
             raise UserError(f"{where}: {problem}: fix the name or add it to classes.txt")
-        corners = [_number(obj.findtext(f"bndbox/{k}"), where, f"<{k}>") for k in ("xmin", "ymin", "xmax", "ymax")]
+        corners = [number(obj.findtext(f"bndbox/{k}"), where, f"<{k}>") for k in ("xmin", "ymin", "xmax", "ymax")]
         # VOC counts pixels from 1, and xmax is the last pixel inside: as 0-based pixel edges the box runs from
         # xmin - 1 to xmax (xmin = xmax is one pixel). A tool writing 0-based xmin lands in PIXEL_TOL, clipped to 0.
         edges = [corners[0] - 1, corners[1] - 1, corners[2], corners[3]]
-        boxes.append(_clip(edges, *size, PIXEL_TOL, ("xmin - 1", "ymin - 1", "xmax", "ymax"), where, "object"))
+        boxes.append(clip_box(edges, *size, PIXEL_TOL, ("xmin - 1", "ymin - 1", "xmax", "ymax"), where, "object"))
         labels.append(name)
     return boxes, labels
 
@@ -338,7 +248,7 @@ def _read_coco(root: Path, files: list[Path], skipped: list):
         by_name.setdefault(p.name, []).append(p)
     names, photos = {}, {}  # category id -> name; image path -> Photo
     for jp in _coco_files(root):
-        rel = _rel(jp, root)
+        rel = relative(jp, root)
         try:
             data = json.loads(jp.read_text(encoding="utf-8-sig"))
         except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -357,10 +267,10 @@ def _read_coco(root: Path, files: list[Path], skipped: list):
                 raise UserError(f"{rel} images[{i}]: needs an 'id' and a 'file_name': fix the entry")
             near = (jp.parent, jp.parent / "images", root, root / "images")
             path = next((d / name for d in near if (d / name).is_file()), None)
-            if not (path := path or _pick(by_name.get(Path(name).name, []), [])):
+            if not (path := path or pick(by_name.get(Path(name).name, []), [])):
                 raise UserError(f"{rel} images[{i}]: image {name} is missing: add it or remove the entry")
-            if size := _size(path, skipped):
-                photos.setdefault(str(path), _photo(path, size, [], []))
+            if size := upright_size(path, skipped):
+                photos.setdefault(str(path), make_photo(path, size, [], []))
             sizes[entry["id"]] = (str(path), size)
         for i, a in enumerate(data["annotations"]):
             where = f"{rel} annotations[{i}]"
@@ -373,11 +283,11 @@ def _read_coco(root: Path, files: list[Path], skipped: list):
             bbox = a.get("bbox")
             if not isinstance(bbox, list) or len(bbox) != 4:
                 raise UserError(f"{where}: bbox {bbox!r} is not [x, y, width, height]: fix the annotation")
-            x, y, w, h = (_number(v, where, f"bbox {k}") for v, k in zip(bbox, ("x", "y", "width", "height")))
+            x, y, w, h = (number(v, where, f"bbox {k}") for v, k in zip(bbox, ("x", "y", "width", "height")))
             path, size = sizes[a["image_id"]]
             if size is not None:  # else the image is unreadable, skipped
                 names4 = ("x", "y", "x + width", "y + height")
-                box = _clip([x, y, x + w, y + h], *size, PIXEL_TOL, names4, where, "annotation")
+                box = clip_box([x, y, x + w, y + h], *size, PIXEL_TOL, names4, where, "annotation")
                 photo = photos[path]
                 photo.boxes = np.concatenate([photo.boxes, np.asarray([box], dtype=np.float32)])
                 photo.labels.append(names[a["category_id"]])

@@ -37,6 +37,8 @@ ANNEALED = 0.55
 BATCH = 8
 LR = 5e-5  # AdamW; the start is already a good detector: 2e-4 lost validation mAP on the street scenes, 5e-5 gained a little
 MATCH_IOU = 0.5
+FORCE_IOU = 0.3  # a box whose best anchor overlaps it less (a person under ~10 % of the photo's height) is ignored
+IGNORE = -1  # an anchor's class target: neither person nor background
 NEG_PER_POS = 3
 MIN_NEG = 8  # hard negatives an image contributes even with no boxes in it (a person-free photo)
 TRAIN_SIDE = 512  # training photos are kept in memory at most this long a side
@@ -82,9 +84,10 @@ def start_from_pretrained(classes: list[str]) -> SSDLite:
 
 
 def match(gt: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One image's targets: class per anchor (0 background, 1..C) and box encodings, from its boxes
-    `gt` (n, 4 normalised x1 y1 x2 y2). An anchor is positive at IoU >= 0.5 with a box, and every box
-    claims its best anchor, however low (a small person still teaches something)."""
+    """One image's targets: class per anchor (IGNORE, 0 background, 1..C) and box encodings, from its
+    boxes `gt` (n, 4 normalised x1 y1 x2 y2). An anchor is positive at IoU >= 0.5 with a box, and every
+    box an anchor can frame (IoU >= FORCE_IOU) claims its best one. A box smaller than that is too small
+    for the 300 x 300 input: the anchors holding most of it are neither positive nor background."""
     from torchvision.ops import box_iou
 
     cls = torch.zeros(len(anchors), dtype=torch.long)
@@ -94,28 +97,38 @@ def match(gt: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor) -> tupl
     anchors_xy = anchors[:, [1, 0, 3, 2]]
     iou = box_iou(gt, anchors_xy)
     best_iou, best_gt = iou.max(0)
-    forced = iou.argmax(1)
+    framed = iou.max(1).values >= FORCE_IOU
+    forced = iou.argmax(1)[framed]
     best_iou[forced] = 1.0
-    best_gt[forced] = torch.arange(len(gt))
+    best_gt[forced] = torch.arange(len(gt))[framed]
     pos = best_iou >= MATCH_IOU
     cls[pos] = labels[best_gt[pos]] + 1
     loc[pos] = A.encode(gt[best_gt[pos]][:, [1, 0, 3, 2]], anchors[pos])
+    if not framed.all():
+        small = gt[~framed]
+        lo, hi = (
+            torch.maximum(small[:, None, :2], anchors_xy[None, :, :2]),
+            torch.minimum(small[:, None, 2:], anchors_xy[None, :, 2:]),
+        )
+        inter = (hi - lo).clamp(min=0).prod(-1)
+        held = inter / (small[:, 2:] - small[:, :2]).prod(-1).clamp(min=1e-9)[:, None]
+        cls[(held >= 0.5).any(0) & ~pos] = IGNORE
     return cls, loc
 
 
 def loss(enc, logits, cls_t, loc_t) -> tuple[torch.Tensor, torch.Tensor]:
     """(classification, localisation) losses of a batch, each over its positive anchors' count."""
     n_classes = logits.shape[-1]
-    target = F.one_hot(cls_t, n_classes)[..., 1:].float()
+    target = F.one_hot(cls_t.clamp(min=0), n_classes)[..., 1:].float()
     per_anchor = F.binary_cross_entropy_with_logits(logits[..., 1:], target, reduction="none").sum(-1)
     pos = cls_t > 0
     n_pos = pos.sum().clamp(min=1)
     # Hard-negative mining: each image's worst-scored background anchors, 3 per positive.
-    neg = per_anchor.detach().masked_fill(pos, -1.0)
+    neg = per_anchor.detach().masked_fill(cls_t != 0, -1.0)
     keep = (NEG_PER_POS * pos.sum(1)).clamp(min=MIN_NEG, max=neg.shape[1] - 1)
     rank = neg.argsort(1, descending=True).argsort(1)
     hard = rank < keep[:, None]
-    cls_loss = (per_anchor[pos].sum() + per_anchor[hard & ~pos].sum()) / n_pos
+    cls_loss = (per_anchor[pos].sum() + per_anchor[hard & (cls_t == 0)].sum()) / n_pos
     loc_loss = F.smooth_l1_loss(enc[pos], loc_t[pos], reduction="sum") / n_pos
     return cls_loss, loc_loss
 

@@ -41,6 +41,9 @@ OPT = {"optional": True}  # None allowed: chosen automatically
 TEXTURE_MAX_IMAGES = 5000
 
 
+TASKS = ("auto", "classify", "detect")
+
+
 @dataclass
 class TrainConfig:
     data: str = setting(
@@ -48,6 +51,13 @@ class TrainConfig:
         "Folder with one sub-folder per class, split folders, a CSV of labels, or a .zip of them.",
         PathSetting(),
         cli=False,
+    )
+    task: str = setting(
+        "auto",
+        "auto | classify | detect: what to train  [default: auto: a detector (the pretrained person detector "
+        "fine-tuned) where the folder holds box annotations (YOLO, Pascal VOC, COCO or a CSV of boxes), else a "
+        "classifier]",
+        Choice(TASKS),
     )
     preset: str | None = setting(
         None,

@@ -1,6 +1,6 @@
-"""A detector's train/val/test split: the split the user's files give (folders, data.yaml lists, VOC's
-ImageSets lists) is kept whole, and only what is missing is carved from the training photos; and the
-presence threshold its validation photos choose."""
+"""The rules a detector's fine-tuning follows, without training: its train/val/test split (the split
+the user's files give is kept whole, only what is missing is carved from the training photos), the
+presence threshold its validation photos choose, and which anchors learn from which boxes."""
 
 from __future__ import annotations
 
@@ -120,3 +120,26 @@ def test_presence_threshold_sits_between_photos_and_keeps_the_prior_without_evid
         kept["threshold"] == 0.2 and kept["kept_prior"] and kept["balanced_accuracy"] == pytest.approx(0.8333, abs=1e-4)
     )
     assert presence([0.2, 0.9], [1, 1], prior=0.2)["threshold"] is None  # one kind of photo: nothing to choose
+
+
+def test_boxes_too_small_for_the_input_are_ignored_not_taught():
+    """A person under ~10 % of the photo's height claims no anchor (it was forced onto one whose box it
+    barely overlaps, and fine-tuning on the street scenes lost validation AP); the anchors holding it
+    count neither as person nor as background, so the loss does not move with their scores."""
+    import torch
+
+    from imgclf.detection.finetune import IGNORE, loss, match
+    from imgclf.models.person import anchors as A
+
+    anchors = torch.from_numpy(A.anchors())
+    big, tiny = [0.3, 0.2, 0.6, 0.9], [0.80, 0.50, 0.81, 0.53]  # normalised x1 y1 x2 y2; tiny: 3 x 9 px at 300
+    cls, _ = match(torch.tensor([big, tiny]), torch.tensor([0, 0]), anchors)
+    assert (cls == 1).sum() >= 1 and (cls == IGNORE).sum() >= 1
+    ignored = cls == IGNORE
+    alone, _ = match(torch.tensor([big]), torch.tensor([0]), anchors)
+    assert torch.equal(cls[~ignored], alone[~ignored])  # the big person is matched as before
+    logits = torch.zeros(1, len(anchors), 2)
+    enc = torch.zeros(1, len(anchors), 4)
+    before = loss(enc, logits, cls[None], torch.zeros(1, len(anchors), 4))[0]
+    logits[0, ignored, 1] = 8.0  # the ignored anchors call it a person, confidently
+    assert torch.isclose(loss(enc, logits, cls[None], torch.zeros(1, len(anchors), 4))[0], before)
