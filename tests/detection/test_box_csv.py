@@ -91,3 +91,20 @@ def test_task_chooses_between_classes_and_boxes(tmp_path):
     assert detect_format(root) is None
     p = cli("train", root, "--task", "detect", check=False)
     assert p.returncode == 2 and "--task detect: no box annotations in" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_check_describes_a_box_folder_as_training_will_read_it(tmp_path):
+    import json
+
+    header, row = FORMATS["pixels"]
+    root = write_csv(tmp_path / "csv", header, row)
+    with open(root / "boxes.csv", "a", newline="") as f:
+        csv.writer(f).writerow(["images/b.jpg", 40, 40, 42, 44, "person"])  # 4 px of b.jpg's 60: too small to frame
+    p = cli("check", root, "--json", tmp_path / "found.json")
+    assert "csv boxes" in p.stdout and "3 photos, 1 with nothing in them" in p.stdout and "Traceback" not in p.stderr
+    found = json.loads((tmp_path / "found.json").read_text())
+    assert found["classes"] == {
+        "bike": {"photos": 1, "boxes": 1, "too_small": 0},
+        "person": {"photos": 2, "boxes": 3, "too_small": 1},
+    }
+    assert "needs at least 8" in found["split"]["error"]  # 3 photos: what training would say

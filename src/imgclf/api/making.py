@@ -200,9 +200,15 @@ def check(
         findings = imgclf.check("photos/", json_path="doctor.json")
         findings["summary"]["exact_duplicates"]["conflicting_labels"]
         imgclf.check("photos/", labels=True)["label_issues"]["suspects"][0]   # {'path', 'given', 'suggested', 'score', ...}
+    A folder of box annotations (YOLO, VOC, COCO, CSV) is described as `imgclf train` will read it
+    instead: photos and boxes per class, the split, the boxes too small to learn from (detection.check).
     """
     from imgclf.lifecycle.doctor import check_data
 
+    if _detector_data(data, None) is not None:
+        from imgclf.detection.check import check_boxes
+
+        return check_boxes(data, json_path=json_path, seed=seed, console=_console(verbose))
     return check_data(
         data,
         json_path=json_path,
