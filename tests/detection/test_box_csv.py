@@ -108,3 +108,5 @@ def test_check_describes_a_box_folder_as_training_will_read_it(tmp_path):
         "person": {"photos": 2, "boxes": 3, "too_small": 1},
     }
     assert "needs at least 8" in found["split"]["error"]  # 3 photos: what training would say
+    p = cli("check", root, "--labels", check=False)
+    assert p.returncode == 2 and "holds box annotations" in p.stderr and "Traceback" not in p.stderr

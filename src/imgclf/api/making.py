@@ -208,6 +208,8 @@ def check(
     if _detector_data(data, None) is not None:
         from imgclf.detection.check import check_boxes
 
+        if labels or run is not None:
+            raise UserError(f"--labels and --run look for wrong class labels; {data} holds box annotations")
         return check_boxes(data, json_path=json_path, seed=seed, console=_console(verbose))
     return check_data(
         data,
