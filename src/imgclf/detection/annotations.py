@@ -26,8 +26,10 @@ from imgclf.detection.boxfile import (
     PIXEL_TOL,
     BoxSet,
     Photo,
+    by_file_name,
     clip_box,
     head_bytes,
+    locate,
     make_photo,
     mirror_path,
     number,
@@ -243,9 +245,7 @@ def _voc_objects(doc, rel: str, size, declared: list[str] | None):
 
 
 def _read_coco(root: Path, files: list[Path], skipped: list):
-    by_name = {}
-    for p in (p for p in files if is_image(p)):
-        by_name.setdefault(p.name, []).append(p)
+    by_name = by_file_name(files)
     names, photos = {}, {}  # category id -> name; image path -> Photo
     for jp in _coco_files(root):
         rel = relative(jp, root)
@@ -265,9 +265,7 @@ def _read_coco(root: Path, files: list[Path], skipped: list):
             name = str(entry.get("file_name") or "") if isinstance(entry, dict) else ""
             if not name or "id" not in entry:
                 raise UserError(f"{rel} images[{i}]: needs an 'id' and a 'file_name': fix the entry")
-            near = (jp.parent, jp.parent / "images", root, root / "images")
-            path = next((d / name for d in near if (d / name).is_file()), None)
-            if not (path := path or pick(by_name.get(Path(name).name, []), [])):
+            if not (path := locate(name, (jp.parent, jp.parent / "images", root, root / "images"), by_name)):
                 raise UserError(f"{rel} images[{i}]: image {name} is missing: add it or remove the entry")
             if size := upright_size(path, skipped):
                 photos.setdefault(str(path), make_photo(path, size, [], []))

@@ -28,10 +28,11 @@ from imgclf.data.spec import is_image
 from imgclf.detection.boxfile import (
     NORM_TOL,
     PIXEL_TOL,
+    by_file_name,
     clip_box,
+    locate,
     make_photo,
     number,
-    pick,
     read_text,
     relative,
     upright_size,
@@ -93,9 +94,8 @@ def box_csvs(root: Path) -> list[Path]:
 def read_csv_boxes(root: Path, files: list[Path], skipped: list):
     """(photos, classes) from every box CSV under `root`, and every image under it as a photo."""
     images = [p for p in files if is_image(p)]
-    by_name: dict[str, list[Path]] = {}
+    by_name = by_file_name(images)
     for p in images:
-        by_name.setdefault(p.name, []).append(p)
         by_name.setdefault(p.stem, []).append(p)  # Kaggle's image_id: the name without its extension
     rows: dict[Path, list] = {}  # image -> [(where, edges in the file's units, class)]
     classes: list[str] = []
@@ -110,8 +110,8 @@ def read_csv_boxes(root: Path, files: list[Path], skipped: list):
                 continue
             where = f"{rel} row {n}"
             name = row[cols["image"]].strip() if cols["image"] < len(row) else ""
-            image = _find(name, path.parent, root, by_name)
-            if image is None:
+            image = locate(name, (path.parent, root), by_name)
+            if image is None or not is_image(image):
                 raise UserError(f"{where}: image {name!r} is missing: add it or delete the row")
             edges = _edges(row, cols, where)
             label = row[cols["class"]].strip() if cols["class"] is not None and cols["class"] < len(row) else default
@@ -140,15 +140,6 @@ def read_csv_boxes(root: Path, files: list[Path], skipped: list):
             labels.append(label)
         photos.append(make_photo(image, size, boxes, labels))
     return photos, sorted(classes)
-
-
-def _find(name: str, near: Path, root: Path, by_name: dict) -> Path | None:
-    if not name:
-        return None
-    for base in (near, root):
-        if (base / name).is_file() and is_image(base / name):
-            return (base / name).absolute()
-    return pick(by_name.get(Path(name).name, []), [])
 
 
 def _edges(row: list[str], cols: dict, where: str) -> list[float] | None:

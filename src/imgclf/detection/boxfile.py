@@ -15,6 +15,7 @@ from PIL import Image
 
 from imgclf.core.errors import UserError
 from imgclf.data.images import UnusableImage, image_size
+from imgclf.data.spec import is_image
 
 NORM_TOL = 0.001  # rounding slack of normalised coordinates (YOLO, a CSV in 0..1); a box within it is clipped
 PIXEL_TOL = 1.0  # the same in pixels (VOC, COCO, a CSV); it also absorbs 0- vs 1-based off-by-ones
@@ -64,6 +65,24 @@ def pick(candidates: list[Path], near: list[Path]) -> Path | None:
     """The candidate in the first of the `near` folders holding one, else the only one, else None."""
     hit = next((p for d in near for p in candidates if p.parent == d), None)
     return hit or (candidates[0] if len(candidates) == 1 else None)
+
+
+def by_file_name(files: list[Path]) -> dict[str, list[Path]]:
+    """The images among `files`, by file name."""
+    found: dict[str, list[Path]] = {}
+    for p in files:
+        if is_image(p):
+            found.setdefault(p.name, []).append(p)
+    return found
+
+
+def locate(name: str, folders, by_name: dict[str, list[Path]]) -> Path | None:
+    """The image an annotation file names: `name` under the first of `folders` that holds it, else the one
+    image of that file name anywhere in the data folder (`by_name`), else None."""
+    if not name:
+        return None
+    hit = next((d / name for d in folders if (d / name).is_file()), None)
+    return hit or pick(by_name.get(Path(name).name, []), [])
 
 
 def relative(path, root) -> str:

@@ -15,23 +15,23 @@ from pathlib import Path
 import numpy as np
 
 
-def too_small(photo) -> np.ndarray:
-    """Per box of `photo`: would fine-tuning leave it out (no anchor frames it at FORCE_IOU)?"""
+def too_small(photo, anchors_xy) -> np.ndarray:
+    """Per box of `photo`: would fine-tuning leave it out (no anchor frames it, finetune.framed_by_anchor)?
+    `anchors_xy`: the detector's anchors as normalised x1 y1 x2 y2."""
     import torch
     from torchvision.ops import box_iou
 
-    from imgclf.detection.finetune import FORCE_IOU
-    from imgclf.models.person import anchors as A
+    from imgclf.detection.finetune import framed_by_anchor
 
     if not len(photo.boxes):
         return np.zeros(0, bool)
     gt = torch.from_numpy(photo.boxes / np.array([photo.width, photo.height] * 2, np.float32))
-    anchors = torch.from_numpy(A.anchors())[:, [1, 0, 3, 2]]
-    return (box_iou(gt, anchors).max(1).values < FORCE_IOU).numpy()
+    return (~framed_by_anchor(box_iou(gt, anchors_xy))).numpy()
 
 
 def check_boxes(data, json_path=None, seed: int = 0, console=None) -> dict:
     """The findings as a dict (also written to `json_path`), printed on `console`."""
+    import torch
     from rich.markup import escape  # the user's paths and class names
     from rich.table import Table
 
@@ -39,11 +39,13 @@ def check_boxes(data, json_path=None, seed: int = 0, console=None) -> dict:
     from imgclf.core.files import write_json
     from imgclf.detection.annotations import read_boxes
     from imgclf.detection.splits import split
+    from imgclf.models.person import anchors as A
 
     box_set = read_boxes(data)
+    anchors_xy = torch.from_numpy(A.anchors())[:, [1, 0, 3, 2]]
     per_class = {c: {"photos": 0, "boxes": 0, "too_small": 0} for c in box_set.classes}
     for p in box_set.photos:
-        small = too_small(p)
+        small = too_small(p, anchors_xy)
         for c in set(p.labels):
             per_class[c]["photos"] += 1
         for label, s in zip(p.labels, small):

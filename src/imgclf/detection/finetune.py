@@ -97,7 +97,7 @@ def match(gt: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor) -> tupl
     anchors_xy = anchors[:, [1, 0, 3, 2]]
     iou = box_iou(gt, anchors_xy)
     best_iou, best_gt = iou.max(0)
-    framed = iou.max(1).values >= FORCE_IOU
+    framed = framed_by_anchor(iou)
     forced = iou.argmax(1)[framed]
     best_iou[forced] = 1.0
     best_gt[forced] = torch.arange(len(gt))[framed]
@@ -114,6 +114,12 @@ def match(gt: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor) -> tupl
         held = inter / (small[:, 2:] - small[:, :2]).prod(-1).clamp(min=1e-9)[:, None]
         cls[(held >= 0.5).any(0) & ~pos] = IGNORE
     return cls, loc
+
+
+def framed_by_anchor(iou: torch.Tensor) -> torch.Tensor:
+    """Per box, from its IoU with every anchor (boxes x anchors): does some anchor frame it well enough to
+    learn from (FORCE_IOU)? `imgclf check` counts the boxes that fail as too small to learn from."""
+    return iou.max(1).values >= FORCE_IOU
 
 
 def loss(enc, logits, cls_t, loc_t) -> tuple[torch.Tensor, torch.Tensor]:
