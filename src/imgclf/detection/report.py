@@ -51,6 +51,7 @@ def write_report(run: Path, meta: DetectorMeta, photos: list, answers: list[dict
         for n, truth, found, b64 in shown
     )
     pr = base64.b64encode((run / "pr_curve.png").read_bytes()).decode()
+    curve, kept = validation_curve(run / "history.csv"), m.get("kept_epoch")
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(run.name)}: detector</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
 td,th{{padding:.2rem .6rem;text-align:right}} figure{{display:inline-block;margin:.4rem}} img{{max-width:100%}}</style></head>
@@ -63,7 +64,25 @@ Presence threshold {meta.threshold:.3f} ({html.escape(meta.threshold_from)}).</p
 ROC-AUC {pres["roc_auc"] if pres["roc_auc"] is not None else "n/a (one kind of photo only)"},
 balanced accuracy at the threshold {pres["balanced_accuracy_at_threshold"] if pres["balanced_accuracy_at_threshold"] is not None else "n/a"}.</p>
 <img src="data:image/png;base64,{pr}" alt="precision-recall curve">
+<h2>Validation, epoch by epoch</h2>
+<p>The weights are epoch {kept["epoch"] if kept else "?"}'s (epoch 0 is the pretrained start): the best mean of
+validation AP@0.5 and mAP@[.5:.95].</p>{curve}
 <h2>A few test photos</h2>{photos_html}
 </body></html>"""
     write_text(run / "report.html", page)
     return run / "report.html"
+
+
+def validation_curve(history: Path) -> str:
+    """history.csv as a small table: each epoch's validation AP@0.5 and mAP."""
+    import csv
+
+    if not history.is_file():
+        return ""
+    with open(history, newline="") as f:
+        rows = list(csv.DictReader(f))
+    body = "".join(
+        f"<tr><td>{html.escape(r['epoch'])}</td><td>{float(r['val_ap50']):.3f}</td><td>{float(r['val_map']):.3f}</td></tr>"
+        for r in rows
+    )
+    return f"<table><tr><th>epoch</th><th>val AP@0.5</th><th>val mAP@[.5:.95]</th></tr>{body}</table>"

@@ -1,7 +1,7 @@
 """`imgclf train BOXES/`: a detector run folder from photos with box annotations.
 
     RUN/detector.json           classes, the presence threshold, metrics, settings, where it started
-    RUN/detector.safetensors    the weights (the best epoch by validation mAP)
+    RUN/detector.safetensors    the weights (the best epoch by validation score: finetune.score)
     RUN/splits.csv  history.csv  report.html  pr_curve.png  test_photos/
     RUN/train_state.safetensors the last epoch's state while training (resume), removed at the end
 
@@ -68,7 +68,7 @@ def train_detector(
     )
     say(
         f"settings: start from the pretrained SSDLite person detector, {settings.epochs} epochs max, "
-        f"stop after {settings.patience} without a better validation mAP once the rate is under half its peak, "
+        f"keep the best epoch by validation (AP@0.5 + mAP) / 2, stop after {settings.patience} without a better one once the rate is under half its peak, "
         f"batch {settings.batch_size}, "
         f"AdamW lr {settings.lr:g}, BatchNorm frozen, IoU crop + flip + photometric augmentation"
         + (f", time budget {settings.time_budget:g}s" if settings.time_budget else "")
@@ -82,13 +82,17 @@ def train_detector(
     torch.manual_seed(settings.seed)
     net = FT.start_from_pretrained(boxes.classes).to(dev)
     try:
-        best = fit(net, parts, boxes, settings, run, dev, say, Clock(clock_started, settings.time_budget))
+        best, kept = fit(net, parts, boxes, settings, run, dev, say, Clock(clock_started, settings.time_budget))
     except KeyboardInterrupt:
         from imgclf.core.errors import Interrupted
 
         raise Interrupted(f"imgclf train --resume {run}") from None
     net.load_state_dict(best)
-    return finish(run, net, parts, boxes, settings, data, say, how)
+    say(
+        f"kept epoch {kept['epoch']}{' (the pretrained start)' if kept['epoch'] == 0 else ''}: "
+        f"val AP@0.5 {kept['val_ap50']:.3f}, mAP {kept['val_map']:.3f}"
+    )
+    return finish(run, net, parts, boxes, settings, data, say, how, kept)
 
 
 @dataclass
@@ -99,9 +103,23 @@ class Clock:
     budget: float | None
     finish_s: float = FINISH_S  # what follows the last epoch: the threshold, the test photos, the report
     epoch_s: float | None = None  # an epoch with its validation, as last measured
+    spent_before: float = 0.0  # seconds an interrupted earlier process spent on this run
+
+    def spent(self) -> float:
+        return self.spent_before + time.monotonic() - self.started
 
     def left(self) -> float:
-        return self.budget - (time.monotonic() - self.started)
+        return self.budget - self.spent()
+
+    def state(self) -> dict:
+        """What a resumed run's clock carries on from (the training state's info)."""
+        return {"spent": round(self.spent(), 3), "epoch_s": self.epoch_s, "finish_s": self.finish_s}
+
+    def carry_on(self, info: dict) -> None:
+        """A resumed run has what its first process left of the budget, not the whole of it again."""
+        self.spent_before = info.get("spent", 0.0)
+        self.epoch_s = info.get("epoch_s", self.epoch_s)
+        self.finish_s = info.get("finish_s", self.finish_s)
 
     def affords_another(self) -> bool:
         return not self.budget or self.epoch_s is None or self.left() >= self.epoch_s + self.finish_s
@@ -122,8 +140,9 @@ def plan(net, loader, parts, settings, clock: Clock, val_s: float, dev, say) -> 
     return epochs
 
 
-def fit(net, parts, boxes, settings, run: Path, dev, say, clock: Clock) -> dict:
-    """Train with validation after every epoch (epoch 0: the untrained start); the best weights."""
+def fit(net, parts, boxes, settings, run: Path, dev, say, clock: Clock) -> tuple[dict, dict]:
+    """Train with validation after every epoch (epoch 0: the untrained start); the best weights by
+    validation score (finetune.score) and that epoch's history row."""
     from imgclf.store.checkpoint import load_training_state, save_training_state
 
     loader = torch.utils.data.DataLoader(
@@ -141,12 +160,13 @@ def fit(net, parts, boxes, settings, run: Path, dev, say, clock: Clock) -> dict:
     if state_file.exists():
         info = load_training_state(state_file, net, optimizer)
         history, start = info["history"], info["epoch"] + 1
-        say(f"resuming {run} after epoch {start - 1}")
+        clock.carry_on(info)
+        spent = f", {clock.spent_before:.0f}s of the {clock.budget:g}s budget spent" if clock.budget else ""
+        say(f"resuming {run} after epoch {start - 1}{spent}")
     if not history:
         started = time.perf_counter()
         history.append({"epoch": 0, **validate(net, parts["val"], boxes, dev)})
         val_s = time.perf_counter() - started
-        save_training_state(state_file, net, optimizer, {"epoch": 0, "history": history})
         (run / "best.safetensors").unlink(missing_ok=True)
         save_best(run, net)
         say(f"epoch 0 (the pretrained start): val mAP {history[0]['val_map']:.3f}, AP@0.5 {history[0]['val_ap50']:.3f}")
@@ -156,6 +176,7 @@ def fit(net, parts, boxes, settings, run: Path, dev, say, clock: Clock) -> dict:
                 run / "detector-training.json",
                 {**read_json(run / "detector-training.json"), "settings": settings.__dict__},
             )
+        save_training_state(state_file, net, optimizer, {"epoch": 0, "history": history, **clock.state()})
     # Built after the state is loaded: the schedule continues from the steps already taken.
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", settings.lr)
@@ -167,9 +188,9 @@ def fit(net, parts, boxes, settings, run: Path, dev, say, clock: Clock) -> dict:
         last_epoch=(start - 1) * len(loader) - 1,
     )
     for e in range(start, settings.epochs + 1):
-        best_epoch = max(history, key=lambda r: (r["val_map"], -r["epoch"]))["epoch"]
+        best_epoch = max(history, key=lambda r: (FT.score(r), -r["epoch"]))["epoch"]
         if e - best_epoch > settings.patience and e > FT.ANNEALED * settings.epochs:
-            say(f"stopped: no better validation mAP since epoch {best_epoch}")
+            say(f"stopped: no better validation score since epoch {best_epoch}")
             break
         if not clock.affords_another():
             say(f"stopped: the time budget leaves no room for epoch {e}")
@@ -179,11 +200,11 @@ def fit(net, parts, boxes, settings, run: Path, dev, say, clock: Clock) -> dict:
         seconds = time.perf_counter() - started
         row = {"epoch": e, **row, **validate(net, parts["val"], boxes, dev), "seconds": round(seconds, 1)}
         clock.epoch_s = time.perf_counter() - started
-        better = row["val_map"] > max(r["val_map"] for r in history)
+        better = FT.score(row) > max(FT.score(r) for r in history)
         history.append(row)
         if better:
             save_best(run, net)
-        save_training_state(state_file, net, optimizer, {"epoch": e, "history": history})
+        save_training_state(state_file, net, optimizer, {"epoch": e, "history": history, **clock.state()})
         say(
             f"epoch {e}: loss {row['cls_loss']:.3f} + {row['box_loss']:.3f} box, val mAP {row['val_map']:.3f}, "
             f"AP@0.5 {row['val_ap50']:.3f}{'  (best)' if better else ''}  {seconds:.0f}s"
@@ -191,7 +212,8 @@ def fit(net, parts, boxes, settings, run: Path, dev, say, clock: Clock) -> dict:
     write_history(run / "history.csv", history)
     from imgclf.store.checkpoint import load_weights
 
-    return load_weights(run / "best.safetensors")
+    kept = max(history, key=lambda r: (FT.score(r), -r["epoch"]))
+    return load_weights(run / "best.safetensors"), {k: kept[k] for k in ("epoch", "val_ap50", "val_map")}
 
 
 def save_best(run: Path, net) -> None:
@@ -230,7 +252,7 @@ def validate(net, photos, boxes, dev) -> dict:
     return {"val_map": got["map"], "val_ap50": got["ap50"]}
 
 
-def finish(run: Path, net, parts, boxes, settings, data, say, split_how: str = "") -> Path:
+def finish(run: Path, net, parts, boxes, settings, data, say, split_how: str = "", kept: dict | None = None) -> Path:
     """Choose the presence threshold on validation, score the test photos (and the pretrained start
     on them), write detector.json, the weights, the report; drop the training state."""
     from imgclf.detection import metrics
@@ -257,6 +279,7 @@ def finish(run: Path, net, parts, boxes, settings, data, say, split_how: str = "
             ),
         },
         "val_presence": chosen,
+        "kept_epoch": kept,  # the epoch whose weights these are, with its validation AP
     }
     start = FT.start_from_pretrained(boxes.classes).to(dev)
     result["pretrained_test"] = coco_eval_at(
