@@ -142,7 +142,9 @@ def test_a_time_budget_sets_the_epochs_before_the_first_step(boxes_folder, tmp_p
     schedule, recorded for resume; a budget that fits none keeps the pretrained start."""
     monkeypatch.setattr(finetune, "step_seconds", lambda *a: 1000.0)  # two steps an epoch: ~2,000 s each
     imgclf.train(boxes_folder, out=tmp_path / "one", batch_size=4, time_budget="1h", verbose=True)
-    assert "time budget 3600s: 1 of at most 30 epochs fit" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "time budget 3600s: 1 of at most 30 epochs fit" in out
+    assert "validation photos decide the epoch kept and the presence threshold only roughly" in out  # 12 photos
     assert json.loads((tmp_path / "one" / "detector-training.json").read_text())["settings"]["epochs"] == 1
     with open(tmp_path / "one" / "history.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1]
