@@ -149,7 +149,7 @@ def _scorer(model, console):
     if model.device.type != "cpu" or not getattr(model.net, "exportable", True):  # a face-embedding run
         return model, None
     try:
-        from imgclf.inference.onnx_runtime import OnnxNet
+        from imgclf.inference.model import OnnxNet
         from imgclf.training.ortembed import cpu_session, onnx_graph
 
         # The input contract's names (inference.onnx_export), so that the graph can be installed as RUN/model.onnx.

@@ -347,7 +347,7 @@ def test_phone_photos_without_their_decoder_are_named_with_the_fix(tmp_path, mon
     decode(spec, TrainConfig(img_size=16, workers=1), Console(force_terminal=False, width=200))
     assert "warning: left out 4 .heic file(s), which need pip install 'imgclf[heic]'" in capsys.readouterr().out
     # predict (and scan, explain) on the folder: listed, so each is answered with what to install.
-    from imgclf.inference.model import expand_inputs
+    from imgclf.inference.predictor import expand_inputs
 
     listed = [Path(p).name for p in expand_inputs(tmp_path / "phone")]
     assert sorted(listed) == [

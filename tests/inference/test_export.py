@@ -165,6 +165,44 @@ def test_training_on_a_cpu_leaves_a_checked_model_onnx_that_backend_auto_runs(ti
     assert record["images_from"] == "test split" and record["n_images"] > 0
 
 
+@pytest.mark.slow
+def test_an_exported_run_predicts_without_importing_torch(tiny_run):
+    """Backend auto on an exported run is ONNX Runtime on numpy: `imgclf predict` and imgclf.load never
+    import torch (1.2 s of a 2 s command), and every test-time view gives PyTorch's logits."""
+    import subprocess
+    import sys
+
+    from imgclf.settings.checks import TTA_MODES
+
+    files = sorted(str(f) for f in (tiny_run.parent / "shapes").rglob("*.png"))[:6]
+    api = f"m = imgclf.load({str(tiny_run)!r}, backend='auto'); print('LABELS', [r['label'] for r in m.predict({files!r})])"
+    cli = f"sys.argv = ['imgclf', 'predict', {str(tiny_run)!r}, {files[0]!r}]; from imgclf.cli import entry; entry()"
+    for code in (api, cli):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import atexit, sys, imgclf; atexit.register(lambda: print('TORCH', 'torch' in sys.modules)); {code}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0 and "TORCH False" in out.stdout, out.stdout + out.stderr
+    expected = [r["label"] for r in imgclf.load(tiny_run).predict(files)]
+    assert (
+        f"LABELS {expected}"
+        in subprocess.run(
+            [sys.executable, "-c", f"import imgclf; {api}"], capture_output=True, text=True, timeout=120
+        ).stdout
+    )
+    for tta in TTA_MODES:
+        onnx, torch_model = imgclf.load(tiny_run, backend="auto", tta=tta), imgclf.load(tiny_run, tta=tta)
+        assert type(onnx).__name__ == "OnnxModel" and onnx.backend == "onnx"
+        x = np.stack([onnx.preprocess(f) for f in files])
+        np.testing.assert_allclose(onnx.predict_logits(x), torch_model.predict_logits(x), atol=1e-4)
+
+
 def test_failed_check_installs_nothing_and_torchscript_fallback(runs, tmp_path, monkeypatch):
     import torch
 

@@ -172,7 +172,7 @@ def test_training_evaluates_in_onnx_runtime_on_a_cpu_and_agrees_with_torch(photo
     from rich.console import Console
 
     from imgclf import workflows
-    from imgclf.inference.onnx_runtime import OnnxNet
+    from imgclf.inference.model import OnnxNet
     from imgclf.training import ortembed
 
     again = imgclf.evaluate(photo_run.path, verbose=False)  # in PyTorch, as a later `imgclf evaluate` is

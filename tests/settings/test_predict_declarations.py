@@ -144,7 +144,7 @@ def test_the_python_api_checks_by_the_same_rules(call, says, tmp_path):
 
 
 def test_the_model_keyword_top_k_keeps_its_name():
-    from imgclf.inference.model import check_top_k
+    from imgclf.inference.predictor import check_top_k
 
     with pytest.raises(UserError, match="top_k must be an integer from 1 to 1000, not 0"):
         check_top_k(0)

@@ -115,9 +115,9 @@ def test_predict_json_never_prints_nan(run, monkeypatch):
     from typer.testing import CliRunner
 
     from imgclf.cli import app
-    from imgclf.inference.model import Model
+    from imgclf.inference.predictor import Predictor
 
-    monkeypatch.setattr(Model, "predict_proba", lambda self, images: np.full((len(images), 3), np.nan))
+    monkeypatch.setattr(Predictor, "predict_proba", lambda self, images: np.full((len(images), 3), np.nan))
     image = next((run.parent / "shapes").rglob("*.png"))
     r = CliRunner().invoke(app, ["predict", str(run), str(image), "--format", "json"])
     assert r.exit_code == 0, r.output

@@ -375,7 +375,7 @@ def _export_detector(run, out, data, verbose: bool) -> dict:
     if data is not None:
         from imgclf.data.images import UnusableImage
         from imgclf.detection import photo
-        from imgclf.inference.model import expand_inputs
+        from imgclf.inference.predictor import expand_inputs
 
         images = []
         for p in list(expand_inputs(data))[:16]:

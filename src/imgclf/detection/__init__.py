@@ -42,7 +42,7 @@ def detect(
     {path, error} unread; when every photo is refused so, TooMuchWork (one line)."""
     from imgclf.core.work import TooMuchWork, all_refused
     from imgclf.data.images import UnusableImage
-    from imgclf.inference.model import expand_inputs
+    from imgclf.inference.predictor import expand_inputs
     from imgclf.settings.scan import check_scan
 
     check_scan(max_seconds=max_seconds)

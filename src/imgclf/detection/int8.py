@@ -143,7 +143,7 @@ def _record_path(int8: Path, run: str | None) -> Path:
 def _photos(name, run: str | None, calibration) -> tuple[list[str], list[str] | None]:
     """(calibration photos, held-out photos to check on or None): `calibration`'s photos, else a run's
     training split (its test split held out either way)."""
-    from imgclf.inference.model import expand_inputs
+    from imgclf.inference.predictor import expand_inputs
 
     held_out = None
     if run:

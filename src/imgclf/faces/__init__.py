@@ -93,7 +93,7 @@ def add(
     """Enrol `photos` (files or folders) as `name` (new or already enrolled) in `gallery`; the threshold
     and naming method are chosen again. Atomic: interrupted, the gallery is as it was."""
     from imgclf.core.files import file_lock
-    from imgclf.inference.model import expand_inputs
+    from imgclf.inference.predictor import expand_inputs
 
     name = check_name(name)
     check_enrol(keep_photos=keep_photos, backend=backend)
@@ -156,7 +156,7 @@ def identify(
     departure as it happens ({"kind": "present" | "gone", "label": name, "t_s", "time", ...}). A bad
     setting is refused in one line naming its option, by its declared rule (settings.faces.IdentifySettings),
     before a model is loaded."""
-    from imgclf.inference.model import expand_inputs
+    from imgclf.inference.predictor import expand_inputs
 
     given = dict(out=out, threshold=threshold, every=every, video_out=video_out, max_seconds=max_seconds)
     checked = check_identify(**given, backend=backend)

@@ -39,8 +39,8 @@ def export_embedder_int8(calibration: str | Path | None, out: str | Path | None 
     from imgclf.core.files import atomic_path, write_json
     from imgclf.core.version import __version__
     from imgclf.data.images import UnusableImage, read_rgb
-    from imgclf.inference.model import expand_inputs
     from imgclf.inference.onnx_runtime import open_session
+    from imgclf.inference.predictor import expand_inputs
     from imgclf.inference.quantize import quantize
     from imgclf.models.face.model import FaceModel
     from imgclf.models.packaged import sha256

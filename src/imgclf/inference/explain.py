@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, output_folder
-from imgclf.inference.model import expand_inputs
+from imgclf.inference.predictor import expand_inputs
 from imgclf.models.headonly import refuse_unexplainable
 
 # imgclf name -> pytorch_grad_cam class. EigenCAM is class-agnostic: it shows the main component

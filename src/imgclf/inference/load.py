@@ -1,14 +1,12 @@
-"""Load what a run folder holds: one network (PyTorch or ONNX Runtime) or an ensemble bundle."""
+"""Load what a run folder holds: one network (PyTorch or ONNX Runtime) or an ensemble bundle. The
+PyTorch modules are imported only where the run needs them: an exported run predicts without torch."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from imgclf.core.errors import UserError
-from imgclf.inference.ensemble import EnsembleModel
-from imgclf.inference.model import Model, torch_model
-from imgclf.inference.onnx_export import load_onnx_net
-from imgclf.inference.quantize import load_int8_net
+from imgclf.inference.onnx_runtime import OnnxModel
 from imgclf.store.run_meta import load_run_meta
 from imgclf.store.runs import find_run
 
@@ -28,11 +26,13 @@ def load_model(run: str | Path, device: str = "auto", tta: str | None = None, ba
     run = find_run(run)
     meta = load_run_meta(run)
     if backend == "auto":
-        net, dev = _current_onnx(run, meta, device)
-        if net is not None:
-            return Model(net.to(dev), meta, dev, run).with_tta(tta)
+        session = _current_onnx(run, meta, device)
+        if session is not None:
+            return OnnxModel(session, meta, run).with_tta(tta)
         backend = "torch"
     if meta.is_ensemble:
+        from imgclf.inference.ensemble import EnsembleModel
+
         if backend != "torch":
             raise UserError(
                 f"{run} is an ensemble bundle, which runs on the torch backend only; "
@@ -40,11 +40,15 @@ def load_model(run: str | Path, device: str = "auto", tta: str | None = None, ba
             )
         return EnsembleModel.from_bundle(run, meta, device, tta)
     if backend == "onnx":
-        net, dev = load_onnx_net(run, device)
-        return Model(net.to(dev), meta, dev, run).with_tta(tta)
+        from imgclf.inference.onnx_export import load_onnx_session
+
+        return OnnxModel(load_onnx_session(run, device), meta, run).with_tta(tta)
     if backend == "onnx-int8":
-        net, dev = load_int8_net(run, device)
-        return Model(net.to(dev), meta, dev, run).with_tta(tta)
+        from imgclf.inference.quantize import load_int8_session
+
+        return OnnxModel(load_int8_session(run, device), meta, run, backend).with_tta(tta)
+    from imgclf.inference.model import Model, torch_model
+
     if backend.startswith("openvino"):
         from imgclf.inference.openvino_runtime import load_openvino_net
 
@@ -54,13 +58,14 @@ def load_model(run: str | Path, device: str = "auto", tta: str | None = None, ba
 
 
 def _current_onnx(run: Path, meta, device: str = "auto"):
-    """What backend auto stands for: (OnnxNet, device) on a CPU where RUN/model.onnx was made from the
-    run's weights, else (None, None): PyTorch. On 2 cores ONNX Runtime predicts the default Lite0 at
+    """What backend auto stands for: an ONNX Runtime session on a CPU where RUN/model.onnx was made from
+    the run's weights, else None: PyTorch. On 2 cores ONNX Runtime predicts the default Lite0 at
     128 px at 180 images/s against PyTorch's 85-89 (the same answers: training checks the file against
     PyTorch); exporting one first would cost ~8 s, so a run without the file (trained on a GPU, or
     copied without it) runs in PyTorch."""
-    from imgclf.core.device import pick_device
+    from imgclf.core.device import on_cpu
+    from imgclf.inference.onnx_export import load_onnx_session
 
-    if meta.is_ensemble or pick_device(device).type != "cpu":
-        return None, None
-    return load_onnx_net(run, device, export=False)
+    if meta.is_ensemble or not on_cpu(device):
+        return None
+    return load_onnx_session(run, device, export=False)

@@ -221,7 +221,8 @@ def parity(net, onnx_path: Path, meta: RunMeta, images: np.ndarray) -> dict:
     on preprocessed uint8 images (N, size, size, 3) run through the predictor's own code path."""
     import torch
 
-    from imgclf.inference.onnx_runtime import OnnxNet, open_session
+    from imgclf.inference.model import OnnxNet
+    from imgclf.inference.onnx_runtime import open_session
     from imgclf.models.forward import predict_logits, softmax
 
     norm, t = meta.normalization, meta.temperature
@@ -356,18 +357,15 @@ def _ort_version() -> str:
     return onnxruntime.__version__
 
 
-def load_onnx_net(run: Path, device: str = "auto", export: bool = True):
-    """OnnxNet for RUN/model.onnx, exported first when missing or made from other weights than the
-    run's model.safetensors, and the device the predictor keeps its tensors on (the CPU: ORT
-    copies them to its own device). `export=False`: (None, None) instead of an export."""
+def load_onnx_session(run: Path, device: str = "auto", export: bool = True):
+    """An ONNX Runtime session on RUN/model.onnx, exported first when missing or made from other weights
+    than the run's model.safetensors. `export=False`: None instead of an export (a damaged file too)."""
     import sys
 
-    import torch
+    from imgclf.inference.onnx_runtime import open_session
 
-    from imgclf.core.device import pick_device
-    from imgclf.inference.onnx_runtime import OnnxNet, open_session
-
-    path, dev = run / "model.onnx", pick_device(device)
+    path = run / "model.onnx"
+    dev = session_device(device)
     try:
         session = open_session(path, dev) if path.is_file() else None
     except UserError:
@@ -377,9 +375,16 @@ def load_onnx_net(run: Path, device: str = "auto", export: bool = True):
     made_from = session and session.get_modelmeta().custom_metadata_map.get("weights_sha256")
     if made_from != weights_digest(run):
         if not export:
-            return None, None
+            return None
         why = "missing" if session is None else "made from other weights than model.safetensors"
         print(f"exporting {path} ({why}) ...", file=sys.stderr, flush=True)
         export_onnx(run)
         session = open_session(path, dev)
-    return OnnxNet(session), torch.device("cpu")
+    return session
+
+
+def session_device(name: str):
+    """The device for open_session: None (the CPU) where `name` means the CPU, found without torch."""
+    from imgclf.core.device import on_cpu, pick_device
+
+    return None if on_cpu(name) else pick_device(name)

@@ -201,8 +201,8 @@ def compare(fp32: Path, int8: Path, meta: RunMeta, run: Path, images: np.ndarray
     """Test accuracy of the fp32 and int8 graphs through the predictor (same TTA, same batches)."""
     import torch
 
-    from imgclf.inference.model import Model
-    from imgclf.inference.onnx_runtime import OnnxNet, open_session
+    from imgclf.inference.model import Model, OnnxNet
+    from imgclf.inference.onnx_runtime import open_session
 
     cpu = torch.device("cpu")
     p32 = Model(OnnxNet(open_session(fp32)), meta, cpu, run).predict_proba(images)
@@ -297,15 +297,12 @@ def int8_path(run: Path) -> Path:
     return path
 
 
-def load_int8_net(run: Path, device: str = "auto"):
-    """OnnxNet for RUN/model.int8.onnx (backend "onnx-int8") and the device the predictor keeps its
-    tensors on (the CPU: ORT copies them to its own device)."""
-    import torch
+def load_int8_session(run: Path, device: str = "auto"):
+    """An ONNX Runtime session on RUN/model.int8.onnx (backend "onnx-int8"), or one line saying how to make it."""
+    from imgclf.inference.onnx_export import session_device
+    from imgclf.inference.onnx_runtime import open_session
 
-    from imgclf.core.device import pick_device
-    from imgclf.inference.onnx_runtime import OnnxNet, open_session
-
-    return OnnxNet(open_session(int8_path(run), pick_device(device)), backend="onnx-int8"), torch.device("cpu")
+    return open_session(int8_path(run), session_device(device))
 
 
 def int8_record(run: Path) -> dict | None:

@@ -1,5 +1,14 @@
-"""Model registry: simple_cnn, resnet_fast, and any timm architecture as timm/<arch>."""
+"""Model registry: simple_cnn, resnet_fast, and any timm architecture as timm/<arch>.
 
-from imgclf.models.factory import create_model, list_models, model_defaults, register
+The registry's functions are loaded on first use (PEP 562): importing a torch-free module of this
+package (models.arrays, for a prediction in ONNX Runtime) must not import torch with the registry."""
 
 __all__ = ["create_model", "list_models", "model_defaults", "register"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from imgclf.models import factory
+
+        return getattr(factory, name)
+    raise AttributeError(f"module 'imgclf.models' has no attribute {name!r}")

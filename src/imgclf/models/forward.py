@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from imgclf.models.arrays import cpu_batch, softmax  # noqa: F401 - imported from here too
 from imgclf.settings.checks import TTA_MODES
 
 
@@ -82,23 +83,3 @@ def predict_logits(
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy()
-
-
-# On a CPU a forward pass is fastest on batches whose activations stay in the caches (2 cores,
-# channels-last, images/s by batch 16 / 64 / 256): Lite0 at 128 px 188 / 121 / 116, resnet_fast at
-# 32 px 586 / 628 / 463, at 96 px 52 / 47 / 49. So about 2**18 pixels a batch, 16 to 64 images.
-CPU_BATCH_PIXELS, CPU_BATCH_RANGE = 2**18, (16, 64)
-
-
-def cpu_batch(pixels: int) -> int:
-    """Images a forward batch holds on a CPU, for images of `pixels` pixels each."""
-    low, high = CPU_BATCH_RANGE
-    return max(low, min(high, CPU_BATCH_PIXELS // max(1, pixels)))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    # float64: in float32 a top probability rounds to exactly 1.0 once its logit margin exceeds ~17,
-    # common after a sharpening temperature, and confidence thresholds could no longer rank images.
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

@@ -46,7 +46,7 @@ def scan(
     is refused so, TooMuchWork (one line). `stop` (core.work.Stop) ends the scan between batches."""
     from imgclf.core.work import TooMuchWork, all_refused
     from imgclf.data.images import UnusableImage
-    from imgclf.inference.model import expand_inputs
+    from imgclf.inference.predictor import expand_inputs
 
     s = ScanSettings.of(settings)
     limit = MAX_SECONDS if s.max_seconds is None else s.max_seconds

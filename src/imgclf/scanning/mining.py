@@ -68,7 +68,7 @@ def negatives(
     >>> imgclf.negatives(["street-scenes/no-person"], "data/background", per_image=30, size="96x160")
     """
     from imgclf.data.images import UnusableImage, read_rgb
-    from imgclf.inference.model import expand_inputs
+    from imgclf.inference.predictor import expand_inputs
 
     size = parse_size(size)
     if per_image < 1:
