@@ -5,8 +5,9 @@
 
 `OnnxModel` is a Predictor whose forward pass is ONNX Runtime on numpy (models.arrays: the same
 standardisation, batches and test-time views as PyTorch's), so `imgclf predict` on an exported run
-never imports torch: about 0.6 s for one photo against 2 s. What needs torch (an explanation, a
-scan's crop model, export checks) asks for `.net` (inference.model.OnnxNet), and pays the import then.
+never imports torch (one photo of the default Lite0: 0.9-1.1 s against 3.9-4.7 s with torch
+loaded, on 2 cores). What needs torch (an explanation, a scan's crop model, export checks) asks for
+`.net` (inference.model.OnnxNet), and pays the import then.
 See imgclf.inference.onnx_export for the graph's input contract.
 """
 
@@ -56,7 +57,8 @@ def model_props(proto) -> dict[str, str]:
 
 
 class OnnxModel(Predictor):
-    """A run's classifier in ONNX Runtime on the CPU, from an open session on its graph."""
+    """A run's classifier in ONNX Runtime, from an open session on its graph (the CPU, or CUDA where the
+    session has that provider: ORT copies the numpy batches over)."""
 
     amp = None
     channels_last = False
