@@ -166,9 +166,10 @@ def test_training_on_a_cpu_leaves_a_checked_model_onnx_that_backend_auto_runs(ti
 
 
 @pytest.mark.slow
-def test_an_exported_run_predicts_without_importing_torch(tiny_run):
-    """Backend auto on an exported run is ONNX Runtime on numpy: `imgclf predict` and imgclf.load never
-    import torch (1.2 s of a 2 s command), and every test-time view gives PyTorch's logits."""
+def test_an_exported_run_predicts_without_importing_torch(tiny_run, tmp_path):
+    """Backend auto on an exported run is ONNX Runtime on numpy: `imgclf predict`, `imgclf evaluate` and
+    imgclf.load never import torch (3-4 s of a Lite0 run's command), and every test-time view gives
+    PyTorch's logits."""
     import subprocess
     import sys
 
@@ -177,7 +178,9 @@ def test_an_exported_run_predicts_without_importing_torch(tiny_run):
     files = sorted(str(f) for f in (tiny_run.parent / "shapes").rglob("*.png"))[:6]
     api = f"m = imgclf.load({str(tiny_run)!r}, backend='auto'); print('LABELS', [r['label'] for r in m.predict({files!r})])"
     cli = f"sys.argv = ['imgclf', 'predict', {str(tiny_run)!r}, {files[0]!r}]; from imgclf.cli import entry; entry()"
-    for code in (api, cli):
+    run = shutil.copytree(tiny_run, tmp_path / "run")  # evaluate writes its figures into the run
+    evaluate = f"sys.argv = ['imgclf', 'evaluate', {str(run)!r}]; from imgclf.cli import entry; entry()"
+    for code in (api, cli, evaluate):
         out = subprocess.run(
             [
                 sys.executable,

@@ -10,7 +10,7 @@ from rich.markup import escape  # class names and the data folder are the user's
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import write_json
-from imgclf.models.forward import softmax
+from imgclf.models.arrays import softmax
 from imgclf.settings.config import TrainConfig
 from imgclf.store.run_meta import Calibration, Decision, Rejection
 
