@@ -143,7 +143,7 @@ class Detector:
     def _answer(
         self, size, boxes: np.ndarray, scores: np.ndarray, seconds: float, blank: bool = False, tiled=None
     ) -> dict:
-        from torchvision.ops import batched_nms
+        from imgclf.models.arrays import batched_nms
 
         start = time.perf_counter()
         width, height = size
@@ -160,9 +160,7 @@ class Detector:
             scale = np.array([width, height, width, height], dtype=np.float32)
             # NMS on the boxes as predicted, then clip them to the photo: the exported graphs' order
             # (clipping first changed 1 in 280 boxes on the street photos: bench/presence.py).
-            keep = batched_nms(
-                torch.from_numpy(boxes[cand]), torch.from_numpy(best[cand]), torch.from_numpy(cls[cand]), self.iou
-            ).numpy()[: B.MAX_BOXES]
+            keep = batched_nms(boxes[cand], best[cand], cls[cand], self.iou)[: B.MAX_BOXES]
             if tiled is not None:
                 keep = T.drop_cut_parts(boxes[cand][keep], best[cand][keep], tiled[cand][keep], keep)
             for k in keep:

@@ -174,7 +174,7 @@ class Scanner:
         """One RGB PIL image -> {width, height, present, score, threshold, positive, boxes, windows,
         min_size, seconds} plus `_windows` (the kept detections' whole windows, for hard-negative
         mining). `stop` (core.work.Stop) is checked between batches: Stopped ends the scan there."""
-        from torchvision.ops import nms
+        from imgclf.models.arrays import nms
 
         start = time.perf_counter()
         width, height = img.size
@@ -198,11 +198,7 @@ class Scanner:
             objects = np.clip(shrink_by_margin(boxes[hit], self.margin), 0, [width, height, width, height])
             if self.vote and self.verify is None:
                 objects = vote_boxes(objects, scores[hit])
-            keep = nms(
-                torch.as_tensor(objects, dtype=torch.float32),
-                torch.as_tensor(scores[hit], dtype=torch.float32),
-                self.iou,
-            ).numpy()[:MAX_BOXES]
+            keep = nms(objects, scores[hit], self.iou)[:MAX_BOXES]
             hit, objects = hit[keep], objects[keep]
         else:
             objects = np.zeros((0, 4))
@@ -257,13 +253,11 @@ class Scanner:
         (windows over `box_threshold`, and the best verified window) in photos it passes, scored
         scan score x photo score. The verified windows themselves frame people worse: bench/scan.py,
         split seeds 0 and 1 pooled, AP@0.5 0.022 and 0.018 from them against 0.029 and 0.038 this way."""
-        from torchvision.ops import nms
+        from imgclf.models.arrays import nms
 
         if not len(scores):
             return 0.0, np.zeros(0, dtype=int), scores
-        top = nms(
-            torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(scores, dtype=torch.float32), self.iou
-        ).numpy()[: self.verify.top]
+        top = nms(boxes, scores, self.iou)[: self.verify.top]
         checked = self.verify.score(img, boxes[top])
         photo = float(checked.max())
         if photo < self.threshold:
