@@ -20,7 +20,9 @@ def seconds_per_photo(detector) -> float:
 
     blank = Image.new("RGB", (640, 480), (128, 128, 128))
     key = f"photo {detector.tiles[0]}x{detector.tiles[1]} {getattr(detector, 'backend', 'torch')}"
-    return measured(detector.net, key, lambda: timed(lambda: detector.detect_batch([blank])))
+    # Keyed on what runs the network: asking a graph-run detector for its `net` would build it in torch.
+    owner = getattr(detector, "session", None) or detector.net
+    return measured(owner, key, lambda: timed(lambda: detector.detect_batch([blank])))
 
 
 def estimate(detector, width: int, height: int) -> float:

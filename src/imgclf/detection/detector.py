@@ -14,14 +14,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
 from imgclf.detection import boxes as B
 from imgclf.detection import tiles as T
-from imgclf.models.person.anchors import DecodedSSD
-from imgclf.models.person.ssdlite import SIZE, SSDLite
+from imgclf.models.person import SIZE
+
+if TYPE_CHECKING:
+    import torch
+
+    from imgclf.models.person.anchors import DecodedSSD
 
 # Presence: a photo holds a person when its best box scores at least this; boxes under it are not
 # reported. Chosen on labelled photos (bench/presence.py, 2026-11-25): the best presence balanced
@@ -41,18 +45,26 @@ class Detector:
     """A detector ready to run. `classes` are the names it finds (the pretrained one: ['person']);
     `positive` is the class presence is answered for; `threshold` the score a box needs."""
 
-    net: DecodedSSD
+    model: DecodedSSD | Callable[[], DecodedSSD]  # the network, or what builds it when first asked (`net`)
     classes: list[str]
     name: str
     threshold: float = THRESHOLD
     positive: str = "person"
     iou: float = B.NMS_IOU
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device | str = "cpu"  # a torch.device where PyTorch runs it
     session: object | None = None  # an ONNX Runtime session on the CPU; None: PyTorch
     tiles: tuple[int, int] = (1, 1)  # columns x rows of tiles looked at besides the whole photo (tiles.py)
     source: dict = field(default_factory=dict)  # where the weights came from (recorded in scan.json)
     backend: str = "torch"  # what runs the network: torch, onnx, onnx-int8, openvino
     graph: Path | None = None  # the fp32 ONNX file (the int8 export quantizes it)
+
+    @property
+    def net(self) -> DecodedSSD:
+        """The network in PyTorch. Built on first use where a graph runs it (ONNX Runtime, OpenVINO): a
+        scan there never imports torch (2.3 s of a 3.2 s one-photo scan on 2 cores)."""
+        if callable(self.model) and not hasattr(self.model, "parameters"):
+            self.model = self.model()
+        return self.model
 
     @property
     def pos(self) -> int:
@@ -95,6 +107,8 @@ class Detector:
             # One photo a run: on 2 CPU cores ORT took 21 ms a photo alone, 29-35 ms each in batches of 8-32.
             outs = [self.session.run(None, {"input": x[i : i + 1]}) for i in range(len(x))]
             return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+        import torch
+
         with torch.inference_mode():
             b, s = self.net(torch.from_numpy(x).to(self.device))
         return b.float().cpu().numpy(), s.float().cpu().numpy()
@@ -194,9 +208,7 @@ def load_detector(
     default person). backend: auto (ONNX Runtime on a CPU, PyTorch on a GPU) | onnx | torch | onnx-int8
     (the int8 graph `imgclf export NAME --int8` made: detection/int8.py) | openvino (the fp32 graph in
     OpenVINO, the openvino extra)."""
-    from safetensors.torch import load_file
-
-    from imgclf.core.device import pick_device
+    from imgclf.core.device import on_cpu, pick_device
     from imgclf.core.errors import UserError
     from imgclf.detection.engines import BACKENDS
     from imgclf.models.person import weights
@@ -204,7 +216,9 @@ def load_detector(
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)} for a detector, not '{backend}'")
     # ONNX Runtime int8 and OpenVINO run on the CPU only: `auto` takes it for them even beside a GPU.
-    dev = pick_device("cpu" if device == "auto" and backend in ("onnx-int8", "openvino") else device)
+    # The CPU is found without torch (core.device.on_cpu): a scan in ONNX Runtime never imports it.
+    cpu = (device == "auto" and backend in ("onnx-int8", "openvino")) or on_cpu(device)
+    dev = "cpu" if cpu else pick_device(device)
     run = Path(name).expanduser()
     if (run / "detector.json").is_file():
         from imgclf.store.run_meta import load_detector_meta
@@ -225,21 +239,31 @@ def load_detector(
             raise UserError(
                 f"--backend {backend} is for the SSDLite detectors (person, a detector run); {name} runs in PyTorch"
             )
-        return load_hub_detector(str(name), find, dev)
+        return load_hub_detector(str(name), find, pick_device(device))
     if find and set(find) - set(classes):
         raise UserError(
             f"--classes: {name} finds {', '.join(classes)} only; other COCO classes come with a torchvision "
             "detector, e.g. --detector fasterrcnn_mobilenet_v3_large_fpn (its weights download once)"
         )
-    net = SSDLite(classes=len(classes))
-    try:
-        net.load_state_dict(load_file(str(path)))
-    except Exception as e:  # noqa: BLE001 - safetensors and torch raise several types for a damaged file
-        raise UserError(f"{path} is not a readable detector ({type(e).__name__}): restore it from a copy") from None
-    model = DecodedSSD(net).eval().to(dev)
+
+    def build() -> DecodedSSD:
+        from safetensors.torch import load_file
+
+        from imgclf.models.person.anchors import DecodedSSD
+        from imgclf.models.person.ssdlite import SSDLite
+
+        net = SSDLite(classes=len(classes))
+        try:
+            net.load_state_dict(load_file(str(path)))
+        except Exception as e:  # noqa: BLE001 - safetensors and torch raise several types for a damaged file
+            raise UserError(f"{path} is not a readable detector ({type(e).__name__}): restore it from a copy") from None
+        return DecodedSSD(net).eval().to(dev)
+
     from imgclf.detection.engines import open_engine, resolved
 
     session, backend = None, resolved(backend, dev)
+    # Where a graph runs it and the graph is already made, the network is built only if asked (Detector.net).
+    model = build if backend != "torch" and onnx_path.is_file() else build()
     if backend != "torch":
         session = open_engine(backend, onnx_file(model, onnx_path), dev, str(name))
     return Detector(
@@ -258,6 +282,8 @@ def export_onnx(model: DecodedSSD, path: Path) -> None:
     """uint8-range float RGB `input` (N, 3, 300, 300) -> `boxes` (N, A, 4) normalised x1 y1 x2 y2 and
     `scores` (N, A, classes), batch axis dynamic; written atomically."""
     import warnings
+
+    import torch
 
     from imgclf.core.console import silent_stdout
     from imgclf.core.files import atomic_path

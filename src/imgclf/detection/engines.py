@@ -19,10 +19,16 @@ ENGINES = {"onnx": "ONNX Runtime", "onnx-int8": "ONNX Runtime, int8", "openvino"
 
 
 def resolved(backend: str, device) -> str:
-    """The engine `backend` stands for on `device` (a torch.device): auto is ONNX Runtime on a CPU, PyTorch on a GPU."""
+    """The engine `backend` stands for on `device` (a torch.device, or "cpu"): auto is ONNX Runtime on a
+    CPU, PyTorch on a GPU."""
     if backend != "auto":
         return backend
-    return "onnx" if device.type == "cpu" else "torch"
+    return "onnx" if kind(device) == "cpu" else "torch"
+
+
+def kind(device) -> str:
+    """ "cpu", "cuda", ... of a torch.device or its name."""
+    return getattr(device, "type", str(device).split(":")[0])
 
 
 def open_engine(backend: str, fp32: Path, device, name: str):
@@ -32,12 +38,12 @@ def open_engine(backend: str, fp32: Path, device, name: str):
 
     path = int8_path(fp32, name) if backend.endswith("-int8") else fp32
     if backend.startswith("openvino"):
-        if device.type != "cpu":
+        if kind(device) != "cpu":
             raise UserError(f"--backend {backend} runs on the CPU; use --device cpu (or auto), not {device}")
         return OpenVinoSession(path, backend)
-    if backend == "onnx-int8" and device.type != "cpu":
+    if backend == "onnx-int8" and kind(device) != "cpu":
         raise UserError(f"--backend onnx-int8 runs on the CPU; use --device cpu (or auto), not {device}")
-    return open_session(path, device)
+    return open_session(path, None if kind(device) == "cpu" else device)
 
 
 class OpenVinoSession:

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SIZE = 300  # the input side the graphs were exported for
+from imgclf.models.person import SIZE  # noqa: E402, F401 - the input side, imported from here too
+
 EPS = 1e-3  # TF-slim's BatchNorm epsilon
 # MobileNetV2's inverted residual blocks: (expansion, out channels, repeats, first stride)
 BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
