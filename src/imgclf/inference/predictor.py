@@ -1,6 +1,6 @@
 """What every loaded classifier does alike, whatever runs its network: read and resize the images,
 calibrate, apply the run's decision rule, answer; evaluate. Torch-free: a subclass supplies
-predict_logits (inference.model.Model: PyTorch; inference.onnx_model.OnnxModel: ONNX Runtime alone)."""
+predict_logits (inference.model.Model: PyTorch; inference.onnx_runtime.OnnxModel: ONNX Runtime alone)."""
 
 from __future__ import annotations
 
