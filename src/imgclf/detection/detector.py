@@ -45,7 +45,7 @@ class Detector:
     """A detector ready to run. `classes` are the names it finds (the pretrained one: ['person']);
     `positive` is the class presence is answered for; `threshold` the score a box needs."""
 
-    model: DecodedSSD | Callable[[], DecodedSSD]  # the network, or what builds it when first asked (`net`)
+    model: DecodedSSD | None  # the network in PyTorch; None until `net` asks `build` for it
     classes: list[str]
     name: str
     threshold: float = THRESHOLD
@@ -57,13 +57,14 @@ class Detector:
     source: dict = field(default_factory=dict)  # where the weights came from (recorded in scan.json)
     backend: str = "torch"  # what runs the network: torch, onnx, onnx-int8, openvino
     graph: Path | None = None  # the fp32 ONNX file (the int8 export quantizes it)
+    build: Callable[[], DecodedSSD] | None = None  # makes `model` when first asked for
 
     @property
     def net(self) -> DecodedSSD:
         """The network in PyTorch. Built on first use where a graph runs it (ONNX Runtime, OpenVINO): a
         scan there never imports torch (2.3 s of a 3.2 s one-photo scan on 2 cores)."""
-        if callable(self.model) and not hasattr(self.model, "parameters"):
-            self.model = self.model()
+        if self.model is None:
+            self.model = self.build()
         return self.model
 
     @property
@@ -263,11 +264,19 @@ def load_detector(
 
     session, backend = None, resolved(backend, dev)
     # Where a graph runs it and the graph is already made, the network is built only if asked (Detector.net).
-    model = build if backend != "torch" and onnx_path.is_file() else build()
+    model = None if backend != "torch" and onnx_path.is_file() else build()
     if backend != "torch":
         session = open_engine(backend, onnx_file(model, onnx_path), dev, str(name))
     return Detector(
-        model, classes, device=dev, session=session, source=source, backend=backend, graph=onnx_path, **options
+        model,
+        classes,
+        device=dev,
+        session=session,
+        source=source,
+        backend=backend,
+        graph=onnx_path,
+        build=build,
+        **options,
     )
 
 

@@ -208,7 +208,7 @@ def fit(net, parts, boxes, settings, run: Path, dev, say, clock: Clock) -> tuple
         seconds = time.perf_counter() - started
         row = {"epoch": e, **row, **validate(net, parts["val"], boxes, dev), "seconds": round(seconds, 1)}
         clock.epoch_s = time.perf_counter() - started
-        better = FT.score(row) > max(FT.score(r) for r in history)
+        better = FT.score(row) > FT.score(best_row(history))
         history.append(row)
         if better:
             save_best(run, net)
