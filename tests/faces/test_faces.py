@@ -168,6 +168,22 @@ def test_the_command_line(gallery, probes, tmp_path):
         moved.rename(gallery)
 
 
+def test_identify_answers_without_importing_torch(gallery, probes):
+    """Once the embedder's graph is made (enrolment made it), `imgclf faces identify` runs on dlib and
+    ONNX Runtime alone: torch, 1.5-2 s of a one-photo command, is never imported."""
+    import subprocess
+    import sys
+
+    argv = ["imgclf", "faces", "identify", str(gallery), str(probes / "grace.jpg")]
+    code = (
+        "import atexit, sys; atexit.register(lambda: print('TORCH', 'torch' in sys.modules))\n"
+        f"sys.argv = {argv!r}\nfrom imgclf.cli import entry; entry()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "Grace" in out.stdout and "ONNX Runtime" in out.stdout, out.stdout + out.stderr
+    assert out.stdout.rstrip().endswith("TORCH False"), out.stdout
+
+
 @pytest.mark.parametrize(
     "args, says",
     [

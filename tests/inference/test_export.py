@@ -167,9 +167,9 @@ def test_training_on_a_cpu_leaves_a_checked_model_onnx_that_backend_auto_runs(ti
 
 @pytest.mark.slow
 def test_an_exported_run_predicts_without_importing_torch(tiny_run, tmp_path):
-    """Backend auto on an exported run is ONNX Runtime on numpy: `imgclf predict`, `imgclf evaluate` and
-    imgclf.load never import torch (3-4 s of a Lite0 run's command), and every test-time view gives
-    PyTorch's logits."""
+    """Backend auto on an exported run is ONNX Runtime on numpy: `imgclf predict`, `imgclf evaluate`,
+    `imgclf serve` (start-up and /predict) and imgclf.load never import torch (3-4 s of a Lite0 run's
+    command), and every test-time view gives PyTorch's logits."""
     import subprocess
     import sys
 
@@ -180,18 +180,30 @@ def test_an_exported_run_predicts_without_importing_torch(tiny_run, tmp_path):
     cli = f"sys.argv = ['imgclf', 'predict', {str(tiny_run)!r}, {files[0]!r}]; from imgclf.cli import entry; entry()"
     run = shutil.copytree(tiny_run, tmp_path / "run")  # evaluate writes its figures into the run
     evaluate = f"sys.argv = ['imgclf', 'evaluate', {str(run)!r}]; from imgclf.cli import entry; entry()"
-    for code in (api, cli, evaluate):
+    # `imgclf serve` as typed, uvicorn's loop replaced by requests to the app it was given
+    serve = (
+        "import uvicorn\nfrom starlette.testclient import TestClient\ndef answer(self, **kw):\n"
+        "    with TestClient(self.config.app, base_url='http://127.0.0.1:8000') as c:\n"
+        f"        r = c.post('/predict', files={{'file': open({files[0]!r}, 'rb')}})\n"
+        "        print('SERVED', r.status_code, r.json()['results'][0]['label'], c.get('/model').json()['backend'])\n"
+        f"uvicorn.Server.run = answer; sys.argv = ['imgclf', 'serve', {str(tiny_run)!r}, '--no-batching']\n"
+        "from imgclf.cli import entry; entry()"
+    )
+    for code in (api, cli, evaluate, serve):
         out = subprocess.run(
             [
                 sys.executable,
                 "-c",
-                f"import atexit, sys, imgclf; atexit.register(lambda: print('TORCH', 'torch' in sys.modules)); {code}",
+                f"import atexit, sys, imgclf; atexit.register(lambda: print('TORCH', 'torch' in sys.modules))\n{code}",
             ],
             capture_output=True,
             text=True,
             timeout=120,
         )
         assert out.returncode == 0 and "TORCH False" in out.stdout, out.stdout + out.stderr
+    assert (
+        "SERVED 200" in out.stdout and "onnx on cpu" in out.stdout and out.stdout.rstrip().endswith("onnx\nTORCH False")
+    )
     expected = [r["label"] for r in imgclf.load(tiny_run).predict(files)]
     assert (
         f"LABELS {expected}"

@@ -11,6 +11,7 @@ import typer
 from imgclf.cli import render
 from imgclf.cli.app import DATA_HELP, MOVED_DATA, Format, app, with_settings
 from imgclf.core.errors import UserError
+from imgclf.settings.checks import EXPLAIN_METHODS
 from imgclf.settings.predict import TTA_HELP, PredictSettings
 
 
@@ -115,9 +116,7 @@ def explain(
     run: str = typer.Argument(..., help="Run folder (or REGISTRY/ALIAS)."),
     images: List[str] = typer.Argument(..., help="Image files or folders (searched recursively)."),
     class_: Optional[str] = typer.Option(None, "--class", help="Explain this class [default: the answered class]"),
-    method: str = typer.Option(
-        "gradcam", help="gradcam | gradcam++ | xgradcam | layercam | eigencam | scorecam | hirescam"
-    ),
+    method: str = typer.Option("gradcam", help=" | ".join(EXPLAIN_METHODS)),
     out: str = typer.Option("explanations", help="Folder for the overlay PNGs."),
     device: str = typer.Option("auto"),
 ):

@@ -113,6 +113,16 @@ def memory_budget(device: torch.device) -> int:
     return int(total * 0.25)
 
 
+def set_threads(threads: int) -> None:
+    """Intra-op threads for what runs networks in this process: torch's now if it is loaded, else
+    OMP_NUM_THREADS, which torch reads when it starts and ort_options reads for every session opened
+    after this (a service that answers in ONNX Runtime need not import torch to set them)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
 def ort_options():
     """ONNX Runtime session options for every session imgclf opens (inference, the probe's passes,
     the evaluation after training)."""

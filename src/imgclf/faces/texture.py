@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # The descriptor itself lives with the models (imgclf train races it too); the gallery's names for it.
-from imgclf.models.texture import DIM, texture
+from imgclf.models.texture import DIM
 
 # Where a face's detector box sits in the crop its texture is read from, for a face in a larger photo
 # (shares of the crop's width and height): a crop from the eyebrows' top to below the chin, as dlib's
@@ -41,6 +41,14 @@ def region(img, box) -> np.ndarray:
     width, height = (x2 - x1 + 1) / (fx2 - fx1), (y2 - y1 + 1) / (fy2 - fy1)
     left, top = x1 - fx1 * width, y1 - fy1 * height
     return np.asarray(grey.crop((round(left), round(top), round(left + width), round(top + height))))
+
+
+def texture(grey) -> np.ndarray:
+    """(DIM,) float32: models.texture's descriptor of one greyscale image (H, W). It is written in torch,
+    which is loaded here, when a gallery first needs a texture, not when a gallery is opened."""
+    from imgclf.models.texture import ops
+
+    return ops.texture(grey)
 
 
 def of_faces(img, faces) -> np.ndarray:

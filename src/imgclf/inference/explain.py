@@ -25,18 +25,17 @@ from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, output_folder
 from imgclf.inference.predictor import expand_inputs
 from imgclf.models.headonly import refuse_unexplainable
+from imgclf.settings.checks import EXPLAIN_METHODS
 
 # imgclf name -> pytorch_grad_cam class. EigenCAM is class-agnostic: it shows the main component
 # of the features whatever the target; ScoreCAM needs no gradients but one forward per channel.
-METHODS = {
-    "gradcam": "GradCAM",
-    "gradcam++": "GradCAMPlusPlus",
-    "xgradcam": "XGradCAM",
-    "layercam": "LayerCAM",
-    "eigencam": "EigenCAM",
-    "scorecam": "ScoreCAM",
-    "hirescam": "HiResCAM",
-}
+METHODS = dict(
+    zip(
+        EXPLAIN_METHODS,
+        ("GradCAM", "GradCAMPlusPlus", "XGradCAM", "LayerCAM", "EigenCAM", "ScoreCAM", "HiResCAM"),
+        strict=True,
+    )
+)
 # A pooled map is a summary of the features, not where they are: never a target layer.
 _NOT_TARGETS = (
     nn.MaxPool2d,

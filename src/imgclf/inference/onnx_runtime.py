@@ -80,6 +80,11 @@ class OnnxModel(Predictor):
         return torch.device("cpu")
 
     @property
+    def device_name(self) -> str:
+        # torch-free: a service that answers in ONNX Runtime prints this at start without importing torch
+        return "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+
+    @property
     def net(self):
         """The session behind torch's nn.Module interface, for what runs networks in torch."""
         if self._net is None:

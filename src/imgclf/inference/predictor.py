@@ -41,6 +41,11 @@ class Predictor:
     def backend(self) -> str:
         raise NotImplementedError
 
+    @property
+    def device_name(self) -> str:
+        """Where the network runs, in words ("cpu", "cuda:0"), for what prints it."""
+        return str(self.device)
+
     def predict_logits(self, images: np.ndarray) -> np.ndarray:
         """Raw logits (N, C) for preprocessed uint8 images (N, size, size, 3)."""
         raise NotImplementedError

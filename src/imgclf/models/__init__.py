@@ -5,6 +5,13 @@ package (models.arrays, for a prediction in ONNX Runtime) must not import torch 
 
 __all__ = ["create_model", "list_models", "model_defaults", "register"]
 
+# The head-only models' architecture names in model.json (models.headonly). Here, torch-free, so that
+# what asks which kind a run is (a scan refusing the person detector's run) need not load torch.
+FACE_EMBEDDING = "face_embedding"
+TEXTURE = "texture_lbp"
+PERSON_DETECTOR = "person_detector"
+HEAD_ONLY = (FACE_EMBEDDING, TEXTURE, PERSON_DETECTOR)
+
 
 def __getattr__(name: str):
     if name in __all__:

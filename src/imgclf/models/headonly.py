@@ -14,11 +14,10 @@ import numpy as np
 import torch
 
 from imgclf.core.errors import UserError
+from imgclf.models import FACE_EMBEDDING, PERSON_DETECTOR, TEXTURE
+from imgclf.models import HEAD_ONLY as NAMES
 
-FACE_EMBEDDING = "face_embedding"  # the architectures' names in model.json
-TEXTURE = "texture_lbp"
-PERSON_DETECTOR = "person_detector"
-NAMES = (FACE_EMBEDDING, TEXTURE, PERSON_DETECTOR)
+__all__ = ["FACE_EMBEDDING", "NAMES", "PERSON_DETECTOR", "TEXTURE", "HeadOnly"]
 
 
 class HeadOnly(torch.nn.Module):

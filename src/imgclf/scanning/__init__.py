@@ -10,15 +10,28 @@ cost (a scan's seconds, estimated before it runs) · mining (hard and random neg
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imgclf.core.work import MAX_SECONDS
 from imgclf.scanning.mining import negatives, save_crop
-from imgclf.scanning.scanner import Scanner, positive_class
 from imgclf.scanning.verify import TOP, Verifier
-from imgclf.scanning.window import remember
+from imgclf.scanning.window import positive_class, remember
 from imgclf.settings.scan import ScanSettings
 
+if TYPE_CHECKING:
+    from imgclf.scanning.scanner import Scanner
+
 __all__ = ["scan", "negatives", "remember", "Scanner", "Verifier", "positive_class", "MAX_SECONDS"]
+
+
+def __getattr__(name: str):
+    # Scanner (torch) is loaded on first use: the service asks positive_class of its run at start, and a
+    # service answering in ONNX Runtime should not import torch for that.
+    if name == "Scanner":
+        from imgclf.scanning.scanner import Scanner
+
+        return Scanner
+    raise AttributeError(f"module 'imgclf.scanning' has no attribute {name!r}")
 
 
 def scan(
@@ -104,6 +117,8 @@ def scan(
 
 def _scanner(model, s: ScanSettings, iou: float) -> Scanner:
     """The scanner for `model`'s positive class, with the verifier asked for (see scan)."""
+    from imgclf.scanning.scanner import Scanner
+
     pos = positive_class(model, s.positive)
     # verify: a loaded model; None: the run's recorded verifier, if any; False: none.
     verify, top = s.verify, s.verify_top

@@ -8,7 +8,6 @@ the calibrated positive probability thresholded, overlapping hits merged by non-
 from __future__ import annotations
 
 import copy
-import re
 import time
 
 import numpy as np
@@ -27,35 +26,10 @@ from imgclf.scanning.boxes import (
     vote_boxes,
 )
 from imgclf.scanning.fcn import fcn_parts, window_logits
-from imgclf.scanning.window import DEFAULT_MIN_SIZE, Window, pyramid, window_of
+from imgclf.scanning.window import DEFAULT_MIN_SIZE, Window, positive_class, pyramid, window_of
 from imgclf.settings.scan import check_scan, parse_margin
 
-POSITIVE_NAMES = re.compile(r"person|people|human|pedestrian|positive|object|target", re.I)
 MAX_BOXES = 100
-
-
-def positive_class(model, positive: str | None) -> str:
-    """--positive, else the run's decision positive class, else a class named like person/human/..."""
-    from imgclf.models.headonly import PERSON_DETECTOR
-
-    if getattr(getattr(model, "meta", None), "architecture_name", None) == PERSON_DETECTOR:
-        # It answers for a whole photo at 300x300: slid over windows, each would cost a detector pass.
-        raise UserError(
-            "this run kept the pretrained person detector (its leaderboard chose it): it answers for whole "
-            "photos, not windows; for boxes, scan with the detector itself: imgclf scan PHOTOS"
-        )
-    classes = model.classes
-    if positive is not None:
-        if positive not in classes:
-            raise UserError(f"--positive '{positive}' is not a class of this model; its classes: {', '.join(classes)}")
-        return positive
-    chosen = OperatingPoint.of(model.meta).positive_class
-    if chosen:
-        return chosen
-    named = [c for c in classes if POSITIVE_NAMES.search(c)]
-    if len(named) == 1:
-        return named[0]
-    raise UserError(f"which class is the object to find? give --positive, one of: {', '.join(classes)}")
 
 
 class Scanner:

@@ -9,18 +9,45 @@ positive class, and is resized to the model's square input exactly as those crop
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from imgclf.core.errors import UserError
 from imgclf.core.files import read_json, write_json
+from imgclf.evaluation.operating_point import OperatingPoint
+from imgclf.models import PERSON_DETECTOR
 from imgclf.store.run_meta import load_run_meta
 
 CACHE = "scan_window.json"  # in the run folder: the training crops may be gone when a run is moved
 SAMPLE = 200  # crop headers read to find the median shape (a few ms)
 SCALE_STEP = 0.8  # each pyramid level's window is 1/0.8 = 1.25x the previous one
 DEFAULT_MIN_SIZE = 64  # smallest window height in image pixels
+POSITIVE_NAMES = re.compile(r"person|people|human|pedestrian|positive|object|target", re.I)
+
+
+def positive_class(model, positive: str | None) -> str:
+    """--positive, else the run's decision positive class, else a class named like person/human/..."""
+    if getattr(getattr(model, "meta", None), "architecture_name", None) == PERSON_DETECTOR:
+        # It answers for a whole photo at 300x300: slid over windows, each would cost a detector pass.
+        raise UserError(
+            "this run kept the pretrained person detector (its leaderboard chose it): it answers for whole "
+            "photos, not windows; for boxes, scan with the detector itself: imgclf scan PHOTOS"
+        )
+    classes = model.classes
+    if positive is not None:
+        if positive not in classes:
+            raise UserError(f"--positive '{positive}' is not a class of this model; its classes: {', '.join(classes)}")
+        return positive
+    chosen = OperatingPoint.of(model.meta).positive_class
+    if chosen:
+        return chosen
+    named = [c for c in classes if POSITIVE_NAMES.search(c)]
+    if len(named) == 1:
+        return named[0]
+    raise UserError(f"which class is the object to find? give --positive, one of: {', '.join(classes)}")
 
 
 @dataclass(frozen=True)

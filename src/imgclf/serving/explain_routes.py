@@ -38,12 +38,12 @@ ONE_IMAGE_BODY = {  # one image: a file part named `file`, or the raw body
 
 
 def register(app, holder, settings, guarded) -> None:
-    from imgclf.inference.explain import METHODS
+    from imgclf.settings.checks import EXPLAIN_METHODS
 
     lock = threading.Lock()
     cache: dict = {}  # the served model and its Explainer (private network copy); rebuilt after a swap
     query = Parameters(
-        method=Param(" | ".join(METHODS), choices=tuple(METHODS), default="gradcam"),
+        method=Param(" | ".join(EXPLAIN_METHODS), choices=EXPLAIN_METHODS, default="gradcam"),
         target=Param("class to explain [default: the answered class]", listed=tuple(holder.model.classes)),
     )
 

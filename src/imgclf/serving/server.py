@@ -70,17 +70,23 @@ def run_server(
 ) -> None:
     """Serve until interrupted. Access logging is off: /metrics counts every request instead, and
     a log line per request would cost more than the answer on a busy CPU."""
-    import torch
     import uvicorn
 
     check_port(port)
-    # Without batching, one forward per core runs at once under load: one torch thread each keeps
-    # the cores from being oversubscribed. A micro-batched forward is better off with all of them.
-    threads = settings.threads or (None if settings.batching else 1)
-    if threads:
-        torch.set_num_threads(threads)
+    limit_threads(settings)
     app = create_app(model, served_hosts(settings, host))
     stoppable_server(uvicorn.Config(app, host=host, port=port, log_level=log_level, **uvicorn_options(app))).run()
+
+
+def limit_threads(settings: ServeSettings) -> None:
+    """Without batching, one forward per core runs at once under load: one thread each (torch's, and
+    ONNX Runtime's for sessions opened after this) keeps the cores from being oversubscribed. A
+    micro-batched forward is better off with all of them."""
+    from imgclf.core.device import set_threads
+
+    threads = settings.threads or (None if settings.batching else 1)
+    if threads:
+        set_threads(threads)
 
 
 class BackgroundServer:
@@ -158,6 +164,7 @@ def serve_run(
         ServeSettings, {**settings, "cors": (cors,) if isinstance(cors, str) else tuple(cors)}, "serve setting"
     )
     config.check_folders()  # before the model loads: a mistake is told at once
+    limit_threads(config)  # before the model loads: an ONNX Runtime session takes its threads when opened
     if registry is not None:
         served = holder_for_registry(registry, alias, lambda path: load(path, device, tta=tta, backend=backend))
         model, following = served.model, f", version {served.version} ({alias} of {registry}, swapped on promote)"
@@ -176,7 +183,7 @@ def serve_run(
         else "one forward pass per request (no batching)"
     )
     console.print(
-        f"serving {escape(model.path.name + following)} ({len(model.classes)} classes, {getattr(model, 'backend', 'torch')} on {model.device}, "
+        f"serving {escape(model.path.name + following)} ({len(model.classes)} classes, {getattr(model, 'backend', 'torch')} on {model.device_name}, "
         f"{mode}) at http://{host}:{port}/  API key {'required' if config.api_key else 'not set'}"
     )
     console.print(

@@ -24,6 +24,8 @@ from imgclf.core.errors import UserError
 # The names each choice-setting may take. They live here, with the checks, so a setting can be
 # checked without importing the (torch-heavy) code that carries it out; that code reads them from here.
 TTA_MODES = ("none", "flip", "crop", "flip-crop")  # models.forward.tta_logits
+# inference.explain: each a class of the grad-cam package (the service lists them without loading torch)
+EXPLAIN_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam", "scorecam", "hirescam")
 CLASS_WEIGHT_MODES = ("auto", "none", "sqrt", "balanced")  # training.balance
 PRESET_NAMES = ("fast", "balanced", "best")  # training.presets
 DETECTOR_BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino")  # detection.engines

@@ -15,31 +15,17 @@ CHIP = 150  # px: the aligned face the network reads (resnet.CHIP)
 BACKENDS = FACES_BACKENDS  # the embedder's engines (FaceModel), declared in settings.checks
 
 
-def session(net, path: Path, int8: bool = False):
-    """An ONNX Runtime CPU session, on every core this process may use, on `net` exported to ONNX at
-    `path` (once, atomically, the batch axis dynamic; reused after); `int8`: on the int8 graph made
-    from that one."""
+def session(make_net, path: Path, int8: bool = False):
+    """An ONNX Runtime CPU session, on every core this process may use, on the network `make_net()`
+    builds, exported to ONNX at `path` (once; reused after, and then no network is built, nor torch
+    imported); `int8`: on the int8 graph made from that one."""
     import onnxruntime as ort
-    import torch
 
-    from imgclf.core.console import silent_stdout
     from imgclf.core.cpus import usable_cpus
     from imgclf.core.device import check_int8_graph, ort_options
-    from imgclf.core.files import atomic_path
 
     if not path.is_file():
-        with atomic_path(path) as tmp, warnings.catch_warnings(), silent_stdout():
-            warnings.simplefilter("ignore")  # the exporter's chatter
-            torch.onnx.export(
-                net.to("cpu").eval(),
-                (torch.zeros(1, 3, CHIP, CHIP),),
-                str(tmp),
-                input_names=["input"],
-                output_names=["embedding"],
-                opset_version=17,
-                dynamo=False,
-                dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
-            )
+        export(make_net(), path)
     if int8:
         path = int8_path(path)
     opts = ort_options()
@@ -52,6 +38,27 @@ def session(net, path: Path, int8: bool = False):
         ) from None
     check_int8_graph(path, session)
     return session
+
+
+def export(net, path: Path) -> None:
+    """`net` as an ONNX graph at `path`, written atomically, its batch axis dynamic."""
+    import torch
+
+    from imgclf.core.console import silent_stdout
+    from imgclf.core.files import atomic_path
+
+    with atomic_path(path) as tmp, warnings.catch_warnings(), silent_stdout():
+        warnings.simplefilter("ignore")  # the exporter's chatter
+        torch.onnx.export(
+            net.to("cpu").eval(),
+            (torch.zeros(1, 3, CHIP, CHIP),),
+            str(tmp),
+            input_names=["input"],
+            output_names=["embedding"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
+        )
 
 
 def int8_path(fp32: Path) -> Path:

@@ -212,9 +212,14 @@ def engine_of(device: str = "auto", backend: str = "auto") -> tuple[str, str]:
     """(device, backend) the embedder runs on: auto is ONNX Runtime on a CPU, PyTorch on a GPU. An ONNX
     Runtime backend named outright takes the CPU even where there is a GPU (it runs nowhere else)."""
     if device == "auto":
-        import torch
+        from imgclf.core.device import on_cpu
 
-        device = "cuda" if torch.cuda.is_available() and backend in ("auto", "torch") else "cpu"
+        if on_cpu("auto"):  # without torch where no GPU can be there
+            device = "cpu"
+        else:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() and backend in ("auto", "torch") else "cpu"
     if backend == "auto":
         backend = "onnx" if device == "cpu" else "torch"
     return device, backend

@@ -331,27 +331,43 @@ class Embedder:
     int8 graph (`imgclf export faces --int8`, faces/int8.py); "torch": PyTorch on `device`."""
 
     def __init__(self, dat_path: str | Path, digest: str, backend: str = "onnx", device: str = "cpu"):
-        import torch
-        from safetensors.torch import load_file
+        from imgclf.core.device import on_cpu
 
         if backend not in ("onnx", "onnx-int8", "torch"):
             raise UserError(f"backend must be onnx, onnx-int8 or torch, not '{backend}'")
-        if backend != "torch" and torch.device(device).type != "cpu":
+        if backend != "torch" and not on_cpu(device):
             raise UserError(f"the {backend} backend runs on the CPU; use backend='torch' for device '{device}'")
-        weights = weights_file(Path(dat_path), digest)
-        net = _face_resnet()()
-        try:
-            net.load_state_dict(load_file(str(weights)))
-        except Exception as e:  # noqa: BLE001 - safetensors and torch raise several types for a damaged file
-            raise UserError(f"{weights} is damaged ({type(e).__name__}): delete it and it is made again") from None
-        self.backend, self.device, self.net = backend, torch.device(device), net.eval().to(device)
-        self.graph = weights.with_suffix(".onnx")  # the fp32 graph, exported on first use
+        self.backend, self.device, self._net = backend, device, None
+        self.weights = weights_file(Path(dat_path), digest)
+        self.graph = self.weights.with_suffix(".onnx")  # the fp32 graph, exported on first use
         if backend != "torch":
             from imgclf.models.face.engine import session
 
-            self.session = session(self.net, self.graph, int8=backend == "onnx-int8")
+            # The network is built in torch only to export the graph the first time: once it is
+            # there, `imgclf faces identify` answers without importing torch.
+            self.session = session(lambda: self.net, self.graph, int8=backend == "onnx-int8")
         else:
-            self.session = None
+            import torch
+
+            self.session, self.device = None, torch.device(device)
+            self.net  # noqa: B018 - built now, so a damaged weights file is told at once
+
+    @property
+    def net(self):
+        """The network in PyTorch, built from the cached weights on first use (torch; export)."""
+        if self._net is None:
+            import torch
+            from safetensors.torch import load_file
+
+            net = _face_resnet()()
+            try:
+                net.load_state_dict(load_file(str(self.weights)))
+            except Exception as e:  # noqa: BLE001 - safetensors and torch raise several types for a damaged file
+                raise UserError(
+                    f"{self.weights} is damaged ({type(e).__name__}): delete it and it is made again"
+                ) from None
+            self._net = net.eval().to(self.device if self.backend == "torch" else torch.device("cpu"))
+        return self._net
 
     def __call__(self, chips: np.ndarray) -> np.ndarray:
         chips = np.asarray(chips)
