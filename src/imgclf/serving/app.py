@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from imgclf.core.version import __version__
-from imgclf.serving.batching import DirectRunner, MicroBatcher
+from imgclf.serving.batching import DirectRunner, MicroBatcher, forwards_at_once
 from imgclf.serving.guards import HostAllowList, same_origin_only
 from imgclf.serving.holder import ModelHolder
 from imgclf.serving.info import service_info
@@ -55,7 +55,14 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
     _follow_in_metrics(holder, metrics)
     # Requests pass their own model's function to submit(); this default only serves other callers.
     runner = (
-        MicroBatcher(first.predict_proba, settings.max_batch, settings.max_wait_ms, settings.max_queue, metrics)
+        MicroBatcher(
+            first.predict_proba,
+            settings.max_batch,
+            settings.max_wait_ms,
+            settings.max_queue,
+            metrics,
+            workers=forwards_at_once(settings.threads, cpu=first.device_name.startswith("cpu")),
+        )
         if settings.batching
         else DirectRunner(first.predict_proba, metrics)
     )

@@ -3,10 +3,17 @@
 A CNN on a CPU or GPU classifies 32 images in far less than 32 times the time of one (the matrix
 products fill the vector units, per-call overhead is paid once), so under load the service groups
 the images of concurrent requests into one forward pass. Requests put (images, future) on a queue;
-one worker task takes the first, adds whatever else is queued up to `max_batch` images, waits at
+a worker task takes the first, adds whatever else is queued up to `max_batch` images, waits at
 most `max_wait_ms` for more while other requests are still being read and decoded, runs the
-stacked batch in its single model thread (torch and ONNX Runtime release the GIL, so the event
-loop keeps serving meanwhile) and resolves each request's future with its rows.
+stacked batch in its model thread (torch and ONNX Runtime release the GIL, so the event loop keeps
+serving meanwhile) and resolves each request's future with its rows.
+
+On a CPU there is a worker per core, each forward on one thread (forwards_at_once, forward_threads).
+One forward on every core lost to the event loop: each operator's threads wait for the slowest,
+and the loop decoding the next requests takes a core from them. Lite0 in ONNX Runtime on 2 cores
+(bench/service.py, 2026-11-29) served 53 requests/s at 1, 8 and 32 clients so, and 82 / 142 / 153
+with two single-threaded workers; PyTorch 15 / 42 / 59 and 25 / 55 / 72. A GPU keeps one worker
+and its batches whole.
 
     batcher = MicroBatcher(model.predict_proba, max_batch=32, max_wait_ms=2, max_queue=512)
     await batcher.start()
@@ -20,6 +27,7 @@ a batch only ever holds requests for one of them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -41,25 +49,30 @@ class MicroBatcher:
         max_wait_ms: float,
         max_queue: int,
         metrics=None,
+        workers: int = 1,
     ):
         self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait_ms / 1000
-        self.max_queue, self.metrics = max_queue, metrics
+        self.max_queue, self.metrics, self.workers = max_queue, metrics, workers
         self.incoming = 0  # requests being read and decoded: company worth waiting for
         self.waiting = 0  # images queued, not yet in a forward pass
         self._queue: asyncio.Queue | None = None
-        self._held = None  # an item that did not fit the last batch: first in the next
-        self._task = self._thread = None
+        # Items that did not fit a batch, first in the next ones (one per worker at most; a worker
+        # that finds none waits on the queue, and the worker that held one takes it after its forward).
+        self._held: collections.deque = collections.deque()
+        self._tasks, self._thread = [], None
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="imgclf-model")
-        self._task = asyncio.create_task(self._run(), name="imgclf-batcher")
+        self._thread = ThreadPoolExecutor(self.workers, thread_name_prefix="imgclf-model")
+        self._tasks = [asyncio.create_task(self._run(), name=f"imgclf-batcher-{i}") for i in range(self.workers)]
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._tasks:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             self._thread.shutdown(wait=True)
 
     @contextlib.contextmanager
@@ -108,8 +121,7 @@ class MicroBatcher:
                 start += len(rows)
 
     async def _collect(self, loop) -> list:
-        first = self._held if self._held is not None else await self._queue.get()
-        self._held = None
+        first = self._held.popleft() if self._held else await self._queue.get()
         batch, n = [first], len(first[0])
         deadline = loop.time() + self.max_wait
         while n < self.max_batch:
@@ -126,7 +138,7 @@ class MicroBatcher:
                     break
             # Bound methods of the same model compare equal; another model's requests wait for the next batch.
             if n + len(item[0]) > self.max_batch or item[2] != first[2]:
-                self._held = item
+                self._held.append(item)
                 break
             batch.append(item)
             n += len(item[0])
@@ -137,7 +149,7 @@ class DirectRunner:
     """One forward pass per request: the endpoint as it is usually written, kept as the baseline the
     benchmark compares batching with. Written well, not naively: forwards run in a pool of one
     thread per core (more would only fight over the cores and the GIL), and `imgclf serve
-    --no-batching` gives each forward one torch thread unless --threads says otherwise."""
+    --no-batching` gives each forward one thread unless --threads says otherwise."""
 
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], metrics=None, workers: int | None = None):
         self.predict, self.metrics = predict, metrics
@@ -158,6 +170,19 @@ class DirectRunner:
         if self.metrics:
             self.metrics.batch_size.observe(len(images))
         return await asyncio.get_running_loop().run_in_executor(self._pool, predict or self.predict, images)
+
+
+def forward_threads(threads: int | None, batching: bool, cpu: bool) -> int | None:
+    """Threads one forward pass runs on: `threads` (--threads) if given; else one on a CPU, and one per
+    forward without batching (the forwards run one per core at once); None (the engine's own choice,
+    every core) for a GPU's batches."""
+    return threads or (1 if cpu or not batching else None)
+
+
+def forwards_at_once(threads: int | None, cpu: bool) -> int:
+    """Micro-batches in flight at once: on a CPU, as many as the cores hold forwards of
+    forward_threads each; on a GPU one, whose batches are what make it fast."""
+    return max(1, available_cores() // (threads or 1)) if cpu else 1
 
 
 def available_cores() -> int:

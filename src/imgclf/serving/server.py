@@ -73,18 +73,21 @@ def run_server(
     import uvicorn
 
     check_port(port)
-    limit_threads(settings)
+    from imgclf.serving.holder import ModelHolder
+
+    served = model.model if isinstance(model, ModelHolder) else model
+    limit_threads(settings, cpu=served.device_name.startswith("cpu"))
     app = create_app(model, served_hosts(settings, host))
     stoppable_server(uvicorn.Config(app, host=host, port=port, log_level=log_level, **uvicorn_options(app))).run()
 
 
-def limit_threads(settings: ServeSettings) -> None:
-    """Without batching, one forward per core runs at once under load: one thread each (torch's, and
-    ONNX Runtime's for sessions opened after this) keeps the cores from being oversubscribed. A
-    micro-batched forward is better off with all of them."""
+def limit_threads(settings: ServeSettings, cpu: bool) -> None:
+    """The threads of one forward pass (serving.batching.forward_threads), set before the model loads
+    where they can be: an ONNX Runtime session takes its threads when it is opened."""
     from imgclf.core.device import set_threads
+    from imgclf.serving.batching import forward_threads
 
-    threads = settings.threads or (None if settings.batching else 1)
+    threads = forward_threads(settings.threads, settings.batching, cpu)
     if threads:
         set_threads(threads)
 
@@ -142,6 +145,7 @@ def serve_run(
     """See imgclf.serve: load RUN (or follow REGISTRY's ALIAS), print where it serves, serve until interrupted."""
     from rich.markup import escape  # the run's name and the folders are the user's text
 
+    from imgclf.core.device import on_cpu
     from imgclf.core.errors import from_settings
     from imgclf.inference.load import load_model as load
     from imgclf.serving.hotswap import holder_for_registry
@@ -164,7 +168,7 @@ def serve_run(
         ServeSettings, {**settings, "cors": (cors,) if isinstance(cors, str) else tuple(cors)}, "serve setting"
     )
     config.check_folders()  # before the model loads: a mistake is told at once
-    limit_threads(config)  # before the model loads: an ONNX Runtime session takes its threads when opened
+    limit_threads(config, cpu=on_cpu(device))  # before the model loads
     if registry is not None:
         served = holder_for_registry(registry, alias, lambda path: load(path, device, tta=tta, backend=backend))
         model, following = served.model, f", version {served.version} ({alias} of {registry}, swapped on promote)"

@@ -67,8 +67,8 @@ class ServeSettings:
     batching: bool = setting(True, "One forward pass per request (the naive baseline)", Flag(), flag="--no-batching")
     threads: int | None = setting(
         None,
-        "threads per forward pass, torch's or ONNX Runtime's [default: all cores; 1 with --no-batching, whose "
-        "forwards run one per core at once]",
+        "threads per forward pass, torch's or ONNX Runtime's [default: 1 on a CPU, where forwards run one per "
+        "core at once (batched or not); a GPU's batches: the engine's own]",
         Number(int, 1, 1024, optional=True),
     )
     log_predictions: str | None = setting(
