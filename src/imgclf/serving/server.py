@@ -72,9 +72,9 @@ def run_server(
     a log line per request would cost more than the answer on a busy CPU."""
     import uvicorn
 
-    check_port(port)
     from imgclf.serving.holder import ModelHolder
 
+    check_port(port)
     served = model.model if isinstance(model, ModelHolder) else model
     limit_threads(settings, cpu=served.device_name.startswith("cpu"))
     app = create_app(model, served_hosts(settings, host))

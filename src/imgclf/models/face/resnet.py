@@ -331,11 +331,9 @@ class Embedder:
     int8 graph (`imgclf export faces --int8`, faces/int8.py); "torch": PyTorch on `device`."""
 
     def __init__(self, dat_path: str | Path, digest: str, backend: str = "onnx", device: str = "cpu"):
-        from imgclf.core.device import on_cpu
-
         if backend not in ("onnx", "onnx-int8", "torch"):
             raise UserError(f"backend must be onnx, onnx-int8 or torch, not '{backend}'")
-        if backend != "torch" and not on_cpu(device):
+        if backend != "torch" and str(device).split(":")[0] != "cpu":  # torch.device(device).type, torch-free
             raise UserError(f"the {backend} backend runs on the CPU; use backend='torch' for device '{device}'")
         self.backend, self.device, self._net = backend, device, None
         self.weights = weights_file(Path(dat_path), digest)
