@@ -107,3 +107,38 @@ def balanced_accuracy(scores, present, threshold: float) -> float | None:
     if present.all() or not present.any():
         return None
     return round(_balanced(scores, present, threshold), 4)
+
+
+def coco_eval_at(truth, answers, classes, threshold: float) -> dict:
+    """COCO AP with every box, and AP@0.5 with the boxes a scan reports (score >= threshold)."""
+    full = coco_eval(truth, answers, classes)
+    kept = [{**a, "boxes": [b for b in a["boxes"] if b["score"] >= threshold]} for a in answers]
+    full["ap50_at_threshold"] = coco_eval(truth, kept, classes)["ap50"]
+    return full
+
+
+def top_scores(answers: list[dict], positive: str) -> list[float]:
+    return [max((b["score"] for b in a["boxes"] if b["label"] == positive), default=0.0) for a in answers]
+
+
+def share_better(truth: dict, a: list[dict], b: list[dict], classes: list[str], score, draws: int = 200) -> float:
+    """How sure the photos are that answers `a` beat answers `b`: the share of `draws` bootstrap
+    resamples of the photos (drawn with replacement, the same draw for both) on which `score` of
+    coco_eval's result is higher for `a`. A handful of photos decides little; this says how little."""
+    rng = np.random.default_rng(0)
+    n, wins = len(truth["images"]), 0
+    by_image: dict[int, list] = {}
+    for ann in truth["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    for _ in range(draws):
+        pick = rng.integers(0, n, n)
+        images, annotations = [], []
+        for new_id, i in enumerate(pick, 1):  # a photo drawn twice is two photos to pycocotools
+            images.append({**truth["images"][i], "id": new_id})
+            for ann in by_image.get(truth["images"][i]["id"], []):
+                annotations.append({**ann, "image_id": new_id, "id": len(annotations) + 1})
+        drawn = {**truth, "images": images, "annotations": annotations}
+        got_a = coco_eval(drawn, [a[i] for i in pick], classes)
+        got_b = coco_eval(drawn, [b[i] for i in pick], classes)
+        wins += score(got_a) > score(got_b)
+    return wins / draws

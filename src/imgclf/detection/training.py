@@ -27,6 +27,7 @@ FORMAT = 1  # of detector.json
 # Validation photos under which the run says its choices are rough: 15 and 30-33 were seen to decide the
 # epoch and the threshold roughly (docs/benchmarks/presence.md); 50 is a round bar above them, not measured.
 FEW_VAL = 50
+TUNED = "tuned.safetensors"  # the best fine-tuned epoch's weights while training (the start's: best.safetensors)
 FINISH_S = 5.0  # seconds a budget keeps for what follows training beyond scoring photos (weights, report)
 
 
@@ -209,19 +210,53 @@ def fit(net, parts, boxes, settings, run: Path, dev, say, clock: Clock) -> tuple
         row = {"epoch": e, **row, **validate(net, parts["val"], boxes, dev), "seconds": round(seconds, 1)}
         clock.epoch_s = time.perf_counter() - started
         better = FT.score(row) > FT.score(best_row(history))
+        tuned_better = len(history) == 1 or FT.score(row) > FT.score(best_row(history[1:]))
         history.append(row)
         if better:
             save_best(run, net)
+        if tuned_better:  # the best fine-tuned epoch, for when validation cannot tell it from the start
+            save_best(run, net, TUNED)
         save_training_state(state_file, net, optimizer, {"epoch": e, "history": history, **clock.state()})
         say(
             f"epoch {e}: loss {row['cls_loss']:.3f} + {row['box_loss']:.3f} box, val mAP {row['val_map']:.3f}, "
             f"AP@0.5 {row['val_ap50']:.3f}{'  (best)' if better else ''}  {seconds:.0f}s"
         )
     write_history(run / "history.csv", history)
+    return kept_weights(net, history, parts["val"], boxes, run, dev, say)
+
+
+def kept_weights(net, history, photos, boxes, run: Path, dev, say) -> tuple[dict, dict]:
+    """The weights fine-tuning hands back, and their history row: the best epoch by validation score;
+    but where that is the untrained start and validation is small (under FEW_VAL photos), the best
+    fine-tuned epoch unless the photos are clearly for the start (finetune.CLEARLY of their bootstrap
+    resamples, 5-20 s): a user who fine-tunes has photos of their own, and a few validation photos cannot
+    show a gain they cannot rule out. Many validation photos decide alone."""
+    from imgclf.detection.annotations import to_coco
+    from imgclf.detection.metrics import share_better
     from imgclf.store.checkpoint import load_weights
 
-    kept = best_row(history)
-    return load_weights(run / "best.safetensors"), {k: kept[k] for k in ("epoch", "val_ap50", "val_map")}
+    kept, tuned = best_row(history), best_row(history[1:]) if len(history) > 1 else None
+    if kept["epoch"] == 0 and tuned is not None and len(photos) < FEW_VAL and (run / TUNED).is_file():
+        said = {}
+        for name in ("best.safetensors", TUNED):  # the start's weights, then the fine-tuned epoch's
+            net.load_state_dict(load_weights(run / name))
+            said[name] = answers(net, photos, boxes.classes, dev)
+        share = share_better(
+            to_coco(boxes, photos), said["best.safetensors"], said[TUNED], boxes.classes, lambda r: FT.score(_row(r))
+        )
+        if share < FT.CLEARLY:
+            say(
+                f"validation cannot tell the start from epoch {tuned['epoch']} (the start scores higher on "
+                f"{share:.0%} of {len(photos)} photos' resamples): keeping the fine-tuned epoch {tuned['epoch']}"
+            )
+            kept = tuned
+    return load_weights(run / (TUNED if kept is tuned else "best.safetensors")), {
+        k: kept[k] for k in ("epoch", "val_ap50", "val_map")
+    }
+
+
+def _row(got: dict) -> dict:
+    return {"val_map": got["map"], "val_ap50": got["ap50"]}
 
 
 def best_row(history: list[dict]) -> dict:
@@ -229,10 +264,10 @@ def best_row(history: list[dict]) -> dict:
     return max(history, key=lambda r: (FT.score(r), -r["epoch"]))
 
 
-def save_best(run: Path, net) -> None:
+def save_best(run: Path, net, name: str = "best.safetensors") -> None:
     from imgclf.store.checkpoint import save_weights
 
-    save_weights(run / "best.safetensors", net.state_dict())
+    save_weights(run / name, net.state_dict())
 
 
 def as_detector(net, classes: list[str], threshold: float, dev):
@@ -271,6 +306,7 @@ def finish(run: Path, net, parts, boxes, settings, data, say, split_how: str = "
     from imgclf.detection import metrics
     from imgclf.detection.annotations import to_coco
     from imgclf.detection.detector import THRESHOLD
+    from imgclf.detection.metrics import coco_eval_at, top_scores
     from imgclf.detection.report import write_report
     from imgclf.models.person import weights
     from imgclf.store.checkpoint import save_weights
@@ -314,7 +350,7 @@ def finish(run: Path, net, parts, boxes, settings, data, say, split_how: str = "
     )
     write_json(run / "detector.json", meta.to_dict())
     write_report(run, meta, parts["test"], answers(net, parts["test"], boxes.classes, dev, threshold))
-    for f in ("train_state.safetensors", "best.safetensors"):
+    for f in ("train_state.safetensors", "best.safetensors", TUNED):
         (run / f).unlink(missing_ok=True)
     t, p = result["test"], result["pretrained_test"]
     say(
@@ -331,20 +367,6 @@ def threshold_from(chosen: dict) -> str:
     if chosen.get("kept_prior"):
         return "the pretrained detector's (validation's best balanced accuracy beat it by one photo or less)"
     return "validation presence (best balanced accuracy)"
-
-
-def coco_eval_at(truth, answers_, classes, threshold: float) -> dict:
-    """COCO AP with every box, and AP@0.5 with the boxes a scan reports (score >= threshold)."""
-    from imgclf.detection.metrics import coco_eval
-
-    full = coco_eval(truth, answers_, classes)
-    kept = [{**a, "boxes": [b for b in a["boxes"] if b["score"] >= threshold]} for a in answers_]
-    full["ap50_at_threshold"] = coco_eval(truth, kept, classes)["ap50"]
-    return full
-
-
-def top_scores(answers_: list[dict], positive: str) -> list[float]:
-    return [max((b["score"] for b in a["boxes"] if b["label"] == positive), default=0.0) for a in answers_]
 
 
 def write_splits(path: Path, parts: dict) -> None:
