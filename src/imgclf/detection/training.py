@@ -27,6 +27,7 @@ FORMAT = 1  # of detector.json
 # Validation photos under which the run says its choices are rough: 15 and 30-33 were seen to decide the
 # epoch and the threshold roughly (docs/benchmarks/presence.md); 50 is a round bar above them, not measured.
 FEW_VAL = 50
+BOOTSTRAP_S = 0.5  # seconds a validation photo adds to kept_weights' bootstrap (~7 s for 15 photos of 30 boxes)
 TUNED = "tuned.safetensors"  # the best fine-tuned epoch's weights while training (the start's: best.safetensors)
 FINISH_S = 5.0  # seconds a budget keeps for what follows training beyond scoring photos (weights, report)
 
@@ -139,6 +140,8 @@ def plan(net, loader, parts, settings, clock: Clock, val_s: float, dev, say) -> 
     before the first step, so that the one-cycle schedule ends on a low rate within the budget."""
     per_photo = val_s / max(1, len(parts["val"]))  # the test photos are scored twice, and by the start
     clock.finish_s = per_photo * (len(parts["val"]) + 3 * len(parts["test"])) + FINISH_S
+    if len(parts["val"]) < FEW_VAL:  # kept_weights may weigh the start against an epoch: 2 passes, a bootstrap
+        clock.finish_s += 2 * val_s + BOOTSTRAP_S * len(parts["val"])
     clock.epoch_s = len(loader) * FT.step_seconds(net, loader, dev) + val_s
     epochs = int(max(0, min(settings.epochs, (clock.left() - clock.finish_s) // clock.epoch_s)))
     kept = ": the pretrained start is kept" if epochs == 0 else ""
