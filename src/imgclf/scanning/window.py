@@ -1,4 +1,5 @@
-"""The scanning window: the shape of the crops the model was trained on, and the image pyramid.
+"""The scanning window: the shape of the crops the model was trained on, the image pyramid, and which
+class the windows look for (positive_class; torch-free, as the service asks it at start).
 
 A crop classifier learned objects framed the way its training crops frame them. With the default
 `squash` resize a 96x160 person crop became a square input, so the network learned people
