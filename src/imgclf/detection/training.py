@@ -239,6 +239,7 @@ def kept_weights(net, history, photos, boxes, run: Path, dev, say) -> tuple[dict
     from imgclf.store.checkpoint import load_weights
 
     kept, tuned = best_row(history), best_row(history[1:]) if len(history) > 1 else None
+    weights = "best.safetensors"  # the best epoch's, whichever it is
     if kept["epoch"] == 0 and tuned is not None and len(photos) < FEW_VAL and (run / TUNED).is_file():
         said = {}
         for name in ("best.safetensors", TUNED):  # the start's weights, then the fine-tuned epoch's
@@ -252,10 +253,8 @@ def kept_weights(net, history, photos, boxes, run: Path, dev, say) -> tuple[dict
                 f"validation cannot tell the start from epoch {tuned['epoch']} (the start scores higher on "
                 f"{share:.0%} of {len(photos)} photos' resamples): keeping the fine-tuned epoch {tuned['epoch']}"
             )
-            kept = tuned
-    return load_weights(run / (TUNED if kept is tuned else "best.safetensors")), {
-        k: kept[k] for k in ("epoch", "val_ap50", "val_map")
-    }
+            kept, weights = tuned, TUNED
+    return load_weights(run / weights), {k: kept[k] for k in ("epoch", "val_ap50", "val_map")}
 
 
 def _row(got: dict) -> dict:
