@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from imgclf.serving.batching import MicroBatcher, available_cores, forward_threads, forwards_at_once
+from imgclf.serving.batching import MicroBatcher, available_cores, forward_threads, forwards_at_once, model_threads
 
 
 class Recorder:
@@ -60,8 +60,41 @@ def test_workers_run_that_many_forwards_at_once_and_each_request_gets_its_own_ro
 
 def test_a_cpu_runs_a_single_threaded_forward_per_core_and_a_gpu_one_batch_on_all():
     cores = available_cores()
-    assert forward_threads(None, batching=True, cpu=True) == 1 and forwards_at_once(None, cpu=True) == cores
+    assert forward_threads(None, batching=True, cpu=True) == 1 and forwards_at_once(1, cpu=True) == cores
     assert forward_threads(None, batching=True, cpu=False) is None and forwards_at_once(None, cpu=False) == 1
     assert forward_threads(None, batching=False, cpu=False) == 1  # --no-batching: a forward per core
     assert forward_threads(2, batching=True, cpu=True) == 2 and forwards_at_once(2, cpu=True) == max(1, cores // 2)
     assert forwards_at_once(cores * 4, cpu=True) == 1
+    assert forwards_at_once(None, cpu=True) == 1  # a model whose forward already takes every core
+
+
+def test_the_workers_follow_the_threads_the_models_engine_has(tiny_onnx):
+    """An ONNX Runtime session says its own threads: one (as `imgclf serve` opens it on a CPU) gives a
+    worker per core; ORT's default, every core, one worker (an app built around such a model)."""
+    import onnxruntime as ort
+
+    from imgclf.core.device import ort_options
+
+    for threads, workers in ((1, available_cores()), (0, 1)):
+        opts = ort_options()
+        opts.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(tiny_onnx), sess_options=opts, providers=["CPUExecutionProvider"])
+        model = type("Served", (), {"session": session})()
+        assert forwards_at_once(model_threads(model), cpu=True) == workers
+
+
+@pytest.fixture
+def tiny_onnx(tmp_path):
+    """A one-node ONNX graph (a ReLU), written with the onnx package."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
+    path = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path

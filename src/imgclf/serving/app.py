@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from imgclf.core.version import __version__
-from imgclf.serving.batching import DirectRunner, MicroBatcher, forwards_at_once
+from imgclf.serving.batching import DirectRunner, MicroBatcher, forwards_at_once, model_threads
 from imgclf.serving.guards import HostAllowList, same_origin_only
 from imgclf.serving.holder import ModelHolder
 from imgclf.serving.info import service_info
@@ -61,7 +61,7 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
             settings.max_wait_ms,
             settings.max_queue,
             metrics,
-            workers=forwards_at_once(settings.threads, cpu=first.device_name.startswith("cpu")),
+            workers=forwards_at_once(model_threads(first), cpu=first.device_name.startswith("cpu")),
         )
         if settings.batching
         else DirectRunner(first.predict_proba, metrics)

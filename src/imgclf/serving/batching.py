@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -181,9 +182,21 @@ def forward_threads(threads: int | None, batching: bool, cpu: bool) -> int | Non
 
 
 def forwards_at_once(threads: int | None, cpu: bool) -> int:
-    """Micro-batches in flight at once: on a CPU, as many as the cores hold forwards of
-    forward_threads each; on a GPU one, whose batches are what make it fast."""
-    return max(1, available_cores() // (threads or 1)) if cpu else 1
+    """Micro-batches in flight at once: on a CPU, as many as the cores hold forwards of `threads` each
+    (model_threads: what the served model's engine was set up with; None, every core: one); on a GPU
+    one, whose batches are what make it fast."""
+    return max(1, available_cores() // threads) if cpu and threads else 1
+
+
+def model_threads(model) -> int | None:
+    """Threads one forward of a loaded model runs on, as its engine was set up (`imgclf serve` sets
+    forward_threads before loading; an app built around a model loaded otherwise keeps its own): an
+    ONNX Runtime session's intra-op threads, else torch's; None where the session takes every core."""
+    session = getattr(model, "session", None)
+    if session is not None:
+        return session.get_session_options().intra_op_num_threads or None
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 def available_cores() -> int:
