@@ -49,6 +49,12 @@ def on_cpu(name: str = "auto") -> bool:
     return pick_device(name).type == "cpu"
 
 
+def device_named(name: str = "auto"):
+    """pick_device(name), but the string "cpu" where that is the CPU, answered without torch (on_cpu):
+    what a torch-free engine (ONNX Runtime) needs to know before it runs."""
+    return "cpu" if on_cpu(name) else pick_device(name)
+
+
 def cpu_flags() -> set[str] | None:
     """The x86 CPU's feature flags from /proc/cpuinfo; None where they cannot be read (not Linux, Arm)."""
     try:

@@ -209,7 +209,7 @@ def load_detector(
     default person). backend: auto (ONNX Runtime on a CPU, PyTorch on a GPU) | onnx | torch | onnx-int8
     (the int8 graph `imgclf export NAME --int8` made: detection/int8.py) | openvino (the fp32 graph in
     OpenVINO, the openvino extra)."""
-    from imgclf.core.device import on_cpu, pick_device
+    from imgclf.core.device import device_named, pick_device
     from imgclf.core.errors import UserError
     from imgclf.detection.engines import BACKENDS
     from imgclf.models.person import weights
@@ -217,9 +217,8 @@ def load_detector(
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)} for a detector, not '{backend}'")
     # ONNX Runtime int8 and OpenVINO run on the CPU only: `auto` takes it for them even beside a GPU.
-    # The CPU is found without torch (core.device.on_cpu): a scan in ONNX Runtime never imports it.
-    cpu = (device == "auto" and backend in ("onnx-int8", "openvino")) or on_cpu(device)
-    dev = "cpu" if cpu else pick_device(device)
+    # The CPU is found without torch (core.device.device_named): a scan in ONNX Runtime never imports it.
+    dev = "cpu" if device == "auto" and backend in ("onnx-int8", "openvino") else device_named(device)
     run = Path(name).expanduser()
     if (run / "detector.json").is_file():
         from imgclf.store.run_meta import load_detector_meta

@@ -385,6 +385,7 @@ def load_onnx_session(run: Path, device: str = "auto", export: bool = True):
 
 def session_device(name: str):
     """The device for open_session: None (the CPU) where `name` means the CPU, found without torch."""
-    from imgclf.core.device import on_cpu, pick_device
+    from imgclf.core.device import device_named
 
-    return None if on_cpu(name) else pick_device(name)
+    device = device_named(name)
+    return None if device == "cpu" else device

@@ -179,12 +179,12 @@ def _loaded_detector(name: str, backend: str = "auto"):
 
 def _detector_info(settings) -> dict | None:
     """GET /model's "detector": /scan's detector, the engine it runs in and the precision it computes in."""
-    from imgclf.core.device import on_cpu, pick_device
+    from imgclf.core.device import device_named
     from imgclf.detection.engines import ENGINES, resolved
 
     if not _detector_installed(settings.detector):
         return None
-    device = "cpu" if on_cpu("auto") else pick_device("auto")  # torch-free where no GPU can be there
+    device = device_named("auto")
     backend = resolved(settings.detector_backend, device)
     return {
         "name": Path(settings.detector).name,
