@@ -213,7 +213,7 @@ def checked(found, cls: np.ndarray, labels: np.ndarray) -> dict:
     i, j = t[i], t[j]
     b = found.grey[j]
     b[flip] = b[flip][:, :, ::-1]
-    ok = alike(found.grey[i], b)
+    ok = alike(found.grey[i], b, found.colourless[i] & found.colourless[j])
     what = np.where(cls[i] == cls[j], PAIRS[0], np.where(labels[i] != labels[j], PAIRS[1], PAIRS[2]))
     return {k: (int(ok[what == k].sum()), int((what == k).sum())) for k in PAIRS}
 

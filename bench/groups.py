@@ -72,7 +72,7 @@ def inria(folder: Path) -> None:
         align=["---"] + ["---:"] * 5,
     )
     # Without the mirror: each image's own hash stands in for its mirror image's.
-    unmirrored = Prints(found.hashes, found.hashes, found.textured, found.grey)
+    unmirrored = Prints(found.hashes, found.hashes, found.textured, found.grey, found.colourless)
     for label, prints in (("pHash only (before)", unmirrored), ("pHash + mirror (doctor now)", found)):
         ids = near_duplicate_ids(prints, ok, NEAR_DISTANCE)
         together = sum(ids[i] == ids[j] for i, j in pairs)

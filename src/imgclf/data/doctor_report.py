@@ -28,7 +28,7 @@ def print_findings(findings: dict, console) -> None:
         + ", ".join(f"{s} {n:,}" for s, n in totals.items())
         + f"; typical image: shorter side {out.get('median_short_side', 0):g} px, aspect "
         f"{out.get('median_aspect', 1):.2f}, mode {out.get('main_mode', '-')}; near-duplicates: "
-        f"pHash within {findings['near_distance']} bits, then alike in detail and tone"
+        f"pHash within {findings['near_distance']} bits, then alike in detail and tone (in greyscale, with no ramp of light across the pair)"
     )
     table = Table("finding", "count", "examples")
     table.columns[0].no_wrap = table.columns[1].no_wrap = True

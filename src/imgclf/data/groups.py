@@ -127,7 +127,7 @@ def near_duplicate_ids(found: Prints, usable: np.ndarray, max_distance: int, che
             if check and len(a):
                 ga, gb = found.grey[idx[a]], found.grey[idx[b]]
                 gb[f] = gb[f][:, :, ::-1]
-                same = alike(ga, gb)
+                same = alike(ga, gb, found.colourless[idx[a]] & found.colourless[idx[b]])
                 a, b = a[same], b[same]
             comp = components(n, np.concatenate([np.arange(n), a]), np.concatenate([comp, b]))
         return comp
