@@ -396,6 +396,28 @@ def test_one_face_under_a_nearby_light_is_not_a_near_duplicate_in_greyscale():
     assert near_duplicate_ids(sepia, usable, NEAR_DISTANCE).tolist() == [0, 0, 0]
 
 
+def test_in_greyscale_a_zoom_must_match_better_than_no_zoom():
+    """A zoom aligns a crop with its source; it can also, by chance, bring the tone of one face under
+    a nearby light within the bar while matching its detail worse than the pair as it is. In greyscale
+    a zoomed match counts only where it matches the detail better than no zoom: the crop still does."""
+    from imgclf.data import phash
+
+    face = _face(np.random.default_rng(5)).astype(np.float64)
+    x = np.linspace(-1, 1, face.shape[1])
+    relit = face * (1 + 0.05 * x) + 3  # the light a little to the right, and a little stronger
+    crop = np.asarray(Image.fromarray(face.astype(np.uint8)).crop((4, 4, 92, 92)).resize((96, 96)), np.float64)
+
+    def thumb(img) -> np.ndarray:
+        return np.asarray(Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).resize((32, 32), Image.Resampling.BOX))
+
+    a, b = np.stack([thumb(face)] * 2), np.stack([thumb(relit), thumb(crop)])
+    assert not phash._agree(a.astype(np.float32), b.astype(np.float32), phash.SHIFT)[
+        0
+    ].any()  # only a zoom matches them
+    assert phash.alike(a, b, np.array([False, False])).tolist() == [True, True]  # in colour (so this can fail)
+    assert phash.alike(a, b, np.array([True, True])).tolist() == [False, True]
+
+
 def test_faces_lit_from_behind_are_not_near_duplicates_but_their_copies_are():
     """Lit from behind, a face is black but for a rim of light on one side, and two people's rims
     match within the 2 grey levels that part photos lit as photos are: the gap must also stay within

@@ -66,13 +66,11 @@ TONE_SHARE = 0.07
 #   re-encode, a resize or a mirror changes no side more. _ramp (grey levels of the blurred tone
 #   difference that ramps in x and y explain beyond a tone change alone) separated them on the
 #   point-light stand-in's confirmed pairs: injected JPEG, resized and mirrored copies at most 0.07,
-#   relit pairs of one person at least 0.12 (median 0.8). Applied where the pair matches unzoomed
-#   (a crop, aligned by a zoom, leaves ramps up to 1.5). bench/duplicates.py (2026-11-29): false groups
-#   as shared ORL 18 -> 4, orl-shadow-6x 9 -> 3, orl-yaleb-48x 46 -> 18; every injected exact, JPEG,
-#   resized and mirrored copy still found (3 of 129 grey crops lost). Only colourless pairs: applied to
-#   colour photos it cost CIFAR-10's real duplicates half their groups (126 -> 63), whose recolourings
-#   (one car in red and in white) change the picture in part; in greyscale there is no colour to edit.
-#   Lower bars (0.10, 0.08) lost JPEG copies and no more false groups.
+#   relit pairs of one person at least 0.12 (median 0.8). Asked where the pair matches unzoomed (a
+#   crop, aligned by a zoom, leaves ramps up to 1.5); lower bars (0.10, 0.08) lost JPEG copies and
+#   no more false groups. Only of colourless pairs: asked of colour photos it cost CIFAR-10's real
+#   duplicates half their groups (126 -> 63), whose recolourings (one car in red and in white) change
+#   the picture in part; in greyscale there is no colour to edit.
 MAX_RAMP = 0.15
 COLOURLESS = 3.0  # mean spread of a thumbnail's pixel across R, G and B (of 255) up to which it is greyscale
 # - alignment: the best of the pair as it is, or either side zoomed in 6 %, each shifted up to 1 px:
@@ -80,6 +78,13 @@ COLOURLESS = 3.0  # mean spread of a thumbnail's pixel across R, G and B (of 255
 #   scored 0.37-0.49.
 ZOOM = 1.06
 SHIFT = 1
+# In greyscale a zoomed alignment counts only where it matches the detail better than no zoom: a crop's
+# does, while one face under two nearby lights matches best as it is (detail r 0.97-0.99) and a zoom
+# (r 0.77-0.89) brought its tone within the bar by chance. With the ramp, bench/duplicates.py
+# (2026-11-29), false groups as shared: ORL 18 -> 4 (near-still frames, the head moved), orl-shadow-6x
+# 9 -> 1, orl-yaleb-48x 46 -> 0; every injected exact, JPEG, resized and mirrored copy still found; grey
+# crops found 66 -> 57 of 189; colour photos as before (CIFAR-10's 126 real groups, flowers5).
+
 # ITU-R 601 luma, as PIL's convert("L").
 _LUMA = np.array([0.299, 0.587, 0.114])
 _BYTE_BITS = np.array([bin(b).count("1") for b in range(256)], dtype=np.uint8)
@@ -200,23 +205,28 @@ def alike(a: np.ndarray, b: np.ndarray, colourless: np.ndarray | None = None) ->
     and where `colourless[k]` (both greyscale; default: no pair), unzoomed, no ramp of light (MAX_RAMP)."""
     a, b = a.astype(np.float32), b.astype(np.float32)
     ramp = np.zeros(len(a), bool) if colourless is None else np.asarray(colourless, bool)
-    ok = _agree(a, b, 0, ramp)
+    ok = _agree(a, b, 0, ramp)[0]
     todo = np.flatnonzero(~ok)  # most copies are not moved at all: only the rest are aligned
     if todo.size:
         a, b, ramp = a[todo], b[todo], ramp[todo]
         zoom = _zoom_matrix(a.shape[1], ZOOM)
-        # Zoom in only, one side or the other: zooming out would invent the border.
-        views = ((a, b, ramp), (zoom @ a @ zoom.T, b, None), (a, zoom @ b @ zoom.T, None))
-        ok[todo] = np.any([_agree(x, y, SHIFT, r) for x, y, r in views], axis=0)
+        plain, relit, plain_r = _agree(a, b, SHIFT, ramp)
+        # Zoom in only, one side or the other: zooming out would invent the border. A pair turned away
+        # for its ramp as it is may still be a crop, but only if a zoom matches its detail better.
+        zoomed = [_agree(x, y, SHIFT) for x, y in ((zoom @ a @ zoom.T, b), (a, zoom @ b @ zoom.T))]
+        ok[todo] = plain | np.any([z_ok & (~ramp | (z_r > plain_r)) for z_ok, _, z_r in zoomed], axis=0)
     return ok
 
 
-def _agree(a: np.ndarray, b: np.ndarray, shift: int, ramp: np.ndarray | None = None) -> np.ndarray:
+def _agree(
+    a: np.ndarray, b: np.ndarray, shift: int, ramp: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per pair: at some shift of b up to `shift` pixels either way, do the details correlate and
-    the tones agree (over the overlap)?"""
+    the tones agree (over the overlap), with no ramp of light where `ramp`? Returns (agree, turned away
+    only for a ramp, the best detail correlation over the shifts)."""
     blur = _blur_matrix(a.shape[1], TONE_SIGMA)
     da, db, ta, tb = _detail(a), _detail(b), blur @ a @ blur.T, blur @ b @ blur.T
-    ok = np.zeros(len(a), bool)
+    ok, relit, best = np.zeros(len(a), bool), np.zeros(len(a), bool), np.full(len(a), -1.0, np.float32)
     m = TONE_MARGIN
     level = np.minimum(ta[:, m:-m, m:-m].mean(axis=(1, 2)), tb[:, m:-m, m:-m].mean(axis=(1, 2)))
     max_gap = np.minimum(MAX_TONE_GAP, TONE_SHARE * level)
@@ -225,13 +235,17 @@ def _agree(a: np.ndarray, b: np.ndarray, shift: int, ramp: np.ndarray | None = N
         u = u - u.mean(axis=(1, 2), keepdims=True)
         v = v - v.mean(axis=(1, 2), keepdims=True)
         r = (u * v).sum(axis=(1, 2)) / np.sqrt((u * u).sum(axis=(1, 2)) * (v * v).sum(axis=(1, 2)) + 1e-6)
+        best = np.maximum(best, r)
         u, v = _overlap(ta, tb, dy, dx)
         gap = np.abs(u - v)[:, m:-m, m:-m].mean(axis=(1, 2))
         good = (r >= MIN_SIMILARITY) & (gap <= max_gap)
         if ramp is not None and (check := good & ramp).any():
-            good[check] &= _ramp(u[check], v[check]) <= MAX_RAMP
+            lit = np.zeros_like(good)
+            lit[check] = _ramp(u[check], v[check]) > MAX_RAMP
+            good &= ~lit
+            relit |= lit
         ok |= good
-    return ok
+    return ok, relit & ~ok, best
 
 
 def _ramp(u: np.ndarray, v: np.ndarray) -> np.ndarray:
