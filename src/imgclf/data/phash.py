@@ -210,23 +210,21 @@ def alike(a: np.ndarray, b: np.ndarray, colourless: np.ndarray | None = None) ->
     if todo.size:
         a, b, ramp = a[todo], b[todo], ramp[todo]
         zoom = _zoom_matrix(a.shape[1], ZOOM)
-        plain, relit, plain_r = _agree(a, b, SHIFT, ramp)
-        # Zoom in only, one side or the other: zooming out would invent the border. A pair turned away
-        # for its ramp as it is may still be a crop, but only if a zoom matches its detail better.
+        plain, plain_r = _agree(a, b, SHIFT, ramp)
+        # Zoom in only, one side or the other: zooming out would invent the border. In greyscale a
+        # zoom must match the detail better than no zoom, as a crop's does (see SHIFT).
         zoomed = [_agree(x, y, SHIFT) for x, y in ((zoom @ a @ zoom.T, b), (a, zoom @ b @ zoom.T))]
-        ok[todo] = plain | np.any([z_ok & (~ramp | (z_r > plain_r)) for z_ok, _, z_r in zoomed], axis=0)
+        ok[todo] = plain | np.any([z_ok & (~ramp | (z_r > plain_r)) for z_ok, z_r in zoomed], axis=0)
     return ok
 
 
-def _agree(
-    a: np.ndarray, b: np.ndarray, shift: int, ramp: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _agree(a: np.ndarray, b: np.ndarray, shift: int, ramp: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per pair: at some shift of b up to `shift` pixels either way, do the details correlate and
-    the tones agree (over the overlap), with no ramp of light where `ramp`? Returns (agree, turned away
-    only for a ramp, the best detail correlation over the shifts)."""
+    the tones agree (over the overlap), with no ramp of light where `ramp`? Returns (agree, the best
+    detail correlation over the shifts)."""
     blur = _blur_matrix(a.shape[1], TONE_SIGMA)
     da, db, ta, tb = _detail(a), _detail(b), blur @ a @ blur.T, blur @ b @ blur.T
-    ok, relit, best = np.zeros(len(a), bool), np.zeros(len(a), bool), np.full(len(a), -1.0, np.float32)
+    ok, best = np.zeros(len(a), bool), np.full(len(a), -1.0, np.float32)
     m = TONE_MARGIN
     level = np.minimum(ta[:, m:-m, m:-m].mean(axis=(1, 2)), tb[:, m:-m, m:-m].mean(axis=(1, 2)))
     max_gap = np.minimum(MAX_TONE_GAP, TONE_SHARE * level)
@@ -240,12 +238,9 @@ def _agree(
         gap = np.abs(u - v)[:, m:-m, m:-m].mean(axis=(1, 2))
         good = (r >= MIN_SIMILARITY) & (gap <= max_gap)
         if ramp is not None and (check := good & ramp).any():
-            lit = np.zeros_like(good)
-            lit[check] = _ramp(u[check], v[check]) > MAX_RAMP
-            good &= ~lit
-            relit |= lit
+            good[check] &= _ramp(u[check], v[check]) <= MAX_RAMP
         ok |= good
-    return ok, relit & ~ok, best
+    return ok, best
 
 
 def _ramp(u: np.ndarray, v: np.ndarray) -> np.ndarray:
