@@ -221,7 +221,7 @@ def fit(net, parts, boxes, settings, run: Path, dev, say, clock: Clock) -> tuple
         clock.epoch_s = time.perf_counter() - started
         better = FT.score(row) > FT.score(best_row(history))
         history.append(row)
-        if better:
+        if better and ranks:  # else the last epoch is kept (kept_weights): the best is never read
             save_best(run, net)
         save_training_state(state_file, net, optimizer, {"epoch": e, "history": history, **clock.state()})
         say(
