@@ -201,8 +201,9 @@ def near_pairs(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.nd
 def alike(a: np.ndarray, b: np.ndarray, colourless: np.ndarray | None = None) -> np.ndarray:
     """Do grey thumbnails a[k] and b[k] ((P, S, S) uint8 each, b already mirrored where the pair is)
     show one photo? Their details must correlate (MIN_SIMILARITY) and their brightness agree
-    (MAX_TONE_GAP) in one alignment: as they are, or either zoomed by ZOOM, shifted up to SHIFT;
-    and where `colourless[k]` (both greyscale; default: no pair), unzoomed, no ramp of light (MAX_RAMP)."""
+    (MAX_TONE_GAP) in one alignment: as they are, or either zoomed by ZOOM, shifted up to SHIFT.
+    Where `colourless[k]` (both greyscale; default: no pair), an unzoomed match must show no ramp of
+    light (MAX_RAMP), and a zoomed one must correlate better than the best unzoomed (see SHIFT)."""
     a, b = a.astype(np.float32), b.astype(np.float32)
     ramp = np.zeros(len(a), bool) if colourless is None else np.asarray(colourless, bool)
     ok = _agree(a, b, 0, ramp)[0]
