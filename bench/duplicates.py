@@ -58,7 +58,7 @@ from imgclf.data.cache import build_cache  # noqa: E402
 from imgclf.data.discover import discover  # noqa: E402
 from imgclf.data.doctor import diagnose  # noqa: E402
 from imgclf.data.groups import cache_prints, candidate_pairs, ids_from_findings, near_duplicate_ids  # noqa: E402
-from imgclf.data.phash import NEAR_DISTANCE, alike  # noqa: E402
+from imgclf.data.phash import NEAR_DISTANCE, alike, prints  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets"
 SETS = ("orl", "orl-light", "orl-yale", "orl-shadow-6x", "orl-yaleb-48x", "flowers5")
@@ -256,13 +256,19 @@ def real_duplicates(work: Path) -> str:
     """The doctor's near-duplicate groups in CIFAR-10's 60,000 JPEGs, which hold real duplicates: the
     same photo cropped, shifted, recoloured, re-toned or mirrored. The injected copies above are
     pristine; these are not, and a rule tuned on the first alone dropped up to 87 of 126 of these on
-    2026-11-27 (docs/benchmarks/groups.md). No truth here: a fall in the count asks for a look."""
-    groups = diagnose(discover(unpacked("cifar10", work, "cifar10-jpg")), progress=False)["near_duplicates"]
+    2026-11-27 (docs/benchmarks/groups.md). No truth here: a fall in the count asks for a look. Also
+    the same photos in greyscale, grouped from their thumbnails: the greyscale rules' price (phash)."""
+    folder = unpacked("cifar10", work, "cifar10-jpg")
+    groups = diagnose(discover(folder), progress=False)["near_duplicates"]
     files = sum(len(g["files"]) for g in groups)
+    paths = sorted(str(p) for p in folder.rglob("*.jpg"))
+    grey = prints(np.stack([np.asarray(Image.open(p).convert("L").convert("RGB")) for p in paths]))
+    _, sizes = np.unique(near_duplicate_ids(grey, np.ones(len(paths), bool), NEAR_DISTANCE), return_counts=True)
     return (
         f"CIFAR-10 as shared (real duplicates, the doctor): {len(groups)} near-duplicate groups, {files} files, "
         f"{sum(g['conflicting_labels'] for g in groups)} with several labels (126 groups on 2026-11-27, "
-        "every pair looked at by eye a true duplicate)"
+        f"every pair looked at by eye a true duplicate); the same photos in greyscale: {int((sizes > 1).sum())} "
+        "groups (124 before the greyscale rules of 2026-11-29)"
     )
 
 
