@@ -49,6 +49,12 @@ def on_cpu(name: str = "auto") -> bool:
     return pick_device(name).type == "cpu"
 
 
+def device_type(device) -> str:
+    """ "cpu", "cuda", ... of a torch.device or its name ("cuda:0", a Predictor's device_name), read
+    without torch."""
+    return getattr(device, "type", str(device).split(":")[0])
+
+
 def device_named(name: str = "auto"):
     """pick_device(name), but the string "cpu" where that is the CPU, answered without torch (on_cpu):
     what a torch-free engine (ONNX Runtime) needs to know before it runs."""

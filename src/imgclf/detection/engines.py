@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imgclf.core.device import device_type
 from imgclf.core.errors import UserError
 from imgclf.settings.checks import DETECTOR_BACKENDS
 
@@ -23,12 +24,7 @@ def resolved(backend: str, device) -> str:
     CPU, PyTorch on a GPU."""
     if backend != "auto":
         return backend
-    return "onnx" if kind(device) == "cpu" else "torch"
-
-
-def kind(device) -> str:
-    """ "cpu", "cuda", ... of a torch.device or its name."""
-    return getattr(device, "type", str(device).split(":")[0])
+    return "onnx" if device_type(device) == "cpu" else "torch"
 
 
 def open_engine(backend: str, fp32: Path, device, name: str):
@@ -38,12 +34,12 @@ def open_engine(backend: str, fp32: Path, device, name: str):
 
     path = int8_path(fp32, name) if backend.endswith("-int8") else fp32
     if backend.startswith("openvino"):
-        if kind(device) != "cpu":
+        if device_type(device) != "cpu":
             raise UserError(f"--backend {backend} runs on the CPU; use --device cpu (or auto), not {device}")
         return OpenVinoSession(path, backend)
-    if backend == "onnx-int8" and kind(device) != "cpu":
+    if backend == "onnx-int8" and device_type(device) != "cpu":
         raise UserError(f"--backend onnx-int8 runs on the CPU; use --device cpu (or auto), not {device}")
-    return open_session(path, None if kind(device) == "cpu" else device)
+    return open_session(path, None if device_type(device) == "cpu" else device)
 
 
 class OpenVinoSession:

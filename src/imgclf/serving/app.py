@@ -24,6 +24,7 @@ from fastapi import Depends, FastAPI, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from imgclf.core.device import device_type
 from imgclf.core.version import __version__
 from imgclf.serving.batching import DirectRunner, MicroBatcher, forwards_at_once, model_threads
 from imgclf.serving.guards import HostAllowList, same_origin_only
@@ -61,7 +62,7 @@ def create_app(model_or_holder, settings: ServeSettings | None = None) -> FastAP
             settings.max_wait_ms,
             settings.max_queue,
             metrics,
-            workers=forwards_at_once(model_threads(first), cpu=first.device_name.startswith("cpu")),
+            workers=forwards_at_once(model_threads(first), cpu=device_type(first.device_name) == "cpu"),
         )
         if settings.batching
         else DirectRunner(first.predict_proba, metrics)

@@ -72,11 +72,12 @@ def run_server(
     a log line per request would cost more than the answer on a busy CPU."""
     import uvicorn
 
+    from imgclf.core.device import device_type
     from imgclf.serving.holder import ModelHolder
 
     check_port(port)
     served = model.model if isinstance(model, ModelHolder) else model
-    limit_threads(settings, cpu=served.device_name.startswith("cpu"))
+    limit_threads(settings, cpu=device_type(served.device_name) == "cpu")
     app = create_app(model, served_hosts(settings, host))
     stoppable_server(uvicorn.Config(app, host=host, port=port, log_level=log_level, **uvicorn_options(app))).run()
 

@@ -333,7 +333,9 @@ class Embedder:
     def __init__(self, dat_path: str | Path, digest: str, backend: str = "onnx", device: str = "cpu"):
         if backend not in ("onnx", "onnx-int8", "torch"):
             raise UserError(f"backend must be onnx, onnx-int8 or torch, not '{backend}'")
-        if backend != "torch" and str(device).split(":")[0] != "cpu":  # torch.device(device).type, torch-free
+        from imgclf.core.device import device_type
+
+        if backend != "torch" and device_type(device) != "cpu":
             raise UserError(f"the {backend} backend runs on the CPU; use backend='torch' for device '{device}'")
         self.backend, self.device, self._net = backend, device, None
         self.weights = weights_file(Path(dat_path), digest)
