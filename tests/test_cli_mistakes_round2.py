@@ -302,3 +302,18 @@ def test_a_run_folder_given_as_data_or_before_its_images_is_named_so(tmp_path):
         )
     data = make_shapes_dataset(tmp_path / "shapes", per_class=2, size=16)
     one_line_error(cli("predict", data, run, check=False), "(the run folder comes first: imgclf predict RUN IMAGES)")
+
+
+# ---- a mistyped model name ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model, text", [("resnet_fsat", "unknown model 'resnet_fsat'"), ("timm/resnet1", "unknown timm architecture")]
+)
+def test_a_mistyped_model_is_refused_before_the_images_are_decoded(tmp_path, model, text):
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=4, size=16)
+    p = cli("train", data, "--model", model, "--out", tmp_path / "run", check=False)
+    one_line_error(p, text)
+    # Refused before decoding: nothing was decoded, split or grouped, and no run folder was made.
+    assert "decod" not in p.stdout and "split" not in p.stdout, p.stdout
+    assert not (tmp_path / "run").exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +126,13 @@ def test_openvino_backends_answer_like_onnx_runtime(exported):
     assert model_info(model)["precision"] == "int8"
     with pytest.raises(UserError, match="runs on the CPU"):
         imgclf.load(run, backend="openvino", device="cuda")
+    # Like ONNX Runtime's, OpenVINO's predictor never imports torch (the files exist: no export).
+    code = (
+        "import atexit, sys, imgclf; atexit.register(lambda: print('TORCH', 'torch' in sys.modules)); "
+        f"print('LABEL', imgclf.load({str(run)!r}, backend='openvino-int8').predict({str(data)!r})[0]['label'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "LABEL " in out.stdout and "TORCH False" in out.stdout, out.stdout + out.stderr
 
 
 def test_openvino_backend_without_openvino_says_how_to_install(exported, monkeypatch):
@@ -135,13 +144,16 @@ def test_openvino_backend_without_openvino_says_how_to_install(exported, monkeyp
         imgclf.load(exported[0], backend="openvino-int8")
 
 
-def test_service_serves_the_int8_model_and_says_so(exported):
+@pytest.mark.parametrize("backend", ["onnx-int8", "openvino-int8"])
+def test_service_serves_the_int8_model_and_says_so(exported, backend):
     httpx = pytest.importorskip("httpx")
     serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
+    if backend.startswith("openvino"):
+        pytest.importorskip("openvino")
     run, data, result = exported
-    with serving.BackgroundServer(serving.create_app(imgclf.load(run, backend="onnx-int8"))) as url:
+    with serving.BackgroundServer(serving.create_app(imgclf.load(run, backend=backend))) as url:
         info = httpx.get(f"{url}/model").json()
-        assert info["backend"] == "onnx-int8" and info["precision"] == "int8"
+        assert info["backend"] == backend and info["precision"] == "int8"
         assert info["int8"]["accuracy_fp32"] == result["accuracy_fp32"]
         png = (data / "disc" / "disc_000.png").read_bytes()
         r = httpx.post(f"{url}/predict", files={"file": ("disc.png", png, "image/png")})

@@ -135,19 +135,24 @@ def set_threads(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
+def threads_like_torch() -> int:
+    """The threads torch computes with (it honours OMP_NUM_THREADS and torch.set_num_threads), for the
+    other engines. Without torch loaded (a prediction in ONNX Runtime alone): OMP_NUM_THREADS as torch
+    would read it, else 0, the engine's own default (its physical cores, as torch's default is)."""
+    torch = sys.modules.get("torch")
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    return torch.get_num_threads() if torch else int(threads) if threads.isdigit() else 0
+
+
 def ort_options():
     """ONNX Runtime session options for every session imgclf opens (inference, the probe's passes,
     the evaluation after training)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    # As many threads as torch uses (it honours OMP_NUM_THREADS and torch.set_num_threads), so both
-    # backends compete equally for the cores; one inter-op thread: these graphs are a single chain.
-    # Without torch loaded (a prediction in ONNX Runtime alone): OMP_NUM_THREADS as torch would read it,
-    # else ORT's own default (0: its physical cores, as torch's default is).
-    torch = sys.modules.get("torch")
-    threads = os.environ.get("OMP_NUM_THREADS", "")
-    opts.intra_op_num_threads = torch.get_num_threads() if torch else int(threads) if threads.isdigit() else 0
+    # As many threads as torch uses, so both backends compete equally for the cores; one inter-op
+    # thread: these graphs are a single chain.
+    opts.intra_op_num_threads = threads_like_torch()
     opts.inter_op_num_threads = 1
     # No spin-waiting: ORT's idle threads otherwise busy-wait for the next call and take the cores
     # from torch when both run in turn (the scan's network in torch, its verifier here).

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from imgclf.core.device import device_type
 from imgclf.core.errors import UserError
 from imgclf.settings.checks import DETECTOR_BACKENDS
@@ -36,24 +34,12 @@ def open_engine(backend: str, fp32: Path, device, name: str):
     if backend.startswith("openvino"):
         if device_type(device) != "cpu":
             raise UserError(f"--backend {backend} runs on the CPU; use --device cpu (or auto), not {device}")
-        return OpenVinoSession(path, backend)
+        from imgclf.inference.openvino_runtime import open_openvino
+
+        return open_openvino(path, backend)
     if backend == "onnx-int8" and device_type(device) != "cpu":
         raise UserError(f"--backend onnx-int8 runs on the CPU; use --device cpu (or auto), not {device}")
     return open_session(path, None if device_type(device) == "cpu" else device)
-
-
-class OpenVinoSession:
-    """An OpenVINO-compiled graph with ONNX Runtime's `run` for the detector's two outputs."""
-
-    def __init__(self, path: Path, backend: str):
-        from imgclf.inference.openvino_runtime import open_openvino
-
-        self.compiled = open_openvino(path, backend).compiled
-        self.request = self.compiled.create_infer_request()
-
-    def run(self, _names, feeds: dict) -> list[np.ndarray]:
-        out = self.request.infer({0: feeds["input"]})
-        return [np.array(out[i], dtype=np.float32) for i in range(len(self.compiled.outputs))]
 
 
 def int8_path(fp32: Path, name: str) -> Path:

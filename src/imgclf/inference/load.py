@@ -47,13 +47,12 @@ def load_model(run: str | Path, device: str = "auto", tta: str | None = None, ba
         from imgclf.inference.quantize import load_int8_session
 
         return OnnxModel(load_int8_session(run, device), meta, run, backend).with_tta(tta)
-    from imgclf.inference.model import Model, torch_model
+    if backend.startswith("openvino"):  # the same torch-free predictor, OpenVINO answering ORT's calls
+        from imgclf.inference.openvino_runtime import load_openvino_session
 
-    if backend.startswith("openvino"):
-        from imgclf.inference.openvino_runtime import load_openvino_net
+        return OnnxModel(load_openvino_session(run, backend, device), meta, run, backend).with_tta(tta)
+    from imgclf.inference.model import torch_model
 
-        net, dev = load_openvino_net(run, backend, device)
-        return Model(net.to(dev), meta, dev, run).with_tta(tta)
     return torch_model(run, meta, device, tta)
 
 

@@ -20,7 +20,7 @@ from imgclf.store.runs import find_run
 
 
 class Model(Predictor):
-    """A run's network in PyTorch (or behind its nn.Module interface: OnnxNet, OpenVinoNet)."""
+    """A run's network in PyTorch (or behind its nn.Module interface: OnnxNet)."""
 
     def __init__(
         self,
@@ -40,8 +40,8 @@ class Model(Predictor):
 
     @property
     def backend(self) -> str:
-        """What runs the network: "torch", or the name the ONNX Runtime and OpenVINO wrappers give
-        themselves ("onnx", "onnx-int8", "openvino", "openvino-int8": inference.load.BACKENDS)."""
+        """What runs the network: "torch", or the name the ONNX Runtime wrapper gives itself ("onnx",
+        "onnx-int8", "openvino", "openvino-int8": inference.load.BACKENDS)."""
         return getattr(getattr(self, "net", None), "backend", "torch")  # an ensemble: its members, in PyTorch
 
     def predict_logits(self, images: np.ndarray) -> np.ndarray:

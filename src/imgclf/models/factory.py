@@ -24,6 +24,16 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def check_model(name: str) -> None:
+    """A UserError now for a model name that `create_model` would refuse only after the decoding."""
+    if name.startswith("timm/"):
+        from imgclf.models.timm_models import check_arch
+
+        check_arch(name[len("timm/") :])
+    else:
+        _lookup(name)
+
+
 def model_defaults(name: str) -> dict:
     """Every setting of model `name` with its default, so a run can record all it used.
 

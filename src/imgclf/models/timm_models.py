@@ -30,9 +30,7 @@ except ImportError:  # pragma: no cover - older huggingface_hub (requests: OSErr
     pass
 
 
-def create_timm_model(
-    arch: str, num_classes: int, in_chans: int, img_size: int, weights: str | None, pretrained: bool, **kwargs
-) -> torch.nn.Module:
+def check_arch(arch: str) -> None:
     import timm
 
     if not timm.is_model(arch):
@@ -40,6 +38,14 @@ def create_timm_model(
             f"unknown timm architecture '{arch}'; find names with: "
             f"python -c \"import timm; print(timm.list_models('*{arch[:6]}*'))\""
         )
+
+
+def create_timm_model(
+    arch: str, num_classes: int, in_chans: int, img_size: int, weights: str | None, pretrained: bool, **kwargs
+) -> torch.nn.Module:
+    import timm
+
+    check_arch(arch)
     cfg = timm.get_pretrained_cfg(arch)
     if cfg is not None and cfg.fixed_input_size:
         # ViT-like models bake the input size into position embeddings; CNNs take any size and no img_size.

@@ -58,6 +58,7 @@ def before_decoding(
     """Fill what the user left unset (a named preset first, `explicit` its exceptions), measured on the
     training files' headers and the device; a training run also gets its folder."""
     from imgclf.core.device import pick_device
+    from imgclf.models.factory import check_model
     from imgclf.store.runs import new_run_dir
     from imgclf.training.defaults import resolve
 
@@ -68,6 +69,7 @@ def before_decoding(
         # A preset fills what the user left unset; flags and config-file keys win over it.
         cfg, notes = _preset(cfg, explicit, train_paths, device)
     cfg, more = resolve(cfg, train_paths, device, len(spec.indices("val")))
+    check_model(cfg.model)  # before the decoding, which a mistyped name would otherwise wait for
     if for_training:
         run_dir = Path(run_dir or cfg.out or new_run_dir(cfg.data))
         cfg = cfg.updated(out=str(run_dir))
