@@ -252,3 +252,21 @@ def test_tiles_find_a_person_small_in_a_wide_photo(detector, tmp_path):
     for bad in ("5x1", "2by2", "0x2"):
         r = cli("scan", path, "--tiles", bad, check=False)
         assert r.returncode == 2 and "--tiles must be COLUMNSxROWS" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_answer_at_a_lower_threshold_filters_to_the_answer_at_a_higher_one(detector, photos):
+    """detection.boxes.at_threshold (a fine-tuned run's report reuses its test answers so): the same
+    boxes, presence and count as detecting again at the higher threshold."""
+    from imgclf.detection.boxes import at_threshold
+
+    low, dropped = detector.with_options(threshold=0.01), 0
+    for name in ("portrait.jpg", "pasted.png", "china.jpg"):
+        img = Image.open(photos / name).convert("RGB")
+        every = low.detect(img)
+        for t in (0.05, 0.15, 0.5):
+            got, want = at_threshold(every, t), detector.with_options(threshold=t).detect(img)
+            dropped += len(every["boxes"]) - len(got["boxes"])
+            assert {k: got[k] for k in ("present", "count", "boxes", "threshold")} == {
+                k: want[k] for k in ("present", "count", "boxes", "threshold")
+            }, (name, t)
+    assert dropped > 0  # the filter had boxes to drop

@@ -21,6 +21,7 @@ import torch
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import read_json, write_json, write_text
+from imgclf.detection import boxes as B
 from imgclf.detection import finetune as FT
 from imgclf.store.run_meta import DetectorMeta
 
@@ -353,7 +354,7 @@ def finish(run: Path, net, parts, boxes, settings, data, say, split_how: str = "
         metrics=result,
     )
     write_json(run / "detector.json", meta.to_dict())
-    write_report(run, meta, parts["test"], answers(net, parts["test"], boxes.classes, dev, threshold))
+    write_report(run, meta, parts["test"], [B.at_threshold(a, threshold) for a in test])  # not detected again
     for f in ("train_state.safetensors", "best.safetensors"):
         (run / f).unlink(missing_ok=True)
     t, p = result["test"], result["pretrained_test"]
