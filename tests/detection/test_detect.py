@@ -72,6 +72,13 @@ def test_scan_with_no_run_finds_the_person_and_where(photos, tmp_path):
     saved = json.loads((tmp_path / "out" / "scan.json").read_text())
     assert saved["settings"]["weights"]["sha256"] == weights.SHA256
     assert saved["settings"]["threshold"] == imgclf.detection.THRESHOLD
+    assert saved["settings"]["flip"] is True
+    # --no-flip: the photo alone, at the threshold chosen for it; the same photos still answered, in order.
+    alone = imgclf.scan(photos, out=tmp_path / "alone", verbose=False, flip=False)
+    assert [r["path"] for r in alone] == [r["path"] for r in results.values()]
+    assert {Path(r["path"]).name: r.get("present") for r in alone} == {k: r.get("present") for k, r in results.items()}
+    saved = json.loads((tmp_path / "alone" / "scan.json").read_text())["settings"]
+    assert saved["flip"] is False and saved["threshold"] == imgclf.detection.detector.THRESHOLD_ALONE
     drawn = Image.open(results["pasted.png"]["annotated"])
     assert (
         drawn.size == (640, 427)
@@ -270,3 +277,44 @@ def test_an_answer_at_a_lower_threshold_filters_to_the_answer_at_a_higher_one(de
                 k: want[k] for k in ("present", "count", "boxes", "threshold")
             }, (name, t)
     assert dropped > 0  # the filter had boxes to drop
+
+
+def test_each_anchors_mirror_is_an_anchor_of_the_same_shape_across_the_middle():
+    from imgclf.models.person import mirror_order
+
+    a, order = A.anchors(), mirror_order()
+    assert sorted(order) == list(range(len(a))) and (order[order] == np.arange(len(a))).all()
+    m = a[order]  # (ymin, xmin, ymax, xmax)
+    np.testing.assert_allclose(m[:, [0, 2]], a[:, [0, 2]], atol=1e-6)
+    np.testing.assert_allclose(1 - m[:, [3, 1]], a[:, [1, 3]], atol=1e-6)
+
+
+def test_the_mirror_image_is_averaged_in_and_answers_are_mirror_symmetric(detector, photos):
+    """With `flip` each anchor's answer is the mean of the photo's and its mirror image's, mirrored back
+    onto the same anchor: the mirrored photo's boxes are then the photo's boxes mirrored (a wrong anchor
+    order or x flip would break this), and the two passes averaged are what raw() returns."""
+    from PIL import ImageOps
+
+    from imgclf.data.images import resize
+    from imgclf.models.person import SIZE
+
+    img = Image.open(photos / "pasted.png").convert("RGB")
+    assert detector.flip and "mirrored" in detector.describe()
+    a, b = detector.detect(img), detector.detect(ImageOps.mirror(img))
+    assert a["present"] and len(a["boxes"]) == len(b["boxes"])
+    w = img.size[0]
+    for x, y in zip(a["boxes"], b["boxes"]):
+        assert abs(x["score"] - y["score"]) < 1e-3
+        assert max(abs(x["x1"] - (w - y["x2"])), abs(x["x2"] - (w - y["x1"])), abs(x["y1"] - y["y1"])) < 1.0
+    alone = detector.with_options(flip=False)
+    assert not alone.flip and alone.threshold == imgclf.detection.detector.THRESHOLD_ALONE
+    batch = np.stack([resize(img, SIZE)])
+    (b1, s1), (b2, s2) = alone.raw(batch), alone.raw(np.ascontiguousarray(batch[:, :, ::-1]))
+    both_b, both_s = detector.raw(batch)
+    top = int(s1[0, :, 0].argmax())  # the pasted person's anchor; the mirror pass saw it on its mirror anchor
+    from imgclf.models.person import mirror_order
+
+    m = mirror_order()[top]
+    assert both_s[0, top, 0] == pytest.approx((s1[0, top, 0] + s2[0, m, 0]) / 2, abs=1e-6)
+    assert both_b[0, top, 0] == pytest.approx((b1[0, top, 0] + 1 - b2[0, m, 2]) / 2, abs=1e-6)
+    assert abs(both_s[0, top, 0] - s1[0, top, 0]) < 0.2  # a person seen both ways keeps most of the score

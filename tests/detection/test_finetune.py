@@ -62,6 +62,7 @@ def test_train_on_boxes_writes_a_detector_run(run, boxes_folder):
     meta = json.loads((run / "detector.json").read_text())
     assert meta["kind"] == "detector" and meta["classes"] == ["person"] and meta["annotations"] == "yolo"
     assert 0 < meta["threshold"] <= 1
+    assert meta["flip"] is True and imgclf.detection.load_detector(run).flip  # its threshold is for those views
     m = meta["metrics"]
     for key in ("test", "pretrained_test"):
         assert 0 <= m[key]["ap50"] <= 1 and 0 <= m[key]["map"] <= 1 and "ap50_at_threshold" in m[key]

@@ -108,7 +108,7 @@ def test_flags_reach_the_api_as_the_settings_they_spell(flags, given, monkeypatc
 def test_scan_help_is_each_declarations_help():
     # The options scan has of its own: what to scan, with what, and where its files go.
     own = {"targets", "detector", "out", "mine", "no_verifier", "backend", "device"}
-    assert _help_is_declared("scan", ScanSettings, own) == 15
+    assert _help_is_declared("scan", ScanSettings, own) == 16
     text = CliRunner().invoke(app, ["scan", "--help"], terminal_width=200).output
     for flag in ("--vote / --no-vote", "--no-verifier", "--verifier ", "--verifier-top", "--min-size", "--max-seconds"):
         assert flag in text

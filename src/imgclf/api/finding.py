@@ -50,7 +50,7 @@ def scan(
     With no run (`scan(images)`, or `detector="person"`) the pretrained person detector answers
     (imgclf.detection): `threshold` is the score a box needs (default: the detector's recorded one),
     `iou` its NMS overlap, `tiles` ('2x2') also looks at overlapping tiles of each photo, for people
-    small in wide photos (about 5x the time). `detector` may also be a detector run folder (imgclf.train
+    small in wide photos (about 5x the time), `flip` (default True) also at each photo's mirror image. `detector` may also be a detector run folder (imgclf.train
     on boxes) or a torchvision COCO detector's name (weights downloaded once), with `classes` to find
     (e.g. ["car"]). With a run folder trained on crops (`scan(run, images)`) its classifier
     slides over an image pyramid (imgclf.scanning): windows whose calibrated probability passes the
@@ -88,6 +88,10 @@ def scan(
         raise UserError(
             "--tiles is an option of the detector (imgclf scan PHOTOS, no run); a crop-model scan covers the photo with --min-size and --scales"
         )
+    if chosen.flip is not None:
+        raise UserError(
+            "--flip/--no-flip is an option of the detector (imgclf scan PHOTOS, no run), not of a crop-model scan"
+        )
     if backend != "auto":
         raise UserError("--backend is for the detector (imgclf scan PHOTOS, no run); a crop-model scan runs in PyTorch")
     from imgclf.scanning import scan as run_scan
@@ -108,7 +112,7 @@ def _detect(detector, images, chosen: ScanSettings, out, mine, backend: str, dev
     if given:
         raise UserError(
             f"{given[0]} is an option of a crop-model scan (imgclf scan RUN PHOTOS); "
-            "the pretrained detector takes --threshold, --iou and --tiles"
+            "the pretrained detector takes --threshold, --iou, --tiles and --flip/--no-flip"
         )
     found = (
         detector
@@ -121,6 +125,7 @@ def _detect(detector, images, chosen: ScanSettings, out, mine, backend: str, dev
         threshold=chosen.threshold,
         iou=chosen.iou,
         tiles=chosen.tiles,
+        flip=chosen.flip,
         out=out,
         max_seconds=chosen.max_seconds,
         verbose=verbose,

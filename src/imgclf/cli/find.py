@@ -89,7 +89,7 @@ def video(api, source: str, detector, out, device: str, backend: str, settings: 
 
     s = ScanSettings.of(settings)
     found = load_detector(detector or "person", device, backend, find=s.classes).with_options(
-        threshold=s.threshold, iou=s.iou, tiles=s.tiles
+        threshold=s.threshold, iou=s.iou, tiles=s.tiles, flip=s.flip
     )
     folder = Path(out) if out else None
     if folder:

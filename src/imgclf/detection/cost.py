@@ -15,11 +15,12 @@ from imgclf.data.images import decode_seconds
 
 def seconds_per_photo(detector) -> float:
     """The detector's measured seconds for one photo, cached on its loaded network (per tiling: each
-    tile is one more pass; per engine: one network may run in ONNX Runtime fp32 and int8)."""
+    tile is one more pass, as is the mirror image; per engine: one network may run in ONNX Runtime fp32 and int8)."""
     from PIL import Image
 
     blank = Image.new("RGB", (640, 480), (128, 128, 128))
     key = f"photo {detector.tiles[0]}x{detector.tiles[1]} {getattr(detector, 'backend', 'torch')}"
+    key += " flip" if getattr(detector, "flip", False) else ""  # the mirror image: a second pass
     # Keyed on what runs the network: asking a graph-run detector for its `net` would build it in torch.
     owner = getattr(detector, "session", None) or detector.net
     return measured(owner, key, lambda: timed(lambda: detector.detect_batch([blank])))

@@ -53,7 +53,11 @@ class HubDetector:
         )
 
     def with_options(
-        self, threshold: float | None = None, iou: float | None = None, tiles: str | tuple | None = None
+        self,
+        threshold: float | None = None,
+        iou: float | None = None,
+        tiles: str | tuple | None = None,
+        flip: bool | None = None,
     ) -> "HubDetector":
         from imgclf.settings.scan import check_scan, parse_tiles
 
@@ -62,6 +66,10 @@ class HubDetector:
             raise UserError(
                 f"--tiles is for the 300x300 pretrained detector and detector runs; {self.name} already "
                 "looks at the photo at its own size"
+            )
+        if flip:
+            raise UserError(
+                f"--flip is for the pretrained detector and detector runs; {self.name} looks at the photo alone"
             )
         return replace(self, threshold=self.threshold if threshold is None else threshold)
 

@@ -346,6 +346,7 @@ def finish(run: Path, net, parts, boxes, settings, data, say, split_how: str = "
         positive=positive,
         threshold=threshold,
         threshold_from=threshold_from(chosen),
+        flip=probe.flip,  # the views the threshold and the test scores were found with
         split=split_how,
         started_from={"package": f"{weights.PACKAGE} {weights.VERSION}", "sha256": weights.SHA256},
         data=str(Path(data).resolve()),

@@ -240,6 +240,7 @@ class DetectorMeta(Record):
     positive: str
     threshold: float
     threshold_from: str = ""
+    flip: bool = False  # its answers average in the mirror image (threshold chosen so); files before 2026-11-29: no
     split: str = ""  # how the photos were split: "seed 0", or which of the user's splits were kept
     started_from: dict[str, Any] | None = None
     data: str = ""

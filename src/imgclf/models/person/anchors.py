@@ -13,12 +13,12 @@ import math
 import numpy as np
 import torch
 
+from imgclf.models.person import GRIDS
 from imgclf.models.person.ssdlite import SSDLite
 
 # ssd_anchor_generator of ssdlite_mobilenet_v2_coco's pipeline config
 MIN_SCALE, MAX_SCALE = 0.2, 0.95
 ASPECTS = (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)
-GRIDS = (19, 10, 5, 3, 2, 1)  # feature map sides at a 300x300 input
 SCALE_XY, SCALE_WH = 10.0, 5.0  # faster_rcnn_box_coder's scale factors
 
 
