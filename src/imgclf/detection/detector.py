@@ -28,15 +28,12 @@ if TYPE_CHECKING:
     from imgclf.models.person.anchors import DecodedSSD
 
 # Presence: a photo holds a person when its best box scores at least this; boxes under it are not
-# reported. Chosen on labelled photos (bench/presence.py): the photo alone (2026-11-25) had the best
-# presence balanced accuracy on both of its sets at 0.15 (street scenes 0.914, pasted INRIA people
-# 0.906; 0.856 and 0.769 at the graph author's 0.5), with no more false alarms on the 40 person-free
-# street photos than at 0.5 (1, a far-off person nobody labelled). With the mirror image averaged in
-# (2026-11-29) scores of one-sided patterns halve, and 0.12 gives the same or better (0.914 and 0.919)
-# with the same one false alarm, the next person-free photo at 0.08, and AP@0.5 0.358 / 0.606 against
-# 0.329 / 0.548.
+# reported. Chosen on bench/presence.py's labelled photos (docs/detection.md): the best presence
+# balanced accuracy on both sets (street 0.914, pasted INRIA people 0.919), with no more false alarms
+# on 40 person-free photos than at the graph author's 0.5. THRESHOLD_ALONE: the same choice for the
+# photo alone (--no-flip; street 0.914, pasted 0.906), made before the mirror image was averaged in.
 THRESHOLD = 0.12
-THRESHOLD_ALONE = 0.15  # the same choice for the photo alone (--no-flip), made before the mirror was averaged in
+THRESHOLD_ALONE = 0.15
 # A frame this flat (pixel standard deviation, 0-255) holds nothing to find: a covered or switched-off
 # camera. The detector scores an all-black frame 0.27 and dark sensor noise (0-20) 0.22, as one
 # whole-frame person, over THRESHOLD; dark noise has a deviation of about 6, a real photo far more.
@@ -371,9 +368,12 @@ def export_detector(name: str | Path = "person", out: str | Path | None = None, 
         "input": "float32 RGB 0..255, NCHW, the whole photo resized to 300x300 (aspect ratio not kept)",
         "boxes": "normalised x1,y1,x2,y2 per anchor; multiply by the photo's width and height; then NMS per class",
         "source": str(det.source),
-        "mirror": "the threshold is for imgclf's answers: per anchor, the mean of the photo's output and its "
-        "mirror image's (input flipped left-right, outputs reordered to the mirror anchors, boxes' x flipped back)",
     }
+    if det.flip:  # as the threshold was chosen (an older fine-tuned run's was for the photo alone)
+        props["mirror"] = (
+            "the threshold is for imgclf's answers: per anchor, the mean of the photo's output and its mirror "
+            "image's (input flipped left-right, outputs reordered to the mirror anchors, boxes' x flipped back)"
+        )
     for k, v in props.items():
         model.metadata_props.add(key=k, value=v)
     from imgclf.core.files import atomic_path
