@@ -252,6 +252,7 @@ def peers(graph: Graph | None) -> dict[str, Peer | str]:
         if graph
         else "not installed (tensorflow)",
         "imgclf pretrained, ONNX Runtime": imgclf_peer(det),
+        "imgclf pretrained, ONNX Runtime, photo alone (--no-flip)": imgclf_peer(det.with_options(flip=False)),
         "imgclf pretrained, PyTorch": imgclf_peer(load_detector(backend="torch")),
         "imgclf pretrained, ONNX Runtime, cv2 INTER_LINEAR resize": imgclf_peer(det, cv2_resize=True),
         "imgclf pretrained, ONNX Runtime, --tiles 2x2": imgclf_peer(det.with_options(tiles="2x2")),
@@ -264,6 +265,21 @@ def run_peer(peer: Peer, files: list[str]) -> tuple[dict, float]:
     for f in files:
         found[f] = peer.find(peer.decode(f))
     return found, len(files) / (time.perf_counter() - start)
+
+
+def folder_rate(det, files: list[str], rounds: int = 3) -> float:
+    """Photos/s of imgclf.detection.detect over `files` as `imgclf scan` runs it (best of `rounds`)."""
+    from imgclf.detection import detect
+
+    detect(det, files[:2], verbose=False)  # warm-up
+    best = min(_timed(lambda: detect(det, files, verbose=False)) for _ in range(rounds))
+    return len(files) / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def presence(found: dict, labels: dict, threshold: float) -> tuple[float, float]:
@@ -442,6 +458,19 @@ def main() -> None:
     head = ["detector", "ms per 640x480 photo (median of 20)", f"photos/s, {len(phone)} 4032x3024 JPEGs"]
     rows = [[k, tables.V(v, ".1f"), rates.get(k, "not run")] for k, v in ms.items()]
     tables.emit("latency", head, rows, title="")
+
+    # `imgclf scan` over a folder: imgclf.detection.detect decodes the next photos while the network runs.
+    det = load_detector(backend="onnx")
+    head = ["imgclf.detection.detect over a folder", f"photos/s, {len(files_s)} street photos"]
+    head.append(f"photos/s, {len(phone)} 4032x3024 JPEGs")
+    rows = [
+        [label, *(tables.V(folder_rate(d, files), ".1f") for files in (files_s, phone))]
+        for label, d in (
+            ("mirror averaged in (default)", det),
+            ("photo alone (--no-flip)", det.with_options(flip=False)),
+        )
+    ]
+    tables.emit("scan", head, rows, title="")
 
     if graph is not None:
         rows = [

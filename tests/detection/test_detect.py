@@ -267,7 +267,7 @@ def test_an_answer_at_a_lower_threshold_filters_to_the_answer_at_a_higher_one(de
     from imgclf.detection.boxes import at_threshold
 
     low, dropped = detector.with_options(threshold=0.01), 0
-    for name in ("portrait.jpg", "pasted.png", "china.jpg"):
+    for name in ("portrait.jpg", "pasted.png", "china.jpg", "flower.jpg"):
         img = Image.open(photos / name).convert("RGB")
         every = low.detect(img)
         for t in (0.05, 0.15, 0.5):
@@ -318,3 +318,21 @@ def test_the_mirror_image_is_averaged_in_and_answers_are_mirror_symmetric(detect
     assert both_s[0, top, 0] == pytest.approx((s1[0, top, 0] + s2[0, m, 0]) / 2, abs=1e-6)
     assert both_b[0, top, 0] == pytest.approx((b1[0, top, 0] + 1 - b2[0, m, 2]) / 2, abs=1e-6)
     assert abs(both_s[0, top, 0] - s1[0, top, 0]) < 0.2  # a person seen both ways keeps most of the score
+
+
+def test_a_weak_box_inside_a_strong_one_of_its_class_is_a_part_of_it():
+    """detection.boxes.drop_parts: a half-body box at 0.13 inside the person's 0.99 box is not a second
+    person; a box of another class there, a strong box inside (a child before an adult) and a weak box
+    half outside all stay."""
+    from imgclf.detection.boxes import drop_parts
+
+    boxes = np.array(
+        [[0, 0, 100, 200], [0, 0, 50, 100], [10, 10, 60, 120], [20, 20, 60, 80], [80, 0, 160, 200]], np.float32
+    )
+    scores = np.array([0.99, 0.13, 0.6, 0.2, 0.1], np.float32)
+    labels = np.array([0, 0, 0, 1, 0])
+    keep = np.arange(5)
+    assert list(drop_parts(boxes, scores, labels, keep)) == [0, 2, 3, 4]
+    # the tiles' rule: a tile's box 70 % inside any better box of its class is a cut-off part
+    tiled = np.array([False, False, True, False, True])
+    assert list(drop_parts(boxes, scores, labels, keep, tiled)) == [0, 3, 4]

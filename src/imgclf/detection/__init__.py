@@ -19,6 +19,7 @@ from imgclf.detection.detector import THRESHOLD, Detector, load_detector
 __all__ = ["detect", "load_detector", "Detector", "THRESHOLD"]
 
 BATCH = 8  # photos a forward pass: ORT on 2 cores gains little from more, and memory stays small
+ANNOTATED_SIDE = 600  # px a side at least, for a scan that draws annotated copies (`out`)
 
 
 def detect(
@@ -67,7 +68,10 @@ def detect(
                 writer.add(entry, img)
         pending.clear()
 
-    for item, decoded in _decoded(detector, expand_inputs(images), limit):
+    side = getattr(detector, "decode_side", None)
+    if side and writer:  # the annotated copies are drawn on the decoded photo: big enough to read
+        side = max(side, ANNOTATED_SIDE)
+    for item, decoded in _decoded(detector, expand_inputs(images), limit, side):
         entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
         results.append(entry)
         if isinstance(decoded, UnusableImage):
@@ -97,7 +101,7 @@ def detect(
     return results
 
 
-def _decoded(detector: Detector, items, limit: float):
+def _decoded(detector: Detector, items, limit: float, side: int | None):
     """(item, (image, full size) or the UnusableImage / TooMuchWork that refused it), in order. The
     next photos are checked and decoded in a thread while the detector looks at the ones before (the
     JPEG decoder and ONNX Runtime both let go of the GIL): on a phone's 12 MP photos decoding is about
@@ -111,7 +115,7 @@ def _decoded(detector: Detector, items, limit: float):
     def load(item):
         try:
             _check(detector, item, limit)
-            return photo(item, getattr(detector, "decode_side", None))
+            return photo(item, side)
         except (UnusableImage, TooMuchWork) as e:
             return e
 

@@ -14,7 +14,6 @@ import numpy as np
 
 OVERLAP = 0.25  # of a tile's side: a person cut by one tile's edge is whole in its neighbour
 PENALTY = 0.1
-INSIDE = 0.7  # a tile's box this much inside a better box is a cut-off part of that person
 
 
 def views(tiles: tuple[int, int], width: int, height: int) -> list[tuple[int, int, int, int]]:
@@ -46,14 +45,3 @@ def merge_views(size, views, boxes: np.ndarray, scores: np.ndarray):
         out_s.append(np.clip(s - PENALTY, 0.0, None))
         tiled.append(np.ones(len(b), bool))
     return np.concatenate(out_b), np.concatenate(out_s), np.concatenate(tiled)
-
-
-def drop_cut_parts(boxes: np.ndarray, scores: np.ndarray, tiled: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """`keep` (best first) without the tiles' boxes that lie mostly inside a better box: a person cut
-    by a tile's edge, found in part by that tile and whole by the photo or the next tile."""
-    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    lt, rb = np.maximum(boxes[:, None, :2], boxes[None, :, :2]), np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    inside = np.clip(rb - lt, 0, None).prod(2) / np.maximum(area[:, None], 1e-9)  # [i, j]: share of i inside j
-    better = scores[None, :] > scores[:, None]
-    cut = tiled & ((inside > INSIDE) & better).any(1)
-    return keep[~cut]

@@ -25,12 +25,15 @@ from imgclf.models.arrays import logits_of
 from imgclf.store.run_meta import RunMeta
 
 
-def open_session(path: str | Path, device=None):
+def open_session(path: str | Path, device=None, threads: int | None = None):
     """An InferenceSession on `path` (CUDA when `device` is CUDA and ORT has that provider, else CPU);
-    a file ONNX Runtime cannot read is a UserError naming it."""
+    a file ONNX Runtime cannot read is a UserError naming it. `threads`: a run's own (default: as
+    many as torch uses, core.device.ort_options)."""
     import onnxruntime as ort
 
     opts = ort_options()
+    if threads:
+        opts.intra_op_num_threads = threads
     providers = ["CPUExecutionProvider"]
     if device is not None and device.type == "cuda":
         if "CUDAExecutionProvider" in ort.get_available_providers():
