@@ -5,6 +5,8 @@ coder are the network's: models.person.anchors.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 NMS_IOU = 0.6  # the exported graphs' NMS
@@ -62,13 +64,9 @@ def answer(detector, size, found: list[dict], top: float, seconds: float, blank:
 
 
 def at_threshold(found: dict, threshold: float) -> dict:
-    """An answer given at a lower threshold, as the detector answers at `threshold`: its boxes scoring
-    at least that (NMS ran on the same candidates, those over 0.01, at either), presence and count again."""
+    """An answer given at a lower threshold, as the detector answers at `threshold` (`answer` again, on
+    its boxes scoring at least that: NMS ran on the same candidates, those over 0.01, at either)."""
     boxes = [b for b in found["boxes"] if b["score"] >= threshold]
-    return {
-        **found,
-        "present": found["score"] >= threshold,
-        "count": sum(b["label"] == found["positive"] for b in boxes),
-        "threshold": threshold,
-        "boxes": boxes,
-    }
+    asked = SimpleNamespace(threshold=threshold, positive=found["positive"])
+    size = (found["width"], found["height"])
+    return answer(asked, size, boxes, found["score"], found["seconds"], found["blank"])

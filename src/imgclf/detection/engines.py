@@ -71,8 +71,8 @@ def view_threads() -> int:
 
 def run_each(session, x) -> list:
     """`session.run(None, {"input": view})` for each view of `x` (N, 3, S, S) alone: an ONNX Runtime
-    session VIEWS_AT_ONCE at a time (it lets go of the GIL while it runs), OpenVINO in turn (two of its
-    runs at once from a thread pool once hung in a test run, both inside its input copy); the outputs in order."""
+    session VIEWS_AT_ONCE at a time (it lets go of the GIL while it runs), a session that says
+    `one_run_at_a_time` (OpenVINO's) in turn; the outputs in order."""
     from concurrent.futures import ThreadPoolExecutor
 
     global _pool
@@ -80,7 +80,7 @@ def run_each(session, x) -> list:
     def run(i: int):
         return session.run(None, {"input": x[i : i + 1]})
 
-    if len(x) < 2 or not type(session).__module__.startswith("onnxruntime"):
+    if len(x) < 2 or getattr(session, "one_run_at_a_time", False):
         return [run(i) for i in range(len(x))]
     if _pool is None:
         _pool = ThreadPoolExecutor(VIEWS_AT_ONCE, thread_name_prefix="imgclf-views")

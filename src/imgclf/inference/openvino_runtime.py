@@ -25,6 +25,10 @@ from imgclf.core.errors import UserError
 class OpenVinoSession:
     """An OpenVINO-compiled graph with the ONNX Runtime session calls imgclf uses, on the CPU."""
 
+    # The detector's views run in turn here (detection.engines.run_each): two of them at once from a
+    # thread pool once hung in a test run, both threads inside OpenVINO's input copy.
+    one_run_at_a_time = True
+
     def __init__(self, compiled, backend: str = "openvino", threads: int = 0):
         self.compiled, self.backend = compiled, backend
         self._options = SimpleNamespace(intra_op_num_threads=threads)  # 0: every core, as ORT says it

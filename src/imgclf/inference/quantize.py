@@ -267,11 +267,13 @@ def _test_images(run: Path, meta: RunMeta, data_root) -> tuple[np.ndarray, np.nd
 
 def _normalized(images: np.ndarray, meta: RunMeta) -> list[np.ndarray]:
     """The graph's float input, as predict_logits makes it (no test-time views: the graph never sees them)."""
+    from imgclf.models.arrays import standardised
+
     norm = meta.normalization
-    mean = np.asarray(norm.mean, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(norm.std, np.float32).reshape(1, 3, 1, 1)
-    x = (images.transpose(0, 3, 1, 2).astype(np.float32) / 255 - mean) / std
-    return [np.ascontiguousarray(x[i : i + CALIBRATION_BATCH]) for i in range(0, len(x), CALIBRATION_BATCH)]
+    return [
+        standardised(images[i : i + CALIBRATION_BATCH], norm.mean, norm.std)
+        for i in range(0, len(images), CALIBRATION_BATCH)
+    ]
 
 
 def _check_max_loss(value) -> float:
