@@ -222,3 +222,43 @@ def _png(rng) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(buf, "PNG")
     return buf.getvalue()
+
+
+def test_a_kept_image_is_saved_under_an_extension_training_reads(tmp_path):
+    """The log keeps each upload under the extension data.discover lists it by (one map for the log and
+    the feedback inbox): a JPEG 2000 photo is kept as .jp2, not as an unread '.jpeg2000'."""
+    import io
+
+    from PIL import Image, features
+
+    from imgclf.data.discover import discover
+    from imgclf.data.images import IMAGE_EXTENSIONS
+
+    if not features.check_codec("jpg_2000"):
+        pytest.skip("this Pillow has no JPEG 2000 codec")
+    log = PredictionLog(tmp_path / "log")
+    log.start()
+    for fmt in ("PNG", "JPEG2000"):
+        buf = io.BytesIO()
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, fmt)
+        data = buf.getvalue()
+        rec = record(
+            sha256=hashlib.sha256(data).hexdigest(),
+            model="m",
+            version=None,
+            answer={"label": "a", "confidence": 0.7},
+            probs=np.array([0.7, 0.3]),
+            classes=["a", "b"],
+            decision="argmax",
+        )
+        log.write(rec, data, None)
+    log.flush()
+    log.close()
+    kept = [Path(r["image"]).suffix for r in read_log(tmp_path / "log")]
+    assert kept == [".png", ".jp2"] and set(kept) <= IMAGE_EXTENSIONS
+    # ...so that a folder of kept images, filed by hand into classes, trains: every one is found.
+    files = [tmp_path / "log" / r["image"] for r in read_log(tmp_path / "log")]
+    for cls, f in (("a", files[0]), ("a", files[1]), ("b", files[0])):
+        (tmp_path / "labelled" / cls).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "labelled" / cls / f.name).write_bytes(f.read_bytes())
+    assert len(discover(tmp_path / "labelled").paths) == 3

@@ -53,6 +53,23 @@ def _phone_formats() -> tuple[frozenset[str], dict[str, str]]:
 _PHONE, NEEDS_DECODER = _phone_formats()
 IMAGE_EXTENSIONS = BASE_EXTENSIONS | _PHONE
 RESIZE_MODES = ("squash", "crop", "pad")
+# PIL's name of a decoded file's format -> the extension data.discover lists it under: what a kept
+# upload (the feedback inbox, the prediction log) is saved as, so that training reads it back. MPO is a
+# camera's multi-picture JPEG; PPM also covers PGM/PBM. HEIF and AVIF are read only where their
+# decoders are (IMAGE_EXTENSIONS says).
+FORMAT_EXT = {
+    "JPEG": "jpg",
+    "MPO": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tif",
+    "PPM": "ppm",
+    "JPEG2000": "jp2",
+    "HEIF": "heic",
+    "AVIF": "avif",
+}
 # Refuse bigger images before decoding: a tiny compressed file can claim gigapixels.
 MAX_PIXELS = 100_000_000
 PAD_GREY = 114

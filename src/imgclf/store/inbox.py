@@ -33,24 +33,10 @@ from typing import Iterator
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import append_line, file_lock, fsync_dir, new_temp, output_folder, read_regular
-from imgclf.data.images import IMAGE_EXTENSIONS, MAX_PIXELS
+from imgclf.data.images import FORMAT_EXT, IMAGE_EXTENSIONS, MAX_PIXELS
 from imgclf.store.labels import FEEDBACK_FILE, check_label, check_text
 
 LOCK_FILE = ".lock"
-# PIL format -> the extension training reads (data.discover only lists IMAGE_EXTENSIONS). MPO is a
-# camera's multi-picture JPEG; PPM also covers PGM/PBM.
-FORMAT_EXT = {
-    "JPEG": "jpg",
-    "MPO": "jpg",
-    "PNG": "png",
-    "WEBP": "webp",
-    "GIF": "gif",
-    "BMP": "bmp",
-    "TIFF": "tif",
-    "PPM": "ppm",
-    "HEIF": "heic",  # read where data.images could register pillow-heif (the heic extra)
-    "AVIF": "avif",
-}
 # flock excludes other processes; threads of one process (the server's worker pool) also take this.
 _THREAD_LOCK = threading.Lock()
 

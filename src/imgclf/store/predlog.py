@@ -47,20 +47,10 @@ from typing import Callable
 import numpy as np
 
 from imgclf.core.files import atomic_path, fsync_dir
+from imgclf.data.images import FORMAT_EXT
 
 CURRENT = "predictions.jsonl"
 IMAGES = "images"
-# PIL format -> file extension of a kept image.
-EXT = {
-    "JPEG": "jpg",
-    "MPO": "jpg",
-    "PNG": "png",
-    "WEBP": "webp",
-    "GIF": "gif",
-    "BMP": "bmp",
-    "TIFF": "tif",
-    "PPM": "ppm",
-}
 RECENT = 10_000  # whole records remembered for POST /feedback by prediction_id
 _ID = re.compile(rb'\{"id": "([^"\\]*)"')  # how json.dumps starts every record
 _STOP = object()
@@ -211,7 +201,7 @@ class PredictionLog:
             rec.update(_header(data))
             fmt = rec.pop("format", None)
             if self.keep_images and fmt:
-                rec["image"] = self._keep(rec["sha256"], EXT.get(fmt, fmt.lower()), data)
+                rec["image"] = self._keep(rec["sha256"], FORMAT_EXT.get(fmt, fmt.lower()), data)
         if pixels is not None:
             rec["brightness"] = round(brightness(pixels), 3)
         line = json.dumps(rec, ensure_ascii=False) + "\n"
