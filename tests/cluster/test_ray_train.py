@@ -249,3 +249,24 @@ def test_the_preemption_watcher_is_off_on_a_one_node_cluster_only(monkeypatch):
     monkeypatch.setenv(PREEMPTION_WATCHER, "1")
     with _no_preemption_watch_on_one_node(cluster(1)):
         assert os.environ[PREEMPTION_WATCHER] == "1"
+
+
+def test_ray_train_before_v2_asks_no_cpu_for_its_coordinator(monkeypatch):
+    """Ray Train V1 (older Rays' default, or RAY_TRAIN_V2_ENABLED=0) gives the trainer an actor with a
+    CPU of its own: --workers 2 on a 2-CPU machine then waited forever for a third CPU (seen by hand:
+    "Training has not started in the last 60 seconds ... You asked for 3.0 CPUs"). With the
+    coordinator at 0 CPUs, what the run reserves is its workers' CPUs, as V2's does."""
+    pytest.importorskip("ray.train", reason="the ray extra is not installed")
+    import warnings
+
+    from ray.air.config import ScalingConfig as ScalingConfigV1
+
+    from imgclf.cluster.train import _coordinator_resources
+
+    monkeypatch.setenv("RAY_TRAIN_V2_ENABLED", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Ray 2.5x's own note that V1 and trainer_resources are deprecated
+        v1 = ScalingConfigV1(num_workers=2, resources_per_worker={"CPU": 1}, **_coordinator_resources())
+    assert v1.total_resources == {"CPU": 2}
+    monkeypatch.setenv("RAY_TRAIN_V2_ENABLED", "1")  # V2 takes no such setting, and needs none
+    assert _coordinator_resources() == {}

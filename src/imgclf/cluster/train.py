@@ -85,7 +85,10 @@ def _fit_on_ray(ray, data, config, resume, settings, workers, out, verbose, max_
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if gpus else "gloo", timeout_s=int(TIMEOUT.total_seconds())),
         scaling_config=ScalingConfig(
-            num_workers=workers, use_gpu=gpus, resources_per_worker={"GPU": 1} if gpus else {"CPU": cpus}
+            num_workers=workers,
+            use_gpu=gpus,
+            resources_per_worker={"GPU": 1} if gpus else {"CPU": cpus},
+            **_coordinator_resources(),
         ),
         run_config=RunConfig(
             name=f"imgclf-{out.name}-{hashlib.sha1(str(out).encode()).hexdigest()[:8]}",
@@ -101,6 +104,18 @@ def _fit_on_ray(ray, data, config, resume, settings, workers, out, verbose, max_
         raise UserError(mistake)
     if not (out / "model.json").is_file():
         raise UserError(f"distributed training ended without a model in {out}; see the workers' output above")
+
+
+def _coordinator_resources() -> dict:
+    """Ray Train V1 (older Rays' default; V2 came in 2.43 as an option, later the default; or
+    RAY_TRAIN_V2_ENABLED=0) runs the trainer as an actor that reserves a CPU of its own: --workers N
+    on N CPUs then waited for one more, forever ("Training has not started in the last 60 seconds").
+    It only coordinates, so it reserves none; V2's controller reserves none already."""
+    try:
+        from ray.train.v2._internal.constants import is_v2_enabled
+    except ImportError:  # a Ray without Train V2
+        return {"trainer_resources": {"CPU": 0}}
+    return {} if is_v2_enabled() else {"trainer_resources": {"CPU": 0}}
 
 
 @contextlib.contextmanager
