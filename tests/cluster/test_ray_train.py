@@ -256,6 +256,8 @@ def test_ray_train_before_v2_asks_no_cpu_for_its_coordinator(monkeypatch):
     CPU of its own: --workers 2 on a 2-CPU machine then waited forever for a third CPU (seen by hand:
     "Training has not started in the last 60 seconds ... You asked for 3.0 CPUs"). With the
     coordinator at 0 CPUs, what the run reserves is its workers' CPUs, as V2's does."""
+    # ray.train picks V1 or V2 as it is first imported: here, before the variable changes, so later
+    # tests in this process keep V2.
     pytest.importorskip("ray.train", reason="the ray extra is not installed")
     import warnings
 
@@ -265,7 +267,7 @@ def test_ray_train_before_v2_asks_no_cpu_for_its_coordinator(monkeypatch):
 
     monkeypatch.setenv("RAY_TRAIN_V2_ENABLED", "0")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Ray 2.5x's own note that V1 and trainer_resources are deprecated
+        warnings.simplefilter("ignore")  # Ray 2.60's own note that V1 and trainer_resources are deprecated
         v1 = ScalingConfigV1(num_workers=2, resources_per_worker={"CPU": 1}, **_coordinator_resources())
     assert v1.total_resources == {"CPU": 2}
     monkeypatch.setenv("RAY_TRAIN_V2_ENABLED", "1")  # V2 takes no such setting, and needs none
