@@ -113,9 +113,11 @@ def _coordinator_resources() -> dict:
     It only coordinates, so it reserves none; V2's controller reserves none already."""
     try:
         from ray.train.v2._internal.constants import is_v2_enabled
+
+        v2 = is_v2_enabled()
     except ImportError:  # a Ray without Train V2
-        return {"trainer_resources": {"CPU": 0}}
-    return {} if is_v2_enabled() else {"trainer_resources": {"CPU": 0}}
+        v2 = False
+    return {} if v2 else {"trainer_resources": {"CPU": 0}}
 
 
 @contextlib.contextmanager
