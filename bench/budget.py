@@ -18,6 +18,8 @@ Recipes (every one `imgclf train`, run as a user would, as a subprocess; wall se
   no-person `--person off`: the default without the pretrained person detector on the leaderboard
   keras     the peer: TensorFlow's image classification tutorial CNN (bench/keras_cnn.py), run by
             `--keras-python` (default: this Python, with `pip install -e '.[bench]'`)
+  yolo      the peer: Ultralytics' `yolo classify train` (bench/yolo_cls.py) for the default run's wall
+            seconds, by `--yolo-python` (a venv with ultralytics); from scratch unless `--yolo-weights`
 
 The split is the default run's (splits.csv handed to the others as a manifest, `--group-by none`).
 """
@@ -68,6 +70,16 @@ def keras_run(splits: Path, out: Path, python: str) -> dict:
     return {**json.loads((out / "keras.json").read_text()), "wall_s": time.perf_counter() - t0}
 
 
+def yolo_run(splits: Path, out: Path, python: str, weights: str | None, seconds: float) -> dict:
+    """bench/yolo_cls.py on the same split for `seconds` of training, in `python` (one with ultralytics)."""
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    script = Path(__file__).with_name("yolo_cls.py")
+    cmd = [python, str(script), str(splits), "--out", str(out / "yolo.json"), "--time-s", f"{seconds:.0f}"]
+    subprocess.run(cmd + (["--weights", weights] if weights else []), check=True)
+    return {**json.loads((out / "yolo.json").read_text()), "wall_s": time.perf_counter() - t0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", default="orl-lighting-6x,flowers5", help="sets bench/transfer.py knows")
@@ -78,6 +90,8 @@ def main() -> None:
         default=sys.executable,
         help="a Python with TensorFlow for the keras recipe (the bench extra's)",
     )
+    ap.add_argument("--yolo-python", default=sys.executable, help="a Python with ultralytics for the yolo recipe")
+    ap.add_argument("--yolo-weights", help="yolo11n-cls.pt for the yolo recipe (else it trains from scratch)")
     tables.add_csv_dir(ap)
     args = ap.parse_args()
     work, results = Path(args.work), []
@@ -97,6 +111,9 @@ def main() -> None:
             out = work / "runs" / f"{name}-{recipe}-{int(time.time())}"
             if recipe == "keras":
                 res[recipe] = keras_run(splits, out, args.keras_python)
+                continue
+            if recipe == "yolo":  # trained for as long as the default's whole run took
+                res[recipe] = yolo_run(splits, out, args.yolo_python, args.yolo_weights, res["default"]["wall_s"])
                 continue
             res[recipe] = imgclf_run(splits, out, *flags, "--group-by", "none")
             if recipe == "2m":
