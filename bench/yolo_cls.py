@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import time
 from pathlib import Path
 
 import tables  # bench/tables.py (standard library only): the result also as CSV
-from keras_cnn import data_root
+from keras_cnn import data_root, scores, write_result
 
 T0 = time.perf_counter()
 READS = {".avif", ".bmp", ".dng", ".heic", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp"}
@@ -61,7 +60,6 @@ def main() -> None:
     tables.add_csv_dir(ap)
     args = ap.parse_args()
     import ultralytics
-    from sklearn.metrics import f1_score
     from ultralytics import YOLO
 
     rows = list(csv.DictReader(open(args.splits, newline="", encoding="utf-8")))
@@ -100,8 +98,7 @@ def main() -> None:
             truth.append(path.parent.name)
     epochs = len(list(csv.DictReader(open(work / "train" / "results.csv"))))
     result = {
-        "accuracy": sum(p == t for p, t in zip(pred, truth)) / len(truth),
-        "macro_f1": float(f1_score(truth, pred, average="macro")),
+        **scores(truth, pred),
         "train_s": round(train_s, 1),
         "wall_s": round(time.perf_counter() - T0, 1),
         "model": f"yolo11n-cls {'from ' + Path(args.weights).name if args.weights else 'from scratch'}, "
@@ -109,10 +106,8 @@ def main() -> None:
         "size": args.imgsz,
         "ultralytics": ultralytics.__version__,
     }
-    with open(args.out, "w") as f:
-        json.dump(result, f)
     tables.save("result", list(result), [list(result.values())])
-    print(json.dumps(result))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":
