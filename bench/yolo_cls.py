@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def folder_tree(rows: list[dict], root: Path) -> None:
     """root/{train,val,test}/<label>/<file>: links, or PNG copies of what Ultralytics cannot read."""
     from PIL import Image
 
+    shutil.rmtree(root, ignore_errors=True)  # a rerun into the same --out folder starts over
     for i, r in enumerate(rows):
         src = Path(r["path"])
         dest = root / r["split"] / r["label"] / f"{i:06d}_{src.stem}{src.suffix.lower()}"
