@@ -61,23 +61,16 @@ def old_epochs(splits: Path) -> int:
     return int(min(15, max(2, round(24_000 / max(1, n)))))
 
 
-def keras_run(splits: Path, out: Path, python: str) -> dict:
-    """bench/keras_cnn.py on the same split, in `python` (one with TensorFlow); wall seconds all of it."""
+def peer_run(script: str, splits: Path, out: Path, python: str, *flags: str) -> dict:
+    """A peer's bench script (keras_cnn.py, yolo_cls.py) on the same split, in `python` (one with the
+    peer's library); wall seconds all of it."""
     out.mkdir(parents=True, exist_ok=True)
+    result = out / f"{Path(script).stem}.json"
     t0 = time.perf_counter()
-    script = Path(__file__).with_name("keras_cnn.py")
-    subprocess.run([python, str(script), str(splits), "--out", str(out / "keras.json")], check=True)
-    return {**json.loads((out / "keras.json").read_text()), "wall_s": time.perf_counter() - t0}
-
-
-def yolo_run(splits: Path, out: Path, python: str, weights: str | None, seconds: float) -> dict:
-    """bench/yolo_cls.py on the same split for `seconds` of training, in `python` (one with ultralytics)."""
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    script = Path(__file__).with_name("yolo_cls.py")
-    cmd = [python, str(script), str(splits), "--out", str(out / "yolo.json"), "--time-s", f"{seconds:.0f}"]
-    subprocess.run(cmd + (["--weights", weights] if weights else []), check=True)
-    return {**json.loads((out / "yolo.json").read_text()), "wall_s": time.perf_counter() - t0}
+    subprocess.run(
+        [python, str(Path(__file__).with_name(script)), str(splits), "--out", str(result), *flags], check=True
+    )
+    return {**json.loads(result.read_text()), "wall_s": time.perf_counter() - t0}
 
 
 def main() -> None:
@@ -110,10 +103,12 @@ def main() -> None:
                 flags = ("--time-budget", recipe.split("=", 1)[1])
             out = work / "runs" / f"{name}-{recipe}-{int(time.time())}"
             if recipe == "keras":
-                res[recipe] = keras_run(splits, out, args.keras_python)
+                res[recipe] = peer_run("keras_cnn.py", splits, out, args.keras_python)
                 continue
             if recipe == "yolo":  # trained for as long as the default's whole run took
-                res[recipe] = yolo_run(splits, out, args.yolo_python, args.yolo_weights, res["default"]["wall_s"])
+                flags = ("--time-s", f"{res['default']['wall_s']:.0f}")
+                flags += ("--weights", args.yolo_weights) if args.yolo_weights else ()
+                res[recipe] = peer_run("yolo_cls.py", splits, out, args.yolo_python, *flags)
                 continue
             res[recipe] = imgclf_run(splits, out, *flags, "--group-by", "none")
             if recipe == "2m":
