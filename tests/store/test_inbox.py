@@ -157,6 +157,18 @@ def test_phone_photos_are_stored_under_their_own_extension(tmp_path):
     assert sorted(p.suffix for p in (tmp_path / "rose").iterdir()) == [".avif", ".heic"]
 
 
+def test_a_format_training_does_not_list_is_stored_as_png(tmp_path):
+    """Feedback on an ICO or PCX upload (the service predicts on whatever Pillow decodes) is kept, as a
+    lossless PNG named by its own hash, rather than refused when someone labels it; a TGA stays a .tga."""
+    for seed, fmt in enumerate(("ICO", "PCX", "TGA")):
+        r = inbox.add(tmp_path, _image(seed, fmt), "rose", classes=None)
+        assert r["action"] == "added"
+        assert inbox.add(tmp_path, _image(seed, fmt), "rose", classes=None)["action"] == "already there"
+        with Image.open(tmp_path / r["path"]) as img:  # every pixel as sent
+            assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(Image.open(io.BytesIO(_image(seed)))))
+    assert sorted(p.suffix for p in (tmp_path / "rose").iterdir()) == [".png", ".png", ".tga"]
+
+
 def test_import_folder_reports_every_file(tmp_path):
     src = tmp_path / "corrections"
     for label, seeds in {"rose": [1, 2], "lily": [3], "unknown": [4]}.items():

@@ -226,7 +226,8 @@ def _png(rng) -> bytes:
 
 def test_a_kept_image_is_saved_under_an_extension_training_reads(tmp_path):
     """The log keeps each upload under the extension data.discover lists it by (one map for the log and
-    the feedback inbox): a JPEG 2000 photo is kept as .jp2, not as an unread '.jpeg2000'."""
+    the feedback inbox): a JPEG 2000 photo is kept as .jp2, not as an unread '.jpeg2000', a TGA as .tga;
+    a format training does not list (an ICO or PCX the service decoded) is kept as a lossless PNG."""
     import io
 
     from PIL import Image, features
@@ -234,13 +235,15 @@ def test_a_kept_image_is_saved_under_an_extension_training_reads(tmp_path):
     from imgclf.data.discover import discover
     from imgclf.data.images import IMAGE_EXTENSIONS
 
-    if not features.check_codec("jpg_2000"):
-        pytest.skip("this Pillow has no JPEG 2000 codec")
+    formats = {"PNG": ".png", "TGA": ".tga", "ICO": ".png", "PCX": ".png"}
+    if features.check_codec("jpg_2000"):
+        formats["JPEG2000"] = ".jp2"
     log = PredictionLog(tmp_path / "log")
     log.start()
-    for fmt in ("PNG", "JPEG2000"):
+    pixels = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    for fmt in formats:
         buf = io.BytesIO()
-        Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, fmt)
+        Image.fromarray(pixels).save(buf, fmt)
         data = buf.getvalue()
         rec = record(
             sha256=hashlib.sha256(data).hexdigest(),
@@ -254,11 +257,16 @@ def test_a_kept_image_is_saved_under_an_extension_training_reads(tmp_path):
         log.write(rec, data, None)
     log.flush()
     log.close()
-    kept = [Path(r["image"]).suffix for r in read_log(tmp_path / "log")]
-    assert kept == [".png", ".jp2"] and set(kept) <= IMAGE_EXTENSIONS
+    logged = read_log(tmp_path / "log")
+    kept = [Path(r["image"]).suffix for r in logged]
+    assert kept == list(formats.values()) and set(kept) <= IMAGE_EXTENSIONS
+    for r in logged:  # every pixel as sent (all these formats are lossless)
+        with Image.open(tmp_path / "log" / r["image"]) as img:
+            assert np.array_equal(np.asarray(img.convert("RGB")), pixels), r["image"]
     # ...so that a folder of kept images, filed by hand into classes, trains: every one is found.
-    files = [tmp_path / "log" / r["image"] for r in read_log(tmp_path / "log")]
-    for cls, f in (("a", files[0]), ("a", files[1]), ("b", files[0])):
+    files = [tmp_path / "log" / r["image"] for r in logged]
+    for i, f in enumerate(files):
+        cls = "ab"[i % 2]
         (tmp_path / "labelled" / cls).mkdir(parents=True, exist_ok=True)
         (tmp_path / "labelled" / cls / f.name).write_bytes(f.read_bytes())
-    assert len(discover(tmp_path / "labelled").paths) == 3
+    assert len(discover(tmp_path / "labelled").paths) == len(formats)

@@ -64,12 +64,16 @@ FORMAT_EXT = {
     "WEBP": "webp",
     "GIF": "gif",
     "BMP": "bmp",
+    "DIB": "dib",
     "TIFF": "tif",
     "PPM": "ppm",
+    "TGA": "tga",
     "JPEG2000": "jp2",
     "HEIF": "heic",
     "AVIF": "avif",
 }
+# Modes a PNG stores as they are; keepable converts any other (CMYK, YCbCr, F) to RGB(A).
+_PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"})
 # Refuse bigger images before decoding: a tiny compressed file can claim gigapixels.
 MAX_PIXELS = 100_000_000
 PAD_GREY = 114
@@ -125,6 +129,24 @@ def fetch_url(url: str) -> io.BytesIO:
     if not data:
         raise UnusableImage("empty file (0 bytes)")
     return io.BytesIO(data)
+
+
+def keepable(data: bytes) -> tuple[bytes, str]:
+    """(bytes, extension) to keep an uploaded image as (the feedback inbox, the prediction log) so
+    that training reads it back: the bytes as sent where data.discover lists their format, else a
+    lossless PNG of the first frame. The service decodes whatever Pillow can (ICO, PCX, PSD, ...);
+    refusing such a file later, when someone labels it, would lose their correction. The PNG is the
+    same bytes for the same upload, so keeping it twice still finds one file."""
+    with Image.open(io.BytesIO(data)) as img:
+        ext = FORMAT_EXT.get(img.format or "")
+        if ext and f".{ext}" in IMAGE_EXTENSIONS:
+            return data, ext
+        img.load()
+        if img.mode not in _PNG_MODES:
+            img = img.convert("RGBA" if img.mode in _ALPHA_MODES else "RGB")
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+    return buf.getvalue(), "png"
 
 
 def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:

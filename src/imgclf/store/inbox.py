@@ -33,7 +33,7 @@ from typing import Iterator
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import append_line, file_lock, fsync_dir, new_temp, output_folder, read_regular
-from imgclf.data.images import FORMAT_EXT, IMAGE_EXTENSIONS, MAX_PIXELS
+from imgclf.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, keepable
 from imgclf.store.labels import FEEDBACK_FILE, check_label, check_text
 
 LOCK_FILE = ".lock"
@@ -41,9 +41,10 @@ LOCK_FILE = ".lock"
 _THREAD_LOCK = threading.Lock()
 
 
-def image_ext(data: bytes) -> str:
-    """The file extension for image bytes (from the decoded format, never from a name); UserError
-    naming why when the bytes are not a complete image that training could read."""
+def image_file(data: bytes) -> tuple[bytes, str]:
+    """(bytes, extension) to store image bytes as (the format from the decoded file, never from a
+    name; a format training does not list becomes a PNG, data.images.keepable); UserError naming why
+    when the bytes are not a complete image."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
@@ -52,7 +53,6 @@ def image_ext(data: bytes) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
-                fmt = img.format
                 if img.width * img.height > MAX_PIXELS:
                     raise UserError(
                         f"the image is too large ({img.width}x{img.height} pixels; at most {MAX_PIXELS} pixels)"
@@ -72,10 +72,7 @@ def image_ext(data: bytes) -> str:
             k for k in ("HEIC", "AVIF") if f".{k.lower()}" in IMAGE_EXTENSIONS
         ]
         raise UserError(f"not a readable image ({why}); send a {', '.join(kinds[:-1])} or {kinds[-1]} file") from e
-    ext = FORMAT_EXT.get(fmt or "")
-    if ext is None or f".{ext}" not in IMAGE_EXTENSIONS:
-        raise UserError(f"image format {fmt} is not one imgclf trains on; convert it to PNG or JPEG")
-    return ext
+    return keepable(data)
 
 
 def add(
@@ -101,7 +98,7 @@ def add(
         'added'
     """
     label = check_label(label)
-    ext = image_ext(data)
+    data, ext = image_file(data)
     sha = hashlib.sha256(data).hexdigest()
     root = Path(inbox).expanduser()
     name = f"{sha}.{ext}"

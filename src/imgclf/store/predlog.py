@@ -47,7 +47,7 @@ from typing import Callable
 import numpy as np
 
 from imgclf.core.files import atomic_path, fsync_dir
-from imgclf.data.images import FORMAT_EXT
+from imgclf.data.images import keepable
 
 CURRENT = "predictions.jsonl"
 IMAGES = "images"
@@ -201,7 +201,7 @@ class PredictionLog:
             rec.update(_header(data))
             fmt = rec.pop("format", None)
             if self.keep_images and fmt:
-                rec["image"] = self._keep(rec["sha256"], FORMAT_EXT.get(fmt, fmt.lower()), data)
+                rec["image"] = self._keep(rec["sha256"], *keepable(data))
         if pixels is not None:
             rec["brightness"] = round(brightness(pixels), 3)
         line = json.dumps(rec, ensure_ascii=False) + "\n"
@@ -221,7 +221,7 @@ class PredictionLog:
         if self._total > self.max_bytes:
             self._prune()
 
-    def _keep(self, sha: str, ext: str, data: bytes) -> str:
+    def _keep(self, sha: str, data: bytes, ext: str) -> str:
         rel = f"{IMAGES}/{sha[:2]}/{sha}.{ext}"
         path = self.dir / rel
         if not path.is_file():
