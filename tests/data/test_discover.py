@@ -401,3 +401,45 @@ def test_a_class_with_no_test_photo_is_named_before_training(tmp_path):
     console = Console(record=True, width=400)
     untested(discover(tmp_path / "made", 0.1, 0.0), console)  # no test split at all: nothing to say
     assert console.export_text() == ""
+
+
+def test_imgclf_output_inside_the_data_folder_is_neither_a_class_nor_a_photo(tmp_path):
+    """`imgclf train .` run twice inside the photos' folder: the first run's ./runs/ (its plots are
+    PNGs), a tune folder's trials, a registry and a feedback inbox are imgclf's own output. The
+    second run read ./runs/ as a third class of confusion matrices."""
+    from imgclf.data.discover import files_to_predict
+    from tests.helpers import make_run
+
+    for cls in ("cat", "dog"):
+        for i in range(6):
+            _img(tmp_path / cls / f"{i}.png", 40 * i)
+    run = make_run(tmp_path, "data-1", 0.9, [])
+    _img(run / "confusion_matrix.png")
+    trial = tmp_path / "tunes" / "data-1" / "trials" / "0"
+    _img(trial / "learning_curves.png")
+    (trial / "splits.csv").write_text("path,label,split\n")
+    (trial / "data_report.json").write_text("{}")
+    (tmp_path / "tunes" / "data-1" / "tune.json").write_text("{}")
+    (tmp_path / "tunes" / "data-2").mkdir()  # made, then interrupted before its first trial
+    (tmp_path / "registry" / "versions" / "1").mkdir(parents=True)
+    (tmp_path / "registry" / "aliases.json").write_text("{}")
+    _img(tmp_path / "registry" / "inbox" / "cat" / "sent.png")
+    (tmp_path / "registry" / "inbox" / "feedback.jsonl").write_text("")
+    _img(tmp_path / "inbox" / "dog" / "sent.png")
+    (tmp_path / "inbox" / "feedback.jsonl").write_text("")
+    _img(tmp_path / "scanned" / "annotated" / "0.jpg")  # imgclf scan dog/ --out scanned
+    (tmp_path / "scanned" / "scan.json").write_text("{}")
+    _img(tmp_path / "dog" / "faces" / "annotated" / "0.jpg")  # imgclf faces identify ... --out dog/faces
+    (tmp_path / "dog" / "faces" / "faces.json").write_text("{}")
+
+    spec = discover(tmp_path)
+    assert spec.classes == ["cat", "dog"] and len(spec.paths) == 12
+    assert "inbox/, registry/, runs/, scanned/, tunes/: imgclf's own output, not read as data" in spec.note
+    made = {"runs", "tunes", "annotated"}
+    assert not [p for p in files_to_predict(tmp_path) if made & set(Path(p).parts)]
+
+    # A folder with a photo of its own is the user's, still a class; the run inside it is still not photos.
+    _img(tmp_path / "runs" / "stray.png")
+    spec = discover(tmp_path)
+    assert spec.classes == ["cat", "dog", "runs"]
+    assert [Path(p).name for p, label in zip(spec.paths, spec.labels) if label == 2] == ["stray.png"]

@@ -22,7 +22,16 @@ from imgclf.core.errors import UserError
 from imgclf.data.archive import is_archive, unpacked
 from imgclf.data.images import IMAGE_EXTENSIONS, NEEDS_DECODER
 from imgclf.data.labels_csv import from_manifest
-from imgclf.data.spec import DatasetSpec, check_classes, files_under, is_image, printable, split_of
+from imgclf.data.spec import (
+    DatasetSpec,
+    check_classes,
+    files_under,
+    imgclf_output,
+    is_image,
+    is_run_folder,
+    printable,
+    split_of,
+)
 from imgclf.data.split import fill_missing_splits
 
 
@@ -60,7 +69,15 @@ def _visible(path: Path) -> bool:
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_dir() and _visible(p)), key=lambda p: p.name)
+    return sorted(
+        (p for p in folder.iterdir() if p.is_dir() and _visible(p) and not imgclf_output(p)), key=lambda p: p.name
+    )
+
+
+def _outputs_note(folder: Path) -> str:
+    """What `_class_dirs` passed over as imgclf's own output (runs/ made by training here before)."""
+    outs = sorted(p.name for p in folder.iterdir() if p.is_dir() and _visible(p) and imgclf_output(p))
+    return f"{', '.join(f'{n}/' for n in outs)}: imgclf's own output, not read as data" if outs else ""
 
 
 def _images_under(folder: Path, ignored: list[str]) -> list[Path]:
@@ -109,7 +126,7 @@ def refuse_run_folder(source: str | Path) -> None:
     """One line for an imgclf run folder given as data (its data_report.json would otherwise be
     read as COCO annotations, its images as a class)."""
     source = Path(source)
-    if source.is_dir() and all((source / f).is_file() for f in ("config.yaml", "splits.csv", "data_report.json")):
+    if source.is_dir() and is_run_folder(source):
         raise UserError(
             f"{source} is an imgclf run folder, not data: give the data it was trained on, or continue "
             f"an interrupted run with: imgclf train --resume {source}"
@@ -145,7 +162,7 @@ def _utf8(text: str) -> bool:
 def _from_folder(source: Path, packed: str) -> DatasetSpec:
     """A folder in any of the layouts; its note says how it was read where that was not plain."""
     given, (source, inner) = source, _unwrap(source)
-    notes = [packed]
+    notes = [packed, _outputs_note(source)]
     if inner:  # inside an unpacked archive, the folder's name is the cache's: not worth saying
         notes.append(
             f"read from {inner}/ inside it" if packed else f"read from {inner}/, the one folder inside {given.name}/"

@@ -92,11 +92,51 @@ def has_image_header(path: str | os.PathLike) -> bool:
         return False
 
 
+def is_run_folder(folder: Path) -> bool:
+    """An imgclf run folder (a classifier's or a detector's, finished or not): its plots are not photos."""
+    return (folder / "splits.csv").is_file() and any(
+        (folder / f).is_file() for f in ("data_report.json", "model.json", "detector-training.json")
+    )
+
+
+def made_by_imgclf(folder: Path) -> bool:
+    """A run folder, or the --out of `imgclf scan` or `imgclf faces identify` (its annotated/ copies
+    of the photos): folders whose images are imgclf's, never photos to train or predict on."""
+    if is_run_folder(folder):
+        return True
+    return (folder / "annotated").is_dir() and any((folder / f).is_file() for f in ("scan.json", "faces.json"))
+
+
+def imgclf_output(folder: Path, depth: int = 4) -> bool:
+    """Whether `folder` is imgclf's own output rather than the user's photos: a run folder, a model
+    registry, a feedback inbox, or a folder holding such folders and no image of its own (runs/,
+    tunes/). `imgclf train .` run twice inside the photos' folder would otherwise read ./runs/ as a
+    class of confusion matrices and learning curves."""
+    if made_by_imgclf(folder) or (folder / "feedback.jsonl").is_file():
+        return True
+    if (folder / "aliases.json").is_file() and (folder / "versions").is_dir():
+        return True
+    found = False
+    with os.scandir(folder) as entries:
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_dir():
+                if depth > 1 and imgclf_output(Path(e.path), depth - 1):
+                    found = True
+                elif any(True for _ in os.scandir(e.path)):  # an empty folder says nothing either way
+                    return False
+            elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
+                return False
+    return found
+
+
 def files_under(folder: Path) -> list[Path]:
     """Every non-hidden regular file below `folder`, sorted, following symlinked folders (a dataset
     assembled from links is common; Path.rglob does not follow them before Python 3.13) but
     never the same real folder twice, so a link loop cannot recurse forever. FIFOs, devices and
-    sockets are left out (core.files.is_regular): reading one would hang or never end."""
+    sockets are left out (core.files.is_regular): reading one would hang or never end. imgclf's own
+    run folders and scan outputs are left out too (made_by_imgclf): their images are not the user's photos."""
     seen, found = set(), []
     for top, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
@@ -104,7 +144,7 @@ def files_under(folder: Path) -> list[Path]:
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not made_by_imgclf(Path(top) / d)]
         found += [Path(top) / f for f in files if not f.startswith(".") and is_regular(os.path.join(top, f))]
     return sorted(found)
 

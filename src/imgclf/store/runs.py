@@ -23,8 +23,9 @@ from imgclf.store.run_meta import load_run_meta
 
 
 def new_run_dir(data: str | Path, base: str | Path = "runs") -> Path:
-    """runs/<dataset-name>-<n>, n one more than the highest already there."""
-    name = re.sub(r"[^\w.-]+", "_", Path(data).stem or "data").strip("_") or "data"
+    """runs/<dataset-name>-<n>, n one more than the highest already there. `imgclf train .` names the
+    run after the folder it is in (abspath, not resolve: a symlink's own name is the one the user gave)."""
+    name = re.sub(r"[^\w.-]+", "_", Path(os.path.abspath(data)).stem or "data").strip("_") or "data"
     base = Path(base)
     taken = [
         int(m.group(1)) for p in base.glob(f"{name}-*") if (m := re.fullmatch(rf"{re.escape(name)}-(\d+)", p.name))
