@@ -383,6 +383,30 @@ def test_port_out_of_range_is_a_one_line_error(trained, monkeypatch, capsys, por
         serving.run_server(None, serving.ServeSettings(), port=int(port))
 
 
+@pytest.mark.parametrize("where", ["port in use", "host not here"])
+def test_an_address_it_cannot_listen_on_is_one_line_before_the_model_loads(trained, monkeypatch, capsys, where):
+    """uvicorn says "address already in use" only after the model has loaded and the app started,
+    among its INFO lines, and exits 3; a second `imgclf serve` on the same port is a common slip."""
+    import socket
+
+    import imgclf.inference.load
+    from imgclf import cli
+
+    monkeypatch.setattr(imgclf.inference.load, "load_model", lambda *a, **kw: pytest.fail("loaded the model"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["--port", str(port)] if where == "port in use" else ["--host", "192.0.2.1"]  # TEST-NET-1
+        monkeypatch.setattr("sys.argv", ["imgclf", "serve", str(trained[0]), *args])
+        with pytest.raises(SystemExit) as exit_:
+            cli.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    expected = f"port {port} on 127.0.0.1 is already in use" if where == "port in use" else "not an address of this"
+    assert expected in err, err
+
+
 def test_serve_passes_allowed_hosts_and_deadlines_to_uvicorn(trained, monkeypatch, capsys):
     import uvicorn
 

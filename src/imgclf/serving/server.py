@@ -29,6 +29,40 @@ def check_port(port) -> int:
     return port
 
 
+def check_bindable(host: str, port: int) -> None:
+    """A one-line UserError, before the model loads, when HOST:PORT cannot be listened on: uvicorn
+    says so only after loading the model and starting up, among its INFO lines, and exits 3. Bound
+    as uvicorn binds (SO_REUSEADDR), so a port in TIME_WAIT after a restart is not refused."""
+    import errno
+
+    check_port(port)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise UserError(f"--host {host}: not a name or address this machine knows ({e.strerror})") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise UserError(
+                    f"port {port} on {host} is already in use (another imgclf serve?): stop that process "
+                    f"or choose another port, e.g. --port {port + 1 if port < 65535 else 8000}"
+                ) from None
+            if e.errno == errno.EACCES:
+                raise UserError(
+                    f"--port {port}: not allowed here (ports below 1024 need root); use e.g. --port 8000"
+                ) from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise UserError(
+                    f"--host {host}: not an address of this machine; use 127.0.0.1 (this machine only) "
+                    "or 0.0.0.0 (every interface)"
+                ) from None
+            raise UserError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+
+
 def served_hosts(settings: ServeSettings, host: str) -> ServeSettings:
     """The settings with the bound host's names added to the Host allow-list: the address itself,
     or for every interface (0.0.0.0) this machine's names, as LAN clients address it (its IP
@@ -169,6 +203,7 @@ def serve_run(
         ServeSettings, {**settings, "cors": (cors,) if isinstance(cors, str) else tuple(cors)}, "serve setting"
     )
     config.check_folders()  # before the model loads: a mistake is told at once
+    check_bindable(host, port)
     limit_threads(config, cpu=on_cpu(device))  # before the model loads
     if registry is not None:
         served = holder_for_registry(registry, alias, lambda path: load(path, device, tta=tta, backend=backend))
