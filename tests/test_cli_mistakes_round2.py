@@ -304,6 +304,16 @@ def test_a_run_folder_given_as_data_or_before_its_images_is_named_so(tmp_path):
     one_line_error(cli("predict", data, run, check=False), "(the run folder comes first: imgclf predict RUN IMAGES)")
 
 
+def test_a_mistyped_run_folder_is_said_with_the_runs_beside_it(tmp_path):
+    for n in (1, 2):
+        make_run(tmp_path, f"photos-{n}", 0.8, [])
+    one_line_error(
+        cli("predict", tmp_path / "runs" / "photos-3", tmp_path, check=False),
+        f"no such run folder: {tmp_path / 'runs' / 'photos-3'}; {tmp_path / 'runs'}/ holds photos-1, photos-2",
+    )
+    one_line_error(cli("serve", tmp_path / "nowhere" / "run", check=False), "no such run folder: ")
+
+
 # ---- a mistyped model name ------------------------------------------------------------------------
 
 

@@ -42,6 +42,8 @@ def find_run(path: str | Path) -> Path:
         return find_run(version_run(p.parent, p.name))
     if p.is_file() and p.name in ("model.safetensors", "model.json"):
         p = p.parent
+    if not p.exists():
+        raise UserError(f"no such run folder: {path}{_runs_beside(p)}")
     # An ensemble bundle keeps its weights in members/<i>/ (see imgclf.inference.ensemble).
     weights = (p / "model.safetensors").is_file() or (p / "members").is_dir()
     if (p / "detector.json").is_file():  # imgclf train on box annotations (imgclf.detection)
@@ -60,6 +62,19 @@ def find_run(path: str | Path) -> Path:
             "train one with: imgclf train DATA (the run folder comes first: imgclf predict RUN IMAGES)"
         )
     return p
+
+
+def _runs_beside(missing: Path) -> str:
+    """ "; runs/ holds photos-1, photos-2": the finished runs where a mistyped one was looked for."""
+    parent = missing.parent
+    try:
+        runs = [d for d in parent.iterdir() if (d / "model.json").is_file()] if parent.is_dir() else []
+    except OSError:
+        return ""
+    if not runs:
+        return ""
+    newest = sorted(runs, key=lambda d: (d.stat().st_mtime, d.name))[-5:]
+    return f"; {parent}/ holds {', '.join(d.name for d in newest)}" + (" (the newest 5)" if len(runs) > 5 else "")
 
 
 def read_splits(run: Path, data_root: str | Path | None = None, required: bool = False) -> list[dict]:
