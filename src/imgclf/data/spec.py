@@ -117,17 +117,20 @@ def imgclf_output(folder: Path, depth: int = 4) -> bool:
     if (folder / "aliases.json").is_file() and (folder / "versions").is_dir():
         return True
     found = False
-    with os.scandir(folder) as entries:
-        for e in entries:
-            if e.name.startswith("."):
-                continue
-            if e.is_dir():
-                if depth > 1 and imgclf_output(Path(e.path), depth - 1):
-                    found = True
-                elif any(True for _ in os.scandir(e.path)):  # an empty folder says nothing either way
+    try:
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir():
+                    if depth > 1 and imgclf_output(Path(e.path), depth - 1):
+                        found = True
+                    elif any(True for _ in os.scandir(e.path)):  # an empty folder says nothing either way
+                        return False
+                elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
                     return False
-            elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
-                return False
+    except OSError:  # unreadable: the user's to fix, and reading it as data says so where it fails
+        return False
     return found
 
 

@@ -201,7 +201,12 @@ class PredictionLog:
             rec.update(_header(data))
             fmt = rec.pop("format", None)
             if self.keep_images and fmt:
-                rec["image"] = self._keep(rec["sha256"], *keepable(data))
+                try:
+                    kept = keepable(data)
+                except Exception:  # noqa: BLE001 - a conversion to PNG that fails loses the image, never the record
+                    kept = None
+                if kept:
+                    rec["image"] = self._keep(rec["sha256"], *kept)
         if pixels is not None:
             rec["brightness"] = round(brightness(pixels), 3)
         line = json.dumps(rec, ensure_ascii=False) + "\n"
