@@ -443,3 +443,27 @@ def test_imgclf_output_inside_the_data_folder_is_neither_a_class_nor_a_photo(tmp
     spec = discover(tmp_path)
     assert spec.classes == ["cat", "dog", "runs"]
     assert [Path(p).name for p, label in zip(spec.paths, spec.labels) if label == 2] == ["stray.png"]
+
+
+def test_split_folders_inside_each_class_are_the_split(tmp_path):
+    """daisy/train/, daisy/test/ (the split folders inside the classes, as some downloads come): the
+    user's split is kept, a validation split carved from train; a class without train/ is one line."""
+    for cls in ("daisy", "rose"):
+        for split, n in (("train", 20), ("test", 5)):
+            for i in range(n):
+                _img(tmp_path / cls / split / f"{i}.png", 10 * i)
+    spec = discover(tmp_path)
+    assert spec.classes == ["daisy", "rose"] and spec.layout == "split-folders"
+    for p, s in zip(spec.paths, spec.splits):
+        assert (s == "test") == (Path(p).parent.name == "test"), (p, s)
+    assert sorted(spec.splits).count("test") == 10 and "val" in set(spec.splits)
+    assert "the split from the folders inside each class" in spec.note
+
+    # Folders inside the classes that are not splits (years, sources) stay part of their class.
+    (tmp_path / "rose" / "test").rename(tmp_path / "rose" / "2024")
+    spec = discover(tmp_path)
+    assert spec.layout == "folders" and "read as part of their class" in spec.note
+    (tmp_path / "rose" / "2024").rename(tmp_path / "rose" / "test")
+    (tmp_path / "rose" / "train").rename(tmp_path / "rose" / "val")
+    with pytest.raises(UserError, match="class\\(es\\) 'rose' have no training images"):
+        discover(tmp_path)

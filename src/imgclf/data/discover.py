@@ -267,17 +267,36 @@ def _from_class_folders(root: Path, skip: list[Path] | tuple = ()) -> DatasetSpe
         classes.append(d.name)
         paths += [str(p) for p in files]
         inner[d.name] = {p.parent.relative_to(d).parts[:1] for p in files}  # () for an image of d itself
+    splits = _inner_splits(root, classes, paths, labels, inner)
     spec = DatasetSpec(
         str(root),
-        "folders",
+        "folders" if splits is None else "split-folders",
         classes,
         paths,
         np.array(labels, dtype=np.int64),
-        np.array([""] * len(paths), dtype=object),
+        np.array([""] * len(paths), dtype=object) if splits is None else splits,
         ignored,
     )
-    spec.note = _nested_note(inner)
+    spec.note = (
+        _nested_note(inner) if splits is None else "the split from the folders inside each class (<class>/train/)"
+    )
     return spec
+
+
+def _inner_splits(root: Path, classes, paths, labels, inner: dict[str, set[tuple]]) -> np.ndarray | None:
+    """The split of each image where every class folder keeps its images in split-named folders of its
+    own (daisy/train/, daisy/test/: the split folders inside the classes, as some downloads are), else None.
+    Every class then needs training images, as with train/<class>/."""
+    named = {s: split_of(s) for subs in inner.values() for part in subs for s in part}
+    if not inner or () in set().union(*inner.values()) or None in named.values() or "train" not in named.values():
+        return None
+    splits = np.array([named[Path(p).relative_to(root / classes[y]).parts[0]] for p, y in zip(paths, labels)], object)
+    if empty := [c for i, c in enumerate(classes) if not np.any((np.array(labels) == i) & (splits == "train"))]:
+        raise UserError(
+            f"class(es) {', '.join(map(repr, empty))} have no training images: the other classes keep theirs in "
+            f"<class>/train/; add a {empty[0]}/train/ folder of images"
+        )
+    return splits
 
 
 def _nested_note(inner: dict[str, set[tuple]]) -> str:
