@@ -101,6 +101,30 @@ def test_kaggle_style_csv_beside_a_folder_of_images(tmp_path):
         )
 
 
+def test_a_csv_of_one_hot_class_columns(tmp_path):
+    """Kaggle's `image_id,healthy,multiple_diseases,rust,scab`: a 1 under each image's class. A row with
+    several 1s (multi-label) or none is left out and counted; a 0/1 label column stays a label column."""
+    rows = ["image_id,healthy,rust,scab"]
+    for i in range(12):
+        _img(tmp_path / "images" / f"Train_{i}.jpg", value=20 * i)
+        rows.append(f"Train_{i}," + ",".join("1.0" if i % 3 == k else "0.0" for k in range(3)))
+    rows += ["Train_12,1,1,0", "Train_13,0,0,0"]
+    _img(tmp_path / "images" / "Train_12.jpg")
+    _img(tmp_path / "images" / "Train_13.jpg")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    spec = discover(tmp_path)
+    assert spec.layout == "manifest" and spec.classes == ["healthy", "rust", "scab"] and len(spec.paths) == 12
+    assert spec.labels.tolist() == [i % 3 for i in range(12)]
+    assert spec.paths[1] == str(tmp_path / "images" / "Train_1.jpg")
+    assert spec.note == (
+        "train.csv: images from column 'image_id', classes from the one-hot columns 'healthy', 'rust', 'scab'; "
+        "1 row(s) with several classes left out (imgclf trains one class an image); 1 row(s) without a label left out"
+    )
+    binary = ["path,label"] + [f"images/Train_{i}.jpg,{i % 2}" for i in range(12)]
+    (tmp_path / "train.csv").write_text("\n".join(binary) + "\n")
+    assert discover(tmp_path).classes == ["0", "1"]
+
+
 def test_a_zips_extra_folder_level_is_stepped_into(tmp_path):
     """photos.zip unpacked as photos/archive/flowers/<class>/ (with __MACOSX and a README beside):
     the classes are the folders where the data is, and the note says where that was."""

@@ -39,7 +39,16 @@ def from_manifest(csv_path: Path) -> DatasetSpec:
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=_delimiter(text.split("\n", 1)[0]))
     rows = list(reader)
     columns = [c for c in reader.fieldnames or [] if c is not None]
-    path_col, label_col, split_col = _manifest_columns(columns, csv_path)
+    several = 0
+    if hot := _one_hot_columns(columns, rows):
+        path_col, split_col, class_cols = hot
+        label_col = ONE_HOT  # a key no CSV column has: the row's one class, "" for none or several
+        for r in rows:
+            on = [c for c in class_cols if (r.get(c) or "").strip() in _ONES]
+            r[ONE_HOT] = on[0] if len(on) == 1 else ""
+            several += len(on) > 1
+    else:
+        path_col, label_col, split_col = _manifest_columns(columns, csv_path)
     unlabelled = [r for r in rows if not (r.get(label_col) or "").strip()]
     rows = [r for r in rows if (r.get(label_col) or "").strip() and (r.get(path_col) or "").strip()]
     classes = sorted({r[label_col].strip() for r in rows})
@@ -60,12 +69,18 @@ def from_manifest(csv_path: Path) -> DatasetSpec:
             raise UserError(f"manifest {csv_path}: unknown split '{s}' (use train, val or test)")
         splits.append(SPLIT_NAMES.get(s, ""))
     note = ""
-    if (path_col, label_col) != ("path", "label"):
+    if hot:
+        note = f"{csv_path.name}: images from column '{path_col}', classes from the one-hot columns " + ", ".join(
+            map(repr, hot[2])
+        )
+        if several:
+            note += f"; {several:,} row(s) with several classes left out (imgclf trains one class an image)"
+    elif (path_col, label_col) != ("path", "label"):
         note = f"{csv_path.name}: images from column '{path_col}', classes from column '{label_col}'"
     if len(paths) - found:
         note += f"{'; ' if note else f'{csv_path.name}: '}{len(paths) - found:,} listed image(s) not found"
-    if unlabelled:
-        note += f"{'; ' if note else f'{csv_path.name}: '}{len(unlabelled):,} row(s) without a label left out"
+    if len(unlabelled) > several:
+        note += f"{'; ' if note else f'{csv_path.name}: '}{len(unlabelled) - several:,} row(s) without a label left out"
     return DatasetSpec(str(csv_path), "manifest", classes, paths, labels, np.array(splits, dtype=object), note=note)
 
 
@@ -75,6 +90,27 @@ def _delimiter(header: str) -> str:
     if "," in header:
         return ","
     return next((d for d in ";\t|" if d in header), ",")
+
+
+ONE_HOT = "\0one-hot class"
+_ONES = {"1", "1.0", "1.", "True", "true"}
+_ZEROS = {"0", "0.0", "0.", "False", "false", ""}
+
+
+def _one_hot_columns(columns: list[str], rows: list[dict]) -> tuple[str, str | None, list[str]] | None:
+    """(image column, split column or None, class columns) for a CSV whose classes are one-hot columns
+    (Kaggle's `image_id,healthy,multiple_diseases,rust,scab`: a 1 under the image's class, 0 under the
+    others); None for any other CSV. Every class cell must read as 0 or 1."""
+    by_name = {re.sub(r"[\s-]+", "_", c.strip().lower()): c for c in columns}
+    split_col = by_name.get("split")
+    path_col = next((by_name[n] for n in PATH_COLUMNS if n in by_name), columns[0] if columns else None)
+    class_cols = [c for c in columns if c not in (path_col, split_col)]
+    if len(class_cols) < 2 or not rows or any(by_name.get(n) in class_cols for n in LABEL_COLUMNS):
+        return None
+    cells = {(r.get(c) or "").strip() for r in rows for c in class_cols}
+    if not cells <= _ONES | _ZEROS or not cells & _ONES:
+        return None
+    return path_col, split_col, class_cols
 
 
 def _manifest_columns(columns: list[str], csv_path: Path) -> tuple[str, str, str | None]:
