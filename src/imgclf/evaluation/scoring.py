@@ -136,10 +136,14 @@ def score(
         pos = model.classes.index(decision.positive_class)
         d = decision_metrics(probs[:, pos], labels == pos, decision.threshold)
         metrics["decision"] = {"positive_class": decision.positive_class, "rule": decision.rule, **d}
+        ranks = (
+            f"ROC-AUC {d['roc_auc']:.4f}  PR-AUC {d['pr_auc']:.4f}"
+            if "roc_auc" in d
+            else "ROC-AUC and PR-AUC n/a (the images hold one class)"
+        )
         console.print(
             f"  at threshold {d['threshold']:.3f} for '{escape(decision.positive_class)}': precision "
-            f"{d['precision']:.4f}  recall {d['recall']:.4f}  ROC-AUC {d.get('roc_auc', float('nan')):.4f}  "
-            f"PR-AUC {d.get('pr_auc', float('nan')):.4f}"
+            f"{d['precision']:.4f}  recall {d['recall']:.4f}  {ranks}"
         )
     from imgclf.evaluation.rejection import rejection_metrics, selective_curve
 
@@ -181,7 +185,7 @@ def evaluate_model(
     split, or on DATA (its `test/` split when it has one, else all its images); see imgclf.evaluate."""
     from imgclf.core.console import console_for
     from imgclf.data.cache import build_cache
-    from imgclf.data.discover import discover
+    from imgclf.data.discover import find
     from imgclf.data.images import skip_warning
     from imgclf.store.runs import test_split
 
@@ -195,16 +199,42 @@ def evaluate_model(
         paths, labels = test_split(model, data_root=data_root)
         where, out_dir = "held-out test split", model.path
     else:
-        spec = discover(data, 0.0, 0.0)
+        spec = find(data)  # one class is enough: a folder of new daisies is a fair test
         sel = spec.indices("test") if (spec.splits == "test").any() else np.arange(len(spec.paths))
-        unknown = sorted(set(spec.classes) - set(model.classes))
-        if unknown:
-            raise UserError(f"{data} has classes the model does not know: {', '.join(unknown)}")
+        named = match_classes(spec.classes, list(model.classes), str(data))
+        if renamed := [f"{a} -> {b}" for a, b in named.items() if a != b]:
+            console.print(escape(f"  classes matched by name: {', '.join(renamed)}"))
         paths = [spec.paths[i] for i in sel]
-        labels = np.array([model.classes.index(spec.classes[spec.labels[i]]) for i in sel])
+        labels = np.array([model.classes.index(named[spec.classes[spec.labels[i]]]) for i in sel])
         where, out_dir = str(data), None
     cache = build_cache(paths, model.img_size, model.resize_mode, progress=verbose)
     keep = np.array([i for i in range(len(paths)) if i not in cache.bad], dtype=np.int64)
     for i, reason in cache.bad.items():
         console.print(skip_warning(paths[i], reason))
     return score(model, cache.images[keep], labels[keep], out_dir, console, where)
+
+
+def _name_key(name: str) -> str:
+    return "_".join(name.casefold().replace("-", " ").replace("_", " ").split())
+
+
+def match_classes(given: list[str], known: list[str], where: str) -> dict[str, str]:
+    """{class folder of labelled images: the model's class}: the same name, else the one name that
+    differs only in case, spaces, '_' or '-' (a test folder's `Daisy/` for the model's `daisy`, `sea lion`
+    for `sea_lion`); a UserError naming the rest and the model's classes."""
+    keys: dict[str, list[str]] = {}
+    for k in known:
+        keys.setdefault(_name_key(k), []).append(k)
+    out, unknown = {}, []
+    for g in given:
+        alike = [g] if g in known else keys.get(_name_key(g), [])
+        if len(alike) == 1:
+            out[g] = alike[0]
+        else:
+            unknown.append(g)
+    if unknown:
+        raise UserError(
+            f"{where} has classes the model does not know: {', '.join(unknown)} "
+            f"(the model's classes: {', '.join(known[:20])}{', ...' if len(known) > 20 else ''})"
+        )
+    return out
