@@ -58,6 +58,15 @@ def test_run_against_itself_is_no_difference(runs, tmp_path):
     assert (strong / f"compare-{strong.name}.json").is_file()
 
 
+@pytest.mark.slow
+def test_new_data_of_one_class_named_in_capitals(runs, tmp_path):
+    """New photos of one class, its folder named DISC: matched to 'disc', compared on its 30 photos."""
+    data, weak, strong = runs
+    shutil.copytree(data / "disc", tmp_path / "new" / "DISC")
+    new = compare(weak, strong, data=tmp_path / "new", n_boot=50)["slices"]["new data"]
+    assert new["n"] == 30 and new["per_class"]["disc"]["n"] == 30
+
+
 def test_class_drop_beyond_tolerance_blocks_promotion():
     y = np.repeat([0, 1, 2], 20)
     a, b = y.copy(), y.copy()

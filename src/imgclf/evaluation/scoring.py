@@ -201,7 +201,12 @@ def evaluate_model(
     else:
         spec = find(data)  # one class is enough: a folder of new daisies is a fair test
         sel = spec.indices("test") if (spec.splits == "test").any() else np.arange(len(spec.paths))
-        named = match_classes(spec.classes, list(model.classes), str(data))
+        named, unknown = match_classes(spec.classes, list(model.classes))
+        if unknown:
+            raise UserError(
+                f"{data} has classes the model does not know: {listed(unknown)} "
+                f"(the model's classes: {listed(list(model.classes))})"
+            )
         if renamed := [f"{a} -> {b}" for a, b in named.items() if a != b]:
             console.print(escape(f"  classes matched by name: {', '.join(renamed)}"))
         paths = [spec.paths[i] for i in sel]
@@ -218,10 +223,10 @@ def _name_key(name: str) -> str:
     return "_".join(name.casefold().replace("-", " ").replace("_", " ").split())
 
 
-def match_classes(given: list[str], known: list[str], where: str) -> dict[str, str]:
-    """{class folder of labelled images: the model's class}: the same name, else the one name that
-    differs only in case, spaces, '_' or '-' (a test folder's `Daisy/` for the model's `daisy`, `sea lion`
-    for `sea_lion`); a UserError naming the rest and the model's classes."""
+def match_classes(given: list[str], known: list[str]) -> tuple[dict[str, str], list[str]]:
+    """({class folder of labelled images: the model's class}, the folders matching none): the same
+    name, else the one name that differs only in case, spaces, '_' or '-' (a test folder's `Daisy/`
+    for the model's `daisy`, `sea lion` for `sea_lion`)."""
     keys: dict[str, list[str]] = {}
     for k in known:
         keys.setdefault(_name_key(k), []).append(k)
@@ -232,9 +237,8 @@ def match_classes(given: list[str], known: list[str], where: str) -> dict[str, s
             out[g] = alike[0]
         else:
             unknown.append(g)
-    if unknown:
-        raise UserError(
-            f"{where} has classes the model does not know: {', '.join(unknown)} "
-            f"(the model's classes: {', '.join(known[:20])}{', ...' if len(known) > 20 else ''})"
-        )
-    return out
+    return out, unknown
+
+
+def listed(names: list[str], most: int = 20) -> str:
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")

@@ -18,6 +18,7 @@ from scipy.stats import binomtest
 from imgclf.core.errors import UserError
 from imgclf.core.files import output_file, write_json
 from imgclf.evaluation.calibration import expected_calibration_error
+from imgclf.evaluation.scoring import listed, match_classes
 from imgclf.settings.checks import Number, check_number
 from imgclf.store.runs import test_split
 
@@ -290,15 +291,15 @@ def _labeled(data, classes: list[str]) -> tuple[list[str], np.ndarray]:
     if isinstance(data, (list, tuple)):
         paths, names = [str(p) for p, _ in data], [str(label) for _, label in data]
     else:
-        from imgclf.data.discover import discover
+        from imgclf.data.discover import find
 
-        spec = discover(data, 0.0, 0.0)
+        spec = find(data)  # one class is enough, as for evaluate
         sel = spec.indices("test") if (spec.splits == "test").any() else np.arange(len(spec.paths))
         paths, names = [spec.paths[i] for i in sel], [spec.classes[spec.labels[i]] for i in sel]
-    unknown = sorted(set(names) - set(classes))
+    named, unknown = match_classes(sorted(set(names)), classes)
     if unknown:
         raise UserError(
             f"{data if not isinstance(data, (list, tuple)) else 'the new data'} has classes neither "
-            f"model knows: {', '.join(unknown)}"
+            f"model knows: {listed(unknown)} (their classes: {listed(classes)})"
         )
-    return paths, np.array([classes.index(n) for n in names], dtype=np.int64)
+    return paths, np.array([classes.index(named[n]) for n in names], dtype=np.int64)
