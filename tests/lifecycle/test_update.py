@@ -210,3 +210,17 @@ def test_new_data_comes_in_any_layout_train_reads(tmp_path, monkeypatch):
     assert all(r["split"] == "" and r["path"].endswith(".png") for r in rows)
     (tmp_path / "src" / "new" / "labels.csv").write_text("file,species\n0.png,owl\n1.png,heron\n")
     assert {r["label"] for r in _new_rows(tmp_path / "src" / "new" / "labels.csv")} == {"owl", "heron"}
+
+
+def test_a_new_folder_named_like_a_recorded_class_is_that_class(capsys):
+    """New photos under `Disc/` or `sea lion/` for the recorded 'disc' and 'sea_lion': more of those
+    classes, said so, not new classes beside them; a truly new name stays new."""
+    from rich.console import Console
+
+    from imgclf.lifecycle.update_data import _match_old_names
+
+    new = [{"label": n} for n in ("Disc", "sea lion", "owl", "disc")]
+    _match_old_names(new, ["disc", "sea_lion", "square"], Console(width=200))
+    assert [r["label"] for r in new] == ["disc", "sea_lion", "owl", "disc"]
+    out = capsys.readouterr().out
+    assert "classes matched by name to the recorded ones: Disc -> disc, sea lion -> sea_lion" in out

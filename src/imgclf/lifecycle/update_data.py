@@ -49,12 +49,29 @@ def gather_rows(parent: Path, version: int | None, registry: Path, new_data, fro
     else:
         source = Path(new_data)
         new = _new_rows(source)
+    _match_old_names(new, sorted({r["label"] for r in old}), console)
     new, dup_report = _dedupe_new(new, old)
     for line in dup_report["lines"]:
         console.print(f"  {escape(line)}")
     if not new:
         raise UserError(f"no new images left to learn from in {source} (all are copies of the recorded data)")
     return old, old_report, new, dup_report, source
+
+
+def _match_old_names(new: list[dict], classes: list[str], console) -> None:
+    """A new label that differs from a recorded class only in case, spaces, '_' or '-' (`Daisy/` for
+    `daisy`) is that class, not a new one beside it: relabelled in place and said."""
+    from rich.markup import escape
+
+    from imgclf.evaluation.scoring import match_classes
+
+    named, _ = match_classes(sorted({r["label"] for r in new}), classes)
+    renamed = {a: b for a, b in named.items() if a != b}
+    for r in new:
+        r["label"] = renamed.get(r["label"], r["label"])
+    if renamed:
+        said = ", ".join(f"{a} -> {b}" for a, b in renamed.items())
+        console.print(escape(f"  new data: classes matched by name to the recorded ones: {said}"))
 
 
 def _old_rows(run: Path, registry: Path, version: int | None, data_root=None) -> tuple[list[dict], dict]:
