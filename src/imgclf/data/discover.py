@@ -291,7 +291,8 @@ def _inner_splits(root: Path, classes, paths, labels, inner: dict[str, set[tuple
     if not inner or () in set().union(*inner.values()) or None in named.values() or "train" not in named.values():
         return None
     splits = np.array([named[Path(p).relative_to(root / classes[y]).parts[0]] for p, y in zip(paths, labels)], object)
-    if empty := [c for i, c in enumerate(classes) if not np.any((np.array(labels) == i) & (splits == "train"))]:
+    trained = set(np.asarray(labels)[splits == "train"].tolist())
+    if empty := [c for i, c in enumerate(classes) if i not in trained]:
         raise UserError(
             f"class(es) {', '.join(map(repr, empty))} have no training images: the other classes keep theirs in "
             f"<class>/train/; add a {empty[0]}/train/ folder of images"

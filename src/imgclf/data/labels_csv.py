@@ -6,13 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
 from imgclf.core.errors import UserError
-from imgclf.data.spec import SPLIT_NAMES, DatasetSpec, files_under, is_image
+from imgclf.data.spec import SPLIT_NAMES, DatasetSpec, files_under, is_image, name_key
 
 # Column names CSVs of labels use for the image and its class, tried in this order (any case).
 PATH_COLUMNS = (
@@ -101,7 +100,7 @@ def _one_hot_columns(columns: list[str], rows: list[dict]) -> tuple[str, str | N
     """(image column, split column or None, class columns) for a CSV whose classes are one-hot columns
     (Kaggle's `image_id,healthy,multiple_diseases,rust,scab`: a 1 under the image's class, 0 under the
     others); None for any other CSV. Every class cell must read as 0 or 1."""
-    by_name = {re.sub(r"[\s-]+", "_", c.strip().lower()): c for c in columns}
+    by_name = {name_key(c): c for c in columns}
     split_col = by_name.get("split")
     path_col = next((by_name[n] for n in PATH_COLUMNS if n in by_name), columns[0] if columns else None)
     class_cols = [c for c in columns if c not in (path_col, split_col)]
@@ -116,7 +115,7 @@ def _one_hot_columns(columns: list[str], rows: list[dict]) -> tuple[str, str | N
 def _manifest_columns(columns: list[str], csv_path: Path) -> tuple[str, str, str | None]:
     """(image column, label column, split column or None): the names `path,label[,split]`, else the
     names such CSVs use; a CSV of just two other columns is read as image, then label."""
-    by_name = {re.sub(r"[\s-]+", "_", c.strip().lower()): c for c in columns}  # "File Name" is file_name
+    by_name = {name_key(c): c for c in columns}  # "File Name" is file_name
     split_col = by_name.get("split")
     path_col = next((by_name[n] for n in PATH_COLUMNS if n in by_name), None)
     label_col = next((by_name[n] for n in LABEL_COLUMNS if n in by_name and by_name[n] != path_col), None)

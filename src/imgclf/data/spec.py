@@ -31,6 +31,12 @@ SPLIT_NAMES = {
 SPLIT_WORDS = {"set", "sets", "data", "dataset", "images", "imgs", "split", "seg"}
 
 
+def name_key(name: str) -> str:
+    """A name as people vary it, made one: case, spaces, '_' and '-' (a CSV's "File Name" is file_name;
+    a test folder's `Sea-Lion/` is the model's `sea_lion`)."""
+    return re.sub(r"[\s_-]+", "_", name.strip().casefold())
+
+
 def split_of(name: str) -> str | None:
     """The split a folder's name says (train, val or test), or None."""
     words = [w for w in re.split(r"[^a-z]+", name.lower()) if w]

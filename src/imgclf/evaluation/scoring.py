@@ -185,7 +185,6 @@ def evaluate_model(
     split, or on DATA (its `test/` split when it has one, else all its images); see imgclf.evaluate."""
     from imgclf.core.console import console_for
     from imgclf.data.cache import build_cache
-    from imgclf.data.discover import find
     from imgclf.data.images import skip_warning
     from imgclf.store.runs import test_split
 
@@ -199,18 +198,9 @@ def evaluate_model(
         paths, labels = test_split(model, data_root=data_root)
         where, out_dir = "held-out test split", model.path
     else:
-        spec = find(data)  # one class is enough: a folder of new daisies is a fair test
-        sel = spec.indices("test") if (spec.splits == "test").any() else np.arange(len(spec.paths))
-        named, unknown = match_classes(spec.classes, list(model.classes))
-        if unknown:
-            raise UserError(
-                f"{data} has classes the model does not know: {listed(unknown)} "
-                f"(the model's classes: {listed(list(model.classes))})"
-            )
-        if renamed := [f"{a} -> {b}" for a, b in named.items() if a != b]:
+        paths, labels, renamed = labelled(data, list(model.classes))
+        if renamed:
             console.print(escape(f"  classes matched by name: {', '.join(renamed)}"))
-        paths = [spec.paths[i] for i in sel]
-        labels = np.array([model.classes.index(named[spec.classes[spec.labels[i]]]) for i in sel])
         where, out_dir = str(data), None
     cache = build_cache(paths, model.img_size, model.resize_mode, progress=verbose)
     keep = np.array([i for i in range(len(paths)) if i not in cache.bad], dtype=np.int64)
@@ -219,20 +209,38 @@ def evaluate_model(
     return score(model, cache.images[keep], labels[keep], out_dir, console, where)
 
 
-def _name_key(name: str) -> str:
-    return "_".join(name.casefold().replace("-", " ").replace("_", " ").split())
+def labelled(
+    data, classes: list[str], unknown_to: str = "the model does not know", known_as: str = "the model's classes"
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """Other labelled images to score `classes` on (evaluate, compare): DATA's test split when it has
+    one, else all its images, in any layout training reads and of one class or more (a folder of new
+    daisies is a fair test); their labels as indices into `classes`, class folders matched by name
+    (match_classes); and the matches that renamed a folder ("Daisy -> daisy"). A UserError names
+    folders matching no class."""
+    from imgclf.data.discover import find
+
+    spec = find(data)
+    sel = spec.indices("test") if (spec.splits == "test").any() else np.arange(len(spec.paths))
+    named, unknown = match_classes(spec.classes, classes)
+    if unknown:
+        raise UserError(f"{data} has classes {unknown_to}: {listed(unknown)} ({known_as}: {listed(classes)})")
+    paths = [spec.paths[i] for i in sel]
+    labels = np.array([classes.index(named[spec.classes[spec.labels[i]]]) for i in sel], dtype=np.int64)
+    return paths, labels, [f"{a} -> {b}" for a, b in named.items() if a != b]
 
 
 def match_classes(given: list[str], known: list[str]) -> tuple[dict[str, str], list[str]]:
     """({class folder of labelled images: the model's class}, the folders matching none): the same
     name, else the one name that differs only in case, spaces, '_' or '-' (a test folder's `Daisy/`
     for the model's `daisy`, `sea lion` for `sea_lion`)."""
+    from imgclf.data.spec import name_key
+
     keys: dict[str, list[str]] = {}
     for k in known:
-        keys.setdefault(_name_key(k), []).append(k)
+        keys.setdefault(name_key(k), []).append(k)
     out, unknown = {}, []
     for g in given:
-        alike = [g] if g in known else keys.get(_name_key(g), [])
+        alike = [g] if g in known else keys.get(name_key(g), [])
         if len(alike) == 1:
             out[g] = alike[0]
         else:

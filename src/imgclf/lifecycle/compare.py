@@ -18,7 +18,7 @@ from scipy.stats import binomtest
 from imgclf.core.errors import UserError
 from imgclf.core.files import output_file, write_json
 from imgclf.evaluation.calibration import expected_calibration_error
-from imgclf.evaluation.scoring import listed, match_classes
+from imgclf.evaluation.scoring import labelled, listed, match_classes
 from imgclf.settings.checks import Number, check_number
 from imgclf.store.runs import test_split
 
@@ -288,18 +288,13 @@ def _slice(ma, mb, paths: list[str], labels: np.ndarray, n_boot: int, seed: int,
 def _labeled(data, classes: list[str]) -> tuple[list[str], np.ndarray]:
     """The new data's test split when it has one, else all its images. `data` may also be a list of
     (path, label) pairs: `imgclf update`'s new test slice, which can hold a single class."""
-    if isinstance(data, (list, tuple)):
-        paths, names = [str(p) for p, _ in data], [str(label) for _, label in data]
-    else:
-        from imgclf.data.discover import find
-
-        spec = find(data)  # one class is enough, as for evaluate
-        sel = spec.indices("test") if (spec.splits == "test").any() else np.arange(len(spec.paths))
-        paths, names = [spec.paths[i] for i in sel], [spec.classes[spec.labels[i]] for i in sel]
+    if not isinstance(data, (list, tuple)):
+        paths, labels, _ = labelled(data, classes, "neither model knows", "their classes")
+        return paths, labels
+    paths, names = [str(p) for p, _ in data], [str(label) for _, label in data]
     named, unknown = match_classes(sorted(set(names)), classes)
     if unknown:
         raise UserError(
-            f"{data if not isinstance(data, (list, tuple)) else 'the new data'} has classes neither "
-            f"model knows: {listed(unknown)} (their classes: {listed(classes)})"
+            f"the new data has classes neither model knows: {listed(unknown)} (their classes: {listed(classes)})"
         )
     return paths, np.array([classes.index(named[n]) for n in names], dtype=np.int64)
