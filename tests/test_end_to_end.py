@@ -161,6 +161,14 @@ def test_kill_and_resume(shapes, tmp_path):
         f"resume it with: imgclf train --resume {run}"
     ), p.stderr
 
+    # The same command again must not start over on top of the killed run's epochs.
+    p = cli(*args[len(CLI) :], check=False)
+    assert p.returncode == 2 and p.stderr.strip() == (
+        f"error: {run} holds an unfinished training: add --resume {run} to continue it, "
+        "or choose another --out (or delete that folder) to start over"
+    ), p.stderr
+    assert len(hist.read_text().strip().splitlines()) >= 4
+
     p = cli("train", "--resume", run)
     assert "resuming from epoch" in p.stdout
     with open(hist) as f:

@@ -226,7 +226,7 @@ def test_a_fresh_distributed_run_refuses_a_folder_with_an_unfinished_run(tmp_pat
     data = make_shapes_dataset(tmp_path / "shapes", per_class=4, size=16)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text("model: simple_cnn\n")
-    with pytest.raises(UserError, match="holds an unfinished run; continue it with --resume"):
+    with pytest.raises(UserError, match="holds an unfinished training: add --resume"):
         imgclf.train(data, out=str(tmp_path / "run"), workers=2, verbose=False)
 
 

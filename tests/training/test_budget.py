@@ -339,3 +339,20 @@ def test_a_costly_candidate_samples_what_its_share_of_the_budget_affords():
 
     rows = candidate_rows(fn, train, labels, 10, allowance, 0)
     assert timed == [2, 16] and asked and len(rows) == 50 and list(np.bincount(labels[rows])) == [25, 25]
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_linear_probe_names_the_resume_that_finishes_the_run(tmp_path, monkeypatch):
+    """The probe runs before the first epoch (minutes on a large set): Ctrl-C there names the run
+    folder too, and --resume fits the probe again and finishes."""
+    import imgclf.training.probe as probe
+    from imgclf.core.errors import Interrupted
+
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=8, size=24)
+    fit_probe = probe.fit_probe
+    monkeypatch.setattr(probe, "fit_probe", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(Interrupted, match=f"imgclf train --resume {tmp_path / 'run'}$"):
+        imgclf.train(data, out=tmp_path / "run", model="lite0", img_size=32, epochs=1, verbose=False)
+    monkeypatch.setattr(probe, "fit_probe", fit_probe)
+    run = imgclf.train(resume=tmp_path / "run", verbose=False)
+    assert (run.path / "probe.json").is_file() and run.metrics["accuracy"] > 0.5

@@ -194,7 +194,7 @@ class _Mailbox:
 
 def _run_folder(data, resume, settings: dict) -> Path:
     """The run folder, chosen before the workers start so that every rank and every restart agree."""
-    from imgclf.store.runs import new_run_dir
+    from imgclf.store.runs import check_new_run_dir, new_run_dir
 
     if resume:
         out = Path(resume if not isinstance(resume, bool) else settings.get("out") or "")
@@ -204,11 +204,7 @@ def _run_folder(data, resume, settings: dict) -> Path:
     if data is None:
         raise UserError("give DATA (a folder with one sub-folder per class) or --resume RUN_FOLDER")
     out = Path(settings.get("out") or new_run_dir(str(data)))
-    if (out / "model.json").exists():
-        raise UserError(f"{out} already holds a run; choose another --out or add --resume to continue it")
-    # A worker restarted by Ray resumes when it finds config.yaml: it must be this launch's.
-    if (out / "config.yaml").exists():
-        raise UserError(f"{out} holds an unfinished run; continue it with --resume {out}, or choose another --out")
+    check_new_run_dir(out)  # a worker restarted by Ray resumes when it finds config.yaml: it must be this launch's
     return out.resolve()
 
 

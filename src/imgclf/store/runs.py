@@ -33,6 +33,18 @@ def new_run_dir(data: str | Path, base: str | Path = "runs") -> Path:
     return base / f"{name}-{max(taken, default=0) + 1}"
 
 
+def check_new_run_dir(out: Path) -> None:
+    """A new training never writes over a run: a finished one, or an interrupted one whose epochs
+    `--resume` continues (starting over would silently throw them away)."""
+    if (out / "model.json").exists():
+        raise UserError(f"{out} already holds a run; choose another --out")
+    if (out / "config.yaml").exists():
+        raise UserError(
+            f"{out} holds an unfinished training: add --resume {out} to continue it, "
+            "or choose another --out (or delete that folder) to start over"
+        )
+
+
 def find_run(path: str | Path) -> Path:
     """Accept a run folder, a model.safetensors/model.json inside one, or REGISTRY/ALIAS (or REGISTRY/VERSION)."""
     p = Path(path).expanduser()

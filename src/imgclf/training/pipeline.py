@@ -87,8 +87,10 @@ def prepare(
     chosen = before_decoding(cfg, spec, explicit, for_training, run_dir)
     cfg, device, run_dir = chosen.cfg, chosen.device, chosen.run_dir
     if for_training:
-        if explicit is not None and (run_dir / "model.json").exists():
-            raise UserError(f"{run_dir} already holds a run; choose another --out or add --resume to continue it")
+        if explicit is not None:
+            from imgclf.store.runs import check_new_run_dir
+
+            check_new_run_dir(run_dir)
         headline(cfg, spec, device, console)
     for line in chosen.notes:
         console.print(f"  default: {line}")
@@ -183,9 +185,13 @@ def _lead(data, config, resume, settings: dict, console, started=None):
 
         console.print(f"  {escape(warm_start(net, cfg.init_from, prep.spec.classes))}")  # a path, class names
     meta, root = _write_inputs(run_dir, prep, net, kwargs, n_params)
-    maps = _probe(run_dir, prep, net, meta, console, started)
-    clock = stage_clock(cfg, started, prep.split_data())
-    prep.candidates = fit_candidates(run_dir, prep, console, clock, (meta.probe or {}).get("image_seconds") or 0.0)
+    try:  # from here --resume continues the run (a finished probe or candidate is not fitted again)
+        maps = _probe(run_dir, prep, net, meta, console, started)
+        clock = stage_clock(cfg, started, prep.split_data())
+        image_seconds = (meta.probe or {}).get("image_seconds") or 0.0
+        prep.candidates = fit_candidates(run_dir, prep, console, clock, image_seconds)
+    except KeyboardInterrupt:
+        raise Interrupted(f"imgclf train --resume {run_dir}") from None
     return prep, run_dir, net, meta, maps, root
 
 
