@@ -445,6 +445,11 @@ def test_imgclf_output_inside_the_data_folder_is_neither_a_class_nor_a_photo(tmp
     (trial / "data_report.json").write_text("{}")
     (tmp_path / "tunes" / "data-1" / "tune.json").write_text("{}")
     (tmp_path / "tunes" / "data-2").mkdir()  # made, then interrupted before its first trial
+    (tmp_path / "tunes" / "data-3").mkdir()  # `imgclf tune .` as it reads the data for its first trial
+    for f in ("tune.json", "study.journal"):
+        (tmp_path / "tunes" / "data-3" / f).write_text("{}")
+    (tmp_path / "runs" / "data-2").mkdir()  # the run a tune retrains its best trial into, as it starts
+    (tmp_path / "runs" / "data-2" / "tuning.json").write_text("{}")
     (tmp_path / "registry" / "versions" / "1").mkdir(parents=True)
     (tmp_path / "registry" / "aliases.json").write_text("{}")
     _img(tmp_path / "registry" / "inbox" / "cat" / "sent.png")

@@ -74,6 +74,9 @@ def test_tune_resumes_without_repeating_and_recovers_interrupted_trials(shapes16
     assert saved["best"]["value"] == result.best_value and saved["run"]["path"] == str(run_dir)
     with open(tune_dir / "trials.csv") as f:
         assert [int(r["number"]) for r in csv.DictReader(f)] == [0, 1, 2]
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):  # worth what it keeps, not its best epoch
+        board = json.loads((tune_dir / "trials" / str(t.number) / "leaderboard.json").read_text())
+        assert t.value == next(r["val_acc"] for r in board if r["kept"])
     # The retrained best: a normal run, evaluated on test, whose report has the Tuning section.
     assert result.run.metrics["accuracy"] >= 0 and (run_dir / "tuning.json").is_file()
     assert '<section id="tuning">' in (run_dir / "report.html").read_text()
@@ -257,3 +260,21 @@ def test_a_diverging_trial_fails_alone(shapes16, tmp_path):
     assert len(failed) >= 3 and all(t.params["lr"] == 10.0 for t in failed)
     assert all("lower --lr" in t.user_attrs["error"] for t in failed)
     assert trials[0].state == TrialState.COMPLETE  # the default configuration, before them
+
+
+def test_a_trial_is_worth_the_model_it_kept_not_its_luckiest_epoch(tmp_path):
+    """keep=last (a small validation split): one lucky epoch, then a collapse to chance. The trial
+    ships the collapse, so that is its value (found by hand: a tune on 36 photos picked such a trial
+    as best, and its retrained run predicted every class at 1/3)."""
+    from imgclf.tuning.worker import _as_kept
+
+    best = {"val_acc": 1.0, "val_loss": 0.03, "epoch": 59, "epochs": 187, "last_loss": 1.0986}
+    board = [{"candidate": "fine-tune", "val_acc": 1 / 3, "best_epoch": 187, "kept": True}]
+    board.append({"candidate": "linear probe", "val_acc": 2 / 3, "best_epoch": 0, "kept": False})
+    (tmp_path / "leaderboard.json").write_text(json.dumps(board))
+    assert _as_kept(tmp_path, best) == {**best, "val_acc": 1 / 3, "val_loss": 1.0986, "epoch": 187}
+    board[0]["kept"], board[1]["kept"] = False, True  # the probe won: no epoch's loss is its own
+    (tmp_path / "leaderboard.json").write_text(json.dumps(board))
+    assert _as_kept(tmp_path, best)["val_acc"] == 2 / 3 and _as_kept(tmp_path, best)["epoch"] == 0
+    (tmp_path / "leaderboard.json").unlink()  # a run without one (none should be): its best epoch
+    assert _as_kept(tmp_path, best) == best

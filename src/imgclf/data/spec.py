@@ -115,28 +115,38 @@ def made_by_imgclf(folder: Path) -> bool:
 
 def imgclf_output(folder: Path, depth: int = 4) -> bool:
     """Whether `folder` is imgclf's own output rather than the user's photos: a run folder, a model
-    registry, a feedback inbox, or a folder holding such folders and no image of its own (runs/,
-    tunes/). `imgclf train .` run twice inside the photos' folder would otherwise read ./runs/ as a
-    class of confusion matrices and learning curves."""
-    if made_by_imgclf(folder) or (folder / "feedback.jsonl").is_file():
-        return True
+    registry, a feedback inbox, a tune (tune.json, before its first trial finishes too), or a folder
+    holding such folders and no image of its own (runs/, tunes/). `imgclf train .` run twice inside
+    the photos' folder would otherwise read ./runs/ as a class of confusion matrices and learning
+    curves, and `imgclf tune .` its own new tunes/ as an empty class."""
+    return _whose(folder, depth) == "imgclf"
+
+
+def _whose(folder: Path, depth: int) -> str:
+    """ "imgclf" (its output), "user" (an image of the user's below it) or "" (neither: no image at
+    all, as in a run folder still being made, which holds only the tune's tuning.json)."""
+    if made_by_imgclf(folder) or any((folder / f).is_file() for f in ("feedback.jsonl", "tune.json")):
+        return "imgclf"
     if (folder / "aliases.json").is_file() and (folder / "versions").is_dir():
-        return True
-    found = False
+        return "imgclf"
+    found = ""
     try:
         with os.scandir(folder) as entries:
             for e in entries:
                 if e.name.startswith("."):
                     continue
                 if e.is_dir():
-                    if depth > 1 and imgclf_output(Path(e.path), depth - 1):
-                        found = True
-                    elif any(True for _ in os.scandir(e.path)):  # an empty folder says nothing either way
-                        return False
+                    if depth > 1:
+                        whose = _whose(Path(e.path), depth - 1)
+                    else:  # too deep to tell: not empty is the user's
+                        whose = "user" if any(True for _ in os.scandir(e.path)) else ""
+                    if whose == "user":
+                        return whose
+                    found = found or whose
                 elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
-                    return False
+                    return "user"
     except OSError:  # unreadable: the user's to fix, and reading it as data says so where it fails
-        return False
+        return "user"
     return found
 
 

@@ -121,7 +121,7 @@ def summary(study, setup: dict, **facts) -> dict:
     return {
         "study": study.study_name,
         **facts,
-        "metric": "validation accuracy (best epoch)",
+        "metric": "validation accuracy of the model the trial kept",
         "counts": c,
         "best": None
         if best is None

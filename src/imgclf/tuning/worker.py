@@ -1,8 +1,10 @@
 """The loop every worker runs: ask the study for a trial, train it, tell the result.
 
 A trial is an ordinary `imgclf.train` of the sampled settings into TUNE/trials/<number>/,
-judged on the validation split (no calibration, test scoring or report). Its validation
-accuracy is reported after every epoch, so the pruner can stop it early; with a time limit, a
+judged on the validation split (no calibration, test scoring or report) by what it keeps: the
+validation accuracy of the model its leaderboard marks as kept (the best epoch; the last, cooled-down
+one under keep=last; or the linear probe). Its validation accuracy is reported after every epoch,
+so the pruner can stop it early; with a time limit, a
 trial that takes over twice its share of it is stopped (pruned) too. The loop stops when
 the study holds `n_trials` finished (complete or pruned) trials, whoever ran them, or at the
 time limit; a trial cut off by the time limit or by Ctrl-C is failed and its parameters queued
@@ -119,6 +121,7 @@ def run_trial(t: Tune, trial):
     def on_epoch(epoch: int, row: dict) -> None:
         best["epochs"] = epoch
         acc, loss = row["val_acc"], row["val_loss"]
+        best["last_loss"] = loss
         if acc > best["val_acc"] or (acc == best["val_acc"] and loss < best["val_loss"]):
             best.update(val_acc=acc, val_loss=loss, epoch=epoch)
         status.update(f"trial {trial.number}: epoch {epoch}  val_acc {acc:.4f}  (best {best['val_acc']:.4f})")
@@ -161,8 +164,23 @@ def run_trial(t: Tune, trial):
     except Exception as e:  # noqa: BLE001 - one configuration failing (e.g. out of memory) must not end the tune
         _finish(t, trial, TrialState.FAIL, best, started, settings, out, error=f"{type(e).__name__}: {e}")
         return _frozen(t, trial.number)
-    _finish(t, trial, state, best, started, settings, out)
+    _finish(t, trial, state, _as_kept(out, best) if state == TrialState.COMPLETE else best, started, settings, out)
     return _frozen(t, trial.number)
+
+
+def _as_kept(out: Path, best: dict) -> dict:
+    """A finished trial is worth what its run keeps (leaderboard.json's kept row), not its best
+    epoch: under keep=last (a small validation split) a run that scored one lucky epoch and then
+    diverged to chance would otherwise win the tune, and the retrained run ship the collapse."""
+    from imgclf.core.files import read_json
+
+    board = out / "leaderboard.json"
+    kept = next((r for r in read_json(board) if r.get("kept")), None) if board.is_file() else None
+    if kept is None:
+        return best
+    epoch = int(kept.get("best_epoch") or 0)
+    losses = {best["epoch"]: best["val_loss"], best["epochs"]: best.get("last_loss", math.inf)}
+    return {**best, "val_acc": kept["val_acc"], "val_loss": losses.get(epoch, math.inf), "epoch": epoch}
 
 
 def _finish(t: Tune, trial, state, best: dict, started: float, settings: dict, out: Path, error: str = "") -> None:
