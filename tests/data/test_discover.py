@@ -450,6 +450,12 @@ def test_imgclf_output_inside_the_data_folder_is_neither_a_class_nor_a_photo(tmp
         (tmp_path / "tunes" / "data-3" / f).write_text("{}")
     (tmp_path / "runs" / "data-2").mkdir()  # the run a tune retrains its best trial into, as it starts
     (tmp_path / "runs" / "data-2" / "tuning.json").write_text("{}")
+    (tmp_path / "runs" / "both" / "members" / "0-data-1").mkdir(parents=True)  # imgclf ensemble ... --out
+    (tmp_path / "runs" / "both" / "model.json").write_text("{}")
+    _img(tmp_path / "explanations" / "0-gradcam-cat.png")  # imgclf explain, its default --out
+    (tmp_path / "explanations" / "explain.json").write_text("{}")
+    _img(tmp_path / "monitors" / "data-1" / "to_label" / "1.png")  # imgclf monitor, its default --out
+    (tmp_path / "monitors" / "data-1" / "monitor.json").write_text("{}")
     (tmp_path / "registry" / "versions" / "1").mkdir(parents=True)
     (tmp_path / "registry" / "aliases.json").write_text("{}")
     _img(tmp_path / "registry" / "inbox" / "cat" / "sent.png")
@@ -463,8 +469,11 @@ def test_imgclf_output_inside_the_data_folder_is_neither_a_class_nor_a_photo(tmp
 
     spec = discover(tmp_path)
     assert spec.classes == ["cat", "dog"] and len(spec.paths) == 12
-    assert "inbox/, registry/, runs/, scanned/, tunes/: imgclf's own output, not read as data" in spec.note
-    made = {"runs", "tunes", "annotated"}
+    assert (
+        "explanations/, inbox/, monitors/, registry/, runs/, scanned/, tunes/: imgclf's own output, not read as data"
+        in spec.note
+    )
+    made = {"runs", "tunes", "annotated", "explanations", "monitors"}
     assert not [p for p in files_to_predict(tmp_path) if made & set(Path(p).parts)]
 
     # A folder with a photo of its own is the user's, still a class; the run inside it is still not photos.

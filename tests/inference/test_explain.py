@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -156,10 +157,17 @@ def test_cli_writes_overlays(scenes, runs, tmp_path, monkeypatch, capsys):
     assert "target layer: 19 (ReLU, 128x8x8 feature map)" in err and "square_000-gradcam++-square.png  square" in out
     written = sorted(p.name for p in (tmp_path / "x").iterdir())
     assert (
-        len(written) == 31
+        len(written) == 32
         and "square_000-gradcam++-square.png" in written
         and "disc_007-gradcam++-square.png" in written
+        and "explain.json" in written
     )
+    # The index of what was drawn: one row an overlay, kept across a second explain into the folder.
+    rows = json.loads((tmp_path / "x" / "explain.json").read_text())["images"]
+    assert len(rows) == 31 and all(Path(r["overlay"]).is_file() and r["target"] == "square" for r in rows)
+    assert imgclf_cli(monkeypatch, capsys, "explain", run, square, "--out", tmp_path / "x")[0] == 0
+    rows = json.loads((tmp_path / "x" / "explain.json").read_text())["images"]
+    assert len(rows) == 32 and rows[-1]["path"] == str(square) and rows[-1]["method"] == "gradcam"
     with Image.open(tmp_path / "x" / "square_000-gradcam++-square.png") as img:
         assert img.width >= 256 and img.height > img.width  # upscaled to be readable, caption below
     code, _, err = imgclf_cli(monkeypatch, capsys, "explain", run, square, "--class", "cat")

@@ -106,9 +106,13 @@ def is_run_folder(folder: Path) -> bool:
 
 
 def made_by_imgclf(folder: Path) -> bool:
-    """A run folder, or the --out of `imgclf scan` or `imgclf faces identify` (its annotated/ copies
-    of the photos): folders whose images are imgclf's, never photos to train or predict on."""
-    if is_run_folder(folder):
+    """A run folder or an ensemble bundle, the --out of `imgclf scan` or `imgclf faces identify` (its
+    annotated/ copies of the photos), of `imgclf explain` (heatmaps) or of `imgclf monitor` (its
+    to_label/ copies of live images): folders whose images are imgclf's, never photos to train or
+    predict on."""
+    if is_run_folder(folder) or any((folder / f).is_file() for f in ("explain.json", "monitor.json")):
+        return True
+    if (folder / "model.json").is_file() and (folder / "members").is_dir():
         return True
     return (folder / "annotated").is_dir() and any((folder / f).is_file() for f in ("scan.json", "faces.json"))
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from imgclf.core.errors import UserError
-from imgclf.core.files import atomic_path, output_folder
+from imgclf.core.files import atomic_path, output_folder, read_json, write_json
 from imgclf.inference.predictor import expand_inputs
 from imgclf.models.headonly import refuse_unexplainable
 from imgclf.settings.checks import EXPLAIN_METHODS
@@ -240,9 +240,7 @@ def explain(
     answers = model.answers(probs)
     targets = [explainer.target_index(p, a["label"], target) for p, a in zip(probs, answers)]
     maps = explainer.heatmaps(batch, targets)
-    out_dir = output_folder(out, "--out") if out is not None else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(out, "--out") if out is not None else None  # made by the first write
     written: set[str] = set()
     for (row, original), a, t, heat in zip(originals, answers, targets, maps):
         entry = results[row]
@@ -265,7 +263,18 @@ def explain(
             with atomic_path(path) as tmp:
                 tmp.write_bytes(png_bytes(img))
             entry["overlay"] = str(path)
+    if out_dir is not None:  # also marks the folder as imgclf's: never read as a class (data.spec)
+        _index(out_dir / "explain.json", results)
     return results
+
+
+def _index(path: Path, results: list[dict]) -> None:
+    """OUT/explain.json: each overlay's image, answer and target (an earlier explain's rows stay)."""
+    keys = ("path", "overlay", "label", "confidence", "target", "method", "error")
+    rows = [{k: e[k] for k in keys if k in e} for e in results]
+    drawn = {r.get("overlay") for r in rows} - {None}
+    old = read_json(path).get("images", []) if path.is_file() else []
+    write_json(path, {"images": [r for r in old if r.get("overlay") not in drawn] + rows})
 
 
 def overlay(
