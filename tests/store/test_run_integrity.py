@@ -123,3 +123,25 @@ def test_predict_json_never_prints_nan(run, monkeypatch):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
     assert out[0]["confidence"] is None
+
+
+def test_two_trainings_started_together_get_their_own_run_folders(tmp_path, monkeypatch):
+    """Two terminals, the same data, no --out: a run folder is made as its name is chosen (a run's
+    first files come only after decoding, seconds to minutes later), so a second training never
+    writes into the first's; one stopped before then by a mistake in the data leaves no empty folder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imgclf.store.runs import new_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: new_run_dir("photos", reserve=True), range(8)))
+    assert sorted(p.name for p in made) == sorted(f"photos-{i}" for i in range(1, 9))
+    assert all(p.is_dir() for p in made)
+    for cls in ("cat", "dog"):
+        (tmp_path / "photos" / cls).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "photos" / cls / f"{i}.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError):
+        imgclf.train(tmp_path / "photos", verbose=False)
+    assert len(list((tmp_path / "runs").iterdir())) == 8

@@ -8,7 +8,8 @@ reporting's; `imgclf.workflows.train` runs the three in order. `lr_find` shares 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -78,13 +79,26 @@ def prepare(
     from imgclf.data.discover import discover
     from imgclf.data.groups import check_group_by
     from imgclf.settings.checks import check_targets
-    from imgclf.training.prepare import decode, duplicates, group_split, headline, normalization, untested
-    from imgclf.training.resolve import after_decoding, before_decoding
+    from imgclf.training.resolve import before_decoding
 
     check_group_by(cfg.group_by)  # before the decoding it would otherwise wait for
     spec = discover(cfg.data, cfg.val_frac, cfg.test_frac, cfg.seed)
     check_targets(spec.classes, cfg.target_accuracy, cfg.target_coverage)
+    reserved = for_training and not (run_dir or cfg.out)  # before_decoding makes runs/<name>-<n> now
     chosen = before_decoding(cfg, spec, explicit, for_training, run_dir)
+    try:
+        return _prepare(chosen, spec, explicit, for_training, console)
+    except BaseException:
+        if reserved:  # a mistake found while decoding, or Ctrl-C: no empty runs/<name>-<n> left behind
+            with contextlib.suppress(OSError):
+                chosen.run_dir.rmdir()  # only ever empty: the run's first files come after this
+        raise
+
+
+def _prepare(chosen, spec, explicit: set[str] | None, for_training: bool, console) -> tuple[Prepared, Path | None]:
+    from imgclf.training.prepare import decode, duplicates, group_split, headline, normalization, untested
+    from imgclf.training.resolve import after_decoding
+
     cfg, device, run_dir = chosen.cfg, chosen.device, chosen.run_dir
     if for_training:
         if explicit is not None:
@@ -154,7 +168,7 @@ def fit_run(
         dist.broadcast(("user" if isinstance(e, UserError) else "bug", str(e)))
         raise
     if dist.world_size() > 1:  # the other ranks wait in _follow for this
-        dist.broadcast((_without_images(prep), run_dir, meta, bool(resume)))
+        dist.broadcast((replace(prep, images=None), run_dir, meta, bool(resume)))  # the images: from the cache
         dist.broadcast_bulk(None if maps is None else maps.train)  # the probe's stored maps (training.featcache)
     torch.set_num_threads(threads)  # from here each rank trains on its own share
     try:
@@ -193,12 +207,6 @@ def _lead(data, config, resume, settings: dict, console, started=None):
     except KeyboardInterrupt:
         raise Interrupted(f"imgclf train --resume {run_dir}") from None
     return prep, run_dir, net, meta, maps, root
-
-
-def _without_images(prep: Prepared) -> Prepared:
-    from dataclasses import replace
-
-    return replace(prep, images=None)
 
 
 def _follow(console, on_epoch) -> Fitted:

@@ -71,7 +71,7 @@ def before_decoding(
     cfg, more = resolve(cfg, train_paths, device, len(spec.indices("val")))
     check_model(cfg.model)  # before the decoding, which a mistyped name would otherwise wait for
     if for_training:
-        run_dir = Path(run_dir or cfg.out or new_run_dir(cfg.data))
+        run_dir = Path(run_dir or cfg.out or new_run_dir(cfg.data, reserve=True))
         cfg = cfg.updated(out=str(run_dir))
     return Chosen(cfg, device, notes + more, run_dir)
 
