@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import cli
+from helpers import cli, make_shapes_dataset
 
 import imgclf
 from imgclf.core.errors import UserError
@@ -145,3 +145,41 @@ def test_two_trainings_started_together_get_their_own_run_folders(tmp_path, monk
     with pytest.raises(UserError):
         imgclf.train(tmp_path / "photos", verbose=False)
     assert len(list((tmp_path / "runs").iterdir())) == 8
+
+
+def test_a_resume_keeps_the_runs_own_split_and_a_finished_run_is_not_resumed(tmp_path):
+    """Photos added to the data (a new class too) between Ctrl-C and --resume: the resumed run keeps
+    its recorded split and classes (a fresh split could move a test photo into training, a new class
+    shift the indices under the saved weights) and says what it left out. A finished run: one line."""
+    import shutil
+
+    from imgclf.core.errors import Interrupted
+
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=10, size=16)
+
+    def stop(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    settings = dict(model="simple_cnn", epochs=3, img_size=16, verbose=False)
+    with pytest.raises(Interrupted):
+        imgclf.train(data, out=tmp_path / "run", on_epoch=stop, **settings)
+    recorded = (tmp_path / "run" / "splits.csv").read_text()
+    (data / "blob").mkdir()  # a new class, sorted before the others
+    for i in range(10):
+        shutil.copy(data / "disc" / f"disc_{i:03d}.png", data / "blob" / f"{i}.png")
+        shutil.copy(data / "square" / f"square_{i:03d}.png", data / "square" / f"more_{i}.png")
+    (data / "disc" / "disc_000.png").unlink()
+
+    run = imgclf.train(resume=tmp_path / "run", verbose=False)
+    assert json.loads((run.path / "model.json").read_text())["classes"] == ["disc", "square", "stripes"]
+    assert (tmp_path / "run" / "splits.csv").read_text().splitlines() == [
+        line for line in recorded.splitlines() if not line.startswith("disc/disc_000.png")
+    ]
+    note = json.loads((tmp_path / "run" / "data_report.json").read_text())["read_as"]
+    assert (
+        "20 image(s) added to the data since it started are left out" in note and "1 recorded image(s) are gone" in note
+    )
+
+    with pytest.raises(UserError, match="is a finished run: nothing to resume"):
+        imgclf.train(resume=tmp_path / "run", verbose=False)

@@ -30,6 +30,7 @@ from imgclf.store.run_meta import (
     TrainingRecord,
 )
 from imgclf.store.runs import write_splits
+from imgclf.training.prepare import decode, duplicates, group_split, headline, normalization, recorded_split, untested
 
 
 @dataclass
@@ -83,6 +84,8 @@ def prepare(
 
     check_group_by(cfg.group_by)  # before the decoding it would otherwise wait for
     spec = discover(cfg.data, cfg.val_frac, cfg.test_frac, cfg.seed)
+    if for_training and explicit is None and run_dir:  # a resume
+        recorded_split(spec, run_dir / "splits.csv")
     check_targets(spec.classes, cfg.target_accuracy, cfg.target_coverage)
     reserved = for_training and not (run_dir or cfg.out)  # before_decoding makes runs/<name>-<n> now
     chosen = before_decoding(cfg, spec, explicit, for_training, run_dir)
@@ -96,7 +99,6 @@ def prepare(
 
 
 def _prepare(chosen, spec, explicit: set[str] | None, for_training: bool, console) -> tuple[Prepared, Path | None]:
-    from imgclf.training.prepare import decode, duplicates, group_split, headline, normalization, untested
     from imgclf.training.resolve import after_decoding
 
     cfg, device, run_dir = chosen.cfg, chosen.device, chosen.run_dir

@@ -177,3 +177,42 @@ def data_report(spec, skipped: list[dict]) -> dict:
         "skipped": skipped,
         "ignored_non_images": spec.ignored,
     }
+
+
+def recorded_split(spec, splits_csv: Path) -> None:
+    """On resume: the run's own split (its splits.csv), not a fresh one of the data as it is now. Images
+    added since the run started would otherwise be split anew (a test photo of the first epochs could
+    land in training), and a new class folder would shift the class indices under the saved weights.
+    Images added since are left out, images gone are missed; what changed goes into the data note."""
+    import csv
+    import os
+
+    from imgclf.data.paths import data_root, resolve
+
+    if not splits_csv.is_file():  # interrupted before its first files: nothing recorded to keep
+        return
+    root = data_root(spec.root, spec.layout, spec.paths)
+    with open(splits_csv, newline="", encoding="utf-8") as f:
+        rows = {resolve(r["path"], root): (r["label"], r["split"]) for r in csv.DictReader(f)}
+    now = [os.path.normpath(os.path.abspath(p)) for p in spec.paths]
+    classes = [c for c in spec.classes if c in {label for label, _ in rows.values()}]
+    gone = sorted({label for label, _ in rows.values()} - set(classes))
+    if gone:
+        raise UserError(
+            f"cannot resume: class {gone[0]!r} of this run is no longer in {spec.root}; put its images back, "
+            "or train a new run on the data as it is now"
+        )
+    keep = np.array([p in rows and rows[p][0] == spec.classes[y] for p, y in zip(now, spec.labels)], bool)
+    missing = len(rows) - int(keep.sum())
+    index = {c: i for i, c in enumerate(classes)}
+    spec.paths = [p for p, k in zip(spec.paths, keep) if k]
+    spec.labels = np.array([index[rows[p][0]] for p, k in zip(now, keep) if k], np.int64)
+    spec.splits = np.array([rows[p][1] for p, k in zip(now, keep) if k], dtype=spec.splits.dtype)
+    spec.given, spec.classes = spec.splits.copy(), classes
+    added = int((~keep).sum())
+    if added or missing:
+        said = (
+            f"resume keeps the run's own split: {added:,} image(s) added to the data since it started are "
+            f"left out (a new run, or imgclf update, learns from them); {missing:,} recorded image(s) are gone"
+        )
+        spec.note = "; ".join(filter(None, [spec.note, said]))

@@ -42,6 +42,11 @@ def user_settings(data, config, resume, settings: dict) -> tuple[TrainConfig, Pa
         run_dir = Path(resume if not isinstance(resume, bool) else settings.get("out") or "")
         if not (run_dir / "config.yaml").is_file():
             raise UserError(f"cannot resume: {run_dir} has no config.yaml (give the run folder of an earlier train)")
+        if (run_dir / "model.json").is_file() and (run_dir / "metrics.json").is_file():
+            raise UserError(
+                f"{run_dir} is a finished run: nothing to resume (train a new run, or go on from this one "
+                f"on new images with: imgclf update {run_dir} NEW_IMAGES)"
+            )
         cfg = load_config(run_dir / "config.yaml")  # the resolved settings of the interrupted run
     else:
         cfg = load_config(config) if config else TrainConfig()
