@@ -108,9 +108,10 @@ def is_run_folder(folder: Path) -> bool:
 def made_by_imgclf(folder: Path) -> bool:
     """A run folder or an ensemble bundle, the --out of `imgclf scan` or `imgclf faces identify` (its
     annotated/ copies of the photos), of `imgclf explain` (heatmaps) or of `imgclf monitor` (its
-    to_label/ copies of live images): folders whose images are imgclf's, never photos to train or
-    predict on."""
-    if is_run_folder(folder) or any((folder / f).is_file() for f in ("explain.json", "monitor.json")):
+    to_label/ copies of live images), a face gallery (its --keep-photos crops): folders whose images
+    are imgclf's, never photos to train or predict on."""
+    marks = ("explain.json", "monitor.json", "gallery.safetensors")
+    if is_run_folder(folder) or any((folder / f).is_file() for f in marks):
         return True
     if (folder / "model.json").is_file() and (folder / "members").is_dir():
         return True
