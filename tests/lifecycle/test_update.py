@@ -3,6 +3,7 @@ split stays frozen, a harmful update is refused, and feedback from the inbox can
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -151,6 +152,9 @@ def test_update_from_inbox_through_the_cli(project, grown):
     # (the CLI runs the data doctor over the merged set; the API calls above skip it for speed)
     assert res.exit_code == 0, res.output
     assert str(out) in res.output and ("PROMOTE" in res.output or "KEEP" in res.output)
+    if "PROMOTE" in res.output:  # the rule's verdict; without --promote nothing was promoted, and it says so
+        said = rf"not promoted \(no --promote\): imgclf registry promote \d+ --registry {project / 'registry'} does it"
+        assert re.search(said, " ".join(res.output.split()))  # the console wraps long lines at its width
     assert "doctor:" in res.output and "new classes: stripes" in res.output
     assert imgclf.load(out).classes == ["disc", "square", "stripes"]
     sources = {r["path"] for r in read_splits(out)}

@@ -258,6 +258,9 @@ def _judge(
             "  classes that got worse: " + escape(", ".join(f"{c} ({d:+.1%} on the {w})" for c, d, w in worse))
         )
     if not promote:
+        if verdict["promote"] and version is not None:  # PROMOTE above is the rule's verdict, not a deed
+            flag = "" if Path(registry) == Path("registry") else f" --registry {escape(str(registry))}"
+            console.print(f"not promoted (no --promote): imgclf registry promote {result['version']}{flag} does it")
         return None
     if version is None:
         console.print("not promoted: a plain run folder has no registry (update a registry version to promote)")
