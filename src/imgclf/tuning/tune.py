@@ -21,6 +21,7 @@ from rich.markup import escape  # folders, the data path and the study's name ar
 from imgclf.core.errors import UserError
 from imgclf.core.files import file_lock, output_folder, read_json, write_json
 from imgclf.store.runs import new_run_dir
+from imgclf.training.budget import SMALL_VAL
 from imgclf.tuning import study as st
 from imgclf.tuning.budget import epochs_range, probe
 from imgclf.tuning.results import fmt_params, importances, print_summary, summary, write_outputs
@@ -277,6 +278,12 @@ def new_setup(
     fixed = {k: v for k, v in space.fixed.items() if k != "augment_strength"}  # needs img_size, not yet known
     # Per process: workers starting together each probe before one of them creates the study.
     p = probe(data, {**trial_settings({}, Space({}, fixed), 0, 0), **local}, tune_dir / f"probe-{os.getpid()}")
+    if p.n_val < SMALL_VAL:  # found by hand: on 3 images the "best" trial was a lucky epoch of a collapsed run
+        console.print(
+            f"[yellow]warning[/]: {p.n_val} validation images: one image is {100 / p.n_val:.1f} points of a trial's "
+            "accuracy, so trials a few images apart are a tie and the best may not beat the default on test; "
+            f"{SMALL_VAL} or more make the ranking worth the trials' time"
+        )
     if "img_size" not in space.params:  # one size for every trial: one decode cache, decoded once
         space = Space(space.params, {**space.fixed, "img_size": p.config["img_size"]})
     space, default_model = with_default_model(space, p.config)
