@@ -456,6 +456,8 @@ def test_imgclf_output_inside_the_data_folder_is_neither_a_class_nor_a_photo(tmp
     (tmp_path / "explanations" / "explain.json").write_text("{}")
     _img(tmp_path / "monitors" / "data-1" / "to_label" / "1.png")  # imgclf monitor, its default --out
     (tmp_path / "monitors" / "data-1" / "monitor.json").write_text("{}")
+    _img(tmp_path / "served" / "images" / "ab" / "ab12.png")  # imgclf serve ... --log-predictions served
+    (tmp_path / "served" / "predictions.jsonl").write_text("")
     _img(tmp_path / "staff" / "photos" / "ann" / "0.png")  # imgclf faces enrol ... --out staff --keep-photos
     (tmp_path / "staff" / "gallery.safetensors").write_bytes(b"")
     (tmp_path / "registry" / "versions" / "1").mkdir(parents=True)
@@ -472,7 +474,7 @@ def test_imgclf_output_inside_the_data_folder_is_neither_a_class_nor_a_photo(tmp
     spec = discover(tmp_path)
     assert spec.classes == ["cat", "dog"] and len(spec.paths) == 12
     assert (
-        "explanations/, inbox/, monitors/, registry/, runs/, scanned/, staff/, tunes/: imgclf's own output, "
+        "explanations/, inbox/, monitors/, registry/, runs/, scanned/, served/, staff/, tunes/: imgclf's own output, "
         "not read as data" in spec.note
     )
     made = {"runs", "tunes", "annotated", "explanations", "monitors", "staff"}

@@ -120,17 +120,20 @@ def made_by_imgclf(folder: Path) -> bool:
 
 def imgclf_output(folder: Path, depth: int = 4) -> bool:
     """Whether `folder` is imgclf's own output rather than the user's photos: a run folder, a model
-    registry, a feedback inbox, a tune (tune.json, before its first trial finishes too), or a folder
-    holding such folders and no image of its own (runs/, tunes/). `imgclf train .` run twice inside
-    the photos' folder would otherwise read ./runs/ as a class of confusion matrices and learning
-    curves, and `imgclf tune .` its own new tunes/ as an empty class."""
+    registry, a feedback inbox, a prediction log (`imgclf serve --log-predictions`: its kept uploads),
+    a tune (tune.json, before its first trial finishes too), or a folder holding such folders and no
+    image of its own (runs/, tunes/). `imgclf train .` run twice inside the photos' folder would
+    otherwise read ./runs/ as a class of confusion matrices and learning curves, and `imgclf tune .`
+    its own new tunes/ as an empty class."""
     return _whose(folder, depth) == "imgclf"
 
 
 def _whose(folder: Path, depth: int) -> str:
-    """ "imgclf" (its output), "user" (an image of the user's below it) or "" (neither: no image at
+    """'imgclf' (its output), 'user' (an image of the user's below it) or '' (neither: no image at
     all, as in a run folder still being made, which holds only the tune's tuning.json)."""
-    if made_by_imgclf(folder) or any((folder / f).is_file() for f in ("feedback.jsonl", "tune.json")):
+    if made_by_imgclf(folder) or any(
+        (folder / f).is_file() for f in ("feedback.jsonl", "predictions.jsonl", "tune.json")
+    ):
         return "imgclf"
     if (folder / "aliases.json").is_file() and (folder / "versions").is_dir():
         return "imgclf"
