@@ -101,8 +101,11 @@ def test_learns_a_tiny_problem(name):
 
 
 def test_unknown_names_and_settings_explain():
-    with pytest.raises(ValueError, match="available: resnet_fast, simple_cnn.*timm/<arch>"):
+    with pytest.raises(ValueError, match="available: lite0, lite1, lite2, resnet_fast, simple_cnn.*timm/<arch>"):
         create_model("vgg_huge", 3)
+    # Named as Keras and fastai name it: timm has it under timm/, and that is said.
+    with pytest.raises(ValueError, match=r"'resnet50'; did you mean timm/resnet50\? \(--pretrained loads"):
+        create_model("resnet50", 3)
     with pytest.raises(ValueError, match="unknown setting.*colour.*it takes: depth"):
         create_model("simple_cnn", 3, colour=1)
     with pytest.raises(ValueError, match="not_a_real_arch.*timm.list_models"):

@@ -268,8 +268,13 @@ def test_finetune_defaults_use_the_weights_input_size(source, tmp_path):
     cpu, notes = resolve(TrainConfig(model=f"timm/{ARCH}", weights=weights), [], torch.device("cpu"))
     assert cpu.img_size == 128 and cpu.probe and cpu.freeze_epochs == 0 and cpu.freeze_stride == 8
     assert cpu.time_budget >= 90 and cpu.epochs == 200  # no --epochs: the budget and a plateau decide
-    plain, _ = resolve(TrainConfig(model=f"timm/{ARCH}", img_size=32), [], torch.device("cpu"))
+    plain, notes = resolve(TrainConfig(model=f"timm/{ARCH}", img_size=32), [], torch.device("cpu"))
     assert plain.freeze_epochs == 0 and plain.layer_decay == 1.0
+    # A named timm architecture without weights trains from scratch (as timm's scripts do), and says so.
+    assert any(n.startswith(f"pretrained=False: timm/{ARCH} starts from random weights") for n in notes)
+    assert not any(
+        n.startswith("pretrained=False") for n in resolve(TrainConfig(model="lite0"), [], torch.device("cpu"))[1]
+    )
     with pytest.raises(UserError, match="apply to timm models"):
         resolve(TrainConfig(model="simple_cnn", img_size=32, freeze_epochs=2), [], torch.device("cpu"))
 

@@ -98,8 +98,14 @@ def create_model(
 def _lookup(name: str) -> Builder:
     _import_builtins()
     if name not in _REGISTRY:
+        import timm
+
+        from imgclf.models.packaged import SHORT_NAMES
+
+        # `--model resnet50`, as Keras and fastai name it: timm knows it under timm/.
+        hint = f"; did you mean timm/{name}? (--pretrained loads its ImageNet weights)" if timm.is_model(name) else ""
         raise UserError(
-            f"unknown model '{name}'; available: {', '.join(sorted(_REGISTRY))}, "
+            f"unknown model '{name}'{hint}; available: {', '.join([*SHORT_NAMES, *sorted(_REGISTRY)])}, "
             "or any timm architecture as timm/<arch> (e.g. timm/resnet18)"
         )
     return _REGISTRY[name]

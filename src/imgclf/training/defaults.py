@@ -324,6 +324,12 @@ def choose_model(c: dict, train_paths: list[str], median_side=None) -> str | Non
     full, packaged = expand_short_name(c["model"])
     if packaged:
         c["model"], c["pretrained"] = full, not c["weights"]
+    elif full.startswith("timm/") and not (c["pretrained"] or c["weights"]):
+        # Keras and fastai start a named architecture from ImageNet weights; timm does not. Say which.
+        return (
+            f"pretrained=False: {full} starts from random weights (from scratch); --pretrained loads its "
+            "ImageNet weights (Hugging Face cache, else a download), --weights FILE from a file"
+        )
     return None
 
 
