@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import imgclf
 from imgclf.cli import app
+from imgclf.core.errors import UserError
 from imgclf.models import create_model
 from imgclf.store import registry
 from imgclf.store.runs import read_splits
@@ -228,3 +229,28 @@ def test_a_new_folder_named_like_a_recorded_class_is_that_class(capsys):
     assert [r["label"] for r in new] == ["disc", "sea_lion", "owl", "disc"]
     out = capsys.readouterr().out
     assert "classes matched by name to the recorded ones: Disc -> disc, sea lion -> sea_lion" in out
+
+
+@pytest.mark.slow
+def test_an_interrupted_update_goes_on_with_its_own_command_and_out(project):
+    """Ctrl-C in an update's training names the `imgclf update` that continues it (`imgclf train
+    --resume` would finish the training but never compare or register it); that command resumes the
+    training on the recorded data and split, then judges the candidate as a new update does."""
+    from imgclf.core.errors import Interrupted
+
+    v1, out = project / "runs" / "v1", project / "runs" / "v1-cut"
+
+    def stop(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted) as cut:
+        imgclf.update(v1, project / "new", out=out, epochs=3, doctor=False, verbose=False, on_epoch=stop)
+    assert cut.value.resume == f"imgclf update {v1} {project / 'new'} --out {out}"
+    data = (out / "update_data.csv").read_text()
+    r = imgclf.update(v1, project / "new", out=out, doctor=False, verbose=False)
+    assert (out / "update_data.csv").read_text() == data and (out / "compare.json").is_file()
+    assert [int(line.split(",")[0]) for line in (out / "history.csv").read_text().splitlines()[1:]] == [1, 2, 3]
+    assert r["new_classes"] == ["stripes"] and r["slices"]["new data"]["n"] > 0
+    with pytest.raises(UserError, match="already holds a run"):
+        imgclf.update(v1, project / "new", out=out, doctor=False, verbose=False)

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import csv
 import io
+import shlex
 from pathlib import Path
 
-from imgclf.core.errors import UserError
+from imgclf.core.errors import Interrupted, UserError
 from imgclf.core.files import output_folder, write_json, write_text
 from imgclf.data.paths import resolve
 from imgclf.lifecycle.update_data import by_split, gather_rows, resolve_parent, split_counts
@@ -74,8 +75,6 @@ def update(
     from rich.console import Console
     from rich.markup import escape  # paths are the user's text, not markup
 
-    from imgclf import workflows
-
     console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
     if mode not in MODES:
         raise UserError(f"--mode must be finetune or full, not {mode!r}")
@@ -86,25 +85,25 @@ def update(
             raise UserError(f"{out} already holds a run; choose another --out")
     if (new_data is None) == (not from_inbox):
         raise UserError("give the new labeled images: imgclf update VERSION NEW_DATA, or --from-inbox")
+    again = _command(ref, new_data, from_inbox, registry, promote, tolerance)  # what continues it after Ctrl-C
     parent_run, version, registry = resolve_parent(ref, registry)
     where = f"version {version} ({parent_run})" if version is not None else str(parent_run)
     console.print(f"update of {escape(where)}, mode {mode}")
-
-    data = _gather(parent_run, version, registry, new_data, from_inbox, data_root, doctor, mode, replay, seed, console)
-    old, new = data["old"], data["new"]
-    rows = [r for r in old if r["split"] != "train"] + data["replayed"] + new
-    run_dir, data_csv = _run_folder(out, parent_run, rows, new)
-
-    parent_cfg = base_config(parent_run, run_dir)
-    choices = training_choices(parent_run, mode, epochs, lr_factor, settings)
-    console.print("  training: " + ", ".join(f"{k}={v}" for k, v in choices.items() if k != "init_from"))
-    record = _record(version, parent_run, registry, data_root, mode, from_inbox, data, choices, lr_factor)
-    write_json(run_dir / "update.json", record)
-
-    settings = {**settings, **choices, "write_report": False}  # _judge writes it, with the comparison
-    run = workflows.train(data_csv, config=parent_cfg, out=run_dir, verbose=verbose, **settings)
+    if out is not None and (out / "update.json").is_file() and (out / "config.yaml").is_file():
+        record, run = _resumed(out, parent_run, again, verbose, console)
+        new = [{**r, "split": "test"} for r in new_test_rows(out)]
+    else:
+        data = _gather(
+            parent_run, version, registry, new_data, from_inbox, data_root, doctor, mode, replay, seed, console
+        )
+        new = data["new"]
+        choices = training_choices(parent_run, mode, epochs, lr_factor, settings)
+        console.print("  training: " + ", ".join(f"{k}={v}" for k, v in choices.items() if k != "init_from"))
+        record = _record(version, parent_run, registry, data_root, mode, from_inbox, data, choices, lr_factor)
+        settings = {**settings, **choices, "write_report": False}  # _judge writes it, with the comparison
+        run = _train_candidate(out, parent_run, data, record, settings, again, verbose)
     result = {"run": str(run.path), "version": None, "parent": version, "mode": mode, "counts": record["counts"]}
-    result.update(new_classes=data["added"], promoted=False)
+    result.update(new_classes=record["new_classes"], promoted=False)
 
     event = _judge(run.path, parent_run, version, registry, new, tolerance, promote, result, console, data_root)
     record["result"] = {k: result[k] for k in ("version", "promoted", "worse_classes")} | {
@@ -115,6 +114,56 @@ def update(
         _track(mlflow, run.path, registry, result, event, console)
     console.print(f"report: {escape(str(run.path / 'report.html'))}")
     return result
+
+
+def _command(ref, new_data, from_inbox, registry, promote: bool, tolerance: float) -> str:
+    """The `imgclf update` that continues this one (its --out added): what the judging needs. The
+    training's own settings are in the run's config.yaml by then."""
+    words = ["imgclf", "update", str(ref), str(new_data) if new_data is not None else "--from-inbox"]
+    if from_inbox not in (False, True):
+        words += ["--inbox", str(from_inbox)]
+    if str(registry) != "registry":
+        words += ["--registry", str(registry)]
+    words += ["--promote"] if promote else []
+    words += ["--tolerance", f"{tolerance:g}"] if tolerance != 0.02 else []
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _train_candidate(out, parent_run: Path, data: dict, record: dict, settings: dict, again: str, verbose: bool):
+    """The candidate's run folder with its data and update.json, then its training."""
+    from imgclf import workflows
+
+    new = data["new"]
+    rows = [r for r in data["old"] if r["split"] != "train"] + data["replayed"] + new
+    run_dir, data_csv = _run_folder(out, parent_run, rows, new)
+    write_json(run_dir / "update.json", record)
+    try:
+        return workflows.train(
+            data_csv, config=base_config(parent_run, run_dir), out=run_dir, verbose=verbose, **settings
+        )
+    except Interrupted:  # `imgclf train --resume` would finish the training but never judge or register it
+        raise Interrupted(f"{again} --out {shlex.quote(str(run_dir))}") from None
+
+
+def _resumed(out: Path, parent_run: Path, again: str, verbose: bool, console):
+    """An update interrupted in its training (`out` holds its update.json and config.yaml): the
+    training resumes on the data and split it recorded; the judging follows as for a new one."""
+    from rich.markup import escape
+
+    from imgclf import workflows
+    from imgclf.core.files import read_json
+
+    record = read_json(out / "update.json")
+    if Path(record["parent"]["run"]).resolve() != parent_run.resolve():
+        raise UserError(
+            f"{out} holds an unfinished update of {record['parent']['run']}, not of {parent_run}: "
+            "give that version, or another --out"
+        )
+    console.print(f"  resuming the interrupted update in {escape(str(out))}: its recorded data, split and settings")
+    try:
+        return record, workflows.train(resume=out, verbose=verbose, write_report=False)  # _judge writes it
+    except Interrupted:
+        raise Interrupted(f"{again} --out {shlex.quote(str(out))}") from None
 
 
 def _checked_options(epochs, lr_factor, replay, seed, tolerance) -> tuple:
