@@ -281,3 +281,28 @@ def test_a_trial_is_worth_the_model_it_kept_not_its_luckiest_epoch(tmp_path):
     assert _as_kept(tmp_path, best)["val_acc"] == 2 / 3 and _as_kept(tmp_path, best)["epoch"] == 0
     (tmp_path / "leaderboard.json").unlink()  # a run without one (none should be): its best epoch
     assert _as_kept(tmp_path, best) == best
+
+
+@pytest.mark.slow
+def test_a_retrain_cut_short_is_resumed_by_the_same_command(shapes16, tmp_path, monkeypatch):
+    """Ctrl-C in the retrain of the best trial: tune.json names the run from its start, and the same
+    tune command resumes that run rather than retraining the best into another folder."""
+    real_train = imgclf.workflows.train
+
+    def cut(*a, on_epoch=None, evaluate=True, **kw):
+        def stop(epoch, row):
+            raise KeyboardInterrupt
+
+        return real_train(*a, on_epoch=stop if evaluate and not kw.get("resume") else on_epoch, evaluate=evaluate, **kw)
+
+    args = dict(space=space_file(tmp_path), out=tmp_path / "tune", run_out=tmp_path / "run", verbose=False)
+    monkeypatch.setattr(imgclf.workflows, "train", cut)
+    with pytest.raises(KeyboardInterrupt):
+        imgclf.tune(shapes16, trials=2, **args)
+    recorded = json.loads((tmp_path / "tune" / "tune.json").read_text())["run"]
+    assert recorded["path"] == str(tmp_path / "run") and recorded["test_accuracy"] is None
+    result = imgclf.tune(shapes16, trials=2, **args)
+    assert result.run.path == tmp_path / "run" and not (tmp_path / "runs").exists()
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in history] == list(range(1, len(history) + 1))
+    assert json.loads((tmp_path / "tune" / "tune.json").read_text())["run"]["test_accuracy"] is not None

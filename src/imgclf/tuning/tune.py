@@ -102,7 +102,7 @@ def run_tune(
         console.print(f"stopped at the {timeout:g} s time limit; the same command continues the study")
     run = None
     if retrain and result["best"] is not None:
-        run = retrain_best(data, result, run_out, st.counts(study)["running"], verbose, console, local, setup)
+        run = retrain_best(data, result, run_out, st.counts(study)["running"], verbose, console, local, setup, tune_dir)
         if run is not None:
             result["run"] = {
                 "path": str(run.path),
@@ -316,9 +316,12 @@ def new_setup(
     }
 
 
-def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, console, local: dict, setup: dict):
+def retrain_best(
+    data: str, result: dict, run_out, running: int, verbose: bool, console, local: dict, setup: dict, tune_dir: Path
+):
     """Train the best configuration into a normal run folder (test evaluation, report with a
-    Tuning section from RUN/tuning.json); once per best trial, and by the last worker only. The
+    Tuning section from RUN/tuning.json); once per best trial, and by the last worker only. The run
+    is in tune.json from its start, so the same command resumes a retrain cut short. The
     trial's settings, but this machine's (`local`), and faces=auto and texture=auto unless the study's
     space fixed them (`setup`): trials train with both off, since a trial is judged by its network's
     epochs; the retrained run lets the face embedding and the texture compete, as train does."""
@@ -332,8 +335,12 @@ def retrain_best(data: str, result: dict, run_out, running: int, verbose: bool, 
     if before and before.get("trial") == best["number"] and (Path(before["path"]) / "model.json").is_file():
         console.print(f"best configuration (trial {best['number']}) already retrained: {escape(before['path'])}")
         return workflows.run_at(before["path"])
+    if before and before.get("trial") == best["number"] and (Path(before["path"]) / "config.yaml").is_file():
+        console.print(f"\nresuming the interrupted retrain of trial {best['number']} in {escape(before['path'])}")
+        return workflows.train(resume=before["path"], verbose=verbose)
     run_dir = Path(run_out) if run_out else new_run_dir(data)
     write_json(run_dir / "tuning.json", result)  # before training, so train's report has its Tuning section
+    write_outputs(tune_dir, {**result, "run": {"path": str(run_dir), "trial": best["number"], "test_accuracy": None}})
     console.print(f"\nretraining the best configuration (trial {best['number']}) into {escape(str(run_dir))}")
     fixed = setup["space"]["fixed"]
     candidates = {k: fixed.get(k, "auto") for k in ("faces", "texture")}
