@@ -183,3 +183,24 @@ def test_a_resume_keeps_the_runs_own_split_and_a_finished_run_is_not_resumed(tmp
 
     with pytest.raises(UserError, match="is a finished run: nothing to resume"):
         imgclf.train(resume=tmp_path / "run", verbose=False)
+
+
+def test_a_resume_finds_data_that_moved_where_the_user_says(tmp_path):
+    """The photos moved between Ctrl-C and --resume: one line says so and how to name the new place;
+    `imgclf train NEW_PLACE --resume RUN` finishes on the run's own split there."""
+    from imgclf.core.errors import Interrupted
+
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=8, size=16)
+
+    def stop(epoch, row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        imgclf.train(data, out=tmp_path / "run", model="simple_cnn", epochs=2, on_epoch=stop, verbose=False)
+    recorded = (tmp_path / "run" / "splits.csv").read_text()
+    data.rename(tmp_path / "moved")
+    with pytest.raises(UserError, match=f"no longer at {data}; say where it is now: imgclf train DATA --resume"):
+        imgclf.train(resume=tmp_path / "run", verbose=False)
+    run = imgclf.train(tmp_path / "moved", resume=tmp_path / "run", verbose=False)
+    assert (run.path / "splits.csv").read_text() == recorded and run.metrics["accuracy"] >= 0
+    assert json.loads((run.path / "model.json").read_text())["data"]["root"] == str(tmp_path / "moved")

@@ -22,7 +22,9 @@ DATASET_HELP = help_of(TrainConfig, "data")
 def train(
     data: Optional[str] = typer.Argument(None, help=DATASET_HELP),
     config: Optional[Path] = typer.Option(None, help="YAML file of settings (flags override it)."),
-    resume: Optional[str] = typer.Option(None, help="Continue the interrupted run in this folder."),
+    resume: Optional[str] = typer.Option(
+        None, help="Continue the interrupted run in this folder (DATA, if given: where its data is now, when it moved)."
+    ),
     mlflow: Optional[str] = MLFLOW,
     mlflow_weights: bool = typer.Option(False, "--mlflow-weights", help="Also upload model.safetensors to MLflow."),
     workers: int = typer.Option(

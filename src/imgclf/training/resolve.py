@@ -48,6 +48,13 @@ def user_settings(data, config, resume, settings: dict) -> tuple[TrainConfig, Pa
                 f"on new images with: imgclf update {run_dir} NEW_IMAGES)"
             )
         cfg = load_config(run_dir / "config.yaml")  # the resolved settings of the interrupted run
+        if data is not None:  # where the data is now, when it moved since the run started (its split is kept)
+            cfg = cfg.updated(data=str(data))
+        elif not Path(cfg.data).exists():
+            raise UserError(
+                f"cannot resume: the run's data is no longer at {cfg.data}; say where it is now: "
+                f"imgclf train DATA --resume {run_dir}"
+            )
     else:
         cfg = load_config(config) if config else TrainConfig()
         cfg = cfg.updated(data=str(data) if data is not None else None, **settings)
