@@ -71,16 +71,18 @@ def train(
     """See imgclf.train. `write_report=False`: no report.html (a label check's fold, whose report was
     half of its time on a small set; an update's candidate, reported with the comparison). `figures=False`:
     nor the run folder's PNG figures (a run nobody reads: 4 figures, ~1 s of a small fold's ~7 s)."""
+    from imgclf.store.runs import training_locks
     from imgclf.training.distributed import is_main
     from imgclf.training.pipeline import fit_run
 
     console = console_for(verbose)
-    fitted = fit_run(data, config=config, resume=resume, console=console, on_epoch=on_epoch, **settings)
-    if not evaluate or not is_main():  # DDP: rank 0 alone evaluates and reports
-        return Run(fitted.run_dir, None, fitted.prep.cfg)
-    model, metrics = _evaluate_after_training(fitted, console, figures)
-    if write_report:
-        _report_after_training(model, console)
+    with training_locks():  # the run folder stays locked until its evaluation and report are written
+        fitted = fit_run(data, config=config, resume=resume, console=console, on_epoch=on_epoch, **settings)
+        if not evaluate or not is_main():  # DDP: rank 0 alone evaluates and reports
+            return Run(fitted.run_dir, None, fitted.prep.cfg)
+        model, metrics = _evaluate_after_training(fitted, console, figures)
+        if write_report:
+            _report_after_training(model, console)
     if fitted.started is not None:
         console.print(_took(time.monotonic() - fitted.started, fitted.prep.cfg.time_budget, bool(resume)))
     return Run(fitted.run_dir, metrics, fitted.prep.cfg, model.scored_test)

@@ -204,3 +204,36 @@ def test_a_resume_finds_data_that_moved_where_the_user_says(tmp_path):
     run = imgclf.train(tmp_path / "moved", resume=tmp_path / "run", verbose=False)
     assert (run.path / "splits.csv").read_text() == recorded and run.metrics["accuracy"] >= 0
     assert json.loads((run.path / "model.json").read_text())["data"]["root"] == str(tmp_path / "moved")
+
+
+def test_a_run_still_training_is_neither_resumed_nor_used_from_another_process(tmp_path):
+    """Training in one terminal, `imgclf predict RUN` in another: it said the run was interrupted and
+    to resume it, which would have made two processes train one run. While a training holds the run
+    (a flock on the run folder, its pid in .training.pid), predict says it is still training and a resume is refused."""
+    import signal
+    import subprocess
+    import time
+
+    from helpers import CLI, cli_env
+
+    data = make_shapes_dataset(tmp_path / "shapes", per_class=8, size=16)
+    run = tmp_path / "run"
+    args = [*CLI, "train", str(data), "--model", "simple_cnn", "--epochs", "300", "--img-size", "16", "--out", str(run)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env())
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run / "train_state.safetensors").is_file():
+            time.sleep(0.1)
+        assert proc.poll() is None, "training finished before the test could look"
+        p = cli("predict", run, data, check=False)
+        assert p.returncode == 2 and p.stderr.strip() == (
+            f"error: {run} is still training (pid {proc.pid}): use it once that training has finished"
+        ), p.stderr
+        p = cli("train", "--resume", run, check=False)
+        assert p.returncode == 2 and f"is being trained right now by another process (pid {proc.pid})" in p.stderr
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # Killed: the lock went with the process, and the run is an interrupted one again.
+    p = cli("predict", run, data, check=False)
+    assert "was interrupted before it finished; resume it with" in p.stderr

@@ -10,11 +10,14 @@ run folder and the data can each move: `data_root=` (`--data DIR`) says where th
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
 import io
 import os
 import re
 from pathlib import Path
+from typing import Iterator
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import write_text
@@ -54,6 +57,75 @@ def check_new_run_dir(out: Path) -> None:
         )
 
 
+TRAINING_PID = ".training.pid"  # who holds the lock, for the message; removed when the training ends
+_HELD: contextvars.ContextVar[list | None] = contextvars.ContextVar("imgclf_training_locks", default=None)
+
+
+@contextlib.contextmanager
+def training_locks() -> Iterator[None]:
+    """Every run folder a training in this block locks (lock_for_training) is unlocked when the block
+    ends, however it ends: a resume in the same process after Ctrl-C must find it free."""
+    held: list = []
+    token = _HELD.set(held)
+    try:
+        yield
+    finally:
+        _HELD.reset(token)
+        for fd, run_dir in held:
+            (run_dir / TRAINING_PID).unlink(missing_ok=True)
+            os.close(fd)  # closing the folder's descriptor drops its flock
+
+
+def lock_for_training(run_dir: Path) -> None:
+    """An exclusive flock on the run folder itself, held while this process trains into it (inside
+    training_locks; a killed process's lock goes with it): a `--resume` of it from another terminal
+    while it still trains is refused in one line, rather than two processes writing one run. The
+    folder, not a lock file: nothing is left in a finished run. Without flock (Windows), no lock."""
+    held = _HELD.get()
+    try:
+        import fcntl
+    except ImportError:
+        return
+    if held is None:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if not isinstance(e, BlockingIOError):  # a file system without flock (some NFS): no lock, as on Windows
+            return
+        raise UserError(
+            f"{run_dir} is being trained right now by another process{_holder(run_dir)}: wait for it to "
+            "finish, or stop it (Ctrl-C) and then resume"
+        ) from None
+    held.append((fd, run_dir))
+    (run_dir / TRAINING_PID).write_text(str(os.getpid()), encoding="utf-8")
+
+
+def _holder(run_dir: Path) -> str:
+    """' (pid N)' when another process trains `run_dir` right now; '' when none does (or no flock)."""
+    try:
+        import fcntl
+
+        fd = os.open(run_dir, os.O_RDONLY)
+    except (ImportError, OSError):
+        return ""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return ""
+    except BlockingIOError:
+        with contextlib.suppress(OSError):  # the training may end (and take its pid file) meanwhile
+            return f" (pid {(run_dir / TRAINING_PID).read_text(encoding='utf-8').strip() or '?'})"
+        return " (pid ?)"
+    except OSError:  # no flock on this file system: nothing is known to hold it
+        return ""
+    finally:
+        os.close(fd)
+
+
 def find_run(path: str | Path) -> Path:
     """Accept a run folder, a model.safetensors/model.json inside one, or REGISTRY/ALIAS (or REGISTRY/VERSION)."""
     p = Path(path).expanduser()
@@ -73,6 +145,8 @@ def find_run(path: str | Path) -> Path:
             f"(imgclf export {path}), or serve it beside a classifier (imgclf serve RUN --detector {path})"
         )
     if not (p / "model.json").is_file() or not weights:
+        if holder := _holder(p):  # not interrupted: a resume now would make two processes train it
+            raise UserError(f"{path} is still training{holder}: use it once that training has finished")
         if (p / "train_state.safetensors").is_file():  # killed mid-training: its state is there to go on from
             raise UserError(
                 f"{path} is a training run that was interrupted before it finished; "

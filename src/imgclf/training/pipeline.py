@@ -29,7 +29,7 @@ from imgclf.store.run_meta import (
     RunMeta,
     TrainingRecord,
 )
-from imgclf.store.runs import write_splits
+from imgclf.store.runs import check_new_run_dir, lock_for_training, write_splits
 from imgclf.training.prepare import decode, duplicates, group_split, headline, normalization, recorded_split, untested
 
 
@@ -104,8 +104,6 @@ def _prepare(chosen, spec, explicit: set[str] | None, for_training: bool, consol
     cfg, device, run_dir = chosen.cfg, chosen.device, chosen.run_dir
     if for_training:
         if explicit is not None:
-            from imgclf.store.runs import check_new_run_dir
-
             check_new_run_dir(run_dir)
         headline(cfg, spec, device, console)
     for line in chosen.notes:
@@ -191,6 +189,7 @@ def _lead(data, config, resume, settings: dict, console, started=None):
 
     cfg, run_dir, explicit = user_settings(data, config, resume, settings)
     prep, run_dir = prepare(cfg, console, explicit, run_dir=run_dir)
+    lock_for_training(run_dir)  # held until workflows.train returns: one process trains a run at a time
     prep.device = dist.local_device(prep.device)
     cfg = prep.cfg
     net, kwargs = build_network(cfg, len(prep.spec.classes))
