@@ -272,9 +272,9 @@ def _index(path: Path, results: list[dict]) -> None:
     """OUT/explain.json: each overlay's image, answer and target (an earlier explain's rows stay)."""
     keys = ("path", "overlay", "label", "confidence", "target", "method", "error")
     rows = [{k: e[k] for k in keys if k in e} for e in results]
-    drawn = {r.get("overlay") for r in rows} - {None}
+    drawn = {r.get("overlay") or r.get("path") for r in rows}  # an unreadable image: its path, once too
     old = read_json(path).get("images", []) if path.is_file() else []
-    write_json(path, {"images": [r for r in old if r.get("overlay") not in drawn] + rows})
+    write_json(path, {"images": [r for r in old if (r.get("overlay") or r.get("path")) not in drawn] + rows})
 
 
 def overlay(

@@ -5,10 +5,9 @@ judged on the validation split (no calibration, test scoring or report) by what 
 validation accuracy of the model its leaderboard marks as kept (the best epoch; the last, cooled-down
 one under keep=last; or the linear probe). Its validation accuracy is reported after every epoch,
 so the pruner can stop it early; with a time limit, a trial that takes over twice its share of it is
-stopped (pruned) too. The loop stops when
-the study holds `n_trials` finished (complete or pruned) trials, whoever ran them, or at the
-time limit; a trial cut off by the time limit or by Ctrl-C is failed and its parameters queued
-again (study.give_back), so resuming neither loses nor repeats it.
+stopped (pruned) too. The loop stops when the study holds `n_trials` finished (complete or pruned)
+trials, whoever ran them, or at the time limit; a trial cut off by the time limit or by Ctrl-C is
+failed and its parameters queued again (study.give_back), so resuming neither loses nor repeats it.
 """
 
 from __future__ import annotations
