@@ -246,3 +246,18 @@ def test_cli_import_and_list_use_the_registry_classes(tmp_path, monkeypatch):
     s = json.loads(r.output)
     assert s["labels"] == {"lily": 1, "rose": 1} and s["proposed"] == ["lily"] and s["inbox"] == "registry/inbox"
     assert {x["who"] for x in _lines(tmp_path / "registry" / "inbox")} == {"ann"}
+
+
+def test_the_service_and_feedback_list_agree_on_the_inbox_for_any_run_folder(tmp_path, monkeypatch):
+    """`imgclf serve model` (a run given --out model, not in runs/) put feedback in the folder above
+    the user's project, where `imgclf feedback list` and `update --from-inbox` never looked."""
+    from typer.testing import CliRunner
+
+    from imgclf.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    assert inbox.default_inbox(run=tmp_path / "proj" / "runs" / "x") == tmp_path / "proj" / "inbox"
+    assert inbox.default_inbox(run="model") == Path("inbox")  # not tmp_path.parent / "inbox"
+    assert inbox.locate()[0] == inbox.default_inbox(run="model")
+    r = CliRunner().invoke(app, ["feedback", "list"])
+    assert r.exit_code == 0 and f"the inbox {tmp_path / 'inbox'} is empty" in " ".join(r.output.split())

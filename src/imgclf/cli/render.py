@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 
 from imgclf.cli.app import Format
@@ -114,7 +115,11 @@ def feedback_summary(s: dict, where, format: str) -> None:
         print_json(s)
         return
     if not s["images"]:
-        print(f"inbox {where} is empty; add feedback with: imgclf feedback import FOLDER, or POST /feedback")
+        # the absolute path: "inbox inbox is empty" does not say which folder was looked in
+        print(
+            f"the inbox {os.path.abspath(where)} is empty; add feedback with: imgclf feedback import FOLDER, "
+            "or POST /feedback (a service given --inbox: give the same --inbox here)"
+        )
         return
     for label, n in s["labels"].items():
         print(f"  {label}: {n}" + ("  (proposed new class)" if label in s["proposed"] else ""))

@@ -10,6 +10,7 @@ from pathlib import Path
 from imgclf.core.errors import UserError
 from imgclf.data.discover import find
 from imgclf.data.manifest import MISSING, file_sha256
+from imgclf.store.inbox import default_inbox
 from imgclf.store.runs import find_run, read_splits
 
 
@@ -117,8 +118,8 @@ def _old_rows(run: Path, registry: Path, version: int | None, data_root=None) ->
 
 
 def _default_inbox(run: Path, registry: Path) -> Path:
-    """<registry>/inbox for a registry version (contracts: the service writes feedback there)."""
-    return registry / "inbox" if (registry / "versions").is_dir() else run.parent.parent / "inbox"
+    """Where the service put the feedback on this version or run (store.inbox.default_inbox)."""
+    return default_inbox(registry) if (registry / "versions").is_dir() else default_inbox(run=run)
 
 
 def _new_rows(source: Path) -> list[dict]:

@@ -4,6 +4,7 @@ localhost port for tests, notebooks and screenshots."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import threading
 import time
@@ -227,7 +228,7 @@ def serve_run(
         f"{mode}) at http://{host}:{port}/  API key {'required' if config.api_key else 'not set'}"
     )
     console.print(
-        f"feedback (POST /feedback) goes to the inbox {escape(str(config.inbox))}"
+        f"feedback (POST /feedback) goes to the inbox {escape(os.path.abspath(config.inbox))}"
         + (f"; predictions are logged to {escape(str(config.log_predictions))}" if config.log_predictions else "")
     )
     run_server(served, config, host, port, log_level=log_level)

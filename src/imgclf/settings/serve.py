@@ -89,7 +89,7 @@ class ServeSettings:
     )
     inbox: str | None = setting(
         None,
-        "Where POST /feedback stores corrected images [default: REGISTRY/inbox, else inbox/ beside the run's folder]",
+        "Where POST /feedback stores corrected images [default: REGISTRY/inbox; for PROJECT/runs/x, PROJECT/inbox; else ./inbox]",
         PathSetting(optional=True),
     )
     detector: str = setting(

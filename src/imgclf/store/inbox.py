@@ -269,12 +269,15 @@ def summary(inbox: str | Path, classes: list[str] | None = None) -> dict:
 
 
 def default_inbox(registry: str | Path | None = None, run: str | Path | None = None) -> Path:
-    """Where feedback goes when no --inbox is given: REGISTRY/inbox when a registry is in use,
-    else inbox/ beside the run's parent folder (runs/x -> ./inbox), else ./inbox."""
+    """Where feedback goes when no --inbox is given: REGISTRY/inbox when a registry is in use; for a
+    run in a runs/ folder, inbox/ beside that runs/ (PROJECT/runs/x -> PROJECT/inbox, wherever the
+    service was started); else ./inbox, where `imgclf feedback list` and `update --from-inbox` look.
+    (A run's grandparent is not used for other runs: --out model/ would put the inbox above the
+    user's project.)"""
     if registry is not None:
         return Path(registry).expanduser() / "inbox"
-    if run is not None:
-        return Path(run).expanduser().resolve().parent.parent / "inbox"
+    if run is not None and (home := Path(run).expanduser().resolve().parent).name == "runs":
+        return home.parent / "inbox"
     return Path("inbox")
 
 
