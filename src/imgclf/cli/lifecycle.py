@@ -81,7 +81,10 @@ def update(
         None, help="New labeled images: class folders (one class is fine), split folders or a CSV manifest."
     ),
     from_inbox: bool = typer.Option(False, "--from-inbox", help="Learn from the feedback inbox instead of NEW_DATA."),
-    inbox: Optional[str] = typer.Option(None, help="The inbox folder for --from-inbox [default: where imgclf serve puts it: REGISTRY/inbox; for PROJECT/runs/x, PROJECT/inbox; else ./inbox]"),
+    inbox: Optional[str] = typer.Option(
+        None,
+        help="The inbox folder for --from-inbox [default: where imgclf serve puts it: REGISTRY/inbox; for PROJECT/runs/x, PROJECT/inbox; else ./inbox]",
+    ),
     mode: str = typer.Option("finetune", help="finetune (warm start + replay of old data) | full (from scratch)"),
     registry: str = typer.Option("registry", help="Registry folder."),
     epochs: Optional[int] = typer.Option(None, help="[default: the version's]"),
