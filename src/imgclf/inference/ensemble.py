@@ -28,7 +28,7 @@ from imgclf.core.version import __version__
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.inference.model import Model, load_run
 from imgclf.store.run_meta import Decision, InputSpec, Member, Rejection, RunMeta, load_run_meta
-from imgclf.store.runs import find_run, read_splits
+from imgclf.store.runs import find_run, read_splits, refuse_finished_run
 
 KIND = "ensemble"
 # The keys of a bundle's model.json, in the order bundles have always been written in.
@@ -111,8 +111,7 @@ def make_ensemble(
     classes = metas[0].classes
     check_targets(classes, target_accuracy, target_coverage)
     out = output_folder(out, "--out")
-    if (out / "model.json").exists():
-        raise UserError(f"{out} already holds a run or bundle; choose another --out")
+    refuse_finished_run(out, what="a run or bundle")
     meta = RunMeta(
         kind=KIND,
         imgclf_version=__version__,

@@ -32,7 +32,7 @@ from imgclf.core.files import output_folder, write_json, write_text
 from imgclf.data.paths import resolve
 from imgclf.lifecycle.update_data import by_split, gather_rows, resolve_parent, split_counts
 from imgclf.lifecycle.update_plan import _assign_splits, base_config, check_new_data, replay_rows, training_choices
-from imgclf.store.runs import moved_root, new_run_dir, recorded_root
+from imgclf.store.runs import moved_root, new_run_dir, recorded_root, refuse_finished_run
 
 MODES = ("finetune", "full")
 # finetune: the version's learning rate x LR_FACTOR for its full epochs (a warm restart). Measured on
@@ -80,9 +80,7 @@ def update(
         raise UserError(f"--mode must be finetune or full, not {mode!r}")
     epochs, lr_factor, replay, seed, tolerance = _checked_options(epochs, lr_factor, replay, seed, tolerance)
     if out is not None:  # before the data is gathered and hashed (minutes), as train checks its --out
-        out = output_folder(out, "--out")
-        if (out / "model.json").exists():
-            raise UserError(f"{out} already holds a run; choose another --out")
+        refuse_finished_run(out := output_folder(out, "--out"))
     if (new_data is None) == (not from_inbox):
         raise UserError("give the new labeled images: imgclf update VERSION NEW_DATA, or --from-inbox")
     again = _command(ref, new_data, from_inbox, registry, promote, tolerance)  # what continues it after Ctrl-C
@@ -185,9 +183,9 @@ def _checked_options(epochs, lr_factor, replay, seed, tolerance) -> tuple:
 def _run_folder(out, parent_run: Path, rows: list[dict], new: list[dict]) -> tuple[Path, Path]:
     """The candidate's run folder, with the data it trains on (update_data.csv) and the new test
     images (new_test.csv) written into it."""
-    run_dir = Path(out) if out else new_run_dir(f"{parent_run.name}-update")
-    if (run_dir / "model.json").exists():
-        raise UserError(f"{run_dir} already holds a run; choose another --out")
+    # --out was checked before the data was gathered; a new name is made as it is chosen (two updates
+    # started together never share a folder)
+    run_dir = Path(out) if out else new_run_dir(f"{parent_run.name}-update", reserve=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     data_csv = run_dir / "update_data.csv"
     _write_rows(data_csv, rows, ("path", "sha256", "label", "split", "origin"))

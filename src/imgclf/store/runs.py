@@ -45,11 +45,17 @@ def new_run_dir(data: str | Path, base: str | Path = "runs", reserve: bool = Fal
     return base / f"{name}-{n}"
 
 
+def refuse_finished_run(out: Path, flag: str = "--out", what: str = "a run") -> None:
+    """No command writes a new model over a finished one (a run, a bundle): checked before its data
+    is gathered, not minutes later."""
+    if (Path(out) / "model.json").exists():
+        raise UserError(f"{out} already holds {what}; choose another {flag}")
+
+
 def check_new_run_dir(out: Path) -> None:
     """A new training never writes over a run: a finished one, or an interrupted one whose epochs
     `--resume` continues (starting over would silently throw them away)."""
-    if (out / "model.json").exists():
-        raise UserError(f"{out} already holds a run; choose another --out")
+    refuse_finished_run(out)
     if (out / "config.yaml").exists():
         raise UserError(
             f"{out} holds an unfinished training: add --resume {out} to continue it, "

@@ -20,7 +20,7 @@ from rich.markup import escape  # folders, the data path and the study's name ar
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import file_lock, output_folder, read_json, write_json
-from imgclf.store.runs import new_run_dir
+from imgclf.store.runs import new_run_dir, refuse_finished_run
 from imgclf.training.budget import SMALL_VAL
 from imgclf.tuning import study as st
 from imgclf.tuning.budget import epochs_range, probe
@@ -187,8 +187,8 @@ def _check_arguments(data, trials: int, timeout: float | None, pruner: str, run_
         raise UserError(f"unknown pruner '{pruner}'; choose one of {', '.join(st.PRUNERS)}")
     if not Path(data).exists():
         raise UserError(f"data not found: {data}")
-    if run_out and (Path(run_out) / "model.json").exists():
-        raise UserError(f"{run_out} already holds a run; choose another --run-out")
+    if run_out:
+        refuse_finished_run(run_out, "--run-out")
     if ray is not None:  # before the probe, not minutes later
         from imgclf.core.raysupport import require_ray
 
