@@ -254,3 +254,15 @@ def test_an_interrupted_update_goes_on_with_its_own_command_and_out(project):
     assert r["new_classes"] == ["stripes"] and r["slices"]["new data"]["n"] > 0
     with pytest.raises(UserError, match="already holds a run"):
         imgclf.update(v1, project / "new", out=out, doctor=False, verbose=False)
+
+
+def test_a_version_that_is_no_run_and_no_registry_version_says_which(tmp_path, monkeypatch):
+    """`imgclf update photos/ new/` (a folder that is no run) and a typo'd run name said "the registry
+    registry has no versions yet", about a registry the user never meant."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    r = CliRunner().invoke(app, ["update", "photos", "new"])
+    assert isinstance(r.exception, UserError) and "photos is not a finished run folder" in str(r.exception)
+    r = CliRunner().invoke(app, ["update", "rnus/photos-1", "new"])
+    assert isinstance(r.exception, UserError)
+    assert "no run folder rnus/photos-1 and no registry registry/" in str(r.exception)

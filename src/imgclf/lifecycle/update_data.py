@@ -19,10 +19,15 @@ def resolve_parent(ref, registry) -> tuple[Path, int | None, Path]:
     from imgclf.store import registry as reg
 
     p = Path(str(ref)).expanduser()
-    if (p / "model.json").is_file():
+    if p.exists() and not (p / "versions").is_dir():  # a folder, finished or not: find_run says what it is
         return find_run(p), None, Path(registry)
     if not p.exists() and (p.parent / "versions").is_dir():
         registry, ref = p.parent, p.name
+    if not (Path(registry) / "versions").is_dir():  # not "the registry has no versions yet": there is none
+        raise UserError(
+            f"no run folder {ref} and no registry {registry}/ holding a version {ref}: give a run folder "
+            "(imgclf update RUN NEW_DATA), or the registry's folder with --registry"
+        )
     n = reg.version_number(registry, ref)
     return reg.resolve(registry, n), n, Path(registry)
 
