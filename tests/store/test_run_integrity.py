@@ -237,3 +237,21 @@ def test_a_run_still_training_is_neither_resumed_nor_used_from_another_process(t
     # Killed: the lock went with the process, and the run is an interrupted one again.
     p = cli("predict", run, data, check=False)
     assert "was interrupted before it finished; resume it with" in p.stderr
+
+
+def test_a_folder_that_is_no_run_says_what_it_is(tmp_path):
+    """The "run folder comes first" hint is for a data folder given where the run belongs; a tune's
+    retrain that never began (only tuning.json) names the command that goes on with it."""
+    from imgclf.store.runs import find_run
+
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    (tmp_path / "photos" / "cat" / "1.jpg").write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "retrain").mkdir()
+    (tmp_path / "retrain" / "tuning.json").write_text("{}")
+    with pytest.raises(UserError, match=r"comes first: imgclf predict RUN IMAGES"):
+        find_run(tmp_path / "photos")
+    with pytest.raises(UserError, match=r"imgclf train DATA$"):
+        find_run(tmp_path / "empty")
+    with pytest.raises(UserError, match=r"holds only tuning.json.*same imgclf tune command"):
+        find_run(tmp_path / "retrain")

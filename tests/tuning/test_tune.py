@@ -306,3 +306,28 @@ def test_a_retrain_cut_short_is_resumed_by_the_same_command(shapes16, tmp_path, 
     history = (tmp_path / "run" / "history.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in history] == list(range(1, len(history) + 1))
     assert json.loads((tmp_path / "tune" / "tune.json").read_text())["run"]["test_accuracy"] is not None
+
+
+@pytest.mark.slow
+def test_a_retrain_stopped_before_its_first_files_starts_again_in_its_own_folder(shapes16, tmp_path, monkeypatch):
+    """Ctrl-C before the retrain wrote config.yaml left runs/<name>/ holding only tuning.json; the same
+    command then retrained into a second folder and left the first behind."""
+    real_train = imgclf.workflows.train
+    calls = []
+
+    def stopped_once(*a, evaluate=True, **kw):
+        if evaluate and not calls:  # the retrain (trials train with evaluate=False)
+            calls.append(kw.get("out"))
+            raise KeyboardInterrupt
+        return real_train(*a, evaluate=evaluate, **kw)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(imgclf.workflows, "train", stopped_once)
+    args = dict(space=space_file(tmp_path), out=tmp_path / "tune", verbose=False)
+    with pytest.raises(KeyboardInterrupt):
+        imgclf.tune(shapes16, trials=2, **args)
+    (first,) = (tmp_path / "runs").iterdir()
+    assert [p.name for p in first.iterdir()] == ["tuning.json"]
+    result = imgclf.tune(shapes16, trials=2, **args)
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [first.name]
+    assert result.run.path.resolve() == first.resolve() and (first / "model.json").is_file()

@@ -158,11 +158,31 @@ def find_run(path: str | Path) -> Path:
                 f"{path} is a training run that was interrupted before it finished; "
                 f"resume it with: imgclf train --resume {path}"
             )
+        if (p / "tuning.json").is_file() and not (p / "config.yaml").is_file():
+            raise UserError(
+                f"{path} holds only tuning.json: the retrain of a tune's best trial that stopped before it "
+                "began; run the same imgclf tune command again to retrain it (or delete the folder)"
+            )
         raise UserError(
             f"{path} is not a finished run folder (it needs model.json and model.safetensors); "
-            "train one with: imgclf train DATA (the run folder comes first: imgclf predict RUN IMAGES)"
+            "train one with: imgclf train DATA"
+            + (" (the run folder comes first: imgclf predict RUN IMAGES)" if _holds_images(p) else "")
         )
     return p
+
+
+def _holds_images(folder: Path) -> bool:
+    """Photos in the folder or its class folders, by extension: a data folder given where the run
+    belongs (`imgclf predict photos/ runs/x`). Looks at 200 names at most."""
+    from itertools import chain, islice
+
+    from imgclf.data.images import IMAGE_EXTENSIONS
+
+    try:
+        names = islice(chain(folder.glob("*"), folder.glob("*/*")), 200)
+        return any(f.suffix.lower() in IMAGE_EXTENSIONS for f in names)
+    except OSError:
+        return False
 
 
 def _runs_beside(missing: Path) -> str:

@@ -338,7 +338,10 @@ def retrain_best(
     if before and before.get("trial") == best["number"] and (Path(before["path"]) / "config.yaml").is_file():
         console.print(f"\nresuming the interrupted retrain of trial {best['number']} in {escape(before['path'])}")
         return workflows.train(resume=before["path"], verbose=verbose)
-    run_dir = Path(run_out) if run_out else new_run_dir(data)
+    if before and before.get("trial") == best["number"] and Path(before["path"]).is_dir():
+        run_dir = Path(before["path"])  # stopped before its first files: starts again in its own folder
+    else:
+        run_dir = Path(run_out) if run_out else new_run_dir(data, reserve=True)
     write_json(run_dir / "tuning.json", result)  # before training, so train's report has its Tuning section
     write_outputs(tune_dir, {**result, "run": {"path": str(run_dir), "trial": best["number"], "test_accuracy": None}})
     console.print(f"\nretraining the best configuration (trial {best['number']}) into {escape(str(run_dir))}")
