@@ -173,3 +173,14 @@ def test_scan_settings_are_checked_by_their_declarations_whichever_way_they_come
         with pytest.raises(UserError) as refused:
             imgclf.scan(["photo.jpg"], **keywords)
         assert str(refused.value).startswith(said), str(refused.value)
+
+
+def test_a_scan_line_counts_its_boxes_in_english(capsys):
+    from imgclf.cli import render
+
+    box = {"x1": 1, "y1": 2, "x2": 30, "y2": 40, "score": 0.9}
+    one = {"path": "a.jpg", "present": True, "score": 0.9, "boxes": [box], "seconds": 0.01}
+    render.scans([one, {**one, "present": False, "score": 0.1, "boxes": []}, {**one, "boxes": [box, box]}])
+    lines = capsys.readouterr().out.splitlines()
+    assert "1 box [1,2,30,40 0.90]  (0.01s)" in lines[0] and "0 boxes  (0.01s)" in lines[1]
+    assert "2 boxes [1,2,30,40 0.90] [1,2" in lines[2]

@@ -150,9 +150,11 @@ def scans(results: list[dict]) -> None:
         )
         # A detector's answer counts its people; a crop-model scan's says how many windows it scored.
         work = f"{r['windows']} windows, " if "windows" in r else ""
+        n = len(r["boxes"])
+        found = f"{n} box{'' if n == 1 else 'es'}" + (f" {boxes}" if boxes else "")
         print(
             f"{r.get('path', '')}  {'present' if r['present'] else 'absent'}  score {r['score']:.3f}  "
-            f"{len(r['boxes'])} boxes {boxes}  ({work}{r['seconds']:.2f}s)"
+            f"{found}  ({work}{r['seconds']:.2f}s)"
         )
 
 
