@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imgclf.core.errors import UserError
 from imgclf.data.images import (
     IMAGE_EXTENSIONS,
     PAD_GREY,
     UnusableImage,
     image_size,
+    in_memory,
     load_resized,
     read_rgb,
     read_scaled,
     resize,
+    size_of,
 )
 
 RED, BLUE = (220, 30, 40), (30, 40, 220)
@@ -276,3 +279,28 @@ def test_images_with_extensions_that_say_nothing_are_found_by_their_header(tmp_p
     spec = discover(tmp_path)
     assert len(spec.paths) == 8 and sorted(Path(p).name for p in spec.ignored) == ["README", "notes.txt"]
     assert _near(read_rgb(tmp_path / "blue" / "c").getpixel((4, 4)), BLUE, 12)  # a JPEG with no extension
+
+
+def test_arrays_as_users_hold_them_become_the_same_picture():
+    """model.predict(array) took only uint8 HxW(x3): floats in [0, 1] (skimage, matplotlib), a
+    torchvision-style 3xHxW tensor or 16-bit data stopped in PIL with "Cannot handle this data type"."""
+    torch = pytest.importorskip("torch")
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[..., 0] = 200
+    rgb[:, :4, 2] = 50
+    want = np.asarray(in_memory(rgb))
+    for given in (
+        rgb / 255.0,  # floats in [0, 1]
+        rgb.astype(np.float32),  # floats in [0, 255]
+        rgb.transpose(2, 0, 1).copy(),  # channels first
+        torch.from_numpy(rgb.transpose(2, 0, 1) / 255.0),  # a torchvision tensor
+        rgb.astype(np.uint16) * 257,  # 16-bit
+        rgb.astype(np.int64),
+    ):
+        assert np.abs(np.asarray(in_memory(given)).astype(int) - want).max() <= 1, type(given)
+        assert size_of(given) == (8, 6)
+    assert in_memory(np.ones((6, 8, 1), bool)).mode == "L" and np.asarray(in_memory(np.ones((6, 8), bool))).max() == 255
+    with pytest.raises(UserError, match=r"shape \(2, 6, 8, 3\)"):
+        in_memory(np.zeros((2, 6, 8, 3), np.uint8))
+    with pytest.raises(TypeError, match="give a path, PIL image or array"):
+        in_memory(12)

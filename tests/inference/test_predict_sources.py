@@ -62,3 +62,21 @@ def test_a_zip_of_photos_is_predicted_image_by_image(tiny_run, tmp_path):
     assert got[0]["label"] == direct["label"] and got[0]["confidence"] == pytest.approx(direct["confidence"])
     summary = imgclf.predict_folder(model, archive, tmp_path / "preds.csv", verbose=False)
     assert (summary["predicted"], summary["errors"]) == (3, 0)
+
+
+def test_arrays_in_any_common_layout_get_the_files_answer_and_the_model_says_what_it_is(tiny_run):
+    """A float image in [0, 1] or a torchvision 3xHxW tensor stopped in PIL ("Cannot handle this data
+    type"); a loaded model printed as <...Model object at 0x...>."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    disc = sorted((tiny_run.parent / "shapes" / "disc").iterdir())[0]
+    model = imgclf.load(tiny_run)
+    rgb = np.asarray(Image.open(disc).convert("RGB"))
+    want = model.predict(disc)[0]
+    for given in (rgb / 255.0, torch.from_numpy(rgb.transpose(2, 0, 1).copy()).float() / 255):
+        got = model.predict(given)[0]
+        assert got["label"] == want["label"] and got["confidence"] == pytest.approx(want["confidence"], abs=0.02)
+    assert repr(model).startswith(f"<imgclf model {str(tiny_run)!r}: disc, square, stripes; ")
+    assert f"at {model.img_size} px, torch on cpu>" in repr(model)

@@ -16,6 +16,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from imgclf.core.errors import UserError
 from imgclf.core.files import NotRegularFile, open_regular
 
 # .jfif and .jpe: JPEGs as Windows saves pictures from the web (common in scraped datasets).
@@ -238,6 +239,47 @@ def to_rgb(img: Image.Image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return img.convert("RGB")
+
+
+def in_memory(image) -> Image.Image:
+    """An image given in memory (not a path) as PIL: a PIL image as it is; an array (numpy, or
+    anything with __array__: a CPU torch tensor) that is HxW, HxWx1/3/4 or channels first (3xHxW,
+    as torchvision holds images), uint8 as it is, floats in [0, 1] or [0, 255], 16-bit and other
+    integers scaled by their range, as files are (to_rgb)."""
+    if isinstance(image, Image.Image):
+        return image
+    if not hasattr(image, "__array__"):
+        raise TypeError(f"cannot read an image from {type(image).__name__}; give a path, PIL image or array")
+    a = np.asarray(image)
+    if _channels_first(a.shape):
+        a = a.transpose(1, 2, 0)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)) or 0 in a.shape:
+        raise UserError(f"an image array must be HxW, HxWx3, HxWx4 or 3xHxW; this one has shape {a.shape}")
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype.kind in "fiu" and a.dtype != np.uint8:
+        full = 65535.0 if a.dtype == np.uint16 else _full_scale(a.astype(np.float64), a.dtype.kind == "f")
+        a = np.clip(np.nan_to_num(a.astype(np.float64) * (255.0 / full)), 0, 255).round().astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise UserError(f"an image array must hold numbers, not {a.dtype}")
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def size_of(item) -> tuple[int, int]:
+    """(width, height) of a path (its header only), PIL image or array (in_memory's layouts), before
+    any pixel is decoded or copied: what the work limits are checked on."""
+    if isinstance(item, Image.Image):
+        return item.size
+    if hasattr(item, "__array__"):
+        shape = tuple(getattr(item, "shape", None) or np.shape(item))
+        return (shape[2], shape[1]) if _channels_first(shape) else (shape[1], shape[0])
+    return image_size(item)
+
+
+def _channels_first(shape: tuple) -> bool:
+    return len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4)
 
 
 def _read(path: str | os.PathLike, max_pixels: int, draft_side: int | None, full_size: bool = False):

@@ -133,19 +133,11 @@ def _decoded(detector: Detector, items, limit: float, side: int | None):
 
 def _check(detector: Detector, item, limit: float) -> None:
     """Refuse (TooMuchWork) a photo over the shape or time limits, from its size alone: a file's header."""
-    import numpy as np
-    from PIL import Image
-
     from imgclf.core.work import check_shape
-    from imgclf.data.images import image_size
+    from imgclf.data.images import size_of
     from imgclf.detection.cost import check
 
-    if isinstance(item, Image.Image):
-        width, height = item.size
-    elif isinstance(item, np.ndarray):
-        height, width = item.shape[:2]
-    else:
-        width, height = image_size(item)
+    width, height = size_of(item)
     check_shape(width, height)
     check(detector, width, height, limit)
 
@@ -155,13 +147,12 @@ def photo(item, side: int | None = None):
     (UnusableImage when it cannot be read). A file is decoded no smaller than `side` a side where its
     format allows less (data.images.read_scaled; the detector's `decode_side`): JPEG decoding, not
     the network, is most of a large photo's time. `side` None: decoded whole."""
-    import numpy as np
     from PIL import Image
 
-    from imgclf.data.images import read_rgb, read_scaled, to_rgb
+    from imgclf.data.images import in_memory, read_rgb, read_scaled, to_rgb
 
-    if isinstance(item, (Image.Image, np.ndarray)):
-        img = to_rgb(item if isinstance(item, Image.Image) else Image.fromarray(item))
+    if isinstance(item, Image.Image) or hasattr(item, "__array__"):
+        img = to_rgb(in_memory(item))
         return img, img.size
     if side is None:
         img = read_rgb(item)

@@ -284,9 +284,6 @@ def _video_source(images) -> str | None:
 
 
 def _rgb(item):
-    import numpy as np
-    from PIL import Image
+    from imgclf.data.images import in_memory, to_rgb
 
-    from imgclf.data.images import to_rgb
-
-    return to_rgb(Image.fromarray(item) if isinstance(item, np.ndarray) else item)
+    return to_rgb(in_memory(item))

@@ -220,14 +220,14 @@ def explain(
     """Per image: path (when given), label, confidence (the run's answer, as predict gives it),
     target, method, layer, heatmap (size x size, 0..1) and overlay (the PNG written under `out`,
     else None); or path and error for an unreadable file."""
-    from imgclf.data.images import UnusableImage, read_rgb, to_rgb
+    from imgclf.data.images import UnusableImage, in_memory, read_rgb, to_rgb
 
     explainer = Explainer(model, method)
     items, results, arrays, originals = list(expand_inputs(images)), [], [], []
     for i, item in enumerate(items):
         entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
         try:
-            original = read_rgb(item) if isinstance(item, (str, Path)) else to_rgb(_as_pil(item))
+            original = read_rgb(item) if isinstance(item, (str, Path)) else to_rgb(in_memory(item))
             arrays.append(model.preprocess(item))
             originals.append((len(results), original))
         except UnusableImage as e:
@@ -374,16 +374,6 @@ def png_bytes(img) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=6)  # optimize=True costs 5x the time for a few % of bytes
     return buf.getvalue()
-
-
-def _as_pil(item):
-    from PIL import Image
-
-    if isinstance(item, Image.Image):
-        return item
-    if isinstance(item, np.ndarray):
-        return Image.fromarray(item)
-    raise TypeError(f"cannot explain {type(item).__name__}; give a path, PIL image or numpy array")
 
 
 def _safe(name: str) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 
 from imgclf.core.errors import UserError
 from imgclf.data.discover import files_to_predict
-from imgclf.data.images import UnusableImage, is_web_url, load_resized, resize
+from imgclf.data.images import UnusableImage, in_memory, is_web_url, load_resized, resize
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.evaluation.rejection import UNKNOWN
 from imgclf.models.arrays import softmax
@@ -37,6 +37,13 @@ class Predictor:
         # Test-time augmentation the run was evaluated (and calibrated) with; settable per call site.
         self.tta = meta.tta
 
+    def __repr__(self) -> str:  # what a notebook shows for imgclf.load(...)
+        names = ", ".join(self.classes[:5]) + (f", … ({len(self.classes)} in all)" if len(self.classes) > 5 else "")
+        return (
+            f"<imgclf model {str(self.path or '(in memory)')!r}: {names}; {self.meta.architecture_name} at {self.img_size} px, "
+            f"{self.backend} on {self.device_name}>"
+        )
+
     @property
     def backend(self) -> str:
         raise NotImplementedError
@@ -51,16 +58,10 @@ class Predictor:
         raise NotImplementedError
 
     def preprocess(self, image) -> np.ndarray:
-        """A path, PIL image or HxWx3 uint8 array -> the model's uint8 input (size, size, 3)."""
-        from PIL import Image
-
+        """A path, PIL image or array (data.images.in_memory) -> the model's uint8 input (size, size, 3)."""
         if isinstance(image, (str, Path)):
             return load_resized(image, self.img_size, self.resize_mode)
-        if isinstance(image, Image.Image):
-            return resize(image, self.img_size, self.resize_mode)
-        if isinstance(image, np.ndarray):
-            return resize(Image.fromarray(image), self.img_size, self.resize_mode)
-        raise TypeError(f"cannot predict on {type(image).__name__}; give a path, PIL image or numpy array")
+        return resize(in_memory(image), self.img_size, self.resize_mode)  # PIL, numpy, a CPU torch tensor
 
     def with_tta(self, tta: str | None) -> "Predictor":
         """This model with test-time augmentation `tta` instead of the run's own (None: keep it)."""

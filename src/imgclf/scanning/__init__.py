@@ -133,33 +133,22 @@ def _scanner(model, s: ScanSettings, iou: float) -> Scanner:
 def _fitted(scanner: Scanner, item, limit: float) -> tuple[Scanner, dict]:
     """The scanner for this photo within `limit` seconds and its estimate (cost.fit), from its size
     alone: a file's header, before a pixel is decoded. TooMuchWork when it cannot fit."""
-    import numpy as np
-    from PIL import Image
-
     from imgclf.core.work import check_shape
-    from imgclf.data.images import image_size
+    from imgclf.data.images import size_of
     from imgclf.scanning.cost import fit
 
-    if isinstance(item, (str, Path)):
-        width, height = image_size(item)
-    elif isinstance(item, Image.Image):
-        width, height = item.size
-    else:
-        height, width = np.asarray(item).shape[:2]
+    width, height = size_of(item)
     check_shape(width, height)
     return fit(scanner, width, height, limit)
 
 
 def _photo(item):
     """A path, PIL image or array as an RGB PIL image (UnusableImage when it cannot be read)."""
-    import numpy as np
-    from PIL import Image
-
-    from imgclf.data.images import read_rgb, to_rgb
+    from imgclf.data.images import in_memory, read_rgb, to_rgb
 
     if isinstance(item, (str, Path)):
         return read_rgb(item)
-    return to_rgb(item if isinstance(item, Image.Image) else Image.fromarray(np.asarray(item)))
+    return to_rgb(in_memory(item))
 
 
 def _settings(model, scanner, crop_size, scales, iou) -> dict:
