@@ -241,6 +241,8 @@ def _export(net, example, path: Path, opset: int | None, name: str) -> str:
     name of the one that worked. Both keep the batch axis dynamic."""
     import torch
 
+    from imgclf.models.tracing import trace_onnx
+
     # In-place activations (timm's ReLU6(inplace=True), 33 in Lite0) go through torch.export's slow
     # functionalising decompositions: out of place, Lite0 exports in 11 s instead of 16 (this 2-core
     # VM). The same arithmetic; the network is in eval mode and runs no backward.
@@ -273,16 +275,7 @@ def _export(net, example, path: Path, opset: int | None, name: str) -> str:
         except Exception as e:  # noqa: BLE001 - any tracing failure: fall back, then report both
             errors.append(f"torch.export: {type(e).__name__}: {_first_line(e)}")
         try:
-            torch.onnx.export(
-                net,
-                (example,),
-                str(path),
-                input_names=["input"],
-                output_names=["logits"],
-                opset_version=opset or 17,
-                dynamo=False,
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            )
+            path.write_bytes(trace_onnx(net, example, "input", ["logits"], opset or 17))
             return "torchscript"
         except Exception as e:  # noqa: BLE001
             errors.append(f"TorchScript: {type(e).__name__}: {_first_line(e)}")
