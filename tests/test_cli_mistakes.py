@@ -58,7 +58,7 @@ def test_export_opset_outside_what_the_exporters_support(run, tmp_path):
 
 @pytest.mark.slow
 def test_an_old_opset_is_honoured_not_silently_replaced(run, tmp_path):
-    """The dynamo exporter keeps its own opset 18 when it cannot convert down: the tracer then exports it."""
+    """--opset 13 gives opset 13 (torch.export, the fallback, keeps its own 18 when it cannot convert down)."""
     run = Path(shutil.copytree(run, tmp_path / "run"))  # the export records itself in the run folder
     assert imgclf.export(run, out=tmp_path / "m.onnx", opset=13, verbose=False)["opset"] == 13
 

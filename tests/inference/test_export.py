@@ -218,21 +218,23 @@ def test_an_exported_run_predicts_without_importing_torch(tiny_run, tmp_path):
         np.testing.assert_allclose(onnx.predict_logits(x), torch_model.predict_logits(x), atol=1e-4)
 
 
-def test_failed_check_installs_nothing_and_torchscript_fallback(runs, tmp_path, monkeypatch):
+def test_failed_check_installs_nothing_and_torch_export_fallback(runs, tmp_path, monkeypatch):
+    """A network the tracer cannot take (or a torch without it) is exported by torch.export."""
     import torch
 
     real = torch.onnx.export
 
-    def no_dynamo(*args, dynamo=True, **kw):
-        if dynamo:
-            raise RuntimeError("unsupported op")
-        return real(*args, dynamo=False, **kw)
+    def no_tracer(*args, dynamo=True, **kw):
+        if not dynamo:
+            raise RuntimeError("the TorchScript exporter was removed")
+        return real(*args, dynamo=True, **kw)
 
-    monkeypatch.setattr(torch.onnx, "export", no_dynamo)
+    monkeypatch.setattr(torch.onnx, "export", no_tracer)
     out = tmp_path / "m.onnx"
     result = imgclf.export(runs["simple_cnn"], out=out, verbose=False)
-    assert result["exporter"] == "torchscript" and result["max_prob_diff"] <= 1e-4
+    assert result["exporter"] == "dynamo" and result["max_prob_diff"] <= 1e-4
     assert ort.InferenceSession(str(out)).run(None, {"input": np.zeros((4, 3, 32, 32), np.float32)})[0].shape == (4, 3)
+    monkeypatch.setattr(torch.onnx, "export", real)
 
     moved = Path(shutil.copytree(runs["simple_cnn"], tmp_path / "moved"))  # its images are gone
     (moved / "splits.csv").unlink()

@@ -196,3 +196,19 @@ def test_simple_cnn_exports_where_its_pool_does_not_divide_the_map(size):
         want = net(x).numpy()
         assert torch.equal(net[-6](x[:, :1]), torch.nn.functional.adaptive_avg_pool2d(x[:, :1], 2))
     assert got.shape == (4, 3) and abs(got - want).max() < 1e-5
+
+
+def test_the_short_names_the_error_offers_are_names_create_model_takes():
+    """create_model("lite0") said "unknown model 'lite0'; available: lite0, lite1, ..."."""
+    import re
+
+    from imgclf.core.errors import UserError
+
+    with pytest.raises(UserError) as e:
+        create_model("nosuchnet", 3)
+    offered = re.search(r"available: (.*?), or any timm", str(e.value)).group(1).split(", ")
+    assert "lite0" in offered
+    for name in offered:
+        net = create_model(name, 3, img_size=32).eval()
+        assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 3), name
+    assert model_defaults("lite0") == model_defaults("timm/tf_efficientnet_lite0") == {}

@@ -14,6 +14,7 @@ import torch
 
 from imgclf.core.errors import UserError
 from imgclf.models.builders import _REGISTRY, Builder, register  # noqa: F401  (register: re-exported)
+from imgclf.models.packaged import expand_short_name
 
 _SHAPE_ARGS = ("num_classes", "in_chans", "img_size")  # given by the data, not settings of the model
 
@@ -26,6 +27,7 @@ def list_models() -> list[str]:
 
 def check_model(name: str) -> None:
     """A UserError now for a model name that `create_model` would refuse only after the decoding."""
+    name = expand_short_name(name)[0]
     if name.startswith("timm/"):
         from imgclf.models.timm_models import check_arch
 
@@ -39,6 +41,7 @@ def model_defaults(name: str) -> dict:
 
     timm models take timm's keyword arguments, which have no fixed list: `{}` for `timm/<arch>`.
     """
+    name = expand_short_name(name)[0]
     if name.startswith("timm/"):
         return {}
     params = inspect.signature(_lookup(name)).parameters.values()
@@ -69,6 +72,7 @@ def create_model(
 
         >>> net = create_model("simple_cnn", num_classes=10, img_size=32, width=16)
     """
+    name = expand_short_name(name)[0]  # lite0 -> timm/tf_efficientnet_lite0, as --model takes it
     if name.startswith("timm/"):
         from imgclf.models.timm_models import create_timm_model
 

@@ -5,7 +5,6 @@ into imgclf's cache on first use) or on the int8 graph `imgclf export faces --in
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from imgclf.core.errors import UserError
@@ -44,21 +43,12 @@ def export(net, path: Path) -> None:
     """`net` as an ONNX graph at `path`, written atomically, its batch axis dynamic."""
     import torch
 
-    from imgclf.core.console import silent_stdout
     from imgclf.core.files import atomic_path
+    from imgclf.models.tracing import trace_onnx
 
-    with atomic_path(path) as tmp, warnings.catch_warnings(), silent_stdout():
-        warnings.simplefilter("ignore")  # the exporter's chatter
-        torch.onnx.export(
-            net.to("cpu").eval(),
-            (torch.zeros(1, 3, CHIP, CHIP),),
-            str(tmp),
-            input_names=["input"],
-            output_names=["embedding"],
-            opset_version=17,
-            dynamo=False,
-            dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
-        )
+    graph = trace_onnx(net.to("cpu").eval(), torch.zeros(1, 3, CHIP, CHIP), "input", ["embedding"])
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(graph)
 
 
 def int8_path(fp32: Path) -> Path:

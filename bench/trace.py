@@ -1,0 +1,112 @@
+"""Benchmark: how the network's ONNX graph is made, and how fast ONNX Runtime runs it on a CPU.
+
+Three graphs of the same network (random weights: speed does not depend on them), each run by ONNX
+Runtime with imgclf's session options:
+- plain trace: the TorchScript exporter as training used it before 2026-11-29 (the linear probe, the
+  evaluation after training and the installed RUN/model.onnx);
+- imgclf's trace (models.tracing.trace_onnx): the same exporter with timm's "same" padding fixed for
+  the input size, then onnxscript's optimiser;
+- torch.export: the dynamo exporter (`imgclf export`'s first choice), the speed to match.
+Columns: export seconds, images/s over batches of 64, the median of 30 single-image calls, and the
+largest logit difference against PyTorch on the batch. Not a test: nothing is asserted.
+
+    python bench/trace.py
+    python bench/trace.py --models lite0 --sizes 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import platform
+import statistics
+import time
+import warnings
+
+import numpy as np
+import torch
+
+
+def plain_trace(net, example) -> bytes:
+    buf = io.BytesIO()
+    torch.onnx.export(
+        net, (example,), buf, input_names=["input"], output_names=["logits"], opset_version=17, dynamo=False,
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )  # fmt: skip
+    return buf.getvalue()
+
+
+def torch_export(net, example) -> bytes:
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.onnx")
+        torch.onnx.export(
+            net, (torch.cat([example, example]),), path, input_names=["input"], output_names=["logits"],
+            dynamo=True, external_data=False, dynamic_shapes=({0: torch.export.Dim("batch")},),
+        )  # fmt: skip
+        return open(path, "rb").read()
+
+
+def measure(graph: bytes, x: np.ndarray) -> tuple[float, float, np.ndarray]:
+    import onnxruntime as ort
+
+    from imgclf.core.device import ort_options
+
+    s = ort.InferenceSession(graph, sess_options=ort_options(), providers=["CPUExecutionProvider"])
+    out = s.run(None, {"input": x})[0]
+    start = time.perf_counter()
+    for _ in range(3):
+        s.run(None, {"input": x})
+    per_s = 3 * len(x) / (time.perf_counter() - start)
+    one = []
+    for i in range(30):
+        t = time.perf_counter()
+        s.run(None, {"input": x[i % len(x)][None]})
+        one.append(time.perf_counter() - t)
+    return per_s, 1000 * statistics.median(one), out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="lite0,timm/resnet18", help="comma-separated imgclf model names")
+    p.add_argument("--sizes", default="96,128,224")
+    args = p.parse_args()
+    warnings.simplefilter("ignore")
+    from imgclf.core.console import silent_stdout
+    from imgclf.models import create_model
+    from imgclf.models.tracing import trace_onnx
+
+    print(
+        f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    print("\n| model | px | graph | export s | img/s (batch 64) | batch-1 ms | max logit diff |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        for side in map(int, args.sizes.split(",")):
+            net = create_model(name, num_classes=10, img_size=side).eval()
+            example = torch.zeros(1, 3, side, side)
+            x = np.random.default_rng(0).standard_normal((64, 3, side, side), dtype=np.float32)
+            with torch.no_grad():
+                want = net(torch.from_numpy(x)).numpy()
+            makers = {
+                "plain trace": plain_trace,
+                "imgclf's trace": lambda n, e: trace_onnx(n, e, "input", ["logits"]),
+                "torch.export": torch_export,
+            }
+            for label, make in makers.items():
+                start = time.perf_counter()
+                with silent_stdout():
+                    graph = make(net, example)
+                seconds = time.perf_counter() - start
+                per_s, one_ms, got = measure(graph, x)
+                diff = float(np.abs(got - want).max())
+                print(
+                    f"| {name} | {side} | {label} | {seconds:.1f} | {per_s:.0f} | {one_ms:.1f} | {diff:.1e} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
