@@ -26,6 +26,7 @@ import time
 import warnings
 
 import numpy as np
+import tables  # bench/tables.py: the table printed and written as CSV
 import torch
 
 
@@ -51,7 +52,7 @@ def torch_export(net, example) -> bytes:
         return open(path, "rb").read()
 
 
-def detector_rows() -> None:
+def detector_rows(table) -> None:
     """The pretrained person detector (SSDLite, 300 px, its box decoding in the graph): plain trace
     against imgclf's, batches of 4 photos, and the largest box difference between the two."""
     from imgclf.core.console import silent_stdout
@@ -75,10 +76,11 @@ def detector_rows() -> None:
         per_s, one_ms, got = measure(graph, x)
         first = got if first is None else first
         diff = float(np.abs(got - first).max())
-        print(
-            f"| person detector | {SIZE} | {label} | {seconds:.1f} | {per_s:.0f} | {one_ms:.1f} | {diff:.1e} |",
-            flush=True,
-        )
+        table.add(["person detector", SIZE, label, *_cells(seconds, per_s, one_ms, diff)])
+
+
+def _cells(seconds: float, per_s: float, one_ms: float, diff: float) -> list:
+    return [tables.V(seconds, ".1f"), tables.V(per_s, ".0f"), tables.V(one_ms, ".1f"), tables.V(diff, ".1e")]
 
 
 def measure(graph: bytes, x: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -103,11 +105,12 @@ def measure(graph: bytes, x: np.ndarray) -> tuple[float, float, np.ndarray]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", default="lite0,timm/resnet18", help="comma-separated imgclf model names")
-    p.add_argument("--sizes", default="96,128,224")
-    p.add_argument("--no-detector", action="store_true", help="leave out the person detector's rows")
-    args = p.parse_args()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="lite0,timm/resnet18", help="comma-separated imgclf model names")
+    ap.add_argument("--sizes", default="96,128,224")
+    ap.add_argument("--no-detector", action="store_true", help="leave out the person detector's rows")
+    tables.add_csv_dir(ap)
+    args = ap.parse_args()
     warnings.simplefilter("ignore")
     from imgclf.core.console import silent_stdout
     from imgclf.models import create_model
@@ -116,8 +119,8 @@ def main() -> None:
     print(
         f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     )
-    print("\n| model | px | graph | export s | img/s (batch 64) | batch-1 ms | max logit diff |")
-    print("|---|---|---|---|---|---|---|")
+    header = ["model", "px", "graph", "export s", "img/s (batch 64)", "batch-1 ms", "max logit diff"]
+    table = tables.Table("graphs", header, title="")
     for name in args.models.split(","):
         for side in map(int, args.sizes.split(",")):
             net = create_model(name, num_classes=10, img_size=side).eval()
@@ -137,12 +140,9 @@ def main() -> None:
                 seconds = time.perf_counter() - start
                 per_s, one_ms, got = measure(graph, x)
                 diff = float(np.abs(got - want).max())
-                print(
-                    f"| {name} | {side} | {label} | {seconds:.1f} | {per_s:.0f} | {one_ms:.1f} | {diff:.1e} |",
-                    flush=True,
-                )
+                table.add([name, side, label, *_cells(seconds, per_s, one_ms, diff)])
     if not args.no_detector:
-        detector_rows()
+        detector_rows(table)
 
 
 if __name__ == "__main__":
