@@ -18,7 +18,7 @@ from scipy.stats import binomtest
 from imgclf.core.errors import UserError
 from imgclf.core.files import output_file, write_json
 from imgclf.evaluation.calibration import expected_calibration_error
-from imgclf.evaluation.scoring import labelled, listed, match_classes
+from imgclf.evaluation.scoring import labelled, listed, match_classes, own_images, seen_warning
 from imgclf.settings.checks import Number, check_number
 from imgclf.store.runs import test_split
 
@@ -111,10 +111,11 @@ def slice_stats(
 # ---- the promotion rule ---------------------------------------------------------------------------
 
 
-def promotion_verdict(slices: dict[str, dict], rule: dict | None = None) -> dict:
+def promotion_verdict(slices: dict[str, dict], rule: dict | None = None, leaks: list[str] = ()) -> dict:
     """B is promoted when, on every slice: its accuracy is at least A's + `min_diff`; no class's recall
     drops by more than `tolerance`; and, where at least `min_discordant` images changed verdict, it is
-    not significantly worse (McNemar p < alpha). Returns {promote, reasons, paragraph}."""
+    not significantly worse (McNemar p < alpha). `leaks`: warnings about slices holding a model's own
+    images, which end the paragraph as notes. Returns {promote, reasons, warnings, paragraph}."""
     rule = {**DEFAULT_RULE, **(rule or {})}
     reasons, notes, promote = [], [], True
     for where, s in slices.items():
@@ -157,7 +158,7 @@ def promotion_verdict(slices: dict[str, dict], rule: dict | None = None) -> dict
             notes.append(f"{where}: accuracy rises from {a:.1%} to {b:.1%} ({sig})")
         if "ece" in s and s["changed"]:
             notes.append(f"{where}: calibration error (ECE) {s['ece']['a']:.3f} -> {s['ece']['b']:.3f}")
-    warnings = label_warnings(slices, rule["alpha"])
+    warnings = label_warnings(slices, rule["alpha"]) + list(leaks)
     verdict = {"promote": promote, "reasons": reasons or notes, "warnings": warnings}
     verdict["paragraph"] = _paragraph(promote, reasons, notes, rule) + "".join(f" Note: {w}." for w in warnings)
     return verdict
@@ -238,16 +239,24 @@ def compare(
     rule = {**DEFAULT_RULE, "tolerance": tolerance, "alpha": alpha, **(rule or {})}
     # A's classes first, then those only B knows (an update that added classes): A is always wrong on those.
     classes = ma.classes + [c for c in mb.classes if c not in ma.classes]
-    slices = {"test split": _slice(ma, mb, *test_split(ma, "compare on", data_root), n_boot, seed, classes)}
+    test = test_split(ma, "compare on", data_root)
+    slices = {"test split": _slice(ma, mb, *test, n_boot, seed, classes)}
+    # A model scored on images it trained on looks better than it is: B trained on some of A's test
+    # split (two runs split apart), or the new data holds either's training images.
+    seen = [_seen("test split", test[0], mb, "the challenger (B)")]
     if data is not None:
-        slices["new data"] = _slice(ma, mb, *_labeled(data, classes), n_boot, seed, classes)
+        new = _labeled(data, classes)
+        slices["new data"] = _slice(ma, mb, *new, n_boot, seed, classes)
+        seen += [
+            _seen("new data", new[0], m, who) for m, who in ((ma, "the current model (A)"), (mb, "the challenger (B)"))
+        ]
     result = {
         "a": str(ma.path),
         "b": str(mb.path),
         "classes": classes,
         "rule": rule,
         "slices": slices,
-        "verdict": promotion_verdict(slices, rule),
+        "verdict": promotion_verdict(slices, rule, [line for line in seen if line]),
     }
     out = Path(out) if out else Path(mb.path) / f"compare-{Path(ma.path).name}.json"
     write_json(out, result)
@@ -283,6 +292,12 @@ def _slice(ma, mb, paths: list[str], labels: np.ndarray, n_boot: int, seed: int,
     stats["ece"] = {"a": expected_calibration_error(pa, y), "b": expected_calibration_error(pb, yb)}
     stats["skipped"] = {paths[i]: r for i, r in sorted(bad.items())}
     return stats
+
+
+def _seen(where: str, paths: list[str], model, who: str) -> str:
+    """A warning when the `where` slice holds images `model` trained or chose its epoch on, else ""."""
+    own = own_images(model.path, paths)
+    return seen_warning(own, len(paths), f"scores on them favour {who}", whose=f"{who}'s", of=f"the {where}'s")
 
 
 def _labeled(data, classes: list[str]) -> tuple[list[str], np.ndarray]:
