@@ -67,3 +67,26 @@ def test_lite0_traces_to_a_graph_whose_padding_is_constant():
 
     for pad in (n for n in graph.node if n.op_type == "Pad"):
         assert "input" not in inputs_behind(pad.input[1])
+
+
+def test_a_layer_called_at_two_sizes_keeps_its_own_padding():
+    """Shared weights (one Conv2dSame on two scales in one pass): one fixed padding would be right for
+    one scale only, so that layer is traced as it is."""
+
+    class TwoScales(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = create_conv2d(3, 4, 3, stride=2, padding="same")
+
+        def forward(self, x):
+            small = torch.nn.functional.avg_pool2d(x, 3, 3)
+            return torch.cat([self.conv(x).mean((2, 3)), self.conv(small).mean((2, 3))], 1)
+
+    net = TwoScales().eval()
+    with fixed_padding(net, torch.zeros(1, 3, 37, 37)):
+        assert "forward" not in vars(net.conv)
+    graph = trace_onnx(net, torch.zeros(1, 3, 37, 37), "input", ["out"])
+    x = np.random.default_rng(1).random((2, 3, 37, 37), dtype=np.float32)
+    got = ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    with torch.no_grad():
+        assert np.abs(got - net(torch.from_numpy(x)).numpy()).max() < 1e-5

@@ -69,10 +69,10 @@ def fixed_padding(net: torch.nn.Module, example: torch.Tensor) -> Iterator[torch
     if not layers:
         yield net
         return
-    sizes: dict[int, tuple[int, int]] = {}
+    sizes: dict[int, set[tuple[int, int]]] = {}
 
     def seen(m, args) -> None:  # a pre-hook that returns something replaces the layer's input
-        sizes.setdefault(id(m), tuple(args[0].shape[-2:]))
+        sizes.setdefault(id(m), set()).add(tuple(args[0].shape[-2:]))
 
     hooks = [m.register_forward_pre_hook(seen) for m in layers]
     try:
@@ -83,8 +83,8 @@ def fixed_padding(net: torch.nn.Module, example: torch.Tensor) -> Iterator[torch
             h.remove()
     patched = []
     try:
-        for m in layers:
-            if id(m) in sizes and (fwd := _fixed_forward(m, *sizes[id(m)])) is not None:
+        for m in layers:  # a layer called at two sizes in one pass (shared weights) keeps its own padding
+            if len(sizes.get(id(m), ())) == 1 and (fwd := _fixed_forward(m, *next(iter(sizes[id(m)])))) is not None:
                 m.forward = fwd
                 patched.append(m)
         yield net
