@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import warnings
 from typing import Iterator
 
@@ -26,7 +25,10 @@ import torch.nn.functional as F
 
 
 def _same(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    pad = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    """(before, after): timm's own "same" padding for a side of `size` (an int: no graph ops)."""
+    from timm.layers.padding import get_same_padding
+
+    pad = get_same_padding(size, kernel, stride, dilation)
     return pad // 2, pad - pad // 2
 
 
