@@ -4,6 +4,7 @@ as image files, and one tiny trained run shared by the whole session. Helpers th
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -26,7 +27,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 def pytest_xdist_make_scheduler(config, log):
     """`-n 2`: the cluster tests share one local Ray cluster a session, and a bare `--ray` finds the
     newest cluster on the machine, so they all run in one worker, in file order (their module
-    fixtures set up once); every other test is scheduled alone, as `--dist load` would. This is
+    fixtures set up once); so do the tests of a file with a module-scoped fixture; every other test
+    is scheduled alone, as `--dist load` would. This is
     xdist's loadgroup keyed on the path: loadgroup itself reads a group from a suffix its hook writes
     into the node id, which pytest 9.2's structured node ids ignore (pytest-xdist issue 1386), and
     the cluster tests were spread over both workers, each starting a cluster."""
@@ -36,9 +38,24 @@ def pytest_xdist_make_scheduler(config, log):
 
     class ClusterTestsTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "ray" if nodeid.startswith("tests/cluster/") else nodeid
+            if nodeid.startswith("tests/cluster/"):
+                return "ray"
+            path = nodeid.split("::", 1)[0]
+            return path if _has_module_fixture(path) else nodeid
 
     return ClusterTestsTogether(config, log)
+
+
+@functools.cache
+def _has_module_fixture(path: str) -> bool:
+    """A file with a module-scoped fixture (a trained run, a detector's graph) keeps its tests in one
+    worker, which builds the fixture once: spread over both, each built it (about 2 minutes of the
+    suite's worker time)."""
+    try:
+        text = (Path(__file__).parent.parent / path).read_text()
+    except OSError:
+        return False
+    return 'scope="module"' in text
 
 
 @pytest.fixture(autouse=True)

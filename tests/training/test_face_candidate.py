@@ -122,7 +122,12 @@ def test_a_run_that_kept_the_face_embedding_predicts_and_refuses_export(face_run
     serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
     import httpx
 
+    # Nor is it slid over windows: a scan says what does find faces, and the service does not time
+    # one at start-up (it did: 18 s of face searches before it answered).
+    with pytest.raises(UserError, match="faces enrol"):
+        imgclf.scan(face_run, [probes[0][0]], verbose=False)
     with serving.BackgroundServer(serving.create_app(model, serving.ServeSettings())) as url:
+        assert httpx.get(f"{url}/model", timeout=30).json()["scan_with"] != "crop model"
         photo_bytes = probes[-1][0].read_bytes()
         got = httpx.post(f"{url}/predict", files={"file": ("p.jpg", photo_bytes)}, timeout=60)
         assert got.status_code == 200 and got.json()["results"][0]["label"] == probes[-1][1]

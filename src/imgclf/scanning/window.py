@@ -19,7 +19,7 @@ import numpy as np
 from imgclf.core.errors import UserError
 from imgclf.core.files import read_json, write_json
 from imgclf.evaluation.operating_point import OperatingPoint
-from imgclf.models import PERSON_DETECTOR
+from imgclf.models import FACE_EMBEDDING, PERSON_DETECTOR
 from imgclf.store.run_meta import load_run_meta
 
 CACHE = "scan_window.json"  # in the run folder: the training crops may be gone when a run is moved
@@ -31,11 +31,20 @@ POSITIVE_NAMES = re.compile(r"person|people|human|pedestrian|positive|object|tar
 
 def positive_class(model, positive: str | None) -> str:
     """--positive, else the run's decision positive class, else a class named like person/human/..."""
-    if getattr(getattr(model, "meta", None), "architecture_name", None) == PERSON_DETECTOR:
+    kept = getattr(getattr(model, "meta", None), "architecture_name", None)
+    if kept == PERSON_DETECTOR:
         # It answers for a whole photo at 300x300: slid over windows, each would cost a detector pass.
         raise UserError(
             "this run kept the pretrained person detector (its leaderboard chose it): it answers for whole "
             "photos, not windows; for boxes, scan with the detector itself: imgclf scan PHOTOS"
+        )
+    if kept == FACE_EMBEDDING:
+        # It finds the face in a whole photo itself: a window would cost a face search and an
+        # embedding each (the service measured that cost at start-up: 18 s on two people's run).
+        raise UserError(
+            "this run kept the face embedding (its leaderboard chose it): it finds and names the face in each "
+            "whole photo, not in windows (imgclf predict RUN PHOTOS); for a box and a name for every face in a "
+            "photo, enrol the people: imgclf faces enrol KNOWN/ --out GALLERY"
         )
     classes = model.classes
     if positive is not None:
