@@ -168,6 +168,15 @@ def test_the_command_line(gallery, probes, tmp_path):
         moved.rename(gallery)
 
 
+def test_enrol_without_out_makes_a_numbered_gallery_and_says_what_comes_next(known, tmp_path):
+    """As `imgclf train DATA` makes runs/DATA-n: galleries/KNOWN-n, a new one each time."""
+    for n in (1, 2):
+        p = cli("faces", "enrol", known, cwd=tmp_path)
+        made = Path("galleries") / f"{Path(known).name}-{n}"
+        assert (tmp_path / made / "gallery.safetensors").is_file()
+        assert f"next: imgclf faces identify {made} PHOTOS --out OUT" in p.stdout
+
+
 def test_identify_answers_without_importing_torch(gallery, probes):
     """Once the embedder's graph is made (enrolment made it), `imgclf faces identify` runs on dlib and
     ONNX Runtime alone: torch, 1.5-2 s of a one-photo command, is never imported."""

@@ -176,9 +176,11 @@ def test_a_bad_faces_flag_is_one_error_line(args, says, monkeypatch, capsys):
     assert e.value.code == 2 and err.startswith(f"error: {says}") and err.count("\n") == 1, err
 
 
-def test_enrol_without_out_is_refused_by_the_command_line():
-    result = CliRunner().invoke(app, ["faces", "enrol", "known"])
-    assert result.exit_code == 2 and "Missing option '--out'" in result.output
+def test_enrol_without_out_checks_the_folder_before_making_a_gallery_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["faces", "enrol", "nowhere"])
+    assert isinstance(result.exception, UserError) and "nowhere is not a folder" in str(result.exception)
+    assert not (tmp_path / "galleries").exists()
 
 
 @pytest.mark.parametrize(

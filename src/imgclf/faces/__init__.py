@@ -29,7 +29,7 @@ __all__ = ["enrol", "add", "remove", "identify", "people", "load_gallery", "Face
 
 def enrol(
     known,
-    out,
+    out=None,
     *,
     far: float = FAR,
     keep_photos: bool = False,
@@ -38,14 +38,19 @@ def enrol(
     verbose: bool = True,
 ) -> dict:
     """Enrol every person in `known` (one folder per person, named after them) into a new gallery at
-    `out`. One face is taken from each photo; a photo with no face, or several of like size, is
+    `out` (default galleries/<known's name>-<n>, as a run's runs/<data>-<n>). One face is taken from each photo; a photo with no face, or several of like size, is
     reported and left out. `far`: the share of strangers the threshold may let through. `backend`: the
     embedder's (FaceModel; "onnx-int8" once `imgclf export faces --int8` made it). A bad setting is
     refused in one line naming its option, by its declared rule (settings.faces.EnrolSettings)."""
     far = check_enrol(out=out, far=far, keep_photos=keep_photos, backend=backend)["far"]
-    known, out = Path(known).expanduser(), output_folder(out, "--out")
+    known = Path(known).expanduser()
     if not known.exists():
         raise UserError(f"{known} is not a folder; give a folder with one subfolder of photos per person")
+    if out is None:
+        from imgclf.store.runs import new_run_dir
+
+        out = new_run_dir(known, base="galleries")
+    out = output_folder(out, "--out")
     import numpy as np
 
     from imgclf.data.discover import find

@@ -4,6 +4,8 @@ with a warning where the threshold names few of the enrolled people's own photos
 
 from __future__ import annotations
 
+import shlex
+
 from imgclf.faces.gallery import Gallery
 
 WEAK_NAMING = 0.5  # below this share of a person's own photos named at the threshold, enrolment warns
@@ -44,6 +46,8 @@ def summarize(g: Gallery, out, report, verbose, verb) -> dict:
         )
         for w in summary["warnings"]:
             print(f"warning: {w}")
+        if verb == "enrolled":
+            print(f"next: imgclf faces identify {shlex.quote(str(out))} PHOTOS --out OUT")
     return summary
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imgclf.settings.checks import FACES_BACKENDS, Choice, Flag, Number, PathSetting
-from imgclf.settings.declare import REQUIRED, Declared, checker, ray_setting, rules, setting
+from imgclf.settings.declare import Declared, checker, ray_setting, rules, setting
 from imgclf.settings.scan import RULES as SCAN_RULES
 
 # --far's rule: a share strictly between 0 (a threshold no one passes) and 1 (one every stranger passes)
@@ -44,7 +44,9 @@ class EnrolSettings(Declared):
 
     WHAT = "faces enrol setting"
 
-    out: str = setting(REQUIRED, "The new gallery's folder.", PathSetting())
+    out: str | None = setting(
+        None, "The new gallery's folder [default: galleries/<KNOWN>-<n>]", PathSetting(optional=True)
+    )
     far: float = setting(
         FAR,
         "Share of strangers the 'unknown' threshold may name as someone, measured on the enrolment photos "
