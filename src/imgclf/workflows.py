@@ -71,7 +71,11 @@ def train(
     """See imgclf.train. `write_report=False`: no report.html (a label check's fold, whose report was
     half of its time on a small set; an update's candidate, reported with the comparison). `figures=False`:
     nor the run folder's PNG figures (a run nobody reads: 4 figures, ~1 s of a small fold's ~7 s)."""
+    from imgclf.data.discover import existing
     from imgclf.store.runs import training_locks
+
+    if data is not None and not resume:  # a mistyped folder: one line now, before torch's seconds of imports
+        existing(data)
     from imgclf.training.distributed import is_main
     from imgclf.training.pipeline import fit_run
 

@@ -46,7 +46,6 @@ def train(
 
     stamp_command()  # --time-budget is the wall time the user waits for (core.clock)
     from imgclf import api
-    from imgclf.training.distributed import is_main
 
     if resume is None and data is None:
         raise UserError("give DATA (a folder with one sub-folder per class) or --resume RUN_FOLDER")
@@ -60,6 +59,8 @@ def train(
         ray=ray,
         **settings,
     )
+    from imgclf.training.distributed import is_main
+
     if is_main():  # under torchrun every rank runs this command; rank 0 speaks for them
         print(run.path)
 

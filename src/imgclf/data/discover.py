@@ -100,12 +100,19 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
     return spec
 
 
-def find(source: str | Path) -> DatasetSpec:
-    """The images and labels at `source` in any layout this module reads (see the module's doc),
-    with the splits the data gives ("" elsewhere); one class is enough (imgclf update's new data)."""
+def existing(source: str | Path) -> Path:
+    """`source` as a path that exists, else the one line that says so (torch-free: `imgclf train` says
+    it at once, not after seconds of imports)."""
     source = Path(source).expanduser()
     if not source.exists():
         raise UserError(f"data not found: {source} (give a folder with one sub-folder per class, or a CSV manifest)")
+    return source
+
+
+def find(source: str | Path) -> DatasetSpec:
+    """The images and labels at `source` in any layout this module reads (see the module's doc),
+    with the splits the data gives ("" elsewhere); one class is enough (imgclf update's new data)."""
+    source = existing(source)
     refuse_run_folder(source)
     packed = ""
     if source.is_file() and is_archive(source):
