@@ -329,16 +329,28 @@ def test_a_mistyped_model_is_refused_before_the_images_are_decoded(tmp_path, mod
     assert not (tmp_path / "run").exists()
 
 
-def test_a_mistyped_data_folder_is_said_before_torch_is_imported(tmp_path):
-    """`imgclf train nowhere`: the one line came after torch's imports (2.6 s on 2 cores); now at once."""
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["train", "{tmp}/nowhere"], "data not found: {tmp}/nowhere"),
+        (["tune", "{tmp}/nowhere"], "data not found: {tmp}/nowhere"),
+        (["lr-find", "{tmp}/nowhere"], "data not found: {tmp}/nowhere"),
+        (["export", "{tmp}/nowhere"], "no such run folder: {tmp}/nowhere"),
+        (["predict", "{tmp}", "{tmp}/typo.jpg"], "no such file or folder: {tmp}/typo.jpg"),
+    ],
+    ids=["train", "tune", "lr-find", "export", "predict"],
+)
+def test_a_mistyped_path_is_said_before_torch_is_imported(args, says, tmp_path):
+    """`imgclf train nowhere` and the like: the one line came after torch's imports or a model's load
+    (2.5 s on 2 cores); now at once."""
     import subprocess
     import sys
 
-    argv = ["imgclf", "train", str(tmp_path / "nowhere")]
+    argv = ["imgclf", *(a.format(tmp=tmp_path) for a in args)]
     code = (
         "import atexit, sys; atexit.register(lambda: print('TORCH', 'torch' in sys.modules))\n"
         f"sys.argv = {argv!r}\nfrom imgclf.cli import entry; entry()"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2 and p.stderr.startswith(f"error: data not found: {tmp_path / 'nowhere'}"), p.stderr
+    assert p.returncode == 2 and p.stderr.startswith(f"error: {says.format(tmp=tmp_path)}"), p.stderr
     assert p.stdout.strip() == "TORCH False", p.stdout

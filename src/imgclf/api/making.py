@@ -112,6 +112,9 @@ def lr_find(
 
         imgclf.lr_find("photos/", model="timm/resnet18", weights="resnet18.safetensors")["suggested_lr"]
     """
+    from imgclf.data.discover import existing
+
+    existing(data)  # a mistyped folder: one line now, not after torch's imports
     from imgclf.training.lr_find import run_range_test
 
     return run_range_test(
@@ -150,6 +153,9 @@ def tune(
         result = imgclf.tune("photos/", trials=12, timeout=600)
         result.best_value, result.default_value, result.best_params, result.run.path
     """
+    from imgclf.data.discover import existing
+
+    existing(data)  # a mistyped folder: one line now, not after torch's imports
     from imgclf.tuning.tune import run_tune
 
     return run_tune(

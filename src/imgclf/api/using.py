@@ -240,6 +240,9 @@ def export(
         if int8:
             return _export_detector_int8(run, out, calibration, max_loss, verbose)
         return _export_detector(run, out, data, verbose)
+    from imgclf.store.runs import find_run
+
+    find_run(run)  # a mistyped run: one line now, not after torch's imports
     if calibration is not None:
         raise UserError("--calibration is for a detector's int8 export; a run calibrates on its training images")
     if int8:

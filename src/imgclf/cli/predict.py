@@ -61,6 +61,9 @@ def predict(
                 tta=s.tta,
             )
         return
+    from imgclf.inference.batch import check_inputs
+
+    check_inputs(paths)  # a mistyped photo: one line before the model loads
     model = api.load(run, device, tta=s.tta, backend=s.backend or "auto")
     if s.out is not None:
         api.predict_folder(model, paths, s.out, top_k=s.top_k)
