@@ -86,7 +86,9 @@ def calls(monkeypatch):
         ),
     ],
 )
-def test_predict_flags_reach_the_api_as_its_keywords(args, call, given, calls):
+def test_predict_flags_reach_the_api_as_its_keywords(args, call, given, calls, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.jpg").write_bytes(b"")  # it must exist: predict names a missing photo before loading the run
     result = CliRunner().invoke(app, optional_ray_value(["predict", "run", *args]))
     assert result.exit_code == 0, result.output
     assert calls[call] == given

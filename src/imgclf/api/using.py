@@ -3,6 +3,7 @@ export, serve, explain (finding things in photos: api/finding.py)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from imgclf.core.console import console_for as _console
 from imgclf.core.errors import UserError
 from imgclf.core.files import output_file
+from imgclf.store.runs import find_run
 from imgclf.workflows import loaded
 
 if TYPE_CHECKING:
@@ -240,11 +242,9 @@ def export(
         if int8:
             return _export_detector_int8(run, out, calibration, max_loss, verbose)
         return _export_detector(run, out, data, verbose)
-    from imgclf.store.runs import find_run
-
-    find_run(run)  # a mistyped run: one line now, not after torch's imports
     if calibration is not None:
         raise UserError("--calibration is for a detector's int8 export; a run calibrates on its training images")
+    find_run(run)  # a mistyped run: one line now, not after torch's imports
     if int8:
         if opset is not None or not check:  # they shape the fp32 export, which --int8 only reuses
             raise UserError(
@@ -382,10 +382,8 @@ def _export_detector(run, out, data, verbose: bool) -> dict:
 
         images = []
         for p in list(expand_inputs(data))[:16]:
-            try:
+            with contextlib.suppress(UnusableImage):  # a broken file among the photos does not stop the check
                 images.append(photo(p)[0])
-            except UnusableImage:  # a broken file among the photos does not stop the check
-                continue
     result = export_detector(run, out, images)
     _say(
         verbose,
@@ -396,8 +394,7 @@ def _export_detector(run, out, data, verbose: bool) -> dict:
 
 
 def _say(verbose: bool, line: str) -> None:
-    """Print one plain line: the paths in it are the user's text, which rich would read as markup
-    ("exported [v2]/m.onnx" would lose "[v2]")."""
+    """One plain line: its paths are the user's text, which rich reads as markup ("[v2]/m.onnx" lost "[v2]")."""
     from rich.markup import escape
 
     _console(verbose).print(escape(line))
