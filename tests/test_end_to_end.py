@@ -142,7 +142,7 @@ def test_kill_and_resume(shapes, tmp_path):
     The fast preset's extra state (weight average, SGD momentum) goes through the kill too."""
     run = tmp_path / "run"
     env = cli_env()
-    args = [*CLI, "train", str(shapes), "--preset", "fast", "--epochs", "12", "--img-size", "48", "--out", str(run)]
+    args = [*CLI, "train", str(shapes), "--preset", "fast", "--epochs", "6", "--img-size", "48", "--out", str(run)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     hist = run / "history.csv"
     deadline = time.time() + 120
@@ -173,7 +173,7 @@ def test_kill_and_resume(shapes, tmp_path):
     assert "resuming from epoch" in p.stdout
     with open(hist) as f:
         epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
-    assert epochs == list(range(1, 13))
+    assert epochs == list(range(1, 7))
     assert (run / "metrics.json").is_file()
 
 
@@ -184,7 +184,7 @@ def test_ctrl_c_names_the_command_that_continues(shapes, tmp_path):
     run = tmp_path / "run"
     hist = run / "history.csv"
     p = ctrl_c(
-        ["train", shapes, "--preset", "fast", "--epochs", "12", "--img-size", "48", "--out", run],
+        ["train", shapes, "--preset", "fast", "--epochs", "6", "--img-size", "48", "--out", run],
         ready=lambda: hist.exists() and len(hist.read_text().strip().splitlines()) >= 3,
     )
     assert p.returncode == 130, p.stderr
@@ -192,7 +192,7 @@ def test_ctrl_c_names_the_command_that_continues(shapes, tmp_path):
     assert "Traceback" not in p.stderr
     cli("train", "--resume", run)
     with open(hist) as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, 13))
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, 7))
 
 
 def test_timm_model_with_local_weights(shapes, tmp_path):
