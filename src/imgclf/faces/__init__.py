@@ -38,10 +38,11 @@ def enrol(
     verbose: bool = True,
 ) -> dict:
     """Enrol every person in `known` (one folder per person, named after them) into a new gallery at
-    `out` (default galleries/<known's name>-<n>, as a run's runs/<data>-<n>). One face is taken from each photo; a photo with no face, or several of like size, is
-    reported and left out. `far`: the share of strangers the threshold may let through. `backend`: the
-    embedder's (FaceModel; "onnx-int8" once `imgclf export faces --int8` made it). A bad setting is
-    refused in one line naming its option, by its declared rule (settings.faces.EnrolSettings)."""
+    `out` (default galleries/<known's name>-<n>, as a run's runs/<data>-<n>). One face is taken from
+    each photo; a photo with no face, or several of like size, is reported and left out. `far`: the
+    share of strangers the threshold may let through. `backend`: the embedder's (FaceModel;
+    "onnx-int8" once `imgclf export faces --int8` made it). A bad setting is refused in one line
+    naming its option, by its declared rule (settings.faces.EnrolSettings)."""
     far = check_enrol(out=out, far=far, keep_photos=keep_photos, backend=backend)["far"]
     known = Path(known).expanduser()
     if not known.exists():

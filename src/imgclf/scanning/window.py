@@ -44,7 +44,7 @@ def positive_class(model, positive: str | None) -> str:
         raise UserError(
             "this run kept the face embedding (its leaderboard chose it): it finds and names the face in each "
             "whole photo, not in windows (imgclf predict RUN PHOTOS); for a box and a name for every face in a "
-            "photo, enrol the people: imgclf faces enrol KNOWN/ --out GALLERY"
+            "photo, enrol the people: imgclf faces enrol KNOWN/"
         )
     classes = model.classes
     if positive is not None:
