@@ -7,7 +7,7 @@ Ray Train (`TorchTrainer`) starts the workers, one per GPU (NCCL) or per share o
 where rank 0 prepares, probes and writes the run folder and every rank trains its share of each
 batch (training.distributed). The run folder is the same as a single-process run's. When a worker
 dies, Ray restarts the group (up to `max_failures` times) and the run resumes from its last
-finished epoch: the per-epoch checkpoint in the run folder is the commit point, so no history row
+committed epoch (training.commits): the checkpoint in the run folder is the commit point, so no history row
 is lost or written twice. DATA and the run folder must be paths every worker can read and write.
 """
 

@@ -1,5 +1,6 @@
 """RUN/history.csv: one row per epoch (losses, accuracies, learning rate, speed), rewritten
-atomically after every epoch so a killed run's history is whole up to its last checkpoint."""
+atomically at each commit (training.commits) so a killed run's history is whole up to its last
+checkpoint."""
 
 from __future__ import annotations
 

@@ -3,14 +3,14 @@
 Data stays put (airbench spirit): the decoded uint8 training set is one tensor on the training
 device when it fits, so an epoch is slicing plus batched tensor augmentation — no decoding and no
 per-sample Python. Larger sets are gathered batch by batch from the memory-mapped cache.
-Every epoch ends with an atomic checkpoint, so a killed run resumes at the last finished epoch
-with the same random stream (each epoch's randomness is seeded by (seed, epoch)).
+Epochs end with an atomic commit (training.commits: each one, or as often as writing costs at most
+a tenth of the time), so a killed run resumes at the last committed epoch with the same random
+stream (each epoch's randomness is seeded by (seed, epoch)).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,24 +21,22 @@ import torch.nn.functional as F
 from rich.markup import escape  # a run folder is the user's path
 
 from imgclf.core.device import amp_dtype
-from imgclf.core.files import atomic_path
 from imgclf.data.augment import AugmentPolicy
 from imgclf.models.forward import autocast, normalize, predict_logits
 from imgclf.settings.config import TrainConfig
-from imgclf.store.checkpoint import load_training_state, read_training_info, save_training_state, save_weights
+from imgclf.store.checkpoint import load_training_state, read_training_info
 from imgclf.training import distributed as dist
 from imgclf.training.averaging import WeightAverage
 from imgclf.training.balance import balanced_accuracy, class_weights, resolve_class_weight
 from imgclf.training.batches import SplitData, TrainImages
 from imgclf.training.budget import budget_plan, plan_verdict
+from imgclf.training.commits import STATE_FILE, Commits
 from imgclf.training.divergence import Diverged, diverged, diverged_message
 from imgclf.training.epoch import EpochKit, train_epoch
 from imgclf.training.featcache import FeatureCache, LowerMaps, epochs_cache
 from imgclf.training.finetune import Stages, describe
 from imgclf.training.history import read_history, write_history
 from imgclf.training.timing import CompileChoice, StepTimer
-
-STATE_FILE = "train_state.safetensors"
 
 
 @dataclass
@@ -73,7 +71,7 @@ def fit(
     started: float | None = None,
     image_seconds: float | None = None,
 ) -> FitResult:
-    """Train `model` for cfg.epochs, validating and checkpointing after every epoch.
+    """Train `model` for cfg.epochs, validating after every epoch and committing (training.commits).
 
     `baseline` (val score, val loss) is the starting model's (a linear probe's, already saved as
     model.safetensors): it is "epoch 0", kept unless an epoch beats it. The score is accuracy, or
@@ -164,6 +162,7 @@ def fit(
         plan,
     )
     timer = StepTimer(device)
+    commits = Commits(run_dir)
     if plan is not None and baseline is not None and start_epoch == 0 and plan.exhausted():
         # The probe is a whole model: a budget spent before fine-tuning could start still ships one.
         console.print("time budget spent before fine-tuning could start: the linear probe is the model")
@@ -231,8 +230,7 @@ def fit(
             + (f"  cooldown (lr down to {row['lr']:.2g})" if cooled else "")
         )
         if dist.is_main():
-            _checkpoint(
-                run_dir,
+            commits.after_epoch(
                 result,
                 model,
                 shipped,
@@ -250,6 +248,7 @@ def fit(
                     "has_best": has_best,
                     "plan": plan.state() if plan else None,
                 },
+                always=epoch + 1 == cfg.epochs or result.stopped_early or on_epoch is not None,
             )
         if on_epoch is not None:
             on_epoch(epoch + 1, row)
@@ -326,17 +325,6 @@ def _judge(
         bad_epochs >= cfg.patience and has_val and 2 * (epoch + 1) >= cfg.epochs and epoch + 1 < cfg.epochs
     )
     return improved, bad_epochs
-
-
-def _checkpoint(run_dir: Path, result: FitResult, model, shipped, opt, ema, improved: bool, info: dict) -> None:
-    """history.csv, the best and the last weights, then the training state: written last, it is the
-    commit point a resume trusts."""
-    write_history(run_dir / "history.csv", result.history)
-    save_weights(run_dir / "last.safetensors", shipped.state_dict())
-    if improved:  # the same bytes: copied, not serialised twice (keep=last makes it every epoch)
-        with atomic_path(run_dir / "model.safetensors") as tmp:
-            shutil.copyfile(run_dir / "last.safetensors", tmp)
-    save_training_state(run_dir / STATE_FILE, model, opt, info, ema.average if ema else None)
 
 
 def _step_module(model, feats: FeatureCache | None, device, compile_on: bool, console):
