@@ -46,3 +46,9 @@ def test_epochs_shorter_than_a_commit_are_held_and_the_best_is_written_when_one_
     after(5.0, improved=True)
     assert read_training_info(tmp_path / C.STATE_FILE)["epoch"] == 5
     assert float(load_file(tmp_path / "model.safetensors")["weight"][0, 0]) == 5.0
+    # A diverged run stops without another commit: the best it held is written as it stops.
+    monkeypatch.setattr(C, "RATIO", 1e9)
+    after(6.0, improved=True)
+    assert float(load_file(tmp_path / "model.safetensors")["weight"][0, 0]) == 5.0
+    commits.keep_best()
+    assert float(load_file(tmp_path / "model.safetensors")["weight"][0, 0]) == 6.0

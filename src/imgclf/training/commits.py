@@ -42,9 +42,15 @@ class Commits:
         if improved:  # the same bytes: copied, not serialised twice (keep=last makes it every epoch)
             with atomic_path(d / "model.safetensors") as tmp:
                 shutil.copyfile(d / "last.safetensors", tmp)
-        elif self.best is not None:
-            save_weights(d / "model.safetensors", self.best)
-        self.best = None
+            self.best = None
+        self.keep_best()
         save_training_state(d / STATE_FILE, model, opt, info, ema.average if ema else None)
         self.since = time.monotonic()
         self.cost = self.since - started
+
+    def keep_best(self) -> None:
+        """The held best weights as model.safetensors now (also before a diverged run stops, whose
+        message says that file keeps them)."""
+        if self.best is not None:
+            save_weights(self.run_dir / "model.safetensors", self.best)
+            self.best = None

@@ -215,6 +215,7 @@ def fit(
         if why:  # before anything is saved: no NaN weights ever look like a model
             if dist.is_main():
                 write_history(run_dir / "history.csv", result.history)
+                commits.keep_best()
             raise Diverged(
                 diverged_message(why, epoch + 1, cfg.lr or row["lr"], run_dir, result.best_epoch if has_best else None)
             )
