@@ -26,26 +26,24 @@ CACHE = "scan_window.json"  # in the run folder: the training crops may be gone 
 SAMPLE = 200  # crop headers read to find the median shape (a few ms)
 SCALE_STEP = 0.8  # each pyramid level's window is 1/0.8 = 1.25x the previous one
 DEFAULT_MIN_SIZE = 64  # smallest window height in image pixels
+# Runs whose model answers for a whole photo itself: slid over windows, each window would cost a
+# detector pass at 300x300, or a face search and an embedding (the service timed that at start-up:
+# 18 s on two people's run).
+WHOLE_PHOTO = {
+    PERSON_DETECTOR: "this run kept the pretrained person detector (its leaderboard chose it): it answers for "
+    "whole photos, not windows; for boxes, scan with the detector itself: imgclf scan PHOTOS",
+    FACE_EMBEDDING: "this run kept the face embedding (its leaderboard chose it): it finds and names the face in "
+    "each whole photo, not in windows (imgclf predict RUN PHOTOS); for a box and a name for every face in a "
+    "photo, enrol the people: imgclf faces enrol KNOWN/",
+}
 POSITIVE_NAMES = re.compile(r"person|people|human|pedestrian|positive|object|target", re.I)
 
 
 def positive_class(model, positive: str | None) -> str:
     """--positive, else the run's decision positive class, else a class named like person/human/..."""
     kept = getattr(getattr(model, "meta", None), "architecture_name", None)
-    if kept == PERSON_DETECTOR:
-        # It answers for a whole photo at 300x300: slid over windows, each would cost a detector pass.
-        raise UserError(
-            "this run kept the pretrained person detector (its leaderboard chose it): it answers for whole "
-            "photos, not windows; for boxes, scan with the detector itself: imgclf scan PHOTOS"
-        )
-    if kept == FACE_EMBEDDING:
-        # It finds the face in a whole photo itself: a window would cost a face search and an
-        # embedding each (the service measured that cost at start-up: 18 s on two people's run).
-        raise UserError(
-            "this run kept the face embedding (its leaderboard chose it): it finds and names the face in each "
-            "whole photo, not in windows (imgclf predict RUN PHOTOS); for a box and a name for every face in a "
-            "photo, enrol the people: imgclf faces enrol KNOWN/"
-        )
+    if kept in WHOLE_PHOTO:
+        raise UserError(WHOLE_PHOTO[kept])
     classes = model.classes
     if positive is not None:
         if positive not in classes:

@@ -185,9 +185,7 @@ def _check_arguments(data, trials: int, timeout: float | None, pruner: str, run_
         raise UserError(f"--timeout must be a positive number of seconds, not {timeout}")
     if pruner not in st.PRUNERS:
         raise UserError(f"unknown pruner '{pruner}'; choose one of {', '.join(st.PRUNERS)}")
-    if not Path(data).exists():
-        raise UserError(f"data not found: {data}")
-    if run_out:
+    if run_out:  # (a missing DATA: api.tune said so before this module's imports)
         refuse_finished_run(run_out, "--run-out")
     if ray is not None:  # before the probe, not minutes later
         from imgclf.core.raysupport import require_ray
