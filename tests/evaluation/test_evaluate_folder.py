@@ -3,10 +3,14 @@ named a little differently from the model's classes, or hold one class only."""
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from helpers import TINY
+from PIL import Image, ImageOps
 
 import imgclf
 from imgclf.core.errors import UserError
@@ -46,8 +50,6 @@ def test_a_folder_holding_the_runs_own_images_is_said_not_held_out(tiny_run, tmp
     """`imgclf evaluate RUN photos/` on the folder it trained on printed 0.94 as a test accuracy
     (its test split: 0.83), without a word; `imgclf compare A B` where B had trained on A's test
     photos (two runs split apart) favoured B the same way."""
-    import csv
-
     shapes = tiny_run.parent / "shapes"
     rows = list(csv.DictReader(open(tiny_run / "splits.csv", newline="")))
     by_split = {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")}
@@ -71,3 +73,44 @@ def test_a_folder_holding_the_runs_own_images_is_said_not_held_out(tiny_run, tmp
     (b / "splits.csv").write_text(text)
     notes = imgclf.compare(tiny_run, b, out=tmp_path / "c.json")["verdict"]["warnings"]
     assert any(f"the test split's {by_split['test']} images are the challenger (B)'s own" in w for w in notes), notes
+
+
+def _photo(rng) -> Image.Image:
+    """A smooth random picture (as tests/data/test_groups.py's): each one hashes apart from the others."""
+    return Image.fromarray(rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)).resize((64, 48), Image.BICUBIC)
+
+
+@pytest.mark.slow
+def test_resized_reencoded_and_mirrored_copies_of_training_photos_are_said(tmp_path, capsys):
+    """A byte comparison misses a training photo saved again smaller as a JPEG, mirrored or trimmed:
+    the run keeps each image's pHash (prints.safetensors) and evaluate confirms candidates by their
+    thumbnails, so new photos of the same kind are not called copies."""
+    rng = np.random.default_rng(3)
+    for cls in ("a", "b"):
+        for i in range(12):
+            (tmp_path / "data" / cls).mkdir(parents=True, exist_ok=True)
+            _photo(rng).save(tmp_path / "data" / cls / f"{cls}{i:02d}.png")
+    run = imgclf.train(tmp_path / "data", out=tmp_path / "run", verbose=False, **{**TINY, "img_size": 32}).path
+    assert (run / "prints.safetensors").is_file()
+    rows = list(csv.DictReader(open(run / "splits.csv", newline="")))
+    trained = [r for r in rows if r["split"] == "train"][:3]
+    other = tmp_path / "other"
+    for k, r in enumerate(trained):
+        img = Image.open(tmp_path / "data" / r["path"])
+        (other / r["label"]).mkdir(parents=True, exist_ok=True)
+        if k == 0:
+            img.resize((48, 36)).save(other / r["label"] / "smaller.jpg", quality=75)
+        elif k == 1:
+            ImageOps.mirror(img).save(other / r["label"] / "mirrored.png")
+        else:
+            img.crop((1, 1, 63, 47)).save(other / r["label"] / "trimmed.webp", quality=90)
+    for i in range(6):  # new photos of the same kind
+        _photo(rng).save(other / trained[0]["label"] / f"new{i}.png")
+    out = imgclf.evaluate(run, other, verbose=True)
+    said = " ".join(capsys.readouterr().out.split())
+    assert out["near_copies"] == {"train": 3} and "own_images" not in out
+    assert "3 of these 9 images are the run's own (3 training images; 3 of them resized, re-encoded, cropped" in said
+    for name in ("smaller.jpg", "mirrored.png", "trimmed.webp"):
+        next(other.rglob(name)).unlink()
+    fresh = imgclf.evaluate(run, other, verbose=True)
+    assert "near_copies" not in fresh and "warning" not in capsys.readouterr().out

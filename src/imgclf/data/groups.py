@@ -34,11 +34,12 @@ CHECK_PAIRS = 4096  # candidate pairs checked at once (phash.alike): ~50 MB of t
 
 
 def group_for_training(
-    spec, group_by: str, images: np.ndarray, val_frac: float, test_frac: float, seed: int
+    spec, group_by: str, images: np.ndarray, val_frac: float, test_frac: float, seed: int, found: Prints | None = None
 ) -> dict | None:
     """Resolve `group_by` for `train` after decoding (`images`: the cache rows, in spec order),
     regroup the split discover made when some group holds more than one image, and describe it.
     None when nothing was grouped: group_by none, or auto with every split given by the user.
+    `found`: the images' prints when the caller made them already (usable_prints).
 
     Without any multi-image group the split stays exactly the plain one, so datasets without
     near-duplicates keep their old splits."""
@@ -49,12 +50,17 @@ def group_for_training(
     usable = np.isin(spec.splits, SPLITS)  # skipped (unreadable) files are their own group
     if group_by in ("auto", "near-duplicates"):
         by = "near-duplicates"
-        ids = near_duplicate_ids(cache_prints(images, usable), usable, NEAR_DISTANCE)
+        ids = near_duplicate_ids(found if found is not None else cache_prints(images, usable), usable, NEAR_DISTANCE)
     else:
         by, ids = group_by, regex_groups(spec.paths, spec.root, group_by)
     if to_split and len(np.unique(ids[usable])) < usable.sum():  # some group holds two images or more
         regroup(spec, ids, val_frac, test_frac, seed)
     return describe(spec, ids, by)
+
+
+def usable_prints(spec, images: np.ndarray) -> Prints:
+    """cache_prints of the images training can use (its skipped files stay zero)."""
+    return cache_prints(images, np.isin(spec.splits, SPLITS))
 
 
 def _split_to_make(spec) -> bool:

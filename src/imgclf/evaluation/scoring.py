@@ -3,6 +3,7 @@ chosen on the validation split, and scoring on held-out images with metrics and 
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -202,25 +203,61 @@ def evaluate_model(
         if renamed:
             console.print(escape(f"  classes matched by name: {', '.join(renamed)}"))
         where, out_dir = str(data), None
-    own = own_images(model.path, paths) if data is not None else {}
-    held = "the accuracy here is not a held-out one (imgclf evaluate RUN scores the run's own test split)"
-    if said := seen_warning(own, len(paths), held):
-        console.print(f"[yellow]warning[/]: {escape(said)}")
     cache = build_cache(paths, model.img_size, model.resize_mode, progress=verbose)
     keep = np.array([i for i in range(len(paths)) if i not in cache.bad], dtype=np.int64)
     for i, reason in cache.bad.items():
         console.print(skip_warning(paths[i], reason))
+    own, near = own_images(model, paths, cache.images, cache.bad) if data is not None else ({}, {})
+    held = "the accuracy here is not a held-out one (imgclf evaluate RUN scores the run's own test split)"
+    if said := seen_warning(own, len(paths), held, near=near):
+        console.print(f"[yellow]warning[/]: {escape(said)}")
     metrics = score(model, cache.images[keep], labels[keep], out_dir, console, where)
-    return {**metrics, "own_images": own} if own else metrics
+    return {**metrics, **({"own_images": own} if own else {}), **({"near_copies": near} if near else {})}
 
 
-def own_images(run: Path | None, paths: list[str]) -> dict[str, int]:
-    """How many of `paths` are the run's own images, by split ({"train": 3455, "val": 431}): the same
-    file, or a byte-identical copy of one (the same name and size, then the same SHA-256). Scored as
-    "other data", training images inflate the accuracy without a word: evaluating a run on its own
+def own_images(model, paths: list[str], images: np.ndarray, bad=()) -> tuple[dict[str, int], dict[str, int]]:
+    """How many of `paths` (decoded as `images`, the model's input; `bad`: the rows that could not
+    be) are the run's own images, by split ({"train": 3455, "val": 431}): the files themselves or
+    byte-identical copies (own_splits), and the near-copies among the rest (near_own_images). Scored
+    as "other data", training images inflate the accuracy without a word: evaluating a run on its own
     folder gave 0.938 where its test split gives 0.833."""
+    splits = own_splits(model.path, paths)
+    usable = np.array([s is None and i not in bad for i, s in enumerate(splits)], bool)
+    return dict(Counter(s for s in splits if s)), near_own_images(model, paths, images, usable)
+
+
+def near_own_images(model, paths: list[str], images: np.ndarray, usable: np.ndarray) -> dict[str, int]:
+    """How many of the `usable` `paths` (decoded as the model's input: `images`) are near-copies of
+    the run's training or validation images, by split: resized, re-encoded, cropped a little or
+    mirrored (data.copies). {} when the run kept no prints (trained before 2026-11-30)."""
+    from imgclf.data.cache import build_cache
+    from imgclf.data.copies import PRINTS_FILE, near_copies, read_kept
+    from imgclf.data.groups import cache_prints
+    from imgclf.data.images import UnusableImage, load_resized
+    from imgclf.store.runs import read_splits
+
+    kept = read_kept(Path(model.path) / PRINTS_FILE) if model.path is not None else None
+    rows = read_splits(model.path) if kept is not None else []
+    if kept is None or len(rows) != len(kept.hashes) or not usable.any():
+        return {}
+    seen = np.array([i for i, r in enumerate(rows) if r["split"] in ("train", "val")], dtype=np.int64)
+    if (kept.size, kept.resize) != (model.img_size, model.resize_mode):  # hashed as the run's images were
+        images = build_cache(paths, kept.size, kept.resize, progress=False).images
+
+    def decode(row: int) -> np.ndarray | None:
+        try:
+            return load_resized(rows[row]["path"], kept.size, kept.resize)
+        except (UnusableImage, OSError):  # moved or gone since training: not counted
+            return None
+
+    found = near_copies(kept, seen, cache_prints(images, usable), decode)
+    return dict(Counter(rows[row]["split"] for row in found.values()))
+
+
+def own_splits(run: Path | None, paths: list[str]) -> list[str | None]:
+    """The run's split of each of `paths` that is one of its own images, else None: the same file,
+    or a byte-identical copy of one (the same name and size, then the same SHA-256)."""
     import os
-    from collections import Counter
 
     from imgclf.data.manifest import file_sha256
     from imgclf.store.runs import read_splits
@@ -234,7 +271,7 @@ def own_images(run: Path | None, paths: list[str]) -> dict[str, int]:
             continue
         same_file[os.path.realpath(r["path"])] = r["split"]
         same_name.setdefault((os.path.basename(r["path"]), size), []).append(r)
-    counts: Counter = Counter()
+    splits: list[str | None] = []
     for p in paths:
         split = same_file.get(os.path.realpath(p))
         if split is None:
@@ -244,19 +281,24 @@ def own_images(run: Path | None, paths: list[str]) -> dict[str, int]:
                 like = []
             digest = file_sha256(p) if like else None
             split = next((r["split"] for r in like if file_sha256(r["path"]) == digest), None)
-        if split:
-            counts[split] += 1
-    return dict(counts)
+        splits.append(split)
+    return splits
 
 
-def seen_warning(own: dict[str, int], total: int, so: str, whose: str = "the run's", of: str = "these") -> str:
-    """The line that says how many of `total` images a model trained or chose its epoch on, and `so`
-    what follows; "" when none (its own test images are held out)."""
-    seen = {"training": own.get("train", 0), "validation": own.get("val", 0)}
+def seen_warning(
+    own: dict[str, int], total: int, so: str, whose: str = "the run's", of: str = "these", near: dict | None = None
+) -> str:
+    """The line that says how many of `total` images a model trained or chose its epoch on (`own`:
+    the files themselves, `near`: near-copies of them), and `so` what follows; "" when none (its own
+    test images are held out)."""
+    near = near or {}
+    seen = {split: own.get(key, 0) + near.get(key, 0) for split, key in (("training", "train"), ("validation", "val"))}
     if not any(seen.values()):
         return ""
-    parts = " and ".join(f"{n:,} {split}" for split, n in seen.items() if n)
-    return f"{sum(seen.values()):,} of {of} {total:,} images are {whose} own ({parts} images): {so}"
+    parts = " and ".join(f"{n:,} {split}" for split, n in seen.items() if n) + " images"
+    if copies := near.get("train", 0) + near.get("val", 0):
+        parts += f"; {copies:,} of them resized, re-encoded, cropped or mirrored copies"
+    return f"{sum(seen.values()):,} of {of} {total:,} images are {whose} own ({parts}): {so}"
 
 
 def labelled(

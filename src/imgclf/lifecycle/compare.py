@@ -295,9 +295,14 @@ def _slice(ma, mb, paths: list[str], labels: np.ndarray, n_boot: int, seed: int,
 
 
 def _seen(where: str, paths: list[str], model, who: str) -> str:
-    """A warning when the `where` slice holds images `model` trained or chose its epoch on, else ""."""
-    own = own_images(model.path, paths)
-    return seen_warning(own, len(paths), f"scores on them favour {who}", whose=f"{who}'s", of=f"the {where}'s")
+    """A warning when the `where` slice holds images `model` trained or chose its epoch on (or
+    near-copies of them), else ""."""
+    from imgclf.data.cache import build_cache
+
+    cache = build_cache(paths, model.img_size, model.resize_mode, progress=False)  # _slice's: read, not decoded
+    own, near = own_images(model, paths, cache.images, cache.bad)
+    so = f"scores on them favour {who}"
+    return seen_warning(own, len(paths), so, whose=f"{who}'s", of=f"the {where}'s", near=near)
 
 
 def _labeled(data, classes: list[str]) -> tuple[list[str], np.ndarray]:

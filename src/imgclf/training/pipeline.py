@@ -29,7 +29,7 @@ from imgclf.store.run_meta import (
     RunMeta,
     TrainingRecord,
 )
-from imgclf.store.runs import check_new_run_dir, lock_for_training, write_splits
+from imgclf.store.runs import check_new_run_dir, lock_for_training
 from imgclf.training.prepare import decode, duplicates, group_split, headline, normalization, recorded_split, untested
 
 
@@ -49,6 +49,7 @@ class Prepared:
     removed: list[str]  # duplicates taken out (--dedupe)
     grouping: dict | None  # how near-duplicates were kept on one side of the split
     candidates: Any = None  # training.candidates.Candidate's fitted before the epochs (the face embedding, the texture)
+    prints: Any = None  # data.phash.Prints of the images (spec order): kept in the run (data.copies)
 
     def split_data(self):
         from imgclf.training.loop import SplitData
@@ -109,9 +110,9 @@ def _prepare(chosen, spec, explicit: set[str] | None, for_training: bool, consol
     for line in chosen.notes:
         console.print(f"  default: {line}")
     images, spec, skipped = decode(spec, cfg, console)
-    grouping, removed = None, []
+    grouping, removed, found = None, [], None
     if for_training:
-        grouping = group_split(spec, cfg, images, console)
+        grouping, found = group_split(spec, cfg, images, console)
         removed = duplicates(spec, cfg, console)
         untested(spec, console)
     cfg, policy, lines = after_decoding(cfg, spec, grouping, for_training, explicit)
@@ -122,7 +123,8 @@ def _prepare(chosen, spec, explicit: set[str] | None, for_training: bool, consol
         from imgclf.training.warmstart import parent_normalization
 
         mean, std = parent_normalization(cfg.init_from)
-    return Prepared(cfg, spec, images, device, mean, std, pretrained, policy, skipped, removed, grouping), run_dir
+    prep = Prepared(cfg, spec, images, device, mean, std, pretrained, policy, skipped, removed, grouping, prints=found)
+    return prep, run_dir
 
 
 def build_network(cfg: TrainConfig, n_classes: int):
@@ -235,18 +237,12 @@ def _follow(console, on_epoch) -> Fitted:
 
 def _write_inputs(run_dir: Path, prep: Prepared, net, kwargs: dict, n_params: int) -> tuple[RunMeta, str | None]:
     """config.yaml, splits.csv and data_report.json before training starts, and model.json's first fields."""
-    from imgclf.data.paths import data_root
-    from imgclf.training.prepare import data_report
+    from imgclf.training.prepare import write_data_records
 
     cfg, spec = prep.cfg, prep.spec
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", dump_yaml(cfg.to_dict()))
-    root = data_root(spec.root, spec.layout, spec.paths)  # splits.csv is relative to it: both can move
-    write_splits(run_dir / "splits.csv", spec.paths, spec.labels, spec.splits, spec.classes, root)
-    write_json(
-        run_dir / "data_report.json",
-        {**data_report(spec, prep.skipped), "deduplicated": prep.removed, "groups": prep.grouping},
-    )
+    root = write_data_records(run_dir, prep)
     meta = RunMeta(
         format=MODEL_FORMAT,
         imgclf_version=__version__,

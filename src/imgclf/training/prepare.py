@@ -108,14 +108,16 @@ def untested(spec, console) -> None:
 
 
 def group_split(spec, cfg: TrainConfig, images: np.ndarray, console):
-    """Keep near-duplicates (or files named alike) in one split (see data.groups); returns the
-    grouping's summary for data_report.json (its "by" is what group_by resolves to), or None."""
+    """Keep near-duplicates (or files named alike) in one split (see data.groups). Returns the
+    grouping's summary for data_report.json (its "by" is what group_by resolves to) or None, and the
+    images' prints, which the run keeps (data.copies) whether or not they grouped anything."""
 
-    from imgclf.data.groups import group_for_training, summary_line
+    from imgclf.data.groups import group_for_training, summary_line, usable_prints
 
-    info = group_for_training(spec, cfg.group_by, images, cfg.val_frac, cfg.test_frac, cfg.seed)
+    found = usable_prints(spec, images)
+    info = group_for_training(spec, cfg.group_by, images, cfg.val_frac, cfg.test_frac, cfg.seed, found)
     if info is None:
-        return None
+        return None, found
     console.print(escape(f"  split: {summary_line(info)} (--group-by {cfg.group_by})"))
     if info["straddling"]:
         ex = info["straddling_examples"][0]
@@ -125,7 +127,7 @@ def group_split(spec, cfg: TrainConfig, images: np.ndarray, console):
             f"gave, e.g. {names} ({', '.join(ex['splits'])}): test accuracy is inflated; move each "
             "group into one split"
         )
-    return info
+    return info, found
 
 
 def normalization(cfg: TrainConfig, images: np.ndarray, spec) -> tuple[list[float], list[float], bool]:
@@ -160,6 +162,24 @@ def augment_policy(cfg: TrainConfig, n_train: int):
     if cfg.augment != "auto":
         raise UserError(f"augment must be auto, none or a mapping of policy fields, not {cfg.augment!r}")
     return default_policy(cfg.img_size, n_train, allow_flip=cfg.flip)
+
+
+def write_data_records(run_dir: Path, prep) -> str | None:
+    """What a run records of its data as it starts: splits.csv, each image's pHash (data.copies:
+    for finding copies of its images in what it is later evaluated on) and data_report.json.
+    Returns the data root splits.csv's paths are relative to (both can move)."""
+    from imgclf.core.files import write_json
+    from imgclf.data.copies import PRINTS_FILE, write_kept
+    from imgclf.data.paths import data_root
+    from imgclf.store.runs import write_splits
+
+    spec = prep.spec
+    root = data_root(spec.root, spec.layout, spec.paths)
+    write_splits(run_dir / "splits.csv", spec.paths, spec.labels, spec.splits, spec.classes, root)
+    write_kept(run_dir / PRINTS_FILE, prep.prints, prep.cfg.img_size, prep.cfg.resize)
+    report = {**data_report(spec, prep.skipped), "deduplicated": prep.removed, "groups": prep.grouping}
+    write_json(run_dir / "data_report.json", report)
+    return root
 
 
 def data_report(spec, skipped: list[dict]) -> dict:
