@@ -35,6 +35,7 @@ def test_bundle_averages_members_and_stands_alone(shapes, tmp_path):
     shutil.rmtree(a.path), shutil.rmtree(b.path)
     files = {f.suffix for f in bundle.rglob("*") if f.is_file()}
     assert files <= {".json", ".safetensors", ".csv", ".png"}  # never a pickle
+    assert (bundle / "prints.safetensors").is_file()  # evaluate finds resized copies of its images (data.copies)
     meta = json.loads((bundle / "model.json").read_text())
     assert meta["kind"] == "ensemble" and meta["classes"] == ["disc", "square", "stripes"]
     assert [m["tta"] for m in meta["members"]] == ["flip", "none"]

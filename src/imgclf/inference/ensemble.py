@@ -25,6 +25,7 @@ from rich.markup import escape  # run folders are the user's paths, not markup
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, output_folder, read_json, write_json
 from imgclf.core.version import __version__
+from imgclf.data.copies import PRINTS_FILE
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.inference.model import Model, load_run
 from imgclf.store.run_meta import Decision, InputSpec, Member, Rejection, RunMeta, load_run_meta
@@ -152,8 +153,10 @@ def make_ensemble(
             f"labeled data: imgclf evaluate {escape(str(out))} DATA"
         )
         return out, None
-    with atomic_path(out / "splits.csv") as tmp:
-        shutil.copyfile(dirs[0] / "splits.csv", tmp)
+    for name in ("splits.csv", PRINTS_FILE):  # the prints: evaluate finds copies of its images (data.copies)
+        if name == "splits.csv" or (dirs[0] / name).is_file():
+            with atomic_path(out / name) as tmp:
+                shutil.copyfile(dirs[0] / name, tmp)
     if metas[0].data_root is not None:
         meta.data = metas[0].data  # the root the copied splits.csv's paths are relative to
     write_json(out / "model.json", _bundle_json(meta))  # last: its presence marks a finished bundle
