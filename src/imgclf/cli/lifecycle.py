@@ -104,6 +104,7 @@ def update(
     data_root: Optional[str] = typer.Option(
         None,
         "--data",
+        "--data-root",
         help="Where VERSION's recorded data folder is now, when "
         "it moved since it was registered [default: the recorded folder]",
     ),

@@ -86,7 +86,9 @@ def evaluate(
     data: Optional[str] = typer.Argument(None, help="Labeled data [default: the run's own held-out test split]."),
     device: str = typer.Option("auto"),
     tta: Optional[str] = typer.Option(None, help=TTA_HELP),
-    data_root: Optional[str] = typer.Option(None, "--data", help=DATA_HELP + "; for its own test split, not DATA"),
+    data_root: Optional[str] = typer.Option(
+        None, "--data", "--data-root", help=DATA_HELP + "; for its own test split, not DATA"
+    ),
 ):
     """Re-evaluate a trained run: on its test split, or on another labeled folder."""
     from imgclf import api
