@@ -236,7 +236,8 @@ def _follow(console, on_epoch) -> Fitted:
 
 
 def _write_inputs(run_dir: Path, prep: Prepared, net, kwargs: dict, n_params: int) -> tuple[RunMeta, str | None]:
-    """config.yaml, splits.csv and data_report.json before training starts, and model.json's first fields."""
+    """config.yaml and the data records (splits.csv, prints.safetensors, data_report.json) before training
+    starts, and model.json's first fields."""
     from imgclf.training.prepare import write_data_records
 
     cfg, spec = prep.cfg, prep.spec
