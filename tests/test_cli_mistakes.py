@@ -145,3 +145,21 @@ def test_check_prints_brackets_in_class_folders_and_file_names(tmp_path, monkeyp
     out = cli("check", data).stdout
     assert "cat [tabby]/photo (8) [copy].jpeg" in out, out
     assert "smallest cat [tabby] (5)" in out, out
+
+
+@pytest.mark.slow
+def test_images_none_of_which_can_be_read_end_in_an_error_line_after_their_rows(run, tmp_path):
+    """`imgclf predict RUN photo.jpg && next-step` went on after a photo that was no image: its row
+    said why, and the exit was 0. Now the rows still come, then one error line and exit 2; one
+    unreadable file among readable ones stays a row (exit 0)."""
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    good = next((run.parent / "shapes").rglob("*.png"))
+    for args in (["predict", run, bad], ["predict", run, bad, "--out", tmp_path / "p.csv"], ["scan", bad]):
+        p = cli(*args, check=False)
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert p.stderr.splitlines()[-1] == "error: none of the 1 image could be read (the reasons are above)"
+        rows = (tmp_path / "p.csv").read_text() if "--out" in args else p.stdout + p.stderr
+        assert "broken.jpg" in rows and "Traceback" not in p.stderr
+    p = cli("predict", run, bad, good, "--format", "csv")
+    assert "broken.jpg" in p.stdout and good.name in p.stdout

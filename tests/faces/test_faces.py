@@ -164,6 +164,8 @@ def test_the_command_line(gallery, probes, tmp_path):
         assert "4 face(s) in 4 image(s): 4 named, 0 unknown; 1 unreadable, skipped" in p.stdout
         assert "nobody.jpg: no face found" in p.stdout
         assert (tmp_path / "who" / "faces.csv").read_text().count("\n") == 5
+        p = cli("faces", "identify", moved, probes / "broken.png", check=False)  # nothing to answer: exit 2
+        assert p.returncode == 2 and p.stderr.splitlines()[-1].startswith("error: none of the 1 image could be read")
     finally:
         moved.rename(gallery)
 

@@ -97,3 +97,4 @@ def identify(
             for f in r.get("faces", [])
         ]
         render.print_table(["image", "box", "name", "similarity"], rows)
+    render.none_read(results)

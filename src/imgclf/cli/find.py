@@ -64,6 +64,7 @@ def scan(
         **settings,
     )
     render.scans(results)
+    render.none_read(results)
 
 
 @app.command()

@@ -66,9 +66,12 @@ def predict(
     check_inputs(paths)  # a mistyped photo: one line before the model loads
     model = api.load(run, device, tta=s.tta, backend=s.backend or "auto")
     if s.out is not None:
-        api.predict_folder(model, paths, s.out, top_k=s.top_k)
+        done = api.predict_folder(model, paths, s.out, top_k=s.top_k)
+        render.none_read(done["predicted"] + done["errors"], done["errors"])
         return
-    render.predictions(model.predict(paths, top_k=s.top_k), format, s.top_k)
+    results = model.predict(paths, top_k=s.top_k)
+    render.predictions(results, format, s.top_k)
+    render.none_read(results)
 
 
 def _one_video_at_a_time(videos: list[str], n_paths: int) -> str:

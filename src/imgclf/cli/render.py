@@ -28,6 +28,19 @@ def _finite(obj):
     return obj
 
 
+def none_read(results: list[dict] | int, errors: int | None = None) -> None:
+    """After a command printed its answers (or wrote them): when it was given images and could read
+    none of them, one error line and exit 2, so `imgclf predict RUN photo.jpg && ...` stops there. A
+    few unreadable among others stay rows with their reason (exit 0). `results`: the answers, each
+    with "error" when unreadable, or the count of images answered (with `errors`, the unreadable)."""
+    from imgclf.core.errors import UserError
+
+    n = results if isinstance(results, int) else len(results)
+    bad = errors if errors is not None else sum("error" in r for r in results)
+    if n and bad == n:
+        raise UserError(f"none of the {n:,} image{'s' * (n != 1)} could be read (the reasons are above)")
+
+
 def predictions(results: list[dict], format: Format, top_k: int) -> None:
     """`imgclf predict` on images: a table, JSON or CSV (the batch CSV's columns)."""
     if format == Format.json:
