@@ -176,6 +176,27 @@ def test_classes_from_file_names_in_a_flat_folder(tmp_path):
         discover(tmp_path / "camera")
 
 
+def test_oxford_pets_as_unpacked_is_read_from_its_images_not_as_two_classes(tmp_path, monkeypatch):
+    """images/Abyssinian_12.jpg beside annotations/ (trimaps/*.png, a list): read as two classes,
+    "annotations" and "images", before; a zip of images/ alone as one class, "images"."""
+    import shutil
+
+    monkeypatch.setenv("IMGCLF_CACHE_DIR", str(tmp_path / "cache"))
+    for i in range(4):
+        for breed in ("Abyssinian", "great_pyrenees"):
+            _img(tmp_path / "pets" / "images" / f"{breed}_{i + 1}.jpg", value=50 * i)
+            _img(tmp_path / "pets" / "annotations" / "trimaps" / f"{breed}_{i + 1}.png", value=1)
+    (tmp_path / "pets" / "annotations" / "list.txt").write_text("Abyssinian_1 1 1 1\n")
+    pets = discover(tmp_path / "pets")
+    assert pets.classes == ["Abyssinian", "great_pyrenees"] and len(pets.paths) == 8
+    assert pets.note.startswith("read from images/; annotations/ beside it left out (annotations)")
+    zipped = Path(shutil.make_archive(str(tmp_path / "images"), "zip", tmp_path / "pets", "images"))
+    assert discover(zipped).classes == ["Abyssinian", "great_pyrenees"]
+    (tmp_path / "pets" / "cats").mkdir()  # a third folder, a class of its own: read as class folders
+    _img(tmp_path / "pets" / "cats" / "a.jpg")
+    assert "images" in discover(tmp_path / "pets").classes
+
+
 def test_a_downloaded_archive_is_unpacked_once_and_read_like_its_folder(tmp_path, monkeypatch):
     import shutil
     import zipfile
