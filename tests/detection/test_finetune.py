@@ -224,6 +224,7 @@ def test_the_users_split_is_kept(boxes_folder, tmp_path):
     (rf / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnames: [person]\n")
     p = cli("train", rf, "--out", tmp_path / "run", "--epochs", "1", "--batch-size", "4", "--seed", "3")
     assert "split 8/2/2 train/val/test (your val and test splits kept)" in p.stdout
+    assert f"{rf} holds box annotations: training a detector (--task classify trains a classifier instead)" in p.stdout
     with open(tmp_path / "run" / "splits.csv") as f:
         got = {(Path(r["path"]).parent.parent.name, r["split"]) for r in csv.DictReader(f)}
     assert got == {("train", "train"), ("valid", "val"), ("test", "test")}

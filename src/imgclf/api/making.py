@@ -49,8 +49,8 @@ def train(
     if boxes is not None:  # photos with box annotations: fine-tune the pretrained detector
         from imgclf.detection.training import train_detector
 
-        settings.pop("task", None)
-
+        if verbose and (settings.pop("task", None) or "auto") == "auto" and not resume:
+            print(f"{data} holds box annotations: training a detector (--task classify trains a classifier instead)")
         if workers != 1 or ray is not None or config is not None or on_epoch is not None:
             raise UserError("training a detector (box annotations found) runs in one process, without --config")
         path = train_detector(boxes, resume=resume or None, verbose=verbose, **settings)
