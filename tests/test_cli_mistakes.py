@@ -163,3 +163,5 @@ def test_images_none_of_which_can_be_read_end_in_an_error_line_after_their_rows(
         assert "broken.jpg" in rows and "Traceback" not in p.stderr
     p = cli("predict", run, bad, good, "--format", "csv")
     assert "broken.jpg" in p.stdout and good.name in p.stdout
+    cli("predict", run, good, "--out", tmp_path / "q.csv")
+    cli("predict", run, good, bad, "--out", tmp_path / "q.csv")  # a rerun: the good one is done already

@@ -67,7 +67,8 @@ def predict(
     model = api.load(run, device, tta=s.tta, backend=s.backend or "auto")
     if s.out is not None:
         done = api.predict_folder(model, paths, s.out, top_k=s.top_k)
-        render.none_read(done["predicted"] + done["errors"], done["errors"])
+        # Rows a rerun found done count as read: a resumed file whose rest is unreadable is no failure.
+        render.none_read(done["predicted"] + done["errors"] + done["skipped"], done["errors"])
         return
     results = model.predict(paths, top_k=s.top_k)
     render.predictions(results, format, s.top_k)
