@@ -60,8 +60,9 @@ def calls(monkeypatch):
         return call
 
     monkeypatch.setattr(api, "load", record("load", _Model()))
-    for name in ("predict_video", "predict_folder", "predict_on_ray"):
+    for name in ("predict_video", "predict_on_ray"):
         monkeypatch.setattr(api, name, record(name))
+    monkeypatch.setattr(api, "predict_folder", record("predict_folder", {"predicted": 1, "errors": 0, "skipped": 0}))
     monkeypatch.setattr(render, "predictions", lambda answers, format, top_k: seen.update(table=top_k))
     return seen
 

@@ -30,9 +30,8 @@ MLFLOW = typer.Option(
     "[default: $MLFLOW_TRACKING_URI, else none]",
 )
 DATA_HELP = "Where the run's data folder is now, when it moved since training [default: the folder recorded in the run]"
-MOVED_DATA = typer.Option(
-    None, "--data", "--data-root", help=DATA_HELP
-)  # compare's --data is new data: --data-root is the one name everywhere
+# --data-root too: compare's --data is new data, so --data-root is the one name that means this everywhere.
+MOVED_DATA = typer.Option(None, "--data", "--data-root", help=DATA_HELP)
 
 
 class Format(str, Enum):
