@@ -168,17 +168,16 @@ def _utf8(text: str) -> bool:
 
 def _from_folder(source: Path, packed: str) -> DatasetSpec:
     """A folder in any of the layouts; its note says how it was read where that was not plain."""
-    given, (source, inner) = source, _unwrap(source)
+    given, (source, inner, left) = source, _unwrap(source)
     notes = [packed, _outputs_note(source)]
-    if inner:  # inside an unpacked archive, the folder's name is the cache's: not worth saying
+    if left:  # Oxford pets as unpacked: images/ beside annotations/
+        notes.append(f"read from {inner}/; {', '.join(f'{n}/' for n in left)} beside it left out (annotations)")
+    elif inner:  # inside an unpacked archive, the folder's name is the cache's: not worth saying
         notes.append(
             f"read from {inner}/ inside it"
             if packed
             else f"read from {inner}/, the one folder inside {given.resolve().name}/"
         )
-    if beside := _beside_annotations(source):
-        source, left = beside
-        notes.append(f"read from {source.name}/; {', '.join(f'{n}/' for n in left)} beside it left out (annotations)")
     split_dirs = {split_of(p.name): _unwrap(p)[0] for p in _class_dirs(source) if split_of(p.name)}
     if "train" in split_dirs and not _class_dirs(split_dirs["train"]):
         if any(not split_of(d.name) for d in _class_dirs(source)):  # bus/, car/, train/: a class named train
@@ -210,15 +209,23 @@ def _from_folder(source: Path, packed: str) -> DatasetSpec:
     return spec
 
 
-def _unwrap(folder: Path) -> tuple[Path, str]:
+# Folders of a dataset's annotations (masks, boxes, lists) beside its folder of images, not classes.
+ANNOTATION_DIRS = {"annotations", "annotation", "labels", "masks", "trimaps", "segmentations", "xmls"}
+
+
+def _unwrap(folder: Path) -> tuple[Path, str, list[str]]:
     """A zip's extra level (photos/photos/<class>/..., Kaggle's archive/flowers/<class>/...): a
     folder holding one sub-folder, no image and no CSV (a README or __MACOSX aside) is read from
     inside, when that sub-folder holds folders itself, or images whose names give their classes (a
-    zip of Oxford pets' images/Abyssinian_12.jpg ...: read as one class, "images", before). Returns the
-    folder and its path below `folder` ("" when it is `folder`)."""
-    start = folder
+    zip of Oxford pets' images/Abyssinian_12.jpg ...: read as one class, "images", before).
+    ANNOTATION_DIRS beside the sub-folder do not count (Oxford pets as unpacked: images/ beside
+    annotations/, read as two classes, "annotations" and "images", before). Returns the folder, its
+    path below `folder` ("" when it is `folder`) and the annotation folders left out."""
+    start, left = folder, []
     while True:
         subs = _class_dirs(folder)
+        beside = [d.name for d in subs if d.name.lower() in ANNOTATION_DIRS]
+        subs = [d for d in subs if d.name.lower() not in ANNOTATION_DIRS]
         files = [p for p in folder.iterdir() if p.is_file() and _visible(p)]
         if (
             len(subs) != 1
@@ -227,25 +234,8 @@ def _unwrap(folder: Path) -> tuple[Path, str]:
             or not (_class_dirs(subs[0]) or _from_file_names(subs[0], {}) is not None)
         ):
             break
-        folder = subs[0]
-    return folder, folder.relative_to(start).as_posix() if folder != start else ""
-
-
-# Folders of a dataset's annotations (masks, boxes, lists) beside its folder of images, not classes.
-ANNOTATION_DIRS = {"annotations", "annotation", "labels", "masks", "trimaps", "segmentations", "xmls"}
-
-
-def _beside_annotations(folder: Path) -> tuple[Path, list[str]] | None:
-    """Oxford pets as unpacked: images/Abyssinian_12.jpg ... beside annotations/ (trimaps/*.png,
-    xmls/, lists), read as two classes, "annotations" and "images", before. (the images folder, the
-    annotation folders' names) when the folder's sub-folders are one whose file names give classes
-    and only ANNOTATION_DIRS besides; else None."""
-    dirs = _class_dirs(folder)
-    left = [d.name for d in dirs if d.name.lower() in ANNOTATION_DIRS]
-    rest = [d for d in dirs if d.name.lower() not in ANNOTATION_DIRS]
-    if not left or len(rest) != 1 or _class_dirs(rest[0]) or _from_file_names(rest[0], {}) is None:
-        return None
-    return rest[0], left
+        folder, left = subs[0], left + beside
+    return folder, folder.relative_to(start).as_posix() if folder != start else "", left
 
 
 # A class name, then a number: Abyssinian_12, cat.0, great_pyrenees_3, "rose (2)".
