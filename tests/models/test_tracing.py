@@ -3,6 +3,8 @@ optimised, the same answers as PyTorch, and the network's own forward back after
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -27,11 +29,17 @@ def _same_padded() -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("side", [37, 64])
-def test_a_traced_graph_pads_as_constants_and_answers_as_pytorch(side):
+def test_a_traced_graph_pads_as_constants_and_answers_as_pytorch(side, caplog):
     net = _same_padded()
     kinds = {type(m).__name__ for m in net}
     assert {"Conv2dSame", "MaxPool2dSame", "AvgPool2dSame"} <= kinds  # what the test is about
-    graph = trace_onnx(net, torch.zeros(1, 3, side, side), "input", ["out"])
+    with caplog.at_level(logging.DEBUG):  # as in a Ray worker, whose logging is on at INFO
+        graph = trace_onnx(net, torch.zeros(1, 3, side, side), "input", ["out"])
+    chatter = [
+        r for r in caplog.records if r.name.startswith(("onnxscript", "onnx_ir")) and r.levelno < logging.WARNING
+    ]
+    assert not chatter, f"{len(chatter)} lines of the optimiser's log, e.g. {chatter[0].getMessage()}"
+    assert logging.getLogger("onnxscript").level == logging.NOTSET  # as it was
     ops = {n.op_type for n in onnx.load_from_string(graph).graph.node}
     assert not ops & {"Shape", "Ceil", "Cast"}, ops  # the run-time padding arithmetic is gone
     x = np.random.default_rng(0).random((5, 3, side, side), dtype=np.float32)  # another batch size

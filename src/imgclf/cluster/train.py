@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from imgclf.core.console import quiet_logs
 from imgclf.core.errors import Interrupted, UserError
 from imgclf.core.raysupport import cluster_workers, ray_session
 from imgclf.training.distributed import TIMEOUT
@@ -162,10 +163,13 @@ def _worker(c: dict) -> None:
     settings = dict(c["settings"], out=str(out))
     started = (out / "config.yaml").is_file()
     try:
-        if started or c["resume"]:
-            train(resume=str(out), verbose=c["verbose"])
-        else:
-            train(c["data"], config=c["config"], verbose=c["verbose"], **settings)
+        # A Ray worker logs INFO (its own setup): imgclf's INFO lines ("loaded 294/296 tensors", from
+        # each rank) stay out of the output as on one machine.
+        with quiet_logs("imgclf"):
+            if started or c["resume"]:
+                train(resume=str(out), verbose=c["verbose"])
+            else:
+                train(c["data"], config=c["config"], verbose=c["verbose"], **settings)
     except UserError as e:
         # A user's mistake is the same on a retry: every rank leaves it in the mailbox (rank 0 tells
         # the others when it finds one, training.pipeline) and ends, so Ray does not restart for it.

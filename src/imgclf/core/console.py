@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import sys
 
@@ -34,3 +35,58 @@ def silent_stdout():
         if saved is not None:
             os.dup2(saved, 1)
             os.close(saved)
+
+
+@contextlib.contextmanager
+def quiet_logs(*names: str, level: int = logging.WARNING):
+    """The named libraries' loggers log only `level` and above inside the block, then as they were.
+    Where a host configured logging at INFO (a Ray worker, a notebook), their chatter would reach
+    the user: onnxscript's optimiser logs ~100 INFO lines a network."""
+    loggers = [logging.getLogger(n) for n in names]
+    saved = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(level, lg.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for lg, old in zip(loggers, saved):
+            lg.setLevel(old)
+
+
+@contextlib.contextmanager
+def stderr_without(*fragments: str):
+    """Lines holding one of `fragments` left out of what native code (a C++ library's log) writes to
+    standard error inside the block; Python's own writes go straight to the real stream, so a rich
+    bar on a terminal still sees a terminal. Ray 2.5x's driver logs an "E" line for every Ray Data
+    actor it starts (ray-project/ray#57733, harmless), which reads as a failure of ours."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        text = os.fdopen(os.dup(saved), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="replace")
+    except (OSError, ValueError, AttributeError):  # no standard error to filter
+        yield
+        return
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+    keep = [f.encode() for f in fragments]
+
+    def relay():
+        with os.fdopen(read, "rb") as lines:
+            for line in lines:
+                if not any(k in line for k in keep):
+                    os.write(saved, line)
+
+    import threading
+
+    relay_thread = threading.Thread(target=relay, name="stderr-filter", daemon=True)
+    relay_thread.start()
+    python_stderr, sys.stderr = sys.stderr, text
+    try:
+        yield
+    finally:
+        sys.stderr = python_stderr
+        text.close()
+        os.dup2(saved, 2)  # the pipe's last writer closed: the relay reads its end and stops
+        relay_thread.join(timeout=5)
+        os.close(saved)

@@ -21,7 +21,6 @@ The `imgclf train|update|registry ... --mlflow URI` commands call these after th
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import sys
@@ -29,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from imgclf.core.console import quiet_logs
 from imgclf.core.errors import UserError
 from imgclf.lifecycle.tracking_fields import run_metrics, run_note, run_params
 
@@ -310,11 +310,9 @@ def _guard(uri: str, what: str, later: str) -> Iterator[None]:
     """A failure to reach or write to MLflow is a warning line: the imgclf work is already done."""
     saved = {k: os.environ.get(k) for k in _HTTP_ENV}
     os.environ.update({k: os.environ.get(k) or v for k, v in _HTTP_ENV.items()})
-    quiet = logging.getLogger("mlflow")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)  # no "waiting for model version" INFO lines in our output
     try:
-        yield
+        with quiet_logs("mlflow"):  # no "waiting for model version" INFO lines in our output
+            yield
     except UserError:
         raise
     except Exception as e:
@@ -327,7 +325,6 @@ def _guard(uri: str, what: str, later: str) -> Iterator[None]:
             file=sys.stderr,
         )
     finally:
-        quiet.setLevel(level)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

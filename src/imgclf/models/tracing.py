@@ -130,7 +130,9 @@ def optimized(graph: bytes) -> bytes:
         import onnx
         from onnxscript import optimizer
 
-        with warnings.catch_warnings():
+        from imgclf.core.console import quiet_logs
+
+        with warnings.catch_warnings(), quiet_logs("onnxscript", "onnx_ir"):
             warnings.simplefilter("ignore")
             return optimizer.optimize(onnx.load_from_string(graph)).SerializeToString()
     except Exception:  # noqa: BLE001 - an optimisation only: the plain graph gives the same answers
