@@ -3,6 +3,8 @@ study's one journal: the study gets exactly its trials, none repeated, from both
 
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 from helpers import TINY_SPACE, make_shapes_dataset
@@ -14,13 +16,18 @@ import imgclf
 
 
 @pytest.mark.slow
-def test_tune_runs_trials_as_ray_tasks(ray_cluster, tmp_path):
+def test_tune_runs_trials_as_ray_tasks(ray_cluster, tmp_path, capsys):
     data = make_shapes_dataset(tmp_path / "shapes", per_class=20, size=24)
     (tmp_path / "space.yaml").write_text(TINY_SPACE)
     result = imgclf.tune(
-        data, trials=8, space=tmp_path / "space.yaml", out=tmp_path / "tune", retrain=False, ray="auto", verbose=False
+        data, trials=8, space=tmp_path / "space.yaml", out=tmp_path / "tune", retrain=False, ray="auto"
     )
     assert result.status == "done"
+    # One line a trial, each printed by this process: none lost in Ray's log relay (off in these tests).
+    lines = [
+        ln.split() for ln in capsys.readouterr().out.splitlines() if re.match(r"trial +\d+ +(COMPLETE|PRUNED)", ln)
+    ]
+    assert sorted(int(w[1]) for w in lines) == list(range(8))
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "tune" / "study.journal")))
     done = optuna.load_study(study_name="shapes", storage=storage).get_trials(
         states=(TrialState.COMPLETE, TrialState.PRUNED)

@@ -43,15 +43,45 @@ def work_on_ray(t, address: str, storage: str | None, name: str, pruner: str, se
             "deadline": t.deadline,
             "local": t.local,
             "trial_cap": t.trial_cap,
-            "verbose": not t.console.quiet,
+            # The tasks print nothing: what a task prints reaches the terminal through Ray's log
+            # relay, which loses the last trial's line when the session closes right after it.
+            "verbose": False,
         }
+        shown = {x.number for x in _finished(t.study)}
         pending = [task.remote(job) for _ in range(n)]
         refs = list(pending)
         while pending:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_SECONDS)
             on_poll()
+            shown |= _print_finished(t, shown)
         statuses = ray.get(refs)  # a task's UserError (e.g. trials failing in a row) re-raised here
     return "timeout" if "timeout" in statuses else "done"
+
+
+def _finished(study) -> list:
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sorted(study.get_trials(deepcopy=False, states=states), key=lambda x: (x.datetime_complete, x.number))
+
+
+def _print_finished(t, shown: set[int]) -> set[int]:
+    """The line of each trial the tasks finished since the last poll, as `imgclf tune` prints it on
+    one machine; the numbers printed."""
+    from rich.markup import escape
+
+    from imgclf.tuning.results import trial_line
+    from imgclf.tuning.worker import best_value
+
+    new = [x for x in _finished(t.study) if x.number not in shown]
+    for x in new:
+        if "stopped" in x.user_attrs and x.state.name == "FAIL":  # given back by its task: queued again
+            t.console.print(
+                f"trial {x.number:>3}  stopped ({x.user_attrs['stopped']}); its parameters are queued to run again"
+            )
+        else:
+            t.console.print(escape(trial_line(x, best_value(t.study))))
+    return {x.number for x in new}
 
 
 def _worker(job: dict) -> str:
