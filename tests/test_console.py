@@ -3,6 +3,7 @@ out of what the user reads, everything else through untouched."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -30,3 +31,13 @@ def test_stderr_without_drops_only_the_named_lines_of_native_writes(capfd):
     err = capfd.readouterr().err
     assert "object store" not in err
     assert "a native error the user must see" in err and "python's own line" in err and "after" in err
+
+
+def test_stderr_without_leaves_a_stream_not_on_descriptor_2_in_place(monkeypatch, capfd):
+    notebook = io.StringIO()  # as a notebook's stderr, which is no file descriptor
+    monkeypatch.setattr(sys, "stderr", notebook)
+    with stderr_without("object store"):
+        print("shown in the notebook", file=sys.stderr)
+        os.write(2, b"object store line\nnative line\n")
+    assert sys.stderr is notebook and notebook.getvalue() == "shown in the notebook\n"
+    assert capfd.readouterr().err == "native line\n"

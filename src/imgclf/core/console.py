@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import sys
+import threading
 
 
 def console_for(verbose: bool):
@@ -62,31 +63,37 @@ def stderr_without(*fragments: str):
     try:
         sys.stderr.flush()
         saved = os.dup(2)
-        text = os.fdopen(os.dup(saved), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="replace")
     except (OSError, ValueError, AttributeError):  # no standard error to filter
         yield
         return
+    try:  # Python's stream on descriptor 2 moves to a copy of it; another (a notebook's) stays as it is
+        own = sys.stderr.fileno() == 2
+    except (OSError, ValueError, AttributeError):
+        own = False
+    drop = [f.encode() for f in fragments]
     read, write = os.pipe()
     os.dup2(write, 2)
     os.close(write)
-    keep = [f.encode() for f in fragments]
 
     def relay():
         with os.fdopen(read, "rb") as lines:
             for line in lines:
-                if not any(k in line for k in keep):
+                if not any(f in line for f in drop):
                     os.write(saved, line)
-
-    import threading
 
     relay_thread = threading.Thread(target=relay, name="stderr-filter", daemon=True)
     relay_thread.start()
-    python_stderr, sys.stderr = sys.stderr, text
+    python_stderr = sys.stderr
+    if own:
+        encoding = python_stderr.encoding or "utf-8"
+        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=encoding, errors="replace")
     try:
         yield
     finally:
+        if own:
+            sys.stderr.close()
         sys.stderr = python_stderr
-        text.close()
-        os.dup2(saved, 2)  # the pipe's last writer closed: the relay reads its end and stops
+        os.dup2(saved, 2)  # the pipe's last writer closed: the relay reads to its end and stops
         relay_thread.join(timeout=5)
-        os.close(saved)
+        if not relay_thread.is_alive():  # else a child process still holds the pipe: leave the relay its target
+            os.close(saved)

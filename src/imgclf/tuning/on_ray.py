@@ -62,7 +62,10 @@ def _finished(study) -> list:
     from optuna.trial import TrialState
 
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sorted(study.get_trials(deepcopy=False, states=states), key=lambda x: (x.datetime_complete, x.number))
+    return sorted(
+        study.get_trials(deepcopy=False, states=states),
+        key=lambda x: (x.datetime_complete is not None, x.datetime_complete or 0, x.number),
+    )
 
 
 def _print_finished(t, shown: set[int]) -> set[int]:
