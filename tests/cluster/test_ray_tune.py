@@ -36,3 +36,28 @@ def test_tune_runs_trials_as_ray_tasks(ray_cluster, tmp_path, capsys):
     assert len({tuple(sorted(t.params.items())) for t in done}) == 8  # none repeated
     assert len({t.user_attrs["worker"]["pid"] for t in done}) == 2  # both Ray tasks ran trials
     assert result.best_value is not None and (tmp_path / "tune" / "tune.json").is_file()
+
+
+def test_the_driver_says_which_trial_runs_a_given_back_trials_parameters_again():
+    """The lines `imgclf tune --ray` prints from the study: a finished trial's usual line; a trial whose
+    worker was lost, with the trial that runs its parameters again."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from imgclf.tuning.on_ray import _print_finished
+    from imgclf.tuning.study import give_back
+
+    study = optuna.create_study(direction="maximize")
+    done = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
+    study.tell(done, 0.75)
+    lost = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
+    assert give_back(study, lost.number, "its worker stopped")
+    out = io.StringIO()
+    t = SimpleNamespace(study=study, console=Console(file=out, width=200))
+    assert _print_finished(t, set()) == {0, 1}
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("trial   0  COMPLETE   val_acc 0.7500") and lines[0].endswith("*best")
+    assert lines[1] == "trial   1  its worker stopped: its parameters run again as trial 2"
+    assert _print_finished(t, {0, 1}) == set()  # each once

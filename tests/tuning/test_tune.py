@@ -226,7 +226,8 @@ def test_trial_0_is_trains_pretrained_default_on_photos(tmp_path):
     from-scratch families gain it: trial 0 is train's default, and any trial may fine-tune it. Its
     epochs range stops at what train's own time budget affords, not at the budget's 200-epoch cap."""
     from imgclf.tuning.budget import Probe, epochs_range
-    from imgclf.tuning.space import width_setting, with_default_model
+    from imgclf.tuning.space import Space, width_setting, with_default_model, with_epochs
+    from imgclf.tuning.tune import changed
 
     photos = {"model": "timm/tf_efficientnet_lite0", "pretrained": True, "epochs": 200, "time_budget": 90.0}
     space, model = with_default_model(load_space(None), photos)
@@ -236,6 +237,10 @@ def test_trial_0_is_trains_pretrained_default_on_photos(tmp_path):
     assert with_default_model(load_space(None), scans) == (load_space(None), "resnet_fast")
     own = load_space(space_file(tmp_path, "model: {type: categorical, choices: [simple_cnn, resnet_fast]}"))
     assert with_default_model(own, photos) == (own, "lite0")  # the user's own choices stand
+    # Run again, the same command continues the study without a warning that its space changed...
+    stored = with_epochs(Space(space.params, {**space.fixed, "img_size": 96}), 50, 200)
+    assert not changed(stored, load_space(None))
+    assert changed(stored, own)  # ...which another space file does get
     low, high, why = epochs_range(Probe(photos, 1_000, 100, 2.0, 10.0), trials=8, timeout=None, spent=0)
     assert (low, high) == (10, 40) and "time budget (90 s)" in why
 

@@ -77,13 +77,15 @@ def _print_finished(t, shown: set[int]) -> set[int]:
     from imgclf.tuning.worker import best_value
 
     new = [x for x in _finished(t.study) if x.number not in shown]
+    # A trial given back (interrupted, out of time, its worker gone) has its parameters queued again.
+    again = {x.user_attrs["retry_of"]: x for x in t.study.get_trials(deepcopy=False) if "retry_of" in x.user_attrs}
     for x in new:
-        if "stopped" in x.user_attrs and x.state.name == "FAIL":  # given back by its task: queued again
-            t.console.print(
-                f"trial {x.number:>3}  stopped ({x.user_attrs['stopped']}); its parameters are queued to run again"
-            )
-        else:
+        retry = again.get(x.number) if x.state.name == "FAIL" else None
+        if retry is None:
             t.console.print(escape(trial_line(x, best_value(t.study))))
+        else:
+            why = x.user_attrs.get("stopped") or retry.user_attrs.get("retry_reason", "stopped")
+            t.console.print(escape(f"trial {x.number:>3}  {why}: its parameters run again as trial {retry.number}"))
     return {x.number for x in new}
 
 

@@ -201,6 +201,16 @@ def with_default_model(space: Space, config: dict) -> tuple[Space, str]:
     return Space({**space.params, "model": grown}, space.fixed), model
 
 
+def without_default_model(space: Space) -> Space:
+    """`space` as it was before with_default_model grew DEFAULT_SPACE's model choices by train's
+    default: what a user asked for, to compare with what they ask for now."""
+    param = space.params.get("model")
+    plain = _param("model", DEFAULT_SPACE["model"], "")
+    if param is None or param.type != "categorical" or param.choices[1:] != plain.choices:
+        return space
+    return Space({**space.params, "model": plain}, space.fixed)
+
+
 def with_epochs(space: Space, low: int, high: int) -> Space:
     """The space with AUTO epoch bounds filled in."""
     params = dict(space.params)

@@ -25,7 +25,15 @@ from imgclf.training.budget import SMALL_VAL
 from imgclf.tuning import study as st
 from imgclf.tuning.budget import epochs_range, probe
 from imgclf.tuning.results import fmt_params, importances, print_summary, summary, write_outputs
-from imgclf.tuning.space import Space, default_values, load_space, trial_settings, with_default_model, with_epochs
+from imgclf.tuning.space import (
+    Space,
+    default_values,
+    load_space,
+    trial_settings,
+    with_default_model,
+    with_epochs,
+    without_default_model,
+)
 from imgclf.tuning.worker import Tune, work
 
 LOCAL_SETTINGS = ("device", "workers")
@@ -237,7 +245,9 @@ def _open_study(
 
 def changed(stored: Space, given: Space) -> bool:
     """Whether `given` asks for another search than the study's: the probe's own additions (epochs
-    bounds from the budget, the fixed img_size) do not count."""
+    bounds from the budget, the fixed img_size, train's pretrained default among the models) do not
+    count."""
+    stored = without_default_model(stored)
     auto = "epochs" in given.params and given.params["epochs"].low is None
     stored_params = {k: p for k, p in stored.params.items() if not (auto and k == "epochs")}
     given_params = {k: p for k, p in given.params.items() if not (auto and k == "epochs")}
