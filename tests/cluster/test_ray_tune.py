@@ -36,6 +36,11 @@ def test_tune_runs_trials_as_ray_tasks(ray_cluster, tmp_path, capsys):
     assert len({tuple(sorted(t.params.items())) for t in done}) == 8  # none repeated
     assert len({t.user_attrs["worker"]["pid"] for t in done}) == 2  # both Ray tasks ran trials
     assert result.best_value is not None and (tmp_path / "tune" / "tune.json").is_file()
+    # The same command again: the study is full, so no task starts, and no warning is due.
+    again = imgclf.tune(data, trials=8, space=tmp_path / "space.yaml", out=tmp_path / "tune", retrain=False, ray="auto")
+    out = capsys.readouterr().out
+    assert again.best_value == result.best_value and "continuing study" in out
+    assert "Ray:" not in out and "warning" not in out
 
 
 def test_the_driver_says_which_trial_runs_a_given_back_trials_parameters_again():

@@ -151,8 +151,10 @@ def _run_trials(
     console.print(
         f"tune folder {escape(str(tune_dir))}; {trials} trials{f', {timeout:g} s' if timeout else ''}, pruner {pruner}"
     )
+    c = st.counts(study)
+    full = c["complete"] + c["pruned"] >= trials
     try:
-        if on_ray is not None:
+        if on_ray is not None and not full:  # (a full study starts no cluster: nothing is left to run)
             from imgclf.tuning.on_ray import work_on_ray
 
             status = work_on_ray(t, **on_ray, setup=setup, on_poll=lambda: snapshot("running"))
