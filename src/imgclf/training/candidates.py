@@ -38,17 +38,16 @@ class Candidate:
 
 
 def fit_candidates(run_dir: Path, prep, console, clock=None, image_s: float = 0.0) -> list[Candidate]:
-    """Every candidate the run's settings turn on (faces=on, texture=on), fitted on its training split.
-    Rank 0 alone under DDP would decide to skip the epochs the other ranks wait in: not there.
+    """Every candidate the run's settings turn on (faces=on, texture=on), fitted on its training split
+    (under DDP by rank 0, before the other ranks learn whether there are epochs to train).
     `clock` (training.budget.StageClock): a time budget, of which each costly candidate (the face
     embedding, the person detector: a search of every photo) takes an equal share of what is left,
     the evaluation after training reserved at `image_s` seconds an image, or at the candidate's own
     where it is slower (it may win, and then the evaluation runs it)."""
-    from imgclf.training import distributed as dist
     from imgclf.training.balance import class_weights
 
     cfg, spec = prep.cfg, prep.spec
-    if dist.world_size() > 1 or "on" not in (cfg.faces, cfg.texture, cfg.person):
+    if "on" not in (cfg.faces, cfg.texture, cfg.person):
         return []
     weights = class_weights(cfg.class_weight, spec.labels[spec.indices("train")], len(spec.classes))
     out = []
@@ -85,6 +84,34 @@ def costly_candidates(cfg) -> int:
     """How many candidates turned on search every photo (the face embedding, the person detector):
     each takes a share of a time budget (training.budget.StageClock) equal to the probe's."""
     return [cfg.faces == "on", cfg.person == "on"].count(True)
+
+
+def criterion(cfg) -> str:
+    """The validation score fine-tuning and the candidates are judged by (balanced accuracy when
+    classes are weighted)."""
+    return "val_acc" if cfg.class_weight == "none" else "val_balanced_acc"
+
+
+def skip_fine_tuning(prep, meta) -> str | None:
+    """Why the epochs are skipped, or None: the time budget left room for the linear probe only (on
+    a sample of the training images, training.probe), or a candidate is far ahead of the probe that
+    fine-tuning starts from (`dominates`). Rank 0 decides; under DDP it tells the
+    other ranks, which would otherwise wait for epochs that never come."""
+    key, probe = criterion(prep.cfg), meta.probe or {}
+    if np.isnan(probe.get(key, float("nan"))):
+        return None
+    if probe.get("sampled", probe.get("training_images", 0) < probe.get("training_images_of", 0)):
+        return (
+            f"the time budget leaves no room for it after the linear probe (on {probe['training_images']:,} "
+            f"of {probe['training_images_of']:,} training images, without mirrors)"
+        )
+    ahead = best([c for c in prep.candidates or [] if c.ends_training], key)
+    if ahead is not None and dominates(ahead.row, probe, key):
+        return (
+            f"the {ahead.name} (val {ahead.row[key]:.4f}) makes at most half the errors of the linear probe "
+            f"(val {probe[key]:.4f}), which fine-tuning starts from"
+        )
+    return None
 
 
 def dominates(row: dict, probe: dict, key: str) -> bool:

@@ -158,6 +158,7 @@ def fit_run(
 
     from imgclf.core.clock import run_started
     from imgclf.training import distributed as dist
+    from imgclf.training.candidates import skip_fine_tuning
 
     started = run_started()  # a time budget (training.budget) counts the whole run, decoding included
     dist.setup(settings.get("device"))  # --device cpu trains on gloo on a GPU machine too
@@ -169,12 +170,13 @@ def fit_run(
     except Exception as e:  # the other ranks wait for rank 0's preparation: they stop with its message
         dist.broadcast(("user" if isinstance(e, UserError) else "bug", str(e)))
         raise
-    if dist.world_size() > 1:  # the other ranks wait in _follow for this
-        dist.broadcast((replace(prep, images=None), run_dir, meta, bool(resume)))  # the images: from the cache
+    skip = skip_fine_tuning(prep, meta)  # a candidate far ahead, or no time left after the probe
+    if dist.world_size() > 1:  # the other ranks wait in _follow for this; the images come from the cache
+        dist.broadcast((replace(prep, images=None, candidates=None), run_dir, meta, bool(resume), bool(skip)))
         dist.broadcast_bulk(None if maps is None else maps.train)  # the probe's stored maps (training.featcache)
     torch.set_num_threads(threads)  # from here each rank trains on its own share
     try:
-        result, net = _fit(run_dir, prep, net, meta, maps, bool(resume), on_epoch, console, started)
+        result, net = _fit(run_dir, prep, net, meta, maps, bool(resume), on_epoch, console, started, skip)
     except KeyboardInterrupt:  # Ctrl-C: the finished epochs are in the run folder
         raise Interrupted(f"imgclf train --resume {run_dir}") from None
     dist.use_node_threads()  # the evaluation after training is rank 0's alone
@@ -223,8 +225,10 @@ def _follow(console, on_epoch) -> Fitted:
     got = dist.broadcast()
     if isinstance(got[0], str):  # rank 0's preparation failed; it says why
         raise (UserError if got[0] == "user" else RuntimeError)(got[1])
-    prep, run_dir, meta, resume = got
+    prep, run_dir, meta, resume, skip = got
     train_maps = dist.broadcast_bulk()
+    if skip:  # rank 0 ships its probe or a candidate: there are no epochs to train a share of
+        return Fitted(run_dir, prep, None, meta, None, None)
     maps = None if train_maps is None else LowerMaps(train_maps, None)  # rank 0 alone validates
     cfg = prep.cfg
     prep.images = build_cache(prep.spec.paths, cfg.img_size, cfg.resize, workers=cfg.workers).images
@@ -317,33 +321,26 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: RunMeta, console, started=N
     return maps
 
 
-def _fit(run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, on_epoch, console, started=None):
-    """The epochs (training.loop.fit), judged against the probe's validation score, and the other
-    candidates' verdict (training.candidates); fills in model.json's "training" record. Returns (the
-    fit's result, the kept network), whose weights are in RUN/model.safetensors."""
+def _fit(
+    run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, on_epoch, console, started=None, skip=None
+):
+    """The epochs (training.loop.fit), judged against the probe's validation score, unless `skip`
+    says why not (training.candidates.skip_fine_tuning), and the other candidates' verdict; fills in
+    model.json's "training" record. Returns (the fit's result, the kept network), whose weights are
+    in RUN/model.safetensors."""
     from imgclf.training import candidates as extra
     from imgclf.training.leaderboard import ProbeGuard, record_leaderboard
     from imgclf.training.loop import FitResult, fit
 
     cfg = prep.cfg
-    # The probe's score by the criterion fine-tuning judges by (balanced accuracy when classes are weighted).
-    key = "val_acc" if cfg.class_weight == "none" else "val_balanced_acc"
+    key = extra.criterion(cfg)
     probe = meta.probe or {}
     probe_val = probe.get(key, float("nan"))
     baseline = None if np.isnan(probe_val) else (probe_val, probe["val_loss"])
     others = prep.candidates or []
     lead = extra.best(others, key)
-    ahead = extra.best([c for c in others if c.ends_training], key)
-    # A probe on a sample of the training images is all the time budget affords (training.probe).
-    sampled = probe.get("sampled", probe.get("training_images", 0) < probe.get("training_images_of", 0))
-    if baseline is not None and (sampled or (ahead is not None and extra.dominates(ahead.row, probe, key))):
-        console.print(
-            f"fine-tuning skipped: the time budget leaves no room for it after the linear probe (on "
-            f"{probe['training_images']:,} of {probe['training_images_of']:,} training images, without mirrors)"
-            if sampled
-            else f"fine-tuning skipped: the {ahead.name} (val {ahead.row[key]:.4f}) makes at most half the errors "
-            f"of the linear probe (val {probe_val:.4f}), which fine-tuning starts from"
-        )
+    if skip:
+        console.print(f"fine-tuning skipped: {skip}")
         result = FitResult(criterion="accuracy" if key == "val_acc" else "balanced accuracy", stopped_early=True)
         result.best_val_acc, result.best_val_loss = baseline
     else:
