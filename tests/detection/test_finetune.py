@@ -16,6 +16,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 import imgclf
+from imgclf.core.errors import UserError
 from imgclf.detection import finetune
 
 pytestmark = pytest.mark.slow  # trains
@@ -266,3 +267,13 @@ def test_a_detector_run_serves_beside_a_classifier(run, boxes_folder, tmp_path_f
         )
     with pytest.raises(UserError, match="is a detector run, not a classifier"):
         imgclf.load(run)
+
+
+def test_a_detector_trains_in_one_process_only(boxes_folder, tmp_path, monkeypatch):
+    """--workers, or torchrun's ranks (each would train its own detector into the one run folder)."""
+    with pytest.raises(UserError, match="training a detector .* runs in one process"):
+        imgclf.train(boxes_folder, out=str(tmp_path / "w"), workers=2, verbose=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="training a detector .* runs in one process"):
+        imgclf.train(boxes_folder, out=str(tmp_path / "t"), verbose=False)
+    assert not (tmp_path / "w").exists() and not (tmp_path / "t").exists()

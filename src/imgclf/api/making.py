@@ -51,7 +51,10 @@ def train(
 
         if verbose and (settings.pop("task", None) or "auto") == "auto" and not resume:
             print(f"{data} holds box annotations: training a detector (--task classify trains a classifier instead)")
-        if workers != 1 or ray is not None or config is not None or on_epoch is not None:
+        from imgclf.training.distributed import world_size
+
+        # (under torchrun each rank would train its own detector into the one run folder)
+        if workers != 1 or ray is not None or config is not None or on_epoch is not None or world_size() > 1:
             raise UserError("training a detector (box annotations found) runs in one process, without --config")
         path = train_detector(boxes, resume=resume or None, verbose=verbose, **settings)
         return workflows.Run(path, None, None)
