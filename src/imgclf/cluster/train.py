@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,13 @@ def train_on_ray(
     **settings: Any,
 ):
     """Train with DDP over `workers` Ray Train workers; returns the workflows.Run rank 0 wrote."""
+    from imgclf.core.clock import run_started
     from imgclf.core.console import console_for
     from imgclf.workflows import run_at
 
+    # A --time-budget is the wall time the user waits: the cluster's and the workers' start count too.
+    # As a wall-clock time, since the workers may be on other machines.
+    started_at = time.time() - (time.monotonic() - run_started())
     if workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")
     console = console_for(verbose)
@@ -55,14 +60,16 @@ def train_on_ray(
             raise UserError(f"data not found: {data}")
     try:
         with ray_session(address) as ray:
-            _fit_on_ray(ray, data, config, resume, settings, workers, out, verbose, max_failures, console)
+            job = {"resume": bool(resume), "verbose": verbose, "started_at": started_at}
+            _fit_on_ray(ray, data, config, settings, workers, out, max_failures, console, job)
     except KeyboardInterrupt:  # Ctrl-C (core.raysupport): the finished epochs are in the run folder
         raise Interrupted(f"imgclf train --resume {out} --workers {workers}") from None
     return run_at(out)
 
 
-def _fit_on_ray(ray, data, config, resume, settings, workers, out, verbose, max_failures, console) -> None:
-    """Start the workers, wait for them, and raise what they left in the mailbox (or their silence)."""
+def _fit_on_ray(ray, data, config, settings, workers, out, max_failures, console, job: dict) -> None:
+    """Start the workers, wait for them, and raise what they left in the mailbox (or their silence).
+    `job`: resume, verbose, and the command's start as a wall-clock time (started_at)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from rich.markup import escape  # the run folder is the user's path
@@ -78,7 +85,7 @@ def _fit_on_ray(ray, data, config, resume, settings, workers, out, verbose, max_
         f"Ray: {workers} DDP workers ({'one GPU each, NCCL' if gpus else f'{cpus} CPU each, gloo'}); run folder {escape(str(out))}"
     )
     loop_config = {"data": None if data is None else str(data), "config": None if config is None else str(config)}
-    loop_config.update(out=str(out), resume=bool(resume), settings=settings, verbose=verbose, cpus=cpus)
+    loop_config.update(out=str(out), settings=settings, cpus=cpus, **job)
     mailbox = ray.remote(num_cpus=0)(_Mailbox).remote()  # where a worker leaves a user's mistake
     loop_config["mailbox"] = mailbox
     trainer = TorchTrainer(
@@ -162,6 +169,10 @@ def _worker(c: dict) -> None:
     out = Path(c["out"])
     settings = dict(c["settings"], out=str(out))
     started = (out / "config.yaml").is_file()
+    if not started and not c["resume"]:  # the first workers of a new run: the budget counts from the command
+        from imgclf.core.clock import stamp_command
+
+        stamp_command(time.monotonic() - max(0.0, time.time() - c["started_at"]))
     try:
         # A Ray worker logs INFO (its own setup): imgclf's INFO lines ("loaded 294/296 tensors", from
         # each rank) stay out of the output as on one machine.

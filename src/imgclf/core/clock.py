@@ -12,10 +12,11 @@ import time
 _command_started: float | None = None
 
 
-def stamp_command() -> None:
-    """Called by a CLI command that runs one job in this process."""
+def stamp_command(at: float | None = None) -> None:
+    """Called by a CLI command that runs one job in this process; `at`: an earlier time.monotonic()
+    the command began (a Ray worker given its driver's start)."""
     global _command_started
-    _command_started = time.monotonic()
+    _command_started = time.monotonic() if at is None else at
 
 
 def run_started() -> float:
