@@ -55,7 +55,10 @@ def train(
 
         # (under torchrun each rank would train its own detector into the one run folder)
         if workers != 1 or ray is not None or config is not None or on_epoch is not None or world_size() > 1:
-            raise UserError("training a detector (box annotations found) runs in one process, without --config")
+            raise UserError(
+                "training a detector (box annotations found) runs in one process: drop --workers, --ray and "
+                "--config, or give --task classify to train a classifier on the photos' folders"
+            )
         path = train_detector(boxes, resume=resume or None, verbose=verbose, **settings)
         return workflows.Run(path, None, None)
     if workers != 1 or ray is not None:
