@@ -47,7 +47,7 @@ def work_on_ray(t, address: str, storage: str | None, name: str, pruner: str, se
             # relay, which loses the last trial's line when the session closes right after it.
             "verbose": False,
         }
-        shown = {x.number for x in _finished(t.study)}
+        shown = {x.number for x in _finished(t.study.get_trials(deepcopy=False))}
         pending = [task.remote(job) for _ in range(n)]
         refs = list(pending)
         while pending:
@@ -58,31 +58,30 @@ def work_on_ray(t, address: str, storage: str | None, name: str, pruner: str, se
     return "timeout" if "timeout" in statuses else "done"
 
 
-def _finished(study) -> list:
-    from optuna.trial import TrialState
-
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sorted(
-        study.get_trials(deepcopy=False, states=states),
-        key=lambda x: (x.datetime_complete is not None, x.datetime_complete or 0, x.number),
-    )
+def _finished(trials: list) -> list:
+    """The finished trials of `trials` (the study's), in the order they finished."""
+    done = [x for x in trials if x.state.is_finished()]
+    return sorted(done, key=lambda x: (x.datetime_complete is not None, x.datetime_complete or 0, x.number))
 
 
 def _print_finished(t, shown: set[int]) -> set[int]:
     """The line of each trial the tasks finished since the last poll, as `imgclf tune` prints it on
-    one machine; the numbers printed."""
+    one machine; the numbers printed. The study is read once a poll (a journal file, or a database
+    every node writes to)."""
     from rich.markup import escape
 
     from imgclf.tuning.results import trial_line
-    from imgclf.tuning.worker import best_value
 
-    new = [x for x in _finished(t.study) if x.number not in shown]
+    trials = t.study.get_trials(deepcopy=False)
+    new = [x for x in _finished(trials) if x.number not in shown]
+    scores = [x.value for x in trials if x.state.name == "COMPLETE"]
+    best = max(scores) if scores else None
     # A trial given back (interrupted, out of time, its worker gone) has its parameters queued again.
-    again = {x.user_attrs["retry_of"]: x for x in t.study.get_trials(deepcopy=False) if "retry_of" in x.user_attrs}
+    again = {x.user_attrs["retry_of"]: x for x in trials if "retry_of" in x.user_attrs}
     for x in new:
         retry = again.get(x.number) if x.state.name == "FAIL" else None
         if retry is None:
-            t.console.print(escape(trial_line(x, best_value(t.study))))
+            t.console.print(escape(trial_line(x, best)))
         else:
             why = x.user_attrs.get("stopped") or retry.user_attrs.get("retry_reason", "stopped")
             t.console.print(escape(f"trial {x.number:>3}  {why}: its parameters run again as trial {retry.number}"))

@@ -199,13 +199,13 @@ def _finish(t: Tune, trial, state, best: dict, started: float, settings: dict, o
     for name in ("train_state.safetensors", "last.safetensors"):  # resume files; a trial never resumes
         (out / name).unlink(missing_ok=True)
     frozen = _frozen(t, trial.number)
-    t.console.print(escape(trial_line(frozen, best_value(t.study))))  # an error's text, the parameters
+    t.console.print(escape(trial_line(frozen, _best_value(t.study))))  # an error's text, the parameters
 
 
 def _frozen(t: Tune, number: int):
     return next(x for x in t.study.get_trials(deepcopy=False) if x.number == number)
 
 
-def best_value(study) -> float | None:
+def _best_value(study) -> float | None:
     done = [x.value for x in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     return max(done) if done else None
