@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from imgclf.core.errors import Interrupted, UserError, mask_secrets
+from imgclf.core.errors import Interrupted, UserError, disk_full, mask_secrets
 
 # rich_markup_mode=None: rich markup would swallow every "[default: ...]" in the help texts.
 app = typer.Typer(
@@ -156,6 +156,11 @@ def main() -> None:
     except KeyboardInterrupt as e:
         print(interrupted(e), file=sys.stderr)
         sys.exit(130)
+    except Exception as e:
+        if (line := disk_full(e)) is None:
+            raise
+        print(f"error: {mask_secrets(line)}", file=sys.stderr)
+        sys.exit(1)
     except SystemExit as e:
         # Typer turns Ctrl-C into a silent exit 130 (raised from the KeyboardInterrupt); a command
         # that said its own word on it (tune) raised its exit inside the handler instead.

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclf.core.console import quiet_logs
-from imgclf.core.errors import Interrupted, UserError
+from imgclf.core.errors import UserError, resumable
 from imgclf.core.raysupport import cluster_workers, ray_session
 from imgclf.training.distributed import TIMEOUT
 
@@ -58,12 +58,10 @@ def train_on_ray(
         user_settings(data, config, False, {**settings, "out": str(out)})
         if "://" not in str(data) and not Path(data).exists():
             raise UserError(f"data not found: {data}")
-    try:
-        with ray_session(address) as ray:
-            job = {"resume": bool(resume), "verbose": verbose, "started_at": started_at}
-            _fit_on_ray(ray, data, config, settings, workers, out, max_failures, console, job)
-    except KeyboardInterrupt:  # Ctrl-C (core.raysupport): the finished epochs are in the run folder
-        raise Interrupted(f"imgclf train --resume {out} --workers {workers}") from None
+    # Ctrl-C (core.raysupport), a full disk: the finished epochs are in the run folder
+    with resumable(f"imgclf train --resume {out} --workers {workers}"), ray_session(address) as ray:
+        job = {"resume": bool(resume), "verbose": verbose, "started_at": started_at}
+        _fit_on_ray(ray, data, config, settings, workers, out, max_failures, console, job)
     return run_at(out)
 
 

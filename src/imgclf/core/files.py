@@ -31,6 +31,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if stat.S_IMODE(tmp_path.stat().st_mode) != mode:
             os.chmod(tmp_path, mode)
         commit(tmp_path, path)
+    except Exception as e:
+        _name_full_disk(e, path, always=True)  # the file meant, not the temp nor "error while serializing"
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -247,8 +250,23 @@ class open_stream:
     def __enter__(self):
         return self.file
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, exc, tb) -> None:
+        try:
+            self.close()
+        except OSError as e:
+            _name_full_disk(e, self.path)
+            raise
+        if exc is not None:
+            _name_full_disk(exc, self.path)
+
+
+def _name_full_disk(e: BaseException, path: Path | str, always: bool = False) -> None:
+    """Raise a full disk's error again naming `path` (the error of a write names no file); `always`:
+    even where it names one (a temp file)."""
+    from imgclf.core.errors import out_of_space
+
+    if out_of_space(e) and (always or not getattr(e, "filename", None)):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -11,6 +11,7 @@ import errno
 import hashlib
 import math
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -25,6 +26,7 @@ import numpy as np
 import PIL
 
 from imgclf.core.cpus import usable_cpus
+from imgclf.core.errors import describe_bytes
 from imgclf.core.files import atomic_path, read_json, write_json
 from imgclf.data.images import MAX_PIXELS, RESIZE_MODES, UnusableImage, load_resized
 
@@ -189,8 +191,9 @@ def _allocate(file: Path, nbytes: int) -> None:
                 raise
             raise OSError(
                 e.errno,
-                f"not enough disk space for the image cache ({nbytes / 1e9:.1f} GB) "
-                f"in {file.parent}; set IMGCLF_CACHE_DIR to a larger disk",
+                f"the decoded images need {describe_bytes(nbytes)} in imgclf's cache, {file.parent}, "
+                f"and {describe_bytes(shutil.disk_usage(file.parent).free)} are free there: free some space, "
+                "or set IMGCLF_CACHE_DIR to a folder on a larger disk",
             ) from e
 
 

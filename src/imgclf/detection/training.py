@@ -98,12 +98,10 @@ def train_detector(
     dev = pick_device(device)
     torch.manual_seed(settings.seed)
     net = FT.start_from_pretrained(boxes.classes).to(dev)
-    try:
-        best, kept = fit(net, parts, boxes, settings, run, dev, say, Clock(clock_started, settings.time_budget))
-    except KeyboardInterrupt:
-        from imgclf.core.errors import Interrupted
+    from imgclf.core.errors import resumable
 
-        raise Interrupted(f"imgclf train --resume {run}") from None
+    with resumable(f"imgclf train --resume {run}"):
+        best, kept = fit(net, parts, boxes, settings, run, dev, say, Clock(clock_started, settings.time_budget))
     net.load_state_dict(best)
     say(
         f"kept epoch {kept['epoch']}{' (the pretrained start)' if kept['epoch'] == 0 else ''}: "

@@ -205,12 +205,16 @@ class _open_csv:
         fresh = not self.append or not self.path.exists() or self.path.stat().st_size == 0
         self.stream = open_stream(self.path, append=not fresh)
         if fresh:
-            csv.writer(self.stream.file, lineterminator="\n").writerow(COLUMNS)
-            self.stream.file.flush()
+            try:
+                csv.writer(self.stream.file, lineterminator="\n").writerow(COLUMNS)
+                self.stream.file.flush()
+            except BaseException as e:  # a full disk: closed, and named by open_stream
+                self.stream.__exit__(type(e), e, e.__traceback__)
+                raise
         return self.stream.file
 
     def __exit__(self, *exc):
-        self.stream.close()
+        self.stream.__exit__(*exc)
 
 
 def _decoded_batches(

@@ -27,7 +27,7 @@ import io
 import shlex
 from pathlib import Path
 
-from imgclf.core.errors import Interrupted, UserError
+from imgclf.core.errors import UserError, resumable
 from imgclf.core.files import output_folder, write_json, write_text
 from imgclf.data.paths import resolve
 from imgclf.lifecycle.update_data import by_split, gather_rows, resolve_parent, split_counts
@@ -135,12 +135,11 @@ def _train_candidate(out, parent_run: Path, data: dict, record: dict, settings: 
     rows = [r for r in data["old"] if r["split"] != "train"] + data["replayed"] + new
     run_dir, data_csv = _run_folder(out, parent_run, rows, new)
     write_json(run_dir / "update.json", record)
-    try:
+    # Not `imgclf train --resume`, which would finish the training but never judge or register it
+    with resumable(f"{again} --out {shlex.quote(str(run_dir))}"):
         return workflows.train(
             data_csv, config=base_config(parent_run, run_dir), out=run_dir, verbose=verbose, **settings
         )
-    except Interrupted:  # `imgclf train --resume` would finish the training but never judge or register it
-        raise Interrupted(f"{again} --out {shlex.quote(str(run_dir))}") from None
 
 
 def _resumed(out: Path, parent_run: Path, again: str, verbose: bool, console):
@@ -158,10 +157,8 @@ def _resumed(out: Path, parent_run: Path, again: str, verbose: bool, console):
             "give that version, or another --out"
         )
     console.print(f"  resuming the interrupted update in {escape(str(out))}: its recorded data, split and settings")
-    try:
+    with resumable(f"{again} --out {shlex.quote(str(out))}"):
         return record, workflows.train(resume=out, verbose=verbose, write_report=False)  # _judge writes it
-    except Interrupted:
-        raise Interrupted(f"{again} --out {shlex.quote(str(out))}") from None
 
 
 def _checked_options(epochs, lr_factor, replay, seed, tolerance) -> tuple:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 from rich.markup import escape  # run paths and class names are the user's text
 
-from imgclf.core.errors import Interrupted, UserError
+from imgclf.core.errors import UserError, resumable
 from imgclf.core.files import read_json, write_json, write_text
 from imgclf.core.version import __version__
 from imgclf.settings.config import TrainConfig, dump_yaml
@@ -175,10 +175,8 @@ def fit_run(
         dist.broadcast((replace(prep, images=None, candidates=None), run_dir, meta, bool(resume), bool(skip)))
         dist.broadcast_bulk(None if maps is None else maps.train)  # the probe's stored maps (training.featcache)
     torch.set_num_threads(threads)  # from here each rank trains on its own share
-    try:
+    with resumable(f"imgclf train --resume {run_dir}"):  # Ctrl-C, a full disk: the finished epochs are kept
         result, net = _fit(run_dir, prep, net, meta, maps, bool(resume), on_epoch, console, started, skip)
-    except KeyboardInterrupt:  # Ctrl-C: the finished epochs are in the run folder
-        raise Interrupted(f"imgclf train --resume {run_dir}") from None
     dist.use_node_threads()  # the evaluation after training is rank 0's alone
     return Fitted(run_dir, prep, net, meta, result, root, started)
 
@@ -204,13 +202,11 @@ def _lead(data, config, resume, settings: dict, console, started=None):
 
         console.print(f"  {escape(warm_start(net, cfg.init_from, prep.spec.classes))}")  # a path, class names
     meta, root = _write_inputs(run_dir, prep, net, kwargs, n_params)
-    try:  # from here --resume continues the run (a finished probe or candidate is not fitted again)
+    with resumable(f"imgclf train --resume {run_dir}"):  # a finished probe or candidate is not fitted again
         maps = _probe(run_dir, prep, net, meta, console, started)
         clock = stage_clock(cfg, started, prep.split_data())
         image_seconds = (meta.probe or {}).get("image_seconds") or 0.0
         prep.candidates = fit_candidates(run_dir, prep, console, clock, image_seconds)
-    except KeyboardInterrupt:
-        raise Interrupted(f"imgclf train --resume {run_dir}") from None
     return prep, run_dir, net, meta, maps, root
 
 
