@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from imgclf.core.errors import Interrupted, UserError, disk_full, mask_secrets
+from imgclf.core.errors import Interrupted, UserError, disk_full, mask_secrets, refused
 
 # rich_markup_mode=None: rich markup would swallow every "[default: ...]" in the help texts.
 app = typer.Typer(
@@ -157,7 +157,7 @@ def main() -> None:
         print(interrupted(e), file=sys.stderr)
         sys.exit(130)
     except Exception as e:
-        if (line := disk_full(e)) is None:
+        if (line := disk_full(e) or refused(e)) is None:
             raise
         print(f"error: {mask_secrets(line)}", file=sys.stderr)
         sys.exit(1)

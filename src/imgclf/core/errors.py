@@ -83,6 +83,18 @@ def disk_full(exc: BaseException, then: str = "run the same command again") -> s
     return f"{line}; free some space (IMGCLF_CACHE_DIR moves imgclf's cache to another disk), then {then}"
 
 
+def refused(exc: BaseException) -> str | None:
+    """One line for a path the system refused (a read-only disk, no permission) that no check caught
+    before the work began; None for other errors."""
+    e = exc if isinstance(exc, OSError) else None
+    if e is None or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not e.filename:
+        return None
+    return (
+        f"{e.filename}: {e.strerror}; choose a folder you can write to (--out; IMGCLF_CACHE_DIR for "
+        "imgclf's cache), or run imgclf from one (runs/ and tunes/ go in the current folder)"
+    )
+
+
 def _space_errors(exc: BaseException | None) -> list[BaseException]:
     """The errors in `exc`'s chain (itself, then what it was raised from) that say the disk is full."""
     found, seen = [], set()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from imgclf.core.errors import UserError
-from imgclf.core.files import write_text
+from imgclf.core.files import output_folder, write_text
 from imgclf.data.paths import rebase, relative_to, resolve
 from imgclf.store.run_meta import load_run_meta
 
@@ -42,6 +42,11 @@ def new_run_dir(data: str | Path, base: str | Path = "runs", reserve: bool = Fal
             break
         except FileExistsError:
             n += 1
+        except OSError as e:  # a read-only folder, no permission: runs/ goes where the command runs
+            raise UserError(
+                f"cannot make the run folder {base / f'{name}-{n}'} ({e.strerror or e}): run imgclf from a "
+                "folder you can write to, or give one with --out"
+            ) from None
     return base / f"{name}-{n}"
 
 
@@ -61,6 +66,7 @@ def check_new_run_dir(out: Path) -> None:
             f"{out} holds an unfinished training: add --resume {out} to continue it, "
             "or choose another --out (or delete that folder) to start over"
         )
+    output_folder(out, "--out")  # a read-only disk, no permission: said now, not after the decoding
 
 
 TRAINING_PID = ".training.pid"  # who holds the lock, for the message; removed when the training ends

@@ -14,6 +14,7 @@ rates reported are the head's, which is what `--lr` sets).
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from rich.markup import escape  # the data and output folders are the user's pat
 
 from imgclf.core.device import amp_dtype
 from imgclf.core.errors import UserError
-from imgclf.core.files import write_json
+from imgclf.core.files import output_folder, write_json
 from imgclf.data.augment import AugmentPolicy, augment
 from imgclf.models.forward import autocast, normalize
 from imgclf.settings.config import TrainConfig
@@ -142,9 +143,10 @@ def run_range_test(data, *, out=None, steps: int, start_lr: float, end_lr: float
     if not 0 < start_lr < end_lr:
         raise UserError(f"need 0 < start_lr < end_lr, not {start_lr} and {end_lr}")
     cfg, _, _ = user_settings(data, None, False, settings)
+    name = Path(os.path.abspath(cfg.data)).stem.replace(".", "_")  # `imgclf lr-find .`: the folder's own name
+    out = output_folder(out or new_run_dir(f"{name}-lr-find"), "--out")  # checked before the decoding
     prep, _ = prepare(cfg, console, for_training=False)
     cfg = prep.cfg
-    out = Path(out or new_run_dir(f"{Path(cfg.data).name}-lr-find"))
     net, _ = build_network(cfg, len(prep.spec.classes))
     split = prep.split_data()
     console.print(f"lr-find: {cfg.model}, {steps} steps of batch {cfg.batch_size}, lr {start_lr:g} -> {end_lr:g}")

@@ -268,7 +268,7 @@ def tune_folder(data: str, out) -> Path:
         earlier = fresh.parent / f"{stem}-{k}" / "tune.json"
         if earlier.is_file() and read_json(earlier).get("data") == data:
             return earlier.parent
-    return fresh
+    return output_folder(fresh, "--out")  # tunes/ in a folder that takes no file: said before any trial
 
 
 def new_setup(

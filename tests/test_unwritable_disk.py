@@ -1,5 +1,6 @@
 """A disk that fills up mid-command: one line naming the file and the space left, nothing half-written
-left behind, and the command that goes on. The writers fail as they do on a full disk: the kernel's
+left behind, and the command that goes on. A folder that takes no file (a read-only disk, /proc):
+one line before any work. The writers fail as they do on a full disk: the kernel's
 ENOSPC from a write (which names no file), safetensors' Rust error (not an OSError), and
 posix_fallocate's ENOSPC for the image cache."""
 
@@ -12,12 +13,12 @@ import shutil
 import sys
 
 import pytest
-from helpers import TINY, make_shapes_dataset
+from helpers import TINY, cli, make_shapes_dataset
 from safetensors import SafetensorError
 
 import imgclf
 import imgclf.store.checkpoint
-from imgclf.core.errors import UserError, disk_full
+from imgclf.core.errors import UserError, disk_full, refused
 
 SAFETENSORS_FULL = "Error while serializing: I/O error: No space left on device (os error 28)"
 
@@ -157,3 +158,29 @@ def test_a_full_image_cache_is_one_line_from_the_command_line(tmp_path, monkeypa
             err[0],
         )
     ), err
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/proc/self"), reason="needs /proc (Linux), where no file can be made, even by root"
+)
+def test_a_folder_that_takes_no_file_is_one_line_before_any_work(shapes):
+    for args, line in [
+        (["train", shapes], "error: cannot make the run folder runs/shapes-1 ("),
+        (["lr-find", shapes], "error: --out runs/shapes-lr-find-1 cannot be written: no file can be made in . ("),
+        (
+            ["tune", shapes, "--trials", "1"],
+            "error: --out tunes/shapes-1 cannot be written: no file can be made in . (",
+        ),
+        (
+            ["train", shapes, "--out", "/proc/run"],
+            "error: --out /proc/run cannot be written: no file can be made in /proc (",
+        ),
+    ]:
+        p = cli(*args, cwd="/proc", check=False)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert p.stderr.startswith(line), p.stderr
+    # What no check caught before the work began (a read-only disk met later) is one line too.
+    line = refused(OSError(errno.EROFS, os.strerror(errno.EROFS), "runs"))
+    assert line.startswith("runs: Read-only file system; choose a folder you can write to (--out; ")
+    assert refused(OSError(errno.ENOENT, os.strerror(errno.ENOENT), "photo.jpg")) is None
+    assert refused(OSError(errno.EACCES, os.strerror(errno.EACCES))) is None  # names no path: the traceback stays
