@@ -184,3 +184,18 @@ def test_a_folder_that_takes_no_file_is_one_line_before_any_work(shapes):
     assert line.startswith("runs: Read-only file system; choose a folder you can write to (--out; ")
     assert refused(OSError(errno.ENOENT, os.strerror(errno.ENOENT), "photo.jpg")) is None
     assert refused(OSError(errno.EACCES, os.strerror(errno.EACCES))) is None  # names no path: the traceback stays
+
+
+@pytest.mark.slow
+def test_a_cache_that_cannot_be_written_is_a_one_line_warning_and_the_command_goes_on(shapes, tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("IMGCLF_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # no folder can be made there
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    p = cli("train", shapes, "--model", "simple_cnn", "--img-size", "16", "--epochs", "1", "--out", tmp_path / "run")
+    warned = [line for line in p.stderr.splitlines() if "cannot write" in line]
+    assert warned == [
+        f"warning: cannot write the image cache to {tmp_path}/a-file/cache (Not a directory); "
+        f"using {tmp_path}/tmp/imgclf-cache-{os.getuid()}"
+    ], p.stderr
+    assert (tmp_path / "run" / "metrics.json").is_file()

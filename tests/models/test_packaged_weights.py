@@ -50,6 +50,25 @@ def test_conversion_happens_once_into_the_cache(tmp_path, monkeypatch):
     assert packaged_weights(ARCH) == first and first.stat().st_mtime_ns == stamp
 
 
+def test_an_unwritable_cache_converts_into_the_temp_folder_and_a_filled_one_is_read(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("IMGCLF_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # no folder can be made there
+    with pytest.warns(UserWarning, match="cannot write imgclf's cache to .*a-file/cache/weights"):
+        fallback = packaged_weights(ARCH)
+    assert fallback.parent.parent.parent == tmp_path / "tmp" and fallback.parent.name == "weights"
+    assert packaged_weights(ARCH) == fallback  # found again, not converted twice
+
+    filled = tmp_path / "filled"  # a cache a deployment filled beforehand, then made read-only
+    shutil.copytree(fallback.parent, filled / "weights")
+    monkeypatch.setenv("IMGCLF_CACHE_DIR", str(filled))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "other-tmp"))
+    assert packaged_weights(ARCH) == filled / "weights" / fallback.name
+
+
 def test_a_changed_weights_file_is_refused_naming_the_package(tmp_path, monkeypatch):
     changed = tmp_path / "efficientnet-lite0.pth"
     shutil.copy(installed(ARCH), changed)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import typing
 from enum import Enum
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -147,6 +148,7 @@ def leave(code) -> None:
 
 
 def main() -> None:
+    plain_warnings()
     try:
         sys.argv[1:] = optional_ray_value(sys.argv[1:])
         app()
@@ -168,6 +170,21 @@ def main() -> None:
         if e.code == 130 and isinstance(ctrl_c, KeyboardInterrupt):
             print(interrupted(ctrl_c), file=sys.stderr)
         raise
+
+
+def plain_warnings() -> None:
+    """imgclf's own warnings as one line each, `warning: ...`, without Python's file, line number and
+    source line, which say nothing to a user; other libraries' keep their usual form."""
+    import warnings
+
+    ours, usual = str(Path(__file__).resolve().parents[1]), warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not str(filename).startswith(ours):
+            return usual(message, category, filename, lineno, file, line)
+        print(f"warning: {mask_secrets(str(message))}", file=file or sys.stderr)
+
+    warnings.showwarning = show
 
 
 def interrupted(e: KeyboardInterrupt) -> str:

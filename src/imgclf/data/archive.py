@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 from imgclf.core.errors import UserError
-from imgclf.data.cache import default_cache_dir
+from imgclf.data.cache import default_cache_dir, writable_dir
 
 SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
@@ -27,11 +27,12 @@ def unpacked(archive: Path, cache_dir: Path | None = None) -> tuple[Path, str]:
     """(the folder holding `archive`'s files, a line saying where they were unpacked)."""
     st = archive.stat()
     key = hashlib.sha256(f"{archive.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    root = (cache_dir or default_cache_dir()) / "unpacked"
-    final = root / f"{_stem(archive)}-{key}"
-    if final.is_dir():
-        return final, f"{archive.name} unpacked before, to {final}"
-    root.mkdir(parents=True, exist_ok=True)
+    preferred = (cache_dir or default_cache_dir()) / "unpacked"
+    # Unpacked before: in the cache, or in the per-user temp folder, where it goes when the cache cannot be written
+    for root in (preferred, writable_dir(preferred, "unpacked", "imgclf's cache")):
+        final = root / f"{_stem(archive)}-{key}"
+        if final.is_dir():
+            return final, f"{archive.name} unpacked before, to {final}"
     need = _unpacked_size(archive)
     if need > (free := shutil.disk_usage(root).free):
         raise UserError(

@@ -80,7 +80,7 @@ def build_cache(
         raise ValueError(f"unknown resize mode {mode!r}; choose one of {', '.join(RESIZE_MODES)}")
     paths = [os.fspath(p) for p in paths]
     shape = (len(paths), size, size, 3)
-    folder = _writable_dir(Path(cache_dir) if cache_dir else default_cache_dir())
+    folder = writable_dir(Path(cache_dir) if cache_dir else default_cache_dir())
     key = _cache_key(paths, size, mode)
     data, meta = folder / f"{key}.u8", folder / f"{key}.json"
     if not paths:
@@ -127,20 +127,32 @@ def _signature(path: str) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _writable_dir(preferred: Path) -> Path:
-    """`preferred`, or a per-user temp folder when it cannot be written (read-only home,
-    a bad $IMGCLF_CACHE_DIR): training should not fail over where its cache lives."""
+def cache_file(sub: str, name: str) -> Path:
+    """Where imgclf's cache keeps `sub/name` (converted weights, their graphs): the file already there,
+    even in a cache that cannot be written (one a deployment filled beforehand), else a place where
+    it can be written (as for decoded images, the per-user temp folder when the cache cannot be)."""
+    for folder in (default_cache_dir() / sub, _fallback_dir() / sub):
+        if (folder / name).is_file():
+            return folder / name
+    return writable_dir(default_cache_dir() / sub, sub, what="imgclf's cache") / name
+
+
+def writable_dir(preferred: Path, sub: str = "", what: str = "the image cache") -> Path:
+    """`preferred`, or a per-user temp folder (its `sub` folder) when it cannot be written (read-only
+    home, a bad $IMGCLF_CACHE_DIR): a command should not fail over where its cache lives."""
     try:
         return _probe(preferred)
     except OSError as e:
-        # Per user: another user's folder in a shared /tmp is not ours to write (Windows' temp
-        # folder is per user already).
-        user = os.getuid() if hasattr(os, "getuid") else ""
-        fallback = Path(tempfile.gettempdir()) / f"imgclf-cache-{user}"
-        warnings.warn(
-            f"cannot write the image cache to {preferred} ({e.strerror or e}); using {fallback}", stacklevel=3
-        )
+        fallback = _fallback_dir() / sub
+        warnings.warn(f"cannot write {what} to {preferred} ({e.strerror or e}); using {fallback}", stacklevel=3)
         return _probe(fallback)
+
+
+def _fallback_dir() -> Path:
+    # Per user: another user's folder in a shared /tmp is not ours to write (Windows' temp folder is
+    # per user already).
+    user = os.getuid() if hasattr(os, "getuid") else ""
+    return Path(tempfile.gettempdir()) / f"imgclf-cache-{user}"
 
 
 def _probe(folder: Path) -> Path:

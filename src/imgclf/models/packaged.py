@@ -85,9 +85,9 @@ def packaged_weights(arch: str) -> Path | None:
         return None
     pkg = PACKAGED[arch.partition(".")[0]]
     digest = verified(source, pkg.sha256, f"{pkg.package} 0.1.0", pkg.package)
-    from imgclf.data.cache import default_cache_dir
+    from imgclf.data.cache import cache_file
 
-    out = default_cache_dir() / "weights" / f"{arch.partition('.')[0]}-{digest[:12]}-v{FORMAT}.safetensors"
+    out = cache_file("weights", f"{arch.partition('.')[0]}-{digest[:12]}-v{FORMAT}.safetensors")
     if not out.is_file():
         convert(source, arch.partition(".")[0], out)
     return out

@@ -302,9 +302,9 @@ def state_dict(layers: list[tuple[str, dict]], net) -> dict[str, np.ndarray]:
 def weights_file(dat_path: Path, digest: str) -> Path:
     """The network's weights as safetensors in imgclf's cache, converted from `dat_path` (whose SHA-256
     must be `digest`) on first use and reused after."""
-    from imgclf.data.cache import default_cache_dir
+    from imgclf.data.cache import cache_file
 
-    path = default_cache_dir() / "weights" / f"dlib-face-resnet-{digest[:12]}-{EXPORT}.safetensors"
+    path = cache_file("weights", f"dlib-face-resnet-{digest[:12]}-{EXPORT}.safetensors")
     if path.is_file():
         return path
     from safetensors.numpy import save_file

@@ -44,12 +44,12 @@ def graph_file() -> Path:
 
 def pretrained_weights(source: Path | None = None) -> Path:
     """A verified safetensors file of SSDLite's parameters, converted once into the cache."""
-    from imgclf.data.cache import default_cache_dir
+    from imgclf.data.cache import cache_file
     from imgclf.models.packaged import verified
 
     source = source or graph_file()
     digest = verified(source, SHA256, f"{PACKAGE} {VERSION}", f"'{PACKAGE}=={VERSION}'")
-    out = default_cache_dir() / "weights" / f"ssdlite-person-{digest[:12]}-v{FORMAT}.safetensors"
+    out = cache_file("weights", f"ssdlite-person-{digest[:12]}-v{FORMAT}.safetensors")
     if not out.is_file():
         convert(source, out)
     return out
