@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from imgclf.core.console import quiet_logs, stderr_without
+from imgclf.core.console import per_second, quiet_logs, stderr_without
 
 
 def test_quiet_logs_hides_info_inside_the_block_only(caplog):
@@ -41,3 +41,7 @@ def test_stderr_without_leaves_a_stream_not_on_descriptor_2_in_place(monkeypatch
         os.write(2, b"object store line\nnative line\n")
     assert sys.stderr is notebook and notebook.getvalue() == "shown in the notebook\n"
     assert capfd.readouterr().err == "native line\n"
+
+
+def test_rates_under_one_a_second_are_not_printed_as_zero():
+    assert [per_second(r) for r in (258.4, 10.0, 3.21, 0.413, 0.0)] == ["258", "10", "3.2", "0.41", "0"]

@@ -336,3 +336,39 @@ def test_a_weak_box_inside_a_strong_one_of_its_class_is_a_part_of_it():
     # the tiles' rule: a tile's box 70 % inside any better box of its class is a cut-off part
     tiled = np.array([False, False, True, False, True])
     assert list(drop_parts(boxes, scores, labels, keep, tiled)) == [0, 3, 4]
+
+
+def test_a_scan_cut_short_goes_on_from_where_it_stopped(photos, tmp_path, monkeypatch, capsys):
+    from imgclf.inference.box_files import ScanOutputs
+
+    whole = imgclf.scan(photos, out=tmp_path / "whole", verbose=False)
+    out = tmp_path / "out"
+
+    def killed(self, settings):  # a kill after the last answer, before the files: every answer journalled
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(ScanOutputs, "close", killed)
+        with pytest.raises(KeyboardInterrupt):
+            imgclf.scan(photos, out=out, verbose=False)
+    journal = out / "scan.partial.jsonl"
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 1 + 5 and not (out / "scan.json").exists()  # its settings, then each photo's answer
+    journal.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])  # two answers kept, the third cut short
+
+    with pytest.raises(
+        UserError,
+        match=r"holds an unfinished run with other settings \(threshold\) in scan.partial.jsonl: give the same",
+    ):
+        imgclf.scan(photos, out=out, verbose=False, threshold=0.5)
+    capsys.readouterr()
+    resumed = imgclf.scan(photos, out=out)
+    assert f"resuming {out}: 2 of 5 images answered before, skipped" in capsys.readouterr().out
+    assert [(r["path"], r.get("present"), r.get("count"), "error" in r) for r in resumed] == [
+        (r["path"], r.get("present"), r.get("count"), "error" in r) for r in whole
+    ]
+    assert (out / "boxes.csv").read_text() == (tmp_path / "whole" / "boxes.csv").read_text()
+    saved = json.loads((out / "scan.json").read_text())["images"]
+    assert [r["path"] for r in saved] == [r["path"] for r in whole]  # the unreadable file's reason too
+    assert any("error" in r for r in saved) and all(Path(r["annotated"]).is_file() for r in saved if "boxes" in r)
+    assert not journal.exists()  # a whole scan: the next one into this folder starts afresh

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import matplotlib.cbook
@@ -109,6 +110,35 @@ def test_identify_names_each_face_where_it_is(gallery, probes, model, tmp_path):
         for r in rows
     )
     assert (tmp_path / "who" / "annotated" / "both.jpg").is_file()
+
+
+def test_an_identify_cut_short_goes_on_and_a_changed_gallery_is_not_mixed_in(gallery, probes, model, tmp_path, capsys):
+    from imgclf.inference.box_files import ScanOutputs
+
+    own = tmp_path / "own"  # a gallery of one's own, changed below
+    shutil.copytree(gallery, own)
+    out, whole = tmp_path / "who", F.identify(own, probes, out=tmp_path / "whole", model=model, verbose=False)
+    with pytest.MonkeyPatch.context() as m:  # killed after the last answer, before its files
+        m.setattr(ScanOutputs, "close", lambda self, settings: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            F.identify(own, probes, out=out, model=model, verbose=False)
+    journal = out / "faces.partial.jsonl"
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 1 + 5  # the settings, then each photo's answer (the broken file's reason too)
+    journal.write_text("\n".join(lines[:4]) + "\n")
+    before = (own / G.FILE).read_bytes()
+    F.remove(own, "Eileen", verbose=False)
+    with pytest.raises(UserError, match=r"holds an unfinished run with other settings \(enrolled\) in faces.partial"):
+        F.identify(own, probes, out=out, model=model, verbose=False)
+    (own / G.FILE).write_bytes(before)  # Eileen back, as enrolled when it was cut short
+    capsys.readouterr()
+    resumed = F.identify(own, probes, out=out, model=model)
+    assert f"resuming {out}: 3 of 5 images answered before, skipped" in capsys.readouterr().out
+    assert [(r["path"], [f["name"] for f in r.get("faces", [])]) for r in resumed] == [
+        (r["path"], [f["name"] for f in r.get("faces", [])]) for r in whole
+    ]
+    assert (out / "faces.csv").read_text() == (tmp_path / "whole" / "faces.csv").read_text()
+    assert not journal.exists()
 
 
 def test_a_camera_sized_photo_is_decoded_smaller_and_answered_in_its_own_pixels(gallery, model, tmp_path):

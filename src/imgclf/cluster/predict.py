@@ -29,6 +29,7 @@ from imgclf.cluster.shards import (
     ShardPredictor,
     shard_name,
 )
+from imgclf.core.console import per_second
 from imgclf.core.errors import UserError
 from imgclf.core.raysupport import cluster_workers, ray_session, require_ray
 
@@ -307,7 +308,7 @@ class _Progress:
         self.console.print(
             f"shard {row['shard']} done: {row['images']} images, {row['errors']} unreadable, "
             f"{row['seconds']:.1f}s ({self.done_shards}/{self.shards} shards, "
-            f"{self.done_images}/{self.images} images, {rate:.0f} images/s)"
+            f"{self.done_images}/{self.images} images, {per_second(rate)} images/s)"
         )
 
     def __exit__(self, *exc):
@@ -330,7 +331,7 @@ def _summary(folder, job, todo, counts, seconds, console) -> dict:
         "workers": counts["workers"],
     }
     console.print(
-        f"{escape(str(folder))}/: {n} images in {seconds:.1f}s ({summary['images_per_s']:.0f} images/s, cluster start "
+        f"{escape(str(folder))}/: {n} images in {seconds:.1f}s ({per_second(summary['images_per_s'])} images/s, cluster start "
         f"included) on {counts['workers']} worker{'s' * (counts['workers'] != 1)}: {counts['predicted']} predicted, {counts['errors']} "
         f"unreadable; {summary['skipped_shards']} of {job['shards']} shards were already done"
     )

@@ -97,3 +97,9 @@ def stderr_without(*fragments: str):
         relay_thread.join(timeout=5)
         if not relay_thread.is_alive():  # else a child process still holds the pipe: leave the relay its target
             os.close(saved)
+
+
+def per_second(rate: float) -> str:
+    """'258', '3.2', '0.41': a rate as lines print it; a few images in a cluster's start-up seconds
+    ran at well under one a second, which a whole number printed as 0."""
+    return f"{rate:.0f}" if rate >= 10 else f"{rate:.2g}"

@@ -53,12 +53,12 @@ def detect(
     detector = detector.with_options(threshold=threshold, iou=iou, tiles=tiles, flip=flip)
     if verbose:
         print(f"scan: {detector.describe()}")
-    writer = None
-    if out is not None:
+    writer, items, results, pending, refused = None, expand_inputs(images), [], [], []
+    if out is not None:  # resumable: the same command after a Ctrl-C answers only the photos not answered yet
         from imgclf.inference.box_files import ScanOutputs
 
-        writer = ScanOutputs(out)
-    results, pending, refused = [], [], []
+        writer = ScanOutputs(out, resumable=settings(detector))
+        items, results = writer.resume(items, verbose)
 
     def flush():
         answers = detector.detect_batch([img for _, img, _ in pending], [size for _, _, size in pending])
@@ -71,15 +71,15 @@ def detect(
     side = getattr(detector, "decode_side", None)
     if side and writer:  # the annotated copies are drawn on the decoded photo: big enough to read
         side = max(side, ANNOTATED_SIDE)
-    for item, decoded in _decoded(detector, expand_inputs(images), limit, side):
+    for item, decoded in _decoded(detector, items, limit, side):
         entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
         results.append(entry)
-        if isinstance(decoded, UnusableImage):
-            entry["error"] = decoded.reason
-            continue
-        if isinstance(decoded, TooMuchWork):
-            entry["error"] = str(decoded)
-            refused.append(f"{entry.get('path', 'image')}: {decoded}")
+        if isinstance(decoded, (UnusableImage, TooMuchWork)):
+            entry["error"] = decoded.reason if isinstance(decoded, UnusableImage) else str(decoded)
+            if isinstance(decoded, TooMuchWork):
+                refused.append(f"{entry.get('path', 'image')}: {decoded}")
+            if writer:  # in scan.json too, with its reason; journalled, so a resumed scan skips it
+                writer.add(entry, None)
             continue
         pending.append((entry, *decoded))
         if len(pending) == BATCH:

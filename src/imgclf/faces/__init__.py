@@ -14,6 +14,7 @@ in where the enrolment photos say it helps) · enrolment (reading a person's pho
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from imgclf.core.errors import UserError
@@ -162,8 +163,6 @@ def identify(
     departure as it happens ({"kind": "present" | "gone", "label": name, "t_s", "time", ...}). A bad
     setting is refused in one line naming its option, by its declared rule (settings.faces.IdentifySettings),
     before a model is loaded."""
-    from imgclf.inference.predictor import expand_inputs
-
     given = dict(out=out, threshold=threshold, every=every, video_out=video_out, max_seconds=max_seconds)
     checked = check_identify(**given, backend=backend)
     threshold, every, max_seconds = checked["threshold"], checked["every"], checked["max_seconds"]
@@ -193,18 +192,29 @@ def identify(
             verbose=verbose,
             on_change=on_change,
         )
-    writer = None
-    if out is not None:
-        from imgclf.faces.outputs import face_outputs
+    return _identify_photos(model, g, None if isinstance(gallery, Gallery) else str(gallery), images, out, verbose)
 
-        writer = face_outputs(out)
+
+def _identify_photos(model, g: Gallery, where: str | None, images, out, verbose: bool) -> list[dict]:
+    """identify on photos: `where` the gallery's folder (None for one given in memory)."""
+    from imgclf.inference.predictor import expand_inputs
+
     if verbose:
         method = g.method + (f" with the texture at {g.blend.weight}" if g.blend else "")
         print(f"{model.describe()}; {len(g.people)} people enrolled, {method}, threshold {g.threshold:.3f}")
-    results = [_identify_one(model, g, item, writer, verbose) for item in expand_inputs(images)]
+    writer, items, results = None, expand_inputs(images), []
+    # Which photos were enrolled, as well as where: a person added or removed since makes an interrupted
+    # identify's answers stale, and it is then refused rather than resumed.
+    enrolled = hashlib.sha256("".join(s["sha256"] for s in g.sources).encode()).hexdigest()[:16]
+    settings = {"gallery": where, "enrolled": enrolled, "threshold": g.threshold, "method": g.method, "model": g.model}
+    if out is not None:  # resumable: the same command after a Ctrl-C names only the photos not answered yet
+        from imgclf.faces.outputs import face_outputs
+
+        writer = face_outputs(out, resumable=settings)
+        items, results = writer.resume(items, verbose)
+    results += [_identify_one(model, g, item, writer, verbose) for item in items]
     if writer:
-        where = str(gallery) if not isinstance(gallery, Gallery) else None
-        writer.close({"gallery": where, "threshold": g.threshold, "method": g.method, "model": g.model})
+        writer.close(settings)
     if verbose:
         faces = [f for r in results for f in r.get("faces", [])]
         named = sum(f["name"] != UNKNOWN for f in faces)
@@ -233,6 +243,8 @@ def _identify_one(model, g, item, writer, verbose) -> dict:
         entry["error"] = e.reason
         if verbose:
             print(f"  skipped {item}: {e.reason}")
+        if writer:  # in faces.json too, with its reason; journalled, so a resumed identify skips it
+            writer.add(entry, None)
         return entry
     entry.update(name_faces(model, g, img, size=size))
     if not entry["faces"] and verbose:

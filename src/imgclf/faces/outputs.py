@@ -11,11 +11,14 @@ from pathlib import Path
 NAMED, STRANGER = (40, 160, 255), (150, 150, 150)
 
 
-def face_outputs(out: str | Path):
+def face_outputs(out: str | Path, resumable: dict | None = None):
+    """`resumable`: the settings an interrupted identify into `out` must share for its answers to count."""
     from imgclf.inference.box_files import ScanOutputs
 
     columns = ("x1", "y1", "x2", "y2", "name", "similarity", "found")
-    return ScanOutputs(out, table="faces.csv", record="faces.json", key="faces", columns=columns, draw=draw_faces)
+    return ScanOutputs(
+        out, table="faces.csv", record="faces.json", key="faces", columns=columns, draw=draw_faces, resumable=resumable
+    )
 
 
 def draw_faces(img, faces: list[dict]):

@@ -22,6 +22,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from imgclf.core.console import per_second
 from imgclf.core.cpus import usable_cpus
 from imgclf.core.errors import UserError
 from imgclf.core.files import open_stream, output_file
@@ -111,7 +112,7 @@ def predict_folder(
         "backend": getattr(model, "backend", "torch"),  # an ensemble runs its members in PyTorch
     }
     console.print(
-        f"{shown}: {n} images in {seconds:.1f}s ({summary['images_per_s']:.0f} images/s, {summary['backend']}): "
+        f"{shown}: {n} images in {seconds:.1f}s ({per_second(summary['images_per_s'])} images/s, {summary['backend']}): "
         f"{counts['predicted']} predicted, {counts['errors']} unreadable"
         + (f", {skipped} skipped (already done)" if skipped else "")
     )

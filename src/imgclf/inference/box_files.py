@@ -1,14 +1,18 @@
 """What `imgclf scan --out DIR` writes, for the crop-model scanner and the detectors alike:
 boxes.csv (image,x1,y1,x2,y2,score,label), scan.json (every image's answer) and annotated copies
-of the photos with the boxes, labels and scores drawn."""
+of the photos with the boxes, labels and scores drawn. A resumable scan also journals each answer
+as it comes (scan.partial.jsonl, removed when the scan ends), so the same command after Ctrl-C or a
+kill answers only the photos not answered yet."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
-from imgclf.core.files import atomic_path, write_json, write_text
+from imgclf.core.errors import UserError
+from imgclf.core.files import atomic_path, open_stream, write_json, write_text
 
 BOX_COLOUR = (255, 40, 40)
 
@@ -27,6 +31,7 @@ class ScanOutputs:
         key: str = "boxes",
         columns: tuple[str, ...] = ("x1", "y1", "x2", "y2", "score", "label"),
         draw=None,
+        resumable: dict | None = None,
     ):
         self.out = Path(out).expanduser()
         (self.out / "annotated").mkdir(parents=True, exist_ok=True)
@@ -34,17 +39,47 @@ class ScanOutputs:
         self.draw = draw or draw_boxes
         self.results: list[dict] = []
         self.names: set[str] = set()
+        self.journal, self.earlier = None, {}
+        if resumable is not None:  # the scan's settings: an earlier scan's answers count only under the same
+            self.journal = self.out / f"{Path(record).stem}.partial.jsonl"
+            self.earlier = _journalled(self.journal, resumable)
+            self.stream = open_stream(self.journal, append=bool(self.earlier))
+            if not self.earlier:
+                self.stream.file.write(json.dumps({"settings": resumable}, ensure_ascii=False) + "\n")
+
+    def resume(self, items, verbose: bool = True) -> tuple:
+        """(the items an earlier, interrupted scan into this folder did not answer; the answers it gave,
+        which join this scan's). Without such a scan, `items` untouched (a folder's paths, unlisted)."""
+        if not self.earlier:
+            return items, []
+        todo, answered = [], []
+        for item in items:
+            earlier = self.earlier.pop(str(item), None) if isinstance(item, (str, Path)) else None
+            if earlier is None:
+                todo.append(item)
+                continue
+            answered.append(earlier)
+            if "annotated" in earlier:
+                self.names.add(Path(earlier["annotated"]).stem)
+        self.results.extend(answered)
+        if verbose:
+            print(
+                f"resuming {self.out}: {len(answered)} of {len(answered) + len(todo)} images answered before, skipped"
+            )
+        return todo, answered
 
     def add(self, result: dict, img) -> None:
         self.results.append(result)
-        if img is None:
-            return
-        stem = Path(result.get("path") or f"image-{len(self.results)}").stem
-        name = stem if stem not in self.names else f"{stem}-{len(self.results)}"
-        self.names.add(name)
-        result["annotated"] = str(self.out / "annotated" / f"{name}.jpg")
-        with atomic_path(result["annotated"]) as tmp:  # the temp name has no .jpg: say the format
-            self.draw(img, scaled(result[self.key], img.size, result)).save(tmp, format="JPEG", quality=90)
+        if img is not None:
+            stem = Path(result.get("path") or f"image-{len(self.results)}").stem
+            name = stem if stem not in self.names else f"{stem}-{len(self.results)}"
+            self.names.add(name)
+            result["annotated"] = str(self.out / "annotated" / f"{name}.jpg")
+            with atomic_path(result["annotated"]) as tmp:  # the temp name has no .jpg: say the format
+                self.draw(img, scaled(result[self.key], img.size, result)).save(tmp, format="JPEG", quality=90)
+        if self.journal and "path" in result:  # after its annotated copy: a journalled answer is whole
+            self.stream.file.write(json.dumps(result, ensure_ascii=False) + "\n")
+            self.stream.file.flush()
 
     def close(self, settings: dict) -> None:
         buf = io.StringIO()
@@ -57,6 +92,37 @@ class ScanOutputs:
                 w.writerow([r.get("path", ""), *(cells[c] for c in self.columns)])
         write_text(self.out / self.table, buf.getvalue())
         write_json(self.out / self.record, {"settings": settings, "images": self.results})
+        if self.journal:  # the scan is whole: the next one into this folder starts afresh
+            self.stream.close()
+            self.journal.unlink()
+
+
+def _journalled(journal: Path, settings: dict) -> dict[str, dict]:
+    """The answers an interrupted scan journalled, by path; refused when it ran with other settings.
+    A last line cut short by a kill is dropped (its photo is answered again)."""
+    if not journal.is_file():
+        return {}
+    lines = journal.read_text(encoding="utf-8", errors="replace").splitlines()
+    try:
+        earlier = json.loads(lines[0])["settings"] if lines else None
+    except (ValueError, KeyError, TypeError):
+        earlier = None
+    if earlier is None:  # nothing journalled but (part of) the header: start afresh
+        return {}
+    if earlier != json.loads(json.dumps(settings)):
+        changed = sorted(k for k in {*earlier, *settings} if earlier.get(k) != json.loads(json.dumps(settings.get(k))))
+        raise UserError(
+            f"{journal.parent} holds an unfinished run with other settings ({', '.join(changed)}) in {journal.name}: "
+            f"give the same settings to finish it, or choose another --out (or delete {journal.name} to start over)"
+        )
+    answers = {}
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        answers[entry["path"]] = entry
+    return answers
 
 
 def scaled(boxes: list[dict], size: tuple[int, int], result: dict) -> list[dict]:
