@@ -94,7 +94,7 @@ class ScanOutputs:
         write_json(self.out / self.record, {"settings": settings, "images": self.results})
         if self.journal:  # the scan is whole: the next one into this folder starts afresh
             self.stream.close()
-            self.journal.unlink()
+            self.journal.unlink(missing_ok=True)  # two scans into one folder: the other one ended first
 
 
 def _journalled(journal: Path, settings: dict) -> dict[str, dict]:
