@@ -138,6 +138,29 @@ def test_scan_finds_objects_one_box_each(world, tmp_path):
     assert len(list((tmp_path / "out" / "annotated").glob("*.jpg"))) == len(results)
 
 
+def test_a_scan_cut_short_goes_on_from_where_it_stopped(world, tmp_path, monkeypatch):
+    from imgclf.inference.box_files import ScanOutputs
+
+    settings = dict(min_size=45, margin=MARGIN, threshold=0.5, verbose=False)
+    whole = scan(world["model"], world["scenes"], out=tmp_path / "whole", **settings)
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:  # killed after the last answer, before the files
+        m.setattr(ScanOutputs, "close", lambda self, settings: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            scan(world["model"], world["scenes"], out=out, **settings)
+    journal = out / "scan.partial.jsonl"
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join(lines[:6]) + "\n")  # the settings and five answers
+    with pytest.raises(imgclf.core.errors.UserError, match=r"unfinished run with other settings \(threshold\)"):
+        scan(world["model"], world["scenes"], out=out, **{**settings, "threshold": 0.9})
+    resumed = scan(world["model"], world["scenes"], out=out, **settings)
+    assert [(r["path"], r["present"], len(r["boxes"])) for r in resumed] == [
+        (r["path"], r["present"], len(r["boxes"])) for r in whole
+    ]
+    assert (out / "boxes.csv").read_text() == (tmp_path / "whole" / "boxes.csv").read_text()
+    assert not journal.exists()
+
+
 def test_four_sided_margin_places_boxes_in_the_window(world):
     """A margin per side (as bench/scan.py fits one to labelled boxes) moves each edge by its own
     fraction of the window; a negative one reaches past the window, clipped to the photo."""

@@ -65,28 +65,29 @@ def scan(
     limit = MAX_SECONDS if s.max_seconds is None else s.max_seconds
     iou = 0.3 if s.iou is None else s.iou
     scanner = _scanner(model, s, iou)
-    writer = None
-    if out is not None:
+    crop_size = (scanner.window.width, scanner.window.height)
+    writer, items, results = None, expand_inputs(images), []
+    if out is not None:  # resumable: the same command after a Ctrl-C scans only the photos not answered yet
         from imgclf.inference.box_files import ScanOutputs
 
-        writer = ScanOutputs(out)
+        writer = ScanOutputs(out, resumable=_settings(model, scanner, crop_size, s.scales, iou))
+        items, results = writer.resume(items, verbose)
     mine_dir = Path(mine) if mine is not None else None
     if mine_dir:
         mine_dir.mkdir(parents=True, exist_ok=True)
-    crop_size = (scanner.window.width, scanner.window.height)
-    results, mined, refused, described = [], 0, [], False
-    for item in expand_inputs(images):
+    mined, refused, described = 0, [], False
+    for item in items:
         entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
         results.append(entry)
         try:
             fitted, estimate = _fitted(scanner, item, limit)
             img = _photo(item)
-        except UnusableImage as e:
-            entry["error"] = e.reason
-            continue
-        except TooMuchWork as e:
-            entry["error"] = str(e)
-            refused.append(f"{entry.get('path', 'image')}: {e}")
+        except (UnusableImage, TooMuchWork) as e:
+            entry["error"] = e.reason if isinstance(e, UnusableImage) else str(e)
+            if isinstance(e, TooMuchWork):
+                refused.append(f"{entry.get('path', 'image')}: {e}")
+            if writer:  # in scan.json too, with its reason; journalled, so a resumed scan skips it
+                writer.add(entry, None)
             continue
         if verbose and not described:  # said before the first photo scanned: none when all are refused
             print(f"scan: {scanner.describe()}")
