@@ -88,6 +88,22 @@ def test_refuses_to_append_to_a_foreign_csv(model, folder, tmp_path):
         predict_folder(model, tmp_path / "missing", tmp_path / "x.csv", progress=False)
 
 
+def test_rows_of_another_model_or_other_settings_are_not_taken_as_done(model, folder, tmp_path, tiny_run):
+    import shutil
+
+    out = tmp_path / "preds.csv"
+    predict_folder(model, folder, out, progress=False)
+    moved = imgclf.load(shutil.copytree(tiny_run, tmp_path / "moved"))  # the same weights, elsewhere
+    assert predict_folder(moved, folder, out, progress=False)["skipped"] == 61
+    with pytest.raises(UserError, match=r"holds 61 predictions made with another model or settings \(--top-k differ;"):
+        predict_folder(model, folder, out, top_k=2, progress=False)
+    moved.meta.weights_sha256 = "0" * 64  # as another run's
+    with pytest.raises(UserError, match=rf"\(the weights differ; they came from {tiny_run}\): choose another --out"):
+        predict_folder(moved, folder, out, progress=False)
+    assert len(read_rows(out)) == 61  # untouched
+    assert predict_folder(moved, folder, out, resume=False, progress=False)["predicted"] == 60  # afresh
+
+
 def test_cli_out_streams_and_resumes(model, folder, tmp_path):
     from typer.testing import CliRunner
 

@@ -25,7 +25,7 @@ import numpy as np
 from imgclf.core.console import per_second
 from imgclf.core.cpus import usable_cpus
 from imgclf.core.errors import UserError
-from imgclf.core.files import open_stream, output_file
+from imgclf.core.files import open_stream, output_file, read_json, write_json
 from imgclf.data.discover import files_to_predict
 from imgclf.data.images import UnusableImage, is_web_url, load_resized
 from imgclf.data.spec import printable
@@ -73,6 +73,7 @@ def predict_folder(
     shown = escape(str(out_csv))  # the user's path, not rich markup
     start = time.perf_counter()
     done = _finished_paths(out_csv) if resume else set()
+    _same_maker(out_csv, _maker(model, top_k), done)
     # A first pass over the names (no decoding) gives the progress bar its total.
     seen: set[str] = set()
     for p in _image_paths(roots):
@@ -176,6 +177,35 @@ def _finished_paths(out_csv: Path) -> set[str]:
                 f"{','.join(COLUMNS)}); choose another --out or remove the file"
             )
         return {row[0] for row in rows if row}
+
+
+def _maker(model, top_k: int) -> dict:
+    """What made a predictions CSV's rows: the run (by its weights) and the settings that change them."""
+    meta = getattr(model, "meta", None)
+    return {
+        "run": str(model.path) if getattr(model, "path", None) else None,
+        "weights_sha256": getattr(meta, "weights_sha256", None),
+        "top_k": top_k,
+        "tta": getattr(model, "tta", None),
+    }
+
+
+def _same_maker(out_csv: Path, maker: dict, done: set[str]) -> None:
+    """Rows already in `out_csv` are kept only from the same model and settings: a new model's run
+    over an old file would otherwise skip every image as "already predicted". The maker is recorded
+    beside the CSV (.NAME.imgclf.json), where a new file's is written."""
+    record = out_csv.with_name(f".{out_csv.name}.imgclf.json")
+    earlier = read_json(record) if done and record.is_file() else None
+    # A run moved since is the same model: its weights say so (an ensemble has none: its folder does).
+    keys = [k for k in maker if k != "run" or not maker["weights_sha256"]]
+    said = {"run": "the run folder", "weights_sha256": "the weights", "top_k": "--top-k", "tta": "--tta"}
+    if earlier is not None and (changed := ", ".join(said[k] for k in keys if earlier.get(k) != maker[k])):
+        raise UserError(
+            f"{out_csv} holds {len(done):,} predictions made with another model or settings ({changed} differ; "
+            f"they came from {earlier.get('run')}): choose another --out, or delete it to predict again"
+        )
+    if earlier is None:
+        write_json(record, maker)
 
 
 def _drop_partial_line(path: Path, block: int = 1 << 16) -> None:
