@@ -85,6 +85,11 @@ def train(
         if not evaluate or not is_main():  # DDP: rank 0 alone evaluates and reports
             return Run(fitted.run_dir, None, fitted.prep.cfg)
         model, metrics = _evaluate_after_training(fitted, console, figures)
+        from imgclf.training.commits import STATE_FILE
+
+        # A finished run resumes nothing (metrics.json says it finished): the optimizer's state, half
+        # of a Lite0 run folder (39 of 79 MB), would only travel with it wherever it is copied.
+        (fitted.run_dir / STATE_FILE).unlink(missing_ok=True)
         if write_report:
             _report_after_training(model, console)
     if fitted.started is not None:

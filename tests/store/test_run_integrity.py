@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import cli, make_shapes_dataset
+from helpers import TINY, cli, make_shapes_dataset
 
 import imgclf
 from imgclf.core.errors import UserError
@@ -102,11 +102,12 @@ def test_nan_weights_are_refused(copy):
         imgclf.load(copy)
 
 
-def test_a_damaged_training_state_stops_resume_in_one_line(copy):
-    state = copy / "train_state.safetensors"
+def test_a_damaged_training_state_stops_resume_in_one_line(run, tmp_path):
+    assert not (run / "train_state.safetensors").exists()  # a finished run resumes nothing: not kept
+    unfinished = imgclf.train(run.parent / "shapes", out=tmp_path / "run", evaluate=False, verbose=False, **TINY).path
+    state = unfinished / "train_state.safetensors"
     state.write_bytes(state.read_bytes()[:500])
-    (copy / "model.json").unlink()  # an interrupted run
-    p = cli("train", "--resume", copy, check=False)
+    p = cli("train", "--resume", unfinished, check=False)
     assert p.returncode == 2 and p.stderr.count("\n") == 1
     assert f"cannot resume from {state}: it is damaged" in p.stderr and "delete it" in p.stderr
 
