@@ -27,12 +27,12 @@ def unpacked(archive: Path, cache_dir: Path | None = None) -> tuple[Path, str]:
     """(the folder holding `archive`'s files, a line saying where they were unpacked)."""
     st = archive.stat()
     key = hashlib.sha256(f"{archive.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    preferred = (cache_dir or default_cache_dir()) / "unpacked"
-    # Unpacked before: in the cache, or in the per-user temp folder, where it goes when the cache cannot be written
-    for root in (preferred, writable_dir(preferred, "unpacked", "imgclf's cache")):
-        final = root / f"{_stem(archive)}-{key}"
-        if final.is_dir():
-            return final, f"{archive.name} unpacked before, to {final}"
+    name, root = f"{_stem(archive)}-{key}", (cache_dir or default_cache_dir()) / "unpacked"
+    if not (root / name).is_dir():  # else unpacked before; where the cache cannot be written, the per-user temp folder
+        root = writable_dir(root, "unpacked", "imgclf's cache")
+    final = root / name
+    if final.is_dir():
+        return final, f"{archive.name} unpacked before, to {final}"
     need = _unpacked_size(archive)
     if need > (free := shutil.disk_usage(root).free):
         raise UserError(

@@ -109,8 +109,9 @@ def _journalled(journal: Path, settings: dict) -> dict[str, dict]:
         earlier = None
     if earlier is None:  # nothing journalled but (part of) the header: start afresh
         return {}
-    if earlier != json.loads(json.dumps(settings)):
-        changed = sorted(k for k in {*earlier, *settings} if earlier.get(k) != json.loads(json.dumps(settings.get(k))))
+    now = json.loads(json.dumps(settings))  # as the journal holds them: tuples as lists
+    if earlier != now:
+        changed = sorted(k for k in {*earlier, *now} if earlier.get(k) != now.get(k))
         raise UserError(
             f"{journal.parent} holds an unfinished run with other settings ({', '.join(changed)}) in {journal.name}: "
             f"give the same settings to finish it, or choose another --out (or delete {journal.name} to start over)"
