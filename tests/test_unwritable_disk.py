@@ -181,7 +181,7 @@ def test_a_folder_that_takes_no_file_is_one_line_before_any_work(shapes):
         assert p.stderr.startswith(line), p.stderr
     # What no check caught before the work began (a read-only disk met later) is one line too.
     line = refused(OSError(errno.EROFS, os.strerror(errno.EROFS), "runs"))
-    assert line.startswith("runs: Read-only file system; choose a folder you can write to (--out; ")
+    assert line.startswith("runs: Read-only file system; choose a folder you can write to, or run imgclf from one")
     assert refused(OSError(errno.ENOENT, os.strerror(errno.ENOENT), "photo.jpg")) is None
     assert refused(OSError(errno.EACCES, os.strerror(errno.EACCES))) is None  # names no path: the traceback stays
 

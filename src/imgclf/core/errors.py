@@ -90,8 +90,8 @@ def refused(exc: BaseException) -> str | None:
     if e is None or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not e.filename:
         return None
     return (
-        f"{e.filename}: {e.strerror}; choose a folder you can write to (--out; IMGCLF_CACHE_DIR for "
-        "imgclf's cache), or run imgclf from one (runs/ and tunes/ go in the current folder)"
+        f"{e.filename}: {e.strerror}; choose a folder you can write to, or run imgclf from one (runs/ and "
+        "tunes/ go in the current folder; IMGCLF_CACHE_DIR moves imgclf's cache)"
     )
 
 

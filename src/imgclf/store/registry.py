@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from imgclf.core.errors import UserError
-from imgclf.core.files import append_line, file_lock, fsync_dir, new_temp_dir, read_json, write_json
+from imgclf.core.files import append_line, file_lock, fsync_dir, new_temp_dir, output_folder, read_json, write_json
 from imgclf.data.manifest import write_manifest
 from imgclf.data.paths import rebase
 from imgclf.store.run_meta import load_run_meta
@@ -155,7 +155,7 @@ def add(
         2
     """
     run = find_run(run)
-    reg = Path(registry).expanduser()
+    reg = output_folder(registry, "--registry")  # a read-only disk: said before the run's files are hashed
     if alias is not None:
         check_alias(alias)
     meta = load_run_meta(run, loadable=False)
