@@ -344,7 +344,7 @@ def test_a_scan_cut_short_goes_on_from_where_it_stopped(photos, tmp_path, monkey
     whole = imgclf.scan(photos, out=tmp_path / "whole", verbose=False)
     out = tmp_path / "out"
 
-    def killed(self, settings):  # a kill after the last answer, before the files: every answer journalled
+    def killed(self, settings=None):  # a kill after the last answer, before the files: every answer journalled
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:

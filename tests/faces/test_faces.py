@@ -119,7 +119,7 @@ def test_an_identify_cut_short_goes_on_and_a_changed_gallery_is_not_mixed_in(gal
     shutil.copytree(gallery, own)
     out, whole = tmp_path / "who", F.identify(own, probes, out=tmp_path / "whole", model=model, verbose=False)
     with pytest.MonkeyPatch.context() as m:  # killed after the last answer, before its files
-        m.setattr(ScanOutputs, "close", lambda self, settings: (_ for _ in ()).throw(KeyboardInterrupt))
+        m.setattr(ScanOutputs, "close", lambda self, settings=None: (_ for _ in ()).throw(KeyboardInterrupt))
         with pytest.raises(KeyboardInterrupt):
             F.identify(own, probes, out=out, model=model, verbose=False)
     journal = out / "faces.partial.jsonl"

@@ -145,7 +145,7 @@ def test_a_scan_cut_short_goes_on_from_where_it_stopped(world, tmp_path, monkeyp
     whole = scan(world["model"], world["scenes"], out=tmp_path / "whole", **settings)
     out = tmp_path / "out"
     with monkeypatch.context() as m:  # killed after the last answer, before the files
-        m.setattr(ScanOutputs, "close", lambda self, settings: (_ for _ in ()).throw(KeyboardInterrupt))
+        m.setattr(ScanOutputs, "close", lambda self, settings=None: (_ for _ in ()).throw(KeyboardInterrupt))
         with pytest.raises(KeyboardInterrupt):
             scan(world["model"], world["scenes"], out=out, **settings)
     journal = out / "scan.partial.jsonl"

@@ -88,7 +88,7 @@ def detect(
     if refused and len(refused) == len(results):
         raise all_refused(refused)
     if writer:
-        writer.close(settings(detector))
+        writer.close()  # with the settings it was made with
     if verbose:
         found = [r for r in results if r.get("present")]
         bad = sum("error" in r for r in results)

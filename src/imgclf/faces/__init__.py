@@ -214,7 +214,7 @@ def _identify_photos(model, g: Gallery, where: str | None, images, out, verbose:
         items, results = writer.resume(items, verbose)
     results += [_identify_one(model, g, item, writer, verbose) for item in items]
     if writer:
-        writer.close(settings)
+        writer.close()  # with the settings it was made with
     if verbose:
         faces = [f for r in results for f in r.get("faces", [])]
         named = sum(f["name"] != UNKNOWN for f in faces)

@@ -16,6 +16,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -225,27 +226,17 @@ def _drop_partial_line(path: Path, block: int = 1 << 16) -> None:
         f.truncate(0)
 
 
-class _open_csv:
+@contextmanager
+def _open_csv(path: Path, append: bool):
     """The CSV opened for appending (header written when the file is new or empty); written in place
-    as it goes, so a kill leaves what a later run resumes from (core.files.open_stream)."""
-
-    def __init__(self, path: Path, append: bool):
-        self.path, self.append = path, append
-
-    def __enter__(self):
-        fresh = not self.append or not self.path.exists() or self.path.stat().st_size == 0
-        self.stream = open_stream(self.path, append=not fresh)
+    as it goes, so a kill leaves what a later run resumes from (core.files.open_stream, which also
+    names the file when the disk fills up)."""
+    fresh = not append or not path.exists() or path.stat().st_size == 0
+    with open_stream(path, append=not fresh) as f:
         if fresh:
-            try:
-                csv.writer(self.stream.file, lineterminator="\n").writerow(COLUMNS)
-                self.stream.file.flush()
-            except BaseException as e:  # a full disk: closed, and named by open_stream
-                self.stream.__exit__(type(e), e, e.__traceback__)
-                raise
-        return self.stream.file
-
-    def __exit__(self, *exc):
-        self.stream.__exit__(*exc)
+            csv.writer(f, lineterminator="\n").writerow(COLUMNS)
+            f.flush()
+        yield f
 
 
 def _decoded_batches(

@@ -39,7 +39,7 @@ class ScanOutputs:
         self.draw = draw or draw_boxes
         self.results: list[dict] = []
         self.names: set[str] = set()
-        self.journal, self.earlier = None, {}
+        self.journal, self.earlier, self.settings = None, {}, resumable
         if resumable is not None:  # the scan's settings: an earlier scan's answers count only under the same
             self.journal = self.out / f"{Path(record).stem}.partial.jsonl"
             self.earlier = _journalled(self.journal, resumable)
@@ -81,7 +81,10 @@ class ScanOutputs:
             self.stream.file.write(json.dumps(result, ensure_ascii=False) + "\n")
             self.stream.file.flush()
 
-    def close(self, settings: dict) -> None:
+    def close(self, settings: dict | None = None) -> None:
+        """The table and the record (with `settings`: what the scan ran with; by default the resumable
+        scan's own), and the journal gone."""
+        settings = self.settings if settings is None else settings
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["image", *self.columns])

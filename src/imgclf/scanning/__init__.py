@@ -105,7 +105,7 @@ def scan(
     if refused and len(refused) == len(results):
         raise all_refused(refused)
     if writer:
-        writer.close(_settings(model, scanner, crop_size, s.scales, iou))
+        writer.close()  # with the settings it was made with
     if verbose:
         found = sum(1 for r in results if r.get("present"))
         print(

@@ -14,8 +14,6 @@ rates reported are the head's, which is what `--lr` sets).
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -143,8 +141,7 @@ def run_range_test(data, *, out=None, steps: int, start_lr: float, end_lr: float
     if not 0 < start_lr < end_lr:
         raise UserError(f"need 0 < start_lr < end_lr, not {start_lr} and {end_lr}")
     cfg, _, _ = user_settings(data, None, False, settings)
-    name = Path(os.path.abspath(cfg.data)).stem.replace(".", "_")  # `imgclf lr-find .`: the folder's own name
-    out = output_folder(out or new_run_dir(f"{name}-lr-find"), "--out")  # checked before the decoding
+    out = output_folder(out or new_run_dir(cfg.data, suffix="-lr-find"), "--out")  # checked before the decoding
     prep, _ = prepare(cfg, console, for_training=False)
     cfg = prep.cfg
     net, _ = build_network(cfg, len(prep.spec.classes))
