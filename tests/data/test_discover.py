@@ -274,8 +274,16 @@ def test_file_names_that_are_not_utf8_are_left_out_and_said(tmp_path):
     except OSError:
         pytest.skip("this file system takes UTF-8 names only")
     spec = discover(tmp_path / "d")
-    assert len(spec.paths) == 7 and spec.ignored == [str(tmp_path / "d" / "a" / "caf\\udce9.jpg")]
+    assert len(spec.paths) == 7 and spec.unnamable == [str(tmp_path / "d" / "a" / "caf\\udce9.jpg")]
+    assert spec.ignored == []  # an image all the same: not counted with the notes and PDFs
     assert spec.note == "1 file(s) left out: their names are not valid UTF-8, e.g. 'caf\\udce9.jpg'; rename them"
+    from imgclf.data.doctor import diagnose
+    from imgclf.data.doctor_report import _rows
+
+    found = diagnose(spec, progress=False)
+    assert found["summary"]["unnamable"] == 1 and found["summary"]["ignored"] == 0
+    table = {what: (count, examples) for what, count, examples, _ in _rows(found, spec.root)}
+    assert table["left out (name not UTF-8)"] == ("1", ["a/caf\\udce9.jpg"]) and table["ignored (not images)"][0] == "0"
     assert csv_row({"path": "caf\udce9.jpg", "label": "a", "confidence": 1.0})[0] == "caf\\udce9.jpg"
     os.rename(os.fsencode(tmp_path / "d" / "b"), os.fsencode(tmp_path / "d") + b"/\xe9t\xe9")
     with pytest.raises(UserError, match=r"class folder '\\udce9t\\udce9' has a name that is not valid UTF-8"):

@@ -151,7 +151,7 @@ def _leave_out_unnamable(spec: DatasetSpec) -> None:
     if keep.all():
         return
     left = [p for p, k in zip(spec.paths, keep) if not k]
-    spec.ignored += [printable(p) for p in left]
+    spec.unnamable = [printable(p) for p in left]
     spec.paths = [p for p, k in zip(spec.paths, keep) if k]
     spec.labels, spec.splits = spec.labels[keep], spec.splits[keep]
     said = f"{len(left):,} file(s) left out: their names are not valid UTF-8, e.g. {ascii(Path(left[0]).name)}; rename them"

@@ -74,6 +74,7 @@ def diagnose(
         "imbalance": _imbalance(spec, ok),
         "outliers": _outliers(spec, sizes, modes, ok),
         "ignored": list(spec.ignored),
+        "unnamable": list(spec.unnamable),
     }
     findings["summary"] = summarize(findings)
     findings["seconds"] = round(time.perf_counter() - started, 2)
@@ -94,6 +95,7 @@ def summarize(findings: dict) -> dict:
         "images": findings["images"],
         "unreadable": len(findings["unreadable"]),
         "ignored": len(findings["ignored"]),
+        "unnamable": len(findings.get("unnamable", [])),
         "exact_duplicates": by_kind(findings["exact_duplicates"]),
         "near_duplicates": {
             **by_kind(findings["near_duplicates"]),

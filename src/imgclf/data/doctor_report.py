@@ -99,6 +99,8 @@ def _rows(findings: dict, root: str):
         _some([short_path(p, root) for p in findings["ignored"]]),
         False,
     )
+    if unnamable := findings.get("unnamable"):  # images all the same, but splits.csv cannot hold the name
+        yield ("left out (name not UTF-8)", str(len(unnamable)), _some([short_path(p, root) for p in unnamable]), True)
 
 
 def _some(lines: list[str]) -> list[str]:

@@ -55,6 +55,7 @@ class DatasetSpec:
     labels: np.ndarray  # int64, index into classes
     splits: np.ndarray  # "train" | "val" | "test"
     ignored: list[str] = field(default_factory=list)  # non-image files, for the data report
+    unnamable: list[str] = field(default_factory=list)  # images left out: names not valid UTF-8
     given: np.ndarray | None = None  # the splits before discover filled the missing ones (groups.regroup redoes it)
     note: str = ""  # how a CSV was read (which file, which columns): printed and recorded like a default
 

@@ -196,6 +196,7 @@ def data_report(spec, skipped: list[dict]) -> dict:
         "totals": {s: sum(v.values()) for s, v in counts.items()},
         "skipped": skipped,
         "ignored_non_images": spec.ignored,
+        "left_out_names_not_utf8": spec.unnamable,
     }
 
 
