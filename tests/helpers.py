@@ -232,6 +232,26 @@ def ctrl_c(args, ready, timeout: float = 180) -> subprocess.CompletedProcess:
         return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
 
 
+@contextmanager
+def another_writer(lock: Path, target: Path):
+    """Another process holding imgclf's sole_writer lock on `target` (as a second `imgclf predict
+    --out` or `scan --out` still running would) until the block ends; it is then killed, as a
+    process stopped hard is, leaving its lock file behind."""
+    code = (
+        "import sys, time; from imgclf.core.files import sole_writer\n"
+        "w = sole_writer(sys.argv[1], sys.argv[2], '--out'); print('held', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(lock), str(target)], stdout=subprocess.PIPE, text=True, env=cli_env()
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def cli(*args, check=True, **kw):
     """`imgclf ARGS...` in a new process; with `check`, a non-zero exit fails the test with its output.
     The process is forked from one that has imported torch and timm already (Zygote), which saves the

@@ -372,3 +372,14 @@ def test_a_scan_cut_short_goes_on_from_where_it_stopped(photos, tmp_path, monkey
     assert [r["path"] for r in saved] == [r["path"] for r in whole]  # the unreadable file's reason too
     assert any("error" in r for r in saved) and all(Path(r["annotated"]).is_file() for r in saved if "boxes" in r)
     assert not journal.exists()  # a whole scan: the next one into this folder starts afresh
+    assert not (out / ".lock").exists()
+
+
+def test_one_scan_at_a_time_into_an_out_folder(photos, tmp_path):
+    from helpers import another_writer
+
+    out = tmp_path / "out"
+    with another_writer(out / ".lock", out):
+        with pytest.raises(UserError, match=rf"another imgclf is writing {out} right now"):
+            imgclf.scan(photos, out=out, verbose=False)
+    assert len(imgclf.scan(photos, out=out, verbose=False)) == 5

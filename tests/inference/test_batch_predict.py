@@ -104,6 +104,23 @@ def test_rows_of_another_model_or_other_settings_are_not_taken_as_done(model, fo
     assert predict_folder(moved, folder, out, resume=False, progress=False)["predicted"] == 60  # afresh
 
 
+def test_a_second_writer_of_the_same_csv_is_refused_until_the_first_ends(model, folder, tmp_path):
+    """Two predicts into one --out would interleave rows and each resume from a file the other
+    changes: the second is refused in one line; a writer killed hard leaves a lock file that binds no one."""
+    from helpers import another_writer
+
+    out = tmp_path / "preds.csv"
+    lock = tmp_path / ".preds.csv.lock"
+    with another_writer(lock, out):
+        with pytest.raises(UserError, match=rf"another imgclf is writing {out} right now: .* or give another --out"):
+            predict_folder(model, folder, out, progress=False)
+        assert not out.exists()
+        predict_folder(model, folder, tmp_path / "other.csv", progress=False)  # another file is free
+    assert lock.exists()  # left by the killed writer
+    assert predict_folder(model, folder, out, progress=False)["predicted"] == 60
+    assert not lock.exists() and len(read_rows(out)) == 61
+
+
 def test_cli_out_streams_and_resumes(model, folder, tmp_path):
     from typer.testing import CliRunner
 

@@ -301,3 +301,55 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class sole_writer:
+    """Refuse a second process writing the same output (two `predict --out preds.csv` at once would
+    interleave their rows and each resume from a file the other is changing): a non-blocking flock
+    on `lock` for as long as this is held, and one line naming `target` for the process that comes
+    second. The lock file is removed on release; a process that locked the name's old file in
+    between retries on the new one. No flock on Windows: nothing is held there.
+
+        with sole_writer(out / ".lock", out, "--out"):
+            ...
+    """
+
+    def __init__(self, lock: str | os.PathLike, target: str | os.PathLike, flag: str):
+        self.path, self.file = Path(lock), None
+        try:
+            import fcntl
+        except ImportError:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            f = open(self.path, "a")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                from imgclf.core.errors import UserError
+
+                raise UserError(
+                    f"another imgclf is writing {target} right now: let it finish (or stop it), or give another {flag}"
+                ) from None
+            try:  # the holder before may have removed the name after this opened it
+                same = os.stat(self.path).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.file = f
+                return
+            f.close()
+
+    def release(self) -> None:
+        if self.file is None:
+            return
+        self.path.unlink(missing_ok=True)  # while still held: a newcomer then locks a fresh file
+        self.file.close()
+        self.file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

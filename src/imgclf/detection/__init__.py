@@ -11,6 +11,7 @@ a crop classifier you trained, slid over the photo.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from imgclf.core.work import MAX_SECONDS
@@ -60,35 +61,37 @@ def detect(
         writer = ScanOutputs(out, resumable=settings(detector))
         items, results = writer.resume(items, verbose)
 
-    def flush():
-        answers = detector.detect_batch([img for _, img, _ in pending], [size for _, _, size in pending])
-        for (entry, img, _), answer in zip(pending, answers):
-            entry.update(answer)
-            if writer:
-                writer.add(entry, img)
-        pending.clear()
+    with writer or nullcontext():  # a scan that fails or is stopped lets go of its --out folder
 
-    side = getattr(detector, "decode_side", None)
-    if side and writer:  # the annotated copies are drawn on the decoded photo: big enough to read
-        side = max(side, ANNOTATED_SIDE)
-    for item, decoded in _decoded(detector, items, limit, side):
-        entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
-        results.append(entry)
-        if isinstance(decoded, (UnusableImage, TooMuchWork)):
-            entry["error"] = decoded.reason if isinstance(decoded, UnusableImage) else str(decoded)
-            if isinstance(decoded, TooMuchWork):
-                refused.append(f"{entry.get('path', 'image')}: {decoded}")
-            if writer:  # in scan.json too, with its reason; journalled, so a resumed scan skips it
-                writer.add(entry, None)
-            continue
-        pending.append((entry, *decoded))
-        if len(pending) == BATCH:
-            flush()
-    flush()
-    if refused and len(refused) == len(results):
-        raise all_refused(refused)
-    if writer:
-        writer.close()  # with the settings it was made with
+        def flush():
+            answers = detector.detect_batch([img for _, img, _ in pending], [size for _, _, size in pending])
+            for (entry, img, _), answer in zip(pending, answers):
+                entry.update(answer)
+                if writer:
+                    writer.add(entry, img)
+            pending.clear()
+
+        side = getattr(detector, "decode_side", None)
+        if side and writer:  # the annotated copies are drawn on the decoded photo: big enough to read
+            side = max(side, ANNOTATED_SIDE)
+        for item, decoded in _decoded(detector, items, limit, side):
+            entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
+            results.append(entry)
+            if isinstance(decoded, (UnusableImage, TooMuchWork)):
+                entry["error"] = decoded.reason if isinstance(decoded, UnusableImage) else str(decoded)
+                if isinstance(decoded, TooMuchWork):
+                    refused.append(f"{entry.get('path', 'image')}: {decoded}")
+                if writer:  # in scan.json too, with its reason; journalled, so a resumed scan skips it
+                    writer.add(entry, None)
+                continue
+            pending.append((entry, *decoded))
+            if len(pending) == BATCH:
+                flush()
+        flush()
+        if refused and len(refused) == len(results):
+            raise all_refused(refused)
+        if writer:
+            writer.close()  # with the settings it was made with
     if verbose:
         found = [r for r in results if r.get("present")]
         bad = sum("error" in r for r in results)

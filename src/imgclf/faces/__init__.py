@@ -15,6 +15,7 @@ in where the enrolment photos say it helps) · enrolment (reading a person's pho
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from pathlib import Path
 
 from imgclf.core.errors import UserError
@@ -212,9 +213,10 @@ def _identify_photos(model, g: Gallery, where: str | None, images, out, verbose:
 
         writer = face_outputs(out, resumable=settings)
         items, results = writer.resume(items, verbose)
-    results += [_identify_one(model, g, item, writer, verbose) for item in items]
-    if writer:
-        writer.close()  # with the settings it was made with
+    with writer or nullcontext():  # an identify that fails or is stopped lets go of its --out folder
+        results += [_identify_one(model, g, item, writer, verbose) for item in items]
+        if writer:
+            writer.close()  # with the settings it was made with
     if verbose:
         faces = [f for r in results for f in r.get("faces", [])]
         named = sum(f["name"] != UNKNOWN for f in faces)

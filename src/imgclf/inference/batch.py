@@ -26,7 +26,7 @@ import numpy as np
 from imgclf.core.console import per_second
 from imgclf.core.cpus import usable_cpus
 from imgclf.core.errors import UserError
-from imgclf.core.files import open_stream, output_file, read_json, write_json
+from imgclf.core.files import open_stream, output_file, read_json, sole_writer, write_json
 from imgclf.data.discover import files_to_predict
 from imgclf.data.images import UnusableImage, is_web_url, load_resized
 from imgclf.data.spec import printable
@@ -62,14 +62,20 @@ def predict_folder(
         >>> summary = predict_folder(imgclf.load("runs/photos-1"), "new/", "preds.csv")
         >>> summary["predicted"], summary["images_per_s"]
     """
-    from rich.markup import escape
-
     if pool not in ("auto", "thread", "process"):
         raise ValueError(f"pool must be 'auto', 'thread' or 'process', not {pool!r}")
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, not {batch_size}")
     out_csv = output_file(out_csv, "--out")
     roots = check_inputs(inputs)
+    with sole_writer(out_csv.parent / f".{out_csv.name}.lock", out_csv, "--out"):
+        return _fill(model, roots, out_csv, top_k, batch_size, workers or usable_cpus(), resume, progress, pool)
+
+
+def _fill(model, roots, out_csv: Path, top_k, batch_size, workers, resume, progress, pool) -> dict:
+    """predict_folder's work, once its arguments are checked and `out_csv` is this process's alone."""
+    from rich.markup import escape
+
     console = _console(progress)
     shown = escape(str(out_csv))  # the user's path, not rich markup
     start = time.perf_counter()
@@ -84,7 +90,6 @@ def predict_folder(
     if skipped:
         console.print(f"resuming {shown}: {skipped} of {total} images already predicted, skipped")
     counts = {"predicted": 0, "errors": 0}
-    workers = workers or usable_cpus()
     with _open_csv(out_csv, append=resume) as f, _progress(console, total - skipped) as advance:
         writer = csv.writer(f, lineterminator="\n")
         todo = _not_done(_image_paths(roots), done)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from imgclf.core.errors import UserError
-from imgclf.core.files import atomic_path, open_stream, write_json, write_text
+from imgclf.core.files import atomic_path, open_stream, sole_writer, write_json, write_text
 
 BOX_COLOUR = (255, 40, 40)
 
@@ -39,13 +39,32 @@ class ScanOutputs:
         self.draw = draw or draw_boxes
         self.results: list[dict] = []
         self.names: set[str] = set()
-        self.journal, self.earlier, self.settings = None, {}, resumable
+        self.journal, self.earlier, self.settings, self.lock = None, {}, resumable, None
         if resumable is not None:  # the scan's settings: an earlier scan's answers count only under the same
+            self.lock = sole_writer(self.out / ".lock", self.out, "--out")  # one scan a folder at a time
             self.journal = self.out / f"{Path(record).stem}.partial.jsonl"
-            self.earlier = _journalled(self.journal, resumable)
+            try:
+                self.earlier = _journalled(self.journal, resumable)
+            except UserError:
+                self.lock.release()
+                raise
             self.stream = open_stream(self.journal, append=bool(self.earlier))
             if not self.earlier:
                 self.stream.file.write(json.dumps({"settings": resumable}, ensure_ascii=False) + "\n")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        """A scan that raised (Ctrl-C, a full disk) keeps its journal for the next run and lets go of
+        the folder: a notebook that keeps the traceback must not hold it."""
+        if exc is not None and self.journal:
+            try:
+                self.stream.close()
+            except OSError:  # the disk that stopped the scan: the journal keeps its whole lines
+                pass
+        if self.lock:
+            self.lock.release()
 
     def resume(self, items, verbose: bool = True) -> tuple:
         """(the items an earlier, interrupted scan into this folder did not answer; the answers it gave,
@@ -97,7 +116,8 @@ class ScanOutputs:
         write_json(self.out / self.record, {"settings": settings, "images": self.results})
         if self.journal:  # the scan is whole: the next one into this folder starts afresh
             self.stream.close()
-            self.journal.unlink(missing_ok=True)  # two scans into one folder: the other one ended first
+            self.journal.unlink()
+            self.lock.release()
 
 
 def _journalled(journal: Path, settings: dict) -> dict[str, dict]:

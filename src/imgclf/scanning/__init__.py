@@ -9,6 +9,7 @@ cost (a scan's seconds, estimated before it runs) · mining (hard and random neg
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,40 +73,43 @@ def scan(
 
         writer = ScanOutputs(out, resumable=_settings(model, scanner, crop_size, s.scales, iou))
         items, results = writer.resume(items, verbose)
-    mine_dir = Path(mine) if mine is not None else None
-    if mine_dir:
-        mine_dir.mkdir(parents=True, exist_ok=True)
-    mined, refused, described = 0, [], False
-    for item in items:
-        entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
-        results.append(entry)
-        try:
-            fitted, estimate = _fitted(scanner, item, limit)
-            img = _photo(item)
-        except (UnusableImage, TooMuchWork) as e:
-            entry["error"] = e.reason if isinstance(e, UnusableImage) else str(e)
-            if isinstance(e, TooMuchWork):
-                refused.append(f"{entry.get('path', 'image')}: {e}")
-            if writer:  # in scan.json too, with its reason; journalled, so a resumed scan skips it
-                writer.add(entry, None)
-            continue
-        if verbose and not described:  # said before the first photo scanned: none when all are refused
-            print(f"scan: {scanner.describe()}")
-            described = True
-        if verbose and fitted.min_size != scanner.min_size:
-            print(f"{entry.get('path', 'image')}: smallest window raised to {fitted.min_size} px to fit {limit:g} s")
-        entry.update(fitted.scan(img, stop), estimated_seconds=round(estimate["seconds"], 3))
-        fired = entry.pop("_windows")
+    with writer or nullcontext():  # a scan that fails or is stopped lets go of its --out folder
+        mine_dir = Path(mine) if mine is not None else None
         if mine_dir:
-            for box in fired:
-                save_crop(img, box, crop_size, mine_dir)
-            mined += len(fired)
+            mine_dir.mkdir(parents=True, exist_ok=True)
+        mined, refused, described = 0, [], False
+        for item in items:
+            entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
+            results.append(entry)
+            try:
+                fitted, estimate = _fitted(scanner, item, limit)
+                img = _photo(item)
+            except (UnusableImage, TooMuchWork) as e:
+                entry["error"] = e.reason if isinstance(e, UnusableImage) else str(e)
+                if isinstance(e, TooMuchWork):
+                    refused.append(f"{entry.get('path', 'image')}: {e}")
+                if writer:  # in scan.json too, with its reason; journalled, so a resumed scan skips it
+                    writer.add(entry, None)
+                continue
+            if verbose and not described:  # said before the first photo scanned: none when all are refused
+                print(f"scan: {scanner.describe()}")
+                described = True
+            if verbose and fitted.min_size != scanner.min_size:
+                print(
+                    f"{entry.get('path', 'image')}: smallest window raised to {fitted.min_size} px to fit {limit:g} s"
+                )
+            entry.update(fitted.scan(img, stop), estimated_seconds=round(estimate["seconds"], 3))
+            fired = entry.pop("_windows")
+            if mine_dir:
+                for box in fired:
+                    save_crop(img, box, crop_size, mine_dir)
+                mined += len(fired)
+            if writer:
+                writer.add(entry, img)
+        if refused and len(refused) == len(results):
+            raise all_refused(refused)
         if writer:
-            writer.add(entry, img)
-    if refused and len(refused) == len(results):
-        raise all_refused(refused)
-    if writer:
-        writer.close()  # with the settings it was made with
+            writer.close()  # with the settings it was made with
     if verbose:
         found = sum(1 for r in results if r.get("present"))
         print(
