@@ -302,5 +302,5 @@ def test_arrays_as_users_hold_them_become_the_same_picture():
     assert in_memory(np.ones((6, 8, 1), bool)).mode == "L" and np.asarray(in_memory(np.ones((6, 8), bool))).max() == 255
     with pytest.raises(UserError, match=r"shape \(2, 6, 8, 3\)"):
         in_memory(np.zeros((2, 6, 8, 3), np.uint8))
-    with pytest.raises(TypeError, match="give a path, PIL image or array"):
+    with pytest.raises(TypeError, match="give a path, PIL image, array or a file.s bytes"):
         in_memory(12)

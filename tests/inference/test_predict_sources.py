@@ -80,3 +80,35 @@ def test_arrays_in_any_common_layout_get_the_files_answer_and_the_model_says_wha
         assert got["label"] == want["label"] and got["confidence"] == pytest.approx(want["confidence"], abs=0.02)
     assert repr(model).startswith(f"<imgclf model {str(tiny_run)!r}: disc, square, stripes; ")
     assert f"at {model.img_size} px, torch on cpu>" in repr(model)
+
+
+def test_a_files_bytes_and_a_batch_array_are_images_too(tiny_run, tmp_path):
+    """Bytes from a web request or an object store were refused ("cannot read an image from bytes"),
+    and an N x H x W x 3 batch ("must be HxW, HxWx3 ...") although a list of the same images passed."""
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    disc, square = (sorted((tiny_run.parent / "shapes" / c).iterdir())[0] for c in ("disc", "square"))
+    model = imgclf.load(tiny_run)
+    want = [(r["label"], r["confidence"]) for r in model.predict([disc, square])]
+    data = disc.read_bytes()
+    with open(disc, "rb") as f:
+        f.read(10)  # an open file read from its start, wherever it stands
+        for given in (data, bytearray(data), io.BytesIO(data), f):
+            (got,) = model.predict(given)
+            assert got["label"] == want[0][0] and got["confidence"] == pytest.approx(want[0][1], abs=1e-6)
+    batch = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in (disc, square)])
+    for given in (batch, torch.from_numpy(batch).permute(0, 3, 1, 2)):  # N x H x W x 3 and N x 3 x H x W
+        got = model.predict(given)
+        assert [r["label"] for r in got] == [w[0] for w in want]
+        assert [r["confidence"] for r in got] == pytest.approx([w[1] for w in want], abs=0.02)
+    cut = model.predict([data[:200], b"", data])  # a broken upload is that image's error, not a crash
+    assert [r.get("error", "").split(":")[0] for r in cut] == [
+        "truncated or corrupt image",
+        "not an image (cannot identify format)",
+        "",
+    ]
+    assert imgclf.scan(data, verbose=False)[0]["present"] in (True, False)  # the detector reads bytes too

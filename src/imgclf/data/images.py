@@ -242,14 +242,19 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def in_memory(image) -> Image.Image:
-    """An image given in memory (not a path) as PIL: a PIL image as it is; an array (numpy, or
+    """An image given in memory (not a path) as PIL: a PIL image as it is; a file's bytes (or an open
+    binary file) decoded as a file is; an array (numpy, or
     anything with __array__: a CPU torch tensor) that is HxW, HxWx1/3/4 or channels first (3xHxW,
     as torchvision holds images), uint8 as it is, floats in [0, 1] or [0, 255], 16-bit and other
     integers scaled by their range, as files are (to_rgb)."""
     if isinstance(image, Image.Image):
         return image
+    if isinstance(image, (bytes, bytearray, memoryview)) or hasattr(image, "read"):
+        return read_rgb(encoded(image))  # a file's bytes, as a web request or an object store gives them
     if not hasattr(image, "__array__"):
-        raise TypeError(f"cannot read an image from {type(image).__name__}; give a path, PIL image or array")
+        raise TypeError(
+            f"cannot read an image from {type(image).__name__}; give a path, PIL image, array or a file's bytes"
+        )
     a = np.asarray(image)
     if _channels_first(a.shape):
         a = a.transpose(1, 2, 0)
@@ -265,6 +270,16 @@ def in_memory(image) -> Image.Image:
     elif a.dtype != np.uint8:
         raise UserError(f"an image array must hold numbers, not {a.dtype}")
     return Image.fromarray(np.ascontiguousarray(a))
+
+
+def encoded(data) -> BinaryIO:
+    """A file's bytes (or an open binary file) as a file object read from its start, as each reader
+    (its header, then its pixels) expects."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(data))
+    if data.seekable():
+        data.seek(0)
+    return data
 
 
 def size_of(item) -> tuple[int, int]:
@@ -311,7 +326,7 @@ def _opened(path: str | os.PathLike) -> Iterator[Image.Image]:
             # path is opened only when it is a regular file: a FIFO would block the read forever.
             if is_web_url(path):  # predict's https://.../a.jpg (the web service passes bytes, never a URL)
                 path = fetch_url(path)
-            f = path if hasattr(path, "read") else files.enter_context(open_regular(path))
+            f = encoded(path) if hasattr(path, "read") else files.enter_context(open_regular(path))
             if f is not path and os.fstat(f.fileno()).st_size == 0:
                 raise UnusableImage("empty file (0 bytes)")
             with warnings.catch_warnings():

@@ -11,7 +11,7 @@ import numpy as np
 
 from imgclf.core.errors import UserError
 from imgclf.data.discover import files_to_predict
-from imgclf.data.images import UnusableImage, in_memory, is_web_url, load_resized, resize
+from imgclf.data.images import UnusableImage, encoded, in_memory, is_web_url, load_resized, resize
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.evaluation.rejection import UNKNOWN
 from imgclf.models.arrays import softmax
@@ -142,6 +142,8 @@ def check_top_k(top_k) -> int:
 
 
 def expand_inputs(inputs) -> Iterable:
+    """Each image in `inputs` (one, or a list): a folder's image files, a path or URL as it is, a 4-D
+    array's images one by one, a file's bytes as a file object, anything else (PIL, an array) as it is."""
     if isinstance(inputs, (str, Path)) or not isinstance(inputs, (list, tuple)):
         inputs = [inputs]
     for item in inputs:
@@ -155,5 +157,9 @@ def expand_inputs(inputs) -> Iterable:
                 yield str(p)
             else:
                 raise UserError(f"no such file or folder: {item}")
+        elif hasattr(item, "__array__") and np.ndim(item) == 4:  # a batch: N x H x W x C or N x C x H x W
+            yield from item
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            yield encoded(item)  # read twice (its size, then its pixels) by detectors: a file object
         else:
             yield item
