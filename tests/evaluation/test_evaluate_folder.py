@@ -40,9 +40,17 @@ def test_evaluate_on_a_folder_named_differently_or_of_one_class(tiny_run, tmp_pa
     one = imgclf.evaluate(tiny_run, tmp_path / "other", verbose=False)  # a folder of new discs: a fair test
     assert one["n"] == n // 2 and 0.0 <= one["accuracy"] <= 1.0
     (tmp_path / "other" / "triangle").mkdir()
-    shutil.copy(next((shapes / "disc").iterdir()), tmp_path / "other" / "triangle" / "t.png")
+    for i in range(2):
+        shutil.copy(next((shapes / "disc").iterdir()), tmp_path / "other" / "triangle" / f"t{i}.png")
+    capsys.readouterr()
+    # A class the model never learned: it could only count as mistakes, so it is left out, and said.
+    left = imgclf.evaluate(tiny_run, tmp_path / "other", verbose=True)
+    said = " ".join(capsys.readouterr().out.split())
+    assert left["n"] == one["n"] and left["accuracy"] == one["accuracy"]
+    assert f"left out 2 images of classes the model does not know: triangle (2); scored on the {n // 2} images" in said
+    shutil.rmtree(tmp_path / "other" / "Disc")
     with pytest.raises(UserError, match=r"does not know: triangle \(the model's classes: disc, square, stripes\)"):
-        imgclf.evaluate(tiny_run, tmp_path / "other", verbose=False)
+        imgclf.evaluate(tiny_run, tmp_path / "other", verbose=False)  # nothing of its own to score
 
 
 @pytest.mark.slow

@@ -199,9 +199,18 @@ def evaluate_model(
         paths, labels = test_split(model, data_root=data_root)
         where, out_dir = "held-out test split", model.path
     else:
-        paths, labels, renamed = labelled(data, list(model.classes))
+        left: dict[str, int] = {}
+        paths, labels, renamed = labelled(data, list(model.classes), leave_out=left)
         if renamed:
             console.print(escape(f"  classes matched by name: {', '.join(renamed)}"))
+        if left:  # the model cannot name them: scored, every one would count as its mistake
+            console.print(
+                escape(
+                    f"  left out {sum(left.values()):,} images of classes the model does not know: "
+                    + ", ".join(f"{c} ({n:,})" for c, n in left.items())
+                    + f"; scored on the {len(paths):,} images of its own classes"
+                )
+            )
         where, out_dir = str(data), None
     cache = build_cache(paths, model.img_size, model.resize_mode, progress=verbose)
     keep = np.array([i for i in range(len(paths)) if i not in cache.bad], dtype=np.int64)
@@ -302,20 +311,32 @@ def seen_warning(
 
 
 def labelled(
-    data, classes: list[str], unknown_to: str = "the model does not know", known_as: str = "the model's classes"
+    data,
+    classes: list[str],
+    unknown_to: str = "the model does not know",
+    known_as: str = "the model's classes",
+    leave_out: dict | None = None,
 ) -> tuple[list[str], np.ndarray, list[str]]:
     """Other labelled images to score `classes` on (evaluate, compare): DATA's test split when it has
     one, else all its images, in any layout training reads and of one class or more (a folder of new
     daisies is a fair test); their labels as indices into `classes`, class folders matched by name
-    (match_classes); and the matches that renamed a folder ("Daisy -> daisy"). A UserError names
-    folders matching no class."""
+    (match_classes); and the matches that renamed a folder ("Daisy -> daisy"). Folders matching no
+    class are a UserError, unless `leave_out` (a dict) is given: their images are then left out and
+    counted in it by folder, and only a DATA none of whose folders match is an error."""
     from imgclf.data.discover import find
 
     spec = find(data)
     sel = spec.indices("test") if (spec.splits == "test").any() else np.arange(len(spec.paths))
     named, unknown = match_classes(spec.classes, classes)
+    if unknown and (leave_out is None or not named):
+        raise UserError(
+            f"{data} has classes {unknown_to}: {listed(unknown)} ({known_as}: {listed(classes)}); "
+            "give a folder of those classes' images"
+        )
     if unknown:
-        raise UserError(f"{data} has classes {unknown_to}: {listed(unknown)} ({known_as}: {listed(classes)})")
+        folder = [spec.classes[spec.labels[i]] for i in sel]
+        leave_out.update(Counter(f for f in folder if f not in named))
+        sel = np.array([i for i, f in zip(sel, folder) if f in named], dtype=np.int64)
     paths = [spec.paths[i] for i in sel]
     labels = np.array([classes.index(named[spec.classes[spec.labels[i]]]) for i in sel], dtype=np.int64)
     return paths, labels, [f"{a} -> {b}" for a, b in named.items() if a != b]
