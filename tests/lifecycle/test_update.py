@@ -139,6 +139,33 @@ def test_finetune_defaults_to_a_warm_restart_at_the_versions_settings(project):
     assert r["version"] is None and r["slices"]["new data"]["b"] >= 0.5  # the parent is always wrong there
 
 
+def test_a_budget_the_defaults_chose_is_chosen_again_for_the_updates_data(project, tmp_path):
+    """A parent whose 90 s budget was 60 ms for each of 240 images gave an update of 10,000 new
+    images the same 90 s. Its choices.json says which settings were given: one the defaults chose is
+    chosen again for the update's own training images; a budget or epochs the user gave are kept."""
+    import json
+
+    import yaml
+
+    from imgclf.lifecycle.update_plan import base_config, training_choices
+    from imgclf.settings.config import load_config
+
+    v1 = project / "runs" / "v1"
+    assert "epochs" in json.loads((v1 / "choices.json").read_text())["given"]  # recorded by train
+    parent = shutil.copytree(v1, tmp_path / "budgeted")
+    cfg = yaml.safe_load((parent / "config.yaml").read_text())
+    (parent / "config.yaml").write_text(yaml.safe_dump({**cfg, "time_budget": 90.0, "epochs": 200}))
+    for given, rechosen in (([], True), (["time_budget"], False), (["epochs"], False)):
+        (parent / "choices.json").write_text(json.dumps({"given": given, "defaults": []}))
+        for mode in ("finetune", "full"):
+            chosen = training_choices(parent, mode, None, 1.0, {})
+            base = load_config(base_config(parent, tmp_path / "update"))
+            assert ("epochs" not in chosen) == (rechosen or mode == "full"), (given, mode)
+            assert (base.time_budget, base.epochs) == ((None, None) if rechosen else (90.0, 200)), (given, mode)
+    (parent / "choices.json").write_text(json.dumps({"given": [], "defaults": []}))
+    assert training_choices(parent, "finetune", 5, 1.0, {})["epochs"] == 5  # --epochs N: that many, no clock
+
+
 @pytest.mark.slow
 def test_update_from_inbox_through_the_cli(project, grown):
     inbox_mod = pytest.importorskip("imgclf.store.inbox")

@@ -45,6 +45,8 @@ def test_train_writes_a_report_that_renders_completely(shapes, tmp_path):
         "[EDIT:",
         "imgclf check DATA --labels",
         "Not configured",
+        "<code>epochs</code> (given)",  # what the user set, and why each default was chosen (choices.json)
+        "How the defaults were chosen</h3><ul><li>model=resnet_fast from scratch: median image side 24px",
     ]:
         assert needle in text, needle
 

@@ -31,7 +31,14 @@ from imgclf.core.errors import UserError, resumable
 from imgclf.core.files import output_folder, write_json, write_text
 from imgclf.data.paths import resolve
 from imgclf.lifecycle.update_data import by_split, gather_rows, resolve_parent, split_counts
-from imgclf.lifecycle.update_plan import _assign_splits, base_config, check_new_data, replay_rows, training_choices
+from imgclf.lifecycle.update_plan import (
+    _assign_splits,
+    base_config,
+    check_new_data,
+    default_budget,
+    replay_rows,
+    training_choices,
+)
 from imgclf.store.runs import moved_root, new_run_dir, recorded_root, refuse_finished_run
 
 MODES = ("finetune", "full")
@@ -96,7 +103,10 @@ def update(
         )
         new = data["new"]
         choices = training_choices(parent_run, mode, epochs, lr_factor, settings)
-        console.print("  training: " + ", ".join(f"{k}={v}" for k, v in choices.items() if k != "init_from"))
+        said = [f"{k}={v}" for k, v in choices.items() if k != "init_from"]
+        if default_budget(parent_run) and not epochs:  # the parent's budget was chosen for its own data
+            said.append("the time budget chosen for this update's training images, as the parent's was")
+        console.print("  training: " + (", ".join(said) or "the parent's settings"))
         record = _record(version, parent_run, registry, data_root, mode, from_inbox, data, choices, lr_factor)
         settings = {**settings, **choices, "write_report": False}  # _judge writes it, with the comparison
         run = _train_candidate(out, parent_run, data, record, settings, again, verbose)

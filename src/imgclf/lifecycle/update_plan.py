@@ -98,8 +98,23 @@ def base_config(parent: Path, run_dir: Path) -> Path:
 
     d = load_config(parent / "config.yaml").to_dict()
     d["init_from"] = None
+    if default_budget(parent):  # chosen again for the update's own training images
+        d["time_budget"] = d["epochs"] = None
     write_text(run_dir / "parent_config.yaml", dump_yaml(d))
     return run_dir / "parent_config.yaml"
+
+
+def default_budget(parent: Path) -> bool:
+    """Whether the parent trained within a time budget that the defaults chose (neither --time-budget
+    nor --epochs given; choices.json, runs since 2026-11-30): an update then has its budget chosen
+    afresh for its own training images, as 60 ms an image of the parent's few would starve a large one."""
+    from imgclf.core.files import read_json
+    from imgclf.settings.config import load_config
+
+    if not (parent / "choices.json").is_file():
+        return False
+    given = set(read_json(parent / "choices.json").get("given", []))
+    return bool(load_config(parent / "config.yaml").time_budget) and not given & {"time_budget", "epochs"}
 
 
 def training_choices(parent: Path, mode: str, epochs: int | None, lr_factor: float, settings: dict) -> dict:
@@ -111,7 +126,6 @@ def training_choices(parent: Path, mode: str, epochs: int | None, lr_factor: flo
         return {"epochs": epochs} if epochs else {}
     if not 0 < lr_factor <= 1:
         raise UserError(f"--lr-factor must be in (0, 1], not {lr_factor}")
-    n_epochs = epochs or cfg.epochs
     # Cosine with a short warm-up: the weights are already good, so no long ramp (onecycle's 25%)
     # that would first push them far away at the peak rate.
     # A parent made by the pretrained recipe (a linear probe, then fine-tuning with BatchNorm frozen)
@@ -120,15 +134,18 @@ def training_choices(parent: Path, mode: str, epochs: int | None, lr_factor: flo
     # mean of the old ones, BatchNorm on batch statistics) an update of a Lite0 flowers run
     # (bench/update.py, 3 classes + 2) scored its old classes' frozen test images 0.697, against v1's 0.861.
     # A from-scratch parent keeps its grown head: there is no frozen-feature probe to refit it with.
-    return {
+    choices = {
         "init_from": str(parent.resolve()),
-        "epochs": n_epochs,
         "lr": settings.get("lr") or round((cfg.lr or 1e-3) * lr_factor, 8),
         "schedule": "cosine",
-        "warmup_epochs": min(1.0, n_epochs / 5),
+        "warmup_epochs": 1.0,
         "freeze_epochs": 0,
         "probe": bool(cfg.probe),
     }
+    if default_budget(parent) and not epochs:  # the time budget chosen for this update's data ends it
+        return choices
+    n_epochs = epochs or cfg.epochs
+    return {**choices, "epochs": n_epochs, "warmup_epochs": min(1.0, n_epochs / 5)}
 
 
 def check_new_data(old: list[dict], new: list[dict], console) -> tuple[list[list[str]], dict]:

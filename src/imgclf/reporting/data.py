@@ -46,6 +46,7 @@ class Facts:
     doctor: dict | None = None
     label_issues: object = None
     extra: dict = field(default_factory=dict)
+    choices: dict | None = None  # choices.json: the settings given, and why each default was chosen
 
 
 def gather(model, progress: bool = False, data_root=None) -> Facts:
@@ -58,7 +59,7 @@ def gather(model, progress: bool = False, data_root=None) -> Facts:
     run = Path(model.path)
     optional = {
         name: read_json(run / name) if (run / name).is_file() else None
-        for name in ("metrics.json", "data_report.json", "label_issues.json")
+        for name in ("metrics.json", "data_report.json", "label_issues.json", "choices.json")
     }
     config = (
         yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) if (run / "config.yaml").is_file() else {}
@@ -84,6 +85,7 @@ def gather(model, progress: bool = False, data_root=None) -> Facts:
         rows,
         test_predictions(model, rows, progress),
         label_issues=optional["label_issues.json"],
+        choices=optional["choices.json"],
     )
     facts.flops, facts.modules = count_flops(model)
     # Paths are shown relative to the root they were read from (data_report.json's is as typed at training).

@@ -230,10 +230,19 @@ def settings_section(f: Facts) -> str:
             return ", ".join(f"{esc(k)}=<code>{_setting(x)}</code>" for k, x in v.items()) or "{}"
         return f"<code>{_setting(v)}</code>" if v is not None else '<span class="muted">auto / none</span>'
 
-    rows = [[f"<code>{esc(k)}</code>", value(v)] for k, v in f.config.items()]
+    given = set((f.choices or {}).get("given", []))
+    rows = [[f"<code>{esc(k)}</code>" + (" (given)" if k in given else ""), value(v)] for k, v in f.config.items()]
     note = (
         '<p class="note">Every setting as resolved for this run (<code>config.yaml</code>); '
-        "<code>imgclf train --config config.yaml</code> reproduces it.</p>"
+        "<code>imgclf train --config config.yaml</code> reproduces it."
+        + (" Settings given by the user are marked (given); the others were chosen as below." if f.choices else "")
+        + "</p>"
+    )
+    why = (f.choices or {}).get("defaults") or []
+    chosen = (
+        "<h3>How the defaults were chosen</h3><ul>" + "".join(f"<li>{esc(line)}</li>" for line in why) + "</ul>"
+        if why
+        else ""
     )
     half = (len(rows) + 1) // 2  # two columns: forty short rows read better side by side
     return section(
@@ -243,7 +252,8 @@ def settings_section(f: Facts) -> str:
         + '<div class="pair">'
         + table(["setting", "value"], rows[:half])
         + table(["setting", "value"], rows[half:])
-        + "</div>",
+        + "</div>"
+        + chosen,
     )
 
 

@@ -58,8 +58,7 @@ def scan(
     it, or over the shape limits (core.work.check_shape), is answered {path, error} unscanned, unless
     its smallest window was not chosen (`min_size`, `scales`) and a larger one fits; when every photo
     is refused so, TooMuchWork (one line). `stop` (core.work.Stop) ends the scan between batches."""
-    from imgclf.core.work import TooMuchWork, all_refused
-    from imgclf.data.images import UnusableImage
+    from imgclf.core.work import all_refused
     from imgclf.inference.predictor import expand_inputs
 
     s = ScanSettings.of(settings)
@@ -79,32 +78,16 @@ def scan(
             mine_dir.mkdir(parents=True, exist_ok=True)
         mined, refused, described = 0, [], False
         for item in items:
-            entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
+            entry, img, fired = _scan_photo(scanner, item, limit, stop, verbose, described)
             results.append(entry)
-            try:
-                fitted, estimate = _fitted(scanner, item, limit)
-                img = _photo(item)
-            except (UnusableImage, TooMuchWork) as e:
-                entry["error"] = e.reason if isinstance(e, UnusableImage) else str(e)
-                if isinstance(e, TooMuchWork):
-                    refused.append(f"{entry.get('path', 'image')}: {e}")
-                if writer:  # in scan.json too, with its reason; journalled, so a resumed scan skips it
-                    writer.add(entry, None)
-                continue
-            if verbose and not described:  # said before the first photo scanned: none when all are refused
-                print(f"scan: {scanner.describe()}")
-                described = True
-            if verbose and fitted.min_size != scanner.min_size:
-                print(
-                    f"{entry.get('path', 'image')}: smallest window raised to {fitted.min_size} px to fit {limit:g} s"
-                )
-            entry.update(fitted.scan(img, stop), estimated_seconds=round(estimate["seconds"], 3))
-            fired = entry.pop("_windows")
+            if entry.pop("_refused", False):
+                refused.append(f"{entry.get('path', 'image')}: {entry['error']}")
+            described = described or img is not None
             if mine_dir:
                 for box in fired:
                     save_crop(img, box, crop_size, mine_dir)
                 mined += len(fired)
-            if writer:
+            if writer:  # an unreadable photo too, with its reason: journalled, a resumed scan skips it
                 writer.add(entry, img)
         if refused and len(refused) == len(results):
             raise all_refused(refused)
@@ -118,6 +101,28 @@ def scan(
             + (f"; mined {mined} crops -> {mine_dir}" if mine_dir else "")
         )
     return results
+
+
+def _scan_photo(scanner, item, limit: float, stop, verbose: bool, described: bool) -> tuple[dict, object, list]:
+    """(one photo's answer, its image, the windows that fired), or ({path, error}, None, []) for a
+    photo that cannot be read or would take over `limit` seconds (marked `_refused`)."""
+    from imgclf.core.work import TooMuchWork
+    from imgclf.data.images import UnusableImage
+
+    entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
+    try:
+        fitted, estimate = _fitted(scanner, item, limit)
+        img = _photo(item)
+    except UnusableImage as e:
+        return {**entry, "error": e.reason}, None, []
+    except TooMuchWork as e:
+        return {**entry, "error": str(e), "_refused": True}, None, []
+    if verbose and not described:  # said before the first photo scanned: none when all are refused
+        print(f"scan: {scanner.describe()}")
+    if verbose and fitted.min_size != scanner.min_size:
+        print(f"{entry.get('path', 'image')}: smallest window raised to {fitted.min_size} px to fit {limit:g} s")
+    entry.update(fitted.scan(img, stop), estimated_seconds=round(estimate["seconds"], 3))
+    return entry, img, entry.pop("_windows")
 
 
 def _scanner(model, s: ScanSettings, iou: float) -> Scanner:

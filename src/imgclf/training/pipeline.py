@@ -50,6 +50,7 @@ class Prepared:
     grouping: dict | None  # how near-duplicates were kept on one side of the split
     candidates: Any = None  # training.candidates.Candidate's fitted before the epochs (the face embedding, the texture)
     prints: Any = None  # data.phash.Prints of the images (spec order): kept in the run (data.copies)
+    choices: dict | None = None  # the settings given, and why each default was chosen (choices.json; None on resume)
 
     def split_data(self):
         from imgclf.training.loop import SplitData
@@ -118,12 +119,15 @@ def _prepare(chosen, spec, explicit: set[str] | None, for_training: bool, consol
     cfg, policy, lines = after_decoding(cfg, spec, grouping, for_training, explicit)
     for line in lines:
         console.print(line)
+    said = [line.strip().removeprefix("default: ") for line in lines if line.strip().startswith("default: ")]
+    choices = None if explicit is None else {"given": sorted(explicit - {"out"}), "defaults": chosen.notes + said}
     mean, std, pretrained = normalization(cfg, images, spec)
     if cfg.init_from and for_training:  # a warm start (imgclf update): the parent learnt on its statistics
         from imgclf.training.warmstart import parent_normalization
 
         mean, std = parent_normalization(cfg.init_from)
-    prep = Prepared(cfg, spec, images, device, mean, std, pretrained, policy, skipped, removed, grouping, prints=found)
+    prep = Prepared(cfg, spec, images, device, mean, std, pretrained, policy, skipped, removed, grouping)
+    prep.prints, prep.choices = found, choices
     return prep, run_dir
 
 
@@ -243,6 +247,8 @@ def _write_inputs(run_dir: Path, prep: Prepared, net, kwargs: dict, n_params: in
     cfg, spec = prep.cfg, prep.spec
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", dump_yaml(cfg.to_dict()))
+    if prep.choices is not None:  # a resumed run keeps its first run's record
+        write_json(run_dir / "choices.json", prep.choices)
     root = write_data_records(run_dir, prep)
     meta = RunMeta(
         format=MODEL_FORMAT,
