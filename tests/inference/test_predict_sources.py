@@ -112,3 +112,30 @@ def test_a_files_bytes_and_a_batch_array_are_images_too(tiny_run, tmp_path):
         "",
     ]
     assert imgclf.scan(data, verbose=False)[0]["present"] in (True, False)  # the detector reads bytes too
+
+
+def test_a_list_file_names_the_images_as_with_ray(tiny_run, site, tmp_path):
+    """`imgclf predict RUN todo.txt` answered "not an image" for the list, which `--ray` reads as
+    one path a line: a .txt or .csv list is read the same way here, relative paths beside the list."""
+    shapes = tiny_run.parent / "shapes"
+    disc, square = (sorted((shapes / c).iterdir())[0] for c in ("disc", "square"))
+    lists = shapes.parent / "lists"
+    lists.mkdir(exist_ok=True)
+    (lists / "todo.txt").write_text(
+        f"# tonight's batch\n../shapes/disc/{disc.name}\n\n{square}\n{site}/disc/{disc.name}\n"
+    )
+    (lists / "todo.csv").write_text(f"id,path\n1,../shapes/disc/{disc.name}\n2,gone.png\n")
+    model = imgclf.load(tiny_run)
+    want = model.predict([disc, square])
+    got = model.predict(lists / "todo.txt")
+    assert [r["path"] for r in got] == [
+        str(lists / ".." / "shapes" / "disc" / disc.name),
+        str(square),
+        f"{site}/disc/{disc.name}",
+    ]
+    assert [r["label"] for r in got] == [want[0]["label"], want[1]["label"], want[0]["label"]]
+    out = tmp_path / "preds.csv"
+    summary = imgclf.predict_folder(model, lists / "todo.csv", out, verbose=False)
+    assert (summary["predicted"], summary["errors"]) == (1, 1)
+    rows = list(csv.DictReader(open(out, newline="")))
+    assert rows[0]["label"] == want[0]["label"] and rows[1]["path"].endswith("gone.png") and rows[1]["error"]

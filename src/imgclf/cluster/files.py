@@ -10,7 +10,6 @@ file://), or web addresses of images and list files (http(s)://, fetched as pred
 
 from __future__ import annotations
 
-import csv
 import functools
 import glob
 import io
@@ -23,11 +22,12 @@ from urllib.parse import unquote, urlsplit
 from imgclf.core.errors import UserError
 from imgclf.core.files import atomic_path, read_json
 from imgclf.data.archive import is_archive
-from imgclf.data.discover import to_predict
+from imgclf.data.discover import LIST_SUFFIXES as TEXT_LISTS
+from imgclf.data.discover import list_entries, to_predict
 from imgclf.data.images import IMAGE_EXTENSIONS, UnusableImage, fetch_url, is_web_url, load_resized
 from imgclf.data.spec import files_under
 
-LIST_SUFFIXES = (".txt", ".csv", ".parquet")
+LIST_SUFFIXES = (*TEXT_LISTS, ".parquet")
 GLOB_CHARS = frozenset("*?[")
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 
@@ -138,21 +138,7 @@ def _beside(list_uri: str, entry: str) -> str:
 
 
 def _text_paths(item: str, suffix: str) -> list[str]:
-    text = read_bytes(item).decode("utf-8-sig")
-    if suffix == ".txt":
-        lines = (line.strip() for line in text.splitlines())
-        return [line for line in lines if line and not line.startswith("#")]
-    rows = [row for row in csv.reader(io.StringIO(text)) if row and row[0].strip()]
-    if not rows:
-        return []
-    header = [h.strip().lower() for h in rows[0]]
-    if "path" in header:
-        col = header.index("path")
-        return [row[col].strip() for row in rows[1:] if len(row) > col and row[col].strip()]
-    # No `path` column: the first one; its first cell is a header unless it names an image.
-    first = rows[0][0].strip()
-    body = rows if Path(first).suffix.lower() in IMAGE_EXTENSIONS else rows[1:]
-    return [row[0].strip() for row in body]
+    return list_entries(read_bytes(item).decode("utf-8-sig"), suffix)
 
 
 def _parquet_paths(item: str) -> list[str]:

@@ -13,6 +13,8 @@ saying leaves a line in DatasetSpec.note, which training and `check` print.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import numpy as np
 
 from imgclf.core.errors import UserError
 from imgclf.data.archive import is_archive, unpacked
-from imgclf.data.images import IMAGE_EXTENSIONS, NEEDS_DECODER
+from imgclf.data.images import IMAGE_EXTENSIONS, NEEDS_DECODER, is_web_url
 from imgclf.data.labels_csv import from_manifest
 from imgclf.data.spec import (
     DatasetSpec,
@@ -41,12 +43,42 @@ def to_predict(path: Path) -> bool:
     return is_image(path) or (path.suffix.lower() in NEEDS_DECODER and not path.name.startswith("."))
 
 
-def files_to_predict(path: Path) -> list[Path] | None:
-    """The files predict takes from a folder (recursively) or an archive (.zip, .tar.gz: unpacked once
-    into the cache, as train does); None for anything else (a file named directly is taken as it is)."""
+# A list of images to predict (`predict RUN todo.txt`, as with --ray): never an image itself.
+LIST_SUFFIXES = (".txt", ".csv")
+
+
+def files_to_predict(path: Path) -> list[Path | str] | None:
+    """The files predict takes from a folder (recursively), an archive (.zip, .tar.gz: unpacked once
+    into the cache, as train does) or a list file (.txt, .csv: list_entries; relative paths beside
+    the list, web addresses as they are); None for anything else (a file named directly is taken as it is)."""
+    if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+        try:
+            entries = list_entries(path.read_text(encoding="utf-8-sig"), path.suffix.lower())
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read the list {path}: {e}") from None
+        return [e if is_web_url(e) else path.parent / Path(e).expanduser() for e in entries]
     if path.is_file() and is_archive(path):
         path = unpacked(path)[0]
     return [f for f in files_under(path) if to_predict(f)] if path.is_dir() else None
+
+
+def list_entries(text: str, suffix: str) -> list[str]:
+    """The image paths or addresses a list file names: .txt one a line (blank lines and # comments
+    skipped); .csv its `path` column, else its first, whose first cell is a header unless it names an
+    image. Shared by local predict and the cluster's sources (cluster.files)."""
+    if suffix == ".txt":
+        lines = (line.strip() for line in text.splitlines())
+        return [line for line in lines if line and not line.startswith("#")]
+    rows = [row for row in csv.reader(io.StringIO(text)) if row and row[0].strip()]
+    if not rows:
+        return []
+    header = [h.strip().lower() for h in rows[0]]
+    if "path" in header:
+        col = header.index("path")
+        return [row[col].strip() for row in rows[1:] if len(row) > col and row[col].strip()]
+    first = rows[0][0].strip()
+    body = rows if Path(first).suffix.lower() in IMAGE_EXTENSIONS else rows[1:]
+    return [row[0].strip() for row in body]
 
 
 def undecodable(ignored: list[str]) -> str | None:
