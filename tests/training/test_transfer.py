@@ -275,6 +275,9 @@ def test_finetune_defaults_use_the_weights_input_size(source, tmp_path):
     assert not any(
         n.startswith("pretrained=False") for n in resolve(TrainConfig(model="lite0"), [], torch.device("cpu"))[1]
     )
+    # `--model resnet10t`, as Keras and fastai name architectures: timm's, said and recorded as such.
+    bare, notes = resolve(TrainConfig(model=ARCH, img_size=32), [], torch.device("cpu"))
+    assert bare.model == f"timm/{ARCH}" and notes[0].startswith(f"model=timm/{ARCH}: timm's architecture of that name")
     with pytest.raises(UserError, match="apply to timm models"):
         resolve(TrainConfig(model="simple_cnn", img_size=32, freeze_epochs=2), [], torch.device("cpu"))
 

