@@ -141,14 +141,6 @@ def test_update_out_must_be_a_folder(tmp_path):
     )
 
 
-def test_update_with_new_data_that_is_not_there_says_so_before_the_version_is_read(tmp_path):
-    # No registry either: the missing folder is what is said, before minutes of hashing the recorded data.
-    one_line_error(
-        cli("update", "production", tmp_path / "new", "--registry", tmp_path / "reg", check=False),
-        f"new data not found: {tmp_path / 'new'} (a folder with one sub-folder per class, or a CSV manifest)",
-    )
-
-
 def test_compare_tolerance_and_alpha_are_checked():
     from imgclf.lifecycle.compare import check_rule
 

@@ -283,6 +283,12 @@ def test_an_interrupted_update_goes_on_with_its_own_command_and_out(project):
         imgclf.update(v1, project / "new", out=out, doctor=False, verbose=False)
 
 
+def test_new_data_that_is_not_there_is_said_before_the_recorded_data_is_read(project, capsys):
+    with pytest.raises(UserError, match=r"new data not found: .*nowhere \(a folder with one sub-folder per class"):
+        imgclf.update(project / "runs" / "v1", project / "nowhere", verbose=True)
+    assert "recorded data" not in capsys.readouterr().out  # minutes of hashing on a large set: not spent
+
+
 def test_a_version_that_is_no_run_and_no_registry_version_says_which(tmp_path, monkeypatch):
     """`imgclf update photos/ new/` (a folder that is no run) and a typo'd run name said "the registry
     registry has no versions yet", about a registry the user never meant."""

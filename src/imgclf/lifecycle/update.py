@@ -90,10 +90,10 @@ def update(
         refuse_finished_run(out := output_folder(out, "--out"))
     if (new_data is None) == (not from_inbox):
         raise UserError("give the new labeled images: imgclf update VERSION NEW_DATA, or --from-inbox")
-    if new_data is not None and not Path(new_data).expanduser().exists():  # before the recorded data is read
-        raise UserError(f"new data not found: {new_data} (a folder with one sub-folder per class, or a CSV manifest)")
     again = _command(ref, new_data, from_inbox, registry, promote, tolerance)  # what continues it after Ctrl-C
     parent_run, version, registry = resolve_parent(ref, registry)
+    if new_data is not None and not Path(new_data).expanduser().exists():  # before the recorded data is read
+        raise UserError(f"new data not found: {new_data} (a folder with one sub-folder per class, or a CSV manifest)")
     where = f"version {version} ({parent_run})" if version is not None else str(parent_run)
     console.print(f"update of {escape(where)}, mode {mode}")
     if out is not None and (out / "update.json").is_file() and (out / "config.yaml").is_file():
