@@ -277,7 +277,7 @@ def encoded(data) -> BinaryIO:
     (its header, then its pixels) expects."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         return io.BytesIO(bytes(data))
-    if data.seekable():
+    if getattr(data, "seekable", lambda: False)():  # a stream that cannot seek is read once, as it is
         data.seek(0)
     return data
 

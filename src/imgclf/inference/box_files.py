@@ -116,7 +116,7 @@ class ScanOutputs:
         write_json(self.out / self.record, {"settings": settings, "images": self.results})
         if self.journal:  # the scan is whole: the next one into this folder starts afresh
             self.stream.close()
-            self.journal.unlink()
+            self.journal.unlink(missing_ok=True)  # no lock on Windows: another scan may have ended first
             self.lock.release()
 
 
