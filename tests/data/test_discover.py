@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -422,10 +423,17 @@ def test_class_folders_that_hold_folders_are_said_to_be_the_classes(tmp_path):
     spec = discover(tmp_path / "nested")
     assert spec.classes == ["birds", "mammals"] and len(spec.paths) == 12
     assert spec.note.startswith("the 2 classes are the top folders; the 4 folders inside them (eagle, owl, cat, dog)")
-    # A class that keeps images of its own (or in one folder only) is the plain layout: nothing to say.
+    # One class of the hierarchy with a single kind in it: still the inner folders that look like classes.
+    shutil.rmtree(tmp_path / "nested" / "birds" / "owl")
+    assert discover(tmp_path / "nested").note.startswith("the 2 classes are the top folders; the 3 folders")
+    # A class that keeps images of its own, or one folder in each class, is the plain layout: nothing to say.
     for i in range(3):
         _img(tmp_path / "nested" / "birds" / f"{i}.png")
     assert discover(tmp_path / "nested").note == ""
+    for inner in ("cat/images", "dog/images"):
+        for i in range(3):
+            _img(tmp_path / "plain" / inner / f"{i}.png")
+    assert discover(tmp_path / "plain").note == ""
 
 
 def test_a_class_with_no_test_photo_is_named_before_training(tmp_path):

@@ -353,10 +353,11 @@ def _inner_splits(root: Path, classes, paths, labels, inner: dict[str, set[tuple
 
 
 def _nested_note(inner: dict[str, set[tuple]]) -> str:
-    """Said when every class folder keeps its images in two or more folders of its own
-    (animals/mammals/{cat,dog}/, photos/cat/{2023,2024}/): the classes are the top folders, and a
-    user who meant the inner ones as classes learns it before training."""
-    if not inner or any(() in subs or len(subs) < 2 for subs in inner.values()):
+    """Said when every class folder keeps its images in folders of its own, two or more in one class
+    at least (animals/mammals/{cat,dog}/ beside animals/birds/owl/, photos/cat/{2023,2024}/): the
+    classes are the top folders, and a user who meant the inner ones as classes learns it before
+    training. One folder in each class (cat/images/) is a download's plain layout: nothing said."""
+    if not inner or any(() in subs for subs in inner.values()) or all(len(subs) < 2 for subs in inner.values()):
         return ""
     names = [s for subs in inner.values() for (s,) in sorted(subs)]
     shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
