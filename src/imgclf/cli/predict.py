@@ -20,7 +20,9 @@ from imgclf.settings.predict import TTA_HELP, PredictSettings
 def predict(
     run: str = typer.Argument(..., help="Run folder (or its model.safetensors)."),
     paths: Optional[List[str]] = typer.Argument(
-        None, help="Image files, folders (searched recursively), archives (.zip) or web addresses (https://.../a.jpg)."
+        None,
+        help="Image files, folders (searched recursively), archives (.zip), lists (.txt: a path a line; .csv) "
+        "or web addresses (https://.../a.jpg).",
     ),
     format: Format = typer.Option(Format.table, help="table | json | csv"),
     device: str = typer.Option("auto"),
