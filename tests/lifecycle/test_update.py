@@ -283,6 +283,20 @@ def test_an_interrupted_update_goes_on_with_its_own_command_and_out(project):
         imgclf.update(v1, project / "new", out=out, doctor=False, verbose=False)
 
 
+def test_a_refused_update_that_adds_classes_says_how_to_serve_it_all_the_same():
+    from imgclf.lifecycle.compare import promote_anyway
+
+    said = promote_anyway({"version": 4, "new_classes": ["sunflower", "tulip"]}, "registry")
+    assert said == (
+        "the candidate also answers 2 class(es) production cannot (sunflower, tulip); "
+        "to serve it all the same, at the cost above: imgclf registry promote 4"
+    )
+    assert promote_anyway({"version": 4, "new_classes": ["tulip"]}, "/srv/reg").endswith(
+        "promote 4 --registry /srv/reg"
+    )
+    assert promote_anyway({"version": 4, "new_classes": []}, "registry") is None  # nothing new: nothing to weigh
+
+
 def test_new_data_that_is_not_there_is_said_before_the_recorded_data_is_read(project, capsys):
     with pytest.raises(UserError, match=r"new data not found: .*nowhere \(a folder with one sub-folder per class"):
         imgclf.update(project / "runs" / "v1", project / "nowhere", verbose=True)

@@ -205,6 +205,19 @@ def _paragraph(promote: bool, reasons: list[str], notes: list[str], rule: dict) 
     )
 
 
+def promote_anyway(result: dict, registry) -> str | None:
+    """For a refused update that adds classes, the line that says what else it brings and how to
+    serve it all the same: the rule refuses it for old classes now shared with the new ones (roses
+    newly called tulip, bench/update.py), while production cannot answer the new classes at all."""
+    if not (names := result.get("new_classes")):
+        return None
+    flag = "" if Path(registry) == Path("registry") else f" --registry {registry}"
+    return (
+        f"the candidate also answers {len(names)} class(es) production cannot ({', '.join(names)}); "
+        f"to serve it all the same, at the cost above: imgclf registry promote {result['version']}{flag}"
+    )
+
+
 # ---- models and data ------------------------------------------------------------------------------
 
 
