@@ -139,3 +139,19 @@ def test_a_list_file_names_the_images_as_with_ray(tiny_run, site, tmp_path):
     assert (summary["predicted"], summary["errors"]) == (1, 1)
     rows = list(csv.DictReader(open(out, newline="")))
     assert rows[0]["label"] == want[0]["label"] and rows[1]["path"].endswith("gone.png") and rows[1]["error"]
+
+
+def test_an_image_on_standard_input_is_the_path_dash(tiny_run):
+    """`curl URL | imgclf predict RUN -` reads the image's bytes from standard input."""
+    from typer.testing import CliRunner
+
+    from imgclf.cli import app
+
+    disc = sorted((tiny_run.parent / "shapes" / "disc").iterdir())[0]
+    want = imgclf.load(tiny_run).predict(disc)[0]
+    r = CliRunner().invoke(app, ["predict", str(tiny_run), "-", "--format", "csv"], input=disc.read_bytes())
+    assert r.exit_code == 0, r.output
+    row = list(csv.DictReader(r.stdout.splitlines()))
+    assert [(x["path"], x["label"]) for x in row] == [("-", want["label"])]
+    r = CliRunner().invoke(app, ["predict", str(tiny_run), "-", "--out", "x.csv"], input=b"")
+    assert "'-' reads one image from standard input, once, and not into --out" in str(r.exception)

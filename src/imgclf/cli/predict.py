@@ -3,6 +3,7 @@ service: cli/deploy.py)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -21,8 +22,8 @@ def predict(
     run: str = typer.Argument(..., help="Run folder (or its model.safetensors)."),
     paths: Optional[List[str]] = typer.Argument(
         None,
-        help="Image files, folders (searched recursively), archives (.zip), lists (.txt: a path a line; .csv) "
-        "or web addresses (https://.../a.jpg).",
+        help="Image files, folders (searched recursively), archives (.zip), lists (.txt: a path a line; .csv), "
+        "web addresses (https://.../a.jpg), or - for an image on standard input.",
     ),
     format: Format = typer.Option(Format.table, help="table | json | csv"),
     device: str = typer.Option("auto"),
@@ -65,7 +66,11 @@ def predict(
         return
     from imgclf.inference.batch import check_inputs
 
-    check_inputs(paths)  # a mistyped photo: one line before the model loads
+    if "-" in paths:  # `curl URL | imgclf predict RUN -`: one image's bytes on standard input
+        if s.out is not None or paths.count("-") > 1:
+            raise UserError("'-' reads one image from standard input, once, and not into --out: save it to a file")
+        paths = [sys.stdin.buffer.read() if p == "-" else p for p in paths]
+    check_inputs([p for p in paths if isinstance(p, str)])  # a mistyped photo: one line before the model loads
     model = api.load(run, device, tta=s.tta, backend=s.backend or "auto")
     if s.out is not None:
         done = api.predict_folder(model, paths, s.out, top_k=s.top_k)
@@ -73,6 +78,8 @@ def predict(
         render.none_read(done["predicted"] + done["errors"] + done["skipped"], done["errors"])
         return
     results = model.predict(paths, top_k=s.top_k)
+    for r in results:
+        r.setdefault("path", "-")  # the image read from standard input: the table and CSV say so
     render.predictions(results, format, s.top_k)
     render.none_read(results)
 
