@@ -211,11 +211,16 @@ def promote_anyway(result: dict, registry) -> str | None:
     newly called tulip, bench/update.py), while production cannot answer the new classes at all."""
     if not (names := result.get("new_classes")):
         return None
-    flag = "" if Path(registry) == Path("registry") else f" --registry {registry}"
     return (
         f"the candidate also answers {len(names)} class(es) production cannot ({', '.join(names)}); "
-        f"to serve it all the same, at the cost above: imgclf registry promote {result['version']}{flag}"
+        f"to serve it all the same, at the cost above: {promote_command(result['version'], registry)}"
     )
+
+
+def promote_command(version: int, registry) -> str:
+    """The command that points production at `version` (--registry only where it is not the default)."""
+    flag = "" if Path(registry) == Path("registry") else f" --registry {registry}"
+    return f"imgclf registry promote {version}{flag}"
 
 
 # ---- models and data ------------------------------------------------------------------------------

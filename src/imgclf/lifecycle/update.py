@@ -30,7 +30,7 @@ from pathlib import Path
 from imgclf.core.errors import UserError, resumable
 from imgclf.core.files import output_folder, write_json, write_text
 from imgclf.data.paths import resolve
-from imgclf.lifecycle.compare import promote_anyway
+from imgclf.lifecycle.compare import promote_anyway, promote_command
 from imgclf.lifecycle.update_data import by_split, gather_rows, resolve_parent, split_counts
 from imgclf.lifecycle.update_plan import (
     _assign_splits,
@@ -314,12 +314,13 @@ def _judge(
         console.print(
             "  classes that got worse: " + escape(", ".join(f"{c} ({d:+.1%} on the {w})" for c, d, w in worse))
         )
-    flag = "" if Path(registry) == Path("registry") else f" --registry {escape(str(registry))}"
     if not verdict["promote"] and version is not None and (anyway := promote_anyway(result, registry)):
         console.print(f"  {escape(anyway)}")
     if not promote:
         if verdict["promote"] and version is not None:  # PROMOTE above is the rule's verdict, not a deed
-            console.print(f"not promoted (no --promote): imgclf registry promote {result['version']}{flag} does it")
+            console.print(
+                f"not promoted (no --promote): {escape(promote_command(result['version'], registry))} does it"
+            )
         return None
     if version is None:
         console.print("not promoted: a plain run folder has no registry (update a registry version to promote)")
