@@ -267,6 +267,18 @@ def test_a_detector_run_serves_beside_a_classifier(run, boxes_folder, tmp_path_f
         )
     with pytest.raises(UserError, match="is a detector run, not a classifier"):
         imgclf.load(run)
+    # `imgclf serve DETECTOR_RUN`: the fine-tuned detector alone, answering /predict and /scan alike.
+    seen = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(serving.server, "run_server", lambda model, settings, *a, **kw: seen.update(m=model, s=settings))
+        imgclf.serve(run, verbose=False)
+    meta = json.loads((run / "detector.json").read_text())
+    assert seen["s"].detector == str(run) and seen["m"].classes == [f"no {meta['positive']}", meta["positive"]]
+    with serving.BackgroundServer(serving.create_app(seen["m"], seen["s"])) as url:
+        headers = {"Content-Type": "image/jpeg"}
+        scan = httpx.post(f"{url}/scan", content=photo, headers=headers, timeout=60).json()
+        said = httpx.post(f"{url}/predict", content=photo, headers=headers, timeout=60).json()["results"][0]
+        assert scan["detector"] == run.name and (said["label"] == meta["positive"]) == scan["present"]
 
 
 def test_a_detector_trains_in_one_process_only(boxes_folder, tmp_path, monkeypatch):

@@ -138,9 +138,8 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(reg, tmp_path):
     assert 'imgclf_model_swaps_total{result="failed"} 1.0' in metrics
 
 
-def test_serve_needs_a_run_or_a_registry(reg):
-    with pytest.raises(UserError, match="either RUN"):
-        imgclf.api.serve()
+def test_serve_takes_a_run_or_a_registry_not_both(reg):
+    # (neither: the pretrained person detector, tests/serving/test_serve_detector.py)
     with pytest.raises(UserError, match="not both"):
         imgclf.api.serve("runs/x", registry=reg[0])
 

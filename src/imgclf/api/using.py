@@ -287,7 +287,7 @@ def serve(
     log_predictions, log_sample, log_images, log_max_mb, inbox, ...).
 
     `registry` instead of `run`: serve the version `alias` names, and swap in each version it is
-    promoted (or rolled back) to while serving, without dropping a request.
+    promoted (or rolled back) to while serving. Neither, or a detector run: the detector answers /predict too.
 
         imgclf.serve("runs/flowers-1", port=8000, api_key="s3cret")
         imgclf.serve(registry="registry", log_predictions="predlog")   # follows registry/production

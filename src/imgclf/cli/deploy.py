@@ -62,7 +62,9 @@ def export(
 @with_settings(ServeSettings, after="tta")
 def serve(
     run: Optional[str] = typer.Argument(
-        None, help="Run folder (or ensemble bundle); or leave out and give --registry."
+        None,
+        help="Run folder, ensemble bundle or detector run; leave out to serve the pretrained person detector "
+        "(or give --registry).",
     ),
     registry: Optional[str] = typer.Option(
         None,
@@ -78,7 +80,8 @@ def serve(
     settings: dict = None,
 ):
     """Serve RUN over HTTP: POST /predict, POST /feedback, a browser page at /, /health, /model, /metrics,
-    /openapi.json. With --registry, promoted versions are swapped in while serving."""
+    /openapi.json. With --registry, promoted versions are swapped in while serving. With no RUN, the
+    pretrained person detector: /predict says whether a person is present, /scan where."""
     # The limits, logging and access options are imgclf.serving.ServeSettings' declarations (with_settings).
     from imgclf import api
     from imgclf.serving.server import check_port

@@ -128,6 +128,8 @@ class Explainer:
         check_method(method)
         self.model, self.method = model, method
         self.members: list[Explainer] | None = None
+        if reason := getattr(model, "not_explainable", None):  # a detector served as a classifier: it has boxes
+            raise UserError(reason)
         if hasattr(model, "members"):
             # An ensemble answers with the mean of its members' probabilities, so its map is the
             # mean of theirs, each at the member's own input size and target layer.

@@ -14,7 +14,7 @@ def model_info(model, settings: ServeSettings | None = None) -> dict:
     backend = getattr(model, "backend", "torch")  # an ensemble runs its members in PyTorch
     arch = meta.architecture
     info = {
-        "name": path.name if path else "model",
+        "name": path.name if path else getattr(model, "name", "model"),  # the pretrained detector: its name
         "kind": meta.kind or "run",
         "classes": list(model.classes),
         "input": {"size": model.img_size, "resize": model.resize_mode, "channels": "RGB"},

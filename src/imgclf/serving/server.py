@@ -183,22 +183,24 @@ def serve_run(
 
     from imgclf.core.device import on_cpu
     from imgclf.core.errors import from_settings
+    from imgclf.detection.classifier import is_detector_run, presence_model
     from imgclf.inference.load import load_model as load
-    from imgclf.serving.hotswap import holder_for_registry
     from imgclf.store.inbox import default_inbox
 
-    if (run is None) == (registry is None):
-        raise UserError(
-            "give either RUN (a run folder) or --registry DIR (serve and follow its --alias), not "
-            + ("both" if run is not None else "neither")
-        )
+    if run is not None and registry is not None:
+        raise UserError("give either RUN (a run folder) or --registry DIR (serve and follow its --alias), not both")
+    detecting = registry is None and (run is None or is_detector_run(run))
+    if detecting:  # no model of the user's: the detector answers /predict as well as /scan
+        settings["detector"] = _served_detector(run, settings.get("detector"), backend, tta)
     cors = settings.pop("cors", None) or ()
     ref = Path(run).expanduser() if run is not None else None
     # REGISTRY/ALIAS (or REGISTRY/3) serves that version as it is now, not followed: the version is recorded.
     pinned = ref is not None and not ref.exists() and (ref.parent / "versions").is_dir()
     settings["inbox"] = str(
         settings.get("inbox")
-        or default_inbox(registry or (ref.parent if pinned else None), None if registry or pinned else find_run(run))
+        or default_inbox(
+            registry or (ref.parent if pinned else None), None if registry or pinned or detecting else find_run(run)
+        )
     )
     config = from_settings(
         ServeSettings, {**settings, "cors": (cors,) if isinstance(cors, str) else tuple(cors)}, "serve setting"
@@ -206,29 +208,63 @@ def serve_run(
     config.check_folders()  # before the model loads: a mistake is told at once
     check_bindable(host, port)
     limit_threads(config, cpu=on_cpu(device))  # before the model loads
-    if registry is not None:
-        served = holder_for_registry(registry, alias, lambda path: load(path, device, tta=tta, backend=backend))
-        model, following = served.model, f", version {served.version} ({alias} of {registry}, swapped on promote)"
-    else:
-        served = model = load(run, device, tta=tta, backend=backend)
+    if detecting:
+        served = model = presence_model(config.detector, device, config.detector_backend)
         following = ""
-        if pinned:
-            from imgclf.serving.holder import ModelHolder
-            from imgclf.store.registry import version_number
-
-            served = ModelHolder(model, version=version_number(ref.parent, ref.name))
-            following = f", version {served.version} of {ref.parent}"
+    else:
+        served, model, following = _loaded(run, registry, alias, pinned, lambda path: load(path, device, tta, backend))
     mode = (
         f"micro-batches of up to {config.max_batch} (max wait {config.max_wait_ms:g} ms)"
         if config.batching
         else "one forward pass per request (no batching)"
     )
+    what = (
+        f"the detector {model.name} (is '{model.classes[1]}' present: POST /predict, where: POST /scan"
+        if detecting
+        else f"{model.path.name + following} ({len(model.classes)} classes"
+    )
     console.print(
-        f"serving {escape(model.path.name + following)} ({len(model.classes)} classes, {getattr(model, 'backend', 'torch')} on {model.device_name}, "
+        f"serving {escape(what)}, {getattr(model, 'backend', 'torch')} on {model.device_name}, "
         f"{mode}) at http://{host}:{port}/  API key {'required' if config.api_key else 'not set'}"
     )
+    if detecting and run is None:
+        console.print("no run folder given: the pretrained person detector answers; your own model: imgclf serve RUN")
     console.print(
         f"feedback (POST /feedback) goes to the inbox {escape(os.path.abspath(config.inbox))}"
         + (f"; predictions are logged to {escape(str(config.log_predictions))}" if config.log_predictions else "")
     )
     run_server(served, config, host, port, log_level=log_level)
+
+
+def _loaded(run, registry, alias: str, pinned: bool, load) -> tuple:
+    """(what serves: the model or a holder that follows the registry, the model, what the start-up line adds)."""
+    if registry is not None:
+        from imgclf.serving.hotswap import holder_for_registry
+
+        served = holder_for_registry(registry, alias, load)
+        return served, served.model, f", version {served.version} ({alias} of {registry}, swapped on promote)"
+    model = load(run)
+    if not pinned:
+        return model, model, ""
+    from imgclf.serving.holder import ModelHolder
+    from imgclf.store.registry import version_number
+
+    ref = Path(run).expanduser()  # REGISTRY/ALIAS: that version, as it is now
+    served = ModelHolder(model, version=version_number(ref.parent, ref.name))
+    return served, model, f", version {served.version} of {ref.parent}"
+
+
+def _served_detector(run, detector: str | None, backend: str, tta) -> str:
+    """The detector a service with no classifier run serves: RUN when it is a detector run, else
+    --detector (default the pretrained person detector). The run's own options are refused in one line."""
+    if backend != "auto" or tta is not None:
+        flag = "--backend" if backend != "auto" else "--tta"
+        raise UserError(
+            f"{flag} is an option of a classifier run; the detector's engine is --detector-backend, and it "
+            "already looks at each photo's mirror image"
+        )
+    if run is None:
+        return detector or "person"
+    if detector not in (None, "person") and Path(detector).expanduser().resolve() != Path(run).expanduser().resolve():
+        raise UserError(f"{run} is a detector run and --detector names another ({detector}): give one of them")
+    return str(run)

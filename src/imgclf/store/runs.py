@@ -154,7 +154,7 @@ def find_run(path: str | Path) -> Path:
     if (p / "detector.json").is_file():  # imgclf train on box annotations (imgclf.detection)
         raise UserError(
             f"{path} is a detector run, not a classifier: scan with it (imgclf scan {path} PHOTOS), export it "
-            f"(imgclf export {path}), or serve it beside a classifier (imgclf serve RUN --detector {path})"
+            f"(imgclf export {path}), or serve it (imgclf serve {path}; beside a classifier: imgclf serve RUN --detector {path})"
         )
     if not (p / "model.json").is_file() or not weights:
         if holder := _holder(p):  # not interrupted: a resume now would make two processes train it

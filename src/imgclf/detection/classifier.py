@@ -1,0 +1,91 @@
+"""The detector as a two-class classifier: "is a person in this photo?" from the pretrained person
+detector (or a detector run fine-tuned on your boxes), with no training.
+
+    model = presence_model("person")          # classes ['no person', 'person']
+    model.predict(["door.jpg"])               # [{'label': 'person', 'confidence': 0.97, ...}]
+
+What `imgclf serve` with no run folder serves (and `imgclf serve DETECTOR_RUN`): POST /predict answers
+present or absent from the same detector, the same presence rule (the best box's score against the
+detector's recorded threshold, the mirror image averaged in, a flat frame absent) and so the same
+answer as `imgclf scan` and POST /scan, which draw where. A user asking only whether someone is
+there should not have to train a classifier first to get a service.
+
+`confidence` is the best box's score moved onto even odds at the threshold (logit(score) minus
+logit(threshold), through a sigmoid): a photo scoring exactly the threshold is 0.5, and the answer is
+the class over 0.5. It orders photos as the score does; it is not a calibrated probability.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from imgclf.core.version import __version__
+from imgclf.inference.predictor import Predictor
+from imgclf.models import PERSON_DETECTOR
+from imgclf.store.run_meta import Architecture, Decision, InputSpec, RunMeta
+
+SCORE_EPS = 1e-4  # scores are clipped this far from 0 and 1 before their log-odds
+RULE = "the detector's presence threshold (its best box's score), moved to even odds"
+
+
+class DetectorClassifier(Predictor):
+    """A loaded Detector behind the classifier interface (inference.predictor): classes
+    [no POSITIVE, POSITIVE], one answer per photo, the detector's presence rule."""
+
+    not_explainable = "the detector answers where with boxes, not a heat map: POST /scan (the page's Find button)"
+
+    def __init__(self, detector, path: Path | None = None):
+        from imgclf.models.person import SIZE
+
+        self.detector, self.name = detector, detector.name
+        self.device = detector.device
+        positive = detector.positive
+        meta = RunMeta(
+            kind="detector",
+            imgclf_version=__version__,
+            classes=[f"no {positive}", positive],
+            architecture=Architecture(name=PERSON_DETECTOR, kwargs={"detector": detector.name}),
+            input=InputSpec(size=SIZE, resize="squash", channels="RGB", dtype="uint8"),
+            preprocessing=(
+                f"decode to RGB (EXIF-rotated, alpha on white), resize 'squash' to {SIZE}x{SIZE}; the detector's "
+                f"best '{positive}' box (the mirror image averaged in) against its threshold {detector.threshold:g}"
+            ),
+            pretrained={"detector": detector.name, **detector.source},
+            decision=Decision(positive_class=positive, threshold=0.5, rule=RULE),
+        )
+        super().__init__(meta, path)
+
+    @property
+    def backend(self) -> str:
+        return getattr(self.detector, "backend", "torch")  # a torchvision detector (hub.py) runs in PyTorch
+
+    def predict_logits(self, images: np.ndarray) -> np.ndarray:
+        """(N, 2) logits of uint8 RGB photos (N, 300, 300, 3): 0 for absent, and for present the
+        best box's log-odds less the threshold's (the photo's answer from Detector.detect_batch)."""
+        from PIL import Image
+
+        answers = self.detector.detect_batch([Image.fromarray(np.ascontiguousarray(x)) for x in images])
+        shift = _logit(self.detector.threshold)
+        present = [_logit(a["score"]) - shift for a in answers]
+        return np.stack([np.zeros(len(present)), np.array(present, dtype=np.float64)], 1)
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), SCORE_EPS), 1 - SCORE_EPS)
+    return math.log(p) - math.log1p(-p)
+
+
+def presence_model(detector: str | Path = "person", device: str = "auto", backend: str = "auto") -> DetectorClassifier:
+    """The pretrained person detector ('person') or a detector run folder as a two-class classifier."""
+    from imgclf.detection.detector import load_detector
+
+    loaded = load_detector(detector, device, backend)
+    run = Path(detector).expanduser()
+    return DetectorClassifier(loaded, run if (run / "detector.json").is_file() else None)
+
+
+def is_detector_run(path) -> bool:
+    return path is not None and (Path(path).expanduser() / "detector.json").is_file()
