@@ -199,7 +199,8 @@ def serve_run(
     settings["inbox"] = str(
         settings.get("inbox")
         or default_inbox(
-            registry or (ref.parent if pinned else None), None if registry or pinned or detecting else find_run(run)
+            registry or (ref.parent if pinned else None),
+            None if registry or pinned else run if detecting else find_run(run),  # PROJECT/runs/x: PROJECT/inbox
         )
     )
     config = from_settings(
