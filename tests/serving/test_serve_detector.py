@@ -74,7 +74,7 @@ def test_no_run_serves_the_person_detector_for_present_and_where(served, photos)
     assert "serving the detector ssdlite-person" in printed
     info = httpx.get(f"{url}/model", headers={"Authorization": f"Bearer {PAGE_KEY}"}).json()
     assert info["kind"] == "detector" and info["classes"] == ["no person", "person"]
-    assert info["scan"] is True and info["scan_with"] == "detector person"
+    assert info["scan"] is True and info["scan_with"] == "detector person" and info["explain"] is False
     scans = {name: imgclf.scan([Image.open(io.BytesIO(b))], verbose=False)[0] for name, b in photos.items()}
     for name, data in photos.items():
         r = post(url, "/predict", data)
@@ -126,6 +126,7 @@ def test_feedback_and_the_page_work_on_the_detector(served, photos):
             page.click(".card .tools .find")
             page.wait_for_selector(".card .view svg rect")
             assert page.inner_text(".card .tools .note") == "person: 1 found (boxes drawn)."
+            assert page.query_selector(".card .tools .look") is None  # no heat map to show: the boxes are "where"
         finally:
             browser.close()
 

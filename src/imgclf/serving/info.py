@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from imgclf.core.files import read_json
 from imgclf.evaluation.operating_point import OperatingPoint
+from imgclf.models import HEAD_ONLY  # a descriptor with a head, or the detector served as a classifier: no map
 from imgclf.settings.serve import ServeSettings
 
 
@@ -24,6 +25,7 @@ def model_info(model, settings: ServeSettings | None = None) -> dict:
         "tta": model.tta,
         "calibration": {"method": "temperature", "temperature": model.temperature},
         "decision": OperatingPoint.of(meta).description(),
+        "explain": meta.architecture_name not in HEAD_ONLY,  # POST /explain can map it (the page's button)
         "metrics": _metrics_summary(path),
         "imgclf_version": meta.imgclf_version,
     }
