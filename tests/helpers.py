@@ -7,6 +7,7 @@ tests/ because pyproject.toml puts tests/ on the path: `from helpers import cli,
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import hashlib
@@ -418,15 +419,30 @@ def render(html: Path, screenshot: Path) -> tuple[dict, list[str]]:
     return facts, outside
 
 
-def open_page(browser, url: str, width: int = 1100, height: int = 800):
-    """The service's page with the API key entered, as a user does at the prompt."""
+@contextlib.contextmanager
+def chromium():
+    """Headless Chromium through Playwright, or the test skipped saying what to install."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (Debian package 'chromium'; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_page(browser, url: str, width: int = 1100, height: int = 800, loaded: str = "3 classes"):
+    """The service's page with the API key entered, as a user does at the prompt; `loaded`: what the
+    model line says once /model has answered."""
     # The page's Content-Security-Policy forbids eval, which Playwright's wait_for_function needs.
     page = browser.new_page(viewport={"width": width, "height": height}, bypass_csp=True)
     page.goto(url)
     page.wait_for_selector("#key-input", state="visible")
     page.fill("#key-input", PAGE_KEY)
     page.press("#key-input", "Enter")
-    page.wait_for_function("document.querySelector('#model-classes').textContent.includes('3 classes')")
+    page.wait_for_function(f"document.querySelector('#model-classes').textContent.includes('{loaded}')")
     return page
 
 

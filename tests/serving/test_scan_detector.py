@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import matplotlib.cbook
 import pytest
-from helpers import CHROMIUM, CHROMIUM_ARGS, open_page, trained_run
 from helpers import PAGE_KEY as KEY
+from helpers import chromium, open_page, trained_run
 from PIL import Image
 
 import imgclf
@@ -63,27 +63,20 @@ def test_scan_answers_with_the_pretrained_detector(url):
 
 @pytest.mark.browser
 def test_page_find_people_draws_the_box(url):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not installed (Debian package 'chromium'; .ci/run installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = open_page(browser, url)
-            page.set_input_files("#file", [str(PORTRAIT)])
-            page.wait_for_selector(".card .tools .find")
-            assert page.inner_text(".card .tools .find") == "Find people"
-            page.click(".card .tools .find")
-            page.wait_for_selector(".card .view svg rect")
-            assert page.inner_text(".card .tools .note") == "person: 1 found (boxes drawn)."
-            img = page.eval_on_selector(
-                ".card img", "e => { const r = e.getBoundingClientRect(); return [r.width, r.height]; }"
-            )
-            box = page.eval_on_selector(
-                ".card .view rect", "e => { const r = e.getBoundingClientRect(); return [r.width, r.height]; }"
-            )
-            # The box spans most of the shown portrait (512 x 600 px, shown with object-fit: contain).
-            scale = min(img[0] / 512, img[1] / 600)
-            assert box[0] > 0.8 * 512 * scale and box[1] > 0.8 * 600 * scale
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = open_page(browser, url)
+        page.set_input_files("#file", [str(PORTRAIT)])
+        page.wait_for_selector(".card .tools .find")
+        assert page.inner_text(".card .tools .find") == "Find people"
+        page.click(".card .tools .find")
+        page.wait_for_selector(".card .view svg rect")
+        assert page.inner_text(".card .tools .note") == "person: 1 found (boxes drawn)."
+        img = page.eval_on_selector(
+            ".card img", "e => { const r = e.getBoundingClientRect(); return [r.width, r.height]; }"
+        )
+        box = page.eval_on_selector(
+            ".card .view rect", "e => { const r = e.getBoundingClientRect(); return [r.width, r.height]; }"
+        )
+        # The box spans most of the shown portrait (512 x 600 px, shown with object-fit: contain).
+        scale = min(img[0] / 512, img[1] / 600)
+        assert box[0] > 0.8 * 512 * scale and box[1] > 0.8 * 600 * scale

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import matplotlib.cbook
 import pytest
-from helpers import CHROMIUM, CHROMIUM_ARGS, PAGE_KEY
+from helpers import PAGE_KEY, chromium, open_page
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
@@ -109,26 +109,15 @@ def test_feedback_and_the_page_work_on_the_detector(served, photos):
         timeout=30,
     )
     assert r.status_code == 200, r.text
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not installed (Debian package 'chromium'; .ci/run installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 800}, bypass_csp=True)
-            page.goto(url)
-            page.fill("#key-input", PAGE_KEY)
-            page.press("#key-input", "Enter")
-            page.wait_for_function("document.querySelector('#model-classes').textContent.includes('no person')")
-            page.set_input_files("#file", [str(PORTRAIT)])
-            page.wait_for_selector(".card .answer")
-            assert page.inner_text(".card .answer").startswith("person ")
-            page.click(".card .tools .find")
-            page.wait_for_selector(".card .view svg rect")
-            assert page.inner_text(".card .tools .note") == "person: 1 found (boxes drawn)."
-            assert page.query_selector(".card .tools .look") is None  # no heat map to show: the boxes are "where"
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = open_page(browser, url, loaded="no person")
+        page.set_input_files("#file", [str(PORTRAIT)])
+        page.wait_for_selector(".card .answer")
+        assert page.inner_text(".card .answer").startswith("person ")
+        page.click(".card .tools .find")
+        page.wait_for_selector(".card .view svg rect")
+        assert page.inner_text(".card .tools .note") == "person: 1 found (boxes drawn)."
+        assert page.query_selector(".card .tools .look") is None  # no heat map to show: the boxes are "where"
 
 
 def test_the_options_of_a_classifier_run_are_one_line(tmp_path, monkeypatch, capsys):
