@@ -83,9 +83,9 @@ def presence_model(detector: str | Path = "person", device: str = "auto", backen
     from imgclf.detection.detector import load_detector
 
     loaded = load_detector(detector, device, backend)
-    run = Path(detector).expanduser()
-    return DetectorClassifier(loaded, run if (run / "detector.json").is_file() else None)
+    return DetectorClassifier(loaded, Path(detector).expanduser() if is_detector_run(detector) else None)
 
 
 def is_detector_run(path) -> bool:
+    """Whether `path` is a folder `imgclf train BOXES/` made (a detector run, not a classifier's)."""
     return path is not None and (Path(path).expanduser() / "detector.json").is_file()
