@@ -60,7 +60,7 @@ def served(tmp_path_factory):
     finally:
         mp.undo()
     with serving.BackgroundServer(serving.create_app(seen["m"], seen["s"])) as url:
-        yield url, printed.getvalue()
+        yield url, printed.getvalue(), seen["m"]
 
 
 def post(url: str, route: str, data: bytes, query: str = "") -> httpx.Response:
@@ -69,11 +69,12 @@ def post(url: str, route: str, data: bytes, query: str = "") -> httpx.Response:
 
 
 def test_no_run_serves_the_person_detector_for_present_and_where(served, photos):
-    url, printed = served
+    url, printed, model = served
     assert "no run folder given: the pretrained person detector answers" in printed
     assert "serving the detector ssdlite-person" in printed
     info = httpx.get(f"{url}/model", headers={"Authorization": f"Bearer {PAGE_KEY}"}).json()
     assert info["kind"] == "detector" and info["classes"] == ["no person", "person"]
+    assert model.detector is serving.scan_routes.loaded_detector("person", "auto")  # one detector for both routes
     assert info["scan"] is True and info["scan_with"] == "detector person" and info["explain"] is False
     scans = {name: imgclf.scan([Image.open(io.BytesIO(b))], verbose=False)[0] for name, b in photos.items()}
     for name, data in photos.items():
@@ -99,7 +100,7 @@ def test_no_run_serves_the_person_detector_for_present_and_where(served, photos)
 
 
 def test_feedback_and_the_page_work_on_the_detector(served, photos):
-    url, _ = served
+    url, _, _ = served
     headers = {"Authorization": f"Bearer {PAGE_KEY}"}
     r = httpx.post(
         f"{url}/feedback",

@@ -78,11 +78,14 @@ def _logit(p: float) -> float:
     return math.log(p) - math.log1p(-p)
 
 
-def presence_model(detector: str | Path = "person", device: str = "auto", backend: str = "auto") -> DetectorClassifier:
-    """The pretrained person detector ('person') or a detector run folder as a two-class classifier."""
+def presence_model(
+    detector: str | Path = "person", device: str = "auto", backend: str = "auto", loaded=None
+) -> DetectorClassifier:
+    """The pretrained person detector ('person') or a detector run folder as a two-class classifier;
+    `loaded`: that detector already loaded (the service's /scan holds one)."""
     from imgclf.detection.detector import load_detector
 
-    loaded = load_detector(detector, device, backend)
+    loaded = loaded or load_detector(detector, device, backend)
     return DetectorClassifier(loaded, Path(detector).expanduser() if is_detector_run(detector) else None)
 
 

@@ -78,7 +78,7 @@ def register(app, holder, settings, guarded) -> None:
     scanners = functools.lru_cache(maxsize=SCANNERS)(_scanner)
     app.state.scanners = scanners  # its cache_info() shows the cache's size (tests, debugging)
     if settings.detector_backend != "auto":  # named outright: a missing int8 model stops the start-up, in one line
-        _loaded_detector(settings.detector, settings.detector_backend)
+        loaded_detector(settings.detector, settings.detector_backend)
     detector = _detector_info(settings)
 
     def advertise(h) -> None:
@@ -171,7 +171,8 @@ def _detector_installed(name: str) -> bool:
 
 
 @functools.lru_cache(maxsize=2)
-def _loaded_detector(name: str, backend: str = "auto"):
+def loaded_detector(name: str, backend: str = "auto"):
+    """/scan's detector, loaded once (serve_run wraps the same one for /predict when no run is served)."""
     from imgclf.detection import load_detector
 
     return load_detector(name, "auto", backend)
@@ -202,7 +203,7 @@ def _planned_detector(name: str, data: bytes, options: dict, settings):
     width, height = header_size(data, settings.max_pixels)
     check_shape(width, height, settings)
     try:
-        detector = _loaded_detector(name, settings.detector_backend)
+        detector = loaded_detector(name, settings.detector_backend)
     except UserError as e:  # its weights are not installed here
         raise Rejected(503, str(e), "unavailable") from e
     try:

@@ -209,8 +209,11 @@ def serve_run(
     config.check_folders()  # before the model loads: a mistake is told at once
     check_bindable(host, port)
     limit_threads(config, cpu=on_cpu(device))  # before the model loads
-    if detecting:
-        served = model = presence_model(config.detector, device, config.detector_backend)
+    if detecting:  # /scan's detector, shared: one network in memory, where it runs on /scan's device
+        from imgclf.serving.scan_routes import loaded_detector
+
+        shared = loaded_detector(config.detector, config.detector_backend) if device == "auto" else None
+        served = model = presence_model(config.detector, device, config.detector_backend, loaded=shared)
         following = ""
     else:
         served, model, following = _loaded(run, registry, alias, pinned, lambda path: load(path, device, tta, backend))
