@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from rich.markup import escape  # class names and paths are the user's text, not markup
 
 from imgclf.core.console import console_for
+from imgclf.core.errors import UserError
 from imgclf.settings.config import TrainConfig
 
 
@@ -177,7 +179,6 @@ def _install_onnx(model, graph: bytes, images: np.ndarray, spec, console) -> Non
     64 validation images, else test or training ones): predict and serve then run in ONNX Runtime on
     a CPU without an export of their own (8 s), at twice PyTorch's images/s (backend auto). A failure
     costs only that speed."""
-    from rich.markup import escape  # the run's path and the error's text are not markup
 
     from imgclf.inference.onnx_export import CHECK_IMAGES, install_onnx
 
@@ -195,7 +196,6 @@ def _install_onnx(model, graph: bytes, images: np.ndarray, spec, console) -> Non
 
 def _report_after_training(model, console) -> None:
     """The report is a view of the finished run: a failure to draw it must not cost the run."""
-    from rich.markup import escape  # the run folder and the error's text (a path) are not markup
 
     try:
         report(model, verbose=False)
@@ -207,11 +207,54 @@ def _report_after_training(model, console) -> None:
         )
 
 
-def evaluate(run, data: str | Path | None = None, verbose: bool = True, *, data_root: str | Path | None = None) -> dict:
+def evaluate(
+    run,
+    data: str | Path | None = None,
+    verbose: bool = True,
+    *,
+    data_root: str | Path | None = None,
+    out: str | Path | None = None,
+) -> dict:
     """See imgclf.evaluate."""
-    from imgclf.evaluation.scoring import evaluate_model
+    from imgclf.core.files import output_folder
+    from imgclf.evaluation.metrics import per_class_lines
+    from imgclf.evaluation.scoring import scored_evaluation
 
-    return evaluate_model(loaded(run), data, verbose, data_root=data_root)
+    if out is not None and data is None:
+        raise UserError("--out is for an evaluation on other data (imgclf evaluate RUN DATA --out DIR)")
+    model = loaded(run)
+    folder = output_folder(out, "--out") if out is not None else None  # a mistake said before any work
+    console = console_for(verbose)
+    metrics, paths, labels, probs = scored_evaluation(model, data, verbose, data_root=data_root)
+    for line in per_class_lines(metrics):
+        console.print(escape(line))
+    if data is None:
+        console.print(f"metrics: {escape(str(Path(model.path) / 'metrics.json'))}")
+        return metrics
+    report = _write_evaluation(model, metrics, paths, labels, probs, data, folder, console)
+    return {**metrics, **({"report": str(report)} if report else {})}
+
+
+def _write_evaluation(model, metrics, paths, labels, probs, data, folder, console) -> Path | None:
+    """The evaluation folder (reporting.report.write_evaluation): --out, else RUN/evaluations/<data's
+    name>, replaced by the next evaluation on the same data. A run folder that cannot take it (a
+    read-only registry) costs the folder, said, not the evaluation."""
+    from imgclf.core.files import output_folder
+    from imgclf.evaluation.scoring import seen_warning
+    from imgclf.reporting.report import write_evaluation
+
+    if folder is None:
+        name = Path(str(data)).resolve().name.removesuffix(".zip").removesuffix(".csv") or "data"
+        try:
+            folder = output_folder(Path(model.path) / "evaluations" / name, "the run folder")
+        except UserError as e:
+            console.print(f"[yellow]warning[/]: no evaluation report written: {escape(str(e))}; give --out DIR")
+            return None
+    held = "scores on them are not held out"
+    note = seen_warning(metrics.get("own_images", {}), len(paths), held, near=metrics.get("near_copies"))
+    report = write_evaluation(model, metrics, paths, labels, probs, data, folder, note)
+    console.print(f"report: {escape(str(report))}  (every image's answer: {escape(str(folder / 'predictions.csv'))})")
+    return report
 
 
 def report(run, verbose: bool = True, *, data_root: str | Path | None = None) -> Path:

@@ -4,12 +4,13 @@ named a little differently from the model's classes, or hold one class only."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import TINY
+from helpers import TINY, cli, make_shapes_dataset
 from PIL import Image, ImageOps
 
 import imgclf
@@ -31,26 +32,30 @@ def test_evaluate_on_a_folder_named_differently_or_of_one_class(tiny_run, tmp_pa
     shapes = tiny_run.parent / "shapes"
     for cls, renamed in (("disc", "Disc"), ("square", "SQUARE")):
         shutil.copytree(shapes / cls, tmp_path / "other" / renamed)
-    both = imgclf.evaluate(tiny_run, tmp_path / "other", verbose=True)
+    both = imgclf.evaluate(tiny_run, tmp_path / "other", verbose=True, out=tmp_path / "ev1")
     out = capsys.readouterr().out
     assert "classes matched by name: Disc -> disc, SQUARE -> square" in out
     n = sum(1 for cls in ("disc", "square") for _ in (shapes / cls).iterdir())
     assert both["n"] == n and both["confusion_matrix"][2] == [0, 0, 0]  # no stripes among them
     shutil.rmtree(tmp_path / "other" / "SQUARE")
-    one = imgclf.evaluate(tiny_run, tmp_path / "other", verbose=False)  # a folder of new discs: a fair test
+    one = imgclf.evaluate(
+        tiny_run, tmp_path / "other", verbose=False, out=tmp_path / "ev2"
+    )  # a folder of new discs: a fair test
     assert one["n"] == n // 2 and 0.0 <= one["accuracy"] <= 1.0
     (tmp_path / "other" / "triangle").mkdir()
     for i in range(2):
         shutil.copy(next((shapes / "disc").iterdir()), tmp_path / "other" / "triangle" / f"t{i}.png")
     capsys.readouterr()
     # A class the model never learned: it could only count as mistakes, so it is left out, and said.
-    left = imgclf.evaluate(tiny_run, tmp_path / "other", verbose=True)
+    left = imgclf.evaluate(tiny_run, tmp_path / "other", verbose=True, out=tmp_path / "ev3")
     said = " ".join(capsys.readouterr().out.split())
     assert left["n"] == one["n"] and left["accuracy"] == one["accuracy"]
     assert f"left out 2 images of classes the model does not know: triangle (2); scored on the {n // 2} images" in said
     shutil.rmtree(tmp_path / "other" / "Disc")
     with pytest.raises(UserError, match=r"does not know: triangle \(the model's classes: disc, square, stripes\)"):
-        imgclf.evaluate(tiny_run, tmp_path / "other", verbose=False)  # nothing of its own to score
+        imgclf.evaluate(
+            tiny_run, tmp_path / "other", verbose=False, out=tmp_path / "ev4"
+        )  # nothing of its own to score
 
 
 @pytest.mark.slow
@@ -61,7 +66,7 @@ def test_a_folder_holding_the_runs_own_images_is_said_not_held_out(tiny_run, tmp
     shapes = tiny_run.parent / "shapes"
     rows = list(csv.DictReader(open(tiny_run / "splits.csv", newline="")))
     by_split = {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")}
-    whole = imgclf.evaluate(tiny_run, shapes, verbose=True)
+    whole = imgclf.evaluate(tiny_run, shapes, verbose=True, out=tmp_path / "ev5")
     said = " ".join(capsys.readouterr().out.split())
     assert whole["own_images"] == by_split
     n = by_split["train"] + by_split["val"]
@@ -72,9 +77,11 @@ def test_a_folder_holding_the_runs_own_images_is_said_not_held_out(tiny_run, tmp
             dest = tmp_path / r["split"] / r["label"] / Path(r["path"]).name
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(shapes / r["path"], dest)
-    held_out = imgclf.evaluate(tiny_run, tmp_path / "test", verbose=True)
+    held_out = imgclf.evaluate(tiny_run, tmp_path / "test", verbose=True, out=tmp_path / "ev6")
     assert held_out["own_images"] == {"test": by_split["test"]} and "warning" not in capsys.readouterr().out
-    assert imgclf.evaluate(tiny_run, tmp_path / "train", verbose=False)["own_images"] == {"train": by_split["train"]}
+    assert imgclf.evaluate(tiny_run, tmp_path / "train", verbose=False, out=tmp_path / "ev7")["own_images"] == {
+        "train": by_split["train"]
+    }
 
     b = Path(shutil.copytree(tiny_run, tmp_path / "b"))
     text = (b / "splits.csv").read_text().replace(",test\n", ",train\n")  # B trained on A's test photos
@@ -117,8 +124,58 @@ def test_resized_reencoded_and_mirrored_copies_of_training_photos_are_said(tmp_p
     out = imgclf.evaluate(run, other, verbose=True)
     said = " ".join(capsys.readouterr().out.split())
     assert out["near_copies"] == {"train": 3} and "own_images" not in out
+    page = " ".join(Path(out["report"]).read_text().split())  # the report says it as the first thing
+    assert '<p class="low">Warning: 3 of these 9 images are the run&#x27;s own' in page
     assert "3 of these 9 images are the run's own (3 training images; 3 of them resized, re-encoded, cropped" in said
     for name in ("smaller.jpg", "mirrored.png", "trimmed.webp"):
         next(other.rglob(name)).unlink()
     fresh = imgclf.evaluate(run, other, verbose=True)
     assert "near_copies" not in fresh and "warning" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_an_evaluation_on_other_photos_is_a_report_to_hand_around(tiny_run, tmp_path):
+    """`imgclf evaluate RUN new_photos/` printed two numbers and a JSON dump: which class failed, on
+    which photos, and a page to show others were nowhere. Now: a per-class table, and a folder with
+    the report's evaluation sections, metrics.json and every image's answer."""
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    other = make_shapes_dataset(tmp_path / "new_shapes", per_class=8, size=16, seed=7)  # not the run's own
+    p = cli("evaluate", run, other)
+    folder = run / "evaluations" / "new_shapes"
+    lines = p.stdout.splitlines()
+    assert lines[-1] == f"report: {folder / 'report.html'}  (every image's answer: {folder / 'predictions.csv'})"
+    m = json.loads((folder / "metrics.json").read_text())
+    table = lines[lines.index("  per class:") + 2 : -1]
+    assert [ln.split()[0] for ln in table] == m["classes"]
+    for ln in table:  # the printed numbers are the metrics'
+        c, recall, precision, f1, n = ln.split()
+        r = m["per_class"][c]
+        assert (float(recall), float(precision), float(f1), int(n)) == pytest.approx(
+            (r["recall"], r["precision"], r["f1-score"], r["support"]), abs=5e-4
+        )
+    rows = list(csv.DictReader(open(folder / "predictions.csv", newline="", encoding="utf-8")))
+    assert len(rows) == m["n"] == 24 and {r["label"] for r in rows} == set(m["classes"])
+    assert sum(int(r["correct"]) for r in rows) == round(m["accuracy"] * m["n"])
+    answers = imgclf.load(run).predict([r["path"] for r in rows])  # the answers `predict` gives
+    assert [r["answer"] for r in rows] == [a["label"] for a in answers]
+    page = (folder / "report.html").read_text()
+    for sid in ("metrics", "confusion", "roc-pr", "reliability", "thresholds", "predictions", "mistakes"):
+        assert f'<section id="{sid}"' in page
+    assert "run</h1>" not in page and "run on new_shapes</h1>" in page and page.count("<img") >= m["n"]
+    cli("evaluate", run, other)  # again: the same folder, replaced
+    assert [d.name for d in (run / "evaluations").iterdir()] == ["new_shapes"]
+    # --out elsewhere; mistakes in one line
+    cli("evaluate", run, other, "--out", tmp_path / "elsewhere")
+    assert (tmp_path / "elsewhere" / "report.html").is_file()
+    for args, said in (
+        (["--out", folder / "metrics.json"], f"error: --out {folder / 'metrics.json'} is a file; give a folder"),
+        ([], "error: --out is for an evaluation on other data (imgclf evaluate RUN DATA --out DIR)"),
+    ):
+        p = cli("evaluate", run, *([other] if args else []), *(args or ["--out", tmp_path / "x"]), check=False)
+        assert p.returncode == 2 and p.stderr.startswith(said) and p.stderr.count("\n") == 1, p.stderr
+    # A run folder that cannot take the report costs the report, said, not the evaluation.
+    shutil.rmtree(run / "evaluations")
+    (run / "evaluations").write_text("not a folder")
+    p = cli("evaluate", run, other)
+    assert "warning: no evaluation report written: the run folder" in " ".join(p.stdout.split())
+    assert "  per class:" in p.stdout and "report:" not in p.stdout

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
 import numpy as np
 import pytest
-from helpers import SMALL_CNN, cli
+from helpers import SMALL_CNN, cli, make_shapes_dataset
 
 import imgclf
 from imgclf.core.errors import UserError
@@ -53,6 +54,12 @@ def test_bundle_averages_members_and_stands_alone(shapes, tmp_path):
     assert metrics["accuracy"] >= 0.7
     assert metrics["rejection"]["threshold"] == meta["rejection"]["threshold"]
     assert imgclf.evaluate(bundle, verbose=False)["accuracy"] == pytest.approx(metrics["accuracy"])
+    # On other photos: a report, and each image's answer as the bundle's predict gives it ("unknown" too)
+    other = make_shapes_dataset(tmp_path / "new", per_class=4, size=32, seed=5)
+    ev = imgclf.evaluate(bundle, other, verbose=False)
+    rows = list(csv.DictReader(open(bundle / "evaluations" / "new" / "predictions.csv", newline="")))
+    assert [r["answer"] for r in rows] == [a["label"] for a in ens.predict([r["path"] for r in rows])]
+    assert ev["report"] == str(bundle / "evaluations" / "new" / "report.html") and len(rows) == ev["n"] == 12
     out = ens.predict(shapes / "square" / "square_003.png", top_k=2)[0]
     assert out["label"] in [*meta["classes"], "unknown"] and len(out["top_k"]) == 2
     assert (out["label"] == "unknown") == (out["confidence"] < meta["rejection"]["threshold"])

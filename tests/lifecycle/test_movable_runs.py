@@ -112,12 +112,14 @@ def test_evaluate_and_report_with_data(at, monkeypatch, capsys):
     refused(cli(["evaluate", at["run"]], monkeypatch, capsys), at)
     code, out, err = cli(["evaluate", at["run"], "--data", at["data"]], monkeypatch, capsys)
     assert code == 0, err
-    m = json.loads(out[out.index("{\n") :])  # after the printed summary
+    assert out.strip().splitlines()[-1] == f"metrics: {at['run'] / 'metrics.json'}"
+    m = json.loads((at["run"] / "metrics.json").read_text())
     assert m["n"] == sum(r["split"] == "test" for r in read_splits(at["run"])) and 0 <= m["accuracy"] <= 1
     assert imgclf.evaluate(at["run"], data_root=at["data"], verbose=False)["n"] == m["n"]
     # --data-root, compare's name for it (where --data is new data), is the same option everywhere
+    (at["run"] / "metrics.json").unlink()
     code, out, err = cli(["evaluate", at["run"], "--data-root", at["data"]], monkeypatch, capsys)
-    assert code == 0 and json.loads(out[out.index("{\n") :])["n"] == m["n"], err
+    assert code == 0 and json.loads((at["run"] / "metrics.json").read_text())["n"] == m["n"], err
     code, out, err = cli(["evaluate", at["run"], at["data"], "--data", at["data"]], monkeypatch, capsys)
     assert code == 2 and "not both" in err
     code, out, err = cli(["evaluate", at["run"], "--data", at["cwd"] / "nowhere"], monkeypatch, capsys)

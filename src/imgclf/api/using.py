@@ -35,27 +35,25 @@ def load(run: str | Path, device: str = "auto", tta: str | None = None, backend:
 
 
 def evaluate(
-    run: RunLike, data: str | Path | None = None, verbose: bool = True, *, data_root: str | Path | None = None
+    run: RunLike,
+    data: str | Path | None = None,
+    verbose: bool = True,
+    *,
+    data_root: str | Path | None = None,
+    out: str | Path | None = None,
 ) -> dict:
-    """Metrics of a trained model: on its own held-out test split, or on DATA (its `test/` split
-    when it has one, else all its images). Writes metrics.json into the run when on its test split.
-    `data_root`: where the run's data folder is now, when it moved since training.
-
-        imgclf.evaluate("runs/photos-1", data_root="/mnt/photos")["accuracy"]
-    """
+    """Metrics of a trained model on its held-out test split (into RUN/metrics.json), or on DATA (its
+    `test/` split, else all its images) with report.html and predictions.csv in `out` (default
+    RUN/evaluations/<DATA's name>; the result's "report"). `data_root`: where the run's data moved to."""
     from imgclf import workflows
 
-    return workflows.evaluate(run, data, verbose, data_root=data_root)
+    return workflows.evaluate(run, data, verbose, data_root=data_root, out=out)
 
 
 def report(run: RunLike, verbose: bool = True, *, data_root: str | Path | None = None) -> Path:
     """Write the run's self-contained report.html (data, model, settings, curves, test metrics,
-    calibration, thresholds, galleries, model card) and return its path. `train` writes it too.
-    `data_root`: where the run's data folder is now, when it moved since training (the galleries and
-    test predictions read its images).
-
-        imgclf.report("runs/photos-1")     # -> runs/photos-1/report.html
-    """
+    calibration, thresholds, galleries, model card) and return its path; `train` writes it too.
+    `data_root`: where the run's data folder is now, when it moved since training."""
     from imgclf import workflows
 
     return workflows.report(run, verbose, data_root=data_root)

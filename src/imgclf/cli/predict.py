@@ -102,12 +102,15 @@ def evaluate(
     data_root: Optional[str] = typer.Option(
         None, "--data", "--data-root", help=DATA_HELP + "; for its own test split, not DATA"
     ),
+    out: Optional[str] = typer.Option(
+        None,
+        help="Folder for DATA's report.html, metrics.json and predictions.csv [default: RUN/evaluations/<DATA's name>]",
+    ),
 ):
-    """Re-evaluate a trained run: on its test split, or on another labeled folder."""
+    """Re-evaluate a trained run: on its test split, or on another labeled folder (with a report)."""
     from imgclf import api
 
-    m = api.evaluate(api.load(run, device, tta=tta, backend="auto"), data, data_root=data_root)
-    render.print_json({k: m[k] for k in ("accuracy", "top_k_accuracy", "log_loss", "macro_avg", "n")})
+    api.evaluate(api.load(run, device, tta=tta, backend="auto"), data, data_root=data_root, out=out)
 
 
 @app.command()

@@ -65,6 +65,27 @@ def summary_line(m: dict) -> str:
     return "  ".join(parts)
 
 
+PER_CLASS_LINES = 15  # more classes than this: the lowest F1s only (all of them are in metrics.json)
+
+
+def per_class_lines(m: dict) -> list[str]:
+    """Recall, precision, F1 and images of each class that has test images, as a small table; with
+    many classes only the PER_CLASS_LINES lowest F1s, worst first."""
+    rows = [(c, r) for c, r in m["per_class"].items() if r["support"] > 0]
+    if len(rows) > PER_CLASS_LINES:
+        rows = sorted(rows, key=lambda cr: cr[1]["f1-score"])[:PER_CLASS_LINES]
+        title = f"  the {PER_CLASS_LINES} classes of lowest F1 (of {len(m['per_class'])}; all in metrics.json):"
+    else:
+        title = "  per class:"
+    width = max([len(c) for c, _ in rows] + [5])
+    out = [title, f"    {'class':<{width}}  recall  precision     F1  images"]
+    for c, r in rows:
+        out.append(
+            f"    {c:<{width}}  {r['recall']:6.3f}  {r['precision']:9.3f}  {r['f1-score']:5.3f}  {int(r['support']):6,}"
+        )
+    return out
+
+
 def _macro(report: dict, classes: list[str], y_pred: np.ndarray) -> dict:
     """Macro averages over the classes the test split holds or the model predicted: a class with
     neither (a small split of many classes) has no precision, recall or F1 to average, and counting

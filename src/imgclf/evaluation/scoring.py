@@ -184,6 +184,14 @@ def evaluate_model(
 ) -> dict:
     """Metrics of a loaded model (inference.model.Model or an ensemble) on its run's held-out test
     split, or on DATA (its `test/` split when it has one, else all its images); see imgclf.evaluate."""
+    return scored_evaluation(model, data, verbose, data_root=data_root)[0]
+
+
+def scored_evaluation(
+    model, data: str | Path | None = None, verbose: bool = True, *, data_root: str | Path | None = None
+) -> tuple[dict, list[str], np.ndarray, np.ndarray]:
+    """evaluate_model's metrics, and what they were computed from: the scored images' paths, their
+    true class indices and the calibrated probabilities (for an evaluation's report and predictions)."""
     from imgclf.core.console import console_for
     from imgclf.data.cache import build_cache
     from imgclf.data.images import skip_warning
@@ -221,7 +229,8 @@ def evaluate_model(
     if said := seen_warning(own, len(paths), held, near=near):
         console.print(f"[yellow]warning[/]: {escape(said)}")
     metrics = score(model, cache.images[keep], labels[keep], out_dir, console, where)
-    return {**metrics, **({"own_images": own} if own else {}), **({"near_copies": near} if near else {})}
+    metrics = {**metrics, **({"own_images": own} if own else {}), **({"near_copies": near} if near else {})}
+    return metrics, [paths[i] for i in keep], labels[keep], model.last_probs
 
 
 def own_images(model, paths: list[str], images: np.ndarray, bad=()) -> tuple[dict[str, int], dict[str, int]]:

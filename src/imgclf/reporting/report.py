@@ -90,6 +90,64 @@ def write_report(model, progress: bool = False, data_root=None) -> Path:
     return out
 
 
+EVALUATION_SECTIONS = ("metrics", "confusion", "roc-pr", "reliability", "thresholds", "predictions", "mistakes")
+
+
+def write_evaluation(model, metrics: dict, paths: list[str], labels, probs, data, out: Path, note: str = "") -> Path:
+    """An evaluation of a run on other labelled images, as a folder to hand around: report.html (the
+    run report's evaluation sections, on these images), metrics.json, and predictions.csv (one row
+    an image: its label, the answer predict gives, that answer's calibrated probability, right or
+    not). `note`: a warning the page opens with (images the run trained on). Returns out/report.html."""
+    import csv
+
+    from imgclf.core.files import atomic_path, write_json
+    from imgclf.reporting.data import Test, deployed_labels
+
+    run = Path(model.path)
+    test = Test(list(paths), np.asarray(labels), probs, deployed_labels(probs, model.meta))
+    f = Facts(run, model.meta, {}, {**metrics, "evaluated_on": f"images in {data}"}, [], {}, [], test)
+    per_class_curves, micro = ev.curves(f)
+    pred, mistakes = ev.gallery_sections(f)
+    body = "".join(
+        [
+            ev.metrics_section(f, per_class_curves),
+            ev.confusion_section(f),
+            ev.roc_pr_section(f, per_class_curves, micro),
+            ev.reliability_section(f),
+            ev.thresholds_section(f),
+            pred,
+            mistakes,
+        ]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", f.metrics)
+    classes = model.classes
+    with atomic_path(out / "predictions.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "answer", "confidence", "correct"])
+        for path, y, p, a in zip(test.paths, test.labels, probs, test.pred):
+            answer = classes[a] if a >= 0 else "unknown"
+            w.writerow([path, classes[y], answer, f"{p[a] if a >= 0 else p.max():.4f}", int(a == y)])
+    m = f.metrics
+    cards = [(f"{m['accuracy']:.1%}", "accuracy"), (f"{m['macro_avg']['f1-score']:.3f}", "macro F1")]
+    cards += [(f"{m['n']:,}", "images"), (f"{m['calibration']['ece_after']:.3f}", "ECE (calibrated)")]
+    header = (
+        f"<h1>{esc(run.name)} on {esc(Path(str(data)).name or str(data))}</h1><p>The model of <code>{esc(run)}</code> "
+        f"({esc(model.meta.architecture_name)}) evaluated on <code>{esc(data)}</code></p>"
+        + '<div class="cards">'
+        + "".join(f'<div class="card"><b>{esc(v)}</b><span>{esc(k)}</span></div>' for v, k in cards)
+        + "</div>"
+        + (f'<p class="low">Warning: {esc(note)}</p>' if note else "")
+    )
+    footer = (
+        f"Written by imgclf {esc(model.meta.imgclf_version or '')} on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} "
+        f"UTC by <code>imgclf evaluate {esc(run)} {esc(data)}</code>; every image's answer is in predictions.csv."
+    )
+    nav = [(k, SECTIONS[k]) for k in EVALUATION_SECTIONS]
+    write_text(out / "report.html", page(f"imgclf evaluation: {run.name} on {data}", header, nav, body, footer))
+    return out / "report.html"
+
+
 def _header(f: Facts) -> str:
     m, t = f.metrics or {}, f.meta.training
     cards = [(f"{m['accuracy']:.1%}", "test accuracy")] if m else []
