@@ -15,6 +15,24 @@ MISTAKES = 16  # most confident mistakes shown
 CONFUSED_PAIRS = 10
 
 
+def evaluation_sections(f: Facts) -> str:
+    """The sections on f.test, in the page's order (the run report's middle; an evaluation's whole):
+    metrics, confusion, ROC/PR, calibration, thresholds, sample predictions, mistakes."""
+    per_class_curves, micro = curves(f)
+    pred, mistakes = gallery_sections(f)
+    return "".join(
+        [
+            metrics_section(f, per_class_curves),
+            confusion_section(f),
+            roc_pr_section(f, per_class_curves, micro),
+            reliability_section(f),
+            thresholds_section(f),
+            pred,
+            mistakes,
+        ]
+    )
+
+
 def curves(f: Facts) -> tuple[list, dict | None]:
     return one_vs_rest(f.test.labels, f.test.probs) if f.test is not None else ([], None)
 

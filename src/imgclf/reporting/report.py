@@ -56,8 +56,6 @@ def write_report(model, progress: bool = False, data_root=None) -> Path:
     `data_root`: where the run's data folder is now, when it moved since training."""
     started = time.perf_counter()
     f = gather(model, progress, data_root)
-    per_class_curves, micro = ev.curves(f)
-    pred, mistakes = ev.gallery_sections(f)
     body = "".join(
         [
             dataset_section(f),
@@ -66,13 +64,7 @@ def write_report(model, progress: bool = False, data_root=None) -> Path:
             learning_section(f),
             tuning_section(f.path),
             comparison_section(f.path),
-            ev.metrics_section(f, per_class_curves),
-            ev.confusion_section(f),
-            ev.roc_pr_section(f, per_class_curves, micro),
-            ev.reliability_section(f),
-            ev.thresholds_section(f),
-            pred,
-            mistakes,
+            ev.evaluation_sections(f),
             explanations_section(f, model),
             ev.label_issues_section(f),
             monitoring_section(f.path),
@@ -106,19 +98,7 @@ def write_evaluation(model, metrics: dict, paths: list[str], labels, probs, data
     run = Path(model.path)
     test = Test(list(paths), np.asarray(labels), probs, deployed_labels(probs, model.meta))
     f = Facts(run, model.meta, {}, {**metrics, "evaluated_on": f"images in {data}"}, [], {}, [], test)
-    per_class_curves, micro = ev.curves(f)
-    pred, mistakes = ev.gallery_sections(f)
-    body = "".join(
-        [
-            ev.metrics_section(f, per_class_curves),
-            ev.confusion_section(f),
-            ev.roc_pr_section(f, per_class_curves, micro),
-            ev.reliability_section(f),
-            ev.thresholds_section(f),
-            pred,
-            mistakes,
-        ]
-    )
+    body = ev.evaluation_sections(f)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", f.metrics)
     classes = model.classes
