@@ -65,6 +65,13 @@ def test_new_data_of_one_class_named_in_capitals(runs, tmp_path):
     shutil.copytree(data / "disc", tmp_path / "new" / "DISC")
     new = compare(weak, strong, data=tmp_path / "new", n_boot=50)["slices"]["new data"]
     assert new["n"] == 30 and new["per_class"]["disc"]["n"] == 30
+    # On the command line the new data is DATA, as `imgclf evaluate RUN DATA` takes it, or --data.
+    helpers.cli("compare", weak, strong, tmp_path / "new", "--out", tmp_path / "c.json")
+    assert json.loads((tmp_path / "c.json").read_text())["slices"]["new data"]["n"] == 30
+    p = helpers.cli("compare", weak, strong, tmp_path / "new", "--data", data, check=False)
+    assert p.returncode == 2 and p.stderr == (
+        f"error: two folders of new data ({tmp_path / 'new'} and --data {data}): give one, as DATA or as --data\n"
+    )
 
 
 def test_class_drop_beyond_tolerance_blocks_promotion():

@@ -17,7 +17,10 @@ def compare(
         ..., help="Champion: run folder or REGISTRY/ALIAS (its test split is the frozen test set)."
     ),
     b: str = typer.Argument(..., help="Challenger: run folder or REGISTRY/ALIAS."),
-    data: Optional[str] = typer.Option(None, help="Labeled folder of new data: a second evaluation slice."),
+    new_data: Optional[str] = typer.Argument(
+        None, metavar="data", help="Labeled folder of new data: a second evaluation slice (as evaluate takes it)."
+    ),
+    data: Optional[str] = typer.Option(None, help="The same as DATA."),
     tolerance: float = typer.Option(0.02, help="Largest allowed drop in any class's recall."),
     alpha: float = typer.Option(0.05, help="Significance level of McNemar's test."),
     out: Optional[str] = typer.Option(None, help="JSON file to write [default: B/compare-<A name>.json]."),
@@ -28,6 +31,9 @@ def compare(
     """Champion/challenger: both models on the same images; prints PROMOTE or KEEP and why (exit 0 either way)."""
     from imgclf import api
 
+    if new_data is not None and data is not None and new_data != data:
+        raise UserError(f"two folders of new data ({new_data} and --data {data}): give one, as DATA or as --data")
+    data = data or new_data
     render.comparison(api.compare(a, b, data=data, tolerance=tolerance, alpha=alpha, out=out, data_root=data_root))
 
 
