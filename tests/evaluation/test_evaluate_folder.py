@@ -162,6 +162,8 @@ def test_an_evaluation_on_other_photos_is_a_report_to_hand_around(tiny_run, tmp_
     for sid in ("metrics", "confusion", "roc-pr", "reliability", "thresholds", "predictions", "mistakes"):
         assert f'<section id="{sid}"' in page
     assert "run</h1>" not in page and "run on new_shapes</h1>" in page and page.count("<img") >= m["n"]
+    own = json.loads((run / "metrics.json").read_text())  # beside what it scored on its own test split
+    assert f"on its own held-out test split: {own['accuracy']:.1%} of {own['n']}</p>" in page
     cli("evaluate", run, other)  # again: the same folder, replaced
     assert [d.name for d in (run / "evaluations").iterdir()] == ["new_shapes"]
     # --out elsewhere; mistakes in one line

@@ -92,7 +92,7 @@ def write_evaluation(model, metrics: dict, paths: list[str], labels, probs, data
     not). `note`: a warning the page opens with (images the run trained on). Returns out/report.html."""
     import csv
 
-    from imgclf.core.files import atomic_path, write_json
+    from imgclf.core.files import atomic_path, read_json, write_json
     from imgclf.reporting.data import Test, deployed_labels
 
     run = Path(model.path)
@@ -111,9 +111,12 @@ def write_evaluation(model, metrics: dict, paths: list[str], labels, probs, data
     m = f.metrics
     cards = [(f"{m['accuracy']:.1%}", "accuracy"), (f"{m['macro_avg']['f1-score']:.3f}", "macro F1")]
     cards += [(f"{m['n']:,}", "images"), (f"{m['calibration']['ece_after']:.3f}", "ECE (calibrated)")]
+    own = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else None
+    # Beside its own test split's accuracy, a drop on new photos is the news (another camera, a season).
+    versus = f"; on its own held-out test split: {own['accuracy']:.1%} of {own['n']:,}" if own else ""
     header = (
         f"<h1>{esc(run.name)} on {esc(Path(str(data)).name or str(data))}</h1><p>The model of <code>{esc(run)}</code> "
-        f"({esc(model.meta.architecture_name)}) evaluated on <code>{esc(data)}</code></p>"
+        f"({esc(model.meta.architecture_name)}) evaluated on <code>{esc(data)}</code>{esc(versus)}</p>"
         + '<div class="cards">'
         + "".join(f'<div class="card"><b>{esc(v)}</b><span>{esc(k)}</span></div>' for v, k in cards)
         + "</div>"
