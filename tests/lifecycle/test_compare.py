@@ -87,6 +87,14 @@ def test_class_drop_beyond_tolerance_blocks_promotion():
         "test split: recall of 'dog' drops from 100.0% to 85.0% (20 -> 17 of 20 images; more than the 2.0% tolerance)"
     ]
     assert promotion_verdict({"test split": s}, {"tolerance": 0.2})["promote"]
+    # One image is the finest step a class of 20 test images shows (5 points): allowed, and said.
+    b = y.copy()
+    b[20] = 0  # B: dog recall 0.95 (19 of 20), and the cats A missed named right
+    one = promotion_verdict({"test split": slice_stats(y, a, b, ["cat", "dog", "fox"], n_boot=200)})
+    assert one["promote"] and "recall of 'dog' 100.0% -> 95.0% (20 -> 19 of 20 images: one image)" in one["paragraph"]
+    assert not promotion_verdict({"test split": slice_stats(y, a, b, ["cat", "dog", "fox"])}, {"tolerance": 0})[
+        "promote"
+    ]
 
 
 def test_better_but_not_significant_says_so():

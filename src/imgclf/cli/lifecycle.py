@@ -21,7 +21,9 @@ def compare(
         None, metavar="data", help="Labeled folder of new data: a second evaluation slice (as evaluate takes it)."
     ),
     data: Optional[str] = typer.Option(None, help="The same as DATA."),
-    tolerance: float = typer.Option(0.02, help="Largest allowed drop in any class's recall."),
+    tolerance: float = typer.Option(
+        0.02, help="Largest allowed drop in any class's recall (one image is allowed unless 0)."
+    ),
     alpha: float = typer.Option(0.05, help="Significance level of McNemar's test."),
     out: Optional[str] = typer.Option(None, help="JSON file to write [default: B/compare-<A name>.json]."),
     data_root: Optional[str] = typer.Option(
@@ -101,7 +103,9 @@ def update(
         "max(1000, 2 x the new ones); a class-balanced sample above]",
     ),
     promote: bool = typer.Option(False, "--promote", help="Promote the candidate when the promotion rule passes."),
-    tolerance: float = typer.Option(0.02, help="Largest allowed drop in any class's recall."),
+    tolerance: float = typer.Option(
+        0.02, help="Largest allowed drop in any class's recall (one image is allowed unless 0)."
+    ),
     out: Optional[str] = typer.Option(None, help="Run folder [default: runs/<parent>-update-<n>]"),
     seed: int = typer.Option(0, help="Seed of the new images' split and of the replay sample."),
     mlflow: Optional[str] = typer.Option(

@@ -113,7 +113,7 @@ def slice_stats(
 
 def promotion_verdict(slices: dict[str, dict], rule: dict | None = None, leaks: list[str] = ()) -> dict:
     """B is promoted when, on every slice: its accuracy is at least A's + `min_diff`; no class's recall
-    drops by more than `tolerance`; and, where at least `min_discordant` images changed verdict, it is
+    drops by more than `tolerance` and more than one image (with a tolerance above 0); and, where at least `min_discordant` images changed verdict, it is
     not significantly worse (McNemar p < alpha). `leaks`: warnings about slices holding a model's own
     images, which end the paragraph as notes. Returns {promote, reasons, warnings, paragraph}."""
     rule = {**DEFAULT_RULE, **(rule or {})}
@@ -136,12 +136,19 @@ def promotion_verdict(slices: dict[str, dict], rule: dict | None = None, leaks: 
             )
         dropped = {c: r for c, r in s["per_class"].items() if r["diff"] < -rule["tolerance"]}
         for c, r in dropped.items():
-            promote = False
             # The counts show how much evidence a drop rests on: one photo of six is 16.7 points.
             n = r["n"]
+            counts = f"{round(r['a'] * n)} -> {round(r['b'] * n)} of {n} images"
+            if rule["tolerance"] > 0 and round((r["a"] - r["b"]) * n) <= 1:
+                # One image is the finest step a class of fewer than 1/tolerance test images can show:
+                # counted, any retraining that moved one photo of a small class would be refused (an
+                # update with 67 % more photos, flowers: 14 -> 13 of 15 daisies). --tolerance 0: not one.
+                notes.append(f"{where}: recall of '{c}' {r['a']:.1%} -> {r['b']:.1%} ({counts}: one image)")
+                continue
+            promote = False
             reasons.append(
-                f"{where}: recall of '{c}' drops from {r['a']:.1%} to {r['b']:.1%} ({round(r['a'] * n)} -> "
-                f"{round(r['b'] * n)} of {n} images; more than the {rule['tolerance']:.1%} tolerance)"
+                f"{where}: recall of '{c}' drops from {r['a']:.1%} to {r['b']:.1%} ({counts}; more than the "
+                f"{rule['tolerance']:.1%} tolerance)"
             )
         if d == 0 and not s["changed"]:
             notes.append(f"{where}: no difference (both predict the same on all {s['n']} images)")
@@ -201,7 +208,7 @@ def _paragraph(promote: bool, reasons: list[str], notes: list[str], rule: dict) 
         )
     return (
         "Promote the challenger: it passes the promotion rule on every slice (accuracy, and no class "
-        f"loses more than {rule['tolerance']:.1%} recall); " + "; ".join(notes) + "."
+        f"loses more than {rule['tolerance']:.1%} recall and more than one image); " + "; ".join(notes) + "."
     )
 
 
