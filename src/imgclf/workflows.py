@@ -220,6 +220,8 @@ def evaluate(
     from imgclf.evaluation.metrics import per_class_lines
     from imgclf.evaluation.scoring import scored_evaluation
 
+    if is_detector(run):
+        return _evaluate_detector(run, data, verbose, data_root, out)
     if out is not None and data is None:
         raise UserError("--out is for an evaluation on other data (imgclf evaluate RUN DATA --out DIR)")
     model = loaded(run)
@@ -233,6 +235,24 @@ def evaluate(
         return metrics
     report = _write_evaluation(model, metrics, paths, labels, probs, data, folder, console)
     return {**metrics, **({"report": str(report)} if report else {})}
+
+
+def is_detector(run) -> bool:
+    """`run` names a detector rather than a classifier: "person" (the pretrained one) or a detector run."""
+    from imgclf.detection.training import is_detector_run
+
+    return isinstance(run, (str, Path)) and (str(run) in ("person", "ssdlite-person") or is_detector_run(run))
+
+
+def _evaluate_detector(name, data, verbose: bool, data_root, out) -> dict:
+    from imgclf.detection.evaluate import evaluate_detector
+
+    if data is None or data_root is not None:
+        raise UserError(
+            f"a detector is evaluated on photos with boxes (YOLO, VOC, COCO or CSV): imgclf evaluate {name} BOXES/"
+            + (" (--data is a classifier run's moved data folder)" if data_root is not None else "")
+        )
+    return evaluate_detector(name, data, out, verbose=verbose)
 
 
 def _write_evaluation(model, metrics, paths, labels, probs, data, folder, console) -> Path | None:

@@ -95,7 +95,9 @@ def _one_video_at_a_time(videos: list[str], n_paths: int) -> str:
 
 @app.command()
 def evaluate(
-    run: str = typer.Argument(..., help="Run folder."),
+    run: str = typer.Argument(
+        ..., help="Run folder; or a detector (person, a detector run) with DATA of photos with boxes."
+    ),
     data: Optional[str] = typer.Argument(None, help="Labeled data [default: the run's own held-out test split]."),
     device: str = typer.Option("auto"),
     tta: Optional[str] = typer.Option(None, help=TTA_HELP),
@@ -109,8 +111,12 @@ def evaluate(
 ):
     """Re-evaluate a trained run: on its test split, or on another labeled folder (with a report)."""
     from imgclf import api
+    from imgclf.workflows import is_detector
 
-    api.evaluate(api.load(run, device, tta=tta, backend="auto"), data, data_root=data_root, out=out)
+    if is_detector(run) and tta is not None:
+        raise UserError("--tta is a classifier run's; a detector looks at each photo and its mirror image already")
+    model = run if is_detector(run) else api.load(run, device, tta=tta, backend="auto")
+    api.evaluate(model, data, data_root=data_root, out=out)
 
 
 @app.command()

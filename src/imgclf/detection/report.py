@@ -86,3 +86,60 @@ def validation_curve(history: Path) -> str:
         for r in rows
     )
     return f"<table><tr><th>epoch</th><th>val AP@0.5</th><th>val mAP@[.5:.95]</th></tr>{body}</table>"
+
+
+def evaluation_page(folder: Path, m: dict, pr, shown: list) -> Path:
+    """folder/report.html of `imgclf evaluate DETECTOR BOXES/` (detection.evaluate): the numbers, the
+    precision-recall curve at IoU 0.5, and `shown` (photo, answer, threshold) with the labelled boxes
+    in green and the boxes found at the threshold in the detector's colour."""
+    from PIL import ImageDraw
+
+    from imgclf.core.figures import pyplot, save_png
+    from imgclf.data.images import read_rgb
+    from imgclf.inference.box_files import draw_boxes
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(*pr, label=f"AP@0.5 {m['ap50']:.3f}")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Every box, IoU 0.5")
+    ax.legend(loc="lower left")
+    save_png(fig, folder / "pr_curve.png")
+    figures = []
+    for p, a, t in shown:
+        img = read_rgb(p.path)
+        pen = ImageDraw.Draw(img)
+        for box in p.boxes.tolist():  # the labelled ones: an outline, no score
+            pen.rectangle(box, outline=(40, 200, 80), width=max(2, round(min(img.size) / 200)))
+        img = draw_boxes(img, [b for b in a["boxes"] if b["score"] >= t])
+        img.thumbnail((480, 480))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=85)
+        found = sum(b["score"] >= t for b in a["boxes"])
+        figures.append(
+            f'<figure><img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="">'
+            f"<figcaption>{html.escape(Path(p.path).name)}: {len(p.boxes)} labelled, {found} found</figcaption></figure>"
+        )
+    pres, count = m["presence"], m["count"]
+    na = "n/a (every photo holds one, or none does)"
+    rows = [
+        ("photos", f"{m['photos']:,}" + (f" ({len(m['unreadable'])} unreadable, left out)" if m["unreadable"] else "")),
+        ("AP@0.5, the boxes a scan reports", f"{m['ap50_at_threshold']:.3f}"),
+        ("AP@0.5, every box", f"{m['ap50']:.3f}"),
+        ("mAP@[.5:.95]", f"{m['map']:.3f}"),
+        (f"presence ROC-AUC ({pres['with']} of {pres['photos']} photos with '{m['positive']}')", pres["roc_auc"] or na),
+        ("presence balanced accuracy at the threshold", pres["balanced_accuracy_at_threshold"] or na),
+        ("photos whose count is right", f"{count['right']:.1%} (mean error {count['mean_abs_error']:.2f})"),
+    ]
+    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    pr_png = base64.b64encode((folder / "pr_curve.png").read_bytes()).decode()
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(m["detector"])} on {html.escape(m["data"])}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
+td,th{{padding:.2rem .6rem;text-align:left}} figure{{display:inline-block;margin:.4rem}} img{{max-width:100%}}</style></head>
+<body><h1>{html.escape(m["detector"])} on {html.escape(Path(m["data"]).name or m["data"])}</h1>
+<p>The detector as it is, on the photos with boxes in <code>{html.escape(m["data"])}</code>; a scan reports the
+boxes scoring at least {m["threshold"]:.3g}. To adapt it to these photos: <code>imgclf train {html.escape(m["data"])}</code>.</p>
+<table>{table}</table><img src="data:image/png;base64,{pr_png}" alt="precision-recall curve">
+<h2>The photos it got most wrong</h2><p>Green: the labelled boxes; the others: found at the threshold.</p>{"".join(figures)}
+</body></html>"""
+    write_text(folder / "report.html", page)
+    return folder / "report.html"

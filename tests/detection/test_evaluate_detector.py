@@ -1,0 +1,94 @@
+"""`imgclf evaluate person BOXES/`: the pretrained detector (or a detector run) scored on the user's
+own photos with boxes, with no training: AP, presence and counts, and a folder to hand around."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import cli
+from PIL import Image
+from test_detector_int8 import PORTRAIT, SCENES, detector_run
+
+import imgclf
+from imgclf.detection.evaluate import evaluate_detector
+
+pytestmark = pytest.mark.slow  # each runs the detector over six photos, three through the command line
+
+
+def box_folder(root: Path, label: str = "person") -> Path:
+    """6 photos: the portrait pasted at a known box into each of two scenes (4), the scenes alone (2);
+    the boxes in `<label>_boxes.csv` (the shared street scenes' layout)."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    face = Image.open(PORTRAIT).convert("RGB")
+    rows = []
+    for k in range(6):
+        scene = Image.open(SCENES[k % 2]).convert("RGB")
+        if k >= 2:
+            h = int(rng.integers(220, 300))
+            w = h * face.width // face.height
+            x, y = int(rng.integers(0, 640 - w)), int(rng.integers(0, 427 - h))
+            scene.paste(face.resize((w, h)), (x, y))
+            rows.append(f"photo{k}.jpg,{x},{y},{x + w},{y + h}\n")
+        scene.save(root / f"photo{k}.jpg", quality=92)
+    (root / f"{label}_boxes.csv").write_text("image,x1,y1,x2,y2\n" + "".join(rows))
+    return root
+
+
+def test_the_pretrained_detector_on_the_users_boxes(tmp_path):
+    data = box_folder(tmp_path / "door")
+    p = cli("evaluate", "person", data, cwd=tmp_path)
+    folder = tmp_path / "evaluations" / "person-on-door"
+    assert p.stdout.strip().splitlines()[-1] == (
+        f"report: {Path('evaluations/person-on-door/report.html')}  (every photo's answer: "
+        f"{Path('evaluations/person-on-door/photos.csv')})"
+    )
+    m = json.loads((folder / "metrics.json").read_text())
+    # A portrait a third of the photo high is what this detector finds best: every one, boxed right.
+    assert m["photos"] == 6 and m["presence"]["with"] == 4 and m["presence"]["balanced_accuracy_at_threshold"] == 1.0
+    assert m["ap50"] > 0.9 and m["ap50_at_threshold"] > 0.9 and m["count"]["right"] == 1.0
+    rows = list(csv.DictReader(open(folder / "photos.csv", newline="")))
+    assert [(r["labelled"], r["found"], r["answered_present"]) for r in rows] == [("0", "0", "0")] * 2 + [
+        ("1", "1", "1")
+    ] * 4
+    scanned = {a["path"]: a for a in imgclf.scan(data, verbose=False)}  # the answers a scan gives
+    assert [int(scanned[r["path"]]["present"]) for r in rows] == [int(r["answered_present"]) for r in rows]
+    page = (folder / "report.html").read_text()
+    assert "ssdlite-person on door</h1>" in page and page.count("<figure>") == 6
+    assert "imgclf train " + str(data) in page  # the way on, when it is not good enough
+
+
+def test_a_detector_run_its_classes_by_name_and_mistakes(tmp_path):
+    run = detector_run(tmp_path / "boxes-1")
+    data = box_folder(tmp_path / "cam", label="Pedestrian")  # one class each side: scored as 'person', said
+    m = imgclf.evaluate(run, data, verbose=False)
+    assert m["report"] == str(run / "evaluations" / "cam" / "report.html") and m["threshold"] == 0.15
+    assert m["presence"]["with"] == 4 and m["ap50"] > 0.9
+    (data / "Pedestrian_boxes.csv").write_text(
+        "image,x1,y1,x2,y2,label\n" + "".join(f"photo{k}.jpg,10,10,100,200,{c}\n" for k, c in ((2, "car"), (3, "dog")))
+    )
+    for args, said in (
+        (["evaluate", "person", data], "error: the boxes are labelled car, dog; the detector finds person: fine-tune"),
+        (["evaluate", "person"], "error: a detector is evaluated on photos with boxes (YOLO, VOC, COCO or CSV)"),
+        (["evaluate", "person", data, "--tta", "flip"], "error: --tta is a classifier run's"),
+        (["evaluate", run, tmp_path / "nowhere"], "error: box data not found"),
+    ):
+        p = cli(*args, check=False, cwd=tmp_path)
+        assert p.returncode == 2 and p.stderr.startswith(said) and p.stderr.count("\n") == 1, p.stderr
+
+
+def test_boxes_of_classes_the_detector_does_not_find_are_left_out_and_said(tmp_path, capsys):
+    data = box_folder(tmp_path / "street")
+    with open(data / "person_boxes.csv", "a") as f:  # a second class beside the people
+        f.write("photo0.jpg,5,5,60,60\n")
+    (data / "person_boxes.csv").rename(data / "boxes.csv")
+    text = (data / "boxes.csv").read_text().splitlines()
+    rows = [text[0] + ",label"] + [ln + (",bicycle" if ln.startswith("photo0") else ",person") for ln in text[1:]]
+    (data / "boxes.csv").write_text("\n".join(rows) + "\n")
+    m = evaluate_detector("person", data, out=tmp_path / "ev")
+    assert "left out: boxes of bicycle (the detector finds person)" in capsys.readouterr().out
+    assert m["presence"]["with"] == 4 and m["count"]["right"] == 1.0  # the bicycle is no missed person
