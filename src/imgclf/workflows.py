@@ -220,8 +220,8 @@ def evaluate(
     from imgclf.evaluation.metrics import per_class_lines
     from imgclf.evaluation.scoring import scored_evaluation
 
-    if is_detector(run):
-        return _evaluate_detector(run, data, verbose, data_root, out)
+    if kind := evaluated_as(run):
+        return _evaluate_other(kind, run, data, verbose, data_root, out)
     if out is not None and data is None:
         raise UserError("--out is for an evaluation on other data (imgclf evaluate RUN DATA --out DIR)")
     model = loaded(run)
@@ -237,22 +237,34 @@ def evaluate(
     return {**metrics, **({"report": str(report)} if report else {})}
 
 
-def is_detector(run) -> bool:
-    """`run` names a detector rather than a classifier: "person" (the pretrained one) or a detector run."""
+def evaluated_as(run) -> str | None:
+    """What `run` names when it is not a classifier run: "detector" ("person", the pretrained one, or a
+    detector run) or "gallery" (a face gallery); None for a classifier run (or a loaded model)."""
     from imgclf.detection.training import is_detector_run
+    from imgclf.faces.gallery import FILE
 
-    return isinstance(run, (str, Path)) and (str(run) in ("person", "ssdlite-person") or is_detector_run(run))
+    if not isinstance(run, (str, Path)):
+        return None
+    if str(run) in ("person", "ssdlite-person") or is_detector_run(run):
+        return "detector"
+    return "gallery" if (Path(run) / FILE).is_file() else None
 
 
-def _evaluate_detector(name, data, verbose: bool, data_root, out) -> dict:
-    from imgclf.detection.evaluate import evaluate_detector
-
+def _evaluate_other(kind: str, name, data, verbose: bool, data_root, out) -> dict:
+    """A detector on photos with boxes (detection.evaluate), a gallery on folders of people (faces.evaluate)."""
+    wants = "photos with boxes (YOLO, VOC, COCO or CSV)" if kind == "detector" else "a folder per person"
     if data is None or data_root is not None:
         raise UserError(
-            f"a detector is evaluated on photos with boxes (YOLO, VOC, COCO or CSV): imgclf evaluate {name} BOXES/"
+            f"a {kind} is evaluated on {wants}: imgclf evaluate {name} {'BOXES' if kind == 'detector' else 'PEOPLE'}/"
             + (" (--data is a classifier run's moved data folder)" if data_root is not None else "")
         )
-    return evaluate_detector(name, data, out, verbose=verbose)
+    if kind == "detector":
+        from imgclf.detection.evaluate import evaluate_detector
+
+        return evaluate_detector(name, data, out, verbose=verbose)
+    from imgclf.faces.evaluate import evaluate_gallery
+
+    return evaluate_gallery(name, data, out, verbose=verbose)
 
 
 def _write_evaluation(model, metrics, paths, labels, probs, data, folder, console) -> Path | None:

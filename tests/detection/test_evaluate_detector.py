@@ -73,8 +73,11 @@ def test_a_detector_run_its_classes_by_name_and_mistakes(tmp_path):
     )
     for args, said in (
         (["evaluate", "person", data], "error: the boxes are labelled car, dog; the detector finds person: fine-tune"),
-        (["evaluate", "person"], "error: a detector is evaluated on photos with boxes (YOLO, VOC, COCO or CSV)"),
-        (["evaluate", "person", data, "--tta", "flip"], "error: --tta is a classifier run's"),
+        (
+            ["evaluate", "person"],
+            "error: a detector is evaluated on photos with boxes (YOLO, VOC, COCO or CSV): imgclf evaluate person BOXES/",
+        ),
+        (["evaluate", "person", data, "--tta", "flip"], "error: --tta is a classifier run's, not a detector's"),
         (["evaluate", run, tmp_path / "nowhere"], "error: box data not found"),
     ):
         p = cli(*args, check=False, cwd=tmp_path)

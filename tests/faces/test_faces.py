@@ -20,6 +20,7 @@ from sklearn.datasets import load_sample_images
 pytest.importorskip("dlib")
 skimage_data = pytest.importorskip("skimage.data")
 
+import imgclf  # noqa: E402
 import imgclf.faces as F  # noqa: E402
 from imgclf.core.errors import UserError  # noqa: E402
 from imgclf.faces import gallery as G  # noqa: E402
@@ -315,6 +316,44 @@ def test_orl_people_enrolled_from_five_photos(model, tmp_path):
     unknown = np.mean([r["faces"][0]["name"] == "unknown" for r in strangers])
     assert len(named) == 150 and len(strangers) == 100
     assert right >= 0.95 and unknown >= 0.80, (right, unknown)
+    # The same check as a user runs it: imgclf evaluate GALLERY PEOPLE/ (s31-s40 are not enrolled)
+    m = imgclf.evaluate(tmp_path / "g", root, out=tmp_path / "ev", verbose=False)
+    assert (m["enrolled"]["photos"], m["strangers"]["photos"]) == (150, 100)
+    assert (m["named_right"], m["strangers_rejected"]) == pytest.approx((right, unknown))
+
+
+@pytest.mark.slow
+def test_evaluate_a_gallery_on_folders_of_people(gallery, known, tmp_path, capsys):
+    """`imgclf evaluate GALLERY PEOPLE/`: how often the enrolled are named and strangers kept out,
+    before the gallery names anyone at the door; photos that were enrolled are said."""
+    d = tmp_path / "people"
+    for name, img, picks in (("grace", GRACE, (3, 4)), ("Eileen", EILEEN, (3,))):  # any case
+        (d / name).mkdir(parents=True)
+        for i in picks:
+            variants(img)[i].save(d / name / f"{i}.jpg", quality=92)
+    (d / "Nobody").mkdir()  # not enrolled: a stranger's folder
+    Image.open(SCENE).save(d / "Nobody" / "scene.jpg")
+    (d / "Eileen" / "notes.txt").write_text("not a photo")  # not an image: not counted
+    shutil.copy(known / "Grace" / "0.jpg", d / "grace" / "enrolled.jpg")
+    m = imgclf.evaluate(gallery, d, out=tmp_path / "ev", verbose=True)
+    said = capsys.readouterr().out
+    assert m["enrolled"] == {"photos": 4, "right": 4} and m["named_right"] == 1.0
+    assert m["strangers"] == {"photos": 1, "no face found": 1} and m["enrolled_photos_among_them"] == 1
+    assert "not enrolled, so their photos should come back unknown: Nobody" in said
+    assert "warning: 1 of these photos were enrolled (the same files)" in said
+    rows = list(csv.DictReader(open(tmp_path / "ev" / "photos.csv", newline="")))
+    assert sorted((r["person"], r["outcome"]) for r in rows) == [("Eileen", "right")] + [("Grace", "right")] * 3 + [
+        ("Nobody", "no face found")
+    ]
+    assert (
+        m["report"] == str(tmp_path / "ev" / "report.html") and "Nobody: no face found" in Path(m["report"]).read_text()
+    )
+    for args, text in (
+        (["evaluate", gallery], "error: a gallery is evaluated on a folder per person: imgclf evaluate"),
+        (["evaluate", gallery, d / "Nobody" / "scene.jpg"], "is not a folder: give a folder of people"),
+    ):
+        p = cli(*args, check=False)
+        assert p.returncode == 2 and text in p.stderr and p.stderr.count("\n") == 1, p.stderr
 
 
 def test_a_video_says_who_appears_and_leaves(gallery, model, tmp_path):

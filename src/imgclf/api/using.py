@@ -45,7 +45,7 @@ def evaluate(
     """Metrics of a trained model on its held-out test split (into RUN/metrics.json), or on DATA (its
     `test/` split, else all its images) with report.html and predictions.csv in `out` (default
     RUN/evaluations/<DATA's name>; the result's "report"). `data_root`: where the run's data moved to.
-    A detector ("person", a detector run) is scored on DATA's photos with boxes (detection.evaluate)."""
+    A detector ("person", a detector run) is scored on photos with boxes, a face gallery on DATA/<person>/."""
     from imgclf import workflows
 
     return workflows.evaluate(run, data, verbose, data_root=data_root, out=out)

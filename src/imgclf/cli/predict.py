@@ -96,7 +96,8 @@ def _one_video_at_a_time(videos: list[str], n_paths: int) -> str:
 @app.command()
 def evaluate(
     run: str = typer.Argument(
-        ..., help="Run folder; or a detector (person, a detector run) with DATA of photos with boxes."
+        ...,
+        help="Run folder; a detector (person, a detector run) with DATA of photos with boxes; a face gallery with DATA/<person>/.",
     ),
     data: Optional[str] = typer.Argument(None, help="Labeled data [default: the run's own held-out test split]."),
     device: str = typer.Option("auto"),
@@ -111,11 +112,11 @@ def evaluate(
 ):
     """Re-evaluate a trained run: on its test split, or on another labeled folder (with a report)."""
     from imgclf import api
-    from imgclf.workflows import is_detector
+    from imgclf.workflows import evaluated_as
 
-    if is_detector(run) and tta is not None:
-        raise UserError("--tta is a classifier run's; a detector looks at each photo and its mirror image already")
-    model = run if is_detector(run) else api.load(run, device, tta=tta, backend="auto")
+    if (kind := evaluated_as(run)) and tta is not None:
+        raise UserError(f"--tta is a classifier run's, not a {kind}'s")
+    model = run if kind else api.load(run, device, tta=tta, backend="auto")
     api.evaluate(model, data, data_root=data_root, out=out)
 
 
