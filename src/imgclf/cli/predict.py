@@ -107,7 +107,8 @@ def evaluate(
     ),
     out: Optional[str] = typer.Option(
         None,
-        help="Folder for DATA's report.html, metrics.json and predictions.csv [default: RUN/evaluations/<DATA's name>]",
+        help="Folder for the report.html, metrics.json and every answer as CSV [default: RUN/evaluations/<DATA's "
+        "name>; evaluations/<name>-on-<DATA's name> for the pretrained detector or a gallery]",
     ),
 ):
     """Re-evaluate a trained run: on its test split, or on another labeled folder (with a report)."""
