@@ -240,7 +240,7 @@ def evaluate(
 def evaluated_as(run) -> str | None:
     """What `run` names when it is not a classifier run: "detector" ("person", the pretrained one, or a
     detector run) or "gallery" (a face gallery); None for a classifier run (or a loaded model)."""
-    from imgclf.detection.training import is_detector_run
+    from imgclf.detection.classifier import is_detector_run  # no torch: evaluate in ONNX Runtime stays so
     from imgclf.faces.gallery import FILE
 
     if not isinstance(run, (str, Path)):

@@ -180,6 +180,8 @@ def test_an_exported_run_predicts_without_importing_torch(tiny_run, tmp_path):
     cli = f"sys.argv = ['imgclf', 'predict', {str(tiny_run)!r}, {files[0]!r}]; from imgclf.cli import entry; entry()"
     run = shutil.copytree(tiny_run, tmp_path / "run")  # evaluate writes its figures into the run
     evaluate = f"sys.argv = ['imgclf', 'evaluate', {str(run)!r}]; from imgclf.cli import entry; entry()"
+    other = tiny_run.parent / "shapes"  # and on a folder, with its report (the run's own photos: said, as ever)
+    on_data = f"sys.argv = ['imgclf', 'evaluate', {str(run)!r}, {str(other)!r}]; from imgclf.cli import entry; entry()"
     # `imgclf serve` as typed, uvicorn's loop replaced by requests to the app it was given
     serve = (
         "import uvicorn\nfrom starlette.testclient import TestClient\ndef answer(self, **kw):\n"
@@ -189,7 +191,7 @@ def test_an_exported_run_predicts_without_importing_torch(tiny_run, tmp_path):
         f"uvicorn.Server.run = answer; sys.argv = ['imgclf', 'serve', {str(tiny_run)!r}, '--no-batching']\n"
         "from imgclf.cli import entry; entry()"
     )
-    for code in (api, cli, evaluate, serve):
+    for code in (api, cli, evaluate, on_data, serve):
         out = subprocess.run(
             [
                 sys.executable,

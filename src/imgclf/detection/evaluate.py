@@ -100,7 +100,7 @@ def _matched(box_set, classes: list[str]) -> tuple[list, list[str]]:
 
 
 def _default_out(name, data) -> Path:
-    from imgclf.detection.training import is_detector_run
+    from imgclf.detection.classifier import is_detector_run  # no torch: evaluate in ONNX Runtime stays so
 
     stem = Path(str(data)).resolve().name or "data"
     if is_detector_run(name):

@@ -390,7 +390,3 @@ def write_history(path: Path, history: list[dict]) -> None:
     w.writeheader()
     w.writerows(history)
     write_text(path, buf.getvalue())
-
-
-def is_detector_run(path: str | Path) -> bool:
-    return (Path(path) / "detector.json").is_file()
