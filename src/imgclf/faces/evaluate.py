@@ -30,29 +30,28 @@ def evaluate_gallery(gallery, data, out=None, verbose: bool = True) -> dict:
     """The metrics dict (also out/metrics.json), with "report": out/report.html. `out` defaults to
     evaluations/<gallery's name>-on-<data's name>."""
     from imgclf.core.files import output_folder
-    from imgclf.data.spec import is_image
     from imgclf.models.face.model import FaceModel
 
     model = FaceModel()
     g = load_gallery(gallery, model)
-    folders = _people_folders(data)
+    spec = _people(data)
     folder = output_folder(out if out is not None else _default_out(gallery, data), "--out")
     by_lower = {p.lower(): p for p in g.people}
     enrolled_shas = {s["sha256"] for s in g.sources}
     say = print if verbose else (lambda *a: None)
-    strangers = [f.name for f in folders if f.name.lower() not in by_lower]
+    strangers = [c for c in spec.classes if c.lower() not in by_lower]
     if strangers:
         say(f"  not enrolled, so their photos should come back unknown: {', '.join(strangers)}")
     rows, own, unreadable = [], 0, []
-    for f in folders:
-        person = by_lower.get(f.name.lower())
-        for path in sorted(p for p in f.rglob("*") if p.is_file() and is_image(p)):
-            answer = _answer(model, g, path)
-            if answer is None:
-                unreadable.append(str(path))
-                continue
-            own += hashlib.sha256(path.read_bytes()).hexdigest() in enrolled_shas
-            rows.append({"path": str(path), "person": person or f.name, "enrolled": person is not None, **answer})
+    for path, label in zip(spec.paths, spec.labels):
+        name = spec.classes[label]
+        person = by_lower.get(name.lower())
+        answer = _answer(model, g, Path(path))
+        if answer is None:
+            unreadable.append(str(path))
+            continue
+        own += hashlib.sha256(Path(path).read_bytes()).hexdigest() in enrolled_shas
+        rows.append({"path": str(path), "person": person or name, "enrolled": person is not None, **answer})
     if not rows:
         raise UserError(f"no readable photo in the person folders of {data}")
     m = _metrics(rows, g.threshold, str(gallery), str(data), unreadable, own)
@@ -64,16 +63,17 @@ def evaluate_gallery(gallery, data, out=None, verbose: bool = True) -> dict:
     return m
 
 
-def _people_folders(data) -> list[Path]:
-    root = Path(data).expanduser()
-    if not root.is_dir():
-        raise UserError(f"{data} is not a folder: give a folder of people, one sub-folder of photos each")
-    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not folders:
-        raise UserError(
-            f"no person folders in {data}: one sub-folder of photos per person (the folder name is the name)"
-        )
-    return folders
+def _people(data):
+    """DATA read as enrol reads people (and `imgclf train` classes): a folder per person, also zipped,
+    a CSV of photo and name, LFW's Ada_Lovelace_0001.jpg names."""
+    from imgclf.data.discover import find
+
+    if not Path(data).expanduser().exists():
+        raise UserError(f"{data} not found: give a folder of people, one sub-folder of photos each")
+    spec = find(Path(data).expanduser())
+    if not spec.classes:
+        raise UserError(f"no people in {data}: one sub-folder of photos per person (the folder name is the name)")
+    return spec
 
 
 def _default_out(gallery, data) -> Path:
