@@ -33,6 +33,11 @@ def evaluation_sections(f: Facts) -> str:
     )
 
 
+def _images(f: Facts) -> str:
+    """What the sections' images are: the run's test images, or an evaluation's ("images")."""
+    return f.extra.get("images", "test images")
+
+
 def curves(f: Facts) -> tuple[list, dict | None]:
     return one_vs_rest(f.test.labels, f.test.probs) if f.test is not None else ([], None)
 
@@ -220,12 +225,12 @@ def _coverage(f: Facts) -> str:
     aurc = ((f.metrics or {}).get("selective") or {}).get("aurc")
     html = (
         '<div id="thresholds-coverage"><h3>Accuracy vs coverage</h3><p>Answering only when confident trades '
-        "coverage for accuracy: the curve answers the most confident test images first"
+        f"coverage for accuracy: the curve answers the most confident {_images(f)} first"
         + (f" (area under the risk-coverage curve {aurc:.4f}; lower is better)" if aurc is not None else "")
         + ".</p>"
         f'<div class="row">{figure(png_uri(plots.coverage(cov, acc, point)), "coverage curve")}<div>'
         + table(["accuracy on answered", "answers", "when confidence ≥"], rows, numeric=(1, 2))
-        + '<p class="note">Read from the test split itself: an optimistic guide for choosing a threshold.</p>'
+        + f'<p class="note">Read from the {_images(f)} themselves: an optimistic guide for choosing a threshold.</p>'
         + "</div></div></div>"
     )
     if rej:
@@ -285,7 +290,7 @@ def gallery_sections(f: Facts) -> tuple[str, str]:
     pred = section(
         "predictions",
         "Sample predictions",
-        f'<p class="note">Test images spread over the classes: true label, then the answer and its '
+        f'<p class="note">{_images(f).capitalize()} spread over the classes: true label, then the answer and its '
         f"calibrated confidence (green: right, red: wrong{', grey: answered unknown' if f.meta.rejection else ''})."
         f'</p><div class="gallery">{cards}</div>',
     )
@@ -293,12 +298,12 @@ def gallery_sections(f: Facts) -> tuple[str, str]:
         cards = "".join(_pred_card(f, i, with_true_p=True) for i in wrong)
         answered_wrong = int(((f.test.pred != f.test.labels) & (f.test.pred >= 0)).sum())
         body = (
-            f'<p class="note">{answered_wrong:,} of {len(f.test.labels):,} test images get a wrong answer; the '
+            f'<p class="note">{answered_wrong:,} of {len(f.test.labels):,} {_images(f)} get a wrong answer; the '
             f"{len(wrong)} most confident are below. Confident mistakes are often label errors, "
             f'near-duplicates of another class, or a class the data under-represents.</p><div class="gallery">{cards}</div>'
         )
     else:
-        body = "<p>The model made no mistake on the test split.</p>"
+        body = f"<p>The model made no mistake on the {_images(f)}.</p>"
     return pred, section("mistakes", "Most confident mistakes", body)
 
 

@@ -98,6 +98,7 @@ def write_evaluation(model, metrics: dict, paths: list[str], labels, probs, data
     run = Path(model.path)
     test = Test(list(paths), np.asarray(labels), probs, deployed_labels(probs, model.meta))
     f = Facts(run, model.meta, {}, {**metrics, "evaluated_on": f"images in {data}"}, [], {}, [], test)
+    f.extra["images"] = "images"  # not "test images": photos from elsewhere
     body = ev.evaluation_sections(f)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", f.metrics)
