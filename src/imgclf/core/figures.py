@@ -29,3 +29,21 @@ def save_png(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def jpeg_bytes(img, side: int) -> bytes:
+    """A copy of the RGB PIL image shrunk to fit side x side, as JPEG (quality 85): a report's photo."""
+    import io
+
+    img = img.copy()
+    img.thumbnail((side, side))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def data_uri(data: bytes, mime: str = "image/jpeg") -> str:
+    """`data` inline in a page that must open without its folder (a report mailed on its own)."""
+    import base64
+
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")

@@ -4,9 +4,7 @@ RUN/pr_curve.png and RUN/test_photos/."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 
 from imgclf.core.files import write_text
@@ -16,29 +14,25 @@ SHOWN = 6  # annotated test photos in the report
 
 
 def write_report(run: Path, meta: DetectorMeta, photos: list, answers: list[dict]) -> Path:
-    from imgclf.core.figures import pyplot, save_png
+    from imgclf.core.figures import data_uri, jpeg_bytes
     from imgclf.data.images import read_rgb
     from imgclf.inference.box_files import draw_boxes
 
-    plt = pyplot()
     m = meta.metrics
-    fig, ax = plt.subplots(figsize=(5, 4))
-    recall, precision = m["test"]["pr"]
-    ax.plot(recall, precision, label=f"fine-tuned (AP@0.5 {m['test']['ap50']:.3f})")
-    r0, p0 = m["pretrained_test"]["pr"]
-    ax.plot(r0, p0, "--", label=f"pretrained start ({m['pretrained_test']['ap50']:.3f})")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Test photos, IoU 0.5")
-    ax.legend(loc="lower left")
-    save_png(fig, run / "pr_curve.png")
+    pr = pr_curve(
+        run / "pr_curve.png",
+        [
+            (m["test"]["pr"], f"fine-tuned (AP@0.5 {m['test']['ap50']:.3f})", "-"),
+            (m["pretrained_test"]["pr"], f"pretrained start ({m['pretrained_test']['ap50']:.3f})", "--"),
+        ],
+        "Test photos, IoU 0.5",
+    )
     shown = []
     (run / "test_photos").mkdir(exist_ok=True)
     for p, a in list(zip(photos, answers))[:SHOWN]:
-        img = draw_boxes(read_rgb(p.path), a["boxes"])
-        img.thumbnail((480, 480))
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=85)
-        (run / "test_photos" / f"{Path(p.path).stem}.jpg").write_bytes(buf.getvalue())
-        shown.append((Path(p.path).name, len(p.boxes), a["count"], base64.b64encode(buf.getvalue()).decode()))
+        jpeg = jpeg_bytes(draw_boxes(read_rgb(p.path), a["boxes"]), 480)
+        (run / "test_photos" / f"{Path(p.path).stem}.jpg").write_bytes(jpeg)
+        shown.append((Path(p.path).name, len(p.boxes), a["count"], data_uri(jpeg)))
     rows = "".join(
         f"<tr><td>{name}</td><td>{m[k]['ap50']:.3f}</td><td>{m[k]['ap50_at_threshold']:.3f}</td>"
         f"<td>{m[k]['map']:.3f}</td></tr>"
@@ -46,11 +40,10 @@ def write_report(run: Path, meta: DetectorMeta, photos: list, answers: list[dict
     )
     pres = m["test_presence"]
     photos_html = "".join(
-        f'<figure><img src="data:image/jpeg;base64,{b64}" alt="{html.escape(n)}">'
+        f'<figure><img src="{uri}" alt="{html.escape(n)}">'
         f"<figcaption>{html.escape(n)}: {truth} labelled, {found} found</figcaption></figure>"
-        for n, truth, found, b64 in shown
+        for n, truth, found, uri in shown
     )
-    pr = base64.b64encode((run / "pr_curve.png").read_bytes()).decode()
     curve, kept = validation_curve(run / "history.csv"), m.get("kept_epoch")
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(run.name)}: detector</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
@@ -63,7 +56,7 @@ Presence threshold {meta.threshold:.3f} ({html.escape(meta.threshold_from)}).</p
 <p>Presence on {pres["photos"]} test photos ({pres["with"]} with '{html.escape(meta.positive)}'):
 ROC-AUC {pres["roc_auc"] if pres["roc_auc"] is not None else "n/a (one kind of photo only)"},
 balanced accuracy at the threshold {pres["balanced_accuracy_at_threshold"] if pres["balanced_accuracy_at_threshold"] is not None else "n/a"}.</p>
-<img src="data:image/png;base64,{pr}" alt="precision-recall curve">
+<img src="{pr}" alt="precision-recall curve">
 <h2>Validation, epoch by epoch</h2>
 <p>The weights are epoch {kept["epoch"] if kept else "?"}'s (epoch 0 is the pretrained start): the best mean of
 validation AP@0.5 and mAP@[.5:.95].</p>{curve}
@@ -94,29 +87,21 @@ def evaluation_page(folder: Path, m: dict, pr, shown: list) -> Path:
     in green and the boxes found at the threshold in the detector's colour."""
     from PIL import ImageDraw
 
-    from imgclf.core.figures import pyplot, save_png
+    from imgclf.core.figures import data_uri, jpeg_bytes
     from imgclf.data.images import read_rgb
     from imgclf.inference.box_files import draw_boxes
 
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(*pr, label=f"AP@0.5 {m['ap50']:.3f}")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Every box, IoU 0.5")
-    ax.legend(loc="lower left")
-    save_png(fig, folder / "pr_curve.png")
+    pr_png = pr_curve(folder / "pr_curve.png", [(pr, f"AP@0.5 {m['ap50']:.3f}", "-")], "Every box, IoU 0.5")
     figures = []
     for p, a, t in shown:
         img = read_rgb(p.path)
         pen = ImageDraw.Draw(img)
         for box in p.boxes.tolist():  # the labelled ones: an outline, no score
             pen.rectangle(box, outline=(40, 200, 80), width=max(2, round(min(img.size) / 200)))
-        img = draw_boxes(img, [b for b in a["boxes"] if b["score"] >= t])
-        img.thumbnail((480, 480))
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=85)
+        uri = data_uri(jpeg_bytes(draw_boxes(img, [b for b in a["boxes"] if b["score"] >= t]), 480))
         found = sum(b["score"] >= t for b in a["boxes"])
         figures.append(
-            f'<figure><img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="">'
+            f'<figure><img src="{uri}" alt="">'
             f"<figcaption>{html.escape(Path(p.path).name)}: {len(p.boxes)} labelled, {found} found</figcaption></figure>"
         )
     pres, count = m["presence"], m["count"]
@@ -131,15 +116,28 @@ def evaluation_page(folder: Path, m: dict, pr, shown: list) -> Path:
         ("photos whose count is right", f"{count['right']:.1%} (mean error {count['mean_abs_error']:.2f})"),
     ]
     table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    pr_png = base64.b64encode((folder / "pr_curve.png").read_bytes()).decode()
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(m["detector"])} on {html.escape(m["data"])}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
 td,th{{padding:.2rem .6rem;text-align:left}} figure{{display:inline-block;margin:.4rem}} img{{max-width:100%}}</style></head>
 <body><h1>{html.escape(m["detector"])} on {html.escape(Path(m["data"]).name or m["data"])}</h1>
 <p>The detector as it is, on the photos with boxes in <code>{html.escape(m["data"])}</code>; a scan reports the
 boxes scoring at least {m["threshold"]:.3g}. To adapt it to these photos: <code>imgclf train {html.escape(m["data"])}</code>.</p>
-<table>{table}</table><img src="data:image/png;base64,{pr_png}" alt="precision-recall curve">
+<table>{table}</table><img src="{pr_png}" alt="precision-recall curve">
 <h2>The photos it got most wrong</h2><p>Green: the labelled boxes; the others: found at the threshold.</p>{"".join(figures)}
 </body></html>"""
     write_text(folder / "report.html", page)
     return folder / "report.html"
+
+
+def pr_curve(path: Path, curves: list, title: str) -> str:
+    """Precision-recall curves ((recall, precision), label, line style) drawn to `path` (PNG), returned
+    as a data URI for the page."""
+    from imgclf.core.figures import data_uri, pyplot, save_png
+
+    fig, ax = pyplot().subplots(figsize=(5, 4))
+    for (recall, precision), label, style in curves:
+        ax.plot(recall, precision, style, label=label)
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.legend(loc="lower left")
+    save_png(fig, path)
+    return data_uri(path.read_bytes(), "image/png")

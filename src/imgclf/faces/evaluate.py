@@ -12,11 +12,9 @@ scores are not held out. Written to a folder: report.html, metrics.json and phot
 
 from __future__ import annotations
 
-import base64
 import csv
 import hashlib
 import html
-import io
 from collections import Counter
 from pathlib import Path
 
@@ -154,6 +152,7 @@ def summary(m: dict) -> str:
 
 
 def _write(folder: Path, m: dict, rows: list[dict]) -> Path:
+    from imgclf.core.figures import data_uri, jpeg_bytes
     from imgclf.core.files import atomic_path, write_json, write_text
     from imgclf.data.images import read_rgb
     from imgclf.faces.outputs import draw_faces
@@ -176,11 +175,8 @@ def _write(folder: Path, m: dict, rows: list[dict]) -> Path:
             img = draw_faces(
                 img, [{"x1": x1, "y1": y1, "x2": x2, "y2": y2, "name": r["answer"], "similarity": r["similarity"]}]
             )
-        img.thumbnail((320, 320))
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=85)
         figures.append(
-            f'<figure><img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="">'
+            f'<figure><img src="{data_uri(jpeg_bytes(img, 320))}" alt="">'
             f"<figcaption>{html.escape(r['person'])}: {html.escape(outcome(r))}"
             f"{' (' + html.escape(r['answer']) + ')' if outcome(r) in ('false accept', 'wrong name') else ''}</figcaption></figure>"
         )

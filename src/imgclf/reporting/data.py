@@ -8,7 +8,6 @@ report can be rebuilt at any time with `imgclf report RUN`.
 
 from __future__ import annotations
 
-import base64
 import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -245,7 +244,9 @@ def thumbnail(path: str, size: int) -> str | None:
 
 
 def png_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    from imgclf.core.figures import data_uri
+
+    return data_uri(png, "image/png")
 
 
 def samples_per_class(rows: list[dict], classes: list[str], k: int, seed: int = 0) -> dict[str, list[str]]:
