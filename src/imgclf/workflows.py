@@ -272,13 +272,13 @@ def _write_evaluation(model, metrics, paths, labels, probs, data, folder, consol
     name>, replaced by the next evaluation on the same data. A run folder that cannot take it (a
     read-only registry) costs the folder, said, not the evaluation."""
     from imgclf.core.files import output_folder
+    from imgclf.data.paths import source_name
     from imgclf.evaluation.scoring import seen_warning
     from imgclf.reporting.report import write_evaluation
 
     if folder is None:
-        name = Path(str(data)).resolve().name.removesuffix(".zip").removesuffix(".csv") or "data"
         try:
-            folder = output_folder(Path(model.path) / "evaluations" / name, "the run folder")
+            folder = output_folder(Path(model.path) / "evaluations" / source_name(data), "the run folder")
         except UserError as e:
             console.print(f"[yellow]warning[/]: no evaluation report written: {escape(str(e))}; give --out DIR")
             return None

@@ -256,3 +256,20 @@ def test_a_folder_that_is_no_run_says_what_it_is(tmp_path):
         find_run(tmp_path / "empty")
     with pytest.raises(UserError, match=r"holds only tuning.json.*same imgclf tune command"):
         find_run(tmp_path / "retrain")
+
+
+def test_what_is_made_from_a_source_is_named_after_it_without_its_archive_suffix(tmp_path, monkeypatch):
+    """photos/, photos.zip, photos.tar.gz and photos.csv all make runs/photos-<n> (and
+    RUN/evaluations/photos): the name a user looks for, safe as a folder name."""
+    from imgclf.data.paths import source_name
+    from imgclf.store.runs import new_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    for given in ("photos", "photos/", "photos.zip", "Photos.TAR.GZ", "data/photos.csv", "photos.tgz"):
+        assert source_name(given).lower() == "photos", given
+    assert source_name("my photos (2024)") == "my_photos_2024"
+    assert source_name("flowers.v2") == "flowers.v2"  # a dot in a folder's name is not an archive's suffix
+    assert source_name(".zip") == "zip" and source_name("###") == "data"
+    (tmp_path / "shots").mkdir()
+    monkeypatch.chdir(tmp_path / "shots")
+    assert new_run_dir(".") == Path("runs/shots-1")  # `imgclf train .` is named after the folder it is in

@@ -13,7 +13,19 @@ an absolute path under the old root is moved along with it.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import PurePath
+
+ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip", ".csv")  # what a source's name drops: photos.zip is "photos"
+
+
+def source_name(data) -> str:
+    """A data source's short name for what is made from it (runs/<name>-<n>, RUN/evaluations/<name>):
+    `photos` for photos/, photos.zip, photos.tar.gz or photos.csv, safe as a folder name. `imgclf train .`
+    is named after the folder it is in (abspath, not resolve: a symlink's own name is the one the user gave)."""
+    name = os.path.basename(os.path.abspath(os.path.expanduser(str(data))))
+    name = next((name[: -len(a)] for a in ARCHIVES if name.lower().endswith(a) and len(name) > len(a)), name)
+    return re.sub(r"[^\w.-]+", "_", name).strip("_.") or "data"
 
 
 def data_root(source: str, layout: str, paths: list[str]) -> str | None:

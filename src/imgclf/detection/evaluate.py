@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
+from imgclf.data.paths import source_name
 
 EVERY_BOX = 0.01  # the score AP is computed down to, as training scores its test photos
 SHOWN = 8  # annotated photos in the report: the worst first
@@ -102,10 +103,9 @@ def _matched(box_set, classes: list[str]) -> tuple[list, list[str]]:
 def _default_out(name, data) -> Path:
     from imgclf.detection.classifier import is_detector_run  # no torch: evaluate in ONNX Runtime stays so
 
-    stem = Path(str(data)).resolve().name or "data"
     if is_detector_run(name):
-        return Path(name) / "evaluations" / stem
-    return Path("evaluations") / f"{Path(str(name)).name}-on-{stem}"
+        return Path(name) / "evaluations" / source_name(data)
+    return Path("evaluations") / f"{source_name(name)}-on-{source_name(data)}"
 
 
 def summary(m: dict) -> str:

@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from imgclf.core.errors import UserError
+from imgclf.data.paths import source_name
 from imgclf.faces.gallery import UNKNOWN, load_gallery
 
 SHOWN = 12  # photos in the report: the false accepts and wrong names first
@@ -75,7 +76,7 @@ def _people(data):
 
 
 def _default_out(gallery, data) -> Path:
-    return Path("evaluations") / f"{Path(str(gallery)).resolve().name}-on-{Path(str(data)).resolve().name}"
+    return Path("evaluations") / f"{source_name(gallery)}-on-{source_name(data)}"
 
 
 def _answer(model, g, path: Path) -> dict | None:

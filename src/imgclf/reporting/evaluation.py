@@ -33,6 +33,11 @@ def evaluation_sections(f: Facts) -> str:
     )
 
 
+def _where(f: Facts) -> str:
+    """Where the sections' numbers come from: "test split", or an evaluation's "images in DATA"."""
+    return (f.metrics or {}).get("evaluated_on", "test split")
+
+
 def _images(f: Facts) -> str:
     """What the sections' images are: the run's test images, or an evaluation's ("images")."""
     return f.extra.get("images", "test images")
@@ -129,7 +134,7 @@ def confusion_section(f: Facts) -> str:
             ["true class", "predicted as", "images", "share of true class"], rows, numeric=(2, 3)
         )
     else:
-        body += "<p>No test image was confused.</p>"
+        body += f"<p>No {_images(f)[:-1]} was confused.</p>"
     return section("confusion", "Confusion matrix", body)
 
 
@@ -138,8 +143,8 @@ def roc_pr_section(f: Facts, per_class_curves: list, micro: dict | None) -> str:
         return section("roc-pr", "ROC and precision-recall curves", "<p>No test split to draw them from.</p>")
     png = plots.roc_pr(per_class_curves, f.meta.classes, micro)
     cap = (
-        "Each class against all others, from the calibrated test probabilities. Micro-average: every "
-        "(image, class) pair pooled."
+        f"Each class against all others, from the calibrated probabilities on the {_images(f)}. Micro-average: "
+        "every (image, class) pair pooled."
     )
     return section("roc-pr", "ROC and precision-recall curves", figure(png_uri(png), "ROC and PR curves", cap))
 
@@ -180,8 +185,8 @@ def thresholds_section(f: Facts) -> str:
         predicted = d["tp"] + d["fp"]
         parts.append(
             f'<div id="thresholds-decision"><h3>Two-class decision</h3><p>The answer is <b>{esc(d["positive_class"])}</b> '
-            f"when its calibrated probability is at least <b>{d['threshold']:.3f}</b> ({esc(d['rule'])}). On the test "
-            f"split that gives recall <b>{d['recall']:.3f}</b> at precision <b>{d['precision']:.3f}</b>: "
+            f"when its calibrated probability is at least <b>{d['threshold']:.3f}</b> ({esc(d['rule'])}). On the "
+            f"{esc(_where(f))} that gives recall <b>{d['recall']:.3f}</b> at precision <b>{d['precision']:.3f}</b>: "
             f"{d['fp']:,} false alarm(s) among {predicted:,} positive answers and {d['fn']:,} missed of "
             f"{d['tp'] + d['fn']:,}. ROC-AUC {num(d.get('roc_auc'))}, PR-AUC {num(d.get('pr_auc'))}.</p>"
             + figure(
@@ -235,7 +240,7 @@ def _coverage(f: Facts) -> str:
     )
     if rej:
         # With its test numbers (metrics.json "rejection": coverage, accuracy_accepted, ...).
-        html += _rejection_table(rej, (f.metrics or {}).get("rejection") or {}, float(acc[-1]))
+        html += _rejection_table(rej, (f.metrics or {}).get("rejection") or {}, float(acc[-1]), _where(f))
     elif len(f.meta.classes) > 2:
         html += (
             '<div id="thresholds-rejection"><h3>Rejection</h3><p>Not configured: the model always names one of '
@@ -245,7 +250,7 @@ def _coverage(f: Facts) -> str:
     return html
 
 
-def _rejection_table(rej: Rejection, test: dict, accuracy_all: float) -> str:
+def _rejection_table(rej: Rejection, test: dict, accuracy_all: float, where: str) -> str:
     val = rej.validation or {}
     rows = [
         [
@@ -255,13 +260,13 @@ def _rejection_table(rej: Rejection, test: dict, accuracy_all: float) -> str:
             num(d.get("rejected")),
             num(d.get("accuracy_accepted"), 3),
         ]
-        for split, d in (("validation", val), ("test", test))
+        for split, d in (("validation", val), ("test" if where.endswith("test split") else esc(where), test))
         if d
     ]
     return (
         '<div id="thresholds-rejection"><h3>Rejection</h3><p>Below calibrated confidence '
         f"<b>{rej.threshold:.3f}</b> the model answers <code>unknown</code> ({esc(rej.rule or '')}). "
-        f"Answering everything, test accuracy would be {accuracy_all:.3f}.</p>"
+        f"Answering everything, accuracy on the {esc(where)} would be {accuracy_all:.3f}.</p>"
         + table(["split", "coverage", "answered", "unknown", "accuracy on answered"], rows, numeric=(1, 2, 3, 4))
         + "</div>"
     )

@@ -21,16 +21,15 @@ from typing import Iterator
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import output_folder, write_text
-from imgclf.data.paths import rebase, relative_to, resolve
+from imgclf.data.paths import rebase, relative_to, resolve, source_name
 from imgclf.store.run_meta import load_run_meta
 
 
 def new_run_dir(data: str | Path, base: str | Path = "runs", reserve: bool = False, suffix: str = "") -> Path:
-    """runs/<dataset-name><suffix>-<n>, n one more than the highest already there. `imgclf train .` names
-    the run after the folder it is in (abspath, not resolve: a symlink's own name is the one the user gave).
+    """runs/<dataset-name><suffix>-<n>, n one more than the highest already there (data.paths.source_name).
     `reserve`: made here, so two trainings started together (two terminals) never share one folder;
     the first writes come only after decoding, seconds to minutes later."""
-    name = (re.sub(r"[^\w.-]+", "_", Path(os.path.abspath(data)).stem or "data").strip("_") or "data") + suffix
+    name = source_name(data) + suffix
     base = Path(base)
     taken = [
         int(m.group(1)) for p in base.glob(f"{name}-*") if (m := re.fullmatch(rf"{re.escape(name)}-(\d+)", p.name))
