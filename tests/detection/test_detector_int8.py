@@ -6,6 +6,7 @@ at seeded places and sizes (20 photos, people in most), and the two photos as th
 from __future__ import annotations
 
 import importlib.util
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -209,8 +210,11 @@ def test_service_without_the_int8_detector_stops_in_one_line(tmp_path, tmp_path_
         UserError, match=f"the detector {boxes} has no int8 model; make one with: imgclf export {boxes} --int8"
     ):
         serving.create_app(imgclf.load(run), serving.ServeSettings(detector=str(boxes), detector_backend="onnx-int8"))
+    with socket.socket() as s:  # a port free now: a fixed one may be taken, and that error comes first
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
     p = cli(
-        "serve", run, "--detector", boxes, "--detector-backend", "onnx-int8", "--port", "8765", check=False, timeout=300
+        "serve", run, "--detector", boxes, "--detector-backend", "onnx-int8", "--port", port, check=False, timeout=300
     )
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert f"the detector {boxes} has no int8 model; make one with: imgclf export {boxes} --int8" in p.stderr
