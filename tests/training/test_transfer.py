@@ -294,6 +294,9 @@ def test_models_lists_params_and_flops():
     assert r.exit_code == 0, r.output
     assert "timm/resnet10t" in r.output and "5.44M" in r.output and "GFLOPs@160" in r.output
     assert "showing 3 of" in r.output
+    r = CliRunner().invoke(app, ["models"], env={"COLUMNS": "80"})  # a whole row on one line in a terminal
+    assert "timm/tf_efficientnet_lite0  4.65M" in r.output and "yes: --model lite0\n" in r.output
+    assert max(len(line.rstrip()) for line in r.output.splitlines()) <= 80, r.output
     rows = imgclf.list_models("resnet1*", size=224, limit=3)
     assert rows[0]["name"] == "timm/resnet10t" and rows[0]["gflops"] == pytest.approx(2.19, abs=0.01)
 

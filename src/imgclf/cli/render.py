@@ -257,11 +257,25 @@ def registry_versions(versions: list[dict], console=None) -> None:
 
 
 def models(result: dict, console) -> None:
+    from rich.box import SIMPLE_HEAD
     from rich.markup import escape  # a local weights file is the user's path
     from rich.table import Table
 
-    table = Table("model", "params", f"GFLOPs@{result['size']}", "pretrained", "weights here")
+    # No outer border and no vertical lines: a row stays one line in an 80-column terminal.
+    table = Table(
+        "model",
+        "params",
+        f"GFLOPs@{result['size']}",
+        "pretrained",
+        "weights here",
+        box=SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+    )
     table.columns[0].no_wrap = True
+    table.columns[3].max_width, table.columns[3].overflow = 12, "ellipsis"  # a long tag: its start says enough
+    table.columns[3].no_wrap, table.columns[4].min_width = True, len("yes: --model lite0")
     table.columns[4].overflow = "fold"  # a whole path, wrapped
     for r in result["rows"]:
         tags = r["pretrained_tags"]
@@ -270,7 +284,7 @@ def models(result: dict, console) -> None:
             "built in"
             if not r["name"].startswith("timm/")
             else (
-                f"ImageNet weights installed: --model {r['short_name']}"
+                f"yes: --model {r['short_name']}"
                 if r["package"]
                 else f"yes: {escape(str(r['local_weights']))}"
                 if r["local_weights"]
@@ -286,7 +300,7 @@ def models(result: dict, console) -> None:
     if result["shown"] < result["matched"]:
         console.print(f"showing {result['shown']} of {result['matched']} matches: narrow PATTERN or raise --limit")
     if not result["pattern"]:
-        console.print("any timm architecture works as --model timm/<name>; search with: imgclf models PATTERN")
+        console.print("any timm architecture works: --model timm/<name>; find one: imgclf models PATTERN")
 
 
 def _millions(n: int | None) -> str:
