@@ -217,8 +217,8 @@ def evaluate(
 ) -> dict:
     """See imgclf.evaluate."""
     from imgclf.core.files import output_folder
+    from imgclf.evaluation.elsewhere import scored_evaluation
     from imgclf.evaluation.metrics import per_class_lines
-    from imgclf.evaluation.scoring import scored_evaluation
 
     if kind := evaluated_as(run):
         return _evaluate_other(kind, run, data, verbose, data_root, out)
@@ -227,13 +227,13 @@ def evaluate(
     model = loaded(run)
     folder = output_folder(out, "--out") if out is not None else None  # a mistake said before any work
     console = console_for(verbose)
-    metrics, paths, labels, probs = scored_evaluation(model, data, verbose, data_root=data_root)
+    metrics, paths, labels, probs, others = scored_evaluation(model, data, verbose, data_root=data_root)
     for line in per_class_lines(metrics):
         console.print(escape(line))
     if data is None:
         console.print(f"metrics: {escape(str(Path(model.path) / 'metrics.json'))}")
         return metrics
-    report = _write_evaluation(model, metrics, paths, labels, probs, data, folder, console)
+    report = _write_evaluation(model, metrics, (paths, labels, probs, others), data, folder, console)
     return {**metrics, **({"report": str(report)} if report else {})}
 
 
@@ -267,13 +267,13 @@ def _evaluate_other(kind: str, name, data, verbose: bool, data_root, out) -> dic
     return evaluate_gallery(name, data, out, verbose=verbose)
 
 
-def _write_evaluation(model, metrics, paths, labels, probs, data, folder, console) -> Path | None:
+def _write_evaluation(model, metrics, scored, data, folder, console) -> Path | None:
     """The evaluation folder (reporting.report.write_evaluation): --out, else RUN/evaluations/<data's
     name>, replaced by the next evaluation on the same data. A run folder that cannot take it (a
     read-only registry) costs the folder, said, not the evaluation."""
     from imgclf.core.files import output_folder
     from imgclf.data.paths import source_name
-    from imgclf.evaluation.scoring import seen_warning
+    from imgclf.evaluation.elsewhere import seen_warning
     from imgclf.reporting.report import write_evaluation
 
     if folder is None:
@@ -283,8 +283,8 @@ def _write_evaluation(model, metrics, paths, labels, probs, data, folder, consol
             console.print(f"[yellow]warning[/]: no evaluation report written: {escape(str(e))}; give --out DIR")
             return None
     held = "scores on them are not held out"
-    note = seen_warning(metrics.get("own_images", {}), len(paths), held, near=metrics.get("near_copies"))
-    report = write_evaluation(model, metrics, paths, labels, probs, data, folder, note)
+    note = seen_warning(metrics.get("own_images", {}), len(scored[0]), held, near=metrics.get("near_copies"))
+    report = write_evaluation(model, metrics, *scored, data, folder, note)
     console.print(f"report: {escape(str(report))}  (every image's answer: {escape(str(folder / 'predictions.csv'))})")
     return report
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image, ImageOps
 
 import imgclf
 from imgclf.core.errors import UserError
-from imgclf.evaluation.scoring import match_classes
+from imgclf.evaluation.elsewhere import match_classes
 
 
 def test_class_folders_match_the_models_classes_by_name():
@@ -51,6 +52,17 @@ def test_evaluate_on_a_folder_named_differently_or_of_one_class(tiny_run, tmp_pa
     said = " ".join(capsys.readouterr().out.split())
     assert left["n"] == one["n"] and left["accuracy"] == one["accuracy"]
     assert f"left out 2 images of classes the model does not know: triangle (2); scored on the {n // 2} images" in said
+    # ...and what it answers for them is told: what predict will answer when such an image comes.
+    triangles = sorted(str(p) for p in (tmp_path / "other" / "triangle").iterdir())
+    answers = [a["label"] for a in imgclf.load(tiny_run).predict(triangles)]
+    other = left["other_classes"]["triangle"]
+    assert other["images"] == 2 and other["answers"] == dict(Counter(answers).most_common())
+    assert "answered for the classes it does not know: triangle (2): " in said
+    rows = list(csv.DictReader(open(tmp_path / "ev3" / "predictions.csv", newline="", encoding="utf-8")))
+    assert len(rows) == left["n"] + 2 and sorted(r["path"] for r in rows if r["label"] == "triangle") == triangles
+    assert {r["correct"] for r in rows if r["label"] == "triangle"} == {""}  # not scored: no right or wrong
+    page = (tmp_path / "ev3" / "report.html").read_text()
+    assert '<section id="other-classes"' in page and "<td>triangle</td>" in page
     shutil.rmtree(tmp_path / "other" / "Disc")
     with pytest.raises(UserError, match=r"does not know: triangle \(the model's classes: disc, square, stripes\)"):
         imgclf.evaluate(

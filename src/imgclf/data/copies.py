@@ -1,6 +1,6 @@
 """Near-copies of a run's own images among other images: a training photo resized, re-encoded,
 re-cropped a little or mirrored, in a folder the run is then evaluated on. Scored as new photos they
-inflate the accuracy as exact copies do, and a byte comparison (evaluation.scoring.own_images) cannot
+inflate the accuracy as exact copies do, and a byte comparison (evaluation.elsewhere.own_images) cannot
 see them.
 
 A run keeps each of its images' pHash (RUN/prints.safetensors, 10 bytes an image, written as

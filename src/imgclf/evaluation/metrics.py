@@ -56,7 +56,7 @@ def summary_line(m: dict) -> str:
     18 photos reads as what it is (0.82-1.00)."""
     lo, hi = wilson(round(m["accuracy"] * m["n"]), m["n"])
     parts = [
-        f"test accuracy {m['accuracy']:.4f}",
+        f"accuracy {m['accuracy']:.4f}",  # after "held-out test split:" or the folder scored
         f"macro F1 {m['macro_avg']['f1-score']:.4f}",
         f"log-loss {m['log_loss']:.4f}",
         *(f"top-{k} {v:.4f}" for k, v in m["top_k_accuracy"].items()),

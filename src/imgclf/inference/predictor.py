@@ -128,7 +128,7 @@ class Predictor:
         return self.operating_point.decide(p, self.classes)
 
     def evaluate(self, data: str | Path | None = None) -> dict:
-        from imgclf.evaluation.scoring import evaluate_model
+        from imgclf.evaluation.elsewhere import evaluate_model
 
         return evaluate_model(self, data)
 

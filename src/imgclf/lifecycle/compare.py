@@ -18,7 +18,7 @@ from scipy.stats import binomtest
 from imgclf.core.errors import UserError
 from imgclf.core.files import output_file, write_json
 from imgclf.evaluation.calibration import expected_calibration_error
-from imgclf.evaluation.scoring import labelled, listed, match_classes, own_images, seen_warning
+from imgclf.evaluation.elsewhere import labelled, listed, match_classes, own_images, seen_warning
 from imgclf.settings.checks import Number, check_number
 from imgclf.store.runs import test_split
 

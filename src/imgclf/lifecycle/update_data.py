@@ -69,7 +69,7 @@ def _match_old_names(new: list[dict], classes: list[str], console) -> None:
     `daisy`) is that class, not a new one beside it: relabelled in place and said."""
     from rich.markup import escape
 
-    from imgclf.evaluation.scoring import match_classes
+    from imgclf.evaluation.elsewhere import match_classes
 
     named, _ = match_classes(sorted({r["label"] for r in new}), classes)
     renamed = {a: b for a, b in named.items() if a != b}

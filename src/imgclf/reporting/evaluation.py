@@ -47,6 +47,46 @@ def curves(f: Facts) -> tuple[list, dict | None]:
     return one_vs_rest(f.test.labels, f.test.probs) if f.test is not None else ([], None)
 
 
+def metrics_title(f: Facts) -> str:
+    return "Test metrics" if _where(f).endswith("test split") else "Metrics"
+
+
+def other_classes_section(f: Facts) -> str:
+    """An evaluation's images of classes the model does not know (metrics "other_classes", from
+    evaluation.elsewhere): left out of the scores, and what the model answered for them."""
+    other = (f.metrics or {}).get("other_classes")
+    if not other:
+        return ""
+    rows = [
+        [
+            esc(name),
+            num(r["images"]),
+            esc(", ".join(f"{a} {n:,}" for a, n in r["answers"].items())),
+            num(r["median_confidence"], 2),
+        ]
+        for name, r in other.items()
+    ]
+    return section(
+        "other-classes",
+        "Classes it does not know",
+        f"<p>{sum(r['images'] for r in other.values()):,} images in {len(other):,} folder(s) that match none of the "
+        "model's classes are left out of every number above: it cannot name them, so each would count as its "
+        "mistake. What it answers for them is what it will answer in use"
+        + (
+            " (below its rejection threshold the answer is <code>unknown</code>)."
+            if _rejection(f)
+            else "; it always names one of its classes"
+            + (
+                " (train with <code>--target-accuracy A</code> for <code>unknown</code> answers)."
+                if len(f.meta.classes) > 2
+                else "."
+            )
+        )
+        + " Each image's answer is in predictions.csv, its <code>correct</code> cell empty.</p>"
+        + table(["folder", "images", "answered", "median confidence"], rows, numeric=(1, 3)),
+    )
+
+
 def metrics_section(f: Facts, per_class_curves: list) -> str:
     m = f.metrics
     if not m:
@@ -88,7 +128,7 @@ def metrics_section(f: Facts, per_class_curves: list) -> str:
     note = f'<p class="note">Red: the lowest F1 ({len(worst)} class(es)).</p>' if worst else ""
     return section(
         "metrics",
-        "Test metrics",
+        metrics_title(f),
         intro
         + table(
             ["class", "precision", "recall", "F1", "support", "ROC-AUC", "AP"],

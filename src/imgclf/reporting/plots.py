@@ -260,7 +260,7 @@ def reliability(rel: dict, ece_before: float | None, ece_after: float | None) ->
         )
         ax.plot([0, 1], [0, 1], "--", color="#666", lw=1, label="perfect calibration")
         ax.set(ylim=(0, 1), ylabel="accuracy", xlim=(0, 1))
-        title = "calibrated confidence vs accuracy (test)"
+        title = "calibrated confidence vs accuracy"
         if ece_after is not None:
             title += f"\nECE {ece_before:.3f} before, {ece_after:.3f} after temperature scaling"
         ax.set_title(title)
@@ -308,7 +308,7 @@ def decision(p_pos: np.ndarray, is_pos: np.ndarray, threshold: float, positive: 
             ylabel="precision",
             xlim=(0, 1.02),
             ylim=(0, 1.02),
-            title="precision-recall (test)",
+            title="precision-recall",
         )
         th.plot(thresholds, precision[:-1], color=PALETTE[0], label="precision")
         th.plot(thresholds, recall[:-1], color=PALETTE[1], label="recall")

@@ -85,11 +85,15 @@ def write_report(model, progress: bool = False, data_root=None) -> Path:
 EVALUATION_SECTIONS = ("metrics", "confusion", "roc-pr", "reliability", "thresholds", "predictions", "mistakes")
 
 
-def write_evaluation(model, metrics: dict, paths: list[str], labels, probs, data, out: Path, note: str = "") -> Path:
+def write_evaluation(
+    model, metrics: dict, paths: list[str], labels, probs, others: list, data, out: Path, note: str = ""
+) -> Path:
     """An evaluation of a run on other labelled images, as a folder to hand around: report.html (the
     run report's evaluation sections, on these images), metrics.json, and predictions.csv (one row
     an image: its label, the answer predict gives, that answer's calibrated probability, right or
-    not). `note`: a warning the page opens with (images the run trained on). Returns out/report.html."""
+    not; `others`, the (path, folder, answer, confidence) of images of classes the model does not
+    know, follow with `correct` empty). `note`: a warning the page opens with (images the run
+    trained on). Returns out/report.html."""
     import csv
 
     from imgclf.core.files import atomic_path, read_json, write_json
@@ -99,7 +103,7 @@ def write_evaluation(model, metrics: dict, paths: list[str], labels, probs, data
     test = Test(list(paths), np.asarray(labels), probs, deployed_labels(probs, model.meta))
     f = Facts(run, model.meta, {}, {**metrics, "evaluated_on": f"images in {data}"}, [], {}, [], test)
     f.extra["images"] = "images"  # not "test images": photos from elsewhere
-    body = ev.evaluation_sections(f)
+    body = ev.evaluation_sections(f) + ev.other_classes_section(f)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", f.metrics)
     classes = model.classes
@@ -109,6 +113,7 @@ def write_evaluation(model, metrics: dict, paths: list[str], labels, probs, data
         for path, y, p, a in zip(test.paths, test.labels, probs, test.pred):
             answer = classes[a] if a >= 0 else "unknown"
             w.writerow([path, classes[y], answer, f"{p[a] if a >= 0 else p.max():.4f}", int(a == y)])
+        w.writerows([path, folder, answer, f"{confidence:.4f}", ""] for path, folder, answer, confidence in others)
     m = f.metrics
     cards = [(f"{m['accuracy']:.1%}", "accuracy"), (f"{m['macro_avg']['f1-score']:.3f}", "macro F1")]
     cards += [(f"{m['n']:,}", "images"), (f"{m['calibration']['ece_after']:.3f}", "ECE (calibrated)")]
@@ -127,7 +132,8 @@ def write_evaluation(model, metrics: dict, paths: list[str], labels, probs, data
         f"Written by imgclf {esc(model.meta.imgclf_version or '')} on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} "
         f"UTC by <code>imgclf evaluate {esc(run)} {esc(data)}</code>; every image's answer is in predictions.csv."
     )
-    nav = [(k, SECTIONS[k]) for k in EVALUATION_SECTIONS]
+    nav = [(k, "Metrics" if k == "metrics" else SECTIONS[k]) for k in EVALUATION_SECTIONS]
+    nav += [("other-classes", "Other classes")] if "other_classes" in m else []
     write_text(out / "report.html", page(f"imgclf evaluation: {run.name} on {data}", header, nav, body, footer))
     return out / "report.html"
 
