@@ -66,8 +66,12 @@ def test_new_data_of_one_class_named_in_capitals(runs, tmp_path):
     new = compare(weak, strong, data=tmp_path / "new", n_boot=50)["slices"]["new data"]
     assert new["n"] == 30 and new["per_class"]["disc"]["n"] == 30
     # On the command line the new data is DATA, as `imgclf evaluate RUN DATA` takes it, or --data.
-    helpers.cli("compare", weak, strong, tmp_path / "new", "--out", tmp_path / "c.json")
-    assert json.loads((tmp_path / "c.json").read_text())["slices"]["new data"]["n"] == 30
+    # A folder of a class neither knows is left out and said, as evaluate does, not a refusal.
+    shutil.copytree(data / "square", tmp_path / "new" / "kite")
+    p = helpers.cli("compare", weak, strong, tmp_path / "new", "--out", tmp_path / "c.json")
+    assert "left out 30 images of classes neither model knows: kite (30)" in " ".join(p.stdout.split())
+    new = json.loads((tmp_path / "c.json").read_text())["slices"]["new data"]
+    assert new["n"] == 30 and new["left_out"] == {"kite": 30}
     p = helpers.cli("compare", weak, strong, tmp_path / "new", "--data", data, check=False)
     assert p.returncode == 2 and p.stderr == (
         f"error: two folders of new data ({tmp_path / 'new'} and --data {data}): give one, as DATA or as --data\n"

@@ -270,8 +270,11 @@ def compare(
     # split (two runs split apart), or the new data holds either's training images.
     seen = [_seen("test split", test[0], mb, "the challenger (B)")]
     if data is not None:
-        new = _labeled(data, classes)
+        left: dict[str, list[str]] = {}
+        new = _labeled(data, classes, left)
         slices["new data"] = _slice(ma, mb, *new, n_boot, seed, classes)
+        if left:  # as evaluate does: neither can name them, so they would only count as both one's mistakes
+            slices["new data"]["left_out"] = {folder: len(paths) for folder, paths in left.items()}
         seen += [
             _seen("new data", new[0], m, who) for m, who in ((ma, "the current model (A)"), (mb, "the challenger (B)"))
         ]
@@ -330,11 +333,12 @@ def _seen(where: str, paths: list[str], model, who: str) -> str:
     return seen_warning(own, len(paths), so, whose=f"{who}'s", of=f"the {where}'s", near=near)
 
 
-def _labeled(data, classes: list[str]) -> tuple[list[str], np.ndarray]:
-    """The new data's test split when it has one, else all its images. `data` may also be a list of
-    (path, label) pairs: `imgclf update`'s new test slice, which can hold a single class."""
+def _labeled(data, classes: list[str], left: dict | None = None) -> tuple[list[str], np.ndarray]:
+    """The new data's test split when it has one, else all its images; a folder's classes neither model
+    knows are left out, by folder in `left`. `data` may also be a list of (path, label) pairs:
+    `imgclf update`'s new test slice, which can hold a single class."""
     if not isinstance(data, (list, tuple)):
-        paths, labels, _ = labelled(data, classes, "neither model knows", "their classes")
+        paths, labels, _ = labelled(data, classes, "neither model knows", "their classes", leave_out=left)
         return paths, labels
     paths, names = [str(p) for p, _ in data], [str(label) for _, label in data]
     named, unknown = match_classes(sorted(set(names)), classes)
