@@ -63,6 +63,11 @@ def test_evaluate_on_a_folder_named_differently_or_of_one_class(tiny_run, tmp_pa
     assert {r["correct"] for r in rows if r["label"] == "triangle"} == {""}  # not scored: no right or wrong
     page = (tmp_path / "ev3" / "report.html").read_text()
     assert '<section id="other-classes"' in page and "<td>triangle</td>" in page
+    # The class folder itself, its images loose in it: not guessed from the name, but the way out is said.
+    with pytest.raises(
+        UserError, match=rf"Disc has no class folders: .* give the folder above it \({tmp_path / 'other'}\)"
+    ):
+        imgclf.evaluate(tiny_run, tmp_path / "other" / "Disc", verbose=False, out=tmp_path / "ev5")
     shutil.rmtree(tmp_path / "other" / "Disc")
     with pytest.raises(UserError, match=r"does not know: triangle \(the model's classes: disc, square, stripes\)"):
         imgclf.evaluate(

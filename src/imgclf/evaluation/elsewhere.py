@@ -222,6 +222,17 @@ def labelled(
     from imgclf.data.discover import find
 
     spec = find(data)
+    if not spec.classes:  # a folder of loose images: their class is not guessed
+        name = Path(str(data)).name
+        hint = (
+            f", or give the folder above it ({Path(str(data)).resolve().parent}), where {name}/ names the class"
+            if match_classes([name], classes)[0]
+            else ""
+        )
+        raise UserError(
+            f"{data} has no class folders: each image's class must be known to score it; put the images in a "
+            f"sub-folder named after their class (DATA/<class>/<image>){hint}"
+        )
     sel = spec.indices("test") if (spec.splits == "test").any() else np.arange(len(spec.paths))
     named, unknown = match_classes(spec.classes, classes)
     if unknown and (leave_out is None or not named):
