@@ -116,7 +116,7 @@ def score(
     from imgclf.evaluation.plots import plot_confusion, plot_reliability
 
     if len(labels) == 0:
-        raise UserError(f"no usable images to evaluate in the {where}")
+        raise UserError(f"no usable images to evaluate in {'the ' if where.endswith('split') else ''}{where}")
     logits = model.predict_logits(images)
     t = model.temperature
     probs = model.last_probs = softmax(logits / t)
