@@ -20,6 +20,7 @@ import numpy as np
 
 from imgclf.core.errors import UserError
 from imgclf.data.paths import source_name
+from imgclf.detection.report import better_threshold
 
 EVERY_BOX = 0.01  # the score AP is computed down to, as training scores its test photos
 SHOWN = 8  # annotated photos in the report: the worst first
@@ -63,7 +64,9 @@ def evaluate_detector(name, data, out=None, device: str = "auto", verbose: bool 
         "positive": positive,
         **{k: coco[k] for k in ("ap50", "ap50_at_threshold", "map", "ap75", "per_class_ap50")},
         "presence": {
-            **M.presence(scores, present),
+            # With the recorded threshold as the prior: another is named only when it tells these photos
+            # apart better by more than one photo of the rarer side.
+            **M.presence(scores, present, prior=t),
             "balanced_accuracy_at_threshold": M.balanced_accuracy(scores, present, t),
         },
         "count": {"right": float((found == labelled).mean()), "mean_abs_error": float(np.abs(found - labelled).mean())},
@@ -120,6 +123,7 @@ def summary(m: dict) -> str:
         f"{m['data']}: {m['photos']} photos, {m['detector']} at threshold {m['threshold']:.3g}: AP@0.5 "
         f"{m['ap50_at_threshold']:.3f} (every box {m['ap50']:.3f}), mAP {m['map']:.3f}; {presence}; "
         f"count right on {m['count']['right']:.1%} of photos"
+        + (f"\n  {better}" if (better := better_threshold(m)) else "")
     )
 
 

@@ -113,6 +113,7 @@ def evaluation_page(folder: Path, m: dict, pr, shown: list) -> Path:
         ("mAP@[.5:.95]", f"{m['map']:.3f}"),
         (f"presence ROC-AUC ({pres['with']} of {pres['photos']} photos with '{m['positive']}')", pres["roc_auc"] or na),
         ("presence balanced accuracy at the threshold", pres["balanced_accuracy_at_threshold"] or na),
+        *([("a threshold these photos suggest", better)] if (better := better_threshold(m)) else []),
         ("photos whose count is right", f"{count['right']:.1%} (mean error {count['mean_abs_error']:.2f})"),
     ]
     table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
@@ -141,3 +142,16 @@ def pr_curve(path: Path, curves: list, title: str) -> str:
     ax.legend(loc="lower left")
     save_png(fig, path)
     return data_uri(path.read_bytes(), "image/png")
+
+
+def better_threshold(m: dict) -> str:
+    """A presence threshold that tells these photos apart better than the recorded one by more than
+    one photo (metrics.presence's rule), as a line; "" when there is none."""
+    p = m["presence"]
+    if p["roc_auc"] is None or p.get("kept_prior"):
+        return ""
+    return (
+        f"on these photos presence is told best at threshold {p['threshold']:.3g} (balanced accuracy "
+        f"{p['balanced_accuracy']:.3f} against {p['balanced_accuracy_at_threshold']:.3f}), chosen on them, so "
+        f"optimistic: scan with --threshold {p['threshold']:.3g}, or fine-tune on them: imgclf train {m['data']}"
+    )
