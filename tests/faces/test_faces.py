@@ -450,7 +450,8 @@ def test_crops_with_no_face_found_are_cut_where_the_other_crops_hold_theirs(mode
         for i, v in enumerate(variants(img)[:3]):
             v.save(known / name / f"{i}.png")
         img.resize((34, 40)).save(known / name / "thumbnail.png")
-    F.enrol(known, tmp_path / "g", model=model, verbose=False)
+    said = F.enrol(known, tmp_path / "g", model=model, verbose=False)
+    assert not [w for w in said["warnings"] if "no face was detected" in w]  # faces were, in 6 of the 8
     g = G.load_gallery(tmp_path / "g")
     src = {s["file"]: (i, s) for i, s in enumerate(g.sources)}
     detected = [s for _, s in src.values() if s["found"] == "detected"]
@@ -470,6 +471,17 @@ def test_crops_with_no_face_found_are_cut_where_the_other_crops_hold_theirs(mode
     F.identify(tmp_path / "g", [known / "Grace" / "thumbnail.png"], out=tmp_path / "who", model=model)
     assert "(1 of them small photos with no face detected, read whole as face crops)" in capsys.readouterr().out
     assert [r["found"] for r in csv.DictReader(open(tmp_path / "who" / "faces.csv"))] == ["whole photo"]
+
+
+def test_a_gallery_of_small_photos_none_showing_a_face_is_warned_of(model, tmp_path):
+    """Small photos are read whole as face crops when no face is found (crop datasets defeat the
+    detector), so a folder of flowers or shapes enrols: said, since it will name no one reliably."""
+    from helpers import make_shapes_dataset
+
+    shapes = make_shapes_dataset(tmp_path / "shapes", per_class=2, size=64)
+    said = F.enrol(shapes, tmp_path / "g", model=model, verbose=False)
+    n = sum(said["people"].values())
+    assert n == 6 and any(w.startswith(f"no face was detected in any of the {n} photos") for w in said["warnings"])
 
 
 def test_enrol_reads_people_as_train_reads_classes(known, model, tmp_path, monkeypatch):

@@ -1,12 +1,14 @@
 """What enrol, add and remove say about a gallery they wrote: the people and photos, what was
 skipped, and how its threshold, naming method and texture blend were chosen (gallery.Gallery.choose),
-with a warning where the threshold names few of the enrolled people's own photos."""
+with a warning where the threshold names few of the enrolled people's own photos, or where no photo
+showed the detector a face."""
 
 from __future__ import annotations
 
 import shlex
 
 from imgclf.faces.gallery import Gallery
+from imgclf.models.face.model import WHOLE
 
 WEAK_NAMING = 0.5  # below this share of a person's own photos named at the threshold, enrolment warns
 
@@ -35,6 +37,14 @@ def summarize(g: Gallery, out, report, verbose, verb) -> dict:
             "back unknown): these faces look alike to the embedding (hard light, tiny or turned faces). A higher "
             "--far names more and lets more strangers through; with many photos a person, a network trained on "
             "them (imgclf train) may do better"
+        )
+    if g.sources and all(src.get("found") == WHOLE for src in g.sources):
+        # Face crops defeat the detector often (hard light: a face found in 21-26 % of Yale B's), never
+        # all of them: a small photo of something else is read whole, too, and embeds as some face.
+        summary["warnings"].append(
+            f"no face was detected in any of the {len(g.sources)} photos: each was read whole as a face crop "
+            "(photos of 300 px or less are). If they are not photos of faces, or the faces are small in them, "
+            "this gallery names no one reliably: crop the faces, or enrol photos where they are larger"
         )
     if verbose:
         named = f", {share:.0%} of same-person trials named" if share is not None else ""
