@@ -85,12 +85,15 @@ def answers_to_other_classes(
     still say how it meets the world: a model that names every rose "daisy" at 0.9 will do so in
     production; one with a rejection threshold may answer "unknown" (evaluation.operating_point)."""
     from imgclf.data.cache import build_cache
+    from imgclf.data.images import skip_warning
     from imgclf.evaluation.operating_point import OperatingPoint
     from imgclf.models.arrays import softmax
 
     paths = [p for ps in left.values() for p in ps]
     folder = [f for f, ps in left.items() for _ in ps]
     cache = build_cache(paths, model.img_size, model.resize_mode, progress=verbose)
+    for i, reason in cache.bad.items():
+        console.print(skip_warning(paths[i], reason))
     keep = [i for i in range(len(paths)) if i not in cache.bad]
     probs = softmax(model.predict_logits(cache.images[keep]) / model.temperature) if keep else np.zeros((0, 1))
     op, classes = OperatingPoint.of(model.meta), list(model.classes)
