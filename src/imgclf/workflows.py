@@ -216,8 +216,8 @@ def evaluate(
     out: str | Path | None = None,
 ) -> dict:
     """See imgclf.evaluate."""
-    from imgclf.core.files import output_folder
-    from imgclf.evaluation.elsewhere import scored_evaluation
+    from imgclf.core.files import output_folder, read_json
+    from imgclf.evaluation.elsewhere import accuracy_drop, scored_evaluation
     from imgclf.evaluation.metrics import per_class_lines
 
     if kind := evaluated_as(run):
@@ -233,7 +233,10 @@ def evaluate(
     if data is None:
         console.print(f"metrics: {escape(str(Path(model.path) / 'metrics.json'))}")
         return metrics
-    report = _write_evaluation(model, metrics, (paths, labels, probs, others), data, folder, console)
+    own = Path(model.path) / "metrics.json" if model.path is not None else None
+    if drop := accuracy_drop(metrics, read_json(own) if own and own.is_file() else None, model.path, data):
+        console.print(f"[yellow]note[/]: {escape(drop)}")
+    report = _write_evaluation(model, metrics, (paths, labels, probs, others), data, folder, console, drop)
     return {**metrics, **({"report": str(report)} if report else {})}
 
 
@@ -267,7 +270,7 @@ def _evaluate_other(kind: str, name, data, verbose: bool, data_root, out) -> dic
     return evaluate_gallery(name, data, out, verbose=verbose)
 
 
-def _write_evaluation(model, metrics, scored, data, folder, console) -> Path | None:
+def _write_evaluation(model, metrics, scored, data, folder, console, drop: str = "") -> Path | None:
     """The evaluation folder (reporting.report.write_evaluation): --out, else RUN/evaluations/<data's
     name>, replaced by the next evaluation on the same data. A run folder that cannot take it (a
     read-only registry) costs the folder, said, not the evaluation."""
@@ -284,6 +287,7 @@ def _write_evaluation(model, metrics, scored, data, folder, console) -> Path | N
             return None
     held = "scores on them are not held out"
     note = seen_warning(metrics.get("own_images", {}), len(scored[0]), held, near=metrics.get("near_copies"))
+    note = " ".join(n for n in (note, drop) if n)
     report = write_evaluation(model, metrics, *scored, data, folder, note)
     console.print(f"report: {escape(str(report))}  (every image's answer: {escape(str(folder / 'predictions.csv'))})")
     return report

@@ -28,6 +28,22 @@ def test_class_folders_match_the_models_classes_by_name():
     assert match_classes(["CAT", "cat"], ["cat", "Cat"]) == ({"cat": "cat"}, ["CAT"])
 
 
+def test_a_drop_from_the_runs_own_accuracy_is_said_only_beyond_chance():
+    """0.528 of 180 greyed, blurred flowers against the run's own 0.822 of 45: said, with the update
+    that learns from them. 0.80 of 20 against 0.90 of 45 is within chance: nothing said."""
+    from imgclf.evaluation.elsewhere import accuracy_drop
+
+    said = accuracy_drop({"accuracy": 0.528, "n": 180}, {"accuracy": 0.822, "n": 45}, "runs/v1", "grey")
+    assert said == (
+        "accuracy 0.528 here against 0.822 on its own held-out test split (45 images), more than chance "
+        "explains (the 95 % intervals do not overlap): these images differ from the ones it learnt from "
+        "(another camera, place or season). To learn from them: imgclf update runs/v1 grey"
+    )
+    assert accuracy_drop({"accuracy": 0.80, "n": 20}, {"accuracy": 0.90, "n": 45}, "r", "d") == ""
+    assert accuracy_drop({"accuracy": 0.95, "n": 500}, {"accuracy": 0.90, "n": 45}, "r", "d") == ""  # better
+    assert accuracy_drop({"accuracy": 0.1, "n": 50}, None, "r", "d") == ""  # a run with no metrics.json
+
+
 @pytest.mark.slow
 def test_evaluate_on_a_folder_named_differently_or_of_one_class(tiny_run, tmp_path, capsys):
     shapes = tiny_run.parent / "shapes"
@@ -183,6 +199,14 @@ def test_an_evaluation_on_other_photos_is_a_report_to_hand_around(tiny_run, tmp_
     assert "test image" not in page and "test prob" not in page and page.count("test split") == 1
     own = json.loads((run / "metrics.json").read_text())  # beside what it scored on its own test split
     assert f"on its own held-out test split: {own['accuracy']:.1%} of {own['n']}</p>" in page
+    # Had it scored 1.000 of 10,000 on its own, anything short of that here is more than chance: said.
+    (run / "metrics.json").write_text(json.dumps({**own, "accuracy": 1.0, "n": 10000}))
+    if m["accuracy"] < 0.99:
+        p = cli("evaluate", run, other)
+        assert f"note: accuracy {m['accuracy']:.3f} here against 1.000" in p.stdout
+        assert f"imgclf update {run} {other}" in " ".join(p.stdout.split())
+        assert "more than chance explains" in (folder / "report.html").read_text()
+    (run / "metrics.json").write_text(json.dumps(own))
     cli("evaluate", run, other)  # again: the same folder, replaced
     assert [d.name for d in (run / "evaluations").iterdir()] == ["new_shapes"]
     # --out elsewhere; mistakes in one line

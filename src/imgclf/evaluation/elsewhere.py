@@ -193,6 +193,26 @@ def own_splits(run: Path | None, paths: list[str]) -> list[str | None]:
     return splits
 
 
+def accuracy_drop(m: dict, own: dict | None, run, data) -> str:
+    """A line when the accuracy on these images is below the run's own test split's (`own`, its
+    metrics.json) by more than chance: their 95 % intervals (metrics.wilson) do not overlap. The
+    usual cause is photos unlike the ones it learnt from, and `imgclf update` learns from them."""
+    from imgclf.evaluation.metrics import wilson
+
+    if not own or not own.get("n") or not m.get("n"):
+        return ""
+    own_low, _ = wilson(round(own["accuracy"] * own["n"]), own["n"])
+    _, here_high = wilson(round(m["accuracy"] * m["n"]), m["n"])
+    if here_high >= own_low:
+        return ""
+    return (
+        f"accuracy {m['accuracy']:.3f} here against {own['accuracy']:.3f} on its own held-out test split "
+        f"({own['n']:,} images), more than chance explains (the 95 % intervals do not overlap): these images "
+        f"differ from the ones it learnt from (another camera, place or season). To learn from them: "
+        f"imgclf update {run} {data}"
+    )
+
+
 def seen_warning(
     own: dict[str, int], total: int, so: str, whose: str = "the run's", of: str = "these", near: dict | None = None
 ) -> str:
