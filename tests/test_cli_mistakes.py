@@ -165,3 +165,17 @@ def test_images_none_of_which_can_be_read_end_in_an_error_line_after_their_rows(
     assert "broken.jpg" in p.stdout and good.name in p.stdout
     cli("predict", run, good, "--out", tmp_path / "q.csv")
     cli("predict", run, good, bad, "--out", tmp_path / "q.csv")  # a rerun: the good one is done already
+
+
+@pytest.mark.slow
+def test_predict_on_folders_named_as_the_classes_points_to_evaluate(run, tmp_path):
+    """A table of answers for labelled folders leaves the scoring to the reader: evaluate does it."""
+    shapes = run.parent / "shapes"
+    p = cli("predict", run, shapes)
+    hint = (
+        "these images sit in folders named as the model's classes (disc/, square/, stripes/): to score them "
+        f"against those labels, with a report: imgclf evaluate {run} {shapes}"
+    )
+    assert " ".join(p.stderr.split()) == hint and "disc" in p.stdout
+    assert cli("predict", run, shapes / "disc").stderr == ""  # no class folders in it: nothing to score
+    assert cli("predict", run, shapes, "--format", "csv").stderr == ""  # a pipe's format: no hint beside it
