@@ -82,18 +82,18 @@ def predict(
         r.setdefault("path", "-")  # the image read from standard input: the table and CSV say so
     render.predictions(results, format, s.top_k)
     render.none_read(results)
-    if format == Format.table and (hint := _evaluate_hint(run, paths, model.classes)):
+    if format == Format.table and (hint := _evaluate_hint(run, paths, model)):
         typer.echo(hint, err=True)  # beside the table, not in what a pipe reads
 
 
-def _evaluate_hint(run, paths: list, classes) -> str:
+def _evaluate_hint(run, paths: list, model) -> str:
     """One folder whose sub-folders are named as the model's classes holds labelled images: `evaluate`
     scores them against those labels, which a table of answers leaves to the reader."""
     from imgclf.evaluation.elsewhere import match_classes
 
     if len(paths) != 1 or not isinstance(paths[0], str) or not Path(paths[0]).is_dir():
         return ""
-    named, _ = match_classes(sorted(d.name for d in Path(paths[0]).iterdir() if d.is_dir()), list(classes))
+    named, _ = match_classes(sorted(d.name for d in Path(paths[0]).iterdir() if d.is_dir()), list(model.classes))
     if not named:
         return ""
     shown = ", ".join(f"{n}/" for n in list(named)[:3]) + (", ..." if len(named) > 3 else "")
