@@ -101,12 +101,9 @@ def comparison(r: dict) -> None:
             t.add_row(f"recall {escape(c)}", f"{rc['a']:.1%}", f"{rc['b']:.1%}", f"{rc['diff']:+.1%}")
         console.print(t)
         if left := s.get("left_out"):
-            console.print(
-                escape(
-                    f"  left out {sum(left.values()):,} images of classes neither model knows: "
-                    + ", ".join(f"{c} ({n:,})" for c, n in left.items())
-                )
-            )
+            from imgclf.evaluation.elsewhere import left_out_line
+
+            console.print(escape(left_out_line(left, "neither model knows")))
     v = r["verdict"]
     console.print(
         f"[bold {'green' if v['promote'] else 'yellow'}]{'PROMOTE' if v['promote'] else 'KEEP'}[/]  "

@@ -132,7 +132,7 @@ def write_evaluation(
         f"Written by imgclf {esc(model.meta.imgclf_version or '')} on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} "
         f"UTC by <code>imgclf evaluate {esc(run)} {esc(data)}</code>; every image's answer is in predictions.csv."
     )
-    nav = [(k, "Metrics" if k == "metrics" else SECTIONS[k]) for k in EVALUATION_SECTIONS]
+    nav = [(k, ev.metrics_title(f) if k == "metrics" else SECTIONS[k]) for k in EVALUATION_SECTIONS]
     nav += [("other-classes", "Other classes")] if "other_classes" in m else []
     write_text(out / "report.html", page(f"imgclf evaluation: {run.name} on {data}", header, nav, body, footer))
     return out / "report.html"
