@@ -214,6 +214,7 @@ def evaluate(
     *,
     data_root: str | Path | None = None,
     out: str | Path | None = None,
+    device: str = "auto",
 ) -> dict:
     """See imgclf.evaluate."""
     from imgclf.core.files import output_folder, read_json
@@ -221,10 +222,10 @@ def evaluate(
     from imgclf.evaluation.metrics import per_class_lines
 
     if kind := evaluated_as(run):
-        return _evaluate_other(kind, run, data, verbose, data_root, out)
+        return _evaluate_other(kind, run, data, verbose, data_root, out, device)
     if out is not None and data is None:
         raise UserError("--out is for an evaluation on other data (imgclf evaluate RUN DATA --out DIR)")
-    model = loaded(run)
+    model = loaded(run, device)
     folder = output_folder(out, "--out") if out is not None else None  # a mistake said before any work
     console = console_for(verbose)
     metrics, paths, labels, probs, others = scored_evaluation(model, data, verbose, data_root=data_root)
@@ -253,7 +254,7 @@ def evaluated_as(run) -> str | None:
     return "gallery" if (Path(run) / FILE).is_file() else None
 
 
-def _evaluate_other(kind: str, name, data, verbose: bool, data_root, out) -> dict:
+def _evaluate_other(kind: str, name, data, verbose: bool, data_root, out, device: str) -> dict:
     """A detector on photos with boxes (detection.evaluate), a gallery on folders of people (faces.evaluate)."""
     wants = "photos with boxes (YOLO, VOC, COCO or CSV)" if kind == "detector" else "a folder per person"
     if data is None or data_root is not None:
@@ -264,10 +265,10 @@ def _evaluate_other(kind: str, name, data, verbose: bool, data_root, out) -> dic
     if kind == "detector":
         from imgclf.detection.evaluate import evaluate_detector
 
-        return evaluate_detector(name, data, out, verbose=verbose)
+        return evaluate_detector(name, data, out, device, verbose=verbose)
     from imgclf.faces.evaluate import evaluate_gallery
 
-    return evaluate_gallery(name, data, out, verbose=verbose)
+    return evaluate_gallery(name, data, out, device, verbose=verbose)
 
 
 def _write_evaluation(model, metrics, scored, data, folder, console, drop: str = "") -> Path | None:

@@ -102,6 +102,8 @@ def test_a_detector_run_its_classes_by_name_and_mistakes(tmp_path):
         ),
         (["evaluate", "person", data, "--tta", "flip"], "error: --tta is a classifier run's, not a detector's"),
         (["evaluate", run, tmp_path / "nowhere"], "error: box data not found"),
+        # --device reaches the detector (it was left at auto): a misspelt one is said, not ignored
+        (["evaluate", "person", data, "--device", "gpu"], "error: unknown device 'gpu'; use auto, cpu, cuda"),
     ):
         p = cli(*args, check=False, cwd=tmp_path)
         assert p.returncode == 2 and p.stderr.startswith(said) and p.stderr.count("\n") == 1, p.stderr

@@ -351,6 +351,7 @@ def test_evaluate_a_gallery_on_folders_of_people(gallery, known, tmp_path, capsy
     for args, text in (
         (["evaluate", gallery], "error: a gallery is evaluated on a folder per person: imgclf evaluate"),
         (["evaluate", gallery, d / "Nobody" / "scene.jpg"], "scene.jpg is a file; give a folder of class sub-folders"),
+        (["evaluate", gallery, d, "--device", "gpu"], "error: unknown device 'gpu'; use auto, cpu, cuda"),
     ):
         p = cli(*args, check=False)
         assert p.returncode == 2 and text in p.stderr and p.stderr.count("\n") == 1, p.stderr

@@ -41,14 +41,16 @@ def evaluate(
     *,
     data_root: str | Path | None = None,
     out: str | Path | None = None,
+    device: str = "auto",
 ) -> dict:
     """Metrics of a trained model on its held-out test split (into RUN/metrics.json), or on DATA (its
     `test/` split, else all its images) with report.html and predictions.csv in `out` (default
     RUN/evaluations/<DATA's name>; the result's "report"). `data_root`: where the run's data moved to.
-    A detector ("person", a detector run) is scored on photos with boxes, a face gallery on DATA/<person>/."""
+    A detector ("person", a detector run) is scored on photos with boxes, a face gallery on DATA/<person>/.
+    `device` runs a run folder, a detector or a gallery's face model there (a loaded model keeps its own)."""
     from imgclf import workflows
 
-    return workflows.evaluate(run, data, verbose, data_root=data_root, out=out)
+    return workflows.evaluate(run, data, verbose, data_root=data_root, out=out, device=device)
 
 
 def report(run: RunLike, verbose: bool = True, *, data_root: str | Path | None = None) -> Path:

@@ -137,7 +137,7 @@ def evaluate(
     if (kind := evaluated_as(run)) and tta is not None:
         raise UserError(f"--tta is a classifier run's, not a {kind}'s")
     model = run if kind else api.load(run, device, tta=tta, backend="auto")
-    api.evaluate(model, data, data_root=data_root, out=out)
+    api.evaluate(model, data, data_root=data_root, out=out, device=device)
 
 
 @app.command()

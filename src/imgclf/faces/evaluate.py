@@ -25,13 +25,13 @@ from imgclf.faces.gallery import UNKNOWN, load_gallery
 SHOWN = 12  # photos in the report: the false accepts and wrong names first
 
 
-def evaluate_gallery(gallery, data, out=None, verbose: bool = True) -> dict:
+def evaluate_gallery(gallery, data, out=None, device: str = "auto", verbose: bool = True) -> dict:
     """The metrics dict (also out/metrics.json), with "report": out/report.html. `out` defaults to
     evaluations/<gallery's name>-on-<data's name>."""
     from imgclf.core.files import output_folder
     from imgclf.models.face.model import FaceModel
 
-    model = FaceModel()
+    model = FaceModel(device)
     g = load_gallery(gallery, model)
     spec = _people(data)
     folder = output_folder(out if out is not None else _default_out(gallery, data), "--out")

@@ -220,6 +220,10 @@ def engine_of(device: str = "auto", backend: str = "auto") -> tuple[str, str]:
             import torch
 
             device = "cuda" if torch.cuda.is_available() and backend in ("auto", "torch") else "cpu"
+    elif device != "cpu":  # a GPU named where there is none, or a misspelt one: the classifier's one line
+        from imgclf.core.device import pick_device
+
+        device = str(pick_device(device))
     if backend == "auto":
         backend = "onnx" if device == "cpu" else "torch"
     return device, backend
