@@ -189,3 +189,13 @@ def test_cli_missing_folder_is_one_error_line(tmp_path):
     p = _cli(tmp_path / "nope", cwd=tmp_path)
     assert p.returncode == 2
     assert p.stderr.startswith("error: data not found") and len(p.stderr.strip().splitlines()) == 1
+    # A folder given as --json was a traceback after the whole check; --folds 0 was taken without --labels.
+    for args, said in (
+        (
+            ["--json", tmp_path],
+            f"error: --json {tmp_path} is a folder; give a file name, e.g. {tmp_path / 'check.json'}",
+        ),
+        (["--folds", "0"], "error: --folds must be at least 2, not 0"),
+    ):
+        p = _cli(tmp_path, *args, cwd=tmp_path)
+        assert p.returncode == 2 and p.stderr.startswith(said) and p.stderr.count("\n") == 1, p.stderr

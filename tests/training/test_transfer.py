@@ -299,6 +299,9 @@ def test_models_lists_params_and_flops():
     assert max(len(line.rstrip()) for line in r.output.splitlines()) <= 80, r.output
     rows = imgclf.list_models("resnet1*", size=224, limit=3)
     assert rows[0]["name"] == "timm/resnet10t" and rows[0]["gflops"] == pytest.approx(2.19, abs=0.01)
+    for asked, said in (({"limit": 0}, "--limit must be at least 1, not 0"), ({"size": 100_000}, "--size must be")):
+        with pytest.raises(UserError, match=said):
+            imgclf.list_models("resnet1*", **asked)
 
 
 @pytest.mark.slow

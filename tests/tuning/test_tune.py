@@ -219,6 +219,27 @@ def test_space_defaults_and_cli_errors(tmp_path, shapes16, monkeypatch, capsys):
     with pytest.raises(SystemExit) as stop:
         main()
     assert stop.value.code == 2 and capsys.readouterr().err.startswith("error: space file")
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where a folder would be")
+    for flags, said in (
+        (["--timeout", "nan"], "error: --timeout must be a positive number of seconds, not nan"),
+        (["--timeout", "inf"], "error: --timeout must be a positive number of seconds, not inf"),
+        (["--storage", str(blocked / "study.journal")], f"error: cannot keep the study journal at {blocked}"),
+    ):
+        monkeypatch.setattr(sys, "argv", ["imgclf", "tune", str(shapes16), "--out", str(tmp_path / "t"), *flags])
+        with pytest.raises(SystemExit) as stop:
+            main()
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.startswith(said) and err.count("\n") == 1, err
+
+
+def test_a_folder_given_as_storage_keeps_its_journal_in_it(tmp_path):
+    from imgclf.tuning.study import open_storage
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    _, where = open_storage(str(shared), tmp_path / "tune")
+    assert where == str(shared / "study.journal")
 
 
 def test_trial_0_is_trains_pretrained_default_on_photos(tmp_path):

@@ -91,7 +91,7 @@ def tune(
     space: Optional[Path] = typer.Option(None, help="YAML file overriding the default search space."),
     storage: Optional[str] = typer.Option(
         None,
-        help="Study storage: a journal file path or a database URL "
+        help="Study storage: a journal file path (a folder: its study.journal) or a database URL "
         "(sqlite:///t.db, postgresql://...); workers given the same one share "
         "the study (default: TUNE/study.journal)",
     ),

@@ -31,6 +31,7 @@ def check_data(
     """See imgclf.check."""
     from rich.markup import escape  # the user's paths
 
+    from imgclf.core.files import output_file
     from imgclf.data.discover import discover
     from imgclf.data.doctor import NEAR_DISTANCE, diagnose
     from imgclf.data.doctor_report import print_findings
@@ -46,9 +47,11 @@ def check_data(
         raise UserError(f"near_distance must be between 0 and {MAX_DISTANCE} pHash bits, not {near}")
     if run is not None and not labels:
         raise UserError("--run stores the label check in a run: add --labels")
-    if labels and folds < 2:
+    if folds < 2:
         raise UserError(f"--folds must be at least 2, not {folds}")
     run_dir = find_run(run) if run is not None else None  # before the long part, not after it
+    if json_path:
+        json_path = output_file(json_path, "--json", "check.json")
     spec = discover(data, val_frac, test_frac, seed)
     findings = diagnose(spec, near, workers=workers, progress=progress)
     findings["split_settings"] = {"val_frac": val_frac, "test_frac": test_frac, "seed": seed, "group_by": group_by}

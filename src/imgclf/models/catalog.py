@@ -47,8 +47,10 @@ def list_models(pattern: str | None = None, size: int = 224, pretrained_only: bo
     from imgclf.models.packaged import PACKAGED, SHORT_NAMES, installed
     from imgclf.models.pretrained import cached_weights, pretrained_cfg
 
-    if size < 16:
-        raise UserError(f"--size must be at least 16 px, not {size}")
+    if not 16 <= size <= 4096:  # a FLOPs count at 100,000 px took minutes and told nothing
+        raise UserError(f"--size must be 16 to 4096 px, not {size}")
+    if limit < 1:
+        raise UserError(f"--limit must be at least 1, not {limit}")
     prefix = pattern if pattern and not any(ch in pattern for ch in "*?[") else None
     if prefix:
         pattern = f"*{prefix}*"

@@ -41,8 +41,16 @@ def open_storage(storage: str | None, tune_dir: Path):
 
     if storage is None or "://" not in storage:
         path = Path(storage) if storage else tune_dir / JOURNAL
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path))), str(path)
+        if path.is_dir():  # a shared folder named: its journal file, the same for every worker given it
+            path = path / JOURNAL
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path))), str(path)
+        except OSError as e:
+            raise UserError(
+                f"cannot keep the study journal at {path}: {e.strerror or e} (give --storage a file path "
+                "you can write, or a database URL)"
+            ) from None
     try:
         # tune.json and the report travel: never write a database password into them.
         return optuna.storages.RDBStorage(storage), mask_secrets(storage)

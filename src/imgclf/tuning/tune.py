@@ -191,7 +191,7 @@ def _local(settings: dict) -> tuple[dict, dict]:
 def _check_arguments(data, trials: int, timeout: float | None, pruner: str, run_out, ray=None) -> None:
     if trials < 1:
         raise UserError(f"--trials must be at least 1, not {trials}")
-    if timeout is not None and timeout <= 0:
+    if timeout is not None and not 0 < timeout < math.inf:  # nan and inf too
         raise UserError(f"--timeout must be a positive number of seconds, not {timeout}")
     if pruner not in st.PRUNERS:
         raise UserError(f"unknown pruner '{pruner}'; choose one of {', '.join(st.PRUNERS)}")
