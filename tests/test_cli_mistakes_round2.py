@@ -58,6 +58,8 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
         output_folder(tmp_path / "file.txt", "--inbox")
     with pytest.raises(UserError, match="not a usable path"):
         output_file("bad\0name.csv", "--out")
+    with pytest.raises(UserError, match="^--out is empty; give a path$"):  # `--out "$UNSET"`: not the current folder
+        output_folder("", "--out")
     assert output_file(tmp_path / "new" / "deeper" / "x.csv", "--out") == tmp_path / "new" / "deeper" / "x.csv"
     assert output_folder(tmp_path / "log", "--log-predictions") == tmp_path / "log"
     # an existing file is replaced or resumed (predict --out appends to its CSV), never refused
@@ -261,6 +263,26 @@ def test_explain_ensemble_and_monitor_out_must_be_folders(tiny_run, tmp_path):
             cli(*args, "--out", tmp_path / "existing.txt", check=False),
             f"--out {tmp_path / 'existing.txt'} is a file; give a folder",
         )
+
+
+def test_a_new_run_or_bundle_is_not_written_into_a_folder_of_other_files(tiny_run, tmp_path):
+    """`--out .` or `--out ~/Desktop`: the run's report.html and splits.csv would replace the user's."""
+    desk = tmp_path / "desk"
+    desk.mkdir()
+    for name in ("report.html", "notes.txt", ".DS_Store"):
+        (desk / name).write_text("the user's")
+    shapes = tiny_run.parent / "shapes"
+    for args in (["train", shapes, "--epochs", "1"], ["ensemble", tiny_run, tiny_run]):
+        one_line_error(
+            cli(*args, "--out", desk, check=False),
+            f"{desk} already holds other files (notes.txt, report.html); give a new or empty folder as --out",
+        )
+    assert (desk / "report.html").read_text() == "the user's" and len(list(desk.iterdir())) == 3
+    for name in ("notes.txt", "report.html"):  # a folder of hidden files only is taken
+        (desk / name).unlink()
+    from imgclf.store.runs import refuse_finished_run
+
+    refuse_finished_run(desk)
 
 
 def test_scan_and_negatives_out_must_be_folders(tmp_path):

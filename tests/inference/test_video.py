@@ -295,6 +295,10 @@ def test_cli_prints_the_segments_of_a_many_class_video(tiny_run, tmp_path):
     )
     r = cli("predict", tiny_run, path, tiny_run.parent / "shapes", check=False)
     assert r.returncode == 2 and r.stderr.strip().startswith(f"error: {path} is a video: predict videos apart")
+    # A video's own outputs asked of images: said, not left unwritten without a word.
+    r = cli("predict", tiny_run, tiny_run.parent / "shapes", "--video-out", tmp_path / "v.mp4", "--scan", check=False)
+    assert r.returncode == 2 and r.stderr.startswith("error: --video-out and --scan are for a video (a file, camera")
+    assert r.stderr.count("\n") == 1 and not (tmp_path / "v.mp4").exists()
 
 
 def test_a_camera_says_each_change_as_it_happens(monkeypatch, capsys):

@@ -45,9 +45,8 @@ def evaluate(
 ) -> dict:
     """Metrics of a trained model on its held-out test split (into RUN/metrics.json), or on DATA (its
     `test/` split, else all its images) with report.html and predictions.csv in `out` (default
-    RUN/evaluations/<DATA's name>; the result's "report"). `data_root`: where the run's data moved to.
-    A detector ("person", a detector run) is scored on photos with boxes, a face gallery on DATA/<person>/.
-    `device` runs a run folder, a detector or a gallery's face model there (a loaded model keeps its own)."""
+    RUN/evaluations/<DATA's name>; the result's "report"). `data_root`: where the run's data moved to;
+    `device`: where it runs. A detector ("person", a detector run) is scored on boxes, a gallery on DATA/<person>/."""
     from imgclf import workflows
 
     return workflows.evaluate(run, data, verbose, data_root=data_root, out=out, device=device)

@@ -64,6 +64,12 @@ def predict(
                 tta=s.tta,
             )
         return
+    if given := [f for f, v in (("--video-out", s.video_out), ("--events", s.events), ("--scan", s.scan)) if v]:
+        # a video's own outputs asked of images: the file the user waits for would never come
+        raise UserError(
+            f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for a video (a file, camera index or "
+            "stream URL as the only PATH); for images: imgclf predict RUN PATHS [--out FILE.csv]"
+        )
     from imgclf.inference.batch import check_inputs
 
     if "-" in paths:  # `curl URL | imgclf predict RUN -`: one image's bytes on standard input

@@ -154,6 +154,8 @@ def output_folder(path: str | os.PathLike, flag: str) -> Path:
 def _given(path: str | os.PathLike, flag: str) -> Path:
     from imgclf.core.errors import UserError
 
+    if not str(path).strip():  # Path("") is ".": an unset $OUT would write into the current folder
+        raise UserError(f"{flag} is empty; give a path")
     path = Path(path).expanduser()
     try:
         if "\0" in str(path):  # Path.exists() says False for it, and open() raises ValueError

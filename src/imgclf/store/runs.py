@@ -49,11 +49,37 @@ def new_run_dir(data: str | Path, base: str | Path = "runs", reserve: bool = Fal
     return base / f"{name}-{n}"
 
 
+# Files a run or bundle writes first (.training.pid when its training starts, choices.json, config.yaml,
+# model.json last): a folder holding one is that run's (an unfinished one, another DDP rank's).
+RUN_MARKS = frozenset(
+    {
+        ".training.pid",
+        "choices.json",
+        "config.yaml",
+        "model.json",
+        "splits.csv",
+        "update.json",
+        "tuning.json",
+        "detector.json",
+        "members",
+    }
+)
+
+
 def refuse_finished_run(out: Path, flag: str = "--out", what: str = "a run") -> None:
-    """No command writes a new model over a finished one (a run, a bundle): checked before its data
-    is gathered, not minutes later."""
+    """No command writes a new model over a finished one (a run, a bundle), nor into a folder of other
+    files, whose report.html or splits.csv it would replace (`--out .`, `--out ~/Desktop`, an unset
+    `$OUT`): checked before its data is gathered, not minutes later."""
     if (Path(out) / "model.json").exists():
         raise UserError(f"{out} already holds {what}; choose another {flag}")
+    try:
+        others = sorted(p.name for p in Path(out).iterdir() if not p.name.startswith("."))  # .DS_Store: nothing
+        ours = any((Path(out) / name).exists() for name in RUN_MARKS)
+    except OSError:  # not there yet, or not a folder: output_folder says what is wrong with it
+        return
+    if others and not ours:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise UserError(f"{out} already holds other files ({shown}); give a new or empty folder as {flag}")
 
 
 def check_new_run_dir(out: Path) -> None:
