@@ -171,6 +171,13 @@ def test_detect_format_none_for_a_classification_folder(tmp_path):
     assert detect_format(tmp_path) is None and detect_format(tmp_path / "missing") is None
     with pytest.raises(UserError, match="no box annotations in"):
         read_boxes(tmp_path)
+    # A run trained with --out inside the photos' folder: its data_report.json ("images": ...) is no
+    # COCO file (the next `imgclf train` on the folder tried to train a detector on it and failed).
+    run = tmp_path / "run1"
+    run.mkdir()
+    (run / "splits.csv").write_text("path,label,split\n")
+    (run / "data_report.json").write_text(json.dumps({"images": 2, "classes": {"cat": 1, "dog": 1}}))
+    assert detect_format(tmp_path) is None
 
 
 def _edit(path: Path, old: str, new: str) -> None:

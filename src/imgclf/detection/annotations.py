@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from imgclf.core.errors import UserError
-from imgclf.data.spec import files_under, is_image
+from imgclf.data.spec import files_under, is_image, made_by_imgclf
 from imgclf.detection.box_csv import box_csvs, read_csv_boxes
 from imgclf.detection.boxfile import (
     NORM_TOL,
@@ -113,7 +113,8 @@ def _detect(root: Path, files: list[Path]) -> str | None:
 def _coco_files(root: Path) -> list[Path]:
     """COCO jsons in `root` or a folder below (annotations/instances_*.json, Roboflow's train/, valid/), known
     by name or by an "images"/"annotations" key near the start (cheap even on a 400 MB file)."""
-    found = sorted(root.glob("*.json")) + sorted(root.glob("*/*.json"))
+    # A run folder trained with --out inside the photos' folder holds JSONs of its own (data_report.json).
+    found = sorted(root.glob("*.json")) + [p for p in sorted(root.glob("*/*.json")) if not made_by_imgclf(p.parent)]
     keys = (b'"images"', b'"annotations"')
     return [
         p for p in found if any(n in p.name.lower() for n in COCO_NAMES) or any(k in head_bytes(p, 65536) for k in keys)
