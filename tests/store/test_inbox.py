@@ -136,6 +136,11 @@ def test_cli_import_refuses_a_bad_label_in_one_line(tmp_path, monkeypatch):
     assert all("\u200b" not in x for x in said) and any("rose\\u200b" in x.split(":")[0] for x in said), said
     assert any("cannot be used: it mixes look-alike alphabets (CYRILLIC, LATIN)" in x for x in said)
     assert sorted(p.name for p in (tmp_path / "inbox").iterdir() if p.is_dir()) == ["rose"]
+    for flag in ("--inbox", "--registry"):  # `--inbox "$UNSET"` imported into (and listed) the current folder
+        r = CliRunner().invoke(app, ["feedback", "import", "corrections", flag, ""])
+        assert r.exit_code != 0 and isinstance(r.exception, UserError), r.output
+        assert str(r.exception) == f"{flag} is empty; give a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrections", "inbox"]
 
 
 def test_unreadable_bytes_are_refused(tmp_path):

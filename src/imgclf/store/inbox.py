@@ -284,6 +284,9 @@ def default_inbox(registry: str | Path | None = None, run: str | Path | None = N
 def locate(inbox: str | Path | None = None, registry: str | Path | None = None) -> tuple[Path, Path | None]:
     """(inbox folder, registry or None) for commands given neither, one or both: --inbox wins, then
     REGISTRY/inbox, then ./registry/inbox when ./registry is a registry, else ./inbox."""
+    for flag, given in (("--inbox", inbox), ("--registry", registry)):
+        if given is not None and not str(given).strip():  # Path("") is ".": the current folder as an inbox
+            raise UserError(f"{flag} is empty; give a folder")
     if registry is None and (Path("registry") / "versions").is_dir():
         registry = Path("registry")
     reg = Path(registry).expanduser() if registry is not None else None
