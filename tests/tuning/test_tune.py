@@ -222,8 +222,10 @@ def test_space_defaults_and_cli_errors(tmp_path, shapes16, monkeypatch, capsys):
     blocked = tmp_path / "file"
     blocked.write_text("a file where a folder would be")
     for flags, said in (
-        (["--timeout", "nan"], "error: --timeout must be a positive number of seconds, not nan"),
-        (["--timeout", "inf"], "error: --timeout must be a positive number of seconds, not inf"),
+        (["--timeout", "nan"], "error: --timeout must be a positive number of seconds, at most 7 days, not nan"),
+        (["--timeout", "inf"], "error: --timeout must be a positive number of seconds, at most 7 days, not inf"),
+        (["--trials", "0"], "error: --trials must be an integer from 1 to 100000, not 0"),
+        (["--pruner", "sometimes"], "error: unknown --pruner 'sometimes'; choose one of median, hyperband, none"),
         (["--storage", str(blocked / "study.journal")], f"error: cannot keep the study journal at {blocked}"),
     ):
         monkeypatch.setattr(sys, "argv", ["imgclf", "tune", str(shapes16), "--out", str(tmp_path / "t"), *flags])

@@ -160,26 +160,16 @@ def tune(
         result.best_value, result.default_value, result.best_params, result.run.path
     """
     from imgclf.data.discover import existing
+    from imgclf.settings.tune import TuneSettings
 
+    asked = dict(trials=trials, timeout=timeout, space=space, storage=storage, study_name=study_name, pruner=pruner)
+    asked.update(out=out, run_out=run_out, seed=seed, retrain=retrain, ray=ray)
+    checked = TuneSettings(**asked).values()  # its declared rules: one line naming the flag, for keywords too
+    del checked["device"]  # the command line's; here a train setting among **settings
     existing(data)  # a mistyped folder: one line now, not after torch's imports
     from imgclf.tuning.tune import run_tune
 
-    return run_tune(
-        data,
-        trials=trials,
-        timeout=timeout,
-        space=space,
-        storage=storage,
-        study_name=study_name,
-        pruner=pruner,
-        out=out,
-        run_out=run_out,
-        seed=seed,
-        retrain=retrain,
-        verbose=verbose,
-        settings=settings,
-        ray=ray,
-    )
+    return run_tune(data, **checked, verbose=verbose, settings=settings)
 
 
 def check(

@@ -13,6 +13,7 @@ from imgclf.cli.app import MLFLOW, app, with_settings
 from imgclf.core.errors import UserError
 from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import help_of
+from imgclf.settings.tune import TuneSettings
 
 DATASET_HELP = help_of(TrainConfig, "data")
 
@@ -84,53 +85,18 @@ def lr_find(
 
 
 @app.command()
-def tune(
-    data: str = typer.Argument(..., help=DATASET_HELP),
-    trials: int = typer.Option(20, help="Trials in the study in total (finished ones count; a re-run resumes)."),
-    timeout: Optional[float] = typer.Option(None, help="Seconds for this tune; sizes the epochs per trial too."),
-    space: Optional[Path] = typer.Option(None, help="YAML file overriding the default search space."),
-    storage: Optional[str] = typer.Option(
-        None,
-        help="Study storage: a journal file path (a folder: its study.journal) or a database URL "
-        "(sqlite:///t.db, postgresql://...); workers given the same one share "
-        "the study (default: TUNE/study.journal)",
-    ),
-    study_name: Optional[str] = typer.Option(None, help="Default: the dataset folder's name."),
-    pruner: str = typer.Option("median", help="median | hyperband | none"),
-    out: Optional[str] = typer.Option(
-        None, help="Tune folder (default: tunes/<dataset>-<n>, reused by the same command)."
-    ),
-    run_out: Optional[str] = typer.Option(
-        None, help="Run folder for the retrained best (default: runs/<dataset>-<n>)."
-    ),
-    seed: int = typer.Option(0, help="Sampler seed and the training seed (the split) of every trial."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps (this worker's own)"),
-    no_retrain: bool = typer.Option(False, "--no-retrain", help="Do not retrain the best configuration."),
-    ray: Optional[str] = typer.Option(
-        None,
-        help="Run trials as Ray tasks, one per GPU (else CPU) of the cluster, sharing --storage "
-        "(pip install 'imgclf[ray]'): ray://HOST:10001, HOST:6379; bare --ray: $RAY_ADDRESS, else this machine",
-    ),
-):
+@with_settings(TuneSettings)
+def tune(data: str = typer.Argument(..., help=DATASET_HELP), settings: dict = None):
     """Search training settings with Optuna (TPE, pruning), then retrain the best into a run folder."""
+    # Every tune setting's option comes from its declaration (settings.tune) via with_settings.
     from imgclf import api
 
+    s = TuneSettings.of(settings)  # a bad value: one line naming its flag, before the data is read
+    asked = s.values()
+    if not asked["device"]:
+        del asked["device"]  # the trials' own default (auto)
     try:
-        result = api.tune(
-            data,
-            trials=trials,
-            timeout=timeout,
-            space=space,
-            storage=storage,
-            study_name=study_name,
-            pruner=pruner,
-            out=out,
-            run_out=run_out,
-            seed=seed,
-            retrain=not no_retrain,
-            ray=ray,
-            **({"device": device} if device else {}),
-        )
+        result = api.tune(data, **asked)
     except KeyboardInterrupt:
         print("interrupted. Resume the tune with the same command.", file=sys.stderr)
         raise typer.Exit(130)

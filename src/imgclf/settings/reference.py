@@ -1,6 +1,6 @@
-"""docs/settings.md, the reference of every training, scan, predict, faces and service setting, made
-from the declarations in settings.config, settings.scan, settings.predict, settings.faces and
-settings.serve (a test keeps the page equal to what this prints):
+"""docs/settings.md, the reference of every training, tune, scan, predict, faces and service setting,
+made from the declarations in settings.config, settings.tune, settings.scan, settings.predict,
+settings.faces and settings.serve (a test keeps the page equal to what this prints):
 
     python -m imgclf.settings.reference > docs/settings.md
 """
@@ -16,6 +16,7 @@ from imgclf.settings.faces import EnrolSettings, IdentifySettings
 from imgclf.settings.predict import PredictSettings
 from imgclf.settings.scan import ScanSettings
 from imgclf.settings.serve import ServeSettings
+from imgclf.settings.tune import TuneSettings
 
 HEAD = """# Training settings
 
@@ -25,6 +26,16 @@ Every setting of `imgclf train` (and `lr-find`), as declared once in
 (`imgclf.train(DATA, img_size=128)`) all come from these declarations. *auto* (or an empty
 default, –) means chosen from the data and the machine; the value chosen is printed and written
 to the run's `config.yaml`. This page is generated: `python -m imgclf.settings.reference > docs/settings.md`.
+
+"""
+TUNE = """
+# Tune settings
+
+Every setting of `imgclf tune` itself, as declared once in `src/imgclf/settings/tune.py`: the
+command line's options and the checks `imgclf.tune(DATA, trials=12, timeout=600)` holds its
+keywords to come from these declarations. The Python API also takes training settings every trial
+shares (`imgclf.tune(DATA, img_size=96)`, the settings above); what the trials search is the space
+file's ([Tuning](tuning.md)).
 
 """
 SCAN = """
@@ -104,6 +115,8 @@ def markdown() -> str:
     return (
         HEAD
         + _table(TrainConfig)
+        + TUNE
+        + _table(TuneSettings)
         + SCAN
         + _table(ScanSettings)
         + PREDICT

@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from imgclf.core.errors import UserError, mask_secrets
+from imgclf.settings.tune import PRUNERS
 
 JOURNAL = "study.journal"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards --trials
@@ -28,7 +29,6 @@ HEARTBEAT_SECONDS = 30
 # crashed or lost the network); a dead worker on this machine is recognised at once by its pid.
 STALE_SECONDS = 10 * HEARTBEAT_SECONDS
 WORKER = {"host": socket.gethostname(), "pid": os.getpid()}
-PRUNERS = ("median", "hyperband", "none")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # imgclf prints its own line per trial
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

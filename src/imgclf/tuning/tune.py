@@ -18,7 +18,6 @@ from pathlib import Path
 
 from rich.markup import escape  # folders, the data path and the study's name are the user's text
 
-from imgclf.core.errors import UserError
 from imgclf.core.files import file_lock, output_folder, read_json, write_json
 from imgclf.store.runs import new_run_dir, refuse_finished_run
 from imgclf.training.budget import SMALL_VAL
@@ -75,7 +74,7 @@ def run_tune(
     from imgclf.core.console import console_for as _console
 
     console = _console(verbose)
-    _check_arguments(data, trials, timeout, pruner, run_out, ray)
+    _check_arguments(run_out, ray)
     started = time.time()
     local, settings = _local(settings)
     data = str(Path(data).resolve())
@@ -188,13 +187,8 @@ def _local(settings: dict) -> tuple[dict, dict]:
     return local, {k: v for k, v in settings.items() if k not in LOCAL_SETTINGS}
 
 
-def _check_arguments(data, trials: int, timeout: float | None, pruner: str, run_out, ray=None) -> None:
-    if trials < 1:
-        raise UserError(f"--trials must be at least 1, not {trials}")
-    if timeout is not None and not 0 < timeout < math.inf:  # nan and inf too
-        raise UserError(f"--timeout must be a positive number of seconds, not {timeout}")
-    if pruner not in st.PRUNERS:
-        raise UserError(f"unknown pruner '{pruner}'; choose one of {', '.join(st.PRUNERS)}")
+def _check_arguments(run_out, ray=None) -> None:
+    """What the declared rules (settings.tune, checked by api.tune) cannot see: the folders and Ray."""
     if run_out:  # (a missing DATA: api.tune said so before this module's imports)
         refuse_finished_run(run_out, "--run-out")
     if ray is not None:  # before the probe, not minutes later
