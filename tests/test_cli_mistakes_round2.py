@@ -310,6 +310,18 @@ def test_feedback_inbox_must_be_a_folder(tmp_path):
     )
 
 
+def test_the_person_detector_or_a_gallery_given_as_a_run_points_to_its_own_command(tmp_path):
+    """`evaluate person` and `serve` take the detector by name; predict, explain and report read a run."""
+    (tmp_path / "staff").mkdir()
+    (tmp_path / "staff" / "gallery.safetensors").write_bytes(b"")  # the file `imgclf faces enrol` writes
+    for args, said in (
+        (["predict", "person", tmp_path], "person is the pretrained person detector, not a run: imgclf scan PHOTOS"),
+        (["report", "person"], "person is the pretrained person detector, not a run"),
+        (["predict", tmp_path / "staff", tmp_path], "is a face gallery: name the people in photos with imgclf faces "),
+    ):
+        one_line_error(cli(*args, check=False, cwd=tmp_path), said)
+
+
 def test_a_run_folder_given_as_data_or_before_its_images_is_named_so(tmp_path):
     """A run folder where data is expected (train, check) is not read as COCO annotations or a
     class; predict with RUN and IMAGES swapped says which comes first."""

@@ -172,8 +172,15 @@ def find_run(path: str | Path) -> Path:
         return find_run(version_run(p.parent, p.name))
     if p.is_file() and p.name in ("model.safetensors", "model.json"):
         p = p.parent
+    if not p.exists() and str(path) in ("person", "ssdlite-person"):  # as evaluate and serve take it
+        raise UserError(
+            f"{path} is the pretrained person detector, not a run: imgclf scan PHOTOS (present or absent, and "
+            "where), imgclf serve (POST /predict answers person or no person), imgclf evaluate person BOXES/"
+        )
     if not p.exists():
         raise UserError(f"no such run folder: {path}{_runs_beside(p)}")
+    if (p / "gallery.safetensors").is_file():  # faces.gallery's file: `imgclf faces enrol` made it
+        raise UserError(f"{path} is a face gallery: name the people in photos with imgclf faces identify {path} PHOTOS")
     # An ensemble bundle keeps its weights in members/<i>/ (see imgclf.inference.ensemble).
     weights = (p / "model.safetensors").is_file() or (p / "members").is_dir()
     if (p / "detector.json").is_file():  # imgclf train on box annotations (imgclf.detection)
