@@ -407,6 +407,22 @@ def test_an_address_it_cannot_listen_on_is_one_line_before_the_model_loads(train
     assert expected in err, err
 
 
+def test_the_port_is_held_from_before_the_model_loads():
+    """Two `imgclf serve` started together: the second is refused at its check, not by uvicorn after
+    its own model load (the port was only tried, then let go, before)."""
+    from imgclf.core.errors import UserError
+    from imgclf.serving.server import check_bindable
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    held = check_bindable("127.0.0.1", port)
+    with pytest.raises(UserError, match=f"port {port} on 127.0.0.1 is already in use"):
+        check_bindable("127.0.0.1", port)
+    held.close()
+    check_bindable("127.0.0.1", port).close()
+
+
 def test_serve_passes_allowed_hosts_and_deadlines_to_uvicorn(trained, monkeypatch, capsys):
     import uvicorn
 
@@ -415,7 +431,7 @@ def test_serve_passes_allowed_hosts_and_deadlines_to_uvicorn(trained, monkeypatc
     seen = {}
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, **kw: seen.update(vars(self.config)))
     # 10.0.0.7 stands for a LAN address: it is not this machine's, which serve otherwise refuses.
-    monkeypatch.setattr(imgclf.serving.server, "check_bindable", lambda host, port: None)
+    monkeypatch.setattr(imgclf.serving.server, "check_bindable", lambda host, port: socket.socket())
     monkeypatch.setattr(
         "sys.argv",
         [

@@ -30,10 +30,12 @@ def check_port(port) -> int:
     return port
 
 
-def check_bindable(host: str, port: int) -> None:
-    """A one-line UserError, before the model loads, when HOST:PORT cannot be listened on: uvicorn
+def check_bindable(host: str, port: int) -> socket.socket:
+    """HOST:PORT bound, before the model loads, or a one-line UserError when it cannot be: uvicorn
     says so only after loading the model and starting up, among its INFO lines, and exits 3. Bound
-    as uvicorn binds (SO_REUSEADDR), so a port in TIME_WAIT after a restart is not refused."""
+    as uvicorn binds (SO_REUSEADDR), so a port in TIME_WAIT after a restart is not refused. The
+    socket is the one uvicorn then serves on: a second `imgclf serve` started while this one loads
+    its model is refused at once, not after its own load."""
     import errno
 
     check_port(port)
@@ -42,26 +44,29 @@ def check_bindable(host: str, port: int) -> None:
     except socket.gaierror as e:
         raise UserError(f"--host {host}: not a name or address this machine knows ({e.strerror})") from None
     family, kind, proto, _, addr = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(addr)
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise UserError(
-                    f"port {port} on {host} is already in use (another imgclf serve?): stop that process "
-                    f"or choose another port, e.g. --port {port + 1 if port < 65535 else 8000}"
-                ) from None
-            if e.errno == errno.EACCES:
-                raise UserError(
-                    f"--port {port}: not allowed here (ports below 1024 need root); use e.g. --port 8000"
-                ) from None
-            if e.errno == errno.EADDRNOTAVAIL:
-                raise UserError(
-                    f"--host {host}: not an address of this machine; use 127.0.0.1 (this machine only) "
-                    "or 0.0.0.0 (every interface)"
-                ) from None
-            raise UserError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(2048)  # uvicorn's backlog; from here a second server's bind fails
+        return sock
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise UserError(
+                f"port {port} on {host} is already in use (another imgclf serve?): stop that process "
+                f"or choose another port, e.g. --port {port + 1 if port < 65535 else 8000}"
+            ) from None
+        if e.errno == errno.EACCES:
+            raise UserError(
+                f"--port {port}: not allowed here (ports below 1024 need root); use e.g. --port 8000"
+            ) from None
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise UserError(
+                f"--host {host}: not an address of this machine; use 127.0.0.1 (this machine only) "
+                "or 0.0.0.0 (every interface)"
+            ) from None
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
 def served_hosts(settings: ServeSettings, host: str) -> ServeSettings:
@@ -101,7 +106,12 @@ def stoppable_server(config):
 
 
 def run_server(
-    model, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"
+    model,
+    settings: ServeSettings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve until interrupted. Access logging is off: /metrics counts every request instead, and
     a log line per request would cost more than the answer on a busy CPU."""
@@ -114,7 +124,8 @@ def run_server(
     served = model.model if isinstance(model, ModelHolder) else model
     limit_threads(settings, cpu=device_type(served.device_name) == "cpu")
     app = create_app(model, served_hosts(settings, host))
-    stoppable_server(uvicorn.Config(app, host=host, port=port, log_level=log_level, **uvicorn_options(app))).run()
+    server = stoppable_server(uvicorn.Config(app, host=host, port=port, log_level=log_level, **uvicorn_options(app)))
+    server.run(sockets=[sock] if sock is not None else None)  # `sock`: check_bindable's, held since before the load
 
 
 def limit_threads(settings: ServeSettings, cpu: bool) -> None:
@@ -207,37 +218,44 @@ def serve_run(
         ServeSettings, {**settings, "cors": (cors,) if isinstance(cors, str) else tuple(cors)}, "serve setting"
     )
     config.check_folders()  # before the model loads: a mistake is told at once
-    check_bindable(host, port)
-    limit_threads(config, cpu=on_cpu(device))  # before the model loads
-    if detecting:  # /scan's detector, shared: one network in memory, where it runs on /scan's device
-        from imgclf.serving.scan_routes import loaded_detector
+    sock = check_bindable(host, port)  # held from now on: a second service is refused while this one loads
+    try:
+        limit_threads(config, cpu=on_cpu(device))  # before the model loads
+        if detecting:  # /scan's detector, shared: one network in memory, where it runs on /scan's device
+            from imgclf.serving.scan_routes import loaded_detector
 
-        shared = loaded_detector(config.detector, config.detector_backend) if device == "auto" else None
-        served = model = presence_model(config.detector, device, config.detector_backend, loaded=shared)
-        following = ""
-    else:
-        served, model, following = _loaded(run, registry, alias, pinned, lambda path: load(path, device, tta, backend))
-    mode = (
-        f"micro-batches of up to {config.max_batch} (max wait {config.max_wait_ms:g} ms)"
-        if config.batching
-        else "one forward pass per request (no batching)"
-    )
-    what = (
-        f"the detector {model.name} (is '{model.classes[1]}' present: POST /predict, where: POST /scan"
-        if detecting
-        else f"{model.path.name + following} ({len(model.classes)} classes"
-    )
-    console.print(
-        f"serving {escape(what)}, {getattr(model, 'backend', 'torch')} on {model.device_name}, "
-        f"{mode}) at http://{host}:{port}/  API key {'required' if config.api_key else 'not set'}"
-    )
-    if detecting and run is None:
-        console.print("no run folder given: the pretrained person detector answers; your own model: imgclf serve RUN")
-    console.print(
-        f"feedback (POST /feedback) goes to the inbox {escape(os.path.abspath(config.inbox))}"
-        + (f"; predictions are logged to {escape(str(config.log_predictions))}" if config.log_predictions else "")
-    )
-    run_server(served, config, host, port, log_level=log_level)
+            shared = loaded_detector(config.detector, config.detector_backend) if device == "auto" else None
+            served = model = presence_model(config.detector, device, config.detector_backend, loaded=shared)
+            following = ""
+        else:
+            served, model, following = _loaded(
+                run, registry, alias, pinned, lambda path: load(path, device, tta, backend)
+            )
+        mode = (
+            f"micro-batches of up to {config.max_batch} (max wait {config.max_wait_ms:g} ms)"
+            if config.batching
+            else "one forward pass per request (no batching)"
+        )
+        what = (
+            f"the detector {model.name} (is '{model.classes[1]}' present: POST /predict, where: POST /scan"
+            if detecting
+            else f"{model.path.name + following} ({len(model.classes)} classes"
+        )
+        console.print(
+            f"serving {escape(what)}, {getattr(model, 'backend', 'torch')} on {model.device_name}, "
+            f"{mode}) at http://{host}:{port}/  API key {'required' if config.api_key else 'not set'}"
+        )
+        if detecting and run is None:
+            console.print(
+                "no run folder given: the pretrained person detector answers; your own model: imgclf serve RUN"
+            )
+        console.print(
+            f"feedback (POST /feedback) goes to the inbox {escape(os.path.abspath(config.inbox))}"
+            + (f"; predictions are logged to {escape(str(config.log_predictions))}" if config.log_predictions else "")
+        )
+        run_server(served, config, host, port, log_level=log_level, sock=sock)
+    finally:
+        sock.close()
 
 
 def _loaded(run, registry, alias: str, pinned: bool, load) -> tuple:
