@@ -190,7 +190,6 @@ def serve_run(
     **settings,
 ) -> None:
     """See imgclf.serve: load RUN (or follow REGISTRY's ALIAS), print where it serves, serve until interrupted."""
-    from rich.markup import escape  # the run's name and the folders are the user's text
 
     from imgclf.core.device import on_cpu
     from imgclf.core.errors import from_settings
@@ -231,31 +230,37 @@ def serve_run(
             served, model, following = _loaded(
                 run, registry, alias, pinned, lambda path: load(path, device, tta, backend)
             )
-        mode = (
-            f"micro-batches of up to {config.max_batch} (max wait {config.max_wait_ms:g} ms)"
-            if config.batching
-            else "one forward pass per request (no batching)"
-        )
-        what = (
-            f"the detector {model.name} (is '{model.classes[1]}' present: POST /predict, where: POST /scan"
-            if detecting
-            else f"{model.path.name + following} ({len(model.classes)} classes"
-        )
-        console.print(
-            f"serving {escape(what)}, {getattr(model, 'backend', 'torch')} on {model.device_name}, "
-            f"{mode}) at http://{host}:{port}/  API key {'required' if config.api_key else 'not set'}"
-        )
-        if detecting and run is None:
-            console.print(
-                "no run folder given: the pretrained person detector answers; your own model: imgclf serve RUN"
-            )
-        console.print(
-            f"feedback (POST /feedback) goes to the inbox {escape(os.path.abspath(config.inbox))}"
-            + (f"; predictions are logged to {escape(str(config.log_predictions))}" if config.log_predictions else "")
-        )
+        _say_where(console, model, following, run, detecting, config, f"{host}:{port}")
         run_server(served, config, host, port, log_level=log_level, sock=sock)
     finally:
         sock.close()
+
+
+def _say_where(console, model, following: str, run, detecting: bool, config: ServeSettings, address: str) -> None:
+    """The start-up lines: what serves, on which engine, how requests are batched, where, and where
+    feedback and the prediction log go."""
+    from rich.markup import escape  # the run's name and the folders are the user's text
+
+    mode = (
+        f"micro-batches of up to {config.max_batch} (max wait {config.max_wait_ms:g} ms)"
+        if config.batching
+        else "one forward pass per request (no batching)"
+    )
+    what = (
+        f"the detector {model.name} (is '{model.classes[1]}' present: POST /predict, where: POST /scan"
+        if detecting
+        else f"{model.path.name + following} ({len(model.classes)} classes"
+    )
+    console.print(
+        f"serving {escape(what)}, {getattr(model, 'backend', 'torch')} on {model.device_name}, "
+        f"{mode}) at http://{address}/  API key {'required' if config.api_key else 'not set'}"
+    )
+    if detecting and run is None:
+        console.print("no run folder given: the pretrained person detector answers; your own model: imgclf serve RUN")
+    console.print(
+        f"feedback (POST /feedback) goes to the inbox {escape(os.path.abspath(config.inbox))}"
+        + (f"; predictions are logged to {escape(str(config.log_predictions))}" if config.log_predictions else "")
+    )
 
 
 def _loaded(run, registry, alias: str, pinned: bool, load) -> tuple:
