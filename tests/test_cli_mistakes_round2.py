@@ -310,6 +310,18 @@ def test_feedback_inbox_must_be_a_folder(tmp_path):
     )
 
 
+def test_a_folder_with_no_image_is_said_not_answered_with_an_empty_table(tiny_run, tmp_path):
+    """predict printed an empty table (and --out an empty CSV), scan "0 of 0 images", exit 0 each."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no photos here")
+    said = f"no images in {tmp_path / 'notes'}: no file there, nor in the folders below, is an image"
+    for args in (["predict", tiny_run], ["predict", tiny_run, "--out", tmp_path / "p.csv"], ["scan"]):
+        one_line_error(cli(*args[:2], tmp_path / "notes", *args[2:], check=False), said)
+    assert not (tmp_path / "p.csv").exists()
+    image = next((tiny_run.parent / "shapes").rglob("*.png"))  # beside a folder that has some: answered
+    assert str(image) in cli("predict", tiny_run, tmp_path / "notes", image, "--format", "csv").stdout
+
+
 def test_the_person_detector_or_a_gallery_given_as_a_run_points_to_its_own_command(tmp_path):
     """`evaluate person` and `serve` take the detector by name; predict, explain and report read a run."""
     (tmp_path / "staff").mkdir()

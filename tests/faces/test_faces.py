@@ -237,13 +237,18 @@ def test_identify_answers_without_importing_torch(gallery, probes):
         (["faces", "remove", "{gallery}", "Nobody"], "no one called 'Nobody' is enrolled; enrolled: Eileen, Grace"),
         (["faces", "add", "{gallery}", "unknown", "x.jpg"], "'unknown' is reserved"),
         (["faces", "identify", "{gallery}", "{known}", "--threshold", "2"], "--threshold must be a cosine similarity"),
+        # a file, or no folder, given as the gallery: FileExistsError from the lock; a folder made for it
+        (["faces", "add", "{known}/Grace/0.jpg", "Ann", "{known}/Grace"], "0.jpg is not a face gallery"),
+        (["faces", "remove", "{tmp}/nowhere", "Ann"], "nowhere is not a face gallery"),
+        (["faces", "identify", "{gallery}", "{tmp}/empty"], "no images in"),
     ],
 )
 def test_mistakes_are_one_line(args, says, known, gallery, tmp_path):
     args = [a.format(known=known, gallery=gallery, tmp=tmp_path) for a in args]
+    (tmp_path / "empty").mkdir()
     p = cli(*args, check=False, cwd=tmp_path)
     assert p.returncode == 2 and says in p.stderr and "Traceback" not in p.stderr, p.stderr
-    assert len(p.stderr.strip().splitlines()) == 1
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "nowhere").exists()
 
 
 def test_a_damaged_or_foreign_gallery_is_one_line(gallery, tmp_path):

@@ -62,6 +62,13 @@ def files_to_predict(path: Path) -> list[Path | str] | None:
     return [f for f in files_under(path) if to_predict(f)] if path.is_dir() else None
 
 
+def no_images(given: list) -> UserError:
+    """The one line for inputs that named folders, archives or lists and came to no image at all
+    (`imgclf predict RUN empty/` printed an empty table and exited 0)."""
+    shown = ", ".join(str(g) for g in given[:3]) + (", ..." if len(given) > 3 else "")
+    return UserError(f"no images in {shown}: no file there, nor in the folders below, is an image (.jpg, .png, ...)")
+
+
 def list_entries(text: str, suffix: str) -> list[str]:
     """The image paths or addresses a list file names: .txt one a line (blank lines and # comments
     skipped); .csv its `path` column, else its first, whose first cell is a header unless it names an

@@ -100,13 +100,13 @@ def add(
 ) -> dict:
     """Enrol `photos` (files or folders) as `name` (new or already enrolled) in `gallery`; the threshold
     and naming method are chosen again. Atomic: interrupted, the gallery is as it was."""
-    from imgclf.core.files import file_lock
+    from imgclf.faces.gallery import changing
     from imgclf.inference.predictor import expand_inputs
 
     name = check_name(name)
     check_enrol(keep_photos=keep_photos, backend=backend)
     model = model or FaceModel(backend=backend)
-    with file_lock(Path(gallery) / ".lock"):
+    with changing(gallery):
         g = load_gallery(gallery, model)
         report = {"skipped": []}
         vectors, sources, textures = enrol_photos(
@@ -123,9 +123,9 @@ def remove(gallery, name: str, *, verbose: bool = True) -> dict:
     """Delete `name` from `gallery`: their embeddings, and their kept photos if any. Atomic."""
     import shutil
 
-    from imgclf.core.files import file_lock
+    from imgclf.faces.gallery import changing
 
-    with file_lock(Path(gallery) / ".lock"):
+    with changing(gallery):
         g = load_gallery(gallery).without(name)
         g.save(gallery)
         photos = Path(gallery) / "photos" / name

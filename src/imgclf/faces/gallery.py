@@ -20,6 +20,7 @@ stranger would score), and the threshold lets through at most `far` of those str
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -204,6 +205,24 @@ def new_gallery(model, far: float = FAR) -> Gallery:
     )
 
 
+def _not_a_gallery(folder) -> UserError:
+    return UserError(
+        f"{folder} is not a face gallery (no {FILE}); make one with: imgclf faces enrol KNOWN/ --out {folder}"
+    )
+
+
+@contextlib.contextmanager
+def changing(folder: str | Path):
+    """The gallery in `folder` held for a change (add, remove) against another process's; a folder
+    holding none is refused first, so that no lock file is made in a file's place or a new folder."""
+    from imgclf.core.files import file_lock
+
+    if not (Path(folder) / FILE).is_file():
+        raise _not_a_gallery(folder)
+    with file_lock(Path(folder) / ".lock"):
+        yield
+
+
 def load_gallery(folder: str | Path, model=None) -> Gallery:
     """The gallery in `folder`; one line (UserError) for a missing, damaged or foreign one. With `model`,
     also refuse a gallery whose embeddings another model made (they would not compare)."""
@@ -211,9 +230,7 @@ def load_gallery(folder: str | Path, model=None) -> Gallery:
 
     path = Path(folder) / FILE
     if not path.is_file():
-        raise UserError(
-            f"{folder} is not a face gallery (no {FILE}); make one with: imgclf faces enrol KNOWN/ --out {folder}"
-        )
+        raise _not_a_gallery(folder)
     try:
         with safe_open(str(path), framework="numpy") as f:
             header = json.loads((f.metadata() or {})["imgclf_gallery"])

@@ -10,7 +10,7 @@ from typing import Iterable
 import numpy as np
 
 from imgclf.core.errors import UserError
-from imgclf.data.discover import files_to_predict
+from imgclf.data.discover import files_to_predict, no_images
 from imgclf.data.images import UnusableImage, encoded, in_memory, is_web_url, load_resized, resize
 from imgclf.evaluation.operating_point import OperatingPoint
 from imgclf.evaluation.rejection import UNKNOWN
@@ -146,20 +146,28 @@ def expand_inputs(inputs) -> Iterable:
     array's images one by one, a file's bytes as a file object, anything else (PIL, an array) as it is."""
     if isinstance(inputs, (str, Path)) or not isinstance(inputs, (list, tuple)):
         inputs = [inputs]
+    found, empty = False, []  # folders (archives, lists) that held no image: said when nothing else came
     for item in inputs:
         if is_web_url(item):
+            found = True
             yield item  # fetched when decoded (data.images): a failure is that image's error
         elif isinstance(item, (str, Path)):
             p = Path(item).expanduser()
             if (inside := files_to_predict(p)) is not None:
+                found, empty = found or bool(inside), empty + ([] if inside else [item])
                 yield from map(str, inside)
             elif p.exists():
+                found = True
                 yield str(p)
             else:
                 raise UserError(f"no such file or folder: {item}")
-        elif hasattr(item, "__array__") and np.ndim(item) == 4:  # a batch: N x H x W x C or N x C x H x W
-            yield from item
-        elif isinstance(item, (bytes, bytearray, memoryview)):
-            yield encoded(item)  # read twice (its size, then its pixels) by detectors: a file object
         else:
-            yield item
+            found = True
+            if hasattr(item, "__array__") and np.ndim(item) == 4:  # a batch: N x H x W x C or N x C x H x W
+                yield from item
+            elif isinstance(item, (bytes, bytearray, memoryview)):
+                yield encoded(item)  # read twice (its size, then its pixels) by detectors: a file object
+            else:
+                yield item
+    if empty and not found:
+        raise no_images(empty)
