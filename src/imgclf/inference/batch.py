@@ -27,7 +27,6 @@ from imgclf.core.console import per_second
 from imgclf.core.cpus import usable_cpus
 from imgclf.core.errors import UserError
 from imgclf.core.files import open_stream, output_file, read_json, sole_writer, write_json
-from imgclf.data.discover import files_to_predict, no_images
 from imgclf.data.images import UnusableImage, is_web_url, load_resized
 from imgclf.data.spec import printable
 
@@ -153,13 +152,9 @@ def _image_paths(roots: list[Path | str]) -> Iterator[str]:
     """Path strings in a stable order (so a resumed run meets the same names): images in folders,
     recursively; files (and web addresses) named directly are taken whatever their extension
     (predict does the same)."""
-    found, empty = False, []
-    for root in roots:
-        inside = None if is_web_url(root) else files_to_predict(root)
-        found, empty = found or inside is None or bool(inside), empty + ([root] if inside == [] else [])
-        yield from map(str, inside) if inside is not None else [str(root)]
-    if empty and not found:  # an empty CSV and exit 0 said nothing of the folder's being empty
-        raise no_images(empty)
+    from imgclf.inference.predictor import expand_inputs  # a folder of no image: one line, as predict's
+
+    yield from map(str, expand_inputs(list(roots)))
 
 
 def _not_done(paths: Iterable[str], done: set[str]) -> Iterator[str]:
