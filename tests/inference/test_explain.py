@@ -172,6 +172,9 @@ def test_cli_writes_overlays(scenes, runs, tmp_path, monkeypatch, capsys):
         assert img.width >= 256 and img.height > img.width  # upscaled to be readable, caption below
     code, _, err = imgclf_cli(monkeypatch, capsys, "explain", run, square, "--class", "cat")
     assert code == 2 and err.startswith("error: unknown class 'cat'")
+    (tmp_path / "notes.jpg").write_text("not a photo")  # nothing explained: exit 2, as predict and scan
+    code, _, err = imgclf_cli(monkeypatch, capsys, "explain", run, tmp_path / "notes.jpg", "--out", tmp_path / "y")
+    assert code == 2 and err.strip().endswith("error: none of the 1 image could be read (the reasons are above)"), err
 
 
 @pytest.mark.slow

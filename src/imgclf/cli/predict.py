@@ -179,6 +179,7 @@ def explain(
 
     results = api.explain(run, images, method=method, target=class_, out=out, device=device)
     render.explanations(results, method)
+    render.none_read(results)  # every image unreadable: exit 2, as predict and scan do
 
 
 @app.command()
