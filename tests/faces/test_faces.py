@@ -416,7 +416,8 @@ def test_a_camera_says_who_comes_and_goes_as_it_happens(gallery, model, tmp_path
     assert [e["name"] for e in found["events"]] == ["Grace"]
     # Said when she came and when she left, before the camera stopped and the table of events.
     assert said[0] == "'Grace' present" and said[1].startswith("'Grace' gone after "), said
-    assert float(said[1].split()[-1].rstrip("s")) == pytest.approx(found["events"][0]["duration_s"], abs=0.05)
+    # said to a tenth of a second: 0.75 s is "0.8s" (a camera's clock: the duration differs run to run)
+    assert said[1].split()[-1] == f"{found['events'][0]['duration_s']:.1f}s", said
     grace = [c for c in changes if c["label"] == "Grace"]
     assert [c["kind"] for c in grace] == ["present", "gone"] and grace[1]["duration_s"] == found["events"][0][
         "duration_s"
