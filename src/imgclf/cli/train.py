@@ -91,12 +91,8 @@ def tune(data: str = typer.Argument(..., help=DATASET_HELP), settings: dict = No
     # Every tune setting's option comes from its declaration (settings.tune) via with_settings.
     from imgclf import api
 
-    s = TuneSettings.of(settings)  # a bad value: one line naming its flag, before the data is read
-    asked = s.values()
-    if not asked["device"]:
-        del asked["device"]  # the trials' own default (auto)
-    try:
-        result = api.tune(data, **asked)
+    try:  # api.tune checks the options by their declarations; --device goes on to every trial
+        result = api.tune(data, **settings)
     except KeyboardInterrupt:
         print("interrupted. Resume the tune with the same command.", file=sys.stderr)
         raise typer.Exit(130)
