@@ -143,13 +143,17 @@ def test_update_out_must_be_a_folder(tmp_path):
     )
 
 
-def test_compare_tolerance_and_alpha_are_checked():
-    from imgclf.lifecycle.compare import check_rule
+def test_compare_tolerance_and_alpha_are_checked_before_any_model_is_loaded(tmp_path):
+    import imgclf
 
-    assert check_rule(0.02, 0.05) == (0.02, 0.05)
+    # Neither run exists: the options are refused first, naming the option, for keywords as for flags.
     for tolerance, alpha, text in ((float("nan"), 0.05, "--tolerance"), (0.02, 0.0, "--alpha"), (0.02, 1, "--alpha")):
         with pytest.raises(UserError, match=text):
-            check_rule(tolerance, alpha)
+            imgclf.compare(tmp_path / "a", tmp_path / "b", tolerance=tolerance, alpha=alpha)
+    one_line_error(
+        cli("compare", tmp_path / "a", tmp_path / "b", "--alpha", "1", check=False),
+        "--alpha must be a number in (0, 1), not 1",
+    )
 
 
 # ---- the registry ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from imgclf.core.errors import Interrupted, UserError, disk_full, mask_secrets, refused
+from imgclf.settings.improve import MLFLOW_HELP, MOVED_FLAG, MOVED_HELP
 
 # rich_markup_mode=None: rich markup would swallow every "[default: ...]" in the help texts.
 app = typer.Typer(
@@ -23,16 +24,9 @@ app = typer.Typer(
 )
 
 
-MLFLOW = typer.Option(
-    None,
-    "--mlflow",
-    envvar="MLFLOW_TRACKING_URI",
-    help="MLflow tracking URI to mirror this to (pip install 'imgclf[mlflow]') "
-    "[default: $MLFLOW_TRACKING_URI, else none]",
-)
-DATA_HELP = "Where the run's data folder is now, when it moved since training [default: the folder recorded in the run]"
-# --data-root too: compare's --data is new data, so --data-root is the one name that means this everywhere.
-MOVED_DATA = typer.Option(None, "--data", "--data-root", help=DATA_HELP)
+# The other commands' --mlflow and moved-data options, with the help their declarations give them
+MLFLOW = typer.Option(None, "--mlflow", envvar="MLFLOW_TRACKING_URI", help=MLFLOW_HELP)
+MOVED_DATA = typer.Option(None, *MOVED_FLAG.split(", "), help=MOVED_HELP)
 
 
 class Format(str, Enum):
@@ -69,7 +63,7 @@ def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | No
         cli_type = f.metadata["cli_type"] or next((a for a in typing.get_args(kind) if a is not type(None)), kind)
         if flag and "/" not in flag and cli_type is bool:  # `--no-flip` sets flip False; `--dedupe` dedupe True
             single[f.name] = not flag.startswith("--no-")
-        decls, envvar = [flag] if flag else [], f.metadata.get("envvar")
+        decls, envvar = flag.split(", ") if flag else [], f.metadata.get("envvar")
         metavar = f.metadata.get("metavar")
         default = ... if f.default is REQUIRED and f.default_factory is REQUIRED else None  # ...: required
         option = typer.Option(

@@ -7,11 +7,13 @@ from typing import Optional
 import typer
 
 from imgclf.cli import render
-from imgclf.cli.app import MLFLOW, MOVED_DATA, Listing, app
+from imgclf.cli.app import MLFLOW, MOVED_DATA, Listing, app, with_settings
 from imgclf.core.errors import UserError
+from imgclf.settings.improve import CompareSettings, MonitorSettings, UpdateSettings
 
 
 @app.command()
+@with_settings(CompareSettings, after="new_data")
 def compare(
     a: str = typer.Argument(
         ..., help="Champion: run folder or REGISTRY/ALIAS (its test split is the frozen test set)."
@@ -20,65 +22,33 @@ def compare(
     new_data: Optional[str] = typer.Argument(
         None, metavar="data", help="Labeled folder of new data: a second evaluation slice (as evaluate takes it)."
     ),
-    data: Optional[str] = typer.Option(None, help="The same as DATA."),
-    tolerance: float = typer.Option(
-        0.02, help="Largest allowed drop in any class's recall (one image is allowed unless 0)."
-    ),
-    alpha: float = typer.Option(0.05, help="Significance level of McNemar's test."),
-    out: Optional[str] = typer.Option(None, help="JSON file to write [default: B/compare-<A name>.json]."),
-    data_root: Optional[str] = typer.Option(
-        None, help="Where A's data folder is now, when it moved since A was trained [default: the folder recorded in A]"
-    ),
+    settings: dict = None,
 ):
     """Champion/challenger: both models on the same images; prints PROMOTE or KEEP and why (exit 0 either way)."""
+    # Every option comes from its declaration (settings.improve.CompareSettings); api.compare checks them.
     from imgclf import api
 
+    data = settings.pop("data", None)
     if new_data is not None and data is not None and new_data != data:
         raise UserError(f"two folders of new data ({new_data} and --data {data}): give one, as DATA or as --data")
-    data = data or new_data
-    render.comparison(api.compare(a, b, data=data, tolerance=tolerance, alpha=alpha, out=out, data_root=data_root))
+    render.comparison(api.compare(a, b, data=data or new_data, **settings))
 
 
 @app.command()
+@with_settings(MonitorSettings)
 def monitor(
     run: str = typer.Argument(..., help="Run folder, REGISTRY/ALIAS, or a version number or alias with --registry."),
-    log: str = typer.Option(
-        ...,
-        help="The prediction log: the folder given to imgclf serve --log-predictions, or one predictions*.jsonl in it.",
-    ),
-    out: Optional[str] = typer.Option(None, help="Output folder [default: monitors/<run name>]"),
-    registry: Optional[str] = typer.Option(None, help="Registry folder, for RUN given as a version or alias."),
-    top: int = typer.Option(50, help="How many logged images to list for labelling (least confident first)."),
-    since: Optional[str] = typer.Option(
-        None, help="Only predictions at or after this ISO time (UTC), e.g. 2026-11-23."
-    ),
-    low_confidence: Optional[float] = typer.Option(
-        None,
-        help="Confidence below which an answer counts as low "
-        "[default: the run's rejection threshold, else 0.5; 0.75 for 2 classes]",
-    ),
-    device: str = typer.Option("auto"),
-    data_root: Optional[str] = MOVED_DATA,
+    settings: dict = None,
 ):
     """Has live traffic drifted from the test set? Prints a verdict, writes monitor.html and the images to label next."""
+    # Every option comes from its declaration (settings.improve.MonitorSettings); api.monitor checks them.
     from imgclf import api
 
-    render.monitor_summary(
-        api.monitor(
-            run,
-            log,
-            out=out,
-            registry=registry,
-            top=top,
-            since=since,
-            low_confidence=low_confidence,
-            device=device,
-            data_root=data_root,
-        )
-    )
+    render.monitor_summary(api.monitor(run, **settings))
 
 
 @app.command()
+@with_settings(UpdateSettings, after="new_data")
 def update(
     version: str = typer.Argument(
         ...,
@@ -88,59 +58,14 @@ def update(
     new_data: Optional[str] = typer.Argument(
         None, help="New labeled images: class folders (one class is fine), split folders or a CSV manifest."
     ),
-    from_inbox: bool = typer.Option(False, "--from-inbox", help="Learn from the feedback inbox instead of NEW_DATA."),
-    inbox: Optional[str] = typer.Option(
-        None,
-        help="The inbox folder for --from-inbox [default: where imgclf serve puts it: REGISTRY/inbox; for PROJECT/runs/x, PROJECT/inbox; else ./inbox]",
-    ),
-    mode: str = typer.Option("finetune", help="finetune (warm start + replay of old data) | full (from scratch)"),
-    registry: str = typer.Option("registry", help="Registry folder."),
-    epochs: Optional[int] = typer.Option(None, help="[default: the version's]"),
-    lr_factor: float = typer.Option(1.0, help="finetune: learning rate = the version's x this (a warm restart)"),
-    replay: Optional[int] = typer.Option(
-        None,
-        help="finetune: most old training images replayed [default: "
-        "max(1000, 2 x the new ones); a class-balanced sample above]",
-    ),
-    promote: bool = typer.Option(False, "--promote", help="Promote the candidate when the promotion rule passes."),
-    tolerance: float = typer.Option(
-        0.02, help="Largest allowed drop in any class's recall (one image is allowed unless 0)."
-    ),
-    out: Optional[str] = typer.Option(None, help="Run folder [default: runs/<parent>-update-<n>]"),
-    seed: int = typer.Option(0, help="Seed of the new images' split and of the replay sample."),
-    mlflow: Optional[str] = typer.Option(
-        None, envvar="MLFLOW_TRACKING_URI", help="Also log to this MLflow tracking URI."
-    ),
-    data_root: Optional[str] = typer.Option(
-        None,
-        "--data",
-        "--data-root",
-        help="Where VERSION's recorded data folder is now, when "
-        "it moved since it was registered [default: the recorded folder]",
-    ),
+    settings: dict = None,
 ):
     """Retrain VERSION on its recorded data plus new images; register it as candidate; compare with VERSION
     on the frozen test split and the new test slice; promote with --promote only if it wins (exit 0 either way)."""
+    # Every option comes from its declaration (settings.improve.UpdateSettings); api.update checks them.
     from imgclf import api
 
-    source = (inbox or True) if from_inbox else False
-    r = api.update(
-        version,
-        new_data,
-        registry=registry,
-        from_inbox=source,
-        mode=mode,
-        promote=promote,
-        epochs=epochs,
-        tolerance=tolerance,
-        out=out,
-        lr_factor=lr_factor,
-        replay=replay,
-        seed=seed,
-        mlflow=mlflow,
-        data_root=data_root,
-    )
-    print(r["run"])
+    print(api.update(version, new_data, **settings)["run"])
 
 
 registry_app = typer.Typer(

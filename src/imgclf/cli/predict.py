@@ -10,9 +10,10 @@ from typing import List, Optional
 import typer
 
 from imgclf.cli import render
-from imgclf.cli.app import DATA_HELP, MOVED_DATA, Format, app, with_settings
+from imgclf.cli.app import MOVED_DATA, Format, app, with_settings
 from imgclf.core.errors import UserError
 from imgclf.settings.checks import EXPLAIN_METHODS
+from imgclf.settings.improve import MOVED_HELP
 from imgclf.settings.predict import TTA_HELP, PredictSettings
 
 
@@ -128,7 +129,7 @@ def evaluate(
     device: str = typer.Option("auto"),
     tta: Optional[str] = typer.Option(None, help=TTA_HELP),
     data_root: Optional[str] = typer.Option(
-        None, "--data", "--data-root", help=DATA_HELP + "; for its own test split, not DATA"
+        None, "--data", "--data-root", help=MOVED_HELP + "; for its own test split, not DATA"
     ),
     out: Optional[str] = typer.Option(
         None,

@@ -19,21 +19,13 @@ from imgclf.core.errors import UserError
 from imgclf.core.files import output_file, write_json
 from imgclf.evaluation.calibration import expected_calibration_error
 from imgclf.evaluation.elsewhere import labelled, listed, match_classes, own_images, seen_warning
-from imgclf.settings.checks import Number, check_number
+from imgclf.settings.improve import ALPHA, TOLERANCE, CompareSettings
 from imgclf.store.runs import test_split
 
 # min_diff: the least B - A accuracy allowed (0: at least as good); min_discordant: the fewest images
 # that changed verdict for McNemar's test to count (below that it has too little power to decide on).
-DEFAULT_RULE = {"min_diff": 0.0, "tolerance": 0.02, "alpha": 0.05, "min_discordant": 10}
-# The rule's options as a user gives them. Checked up front: a NaN tolerance makes every "drop larger
-# than the tolerance" comparison false, so a candidate that lost half its recall would be promoted.
-TOLERANCE = Number(float, 0, 1)
-ALPHA = Number(float, 0, 1, low_open=True, high_open=True)
-
-
-def check_rule(tolerance, alpha) -> tuple[float, float]:
-    """(tolerance, alpha) as floats, or a one-line UserError naming the option and what it allows."""
-    return check_number("--tolerance", tolerance, TOLERANCE), check_number("--alpha", alpha, ALPHA)
+# The rule's tolerance and alpha are the user's options, declared in settings.improve.CompareSettings.
+DEFAULT_RULE = {"min_diff": 0.0, "tolerance": TOLERANCE, "alpha": ALPHA, "min_discordant": 10}
 
 
 # ---- statistics on arrays (pure, testable) ------------------------------------------------------
@@ -233,25 +225,17 @@ def promote_command(version: int, registry) -> str:
 # ---- models and data ------------------------------------------------------------------------------
 
 
-def compare(
-    a,
-    b,
-    data=None,
-    tolerance: float = 0.02,
-    alpha: float = 0.05,
-    n_boot: int = 1000,
-    seed: int = 0,
-    rule: dict | None = None,
-    out: str | Path | None = None,
-    data_root: str | Path | None = None,
-) -> dict:
-    """Compare run A (champion) with run B (challenger) on A's test split and, with `data`, a labeled
-    folder of new images. Writes the result as JSON to `out` (default B/compare-<A name>.json).
-    `data_root`: where A's data folder is now, when it moved since A was trained."""
+def compare(a, b, data=None, *, rule: dict | None = None, **given) -> dict:
+    """Compare run A (champion) with run B (challenger) on A's test split and, with `data` (a labeled
+    folder, or (path, label) pairs), new images. `given`: settings.improve.CompareSettings' settings
+    but data, checked as declared: `out` is where the result goes as JSON (default
+    B/compare-<A name>.json), `data_root` where A's data folder is now, when it moved since A was
+    trained. `rule` may add the promotion rule's min_diff and min_discordant."""
     from imgclf.inference.load import load_model
     from imgclf.inference.model import Model
 
-    tolerance, alpha = check_rule(tolerance, alpha)
+    s = CompareSettings.of(given)
+    tolerance, alpha, n_boot, seed, out, data_root = s.tolerance, s.alpha, s.n_boot, s.seed, s.out, s.data_root
     if out is not None:
         out = output_file(out, "--out", "compare.json")
     ma, mb = (m if isinstance(m, Model) else load_model(m) for m in (a, b))  # load_model resolves REGISTRY/ALIAS

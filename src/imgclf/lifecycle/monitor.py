@@ -253,23 +253,15 @@ def resolve_run(ref: str | Path, registry: str | Path | None) -> tuple[Path, int
     return find_run(p), None, None
 
 
-def monitor(
-    ref,
-    log,
-    *,
-    out: str | Path | None = None,
-    registry: str | Path | None = None,
-    top: int = 50,
-    since: str | None = None,
-    low_confidence: float | None = None,
-    device: str = "auto",
-    verbose: bool = True,
-    data_root: str | Path | None = None,
-) -> dict:
-    """See imgclf.api.monitor."""
+def monitor(ref, log, *, verbose: bool = True, **given) -> dict:
+    """See imgclf.api.monitor; `given`: settings.improve.MonitorSettings' settings, checked as declared."""
     from imgclf.reporting.monitor import write_monitor_report
+    from imgclf.settings.improve import MonitorSettings
     from imgclf.workflows import load
 
+    s = MonitorSettings.of({"log": log, **given})
+    log, out, registry, top, since = s.log, s.out, s.registry, s.top, s.since
+    low_confidence, device, data_root = s.low_confidence, s.device, s.data_root
     run, version, reg_dir = resolve_run(ref, registry)
     out = output_folder(out if out is not None else Path("monitors") / run.name, "--out")
     records, log_dir, bad_lines = read_log(log)  # the user's mistakes first, before any work

@@ -40,42 +40,17 @@ from imgclf.lifecycle.update_plan import (
     replay_rows,
     training_choices,
 )
+from imgclf.settings.improve import TOLERANCE, UpdateSettings
 from imgclf.store.runs import moved_root, new_run_dir, recorded_root, refuse_finished_run
 
-MODES = ("finetune", "full")
-# finetune: the version's learning rate x LR_FACTOR for its full epochs (a warm restart). Measured on
-# flowers5 (bench/update.py, 3 classes + 2): 0.5x for half the epochs left v2 under-trained (new classes
-# 65%, five-class 64%); 1.0x for half 72% / 69%; 1.0x for all 79% / 72%, as good as retraining from
-# scratch (76% / 73%). The old classes' frozen test images scored 62-63% five-way in all three.
-LR_FACTOR = 1.0
 
-
-def update(
-    ref,
-    new_data=None,
-    *,
-    registry: str | Path = "registry",
-    from_inbox: bool | str | Path = False,
-    mode: str = "finetune",
-    promote: bool = False,
-    epochs: int | None = None,
-    lr_factor: float = LR_FACTOR,
-    replay: int | None = None,
-    tolerance: float = 0.02,
-    out: str | Path | None = None,
-    seed: int = 0,
-    doctor: bool = True,
-    mlflow: str | None = None,
-    verbose: bool = True,
-    data_root: str | Path | None = None,
-    **settings,
-) -> dict:
+def update(ref, new_data=None, *, verbose: bool = True, **given) -> dict:
     """Retrain version `ref` (a number or alias of `registry`; or a run folder, then nothing is
     registered) on its recorded data plus `new_data` (any layout `train` reads; a single class is
-    fine) or the feedback inbox (`from_inbox=True`: REGISTRY/inbox, or a folder). `data_root`: where
-    the version's recorded data is now, when it moved since registration. Other keywords are
-    TrainConfig settings for the new run. Returns {run, version, parent, mode, counts, compare,
-    verdict, promoted}.
+    fine) or the feedback inbox (`from_inbox=True`: the `inbox` folder, else REGISTRY/inbox). `given`:
+    settings.improve.UpdateSettings' settings (checked as declared: mode, epochs, lr_factor, replay,
+    tolerance, out, seed, data_root, ...), and TrainConfig settings for the new run. Returns {run,
+    version, parent, mode, counts, compare, verdict, promoted}.
 
         r = imgclf.update("production", "more_photos/", promote=True)
         r["version"], r["verdict"]["promote"], r["promoted"]
@@ -83,10 +58,15 @@ def update(
     from rich.console import Console
     from rich.markup import escape  # paths are the user's text, not markup
 
+    from imgclf.settings.declare import declared
+
+    own = {f.name for f, _ in declared(UpdateSettings)}
+    u = UpdateSettings(**{k: v for k, v in given.items() if k in own})
+    settings = {k: v for k, v in given.items() if k not in own}  # the new run's training settings
+    registry, mode, promote, epochs, lr_factor, replay = u.registry, u.mode, u.promote, u.epochs, u.lr_factor, u.replay
+    tolerance, out, seed, doctor, mlflow, data_root = u.tolerance, u.out, u.seed, u.doctor, u.mlflow, u.data_root
+    from_inbox = (u.inbox or True) if u.from_inbox else False
     console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
-    if mode not in MODES:
-        raise UserError(f"--mode must be finetune or full, not {mode!r}")
-    epochs, lr_factor, replay, seed, tolerance = _checked_options(epochs, lr_factor, replay, seed, tolerance)
     if out is not None:  # before the data is gathered and hashed (minutes), as train checks its --out
         refuse_finished_run(out := output_folder(out, "--out"))
     if (new_data is None) == (not from_inbox):
@@ -136,7 +116,7 @@ def _command(ref, new_data, from_inbox, registry, promote: bool, tolerance: floa
     if str(registry) != "registry":
         words += ["--registry", str(registry)]
     words += ["--promote"] if promote else []
-    words += ["--tolerance", f"{tolerance:g}"] if tolerance != 0.02 else []
+    words += ["--tolerance", f"{tolerance:g}"] if tolerance != TOLERANCE else []
     return " ".join(shlex.quote(w) for w in words)
 
 
@@ -172,22 +152,6 @@ def _resumed(out: Path, parent_run: Path, again: str, verbose: bool, console):
     console.print(f"  resuming the interrupted update in {escape(str(out))}: its recorded data, split and settings")
     with resumable(f"{again} --out {shlex.quote(str(out))}"):
         return record, workflows.train(resume=out, verbose=verbose, write_report=False)  # _judge writes it
-
-
-def _checked_options(epochs, lr_factor, replay, seed, tolerance) -> tuple:
-    """The numeric options, each refused in one line when out of range (train's rules for epochs and
-    seed): 0 epochs is not "the version's", and a NaN tolerance would pass any drop in recall."""
-    from imgclf.lifecycle.compare import check_rule
-    from imgclf.settings.checks import Number, check_number
-    from imgclf.settings.config import NUMBERS
-
-    return (
-        check_number("--epochs", epochs, NUMBERS["epochs"]),
-        check_number("--lr-factor", lr_factor, Number(float, 0, 1, low_open=True)),
-        check_number("--replay", replay, Number(int, 0, 10**9, optional=True)),
-        check_number("--seed", seed, NUMBERS["seed"]),
-        check_rule(tolerance, 0.05)[0],
-    )
 
 
 def _run_folder(out, parent_run: Path, rows: list[dict], new: list[dict]) -> tuple[Path, Path]:
@@ -290,9 +254,7 @@ def _judge(
         result["version"] = info["version"]
         console.print(f"registered as version {info['version']} (parent {version}), alias candidate")
     new_test = [(r["path"], r["label"]) for r in new if r["split"] == "test"]
-    cmp = compare(
-        parent, run, data=new_test or None, tolerance=tolerance, out=run / "compare.json", data_root=data_root
-    )
+    cmp = compare(parent, run, new_test or None, tolerance=tolerance, out=run / "compare.json", data_root=data_root)
     verdict = cmp["verdict"]
     worse = _worse_classes(cmp)
     result.update(

@@ -32,7 +32,7 @@ def setting(
     values (None: checked as a structure, in checks._check_structured); `flag`: how the command line
     spells it when not --the-name (a true/false setting's single `--no-x` flag sets False, any other
     single flag True, `--a/--b` both; another setting's flag is its option's name, e.g. --verifier for
-    verify); `cli`: False for settings only config files and the Python API take; `cli_type`: the type
+    verify; "--a, --b": two names of one option, the first the one refusals use); `cli`: False for settings only config files and the Python API take; `cli_type`: the type
     the command line reads, where it differs from the field's; `envvar`: an environment variable the
     command line reads it from when the option is not given; `metavar`: what `--help` shows for its
     value, where not the type's (--ray ADDRESS)."""
@@ -73,7 +73,8 @@ def flags(cls) -> dict[str, str]:
     """Each setting's option as the command line spells it (--min-size): a refusal names it so,
     however the value came in (a flag, a Python keyword, a config file)."""
     return {
-        f.name: (f.metadata["flag"] or "--" + f.name.replace("_", "-")).split("/")[0] for f in dataclasses.fields(cls)
+        f.name: (f.metadata["flag"] or "--" + f.name.replace("_", "-")).split("/")[0].split(", ")[0]
+        for f in dataclasses.fields(cls)
     }
 
 

@@ -13,6 +13,7 @@ import typing
 from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import REQUIRED, declared
 from imgclf.settings.faces import EnrolSettings, IdentifySettings
+from imgclf.settings.improve import CompareSettings, MonitorSettings, UpdateSettings
 from imgclf.settings.predict import PredictSettings
 from imgclf.settings.scan import ScanSettings
 from imgclf.settings.serve import ServeSettings
@@ -83,6 +84,27 @@ declared once in `src/imgclf/settings/serve.py`: its options and their checks co
 declarations; "Python only" ones are for `imgclf.serve` and `ServeSettings`.
 
 """
+IMPROVE = """
+# Compare, monitor and update settings
+
+Every setting of `imgclf compare`, `imgclf monitor` and `imgclf update` (keeping a deployed model
+good: [Improving a model](improvement.md)), as declared once in `src/imgclf/settings/improve.py`:
+the command line's options and the checks `imgclf.compare`, `imgclf.monitor` and `imgclf.update`
+hold their keywords to come from these declarations. `imgclf.update` also takes training settings
+for the new run (the first table). A refusal names the option as the command line spells it
+(`--tolerance`), whichever way the value came in.
+
+## compare
+
+"""
+MONITOR = """
+## monitor
+
+"""
+UPDATE = """
+## update
+
+"""
 TABLE = """| setting | command line | type | default | what it does |
 |---|---|---|---|---|
 """
@@ -96,11 +118,11 @@ def _type(kind) -> str:
 
 def _flag(f, off_cli: str) -> str:
     if f.name == "data":
-        return "the argument `DATA`"
+        return "the argument `DATA`" + (" or `--data`" if f.metadata["cli"] else "")
     if not f.metadata["cli"]:
         return off_cli
     spelt = f.metadata["flag"] or "--" + f.name.replace("_", "-")
-    return " / ".join(f"`{s.strip()}`" for s in spelt.split("/"))
+    return " / ".join(f"`{s.strip()}`" for s in spelt.replace(", ", "/").split("/"))
 
 
 def _default(f) -> str:
@@ -127,6 +149,12 @@ def markdown() -> str:
         + _table(IdentifySettings)
         + SERVE
         + _table(ServeSettings, "Python only")
+        + IMPROVE
+        + _table(CompareSettings, "Python only")
+        + MONITOR
+        + _table(MonitorSettings)
+        + UPDATE
+        + _table(UpdateSettings, "Python only")
     )
 
 

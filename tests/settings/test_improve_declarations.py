@@ -1,0 +1,94 @@
+"""`imgclf compare`, `monitor` and `update` take their settings from one declaration each
+(settings.improve): the options, their help, the Python API's checks and defaults, and the docs
+cannot drift apart. No model is trained here: every refusal comes before a run is read."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+import typer.main
+from helpers import cli
+from typer.testing import CliRunner
+
+import imgclf
+from imgclf import api
+from imgclf.cli import app
+from imgclf.core.errors import UserError
+from imgclf.settings.declare import REQUIRED, declared
+from imgclf.settings.improve import CompareSettings, MonitorSettings, UpdateSettings
+from imgclf.settings.tune import TuneSettings
+
+COMMANDS = [
+    ("compare", CompareSettings, {"a", "b", "new_data"}),
+    ("monitor", MonitorSettings, {"run"}),
+    ("update", UpdateSettings, {"version", "new_data"}),
+]
+
+
+@pytest.mark.parametrize("command, cls, own", COMMANDS)
+def test_each_option_is_its_declaration(command, cls, own):
+    options = {p.name: p for p in typer.main.get_command(app).commands[command].params}
+    on_cli = [f for f, _ in declared(cls) if f.metadata["cli"]]
+    for f in on_cli:
+        assert options[f.name].help == f.metadata["help"], f.name
+        assert f.metadata["rule"] is not None, f.name
+    assert set(options) - {f.name for f in on_cli} == own
+
+
+@pytest.mark.parametrize(
+    "function, cls",
+    [(api.compare, CompareSettings), (api.monitor, MonitorSettings), (api.update, UpdateSettings)]
+    + [(api.tune, TuneSettings)],
+)
+def test_the_python_api_defaults_are_the_declared_ones(function, cls):
+    # The API spells its keywords out for the reader (and editors); they must say what the declaration says.
+    params = inspect.signature(function).parameters
+    shared = [f for f, _ in declared(cls) if f.name in params]
+    assert len(shared) >= 5
+    for f in shared:
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if default is REQUIRED:
+            assert params[f.name].default is inspect.Parameter.empty, f.name
+        else:
+            assert params[f.name].default == default, f.name
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (
+            ["monitor", "r", "--log", "l", "--low-confidence", "nan"],
+            "--low-confidence must be a number in [0, 1], not nan",
+        ),
+        (["monitor", "r", "--log", "l", "--low-confidence", "2"], "--low-confidence must be a number in [0, 1], not 2"),
+        (["monitor", "r", "--log", "l", "--top", "-1"], "--top must be an integer from 0 to"),
+        (["update", "production", "new/", "--mode", "fast"], "unknown --mode 'fast'; choose one of finetune, full"),
+        (["update", "production", "new/", "--lr-factor", "0"], "--lr-factor must be a number in (0, 1], not 0"),
+        (["compare", "a", "b", "--tolerance", "2"], "--tolerance must be a number in [0, 1], not 2"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_its_option(args, text, tmp_path):
+    p = cli(*args, check=False, cwd=tmp_path)  # nothing named r, l, production or a exists there
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith(f"error: {text}"), p.stderr
+
+
+def test_the_python_api_refuses_the_same_values(tmp_path):
+    with pytest.raises(UserError, match=r"--top must be an integer from 0 to"):
+        imgclf.monitor(tmp_path / "run", tmp_path / "log", top=-5)
+    with pytest.raises(UserError, match="--replay must be an integer from 0 to"):
+        imgclf.update("production", tmp_path / "new", registry=tmp_path, replay=-1, verbose=False)
+    with pytest.raises(UserError, match="two inboxes"):
+        imgclf.update("production", from_inbox=tmp_path / "a", inbox=tmp_path / "b", verbose=False)
+
+
+def test_update_hands_its_options_to_the_api(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(api, "update", lambda *a, **kw: seen.update(args=a, kw=kw) or {"run": "runs/x"})
+    args = ["update", "production", "--from-inbox", "--inbox", "fb/", "--promote", "--data", "moved/"]
+    r = CliRunner().invoke(app, [*args, "--tolerance", "0.1"])
+    assert r.exit_code == 0, r.output
+    assert seen["args"] == ("production", None)
+    assert seen["kw"] == {"from_inbox": True, "inbox": "fb/", "promote": True, "data_root": "moved/", "tolerance": 0.1}
