@@ -327,12 +327,12 @@ def test_a_folder_with_no_image_is_said_not_answered_with_an_empty_table(tiny_ru
 
 
 def test_the_person_detector_or_a_gallery_given_as_a_run_points_to_its_own_command(tmp_path):
-    """`evaluate person` and `serve` take the detector by name; predict, explain and report read a run."""
+    """`evaluate person`, `predict person` and `serve` take the detector by name; explain and report read a run."""
     (tmp_path / "staff").mkdir()
     (tmp_path / "staff" / "gallery.safetensors").write_bytes(b"")  # the file `imgclf faces enrol` writes
     for args, said in (
-        (["predict", "person", tmp_path], "person is the pretrained person detector, not a run: imgclf scan PHOTOS"),
-        (["report", "person"], "person is the pretrained person detector, not a run"),
+        (["explain", "person", tmp_path], "a detector answers where with boxes, not a heat map: imgclf scan PHOTOS"),
+        (["report", "person"], "person is a detector: its report comes from an evaluation on photos with boxes"),
         (["predict", tmp_path / "staff", tmp_path], "is a face gallery: name the people in photos with imgclf faces "),
     ):
         one_line_error(cli(*args, check=False, cwd=tmp_path), said)

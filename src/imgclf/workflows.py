@@ -48,7 +48,19 @@ def load(run: str | Path, device: str = "auto", tta: str | None = None, backend:
     """See imgclf.load."""
     from imgclf.inference.load import load_model
 
+    if evaluated_as(run) == "detector":  # "person" or a detector run: present or not, one answer a photo
+        return _presence(run, device, tta, backend)
     return load_model(run, device, tta, backend=backend)
+
+
+def _presence(run, device: str, tta: str | None, backend: str):
+    """A detector as a two-class classifier (detection.classifier): `predict person photos/` answers
+    person or no person per photo, by the rule scan and the service's /predict answer with."""
+    from imgclf.detection.classifier import presence_model
+
+    if tta not in (None, "none"):  # the detector averages in the mirror image already; crops would cut people
+        raise UserError(f"--tta is for a classifier run; {run} is a detector (it looks at the mirror image itself)")
+    return presence_model(run, device, backend)
 
 
 def loaded(run, device: str = "auto", tta: str | None = None, backend: str = "torch"):
@@ -298,4 +310,11 @@ def report(run, verbose: bool = True, *, data_root: str | Path | None = None) ->
     """See imgclf.report."""
     from imgclf.reporting.report import write_report
 
-    return write_report(loaded(run), progress=verbose, data_root=data_root)
+    model = loaded(run)
+    if hasattr(model, "detector"):  # load() takes "person" as a classifier, with no run folder to report on
+        name = model.path or model.name
+        raise UserError(
+            f"{name} is a detector: its report comes from an evaluation on photos with boxes: imgclf evaluate "
+            f"{name} BOXES/ (a detector run's own report.html is written by its training)"
+        )
+    return write_report(model, progress=verbose, data_root=data_root)

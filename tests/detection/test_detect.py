@@ -5,6 +5,7 @@ a landscape at a known place, and a broken file; through the Python API and the 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -141,6 +142,21 @@ def test_cli_scan_with_no_run(photos, tmp_path):
     assert bad.returncode == 2 and "crop-model scan" in bad.stderr and "Traceback" not in bad.stderr
     bad = cli("scan", photos, "--threshold", "1.5", check=False)
     assert bad.returncode == 2 and "--threshold" in bad.stderr
+
+
+def test_predict_person_answers_person_or_no_person_per_photo(photos, tmp_path):
+    """`imgclf predict person PHOTOS` (and imgclf.load("person")) answers as the service's /predict
+    does: the detector's presence rule, one row a photo; --tta is refused, and the table points to scan."""
+    p = cli("predict", "person", photos, "--format", "csv")
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO(p.stdout))}
+    assert rows["portrait.jpg"]["label"] == "person" and float(rows["portrait.jpg"]["confidence"]) > 0.5
+    assert rows["china.jpg"]["label"] == "no person" and rows["broken.jpg"]["error"]
+    model = imgclf.load("person")
+    assert model.classes == ["no person", "person"]
+    assert model.predict([photos / "portrait.jpg"])[0]["label"] == "person"
+    assert f"where, and how many: imgclf scan {photos}" in cli("predict", "person", photos).stderr
+    bad = cli("predict", "person", photos, "--tta", "flip", check=False)
+    assert bad.returncode == 2 and "--tta is for a classifier run; person is a detector" in bad.stderr
 
 
 def test_weights_refused_when_changed_or_missing(tmp_path, monkeypatch):

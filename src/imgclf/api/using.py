@@ -22,8 +22,8 @@ RunLike = "str | Path | Run | Model"
 
 
 def load(run: str | Path, device: str = "auto", tta: str | None = None, backend: str = "torch") -> Model:
-    """Load a trained model from a run folder (JSON + safetensors; no code executed).
-
+    """Load a trained model from a run folder (JSON + safetensors; no code executed); "person" (or a
+    detector run): the detector as a classifier answering person / no person (detection.classifier).
     `tta` overrides the test-time augmentation the run was evaluated with (none | flip | crop |
     flip-crop); its calibration was fitted with the run's own. `backend`: "torch" (a module to explain,
     scan or inspect), "auto" (ONNX Runtime on a CPU where RUN/model.onnx holds the run's weights, as

@@ -20,7 +20,11 @@ from imgclf.settings.predict import TTA_HELP, PredictSettings
 @app.command()
 @with_settings(PredictSettings, after="device")
 def predict(
-    run: str = typer.Argument(..., help="Run folder (or its model.safetensors)."),
+    run: str = typer.Argument(
+        ...,
+        help="Run folder (or its model.safetensors); person: the pretrained person detector, answering "
+        "person or no person (a detector run likewise).",
+    ),
     paths: Optional[List[str]] = typer.Argument(
         None,
         help="Image files, folders (searched recursively), archives (.zip), lists (.txt: a path a line; .csv), "
@@ -100,6 +104,8 @@ def _evaluate_hint(run, paths: list, model) -> str:
 
     if len(paths) != 1 or not isinstance(paths[0], str) or not Path(paths[0]).is_dir():
         return ""
+    if hasattr(model, "detector"):  # a detector is scored on boxes, which folder names do not give
+        return f"where, and how many: imgclf scan {paths[0]}" if str(run) in ("person", "ssdlite-person") else ""
     named, _ = match_classes(sorted(d.name for d in Path(paths[0]).iterdir() if d.is_dir()), list(model.classes))
     if not named:
         return ""

@@ -35,7 +35,10 @@ class DetectorClassifier(Predictor):
     """A loaded Detector behind the classifier interface (inference.predictor): classes
     [no POSITIVE, POSITIVE], one answer per photo, the detector's presence rule."""
 
-    not_explainable = "the detector answers where with boxes, not a heat map: POST /scan (the page's Find button)"
+    not_explainable = (
+        "a detector answers where with boxes, not a heat map: imgclf scan PHOTOS (the service: POST /scan, "
+        "the page's Find button)"
+    )
 
     def __init__(self, detector, path: Path | None = None):
         from imgclf.models.person import SIZE
