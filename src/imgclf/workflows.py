@@ -234,19 +234,28 @@ def evaluate(
     from imgclf.evaluation.metrics import per_class_lines
 
     if kind := evaluated_as(run):
-        return _evaluate_other(kind, run, data, verbose, data_root, out, device)
+        if not _presence_folders(kind, data, data_root):
+            return _evaluate_other(kind, run, data, verbose, data_root, out, device)
+        # A detector on folders named as its answers (person/, no-person/): no boxes, so scored as the
+        # classifier load() makes of it (presence by the rule /predict answers with), into detection's folder.
+        from imgclf.detection.evaluate import default_out
+
+        out = out if out is not None else default_out(run, data)
     if out is not None and data is None:
         raise UserError("--out is for an evaluation on other data (imgclf evaluate RUN DATA --out DIR)")
     model = loaded(run, device)
     folder = output_folder(out, "--out") if out is not None else None  # a mistake said before any work
     console = console_for(verbose)
-    metrics, paths, labels, probs, others = scored_evaluation(model, data, verbose, data_root=data_root)
+    try:
+        metrics, paths, labels, probs, others = scored_evaluation(model, data, verbose, data_root=data_root)
+    except UserError as e:  # folders that name no answer of a detector: it takes boxes too
+        raise UserError(f"{e}; a detector also takes photos with boxes (YOLO, VOC, COCO or CSV)") if kind else e
     for line in per_class_lines(metrics):
         console.print(escape(line))
     if data is None:
         console.print(f"metrics: {escape(str(Path(model.path) / 'metrics.json'))}")
         return metrics
-    own = Path(model.path) / "metrics.json" if model.path is not None else None
+    own = Path(model.path) / "metrics.json" if model.path is not None and not kind else None
     if drop := accuracy_drop(metrics, read_json(own) if own and own.is_file() else None, model.path, data):
         console.print(f"[yellow]note[/]: {escape(drop)}")
     report = _write_evaluation(model, metrics, (paths, labels, probs, others), data, folder, console, drop)
@@ -264,6 +273,16 @@ def evaluated_as(run) -> str | None:
     if str(run) in ("person", "ssdlite-person") or is_detector_run(run):
         return "detector"
     return "gallery" if (Path(run) / FILE).is_file() else None
+
+
+def _presence_folders(kind: str, data, data_root) -> bool:
+    """Whether a detector is given labelled photos without boxes (a folder per answer, a CSV of
+    labels): evaluated for presence as a classifier is, where boxes would give AP and counts too."""
+    from imgclf.detection.annotations import detect_format
+
+    if kind != "detector" or data is None or data_root is not None or not Path(data).expanduser().exists():
+        return False  # a missing folder is said by the box reader: "box data not found"
+    return detect_format(data) is None
 
 
 def _evaluate_other(kind: str, name, data, verbose: bool, data_root, out, device: str) -> dict:

@@ -63,6 +63,34 @@ def test_the_pretrained_detector_on_the_users_boxes(tmp_path):
     assert "told best at threshold" not in p.stdout  # the recorded threshold is as good as any here
 
 
+def test_the_detector_on_folders_named_person_and_no_person_is_scored_for_presence(tmp_path):
+    """Labelled photos with no boxes (person/, no-person/: what most users have for "is anyone there?")
+    are scored as a classifier's evaluation is: accuracy, recall of each answer, ROC-AUC, a report;
+    the answers are the scan's (present or not)."""
+    boxes = box_folder(tmp_path / "boxes")
+    data = tmp_path / "door"
+    for k in range(6):
+        (data / ("person" if k >= 2 else "No_Person")).mkdir(parents=True, exist_ok=True)
+        (boxes / f"photo{k}.jpg").rename(data / ("person" if k >= 2 else "No_Person") / f"photo{k}.jpg")
+    p = cli("evaluate", "person", data, cwd=tmp_path)
+    folder = tmp_path / "evaluations" / "person-on-door"
+    assert "classes matched by name: No_Person -> no person" in p.stdout
+    m = json.loads((folder / "metrics.json").read_text())
+    assert m["n"] == 6 and m["accuracy"] == 1.0 and m["per_class"]["person"]["recall"] == 1.0
+    rows = list(csv.DictReader(open(folder / "predictions.csv", newline="")))
+    scanned = {a["path"]: a["present"] for a in imgclf.scan(data, verbose=False)}
+    assert sorted((Path(r["path"]).name, r["answer"] == "person") for r in rows) == sorted(
+        (Path(path).name, present) for path, present in scanned.items()
+    )
+    assert "ssdlite-person on door</h1>" in (folder / "report.html").read_text()
+    (data / "cats").mkdir()
+    (data / "person").rename(data / "cats" / "person")  # no folder names an answer now
+    (data / "No_Person").rename(data / "cats" / "No_Person")
+    p = cli("evaluate", "person", data / "cats" / "person", check=False, cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.endswith("a detector also takes photos with boxes (YOLO, VOC, COCO or CSV)\n"), p.stderr
+
+
 def test_a_threshold_the_users_photos_suggest_is_named_when_better_by_more_than_one_photo():
     """Close-ups of other things can score 0.12-0.3 as one whole-frame person (19 % of flowers5's
     photos at 0.12): the user's own labelled photos say where their threshold lies; one photo's

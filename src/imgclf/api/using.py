@@ -23,12 +23,11 @@ RunLike = "str | Path | Run | Model"
 
 def load(run: str | Path, device: str = "auto", tta: str | None = None, backend: str = "torch") -> Model:
     """Load a trained model from a run folder (JSON + safetensors; no code executed); "person" (or a
-    detector run): the detector as a classifier answering person / no person (detection.classifier).
-    `tta` overrides the test-time augmentation the run was evaluated with (none | flip | crop |
-    flip-crop); its calibration was fitted with the run's own. `backend`: "torch" (a module to explain,
-    scan or inspect), "auto" (ONNX Runtime on a CPU where RUN/model.onnx holds the run's weights, as
-    training on a CPU writes it: twice the images/s; else PyTorch), "onnx" (RUN/model.onnx, exported on
-    first use), "onnx-int8" (RUN/model.int8.onnx: `export(int8=True)`)."""
+    detector run): the detector, answering person / no person. `tta` overrides the run's test-time
+    augmentation (none | flip | crop | flip-crop). `backend`: "torch" (a module to explain, scan or
+    inspect), "auto" (ONNX Runtime on a CPU where RUN/model.onnx holds the run's weights, as training on
+    a CPU writes it: twice the images/s; else PyTorch), "onnx" (RUN/model.onnx, exported on first use),
+    "onnx-int8" (RUN/model.int8.onnx: `export(int8=True)`)."""
     from imgclf import workflows
 
     return workflows.load(run, device, tta, backend)
@@ -46,7 +45,8 @@ def evaluate(
     """Metrics of a trained model on its held-out test split (into RUN/metrics.json), or on DATA (its
     `test/` split, else all its images) with report.html and predictions.csv in `out` (default
     RUN/evaluations/<DATA's name>; the result's "report"). `data_root`: where the run's data moved to;
-    `device`: where it runs. A detector ("person", a detector run) is scored on boxes, a gallery on DATA/<person>/."""
+    `device`: where it runs. A detector ("person", a detector run) is scored on boxes (DATA/person/,
+    DATA/no-person/: presence, as a classifier), a gallery on DATA/<person>/."""
     from imgclf import workflows
 
     return workflows.evaluate(run, data, verbose, data_root=data_root, out=out, device=device)

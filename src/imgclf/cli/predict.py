@@ -129,7 +129,8 @@ def _one_video_at_a_time(videos: list[str], n_paths: int) -> str:
 def evaluate(
     run: str = typer.Argument(
         ...,
-        help="Run folder; a detector (person, a detector run) with DATA of photos with boxes; a face gallery with DATA/<person>/.",
+        help="Run folder; a detector (person, a detector run) with DATA of photos with boxes, or of person/ and "
+        "no-person/ folders (presence only); a face gallery with DATA/<person>/.",
     ),
     data: Optional[str] = typer.Argument(None, help="Labeled data [default: the run's own held-out test split]."),
     device: str = typer.Option("auto"),

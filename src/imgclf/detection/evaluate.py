@@ -38,7 +38,7 @@ def evaluate_detector(name, data, out=None, device: str = "auto", verbose: bool 
     box_set = read_boxes(data)
     det = load_detector(name, device)
     photos, said = _matched(box_set, det.classes)
-    folder = output_folder(out if out is not None else _default_out(name, data), "--out")
+    folder = output_folder(out if out is not None else default_out(name, data), "--out")
     say = print if verbose else (lambda *a: None)
     for line in said:
         say(line)
@@ -103,7 +103,8 @@ def _matched(box_set, classes: list[str]) -> tuple[list, list[str]]:
     return photos, said
 
 
-def _default_out(name, data) -> Path:
+def default_out(name, data) -> Path:
+    """RUN/evaluations/<data's name> for a detector run, evaluations/person-on-<data's name> else."""
     from imgclf.detection.classifier import is_detector_run  # no torch: evaluate in ONNX Runtime stays so
 
     if is_detector_run(name):

@@ -99,7 +99,7 @@ def write_evaluation(
     from imgclf.core.files import atomic_path, read_json, write_json
     from imgclf.reporting.data import Test, deployed_labels
 
-    run = Path(model.path)
+    run = Path(model.path or model.name)  # a detector as a classifier ("person") has no run folder
     test = Test(list(paths), np.asarray(labels), probs, deployed_labels(probs, model.meta))
     f = Facts(run, model.meta, {}, {**metrics, "evaluated_on": f"images in {data}"}, [], {}, [], test)
     f.extra["images"] = "images"  # not "test images": photos from elsewhere
@@ -118,6 +118,7 @@ def write_evaluation(
     cards = [(f"{m['accuracy']:.1%}", "accuracy"), (f"{m['macro_avg']['f1-score']:.3f}", "macro F1")]
     cards += [(f"{m['n']:,}", "images"), (f"{m['calibration']['ece_after']:.3f}", "ECE (calibrated)")]
     own = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else None
+    own = own if own and "accuracy" in own else None  # a detector run's metrics are AP, not accuracy
     # Beside its own test split's accuracy, a drop on new photos is the news (another camera, a season).
     versus = f"; on its own held-out test split: {own['accuracy']:.1%} of {own['n']:,}" if own else ""
     header = (
