@@ -243,7 +243,7 @@ def evaluate(
         out = out if out is not None else default_out(run, data)
     if out is not None and data is None:
         raise UserError("--out is for an evaluation on other data (imgclf evaluate RUN DATA --out DIR)")
-    model = loaded(run, device)
+    model = loaded(run, device, backend="auto" if kind else "torch")  # a detector: ONNX Runtime on a CPU, as scan
     folder = output_folder(out, "--out") if out is not None else None  # a mistake said before any work
     console = console_for(verbose)
     try:
@@ -256,7 +256,13 @@ def evaluate(
         console.print(f"metrics: {escape(str(Path(model.path) / 'metrics.json'))}")
         return metrics
     own = Path(model.path) / "metrics.json" if model.path is not None and not kind else None
-    if drop := accuracy_drop(metrics, read_json(own) if own and own.is_file() else None, model.path, data):
+    if kind:  # a detector has no accuracy of its own to drop from; what it cannot see is the news
+        from imgclf.detection.classifier import missed_note
+
+        drop = missed_note(model, metrics, data)
+    else:
+        drop = accuracy_drop(metrics, read_json(own) if own and own.is_file() else None, model.path, data)
+    if drop:
         console.print(f"[yellow]note[/]: {escape(drop)}")
     report = _write_evaluation(model, metrics, (paths, labels, probs, others), data, folder, console, drop)
     return {**metrics, **({"report": str(report)} if report else {})}

@@ -47,7 +47,8 @@ def scored_evaluation(
         where, out_dir = "held-out test split", model.path
     else:
         left: dict[str, list[str]] = {}
-        paths, labels, renamed = labelled(data, list(model.classes), leave_out=left)
+        aliases = getattr(model, "class_aliases", None)  # a detector's: non-human/ is its 'no person'
+        paths, labels, renamed = labelled(data, list(model.classes), leave_out=left, aliases=aliases)
         if renamed:
             console.print(escape(f"  classes matched by name: {', '.join(renamed)}"))
         if left:  # the model cannot name them: scored, every one would count as its mistake
@@ -242,13 +243,15 @@ def labelled(
     unknown_to: str = "the model does not know",
     known_as: str = "the model's classes",
     leave_out: dict | None = None,
+    aliases: dict[str, tuple] | None = None,
 ) -> tuple[list[str], np.ndarray, list[str]]:
     """Other labelled images to score `classes` on (evaluate, compare): DATA's test split when it has
     one, else all its images, in any layout training reads and of one class or more (a folder of new
     daisies is a fair test); their labels as indices into `classes`, class folders matched by name
     (match_classes); and the matches that renamed a folder ("Daisy -> daisy"). Folders matching no
     class are a UserError, unless `leave_out` (a dict) is given: their images are then left out and
-    listed in it by folder ({folder: [paths]}), and only a DATA none of whose folders match is an error."""
+    listed in it by folder ({folder: [paths]}), and only a DATA none of whose folders match is an error.
+    `aliases`: other names of each class (match_classes)."""
     from imgclf.data.discover import find
 
     spec = find(data)
@@ -256,7 +259,7 @@ def labelled(
         name = Path(str(data)).name
         hint = (
             f", or give the folder above it ({Path(str(data)).resolve().parent}), where {name}/ names the class"
-            if match_classes([name], classes)[0]
+            if match_classes([name], classes, aliases)[0]
             else ""
         )
         raise UserError(
@@ -264,7 +267,7 @@ def labelled(
             f"sub-folder named after their class (DATA/<class>/<image>){hint}"
         )
     sel = spec.indices("test") if (spec.splits == "test").any() else np.arange(len(spec.paths))
-    named, unknown = match_classes(spec.classes, classes)
+    named, unknown = match_classes(spec.classes, classes, aliases)
     if unknown and (leave_out is None or not named):
         raise UserError(
             f"{data} has classes {unknown_to}: {listed(unknown)} ({known_as}: {listed(classes)}); "
@@ -281,18 +284,23 @@ def labelled(
     return paths, labels, [f"{a} -> {b}" for a, b in named.items() if a != b]
 
 
-def match_classes(given: list[str], known: list[str]) -> tuple[dict[str, str], list[str]]:
+def match_classes(
+    given: list[str], known: list[str], aliases: dict[str, tuple] | None = None
+) -> tuple[dict[str, str], list[str]]:
     """({class folder of labelled images: the model's class}, the folders matching none): the same
     name, else the one name that differs only in case, spaces, '_' or '-' (a test folder's `Daisy/`
-    for the model's `daisy`, `sea lion` for `sea_lion`)."""
+    for the model's `daisy`, `sea lion` for `sea_lion`), else the one class whose `aliases` name it
+    (a detector's: `non-human/` for 'no person')."""
     from imgclf.data.spec import name_key
 
     keys: dict[str, list[str]] = {}
     for k in known:
         keys.setdefault(name_key(k), []).append(k)
+    also = {k: {name_key(w) for w in words} for k, words in (aliases or {}).items()}
     out, unknown = {}, []
     for g in given:
         alike = [g] if g in known else keys.get(name_key(g), [])
+        alike = alike or [k for k, words in also.items() if name_key(g) in words]
         if len(alike) == 1:
             out[g] = alike[0]
         else:
