@@ -192,6 +192,10 @@ def test_video_presence_events_enter_and_leave(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 40 and rows[0]["label"] == "no person" and rows[15]["label"] == "person"
     assert (tmp_path / "v" / "annotated.mp4").stat().st_size > 0
+    # `imgclf predict person VIDEO` is the same detector on the frames (it answered 'not a run' before)
+    cli("predict", "person", path, "--out", tmp_path / "p.csv", "--events", tmp_path / "e.json")
+    again = json.loads((tmp_path / "e.json").read_text())["events"]
+    assert [(e["start_s"], e["end_s"]) for e in again] == [(e["start_s"], e["end_s"]) for e in events["events"]]
 
 
 def test_torchvision_detector_from_the_hub_cache_offline(tmp_path, monkeypatch):

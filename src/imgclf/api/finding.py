@@ -199,7 +199,12 @@ def _as_list(images) -> list:
 
 def video_scanner(run, scan: bool, detector, device: str, tta, backend: str, verbose: bool) -> tuple:
     """(model, scanner) for api.predict_video: the run's model, with its crop scanner when `scan`; or
-    no model and a detector (a name, or a loaded one) when there is no run or a detector is given."""
+    no model and a detector (a name, or a loaded one) when there is no run, a detector is given, or
+    the run is one ("person", a detector run: its boxes drawn on the frames)."""
+    from imgclf.workflows import evaluated_as
+
+    if detector is None and evaluated_as(run) == "detector":
+        run, detector = None, run
     if run is None or detector is not None:
         from imgclf.detection import load_detector
 
