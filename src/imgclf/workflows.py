@@ -273,10 +273,11 @@ def evaluated_as(run) -> str | None:
     detector run) or "gallery" (a face gallery); None for a classifier run (or a loaded model)."""
     from imgclf.detection.classifier import is_detector_run  # no torch: evaluate in ONNX Runtime stays so
     from imgclf.faces.gallery import FILE
+    from imgclf.store.runs import PRETRAINED_DETECTORS
 
     if not isinstance(run, (str, Path)):
         return None
-    if str(run) in ("person", "ssdlite-person") or is_detector_run(run):
+    if str(run) in PRETRAINED_DETECTORS or is_detector_run(run):
         return "detector"
     return "gallery" if (Path(run) / FILE).is_file() else None
 

@@ -6,6 +6,7 @@ person-free photos, and the portrait pasted small into one of them."""
 from __future__ import annotations
 
 import io
+import socket
 from pathlib import Path
 
 import httpx
@@ -142,3 +143,23 @@ def test_the_options_of_a_classifier_run_are_one_line(tmp_path, monkeypatch, cap
         serving.server._served_detector(run, "other-run", "auto", None)
     assert serving.server._served_detector(run, None, "auto", None) == str(run)
     assert serving.server._served_detector(None, None, "auto", None) == "person"
+
+
+def test_serve_person_names_the_detector_as_predict_and_evaluate_do(tmp_path, monkeypatch, capsys):
+    """`imgclf serve person` serves the pretrained detector (it was "not a run"); with --detector naming
+    another, one line."""
+    from imgclf import cli
+
+    seen = {}
+    monkeypatch.setattr(serving.server, "run_server", lambda model, settings, *a, **kw: seen.update(m=model))
+    monkeypatch.setattr(serving.server, "check_bindable", lambda host, port: socket.socket())  # no port taken
+    monkeypatch.chdir(tmp_path)  # no folder named person here
+    for args in (["person"], ["person", "--detector", "elsewhere/run"]):
+        monkeypatch.setattr("sys.argv", ["imgclf", "serve", *args])
+        with pytest.raises(SystemExit) as exit_:
+            cli.main()
+        if "--detector" not in args:
+            assert exit_.value.code in (0, None), capsys.readouterr()
+            assert seen["m"].name == "ssdlite-person" and seen["m"].classes == ["no person", "person"]
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: person is the pretrained detector and --detector"), err

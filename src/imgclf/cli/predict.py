@@ -105,7 +105,9 @@ def _evaluate_hint(run, paths: list, model) -> str:
     if len(paths) != 1 or not isinstance(paths[0], str) or not Path(paths[0]).is_dir():
         return ""
     if hasattr(model, "detector"):  # a detector is scored on boxes, which folder names do not give
-        return f"where, and how many: imgclf scan {paths[0]}" if str(run) in ("person", "ssdlite-person") else ""
+        from imgclf.store.runs import PRETRAINED_DETECTORS
+
+        return f"where, and how many: imgclf scan {paths[0]}" if str(run) in PRETRAINED_DETECTORS else ""
     named, _ = match_classes(sorted(d.name for d in Path(paths[0]).iterdir() if d.is_dir()), list(model.classes))
     if not named:
         return ""

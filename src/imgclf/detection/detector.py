@@ -244,6 +244,7 @@ def load_detector(
     from imgclf.core.errors import UserError
     from imgclf.detection.engines import BACKENDS
     from imgclf.models.person import weights
+    from imgclf.store.runs import PRETRAINED_DETECTORS
 
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)} for a detector, not '{backend}'")
@@ -258,7 +259,7 @@ def load_detector(
         classes, path, onnx_path = meta.classes, run / "detector.safetensors", run / "detector.onnx"
         source = {"run": str(run), "started_from": meta.started_from}
         options = {"threshold": meta.threshold, "positive": meta.positive, "name": run.name, "flip": meta.flip}
-    elif str(name) in ("person", "ssdlite-person"):
+    elif str(name) in PRETRAINED_DETECTORS:
         classes, path = ["person"], weights.pretrained_weights()
         onnx_path = path.with_name(f"{path.stem}-export{EXPORT}.onnx")
         source = {"package": f"{weights.PACKAGE} {weights.VERSION}", "sha256": weights.SHA256, "licence": "MIT"}

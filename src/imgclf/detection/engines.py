@@ -90,6 +90,7 @@ def run_each(session, x) -> list:
 def int8_path(fp32: Path, name: str) -> Path:
     """The int8 graph of the detector's fp32 graph, checked to be made from it (inference.onnx_runtime)."""
     from imgclf.models.packaged import int8_beside
+    from imgclf.store.runs import PRETRAINED_DETECTORS
 
-    make = f"imgclf export {name} --int8" + (" --calibration PHOTOS/" if name in ("person", "ssdlite-person") else "")
+    make = f"imgclf export {name} --int8" + (" --calibration PHOTOS/" if name in PRETRAINED_DETECTORS else "")
     return int8_beside(fp32, f"the detector {name}", f"another graph than the detector {name} has now", make)

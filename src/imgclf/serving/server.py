@@ -196,9 +196,14 @@ def serve_run(
     from imgclf.detection.classifier import is_detector_run, presence_model
     from imgclf.inference.load import load_model as load
     from imgclf.store.inbox import default_inbox
+    from imgclf.store.runs import PRETRAINED_DETECTORS
 
     if run is not None and registry is not None:
         raise UserError("give either RUN (a run folder) or --registry DIR (serve and follow its --alias), not both")
+    if run is not None and str(run) in PRETRAINED_DETECTORS and not Path(run).expanduser().exists():
+        if settings.get("detector") not in (None, "person", str(run)):
+            raise UserError(f"{run} is the pretrained detector and --detector names another: give one of them")
+        run, settings["detector"] = None, str(run)  # `imgclf serve person`: as `imgclf serve` with no run
     detecting = registry is None and (run is None or is_detector_run(run))
     if detecting:  # no model of the user's: the detector answers /predict as well as /scan
         settings["detector"] = _served_detector(run, settings.get("detector"), backend, tta)

@@ -24,6 +24,10 @@ from imgclf.core.files import output_folder, write_text
 from imgclf.data.paths import rebase, relative_to, resolve, source_name
 from imgclf.store.run_meta import load_run_meta
 
+# The pretrained person detector's names: where a command takes a run folder, these mean it (when no
+# folder of that name exists).
+PRETRAINED_DETECTORS = ("person", "ssdlite-person")
+
 
 def new_run_dir(data: str | Path, base: str | Path = "runs", reserve: bool = False, suffix: str = "") -> Path:
     """runs/<dataset-name><suffix>-<n>, n one more than the highest already there (data.paths.source_name).
@@ -172,10 +176,10 @@ def find_run(path: str | Path) -> Path:
         return find_run(version_run(p.parent, p.name))
     if p.is_file() and p.name in ("model.safetensors", "model.json"):
         p = p.parent
-    if not p.exists() and str(path) in ("person", "ssdlite-person"):  # as evaluate and serve take it
+    if not p.exists() and str(path) in PRETRAINED_DETECTORS:  # predict, evaluate, serve, export take it
         raise UserError(
             f"{path} is the pretrained person detector, not a run: imgclf scan PHOTOS (present or absent, and "
-            "where), imgclf serve (POST /predict answers person or no person), imgclf evaluate person BOXES/"
+            f"where), imgclf predict {path} PHOTOS, imgclf serve {path}, imgclf evaluate {path} BOXES/"
         )
     if not p.exists():
         raise UserError(f"no such run folder: {path}{_runs_beside(p)}")
