@@ -138,6 +138,8 @@ def test_cli_scan_with_no_run(photos, tmp_path):
     assert "portrait.jpg  present" in p.stdout and "china.jpg  absent" in p.stdout
     assert "skipped" in p.stderr and "broken.jpg" in p.stderr and "Traceback" not in p.stderr
     assert (tmp_path / "cli-out" / "boxes.csv").is_file()
+    named = cli("scan", "person", photos, cwd=tmp_path)  # the detector by name, as predict and serve take it
+    assert "portrait.jpg  present" in named.stdout and "china.jpg  absent" in named.stdout
     bad = cli("scan", photos, "--scales", "1,0.8", check=False)
     assert bad.returncode == 2 and "crop-model scan" in bad.stderr and "Traceback" not in bad.stderr
     bad = cli("scan", photos, "--threshold", "1.5", check=False)

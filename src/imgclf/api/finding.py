@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from imgclf.core.errors import UserError
 from imgclf.core.files import output_folder
 from imgclf.settings.scan import FLAGS, ScanSettings, check_scan
+from imgclf.store.runs import PRETRAINED_DETECTORS
 from imgclf.workflows import loaded
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ def _kept_the_detector(run) -> bool:
 
 def _targets(run, images, detector) -> tuple:
     """(the crop model's run or None; the photos; the detector) from scan's first arguments:
-    `scan(photos)`, `scan(run, photos)`, `scan(detector_run, photos)`, or, as the CLI passes
+    `scan(photos)`, `scan(run, photos)`, `scan(detector_run or "person", photos)`, or, as the CLI passes
     `imgclf scan A B C`, a first argument that is a photo or a folder of photos rather than a run."""
     if images is None:
         return None, run, detector
@@ -159,8 +160,8 @@ def _targets(run, images, detector) -> tuple:
     if hasattr(run, "predict_proba") or not isinstance(run, (str, Path)):
         return run, images, None
     p = Path(run).expanduser()
-    if (p / "detector.json").is_file():  # a fine-tuned detector (imgclf train BOXES/)
-        return None, _as_list(images), str(run)
+    if (p / "detector.json").is_file() or (str(run) in PRETRAINED_DETECTORS and not p.exists()):
+        return None, _as_list(images), str(run)  # a fine-tuned detector (imgclf train BOXES/), or `scan person X`
     if (
         (p / "model.json").is_file()
         or (p.parent / "versions").is_dir()

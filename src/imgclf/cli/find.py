@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from imgclf.cli import render
 from imgclf.cli.app import app, with_settings
+from imgclf.core.errors import UserError
 from imgclf.settings.scan import ScanSettings
 
 
@@ -47,7 +49,12 @@ def scan(
     # Every scan setting's option comes from its declaration (settings.scan) via with_settings.
     from imgclf import api
     from imgclf.inference.video import is_video_source
+    from imgclf.store.runs import PRETRAINED_DETECTORS
 
+    if len(targets) > 1 and targets[0] in PRETRAINED_DETECTORS and not Path(targets[0]).exists():
+        if detector not in (None, targets[0]):  # `imgclf scan person PHOTOS`, as predict and serve take it
+            raise UserError(f"{targets[0]} and --detector {detector} are two detectors: give one of them")
+        detector, targets = targets[0], targets[1:]
     if len(targets) == 1 and is_video_source(targets[0]):  # a video file, camera index or stream URL
         video(api, targets[0], detector, out, device, backend, settings)
         return
