@@ -248,11 +248,9 @@ def test_malformed_annotations_are_one_line(boxes_folder, tmp_path):
 
 def test_a_detector_run_serves_beside_a_classifier(run, boxes_folder, tmp_path_factory):
     """`imgclf serve RUN --detector DETECTOR_RUN`: POST /scan answers with the fine-tuned detector;
-    the detector run alone is refused as a classifier with one line saying how to use it."""
+    the detector run alone loads as a presence classifier, and serves as the detector."""
     import httpx
     from helpers import trained_run
-
-    from imgclf.core.errors import UserError
 
     serving = pytest.importorskip("imgclf.serving", reason="the web service needs fastapi and uvicorn")
     classifier, _ = trained_run(tmp_path_factory)
@@ -265,14 +263,14 @@ def test_a_detector_run_serves_beside_a_classifier(run, boxes_folder, tmp_path_f
             r.json()["detector"] == run.name
             and r.json()["threshold"] == json.loads((run / "detector.json").read_text())["threshold"]
         )
-    with pytest.raises(UserError, match="is a detector run, not a classifier"):
-        imgclf.load(run)
+    meta = json.loads((run / "detector.json").read_text())
+    # imgclf.load(DETECTOR_RUN) (`imgclf predict DETECTOR_RUN PHOTOS`): present or not, as /predict answers
+    assert imgclf.load(run).classes == [f"no {meta['positive']}", meta["positive"]]
     # `imgclf serve DETECTOR_RUN`: the fine-tuned detector alone, answering /predict and /scan alike.
     seen = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(serving.server, "run_server", lambda model, settings, *a, **kw: seen.update(m=model, s=settings))
         imgclf.serve(run, verbose=False)
-    meta = json.loads((run / "detector.json").read_text())
     assert seen["s"].detector == str(run) and seen["m"].classes == [f"no {meta['positive']}", meta["positive"]]
     with serving.BackgroundServer(serving.create_app(seen["m"], seen["s"])) as url:
         headers = {"Content-Type": "image/jpeg"}

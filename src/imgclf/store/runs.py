@@ -189,7 +189,8 @@ def find_run(path: str | Path) -> Path:
     weights = (p / "model.safetensors").is_file() or (p / "members").is_dir()
     if (p / "detector.json").is_file():  # imgclf train on box annotations (imgclf.detection)
         raise UserError(
-            f"{path} is a detector run, not a classifier: scan with it (imgclf scan {path} PHOTOS), export it "
+            f"{path} is a detector run, not a classifier: scan with it (imgclf scan {path} PHOTOS; present or not: "
+            f"imgclf predict {path} PHOTOS), export it "
             f"(imgclf export {path}), or serve it (imgclf serve {path}; beside a classifier: imgclf serve RUN --detector {path})"
         )
     if not (p / "model.json").is_file() or not weights:
