@@ -159,6 +159,8 @@ def test_predict_person_answers_person_or_no_person_per_photo(photos, tmp_path):
     assert f"where, and how many: imgclf scan {photos}" in cli("predict", "person", photos).stderr
     bad = cli("predict", "person", photos, "--tta", "flip", check=False)
     assert bad.returncode == 2 and "--tta is for a classifier run; person is a detector" in bad.stderr
+    bad = cli("predict", "person", check=False)  # not "give the run first": person is the run here
+    assert bad.stderr == "error: give the images to predict after the run: imgclf predict person PHOTO_OR_FOLDER...\n"
 
 
 def test_weights_refused_when_changed_or_missing(tmp_path, monkeypatch):

@@ -206,8 +206,10 @@ def report(
 
 def _what_to_predict(run: str) -> str:
     """`imgclf predict photo.jpg`: the run was forgotten, not the photos. Name the newest run here."""
+    from imgclf.workflows import evaluated_as
+
     runs = sorted(Path("runs").glob("*/model.json"), key=lambda p: p.stat().st_mtime)
-    if Path(run).is_dir() and (Path(run) / "model.json").exists():
+    if (Path(run).is_dir() and (Path(run) / "model.json").exists()) or evaluated_as(run) == "detector":
         return f"give the images to predict after the run: imgclf predict {run} PHOTO_OR_FOLDER..."
     example = runs[-1].parent if runs else "RUN"
     return f"give the run first, then the images: imgclf predict {example} {run}" + (
