@@ -5,13 +5,14 @@
     model.predict(["a.jpg", "folder/"], top_k=3)
     imgclf.evaluate("runs/photos-1")         # metrics on the run's held-out test split
 
-The functions live in four modules by what they are for: api/making.py (train, lr_find, tune,
+The functions live in five modules by what they are for: api/making.py (train, lr_find, tune,
 check, list_models, ensemble, demo), api/using.py (load, evaluate, report, predict_folder,
-predict_on_ray, predict_video, export, serve, explain), api/finding.py (scan: a pretrained
-detector or a crop model; negatives) and api/improving.py (compare, monitor, update,
+predict_on_ray, predict_video, serve, explain), api/exporting.py (export), api/finding.py (scan: a
+pretrained detector or a crop model; negatives) and api/improving.py (compare, monitor, update,
 feedback_import, feedback_summary, registry_*).
 """
 
+from imgclf.api.exporting import export
 from imgclf.api.finding import negatives, scan
 from imgclf.api.improving import (
     compare,
@@ -29,7 +30,6 @@ from imgclf.api.making import check, demo, ensemble, list_models, lr_find, train
 from imgclf.api.using import (
     evaluate,
     explain,
-    export,
     load,
     predict_folder,
     predict_on_ray,

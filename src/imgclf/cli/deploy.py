@@ -7,55 +7,25 @@ from typing import Optional
 import typer
 
 from imgclf.cli.app import app, with_settings
+from imgclf.settings.export import ExportSettings
 from imgclf.settings.predict import BACKEND_HELP, TTA_HELP
 from imgclf.settings.serve import ServeSettings
 
 
 @app.command()
+@with_settings(ExportSettings)
 def export(
     run: str = typer.Argument(
         ...,
         help="Run folder; a detector run folder; person (the pretrained person detector); or faces (the face embedder, --int8 only).",
     ),
-    format: str = typer.Option("onnx", help="onnx (the only format for now)"),
-    out: Optional[str] = typer.Option(None, help="File to write [default: RUN/model.onnx]"),
-    opset: Optional[int] = typer.Option(None, help="ONNX opset [default: the exporter's]"),
-    data: Optional[str] = typer.Option(
-        None, help="Folder of images to check parity on [default: the run's test split]"
-    ),
-    check: bool = typer.Option(True, help="Check ONNX Runtime against PyTorch (fails above 1e-4 probability)."),
-    int8: bool = typer.Option(
-        False,
-        "--int8",
-        help="Write RUN/model.int8.onnx instead: int8, calibrated on the run's training images, kept only "
-        "when its test accuracy is within --max-loss of fp32's (--data: where the run's data moved to). "
-        "A detector: its int8 graph, calibrated on --calibration's photos",
-    ),
-    max_loss: Optional[float] = typer.Option(
-        None,
-        help="With --int8: accuracy points int8 may lose against fp32 [default: 1]; a detector: percent of "
-        "photos whose present/absent answer it may change [default: 5]",
-    ),
-    calibration: Optional[str] = typer.Option(
-        None,
-        help="With --int8, a detector: a folder of 20+ of your photos, scenes like those it will scan (people in "
-        "some) [default: a detector run's training photos; the pretrained one needs them]",
-    ),
+    settings: dict = None,
 ):
     """Export RUN's network to ONNX (classes and preprocessing in its metadata), checked against PyTorch."""
+    # Every option comes from its declaration (settings.export.ExportSettings); api.export checks them.
     from imgclf import api
 
-    api.export(
-        run,
-        format=format,
-        out=out,
-        data=data,
-        opset=opset,
-        check=check,
-        int8=int8,
-        max_loss=max_loss,
-        calibration=calibration,
-    )
+    api.export(run, **settings)
 
 
 @app.command()

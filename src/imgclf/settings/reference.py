@@ -12,6 +12,7 @@ import typing
 
 from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import REQUIRED, declared
+from imgclf.settings.export import ExportSettings
 from imgclf.settings.faces import EnrolSettings, IdentifySettings
 from imgclf.settings.improve import CompareSettings, MonitorSettings, UpdateSettings
 from imgclf.settings.predict import PredictSettings
@@ -84,6 +85,15 @@ declared once in `src/imgclf/settings/serve.py`: its options and their checks co
 declarations; "Python only" ones are for `imgclf.serve` and `ServeSettings`.
 
 """
+EXPORT = """
+# Export settings
+
+Every setting of `imgclf export`, as declared once in `src/imgclf/settings/export.py`: the command
+line's options and the checks `imgclf.export(run, int8=True, max_loss=2)` holds its keywords to come
+from these declarations. The opsets the installed torch and onnx can export are checked when the
+export starts. See [Deployment](deployment.md).
+
+"""
 IMPROVE = """
 # Compare, monitor and update settings
 
@@ -149,6 +159,8 @@ def markdown() -> str:
         + _table(IdentifySettings)
         + SERVE
         + _table(ServeSettings, "Python only")
+        + EXPORT
+        + _table(ExportSettings)
         + IMPROVE
         + _table(CompareSettings, "Python only")
         + MONITOR

@@ -1,6 +1,6 @@
-"""`imgclf compare`, `monitor` and `update` take their settings from one declaration each
-(settings.improve): the options, their help, the Python API's checks and defaults, and the docs
-cannot drift apart. No model is trained here: every refusal comes before a run is read."""
+"""`imgclf compare`, `monitor`, `update` (settings.improve) and `export` (settings.export) take their
+settings from one declaration each: the options, their help, the Python API's checks and defaults,
+and the docs cannot drift apart. No model is trained here: every refusal comes before a run is read."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from imgclf import api
 from imgclf.cli import app
 from imgclf.core.errors import UserError
 from imgclf.settings.declare import REQUIRED, declared
+from imgclf.settings.export import ExportSettings
 from imgclf.settings.improve import CompareSettings, MonitorSettings, UpdateSettings
 from imgclf.settings.tune import TuneSettings
 
@@ -24,6 +25,7 @@ COMMANDS = [
     ("compare", CompareSettings, {"a", "b", "new_data"}),
     ("monitor", MonitorSettings, {"run"}),
     ("update", UpdateSettings, {"version", "new_data"}),
+    ("export", ExportSettings, {"run"}),
 ]
 
 
@@ -40,7 +42,7 @@ def test_each_option_is_its_declaration(command, cls, own):
 @pytest.mark.parametrize(
     "function, cls",
     [(api.compare, CompareSettings), (api.monitor, MonitorSettings), (api.update, UpdateSettings)]
-    + [(api.tune, TuneSettings)],
+    + [(api.tune, TuneSettings), (api.export, ExportSettings)],
 )
 def test_the_python_api_defaults_are_the_declared_ones(function, cls):
     # The API spells its keywords out for the reader (and editors); they must say what the declaration says.
@@ -67,6 +69,9 @@ def test_the_python_api_defaults_are_the_declared_ones(function, cls):
         (["update", "production", "new/", "--mode", "fast"], "unknown --mode 'fast'; choose one of finetune, full"),
         (["update", "production", "new/", "--lr-factor", "0"], "--lr-factor must be a number in (0, 1], not 0"),
         (["compare", "a", "b", "--tolerance", "2"], "--tolerance must be a number in [0, 1], not 2"),
+        (["export", "r", "--max-loss", "nan"], "--max-loss must be a number from 0 to 100 (accuracy points; a"),
+        (["export", "r", "--format", "tflite"], "unknown --format 'tflite'; choose one of onnx"),
+        (["export", "r", "--opset", "0"], "--opset must be an ONNX opset (7 up to what the installed torch"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_its_option(args, text, tmp_path):
