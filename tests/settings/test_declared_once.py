@@ -87,6 +87,11 @@ def test_the_python_api_refuses_the_same_values(tmp_path):
         imgclf.update("production", tmp_path / "new", registry=tmp_path, replay=-1, verbose=False)
     with pytest.raises(UserError, match="two inboxes"):
         imgclf.update("production", from_inbox=tmp_path / "a", inbox=tmp_path / "b", verbose=False)
+    # --inbox names the inbox to learn from: --from-inbox goes without saying, and NEW_DATA beside it is one too many
+    with pytest.raises(UserError, match="or the feedback inbox .*, not both"):
+        imgclf.update("production", tmp_path / "new", inbox=tmp_path / "fb", registry=tmp_path, verbose=False)
+    with pytest.raises(UserError, match="registry"):  # taken as the inbox's update: on to the (missing) registry
+        imgclf.update("production", inbox=tmp_path / "fb", registry=tmp_path / "reg", verbose=False)
 
 
 def test_update_hands_its_options_to_the_api(monkeypatch):

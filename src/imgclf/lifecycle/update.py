@@ -65,11 +65,13 @@ def update(ref, new_data=None, *, verbose: bool = True, **given) -> dict:
     settings = {k: v for k, v in given.items() if k not in own}  # the new run's training settings
     registry, mode, promote, epochs, lr_factor, replay = u.registry, u.mode, u.promote, u.epochs, u.lr_factor, u.replay
     tolerance, out, seed, doctor, mlflow, data_root = u.tolerance, u.out, u.seed, u.doctor, u.mlflow, u.data_root
-    from_inbox = (u.inbox or True) if u.from_inbox else False
+    from_inbox = (u.inbox or True) if u.from_inbox or u.inbox is not None else False  # --inbox: that inbox
     console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
     if out is not None:  # before the data is gathered and hashed (minutes), as train checks its --out
         refuse_finished_run(out := output_folder(out, "--out"))
-    if (new_data is None) == (not from_inbox):
+    if new_data is not None and from_inbox:
+        raise UserError(f"give NEW_DATA ({new_data}) or the feedback inbox (--from-inbox, --inbox), not both")
+    if new_data is None and not from_inbox:
         raise UserError("give the new labeled images: imgclf update VERSION NEW_DATA, or --from-inbox")
     again = _command(ref, new_data, from_inbox, registry, promote, tolerance)  # what continues it after Ctrl-C
     parent_run, version, registry = resolve_parent(ref, registry)

@@ -115,7 +115,7 @@ class UpdateSettings(Declared):
     from_inbox: bool = setting(False, "Learn from the feedback inbox instead of NEW_DATA.", Flag(), flag="--from-inbox")
     inbox: str | None = setting(
         None,
-        "The inbox folder for --from-inbox [default: where imgclf serve puts it: REGISTRY/inbox; "
+        "The inbox folder to learn from (--from-inbox implied) [default: where imgclf serve puts it: REGISTRY/inbox; "
         "for PROJECT/runs/x, PROJECT/inbox; else ./inbox]",
         PathSetting(optional=True),
     )
