@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from imgclf.core.errors import UserError
 from imgclf.core.files import output_folder
 from imgclf.settings.scan import FLAGS, ScanSettings, check_scan
-from imgclf.store.runs import PRETRAINED_DETECTORS
+from imgclf.store.runs import names_pretrained_detector
 from imgclf.workflows import loaded
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def _targets(run, images, detector) -> tuple:
     if hasattr(run, "predict_proba") or not isinstance(run, (str, Path)):
         return run, images, None
     p = Path(run).expanduser()
-    if (p / "detector.json").is_file() or (str(run) in PRETRAINED_DETECTORS and not p.exists()):
+    if (p / "detector.json").is_file() or names_pretrained_detector(run):
         return None, _as_list(images), str(run)  # a fine-tuned detector (imgclf train BOXES/), or `scan person X`
     if (
         (p / "model.json").is_file()

@@ -49,9 +49,9 @@ def scan(
     # Every scan setting's option comes from its declaration (settings.scan) via with_settings.
     from imgclf import api
     from imgclf.inference.video import is_video_source
-    from imgclf.store.runs import PRETRAINED_DETECTORS
+    from imgclf.store.runs import names_pretrained_detector
 
-    if len(targets) > 1 and targets[0] in PRETRAINED_DETECTORS and not Path(targets[0]).exists():
+    if len(targets) > 1 and names_pretrained_detector(targets[0]):
         if detector not in (None, targets[0]):  # `imgclf scan person PHOTOS`, as predict and serve take it
             raise UserError(f"{targets[0]} and --detector {detector} are two detectors: give one of them")
         detector, targets = targets[0], targets[1:]
@@ -91,7 +91,6 @@ def negatives(
 def video(api, source: str, detector, out, device: str, backend: str, settings: dict):
     """`imgclf scan door.mp4 [--out DIR]`: people frame by frame, presence events (enter/leave), and
     with --out DIR its frames.csv, events.json and annotated.mp4."""
-    from pathlib import Path
 
     from imgclf.detection import load_detector
 

@@ -196,11 +196,11 @@ def serve_run(
     from imgclf.detection.classifier import is_detector_run, presence_model
     from imgclf.inference.load import load_model as load
     from imgclf.store.inbox import default_inbox
-    from imgclf.store.runs import PRETRAINED_DETECTORS
+    from imgclf.store.runs import names_pretrained_detector
 
     if run is not None and registry is not None:
         raise UserError("give either RUN (a run folder) or --registry DIR (serve and follow its --alias), not both")
-    if run is not None and str(run) in PRETRAINED_DETECTORS and not Path(run).expanduser().exists():
+    if run is not None and names_pretrained_detector(run):
         if settings.get("detector") not in (None, "person", str(run)):
             raise UserError(f"{run} is the pretrained detector and --detector names another: give one of them")
         run, settings["detector"] = None, str(run)  # `imgclf serve person`: as `imgclf serve` with no run

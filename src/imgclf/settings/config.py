@@ -35,6 +35,8 @@ from imgclf.settings.checks import (
 )
 from imgclf.settings.declare import rules, setting
 
+DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps  [default: auto]"  # monitor's --device says the same
+
 OPT = {"optional": True}  # None allowed: chosen automatically
 # texture=auto tries the texture on at most this many training images (training.textureprobe): its
 # logistic regression's C search grows with them (17 s at 4,400 grey CIFAR-10 photos on 2 cores).
@@ -91,7 +93,7 @@ class TrainConfig:
     optimizer: str = setting("adamw", "adamw | sgd  [default: adamw]", Choice(("adamw", "sgd")))
     schedule: str = setting("onecycle", "onecycle | cosine  [default: onecycle]", Choice(("onecycle", "cosine")))
     seed: int = setting(0, "[default: 0]", Number(int, 0, 2**32 - 1))  # numpy's and torch's seeds are unsigned
-    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps  [default: auto]", Text())
+    device: str = setting("auto", DEVICE_HELP, Text())
     weights: str | None = setting(
         None,
         "Starting weights: a .safetensors/.pth file, a folder holding one (a Hugging Face snapshot or cache "

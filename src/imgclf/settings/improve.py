@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imgclf.settings.checks import Choice, Flag, Number, PathSetting, Text
-from imgclf.settings.config import NUMBERS
+from imgclf.settings.config import DEVICE_HELP, NUMBERS
 from imgclf.settings.declare import REQUIRED, Declared, setting
 
 MODES = ("finetune", "full")  # lifecycle.update: warm start + replay of the old data, or from scratch
@@ -41,7 +41,6 @@ MOVED_FLAG = "--data-root, --data"
 MLFLOW_HELP = (
     "MLflow tracking URI to mirror this to (pip install 'imgclf[mlflow]')  [default: $MLFLOW_TRACKING_URI, else none]"
 )
-DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps  [default: auto]"
 
 
 def _moved(help: str = MOVED_HELP, flag: str | None = MOVED_FLAG):

@@ -29,6 +29,12 @@ from imgclf.store.run_meta import load_run_meta
 PRETRAINED_DETECTORS = ("person", "ssdlite-person")
 
 
+def names_pretrained_detector(path) -> bool:
+    """Whether a command's run (or first photo) argument names the pretrained person detector: one of
+    its names, where no file or folder of that name is there to mean something else."""
+    return str(path) in PRETRAINED_DETECTORS and not Path(path).expanduser().exists()
+
+
 def new_run_dir(data: str | Path, base: str | Path = "runs", reserve: bool = False, suffix: str = "") -> Path:
     """runs/<dataset-name><suffix>-<n>, n one more than the highest already there (data.paths.source_name).
     `reserve`: made here, so two trainings started together (two terminals) never share one folder;
@@ -176,7 +182,7 @@ def find_run(path: str | Path) -> Path:
         return find_run(version_run(p.parent, p.name))
     if p.is_file() and p.name in ("model.safetensors", "model.json"):
         p = p.parent
-    if not p.exists() and str(path) in PRETRAINED_DETECTORS:  # predict, evaluate, serve, export take it
+    if names_pretrained_detector(path):  # predict, evaluate, serve, export take it
         raise UserError(
             f"{path} is the pretrained person detector, not a run: imgclf scan PHOTOS (present or absent, and "
             f"where), imgclf predict {path} PHOTOS, imgclf serve {path}, imgclf evaluate {path} BOXES/"
