@@ -267,3 +267,17 @@ def test_ray_train_before_v2_asks_no_cpu_for_its_coordinator(monkeypatch):
     assert v1.total_resources == {"CPU": 2}
     monkeypatch.setenv("RAY_TRAIN_V2_ENABLED", "1")  # V2 takes no such setting, and needs none
     assert _coordinator_resources() == {}
+
+
+@pytest.mark.parametrize("asked", [{}, {"PYTHONFAULTHANDLER": "1"}])
+def test_a_worker_dumps_no_stack_when_torn_down_unless_asked(asked):
+    """Ray turns faulthandler on in each worker; a rank ended by a signal as Ctrl-C tears the group
+    down printed imgclf's training frames above the line that continues the run (CI, 2026-11-30)."""
+    code = (
+        "import faulthandler; faulthandler.enable()\n"
+        "from imgclf.cluster.train import _no_crash_dump_on_teardown as quiet\n"
+        "quiet(); print(faulthandler.is_enabled())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"} | asked
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert r.stdout.strip() == str(bool(asked))
