@@ -332,7 +332,10 @@ def test_the_person_detector_or_a_gallery_given_as_a_run_points_to_its_own_comma
     (tmp_path / "staff" / "gallery.safetensors").write_bytes(b"")  # the file `imgclf faces enrol` writes
     for args, said in (
         (["explain", "person", tmp_path], "a detector answers where with boxes, not a heat map: imgclf scan PHOTOS"),
-        (["report", "person"], "person is a detector: its report comes from an evaluation on photos with boxes"),
+        (
+            ["report", "person"],
+            "person is a detector: its report comes from an evaluation on your photos: imgclf evaluate person PHOTOS/",
+        ),
         (["predict", tmp_path / "staff", tmp_path], "is a face gallery: name the people in photos with imgclf faces "),
     ):
         one_line_error(cli(*args, check=False, cwd=tmp_path), said)

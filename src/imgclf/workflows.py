@@ -257,9 +257,10 @@ def evaluate(
         return metrics
     own = Path(model.path) / "metrics.json" if model.path is not None and not kind else None
     if kind:  # a detector has no accuracy of its own to drop from; what it cannot see is the news
-        from imgclf.detection.classifier import missed_note
+        from imgclf.detection.classifier import better_threshold, missed_note
 
-        drop = missed_note(model, metrics, data)
+        metrics["presence"], better = better_threshold(model, labels, probs, data)
+        drop = "; ".join(n for n in (missed_note(model, metrics, data), better) if n)
     else:
         drop = accuracy_drop(metrics, read_json(own) if own and own.is_file() else None, model.path, data)
     if drop:
@@ -336,11 +337,17 @@ def report(run, verbose: bool = True, *, data_root: str | Path | None = None) ->
     """See imgclf.report."""
     from imgclf.reporting.report import write_report
 
+    if evaluated_as(run) == "detector":  # said before the detector's seconds of loading
+        _no_detector_report(run)
     model = loaded(run)
     if hasattr(model, "detector"):  # load() takes "person" as a classifier, with no run folder to report on
-        name = model.path or model.name
-        raise UserError(
-            f"{name} is a detector: its report comes from an evaluation on photos with boxes: imgclf evaluate "
-            f"{name} BOXES/ (a detector run's own report.html is written by its training)"
-        )
+        _no_detector_report(model.path or model.name)
     return write_report(model, progress=verbose, data_root=data_root)
+
+
+def _no_detector_report(name) -> None:
+    raise UserError(
+        f"{name} is a detector: its report comes from an evaluation on your photos: imgclf evaluate {name} "
+        "PHOTOS/ (with boxes, or person/ and no-person/ folders); a detector run's own report.html is written "
+        "by its training"
+    )

@@ -200,8 +200,10 @@ def report(
 ):
     """Write RUN/report.html: one self-contained page with the data, model, settings, curves and test evaluation."""
     from imgclf import api
+    from imgclf.workflows import evaluated_as
 
-    print(api.report(api.load(run, device), data_root=data_root))
+    # A detector is refused by name before its seconds of loading.
+    print(api.report(run if evaluated_as(run) == "detector" else api.load(run, device), data_root=data_root))
 
 
 def _what_to_predict(run: str) -> str:
