@@ -195,7 +195,7 @@ def test_cli_missing_folder_is_one_error_line(tmp_path):
             ["--json", tmp_path],
             f"error: --json {tmp_path} is a folder; give a file name, e.g. {tmp_path / 'check.json'}",
         ),
-        (["--folds", "0"], "error: --folds must be at least 2, not 0"),
+        (["--folds", "0"], "error: --folds must be a whole number, at least 2, not 0"),
     ):
         p = _cli(tmp_path, *args, cwd=tmp_path)
         assert p.returncode == 2 and p.stderr.startswith(said) and p.stderr.count("\n") == 1, p.stderr

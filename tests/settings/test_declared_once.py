@@ -1,4 +1,5 @@
-"""`imgclf compare`, `monitor`, `update` (settings.improve) and `export` (settings.export) take their
+"""`imgclf compare`, `monitor`, `update` (settings.improve), `export` (settings.export), `check` and
+`evaluate` (settings.examine) take their
 settings from one declaration each: the options, their help, the Python API's checks and defaults,
 and the docs cannot drift apart. No model is trained here: every refusal comes before a run is read."""
 
@@ -17,6 +18,7 @@ from imgclf import api
 from imgclf.cli import app
 from imgclf.core.errors import UserError
 from imgclf.settings.declare import REQUIRED, declared
+from imgclf.settings.examine import CheckSettings, EvaluateSettings
 from imgclf.settings.export import ExportSettings
 from imgclf.settings.improve import CompareSettings, MonitorSettings, UpdateSettings
 from imgclf.settings.tune import TuneSettings
@@ -26,6 +28,8 @@ COMMANDS = [
     ("monitor", MonitorSettings, {"run"}),
     ("update", UpdateSettings, {"version", "new_data"}),
     ("export", ExportSettings, {"run"}),
+    ("check", CheckSettings, {"data", "val_frac", "test_frac", "seed", "group_by"}),  # train's split settings too
+    ("evaluate", EvaluateSettings, {"run", "data"}),
 ]
 
 
@@ -42,13 +46,14 @@ def test_each_option_is_its_declaration(command, cls, own):
 @pytest.mark.parametrize(
     "function, cls",
     [(api.compare, CompareSettings), (api.monitor, MonitorSettings), (api.update, UpdateSettings)]
-    + [(api.tune, TuneSettings), (api.export, ExportSettings)],
+    + [(api.tune, TuneSettings), (api.export, ExportSettings), (api.check, CheckSettings)]
+    + [(api.evaluate, EvaluateSettings)],
 )
 def test_the_python_api_defaults_are_the_declared_ones(function, cls):
     # The API spells its keywords out for the reader (and editors); they must say what the declaration says.
     params = inspect.signature(function).parameters
     shared = [f for f, _ in declared(cls) if f.name in params]
-    assert len(shared) >= 5
+    assert len(shared) >= (3 if cls is EvaluateSettings else 5)  # evaluate's --tta is load()'s
     for f in shared:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if default is REQUIRED:
@@ -72,6 +77,10 @@ def test_the_python_api_defaults_are_the_declared_ones(function, cls):
         (["export", "r", "--max-loss", "nan"], "--max-loss must be a number from 0 to 100 (accuracy points; a"),
         (["export", "r", "--format", "tflite"], "unknown --format 'tflite'; choose one of onnx"),
         (["export", "r", "--opset", "0"], "--opset must be an ONNX opset (7 up to what the installed torch"),
+        (["check", "d", "--near-distance", "40"], "--near-distance must be pHash bits from 0 to 16, not 40"),
+        (["check", "d", "--labels", "--folds", "1"], "--folds must be a whole number, at least 2, not 1"),
+        (["check", "d", "--val-frac", "1.5"], "val_frac must be a number in [0, 1), not 1.5"),  # as train says it
+        (["evaluate", "r", "--tta", "rotate"], "unknown --tta 'rotate'; choose one of"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_its_option(args, text, tmp_path):
@@ -102,3 +111,12 @@ def test_update_hands_its_options_to_the_api(monkeypatch):
     assert r.exit_code == 0, r.output
     assert seen["args"] == ("production", None)
     assert seen["kw"] == {"from_inbox": True, "inbox": "fb/", "promote": True, "data_root": "moved/", "tolerance": 0.1}
+
+
+def test_the_data_doctors_declared_bounds_are_the_hash_s_own():
+    """settings.examine repeats data.phash's two numbers (phash carries numpy, which no command's start
+    imports): the option's range and default are the algorithm's."""
+    from imgclf.data import phash
+    from imgclf.settings import examine
+
+    assert (examine.NEAR_DISTANCE, examine.MAX_DISTANCE) == (phash.NEAR_DISTANCE, phash.MAX_DISTANCE)

@@ -206,7 +206,10 @@ def check(
     instead: photos and boxes per class, the split, the boxes too small to learn from (detection.check).
     """
     from imgclf.lifecycle.doctor import check_data
+    from imgclf.settings.examine import CheckSettings
 
+    # Each checked as declared (one line naming the flag); the split settings as train checks them.
+    CheckSettings(json_path=json_path, near_distance=near_distance, labels=labels, folds=folds, run=run, device=device)
     if _detector_data(data, None) is not None:
         from imgclf.detection.check import check_boxes
 

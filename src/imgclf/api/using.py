@@ -44,7 +44,9 @@ def evaluate(
     `device`: where it runs. A detector ("person", a detector run) is scored on boxes (DATA/person/,
     DATA/no-person/: presence, as a classifier), a gallery on DATA/<person>/."""
     from imgclf import workflows
+    from imgclf.settings.examine import EvaluateSettings
 
+    EvaluateSettings(data_root=data_root, out=out, device=device)  # each checked as declared: one line naming the flag
     return workflows.evaluate(run, data, verbose, data_root=data_root, out=out, device=device)
 
 

@@ -42,13 +42,14 @@ class Listing(str, Enum):
     json = "json"
 
 
-def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | None = None):
+def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | None = None, into: str = "settings"):
     """The command's options for a job's settings, made from their declarations (settings.declare:
     type, help, spelling; `cls` defaults to the training settings, settings.config.TrainConfig),
     placed after the command's parameter `after` (default: its first); the command receives the ones
     given as `settings` (a dict), so a setting's option, check and help are written once. `only`: a
     subset, for commands that take a few of them. A setting declared with no default (REQUIRED) is
-    an option the command requires."""
+    an option the command requires. `into`: the command's parameter that receives them, so that a
+    command may take two classes' settings (check: its own, and train's split settings)."""
     import functools
     import inspect
 
@@ -74,7 +75,7 @@ def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | No
         )
 
     def decorate(command):
-        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "settings"]
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != into]
         at = next(i for i, p in enumerate(own) if p.name == after) + 1 if after else 1
         names = [p.name for p in made]
 
@@ -82,7 +83,7 @@ def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | No
         def run(**given):
             chosen = {n: given.pop(n) for n in names}
             chosen = {n: (single[n] if n in single else v) for n, v in chosen.items() if v is not None}
-            return command(**given, settings=chosen)
+            return command(**given, **{into: chosen})
 
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
         run.__signature__ = inspect.Signature(params[:at] + made + params[at:])

@@ -13,8 +13,8 @@ from imgclf.cli import render
 from imgclf.cli.app import MOVED_DATA, Format, app, with_settings
 from imgclf.core.errors import UserError
 from imgclf.settings.checks import EXPLAIN_METHODS
-from imgclf.settings.improve import MOVED_HELP
-from imgclf.settings.predict import TTA_HELP, PredictSettings
+from imgclf.settings.examine import EvaluateSettings
+from imgclf.settings.predict import PredictSettings
 
 
 @app.command()
@@ -128,6 +128,7 @@ def _one_video_at_a_time(videos: list[str], n_paths: int) -> str:
 
 
 @app.command()
+@with_settings(EvaluateSettings, after="data")
 def evaluate(
     run: str = typer.Argument(
         ...,
@@ -135,25 +136,20 @@ def evaluate(
         "no-person/ folders (presence only); a face gallery with DATA/<person>/.",
     ),
     data: Optional[str] = typer.Argument(None, help="Labeled data [default: the run's own held-out test split]."),
-    device: str = typer.Option("auto"),
-    tta: Optional[str] = typer.Option(None, help=TTA_HELP),
-    data_root: Optional[str] = typer.Option(
-        None, "--data", "--data-root", help=MOVED_HELP + "; for its own test split, not DATA"
-    ),
-    out: Optional[str] = typer.Option(
-        None,
-        help="Folder for the report.html, metrics.json and every answer as CSV [default: RUN/evaluations/<DATA's "
-        "name>; evaluations/<name>-on-<DATA's name> for the pretrained detector or a gallery]",
-    ),
+    settings: dict = None,
 ):
     """Re-evaluate a trained run: on its test split, or on another labeled folder (with a report)."""
     from imgclf import api
     from imgclf.workflows import evaluated_as
 
+    # Every option comes from its declaration (settings.examine.EvaluateSettings), checked before the
+    # run is read; --tta goes to the loaded model, the rest to api.evaluate.
+    EvaluateSettings(**settings)
+    tta, device = settings.pop("tta", None), settings.get("device", "auto")
     if (kind := evaluated_as(run)) and tta is not None:
         raise UserError(f"--tta is a classifier run's, not a {kind}'s")
     model = run if kind else api.load(run, device, tta=tta, backend="auto")
-    api.evaluate(model, data, data_root=data_root, out=out, device=device)
+    api.evaluate(model, data, **settings)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from imgclf.cli.app import MLFLOW, app, with_settings
 from imgclf.core.errors import UserError
 from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import help_of
+from imgclf.settings.examine import CheckSettings
 from imgclf.settings.tune import TuneSettings
 
 DATASET_HELP = help_of(TrainConfig, "data")
@@ -100,43 +101,16 @@ def tune(data: str = typer.Argument(..., help=DATASET_HELP), settings: dict = No
 
 
 @app.command()
-@with_settings(only=("val_frac", "test_frac", "seed", "group_by"))  # as train splits: leakage across its splits
-def check(
-    data: str = typer.Argument(..., help=DATASET_HELP),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write every finding to this JSON file."),
-    near_distance: Optional[int] = typer.Option(
-        None,
-        help="pHash bits within which a pair is a near-duplicate candidate (then checked on thumbnails) [default: 6]",
-    ),
-    labels: bool = typer.Option(
-        False,
-        "--labels",
-        help="Also find images whose label is probably wrong "
-        "(k-fold cross-validation + confident learning; minutes, it trains k small models).",
-    ),
-    folds: int = typer.Option(5, help="--labels: cross-validation folds."),
-    run: Optional[str] = typer.Option(
-        None,
-        help="--labels: write label_issues.json into this run folder and "
-        "rebuild its report.html, which shows the suspects.",
-    ),
-    device: str = typer.Option("auto", help="--labels: auto | cpu | cuda | cuda:N | mps"),
-    settings: dict = None,
-):
+@with_settings(only=("val_frac", "test_frac", "seed", "group_by"), into="split")  # as train splits: leakage across them
+@with_settings(CheckSettings)
+def check(data: str = typer.Argument(..., help=DATASET_HELP), settings: dict = None, split: dict = None):
     """Check DATA: unreadable files, duplicates and leakage, class imbalance, odd sizes and colour modes; with
     --labels, images whose label is probably wrong."""
     from imgclf import api
 
-    api.check(
-        data,
-        json_path=json_path,
-        near_distance=near_distance,
-        labels=labels,
-        folds=folds,
-        run=run,
-        device=device,
-        **settings,
-    )
+    # Every option comes from its declaration (settings.examine.CheckSettings, settings.config's split
+    # settings); api.check checks them.
+    api.check(data, **settings, **split)
 
 
 @app.command("models")

@@ -36,19 +36,14 @@ def check_data(
     from imgclf.data.doctor import NEAR_DISTANCE, diagnose
     from imgclf.data.doctor_report import print_findings
     from imgclf.data.doctor_split import group_for_check
-    from imgclf.data.phash import MAX_DISTANCE
     from imgclf.settings.config import check_train_settings
 
     # The split settings mean what they mean in train, so they pass the same checks.
     check_train_settings(dict(val_frac=val_frac, test_frac=test_frac, seed=seed, group_by=group_by, workers=workers))
 
-    near = NEAR_DISTANCE if near_distance is None else near_distance
-    if not 0 <= near <= MAX_DISTANCE:
-        raise UserError(f"near_distance must be between 0 and {MAX_DISTANCE} pHash bits, not {near}")
+    near = NEAR_DISTANCE if near_distance is None else near_distance  # its range: imgclf.check's declaration
     if run is not None and not labels:
         raise UserError("--run stores the label check in a run: add --labels")
-    if folds < 2:
-        raise UserError(f"--folds must be at least 2, not {folds}")
     run_dir = find_run(run) if run is not None else None  # before the long part, not after it
     if json_path:
         json_path = output_file(json_path, "--json", "check.json")

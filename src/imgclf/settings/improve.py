@@ -43,7 +43,7 @@ MLFLOW_HELP = (
 )
 
 
-def _moved(help: str = MOVED_HELP, flag: str | None = MOVED_FLAG):
+def moved_setting(help: str = MOVED_HELP, flag: str | None = MOVED_FLAG):
     return setting(None, help, PathSetting(optional=True), flag=flag)
 
 
@@ -63,7 +63,7 @@ class CompareSettings(Declared):
     out: str | None = setting(
         None, "JSON file to write  [default: B/compare-<A name>.json]", PathSetting(optional=True)
     )
-    data_root: str | None = _moved(
+    data_root: str | None = moved_setting(
         "Where A's data folder is now, when it moved since A was trained [default: the folder recorded in A]",
         "--data-root",  # compare's --data is its new data
     )
@@ -104,7 +104,7 @@ class MonitorSettings(Declared):
         Number(float, 0, 1, optional=True),
     )
     device: str = setting("auto", DEVICE_HELP, Text())
-    data_root: str | None = _moved()
+    data_root: str | None = moved_setting()
 
 
 @dataclass
@@ -141,7 +141,7 @@ class UpdateSettings(Declared):
     out: str | None = setting(None, "Run folder  [default: runs/<parent>-update-<n>]", PathSetting(optional=True))
     seed: int = setting(0, "Seed of the new images' split and of the replay sample.  [default: 0]", NUMBERS["seed"])
     mlflow: str | None = _mlflow()
-    data_root: str | None = _moved(
+    data_root: str | None = moved_setting(
         "Where VERSION's recorded data folder is now, when it moved since it was registered "
         "[default: the recorded folder]"
     )

@@ -12,6 +12,7 @@ import typing
 
 from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import REQUIRED, declared
+from imgclf.settings.examine import CheckSettings, EvaluateSettings
 from imgclf.settings.export import ExportSettings
 from imgclf.settings.faces import EnrolSettings, IdentifySettings
 from imgclf.settings.improve import CompareSettings, MonitorSettings, UpdateSettings
@@ -115,6 +116,22 @@ UPDATE = """
 ## update
 
 """
+EXAMINE = """
+# Check and evaluate settings
+
+Every setting of `imgclf check` (the data doctor) and `imgclf evaluate` (a model scored on labelled
+photos), as declared once in `src/imgclf/settings/examine.py`: the command line's options and the
+checks `imgclf.check` and `imgclf.evaluate` hold their keywords to come from these declarations.
+`imgclf check` also takes train's split settings (`--val-frac`, `--test-frac`, `--seed`,
+`--group-by`, the first table), so that it looks for leakage across the split `train` would make.
+
+## check
+
+"""
+EVALUATE = """
+## evaluate
+
+"""
 TABLE = """| setting | command line | type | default | what it does |
 |---|---|---|---|---|
 """
@@ -161,6 +178,10 @@ def markdown() -> str:
         + _table(ServeSettings, "Python only")
         + EXPORT
         + _table(ExportSettings)
+        + EXAMINE
+        + _table(CheckSettings)
+        + EVALUATE
+        + _table(EvaluateSettings)
         + IMPROVE
         + _table(CompareSettings, "Python only")
         + MONITOR
