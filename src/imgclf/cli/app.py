@@ -20,7 +20,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    help="Train, evaluate and use image classifiers from folders of labeled images.",
+    help="Train, evaluate and use image classifiers from folders of labeled images; find people (a pretrained "
+    "detector, fine-tunable on your boxes) and name faces (a gallery enrolled from a few photos each).",
 )
 
 
