@@ -407,3 +407,25 @@ def test_a_mistyped_path_is_said_before_torch_is_imported(args, says, tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.startswith(f"error: {says.format(tmp=tmp_path)}"), p.stderr
     assert p.stdout.strip() == "TORCH False", p.stdout
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["train", "d", "--epocs", "3"], "error: No such option: --epocs (Possible options: --epochs, "),
+        (["trian", "d"], "error: No such command 'trian'. Did you mean 'train'? See imgclf --help\n"),
+        (["train", "d", "--epochs", "abc"], "error: Invalid value for '--epochs': "),
+        (["predict"], "error: Missing argument 'run'; see imgclf predict --help\n"),
+        (["faces", "identify", "g"], "error: Missing argument 'photos'; see imgclf faces identify --help\n"),
+    ],
+)
+def test_a_mistyped_command_line_is_one_line_with_where_to_look(args, said, tmp_path):
+    """Click said these in four lines (usage, a hint, a blank, the error); imgclf's own mistakes are one."""
+    p = cli(*args, check=False, cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and p.stderr.startswith(said), p.stderr
+    assert p.stderr.rstrip().endswith(" --help")
+
+
+def test_a_bare_command_group_still_shows_its_help(tmp_path):
+    p = cli("faces", check=False, cwd=tmp_path)
+    assert "Usage: imgclf faces" in p.stdout + p.stderr and "enrol" in p.stdout + p.stderr

@@ -168,7 +168,7 @@ def test_scan_settings_are_checked_by_their_declarations_whichever_way_they_come
         ({"verify_top": 0}, "--verifier-top must be 1 to 1000 windows a photo, not 0"),
         ({"max_seconds": float("nan")}, "--max-seconds must be a positive number of seconds"),
         ({"tiles": "5x1"}, "--tiles must be COLUMNSxROWS"),
-        ({"min_sise": 40}, "unknown scan setting(s) min_sise; valid: "),
+        ({"min_sise": 40}, "unknown scan setting(s) min_sise (did you mean 'min_size'?); valid: "),
     ):
         with pytest.raises(UserError) as refused:
             imgclf.scan(["photo.jpg"], **keywords)

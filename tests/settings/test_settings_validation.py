@@ -57,6 +57,25 @@ def test_a_config_file_is_checked_too(tmp_path):
         load_config(tmp_path / "bad.yaml")
 
 
+def test_a_config_file_s_mistakes_are_one_line_that_points_at_them(tmp_path):
+    """PyYAML's own message spans five lines with a caret; a misspelt key hid among 50 valid names."""
+    (tmp_path / "broken.yaml").write_text("lr: 1e-3\naugment: [flip\n")
+    with pytest.raises(UserError) as e:
+        load_config(tmp_path / "broken.yaml")
+    assert str(e.value) == (
+        f"config file {tmp_path / 'broken.yaml'} is not valid YAML: expected ',' or ']', but got "
+        "'<stream end>' (line 3, column 1)"
+    )
+    (tmp_path / "typo.yaml").write_text("epocs: 3\nimg-size: 64\nlearning_speed: 2\n")
+    with pytest.raises(UserError) as e:
+        load_config(tmp_path / "typo.yaml")
+    said = str(e.value)
+    assert said.startswith(
+        "unknown setting(s) epocs, img-size, learning_speed (did you mean 'epochs' or 'img_size'?); valid: amp,"
+    )
+    assert "\n" not in said
+
+
 def test_refused_starts_leave_no_run_folder(shapes, tmp_path, monkeypatch, capsys):
     from imgclf.cli import main
 

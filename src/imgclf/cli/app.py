@@ -145,6 +145,7 @@ def leave(code) -> None:
 
 def main() -> None:
     plain_warnings()
+    one_line_usage_errors()
     try:
         sys.argv[1:] = optional_ray_value(sys.argv[1:])
         app()
@@ -181,6 +182,24 @@ def plain_warnings() -> None:
         print(f"warning: {mask_secrets(str(message))}", file=file or sys.stderr)
 
     warnings.showwarning = show
+
+
+def one_line_usage_errors() -> None:
+    """Click's usage errors (an unknown option, a value of the wrong type, a missing argument) as
+    one line, `error: ...; see imgclf CMD --help`, as imgclf's own mistakes are said: Click prints
+    three lines, the usage and a hint before the error itself. The exit status stays Click's 2.
+    Typer 0.2x carries its own copy of Click (typer.core._click), older ones Click itself."""
+    import typer.core
+
+    click = getattr(typer.core, "_click", None) or typer.core.click
+
+    def show(self, file=None) -> None:
+        said = " ".join(self.format_message().split()).rstrip(".")
+        if self.ctx is not None:  # "Did you mean 'train'? See imgclf --help"; "Missing argument 'run'; see ..."
+            said += f"{' See' if said.endswith('?') else '; see'} {self.ctx.command_path} --help"
+        print(f"error: {said}", file=file or sys.stderr)
+
+    click.exceptions.UsageError.show = show  # not NoArgsIsHelpError's: a bare command still prints its help
 
 
 def interrupted(e: KeyboardInterrupt) -> str:

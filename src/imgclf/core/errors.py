@@ -46,8 +46,26 @@ def from_settings(cls, d: dict, what: str = "setting"):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise UserError(f"unknown {what}(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        meant = closest(unknown, known)
+        raise UserError(
+            f"unknown {what}(s) {', '.join(map(str, unknown))}"
+            + (f" (did you mean {meant}?)" if meant else "")
+            + f"; valid: {', '.join(sorted(known))}"
+        )
     return cls(**d)
+
+
+def closest(unknown, known) -> str:
+    """'epochs' for 'epocs', 'img_size' for 'img-size': the valid names a typo was probably meant
+    as, joined; "" when none is close. A list of 50 valid names hides the one the user wanted."""
+    import difflib
+
+    names = {k.replace("_", "-"): k for k in known}
+    found = []
+    for u in unknown:
+        match = difflib.get_close_matches(str(u).replace("_", "-"), list(names), n=1, cutoff=0.75)
+        found += [names[match[0]]] if match else []
+    return " or ".join(f"'{f}'" for f in dict.fromkeys(found))
 
 
 def mask_secrets(text: str) -> str:

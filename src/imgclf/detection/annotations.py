@@ -40,6 +40,7 @@ from imgclf.detection.boxfile import (
     upright_size,
 )
 from imgclf.detection.splits import mark_given
+from imgclf.settings.config import yaml_problem
 
 YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
 NAME_FILES = ("classes.txt", "obj.names")  # one class a line: labelImg / Label Studio, CVAT's YOLO export
@@ -137,7 +138,11 @@ def _names_file(path: Path, root: Path) -> dict[int, str]:
             names = data.get("names") if isinstance(data, dict) else None
             names = {int(k): str(v) for k, v in (enumerate(names) if isinstance(names, list) else names.items())}
         except (yaml.YAMLError, AttributeError, TypeError, ValueError) as e:
-            why = str(e).splitlines()[0] if isinstance(e, yaml.YAMLError) else "no `names:` list or {id: name}"
+            why = (
+                f"not valid YAML: {yaml_problem(e)}"
+                if isinstance(e, yaml.YAMLError)
+                else "no `names:` list or {id: name}"
+            )
             raise UserError(f"{rel}: {why}: give the classes as `names: [class0, class1, ...]`") from None
     twice = sorted({n for n in names.values() if list(names.values()).count(n) > 1})
     if not names or twice:

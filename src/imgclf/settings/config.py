@@ -302,10 +302,20 @@ def read_yaml_mapping(path: Path, what: str, expected: str) -> dict:
     try:
         d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"{what} {path} is not valid YAML: {e}") from None
+        raise UserError(f"{what} {path} is not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(d, dict):
         raise UserError(f"{what} {path} must hold {expected}")
     return d
+
+
+def yaml_problem(e: "yaml.YAMLError") -> str:
+    """PyYAML's error on one line: what is wrong and where ("expected ',' or ']' ... (line 2, column
+    1)"); its own text spans five lines with the offending line and a caret."""
+    problem = getattr(e, "problem", None) or getattr(e, "context", None)
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    if not problem:
+        return " ".join(str(e).split())
+    return problem + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else "")
 
 
 def dump_yaml(d: dict) -> str:
