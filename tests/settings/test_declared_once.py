@@ -17,10 +17,12 @@ import imgclf
 from imgclf import api
 from imgclf.cli import app
 from imgclf.core.errors import UserError
+from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import REQUIRED, declared
 from imgclf.settings.examine import CheckSettings, EvaluateSettings
 from imgclf.settings.export import ExportSettings
 from imgclf.settings.improve import CompareSettings, MonitorSettings, UpdateSettings
+from imgclf.settings.job import TrainJobSettings
 from imgclf.settings.tune import TuneSettings
 
 COMMANDS = [
@@ -30,6 +32,7 @@ COMMANDS = [
     ("export", ExportSettings, {"run"}),
     ("check", CheckSettings, {"data", "val_frac", "test_frac", "seed", "group_by"}),  # train's split settings too
     ("evaluate", EvaluateSettings, {"run", "data"}),
+    ("train", TrainJobSettings, {"data"} | {f.name for f, _ in declared(TrainConfig) if f.metadata["cli"]}),
 ]
 
 
@@ -47,7 +50,7 @@ def test_each_option_is_its_declaration(command, cls, own):
     "function, cls",
     [(api.compare, CompareSettings), (api.monitor, MonitorSettings), (api.update, UpdateSettings)]
     + [(api.tune, TuneSettings), (api.export, ExportSettings), (api.check, CheckSettings)]
-    + [(api.evaluate, EvaluateSettings)],
+    + [(api.evaluate, EvaluateSettings), (api.train, TrainJobSettings)],
 )
 def test_the_python_api_defaults_are_the_declared_ones(function, cls):
     # The API spells its keywords out for the reader (and editors); they must say what the declaration says.
@@ -81,6 +84,7 @@ def test_the_python_api_defaults_are_the_declared_ones(function, cls):
         (["check", "d", "--labels", "--folds", "1"], "--folds must be a whole number, at least 2, not 1"),
         (["check", "d", "--val-frac", "1.5"], "val_frac must be a number in [0, 1), not 1.5"),  # as train says it
         (["evaluate", "r", "--tta", "rotate"], "unknown --tta 'rotate'; choose one of"),
+        (["train", "d", "--workers", "0"], "--workers must be a whole number of workers, at least 1, not 0"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_its_option(args, text, tmp_path):

@@ -18,7 +18,7 @@ def train(
     data: str | Path | None = None,
     *,
     config: str | Path | None = None,
-    resume: str | Path | bool = False,
+    resume: str | Path | bool | None = None,
     verbose: bool = True,
     on_epoch: Callable[[int, dict], None] | None = None,
     evaluate: bool = True,
@@ -43,7 +43,17 @@ def train(
     """
     from imgclf import workflows
     from imgclf.lifecycle import tracking
+    from imgclf.settings.job import TrainJobSettings
 
+    # Each checked as declared (one line naming the flag); resume=True means "the run at out=".
+    TrainJobSettings(
+        config=config,
+        resume=None if isinstance(resume, bool) else resume,
+        mlflow=mlflow,
+        mlflow_weights=mlflow_weights,
+        workers=workers,
+        ray=ray,
+    )
     uri = tracking.checked_uri(mlflow)
     boxes = _detector_data(data, resume, settings.get("task") or "auto")
     if boxes is not None:  # photos with box annotations: fine-tune the pretrained detector

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Optional
 
 import typer
 
 from imgclf.cli import render
-from imgclf.cli.app import MLFLOW, app, with_settings
+from imgclf.cli.app import app, with_settings
 from imgclf.core.errors import UserError
 from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import help_of
 from imgclf.settings.examine import CheckSettings
+from imgclf.settings.job import TrainJobSettings
 from imgclf.settings.tune import TuneSettings
 
 DATASET_HELP = help_of(TrainConfig, "data")
@@ -21,46 +21,20 @@ DATASET_HELP = help_of(TrainConfig, "data")
 
 @app.command()
 @with_settings()
-def train(
-    data: Optional[str] = typer.Argument(None, help=DATASET_HELP),
-    config: Optional[Path] = typer.Option(None, help="YAML file of settings (flags override it)."),
-    resume: Optional[str] = typer.Option(
-        None, help="Continue the interrupted run in this folder (DATA, if given: where its data is now, when it moved)."
-    ),
-    mlflow: Optional[str] = MLFLOW,
-    mlflow_weights: bool = typer.Option(False, "--mlflow-weights", help="Also upload model.safetensors to MLflow."),
-    workers: int = typer.Option(
-        1,
-        help="Train with PyTorch DDP over N Ray Train workers (pip install 'imgclf[ray]'): one per GPU, "
-        "else a share of the CPUs each; --batch-size stays the global batch  [default: 1, this process]",
-    ),
-    ray: Optional[str] = typer.Option(
-        None,
-        help="Ray cluster for --workers: ray://HOST:10001 or HOST:6379; bare --ray: $RAY_ADDRESS, "
-        "else this machine  [default: this machine]",
-    ),
-    settings: dict = None,
-):
+@with_settings(TrainJobSettings, into="job")
+def train(data: Optional[str] = typer.Argument(None, help=DATASET_HELP), settings: dict = None, job: dict = None):
     """Train a CNN on DATA, evaluate it on a held-out test split, write a run folder.
     Also `torchrun --nproc_per_node N -m imgclf train DATA` (DDP without Ray)."""
-    # Every training setting's option comes from its declaration (settings.config) via with_settings.
+    # Every option comes from its declaration (settings.config's training settings, settings.job's
+    # TrainJobSettings) via with_settings; api.train checks them.
     from imgclf.core.clock import stamp_command
 
     stamp_command()  # --time-budget is the wall time the user waits for (core.clock)
     from imgclf import api
 
-    if resume is None and data is None:
+    if job.get("resume") is None and data is None:
         raise UserError("give DATA (a folder with one sub-folder per class) or --resume RUN_FOLDER")
-    run = api.train(
-        data,
-        config=config,
-        resume=resume or False,
-        mlflow=mlflow,
-        mlflow_weights=mlflow_weights,
-        workers=workers,
-        ray=ray,
-        **settings,
-    )
+    run = api.train(data, **job, **settings)
     from imgclf.training.distributed import is_main
 
     if is_main():  # under torchrun every rank runs this command; rank 0 speaks for them

@@ -48,8 +48,6 @@ def train_on_ray(
     # A --time-budget is the wall time the user waits: the cluster's and the workers' start count too.
     # As a wall-clock time, since the workers may be on other machines.
     started_at = time.time() - (time.monotonic() - run_started())
-    if workers < 1:
-        raise UserError(f"--workers must be at least 1, not {workers}")
     console = console_for(verbose)
     out = _run_folder(data, resume, settings)
     if not resume:  # a bad flag value or data path: one line now, not from every worker later

@@ -47,7 +47,7 @@ def moved_setting(help: str = MOVED_HELP, flag: str | None = MOVED_FLAG):
     return setting(None, help, PathSetting(optional=True), flag=flag)
 
 
-def _mlflow():
+def mlflow_setting():
     return setting(None, MLFLOW_HELP, Text(optional=True), envvar="MLFLOW_TRACKING_URI")
 
 
@@ -140,7 +140,7 @@ class UpdateSettings(Declared):
     tolerance: float = setting(TOLERANCE, TOLERANCE_HELP, TOLERANCE_RULE)
     out: str | None = setting(None, "Run folder  [default: runs/<parent>-update-<n>]", PathSetting(optional=True))
     seed: int = setting(0, "Seed of the new images' split and of the replay sample.  [default: 0]", NUMBERS["seed"])
-    mlflow: str | None = _mlflow()
+    mlflow: str | None = mlflow_setting()
     data_root: str | None = moved_setting(
         "Where VERSION's recorded data folder is now, when it moved since it was registered "
         "[default: the recorded folder]"

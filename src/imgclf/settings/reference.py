@@ -16,6 +16,7 @@ from imgclf.settings.examine import CheckSettings, EvaluateSettings
 from imgclf.settings.export import ExportSettings
 from imgclf.settings.faces import EnrolSettings, IdentifySettings
 from imgclf.settings.improve import CompareSettings, MonitorSettings, UpdateSettings
+from imgclf.settings.job import TrainJobSettings
 from imgclf.settings.predict import PredictSettings
 from imgclf.settings.scan import ScanSettings
 from imgclf.settings.serve import ServeSettings
@@ -29,6 +30,14 @@ Every setting of `imgclf train` (and `lr-find`), as declared once in
 (`imgclf.train(DATA, img_size=128)`) all come from these declarations. *auto* (or an empty
 default, –) means chosen from the data and the machine; the value chosen is printed and written
 to the run's `config.yaml`. This page is generated: `python -m imgclf.settings.reference > docs/settings.md`.
+
+"""
+JOB = """
+## How the training job runs
+
+`imgclf train`'s options that are not training settings (`src/imgclf/settings/job.py`): a config
+file, a run to resume, MLflow, DDP workers and the Ray cluster. The Python API takes them as
+`imgclf.train` keywords; a config file cannot set them, and config.yaml does not record them.
 
 """
 TUNE = """
@@ -164,6 +173,8 @@ def markdown() -> str:
     return (
         HEAD
         + _table(TrainConfig)
+        + JOB
+        + _table(TrainJobSettings, "Python only")
         + TUNE
         + _table(TuneSettings)
         + SCAN
