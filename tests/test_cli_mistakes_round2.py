@@ -429,3 +429,14 @@ def test_a_mistyped_command_line_is_one_line_with_where_to_look(args, said, tmp_
 def test_a_bare_command_group_still_shows_its_help(tmp_path):
     p = cli("faces", check=False, cwd=tmp_path)
     assert "Usage: imgclf faces" in p.stdout + p.stderr and "enrol" in p.stdout + p.stderr
+
+
+def test_version_names_imgclf_and_the_engines_it_runs_on(tmp_path):
+    """What a bug report needs first, without the seconds importing torch would cost."""
+    from importlib import metadata
+
+    from imgclf.core.version import __version__
+
+    p = cli("--version", cwd=tmp_path)
+    assert p.stdout.startswith(f"imgclf {__version__} (Python ") and p.stderr == ""
+    assert f"torch {metadata.version('torch')}" in p.stdout and p.stdout.count("\n") == 1

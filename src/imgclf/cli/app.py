@@ -25,6 +25,38 @@ app = typer.Typer(
 )
 
 
+def _version(asked: bool) -> None:
+    if asked:
+        print(version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print imgclf's version (and its engines') and exit."
+    ),
+) -> None:
+    pass
+
+
+def version_line() -> str:
+    """'imgclf 0.1.0 (Python 3.11.7; torch 2.14.1, ...)': what a bug report needs, read from the installed
+    packages' metadata (importing torch to ask it would cost seconds)."""
+    import platform
+    from importlib import metadata
+
+    from imgclf.core.version import __version__
+
+    engines = []
+    for name in ("torch", "torchvision", "timm", "onnxruntime", "numpy", "pillow"):
+        try:
+            engines.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return f"imgclf {__version__} (Python {platform.python_version()}; {', '.join(engines)})"
+
+
 # The other commands' --mlflow and moved-data options, with the help their declarations give them
 MLFLOW = typer.Option(None, "--mlflow", envvar="MLFLOW_TRACKING_URI", help=MLFLOW_HELP)
 MOVED_DATA = typer.Option(None, *MOVED_FLAG.split(", "), help=MOVED_HELP)
