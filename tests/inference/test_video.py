@@ -328,3 +328,18 @@ def test_presence_tracks_are_said_when_they_open_and_close():
         live.track("Grace", track, t)
     assert [ln.split(maxsplit=2)[2] for ln in said] == ["'Grace' present", "'Grace' gone after 2.0s"], said
     assert float(said[0].split()[1].rstrip("s")) >= 1.0  # said when the track opened, after its first frame
+
+
+def test_a_damaged_video_is_one_line_without_ffmpeg_s_own(tmp_path):
+    """FFmpeg logged "[mov,mp4,... @ 0x55..] moov atom not found" above imgclf's one-line error."""
+    import subprocess
+    import sys
+
+    (tmp_path / "cut.mp4").write_bytes(b"")
+    code = (
+        "import sys\nfrom imgclf.core.errors import UserError\nfrom imgclf.inference.video_frames import open_source\n"
+        "try:\n    open_source(sys.argv[1])\nexcept UserError as e:\n    print(e)\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cut.mp4")], capture_output=True, text=True, env=env)
+    assert r.stdout.startswith(f"cannot read {tmp_path / 'cut.mp4'} as a video") and r.stderr == "", r.stderr

@@ -3,6 +3,7 @@ files and one at a time (dropping what falls behind) from live sources."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +18,10 @@ MAX_BAD_READS = 25  # consecutive unreadable frames before a source counts as en
 def open_source(source):
     import cv2
 
+    # FFmpeg's own log (e.g. "[mov,mp4,... @ 0x55..] moov atom not found" above the one-line error below,
+    # a damaged frame's decoding errors mid-stream) to fatal errors only; OpenCV reads the variable when
+    # it opens its first capture. A user who set it keeps theirs.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
     s = str(source)
     # A web address of a video file (https://host/clip.mp4) is a file: its frames are timed by its
     # frame rate, not by the clock as a camera's or a live stream's are.
