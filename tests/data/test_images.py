@@ -304,3 +304,22 @@ def test_arrays_as_users_hold_them_become_the_same_picture():
         in_memory(np.zeros((2, 6, 8, 3), np.uint8))
     with pytest.raises(TypeError, match="give a path, PIL image, array or a file.s bytes"):
         in_memory(12)
+
+
+def test_a_malformed_file_is_reported_once_without_pil_s_own_lines(tmp_path):
+    """PIL logs a bad TIFF header at ERROR before raising ("More samples per pixel than can be decoded"),
+    and warns of corrupt metadata: with no logging configured both came out as bare stderr lines beside
+    imgclf's own report of the file. In a fresh process, as the command line runs."""
+    import subprocess
+    import sys
+
+    entries = [(256, 3, 1, 4), (257, 3, 1, 4), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 2)]
+    entries += [(273, 4, 1, 122), (277, 3, 1, 3331), (278, 3, 1, 4), (279, 4, 1, 48)]  # 3,331 samples a pixel
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + bytes(4)
+    (tmp_path / "bad.tif").write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd + bytes(48))
+    code = (
+        "import sys\nfrom imgclf.data.images import UnusableImage, read_rgb\n"
+        "try:\n    read_rgb(sys.argv[1])\nexcept UnusableImage as e:\n    print(e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "bad.tif")], capture_output=True, text=True)
+    assert r.stdout.strip() == "not an image (cannot identify format)" and r.stderr == "", r.stderr

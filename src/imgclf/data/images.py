@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import os
 import warnings
 from contextlib import ExitStack, contextmanager
@@ -18,6 +19,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import NotRegularFile, open_regular
+
+# PIL logs what is wrong with a malformed file at ERROR before raising ("More samples per pixel than can
+# be decoded"); imgclf reports the file with its reason, and Python's last-resort handler printed PIL's
+# line bare on stderr besides. Quiet unless the program set PIL's level itself.
+if logging.getLogger("PIL").level == logging.NOTSET:
+    logging.getLogger("PIL").setLevel(logging.CRITICAL)
 
 # .jfif and .jpe: JPEGs as Windows saves pictures from the web (common in scraped datasets).
 BASE_EXTENSIONS = frozenset(
@@ -330,8 +337,11 @@ def _opened(path: str | os.PathLike) -> Iterator[Image.Image]:
             if f is not path and os.fstat(f.fileno()).st_size == 0:
                 raise UnusableImage("empty file (0 bytes)")
             with warnings.catch_warnings():
-                # Our max_pixels check decides; PIL's warning threshold is a fixed global.
+                # Our max_pixels check decides; PIL's warning threshold is a fixed global. Its notes on a
+                # malformed file's metadata ("Corrupt EXIF data", "Metadata Warning, tag 259 ...") came out
+                # as two lines of Python warning each; the file decodes, or is reported with its reason.
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
                 with Image.open(f) as img:
                     yield img
     except UnusableImage:
