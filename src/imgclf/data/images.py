@@ -61,27 +61,6 @@ def _phone_formats() -> tuple[frozenset[str], dict[str, str]]:
 _PHONE, NEEDS_DECODER = _phone_formats()
 IMAGE_EXTENSIONS = BASE_EXTENSIONS | _PHONE
 RESIZE_MODES = ("squash", "crop", "pad")
-# PIL's name of a decoded file's format -> the extension data.discover lists it under: what a kept
-# upload (the feedback inbox, the prediction log) is saved as, so that training reads it back. MPO is a
-# camera's multi-picture JPEG; PPM also covers PGM/PBM. HEIF and AVIF are read only where their
-# decoders are (IMAGE_EXTENSIONS says).
-FORMAT_EXT = {
-    "JPEG": "jpg",
-    "MPO": "jpg",
-    "PNG": "png",
-    "WEBP": "webp",
-    "GIF": "gif",
-    "BMP": "bmp",
-    "DIB": "dib",
-    "TIFF": "tif",
-    "PPM": "ppm",
-    "TGA": "tga",
-    "JPEG2000": "jp2",
-    "HEIF": "heic",
-    "AVIF": "avif",
-}
-# Modes a PNG stores as they are; keepable converts any other (CMYK, YCbCr, F) to RGB(A).
-_PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"})
 # Refuse bigger images before decoding: a tiny compressed file can claim gigapixels.
 MAX_PIXELS = 100_000_000
 PAD_GREY = 114
@@ -91,7 +70,7 @@ RESAMPLE = Image.Resampling.BILINEAR
 REDUCING_GAP = 3.0
 # JPEGs are decoded at 1/2..1/8 scale only while that leaves >= this many times the target side.
 DRAFT_GAP = 2
-_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
 class UnusableImage(Exception):
@@ -137,24 +116,6 @@ def fetch_url(url: str) -> io.BytesIO:
     if not data:
         raise UnusableImage("empty file (0 bytes)")
     return io.BytesIO(data)
-
-
-def keepable(data: bytes) -> tuple[bytes, str]:
-    """(bytes, extension) to keep an uploaded image as (the feedback inbox, the prediction log) so
-    that training reads it back: the bytes as sent where data.discover lists their format, else a
-    lossless PNG of the first frame. The service decodes whatever Pillow can (ICO, PCX, PSD, ...);
-    refusing such a file later, when someone labels it, would lose their correction. The PNG is the
-    same bytes for the same upload, so keeping it twice still finds one file."""
-    with Image.open(io.BytesIO(data)) as img:
-        ext = FORMAT_EXT.get(img.format or "")
-        if ext and f".{ext}" in IMAGE_EXTENSIONS:
-            return data, ext
-        img.load()
-        if img.mode not in _PNG_MODES:
-            img = img.convert("RGBA" if img.mode in _ALPHA_MODES else "RGB")
-        buf = io.BytesIO()
-        img.save(buf, "PNG")
-    return buf.getvalue(), "png"
 
 
 def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -241,7 +202,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I", "F"):
         values = np.asarray(img, dtype=np.float64)
         return _grey_to_rgb(values, _full_scale(values, img.mode == "F"))
-    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+    if img.mode in ALPHA_MODES or "transparency" in img.info:
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")

@@ -47,7 +47,7 @@ from typing import Callable
 import numpy as np
 
 from imgclf.core.files import atomic_path, fsync_dir
-from imgclf.data.images import keepable
+from imgclf.data.keep import keepable
 
 CURRENT = "predictions.jsonl"
 IMAGES = "images"
