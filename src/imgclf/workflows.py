@@ -257,9 +257,9 @@ def evaluate(
         return metrics
     own = Path(model.path) / "metrics.json" if model.path is not None and not kind else None
     if kind:  # a detector has no accuracy of its own to drop from; what it cannot see is the news
-        from imgclf.detection.classifier import better_threshold, missed_note
+        from imgclf.detection.classifier import folder_threshold, missed_note
 
-        metrics["presence"], better = better_threshold(model, labels, probs, data)
+        metrics["presence"], better = folder_threshold(model, labels, probs, data)
         drop = "; ".join(n for n in (missed_note(model, metrics, data), better) if n)
     else:
         drop = accuracy_drop(metrics, read_json(own) if own and own.is_file() else None, model.path, data)

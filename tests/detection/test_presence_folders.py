@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from imgclf.detection.classifier import DetectorClassifier, better_threshold, missed_note
+from imgclf.detection.classifier import DetectorClassifier, folder_threshold, missed_note
 from imgclf.evaluation.elsewhere import match_classes
 
 
@@ -67,7 +67,7 @@ def answers(scores, threshold: float = 0.12) -> np.ndarray:
 def test_the_threshold_labelled_folders_ask_for_is_named_as_the_box_evaluation_names_it():
     m = presence()
     labels = np.array([1] * 10 + [0] * 10)
-    found, line = better_threshold(m, labels, answers([0.9] * 10 + [0.15] * 4 + [0.05] * 6), "cam/")
+    found, line = folder_threshold(m, labels, answers([0.9] * 10 + [0.15] * 4 + [0.05] * 6), "cam/")
     assert (found["threshold"], found["balanced_accuracy"], found["prior"]["balanced_accuracy"]) == (0.525, 1.0, 0.8)
     assert line == (
         "on these photos presence is told best at threshold 0.525 (balanced accuracy 1.000 against 0.800 at the "
@@ -75,8 +75,8 @@ def test_the_threshold_labelled_folders_ask_for_is_named_as_the_box_evaluation_n
         "classifier on them: imgclf train cam/"
     )
     # One photo's gain is noise: the detector's own threshold stays, and nothing is said.
-    found, line = better_threshold(m, labels, answers([0.9] * 10 + [0.15] + [0.05] * 9), "cam/")
+    found, line = folder_threshold(m, labels, answers([0.9] * 10 + [0.15] + [0.05] * 9), "cam/")
     assert found["kept_prior"] and found["threshold"] == 0.12 and line == ""
     # A threshold that tells them apart no better than 3 in 4 is no answer (tight crops: missed_note's).
-    found, line = better_threshold(m, labels, answers([0.03] * 3 + [0.01] * 7 + [0.02] * 10), "crops/")
+    found, line = folder_threshold(m, labels, answers([0.03] * 3 + [0.01] * 7 + [0.02] * 10), "crops/")
     assert found["balanced_accuracy"] == 0.65 and line == ""

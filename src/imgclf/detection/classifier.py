@@ -114,7 +114,7 @@ def missed_note(model: DetectorClassifier, metrics: dict, data) -> str:
     )
 
 
-def better_threshold(model: DetectorClassifier, labels: np.ndarray, probs: np.ndarray, data) -> tuple[dict, str]:
+def folder_threshold(model: DetectorClassifier, labels: np.ndarray, probs: np.ndarray, data) -> tuple[dict, str]:
     """Presence on labelled folders as the box evaluation tells it (detection.metrics.presence, with the
     detector's own threshold as the prior it must beat by more than one photo): its figures, and the
     line naming the threshold these photos ask for ("" when the recorded one serves). A camera that
