@@ -66,14 +66,23 @@ def test_a_config_file_s_mistakes_are_one_line_that_points_at_them(tmp_path):
         f"config file {tmp_path / 'broken.yaml'} is not valid YAML: expected ',' or ']', but got "
         "'<stream end>' (line 3, column 1)"
     )
-    (tmp_path / "typo.yaml").write_text("epocs: 3\nimg-size: 64\nlearning_speed: 2\n")
+    (tmp_path / "typo.yaml").write_text("epocs: 3\nimg_sise: 64\nlearning_speed: 2\n")
     with pytest.raises(UserError) as e:
         load_config(tmp_path / "typo.yaml")
     said = str(e.value)
     assert said.startswith(
-        "unknown setting(s) epocs, img-size, learning_speed (did you mean 'epochs' or 'img_size'?); valid: amp,"
+        "unknown setting(s) epocs, img_sise, learning_speed (did you mean 'epochs' or 'img_size'?); valid: amp,"
     )
     assert "\n" not in said
+
+
+def test_a_config_file_may_spell_settings_as_the_command_line_does(tmp_path):
+    (tmp_path / "flags.yaml").write_text("img-size: 64\n--batch-size: 8\nlr: 1e-3\n")
+    cfg = load_config(tmp_path / "flags.yaml")
+    assert (cfg.img_size, cfg.batch_size, cfg.lr) == (64, 8, 0.001)
+    (tmp_path / "twice.yaml").write_text("img-size: 64\nimg_size: 32\n")
+    with pytest.raises(UserError, match="'img-size' and 'img_size' are the same setting; give it once"):
+        load_config(tmp_path / "twice.yaml")
 
 
 def test_refused_starts_leave_no_run_folder(shapes, tmp_path, monkeypatch, capsys):

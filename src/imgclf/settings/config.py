@@ -292,7 +292,15 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 def _read_yaml(path: Path) -> dict:
-    return read_yaml_mapping(path, "config file", "a mapping of setting: value")
+    """A config file's settings, its keys spelt as setting names: `img-size` and `--img-size`, as the
+    command line spells them, are `img_size` (a key given both ways is refused, not guessed)."""
+    d, names = read_yaml_mapping(path, "config file", "a mapping of setting: value"), {}
+    for key in d:
+        name = str(key).lstrip("-").replace("-", "_")
+        if name in names:
+            raise UserError(f"config file {path}: {names[name]!r} and {key!r} are the same setting; give it once")
+        names[name] = key
+    return {name: d[key] for name, key in names.items()}
 
 
 def read_yaml_mapping(path: Path, what: str, expected: str) -> dict:
