@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 from helpers import web_server
+from PIL import Image
 
 import imgclf
+from imgclf.core.errors import UserError
 from imgclf.inference.video import is_video_source
 
 pytestmark = pytest.mark.slow  # the shared tiny run trains once a session
@@ -155,3 +157,16 @@ def test_an_image_on_standard_input_is_the_path_dash(tiny_run):
     assert [(x["path"], x["label"]) for x in row] == [("-", want["label"])]
     r = CliRunner().invoke(app, ["predict", str(tiny_run), "-", "--out", "x.csv"], input=b"")
     assert "'-' reads one image from standard input, once, and not into --out" in str(r.exception)
+
+
+def test_a_mistyped_path_among_several_is_said_before_any_image_is_worked_on(tmp_path):
+    """faces identify and scan answered the photos before it, then stopped at the missing one."""
+    from imgclf.inference.predictor import expand_inputs
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    with pytest.raises(UserError, match=f"no such file or folder: {tmp_path / 'typo.png'}"):
+        next(iter(expand_inputs([tmp_path / "a.png", tmp_path / "typo.png"])))
+    assert list(expand_inputs([tmp_path / "a.png", "https://example.com/b.jpg"])) == [
+        str(tmp_path / "a.png"),
+        "https://example.com/b.jpg",
+    ]

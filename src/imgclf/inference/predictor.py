@@ -146,6 +146,11 @@ def expand_inputs(inputs) -> Iterable:
     array's images one by one, a file's bytes as a file object, anything else (PIL, an array) as it is."""
     if isinstance(inputs, (str, Path)) or not isinstance(inputs, (list, tuple)):
         inputs = [inputs]
+    # A mistyped path among several is said before the first image's work, not after it (faces
+    # identify answered the photos before it, then stopped).
+    for item in inputs:
+        if isinstance(item, (str, Path)) and not is_web_url(item) and not Path(item).expanduser().exists():
+            raise UserError(f"no such file or folder: {item}")
     found, empty = False, []  # folders (archives, lists) that held no image: said when nothing else came
     for item in inputs:
         if is_web_url(item):
