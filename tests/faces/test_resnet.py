@@ -52,8 +52,11 @@ def chips(models) -> np.ndarray:
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    """imgclf's cache in a folder of the test's own: the conversion runs from scratch."""
+    """imgclf's cache in a folder of the test's own: the conversion runs from scratch. Its fallback too
+    (data.cache looks there for a converted file): a command run with an unwritable cache on this
+    machine leaves one in the shared temp folder."""
     monkeypatch.setenv("IMGCLF_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("imgclf.data.cache._fallback_dir", lambda: tmp_path / "fallback")
     return tmp_path / "cache"
 
 

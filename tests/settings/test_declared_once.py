@@ -23,7 +23,7 @@ from imgclf.settings.examine import CheckSettings, EvaluateSettings
 from imgclf.settings.export import ExportSettings
 from imgclf.settings.improve import CompareSettings, MonitorSettings, UpdateSettings
 from imgclf.settings.job import TrainJobSettings
-from imgclf.settings.tune import TuneSettings
+from imgclf.settings.tune import LrFindSettings, TuneSettings
 
 COMMANDS = [
     ("compare", CompareSettings, {"a", "b", "new_data"}),
@@ -33,6 +33,11 @@ COMMANDS = [
     ("check", CheckSettings, {"data", "val_frac", "test_frac", "seed", "group_by"}),  # train's split settings too
     ("evaluate", EvaluateSettings, {"run", "data"}),
     ("train", TrainJobSettings, {"data"} | {f.name for f, _ in declared(TrainConfig) if f.metadata["cli"]}),
+    (
+        "lr-find",
+        LrFindSettings,
+        {"data", "model", "weights", "pretrained", "img_size", "batch_size", "optimizer", "device"},
+    ),
 ]
 
 
@@ -50,13 +55,15 @@ def test_each_option_is_its_declaration(command, cls, own):
     "function, cls",
     [(api.compare, CompareSettings), (api.monitor, MonitorSettings), (api.update, UpdateSettings)]
     + [(api.tune, TuneSettings), (api.export, ExportSettings), (api.check, CheckSettings)]
-    + [(api.evaluate, EvaluateSettings), (api.train, TrainJobSettings)],
+    + [(api.evaluate, EvaluateSettings), (api.train, TrainJobSettings), (api.lr_find, LrFindSettings)],
 )
 def test_the_python_api_defaults_are_the_declared_ones(function, cls):
     # The API spells its keywords out for the reader (and editors); they must say what the declaration says.
     params = inspect.signature(function).parameters
     shared = [f for f, _ in declared(cls) if f.name in params]
-    assert len(shared) >= (3 if cls is EvaluateSettings else 5)  # evaluate's --tta is load()'s
+    assert len(shared) >= (
+        3 if cls is EvaluateSettings else 4 if cls is LrFindSettings else 5
+    )  # evaluate's --tta is load()'s
     for f in shared:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if default is REQUIRED:
@@ -85,6 +92,8 @@ def test_the_python_api_defaults_are_the_declared_ones(function, cls):
         (["check", "d", "--val-frac", "1.5"], "val_frac must be a number in [0, 1), not 1.5"),  # as train says it
         (["evaluate", "r", "--tta", "rotate"], "unknown --tta 'rotate'; choose one of"),
         (["train", "d", "--workers", "0"], "--workers must be a whole number of workers, at least 1, not 0"),
+        (["lr-find", "d", "--steps", "5"], "--steps must be at least 10 steps, not 5"),
+        (["lr-find", "d", "--end-lr", "0"], "--end-lr must be a number in (0, 1000], not 0"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_its_option(args, text, tmp_path):

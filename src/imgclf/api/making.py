@@ -129,7 +129,9 @@ def lr_find(
         imgclf.lr_find("photos/", model="timm/resnet18", weights="resnet18.safetensors")["suggested_lr"]
     """
     from imgclf.data.discover import existing
+    from imgclf.settings.tune import LrFindSettings
 
+    LrFindSettings(steps=steps, start_lr=start_lr, end_lr=end_lr, out=out)  # each checked as declared
     existing(data)  # a mistyped folder: one line now, not after torch's imports
     from imgclf.training.lr_find import run_range_test
 

@@ -14,7 +14,7 @@ from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import help_of
 from imgclf.settings.examine import CheckSettings
 from imgclf.settings.job import TrainJobSettings
-from imgclf.settings.tune import TuneSettings
+from imgclf.settings.tune import LrFindSettings, TuneSettings
 
 DATASET_HELP = help_of(TrainConfig, "data")
 
@@ -43,20 +43,13 @@ def train(data: Optional[str] = typer.Argument(None, help=DATASET_HELP), setting
 
 @app.command("lr-find")
 @with_settings(only=("model", "weights", "pretrained", "img_size", "batch_size", "optimizer", "device"))
-def lr_find(
-    data: str = typer.Argument(..., help=DATASET_HELP),
-    steps: int = typer.Option(100, help="Training steps over the range."),
-    start_lr: float = typer.Option(1e-7),
-    end_lr: float = typer.Option(10.0),
-    out: Optional[str] = typer.Option(
-        None, help="Folder for lr_find.json and lr_find.png [default: runs/<dataset>-lr-find-<n>]"
-    ),
-    settings: dict = None,
-):
+@with_settings(LrFindSettings, into="own")
+def lr_find(data: str = typer.Argument(..., help=DATASET_HELP), settings: dict = None, own: dict = None):
     """Learning-rate range test: print a suggested --lr for train and plot loss against learning rate."""
     from imgclf import api
 
-    api.lr_find(data, out=out, steps=steps, start_lr=start_lr, end_lr=end_lr, **settings)
+    # Every option comes from its declaration (settings.tune.LrFindSettings, and train's); api.lr_find checks them.
+    api.lr_find(data, **own, **settings)
 
 
 @app.command()

@@ -20,7 +20,7 @@ from imgclf.settings.job import TrainJobSettings
 from imgclf.settings.predict import PredictSettings
 from imgclf.settings.scan import ScanSettings
 from imgclf.settings.serve import ServeSettings
-from imgclf.settings.tune import TuneSettings
+from imgclf.settings.tune import LrFindSettings, TuneSettings
 
 HEAD = """# Training settings
 
@@ -48,6 +48,14 @@ command line's options and the checks `imgclf.tune(DATA, trials=12, timeout=600)
 keywords to come from these declarations. The Python API also takes training settings every trial
 shares (`imgclf.tune(DATA, img_size=96)`, the settings above); what the trials search is the space
 file's ([Tuning](tuning.md)).
+
+"""
+LR_FIND = """
+## lr-find
+
+`imgclf lr-find`'s own settings (the learning-rate range test), declared in the same file; it also
+takes `--model`, `--weights`, `--pretrained`, `--img-size`, `--batch-size`, `--optimizer` and
+`--device` of the first table.
 
 """
 SCAN = """
@@ -177,6 +185,8 @@ def markdown() -> str:
         + _table(TrainJobSettings, "Python only")
         + TUNE
         + _table(TuneSettings)
+        + LR_FIND
+        + _table(LrFindSettings)
         + SCAN
         + _table(ScanSettings)
         + PREDICT

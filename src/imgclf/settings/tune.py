@@ -64,3 +64,23 @@ class TuneSettings(Declared):
         "Run trials as Ray tasks, one per GPU (else CPU) of the cluster, sharing --storage (pip install "
         "'imgclf[ray]'): ray://HOST:10001, HOST:6379; bare --ray: $RAY_ADDRESS, else this machine"
     )
+
+
+@dataclass
+class LrFindSettings(Declared):
+    """`imgclf lr-find`'s own settings (the learning-rate range test: a search for one setting, as a
+    study is for many); the data, model and batch it uses are TrainConfig's. That start_lr lies
+    below end_lr is checked where both are known (training.lr_find)."""
+
+    WHAT = "lr-find setting"
+
+    steps: int = setting(
+        100, "Training steps over the range.  [default: 100]", Number(int, 10, 100_000, says="at least 10 steps")
+    )
+    start_lr: float = setting(1e-7, "The first learning rate.  [default: 1e-07]", Number(float, 0, 10, low_open=True))
+    end_lr: float = setting(10.0, "The last learning rate.  [default: 10]", Number(float, 0, 1000, low_open=True))
+    out: str | None = setting(
+        None,
+        "Folder for lr_find.json and lr_find.png [default: runs/<dataset>-lr-find-<n>]",
+        PathSetting(optional=True),
+    )

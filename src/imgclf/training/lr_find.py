@@ -136,10 +136,8 @@ def run_range_test(data, *, out=None, steps: int, start_lr: float, end_lr: float
     from imgclf.training.pipeline import build_network, prepare
     from imgclf.training.resolve import user_settings
 
-    if steps < 10:
-        raise UserError(f"--steps must be at least 10, not {steps}")
-    if not 0 < start_lr < end_lr:
-        raise UserError(f"need 0 < start_lr < end_lr, not {start_lr} and {end_lr}")
+    if not start_lr < end_lr:  # each alone: imgclf.lr_find's declarations (settings.tune.LrFindSettings)
+        raise UserError(f"--start-lr must be below --end-lr, not {start_lr:g} and {end_lr:g}")
     cfg, _, _ = user_settings(data, None, False, settings)
     out = output_folder(out or new_run_dir(cfg.data, suffix="-lr-find"), "--out")  # checked before the decoding
     prep, _ = prepare(cfg, console, for_training=False)
