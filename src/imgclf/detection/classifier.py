@@ -96,6 +96,11 @@ class DetectorClassifier(Predictor):
         present = [_logit(a["score"]) - shift for a in answers]
         return np.stack([np.zeros(len(present)), np.array(present, dtype=np.float64)], 1)
 
+    def scores(self, probs: np.ndarray) -> np.ndarray:
+        """The best boxes' scores behind (N, 2) answers: predict_logits' move to even odds, undone."""
+        p = np.clip(np.asarray(probs, np.float64)[:, 1], SCORE_EPS, 1 - SCORE_EPS)
+        return 1 / (1 + np.exp(-(np.log(p) - np.log1p(-p) + _logit(self.detector.threshold))))
+
 
 def missed_note(model: DetectorClassifier, metrics: dict, data) -> str:
     """What to do when the detector finds under half of the photos labelled as holding what it finds
@@ -123,10 +128,7 @@ def folder_threshold(model: DetectorClassifier, labels: np.ndarray, probs: np.nd
     from imgclf.detection.metrics import presence
 
     t = float(model.detector.threshold)
-    # The answers' confidences are the scores moved to even odds at t (predict_logits): moved back.
-    odds = np.clip(np.asarray(probs, np.float64)[:, 1], SCORE_EPS, 1 - SCORE_EPS)
-    scores = 1 / (1 + np.exp(-(np.log(odds) - np.log1p(-odds) + _logit(t))))
-    found = presence(scores, np.asarray(labels) == 1, prior=t)
+    found = presence(model.scores(probs), np.asarray(labels) == 1, prior=t)
     # Under 3 in 4 the threshold is no answer (Daimler's 18x36 crops: 0.515 at 0.03); missed_note's is.
     if found["roc_auc"] is None or found.get("kept_prior") or found["balanced_accuracy"] < USEFUL_BALANCED:
         return found, ""
