@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -276,7 +277,8 @@ def test_a_new_run_or_bundle_is_not_written_into_a_folder_of_other_files(tiny_ru
     for name in ("report.html", "notes.txt", ".DS_Store"):
         (desk / name).write_text("the user's")
     shapes = tiny_run.parent / "shapes"
-    for args in (["train", shapes, "--epochs", "1"], ["ensemble", tiny_run, tiny_run]):
+    twin = shutil.copytree(tiny_run, tmp_path / "twin")  # an ensemble's members are two runs
+    for args in (["train", shapes, "--epochs", "1"], ["ensemble", tiny_run, twin]):
         one_line_error(
             cli(*args, "--out", desk, check=False),
             f"{desk} already holds other files (notes.txt, report.html); give a new or empty folder as --out",

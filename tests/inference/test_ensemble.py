@@ -75,6 +75,8 @@ def test_members_must_share_classes_and_splits(shapes, tmp_path):
         imgclf.ensemble([a.path, other], out=tmp_path / "x", verbose=False)
     p = cli("ensemble", a.path, "--out", tmp_path / "x", check=False)
     assert p.returncode == 2 and "at least two runs" in p.stderr and "Traceback" not in p.stderr
+    with pytest.raises(UserError, match="is given twice; an ensemble's members are different runs"):
+        imgclf.ensemble([a.path, a.path / "model.json"], out=tmp_path / "x", verbose=False)
 
     resplit = shutil.copytree(a.path, tmp_path / "resplit")
     rows = (resplit / "splits.csv").read_text().replace(",test", ",train", 1)

@@ -173,6 +173,14 @@ def test_update_from_inbox_through_the_cli(project, grown):
     for p in sorted((project / "new" / "stripes").iterdir())[:12]:
         inbox_mod.add(inbox, p.read_bytes(), "stripes", classes=["disc", "square"], source="import")
     out = project / "runs" / "v4"
+    # Feedback sent or imported is not taken unless asked; the refusal counts it and names the flag
+    res = CliRunner().invoke(app, ["update", "1", "--registry", str(project / "registry")])
+    said = str(res.exception)
+    assert (
+        isinstance(res.exception, UserError)
+        and "feedback inbox's 12 labelled images" in said
+        and "--from-inbox" in said
+    )
     res = CliRunner().invoke(
         app,
         ["update", "1", "--from-inbox", "--registry", str(project / "registry"), "--epochs", "1", "--out", str(out)],

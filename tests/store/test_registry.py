@@ -100,7 +100,7 @@ def test_manifest_is_a_training_set_imgclf_train_reads(project):
     assert list(spec.splits) == [s for _, _, s in images]
 
 
-def test_user_mistakes_say_what_to_do(project, tmp_path):
+def test_user_mistakes_say_what_to_do(project, tmp_path, monkeypatch):
     root, runs, _ = project
     reg = root / "registry"
     with pytest.raises(UserError, match="no versions yet"):
@@ -120,6 +120,13 @@ def test_user_mistakes_say_what_to_do(project, tmp_path):
     registry.promote(reg, 1)
     # `imgclf.load("registry/production")` and every command taking a RUN go through find_run.
     assert find_run(reg / "production") == runs[0] and find_run(reg / "1") == runs[0]
+    # A bare alias where a run goes (as update takes it) is named as the commands that read a run take it
+    monkeypatch.chdir(root)
+    for bare in ("production", "1"):
+        with pytest.raises(UserError, match=rf"no such run folder: {bare}; did you mean registry/{bare} "):
+            find_run(bare)
+    with pytest.raises(UserError, match=r"no such run folder: candidate$"):  # no such alias: no guess
+        find_run("candidate")
     shutil.move(runs[0], root / "elsewhere")
     with pytest.raises(UserError, match="is gone .moved or deleted.*registry add NEW_PATH --parent 1"):
         registry.resolve(reg, "production")

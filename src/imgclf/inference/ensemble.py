@@ -179,6 +179,11 @@ def _check_members(dirs: list[Path]) -> list[RunMeta]:
     """The members' model.json, once they are known to be combinable."""
     if len(dirs) < 2:
         raise UserError("an ensemble needs at least two runs: imgclf ensemble RUN RUN... --out BUNDLE")
+    seen: set[Path] = set()
+    for d in dirs:  # one run twice would be one model weighed double, not an ensemble
+        if d.resolve() in seen:
+            raise UserError(f"{d} is given twice; an ensemble's members are different runs")
+        seen.add(d.resolve())
     metas = [load_run_meta(d) for d in dirs]
     for d, m in zip(dirs, metas):
         if m.is_ensemble:

@@ -31,7 +31,7 @@ from imgclf.core.errors import UserError, resumable
 from imgclf.core.files import output_folder, write_json, write_text
 from imgclf.data.paths import resolve
 from imgclf.lifecycle.compare import promote_anyway, promote_command
-from imgclf.lifecycle.update_data import by_split, gather_rows, resolve_parent, split_counts
+from imgclf.lifecycle.update_data import by_split, feedback_inbox, gather_rows, resolve_parent, split_counts
 from imgclf.lifecycle.update_plan import (
     _assign_splits,
     base_config,
@@ -41,6 +41,7 @@ from imgclf.lifecycle.update_plan import (
     training_choices,
 )
 from imgclf.settings.improve import TOLERANCE, UpdateSettings
+from imgclf.store.inbox import summary
 from imgclf.store.runs import moved_root, new_run_dir, recorded_root, refuse_finished_run
 
 
@@ -71,10 +72,10 @@ def update(ref, new_data=None, *, verbose: bool = True, **given) -> dict:
         refuse_finished_run(out := output_folder(out, "--out"))
     if new_data is not None and from_inbox:
         raise UserError(f"give NEW_DATA ({new_data}) or the feedback inbox (--from-inbox, --inbox), not both")
-    if new_data is None and not from_inbox:
-        raise UserError("give the new labeled images: imgclf update VERSION NEW_DATA, or --from-inbox")
     again = _command(ref, new_data, from_inbox, registry, promote, tolerance)  # what continues it after Ctrl-C
     parent_run, version, registry = resolve_parent(ref, registry)
+    if new_data is None and not from_inbox:
+        raise UserError(_nothing_new(ref, feedback_inbox(parent_run, registry)))
     if new_data is not None and not Path(new_data).expanduser().exists():  # before the recorded data is read
         raise UserError(f"new data not found: {new_data} (a folder with one sub-folder per class, or a CSV manifest)")
     where = f"version {version} ({parent_run})" if version is not None else str(parent_run)
@@ -107,6 +108,16 @@ def update(ref, new_data=None, *, verbose: bool = True, **given) -> dict:
         _track(mlflow, run.path, registry, result, event, console)
     console.print(f"report: {escape(str(run.path / 'report.html'))}")
     return result
+
+
+def _nothing_new(ref, inbox: Path) -> str:
+    """What to give when neither NEW_DATA nor --from-inbox was: the inbox's images when it holds some
+    (feedback sent from the service or imported, which the user may think update takes by itself)."""
+    what = f"give the new labeled images: imgclf update {shlex.quote(str(ref))} NEW_DATA"
+    held = summary(inbox)["images"] if inbox.is_dir() else 0
+    if not held:
+        return f"{what}, or --from-inbox for the feedback inbox ({inbox} holds no labelled images yet)"
+    return f"{what}; or the feedback inbox's {held:,} labelled images ({inbox}): add --from-inbox"
 
 
 def _command(ref, new_data, from_inbox, registry, promote: bool, tolerance: float) -> str:

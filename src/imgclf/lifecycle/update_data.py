@@ -49,7 +49,7 @@ def gather_rows(parent: Path, version: int | None, registry: Path, new_data, fro
     for line in old_report["examples"]:
         console.print(f"[yellow]warning[/]: {escape(line)}")
     if from_inbox:
-        source = Path(from_inbox) if not isinstance(from_inbox, bool) else _default_inbox(parent, registry)
+        source = Path(from_inbox) if not isinstance(from_inbox, bool) else feedback_inbox(parent, registry)
         console.print(f"  inbox: {escape(str(source))}")
         new = _inbox_rows(source)
     else:
@@ -122,7 +122,7 @@ def _old_rows(run: Path, registry: Path, version: int | None, data_root=None) ->
     return keep, {"recorded": len(rows), "missing": missing, "changed": changed, "examples": examples[:10]}
 
 
-def _default_inbox(run: Path, registry: Path) -> Path:
+def feedback_inbox(run: Path, registry: Path) -> Path:
     """Where the service put the feedback on this version or run (store.inbox.default_inbox)."""
     return default_inbox(registry) if (registry / "versions").is_dir() else default_inbox(run=run)
 

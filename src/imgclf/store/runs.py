@@ -188,7 +188,7 @@ def find_run(path: str | Path) -> Path:
             f"where), imgclf predict {path} PHOTOS, imgclf serve {path}, imgclf evaluate {path} BOXES/"
         )
     if not p.exists():
-        raise UserError(f"no such run folder: {path}{_runs_beside(p)}")
+        raise UserError(f"no such run folder: {path}{_in_registry(p) or _runs_beside(p)}")
     if (p / "gallery.safetensors").is_file():  # faces.gallery's file: `imgclf faces enrol` made it
         raise UserError(f"{path} is a face gallery: name the people in photos with imgclf faces identify {path} PHOTOS")
     # An ensemble bundle keeps its weights in members/<i>/ (see imgclf.inference.ensemble).
@@ -232,6 +232,20 @@ def _holds_images(folder: Path) -> bool:
         return any(f.suffix.lower() in IMAGE_EXTENSIONS for f in names)
     except OSError:
         return False
+
+
+def _in_registry(missing: Path) -> str:
+    """ "; did you mean registry/production ...?": a bare alias or version of ./registry given where a run goes
+    (update and feedback find ./registry by themselves; the commands that read a run take REGISTRY/ALIAS)."""
+    if len(missing.parts) != 1 or not (Path("registry") / "versions").is_dir():
+        return ""
+    from imgclf.store.versions import version_number
+
+    try:
+        version_number("registry", missing.name)
+    except UserError:
+        return ""
+    return f"; did you mean registry/{missing.name} (the registry's {missing.name})?"
 
 
 def _runs_beside(missing: Path) -> str:
