@@ -119,7 +119,6 @@ def test_top_k_below_one_is_refused_not_read_as_one(run, tmp_path):
 def test_the_predict_table_prints_brackets_in_paths_labels_and_reasons(capsys, monkeypatch):
     """Rich markup must not eat the user's text: a file "photo[1].jpg", a class "[misc]", a reason
     naming the install "pip install 'imgclf[heic]'"."""
-    from imgclf.cli.app import Format
     from imgclf.cli.render import predictions
 
     results = [
@@ -127,7 +126,7 @@ def test_the_predict_table_prints_brackets_in_paths_labels_and_reasons(capsys, m
         {"path": "a/IMG_2.heic", "error": "a HEIC photo this install cannot decode: pip install 'imgclf[heic]'"},
     ]
     monkeypatch.setenv("COLUMNS", "300")  # no wrapped cells
-    predictions(results, Format.table, top_k=1)
+    predictions(results, "table", top_k=1)
     out = capsys.readouterr().out
     assert "photo[1].jpg" in out and "[misc]" in out and "pip install 'imgclf[heic]'" in out
 

@@ -259,9 +259,10 @@ def test_tune_and_enrol_out_must_be_folders(tmp_path):
 def test_explain_ensemble_and_monitor_out_must_be_folders(tiny_run, tmp_path):
     (tmp_path / "existing.txt").write_text("x")
     image = next((tiny_run.parent / "shapes").rglob("*.png"))
+    twin = shutil.copytree(tiny_run, tmp_path / "twin")  # an ensemble's members are two runs
     for args in (
         ["explain", tiny_run, image],
-        ["ensemble", tiny_run, tiny_run],
+        ["ensemble", tiny_run, twin],
         ["monitor", tiny_run, "--log", tmp_path],
     ):
         one_line_error(

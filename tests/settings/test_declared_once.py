@@ -1,6 +1,7 @@
-"""`imgclf compare`, `monitor`, `update` (settings.improve), `export` (settings.export), `check` and
-`evaluate` (settings.examine) take their
-settings from one declaration each: the options, their help, the Python API's checks and defaults,
+"""`imgclf compare`, `monitor`, `update` (settings.improve), `export` (settings.export), `check`,
+`evaluate`, `explain`, `report`, `ensemble` (settings.examine), `serve` (settings.serve), `scan`,
+`negatives` (settings.scan), `predict` (settings.predict), `train` and `lr-find` take their settings
+from one declaration each: the options, their help, the Python API's checks and defaults,
 and the docs cannot drift apart. No model is trained here: every refusal comes before a run is read."""
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from imgclf.cli import app
 from imgclf.core.errors import UserError
 from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import REQUIRED, declared
-from imgclf.settings.examine import CheckSettings, EvaluateSettings
+from imgclf.settings.examine import CheckSettings, EnsembleSettings, EvaluateSettings, ExplainSettings, ReportSettings
 from imgclf.settings.export import ExportSettings
 from imgclf.settings.improve import CompareSettings, MonitorSettings, UpdateSettings
 from imgclf.settings.job import TrainJobSettings
+from imgclf.settings.predict import PredictSettings
+from imgclf.settings.scan import NegativesSettings, ScanJobSettings, ScanSettings
+from imgclf.settings.serve import ServeJobSettings, ServeSettings
 from imgclf.settings.tune import LrFindSettings, TuneSettings
 
 COMMANDS = [
@@ -38,6 +42,15 @@ COMMANDS = [
         LrFindSettings,
         {"data", "model", "weights", "pretrained", "img_size", "batch_size", "optimizer", "device"},
     ),
+    ("serve", ServeJobSettings, {"run"} | {f.name for f, _ in declared(ServeSettings) if f.metadata["cli"]}),
+    # --no-verifier: verify=False's spelling on the command line
+    ("scan", ScanJobSettings, {"targets", "no_verifier"} | {f.name for f, _ in declared(ScanSettings)}),
+    ("scan", ScanSettings, {"targets", "no_verifier"} | {f.name for f, _ in declared(ScanJobSettings)}),
+    ("negatives", NegativesSettings, {"photos"}),
+    ("predict", PredictSettings, {"run", "paths"}),
+    ("explain", ExplainSettings, {"run", "images"}),
+    ("report", ReportSettings, {"run"}),
+    ("ensemble", EnsembleSettings, {"runs", "target_accuracy", "target_coverage", "device"}),  # train's own
 ]
 
 
@@ -55,15 +68,24 @@ def test_each_option_is_its_declaration(command, cls, own):
     "function, cls",
     [(api.compare, CompareSettings), (api.monitor, MonitorSettings), (api.update, UpdateSettings)]
     + [(api.tune, TuneSettings), (api.export, ExportSettings), (api.check, CheckSettings)]
-    + [(api.evaluate, EvaluateSettings), (api.train, TrainJobSettings), (api.lr_find, LrFindSettings)],
+    + [(api.evaluate, EvaluateSettings), (api.train, TrainJobSettings), (api.lr_find, LrFindSettings)]
+    + [(api.serve, ServeJobSettings), (api.scan, ScanJobSettings), (api.negatives, NegativesSettings)]
+    + [(api.explain, ExplainSettings), (api.report, ReportSettings), (api.ensemble, EnsembleSettings)],
 )
 def test_the_python_api_defaults_are_the_declared_ones(function, cls):
     # The API spells its keywords out for the reader (and editors); they must say what the declaration says.
     params = inspect.signature(function).parameters
     shared = [f for f, _ in declared(cls) if f.name in params]
-    assert len(shared) >= (
-        3 if cls is EvaluateSettings else 4 if cls is LrFindSettings else 5
-    )  # evaluate's --tta is load()'s
+    # evaluate's --tta is load()'s, report's --device too; the rest of an ensemble's are train's
+    fewer = {
+        EvaluateSettings: 3,
+        LrFindSettings: 4,
+        NegativesSettings: 4,
+        ExplainSettings: 4,
+        ReportSettings: 1,
+        EnsembleSettings: 1,
+    }
+    assert len(shared) >= fewer.get(cls, 5)
     for f in shared:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if default is REQUIRED:
@@ -94,6 +116,17 @@ def test_the_python_api_defaults_are_the_declared_ones(function, cls):
         (["train", "d", "--workers", "0"], "--workers must be a whole number of workers, at least 1, not 0"),
         (["lr-find", "d", "--steps", "5"], "--steps must be at least 10 steps, not 5"),
         (["lr-find", "d", "--end-lr", "0"], "--end-lr must be a number in (0, 1000], not 0"),
+        (["serve", "r", "--port", "99999"], "--port must be a TCP port from 1 to 65535 (e.g. 8000), not 99999"),
+        (["serve", "--backend", "gpu"], "unknown --backend 'gpu'; choose one of auto, torch, onnx"),
+        (["scan", "p", "--backend", "gpu"], "unknown --backend 'gpu'; choose one of auto, torch, onnx, onnx-int8, op"),
+        (["predict", "r", "p", "--format", "xml"], "unknown --format 'xml'; choose one of table, json, csv"),
+        (["explain", "r", "p", "--method", "guess"], "unknown --method 'guess'; choose one of gradcam, gradcam++"),
+        (["negatives", "p", "--out", "o", "--size", "3x3"], "--size 3x3 is too small; give at least 4x4 px"),
+        (["negatives", "p", "--out", "o", "--per-image", "0"], "--per-image must be a whole number, at least 1, not 0"),
+        (
+            ["ensemble", "a", "b", "--out", "o", "--target-accuracy", "2"],
+            "--target-accuracy must be a number in (0, 1], not 2",
+        ),
     ],
 )
 def test_a_bad_value_is_one_line_naming_its_option(args, text, tmp_path):

@@ -17,13 +17,13 @@ from imgclf.core.errors import UserError
 from imgclf.settings.declare import declared
 from imgclf.settings.predict import RULES, PredictSettings
 
-OWN = {"run", "paths", "format", "device"}  # what to predict with, and how the table is printed
+OWN = {"run", "paths"}  # what to predict with, and what
 
 
 def test_predict_help_is_each_declarations_help():
     options = {p.name: p for p in typer.main.get_command(app).commands["predict"].params}
     on_cli = [f for f, _ in declared(PredictSettings) if f.metadata["cli"]]
-    assert len(on_cli) == 13
+    assert len(on_cli) == 15
     for f in on_cli:
         assert options[f.name].help == f.metadata["help"], f.name
     assert set(options) - {f.name for f in on_cli} == OWN

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import output_folder
-from imgclf.settings.scan import FLAGS, ScanSettings, check_scan
+from imgclf.settings.scan import FLAGS, ScanJobSettings, ScanSettings, check_scan
 from imgclf.store.runs import names_pretrained_detector
 from imgclf.workflows import loaded
 
@@ -74,6 +74,7 @@ def scan(
         r["present"], r["count"], r["boxes"]   # True, 1, [{'x1': 212.0, 'y1': 80.5, 'x2': 268.3, 'y2': 221.7, 'score': 0.97, 'label': 'person'}]
     """
     chosen = ScanSettings.of(settings)
+    ScanJobSettings(detector=detector, out=out, mine=mine, backend=backend, device=device)  # checked as declared
     run, images, detector = _targets(run, images, detector)
     _refuse_unscannable(images)
     for folder, flag in ((out, "--out"), (mine, "--mine")):  # before any photo is scanned
@@ -271,5 +272,7 @@ def negatives(
         imgclf.negatives(["street/no-person"], "data/no-person", per_image=40, size="96x160")
     """
     from imgclf.scanning import negatives as cut
+    from imgclf.settings.scan import NegativesSettings
 
+    NegativesSettings(out=out, per_image=per_image, size=size, seed=seed)  # before the folder is made
     return cut(photos, output_folder(out, "--out"), per_image=per_image, size=size, seed=seed, verbose=verbose)

@@ -284,6 +284,12 @@ def ensemble(
         imgclf.ensemble(["runs/a", "runs/b", "runs/c"], out="runs/abc").metrics["accuracy"]
     """
     from imgclf.inference.ensemble import make_ensemble
+    from imgclf.settings.config import TrainConfig
+    from imgclf.settings.declare import checker
+    from imgclf.settings.examine import EnsembleSettings
+
+    EnsembleSettings(out=out)  # checked as declared, before a member is read; the rest as train declares them
+    checker(TrainConfig)(target_accuracy=target_accuracy, target_coverage=target_coverage, device=device)
 
     path, metrics = make_ensemble(runs, out, target_accuracy, target_coverage, device, console=_console(verbose))
     return Run(path, metrics, None)

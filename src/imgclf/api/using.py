@@ -253,5 +253,7 @@ def explain(
         r["label"], r["heatmap"].shape, r["overlay"]   # ('rose', (64, 64), 'explanations/rose-gradcam-rose.png')
     """
     from imgclf.inference.explain import explain as run_explain
+    from imgclf.settings.examine import ExplainSettings
 
+    ExplainSettings(target=target, method=method, out=out, device=device)  # checked as declared, before loading
     return run_explain(loaded(run, device, None, "torch"), images, method, target, out)

@@ -62,12 +62,6 @@ MLFLOW = typer.Option(None, "--mlflow", envvar="MLFLOW_TRACKING_URI", help=MLFLO
 MOVED_DATA = typer.Option(None, *MOVED_FLAG.split(", "), help=MOVED_HELP)
 
 
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-
-
 class Listing(str, Enum):
     """The formats of a command with no CSV form: `--format csv` is refused, not answered with the table."""
 

@@ -8,8 +8,7 @@ import typer
 
 from imgclf.cli.app import app, with_settings
 from imgclf.settings.export import ExportSettings
-from imgclf.settings.predict import BACKEND_HELP, TTA_HELP
-from imgclf.settings.serve import ServeSettings
+from imgclf.settings.serve import ServeJobSettings, ServeSettings
 
 
 @app.command()
@@ -29,34 +28,23 @@ def export(
 
 
 @app.command()
-@with_settings(ServeSettings, after="tta")
+@with_settings(ServeJobSettings, into="job")  # the outer's options come first in --help
+@with_settings(ServeSettings)
 def serve(
     run: Optional[str] = typer.Argument(
         None,
         help="Run folder, ensemble bundle or detector run; leave out to serve the pretrained person detector "
         "(or give --registry).",
     ),
-    registry: Optional[str] = typer.Option(
-        None,
-        help="Serve the registry's --alias version and swap in each version "
-        "it is promoted or rolled back to, while serving",
-    ),
-    alias: str = typer.Option("production", help="The alias followed with --registry"),
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
-    port: int = typer.Option(8000),
-    backend: str = typer.Option("auto", help=BACKEND_HELP),
-    device: str = typer.Option("auto"),
-    tta: Optional[str] = typer.Option(None, help=TTA_HELP),
     settings: dict = None,
+    job: dict = None,
 ):
     """Serve RUN over HTTP: POST /predict, POST /feedback, a browser page at /, /health, /model, /metrics,
     /openapi.json. With --registry, promoted versions are swapped in while serving. With no RUN, the
     pretrained person detector: /predict says whether a person is present, /scan where."""
-    # The limits, logging and access options are imgclf.serving.ServeSettings' declarations (with_settings).
+    # Every option comes from its declaration (settings.serve: ServeJobSettings, which model and where it
+    # listens; ServeSettings, the limits, logging and access) via with_settings; api.serve checks them
+    # before the model loads.
     from imgclf import api
-    from imgclf.serving.server import check_port
 
-    check_port(port)  # before the model loads: a bad port is a typo, not worth the wait
-    api.serve(
-        run, registry=registry, alias=alias, host=host, port=port, backend=backend, device=device, tta=tta, **settings
-    )
+    api.serve(run, **job, **settings)

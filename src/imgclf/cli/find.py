@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import typer
 
 from imgclf.cli import render
 from imgclf.cli.app import app, with_settings
 from imgclf.core.errors import UserError
-from imgclf.settings.scan import ScanSettings
+from imgclf.settings.scan import NegativesSettings, ScanJobSettings, ScanSettings
 
 
 @app.command()
-@with_settings(ScanSettings, after="detector")
+@with_settings(ScanJobSettings, into="job")  # the outer's options come first in --help
+@with_settings(ScanSettings)
 def scan(
     targets: List[str] = typer.Argument(
         ...,
@@ -23,34 +24,20 @@ def scan(
         "scanned by the pretrained person detector; "
         "or first a run folder (or REGISTRY/ALIAS) of a model trained on crops, slid over the photos.",
     ),
-    detector: Optional[str] = typer.Option(
-        None,
-        help="The detector when no run is given: person (the pretrained SSDLite, offline), a detector run "
-        "folder (imgclf train BOXES/), or a torchvision COCO detector such as ssdlite320_mobilenet_v3_large or "
-        "fasterrcnn_mobilenet_v3_large_fpn (weights downloaded once) [default: person]",
-    ),
-    out: Optional[str] = typer.Option(None, help="Write boxes.csv, scan.json and annotated/ here."),
-    mine: Optional[str] = typer.Option(
-        None,
-        help="Save every window that fires as a crop PNG here (give person-free "
-        "photos: hard negatives to add to the negative class).",
-    ),
+    # verify=False's spelling on the command line (settings.scan's --verifier takes a run folder)
     no_verifier: bool = typer.Option(False, "--no-verifier", help="Scan without the run's recorded verifier."),
-    backend: str = typer.Option(
-        "auto",
-        help="Detector: what runs it, auto (ONNX Runtime on a CPU, PyTorch on a GPU) | onnx | onnx-int8 (made by "
-        "imgclf export person --int8 --calibration PHOTOS/) | openvino (pip install 'imgclf[openvino]') | torch",
-    ),
-    device: str = typer.Option("auto"),
     settings: dict = None,
+    job: dict = None,
 ):
     """Find people in whole photos: present or absent, how many, where (boxes). No run: the pretrained
     person detector. A run trained on crops: its classifier slid over each photo (multi-scale, NMS)."""
-    # Every scan setting's option comes from its declaration (settings.scan) via with_settings.
+    # Every option but --no-verifier comes from its declaration (settings.scan) via with_settings.
     from imgclf import api
     from imgclf.inference.video import is_video_source
     from imgclf.store.runs import names_pretrained_detector
 
+    j = ScanJobSettings.of(job)  # a bad value: one line naming its flag, before a photo is read
+    detector, out, mine, backend, device = j.detector, j.out, j.mine, j.backend, j.device
     if len(targets) > 1 and names_pretrained_detector(targets[0]):
         if detector not in (None, targets[0]):  # `imgclf scan person PHOTOS`, as predict and serve take it
             raise UserError(f"{targets[0]} and --detector {detector} are two detectors: give one of them")
@@ -75,17 +62,15 @@ def scan(
 
 
 @app.command()
+@with_settings(NegativesSettings, after="photos")
 def negatives(
     photos: List[str] = typer.Argument(..., help="Photos or folders known to hold no instance of the object."),
-    out: str = typer.Option(..., help="Folder for the crops (e.g. data/no-person)."),
-    per_image: int = typer.Option(20, help="Random windows per photo."),
-    size: str = typer.Option("64x64", help="Crop size WxH: the positive crops' size (INRIA: 96x160)."),
-    seed: int = typer.Option(0),
+    settings: dict = None,
 ):
     """Cut random windows (multi-scale) from object-free photos: the negative class for a crop detector."""
     from imgclf import api
 
-    api.negatives(photos, out, per_image=per_image, size=size, seed=seed)
+    api.negatives(photos, **settings)
 
 
 def video(api, source: str, detector, out, device: str, backend: str, settings: dict):

@@ -10,15 +10,14 @@ from typing import List, Optional
 import typer
 
 from imgclf.cli import render
-from imgclf.cli.app import MOVED_DATA, Format, app, with_settings
+from imgclf.cli.app import app, with_settings
 from imgclf.core.errors import UserError
-from imgclf.settings.checks import EXPLAIN_METHODS
-from imgclf.settings.examine import EvaluateSettings
+from imgclf.settings.examine import EnsembleSettings, EvaluateSettings, ExplainSettings, ReportSettings
 from imgclf.settings.predict import PredictSettings
 
 
 @app.command()
-@with_settings(PredictSettings, after="device")
+@with_settings(PredictSettings, after="paths")
 def predict(
     run: str = typer.Argument(
         ...,
@@ -30,8 +29,6 @@ def predict(
         help="Image files, folders (searched recursively), archives (.zip), lists (.txt: a path a line; .csv), "
         "web addresses (https://.../a.jpg), or - for an image on standard input.",
     ),
-    format: Format = typer.Option(Format.table, help="table | json | csv"),
-    device: str = typer.Option("auto"),
     settings: dict = None,
 ):
     """Predict the class of images with a trained run; or of the frames of a video file, camera index
@@ -41,6 +38,7 @@ def predict(
     from imgclf import api
 
     s = PredictSettings.of(settings)  # a bad value: one line naming its flag, before a model is loaded
+    device, format = s.device, s.format
     if not paths:
         raise UserError(_what_to_predict(run))
     if s.ray is not None:  # the workers load the model, not this process
@@ -93,7 +91,7 @@ def predict(
         r.setdefault("path", "-")  # the image read from standard input: the table and CSV say so
     render.predictions(results, format, s.top_k)
     render.none_read(results)
-    if format == Format.table and (hint := _evaluate_hint(run, paths, model)):
+    if format == "table" and (hint := _evaluate_hint(run, paths, model)):
         typer.echo(hint, err=True)  # beside the table, not in what a pipe reads
 
 
@@ -153,53 +151,45 @@ def evaluate(
 
 
 @app.command()
+@with_settings(EnsembleSettings, into="own")  # the outer's options come first in --help
+@with_settings(only=("target_accuracy", "target_coverage", "device"))  # rejection and device as train declares them
 def ensemble(
     runs: List[str] = typer.Argument(..., help="Two or more run folders trained on the same classes."),
-    out: str = typer.Option(..., help="Bundle folder to write."),
-    target_accuracy: Optional[float] = typer.Option(
-        None,
-        help="3+ classes: answer 'unknown' below the confidence that "
-        "gives this validation accuracy (on the members' shared split)",
-    ),
-    target_coverage: Optional[float] = typer.Option(None, help="3+ classes: keep this fraction of validation images"),
-    device: str = typer.Option("auto"),
+    own: dict = None,
+    settings: dict = None,
 ):
     """Bundle runs into one model that averages their calibrated probabilities; evaluate it on their shared test split."""
     from imgclf import api
 
-    run = api.ensemble(runs, out, target_accuracy=target_accuracy, target_coverage=target_coverage, device=device)
-    print(run.path)
+    print(api.ensemble(runs, own["out"], **settings).path)
 
 
 @app.command()
+@with_settings(ExplainSettings, after="images")
 def explain(
     run: str = typer.Argument(..., help="Run folder (or REGISTRY/ALIAS)."),
     images: List[str] = typer.Argument(..., help="Image files or folders (searched recursively)."),
-    class_: Optional[str] = typer.Option(None, "--class", help="Explain this class [default: the answered class]"),
-    method: str = typer.Option("gradcam", help=" | ".join(EXPLAIN_METHODS)),
-    out: str = typer.Option("explanations", help="Folder for the overlay PNGs."),
-    device: str = typer.Option("auto"),
+    settings: dict = None,
 ):
     """Show where the network looked: writes OUT/<image>-<method>-<class>.png, the image with a heatmap over it."""
     from imgclf import api
 
-    results = api.explain(run, images, method=method, target=class_, out=out, device=device)
-    render.explanations(results, method)
+    results = api.explain(run, images, **{"out": "explanations", **settings})  # the command writes the overlays
+    render.explanations(results, settings.get("method", "gradcam"))
     render.none_read(results)  # every image unreadable: exit 2, as predict and scan do
 
 
 @app.command()
-def report(
-    run: str = typer.Argument(..., help="Run folder."),
-    device: str = typer.Option("auto"),
-    data_root: Optional[str] = MOVED_DATA,
-):
+@with_settings(ReportSettings)
+def report(run: str = typer.Argument(..., help="Run folder."), settings: dict = None):
     """Write RUN/report.html: one self-contained page with the data, model, settings, curves and test evaluation."""
     from imgclf import api
     from imgclf.workflows import evaluated_as
 
+    s = ReportSettings.of(settings)  # checked before the run loads
     # A detector is refused by name before its seconds of loading.
-    print(api.report(run if evaluated_as(run) == "detector" else api.load(run, device), data_root=data_root))
+    model = run if evaluated_as(run) == "detector" else api.load(run, s.device)
+    print(api.report(model, data_root=s.data_root))
 
 
 def _what_to_predict(run: str) -> str:

@@ -10,8 +10,6 @@ import math
 import os
 import sys
 
-from imgclf.cli.app import Format
-
 
 def print_json(obj) -> None:
     """JSON has no NaN or Infinity: a non-finite number prints as null, so the output always parses."""
@@ -41,12 +39,12 @@ def none_read(results: list[dict] | int, errors: int | None = None) -> None:
         raise UserError(f"none of the {n:,} image{'s' * (n != 1)} could be read (the reasons are above)")
 
 
-def predictions(results: list[dict], format: Format, top_k: int) -> None:
+def predictions(results: list[dict], format: str, top_k: int) -> None:
     """`imgclf predict` on images: a table, JSON or CSV (the batch CSV's columns)."""
-    if format == Format.json:
+    if format == "json":
         print_json(results)
         return
-    if format == Format.csv:
+    if format == "csv":
         from imgclf.inference.batch import COLUMNS, csv_row
 
         buf = io.StringIO()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgclf.core.errors import UserError
 from imgclf.data.images import REDUCING_GAP, RESAMPLE
+from imgclf.settings.scan import NegativesSettings
 
 
 def save_crop(img, box, size: tuple[int, int], out: Path) -> Path:
@@ -70,9 +70,7 @@ def negatives(
     from imgclf.data.images import UnusableImage, read_rgb
     from imgclf.inference.predictor import expand_inputs
 
-    size = parse_size(size)
-    if per_image < 1:
-        raise UserError(f"--per-image must be at least 1, not {per_image}")
+    size = NegativesSettings(out=out, per_image=per_image, size=size, seed=seed).size  # checked as declared
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -93,14 +91,3 @@ def negatives(
             + (f" ({len(skipped)} unreadable skipped)" if skipped else "")
         )
     return {"out": str(out), "photos": photos, "crops": written, "size": list(size), "skipped": skipped}
-
-
-def parse_size(size) -> tuple[int, int]:
-    """'96x160' or (96, 160) -> (96, 160)."""
-    try:
-        w, h = (int(v) for v in (size.lower().split("x") if isinstance(size, str) else size))
-    except (ValueError, TypeError):
-        raise UserError(f"--size must look like WIDTHxHEIGHT (e.g. 96x160), not {size!r}") from None
-    if w < 4 or h < 4:
-        raise UserError(f"--size {w}x{h} is too small; give at least 4x4 px")
-    return w, h

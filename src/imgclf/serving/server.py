@@ -13,7 +13,7 @@ from pathlib import Path
 from imgclf.core.errors import UserError
 from imgclf.serving.app import create_app
 from imgclf.serving.slow_clients import protocol_class
-from imgclf.settings.serve import ServeSettings
+from imgclf.settings.serve import ServeJobSettings, ServeSettings
 from imgclf.store.runs import find_run
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
@@ -23,11 +23,8 @@ GRACEFUL_S = 3
 
 
 def check_port(port) -> int:
-    """The port, or a one-line UserError: uvicorn would take 0 as "any free port" and fail on
-    99999 with a traceback after printing an address it never listens on."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise UserError(f"--port {port}: use a TCP port from 1 to 65535 (e.g. 8000)")
-    return port
+    """The port, or a one-line UserError (its declared rule, settings.serve.PORT)."""
+    return ServeJobSettings(port=port).port
 
 
 def check_bindable(host: str, port: int) -> socket.socket:
@@ -198,6 +195,8 @@ def serve_run(
     from imgclf.store.inbox import default_inbox
     from imgclf.store.runs import names_pretrained_detector
 
+    # Checked as declared, before anything loads; `port` is checked again where it is bound
+    ServeJobSettings(registry=registry, alias=alias, host=host, port=port, backend=backend, device=device, tta=tta)
     if run is not None and registry is not None:
         raise UserError("give either RUN (a run folder) or --registry DIR (serve and follow its --alias), not both")
     if run is not None and names_pretrained_detector(run):

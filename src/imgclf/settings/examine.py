@@ -1,8 +1,10 @@
-"""Every setting of `imgclf check` (the data doctor) and `imgclf evaluate` (a model scored on labelled
-photos), declared once (settings.declare) as TuneSettings' are: their options (cli.app.with_settings),
-the checks imgclf.check and imgclf.evaluate hold their keywords to, and the docs' reference
-(docs/settings.md) are all made from here. check's split settings are train's own (val_frac,
-test_frac, seed, group_by: settings.config), so that it finds the leakage of the split train makes.
+"""Every setting of the commands that examine data or a trained run: `imgclf check` (the data
+doctor), `imgclf evaluate` (a model scored on labelled photos), `imgclf explain` (where it looked),
+`imgclf report`, and `imgclf ensemble` (runs combined and scored), declared once (settings.declare)
+as TuneSettings' are: their options (cli.app.with_settings), the checks the Python API holds their
+keywords to, and the docs' reference (docs/settings.md) are all made from here. check's split
+settings are train's own (val_frac, test_frac, seed, group_by: settings.config), so that it finds
+the leakage of the split train makes; ensemble's rejection targets and device are train's too.
 
     >>> CheckSettings(near_distance=40)
     UserError: --near-distance must be pHash bits from 0 to 16, not 40
@@ -12,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imgclf.settings.checks import TTA_MODES, Choice, Flag, Number, PathSetting, Text
+from imgclf.settings.checks import EXPLAIN_METHODS, TTA_MODES, Choice, Flag, Number, PathSetting, Text
 from imgclf.settings.config import DEVICE_HELP
-from imgclf.settings.declare import Declared, setting
+from imgclf.settings.declare import REQUIRED, Declared, setting
 from imgclf.settings.improve import MOVED_HELP, moved_setting
 from imgclf.settings.predict import TTA_HELP
 
@@ -67,3 +69,35 @@ class EvaluateSettings(Declared):
         "name>; evaluations/<name>-on-<DATA's name> for the pretrained detector or a gallery]",
         PathSetting(optional=True),
     )
+
+
+@dataclass
+class ExplainSettings(Declared):
+    WHAT = "explain setting"
+
+    target: str | None = setting(
+        None, "Explain this class [default: the answered class]", Text(optional=True), flag="--class"
+    )
+    method: str = setting("gradcam", " | ".join(EXPLAIN_METHODS) + "  [default: gradcam]", Choice(EXPLAIN_METHODS))
+    # The command writes the overlays by default, the Python API only when asked (it returns the heatmaps).
+    out: str | None = setting(
+        None,
+        "Folder for the overlay PNGs [default: explanations; from Python, none written]",
+        PathSetting(optional=True),
+    )
+    device: str = setting("auto", DEVICE_HELP, Text())
+
+
+@dataclass
+class ReportSettings(Declared):
+    WHAT = "report setting"
+
+    device: str = setting("auto", DEVICE_HELP, Text())
+    data_root: str | None = moved_setting(MOVED_HELP)
+
+
+@dataclass
+class EnsembleSettings(Declared):
+    WHAT = "ensemble setting"
+
+    out: str = setting(REQUIRED, "Bundle folder to write.", PathSetting())

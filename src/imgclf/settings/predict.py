@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imgclf.settings.checks import PREDICT_BACKENDS, TTA_MODES, Choice, Flag, Number, PathSetting
+from imgclf.settings.checks import PREDICT_BACKENDS, TTA_MODES, Choice, Flag, Number, PathSetting, Text
+from imgclf.settings.config import DEVICE_HELP
 from imgclf.settings.declare import Declared, checker, ray_setting, rules, setting
 from imgclf.settings.scan import RULES as SCAN_RULES
 
 SHARD_FORMATS = ("parquet", "csv")  # cluster.shards: one shard file's format
+ANSWER_FORMATS = ("table", "json", "csv")  # how the answers are printed (cli.render.predictions)
 TOP_K = Number(int, 1, 1000)  # classes an answer lists: the service's rule too
 TTA_HELP = "none | flip | crop | flip-crop  [default: what the run was evaluated with]"
 BACKEND_HELP = (
@@ -33,6 +35,8 @@ BACKEND_HELP = (
 class PredictSettings(Declared):
     WHAT = "predict setting"
 
+    format: str = setting("table", "table | json | csv  [default: table]", Choice(ANSWER_FORMATS))
+    device: str = setting("auto", DEVICE_HELP, Text())
     top_k: int = setting(1, "How many classes to show per image.  [default: 1]", TOP_K)
     tta: str | None = setting(None, TTA_HELP, Choice((None, *TTA_MODES)))
     backend: str | None = setting(

@@ -1,6 +1,8 @@
-"""docs/settings.md, the reference of every training, tune, scan, predict, faces and service setting,
-made from the declarations in settings.config, settings.tune, settings.scan, settings.predict,
-settings.faces and settings.serve (a test keeps the page equal to what this prints):
+"""docs/settings.md, the reference of every setting a command declares (training, tune, scan,
+predict, faces, serve, export, check, evaluate, explain, report, ensemble, compare, monitor, update),
+made from the declarations in settings.config, settings.job, settings.tune, settings.scan,
+settings.predict, settings.faces, settings.serve, settings.export, settings.examine and
+settings.improve (a test keeps the page equal to what this prints):
 
     python -m imgclf.settings.reference > docs/settings.md
 """
@@ -12,14 +14,14 @@ import typing
 
 from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import REQUIRED, declared
-from imgclf.settings.examine import CheckSettings, EvaluateSettings
+from imgclf.settings.examine import CheckSettings, EnsembleSettings, EvaluateSettings, ExplainSettings, ReportSettings
 from imgclf.settings.export import ExportSettings
 from imgclf.settings.faces import EnrolSettings, IdentifySettings
 from imgclf.settings.improve import CompareSettings, MonitorSettings, UpdateSettings
 from imgclf.settings.job import TrainJobSettings
 from imgclf.settings.predict import PredictSettings
-from imgclf.settings.scan import ScanSettings
-from imgclf.settings.serve import ServeSettings
+from imgclf.settings.scan import NegativesSettings, ScanJobSettings, ScanSettings
+from imgclf.settings.serve import ServeJobSettings, ServeSettings
 from imgclf.settings.tune import LrFindSettings, TuneSettings
 
 HEAD = """# Training settings
@@ -67,6 +69,22 @@ line's options, the Python API's keywords (`imgclf.scan(run, photos, min_size=40
 service's `POST /scan` hold a value to all come from these declarations. A refusal names the option
 as the command line spells it (`--min-size`), whichever way the value came in.
 
+## What finds, where the answers go
+
+`imgclf scan`'s detector, output folders and engine (`ScanJobSettings`); `--no-verifier` is
+`verify=False`'s spelling on the command line.
+
+"""
+SCAN_HOW = """
+## How the photos are scanned
+
+"""
+NEGATIVES = """
+## negatives
+
+`imgclf negatives` (`imgclf.negatives`): random windows of person-free photos, the negative class of a
+crop model.
+
 """
 PREDICT = """
 # Predict settings
@@ -75,7 +93,8 @@ Every setting of `imgclf predict` (images, a video, a Ray cluster), as declared 
 `src/imgclf/settings/predict.py`: the command line's options and the checks
 `imgclf.predict_folder`, `imgclf.predict_video` (`every`, `smooth`, `max_seconds`) and
 `imgclf.predict_on_ray` (`shard_size`; `format` is `--shard-format`) hold a value to all come from
-these declarations. A refusal names the option as the command line spells it (`--every`),
+these declarations (`--format` and `--device` are the command's: `imgclf.load(run, device)` takes the
+device). A refusal names the option as the command line spells it (`--every`),
 whichever way the value came in.
 
 """
@@ -101,6 +120,14 @@ SERVE = """
 Every setting of `imgclf serve` (and `imgclf.serve(run, **settings)`, `ServeSettings(...)`), as
 declared once in `src/imgclf/settings/serve.py`: its options and their checks come from these
 declarations; "Python only" ones are for `imgclf.serve` and `ServeSettings`.
+
+## What it serves, where it listens
+
+`ServeJobSettings`: checked before the model loads.
+
+"""
+SERVE_LIMITS = """
+## Limits, logging and access
 
 """
 EXPORT = """
@@ -134,11 +161,13 @@ UPDATE = """
 
 """
 EXAMINE = """
-# Check and evaluate settings
+# Check, evaluate, explain, report and ensemble settings
 
-Every setting of `imgclf check` (the data doctor) and `imgclf evaluate` (a model scored on labelled
-photos), as declared once in `src/imgclf/settings/examine.py`: the command line's options and the
-checks `imgclf.check` and `imgclf.evaluate` hold their keywords to come from these declarations.
+Every setting of `imgclf check` (the data doctor), `imgclf evaluate` (a model scored on labelled
+photos), `imgclf explain`, `imgclf report` and `imgclf ensemble`, as declared once in
+`src/imgclf/settings/examine.py`: the command line's options and the checks `imgclf.check`,
+`imgclf.evaluate`, `imgclf.explain` and `imgclf.ensemble` hold their keywords to come from these
+declarations.
 `imgclf check` also takes train's split settings (`--val-frac`, `--test-frac`, `--seed`,
 `--group-by`, the first table), so that it looks for leakage across the split `train` would make.
 
@@ -147,6 +176,24 @@ checks `imgclf.check` and `imgclf.evaluate` hold their keywords to come from the
 """
 EVALUATE = """
 ## evaluate
+
+"""
+EXPLAIN = """
+## explain
+
+`imgclf explain` writes the overlays into `explanations/` unless `--out` says where;
+`imgclf.explain(run, images)` writes none unless given `out` (it returns the heatmaps).
+
+"""
+REPORT = """
+## report
+
+"""
+ENSEMBLE = """
+## ensemble
+
+`imgclf ensemble RUN RUN... --out BUNDLE`; it also takes `--target-accuracy`, `--target-coverage` and
+`--device` of the first table (the bundle's rejection is chosen as train chooses a run's).
 
 """
 TABLE = """| setting | command line | type | default | what it does |
@@ -188,7 +235,11 @@ def markdown() -> str:
         + LR_FIND
         + _table(LrFindSettings)
         + SCAN
+        + _table(ScanJobSettings)
+        + SCAN_HOW
         + _table(ScanSettings)
+        + NEGATIVES
+        + _table(NegativesSettings)
         + PREDICT
         + _table(PredictSettings)
         + FACES
@@ -196,6 +247,8 @@ def markdown() -> str:
         + FACES_IDENTIFY
         + _table(IdentifySettings)
         + SERVE
+        + _table(ServeJobSettings)
+        + SERVE_LIMITS
         + _table(ServeSettings, "Python only")
         + EXPORT
         + _table(ExportSettings)
@@ -203,6 +256,12 @@ def markdown() -> str:
         + _table(CheckSettings)
         + EVALUATE
         + _table(EvaluateSettings)
+        + EXPLAIN
+        + _table(ExplainSettings)
+        + REPORT
+        + _table(ReportSettings)
+        + ENSEMBLE
+        + _table(EnsembleSettings)
         + IMPROVE
         + _table(CompareSettings, "Python only")
         + MONITOR

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from imgclf.core.errors import UserError
-from imgclf.settings.checks import Choice, Flag, Number, Text
-from imgclf.settings.declare import Declared, checker, flags, rules, setting
+from imgclf.settings.checks import DETECTOR_BACKENDS, Choice, Flag, Number, PathSetting, Text
+from imgclf.settings.config import DEVICE_HELP
+from imgclf.settings.declare import REQUIRED, Declared, checker, flags, rules, setting
 
 SCAN_METHODS = ("auto", "fcn", "windows")  # scanning.scanner: fully convolutional, or window by window
 MAX_TILES = 4  # a side: 4x4 tiles = 17 passes a photo (detection.tiles)
@@ -237,6 +238,79 @@ class ScanSettings(Declared):
         """The settings that differ from their defaults: what the caller chose."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         return {k: v for k, v in self.values().items() if v is not defaults[k] and v != defaults[k]}
+
+
+class DetectorRule:
+    """A detector: a name or a run folder (text), a loaded one (Python), or None (the pretrained person detector)."""
+
+    def check(self, name: str, v: Any):
+        if v is None or hasattr(v, "detect_batch"):
+            return v
+        return Text().check(name, os.fspath(v) if isinstance(v, os.PathLike) else v)
+
+
+@dataclass
+class ScanJobSettings(Declared):
+    """What `imgclf scan` finds with, where its answers go and what runs it: imgclf.scan's keywords
+    beside ScanSettings' (how the photos are scanned), checked before a photo is read.
+
+        >>> ScanJobSettings(backend="gpu")
+        UserError: unknown --backend 'gpu'; choose one of auto, torch, onnx, onnx-int8, openvino
+    """
+
+    WHAT = "scan setting"
+
+    detector: str | None = setting(
+        None,
+        "The detector when no run is given: person (the pretrained SSDLite, offline), a detector run folder "
+        "(imgclf train BOXES/), or a torchvision COCO detector such as ssdlite320_mobilenet_v3_large or "
+        "fasterrcnn_mobilenet_v3_large_fpn (weights downloaded once) [default: person]",
+        DetectorRule(),
+    )
+    out: str | None = setting(None, "Write boxes.csv, scan.json and annotated/ here.", PathSetting(optional=True))
+    mine: str | None = setting(
+        None,
+        "Save every window that fires as a crop PNG here (give person-free photos: hard negatives to add to "
+        "the negative class).",
+        PathSetting(optional=True),
+    )
+    backend: str = setting(
+        "auto",
+        "Detector: what runs it, auto (ONNX Runtime on a CPU, PyTorch on a GPU) | onnx | onnx-int8 (made by "
+        "imgclf export person --int8 --calibration PHOTOS/) | openvino (pip install 'imgclf[openvino]') | torch  "
+        "[default: auto]",
+        Choice(DETECTOR_BACKENDS),
+    )
+    device: str = setting("auto", DEVICE_HELP, Text())
+
+
+class CropSize:
+    """'96x160' or (96, 160) -> (96, 160): a crop's width and height, at least 4 px each."""
+
+    def check(self, name: str, v: Any) -> tuple[int, int]:
+        try:
+            w, h = (int(x) for x in (v.lower().split("x") if isinstance(v, str) else v))
+        except (ValueError, TypeError, AttributeError):
+            raise UserError(f"{name} must look like WIDTHxHEIGHT (e.g. 96x160), not {v!r}") from None
+        if w < 4 or h < 4:
+            raise UserError(f"{name} {w}x{h} is too small; give at least 4x4 px")
+        return w, h
+
+
+@dataclass
+class NegativesSettings(Declared):
+    """`imgclf negatives`: random windows of person-free photos, the negative class of a crop model."""
+
+    WHAT = "negatives setting"
+
+    out: str = setting(REQUIRED, "Folder for the crops (e.g. data/no-person).", PathSetting())
+    per_image: int = setting(
+        20, "Random windows per photo.  [default: 20]", Number(int, 1, 10**6, says="a whole number, at least 1")
+    )
+    size: str | tuple = setting(
+        "64x64", "Crop size WxH: the positive crops' size (INRIA: 96x160).  [default: 64x64]", CropSize()
+    )
+    seed: int = setting(0, "Which random windows.  [default: 0]", Number(int, 0, 2**32 - 1))
 
 
 RULES = rules(ScanSettings)

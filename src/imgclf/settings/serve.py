@@ -1,4 +1,5 @@
-"""The service's settings (imgclf.serving): limits, batching and access, each declared once
+"""The service's settings (imgclf.serving): which model it serves and where it listens
+(ServeJobSettings), its limits, batching and access (ServeSettings), each declared once
 (settings.declare) with its default, help text and check; `imgclf serve`'s options are made from
 these declarations. Here, below the service, so that the command line reads them without importing
 FastAPI."""
@@ -13,6 +14,8 @@ from imgclf.core.errors import UserError
 from imgclf.settings.checks import (
     DETECTOR_BACKENDS,
     FACES_BACKENDS,
+    PREDICT_BACKENDS,
+    TTA_MODES,
     Choice,
     Flag,
     Number,
@@ -20,9 +23,39 @@ from imgclf.settings.checks import (
     Text,
     check_settings,
 )
-from imgclf.settings.declare import rules, setting
+from imgclf.settings.config import DEVICE_HELP
+from imgclf.settings.declare import Declared, rules, setting
+from imgclf.settings.predict import BACKEND_HELP, TTA_HELP
 
 SECONDS = Number(float, 0, 3600, low_open=True)  # a time limit: above 0, at most an hour
+# uvicorn would take 0 as "any free port" and fail on 99999 with a traceback, after printing an
+# address it never listens on
+PORT = Number(int, 1, 65535, says="a TCP port from 1 to 65535 (e.g. 8000)")
+
+
+@dataclass
+class ServeJobSettings(Declared):
+    """Which model `imgclf serve` serves, where it listens and what runs the model: imgclf.serve's
+    keywords beside ServeSettings'. Checked as they are made, before the model loads (a typo in a
+    port is not worth a model's loading time).
+
+        >>> ServeJobSettings(port=99999)
+        UserError: --port must be a TCP port from 1 to 65535 (e.g. 8000), not 99999
+    """
+
+    WHAT = "serve setting"
+
+    registry: str | None = setting(
+        None,
+        "Serve the registry's --alias version and swap in each version it is promoted or rolled back to, while serving",
+        PathSetting(optional=True),
+    )
+    alias: str = setting("production", "The alias followed with --registry  [default: production]", Text())
+    host: str = setting("127.0.0.1", "Interface to listen on (0.0.0.0: every interface).  [default: 127.0.0.1]", Text())
+    port: int = setting(8000, "TCP port to listen on.  [default: 8000]", PORT)
+    backend: str = setting("auto", f"{BACKEND_HELP}  [default: auto]", Choice(PREDICT_BACKENDS))
+    device: str = setting("auto", DEVICE_HELP, Text())
+    tta: str | None = setting(None, TTA_HELP, Choice((None, *TTA_MODES)))
 
 
 @dataclass(frozen=True)
