@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from imgclf.settings.job import DemoSettings
+
 
 def write_digits(root: str | Path) -> Path:
     """Write the digits as root/<digit>/<n>.png (8-bit greyscale); skip if already complete."""
@@ -32,6 +34,7 @@ def run_demo(out: str | Path | None = None, verbose: bool = True):
     from imgclf.core.console import console_for as _console
     from imgclf.workflows import load, train
 
+    DemoSettings(out=out)  # checked as declared
     console = _console(verbose)
     data = write_digits(Path("demo_data") / "digits")
     console.print(f"demo: wrote scikit-learn's 1,797 handwritten digits to {data}/<digit>/*.png")

@@ -22,8 +22,15 @@ from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import REQUIRED, declared
 from imgclf.settings.examine import CheckSettings, EnsembleSettings, EvaluateSettings, ExplainSettings, ReportSettings
 from imgclf.settings.export import ExportSettings
-from imgclf.settings.improve import CompareSettings, MonitorSettings, UpdateSettings
-from imgclf.settings.job import TrainJobSettings
+from imgclf.settings.improve import (
+    CompareSettings,
+    FeedbackSettings,
+    MonitorSettings,
+    RegistryAddSettings,
+    RegistryAliasSettings,
+    UpdateSettings,
+)
+from imgclf.settings.job import DemoSettings, ModelsSettings, TrainJobSettings
 from imgclf.settings.predict import PredictSettings
 from imgclf.settings.scan import NegativesSettings, ScanJobSettings, ScanSettings
 from imgclf.settings.serve import ServeJobSettings, ServeSettings
@@ -51,17 +58,45 @@ COMMANDS = [
     ("explain", ExplainSettings, {"run", "images"}),
     ("report", ReportSettings, {"run"}),
     ("ensemble", EnsembleSettings, {"runs", "target_accuracy", "target_coverage", "device"}),  # train's own
+    ("models", ModelsSettings, {"pattern"}),
+    ("demo", DemoSettings, set()),
+    ("registry add", RegistryAddSettings, {"run"}),
+    ("registry promote", RegistryAliasSettings, {"ref"}),
+    ("registry rollback", RegistryAliasSettings, set()),
 ]
+# Commands that take some of a class's settings: (command, class, the ones it takes, its arguments)
+SOME = [
+    ("registry list", RegistryAliasSettings, {"registry"}, set()),
+    ("registry show", RegistryAliasSettings, {"registry"}, {"ref"}),
+    ("feedback import", FeedbackSettings, {"inbox", "registry", "who"}, {"folder"}),
+    ("feedback list", FeedbackSettings, {"inbox", "registry", "format"}, set()),
+]
+
+
+def _options(command: str) -> dict:
+    group = typer.main.get_command(app)
+    for word in command.split():
+        group = group.commands[word]
+    return {p.name: p for p in group.params}
 
 
 @pytest.mark.parametrize("command, cls, own", COMMANDS)
 def test_each_option_is_its_declaration(command, cls, own):
-    options = {p.name: p for p in typer.main.get_command(app).commands[command].params}
+    options = _options(command)
     on_cli = [f for f, _ in declared(cls) if f.metadata["cli"]]
     for f in on_cli:
         assert options[f.name].help == f.metadata["help"], f.name
         assert f.metadata["rule"] is not None, f.name
     assert set(options) - {f.name for f in on_cli} == own
+
+
+@pytest.mark.parametrize("command, cls, taken, own", SOME)
+def test_a_command_taking_some_settings_takes_their_declarations(command, cls, taken, own):
+    options = _options(command)
+    for f, _ in declared(cls):
+        if f.name in taken:
+            assert options[f.name].help == f.metadata["help"] and f.metadata["rule"] is not None, f.name
+    assert set(options) == taken | own
 
 
 @pytest.mark.parametrize(
@@ -70,7 +105,10 @@ def test_each_option_is_its_declaration(command, cls, own):
     + [(api.tune, TuneSettings), (api.export, ExportSettings), (api.check, CheckSettings)]
     + [(api.evaluate, EvaluateSettings), (api.train, TrainJobSettings), (api.lr_find, LrFindSettings)]
     + [(api.serve, ServeJobSettings), (api.scan, ScanJobSettings), (api.negatives, NegativesSettings)]
-    + [(api.explain, ExplainSettings), (api.report, ReportSettings), (api.ensemble, EnsembleSettings)],
+    + [(api.explain, ExplainSettings), (api.report, ReportSettings), (api.ensemble, EnsembleSettings)]
+    + [(api.registry_add, RegistryAddSettings), (api.registry_promote, RegistryAliasSettings)]
+    + [(api.registry_rollback, RegistryAliasSettings), (api.feedback_import, FeedbackSettings)]
+    + [(api.list_models, ModelsSettings), (api.demo, DemoSettings)],
 )
 def test_the_python_api_defaults_are_the_declared_ones(function, cls):
     # The API spells its keywords out for the reader (and editors); they must say what the declaration says.
@@ -84,6 +122,10 @@ def test_the_python_api_defaults_are_the_declared_ones(function, cls):
         ExplainSettings: 4,
         ReportSettings: 1,
         EnsembleSettings: 1,
+        RegistryAliasSettings: 3,
+        FeedbackSettings: 3,
+        ModelsSettings: 3,
+        DemoSettings: 1,
     }
     assert len(shared) >= fewer.get(cls, 5)
     for f in shared:
@@ -123,6 +165,9 @@ def test_the_python_api_defaults_are_the_declared_ones(function, cls):
         (["explain", "r", "p", "--method", "guess"], "unknown --method 'guess'; choose one of gradcam, gradcam++"),
         (["negatives", "p", "--out", "o", "--size", "3x3"], "--size 3x3 is too small; give at least 4x4 px"),
         (["negatives", "p", "--out", "o", "--per-image", "0"], "--per-image must be a whole number, at least 1, not 0"),
+        (["registry", "add", "r", "--parent", " "], "--parent must be a version number or an alias (e.g. 3 or"),
+        (["feedback", "list", "--format", "csv"], "unknown --format 'csv'; choose one of table, json"),
+        (["models", "--size", "0"], "--size must be 16 to 4096 px, not 0"),
         (
             ["ensemble", "a", "b", "--out", "o", "--target-accuracy", "2"],
             "--target-accuracy must be a number in (0, 1], not 2",

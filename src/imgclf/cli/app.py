@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import sys
 import typing
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from imgclf.core.errors import Interrupted, UserError, disk_full, mask_secrets, refused
-from imgclf.settings.improve import MLFLOW_HELP, MOVED_FLAG, MOVED_HELP
 
 # rich_markup_mode=None: rich markup would swallow every "[default: ...]" in the help texts.
 app = typer.Typer(
@@ -55,18 +53,6 @@ def version_line() -> str:
         except metadata.PackageNotFoundError:
             pass
     return f"imgclf {__version__} (Python {platform.python_version()}; {', '.join(engines)})"
-
-
-# The other commands' --mlflow and moved-data options, with the help their declarations give them
-MLFLOW = typer.Option(None, "--mlflow", envvar="MLFLOW_TRACKING_URI", help=MLFLOW_HELP)
-MOVED_DATA = typer.Option(None, *MOVED_FLAG.split(", "), help=MOVED_HELP)
-
-
-class Listing(str, Enum):
-    """The formats of a command with no CSV form: `--format csv` is refused, not answered with the table."""
-
-    table = "table"
-    json = "json"
 
 
 def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | None = None, into: str = "settings"):

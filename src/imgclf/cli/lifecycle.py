@@ -7,9 +7,16 @@ from typing import Optional
 import typer
 
 from imgclf.cli import render
-from imgclf.cli.app import MLFLOW, MOVED_DATA, Listing, app, with_settings
+from imgclf.cli.app import app, with_settings
 from imgclf.core.errors import UserError
-from imgclf.settings.improve import CompareSettings, MonitorSettings, UpdateSettings
+from imgclf.settings.improve import (
+    CompareSettings,
+    FeedbackSettings,
+    MonitorSettings,
+    RegistryAddSettings,
+    RegistryAliasSettings,
+    UpdateSettings,
+)
 
 
 @app.command()
@@ -75,34 +82,32 @@ registry_app = typer.Typer(
     "promote and rollback swap a pointer, nothing is copied.",
 )
 app.add_typer(registry_app, name="registry")
-REGISTRY = typer.Option("registry", "--registry", help="Registry folder.")
+# Every registry option comes from its declaration (settings.improve: RegistryAddSettings,
+# RegistryAliasSettings) via with_settings; the registry functions check them.
 
 
 @registry_app.command("add")
-def registry_add(
-    run: str = typer.Argument(..., help="Run folder."),
-    registry: str = REGISTRY,
-    parent: Optional[str] = typer.Option(None, help="Version or alias this run was derived from."),
-    as_: Optional[str] = typer.Option(None, "--as", help="Also point this alias at it: candidate | production"),
-    mlflow: Optional[str] = MLFLOW,
-    data_root: Optional[str] = MOVED_DATA,
-):
+@with_settings(RegistryAddSettings)
+def registry_add(run: str = typer.Argument(..., help="Run folder."), settings: dict = None):
     """Register RUN as the next version, with the hashes and labels of its training data."""
     from imgclf import api
 
-    v = api.registry_add(run, registry, parent=parent, alias=as_, data_root=data_root, mlflow=mlflow)
+    s = RegistryAddSettings.of(settings)
+    v = api.registry_add(run, s.registry, parent=s.parent, alias=s.alias, data_root=s.data_root, mlflow=s.mlflow)
     m = v["manifest"]
     print(
         f"version {v['version']}: {v['run']} ({m['files']} files hashed, {m['missing']} missing)"
-        + (f", now {as_}" if as_ else "")
+        + (f", now {s.alias}" if s.alias else "")
     )
 
 
 @registry_app.command("list")
-def registry_list(registry: str = REGISTRY):
+@with_settings(RegistryAliasSettings, only=("registry",))
+def registry_list(settings: dict = None):
     """All versions with their aliases and test metrics."""
     from imgclf import api
 
+    registry = RegistryAliasSettings.of(settings).registry
     versions = api.registry_versions(registry)
     if not versions:
         raise UserError(f"the registry {registry} has no versions yet; add one with: imgclf registry add RUN")
@@ -110,38 +115,36 @@ def registry_list(registry: str = REGISTRY):
 
 
 @registry_app.command("show")
-def registry_show(ref: str = typer.Argument(..., help="Version number or alias."), registry: str = REGISTRY):
+@with_settings(RegistryAliasSettings, only=("registry",))
+def registry_show(ref: str = typer.Argument(..., help="Version number or alias."), settings: dict = None):
     """Everything recorded about one version, as JSON."""
     from imgclf import api
 
-    render.print_json(api.registry_show(ref, registry))
+    render.print_json(api.registry_show(ref, RegistryAliasSettings.of(settings).registry))
 
 
 @registry_app.command("promote")
+@with_settings(RegistryAliasSettings)
 def registry_promote(
-    ref: str = typer.Argument(..., help="Version number or alias (e.g. candidate)."),
-    alias: str = typer.Option("production", help="The alias to point at it."),
-    registry: str = REGISTRY,
-    mlflow: Optional[str] = MLFLOW,
+    ref: str = typer.Argument(..., help="Version number or alias (e.g. candidate)."), settings: dict = None
 ):
     """Point ALIAS at a version: an atomic swap of aliases.json."""
     from imgclf import api
 
-    e = api.registry_promote(ref, alias, registry, mlflow=mlflow)
-    print(f"{alias}: {e['from'] if e['from'] is not None else '-'} -> {e['to']}")
+    s = RegistryAliasSettings.of(settings)
+    e = api.registry_promote(ref, s.alias, s.registry, mlflow=s.mlflow)
+    print(f"{s.alias}: {e['from'] if e['from'] is not None else '-'} -> {e['to']}")
 
 
 @registry_app.command("rollback")
-def registry_rollback(
-    alias: str = typer.Option("production", help="The alias to move back."),
-    registry: str = REGISTRY,
-    mlflow: Optional[str] = MLFLOW,
-):
+@with_settings(RegistryAliasSettings)
+def registry_rollback(settings: dict = None):
     """Point ALIAS back at the version it had before its last change."""
     from imgclf import api
 
-    e = api.registry_rollback(alias, registry, mlflow=mlflow)
-    print(f"{alias}: {e['from']} -> {e['to']}")
+    s = RegistryAliasSettings.of(settings)
+    e = api.registry_rollback(s.alias, s.registry, mlflow=s.mlflow)
+    print(f"{s.alias}: {e['from']} -> {e['to']}")
 
 
 feedback_app = typer.Typer(
@@ -151,36 +154,28 @@ feedback_app = typer.Typer(
     "feedback.jsonl; imgclf update --from-inbox trains on it.",
 )
 app.add_typer(feedback_app, name="feedback")
-INBOX = typer.Option(None, "--inbox", help="Inbox folder [default: REGISTRY/inbox, else ./inbox]")
-FEEDBACK_REGISTRY = typer.Option(
-    None,
-    "--registry",
-    help="Registry whose production model the feedback is about [default: ./registry when there is one]",
-)
+# Every feedback option comes from its declaration (settings.improve.FeedbackSettings) via with_settings.
 
 
 @feedback_app.command("import")
+@with_settings(FeedbackSettings, only=("inbox", "registry", "who"))
 def feedback_import(
     folder: str = typer.Argument(..., help="Folder with one sub-folder per label: FOLDER/<label>/*.jpg"),
-    inbox: Optional[str] = INBOX,
-    registry: Optional[str] = FEEDBACK_REGISTRY,
-    who: Optional[str] = typer.Option(None, help="Recorded as who gave the labels [default: your login name]"),
+    settings: dict = None,
 ):
     """Copy labeled images into the inbox (named by content, so importing twice adds nothing)."""
     from imgclf import api
 
-    r = api.feedback_import(folder, inbox, registry=registry, who=who)
-    render.feedback_imported(r)
+    s = FeedbackSettings.of(settings)
+    render.feedback_imported(api.feedback_import(folder, s.inbox, registry=s.registry, who=s.who))
 
 
 @feedback_app.command("list")
-def feedback_list(
-    inbox: Optional[str] = INBOX,
-    registry: Optional[str] = FEEDBACK_REGISTRY,
-    format: Listing = typer.Option(Listing.table, help="table | json"),
-):
+@with_settings(FeedbackSettings, only=("inbox", "registry", "format"))
+def feedback_list(settings: dict = None):
     """Images per label in the inbox, and the labels the production model does not know yet."""
     from imgclf import api
 
-    s = api.feedback_summary(inbox, registry=registry)
-    render.feedback_summary(s, s["inbox"], format)
+    f = FeedbackSettings.of(settings)
+    s = api.feedback_summary(f.inbox, registry=f.registry)
+    render.feedback_summary(s, s["inbox"], f.format)

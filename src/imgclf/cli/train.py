@@ -13,7 +13,7 @@ from imgclf.core.errors import UserError
 from imgclf.settings.config import TrainConfig
 from imgclf.settings.declare import help_of
 from imgclf.settings.examine import CheckSettings
-from imgclf.settings.job import TrainJobSettings
+from imgclf.settings.job import DemoSettings, ModelsSettings, TrainJobSettings
 from imgclf.settings.tune import LrFindSettings, TuneSettings
 
 DATASET_HELP = help_of(TrainConfig, "data")
@@ -81,28 +81,29 @@ def check(data: str = typer.Argument(..., help=DATASET_HELP), settings: dict = N
 
 
 @app.command("models")
+@with_settings(ModelsSettings)
 def list_models(
     pattern: Optional[str] = typer.Argument(
         None,
         help="Name pattern, e.g. resnet1 or 'convnext_*' [default: the "
         "built-in models and a few suggested timm backbones]",
     ),
-    size: int = typer.Option(224, help="Input size in px for the FLOPs column."),
-    pretrained_only: bool = typer.Option(False, "--pretrained-only", help="Only architectures with published weights."),
-    limit: int = typer.Option(25, help="Show at most this many (each is built to count its FLOPs)."),
+    settings: dict = None,
 ):
     """List architectures: parameters, GFLOPs at --size, pretrained weights and whether they are on this machine."""
     from rich.console import Console
 
     from imgclf.models.catalog import list_models as catalog
 
-    render.models(catalog(pattern, size, pretrained_only, limit), Console(soft_wrap=False))
+    s = ModelsSettings.of(settings)
+    render.models(catalog(pattern, s.size, s.pretrained_only, s.limit), Console(soft_wrap=False))
 
 
 @app.command()
-def demo(out: Optional[str] = typer.Option(None, help="Run folder [default: runs/digits-<n>]")):
+@with_settings(DemoSettings)
+def demo(settings: dict = None):
     """Train on scikit-learn's bundled handwritten digits, evaluate, predict: the whole job, offline."""
     from imgclf import api
 
-    run = api.demo(out)
+    run = api.demo(**settings)
     print(run.path)

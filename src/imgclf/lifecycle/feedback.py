@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imgclf.settings.improve import FeedbackSettings
+
 
 def feedback_import(
     folder: str | Path,
@@ -23,6 +25,7 @@ def feedback_import(
     """
     from imgclf.store import inbox as box
 
+    FeedbackSettings(inbox=inbox, registry=registry, who=who)  # checked as declared
     where, reg = box.locate(inbox, registry)
     return box.import_folder(folder, where, classes=classes or box.registry_classes(reg), who=who)
 
@@ -32,5 +35,6 @@ def feedback_summary(inbox: str | Path | None = None, *, registry: str | Path | 
     and the labels the registry's production model does not know yet ("proposed")."""
     from imgclf.store import inbox as box
 
+    FeedbackSettings(inbox=inbox, registry=registry)  # checked as declared
     where, reg = box.locate(inbox, registry)
     return box.summary(where, box.registry_classes(reg))

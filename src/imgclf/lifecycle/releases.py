@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgclf.lifecycle.tracking import checked_uri
+from imgclf.settings.improve import RegistryAddSettings, RegistryAliasSettings
 
 
 def registry_add(
@@ -25,6 +26,7 @@ def registry_add(
     """
     from imgclf.store import registry as reg
 
+    RegistryAddSettings(registry=registry, parent=parent, alias=alias, mlflow=mlflow, data_root=data_root)
     uri = checked_uri(mlflow)
     version = reg.add(run, registry, parent=parent, alias=alias, data_root=data_root)
     _mirror_registry(registry, version, uri)
@@ -51,6 +53,7 @@ def registry_promote(
     """Point ALIAS at version REF (an atomic swap of aliases.json); returns the event (from, to, ...)."""
     from imgclf.store import registry as reg
 
+    RegistryAliasSettings(alias=alias, registry=registry, mlflow=mlflow)  # checked as declared
     uri = checked_uri(mlflow)
     event = reg.promote(registry, ref, alias)
     _mirror_registry(registry, event, uri)
@@ -63,6 +66,7 @@ def registry_rollback(
     """Point ALIAS back at the version it had before its last change; returns the event."""
     from imgclf.store import registry as reg
 
+    RegistryAliasSettings(alias=alias, registry=registry, mlflow=mlflow)  # checked as declared
     uri = checked_uri(mlflow)
     event = reg.rollback(registry, alias)
     _mirror_registry(registry, event, uri)

@@ -15,7 +15,7 @@ import fnmatch
 
 import torch
 
-from imgclf.core.errors import UserError
+from imgclf.settings.job import ModelsSettings
 
 # Shown without a pattern: small, well-pretrained backbones that fine-tune well on a CPU or one GPU.
 SUGGESTED = (
@@ -47,10 +47,7 @@ def list_models(pattern: str | None = None, size: int = 224, pretrained_only: bo
     from imgclf.models.packaged import PACKAGED, SHORT_NAMES, installed
     from imgclf.models.pretrained import cached_weights, pretrained_cfg
 
-    if not 16 <= size <= 4096:  # a FLOPs count at 100,000 px took minutes and told nothing
-        raise UserError(f"--size must be 16 to 4096 px, not {size}")
-    if limit < 1:
-        raise UserError(f"--limit must be at least 1, not {limit}")
+    ModelsSettings(size=size, pretrained_only=pretrained_only, limit=limit)  # checked as declared
     prefix = pattern if pattern and not any(ch in pattern for ch in "*?[") else None
     if prefix:
         pattern = f"*{prefix}*"

@@ -1,6 +1,7 @@
-"""Every setting of `imgclf compare`, `imgclf monitor` and `imgclf update` (keeping a deployed model
-good), declared once (settings.declare) as TuneSettings' are: their options (cli.app.with_settings),
-the checks imgclf.compare, imgclf.monitor and imgclf.update hold their keywords to, and the docs'
+"""Every setting of `imgclf compare`, `imgclf monitor`, `imgclf update`, `imgclf registry` and
+`imgclf feedback` (keeping a deployed model good), declared once (settings.declare) as TuneSettings' are: their options (cli.app.with_settings),
+the checks imgclf.compare, imgclf.monitor, imgclf.update and the registry and feedback functions
+hold their keywords to, and the docs'
 reference (docs/settings.md) are all made from here.
 
 A refusal names the option as the command line spells it, whichever way the value came in:
@@ -12,7 +13,9 @@ A refusal names the option as the command line spells it, whichever way the valu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from imgclf.core.errors import UserError
 from imgclf.settings.checks import Choice, Flag, Number, PathSetting, Text
 from imgclf.settings.config import DEVICE_HELP, NUMBERS
 from imgclf.settings.declare import REQUIRED, Declared, setting
@@ -148,3 +151,62 @@ class UpdateSettings(Declared):
     doctor: bool = setting(
         True, "Check the new images against the old (duplicates, leakage) before training.", Flag(), cli=False
     )
+
+
+class VersionRef:
+    """A registry version: its number (3, "3", "v3") or an alias ("production"); None where optional."""
+
+    def check(self, name: str, v: Any):
+        if v is None or (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v.strip()):
+            return v
+        raise UserError(f"{name} must be a version number or an alias (e.g. 3 or production), not {v!r}")
+
+
+def registry_setting():
+    return setting("registry", "Registry folder.  [default: registry]", PathSetting())
+
+
+@dataclass
+class RegistryAddSettings(Declared):
+    WHAT = "registry setting"
+
+    registry: str = registry_setting()
+    parent: str | int | None = setting(None, "Version or alias this run was derived from.", VersionRef())
+    alias: str | None = setting(
+        None, "Also point this alias at it: candidate | production", Text(optional=True), flag="--as"
+    )
+    mlflow: str | None = mlflow_setting()
+    data_root: str | None = moved_setting()
+
+
+@dataclass
+class RegistryAliasSettings(Declared):
+    """promote and rollback (and list, show: --registry only)."""
+
+    WHAT = "registry setting"
+
+    alias: str = setting(
+        "production",
+        "The alias to point at the version (promote) or to move back (rollback).  [default: production]",
+        Text(),
+    )
+    registry: str = registry_setting()
+    mlflow: str | None = mlflow_setting()
+
+
+@dataclass
+class FeedbackSettings(Declared):
+    """feedback import (inbox, registry, who) and feedback list (inbox, registry, format)."""
+
+    WHAT = "feedback setting"
+
+    inbox: str | None = setting(
+        None, "Inbox folder [default: REGISTRY/inbox, else ./inbox]", PathSetting(optional=True), flag="--inbox"
+    )
+    registry: str | None = setting(
+        None,
+        "Registry whose production model the feedback is about [default: ./registry when there is one]",
+        PathSetting(optional=True),
+    )
+    who: str | None = setting(None, "Recorded as who gave the labels [default: your login name]", Text(optional=True))
+    format: str = setting("table", "table | json  [default: table]", Choice(("table", "json")))

@@ -3,6 +3,8 @@ config file, a run to resume, MLflow, DDP workers and the Ray cluster. Declared 
 as the training settings are: `imgclf train`'s options (cli.app.with_settings), the checks
 imgclf.train holds its keywords to, and the docs' reference (docs/settings.md) come from here. They
 are not training settings: a run's config.yaml does not record them, and a config file cannot set them.
+Beside them, the settings of the two commands around training: `imgclf models` (which architectures)
+and `imgclf demo`.
 
     >>> TrainJobSettings(workers=0)
     UserError: --workers must be a whole number of workers, at least 1, not 0
@@ -39,3 +41,28 @@ class TrainJobSettings(Declared):
         "Ray cluster for --workers: ray://HOST:10001 or HOST:6379; bare --ray: $RAY_ADDRESS, else this machine  "
         "[default: this machine]"
     )
+
+
+@dataclass
+class ModelsSettings(Declared):
+    WHAT = "models setting"
+
+    # a FLOPs count at 100,000 px took minutes and told nothing
+    size: int = setting(
+        224, "Input size in px for the FLOPs column.  [default: 224]", Number(int, 16, 4096, says="16 to 4096 px")
+    )
+    pretrained_only: bool = setting(
+        False, "Only architectures with published weights.", Flag(), flag="--pretrained-only"
+    )
+    limit: int = setting(
+        25,
+        "Show at most this many (each is built to count its FLOPs).  [default: 25]",
+        Number(int, 1, 10**6, says="at least 1"),
+    )
+
+
+@dataclass
+class DemoSettings(Declared):
+    WHAT = "demo setting"
+
+    out: str | None = setting(None, "Run folder [default: runs/digits-<n>]", PathSetting(optional=True))

@@ -1,5 +1,6 @@
 """docs/settings.md, the reference of every setting a command declares (training, tune, scan,
-predict, faces, serve, export, check, evaluate, explain, report, ensemble, compare, monitor, update),
+predict, faces, serve, export, check, evaluate, explain, report, ensemble, compare, monitor, update,
+registry, feedback, models, demo),
 made from the declarations in settings.config, settings.job, settings.tune, settings.scan,
 settings.predict, settings.faces, settings.serve, settings.export, settings.examine and
 settings.improve (a test keeps the page equal to what this prints):
@@ -17,8 +18,15 @@ from imgclf.settings.declare import REQUIRED, declared
 from imgclf.settings.examine import CheckSettings, EnsembleSettings, EvaluateSettings, ExplainSettings, ReportSettings
 from imgclf.settings.export import ExportSettings
 from imgclf.settings.faces import EnrolSettings, IdentifySettings
-from imgclf.settings.improve import CompareSettings, MonitorSettings, UpdateSettings
-from imgclf.settings.job import TrainJobSettings
+from imgclf.settings.improve import (
+    CompareSettings,
+    FeedbackSettings,
+    MonitorSettings,
+    RegistryAddSettings,
+    RegistryAliasSettings,
+    UpdateSettings,
+)
+from imgclf.settings.job import DemoSettings, ModelsSettings, TrainJobSettings
 from imgclf.settings.predict import PredictSettings
 from imgclf.settings.scan import NegativesSettings, ScanJobSettings, ScanSettings
 from imgclf.settings.serve import ServeJobSettings, ServeSettings
@@ -59,6 +67,15 @@ LR_FIND = """
 takes `--model`, `--weights`, `--pretrained`, `--img-size`, `--batch-size`, `--optimizer` and
 `--device` of the first table.
 
+"""
+MODELS = """
+## models, demo
+
+`imgclf models` (which architectures, their size and cost) and `imgclf demo`, declared in
+`src/imgclf/settings/job.py`.
+
+"""
+DEMO = """
 """
 SCAN = """
 # Scan settings
@@ -140,12 +157,14 @@ export starts. See [Deployment](deployment.md).
 
 """
 IMPROVE = """
-# Compare, monitor and update settings
+# Compare, monitor, update, registry and feedback settings
 
-Every setting of `imgclf compare`, `imgclf monitor` and `imgclf update` (keeping a deployed model
-good: [Improving a model](improvement.md)), as declared once in `src/imgclf/settings/improve.py`:
-the command line's options and the checks `imgclf.compare`, `imgclf.monitor` and `imgclf.update`
-hold their keywords to come from these declarations. `imgclf.update` also takes training settings
+Every setting of `imgclf compare`, `imgclf monitor`, `imgclf update`, `imgclf registry` and
+`imgclf feedback` (keeping a deployed model good: [Improving a model](improvement.md)), as declared
+once in `src/imgclf/settings/improve.py`: the command line's options and the checks
+`imgclf.compare`, `imgclf.monitor`, `imgclf.update`, `imgclf.registry_add` (and promote,
+rollback) and `imgclf.feedback_import` (and `feedback_summary`) hold their keywords to come from
+these declarations. `imgclf.update` also takes training settings
 for the new run (the first table). A refusal names the option as the command line spells it
 (`--tolerance`), whichever way the value came in.
 
@@ -158,6 +177,18 @@ MONITOR = """
 """
 UPDATE = """
 ## update
+
+"""
+REGISTRY = """
+## registry add
+
+"""
+REGISTRY_ALIAS = """
+## registry promote, rollback (list, show: `--registry`)
+
+"""
+FEEDBACK = """
+## feedback import (`--inbox`, `--registry`, `--who`), feedback list (`--inbox`, `--registry`, `--format`)
 
 """
 EXAMINE = """
@@ -234,6 +265,10 @@ def markdown() -> str:
         + _table(TuneSettings)
         + LR_FIND
         + _table(LrFindSettings)
+        + MODELS
+        + _table(ModelsSettings)
+        + DEMO
+        + _table(DemoSettings)
         + SCAN
         + _table(ScanJobSettings)
         + SCAN_HOW
@@ -268,6 +303,12 @@ def markdown() -> str:
         + _table(MonitorSettings)
         + UPDATE
         + _table(UpdateSettings, "Python only")
+        + REGISTRY
+        + _table(RegistryAddSettings)
+        + REGISTRY_ALIAS
+        + _table(RegistryAliasSettings)
+        + FEEDBACK
+        + _table(FeedbackSettings)
     )
 
 
