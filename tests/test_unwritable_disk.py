@@ -192,7 +192,12 @@ def test_a_cache_that_cannot_be_written_is_a_one_line_warning_and_the_command_go
     (tmp_path / "tmp").mkdir()
     monkeypatch.setenv("IMGCLF_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # no folder can be made there
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    # A home that cannot hold matplotlib's settings either: its own two lines of warning are not said
+    monkeypatch.setenv("HOME", str(tmp_path / "a-file"))
+    for name in ("XDG_CONFIG_HOME", "MPLCONFIGDIR"):
+        monkeypatch.delenv(name, raising=False)
     p = cli("train", shapes, "--model", "simple_cnn", "--img-size", "16", "--epochs", "1", "--out", tmp_path / "run")
+    assert "atplotlib" not in p.stderr and (tmp_path / "tmp" / f"imgclf-matplotlib-{os.getuid()}").is_dir()
     warned = [line for line in p.stderr.splitlines() if "cannot write" in line]
     assert warned == [
         f"warning: cannot write the image cache to {tmp_path}/a-file/cache (Not a directory); "

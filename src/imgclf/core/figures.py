@@ -11,6 +11,7 @@ def pyplot():
     # Imported on first use: matplotlib costs ~0.5 s at start-up, and most commands never draw.
     import warnings
 
+    _writable_config_dir()
     import matplotlib
 
     # A class name in a script the installed fonts lack (Chinese names where only DejaVu Sans is
@@ -22,6 +23,26 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _writable_config_dir() -> None:
+    """MPLCONFIGDIR set to a per-user temp folder where matplotlib's own (~/.config/matplotlib) cannot
+    be written (a read-only or missing home): matplotlib would log two lines about it on every run,
+    and build its font cache again in a new temp folder each time."""
+    import os
+    import tempfile
+
+    if os.environ.get("MPLCONFIGDIR"):
+        return
+    try:
+        xdg = os.environ.get("XDG_CONFIG_HOME")
+        own = (Path(xdg) if xdg else Path.home() / ".config") / "matplotlib"
+        own.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=own):
+            return
+    except (OSError, RuntimeError):  # RuntimeError: no home directory at all
+        user = os.getuid() if hasattr(os, "getuid") else ""
+        os.environ["MPLCONFIGDIR"] = str(Path(tempfile.gettempdir()) / f"imgclf-matplotlib-{user}")
 
 
 def save_png(fig, path: Path) -> None:
