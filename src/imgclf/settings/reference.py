@@ -69,13 +69,17 @@ takes `--model`, `--weights`, `--pretrained`, `--img-size`, `--batch-size`, `--o
 
 """
 MODELS = """
-## models, demo
+# Models and demo settings
 
 `imgclf models` (which architectures, their size and cost) and `imgclf demo`, declared in
 `src/imgclf/settings/job.py`.
 
+## models
+
 """
 DEMO = """
+## demo
+
 """
 SCAN = """
 # Scan settings
