@@ -272,7 +272,5 @@ def negatives(
         imgclf.negatives(["street/no-person"], "data/no-person", per_image=40, size="96x160")
     """
     from imgclf.scanning import negatives as cut
-    from imgclf.settings.scan import NegativesSettings
 
-    NegativesSettings(out=out, per_image=per_image, size=size, seed=seed)  # before the folder is made
-    return cut(photos, output_folder(out, "--out"), per_image=per_image, size=size, seed=seed, verbose=verbose)
+    return cut(photos, out, per_image=per_image, size=size, seed=seed, verbose=verbose)  # checked there

@@ -83,7 +83,7 @@ registry_app = typer.Typer(
 )
 app.add_typer(registry_app, name="registry")
 # Every registry option comes from its declaration (settings.improve: RegistryAddSettings,
-# RegistryAliasSettings) via with_settings; the registry functions check them.
+# RegistryAliasSettings) via with_settings; the registry functions check them (given ones only here).
 
 
 @registry_app.command("add")
@@ -92,12 +92,11 @@ def registry_add(run: str = typer.Argument(..., help="Run folder."), settings: d
     """Register RUN as the next version, with the hashes and labels of its training data."""
     from imgclf import api
 
-    s = RegistryAddSettings.of(settings)
-    v = api.registry_add(run, s.registry, parent=s.parent, alias=s.alias, data_root=s.data_root, mlflow=s.mlflow)
+    v = api.registry_add(run, **settings)
     m = v["manifest"]
     print(
         f"version {v['version']}: {v['run']} ({m['files']} files hashed, {m['missing']} missing)"
-        + (f", now {s.alias}" if s.alias else "")
+        + (f", now {settings['alias']}" if settings.get("alias") else "")
     )
 
 
@@ -107,7 +106,7 @@ def registry_list(settings: dict = None):
     """All versions with their aliases and test metrics."""
     from imgclf import api
 
-    registry = RegistryAliasSettings.of(settings).registry
+    registry = RegistryAliasSettings.of(settings).registry  # the default's name, for the refusal below
     versions = api.registry_versions(registry)
     if not versions:
         raise UserError(f"the registry {registry} has no versions yet; add one with: imgclf registry add RUN")
@@ -131,9 +130,8 @@ def registry_promote(
     """Point ALIAS at a version: an atomic swap of aliases.json."""
     from imgclf import api
 
-    s = RegistryAliasSettings.of(settings)
-    e = api.registry_promote(ref, s.alias, s.registry, mlflow=s.mlflow)
-    print(f"{s.alias}: {e['from'] if e['from'] is not None else '-'} -> {e['to']}")
+    e = api.registry_promote(ref, **settings)
+    print(f"{e['alias']}: {e['from'] if e['from'] is not None else '-'} -> {e['to']}")
 
 
 @registry_app.command("rollback")
@@ -142,9 +140,8 @@ def registry_rollback(settings: dict = None):
     """Point ALIAS back at the version it had before its last change."""
     from imgclf import api
 
-    s = RegistryAliasSettings.of(settings)
-    e = api.registry_rollback(s.alias, s.registry, mlflow=s.mlflow)
-    print(f"{s.alias}: {e['from']} -> {e['to']}")
+    e = api.registry_rollback(**settings)
+    print(f"{e['alias']}: {e['from']} -> {e['to']}")
 
 
 feedback_app = typer.Typer(
@@ -166,8 +163,7 @@ def feedback_import(
     """Copy labeled images into the inbox (named by content, so importing twice adds nothing)."""
     from imgclf import api
 
-    s = FeedbackSettings.of(settings)
-    render.feedback_imported(api.feedback_import(folder, s.inbox, registry=s.registry, who=s.who))
+    render.feedback_imported(api.feedback_import(folder, **settings))
 
 
 @feedback_app.command("list")
@@ -176,6 +172,6 @@ def feedback_list(settings: dict = None):
     """Images per label in the inbox, and the labels the production model does not know yet."""
     from imgclf import api
 
-    f = FeedbackSettings.of(settings)
-    s = api.feedback_summary(f.inbox, registry=f.registry)
-    render.feedback_summary(s, s["inbox"], f.format)
+    format = FeedbackSettings.of(settings).format  # the one setting feedback_summary does not take
+    s = api.feedback_summary(**{k: v for k, v in settings.items() if k != "format"})
+    render.feedback_summary(s, s["inbox"], format)

@@ -95,8 +95,7 @@ def list_models(
 
     from imgclf.models.catalog import list_models as catalog
 
-    s = ModelsSettings.of(settings)
-    render.models(catalog(pattern, s.size, s.pretrained_only, s.limit), Console(soft_wrap=False))
+    render.models(catalog(pattern, **settings), Console(soft_wrap=False))  # checked there, as declared
 
 
 @app.command()

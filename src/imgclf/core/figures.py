@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imgclf.core.files import atomic_path
+from imgclf.core.files import atomic_path, user_temp_folder, writable_folder
 
 
 def pyplot():
@@ -30,19 +30,14 @@ def _writable_config_dir() -> None:
     be written (a read-only or missing home): matplotlib would log two lines about it on every run,
     and build its font cache again in a new temp folder each time."""
     import os
-    import tempfile
 
     if os.environ.get("MPLCONFIGDIR"):
         return
     try:
         xdg = os.environ.get("XDG_CONFIG_HOME")
-        own = (Path(xdg) if xdg else Path.home() / ".config") / "matplotlib"
-        own.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=own):
-            return
+        writable_folder((Path(xdg) if xdg else Path.home() / ".config") / "matplotlib")
     except (OSError, RuntimeError):  # RuntimeError: no home directory at all
-        user = os.getuid() if hasattr(os, "getuid") else ""
-        os.environ["MPLCONFIGDIR"] = str(Path(tempfile.gettempdir()) / f"imgclf-matplotlib-{user}")
+        os.environ["MPLCONFIGDIR"] = str(user_temp_folder("imgclf-matplotlib"))
 
 
 def save_png(fig, path: Path) -> None:

@@ -78,6 +78,27 @@ def new_temp_dir(folder: str | os.PathLike, prefix: str) -> Path:
     raise FileExistsError(f"no free temporary folder name in {folder}")
 
 
+def writable_folder(folder: str | os.PathLike) -> Path:
+    """`folder`, made if missing, once a file could be created in it; OSError where it cannot be (a
+    read-only or missing home, a path through a file)."""
+    import tempfile
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+    return folder
+
+
+def user_temp_folder(name: str) -> Path:
+    """TEMP/NAME-<uid>: where a cache or settings go when their home cannot be written. Per user:
+    another user's folder in a shared /tmp is not ours to write (Windows' temp folder is per user)."""
+    import tempfile
+
+    user = os.getuid() if hasattr(os, "getuid") else ""
+    return Path(tempfile.gettempdir()) / f"{name}-{user}"
+
+
 def append_line(path: str | os.PathLike, line: str) -> None:
     """Append one whole line to a log, fsynced (and its folder, when the log is new). A failed write
     (a full disk) is cut back off, so the log never ends in half a line. Unbuffered on purpose: a

@@ -12,7 +12,6 @@ import hashlib
 import math
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -27,7 +26,7 @@ import PIL
 
 from imgclf.core.cpus import usable_cpus
 from imgclf.core.errors import describe_bytes
-from imgclf.core.files import atomic_path, read_json, write_json
+from imgclf.core.files import atomic_path, read_json, user_temp_folder, writable_folder, write_json
 from imgclf.data.images import MAX_PIXELS, RESIZE_MODES, UnusableImage, load_resized
 
 # Bump when decoding or the file layout changes, so an old cache is never misread.
@@ -141,25 +140,15 @@ def writable_dir(preferred: Path, sub: str = "", what: str = "the image cache") 
     """`preferred`, or a per-user temp folder (its `sub` folder) when it cannot be written (read-only
     home, a bad $IMGCLF_CACHE_DIR): a command should not fail over where its cache lives."""
     try:
-        return _probe(preferred)
+        return writable_folder(preferred)
     except OSError as e:
         fallback = _fallback_dir() / sub
         warnings.warn(f"cannot write {what} to {preferred} ({e.strerror or e}); using {fallback}", stacklevel=3)
-        return _probe(fallback)
+        return writable_folder(fallback)
 
 
 def _fallback_dir() -> Path:
-    # Per user: another user's folder in a shared /tmp is not ours to write (Windows' temp folder is
-    # per user already).
-    user = os.getuid() if hasattr(os, "getuid") else ""
-    return Path(tempfile.gettempdir()) / f"imgclf-cache-{user}"
-
-
-def _probe(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=folder):
-        pass
-    return folder
+    return user_temp_folder("imgclf-cache")
 
 
 def _complete_cache(meta: Path, data: Path, shape: tuple[int, ...]) -> dict[int, str] | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imgclf.core.files import output_folder
 from imgclf.data.images import REDUCING_GAP, RESAMPLE
 from imgclf.settings.scan import NegativesSettings
 
@@ -71,7 +72,7 @@ def negatives(
     from imgclf.inference.predictor import expand_inputs
 
     size = NegativesSettings(out=out, per_image=per_image, size=size, seed=seed).size  # checked as declared
-    out = Path(out)
+    out = output_folder(out, "--out")  # made once the settings are known good
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     written, skipped, photos = 0, [], 0

@@ -13,7 +13,7 @@ from pathlib import Path
 from imgclf.core.errors import UserError
 from imgclf.serving.app import create_app
 from imgclf.serving.slow_clients import protocol_class
-from imgclf.settings.serve import ServeJobSettings, ServeSettings
+from imgclf.settings.serve import PORT, ServeJobSettings, ServeSettings
 from imgclf.store.runs import find_run
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
@@ -23,8 +23,8 @@ GRACEFUL_S = 3
 
 
 def check_port(port) -> int:
-    """The port, or a one-line UserError (its declared rule, settings.serve.PORT)."""
-    return ServeJobSettings(port=port).port
+    """The port, or a one-line UserError: its declared rule (settings.serve.PORT)."""
+    return PORT.check("--port", port)
 
 
 def check_bindable(host: str, port: int) -> socket.socket:
