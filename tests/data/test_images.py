@@ -168,6 +168,24 @@ def _truncated_jpeg(path):
     path.write_bytes(data[: len(data) // 2])
 
 
+def test_a_jpeg_over_the_pixel_limits_is_read_at_reduced_scale(tmp_path, monkeypatch):
+    """A 108 or 200 MP phone photo claims more pixels than PIL's bomb limit and imgclf's own. A model
+    sees it decoded at 1/8 scale, so a JPEG is read, not skipped; a PNG of that size is still refused."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # PIL's open() refuses over 2,000 pixels
+    _two_halves(400, 300).save(tmp_path / "phone.jpg", quality=95)
+    _two_halves(400, 300).save(tmp_path / "phone.png")
+    assert image_size(tmp_path / "phone.jpg") == (400, 300)
+    x = load_resized(tmp_path / "phone.jpg", 16, max_pixels=5_000)  # decoded at 50 x 38, then 16 x 16
+    assert _near(x[8, 2], RED, 12) and _near(x[8, 13], BLUE, 12)
+    img, full = read_scaled(tmp_path / "phone.jpg", 30, max_pixels=5_000)
+    assert img.size == (50, 38) and full == (400, 300)
+    with pytest.raises(UnusableImage, match="too large: 120000 pixels > limit 5000"):
+        read_scaled(tmp_path / "phone.jpg", 200, max_pixels=5_000)  # a 200 px side needs every pixel
+    for name in ("phone.png", "phone.jpg"):  # every pixel decoded: the claim decides
+        with pytest.raises(UnusableImage, match="too large"):
+            read_rgb(tmp_path / name, max_pixels=5_000)
+
+
 def test_unusable_files_have_distinct_reasons(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     _truncated_jpeg(tmp_path / "cut.jpg")

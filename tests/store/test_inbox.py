@@ -152,6 +152,21 @@ def test_unreadable_bytes_are_refused(tmp_path):
         inbox.add(tmp_path, _image(5, "JPEG")[:200], "rose", classes=None)  # truncated
 
 
+def test_a_jpeg_over_the_pixel_limit_is_kept_and_a_png_refused(tmp_path, monkeypatch):
+    """A 200 MP phone photo (here: under a lowered PIL limit) is kept as the JPEG it is, since training
+    decodes it at reduced scale; a PNG that size is refused, saying its size."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # PIL's open() refuses over 2,000 pixels
+    photo = Image.fromarray(np.random.default_rng(7).integers(0, 255, (300, 400, 3), np.uint8))
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    photo.save(jpeg, "JPEG")
+    photo.save(png, "PNG")
+    r = inbox.add(tmp_path, jpeg.getvalue(), "rose", classes=None)
+    assert r["action"] == "added" and r["path"].endswith(".jpg")
+    assert (tmp_path / r["path"]).read_bytes() == jpeg.getvalue()
+    with pytest.raises(UserError, match=r"^the image is too large: .*120000 pixels"):
+        inbox.add(tmp_path, png.getvalue(), "rose", classes=None)
+
+
 def test_phone_photos_are_stored_under_their_own_extension(tmp_path):
     """An iPhone's HEIC upload (pillow-heif, the heic extra) and an AVIF one: stored as .heic and
     .avif, which training reads."""

@@ -66,7 +66,7 @@ def scan(
     imgclf.export("person", int8=True, calibration=...)), openvino or torch.
 
     Each photo's scan is estimated from its size before it is read (the model's cost is measured once,
-    when first needed): one over `max_seconds` (default 10), or over 12,000 px a side or 10:1, is
+    when first needed): one over `max_seconds` (default 10), or over 20,000 px a side or 10:1, is
     answered {path, error}; a crop-model scan whose smallest window you did not choose (`min_size`,
     `scales`) has it raised to fit instead. When every photo is refused, one UserError says why.
 

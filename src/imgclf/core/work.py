@@ -27,9 +27,9 @@ from imgclf.core.errors import UserError
 
 # The longest side and the most elongated shape a photo may have to be scanned. A scan resamples the
 # photo so that its smallest window becomes the model's input: a strip thinner than that window is
-# magnified into millions of pixels. 12,000 px is past any camera's long side but an unstitched
-# panorama's; 10:1 passes panoramas and refuses strips.
-MAX_SIDE = 12_000
+# magnified into millions of pixels. 20,000 px is past any camera's long side (a 200 MP phone photo
+# is 16,320 x 12,240) but an unstitched panorama's; 10:1 passes panoramas and refuses strips.
+MAX_SIDE = 20_000
 MAX_ASPECT = 10.0
 # Estimated seconds one photo's scan may take (`imgclf scan --max-seconds`, the API's `max_seconds`): a
 # 640 x 480 photo fits with any model; the default Lite0 crop model's with its smallest window raised.

@@ -27,7 +27,7 @@ import PIL
 from imgclf.core.cpus import usable_cpus
 from imgclf.core.errors import describe_bytes
 from imgclf.core.files import atomic_path, read_json, user_temp_folder, writable_folder, write_json
-from imgclf.data.images import MAX_PIXELS, RESIZE_MODES, UnusableImage, load_resized
+from imgclf.data.images import DECODE_RULES, MAX_PIXELS, RESIZE_MODES, UnusableImage, load_resized
 
 # Bump when decoding or the file layout changes, so an old cache is never misread.
 FORMAT_VERSION = "imgclf-cache-1"
@@ -110,9 +110,9 @@ def build_cache(
 def _cache_key(paths: Sequence[str], size: int, mode: str) -> str:
     """sha256 over the settings and every file's absolute path, byte size and mtime, in order."""
     h = hashlib.sha256()
-    # Pillow's version and the pixel limit are in the key too: either can change the decoded
-    # rows, and cached rows must equal what prediction computes from the same file.
-    h.update(f"{FORMAT_VERSION}\0{PIL.__version__}\0{MAX_PIXELS}\0{size}\0{mode}\n".encode())
+    # Pillow's version, the pixel limit and the decoding rules are in the key too: each can change
+    # the decoded rows, and cached rows must equal what prediction computes from the same file.
+    h.update(f"{FORMAT_VERSION}\0{PIL.__version__}\0{MAX_PIXELS}\0{DECODE_RULES}\0{size}\0{mode}\n".encode())
     for p in paths:
         h.update(os.fsencode(os.path.abspath(p)) + b"\0%d\0%d\n" % _signature(p))
     return h.hexdigest()

@@ -61,8 +61,11 @@ def _phone_formats() -> tuple[frozenset[str], dict[str, str]]:
 _PHONE, NEEDS_DECODER = _phone_formats()
 IMAGE_EXTENSIONS = BASE_EXTENSIONS | _PHONE
 RESIZE_MODES = ("squash", "crop", "pad")
-# Refuse bigger images before decoding: a tiny compressed file can claim gigapixels.
+# Refuse to decode more pixels: a tiny compressed file can claim gigapixels.
 MAX_PIXELS = 100_000_000
+# Bump when whether a file decodes, or what it decodes to, changes: cached decodes then expire.
+DECODE_RULES = 2  # 2: JPEGs over MAX_PIXELS decode at reduced scale instead of being skipped
+JPEG_START = b"\xff\xd8\xff"
 PAD_GREY = 114
 # One filter everywhere; Pillow's BILINEAR is antialiased when downscaling.
 RESAMPLE = Image.Resampling.BILINEAR
@@ -150,7 +153,7 @@ def load_upto(path: str | os.PathLike, size: int, small: int) -> np.ndarray:
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) as stored in the file (before EXIF rotation), reading only the header."""
-    with _opened(path) as img:
+    with opened(path, scalable=True) as img:
         return img.size
 
 
@@ -266,14 +269,15 @@ def _channels_first(shape: tuple) -> bool:
 
 
 def _read(path: str | os.PathLike, max_pixels: int, draft_side: int | None, full_size: bool = False):
-    with _opened(path) as img:
+    with opened(path, scalable=bool(draft_side)) as img:
         full = img.size
-        pixels = img.width * img.height
-        if pixels > max_pixels:
-            raise UnusableImage(f"too large: {pixels} pixels > limit {max_pixels}")
         if draft_side:
             # JPEG only (a no-op for other formats): decode at reduced scale, far faster.
             img.draft(None, (draft_side, draft_side))
+        # The limit bounds what is decoded: a 108 or 200 MP phone photo's JPEG decodes at 1/8 scale
+        # for a model (1.7 or 3.1 MP), while a PNG or a full-size read decodes every pixel it claims.
+        if img.width * img.height > max_pixels:
+            raise UnusableImage(f"too large: {full[0] * full[1]} pixels > limit {max_pixels}")
         # Decode everything now so a truncated file fails here, not later inside a resize.
         img.load()
         decoded = img.size
@@ -286,8 +290,10 @@ def _read(path: str | os.PathLike, max_pixels: int, draft_side: int | None, full
 
 
 @contextmanager
-def _opened(path: str | os.PathLike) -> Iterator[Image.Image]:
-    """The lazily opened image; any error raised while it is open becomes UnusableImage."""
+def opened(path: str | os.PathLike, scalable: bool = False) -> Iterator[Image.Image]:
+    """The lazily opened image; any error raised while it is open becomes UnusableImage. `scalable`:
+    the caller reads only the size, or decodes a JPEG at reduced scale, so PIL's limit on the pixels
+    a file claims is lifted for JPEGs (the caller checks the pixels it will decode)."""
     try:
         with ExitStack() as files:
             # A file object (an upload held in memory by the web service) is checked by its caller; a
@@ -303,7 +309,7 @@ def _opened(path: str | os.PathLike) -> Iterator[Image.Image]:
                 # as two lines of Python warning each; the file decodes, or is reported with its reason.
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-                with Image.open(f) as img:
+                with _open_image(f, scalable) as img:
                     yield img
     except UnusableImage:
         raise
@@ -311,6 +317,20 @@ def _opened(path: str | os.PathLike) -> Iterator[Image.Image]:
     # IndexError, EOFError...), so anything short of an interrupt counts as a bad file.
     except Exception as e:
         raise UnusableImage(_reason(e, path)) from e
+
+
+def _open_image(f: BinaryIO, scalable: bool) -> Image.Image:
+    try:
+        return Image.open(f)
+    except Image.DecompressionBombError:
+        f.seek(0)
+        if not (scalable and f.read(3) == JPEG_START):
+            raise
+        f.seek(0)
+        # What Image.open does for a JPEG (an MPO too, as many phones write), less its size check.
+        from PIL import JpegImagePlugin
+
+        return JpegImagePlugin.jpeg_factory(f)
 
 
 def skip_warning(path, reason: str) -> str:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 
-from PIL import Image
-
-from imgclf.data.images import ALPHA_MODES, IMAGE_EXTENSIONS
+from imgclf.data.images import ALPHA_MODES, IMAGE_EXTENSIONS, opened
 
 # PIL's name of a decoded file's format -> the extension data.discover lists it under: what a kept
 # upload (the feedback inbox, the prediction log) is saved as, so that training reads it back. MPO is a
@@ -36,8 +34,9 @@ def keepable(data: bytes) -> tuple[bytes, str]:
     that training reads it back: the bytes as sent where data.discover lists their format, else a
     lossless PNG of the first frame. The service decodes whatever Pillow can (ICO, PCX, PSD, ...);
     refusing such a file later, when someone labels it, would lose their correction. The PNG is the
-    same bytes for the same upload, so keeping it twice still finds one file."""
-    with Image.open(io.BytesIO(data)) as img:
+    same bytes for the same upload, so keeping it twice still finds one file. UnusableImage when the
+    bytes are not an image."""
+    with opened(io.BytesIO(data), scalable=True) as img:  # a 200 MP phone JPEG is kept as it is
         ext = FORMAT_EXT.get(img.format or "")
         if ext and f".{ext}" in IMAGE_EXTENSIONS:
             return data, ext

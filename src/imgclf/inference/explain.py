@@ -222,14 +222,15 @@ def explain(
     """Per image: path (when given), label, confidence (the run's answer, as predict gives it),
     target, method, layer, heatmap (size x size, 0..1) and overlay (the PNG written under `out`,
     else None); or path and error for an unreadable file."""
-    from imgclf.data.images import UnusableImage, in_memory, read_rgb, to_rgb
+    from imgclf.data.images import UnusableImage, in_memory, read_scaled, to_rgb
 
     explainer = Explainer(model, method)
     items, results, arrays, originals = list(expand_inputs(images)), [], [], []
     for i, item in enumerate(items):
         entry = {"path": str(item)} if isinstance(item, (str, Path)) else {}
         try:
-            original = read_rgb(item) if isinstance(item, (str, Path)) else to_rgb(in_memory(item))
+            # The overlay is at most DISPLAY_MAX a side: a large JPEG decodes at reduced scale.
+            original = read_scaled(item, DISPLAY_MAX)[0] if isinstance(item, (str, Path)) else to_rgb(in_memory(item))
             arrays.append(model.preprocess(item))
             originals.append((len(results), original))
         except UnusableImage as e:

@@ -82,9 +82,9 @@ def _gallery(f: Facts, model, explainer) -> str:
 
 
 def _load(model, path: str):
-    from imgclf.data.images import read_rgb
+    from imgclf.data.images import read_scaled
 
-    return model.preprocess(path), read_rgb(path)
+    return model.preprocess(path), read_scaled(path, THUMB)[0]
 
 
 def _card(f: Facts, i: int, ok: bool, target: int, original, heat: np.ndarray, resize_mode: str) -> str:

@@ -25,7 +25,6 @@ import io
 import json
 import os
 import threading
-import warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Iterator
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import append_line, file_lock, fsync_dir, new_temp, output_folder, read_regular
-from imgclf.data.images import IMAGE_EXTENSIONS, MAX_PIXELS
+from imgclf.data.images import IMAGE_EXTENSIONS, UnusableImage, load_resized, opened
 from imgclf.data.keep import keepable
 from imgclf.store.labels import FEEDBACK_FILE, check_label, check_text
 
@@ -45,33 +44,22 @@ _THREAD_LOCK = threading.Lock()
 def image_file(data: bytes) -> tuple[bytes, str]:
     """(bytes, extension) to store image bytes as (the format from the decoded file, never from a
     name; a format training does not list becomes a PNG, data.images.keepable); UserError naming why
-    when the bytes are not a complete image."""
-    from PIL import Image, UnidentifiedImageError
-
+    when the bytes are not a complete image, or more pixels than training decodes."""
     if not data:
         raise UserError("the image is empty (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise UserError(
-                        f"the image is too large ({img.width}x{img.height} pixels; at most {MAX_PIXELS} pixels)"
-                    )
-                img.verify()  # structure and checksums (PNG CRCs) ...
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()  # ... and every pixel decodes: a truncated file fails here, not in training
-    except UserError:
-        raise
-    except Exception as e:  # PIL raises many types on malformed input
-        why = (
-            "not an image format PIL knows"
-            if isinstance(e, UnidentifiedImageError)
-            else f"{type(e).__name__}: {str(e)[:100] or 'cannot decode'}"
-        )
+        # Every pixel decodes as training will decode it (a phone's 200 MP JPEG at reduced scale): a
+        # truncated file fails here, not in training ...
+        load_resized(io.BytesIO(data), 32)
+        with opened(io.BytesIO(data), scalable=True) as img:
+            img.verify()  # ... and its structure and checksums (PNG CRCs) hold
+    except UnusableImage as e:
+        if e.reason.startswith("too large"):
+            raise UserError(f"the image is {e.reason}") from None
         kinds = ["JPEG", "PNG", "WebP", "GIF", "BMP", "TIFF"] + [
             k for k in ("HEIC", "AVIF") if f".{k.lower()}" in IMAGE_EXTENSIONS
         ]
+        why = "not an image format PIL knows" if e.reason.startswith("not an image") else e.reason
         raise UserError(f"not a readable image ({why}); send a {', '.join(kinds[:-1])} or {kinds[-1]} file") from e
     return keepable(data)
 
