@@ -416,6 +416,32 @@ def test_phone_photos_without_their_decoder_are_named_with_the_fix(tmp_path, mon
     ]
 
 
+def test_camera_raw_files_are_named_not_read_for_their_preview(tmp_path):
+    """A camera's RAW files (DNG, CR2, NEF, ... are TIFF-like: Pillow would open the small preview some
+    hold) are never images: a class of them only is one line saying to export them, and a path given
+    to predict is answered with the same, even when its bytes are a readable TIFF."""
+    from imgclf.data.images import UnusableImage, load_resized
+
+    for i in range(4):
+        _img(tmp_path / "cat" / f"{i}.png")
+        _img(tmp_path / "studio" / f"IMG_{i}.png")
+        Image.new("RGB", (8, 8), "red").save(tmp_path / "studio" / f"IMG_{i}.CR2", format="TIFF")
+    spec = discover(tmp_path, 0.25, 0.0)
+    assert len(spec.paths) == 8 and sum(p.endswith(".CR2") for p in spec.ignored) == 4
+    with pytest.raises(
+        UnusableImage, match=r"^camera RAW \(CR2\), which imgclf does not read: export it as JPEG or PNG$"
+    ):
+        load_resized(tmp_path / "studio" / "IMG_0.CR2", 8)
+    for i in range(4):
+        (tmp_path / "studio" / f"IMG_{i}.png").unlink()
+    with pytest.raises(UserError) as e:
+        discover(tmp_path)
+    assert str(e.value) == (
+        "class folder 'studio' holds only photos this install cannot read: 4 .cr2 file(s), which need "
+        "a JPEG or PNG export (camera RAW is not read)"
+    )
+
+
 def test_class_folders_that_hold_folders_are_said_to_be_the_classes(tmp_path):
     for inner in ("mammals/cat", "mammals/dog", "birds/eagle", "birds/owl"):
         for i in range(3):

@@ -58,7 +58,15 @@ def _phone_formats() -> tuple[frozenset[str], dict[str, str]]:
     return frozenset(readable), missing
 
 
-_PHONE, NEEDS_DECODER = _phone_formats()
+# Camera RAW (sensor data, a format per maker; DNG, CR2, NEF, ... are TIFF-like, so Pillow would read
+# the small preview some of them hold and train on that): said, never sniffed (data.spec.NOT_IMAGES).
+CAMERA_RAW = frozenset(
+    {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2", ".raf", ".pef"}
+    | {".srw", ".x3f", ".3fr", ".iiq", ".erf", ".kdc", ".mrw", ".raw"}
+)
+RAW_FIX = "a JPEG or PNG export (camera RAW is not read)"
+_PHONE, _MISSING = _phone_formats()
+NEEDS_DECODER = _MISSING | dict.fromkeys(CAMERA_RAW, RAW_FIX)
 IMAGE_EXTENSIONS = BASE_EXTENSIONS | _PHONE
 RESIZE_MODES = ("squash", "crop", "pad")
 # Refuse to decode more pixels: a tiny compressed file can claim gigapixels.
@@ -300,6 +308,10 @@ def opened(path: str | os.PathLike, scalable: bool = False) -> Iterator[Image.Im
             # path is opened only when it is a regular file: a FIFO would block the read forever.
             if is_web_url(path):  # predict's https://.../a.jpg (the web service passes bytes, never a URL)
                 path = fetch_url(path)
+            if isinstance(path, (str, os.PathLike)) and (ext := os.path.splitext(path)[1].lower()) in CAMERA_RAW:
+                raise UnusableImage(
+                    f"camera RAW ({ext[1:].upper()}), which imgclf does not read: export it as JPEG or PNG"
+                )
             f = encoded(path) if hasattr(path, "read") else files.enter_context(open_regular(path))
             if f is not path and os.fstat(f.fileno()).st_size == 0:
                 raise UnusableImage("empty file (0 bytes)")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import is_regular
-from imgclf.data.images import IMAGE_EXTENSIONS
+from imgclf.data.images import CAMERA_RAW, IMAGE_EXTENSIONS
 
 SPLIT_NAMES = {
     "train": "train",
@@ -73,8 +73,9 @@ NOT_IMAGES = frozenset(
     {".txt", ".md", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".xml", ".yaml", ".yml", ".ini", ".cfg"}
     | {".html", ".htm", ".pdf", ".doc", ".docx", ".xls", ".xlsx", ".db", ".sqlite", ".log", ".py", ".sh"}
     | {".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".npy", ".npz", ".pkl", ".mat", ".h5"}
-    | {".mp4", ".mov", ".avi", ".mkv", ".webm", ".mp3", ".wav", ".svg", ".eps", ".psd", ".raw", ".dng"}
+    | {".mp4", ".mov", ".avi", ".mkv", ".webm", ".mp3", ".wav", ".svg", ".eps", ".psd"}
     | {".safetensors", ".onnx", ".pt", ".pth", ".heic", ".heif", ".avif"}
+    | CAMERA_RAW
 )
 
 
