@@ -370,7 +370,7 @@ def test_phone_photos_without_their_decoder_are_named_with_the_fix(tmp_path, mon
     class of them only is one line naming the install, and training says how many it left out."""
     from imgclf.data import discover as disc
     from imgclf.data import spec as dataset
-    from imgclf.data.images import BASE_EXTENSIONS
+    from imgclf.data.formats import BASE_EXTENSIONS
     from imgclf.training.prepare import decode
 
     monkeypatch.setattr(disc, "IMAGE_EXTENSIONS", BASE_EXTENSIONS)

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from imgclf.core.errors import UserError
+from imgclf.data.formats import IMAGE_EXTENSIONS
 from imgclf.data.images import (
-    IMAGE_EXTENSIONS,
     PAD_GREY,
     UnusableImage,
     image_size,
@@ -262,10 +262,10 @@ def test_phone_photos_without_their_decoder_name_what_to_install(tmp_path, monke
     anyway (a path given to predict) gets the install line as its reason, not "not an image"."""
     import sys
 
-    from imgclf.data import images
+    from imgclf.data import formats, images
 
     monkeypatch.setitem(sys.modules, "pillow_heif", None)  # `import pillow_heif` raises ImportError
-    readable, missing = images._phone_formats()
+    readable, missing = formats._phone_formats()
     assert ".heic" not in readable and missing[".heic"] == "pip install 'imgclf[heic]'"
     monkeypatch.setattr(images, "NEEDS_DECODER", missing)
     (tmp_path / "x.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))  # a header Pillow alone cannot open

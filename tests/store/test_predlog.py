@@ -233,7 +233,7 @@ def test_a_kept_image_is_saved_under_an_extension_training_reads(tmp_path):
     from PIL import Image, features
 
     from imgclf.data.discover import discover
-    from imgclf.data.images import IMAGE_EXTENSIONS
+    from imgclf.data.formats import IMAGE_EXTENSIONS
 
     formats = {"PNG": ".png", "TGA": ".tga", "ICO": ".png", "PCX": ".png"}
     if features.check_codec("jpg_2000"):

@@ -24,7 +24,8 @@ from imgclf.core.files import atomic_path, read_json
 from imgclf.data.archive import is_archive
 from imgclf.data.discover import LIST_SUFFIXES as TEXT_LISTS
 from imgclf.data.discover import list_entries, to_predict
-from imgclf.data.images import IMAGE_EXTENSIONS, UnusableImage, fetch_url, is_web_url, load_resized
+from imgclf.data.formats import IMAGE_EXTENSIONS
+from imgclf.data.images import UnusableImage, fetch_url, is_web_url, load_resized
 from imgclf.data.spec import files_under
 
 LIST_SUFFIXES = (*TEXT_LISTS, ".parquet")

@@ -22,7 +22,8 @@ import numpy as np
 
 from imgclf.core.errors import UserError
 from imgclf.data.archive import is_archive, unpacked
-from imgclf.data.images import IMAGE_EXTENSIONS, NEEDS_DECODER, is_web_url
+from imgclf.data.formats import IMAGE_EXTENSIONS, NEEDS_DECODER
+from imgclf.data.images import is_web_url
 from imgclf.data.labels_csv import from_manifest
 from imgclf.data.spec import (
     DatasetSpec,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 
-from imgclf.data.images import ALPHA_MODES, IMAGE_EXTENSIONS, opened
+from imgclf.data.formats import IMAGE_EXTENSIONS
+from imgclf.data.images import ALPHA_MODES, opened
 
 # PIL's name of a decoded file's format -> the extension data.discover lists it under: what a kept
 # upload (the feedback inbox, the prediction log) is saved as, so that training reads it back. MPO is a

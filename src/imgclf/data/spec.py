@@ -13,7 +13,7 @@ from PIL import Image
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import is_regular
-from imgclf.data.images import CAMERA_RAW, IMAGE_EXTENSIONS
+from imgclf.data.formats import CAMERA_RAW, IMAGE_EXTENSIONS
 
 SPLIT_NAMES = {
     "train": "train",

@@ -32,7 +32,8 @@ from typing import Iterator
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import append_line, file_lock, fsync_dir, new_temp, output_folder, read_regular
-from imgclf.data.images import IMAGE_EXTENSIONS, UnusableImage, load_resized, opened
+from imgclf.data.formats import IMAGE_EXTENSIONS
+from imgclf.data.images import UnusableImage, load_resized, opened
 from imgclf.data.keep import keepable
 from imgclf.store.labels import FEEDBACK_FILE, check_label, check_text
 

@@ -225,7 +225,7 @@ def _holds_images(folder: Path) -> bool:
     belongs (`imgclf predict photos/ runs/x`). Looks at 200 names at most."""
     from itertools import chain, islice
 
-    from imgclf.data.images import IMAGE_EXTENSIONS
+    from imgclf.data.formats import IMAGE_EXTENSIONS
 
     try:
         names = islice(chain(folder.glob("*"), folder.glob("*/*")), 200)
