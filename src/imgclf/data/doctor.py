@@ -21,7 +21,6 @@ from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
-from PIL import Image
 
 from imgclf.core.cpus import usable_cpus
 from imgclf.core.files import read_regular
@@ -31,7 +30,7 @@ from imgclf.data.groups import (
     near_duplicate_ids,
     thumbnails,
 )
-from imgclf.data.images import UnusableImage, load_upto
+from imgclf.data.images import UnusableImage, load_upto, opened
 from imgclf.data.phash import HASH_SIDE, NEAR_DISTANCE, Prints, prints
 from imgclf.data.spec import DatasetSpec, has_image_header
 
@@ -240,10 +239,10 @@ def _read_bytes(path: str) -> bytes:
 def _header(data: bytes) -> tuple[tuple[int, int], str]:
     """(width, height) and colour mode as stored, from the header alone."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with opened(io.BytesIO(data), scalable=True) as img:
             return img.size, img.mode
-    except Exception as e:  # the file decoded a moment ago: only a concurrent edit gets here
-        raise UnusableImage(f"changed while being read: {e}") from e
+    except UnusableImage as e:  # the file decoded a moment ago: only a concurrent edit gets here
+        raise UnusableImage(f"changed while being read: {e.reason}") from e
 
 
 def _file_digest(path: str) -> str:

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from imgclf.core.errors import UserError
 from imgclf.core.files import is_regular
 from imgclf.data.formats import CAMERA_RAW, IMAGE_EXTENSIONS
+from imgclf.data.images import UnusableImage, opened
 
 SPLIT_NAMES = {
     "train": "train",
@@ -94,9 +94,9 @@ def has_image_header(path: str | os.PathLike) -> bool:
     """Whether Pillow recognises the file's header (nothing is decoded; a phone photo without its
     plugin is no image here)."""
     try:
-        with Image.open(path):
+        with opened(path, scalable=True):
             return True
-    except Exception:  # any file Pillow cannot place is no image to it
+    except UnusableImage:  # any file Pillow cannot place is no image to it
         return False
 
 

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from imgclf.core.errors import UserError
-from imgclf.data.images import UnusableImage, image_size
+from imgclf.data.images import UnusableImage, image_size, opened
 from imgclf.data.spec import is_image
 
 NORM_TOL = 0.001  # rounding slack of normalised coordinates (YOLO, a CSV in 0..1); a box within it is clipped
@@ -100,7 +99,7 @@ def upright_size(path: Path, skipped: list) -> tuple[int, int] | None:
         skipped.append((str(path), e.reason))
         return None
     try:  # the EXIF block is in the header that Image.open parses anyway: cheap
-        with Image.open(path) as img:
+        with opened(path, scalable=True) as img:
             turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # Orientation: the four turns by 90 degrees
         return (h, w) if turned else (w, h)
     except Exception:  # a malformed EXIF block only loses the rotation, as in images.read_rgb

@@ -44,10 +44,10 @@ TO_LABEL_COLUMNS = ["id", "time", "image", "label", "confidence", "margin", "sha
 def header_stats(path: str) -> dict:
     """width, height and mode from the file's header, as the prediction log records them for uploads
     (stored size, before EXIF rotation); {} when the file cannot be read now."""
-    from PIL import Image
+    from imgclf.data.images import opened
 
     try:
-        with Image.open(path) as img:
+        with opened(path, scalable=True) as img:
             return {"width": img.width, "height": img.height, "mode": img.mode}
     except Exception:  # noqa: BLE001 - a test image gone or broken since training: no input stats
         return {}

@@ -327,10 +327,10 @@ class _Index:
 
 def _header(data: bytes) -> dict:
     """Width, height, mode and format from the image header (no pixels decoded)."""
-    from PIL import Image
+    from imgclf.data.images import opened
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with opened(io.BytesIO(data), scalable=True) as img:
             return {"width": img.width, "height": img.height, "mode": img.mode, "format": img.format}
     except Exception:  # noqa: BLE001 - the service decoded it already; a header oddity just leaves nulls
         return {}
