@@ -144,6 +144,76 @@ def test_unusable_sources_are_user_errors(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_an_av1_video_is_read_with_pyav_and_said_without_it(model, tmp_path, monkeypatch):
+    """OpenCV's FFmpeg has no AV1 decoder: such a clip (a web download, a newer phone's) opened and gave
+    no frame. PyAV (the video extra) reads it, with the frame times and events an mp4v clip gives;
+    without PyAV, one line says what to install."""
+    import sys
+
+    av = pytest.importorskip("av")
+    path = tmp_path / "street-av1.mp4"
+    rng = np.random.default_rng(123)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libsvtav1", rate=FPS)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for person, seconds in SCRIPT:
+            for _ in range(seconds * FPS):
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(scene(rng, person), format="rgb24")))
+        out.mux(stream.encode())
+    found = predict_video(model, path, show_fps=False)
+    assert found["frames"] == found["classified"] == N_FRAMES and found["source_fps"] == FPS
+    assert_true_events(found["events"])
+    if cv2.VideoCapture(str(path)).read()[0]:
+        return  # this OpenCV decodes AV1 itself: PyAV is not needed
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ImportError
+    with pytest.raises(UserError) as e:
+        predict_video(model, path, show_fps=False)
+    assert str(e.value) == (
+        f"cannot decode {path}: OpenCV's FFmpeg has no decoder for its video (AV1); "
+        "pip install 'imgclf[video]' (PyAV) reads it"
+    )
+
+
+def test_pyav_frames_are_turned_upright_as_the_file_says():
+    """A phone's portrait clip is stored sideways with a display rotation: OpenCV turns its frames
+    upright, and so does the PyAV reader (90: a quarter turn counter-clockwise)."""
+    from imgclf.inference.video_av import AVCapture
+
+    stored = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)  # 3 wide, 2 high
+
+    class Frame:
+        rotation = 90
+
+        def to_ndarray(self, format):
+            return stored
+
+    class Stream:
+        codec_context = type("Ctx", (), {"width": 3, "height": 2})
+        average_rate, guessed_rate, thread_type = 10, 10, None
+
+    class Container:
+        streams = type("Streams", (), {"video": [Stream()]})
+
+        def decode(self, stream):
+            return iter([Frame(), Frame()])
+
+        def close(self):
+            pass
+
+    cap = AVCapture(Container())
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT), cap.get(cv2.CAP_PROP_FPS)) == (
+        2,
+        3,
+        10,
+    )
+    ok, frame = cap.read()
+    assert ok and frame.shape == (3, 2, 3) and np.array_equal(frame, np.rot90(stored)) and frame.flags.c_contiguous
+    assert frame[0, 0].tolist() == stored[0, 2].tolist()  # the top-right corner comes to the top left
+    assert cap.grab() and not cap.grab() and cap.read() == (False, None)
+
+
+@pytest.mark.slow
 def test_cli_predicts_a_video(model, video, tmp_path):
     from typer.testing import CliRunner
 

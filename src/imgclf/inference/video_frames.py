@@ -52,11 +52,26 @@ def _capture(s: str, live: bool):
         cap = cv2.VideoCapture(s)
         hint = f"cannot open the stream {s}: check the URL, the network and that FFmpeg supports its protocol"
     else:
-        if not Path(s).expanduser().is_file():
+        path = str(Path(s).expanduser())
+        if not Path(path).is_file():
             raise UserError(f"no such video file: {s}")
-        cap = cv2.VideoCapture(str(Path(s).expanduser()))
+        cap = cv2.VideoCapture(path)
         hint = f"cannot read {s} as a video (OpenCV/FFmpeg does not recognise it): is the file complete?"
+        if cap.isOpened() and not _decodes(cap):
+            # Opened but no frame decodes: a codec OpenCV's FFmpeg lacks (AV1), which PyAV reads.
+            from imgclf.inference.video_av import codec_name, open_with_pyav
+
+            codec = codec_name(cap)
+            cap.release()
+            return open_with_pyav(path, codec), hint
+        cap.release()  # the frames read to find out are read again
+        cap = cv2.VideoCapture(path)
     return cap, hint
+
+
+def _decodes(cap) -> bool:
+    """Whether one of the first frames decodes (a damaged first frame or two is not the codec)."""
+    return any(cap.read()[0] for _ in range(3))
 
 
 def _web_video_file(s: str) -> bool:
