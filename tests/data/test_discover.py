@@ -339,6 +339,14 @@ def test_symlinked_folders_are_followed_once(tmp_path):
     spec = discover(data)
     assert sorted(spec.classes) == ["a", "b"] and len(spec.paths) == 6
     assert len(files_under(data / "a")) == 3
+    # A link to a photo that has moved is listed, then skipped and said; a broken link to notes is not.
+    (data / "a" / "moved.png").symlink_to(tmp_path / "gone" / "moved.png")
+    (data / "a" / "notes.txt").symlink_to(tmp_path / "gone" / "notes.txt")
+    assert [p.name for p in files_under(data / "a")] == ["0.png", "1.png", "2.png", "moved.png"]
+    from imgclf.data.images import UnusableImage, load_resized
+
+    with pytest.raises(UnusableImage, match=r"^a broken link: .*gone/moved.png does not exist$"):
+        load_resized(data / "a" / "moved.png", 8)
 
 
 def test_a_runs_splits_csv_reads_against_its_recorded_data_root(tmp_path, monkeypatch):

@@ -321,6 +321,8 @@ def _reason(e: Exception, path=None) -> str:
         if ext in NEEDS_DECODER:
             return f"a {ext[1:].upper()} photo this install cannot decode: {NEEDS_DECODER[ext]}"
         return "not an image (cannot identify format)"
+    if isinstance(e, FileNotFoundError) and isinstance(path, (str, os.PathLike)) and os.path.islink(path):
+        return f"a broken link: {os.readlink(path)} does not exist"
     if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotRegularFile)):
         return f"cannot read file: {e.strerror or e}"
     return f"truncated or corrupt image: {str(e) or type(e).__name__}"

@@ -164,7 +164,8 @@ def files_under(folder: Path) -> list[Path]:
     """Every non-hidden regular file below `folder`, sorted, following symlinked folders (a dataset
     assembled from links is common; Path.rglob does not follow them before Python 3.13) but
     never the same real folder twice, so a link loop cannot recurse forever. FIFOs, devices and
-    sockets are left out (core.files.is_regular): reading one would hang or never end. imgclf's own
+    sockets are left out (core.files.is_regular): reading one would hang or never end; a broken link
+    named as an image is kept, to be reported unreadable. imgclf's own
     run folders and scan outputs are left out too (made_by_imgclf): their images are not the user's photos."""
     seen, found = set(), []
     for top, dirs, files in os.walk(folder, followlinks=True):
@@ -174,8 +175,16 @@ def files_under(folder: Path) -> list[Path]:
             continue
         seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".") and not made_by_imgclf(Path(top) / d)]
-        found += [Path(top) / f for f in files if not f.startswith(".") and is_regular(os.path.join(top, f))]
+        found += [Path(top) / f for f in files if not f.startswith(".") and _listed(os.path.join(top, f))]
     return sorted(found)
+
+
+def _listed(path: str) -> bool:
+    # A broken link named as an image is listed too: a photo whose original moved is then skipped and
+    # said, not lost unsaid.
+    if is_regular(path):
+        return True
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS and os.path.islink(path) and not os.path.exists(path)
 
 
 def check_classes(classes: list[str], where: Path) -> None:
