@@ -291,11 +291,14 @@ def opened(path: str | os.PathLike, scalable: bool = False) -> Iterator[Image.Im
 
 
 def _open_image(f: BinaryIO, scalable: bool) -> Image.Image:
+    """Image.open; with `scalable`, a JPEG claiming more pixels than PIL's limit is opened anyway."""
     try:
         return Image.open(f)
     except Image.DecompressionBombError:
+        if not (scalable and f.seekable()):
+            raise
         f.seek(0)
-        if not (scalable and f.read(3) == JPEG_START):
+        if f.read(3) != JPEG_START:
             raise
         f.seek(0)
         # What Image.open does for a JPEG (an MPO too, as many phones write), less its size check.
