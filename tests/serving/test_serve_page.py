@@ -59,39 +59,40 @@ def test_upload_shows_the_right_class_as_bars(served, tmp_path):
     page.close()
 
 
-def test_photos_over_one_request_s_size_go_in_several_and_one_too_big_stops_none(served, tmp_path_factory, tmp_path):
-    """Ten phone photos of 4 MB were one request over --max-upload-mb, refused whole: the page now
-    sends requests within the limit, and a photo too big alone is the only card that says so."""
+def test_photos_over_the_service_s_limits_are_sent_within_them(served, tmp_path_factory, tmp_path):
+    """Ten phone photos of 4 MB were one request over --max-upload-mb, refused whole, and a 108 MP photo
+    was over --max-pixels: the page now sends requests within the limits, shrinks a photo over them
+    (its card says so, and shows what was sent), and a file still refused stops none of the others."""
     import numpy as np
     from PIL import Image
 
     _, data, browser = served
     run, _ = trained_run(tmp_path_factory)
-    limit_mb = 0.1  # 104,857 bytes a request
-    app = serving.create_app(imgclf.load(run), serving.ServeSettings(api_key=KEY, max_upload_mb=limit_mb))
+    limits = serving.ServeSettings(api_key=KEY, max_upload_mb=0.1, max_pixels=40_000)  # 104,857 bytes a request
     rng = np.random.default_rng(0)
     small = [tmp_path / f"noise{i}.png" for i in range(6)]  # ~12 KB each: 74 KB in all
     for p in small:
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(p)
-    big = tmp_path / "big.png"  # ~190 KB: over the limit on its own
+    big = tmp_path / "big.png"  # ~190 KB and 62,500 pixels: over both limits on its own
     Image.fromarray(rng.integers(0, 256, (250, 250, 3), np.uint8)).save(big)
-    pictures = [
-        str(data / "stripes" / "stripes_003.png"),
-        *map(str, small),
-        str(big),
-        str(data / "disc" / "disc_004.png"),
-    ]
-    with serving.BackgroundServer(app) as url:
+    junk = tmp_path / "junk.png"  # no image the browser can shrink: sent as it is, refused (413)
+    junk.write_bytes(rng.integers(0, 256, 150_000, np.uint8).tobytes())
+    pictures = [data / "stripes" / "stripes_003.png", *small, big, junk, data / "disc" / "disc_004.png"]
+    with serving.BackgroundServer(serving.create_app(imgclf.load(run), limits)) as url:
         page = open_page(browser, url)
-        page.set_input_files("#file", pictures)
+        page.set_input_files("#file", [str(p) for p in pictures])
         page.wait_for_function("document.querySelector('#status').textContent.includes('classified')")
         cards = page.eval_on_selector_all(
-            "#results li.card", "els => els.map(e => [e.querySelector('.file').textContent, !!e.querySelector('.err')])"
+            "#results li.card",
+            "els => els.map(e => [e.querySelector('.file').textContent, !!e.querySelector('.err'), "
+            "e.querySelector('img').naturalWidth])",
         )
         status, said = page.inner_text("#status"), page.inner_text(".card .err")
         page.close()
-    assert len(cards) == 9 and [name for name, err in cards if err] == ["big.png"], cards
-    assert status.startswith("8 of 9 images classified; ") and "--max-upload-mb" in said, (status, said)
+    assert len(cards) == 10 and [name for name, err, _ in cards if err] == ["junk.png"], cards
+    assert status.startswith("9 of 10 images classified; ") and "--max-upload-mb" in said, (status, said)
+    shrunk = [(name, width) for name, err, width in cards if name.startswith("big.png")]
+    assert shrunk == [("big.png (sent shrunk to 200 x 200, within the service's limits)", 200)], cards
 
 
 def test_the_picker_works_from_the_keyboard(served):
