@@ -104,11 +104,16 @@ def read_scaled(
 
 
 def load_resized(
-    path: str | os.PathLike | BinaryIO, size: int, mode: str = "squash", max_pixels: int = MAX_PIXELS
+    path: str | os.PathLike | BinaryIO,
+    size: int,
+    mode: str = "squash",
+    max_pixels: int = MAX_PIXELS,
+    claimed: bool = False,
 ) -> np.ndarray:
     """read_rgb + resize: the (size, size, 3) uint8 model input for one file (a path, or a binary
-    file object such as io.BytesIO(upload))."""
-    return resize(_read(path, max_pixels, draft_side=size * DRAFT_GAP), size, mode)
+    file object such as io.BytesIO(upload)). `claimed`: `max_pixels` bounds the pixels the header
+    claims (the service's --max-pixels), not only those decoded."""
+    return resize(_read(path, max_pixels, draft_side=size * DRAFT_GAP, claimed=claimed), size, mode)
 
 
 def load_upto(path: str | os.PathLike, size: int, small: int) -> np.ndarray:
@@ -235,7 +240,9 @@ def _channels_first(shape: tuple) -> bool:
     return len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4)
 
 
-def _read(path: str | os.PathLike, max_pixels: int, draft_side: int | None, full_size: bool = False):
+def _read(
+    path: str | os.PathLike, max_pixels: int, draft_side: int | None, full_size: bool = False, claimed: bool = False
+):
     with opened(path, scalable=bool(draft_side)) as img:
         full = img.size
         if draft_side:
@@ -243,7 +250,7 @@ def _read(path: str | os.PathLike, max_pixels: int, draft_side: int | None, full
             img.draft(None, (draft_side, draft_side))
         # The limit bounds what is decoded: a 108 or 200 MP phone photo's JPEG decodes at 1/8 scale
         # for a model (1.7 or 3.1 MP), while a PNG or a full-size read decodes every pixel it claims.
-        if img.width * img.height > max_pixels:
+        if (full[0] * full[1] if claimed else img.width * img.height) > max_pixels:
             raise UnusableImage(f"too large: {full[0] * full[1]} pixels > limit {max_pixels}")
         # Decode everything now so a truncated file fails here, not later inside a resize.
         img.load()

@@ -15,7 +15,7 @@ from typing import AsyncIterator
 import numpy as np
 from fastapi import HTTPException
 
-from imgclf.data.images import UnusableImage, image_size, load_resized
+from imgclf.data.images import UnusableImage, load_resized
 
 # A body over the limit by at most this much is read and thrown away before the 413 goes out,
 # so the client, still sending, reads the answer instead of a reset connection.
@@ -194,16 +194,13 @@ def decode(data: bytes, size: int, resize: str, max_pixels: int) -> np.ndarray:
     so a small file claiming 50,000 x 50,000 pixels costs nothing. Raises `Rejected`."""
     if not data:
         raise Rejected(400, "empty image (0 bytes)", "empty")
+    claimed = png_size(data)
+    if claimed and claimed[0] * claimed[1] > max_pixels:
+        raise rejection(f"too large: {claimed[0] * claimed[1]} pixels", max_pixels)
     try:
         # The service's limit is on what the header claims, whatever the format: the CLI decodes a
         # JPEG over it at reduced scale, an operator's --max-pixels refuses it.
-        claimed = png_size(data) or image_size(io.BytesIO(data))
-    except UnusableImage as e:
-        raise rejection(e.reason, max_pixels) from e
-    if claimed[0] * claimed[1] > max_pixels:
-        raise rejection(f"too large: {claimed[0] * claimed[1]} pixels", max_pixels)
-    try:
-        return load_resized(io.BytesIO(data), size, resize, max_pixels)
+        return load_resized(io.BytesIO(data), size, resize, max_pixels, claimed=True)
     except UnusableImage as e:
         raise rejection(e.reason, max_pixels) from e
 
