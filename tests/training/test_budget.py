@@ -39,10 +39,26 @@ def test_the_default_budget_grows_with_the_images_and_shrinks_with_the_machine()
     more_cores, _ = default_budget(10_000, gpu=False, cores=8)
     gpu, _ = default_budget(10_000, gpu=True, cores=8)
     assert 90 <= small < big and gpu < more_cores < big
+    # Cores speed training up by the measured 1.7x a doubling, not linearly: 8 cores ~2.9x, not 4x.
+    assert more_cores == pytest.approx(big / 2.9, rel=0.02)
+    assert default_budget(10_000, gpu=False, cores=64)[0] == more_cores  # beyond 8, bandwidth-bound
     assert "1,000 training images on 2 CPU cores" in why and describe_seconds(small) in why
     assert default_budget(10**7, gpu=False, cores=1)[0] == 3600  # capped
     apple, why = default_budget(10_000, gpu=True, cores=8, mps=True)  # no faster than the CPU recipe
     assert apple == default_budget(10_000, gpu=False, cores=2)[0] and "Apple's GPU (MPS)" in why
+
+
+def test_the_budget_counts_the_cores_torch_trains_on_not_hyperthreads(monkeypatch):
+    # A 4-core laptop with two threads a core: 8 CPUs to the OS, torch's 4 threads do the work.
+    import torch
+
+    from imgclf.training import budget
+
+    monkeypatch.setattr("imgclf.core.cpus.usable_cpus", lambda: 8)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert budget.compute_cores() == 4
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)  # more threads than CPUs allowed: the CPUs count
+    assert budget.compute_cores() == 8
 
 
 def test_where_a_plateau_can_end_the_run_the_floor_is_lower_on_a_cpu():
@@ -59,7 +75,7 @@ def test_the_default_budget_floor_follows_whether_validation_can_end_the_run(n_v
 
     from imgclf.training.defaults import resolve
 
-    monkeypatch.setattr("imgclf.core.cpus.usable_cpus", lambda: 2)
+    monkeypatch.setattr("imgclf.training.budget.compute_cores", lambda: 2)  # the 2-core machine
     cfg = TrainConfig(model="simple_cnn", img_size=16)
     chosen, notes = resolve(cfg, ["a.png"] * 900, torch.device("cpu"), n_val)
     assert chosen.time_budget == pytest.approx(seconds)
@@ -214,7 +230,7 @@ def test_small_sets_of_large_photos_get_the_pixels_the_budget_affords(tmp_path, 
     from imgclf.settings.config import TrainConfig
     from imgclf.training import defaults
 
-    monkeypatch.setattr("imgclf.core.cpus.usable_cpus", lambda: 2)
+    monkeypatch.setattr("imgclf.training.budget.compute_cores", lambda: 2)  # the 2-core machine
     photo = tmp_path / "frame.jpg"
     Image.fromarray(np.zeros((480, 640, 3), np.uint8)).save(photo)
     cfg, notes = defaults.resolve(TrainConfig(), [str(photo)] * 384, torch.device("cpu"))
@@ -272,7 +288,7 @@ def test_keep_last_ships_the_last_epochs_weights_and_keep_best_the_best(tmp_path
 def test_a_budget_too_short_for_every_image_takes_a_stratified_sample():
     import numpy as np
 
-    from imgclf.training.budget import MIN_PER_CLASS, afforded_rows
+    from imgclf.training.afford import MIN_PER_CLASS, afforded_rows
 
     labels = np.repeat([0, 1, 2], [600, 300, 12])
     train = np.arange(len(labels))
@@ -325,7 +341,7 @@ def test_a_costly_candidate_samples_what_its_share_of_the_budget_affords():
 
     import numpy as np
 
-    from imgclf.training.budget import candidate_rows
+    from imgclf.training.afford import candidate_rows
 
     labels, train = np.repeat([0, 1], 100), np.arange(200)
     timed = []

@@ -243,11 +243,11 @@ def test_a_short_budget_samples_the_face_candidate_and_reserves_its_slower_evalu
     """An 8,000-photo face set with --time-budget 2m ran 152 s: the face embedding searched every
     photo, and then the evaluation after training ran it (11 ms a photo, twice with TTA), which had
     been reserved at the ImageNet probe's 2 ms."""
-    from imgclf.training import budget
+    from imgclf.training import afford, budget
 
     asked = []
     monkeypatch.setattr(budget.StageClock, "left", lambda self, image_s, now=None: asked.append(image_s) or 0.0)
-    monkeypatch.setattr(budget, "seconds_each", lambda *a, **k: 1.0)  # the face search, timed as slow
+    monkeypatch.setattr(afford, "seconds_each", lambda *a, **k: 1.0)  # the face search, timed as slow
     imgclf.train(faces_data, out=tmp_path / "run", time_budget="1m", faces="on")
     out = capsys.readouterr().out
     assert "face embedding: " in out and "(on 20 of the " in out.split("face embedding: ")[1].splitlines()[0], out

@@ -53,6 +53,14 @@ MAX_EPOCHS = 200  # the cap of a budgeted run the user gave no --epochs: time or
 # by cores: a budget cut to a GPU's share there would leave little more than the probe.
 BUDGET_PER_IMAGE_S = {"cpu": 0.060, "gpu": 0.006, "mps": 0.060}
 BUDGET_CORES = 2  # the per-image share above was measured on this many cores
+# How training speeds up with cores: (cores / BUDGET_CORES) ** CORE_SCALING, up to 4x the cores. One
+# core against two on this VM (2026-12-01, 1,000 flowers5 photos, the default fine-tune at 128 px,
+# OMP_NUM_THREADS and taskset): epochs 1.65-1.72x as fast, the probe's passes 1.67x, the whole run
+# 1.43x, so 1.7x a doubling (2 ** 0.77). Counting cores as linear (the rule until then) cut an 8-core
+# machine's budget to a quarter for ~2.9x the speed: fewer epochs, lower accuracy, than on 2 cores.
+# With the measured rate every machine trains about as many epochs as the 2-core one did; the Keras
+# CNN the budget stands in for speeds up with cores no better than linearly either.
+CORE_SCALING = 0.77
 # A validation split this small cannot rank epochs: one image moves its accuracy by 1/n, more than an
 # epoch of fine-tuning changes it, so a "plateau" and a "best epoch" are mostly noise. flowers5-small
 # (bench/transfer.py: 60 photos a class, 30 of them validation; 3 seeds, 500 test photos each): the
@@ -76,6 +84,25 @@ PLATEAU_FLOOR_S = 45.0
 AFTER_TRAINING_S = 10.0
 
 
+def compute_cores() -> int:
+    """The cores a CPU training computes on, as the budget counts them: torch's intra-op threads (its
+    default is the physical cores; OMP_NUM_THREADS, taskset and a Ray worker's share lower it), at
+    most the CPUs this process may use. Not the logical CPUs: on a laptop with two threads a core
+    (4 cores, 8 threads) torch trains on 4 threads, and the hyperthreads add ~5 % (published PyTorch
+    CPU measurements), so counting 8 would cut the budget to a quarter where the work runs ~2x faster."""
+    import torch
+
+    from imgclf.core.cpus import usable_cpus
+
+    return max(1, min(torch.get_num_threads(), usable_cpus()))
+
+
+def core_speed(cores: int) -> float:
+    """How much faster a CPU training runs on `cores` than on BUDGET_CORES (CORE_SCALING); beyond 4x the
+    cores memory bandwidth caps the rest."""
+    return (min(max(1, cores), 4 * BUDGET_CORES) / BUDGET_CORES) ** CORE_SCALING
+
+
 def describe_seconds(seconds: float) -> str:
     """'4m05s', '45s', '1h02m': how budgets are printed."""
     s = int(round(seconds))
@@ -88,8 +115,8 @@ def default_budget(n_train: int, gpu: bool, cores: int, mps: bool = False, plate
     """The budget the default chooses: (seconds, the reason printed and recorded). `mps`: the GPU
     is Apple's; `plateau`: validation is large enough for a plateau to end the run (PLATEAU_FLOOR_S)."""
     per = BUDGET_PER_IMAGE_S["mps" if mps else "gpu" if gpu else "cpu"]
-    if not gpu:  # more cores, proportionally less time an image (up to 4x: memory bandwidth caps the rest)
-        per *= BUDGET_CORES / min(max(1, cores), 4 * BUDGET_CORES)
+    if not gpu:
+        per /= core_speed(cores)
     # Not scaled by resolution: flowers5 at 128 px got 3.3 epochs from it and the same test accuracy
     # as the fixed 7 epochs (0.782 both, bench/budget.py), as 96 px faces did in 6 epochs of 12.
     lo, hi = BUDGET_RANGE_S
@@ -334,53 +361,6 @@ def stage_clock(cfg, started: float | None, data) -> StageClock | None:
     if not cfg.time_budget:
         return None
     return StageClock((started or time.monotonic()) + cfg.time_budget, after_passes(cfg, data))
-
-
-MIN_PER_CLASS = 10  # the fewest images a class a budget-cut probe or candidate keeps (or all of a smaller class)
-
-
-def seconds_each(fn, rows, warm: int, timed: int) -> float:
-    """Seconds `fn(rows)` takes per row, timed on `timed` rows after `warm` rows warm it up (a
-    session's first run, a model loaded on first use)."""
-    fn(rows[:warm])
-    t = time.perf_counter()
-    fn(rows[:timed])
-    return (time.perf_counter() - t) / max(1, len(rows[:timed]))
-
-
-def afforded_rows(train, labels, seconds: float, per_row: float, seed: int):
-    """The training rows (sorted) that a stage spending `per_row` seconds on each can handle in
-    `seconds`: all of them, or a class-stratified random sample of at least MIN_PER_CLASS a class (a
-    usable model even past the budget)."""
-    import numpy as np
-
-    n = int(seconds / per_row) if per_row > 0 else len(train)
-    if n >= len(train):
-        return train
-    rng = np.random.default_rng(seed)
-    out = []
-    for c in np.unique(labels[train]):
-        rows = train[labels[train] == c]
-        k = min(len(rows), max(MIN_PER_CLASS, round(n * len(rows) / len(train))))
-        out.append(rng.choice(rows, size=k, replace=False))
-    return np.sort(np.concatenate(out))
-
-
-def candidate_rows(fn, train, labels, n_val: int, allowance, seed: int):
-    """The training rows a candidate that costs `fn(rows)` can afford in a time budget's `allowance`
-    (its seconds a photo -> the seconds it may take; None: no budget, every row), its validation
-    photos counted first; the seconds a photo are timed on 16 after 2 warm it up."""
-    if allowance is None or not len(train):
-        return train
-    each = seconds_each(fn, train, warm=2, timed=16)
-    return afforded_rows(train, labels, allowance(each) - each * n_val, each, seed)
-
-
-def sampled(rows, of) -> str:
-    """' (on 1,570 of the 45,000 training images: what the time budget affords)', or '' for all."""
-    if len(rows) >= len(of):
-        return ""
-    return f" (on {len(rows):,} of the {len(of):,} training images: what the time budget affords)"
 
 
 def plan_verdict(plan: Plan, row: dict, score_key: str, has_val: bool, val_seconds: float, started, epoch: int) -> bool:

@@ -121,8 +121,14 @@ def _size_and_batch(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int
 def _budget(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int, n_val: int, mps: bool = False) -> None:
     """time_budget (seconds; 0: none) into `c`, and in a budgeted run the epoch cap and the plateau
     patience: the budget and the learning curve decide how long to train (training.budget)."""
-    from imgclf.core.cpus import usable_cpus
-    from imgclf.training.budget import MAX_EPOCHS, PLATEAU_EPOCHS, SMALL_VAL, default_budget, describe_seconds
+    from imgclf.training.budget import (
+        MAX_EPOCHS,
+        PLATEAU_EPOCHS,
+        SMALL_VAL,
+        compute_cores,
+        default_budget,
+        describe_seconds,
+    )
 
     to_the_end = c["keep"] == "last" and c["patience"] is None  # no plateau to wait for: the budget ends it
     if c["time_budget"] is None:
@@ -131,7 +137,7 @@ def _budget(c: dict, notes: list[str], finetune: bool, gpu: bool, n: int, n_val:
             return
         # A plateau can end the run on a validation split large enough to trust one (SMALL_VAL).
         plateau = n_val >= SMALL_VAL and not to_the_end
-        c["time_budget"], note = default_budget(n, gpu, usable_cpus(), mps, plateau)
+        c["time_budget"], note = default_budget(n, gpu, compute_cores(), mps, plateau)
         notes.append(note)
     if not c["time_budget"]:
         return
@@ -276,11 +282,10 @@ def _default_backbone() -> str:
 def _afforded_size(size: int, side: int, n: int, budget: float, note: str) -> tuple[int, str]:
     """The largest CPU_GROW_SIZES the photos hold (median side) whose probe and GROW_EPOCHS epochs fit
     the budget; else DETAIL_SIZE for photos of DETAIL_MIN_SIDE or more; else `size` and its `note`."""
-    from imgclf.core.cpus import usable_cpus
-    from imgclf.training.budget import BUDGET_CORES, describe_seconds
+    from imgclf.training.budget import compute_cores, core_speed, describe_seconds
 
     per_image = (budget - FIXED_S) / max(1, n)
-    speed = min(max(1, usable_cpus()), 4 * BUDGET_CORES) / BUDGET_CORES  # as default_budget scales
+    speed = core_speed(compute_cores())  # as default_budget scales
     for grown in reversed(CPU_GROW_SIZES):
         cost = (CPU_PROBE_S + GROW_EPOCHS * CPU_EPOCH_S) * (grown / 128) ** 2 / speed
         if size < grown <= side and cost <= per_image:

@@ -104,7 +104,7 @@ def fit_face_candidate(run_dir: Path, prep, class_weight, console, allowance=Non
         net.crop_box = row.get("crop_box")
         return row, net, images
     from imgclf.models.face.classifier import embed_images
-    from imgclf.training.budget import candidate_rows, sampled
+    from imgclf.training.afford import candidate_rows, sampled
     from imgclf.training.probe import fit_head
 
     data = prep.split_data()

@@ -176,7 +176,7 @@ def fit_person_candidate(run_dir: Path, prep, class_weight, console, allowance=N
     from imgclf.data.cache import build_cache, progress_bar
     from imgclf.models.person.classifier import PersonDetectorClassifier
     from imgclf.store.checkpoint import load_weights, save_weights
-    from imgclf.training.budget import candidate_rows, sampled
+    from imgclf.training.afford import candidate_rows, sampled
     from imgclf.training.probe import fit_head
 
     spec = prep.spec

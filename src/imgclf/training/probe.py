@@ -20,7 +20,7 @@ import torch
 
 from imgclf.core.heap import Trimmer
 from imgclf.data.cache import progress_bar
-from imgclf.training.budget import afforded_rows, sampled, seconds_each
+from imgclf.training.afford import afforded_rows, sampled, seconds_each
 from imgclf.training.featcache import LowerMaps, recording
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 1.0)  # inverse L2 strengths tried; features are standardised first
