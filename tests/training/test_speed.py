@@ -160,6 +160,23 @@ def test_cpu_bf16_only_for_training_where_native(monkeypatch):
         amp_dtype(CPU, "fp16")
 
 
+def test_apple_gpu_is_used_only_when_asked_and_training_says_so(shapes, tmp_path, monkeypatch, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is chosen before the CPU")
+    from imgclf.core import device
+    from imgclf.core.device import apple_gpu_note, pick_device
+
+    monkeypatch.setattr(device, "mps_available", lambda: True)  # an Apple-silicon Mac
+    assert pick_device("auto").type != "mps" and not apple_gpu_note("cpu", CPU)
+    imgclf.train(shapes, epochs=1, out=tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "device cpu" in out and "default: device=cpu: Apple's GPU (MPS) is not used by default" in out, out
+    assert "--device mps to try it" in out
+    monkeypatch.setattr(device, "mps_available", lambda: False)  # anywhere else: nothing said
+    imgclf.train(shapes, epochs=1, out=tmp_path / "run2")
+    assert "Apple's GPU" not in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_dedupe_removes_conflicting_and_leaking_copies(shapes, tmp_path, capsys):
     import shutil

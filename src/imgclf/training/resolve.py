@@ -69,17 +69,18 @@ def before_decoding(
 ) -> Chosen:
     """Fill what the user left unset (a named preset first, `explicit` its exceptions), measured on the
     training files' headers and the device; a training run also gets its folder."""
-    from imgclf.core.device import pick_device
+    from imgclf.core.device import apple_gpu_note, pick_device
     from imgclf.models.factory import check_model
     from imgclf.store.runs import new_run_dir
     from imgclf.training.defaults import resolve
 
     device = pick_device(cfg.device)
     train_paths = [spec.paths[i] for i in spec.indices("train")]
-    notes: list[str] = []
+    notes: list[str] = [note] if (note := apple_gpu_note(cfg.device, device)) else []
     if cfg.preset and explicit is not None:
         # A preset fills what the user left unset; flags and config-file keys win over it.
-        cfg, notes = _preset(cfg, explicit, train_paths, device)
+        cfg, preset_notes = _preset(cfg, explicit, train_paths, device)
+        notes += preset_notes
     cfg, more = resolve(cfg, train_paths, device, len(spec.indices("val")))
     check_model(cfg.model)  # before the decoding, which a mistyped name would otherwise wait for
     if for_training:
