@@ -108,6 +108,30 @@ def test_workers_give_identical_pixels(tmp_path, monkeypatch):
     assert np.array_equal(one.images, two.images) and one.images[10].any()
 
 
+def test_decoding_pools_work_when_processes_are_spawned(tmp_path, monkeypatch):
+    """macOS and Windows start a pool's processes by spawning (Python 3.14 on Linux by forkserver):
+    a worker then imports its function anew and gets its arguments pickled, which fork never asks."""
+    import multiprocessing
+
+    from imgclf.data import doctor
+
+    pools = []
+
+    class SpawnPool(cache_mod.ProcessPoolExecutor):
+        def __init__(self, workers):
+            pools.append(workers)
+            super().__init__(workers, mp_context=multiprocessing.get_context("spawn"))
+
+    monkeypatch.setattr(cache_mod, "ProcessPoolExecutor", SpawnPool)
+    monkeypatch.setattr(doctor, "ProcessPoolExecutor", SpawnPool)
+    paths = _dataset(tmp_path / "many", 70, bad={5: "empty", 66: "text"})
+    one = build_cache(paths, 8, cache_dir=tmp_path / "c1", workers=1, progress=False)
+    two = build_cache(paths, 8, cache_dir=tmp_path / "c2", workers=2, progress=False)
+    assert sorted(two.bad) == [5, 66] and np.array_equal(one.images, two.images)
+    bad, digests, *_ = doctor._scan([str(p) for p in paths], 2, progress=False)
+    assert sorted(bad) == [5, 66] and len({d for d in digests if d}) == 68 and pools == [2, 2]
+
+
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("IMGCLF_CACHE_DIR", str(tmp_path / "mine"))
     assert default_cache_dir() == tmp_path / "mine"
