@@ -339,7 +339,8 @@ def test_the_person_detector_or_a_gallery_given_as_a_run_points_to_its_own_comma
             ["report", "person"],
             "person is a detector: its report comes from an evaluation on your photos: imgclf evaluate person PHOTOS/",
         ),
-        (["predict", tmp_path / "staff", tmp_path], "is a face gallery: name the people in photos with imgclf faces "),
+        (["predict", tmp_path / "staff", tmp_path], "is a face gallery, not a run: name the people in photos with "),
+        (["serve", tmp_path / "staff"], f"serve it with imgclf serve --faces {tmp_path / 'staff'}; score it with"),
     ):
         one_line_error(cli(*args, check=False, cwd=tmp_path), said)
 

@@ -190,7 +190,10 @@ def find_run(path: str | Path) -> Path:
     if not p.exists():
         raise UserError(f"no such run folder: {path}{_in_registry(p) or _runs_beside(p)}")
     if (p / "gallery.safetensors").is_file():  # faces.gallery's file: `imgclf faces enrol` made it
-        raise UserError(f"{path} is a face gallery: name the people in photos with imgclf faces identify {path} PHOTOS")
+        raise UserError(  # its every use, whichever command was given: a gallery holds embeddings, not a network
+            f"{path} is a face gallery, not a run: name the people in photos with imgclf faces identify {path} "
+            f"PHOTOS; serve it with imgclf serve --faces {path}; score it with imgclf evaluate {path} PEOPLE/"
+        )
     # An ensemble bundle keeps its weights in members/<i>/ (see imgclf.inference.ensemble).
     weights = (p / "model.safetensors").is_file() or (p / "members").is_dir()
     if (p / "detector.json").is_file():  # imgclf train on box annotations (imgclf.detection)
