@@ -58,8 +58,8 @@ BUDGET_CORES = 2  # the per-image share above was measured on this many cores
 # OMP_NUM_THREADS and taskset): epochs 1.65-1.72x as fast, the probe's passes 1.67x, the whole run
 # 1.43x, so 1.7x a doubling (2 ** 0.77). Counting cores as linear (the rule until then) cut an 8-core
 # machine's budget to a quarter for ~2.9x the speed: fewer epochs, lower accuracy, than on 2 cores.
-# With the measured rate every machine trains about as many epochs as the 2-core one did; the Keras
-# CNN the budget stands in for speeds up with cores no better than linearly either.
+# With the measured rate every machine trains about as many epochs as the 2-core one did. (The Keras
+# CNN whose time the 60 ms stands in for was not measured on more cores.)
 CORE_SCALING = 0.77
 # A validation split this small cannot rank epochs: one image moves its accuracy by 1/n, more than an
 # epoch of fine-tuning changes it, so a "plateau" and a "best epoch" are mostly noise. flowers5-small
@@ -89,7 +89,7 @@ def compute_cores() -> int:
     default is the physical cores; OMP_NUM_THREADS, taskset and a Ray worker's share lower it), at
     most the CPUs this process may use. Not the logical CPUs: on a laptop with two threads a core
     (4 cores, 8 threads) torch trains on 4 threads, and the hyperthreads add ~5 % (published PyTorch
-    CPU measurements), so counting 8 would cut the budget to a quarter where the work runs ~2x faster."""
+    CPU measurements), so counting 8 would budget for 2.9x the 2-core speed where the work runs ~1.7x."""
     import torch
 
     from imgclf.core.cpus import usable_cpus
