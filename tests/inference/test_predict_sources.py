@@ -6,11 +6,13 @@ stream's address is still a video. A zip of photos: its images, unpacked once in
 from __future__ import annotations
 
 import csv
+import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import web_server
+from helpers import CLI, cli_env, web_server
 from PIL import Image
 
 import imgclf
@@ -170,3 +172,17 @@ def test_a_mistyped_path_among_several_is_said_before_any_image_is_worked_on(tmp
         str(tmp_path / "a.png"),
         "https://example.com/b.jpg",
     ]
+
+
+def test_output_sent_to_a_file_in_a_legacy_code_page_is_written_not_a_traceback(tiny_run, tmp_path):
+    """Windows encodes output sent to a file or pipe in its ANSI code page (cp1252): photos in a folder
+    named 玫瑰 ended `imgclf predict RUN 玫瑰/ > out.csv` in a UnicodeEncodeError traceback."""
+    folder = tmp_path / "玫瑰"
+    folder.mkdir()
+    shutil.copy(sorted((tiny_run.parent / "shapes" / "disc").iterdir())[0], folder / "ñ 1.png")
+    env = {**cli_env(), "PYTHONIOENCODING": "cp1252"}
+    argv = [*CLI, "predict", str(tiny_run), str(folder), "--format", "csv"]
+    done = subprocess.run(argv, capture_output=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr.decode("utf-8", "replace")
+    rows = list(csv.DictReader(done.stdout.decode("utf-8").splitlines()))  # UTF-8: nothing lost
+    assert rows[0]["path"] == str(folder / "ñ 1.png") and rows[0]["label"] and not rows[0]["error"]

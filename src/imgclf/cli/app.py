@@ -156,6 +156,7 @@ def leave(code) -> None:
 
 
 def main() -> None:
+    unfailing_streams()
     plain_warnings()
     one_line_usage_errors()
     try:
@@ -179,6 +180,25 @@ def main() -> None:
         if e.code == 130 and isinstance(ctrl_c, KeyboardInterrupt):
             print(interrupted(ctrl_c), file=sys.stderr)
         raise
+
+
+def unfailing_streams() -> None:
+    """Class names, paths and the output's own signs (≥, →) written whatever the streams' encoding.
+    On Windows, output sent to a file or a pipe is encoded in the ANSI code page (cp1252): a class
+    named 玫瑰 ended `imgclf predict RUN photos/ > out.txt` in a UnicodeEncodeError traceback. Sent to
+    a file or pipe, the streams now write UTF-8 (lossless, as Python's UTF-8 mode does); on a console
+    whose code page lacks a character, it is replaced rather than fatal."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("_", "-")
+        if encoding in ("utf-8", "utf8") or not hasattr(stream, "reconfigure"):
+            continue
+        try:
+            if stream.isatty():
+                stream.reconfigure(errors="replace")
+            else:
+                stream.reconfigure(encoding="utf-8")
+        except (OSError, ValueError):  # a closed or detached stream: left as it is
+            pass
 
 
 def plain_warnings() -> None:
