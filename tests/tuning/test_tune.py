@@ -359,3 +359,17 @@ def test_a_retrain_stopped_before_its_first_files_starts_again_in_its_own_folder
     result = imgclf.tune(shapes16, trials=2, **args)
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [first.name]
     assert result.run.path.resolve() == first.resolve() and (first / "model.json").is_file()
+
+
+def test_a_workers_pid_is_never_signalled_on_windows(monkeypatch):
+    """os.kill(pid, 0) probes a pid on POSIX but terminates whatever process holds it on Windows."""
+    from imgclf.tuning import study
+
+    assert study._alive(os.getpid()) and not study._alive(2**22 + 12345)  # POSIX: probed (no such pid)
+
+    def kill(*_):
+        raise AssertionError("os.kill called on Windows")
+
+    monkeypatch.setattr(study.os, "name", "nt")
+    monkeypatch.setattr(study.os, "kill", kill)
+    assert study._alive(2**22 + 12345)  # unknown there: the heartbeat decides

@@ -176,7 +176,9 @@ def give_back(study, number: int, reason: str) -> bool:
 
 
 def _alive(pid) -> bool:
-    if not isinstance(pid, int):
+    # On Windows os.kill(pid, 0) does not probe: it terminates the process (TerminateProcess, exit
+    # code 0), whichever now holds that pid. There a dead worker is left to the heartbeat.
+    if not isinstance(pid, int) or os.name == "nt":
         return True  # unknown: leave it to the heartbeat
     try:
         os.kill(pid, 0)
