@@ -413,10 +413,23 @@ def render(html: Path, screenshot: Path) -> tuple[dict, list[str]]:
             page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
             page.goto(html.as_uri(), wait_until="load")
             facts = page.evaluate(PAGE_FACTS)
-            page.screenshot(path=str(screenshot), full_page=True)
+            full_screenshot(page, screenshot)
         finally:
             browser.close()
     return facts, outside
+
+
+def full_screenshot(page, path: Path) -> None:
+    """A full-page screenshot of `page` into `path`. Chromium now and then refuses one capture with
+    "Unable to capture screenshot" and takes the same picture when asked again (a known transient,
+    seen once in this suite's CI with both test processes busy): asked once more, after 250 ms."""
+    try:
+        page.screenshot(path=str(path), full_page=True)
+    except Exception as e:  # playwright's Error; any other failure is raised as it came
+        if "Unable to capture screenshot" not in str(e):
+            raise
+        page.wait_for_timeout(250)
+        page.screenshot(path=str(path), full_page=True)
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ see its class as bars, behind an API key; a phone-sized screen; the webcam mode 
 from __future__ import annotations
 
 import pytest
-from helpers import CHROMIUM, CHROMIUM_ARGS, open_page, trained_run
+from helpers import CHROMIUM, CHROMIUM_ARGS, full_screenshot, open_page, trained_run
 from helpers import PAGE_KEY as KEY
 
 import imgclf
@@ -48,7 +48,7 @@ def test_upload_shows_the_right_class_as_bars(served, tmp_path):
     )
     assert len(bars) == 3 and bars[0][1] >= bars[1][1] >= bars[2][1] and bars[0][2] > bars[2][2]
     assert "Classified 2 images" in page.inner_text("#status")
-    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+    full_screenshot(page, tmp_path / "page.png")
     assert (tmp_path / "page.png").stat().st_size > 10_000
 
     # A file that is no image: its card says so, the page goes on working.
