@@ -160,6 +160,7 @@ def test_cpu_bf16_only_for_training_where_native(monkeypatch):
         amp_dtype(CPU, "fp16")
 
 
+@pytest.mark.slow
 def test_apple_gpu_is_used_only_when_asked_and_training_says_so(shapes, tmp_path, monkeypatch, capsys):
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is chosen before the CPU")
