@@ -224,14 +224,19 @@ def thumbnail(path: str, size: int) -> str | None:
     """The image at `path`, shrunk (never enlarged) to fit size x size, as a PNG data URI; None
     if it cannot be read now. Small images stay small: the browser scales them up for free, and a
     32 px image stored at 110 px would cost 10x the bytes."""
-    from PIL import Image
-
     from imgclf.data.images import UnusableImage, read_scaled
 
     try:
         img = read_scaled(path, size * 2)[0]  # a JPEG decoded at a reduced scale, much faster
     except UnusableImage:  # a file gone or broken since training: leave its tile empty
         return None
+    return thumbnail_of(img, size)
+
+
+def thumbnail_of(img, size: int) -> str:
+    """thumbnail() of a decoded RGB PIL image (shrunk in place)."""
+    from PIL import Image
+
     img.thumbnail((size, size), Image.Resampling.LANCZOS)
     rgb = np.asarray(img)
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from imgclf.reporting.data import Facts, gallery_picks, png_uri, thumbnail
+from imgclf.reporting.data import Facts, gallery_picks, png_uri, thumbnail_of
 from imgclf.reporting.html import esc, figure, section
 
 CORRECT, WRONG = 8, 8  # pairs shown: 16 images x 2 small thumbnails keeps the page light
@@ -84,7 +84,8 @@ def _gallery(f: Facts, model, explainer) -> str:
 def _load(model, path: str):
     from imgclf.data.images import read_scaled
 
-    return model.preprocess(path), read_scaled(path, THUMB)[0]
+    # Decoded once at twice the card's side: the thumbnail and the heatmap's overlay both come from it.
+    return model.preprocess(path), read_scaled(path, 2 * THUMB)[0]
 
 
 def _card(f: Facts, i: int, ok: bool, target: int, original, heat: np.ndarray, resize_mode: str) -> str:
@@ -96,7 +97,7 @@ def _card(f: Facts, i: int, ok: bool, target: int, original, heat: np.ndarray, r
     picture = overlay(original, heat, resize_mode, side=(THUMB, THUMB))
     return (
         f'<div class="pred {"ok" if ok else "wrong"}" title="{esc(t.paths[i])}">'
-        f'<img src="{thumbnail(t.paths[i], THUMB) or ""}" alt="test image">'
+        f'<img src="{thumbnail_of(original.copy(), THUMB)}" alt="test image">'
         f'<img src="{png_uri(png_bytes(picture))}" alt="heatmap for {esc(classes[target])}">'
         f"<div>true: {esc(classes[t.labels[i]])}</div>"
         f"<div><b>{esc(answer)}</b> {t.probs[i, target]:.2f} · map for {esc(classes[target])}</div></div>"
