@@ -53,6 +53,27 @@ def test_split_folders_carve_val_from_train(tmp_path):
     assert (spec.splits == "train").sum() == 32
 
 
+def test_a_val_folder_without_test_is_the_test_split(tmp_path):
+    """train/ + val/ (Ultralytics' and the Keras tutorials' layout): val/ is scored once, as the test
+    split, and validation is carved from train/, not the test from train/ (which reported on 2 of
+    train's images and never on the user's own held-out folder)."""
+    for split, n in (("train", 20), ("val", 5)):
+        for cls in ("a", "b"):
+            for i in range(n):
+                _img(tmp_path / split / cls / f"{i}.jpg", value=10 * i)
+    spec = discover(tmp_path, 0.1, 0.1)
+    tested = {Path(p).relative_to(tmp_path).parts[0] for p, s in zip(spec.paths, spec.splits) if s == "test"}
+    assert tested == {"val"} and (spec.splits == "test").sum() == 10
+    assert (spec.splits == "val").sum() == 4 and (spec.splits == "train").sum() == 36
+    assert "your val split is the test split" in spec.note
+    assert (spec.given == "test").sum() == 10  # a class missing from it is "the test split you gave"
+    # train/ + val/ + test/: all three kept as given, nothing said.
+    for cls in ("a", "b"):
+        _img(tmp_path / "test" / cls / "0.jpg")
+    spec = discover(tmp_path, 0.1, 0.1)
+    assert [(spec.splits == s).sum() for s in ("train", "val", "test")] == [40, 10, 2] and spec.note == ""
+
+
 def test_manifest(tmp_path):
     rows = ["path,label,split"]
     for i in range(12):

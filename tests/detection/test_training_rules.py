@@ -83,12 +83,16 @@ def test_given_splits_stay_whole_and_only_what_is_missing_is_carved():
     # No split given: 70/15/15 of all, as before.
     parts, how = split(photos(40), seed=0)
     assert [len(parts[k]) for k in ("train", "val", "test")] == [28, 6, 6] and how == "70/15/15, seed 0"
-    # Val given (Ultralytics' images/val): kept as it is, test carved from the training photos.
+    # Val given without test (Ultralytics' images/val): it is the test split, scored once, where
+    # Ultralytics reports; validation is carved from the training photos.
     given = {i: "val" for i in range(30, 40)} | {i: "train" for i in range(30)}
     parts, how = split(photos(40, given), seed=0)
-    assert {p.path for p in parts["val"]} == {f"/p/{i:03d}.jpg" for i in range(30, 40)}
-    assert len(parts["test"]) == 6 and all(p.split == "train" for p in parts["test"] + parts["train"])
-    assert how == "your val split kept; test carved from train, seed 0"
+    assert {p.path for p in parts["test"]} == {f"/p/{i:03d}.jpg" for i in range(30, 40)}
+    assert len(parts["val"]) == 6 and all(p.split == "train" for p in parts["val"] + parts["train"])
+    assert how == "your val split is the test split (no test split given); val carved from train, seed 0"
+    # Every photo in val/: nothing is left to train on, which is said in one line.
+    with pytest.raises(UserError, match="no photos left to train on"):
+        split(photos(8, {i: "val" for i in range(8)}), seed=0)
     # Val and test given: nothing carved; the same photos whatever the seed.
     given = {i: "test" for i in range(5)} | {i: "val" for i in range(5, 9)}
     a, how = split(photos(40, given), seed=0)

@@ -1,6 +1,7 @@
 """Find the images, their classes and their train/val/test split in the layouts datasets come in:
   root/<class>/...                  split here: stratified, seeded (default 80/10/10)
-  root/{train,val,test}/<class>/... the user's split; a missing val is carved from train. Split
+  root/{train,val,test}/<class>/... the user's split; a missing val is carved from train (a val/
+                                    with no test/ is the test split: data.split.val_as_test). Split
                                     folders as Kaggle names them too (training_set/, seg_test/), and
                                     root/<class>/ beside root/test/<class>/
   a CSV of labels (data.labels_csv), or a folder holding one CSV and no class folders (Kaggle's)
@@ -35,7 +36,7 @@ from imgclf.data.spec import (
     printable,
     split_of,
 )
-from imgclf.data.split import fill_missing_splits
+from imgclf.data.split import fill_missing_splits, val_as_test
 
 
 def to_predict(path: Path) -> bool:
@@ -135,6 +136,7 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
     """The dataset at `source` (find), with at least two classes and every image in a split."""
     spec = find(source)
     check_classes(spec.classes, Path(spec.root))
+    spec.note = "; ".join(filter(None, [spec.note, val_as_test(spec)]))
     spec.given = spec.splits.copy()
     fill_missing_splits(spec, val_frac, test_frac, seed)
     return spec

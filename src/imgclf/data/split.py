@@ -8,6 +8,25 @@ import numpy as np
 from imgclf.core.errors import UserError
 
 SPLITS = ("train", "val", "test")
+VAL_AS_TEST = (
+    "your val split is the test split, as there is no test split: scored once after training, the accuracy "
+    "Keras and Ultralytics report on it; validation (which picks the epoch and the model) is carved from train"
+)
+
+
+def val_as_test(spec) -> str:
+    """A given val split with no test split becomes the test split, and what it did (or "").
+
+    `train/` + `val/` is how Ultralytics and Keras tutorials lay data out, and their users read the
+    accuracy on val/. Validating on it and carving the test from train/ would report on a few
+    images from the training folder (24 of a 300-photo set) and never score the user's own held-out
+    folder; carving validation from train/ instead costs the same images and scores val/ honestly:
+    it picks nothing."""
+    val, test = spec.splits == "val", spec.splits == "test"
+    if not val.any() or test.any() or val.all():
+        return ""
+    spec.splits[val] = "test"
+    return VAL_AS_TEST
 
 
 def fill_missing_splits(

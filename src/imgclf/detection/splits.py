@@ -2,14 +2,16 @@
 rest carved from the training photos (seeded, 70/15/15 of all photos).
 
     train/ valid/ test/                         Roboflow's exports (YOLO or COCO): kept as they are
-    images/train/ images/val/                   Ultralytics: train and val kept; test carved from train
+    images/train/ images/val/                   Ultralytics: val is the test split; val carved from train
     train2017/ val2017/ + instances_*.json      COCO: as the folders say
     ImageSets/Main/{train,val,trainval,test}.txt  Pascal VOC's lists
     data.yaml  train: / val: / test:            a folder or a list file (.txt of image paths) each
 
 A given split is kept because the peers a user compares with (Ultralytics, the TF Object Detection
 API) report on it, and because photos cut from one video or one scene belong together: a split made
-here photo by photo would put neighbouring frames in training and test.
+here photo by photo would put neighbouring frames in training and test. A val split given without a
+test split is the test split (the one Ultralytics reports on, scored once); validation, which picks
+the epoch, is carved from train, as for classification (imgclf.data.split.val_as_test).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def split(photos: list, seed: int) -> tuple[dict[str, list], str]:
     if len(photos) < MIN_PHOTOS:
         raise UserError(f"only {len(photos)} annotated photos: fine-tuning a detector needs at least 8 (better 50+)")
     given = {k: [p for p in photos if p.split == k] for k in ("val", "test")}
+    if given["val"] and not given["test"] and len(given["val"]) < len(photos):
+        given = {"val": [], "test": given["val"]}
     pool = [p for p in photos if p.split not in given]  # given train/ and photos in no split folder
     order = np.random.default_rng(seed).permutation(len(pool))
     n_val = 0 if given["val"] else max(2, round(SHARES[1] * len(photos)))
@@ -67,6 +71,8 @@ def split(photos: list, seed: int) -> tuple[dict[str, list], str]:
 
 def _how(given: dict, seed: int) -> str:
     kept = [k for k in ("val", "test") if given[k]]
+    if kept == ["test"] and all(p.split == "val" for p in given["test"]):
+        return f"your val split is the test split (no test split given); val carved from train, seed {seed}"
     if not kept:
         return f"{'/'.join(str(round(100 * s)) for s in SHARES)}, seed {seed}"
     carved = [k for k in ("val", "test") if not given[k]]
