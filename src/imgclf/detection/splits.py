@@ -50,7 +50,8 @@ def split(photos: list, seed: int) -> tuple[dict[str, list], str]:
     if len(photos) < MIN_PHOTOS:
         raise UserError(f"only {len(photos)} annotated photos: fine-tuning a detector needs at least 8 (better 50+)")
     given = {k: [p for p in photos if p.split == k] for k in ("val", "test")}
-    if given["val"] and not given["test"] and len(given["val"]) < len(photos):
+    val_tests = bool(given["val"]) and not given["test"] and len(given["val"]) < len(photos)
+    if val_tests:
         given = {"val": [], "test": given["val"]}
     pool = [p for p in photos if p.split not in given]  # given train/ and photos in no split folder
     order = np.random.default_rng(seed).permutation(len(pool))
@@ -66,13 +67,13 @@ def split(photos: list, seed: int) -> tuple[dict[str, list], str]:
         "test": given["test"] + [pool[i] for i in order[n_val : n_val + n_test]],
         "train": [pool[i] for i in order[n_val + n_test :]],
     }
-    return parts, _how(given, seed)
+    return parts, _how(given, seed, val_tests)
 
 
-def _how(given: dict, seed: int) -> str:
-    kept = [k for k in ("val", "test") if given[k]]
-    if kept == ["test"] and all(p.split == "val" for p in given["test"]):
+def _how(given: dict, seed: int, val_tests: bool) -> str:
+    if val_tests:
         return f"your val split is the test split (no test split given); val carved from train, seed {seed}"
+    kept = [k for k in ("val", "test") if given[k]]
     if not kept:
         return f"{'/'.join(str(round(100 * s)) for s in SHARES)}, seed {seed}"
     carved = [k for k in ("val", "test") if not given[k]]
