@@ -224,7 +224,7 @@ def test_bad_fine_tuning_flags_get_one_line(shapes, monkeypatch, capsys):
 
     for flags, says in (
         (["--model", "resnet_fast", "--probe"], "--probe fits the head of a pretrained model"),
-        (["--model", "lite0", "--freeze-stride", "-1"], "freeze_stride must be an integer from 0"),
+        (["--model", "lite0", "--freeze-stride", "-1"], "--freeze-stride must be an integer from 0"),
     ):
         monkeypatch.setattr("sys.argv", ["imgclf", "train", str(shapes), *flags])
         with pytest.raises(SystemExit) as exit:

@@ -153,7 +153,10 @@ def test_the_python_api_defaults_are_the_declared_ones(function, cls):
         (["export", "r", "--opset", "0"], "--opset must be an ONNX opset (7 up to what the installed torch"),
         (["check", "d", "--near-distance", "40"], "--near-distance must be pHash bits from 0 to 16, not 40"),
         (["check", "d", "--labels", "--folds", "1"], "--folds must be a whole number, at least 2, not 1"),
-        (["check", "d", "--val-frac", "1.5"], "val_frac must be a number in [0, 1), not 1.5"),  # as train says it
+        (["check", "d", "--val-frac", "1.5"], "--val-frac must be a number in [0, 1), not 1.5"),
+        (["train", "d", "--img-size", "8"], "--img-size must be an integer from 16 to 1024, not 8"),
+        (["train", "d", "--time-budget", "soon"], "--time-budget must be a duration such as 90s, 5m or 1h30m"),
+        (["train", "d", "--optimizer", "adam"], "unknown --optimizer 'adam'; choose one of adamw, sgd"),
         (["evaluate", "r", "--tta", "rotate"], "unknown --tta 'rotate'; choose one of"),
         (["train", "d", "--workers", "0"], "--workers must be a whole number of workers, at least 1, not 0"),
         (["lr-find", "d", "--steps", "5"], "--steps must be at least 10 steps, not 5"),

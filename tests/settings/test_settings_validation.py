@@ -53,8 +53,9 @@ def test_yaml_values_are_read_as_the_user_meant():
 
 def test_a_config_file_is_checked_too(tmp_path):
     (tmp_path / "bad.yaml").write_text("lr: 1e-3\nbatch_size: 0\n")
-    with pytest.raises(UserError, match="batch_size must be an integer from 1 to 65536, not 0"):
+    with pytest.raises(UserError) as e:
         load_config(tmp_path / "bad.yaml")
+    assert str(e.value) == f"config file {tmp_path / 'bad.yaml'}: batch_size must be an integer from 1 to 65536, not 0"
 
 
 def test_a_config_file_s_mistakes_are_one_line_that_points_at_them(tmp_path):
@@ -71,7 +72,7 @@ def test_a_config_file_s_mistakes_are_one_line_that_points_at_them(tmp_path):
         load_config(tmp_path / "typo.yaml")
     said = str(e.value)
     assert said.startswith(
-        "unknown setting(s) epocs, img_sise, learning_speed (did you mean 'epochs' or 'img_size'?); valid: amp,"
+        f"config file {tmp_path / 'typo.yaml'}: unknown setting(s) epocs, img_sise, learning_speed (did you mean 'epochs' or 'img_size'?); valid: amp,"
     )
     assert "\n" not in said
 
@@ -91,10 +92,10 @@ def test_refused_starts_leave_no_run_folder(shapes, tmp_path, monkeypatch, capsy
     out = tmp_path / "run"
     # In-process (the CLI's own entry point, its exit code and stderr): a subprocess per case cost 3 s of imports.
     for flags, said in (
-        (["--batch-size", "0"], "batch_size"),
-        (["--img-size", "100000"], "img_size"),
-        (["--lr", "nan"], "lr"),
-        (["--epochs", "0"], "epochs"),
+        (["--batch-size", "0"], "error: --batch-size must be an integer from 1 to 65536, not 0"),
+        (["--img-size", "100000"], "error: --img-size must be"),  # named as typed, not as the config key
+        (["--lr", "nan"], "error: --lr must be"),
+        (["--epochs", "0"], "error: --epochs must be"),
         (["--test-frac", "0.95"], "leaves no training images"),
     ):
         monkeypatch.setattr("sys.argv", ["imgclf", "train", str(shapes), *flags, "--out", str(out)])
@@ -114,7 +115,7 @@ def test_out_naming_an_existing_file_is_refused(shapes, tmp_path):
     p = cli("train", shapes, "--out", tmp_path / "taken", check=False)
     assert (
         p.returncode == 2
-        and p.stderr == f"error: out '{tmp_path / 'taken'}' is an existing file; give a folder for the run\n"
+        and p.stderr == f"error: --out '{tmp_path / 'taken'}' is an existing file; give a folder for the run\n"
     )
     with pytest.raises(UserError, match="taken is a file"):
         TrainConfig(out=str(tmp_path / "taken" / "run"))

@@ -55,5 +55,5 @@ def test_imbalanced_folder_trains_weighted_and_records_it(shapes, tmp_path):
     best = history[meta["training"]["best_epoch"] - 1]
     assert float(best["val_balanced_acc"]) == pytest.approx(meta["training"]["best_val_acc"], abs=1e-5)
     p = cli("train", shapes, "--class-weight", "heavy", "--out", tmp_path / "bad", check=False)
-    assert p.returncode == 2 and "unknown class_weight 'heavy'" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "unknown --class-weight 'heavy'" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "bad").exists()

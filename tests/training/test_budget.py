@@ -185,7 +185,7 @@ def test_epochs_or_a_preset_turn_the_clock_off_and_the_cli_prints_the_budget(tmp
     assert re.search(r"default: time_budget=1m30s: \d+ ms for each of 24 training images", out)
     assert "training ends:" in out
     bad = cli("train", str(data), "--time-budget", "soon", check=False)
-    assert bad.returncode == 2 and "time_budget must be a duration" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "--time-budget must be a duration" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_under_ddp_the_clock_is_read_between_epochs_and_still_ends_the_run_in_time():

@@ -67,10 +67,10 @@ def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | No
     import inspect
 
     from imgclf.settings.config import TrainConfig
-    from imgclf.settings.declare import REQUIRED, declared
+    from imgclf.settings.declare import REQUIRED, checker, declared
 
-    made, single = [], {}
-    for f, kind in declared(cls or TrainConfig):
+    made, single, settings_cls = [], {}, cls or TrainConfig
+    for f, kind in declared(settings_cls):
         if not f.metadata["cli"] or (only is not None and f.name not in only):
             continue
         flag = f.metadata["flag"]
@@ -96,6 +96,9 @@ def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | No
         def run(**given):
             chosen = {n: given.pop(n) for n in names}
             chosen = {n: (single[n] if n in single else v) for n, v in chosen.items() if v is not None}
+            # Refused here, as the user typed it (--img-size 8), not as the job names it later (img_size,
+            # the key a config file and the Python API use); the job still checks and normalises them.
+            checker(settings_cls)(**chosen)
             return command(**given, **{into: chosen})
 
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]

@@ -97,9 +97,10 @@ class Flag:
 @dataclass(frozen=True)
 class PathSetting:
     optional: bool = False
+    run_folder: bool = False  # a folder training makes: a file in its way is refused at the start
 
     def check(self, name: str, v: Any):
-        return _path(name, v, self.optional)
+        return _path(name, v, self.optional, self.run_folder)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class Text:
 
 class Duration:
     def check(self, name: str, v: Any):
-        return parse_duration(v)
+        return parse_duration(v, name)
 
 
 DURATION = Duration()
@@ -137,14 +138,14 @@ def check_training(values: dict[str, Any], rules: dict) -> dict[str, Any]:
     return out
 
 
-def parse_duration(value) -> float | None:
+def parse_duration(value, name: str = "time_budget") -> float | None:
     """`time_budget` in seconds, from '90s', '5m', '1h30m', '2.5m', '5 minutes', '1 hour 30 min', 300 or
     '300'; 0 or 'off' means no budget;
-    None or 'auto' means the default. Anything else is refused in one line."""
+    None or 'auto' means the default. Anything else is refused in one line naming `name`."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
         return None
     if isinstance(value, bool):
-        raise UserError(f"time_budget must be a duration such as 90s, 5m or 1h30m, or auto or off, not {value!r}")
+        raise UserError(f"{name} must be a duration such as 90s, 5m or 1h30m, or auto or off, not {value!r}")
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
@@ -156,11 +157,11 @@ def parse_duration(value) -> float | None:
         num = r"(\d+(?:\.\d+)?)\s*"
         parts = re.fullmatch(rf"(?:{num}{hours})?\s*(?:{num}{minutes})?\s*(?:{num}{secs})?", text)
         if not text or parts is None or not any(parts.groups()):
-            raise UserError(f"time_budget must be a duration such as 90s, 5m or 1h30m, or auto or off, not {value!r}")
+            raise UserError(f"{name} must be a duration such as 90s, 5m or 1h30m, or auto or off, not {value!r}")
         h, m, s = (float(g) if g else 0.0 for g in parts.groups())
         seconds = 3600 * h + 60 * m + s
     if not (math.isfinite(seconds) and 0 <= seconds <= 7 * 86400):
-        raise UserError(f"time_budget must be between 0 (off) and 7 days, not {value!r}")
+        raise UserError(f"{name} must be between 0 (off) and 7 days, not {value!r}")
     return seconds
 
 
@@ -221,13 +222,13 @@ def _within(x, r: Number) -> bool:
     return (x > r.low if r.low_open else x >= r.low) and (x < r.high if r.high_open else x <= r.high)
 
 
-def _path(name: str, v: Any, optional: bool) -> str | None:
+def _path(name: str, v: Any, optional: bool, run_folder: bool) -> str | None:
     if v is None and optional:
         return None
     if not isinstance(v, (str, os.PathLike)):
         _refuse(name, v, "a path")
     p = str(v)
-    if name == "out":
+    if run_folder:
         # The run folder is made after minutes of decoding: a file in its way must stop the start, not the end.
         try:
             blocker = next((a for a in (Path(p), *Path(p).parents) if a.exists()), None)
@@ -235,9 +236,9 @@ def _path(name: str, v: Any, optional: bool) -> str | None:
             _refuse(name, v, "a usable folder path")
         if blocker is not None and not blocker.is_dir():
             raise UserError(
-                f"out {p!r} is an existing file; give a folder for the run"
+                f"{name} {p!r} is an existing file; give a folder for the run"
                 if str(blocker) == p
-                else f"out {p!r} cannot be a folder: {blocker} is a file"
+                else f"{name} {p!r} cannot be a folder: {blocker} is a file"
             )
     return p
 
@@ -245,9 +246,9 @@ def _path(name: str, v: Any, optional: bool) -> str | None:
 def _text(name: str, v: Any, optional: bool) -> str | None:
     if v is None and optional:
         return None
-    if name == "positive_class" and isinstance(v, numbers.Integral) and not isinstance(v, bool):
+    if _key(name) == "positive_class" and isinstance(v, numbers.Integral) and not isinstance(v, bool):
         return str(v)  # a class folder named "1" comes back from YAML as the number 1
-    if not isinstance(v, str) or (name == "model" and not v.strip()):
+    if not isinstance(v, str) or (_key(name) == "model" and not v.strip()):
         _refuse(name, v, "a name")
     return v
 
@@ -291,6 +292,11 @@ def _check_combinations(s: dict) -> None:
     for a, b in (("target_accuracy", "target_coverage"), ("target_recall", "target_precision")):
         if s.get(a) is not None and s.get(b) is not None:
             raise UserError(f"give {a} or {b}, not both ({s[a]:g} and {s[b]:g}): each chooses the threshold alone")
+
+
+def _key(name: str) -> str:
+    """The setting a refusal's `name` is: its key (img_size) or, for command-line values, its flag (--img-size)."""
+    return name.lstrip("-").replace("-", "_")
 
 
 def _refuse(name: str, value: Any, allowed: str):

@@ -222,7 +222,9 @@ class TrainConfig:
         "torch.compile: auto | on | off  [default: auto: on CUDA when the time ahead pays it back]",
         Choice(("auto", "on", "off")),
     )
-    out: str | None = setting(None, "Run folder [default: runs/<dataset>-<n>]", PathSetting(optional=True))
+    out: str | None = setting(
+        None, "Run folder [default: runs/<dataset>-<n>]", PathSetting(optional=True, run_folder=True)
+    )
     # Settings config.yaml and the Python API take, not the command line.
     model_kwargs: dict = setting({}, "Keyword arguments of the architecture (e.g. widths of resnet_fast).", cli=False)
     init_from: str | None = setting(
@@ -288,7 +290,12 @@ def config_keys(path: str | Path) -> set[str]:
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    return TrainConfig.from_dict(_read_yaml(Path(path)))
+    """The settings of a YAML file (a --config, a run's config.yaml); a refused one names the file."""
+    values = _read_yaml(Path(path))
+    try:
+        return TrainConfig.from_dict(values)
+    except UserError as e:
+        raise UserError(f"config file {path}: {e}") from None
 
 
 def _read_yaml(path: Path) -> dict:

@@ -84,8 +84,8 @@ def checker(cls):
     line naming the option (settings.scan's check_scan, settings.predict's check_predict, ...)."""
     rule, flag = rules(cls), flags(cls)
 
-    def check(**values) -> dict:
-        return {name: rule[name].check(flag[name], v) for name, v in values.items()}
+    def check(**values) -> dict:  # a structured setting (no rule) passes as it is: its job checks it
+        return {name: rule[name].check(flag[name], v) if rule[name] else v for name, v in values.items()}
 
     return check
 
