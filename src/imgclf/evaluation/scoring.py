@@ -41,7 +41,7 @@ def calibrate(model, images: np.ndarray, spec, console, logits: np.ndarray | Non
         if not why
         else f"  calibration: none (temperature 1): {why}"
     )
-    return Calibration(method="temperature", temperature=t, fitted_on="val", n=int(len(val)))
+    return Calibration(method="temperature", temperature=t, fitted_on="val", n=int(len(val)), skipped=why or None)
 
 
 def choose_decision(model, images: np.ndarray, spec, cfg: TrainConfig, console, logits=None) -> Decision:

@@ -8,7 +8,7 @@ who could be harmed) is left as a marked placeholder to edit in the HTML file.
 from __future__ import annotations
 
 from imgclf.evaluation.metrics import wilson
-from imgclf.reporting.data import Facts
+from imgclf.reporting.data import Facts, calibrated
 from imgclf.reporting.html import edit, esc, section
 
 
@@ -67,7 +67,8 @@ def model_card_section(f: Facts) -> str:
             f"macro F1 {m['macro_avg']['f1-score']:.3f}."
         ]
         if c := m.get("calibration"):
-            results.append(f"Calibrated confidence: expected calibration error {c['ece_after']:.3f} on the test split.")
+            said = "Calibrated confidence" if calibrated(c) else "Confidence (not calibrated)"
+            results.append(f"{said}: expected calibration error {c['ece_after']:.3f} on the test split.")
         recall = {c: r["recall"] for c, r in m["per_class"].items()}
         weakest = [c for c in sorted(recall, key=recall.get)[:3] if recall[c] < max(recall.values())]
         results.append(
@@ -131,7 +132,8 @@ def _limitations(f: Facts) -> list[str]:
         out.append(f"Images are seen at {size}×{size} px: fine detail is lost.")
     n_val = f.meta.calibration.n if f.meta.calibration else 0
     if n_val and n_val < 300:
-        out.append(f"Calibration and thresholds were fitted on {n_val} validation images: treat them as approximate.")
+        fitted = "Thresholds were" if f.meta.calibration.temperature == 1.0 else "Calibration and thresholds were"
+        out.append(f"{fitted} fitted on {n_val} validation images: treat them as approximate.")
     train = f.data.get("counts", {}).get("train", {})
     if train and min(train.values()) > 0 and max(train.values()) / min(train.values()) >= 3:
         out.append("Classes are imbalanced in training: rare classes are predicted less often.")

@@ -116,6 +116,12 @@ def test_predictions(model, rows: list[dict], progress: bool) -> Test | None:
     )
 
 
+def calibrated(c: dict) -> bool:
+    """Whether metrics' calibration record holds a fitted temperature (T = 1: none was fitted, as
+    evaluation.scoring.calibrate leaves it for a few validation images or all of them right)."""
+    return c.get("temperature", 1.0) != 1.0
+
+
 def deployed_labels(probs: np.ndarray, meta: RunMeta) -> np.ndarray:
     """The class `predict` answers per row, as Model.decide: the stored two-class threshold, else
     argmax, or -1 ('unknown') below the run's rejection threshold."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from imgclf.reporting import plots as plots
-from imgclf.reporting.data import Facts, coverage_curve, gallery_picks, one_vs_rest, png_uri, thumbnail
+from imgclf.reporting.data import Facts, calibrated, coverage_curve, gallery_picks, one_vs_rest, png_uri, thumbnail
 from imgclf.reporting.html import esc, figure, num, section, table
 from imgclf.store.run_meta import Rejection
 
@@ -189,12 +189,17 @@ def roc_pr_section(f: Facts, per_class_curves: list, micro: dict | None) -> str:
     return section("roc-pr", "ROC and precision-recall curves", figure(png_uri(png), "ROC and PR curves", cap))
 
 
+def ece_card(c: dict) -> tuple[str, str]:
+    """The header's card of the expected calibration error, named calibrated only where it is."""
+    return f"{c['ece_after']:.3f}", "ECE (calibrated)" if calibrated(c) else "ECE (not calibrated)"
+
+
 def reliability_section(f: Facts) -> str:
     c = (f.metrics or {}).get("calibration")
     if not c:
         return section("reliability", "Calibration", "<p>No calibration recorded.</p>")
     fit = f.meta.calibration
-    png = plots.reliability(c["reliability"], c.get("ece_before"), c.get("ece_after"))
+    png = plots.reliability(c["reliability"], c.get("ece_before"), c.get("ece_after") if calibrated(c) else None)
     facts = table(
         ["", "before", "after"],
         [
@@ -203,11 +208,14 @@ def reliability_section(f: Facts) -> str:
         ],
         numeric=(1, 2),
     )
-    text = (
-        f"<p>Confidence is calibrated by one softmax temperature, T = {c['temperature']:.3f}, fitted on "
-        f"{fit.n if fit else '?'} validation images (T &gt; 1 softens over-confident outputs, T &lt; 1 sharpens "
-        "under-confident ones). A well-calibrated model that says 0.8 is right 8 times in 10.</p>"
+    why = f": {esc(fit.skipped)}" if fit and fit.skipped else ""
+    said = (
+        f"calibrated by one softmax temperature, T = {c['temperature']:.3f}, fitted on {fit.n if fit else '?'} "
+        "validation images (T &gt; 1 softens over-confident outputs, T &lt; 1 sharpens under-confident ones)"
+        if calibrated(c)
+        else f"<b>not calibrated</b>: no softmax temperature was fitted{why}; the confidences are the model's own"
     )
+    text = f"<p>Confidence is {said}. A well-calibrated model that says 0.8 is right 8 times in 10.</p>"
     return section(
         "reliability",
         "Calibration",

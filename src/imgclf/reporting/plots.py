@@ -260,9 +260,12 @@ def reliability(rel: dict, ece_before: float | None, ece_after: float | None) ->
         )
         ax.plot([0, 1], [0, 1], "--", color="#666", lw=1, label="perfect calibration")
         ax.set(ylim=(0, 1), ylabel="accuracy", xlim=(0, 1))
-        title = "calibrated confidence vs accuracy"
+        # ece_after None: no temperature was fitted, so the confidences are the model's own.
+        title = "calibrated confidence vs accuracy" if ece_after is not None else "confidence vs accuracy"
         if ece_after is not None:
             title += f"\nECE {ece_before:.3f} before, {ece_after:.3f} after temperature scaling"
+        elif ece_before is not None:
+            title += f"\nECE {ece_before:.3f}"
         ax.set_title(title)
         ax.legend(loc="upper left")
         hist.bar(centers, count / max(1, count.sum()), width=width * 0.92, color="#888")

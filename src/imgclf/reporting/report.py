@@ -116,7 +116,7 @@ def write_evaluation(
         w.writerows([path, folder, answer, f"{confidence:.4f}", ""] for path, folder, answer, confidence in others)
     m = f.metrics
     cards = [(f"{m['accuracy']:.1%}", "accuracy"), (f"{m['macro_avg']['f1-score']:.3f}", "macro F1")]
-    cards += [(f"{m['n']:,}", "images"), (f"{m['calibration']['ece_after']:.3f}", "ECE (calibrated)")]
+    cards += [(f"{m['n']:,}", "images"), ev.ece_card(m["calibration"])]
     own = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else None
     own = own if own and "accuracy" in own else None  # a detector run's metrics are AP, not accuracy
     # Beside its own test split's accuracy, a drop on new photos is the news (another camera, a season).
@@ -145,7 +145,7 @@ def _header(f: Facts) -> str:
     if m:
         cards += [(f"{m['macro_avg']['f1-score']:.3f}", "macro F1"), (f"{m['n']:,}", "test images")]
         if c := m.get("calibration"):
-            cards.append((f"{c['ece_after']:.3f}", "ECE (calibrated)"))
+            cards.append(ev.ece_card(c))
     parameters = f.meta.architecture.parameters if f.meta.architecture else None
     cards += [(str(len(f.meta.classes)), "classes"), (si(parameters), "parameters")]
     if t is not None:

@@ -127,6 +127,7 @@ class Calibration(Record):
     temperature: float = 1.0
     fitted_on: str | None = None
     n: int = 0
+    skipped: str | None = None  # why no temperature was fitted (T stays 1): the report says so
 
 
 @dataclass(kw_only=True)

@@ -1,0 +1,34 @@
+"""A run whose validation split was too small to fit a softmax temperature: its report says the
+confidences are the model's own, not that they were calibrated on a handful of images."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import imgclf
+from imgclf.reporting.data import calibrated
+from imgclf.reporting.evaluation import ece_card
+from imgclf.store.run_meta import load_run_meta
+
+
+def test_a_run_without_a_temperature_is_reported_as_not_calibrated(tiny_run, tmp_path):
+    run = shutil.copytree(tiny_run, tmp_path / "run")  # the shared run is read, never written into
+    meta = load_run_meta(run)
+    assert meta.calibration.temperature == 1.0 and "too few to fit one" in meta.calibration.skipped
+    text = imgclf.report(run, verbose=False).read_text(encoding="utf-8")
+    assert re.search(
+        r"Confidence is <b>not calibrated</b>: no softmax temperature was fitted: \d+ validation images are too few to fit one \(it takes 20\); the confidences are the model.s own",
+        text,
+    )
+    # Before: "Confidence is calibrated by one softmax temperature, T = 1.000, fitted on 3 validation images".
+    assert "calibrated by one softmax temperature" not in text
+    assert "ECE (not calibrated)" in text and "ECE (calibrated)" not in text
+    assert "Thresholds were fitted on" in text and "Calibration and thresholds were fitted" not in text
+    assert "Confidence (not calibrated): expected calibration error" in text
+
+
+def test_a_fitted_temperature_is_called_calibrated():
+    c = {"temperature": 1.37, "ece_after": 0.0412}
+    assert calibrated(c) and ece_card(c) == ("0.041", "ECE (calibrated)")
+    assert ece_card({**c, "temperature": 1.0}) == ("0.041", "ECE (not calibrated)")
