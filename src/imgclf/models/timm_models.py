@@ -68,6 +68,11 @@ def create_timm_model(
         load_matching(model, path, f"timm/{arch}", expect_fresh=("classifier.",))
     # Recorded in model.json: where the starting weights came from.
     model.weights_origin = {"source": source, "path": str(path) if path else None}
+    if source == "package":
+        from imgclf.models.packaged import PACKAGED
+
+        if arch in PACKAGED:  # the report names the pip package the ImageNet weights came from
+            model.weights_origin["package"] = PACKAGED[arch].package
     return model
 
 

@@ -37,10 +37,20 @@ def explanations_section(f: Facts, model) -> str:
         body += '<h3 id="explanations-filters">First-layer filters</h3>' + figure(
             png_uri(png_bytes(filters)),
             "first-layer filters",
-            "The first convolution's filters, each scaled to its own range (colour for RGB input). "
-            "Smooth edge and colour detectors are healthy; pure noise after training means that layer barely learned.",
+            "The first convolution's filters, each scaled to its own range (colour for RGB input). " + _filters_note(f),
         )
     return section("explanations", title, body)
+
+
+def _filters_note(f: Facts) -> str:
+    """How to read the filters: a network trained from scratch learnt them here; a pretrained one's
+    came from its weights, and a frozen stem's are those weights as they were."""
+    stages = f.meta.training_record.stages if f.meta.training_record else []
+    if any(str(s.get("frozen", "")).startswith("conv_stem") for s in stages):
+        return "This run kept them frozen: they are the pretrained weights' own, not learnt from these images."
+    if f.meta.pretrained:
+        return "They started from the pretrained weights; fine-tuning moves them little."
+    return "Smooth edge and colour detectors are healthy; pure noise after training means that layer barely learned."
 
 
 def _gallery(f: Facts, model, explainer) -> str:

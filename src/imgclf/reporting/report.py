@@ -262,7 +262,12 @@ def model_section(f: Facts) -> str:
         ("normalisation", f"mean {esc(norm.mean)}, std {esc(norm.std)}" if norm else "–"),
         ("preprocessing", esc(f.meta.preprocessing or "")),
         ("test-time augmentation", f"<code>{esc(tta)}</code>"),
-        ("calibration", f"temperature {f.meta.temperature:.3f}"),
+        (
+            "calibration",
+            f"temperature {f.meta.temperature:.3f}"
+            if f.meta.temperature != 1.0
+            else "none (temperature 1)" + (f": {esc(c.skipped)}" if (c := f.meta.calibration) and c.skipped else ""),
+        ),
     ]
     if d := f.meta.decision:
         pairs.append(("decision", f"'{esc(d.positive_class)}' when p ≥ {d.threshold:.3f}"))

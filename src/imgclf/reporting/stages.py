@@ -23,7 +23,7 @@ def stages_html(f: Facts) -> str:
                 str(s["stage"]),
                 esc(s["name"]),
                 _epochs(s["epochs"]),
-                esc(s.get("trains", "every layer")),
+                esc(_trains(s)),
                 _lr(s),
                 esc(s["batchnorm"]),
             ]
@@ -32,18 +32,23 @@ def stages_html(f: Facts) -> str:
         html += (
             '<h3 id="stages">Training stages</h3>'
             + table(["stage", "name", "epochs", "trains", "peak learning rate", "BatchNorm"], rows)
-            + '<p class="note">The head-only stage is shaded on the curves above; the learning-rate '
-            "schedule restarts at each stage.</p>"
+            + (
+                '<p class="note">The head-only stage is shaded on the curves above; the learning-rate '
+                "schedule restarts at each stage.</p>"
+                if len(stages) > 1
+                else ""
+            )
         )
     full = next((s for s in stages if s.get("lr_groups") and s.get("layer_decay", 1) != 1), None)
     if full:
+        frozen = _frozen_groups(full)
         rows = [
             [
                 str(g["layer"]),
                 f"<code>{esc(g['modules'])}</code>",
                 num(g["parameters"]),
                 f"{g['lr_scale']:.3g}",
-                f"{g['peak_lr']:.3g}",
+                "frozen" if g["layer"] in frozen else f"{g['peak_lr']:.3g}",
             ]
             for g in full["lr_groups"]
         ]
@@ -57,12 +62,34 @@ def stages_html(f: Facts) -> str:
     return html
 
 
+def _trains(s: dict) -> str:
+    """What a stage trained: every layer, or those above the frozen ones (freeze_stride, and the
+    depthwise weights frozen with freeze_depthwise)."""
+    if not s.get("frozen"):
+        return s.get("trains", "every layer")
+    frozen = s["frozen"].split(":")[0]  # "conv_stem … blocks.2.1.bn3 (stride <= 8): eval mode, not trained"
+    depthwise = f" and {s['frozen_depthwise']} depthwise convolutions' weights" if s.get("frozen_depthwise") else ""
+    return f"every layer but {frozen}{depthwise}"
+
+
+def _frozen_groups(s: dict) -> set[int]:
+    """The layer groups at or below the last frozen module: listed with a learning rate that they
+    never used, as the optimiser's groups include them."""
+    if not s.get("frozen"):
+        return set()
+    last = s["frozen"].split(" (")[0].split(":")[0].split(" … ")[-1].strip()
+    ends = [g["layer"] for g in s["lr_groups"] if g["modules"].split(" … ")[-1].strip() == last]
+    return {g["layer"] for g in s["lr_groups"] if ends and g["layer"] <= ends[0]}
+
+
 def _weights(pre: dict) -> str:
     origin = pre.get("weights_from") or {}
     where = {
         "file": "a local file (--weights)",
         "cache": "the local Hugging Face cache",
         "download": "downloaded from the Hugging Face hub",
+        # ImageNet weights from pip (models.packaged), converted once into imgclf's cache
+        "package": f"the installed package {origin.get('package') or ''}".rstrip(),
     }.get(origin.get("source"), "?")
     exp = pre.get("expected") or {}
     pairs = [
@@ -93,6 +120,10 @@ def _epochs(span: list[int]) -> str:
 
 def _lr(s: dict) -> str:
     if s.get("lr_groups") and s.get("layer_decay", 1) != 1:
+        frozen = _frozen_groups(s)
+        first = next((g for g in s["lr_groups"] if g["layer"] not in frozen), None)
+        if frozen and first is not None:  # the lowest layer that learnt, not a frozen one's unused rate
+            return f"{first['peak_lr']:.2g} (first trained layer) … {s['last_layer_lr']:.2g} (head)"
         return f"{s['first_layer_lr']:.2g} (first layer) … {s['last_layer_lr']:.2g} (head)"
     return f"{s['peak_lr']:.2g}"
 
@@ -128,6 +159,6 @@ def leaderboard_html(f: Facts) -> str:
         }.get(plan.get("ended_by"), plan.get("ended_by", "?"))
         html += (
             f"<p>Time budget {num(plan.get('budget_s'), 0)} s: {esc(ended)} "
-            f"({num(plan.get('spent'), 0)} s spent by the last epoch).</p>"
+            f"(the last epoch ended {num(plan.get('spent'), 0)} s in).</p>"
         )
     return html
