@@ -53,7 +53,7 @@ def model_card_section(f: Facts) -> str:
         + (
             "as given by the data"
             if f.data.get("layout") in ("split-folders", "manifest")
-            else f"at random per class (seed {esc(f.config.get('seed', '?'))})"
+            else f"at random per class{_grouped(f)} (seed {esc(f.config.get('seed', '?'))})"
         )
         + ".",
         f"Source and labelling: {edit('where the images come from, who labelled them and how, time span')}",
@@ -132,8 +132,7 @@ def _limitations(f: Facts) -> list[str]:
         out.append(f"Images are seen at {size}×{size} px: fine detail is lost.")
     n_val = f.meta.calibration.n if f.meta.calibration else 0
     if n_val and n_val < 300:
-        fitted = "Thresholds were" if f.meta.calibration.temperature == 1.0 else "Calibration and thresholds were"
-        out.append(f"{fitted} fitted on {n_val} validation images: treat them as approximate.")
+        out.append(_fitted_on_validation(f, n_val))
     train = f.data.get("counts", {}).get("train", {})
     if train and min(train.values()) > 0 and max(train.values()) / min(train.values()) >= 3:
         out.append("Classes are imbalanced in training: rare classes are predicted less often.")
@@ -154,3 +153,20 @@ def _limitations(f: Facts) -> list[str]:
 
 def _block(title: str, items: list[str]) -> str:
     return f"<h3>{esc(title)}</h3><ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+
+
+def _grouped(f: Facts) -> str:
+    """How the random split kept related images together (data.groups), as the data report has it."""
+    by = (f.data.get("groups") or {}).get("by")
+    return f", each group of related images ({esc(by)}) kept on one side" if by and by != "none" else ""
+
+
+def _fitted_on_validation(f: Facts, n_val: int) -> str:
+    """What a small validation split chose (a temperature, a threshold), or that it chose neither."""
+    d, r = f.meta.decision, f.meta.rejection
+    fitted = ["calibration"] if f.meta.calibration.temperature != 1.0 else []
+    fitted += ["the threshold"] if (d and not str(d.rule or "").startswith("argmax")) or r else []
+    if not fitted:
+        return f"The validation split ({n_val} images) was too small to fit a calibration or a threshold; none was."
+    were = "were" if len(fitted) > 1 else "was"
+    return f"{' and '.join(fitted).capitalize()} {were} fitted on {n_val} validation images: treat them as approximate."
