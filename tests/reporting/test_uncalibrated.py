@@ -7,8 +7,7 @@ import re
 import shutil
 
 import imgclf
-from imgclf.reporting.data import calibrated
-from imgclf.reporting.evaluation import ece_card
+from imgclf.reporting.data import calibrated, ece_card
 from imgclf.store.run_meta import load_run_meta
 
 

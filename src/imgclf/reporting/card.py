@@ -8,7 +8,7 @@ who could be harmed) is left as a marked placeholder to edit in the HTML file.
 from __future__ import annotations
 
 from imgclf.evaluation.metrics import wilson
-from imgclf.reporting.data import Facts, calibrated
+from imgclf.reporting.data import Facts, calibrated, calibrated_word
 from imgclf.reporting.html import edit, esc, section
 
 
@@ -23,7 +23,7 @@ def model_card_section(f: Facts) -> str:
     ]
     if d := f.meta.decision:
         details.append(
-            f"Says '{esc(d.positive_class)}' when its calibrated probability is at least "
+            f"Says '{esc(d.positive_class)}' when its {calibrated_word(f.meta)}probability is at least "
             f"{d.threshold:.3f} ({esc(d.rule)})."
         )
     if line := _int8_line(f):

@@ -122,6 +122,16 @@ def calibrated(c: dict) -> bool:
     return c.get("temperature", 1.0) != 1.0
 
 
+def ece_card(c: dict) -> tuple[str, str]:
+    """The header's card of the expected calibration error, named calibrated only where it is."""
+    return f"{c['ece_after']:.3f}", "ECE (calibrated)" if calibrated(c) else "ECE (not calibrated)"
+
+
+def calibrated_word(meta) -> str:
+    """'calibrated ' before 'probability' or 'confidence' where a temperature was fitted, else ''."""
+    return "calibrated " if meta.temperature != 1.0 else ""
+
+
 def deployed_labels(probs: np.ndarray, meta: RunMeta) -> np.ndarray:
     """The class `predict` answers per row, as Model.decide: the stored two-class threshold, else
     argmax, or -1 ('unknown') below the run's rejection threshold."""

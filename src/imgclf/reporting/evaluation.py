@@ -6,7 +6,16 @@ from __future__ import annotations
 import numpy as np
 
 from imgclf.reporting import plots as plots
-from imgclf.reporting.data import Facts, calibrated, coverage_curve, gallery_picks, one_vs_rest, png_uri, thumbnail
+from imgclf.reporting.data import (
+    Facts,
+    calibrated,
+    calibrated_word,
+    coverage_curve,
+    gallery_picks,
+    one_vs_rest,
+    png_uri,
+    thumbnail,
+)
 from imgclf.reporting.html import esc, figure, num, section, table
 from imgclf.store.run_meta import Rejection
 
@@ -183,15 +192,10 @@ def roc_pr_section(f: Facts, per_class_curves: list, micro: dict | None) -> str:
         return section("roc-pr", "ROC and precision-recall curves", "<p>No test split to draw them from.</p>")
     png = plots.roc_pr(per_class_curves, f.meta.classes, micro)
     cap = (
-        f"Each class against all others, from the calibrated probabilities on the {_images(f)}. Micro-average: "
+        f"Each class against all others, from the {calibrated_word(f.meta)}probabilities on the {_images(f)}. Micro-average: "
         "every (image, class) pair pooled."
     )
     return section("roc-pr", "ROC and precision-recall curves", figure(png_uri(png), "ROC and PR curves", cap))
-
-
-def ece_card(c: dict) -> tuple[str, str]:
-    """The header's card of the expected calibration error, named calibrated only where it is."""
-    return f"{c['ece_after']:.3f}", "ECE (calibrated)" if calibrated(c) else "ECE (not calibrated)"
 
 
 def reliability_section(f: Facts) -> str:
@@ -233,7 +237,7 @@ def thresholds_section(f: Facts) -> str:
         predicted = d["tp"] + d["fp"]
         parts.append(
             f'<div id="thresholds-decision"><h3>Two-class decision</h3><p>The answer is <b>{esc(d["positive_class"])}</b> '
-            f"when its calibrated probability is at least <b>{d['threshold']:.3f}</b> ({esc(d['rule'])}). On the "
+            f"when its {calibrated_word(f.meta)}probability is at least <b>{d['threshold']:.3f}</b> ({esc(d['rule'])}). On the "
             f"{esc(_where(f))} that gives recall <b>{d['recall']:.3f}</b> at precision <b>{d['precision']:.3f}</b>: "
             f"{d['fp']:,} false alarm(s) among {predicted:,} positive answers and {d['fn']:,} missed of "
             f"{d['tp'] + d['fn']:,}. ROC-AUC {num(d.get('roc_auc'))}, PR-AUC {num(d.get('pr_auc'))}.</p>"
@@ -312,7 +316,7 @@ def _rejection_table(rej: Rejection, test: dict, accuracy_all: float, where: str
         if d
     ]
     return (
-        '<div id="thresholds-rejection"><h3>Rejection</h3><p>Below calibrated confidence '
+        '<div id="thresholds-rejection"><h3>Rejection</h3><p>Below confidence '
         f"<b>{rej.threshold:.3f}</b> the model answers <code>unknown</code> ({esc(rej.rule or '')}). "
         f"Answering everything, accuracy on the {esc(where)} would be {accuracy_all:.3f}.</p>"
         + table(["split", "coverage", "answered", "unknown", "accuracy on answered"], rows, numeric=(1, 2, 3, 4))
@@ -344,7 +348,7 @@ def gallery_sections(f: Facts) -> tuple[str, str]:
         "predictions",
         "Sample predictions",
         f'<p class="note">{_images(f).capitalize()} spread over the classes: true label, then the answer and its '
-        f"calibrated confidence (green: right, red: wrong{', grey: answered unknown' if f.meta.rejection else ''})."
+        f"{calibrated_word(f.meta)}confidence (green: right, red: wrong{', grey: answered unknown' if f.meta.rejection else ''})."
         f'</p><div class="gallery">{cards}</div>',
     )
     if len(wrong):

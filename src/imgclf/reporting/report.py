@@ -22,7 +22,7 @@ from imgclf.reporting import evaluation as ev
 from imgclf.reporting import plots as plots
 from imgclf.reporting.card import model_card_section
 from imgclf.reporting.compare import comparison_section
-from imgclf.reporting.data import Facts, gather, png_uri, samples_per_class, thumbnail
+from imgclf.reporting.data import Facts, ece_card, gather, png_uri, samples_per_class, thumbnail
 from imgclf.reporting.explain import explanations_section
 from imgclf.reporting.html import esc, figure, kv, num, page, section, si, table
 from imgclf.reporting.monitor import monitoring_section
@@ -116,7 +116,7 @@ def write_evaluation(
         w.writerows([path, folder, answer, f"{confidence:.4f}", ""] for path, folder, answer, confidence in others)
     m = f.metrics
     cards = [(f"{m['accuracy']:.1%}", "accuracy"), (f"{m['macro_avg']['f1-score']:.3f}", "macro F1")]
-    cards += [(f"{m['n']:,}", "images"), ev.ece_card(m["calibration"])]
+    cards += [(f"{m['n']:,}", "images"), ece_card(m["calibration"])]
     own = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else None
     own = own if own and "accuracy" in own else None  # a detector run's metrics are AP, not accuracy
     # Beside its own test split's accuracy, a drop on new photos is the news (another camera, a season).
@@ -145,7 +145,7 @@ def _header(f: Facts) -> str:
     if m:
         cards += [(f"{m['macro_avg']['f1-score']:.3f}", "macro F1"), (f"{m['n']:,}", "test images")]
         if c := m.get("calibration"):
-            cards.append(ev.ece_card(c))
+            cards.append(ece_card(c))
     parameters = f.meta.architecture.parameters if f.meta.architecture else None
     cards += [(str(len(f.meta.classes)), "classes"), (si(parameters), "parameters")]
     if t is not None:
