@@ -59,6 +59,13 @@ def scored_evaluation(
                     + f"; scored on the {len(paths):,} images of its own classes"
                 )
             )
+            if close := near_names(list(left), list(model.classes)):
+                what = (
+                    "folders to score their images as those classes"
+                    if "," in close
+                    else "folder to score its images as that class"
+                )
+                console.print(escape(f"  hint: {close}: rename the {what}"))
         where, out_dir = str(data), None
     cache = build_cache(paths, model.img_size, model.resize_mode, progress=verbose)
     keep = np.array([i for i in range(len(paths)) if i not in cache.bad], dtype=np.int64)
@@ -82,6 +89,27 @@ def left_out_line(counts: dict[str, int], who: str) -> str:
     return f"  left out {sum(counts.values()):,} images of classes {who}: " + ", ".join(
         f"{c} ({n:,})" for c, n in counts.items()
     )
+
+
+def near_names(folders: list[str], classes: list[str]) -> str:
+    """'roses -> rose': folders whose names are a near miss of one of the model's classes (a plural,
+    a typo), which name matching (data.spec.name_key: case, spaces, '-' and '_') did not join; ''."""
+    import difflib
+
+    from imgclf.data.spec import name_key
+
+    def forms(k: str) -> set[str]:  # English plurals: daisies/daisy, boxes/box, roses/rose
+        return {k, k[:-3] + "y" if k.endswith("ies") else k, k[:-2] if k.endswith("es") else k, k.rstrip("s")}
+
+    keys = {name_key(c): c for c in classes}
+    pairs = []
+    for folder in folders:
+        key = name_key(folder)
+        match = [k for k in keys if forms(k) & forms(key)] or difflib.get_close_matches(
+            key, list(keys), n=1, cutoff=0.8
+        )
+        pairs += [f"{folder} -> {keys[match[0]]}"] if match else []
+    return ", ".join(pairs)
 
 
 def answers_to_other_classes(
@@ -269,9 +297,14 @@ def labelled(
     sel = spec.indices("test") if (spec.splits == "test").any() else np.arange(len(spec.paths))
     named, unknown = match_classes(spec.classes, classes, aliases)
     if unknown and (leave_out is None or not named):
+        close = near_names(unknown, classes)
         raise UserError(
             f"{data} has classes {unknown_to}: {listed(unknown)} ({known_as}: {listed(classes)}); "
-            "give a folder of those classes' images"
+            + (
+                f"rename the folders that are near misses ({close})"
+                if close
+                else "give a folder of those classes' images"
+            )
         )
     if unknown:
         folder = [spec.classes[spec.labels[i]] for i in sel]
