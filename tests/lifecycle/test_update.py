@@ -264,6 +264,13 @@ def test_a_new_folder_named_like_a_recorded_class_is_that_class(capsys):
     assert [r["label"] for r in new] == ["disc", "sea_lion", "owl", "disc"]
     out = capsys.readouterr().out
     assert "classes matched by name to the recorded ones: Disc -> disc, sea lion -> sea_lion" in out
+    assert "warning" not in out  # owl is near no recorded class
+    # `discs/` beside the recorded 'disc' would become a class of its own: said, with the rename.
+    new = [{"label": n} for n in ("discs", "owl")]
+    _match_old_names(new, ["disc", "sea_lion", "square"], Console(width=300))
+    assert [r["label"] for r in new] == ["discs", "owl"]
+    out = " ".join(capsys.readouterr().out.split())
+    assert "warning: new class folders named near recorded classes (discs -> disc) become classes of their own" in out
 
 
 @pytest.mark.slow

@@ -69,15 +69,23 @@ def _match_old_names(new: list[dict], classes: list[str], console) -> None:
     `daisy`) is that class, not a new one beside it: relabelled in place and said."""
     from rich.markup import escape
 
-    from imgclf.evaluation.elsewhere import match_classes
+    from imgclf.evaluation.elsewhere import match_classes, near_names
 
-    named, _ = match_classes(sorted({r["label"] for r in new}), classes)
+    named, unknown = match_classes(sorted({r["label"] for r in new}), classes)
     renamed = {a: b for a, b in named.items() if a != b}
     for r in new:
         r["label"] = renamed.get(r["label"], r["label"])
     if renamed:
         said = ", ".join(f"{a} -> {b}" for a, b in renamed.items())
         console.print(escape(f"  new data: classes matched by name to the recorded ones: {said}"))
+    if close := near_names(unknown, classes):  # `roses/` beside `rose`: a new class of the same flowers
+        console.print(
+            "[yellow]warning[/]: "
+            + escape(
+                f"new class folders named near recorded classes ({close}) become classes of their own; "
+                "if they are the same classes, rename the folders and run again"
+            )
+        )
 
 
 def _old_rows(run: Path, registry: Path, version: int | None, data_root=None) -> tuple[list[dict], dict]:
