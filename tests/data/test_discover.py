@@ -41,6 +41,20 @@ def test_class_folders_stratified_split_and_unicode_names(tmp_path):
     assert (other.splits != spec.splits).any()
 
 
+def test_classes_that_differ_only_as_a_plural_are_said(tmp_path):
+    """rose/ and roses/ (two sources merged): likely one class split in two, each image of either
+    confused over; said in the note training and check print. Numbered classes (s1, s10) are not."""
+    for cls in ("rose", "roses", "Daisies", "daisy", "tulip"):
+        for i in range(5):
+            _img(tmp_path / "flowers" / cls / f"{i}.png")
+    note = discover(tmp_path / "flowers").note
+    assert "classes Daisies/daisy, rose/roses differ only as a plural: if each pair is one class, merge" in note
+    for cls in ("s1", "s10", "s2"):
+        for i in range(5):
+            _img(tmp_path / "faces" / cls / f"{i}.png")
+    assert "plural" not in (discover(tmp_path / "faces").note or "")
+
+
 def test_split_folders_carve_val_from_train(tmp_path):
     for split, n in (("train", 20), ("test", 5)):
         for cls in ("a", "b"):

@@ -28,6 +28,7 @@ from imgclf.data.images import is_web_url
 from imgclf.data.labels_csv import from_manifest
 from imgclf.data.spec import (
     DatasetSpec,
+    alike_classes,
     check_classes,
     files_under,
     imgclf_output,
@@ -110,9 +111,7 @@ def _visible(path: Path) -> bool:
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(
-        (p for p in folder.iterdir() if p.is_dir() and _visible(p) and not imgclf_output(p)), key=lambda p: p.name
-    )
+    return sorted((p for p in folder.iterdir() if p.is_dir() and _visible(p) and not imgclf_output(p)), key=str)
 
 
 def _outputs_note(folder: Path) -> str:
@@ -136,7 +135,7 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
     """The dataset at `source` (find), with at least two classes and every image in a split."""
     spec = find(source)
     check_classes(spec.classes, Path(spec.root))
-    spec.note = "; ".join(filter(None, [spec.note, val_as_test(spec)]))
+    spec.note = "; ".join(filter(None, [spec.note, val_as_test(spec), alike_classes(spec.classes)]))
     spec.given = spec.splits.copy()
     fill_missing_splits(spec, val_frac, test_frac, seed)
     return spec

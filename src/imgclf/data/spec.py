@@ -37,6 +37,50 @@ def name_key(name: str) -> str:
     return re.sub(r"[\s_-]+", "_", name.strip().casefold())
 
 
+def _plural_forms(key: str) -> set[str]:
+    """A name_key and what it is without an English plural ending: daisies/daisy, boxes/box, roses/rose."""
+    return {
+        key,
+        key[:-3] + "y" if key.endswith("ies") else key,
+        key[:-2] if key.endswith("es") else key,
+        key.rstrip("s"),
+    }
+
+
+def near_names(folders: list[str], classes: list[str]) -> str:
+    """'roses -> rose': folders whose names are a near miss of one of `classes` (a plural, a typo) that
+    name_key does not join; ''. Numbered names (s1, s10) differ in their number, not by a slip."""
+    import difflib
+
+    keys = {name_key(c): c for c in classes}
+    pairs = []
+    for folder in folders:
+        key = name_key(folder)
+        match = [k for k in keys if _plural_forms(k) & _plural_forms(key)] or [
+            k
+            for k in difflib.get_close_matches(key, list(keys), n=1, cutoff=0.8)
+            if re.sub(r"\d", "", k) != re.sub(r"\d", "", key)
+        ]
+        pairs += [f"{folder} -> {keys[match[0]]}"] if match else []
+    return ", ".join(pairs)
+
+
+def alike_classes(classes: list[str]) -> str:
+    """A note where two classes differ only as a plural (rose/ and roses/, merged from two sources):
+    likely one class split in two, which every image of either would be confused over; '' if none."""
+    pairs = [
+        f"{a}/{b}"
+        for i, a in enumerate(classes)
+        for b in classes[i + 1 :]
+        if _plural_forms(name_key(a)) & _plural_forms(name_key(b))
+    ]
+    return (
+        f"classes {', '.join(pairs)} differ only as a plural: if each pair is one class, merge its folders"
+        if pairs
+        else ""
+    )
+
+
 def split_of(name: str) -> str | None:
     """The split a folder's name says (train, val or test), or None."""
     words = [w for w in re.split(r"[^a-z]+", name.lower()) if w]

@@ -12,6 +12,7 @@ import numpy as np
 from rich.markup import escape  # class names and the data folder are the user's text
 
 from imgclf.core.errors import UserError
+from imgclf.data.spec import near_names
 from imgclf.evaluation.scoring import score
 
 MOST_OTHER_CLASSES = 10  # folders of classes the model does not know, printed one by one
@@ -89,27 +90,6 @@ def left_out_line(counts: dict[str, int], who: str) -> str:
     return f"  left out {sum(counts.values()):,} images of classes {who}: " + ", ".join(
         f"{c} ({n:,})" for c, n in counts.items()
     )
-
-
-def near_names(folders: list[str], classes: list[str]) -> str:
-    """'roses -> rose': folders whose names are a near miss of one of the model's classes (a plural,
-    a typo), which name matching (data.spec.name_key: case, spaces, '-' and '_') did not join; ''."""
-    import difflib
-
-    from imgclf.data.spec import name_key
-
-    def forms(k: str) -> set[str]:  # English plurals: daisies/daisy, boxes/box, roses/rose
-        return {k, k[:-3] + "y" if k.endswith("ies") else k, k[:-2] if k.endswith("es") else k, k.rstrip("s")}
-
-    keys = {name_key(c): c for c in classes}
-    pairs = []
-    for folder in folders:
-        key = name_key(folder)
-        match = [k for k in keys if forms(k) & forms(key)] or difflib.get_close_matches(
-            key, list(keys), n=1, cutoff=0.8
-        )
-        pairs += [f"{folder} -> {keys[match[0]]}"] if match else []
-    return ", ".join(pairs)
 
 
 def answers_to_other_classes(
