@@ -31,17 +31,17 @@ def test_class_folders_match_the_models_classes_by_name():
 def test_a_folder_named_near_a_class_gets_a_hint_to_rename_it():
     """A test folder `roses/` for the model's `rose`: left out as a class it does not know (a plural
     is not the same class to a program), with the rename that would score it."""
-    from imgclf.evaluation.elsewhere import near_names
+    from imgclf.data.spec import near_names
 
     classes = ["rose", "daisy", "sunflower", "no_person"]
-    assert near_names(["roses", "Sunflowr", "nonperson", "tulip", "Daisies"], classes) == (
-        "roses -> rose, Sunflowr -> sunflower, nonperson -> no_person, Daisies -> daisy"
-    )
-    assert (
-        near_names(["boxes", "glass", "cat"], ["box", "glasses", "cats"])
-        == "boxes -> box, glass -> glasses, cat -> cats"
-    )
-    assert near_names(["tulip", "triangle", "dandelion"], classes) == ""
+    assert near_names(["roses", "Sunflowr", "nonperson", "tulip", "Daisies"], classes) == [
+        "roses -> rose",
+        "Sunflowr -> sunflower",
+        "nonperson -> no_person",
+        "Daisies -> daisy",
+    ]
+    assert near_names(["boxes", "glass"], ["box", "glasses"]) == ["boxes -> box", "glass -> glasses"]
+    assert near_names(["tulip", "triangle", "dandelion", "s1"], [*classes, "s10"]) == []  # s1, s10: numbered
 
 
 def test_a_drop_from_the_runs_own_accuracy_is_said_only_beyond_chance():

@@ -42,7 +42,7 @@ def test_the_model_card_names_what_a_small_validation_split_fitted():
     from imgclf.reporting.card import _fitted_on_validation
 
     def card(t, decision=None, rejection=None):
-        meta = NS(calibration=NS(temperature=t, n=40), decision=decision, rejection=rejection)
+        meta = NS(calibration=NS(temperature=t, n=40), temperature=t, decision=decision, rejection=rejection)
         return _fitted_on_validation(NS(meta=meta), 40)
 
     chosen, argmax = NS(rule="best_f1"), NS(rule="argmax: 3 validation images of a class are too few")

@@ -47,9 +47,9 @@ def _plural_forms(key: str) -> set[str]:
     }
 
 
-def near_names(folders: list[str], classes: list[str]) -> str:
-    """'roses -> rose': folders whose names are a near miss of one of `classes` (a plural, a typo) that
-    name_key does not join; ''. Numbered names (s1, s10) differ in their number, not by a slip."""
+def near_names(folders: list[str], classes: list[str]) -> list[str]:
+    """['roses -> rose']: folders whose names are a near miss of one of `classes` (a plural, a typo)
+    that name_key does not join. Numbered names (s1, s10) differ in their number, not by a slip."""
     import difflib
 
     keys = {name_key(c): c for c in classes}
@@ -62,7 +62,7 @@ def near_names(folders: list[str], classes: list[str]) -> str:
             if re.sub(r"\d", "", k) != re.sub(r"\d", "", key)
         ]
         pairs += [f"{folder} -> {keys[match[0]]}"] if match else []
-    return ", ".join(pairs)
+    return pairs
 
 
 def alike_classes(classes: list[str]) -> str:

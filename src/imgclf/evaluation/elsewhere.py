@@ -63,10 +63,10 @@ def scored_evaluation(
             if close := near_names(list(left), list(model.classes)):
                 what = (
                     "folders to score their images as those classes"
-                    if "," in close
+                    if len(close) > 1
                     else "folder to score its images as that class"
                 )
-                console.print(escape(f"  hint: {close}: rename the {what}"))
+                console.print(escape(f"  hint: {', '.join(close)}: rename the {what}"))
         where, out_dir = str(data), None
     cache = build_cache(paths, model.img_size, model.resize_mode, progress=verbose)
     keep = np.array([i for i in range(len(paths)) if i not in cache.bad], dtype=np.int64)
@@ -281,7 +281,7 @@ def labelled(
         raise UserError(
             f"{data} has classes {unknown_to}: {listed(unknown)} ({known_as}: {listed(classes)}); "
             + (
-                f"rename the folders that are near misses ({close})"
+                f"rename the folders that are near misses ({', '.join(close)})"
                 if close
                 else "give a folder of those classes' images"
             )

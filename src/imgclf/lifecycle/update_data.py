@@ -69,7 +69,8 @@ def _match_old_names(new: list[dict], classes: list[str], console) -> None:
     `daisy`) is that class, not a new one beside it: relabelled in place and said."""
     from rich.markup import escape
 
-    from imgclf.evaluation.elsewhere import match_classes, near_names
+    from imgclf.data.spec import near_names
+    from imgclf.evaluation.elsewhere import match_classes
 
     named, unknown = match_classes(sorted({r["label"] for r in new}), classes)
     renamed = {a: b for a, b in named.items() if a != b}
@@ -82,7 +83,7 @@ def _match_old_names(new: list[dict], classes: list[str], console) -> None:
         console.print(
             "[yellow]warning[/]: "
             + escape(
-                f"new class folders named near recorded classes ({close}) become classes of their own; "
+                f"new class folders named near recorded classes ({', '.join(close)}) become classes of their own; "
                 "if they are the same classes, rename the folders and run again"
             )
         )

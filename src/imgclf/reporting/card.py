@@ -164,7 +164,7 @@ def _grouped(f: Facts) -> str:
 def _fitted_on_validation(f: Facts, n_val: int) -> str:
     """What a small validation split chose (a temperature, a threshold), or that it chose neither."""
     d, r = f.meta.decision, f.meta.rejection
-    fitted = ["calibration"] if f.meta.calibration.temperature != 1.0 else []
+    fitted = ["calibration"] if calibrated(f.meta) else []
     fitted += ["the threshold"] if (d and not str(d.rule or "").startswith("argmax")) or r else []
     if not fitted:
         return f"The validation split ({n_val} images) was too small to fit a calibration or a threshold; none was."

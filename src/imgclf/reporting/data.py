@@ -116,10 +116,10 @@ def test_predictions(model, rows: list[dict], progress: bool) -> Test | None:
     )
 
 
-def calibrated(c: dict) -> bool:
-    """Whether metrics' calibration record holds a fitted temperature (T = 1: none was fitted, as
-    evaluation.scoring.calibrate leaves it for a few validation images or all of them right)."""
-    return c.get("temperature", 1.0) != 1.0
+def calibrated(record) -> bool:
+    """Whether a temperature was fitted, from metrics' calibration dict or a run's meta (T = 1: none
+    was, as evaluation.scoring.calibrate leaves it for a few validation images or all of them right)."""
+    return (record.get("temperature", 1.0) if isinstance(record, dict) else record.temperature) != 1.0
 
 
 def ece_card(c: dict) -> tuple[str, str]:
@@ -129,7 +129,7 @@ def ece_card(c: dict) -> tuple[str, str]:
 
 def calibrated_word(meta) -> str:
     """'calibrated ' before 'probability' or 'confidence' where a temperature was fitted, else ''."""
-    return "calibrated " if meta.temperature != 1.0 else ""
+    return "calibrated " if calibrated(meta) else ""
 
 
 def deployed_labels(probs: np.ndarray, meta: RunMeta) -> np.ndarray:

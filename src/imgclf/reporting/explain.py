@@ -46,7 +46,7 @@ def _filters_note(f: Facts) -> str:
     """How to read the filters: a network trained from scratch learnt them here; a pretrained one's
     came from its weights, and a frozen stem's are those weights as they were."""
     stages = f.meta.training_record.stages if f.meta.training_record else []
-    if any(str(s.get("frozen", "")).startswith("conv_stem") for s in stages):
+    if any(s.get("frozen") for s in stages):  # freeze_stride freezes from the stem up
         return "This run kept them frozen: they are the pretrained weights' own, not learnt from these images."
     if f.meta.pretrained:
         return "They started from the pretrained weights; fine-tuning moves them little."

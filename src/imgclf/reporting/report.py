@@ -22,7 +22,7 @@ from imgclf.reporting import evaluation as ev
 from imgclf.reporting import plots as plots
 from imgclf.reporting.card import model_card_section
 from imgclf.reporting.compare import comparison_section
-from imgclf.reporting.data import Facts, ece_card, gather, png_uri, samples_per_class, thumbnail
+from imgclf.reporting.data import Facts, calibrated, ece_card, gather, png_uri, samples_per_class, thumbnail
 from imgclf.reporting.explain import explanations_section
 from imgclf.reporting.html import esc, figure, kv, num, page, section, si, table
 from imgclf.reporting.monitor import monitoring_section
@@ -265,7 +265,7 @@ def model_section(f: Facts) -> str:
         (
             "calibration",
             f"temperature {f.meta.temperature:.3f}"
-            if f.meta.temperature != 1.0
+            if calibrated(f.meta)
             else "none (temperature 1)" + (f": {esc(c.skipped)}" if (c := f.meta.calibration) and c.skipped else ""),
         ),
     ]
