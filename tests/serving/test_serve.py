@@ -242,6 +242,6 @@ def test_bad_settings_are_user_errors(trained, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main()
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and "max_images" in err and "Traceback" not in err
+    assert exit_.value.code == 2 and "--max-images must be an integer from 1" in err and "Traceback" not in err
     with pytest.raises(imgclf.core.errors.UserError, match="api-key"):
         serving.ServeSettings(api_key=" ")
