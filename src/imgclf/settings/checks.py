@@ -106,9 +106,11 @@ class PathSetting:
 @dataclass(frozen=True)
 class Text:
     optional: bool = False
+    nonblank: bool = False  # an empty or blank name is refused (a model)
+    numbers: bool = False  # a whole number is taken as its text: a class folder named "1" is 1 in YAML
 
     def check(self, name: str, v: Any):
-        return _text(name, v, self.optional)
+        return _text(name, v, self)
 
 
 class Duration:
@@ -243,12 +245,12 @@ def _path(name: str, v: Any, optional: bool, run_folder: bool) -> str | None:
     return p
 
 
-def _text(name: str, v: Any, optional: bool) -> str | None:
-    if v is None and optional:
+def _text(name: str, v: Any, rule: Text) -> str | None:
+    if v is None and rule.optional:
         return None
-    if _key(name) == "positive_class" and isinstance(v, numbers.Integral) and not isinstance(v, bool):
-        return str(v)  # a class folder named "1" comes back from YAML as the number 1
-    if not isinstance(v, str) or (_key(name) == "model" and not v.strip()):
+    if rule.numbers and isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        return str(v)
+    if not isinstance(v, str) or (rule.nonblank and not v.strip()):
         _refuse(name, v, "a name")
     return v
 
@@ -292,11 +294,6 @@ def _check_combinations(s: dict) -> None:
     for a, b in (("target_accuracy", "target_coverage"), ("target_recall", "target_precision")):
         if s.get(a) is not None and s.get(b) is not None:
             raise UserError(f"give {a} or {b}, not both ({s[a]:g} and {s[b]:g}): each chooses the threshold alone")
-
-
-def _key(name: str) -> str:
-    """The setting a refusal's `name` is: its key (img_size) or, for command-line values, its flag (--img-size)."""
-    return name.lstrip("-").replace("-", "_")
 
 
 def _refuse(name: str, value: Any, allowed: str):

@@ -71,7 +71,7 @@ class TrainConfig:
         "auto",
         "auto | lite0 | lite1 | lite2 | simple_cnn | resnet_fast | timm/<arch>  "
         "[default: auto: lite0 (ImageNet weights) for photos, resnet_fast for tiny images]",
-        Text(),
+        Text(nonblank=True),
     )
     epochs: int | None = setting(
         None,
@@ -197,7 +197,7 @@ class TrainConfig:
     )
     # Decisions (two classes): the operating threshold is chosen on the validation split.
     positive_class: str | None = setting(
-        None, "Two classes: the positive one [default: auto from names]", Text(optional=True)
+        None, "Two classes: the positive one [default: auto from names]", Text(optional=True, numbers=True)
     )
     target_recall: float | None = setting(None, "Two classes: threshold for this validation recall", TARGET)
     target_precision: float | None = setting(None, "Two classes: threshold for this validation precision", TARGET)
