@@ -196,3 +196,13 @@ def test_report_cpu_throughput(capsys):
         )
     with capsys.disabled():
         print("\n" + "\n".join(lines))
+
+
+def test_the_policy_is_described_in_words_not_as_a_dict():
+    said = EVERYTHING.describe()
+    assert said == (
+        "mirrored half the time, random crops of 35-100 % of its area, shifted up to 2 px, rotated up to 10 "
+        "degrees either way, brightness, contrast and saturation varied by up to 20 %, a square of 8 px greyed out"
+    )
+    assert OFF.describe() == "none"
+    assert AugmentPolicy(alternate_flip=True).describe() == "mirrored on every other epoch"

@@ -28,6 +28,9 @@ def test_a_run_without_a_temperature_is_reported_as_not_calibrated(tiny_run, tmp
     assert "fitted on" not in text.split("Model card")[-1]
     assert "Confidence (not calibrated): expected calibration error" in text
     assert re.search(r"none \(temperature 1\): \d+ validation images are too few", text)  # the model section
+    # Its numbers once, on the test images: a "before" and "after" column repeated them.
+    section = text.split('id="reliability"')[1].split("</section>")[0]
+    assert ">test images</th>" in section and ">before</th>" not in section and ">after</th>" not in section
 
 
 def test_a_fitted_temperature_is_called_calibrated():

@@ -115,3 +115,31 @@ class _Console:
 
     def print(self, line: str) -> None:
         self.text += line
+
+
+@pytest.mark.parametrize(
+    ("keep", "last", "says"),
+    [
+        ("last", 11 / 12, "kept though the linear probe named 1 more of the 12 validation images"),
+        ("last", 1.0, None),  # level with the probe: nothing to explain
+        ("best", 11 / 12, None),  # keep=best kept the probe unless an epoch beat it (the fit ranks them)
+    ],
+)
+def test_the_leaderboard_says_why_a_fine_tune_below_its_probe_ships(keep, last, says):
+    from imgclf.settings.config import TrainConfig
+    from imgclf.training.leaderboard import _print_leaderboard, leaderboard
+    from imgclf.training.loop import FitResult
+
+    result = FitResult(criterion="accuracy")
+    result.best_epoch, result.best_val_acc, result.best_val_loss = 3, last, 0.5
+    result.history = [
+        {"epoch": e, "val_acc": last, "val_balanced_acc": last, "seconds": 1.0, "train_acc": 1.0} for e in (1, 2, 3)
+    ]
+    probe = {"C": 0.1, "val_acc": 1.0, "val_balanced_acc": 1.0, "seconds": 2.0}
+    cfg = TrainConfig(keep=keep, model="timm/tf_efficientnet_lite0", pretrained=True, freeze_stride=8)
+    rows = leaderboard(cfg, probe, result, n_val=12)
+    assert rows[0]["candidate"].startswith("fine-tune") and rows[0]["kept"]
+    assert rows[0].get("why", "").startswith(says) if says else "why" not in rows[0]
+    console = _Console()
+    _print_leaderboard(rows, console)
+    assert (says in console.text) if says else "kept though" not in console.text

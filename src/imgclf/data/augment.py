@@ -56,6 +56,24 @@ class AugmentPolicy:
         d["resized_crop"] = list(self.resized_crop) if self.resized_crop else None  # yaml.safe_dump rejects tuples
         return d
 
+    def describe(self) -> str:
+        """What training does to each image, as a person would say it (the run's log; to_dict is the record)."""
+        parts = ["mirrored on every other epoch" if self.alternate_flip else "mirrored half the time"] * (
+            self.flip or self.alternate_flip
+        )
+        if self.resized_crop:
+            lo, hi = self.resized_crop
+            parts.append(f"random crops of {lo * 100:.0f}-{hi * 100:.0f} % of its area")
+        if self.translate:
+            parts.append(f"shifted up to {self.translate} px")
+        if self.rotate:
+            parts.append(f"rotated up to {self.rotate:g} degrees either way")
+        if self.color_jitter:
+            parts.append(f"brightness, contrast and saturation varied by up to {self.color_jitter * 100:.0f} %")
+        if self.cutout:
+            parts.append(f"a square of {self.cutout} px greyed out")
+        return ", ".join(parts) or "none"
+
     @classmethod
     def from_dict(cls, d: dict) -> "AugmentPolicy":
         return from_settings(cls, d, "augment setting")

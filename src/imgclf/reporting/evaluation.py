@@ -204,14 +204,11 @@ def reliability_section(f: Facts) -> str:
         return section("reliability", "Calibration", "<p>No calibration recorded.</p>")
     fit = f.meta.calibration
     png = plots.reliability(c["reliability"], c.get("ece_before"), c.get("ece_after") if calibrated(c) else None)
-    facts = table(
-        ["", "before", "after"],
-        [
-            ["expected calibration error (15 bins)", num(c.get("ece_before")), num(c.get("ece_after"))],
-            ["log-loss", num(c.get("log_loss_before")), num(c.get("log_loss_after"))],
-        ],
-        numeric=(1, 2),
-    )
+    rows = [["expected calibration error (15 bins)", "ece"], ["log-loss", "log_loss"]]
+    # An uncalibrated run's "before" and "after" would repeat one number: one column then.
+    cols = ["before", "after"] if calibrated(c) else ["before"]
+    cells = [[name] + [num(c.get(f"{key}_{col}")) for col in cols] for name, key in rows]
+    facts = table(["", *cols] if calibrated(c) else ["", _images(f)], cells, numeric=(1, 2))
     why = f": {esc(fit.skipped)}" if fit and fit.skipped else ""
     said = (
         f"calibrated by one softmax temperature, T = {c['temperature']:.3f}, fitted on {fit.n if fit else '?'} "

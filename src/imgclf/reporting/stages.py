@@ -148,7 +148,7 @@ def leaderboard_html(f: Facts) -> str:
             '<h3 id="leaderboard">Leaderboard</h3>'
             + table(["candidate", "val accuracy", "val balanced accuracy", "seconds", "what"], cells, numeric=(1, 2, 3))
             + '<p class="note">Compared on the validation split; the kept candidate is the model that predict '
-            "and serve use.</p>"
+            "and serve use." + (f" It was {esc(rows[0]['why'])}." if rows[0].get("why") else "") + "</p>"
         )
     plan = f.meta.training_record.plan
     if plan:

@@ -17,20 +17,21 @@ from imgclf.settings.config import TrainConfig
 
 
 def record_leaderboard(
-    run_dir: Path, cfg: TrainConfig, probe: dict, result, console, others=(), won=None
+    run_dir: Path, cfg: TrainConfig, probe: dict, result, console, others=(), won=None, n_val: int = 0
 ) -> list[dict]:
     """Build, print and save the leaderboard; returns its rows for model.json."""
-    rows = leaderboard(cfg, probe, result, others, won)
+    rows = leaderboard(cfg, probe, result, others, won, n_val)
     write_json(run_dir / "leaderboard.json", rows)
     _print_leaderboard(rows, console)
     return rows
 
 
-def leaderboard(cfg: TrainConfig, probe: dict, result, others=(), won=None) -> list[dict]:
+def leaderboard(cfg: TrainConfig, probe: dict, result, others=(), won=None, n_val: int = 0) -> list[dict]:
     """The candidates this run compared on its validation split, the kept one first: the linear
     probe and the trained network (fine-tuned from the probe's head, or trained from scratch), and
     `others` (training.candidates.Candidate's) when they competed (`won`: the one that won, if any).
-    The kept one is what model.safetensors holds, and so what predict and serve use."""
+    The kept one is what model.safetensors holds, and so what predict and serve use; its "why" says
+    why it ships where another scored higher (`n_val`: the validation images they were scored on)."""
     from imgclf.training.finetune import is_finetune
 
     arch = cfg.model.removeprefix("timm/")
@@ -78,7 +79,29 @@ def leaderboard(cfg: TrainConfig, probe: dict, result, others=(), won=None) -> l
                 "kept": c is won,
             }
         )
-    return sorted(rows, key=lambda r: not r["kept"])
+    rows = sorted(rows, key=lambda r: not r["kept"])
+    if why := _kept_below(rows, key, cfg, n_val):
+        rows[0]["why"] = why
+    return rows
+
+
+def _kept_below(rows: list[dict], key: str, cfg: TrainConfig, n_val: int) -> str | None:
+    """Why the kept candidate ships though another scored higher on validation (keep=last's fine-tune
+    against the probe: ProbeGuard), or None: a table whose kept row is not its top reads as a mistake."""
+    if not rows or not rows[0]["kept"] or cfg.keep != "last" or not n_val:
+        return None
+    top = next((r for r in rows[1:] if r["candidate"] == "linear probe"), None)  # another beats a kept one: it wins
+    if top is None or not top[key] > rows[0][key]:
+        return None
+    if key == "val_acc":
+        ahead = f"named {round((top[key] - rows[0][key]) * n_val)} more of the {n_val} validation images"
+    else:
+        ahead = f"scored {top[key] - rows[0][key]:.3f} more balanced accuracy on the {n_val} validation images"
+    return (
+        f"kept though the linear probe {ahead}: too few to rank them (keep=last); the probe ships "
+        f"instead only when it leads by {CLEAR_SHARE:.0%} of them and {CLEAR_IMAGES} images, and fine-tuning "
+        "failed to fit its own training images"
+    )
 
 
 def _sample(row: dict) -> str:
@@ -97,6 +120,8 @@ def _print_leaderboard(rows: list[dict], console) -> None:
             f"{r['val_balanced_acc']:.4f}  {r['seconds']:7.1f}s  {r['what']}"
         )
     console.print("  * kept: model.safetensors (what predict and serve use); leaderboard.json has the table")
+    if rows[0].get("why"):
+        console.print(f"  {rows[0]['why']}")
 
 
 # ---- keep=last's safety net ----

@@ -227,7 +227,7 @@ def fit(
         console.print(
             f"epoch {epoch + 1:>3}{'' if plan else f'/{cfg.epochs}'}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  "
             f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  "
-            f"{row['images_per_s']:,.0f} img/s  {seconds:.1f}s{'  *' if improved else ''}"
+            f"{row['images_per_s']:,.0f} img/s  {seconds:.1f}s{'  *' if improved and cfg.keep != 'last' else ''}"
             + (f"  cooldown (lr down to {row['lr']:.2g})" if cooled else "")
         )
         if dist.is_main():

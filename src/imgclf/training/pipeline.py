@@ -200,7 +200,8 @@ def _lead(data, config, resume, settings: dict, console, started=None):
     cfg = prep.cfg
     net, kwargs = build_network(cfg, len(prep.spec.classes))
     n_params = sum(p.numel() for p in net.parameters())
-    console.print(f"  model: {cfg.model} {kwargs}  ({n_params / 1e6:.2f}M parameters)")
+    shown = ", ".join(f"{k}={v}" for k, v in kwargs.items())  # the model's own keyword arguments, if any
+    console.print(f"  model: {cfg.model}{f' ({shown})' if shown else ''}  ({n_params / 1e6:.2f}M parameters)")
     if cfg.init_from and not resume:
         from imgclf.training.warmstart import warm_start
 
@@ -391,5 +392,7 @@ def _fit(
         stages=result.stages,
         plan=result.plan,  # a budgeted run's (training.budget): its budget, how its cooldown came
     )
-    meta.leaderboard = record_leaderboard(run_dir, cfg, probe, result, console, others, won)
+    meta.leaderboard = record_leaderboard(
+        run_dir, cfg, probe, result, console, others, won, len(prep.spec.indices("val"))
+    )
     return result, net

@@ -121,7 +121,7 @@ def after_decoding(cfg: TrainConfig, spec, grouping: dict | None, for_training: 
     mode, note = resolve_class_weight(cfg.class_weight, spec.labels[spec.indices("train")], len(spec.classes))
     if note:
         lines.append(f"  default: {note}")
-    lines.append(f"  augmentation: {policy.to_dict()}")
+    lines.append(f"  augmentation: {policy.describe()}")
     tta = cfg.tta
     if tta == "auto":
         # Average the prediction over the mirror image when the model was trained to be mirror-invariant.
