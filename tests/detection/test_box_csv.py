@@ -86,6 +86,11 @@ def test_task_chooses_between_classes_and_boxes(tmp_path):
         csv.writer(f).writerows([["image", "x1", "y1", "x2", "y2"], ["person/0.png", 5, 5, 30, 40]])
     assert _detector_data(root, None) == root  # auto: the boxes win
     assert _detector_data(root, None, "classify") is None
+    # The CSV itself as DATA: read as labels it failed on its columns ("cannot tell which column ...").
+    p = cli("train", root / "person_boxes.csv", check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    said = f"person_boxes.csv is a CSV of boxes, not of labels: give the folder that holds it and its photos ({root})"
+    assert said in p.stderr
     # A labels CSV (Kaggle's id,label) is no box file; --task detect there is one line.
     (root / "person_boxes.csv").write_text("id,label\n0,person\n")
     assert detect_format(root) is None

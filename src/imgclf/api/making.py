@@ -102,6 +102,7 @@ def _detector_data(data, resume, task: str = "auto") -> str | Path | None:
         return data or read_json(Path(resume) / "detector-training.json")["data"]
     if data is not None:
         refuse_run_folder(data)
+        _refuse_box_csv(data, task)
     boxes = data is not None and task != "classify" and Path(data).is_dir() and detect_format(data) is not None
     if task == "detect" and not boxes and not resume:
         raise UserError(
@@ -109,6 +110,19 @@ def _detector_data(data, resume, task: str = "auto") -> str | Path | None:
             "(Annotations/*.xml), COCO (a .json) or a CSV (image,x1,y1,x2,y2[,label])"
         )
     return data if boxes else None
+
+
+def _refuse_box_csv(data, task: str) -> None:
+    """A CSV of boxes given as DATA: read as labels it fails on its columns; its boxes train a detector
+    from the folder that holds them and the photos (the person-free photos beside them included)."""
+    from imgclf.detection.box_csv import is_box_csv
+
+    path = Path(data).expanduser()
+    if task != "classify" and path.suffix.lower() == ".csv" and path.is_file() and is_box_csv(path):
+        raise UserError(
+            f"{data} is a CSV of boxes, not of labels: give the folder that holds it and its photos "
+            f"({path.parent}), where its boxes fine-tune the detector"
+        )
 
 
 def lr_find(

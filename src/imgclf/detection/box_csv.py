@@ -79,16 +79,17 @@ def _columns(header: list[str]) -> dict | None:
 
 def box_csvs(root: Path) -> list[Path]:
     """CSV files in `root` or a folder below it whose header names an image column and a box."""
-    found = []
-    for path in sorted(root.glob("*.csv")) + sorted(root.glob("*/*.csv")):
-        try:
-            with open(path, newline="", encoding="utf-8-sig") as f:
-                header = next(csv.reader(f), [])
-        except (OSError, UnicodeDecodeError, csv.Error):
-            continue
-        if _columns(header) is not None:
-            found.append(path)
-    return found
+    return [p for p in sorted(root.glob("*.csv")) + sorted(root.glob("*/*.csv")) if is_box_csv(p)]
+
+
+def is_box_csv(path: Path) -> bool:
+    """Whether the file's header names an image column and a box (a CSV of boxes, not of labels)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return _columns(header) is not None
 
 
 def read_csv_boxes(root: Path, files: list[Path], skipped: list):
