@@ -143,3 +143,24 @@ def test_the_leaderboard_says_why_a_fine_tune_below_its_probe_ships(keep, last, 
     console = _Console()
     _print_leaderboard(rows, console)
     assert (says in console.text) if says else "kept though" not in console.text
+
+
+def test_a_candidate_that_beat_the_network_but_not_the_probe_is_not_explained_as_the_network():
+    from types import SimpleNamespace as NS
+
+    from imgclf.settings.config import TrainConfig
+    from imgclf.training.leaderboard import leaderboard
+    from imgclf.training.loop import FitResult
+
+    result = FitResult(criterion="accuracy")
+    result.best_epoch, result.best_val_acc, result.best_val_loss = 2, 0.75, 0.5
+    result.history = [{"epoch": e, "val_acc": 0.75, "val_balanced_acc": 0.75, "seconds": 1.0} for e in (1, 2)]
+    face = NS(
+        name="face embedding",
+        on="dlib's face embedding",
+        row={"C": 1.0, "val_acc": 10 / 12, "val_balanced_acc": 10 / 12, "seconds": 3.0},
+    )
+    probe = {"C": 0.1, "val_acc": 11 / 12, "val_balanced_acc": 11 / 12, "seconds": 2.0}
+    cfg = TrainConfig(keep="last", model="timm/tf_efficientnet_lite0", pretrained=True)
+    rows = leaderboard(cfg, probe, result, [face], face, n_val=12)
+    assert rows[0]["candidate"] == "face embedding" and rows[0]["kept"] and "why" not in rows[0]

@@ -88,9 +88,11 @@ def leaderboard(cfg: TrainConfig, probe: dict, result, others=(), won=None, n_va
 def _kept_below(rows: list[dict], key: str, cfg: TrainConfig, n_val: int) -> str | None:
     """Why the kept candidate ships though another scored higher on validation (keep=last's fine-tune
     against the probe: ProbeGuard), or None: a table whose kept row is not its top reads as a mistake."""
-    if not rows or not rows[0]["kept"] or cfg.keep != "last" or not n_val:
+    # Only the trained network (best_epoch > 0) ships below the probe: another candidate wins only
+    # by beating the network, and one the probe leads is not the ProbeGuard's to explain.
+    if not rows or not rows[0]["kept"] or rows[0]["best_epoch"] == 0 or cfg.keep != "last" or not n_val:
         return None
-    top = next((r for r in rows[1:] if r["candidate"] == "linear probe"), None)  # another beats a kept one: it wins
+    top = next((r for r in rows[1:] if r["candidate"] == "linear probe"), None)
     if top is None or not top[key] > rows[0][key]:
         return None
     if key == "val_acc":
