@@ -129,7 +129,7 @@ def predict_video(
         **{k: str(v) if v else None for k, v in (("csv", out_csv), ("video", out_video), ("events_path", events_path))},
     }
     console.print(
-        f"{escape(name)}: {n_frames} frames ({n_classified} classified) in {seconds:.1f}s: "
+        f"{escape(name)}: {n_frames} frames ({n_classified} {'scanned' if scanner else 'classified'}) in {seconds:.1f}s: "
         f"{result['fps']:.1f} fps processed" + (f" (source {fps:g} fps)" if fps else "")
     )
     print_found(console, presence, events, segments, events_path)
