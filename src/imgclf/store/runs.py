@@ -59,6 +59,32 @@ def new_run_dir(data: str | Path, base: str | Path = "runs", reserve: bool = Fal
     return base / f"{name}-{n}"
 
 
+def interrupted_note(data, base: str | Path = "runs") -> str | None:
+    """The line a new training of `data` in runs/ prints where an earlier one of the same data was
+    interrupted (its state kept, no model.json, no process training it): a crash or a closed laptop
+    loses the "resume with" line, and running the same command again starts over beside it."""
+    import yaml
+
+    name, here = source_name(data), Path(data).expanduser().resolve()
+    found = []
+    for p in Path(base).glob(f"{name}-*"):
+        if not re.fullmatch(rf"{re.escape(name)}-\d+", p.name) or (p / "model.json").exists():
+            continue
+        try:
+            same = Path(str(yaml.safe_load((p / "config.yaml").read_text())["data"])).expanduser().resolve() == here
+        except (OSError, yaml.YAMLError, TypeError, KeyError):
+            continue
+        if same and (p / "train_state.safetensors").is_file() and not _holder(p):
+            found.append(p)
+    if not found:
+        return None
+    newest = max(found, key=lambda p: (p / "train_state.safetensors").stat().st_mtime)
+    more = f" ({len(found) - 1} more like it in {base})" if len(found) > 1 else ""
+    return (
+        f"  note: {newest} is an interrupted training of this data{more}: imgclf train --resume {newest} continues it"
+    )
+
+
 # Files a run or bundle writes first (.training.pid when its training starts, choices.json, config.yaml,
 # model.json last): a folder holding one is that run's (an unfinished one, another DDP rank's).
 RUN_MARKS = frozenset(

@@ -108,6 +108,8 @@ def _prepare(chosen, spec, explicit: set[str] | None, for_training: bool, consol
         if explicit is not None:
             check_new_run_dir(run_dir)
         headline(cfg, spec, device, console)
+        if chosen.said:
+            console.print(escape(chosen.said))
     for line in chosen.notes:
         console.print(f"  default: {line}")
     images, spec, skipped = decode(spec, cfg, console)

@@ -31,6 +31,7 @@ class Chosen:
     device: Any  # torch.device
     notes: list[str]  # one line per default chosen, printed as "default: ..."
     run_dir: Path | None
+    said: str | None = None  # a line to print after the headline (store.runs.interrupted_note)
 
 
 def user_settings(data, config, resume, settings: dict) -> tuple[TrainConfig, Path | None, set[str] | None]:
@@ -71,7 +72,7 @@ def before_decoding(
     training files' headers and the device; a training run also gets its folder."""
     from imgclf.core.device import apple_gpu_note, pick_device
     from imgclf.models.factory import check_model
-    from imgclf.store.runs import new_run_dir
+    from imgclf.store.runs import interrupted_note, new_run_dir
     from imgclf.training.defaults import resolve
 
     device = pick_device(cfg.device)
@@ -83,10 +84,12 @@ def before_decoding(
         notes += preset_notes
     cfg, more = resolve(cfg, train_paths, device, len(spec.indices("val")))
     check_model(cfg.model)  # before the decoding, which a mistyped name would otherwise wait for
+    said = None
     if for_training:
+        said = None if run_dir or cfg.out else interrupted_note(cfg.data)  # before its own folder is made
         run_dir = Path(run_dir or cfg.out or new_run_dir(cfg.data, reserve=True))
         cfg = cfg.updated(out=str(run_dir))
-    return Chosen(cfg, device, notes + more, run_dir)
+    return Chosen(cfg, device, notes + more, run_dir, said)
 
 
 def _preset(cfg: TrainConfig, explicit: set[str], train_paths: list[str], device) -> tuple[TrainConfig, list[str]]:
