@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -185,6 +186,28 @@ def test_cli_prints_table_and_writes_json(messy, tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["summary"]["unreadable"] == 2
 
 
+def test_greyscale_gathered_in_one_class_is_a_finding(tmp_path):
+    """A class photographed (or scanned) in greyscale while the others are colour: the network can
+    learn the colour mode instead of the class. One grey file among colour ones, or a set all grey
+    (ORL's faces), is no finding."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "photos"
+    for i in range(8):
+        _save(_photo(rng).convert("L") if i < 6 else _photo(rng), root / "rose" / f"{i}.png")
+        _save(_photo(rng), root / "daisy" / f"{i}.png")
+    p = _cli(root, "--json", "report.json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    grey = json.loads((tmp_path / "report.json").read_text())["outliers"]["grey_by_class"]
+    assert grey == {"shares": {"daisy": 0.0, "rose": 0.75}, "flagged": True, "greyer": ["rose"]}
+    row = next(line for line in p.stdout.splitlines() if "greyscale in some classes only" in line)
+    assert row.split("│")[2].strip() == "1" and "rose: 75% greyscale" in row
+    assert "the model can learn grey versus colour instead of the classes" in re.sub(r"[│\s]+", " ", p.stdout)
+    for f in root.rglob("*.png"):  # all grey: nothing to tell the classes apart by
+        Image.open(f).convert("L").save(f)
+    p = _cli(root, "--json", "report.json", cwd=tmp_path)
+    assert json.loads((tmp_path / "report.json").read_text())["outliers"]["grey_by_class"]["flagged"] is False
+
+
 def test_cli_missing_folder_is_one_error_line(tmp_path):
     p = _cli(tmp_path / "nope", cwd=tmp_path)
     assert p.returncode == 2
@@ -199,3 +222,31 @@ def test_cli_missing_folder_is_one_error_line(tmp_path):
     ):
         p = _cli(tmp_path, *args, cwd=tmp_path)
         assert p.returncode == 2 and p.stderr.startswith(said) and p.stderr.count("\n") == 1, p.stderr
+
+
+def test_training_warns_of_greyscale_gathered_in_a_class_from_its_pixels(tmp_path):
+    """Training looks at the decoded pixels, so grey photos saved as RGB count too (no file mode shows
+    them); a set all grey, or grey spread evenly, says nothing."""
+    from rich.console import Console
+
+    from imgclf.data.cache import build_cache
+    from imgclf.training.prepare import class_warnings
+
+    rng = np.random.default_rng(2)
+    root = tmp_path / "photos"
+    for i in range(30):
+        grey = _photo(rng).convert("L").convert("RGB")  # grey content in an RGB file
+        _save(grey if i < 24 else _photo(rng), root / "rose" / f"{i}.png")
+        _save(_photo(rng), root / "daisy" / f"{i}.png")
+    spec = discover(root)
+    images = build_cache(spec.paths, 32, "squash", progress=False).images
+    console = Console(record=True, width=400)
+    class_warnings(spec, images, console)
+    text = console.export_text()
+    assert re.search(
+        r"warning: greyscale photos gather in some classes \(rose [78]\d%, daisy 0% of their training photos\)", text
+    )
+    assert text.rstrip().endswith("unless that is what tells them apart, add colour photos of rose")
+    console = Console(record=True, width=400)
+    class_warnings(spec, np.repeat(images[..., :1], 3, axis=3), console)  # every photo grey
+    assert "greyscale" not in console.export_text()

@@ -17,7 +17,7 @@ import io
 import math
 import os
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
@@ -25,6 +25,7 @@ import numpy as np
 from imgclf.core.cpus import usable_cpus
 from imgclf.core.files import read_regular
 from imgclf.data.cache import progress_bar
+from imgclf.data.doctor_classes import file_entry, imbalance, outliers
 from imgclf.data.groups import (
     mirrored,
     near_duplicate_ids,
@@ -37,10 +38,6 @@ from imgclf.data.spec import DatasetSpec, has_image_header
 THUMB_FROM = 3 * HASH_SIDE  # the side files are decoded at before their hash thumbnail (see _scan_chunk)
 
 SPLIT_ORDER = ("train", "val", "test")
-SIZE_FACTOR = 3.0  # shorter side this many times below/above the median: upscaled blur, wasted decode
-ASPECT_FACTOR = 2.0  # twice as elongated as the median image: squashing distorts it badly
-IMBALANCE_RATIO = 3.0  # largest / smallest class worth a warning
-SMALL_CLASS_SHARE = 0.5  # a class below this share of the median class size is starved
 CHUNK = 256
 POOL_MIN_IMAGES = 64
 
@@ -66,12 +63,12 @@ def diagnose(
         "images": len(spec.paths),
         "readable": int(ok.sum()),
         "counts": _counts(spec, ok),
-        "unreadable": [{**_file(spec, i), "reason": r} for i, r in sorted(bad.items())],
+        "unreadable": [{**file_entry(spec, i), "reason": r} for i, r in sorted(bad.items())],
         "exact_duplicates": _exact_groups(spec, digests),
         "near_duplicates": _near_groups(spec, digests, found, ok, near_distance),
         "near_distance": near_distance,
-        "imbalance": _imbalance(spec, ok),
-        "outliers": _outliers(spec, sizes, modes, ok),
+        "imbalance": imbalance(spec, ok),
+        "outliers": outliers(spec, sizes, modes, ok),
         "ignored": list(spec.ignored),
         "unnamable": list(spec.unnamable),
     }
@@ -103,6 +100,7 @@ def summarize(findings: dict) -> dict:
         "imbalance_ratio": findings["imbalance"]["ratio"],
         "small_classes": findings["imbalance"]["small_classes"],
         "outliers": {k: len(findings["outliers"][k]) for k in ("small", "large", "aspect", "mode")},
+        "greyscale_by_class": findings["outliers"].get("grey_by_class", {}).get("flagged", False),
     }
 
 
@@ -255,10 +253,6 @@ def _file_digest(path: str) -> str:
 # ---- findings ---------------------------------------------------------------------------------
 
 
-def _file(spec: DatasetSpec, i: int) -> dict:
-    return {"index": int(i), "path": spec.paths[i], "label": spec.classes[spec.labels[i]], "split": str(spec.splits[i])}
-
-
 def _group(spec: DatasetSpec, members: list[int], **extra) -> dict:
     labels = sorted({spec.classes[spec.labels[i]] for i in members})
     present = {str(spec.splits[i]) for i in members}
@@ -269,7 +263,7 @@ def _group(spec: DatasetSpec, members: list[int], **extra) -> dict:
         "labels": labels,
         "splits": splits,
         **extra,
-        "files": [_file(spec, i) for i in members],
+        "files": [file_entry(spec, i) for i in members],
     }
 
 
@@ -314,48 +308,6 @@ def _counts(spec: DatasetSpec, ok: np.ndarray) -> dict:
     return {
         s: dict(zip(spec.classes, np.bincount(spec.labels[ok & (spec.splits == s)], minlength=k).tolist()))
         for s in SPLIT_ORDER
-    }
-
-
-def _imbalance(spec: DatasetSpec, ok: np.ndarray) -> dict:
-    counts = np.bincount(spec.labels[ok], minlength=len(spec.classes))
-    median = float(np.median(counts))
-    ratio = float(counts.max() / counts.min()) if counts.min() else None
-    small = [c for c, n in zip(spec.classes, counts) if n < SMALL_CLASS_SHARE * median]
-    return {
-        "counts": dict(zip(spec.classes, counts.tolist())),
-        "median": median,
-        "ratio": round(ratio, 2) if ratio else None,
-        "small_classes": small,
-        "flagged": bool(small) or ratio is None or ratio >= IMBALANCE_RATIO,
-    }
-
-
-def _outliers(spec: DatasetSpec, sizes: np.ndarray, modes: list[str], ok: np.ndarray) -> dict:
-    """Images far from the typical one. Sides and elongation ignore orientation (EXIF-rotated
-    photos are stored sideways), so only shape and scale count."""
-    idx = np.flatnonzero(ok)
-    if not len(idx):
-        return {"small": [], "large": [], "aspect": [], "mode": []}
-    short, long = sizes[idx].min(1), sizes[idx].max(1)
-    aspect = long / np.maximum(short, 1)
-    med_short, med_aspect = float(np.median(short)), float(np.median(aspect))
-    main_mode = Counter(modes[i] for i in idx).most_common(1)[0][0]
-
-    def listed(mask):
-        return [{**_file(spec, i), "width": int(sizes[i, 0]), "height": int(sizes[i, 1])} for i in idx[mask]]
-
-    return {
-        "median_short_side": med_short,
-        "median_aspect": round(med_aspect, 3),
-        "main_mode": main_mode,
-        "small": listed(short * SIZE_FACTOR <= med_short),
-        "large": listed(short >= med_short * SIZE_FACTOR),
-        "aspect": [
-            {**f, "aspect": round(max(f["width"], f["height"]) / max(1, min(f["width"], f["height"])), 2)}
-            for f in listed(aspect >= ASPECT_FACTOR * med_aspect)
-        ],
-        "mode": [{**_file(spec, i), "mode": modes[i]} for i in idx if modes[i] != main_mode],
     }
 
 

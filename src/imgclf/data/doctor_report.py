@@ -93,6 +93,13 @@ def _rows(findings: dict, root: str):
         _some([f"{short_path(f['path'], root)} ({f['mode']})" for f in out["mode"]]),
         True,
     )
+    if grey := out.get("grey_by_class"):
+        greyer = grey.get("greyer", [])
+        said = [f"{c}: {v:.0%} greyscale" for c, v in sorted(grey["shares"].items(), key=lambda kv: -kv[1])] * bool(
+            greyer
+        )
+        tip = ["the model can learn grey versus colour instead of the classes: add colour photos of the grey classes"]
+        yield "greyscale in some classes only", str(len(greyer)), _some(said) + tip * bool(said), True
     yield (
         "ignored (not images)",
         str(len(findings["ignored"])),

@@ -30,7 +30,7 @@ from imgclf.store.run_meta import (
     TrainingRecord,
 )
 from imgclf.store.runs import check_new_run_dir, lock_for_training
-from imgclf.training.prepare import decode, duplicates, group_split, headline, normalization, recorded_split, untested
+from imgclf.training import prepare as steps  # the steps from a folder to decoded, split, checked data
 
 
 @dataclass
@@ -87,7 +87,7 @@ def prepare(
     check_group_by(cfg.group_by)  # before the decoding it would otherwise wait for
     spec = discover(cfg.data, cfg.val_frac, cfg.test_frac, cfg.seed)
     if for_training and explicit is None and run_dir:  # a resume
-        recorded_split(spec, run_dir / "splits.csv")
+        steps.recorded_split(spec, run_dir / "splits.csv")
     check_targets(spec.classes, cfg.target_accuracy, cfg.target_coverage)
     reserved = for_training and not (run_dir or cfg.out)  # before_decoding makes runs/<name>-<n> now
     chosen = before_decoding(cfg, spec, explicit, for_training, run_dir)
@@ -107,23 +107,23 @@ def _prepare(chosen, spec, explicit: set[str] | None, for_training: bool, consol
     if for_training:
         if explicit is not None:
             check_new_run_dir(run_dir)
-        headline(cfg, spec, device, console)
+        steps.headline(cfg, spec, device, console)
         if chosen.said:
             console.print(escape(chosen.said))
     for line in chosen.notes:
         console.print(f"  default: {line}")
-    images, spec, skipped = decode(spec, cfg, console)
+    images, spec, skipped = steps.decode(spec, cfg, console)
     grouping, removed, found = None, [], None
     if for_training:
-        grouping, found = group_split(spec, cfg, images, console)
-        removed = duplicates(spec, cfg, console)
-        untested(spec, console)
+        grouping, found = steps.group_split(spec, cfg, images, console)
+        removed = steps.duplicates(spec, cfg, console)
+        steps.class_warnings(spec, images, console)
     cfg, policy, lines = after_decoding(cfg, spec, grouping, for_training, explicit)
     for line in lines:
         console.print(line)
     said = [line.strip().removeprefix("default: ") for line in lines if line.strip().startswith("default: ")]
     choices = None if explicit is None else {"given": sorted(explicit - {"out"}), "defaults": chosen.notes + said}
-    mean, std, pretrained = normalization(cfg, images, spec)
+    mean, std, pretrained = steps.normalization(cfg, images, spec)
     if cfg.init_from and for_training:  # a warm start (imgclf update): the parent learnt on its statistics
         from imgclf.training.warmstart import parent_normalization
 

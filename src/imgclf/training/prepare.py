@@ -85,6 +85,24 @@ def require_validation_images(spec, cfg: TrainConfig) -> None:
         )
 
 
+def class_warnings(spec, images: np.ndarray | None, console) -> None:
+    """Warnings about the classes as training will see them: greyscale gathered in some (from the
+    decoded pixels, data.doctor_classes), and classes the test split holds no image of."""
+    if images is not None and (spec.splits == "train").any():
+        from imgclf.data.doctor_classes import grey_by_class, grey_images
+
+        rows = np.sort(spec.indices("train"))
+        grey = grey_by_class(spec.classes, spec.labels[rows], grey_images(images, rows))
+        if grey["greyer"]:
+            shares = ", ".join(f"{c} {v:.0%}" for c, v in sorted(grey["shares"].items(), key=lambda kv: -kv[1])[:6])
+            console.print(
+                f"[yellow]warning[/]: greyscale photos gather in some classes ({escape(shares)} of their training "
+                "photos): the network can learn grey against colour instead of the classes; unless that is "
+                f"what tells them apart, add colour photos of {escape(', '.join(grey['greyer'][:3]))}"
+            )
+    untested(spec, console)
+
+
 def untested(spec, console) -> None:
     """A warning for classes the test split holds no image of (a class of one or two photos): the
     run trains on them, and its test numbers say nothing of them."""
