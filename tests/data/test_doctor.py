@@ -250,3 +250,12 @@ def test_training_warns_of_greyscale_gathered_in_a_class_from_its_pixels(tmp_pat
     console = Console(record=True, width=400)
     class_warnings(spec, np.repeat(images[..., :1], 3, axis=3), console)  # every photo grey
     assert "greyscale" not in console.export_text()
+
+
+def test_the_report_keeps_the_greyscale_warning(tiny_run, tmp_path):
+    run = shutil.copytree(tiny_run, tmp_path / "run")  # the shared run is read, never written into
+    data = json.loads((run / "data_report.json").read_text())
+    data["greyscale_by_class"] = {"shares": {"disc": 0.9, "square": 0.0}, "flagged": True, "greyer": ["disc"]}
+    (run / "data_report.json").write_text(json.dumps(data))
+    text = imgclf.report(run, verbose=False).read_text(encoding="utf-8")
+    assert "<b>Greyscale gathers in some classes</b> of the training photos (disc 90%, square 0%)" in text

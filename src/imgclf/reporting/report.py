@@ -224,6 +224,13 @@ def _doctor(f: Facts) -> str:
             if ratio > 1
             else f"<p>Class balance (training): every class has {counts[big]:,} images.</p>"
         )
+    grey = f.data.get("greyscale_by_class") or {}
+    if grey.get("greyer"):  # training's warning (training.prepare.class_warnings), kept for the reader
+        shares = ", ".join(f"{esc(c)} {v:.0%}" for c, v in sorted(grey["shares"].items(), key=lambda kv: -kv[1])[:6])
+        html += (
+            f"<p><b>Greyscale gathers in some classes</b> of the training photos ({shares}): the network can learn "
+            "grey against colour instead of the classes, unless that is what tells them apart.</p>"
+        )
     if f.doctor is None:
         return html + "<p>The run's image files are no longer on disk: no duplicate check.</p>"
     kinds = duplicate_kinds(f.doctor["exact_duplicates"])

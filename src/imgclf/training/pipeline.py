@@ -34,38 +34,11 @@ from imgclf.training import prepare as steps  # the steps from a folder to decod
 
 
 @dataclass
-class Prepared:
-    """The settings resolved and the data decoded, split and summarised: what a network trains on."""
-
-    cfg: TrainConfig
-    spec: Any  # data.spec.DatasetSpec, splits final
-    images: np.ndarray  # (N, size, size, 3) uint8, the decode cache
-    device: Any  # torch.device
-    mean: list[float]
-    std: list[float]
-    pretrained: bool  # normalised as the pretrained backbone's weights expect
-    policy: Any  # data.augment.AugmentPolicy
-    skipped: list[dict]  # unreadable files
-    removed: list[str]  # duplicates taken out (--dedupe)
-    grouping: dict | None  # how near-duplicates were kept on one side of the split
-    candidates: Any = None  # training.candidates.Candidate's fitted before the epochs (the face embedding, the texture)
-    prints: Any = None  # data.phash.Prints of the images (spec order): kept in the run (data.copies)
-    choices: dict | None = None  # the settings given, and why each default was chosen (choices.json; None on resume)
-
-    def split_data(self):
-        from imgclf.training.loop import SplitData
-
-        spec = self.spec
-        train, val = (np.sort(spec.indices(s)) for s in ("train", "val"))
-        return SplitData(self.images, train, val, spec.labels, self.mean, self.std, len(spec.indices("test")))
-
-
-@dataclass
 class Fitted:
     """A trained network and everything the evaluation after training needs."""
 
     run_dir: Path
-    prep: Prepared
+    prep: steps.Prepared
     net: Any  # torch.nn.Module with the kept epoch's weights
     meta: RunMeta  # model.json so far: classes, architecture, input, normalization, training
     result: Any  # training.loop.FitResult
@@ -75,7 +48,7 @@ class Fitted:
 
 def prepare(
     cfg: TrainConfig, console, explicit: set[str] | None = None, for_training: bool = True, run_dir: Path | None = None
-) -> tuple[Prepared, Path | None]:
+) -> tuple[steps.Prepared, Path | None]:
     """Discover, resolve the defaults (training.resolve), decode; for training also group and
     deduplicate the split. Prints every default it chose. Returns the preparation and the run folder
     (None when `for_training` is False and none was named)."""
@@ -100,7 +73,9 @@ def prepare(
         raise
 
 
-def _prepare(chosen, spec, explicit: set[str] | None, for_training: bool, console) -> tuple[Prepared, Path | None]:
+def _prepare(
+    chosen, spec, explicit: set[str] | None, for_training: bool, console
+) -> tuple[steps.Prepared, Path | None]:
     from imgclf.training.resolve import after_decoding
 
     cfg, device, run_dir = chosen.cfg, chosen.device, chosen.run_dir
@@ -113,11 +88,11 @@ def _prepare(chosen, spec, explicit: set[str] | None, for_training: bool, consol
     for line in chosen.notes:
         console.print(f"  default: {line}")
     images, spec, skipped = steps.decode(spec, cfg, console)
-    grouping, removed, found = None, [], None
+    grouping, removed, found, grey = None, [], None, None
     if for_training:
         grouping, found = steps.group_split(spec, cfg, images, console)
         removed = steps.duplicates(spec, cfg, console)
-        steps.class_warnings(spec, images, console)
+        grey = steps.class_warnings(spec, images, console)
     cfg, policy, lines = after_decoding(cfg, spec, grouping, for_training, explicit)
     for line in lines:
         console.print(line)
@@ -128,8 +103,8 @@ def _prepare(chosen, spec, explicit: set[str] | None, for_training: bool, consol
         from imgclf.training.warmstart import parent_normalization
 
         mean, std = parent_normalization(cfg.init_from)
-    prep = Prepared(cfg, spec, images, device, mean, std, pretrained, policy, skipped, removed, grouping)
-    prep.prints, prep.choices = found, choices
+    prep = steps.Prepared(cfg, spec, images, device, mean, std, pretrained, policy, skipped, removed, grouping)
+    prep.prints, prep.choices, prep.grey = found, choices, grey
     return prep, run_dir
 
 
@@ -242,7 +217,7 @@ def _follow(console, on_epoch) -> Fitted:
     return Fitted(run_dir, prep, net, meta, result, None)
 
 
-def _write_inputs(run_dir: Path, prep: Prepared, net, kwargs: dict, n_params: int) -> tuple[RunMeta, str | None]:
+def _write_inputs(run_dir: Path, prep: steps.Prepared, net, kwargs: dict, n_params: int) -> tuple[RunMeta, str | None]:
     """config.yaml and the data records (splits.csv, prints.safetensors, data_report.json) before training
     starts, and model.json's first fields."""
     from imgclf.training.prepare import write_data_records
@@ -275,7 +250,7 @@ def _write_inputs(run_dir: Path, prep: Prepared, net, kwargs: dict, n_params: in
     return meta, root
 
 
-def _probe(run_dir: Path, prep: Prepared, net, meta: RunMeta, console, started=None):
+def _probe(run_dir: Path, prep: steps.Prepared, net, meta: RunMeta, console, started=None):
     """The linear probe on frozen features (the head's start, and the score fine-tuning must beat);
     on resume, its recorded result. Returns the frozen layers' stored outputs, or None. In a run
     with a time budget it takes no more than its share of what the budget leaves (training.budget.
@@ -327,7 +302,16 @@ def _probe(run_dir: Path, prep: Prepared, net, meta: RunMeta, console, started=N
 
 
 def _fit(
-    run_dir: Path, prep: Prepared, net, meta: RunMeta, maps, resume: bool, on_epoch, console, started=None, skip=None
+    run_dir: Path,
+    prep: steps.Prepared,
+    net,
+    meta: RunMeta,
+    maps,
+    resume: bool,
+    on_epoch,
+    console,
+    started=None,
+    skip=None,
 ):
     """The epochs (training.loop.fit), judged against the probe's validation score, unless `skip`
     says why not (training.candidates.skip_fine_tuning), and the other candidates' verdict; fills in

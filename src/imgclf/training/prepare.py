@@ -3,13 +3,43 @@ normalisation and the augmentation policy, and summarise the data. The choices a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.markup import escape  # paths and reasons are the user's text, not markup
 
 from imgclf.core.errors import UserError
 from imgclf.settings.config import TrainConfig
+
+
+@dataclass
+class Prepared:
+    """The settings resolved and the data decoded, split and summarised: what a network trains on."""
+
+    cfg: TrainConfig
+    spec: Any  # data.spec.DatasetSpec, splits final
+    images: np.ndarray  # (N, size, size, 3) uint8, the decode cache
+    device: Any  # torch.device
+    mean: list[float]
+    std: list[float]
+    pretrained: bool  # normalised as the pretrained backbone's weights expect
+    policy: Any  # data.augment.AugmentPolicy
+    skipped: list[dict]  # unreadable files
+    removed: list[str]  # duplicates taken out (--dedupe)
+    grouping: dict | None  # how near-duplicates were kept on one side of the split
+    candidates: Any = None  # training.candidates.Candidate's fitted before the epochs (the face embedding, the texture)
+    prints: Any = None  # data.phash.Prints of the images (spec order): kept in the run (data.copies)
+    choices: dict | None = None  # the settings given, and why each default was chosen (choices.json; None on resume)
+    grey: dict | None = None  # greyscale by class in the training photos (class_warnings), for data_report.json
+
+    def split_data(self):
+        from imgclf.training.loop import SplitData
+
+        spec = self.spec
+        train, val = (np.sort(spec.indices(s)) for s in ("train", "val"))
+        return SplitData(self.images, train, val, spec.labels, self.mean, self.std, len(spec.indices("test")))
 
 
 def headline(cfg: TrainConfig, spec, device, console) -> None:
@@ -85,9 +115,11 @@ def require_validation_images(spec, cfg: TrainConfig) -> None:
         )
 
 
-def class_warnings(spec, images: np.ndarray | None, console) -> None:
+def class_warnings(spec, images: np.ndarray | None, console) -> dict | None:
     """Warnings about the classes as training will see them: greyscale gathered in some (from the
-    decoded pixels, data.doctor_classes), and classes the test split holds no image of."""
+    decoded pixels, data.doctor_classes), and classes the test split holds no image of. Returns the
+    greyscale shares (data.doctor_classes.grey_by_class) for data_report.json."""
+    grey = None
     if images is not None and (spec.splits == "train").any():
         from imgclf.data.doctor_classes import grey_by_class, grey_images
 
@@ -101,6 +133,7 @@ def class_warnings(spec, images: np.ndarray | None, console) -> None:
                 f"what tells them apart, add colour photos of {escape(', '.join(grey['greyer'][:3]))}"
             )
     untested(spec, console)
+    return grey
 
 
 def untested(spec, console) -> None:
@@ -196,6 +229,7 @@ def write_data_records(run_dir: Path, prep) -> str | None:
     write_splits(run_dir / "splits.csv", spec.paths, spec.labels, spec.splits, spec.classes, root)
     write_kept(run_dir / PRINTS_FILE, prep.prints, prep.cfg.img_size, prep.cfg.resize)
     report = {**data_report(spec, prep.skipped), "deduplicated": prep.removed, "groups": prep.grouping}
+    report["greyscale_by_class"] = prep.grey
     write_json(run_dir / "data_report.json", report)
     return root
 
