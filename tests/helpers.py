@@ -207,9 +207,9 @@ def cli_env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
 
-def ctrl_c(args, ready, timeout: float = 180) -> subprocess.CompletedProcess:
-    """`imgclf ARGS...` interrupted as a terminal's Ctrl-C does it: SIGINT to its whole process group
-    (its own session here) once `ready()` holds. Returns its exit status and output."""
+def ctrl_c(args, ready, timeout: float = 180, cwd=None) -> subprocess.CompletedProcess:
+    """`imgclf ARGS...` (in `cwd`) interrupted as a terminal's Ctrl-C does it: SIGINT to its whole
+    process group (its own session here) once `ready()` holds. Returns its exit status and output."""
     env = cli_env()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:  # files: no pipe fills up
         proc = subprocess.Popen(
@@ -218,6 +218,7 @@ def ctrl_c(args, ready, timeout: float = 180) -> subprocess.CompletedProcess:
             stderr=err,
             text=True,
             env=env,
+            cwd=cwd,
             start_new_session=True,
             # A shell that started the tests in the background ignores SIGINT, and its children with it.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),

@@ -3,13 +3,16 @@ starts a new run beside the interrupted one: it says so, and names the command t
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
 import pytest
-from helpers import cli
+from helpers import cli, ctrl_c
 
-from imgclf.store.runs import interrupted_note
+from imgclf.cli.app import bare_resume
+from imgclf.core.errors import UserError
+from imgclf.store.runs import interrupted_note, newest_interrupted
 
 
 def _run(folder: Path, data: Path, state: bool = True, finished: bool = False) -> Path:
@@ -39,7 +42,21 @@ def test_only_an_interrupted_run_of_the_same_data_is_named(tmp_path, monkeypatch
         f"  note: {Path('runs') / 'photos-5'} is an interrupted training of this data (1 more like it in runs): "
         f"imgclf train --resume {Path('runs') / 'photos-5'} continues it"
     )
+    assert newest_interrupted(data) == Path("runs") / "photos-5"
+    with pytest.raises(
+        UserError, match=r"^no interrupted training of elsewhere in runs/ to resume: give its run folder"
+    ):
+        newest_interrupted("elsewhere")
+    with pytest.raises(UserError, match=r"^--resume alone continues the newest interrupted training of DATA"):
+        newest_interrupted(None)
     assert new.is_dir()
+
+
+def test_a_bare_resume_flag_means_the_newest_interrupted_run():
+    assert bare_resume(["train", "photos", "--resume"]) == ["train", "photos", "--resume=auto"]
+    assert bare_resume(["train", "photos", "--resume", "--epochs", "3"])[2] == "--resume=auto"
+    assert bare_resume(["train", "--resume", "runs/photos-1"]) == ["train", "--resume", "runs/photos-1"]
+    assert bare_resume(["predict", "--resume"]) == ["predict", "--resume"]  # only train takes it
 
 
 @pytest.mark.slow
@@ -50,3 +67,18 @@ def test_a_new_training_beside_an_interrupted_one_names_it(shapes, tmp_path):
     assert said in p.stdout.splitlines()
     assert p.stdout.strip().splitlines()[-1] == "runs/shapes-2"  # the new run, beside it: nothing overwritten
     assert p.stdout.index("imgclf 0") < p.stdout.index(said)  # after the headline, before the defaults
+
+
+@pytest.mark.slow
+def test_train_data_resume_continues_the_run_ctrl_c_left(shapes, tmp_path):
+    """Ctrl-C (or a crash) mid-training, then `imgclf train DATA --resume` with no run folder: the
+    newest interrupted run of that data in runs/ goes on, each epoch's row once."""
+    hist = tmp_path / "runs" / "shapes-1" / "history.csv"
+    args = ["train", shapes, "--preset", "fast", "--epochs", "6", "--img-size", "48"]
+    p = ctrl_c(args, ready=lambda: hist.exists() and len(hist.read_text().strip().splitlines()) >= 3, cwd=tmp_path)
+    assert p.returncode == 130, p.stderr
+    p = cli("train", shapes, "--resume", cwd=tmp_path)
+    assert "resuming from epoch" in p.stdout and p.stdout.strip().splitlines()[-1] == "runs/shapes-1"
+    with open(hist) as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(1, 7))
+    assert not (tmp_path / "runs" / "shapes-2").exists()

@@ -30,7 +30,8 @@ def train(
 ) -> Run:
     """Train, evaluate on the held-out test split and write a run folder. Every keyword is a
     TrainConfig field; unset ones are chosen automatically, printed, and recorded in config.yaml.
-    `resume=RUN_DIR` (or resume=True with out=RUN_DIR) continues an interrupted run.
+    `resume=RUN_DIR` (or resume=True with out=RUN_DIR) continues an interrupted run; resume=True
+    alone, the newest interrupted training of `data` in runs/ (the CLI's bare --resume).
     `on_epoch(epoch, history_row)` is called after every epoch (a tuner reports and prunes there).
     `evaluate=False` stops after training (no calibration, test scoring or report; metrics None):
     tuning trials are judged on validation only and must stay cheap. `mlflow`: a tracking URI to
@@ -54,6 +55,10 @@ def train(
         workers=workers,
         ray=ray,
     )
+    if (resume is True and not settings.get("out")) or (resume == "auto" and not Path("auto").is_dir()):
+        from imgclf.store.runs import newest_interrupted
+
+        resume = newest_interrupted(data)  # a bare --resume: the newest interrupted training of DATA
     uri = tracking.checked_uri(mlflow)
     boxes = _detector_data(data, resume, settings.get("task") or "auto")
     if boxes is not None:  # photos with box annotations: fine-tune the pretrained detector

@@ -120,6 +120,17 @@ def optional_ray_value(argv: list[str]) -> list[str]:
     return out
 
 
+def bare_resume(argv: list[str]) -> list[str]:
+    """`imgclf train DATA --resume` with no run folder (last, or before another option) continues the
+    newest interrupted training of DATA: `--resume=auto` (api.train finds it in runs/)."""
+    if not argv or argv[0] != "train":
+        return argv
+    return [
+        "--resume=auto" if a == "--resume" and (i + 1 == len(argv) or argv[i + 1].startswith("-")) else a
+        for i, a in enumerate(argv)
+    ]
+
+
 def entry() -> None:
     """The `imgclf` command and `python -m imgclf`: main(), then a fast exit (leave). main() itself
     ends in SystemExit, as a caller in the same process (a test, a notebook) expects."""
@@ -163,7 +174,7 @@ def main() -> None:
     plain_warnings()
     one_line_usage_errors()
     try:
-        sys.argv[1:] = optional_ray_value(sys.argv[1:])
+        sys.argv[1:] = bare_resume(optional_ray_value(sys.argv[1:]))
         app()
     except UserError as e:
         print(f"error: {mask_secrets(str(e))}", file=sys.stderr)

@@ -26,7 +26,8 @@ class TrainJobSettings(Declared):
     config: str | None = setting(None, "YAML file of settings (flags override it).", PathSetting(optional=True))
     resume: str | None = setting(
         None,
-        "Continue the interrupted run in this folder (DATA, if given: where its data is now, when it moved).",
+        "Continue the interrupted run in this folder (DATA, if given: where its data is now, when it moved); "
+        "alone (imgclf train DATA --resume), the newest interrupted training of DATA in runs/.",
         PathSetting(optional=True),
     )
     mlflow: str | None = mlflow_setting()

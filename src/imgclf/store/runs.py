@@ -59,10 +59,9 @@ def new_run_dir(data: str | Path, base: str | Path = "runs", reserve: bool = Fal
     return base / f"{name}-{n}"
 
 
-def interrupted_note(data, base: str | Path = "runs") -> str | None:
-    """The line a new training of `data` in runs/ prints where an earlier one of the same data was
-    interrupted (its state kept, no model.json, no process training it): a crash or a closed laptop
-    loses the "resume with" line, and running the same command again starts over beside it."""
+def interrupted_runs(data, base: str | Path = "runs") -> list[Path]:
+    """Trainings of `data` in `base` (runs/<name>-<n>) that were interrupted: the same data by resolved
+    path, a kept training state, no model.json, no process training them now. Newest first."""
     import yaml
 
     name, here = source_name(data), Path(data).expanduser().resolve()
@@ -76,13 +75,34 @@ def interrupted_note(data, base: str | Path = "runs") -> str | None:
             continue
         if same and (p / "train_state.safetensors").is_file() and not _holder(p):
             found.append(p)
+    return sorted(found, key=lambda p: (p / "train_state.safetensors").stat().st_mtime, reverse=True)
+
+
+def interrupted_note(data, base: str | Path = "runs") -> str | None:
+    """The line a new training of `data` in runs/ prints where an earlier one of the same data was
+    interrupted: a crash or a closed laptop loses the "resume with" line, and running the same command
+    again starts over beside it."""
+    found = interrupted_runs(data, base)
     if not found:
         return None
-    newest = max(found, key=lambda p: (p / "train_state.safetensors").stat().st_mtime)
     more = f" ({len(found) - 1} more like it in {base})" if len(found) > 1 else ""
-    return (
-        f"  note: {newest} is an interrupted training of this data{more}: imgclf train --resume {newest} continues it"
-    )
+    return f"  note: {found[0]} is an interrupted training of this data{more}: imgclf train --resume {found[0]} continues it"
+
+
+def newest_interrupted(data, base: str | Path = "runs") -> Path:
+    """The run a bare `--resume` (resume=True without out=) continues: the newest interrupted training
+    of `data` in `base`; UserError naming what to give where there is none."""
+    if data is None:
+        raise UserError(
+            "--resume alone continues the newest interrupted training of DATA: give DATA, or the run folder (--resume RUN)"
+        )
+    found = interrupted_runs(data, base)
+    if not found:
+        raise UserError(
+            f"no interrupted training of {data} in {base}/ to resume: give its run folder (--resume RUN), "
+            f"or start one with imgclf train {data}"
+        )
+    return found[0]
 
 
 # Files a run or bundle writes first (.training.pid when its training starts, choices.json, config.yaml,
