@@ -50,6 +50,11 @@ def test_only_an_interrupted_run_of_the_same_data_is_named(tmp_path, monkeypatch
     with pytest.raises(UserError, match=r"^--resume alone continues the newest interrupted training of DATA"):
         newest_interrupted(None)
     assert new.is_dir()
+    from imgclf.training.resolve import user_settings
+
+    # `imgclf train --resume photos/`: the data folder where the run folder belongs.
+    with pytest.raises(UserError, match=r"a data folder: imgclf train \S*photos --resume\)$"):
+        user_settings(None, None, str(data), {})
 
 
 def test_a_bare_resume_flag_means_the_newest_interrupted_run():

@@ -42,7 +42,12 @@ def user_settings(data, config, resume, settings: dict) -> tuple[TrainConfig, Pa
     if resume:
         run_dir = Path(resume if not isinstance(resume, bool) else settings.get("out") or "")
         if not (run_dir / "config.yaml").is_file():
-            raise UserError(f"cannot resume: {run_dir} has no config.yaml (give the run folder of an earlier train)")
+            # `imgclf train --resume photos/`: the data where the run belongs
+            data_said = f"; for the newest interrupted training of a data folder: imgclf train {run_dir} --resume"
+            raise UserError(
+                f"cannot resume: {run_dir} has no config.yaml (give the run folder of an earlier train"
+                f"{data_said if data is None and run_dir.is_dir() else ''})"
+            )
         if (run_dir / "model.json").is_file() and (run_dir / "metrics.json").is_file():
             raise UserError(
                 f"{run_dir} is a finished run: nothing to resume (train a new run, or go on from this one "
