@@ -86,6 +86,11 @@ def grey_by_class(classes: list[str], labels: np.ndarray, grey: np.ndarray) -> d
     return {"shares": shares, "flagged": flagged, "greyer": greyer}
 
 
+def greyest(grey: dict, n: int | None = 6) -> list[tuple[str, float]]:
+    """grey_by_class's shares, the greyest class first (the first `n`; None: all): what a warning lists."""
+    return sorted(grey["shares"].items(), key=lambda kv: -kv[1])[:n]
+
+
 def grey_images(images: np.ndarray, rows: np.ndarray, step: int = 4) -> np.ndarray:
     """Which of the decoded RGB images `images[rows]` (uint8, N x H x W x 3) are grey: their channels
     agree to 2 levels on average over every `step`-th pixel. Catches grey photos stored as RGB,

@@ -4,6 +4,7 @@ few example paths, so a user sees at a glance what to fix and where to look."""
 from __future__ import annotations
 
 from imgclf.data.doctor import duplicate_kinds, example, short_path
+from imgclf.data.doctor_classes import greyest
 
 EXAMPLES = 3
 _DUPLICATE_ROWS = {"conflicting_labels": "different labels", "within_class": "same class", "leakage": "across splits"}
@@ -95,11 +96,10 @@ def _rows(findings: dict, root: str):
     )
     if grey := out.get("grey_by_class"):
         greyer = grey.get("greyer", [])
-        said = [f"{c}: {v:.0%} greyscale" for c, v in sorted(grey["shares"].items(), key=lambda kv: -kv[1])] * bool(
-            greyer
-        )
-        tip = ["the model can learn grey versus colour instead of the classes: add colour photos of the grey classes"]
-        yield "greyscale in some classes only", str(len(greyer)), _some(said) + tip * bool(said), True
+        said = [f"{c}: {v:.0%} greyscale" for c, v in greyest(grey, None)] if greyer else []
+        tip = "the model can learn grey versus colour instead of the classes: unless that is what tells them apart, "
+        tip += "add colour photos of the grey classes"
+        yield "greyscale in some classes only", str(len(greyer)), _some(said) + [tip] * bool(greyer), True
     yield (
         "ignored (not images)",
         str(len(findings["ignored"])),

@@ -226,7 +226,9 @@ def _doctor(f: Facts) -> str:
         )
     grey = f.data.get("greyscale_by_class") or {}
     if grey.get("greyer"):  # training's warning (training.prepare.class_warnings), kept for the reader
-        shares = ", ".join(f"{esc(c)} {v:.0%}" for c, v in sorted(grey["shares"].items(), key=lambda kv: -kv[1])[:6])
+        from imgclf.data.doctor_classes import greyest
+
+        shares = ", ".join(f"{esc(c)} {v:.0%}" for c, v in greyest(grey))
         html += (
             f"<p><b>Greyscale gathers in some classes</b> of the training photos ({shares}): the network can learn "
             "grey against colour instead of the classes, unless that is what tells them apart.</p>"

@@ -121,12 +121,12 @@ def class_warnings(spec, images: np.ndarray | None, console) -> dict | None:
     greyscale shares (data.doctor_classes.grey_by_class) for data_report.json."""
     grey = None
     if images is not None and (spec.splits == "train").any():
-        from imgclf.data.doctor_classes import grey_by_class, grey_images
+        from imgclf.data.doctor_classes import grey_by_class, grey_images, greyest
 
         rows = np.sort(spec.indices("train"))
         grey = grey_by_class(spec.classes, spec.labels[rows], grey_images(images, rows))
         if grey["greyer"]:
-            shares = ", ".join(f"{c} {v:.0%}" for c, v in sorted(grey["shares"].items(), key=lambda kv: -kv[1])[:6])
+            shares = ", ".join(f"{c} {v:.0%}" for c, v in greyest(grey))
             console.print(
                 f"[yellow]warning[/]: greyscale photos gather in some classes ({escape(shares)} of their training "
                 "photos): the network can learn grey against colour instead of the classes; unless that is "
