@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from helpers import cli, ctrl_c
 
+from imgclf.api.making import newest_interrupted
 from imgclf.cli.app import bare_resume
 from imgclf.core.errors import UserError
-from imgclf.store.runs import interrupted_note, newest_interrupted
+from imgclf.store.runs import interrupted_note
 
 
 def _run(folder: Path, data: Path, state: bool = True, finished: bool = False) -> Path:

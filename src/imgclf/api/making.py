@@ -56,8 +56,6 @@ def train(
         ray=ray,
     )
     if (resume is True and not settings.get("out")) or (resume == "auto" and not Path("auto").is_dir()):
-        from imgclf.store.runs import newest_interrupted
-
         resume = newest_interrupted(data)  # a bare --resume: the newest interrupted training of DATA
     uri = tracking.checked_uri(mlflow)
     boxes = _detector_data(data, resume, settings.get("task") or "auto")
@@ -91,6 +89,24 @@ def train(
     if uri:
         tracking.log_run(run.path, uri, weights=mlflow_weights)
     return run
+
+
+def newest_interrupted(data, base: str | Path = "runs") -> Path:
+    """The run a bare `--resume` (resume=True without out=) continues: the newest interrupted training
+    of `data` in `base`; UserError naming what to give where there is none."""
+    from imgclf.store.runs import interrupted_runs
+
+    if data is None:
+        raise UserError(
+            "--resume alone continues the newest interrupted training of DATA: give DATA, or the run folder (--resume RUN)"
+        )
+    found = interrupted_runs(data, base)
+    if not found:
+        raise UserError(
+            f"no interrupted training of {data} in {base}/ to resume: give its run folder (--resume RUN), "
+            f"or start one with imgclf train {data}"
+        )
+    return found[0]
 
 
 def _detector_data(data, resume, task: str = "auto") -> str | Path | None:

@@ -89,22 +89,6 @@ def interrupted_note(data, base: str | Path = "runs") -> str | None:
     return f"  note: {found[0]} is an interrupted training of this data{more}: imgclf train --resume {found[0]} continues it"
 
 
-def newest_interrupted(data, base: str | Path = "runs") -> Path:
-    """The run a bare `--resume` (resume=True without out=) continues: the newest interrupted training
-    of `data` in `base`; UserError naming what to give where there is none."""
-    if data is None:
-        raise UserError(
-            "--resume alone continues the newest interrupted training of DATA: give DATA, or the run folder (--resume RUN)"
-        )
-    found = interrupted_runs(data, base)
-    if not found:
-        raise UserError(
-            f"no interrupted training of {data} in {base}/ to resume: give its run folder (--resume RUN), "
-            f"or start one with imgclf train {data}"
-        )
-    return found[0]
-
-
 # Files a run or bundle writes first (.training.pid when its training starts, choices.json, config.yaml,
 # model.json last): a folder holding one is that run's (an unfinished one, another DDP rank's).
 RUN_MARKS = frozenset(

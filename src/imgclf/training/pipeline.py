@@ -378,7 +378,6 @@ def _fit(
         stages=result.stages,
         plan=result.plan,  # a budgeted run's (training.budget): its budget, how its cooldown came
     )
-    meta.leaderboard = record_leaderboard(
-        run_dir, cfg, probe, result, console, others, won, len(prep.spec.indices("val"))
-    )
+    n_val = len(prep.spec.indices("val"))
+    meta.leaderboard = record_leaderboard(run_dir, cfg, probe, result, console, others, won, n_val)
     return result, net
