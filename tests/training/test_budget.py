@@ -336,6 +336,31 @@ def test_a_probe_the_budget_cuts_short_takes_twice_the_images_and_no_mirrors(mon
     assert list(np.bincount(labels[rows])) == [200, 200]
 
 
+@pytest.mark.parametrize("cheap_s, fits", [(2.0, 6), (0.0, 1)])
+def test_a_cheap_c_search_goes_through_its_grid_past_the_deadline_and_a_costly_one_stops(cheap_s, fits, monkeypatch):
+    """A small set's embedding can spend the probe's share of a short budget; its C search then took
+    only the strongest C (C=0.001), though the whole grid costs a fraction of a second. Past the
+    deadline the grid goes on while it is cheap (CHEAP_SEARCH_S); a costly one stops at once."""
+    import time
+
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from imgclf.training import probe as probing
+
+    monkeypatch.setattr(probing, "CHEAP_SEARCH_S", cheap_s)
+    tried = []
+    fit = LogisticRegression.fit
+    monkeypatch.setattr(LogisticRegression, "fit", lambda self, x, y: tried.append(self.C) or fit(self, x, y))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(120, 8)), np.repeat([0, 1], 60)
+    x[y == 1, 0] += 1.0
+    mu, sd = x.mean(0), x.std(0)
+    past = time.monotonic() - 1  # the embedding spent the probe's share: the deadline has passed
+    c, *_ = probing.choose_c(x[::2], y[::2], x[1::2], y[1::2], mu, sd, None, np.array([0, 1]), deadline=past)
+    assert tried == list(probing.C_GRID[:fits]) and (c in tried)
+
+
 def test_a_costly_candidate_samples_what_its_share_of_the_budget_affords():
     import time
 
