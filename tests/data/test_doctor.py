@@ -226,7 +226,7 @@ def test_cli_missing_folder_is_one_error_line(tmp_path):
 
 def test_training_warns_of_greyscale_gathered_in_a_class_from_its_pixels(tmp_path):
     """Training looks at the decoded pixels, so grey photos saved as RGB count too (no file mode shows
-    them); a set all grey, or grey spread evenly, says nothing."""
+    them); a set all grey says nothing."""
     from rich.console import Console
 
     from imgclf.data.cache import build_cache

@@ -188,9 +188,8 @@ def test_video_presence_events_enter_and_leave(tmp_path):
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
     p = cli("scan", path, "--out", tmp_path / "v")
-    assert (
-        "door.mp4: 40 frames (40 scanned) in " in p.stdout + p.stderr
-    )  # a detector scans them; "classified" said otherwise
+    # A detector scans the frames; the summary said "classified", the classifier's word.
+    assert "door.mp4: 40 frames (40 scanned) in " in p.stdout + p.stderr
     events = json.loads((tmp_path / "v" / "events.json").read_text())
     assert events["positive_class"] == "person" and len(events["events"]) == 1, p.stdout
     e = events["events"][0]
