@@ -225,11 +225,12 @@ def test_cli_missing_folder_is_one_error_line(tmp_path):
 
 
 def test_training_warns_of_greyscale_gathered_in_a_class_from_its_pixels(tmp_path):
-    """Training looks at the decoded pixels, so grey photos saved as RGB count too (no file mode shows
-    them); a set all grey says nothing."""
+    """Training looks at the decoded pixels (the images' prints), so grey photos saved as RGB count too
+    (no file mode shows them); a set all grey says nothing."""
     from rich.console import Console
 
     from imgclf.data.cache import build_cache
+    from imgclf.data.groups import usable_prints
     from imgclf.training.prepare import class_warnings
 
     rng = np.random.default_rng(2)
@@ -241,14 +242,14 @@ def test_training_warns_of_greyscale_gathered_in_a_class_from_its_pixels(tmp_pat
     spec = discover(root)
     images = build_cache(spec.paths, 32, "squash", progress=False).images
     console = Console(record=True, width=400)
-    class_warnings(spec, images, console)
+    class_warnings(spec, usable_prints(spec, images), console)
     text = console.export_text()
     assert re.search(
         r"warning: greyscale photos gather in some classes \(rose [78]\d%, daisy 0% of their training photos\)", text
     )
     assert text.rstrip().endswith("unless that is what tells them apart, add colour photos of rose")
     console = Console(record=True, width=400)
-    class_warnings(spec, np.repeat(images[..., :1], 3, axis=3), console)  # every photo grey
+    class_warnings(spec, usable_prints(spec, np.repeat(images[..., :1], 3, axis=3)), console)  # every photo grey
     assert "greyscale" not in console.export_text()
 
 

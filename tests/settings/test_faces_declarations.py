@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import imgclf.faces as F
 from imgclf.cli import app
-from imgclf.cli.app import optional_ray_value
+from imgclf.cli.app import bare_options
 from imgclf.core.errors import UserError
 from imgclf.settings.declare import declared
 from imgclf.settings.faces import ENROL_RULES, IDENTIFY_RULES, EnrolSettings, IdentifySettings
@@ -131,7 +131,7 @@ def calls(monkeypatch):
     ],
 )
 def test_faces_flags_reach_the_api_as_its_keywords(args, call, given, calls):
-    result = CliRunner().invoke(app, optional_ray_value(["faces", *args]))
+    result = CliRunner().invoke(app, bare_options(["faces", *args]))
     assert result.exit_code == 0, result.output
     assert calls[call] == given
 

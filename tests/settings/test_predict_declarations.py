@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import imgclf
 from imgclf.cli import app
-from imgclf.cli.app import optional_ray_value
+from imgclf.cli.app import bare_options
 from imgclf.core.errors import UserError
 from imgclf.settings.declare import declared
 from imgclf.settings.predict import RULES, PredictSettings
@@ -90,7 +90,7 @@ def calls(monkeypatch):
 def test_predict_flags_reach_the_api_as_its_keywords(args, call, given, calls, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.jpg").write_bytes(b"")  # it must exist: predict names a missing photo before loading the run
-    result = CliRunner().invoke(app, optional_ray_value(["predict", "run", *args]))
+    result = CliRunner().invoke(app, bare_options(["predict", "run", *args]))
     assert result.exit_code == 0, result.output
     assert calls[call] == given
 

@@ -11,7 +11,7 @@ import pytest
 from helpers import cli, ctrl_c
 
 from imgclf.api.making import newest_interrupted
-from imgclf.cli.app import bare_resume
+from imgclf.cli.app import bare_options
 from imgclf.core.errors import UserError
 from imgclf.store.runs import interrupted_note
 
@@ -58,11 +58,11 @@ def test_only_an_interrupted_run_of_the_same_data_is_named(tmp_path, monkeypatch
         user_settings(None, None, str(data), {})
 
 
-def test_a_bare_resume_flag_means_the_newest_interrupted_run():
-    assert bare_resume(["train", "photos", "--resume"]) == ["train", "photos", "--resume=auto"]
-    assert bare_resume(["train", "photos", "--resume", "--epochs", "3"])[2] == "--resume=auto"
-    assert bare_resume(["train", "--resume", "runs/photos-1"]) == ["train", "--resume", "runs/photos-1"]
-    assert bare_resume(["predict", "--resume"]) == ["predict", "--resume"]  # only train takes it
+def test_a_bare_options_flag_means_the_newest_interrupted_run():
+    assert bare_options(["train", "photos", "--resume"]) == ["train", "photos", "--resume=auto"]
+    assert bare_options(["train", "photos", "--resume", "--epochs", "3"])[2] == "--resume=auto"
+    assert bare_options(["train", "--resume", "runs/photos-1"]) == ["train", "--resume", "runs/photos-1"]
+    assert bare_options(["predict", "--resume"]) == ["predict", "--resume"]  # only train takes it
 
 
 @pytest.mark.slow

@@ -108,27 +108,24 @@ def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | No
     return decorate
 
 
-def optional_ray_value(argv: list[str]) -> list[str]:
-    """`--ray` may stand alone (this machine, or the cluster RAY_ADDRESS names): Typer options always
-    take a value, so a bare `--ray` (last, or before another option or a path) becomes `--ray=auto`."""
+def bare_options(argv: list[str]) -> list[str]:
+    """Options that may stand alone, their value then `auto`: Typer options always take one. A bare
+    `--ray` (last, or before anything not an address) is this machine or the cluster RAY_ADDRESS names;
+    a bare `--resume` of `imgclf train` (last, or before another option) the newest interrupted
+    training of DATA (api.train finds it in runs/)."""
     from imgclf.core.raysupport import ADDRESS
 
+    takes = {  # option: (the command that takes it, None for any; whether the next argument is its value)
+        "--ray": (None, lambda nxt: bool(ADDRESS.match(nxt))),
+        "--resume": ("train", lambda nxt: not nxt.startswith("-")),
+    }
     out = []
     for i, arg in enumerate(argv):
         nxt = argv[i + 1] if i + 1 < len(argv) else None
-        out.append("--ray=auto" if arg == "--ray" and (nxt is None or not ADDRESS.match(nxt)) else arg)
+        command, valued = takes.get(arg, ("", None))
+        bare = valued is not None and command in (None, argv[0]) and (nxt is None or not valued(nxt))
+        out.append(f"{arg}=auto" if bare else arg)
     return out
-
-
-def bare_resume(argv: list[str]) -> list[str]:
-    """`imgclf train DATA --resume` with no run folder (last, or before another option) continues the
-    newest interrupted training of DATA: `--resume=auto` (api.train finds it in runs/)."""
-    if not argv or argv[0] != "train":
-        return argv
-    return [
-        "--resume=auto" if a == "--resume" and (i + 1 == len(argv) or argv[i + 1].startswith("-")) else a
-        for i, a in enumerate(argv)
-    ]
 
 
 def entry() -> None:
@@ -174,7 +171,7 @@ def main() -> None:
     plain_warnings()
     one_line_usage_errors()
     try:
-        sys.argv[1:] = bare_resume(optional_ray_value(sys.argv[1:]))
+        sys.argv[1:] = bare_options(sys.argv[1:])
         app()
     except UserError as e:
         print(f"error: {mask_secrets(str(e))}", file=sys.stderr)

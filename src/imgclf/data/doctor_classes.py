@@ -1,7 +1,7 @@
 """The data doctor's class-level findings: how unevenly the classes are filled, the images far from
 the typical one (size, shape, colour mode), and greyscale gathered in some classes, a shortcut a
 network learns instead of the classes (one class scanned or shot on another camera). `imgclf check`
-reads the modes from the files' headers; training looks at the decoded pixels (grey_images)."""
+reads the modes from the files' headers; training, the colourless mark of its images' prints."""
 
 from __future__ import annotations
 
@@ -89,15 +89,3 @@ def grey_by_class(classes: list[str], labels: np.ndarray, grey: np.ndarray) -> d
 def greyest(grey: dict, n: int | None = 6) -> list[tuple[str, float]]:
     """grey_by_class's shares, the greyest class first (the first `n`; None: all): what a warning lists."""
     return sorted(grey["shares"].items(), key=lambda kv: -kv[1])[:n]
-
-
-def grey_images(images: np.ndarray, rows: np.ndarray, step: int = 4) -> np.ndarray:
-    """Which of the decoded RGB images `images[rows]` (uint8, N x H x W x 3) are grey: their channels
-    agree to 2 levels on average over every `step`-th pixel. Catches grey photos stored as RGB,
-    which no file mode shows. Read 256 at a time: the decode cache may be a memmap of gigabytes."""
-    out = np.empty(len(rows), bool)
-    for start in range(0, len(rows), 256):
-        x = np.asarray(images[rows[start : start + 256]][:, ::step, ::step], np.int16)
-        spread = np.abs(x[..., 0] - x[..., 1]) + np.abs(x[..., 1] - x[..., 2])
-        out[start : start + 256] = spread.reshape(len(x), -1).mean(1) < 2
-    return out

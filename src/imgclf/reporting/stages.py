@@ -73,8 +73,11 @@ def _trains(s: dict) -> str:
 
 
 def _frozen_groups(s: dict) -> set[int]:
-    """The layer groups at or below the last frozen module: listed with a learning rate that they
-    never used, as the optimiser's groups include them."""
+    """The layer groups training kept frozen: listed with a learning rate that they never used, as
+    the optimiser's groups include them. Runs before 2026-12-02 recorded only the frozen range's
+    text: the groups at or below its last module."""
+    if any("frozen" in g for g in s["lr_groups"]):
+        return {g["layer"] for g in s["lr_groups"] if g["frozen"]}
     if not s.get("frozen"):
         return set()
     last = s["frozen"].split(" (")[0].split(":")[0].split(" … ")[-1].strip()

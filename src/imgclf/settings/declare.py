@@ -52,7 +52,7 @@ def setting(
 
 def ray_setting(help: str):
     """A job's `--ray ADDRESS` option (predict, faces identify): optional text, where a bare --ray is
-    --ray=auto (cli.app.optional_ray_value)."""
+    --ray=auto (cli.app.bare_options)."""
     from imgclf.settings.checks import Text
 
     return setting(None, help, Text(optional=True), flag="--ray", metavar="ADDRESS")

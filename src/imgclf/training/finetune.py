@@ -221,7 +221,7 @@ class Stages:
         by_scale: dict[float, list[str]] = {}
         for g in self._groups(model, every=True):
             by_scale.setdefault(g.get("lr_scale", 1.0), []).extend(names[id(p)] for p in g["params"])
-        rows = []
+        rows, prefix = [], set(self.prefix)
         for i, scale in enumerate(sorted(by_scale)):
             params = sorted(by_scale[scale], key=order.get)
             rows.append(
@@ -231,6 +231,7 @@ class Stages:
                     "parameters": sum(named[n].numel() for n in params),
                     "lr_scale": scale,
                     "peak_lr": self.cfg.lr * scale,
+                    "frozen": all(n in prefix for n in params),  # freeze_stride's: its rate is never used
                 }
             )
         return rows

@@ -92,7 +92,7 @@ def _prepare(
     if for_training:
         grouping, found = steps.group_split(spec, cfg, images, console)
         removed = steps.duplicates(spec, cfg, console)
-        grey = steps.class_warnings(spec, images, console)
+        grey = steps.class_warnings(spec, found, console)
     cfg, policy, lines = after_decoding(cfg, spec, grouping, for_training, explicit)
     for line in lines:
         console.print(line)

@@ -115,16 +115,17 @@ def require_validation_images(spec, cfg: TrainConfig) -> None:
         )
 
 
-def class_warnings(spec, images: np.ndarray | None, console) -> dict | None:
+def class_warnings(spec, found, console) -> dict | None:
     """Warnings about the classes as training will see them: greyscale gathered in some (from the
-    decoded pixels, data.doctor_classes), and classes the test split holds no image of. Returns the
-    greyscale shares (data.doctor_classes.grey_by_class) for data_report.json."""
+    images' prints, data.phash: `colourless` is their decoded pixels', so grey photos stored as RGB
+    count), and classes the test split holds no image of. Returns the greyscale shares
+    (data.doctor_classes.grey_by_class) for data_report.json."""
     grey = None
-    if images is not None and (spec.splits == "train").any():
-        from imgclf.data.doctor_classes import grey_by_class, grey_images, greyest
+    if found is not None and (spec.splits == "train").any():
+        from imgclf.data.doctor_classes import grey_by_class, greyest
 
         rows = np.sort(spec.indices("train"))
-        grey = grey_by_class(spec.classes, spec.labels[rows], grey_images(images, rows))
+        grey = grey_by_class(spec.classes, spec.labels[rows], found.colourless[rows])
         if grey["greyer"]:
             shares = ", ".join(f"{c} {v:.0%}" for c, v in greyest(grey))
             console.print(
