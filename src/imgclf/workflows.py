@@ -131,6 +131,7 @@ def _evaluate_after_training(fitted, console, figures: bool = True):
     then the held-out test split. Returns the loaded model (holding the scored test predictions)
     and the test metrics."""
     from imgclf.data.paths import relative_to, resolve
+    from imgclf.evaluation.metrics import weak_classes
     from imgclf.evaluation.plots import plot_history
     from imgclf.evaluation.scoring import calibrate, choose_decision, choose_rejection, score
     from imgclf.inference.model import Model
@@ -154,6 +155,9 @@ def _evaluate_after_training(fitted, console, figures: bool = True):
     save_run_meta(run_dir, meta)  # with the weights' SHA-256, checked on every load
     test = np.sort(spec.indices("test"))
     metrics = score(scorer, images[test], spec.labels[test], run_dir, console, "held-out test split", figures)
+    trained = np.bincount(spec.labels[spec.splits == "train"], minlength=len(spec.classes))
+    if weak := weak_classes(metrics, dict(zip(spec.classes, trained.tolist()))):
+        console.print(f"  [yellow]weakest classes[/]: {escape(weak)}")
     # The report shows the same test predictions: hand them over instead of predicting (with TTA) twice,
     # under the paths read_splits gives back.
     root = fitted.root

@@ -87,6 +87,30 @@ def test_faces_auto_turns_the_candidate_on_for_faces_and_off_for_shapes(face_run
     assert "face embedding" not in (run.path / "leaderboard.json").read_text()
 
 
+def test_faces_auto_stops_searching_once_its_answer_is_settled(faces_data, tmp_path, monkeypatch):
+    """24 photos are sampled; it is on with 17 faces and off with 8 photos without one, so no more are
+    searched then (a second a photo of 12 MP decoding and dlib's search adds up)."""
+    from imgclf.data.discover import find
+    from imgclf.models.face.model import FaceModel
+    from imgclf.settings.config import TrainConfig
+
+    searched = []
+    located = FaceModel.located
+    monkeypatch.setattr(FaceModel, "located", lambda self, *a, **k: searched.append(1) or located(self, *a, **k))
+
+    def decided(data: Path) -> tuple[str, str | None]:
+        spec = find(data)
+        spec.splits = np.full(len(spec.paths), "train", dtype=object)
+        searched.clear()
+        return faceprobe.resolve_faces(TrainConfig(data=str(data)), spec, set())
+
+    on, why = decided(faces_data)  # 32 photos of two faces
+    assert on == "on" and len(searched) == 17
+    assert "17 of 17 sampled training photos hold a face" in why and "the search of 24 stops" in why
+    shapes = make_shapes_dataset(tmp_path / "shapes", per_class=12, size=48)
+    assert decided(shapes) == ("off", None) and len(searched) == 8
+
+
 def test_a_run_that_kept_the_face_embedding_predicts_and_refuses_export(face_run, tmp_path):
     meta = json.loads((face_run / "model.json").read_text())
     assert meta["architecture"]["name"] == "face_embedding"

@@ -86,6 +86,36 @@ def per_class_lines(m: dict) -> list[str]:
     return out
 
 
+WEAK_GAP = 0.25  # a class whose test recall is this far below the accuracy is named after the test line
+
+
+def weak_classes(m: dict, train_counts: dict[str, int], most: int = 3) -> str:
+    """The classes the test split says the model fails ("" when none): recall WEAK_GAP or more below
+    the accuracy, on 5 test images or more, or on any number when the class is starved of training
+    images (under half the median class's: what a new class added with a few photos is, and then the
+    fix is more photos of it, not more training). The worst `most`, with what would help. Macro F1
+    far below accuracy says that some class fails; this says which."""
+    median = float(np.median(list(train_counts.values()))) if train_counts else 0.0
+
+    def starved(c: str) -> bool:
+        return train_counts.get(c, 0) < 0.5 * median
+
+    weak = [
+        (c, r)
+        for c, r in m["per_class"].items()
+        if r["support"] > 0 and r["recall"] <= m["accuracy"] - WEAK_GAP and (r["support"] >= 5 or starved(c))
+    ]
+    weak = sorted(weak, key=lambda cr: cr[1]["recall"])[:most]
+    parts = []
+    for c, r in weak:
+        n = int(r["support"])
+        part = f"{c} {round(r['recall'] * n)} of {n} test image{'s' * (n != 1)} right"
+        if starved(c):
+            part += f" (trained on {train_counts.get(c, 0):,} images against the median class's {median:g}: add photos of it)"
+        parts.append(part)
+    return "; ".join(parts)
+
+
 def _macro(report: dict, classes: list[str], y_pred: np.ndarray) -> dict:
     """Macro averages over the classes the test split holds or the model predicted: a class with
     neither (a small split of many classes) has no precision, recall or F1 to average, and counting
