@@ -156,9 +156,14 @@ def test_unwritable_dir_falls_back_to_temp(tmp_path, paths, monkeypatch):
     assert res.path.parent.parent == tmp_path / "tmp" and res.images.shape == (20, 8, 8, 3)
 
 
-def test_progress_bar_and_empty_list(tmp_path, paths, monkeypatch):
+def test_progress_bar_and_empty_list(tmp_path, paths, monkeypatch, capsys):
     monkeypatch.setattr(cache_mod, "PROGRESS_MIN_IMAGES", 1)
     assert build_cache(paths, 8, cache_dir=tmp_path / "c", progress=True).bad == BAD
+    # Into a file or pipe no bar is drawn, and none leaves an empty line behind in the log
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("FORCE_COLOR", "1")  # a terminal, as rich sees it
+    assert build_cache(paths, 8, cache_dir=tmp_path / "d", progress=True).bad == BAD
+    assert "decoding 20 images" in capsys.readouterr().out
     empty = build_cache([], 8, cache_dir=tmp_path / "c")
     assert empty.images.shape == (0, 8, 8, 3) and empty.bad == {}
     with pytest.raises(ValueError, match="resize mode"):

@@ -68,6 +68,25 @@ def test_head_growth_copies_old_rows_by_name():
                 assert torch.equal(grown_state[key], value), key
 
 
+def test_defaults_chosen_for_the_parents_data_are_chosen_again_for_the_updates(tmp_path):
+    """The parent's balanced classes chose class_weight none; its update adds a class of 7 photos beside
+    classes of 120, which train would weigh. What the parent's user gave stays; an old run keeps all."""
+    from imgclf.core.files import write_json, write_text
+    from imgclf.lifecycle.update_plan import base_config
+    from imgclf.settings.config import TrainConfig, dump_yaml, load_config
+
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    chosen = TrainConfig(data="photos", class_weight="none", keep="last", patience=200, time_budget=90.0)
+    write_text(parent / "config.yaml", dump_yaml(chosen.to_dict()))
+    write_json(parent / "choices.json", {"given": ["keep"], "defaults": []})
+    cfg = load_config(base_config(parent, tmp_path))
+    assert (cfg.class_weight, cfg.keep, cfg.patience, cfg.time_budget) == ("auto", "last", None, None)
+    (parent / "choices.json").unlink()  # a run from before choices.json: its settings as they were
+    cfg = load_config(base_config(parent, tmp_path))
+    assert (cfg.class_weight, cfg.keep, cfg.patience, cfg.time_budget) == ("none", "last", 200, 90.0)
+
+
 @pytest.mark.slow
 def test_update_adds_a_class_and_keeps_the_test_split_frozen(project, grown):
     reg = project / "registry"

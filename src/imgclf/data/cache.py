@@ -242,7 +242,10 @@ def progress_bar(total: int, show: bool, label: str | None = None) -> Iterator[C
     """An `advance(n)` callable, drawing a rich progress bar of `total` steps (transient: it leaves
     no line behind) when `show` and there are PROGRESS_MIN_IMAGES or more; `label` defaults to
     "decoding N images"."""
-    if not show or total < PROGRESS_MIN_IMAGES:
+    from rich.console import Console
+
+    # Not into a file or pipe: there a transient bar draws nothing and leaves an empty line in the log.
+    if not show or total < PROGRESS_MIN_IMAGES or not Console().is_terminal:
         yield lambda n: None
         return
     from rich.progress import Progress

@@ -100,21 +100,39 @@ def base_config(parent: Path, run_dir: Path) -> Path:
     d["init_from"] = None
     if default_budget(parent):  # chosen again for the update's own training images
         d["time_budget"] = d["epochs"] = None
+    # Chosen for the parent's data, as train would choose them for the update's: a new class of 7 photos
+    # beside classes of 120 is weighed as train weighs one (the parent's balanced classes had chosen none).
+    d.update({k: v for k, v in AGAIN.items() if k not in given_settings(parent)})
     write_text(run_dir / "parent_config.yaml", dump_yaml(d))
     return run_dir / "parent_config.yaml"
+
+
+AGAIN = {"class_weight": "auto", "keep": "auto", "patience": None}  # defaults that depend on the data
+
+
+def given_settings(parent: Path) -> set[str]:
+    """The settings the parent's user gave (choices.json, runs since 2026-11-30); for an older run all
+    of them count as given, its defaults kept as they were."""
+    from imgclf.core.files import read_json
+    from imgclf.settings.config import TrainConfig
+
+    if not (parent / "choices.json").is_file():
+        return set(TrainConfig.__dataclass_fields__)
+    return set(read_json(parent / "choices.json").get("given", []))
 
 
 def default_budget(parent: Path) -> bool:
     """Whether the parent trained within a time budget that the defaults chose (neither --time-budget
     nor --epochs given; choices.json, runs since 2026-11-30): an update then has its budget chosen
     afresh for its own training images, as 60 ms an image of the parent's few would starve a large one."""
-    from imgclf.core.files import read_json
     from imgclf.settings.config import load_config
 
     if not (parent / "choices.json").is_file():
         return False
-    given = set(read_json(parent / "choices.json").get("given", []))
-    return bool(load_config(parent / "config.yaml").time_budget) and not given & {"time_budget", "epochs"}
+    return bool(load_config(parent / "config.yaml").time_budget) and not given_settings(parent) & {
+        "time_budget",
+        "epochs",
+    }
 
 
 def training_choices(parent: Path, mode: str, epochs: int | None, lr_factor: float, settings: dict) -> dict:
