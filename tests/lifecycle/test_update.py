@@ -87,6 +87,22 @@ def test_defaults_chosen_for_the_parents_data_are_chosen_again_for_the_updates(t
     assert (cfg.class_weight, cfg.keep, cfg.patience, cfg.time_budget) == ("none", "last", 200, 90.0)
 
 
+def test_a_new_class_the_candidate_never_names_is_said_not_learnt():
+    from imgclf.lifecycle.update import _unlearnt
+
+    per_class = {
+        "tulip": {"n": 2, "a": 0.0, "b": 0.0},
+        "lily": {"n": 3, "a": 0.0, "b": 1 / 3},
+        "rose": {"n": 4, "a": 0.5, "b": 0.0},
+    }
+    cmp = {"slices": {"new data": {"per_class": per_class}}}
+    # rose is an old class (its drop is the promotion rule's business); lily was named once
+    assert (
+        _unlearnt(cmp, ["lily", "tulip"]) == "tulip (0 of 2 new test images right): add photos of it and update again"
+    )
+    assert _unlearnt(cmp, []) == "" and _unlearnt({"slices": {}}, ["tulip"]) == ""
+
+
 @pytest.mark.slow
 def test_update_adds_a_class_and_keeps_the_test_split_frozen(project, grown):
     reg = project / "registry"

@@ -241,6 +241,18 @@ def _record(version, parent_run, registry, data_root, mode, from_inbox, data: di
     }
 
 
+def _unlearnt(cmp: dict, added: list[str]) -> str:
+    """The new classes of which the candidate named none of the new test images: the promotion rule can
+    pass such a candidate (the old classes held; the parent was wrong there too), and its serving
+    would answer them no better than the parent."""
+    slice_ = cmp["slices"].get("new data", {}).get("per_class", {})
+    missed = [(c, slice_[c]["n"]) for c in added if c in slice_ and slice_[c]["n"] and slice_[c]["b"] == 0]
+    if not missed:
+        return ""
+    named = ", ".join(f"{c} (0 of {n} new test image{'s' * (n != 1)} right)" for c, n in missed)
+    return f"{named}: add photos of {'it' if len(missed) == 1 else 'them'} and update again"
+
+
 def _judge(
     run: Path,
     parent: Path,
@@ -281,6 +293,8 @@ def _judge(
     )
     for k, s in result["slices"].items():
         console.print(f"  {k}: {s['n']} images, accuracy {s['a']:.1%} (parent) -> {s['b']:.1%} (candidate)")
+    if unlearnt := _unlearnt(cmp, result["new_classes"]):
+        console.print(f"  [yellow]not learnt[/]: {escape(unlearnt)}")
     workflows.report(run, verbose=False)  # again, now with the comparison section
     console.print(
         ("[bold green]PROMOTE[/] " if verdict["promote"] else "[bold yellow]KEEP[/] ") + escape(verdict["paragraph"])
