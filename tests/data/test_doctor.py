@@ -92,6 +92,11 @@ def test_check_finds_each_planted_problem(messy, tmp_path):
     assert _names(out["small"]) == {"tiny.png"} and _names(out["aspect"]) == {"wide.png"}
     assert out["large"] == [] and out["main_mode"] == "RGB"
     assert {Path(f["path"]).name: f["mode"] for f in out["mode"]} == {"grey.png": "L", "print.jpg": "CMYK"}
+    # The table says other modes are read fine: a count of "not RGB" alone reads as a fault to fix
+    from imgclf.data.doctor_report import _rows
+
+    mode_row = next(r for r in _rows(findings, str(messy)) if r[0] == "colour mode not RGB")
+    assert mode_row[1] == "2" and mode_row[2][-1].startswith("each is read as RGB")
     summary = findings["summary"]
     assert summary["unreadable"] == 2 and summary["outliers"] == {"small": 1, "large": 0, "aspect": 1, "mode": 2}
     assert {k: summary["exact_duplicates"][k] for k in ("groups", "files", "conflicting_labels", "within_class")} == {
