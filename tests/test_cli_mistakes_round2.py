@@ -358,7 +358,9 @@ def test_a_run_folder_given_as_data_or_before_its_images_is_named_so(tmp_path):
             f"interrupted run with: imgclf train --resume {run}",
         )
     data = make_shapes_dataset(tmp_path / "shapes", per_class=2, size=16)
-    one_line_error(cli("predict", data, run, check=False), "(the run folder comes first: imgclf predict RUN IMAGES)")
+    swapped = f"({data} holds images, not a model: imgclf train {data} makes a run folder of them; the run folder "
+    for command in (("predict", data, run), ("serve", data)):  # serve takes no images: the hint names no one command
+        one_line_error(cli(*command, check=False), swapped)
 
 
 def test_a_mistyped_run_folder_is_said_with_the_runs_beside_it(tmp_path):

@@ -248,7 +248,12 @@ def find_run(path: str | Path) -> Path:
         raise UserError(
             f"{path} is not a finished run folder (it needs model.json and model.safetensors); "
             "train one with: imgclf train DATA"
-            + (" (the run folder comes first: imgclf predict RUN IMAGES)" if _holds_images(p) else "")
+            + (
+                f" ({path} holds images, not a model: imgclf train {path} makes a run folder of them; the run "
+                "folder comes first, e.g. imgclf predict RUN IMAGES, imgclf evaluate RUN DATA)"
+                if _holds_images(p)
+                else ""
+            )
         )
     return p
 
