@@ -183,3 +183,23 @@ def test_texture_auto_reads_grey_jpegs_as_grey_and_respects_a_chosen_recipe(tmp_
     assert textureprobe.resolve_texture(cfg.updated(texture="off"), spec, set())[0] == "off"
     monkeypatch.setattr(textureprobe, "MAX_IMAGES", 5)
     assert textureprobe.resolve_texture(cfg, spec, set())[0] == "off"
+
+
+@pytest.mark.parametrize(
+    "ahead, probe, says",
+    [
+        (0.975, 0.90, "the texture (val 0.9750) makes at most half the errors of the linear probe (val 0.9000)"),
+        # none wrong on either side: "half the errors" of none would read as a riddle
+        (1.0, 1.0, "the texture and the linear probe, which fine-tuning starts from, both name every validation"),
+        (0.95, 0.94, None),  # not far enough ahead: the epochs are trained
+    ],
+)
+def test_why_fine_tuning_is_skipped_behind_a_candidate(ahead, probe, says):
+    from types import SimpleNamespace
+
+    row = {"val_acc": ahead, "val_balanced_acc": ahead, "val_loss": 0.1}
+    prep = SimpleNamespace(
+        cfg=SimpleNamespace(class_weight="none"), candidates=[candidates.Candidate("texture", "", row, None)]
+    )
+    why = candidates.skip_fine_tuning(prep, SimpleNamespace(probe={"val_acc": probe}))
+    assert (why is None) if says is None else why.startswith(says), why

@@ -107,6 +107,11 @@ def skip_fine_tuning(prep, meta) -> str | None:
         )
     ahead = best([c for c in prep.candidates or [] if c.ends_training], key)
     if ahead is not None and dominates(ahead.row, probe, key):
+        if probe[key] >= 1:  # "at most half the errors" of none reads as a riddle
+            return (
+                f"the {ahead.name} and the linear probe, which fine-tuning starts from, both name every "
+                "validation image right: no room left on the validation split to choose a better network"
+            )
         return (
             f"the {ahead.name} (val {ahead.row[key]:.4f}) makes at most half the errors of the linear probe "
             f"(val {probe[key]:.4f}), which fine-tuning starts from"
