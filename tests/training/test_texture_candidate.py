@@ -203,3 +203,20 @@ def test_why_fine_tuning_is_skipped_behind_a_candidate(ahead, probe, says):
     )
     why = candidates.skip_fine_tuning(prep, SimpleNamespace(probe={"val_acc": probe}))
     assert (why is None) if says is None else why.startswith(says), why
+
+
+def test_the_texture_stays_where_float64_is_when_its_network_moves(monkeypatch):
+    """Apple's GPU (--device mps) holds no float64: moving a run that kept the texture there raised a
+    TypeError. The descriptor now stays on the CPU and the head moves (here 'meta' stands in for mps:
+    it takes float64, so only the placement can be checked without a Mac); on one device nothing changes."""
+    import torch
+
+    from imgclf.models.texture import ops
+
+    net = TextureClassifier(3, [0.5] * 3, [0.25] * 3, size=32)
+    grey = torch.rand(2, 32, 32) * 255
+    before = net.texture(grey)
+    monkeypatch.setattr(ops, "NO_FLOAT64", frozenset({"meta"}))
+    net.to("meta")
+    assert net.head.weight.device.type == "meta" and net.texture.rows.device.type == "cpu"
+    assert net.texture.rows.dtype == torch.float64 and torch.equal(net.texture(grey), before)

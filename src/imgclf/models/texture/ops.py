@@ -20,6 +20,9 @@ GAMMA, SIGMA0, SIGMA1 = 0.2, 1.0, 2.0
 # noise (~1e-16 on values of ~0.01-1), far below any real difference between two pixels.
 GRID_STEP = 1e-9
 CHUNK = 64  # images a pass
+# Devices that hold no float64 (Apple's GPU, `--device mps`): the descriptor stays on the CPU there, and
+# the classifier hands it its pixels (~0.4 ms an image on 2 cores); moved, its matrices raised a TypeError.
+NO_FLOAT64 = frozenset({"mps"})
 
 
 def _uniform_bins() -> np.ndarray:
@@ -121,7 +124,10 @@ class Texture(torch.nn.Module):
 
     def _apply(self, fn, recurse=True):
         """Device moves only: `.float()` (export, Grad-CAM) must not round the float64 matrices, or
-        PyTorch before and after it would compare different numbers."""
+        PyTorch before and after it would compare different numbers; and none to a device without
+        float64 (NO_FLOAT64)."""
+        if fn(torch.zeros(())).device.type in NO_FLOAT64:
+            return self
         super()._apply(fn, recurse)
         for name, m in self._constants.items():
             if self._buffers[name].dtype != torch.from_numpy(m).dtype:
@@ -203,4 +209,7 @@ class TextureClassifier(HeadOnly):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The uint8 pixels the head was fitted on: the normalisation undone, rounded.
         pixels = torch.clamp(torch.round((x.float() * self.std + self.mean) * 255), 0, 255)
-        return self.head(self.texture(luma(pixels)))
+        home, there = x.device, self.texture.rows.device
+        if home == there:  # no device move traced into the ONNX graph
+            return self.head(self.texture(luma(pixels)))
+        return self.head(self.texture(luma(pixels.to(there))).to(home))  # a device without float64
