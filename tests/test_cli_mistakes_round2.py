@@ -358,7 +358,7 @@ def test_a_run_folder_given_as_data_or_before_its_images_is_named_so(tmp_path):
             f"interrupted run with: imgclf train --resume {run}",
         )
     data = make_shapes_dataset(tmp_path / "shapes", per_class=2, size=16)
-    swapped = f"({data} holds images, not a model: imgclf train {data} makes a run folder of them; the run folder "
+    swapped = f"error: {data} is not a finished run folder but images: imgclf train {data} makes a run folder of them"
     for command in (("predict", data, run), ("serve", data)):  # serve takes no images: the hint names no one command
         one_line_error(cli(*command, check=False), swapped)
 

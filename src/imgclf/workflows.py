@@ -156,7 +156,9 @@ def _evaluate_after_training(fitted, console, figures: bool = True):
     test = np.sort(spec.indices("test"))
     metrics = score(scorer, images[test], spec.labels[test], run_dir, console, "held-out test split", figures)
     trained = np.bincount(spec.labels[spec.splits == "train"], minlength=len(spec.classes))
-    if weak := weak_classes(metrics, dict(zip(spec.classes, trained.tolist()))):
+    # Per-class recall is the argmax's; a two-class run answering at another threshold has its own line
+    at_argmax = meta.decision is None or meta.decision.threshold in (None, 0.5)
+    if at_argmax and (weak := weak_classes(metrics, dict(zip(spec.classes, trained.tolist())))):
         console.print(f"  [yellow]weakest classes[/]: {escape(weak)}")
     # The report shows the same test predictions: hand them over instead of predicting (with TTA) twice,
     # under the paths read_splits gives back.

@@ -250,7 +250,9 @@ def test_a_folder_that_is_no_run_says_what_it_is(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "retrain").mkdir()
     (tmp_path / "retrain" / "tuning.json").write_text("{}")
-    with pytest.raises(UserError, match=r"comes first: imgclf predict RUN IMAGES"):
+    with pytest.raises(
+        UserError, match=r"photos is not a finished run folder but images: imgclf train .*photos makes a run "
+    ):
         find_run(tmp_path / "photos")
     with pytest.raises(UserError, match=r"imgclf train DATA$"):
         find_run(tmp_path / "empty")

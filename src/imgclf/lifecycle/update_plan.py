@@ -129,10 +129,8 @@ def default_budget(parent: Path) -> bool:
 
     if not (parent / "choices.json").is_file():
         return False
-    return bool(load_config(parent / "config.yaml").time_budget) and not given_settings(parent) & {
-        "time_budget",
-        "epochs",
-    }
+    given = given_settings(parent)
+    return bool(load_config(parent / "config.yaml").time_budget) and not given & {"time_budget", "epochs"}
 
 
 def training_choices(parent: Path, mode: str, epochs: int | None, lr_factor: float, settings: dict) -> dict:

@@ -245,15 +245,14 @@ def find_run(path: str | Path) -> Path:
                 f"{path} holds only tuning.json: the retrain of a tune's best trial that stopped before it "
                 "began; run the same imgclf tune command again to retrain it (or delete the folder)"
             )
+        if _holds_images(p):  # a data folder given where the run belongs (predict, evaluate or serve)
+            raise UserError(
+                f"{path} is not a finished run folder but images: imgclf train {path} makes a run folder of them, "
+                "and the run folder comes first (imgclf predict RUN IMAGES, imgclf evaluate RUN DATA, imgclf serve RUN)"
+            )
         raise UserError(
             f"{path} is not a finished run folder (it needs model.json and model.safetensors); "
             "train one with: imgclf train DATA"
-            + (
-                f" ({path} holds images, not a model: imgclf train {path} makes a run folder of them; the run "
-                "folder comes first, e.g. imgclf predict RUN IMAGES, imgclf evaluate RUN DATA)"
-                if _holds_images(p)
-                else ""
-            )
         )
     return p
 

@@ -26,7 +26,7 @@ from imgclf.settings.config import settled
 
 # Training photos searched for a face to decide faces=auto: ~0.13 s each on 2 cores for whole photos
 # (at 384 px), so the search stops once the answer is settled: photos without faces are turned
-# down after 8 (1.1 s, where all 24 took 3.1-3.6 s on 12 MP phone photos), a face set accepted after 17.
+# down after 8 (1.6 s in all, where all 24 took 3.1-3.6 s on 12 MP phone photos), faces taken after 17.
 SAMPLE = 24
 # faces=auto is on when more than this share of them hold a face. It was 0.5: faces lit hard, where
 # dlib finds 45 % (orl-shadow-6x), drew 8, 10 and 16 of 24 on three splits; the 16 turned the
