@@ -51,7 +51,8 @@ def update(ref, new_data=None, *, verbose: bool = True, **given) -> dict:
     fine) or the feedback inbox (`from_inbox=True`: the `inbox` folder, else REGISTRY/inbox). `given`:
     settings.improve.UpdateSettings' settings (checked as declared: mode, epochs, lr_factor, replay,
     tolerance, out, seed, data_root, ...), and TrainConfig settings for the new run. Returns {run,
-    version, parent, mode, counts, compare, verdict, promoted}.
+    version, parent, mode, counts, compare, verdict, promoted, not_learnt (new classes the candidate
+    named none of the new test images of)}.
 
         r = imgclf.update("production", "more_photos/", promote=True)
         r["version"], r["verdict"]["promote"], r["promoted"]
@@ -241,16 +242,16 @@ def _record(version, parent_run, registry, data_root, mode, from_inbox, data: di
     }
 
 
-def _unlearnt(cmp: dict, added: list[str]) -> str:
-    """The new classes of which the candidate named none of the new test images: the promotion rule can
-    pass such a candidate (the old classes held; the parent was wrong there too), and its serving
-    would answer them no better than the parent."""
+def _unlearnt(cmp: dict, added: list[str]) -> tuple[list[str], str]:
+    """The new classes of which the candidate named none of the new test images, and the line that says
+    so ("" when none): the promotion rule can pass such a candidate (the old classes held; the parent
+    was wrong there too), and its serving would answer them no better than the parent."""
     slice_ = cmp["slices"].get("new data", {}).get("per_class", {})
     missed = [(c, slice_[c]["n"]) for c in added if c in slice_ and slice_[c]["n"] and slice_[c]["b"] == 0]
     if not missed:
-        return ""
+        return [], ""
     named = ", ".join(f"{c} (0 of {n} new test image{'s' * (n != 1)} right)" for c, n in missed)
-    return f"{named}: add photos of {'it' if len(missed) == 1 else 'them'} and update again"
+    return [c for c, _ in missed], f"{named}: add photos of {'it' if len(missed) == 1 else 'them'} and update again"
 
 
 def _judge(
@@ -293,7 +294,8 @@ def _judge(
     )
     for k, s in result["slices"].items():
         console.print(f"  {k}: {s['n']} images, accuracy {s['a']:.1%} (parent) -> {s['b']:.1%} (candidate)")
-    if unlearnt := _unlearnt(cmp, result["new_classes"]):
+    result["not_learnt"], unlearnt = _unlearnt(cmp, result["new_classes"])
+    if unlearnt:
         console.print(f"  [yellow]not learnt[/]: {escape(unlearnt)}")
     workflows.report(run, verbose=False)  # again, now with the comparison section
     console.print(
