@@ -208,7 +208,7 @@ def test_why_fine_tuning_is_skipped_behind_a_candidate(ahead, probe, says):
 def test_the_texture_stays_where_float64_is_when_its_network_moves(monkeypatch):
     """Apple's GPU (--device mps) holds no float64: moving a run that kept the texture there raised a
     TypeError. The descriptor now stays on the CPU and the head moves (here 'meta' stands in for mps:
-    it takes float64, so only the placement can be checked without a Mac); on one device nothing changes."""
+    it takes float64, so only the placement can be checked without a Mac), and the descriptor answers as before."""
     import torch
 
     from imgclf.models.texture import ops
