@@ -92,13 +92,15 @@ WEAK_GAP = 0.25  # a class whose test recall is this far below the accuracy is n
 def weak_classes(m: dict, train_counts: dict[str, int], most: int = 3) -> str:
     """The classes the test split says the model fails ("" when none): recall WEAK_GAP or more below
     the accuracy, on 5 test images or more, or on any number when the class is starved of training
-    images (under half the median class's: what a new class added with a few photos is, and then the
+    images (under half the median class's, as the data doctor calls a class starved: what a new class added with a few photos is, and then the
     fix is more photos of it, not more training). The worst `most`, with what would help. Macro F1
     far below accuracy says that some class fails; this says which."""
+    from imgclf.data.doctor_classes import SMALL_CLASS_SHARE  # the data doctor's starved class
+
     median = float(np.median(list(train_counts.values()))) if train_counts else 0.0
 
     def starved(c: str) -> bool:
-        return train_counts.get(c, 0) < 0.5 * median
+        return train_counts.get(c, 0) < SMALL_CLASS_SHARE * median
 
     weak = [
         (c, r)
