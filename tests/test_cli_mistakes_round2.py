@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from helpers import cli, make_run, make_shapes_dataset, png
 
+import imgclf
 from imgclf.core.errors import UserError
 from imgclf.core.files import NotRegularFile, is_regular, output_file, output_folder, read_regular
 from imgclf.store import registry
@@ -53,6 +55,10 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(UserError, match="is a folder; give a file name, e.g. .*model.onnx"):
         output_file(tmp_path / "folder", "--out", "model.onnx")
+    # `--out preds/`: a folder meant, not yet made; written as a file named "preds" it was a surprise
+    with pytest.raises(UserError, match=r"preds is a folder; give a file name, e.g. .*preds.predictions\.csv"):
+        output_file(f"{tmp_path / 'preds'}/", "--out")
+    assert not (tmp_path / "preds").exists()
     with pytest.raises(UserError, match="file.txt is a file, not a folder"):
         output_file(tmp_path / "file.txt" / "x.onnx", "--out")
     with pytest.raises(UserError, match="--inbox .*file.txt is a file; give a folder"):
@@ -446,3 +452,41 @@ def test_version_names_imgclf_and_the_engines_it_runs_on(tmp_path):
     p = cli("--version", cwd=tmp_path)
     assert p.stdout.startswith(f"imgclf {__version__} (Python ") and p.stderr == ""
     assert f"torch {metadata.version('torch')}" in p.stdout and p.stdout.count("\n") == 1
+
+
+# ---- an empty argument (an unset shell variable) is not the current folder --------------------
+
+
+def test_an_empty_argument_is_refused_not_read_as_the_current_folder(tmp_path):
+    """Path("") is ".": `imgclf train "$DATA"` with DATA unset trained on whatever lay in the current
+    folder, `imgclf feedback import ""` copied all of it into the inbox, and `tune --device ""` ran
+    every trial to the same failure. Each is now one line before any work."""
+    from imgclf.cli.app import refuse_empty
+    from imgclf.inference.predictor import expand_inputs
+    from imgclf.settings.config import TrainConfig
+    from imgclf.settings.tune import TuneSettings
+
+    for argv, says in (
+        (["train", ""], "the argument after 'train' is empty (an unset shell variable?)"),
+        (["predict", "run", "--out="], "--out is empty"),
+        (["tune", "data", "--device", ""], "the argument after '--device' is empty"),
+    ):
+        with pytest.raises(UserError, match=f"^{re.escape(says)}"):
+            refuse_empty(argv)
+    refuse_empty(["registry", "add", "r", "--parent", " "])  # blank, not empty: the option's own check names it
+    with pytest.raises(UserError, match="^--device is empty; give a value"):
+        TuneSettings(device="")
+    with pytest.raises(UserError, match="^weights is empty; give a path$"):
+        TrainConfig(weights="")
+    assert TrainConfig().data == ""  # unset data stays a valid default
+    with pytest.raises(UserError, match="^an empty path"):
+        list(expand_inputs(["", str(tmp_path)]))
+    (tmp_path / "rose").mkdir()
+    (tmp_path / "rose" / "a.png").write_bytes(png(np.zeros((8, 8, 3), np.uint8)))
+    p = cli("feedback", "import", "", "--inbox", tmp_path / "inbox", check=False, cwd=tmp_path)
+    one_line_error(p, "the argument after 'import' is empty")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["rose"]  # nothing imported, no inbox made
+    with pytest.raises(UserError, match="^the folder to import is empty"):
+        imgclf.feedback_import("", inbox=tmp_path / "inbox")
+    with pytest.raises(UserError, match="^data is empty"):
+        imgclf.check("")

@@ -113,7 +113,7 @@ def _detector_data(data, resume, task: str = "auto") -> str | Path | None:
     """The data folder when a detector is to be trained on it: it holds box annotations (YOLO, Pascal VOC,
     COCO, a CSV of boxes) and `task` is not "classify", or, resuming a detector run, the folder it recorded."""
     from imgclf.core.files import read_json
-    from imgclf.data.discover import refuse_run_folder
+    from imgclf.data.discover import existing, refuse_run_folder
     from imgclf.detection.annotations import detect_format
     from imgclf.settings.config import TASKS
 
@@ -122,7 +122,7 @@ def _detector_data(data, resume, task: str = "auto") -> str | Path | None:
     if resume and isinstance(resume, (str, Path)) and (Path(resume) / "detector-training.json").is_file():
         return data or read_json(Path(resume) / "detector-training.json")["data"]
     if data is not None:
-        refuse_run_folder(data)
+        refuse_run_folder(existing(data))  # "" first: read as a path, it is the current folder
         _refuse_box_csv(data, task)
     boxes = data is not None and task != "classify" and Path(data).is_dir() and detect_format(data) is not None
     if task == "detect" and not boxes and not resume:

@@ -108,6 +108,23 @@ def with_settings(cls=None, only: tuple[str, ...] | None = None, after: str | No
     return decorate
 
 
+def refuse_empty(argv: list[str]) -> None:
+    """An empty argument, most often an unset shell variable (`imgclf train "$DATA"`), refused: a path
+    made of it is the current folder (Path("") is "."), so `imgclf train ""` trained on whatever lay
+    there, `imgclf scan ""` scanned it and `imgclf feedback import ""` copied it into the inbox."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and arg.endswith("="):
+            where = arg[:-1]
+        elif not arg:  # blank (" ") is a value the option's own check names better
+            where = f"the argument after {argv[i - 1] if i else 'imgclf'!r}"
+        else:
+            continue
+        raise UserError(
+            f"{where} is empty (an unset shell variable?): give a value, or leave it out "
+            "(an empty path would mean the current folder)"
+        )
+
+
 def bare_options(argv: list[str]) -> list[str]:
     """Options that may stand alone, their value then `auto`: Typer options always take one. A bare
     `--ray` (last, or before anything not an address) is this machine or the cluster RAY_ADDRESS names;
@@ -171,6 +188,7 @@ def main() -> None:
     plain_warnings()
     one_line_usage_errors()
     try:
+        refuse_empty(sys.argv[1:])
         sys.argv[1:] = bare_options(sys.argv[1:])
         app()
     except UserError as e:

@@ -150,8 +150,11 @@ def output_file(path: str | os.PathLike, flag: str, example: str = "predictions.
     """
     from imgclf.core.errors import UserError
 
+    # A trailing separator says "a folder" even where none exists yet: Path() drops it, and the CSV
+    # would be written as a file named like the folder the user meant.
+    meant_folder = str(path).endswith(("/", os.sep))
     path = _given(path, flag)
-    if path.is_dir():
+    if path.is_dir() or meant_folder:
         raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {path / example}")
     if path.exists() and not path.is_file():
         raise UserError(f"{flag} {path} is not a regular file (a FIFO, device or socket); give a file name")

@@ -122,13 +122,9 @@ def _outputs_note(folder: Path) -> str:
 
 def _images_under(folder: Path, ignored: list[str]) -> list[Path]:
     """Image files anywhere below `folder` (hidden ones skipped); other files go to `ignored`."""
-    found = []
-    for p in files_under(folder):
-        if is_image(p):
-            found.append(p)
-        else:
-            ignored.append(str(p))
-    return found
+    files = [(p, is_image(p)) for p in files_under(folder)]  # is_image may read a header: once a file
+    ignored += [str(p) for p, image in files if not image]
+    return [p for p, image in files if image]
 
 
 def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0) -> DatasetSpec:
@@ -142,8 +138,9 @@ def discover(source: str | Path, val_frac: float = 0.1, test_frac: float = 0.1, 
 
 
 def existing(source: str | Path) -> Path:
-    """`source` as a path that exists, else the one line that says so (torch-free: `imgclf train` says
-    it at once, not after seconds of imports)."""
+    """`source` as a path that exists, else one line saying so (torch-free); "" is refused, not read as "."."""
+    if not str(source).strip():
+        raise UserError("data is empty: give a folder with one sub-folder per class, or a CSV manifest")
     source = Path(source).expanduser()
     if not source.exists():
         raise UserError(f"data not found: {source} (give a folder with one sub-folder per class, or a CSV manifest)")

@@ -149,6 +149,8 @@ def expand_inputs(inputs) -> Iterable:
     # A mistyped path among several is said before the first image's work, not after it (faces
     # identify answered the photos before it, then stopped).
     for item in inputs:
+        if isinstance(item, str) and not item.strip():  # Path("") is the current folder: every image there
+            raise UserError("an empty path (an unset variable?): give an image, a folder or a URL")
         if isinstance(item, (str, Path)) and not is_web_url(item) and not Path(item).expanduser().exists():
             raise UserError(f"no such file or folder: {item}")
     found, empty = False, []  # folders (archives, lists) that held no image: said when nothing else came

@@ -98,15 +98,18 @@ class Flag:
 class PathSetting:
     optional: bool = False
     run_folder: bool = False  # a folder training makes: a file in its way is refused at the start
+    blank: bool = False  # "" stands for "not given" (TrainConfig.data, filled in later); else refused
 
     def check(self, name: str, v: Any):
-        return _path(name, v, self.optional, self.run_folder)
+        return _path(name, v, self.optional, self.run_folder, self.blank)
 
 
 @dataclass(frozen=True)
 class Text:
     optional: bool = False
-    nonblank: bool = False  # an empty or blank name is refused (a model)
+    # An empty or blank value is refused: `--device ""` or `--study-name "$UNSET"` is a mistake, and
+    # code that reads "" as unset would quietly do something else (a tune's trials each failed on it).
+    blank: bool = False
     numbers: bool = False  # a whole number is taken as its text: a class folder named "1" is 1 in YAML
 
     def check(self, name: str, v: Any):
@@ -224,12 +227,14 @@ def _within(x, r: Number) -> bool:
     return (x > r.low if r.low_open else x >= r.low) and (x < r.high if r.high_open else x <= r.high)
 
 
-def _path(name: str, v: Any, optional: bool, run_folder: bool) -> str | None:
+def _path(name: str, v: Any, optional: bool, run_folder: bool, blank: bool = False) -> str | None:
     if v is None and optional:
         return None
     if not isinstance(v, (str, os.PathLike)):
         _refuse(name, v, "a path")
     p = str(v)
+    if not p.strip() and not blank:  # Path("") is "." (the current folder): an unset $OUT is a mistake
+        raise UserError(f"{name} is empty; give a path")
     if run_folder:
         # The run folder is made after minutes of decoding: a file in its way must stop the start, not the end.
         try:
@@ -250,8 +255,10 @@ def _text(name: str, v: Any, rule: Text) -> str | None:
         return None
     if rule.numbers and isinstance(v, numbers.Integral) and not isinstance(v, bool):
         return str(v)
-    if not isinstance(v, str) or (rule.nonblank and not v.strip()):
+    if not isinstance(v, str):
         _refuse(name, v, "a name")
+    if not rule.blank and not v.strip():
+        raise UserError(f"{name} is empty; give a value, or leave it out for the default")
     return v
 
 

@@ -51,7 +51,7 @@ class TrainConfig:
     data: str = setting(
         "",
         "Folder with one sub-folder per class, split folders, a CSV of labels, or a .zip of them.",
-        PathSetting(),
+        PathSetting(blank=True),
         cli=False,
     )
     task: str = setting(
@@ -71,7 +71,7 @@ class TrainConfig:
         "auto",
         "auto | lite0 | lite1 | lite2 | simple_cnn | resnet_fast | timm/<arch>  "
         "[default: auto: lite0 (ImageNet weights) for photos, resnet_fast for tiny images]",
-        Text(nonblank=True),
+        Text(),
     )
     epochs: int | None = setting(
         None,

@@ -200,13 +200,17 @@ class FeedbackSettings(Declared):
 
     WHAT = "feedback setting"
 
+    # blank=True: an empty folder is refused by the inbox's own check, in words about folders
     inbox: str | None = setting(
-        None, "Inbox folder [default: REGISTRY/inbox, else ./inbox]", PathSetting(optional=True), flag="--inbox"
+        None,
+        "Inbox folder [default: REGISTRY/inbox, else ./inbox]",
+        PathSetting(optional=True, blank=True),
+        flag="--inbox",
     )
     registry: str | None = setting(
         None,
         "Registry whose production model the feedback is about [default: ./registry when there is one]",
-        PathSetting(optional=True),
+        PathSetting(optional=True, blank=True),
     )
     who: str | None = setting(None, "Recorded as who gave the labels [default: your login name]", Text(optional=True))
     format: str = setting("table", "table | json  [default: table]", Choice(("table", "json")))

@@ -69,7 +69,7 @@ class ServeSettings:
         None,
         "Require this key (header X-API-Key or Authorization: Bearer) on /predict, /model, /metrics; "
         "or set IMGCLF_API_KEY",  # /health stays open
-        Text(optional=True),
+        Text(optional=True, blank=True),  # refused below, in words about keys
         envvar="IMGCLF_API_KEY",
     )
     cors: tuple[str, ...] = setting(

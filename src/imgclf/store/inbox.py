@@ -157,6 +157,8 @@ def import_folder(
         >>> import_folder("corrections/", "registry/inbox")["added"]
         12
     """
+    if not str(folder).strip():  # Path("") is the current folder: all of it would be imported
+        raise UserError("the folder to import is empty (an unset variable?): give a folder of label folders")
     src = Path(folder).expanduser()
     if not src.is_dir():
         raise UserError(
