@@ -80,3 +80,15 @@ def test_page_find_people_draws_the_box(url):
         # The box spans most of the shown portrait (512 x 600 px, shown with object-fit: contain).
         scale = min(img[0] / 512, img[1] / 600)
         assert box[0] > 0.8 * 512 * scale and box[1] > 0.8 * 600 * scale
+
+
+def test_a_folder_that_is_no_detector_stops_the_start(tmp_path_factory, tmp_path):
+    """`imgclf serve RUN --detector RUN` (a classifier run) served, then failed every POST /scan."""
+    from imgclf.core.errors import UserError
+
+    run, _ = trained_run(tmp_path_factory)
+    model = imgclf.load(run)
+    with pytest.raises(UserError, match=r"^--detector .*: not a detector run folder \(it has no detector.json\)"):
+        serving.create_app(model, serving.ServeSettings(detector=str(run)))
+    with pytest.raises(UserError, match=r"^--detector .*gone: no such folder; give person"):
+        serving.create_app(model, serving.ServeSettings(detector=str(tmp_path / "gone")))

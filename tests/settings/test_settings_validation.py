@@ -67,6 +67,9 @@ def test_a_config_file_s_mistakes_are_one_line_that_points_at_them(tmp_path):
         f"config file {tmp_path / 'broken.yaml'} is not valid YAML: expected ',' or ']', but got "
         "'<stream end>' (line 3, column 1)"
     )
+    (tmp_path / "model.safetensors").write_bytes(b"\xc8\x00\x00\x00{}")  # a model file where the YAML belongs
+    with pytest.raises(UserError, match=r"model.safetensors is not a text file \(YAML\); give a mapping of setting"):
+        load_config(tmp_path / "model.safetensors")
     (tmp_path / "typo.yaml").write_text("epocs: 3\nimg_sise: 64\nlearning_speed: 2\n")
     with pytest.raises(UserError) as e:
         load_config(tmp_path / "typo.yaml")

@@ -318,6 +318,8 @@ def read_yaml_mapping(path: Path, what: str, expected: str) -> dict:
         d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise UserError(f"{what} {path} is not valid YAML: {yaml_problem(e)}") from None
+    except UnicodeDecodeError:  # a model file or a photo given where the YAML belongs
+        raise UserError(f"{what} {path} is not a text file (YAML); give {expected} in YAML") from None
     if not isinstance(d, dict):
         raise UserError(f"{what} {path} must hold {expected}")
     return d
