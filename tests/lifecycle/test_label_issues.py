@@ -106,6 +106,9 @@ def test_folds_keep_near_duplicate_groups_whole():
 def test_user_mistakes_stop_before_any_training(mislabeled, tmp_path):
     with pytest.raises(UserError, match="add --labels"):
         imgclf.check(mislabeled, run=tmp_path, verbose=False)
+    for option, value in (("device", "cuda:7"), ("folds", 3)):  # passed over in silence before
+        with pytest.raises(UserError, match=f"^--{option} is an option of the label check: add --labels$"):
+            imgclf.check(mislabeled, **{option: value}, verbose=False)
     with pytest.raises(UserError, match="not a finished run folder"):
         imgclf.check(mislabeled, labels=True, run=tmp_path, verbose=False)
     with pytest.raises(UserError, match="at least 2"):

@@ -37,6 +37,7 @@ def check_data(
     from imgclf.data.doctor_report import print_findings
     from imgclf.data.doctor_split import group_for_check
     from imgclf.settings.config import check_train_settings
+    from imgclf.settings.examine import CheckSettings
 
     # The split settings mean what they mean in train, so they pass the same checks.
     check_train_settings(dict(val_frac=val_frac, test_frac=test_frac, seed=seed, group_by=group_by, workers=workers))
@@ -44,6 +45,13 @@ def check_data(
     near = NEAR_DISTANCE if near_distance is None else near_distance  # its range: imgclf.check's declaration
     if run is not None and not labels:
         raise UserError("--run stores the label check in a run: add --labels")
+    # The label check's own options, given without it, would be passed over in silence.
+    declared = CheckSettings  # their defaults, as declared
+    unused = [
+        f for f, given in (("--device", device != declared.device), ("--folds", folds != declared.folds)) if given
+    ]
+    if unused and not labels:
+        raise UserError(f"{unused[0]} is an option of the label check: add --labels")
     run_dir = find_run(run) if run is not None else None  # before the long part, not after it
     if json_path:
         json_path = output_file(json_path, "--json", "check.json")

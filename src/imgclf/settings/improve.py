@@ -200,7 +200,7 @@ class FeedbackSettings(Declared):
 
     WHAT = "feedback setting"
 
-    # blank=True: an empty folder is refused by the inbox's own check, in words about folders
+    # blank=True: an empty value is refused by the inbox's own check ("--inbox is empty; give a folder")
     inbox: str | None = setting(
         None,
         "Inbox folder [default: REGISTRY/inbox, else ./inbox]",
