@@ -277,14 +277,18 @@ def test_the_threshold_lets_through_at_most_far_of_strangers():
     emb = np.concatenate([c + rng.normal(scale=0.35, size=(6, 128)) for c in centres]).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     owner = np.repeat(np.arange(12), 6)
-    for far in (0.01, 0.1):
-        t, choice = G.choose_threshold(emb, owner, 12, far)
+    for far in (0.01, 0.1):  # the trials alone (prior=None: as a texture blend's are read)
+        t, choice = G.choose_threshold(emb, owner, 12, far, prior=None)
         assert choice["strangers"] == 72 and choice["strangers_passed"] <= far and choice["same_person_named"] == 1.0
+        assert t < G.PRIOR_THRESHOLD and choice["how"].startswith(f"lets through {far:.0%} of 72 stranger trials")
+    # On the embedding alone, under FEW_STRANGERS trials the threshold is at least the prior, and says why.
+    t, choice = G.choose_threshold(emb, owner, 12, 0.1)
+    assert t == G.PRIOR_THRESHOLD and choice["how"].startswith("at least 0.93 under 100 stranger trials: 72")
     method, coef, _, scores = G.choose_method(emb, owner, 12)
     assert scores["nearest-mean"] == 1.0 and method == "nearest-mean" and coef is None
-    # Too few people to learn a threshold from: dlib's rule, said as such.
+    # One person: no stranger to learn from, the prior, said as such.
     t, choice = G.choose_threshold(emb[:6], owner[:6], 1, 0.05)
-    assert t == G.FALLBACK_THRESHOLD and "too few stranger trials" in choice["how"]
+    assert t == G.PRIOR_THRESHOLD and "no stranger trials" in choice["how"]
     people = [f"p{i}" for i in range(12)]
     clear = G.Gallery(people, emb, owner, [{}] * len(emb), {"name": "test"})
     clear.choose()
