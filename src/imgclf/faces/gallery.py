@@ -41,10 +41,11 @@ MAX_RECENTRED = 50  # people who play the stranger where the vectors are recentr
 # Under FEW_STRANGERS trials the quantile runs low, twice over: a sample of a few has no tail, and a
 # person playing the stranger meets k-1 means where a real stranger meets all k. On the embedding
 # alone the threshold is then at least PRIOR_THRESHOLD, the least any large gallery of the bench's
-# stand-ins chose (0.934-0.942 with 30-40 people). ORL, ORL lit hard and ORL in street scenes, 150
-# random galleries each of 2-18 people x 2-5 photos (2026-12-02): strangers named 8-29 % -> 0.6-5.8 %,
-# the enrolled people's other photos named right -0.0 to -0.6 points. (It was 0.91, dlib's rule for
-# one photo against another, distance 0.6: a person's mean is nearer every face than one photo is.)
+# stand-ins chose (0.934-0.942 with 30-40 people). bench/faces_small.py on ORL, ORL lit hard and ORL
+# in street scenes, 30 galleries of each size from 2 to 18 people x 2-5 photos (2026-12-02): strangers
+# named 7-32 % -> 0.6-7.6 %, the enrolled people's other photos named right within 0.6 points. (It
+# was 0.91, dlib's rule for one photo against another, distance 0.6: a person's mean is nearer every
+# face than one photo is.)
 # A texture blend's similarities lie on another scale: its own trials decide, their tail read from a
 # normal fit where they are few (orl-shadow, 2 people x 3 photos: strangers named 32 % by the
 # largest of 6 trials, 23 % by the fit; weak, but 0.91 there named 10 % of the people enrolled).

@@ -35,8 +35,8 @@ def summarize(g: Gallery, out, report, verbose, verb) -> dict:
         summary["warnings"].append(
             f"at this threshold only {share:.0%} of the enrolled people's own photos are named (the rest come "
             "back unknown): these faces look alike to the embedding (hard light, tiny or turned faces). A higher "
-            "--far names more and lets more strangers through; with many photos a person, a network trained on "
-            "them (imgclf train) may do better"
+            f"--far (a gallery of a few people: identify --threshold under {g.threshold:g}) names more and lets "
+            "more strangers through; with many photos a person, a network trained on them (imgclf train) may do better"
         )
     if g.sources and all(src.get("found") == WHOLE for src in g.sources):
         # Face crops defeat the detector often (hard light: a face found in 21-26 % of Yale B's), never
