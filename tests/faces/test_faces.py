@@ -284,6 +284,10 @@ def test_the_threshold_lets_through_at_most_far_of_strangers():
     # On the embedding alone, under FEW_STRANGERS trials the threshold is at least the prior, and says why.
     t, choice = G.choose_threshold(emb, owner, 12, 0.1)
     assert t == G.PRIOR_THRESHOLD and choice["how"].startswith("at least 0.93 under 100 stranger trials: 72")
+    # A blend's scale has no prior: 6 trials (2 people x 3) have no 5 % tail of their own, a normal fit gives it.
+    t, choice = G.choose_threshold(emb[:12:2], owner[:12:2], 2, 0.05, prior=None)
+    assert choice["strangers"] == 6 and choice["how"].endswith("read from a normal fit: so few have no tail")
+    assert choice["strangers_passed"] == 0.0 and t < G.PRIOR_THRESHOLD
     method, coef, _, scores = G.choose_method(emb, owner, 12)
     assert scores["nearest-mean"] == 1.0 and method == "nearest-mean" and coef is None
     # One person: no stranger to learn from, the prior, said as such.
