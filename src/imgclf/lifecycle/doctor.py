@@ -46,10 +46,8 @@ def check_data(
     if run is not None and not labels:
         raise UserError("--run stores the label check in a run: add --labels")
     # The label check's own options, given without it, would be passed over in silence.
-    declared = CheckSettings  # their defaults, as declared
-    unused = [
-        f for f, given in (("--device", device != declared.device), ("--folds", folds != declared.folds)) if given
-    ]
+    asked = (("--device", device != CheckSettings.device), ("--folds", folds != CheckSettings.folds))  # vs declared
+    unused = [flag for flag, given in asked if given]
     if unused and not labels:
         raise UserError(f"{unused[0]} is an option of the label check: add --labels")
     run_dir = find_run(run) if run is not None else None  # before the long part, not after it
