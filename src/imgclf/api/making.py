@@ -55,6 +55,8 @@ def train(
         workers=workers,
         ray=ray,
     )
+    if on_epoch is not None and not callable(on_epoch):  # else found only after decoding and the probe
+        raise UserError(f"on_epoch must be a function (epoch, history_row), not {type(on_epoch).__name__}")
     if (resume is True and not settings.get("out")) or (resume == "auto" and not Path("auto").is_dir()):
         resume = newest_interrupted(data)  # a bare --resume: the newest interrupted training of DATA
     uri = tracking.checked_uri(mlflow)
@@ -323,6 +325,8 @@ def ensemble(
     from imgclf.settings.declare import checker
     from imgclf.settings.examine import EnsembleSettings
 
+    if isinstance(runs, (str, Path)):  # a string would be read a character at a time: "/ is not a run folder"
+        raise UserError(f"runs must be a list of run folders, e.g. [{str(runs)!r}, 'runs/other'], not one path")
     EnsembleSettings(out=out)  # checked as declared, before a member is read; the rest as train declares them
     checker(TrainConfig)(target_accuracy=target_accuracy, target_coverage=target_coverage, device=device)
 

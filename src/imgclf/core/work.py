@@ -101,7 +101,9 @@ def check_shape(width: int, height: int, max_side: int = MAX_SIDE, max_aspect: f
             f"image is {width:,} x {height:,} px: its long side is over the {max_side:,} px limit of a scan; "
             "send a smaller image"
         )
-    if short < 1 or long / short > max_aspect:
+    if short < 1:
+        raise TooMuchWork(f"image is {width:,} x {height:,} px: it holds no pixels", 422)
+    if long / short > max_aspect:
         raise TooMuchWork(
             f"image is {width:,} x {height:,} px: an aspect ratio over {max_aspect:g}:1, which a scan refuses; "
             "crop it to the part to look at",

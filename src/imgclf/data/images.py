@@ -191,6 +191,8 @@ def in_memory(image) -> Image.Image:
     as torchvision holds images), uint8 as it is, floats in [0, 1] or [0, 255], 16-bit and other
     integers scaled by their range, as files are (to_rgb)."""
     if isinstance(image, Image.Image):
+        if 0 in image.size:  # resizing it would give a black square and a confident answer
+            raise UnusableImage(f"empty image ({image.width}x{image.height} px)")
         return image
     if isinstance(image, (bytes, bytearray, memoryview)) or hasattr(image, "read"):
         return read_rgb(encoded(image))  # a file's bytes, as a web request or an object store gives them
@@ -203,7 +205,9 @@ def in_memory(image) -> Image.Image:
         a = a.transpose(1, 2, 0)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)) or 0 in a.shape:
+    if a.ndim in (2, 3) and 0 in a.shape:
+        raise UnusableImage(f"empty image (array of shape {a.shape})")
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
         raise UserError(f"an image array must be HxW, HxWx3, HxWx4 or 3xHxW; this one has shape {a.shape}")
     if a.dtype == bool:
         a = a.astype(np.uint8) * 255
@@ -233,6 +237,8 @@ def size_of(item) -> tuple[int, int]:
     if hasattr(item, "__array__"):
         shape = tuple(getattr(item, "shape", None) or np.shape(item))
         return (shape[2], shape[1]) if _channels_first(shape) else (shape[1], shape[0])
+    if not isinstance(item, (str, os.PathLike)):  # a file's bytes (decoded, under read_rgb's pixel limit), or TypeError
+        return in_memory(item).size
     return image_size(item)
 
 

@@ -150,11 +150,9 @@ def photo(item, side: int | None = None):
     (UnusableImage when it cannot be read). A file is decoded no smaller than `side` a side where its
     format allows less (data.images.read_scaled; the detector's `decode_side`): JPEG decoding, not
     the network, is most of a large photo's time. `side` None: decoded whole."""
-    from PIL import Image
-
     from imgclf.data.images import in_memory, read_rgb, read_scaled, to_rgb
 
-    if isinstance(item, Image.Image) or hasattr(item, "__array__"):
+    if not isinstance(item, (str, Path)):  # PIL, an array, a file's bytes; anything else: in_memory's TypeError
         img = to_rgb(in_memory(item))
         return img, img.size
     if side is None:

@@ -65,6 +65,8 @@ def predict_folder(
         raise ValueError(f"pool must be 'auto', 'thread' or 'process', not {pool!r}")
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, not {batch_size}")
+    if workers is not None and workers < 1:
+        raise UserError(f"workers must be at least 1 decoder (None: one a CPU), not {workers}")
     out_csv = output_file(out_csv, "--out")
     roots = check_inputs(inputs)
     with sole_writer(out_csv.parent / f".{out_csv.name}.lock", out_csv, "--out"):

@@ -84,7 +84,7 @@ class Predictor:
 
         Folders are searched recursively; an unreadable file gives an entry with `error`, never a crash.
         """
-        check_top_k(top_k)
+        top_k = check_top_k(top_k)
         items = list(expand_inputs(inputs))
         arrays, ok, results = [], [], []
         for item in items:

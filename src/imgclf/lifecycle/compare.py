@@ -234,6 +234,9 @@ def compare(a, b, data=None, *, rule: dict | None = None, **given) -> dict:
     from imgclf.inference.load import load_model
     from imgclf.inference.model import Model
 
+    unknown = sorted(set(rule or {}) - set(DEFAULT_RULE))
+    if unknown:  # a misspelt key would leave the rule it meant at its default, silently
+        raise UserError(f"unknown rule key(s) {', '.join(unknown)}; the rule takes: {', '.join(DEFAULT_RULE)}")
     s = CompareSettings.of(given)
     tolerance, alpha, n_boot, seed, out, data_root = s.tolerance, s.alpha, s.n_boot, s.seed, s.out, s.data_root
     if out is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imgclf.core.errors import UserError
 from imgclf.settings.improve import FeedbackSettings
 
 
@@ -26,6 +27,8 @@ def feedback_import(
     from imgclf.store import inbox as box
 
     FeedbackSettings(inbox=inbox, registry=registry, who=who)  # checked as declared
+    if isinstance(classes, str):  # `label in "rose"` would match "ros" and miss "tulip"
+        raise UserError(f"classes must be a list of class names, e.g. [{classes!r}], not one string")
     where, reg = box.locate(inbox, registry)
     return box.import_folder(folder, where, classes=classes or box.registry_classes(reg), who=who)
 

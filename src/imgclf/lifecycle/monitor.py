@@ -146,6 +146,11 @@ def read_log(path: str | Path) -> tuple[list[dict], Path, int]:
                     records.append(r)
                 else:
                     bad += 1
+    if bad and not records:  # an image or some other file given as --log: not "too few predictions"
+        raise UserError(
+            f"{p} holds no prediction records ({bad} lines that are not the service's JSON): give the folder "
+            "passed to imgclf serve --log-predictions, or one predictions*.jsonl in it"
+        )
     return records, folder, bad
 
 
