@@ -69,3 +69,22 @@ def test_predict_reads_top_k_as_declared_and_answers_an_empty_image_with_an_erro
         model.predict(photo, top_k=True)
     blank, good = model.predict([Image.new("RGB", (0, 0)), photo])
     assert blank == {"error": "empty image (0x0 px)"} and good["label"] in model.classes
+
+
+def test_a_detector_is_resolved_once_for_a_scan_and_a_service(tmp_path):
+    from imgclf.detection.detector import detector_kind
+
+    classifier = tmp_path / "run"
+    classifier.mkdir()
+    (classifier / "model.json").write_text("{}")
+    (tmp_path / "boxes").mkdir()
+    (tmp_path / "boxes" / "detector.json").write_text("{}")
+    assert detector_kind("person") == "pretrained" and detector_kind(tmp_path / "boxes") == "run"
+    assert detector_kind("fasterrcnn_mobilenet_v3_large_fpn") == "hub"  # torchvision's, looked up when loaded
+    photo = tmp_path / "a.jpg"
+    Image.new("RGB", (64, 64)).save(photo)
+    # A classifier run as the detector: the scan said "unknown detector" and listed torchvision's names.
+    with pytest.raises(UserError, match=r"^--detector .*run: not a detector run folder \(it has no detector.json\)"):
+        imgclf.scan(images=[photo], detector=str(classifier))
+    with pytest.raises(UserError, match=r"^--detector .*gone/x: no such folder; give person"):
+        imgclf.scan(images=[photo], detector=str(tmp_path / "gone" / "x"))

@@ -126,7 +126,7 @@ def _export_faces_int8(calibration, out, verbose: bool) -> dict:
 
 
 def _export_detector(run, out, data, verbose: bool) -> dict:
-    from imgclf.detection.detector import export_detector
+    from imgclf.detection.export import export_detector
 
     images = None
     if data is not None:

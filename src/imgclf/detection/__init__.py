@@ -5,7 +5,8 @@
 
 Modules: ssdlite (the network, TensorFlow-exact) · weights (the pretrained graph from the package
 index, converted once) · boxes (anchors, box coder, post-processing) · detector (a loaded detector:
-ONNX Runtime or PyTorch, NMS, the presence rule). imgclf.scanning is the other way to find things:
+ONNX Runtime or PyTorch, NMS, the presence rule; what a detector name resolves to) · export (the
+ONNX file `imgclf export person` writes). imgclf.scanning is the other way to find things:
 a crop classifier you trained, slid over the photo.
 """
 

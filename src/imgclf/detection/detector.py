@@ -231,6 +231,29 @@ class Detector:
         return np.stack([1 - top, top], 1) if len(results) else np.zeros((0, 2)), [r["boxes"] for r in results]
 
 
+def detector_kind(name: str | Path) -> str:
+    """What a detector name resolves to, as load_detector reads it: "run" (a folder of `imgclf train
+    BOXES/`), "pretrained" (person) or "hub" (a bare name, left to torchvision's COCO detectors). A
+    folder that is no detector run (a classifier run, photos) or a path that is not there: one line,
+    before a service starts or a scan decodes a photo, naming what to give."""
+    from imgclf.core.errors import UserError
+    from imgclf.store.runs import PRETRAINED_DETECTORS
+
+    path = Path(name).expanduser()
+    if (path / "detector.json").is_file():
+        return "run"
+    if str(name) in PRETRAINED_DETECTORS:
+        return "pretrained"
+    if not path.exists() and len(path.parts) == 1:
+        return "hub"
+    raise UserError(
+        f"--detector {name}: "
+        + ("no such folder" if not path.exists() else "not a detector run folder (it has no detector.json)")
+        + "; give person (the pretrained detector), a run of imgclf train BOXES/, or a torchvision COCO "
+        "detector's name (a classifier run is given as RUN)"
+    )
+
+
 def load_detector(
     name: str | Path = "person", device: str = "auto", backend: str = "auto", find: list[str] | None = None
 ) -> Detector:
@@ -244,22 +267,21 @@ def load_detector(
     from imgclf.core.errors import UserError
     from imgclf.detection.engines import BACKENDS
     from imgclf.models.person import weights
-    from imgclf.store.runs import PRETRAINED_DETECTORS
 
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)} for a detector, not '{backend}'")
     # ONNX Runtime int8 and OpenVINO run on the CPU only: `auto` takes it for them even beside a GPU.
     # The CPU is found without torch (core.device.device_named): a scan in ONNX Runtime never imports it.
     dev = "cpu" if device == "auto" and backend in ("onnx-int8", "openvino") else device_named(device)
-    run = Path(name).expanduser()
-    if (run / "detector.json").is_file():
+    run, kind = Path(name).expanduser(), detector_kind(name)
+    if kind == "run":
         from imgclf.store.run_meta import load_detector_meta
 
         meta = load_detector_meta(run)
         classes, path, onnx_path = meta.classes, run / "detector.safetensors", run / "detector.onnx"
         source = {"run": str(run), "started_from": meta.started_from}
         options = {"threshold": meta.threshold, "positive": meta.positive, "name": run.name, "flip": meta.flip}
-    elif str(name) in PRETRAINED_DETECTORS:
+    elif kind == "pretrained":
         classes, path = ["person"], weights.pretrained_weights()
         onnx_path = path.with_name(f"{path.stem}-export{EXPORT}.onnx")
         source = {"package": f"{weights.PACKAGE} {weights.VERSION}", "sha256": weights.SHA256, "licence": "MIT"}
@@ -332,60 +354,3 @@ def export_onnx(model: DecodedSSD, path: Path) -> None:
     graph = trace_onnx(model, torch.zeros(1, 3, SIZE, SIZE), "input", ["boxes", "scores"])
     with atomic_path(path) as tmp:
         tmp.write_bytes(graph)
-
-
-def export_detector(name: str | Path = "person", out: str | Path | None = None, images=None) -> dict:
-    """The detector as one ONNX file (`input` float RGB 0..255 (N, 3, 300, 300), the photo squashed to
-    300x300 -> `boxes` (N, 1917, 4) normalised x1 y1 x2 y2, `scores` (N, 1917, classes); classes, the
-    threshold and the NMS IoU in its metadata; NMS is the caller's), checked against PyTorch on
-    `images` (PIL, else seeded noise): the largest score and box differences."""
-    import onnx
-
-    from imgclf.data.images import resize
-
-    det = load_detector(name, "cpu", backend="torch")
-    run = Path(name).expanduser()
-    out = (
-        Path(out)
-        if out
-        else (run / "detector.onnx" if (run / "detector.json").is_file() else Path("person-detector.onnx"))
-    )
-    export_onnx(det.net, out)
-    model = onnx.load(str(out))
-    props = {
-        "classes": ",".join(det.classes),
-        "positive": det.positive,
-        "threshold": str(det.threshold),
-        "nms_iou": str(det.iou),
-        "input": "float32 RGB 0..255, NCHW, the whole photo resized to 300x300 (aspect ratio not kept)",
-        "boxes": "normalised x1,y1,x2,y2 per anchor; multiply by the photo's width and height; then NMS per class",
-        "source": str(det.source),
-    }
-    if det.flip:  # as the threshold was chosen (an older fine-tuned run's was for the photo alone)
-        props["mirror"] = (
-            "the threshold is for imgclf's answers: per anchor, the mean of the photo's output and its mirror "
-            "image's (input flipped left-right, outputs reordered to the mirror anchors, boxes' x flipped back)"
-        )
-    for k, v in props.items():
-        model.metadata_props.add(key=k, value=v)
-    from imgclf.core.files import atomic_path
-
-    with atomic_path(out) as tmp:
-        onnx.save(model, str(tmp))
-    from imgclf.inference.onnx_runtime import open_session
-
-    session = open_session(out)
-    batch = (
-        np.stack([resize(img, SIZE) for img in images])
-        if images
-        else np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
-    )
-    # The graph is one pass; imgclf also averages in the mirror image's (Detector.flip), as "mirror" says.
-    ref_boxes, ref_scores = det._forward(batch)
-    got_boxes, got_scores = Detector(det.net, det.classes, det.name, session=session)._forward(batch)
-    return {
-        "path": str(out),
-        "max_score_diff": float(np.abs(got_scores - ref_scores).max()),
-        "max_box_diff": float(np.abs(got_boxes - ref_boxes).max()),
-        "n_images": int(len(batch)),
-    }

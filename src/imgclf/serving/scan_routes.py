@@ -77,7 +77,9 @@ def register(app, holder, settings, guarded) -> None:
     queue = app.state.scan_queue  # shared with POST /faces/identify: one photo's work at a time
     scanners = functools.lru_cache(maxsize=SCANNERS)(_scanner)
     app.state.scanners = scanners  # its cache_info() shows the cache's size (tests, debugging)
-    _check_detector(settings.detector)
+    from imgclf.detection.detector import detector_kind
+
+    detector_kind(settings.detector)  # a folder that is no detector run: one line at start-up, not a 500 per /scan
     if settings.detector_backend != "auto":  # named outright: a missing int8 model stops the start-up, in one line
         loaded_detector(settings.detector, settings.detector_backend)
     detector = _detector_info(settings)
@@ -157,26 +159,6 @@ def _can_scan(model) -> bool:
         return True
     except UserError:
         return False
-
-
-def _check_detector(name: str) -> None:
-    """A folder that is not a detector run (a classifier run, photos) or a path that is not there: one
-    line at start-up, not a server that answers every POST /scan with an error. A bare name is left to
-    load_detector (torchvision's COCO detectors, online)."""
-    from imgclf.store.runs import PRETRAINED_DETECTORS
-
-    path = Path(name).expanduser()
-    if (
-        name in PRETRAINED_DETECTORS
-        or (path / "detector.json").is_file()
-        or (not path.exists() and len(path.parts) == 1)
-    ):
-        return  # (as load_detector reads it: "person" is the pretrained one even beside a folder so named)
-    raise UserError(
-        f"--detector {name}: "
-        + ("no such folder" if not path.exists() else "not a detector run folder (it has no detector.json)")
-        + "; give person (the pretrained detector) or a run of imgclf train BOXES/ (a classifier run is served as RUN)"
-    )
 
 
 def _detector_installed(name: str) -> bool:
