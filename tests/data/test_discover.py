@@ -137,6 +137,28 @@ def test_kaggle_style_csv_beside_a_folder_of_images(tmp_path):
         )
 
 
+def test_kaggle_labels_beside_a_submission_template(tmp_path):
+    """Kaggle's folder as downloaded: labels.csv (or train.csv) beside sample_submission.csv, whose
+    label column holds dummies, and test.csv listing the photos to answer. With two CSVs or more the
+    folder read as "0 classes"; now the labels are taken and the others named."""
+    rows = ["image_id,label"]
+    for i in range(8):
+        _img(tmp_path / "train_images" / f"{i}.jpg", value=25 * i)
+        rows.append(f"{i}.jpg,{'healthy' if i % 2 else 'rust'}")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "sample_submission.csv").write_text("image_id,label\n100.jpg,4\n")
+    (tmp_path / "test.csv").write_text("image_id\n100.jpg\n")
+    spec = discover(tmp_path)
+    assert spec.classes == ["healthy", "rust"] and len(spec.paths) == 8
+    assert "sample_submission.csv, test.csv left out (not the labels)" in spec.note
+    (tmp_path / "train.csv").rename(tmp_path / "labels.csv")  # no "train" in any name: "label" decides
+    assert discover(tmp_path).classes == ["healthy", "rust"]
+    (tmp_path / "extra.csv").write_text("image_id,label\n0.jpg,rust\n")
+    (tmp_path / "labels.csv").rename(tmp_path / "meta.csv")  # nothing tells them apart: ask, naming them
+    with pytest.raises(UserError, match=r"holds 4 CSV files \(extra.csv, meta.csv, sample_submission.csv, test.csv\) "):
+        discover(tmp_path)
+
+
 def test_a_csv_of_one_hot_class_columns(tmp_path):
     """Kaggle's `image_id,healthy,multiple_diseases,rust,scab`: a 1 under each image's class. A row with
     several 1s (multi-label) or none is left out and counted; a 0/1 label column stays a label column."""

@@ -25,7 +25,7 @@ from imgclf.core.errors import UserError
 from imgclf.data.archive import is_archive, unpacked
 from imgclf.data.formats import IMAGE_EXTENSIONS, NEEDS_DECODER
 from imgclf.data.images import is_web_url
-from imgclf.data.labels_csv import from_manifest
+from imgclf.data.labels_csv import from_manifest, labels_among
 from imgclf.data.spec import (
     DatasetSpec,
     alike_classes,
@@ -234,9 +234,10 @@ def _from_folder(source: Path, packed: str) -> DatasetSpec:
         split_dirs["train"] = source  # DATA/<class>/ beside DATA/test/<class>/: the classes are training images
     folders = _class_dirs(split_dirs["train"]) if "train" in split_dirs else _class_dirs(source)
     csvs = [p for p in source.iterdir() if p.suffix.lower() == ".csv" and p.is_file() and _visible(p)]
-    if len(folders) < 2 and len(csvs) == 1:
+    if len(folders) < 2 and csvs:
         # Kaggle's layout: images in one folder (train/, images/), their labels in a CSV beside it.
-        spec = from_manifest(csvs[0])
+        chosen, left = labels_among(csvs, source)
+        spec, notes = from_manifest(chosen), [*notes, left]
     elif not folders and not csvs and (named := _from_file_names(source, split_dirs)):
         spec = named
     elif "train" in split_dirs:

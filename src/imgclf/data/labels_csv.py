@@ -32,6 +32,26 @@ PATH_COLUMNS = (
 LABEL_COLUMNS = ("label", "labels", "class", "class_name", "category", "target", "y")
 
 
+def labels_among(csvs: list[Path], folder: Path) -> tuple[Path, str]:
+    """The CSV of labels among a folder's CSVs (it has no class folders), and a note naming the rest.
+    Kaggle's folder holds labels.csv or train.csv beside sample_submission.csv (a template of answers
+    to fill in, often with a label column of dummies) and sometimes test.csv (the photos to answer):
+    the template is never the labels, then a name with "train", then one with "label" is."""
+    if len(csvs) == 1:
+        return csvs[0], ""
+    kept = [p for p in csvs if "submission" not in name_key(p.stem)]
+    for word in ("train", "label"):
+        if len(kept) > 1:
+            kept = [p for p in kept if word in name_key(p.stem)] or kept
+    if len(kept) != 1:
+        names = ", ".join(sorted(p.name for p in csvs))
+        raise UserError(
+            f"{folder} holds {len(csvs)} CSV files ({names}) and no class folders: give the one with the "
+            f"labels, e.g. imgclf train {folder / sorted(p.name for p in kept or csvs)[0]}"
+        )
+    return kept[0], f"{', '.join(sorted(p.name for p in csvs if p != kept[0]))} left out (not the labels)"
+
+
 def from_manifest(csv_path: Path) -> DatasetSpec:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte-order mark
         text = f.read()
