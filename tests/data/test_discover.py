@@ -255,6 +255,34 @@ def test_oxford_pets_as_unpacked_is_read_from_its_images_not_as_two_classes(tmp_
     assert "images" in discover(tmp_path / "pets").classes
 
 
+def test_kaggles_download_unzipped_once_reads_its_training_archive(tmp_path, monkeypatch):
+    """dogs-vs-cats.zip unzipped: train.zip (cat.0.jpg, dog.0.jpg ...) and test1.zip beside
+    sampleSubmission.csv. The template was read as the labels ("none of the 5 images named in column
+    'id' were found"); now train.zip is unpacked and read, and test1.zip is named as left out."""
+    import shutil
+
+    monkeypatch.setenv("IMGCLF_CACHE_DIR", str(tmp_path / "cache"))
+    for i in range(4):
+        for animal in ("cat", "dog"):
+            _img(tmp_path / "src" / "train" / f"{animal}.{i}.jpg", value=30 * i + (100 if animal == "dog" else 0))
+        _img(tmp_path / "src" / "test1" / f"{i + 1}.jpg")
+    kaggle = tmp_path / "dogs-vs-cats"
+    kaggle.mkdir()
+    for name in ("train", "test1"):
+        shutil.make_archive(str(kaggle / name), "zip", tmp_path / "src", name)
+    (kaggle / "sampleSubmission.csv").write_text("id,label\n1,0\n2,0\n")
+    spec = discover(kaggle)
+    assert spec.classes == ["cat", "dog"] and len(spec.paths) == 8
+    assert "test1.zip left out (only train.zip is read)" in spec.note
+    shutil.copy(kaggle / "train.zip", kaggle / "train_extra.zip")  # two "train" archives: ask, naming them
+    with pytest.raises(UserError, match=r"holds 3 archives \(test1.zip, train.zip, train_extra.zip\) and no images"):
+        discover(kaggle)
+    (kaggle / "train_extra.zip").unlink()
+    (kaggle / "train.csv").write_text("id,label\ncat.0.jpg,cat\n")  # labels beside: the folder is read as it is
+    with pytest.raises(UserError, match="were found .*; test1.zip, train.zip beside it: unpack it there first"):
+        discover(kaggle)
+
+
 def test_a_downloaded_archive_is_unpacked_once_and_read_like_its_folder(tmp_path, monkeypatch):
     import shutil
     import zipfile

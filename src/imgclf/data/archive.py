@@ -23,6 +23,26 @@ def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(SUFFIXES)
 
 
+def archive_within(folder: Path) -> tuple[Path | None, str]:
+    """The archive to read in a folder that holds archives and nothing else but submission templates
+    (Kaggle's download unzipped once: train.zip and test1.zip beside sampleSubmission.csv), and a note
+    naming the archives left out; (None, "") where the folder holds anything more (images,
+    sub-folders, a CSV of labels: read as a folder). Several archives: the one with "train" in its name."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+    archives = sorted(p for p in entries if p.is_file() and is_archive(p))
+    others = [p for p in entries if p not in archives and not (p.suffix == ".csv" and "submission" in p.name.lower())]
+    if not archives or others:
+        return None, ""
+    chosen = archives if len(archives) == 1 else [p for p in archives if "train" in p.name.lower()]
+    if len(chosen) != 1:
+        raise UserError(
+            f"{folder} holds {len(archives)} archives ({', '.join(p.name for p in archives)}) and no images: "
+            f"give the one with the labelled photos, e.g. imgclf train {(chosen or archives)[0]}"
+        )
+    left = [p.name for p in archives if p != chosen[0]]
+    return chosen[0], f"{', '.join(left)} left out (only {chosen[0].name} is read)" if left else ""
+
+
 def unpacked(archive: Path, cache_dir: Path | None = None) -> tuple[Path, str]:
     """(the folder holding `archive`'s files, a line saying where they were unpacked)."""
     st = archive.stat()

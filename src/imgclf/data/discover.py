@@ -4,9 +4,9 @@
                                     with no test/ is the test split: data.split.val_as_test). Split
                                     folders as Kaggle names them too (training_set/, seg_test/), and
                                     root/<class>/ beside root/test/<class>/
-  a CSV of labels (data.labels_csv), or a folder holding one CSV and no class folders (Kaggle's)
+  a CSV of labels (data.labels_csv), or a folder of images and CSVs (Kaggle's labels.csv, sample_submission.csv)
   a flat folder of <class>_<number>.jpg (Oxford pets' Abyssinian_12.jpg)
-  any of these in a .zip or .tar (data.archive), or inside one wrapping folder
+  any of these in a .zip or .tar (data.archive; Kaggle's train.zip beside test1.zip), or in one wrapping folder
 Class names are the sorted folder names (any unicode, spaces allowed). `find` reads what is there;
 `discover` also wants two classes and puts every image in a split. A layout read in a way worth
 saying leaves a line in DatasetSpec.note, which training and `check` print.
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
-from imgclf.data.archive import is_archive, unpacked
+from imgclf.data.archive import archive_within, is_archive, unpacked
 from imgclf.data.formats import IMAGE_EXTENSIONS, NEEDS_DECODER
 from imgclf.data.images import is_web_url
 from imgclf.data.labels_csv import from_manifest, labels_among
@@ -152,9 +152,10 @@ def find(source: str | Path) -> DatasetSpec:
     with the splits the data gives ("" elsewhere); one class is enough (imgclf update's new data)."""
     source = existing(source)
     refuse_run_folder(source)
+    archive, left = archive_within(source) if source.is_dir() else (None, "")  # Kaggle's train.zip, test1.zip
     packed = ""
-    if source.is_file() and is_archive(source):
-        source, packed = unpacked(source)
+    if archive or (source.is_file() and is_archive(source)):
+        source, packed = unpacked(archive or source)
     if source.is_file():
         if source.suffix.lower() != ".csv":
             raise UserError(
@@ -162,7 +163,7 @@ def find(source: str | Path) -> DatasetSpec:
             )
         spec = from_manifest(source)
     else:
-        spec = _from_folder(source, packed)
+        spec = _from_folder(source, "; ".join(filter(None, [packed, left])))
     _leave_out_unnamable(spec)
     return spec
 
@@ -234,11 +235,12 @@ def _from_folder(source: Path, packed: str) -> DatasetSpec:
         split_dirs["train"] = source  # DATA/<class>/ beside DATA/test/<class>/: the classes are training images
     folders = _class_dirs(split_dirs["train"]) if "train" in split_dirs else _class_dirs(source)
     csvs = [p for p in source.iterdir() if p.suffix.lower() == ".csv" and p.is_file() and _visible(p)]
-    if len(folders) < 2 and csvs:
-        # Kaggle's layout: images in one folder (train/, images/), their labels in a CSV beside it.
-        chosen, left = labels_among(csvs, source)
-        spec, notes = from_manifest(chosen), [*notes, left]
-    elif not folders and not csvs and (named := _from_file_names(source, split_dirs)):
+    # Kaggle's layout: images in one folder (train/, images/), their labels in a CSV beside it.
+    chosen, left = labels_among(csvs, source) if len(folders) < 2 and csvs else (None, "")
+    notes.append(left)
+    if chosen:
+        spec = from_manifest(chosen)
+    elif not folders and (named := _from_file_names(source, split_dirs)):
         spec = named
     elif "train" in split_dirs:
         spec = _from_split_folders(source, split_dirs)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.core.errors import UserError
+from imgclf.data.archive import is_archive
 from imgclf.data.spec import SPLIT_NAMES, DatasetSpec, files_under, is_image, name_key
 
 # Column names CSVs of labels use for the image and its class, tried in this order (any case).
@@ -32,24 +33,24 @@ PATH_COLUMNS = (
 LABEL_COLUMNS = ("label", "labels", "class", "class_name", "category", "target", "y")
 
 
-def labels_among(csvs: list[Path], folder: Path) -> tuple[Path, str]:
-    """The CSV of labels among a folder's CSVs (it has no class folders), and a note naming the rest.
-    Kaggle's folder holds labels.csv or train.csv beside sample_submission.csv (a template of answers
-    to fill in, often with a label column of dummies) and sometimes test.csv (the photos to answer):
-    the template is never the labels, then a name with "train", then one with "label" is."""
-    if len(csvs) == 1:
-        return csvs[0], ""
+def labels_among(csvs: list[Path], folder: Path) -> tuple[Path | None, str]:
+    """The CSV of labels among a folder's CSVs (it has no class folders; None: only submission
+    templates), and a note naming the rest. Kaggle's folder holds labels.csv or train.csv beside
+    sample_submission.csv (a template of answers to fill in, often with a label column of dummies) and
+    sometimes test.csv (the photos to answer): a template is never the labels; of the others, a name
+    with "train", then one with "label" is."""
     kept = [p for p in csvs if "submission" not in name_key(p.stem)]
     for word in ("train", "label"):
         if len(kept) > 1:
             kept = [p for p in kept if word in name_key(p.stem)] or kept
-    if len(kept) != 1:
+    if len(kept) > 1:
         names = ", ".join(sorted(p.name for p in csvs))
         raise UserError(
             f"{folder} holds {len(csvs)} CSV files ({names}) and no class folders: give the one with the "
-            f"labels, e.g. imgclf train {folder / sorted(p.name for p in kept or csvs)[0]}"
+            f"labels, e.g. imgclf train {folder / sorted(p.name for p in kept)[0]}"
         )
-    return kept[0], f"{', '.join(sorted(p.name for p in csvs if p != kept[0]))} left out (not the labels)"
+    left = sorted(p.name for p in csvs if p not in kept)
+    return (kept[0] if kept else None), (f"{', '.join(left)} left out (not the labels)" if left else "")
 
 
 def from_manifest(csv_path: Path) -> DatasetSpec:
@@ -75,10 +76,15 @@ def from_manifest(csv_path: Path) -> DatasetSpec:
     paths = [find(r[path_col].strip()) for r in rows]
     found = sum(os.path.isfile(p) for p in paths)
     if rows and not found:
+        packed = sorted(p.name for p in _manifest_base(csv_path).iterdir() if is_archive(p))  # Kaggle's train.zip
         raise UserError(
             f"none of the {len(paths):,} images named in column '{path_col}' of {csv_path} were found "
             f"(e.g. '{rows[0][path_col].strip()}' under {_manifest_base(csv_path)}); "
-            "give paths relative to the CSV's folder, or file names found below it"
+            + (
+                f"{', '.join(packed)} beside it: unpack it there first"
+                if packed
+                else "give paths relative to the CSV's folder, or file names found below it"
+            )
         )
     labels = np.array([classes.index(r[label_col].strip()) for r in rows], dtype=np.int64)
     splits = []
