@@ -384,7 +384,7 @@ def test_a_scan_cut_short_goes_on_from_where_it_stopped(photos, tmp_path, monkey
 
     with pytest.raises(
         UserError,
-        match=r"holds an unfinished run with other settings \(threshold\) in scan.partial.jsonl: give the same",
+        match=r"holds an unfinished run with other settings \(enlarged_threshold, threshold\) in scan.partial.jsonl: give",
     ):
         imgclf.scan(photos, out=out, verbose=False, threshold=0.5)
     capsys.readouterr()

@@ -169,6 +169,7 @@ def settings(detector: Detector) -> dict:
         "classes": detector.classes,
         "positive": detector.positive,
         "threshold": detector.threshold,
+        "enlarged_threshold": getattr(detector, "soft_threshold", None),  # a photo enlarged to the input (enlarged)
         "iou": detector.iou,
         "tiles": f"{detector.tiles[0]}x{detector.tiles[1]}",
         "flip": getattr(detector, "flip", False),  # the mirror image averaged in (a torchvision detector: never)

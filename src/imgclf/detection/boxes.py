@@ -5,6 +5,7 @@ coder are the network's: models.person.anchors.
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -45,22 +46,40 @@ def box_record(x1: float, y1: float, x2: float, y2: float, score: float, label: 
     }
 
 
-def answer(detector, size, found: list[dict], top: float, seconds: float, blank: bool = False) -> dict:
+def answer(
+    detector, size, found: list[dict], top: float, seconds: float, blank: bool = False, threshold: float | None = None
+) -> dict:
     """A detector's answer for one photo of `size` (width, height): the same keys from every detector
-    (scan.json, the service's /scan, video events read them). `top`: the best positive box's score."""
+    (scan.json, the service's /scan, video events read them). `top`: the best positive box's score;
+    `threshold`: the one this photo was answered at (an enlarged photo's is higher), else the detector's."""
     width, height = size
+    threshold = detector.threshold if threshold is None else threshold
     return {
         "width": width,
         "height": height,
-        "present": top >= detector.threshold,
+        "present": top >= threshold,
         "count": sum(f["label"] == detector.positive for f in found),
         "score": round(top, 6),
-        "threshold": detector.threshold,
+        "threshold": threshold,
         "positive": detector.positive,
         "boxes": found,
         "blank": bool(blank),
         "seconds": round(seconds, 4),
     }
+
+
+def on_even_terms(found: dict, threshold: float) -> float:
+    """The answer's score moved so that the threshold it was answered at lands on `threshold` (its
+    log-odds shifted): one scale for photos answered at different thresholds (a video's frames, where
+    FrameModel holds one threshold)."""
+
+    def logit(p: float) -> float:
+        p = min(max(p, 1e-6), 1 - 1e-6)
+        return math.log(p / (1 - p))
+
+    if found["threshold"] == threshold:
+        return found["score"]
+    return 1 / (1 + math.exp(-(logit(found["score"]) - logit(found["threshold"]) + logit(threshold))))
 
 
 def at_threshold(found: dict, threshold: float) -> dict:

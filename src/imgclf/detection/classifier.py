@@ -88,16 +88,18 @@ class DetectorClassifier(Predictor):
 
     def predict_logits(self, images: np.ndarray) -> np.ndarray:
         """(N, 2) logits of uint8 RGB photos (N, 300, 300, 3): 0 for absent, and for present the
-        best box's log-odds less the threshold's (the photo's answer from Detector.detect_batch)."""
+        best box's log-odds less those of the threshold the photo was answered at (Detector.detect_batch:
+        an enlarged photo's is higher)."""
         from PIL import Image
 
         answers = self.detector.detect_batch([Image.fromarray(np.ascontiguousarray(x)) for x in images])
-        shift = _logit(self.detector.threshold)
-        present = [_logit(a["score"]) - shift for a in answers]
+        present = [_logit(a["score"]) - _logit(a["threshold"]) for a in answers]
         return np.stack([np.zeros(len(present)), np.array(present, dtype=np.float64)], 1)
 
     def scores(self, probs: np.ndarray) -> np.ndarray:
-        """The best boxes' scores behind (N, 2) answers: predict_logits' move to even odds, undone."""
+        """The best boxes' scores behind (N, 2) answers: predict_logits' move to even odds, undone at
+        the detector's threshold (an enlarged photo's score comes back on the same scale: lower, as its
+        threshold was higher)."""
         p = np.clip(np.asarray(probs, np.float64)[:, 1], SCORE_EPS, 1 - SCORE_EPS)
         return 1 / (1 + np.exp(-(np.log(p) - np.log1p(-p) + _logit(self.detector.threshold))))
 

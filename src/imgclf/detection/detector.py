@@ -39,11 +39,36 @@ THRESHOLD_ALONE = 0.15
 # camera. The detector scores an all-black frame 0.27 and dark sensor noise (0-20) 0.22, as one
 # whole-frame person, over THRESHOLD; dark noise has a deviation of about 6, a real photo far more.
 FLAT_STD = 8.0
+# A photo enlarged to the 300x300 input (a thumbnail, a small camera frame, a close crop) looks to the
+# detector like people where there are none: of 40 person-free street photos shrunk to 128-240 px,
+# 15-25 % scored over THRESHOLD (1 of 40 at their own size), and 18 % of 600 flower close-ups (128 px);
+# over THRESHOLD_SOFT 3-10 % and 2 %, while 99 % of 300 INRIA person crops (96x160) still did and
+# presence balanced accuracy on the shrunk street photos stayed level or rose (docs/benchmarks/
+# presence.md, "Small photos"). Such a view is told by its detail, not its size, so that every path
+# (a photo, a video frame, the classifier's 300x300 input) tells it alike: SOFT_RATIO bounds the mean
+# |Laplacian| of the view against that of the view halved (pure enlargement: 0.33-0.49; photos at or
+# above 300 px: 99 % over 0.48).
+THRESHOLD_SOFT = 0.3
+SOFT_RATIO = 0.48
 EXPORT = 2  # of the cached ONNX graph: a change to DecodedSSD or its export gets a new file name
 
 
 def default_threshold(flip: bool) -> float:
     return THRESHOLD if flip else THRESHOLD_ALONE
+
+
+def enlarged(views: np.ndarray) -> np.ndarray:
+    """Per (N, 300, 300, 3) uint8 view: whether it holds no more detail than a smaller photo enlarged
+    (SOFT_RATIO: its finest detail against the detail of the view at half the size)."""
+
+    def detail(x: np.ndarray) -> np.ndarray:  # mean |Laplacian| per image of (N, H, W) grey
+        core = 4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:]
+        return np.abs(core).mean((1, 2))
+
+    grey = views.astype(np.float32).mean(3)
+    n, h, w = grey.shape
+    half = grey[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2).mean((2, 4))
+    return detail(grey) < SOFT_RATIO * np.maximum(detail(half), 1e-3)
 
 
 @dataclass
@@ -65,6 +90,7 @@ class Detector:
     backend: str = "torch"  # what runs the network: torch, onnx, onnx-int8, openvino
     graph: Path | None = None  # the fp32 ONNX file (the int8 export quantizes it)
     build: Callable[[], DecodedSSD] | None = None  # makes `model` when first asked for
+    soft_threshold: float | None = None  # the pretrained default's threshold on an enlarged photo (enlarged)
 
     @property
     def net(self) -> DecodedSSD:
@@ -84,9 +110,10 @@ class Detector:
         engine = ENGINES.get(self.backend, f"PyTorch on {self.device}")
         tiles = f" and {self.tiles[0]}x{self.tiles[1]} tiles" if self.tiles != (1, 1) else ""
         tiles += ", and mirrored" if self.flip else ""
+        soft = f" ({self.soft_threshold:g} on a photo enlarged to the input)" if self.soft_threshold else ""
         return (
             f"detector {self.name} ({', '.join(self.classes)}; {SIZE}x{SIZE} input{tiles}, {engine}); "
-            f"'{self.positive}' present at score >= {self.threshold:g}, NMS IoU {self.iou:g}"
+            f"'{self.positive}' present at score >= {self.threshold:g}{soft}, NMS IoU {self.iou:g}"
         )
 
     def with_options(
@@ -104,11 +131,13 @@ class Detector:
 
         check_scan(threshold=threshold, iou=iou)
         flip = self.flip if flip is None else bool(flip)
+        soft = self.soft_threshold if threshold is None else None  # a threshold given rules every photo
         if threshold is None and self.threshold == default_threshold(self.flip):
             threshold = default_threshold(flip)  # the pretrained default follows the views it was chosen for
         return replace(
             self,
             threshold=self.threshold if threshold is None else threshold,
+            soft_threshold=soft,
             iou=self.iou if iou is None else iou,
             tiles=self.tiles if tiles is None else parse_tiles(tiles),
             flip=flip,
@@ -169,14 +198,17 @@ class Detector:
         )
         boxes, scores = self.raw(batch)
         firsts = np.cumsum([0] + [len(vs) for vs in views])
-        blank = batch[firsts[:-1]].reshape(len(images), -1).std(1) < FLAT_STD  # the whole photo's view
+        whole = batch[firsts[:-1]]  # each photo's view of all of it
+        blank = whole.reshape(len(images), -1).std(1) < FLAT_STD
+        soft = enlarged(whole) if self.soft_threshold else np.zeros(len(images), bool)
         per = (time.perf_counter() - start) / len(images)
         answers = []
         for k, (img, vs) in enumerate(zip(images, views)):
             b, s, tiled = T.merge_views(
                 img.size, vs, boxes[firsts[k] : firsts[k + 1]], scores[firsts[k] : firsts[k + 1]]
             )
-            answers.append(self._answer(sizes[k], b, s, per, blank[k], tiled))
+            threshold = max(self.threshold, self.soft_threshold) if soft[k] else self.threshold
+            answers.append(self._answer(sizes[k], b, s, per, blank[k], tiled, threshold))
         return answers
 
     def detect(self, img) -> dict:
@@ -187,17 +219,25 @@ class Detector:
         return self.detect_batch([img])[0]
 
     def _answer(
-        self, size, boxes: np.ndarray, scores: np.ndarray, seconds: float, blank: bool = False, tiled=None
+        self,
+        size,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        seconds: float,
+        blank: bool = False,
+        tiled=None,
+        threshold: float | None = None,
     ) -> dict:
         from imgclf.models.arrays import batched_nms
 
         start = time.perf_counter()
         width, height = size
+        threshold = self.threshold if threshold is None else threshold
         cls = scores.argmax(1)
         best = scores.max(1)
         # Every class's best per anchor, then per-class NMS: the exported graphs' multi-class rule
         # reduced to one label per anchor (identical for one class).
-        cand = np.flatnonzero(best >= min(self.threshold, 0.01))
+        cand = np.flatnonzero(best >= min(threshold, 0.01))
         top = float(scores[:, self.pos].max()) if len(scores) else 0.0
         found = []
         if blank:  # too dark or flat to hold anything: see FLAT_STD
@@ -211,10 +251,10 @@ class Detector:
             keep = B.drop_parts(boxes[sub], best[sub], cls[sub], keep, None if tiled is None else tiled[sub])
             for k in keep:
                 i, box = cand[k], np.clip(boxes[cand[k]], 0.0, 1.0) * scale
-                if best[i] < self.threshold or box[2] <= box[0] or box[3] <= box[1]:
+                if best[i] < threshold or box[2] <= box[0] or box[3] <= box[1]:
                     continue
                 found.append(B.box_record(*box, best[i], self.classes[int(cls[i])]))
-        return B.answer(self, size, found, top, seconds + time.perf_counter() - start, blank)
+        return B.answer(self, size, found, top, seconds + time.perf_counter() - start, blank, threshold)
 
     def frame_model(self):
         from imgclf.inference.presence import FrameModel
@@ -227,7 +267,7 @@ class Detector:
         from PIL import Image
 
         results = self.detect_batch([Image.fromarray(f) for f in frames])
-        top = np.array([r["score"] for r in results]).reshape(-1)
+        top = np.array([B.on_even_terms(r, self.threshold) for r in results]).reshape(-1)
         return np.stack([1 - top, top], 1) if len(results) else np.zeros((0, 2)), [r["boxes"] for r in results]
 
 
@@ -285,7 +325,7 @@ def load_detector(
         classes, path = ["person"], weights.pretrained_weights()
         onnx_path = path.with_name(f"{path.stem}-export{EXPORT}.onnx")
         source = {"package": f"{weights.PACKAGE} {weights.VERSION}", "sha256": weights.SHA256, "licence": "MIT"}
-        options = {"name": "ssdlite-person"}
+        options = {"name": "ssdlite-person", "soft_threshold": THRESHOLD_SOFT}
     else:
         from imgclf.detection.hub import load_hub_detector
 
