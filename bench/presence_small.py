@@ -62,7 +62,7 @@ def main() -> None:
     for name in ("street-scenes", "inria-person-crops", "flowers5"):
         unpack(name, work)
     det = load_detector("person")
-    rules = {"one threshold": replace(det, soft_threshold=None), "enlarged at THRESHOLD_SOFT (default)": det}
+    rules = {"one threshold": replace(det, enlarged_odds=None), "enlarged at THRESHOLD_SOFT (default)": det}
     print(f"{date.today()} · python {sys.version.split()[0]} · {det.describe()}")
     street = work / "street-scenes"
     people, nobody = sorted((street / "person").glob("*.jpg")), sorted((street / "no-person").glob("*.jpg"))
@@ -91,7 +91,7 @@ def main() -> None:
         "presence-small",
         ["set", "photos with / without a person", "rule", "found", "false alarms", "balanced acc."],
         rows,
-        title=f"\nsmall photos (THRESHOLD {det.threshold:g}, THRESHOLD_SOFT {det.soft_threshold:g}):",
+        title=f"\nsmall photos (THRESHOLD {det.threshold:g}, THRESHOLD_SOFT {det.enlarged_threshold:g}):",
     )
 
 

@@ -1,7 +1,7 @@
 """A photo enlarged to the detector's 300x300 input (a thumbnail, a small camera frame) is answered at
 the higher THRESHOLD_SOFT: enlarged blur looked like people to the pretrained detector (docs/benchmarks/
 presence.md, "Small photos"). Told from the view's detail, so a photo, a video frame and the
-classifier's 300x300 input are answered alike; a threshold the user gives rules every photo."""
+classifier's 300x300 input are answered alike; a threshold the user gives is raised by the same odds."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import imgclf.detection
 from imgclf.data.images import resize
 from imgclf.detection.boxes import on_even_terms
 from imgclf.detection.classifier import DetectorClassifier
-from imgclf.detection.detector import THRESHOLD, THRESHOLD_ALONE, THRESHOLD_SOFT, enlarged
+from imgclf.detection.detector import ENLARGED_ODDS, THRESHOLD, THRESHOLD_ALONE, THRESHOLD_SOFT, enlarged, raised
 
 PORTRAIT = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 SCENE = Path(load_sample_images().filenames[0])  # china.jpg, 640x427, no one in it
@@ -49,10 +49,12 @@ def test_the_pretrained_default_answers_an_enlarged_photo_at_the_higher_threshol
     assert (small["threshold"], large["threshold"]) == (THRESHOLD_SOFT, THRESHOLD)
     assert small["present"] and all(b["score"] >= THRESHOLD_SOFT for b in small["boxes"])  # still found
     assert detector.detect(shrunk(SCENE, 128))["threshold"] == THRESHOLD_SOFT
-    alone = detector.with_options(flip=False)  # the photo alone keeps its own default and the rule
-    assert (alone.threshold, alone.soft_threshold) == (THRESHOLD_ALONE, THRESHOLD_SOFT)
-    given = detector.with_options(threshold=0.2)  # a threshold given rules every photo
-    assert given.soft_threshold is None and given.detect(shrunk(PORTRAIT, 128))["threshold"] == 0.2
+    alone = detector.with_options(flip=False)  # the photo alone keeps its own default, raised as much
+    assert (alone.threshold, alone.enlarged_threshold) == (THRESHOLD_ALONE, 0.356757)
+    # A threshold given (or one `imgclf evaluate person` names on the answers' scale) moves both.
+    given = detector.with_options(threshold=0.2)
+    assert given.detect(shrunk(PORTRAIT, 128))["threshold"] == raised(0.2, ENLARGED_ODDS) == 0.44
+    assert given.detect(Image.open(PORTRAIT).convert("RGB"))["threshold"] == 0.2
     assert "0.3 on a photo enlarged to the input" in detector.describe()
 
 

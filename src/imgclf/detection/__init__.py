@@ -169,7 +169,8 @@ def settings(detector: Detector) -> dict:
         "classes": detector.classes,
         "positive": detector.positive,
         "threshold": detector.threshold,
-        "enlarged_threshold": getattr(detector, "soft_threshold", None),  # a photo enlarged to the input (enlarged)
+        # a photo enlarged to the input (detector.enlarged); a torchvision detector has no such rule
+        "enlarged_threshold": detector.enlarged_threshold if getattr(detector, "enlarged_odds", None) else None,
         "iou": detector.iou,
         "tiles": f"{detector.tiles[0]}x{detector.tiles[1]}",
         "flip": getattr(detector, "flip", False),  # the mirror image averaged in (a torchvision detector: never)

@@ -48,13 +48,23 @@ FLAT_STD = 8.0
 # (a photo, a video frame, the classifier's 300x300 input) tells it alike: SOFT_RATIO bounds the mean
 # |Laplacian| of the view against that of the view halved (pure enlargement: 0.33-0.49; photos at or
 # above 300 px: 99 % over 0.48).
+# Kept as odds, so that a threshold given (--threshold, or one `imgclf evaluate person` names on the
+# scale of the answers it reads) moves both: an enlarged photo's odds must be ENLARGED_ODDS times the
+# threshold's (0.12 -> 0.3; the photo alone's 0.15 -> 0.36).
 THRESHOLD_SOFT = 0.3
+ENLARGED_ODDS = (THRESHOLD_SOFT / (1 - THRESHOLD_SOFT)) / (THRESHOLD / (1 - THRESHOLD))
 SOFT_RATIO = 0.48
 EXPORT = 2  # of the cached ONNX graph: a change to DecodedSSD or its export gets a new file name
 
 
 def default_threshold(flip: bool) -> float:
     return THRESHOLD if flip else THRESHOLD_ALONE
+
+
+def raised(threshold: float, odds: float) -> float:
+    """`threshold` with its odds multiplied by `odds` (6 decimals, as answers carry it)."""
+    up = odds * threshold / (1 - threshold)
+    return round(up / (1 + up), 6)
 
 
 def enlarged(views: np.ndarray) -> np.ndarray:
@@ -90,7 +100,7 @@ class Detector:
     backend: str = "torch"  # what runs the network: torch, onnx, onnx-int8, openvino
     graph: Path | None = None  # the fp32 ONNX file (the int8 export quantizes it)
     build: Callable[[], DecodedSSD] | None = None  # makes `model` when first asked for
-    soft_threshold: float | None = None  # the pretrained default's threshold on an enlarged photo (enlarged)
+    enlarged_odds: float | None = None  # the pretrained detector's: an enlarged photo's threshold, raised (enlarged)
 
     @property
     def net(self) -> DecodedSSD:
@@ -110,7 +120,7 @@ class Detector:
         engine = ENGINES.get(self.backend, f"PyTorch on {self.device}")
         tiles = f" and {self.tiles[0]}x{self.tiles[1]} tiles" if self.tiles != (1, 1) else ""
         tiles += ", and mirrored" if self.flip else ""
-        soft = f" ({self.soft_threshold:g} on a photo enlarged to the input)" if self.soft_threshold else ""
+        soft = f" ({self.enlarged_threshold:g} on a photo enlarged to the input)" if self.enlarged_odds else ""
         return (
             f"detector {self.name} ({', '.join(self.classes)}; {SIZE}x{SIZE} input{tiles}, {engine}); "
             f"'{self.positive}' present at score >= {self.threshold:g}{soft}, NMS IoU {self.iou:g}"
@@ -123,25 +133,29 @@ class Detector:
         tiles: str | tuple | None = None,
         flip: bool | None = None,
     ) -> "Detector":
-        """A copy with other settings; `tiles`: '2x2' (or (2, 2)) looks at tiles besides the whole photo;
-        `flip`: False looks at the photo alone, not also at its mirror image (one pass)."""
+        """A copy with other settings; `threshold`: a photo's at its own size (an enlarged photo's is
+        raised by the same odds: enlarged_threshold); `tiles`: '2x2' (or (2, 2)) looks at tiles besides
+        the whole photo; `flip`: False looks at the photo alone, not also at its mirror image (one pass)."""
         from dataclasses import replace
 
         from imgclf.settings.scan import check_scan, parse_tiles
 
         check_scan(threshold=threshold, iou=iou)
         flip = self.flip if flip is None else bool(flip)
-        soft = self.soft_threshold if threshold is None else None  # a threshold given rules every photo
         if threshold is None and self.threshold == default_threshold(self.flip):
             threshold = default_threshold(flip)  # the pretrained default follows the views it was chosen for
         return replace(
             self,
             threshold=self.threshold if threshold is None else threshold,
-            soft_threshold=soft,
             iou=self.iou if iou is None else iou,
             tiles=self.tiles if tiles is None else parse_tiles(tiles),
             flip=flip,
         )
+
+    @property
+    def enlarged_threshold(self) -> float:
+        """The threshold of a photo enlarged to the input (enlarged): this one, its odds raised."""
+        return raised(self.threshold, self.enlarged_odds) if self.enlarged_odds else self.threshold
 
     def views(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
         """The boxes (x1, y1, x2, y2) of a width x height photo the detector looks at (tiles.views)."""
@@ -200,14 +214,14 @@ class Detector:
         firsts = np.cumsum([0] + [len(vs) for vs in views])
         whole = batch[firsts[:-1]]  # each photo's view of all of it
         blank = whole.reshape(len(images), -1).std(1) < FLAT_STD
-        soft = enlarged(whole) if self.soft_threshold else np.zeros(len(images), bool)
+        soft = enlarged(whole) if self.enlarged_odds else np.zeros(len(images), bool)
         per = (time.perf_counter() - start) / len(images)
         answers = []
         for k, (img, vs) in enumerate(zip(images, views)):
             b, s, tiled = T.merge_views(
                 img.size, vs, boxes[firsts[k] : firsts[k + 1]], scores[firsts[k] : firsts[k + 1]]
             )
-            threshold = max(self.threshold, self.soft_threshold) if soft[k] else self.threshold
+            threshold = self.enlarged_threshold if soft[k] else self.threshold
             answers.append(self._answer(sizes[k], b, s, per, blank[k], tiled, threshold))
         return answers
 
@@ -325,7 +339,7 @@ def load_detector(
         classes, path = ["person"], weights.pretrained_weights()
         onnx_path = path.with_name(f"{path.stem}-export{EXPORT}.onnx")
         source = {"package": f"{weights.PACKAGE} {weights.VERSION}", "sha256": weights.SHA256, "licence": "MIT"}
-        options = {"name": "ssdlite-person", "soft_threshold": THRESHOLD_SOFT}
+        options = {"name": "ssdlite-person", "enlarged_odds": ENLARGED_ODDS}
     else:
         from imgclf.detection.hub import load_hub_detector
 
@@ -353,7 +367,7 @@ def load_detector(
             raise UserError(f"{path} is not a readable detector ({type(e).__name__}): restore it from a copy") from None
         return DecodedSSD(net).eval().to(dev)
 
-    from imgclf.detection.engines import open_engine, resolved
+    from imgclf.detection.engines import onnx_file, open_engine, resolved
 
     session, backend = None, resolved(backend, dev)
     # Where a graph runs it and the graph is already made, the network is built only if asked (Detector.net).
@@ -371,26 +385,3 @@ def load_detector(
         build=build,
         **options,
     )
-
-
-def onnx_file(model: DecodedSSD, path: Path) -> Path:
-    """`model` exported to ONNX at `path` once (atomically), reused after."""
-    if not path.is_file():
-        export_onnx(model, path)
-    return path
-
-
-def export_onnx(model: DecodedSSD, path: Path) -> None:
-    """uint8-range float RGB `input` (N, 3, 300, 300) -> `boxes` (N, A, 4) normalised x1 y1 x2 y2 and
-    `scores` (N, A, classes), batch axis dynamic; written atomically."""
-    import torch
-
-    from imgclf.core.files import atomic_path
-    from imgclf.models.tracing import trace_onnx
-
-    model = model.to("cpu").eval()
-    # Traced and optimised (models.tracing): the box decoding's constant reshapes folded, the graph
-    # ran a batch of 4 in 41 ms against 85 ms as traced plainly (2 cores).
-    graph = trace_onnx(model, torch.zeros(1, 3, SIZE, SIZE), "input", ["boxes", "scores"])
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(graph)

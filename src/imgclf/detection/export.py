@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgclf.detection.detector import SOFT_RATIO, Detector, export_onnx, load_detector
+from imgclf.detection.detector import SOFT_RATIO, Detector, load_detector
+from imgclf.detection.engines import export_onnx
 from imgclf.models.person import SIZE
 
 
@@ -38,9 +39,9 @@ def export_detector(name: str | Path = "person", out: str | Path | None = None, 
         "boxes": "normalised x1,y1,x2,y2 per anchor; multiply by the photo's width and height; then NMS per class",
         "source": str(det.source),
     }
-    if det.soft_threshold:  # imgclf's rule for a photo enlarged to the input (detector.enlarged)
+    if det.enlarged_odds:  # imgclf's rule for a photo enlarged to the input (detector.enlarged)
         props["threshold_enlarged"] = (
-            f"{det.soft_threshold:g} for a view with little detail (a smaller photo enlarged): mean |Laplacian| of "
+            f"{det.enlarged_threshold:g} for a view with little detail (a smaller photo enlarged): mean |Laplacian| of "
             f"the grey 300x300 input under {SOFT_RATIO:g} x that of the input halved (2x2 means)"
         )
     if det.flip:  # as the threshold was chosen (an older fine-tuned run's was for the photo alone)
