@@ -412,9 +412,9 @@ def test_a_camera_says_who_comes_and_goes_as_it_happens(gallery, model, tmp_path
 
     scene = Image.open(SCENE).convert("RGB").resize((320, 240))
     frames = []
-    for i in range(24):  # Grace for frames 6-15
+    for i in range(36):  # Grace for frames 6-25: at 0.02 s a frame and more, over the shortest event (0.5 s)
         frame = scene.copy()
-        if 6 <= i < 16:
+        if 6 <= i < 26:
             frame.paste(GRACE.resize((120, 140)), (100, 50))
         frames.append(cv2.cvtColor(np.asarray(frame), cv2.COLOR_RGB2BGR))
     monkeypatch.setattr(video_frames, "open_source", lambda source: (Camera(frames), True, "camera 0"))

@@ -130,6 +130,22 @@ def test_single_noisy_frames_make_no_event():
     assert presence.finish() == [{"start_s": 4.0, "end_s": 5.5, "duration_s": 1.5, "peak_confidence": 0.97}]
 
 
+def test_what_a_camera_announces_is_what_the_record_keeps():
+    """A visit just under the shortest event (0.5 s) opened the track, so a camera said it came and went,
+    and events.json left it out; now it opens only once its hits span 0.5 s."""
+    from imgclf.inference.presence import Changes
+
+    for seconds, recorded in ((0.45, 0), (0.8, 1)):
+        presence, said = Presence("person", 1, threshold=0.5, tau=0.2, min_event=0.5), []
+        changes = Changes(on_change=said.append)
+        hits = round(seconds * FPS)
+        for i in range(60):
+            presence.update(i / FPS, 1 / FPS, 0.99 if 10 <= i < 10 + hits else 0.0)
+            changes.track("person", presence, i / FPS)
+        events = presence.finish()
+        assert len(events) == recorded and [c["kind"] for c in said] == ["present", "gone"] * recorded
+
+
 @pytest.mark.slow
 def test_unusable_sources_are_user_errors(tiny_run, tmp_path):
     model = imgclf.load(tiny_run)  # any model: the source is refused before a frame is classified

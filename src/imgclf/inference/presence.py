@@ -73,7 +73,14 @@ class Presence:
             self.last_hit_end = t + dt
             self.peak = max(self.peak, p_pos)
         if not self.present:
-            if share >= OPEN_SHARE and self.first_hit is not None:
+            # Open once the hits span the shortest event too: an event announced as it opens (Changes) is
+            # one the record keeps. Opened sooner, a camera said "'Grace' present" and "gone after 0.5s"
+            # for a visit of 0.49 s that events.json then left out.
+            if (
+                share >= OPEN_SHARE
+                and self.first_hit is not None
+                and self.last_hit_end - self.first_hit >= self.min_event
+            ):
                 self.present = True
             elif share < CLOSE_SHARE and not hit:
                 self.first_hit, self.peak = None, 0.0  # the hits so far were noise
