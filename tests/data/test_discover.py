@@ -270,7 +270,7 @@ def test_kaggles_download_unzipped_once_reads_its_training_archive(tmp_path, mon
     kaggle.mkdir()
     for name in ("train", "test1"):
         shutil.make_archive(str(kaggle / name), "zip", tmp_path / "src", name)
-    (kaggle / "sampleSubmission.csv").write_text("id,label\n1,0\n2,0\n")
+    (kaggle / "sampleSubmission.CSV").write_text("id,label\n1,0\n2,0\n")  # any case
     spec = discover(kaggle)
     assert spec.classes == ["cat", "dog"] and len(spec.paths) == 8
     assert "test1.zip left out (only train.zip is read)" in spec.note

@@ -30,7 +30,9 @@ def archive_within(folder: Path) -> tuple[Path | None, str]:
     sub-folders, a CSV of labels: read as a folder). Several archives: the one with "train" in its name."""
     entries = [p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX"))]
     archives = sorted(p for p in entries if p.is_file() and is_archive(p))
-    others = [p for p in entries if p not in archives and not (p.suffix == ".csv" and "submission" in p.name.lower())]
+    others = [
+        p for p in entries if p not in archives and not (p.suffix.lower() == ".csv" and "submission" in p.name.lower())
+    ]
     if not archives or others:
         return None, ""
     chosen = archives if len(archives) == 1 else [p for p in archives if "train" in p.name.lower()]
