@@ -68,15 +68,16 @@ def answer(
     }
 
 
+def logit(p: float, eps: float = 1e-6) -> float:
+    """The log-odds of a score, clipped `eps` from 0 and 1."""
+    p = min(max(float(p), eps), 1 - eps)
+    return math.log(p) - math.log1p(-p)
+
+
 def on_even_terms(found: dict, threshold: float) -> float:
     """The answer's score moved so that the threshold it was answered at lands on `threshold` (its
     log-odds shifted): one scale for photos answered at different thresholds (a video's frames, where
     FrameModel holds one threshold)."""
-
-    def logit(p: float) -> float:
-        p = min(max(p, 1e-6), 1 - 1e-6)
-        return math.log(p / (1 - p))
-
     if found["threshold"] == threshold:
         return found["score"]
     return 1 / (1 + math.exp(-(logit(found["score"]) - logit(found["threshold"]) + logit(threshold))))

@@ -17,12 +17,12 @@ the class over 0.5. It orders photos as the score does; it is not a calibrated p
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from imgclf.core.version import __version__
+from imgclf.detection.boxes import logit
 from imgclf.inference.predictor import Predictor
 from imgclf.models import PERSON_DETECTOR
 from imgclf.store.run_meta import Architecture, Decision, InputSpec, RunMeta
@@ -93,7 +93,7 @@ class DetectorClassifier(Predictor):
         from PIL import Image
 
         answers = self.detector.detect_batch([Image.fromarray(np.ascontiguousarray(x)) for x in images])
-        present = [_logit(a["score"]) - _logit(a["threshold"]) for a in answers]
+        present = [logit(a["score"], SCORE_EPS) - logit(a["threshold"], SCORE_EPS) for a in answers]
         return np.stack([np.zeros(len(present)), np.array(present, dtype=np.float64)], 1)
 
     def scores(self, probs: np.ndarray) -> np.ndarray:
@@ -101,7 +101,7 @@ class DetectorClassifier(Predictor):
         the detector's threshold (an enlarged photo's score comes back on the same scale: lower, as its
         threshold was higher)."""
         p = np.clip(np.asarray(probs, np.float64)[:, 1], SCORE_EPS, 1 - SCORE_EPS)
-        return 1 / (1 + np.exp(-(np.log(p) - np.log1p(-p) + _logit(self.detector.threshold))))
+        return 1 / (1 + np.exp(-(np.log(p) - np.log1p(-p) + logit(self.detector.threshold, SCORE_EPS))))
 
 
 def missed_note(model: DetectorClassifier, metrics: dict, data) -> str:
@@ -141,11 +141,6 @@ def folder_threshold(model: DetectorClassifier, labels: np.ndarray, probs: np.nd
         f"{t:g}), chosen on them, so optimistic: imgclf scan PHOTOS --threshold {found['threshold']:.3g}, or "
         f"train a classifier on them: imgclf train {data}"
     )
-
-
-def _logit(p: float) -> float:
-    p = min(max(float(p), SCORE_EPS), 1 - SCORE_EPS)
-    return math.log(p) - math.log1p(-p)
 
 
 def presence_model(
