@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib.cbook
 import numpy as np
 import pytest
+from helpers import cli
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
@@ -81,3 +82,13 @@ def test_the_exported_detector_states_the_rule_in_its_metadata(tmp_path):
     props = {p.key: p.value for p in onnx.load(result["path"]).metadata_props}
     assert props["threshold"] == str(THRESHOLD) and props["threshold_enlarged"].startswith(f"{THRESHOLD_SOFT:g} for a")
     assert result["max_score_diff"] < 1e-4
+
+
+def test_the_scan_line_says_when_a_photo_was_answered_at_the_enlarged_threshold(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shrunk(PORTRAIT, 128).save(photos / "small.jpg")
+    Image.open(PORTRAIT).convert("RGB").save(photos / "large.jpg")
+    lines = {line.split()[0]: line for line in cli("scan", photos).stdout.splitlines() if line.startswith(str(photos))}
+    assert "(at 0.3: enlarged)" in lines[str(photos / "small.jpg")]
+    assert "enlarged" not in lines[str(photos / "large.jpg")] and "present" in lines[str(photos / "large.jpg")]

@@ -156,6 +156,9 @@ def explanations(results: list[dict], method: str) -> None:
 
 
 def scans(results: list[dict]) -> None:
+    # A photo enlarged to the detector's input is answered at a higher threshold (detection.detector):
+    # said beside its score, where "absent, score 0.2" would read wrong against the usual 0.12.
+    lowest = min((r["threshold"] for r in results if "threshold" in r), default=None)
     for r in results:
         if "error" in r:
             print(f"skipped {r['path']}: {r['error']}", file=sys.stderr)
@@ -167,8 +170,9 @@ def scans(results: list[dict]) -> None:
         work = f"{r['windows']} windows, " if "windows" in r else ""
         n = len(r["boxes"])
         found = f"{n} box{'' if n == 1 else 'es'}" + (f" {boxes}" if boxes else "")
+        at = f" (at {r['threshold']:g}: enlarged)" if r.get("threshold", lowest) != lowest else ""
         print(
-            f"{r.get('path', '')}  {'present' if r['present'] else 'absent'}  score {r['score']:.3f}  "
+            f"{r.get('path', '')}  {'present' if r['present'] else 'absent'}  score {r['score']:.3f}{at}  "
             f"{found}  ({work}{r['seconds']:.2f}s)"
         )
 
