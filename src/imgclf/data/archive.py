@@ -15,6 +15,7 @@ from pathlib import Path
 
 from imgclf.core.errors import UserError
 from imgclf.data.cache import default_cache_dir, writable_dir
+from imgclf.data.spec import is_submission
 
 SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
@@ -30,9 +31,7 @@ def archive_within(folder: Path) -> tuple[Path | None, str]:
     sub-folders, a CSV of labels: read as a folder). Several archives: the one with "train" in its name."""
     entries = [p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX"))]
     archives = sorted(p for p in entries if p.is_file() and is_archive(p))
-    others = [
-        p for p in entries if p not in archives and not (p.suffix.lower() == ".csv" and "submission" in p.name.lower())
-    ]
+    others = [p for p in entries if p not in archives and not is_submission(p)]
     if not archives or others:
         return None, ""
     chosen = archives if len(archives) == 1 else [p for p in archives if "train" in p.name.lower()]

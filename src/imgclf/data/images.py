@@ -237,8 +237,10 @@ def size_of(item) -> tuple[int, int]:
     if hasattr(item, "__array__"):
         shape = tuple(getattr(item, "shape", None) or np.shape(item))
         return (shape[2], shape[1]) if _channels_first(shape) else (shape[1], shape[0])
-    if not isinstance(item, (str, os.PathLike)):  # a file's bytes (decoded, under read_rgb's pixel limit), or TypeError
-        return in_memory(item).size
+    if isinstance(item, (bytes, bytearray, memoryview)) or hasattr(item, "read"):
+        return image_size(encoded(item))  # a file's bytes: their header, as a path's
+    if not isinstance(item, (str, os.PathLike)):
+        in_memory(item)  # anything else: its TypeError, naming what it takes
     return image_size(item)
 
 

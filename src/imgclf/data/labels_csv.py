@@ -12,7 +12,7 @@ import numpy as np
 
 from imgclf.core.errors import UserError
 from imgclf.data.archive import is_archive
-from imgclf.data.spec import SPLIT_NAMES, DatasetSpec, files_under, is_image, name_key
+from imgclf.data.spec import SPLIT_NAMES, DatasetSpec, files_under, is_image, is_submission, name_key
 
 # Column names CSVs of labels use for the image and its class, tried in this order (any case).
 PATH_COLUMNS = (
@@ -39,7 +39,7 @@ def labels_among(csvs: list[Path], folder: Path) -> tuple[Path | None, str]:
     sample_submission.csv (a template of answers to fill in, often with a label column of dummies) and
     sometimes test.csv (the photos to answer): a template is never the labels; of the others, a name
     with "train", then one with "label" is."""
-    kept = [p for p in csvs if "submission" not in name_key(p.stem)]
+    kept = [p for p in csvs if not is_submission(p)]
     for word in ("train", "label"):
         if len(kept) > 1:
             kept = [p for p in kept if word in name_key(p.stem)] or kept

@@ -37,6 +37,12 @@ def name_key(name: str) -> str:
     return re.sub(r"[\s_-]+", "_", name.strip().casefold())
 
 
+def is_submission(path: Path) -> bool:
+    """Kaggle's template of answers to fill in (sample_submission.csv, sampleSubmission.csv): beside a
+    set's labels or archives, never its labels (its label column, where it has one, holds dummies)."""
+    return path.suffix.lower() == ".csv" and "submission" in name_key(path.stem)
+
+
 def _plural_forms(key: str) -> set[str]:
     """A name_key and what it is without an English plural ending: daisies/daisy, boxes/box, roses/rose."""
     return {
